@@ -1,0 +1,101 @@
+//! `prime_serverd`: the prime-checking demo.
+//!
+//! - `prime_serverd RANGE CONCURRENCY`: the simulation mode. RANGE is `END` (meaning
+//!   1..=END) or `START,END`; every number is sent through the two-stage pipeline (parse,
+//!   compute; CONCURRENCY workers each) and the last line printed is `N primes found`.
+
+use clap::Parser;
+use prime_server::demo::{self, Compute};
+use prime_server::primes::Algorithm;
+use prime_server::Pipeline;
+use std::ops::RangeInclusive;
+use std::process::ExitCode;
+
+/// How many simulated requests are unanswered at most.
+const SIMULATION_WINDOW: u64 = 4096;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "The prime-checking demo of prime_server")]
+struct Cli {
+    /// `END` or `START,END`: the inclusive range of numbers to test (simulation mode).
+    target: String,
+    /// Workers per stage.
+    concurrency: usize,
+    /// Primality test used by the compute stage: trial-division or miller-rabin.
+    #[arg(long, default_value = "trial-division")]
+    algorithm: Algorithm,
+    /// Jobs each worker may hold at once: 1 balances uneven work best, 2 saves a
+    /// wake-up per job when jobs are cheap.
+    #[arg(long, default_value_t = 1)]
+    prefetch: u32,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    if cli.concurrency == 0 {
+        eprintln!("error: CONCURRENCY must be at least 1");
+        return ExitCode::from(2);
+    }
+    let range = match parse_range(&cli.target) {
+        Ok(range) => range,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    match simulate(range, &cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn simulate(range: RangeInclusive<u64>, cli: &Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (concurrency, algorithm) = (cli.concurrency, cli.algorithm);
+    let ctx = zmq::Context::new();
+    let (pipeline, front) = Pipeline::new()
+        .prefetch(cli.prefetch)
+        .stage("parse", concurrency, demo::parse)
+        .stage("compute", concurrency, Compute { algorithm })
+        .start(&ctx)?;
+    log::info!(
+        "testing {}..={} with {concurrency} workers per stage ({algorithm})",
+        range.start(),
+        range.end()
+    );
+    let tally = prime_server::simulation::run(&front, range, SIMULATION_WINDOW, demo::RAW_PRIME);
+    pipeline.stop();
+    let tally = tally?;
+    if tally.failed > 0 {
+        eprintln!(
+            "error: {} requests failed, e.g. {:?}",
+            tally.failed, tally.first_failures
+        );
+    }
+    println!("{} primes found", tally.yes);
+    Ok(if tally.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reads `END` (1..=END) or `START,END`.
+fn parse_range(text: &str) -> Result<RangeInclusive<u64>, String> {
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|e| format!("{s:?} is not a number from 0 to {}: {e}", u64::MAX))
+    };
+    let (start, end) = match text.split_once(',') {
+        Some((start, end)) => (number(start)?, number(end)?),
+        None => (1, number(text)?),
+    };
+    if start > end {
+        return Err(format!("the range {start},{end} is empty"));
+    }
+    Ok(start..=end)
+}

@@ -1,0 +1,398 @@
+//! The envelope: the first frame of every pipeline message, and the interrupt frame.
+//!
+//! Both have an explicit, versioned little-endian layout, so daemons built at different
+//! times or on different machines agree, and both decoders refuse a frame of the wrong
+//! size or version instead of trusting it.
+//!
+//! Envelope layout (version 1, [`ENVELOPE_LEN`] bytes):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 1 | version (1) |
+//! | 1 | 1 | protocol: 0 raw, 1 HTTP, 2 netstring |
+//! | 2 | 1 | HTTP minor version |
+//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD |
+//! | 4 | 8 | request id |
+//! | 12 | 8 | connection id |
+//! | 20 | 8 | nonce of the front end process |
+//! | 28 | 8 | arrival, microseconds since the Unix epoch |
+//! | 36 | 8 | deadline, microseconds since the Unix epoch (0: none) |
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The encoding version this build writes and accepts.
+pub const ENVELOPE_VERSION: u8 = 1;
+/// The size of an encoded envelope.
+pub const ENVELOPE_LEN: usize = 44;
+/// The size of an encoded [`Interrupt`].
+pub const INTERRUPT_LEN: usize = 20;
+
+const FLAG_KEEP_ALIVE: u8 = 1;
+const FLAG_HEAD: u8 = 2;
+
+/// The client protocol a request arrived in, which decides how its answer is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// No client protocol: an in-process driver such as the simulation mode.
+    Raw,
+    /// HTTP/1.x, with the facts needed to write the response.
+    Http {
+        /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+        minor_version: u8,
+        /// Whether the connection stays open after the response.
+        keep_alive: bool,
+        /// Whether the request was HEAD (the response carries no body).
+        head: bool,
+    },
+    /// Netstrings (`LEN:BYTES,`).
+    Netstring,
+}
+
+/// The routing and protocol facts that travel with a request through every stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Unique per request within one front end process.
+    pub request_id: u64,
+    /// The front end's id for the client connection.
+    pub connection_id: u64,
+    /// Random per front end process, so answers meant for an earlier run are dropped.
+    pub nonce: u64,
+    /// How to answer the client.
+    pub protocol: Protocol,
+    /// When the request arrived, in microseconds since the Unix epoch.
+    pub arrival_us: u64,
+    /// When the front end gives up on it (microseconds since the Unix epoch), 0 for never.
+    pub deadline_us: u64,
+}
+
+/// Why a frame could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The frame is not the size this version has.
+    WrongSize {
+        /// The size expected.
+        expected: usize,
+        /// The size received.
+        got: usize,
+    },
+    /// The frame was written by an encoding version this build does not know.
+    UnknownVersion(u8),
+    /// The protocol byte names no protocol.
+    UnknownProtocol(u8),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::WrongSize { expected, got } => {
+                write!(f, "frame of {got} bytes where {expected} were expected")
+            }
+            DecodeError::UnknownVersion(v) => {
+                write!(
+                    f,
+                    "encoding version {v}, this build speaks {ENVELOPE_VERSION}"
+                )
+            }
+            DecodeError::UnknownProtocol(p) => write!(f, "unknown protocol byte {p}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl Envelope {
+    /// A new envelope for a request arriving now.
+    pub fn new(request_id: u64, connection_id: u64, nonce: u64, protocol: Protocol) -> Self {
+        Envelope {
+            request_id,
+            connection_id,
+            nonce,
+            protocol,
+            arrival_us: now_us(),
+            deadline_us: 0,
+        }
+    }
+
+    /// Sets the deadline to `timeout` after arrival.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.deadline_us = self
+            .arrival_us
+            .saturating_add(timeout.as_micros().min(u64::MAX as u128) as u64);
+        self
+    }
+
+    /// Whether the deadline is set and has passed.
+    pub fn is_expired(&self, now_us: u64) -> bool {
+        self.deadline_us != 0 && now_us > self.deadline_us
+    }
+
+    /// The fixed-size little-endian encoding.
+    ///
+    /// ```
+    /// use prime_server::envelope::{Envelope, Protocol};
+    /// let envelope = Envelope::new(7, 3, 42, Protocol::Raw);
+    /// assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+    /// ```
+    pub fn encode(&self) -> [u8; ENVELOPE_LEN] {
+        let (protocol, minor, flags) = match self.protocol {
+            Protocol::Raw => (0, 0, 0),
+            Protocol::Http {
+                minor_version,
+                keep_alive,
+                head,
+            } => (
+                1,
+                minor_version,
+                (keep_alive as u8 * FLAG_KEEP_ALIVE) | (head as u8 * FLAG_HEAD),
+            ),
+            Protocol::Netstring => (2, 0, 0),
+        };
+        let mut out = [0u8; ENVELOPE_LEN];
+        out[..4].copy_from_slice(&[ENVELOPE_VERSION, protocol, minor, flags]);
+        let fields = [
+            self.request_id,
+            self.connection_id,
+            self.nonce,
+            self.arrival_us,
+            self.deadline_us,
+        ];
+        for (i, field) in fields.iter().enumerate() {
+            out[4 + 8 * i..12 + 8 * i].copy_from_slice(&field.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes a frame written by [`encode`](Self::encode), refusing anything else.
+    pub fn decode(frame: &[u8]) -> Result<Envelope, DecodeError> {
+        check_frame(frame, ENVELOPE_LEN)?;
+        let flags = frame[3];
+        let protocol = match frame[1] {
+            0 => Protocol::Raw,
+            1 => Protocol::Http {
+                minor_version: frame[2],
+                keep_alive: flags & FLAG_KEEP_ALIVE != 0,
+                head: flags & FLAG_HEAD != 0,
+            },
+            2 => Protocol::Netstring,
+            other => return Err(DecodeError::UnknownProtocol(other)),
+        };
+        Ok(Envelope {
+            request_id: u64_at(frame, 4),
+            connection_id: u64_at(frame, 12),
+            nonce: u64_at(frame, 20),
+            protocol,
+            arrival_us: u64_at(frame, 28),
+            deadline_us: u64_at(frame, 36),
+        })
+    }
+}
+
+/// Why the front end tells workers to drop work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterruptReason {
+    /// The client hung up.
+    ClientGone,
+    /// The request's deadline passed; the client was answered 504.
+    DeadlinePassed,
+    /// The front end is shutting down: every request of this nonce is void.
+    ShuttingDown,
+}
+
+/// A message on the interrupt channel: drop the work for one request, or for every
+/// request of a front end process when the reason is [`InterruptReason::ShuttingDown`].
+///
+/// Layout: version (1 byte), reason (1 byte), 2 reserved zero bytes, nonce (u64 LE),
+/// request id (u64 LE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Interrupt {
+    /// The front end process the request belongs to.
+    pub nonce: u64,
+    /// The request to drop (ignored for `ShuttingDown`).
+    pub request_id: u64,
+    /// Why.
+    pub reason: InterruptReason,
+}
+
+impl Interrupt {
+    /// The fixed-size little-endian encoding.
+    ///
+    /// ```
+    /// use prime_server::envelope::{Interrupt, InterruptReason};
+    /// let interrupt = Interrupt { nonce: 1, request_id: 2, reason: InterruptReason::ClientGone };
+    /// assert_eq!(Interrupt::decode(&interrupt.encode()), Ok(interrupt));
+    /// ```
+    pub fn encode(&self) -> [u8; INTERRUPT_LEN] {
+        let reason = match self.reason {
+            InterruptReason::ClientGone => 1,
+            InterruptReason::DeadlinePassed => 2,
+            InterruptReason::ShuttingDown => 3,
+        };
+        let mut out = [0u8; INTERRUPT_LEN];
+        out[0] = ENVELOPE_VERSION;
+        out[1] = reason;
+        out[4..12].copy_from_slice(&self.nonce.to_le_bytes());
+        out[12..20].copy_from_slice(&self.request_id.to_le_bytes());
+        out
+    }
+
+    /// Decodes a frame written by [`encode`](Self::encode), refusing anything else.
+    pub fn decode(frame: &[u8]) -> Result<Interrupt, DecodeError> {
+        check_frame(frame, INTERRUPT_LEN)?;
+        let reason = match frame[1] {
+            1 => InterruptReason::ClientGone,
+            2 => InterruptReason::DeadlinePassed,
+            3 => InterruptReason::ShuttingDown,
+            other => return Err(DecodeError::UnknownProtocol(other)),
+        };
+        Ok(Interrupt {
+            nonce: u64_at(frame, 4),
+            request_id: u64_at(frame, 12),
+            reason,
+        })
+    }
+}
+
+fn check_frame(frame: &[u8], expected: usize) -> Result<(), DecodeError> {
+    if frame.len() != expected {
+        return Err(DecodeError::WrongSize {
+            expected,
+            got: frame.len(),
+        });
+    }
+    if frame[0] != ENVELOPE_VERSION {
+        return Err(DecodeError::UnknownVersion(frame[0]));
+    }
+    Ok(())
+}
+
+fn u64_at(frame: &[u8], offset: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&frame[offset..offset + 8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Microseconds since the Unix epoch: the clock deadlines are written in, so that
+/// processes on different hosts can compare them.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A random number for this process, used as the front end's nonce and in worker ids.
+///
+/// libzmq's STREAM routing ids and our request ids start over in every process, so a
+/// late answer from a previous run must be recognisable: the nonce makes it so.
+pub fn random_u64() -> u64 {
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(now_us());
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Envelope {
+        Envelope {
+            request_id: u64::MAX - 1,
+            connection_id: 0x0102_0304_0506_0708,
+            nonce: 99,
+            protocol: Protocol::Http {
+                minor_version: 1,
+                keep_alive: true,
+                head: true,
+            },
+            arrival_us: 1_700_000_000_000_000,
+            deadline_us: 1_700_000_010_000_000,
+        }
+    }
+
+    #[test]
+    fn every_protocol_round_trips() {
+        for protocol in [
+            Protocol::Raw,
+            Protocol::Netstring,
+            Protocol::Http {
+                minor_version: 0,
+                keep_alive: false,
+                head: false,
+            },
+            sample().protocol,
+        ] {
+            let envelope = Envelope {
+                protocol,
+                ..sample()
+            };
+            assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+        }
+    }
+
+    #[test]
+    fn the_layout_is_little_endian_and_fixed() {
+        let bytes = sample().encode();
+        assert_eq!(&bytes[..4], &[1, 1, 1, 3]);
+        assert_eq!(&bytes[12..20], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(&bytes[20..28], &[99, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn short_long_and_unknown_frames_are_refused() {
+        let bytes = sample().encode();
+        assert_eq!(
+            Envelope::decode(&bytes[..ENVELOPE_LEN - 1]),
+            Err(DecodeError::WrongSize {
+                expected: ENVELOPE_LEN,
+                got: ENVELOPE_LEN - 1
+            })
+        );
+        let mut long = bytes.to_vec();
+        long.push(0);
+        assert!(matches!(
+            Envelope::decode(&long),
+            Err(DecodeError::WrongSize { .. })
+        ));
+        assert!(Envelope::decode(&[]).is_err());
+        let mut future = bytes;
+        future[0] = 2;
+        assert_eq!(
+            Envelope::decode(&future),
+            Err(DecodeError::UnknownVersion(2))
+        );
+        let mut odd = sample().encode();
+        odd[1] = 9;
+        assert_eq!(Envelope::decode(&odd), Err(DecodeError::UnknownProtocol(9)));
+    }
+
+    #[test]
+    fn interrupts_round_trip_and_refuse_bad_frames() {
+        for reason in [
+            InterruptReason::ClientGone,
+            InterruptReason::DeadlinePassed,
+            InterruptReason::ShuttingDown,
+        ] {
+            let interrupt = Interrupt {
+                nonce: 5,
+                request_id: 6,
+                reason,
+            };
+            assert_eq!(Interrupt::decode(&interrupt.encode()), Ok(interrupt));
+        }
+        assert!(Interrupt::decode(&[1; 19]).is_err());
+        assert!(Interrupt::decode(&[7; INTERRUPT_LEN]).is_err());
+    }
+
+    #[test]
+    fn deadlines() {
+        let envelope = Envelope::new(1, 1, 1, Protocol::Raw);
+        assert!(!envelope.is_expired(u64::MAX));
+        let envelope = envelope.with_timeout(Duration::from_secs(1));
+        assert!(!envelope.is_expired(envelope.arrival_us));
+        assert!(envelope.is_expired(envelope.arrival_us + 1_000_001));
+    }
+}

@@ -1,0 +1,249 @@
+//! Parsing a complete request head with httparse and reading the header
+//! fields that decide framing and connection handling (RFC 9112 §6, §9).
+
+use std::ops::Range;
+
+use super::ParseError;
+
+/// The request method, with the common ones named. Any token is accepted here:
+/// whether a method is allowed is the application's decision (`405`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// `GET`
+    Get,
+    /// `HEAD`
+    Head,
+    /// `POST`
+    Post,
+    /// `PUT`
+    Put,
+    /// `DELETE`
+    Delete,
+    /// `OPTIONS`
+    Options,
+    /// `PATCH`
+    Patch,
+    /// Any other token; the name is the head's first word.
+    Other,
+}
+
+impl Method {
+    /// Methods are case-sensitive (RFC 9110 §9.1): `get` is `Other`.
+    pub fn from_token(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// How the body that follows a head is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body (requests are never read until close).
+    None,
+    /// Exactly this many bytes follow.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// What the front end needs from a head, validated.
+#[derive(Debug)]
+pub(super) struct HeadInfo {
+    pub(super) method: Method,
+    pub(super) minor_version: u8,
+    pub(super) keep_alive: bool,
+    pub(super) target: Range<usize>,
+    pub(super) framing: Framing,
+    pub(super) expect_continue: bool,
+}
+
+/// Runs httparse over a complete head and hands the result to `f`.
+pub(super) fn with_parsed<R>(
+    head: &[u8],
+    f: impl FnOnce(&httparse::Request<'_, '_>) -> Result<R, ParseError>,
+) -> Result<R, ParseError> {
+    // Every header occupies a line, so the line count bounds the slots needed.
+    let slots = head.iter().filter(|&&b| b == b'\n').count();
+    let mut headers = vec![httparse::EMPTY_HEADER; slots];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => f(&req),
+        Ok(httparse::Status::Partial) => Err(ParseError::MalformedHeader),
+        Err(err) => Err(classify_error(err, head)),
+    }
+}
+
+/// httparse does not say where it failed; re-parsing the request line alone
+/// tells a bad request line from a bad header.
+fn classify_error(err: httparse::Error, head: &[u8]) -> ParseError {
+    if err == httparse::Error::TooManyHeaders {
+        return ParseError::MalformedHeader;
+    }
+    let line_end = head
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head.len(), |i| i + 1);
+    let line = &head[..line_end];
+    if httparse::Request::new(&mut []).parse(line).is_ok() {
+        return ParseError::MalformedHeader;
+    }
+    if err == httparse::Error::Version && has_numeric_version(line) {
+        ParseError::UnsupportedVersion
+    } else {
+        ParseError::MalformedRequestLine
+    }
+}
+
+/// `HTTP/x.y` with single digits: a version we could name but do not speak.
+fn has_numeric_version(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let version = parts.nth(2).unwrap_or_default();
+    parts.next().is_none()
+        && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit())
+}
+
+/// Parses and validates a complete head for the front end.
+pub(super) fn parse_head(head: &[u8], max_body: usize) -> Result<HeadInfo, ParseError> {
+    with_parsed(head, |req| {
+        let (Some(method), Some(path), Some(minor_version)) = (req.method, req.path, req.version)
+        else {
+            return Err(ParseError::MalformedRequestLine);
+        };
+        let fields = Fields::collect(req.headers, minor_version)?;
+        let framing = fields.framing(max_body)?;
+        // RFC 9112 §6.1: chunked in HTTP/1.0 means the framing may be faulty,
+        // so the connection is not reused after this request.
+        let keep_alive = fields.keep_alive && !(minor_version == 0 && framing == Framing::Chunked);
+        let target_start = path.as_ptr() as usize - head.as_ptr() as usize;
+        Ok(HeadInfo {
+            method: Method::from_token(method),
+            minor_version,
+            keep_alive,
+            target: target_start..target_start + path.len(),
+            framing,
+            expect_continue: fields.expect_continue,
+        })
+    })
+}
+
+/// The framing and connection fields of one head.
+struct Fields<'a> {
+    content_length: Option<&'a [u8]>,
+    transfer_encoding: bool,
+    chunked_count: usize,
+    unknown_coding: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn collect(headers: &[httparse::Header<'a>], minor_version: u8) -> Result<Self, ParseError> {
+        let mut fields = Fields {
+            content_length: None,
+            transfer_encoding: false,
+            chunked_count: 0,
+            unknown_coding: false,
+            keep_alive: minor_version == 1,
+            expect_continue: false,
+        };
+        let mut hosts = 0;
+        let mut close = false;
+        for header in headers {
+            let name = header.name;
+            if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                // Repeats are refused even when equal: one less way for two
+                // parsers on the path to disagree about the body length.
+                if fields.content_length.replace(header.value).is_some() {
+                    return Err(ParseError::InvalidContentLength);
+                }
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                fields.transfer_encoding = true;
+                for coding in list_items(header.value) {
+                    let coding = coding.split(|&b| b == b';').next().unwrap_or_default();
+                    if coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                        fields.chunked_count += 1;
+                    } else {
+                        fields.unknown_coding = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case("connection") {
+                for option in list_items(header.value) {
+                    close |= option.eq_ignore_ascii_case(b"close");
+                    fields.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case("expect") {
+                // RFC 9110 §10.1.1: never send 100 Continue to an HTTP/1.0 client.
+                fields.expect_continue = minor_version == 1
+                    && header
+                        .value
+                        .trim_ascii()
+                        .eq_ignore_ascii_case(b"100-continue");
+            }
+        }
+        match hosts {
+            0 if minor_version == 1 => return Err(ParseError::MissingHost),
+            0 | 1 => {}
+            _ => return Err(ParseError::MultipleHost),
+        }
+        fields.keep_alive &= !close;
+        Ok(fields)
+    }
+
+    fn framing(&self, max_body: usize) -> Result<Framing, ParseError> {
+        if self.transfer_encoding {
+            if self.content_length.is_some() {
+                return Err(ParseError::ContentLengthWithTransferEncoding);
+            }
+            // Any coding but chunked is refused first, so `chunked, gzip`
+            // (chunked not last) is 501 rather than 400.
+            return match (self.unknown_coding, self.chunked_count) {
+                (true, _) => Err(ParseError::UnsupportedTransferCoding),
+                (false, 1) => Ok(Framing::Chunked),
+                (false, _) => Err(ParseError::InvalidTransferEncoding),
+            };
+        }
+        match self.content_length {
+            None => Ok(Framing::None),
+            Some(value) => match parse_content_length(value, max_body)? {
+                0 => Ok(Framing::None),
+                n => Ok(Framing::Length(n)),
+            },
+        }
+    }
+}
+
+/// `1*DIGIT`, nothing else; a number too big for u64 is certainly too big.
+fn parse_content_length(value: &[u8], max_body: usize) -> Result<u64, ParseError> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(ParseError::InvalidContentLength);
+    }
+    let too_large = ParseError::BodyTooLarge { limit: max_body };
+    let length = value.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    });
+    match length {
+        Some(n) if n <= max_body as u64 => Ok(n),
+        _ => Err(too_large),
+    }
+}
+
+/// The non-empty, trimmed elements of a comma-separated field value.
+fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
+}

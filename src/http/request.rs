@@ -1,0 +1,181 @@
+//! The request as a worker sees it, rebuilt from the head and body buffers
+//! the front end forwards.
+
+use super::head;
+use super::ParseError;
+
+/// A request with owned, decoded parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method token, e.g. `GET`.
+    pub method: String,
+    /// The request-target as received.
+    pub target: String,
+    /// The percent-decoded path; absolute-form targets are reduced to their path.
+    pub path: String,
+    /// Query parameters, form-urlencoded-decoded, in order, repeats kept.
+    pub query: Vec<(String, String)>,
+    /// Header fields in order, names as received.
+    pub headers: Vec<(String, String)>,
+    /// The decoded body.
+    pub body: Vec<u8>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+}
+
+impl Request {
+    /// Rebuilds a request from a head (request line and header section, as
+    /// in [`ParsedRequest::head`](super::ParsedRequest::head)) and its body.
+    pub fn from_parts(head: &[u8], body: Vec<u8>) -> Result<Request, ParseError> {
+        head::with_parsed(head, |req| {
+            let (Some(method), Some(target), Some(minor_version)) =
+                (req.method, req.path, req.version)
+            else {
+                return Err(ParseError::MalformedRequestLine);
+            };
+            let (path, query) = split_target(target);
+            Ok(Request {
+                method: method.to_owned(),
+                target: target.to_owned(),
+                path: percent_decode(path),
+                query: form_urlencoded::parse(query.as_bytes())
+                    .into_owned()
+                    .collect(),
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.name.to_owned(),
+                            String::from_utf8_lossy(h.value).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body,
+                minor_version,
+            })
+        })
+    }
+
+    /// The first value of a header, matched case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of a query parameter, in order.
+    pub fn query_values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.query
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits a request-target into raw path and raw query, reducing the
+/// absolute form (`http://host/path?q`) to its path and dropping a fragment.
+fn split_target(target: &str) -> (&str, &str) {
+    let target = target.split('#').next().unwrap_or_default();
+    let origin = match target.find("://") {
+        Some(scheme_end) if !target[..scheme_end].contains(['/', '?']) => {
+            let authority = &target[scheme_end + 3..];
+            authority.find(['/', '?']).map_or("", |i| &authority[i..])
+        }
+        _ => target,
+    };
+    let (path, query) = origin.split_once('?').unwrap_or((origin, ""));
+    (if path.is_empty() { "/" } else { path }, query)
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as is,
+/// and `+` stays a plus (it means space only in queries).
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if let Some(byte) = bytes.get(i + 1..i + 3).and_then(hex_byte) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |b: u8| (b as char).to_digit(16);
+    match pair {
+        [high, low] => u8::try_from(digit(*high)? * 16 + digit(*low)?).ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(head: &str) -> Request {
+        Request::from_parts(head.as_bytes(), b"body".to_vec()).expect("valid head")
+    }
+
+    #[test]
+    fn rebuilds_all_parts() {
+        let r =
+            request("POST /a%20b/c+d?x=1&y=a+b&x=%32 HTTP/1.0\r\nHost: h\r\nX-Thing:  v \r\n\r\n");
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.target, "/a%20b/c+d?x=1&y=a+b&x=%32");
+        assert_eq!(r.path, "/a b/c+d");
+        assert_eq!(r.query_values("x").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(r.query_values("y").collect::<Vec<_>>(), ["a b"]);
+        assert_eq!(r.query_values("z").count(), 0);
+        assert_eq!(r.header("x-thing"), Some("v"));
+        assert_eq!(r.header("HOST"), Some("h"));
+        assert_eq!(r.header("missing"), None);
+        assert_eq!(r.body, b"body");
+        assert_eq!(r.minor_version, 0);
+    }
+
+    #[test]
+    fn absolute_form_is_reduced_to_its_path() {
+        let r =
+            request("GET http://example.com/is_prime?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+        assert_eq!(r.path, "/is_prime");
+        assert_eq!(r.query, [("x".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            request("GET http://example.com HTTP/1.1\r\nHost: e\r\n\r\n").path,
+            "/"
+        );
+        assert_eq!(
+            request("GET http://e?q=1 HTTP/1.1\r\nHost: e\r\n\r\n").path,
+            "/"
+        );
+        assert_eq!(
+            request("GET /x?next=http://e/y HTTP/1.1\r\nHost: e\r\n\r\n").path,
+            "/x"
+        );
+    }
+
+    #[test]
+    fn odd_escapes_and_fragments() {
+        assert_eq!(percent_decode("/%zz/%+5/%4"), "/%zz/%+5/%4");
+        assert_eq!(percent_decode("/%C3%A9"), "/é");
+        assert_eq!(percent_decode("/%FF"), "/\u{fffd}");
+        assert_eq!(split_target("/p?q=1#frag"), ("/p", "q=1"));
+        assert_eq!(split_target("*"), ("*", ""));
+    }
+
+    #[test]
+    fn bad_heads_are_errors() {
+        let err = Request::from_parts(b"GET / HTTP/2.0\r\n\r\n", Vec::new());
+        assert_eq!(err, Err(ParseError::UnsupportedVersion));
+        let err = Request::from_parts(b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n", Vec::new());
+        assert_eq!(err, Err(ParseError::MalformedHeader));
+    }
+}

@@ -1,0 +1,338 @@
+//! Responses built by workers and serialized to bytes for the front end.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the front end writes when a request expects `100-continue`.
+pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// An HTTP response. `Content-Length`, `Date`, `Server` and `Connection` are
+/// added by [`to_bytes`](Self::to_bytes) unless set here.
+///
+/// ```
+/// # use prime_server::http::Response;
+/// let bytes = Response::new(200)
+///     .header("Content-Type", "text/plain")
+///     .body("7 is prime")
+///     .to_bytes(1, true, false);
+/// let text = String::from_utf8(bytes).unwrap();
+/// assert!(text.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10\r\n"));
+/// assert!(text.ends_with("\r\n\r\n7 is prime"));
+///
+/// let error = Response::error(404, "no such page");
+/// assert_eq!(error.body, br#"{"error":"no such page","status":404}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Three-digit status code.
+    pub status: u16,
+    /// Header fields in order. Names and values must not contain CR or LF.
+    pub headers: Vec<(String, String)>,
+    /// The body; never sent for HEAD requests, 1xx, 204 or 304.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// An empty response with this status.
+    pub fn new(status: u16) -> Self {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Adds a header field.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        debug_assert!(
+            !name.contains(['\r', '\n']) && !value.contains(['\r', '\n']),
+            "CR or LF in a header would split the response"
+        );
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// A JSON response.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        Response::new(status)
+            .header("Content-Type", "application/json")
+            .body(value.to_string())
+    }
+
+    /// A JSON error response: `{"error":"message","status":N}`.
+    pub fn error(status: u16, message: &str) -> Self {
+        Response::json(
+            status,
+            &serde_json::json!({ "error": message, "status": status }),
+        )
+    }
+
+    /// Serializes the response for a client speaking HTTP/1.`minor_version`.
+    /// With `head_only` the body is left out but `Content-Length` still
+    /// gives its length, as for the matching GET.
+    pub fn to_bytes(&self, minor_version: u8, keep_alive: bool, head_only: bool) -> Vec<u8> {
+        let bodiless = has_no_body(self.status);
+        let send_body = !head_only && !bodiless;
+        let fields: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum();
+        let mut out =
+            Vec::with_capacity(160 + fields + if send_body { self.body.len() } else { 0 });
+        out.extend_from_slice(if minor_version == 0 {
+            b"HTTP/1.0 "
+        } else {
+            b"HTTP/1.1 "
+        });
+        push_decimal(&mut out, u64::from(self.status));
+        out.push(b' ');
+        out.extend_from_slice(reason_phrase(self.status).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &self.headers {
+            push_field(&mut out, name, value.as_bytes());
+        }
+        if !bodiless && !self.has_header("content-length") {
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(&mut out, self.body.len() as u64);
+            out.extend_from_slice(b"\r\n");
+        }
+        if !self.has_header("date") {
+            with_date(|date| push_field(&mut out, "Date", date.as_bytes()));
+        }
+        if !self.has_header("server") {
+            out.extend_from_slice(b"Server: prime_server\r\n");
+        }
+        if !self.has_header("connection") {
+            if !keep_alive {
+                out.extend_from_slice(b"Connection: close\r\n");
+            } else if minor_version == 0 {
+                out.extend_from_slice(b"Connection: keep-alive\r\n");
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+        if send_body {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+
+    fn has_header(&self, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+}
+
+/// RFC 9110 §6.4.1: these statuses never carry content.
+fn has_no_body(status: u16) -> bool {
+    (100..200).contains(&status) || status == 204 || status == 304
+}
+
+fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+thread_local! {
+    /// Formatting a date costs more than the rest of a small response, and it
+    /// only changes once a second.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0 != second {
+            *cache = (second, httpdate::fmt_http_date(now));
+        }
+        f(&cache.1)
+    })
+}
+
+/// The standard reason phrase for a status code, or `""` for an unknown one
+/// (the reason phrase is optional in a status line).
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
+        204 => "No Content",
+        205 => "Reset Content",
+        206 => "Partial Content",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(response: &Response, minor: u8, keep_alive: bool, head_only: bool) -> String {
+        String::from_utf8(response.to_bytes(minor, keep_alive, head_only)).expect("ascii")
+    }
+
+    fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        let head = text.split("\r\n\r\n").next().unwrap_or_default();
+        head.split("\r\n").skip(1).find_map(|line| {
+            let (n, v) = line.split_once(": ")?;
+            n.eq_ignore_ascii_case(name).then_some(v)
+        })
+    }
+
+    #[test]
+    fn head_only_keeps_length_and_drops_body() {
+        let r = Response::new(200).body("12345");
+        let t = text(&r, 1, true, true);
+        assert!(t.ends_with("\r\n\r\n"), "{t}");
+        assert_eq!(field(&t, "Content-Length"), Some("5"));
+        assert!(text(&r, 1, true, false).ends_with("\r\n\r\n12345"));
+    }
+
+    #[test]
+    fn connection_header_per_version_and_keep_alive() {
+        let r = Response::new(200);
+        assert_eq!(field(&text(&r, 1, true, false), "Connection"), None);
+        assert_eq!(
+            field(&text(&r, 1, false, false), "Connection"),
+            Some("close")
+        );
+        assert_eq!(
+            field(&text(&r, 0, true, false), "Connection"),
+            Some("keep-alive")
+        );
+        assert_eq!(
+            field(&text(&r, 0, false, false), "Connection"),
+            Some("close")
+        );
+        assert!(text(&r, 0, false, false).starts_with("HTTP/1.0 200 OK\r\n"));
+    }
+
+    #[test]
+    fn date_and_server_are_present_and_well_formed() {
+        let t = text(&Response::new(204), 1, true, false);
+        let date = field(&t, "Date").expect("Date header");
+        let parsed = httpdate::parse_http_date(date).expect("IMF-fixdate");
+        let age = SystemTime::now()
+            .duration_since(parsed)
+            .map_or(0, |d| d.as_secs());
+        assert!(age < 5);
+        assert!(date.ends_with(" GMT") && date.len() == 29, "{date}");
+        assert_eq!(field(&t, "Server"), Some("prime_server"));
+    }
+
+    #[test]
+    fn user_headers_win_and_bodiless_statuses_have_no_length() {
+        let r = Response::new(200)
+            .header("content-length", "3")
+            .header("Date", "x")
+            .header("Server", "y")
+            .header("Connection", "upgrade")
+            .body("abc");
+        let t = text(&r, 1, false, false).to_ascii_lowercase();
+        for name in ["content-length", "date", "server", "connection"] {
+            assert_eq!(
+                t.matches(&format!("\r\n{name}: ")).count(),
+                1,
+                "{name} in {t}"
+            );
+        }
+        let t = text(&Response::new(204).body("x"), 1, true, false);
+        assert_eq!(field(&t, "Content-Length"), None);
+        assert!(t.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn error_and_json_bodies() {
+        let r = Response::error(413, "too \"big\"");
+        assert_eq!(r.status, 413);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "too \"big\"", "status": 413})
+        );
+        let t = text(&r, 1, false, false);
+        assert!(t.starts_with("HTTP/1.1 413 Content Too Large\r\n"));
+        assert_eq!(field(&t, "Content-Type"), Some("application/json"));
+        assert_eq!(
+            field(&t, "Content-Length"),
+            Some(r.body.len().to_string().as_str())
+        );
+    }
+
+    #[test]
+    fn decimals_and_reasons() {
+        for n in [0u64, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        assert_eq!(reason_phrase(404), "Not Found");
+        assert!(text(&Response::new(599), 1, true, false).starts_with("HTTP/1.1 599 \r\n"));
+    }
+}

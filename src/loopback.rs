@@ -1,0 +1,233 @@
+//! What travels on the loopback, from any stage back to the front end: a finished
+//! response in the client's protocol, or a typed failure the front end renders itself.
+//!
+//! Frames: `[envelope, b"R", response bytes]` or `[envelope, b"F", failure]`, where a
+//! failure is its status (u16 LE), its kind (one byte) and a UTF-8 detail. The proxy and
+//! the worker loop only ever produce failures, so neither formats HTTP or netstrings.
+
+use crate::envelope::{DecodeError, Envelope};
+use std::fmt;
+
+const TAG_RESPONSE: &[u8] = b"R";
+const TAG_FAILURE: &[u8] = b"F";
+
+/// What went wrong with a request inside the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The stage function panicked (500).
+    WorkerPanicked,
+    /// The proxy's queue of waiting jobs was full (503).
+    QueueFull,
+    /// The worker holding the job stopped heartbeating (503).
+    WorkerDied,
+    /// The next stage could not take the job (503).
+    NextStageUnavailable,
+    /// The deadline passed before the answer (504).
+    DeadlinePassed,
+    /// A stage refused the request with a status of its own choosing.
+    Rejected,
+}
+
+impl FailureKind {
+    fn code(self) -> u8 {
+        match self {
+            FailureKind::WorkerPanicked => 1,
+            FailureKind::QueueFull => 2,
+            FailureKind::WorkerDied => 3,
+            FailureKind::NextStageUnavailable => 4,
+            FailureKind::DeadlinePassed => 5,
+            FailureKind::Rejected => 6,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => FailureKind::WorkerPanicked,
+            2 => FailureKind::QueueFull,
+            3 => FailureKind::WorkerDied,
+            4 => FailureKind::NextStageUnavailable,
+            5 => FailureKind::DeadlinePassed,
+            6 => FailureKind::Rejected,
+            _ => return None,
+        })
+    }
+
+    /// The HTTP status that fits this kind of failure.
+    pub fn default_status(self) -> u16 {
+        match self {
+            FailureKind::WorkerPanicked => 500,
+            FailureKind::QueueFull
+            | FailureKind::WorkerDied
+            | FailureKind::NextStageUnavailable => 503,
+            FailureKind::DeadlinePassed => 504,
+            FailureKind::Rejected => 400,
+        }
+    }
+}
+
+/// A typed failure: the front end turns it into a response in the client's protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What happened.
+    pub kind: FailureKind,
+    /// The status to answer with.
+    pub status: u16,
+    /// A sentence for the client and the log.
+    pub detail: String,
+}
+
+impl Failure {
+    /// A failure with the status that fits its kind.
+    pub fn new(kind: FailureKind, detail: impl Into<String>) -> Self {
+        Failure {
+            kind,
+            status: kind.default_status(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A stage's own refusal with the given status (e.g. 400 for a bad parameter).
+    pub fn rejected(status: u16, detail: impl Into<String>) -> Self {
+        Failure {
+            kind: FailureKind::Rejected,
+            status,
+            detail: detail.into(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(3 + self.detail.len());
+        out.extend_from_slice(&self.status.to_le_bytes());
+        out.push(self.kind.code());
+        out.extend_from_slice(self.detail.as_bytes());
+        out
+    }
+
+    fn decode(frame: &[u8]) -> Option<Failure> {
+        if frame.len() < 3 {
+            return None;
+        }
+        Some(Failure {
+            status: u16::from_le_bytes([frame[0], frame[1]]),
+            kind: FailureKind::from_code(frame[2])?,
+            detail: String::from_utf8_lossy(&frame[3..]).into_owned(),
+        })
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:?})", self.detail, self.kind)
+    }
+}
+
+/// One answer for the front end.
+#[derive(Debug)]
+pub enum Answer {
+    /// Bytes to write to the client as they are.
+    Response(zmq::Message),
+    /// A failure the front end renders in the client's protocol.
+    Failure(Failure),
+}
+
+/// Why a loopback message could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AnswerError {
+    /// Not three frames.
+    FrameCount(usize),
+    /// The envelope frame is bad.
+    Envelope(DecodeError),
+    /// The tag or failure frame is malformed.
+    Malformed,
+}
+
+impl fmt::Display for AnswerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnswerError::FrameCount(n) => write!(f, "loopback message of {n} frames, not 3"),
+            AnswerError::Envelope(e) => write!(f, "loopback envelope: {e}"),
+            AnswerError::Malformed => write!(f, "loopback answer is malformed"),
+        }
+    }
+}
+
+impl std::error::Error for AnswerError {}
+
+/// The frames of a response answer; `envelope` is the encoded envelope of the request.
+pub fn response_frames(envelope: &[u8], response: zmq::Message) -> [zmq::Message; 3] {
+    [envelope.into(), TAG_RESPONSE.into(), response]
+}
+
+/// The frames of a failure answer; `envelope` is the encoded envelope of the request.
+pub fn failure_frames(envelope: &[u8], failure: &Failure) -> [zmq::Message; 3] {
+    [envelope.into(), TAG_FAILURE.into(), failure.encode().into()]
+}
+
+/// Reads one loopback message.
+///
+/// ```
+/// use prime_server::envelope::{Envelope, Protocol};
+/// use prime_server::loopback::{decode, response_frames, Answer};
+/// let envelope = Envelope::new(1, 2, 3, Protocol::Raw);
+/// let frames = response_frames(&envelope.encode(), zmq::Message::from(&b"yes"[..]));
+/// let (decoded, answer) = decode(frames.into()).unwrap();
+/// assert_eq!(decoded, envelope);
+/// assert!(matches!(answer, Answer::Response(bytes) if &bytes[..] == b"yes"));
+/// ```
+pub fn decode(frames: Vec<zmq::Message>) -> Result<(Envelope, Answer), AnswerError> {
+    let count = frames.len();
+    let [envelope, tag, payload]: [zmq::Message; 3] = frames
+        .try_into()
+        .map_err(|_| AnswerError::FrameCount(count))?;
+    let envelope = Envelope::decode(&envelope).map_err(AnswerError::Envelope)?;
+    let answer = match &tag[..] {
+        TAG_RESPONSE => Answer::Response(payload),
+        TAG_FAILURE => Answer::Failure(Failure::decode(&payload).ok_or(AnswerError::Malformed)?),
+        _ => return Err(AnswerError::Malformed),
+    };
+    Ok((envelope, answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Protocol;
+
+    #[test]
+    fn failures_round_trip_with_their_status() {
+        let envelope = Envelope::new(9, 8, 7, Protocol::Netstring);
+        for failure in [
+            Failure::new(FailureKind::WorkerPanicked, "boom"),
+            Failure::new(FailureKind::QueueFull, ""),
+            Failure::rejected(405, "only GET"),
+        ] {
+            let frames = failure_frames(&envelope.encode(), &failure);
+            match decode(frames.into()) {
+                Ok((e, Answer::Failure(f))) => {
+                    assert_eq!(e, envelope);
+                    assert_eq!(f, failure);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_answers_are_refused() {
+        let envelope = Envelope::new(1, 1, 1, Protocol::Raw).encode();
+        let frames = vec![zmq::Message::from(&envelope[..])];
+        assert_eq!(decode(frames).unwrap_err(), AnswerError::FrameCount(1));
+        let frames = vec![
+            zmq::Message::from(&envelope[..]),
+            zmq::Message::from(&b"X"[..]),
+            zmq::Message::new(),
+        ];
+        assert_eq!(decode(frames).unwrap_err(), AnswerError::Malformed);
+        let frames = vec![
+            zmq::Message::from(&envelope[..]),
+            zmq::Message::from(TAG_FAILURE),
+            zmq::Message::from(&[1u8][..]),
+        ];
+        assert_eq!(decode(frames).unwrap_err(), AnswerError::Malformed);
+    }
+}

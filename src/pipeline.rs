@@ -1,0 +1,333 @@
+//! A builder that wires a whole pipeline in one process: a proxy and a worker pool per
+//! stage, plus the sockets a front end needs to feed it and hear its answers.
+//!
+//! ```
+//! use prime_server::{Outcome, Pipeline};
+//!
+//! let ctx = zmq::Context::new();
+//! let (pipeline, front) = Pipeline::new()
+//!     .stage("double", 2, |job: &mut prime_server::Job| {
+//!         let n: u64 = std::str::from_utf8(job.frame(0).unwrap_or(b"0")).unwrap().parse().unwrap();
+//!         Outcome::forward([(2 * n).to_string().into_bytes()])
+//!     })
+//!     .stage("answer", 2, |job: &mut prime_server::Job| {
+//!         Outcome::respond(job.frame(0).unwrap_or_default().to_vec())
+//!     })
+//!     .start(&ctx)
+//!     .unwrap();
+//! let answer = front.ask(b"21").unwrap();
+//! assert_eq!(answer, b"42");
+//! pipeline.stop();
+//! ```
+
+use crate::envelope::{Envelope, Protocol};
+use crate::error::{Error, Result};
+use crate::loopback::{self, Answer};
+use crate::proxy::{Chooser, Proxy, ProxyConfig};
+use crate::shutdown::Shutdown;
+use crate::sockets;
+use crate::worker::{Work, WorkerConfig, WorkerPool};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Which ZeroMQ transport the pipeline's internal links use.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// Threads in this process (`inproc://`), the fastest.
+    Inproc,
+    /// Unix domain sockets in the given directory (`ipc://`).
+    Ipc(PathBuf),
+    /// TCP on the given host with ports the system picks (`tcp://HOST:*`).
+    Tcp(String),
+}
+
+type StartPool =
+    Box<dyn FnOnce(&zmq::Context, &str, &WorkerConfig, &Shutdown) -> Result<WorkerPool> + Send>;
+
+/// One stage as declared.
+struct StageSpec {
+    name: String,
+    start: StartPool,
+    choose: Option<Chooser>,
+}
+
+/// Declares the stages of a pipeline; [`start`](Pipeline::start) wires and runs them.
+pub struct Pipeline {
+    stages: Vec<StageSpec>,
+    transport: Transport,
+    queue_bound: usize,
+    heartbeat_interval: Duration,
+    heartbeat_timeout: Duration,
+    prefetch: u32,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pipeline {
+    /// An empty pipeline over `inproc://` with the default queue bound and heartbeats.
+    pub fn new() -> Self {
+        let proxy = ProxyConfig::new("", "", "");
+        let worker = WorkerConfig::new("", None, "", "");
+        Pipeline {
+            stages: Vec::new(),
+            transport: Transport::Inproc,
+            queue_bound: proxy.queue_bound,
+            heartbeat_interval: worker.heartbeat_interval,
+            heartbeat_timeout: proxy.heartbeat_timeout,
+            prefetch: worker.prefetch,
+        }
+    }
+
+    /// Appends a stage of `workers` threads, each running its own clone of `work`.
+    pub fn stage<W: Work + Clone>(mut self, name: &str, workers: usize, work: W) -> Self {
+        let start: StartPool = Box::new(move |ctx, name, config, shutdown| {
+            WorkerPool::spawn(ctx, name, config, workers, work, shutdown)
+        });
+        self.stages.push(StageSpec {
+            name: name.to_string(),
+            start,
+            choose: None,
+        });
+        self
+    }
+
+    /// Gives the last stage's proxy a choose function (see [`Chooser`]).
+    pub fn choose(mut self, choose: Chooser) -> Self {
+        if let Some(stage) = self.stages.last_mut() {
+            stage.choose = Some(choose);
+        }
+        self
+    }
+
+    /// Uses another transport for the internal links.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// How many jobs may wait at each proxy before new ones are answered 503.
+    pub fn queue_bound(mut self, bound: usize) -> Self {
+        self.queue_bound = bound;
+        self
+    }
+
+    /// How often workers heartbeat, and how long proxies wait before taking them for dead.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = interval;
+        self.heartbeat_timeout = timeout;
+        self
+    }
+
+    /// How many jobs each worker may hold at once (see [`WorkerConfig::prefetch`]).
+    pub fn prefetch(mut self, jobs: u32) -> Self {
+        self.prefetch = jobs;
+        self
+    }
+
+    /// Binds and starts every proxy and worker; returns the running pipeline and the
+    /// sockets its front end uses.
+    pub fn start(self, ctx: &zmq::Context) -> Result<(RunningPipeline, FrontSockets)> {
+        if self.stages.is_empty() {
+            return Err(Error::Config("a pipeline needs at least one stage".into()));
+        }
+        let names = EndpointNames::new(&self.transport);
+        let front = FrontSockets::bind_internal(ctx, &names)?;
+        let shutdown = Shutdown::new();
+        let mut running = RunningPipeline {
+            shutdown: shutdown.clone(),
+            proxies: Vec::new(),
+            pools: Vec::new(),
+        };
+        let mut links = Vec::with_capacity(self.stages.len());
+        for (index, stage) in self.stages.iter().enumerate() {
+            let mut config = ProxyConfig::new(
+                names.make(&format!("{index}-up")),
+                names.make(&format!("{index}-down")),
+                front.loopback_endpoint.clone(),
+            );
+            config.queue_bound = self.queue_bound;
+            config.heartbeat_timeout = self.heartbeat_timeout;
+            config.choose = stage.choose.clone();
+            let proxy = Proxy::bind(ctx, config)?;
+            links.push(proxy.endpoints());
+            let stop = shutdown.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("{}-proxy", stage.name))
+                .spawn(move || {
+                    if let Err(e) = proxy.run(&stop) {
+                        log::error!("proxy stopped: {e}");
+                    }
+                })
+                .map_err(Error::Thread)?;
+            running.proxies.push(thread);
+        }
+        sockets::connect(&front.entry, &links[0].0)?;
+        for (index, stage) in self.stages.into_iter().enumerate() {
+            let mut config = WorkerConfig::new(
+                links[index].1.clone(),
+                links.get(index + 1).map(|(up, _)| up.clone()),
+                front.loopback_endpoint.clone(),
+                front.interrupt_endpoint.clone(),
+            );
+            config.heartbeat_interval = self.heartbeat_interval;
+            config.prefetch = self.prefetch;
+            running
+                .pools
+                .push((stage.start)(ctx, &stage.name, &config, &shutdown)?);
+        }
+        Ok((running, front))
+    }
+}
+
+/// Makes the endpoint names of one pipeline, unique within the process.
+struct EndpointNames {
+    transport: Transport,
+    prefix: String,
+}
+
+impl EndpointNames {
+    fn new(transport: &Transport) -> Self {
+        static PIPELINES: AtomicU64 = AtomicU64::new(0);
+        let number = PIPELINES.fetch_add(1, Ordering::Relaxed);
+        EndpointNames {
+            transport: transport.clone(),
+            prefix: format!("prime_server-{}-{number}", std::process::id()),
+        }
+    }
+
+    fn make(&self, what: &str) -> String {
+        match &self.transport {
+            Transport::Inproc => format!("inproc://{}-{what}", self.prefix),
+            Transport::Ipc(dir) => format!("ipc://{}/{}-{what}", dir.display(), self.prefix),
+            Transport::Tcp(host) => format!("tcp://{host}:*"),
+        }
+    }
+}
+
+/// A running pipeline. [`stop`](RunningPipeline::stop) (or dropping it) stops and joins
+/// every thread, within a fraction of a second.
+pub struct RunningPipeline {
+    shutdown: Shutdown,
+    proxies: Vec<JoinHandle<()>>,
+    pools: Vec<WorkerPool>,
+}
+
+impl RunningPipeline {
+    /// The flag that stops this pipeline; long work sees it through `Job::interrupted`.
+    pub fn shutdown_flag(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Stops every proxy and worker and waits for their threads.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for RunningPipeline {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        for pool in self.pools.drain(..) {
+            pool.join();
+        }
+        for proxy in self.proxies.drain(..) {
+            let _ = proxy.join();
+        }
+    }
+}
+
+/// The three sockets of a pipeline's front end: where it sends requests, where answers
+/// come back, and where it publishes interrupts.
+pub struct FrontSockets {
+    /// Requests go here (DEALER, connected to the first proxy).
+    pub entry: zmq::Socket,
+    /// Answers arrive here (PULL, bound).
+    pub loopback: zmq::Socket,
+    /// Interrupts go out here (PUB, bound).
+    pub interrupt: zmq::Socket,
+    /// Where the loopback is bound.
+    pub loopback_endpoint: String,
+    /// Where the interrupt publisher is bound.
+    pub interrupt_endpoint: String,
+}
+
+impl FrontSockets {
+    /// Creates the front's sockets: binds `loopback` and `interrupt`, connects to `entry`
+    /// (the first proxy's upstream). Used by a front end that runs apart from its stages.
+    pub fn bind(ctx: &zmq::Context, entry: &str, loopback: &str, interrupt: &str) -> Result<Self> {
+        let front = Self::create(ctx, loopback, interrupt)?;
+        sockets::connect(&front.entry, entry)?;
+        Ok(front)
+    }
+
+    fn bind_internal(ctx: &zmq::Context, names: &EndpointNames) -> Result<Self> {
+        Self::create(ctx, &names.make("loopback"), &names.make("interrupt"))
+    }
+
+    fn create(ctx: &zmq::Context, loopback: &str, interrupt: &str) -> Result<Self> {
+        let entry = sockets::socket(ctx, zmq::DEALER)?;
+        let loopback_socket = sockets::socket(ctx, zmq::PULL)?;
+        let interrupt_socket = sockets::socket(ctx, zmq::PUB)?;
+        sockets::bind(&loopback_socket, loopback)?;
+        sockets::bind(&interrupt_socket, interrupt)?;
+        Ok(FrontSockets {
+            loopback_endpoint: sockets::last_endpoint(&loopback_socket)?,
+            interrupt_endpoint: sockets::last_endpoint(&interrupt_socket)?,
+            entry,
+            loopback: loopback_socket,
+            interrupt: interrupt_socket,
+        })
+    }
+
+    /// Sends one raw request and waits (up to 10 s) for its answer: the simplest client,
+    /// for examples and tests. A failure comes back as `Err` with its status and detail.
+    pub fn ask(&self, request: &[u8]) -> std::result::Result<Vec<u8>, AskError> {
+        static REQUESTS: AtomicU64 = AtomicU64::new(1);
+        let id = REQUESTS.fetch_add(1, Ordering::Relaxed);
+        let envelope = Envelope::new(id, 0, 0, Protocol::Raw).encode();
+        let frames = [
+            zmq::Message::from(&envelope[..]),
+            zmq::Message::from(request),
+        ];
+        sockets::send_frames(&self.entry, frames, 0).map_err(AskError::Zmq)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self
+                .loopback
+                .poll(zmq::POLLIN, 100)
+                .map_err(AskError::Zmq)?
+                == 0
+            {
+                continue;
+            }
+            let frames = sockets::recv_frames(&self.loopback, 0).map_err(AskError::Zmq)?;
+            match loopback::decode(frames) {
+                Ok((e, answer)) if e.request_id == id => {
+                    return match answer {
+                        Answer::Response(bytes) => Ok(bytes.to_vec()),
+                        Answer::Failure(f) => Err(AskError::Failed(f)),
+                    }
+                }
+                _ => continue,
+            }
+        }
+        Err(AskError::TimedOut)
+    }
+}
+
+/// Why [`FrontSockets::ask`] got no response.
+#[derive(Debug)]
+pub enum AskError {
+    /// A socket call failed.
+    Zmq(zmq::Error),
+    /// The pipeline answered with a failure.
+    Failed(crate::loopback::Failure),
+    /// No answer within 10 seconds.
+    TimedOut,
+}

@@ -1,0 +1,369 @@
+//! The load-balancing proxy in front of each stage: the zguide's LRU broker.
+//!
+//! The proxy owns one ROUTER socket bound to two endpoints: `upstream`, where the front
+//! end or the previous stage's workers send jobs (DEALER), and `downstream`, where this
+//! stage's workers connect (DEALER). One socket means one blocking receive per message
+//! and no `zmq_poll`, whose per-socket event checks cost several system calls each time.
+//! A job is told from a worker's message by its first frame: an envelope is
+//! [`ENVELOPE_LEN`] bytes, a worker's tag is one.
+//!
+//! Jobs go to idle workers, least recently used first. While no worker is idle, jobs
+//! wait in a queue whose bound is configured; past it a job is answered 503 through the
+//! loopback instead of being dropped or buffered without limit.
+//!
+//! Workers speak two messages (see [`crate::worker`]):
+//! - `[READY, completed: u64 LE + credit: u32 LE, heartbeat payload]` from the worker's
+//!   own socket, after every job and periodically while idle. The count of completed jobs
+//!   tells a heartbeat from a finished job; the credit is how many jobs the worker may
+//!   hold at once (1 gives the fairest balance for uneven work; 2 lets a worker find its
+//!   next job already waiting, which saves a wake-up per job when jobs are cheap).
+//! - `[BUSY, worker id, ...]` from the worker pool's heartbeat socket, for workers
+//!   running a job, so that long jobs are not taken for deaths.
+//!
+//! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
+//! if any, is answered 503 through the loopback at once.
+
+use crate::envelope::{Envelope, ENVELOPE_LEN};
+use crate::error::Result;
+use crate::loopback::{failure_frames, Failure, FailureKind};
+use crate::shutdown::{Shutdown, POLL_CAP};
+use crate::sockets;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Tag of a worker's readiness message.
+pub(crate) const READY: &[u8] = b"\x01";
+/// Tag of a pool's message listing its busy workers.
+pub(crate) const BUSY: &[u8] = b"\x02";
+
+/// Picks a worker for a job: given the job's frames (envelope first) and the heartbeat
+/// payloads of the idle workers, least recently used first, it returns the index of the
+/// worker to use, or `None` for the least recently used one. Used for cache affinity.
+pub type Chooser = Arc<dyn Fn(&[zmq::Message], &[&[u8]]) -> Option<usize> + Send + Sync>;
+
+/// How a proxy is wired and tuned.
+#[derive(Clone)]
+pub struct ProxyConfig {
+    /// Where jobs arrive (bound; senders connect DEALER sockets).
+    pub upstream: String,
+    /// Where workers connect (bound; workers connect DEALER sockets).
+    pub downstream: String,
+    /// The front end's loopback, for answering jobs the proxy cannot place (connected, PUSH).
+    pub loopback: String,
+    /// How many jobs may wait for an idle worker before new ones are answered 503.
+    pub queue_bound: usize,
+    /// How long a worker may stay silent before it is taken for dead.
+    pub heartbeat_timeout: Duration,
+    /// Optional worker preference (cache affinity).
+    pub choose: Option<Chooser>,
+}
+
+impl ProxyConfig {
+    /// A configuration with the default queue bound (10,000) and heartbeat timeout (1.5 s).
+    pub fn new(
+        upstream: impl Into<String>,
+        downstream: impl Into<String>,
+        loopback: impl Into<String>,
+    ) -> Self {
+        ProxyConfig {
+            upstream: upstream.into(),
+            downstream: downstream.into(),
+            loopback: loopback.into(),
+            queue_bound: 10_000,
+            heartbeat_timeout: Duration::from_millis(1500),
+            choose: None,
+        }
+    }
+}
+
+/// What the proxy knows of one worker.
+struct WorkerRecord {
+    /// When the worker is taken for dead unless it speaks again.
+    expires: Instant,
+    /// The payload of its last readiness message.
+    heartbeat: Vec<u8>,
+    /// The worker's own count of completed jobs, as last reported.
+    completed: u64,
+    /// How many jobs it may hold at once.
+    credit: usize,
+    /// Whether it is in the idle queue.
+    queued: bool,
+    /// The envelopes of the jobs it holds, oldest first, so that its death can be answered.
+    in_flight: VecDeque<[u8; ENVELOPE_LEN]>,
+}
+
+/// Counters a proxy keeps, for logs and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyStats {
+    /// Jobs handed to workers.
+    pub dispatched: u64,
+    /// Jobs answered 503 because the queue was full.
+    pub rejected_full: u64,
+    /// Workers forgotten for missing heartbeats.
+    pub evicted: u64,
+}
+
+/// A bound proxy, ready to [`run`](Proxy::run).
+pub struct Proxy {
+    router: zmq::Socket,
+    loopback: zmq::Socket,
+    bound: (String, String),
+    config: ProxyConfig,
+    workers: HashMap<Vec<u8>, WorkerRecord>,
+    idle: VecDeque<Vec<u8>>,
+    waiting: VecDeque<Vec<zmq::Message>>,
+    stats: ProxyStats,
+}
+
+impl Proxy {
+    /// Binds the upstream and downstream endpoints and connects to the loopback.
+    pub fn bind(ctx: &zmq::Context, config: ProxyConfig) -> Result<Proxy> {
+        let router = sockets::socket(ctx, zmq::ROUTER)?;
+        let loopback = sockets::socket(ctx, zmq::PUSH)?;
+        router
+            .set_router_mandatory(true)
+            .map_err(|e| crate::Error::zmq("setting ROUTER_MANDATORY", e))?;
+        sockets::bind(&router, &config.upstream)?;
+        let upstream = sockets::last_endpoint(&router)?;
+        sockets::bind(&router, &config.downstream)?;
+        let downstream = sockets::last_endpoint(&router)?;
+        sockets::connect(&loopback, &config.loopback)?;
+        Ok(Proxy {
+            router,
+            loopback,
+            bound: (upstream, downstream),
+            config,
+            workers: HashMap::new(),
+            idle: VecDeque::new(),
+            waiting: VecDeque::new(),
+            stats: ProxyStats::default(),
+        })
+    }
+
+    /// The endpoints actually bound (with the ports chosen for `tcp://host:*`):
+    /// `(upstream, downstream)`.
+    pub fn endpoints(&self) -> (String, String) {
+        self.bound.clone()
+    }
+
+    /// Balances jobs until `shutdown` is triggered; returns the counters.
+    pub fn run(mut self, shutdown: &Shutdown) -> Result<ProxyStats> {
+        let sweep_every = (self.config.heartbeat_timeout / 4).max(Duration::from_millis(10));
+        let wait = sweep_every.min(POLL_CAP).as_millis() as i32;
+        self.router
+            .set_rcvtimeo(wait)
+            .map_err(|e| crate::Error::zmq("setting the receive timeout", e))?;
+        let mut next_sweep = Instant::now() + sweep_every;
+        while !shutdown.is_triggered() {
+            match sockets::recv_frames(&self.router, 0) {
+                Ok(frames) => self.on_message(frames),
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(crate::Error::zmq("receiving at a proxy", e)),
+            }
+            if Instant::now() >= next_sweep {
+                self.evict_silent_workers();
+                next_sweep = Instant::now() + sweep_every;
+            }
+        }
+        log::debug!("proxy {} stopping: {:?}", self.config.upstream, self.stats);
+        Ok(self.stats)
+    }
+
+    fn on_message(&mut self, mut frames: Vec<zmq::Message>) {
+        if frames.get(1).map(|f| f.len()) == Some(ENVELOPE_LEN) {
+            frames.remove(0);
+            self.on_job(frames);
+        } else {
+            self.on_worker_message(&frames);
+            self.dispatch_waiting();
+        }
+    }
+
+    fn on_worker_message(&mut self, frames: &[zmq::Message]) {
+        let expires = Instant::now() + self.config.heartbeat_timeout;
+        match frames {
+            [id, tag, counts, rest @ ..] if &tag[..] == READY && counts.len() == 12 => {
+                let completed = u64::from_le_bytes(counts[..8].try_into().unwrap_or([0; 8]));
+                let credit = u32::from_le_bytes(counts[8..].try_into().unwrap_or([0; 4]));
+                let payload = rest.first().map(|m| &m[..]).unwrap_or(&[]);
+                self.on_ready(id, completed, credit.max(1) as usize, payload, expires);
+            }
+            [_, tag, ids @ ..] if &tag[..] == BUSY => {
+                for id in ids {
+                    if let Some(record) = self.workers.get_mut(&id[..]) {
+                        record.expires = expires;
+                    }
+                }
+            }
+            _ => log::warn!(
+                "proxy {}: malformed worker message of {} frames",
+                self.config.downstream,
+                frames.len()
+            ),
+        }
+    }
+
+    fn on_ready(
+        &mut self,
+        id: &[u8],
+        completed: u64,
+        credit: usize,
+        payload: &[u8],
+        expires: Instant,
+    ) {
+        let record = self.workers.entry(id.to_vec()).or_insert_with(|| {
+            log::debug!(
+                "proxy {}: worker {} joined",
+                self.config.downstream,
+                show(id)
+            );
+            WorkerRecord {
+                expires,
+                heartbeat: Vec::new(),
+                completed,
+                credit,
+                queued: false,
+                in_flight: VecDeque::new(),
+            }
+        });
+        record.expires = expires;
+        record.credit = credit;
+        if record.heartbeat != payload {
+            record.heartbeat = payload.to_vec();
+        }
+        let finished = completed.saturating_sub(record.completed) as usize;
+        record.completed = completed;
+        record
+            .in_flight
+            .drain(..finished.min(record.in_flight.len()));
+        if record.in_flight.len() < record.credit && !record.queued {
+            record.queued = true;
+            self.idle.push_back(id.to_vec());
+        }
+    }
+
+    fn on_job(&mut self, frames: Vec<zmq::Message>) {
+        if self.waiting.is_empty() && !self.idle.is_empty() {
+            if let Err(frames) = self.dispatch(frames) {
+                self.waiting.push_front(frames);
+            }
+        } else if self.waiting.len() < self.config.queue_bound {
+            self.waiting.push_back(frames);
+        } else {
+            self.stats.rejected_full += 1;
+            let detail = format!("all workers busy and {} jobs waiting", self.waiting.len());
+            self.answer(&frames[0], Failure::new(FailureKind::QueueFull, detail));
+        }
+    }
+
+    fn dispatch_waiting(&mut self) {
+        let now_us = crate::envelope::now_us();
+        while !self.idle.is_empty() {
+            let Some(frames) = self.waiting.pop_front() else {
+                return;
+            };
+            // The front end has already answered 504 for an expired job.
+            if Envelope::decode(&frames[0]).is_ok_and(|e| e.is_expired(now_us)) {
+                continue;
+            }
+            if let Err(frames) = self.dispatch(frames) {
+                self.waiting.push_front(frames);
+                return;
+            }
+        }
+    }
+
+    /// Sends a job to an idle worker; gives the job back if no idle worker can take it.
+    fn dispatch(
+        &mut self,
+        frames: Vec<zmq::Message>,
+    ) -> std::result::Result<(), Vec<zmq::Message>> {
+        while let Some(id) = self.take_idle_worker(&frames) {
+            match self.router.send(&id[..], zmq::SNDMORE | zmq::DONTWAIT) {
+                Ok(()) => {
+                    let envelope = frames[0][..].try_into().unwrap_or([0; ENVELOPE_LEN]);
+                    if let Err(e) = sockets::send_frames(&self.router, frames, zmq::DONTWAIT) {
+                        log::error!("proxy {}: job lost mid-send: {e}", self.config.downstream);
+                    }
+                    self.stats.dispatched += 1;
+                    if let Some(record) = self.workers.get_mut(&id) {
+                        record.in_flight.push_back(envelope);
+                        if record.in_flight.len() < record.credit {
+                            record.queued = true;
+                            self.idle.push_back(id);
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    // The worker disconnected: forget it until it says READY again.
+                    log::debug!("proxy: worker {} unreachable: {e}", show(&id));
+                    self.workers.remove(&id);
+                }
+            }
+        }
+        Err(frames)
+    }
+
+    fn take_idle_worker(&mut self, frames: &[zmq::Message]) -> Option<Vec<u8>> {
+        let index = match &self.config.choose {
+            Some(choose) if self.idle.len() > 1 => {
+                let heartbeats: Vec<&[u8]> = self
+                    .idle
+                    .iter()
+                    .map(|id| self.workers.get(id).map_or(&[][..], |w| &w.heartbeat[..]))
+                    .collect();
+                choose(frames, &heartbeats).filter(|&i| i < self.idle.len())
+            }
+            _ => None,
+        };
+        let id = self.idle.remove(index.unwrap_or(0))?;
+        if let Some(record) = self.workers.get_mut(&id) {
+            record.queued = false;
+        }
+        Some(id)
+    }
+
+    fn evict_silent_workers(&mut self) {
+        let now = Instant::now();
+        let dead: Vec<Vec<u8>> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.expires < now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            let Some(record) = self.workers.remove(&id) else {
+                continue;
+            };
+            self.stats.evicted += 1;
+            self.idle.retain(|idle| idle != &id);
+            log::warn!(
+                "proxy {}: worker {} missed its heartbeats{}",
+                self.config.downstream,
+                show(&id),
+                if record.in_flight.is_empty() {
+                    ""
+                } else {
+                    "; answering its jobs 503"
+                }
+            );
+            for envelope in &record.in_flight {
+                let detail = "the worker handling this request stopped responding";
+                self.answer(envelope, Failure::new(FailureKind::WorkerDied, detail));
+            }
+        }
+    }
+
+    fn answer(&self, envelope: &[u8], failure: Failure) {
+        let frames = failure_frames(envelope, &failure);
+        if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+            log::warn!("proxy: could not answer through the loopback: {e}");
+        }
+    }
+}
+
+fn show(id: &[u8]) -> String {
+    String::from_utf8_lossy(id).into_owned()
+}

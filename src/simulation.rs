@@ -1,0 +1,130 @@
+//! The simulation mode: an in-process client that drives a pipeline with many requests
+//! in flight, no HTTP involved, and counts the answers.
+
+use crate::envelope::{Envelope, Protocol};
+use crate::loopback::{self, Answer, Failure};
+use crate::pipeline::FrontSockets;
+use crate::sockets;
+use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
+
+/// How long the simulation waits without any answer before giving up.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a simulation run saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Requests answered with the given `yes` answer.
+    pub yes: u64,
+    /// Requests answered with anything else.
+    pub no: u64,
+    /// Requests answered with a failure, with the first few failures.
+    pub failed: u64,
+    /// Up to ten of the failures, for the report.
+    pub first_failures: Vec<Failure>,
+}
+
+/// Why a simulation stopped before every request was answered.
+#[derive(Debug)]
+pub enum SimulationError {
+    /// A socket call failed.
+    Zmq(zmq::Error),
+    /// No answer came for [`STALL_LIMIT`].
+    Stalled {
+        /// How many answers had arrived.
+        answered: u64,
+    },
+}
+
+impl std::fmt::Display for SimulationError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SimulationError::Zmq(e) => write!(f, "socket error: {e}"),
+            SimulationError::Stalled { answered } => write!(
+                f,
+                "no answer for {}s after {answered} answers",
+                STALL_LIMIT.as_secs()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SimulationError {}
+
+/// Sends one request per number in `range` (the number in decimal) with at most
+/// `window` unanswered at a time, and counts answers equal to `yes`.
+pub fn run(
+    front: &FrontSockets,
+    range: RangeInclusive<u64>,
+    window: u64,
+    yes: &[u8],
+) -> Result<Tally, SimulationError> {
+    let total = range.end().saturating_sub(*range.start()).saturating_add(1);
+    let total = if range.is_empty() { 0 } else { total };
+    let mut numbers = range;
+    let mut tally = Tally::default();
+    let (mut sent, mut answered) = (0u64, 0u64);
+    let started = Instant::now();
+    let mut last_answer = Instant::now();
+    let mut next_report = Instant::now() + Duration::from_secs(1);
+    front
+        .loopback
+        .set_rcvtimeo(100)
+        .map_err(SimulationError::Zmq)?;
+    while answered < total {
+        while sent - answered < window {
+            let Some(n) = numbers.next() else { break };
+            send(front, n)?;
+            sent += 1;
+        }
+        // Block for the first answer, then take whatever else has arrived.
+        match sockets::recv_frames(&front.loopback, 0) {
+            Ok(frames) => {
+                answered += 1;
+                count(&mut tally, frames, yes);
+                while let Ok(frames) = sockets::recv_frames(&front.loopback, zmq::DONTWAIT) {
+                    answered += 1;
+                    count(&mut tally, frames, yes);
+                }
+                last_answer = Instant::now();
+            }
+            Err(zmq::Error::EAGAIN) if last_answer.elapsed() > STALL_LIMIT => {
+                return Err(SimulationError::Stalled { answered });
+            }
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
+            Err(e) => return Err(SimulationError::Zmq(e)),
+        }
+        if Instant::now() >= next_report {
+            let rate = answered as f64 / started.elapsed().as_secs_f64();
+            log::info!("{answered}/{total} answered, {rate:.0} requests/s");
+            next_report += Duration::from_secs(1);
+        }
+    }
+    Ok(tally)
+}
+
+fn send(front: &FrontSockets, n: u64) -> Result<(), SimulationError> {
+    let envelope = Envelope::new(n, 0, 0, Protocol::Raw).encode();
+    let frames = [
+        zmq::Message::from(&envelope[..]),
+        zmq::Message::from(n.to_string().into_bytes()),
+    ];
+    sockets::send_frames(&front.entry, frames, 0).map_err(SimulationError::Zmq)
+}
+
+fn count(tally: &mut Tally, frames: Vec<zmq::Message>, yes: &[u8]) {
+    match loopback::decode(frames) {
+        Ok((_, Answer::Response(bytes))) if &bytes[..] == yes => tally.yes += 1,
+        Ok((_, Answer::Response(_))) => tally.no += 1,
+        Ok((_, Answer::Failure(failure))) => {
+            tally.failed += 1;
+            if tally.first_failures.len() < 10 {
+                tally.first_failures.push(failure);
+            }
+        }
+        Err(e) => {
+            tally.failed += 1;
+            log::warn!("unreadable answer: {e}");
+        }
+    }
+}

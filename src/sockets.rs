@@ -1,0 +1,118 @@
+//! Small helpers around `zmq` sockets shared by every piece: creation with the options
+//! we always want, multipart send and receive without copying, and endpoint checks.
+
+use crate::error::{Error, Result};
+use std::time::Duration;
+
+/// Creates a socket with linger 0, so that closing it (and the process) never waits
+/// for peers that are gone.
+pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> Result<zmq::Socket> {
+    let socket = ctx
+        .socket(kind)
+        .map_err(|e| Error::zmq("creating a socket", e))?;
+    socket
+        .set_linger(0)
+        .map_err(|e| Error::zmq("setting linger", e))?;
+    Ok(socket)
+}
+
+/// Checks that `endpoint` names a transport we support, before ZeroMQ sees it.
+pub fn check_endpoint(endpoint: &str) -> Result<()> {
+    let bad = |reason: &str| Error::BadEndpoint {
+        endpoint: endpoint.to_string(),
+        reason: reason.to_string(),
+    };
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .ok_or_else(|| bad("expected TRANSPORT://ADDRESS, e.g. tcp://127.0.0.1:8002"))?;
+    if rest.is_empty() {
+        return Err(bad("the address after :// is empty"));
+    }
+    match scheme {
+        "tcp" if !rest.contains(':') => Err(bad("a tcp endpoint needs HOST:PORT")),
+        "tcp" | "ipc" | "inproc" => Ok(()),
+        _ => Err(bad("the transport must be tcp, ipc or inproc")),
+    }
+}
+
+/// Binds `socket` to `endpoint`, with an error that names the endpoint.
+pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<()> {
+    check_endpoint(endpoint)?;
+    socket
+        .bind(endpoint)
+        .map_err(|e| Error::zmq(format!("binding {endpoint}"), e))
+}
+
+/// Connects `socket` to `endpoint`, with an error that names the endpoint.
+pub fn connect(socket: &zmq::Socket, endpoint: &str) -> Result<()> {
+    check_endpoint(endpoint)?;
+    socket
+        .connect(endpoint)
+        .map_err(|e| Error::zmq(format!("connecting to {endpoint}"), e))
+}
+
+/// The endpoint a socket actually bound, e.g. the port picked for `tcp://127.0.0.1:0`.
+pub fn last_endpoint(socket: &zmq::Socket) -> Result<String> {
+    match socket.get_last_endpoint() {
+        Ok(Ok(endpoint)) => Ok(endpoint),
+        Ok(Err(_)) => Err(Error::Config("last endpoint is not UTF-8".into())),
+        Err(e) => Err(Error::zmq("reading the last endpoint", e)),
+    }
+}
+
+/// Receives every frame of one multipart message. With `zmq::DONTWAIT` it returns
+/// `Err(EAGAIN)` when nothing is waiting; the frames are libzmq's own buffers, not copies.
+pub fn recv_frames(socket: &zmq::Socket, flags: i32) -> zmq::Result<Vec<zmq::Message>> {
+    let mut frames = Vec::with_capacity(4);
+    loop {
+        let mut frame = zmq::Message::new();
+        socket.recv(&mut frame, flags)?;
+        let more = frame.get_more();
+        frames.push(frame);
+        if !more {
+            return Ok(frames);
+        }
+    }
+}
+
+/// Sends `frames` as one multipart message.
+pub fn send_frames<I>(socket: &zmq::Socket, frames: I, flags: i32) -> zmq::Result<()>
+where
+    I: IntoIterator<Item = zmq::Message>,
+{
+    let mut frames = frames.into_iter().peekable();
+    while let Some(frame) = frames.next() {
+        let more = if frames.peek().is_some() {
+            zmq::SNDMORE
+        } else {
+            0
+        };
+        socket.send(frame, flags | more)?;
+    }
+    Ok(())
+}
+
+/// Waits for `items` for at most `timeout`, treating an interrupted system call as a
+/// wake-up with nothing ready.
+pub fn poll(items: &mut [zmq::PollItem], timeout: Duration) -> Result<()> {
+    match zmq::poll(items, timeout.as_millis().min(i64::MAX as u128) as i64) {
+        Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
+        Err(e) => Err(Error::zmq("polling", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_checked_before_zeromq_sees_them() {
+        assert!(check_endpoint("tcp://127.0.0.1:8002").is_ok());
+        assert!(check_endpoint("ipc:///tmp/x.sock").is_ok());
+        assert!(check_endpoint("inproc://a").is_ok());
+        assert!(check_endpoint("127.0.0.1:8002").is_err());
+        assert!(check_endpoint("udp://127.0.0.1:8002").is_err());
+        assert!(check_endpoint("tcp://127.0.0.1").is_err());
+        assert!(check_endpoint("tcp://").is_err());
+    }
+}

@@ -1,0 +1,544 @@
+//! Workers: a loop around a user function, run by a pool of threads per stage.
+//!
+//! Each worker thread owns a DEALER socket connected to its stage's proxy. It announces
+//! itself with `READY`, receives one job at a time, runs the user's [`Work`] on it and
+//! either forwards frames to the next stage's proxy (DEALER) or answers the front end through the
+//! loopback (PUSH). A panic in user code costs that one request a 500; the worker lives on.
+//!
+//! Workers subscribe to the front end's interrupts: a job whose client has gone or whose
+//! deadline has passed is skipped, and long work can poll [`Job::interrupted`].
+//!
+//! While a worker is busy its own socket is silent, so each pool runs one small heartbeat
+//! thread that tells the proxy which of its workers are busy and alive (see
+//! [`crate::proxy`]). If the process dies, both stop, and the proxy answers the job.
+
+use crate::envelope::{Envelope, Interrupt, InterruptReason};
+use crate::error::{Error, Result};
+use crate::loopback::{failure_frames, response_frames, Failure, FailureKind};
+use crate::proxy::{BUSY, READY};
+use crate::shutdown::{Shutdown, POLL_CAP};
+use crate::sockets;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How many interrupts a worker remembers; the oldest are forgotten first.
+const REMEMBERED_INTERRUPTS: usize = 65_536;
+
+/// One request as a stage sees it.
+pub struct Job<'a> {
+    envelope: Envelope,
+    frames: Vec<zmq::Message>,
+    watch: &'a InterruptWatch,
+}
+
+impl Job<'_> {
+    /// The request's routing and protocol facts.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The frames after the envelope: the request itself and whatever earlier stages added.
+    pub fn frames(&self) -> &[zmq::Message] {
+        &self.frames
+    }
+
+    /// Frame `index` (after the envelope), if there is one.
+    pub fn frame(&self, index: usize) -> Option<&[u8]> {
+        self.frames.get(index).map(|f| &f[..])
+    }
+
+    /// Takes the frames, e.g. to forward some of them unchanged without copying.
+    pub fn take_frames(&mut self) -> Vec<zmq::Message> {
+        std::mem::take(&mut self.frames)
+    }
+
+    /// Whether the work should stop: the client has gone, the deadline has passed, or the
+    /// worker is shutting down. Cheap enough to call every few microseconds.
+    pub fn interrupted(&self) -> bool {
+        self.watch.is_interrupted(&self.envelope)
+    }
+}
+
+/// What a stage function decides for a job.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Send these frames (after the envelope) to the next stage.
+    Forward(Vec<zmq::Message>),
+    /// Answer the client with these bytes, already in the client's protocol.
+    Respond(zmq::Message),
+    /// Answer the client with a failure the front end renders.
+    Fail(Failure),
+    /// Send nothing: the job was interrupted and nobody waits for it.
+    Abandon,
+}
+
+impl Outcome {
+    /// Forwards frames to the next stage.
+    ///
+    /// ```
+    /// let outcome = prime_server::Outcome::forward([7u64.to_le_bytes().to_vec()]);
+    /// assert!(matches!(outcome, prime_server::Outcome::Forward(frames) if frames.len() == 1));
+    /// ```
+    pub fn forward<I, T>(frames: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<zmq::Message>,
+    {
+        Outcome::Forward(frames.into_iter().map(Into::into).collect())
+    }
+
+    /// Answers the client with `bytes`.
+    pub fn respond(bytes: impl Into<zmq::Message>) -> Self {
+        Outcome::Respond(bytes.into())
+    }
+}
+
+/// A stage's work. Any `FnMut(&mut Job) -> Outcome` closure or function is one; implement
+/// the trait on a struct to keep per-worker state, to clean up after each job, or to
+/// advertise a heartbeat payload that a proxy's choose function can read.
+///
+/// Each worker thread gets its own clone, so state needs no locking.
+pub trait Work: Send + 'static {
+    /// Handles one job.
+    fn work(&mut self, job: &mut Job<'_>) -> Outcome;
+
+    /// Runs after every job, whatever its outcome (e.g. to trim a cache).
+    fn cleanup(&mut self) {}
+
+    /// The payload sent with each readiness message.
+    fn heartbeat(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+impl<F> Work for F
+where
+    F: FnMut(&mut Job<'_>) -> Outcome + Send + 'static,
+{
+    fn work(&mut self, job: &mut Job<'_>) -> Outcome {
+        self(job)
+    }
+}
+
+/// Where a worker pool connects.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The stage proxy's downstream endpoint.
+    pub upstream: String,
+    /// The next stage proxy's upstream endpoint, if there is a next stage.
+    pub downstream: Option<String>,
+    /// The front end's loopback.
+    pub loopback: String,
+    /// The front end's interrupt publisher.
+    pub interrupt: String,
+    /// How often idle workers (and the pool, for busy ones) tell the proxy they live.
+    pub heartbeat_interval: Duration,
+    /// How many jobs each worker may hold at once: 1 (the default) balances uneven work
+    /// best; 2 saves a wake-up per job when every job is cheap.
+    pub prefetch: u32,
+}
+
+impl WorkerConfig {
+    /// A configuration with the default heartbeat interval (250 ms).
+    pub fn new(
+        upstream: impl Into<String>,
+        downstream: Option<String>,
+        loopback: impl Into<String>,
+        interrupt: impl Into<String>,
+    ) -> Self {
+        WorkerConfig {
+            upstream: upstream.into(),
+            downstream,
+            loopback: loopback.into(),
+            interrupt: interrupt.into(),
+            heartbeat_interval: Duration::from_millis(250),
+            prefetch: 1,
+        }
+    }
+}
+
+/// The threads of one running pool. Stop them with the [`Shutdown`] given at spawn, then
+/// [`join`](WorkerPool::join).
+pub struct WorkerPool {
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    /// Starts `count` workers, each with its own clone of `work`, plus the pool's
+    /// heartbeat thread. `name` labels threads and log lines.
+    pub fn spawn<W: Work + Clone>(
+        ctx: &zmq::Context,
+        name: &str,
+        config: &WorkerConfig,
+        count: usize,
+        work: W,
+        shutdown: &Shutdown,
+    ) -> Result<WorkerPool> {
+        if count == 0 {
+            return Err(Error::Config(format!(
+                "stage {name:?} needs at least one worker"
+            )));
+        }
+        let pool_id = crate::envelope::random_u64();
+        let mut members = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count + 1);
+        for index in 0..count {
+            let id = format!("{name}-{pool_id:016x}-{index}").into_bytes();
+            let busy = Arc::new(AtomicBool::new(false));
+            let worker = WorkerLoop::connect(ctx, id.clone(), config, work.clone(), shutdown)?;
+            let busy_flag = busy.clone();
+            threads.push(spawn_thread(format!("{name}-{index}"), move || {
+                worker.run(&busy_flag)
+            })?);
+            members.push((id, busy));
+        }
+        let beat = PoolHeartbeat::connect(ctx, config, members, shutdown)?;
+        threads.push(spawn_thread(format!("{name}-heartbeat"), move || {
+            beat.run()
+        })?);
+        Ok(WorkerPool { threads })
+    }
+
+    /// Waits for every thread of the pool to end.
+    pub fn join(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn spawn_thread(name: String, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(body)
+        .map_err(Error::Thread)
+}
+
+/// The interrupts a worker has heard of, and the socket it hears them on.
+pub(crate) struct InterruptWatch {
+    subscriber: zmq::Socket,
+    heard: RefCell<InterruptSet>,
+    /// When the socket was last read: reading an empty socket costs a system call, so it
+    /// is read at most every [`INTERRUPT_READ_INTERVAL`].
+    last_read: Cell<Instant>,
+    shutdown: Shutdown,
+}
+
+/// How stale a worker's knowledge of interrupts may be.
+const INTERRUPT_READ_INTERVAL: Duration = Duration::from_millis(1);
+
+#[derive(Default)]
+struct InterruptSet {
+    requests: HashSet<(u64, u64)>,
+    order: VecDeque<(u64, u64)>,
+    nonces_shut: HashSet<u64>,
+}
+
+impl InterruptSet {
+    fn record(&mut self, interrupt: Interrupt) {
+        if interrupt.reason == InterruptReason::ShuttingDown {
+            self.nonces_shut.insert(interrupt.nonce);
+            return;
+        }
+        let key = (interrupt.nonce, interrupt.request_id);
+        if self.requests.insert(key) {
+            self.order.push_back(key);
+        }
+        while self.order.len() > REMEMBERED_INTERRUPTS {
+            if let Some(old) = self.order.pop_front() {
+                self.requests.remove(&old);
+            }
+        }
+    }
+
+    fn covers(&self, envelope: &Envelope) -> bool {
+        self.requests
+            .contains(&(envelope.nonce, envelope.request_id))
+            || self.nonces_shut.contains(&envelope.nonce)
+    }
+}
+
+impl InterruptWatch {
+    fn connect(ctx: &zmq::Context, endpoint: &str, shutdown: &Shutdown) -> Result<Self> {
+        let subscriber = sockets::socket(ctx, zmq::SUB)?;
+        subscriber
+            .set_subscribe(b"")
+            .map_err(|e| Error::zmq("subscribing to interrupts", e))?;
+        sockets::connect(&subscriber, endpoint)?;
+        Ok(InterruptWatch {
+            subscriber,
+            heard: RefCell::default(),
+            last_read: Cell::new(Instant::now()),
+            shutdown: shutdown.clone(),
+        })
+    }
+
+    /// Reads every interrupt waiting on the socket.
+    fn drain(&self) {
+        let mut heard = self.heard.borrow_mut();
+        while let Ok(frame) = self.subscriber.recv_msg(zmq::DONTWAIT) {
+            match Interrupt::decode(&frame) {
+                Ok(interrupt) => heard.record(interrupt),
+                Err(e) => log::warn!("ignoring a malformed interrupt: {e}"),
+            }
+        }
+    }
+
+    fn is_interrupted(&self, envelope: &Envelope) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.last_read.get()) >= INTERRUPT_READ_INTERVAL {
+            self.last_read.set(now);
+            self.drain();
+        }
+        self.shutdown.is_triggered()
+            || envelope.is_expired(crate::envelope::now_us())
+            || self.heard.borrow().covers(envelope)
+    }
+}
+
+/// One worker thread's sockets and state.
+struct WorkerLoop<W> {
+    id: Vec<u8>,
+    work: W,
+    jobs: zmq::Socket,
+    next_stage: Option<zmq::Socket>,
+    loopback: zmq::Socket,
+    watch: InterruptWatch,
+    completed: u64,
+    heartbeat_interval: Duration,
+    prefetch: u32,
+}
+
+impl<W: Work> WorkerLoop<W> {
+    fn connect(
+        ctx: &zmq::Context,
+        id: Vec<u8>,
+        config: &WorkerConfig,
+        work: W,
+        shutdown: &Shutdown,
+    ) -> Result<Self> {
+        let jobs = sockets::socket(ctx, zmq::DEALER)?;
+        jobs.set_identity(&id)
+            .map_err(|e| Error::zmq("setting the worker id", e))?;
+        sockets::connect(&jobs, &config.upstream)?;
+        let next_stage = match &config.downstream {
+            Some(endpoint) => {
+                let dealer = sockets::socket(ctx, zmq::DEALER)?;
+                sockets::connect(&dealer, endpoint)?;
+                Some(dealer)
+            }
+            None => None,
+        };
+        let loopback = sockets::socket(ctx, zmq::PUSH)?;
+        sockets::connect(&loopback, &config.loopback)?;
+        Ok(WorkerLoop {
+            id,
+            work,
+            jobs,
+            next_stage,
+            loopback,
+            watch: InterruptWatch::connect(ctx, &config.interrupt, shutdown)?,
+            completed: 0,
+            heartbeat_interval: config.heartbeat_interval,
+            prefetch: config.prefetch.max(1),
+        })
+    }
+
+    fn run(mut self, busy: &AtomicBool) {
+        // Blocking on the one job socket (with a timeout for heartbeats) costs one system
+        // call per wait; zmq_poll over two sockets costs several.
+        let wait = self.heartbeat_interval.min(POLL_CAP).as_millis().max(1) as i32;
+        if let Err(e) = self.jobs.set_rcvtimeo(wait) {
+            log::error!("worker {}: {e}; stopping", self.name());
+            return;
+        }
+        self.send_ready();
+        let mut next_beat = Instant::now() + self.heartbeat_interval;
+        while !self.watch.shutdown.is_triggered() {
+            match sockets::recv_frames(&self.jobs, 0) {
+                Ok(frames) => {
+                    busy.store(true, Ordering::Relaxed);
+                    self.handle(frames);
+                    busy.store(false, Ordering::Relaxed);
+                    self.completed += 1;
+                    self.send_ready();
+                    next_beat = Instant::now() + self.heartbeat_interval;
+                }
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => self.watch.drain(),
+                Err(e) => {
+                    log::error!("worker {}: {e}; stopping", self.name());
+                    return;
+                }
+            }
+            if Instant::now() >= next_beat {
+                self.send_ready();
+                next_beat = Instant::now() + self.heartbeat_interval;
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        String::from_utf8_lossy(&self.id).into_owned()
+    }
+
+    fn send_ready(&self) {
+        let mut counts = [0u8; 12];
+        counts[..8].copy_from_slice(&self.completed.to_le_bytes());
+        counts[8..].copy_from_slice(&self.prefetch.to_le_bytes());
+        let frames = [
+            zmq::Message::from(READY),
+            zmq::Message::from(&counts[..]),
+            zmq::Message::from(self.work.heartbeat()),
+        ];
+        if let Err(e) = sockets::send_frames(&self.jobs, frames, zmq::DONTWAIT) {
+            log::debug!("worker {}: READY not sent: {e}", self.name());
+        }
+    }
+
+    fn handle(&mut self, mut frames: Vec<zmq::Message>) {
+        if frames.is_empty() {
+            return;
+        }
+        let envelope_frame = frames.remove(0);
+        let envelope = match Envelope::decode(&envelope_frame) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                log::warn!(
+                    "worker {}: dropped a job with a bad envelope: {e}",
+                    self.name()
+                );
+                return;
+            }
+        };
+        if self.watch.is_interrupted(&envelope) {
+            log::debug!(
+                "request {}: interrupted before it started",
+                envelope.request_id
+            );
+            return;
+        }
+        let mut job = Job {
+            envelope,
+            frames,
+            watch: &self.watch,
+        };
+        let work = &mut self.work;
+        let outcome = catch_unwind(AssertUnwindSafe(|| work.work(&mut job)));
+        let outcome = outcome.unwrap_or_else(|panic| {
+            let why = panic_message(&panic);
+            log::error!(
+                "request {}: the stage function panicked: {why}",
+                envelope.request_id
+            );
+            Outcome::Fail(Failure::new(
+                FailureKind::WorkerPanicked,
+                "the worker failed on this request",
+            ))
+        });
+        self.deliver(envelope_frame, &envelope, outcome);
+        if catch_unwind(AssertUnwindSafe(|| self.work.cleanup())).is_err() {
+            log::error!("worker {}: the cleanup function panicked", self.name());
+        }
+    }
+
+    fn deliver(&self, envelope_frame: zmq::Message, envelope: &Envelope, outcome: Outcome) {
+        let request = envelope.request_id;
+        let failure = match outcome {
+            Outcome::Forward(frames) => match &self.next_stage {
+                Some(next) => {
+                    let message = std::iter::once(envelope_frame).chain(frames);
+                    match sockets::send_frames(next, message, zmq::DONTWAIT) {
+                        Ok(()) => return,
+                        Err(e) => {
+                            log::warn!("request {request}: next stage unavailable: {e}");
+                            Failure::new(
+                                FailureKind::NextStageUnavailable,
+                                "the next stage is unavailable",
+                            )
+                        }
+                    }
+                }
+                None => {
+                    log::error!("request {request}: forwarded from the last stage");
+                    Failure::new(
+                        FailureKind::WorkerPanicked,
+                        "the pipeline has no next stage",
+                    )
+                }
+            },
+            Outcome::Respond(bytes) => {
+                let frames = response_frames(&envelope_frame, bytes);
+                if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+                    log::warn!("request {request}: answer not sent to the loopback: {e}");
+                }
+                return;
+            }
+            Outcome::Fail(failure) => failure,
+            Outcome::Abandon => return,
+        };
+        let frames = failure_frames(&envelope.encode(), &failure);
+        if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+            log::warn!("request {request}: failure not sent to the loopback: {e}");
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// The pool's heartbeat thread: lists its busy workers to the proxy every interval.
+struct PoolHeartbeat {
+    socket: zmq::Socket,
+    members: Vec<(Vec<u8>, Arc<AtomicBool>)>,
+    interval: Duration,
+    shutdown: Shutdown,
+}
+
+impl PoolHeartbeat {
+    fn connect(
+        ctx: &zmq::Context,
+        config: &WorkerConfig,
+        members: Vec<(Vec<u8>, Arc<AtomicBool>)>,
+        shutdown: &Shutdown,
+    ) -> Result<Self> {
+        let socket = sockets::socket(ctx, zmq::DEALER)?;
+        sockets::connect(&socket, &config.upstream)?;
+        Ok(PoolHeartbeat {
+            socket,
+            members,
+            interval: config.heartbeat_interval,
+            shutdown: shutdown.clone(),
+        })
+    }
+
+    fn run(self) {
+        let mut next_beat = Instant::now();
+        while !self.shutdown.is_triggered() {
+            let now = Instant::now();
+            if now < next_beat {
+                std::thread::sleep((next_beat - now).min(POLL_CAP));
+                continue;
+            }
+            next_beat = now + self.interval;
+            let busy = self
+                .members
+                .iter()
+                .filter(|(_, busy)| busy.load(Ordering::Relaxed))
+                .map(|(id, _)| zmq::Message::from(&id[..]));
+            let frames: Vec<zmq::Message> = std::iter::once(BUSY.into()).chain(busy).collect();
+            if frames.len() > 1 {
+                let _ = sockets::send_frames(&self.socket, frames, zmq::DONTWAIT);
+            }
+        }
+    }
+}
