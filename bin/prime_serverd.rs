@@ -1,13 +1,17 @@
-//! `prime_serverd`: the prime-checking demo.
+//! `prime_serverd`: the prime-checking demo, in one process.
 //!
-//! - `prime_serverd RANGE CONCURRENCY`: the simulation mode. RANGE is `END` (meaning
-//!   1..=END) or `START,END`; every number is sent through the two-stage pipeline (parse,
-//!   compute; CONCURRENCY workers each) and the last line printed is `N primes found`.
+//! - `prime_serverd LISTEN CONCURRENCY`: serves `GET /is_prime?possible_prime=N` (and
+//!   `POST /is_prime` with N as the body) over HTTP on LISTEN, a ZeroMQ endpoint such as
+//!   `tcp://127.0.0.1:8002`, through two stages (parse, compute) of CONCURRENCY workers.
+//! - `prime_serverd RANGE CONCURRENCY`: the simulation mode, no HTTP. RANGE is `END`
+//!   (meaning 1..=END) or `START,END`; every number goes through the same pipeline and
+//!   the last line printed is `N primes found`.
 
 use clap::Parser;
+use prime_server::cli::FrontEndArgs;
 use prime_server::demo::{self, Compute};
 use prime_server::primes::Algorithm;
-use prime_server::Pipeline;
+use prime_server::{Pipeline, Shutdown};
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
 
@@ -17,7 +21,8 @@ const SIMULATION_WINDOW: u64 = 4096;
 #[derive(Parser, Debug)]
 #[command(version, about = "The prime-checking demo of prime_server")]
 struct Cli {
-    /// `END` or `START,END`: the inclusive range of numbers to test (simulation mode).
+    /// Where to serve HTTP (a ZeroMQ endpoint such as tcp://127.0.0.1:8002), or, for the
+    /// simulation mode, `END` or `START,END`: the inclusive range of numbers to test.
     target: String,
     /// Workers per stage.
     concurrency: usize,
@@ -28,6 +33,8 @@ struct Cli {
     /// wake-up per job when jobs are cheap.
     #[arg(long, default_value_t = 1)]
     prefetch: u32,
+    #[command(flatten)]
+    front_end: FrontEndArgs,
 }
 
 fn main() -> ExitCode {
@@ -36,6 +43,15 @@ fn main() -> ExitCode {
     if cli.concurrency == 0 {
         eprintln!("error: CONCURRENCY must be at least 1");
         return ExitCode::from(2);
+    }
+    if cli.target.contains("://") {
+        return match serve(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let range = match parse_range(&cli.target) {
         Ok(range) => range,
@@ -53,14 +69,35 @@ fn main() -> ExitCode {
     }
 }
 
+fn pipeline(cli: &Cli) -> Pipeline {
+    Pipeline::new()
+        .prefetch(cli.prefetch)
+        .stage("parse", cli.concurrency, demo::parse)
+        .stage(
+            "compute",
+            cli.concurrency,
+            Compute {
+                algorithm: cli.algorithm,
+            },
+        )
+}
+
+fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let config = cli.front_end.config(&cli.target)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let ctx = zmq::Context::new();
+    let (pipeline, server) = pipeline(cli).bind_server(&ctx, config)?;
+    let served = server.run(&shutdown);
+    pipeline.stop();
+    served?;
+    Ok(())
+}
+
 fn simulate(range: RangeInclusive<u64>, cli: &Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (concurrency, algorithm) = (cli.concurrency, cli.algorithm);
     let ctx = zmq::Context::new();
-    let (pipeline, front) = Pipeline::new()
-        .prefetch(cli.prefetch)
-        .stage("parse", concurrency, demo::parse)
-        .stage("compute", concurrency, Compute { algorithm })
-        .start(&ctx)?;
+    let (pipeline, front) = pipeline(cli).start(&ctx)?;
     log::info!(
         "testing {}..={} with {concurrency} workers per stage ({algorithm})",
         range.start(),

@@ -1,37 +1,95 @@
-//! The prime-checking demo service: the `parse` and `compute` stages behind
-//! `prime_serverd` (both its HTTP service and its simulation mode) and `prime_workerd`.
+//! The demo services: the prime checker's `parse` and `compute` stages behind
+//! `prime_serverd` (its HTTP service and its simulation mode) and the `echo` stage behind
+//! `prime_echod`.
 //!
-//! In the simulation mode (the raw protocol) a request is the decimal number itself and
-//! the answer is one byte, `1` for a prime and `0` otherwise.
+//! Requests come in three protocols, told apart by the envelope:
+//! - HTTP: `GET /is_prime?possible_prime=N` or `POST /is_prime` with N as the body,
+//!   answered with JSON such as `{"possible_prime":7,"is_prime":true}`;
+//! - netstrings: the payload is N in decimal, the answer the same JSON in a netstring;
+//! - raw (the simulation mode): the frame is N in decimal, the answer one byte, `1` for
+//!   a prime and `0` otherwise.
 
 use crate::envelope::Protocol;
+use crate::http::{Request, Response};
 use crate::loopback::Failure;
 use crate::primes::Algorithm;
 use crate::worker::{Job, Outcome, Work};
+use serde_json::json;
 
 /// The answer byte for a prime in the raw protocol.
 pub const RAW_PRIME: &[u8] = b"1";
 /// The answer byte for a non-prime in the raw protocol.
 pub const RAW_NOT_PRIME: &[u8] = b"0";
 
-/// The first stage: reads the number out of the request and forwards it, 8 bytes LE.
+/// The path of the prime checker.
+pub const IS_PRIME_PATH: &str = "/is_prime";
+/// The query parameter (or, for POST, the body) holding the number.
+pub const PARAMETER: &str = "possible_prime";
+
+/// The first stage: reads the number out of the request and forwards it (8 bytes LE);
+/// answers malformed requests at once, so they never reach the compute stage.
 pub fn parse(job: &mut Job<'_>) -> Outcome {
-    match job.envelope().protocol {
-        Protocol::Raw | Protocol::Netstring => match parse_decimal(job.frame(0).unwrap_or(b"")) {
-            Some(n) => Outcome::forward([n.to_le_bytes().to_vec()]),
-            None => Outcome::Fail(Failure::rejected(
-                400,
-                "the request must be a decimal number from 0 to 18446744073709551615",
-            )),
+    let number = match job.envelope().protocol {
+        Protocol::Raw | Protocol::Netstring => parse_number(job.frame(0).unwrap_or(b"")),
+        Protocol::Http { .. } => match http_number(job) {
+            Ok(n) => Ok(n),
+            Err(response) => return job.reply(&response),
         },
-        Protocol::Http { .. } => {
-            Outcome::Fail(Failure::rejected(400, "this stage does not speak HTTP"))
+    };
+    match number {
+        Ok(n) => Outcome::forward([n.to_le_bytes().to_vec()]),
+        Err(why) if job.envelope().protocol == Protocol::Raw => {
+            Outcome::Fail(Failure::rejected(400, why))
         }
+        Err(why) => job.reply(&Response::error(400, &why)),
     }
 }
 
-fn parse_decimal(text: &[u8]) -> Option<u64> {
-    std::str::from_utf8(text).ok()?.trim().parse().ok()
+/// Finds N in an HTTP request, or the response that says what is wrong with it.
+fn http_number(job: &Job<'_>) -> Result<u64, Response> {
+    let head = job.frame(0).unwrap_or(b"");
+    let body = job.frame(1).unwrap_or(b"").to_vec();
+    let request =
+        Request::from_parts(head, body).map_err(|e| Response::error(400, &e.to_string()))?;
+    if request.path != IS_PRIME_PATH {
+        let why = format!("no such path; try {IS_PRIME_PATH}?{PARAMETER}=N");
+        return Err(Response::error(404, &why));
+    }
+    let number = match request.method.as_str() {
+        "GET" | "HEAD" => {
+            let values: Vec<&str> = request.query_values(PARAMETER).collect();
+            match values[..] {
+                [] => Err(format!("the query parameter {PARAMETER} is missing")),
+                [value] => parse_number(value.as_bytes()),
+                _ => Err(format!("the query parameter {PARAMETER} is repeated")),
+            }
+        }
+        "POST" => parse_number(&request.body),
+        other => {
+            let why = format!("{other} is not allowed on {IS_PRIME_PATH}; use GET or POST");
+            return Err(Response::error(405, &why).header("Allow", "GET, HEAD, POST"));
+        }
+    };
+    number.map_err(|why| Response::error(400, &why))
+}
+
+/// Reads N in decimal, with an error message that says what is wrong.
+fn parse_number(text: &[u8]) -> Result<u64, String> {
+    let text = std::str::from_utf8(text)
+        .map_err(|_| format!("{PARAMETER} must be a whole number, not binary data"))?
+        .trim();
+    if text.is_empty() {
+        return Err(format!("{PARAMETER} is empty"));
+    }
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if text.starts_with('-') && digits(&text[1..]) {
+        return Err(format!("{PARAMETER} must not be negative"));
+    }
+    if !digits(text) {
+        return Err(format!("{PARAMETER} must be a whole number, not {text:?}"));
+    }
+    text.parse()
+        .map_err(|_| format!("{PARAMETER} must be at most {}", u64::MAX))
 }
 
 /// The second stage: decides whether the forwarded number is prime.
@@ -50,11 +108,60 @@ impl Work for Compute {
         else {
             return Outcome::Fail(Failure::rejected(400, "compute expects an 8-byte number"));
         };
-        let verdict = self.algorithm.is_prime(n, &mut || job.interrupted());
-        match verdict {
-            None => Outcome::Abandon,
-            Some(true) => Outcome::respond(RAW_PRIME),
-            Some(false) => Outcome::respond(RAW_NOT_PRIME),
+        let Some(is_prime) = self.algorithm.is_prime(n, &mut || job.interrupted()) else {
+            return Outcome::Abandon;
+        };
+        match job.envelope().protocol {
+            Protocol::Raw if is_prime => Outcome::respond(RAW_PRIME),
+            Protocol::Raw => Outcome::respond(RAW_NOT_PRIME),
+            _ => job.reply(&Response::json(
+                200,
+                &json!({ PARAMETER: n, "is_prime": is_prime }),
+            )),
         }
+    }
+}
+
+/// The one stage of `prime_echod`: answers each request with a JSON description of it
+/// (method, path, query, headers, body length), for testing the front end by itself.
+pub fn echo(job: &mut Job<'_>) -> Outcome {
+    let body = job.frame(1).unwrap_or(b"").to_vec();
+    let description = match job.envelope().protocol {
+        Protocol::Http { .. } => match Request::from_parts(job.frame(0).unwrap_or(b""), body) {
+            Ok(request) => json!({
+                "method": request.method,
+                "target": request.target,
+                "path": request.path,
+                "query": request.query,
+                "headers": request.headers,
+                "body_length": request.body.len(),
+                "version": format!("HTTP/1.{}", request.minor_version),
+            }),
+            Err(e) => return job.reply(&Response::error(400, &e.to_string())),
+        },
+        Protocol::Netstring | Protocol::Raw => {
+            let payload = job.frame(0).unwrap_or(b"");
+            json!({ "body_length": payload.len(), "body": String::from_utf8_lossy(payload) })
+        }
+    };
+    job.reply(&Response::json(200, &description))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_number;
+
+    #[test]
+    fn numbers_are_read_with_clear_errors() {
+        assert_eq!(parse_number(b"7"), Ok(7));
+        assert_eq!(parse_number(b" 18446744073709551615 "), Ok(u64::MAX));
+        assert!(parse_number(b"").unwrap_err().contains("empty"));
+        assert!(parse_number(b"-5").unwrap_err().contains("negative"));
+        assert!(parse_number(b"abc").unwrap_err().contains("whole number"));
+        assert!(parse_number(b"1e3").unwrap_err().contains("whole number"));
+        assert!(parse_number(b"+5").unwrap_err().contains("whole number"));
+        assert!(parse_number(b"18446744073709551616")
+            .unwrap_err()
+            .contains("at most"));
     }
 }

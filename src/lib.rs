@@ -24,6 +24,7 @@
 //! - [`pipeline`]: a builder that wires stages together in one process.
 //! - [`primes`] and [`demo`]: the prime-checking service behind `prime_serverd`.
 
+pub mod cli;
 pub mod demo;
 pub mod envelope;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod netstring;
 pub mod pipeline;
 pub mod primes;
 pub mod proxy;
+pub mod server;
 pub mod shutdown;
 pub mod simulation;
 pub mod sockets;

@@ -24,6 +24,7 @@ use crate::envelope::{Envelope, Protocol};
 use crate::error::{Error, Result};
 use crate::loopback::{self, Answer};
 use crate::proxy::{Chooser, Proxy, ProxyConfig};
+use crate::server::{Server, ServerConfig};
 use crate::shutdown::Shutdown;
 use crate::sockets;
 use crate::worker::{Work, WorkerConfig, WorkerPool};
@@ -128,6 +129,18 @@ impl Pipeline {
     pub fn prefetch(mut self, jobs: u32) -> Self {
         self.prefetch = jobs;
         self
+    }
+
+    /// Starts the pipeline behind a front end bound as `config` says; run the returned
+    /// server (on this thread) with [`Server::run`], then stop the pipeline.
+    pub fn bind_server(
+        self,
+        ctx: &zmq::Context,
+        config: ServerConfig,
+    ) -> Result<(RunningPipeline, Server)> {
+        let (pipeline, front) = self.start(ctx)?;
+        let server = Server::bind(ctx, config, front)?;
+        Ok((pipeline, server))
     }
 
     /// Binds and starts every proxy and worker; returns the running pipeline and the

@@ -35,6 +35,14 @@ impl Shutdown {
         self.flag.store(true, Ordering::SeqCst);
     }
 
+    /// Triggers this flag when the process receives SIGINT or SIGTERM.
+    pub fn on_signals(&self) -> std::io::Result<()> {
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, self.flag.clone())?;
+        }
+        Ok(())
+    }
+
     /// Whether [`trigger`](Self::trigger) was called on any clone.
     pub fn is_triggered(&self) -> bool {
         self.flag.load(Ordering::Relaxed)

@@ -12,8 +12,9 @@
 //! thread that tells the proxy which of its workers are busy and alive (see
 //! [`crate::proxy`]). If the process dies, both stop, and the proxy answers the job.
 
-use crate::envelope::{Envelope, Interrupt, InterruptReason};
+use crate::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
+use crate::http::Response;
 use crate::loopback::{failure_frames, response_frames, Failure, FailureKind};
 use crate::proxy::{BUSY, READY};
 use crate::shutdown::{Shutdown, POLL_CAP};
@@ -55,6 +56,22 @@ impl Job<'_> {
     /// Takes the frames, e.g. to forward some of them unchanged without copying.
     pub fn take_frames(&mut self) -> Vec<zmq::Message> {
         std::mem::take(&mut self.frames)
+    }
+
+    /// Answers the client with `response`, written in the protocol the request came in:
+    /// HTTP with the request's version, keep-alive and HEAD facts; a netstring holding
+    /// the body; or the bare body for the raw protocol.
+    pub fn reply(&self, response: &Response) -> Outcome {
+        let bytes = match self.envelope.protocol {
+            Protocol::Http {
+                minor_version,
+                keep_alive,
+                head,
+            } => response.to_bytes(minor_version, keep_alive, head),
+            Protocol::Netstring => crate::netstring::encode(&response.body),
+            Protocol::Raw => response.body.clone(),
+        };
+        Outcome::respond(bytes)
     }
 
     /// Whether the work should stop: the client has gone, the deadline has passed, or the

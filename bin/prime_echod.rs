@@ -1,0 +1,48 @@
+//! `prime_echod LISTEN CONCURRENCY`: a one-stage service that answers each request with a
+//! JSON description of it (method, path, query, headers, body length). It exercises the
+//! front end and the pipeline with no application work: the tool for testing them alone.
+
+use clap::Parser;
+use prime_server::cli::FrontEndArgs;
+use prime_server::{demo, Pipeline, Shutdown};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Answers every request with a JSON description of it")]
+struct Cli {
+    /// Where to serve HTTP: a ZeroMQ endpoint such as tcp://127.0.0.1:8003.
+    listen: String,
+    /// Echo workers.
+    concurrency: usize,
+    #[command(flatten)]
+    front_end: FrontEndArgs,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match serve(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if cli.concurrency == 0 {
+        return Err("CONCURRENCY must be at least 1".into());
+    }
+    let config = cli.front_end.config(&cli.listen)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let ctx = zmq::Context::new();
+    let (pipeline, server) = Pipeline::new()
+        .stage("echo", cli.concurrency, demo::echo)
+        .bind_server(&ctx, config)?;
+    let served = server.run(&shutdown);
+    pipeline.stop();
+    served?;
+    Ok(())
+}

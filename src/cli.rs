@@ -1,0 +1,51 @@
+//! Command-line options shared by the binaries that run a front end, declared once.
+
+use crate::server::ServerConfig;
+use std::time::Duration;
+
+/// The front end's options, flattened into each binary's command line.
+#[derive(clap::Args, Clone, Debug)]
+pub struct FrontEndArgs {
+    /// Answer 200 at this path from the front end itself, without touching a worker.
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// Also serve netstrings (LEN:BYTES,) on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:8004.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub netstring: Option<String>,
+    /// Seconds a request may spend in the pipeline before it is answered 504.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    pub request_timeout: f64,
+    /// Seconds a client may take to send a request head before it is answered 408.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub idle_timeout: f64,
+    /// The largest request body accepted, in bytes (larger ones get 413).
+    #[arg(long, value_name = "N", default_value_t = 10 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+}
+
+impl FrontEndArgs {
+    /// The server configuration these options describe, listening for HTTP on `listen`.
+    pub fn config(&self, listen: &str) -> Result<ServerConfig, String> {
+        let mut config = ServerConfig::http(listen);
+        if let Some(endpoint) = &self.netstring {
+            config = config.with_netstring(endpoint);
+        }
+        config.health_path = self.health_path.clone();
+        config.request_timeout = seconds("--request-timeout", self.request_timeout)?;
+        config.header_timeout = seconds("--header-timeout", self.header_timeout)?;
+        config.idle_timeout = seconds("--idle-timeout", self.idle_timeout)?;
+        config.limits.max_body = self.max_request_bytes;
+        config.max_netstring_bytes = self.max_request_bytes;
+        Ok(config)
+    }
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag} must be a positive number of seconds, not {value}"))
+}

@@ -1,0 +1,139 @@
+//! One client connection as the front end sees it: its decoder, and its answers kept in
+//! request order until they can be written.
+//!
+//! Pipelined requests may finish out of order in the pipeline; each gets a [`Slot`] in
+//! the connection's queue when it arrives, and only the answered slots at the front of
+//! the queue are written, so responses always leave in request order.
+
+use crate::http::RequestParser;
+use crate::netstring::NetstringDecoder;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// The per-connection decoder of the listener's protocol.
+pub(crate) enum Decoder {
+    /// An HTTP/1.x request parser.
+    Http(RequestParser),
+    /// A netstring decoder.
+    Netstring(NetstringDecoder),
+}
+
+impl Decoder {
+    /// Whether part of a request has arrived but not all of it.
+    pub(crate) fn is_mid_request(&self) -> bool {
+        match self {
+            Decoder::Http(parser) => parser.is_mid_request(),
+            Decoder::Netstring(decoder) => decoder.is_mid_message(),
+        }
+    }
+
+    /// Whether the current request's head is complete (only its body is awaited).
+    pub(crate) fn head_complete(&self) -> bool {
+        match self {
+            Decoder::Http(parser) => parser.head_complete(),
+            Decoder::Netstring(decoder) => decoder.is_mid_message(),
+        }
+    }
+}
+
+/// Bytes of an answer: a worker's message as received, or bytes the front end made.
+pub(crate) enum AnswerBytes {
+    /// From the loopback, not copied.
+    Message(zmq::Message),
+    /// Made by the front end (errors, health checks, 100 Continue).
+    Owned(Vec<u8>),
+}
+
+impl AnswerBytes {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            AnswerBytes::Message(m) => m,
+            AnswerBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// One request's place in the connection's answer order.
+pub(crate) struct Slot {
+    /// The request id (answers the front end made at once have one too, for the log).
+    pub(crate) request_id: u64,
+    /// The answer, once known.
+    pub(crate) answer: Option<AnswerBytes>,
+    /// Whether the connection closes after this answer.
+    pub(crate) close_after: bool,
+    /// When the request arrived, for the access log.
+    pub(crate) arrived: Instant,
+    /// `METHOD target`, kept only while info logging is on.
+    pub(crate) label: Option<Box<str>>,
+}
+
+/// A client connection.
+pub(crate) struct Connection {
+    /// libzmq's routing id for the peer, needed to write to it.
+    pub(crate) routing_id: Vec<u8>,
+    /// Which listener (socket) it came in on.
+    pub(crate) listener: usize,
+    /// Its decoder.
+    pub(crate) decoder: Decoder,
+    /// Answers in request order.
+    pub(crate) slots: VecDeque<Slot>,
+    /// Bytes ready to write that libzmq did not take yet.
+    pub(crate) output: Vec<u8>,
+    /// The last time the client sent anything.
+    pub(crate) last_input: Instant,
+    /// When the unfinished request head began to arrive.
+    pub(crate) head_started: Option<Instant>,
+    /// No more requests are read: a `Connection: close`, an error, or a shutdown.
+    pub(crate) closing: bool,
+    /// Close once `output` is written.
+    pub(crate) close_when_written: bool,
+    /// Already listed for a flush in this loop turn.
+    pub(crate) dirty: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(routing_id: Vec<u8>, listener: usize, decoder: Decoder) -> Self {
+        Connection {
+            routing_id,
+            listener,
+            decoder,
+            slots: VecDeque::new(),
+            output: Vec::new(),
+            last_input: Instant::now(),
+            head_started: None,
+            closing: false,
+            close_when_written: false,
+            dirty: false,
+        }
+    }
+
+    /// Puts the answer for `request_id` in its slot; false if no slot waits for it.
+    pub(crate) fn fill(&mut self, request_id: u64, answer: AnswerBytes) -> bool {
+        match self
+            .slots
+            .iter_mut()
+            .find(|s| s.request_id == request_id && s.answer.is_none())
+        {
+            Some(slot) => {
+                slot.answer = Some(answer);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the connection holds nothing: no unanswered request, no unwritten byte,
+    /// no partial request.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.slots.is_empty() && self.output.is_empty() && !self.decoder.is_mid_request()
+    }
+
+    /// Notes when a partial request head started, for the slow-header timeout.
+    pub(crate) fn track_head(&mut self, now: Instant) {
+        if self.decoder.is_mid_request() && !self.decoder.head_complete() {
+            self.head_started.get_or_insert(now);
+        } else {
+            self.head_started = None;
+        }
+    }
+}

@@ -1,0 +1,639 @@
+//! The front end: owns the client-facing ZMQ_STREAM sockets, turns bytes into requests
+//! for the pipeline and loopback answers back into bytes, in request order.
+//!
+//! It answers by itself only what needs no worker: parse errors (4xx), the health path,
+//! overload (503), slow clients (408) and requests past their deadline (504). When a
+//! client goes, or a request's deadline passes, it publishes an interrupt so workers can
+//! drop the work.
+//!
+//! ZMQ_STREAM notes, learned the hard way:
+//! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
+//!   `[routing id, bytes]`, split or coalesced at any byte, so every connection keeps a
+//!   streaming decoder;
+//! - we close a connection by sending `[routing id, empty frame]`, and get no notice back;
+//!   data that still arrives for that id is dropped;
+//! - a blocking send to a peer that is going away can block for ever, so the routing-id
+//!   frame is always sent with `DONTWAIT`: `EAGAIN` means the peer's pipe is full (it
+//!   does not read), `EHOSTUNREACH` that it is gone.
+
+mod config;
+mod connection;
+
+pub use config::{ListenProtocol, ServerConfig};
+
+use crate::envelope::{random_u64, Envelope, Interrupt, InterruptReason, Protocol};
+use crate::error::{Error, Result};
+use crate::http::{Event, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
+use crate::loopback::{self, Answer, Failure, FailureKind};
+use crate::netstring::{self, NetstringDecoder};
+use crate::pipeline::FrontSockets;
+use crate::shutdown::{Shutdown, POLL_CAP};
+use crate::sockets;
+use connection::{AnswerBytes, Connection, Decoder, Slot};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How often timeouts are checked and stalled output is retried.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// libzmq's queue of messages per client; past it our own bounded output buffer fills.
+const STREAM_SNDHWM: i32 = 64;
+
+/// A listening socket.
+struct Listener {
+    socket: zmq::Socket,
+    protocol: ListenProtocol,
+    endpoint: String,
+    /// Routing id → connection id, for this socket's peers.
+    peers: HashMap<Vec<u8>, u64>,
+}
+
+/// A request in the pipeline.
+struct InFlight {
+    connection: u64,
+    deadline: Instant,
+    protocol: Protocol,
+}
+
+/// Counters a front end keeps, for its summary line and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Requests sent into the pipeline.
+    pub forwarded: u64,
+    /// Responses written (from workers or the front end).
+    pub answered: u64,
+    /// Requests answered 504.
+    pub timed_out: u64,
+}
+
+/// A bound front end, ready to [`run`](Server::run).
+pub struct Server {
+    listeners: Vec<Listener>,
+    front: FrontSockets,
+    config: ServerConfig,
+    nonce: u64,
+    next_request: u64,
+    next_connection: u64,
+    connections: HashMap<u64, Connection>,
+    requests: HashMap<u64, InFlight>,
+    dirty: Vec<u64>,
+    stats: ServerStats,
+    /// Reused receive buffers: one routing id, one data frame.
+    frame_id: zmq::Message,
+    frame_data: zmq::Message,
+}
+
+impl Server {
+    /// Binds every listening endpoint; `front` is how the server reaches its pipeline.
+    pub fn bind(ctx: &zmq::Context, config: ServerConfig, front: FrontSockets) -> Result<Server> {
+        if config.listen.is_empty() {
+            return Err(Error::Config(
+                "the front end needs an endpoint to listen on".into(),
+            ));
+        }
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        for (endpoint, protocol) in &config.listen {
+            let socket = sockets::socket(ctx, zmq::STREAM)?;
+            socket
+                .set_sndhwm(STREAM_SNDHWM)
+                .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
+            sockets::bind(&socket, endpoint)?;
+            let endpoint = sockets::last_endpoint(&socket)?;
+            log::info!("listening for {protocol:?} on {endpoint}");
+            listeners.push(Listener {
+                socket,
+                protocol: *protocol,
+                endpoint,
+                peers: HashMap::new(),
+            });
+        }
+        Ok(Server {
+            listeners,
+            front,
+            config,
+            nonce: random_u64(),
+            next_request: 1,
+            next_connection: 1,
+            connections: HashMap::new(),
+            requests: HashMap::new(),
+            dirty: Vec::new(),
+            stats: ServerStats::default(),
+            frame_id: zmq::Message::new(),
+            frame_data: zmq::Message::new(),
+        })
+    }
+
+    /// The endpoints actually bound, in the order configured (with the ports picked for
+    /// port 0 or `*`).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.listeners.iter().map(|l| l.endpoint.clone()).collect()
+    }
+
+    /// Serves until `shutdown` is triggered; returns the counters.
+    pub fn run(mut self, shutdown: &Shutdown) -> Result<ServerStats> {
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        let mut ready = vec![false; self.listeners.len() + 1];
+        while !shutdown.is_triggered() {
+            let wait = next_sweep
+                .saturating_duration_since(Instant::now())
+                .min(POLL_CAP);
+            {
+                let mut items: Vec<zmq::PollItem> = self
+                    .listeners
+                    .iter()
+                    .map(|l| l.socket.as_poll_item(zmq::POLLIN))
+                    .collect();
+                items.push(self.front.loopback.as_poll_item(zmq::POLLIN));
+                sockets::poll(&mut items, wait)?;
+                for (flag, item) in ready.iter_mut().zip(&items) {
+                    *flag = item.is_readable();
+                }
+            }
+            for listener in 0..self.listeners.len() {
+                if ready[listener] {
+                    self.drain_listener(listener);
+                }
+            }
+            if ready[self.listeners.len()] {
+                self.drain_loopback();
+            }
+            if Instant::now() >= next_sweep {
+                self.sweep();
+                next_sweep = Instant::now() + SWEEP_EVERY;
+            }
+            self.flush_dirty();
+        }
+        self.stop();
+        Ok(self.stats)
+    }
+
+    /// Tells workers to drop everything of ours and closes every connection.
+    fn stop(&mut self) {
+        self.publish(self.nonce, 0, InterruptReason::ShuttingDown);
+        let ids: Vec<u64> = self.connections.keys().copied().collect();
+        for id in ids {
+            self.close(id, true);
+        }
+        log::info!("front end stopped: {:?}", self.stats);
+    }
+
+    fn drain_listener(&mut self, listener: usize) {
+        loop {
+            let socket = &self.listeners[listener].socket;
+            if socket.recv(&mut self.frame_id, zmq::DONTWAIT).is_err() {
+                return;
+            }
+            if socket.recv(&mut self.frame_data, zmq::DONTWAIT).is_err() {
+                return;
+            }
+            let known = self.listeners[listener]
+                .peers
+                .get(&self.frame_id[..])
+                .copied();
+            match (known, self.frame_data.is_empty()) {
+                (None, true) => self.accept(listener),
+                (Some(id), true) => self.close(id, false),
+                (Some(id), false) => self.on_input(id),
+                // Data for a connection we already closed.
+                (None, false) => {}
+            }
+        }
+    }
+
+    fn accept(&mut self, listener: usize) {
+        let id = self.next_connection;
+        self.next_connection += 1;
+        let decoder = match self.listeners[listener].protocol {
+            ListenProtocol::Http => Decoder::Http(RequestParser::new(self.config.limits)),
+            ListenProtocol::Netstring => {
+                Decoder::Netstring(NetstringDecoder::new(self.config.max_netstring_bytes))
+            }
+        };
+        let routing_id = self.frame_id.to_vec();
+        self.listeners[listener]
+            .peers
+            .insert(routing_id.clone(), id);
+        self.connections
+            .insert(id, Connection::new(routing_id, listener, decoder));
+        self.stats.connections += 1;
+    }
+
+    fn on_input(&mut self, id: u64) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let now = Instant::now();
+        conn.last_input = now;
+        if conn.closing {
+            return;
+        }
+        match &mut conn.decoder {
+            Decoder::Http(parser) => parser.feed(&self.frame_data),
+            Decoder::Netstring(decoder) => decoder.feed(&self.frame_data),
+        }
+        self.read_requests(id);
+        if let Some(conn) = self.connections.get_mut(&id) {
+            conn.track_head(now);
+        }
+    }
+
+    /// Takes every complete request out of a connection's decoder.
+    fn read_requests(&mut self, id: u64) {
+        loop {
+            let Some(conn) = self.connections.get_mut(&id) else {
+                return;
+            };
+            if conn.closing {
+                return;
+            }
+            match &mut conn.decoder {
+                Decoder::Http(parser) => match parser.next_event() {
+                    Ok(None) => return,
+                    Ok(Some(Event::Continue)) => {
+                        self.answer_now(id, CONTINUE_RESPONSE.to_vec(), false, None)
+                    }
+                    Ok(Some(Event::Request(request))) => self.on_http_request(id, request),
+                    Err(e) => {
+                        log::info!("connection {id}: rejected a request: {e}");
+                        let bytes =
+                            Response::error(e.status(), &e.to_string()).to_bytes(1, false, false);
+                        self.answer_now(id, bytes, true, None);
+                    }
+                },
+                Decoder::Netstring(decoder) => match decoder.next_message() {
+                    Ok(None) => return,
+                    Ok(Some(payload)) => {
+                        let frames = [zmq::Message::from(payload)];
+                        self.forward(id, Protocol::Netstring, frames, false, None);
+                    }
+                    Err(e) => {
+                        log::info!("connection {id}: rejected a netstring: {e}");
+                        let body = serde_json::json!({"error": e.to_string(), "status": 400});
+                        let bytes = netstring::encode(body.to_string().as_bytes());
+                        self.answer_now(id, bytes, true, None);
+                    }
+                },
+            }
+        }
+    }
+
+    fn on_http_request(&mut self, id: u64, request: ParsedRequest) {
+        let label = log::log_enabled!(log::Level::Info)
+            .then(|| format!("{} {}", request.method_str(), request.target_str()).into_boxed_str());
+        let close_after = !request.keep_alive;
+        if let Some(health) = &self.config.health_path {
+            let path = request.target_str().split('?').next().unwrap_or("");
+            if path == health {
+                let body = serde_json::json!({"status": "ok"});
+                let bytes = Response::json(200, &body).to_bytes(
+                    request.minor_version,
+                    request.keep_alive,
+                    request.is_head,
+                );
+                self.answer_now(id, bytes, close_after, label);
+                return;
+            }
+        }
+        let protocol = Protocol::Http {
+            minor_version: request.minor_version,
+            keep_alive: request.keep_alive,
+            head: request.is_head,
+        };
+        let frames = [
+            zmq::Message::from(request.head),
+            zmq::Message::from(request.body),
+        ];
+        self.forward(id, protocol, frames, close_after, label);
+    }
+
+    /// Sends a request into the pipeline and keeps its place in the answer order.
+    fn forward<const N: usize>(
+        &mut self,
+        id: u64,
+        protocol: Protocol,
+        frames: [zmq::Message; N],
+        close_after: bool,
+        label: Option<Box<str>>,
+    ) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if conn.slots.len() >= self.config.max_pipelined {
+            let detail = "too many unanswered requests on this connection";
+            let failure = Failure::new(FailureKind::QueueFull, detail);
+            let bytes = render_failure(protocol, &failure, false);
+            self.answer_now(id, bytes, true, label);
+            return;
+        }
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let envelope = Envelope::new(request_id, id, self.nonce, protocol)
+            .with_timeout(self.config.request_timeout);
+        let message = std::iter::once(zmq::Message::from(&envelope.encode()[..])).chain(frames);
+        if let Err(e) = sockets::send_frames(&self.front.entry, message, zmq::DONTWAIT) {
+            log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
+            let failure = Failure::new(FailureKind::QueueFull, "the server is overloaded");
+            let bytes = render_failure(protocol, &failure, false);
+            self.answer_now(id, bytes, close_after, label);
+            return;
+        }
+        self.stats.forwarded += 1;
+        self.requests.insert(
+            request_id,
+            InFlight {
+                connection: id,
+                deadline: Instant::now() + self.config.request_timeout,
+                protocol,
+            },
+        );
+        conn.slots.push_back(Slot {
+            request_id,
+            answer: None,
+            close_after,
+            arrived: Instant::now(),
+            label,
+        });
+        if close_after {
+            conn.closing = true;
+        }
+    }
+
+    /// Queues an answer the front end made itself, in request order.
+    fn answer_now(&mut self, id: u64, bytes: Vec<u8>, close_after: bool, label: Option<Box<str>>) {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        conn.slots.push_back(Slot {
+            request_id,
+            answer: Some(AnswerBytes::Owned(bytes)),
+            close_after,
+            arrived: Instant::now(),
+            label,
+        });
+        if close_after {
+            conn.closing = true;
+        }
+        mark_dirty(&mut self.dirty, conn, id);
+    }
+
+    fn drain_loopback(&mut self) {
+        while let Ok(frames) = sockets::recv_frames(&self.front.loopback, zmq::DONTWAIT) {
+            match loopback::decode(frames) {
+                Ok((envelope, answer)) => self.on_answer(envelope, answer),
+                Err(e) => log::warn!("dropped a loopback message: {e}"),
+            }
+        }
+    }
+
+    fn on_answer(&mut self, envelope: Envelope, answer: Answer) {
+        if envelope.nonce != self.nonce {
+            log::debug!(
+                "request {}: dropped an answer meant for an earlier run",
+                envelope.request_id
+            );
+            return;
+        }
+        // Gone when already answered (504) or when its client left.
+        let Some(in_flight) = self.requests.remove(&envelope.request_id) else {
+            return;
+        };
+        let bytes = match answer {
+            Answer::Response(message) => AnswerBytes::Message(message),
+            Answer::Failure(failure) => {
+                log::debug!("request {}: {failure}", envelope.request_id);
+                AnswerBytes::Owned(render_failure(envelope.protocol, &failure, true))
+            }
+        };
+        self.fill(in_flight.connection, envelope.request_id, bytes);
+    }
+
+    fn fill(&mut self, id: u64, request_id: u64, bytes: AnswerBytes) {
+        if let Some(conn) = self.connections.get_mut(&id) {
+            if conn.fill(request_id, bytes) {
+                mark_dirty(&mut self.dirty, conn, id);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self) {
+        while let Some(id) = self.dirty.pop() {
+            if let Some(conn) = self.connections.get_mut(&id) {
+                conn.dirty = false;
+            }
+            self.flush(id);
+        }
+    }
+
+    /// Writes every answer at the front of the connection's order that is ready.
+    fn flush(&mut self, id: u64) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        while conn.slots.front().is_some_and(|s| s.answer.is_some()) {
+            let Some(slot) = conn.slots.pop_front() else {
+                break;
+            };
+            let Some(bytes) = slot.answer else { break };
+            let bytes = bytes.as_slice();
+            conn.output.extend_from_slice(bytes);
+            self.stats.answered += 1;
+            if let Some(label) = &slot.label {
+                log::info!(
+                    "request {}: {label} -> {} {}B {:.1}ms",
+                    slot.request_id,
+                    status_of(bytes),
+                    bytes.len(),
+                    slot.arrived.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            if slot.close_after {
+                conn.close_when_written = true;
+                break;
+            }
+        }
+        self.write(id);
+    }
+
+    /// Hands a connection's pending output to libzmq without blocking.
+    fn write(&mut self, id: u64) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if !conn.output.is_empty() {
+            let socket = &self.listeners[conn.listener].socket;
+            match socket.send(&conn.routing_id[..], zmq::SNDMORE | zmq::DONTWAIT) {
+                Ok(()) => {
+                    if let Err(e) = socket.send(&conn.output[..], zmq::DONTWAIT) {
+                        log::warn!("connection {id}: write failed: {e}");
+                    }
+                    conn.output.clear();
+                }
+                Err(zmq::Error::EAGAIN) => {
+                    if conn.output.len() > self.config.max_output_bytes {
+                        log::warn!("connection {id}: the client does not read; closing");
+                        self.close(id, true);
+                    }
+                    return;
+                }
+                Err(_) => {
+                    // The peer is gone; its disconnect notice cleans up.
+                    conn.output.clear();
+                    return;
+                }
+            }
+        }
+        if conn.close_when_written {
+            self.close(id, true);
+        }
+    }
+
+    /// Forgets a connection, interrupting its unanswered requests; `hang_up` also closes
+    /// the TCP connection (otherwise the client already has).
+    fn close(&mut self, id: u64, hang_up: bool) {
+        let Some(conn) = self.connections.remove(&id) else {
+            return;
+        };
+        let listener = &mut self.listeners[conn.listener];
+        listener.peers.remove(&conn.routing_id);
+        if hang_up {
+            let sent = listener
+                .socket
+                .send(&conn.routing_id[..], zmq::SNDMORE | zmq::DONTWAIT)
+                .and_then(|()| listener.socket.send(&[][..], zmq::DONTWAIT));
+            if let Err(e) = sent {
+                log::debug!("connection {id}: close not sent: {e}");
+            }
+        }
+        for slot in conn.slots.iter().filter(|s| s.answer.is_none()) {
+            if self.requests.remove(&slot.request_id).is_some() {
+                self.publish(self.nonce, slot.request_id, InterruptReason::ClientGone);
+            }
+        }
+    }
+
+    fn publish(&self, nonce: u64, request_id: u64, reason: InterruptReason) {
+        let interrupt = Interrupt {
+            nonce,
+            request_id,
+            reason,
+        };
+        if let Err(e) = self
+            .front
+            .interrupt
+            .send(&interrupt.encode()[..], zmq::DONTWAIT)
+        {
+            log::debug!("request {request_id}: interrupt not published: {e}");
+        }
+    }
+
+    /// Timeouts: 504 for requests past their deadline, 408 for slow request heads, close
+    /// for idle connections; and another try at output libzmq refused.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in expired {
+            let Some(in_flight) = self.requests.remove(&request_id) else {
+                continue;
+            };
+            self.stats.timed_out += 1;
+            self.publish(self.nonce, request_id, InterruptReason::DeadlinePassed);
+            let failure = Failure::new(FailureKind::DeadlinePassed, "the request timed out");
+            let bytes = render_failure(in_flight.protocol, &failure, true);
+            self.fill(in_flight.connection, request_id, AnswerBytes::Owned(bytes));
+        }
+        let mut slow = Vec::new();
+        let mut idle = Vec::new();
+        for (id, conn) in &self.connections {
+            let quiet = now.duration_since(conn.last_input);
+            if conn.closing {
+                if !conn.output.is_empty() {
+                    slow.push((*id, false));
+                }
+                continue;
+            }
+            let head_late = conn
+                .head_started
+                .is_some_and(|t| now.duration_since(t) >= self.config.header_timeout);
+            let body_stalled = conn.decoder.head_complete() && quiet >= self.config.idle_timeout;
+            if head_late || body_stalled {
+                slow.push((*id, true));
+            } else if conn.is_idle() && quiet >= self.config.idle_timeout {
+                idle.push(*id);
+            } else if !conn.output.is_empty() {
+                slow.push((*id, false));
+            }
+        }
+        for (id, timed_out) in slow {
+            if timed_out {
+                log::info!("connection {id}: request not received in time; 408");
+                let failure = Failure::rejected(408, "the request was not received in time");
+                let protocol = match self.listener_protocol(id) {
+                    Some(ListenProtocol::Netstring) => Protocol::Netstring,
+                    _ => Protocol::Http {
+                        minor_version: 1,
+                        keep_alive: false,
+                        head: false,
+                    },
+                };
+                let bytes = render_failure(protocol, &failure, false);
+                self.answer_now(id, bytes, true, None);
+            } else {
+                self.write(id);
+            }
+        }
+        for id in idle {
+            log::debug!("connection {id}: idle; closing");
+            self.close(id, true);
+        }
+    }
+
+    fn listener_protocol(&self, id: u64) -> Option<ListenProtocol> {
+        let conn = self.connections.get(&id)?;
+        Some(self.listeners[conn.listener].protocol)
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<u64>, conn: &mut Connection, id: u64) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(id);
+    }
+}
+
+/// Writes a failure in the client's protocol. `keep` says whether the connection's own
+/// keep-alive choice stands (true for pipeline failures; the front end's own refusals
+/// decide for themselves).
+fn render_failure(protocol: Protocol, failure: &Failure, keep: bool) -> Vec<u8> {
+    match protocol {
+        Protocol::Http {
+            minor_version,
+            keep_alive,
+            head,
+        } => Response::error(failure.status, &failure.detail).to_bytes(
+            minor_version,
+            keep_alive && keep,
+            head,
+        ),
+        Protocol::Netstring => {
+            let body = serde_json::json!({"error": failure.detail, "status": failure.status});
+            netstring::encode(body.to_string().as_bytes())
+        }
+        Protocol::Raw => failure.detail.clone().into_bytes(),
+    }
+}
+
+/// The status code of an HTTP response, for the access log ("-" for other protocols).
+fn status_of(bytes: &[u8]) -> &str {
+    match bytes.get(9..12) {
+        Some(code) if bytes.starts_with(b"HTTP/1.") => std::str::from_utf8(code).unwrap_or("-"),
+        _ => "-",
+    }
+}
