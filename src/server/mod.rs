@@ -150,12 +150,11 @@ impl Server {
                     *flag = item.is_readable();
                 }
             }
-            for listener in 0..self.listeners.len() {
-                if ready[listener] {
-                    self.drain_listener(listener);
-                }
+            let (listeners_ready, loopback_ready) = ready.split_at(self.listeners.len());
+            for (listener, _) in listeners_ready.iter().enumerate().filter(|(_, r)| **r) {
+                self.drain_listener(listener);
             }
-            if ready[self.listeners.len()] {
+            if loopback_ready[0] {
                 self.drain_loopback();
             }
             if Instant::now() >= next_sweep {
