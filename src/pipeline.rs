@@ -180,7 +180,8 @@ impl Pipeline {
                 .map_err(Error::Thread)?;
             running.proxies.push(thread);
         }
-        sockets::connect(&front.entry, &links[0].0)?;
+        let mut front = front;
+        front.connect_entry(&links[0].0)?;
         for (index, stage) in self.stages.into_iter().enumerate() {
             let mut config = WorkerConfig::new(
                 links[index].1.clone(),
@@ -268,15 +269,23 @@ pub struct FrontSockets {
     pub loopback_endpoint: String,
     /// Where the interrupt publisher is bound.
     pub interrupt_endpoint: String,
+    /// The first proxy's upstream endpoint the entry connects to.
+    pub entry_endpoint: String,
 }
 
 impl FrontSockets {
     /// Creates the front's sockets: binds `loopback` and `interrupt`, connects to `entry`
     /// (the first proxy's upstream). Used by a front end that runs apart from its stages.
     pub fn bind(ctx: &zmq::Context, entry: &str, loopback: &str, interrupt: &str) -> Result<Self> {
-        let front = Self::create(ctx, loopback, interrupt)?;
-        sockets::connect(&front.entry, entry)?;
+        let mut front = Self::create(ctx, loopback, interrupt)?;
+        front.connect_entry(entry)?;
         Ok(front)
+    }
+
+    fn connect_entry(&mut self, endpoint: &str) -> Result<()> {
+        sockets::connect(&self.entry, endpoint)?;
+        self.entry_endpoint = endpoint.to_string();
+        Ok(())
     }
 
     fn bind_internal(ctx: &zmq::Context, names: &EndpointNames) -> Result<Self> {
@@ -292,6 +301,7 @@ impl FrontSockets {
         Ok(FrontSockets {
             loopback_endpoint: sockets::last_endpoint(&loopback_socket)?,
             interrupt_endpoint: sockets::last_endpoint(&interrupt_socket)?,
+            entry_endpoint: String::new(),
             entry,
             loopback: loopback_socket,
             interrupt: interrupt_socket,

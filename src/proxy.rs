@@ -20,6 +20,13 @@
 //! - `[BUSY, worker id, ...]` from the worker pool's heartbeat socket, for workers
 //!   running a job, so that long jobs are not taken for deaths.
 //!
+//! - `[GOODBYE]` from a worker that is shutting down: it gets no more jobs, and finishes
+//!   (and answers) the ones it holds.
+//!
+//! Upstream peers (the front end) may send `[PROBE]`; the proxy answers that peer with
+//! `[STATUS, JSON]` (workers known, idle, jobs waiting), which the front end uses for its
+//! health check and status page.
+//!
 //! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
 //! if any, is answered 503 through the loopback at once.
 
@@ -36,6 +43,12 @@ use std::time::{Duration, Instant};
 pub(crate) const READY: &[u8] = b"\x01";
 /// Tag of a pool's message listing its busy workers.
 pub(crate) const BUSY: &[u8] = b"\x02";
+/// Tag of a worker's farewell.
+pub(crate) const GOODBYE: &[u8] = b"\x03";
+/// Tag of an upstream peer's status request.
+pub(crate) const PROBE: &[u8] = b"\x04";
+/// Tag of the proxy's status answer.
+pub(crate) const STATUS: &[u8] = b"\x05";
 
 /// Picks a worker for a job: given the job's frames (envelope first) and the heartbeat
 /// payloads of the idle workers, least recently used first, it returns the index of the
@@ -57,6 +70,8 @@ pub struct ProxyConfig {
     pub heartbeat_timeout: Duration,
     /// Optional worker preference (cache affinity).
     pub choose: Option<Chooser>,
+    /// How often to log a one-line summary at info level (none by default).
+    pub summary_every: Option<Duration>,
 }
 
 impl ProxyConfig {
@@ -73,6 +88,7 @@ impl ProxyConfig {
             queue_bound: 10_000,
             heartbeat_timeout: Duration::from_millis(1500),
             choose: None,
+            summary_every: None,
         }
     }
 }
@@ -102,6 +118,43 @@ pub struct ProxyStats {
     pub rejected_full: u64,
     /// Workers forgotten for missing heartbeats.
     pub evicted: u64,
+}
+
+/// What a proxy reports about itself in answer to a probe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProxyStatus {
+    /// Workers that heartbeat.
+    pub workers: usize,
+    /// Of those, how many can take a job now.
+    pub idle: usize,
+    /// Jobs waiting for a worker.
+    pub waiting: usize,
+    /// Jobs handed to workers since start.
+    pub dispatched: u64,
+}
+
+impl ProxyStatus {
+    /// The JSON form sent in a `STATUS` message.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "workers": self.workers,
+            "idle": self.idle,
+            "waiting": self.waiting,
+            "dispatched": self.dispatched,
+        })
+    }
+
+    /// Reads the JSON form; `None` if it is not one.
+    pub fn from_json(bytes: &[u8]) -> Option<ProxyStatus> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let field = |name: &str| value.get(name).and_then(serde_json::Value::as_u64);
+        Some(ProxyStatus {
+            workers: field("workers")? as usize,
+            idle: field("idle")? as usize,
+            waiting: field("waiting")? as usize,
+            dispatched: field("dispatched")?,
+        })
+    }
 }
 
 /// A bound proxy, ready to [`run`](Proxy::run).
@@ -147,27 +200,68 @@ impl Proxy {
         self.bound.clone()
     }
 
-    /// Balances jobs until `shutdown` is triggered; returns the counters.
+    /// Balances jobs until `shutdown` is triggered, or, once a drain is asked for, until
+    /// no job waits and no worker holds one; returns the counters.
     pub fn run(mut self, shutdown: &Shutdown) -> Result<ProxyStats> {
+        log::info!(
+            "proxy: jobs arrive on {}, workers connect to {}, failures go to {}",
+            self.bound.0,
+            self.bound.1,
+            self.config.loopback
+        );
         let sweep_every = (self.config.heartbeat_timeout / 4).max(Duration::from_millis(10));
         let wait = sweep_every.min(POLL_CAP).as_millis() as i32;
         self.router
             .set_rcvtimeo(wait)
             .map_err(|e| crate::Error::zmq("setting the receive timeout", e))?;
         let mut next_sweep = Instant::now() + sweep_every;
-        while !shutdown.is_triggered() {
+        let mut next_summary = self
+            .config
+            .summary_every
+            .map(|every| Instant::now() + every);
+        while !self.should_stop(shutdown) {
             match sockets::recv_frames(&self.router, 0) {
                 Ok(frames) => self.on_message(frames),
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(crate::Error::zmq("receiving at a proxy", e)),
             }
-            if Instant::now() >= next_sweep {
+            let now = Instant::now();
+            if now >= next_sweep {
                 self.evict_silent_workers();
-                next_sweep = Instant::now() + sweep_every;
+                next_sweep = now + sweep_every;
+            }
+            if let (Some(at), Some(every)) = (next_summary, self.config.summary_every) {
+                if now >= at {
+                    self.log_summary();
+                    next_summary = Some(now + every);
+                }
             }
         }
         log::debug!("proxy {} stopping: {:?}", self.config.upstream, self.stats);
         Ok(self.stats)
+    }
+
+    fn should_stop(&self, shutdown: &Shutdown) -> bool {
+        shutdown.is_triggered() || (shutdown.is_draining() && self.is_empty())
+    }
+
+    /// Whether no job waits here and no worker holds one.
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.workers.values().all(|w| w.in_flight.is_empty())
+    }
+
+    fn log_summary(&self) {
+        let status = self.status();
+        log::info!(
+            "proxy {}: {} workers ({} idle), {} waiting, {} dispatched, {} rejected (queue full), {} evicted",
+            self.bound.0,
+            status.workers,
+            status.idle,
+            status.waiting,
+            self.stats.dispatched,
+            self.stats.rejected_full,
+            self.stats.evicted
+        );
     }
 
     fn on_message(&mut self, mut frames: Vec<zmq::Message>) {
@@ -189,6 +283,22 @@ impl Proxy {
                 let payload = rest.first().map(|m| &m[..]).unwrap_or(&[]);
                 self.on_ready(id, completed, credit.max(1) as usize, payload, expires);
             }
+            [id, tag] if &tag[..] == GOODBYE => {
+                log::info!("proxy {}: worker {} left", self.config.downstream, show(id));
+                self.workers.remove(&id[..]);
+                self.idle.retain(|idle| idle[..] != id[..]);
+            }
+            [peer, tag] if &tag[..] == PROBE => {
+                let status = self.status().to_json().to_string();
+                let frames = [
+                    zmq::Message::from(&peer[..]),
+                    zmq::Message::from(STATUS),
+                    zmq::Message::from(status.into_bytes()),
+                ];
+                if let Err(e) = sockets::send_frames(&self.router, frames, zmq::DONTWAIT) {
+                    log::debug!("proxy: status not sent: {e}");
+                }
+            }
             [_, tag, ids @ ..] if &tag[..] == BUSY => {
                 for id in ids {
                     if let Some(record) = self.workers.get_mut(&id[..]) {
@@ -201,6 +311,16 @@ impl Proxy {
                 self.config.downstream,
                 frames.len()
             ),
+        }
+    }
+
+    /// The proxy's state as a probe reports it.
+    pub fn status(&self) -> ProxyStatus {
+        ProxyStatus {
+            workers: self.workers.len(),
+            idle: self.idle.len(),
+            waiting: self.waiting.len(),
+            dispatched: self.stats.dispatched,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
 use crate::http::Response;
 use crate::loopback::{failure_frames, response_frames, Failure, FailureKind};
-use crate::proxy::{BUSY, READY};
+use crate::proxy::{BUSY, GOODBYE, READY};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
 use std::cell::{Cell, RefCell};
@@ -221,6 +221,11 @@ impl WorkerPool {
         Ok(WorkerPool { threads })
     }
 
+    /// Whether every thread of the pool has ended (after a drain or a stop).
+    pub fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
     /// Waits for every thread of the pool to end.
     pub fn join(self) {
         for thread in self.threads {
@@ -376,7 +381,7 @@ impl<W: Work> WorkerLoop<W> {
         }
         self.send_ready();
         let mut next_beat = Instant::now() + self.heartbeat_interval;
-        while !self.watch.shutdown.is_triggered() {
+        while !self.watch.shutdown.is_draining() {
             match sockets::recv_frames(&self.jobs, 0) {
                 Ok(frames) => {
                     busy.store(true, Ordering::Relaxed);
@@ -395,6 +400,24 @@ impl<W: Work> WorkerLoop<W> {
             if Instant::now() >= next_beat {
                 self.send_ready();
                 next_beat = Instant::now() + self.heartbeat_interval;
+            }
+        }
+        self.leave(busy);
+    }
+
+    /// Says goodbye to the proxy and finishes the jobs already sent to this worker.
+    fn leave(&mut self, busy: &AtomicBool) {
+        if let Err(e) = self.jobs.send(GOODBYE, zmq::DONTWAIT) {
+            log::debug!("worker {}: goodbye not sent: {e}", self.name());
+        }
+        while !self.watch.shutdown.is_triggered() {
+            match sockets::recv_frames(&self.jobs, zmq::DONTWAIT) {
+                Ok(frames) => {
+                    busy.store(true, Ordering::Relaxed);
+                    self.handle(frames);
+                    busy.store(false, Ordering::Relaxed);
+                }
+                Err(_) => break,
             }
         }
     }
@@ -540,7 +563,8 @@ impl PoolHeartbeat {
 
     fn run(self) {
         let mut next_beat = Instant::now();
-        while !self.shutdown.is_triggered() {
+        // After a drain begins the proxy has forgotten these workers: nobody listens.
+        while !self.shutdown.is_draining() {
             let now = Instant::now();
             if now < next_beat {
                 std::thread::sleep((next_beat - now).min(POLL_CAP));

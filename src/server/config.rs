@@ -28,8 +28,18 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// How long an idle keep-alive connection stays open.
     pub idle_timeout: Duration,
-    /// A path answered 200 by the front end itself, without touching a worker.
+    /// A path answered by the front end itself, without touching a worker: 200 while
+    /// the first proxy reports at least one worker and no drain is under way, else 503.
     pub health_path: Option<String>,
+    /// A path answered with a JSON document of the topology as the front end sees it.
+    pub status_path: Option<String>,
+    /// How long a drain may last before the front end stops anyway.
+    pub drain_timeout: Duration,
+    /// During a drain, answer new requests 503 with `Connection: close` (so a load
+    /// balancer moves traffic away) instead of serving them.
+    pub drain_rejects: bool,
+    /// How often to log a one-line summary at info level (none by default).
+    pub summary_every: Option<Duration>,
     /// How many requests one connection may have unanswered; past it the connection is
     /// answered 503 and closed, which bounds the memory one client can hold.
     pub max_pipelined: usize,
@@ -49,6 +59,10 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             health_path: None,
+            status_path: None,
+            drain_timeout: Duration::from_secs(10),
+            drain_rejects: false,
+            summary_every: None,
             max_pipelined: 1024,
             max_output_bytes: 16 * 1024 * 1024,
         }

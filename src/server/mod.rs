@@ -1,10 +1,17 @@
 //! The front end: owns the client-facing ZMQ_STREAM sockets, turns bytes into requests
 //! for the pipeline and loopback answers back into bytes, in request order.
 //!
-//! It answers by itself only what needs no worker: parse errors (4xx), the health path,
-//! overload (503), slow clients (408) and requests past their deadline (504). When a
-//! client goes, or a request's deadline passes, it publishes an interrupt so workers can
-//! drop the work.
+//! It answers by itself only what needs no worker: parse errors (4xx), the health and
+//! status paths, overload (503), slow clients (408) and requests past their deadline
+//! (504). When a client goes, or a request's deadline passes, it publishes an interrupt
+//! so workers can drop the work.
+//!
+//! It probes the first proxy a few times a second (`PROBE` on its entry socket, answered
+//! by `STATUS`), so the health path says 200 only while a worker is there to serve.
+//!
+//! On a drain it stops listening (no new connections), keeps serving the connections it
+//! has (or answers their new requests 503 with `Connection: close`, if configured), and
+//! returns once nothing is in flight, or when the drain timeout passes.
 //!
 //! ZMQ_STREAM notes, learned the hard way:
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
@@ -27,6 +34,7 @@ use crate::http::{Event, ParsedRequest, RequestParser, Response, CONTINUE_RESPON
 use crate::loopback::{self, Answer, Failure, FailureKind};
 use crate::netstring::{self, NetstringDecoder};
 use crate::pipeline::FrontSockets;
+use crate::proxy::{ProxyStatus, PROBE, STATUS};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
 use connection::{AnswerBytes, Connection, Decoder, Slot};
@@ -37,6 +45,10 @@ use std::time::{Duration, Instant};
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// libzmq's queue of messages per client; past it our own bounded output buffer fills.
 const STREAM_SNDHWM: i32 = 64;
+/// How often the first proxy is asked for its status.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How old the first proxy's last status may be for the health check to trust it.
+const STATUS_FRESH: Duration = Duration::from_secs(2);
 
 /// A listening socket.
 struct Listener {
@@ -65,6 +77,25 @@ pub struct ServerStats {
     pub answered: u64,
     /// Requests answered 504.
     pub timed_out: u64,
+    /// Responses with a 4xx or 5xx status.
+    pub errors: u64,
+}
+
+/// What the front end last heard from the first proxy.
+#[derive(Default)]
+struct UpstreamView {
+    status: Option<ProxyStatus>,
+    last_seen: Option<Instant>,
+    last_probe: Option<Instant>,
+}
+
+impl UpstreamView {
+    fn fresh(&self, now: Instant) -> Option<ProxyStatus> {
+        let seen = self.last_seen?;
+        (now.duration_since(seen) < STATUS_FRESH)
+            .then_some(self.status)
+            .flatten()
+    }
 }
 
 /// A bound front end, ready to [`run`](Server::run).
@@ -79,6 +110,8 @@ pub struct Server {
     requests: HashMap<u64, InFlight>,
     dirty: Vec<u64>,
     stats: ServerStats,
+    upstream: UpstreamView,
+    draining_since: Option<Instant>,
     /// Reused receive buffers: one routing id, one data frame.
     frame_id: zmq::Message,
     frame_data: zmq::Message,
@@ -119,6 +152,8 @@ impl Server {
             requests: HashMap::new(),
             dirty: Vec::new(),
             stats: ServerStats::default(),
+            upstream: UpstreamView::default(),
+            draining_since: None,
             frame_id: zmq::Message::new(),
             frame_data: zmq::Message::new(),
         })
@@ -130,41 +165,190 @@ impl Server {
         self.listeners.iter().map(|l| l.endpoint.clone()).collect()
     }
 
-    /// Serves until `shutdown` is triggered; returns the counters.
+    /// Serves until `shutdown` is triggered, or until a drain has finished; returns the
+    /// counters.
     pub fn run(mut self, shutdown: &Shutdown) -> Result<ServerStats> {
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
-        let mut ready = vec![false; self.listeners.len() + 1];
+        let mut next_summary = self
+            .config
+            .summary_every
+            .map(|every| Instant::now() + every);
+        let mut ready = vec![false; self.listeners.len() + 2];
+        self.probe(Instant::now());
         while !shutdown.is_triggered() {
+            if shutdown.is_draining() && self.draining_since.is_none() {
+                self.begin_drain();
+            }
+            if self.drain_finished() {
+                break;
+            }
             let wait = next_sweep
                 .saturating_duration_since(Instant::now())
                 .min(POLL_CAP);
-            {
-                let mut items: Vec<zmq::PollItem> = self
-                    .listeners
-                    .iter()
-                    .map(|l| l.socket.as_poll_item(zmq::POLLIN))
-                    .collect();
-                items.push(self.front.loopback.as_poll_item(zmq::POLLIN));
-                sockets::poll(&mut items, wait)?;
-                for (flag, item) in ready.iter_mut().zip(&items) {
-                    *flag = item.is_readable();
-                }
-            }
-            let (listeners_ready, loopback_ready) = ready.split_at(self.listeners.len());
+            self.poll(&mut ready, wait)?;
+            let (listeners_ready, pipeline_ready) = ready.split_at(self.listeners.len());
             for (listener, _) in listeners_ready.iter().enumerate().filter(|(_, r)| **r) {
                 self.drain_listener(listener);
             }
-            if loopback_ready[0] {
+            if pipeline_ready[0] {
                 self.drain_loopback();
             }
-            if Instant::now() >= next_sweep {
+            if pipeline_ready[1] {
+                self.drain_entry();
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
                 self.sweep();
-                next_sweep = Instant::now() + SWEEP_EVERY;
+                self.probe(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
+            if let (Some(at), Some(every)) = (next_summary, self.config.summary_every) {
+                if now >= at {
+                    self.log_summary();
+                    next_summary = Some(now + every);
+                }
             }
             self.flush_dirty();
         }
         self.stop();
         Ok(self.stats)
+    }
+
+    /// Waits for any socket to be readable; `ready` gets one flag per listener, then the
+    /// loopback's and the entry's.
+    fn poll(&self, ready: &mut [bool], wait: Duration) -> Result<()> {
+        let mut items: Vec<zmq::PollItem> = self
+            .listeners
+            .iter()
+            .map(|l| l.socket.as_poll_item(zmq::POLLIN))
+            .collect();
+        items.push(self.front.loopback.as_poll_item(zmq::POLLIN));
+        items.push(self.front.entry.as_poll_item(zmq::POLLIN));
+        sockets::poll(&mut items, wait)?;
+        for (flag, item) in ready.iter_mut().zip(&items) {
+            *flag = item.is_readable();
+        }
+        Ok(())
+    }
+
+    /// Stops listening: connections already open are served until the drain ends.
+    fn begin_drain(&mut self) {
+        self.draining_since = Some(Instant::now());
+        for listener in &self.listeners {
+            if let Err(e) = listener.socket.unbind(&listener.endpoint) {
+                log::warn!("could not stop listening on {}: {e}", listener.endpoint);
+            }
+        }
+        log::info!(
+            "draining: {} requests in flight, {} connections; waiting up to {:.1}s",
+            self.requests.len(),
+            self.connections.len(),
+            self.config.drain_timeout.as_secs_f64()
+        );
+    }
+
+    fn drain_finished(&self) -> bool {
+        let Some(since) = self.draining_since else {
+            return false;
+        };
+        let settled = self.requests.is_empty()
+            && self
+                .connections
+                .values()
+                .all(|c| c.slots.is_empty() && c.output.is_empty());
+        settled || since.elapsed() >= self.config.drain_timeout
+    }
+
+    /// Asks the first proxy for its status: every [`PROBE_EVERY`] while it answers, and
+    /// only every [`STATUS_FRESH`] while it does not (so probes don't pile up in the entry
+    /// queue of a proxy that is down).
+    fn probe(&mut self, now: Instant) {
+        let due = match self.upstream.last_probe {
+            None => true,
+            Some(probe) => {
+                let answered = self.upstream.last_seen.is_some_and(|seen| seen >= probe);
+                let waited = now.duration_since(probe);
+                (answered && waited >= PROBE_EVERY) || waited >= STATUS_FRESH
+            }
+        };
+        if due && self.front.entry.send(PROBE, zmq::DONTWAIT).is_ok() {
+            self.upstream.last_probe = Some(now);
+        }
+    }
+
+    /// Reads the first proxy's status answers.
+    fn drain_entry(&mut self) {
+        while let Ok(frames) = sockets::recv_frames(&self.front.entry, zmq::DONTWAIT) {
+            match &frames[..] {
+                [tag, body] if &tag[..] == STATUS => {
+                    self.upstream.status = ProxyStatus::from_json(body);
+                    self.upstream.last_seen = Some(Instant::now());
+                }
+                _ => log::debug!(
+                    "unexpected message of {} frames from the first proxy",
+                    frames.len()
+                ),
+            }
+        }
+    }
+
+    fn log_summary(&self) {
+        let workers = self
+            .upstream
+            .fresh(Instant::now())
+            .map_or_else(|| "unknown".to_string(), |s| s.workers.to_string());
+        log::info!(
+            "front end: {} connections, {} requests in flight, {} forwarded, {} answered, {} errors, {} timed out, workers at the first proxy: {workers}",
+            self.connections.len(),
+            self.requests.len(),
+            self.stats.forwarded,
+            self.stats.answered,
+            self.stats.errors,
+            self.stats.timed_out
+        );
+    }
+
+    /// The health check: 200 while the first proxy reports a worker and no drain is under
+    /// way, 503 otherwise.
+    fn health(&self) -> Response {
+        let (status, body) = match self.upstream.fresh(Instant::now()) {
+            _ if self.draining_since.is_some() => (503, serde_json::json!({"status": "draining"})),
+            Some(s) if s.workers > 0 => (
+                200,
+                serde_json::json!({"status": "ok", "workers": s.workers}),
+            ),
+            Some(_) => (503, serde_json::json!({"status": "no workers"})),
+            None => (
+                503,
+                serde_json::json!({"status": "the first proxy does not answer"}),
+            ),
+        };
+        Response::json(status, &body)
+    }
+
+    /// The status document: the topology as the front end sees it.
+    fn status_document(&self) -> Response {
+        let now = Instant::now();
+        let proxy = self.upstream.fresh(now).map(|s| s.to_json());
+        let body = serde_json::json!({
+            "listening": self.listeners.iter().map(|l| &l.endpoint).collect::<Vec<_>>(),
+            "draining": self.draining_since.is_some(),
+            "connections": self.connections.len(),
+            "in_flight": self.requests.len(),
+            "forwarded": self.stats.forwarded,
+            "answered": self.stats.answered,
+            "errors": self.stats.errors,
+            "timed_out": self.stats.timed_out,
+            "loopback": self.front.loopback_endpoint,
+            "interrupt": self.front.interrupt_endpoint,
+            "first_proxy": {
+                "endpoint": self.front.entry_endpoint,
+                "reachable": proxy.is_some(),
+                "last_seen_ms": self.upstream.last_seen.map(|t| now.duration_since(t).as_millis() as u64),
+                "status": proxy,
+            },
+        });
+        Response::json(200, &body)
     }
 
     /// Tells workers to drop everything of ours and closes every connection.
@@ -281,18 +465,20 @@ impl Server {
         let label = log::log_enabled!(log::Level::Info)
             .then(|| format!("{} {}", request.method_str(), request.target_str()).into_boxed_str());
         let close_after = !request.keep_alive;
-        if let Some(health) = &self.config.health_path {
-            let path = request.target_str().split('?').next().unwrap_or("");
-            if path == health {
-                let body = serde_json::json!({"status": "ok"});
-                let bytes = Response::json(200, &body).to_bytes(
-                    request.minor_version,
-                    request.keep_alive,
-                    request.is_head,
-                );
-                self.answer_now(id, bytes, close_after, label);
-                return;
-            }
+        let path = request.target_str().split('?').next().unwrap_or("");
+        let local = if self.config.health_path.as_deref() == Some(path) {
+            Some((self.health(), close_after))
+        } else if self.config.status_path.as_deref() == Some(path) {
+            Some((self.status_document(), close_after))
+        } else if self.draining_since.is_some() && self.config.drain_rejects {
+            Some((Response::error(503, "the server is shutting down"), true))
+        } else {
+            None
+        };
+        if let Some((response, close_after)) = local {
+            let bytes = response.to_bytes(request.minor_version, !close_after, request.is_head);
+            self.answer_now(id, bytes, close_after, label);
+            return;
         }
         let protocol = Protocol::Http {
             minor_version: request.minor_version,
@@ -439,6 +625,9 @@ impl Server {
             let bytes = bytes.as_slice();
             conn.output.extend_from_slice(bytes);
             self.stats.answered += 1;
+            if matches!(status_of(bytes).as_bytes().first(), Some(b'4' | b'5')) {
+                self.stats.errors += 1;
+            }
             if let Some(label) = &slot.label {
                 log::info!(
                     "request {}: {label} -> {} {}B {:.1}ms",
