@@ -9,6 +9,9 @@ pub struct FrontEndArgs {
     /// Answer 200 at this path from the front end itself, without touching a worker.
     #[arg(long, value_name = "PATH")]
     pub health_path: Option<String>,
+    /// Answer a JSON document of the topology as the front end sees it at this path.
+    #[arg(long, value_name = "PATH")]
+    pub status_path: Option<String>,
     /// Also serve netstrings (LEN:BYTES,) on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:8004.
     #[arg(long, value_name = "ENDPOINT")]
     pub netstring: Option<String>,
@@ -24,6 +27,17 @@ pub struct FrontEndArgs {
     /// The largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, value_name = "N", default_value_t = 10 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// On SIGTERM or SIGINT, stop listening and serve what is in flight for up to S
+    /// seconds, then exit.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub drain_seconds: f64,
+    /// During the drain, answer new requests on open connections 503 with
+    /// `Connection: close` (so a load balancer moves traffic away) instead of serving them.
+    #[arg(long)]
+    pub drain_rejects: bool,
+    /// Log a one-line summary every S seconds (0: never).
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub summary_seconds: f64,
 }
 
 impl FrontEndArgs {
@@ -34,6 +48,15 @@ impl FrontEndArgs {
             config = config.with_netstring(endpoint);
         }
         config.health_path = self.health_path.clone();
+        config.status_path = self.status_path.clone();
+        config.drain_timeout = Duration::try_from_secs_f64(self.drain_seconds).map_err(|_| {
+            format!(
+                "--drain-seconds must be a number of seconds, not {}",
+                self.drain_seconds
+            )
+        })?;
+        config.drain_rejects = self.drain_rejects;
+        config.summary_every = summary_every(self.summary_seconds)?;
         config.request_timeout = seconds("--request-timeout", self.request_timeout)?;
         config.header_timeout = seconds("--header-timeout", self.header_timeout)?;
         config.idle_timeout = seconds("--idle-timeout", self.idle_timeout)?;
@@ -43,7 +66,16 @@ impl FrontEndArgs {
     }
 }
 
-fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+/// Reads `--summary-seconds`: 0 turns summaries off.
+pub fn summary_every(value: f64) -> Result<Option<Duration>, String> {
+    if value == 0.0 {
+        return Ok(None);
+    }
+    seconds("--summary-seconds", value).map(Some)
+}
+
+/// Reads a positive number of seconds given to `flag`.
+pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())

@@ -10,10 +10,13 @@
 //!   a prime and `0` otherwise.
 
 use crate::envelope::Protocol;
+use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::loopback::Failure;
 use crate::primes::Algorithm;
+use crate::shutdown::Shutdown;
 use crate::worker::{Job, Outcome, Work};
+use crate::worker::{WorkerConfig, WorkerPool};
 use serde_json::json;
 
 /// The answer byte for a prime in the raw protocol.
@@ -119,6 +122,31 @@ impl Work for Compute {
                 &json!({ PARAMETER: n, "is_prime": is_prime }),
             )),
         }
+    }
+}
+
+/// The demo services a worker process can run, by name.
+pub const SERVICES: [&str; 3] = ["parse", "compute", "echo"];
+
+/// Starts a pool of `count` workers running the demo service named `service` (one of
+/// [`SERVICES`]); `algorithm` is for `compute`.
+pub fn spawn_service(
+    ctx: &zmq::Context,
+    service: &str,
+    algorithm: Algorithm,
+    config: &WorkerConfig,
+    count: usize,
+    shutdown: &Shutdown,
+) -> crate::Result<WorkerPool> {
+    match service {
+        "parse" => WorkerPool::spawn(ctx, service, config, count, parse, shutdown),
+        "compute" => {
+            WorkerPool::spawn(ctx, service, config, count, Compute { algorithm }, shutdown)
+        }
+        "echo" => WorkerPool::spawn(ctx, service, config, count, echo, shutdown),
+        other => Err(Error::Config(format!(
+            "no service {other:?}; the services are {SERVICES:?}"
+        ))),
     }
 }
 

@@ -38,6 +38,7 @@ pub mod server;
 pub mod shutdown;
 pub mod simulation;
 pub mod sockets;
+pub mod topology;
 pub mod worker;
 
 pub use error::{Error, Result};

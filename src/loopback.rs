@@ -26,6 +26,8 @@ pub enum FailureKind {
     DeadlinePassed,
     /// A stage refused the request with a status of its own choosing.
     Rejected,
+    /// The piece holding the request is shutting down (503).
+    ShuttingDown,
 }
 
 impl FailureKind {
@@ -37,6 +39,7 @@ impl FailureKind {
             FailureKind::NextStageUnavailable => 4,
             FailureKind::DeadlinePassed => 5,
             FailureKind::Rejected => 6,
+            FailureKind::ShuttingDown => 7,
         }
     }
 
@@ -48,6 +51,7 @@ impl FailureKind {
             4 => FailureKind::NextStageUnavailable,
             5 => FailureKind::DeadlinePassed,
             6 => FailureKind::Rejected,
+            7 => FailureKind::ShuttingDown,
             _ => return None,
         })
     }
@@ -58,7 +62,8 @@ impl FailureKind {
             FailureKind::WorkerPanicked => 500,
             FailureKind::QueueFull
             | FailureKind::WorkerDied
-            | FailureKind::NextStageUnavailable => 503,
+            | FailureKind::NextStageUnavailable
+            | FailureKind::ShuttingDown => 503,
             FailureKind::DeadlinePassed => 504,
             FailureKind::Rejected => 400,
         }

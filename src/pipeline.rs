@@ -73,7 +73,7 @@ impl Default for Pipeline {
 impl Pipeline {
     /// An empty pipeline over `inproc://` with the default queue bound and heartbeats.
     pub fn new() -> Self {
-        let proxy = ProxyConfig::new("", "", "");
+        let proxy = ProxyConfig::new("", "", None);
         let worker = WorkerConfig::new("", None, "", "");
         Pipeline {
             stages: Vec::new(),
@@ -162,7 +162,7 @@ impl Pipeline {
             let mut config = ProxyConfig::new(
                 names.make(&format!("{index}-up")),
                 names.make(&format!("{index}-down")),
-                front.loopback_endpoint.clone(),
+                Some(front.loopback_endpoint.clone()),
             );
             config.queue_bound = self.queue_bound;
             config.heartbeat_timeout = self.heartbeat_timeout;

@@ -62,8 +62,10 @@ pub struct ProxyConfig {
     pub upstream: String,
     /// Where workers connect (bound; workers connect DEALER sockets).
     pub downstream: String,
-    /// The front end's loopback, for answering jobs the proxy cannot place (connected, PUSH).
-    pub loopback: String,
+    /// The front end's loopback, for answering jobs the proxy cannot place (connected,
+    /// PUSH). Without it such jobs are dropped with a warning, and the front end answers
+    /// them 504 when their deadline passes.
+    pub loopback: Option<String>,
     /// How many jobs may wait for an idle worker before new ones are answered 503.
     pub queue_bound: usize,
     /// How long a worker may stay silent before it is taken for dead.
@@ -79,12 +81,12 @@ impl ProxyConfig {
     pub fn new(
         upstream: impl Into<String>,
         downstream: impl Into<String>,
-        loopback: impl Into<String>,
+        loopback: Option<String>,
     ) -> Self {
         ProxyConfig {
             upstream: upstream.into(),
             downstream: downstream.into(),
-            loopback: loopback.into(),
+            loopback,
             queue_bound: 10_000,
             heartbeat_timeout: Duration::from_millis(1500),
             choose: None,
@@ -160,7 +162,7 @@ impl ProxyStatus {
 /// A bound proxy, ready to [`run`](Proxy::run).
 pub struct Proxy {
     router: zmq::Socket,
-    loopback: zmq::Socket,
+    loopback: Option<zmq::Socket>,
     bound: (String, String),
     config: ProxyConfig,
     workers: HashMap<Vec<u8>, WorkerRecord>,
@@ -173,7 +175,6 @@ impl Proxy {
     /// Binds the upstream and downstream endpoints and connects to the loopback.
     pub fn bind(ctx: &zmq::Context, config: ProxyConfig) -> Result<Proxy> {
         let router = sockets::socket(ctx, zmq::ROUTER)?;
-        let loopback = sockets::socket(ctx, zmq::PUSH)?;
         router
             .set_router_mandatory(true)
             .map_err(|e| crate::Error::zmq("setting ROUTER_MANDATORY", e))?;
@@ -181,7 +182,14 @@ impl Proxy {
         let upstream = sockets::last_endpoint(&router)?;
         sockets::bind(&router, &config.downstream)?;
         let downstream = sockets::last_endpoint(&router)?;
-        sockets::connect(&loopback, &config.loopback)?;
+        let loopback = match &config.loopback {
+            Some(endpoint) => {
+                let push = sockets::socket(ctx, zmq::PUSH)?;
+                sockets::connect(&push, endpoint)?;
+                Some(push)
+            }
+            None => None,
+        };
         Ok(Proxy {
             router,
             loopback,
@@ -207,7 +215,10 @@ impl Proxy {
             "proxy: jobs arrive on {}, workers connect to {}, failures go to {}",
             self.bound.0,
             self.bound.1,
-            self.config.loopback
+            self.config
+                .loopback
+                .as_deref()
+                .unwrap_or("nowhere (no loopback)")
         );
         let sweep_every = (self.config.heartbeat_timeout / 4).max(Duration::from_millis(10));
         let wait = sweep_every.min(POLL_CAP).as_millis() as i32;
@@ -236,6 +247,10 @@ impl Proxy {
                     next_summary = Some(now + every);
                 }
             }
+        }
+        for frames in std::mem::take(&mut self.waiting) {
+            let detail = "the proxy is shutting down";
+            self.answer(&frames[0], Failure::new(FailureKind::ShuttingDown, detail));
         }
         log::debug!("proxy {} stopping: {:?}", self.config.upstream, self.stats);
         Ok(self.stats)
@@ -477,8 +492,12 @@ impl Proxy {
     }
 
     fn answer(&self, envelope: &[u8], failure: Failure) {
+        let Some(loopback) = &self.loopback else {
+            log::warn!("proxy: no loopback to answer with: {failure}");
+            return;
+        };
         let frames = failure_frames(envelope, &failure);
-        if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+        if let Err(e) = sockets::send_frames(loopback, frames, zmq::DONTWAIT) {
             log::warn!("proxy: could not answer through the loopback: {e}");
         }
     }

@@ -68,7 +68,7 @@ impl Shutdown {
 
     /// For a daemon's main thread: waits until a drain is asked for and `finished()` says
     /// the work is done, or `drain` has passed since the drain began; then stops.
-    pub fn supervise(&self, drain: Duration, finished: impl Fn() -> bool) {
+    pub fn supervise(&self, drain: Duration, mut finished: impl FnMut() -> bool) {
         while !self.is_draining() && !finished() {
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -22,7 +22,7 @@ use crate::sockets;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -183,6 +183,26 @@ impl WorkerConfig {
 /// [`join`](WorkerPool::join).
 pub struct WorkerPool {
     threads: Vec<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+/// What a pool's workers have done, counted as they go.
+#[derive(Default)]
+struct Counters {
+    completed: AtomicU64,
+    panicked: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// A snapshot of a pool's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    /// Jobs received and handled (including failed and skipped ones).
+    pub completed: u64,
+    /// Jobs whose stage function panicked.
+    pub panicked: u64,
+    /// Jobs skipped because they were interrupted before they started.
+    pub skipped: u64,
 }
 
 impl WorkerPool {
@@ -202,12 +222,14 @@ impl WorkerPool {
             )));
         }
         let pool_id = crate::envelope::random_u64();
+        let counters = Arc::new(Counters::default());
         let mut members = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count + 1);
         for index in 0..count {
             let id = format!("{name}-{pool_id:016x}-{index}").into_bytes();
             let busy = Arc::new(AtomicBool::new(false));
-            let worker = WorkerLoop::connect(ctx, id.clone(), config, work.clone(), shutdown)?;
+            let mut worker = WorkerLoop::connect(ctx, id.clone(), config, work.clone(), shutdown)?;
+            worker.counters = counters.clone();
             let busy_flag = busy.clone();
             threads.push(spawn_thread(format!("{name}-{index}"), move || {
                 worker.run(&busy_flag)
@@ -218,7 +240,16 @@ impl WorkerPool {
         threads.push(spawn_thread(format!("{name}-heartbeat"), move || {
             beat.run()
         })?);
-        Ok(WorkerPool { threads })
+        Ok(WorkerPool { threads, counters })
+    }
+
+    /// What the pool's workers have done so far.
+    pub fn counts(&self) -> PoolCounts {
+        PoolCounts {
+            completed: self.counters.completed.load(Ordering::Relaxed),
+            panicked: self.counters.panicked.load(Ordering::Relaxed),
+            skipped: self.counters.skipped.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether every thread of the pool has ended (after a drain or a stop).
@@ -334,6 +365,7 @@ struct WorkerLoop<W> {
     completed: u64,
     heartbeat_interval: Duration,
     prefetch: u32,
+    counters: Arc<Counters>,
 }
 
 impl<W: Work> WorkerLoop<W> {
@@ -368,6 +400,7 @@ impl<W: Work> WorkerLoop<W> {
             completed: 0,
             heartbeat_interval: config.heartbeat_interval,
             prefetch: config.prefetch.max(1),
+            counters: Arc::default(),
         })
     }
 
@@ -441,6 +474,7 @@ impl<W: Work> WorkerLoop<W> {
     }
 
     fn handle(&mut self, mut frames: Vec<zmq::Message>) {
+        self.counters.completed.fetch_add(1, Ordering::Relaxed);
         if frames.is_empty() {
             return;
         }
@@ -470,6 +504,7 @@ impl<W: Work> WorkerLoop<W> {
         let work = &mut self.work;
         let outcome = catch_unwind(AssertUnwindSafe(|| work.work(&mut job)));
         let outcome = outcome.unwrap_or_else(|panic| {
+            self.counters.panicked.fetch_add(1, Ordering::Relaxed);
             let why = panic_message(&panic);
             log::error!(
                 "request {}: the stage function panicked: {why}",

@@ -1,0 +1,87 @@
+//! `prime_httpd`: the HTTP front end, as its own process.
+//!
+//! `prime_httpd --listen tcp://127.0.0.1:8002 --proxy tcp://127.0.0.1:5000
+//! --loopback tcp://127.0.0.1:5001 --interrupt tcp://127.0.0.1:5002`, or
+//! `prime_httpd --config TOPOLOGY`.
+
+use clap::Parser;
+use prime_server::cli::FrontEndArgs;
+use prime_server::server::Server;
+use prime_server::topology::Topology;
+use prime_server::{FrontSockets, Shutdown};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "The HTTP front end of a prime_server pipeline")]
+struct Cli {
+    /// Where clients connect (bound), e.g. tcp://127.0.0.1:8002.
+    #[arg(long, value_name = "ENDPOINT")]
+    listen: Option<String>,
+    /// The first stage's proxy (connected): its --upstream.
+    #[arg(long, value_name = "ENDPOINT")]
+    proxy: Option<String>,
+    /// Where every stage sends answers (bound): the workers' and proxies' --loopback.
+    #[arg(long, value_name = "ENDPOINT")]
+    loopback: Option<String>,
+    /// Where interrupts are published (bound): the workers' --interrupt.
+    #[arg(long, value_name = "ENDPOINT")]
+    interrupt: Option<String>,
+    /// Read the endpoints and paths from this topology file (flags still override).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    front_end: FrontEndArgs,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(path) = &cli.config {
+        let topology = Topology::load(path)?;
+        let front = &topology.front_end;
+        cli.listen.get_or_insert_with(|| front.listen.clone());
+        cli.proxy
+            .get_or_insert_with(|| topology.entry().to_string());
+        cli.loopback.get_or_insert_with(|| front.loopback.clone());
+        cli.interrupt.get_or_insert_with(|| front.interrupt.clone());
+        let args = &mut cli.front_end;
+        if args.netstring.is_none() {
+            args.netstring = front.netstring.clone();
+        }
+        if args.health_path.is_none() {
+            args.health_path = front.health_path.clone();
+        }
+        if args.status_path.is_none() {
+            args.status_path = front.status_path.clone();
+        }
+    }
+    let (Some(listen), Some(proxy), Some(loopback), Some(interrupt)) =
+        (&cli.listen, &cli.proxy, &cli.loopback, &cli.interrupt)
+    else {
+        return Err("give --listen, --proxy, --loopback and --interrupt, or --config".into());
+    };
+    let config = cli.front_end.config(listen)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let ctx = zmq::Context::new();
+    let front = FrontSockets::bind(&ctx, proxy, loopback, interrupt)?;
+    log::info!(
+        "front end: requests go to {proxy}, answers come to {}, interrupts go out on {}",
+        front.loopback_endpoint,
+        front.interrupt_endpoint
+    );
+    let server = Server::bind(&ctx, config, front)?;
+    let stats = server.run(&shutdown)?;
+    log::info!("front end stopped: {stats:?}");
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! `prime_proxyd`: one stage's load-balancing proxy, as its own process.
+//!
+//! `prime_proxyd --upstream tcp://127.0.0.1:5000 --downstream tcp://127.0.0.1:5003
+//! [--loopback tcp://127.0.0.1:5001]`, or `prime_proxyd --config TOPOLOGY --stage NAME`.
+
+use clap::Parser;
+use prime_server::cli::{seconds, summary_every};
+use prime_server::proxy::{Proxy, ProxyConfig};
+use prime_server::topology::Topology;
+use prime_server::Shutdown;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "One stage's load-balancing proxy")]
+struct Cli {
+    /// Where jobs for this stage arrive (bound): the front end's --proxy, or the previous
+    /// stage's workers' --downstream.
+    #[arg(long, value_name = "ENDPOINT")]
+    upstream: Option<String>,
+    /// Where this stage's workers connect (bound): their --upstream.
+    #[arg(long, value_name = "ENDPOINT")]
+    downstream: Option<String>,
+    /// The front end's loopback (connected), for answering jobs the proxy cannot place
+    /// (queue full: 503; worker died: 503). Without it, the front end answers them 504
+    /// at their deadline.
+    #[arg(long, value_name = "ENDPOINT")]
+    loopback: Option<String>,
+    /// Read the endpoints of --stage from this topology file (flags still override).
+    #[arg(long, value_name = "FILE", requires = "stage")]
+    config: Option<PathBuf>,
+    /// The stage of the topology file this proxy serves.
+    #[arg(long, value_name = "NAME")]
+    stage: Option<String>,
+    /// Jobs that may wait for a worker before new ones are answered 503.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    queue_bound: usize,
+    /// Seconds a worker may stay silent before it is taken for dead.
+    #[arg(long, value_name = "S", default_value_t = 1.5)]
+    heartbeat_timeout: f64,
+    /// On SIGTERM or SIGINT, keep handing out queued jobs for up to S seconds.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    drain_seconds: f64,
+    /// Log a one-line summary every S seconds (0: never).
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    summary_seconds: f64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(&Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let mut config = config_from_topology(cli)?;
+    if let Some(upstream) = &cli.upstream {
+        config.upstream = upstream.clone();
+    }
+    if let Some(downstream) = &cli.downstream {
+        config.downstream = downstream.clone();
+    }
+    if cli.loopback.is_some() {
+        config.loopback = cli.loopback.clone();
+    }
+    if config.upstream.is_empty() || config.downstream.is_empty() {
+        return Err("give --upstream and --downstream, or --config and --stage".into());
+    }
+    if config.loopback.is_none() {
+        log::warn!("no --loopback: jobs this proxy cannot place will be answered 504 by the front end at their deadline");
+    }
+    config.queue_bound = cli.queue_bound;
+    config.heartbeat_timeout = seconds("--heartbeat-timeout", cli.heartbeat_timeout)?;
+    config.summary_every = summary_every(cli.summary_seconds)?;
+    let drain = seconds("--drain-seconds", cli.drain_seconds)?;
+
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let ctx = zmq::Context::new();
+    let proxy = Proxy::bind(&ctx, config)?;
+    let stop = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name("proxy".into())
+        .spawn(move || proxy.run(&stop))?;
+    shutdown.supervise(drain, || thread.is_finished());
+    let stats = thread.join().map_err(|_| "the proxy thread panicked")??;
+    log::info!("proxy stopped: {stats:?}");
+    Ok(())
+}
+
+fn config_from_topology(cli: &Cli) -> Result<ProxyConfig, Box<dyn std::error::Error>> {
+    let (Some(path), Some(name)) = (&cli.config, &cli.stage) else {
+        return Ok(ProxyConfig::new("", "", None));
+    };
+    let topology = Topology::load(path)?;
+    let stage = topology.stage(name)?;
+    Ok(ProxyConfig::new(
+        stage.upstream.clone(),
+        stage.downstream.clone(),
+        Some(topology.front_end.loopback.clone()),
+    ))
+}

@@ -1,0 +1,165 @@
+//! `prime_workerd`: a pool of workers for one stage, as its own process.
+//!
+//! `prime_workerd --upstream tcp://127.0.0.1:5003 [--downstream tcp://127.0.0.1:5004]
+//! --loopback tcp://127.0.0.1:5001 --interrupt tcp://127.0.0.1:5002 --stage parse
+//! --concurrency 4`, or `prime_workerd --config TOPOLOGY --stage NAME`.
+
+use clap::Parser;
+use prime_server::cli::{seconds, summary_every};
+use prime_server::demo;
+use prime_server::primes::Algorithm;
+use prime_server::topology::Topology;
+use prime_server::worker::{WorkerConfig, WorkerPool};
+use prime_server::Shutdown;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "A pool of workers for one stage of the pipeline")]
+struct Cli {
+    /// The stage's proxy, where workers take jobs (connected): the proxy's --downstream.
+    #[arg(long, value_name = "ENDPOINT")]
+    upstream: Option<String>,
+    /// The next stage's proxy (connected): its --upstream. None for the last stage.
+    #[arg(long, value_name = "ENDPOINT")]
+    downstream: Option<String>,
+    /// The front end's loopback, where answers go (connected).
+    #[arg(long, value_name = "ENDPOINT")]
+    loopback: Option<String>,
+    /// The front end's interrupt publisher (connected).
+    #[arg(long, value_name = "ENDPOINT")]
+    interrupt: Option<String>,
+    /// The stage: its name in the topology file, and the service it runs unless the
+    /// file says otherwise (parse, compute or echo).
+    #[arg(long, value_name = "NAME")]
+    stage: String,
+    /// Read the endpoints of --stage from this topology file (flags still override).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Worker threads (default: the topology's concurrency, or 1).
+    #[arg(long, value_name = "N")]
+    concurrency: Option<usize>,
+    /// The compute stage's primality test: trial-division or miller-rabin.
+    #[arg(long, default_value = "trial-division")]
+    algorithm: Algorithm,
+    /// Jobs each worker may hold at once.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    prefetch: u32,
+    /// Seconds between heartbeats to the proxy.
+    #[arg(long, value_name = "S", default_value_t = 0.25)]
+    heartbeat_interval: f64,
+    /// On SIGTERM or SIGINT, finish the jobs held for up to S seconds.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    drain_seconds: f64,
+    /// Log a one-line summary every S seconds (0: never).
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    summary_seconds: f64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(&Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The endpoints and service, from the topology file and then the flags.
+struct Plan {
+    config: WorkerConfig,
+    service: String,
+    concurrency: usize,
+}
+
+fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
+    let mut plan = Plan {
+        config: WorkerConfig::new("", None, "", ""),
+        service: cli.stage.clone(),
+        concurrency: 1,
+    };
+    if let Some(path) = &cli.config {
+        let topology = Topology::load(path)?;
+        let stage = topology.stage(&cli.stage)?;
+        plan.config = WorkerConfig::new(
+            stage.downstream.clone(),
+            topology.next_upstream(&cli.stage)?.map(str::to_string),
+            topology.front_end.loopback.clone(),
+            topology.front_end.interrupt.clone(),
+        );
+        plan.service = stage.service().to_string();
+        plan.concurrency = stage.concurrency;
+    }
+    let config = &mut plan.config;
+    for (flag, value, field) in [
+        ("--upstream", &cli.upstream, &mut config.upstream),
+        ("--loopback", &cli.loopback, &mut config.loopback),
+        ("--interrupt", &cli.interrupt, &mut config.interrupt),
+    ] {
+        if let Some(value) = value {
+            *field = value.clone();
+        }
+        if field.is_empty() {
+            return Err(format!("give {flag}, or --config with this --stage").into());
+        }
+    }
+    if cli.downstream.is_some() {
+        config.downstream = cli.downstream.clone();
+    }
+    config.heartbeat_interval = seconds("--heartbeat-interval", cli.heartbeat_interval)?;
+    config.prefetch = cli.prefetch;
+    plan.concurrency = cli.concurrency.unwrap_or(plan.concurrency);
+    Ok(plan)
+}
+
+fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let plan = plan(cli)?;
+    let drain = seconds("--drain-seconds", cli.drain_seconds)?;
+    let summary = summary_every(cli.summary_seconds)?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let ctx = zmq::Context::new();
+    let pool = demo::spawn_service(
+        &ctx,
+        &plan.service,
+        cli.algorithm,
+        &plan.config,
+        plan.concurrency,
+        &shutdown,
+    )?;
+    log::info!(
+        "{} workers of {:?} take jobs from {}, forward to {}, answer to {}, hear interrupts from {}",
+        plan.concurrency,
+        plan.service,
+        plan.config.upstream,
+        plan.config.downstream.as_deref().unwrap_or("nowhere (last stage)"),
+        plan.config.loopback,
+        plan.config.interrupt
+    );
+    let mut next_summary = summary.map(|every| Instant::now() + every);
+    shutdown.supervise(drain, || {
+        if let (Some(at), Some(every)) = (next_summary, summary) {
+            if Instant::now() >= at {
+                log_summary(&pool, &plan.service);
+                next_summary = Some(at + every);
+            }
+        }
+        pool.is_finished()
+    });
+    log_summary(&pool, &plan.service);
+    pool.join();
+    Ok(())
+}
+
+fn log_summary(pool: &WorkerPool, service: &str) {
+    let counts = pool.counts();
+    log::info!(
+        "workers of {service:?}: {} jobs done, {} failed (panics), {} skipped (interrupted)",
+        counts.completed,
+        counts.panicked,
+        counts.skipped
+    );
+}
