@@ -239,6 +239,7 @@ impl Proxy {
             let now = Instant::now();
             if now >= next_sweep {
                 self.evict_silent_workers();
+                self.forget_expired_jobs();
                 next_sweep = now + sweep_every;
             }
             if let (Some(at), Some(every)) = (next_summary, self.config.summary_every) {
@@ -458,6 +459,14 @@ impl Proxy {
             record.queued = false;
         }
         Some(id)
+    }
+
+    /// Drops waiting jobs whose deadline has passed: the front end has answered them 504,
+    /// so with workers slower than every deadline the queue still empties.
+    fn forget_expired_jobs(&mut self) {
+        let now_us = crate::envelope::now_us();
+        self.waiting
+            .retain(|frames| !Envelope::decode(&frames[0]).is_ok_and(|e| e.is_expired(now_us)));
     }
 
     fn evict_silent_workers(&mut self) {
