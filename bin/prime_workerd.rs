@@ -24,6 +24,10 @@ struct Cli {
     /// The next stage's proxy (connected): its --upstream. None for the last stage.
     #[arg(long, value_name = "ENDPOINT")]
     downstream: Option<String>,
+    /// Another stage a job may be sent to by name (repeatable): NAME=ENDPOINT, that
+    /// stage's proxy --upstream. With --config, every stage of the file is a route.
+    #[arg(long, value_name = "NAME=ENDPOINT")]
+    route: Vec<String>,
     /// The front end's loopback, where answers go (connected).
     #[arg(long, value_name = "ENDPOINT")]
     loopback: Option<String>,
@@ -92,6 +96,20 @@ fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
         );
         plan.service = stage.service().to_string();
         plan.concurrency = stage.concurrency;
+        plan.config.routes = topology
+            .stages
+            .iter()
+            .map(|s| (s.name.clone(), s.upstream.clone()))
+            .collect();
+    }
+    for route in &cli.route {
+        let (name, endpoint) = route
+            .split_once('=')
+            .ok_or_else(|| format!("--route takes NAME=ENDPOINT, not {route:?}"))?;
+        plan.config.routes.retain(|(known, _)| known != name);
+        plan.config
+            .routes
+            .push((name.to_string(), endpoint.to_string()));
     }
     let config = &mut plan.config;
     for (flag, value, field) in [

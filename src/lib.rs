@@ -17,12 +17,78 @@
 //! The same pieces run as threads in one process (`inproc://`), as processes on one host
 //! (`ipc://`) or across hosts (`tcp://`): only the endpoints differ.
 //!
+//! ## Embedding
+//!
+//! Write a function per stage, name the stages, start the pipeline behind a front end:
+//!
+//! ```
+//! use prime_server::http::Response;
+//! use prime_server::server::ServerConfig;
+//! use prime_server::stage::{HttpJob, Next, StageError};
+//! use prime_server::{Pipeline, Shutdown};
+//! use std::io::{Read, Write};
+//!
+//! // Cheap actions are answered by the first stage; costly ones go on.
+//! fn parse(job: &mut HttpJob) -> Result<Next, StageError> {
+//!     let request = job.request()?;
+//!     match request.path.as_str() {
+//!         "/hello" => Ok(Next::respond(Response::new(200).body("hello"))),
+//!         "/square" => {
+//!             let n: u64 = request.query_values("n").next().and_then(|v| v.parse().ok())
+//!                 .ok_or_else(|| StageError::bad_request("n must be a whole number"))?;
+//!             Next::forward_json(&n)
+//!         }
+//!         _ => Err(StageError::not_found("try /hello or /square?n=12")),
+//!     }
+//! }
+//!
+//! fn square(job: &mut HttpJob) -> Result<Next, StageError> {
+//!     let n: u64 = job.intermediate_json()?;
+//!     Ok(Next::respond(Response::json(200, &serde_json::json!({ "square": n * n }))))
+//! }
+//!
+//! let ctx = zmq::Context::new();
+//! let (pipeline, server) = Pipeline::new()
+//!     .http_stage("parse", 2, parse)
+//!     .http_stage("square", 2, square)
+//!     .bind_server(&ctx, ServerConfig::http("tcp://127.0.0.1:0"))
+//!     .unwrap();
+//! let address = server.endpoints()[0].trim_start_matches("tcp://").to_string();
+//! let shutdown = Shutdown::new();
+//! let stop = shutdown.clone();
+//! let front_end = std::thread::spawn(move || server.run(&stop));
+//!
+//! let mut client = std::net::TcpStream::connect(&address).unwrap();
+//! client.write_all(b"GET /square?n=12 HTTP/1.0\r\n\r\n").unwrap();
+//! let mut response = String::new();
+//! client.read_to_string(&mut response).unwrap();
+//! assert!(response.starts_with("HTTP/1.0 200 OK"));
+//! assert!(response.ends_with(r#"{"square":144}"#));
+//!
+//! shutdown.trigger();
+//! front_end.join().unwrap().unwrap();
+//! pipeline.stop();
+//! ```
+//!
+//! ## Map of the crate
+//!
+//! Data flows one way: bytes → [`http`] parser → [`server`] → [`envelope`] + frames →
+//! [`proxy`] → [`worker`] → [`loopback`] → [`server`] → bytes.
+//!
+//! - [`server`]: the front end on ZMQ_STREAM (HTTP/1.x and netstrings).
+//! - [`http`]: the streaming request parser, [`http::Request`] and [`http::Response`].
+//! - [`netstring`]: the second client protocol.
 //! - [`envelope`]: the first frame of every message, and the interrupt frame.
 //! - [`proxy`]: the load-balancing broker in front of each stage.
 //! - [`worker`]: the worker loop, [`Job`], [`Outcome`] and the [`Work`] trait.
+//! - [`stage`]: stages written against HTTP requests, with typed errors.
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
-//! - [`pipeline`]: a builder that wires stages together in one process.
-//! - [`primes`] and [`demo`]: the prime-checking service behind `prime_serverd`.
+//! - [`pipeline`]: a builder that wires stages (and a front end) in one process.
+//! - [`topology`]: a whole multi-process deployment in one JSON file.
+//! - [`shutdown`]: drain, then stop.
+//! - [`primes`], [`demo`], [`simulation`]: the prime-checking service behind
+//!   `prime_serverd`.
+//! - [`cli`], [`sockets`], [`error`]: shared plumbing.
 
 pub mod cli;
 pub mod demo;
@@ -38,6 +104,7 @@ pub mod server;
 pub mod shutdown;
 pub mod simulation;
 pub mod sockets;
+pub mod stage;
 pub mod topology;
 pub mod worker;
 

@@ -27,6 +27,7 @@ use crate::proxy::{Chooser, Proxy, ProxyConfig};
 use crate::server::{Server, ServerConfig};
 use crate::shutdown::Shutdown;
 use crate::sockets;
+use crate::stage::{HttpStage, HttpWork};
 use crate::worker::{Work, WorkerConfig, WorkerPool};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +99,11 @@ impl Pipeline {
         self
     }
 
+    /// Appends a stage written against HTTP (see [`crate::stage`]).
+    pub fn http_stage<W: HttpWork + Clone>(self, name: &str, workers: usize, work: W) -> Self {
+        self.stage(name, workers, HttpStage(work))
+    }
+
     /// Gives the last stage's proxy a choose function (see [`Chooser`]).
     pub fn choose(mut self, choose: Chooser) -> Self {
         if let Some(stage) = self.stages.last_mut() {
@@ -149,6 +155,14 @@ impl Pipeline {
         if self.stages.is_empty() {
             return Err(Error::Config("a pipeline needs at least one stage".into()));
         }
+        for (index, stage) in self.stages.iter().enumerate() {
+            if self.stages[..index].iter().any(|s| s.name == stage.name) {
+                return Err(Error::Config(format!(
+                    "two stages are named {:?}",
+                    stage.name
+                )));
+            }
+        }
         let names = EndpointNames::new(&self.transport);
         let front = FrontSockets::bind_internal(ctx, &names)?;
         let shutdown = Shutdown::new();
@@ -182,6 +196,12 @@ impl Pipeline {
         }
         let mut front = front;
         front.connect_entry(&links[0].0)?;
+        let routes: Vec<(String, String)> = self
+            .stages
+            .iter()
+            .zip(&links)
+            .map(|(stage, (upstream, _))| (stage.name.clone(), upstream.clone()))
+            .collect();
         for (index, stage) in self.stages.into_iter().enumerate() {
             let mut config = WorkerConfig::new(
                 links[index].1.clone(),
@@ -191,6 +211,7 @@ impl Pipeline {
             );
             config.heartbeat_interval = self.heartbeat_interval;
             config.prefetch = self.prefetch;
+            config.routes = routes.clone();
             running
                 .pools
                 .push((stage.start)(ctx, &stage.name, &config, &shutdown)?);

@@ -86,6 +86,9 @@ impl Job<'_> {
 pub enum Outcome {
     /// Send these frames (after the envelope) to the next stage.
     Forward(Vec<zmq::Message>),
+    /// Send these frames to the stage with this name: any stage of the pipeline, an
+    /// earlier one included, so actions can take different paths and work can cycle.
+    ForwardTo(String, Vec<zmq::Message>),
     /// Answer the client with these bytes, already in the client's protocol.
     Respond(zmq::Message),
     /// Answer the client with a failure the front end renders.
@@ -158,6 +161,9 @@ pub struct WorkerConfig {
     /// How many jobs each worker may hold at once: 1 (the default) balances uneven work
     /// best; 2 saves a wake-up per job when every job is cheap.
     pub prefetch: u32,
+    /// Stages reachable by name with [`Outcome::ForwardTo`]: (name, that stage proxy's
+    /// upstream endpoint).
+    pub routes: Vec<(String, String)>,
 }
 
 impl WorkerConfig {
@@ -175,6 +181,7 @@ impl WorkerConfig {
             interrupt: interrupt.into(),
             heartbeat_interval: Duration::from_millis(250),
             prefetch: 1,
+            routes: Vec::new(),
         }
     }
 }
@@ -360,6 +367,7 @@ struct WorkerLoop<W> {
     work: W,
     jobs: zmq::Socket,
     next_stage: Option<zmq::Socket>,
+    routes: Vec<(String, zmq::Socket)>,
     loopback: zmq::Socket,
     watch: InterruptWatch,
     completed: u64,
@@ -388,9 +396,16 @@ impl<W: Work> WorkerLoop<W> {
             }
             None => None,
         };
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (name, endpoint) in &config.routes {
+            let dealer = sockets::socket(ctx, zmq::DEALER)?;
+            sockets::connect(&dealer, endpoint)?;
+            routes.push((name.clone(), dealer));
+        }
         let loopback = sockets::socket(ctx, zmq::PUSH)?;
         sockets::connect(&loopback, &config.loopback)?;
         Ok(WorkerLoop {
+            routes,
             id,
             work,
             jobs,
@@ -525,27 +540,29 @@ impl<W: Work> WorkerLoop<W> {
         let request = envelope.request_id;
         let failure = match outcome {
             Outcome::Forward(frames) => match &self.next_stage {
-                Some(next) => {
-                    let message = std::iter::once(envelope_frame).chain(frames);
-                    match sockets::send_frames(next, message, zmq::DONTWAIT) {
-                        Ok(()) => return,
-                        Err(e) => {
-                            log::warn!("request {request}: next stage unavailable: {e}");
-                            Failure::new(
-                                FailureKind::NextStageUnavailable,
-                                "the next stage is unavailable",
-                            )
-                        }
-                    }
-                }
+                Some(next) => match forward(next, envelope_frame, frames) {
+                    Ok(()) => return,
+                    Err(failure) => failure,
+                },
                 None => {
                     log::error!("request {request}: forwarded from the last stage");
-                    Failure::new(
-                        FailureKind::WorkerPanicked,
-                        "the pipeline has no next stage",
-                    )
+                    let detail = "the pipeline has no next stage";
+                    Failure::new(FailureKind::WorkerPanicked, detail)
                 }
             },
+            Outcome::ForwardTo(stage, frames) => {
+                match self.routes.iter().find(|(name, _)| *name == stage) {
+                    Some((_, socket)) => match forward(socket, envelope_frame, frames) {
+                        Ok(()) => return,
+                        Err(failure) => failure,
+                    },
+                    None => {
+                        log::error!("request {request}: forwarded to unknown stage {stage:?}");
+                        let detail = format!("the pipeline has no stage named {stage:?}");
+                        Failure::new(FailureKind::WorkerPanicked, detail)
+                    }
+                }
+            }
             Outcome::Respond(bytes) => {
                 let frames = response_frames(&envelope_frame, bytes);
                 if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
@@ -561,6 +578,22 @@ impl<W: Work> WorkerLoop<W> {
             log::warn!("request {request}: failure not sent to the loopback: {e}");
         }
     }
+}
+
+/// Sends a job on to a stage's proxy without blocking.
+fn forward(
+    socket: &zmq::Socket,
+    envelope_frame: zmq::Message,
+    frames: Vec<zmq::Message>,
+) -> std::result::Result<(), Failure> {
+    let message = std::iter::once(envelope_frame).chain(frames);
+    sockets::send_frames(socket, message, zmq::DONTWAIT).map_err(|e| {
+        log::warn!("a stage is unavailable: {e}");
+        Failure::new(
+            FailureKind::NextStageUnavailable,
+            "the next stage is unavailable",
+        )
+    })
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {

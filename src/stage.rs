@@ -1,0 +1,295 @@
+//! Stages written against HTTP: a stage function receives the parsed request and what
+//! earlier stages forwarded, and returns a typed decision ([`Next`]) or a [`StageError`]
+//! that becomes the right HTTP status with a JSON body.
+//!
+//! A job's frames are the request (for HTTP: its head and its body) followed by one
+//! intermediate payload from the stage before. Forwarding keeps the request frames
+//! without copying them and replaces the payload, so every stage can still read the
+//! original request.
+//!
+//! ```
+//! use prime_server::http::Response;
+//! use prime_server::stage::{HttpJob, Next, StageError};
+//!
+//! /// First stage: answer `/ping` at once, send `/double?n=` on to the next stage.
+//! fn parse(job: &mut HttpJob) -> Result<Next, StageError> {
+//!     let request = job.request()?;
+//!     match request.path.as_str() {
+//!         "/ping" => Ok(Next::respond(Response::new(200).body("pong"))),
+//!         "/double" => {
+//!             let n: u64 = request
+//!                 .query_values("n")
+//!                 .next()
+//!                 .and_then(|v| v.parse().ok())
+//!                 .ok_or_else(|| StageError::bad_request("n must be a whole number"))?;
+//!             Next::forward_json(&n)
+//!         }
+//!         _ => Err(StageError::not_found("try /ping or /double?n=21")),
+//!     }
+//! }
+//!
+//! /// Second stage: reads what the first forwarded and answers with JSON.
+//! fn double(job: &mut HttpJob) -> Result<Next, StageError> {
+//!     let n: u64 = job.intermediate_json()?;
+//!     Ok(Next::respond(Response::json(200, &serde_json::json!({ "doubled": 2 * n }))))
+//! }
+//!
+//! let pipeline = prime_server::Pipeline::new()
+//!     .http_stage("parse", 2, parse)
+//!     .http_stage("double", 2, double);
+//! # drop(pipeline);
+//! ```
+
+use crate::envelope::{Envelope, Protocol};
+use crate::http::{ParseError, Request, Response};
+use crate::worker::{Job, Outcome, Work};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt;
+
+/// A job as an HTTP stage sees it.
+pub struct HttpJob<'j, 'a> {
+    job: &'j mut Job<'a>,
+    request: Option<Request>,
+}
+
+impl<'j, 'a> HttpJob<'j, 'a> {
+    fn new(job: &'j mut Job<'a>) -> Self {
+        HttpJob { job, request: None }
+    }
+
+    /// The client's request (method, path, decoded query, headers, body), parsed on first
+    /// use. For a netstring or raw request, its payload is the body of a `POST /`.
+    pub fn request(&mut self) -> Result<&Request, StageError> {
+        let request = match self.request.take() {
+            Some(request) => request,
+            None => match self.job.envelope().protocol {
+                Protocol::Http { .. } => Request::from_parts(
+                    self.job.frame(0).unwrap_or_default(),
+                    self.job.frame(1).unwrap_or_default().to_vec(),
+                )?,
+                Protocol::Netstring | Protocol::Raw => Request::from_parts(
+                    b"POST / HTTP/1.0\r\n\r\n",
+                    self.job.frame(0).unwrap_or_default().to_vec(),
+                )?,
+            },
+        };
+        Ok(self.request.insert(request))
+    }
+
+    /// What the previous stage forwarded, if anything.
+    pub fn intermediate(&self) -> Option<&[u8]> {
+        self.job.frame(request_frames(self.job.envelope()))
+    }
+
+    /// What the previous stage forwarded, read as JSON into `T`.
+    pub fn intermediate_json<T: DeserializeOwned>(&self) -> Result<T, StageError> {
+        let bytes = self
+            .intermediate()
+            .ok_or_else(|| StageError::internal("this stage expects a forwarded payload"))?;
+        serde_json::from_slice(bytes)
+            .map_err(|e| StageError::internal(format!("the forwarded payload is not valid: {e}")))
+    }
+
+    /// Whether the work should stop (client gone, deadline passed, shutting down).
+    pub fn interrupted(&self) -> bool {
+        self.job.interrupted()
+    }
+
+    /// The request's routing and protocol facts.
+    pub fn envelope(&self) -> &Envelope {
+        self.job.envelope()
+    }
+}
+
+/// How many frames the request itself takes: head and body for HTTP, the payload else.
+fn request_frames(envelope: &Envelope) -> usize {
+    match envelope.protocol {
+        Protocol::Http { .. } => 2,
+        Protocol::Netstring | Protocol::Raw => 1,
+    }
+}
+
+/// What an HTTP stage decides.
+#[derive(Debug)]
+pub enum Next {
+    /// Answer the client now; later stages never see the request.
+    Respond(Response),
+    /// Send the request on with this payload, to the named stage or else the next one.
+    Forward {
+        /// The stage to send to; `None` for the next one in the pipeline.
+        stage: Option<String>,
+        /// What the receiving stage reads with [`HttpJob::intermediate`].
+        payload: Vec<u8>,
+    },
+    /// Send nothing: the work was interrupted and nobody waits for it.
+    Abandon,
+}
+
+impl Next {
+    /// Answers the client with `response`.
+    pub fn respond(response: Response) -> Self {
+        Next::Respond(response)
+    }
+
+    /// Forwards `payload` to the next stage.
+    pub fn forward(payload: impl Into<Vec<u8>>) -> Self {
+        Next::Forward {
+            stage: None,
+            payload: payload.into(),
+        }
+    }
+
+    /// Forwards `value`, as JSON, to the next stage.
+    pub fn forward_json<T: Serialize>(value: &T) -> Result<Self, StageError> {
+        Ok(Self::forward(to_json(value)?))
+    }
+
+    /// Forwards `payload` to the stage named `stage` (any stage, an earlier one too).
+    pub fn to(stage: &str, payload: impl Into<Vec<u8>>) -> Self {
+        Next::Forward {
+            stage: Some(stage.to_string()),
+            payload: payload.into(),
+        }
+    }
+
+    /// Forwards `value`, as JSON, to the stage named `stage`.
+    pub fn to_json<T: Serialize>(stage: &str, value: &T) -> Result<Self, StageError> {
+        Ok(Self::to(stage, to_json(value)?))
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StageError> {
+    serde_json::to_vec(value)
+        .map_err(|e| StageError::internal(format!("the payload cannot be written as JSON: {e}")))
+}
+
+/// A stage's refusal: its status and message reach the client as a JSON error body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageError {
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for the client.
+    pub message: String,
+    /// The methods allowed, for a 405.
+    pub allow: Option<String>,
+}
+
+impl StageError {
+    /// An error with any status.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        StageError {
+            status,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    /// 400: the request is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, message)
+    }
+
+    /// 404: nothing answers at this path.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, message)
+    }
+
+    /// 405 with an `Allow` header listing `allow`.
+    pub fn method_not_allowed(allow: &str, message: impl Into<String>) -> Self {
+        StageError {
+            allow: Some(allow.to_string()),
+            ..Self::new(405, message)
+        }
+    }
+
+    /// 500: the stage itself failed.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, message)
+    }
+
+    /// The response the client gets.
+    pub fn to_response(&self) -> Response {
+        let response = Response::error(self.status, &self.message);
+        match &self.allow {
+            Some(allow) => response.header("Allow", allow.as_str()),
+            None => response,
+        }
+    }
+}
+
+impl fmt::Display for StageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for StageError {}
+
+impl From<ParseError> for StageError {
+    fn from(e: ParseError) -> Self {
+        Self::new(e.status(), e.to_string())
+    }
+}
+
+/// An HTTP stage's work. Any `FnMut(&mut HttpJob) -> Result<Next, StageError>` is one;
+/// implement it on a struct to keep per-worker state (a cache, a graph handle), to trim
+/// that state after each job, or to advertise a heartbeat payload.
+pub trait HttpWork: Send + 'static {
+    /// Handles one request.
+    fn handle(&mut self, job: &mut HttpJob<'_, '_>) -> Result<Next, StageError>;
+
+    /// Runs after every job, whatever its outcome.
+    fn cleanup(&mut self) {}
+
+    /// The payload sent with each readiness message (see `proxy::Chooser`).
+    fn heartbeat(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+impl<F> HttpWork for F
+where
+    F: FnMut(&mut HttpJob<'_, '_>) -> Result<Next, StageError> + Send + 'static,
+{
+    fn handle(&mut self, job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+        self(job)
+    }
+}
+
+/// Adapts an [`HttpWork`] to the pipeline's [`Work`]; `Pipeline::http_stage` wraps it
+/// for you.
+#[derive(Clone, Debug)]
+pub struct HttpStage<W>(pub W);
+
+impl<W: HttpWork> Work for HttpStage<W> {
+    fn work(&mut self, job: &mut Job<'_>) -> Outcome {
+        let decision = self.0.handle(&mut HttpJob::new(job));
+        match decision {
+            Ok(Next::Respond(response)) => job.reply(&response),
+            Ok(Next::Forward { stage, payload }) => {
+                let keep = request_frames(job.envelope());
+                let mut frames = job.take_frames();
+                frames.truncate(keep);
+                frames.push(payload.into());
+                match stage {
+                    Some(stage) => Outcome::ForwardTo(stage, frames),
+                    None => Outcome::Forward(frames),
+                }
+            }
+            Ok(Next::Abandon) => Outcome::Abandon,
+            Err(error) => {
+                log::debug!("request {}: {error}", job.envelope().request_id);
+                job.reply(&error.to_response())
+            }
+        }
+    }
+
+    fn cleanup(&mut self) {
+        self.0.cleanup();
+    }
+
+    fn heartbeat(&self) -> Vec<u8> {
+        self.0.heartbeat()
+    }
+}
