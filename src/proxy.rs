@@ -128,6 +128,10 @@ impl Proxy {
         let upstream = sockets::last_endpoint(&router)?;
         sockets::bind(&router, &config.downstream)?;
         let downstream = sockets::last_endpoint(&router)?;
+        // Failures are sent DONTWAIT; as in the worker, a full pipe must not drop them.
+        loopback
+            .set_sndhwm(0)
+            .map_err(|e| crate::Error::zmq("lifting the loopback's high-water mark", e))?;
         sockets::connect(&loopback, &config.loopback)?;
         Ok(Proxy {
             router,
