@@ -1,7 +1,8 @@
 //! A job's way through a pipeline, as its sender sees it: answered through one, two and
 //! three stages (in process, over TCP and over Unix sockets), answered early by a stage
 //! that skips the rest, failed with a 500 by a panicking stage without harm to the next
-//! job, and cut short when the pipeline stops under long jobs.
+//! job, kept for a front end that reads its answers late, and cut short when the
+//! pipeline stops under long jobs.
 
 mod common;
 
@@ -13,6 +14,7 @@ use prime_server::loopback::FailureKind;
 use prime_server::{Job, Outcome, Pipeline, Transport};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A stage that appends `tag` to the request and forwards it.
 fn append_and_forward(tag: String) -> impl FnMut(&mut Job<'_>) -> Outcome + Clone + Send {
@@ -122,6 +124,41 @@ fn a_panicking_stage_fails_only_its_own_job() {
     assert_eq!(failed.kind, FailureKind::WorkerPanicked);
     assert_eq!(failed.status, 500);
     assert_eq!(text(pipeline.ask(b"next")), "next by fragile-0");
+}
+
+/// More answers than one worker's loopback pipe holds by default (libzmq's high-water
+/// marks: 1000 on each side of an inproc pipe).
+const MORE_THAN_A_PIPE_HOLDS: usize = 3000;
+
+/// Waits until `counter` reaches `target`.
+fn wait_for_count(counter: &AtomicUsize, target: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while counter.load(Ordering::SeqCst) < target {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {target} jobs ran within {PATIENCE:?}",
+            counter.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn answers_wait_for_a_front_end_that_reads_late() {
+    let done = Arc::new(AtomicUsize::new(0));
+    let echo = counted(&done, |job: &mut Job<'_>| {
+        Outcome::respond(job.frame(0).unwrap_or_default().to_vec())
+    });
+    let pipeline = TestPipeline::start(Pipeline::new().stage("echo", 1, echo));
+
+    let ids: Vec<(u64, String)> = (0..MORE_THAN_A_PIPE_HOLDS)
+        .map(|k| (pipeline.send(k.to_string().as_bytes()), k.to_string()))
+        .collect();
+    // Read nothing until the worker has answered every job.
+    wait_for_count(&done, MORE_THAN_A_PIPE_HOLDS);
+    for (id, request) in ids {
+        assert_eq!(text(pipeline.reply_to(id)), request);
+    }
 }
 
 #[test]
