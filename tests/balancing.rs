@@ -6,18 +6,18 @@
 mod common;
 
 use common::{
-    expect_event, failure, text, thread_name, whoami, Front, Gate, TestPipeline, PATIENCE, WHOAMI,
+    expect_event, failure, text, thread_name, whoami, Front, Gate, HandWired, TestPipeline,
+    PATIENCE, WHOAMI,
 };
 use prime_server::envelope::{Envelope, ENVELOPE_LEN};
 use prime_server::loopback::FailureKind;
 use prime_server::proxy::{Chooser, Proxy, ProxyConfig};
 use prime_server::sockets;
-use prime_server::worker::{WorkerConfig, WorkerPool};
-use prime_server::{FrontSockets, Job, Outcome, Pipeline, Shutdown, Work};
+use prime_server::worker::WorkerConfig;
+use prime_server::{FrontSockets, Job, Outcome, Pipeline, Work};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Answers with the worker's thread name after a 2 ms nap, so that many jobs in flight
@@ -192,46 +192,6 @@ fn a_full_queue_answers_the_overflow_503() {
     assert_eq!(text(pipeline.reply_to(waiting[1])), "job1");
 }
 
-/// One proxy run on its own thread, plus any worker pools the test adds; all of them
-/// stopped and joined when dropped.
-struct LoneProxy {
-    shutdown: Shutdown,
-    thread: Option<JoinHandle<()>>,
-    pools: Vec<WorkerPool>,
-    /// The bound `(upstream, downstream)` endpoints.
-    endpoints: (String, String),
-}
-
-impl LoneProxy {
-    fn start(ctx: &zmq::Context, config: ProxyConfig) -> Self {
-        let proxy = Proxy::bind(ctx, config).expect("the proxy binds");
-        let endpoints = proxy.endpoints();
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            proxy.run(&stop).expect("the proxy runs");
-        });
-        LoneProxy {
-            shutdown,
-            thread: Some(thread),
-            pools: Vec::new(),
-            endpoints,
-        }
-    }
-}
-
-impl Drop for LoneProxy {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        for pool in self.pools.drain(..) {
-            pool.join();
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A worker speaking the proxy's protocol by hand, so that it can fall silent.
 struct FakeWorker {
     socket: zmq::Socket,
@@ -284,8 +244,10 @@ fn a_silent_worker_is_evicted_and_its_job_answered_503() {
     let (loopback, interrupt) = ("inproc://evict-loopback", "inproc://evict-interrupt");
     let mut config = ProxyConfig::new("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", loopback);
     config.heartbeat_timeout = Duration::from_millis(300);
-    let mut proxy = LoneProxy::start(&ctx, config);
-    let (upstream, downstream) = proxy.endpoints.clone();
+    let proxy = Proxy::bind(&ctx, config).expect("the proxy binds");
+    let (upstream, downstream) = proxy.endpoints();
+    let mut wired = HandWired::default();
+    wired.run_proxy(proxy);
     let front = Front::new(
         FrontSockets::bind(&ctx, &upstream, loopback, interrupt).expect("the front binds"),
     );
@@ -302,9 +264,7 @@ fn a_silent_worker_is_evicted_and_its_job_answered_503() {
     let mut live = WorkerConfig::new(downstream, None, loopback, interrupt);
     live.heartbeat_interval = Duration::from_millis(50);
     let answer_with_name = |_: &mut Job<'_>| Outcome::respond(thread_name().into_bytes());
-    let pool = WorkerPool::spawn(&ctx, "live", &live, 1, answer_with_name, &proxy.shutdown)
-        .expect("the live pool starts");
-    proxy.pools.push(pool);
+    wired.spawn_pool(&ctx, "live", &live, 1, answer_with_name);
     assert_eq!(text(front.ask(b"later")), "live-0");
     assert!(!silent.has_mail(), "the evicted worker got no more jobs");
 }

@@ -9,14 +9,17 @@
 use crossbeam_channel::Receiver;
 use prime_server::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
 use prime_server::loopback::{self, Answer, Failure};
+use prime_server::proxy::Proxy;
 use prime_server::sockets;
-use prime_server::{FrontSockets, Job, Outcome, Pipeline, RunningPipeline};
+use prime_server::worker::{WorkerConfig, WorkerPool};
+use prime_server::{FrontSockets, Job, Outcome, Pipeline, RunningPipeline, Shutdown, Work};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The longest any single wait in a test may take before the test fails.
@@ -233,6 +236,51 @@ impl Drop for TestPipeline {
     fn drop(&mut self) {
         if let Some(running) = self.running.take() {
             running.stop();
+        }
+    }
+}
+
+/// Proxies and worker pools wired by hand rather than by [`Pipeline`], all stopped and
+/// joined when dropped.
+#[derive(Default)]
+pub struct HandWired {
+    shutdown: Shutdown,
+    proxies: Vec<JoinHandle<()>>,
+    pools: Vec<WorkerPool>,
+}
+
+impl HandWired {
+    /// Runs a bound proxy on a thread of its own.
+    pub fn run_proxy(&mut self, proxy: Proxy) {
+        let stop = self.shutdown.clone();
+        self.proxies.push(std::thread::spawn(move || {
+            proxy.run(&stop).expect("the proxy runs");
+        }));
+    }
+
+    /// Starts a pool of `workers` threads named `"{name}-{index}"`.
+    pub fn spawn_pool<W: Work + Clone>(
+        &mut self,
+        ctx: &zmq::Context,
+        name: &str,
+        config: &WorkerConfig,
+        workers: usize,
+        work: W,
+    ) {
+        let pool = WorkerPool::spawn(ctx, name, config, workers, work, &self.shutdown)
+            .expect("the worker pool starts");
+        self.pools.push(pool);
+    }
+}
+
+impl Drop for HandWired {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        for pool in self.pools.drain(..) {
+            pool.join();
+        }
+        for proxy in self.proxies.drain(..) {
+            let _ = proxy.join();
         }
     }
 }
