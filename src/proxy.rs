@@ -185,6 +185,10 @@ impl Proxy {
         let loopback = match &config.loopback {
             Some(endpoint) => {
                 let push = sockets::socket(ctx, zmq::PUSH)?;
+                // Failures are sent DONTWAIT; as in the worker, a full pipe must not
+                // drop them.
+                push.set_sndhwm(0)
+                    .map_err(|e| crate::Error::zmq("lifting the loopback's high-water mark", e))?;
                 sockets::connect(&push, endpoint)?;
                 Some(push)
             }

@@ -403,6 +403,11 @@ impl<W: Work> WorkerLoop<W> {
             routes.push((name.clone(), dealer));
         }
         let loopback = sockets::socket(ctx, zmq::PUSH)?;
+        // Answers are sent DONTWAIT, so a full pipe would drop them silently; their number
+        // is bounded by the requests in flight, so the pipe need not be.
+        loopback
+            .set_sndhwm(0)
+            .map_err(|e| Error::zmq("lifting the loopback's high-water mark", e))?;
         sockets::connect(&loopback, &config.loopback)?;
         Ok(WorkerLoop {
             routes,

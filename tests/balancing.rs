@@ -1,0 +1,270 @@
+//! The proxy's side of a stage: jobs spread fairly over a pool, a choose function
+//! steers jobs to the worker it names, a worker that stops heartbeating is forgotten and
+//! its job answered 503 while later jobs go to live workers, and a full queue answers
+//! exactly the jobs past its bound with 503.
+
+mod common;
+
+use common::{
+    expect_event, failure, text, thread_name, whoami, Front, Gate, HandWired, TestPipeline,
+    PATIENCE, WHOAMI,
+};
+use prime_server::envelope::{Envelope, ENVELOPE_LEN};
+use prime_server::loopback::FailureKind;
+use prime_server::proxy::{Chooser, Proxy, ProxyConfig};
+use prime_server::sockets;
+use prime_server::worker::WorkerConfig;
+use prime_server::{FrontSockets, Job, Outcome, Pipeline, Work};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Answers with the worker's thread name after a 2 ms nap, so that many jobs in flight
+/// keep every worker busy.
+fn name_after_a_nap(job: &mut Job<'_>) -> Outcome {
+    if job.frame(0) == Some(WHOAMI) {
+        return whoami();
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    Outcome::respond(thread_name().into_bytes())
+}
+
+#[test]
+fn many_jobs_in_flight_are_shared_fairly() {
+    let pipeline = TestPipeline::start(Pipeline::new().stage("fair", 4, name_after_a_nap));
+    pipeline.wait_for_workers(4);
+
+    let ids: Vec<u64> = (0..400).map(|_| pipeline.send(b"work")).collect();
+    let mut jobs_per_worker: HashMap<String, usize> = HashMap::new();
+    for reply in pipeline.replies_to(&ids) {
+        *jobs_per_worker.entry(text(reply)).or_default() += 1;
+    }
+
+    assert_eq!(
+        jobs_per_worker.len(),
+        4,
+        "workers used: {jobs_per_worker:?}"
+    );
+    for (worker, jobs) in &jobs_per_worker {
+        assert!(
+            (50..=150).contains(jobs),
+            "{worker} took {jobs} of 400 jobs: {jobs_per_worker:?}"
+        );
+    }
+}
+
+/// A worker that knows its own index, advertises it as its heartbeat payload and answers
+/// every job with it. Each clone the pool makes takes the next index; every heartbeat is
+/// counted per index, so a test can tell when workers have been idle for a while.
+struct IndexedWorker {
+    index: usize,
+    next_index: Arc<AtomicUsize>,
+    heartbeats: Arc<Mutex<HashMap<usize, usize>>>,
+}
+
+impl IndexedWorker {
+    fn new() -> Self {
+        IndexedWorker {
+            index: usize::MAX,
+            next_index: Arc::default(),
+            heartbeats: Arc::default(),
+        }
+    }
+
+    /// How many heartbeats each index has sent so far.
+    fn heartbeat_counts(heartbeats: &Mutex<HashMap<usize, usize>>) -> HashMap<usize, usize> {
+        heartbeats.lock().expect("heartbeat counts").clone()
+    }
+}
+
+impl Clone for IndexedWorker {
+    fn clone(&self) -> Self {
+        IndexedWorker {
+            index: self.next_index.fetch_add(1, Ordering::SeqCst),
+            next_index: self.next_index.clone(),
+            heartbeats: self.heartbeats.clone(),
+        }
+    }
+}
+
+impl Work for IndexedWorker {
+    fn work(&mut self, _job: &mut Job<'_>) -> Outcome {
+        Outcome::respond(self.index.to_string().into_bytes())
+    }
+
+    fn heartbeat(&self) -> Vec<u8> {
+        let mut counts = self.heartbeats.lock().expect("heartbeat counts");
+        *counts.entry(self.index).or_default() += 1;
+        self.index.to_string().into_bytes()
+    }
+}
+
+/// Picks the idle worker whose heartbeat payload equals the request's frame.
+fn choose_named_worker() -> Chooser {
+    Arc::new(|frames: &[zmq::Message], heartbeats: &[&[u8]]| {
+        let wanted = frames.get(1)?;
+        heartbeats
+            .iter()
+            .position(|payload| payload[..] == wanted[..])
+    })
+}
+
+/// Waits until each of `workers` indexes has sent at least two heartbeats more than in
+/// `before`: a worker heartbeating on its own is idle, and the proxy has long had the
+/// readiness message it sent after its last job.
+fn wait_until_all_idle(
+    heartbeats: &Mutex<HashMap<usize, usize>>,
+    before: &HashMap<usize, usize>,
+    workers: usize,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let now = IndexedWorker::heartbeat_counts(heartbeats);
+        let idle = (0..workers)
+            .filter(|i| now.get(i).copied().unwrap_or(0) >= before.get(i).copied().unwrap_or(0) + 2)
+            .count();
+        if idle == workers {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {idle} of {workers} workers heartbeat while idle: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_choose_function_sends_each_job_to_the_worker_it_names() {
+    let work = IndexedWorker::new();
+    let heartbeats = work.heartbeats.clone();
+    let pipeline = TestPipeline::start(
+        Pipeline::new()
+            .stage("affine", 4, work)
+            .choose(choose_named_worker())
+            .heartbeat(Duration::from_millis(10), Duration::from_secs(2)),
+    );
+
+    // Repeats on purpose: least-recently-used order alone would never pick the worker
+    // that has just finished.
+    for wanted in ["3", "1", "1", "0", "2", "2", "3", "0", "1", "3", "3", "0"] {
+        wait_until_all_idle(
+            &heartbeats,
+            &IndexedWorker::heartbeat_counts(&heartbeats),
+            4,
+        );
+        assert_eq!(text(pipeline.ask(wanted.as_bytes())), wanted);
+    }
+}
+
+#[test]
+fn a_full_queue_answers_the_overflow_503() {
+    let gate = Gate::default();
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    let work = {
+        let gate = gate.clone();
+        move |job: &mut Job<'_>| {
+            if job.frame(0) == Some(b"block") {
+                let _ = started_tx.send(());
+                gate.wait(job);
+            }
+            Outcome::respond(job.frame(0).unwrap_or_default().to_vec())
+        }
+    };
+    let pipeline = TestPipeline::start(Pipeline::new().stage("narrow", 1, work).queue_bound(2));
+
+    let blocker = pipeline.send(b"block");
+    expect_event(&started, "the blocking job starts");
+    let waiting: Vec<u64> = (0..5)
+        .map(|k| pipeline.send(format!("job{k}").as_bytes()))
+        .collect();
+
+    for reply in pipeline.replies_to(&waiting[2..]) {
+        let overflow = failure(reply);
+        assert_eq!(overflow.kind, FailureKind::QueueFull);
+        assert_eq!(overflow.status, 503);
+    }
+    assert!(!pipeline.was_answered(waiting[0]) && !pipeline.was_answered(waiting[1]));
+    gate.open();
+    assert_eq!(text(pipeline.reply_to(blocker)), "block");
+    assert_eq!(text(pipeline.reply_to(waiting[0])), "job0");
+    assert_eq!(text(pipeline.reply_to(waiting[1])), "job1");
+}
+
+/// A worker speaking the proxy's protocol by hand, so that it can fall silent.
+struct FakeWorker {
+    socket: zmq::Socket,
+}
+
+impl FakeWorker {
+    fn connect(ctx: &zmq::Context, endpoint: &str, id: &str) -> Self {
+        let socket = sockets::socket(ctx, zmq::DEALER).expect("a DEALER socket");
+        socket.set_identity(id.as_bytes()).expect("setting the id");
+        sockets::connect(&socket, endpoint).expect("connecting to the proxy");
+        FakeWorker { socket }
+    }
+
+    /// `[READY, completed jobs u64 LE + credit u32 LE, heartbeat payload]`.
+    fn say_ready(&self, completed: u64) {
+        let mut counts = completed.to_le_bytes().to_vec();
+        counts.extend_from_slice(&1u32.to_le_bytes());
+        let frames = [
+            zmq::Message::from(&b"\x01"[..]),
+            zmq::Message::from(counts),
+            zmq::Message::new(),
+        ];
+        sockets::send_frames(&self.socket, frames, 0).expect("sending READY");
+    }
+
+    /// Waits for a job; returns its envelope.
+    fn take_job(&self) -> Envelope {
+        let ready = self
+            .socket
+            .poll(zmq::POLLIN, PATIENCE.as_millis() as i64)
+            .expect("polling for a job");
+        assert_eq!(ready, 1, "the fake worker got no job within {PATIENCE:?}");
+        let frames = sockets::recv_frames(&self.socket, 0).expect("receiving a job");
+        assert_eq!(
+            frames[0].len(),
+            ENVELOPE_LEN,
+            "a job starts with its envelope"
+        );
+        Envelope::decode(&frames[0]).expect("a valid envelope")
+    }
+
+    fn has_mail(&self) -> bool {
+        self.socket.poll(zmq::POLLIN, 0).expect("polling") > 0
+    }
+}
+
+#[test]
+fn a_silent_worker_is_evicted_and_its_job_answered_503() {
+    let ctx = zmq::Context::new();
+    let (loopback, interrupt) = ("inproc://evict-loopback", "inproc://evict-interrupt");
+    let mut config = ProxyConfig::new("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", loopback);
+    config.heartbeat_timeout = Duration::from_millis(300);
+    let proxy = Proxy::bind(&ctx, config).expect("the proxy binds");
+    let (upstream, downstream) = proxy.endpoints();
+    let mut wired = HandWired::default();
+    wired.run_proxy(proxy);
+    let front = Front::new(
+        FrontSockets::bind(&ctx, &upstream, loopback, interrupt).expect("the front binds"),
+    );
+
+    let silent = FakeWorker::connect(&ctx, &downstream, "silent");
+    silent.say_ready(0);
+    let doomed = front.send(b"doomed");
+    assert_eq!(silent.take_job().request_id, doomed);
+    // The fake now says nothing more, as if its process had hung.
+    let died = failure(front.reply_to(doomed));
+    assert_eq!(died.kind, FailureKind::WorkerDied);
+    assert_eq!(died.status, 503);
+
+    let mut live = WorkerConfig::new(downstream, None, loopback, interrupt);
+    live.heartbeat_interval = Duration::from_millis(50);
+    let answer_with_name = |_: &mut Job<'_>| Outcome::respond(thread_name().into_bytes());
+    wired.spawn_pool(&ctx, "live", &live, 1, answer_with_name);
+    assert_eq!(text(front.ask(b"later")), "live-0");
+    assert!(!silent.has_mail(), "the evicted worker got no more jobs");
+}
