@@ -223,7 +223,7 @@ impl Server {
             return;
         };
         let now = Instant::now();
-        conn.last_input = now;
+        conn.last_active = now;
         if conn.closing {
             return;
         }
@@ -431,6 +431,7 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
+        let written = conn.slots.front().is_some_and(|s| s.answer.is_some());
         while conn.slots.front().is_some_and(|s| s.answer.is_some()) {
             let Some(slot) = conn.slots.pop_front() else {
                 break;
@@ -452,6 +453,9 @@ impl Server {
                 conn.close_when_written = true;
                 break;
             }
+        }
+        if written && conn.slots.is_empty() {
+            conn.last_active = Instant::now();
         }
         self.write(id);
     }
@@ -551,7 +555,7 @@ impl Server {
         let mut slow = Vec::new();
         let mut idle = Vec::new();
         for (id, conn) in &self.connections {
-            let quiet = now.duration_since(conn.last_input);
+            let quiet = now.duration_since(conn.last_active);
             if conn.closing {
                 if !conn.output.is_empty() {
                     slow.push((*id, false));
