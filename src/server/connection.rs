@@ -79,8 +79,10 @@ pub(crate) struct Connection {
     pub(crate) slots: VecDeque<Slot>,
     /// Bytes ready to write that libzmq did not take yet.
     pub(crate) output: Vec<u8>,
-    /// The last time the client sent anything.
-    pub(crate) last_input: Instant,
+    /// The last time the client sent anything or its last pending answer was written:
+    /// the idle and stalled-body timeouts count from here, so a slow answer does not
+    /// use up the client's idle time.
+    pub(crate) last_active: Instant,
     /// When the unfinished request head began to arrive.
     pub(crate) head_started: Option<Instant>,
     /// No more requests are read: a `Connection: close`, an error, or a shutdown.
@@ -99,7 +101,7 @@ impl Connection {
             decoder,
             slots: VecDeque::new(),
             output: Vec::new(),
-            last_input: Instant::now(),
+            last_active: Instant::now(),
             head_started: None,
             closing: false,
             close_when_written: false,

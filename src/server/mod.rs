@@ -407,7 +407,7 @@ impl Server {
             return;
         };
         let now = Instant::now();
-        conn.last_input = now;
+        conn.last_active = now;
         if conn.closing {
             return;
         }
@@ -513,6 +513,9 @@ impl Server {
         }
         let request_id = self.next_request;
         self.next_request += 1;
+        // Taken before the envelope's arrival time, so the front end's deadline is not
+        // later than the one workers read from the envelope.
+        let now = Instant::now();
         let envelope = Envelope::new(request_id, id, self.nonce, protocol)
             .with_timeout(self.config.request_timeout);
         let message = std::iter::once(zmq::Message::from(&envelope.encode()[..])).chain(frames);
@@ -528,7 +531,7 @@ impl Server {
             request_id,
             InFlight {
                 connection: id,
-                deadline: Instant::now() + self.config.request_timeout,
+                deadline: now + self.config.request_timeout,
                 protocol,
             },
         );
@@ -536,7 +539,7 @@ impl Server {
             request_id,
             answer: None,
             close_after,
-            arrived: Instant::now(),
+            arrived: now,
             label,
         });
         if close_after {
@@ -565,15 +568,16 @@ impl Server {
     }
 
     fn drain_loopback(&mut self) {
+        let now = Instant::now();
         while let Ok(frames) = sockets::recv_frames(&self.front.loopback, zmq::DONTWAIT) {
             match loopback::decode(frames) {
-                Ok((envelope, answer)) => self.on_answer(envelope, answer),
+                Ok((envelope, answer)) => self.on_answer(envelope, answer, now),
                 Err(e) => log::warn!("dropped a loopback message: {e}"),
             }
         }
     }
 
-    fn on_answer(&mut self, envelope: Envelope, answer: Answer) {
+    fn on_answer(&mut self, envelope: Envelope, answer: Answer, now: Instant) {
         if envelope.nonce != self.nonce {
             log::debug!(
                 "request {}: dropped an answer meant for an earlier run",
@@ -585,6 +589,18 @@ impl Server {
         let Some(in_flight) = self.requests.remove(&envelope.request_id) else {
             return;
         };
+        if in_flight.deadline <= now {
+            // Too late, even if the timeout sweep has not run yet: the client gets the
+            // same 504 whenever the answer comes after the deadline.
+            log::debug!(
+                "request {}: answered after its deadline",
+                envelope.request_id
+            );
+            self.stats.timed_out += 1;
+            let bytes = AnswerBytes::Owned(timed_out(in_flight.protocol));
+            self.fill(in_flight.connection, envelope.request_id, bytes);
+            return;
+        }
         let bytes = match answer {
             Answer::Response(message) => AnswerBytes::Message(message),
             Answer::Failure(failure) => {
@@ -617,6 +633,7 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
+        let written = conn.slots.front().is_some_and(|s| s.answer.is_some());
         while conn.slots.front().is_some_and(|s| s.answer.is_some()) {
             let Some(slot) = conn.slots.pop_front() else {
                 break;
@@ -641,6 +658,9 @@ impl Server {
                 conn.close_when_written = true;
                 break;
             }
+        }
+        if written && conn.slots.is_empty() {
+            conn.last_active = Instant::now();
         }
         self.write(id);
     }
@@ -733,14 +753,13 @@ impl Server {
             };
             self.stats.timed_out += 1;
             self.publish(self.nonce, request_id, InterruptReason::DeadlinePassed);
-            let failure = Failure::new(FailureKind::DeadlinePassed, "the request timed out");
-            let bytes = render_failure(in_flight.protocol, &failure, true);
-            self.fill(in_flight.connection, request_id, AnswerBytes::Owned(bytes));
+            let bytes = AnswerBytes::Owned(timed_out(in_flight.protocol));
+            self.fill(in_flight.connection, request_id, bytes);
         }
         let mut slow = Vec::new();
         let mut idle = Vec::new();
         for (id, conn) in &self.connections {
-            let quiet = now.duration_since(conn.last_input);
+            let quiet = now.duration_since(conn.last_active);
             if conn.closing {
                 if !conn.output.is_empty() {
                     slow.push((*id, false));
@@ -816,6 +835,12 @@ fn render_failure(protocol: Protocol, failure: &Failure, keep: bool) -> Vec<u8> 
         }
         Protocol::Raw => failure.detail.clone().into_bytes(),
     }
+}
+
+/// The 504 for a request past its deadline, in the client's protocol.
+fn timed_out(protocol: Protocol) -> Vec<u8> {
+    let failure = Failure::new(FailureKind::DeadlinePassed, "the request timed out");
+    render_failure(protocol, &failure, true)
 }
 
 /// The status code of an HTTP response, for the access log ("-" for other protocols).

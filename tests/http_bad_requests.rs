@@ -1,0 +1,147 @@
+//! Requests the front end refuses by itself: each gets its status with a JSON error, the
+//! connection closes, and a request pipelined after the bad one is never answered.
+
+#[path = "http_common/mod.rs"]
+mod common;
+
+use common::{get, http_config, TestServer};
+
+/// Sends `bad` followed by a valid GET in one write; expects one `status` response
+/// saying close, then the connection closed with nothing more.
+fn assert_rejected(bad: &str, status: u16) {
+    let server = TestServer::echo(http_config());
+    let mut client = server.connect();
+    client.send(format!("{bad}{}", get("/after-the-bad-one")));
+    let response = client.read_response();
+    response.assert_error(status);
+    assert!(response.says_close(), "{response:?}");
+    client.assert_closed();
+    // The server lives on for others.
+    server.connect().assert_open();
+}
+
+#[test]
+fn content_length_with_transfer_encoding_is_400() {
+    assert_rejected(
+        "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    );
+}
+
+#[test]
+fn two_different_content_lengths_is_400() {
+    assert_rejected(
+        "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        400,
+    );
+}
+
+#[test]
+fn negative_content_length_is_400() {
+    assert_rejected(
+        "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: -1\r\n\r\n",
+        400,
+    );
+}
+
+#[test]
+fn signed_content_length_is_400() {
+    assert_rejected(
+        "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: +5\r\n\r\nhello",
+        400,
+    );
+}
+
+#[test]
+fn content_length_list_is_400() {
+    assert_rejected(
+        "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 1,2\r\n\r\nab",
+        400,
+    );
+}
+
+#[test]
+fn space_before_colon_is_400() {
+    assert_rejected(
+        "GET / HTTP/1.1\r\nHost: test\r\nX-Name : value\r\n\r\n",
+        400,
+    );
+}
+
+#[test]
+fn obs_fold_is_400() {
+    assert_rejected(
+        "GET / HTTP/1.1\r\nHost: test\r\nX-Folded: first\r\n  second\r\n\r\n",
+        400,
+    );
+}
+
+#[test]
+fn header_line_without_colon_is_400() {
+    assert_rejected("GET / HTTP/1.1\r\nHost: test\r\nNoColonHere\r\n\r\n", 400);
+}
+
+#[test]
+fn control_character_in_header_value_is_400() {
+    assert_rejected("GET / HTTP/1.1\r\nHost: test\r\nX-Bad: a\x01b\r\n\r\n", 400);
+}
+
+#[test]
+fn http_1_1_without_host_is_400() {
+    assert_rejected("GET / HTTP/1.1\r\nX-Other: x\r\n\r\n", 400);
+}
+
+#[test]
+fn two_host_headers_is_400() {
+    assert_rejected("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+}
+
+#[test]
+fn invalid_chunk_size_is_400() {
+    assert_rejected(
+        "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        400,
+    );
+}
+
+#[test]
+fn overflowing_chunk_size_is_400() {
+    assert_rejected(
+        "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\nhello\r\n0\r\n\r\n",
+        400,
+    );
+}
+
+#[test]
+fn unsupported_transfer_coding_is_501() {
+    assert_rejected(
+        "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip\r\n\r\n",
+        501,
+    );
+}
+
+#[test]
+fn malformed_request_line_is_400() {
+    assert_rejected("GET /\r\nHost: test\r\n\r\n", 400);
+}
+
+#[test]
+fn a_bad_request_after_good_ones_closes_after_their_answers() {
+    let server = TestServer::echo(http_config());
+    let mut client = server.connect();
+    client.send(format!(
+        "{}{}GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n{}",
+        get("/one"),
+        get("/two"),
+        get("/never")
+    ));
+    for target in ["/one", "/two"] {
+        let response = client.read_response();
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.json()["target"], target);
+    }
+    let response = client.read_response();
+    response.assert_error(400);
+    assert!(response.says_close(), "{response:?}");
+    client.assert_closed();
+}
