@@ -314,7 +314,7 @@ impl FrontSockets {
     }
 
     fn create(ctx: &zmq::Context, loopback: &str, interrupt: &str) -> Result<Self> {
-        let entry = sockets::socket(ctx, zmq::DEALER)?;
+        let entry = sockets::stage_sender(ctx)?;
         let loopback_socket = sockets::socket(ctx, zmq::PULL)?;
         let interrupt_socket = sockets::socket(ctx, zmq::PUB)?;
         sockets::bind(&loopback_socket, loopback)?;

@@ -39,6 +39,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How many waiting messages a proxy reads in a row before it checks its timers.
+const DRAIN_BATCH: usize = 10_000;
+
 /// Tag of a worker's readiness message.
 pub(crate) const READY: &[u8] = b"\x01";
 /// Tag of a pool's message listing its busy workers.
@@ -178,6 +181,9 @@ impl Proxy {
         router
             .set_router_mandatory(true)
             .map_err(|e| crate::Error::zmq("setting ROUTER_MANDATORY", e))?;
+        router
+            .set_rcvhwm(sockets::STAGE_PIPE_HWM)
+            .map_err(|e| crate::Error::zmq("setting the receive high-water mark", e))?;
         sockets::bind(&router, &config.upstream)?;
         let upstream = sockets::last_endpoint(&router)?;
         sockets::bind(&router, &config.downstream)?;
@@ -236,7 +242,18 @@ impl Proxy {
             .map(|every| Instant::now() + every);
         while !self.should_stop(shutdown) {
             match sockets::recv_frames(&self.router, 0) {
-                Ok(frames) => self.on_message(frames),
+                Ok(frames) => {
+                    self.on_message(frames);
+                    // Read what is already waiting before judging any worker silent: after
+                    // this thread was descheduled, the heartbeats that came meanwhile are
+                    // queued here, not lost.
+                    for _ in 0..DRAIN_BATCH {
+                        match sockets::recv_frames(&self.router, zmq::DONTWAIT) {
+                            Ok(frames) => self.on_message(frames),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(crate::Error::zmq("receiving at a proxy", e)),
             }

@@ -16,6 +16,22 @@ pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> Result<zmq::Socket> 
     Ok(socket)
 }
 
+/// How many messages may wait in a pipe into a proxy. Jobs on their way to a stage must
+/// be refused by the proxy's queue bound (503), never by libzmq's default high-water
+/// mark of 1000 a side, which a descheduled proxy thread reaches in a moment; this bound
+/// only keeps a dead proxy's backlog from growing without limit.
+pub const STAGE_PIPE_HWM: i32 = 100_000;
+
+/// A DEALER that sends jobs into a stage's proxy (the front end's entry, a worker's
+/// route to the next stage), with [`STAGE_PIPE_HWM`].
+pub fn stage_sender(ctx: &zmq::Context) -> Result<zmq::Socket> {
+    let socket = self::socket(ctx, zmq::DEALER)?;
+    socket
+        .set_sndhwm(STAGE_PIPE_HWM)
+        .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
+    Ok(socket)
+}
+
 /// Checks that `endpoint` names a transport we support, before ZeroMQ sees it.
 pub fn check_endpoint(endpoint: &str) -> Result<()> {
     let bad = |reason: &str| Error::BadEndpoint {

@@ -390,7 +390,7 @@ impl<W: Work> WorkerLoop<W> {
         sockets::connect(&jobs, &config.upstream)?;
         let next_stage = match &config.downstream {
             Some(endpoint) => {
-                let dealer = sockets::socket(ctx, zmq::DEALER)?;
+                let dealer = sockets::stage_sender(ctx)?;
                 sockets::connect(&dealer, endpoint)?;
                 Some(dealer)
             }
@@ -398,7 +398,7 @@ impl<W: Work> WorkerLoop<W> {
         };
         let mut routes = Vec::with_capacity(config.routes.len());
         for (name, endpoint) in &config.routes {
-            let dealer = sockets::socket(ctx, zmq::DEALER)?;
+            let dealer = sockets::stage_sender(ctx)?;
             sockets::connect(&dealer, endpoint)?;
             routes.push((name.clone(), dealer));
         }

@@ -242,7 +242,11 @@ impl FakeWorker {
 fn a_silent_worker_is_evicted_and_its_job_answered_503() {
     let ctx = zmq::Context::new();
     let (loopback, interrupt) = ("inproc://evict-loopback", "inproc://evict-interrupt");
-    let mut config = ProxyConfig::new("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", loopback);
+    let mut config = ProxyConfig::new(
+        "tcp://127.0.0.1:*",
+        "tcp://127.0.0.1:*",
+        Some(loopback.to_string()),
+    );
     config.heartbeat_timeout = Duration::from_millis(300);
     let proxy = Proxy::bind(&ctx, config).expect("the proxy binds");
     let (upstream, downstream) = proxy.endpoints();

@@ -187,7 +187,7 @@ fn health_path_is_answered_without_any_worker() {
         let response = client.get(target);
         assert_eq!(response.status, 200, "{response:?}");
         response.assert_standard_headers();
-        assert_eq!(response.json(), json!({"status": "ok"}));
+        assert_eq!(response.json()["status"], "ok");
     }
     client.send("HEAD /health HTTP/1.1\r\nHost: test\r\n\r\n");
     let head = client.read_head_response();

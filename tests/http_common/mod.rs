@@ -33,6 +33,7 @@ pub struct TestServer {
 impl TestServer {
     /// Binds `pipeline` behind a front end configured by `config` and runs it.
     pub fn start(pipeline: Pipeline, config: ServerConfig) -> TestServer {
+        let health_path = config.health_path.clone();
         let ctx = zmq::Context::new();
         let (pipeline, server) = pipeline
             .bind_server(&ctx, config)
@@ -44,13 +45,23 @@ impl TestServer {
             .name("front-end".into())
             .spawn(move || server.run(&stop))
             .expect("spawning the front end");
-        TestServer {
+        let server = TestServer {
             endpoints,
             shutdown,
             thread: Some(thread),
             pipeline: Some(pipeline),
             _ctx: ctx,
+        };
+        if let Some(path) = health_path {
+            server.wait_until_healthy(&path);
         }
+        server
+    }
+
+    /// Waits (within [`WAIT`]) until the health path answers 200: it does once the first
+    /// proxy has reported a worker, a moment after start.
+    pub fn wait_until_healthy(&self, path: &str) {
+        wait_until_healthy(self.addr(), path);
     }
 
     /// `prime_echod`'s pipeline: one `echo` stage of two workers.
@@ -503,4 +514,20 @@ pub fn request_of(job: &Job<'_>) -> prime_server::http::Request {
 /// A 200 response with this text body.
 pub fn text_reply(job: &Job<'_>, body: impl Into<Vec<u8>>) -> Outcome {
     job.reply(&prime_server::http::Response::new(200).body(body))
+}
+
+/// Waits (within [`WAIT`]) until `path` on `addr` answers 200.
+pub fn wait_until_healthy(addr: SocketAddr, path: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = Client::connect(addr).get(path);
+        if response.status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} never answered 200: {response:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
