@@ -26,6 +26,8 @@ pub const CHEAP: u64 = 7;
 /// a loaded machine).
 pub const PRIME_2_55: u64 = 36_028_797_018_963_913;
 pub const PRIME_2_57: u64 = 144_115_188_075_855_859;
+/// The next prime below [`PRIME_2_57`], as slow.
+pub const PRIME_2_57_B: u64 = 144_115_188_075_855_847;
 pub const PRIME_2_61: u64 = 2_305_843_009_213_693_951;
 pub const PRIME_2_63: u64 = 9_223_372_036_854_775_783;
 
