@@ -107,7 +107,13 @@ impl std::error::Error for TopologyError {}
 impl Topology {
     /// Reads and checks a topology file.
     pub fn load(path: &Path) -> Result<Topology, TopologyError> {
-        let text = std::fs::read_to_string(path).map_err(TopologyError::Read)?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            // Name the file: "No such file or directory" alone does not say which.
+            TopologyError::Read(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ))
+        })?;
         Self::from_json(&text)
     }
 
