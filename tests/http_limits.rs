@@ -91,6 +91,21 @@ fn declared_body_over_the_limit_is_413_before_the_body_is_sent() {
 }
 
 #[test]
+fn declared_body_over_the_limit_with_expect_gets_413_and_no_100_continue() {
+    let mut config = http_config();
+    config.limits.max_body = 1000;
+    let server = TestServer::echo(config);
+    let mut client = server.connect();
+    client.send(
+        "POST /big HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\nContent-Length: 2000\r\n\r\n",
+    );
+    let response = client.read_response();
+    response.assert_error(413);
+    assert!(response.says_close(), "{response:?}");
+    client.assert_closed();
+}
+
+#[test]
 fn chunked_body_over_the_limit_is_413() {
     let mut config = http_config();
     config.limits.max_body = 1000;
