@@ -97,6 +97,8 @@ pub struct RequestParser {
     /// Bytes before this index have been consumed.
     start: usize,
     state: State,
+    /// Whether the request that was rejected was a HEAD (its error response has no body).
+    rejected_head: bool,
 }
 
 #[derive(Debug)]
@@ -132,6 +134,7 @@ impl RequestParser {
             buf: Vec::new(),
             start: 0,
             state: State::RequestLine(LineScanner::default()),
+            rejected_head: false,
         }
     }
 
@@ -171,6 +174,7 @@ impl RequestParser {
         }
         self.step().inspect_err(|err| {
             log::debug!("rejecting request: {err}");
+            self.rejected_head = self.current_is_head();
             self.state = State::Failed(err.clone());
             self.buf = Vec::new();
             self.start = 0;
@@ -184,6 +188,24 @@ impl RequestParser {
             State::RequestLine(_) | State::Headers { .. } => self.start < self.buf.len(),
             State::Body(_) => true,
             State::Failed(_) => false,
+        }
+    }
+
+    /// Whether the request the parser rejected was a HEAD request, so that the error
+    /// response carries no body (RFC 9110 §9.3.2).
+    pub fn rejected_head(&self) -> bool {
+        self.rejected_head
+    }
+
+    /// Whether the request being parsed is a HEAD request, as far as its bytes tell.
+    fn current_is_head(&self) -> bool {
+        match &self.state {
+            State::Body(in_flight) => in_flight.request.is_head,
+            _ => self.buf[self.start..]
+                .iter()
+                .skip_while(|b| matches!(b, b'\r' | b'\n'))
+                .take(5)
+                .eq(b"HEAD ".iter()),
         }
     }
 

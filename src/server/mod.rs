@@ -454,8 +454,9 @@ impl Server {
                     Ok(Some(Event::Request(request))) => self.on_http_request(id, request),
                     Err(e) => {
                         log::info!("connection {id}: rejected a request: {e}");
+                        let head = parser.rejected_head();
                         let bytes =
-                            Response::error(e.status(), &e.to_string()).to_bytes(1, false, false);
+                            Response::error(e.status(), &e.to_string()).to_bytes(1, false, head);
                         self.answer_now(id, bytes, true, None);
                     }
                 },
