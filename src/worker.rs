@@ -22,7 +22,7 @@ use crate::sockets;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -225,18 +225,21 @@ impl WorkerPool {
         let counters = Arc::new(Counters::default());
         let mut members = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count + 1);
+        let running = Arc::new(AtomicUsize::new(count));
         for index in 0..count {
             let id = format!("{name}-{pool_id:016x}-{index}").into_bytes();
             let busy = Arc::new(AtomicBool::new(false));
             let mut worker = WorkerLoop::connect(ctx, id.clone(), config, work.clone(), shutdown)?;
             worker.counters = counters.clone();
             let busy_flag = busy.clone();
+            let ended = WorkerEnded(running.clone());
             threads.push(spawn_thread(format!("{name}-{index}"), move || {
-                worker.run(&busy_flag)
+                worker.run(&busy_flag);
+                drop(ended);
             })?);
             members.push((id, busy));
         }
-        let beat = PoolHeartbeat::connect(ctx, config, members, shutdown)?;
+        let beat = PoolHeartbeat::connect(ctx, config, members, running, shutdown)?;
         threads.push(spawn_thread(format!("{name}-heartbeat"), move || {
             beat.run()
         })?);
@@ -571,10 +574,22 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
         .unwrap_or("(no message)")
 }
 
+/// Counts a worker thread out of its pool's running ones when the thread ends, however
+/// it ends.
+struct WorkerEnded(Arc<AtomicUsize>);
+
+impl Drop for WorkerEnded {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The pool's heartbeat thread: lists its busy workers to the proxy every interval.
 struct PoolHeartbeat {
     socket: zmq::Socket,
     members: Vec<(Vec<u8>, Arc<AtomicBool>)>,
+    /// How many of the pool's worker threads have not ended yet.
+    running: Arc<AtomicUsize>,
     interval: Duration,
     shutdown: Shutdown,
 }
@@ -584,6 +599,7 @@ impl PoolHeartbeat {
         ctx: &zmq::Context,
         config: &WorkerConfig,
         members: Vec<(Vec<u8>, Arc<AtomicBool>)>,
+        running: Arc<AtomicUsize>,
         shutdown: &Shutdown,
     ) -> Result<Self> {
         let socket = sockets::socket(ctx, zmq::DEALER)?;
@@ -591,15 +607,24 @@ impl PoolHeartbeat {
         Ok(PoolHeartbeat {
             socket,
             members,
+            running,
             interval: config.heartbeat_interval,
             shutdown: shutdown.clone(),
         })
     }
 
+    /// Whether the beat should end: at a stop, or in a drain once every worker has ended.
+    fn is_over(&self) -> bool {
+        self.shutdown.is_triggered()
+            || (self.shutdown.is_draining() && self.running.load(Ordering::SeqCst) == 0)
+    }
+
     fn run(self) {
         let mut next_beat = Instant::now();
-        // After a drain begins the proxy has forgotten these workers: nobody listens.
-        while !self.shutdown.is_draining() {
+        // A drain does not stop the beat: a worker finishing its last job says goodbye
+        // only after it, and until then the proxy would take its silence for a death and
+        // answer the job 503. The beat ends with the last worker, or at a stop.
+        while !self.is_over() {
             let now = Instant::now();
             if now < next_beat {
                 std::thread::sleep((next_beat - now).min(POLL_CAP));
