@@ -27,8 +27,8 @@ pub struct FrontEndArgs {
     /// The largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, value_name = "N", default_value_t = 10 * 1024 * 1024)]
     pub max_request_bytes: usize,
-    /// On SIGTERM or SIGINT, stop listening and serve what is in flight for up to S
-    /// seconds, then exit.
+    /// On SIGTERM or SIGINT, close new connections as they arrive and serve what is in
+    /// flight for up to S seconds, then exit.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     pub drain_seconds: f64,
     /// During the drain, answer new requests on open connections 503 with

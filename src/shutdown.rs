@@ -1,8 +1,8 @@
 //! How a pipeline or daemon stops: first it drains, then it stops.
 //!
 //! - *Draining* (SIGINT or SIGTERM, or [`Shutdown::drain`]): take no new work, finish
-//!   what is held. A front end stops listening, a worker says goodbye to its proxy, a
-//!   proxy hands out what is queued.
+//!   what is held. A front end turns new connections away, a worker says goodbye to its
+//!   proxy, a proxy hands out what is queued.
 //! - *Stopped* ([`Shutdown::trigger`]): give up now. Long work sees it through
 //!   `Job::interrupted`, and every loop ends within [`POLL_CAP`].
 //!

@@ -9,7 +9,7 @@
 //! It probes the first proxy a few times a second (`PROBE` on its entry socket, answered
 //! by `STATUS`), so the health path says 200 only while a worker is there to serve.
 //!
-//! On a drain it stops listening (no new connections), keeps serving the connections it
+//! On a drain it closes new connections as they arrive, keeps serving the connections it
 //! has (or answers their new requests 503 with `Connection: close`, if configured), and
 //! returns once nothing is in flight, or when the drain timeout passes.
 //!
@@ -19,6 +19,8 @@
 //!   streaming decoder;
 //! - we close a connection by sending `[routing id, empty frame]`, and get no notice back;
 //!   data that still arrives for that id is dropped;
+//! - unbinding an endpoint closes every connection accepted through it, so a drain
+//!   cannot simply stop listening;
 //! - a blocking send to a peer that is going away can block for ever, so the routing-id
 //!   frame is always sent with `DONTWAIT`: `EAGAIN` means the peer's pipe is full (it
 //!   does not read), `EHOSTUNREACH` that it is gone.
@@ -231,14 +233,15 @@ impl Server {
         Ok(())
     }
 
-    /// Stops listening: connections already open are served until the drain ends.
+    /// Turns new connections away from now on: connections already open are served
+    /// until the drain ends.
+    ///
+    /// The listeners stay bound: unbinding a ZMQ_STREAM endpoint also closes every
+    /// connection accepted through it (libzmq makes them children of the listener), which
+    /// would drop the very requests a drain is for. New connections are closed as they
+    /// arrive instead.
     fn begin_drain(&mut self) {
         self.draining_since = Some(Instant::now());
-        for listener in &self.listeners {
-            if let Err(e) = listener.socket.unbind(&listener.endpoint) {
-                log::warn!("could not stop listening on {}: {e}", listener.endpoint);
-            }
-        }
         log::info!(
             "draining: {} requests in flight, {} connections; waiting up to {:.1}s",
             self.requests.len(),
@@ -375,12 +378,24 @@ impl Server {
                 .get(&self.frame_id[..])
                 .copied();
             match (known, self.frame_data.is_empty()) {
+                (None, true) if self.draining_since.is_some() => self.turn_away(listener),
                 (None, true) => self.accept(listener),
                 (Some(id), true) => self.close(id, false),
                 (Some(id), false) => self.on_input(id),
                 // Data for a connection we already closed.
                 (None, false) => {}
             }
+        }
+    }
+
+    /// Closes a connection that arrived during a drain, before it is served.
+    fn turn_away(&self, listener: usize) {
+        let socket = &self.listeners[listener].socket;
+        let sent = socket
+            .send(&self.frame_id[..], zmq::SNDMORE | zmq::DONTWAIT)
+            .and_then(|()| socket.send(&[][..], zmq::DONTWAIT));
+        if let Err(e) = sent {
+            log::debug!("a connection arriving during the drain not closed: {e}");
         }
     }
 
