@@ -238,6 +238,20 @@ impl Proxy {
             }
             let now = Instant::now();
             if now >= next_sweep {
+                // Late by more than a sweep: the proxy itself did not run (SIGSTOP, a
+                // stalled machine). Its workers' heartbeats wait unread in its queue, so
+                // the pause does not count against them.
+                let paused = now - next_sweep;
+                if paused > sweep_every {
+                    if paused >= self.config.heartbeat_timeout {
+                        log::warn!(
+                            "proxy {}: did not run for {:.1}s; not counting that against the workers",
+                            self.bound.0,
+                            paused.as_secs_f64()
+                        );
+                    }
+                    self.excuse(paused);
+                }
                 self.evict_silent_workers();
                 self.forget_expired_jobs();
                 next_sweep = now + sweep_every;
@@ -467,6 +481,13 @@ impl Proxy {
         let now_us = crate::envelope::now_us();
         self.waiting
             .retain(|frames| !Envelope::decode(&frames[0]).is_ok_and(|e| e.is_expired(now_us)));
+    }
+
+    /// Gives every worker `pause` more time to be heard from.
+    fn excuse(&mut self, pause: Duration) {
+        for record in self.workers.values_mut() {
+            record.expires += pause;
+        }
     }
 
     fn evict_silent_workers(&mut self) {
