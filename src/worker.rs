@@ -651,14 +651,18 @@ impl PoolHeartbeat {
         })
     }
 
+    /// Whether the beat should end: at a stop, or in a drain once every worker has ended.
+    fn is_over(&self) -> bool {
+        self.shutdown.is_triggered()
+            || (self.shutdown.is_draining() && self.running.load(Ordering::SeqCst) == 0)
+    }
+
     fn run(self) {
         let mut next_beat = Instant::now();
         // A drain does not stop the beat: a worker finishing its last job says goodbye
         // only after it, and until then the proxy would take its silence for a death and
         // answer the job 503. The beat ends with the last worker, or at a stop.
-        while !self.shutdown.is_triggered()
-            && !(self.shutdown.is_draining() && self.running.load(Ordering::SeqCst) == 0)
-        {
+        while !self.is_over() {
             let now = Instant::now();
             if now < next_beat {
                 std::thread::sleep((next_beat - now).min(POLL_CAP));

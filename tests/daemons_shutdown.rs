@@ -239,28 +239,47 @@ fn drain_within() -> Duration {
     Duration::from_secs(DRAIN) + MARGIN
 }
 
-#[test]
-fn sigterm_front_end_first_without_traffic() {
-    let mut d = Deployment::start(draining_options(DRAIN));
-    for daemon in d.all_mut() {
-        terminate(daemon, drain_within());
-    }
-}
-
-#[test]
-fn sigterm_workers_first_with_traffic() {
+/// SIGTERM to one daemon after the other, each exiting 0 before the next is signalled:
+/// front end first (httpd, proxy1, proxy2, parse, compute) or workers first (the reverse).
+fn sigterm_in_order(workers_first: bool, traffic: bool) {
     let mut d = Deployment::start(draining_options(DRAIN));
     let stop = Arc::new(AtomicBool::new(false));
-    let traffic = background_traffic(d.ports.http, stop.clone());
-    thread::sleep(Duration::from_millis(500));
+    let traffic = traffic.then(|| background_traffic(d.ports.http, stop.clone()));
+    if traffic.is_some() {
+        thread::sleep(Duration::from_millis(500));
+    }
     let mut order = d.all_mut();
-    order.reverse(); // compute, parse, proxy2, proxy1, httpd
+    if workers_first {
+        order.reverse();
+    }
     for daemon in order {
         terminate(daemon, drain_within());
     }
     stop.store(true, Ordering::Relaxed);
-    let hangs = traffic.join().expect("traffic");
-    assert!(hangs.is_empty(), "requests hung: {hangs:?}");
+    if let Some(traffic) = traffic {
+        let hangs = traffic.join().expect("traffic");
+        assert!(hangs.is_empty(), "requests hung: {hangs:?}");
+    }
+}
+
+#[test]
+fn sigterm_front_end_first_without_traffic() {
+    sigterm_in_order(false, false);
+}
+
+#[test]
+fn sigterm_front_end_first_with_traffic() {
+    sigterm_in_order(false, true);
+}
+
+#[test]
+fn sigterm_workers_first_without_traffic() {
+    sigterm_in_order(true, false);
+}
+
+#[test]
+fn sigterm_workers_first_with_traffic() {
+    sigterm_in_order(true, true);
 }
 
 #[test]

@@ -164,7 +164,6 @@ impl Daemon {
             self.try_exit().map(|_| false)
         })
         .unwrap_or(false)
-            && self.stderr().contains(needle)
     }
 
     /// Resident memory in kB (VmRSS from /proc/PID/status).
