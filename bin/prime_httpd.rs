@@ -5,7 +5,7 @@
 //! `prime_httpd --config TOPOLOGY`.
 
 use clap::Parser;
-use prime_server::cli::FrontEndArgs;
+use prime_server::cli::{self, FrontEndArgs};
 use prime_server::server::Server;
 use prime_server::topology::Topology;
 use prime_server::{FrontSockets, Shutdown};
@@ -35,14 +35,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    cli::init_logging();
+    cli::exit_code(run(Cli::parse()))
 }
 
 fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {

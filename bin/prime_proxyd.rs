@@ -4,7 +4,7 @@
 //! [--loopback tcp://127.0.0.1:5001]`, or `prime_proxyd --config TOPOLOGY --stage NAME`.
 
 use clap::Parser;
-use prime_server::cli::{seconds, summary_every};
+use prime_server::cli::{self, seconds, DaemonArgs};
 use prime_server::proxy::{Proxy, ProxyConfig};
 use prime_server::topology::Topology;
 use prime_server::Shutdown;
@@ -38,23 +38,13 @@ struct Cli {
     /// Seconds a worker may stay silent before it is taken for dead.
     #[arg(long, value_name = "S", default_value_t = 1.5)]
     heartbeat_timeout: f64,
-    /// On SIGTERM or SIGINT, keep handing out queued jobs for up to S seconds.
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
-    drain_seconds: f64,
-    /// Log a one-line summary every S seconds (0: never).
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
-    summary_seconds: f64,
+    #[command(flatten)]
+    daemon: DaemonArgs,
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(&Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    cli::init_logging();
+    cli::exit_code(run(&Cli::parse()))
 }
 
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -76,8 +66,8 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     config.queue_bound = cli.queue_bound;
     config.heartbeat_timeout = seconds("--heartbeat-timeout", cli.heartbeat_timeout)?;
-    config.summary_every = summary_every(cli.summary_seconds)?;
-    let drain = seconds("--drain-seconds", cli.drain_seconds)?;
+    config.summary_every = cli.daemon.summary()?;
+    let drain = cli.daemon.drain()?;
 
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;

@@ -5,7 +5,7 @@
 //! --concurrency 4`, or `prime_workerd --config TOPOLOGY --stage NAME`.
 
 use clap::Parser;
-use prime_server::cli::{seconds, summary_every};
+use prime_server::cli::{self, seconds, DaemonArgs};
 use prime_server::demo;
 use prime_server::primes::Algorithm;
 use prime_server::topology::Topology;
@@ -53,23 +53,13 @@ struct Cli {
     /// Seconds between heartbeats to the proxy.
     #[arg(long, value_name = "S", default_value_t = 0.25)]
     heartbeat_interval: f64,
-    /// On SIGTERM or SIGINT, finish the jobs held for up to S seconds.
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
-    drain_seconds: f64,
-    /// Log a one-line summary every S seconds (0: never).
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
-    summary_seconds: f64,
+    #[command(flatten)]
+    daemon: DaemonArgs,
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run(&Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    cli::init_logging();
+    cli::exit_code(run(&Cli::parse()))
 }
 
 /// The endpoints and service, from the topology file and then the flags.
@@ -135,8 +125,8 @@ fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
 
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let plan = plan(cli)?;
-    let drain = seconds("--drain-seconds", cli.drain_seconds)?;
-    let summary = summary_every(cli.summary_seconds)?;
+    let drain = cli.daemon.drain()?;
+    let summary = cli.daemon.summary()?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();

@@ -1,7 +1,53 @@
 //! Command-line options shared by the binaries that run a front end, declared once.
 
 use crate::server::ServerConfig;
+use std::process::ExitCode;
 use std::time::Duration;
+
+/// Logs through `env_logger`: info and above unless `RUST_LOG` says otherwise.
+pub fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+}
+
+/// A daemon's exit: 0, or `error: ...` on stderr and exit code 2.
+pub fn exit_code(result: Result<(), Box<dyn std::error::Error>>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The options every daemon shares: how long it drains and how often it reports.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DaemonArgs {
+    /// On SIGTERM or SIGINT, take no new work and finish what is held for up to S
+    /// seconds, then exit.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub drain_seconds: f64,
+    /// Log a one-line summary every S seconds (0: never).
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub summary_seconds: f64,
+}
+
+impl DaemonArgs {
+    /// The drain bound.
+    pub fn drain(&self) -> Result<Duration, String> {
+        Duration::try_from_secs_f64(self.drain_seconds).map_err(|_| {
+            format!(
+                "--drain-seconds must be a number of seconds, not {}",
+                self.drain_seconds
+            )
+        })
+    }
+
+    /// How often to log a summary, if at all.
+    pub fn summary(&self) -> Result<Option<Duration>, String> {
+        summary_every(self.summary_seconds)
+    }
+}
 
 /// The front end's options, flattened into each binary's command line.
 #[derive(clap::Args, Clone, Debug)]
@@ -27,17 +73,12 @@ pub struct FrontEndArgs {
     /// The largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, value_name = "N", default_value_t = 10 * 1024 * 1024)]
     pub max_request_bytes: usize,
-    /// On SIGTERM or SIGINT, close new connections as they arrive and serve what is in
-    /// flight for up to S seconds, then exit.
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
-    pub drain_seconds: f64,
     /// During the drain, answer new requests on open connections 503 with
     /// `Connection: close` (so a load balancer moves traffic away) instead of serving them.
     #[arg(long)]
     pub drain_rejects: bool,
-    /// Log a one-line summary every S seconds (0: never).
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
-    pub summary_seconds: f64,
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
 }
 
 impl FrontEndArgs {
@@ -49,14 +90,9 @@ impl FrontEndArgs {
         }
         config.health_path = self.health_path.clone();
         config.status_path = self.status_path.clone();
-        config.drain_timeout = Duration::try_from_secs_f64(self.drain_seconds).map_err(|_| {
-            format!(
-                "--drain-seconds must be a number of seconds, not {}",
-                self.drain_seconds
-            )
-        })?;
+        config.drain_timeout = self.daemon.drain()?;
         config.drain_rejects = self.drain_rejects;
-        config.summary_every = summary_every(self.summary_seconds)?;
+        config.summary_every = self.daemon.summary()?;
         config.request_timeout = seconds("--request-timeout", self.request_timeout)?;
         config.header_timeout = seconds("--header-timeout", self.header_timeout)?;
         config.idle_timeout = seconds("--idle-timeout", self.idle_timeout)?;
