@@ -77,6 +77,7 @@ pub struct FrontEndArgs {
     /// `Connection: close` (so a load balancer moves traffic away) instead of serving them.
     #[arg(long)]
     pub drain_rejects: bool,
+    /// The drain and summary options every daemon shares.
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }

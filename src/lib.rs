@@ -90,6 +90,8 @@
 //!   `prime_serverd`.
 //! - [`cli`], [`sockets`], [`error`]: shared plumbing.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod demo;
 pub mod envelope;

@@ -29,7 +29,7 @@ pub struct Tally {
 pub enum SimulationError {
     /// A socket call failed.
     Zmq(zmq::Error),
-    /// No answer came for [`STALL_LIMIT`].
+    /// No answer came for a minute.
     Stalled {
         /// How many answers had arrived.
         answered: u64,
