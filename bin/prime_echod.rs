@@ -3,7 +3,7 @@
 //! front end and the pipeline with no application work: the tool for testing them alone.
 
 use clap::Parser;
-use prime_server::cli::FrontEndArgs;
+use prime_server::cli::{self, FrontEndArgs};
 use prime_server::{demo, Pipeline, Shutdown};
 use std::process::ExitCode;
 
@@ -19,15 +19,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    match serve(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::init_logging();
+    cli::exit_code(serve(&Cli::parse()))
 }
 
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
