@@ -383,21 +383,27 @@ impl Proxy {
         payload: &[u8],
         expires: Instant,
     ) {
-        let record = self.workers.entry(id.to_vec()).or_insert_with(|| {
+        // Look up before inserting: READY comes after every job, and `entry` would copy
+        // the id each time.
+        if !self.workers.contains_key(id) {
             log::debug!(
                 "proxy {}: worker {} joined",
                 self.config.downstream,
                 show(id)
             );
-            WorkerRecord {
+            let record = WorkerRecord {
                 expires,
                 heartbeat: Vec::new(),
                 completed,
                 credit,
                 queued: false,
                 in_flight: VecDeque::new(),
-            }
-        });
+            };
+            self.workers.insert(id.to_vec(), record);
+        }
+        let Some(record) = self.workers.get_mut(id) else {
+            return;
+        };
         record.expires = expires;
         record.credit = credit;
         if record.heartbeat != payload {

@@ -44,7 +44,7 @@ use directions::Directions;
 use graph::Graph;
 use locate::SpatialIndex;
 use parse::Parse;
-use prime_server::cli::FrontEndArgs;
+use prime_server::cli::{self, FrontEndArgs};
 use prime_server::{Pipeline, Shutdown};
 use search::Search;
 use std::process::ExitCode;
@@ -65,15 +65,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    match serve(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    cli::init_logging();
+    cli::exit_code(serve(&Cli::parse()))
 }
 
 /// Builds the graph, starts the three stages behind a front end and serves until a
