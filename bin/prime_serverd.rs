@@ -29,9 +29,10 @@ struct Cli {
     /// Primality test used by the compute stage: trial-division or miller-rabin.
     #[arg(long, default_value = "trial-division")]
     algorithm: Algorithm,
-    /// Jobs each worker may hold at once: 1 balances uneven work best, 2 saves a
-    /// wake-up per job when jobs are cheap.
-    #[arg(long, default_value_t = 1)]
+    /// Jobs each worker may hold at once: more than 1 saves wake-ups when jobs are
+    /// cheap (jobs stuck behind a long one are handed back to the proxy after 2 ms);
+    /// 1 never holds a job another worker could start.
+    #[arg(long, value_name = "N", default_value_t = prime_server::worker::DEFAULT_PREFETCH)]
     prefetch: u32,
     #[command(flatten)]
     front_end: FrontEndArgs,

@@ -47,8 +47,10 @@ struct Cli {
     /// The compute stage's primality test: trial-division or miller-rabin.
     #[arg(long, default_value = "trial-division")]
     algorithm: Algorithm,
-    /// Jobs each worker may hold at once.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Jobs each worker may hold at once: more than 1 saves wake-ups when jobs are
+    /// cheap (jobs stuck behind a long one are handed back to the proxy after 2 ms);
+    /// 1 never holds a job another worker could start.
+    #[arg(long, value_name = "N", default_value_t = prime_server::worker::DEFAULT_PREFETCH)]
     prefetch: u32,
     /// Seconds between heartbeats to the proxy.
     #[arg(long, value_name = "S", default_value_t = 0.25)]

@@ -11,17 +11,22 @@
 //! wait in a queue whose bound is configured; past it a job is answered 503 through the
 //! loopback instead of being dropped or buffered without limit.
 //!
-//! Workers speak two messages (see [`crate::worker`]):
+//! Workers and their pools speak these messages (see [`crate::worker`]):
 //! - `[READY, completed: u64 LE + credit: u32 LE, heartbeat payload]` from the worker's
 //!   own socket, after every job and periodically while idle. The count of completed jobs
 //!   tells a heartbeat from a finished job; the credit is how many jobs the worker may
-//!   hold at once (1 gives the fairest balance for uneven work; 2 lets a worker find its
-//!   next job already waiting, which saves a wake-up per job when jobs are cheap).
+//!   hold at once (with more than 1 a worker finds its next job already waiting, which
+//!   saves two wake-ups per job when jobs are cheap; see `RETURN` for uneven work).
 //! - `[BUSY, worker id, ...]` from the worker pool's heartbeat socket, for workers
 //!   running a job, so that long jobs are not taken for deaths.
 //!
 //! - `[GOODBYE]` from a worker that is shutting down: it gets no more jobs, and finishes
 //!   (and answers) the ones it holds.
+//! - `[RETURN, worker id, envelope, frames...]` from the pool's heartbeat socket: a job
+//!   that waited in that worker's queue behind a long job, handed back unstarted. It goes
+//!   to the head of the waiting queue (it was admitted already, so the bound does not
+//!   apply), and the worker gets no second job until its next `READY`. This is what
+//!   makes a credit above 1 safe for uneven work.
 //!
 //! Upstream peers (the front end) may send `[PROBE]`; the proxy answers that peer with
 //! `[STATUS, JSON]` (workers known, idle, jobs waiting), which the front end uses for its
@@ -52,6 +57,8 @@ pub(crate) const GOODBYE: &[u8] = b"\x03";
 pub(crate) const PROBE: &[u8] = b"\x04";
 /// Tag of the proxy's status answer.
 pub(crate) const STATUS: &[u8] = b"\x05";
+/// Tag of a job a pool hands back because its worker is stuck in a long job.
+pub(crate) const RETURN: &[u8] = b"\x06";
 
 /// Picks a worker for a job: given the job's frames (envelope first) and the heartbeat
 /// payloads of the idle workers, least recently used first, it returns the index of the
@@ -69,7 +76,9 @@ pub struct ProxyConfig {
     /// PUSH). Without it such jobs are dropped with a warning, and the front end answers
     /// them 504 when their deadline passes.
     pub loopback: Option<String>,
-    /// How many jobs may wait for an idle worker before new ones are answered 503.
+    /// How many jobs may wait for an idle worker before new ones are answered 503. Jobs
+    /// the workers hold (up to their credit each) are not counted; jobs handed back by a
+    /// stuck worker are queued whatever the bound, since they were admitted already.
     pub queue_bound: usize,
     /// How long a worker may stay silent before it is taken for dead.
     pub heartbeat_timeout: Duration,
@@ -123,6 +132,8 @@ pub struct ProxyStats {
     pub rejected_full: u64,
     /// Workers forgotten for missing heartbeats.
     pub evicted: u64,
+    /// Jobs handed back unstarted by workers stuck in long jobs, and placed again.
+    pub returned: u64,
 }
 
 /// What a proxy reports about itself in answer to a probe.
@@ -304,12 +315,13 @@ impl Proxy {
     fn log_summary(&self) {
         let status = self.status();
         log::info!(
-            "proxy {}: {} workers ({} idle), {} waiting, {} dispatched, {} rejected (queue full), {} evicted",
+            "proxy {}: {} workers ({} idle), {} waiting, {} dispatched, {} handed back, {} rejected (queue full), {} evicted",
             self.bound.0,
             status.workers,
             status.idle,
             status.waiting,
             self.stats.dispatched,
+            self.stats.returned,
             self.stats.rejected_full,
             self.stats.evicted
         );
@@ -321,6 +333,10 @@ impl Proxy {
             self.on_job(frames);
         } else {
             self.on_worker_message(&frames);
+            if frames.len() > 3 && &frames[1][..] == RETURN && frames[3].len() == ENVELOPE_LEN {
+                // [peer, RETURN, worker, job...]: the job goes first in line.
+                self.waiting.push_front(frames.split_off(3));
+            }
             self.dispatch_waiting();
         }
     }
@@ -349,6 +365,11 @@ impl Proxy {
                 if let Err(e) = sockets::send_frames(&self.router, frames, zmq::DONTWAIT) {
                     log::debug!("proxy: status not sent: {e}");
                 }
+            }
+            [_, tag, worker, envelope, ..]
+                if &tag[..] == RETURN && envelope.len() == ENVELOPE_LEN =>
+            {
+                self.on_returned(worker, envelope);
             }
             [_, tag, ids @ ..] if &tag[..] == BUSY => {
                 for id in ids {
@@ -417,6 +438,23 @@ impl Proxy {
         if record.in_flight.len() < record.credit && !record.queued {
             record.queued = true;
             self.idle.push_back(id.to_vec());
+        }
+    }
+
+    /// A job of `worker` came back unstarted (the job itself is queued by the caller):
+    /// the worker no longer holds it, and gets nothing more until it says READY.
+    fn on_returned(&mut self, worker: &[u8], envelope: &[u8]) {
+        self.stats.returned += 1;
+        let Some(record) = self.workers.get_mut(worker) else {
+            return;
+        };
+        if let Some(held) = record.in_flight.iter().position(|e| e[..] == envelope[..]) {
+            record.in_flight.remove(held);
+        }
+        record.credit = 1;
+        if record.queued && record.in_flight.len() >= record.credit {
+            record.queued = false;
+            self.idle.retain(|idle| idle[..] != worker[..]);
         }
     }
 

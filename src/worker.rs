@@ -1,7 +1,8 @@
 //! Workers: a loop around a user function, run by a pool of threads per stage.
 //!
 //! Each worker thread owns a DEALER socket connected to its stage's proxy. It announces
-//! itself with `READY`, receives one job at a time, runs the user's [`Work`] on it and
+//! itself with `READY` and a credit (how many jobs it may hold, [`DEFAULT_PREFETCH`]
+//! unless configured), takes its jobs one at a time, runs the user's [`Work`] on each and
 //! either forwards frames to the next stage's proxy (DEALER) or answers the front end through the
 //! loopback (PUSH). A panic in user code costs that one request a 500; the worker lives on.
 //!
@@ -11,21 +12,28 @@
 //! While a worker is busy its own socket is silent, so each pool runs one small heartbeat
 //! thread that tells the proxy which of its workers are busy and alive (see
 //! [`crate::proxy`]). If the process dies, both stop, and the proxy answers the job.
+//! The same thread watches for long jobs: when one has run for
+//! [`WorkerConfig::rescue_after`], it takes the jobs queued behind it out of that
+//! worker's socket and hands them back to the proxy, which gives them to other workers.
 
 use crate::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
 use crate::http::Response;
 use crate::loopback::{failure_frames, response_frames, Failure, FailureKind};
-use crate::proxy::{BUSY, GOODBYE, READY};
+use crate::proxy::{BUSY, GOODBYE, READY, RETURN};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Jobs a worker may hold at once unless configured otherwise (see
+/// [`WorkerConfig::prefetch`]).
+pub const DEFAULT_PREFETCH: u32 = 4;
 
 /// How many interrupts a worker remembers; the oldest are forgotten first.
 const REMEMBERED_INTERRUPTS: usize = 65_536;
@@ -158,9 +166,17 @@ pub struct WorkerConfig {
     pub interrupt: String,
     /// How often idle workers (and the pool, for busy ones) tell the proxy they live.
     pub heartbeat_interval: Duration,
-    /// How many jobs each worker may hold at once: 1 (the default) balances uneven work
-    /// best; 2 saves a wake-up per job when every job is cheap.
+    /// How many jobs each worker may hold at once (its credit at the proxy). With more
+    /// than one, a worker finds its next job already waiting and saves two wake-ups per
+    /// job, which matters when jobs are cheap; jobs that wait behind a long one are
+    /// handed back to the proxy after [`rescue_after`](WorkerConfig::rescue_after), so
+    /// uneven work still spreads over the pool. The default is 4; 1 never holds a job
+    /// that another worker could start.
     pub prefetch: u32,
+    /// How long a worker may run one job before the jobs waiting behind it are handed
+    /// back to the proxy for other workers (only with `prefetch` above 1). The pool's
+    /// heartbeat thread checks this often, so it wakes every `rescue_after`.
+    pub rescue_after: Duration,
     /// Stages reachable by name with [`Outcome::ForwardTo`]: (name, that stage proxy's
     /// upstream endpoint).
     pub routes: Vec<(String, String)>,
@@ -180,7 +196,8 @@ impl WorkerConfig {
             loopback: loopback.into(),
             interrupt: interrupt.into(),
             heartbeat_interval: Duration::from_millis(250),
-            prefetch: 1,
+            prefetch: DEFAULT_PREFETCH,
+            rescue_after: Duration::from_millis(2),
             routes: Vec::new(),
         }
     }
@@ -235,16 +252,14 @@ impl WorkerPool {
         let running = Arc::new(AtomicUsize::new(count));
         for index in 0..count {
             let id = format!("{name}-{pool_id:016x}-{index}").into_bytes();
-            let busy = Arc::new(AtomicBool::new(false));
-            let mut worker = WorkerLoop::connect(ctx, id.clone(), config, work.clone(), shutdown)?;
+            let mut worker = WorkerLoop::connect(ctx, id, config, work.clone(), shutdown)?;
             worker.counters = counters.clone();
-            let busy_flag = busy.clone();
+            members.push(worker.member.clone());
             let ended = WorkerEnded(running.clone());
             threads.push(spawn_thread(format!("{name}-{index}"), move || {
-                worker.run(&busy_flag);
+                worker.run();
                 drop(ended);
             })?);
-            members.push((id, busy));
         }
         let beat = PoolHeartbeat::connect(ctx, config, members, running, shutdown)?;
         threads.push(spawn_thread(format!("{name}-heartbeat"), move || {
@@ -364,11 +379,44 @@ impl InterruptWatch {
     }
 }
 
+/// What one worker thread shares with its pool's heartbeat thread.
+struct Member {
+    /// The worker's id at the proxy.
+    id: Vec<u8>,
+    /// Whether the worker is running a job.
+    busy: AtomicBool,
+    /// How many jobs the worker has started: the same count seen twice while busy means
+    /// one job has run for a whole check interval.
+    started: AtomicU64,
+    /// The worker's job socket. The worker locks it to wait for a job and to say READY;
+    /// while the worker runs a long job, the heartbeat thread locks it to take the jobs
+    /// queued behind that one and hand them back to the proxy.
+    jobs: Mutex<zmq::Socket>,
+}
+
+impl Member {
+    fn jobs(&self) -> std::sync::MutexGuard<'_, zmq::Socket> {
+        // Nothing panics while holding the lock (user code runs outside it), and a
+        // socket has no invariant a panic could break anyway.
+        self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The job socket, unless the worker holds it.
+    fn try_jobs(&self) -> Option<std::sync::MutexGuard<'_, zmq::Socket>> {
+        match self.jobs.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
 /// One worker thread's sockets and state.
 struct WorkerLoop<W> {
-    id: Vec<u8>,
+    member: Arc<Member>,
     work: W,
-    jobs: zmq::Socket,
     next_stage: Option<zmq::Socket>,
     routes: Vec<(String, zmq::Socket)>,
     loopback: zmq::Socket,
@@ -414,9 +462,13 @@ impl<W: Work> WorkerLoop<W> {
         sockets::connect(&loopback, &config.loopback)?;
         Ok(WorkerLoop {
             routes,
-            id,
+            member: Arc::new(Member {
+                id,
+                busy: AtomicBool::new(false),
+                started: AtomicU64::new(0),
+                jobs: Mutex::new(jobs),
+            }),
             work,
-            jobs,
             next_stage,
             loopback,
             watch: InterruptWatch::connect(ctx, &config.interrupt, shutdown)?,
@@ -427,22 +479,21 @@ impl<W: Work> WorkerLoop<W> {
         })
     }
 
-    fn run(mut self, busy: &AtomicBool) {
+    fn run(mut self) {
         // Blocking on the one job socket (with a timeout for heartbeats) costs one system
         // call per wait; zmq_poll over two sockets costs several.
         let wait = self.heartbeat_interval.min(POLL_CAP).as_millis().max(1) as i32;
-        if let Err(e) = self.jobs.set_rcvtimeo(wait) {
+        if let Err(e) = self.member.jobs().set_rcvtimeo(wait) {
             log::error!("worker {}: {e}; stopping", self.name());
             return;
         }
         self.send_ready();
         let mut next_beat = Instant::now() + self.heartbeat_interval;
         while !self.watch.shutdown.is_draining() {
-            match sockets::recv_frames(&self.jobs, 0) {
+            let received = sockets::recv_frames(&self.member.jobs(), 0);
+            match received {
                 Ok(frames) => {
-                    busy.store(true, Ordering::Relaxed);
-                    self.handle(frames);
-                    busy.store(false, Ordering::Relaxed);
+                    self.run_job(frames);
                     self.completed += 1;
                     self.send_ready();
                     next_beat = Instant::now() + self.heartbeat_interval;
@@ -458,28 +509,33 @@ impl<W: Work> WorkerLoop<W> {
                 next_beat = Instant::now() + self.heartbeat_interval;
             }
         }
-        self.leave(busy);
+        self.leave();
+    }
+
+    /// Handles one job, flagged busy for the pool's heartbeat thread meanwhile.
+    fn run_job(&mut self, frames: Vec<zmq::Message>) {
+        self.member.started.fetch_add(1, Ordering::Release);
+        self.member.busy.store(true, Ordering::Release);
+        self.handle(frames);
+        self.member.busy.store(false, Ordering::Release);
     }
 
     /// Says goodbye to the proxy and finishes the jobs already sent to this worker.
-    fn leave(&mut self, busy: &AtomicBool) {
-        if let Err(e) = self.jobs.send(GOODBYE, zmq::DONTWAIT) {
+    fn leave(&mut self) {
+        if let Err(e) = self.member.jobs().send(GOODBYE, zmq::DONTWAIT) {
             log::debug!("worker {}: goodbye not sent: {e}", self.name());
         }
         while !self.watch.shutdown.is_triggered() {
-            match sockets::recv_frames(&self.jobs, zmq::DONTWAIT) {
-                Ok(frames) => {
-                    busy.store(true, Ordering::Relaxed);
-                    self.handle(frames);
-                    busy.store(false, Ordering::Relaxed);
-                }
+            let received = sockets::recv_frames(&self.member.jobs(), zmq::DONTWAIT);
+            match received {
+                Ok(frames) => self.run_job(frames),
                 Err(_) => break,
             }
         }
     }
 
     fn name(&self) -> String {
-        String::from_utf8_lossy(&self.id).into_owned()
+        String::from_utf8_lossy(&self.member.id).into_owned()
     }
 
     fn send_ready(&self) {
@@ -491,7 +547,7 @@ impl<W: Work> WorkerLoop<W> {
             zmq::Message::from(&counts[..]),
             zmq::Message::from(self.work.heartbeat()),
         ];
-        if let Err(e) = sockets::send_frames(&self.jobs, frames, zmq::DONTWAIT) {
+        if let Err(e) = sockets::send_frames(&self.member.jobs(), frames, zmq::DONTWAIT) {
             log::debug!("worker {}: READY not sent: {e}", self.name());
         }
     }
@@ -622,13 +678,17 @@ impl Drop for WorkerEnded {
     }
 }
 
-/// The pool's heartbeat thread: lists its busy workers to the proxy every interval.
+/// The pool's heartbeat thread: lists its busy workers to the proxy every interval, and
+/// hands back to the proxy the jobs waiting behind a long one (see
+/// [`WorkerConfig::rescue_after`]).
 struct PoolHeartbeat {
     socket: zmq::Socket,
-    members: Vec<(Vec<u8>, Arc<AtomicBool>)>,
+    members: Vec<Arc<Member>>,
     /// How many of the pool's worker threads have not ended yet.
     running: Arc<AtomicUsize>,
     interval: Duration,
+    /// How often to look for long jobs; `None` when workers hold one job at a time.
+    rescue_every: Option<Duration>,
     shutdown: Shutdown,
 }
 
@@ -636,17 +696,25 @@ impl PoolHeartbeat {
     fn connect(
         ctx: &zmq::Context,
         config: &WorkerConfig,
-        members: Vec<(Vec<u8>, Arc<AtomicBool>)>,
+        members: Vec<Arc<Member>>,
         running: Arc<AtomicUsize>,
         shutdown: &Shutdown,
     ) -> Result<Self> {
-        let socket = sockets::socket(ctx, zmq::DEALER)?;
+        // Handed-back jobs go through this socket too, so its pipe holds as many as a
+        // stage sender's.
+        let socket = sockets::stage_sender(ctx)?;
         sockets::connect(&socket, &config.upstream)?;
+        let rescue_every = (config.prefetch > 1).then(|| {
+            config
+                .rescue_after
+                .clamp(Duration::from_micros(100), config.heartbeat_interval)
+        });
         Ok(PoolHeartbeat {
             socket,
             members,
             running,
             interval: config.heartbeat_interval,
+            rescue_every,
             shutdown: shutdown.clone(),
         })
     }
@@ -659,24 +727,92 @@ impl PoolHeartbeat {
 
     fn run(self) {
         let mut next_beat = Instant::now();
+        let far = Duration::from_secs(3600);
+        let mut next_check = Instant::now() + self.rescue_every.unwrap_or(far);
+        // Per worker: the started count of the job it was running at the last check.
+        let mut running_at_check: Vec<Option<u64>> = vec![None; self.members.len()];
         // A drain does not stop the beat: a worker finishing its last job says goodbye
         // only after it, and until then the proxy would take its silence for a death and
         // answer the job 503. The beat ends with the last worker, or at a stop.
         while !self.is_over() {
             let now = Instant::now();
-            if now < next_beat {
-                std::thread::sleep((next_beat - now).min(POLL_CAP));
+            let next = next_beat.min(next_check);
+            if now < next {
+                std::thread::sleep((next - now).min(POLL_CAP));
                 continue;
             }
-            next_beat = now + self.interval;
-            let busy = self
-                .members
-                .iter()
-                .filter(|(_, busy)| busy.load(Ordering::Relaxed))
-                .map(|(id, _)| zmq::Message::from(&id[..]));
-            let frames: Vec<zmq::Message> = std::iter::once(BUSY.into()).chain(busy).collect();
-            if frames.len() > 1 {
-                let _ = sockets::send_frames(&self.socket, frames, zmq::DONTWAIT);
+            if now >= next_check {
+                self.rescue(&mut running_at_check);
+                next_check = now + self.rescue_every.unwrap_or(far);
+            }
+            if now >= next_beat {
+                next_beat = now + self.interval;
+                self.beat();
+            }
+        }
+    }
+
+    /// Tells the proxy which workers are running a job, so it does not take their
+    /// silence for death.
+    fn beat(&self) {
+        let busy = self
+            .members
+            .iter()
+            .filter(|member| member.busy.load(Ordering::Acquire))
+            .map(|member| zmq::Message::from(&member.id[..]));
+        let frames: Vec<zmq::Message> = std::iter::once(BUSY.into()).chain(busy).collect();
+        if frames.len() > 1 {
+            let _ = sockets::send_frames(&self.socket, frames, zmq::DONTWAIT);
+        }
+    }
+
+    /// Hands back the jobs queued behind any job that has run since the last check.
+    fn rescue(&self, running_at_check: &mut [Option<u64>]) {
+        if self.shutdown.is_draining() {
+            return;
+        }
+        for (member, seen) in self.members.iter().zip(running_at_check.iter_mut()) {
+            let running = member
+                .busy
+                .load(Ordering::Acquire)
+                .then(|| member.started.load(Ordering::Acquire));
+            if running.is_some() && running == *seen {
+                self.hand_back(member);
+            }
+            *seen = running;
+        }
+    }
+
+    /// Takes the jobs waiting in a busy worker's socket and returns them to the proxy,
+    /// which gives them to other workers (or queues them, first in line).
+    fn hand_back(&self, member: &Member) {
+        let Some(jobs) = member.try_jobs() else {
+            return;
+        };
+        let mut taken = Vec::new();
+        while let Ok(frames) = sockets::recv_frames(&jobs, zmq::DONTWAIT) {
+            taken.push(frames);
+        }
+        drop(jobs);
+        if taken.is_empty() {
+            return;
+        }
+        log::debug!(
+            "worker {}: handing {} queued jobs back to the proxy",
+            String::from_utf8_lossy(&member.id),
+            taken.len()
+        );
+        // Newest first: the proxy puts each at the head of its queue, so the oldest ends
+        // up first in line.
+        for frames in taken.into_iter().rev() {
+            let message = [
+                zmq::Message::from(RETURN),
+                zmq::Message::from(&member.id[..]),
+            ]
+            .into_iter()
+            .chain(frames);
+            if let Err(e) = sockets::send_frames(&self.socket, message, zmq::DONTWAIT) {
+                log::warn!("a job handed back to the proxy was lost: {e}");
             }
         }
     }

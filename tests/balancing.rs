@@ -1,7 +1,8 @@
 //! The proxy's side of a stage: jobs spread fairly over a pool, a choose function
 //! steers jobs to the worker it names, a worker that stops heartbeating is forgotten and
-//! its job answered 503 while later jobs go to live workers, and a full queue answers
-//! exactly the jobs past its bound with 503.
+//! its job answered 503 while later jobs go to live workers, a full queue answers
+//! exactly the jobs past its bound with 503, and jobs a worker holds behind a long one
+//! go to another worker.
 
 mod common;
 
@@ -172,7 +173,12 @@ fn a_full_queue_answers_the_overflow_503() {
             Outcome::respond(job.frame(0).unwrap_or_default().to_vec())
         }
     };
-    let pipeline = TestPipeline::start(Pipeline::new().stage("narrow", 1, work).queue_bound(2));
+    let pipeline = TestPipeline::start(
+        Pipeline::new()
+            .prefetch(1)
+            .stage("narrow", 1, work)
+            .queue_bound(2),
+    );
 
     let blocker = pipeline.send(b"block");
     expect_event(&started, "the blocking job starts");
@@ -190,6 +196,42 @@ fn a_full_queue_answers_the_overflow_503() {
     assert_eq!(text(pipeline.reply_to(blocker)), "block");
     assert_eq!(text(pipeline.reply_to(waiting[0])), "job0");
     assert_eq!(text(pipeline.reply_to(waiting[1])), "job1");
+}
+
+#[test]
+fn jobs_held_behind_a_long_job_go_to_another_worker() {
+    let gate = Gate::default();
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    let work = {
+        let gate = gate.clone();
+        move |job: &mut Job<'_>| {
+            if job.frame(0) == Some(WHOAMI) {
+                return whoami();
+            }
+            if job.frame(0) == Some(b"long") {
+                let _ = started_tx.send(thread_name());
+                gate.wait(job);
+            }
+            Outcome::respond(thread_name().into_bytes())
+        }
+    };
+    // Each worker may hold 4 jobs: the proxy alternates between the two workers, so the
+    // one running the long job is sent quick jobs too.
+    let pipeline = TestPipeline::start(Pipeline::new().prefetch(4).stage("uneven", 2, work));
+    pipeline.wait_for_workers(2);
+
+    let long = pipeline.send(b"long");
+    let stuck = expect_event(&started, "the long job starts");
+    let quick: Vec<u64> = (0..12).map(|_| pipeline.send(b"quick")).collect();
+    // Every quick job is answered while the long one still runs, all by the other worker:
+    // those queued behind the long job were handed back and placed again.
+    for (k, reply) in pipeline.replies_to(&quick).into_iter().enumerate() {
+        let worker = text(reply);
+        assert_ne!(worker, stuck, "quick job {k} waited for the long job");
+    }
+    assert!(!pipeline.was_answered(long));
+    gate.open();
+    assert_eq!(text(pipeline.reply_to(long)), stuck);
 }
 
 /// A worker speaking the proxy's protocol by hand, so that it can fall silent.
