@@ -250,10 +250,12 @@ impl WorkerPool {
         let mut members = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count + 1);
         let running = Arc::new(AtomicUsize::new(count));
+        let doze = Arc::new(Doze::default());
         for index in 0..count {
             let id = format!("{name}-{pool_id:016x}-{index}").into_bytes();
             let mut worker = WorkerLoop::connect(ctx, id, config, work.clone(), shutdown)?;
             worker.counters = counters.clone();
+            worker.doze = doze.clone();
             members.push(worker.member.clone());
             let ended = WorkerEnded(running.clone());
             threads.push(spawn_thread(format!("{name}-{index}"), move || {
@@ -261,7 +263,7 @@ impl WorkerPool {
                 drop(ended);
             })?);
         }
-        let beat = PoolHeartbeat::connect(ctx, config, members, running, shutdown)?;
+        let beat = PoolHeartbeat::connect(ctx, config, members, running, doze, shutdown)?;
         threads.push(spawn_thread(format!("{name}-heartbeat"), move || {
             beat.run()
         })?);
@@ -379,6 +381,30 @@ impl InterruptWatch {
     }
 }
 
+/// Lets the pool's heartbeat thread sleep through idle periods: it checks for long jobs
+/// every [`WorkerConfig::rescue_after`] only while the pool works, and a worker starting
+/// a job wakes it when it dozes.
+#[derive(Default)]
+struct Doze {
+    /// Whether the heartbeat thread is asleep until its next beat.
+    dozing: AtomicBool,
+    /// The heartbeat thread, once it runs.
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Doze {
+    /// Called by a worker that has just marked itself busy.
+    fn job_started(&self) {
+        // SeqCst pairs with the heartbeat thread's store of `dozing` and its load of the
+        // busy flags: either it sees this worker busy, or this sees it dozing.
+        if self.dozing.load(Ordering::SeqCst) && self.dozing.swap(false, Ordering::SeqCst) {
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
+        }
+    }
+}
+
 /// What one worker thread shares with its pool's heartbeat thread.
 struct Member {
     /// The worker's id at the proxy.
@@ -425,6 +451,7 @@ struct WorkerLoop<W> {
     heartbeat_interval: Duration,
     prefetch: u32,
     counters: Arc<Counters>,
+    doze: Arc<Doze>,
 }
 
 impl<W: Work> WorkerLoop<W> {
@@ -476,6 +503,7 @@ impl<W: Work> WorkerLoop<W> {
             heartbeat_interval: config.heartbeat_interval,
             prefetch: config.prefetch.max(1),
             counters: Arc::default(),
+            doze: Arc::default(),
         })
     }
 
@@ -515,7 +543,8 @@ impl<W: Work> WorkerLoop<W> {
     /// Handles one job, flagged busy for the pool's heartbeat thread meanwhile.
     fn run_job(&mut self, frames: Vec<zmq::Message>) {
         self.member.started.fetch_add(1, Ordering::Release);
-        self.member.busy.store(true, Ordering::Release);
+        self.member.busy.store(true, Ordering::SeqCst);
+        self.doze.job_started();
         self.handle(frames);
         self.member.busy.store(false, Ordering::Release);
     }
@@ -689,8 +718,13 @@ struct PoolHeartbeat {
     interval: Duration,
     /// How often to look for long jobs; `None` when workers hold one job at a time.
     rescue_every: Option<Duration>,
+    doze: Arc<Doze>,
     shutdown: Shutdown,
 }
+
+/// How many checks in a row must find every worker idle before the heartbeat thread
+/// sleeps until its next beat (so a steady light load does not wake it per job).
+const IDLE_CHECKS_BEFORE_DOZING: u32 = 50;
 
 impl PoolHeartbeat {
     fn connect(
@@ -698,6 +732,7 @@ impl PoolHeartbeat {
         config: &WorkerConfig,
         members: Vec<Arc<Member>>,
         running: Arc<AtomicUsize>,
+        doze: Arc<Doze>,
         shutdown: &Shutdown,
     ) -> Result<Self> {
         // Handed-back jobs go through this socket too, so its pipe holds as many as a
@@ -715,6 +750,7 @@ impl PoolHeartbeat {
             running,
             interval: config.heartbeat_interval,
             rescue_every,
+            doze,
             shutdown: shutdown.clone(),
         })
     }
@@ -726,30 +762,61 @@ impl PoolHeartbeat {
     }
 
     fn run(self) {
+        let _ = self.doze.thread.set(std::thread::current());
         let mut next_beat = Instant::now();
-        let far = Duration::from_secs(3600);
-        let mut next_check = Instant::now() + self.rescue_every.unwrap_or(far);
+        let mut next_check = self.rescue_every.map(|every| Instant::now() + every);
         // Per worker: the started count of the job it was running at the last check.
         let mut running_at_check: Vec<Option<u64>> = vec![None; self.members.len()];
+        let mut idle_checks = 0u32;
         // A drain does not stop the beat: a worker finishing its last job says goodbye
         // only after it, and until then the proxy would take its silence for a death and
         // answer the job 503. The beat ends with the last worker, or at a stop.
         while !self.is_over() {
             let now = Instant::now();
-            let next = next_beat.min(next_check);
+            let next = next_check.map_or(next_beat, |check| check.min(next_beat));
             if now < next {
-                std::thread::sleep((next - now).min(POLL_CAP));
+                std::thread::park_timeout((next - now).min(POLL_CAP));
                 continue;
             }
-            if now >= next_check {
-                self.rescue(&mut running_at_check);
-                next_check = now + self.rescue_every.unwrap_or(far);
+            if let (Some(check), Some(every)) = (next_check, self.rescue_every) {
+                if now >= check {
+                    let any_busy = self.rescue(&mut running_at_check);
+                    idle_checks = if any_busy {
+                        0
+                    } else {
+                        idle_checks.saturating_add(1)
+                    };
+                    next_check = Some(now + every);
+                    // Once idle long enough, doze between beats until a job starts.
+                    if idle_checks >= IDLE_CHECKS_BEFORE_DOZING && self.doze_until(next_beat) {
+                        next_check = Some(Instant::now() + every);
+                    }
+                }
             }
             if now >= next_beat {
                 next_beat = now + self.interval;
                 self.beat();
             }
         }
+    }
+
+    /// Sleeps until `until` unless a worker starts a job first; false if one already
+    /// runs (then it does not sleep).
+    fn doze_until(&self, until: Instant) -> bool {
+        self.doze.dozing.store(true, Ordering::SeqCst);
+        if self.members.iter().any(|m| m.busy.load(Ordering::SeqCst)) {
+            self.doze.dozing.store(false, Ordering::SeqCst);
+            return false;
+        }
+        while self.doze.dozing.load(Ordering::SeqCst) && !self.is_over() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::park_timeout(left.min(POLL_CAP));
+        }
+        self.doze.dozing.store(false, Ordering::SeqCst);
+        true
     }
 
     /// Tells the proxy which workers are running a job, so it does not take their
@@ -766,21 +833,22 @@ impl PoolHeartbeat {
         }
     }
 
-    /// Hands back the jobs queued behind any job that has run since the last check.
-    fn rescue(&self, running_at_check: &mut [Option<u64>]) {
-        if self.shutdown.is_draining() {
-            return;
-        }
+    /// Hands back the jobs queued behind any job that has run since the last check;
+    /// says whether any worker is busy.
+    fn rescue(&self, running_at_check: &mut [Option<u64>]) -> bool {
+        let mut any_busy = false;
         for (member, seen) in self.members.iter().zip(running_at_check.iter_mut()) {
             let running = member
                 .busy
                 .load(Ordering::Acquire)
                 .then(|| member.started.load(Ordering::Acquire));
-            if running.is_some() && running == *seen {
+            any_busy |= running.is_some();
+            if running.is_some() && running == *seen && !self.shutdown.is_draining() {
                 self.hand_back(member);
             }
             *seen = running;
         }
+        any_busy
     }
 
     /// Takes the jobs waiting in a busy worker's socket and returns them to the proxy,

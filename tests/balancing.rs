@@ -200,6 +200,19 @@ fn a_full_queue_answers_the_overflow_503() {
 
 #[test]
 fn jobs_held_behind_a_long_job_go_to_another_worker() {
+    long_job_with_quick_ones_behind(Pipeline::new(), Duration::ZERO);
+}
+
+#[test]
+fn jobs_held_behind_a_long_job_go_to_another_worker_after_an_idle_spell() {
+    // Idle for far longer than the pool's heartbeat thread takes to doze, with beats so
+    // rare that only a worker waking it can get the quick jobs out within the test's
+    // patience.
+    let rare_beats = Pipeline::new().heartbeat(Duration::from_secs(60), Duration::from_secs(180));
+    long_job_with_quick_ones_behind(rare_beats, Duration::from_millis(500));
+}
+
+fn long_job_with_quick_ones_behind(pipeline: Pipeline, idle: Duration) {
     let gate = Gate::default();
     let (started_tx, started) = crossbeam_channel::unbounded();
     let work = {
@@ -217,8 +230,9 @@ fn jobs_held_behind_a_long_job_go_to_another_worker() {
     };
     // Each worker may hold 4 jobs: the proxy alternates between the two workers, so the
     // one running the long job is sent quick jobs too.
-    let pipeline = TestPipeline::start(Pipeline::new().prefetch(4).stage("uneven", 2, work));
+    let pipeline = TestPipeline::start(pipeline.prefetch(4).stage("uneven", 2, work));
     pipeline.wait_for_workers(2);
+    std::thread::sleep(idle);
 
     let long = pipeline.send(b"long");
     let stuck = expect_event(&started, "the long job starts");
