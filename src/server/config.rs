@@ -43,8 +43,12 @@ pub struct ServerConfig {
     /// How many requests one connection may have unanswered; past it the connection is
     /// answered 503 and closed, which bounds the memory one client can hold.
     pub max_pipelined: usize,
-    /// How many response bytes may wait for a client that does not read before the
-    /// connection is dropped.
+    /// How many response bytes may wait for a client that reads slower than its answers
+    /// come, beyond the 4 MiB or so libzmq takes, before the connection is dropped. It
+    /// bounds what waits, not what is sent: a client that keeps reading gets any amount
+    /// over time. But an answer waits whole as soon as it is ready, so one more than
+    /// about 4 MiB larger than this is dropped at once, however fast its client reads:
+    /// keep the bound above the largest answer a service sends.
     pub max_output_bytes: usize,
 }
 
