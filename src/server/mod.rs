@@ -41,7 +41,9 @@
 //!   waits up to 100 ms while nothing goes, from 1 ms again once something does; the poll
 //!   timeout shrinks to the next try. libzmq sees the room once it has handled the I/O
 //!   thread's notice, sent each time that thread has taken half the queue: `zmq_poll`
-//!   handles such notices at once, `send` only about once a millisecond.
+//!   handles such notices at once, `send` only about once a millisecond;
+//! - the close frame too is refused while the queue is full: the routing id is then kept
+//!   and the close tried again at every sweep, until libzmq takes it or the peer leaves.
 
 mod config;
 mod connection;
@@ -60,10 +62,10 @@ use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
 use connection::{AnswerBytes, Connection, Decoder, Slot, Stall};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// How often timeouts are checked.
+/// How often timeouts are checked and hang-ups libzmq refused are tried again.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 /// libzmq's queue of messages per client. Messages are at most [`output::CHUNK`] bytes,
 /// so libzmq holds at most this many chunks for a client, plus the one its I/O thread is
@@ -89,6 +91,40 @@ struct Listener {
     endpoint: String,
     /// Routing id → connection id, for this socket's peers.
     peers: HashMap<Vec<u8>, u64>,
+    /// Routing ids of peers we closed whose close frame libzmq refused (their queue was
+    /// full), tried again at every sweep until libzmq takes it or the peer leaves. Their
+    /// connections are already forgotten; libzmq never gives a routing id twice on one
+    /// socket, so no new peer is mistaken for one of these.
+    hang_ups: HashSet<Vec<u8>>,
+}
+
+impl Listener {
+    /// Closes a peer's TCP connection, now or, if libzmq refuses, at a later sweep.
+    fn hang_up(&mut self, routing_id: &[u8]) {
+        match send_close(&self.socket, routing_id) {
+            // EHOSTUNREACH: it is gone already.
+            Ok(()) | Err(zmq::Error::EHOSTUNREACH) => {}
+            Err(zmq::Error::EAGAIN) => {
+                self.hang_ups.insert(routing_id.to_vec());
+            }
+            Err(e) => log::debug!("a close not sent: {e}"),
+        }
+    }
+
+    /// Tries again every hang-up libzmq refused.
+    fn retry_hang_ups(&mut self) {
+        let socket = &self.socket;
+        self.hang_ups
+            .retain(|id| matches!(send_close(socket, id), Err(zmq::Error::EAGAIN)));
+    }
+}
+
+/// Sends `[routing id, empty frame]`, which closes the peer's connection once libzmq has
+/// written what it holds for it. libzmq refuses the routing id (`EAGAIN`) while its queue
+/// to the peer is full.
+fn send_close(socket: &zmq::Socket, routing_id: &[u8]) -> zmq::Result<()> {
+    socket.send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)?;
+    socket.send(zmq::Message::new(), zmq::DONTWAIT)
 }
 
 /// A request in the pipeline.
@@ -174,6 +210,7 @@ impl Server {
                 protocol: *protocol,
                 endpoint,
                 peers: HashMap::new(),
+                hang_ups: HashSet::new(),
             });
         }
         Ok(Server {
@@ -415,8 +452,7 @@ impl Server {
                 .get(&self.frame_id[..])
                 .copied();
             match (known, self.frame_data.is_empty()) {
-                (None, true) if self.draining_since.is_some() => self.turn_away(listener),
-                (None, true) => self.accept(listener),
+                (None, true) => self.new_peer(listener),
                 (Some(id), true) => self.close(id, false),
                 (Some(id), false) => self.on_input(id),
                 // Data for a connection we already closed.
@@ -425,14 +461,18 @@ impl Server {
         }
     }
 
-    /// Closes a connection that arrived during a drain, before it is served.
-    fn turn_away(&self, listener: usize) {
-        let socket = &self.listeners[listener].socket;
-        let sent = socket
-            .send(&self.frame_id[..], zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| socket.send(&[][..], zmq::DONTWAIT));
-        if let Err(e) = sent {
-            log::debug!("a connection arriving during the drain not closed: {e}");
+    /// `[routing id, empty frame]` from an unknown peer: a new connection, or the
+    /// disconnect notice of one we had hung up on while libzmq refused the close.
+    fn new_peer(&mut self, listener: usize) {
+        let listener_ref = &mut self.listeners[listener];
+        if listener_ref.hang_ups.remove(&self.frame_id[..]) {
+            return;
+        }
+        if self.draining_since.is_some() {
+            // Turned away before it is served.
+            listener_ref.hang_up(&self.frame_id[..]);
+        } else {
+            self.accept(listener);
         }
     }
 
@@ -806,13 +846,7 @@ impl Server {
         let listener = &mut self.listeners[conn.listener];
         listener.peers.remove(&conn.routing_id);
         if hang_up {
-            let sent = listener
-                .socket
-                .send(&conn.routing_id[..], zmq::SNDMORE | zmq::DONTWAIT)
-                .and_then(|()| listener.socket.send(&[][..], zmq::DONTWAIT));
-            if let Err(e) = sent {
-                log::debug!("connection {id}: close not sent: {e}");
-            }
+            listener.hang_up(&conn.routing_id);
         }
         for slot in conn.slots.iter().filter(|s| s.answer.is_none()) {
             if self.requests.remove(&slot.request_id).is_some() {
@@ -837,8 +871,11 @@ impl Server {
     }
 
     /// Timeouts: 504 for requests past their deadline, 408 for slow request heads, close
-    /// for idle connections.
+    /// for idle connections; and another try at hang-ups libzmq refused.
     fn sweep(&mut self) {
+        for listener in &mut self.listeners {
+            listener.retry_hang_ups();
+        }
         let now = Instant::now();
         let expired: Vec<u64> = self
             .requests
