@@ -107,6 +107,23 @@ fn a_slow_reader_that_keeps_reading_gets_more_than_max_output_bytes() {
 }
 
 #[test]
+fn an_answer_larger_than_max_output_bytes_reaches_a_client_that_reads() {
+    // The bound is on what waits behind the answer being written: one answer far larger
+    // than it still goes out whole, to a client that reads late, and the next one too.
+    const BIG: usize = 8_000_000;
+    let mut config = http_config();
+    config.max_output_bytes = 64 * 1024;
+    let server = TestServer::start(Pipeline::new().stage("sized", 2, sized_stage), config);
+    let mut client = server.connect();
+    client.send(get(&format!("/big?bytes={BIG}")));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_big(&client.read_response(), BIG, "the large answer");
+    let response = client.get(&format!("/big?bytes={}", BIG + 1));
+    assert_big(&response, BIG + 1, "the second large answer");
+    client.assert_open();
+}
+
+#[test]
 fn a_large_answer_before_close_reaches_a_client_that_reads_late() {
     // The client asks for the close (HTTP/1.0, or HTTP/1.1 with `Connection: close`)
     // and starts reading a second later. 1 MB fits in what libzmq takes at once, so the

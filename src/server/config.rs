@@ -43,12 +43,11 @@ pub struct ServerConfig {
     /// How many requests one connection may have unanswered; past it the connection is
     /// answered 503 and closed, which bounds the memory one client can hold.
     pub max_pipelined: usize,
-    /// How many response bytes may wait for a client that reads slower than its answers
-    /// come, beyond the 4 MiB or so libzmq takes, before the connection is dropped. It
+    /// How many response bytes may wait behind the answer being written, for a client
+    /// that reads slower than its answers come, before the connection is dropped. It
     /// bounds what waits, not what is sent: a client that keeps reading gets any amount
-    /// over time. But an answer waits whole as soon as it is ready, so one more than
-    /// about 4 MiB larger than this is dropped at once, however fast its client reads:
-    /// keep the bound above the largest answer a service sends.
+    /// over time, and an answer of any size. A client that does not read holds at most
+    /// this, the answer in progress, and the 4 MiB or so libzmq takes.
     pub max_output_bytes: usize,
 }
 

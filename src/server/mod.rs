@@ -31,9 +31,10 @@
 //!   messages of at most 256 KiB (small answers joined, large ones split: see `output`)
 //!   and libzmq holds at most `STREAM_SNDHWM` (16) of them per client; the rest waits in
 //!   the connection's own output, and a client that lets more than `max_output_bytes`
-//!   wait there is dropped. Per client the front end thus holds at most
-//!   `max_output_bytes` in its own buffer (plus, for a moment, the answers that took it
-//!   past the bound), and libzmq `STREAM_SNDHWM + 1` messages of 256 KiB (4.25 MiB),
+//!   wait there behind the answer being written is dropped. Per client the front end
+//!   thus holds at most the answer in progress and `max_output_bytes` behind it (plus,
+//!   for a moment, the answers that took it past the bound), and libzmq
+//!   `STREAM_SNDHWM + 1` messages of 256 KiB (4.25 MiB),
 //!   besides the kernel's socket buffer. Answers that wait behind an unanswered request
 //!   are not counted: `max_pipelined` bounds how many there are;
 //! - a STREAM socket is always writable to `zmq_poll`, so nothing tells when a full queue
@@ -801,7 +802,9 @@ impl Server {
             }
             return;
         }
-        let waiting = conn.output.len();
+        // The answer being written is not counted: it is in memory whatever we do, and
+        // a client that reads gets it however large it is.
+        let waiting = conn.output.queued_behind_front();
         if waiting > self.config.max_output_bytes {
             log::warn!("connection {id}: the client does not read ({waiting} bytes wait); closing");
             self.close(id, true);

@@ -67,6 +67,16 @@ impl Output {
         self.len
     }
 
+    /// How many bytes wait behind the piece being written: the answers queued after
+    /// the one in progress.
+    pub(crate) fn queued_behind_front(&self) -> usize {
+        let front = self
+            .pieces
+            .front()
+            .map_or(0, |p| p.as_slice().len() - self.written);
+        self.len - front
+    }
+
     /// Whether nothing waits.
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
@@ -171,6 +181,25 @@ mod tests {
             joins(COALESCE_BELOW, true, 100),
             "a run of small ones keeps growing"
         );
+    }
+
+    #[test]
+    fn counts_what_waits_behind_the_answer_being_written() {
+        let mut output = Output::default();
+        assert_eq!(output.queued_behind_front(), 0);
+        output.push(AnswerBytes::Owned(bytes(3 * CHUNK, 1)));
+        assert_eq!(output.queued_behind_front(), 0, "the answer in progress");
+        output.push(AnswerBytes::Owned(bytes(CHUNK, 2)));
+        assert_eq!(output.queued_behind_front(), CHUNK);
+        let first = output.take().map(|m| m.len());
+        assert_eq!(first, Some(CHUNK));
+        assert_eq!(
+            output.queued_behind_front(),
+            CHUNK,
+            "part written, same front"
+        );
+        drain(&mut output);
+        assert_eq!(output.queued_behind_front(), 0);
     }
 
     #[test]
