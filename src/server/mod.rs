@@ -806,7 +806,10 @@ impl Server {
         // a client that reads gets it however large it is.
         let waiting = conn.output.queued_behind_front();
         if waiting > self.config.max_output_bytes {
-            log::warn!("connection {id}: the client does not read ({waiting} bytes wait); closing");
+            log::warn!(
+                "connection {id}: the client does not read ({} bytes wait); closing",
+                conn.output.len()
+            );
             self.close(id, true);
             return;
         }
