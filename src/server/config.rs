@@ -43,8 +43,11 @@ pub struct ServerConfig {
     /// How many requests one connection may have unanswered; past it the connection is
     /// answered 503 and closed, which bounds the memory one client can hold.
     pub max_pipelined: usize,
-    /// How many response bytes may wait for a client that does not read before the
-    /// connection is dropped.
+    /// How many response bytes may wait behind the answer being written, for a client
+    /// that reads slower than its answers come, before the connection is dropped. It
+    /// bounds what waits, not what is sent: a client that keeps reading gets any amount
+    /// over time, and an answer of any size. A client that does not read holds at most
+    /// this, the answer in progress, and the 4 MiB or so libzmq takes.
     pub max_output_bytes: usize,
 }
 

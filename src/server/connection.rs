@@ -5,10 +5,11 @@
 //! the connection's queue when it arrives, and only the answered slots at the front of
 //! the queue are written, so responses always leave in request order.
 
+use super::output::Output;
 use crate::http::RequestParser;
 use crate::netstring::NetstringDecoder;
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The per-connection decoder of the listener's protocol.
 pub(crate) enum Decoder {
@@ -51,6 +52,23 @@ impl AnswerBytes {
             AnswerBytes::Owned(v) => v,
         }
     }
+
+    /// The bytes as a message for libzmq, without a copy.
+    pub(crate) fn into_message(self) -> zmq::Message {
+        match self {
+            AnswerBytes::Message(m) => m,
+            AnswerBytes::Owned(v) => zmq::Message::from(v),
+        }
+    }
+}
+
+/// When a connection whose output libzmq refused is tried again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stall {
+    /// The next try.
+    pub(crate) retry_at: Instant,
+    /// The wait before it, doubled after each try that writes nothing.
+    pub(crate) backoff: Duration,
 }
 
 /// One request's place in the connection's answer order.
@@ -78,7 +96,9 @@ pub(crate) struct Connection {
     /// Answers in request order.
     pub(crate) slots: VecDeque<Slot>,
     /// Bytes ready to write that libzmq did not take yet.
-    pub(crate) output: Vec<u8>,
+    pub(crate) output: Output,
+    /// Set while libzmq refuses the output: when to try again.
+    pub(crate) stall: Option<Stall>,
     /// The last time the client sent anything or its last pending answer was written:
     /// the idle and stalled-body timeouts count from here, so a slow answer does not
     /// use up the client's idle time.
@@ -100,7 +120,8 @@ impl Connection {
             listener,
             decoder,
             slots: VecDeque::new(),
-            output: Vec::new(),
+            output: Output::default(),
+            stall: None,
             last_active: Instant::now(),
             head_started: None,
             closing: false,

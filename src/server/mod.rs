@@ -13,20 +13,42 @@
 //! has (or answers their new requests 503 with `Connection: close`, if configured), and
 //! returns once nothing is in flight, or when the drain timeout passes.
 //!
-//! ZMQ_STREAM notes, learned the hard way:
+//! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
 //!   `[routing id, bytes]`, split or coalesced at any byte, so every connection keeps a
 //!   streaming decoder;
 //! - we close a connection by sending `[routing id, empty frame]`, and get no notice back;
-//!   data that still arrives for that id is dropped;
+//!   data that still arrives for that id is dropped. What libzmq already holds for the
+//!   peer is still written before the connection closes, so an answer followed by a close
+//!   arrives whole;
 //! - unbinding an endpoint closes every connection accepted through it, so a drain
 //!   cannot simply stop listening;
 //! - a blocking send to a peer that is going away can block for ever, so the routing-id
-//!   frame is always sent with `DONTWAIT`: `EAGAIN` means the peer's pipe is full (it
-//!   does not read), `EHOSTUNREACH` that it is gone.
+//!   frame is always sent with `DONTWAIT`: `EAGAIN` means the peer's queue is full (it
+//!   does not read fast enough), `EHOSTUNREACH` that it is gone. Once the routing id is
+//!   taken, the data frame always is too;
+//! - the send high-water mark counts messages, not bytes. So output goes to libzmq in
+//!   messages of at most 256 KiB (small answers joined, large ones split: see `output`)
+//!   and libzmq holds at most `STREAM_SNDHWM` (16) of them per client; the rest waits in
+//!   the connection's own output, and a client that lets more than `max_output_bytes`
+//!   wait there behind the answer being written is dropped. Per client the front end
+//!   thus holds at most the answer in progress and `max_output_bytes` behind it (plus,
+//!   for a moment, the answers that took it past the bound), and libzmq
+//!   `STREAM_SNDHWM + 1` messages of 256 KiB (4.25 MiB),
+//!   besides the kernel's socket buffer. Answers that wait behind an unanswered request
+//!   are not counted: `max_pipelined` bounds how many there are;
+//! - a STREAM socket is always writable to `zmq_poll`, so nothing tells when a full queue
+//!   has room again: refused output is tried again by timer, 1 ms later, then at doubling
+//!   waits up to 100 ms while nothing goes, from 1 ms again once something does; the poll
+//!   timeout shrinks to the next try. libzmq sees the room once it has handled the I/O
+//!   thread's notice, sent each time that thread has taken half the queue: `zmq_poll`
+//!   handles such notices at once, `send` only about once a millisecond;
+//! - the close frame too is refused while the queue is full: the routing id is then kept
+//!   and the close tried again at every sweep, until libzmq takes it or the peer leaves.
 
 mod config;
 mod connection;
+mod output;
 
 pub use config::{ListenProtocol, ServerConfig};
 
@@ -39,14 +61,25 @@ use crate::pipeline::FrontSockets;
 use crate::proxy::{ProxyStatus, PROBE, STATUS};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
-use connection::{AnswerBytes, Connection, Decoder, Slot};
-use std::collections::HashMap;
+use connection::{AnswerBytes, Connection, Decoder, Slot, Stall};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-/// How often timeouts are checked and stalled output is retried.
+/// How often timeouts are checked and hang-ups libzmq refused are tried again.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
-/// libzmq's queue of messages per client; past it our own bounded output buffer fills.
-const STREAM_SNDHWM: i32 = 64;
+/// libzmq's queue of messages per client. Messages are at most [`output::CHUNK`] bytes,
+/// so libzmq holds at most this many chunks for a client, plus the one its I/O thread is
+/// writing (16 × 256 KiB = 4 MiB); past it, answers wait in the connection's own output,
+/// which `max_output_bytes` bounds.
+const STREAM_SNDHWM: i32 = 16;
+/// The first wait before output libzmq refused is tried again. It doubles while a try
+/// writes nothing, up to [`RETRY_LAST`], and starts over once one writes something: a
+/// client that reads slowly but steadily is served at its own speed, one that stopped
+/// costs a try every [`RETRY_LAST`].
+const RETRY_FIRST: Duration = Duration::from_millis(1);
+/// The longest wait between tries of refused output.
+const RETRY_LAST: Duration = SWEEP_EVERY;
 /// How often the first proxy is asked for its status.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// How old the first proxy's last status may be for the health check to trust it.
@@ -59,6 +92,40 @@ struct Listener {
     endpoint: String,
     /// Routing id → connection id, for this socket's peers.
     peers: HashMap<Vec<u8>, u64>,
+    /// Routing ids of peers we closed whose close frame libzmq refused (their queue was
+    /// full), tried again at every sweep until libzmq takes it or the peer leaves. Their
+    /// connections are already forgotten; libzmq never gives a routing id twice on one
+    /// socket, so no new peer is mistaken for one of these.
+    hang_ups: HashSet<Vec<u8>>,
+}
+
+impl Listener {
+    /// Closes a peer's TCP connection, now or, if libzmq refuses, at a later sweep.
+    fn hang_up(&mut self, routing_id: &[u8]) {
+        match send_close(&self.socket, routing_id) {
+            // EHOSTUNREACH: it is gone already.
+            Ok(()) | Err(zmq::Error::EHOSTUNREACH) => {}
+            Err(zmq::Error::EAGAIN) => {
+                self.hang_ups.insert(routing_id.to_vec());
+            }
+            Err(e) => log::debug!("a close not sent: {e}"),
+        }
+    }
+
+    /// Tries again every hang-up libzmq refused.
+    fn retry_hang_ups(&mut self) {
+        let socket = &self.socket;
+        self.hang_ups
+            .retain(|id| matches!(send_close(socket, id), Err(zmq::Error::EAGAIN)));
+    }
+}
+
+/// Sends `[routing id, empty frame]`, which closes the peer's connection once libzmq has
+/// written what it holds for it. libzmq refuses the routing id (`EAGAIN`) while its queue
+/// to the peer is full.
+fn send_close(socket: &zmq::Socket, routing_id: &[u8]) -> zmq::Result<()> {
+    socket.send(routing_id, zmq::SNDMORE | zmq::DONTWAIT)?;
+    socket.send(zmq::Message::new(), zmq::DONTWAIT)
 }
 
 /// A request in the pipeline.
@@ -111,6 +178,9 @@ pub struct Server {
     connections: HashMap<u64, Connection>,
     requests: HashMap<u64, InFlight>,
     dirty: Vec<u64>,
+    /// When to try again the output of stalled connections (see [`Stall`]), soonest
+    /// first; an entry whose time no longer matches its connection's is stale.
+    retries: BinaryHeap<Reverse<(Instant, u64)>>,
     stats: ServerStats,
     upstream: UpstreamView,
     draining_since: Option<Instant>,
@@ -141,6 +211,7 @@ impl Server {
                 protocol: *protocol,
                 endpoint,
                 peers: HashMap::new(),
+                hang_ups: HashSet::new(),
             });
         }
         Ok(Server {
@@ -153,6 +224,7 @@ impl Server {
             connections: HashMap::new(),
             requests: HashMap::new(),
             dirty: Vec::new(),
+            retries: BinaryHeap::new(),
             stats: ServerStats::default(),
             upstream: UpstreamView::default(),
             draining_since: None,
@@ -184,9 +256,11 @@ impl Server {
             if self.drain_finished() {
                 break;
             }
-            let wait = next_sweep
-                .saturating_duration_since(Instant::now())
-                .min(POLL_CAP);
+            let wake = match self.retries.peek() {
+                Some(Reverse((retry_at, _))) => next_sweep.min(*retry_at),
+                None => next_sweep,
+            };
+            let wait = whole_millis(wake.saturating_duration_since(Instant::now())).min(POLL_CAP);
             self.poll(&mut ready, wait)?;
             let (listeners_ready, pipeline_ready) = ready.split_at(self.listeners.len());
             for (listener, _) in listeners_ready.iter().enumerate().filter(|(_, r)| **r) {
@@ -199,6 +273,7 @@ impl Server {
                 self.drain_entry();
             }
             let now = Instant::now();
+            self.retry_stalled(now);
             if now >= next_sweep {
                 self.sweep();
                 self.probe(now);
@@ -378,8 +453,7 @@ impl Server {
                 .get(&self.frame_id[..])
                 .copied();
             match (known, self.frame_data.is_empty()) {
-                (None, true) if self.draining_since.is_some() => self.turn_away(listener),
-                (None, true) => self.accept(listener),
+                (None, true) => self.new_peer(listener),
                 (Some(id), true) => self.close(id, false),
                 (Some(id), false) => self.on_input(id),
                 // Data for a connection we already closed.
@@ -388,14 +462,18 @@ impl Server {
         }
     }
 
-    /// Closes a connection that arrived during a drain, before it is served.
-    fn turn_away(&self, listener: usize) {
-        let socket = &self.listeners[listener].socket;
-        let sent = socket
-            .send(&self.frame_id[..], zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| socket.send(&[][..], zmq::DONTWAIT));
-        if let Err(e) = sent {
-            log::debug!("a connection arriving during the drain not closed: {e}");
+    /// `[routing id, empty frame]` from an unknown peer: a new connection, or the
+    /// disconnect notice of one we had hung up on while libzmq refused the close.
+    fn new_peer(&mut self, listener: usize) {
+        let listener_ref = &mut self.listeners[listener];
+        if listener_ref.hang_ups.remove(&self.frame_id[..]) {
+            return;
+        }
+        if self.draining_since.is_some() {
+            // Turned away before it is served.
+            listener_ref.hang_up(&self.frame_id[..]);
+        } else {
+            self.accept(listener);
         }
     }
 
@@ -654,9 +732,8 @@ impl Server {
             let Some(slot) = conn.slots.pop_front() else {
                 break;
             };
-            let Some(bytes) = slot.answer else { break };
-            let bytes = bytes.as_slice();
-            conn.output.extend_from_slice(bytes);
+            let Some(answer) = slot.answer else { break };
+            let bytes = answer.as_slice();
             self.stats.answered += 1;
             if matches!(status_of(bytes).as_bytes().first(), Some(b'4' | b'5')) {
                 self.stats.errors += 1;
@@ -670,6 +747,7 @@ impl Server {
                     slot.arrived.elapsed().as_secs_f64() * 1000.0
                 );
             }
+            conn.output.push(answer);
             if slot.close_after {
                 conn.close_when_written = true;
                 break;
@@ -681,36 +759,87 @@ impl Server {
         self.write(id);
     }
 
-    /// Hands a connection's pending output to libzmq without blocking.
+    /// Hands a connection's output to libzmq, as much as it takes without blocking. Then
+    /// closes the connection if it asked to be closed once written; or, when libzmq
+    /// refused some, drops it if more than `max_output_bytes` wait, or else schedules
+    /// another try.
     fn write(&mut self, id: u64) {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
-        if !conn.output.is_empty() {
-            let socket = &self.listeners[conn.listener].socket;
+        let socket = &self.listeners[conn.listener].socket;
+        let mut wrote = false;
+        let mut refused = false;
+        while !conn.output.is_empty() {
             match socket.send(&conn.routing_id[..], zmq::SNDMORE | zmq::DONTWAIT) {
                 Ok(()) => {
-                    if let Err(e) = socket.send(&conn.output[..], zmq::DONTWAIT) {
-                        log::warn!("connection {id}: write failed: {e}");
+                    // Once the routing id is taken, libzmq takes the data frame too.
+                    if let Some(message) = conn.output.take() {
+                        if let Err(e) = socket.send(message, zmq::DONTWAIT) {
+                            log::warn!("connection {id}: write failed: {e}");
+                        }
                     }
-                    conn.output.clear();
+                    wrote = true;
                 }
                 Err(zmq::Error::EAGAIN) => {
-                    if conn.output.len() > self.config.max_output_bytes {
-                        log::warn!("connection {id}: the client does not read; closing");
-                        self.close(id, true);
-                    }
-                    return;
+                    refused = true;
+                    break;
                 }
-                Err(_) => {
-                    // The peer is gone; its disconnect notice cleans up.
+                Err(e) => {
+                    // EHOSTUNREACH: the peer is gone; its disconnect notice cleans up.
+                    log::debug!("connection {id}: output dropped: {e}");
                     conn.output.clear();
-                    return;
                 }
             }
         }
-        if conn.close_when_written {
+        if !refused {
+            // Output that waited counts as written only now, for the idle timeout.
+            if conn.stall.take().is_some() && conn.slots.is_empty() {
+                conn.last_active = Instant::now();
+            }
+            if conn.close_when_written {
+                self.close(id, true);
+            }
+            return;
+        }
+        // The answer being written is not counted: it is in memory whatever we do, and
+        // a client that reads gets it however large it is.
+        let waiting = conn.output.queued_behind_front();
+        if waiting > self.config.max_output_bytes {
+            log::warn!(
+                "connection {id}: the client does not read ({} bytes wait); closing",
+                conn.output.len()
+            );
             self.close(id, true);
+            return;
+        }
+        let now = Instant::now();
+        let backoff = match conn.stall {
+            // A try between scheduled ones (a new answer) that wrote nothing.
+            Some(stall) if !wrote && now < stall.retry_at => return,
+            Some(stall) if !wrote => (stall.backoff * 2).min(RETRY_LAST),
+            _ => RETRY_FIRST,
+        };
+        let retry_at = now + backoff;
+        conn.stall = Some(Stall { retry_at, backoff });
+        self.retries.push(Reverse((retry_at, id)));
+    }
+
+    /// Tries again the output of each stalled connection whose time has come.
+    fn retry_stalled(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.retries.peek() {
+            if at > now {
+                return;
+            }
+            self.retries.pop();
+            let due = self
+                .connections
+                .get(&id)
+                .and_then(|c| c.stall)
+                .is_some_and(|stall| stall.retry_at == at);
+            if due {
+                self.write(id);
+            }
         }
     }
 
@@ -723,13 +852,7 @@ impl Server {
         let listener = &mut self.listeners[conn.listener];
         listener.peers.remove(&conn.routing_id);
         if hang_up {
-            let sent = listener
-                .socket
-                .send(&conn.routing_id[..], zmq::SNDMORE | zmq::DONTWAIT)
-                .and_then(|()| listener.socket.send(&[][..], zmq::DONTWAIT));
-            if let Err(e) = sent {
-                log::debug!("connection {id}: close not sent: {e}");
-            }
+            listener.hang_up(&conn.routing_id);
         }
         for slot in conn.slots.iter().filter(|s| s.answer.is_none()) {
             if self.requests.remove(&slot.request_id).is_some() {
@@ -754,8 +877,11 @@ impl Server {
     }
 
     /// Timeouts: 504 for requests past their deadline, 408 for slow request heads, close
-    /// for idle connections; and another try at output libzmq refused.
+    /// for idle connections; and another try at hang-ups libzmq refused.
     fn sweep(&mut self) {
+        for listener in &mut self.listeners {
+            listener.retry_hang_ups();
+        }
         let now = Instant::now();
         let expired: Vec<u64> = self
             .requests
@@ -777,9 +903,6 @@ impl Server {
         for (id, conn) in &self.connections {
             let quiet = now.duration_since(conn.last_active);
             if conn.closing {
-                if !conn.output.is_empty() {
-                    slow.push((*id, false));
-                }
                 continue;
             }
             let head_late = conn
@@ -787,30 +910,24 @@ impl Server {
                 .is_some_and(|t| now.duration_since(t) >= self.config.header_timeout);
             let body_stalled = conn.decoder.head_complete() && quiet >= self.config.idle_timeout;
             if head_late || body_stalled {
-                slow.push((*id, true));
+                slow.push(*id);
             } else if conn.is_idle() && quiet >= self.config.idle_timeout {
                 idle.push(*id);
-            } else if !conn.output.is_empty() {
-                slow.push((*id, false));
             }
         }
-        for (id, timed_out) in slow {
-            if timed_out {
-                log::info!("connection {id}: request not received in time; 408");
-                let failure = Failure::rejected(408, "the request was not received in time");
-                let protocol = match self.listener_protocol(id) {
-                    Some(ListenProtocol::Netstring) => Protocol::Netstring,
-                    _ => Protocol::Http {
-                        minor_version: 1,
-                        keep_alive: false,
-                        head: false,
-                    },
-                };
-                let bytes = render_failure(protocol, &failure, false);
-                self.answer_now(id, bytes, true, None);
-            } else {
-                self.write(id);
-            }
+        for id in slow {
+            log::info!("connection {id}: request not received in time; 408");
+            let failure = Failure::rejected(408, "the request was not received in time");
+            let protocol = match self.listener_protocol(id) {
+                Some(ListenProtocol::Netstring) => Protocol::Netstring,
+                _ => Protocol::Http {
+                    minor_version: 1,
+                    keep_alive: false,
+                    head: false,
+                },
+            };
+            let bytes = render_failure(protocol, &failure, false);
+            self.answer_now(id, bytes, true, None);
         }
         for id in idle {
             log::debug!("connection {id}: idle; closing");
@@ -822,6 +939,12 @@ impl Server {
         let conn = self.connections.get(&id)?;
         Some(self.listeners[conn.listener].protocol)
     }
+}
+
+/// `wait` rounded up to whole milliseconds, the unit of `zmq_poll`: a wait rounded down
+/// to 0 would spin until a retry is due.
+fn whole_millis(wait: Duration) -> Duration {
+    Duration::from_millis(wait.as_micros().div_ceil(1000).min(u128::from(u64::MAX)) as u64)
 }
 
 fn mark_dirty(dirty: &mut Vec<u64>, conn: &mut Connection, id: u64) {

@@ -238,6 +238,8 @@ impl HttpResponse {
 pub struct Client {
     pub stream: TcpStream,
     buf: Vec<u8>,
+    /// A pause after every read of at most 64 KiB, to play a slow reader.
+    pub read_pause: Option<Duration>,
 }
 
 impl Client {
@@ -254,6 +256,7 @@ impl Client {
         Client {
             stream,
             buf: Vec::new(),
+            read_pause: None,
         }
     }
 
@@ -286,7 +289,12 @@ impl Client {
                 "the server closed the connection while {what}; buffered {:?}",
                 String::from_utf8_lossy(&self.buf)
             ),
-            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                if let Some(pause) = self.read_pause {
+                    std::thread::sleep(pause);
+                }
+            }
             Err(e) => panic!(
                 "reading while {what}: {e}; buffered {:?}",
                 String::from_utf8_lossy(&self.buf)
