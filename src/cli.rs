@@ -70,6 +70,10 @@ pub struct FrontEndArgs {
     /// Seconds an idle keep-alive connection stays open.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub idle_timeout: f64,
+    /// Seconds a client may take none of what is sent to it (it stopped reading, or
+    /// its host is gone) before the connection is aborted.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub write_timeout: f64,
     /// The largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, value_name = "N", default_value_t = 10 * 1024 * 1024)]
     pub max_request_bytes: usize,
@@ -97,6 +101,7 @@ impl FrontEndArgs {
         config.request_timeout = seconds("--request-timeout", self.request_timeout)?;
         config.header_timeout = seconds("--header-timeout", self.header_timeout)?;
         config.idle_timeout = seconds("--idle-timeout", self.idle_timeout)?;
+        config.write_timeout = seconds("--write-timeout", self.write_timeout)?;
         config.limits.max_body = self.max_request_bytes;
         config.max_netstring_bytes = self.max_request_bytes;
         Ok(config)

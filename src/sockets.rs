@@ -16,6 +16,37 @@ pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> Result<zmq::Socket> 
     Ok(socket)
 }
 
+/// Sets `ZMQ_TCP_MAXRT` (the kernel's `TCP_USER_TIMEOUT`) on a socket, for the TCP
+/// connections it makes or accepts from then on: a connection whose sent data stays
+/// unacknowledged that long, or whose peer keeps its receive window shut that long (a
+/// client that stopped reading), is aborted, and the socket sees the peer go. The `zmq`
+/// crate does not wrap this option. Zero leaves the kernel's default (about 15 minutes
+/// of retransmissions, and no limit for a shut window).
+pub fn set_tcp_max_retransmit(socket: &mut zmq::Socket, timeout: Duration) -> Result<()> {
+    let millis =
+        std::os::raw::c_int::try_from(timeout.as_millis()).unwrap_or(std::os::raw::c_int::MAX);
+    // SAFETY: the socket pointer comes from a live `zmq::Socket` we hold mutably, and
+    // ZMQ_TCP_MAXRT takes an int, passed by address with its size as zmq_setsockopt(3)
+    // requires; libzmq copies the value before returning.
+    let rc = unsafe {
+        zmq_sys::zmq_setsockopt(
+            socket.as_mut_ptr(),
+            zmq_sys::ZMQ_TCP_MAXRT as std::os::raw::c_int,
+            (&millis as *const std::os::raw::c_int).cast(),
+            std::mem::size_of::<std::os::raw::c_int>(),
+        )
+    };
+    if rc == -1 {
+        // SAFETY: zmq_errno only reads libzmq's thread-local errno.
+        let errno = unsafe { zmq_sys::zmq_errno() };
+        return Err(Error::zmq(
+            "setting ZMQ_TCP_MAXRT",
+            zmq::Error::from_raw(errno),
+        ));
+    }
+    Ok(())
+}
+
 /// How many messages may wait in a pipe into a proxy. Jobs on their way to a stage must
 /// be refused by the proxy's queue bound (503), never by libzmq's default high-water
 /// mark of 1000 a side, which a descheduled proxy thread reaches in a moment; this bound

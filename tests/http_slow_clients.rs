@@ -280,3 +280,41 @@ fn a_dropped_client_is_hung_up_even_when_its_queue_is_full() {
         "all {received} bytes arrived: never dropped"
     );
 }
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
+    // Answers within max_output_bytes, so only the write timeout can end this: the
+    // client's receive window stays shut, and the kernel aborts the connection.
+    const BIG: usize = 1_000_000;
+    const COUNT: usize = 14;
+    let mut config = http_config();
+    config.write_timeout = Duration::from_secs(1);
+    assert!(COUNT * (BIG + 1024) < config.max_output_bytes);
+    let server = TestServer::start(Pipeline::new().stage("sized", 2, sized_stage), config);
+    let mut hog = server.connect();
+    hog.send(requests_for_big(COUNT, BIG));
+    // Well past the timeout, and its backed-off window probes.
+    std::thread::sleep(Duration::from_secs(8));
+    let deadline = Instant::now() + WAIT;
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 256 * 1024];
+    let ended = loop {
+        if Instant::now() > deadline {
+            break false;
+        }
+        match hog.stream.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => received += n,
+            Err(e) if common::is_timeout(&e) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(ended, "the connection is still open after {received} bytes");
+    assert!(
+        received < COUNT * BIG,
+        "all {received} bytes arrived: never cut off"
+    );
+    // The server goes on serving others.
+    let response = server.connect().get("/after");
+    assert_eq!(response.status, 200, "{response:?}");
+}

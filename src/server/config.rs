@@ -49,6 +49,11 @@ pub struct ServerConfig {
     /// over time, and an answer of any size. A client that does not read holds at most
     /// this, the answer in progress, and the 4 MiB or so libzmq takes.
     pub max_output_bytes: usize,
+    /// How long a TCP client may take none of what is sent to it (its receive window
+    /// stays shut, or nothing is acknowledged) before the kernel aborts the connection.
+    /// This is what finally frees a client that stopped reading, whatever it holds in
+    /// the front end and in libzmq (see `sockets::set_tcp_max_retransmit`).
+    pub write_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -68,6 +73,7 @@ impl ServerConfig {
             summary_every: None,
             max_pipelined: 1024,
             max_output_bytes: 16 * 1024 * 1024,
+            write_timeout: Duration::from_secs(60),
         }
     }
 

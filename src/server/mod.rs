@@ -199,10 +199,11 @@ impl Server {
         }
         let mut listeners = Vec::with_capacity(config.listen.len());
         for (endpoint, protocol) in &config.listen {
-            let socket = sockets::socket(ctx, zmq::STREAM)?;
+            let mut socket = sockets::socket(ctx, zmq::STREAM)?;
             socket
                 .set_sndhwm(STREAM_SNDHWM)
                 .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
+            sockets::set_tcp_max_retransmit(&mut socket, config.write_timeout)?;
             sockets::bind(&socket, endpoint)?;
             let endpoint = sockets::last_endpoint(&socket)?;
             log::info!("listening for {protocol:?} on {endpoint}");
