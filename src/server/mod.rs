@@ -34,8 +34,8 @@
 //!   wait there behind the answer being written is dropped. Per client the front end
 //!   thus holds at most the answer in progress and `max_output_bytes` behind it (plus,
 //!   for a moment, the answers that took it past the bound), and libzmq
-//!   `STREAM_SNDHWM + 1` messages of 256 KiB (4.25 MiB),
-//!   besides the kernel's socket buffer. Answers that wait behind an unanswered request
+//!   `STREAM_SNDHWM + 1` messages of 256 KiB (4.25 MiB), besides the kernel's socket
+//!   buffer. Answers that wait behind an unanswered request
 //!   are not counted: `max_pipelined` bounds how many there are;
 //! - a STREAM socket is always writable to `zmq_poll`, so nothing tells when a full queue
 //!   has room again: refused output is tried again by timer, 1 ms later, then at doubling
@@ -44,7 +44,10 @@
 //!   thread's notice, sent each time that thread has taken half the queue: `zmq_poll`
 //!   handles such notices at once, `send` only about once a millisecond;
 //! - the close frame too is refused while the queue is full: the routing id is then kept
-//!   and the close tried again at every sweep, until libzmq takes it or the peer leaves.
+//!   and the close tried again at every sweep, until libzmq takes it or the peer leaves;
+//! - so a client that never reads again would keep its connection, and what libzmq holds
+//!   for it, for ever: the listeners set `ZMQ_TCP_MAXRT` to `write_timeout`, and the
+//!   kernel aborts a connection whose receive window stays shut that long.
 
 mod config;
 mod connection;
