@@ -44,7 +44,8 @@
 //!   thread's notice, sent each time that thread has taken half the queue: `zmq_poll`
 //!   handles such notices at once, `send` only about once a millisecond;
 //! - the close frame too is refused while the queue is full: the routing id is then kept
-//!   and the close tried again at every sweep, until libzmq takes it or the peer leaves;
+//!   and the close tried again on the same backoff, until libzmq takes it or the peer
+//!   leaves;
 //! - so a client that never reads again would keep its connection, and what libzmq holds
 //!   for it, for ever: the listeners set `ZMQ_TCP_MAXRT` to `write_timeout`, and the
 //!   kernel aborts a connection whose receive window stays shut that long.
@@ -96,14 +97,15 @@ struct Listener {
     /// Routing id → connection id, for this socket's peers.
     peers: HashMap<Vec<u8>, u64>,
     /// Routing ids of peers we closed whose close frame libzmq refused (their queue was
-    /// full), tried again at every sweep until libzmq takes it or the peer leaves. Their
+    /// full), tried again (see `Server::retry_hang_ups`) until libzmq takes it or the
+    /// peer leaves. Their
     /// connections are already forgotten; libzmq never gives a routing id twice on one
     /// socket, so no new peer is mistaken for one of these.
     hang_ups: HashSet<Vec<u8>>,
 }
 
 impl Listener {
-    /// Closes a peer's TCP connection, now or, if libzmq refuses, at a later sweep.
+    /// Closes a peer's TCP connection, now or, if libzmq refuses, at a later try.
     fn hang_up(&mut self, routing_id: &[u8]) {
         match send_close(&self.socket, routing_id) {
             // EHOSTUNREACH: it is gone already.
@@ -184,6 +186,9 @@ pub struct Server {
     /// When to try again the output of stalled connections (see [`Stall`]), soonest
     /// first; an entry whose time no longer matches its connection's is stale.
     retries: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// When refused hang-ups are tried again (on the same backoff as stalled output), while
+    /// any wait.
+    hang_up_retry: Option<Stall>,
     stats: ServerStats,
     upstream: UpstreamView,
     draining_since: Option<Instant>,
@@ -229,6 +234,7 @@ impl Server {
             requests: HashMap::new(),
             dirty: Vec::new(),
             retries: BinaryHeap::new(),
+            hang_up_retry: None,
             stats: ServerStats::default(),
             upstream: UpstreamView::default(),
             draining_since: None,
@@ -260,10 +266,14 @@ impl Server {
             if self.drain_finished() {
                 break;
             }
-            let wake = match self.retries.peek() {
+            self.schedule_hang_ups();
+            let mut wake = match self.retries.peek() {
                 Some(Reverse((retry_at, _))) => next_sweep.min(*retry_at),
                 None => next_sweep,
             };
+            if let Some(stall) = self.hang_up_retry {
+                wake = wake.min(stall.retry_at);
+            }
             let wait = whole_millis(wake.saturating_duration_since(Instant::now())).min(POLL_CAP);
             self.poll(&mut ready, wait)?;
             let (listeners_ready, pipeline_ready) = ready.split_at(self.listeners.len());
@@ -278,6 +288,7 @@ impl Server {
             }
             let now = Instant::now();
             self.retry_stalled(now);
+            self.retry_hang_ups(now);
             if now >= next_sweep {
                 self.sweep();
                 self.probe(now);
@@ -880,12 +891,46 @@ impl Server {
         }
     }
 
-    /// Timeouts: 504 for requests past their deadline, 408 for slow request heads, close
-    /// for idle connections; and another try at hang-ups libzmq refused.
-    fn sweep(&mut self) {
+    /// Starts the hang-up retries when a hang-up has been refused.
+    fn schedule_hang_ups(&mut self) {
+        if self.hang_up_retry.is_none() && self.listeners.iter().any(|l| !l.hang_ups.is_empty()) {
+            self.hang_up_retry = Some(Stall {
+                retry_at: Instant::now() + RETRY_FIRST,
+                backoff: RETRY_FIRST,
+            });
+        }
+    }
+
+    /// Tries the refused hang-ups again when their time has come: soon again while some
+    /// go through (a client reading the end of its last answer), backing off while none
+    /// does (a client that does not read).
+    fn retry_hang_ups(&mut self, now: Instant) {
+        let Some(stall) = self.hang_up_retry else {
+            return;
+        };
+        if now < stall.retry_at {
+            return;
+        }
+        let pending = |listeners: &[Listener]| listeners.iter().map(|l| l.hang_ups.len()).sum();
+        let before: usize = pending(&self.listeners);
         for listener in &mut self.listeners {
             listener.retry_hang_ups();
         }
+        let after: usize = pending(&self.listeners);
+        let backoff = if after < before {
+            RETRY_FIRST
+        } else {
+            (stall.backoff * 2).min(RETRY_LAST)
+        };
+        self.hang_up_retry = (after > 0).then(|| Stall {
+            retry_at: now + backoff,
+            backoff,
+        });
+    }
+
+    /// Timeouts: 504 for requests past their deadline, 408 for slow request heads, close
+    /// for idle connections.
+    fn sweep(&mut self) {
         let now = Instant::now();
         let expired: Vec<u64> = self
             .requests
