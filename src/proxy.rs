@@ -512,9 +512,13 @@ impl Proxy {
                     return Ok(());
                 }
                 Err(e) => {
-                    // The worker disconnected: forget it until it says READY again.
+                    // The worker disconnected: forget it until it says READY again, and
+                    // answer the jobs it held (with a credit above 1, a worker waiting
+                    // for more may hold some), which went with it.
                     log::debug!("proxy: worker {} unreachable: {e}", show(&id));
-                    self.workers.remove(&id);
+                    if let Some(record) = self.workers.remove(&id) {
+                        self.answer_lost_jobs(&id, &record);
+                    }
                 }
             }
         }
@@ -570,19 +574,28 @@ impl Proxy {
             self.stats.evicted += 1;
             self.idle.retain(|idle| idle != &id);
             log::warn!(
-                "proxy {}: worker {} missed its heartbeats{}",
+                "proxy {}: worker {} missed its heartbeats",
                 self.config.downstream,
                 show(&id),
-                if record.in_flight.is_empty() {
-                    ""
-                } else {
-                    "; answering its jobs 503"
-                }
             );
-            for envelope in &record.in_flight {
-                let detail = "the worker handling this request stopped responding";
-                self.answer(envelope, Failure::new(FailureKind::WorkerDied, detail));
-            }
+            self.answer_lost_jobs(&id, &record);
+        }
+    }
+
+    /// Answers 503 every job a worker that is gone held.
+    fn answer_lost_jobs(&self, id: &[u8], record: &WorkerRecord) {
+        if record.in_flight.is_empty() {
+            return;
+        }
+        log::warn!(
+            "proxy {}: answering the {} jobs worker {} held 503",
+            self.config.downstream,
+            record.in_flight.len(),
+            show(id)
+        );
+        for envelope in &record.in_flight {
+            let detail = "the worker handling this request stopped responding";
+            self.answer(envelope, Failure::new(FailureKind::WorkerDied, detail));
         }
     }
 

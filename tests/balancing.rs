@@ -261,10 +261,14 @@ impl FakeWorker {
         FakeWorker { socket }
     }
 
-    /// `[READY, completed jobs u64 LE + credit u32 LE, heartbeat payload]`.
+    /// `[READY, completed jobs u64 LE + credit u32 LE, heartbeat payload]`, credit 1.
     fn say_ready(&self, completed: u64) {
+        self.say_ready_with_credit(completed, 1);
+    }
+
+    fn say_ready_with_credit(&self, completed: u64, credit: u32) {
         let mut counts = completed.to_le_bytes().to_vec();
-        counts.extend_from_slice(&1u32.to_le_bytes());
+        counts.extend_from_slice(&credit.to_le_bytes());
         let frames = [
             zmq::Message::from(&b"\x01"[..]),
             zmq::Message::from(counts),
@@ -327,4 +331,49 @@ fn a_silent_worker_is_evicted_and_its_job_answered_503() {
     wired.spawn_pool(&ctx, "live", &live, 1, answer_with_name);
     assert_eq!(text(front.ask(b"later")), "live-0");
     assert!(!silent.has_mail(), "the evicted worker got no more jobs");
+}
+
+#[test]
+fn the_jobs_a_disconnected_worker_held_are_answered_503() {
+    let ctx = zmq::Context::new();
+    let (loopback, interrupt) = ("inproc://gone-loopback", "inproc://gone-interrupt");
+    let mut config = ProxyConfig::new(
+        "tcp://127.0.0.1:*",
+        "tcp://127.0.0.1:*",
+        Some(loopback.to_string()),
+    );
+    // Far beyond the test's patience: only the disconnect can get the jobs answered.
+    config.heartbeat_timeout = Duration::from_secs(600);
+    let proxy = Proxy::bind(&ctx, config).expect("the proxy binds");
+    let (upstream, downstream) = proxy.endpoints();
+    let mut wired = HandWired::default();
+    wired.run_proxy(proxy);
+    let front = Front::new(
+        FrontSockets::bind(&ctx, &upstream, loopback, interrupt).expect("the front binds"),
+    );
+
+    // A worker that may hold 4 jobs takes 2, so it is still waiting for more...
+    let gone = FakeWorker::connect(&ctx, &downstream, "gone");
+    gone.say_ready_with_credit(0, 4);
+    let held: Vec<u64> = (0..2).map(|_| front.send(b"held")).collect();
+    for id in &held {
+        assert_eq!(gone.take_job().request_id, *id);
+    }
+    // ...when its process dies: its connection closes, and the next job the proxy tries
+    // to give it finds it unreachable.
+    drop(gone);
+    let deadline = Instant::now() + PATIENCE;
+    while !held.iter().all(|id| front.was_answered(*id)) {
+        assert!(
+            Instant::now() < deadline,
+            "the jobs of the worker that left were never answered"
+        );
+        front.send(b"later");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for reply in front.replies_to(&held) {
+        let lost = failure(reply);
+        assert_eq!(lost.kind, FailureKind::WorkerDied);
+        assert_eq!(lost.status, 503);
+    }
 }
