@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 /// [`WorkerConfig::prefetch`]).
 pub const DEFAULT_PREFETCH: u32 = 4;
 
+/// How long a leaving worker waits for jobs the proxy sent before it read the goodbye
+/// (with a credit above 1 there may be several on their way).
+const LEAVE_QUIET: Duration = Duration::from_millis(100);
+
 /// How many interrupts a worker remembers; the oldest are forgotten first.
 const REMEMBERED_INTERRUPTS: usize = 65_536;
 
@@ -549,13 +553,19 @@ impl<W: Work> WorkerLoop<W> {
         self.member.busy.store(false, Ordering::Release);
     }
 
-    /// Says goodbye to the proxy and finishes the jobs already sent to this worker.
+    /// Says goodbye to the proxy and finishes the jobs already sent to this worker,
+    /// including those the proxy sent before it read the goodbye: the worker stops once
+    /// none has come for [`LEAVE_QUIET`].
     fn leave(&mut self) {
         if let Err(e) = self.member.jobs().send(GOODBYE, zmq::DONTWAIT) {
             log::debug!("worker {}: goodbye not sent: {e}", self.name());
         }
+        let quiet = LEAVE_QUIET.as_millis() as i32;
+        if let Err(e) = self.member.jobs().set_rcvtimeo(quiet) {
+            log::debug!("worker {}: {e}", self.name());
+        }
         while !self.watch.shutdown.is_triggered() {
-            let received = sockets::recv_frames(&self.member.jobs(), zmq::DONTWAIT);
+            let received = sockets::recv_frames(&self.member.jobs(), 0);
             match received {
                 Ok(frames) => self.run_job(frames),
                 Err(_) => break,

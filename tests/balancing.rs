@@ -7,15 +7,15 @@
 mod common;
 
 use common::{
-    expect_event, failure, text, thread_name, whoami, Front, Gate, HandWired, TestPipeline,
+    expect_event, failure, text, thread_name, whoami, Front, Gate, HandWired, TestPipeline, NONCE,
     PATIENCE, WHOAMI,
 };
-use prime_server::envelope::{Envelope, ENVELOPE_LEN};
+use prime_server::envelope::{Envelope, Protocol, ENVELOPE_LEN};
 use prime_server::loopback::FailureKind;
 use prime_server::proxy::{Chooser, Proxy, ProxyConfig};
 use prime_server::sockets;
-use prime_server::worker::WorkerConfig;
-use prime_server::{FrontSockets, Job, Outcome, Pipeline, Work};
+use prime_server::worker::{WorkerConfig, WorkerPool};
+use prime_server::{FrontSockets, Job, Outcome, Pipeline, Shutdown, Work};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -376,4 +376,59 @@ fn the_jobs_a_disconnected_worker_held_are_answered_503() {
         assert_eq!(lost.kind, FailureKind::WorkerDied);
         assert_eq!(lost.status, 503);
     }
+}
+
+#[test]
+fn a_leaving_worker_runs_the_jobs_sent_before_its_goodbye_was_read() {
+    // The test plays the proxy, so that it can send a job after the worker's goodbye, as
+    // a busy proxy does when it has not read the goodbye yet.
+    let ctx = zmq::Context::new();
+    let (proxy_endpoint, loopback, interrupt) = (
+        "inproc://leaving-proxy",
+        "inproc://leaving-loopback",
+        "inproc://leaving-interrupt",
+    );
+    let proxy = sockets::socket(&ctx, zmq::ROUTER).expect("a ROUTER socket");
+    sockets::bind(&proxy, proxy_endpoint).expect("binding the fake proxy");
+    let front = Front::new(
+        FrontSockets::bind(&ctx, "inproc://leaving-unused", loopback, interrupt)
+            .expect("the front binds"),
+    );
+    let shutdown = Shutdown::new();
+    let config = WorkerConfig::new(proxy_endpoint, None, loopback, interrupt);
+    let answer = |job: &mut Job<'_>| Outcome::respond(job.frame(0).unwrap_or_default().to_vec());
+    let pool = WorkerPool::spawn(&ctx, "leaving", &config, 1, answer, &shutdown)
+        .expect("the worker pool starts");
+
+    let next_tagged = |tag: &[u8]| -> Vec<zmq::Message> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no {tag:?} from the worker");
+            if proxy
+                .poll(zmq::POLLIN, left.as_millis() as i64)
+                .expect("polling")
+                > 0
+            {
+                let frames = sockets::recv_frames(&proxy, 0).expect("receiving");
+                if frames.get(1).is_some_and(|t| &t[..] == tag) {
+                    return frames;
+                }
+            }
+        }
+    };
+    let worker = next_tagged(b"\x01")[0].to_vec();
+    shutdown.drain();
+    next_tagged(b"\x03");
+    let id = front.reserve_id();
+    let envelope = Envelope::new(id, 0, NONCE, Protocol::Raw).encode();
+    let job = [
+        zmq::Message::from(&worker[..]),
+        zmq::Message::from(&envelope[..]),
+        zmq::Message::from(&b"late"[..]),
+    ];
+    sockets::send_frames(&proxy, job, 0).expect("sending the late job");
+    assert_eq!(text(front.reply_to(id)), "late");
+    shutdown.trigger();
+    pool.join();
 }
