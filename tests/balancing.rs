@@ -298,23 +298,49 @@ impl FakeWorker {
     }
 }
 
+/// A proxy over TCP on a thread, and a front wired to it, for tests that play its
+/// workers by hand.
+struct LoneProxy {
+    front: Front,
+    /// Where workers connect.
+    downstream: String,
+    loopback: String,
+    interrupt: String,
+    /// Dropped last: stops the proxy (and any pool spawned on it).
+    wired: HandWired,
+}
+
+impl LoneProxy {
+    fn start(ctx: &zmq::Context, name: &str, heartbeat_timeout: Duration) -> Self {
+        let loopback = format!("inproc://{name}-loopback");
+        let interrupt = format!("inproc://{name}-interrupt");
+        let mut config = ProxyConfig::new(
+            "tcp://127.0.0.1:*",
+            "tcp://127.0.0.1:*",
+            Some(loopback.clone()),
+        );
+        config.heartbeat_timeout = heartbeat_timeout;
+        let proxy = Proxy::bind(ctx, config).expect("the proxy binds");
+        let (upstream, downstream) = proxy.endpoints();
+        let mut wired = HandWired::default();
+        wired.run_proxy(proxy);
+        let sockets =
+            FrontSockets::bind(ctx, &upstream, &loopback, &interrupt).expect("the front binds");
+        LoneProxy {
+            front: Front::new(sockets),
+            downstream,
+            loopback,
+            interrupt,
+            wired,
+        }
+    }
+}
+
 #[test]
 fn a_silent_worker_is_evicted_and_its_job_answered_503() {
     let ctx = zmq::Context::new();
-    let (loopback, interrupt) = ("inproc://evict-loopback", "inproc://evict-interrupt");
-    let mut config = ProxyConfig::new(
-        "tcp://127.0.0.1:*",
-        "tcp://127.0.0.1:*",
-        Some(loopback.to_string()),
-    );
-    config.heartbeat_timeout = Duration::from_millis(300);
-    let proxy = Proxy::bind(&ctx, config).expect("the proxy binds");
-    let (upstream, downstream) = proxy.endpoints();
-    let mut wired = HandWired::default();
-    wired.run_proxy(proxy);
-    let front = Front::new(
-        FrontSockets::bind(&ctx, &upstream, loopback, interrupt).expect("the front binds"),
-    );
+    let mut lone = LoneProxy::start(&ctx, "evict", Duration::from_millis(300));
+    let (front, downstream) = (&lone.front, lone.downstream.clone());
 
     let silent = FakeWorker::connect(&ctx, &downstream, "silent");
     silent.say_ready(0);
@@ -325,10 +351,11 @@ fn a_silent_worker_is_evicted_and_its_job_answered_503() {
     assert_eq!(died.kind, FailureKind::WorkerDied);
     assert_eq!(died.status, 503);
 
-    let mut live = WorkerConfig::new(downstream, None, loopback, interrupt);
+    let mut live = WorkerConfig::new(downstream, None, &lone.loopback, &lone.interrupt);
     live.heartbeat_interval = Duration::from_millis(50);
     let answer_with_name = |_: &mut Job<'_>| Outcome::respond(thread_name().into_bytes());
-    wired.spawn_pool(&ctx, "live", &live, 1, answer_with_name);
+    lone.wired
+        .spawn_pool(&ctx, "live", &live, 1, answer_with_name);
     assert_eq!(text(front.ask(b"later")), "live-0");
     assert!(!silent.has_mail(), "the evicted worker got no more jobs");
 }
@@ -336,24 +363,12 @@ fn a_silent_worker_is_evicted_and_its_job_answered_503() {
 #[test]
 fn the_jobs_a_disconnected_worker_held_are_answered_503() {
     let ctx = zmq::Context::new();
-    let (loopback, interrupt) = ("inproc://gone-loopback", "inproc://gone-interrupt");
-    let mut config = ProxyConfig::new(
-        "tcp://127.0.0.1:*",
-        "tcp://127.0.0.1:*",
-        Some(loopback.to_string()),
-    );
     // Far beyond the test's patience: only the disconnect can get the jobs answered.
-    config.heartbeat_timeout = Duration::from_secs(600);
-    let proxy = Proxy::bind(&ctx, config).expect("the proxy binds");
-    let (upstream, downstream) = proxy.endpoints();
-    let mut wired = HandWired::default();
-    wired.run_proxy(proxy);
-    let front = Front::new(
-        FrontSockets::bind(&ctx, &upstream, loopback, interrupt).expect("the front binds"),
-    );
+    let lone = LoneProxy::start(&ctx, "gone", Duration::from_secs(600));
+    let (front, downstream) = (&lone.front, &lone.downstream);
 
     // A worker that may hold 4 jobs takes 2, so it is still waiting for more...
-    let gone = FakeWorker::connect(&ctx, &downstream, "gone");
+    let gone = FakeWorker::connect(&ctx, downstream, "gone");
     gone.say_ready_with_credit(0, 4);
     let held: Vec<u64> = (0..2).map(|_| front.send(b"held")).collect();
     for id in &held {

@@ -43,6 +43,26 @@ fn assert_big(response: &common::HttpResponse, bytes: usize, what: &str) {
     );
 }
 
+/// Reads until the connection ends (EOF or reset), for up to [`WAIT`], pausing `pause`
+/// between reads; returns whether it ended and how many bytes arrived.
+fn read_until_it_ends(client: &mut common::Client, pause: Duration) -> (bool, usize) {
+    let deadline = Instant::now() + WAIT;
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        if Instant::now() > deadline {
+            return (false, received);
+        }
+        match client.stream.read(&mut chunk) {
+            Ok(0) => return (true, received),
+            Ok(n) => received += n,
+            Err(e) if common::is_timeout(&e) => return (false, received),
+            Err(_) => return (true, received),
+        }
+        std::thread::sleep(pause);
+    }
+}
+
 #[test]
 fn a_client_that_never_reads_does_not_block_another() {
     // 12 answers of about 1 MB: more than the kernel's buffers and libzmq's queue (16
@@ -177,21 +197,7 @@ fn a_client_that_never_reads_is_dropped_past_max_output_bytes() {
     }
     // Now the hog reads, but far slower than the server produces: the connection must
     // end (EOF or reset) before all the answers arrive.
-    let deadline = Instant::now() + WAIT;
-    let mut received = 0usize;
-    let mut chunk = vec![0u8; 256 * 1024];
-    let closed = loop {
-        if Instant::now() > deadline {
-            break false;
-        }
-        match hog.stream.read(&mut chunk) {
-            Ok(0) => break true,
-            Ok(n) => received += n,
-            Err(e) if common::is_timeout(&e) => break false,
-            Err(_) => break true,
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (closed, received) = read_until_it_ends(&mut hog, Duration::from_millis(10));
     assert!(
         closed,
         "the hog's connection stayed open ({received} bytes read)"
@@ -257,20 +263,7 @@ fn a_dropped_client_is_hung_up_even_when_its_queue_is_full() {
     hog.send(requests_for_big(COUNT, BIG));
     // Long enough for the answers to fill every buffer (COUNT * 5 ms of work).
     std::thread::sleep(Duration::from_secs(4));
-    let deadline = Instant::now() + WAIT;
-    let mut received = 0usize;
-    let mut chunk = vec![0u8; 256 * 1024];
-    let closed = loop {
-        if Instant::now() > deadline {
-            break false;
-        }
-        match hog.stream.read(&mut chunk) {
-            Ok(0) => break true,
-            Ok(n) => received += n,
-            Err(e) if common::is_timeout(&e) => break false,
-            Err(_) => break true,
-        }
-    };
+    let (closed, received) = read_until_it_ends(&mut hog, Duration::ZERO);
     assert!(
         closed,
         "no EOF after {received} bytes: the server never hung up"
@@ -295,20 +288,7 @@ fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     hog.send(requests_for_big(COUNT, BIG));
     // Well past the timeout, and its backed-off window probes.
     std::thread::sleep(Duration::from_secs(8));
-    let deadline = Instant::now() + WAIT;
-    let mut received = 0usize;
-    let mut chunk = vec![0u8; 256 * 1024];
-    let ended = loop {
-        if Instant::now() > deadline {
-            break false;
-        }
-        match hog.stream.read(&mut chunk) {
-            Ok(0) => break true,
-            Ok(n) => received += n,
-            Err(e) if common::is_timeout(&e) => break false,
-            Err(_) => break true,
-        }
-    };
+    let (ended, received) = read_until_it_ends(&mut hog, Duration::ZERO);
     assert!(ended, "the connection is still open after {received} bytes");
     assert!(
         received < COUNT * BIG,
