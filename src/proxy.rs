@@ -332,10 +332,12 @@ impl Proxy {
             frames.remove(0);
             self.on_job(frames);
         } else {
-            self.on_worker_message(&frames);
             if frames.len() > 3 && &frames[1][..] == RETURN && frames[3].len() == ENVELOPE_LEN {
-                // [peer, RETURN, worker, job...]: the job goes first in line.
-                self.waiting.push_front(frames.split_off(3));
+                // [peer, RETURN, worker id, envelope, frames...]
+                let job = frames.split_off(3);
+                self.on_returned(&frames[2], job);
+            } else {
+                self.on_worker_message(&frames);
             }
             self.dispatch_waiting();
         }
@@ -365,11 +367,6 @@ impl Proxy {
                 if let Err(e) = sockets::send_frames(&self.router, frames, zmq::DONTWAIT) {
                     log::debug!("proxy: status not sent: {e}");
                 }
-            }
-            [_, tag, worker, envelope, ..]
-                if &tag[..] == RETURN && envelope.len() == ENVELOPE_LEN =>
-            {
-                self.on_returned(worker, envelope);
             }
             [_, tag, ids @ ..] if &tag[..] == BUSY => {
                 for id in ids {
@@ -441,21 +438,21 @@ impl Proxy {
         }
     }
 
-    /// A job of `worker` came back unstarted (the job itself is queued by the caller):
-    /// the worker no longer holds it, and gets nothing more until it says READY.
-    fn on_returned(&mut self, worker: &[u8], envelope: &[u8]) {
+    /// A job of `worker` came back unstarted: it goes first in line; the worker no
+    /// longer holds it, and gets nothing more until it says READY.
+    fn on_returned(&mut self, worker: &[u8], job: Vec<zmq::Message>) {
         self.stats.returned += 1;
-        let Some(record) = self.workers.get_mut(worker) else {
-            return;
-        };
-        if let Some(held) = record.in_flight.iter().position(|e| e[..] == envelope[..]) {
-            record.in_flight.remove(held);
+        if let Some(record) = self.workers.get_mut(worker) {
+            if let Some(held) = record.in_flight.iter().position(|e| e[..] == job[0][..]) {
+                record.in_flight.remove(held);
+            }
+            record.credit = 1;
+            if record.queued && record.in_flight.len() >= record.credit {
+                record.queued = false;
+                self.idle.retain(|idle| idle[..] != worker[..]);
+            }
         }
-        record.credit = 1;
-        if record.queued && record.in_flight.len() >= record.credit {
-            record.queued = false;
-            self.idle.retain(|idle| idle[..] != worker[..]);
-        }
+        self.waiting.push_front(job);
     }
 
     fn on_job(&mut self, frames: Vec<zmq::Message>) {
