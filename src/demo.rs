@@ -119,10 +119,21 @@ impl Work for Compute {
             Protocol::Raw => Outcome::respond(RAW_NOT_PRIME),
             _ => job.reply(&Response::json(
                 200,
-                &json!({ PARAMETER: n, "is_prime": is_prime }),
+                &PrimeAnswer {
+                    is_prime,
+                    possible_prime: n,
+                },
             )),
         }
     }
+}
+
+/// The body of a 200 answer: `{"is_prime":B,"possible_prime":N}` (the second key is
+/// [`PARAMETER`]). A struct, so no JSON map is built per request.
+#[derive(serde::Serialize)]
+struct PrimeAnswer {
+    is_prime: bool,
+    possible_prime: u64,
 }
 
 /// The demo services a worker process can run, by name.

@@ -12,7 +12,7 @@
 //! loopback instead of being dropped or buffered without limit.
 //!
 //! Workers and their pools speak these messages (see [`crate::worker`]):
-//! - `[READY, completed: u64 LE + credit: u32 LE, heartbeat payload]` from the worker's
+//! - `[READY, completed: u64 LE + credit: u32 LE, heartbeat payload if any]` from the worker's
 //!   own socket, after every job and periodically while idle. The count of completed jobs
 //!   tells a heartbeat from a finished job; the credit is how many jobs the worker may
 //!   hold at once (with more than 1 a worker finds its next job already waiting, which

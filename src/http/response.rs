@@ -59,11 +59,24 @@ impl Response {
         self
     }
 
-    /// A JSON response.
-    pub fn json(status: u16, value: &serde_json::Value) -> Self {
-        Response::new(status)
-            .header("Content-Type", "application/json")
-            .body(value.to_string())
+    /// A JSON response with `value` serialized as its body: a `serde_json::Value`, or
+    /// any `Serialize` type (a struct serializes without building a map first). A value
+    /// that cannot be serialized (a map with non-string keys) gives a 500 instead.
+    ///
+    /// ```
+    /// let response = prime_server::http::Response::json(200, &serde_json::json!({"ok": true}));
+    /// assert_eq!(response.body, br#"{"ok":true}"#);
+    /// ```
+    pub fn json<T: serde::Serialize + ?Sized>(status: u16, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => Response::new(status)
+                .header("Content-Type", "application/json")
+                .body(body),
+            Err(e) => {
+                log::error!("a JSON response could not be serialized: {e}");
+                Response::error(500, "the response could not be serialized")
+            }
+        }
     }
 
     /// A JSON error response: `{"error":"message","status":N}`.
