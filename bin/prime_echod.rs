@@ -30,12 +30,8 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = cli.front_end.config(&cli.listen)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    let ctx = zmq::Context::new();
-    let (pipeline, server) = Pipeline::new()
+    Pipeline::new()
         .stage("echo", cli.concurrency, demo::echo)
-        .bind_server(&ctx, config)?;
-    let served = server.run(&shutdown);
-    pipeline.stop();
-    served?;
+        .serve(&zmq::Context::new(), config, &shutdown)?;
     Ok(())
 }

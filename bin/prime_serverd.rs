@@ -87,11 +87,7 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = cli.front_end.config(&cli.target)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    let ctx = zmq::Context::new();
-    let (pipeline, server) = pipeline(cli).bind_server(&ctx, config)?;
-    let served = server.run(&shutdown);
-    pipeline.stop();
-    served?;
+    pipeline(cli).serve(&zmq::Context::new(), config, &shutdown)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use crate::envelope::{Envelope, Protocol};
 use crate::error::{Error, Result};
 use crate::loopback::{self, Answer};
 use crate::proxy::{Chooser, Proxy, ProxyConfig};
-use crate::server::{Server, ServerConfig};
+use crate::server::{Server, ServerConfig, ServerStats};
 use crate::shutdown::Shutdown;
 use crate::sockets;
 use crate::stage::{HttpStage, HttpWork};
@@ -147,6 +147,36 @@ impl Pipeline {
         let (pipeline, front) = self.start(ctx)?;
         let server = Server::bind(ctx, config, front)?;
         Ok((pipeline, server))
+    }
+
+    /// Starts the pipeline behind a front end bound as `config` says, serves on this
+    /// thread until `shutdown` is triggered (or its drain has finished), then stops the
+    /// pipeline: the whole life of a service in one call.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use prime_server::server::ServerConfig;
+    /// use prime_server::{Outcome, Pipeline, Shutdown};
+    ///
+    /// let shutdown = Shutdown::new();
+    /// shutdown.on_signals()?;
+    /// let hello = |job: &mut prime_server::Job| Outcome::respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec());
+    /// Pipeline::new()
+    ///     .stage("hello", 2, hello)
+    ///     .serve(&zmq::Context::new(), ServerConfig::http("tcp://127.0.0.1:8002"), &shutdown)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn serve(
+        self,
+        ctx: &zmq::Context,
+        config: ServerConfig,
+        shutdown: &Shutdown,
+    ) -> Result<ServerStats> {
+        let (pipeline, server) = self.bind_server(ctx, config)?;
+        let served = server.run(shutdown);
+        pipeline.stop();
+        served
     }
 
     /// Binds and starts every proxy and worker; returns the running pipeline and the

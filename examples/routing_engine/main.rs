@@ -80,16 +80,12 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     shutdown.on_signals()?;
     let (graph, index) = build();
     let workers = cli.concurrency;
-    let ctx = zmq::Context::new();
-    let (pipeline, server) = Pipeline::new()
+    log::info!("{workers} workers per stage: parse, search, directions");
+    Pipeline::new()
         .http_stage("parse", workers, Parse::new(graph.clone(), index))
         .http_stage("search", workers, Search::new(graph.clone()))
         .http_stage("directions", workers, Directions::new(graph))
-        .bind_server(&ctx, config)?;
-    log::info!("{workers} workers per stage: parse, search, directions");
-    let served = server.run(&shutdown);
-    pipeline.stop();
-    served?;
+        .serve(&zmq::Context::new(), config, &shutdown)?;
     Ok(())
 }
 
