@@ -148,44 +148,42 @@ fn taken() -> (TcpListener, String) {
 
 #[test]
 fn httpd_refuses_endpoints_already_bound() {
-    for flag in ["--listen", "--loopback", "--interrupt"] {
-        let (_holder, endpoint) = taken();
-        let f = free();
-        let mut a = vec![
-            ("--listen", f.a),
-            ("--proxy", f.b),
-            ("--loopback", f.c),
-            ("--interrupt", f.d),
-        ];
-        a.iter_mut()
-            .filter(|(name, _)| *name == flag)
-            .for_each(|(_, value)| *value = endpoint.clone());
-        let args: Vec<String> = a
-            .into_iter()
-            .flat_map(|(n, v)| [n.to_string(), v])
-            .collect();
-        assert_refused(HTTPD, &args, &[&endpoint, "in use"]);
-    }
+    assert_each_endpoint_in_use_refused(
+        HTTPD,
+        &["--listen", "--proxy", "--loopback", "--interrupt"],
+        &["--listen", "--loopback", "--interrupt"],
+    );
 }
 
 #[test]
 fn proxyd_refuses_endpoints_already_bound() {
-    for flag in ["--upstream", "--downstream"] {
+    assert_each_endpoint_in_use_refused(
+        PROXYD,
+        &["--upstream", "--downstream", "--loopback"],
+        &["--upstream", "--downstream"],
+    );
+}
+
+/// Starts `program` once per flag of `binds`, with every flag of `flags` given a free
+/// endpoint except that one, given an endpoint already in use, and asserts it is refused
+/// with a message naming the endpoint.
+fn assert_each_endpoint_in_use_refused(program: &str, flags: &[&str], binds: &[&str]) {
+    for flag in binds {
         let (_holder, endpoint) = taken();
         let f = free();
-        let mut a = vec![
-            ("--upstream", f.a),
-            ("--downstream", f.b),
-            ("--loopback", f.c),
-        ];
-        a.iter_mut()
-            .filter(|(name, _)| *name == flag)
-            .for_each(|(_, value)| *value = endpoint.clone());
-        let args: Vec<String> = a
-            .into_iter()
-            .flat_map(|(n, v)| [n.to_string(), v])
+        let args: Vec<String> = flags
+            .iter()
+            .zip([f.a, f.b, f.c, f.d])
+            .flat_map(|(name, value)| {
+                let value = if name == flag {
+                    endpoint.clone()
+                } else {
+                    value
+                };
+                [name.to_string(), value]
+            })
             .collect();
-        assert_refused(PROXYD, &args, &[&endpoint, "in use"]);
+        assert_refused(program, &args, &[&endpoint, "in use"]);
     }
 }
 
