@@ -79,23 +79,20 @@ fn slow_request(port: u16, n: u64) -> thread::JoinHandle<std::io::Result<Respons
     thread::spawn(move || Client::connect(port)?.get(&is_prime(n), READ))
 }
 
-#[test]
-fn sigterm_to_httpd_finishes_the_request_in_flight_and_refuses_new_connections() {
-    let mut d = Deployment::start(Options {
-        httpd: drain_args(30),
-        ..Options::default()
-    });
-    let port = d.ports.http;
-    let cpu = d.compute.as_ref().expect("compute").cpu_ticks();
-    let slow = slow_request(port, PRIME_2_57);
+/// Starts a slow request for `n` and waits until the compute worker is busy with it.
+fn slow_request_at_work(d: &Deployment, n: u64) -> thread::JoinHandle<std::io::Result<Response>> {
+    let compute = d.compute.as_ref().expect("compute");
+    let cpu = compute.cpu_ticks();
+    let slow = slow_request(d.ports.http, n);
     assert!(
-        d.compute
-            .as_ref()
-            .expect("compute")
-            .wait_busy(cpu, 20, READ),
+        compute.wait_busy(cpu, 20, READ),
         "the slow request never reached the compute worker"
     );
+    slow
+}
 
+/// Sends SIGTERM to the front end and waits until it says it drains.
+fn start_httpd_drain(d: &mut Deployment) -> &mut Daemon {
     let httpd = d.httpd.as_mut().expect("httpd");
     httpd.signal("TERM");
     assert!(
@@ -103,6 +100,18 @@ fn sigterm_to_httpd_finishes_the_request_in_flight_and_refuses_new_connections()
         "no drain logged: {}",
         httpd.stderr()
     );
+    httpd
+}
+
+#[test]
+fn sigterm_to_httpd_finishes_the_request_in_flight_and_refuses_new_connections() {
+    let mut d = Deployment::start(Options {
+        httpd: drain_args(30),
+        ..Options::default()
+    });
+    let port = d.ports.http;
+    let slow = slow_request_at_work(&d, PRIME_2_57);
+    let httpd = start_httpd_drain(&mut d);
     assert_turned_away(port);
     assert_turned_away(port);
     assert!(
@@ -127,22 +136,8 @@ fn sigterm_with_drain_rejects_answers_new_requests_503_and_closes() {
     let first = idle.get(&is_prime(7), READ).expect("an answer");
     assert_eq!(first.status, 200, "{first:?}");
 
-    let cpu = d.compute.as_ref().expect("compute").cpu_ticks();
-    let slow = slow_request(port, PRIME_2_57);
-    assert!(
-        d.compute
-            .as_ref()
-            .expect("compute")
-            .wait_busy(cpu, 20, READ),
-        "the slow request never reached the compute worker"
-    );
-    let httpd = d.httpd.as_mut().expect("httpd");
-    httpd.signal("TERM");
-    assert!(
-        httpd.wait_for_log("draining:", READ),
-        "no drain logged: {}",
-        httpd.stderr()
-    );
+    let slow = slow_request_at_work(&d, PRIME_2_57);
+    let httpd = start_httpd_drain(&mut d);
 
     // The health check says so, and keeps the connection.
     let health = idle.get("/health", READ).expect("health during the drain");
@@ -181,14 +176,8 @@ fn sigterm_to_a_worker_mid_job_still_answers_the_job() {
         proxyd: args(&["--heartbeat-timeout", "2"]),
         ..Options::default()
     });
-    let port = d.ports.http;
-    let cpu = d.compute.as_ref().expect("compute").cpu_ticks();
-    let slow = slow_request(port, PRIME_2_61);
+    let slow = slow_request_at_work(&d, PRIME_2_61);
     let compute = d.compute.as_mut().expect("compute");
-    assert!(
-        compute.wait_busy(cpu, 20, READ),
-        "the slow request never reached the compute worker"
-    );
     compute.signal("TERM");
     let response = slow.join().expect("client").expect("the job's answer");
     assert_eq!(response.status, 200, "{response:?}");
