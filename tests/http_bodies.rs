@@ -4,7 +4,7 @@
 #[path = "http_common/mod.rs"]
 mod common;
 
-use common::{http_config, request_of, text_reply, TestServer};
+use common::{http_config, request_of, text_reply, Client, HttpResponse, TestServer};
 use prime_server::{Job, Pipeline};
 use std::time::Duration;
 
@@ -15,6 +15,18 @@ fn body_echo_server() -> TestServer {
         text_reply(job, body)
     };
     TestServer::start(Pipeline::new().stage("body", 2, stage), http_config())
+}
+
+/// Sends `request` to a body-echo server in writes of `piece` bytes and reads the
+/// answer, which must be a 200; returns the server and client too, to check the
+/// connection afterwards.
+fn echo_in_pieces(request: &[u8], piece: usize) -> (TestServer, Client, HttpResponse) {
+    let server = body_echo_server();
+    let mut client = server.connect();
+    client.send_in_pieces(request, piece);
+    let response = client.read_response();
+    assert_eq!(response.status, 200, "{:?}", response.headers);
+    (server, client, response)
 }
 
 /// `body` in chunked framing, `size` bytes a chunk.
@@ -93,8 +105,6 @@ fn chunks_split_across_writes() {
 
 #[test]
 fn one_megabyte_content_length_body_in_8_kib_writes() {
-    let server = body_echo_server();
-    let mut client = server.connect();
     let body = megabyte();
     let mut request = format!(
         "POST /mb HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
@@ -102,49 +112,35 @@ fn one_megabyte_content_length_body_in_8_kib_writes() {
     )
     .into_bytes();
     request.extend_from_slice(&body);
-    client.send_in_pieces(&request, 8 * 1024);
-    let response = client.read_response();
-    assert_eq!(response.status, 200, "{:?}", response.headers);
+    let (_server, mut client, response) = echo_in_pieces(&request, 8 * 1024);
     assert!(response.body == body, "the body came back changed");
     client.assert_open();
 }
 
 #[test]
 fn one_megabyte_chunked_body_in_8_kib_writes() {
-    let server = body_echo_server();
-    let mut client = server.connect();
     let body = megabyte();
     let mut request =
         b"POST /mb HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     // Chunks of 5000 bytes sent in 8 KiB writes: the cuts fall everywhere.
     request.extend_from_slice(&chunked(&body, 5000));
-    client.send_in_pieces(&request, 8 * 1024);
-    let response = client.read_response();
-    assert_eq!(response.status, 200, "{:?}", response.headers);
+    let (_server, mut client, response) = echo_in_pieces(&request, 8 * 1024);
     assert!(response.body == body, "the body came back changed");
     client.assert_open();
 }
 
 #[test]
 fn whole_request_one_byte_per_write() {
-    let server = body_echo_server();
-    let mut client = server.connect();
     let request = b"POST /bytes HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello";
-    client.send_in_pieces(request, 1);
-    let response = client.read_response();
-    assert_eq!(response.status, 200, "{response:?}");
+    let (_server, _client, response) = echo_in_pieces(request, 1);
     assert_eq!(response.body_str(), "hello");
 }
 
 #[test]
 fn chunked_request_one_byte_per_write() {
-    let server = body_echo_server();
-    let mut client = server.connect();
     let mut request = b"POST /b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     request.extend_from_slice(b"3;x\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n");
-    client.send_in_pieces(&request, 1);
-    let response = client.read_response();
-    assert_eq!(response.status, 200, "{response:?}");
+    let (_server, _client, response) = echo_in_pieces(&request, 1);
     assert_eq!(response.body_str(), "abcde");
 }
 
