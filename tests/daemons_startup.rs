@@ -51,25 +51,32 @@ fn free() -> Free {
 
 const BAD_ENDPOINTS: [&str; 3] = ["127.0.0.1:5000", "udp://x", "tcp://127.0.0.1"];
 
+/// `flags`, each with a free endpoint, except `spoiled`, which gets `value`.
+fn endpoint_args(flags: &[&str], spoiled: &str, value: &str) -> Vec<String> {
+    let f = free();
+    flags
+        .iter()
+        .zip([f.a, f.b, f.c, f.d])
+        .flat_map(|(name, free)| {
+            let value = if *name == spoiled {
+                value.to_string()
+            } else {
+                free
+            };
+            [name.to_string(), value]
+        })
+        .collect()
+}
+
+const HTTPD_ENDPOINTS: [&str; 4] = ["--listen", "--proxy", "--loopback", "--interrupt"];
+const PROXYD_ENDPOINTS: [&str; 3] = ["--upstream", "--downstream", "--loopback"];
+const WORKERD_ENDPOINTS: [&str; 4] = ["--upstream", "--downstream", "--loopback", "--interrupt"];
+
 #[test]
 fn httpd_refuses_bad_endpoints() {
     for bad in BAD_ENDPOINTS {
-        for flag in ["--listen", "--proxy", "--loopback", "--interrupt"] {
-            let f = free();
-            let mut a = vec![
-                ("--listen", f.a),
-                ("--proxy", f.b),
-                ("--loopback", f.c),
-                ("--interrupt", f.d),
-            ];
-            a.iter_mut()
-                .filter(|(name, _)| *name == flag)
-                .for_each(|(_, value)| *value = bad.to_string());
-            let args: Vec<String> = a
-                .into_iter()
-                .flat_map(|(n, v)| [n.to_string(), v])
-                .collect();
-            assert_refused(HTTPD, &args, &[bad]);
+        for flag in HTTPD_ENDPOINTS {
+            assert_refused(HTTPD, &endpoint_args(&HTTPD_ENDPOINTS, flag, bad), &[bad]);
         }
     }
 }
@@ -77,21 +84,8 @@ fn httpd_refuses_bad_endpoints() {
 #[test]
 fn proxyd_refuses_bad_endpoints() {
     for bad in BAD_ENDPOINTS {
-        for flag in ["--upstream", "--downstream", "--loopback"] {
-            let f = free();
-            let mut a = vec![
-                ("--upstream", f.a),
-                ("--downstream", f.b),
-                ("--loopback", f.c),
-            ];
-            a.iter_mut()
-                .filter(|(name, _)| *name == flag)
-                .for_each(|(_, value)| *value = bad.to_string());
-            let args: Vec<String> = a
-                .into_iter()
-                .flat_map(|(n, v)| [n.to_string(), v])
-                .collect();
-            assert_refused(PROXYD, &args, &[bad]);
+        for flag in PROXYD_ENDPOINTS {
+            assert_refused(PROXYD, &endpoint_args(&PROXYD_ENDPOINTS, flag, bad), &[bad]);
         }
     }
 }
@@ -99,21 +93,8 @@ fn proxyd_refuses_bad_endpoints() {
 #[test]
 fn workerd_refuses_bad_endpoints() {
     for bad in BAD_ENDPOINTS {
-        for flag in ["--upstream", "--downstream", "--loopback", "--interrupt"] {
-            let f = free();
-            let mut a = vec![
-                ("--upstream", f.a),
-                ("--downstream", f.b),
-                ("--loopback", f.c),
-                ("--interrupt", f.d),
-            ];
-            a.iter_mut()
-                .filter(|(name, _)| *name == flag)
-                .for_each(|(_, value)| *value = bad.to_string());
-            let mut args: Vec<String> = a
-                .into_iter()
-                .flat_map(|(n, v)| [n.to_string(), v])
-                .collect();
+        for flag in WORKERD_ENDPOINTS {
+            let mut args = endpoint_args(&WORKERD_ENDPOINTS, flag, bad);
             args.extend(daemons::args(&["--stage", "parse", "--concurrency", "1"]));
             assert_refused(WORKERD, &args, &[bad]);
         }
@@ -148,42 +129,19 @@ fn taken() -> (TcpListener, String) {
 
 #[test]
 fn httpd_refuses_endpoints_already_bound() {
-    assert_each_endpoint_in_use_refused(
-        HTTPD,
-        &["--listen", "--proxy", "--loopback", "--interrupt"],
-        &["--listen", "--loopback", "--interrupt"],
-    );
+    for flag in ["--listen", "--loopback", "--interrupt"] {
+        let (_holder, endpoint) = taken();
+        let args = endpoint_args(&HTTPD_ENDPOINTS, flag, &endpoint);
+        assert_refused(HTTPD, &args, &[&endpoint, "in use"]);
+    }
 }
 
 #[test]
 fn proxyd_refuses_endpoints_already_bound() {
-    assert_each_endpoint_in_use_refused(
-        PROXYD,
-        &["--upstream", "--downstream", "--loopback"],
-        &["--upstream", "--downstream"],
-    );
-}
-
-/// Starts `program` once per flag of `binds`, with every flag of `flags` given a free
-/// endpoint except that one, given an endpoint already in use, and asserts it is refused
-/// with a message naming the endpoint.
-fn assert_each_endpoint_in_use_refused(program: &str, flags: &[&str], binds: &[&str]) {
-    for flag in binds {
+    for flag in ["--upstream", "--downstream"] {
         let (_holder, endpoint) = taken();
-        let f = free();
-        let args: Vec<String> = flags
-            .iter()
-            .zip([f.a, f.b, f.c, f.d])
-            .flat_map(|(name, value)| {
-                let value = if name == flag {
-                    endpoint.clone()
-                } else {
-                    value
-                };
-                [name.to_string(), value]
-            })
-            .collect();
-        assert_refused(program, &args, &[&endpoint, "in use"]);
+        let args = endpoint_args(&PROXYD_ENDPOINTS, flag, &endpoint);
+        assert_refused(PROXYD, &args, &[&endpoint, "in use"]);
     }
 }
 
