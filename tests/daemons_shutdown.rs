@@ -91,6 +91,13 @@ fn slow_request_at_work(d: &Deployment, n: u64) -> thread::JoinHandle<std::io::R
     slow
 }
 
+/// Waits for the slow request's answer, which must be 200 and for `n`.
+fn assert_answered(slow: thread::JoinHandle<std::io::Result<Response>>, n: u64) {
+    let response = slow.join().expect("client").expect("the request's answer");
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.possible_prime(), Some(n), "{response:?}");
+}
+
 /// Sends SIGTERM to the front end and waits until it says it drains.
 fn start_httpd_drain(d: &mut Deployment) -> &mut Daemon {
     let httpd = d.httpd.as_mut().expect("httpd");
@@ -119,9 +126,7 @@ fn sigterm_to_httpd_finishes_the_request_in_flight_and_refuses_new_connections()
         "the slow request ended before the check"
     );
 
-    let response = slow.join().expect("client").expect("the request in flight");
-    assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.possible_prime(), Some(PRIME_2_57), "{response:?}");
+    assert_answered(slow, PRIME_2_57);
     expect_clean_exit(httpd, Duration::from_secs(30) + MARGIN);
 }
 
@@ -160,9 +165,7 @@ fn sigterm_with_drain_rejects_answers_new_requests_503_and_closes() {
         "the slow request ended before the check"
     );
 
-    let response = slow.join().expect("client").expect("the request in flight");
-    assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.possible_prime(), Some(PRIME_2_57), "{response:?}");
+    assert_answered(slow, PRIME_2_57);
     expect_clean_exit(httpd, Duration::from_secs(30) + MARGIN);
 }
 
@@ -179,9 +182,7 @@ fn sigterm_to_a_worker_mid_job_still_answers_the_job() {
     let slow = slow_request_at_work(&d, PRIME_2_61);
     let compute = d.compute.as_mut().expect("compute");
     compute.signal("TERM");
-    let response = slow.join().expect("client").expect("the job's answer");
-    assert_eq!(response.status, 200, "{response:?}");
-    assert_eq!(response.possible_prime(), Some(PRIME_2_61), "{response:?}");
+    assert_answered(slow, PRIME_2_61);
     expect_clean_exit(compute, Duration::from_secs(20));
 }
 
