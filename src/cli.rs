@@ -1,5 +1,6 @@
 //! Command-line options shared by the binaries that run a front end, declared once.
 
+use crate::jobs::JobsConfig;
 use crate::server::ServerConfig;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -84,6 +85,63 @@ pub struct FrontEndArgs {
     /// The drain and summary options every daemon shares.
     #[command(flatten)]
     pub daemon: DaemonArgs,
+    /// The asynchronous jobs' options.
+    #[command(flatten)]
+    pub jobs: JobsArgs,
+}
+
+/// The options of asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct JobsArgs {
+    /// Keep asynchronous jobs in this SQLite file (created with mode 0600): requests
+    /// with `Prefer: respond-async` are answered 202 and their results kept at
+    /// /jobs/{id}. Without it, no jobs are kept.
+    #[arg(long, value_name = "FILE")]
+    pub jobs_db: Option<std::path::PathBuf>,
+    /// Seconds finished jobs and their results are kept (then 410 Gone).
+    #[arg(long, value_name = "S", default_value_t = 86400.0)]
+    pub jobs_ttl: f64,
+    /// Unfinished jobs kept at most; past it a submit gets 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    pub jobs_max_queued: usize,
+    /// Seconds one run of a job may spend in the pipeline before it fails with 504.
+    #[arg(long, value_name = "S", default_value_t = 600.0)]
+    pub job_timeout: f64,
+    /// Jobs run in the pipeline at once; the others wait in the store.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub jobs_max_running: usize,
+    /// Runs of a job the pipeline could not take (queue full, worker died) before it
+    /// fails.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub jobs_max_attempts: u32,
+    /// The longest long-poll (`?wait=`, `Prefer: wait=`) honoured, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub jobs_max_wait: f64,
+}
+
+impl JobsArgs {
+    /// The job configuration these options describe, if `--jobs-db` was given.
+    pub fn config(&self) -> Result<Option<JobsConfig>, String> {
+        let Some(path) = &self.jobs_db else {
+            return Ok(None);
+        };
+        let positive = |flag: &str, n: usize| {
+            if n == 0 {
+                Err(format!("{flag} must be at least 1"))
+            } else {
+                Ok(n)
+            }
+        };
+        let mut config = JobsConfig::new(path);
+        config.ttl = seconds("--jobs-ttl", self.jobs_ttl)?;
+        config.max_queued = positive("--jobs-max-queued", self.jobs_max_queued)?;
+        config.job_timeout = seconds("--job-timeout", self.job_timeout)?;
+        config.max_running = positive("--jobs-max-running", self.jobs_max_running)?;
+        config.max_attempts =
+            positive("--jobs-max-attempts", self.jobs_max_attempts as usize)? as u32;
+        config.max_wait = seconds("--jobs-max-wait", self.jobs_max_wait)?;
+        Ok(Some(config))
+    }
 }
 
 impl FrontEndArgs {
@@ -104,6 +162,7 @@ impl FrontEndArgs {
         config.write_timeout = seconds("--write-timeout", self.write_timeout)?;
         config.limits.max_body = self.max_request_bytes;
         config.max_netstring_bytes = self.max_request_bytes;
+        config.jobs = self.jobs.config()?;
         Ok(config)
     }
 }

@@ -11,9 +11,9 @@
 //! | 0 | 1 | version (1) |
 //! | 1 | 1 | protocol: 0 raw, 1 HTTP, 2 netstring |
 //! | 2 | 1 | HTTP minor version |
-//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD |
+//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD, bit 2 asynchronous job |
 //! | 4 | 8 | request id |
-//! | 12 | 8 | connection id |
+//! | 12 | 8 | connection id, or the job's number in the job store for a job |
 //! | 20 | 8 | nonce of the front end process |
 //! | 28 | 8 | arrival, microseconds since the Unix epoch |
 //! | 36 | 8 | deadline, microseconds since the Unix epoch (0: none) |
@@ -32,6 +32,7 @@ pub const INTERRUPT_LEN: usize = 20;
 
 const FLAG_KEEP_ALIVE: u8 = 1;
 const FLAG_HEAD: u8 = 2;
+const FLAG_JOB: u8 = 4;
 
 /// The client protocol a request arrived in, which decides how its answer is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,10 @@ pub struct Envelope {
     pub arrival_us: u64,
     /// When the front end gives up on it (microseconds since the Unix epoch), 0 for never.
     pub deadline_us: u64,
+    /// An asynchronous job (see `jobs`): nobody waits on a connection for it,
+    /// `connection_id` is the job's number in the front end's job store, and its answer
+    /// goes to the store, matched by that number (so it is still taken after a restart).
+    pub job: bool,
 }
 
 /// Why a frame could not be decoded.
@@ -113,7 +118,35 @@ impl Envelope {
             protocol,
             arrival_us: now_us(),
             deadline_us: 0,
+            job: false,
         }
+    }
+
+    /// The envelope of an asynchronous job's run: `job_number` is the job's number in the
+    /// job store, and the request is run as HTTP/1.1 with keep-alive, so its answer is
+    /// whole (a body even for HEAD) and can be rendered later for any client.
+    ///
+    /// ```
+    /// use prime_server::envelope::Envelope;
+    /// let envelope = Envelope::for_job(7, 42, 99);
+    /// assert_eq!(envelope.job_number(), Some(42));
+    /// assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+    /// ```
+    pub fn for_job(request_id: u64, job_number: u64, nonce: u64) -> Self {
+        let protocol = Protocol::Http {
+            minor_version: 1,
+            keep_alive: true,
+            head: false,
+        };
+        Envelope {
+            job: true,
+            ..Envelope::new(request_id, job_number, nonce, protocol)
+        }
+    }
+
+    /// The job's number in the job store, for an asynchronous job.
+    pub fn job_number(&self) -> Option<u64> {
+        self.job.then_some(self.connection_id)
     }
 
     /// Sets the deadline to `timeout` after arrival.
@@ -150,6 +183,7 @@ impl Envelope {
             ),
             Protocol::Netstring => (2, 0, 0),
         };
+        let flags = flags | (self.job as u8 * FLAG_JOB);
         let mut out = [0u8; ENVELOPE_LEN];
         out[..4].copy_from_slice(&[ENVELOPE_VERSION, protocol, minor, flags]);
         let fields = [
@@ -186,6 +220,7 @@ impl Envelope {
             protocol,
             arrival_us: u64_at(frame, 28),
             deadline_us: u64_at(frame, 36),
+            job: flags & FLAG_JOB != 0,
         })
     }
 }
@@ -199,6 +234,8 @@ pub enum InterruptReason {
     DeadlinePassed,
     /// The front end is shutting down: every request of this nonce is void.
     ShuttingDown,
+    /// The asynchronous job was cancelled (`DELETE /jobs/{id}`).
+    Cancelled,
 }
 
 /// A message on the interrupt channel: drop the work for one request, or for every
@@ -229,6 +266,7 @@ impl Interrupt {
             InterruptReason::ClientGone => 1,
             InterruptReason::DeadlinePassed => 2,
             InterruptReason::ShuttingDown => 3,
+            InterruptReason::Cancelled => 4,
         };
         let mut out = [0u8; INTERRUPT_LEN];
         out[0] = ENVELOPE_VERSION;
@@ -245,6 +283,7 @@ impl Interrupt {
             1 => InterruptReason::ClientGone,
             2 => InterruptReason::DeadlinePassed,
             3 => InterruptReason::ShuttingDown,
+            4 => InterruptReason::Cancelled,
             other => return Err(DecodeError::UnknownProtocol(other)),
         };
         Ok(Interrupt {
@@ -310,6 +349,7 @@ mod tests {
             },
             arrival_us: 1_700_000_000_000_000,
             deadline_us: 1_700_000_010_000_000,
+            job: false,
         }
     }
 
@@ -375,6 +415,7 @@ mod tests {
             InterruptReason::ClientGone,
             InterruptReason::DeadlinePassed,
             InterruptReason::ShuttingDown,
+            InterruptReason::Cancelled,
         ] {
             let interrupt = Interrupt {
                 nonce: 5,

@@ -23,6 +23,8 @@ pub enum Error {
     Config(String),
     /// A thread could not be started.
     Thread(std::io::Error),
+    /// The job store could not be opened or used.
+    Jobs(crate::jobs::StoreError),
 }
 
 impl Error {
@@ -44,6 +46,7 @@ impl fmt::Display for Error {
             }
             Error::Config(why) => write!(f, "invalid configuration: {why}"),
             Error::Thread(e) => write!(f, "could not start a thread: {e}"),
+            Error::Jobs(e) => write!(f, "{e}"),
         }
     }
 }
@@ -53,6 +56,7 @@ impl std::error::Error for Error {
         match self {
             Error::Zmq { source, .. } => Some(source),
             Error::Thread(e) => Some(e),
+            Error::Jobs(e) => Some(e),
             _ => None,
         }
     }

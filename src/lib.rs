@@ -83,6 +83,8 @@
 //! - [`worker`]: the worker loop, [`Job`], [`Outcome`] and the [`Work`] trait.
 //! - [`stage`]: stages written against HTTP requests, with typed errors.
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
+//! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
+//!   store on a thread of the front end's process.
 //! - [`pipeline`]: a builder that wires stages (and a front end) in one process.
 //! - [`topology`]: a whole multi-process deployment in one JSON file.
 //! - [`shutdown`]: drain, then stop.
@@ -97,6 +99,7 @@ pub mod demo;
 pub mod envelope;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod loopback;
 pub mod netstring;
 pub mod pipeline;

@@ -4,12 +4,17 @@
 //! Frames: `[envelope, b"R", response bytes]` or `[envelope, b"F", failure]`, where a
 //! failure is its status (u16 LE), its kind (one byte) and a UTF-8 detail. The proxy and
 //! the worker loop only ever produce failures, so neither formats HTTP or netstrings.
+//!
+//! A third kind, `[envelope, b"L", request head, request body]`, says a stage wants the
+//! request answered later: the front end stores it as an asynchronous job and answers
+//! the client `202 Accepted` (see `jobs`).
 
 use crate::envelope::{DecodeError, Envelope};
 use std::fmt;
 
 const TAG_RESPONSE: &[u8] = b"R";
 const TAG_FAILURE: &[u8] = b"F";
+const TAG_LATER: &[u8] = b"L";
 
 /// What went wrong with a request inside the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,12 +138,19 @@ pub enum Answer {
     Response(zmq::Message),
     /// A failure the front end renders in the client's protocol.
     Failure(Failure),
+    /// Make the request an asynchronous job: its HTTP head and body, as received.
+    Later {
+        /// The request head.
+        head: zmq::Message,
+        /// The request body.
+        body: zmq::Message,
+    },
 }
 
 /// Why a loopback message could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AnswerError {
-    /// Not three frames.
+    /// Not three frames (four for [`Answer::Later`]).
     FrameCount(usize),
     /// The envelope frame is bad.
     Envelope(DecodeError),
@@ -149,7 +161,12 @@ pub enum AnswerError {
 impl fmt::Display for AnswerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AnswerError::FrameCount(n) => write!(f, "loopback message of {n} frames, not 3"),
+            AnswerError::FrameCount(n) => {
+                write!(
+                    f,
+                    "loopback message of {n} frames, not 3 (or 4 to answer later)"
+                )
+            }
             AnswerError::Envelope(e) => write!(f, "loopback envelope: {e}"),
             AnswerError::Malformed => write!(f, "loopback answer is malformed"),
         }
@@ -168,6 +185,12 @@ pub fn failure_frames(envelope: &[u8], failure: &Failure) -> [zmq::Message; 3] {
     [envelope.into(), TAG_FAILURE.into(), failure.encode().into()]
 }
 
+/// The frames that ask the front end to answer later: the request's head and body go
+/// back to it, to be stored as an asynchronous job.
+pub fn later_frames(envelope: &[u8], head: zmq::Message, body: zmq::Message) -> [zmq::Message; 4] {
+    [envelope.into(), TAG_LATER.into(), head, body]
+}
+
 /// Reads one loopback message.
 ///
 /// ```
@@ -181,6 +204,16 @@ pub fn failure_frames(envelope: &[u8], failure: &Failure) -> [zmq::Message; 3] {
 /// ```
 pub fn decode(frames: Vec<zmq::Message>) -> Result<(Envelope, Answer), AnswerError> {
     let count = frames.len();
+    if count == 4 {
+        let [envelope, tag, head, body]: [zmq::Message; 4] = frames
+            .try_into()
+            .map_err(|_| AnswerError::FrameCount(count))?;
+        if &tag[..] != TAG_LATER {
+            return Err(AnswerError::Malformed);
+        }
+        let envelope = Envelope::decode(&envelope).map_err(AnswerError::Envelope)?;
+        return Ok((envelope, Answer::Later { head, body }));
+    }
     let [envelope, tag, payload]: [zmq::Message; 3] = frames
         .try_into()
         .map_err(|_| AnswerError::FrameCount(count))?;

@@ -22,7 +22,7 @@
 
 use crate::envelope::{Envelope, Protocol};
 use crate::error::{Error, Result};
-use crate::loopback::{self, Answer};
+use crate::loopback::{self, Answer, Failure, FailureKind};
 use crate::proxy::{Chooser, Proxy, ProxyConfig};
 use crate::server::{Server, ServerConfig, ServerStats};
 use crate::shutdown::Shutdown;
@@ -386,6 +386,10 @@ impl FrontSockets {
                     return match answer {
                         Answer::Response(bytes) => Ok(bytes.to_vec()),
                         Answer::Failure(f) => Err(AskError::Failed(f)),
+                        Answer::Later { .. } => Err(AskError::Failed(Failure::new(
+                            FailureKind::WorkerPanicked,
+                            "a stage asked to answer later, which needs the front end's job store",
+                        ))),
                     }
                 }
                 _ => continue,

@@ -122,6 +122,10 @@ fn count(tally: &mut Tally, frames: Vec<zmq::Message>, yes: &[u8]) {
                 tally.first_failures.push(failure);
             }
         }
+        Ok((_, Answer::Later { .. })) => {
+            tally.failed += 1;
+            log::warn!("a stage asked to answer later, which the simulation cannot");
+        }
         Err(e) => {
             tally.failed += 1;
             log::warn!("unreadable answer: {e}");

@@ -100,6 +100,13 @@ impl<'j, 'a> HttpJob<'j, 'a> {
     pub fn envelope(&self) -> &Envelope {
         self.job.envelope()
     }
+
+    /// Whether this request runs as an asynchronous job (submitted with `Prefer:
+    /// respond-async`, or put off by an earlier [`Next::Later`]): nobody waits on a
+    /// connection, and the answer is stored for the client to collect.
+    pub fn is_async(&self) -> bool {
+        self.job.envelope().job
+    }
 }
 
 /// How many frames the request itself takes: head and body for HTTP, the payload else.
@@ -108,6 +115,29 @@ fn request_frames(envelope: &Envelope) -> usize {
         Protocol::Http { .. } => 2,
         Protocol::Netstring | Protocol::Raw => 1,
     }
+}
+
+/// The outcome of [`Next::Later`]: the request's frames go back to the front end.
+fn later(job: &mut Job<'_>) -> Outcome {
+    let envelope = *job.envelope();
+    let refusal = match envelope.protocol {
+        _ if envelope.job => Some((
+            500,
+            "a stage asked to answer later a job that already is asynchronous",
+        )),
+        Protocol::Http { .. } => None,
+        Protocol::Netstring | Protocol::Raw => {
+            Some((400, "this request can only be answered later over HTTP"))
+        }
+    };
+    if let Some((status, why)) = refusal {
+        log::error!("request {}: {why}", envelope.request_id);
+        return job.reply(&StageError::new(status, why).to_response());
+    }
+    let mut frames = job.take_frames().into_iter();
+    let head = frames.next().unwrap_or_else(zmq::Message::new);
+    let body = frames.next().unwrap_or_else(zmq::Message::new);
+    Outcome::Later(head, body)
 }
 
 /// What an HTTP stage decides.
@@ -124,6 +154,13 @@ pub enum Next {
     },
     /// Send nothing: the work was interrupted and nobody waits for it.
     Abandon,
+    /// "Got it, I need to think about it": the front end stores the request as an
+    /// asynchronous job, answers the client `202 Accepted` with the job's `Location`, and
+    /// runs the request through the pipeline again as that job, where
+    /// [`HttpJob::is_async`] is true. A stage must not answer `Later` to a job that is
+    /// already asynchronous: that is answered 500. Only HTTP requests can be answered
+    /// later (a netstring request gets 400), and only by a front end with a job store.
+    Later,
 }
 
 impl Next {
@@ -156,6 +193,24 @@ impl Next {
     /// Forwards `value`, as JSON, to the stage named `stage`.
     pub fn to_json<T: Serialize>(stage: &str, value: &T) -> Result<Self, StageError> {
         Ok(Self::to(stage, to_json(value)?))
+    }
+
+    /// Answers later: see [`Next::Later`].
+    ///
+    /// ```
+    /// use prime_server::stage::{HttpJob, Next, StageError};
+    /// // Long routes become asynchronous jobs; short ones are answered at once.
+    /// fn route(job: &mut HttpJob) -> Result<Next, StageError> {
+    ///     let long = job.request()?.query_values("far").next().is_some();
+    ///     if long && !job.is_async() {
+    ///         return Ok(Next::later());
+    ///     }
+    ///     Next::forward_json(&long)
+    /// }
+    /// # let _ = route;
+    /// ```
+    pub fn later() -> Self {
+        Next::Later
     }
 }
 
@@ -278,6 +333,7 @@ impl<W: HttpWork> Work for HttpStage<W> {
                 }
             }
             Ok(Next::Abandon) => Outcome::Abandon,
+            Ok(Next::Later) => later(job),
             Err(error) => {
                 log::debug!("request {}: {error}", job.envelope().request_id);
                 job.reply(&error.to_response())

@@ -19,7 +19,7 @@
 use crate::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
 use crate::http::Response;
-use crate::loopback::{failure_frames, response_frames, Failure, FailureKind};
+use crate::loopback::{failure_frames, later_frames, response_frames, Failure, FailureKind};
 use crate::proxy::{BUSY, GOODBYE, READY, RETURN};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
@@ -107,6 +107,10 @@ pub enum Outcome {
     Fail(Failure),
     /// Send nothing: the job was interrupted and nobody waits for it.
     Abandon,
+    /// Answer later: the front end stores the request (these two frames: its HTTP head
+    /// and body) as an asynchronous job and answers the client `202 Accepted`; the job
+    /// then runs through the pipeline again, with [`Envelope::job`] set.
+    Later(zmq::Message, zmq::Message),
 }
 
 impl Outcome {
@@ -676,6 +680,13 @@ impl<W: Work> WorkerLoop<W> {
             }
             Outcome::Fail(failure) => failure,
             Outcome::Abandon => return,
+            Outcome::Later(head, body) => {
+                let frames = later_frames(&envelope_frame, head, body);
+                if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+                    log::warn!("request {request}: answer-later not sent to the loopback: {e}");
+                }
+                return;
+            }
         };
         let frames = failure_frames(&envelope.encode(), &failure);
         if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {

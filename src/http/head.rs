@@ -63,6 +63,7 @@ pub(super) struct HeadInfo {
     pub(super) target: Range<usize>,
     pub(super) framing: Framing,
     pub(super) expect_continue: bool,
+    pub(super) has_prefer: bool,
 }
 
 /// Runs httparse over a complete head and hands the result to `f`.
@@ -133,6 +134,7 @@ pub(super) fn parse_head(head: &[u8], max_body: usize) -> Result<HeadInfo, Parse
             target: target_start..target_start + path.len(),
             framing,
             expect_continue: fields.expect_continue,
+            has_prefer: fields.has_prefer,
         })
     })
 }
@@ -145,6 +147,7 @@ struct Fields<'a> {
     unknown_coding: bool,
     keep_alive: bool,
     expect_continue: bool,
+    has_prefer: bool,
 }
 
 impl<'a> Fields<'a> {
@@ -156,6 +159,7 @@ impl<'a> Fields<'a> {
             unknown_coding: false,
             keep_alive: minor_version == 1,
             expect_continue: false,
+            has_prefer: false,
         };
         let mut hosts = 0;
         let mut close = false;
@@ -191,6 +195,8 @@ impl<'a> Fields<'a> {
                         .value
                         .trim_ascii()
                         .eq_ignore_ascii_case(b"100-continue");
+            } else if name.eq_ignore_ascii_case("prefer") {
+                fields.has_prefer = true;
             }
         }
         match hosts {

@@ -51,6 +51,9 @@ pub struct ParsedRequest {
     pub is_head: bool,
     /// Where the request-target lies in `head`.
     pub target: Range<usize>,
+    /// Whether the head has a `Prefer` field (RFC 7240), which may ask for an
+    /// asynchronous answer: the front end reads the field only when this is set.
+    pub has_prefer: bool,
 }
 
 impl ParsedRequest {
@@ -271,6 +274,7 @@ impl RequestParser {
             target,
             framing,
             expect_continue,
+            has_prefer,
         } = info;
         let (body, reserve) = match framing {
             Framing::None => (None, 0),
@@ -285,6 +289,7 @@ impl RequestParser {
             keep_alive,
             is_head: method == Method::Head,
             target,
+            has_prefer,
         };
         let Some(body) = body else {
             self.state = State::RequestLine(LineScanner::default());

@@ -1,6 +1,7 @@
 //! The front end's settings: where it listens and the limits it enforces.
 
 use crate::http::Limits;
+use crate::jobs::JobsConfig;
 use std::time::Duration;
 
 /// Which protocol a listening endpoint speaks.
@@ -54,6 +55,9 @@ pub struct ServerConfig {
     /// This is what finally frees a client that stopped reading, whatever it holds in
     /// the front end and in libzmq (see `sockets::set_tcp_max_retransmit`).
     pub write_timeout: Duration,
+    /// Keep asynchronous jobs in this store (`Prefer: respond-async`, `/jobs/{id}`);
+    /// none by default, and then requests are only answered while the client waits.
+    pub jobs: Option<JobsConfig>,
 }
 
 impl ServerConfig {
@@ -74,7 +78,15 @@ impl ServerConfig {
             max_pipelined: 1024,
             max_output_bytes: 16 * 1024 * 1024,
             write_timeout: Duration::from_secs(60),
+            jobs: None,
         }
+    }
+
+    /// Keeps asynchronous jobs in the SQLite file `db_path`, with the default limits
+    /// (see [`JobsConfig`]).
+    pub fn with_jobs(mut self, db_path: impl Into<std::path::PathBuf>) -> Self {
+        self.jobs = Some(JobsConfig::new(db_path));
+        self
     }
 
     /// Also serves netstrings on `endpoint`.

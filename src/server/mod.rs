@@ -50,6 +50,7 @@
 //!   for it, for ever: the listeners set `ZMQ_TCP_MAXRT` to `write_timeout`, and the
 //!   kernel aborts a connection whose receive window stays shut that long.
 
+mod async_jobs;
 mod config;
 mod connection;
 mod output;
@@ -195,6 +196,8 @@ pub struct Server {
     /// Reused receive buffers: one routing id, one data frame.
     frame_id: zmq::Message,
     frame_data: zmq::Message,
+    /// The job service, when asynchronous jobs are kept.
+    jobs: Option<async_jobs::JobLink>,
 }
 
 impl Server {
@@ -223,11 +226,16 @@ impl Server {
                 hang_ups: HashSet::new(),
             });
         }
+        let nonce = random_u64();
+        let jobs = match &config.jobs {
+            Some(jobs) => Some(async_jobs::JobLink::start(ctx, jobs.clone(), nonce)?),
+            None => None,
+        };
         Ok(Server {
             listeners,
             front,
             config,
-            nonce: random_u64(),
+            nonce,
             next_request: 1,
             next_connection: 1,
             connections: HashMap::new(),
@@ -240,6 +248,7 @@ impl Server {
             draining_since: None,
             frame_id: zmq::Message::new(),
             frame_data: zmq::Message::new(),
+            jobs,
         })
     }
 
@@ -257,7 +266,7 @@ impl Server {
             .config
             .summary_every
             .map(|every| Instant::now() + every);
-        let mut ready = vec![false; self.listeners.len() + 2];
+        let mut ready = vec![false; self.listeners.len() + 3];
         self.probe(Instant::now());
         while !shutdown.is_triggered() {
             if shutdown.is_draining() && self.draining_since.is_none() {
@@ -286,6 +295,7 @@ impl Server {
             if pipeline_ready[1] {
                 self.drain_entry();
             }
+            self.drain_jobs();
             let now = Instant::now();
             self.retry_stalled(now);
             self.retry_hang_ups(now);
@@ -307,7 +317,7 @@ impl Server {
     }
 
     /// Waits for any socket to be readable; `ready` gets one flag per listener, then the
-    /// loopback's and the entry's.
+    /// loopback's, the entry's and the job service's doorbell's.
     fn poll(&self, ready: &mut [bool], wait: Duration) -> Result<()> {
         let mut items: Vec<zmq::PollItem> = self
             .listeners
@@ -316,6 +326,9 @@ impl Server {
             .collect();
         items.push(self.front.loopback.as_poll_item(zmq::POLLIN));
         items.push(self.front.entry.as_poll_item(zmq::POLLIN));
+        if let Some(jobs) = &self.jobs {
+            items.push(jobs.doorbell.as_poll_item(zmq::POLLIN));
+        }
         sockets::poll(&mut items, wait)?;
         for (flag, item) in ready.iter_mut().zip(&items) {
             *flag = item.is_readable();
@@ -332,6 +345,7 @@ impl Server {
     /// arrive instead.
     fn begin_drain(&mut self) {
         self.draining_since = Some(Instant::now());
+        self.drain_job_waits();
         log::info!(
             "draining: {} requests in flight, {} connections; waiting up to {:.1}s",
             self.requests.len(),
@@ -391,13 +405,14 @@ impl Server {
             .fresh(Instant::now())
             .map_or_else(|| "unknown".to_string(), |s| s.workers.to_string());
         log::info!(
-            "front end: {} connections, {} requests in flight, {} forwarded, {} answered, {} errors, {} timed out, workers at the first proxy: {workers}",
+            "front end: {} connections, {} requests in flight, {} forwarded, {} answered, {} errors, {} timed out, workers at the first proxy: {workers}{}",
             self.connections.len(),
             self.requests.len(),
             self.stats.forwarded,
             self.stats.answered,
             self.stats.errors,
-            self.stats.timed_out
+            self.stats.timed_out,
+            self.job_summary()
         );
     }
 
@@ -423,7 +438,7 @@ impl Server {
     fn status_document(&self) -> Response {
         let now = Instant::now();
         let proxy = self.upstream.fresh(now).map(|s| s.to_json());
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "listening": self.listeners.iter().map(|l| &l.endpoint).collect::<Vec<_>>(),
             "draining": self.draining_since.is_some(),
             "connections": self.connections.len(),
@@ -441,6 +456,9 @@ impl Server {
                 "status": proxy,
             },
         });
+        if let Some(jobs) = self.job_stats_json() {
+            body["jobs"] = jobs;
+        }
         Response::json(200, &body)
     }
 
@@ -451,6 +469,7 @@ impl Server {
         for id in ids {
             self.close(id, true);
         }
+        self.stop_jobs();
         log::info!("front end stopped: {:?}", self.stats);
     }
 
@@ -589,6 +608,10 @@ impl Server {
             self.answer_now(id, bytes, close_after, label);
             return;
         }
+        if self.is_job_request(path, &request) {
+            self.on_job_request(id, request, close_after, label);
+            return;
+        }
         let protocol = Protocol::Http {
             minor_version: request.minor_version,
             keep_alive: request.keep_alive,
@@ -610,18 +633,9 @@ impl Server {
         close_after: bool,
         label: Option<Box<str>>,
     ) {
-        let Some(conn) = self.connections.get_mut(&id) else {
+        let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
             return;
         };
-        if conn.slots.len() >= self.config.max_pipelined {
-            let detail = "too many unanswered requests on this connection";
-            let failure = Failure::new(FailureKind::QueueFull, detail);
-            let bytes = render_failure(protocol, &failure, false);
-            self.answer_now(id, bytes, true, label);
-            return;
-        }
-        let request_id = self.next_request;
-        self.next_request += 1;
         // Taken before the envelope's arrival time, so the front end's deadline is not
         // later than the one workers read from the envelope.
         let now = Instant::now();
@@ -632,7 +646,7 @@ impl Server {
             log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
             let failure = Failure::new(FailureKind::QueueFull, "the server is overloaded");
             let bytes = render_failure(protocol, &failure, false);
-            self.answer_now(id, bytes, close_after, label);
+            self.fill(id, request_id, AnswerBytes::Owned(bytes));
             return;
         }
         self.stats.forwarded += 1;
@@ -644,16 +658,39 @@ impl Server {
                 protocol,
             },
         );
+    }
+
+    /// Keeps a place in the connection's answer order for a request answered later (by
+    /// the pipeline or the job service); returns its request id. A connection with
+    /// `max_pipelined` unanswered requests is answered 503 and closed instead.
+    fn hold_slot(
+        &mut self,
+        id: u64,
+        protocol: Protocol,
+        close_after: bool,
+        label: Option<Box<str>>,
+    ) -> Option<u64> {
+        let conn = self.connections.get_mut(&id)?;
+        if conn.slots.len() >= self.config.max_pipelined {
+            let detail = "too many unanswered requests on this connection";
+            let failure = Failure::new(FailureKind::QueueFull, detail);
+            let bytes = render_failure(protocol, &failure, false);
+            self.answer_now(id, bytes, true, label);
+            return None;
+        }
+        let request_id = self.next_request;
+        self.next_request += 1;
         conn.slots.push_back(Slot {
             request_id,
             answer: None,
             close_after,
-            arrived: now,
+            arrived: Instant::now(),
             label,
         });
         if close_after {
             conn.closing = true;
         }
+        Some(request_id)
     }
 
     /// Queues an answer the front end made itself, in request order.
@@ -687,6 +724,11 @@ impl Server {
     }
 
     fn on_answer(&mut self, envelope: Envelope, answer: Answer, now: Instant) {
+        // Matched by job number, whichever process sent the job.
+        if let Some(number) = envelope.job_number() {
+            self.on_job_answer(number, answer);
+            return;
+        }
         if envelope.nonce != self.nonce {
             log::debug!(
                 "request {}: dropped an answer meant for an earlier run",
@@ -715,6 +757,13 @@ impl Server {
             Answer::Failure(failure) => {
                 log::debug!("request {}: {failure}", envelope.request_id);
                 AnswerBytes::Owned(render_failure(envelope.protocol, &failure, true))
+            }
+            Answer::Later { head, body } => {
+                match self.answer_later(in_flight.connection, &envelope, head, body) {
+                    // The job service answers the slot once the job is stored.
+                    None => return,
+                    Some(refusal) => AnswerBytes::Owned(refusal),
+                }
             }
         };
         self.fill(in_flight.connection, envelope.request_id, bytes);
@@ -932,6 +981,7 @@ impl Server {
     /// for idle connections.
     fn sweep(&mut self) {
         let now = Instant::now();
+        self.sweep_jobs(now);
         let expired: Vec<u64> = self
             .requests
             .iter()

@@ -157,6 +157,7 @@ impl Front {
         let reply = match answer {
             Answer::Response(bytes) => Ok(bytes.to_vec()),
             Answer::Failure(failure) => Err(failure),
+            Answer::Later { .. } => panic!("request {id}: no stage here answers later"),
         };
         self.kept.borrow_mut().insert(id, reply);
         true

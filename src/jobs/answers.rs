@@ -1,0 +1,262 @@
+//! The HTTP answers of the job resources, and the translation between a stage's answer
+//! and the stored form of it.
+
+use super::store::{JobRecord, JobState, StoredAnswer};
+use crate::http::Response;
+use crate::loopback::Failure;
+use serde::Serialize;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Header fields that [`Response::to_bytes`] writes for each connection: not stored with
+/// an answer, written anew for whoever fetches it.
+const PER_CONNECTION: [&str; 5] = [
+    "content-length",
+    "date",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+];
+
+/// The JSON description of a job (`GET /jobs/{id}`, and the body of a `202`).
+#[derive(Serialize)]
+struct JobDocument<'a> {
+    id: &'a str,
+    state: &'a str,
+    created: String,
+    updated: String,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDocument<'a>>,
+    location: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ErrorDocument<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    detail: &'a str,
+}
+
+/// Where the job's resources are, under the jobs path.
+fn location(path: &str, id: &str) -> String {
+    format!("{path}/{id}")
+}
+
+fn rfc3339(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+fn document<'a>(record: &'a JobRecord, path: &str) -> JobDocument<'a> {
+    let location = location(path, &record.id);
+    JobDocument {
+        id: &record.id,
+        state: record.state.as_str(),
+        created: rfc3339(record.created_ms),
+        updated: rfc3339(record.updated_ms),
+        attempts: record.attempts,
+        error: record.error.as_deref().map(|detail| ErrorDocument {
+            status: record.status.filter(|_| record.state == JobState::Failed),
+            detail,
+        }),
+        result: record
+            .state
+            .has_result()
+            .then(|| format!("{location}/result")),
+        location,
+    }
+}
+
+/// `202 Accepted` for a job taken (RFC 7240 §4.1): `Location`, `Preference-Applied`,
+/// `Retry-After`, and the job's description.
+pub fn accepted(record: &JobRecord, path: &str) -> Response {
+    Response::json(202, &document(record, path))
+        .header("Location", location(path, &record.id))
+        .header("Preference-Applied", "respond-async")
+        .header("Retry-After", "1")
+        .header("Cache-Control", "no-store")
+}
+
+/// `GET /jobs/{id}`: `200` with the job's description while it is unfinished (or
+/// cancelled), `303 See Other` to its result once it has one.
+pub fn status(record: &JobRecord, path: &str) -> Response {
+    let document = document(record, path);
+    if record.state.has_result() {
+        let result = format!("{}/result", location(path, &record.id));
+        return Response::json(303, &document)
+            .header("Location", result)
+            .header("Cache-Control", "no-store");
+    }
+    let response = Response::json(200, &document).header("Cache-Control", "no-store");
+    if record.state.is_final() {
+        response
+    } else {
+        response.header("Retry-After", "1")
+    }
+}
+
+/// `GET /jobs/{id}/result` before the job has a result: `404` pointing to its status.
+pub fn no_result_yet(record: &JobRecord, path: &str) -> Response {
+    let message = match record.state {
+        JobState::Cancelled => "the job was cancelled; it has no result",
+        _ => "the job has not finished yet",
+    };
+    let body = serde_json::json!({
+        "error": message,
+        "status": 404,
+        "state": record.state.as_str(),
+        "job": location(path, &record.id),
+    });
+    Response::json(404, &body).header("Cache-Control", "no-store")
+}
+
+/// A stored answer, as it is written to whoever fetches it.
+pub fn result(answer: StoredAnswer) -> Response {
+    Response {
+        status: answer.status,
+        headers: answer.headers,
+        body: answer.body,
+    }
+}
+
+/// `404` for an id the store does not know.
+pub fn unknown_job() -> Response {
+    Response::error(404, "no job has this id")
+}
+
+/// `410 Gone` for a job removed after its time to live.
+pub fn expired_job() -> Response {
+    Response::error(410, "this job has expired and its result was removed")
+}
+
+/// `409 Conflict` for cancelling a job that has ended.
+pub fn already_ended(record: &JobRecord, path: &str) -> Response {
+    let body = serde_json::json!({
+        "error": "the job has already ended; it cannot be cancelled",
+        "status": 409,
+        "state": record.state.as_str(),
+        "job": location(path, &record.id),
+    });
+    Response::json(409, &body)
+}
+
+/// `422` for an `Idempotency-Key` already used by a different request.
+pub fn key_reused() -> Response {
+    Response::error(422, "this Idempotency-Key was used for a different request")
+}
+
+/// `503` with `Retry-After` when the store holds as many unfinished jobs as it may.
+pub fn store_full() -> Response {
+    Response::error(503, "too many jobs are waiting; try again later").header("Retry-After", "5")
+}
+
+/// `503` when the store cannot take a job (its disk failed).
+pub fn store_failed() -> Response {
+    Response::error(503, "the job store is not working").header("Retry-After", "5")
+}
+
+/// A stage's HTTP answer, as stored: the status, the fields the stage set (not those
+/// written per connection), and the body. `None` if the bytes are not an HTTP response.
+pub fn stored_from_http(bytes: &[u8]) -> Option<StoredAnswer> {
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut fields);
+    let head_len = match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        _ => return None,
+    };
+    let status = response.code?;
+    let mut length = None;
+    let mut headers = Vec::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        if field.name.eq_ignore_ascii_case("content-length") {
+            length = std::str::from_utf8(field.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok());
+        }
+        let per_connection = PER_CONNECTION
+            .iter()
+            .any(|name| field.name.eq_ignore_ascii_case(name));
+        let default_server =
+            field.name.eq_ignore_ascii_case("server") && field.value == b"prime_server";
+        if !per_connection && !default_server {
+            let value = String::from_utf8_lossy(field.value).into_owned();
+            headers.push((field.name.to_string(), value));
+        }
+    }
+    let rest = &bytes[head_len..];
+    let body = match length {
+        Some(n) => rest.get(..n)?,
+        None => rest,
+    };
+    Some(StoredAnswer {
+        status,
+        headers,
+        body: body.to_vec(),
+    })
+}
+
+/// A typed failure, stored as the response the front end would have rendered for it.
+pub fn stored_from_failure(failure: &Failure) -> StoredAnswer {
+    let response = Response::error(failure.status, &failure.detail);
+    StoredAnswer {
+        status: response.status,
+        headers: response.headers,
+        body: response.body,
+    }
+}
+
+/// What an ended job's record says went wrong, for an answer of status 400 or above:
+/// the `error` member of a JSON body if it has one, else the reason phrase.
+pub fn error_of(answer: &StoredAnswer) -> Option<String> {
+    if answer.status < 400 {
+        return None;
+    }
+    let from_body = serde_json::from_slice::<serde_json::Value>(&answer.body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
+    Some(from_body.unwrap_or_else(|| crate::http::reason_phrase(answer.status).to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_answer_renders_as_the_original_did() {
+        let original = Response::json(200, &serde_json::json!({"is_prime": true}))
+            .header("X-Stage", "compute");
+        let bytes = original.to_bytes(1, true, false);
+        let stored = stored_from_http(&bytes).expect("an HTTP response");
+        assert_eq!(stored.status, 200);
+        let again = result(stored).to_bytes(1, true, false);
+        let without_date = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .filter(|l| !l.starts_with("Date:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(without_date(&again), without_date(&bytes));
+    }
+
+    #[test]
+    fn errors_come_from_the_json_body_or_the_reason_phrase() {
+        let stored =
+            stored_from_http(&Response::error(400, "n must be a number").to_bytes(1, true, false))
+                .expect("an HTTP response");
+        assert_eq!(error_of(&stored).as_deref(), Some("n must be a number"));
+        let plain = StoredAnswer {
+            status: 502,
+            headers: Vec::new(),
+            body: b"<html>".to_vec(),
+        };
+        assert_eq!(error_of(&plain).as_deref(), Some("Bad Gateway"));
+        let fine = StoredAnswer {
+            status: 200,
+            ..plain
+        };
+        assert_eq!(error_of(&fine), None);
+    }
+}

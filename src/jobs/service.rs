@@ -1,0 +1,919 @@
+//! The job service: the thread that owns the job store, and the front end's handle on
+//! it.
+//!
+//! The front end sends [`Command`]s (a submit, a status read, an answer from the
+//! loopback...) and never waits. The thread takes every command waiting, applies them in
+//! one transaction, commits once, and only then sends back its [`Event`]s: answers for
+//! the connections that asked, jobs to dispatch into the pipeline, interrupts for
+//! cancelled runs. After each batch it rings a doorbell (a ZeroMQ PAIR socket) so the
+//! front end, which sleeps in `zmq_poll`, wakes to read them.
+//!
+//! It also keeps the queue of jobs waiting for a run (at most
+//! [`JobsConfig::max_running`] run at once), the long-polls waiting for a change of
+//! state, the retries of runs the pipeline could not take, and the expiry of old jobs.
+
+use super::answers;
+use super::prefer::idempotency_key;
+use super::store::{
+    JobRecord, JobState, JobStore, NewJob, StartedJob, StateCounts, StoreError, StoredAnswer,
+};
+use super::JobsConfig;
+use crate::http::Response;
+use crate::loopback::{Failure, FailureKind};
+use base64::Engine;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use sha2::Digest;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The most commands applied in one transaction.
+const MAX_BATCH: usize = 4096;
+/// The first wait before a run the pipeline could not take is tried again.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between runs.
+const RETRY_LAST: Duration = Duration::from_secs(30);
+
+/// Whom to answer, and how: the connection and request the answer's slot belongs to,
+/// and the client's HTTP facts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The front end's connection id.
+    pub connection: u64,
+    /// The request id of the slot the answer fills.
+    pub request_id: u64,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Whether the connection stays open after the answer.
+    pub keep_alive: bool,
+    /// Whether the request was HEAD.
+    pub head: bool,
+}
+
+impl ReplyTo {
+    fn render(&self, response: &Response) -> Vec<u8> {
+        response.to_bytes(self.minor_version, self.keep_alive, self.head)
+    }
+}
+
+/// What a job's run came back with, on the loopback.
+#[derive(Debug)]
+pub enum RunAnswer {
+    /// A stage's HTTP answer, as bytes.
+    Response(zmq::Message),
+    /// A failure in the pipeline.
+    Failure(Failure),
+}
+
+/// What the front end asks of the job service.
+#[derive(Debug)]
+pub enum Command {
+    /// Store a new job (`Prefer: respond-async`, or a stage's `Next::later`), answer
+    /// `202` once it is committed, or its answer if it ends within `wait`.
+    Submit {
+        /// Whom to answer.
+        reply: ReplyTo,
+        /// The request head as received.
+        head: Vec<u8>,
+        /// The request body.
+        body: Vec<u8>,
+        /// `Prefer: wait=`.
+        wait: Option<Duration>,
+    },
+    /// `GET /jobs/{id}`, with `?wait=` to long-poll.
+    Status {
+        /// Whom to answer.
+        reply: ReplyTo,
+        /// The id as given.
+        id: String,
+        /// How long to wait for a change of state.
+        wait: Option<Duration>,
+    },
+    /// `GET /jobs/{id}/result`.
+    Result {
+        /// Whom to answer.
+        reply: ReplyTo,
+        /// The id as given.
+        id: String,
+    },
+    /// `DELETE /jobs/{id}`.
+    Cancel {
+        /// Whom to answer.
+        reply: ReplyTo,
+        /// The id as given.
+        id: String,
+    },
+    /// A job's run has come back from the pipeline.
+    Answered {
+        /// The job's number (from the envelope).
+        number: u64,
+        /// What came back.
+        answer: RunAnswer,
+    },
+    /// The front end drains: answer every long-poll now.
+    Drain,
+}
+
+/// What the job service tells the front end.
+#[derive(Debug)]
+pub enum Event {
+    /// Answer a request with these bytes.
+    Reply {
+        /// Whom.
+        to: ReplyTo,
+        /// The whole HTTP response.
+        bytes: Vec<u8>,
+    },
+    /// Send a job's run into the pipeline.
+    Dispatch {
+        /// The job's number.
+        number: u64,
+        /// Its request head.
+        head: Vec<u8>,
+        /// Its request body.
+        body: Vec<u8>,
+    },
+    /// Interrupt a job's run (it was cancelled).
+    Interrupt {
+        /// The job's number.
+        number: u64,
+    },
+}
+
+/// Figures about the jobs, for the status document and the summary line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobStats {
+    /// How many jobs are in each state.
+    pub counts: StateCounts,
+    /// How long the oldest queued job has waited, in milliseconds.
+    pub oldest_queued_ms: Option<u64>,
+    /// Commits so far.
+    pub commits: u64,
+    /// The last commit's duration, in microseconds.
+    pub commit_last_us: u64,
+    /// A moving average of commit durations (weight 1/16), in microseconds.
+    pub commit_average_us: u64,
+    /// The longest commit so far, in microseconds.
+    pub commit_max_us: u64,
+}
+
+impl JobStats {
+    /// The figures as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = &self.counts;
+        serde_json::json!({
+            "queued": c.queued,
+            "running": c.running,
+            "succeeded": c.succeeded,
+            "failed": c.failed,
+            "cancelled": c.cancelled,
+            "expired": c.expired,
+            "oldest_queued_ms": self.oldest_queued_ms,
+            "commits": self.commits,
+            "commit_last_us": self.commit_last_us,
+            "commit_average_us": self.commit_average_us,
+            "commit_max_us": self.commit_max_us,
+        })
+    }
+}
+
+/// The front end's handle on the job service thread.
+pub struct JobsHandle {
+    commands: Option<Sender<Command>>,
+    events: Receiver<Event>,
+    stats: Arc<Mutex<JobStats>>,
+    thread: Option<JoinHandle<()>>,
+    config: JobsConfig,
+}
+
+impl JobsHandle {
+    /// Opens the store (on the calling thread, so a bad database is an error here),
+    /// queues again the jobs a previous process left unfinished, and starts the service
+    /// thread. `doorbell` is a connected PAIR socket whose peer the front end polls.
+    ///
+    /// Errors: the store's, for a database that cannot be opened or used.
+    pub fn start(config: JobsConfig, doorbell: zmq::Socket) -> Result<JobsHandle, StoreError> {
+        let store = super::SqliteStore::open(&config.db_path)?;
+        Self::start_with(Box::new(store), config, doorbell)
+    }
+
+    /// [`start`](Self::start) with any store.
+    pub fn start_with(
+        mut store: Box<dyn JobStore>,
+        config: JobsConfig,
+        doorbell: zmq::Socket,
+    ) -> Result<JobsHandle, StoreError> {
+        let now = now_ms();
+        store.begin()?;
+        let requeued = store.requeue_running(now)?;
+        store.expire(now, ttl_ms(&config))?;
+        store.commit()?;
+        let queue: VecDeque<(u64, i64)> = store.queued()?.into();
+        let counts = store.counts()?;
+        log::info!(
+            "jobs: store {} open; {} queued ({requeued} were running at the last stop), {} succeeded, {} failed, {} cancelled",
+            config.db_path.display(),
+            counts.queued,
+            counts.succeeded,
+            counts.failed,
+            counts.cancelled
+        );
+        let (command_tx, command_rx) = crossbeam_channel::unbounded();
+        let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        let stats = Arc::new(Mutex::new(JobStats {
+            counts,
+            ..JobStats::default()
+        }));
+        let mut service = Service {
+            store,
+            config: config.clone(),
+            events: event_tx,
+            doorbell,
+            stats: Arc::clone(&stats),
+            counts,
+            queue,
+            retries: BinaryHeap::new(),
+            running: HashSet::new(),
+            waiters: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            next_waiter: 0,
+            outbox: Vec::new(),
+            next_expiry: Instant::now() + expire_every(&config),
+            commit_stats: JobStats::default(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("job-store".into())
+            .spawn(move || service.run(command_rx))
+            .map_err(|e| StoreError::Open {
+                path: config.db_path.display().to_string(),
+                reason: format!("the job store's thread could not start: {e}"),
+            })?;
+        Ok(JobsHandle {
+            commands: Some(command_tx),
+            events: event_rx,
+            stats,
+            thread: Some(thread),
+            config,
+        })
+    }
+
+    /// The configuration the service runs with.
+    pub fn config(&self) -> &JobsConfig {
+        &self.config
+    }
+
+    /// Hands a command to the service; never blocks.
+    pub fn send(&self, command: Command) {
+        let sent = self.commands.as_ref().map(|c| c.send(command));
+        if !matches!(sent, Some(Ok(()))) {
+            log::error!("jobs: the job store's thread has stopped; a command was dropped");
+        }
+    }
+
+    /// The next event from the service, if one waits.
+    pub fn try_event(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// The latest figures.
+    pub fn stats(&self) -> JobStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Lets the service finish the commands it has, and waits for its thread.
+    pub fn stop(&mut self) {
+        self.commands = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("jobs: the job store's thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for JobsHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How long to wait before a run the pipeline could not take is tried again, after
+/// `attempts` runs.
+fn retry_backoff(attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(16);
+    (RETRY_FIRST * 2u32.pow(doublings)).min(RETRY_LAST)
+}
+
+fn ttl_ms(config: &JobsConfig) -> i64 {
+    config.ttl.as_millis().min(i64::MAX as u128) as i64
+}
+
+/// How often expired jobs are looked for: a quarter of their time to live, between
+/// 100 ms and a minute.
+fn expire_every(config: &JobsConfig) -> Duration {
+    (config.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A new job id: 128 bits from the operating system's random source, URL-safe base64
+/// (22 characters).
+pub fn new_job_id() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Whether `id` could be a job id (22 URL-safe base64 characters); others are unknown
+/// without asking the store.
+fn is_job_id(id: &str) -> bool {
+    id.len() == 22
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A digest of what makes a request the same request: its method and target, and its
+/// body. Header fields are left out (dates, tracing ids and such differ between tries).
+fn fingerprint(head: &[u8], body: &[u8]) -> Vec<u8> {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let method_and_target = match line.iter().rposition(|&b| b == b' ') {
+        Some(at) => &line[..at],
+        None => line,
+    };
+    let mut digest = sha2::Sha256::new();
+    digest.update((method_and_target.len() as u64).to_le_bytes());
+    digest.update(method_and_target);
+    digest.update(body);
+    digest.finalize().to_vec()
+}
+
+/// Whether a failure means the pipeline could not take the run (so another run may
+/// succeed), rather than that the work itself failed.
+fn is_transient(failure: &Failure) -> bool {
+    matches!(
+        failure.kind,
+        FailureKind::QueueFull
+            | FailureKind::WorkerDied
+            | FailureKind::NextStageUnavailable
+            | FailureKind::ShuttingDown
+    )
+}
+
+/// What a long-poll waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WaitFor {
+    /// `GET /jobs/{id}?wait=`: any change of state; the status at the end of the wait.
+    Change,
+    /// `Prefer: respond-async, wait=`: the job's answer; the `202` at the end of the wait.
+    Answer,
+}
+
+struct Waiter {
+    id: u64,
+    reply: ReplyTo,
+    wait_for: WaitFor,
+}
+
+struct Service {
+    store: Box<dyn JobStore>,
+    config: JobsConfig,
+    events: Sender<Event>,
+    doorbell: zmq::Socket,
+    stats: Arc<Mutex<JobStats>>,
+    counts: StateCounts,
+    /// Jobs waiting for a run: (number, created), oldest first.
+    queue: VecDeque<(u64, i64)>,
+    /// Runs to try again: (when, number, created).
+    retries: BinaryHeap<Reverse<(Instant, u64, i64)>>,
+    /// Jobs in the pipeline.
+    running: HashSet<u64>,
+    /// Long-polls, by job number.
+    waiters: HashMap<u64, Vec<Waiter>>,
+    /// When each long-poll ends: (when, job number, waiter id).
+    deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
+    next_waiter: u64,
+    /// Events of the batch under way, sent once it is committed.
+    outbox: Vec<Event>,
+    next_expiry: Instant,
+    commit_stats: JobStats,
+}
+
+impl Service {
+    fn run(&mut self, commands: Receiver<Command>) {
+        loop {
+            let wait = self.next_timer().saturating_duration_since(Instant::now());
+            let first = match commands.recv_timeout(wait) {
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if let Err(e) = self.store.begin() {
+                log::error!("jobs: cannot start a transaction: {e}");
+            }
+            let batch = first.into_iter().chain(commands.try_iter().take(MAX_BATCH));
+            for command in batch {
+                self.handle(command);
+            }
+            self.on_timers(Instant::now());
+            self.dispatch();
+            self.commit();
+            self.flush();
+        }
+        log::debug!("jobs: the job store's thread stops");
+    }
+
+    fn next_timer(&self) -> Instant {
+        let mut next = self.next_expiry;
+        if let Some(Reverse((at, _, _))) = self.deadlines.peek() {
+            next = next.min(*at);
+        }
+        if let Some(Reverse((at, _, _))) = self.retries.peek() {
+            next = next.min(*at);
+        }
+        next
+    }
+
+    fn handle(&mut self, command: Command) {
+        let reply = match &command {
+            Command::Submit { reply, .. }
+            | Command::Status { reply, .. }
+            | Command::Result { reply, .. }
+            | Command::Cancel { reply, .. } => Some(*reply),
+            Command::Answered { .. } | Command::Drain => None,
+        };
+        let done = match command {
+            Command::Submit {
+                reply,
+                head,
+                body,
+                wait,
+            } => self.submit(reply, &head, &body, wait),
+            Command::Status { reply, id, wait } => self.status(reply, &id, wait),
+            Command::Result { reply, id } => self.result(reply, &id),
+            Command::Cancel { reply, id } => self.cancel(reply, &id),
+            Command::Answered { number, answer } => self.answered(number, answer),
+            Command::Drain => {
+                self.end_waits(|_| true);
+                Ok(())
+            }
+        };
+        if let Err(e) = done {
+            log::error!("jobs: {e}");
+            if let Some(reply) = reply {
+                self.reply(reply, &answers::store_failed());
+            }
+        }
+    }
+
+    fn reply(&mut self, to: ReplyTo, response: &Response) {
+        self.outbox.push(Event::Reply {
+            to,
+            bytes: to.render(response),
+        });
+    }
+
+    /// The record for an id a client gave, or the answer for an id that has none.
+    fn find(&mut self, id: &str) -> Result<Result<JobRecord, Response>, StoreError> {
+        if !is_job_id(id) {
+            return Ok(Err(answers::unknown_job()));
+        }
+        Ok(match self.store.by_id(id)? {
+            None => Err(answers::unknown_job()),
+            Some(record) if record.state == JobState::Expired => Err(answers::expired_job()),
+            Some(record) => Ok(record),
+        })
+    }
+
+    fn submit(
+        &mut self,
+        reply: ReplyTo,
+        head: &[u8],
+        body: &[u8],
+        wait: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let key = match idempotency_key(head) {
+            Ok(key) => key,
+            Err(why) => {
+                self.reply(reply, &Response::error(400, why));
+                return Ok(());
+            }
+        };
+        let fingerprint = fingerprint(head, body);
+        if let Some(key) = &key {
+            if let Some((record, stored)) = self.store.by_idempotency_key(key)? {
+                let response = if stored == fingerprint {
+                    log::debug!("jobs: job {} submitted again under its key", record.id);
+                    answers::accepted(&record, &self.config.path)
+                } else {
+                    answers::key_reused()
+                };
+                self.reply(reply, &response);
+                return Ok(());
+            }
+        }
+        if self.counts.unfinished() >= self.config.max_queued as u64 {
+            log::warn!(
+                "jobs: {} unfinished jobs; a submit is refused",
+                self.counts.unfinished()
+            );
+            self.reply(reply, &answers::store_full());
+            return Ok(());
+        }
+        let id = match new_job_id() {
+            Ok(id) => id,
+            Err(e) => {
+                log::error!("jobs: no random job id: {e}");
+                self.reply(reply, &answers::store_failed());
+                return Ok(());
+            }
+        };
+        let record = self.store.insert(&NewJob {
+            id: &id,
+            head,
+            body,
+            idempotency_key: key.as_deref(),
+            fingerprint: &fingerprint,
+            now_ms: now_ms(),
+        })?;
+        self.counts.queued += 1;
+        self.queue.push_back((record.number, record.created_ms));
+        log::debug!("jobs: job {} ({}) queued", record.id, record.number);
+        match wait.filter(|w| !w.is_zero()) {
+            Some(wait) => self.add_waiter(record.number, reply, WaitFor::Answer, wait),
+            None => self.reply(reply, &answers::accepted(&record, &self.config.path)),
+        }
+        Ok(())
+    }
+
+    fn status(
+        &mut self,
+        reply: ReplyTo,
+        id: &str,
+        wait: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        let record = match self.find(id)? {
+            Ok(record) => record,
+            Err(response) => {
+                self.reply(reply, &response);
+                return Ok(());
+            }
+        };
+        match wait.filter(|w| !w.is_zero() && !record.state.is_final()) {
+            Some(wait) => self.add_waiter(record.number, reply, WaitFor::Change, wait),
+            None => self.reply(reply, &answers::status(&record, &self.config.path)),
+        }
+        Ok(())
+    }
+
+    fn result(&mut self, reply: ReplyTo, id: &str) -> Result<(), StoreError> {
+        let record = match self.find(id)? {
+            Ok(record) => record,
+            Err(response) => {
+                self.reply(reply, &response);
+                return Ok(());
+            }
+        };
+        let response = match self.store.answer(record.number)? {
+            Some(answer) => answers::result(answer),
+            None => answers::no_result_yet(&record, &self.config.path),
+        };
+        self.reply(reply, &response);
+        Ok(())
+    }
+
+    fn cancel(&mut self, reply: ReplyTo, id: &str) -> Result<(), StoreError> {
+        let record = match self.find(id)? {
+            Ok(record) => record,
+            Err(response) => {
+                self.reply(reply, &response);
+                return Ok(());
+            }
+        };
+        let response = match record.state {
+            JobState::Cancelled => answers::status(&record, &self.config.path),
+            state if state.is_final() => answers::already_ended(&record, &self.config.path),
+            state => match self.store.cancel(record.number, now_ms())? {
+                Some(cancelled) => {
+                    *self.counts.of(state) -= 1;
+                    self.counts.cancelled += 1;
+                    if self.running.remove(&record.number) {
+                        self.outbox.push(Event::Interrupt {
+                            number: record.number,
+                        });
+                    }
+                    log::info!("jobs: job {} cancelled", record.id);
+                    self.changed(&cancelled, None);
+                    answers::status(&cancelled, &self.config.path)
+                }
+                None => answers::status(&record, &self.config.path),
+            },
+        };
+        self.reply(reply, &response);
+        Ok(())
+    }
+
+    fn answered(&mut self, number: u64, answer: RunAnswer) -> Result<(), StoreError> {
+        let Some(record) = self.store.by_number(number)? else {
+            log::warn!("jobs: an answer for job number {number}, which the store does not have");
+            return Ok(());
+        };
+        if record.state.is_final() {
+            log::debug!(
+                "jobs: job {} has ended already ({}); a later answer is dropped",
+                record.id,
+                record.state.as_str()
+            );
+            return Ok(());
+        }
+        self.running.remove(&number);
+        let (stored, error) = match answer {
+            RunAnswer::Failure(failure) if is_transient(&failure) => {
+                if record.attempts < self.config.max_attempts {
+                    return self.retry(&record, &failure);
+                }
+                (answers::stored_from_failure(&failure), Some(failure.detail))
+            }
+            RunAnswer::Failure(failure) => {
+                (answers::stored_from_failure(&failure), Some(failure.detail))
+            }
+            RunAnswer::Response(bytes) => match answers::stored_from_http(&bytes) {
+                Some(stored) => {
+                    let error = answers::error_of(&stored);
+                    (stored, error)
+                }
+                None => {
+                    let failure = Failure::new(
+                        FailureKind::WorkerPanicked,
+                        "the stage's answer is not an HTTP response",
+                    );
+                    (answers::stored_from_failure(&failure), Some(failure.detail))
+                }
+            },
+        };
+        let state = if stored.status < 400 {
+            JobState::Succeeded
+        } else {
+            JobState::Failed
+        };
+        if let Some(ended) =
+            self.store
+                .finish(number, state, &stored, error.as_deref(), now_ms())?
+        {
+            *self.counts.of(record.state) -= 1;
+            *self.counts.of(state) += 1;
+            log::info!(
+                "jobs: job {} {} with {} after {} attempts",
+                ended.id,
+                state.as_str(),
+                stored.status,
+                ended.attempts
+            );
+            self.changed(&ended, Some(&stored));
+        }
+        Ok(())
+    }
+
+    /// Queues a run again, later, after the pipeline could not take it.
+    fn retry(&mut self, record: &JobRecord, failure: &Failure) -> Result<(), StoreError> {
+        let Some(queued) = self
+            .store
+            .requeue(record.number, &failure.detail, now_ms())?
+        else {
+            return Ok(());
+        };
+        *self.counts.of(record.state) -= 1;
+        self.counts.queued += 1;
+        let backoff = retry_backoff(record.attempts);
+        log::warn!(
+            "jobs: job {} not run ({}); trying again in {:.0?}",
+            record.id,
+            failure.detail,
+            backoff
+        );
+        self.retries.push(Reverse((
+            Instant::now() + backoff,
+            record.number,
+            record.created_ms,
+        )));
+        self.changed(&queued, None);
+        Ok(())
+    }
+
+    /// Starts runs while fewer than `max_running` are in the pipeline.
+    fn dispatch(&mut self) {
+        while self.running.len() < self.config.max_running {
+            let Some((number, _)) = self.queue.pop_front() else {
+                return;
+            };
+            match self.store.start(number, now_ms()) {
+                Ok(Some(StartedJob { record, head, body })) => {
+                    self.counts.queued = self.counts.queued.saturating_sub(1);
+                    self.counts.running += 1;
+                    self.running.insert(number);
+                    self.outbox.push(Event::Dispatch { number, head, body });
+                    self.changed(&record, None);
+                }
+                // Cancelled while it waited.
+                Ok(None) => {}
+                Err(e) => {
+                    log::error!("jobs: job number {number} cannot start: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_waiter(&mut self, number: u64, reply: ReplyTo, wait_for: WaitFor, wait: Duration) {
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        let until = Instant::now() + wait.min(self.config.max_wait);
+        self.waiters.entry(number).or_default().push(Waiter {
+            id,
+            reply,
+            wait_for,
+        });
+        self.deadlines.push(Reverse((until, number, id)));
+    }
+
+    /// Answers the long-polls a change of state ends: every `Change` wait, and the
+    /// `Answer` waits once the job has ended.
+    fn changed(&mut self, record: &JobRecord, answer: Option<&StoredAnswer>) {
+        let Some(waiters) = self.waiters.remove(&record.number) else {
+            return;
+        };
+        let mut still = Vec::new();
+        for waiter in waiters {
+            let response = match (waiter.wait_for, answer) {
+                (WaitFor::Answer, Some(answer)) => answers::result(answer.clone()),
+                (WaitFor::Answer, None) if !record.state.is_final() => {
+                    still.push(waiter);
+                    continue;
+                }
+                _ => answers::status(record, &self.config.path),
+            };
+            self.reply(waiter.reply, &response);
+        }
+        if !still.is_empty() {
+            self.waiters.insert(record.number, still);
+        }
+    }
+
+    /// Answers the long-polls for which `ends` holds, as at the end of their wait.
+    fn end_waits(&mut self, mut ends: impl FnMut(&(Instant, u64, u64)) -> bool) {
+        let mut kept = BinaryHeap::new();
+        let deadlines = std::mem::take(&mut self.deadlines);
+        let mut ending = Vec::new();
+        for Reverse(deadline) in deadlines {
+            if ends(&deadline) {
+                ending.push(deadline);
+            } else {
+                kept.push(Reverse(deadline));
+            }
+        }
+        self.deadlines = kept;
+        for (_, number, waiter_id) in ending {
+            self.end_wait(number, waiter_id);
+        }
+    }
+
+    fn end_wait(&mut self, number: u64, waiter_id: u64) {
+        let Some(waiters) = self.waiters.get_mut(&number) else {
+            return;
+        };
+        let Some(at) = waiters.iter().position(|w| w.id == waiter_id) else {
+            return;
+        };
+        let waiter = waiters.swap_remove(at);
+        if waiters.is_empty() {
+            self.waiters.remove(&number);
+        }
+        let response = match self.store.by_number(number) {
+            Ok(Some(record)) => match waiter.wait_for {
+                WaitFor::Change => answers::status(&record, &self.config.path),
+                WaitFor::Answer => answers::accepted(&record, &self.config.path),
+            },
+            Ok(None) => answers::unknown_job(),
+            Err(e) => {
+                log::error!("jobs: {e}");
+                answers::store_failed()
+            }
+        };
+        self.reply(waiter.reply, &response);
+    }
+
+    fn on_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, number, waiter_id))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            self.end_wait(number, waiter_id);
+        }
+        while let Some(Reverse((at, number, created))) = self.retries.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.retries.pop();
+            self.queue.push_front((number, created));
+        }
+        if now >= self.next_expiry {
+            self.next_expiry = now + expire_every(&self.config);
+            self.expire();
+        }
+    }
+
+    fn expire(&mut self) {
+        let expired = self
+            .store
+            .expire(now_ms(), ttl_ms(&self.config))
+            .and_then(|n| Ok((n, self.store.counts()?)));
+        match expired {
+            Ok((n, counts)) => {
+                if n > 0 {
+                    log::info!("jobs: {n} ended jobs expired");
+                }
+                self.counts = counts;
+            }
+            Err(e) => log::error!("jobs: expiry failed: {e}"),
+        }
+    }
+
+    fn commit(&mut self) {
+        let started = Instant::now();
+        if let Err(e) = self.store.commit() {
+            log::error!(
+                "jobs: a commit failed, its {} answers are refused: {e}",
+                self.outbox.len()
+            );
+            self.store.rollback();
+            self.refuse_batch();
+            return;
+        }
+        let took = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        let stats = &mut self.commit_stats;
+        stats.commits += 1;
+        stats.commit_last_us = took;
+        stats.commit_max_us = stats.commit_max_us.max(took);
+        stats.commit_average_us = if stats.commits == 1 {
+            took
+        } else {
+            (stats.commit_average_us * 15 + took) / 16
+        };
+    }
+
+    /// After a failed commit: every answer of the batch becomes a 503, nothing is
+    /// dispatched, and the queue and counts are read again from the store.
+    fn refuse_batch(&mut self) {
+        let outbox = std::mem::take(&mut self.outbox);
+        for event in outbox {
+            if let Event::Reply { to, .. } = event {
+                self.reply(to, &answers::store_failed());
+            }
+        }
+        self.running.clear();
+        match self
+            .store
+            .queued()
+            .and_then(|q| Ok((q, self.store.counts()?)))
+        {
+            Ok((queue, counts)) => {
+                self.queue = queue.into();
+                self.counts = counts;
+            }
+            Err(e) => log::error!("jobs: the store cannot be read again: {e}"),
+        }
+    }
+
+    fn flush(&mut self) {
+        let had_events = !self.outbox.is_empty();
+        for event in self.outbox.drain(..) {
+            if self.events.send(event).is_err() {
+                return;
+            }
+        }
+        if had_events {
+            // A full doorbell is already rung.
+            let _ = self.doorbell.send(zmq::Message::new(), zmq::DONTWAIT);
+        }
+        if let Ok(mut stats) = self.stats.lock() {
+            *stats = JobStats {
+                counts: self.counts,
+                oldest_queued_ms: self
+                    .queue
+                    .front()
+                    .map(|(_, created)| now_ms().saturating_sub(*created).max(0) as u64),
+                ..self.commit_stats
+            };
+        }
+    }
+}

@@ -1,0 +1,640 @@
+//! The durable job store: a small trait, and its SQLite implementation.
+//!
+//! Only the job service's thread calls a store, so the trait is synchronous and takes
+//! `&mut self`. Writes are grouped: the service calls [`JobStore::begin`], applies every
+//! command it has, and [`JobStore::commit`]s once. A store shared by several front ends
+//! (a database server) can replace SQLite behind the same trait.
+//!
+//! The SQLite file runs in WAL mode with `synchronous=FULL`: a commit is on disk when
+//! `commit` returns, so neither a `kill -9` nor a power cut loses an accepted job. It is
+//! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode),
+//! since stored requests can carry `Authorization` and `Cookie` headers; a request is
+//! kept only until its job ends.
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::fmt;
+use std::path::Path;
+
+/// The schema version this build writes (`PRAGMA user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    number INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT UNIQUE,
+    fingerprint BLOB,
+    head BLOB,
+    body BLOB,
+    status INTEGER,
+    error TEXT,
+    answer_headers TEXT,
+    answer_body BLOB
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, updated_ms);
+";
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Stored, waiting for a run.
+    Queued,
+    /// In the pipeline.
+    Running,
+    /// Ended with an answer whose status is below 400.
+    Succeeded,
+    /// Ended with an error: an answer of status 400 or above, or a failure in the
+    /// pipeline (timeout, panic, no worker after every attempt).
+    Failed,
+    /// Cancelled by `DELETE` before it ended.
+    Cancelled,
+    /// Removed after its time to live: only its id is left, for `410 Gone`.
+    Expired,
+}
+
+impl JobState {
+    /// The name used in the database and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Expired => "expired",
+        }
+    }
+
+    fn parse(name: &str) -> Option<JobState> {
+        Some(match name {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
+            "expired" => JobState::Expired,
+            _ => return None,
+        })
+    }
+
+    /// Whether the job has ended (it has a result, or was cancelled, or expired).
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+
+    /// Whether the job ended with a stored result.
+    pub fn has_result(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+/// What the store knows of a job, without its request or its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobRecord {
+    /// The store's number for the job: what travels in the envelope.
+    pub number: u64,
+    /// The job's public id: 128 random bits, URL-safe base64.
+    pub id: String,
+    /// Where the job is.
+    pub state: JobState,
+    /// When it was submitted, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// When its state last changed, in milliseconds since the Unix epoch.
+    pub updated_ms: i64,
+    /// How many times it was sent into the pipeline.
+    pub attempts: u32,
+    /// Once it has ended with an answer, that answer's status.
+    pub status: Option<u16>,
+    /// For a failed job, what went wrong; for a queued one, why its last run failed.
+    pub error: Option<String>,
+}
+
+/// An answer as stored: what a synchronous call would have been answered, without the
+/// fields that depend on the connection (`Content-Length`, `Date`, `Connection`, ...),
+/// which are written anew for whoever fetches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// The status code.
+    pub status: u16,
+    /// The header fields the stage set, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A job to store.
+#[derive(Clone, Debug)]
+pub struct NewJob<'a> {
+    /// Its public id.
+    pub id: &'a str,
+    /// The request head as received.
+    pub head: &'a [u8],
+    /// The request body, decoded.
+    pub body: &'a [u8],
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<&'a str>,
+    /// A digest of the request (method, target and body), to tell a repeat of the same
+    /// request from another request under the same key.
+    pub fingerprint: &'a [u8],
+    /// Now, in milliseconds since the Unix epoch.
+    pub now_ms: i64,
+}
+
+/// A job moved to running, with the request to run.
+#[derive(Clone, Debug)]
+pub struct StartedJob {
+    /// Its record, now running.
+    pub record: JobRecord,
+    /// The request head as received.
+    pub head: Vec<u8>,
+    /// The request body.
+    pub body: Vec<u8>,
+}
+
+/// An ended job's answer columns: status, header fields as JSON, body.
+type AnswerRow = (Option<i64>, Option<String>, Option<Vec<u8>>);
+
+/// How many jobs are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Queued.
+    pub queued: u64,
+    /// Running.
+    pub running: u64,
+    /// Succeeded.
+    pub succeeded: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Expired (ids kept for `410 Gone`).
+    pub expired: u64,
+}
+
+impl StateCounts {
+    /// The count for `state`, to change it.
+    pub fn of(&mut self, state: JobState) -> &mut u64 {
+        match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+            JobState::Expired => &mut self.expired,
+        }
+    }
+
+    /// Jobs not yet ended.
+    pub fn unfinished(&self) -> u64 {
+        self.queued + self.running
+    }
+}
+
+/// Why the store failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database could not be opened, or is not a job store this build can use.
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A query failed.
+    Sqlite(rusqlite::Error),
+    /// A stored value is not what this build writes.
+    Corrupt(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Open { path, reason } => {
+                write!(f, "the job database {path} cannot be used: {reason}")
+            }
+            StoreError::Sqlite(e) => write!(f, "job database: {e}"),
+            StoreError::Corrupt(what) => write!(f, "job database holds a bad value: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sqlite(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+/// A durable home for jobs. Every write between [`begin`](Self::begin) and
+/// [`commit`](Self::commit) becomes durable at once.
+pub trait JobStore: Send {
+    /// Starts a group of writes.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Makes the group durable.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Drops the group (after a failed commit).
+    fn rollback(&mut self);
+    /// Stores a new job, queued; returns its record.
+    fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError>;
+    /// The job with this public id.
+    fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// The job with this number.
+    fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError>;
+    /// The job stored under an idempotency key, with its request's fingerprint.
+    fn by_idempotency_key(&mut self, key: &str)
+        -> Result<Option<(JobRecord, Vec<u8>)>, StoreError>;
+    /// Moves a queued job to running (counting the attempt) and returns it with its
+    /// request head and body; `None` if it is not queued (cancelled meanwhile).
+    fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError>;
+    /// Ends an unfinished job with its answer (`Succeeded` or `Failed`); its request is
+    /// forgotten. `None` if it had already ended (a second answer is dropped).
+    fn finish(
+        &mut self,
+        number: u64,
+        state: JobState,
+        answer: &StoredAnswer,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    /// Puts a running job back in the queue after a run the pipeline could not take.
+    fn requeue(
+        &mut self,
+        number: u64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    /// Cancels an unfinished job; `None` if it had already ended.
+    fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
+    /// The stored answer of an ended job.
+    fn answer(&mut self, number: u64) -> Result<Option<StoredAnswer>, StoreError>;
+    /// At start: queues again the jobs that were running when the last process stopped;
+    /// returns how many.
+    fn requeue_running(&mut self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Every queued job (number, created) in submission order.
+    fn queued(&mut self) -> Result<Vec<(u64, i64)>, StoreError>;
+    /// Expires the jobs that ended more than `ttl_ms` ago (their answer and idempotency
+    /// key go; the id stays, for `410 Gone`), and forgets the ids that expired more than
+    /// `ttl_ms` ago. Returns how many jobs expired.
+    fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError>;
+    /// How many jobs are in each state.
+    fn counts(&mut self) -> Result<StateCounts, StoreError>;
+}
+
+/// The SQLite job store.
+pub struct SqliteStore {
+    db: Connection,
+}
+
+const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error";
+
+impl SqliteStore {
+    /// Opens (or creates, mode 0600) the job database at `path`, checks it, and sets WAL
+    /// mode.
+    ///
+    /// Errors: [`StoreError::Open`] for a file that is not a SQLite database, is
+    /// damaged, cannot be read or written, or was written by a newer schema. Such a file
+    /// is never replaced.
+    ///
+    /// ```
+    /// use prime_server::jobs::SqliteStore;
+    /// let dir = std::env::temp_dir().join(format!("doc-jobs-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("bad.sqlite"), b"not a database, just some bytes....").unwrap();
+    /// assert!(SqliteStore::open(&dir.join("bad.sqlite")).is_err());
+    /// assert!(SqliteStore::open(&dir.join("good.sqlite")).is_ok());
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let fail = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        create_private(path).map_err(|e| fail(e.to_string()))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let db = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
+        let mut store = SqliteStore { db };
+        store.prepare().map_err(|e| fail(e.to_string()))?;
+        Ok(store)
+    }
+
+    fn prepare(&mut self) -> Result<(), StoreError> {
+        let db = &self.db;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!(
+                "journal mode {mode} instead of wal"
+            )));
+        }
+        db.pragma_update(None, "synchronous", "FULL")?;
+        let check: String = db.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt(format!("integrity check: {check}")));
+        }
+        let version: i64 = db.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(format!(
+                "schema version {version}, this build knows {SCHEMA_VERSION}"
+            )));
+        }
+        db.execute_batch(SCHEMA)?;
+        db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        Ok(())
+    }
+
+    fn record(
+        &self,
+        clause: &str,
+        key: &dyn rusqlite::ToSql,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE {clause}");
+        let mut statement = self.db.prepare_cached(&sql)?;
+        let row = statement.query_row([key], read_record).optional()?;
+        row.transpose()
+    }
+
+    /// Runs an UPDATE ... RETURNING the record columns.
+    fn update(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let sql = format!("{sql} RETURNING {RECORD_COLUMNS}");
+        let mut statement = self.db.prepare_cached(&sql)?;
+        let row = statement.query_row(params, read_record).optional()?;
+        row.transpose()
+    }
+}
+
+/// Creates the file with mode 0600 if it does not exist; tightens the mode of an
+/// existing one that others could read.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let metadata = std::fs::metadata(path)?;
+            if !metadata.is_file() {
+                return Err(std::io::Error::other("it is not a regular file"));
+            }
+            let mode = metadata.permissions().mode();
+            if mode & 0o077 != 0 {
+                log::warn!(
+                    "job database {}: mode {:o} let others read stored requests; setting 0600",
+                    path.display(),
+                    mode & 0o777
+                );
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, StoreError>> {
+    let state: String = row.get(2)?;
+    let Some(state) = JobState::parse(&state) else {
+        return Ok(Err(StoreError::Corrupt(format!("job state {state:?}"))));
+    };
+    let number: i64 = row.get(0)?;
+    let status: Option<i64> = row.get(6)?;
+    Ok(Ok(JobRecord {
+        number: number as u64,
+        id: row.get(1)?,
+        state,
+        created_ms: row.get(3)?,
+        updated_ms: row.get(4)?,
+        attempts: row.get::<_, i64>(5)?.clamp(0, i64::from(u32::MAX)) as u32,
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        error: row.get(7)?,
+    }))
+}
+
+impl JobStore for SqliteStore {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.db.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        if let Err(e) = self.db.execute_batch("ROLLBACK") {
+            log::error!("job database: rollback failed: {e}");
+        }
+    }
+
+    fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError> {
+        let mut statement = self.db.prepare_cached(
+            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body)
+             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        statement.execute(params![
+            job.id,
+            job.now_ms,
+            job.idempotency_key,
+            job.fingerprint,
+            job.head,
+            job.body
+        ])?;
+        Ok(JobRecord {
+            number: self.db.last_insert_rowid() as u64,
+            id: job.id.to_string(),
+            state: JobState::Queued,
+            created_ms: job.now_ms,
+            updated_ms: job.now_ms,
+            attempts: 0,
+            status: None,
+            error: None,
+        })
+    }
+
+    fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        self.record("id = ?1", &id)
+    }
+
+    fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError> {
+        self.record("number = ?1", &(number as i64))
+    }
+
+    fn by_idempotency_key(
+        &mut self,
+        key: &str,
+    ) -> Result<Option<(JobRecord, Vec<u8>)>, StoreError> {
+        let Some(record) = self.record("idempotency_key = ?1", &key)? else {
+            return Ok(None);
+        };
+        let mut statement = self
+            .db
+            .prepare_cached("SELECT fingerprint FROM jobs WHERE number = ?1")?;
+        let fingerprint: Option<Vec<u8>> =
+            statement.query_row([record.number as i64], |row| row.get(0))?;
+        Ok(Some((record, fingerprint.unwrap_or_default())))
+    }
+
+    fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError> {
+        let Some(record) = self.update(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_ms = ?2
+             WHERE number = ?1 AND state = 'queued'",
+            &[&(number as i64), &now_ms],
+        )?
+        else {
+            return Ok(None);
+        };
+        let mut statement = self
+            .db
+            .prepare_cached("SELECT head, body FROM jobs WHERE number = ?1")?;
+        let (head, body): (Option<Vec<u8>>, Option<Vec<u8>>) =
+            statement.query_row([number as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(Some(StartedJob {
+            record,
+            head: head.unwrap_or_default(),
+            body: body.unwrap_or_default(),
+        }))
+    }
+
+    fn finish(
+        &mut self,
+        number: u64,
+        state: JobState,
+        answer: &StoredAnswer,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let headers = serde_json::to_string(&answer.headers)
+            .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
+        self.update(
+            "UPDATE jobs SET state = ?2, updated_ms = ?3, status = ?4, error = ?5,
+                 answer_headers = ?6, answer_body = ?7, head = NULL, body = NULL
+             WHERE number = ?1 AND state IN ('queued', 'running')",
+            &[
+                &(number as i64),
+                &state.as_str(),
+                &now_ms,
+                &i64::from(answer.status),
+                &error,
+                &headers,
+                &answer.body,
+            ],
+        )
+    }
+
+    fn requeue(
+        &mut self,
+        number: u64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        self.update(
+            "UPDATE jobs SET state = 'queued', updated_ms = ?2, error = ?3
+             WHERE number = ?1 AND state = 'running'",
+            &[&(number as i64), &now_ms, &error],
+        )
+    }
+
+    fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
+        self.update(
+            "UPDATE jobs SET state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL
+             WHERE number = ?1 AND state IN ('queued', 'running')",
+            &[&(number as i64), &now_ms],
+        )
+    }
+
+    fn answer(&mut self, number: u64) -> Result<Option<StoredAnswer>, StoreError> {
+        let mut statement = self.db.prepare_cached(
+            "SELECT status, answer_headers, answer_body FROM jobs
+             WHERE number = ?1 AND state IN ('succeeded', 'failed')",
+        )?;
+        let row: Option<AnswerRow> = statement
+            .query_row([number as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        let Some((status, headers, body)) = row else {
+            return Ok(None);
+        };
+        let status = status
+            .and_then(|s| u16::try_from(s).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("job {number} has no status")))?;
+        let headers: Vec<(String, String)> = match headers {
+            Some(text) => serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("job {number} headers: {e}")))?,
+            None => Vec::new(),
+        };
+        Ok(Some(StoredAnswer {
+            status,
+            headers,
+            body: body.unwrap_or_default(),
+        }))
+    }
+
+    fn requeue_running(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        let requeued = self.db.execute(
+            "UPDATE jobs SET state = 'queued', updated_ms = ?1 WHERE state = 'running'",
+            [now_ms],
+        )?;
+        Ok(requeued as u64)
+    }
+
+    fn queued(&mut self) -> Result<Vec<(u64, i64)>, StoreError> {
+        let mut statement = self.db.prepare(
+            "SELECT number, created_ms FROM jobs WHERE state = 'queued' ORDER BY number",
+        )?;
+        let rows =
+            statement.query_map([], |row| Ok((row.get::<_, i64>(0)? as u64, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError> {
+        let before_ms = now_ms.saturating_sub(ttl_ms);
+        self.db.execute(
+            "DELETE FROM jobs WHERE state = 'expired' AND updated_ms < ?1",
+            [before_ms],
+        )?;
+        let expired = self.db.execute(
+            "UPDATE jobs SET state = 'expired', updated_ms = ?2, idempotency_key = NULL,
+                 fingerprint = NULL, head = NULL, body = NULL, answer_headers = NULL,
+                 answer_body = NULL, error = NULL
+             WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?1",
+            params![before_ms, now_ms],
+        )?;
+        Ok(expired as u64)
+    }
+
+    fn counts(&mut self) -> Result<StateCounts, StoreError> {
+        let mut statement = self
+            .db
+            .prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+        let mut counts = StateCounts::default();
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let state: String = row.get(0)?;
+            let count: i64 = row.get(1)?;
+            if let Some(state) = JobState::parse(&state) {
+                *counts.of(state) = count as u64;
+            }
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,334 @@
+//! The front end's side of asynchronous jobs (see [`crate::jobs`]): it recognises job
+//! requests, hands them to the job service, dispatches the runs the service starts,
+//! takes their answers off the loopback, and enforces the job timeout.
+//!
+//! Everything that touches the disk happens on the service's thread; here only channel
+//! sends and socket I/O happen, so the loop never waits on the store.
+
+use super::Server;
+use crate::envelope::{Envelope, InterruptReason, Protocol};
+use crate::error::{Error, Result};
+use crate::http::{Method, ParsedRequest, Response};
+use crate::jobs::service::{Command, Event, ReplyTo, RunAnswer};
+use crate::jobs::{AsyncPreference, JobRoute, JobsConfig, JobsHandle};
+use crate::loopback::{Answer, Failure, FailureKind};
+use crate::sockets;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// A job's run in the pipeline.
+struct JobRun {
+    /// The request id its envelope carries (interrupts name it).
+    request_id: u64,
+    /// When it fails with 504.
+    deadline: Instant,
+}
+
+/// The front end's link to the job service.
+pub(super) struct JobLink {
+    handle: JobsHandle,
+    /// Rung by the service when it has events.
+    pub(super) doorbell: zmq::Socket,
+    /// Runs in the pipeline, by job number.
+    in_flight: HashMap<u64, JobRun>,
+    scratch: zmq::Message,
+}
+
+impl JobLink {
+    /// Opens the store and starts the service, with a doorbell over `inproc://`.
+    pub(super) fn start(ctx: &zmq::Context, config: JobsConfig, nonce: u64) -> Result<JobLink> {
+        let endpoint = format!("inproc://prime-jobs-doorbell-{nonce:x}");
+        let doorbell = sockets::socket(ctx, zmq::PAIR)?;
+        sockets::bind(&doorbell, &endpoint)?;
+        let ringer = sockets::socket(ctx, zmq::PAIR)?;
+        ringer
+            .connect(&endpoint)
+            .map_err(|e| Error::zmq(format!("connecting {endpoint}"), e))?;
+        let handle = JobsHandle::start(config, ringer).map_err(Error::Jobs)?;
+        Ok(JobLink {
+            handle,
+            doorbell,
+            in_flight: HashMap::new(),
+            scratch: zmq::Message::new(),
+        })
+    }
+}
+
+/// The client's HTTP facts, for an answer the job service writes.
+fn reply_to(connection: u64, request_id: u64, protocol: Protocol) -> ReplyTo {
+    let (minor_version, keep_alive, head) = match protocol {
+        Protocol::Http {
+            minor_version,
+            keep_alive,
+            head,
+        } => (minor_version, keep_alive, head),
+        Protocol::Netstring | Protocol::Raw => (1, false, false),
+    };
+    ReplyTo {
+        connection,
+        request_id,
+        minor_version,
+        keep_alive,
+        head,
+    }
+}
+
+impl Server {
+    /// Whether the job service takes this request: a job resource, or a request that
+    /// prefers an asynchronous answer.
+    pub(super) fn is_job_request(&self, path: &str, request: &ParsedRequest) -> bool {
+        let Some(link) = &self.jobs else {
+            return false;
+        };
+        let prefix = &link.handle.config().path;
+        let under_prefix = path
+            .strip_prefix(prefix.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        under_prefix
+            || (request.has_prefer && AsyncPreference::from_head(&request.head).respond_async)
+    }
+
+    /// Hands a job request to the service, keeping its place in the answer order; or
+    /// answers at once what needs no store (wrong method, unknown path).
+    pub(super) fn on_job_request(
+        &mut self,
+        id: u64,
+        request: ParsedRequest,
+        close_after: bool,
+        label: Option<Box<str>>,
+    ) {
+        let Some(link) = &self.jobs else {
+            return;
+        };
+        let route = JobRoute::parse(&link.handle.config().path, request.target_str());
+        let immediate = match (&route, request.method) {
+            (None, _) => None,
+            (Some(JobRoute::Job { .. }), Method::Get | Method::Head | Method::Delete) => None,
+            (Some(JobRoute::Result { .. }), Method::Get | Method::Head) => None,
+            (Some(JobRoute::Job { .. }), _) => Some(
+                Response::error(405, "a job allows GET, HEAD and DELETE")
+                    .header("Allow", "GET, HEAD, DELETE"),
+            ),
+            (Some(JobRoute::Result { .. }), _) => Some(
+                Response::error(405, "a job's result allows GET and HEAD")
+                    .header("Allow", "GET, HEAD"),
+            ),
+            (Some(JobRoute::Unknown), _) => Some(Response::error(
+                404,
+                "job resources are /jobs/{id} and /jobs/{id}/result",
+            )),
+        };
+        if let Some(response) = immediate {
+            let bytes = response.to_bytes(request.minor_version, !close_after, request.is_head);
+            self.answer_now(id, bytes, close_after, label);
+            return;
+        }
+        let protocol = Protocol::Http {
+            minor_version: request.minor_version,
+            keep_alive: request.keep_alive,
+            head: request.is_head,
+        };
+        let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
+            return;
+        };
+        let reply = reply_to(id, request_id, protocol);
+        let command = match route {
+            Some(JobRoute::Job { id, wait }) if request.method != Method::Delete => {
+                Command::Status { reply, id, wait }
+            }
+            Some(JobRoute::Job { id, .. }) => Command::Cancel { reply, id },
+            Some(JobRoute::Result { id }) => Command::Result { reply, id },
+            Some(JobRoute::Unknown) | None => {
+                let preference = AsyncPreference::from_head(&request.head);
+                Command::Submit {
+                    reply,
+                    head: request.head,
+                    body: request.body,
+                    wait: preference.wait,
+                }
+            }
+        };
+        self.send_job_command(command);
+    }
+
+    fn send_job_command(&self, command: Command) {
+        if let Some(link) = &self.jobs {
+            link.handle.send(command);
+        }
+    }
+
+    /// A stage answered `Next::later()` for a synchronous request: store it as a job;
+    /// the service answers the client's slot with the `202`.
+    pub(super) fn answer_later(
+        &mut self,
+        connection: u64,
+        envelope: &Envelope,
+        head: zmq::Message,
+        body: zmq::Message,
+    ) -> Option<Vec<u8>> {
+        let refusal = match (&self.jobs, envelope.protocol) {
+            (None, _) => "a stage asked to answer later, but this server keeps no jobs (--jobs-db)",
+            (Some(_), Protocol::Http { .. }) => {
+                let reply = reply_to(connection, envelope.request_id, envelope.protocol);
+                self.send_job_command(Command::Submit {
+                    reply,
+                    head: head.to_vec(),
+                    body: body.to_vec(),
+                    wait: None,
+                });
+                return None;
+            }
+            (Some(_), _) => "only HTTP requests can be answered later",
+        };
+        log::error!("request {}: {refusal}", envelope.request_id);
+        let failure = Failure::new(FailureKind::WorkerPanicked, refusal);
+        Some(super::render_failure(envelope.protocol, &failure, true))
+    }
+
+    /// A job's run came back on the loopback: the service stores the answer.
+    pub(super) fn on_job_answer(&mut self, number: u64, answer: Answer) {
+        let Some(link) = &mut self.jobs else {
+            log::warn!("job number {number}: an answer, but this server keeps no jobs");
+            return;
+        };
+        link.in_flight.remove(&number);
+        let answer = match answer {
+            Answer::Response(bytes) => RunAnswer::Response(bytes),
+            Answer::Failure(failure) => RunAnswer::Failure(failure),
+            Answer::Later { .. } => RunAnswer::Failure(Failure::new(
+                FailureKind::WorkerPanicked,
+                "a stage asked to answer later a job that already is asynchronous",
+            )),
+        };
+        link.handle.send(Command::Answered { number, answer });
+    }
+
+    /// Reads what the job service has sent: answers, runs to dispatch, interrupts.
+    pub(super) fn drain_jobs(&mut self) {
+        let Some(link) = &mut self.jobs else {
+            return;
+        };
+        while link.doorbell.recv(&mut link.scratch, zmq::DONTWAIT).is_ok() {}
+        while let Some(event) = self.jobs.as_ref().and_then(|l| l.handle.try_event()) {
+            match event {
+                Event::Reply { to, bytes } => self.fill(
+                    to.connection,
+                    to.request_id,
+                    super::AnswerBytes::Owned(bytes),
+                ),
+                Event::Dispatch { number, head, body } => self.dispatch_job(number, head, body),
+                Event::Interrupt { number } => {
+                    let run = self.jobs.as_mut().and_then(|l| l.in_flight.remove(&number));
+                    if let Some(run) = run {
+                        self.publish(self.nonce, run.request_id, InterruptReason::Cancelled);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a job's run into the pipeline, as a job with the job timeout.
+    fn dispatch_job(&mut self, number: u64, head: Vec<u8>, body: Vec<u8>) {
+        let Some(link) = &mut self.jobs else {
+            return;
+        };
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let timeout = link.handle.config().job_timeout;
+        let now = Instant::now();
+        let envelope = Envelope::for_job(request_id, number, self.nonce).with_timeout(timeout);
+        let frames = [
+            zmq::Message::from(&envelope.encode()[..]),
+            zmq::Message::from(head),
+            zmq::Message::from(body),
+        ];
+        match sockets::send_frames(&self.front.entry, frames, zmq::DONTWAIT) {
+            Ok(()) => {
+                link.in_flight.insert(
+                    number,
+                    JobRun {
+                        request_id,
+                        deadline: now + timeout,
+                    },
+                );
+            }
+            Err(e) => {
+                log::warn!("job number {number}: the pipeline is not taking requests: {e}");
+                let failure = Failure::new(
+                    FailureKind::QueueFull,
+                    "the pipeline is not taking requests",
+                );
+                link.handle.send(Command::Answered {
+                    number,
+                    answer: RunAnswer::Failure(failure),
+                });
+            }
+        }
+    }
+
+    /// Fails the runs past the job timeout with 504 and interrupts their work.
+    pub(super) fn sweep_jobs(&mut self, now: Instant) {
+        let Some(link) = &mut self.jobs else {
+            return;
+        };
+        let late: Vec<(u64, u64)> = link
+            .in_flight
+            .iter()
+            .filter(|(_, run)| run.deadline <= now)
+            .map(|(number, run)| (*number, run.request_id))
+            .collect();
+        for (number, _) in &late {
+            link.in_flight.remove(number);
+        }
+        for (number, request_id) in late {
+            log::info!("job number {number}: run {request_id} timed out");
+            let failure = Failure::new(FailureKind::DeadlinePassed, "the job timed out");
+            self.send_job_command(Command::Answered {
+                number,
+                answer: RunAnswer::Failure(failure),
+            });
+            self.publish(self.nonce, request_id, InterruptReason::DeadlinePassed);
+        }
+    }
+
+    /// Tells the service the front end drains: long-polls are answered now.
+    pub(super) fn drain_job_waits(&self) {
+        self.send_job_command(Command::Drain);
+    }
+
+    /// Stops the service once it has committed what it holds.
+    pub(super) fn stop_jobs(&mut self) {
+        if let Some(link) = &mut self.jobs {
+            link.handle.stop();
+        }
+    }
+
+    /// The job figures for the status document, if jobs are kept.
+    pub(super) fn job_stats_json(&self) -> Option<serde_json::Value> {
+        let link = self.jobs.as_ref()?;
+        let mut stats = link.handle.stats().to_json();
+        stats["in_pipeline"] = serde_json::json!(link.in_flight.len());
+        Some(stats)
+    }
+
+    /// The job figures for the summary line ("" if jobs are not kept).
+    pub(super) fn job_summary(&self) -> String {
+        let Some(link) = &self.jobs else {
+            return String::new();
+        };
+        let stats = link.handle.stats();
+        let c = stats.counts;
+        format!(
+            "; jobs: {} queued, {} running, {} succeeded, {} failed, {} cancelled, oldest queued {} ms, commit {} us (average {} us, max {} us)",
+            c.queued,
+            c.running,
+            c.succeeded,
+            c.failed,
+            c.cancelled,
+            stats.oldest_queued_ms.unwrap_or(0),
+            stats.commit_last_us,
+            stats.commit_average_us,
+            stats.commit_max_us
+        )
+    }
+}
