@@ -71,10 +71,7 @@ fn assert_accepted(response: &HttpResponse) -> String {
     assert_eq!(response.status, 202, "{response:?} {}", response.body_str());
     assert_eq!(response.header("Preference-Applied"), Some("respond-async"));
     assert!(response.header("Retry-After").is_some(), "{response:?}");
-    let location = response
-        .header("Location")
-        .expect("a Location")
-        .to_string();
+    let location = response.header("Location").expect("a Location").to_string();
     let job = response.json();
     assert_eq!(
         location,
@@ -98,7 +95,10 @@ fn wait_until_ended(client: &mut Client, location: &str) -> HttpResponse {
         if !matches!(state.as_str(), "queued" | "running") {
             return response;
         }
-        assert!(Instant::now() < deadline, "the job never ended: {response:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the job never ended: {response:?}"
+        );
     }
 }
 
@@ -142,7 +142,10 @@ fn a_job_is_accepted_then_its_result_matches_the_synchronous_answer() {
     assert_eq!(status["state"], "succeeded");
     assert_eq!(status["attempts"], 1);
     for field in ["created", "updated"] {
-        assert!(status[field].as_str().is_some_and(|t| t.ends_with('Z')), "{status}");
+        assert!(
+            status[field].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{status}"
+        );
     }
 
     let result = request(&mut client, "GET", &format!("{location}/result"), &[]);
@@ -154,11 +157,17 @@ fn a_job_is_accepted_then_its_result_matches_the_synchronous_answer() {
     // HEAD gets the same head and no body.
     let head = request(&mut client, "HEAD", &format!("{location}/result"), &[]);
     assert_eq!(head.status, 200);
-    assert_eq!(head.header("Content-Length"), result.header("Content-Length"));
+    assert_eq!(
+        head.header("Content-Length"),
+        result.header("Content-Length")
+    );
 
     // Stored requests may carry credentials: only the owner reads the file.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&path).expect("the database").permissions().mode();
+    let mode = std::fs::metadata(&path)
+        .expect("the database")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     server.stop();
 }
@@ -204,7 +213,12 @@ fn prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise() {
     assert_eq!(quick.body_str(), "done");
     assert!(quick.header("Preference-Applied").is_none());
 
-    let slow = request(&mut client, "GET", "/slow", &["Prefer: respond-async, wait=1"]);
+    let slow = request(
+        &mut client,
+        "GET",
+        "/slow",
+        &["Prefer: respond-async, wait=1"],
+    );
     let location = assert_accepted(&slow);
     gate.open();
     let ended = wait_until_ended(&mut client, &location);

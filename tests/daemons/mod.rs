@@ -567,8 +567,25 @@ impl Client {
 
     /// Sends a GET for `path` without waiting for the answer.
     pub fn send_get(&mut self, path: &str) -> io::Result<()> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        self.send_request("GET", path, &[])
+    }
+
+    /// Sends `METHOD path` with extra header lines, without waiting for the answer.
+    pub fn send_request(&mut self, method: &str, path: &str, headers: &[&str]) -> io::Result<()> {
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        for header in headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
         self.stream.write_all(request.as_bytes())
+    }
+
+    /// How many bytes arrive within `quiet` beyond the responses read so far (0 for a
+    /// server that answered each request once).
+    pub fn unread_bytes(&mut self, quiet: Duration) -> usize {
+        self.closed_by_server(quiet);
+        self.buffer.len()
     }
 
     /// Reads one response, waiting at most `timeout` for all of it.

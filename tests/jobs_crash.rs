@@ -1,0 +1,191 @@
+//! Durability of asynchronous jobs, with real processes killed with SIGKILL: an accepted
+//! job survives the death of the process that accepted it, and a job's answer is
+//! matched by job number even when it reaches a front end that was restarted.
+
+mod daemons;
+
+use daemons::*;
+use prime_server::primes::is_prime_miller_rabin;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SERVERD: &str = env!("CARGO_BIN_EXE_prime_serverd");
+const READ: Duration = Duration::from_secs(60);
+/// Numbers whose trial division takes a few milliseconds each: 1,000 of them keep two
+/// workers busy for seconds, so most jobs are unfinished when the process dies.
+const FIRST: u64 = 10_000_000_000_000;
+const JOBS: u64 = 1_000;
+
+fn start_serverd(name: &str, port: u16, db: &Path) -> Daemon {
+    let args = args(&[
+        &tcp(port),
+        "2",
+        "--jobs-db",
+        &db.display().to_string(),
+        "--status-path",
+        "/status",
+    ]);
+    let mut daemon = Daemon::start(name, SERVERD, &args);
+    assert!(
+        daemon.wait_for_log("listening for Http on", START_TIMEOUT),
+        "{name} did not start: {}",
+        daemon.stderr()
+    );
+    daemon
+}
+
+fn location_of(response: &Response) -> String {
+    assert_eq!(response.status, 202, "{response:?}");
+    response.header("Location").expect("a Location").to_string()
+}
+
+/// Polls a job (long-polling 10 s at a time) until it has ended; returns its status.
+fn wait_until_ended(port: u16, location: &str) -> serde_json::Value {
+    let mut client = Client::connect(port).expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let response = client
+            .get(&format!("{location}?wait=10"), READ)
+            .expect("a status");
+        let status = response.json();
+        if !matches!(status["state"].as_str(), Some("queued" | "running")) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{location} never ended: {status}"
+        );
+    }
+}
+
+#[test]
+fn kill_9_right_after_1000_accepted_jobs_loses_none() {
+    let db = scratch_path("crash-jobs", "sqlite");
+    let port = free_port();
+    let mut first = start_serverd("serverd-before", port, &db);
+
+    // 1,000 submits pipelined on one connection; kill -9 as soon as the last 202 is in.
+    let mut client = Client::connect(port).expect("connect");
+    for n in FIRST..FIRST + JOBS {
+        client
+            .send_request("GET", &is_prime(n), &["Prefer: respond-async"])
+            .expect("send");
+    }
+    let locations: Vec<String> = (0..JOBS)
+        .map(|_| location_of(&client.read_response(READ).expect("a 202")))
+        .collect();
+    first.kill9();
+    first.wait_exit(Duration::from_secs(10));
+
+    let mut second = start_serverd("serverd-after", port, &db);
+    assert!(
+        second.stderr().contains("were running at the last stop"),
+        "{}",
+        second.stderr()
+    );
+
+    // Long-pollers on some jobs, each on its own connection: one answer each.
+    let mut pollers: Vec<(String, Client)> = locations
+        .iter()
+        .rev()
+        .take(10)
+        .map(|location| {
+            let mut client = Client::connect(port).expect("connect");
+            client
+                .send_request("GET", &format!("{location}?wait=30"), &[])
+                .expect("send");
+            (location.clone(), client)
+        })
+        .collect();
+    for (location, client) in &mut pollers {
+        let answer = client.read_response(READ).expect("a long-poll answer");
+        assert!(matches!(answer.status, 200 | 303), "{location}: {answer:?}");
+    }
+
+    let mut reruns = 0;
+    for (i, location) in locations.iter().enumerate() {
+        let n = FIRST + i as u64;
+        let status = wait_until_ended(port, location);
+        assert_eq!(status["state"], "succeeded", "{location}: {status}");
+        let attempts = status["attempts"].as_u64().expect("attempts");
+        assert!((1..=2).contains(&attempts), "{status}");
+        reruns += usize::from(attempts == 2);
+        let result = get(port, &format!("{location}/result"), READ).expect("a result");
+        assert_eq!(result.status, 200, "{result:?}");
+        assert_eq!(result.possible_prime(), Some(n));
+        assert_eq!(
+            result.json()["is_prime"],
+            is_prime_miller_rabin(n),
+            "{location}: {result:?}"
+        );
+    }
+    assert!(
+        reruns > 0,
+        "no job was running at the kill: the test tested nothing"
+    );
+    for (location, client) in &mut pollers {
+        assert_eq!(
+            client.unread_bytes(Duration::from_millis(200)),
+            0,
+            "{location}: a long-poller was answered twice"
+        );
+    }
+    let status = get(port, "/status", READ).expect("status").json();
+    assert_eq!(status["jobs"]["succeeded"], JOBS, "{status}");
+    assert_eq!(status["jobs"]["queued"], 0, "{status}");
+    assert_eq!(status["jobs"]["running"], 0, "{status}");
+    second.signal("TERM");
+    assert!(second.wait_exit(Duration::from_secs(30)).is_some());
+}
+
+#[test]
+fn a_corrupted_job_database_is_exit_code_2_and_is_kept() {
+    let db = scratch_path("corrupt-jobs", "sqlite");
+    let garbage = vec![0xA5u8; 8192];
+    std::fs::write(&db, &garbage).expect("write garbage");
+    let (status, stderr) = run_to_exit(
+        SERVERD,
+        &args(&[
+            &tcp(free_port()),
+            "1",
+            "--jobs-db",
+            &db.display().to_string(),
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(stderr.contains(&db.display().to_string()), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(std::fs::read(&db).expect("the file"), garbage);
+}
+
+#[test]
+fn a_job_answered_after_the_front_end_restarted_is_matched_by_its_number() {
+    let db = scratch_path("restart-jobs", "sqlite");
+    let mut d = Deployment::start(Options {
+        httpd: args(&["--jobs-db", &db.display().to_string()]),
+        ..Options::default()
+    });
+    let port = d.ports.http;
+    let compute_cpu = d.compute.as_ref().expect("compute").cpu_ticks();
+    let mut client = Client::connect(port).expect("connect");
+    client
+        .send_request("GET", &is_prime(PRIME_2_55), &["Prefer: respond-async"])
+        .expect("send");
+    let location = location_of(&client.read_response(READ).expect("a 202"));
+    let compute = d.compute.as_ref().expect("compute");
+    assert!(
+        compute.wait_busy(compute_cpu, 20, Duration::from_secs(20)),
+        "the compute workers never got busy with the job"
+    );
+
+    // The front end dies while a worker computes; a new one opens the same store.
+    d.httpd.as_mut().expect("httpd").kill9();
+    d.start_httpd();
+    let status = wait_until_ended(port, &location);
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let result = get(port, &format!("{location}/result"), READ).expect("a result");
+    assert_eq!(result.possible_prime(), Some(PRIME_2_55));
+    assert_eq!(result.json()["is_prime"], true);
+}
