@@ -90,9 +90,15 @@ impl Server {
     /// Starts the example with `concurrency` workers per stage on a port the system
     /// picks, and waits until it says where it listens.
     fn start(concurrency: usize) -> Server {
+        Server::start_with(concurrency, &[])
+    }
+
+    /// [`Server::start`] with more command-line options.
+    fn start_with(concurrency: usize, options: &[&str]) -> Server {
         let binary = example_binary();
         let mut child = Command::new(&binary)
             .args(["tcp://127.0.0.1:0", &concurrency.to_string()])
+            .args(options)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -178,6 +184,8 @@ struct Reply {
     status: u16,
     /// The `Allow` header.
     allow: Option<String>,
+    /// The `Location` header, if any.
+    location: Option<String>,
     /// The body, parsed as JSON.
     body: Value,
 }
@@ -196,8 +204,14 @@ impl Client {
 
     /// Sends a request without waiting for the answer.
     fn send(&mut self, method: &str, target: &str) {
-        let request =
-            format!("{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n");
+        self.send_with(method, target, "");
+    }
+
+    /// Sends a request with extra header lines (each ending in CRLF).
+    fn send_with(&mut self, method: &str, target: &str, headers: &str) {
+        let request = format!(
+            "{method} {target} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n{headers}\r\n"
+        );
         self.reader
             .get_mut()
             .write_all(request.as_bytes())
@@ -213,7 +227,7 @@ impl Client {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("not a status line: {line:?}"));
-        let (mut length, mut allow) = (0usize, None);
+        let (mut length, mut allow, mut location) = (0usize, None, None);
         loop {
             line.clear();
             self.reader.read_line(&mut line).expect("a header line");
@@ -223,6 +237,7 @@ impl Client {
             match name.to_ascii_lowercase().as_str() {
                 "content-length" => length = value.parse().expect("a length"),
                 "allow" => allow = Some(value.to_string()),
+                "location" => location = Some(value.to_string()),
                 _ => {}
             }
         }
@@ -237,6 +252,7 @@ impl Client {
         Reply {
             status,
             allow,
+            location,
             body,
         }
     }
@@ -608,4 +624,35 @@ fn locate_p50(client: &mut Client, count: usize) -> Duration {
         .collect();
     times.sort();
     times[count / 2]
+}
+
+#[test]
+fn routes_can_be_asked_for_asynchronously_with_no_change_to_the_stages() {
+    let _serial = serial();
+    let graph = graph();
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("routing-jobs");
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let db = dir.join(format!("jobs-{}.sqlite", std::process::id()));
+    let _ = std::fs::remove_file(&db);
+    let server = Server::start_with(2, &["--jobs-db", &db.display().to_string()]);
+    let mut client = server.client();
+    let target = route(0, far_corner(graph));
+    let synchronous = client.get(&target);
+
+    client.send_with("GET", &target, "Prefer: respond-async\r\n");
+    let accepted = client.receive();
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let location = accepted.location.expect("a Location");
+    let deadline = Instant::now() + WAIT * 3;
+    loop {
+        let status = client.request("GET", &format!("{location}?wait=10"));
+        if status.status == 303 {
+            assert_eq!(status.body["state"], "succeeded");
+            break;
+        }
+        assert_eq!(status.status, 200, "{}", status.body);
+        assert!(Instant::now() < deadline, "the route job never ended");
+    }
+    let result = client.get(&format!("{location}/result"));
+    assert_eq!(result, synchronous);
 }
