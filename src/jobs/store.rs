@@ -638,3 +638,112 @@ impl JobStore for SqliteStore {
         Ok(counts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(name: &str) -> SqliteStore {
+        let dir = std::env::temp_dir().join(format!("prime-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        SqliteStore::open(&dir.join("jobs.sqlite")).expect("a new store")
+    }
+
+    fn insert(store: &mut SqliteStore, id: &str, now_ms: i64) -> JobRecord {
+        store
+            .insert(&NewJob {
+                id,
+                head: b"GET /x HTTP/1.1\r\nAuthorization: secret\r\n\r\n",
+                body: b"",
+                idempotency_key: None,
+                fingerprint: b"f",
+                now_ms,
+            })
+            .expect("insert")
+    }
+
+    fn answer(status: u16) -> StoredAnswer {
+        StoredAnswer {
+            status,
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+            body: b"yes".to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_job_runs_once_per_start_and_ends_once() {
+        let mut store = store("lifecycle");
+        let job = insert(&mut store, "a", 1);
+        let started = store.start(job.number, 2).expect("start").expect("queued");
+        assert_eq!(started.record.state, JobState::Running);
+        assert_eq!(started.record.attempts, 1);
+        assert!(started.head.starts_with(b"GET /x"));
+        assert!(store.start(job.number, 3).expect("start").is_none());
+        let ended = store
+            .finish(job.number, JobState::Succeeded, &answer(200), None, 4)
+            .expect("finish")
+            .expect("running");
+        assert_eq!(
+            (ended.state, ended.status),
+            (JobState::Succeeded, Some(200))
+        );
+        // A second answer (a run after a restart) changes nothing.
+        assert!(store
+            .finish(job.number, JobState::Failed, &answer(500), Some("late"), 5)
+            .expect("finish")
+            .is_none());
+        assert_eq!(store.answer(job.number).expect("answer"), Some(answer(200)));
+        // The request, with its credentials, is gone once the job has ended.
+        let head: Option<Vec<u8>> = store
+            .db
+            .query_row(
+                "SELECT head FROM jobs WHERE number = ?1",
+                [job.number as i64],
+                |r| r.get(0),
+            )
+            .expect("a row");
+        assert_eq!(head, None);
+    }
+
+    #[test]
+    fn running_jobs_are_queued_again_after_a_restart() {
+        let mut store = store("recover");
+        let a = insert(&mut store, "a", 1);
+        let b = insert(&mut store, "b", 2);
+        store.start(a.number, 3).expect("start");
+        assert_eq!(store.requeue_running(4).expect("requeue"), 1);
+        assert_eq!(
+            store.queued().expect("queued"),
+            vec![(a.number, 1), (b.number, 2)]
+        );
+        let again = store.start(a.number, 5).expect("start").expect("queued");
+        assert_eq!(again.record.attempts, 2);
+    }
+
+    #[test]
+    fn ended_jobs_expire_then_are_forgotten() {
+        let mut store = store("expire");
+        let done = insert(&mut store, "done", 0);
+        let waiting = insert(&mut store, "waiting", 0);
+        store.start(done.number, 0).expect("start");
+        store
+            .finish(done.number, JobState::Succeeded, &answer(200), None, 10)
+            .expect("finish");
+        assert_eq!(store.expire(100, 50).expect("expire"), 1);
+        assert_eq!(
+            store.by_id("done").expect("read").map(|r| r.state),
+            Some(JobState::Expired)
+        );
+        assert_eq!(store.answer(done.number).expect("answer"), None);
+        // Unfinished jobs never expire.
+        assert_eq!(
+            store.by_id("waiting").expect("read").map(|r| r.state),
+            Some(JobState::Queued)
+        );
+        store.expire(200, 50).expect("expire");
+        assert_eq!(store.by_id("done").expect("read"), None);
+        assert_eq!(store.counts().expect("counts").queued, 1);
+        let _ = waiting;
+    }
+}

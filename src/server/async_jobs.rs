@@ -132,9 +132,15 @@ impl Server {
             return;
         };
         let reply = reply_to(id, request_id, protocol);
+        // A drain does not wait for long-polls.
+        let draining = self.draining_since.is_some();
         let command = match route {
             Some(JobRoute::Job { id, wait }) if request.method != Method::Delete => {
-                Command::Status { reply, id, wait }
+                Command::Status {
+                    reply,
+                    id,
+                    wait: wait.filter(|_| !draining),
+                }
             }
             Some(JobRoute::Job { id, .. }) => Command::Cancel { reply, id },
             Some(JobRoute::Result { id }) => Command::Result { reply, id },
@@ -144,7 +150,7 @@ impl Server {
                     reply,
                     head: request.head,
                     body: request.body,
-                    wait: preference.wait,
+                    wait: preference.wait.filter(|_| !draining),
                 }
             }
         };
