@@ -30,6 +30,14 @@ struct JobDocument<'a> {
     location: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<ProgressDocument<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProgressDocument<'a> {
+    fraction: f64,
+    message: &'a str,
 }
 
 #[derive(Serialize)]
@@ -66,7 +74,19 @@ fn document<'a>(record: &'a JobRecord, path: &str) -> JobDocument<'a> {
             .has_result()
             .then(|| format!("{location}/result")),
         location,
+        progress: record
+            .progress
+            .as_ref()
+            .map(|(fraction, message)| ProgressDocument {
+                fraction: *fraction,
+                message,
+            }),
     }
+}
+
+/// The job's description as JSON text: the data of its `state` events.
+pub fn status_json(record: &JobRecord, path: &str) -> String {
+    serde_json::to_string(&document(record, path)).unwrap_or_default()
 }
 
 /// `202 Accepted` for a job taken (RFC 7240 §4.1): `Location`, `Preference-Applied`,

@@ -33,9 +33,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     status INTEGER,
     error TEXT,
     answer_headers TEXT,
-    answer_body BLOB
+    answer_body BLOB,
+    progress REAL,
+    progress_message TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, updated_ms);
+CREATE TABLE IF NOT EXISTS job_events (
+    number INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (number, seq)
+) WITHOUT ROWID;
 ";
 
 /// Where a job is in its life.
@@ -93,7 +103,7 @@ impl JobState {
 }
 
 /// What the store knows of a job, without its request or its answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct JobRecord {
     /// The store's number for the job: what travels in the envelope.
     pub number: u64,
@@ -111,6 +121,19 @@ pub struct JobRecord {
     pub status: Option<u16>,
     /// For a failed job, what went wrong; for a queued one, why its last run failed.
     pub error: Option<String>,
+    /// The last progress a stage reported: the fraction done (0 to 1) and a message.
+    pub progress: Option<(f64, String)>,
+}
+
+/// One event of a job, as its event streams send it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobEvent {
+    /// Its number in the job's sequence, from 1: the event stream's `id:`.
+    pub seq: u64,
+    /// `state` or `progress`.
+    pub kind: String,
+    /// The event's data (JSON).
+    pub data: String,
 }
 
 /// An answer as stored: what a synchronous call would have been answered, without the
@@ -290,6 +313,24 @@ pub trait JobStore: Send {
     fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError>;
     /// How many jobs are in each state.
     fn counts(&mut self) -> Result<StateCounts, StoreError>;
+    /// Records an unfinished job's progress; `None` if the job has ended.
+    fn set_progress(
+        &mut self,
+        number: u64,
+        fraction: f64,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    /// Appends an event to a job's sequence; returns it with its number.
+    fn add_event(
+        &mut self,
+        number: u64,
+        kind: &str,
+        data: &str,
+        now_ms: i64,
+    ) -> Result<JobEvent, StoreError>;
+    /// A job's events after `seq`, in order.
+    fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError>;
 }
 
 /// The SQLite job store.
@@ -297,7 +338,8 @@ pub struct SqliteStore {
     db: Connection,
 }
 
-const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error";
+const RECORD_COLUMNS: &str =
+    "number, id, state, created_ms, updated_ms, attempts, status, error, progress, progress_message";
 
 impl SqliteStore {
     /// Opens (or creates, mode 0600) the job database at `path`, checks it, and sets WAL
@@ -416,6 +458,8 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, St
     };
     let number: i64 = row.get(0)?;
     let status: Option<i64> = row.get(6)?;
+    let progress: Option<f64> = row.get(8)?;
+    let progress_message: Option<String> = row.get(9)?;
     Ok(Ok(JobRecord {
         number: number as u64,
         id: row.get(1)?,
@@ -425,6 +469,7 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, St
         attempts: row.get::<_, i64>(5)?.clamp(0, i64::from(u32::MAX)) as u32,
         status: status.and_then(|s| u16::try_from(s).ok()),
         error: row.get(7)?,
+        progress: progress.map(|p| (p, progress_message.unwrap_or_default())),
     }))
 }
 
@@ -467,6 +512,7 @@ impl JobStore for SqliteStore {
             attempts: 0,
             status: None,
             error: None,
+            progress: None,
         })
     }
 
@@ -612,14 +658,67 @@ impl JobStore for SqliteStore {
             "DELETE FROM jobs WHERE state = 'expired' AND updated_ms < ?1",
             [before_ms],
         )?;
+        self.db.execute(
+            "DELETE FROM job_events WHERE number IN (SELECT number FROM jobs
+                 WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?1)",
+            [before_ms],
+        )?;
         let expired = self.db.execute(
             "UPDATE jobs SET state = 'expired', updated_ms = ?2, idempotency_key = NULL,
                  fingerprint = NULL, head = NULL, body = NULL, answer_headers = NULL,
-                 answer_body = NULL, error = NULL
+                 answer_body = NULL, error = NULL, progress = NULL, progress_message = NULL
              WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?1",
             params![before_ms, now_ms],
         )?;
         Ok(expired as u64)
+    }
+
+    fn set_progress(
+        &mut self,
+        number: u64,
+        fraction: f64,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        self.update(
+            "UPDATE jobs SET progress = ?2, progress_message = ?3, updated_ms = ?4
+             WHERE number = ?1 AND state IN ('queued', 'running')",
+            &[&(number as i64), &fraction, &message, &now_ms],
+        )
+    }
+
+    fn add_event(
+        &mut self,
+        number: u64,
+        kind: &str,
+        data: &str,
+        now_ms: i64,
+    ) -> Result<JobEvent, StoreError> {
+        let mut statement = self.db.prepare_cached(
+            "INSERT INTO job_events (number, seq, at_ms, kind, data)
+             SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4 FROM job_events WHERE number = ?1
+             RETURNING seq",
+        )?;
+        let seq: i64 = statement.query_row(params![number as i64, now_ms, kind, data], |row| row.get(0))?;
+        Ok(JobEvent {
+            seq: seq as u64,
+            kind: kind.to_string(),
+            data: data.to_string(),
+        })
+    }
+
+    fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError> {
+        let mut statement = self.db.prepare_cached(
+            "SELECT seq, kind, data FROM job_events WHERE number = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let rows = statement.query_map(params![number as i64, seq.min(i64::MAX as u64) as i64], |row| {
+            Ok(JobEvent {
+                seq: row.get::<_, i64>(0)? as u64,
+                kind: row.get(1)?,
+                data: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn counts(&mut self) -> Result<StateCounts, StoreError> {
