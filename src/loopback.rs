@@ -248,7 +248,11 @@ pub fn stream_frames(envelope: &[u8], part: StreamPart, bytes: zmq::Message) -> 
 
 /// The frames of a progress report: `fraction` is clamped to 0..=1.
 pub fn progress_frames(envelope: &[u8], fraction: f32, message: &str) -> [zmq::Message; 3] {
-    let fraction = if fraction.is_nan() { 0.0 } else { fraction.clamp(0.0, 1.0) };
+    let fraction = if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 1.0)
+    };
     let mut payload = Vec::with_capacity(4 + message.len());
     payload.extend_from_slice(&fraction.to_le_bytes());
     payload.extend_from_slice(message.as_bytes());

@@ -18,7 +18,9 @@
 
 use crate::envelope::{Envelope, Protocol};
 use crate::http::Response;
-use crate::loopback::{failure_frames, response_frames, stream_frames, Failure, FailureKind, StreamPart};
+use crate::loopback::{
+    failure_frames, response_frames, stream_frames, Failure, FailureKind, StreamPart,
+};
 use crate::sockets;
 use std::fmt;
 
@@ -154,11 +156,18 @@ impl Drop for ResponseStream<'_> {
             let frames = failure_frames(&self.envelope.encode(), &failure);
             sockets::send_frames(self.loopback, frames, zmq::DONTWAIT)
         } else {
-            let frames = stream_frames(&self.envelope.encode(), StreamPart::Abort, zmq::Message::new());
+            let frames = stream_frames(
+                &self.envelope.encode(),
+                StreamPart::Abort,
+                zmq::Message::new(),
+            );
             sockets::send_frames(self.loopback, frames, zmq::DONTWAIT)
         };
         if let Err(e) = sent {
-            log::warn!("request {}: the end of a stream was not sent: {e}", self.envelope.request_id);
+            log::warn!(
+                "request {}: the end of a stream was not sent: {e}",
+                self.envelope.request_id
+            );
         }
     }
 }

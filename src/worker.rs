@@ -22,10 +22,10 @@ use crate::http::Response;
 use crate::loopback::{
     failure_frames, later_frames, progress_frames, response_frames, Failure, FailureKind,
 };
-use crate::streaming::{ResponseStream, StreamError};
 use crate::proxy::{BUSY, GOODBYE, READY, RETURN};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
+use crate::streaming::{ResponseStream, StreamError};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -100,7 +100,10 @@ impl Job<'_> {
     /// Starts answering in pieces: sends `response`'s head now (its body, if any, as the
     /// first piece); see [`crate::streaming`]. Once the stream is finished (or dropped,
     /// which cuts the answer short), return [`Outcome::Abandon`]: the answer is sent.
-    pub fn stream(&self, response: &Response) -> std::result::Result<ResponseStream<'_>, StreamError> {
+    pub fn stream(
+        &self,
+        response: &Response,
+    ) -> std::result::Result<ResponseStream<'_>, StreamError> {
         ResponseStream::start(self.loopback, self.envelope, response)
     }
 
@@ -113,7 +116,10 @@ impl Job<'_> {
         }
         let frames = progress_frames(&self.envelope.encode(), fraction, message);
         if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
-            log::debug!("request {}: progress not sent: {e}", self.envelope.request_id);
+            log::debug!(
+                "request {}: progress not sent: {e}",
+                self.envelope.request_id
+            );
         }
     }
 }

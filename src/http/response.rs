@@ -164,7 +164,13 @@ impl Response {
         160 + fields
     }
 
-    fn write_head(&self, out: &mut Vec<u8>, minor_version: u8, keep_alive: bool, framing: BodyFraming) {
+    fn write_head(
+        &self,
+        out: &mut Vec<u8>,
+        minor_version: u8,
+        keep_alive: bool,
+        framing: BodyFraming,
+    ) {
         out.extend_from_slice(if minor_version == 0 {
             b"HTTP/1.0 "
         } else {

@@ -18,10 +18,10 @@ use super::store::{
     JobEvent, JobRecord, JobState, JobStore, NewJob, StartedJob, StateCounts, StoreError,
     StoredAnswer,
 };
-use crate::streaming::{sse_response, SseEvent};
 use super::JobsConfig;
 use crate::http::Response;
 use crate::loopback::{Failure, FailureKind};
+use crate::streaming::{sse_response, SseEvent};
 use base64::Engine;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sha2::Digest;
@@ -632,8 +632,7 @@ impl Service {
         self.counts.queued += 1;
         self.queue.push_back((record.number, record.created_ms));
         log::debug!("jobs: job {} ({}) queued", record.id, record.number);
-        let document = answers::status_json(&record, &self.config.path);
-        self.publish_event(&record, "state", &document);
+        self.publish_event(&record, "state", &answers::state_event_json(&record));
         match wait.filter(|w| !w.is_zero()) {
             Some(wait) => self.add_waiter(record.number, reply, WaitFor::Answer, wait),
             None => self.reply(reply, &answers::accepted(&record, &self.config.path)),
@@ -834,8 +833,7 @@ impl Service {
     /// Answers the long-polls a change of state ends: every `Change` wait, and the
     /// `Answer` waits once the job has ended.
     fn changed(&mut self, record: &JobRecord, answer: Option<&StoredAnswer>) {
-        let document = answers::status_json(record, &self.config.path);
-        self.publish_event(record, "state", &document);
+        self.publish_event(record, "state", &answers::state_event_json(record));
         let Some(waiters) = self.waiters.remove(&record.number) else {
             return;
         };

@@ -699,7 +699,8 @@ impl JobStore for SqliteStore {
              SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4 FROM job_events WHERE number = ?1
              RETURNING seq",
         )?;
-        let seq: i64 = statement.query_row(params![number as i64, now_ms, kind, data], |row| row.get(0))?;
+        let seq: i64 =
+            statement.query_row(params![number as i64, now_ms, kind, data], |row| row.get(0))?;
         Ok(JobEvent {
             seq: seq as u64,
             kind: kind.to_string(),
@@ -711,13 +712,16 @@ impl JobStore for SqliteStore {
         let mut statement = self.db.prepare_cached(
             "SELECT seq, kind, data FROM job_events WHERE number = ?1 AND seq > ?2 ORDER BY seq",
         )?;
-        let rows = statement.query_map(params![number as i64, seq.min(i64::MAX as u64) as i64], |row| {
-            Ok(JobEvent {
-                seq: row.get::<_, i64>(0)? as u64,
-                kind: row.get(1)?,
-                data: row.get(2)?,
-            })
-        })?;
+        let rows = statement.query_map(
+            params![number as i64, seq.min(i64::MAX as u64) as i64],
+            |row| {
+                Ok(JobEvent {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    kind: row.get(1)?,
+                    data: row.get(2)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

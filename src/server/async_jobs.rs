@@ -9,8 +9,8 @@ use super::Server;
 use crate::envelope::{Envelope, InterruptReason, Protocol};
 use crate::error::{Error, Result};
 use crate::http::{Method, ParsedRequest, Response};
-use crate::jobs::service::{Command, Event, ReplyTo, RunAnswer};
 use crate::jobs::prefer::field_text;
+use crate::jobs::service::{Command, Event, ReplyTo, RunAnswer};
 use crate::jobs::{AsyncPreference, JobRoute, JobsConfig, JobsHandle};
 use crate::loopback::{Answer, Failure, FailureKind};
 use crate::sockets;
@@ -105,9 +105,10 @@ impl Server {
         let immediate = match (&route, request.method) {
             (None, _) => None,
             (Some(JobRoute::Job { .. }), Method::Get | Method::Head | Method::Delete) => None,
-            (Some(JobRoute::Result { .. } | JobRoute::Events { .. }), Method::Get | Method::Head) => {
-                None
-            }
+            (
+                Some(JobRoute::Result { .. } | JobRoute::Events { .. }),
+                Method::Get | Method::Head,
+            ) => None,
             (Some(JobRoute::Job { .. }), _) => Some(
                 Response::error(405, "a job allows GET, HEAD and DELETE")
                     .header("Allow", "GET, HEAD, DELETE"),
@@ -255,7 +256,10 @@ impl Server {
                     let id = to.connection;
                     if let Some(conn) = self.connections.get_mut(&id) {
                         let part = super::AnswerBytes::Owned(bytes);
-                        if conn.stream_part(to.request_id, part, close_delimited).is_some() {
+                        if conn
+                            .stream_part(to.request_id, part, close_delimited)
+                            .is_some()
+                        {
                             super::mark_dirty(&mut self.dirty, conn, id);
                         }
                     }

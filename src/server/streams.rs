@@ -18,14 +18,22 @@ impl Server {
             return;
         }
         let id = in_flight.connection;
-        let close_delimited =
-            start && matches!(in_flight.protocol, Protocol::Http { minor_version: 0, .. });
+        let close_delimited = start
+            && matches!(
+                in_flight.protocol,
+                Protocol::Http {
+                    minor_version: 0,
+                    ..
+                }
+            );
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
-        let Some(waiting) =
-            conn.stream_part(envelope.request_id, AnswerBytes::Message(part), close_delimited)
-        else {
+        let Some(waiting) = conn.stream_part(
+            envelope.request_id,
+            AnswerBytes::Message(part),
+            close_delimited,
+        ) else {
             return;
         };
         if waiting > self.config.max_output_bytes {
