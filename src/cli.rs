@@ -1,6 +1,6 @@
 //! Command-line options shared by the binaries that run a front end, declared once.
 
-use crate::jobs::JobsConfig;
+use crate::jobs::{Durability, JobsConfig};
 use crate::server::ServerConfig;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -117,6 +117,11 @@ pub struct JobsArgs {
     /// The longest long-poll (`?wait=`, `Prefer: wait=`) honoured, in seconds.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub jobs_max_wait: f64,
+    /// When a job counts as stored: `full`, on the disk (fsync per group commit;
+    /// survives a power cut), or `process`, handed to the operating system (survives
+    /// the process's death, kill -9 included, not the machine's; commits ~50x cheaper).
+    #[arg(long, value_name = "WHEN", default_value = "full", value_parser = ["full", "process"])]
+    pub jobs_durability: String,
 }
 
 impl JobsArgs {
@@ -140,6 +145,10 @@ impl JobsArgs {
         config.max_attempts =
             positive("--jobs-max-attempts", self.jobs_max_attempts as usize)? as u32;
         config.max_wait = seconds("--jobs-max-wait", self.jobs_max_wait)?;
+        config.durability = match self.jobs_durability.as_str() {
+            "process" => Durability::Process,
+            _ => Durability::Full,
+        };
         Ok(Some(config))
     }
 }

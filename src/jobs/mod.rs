@@ -34,7 +34,7 @@ pub mod store;
 
 pub use prefer::{AsyncPreference, JobRoute};
 pub use service::{JobStats, JobsHandle};
-pub use store::{JobRecord, JobState, JobStore, SqliteStore, StoreError, StoredAnswer};
+pub use store::{Durability, JobRecord, JobState, JobStore, SqliteStore, StoreError, StoredAnswer};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +66,9 @@ pub struct JobsConfig {
     /// Where the job resources live (`/jobs` by default): `{path}/{id}`,
     /// `{path}/{id}/result` and `{path}/{id}/events`.
     pub path: String,
+    /// How far each commit goes before jobs are acknowledged ([`Durability::Full`] by
+    /// default).
+    pub durability: Durability,
     /// How often an idle event stream gets a comment line, so proxies do not close it
     /// (15 s by default).
     pub sse_keepalive: Duration,
@@ -84,6 +87,7 @@ impl JobsConfig {
             max_wait: Duration::from_secs(60),
             path: "/jobs".to_string(),
             sse_keepalive: Duration::from_secs(15),
+            durability: Durability::Full,
         }
     }
 }

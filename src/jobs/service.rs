@@ -241,7 +241,7 @@ impl JobsHandle {
     ///
     /// Errors: the store's, for a database that cannot be opened or used.
     pub fn start(config: JobsConfig, doorbell: zmq::Socket) -> Result<JobsHandle, StoreError> {
-        let store = super::SqliteStore::open(&config.db_path)?;
+        let store = super::SqliteStore::open_with(&config.db_path, config.durability)?;
         Self::start_with(Box::new(store), config, doorbell)
     }
 
