@@ -50,6 +50,9 @@ pub struct FrontEndSpec {
     /// The status document path.
     #[serde(default)]
     pub status_path: Option<String>,
+    /// The job store (a SQLite file on the front end's host), for asynchronous jobs.
+    #[serde(default)]
+    pub jobs_db: Option<std::path::PathBuf>,
 }
 
 /// One stage: its proxy's two endpoints and its workers.
