@@ -329,16 +329,51 @@ mod tests {
     }
 
     #[test]
+    fn stream_parts_and_progress_round_trip() {
+        let envelope = Envelope::new(4, 5, 6, Protocol::Raw);
+        let encoded = envelope.encode();
+        let part = |p| stream_frames(&encoded, p, zmq::Message::from(&b"abc"[..]));
+        assert!(
+            matches!(decode(part(StreamPart::Start).into()), Ok((_, Answer::StreamStart(b))) if &b[..] == b"abc")
+        );
+        assert!(matches!(
+            decode(part(StreamPart::Piece).into()),
+            Ok((_, Answer::StreamPiece(_)))
+        ));
+        assert!(matches!(
+            decode(part(StreamPart::End).into()),
+            Ok((_, Answer::StreamEnd(_)))
+        ));
+        assert!(matches!(
+            decode(part(StreamPart::Abort).into()),
+            Ok((_, Answer::StreamAbort))
+        ));
+        match decode(progress_frames(&encoded, 1.5, "half way").into()) {
+            Ok((e, Answer::Progress { fraction, message })) => {
+                assert_eq!(e, envelope);
+                assert_eq!((fraction, message.as_str()), (1.0, "half way"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn malformed_answers_are_refused() {
         let envelope = Envelope::new(1, 1, 1, Protocol::Raw).encode();
         let frames = vec![zmq::Message::from(&envelope[..])];
         assert_eq!(decode(frames).unwrap_err(), AnswerError::FrameCount(1));
         let frames = vec![
             zmq::Message::from(&envelope[..]),
-            zmq::Message::from(&b"X"[..]),
+            zmq::Message::from(&b"Z"[..]),
             zmq::Message::new(),
         ];
         assert_eq!(decode(frames).unwrap_err(), AnswerError::Malformed);
+        let short_progress = vec![
+            zmq::Message::from(&envelope[..]),
+            zmq::Message::from(TAG_PROGRESS),
+            zmq::Message::from(&[0u8, 0][..]),
+        ];
+        assert_eq!(decode(short_progress).unwrap_err(), AnswerError::Malformed);
         let frames = vec![
             zmq::Message::from(&envelope[..]),
             zmq::Message::from(TAG_FAILURE),

@@ -857,13 +857,15 @@ impl Service {
     /// Stores a job's event and sends it to the job's event streams; a state event of a
     /// final state ends them.
     fn publish_event(&mut self, record: &JobRecord, kind: &str, data: &str) {
-        let event = match self.store.add_event(record.number, kind, data, now_ms()) {
-            Ok(event) => event,
-            Err(e) => {
-                log::error!("jobs: job {}: an event was not stored: {e}", record.id);
-                return;
-            }
+        let event = JobEvent {
+            seq: record.events,
+            kind: kind.to_string(),
+            data: data.to_string(),
         };
+        if let Err(e) = self.store.add_event(record.number, &event, now_ms()) {
+            log::error!("jobs: job {}: an event was not stored: {e}", record.id);
+            return;
+        }
         let Some(streams) = self.watchers.get(&record.number).cloned() else {
             return;
         };
