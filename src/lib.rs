@@ -88,12 +88,13 @@
 //! - [`shutdown`]: drain, then stop.
 //! - [`primes`], [`demo`], [`simulation`]: the prime-checking service behind
 //!   `prime_serverd`.
-//! - [`cli`], [`sockets`], [`error`]: shared plumbing.
+//! - [`cli`], [`endpoint`], [`sockets`], [`error`]: shared plumbing.
 
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod demo;
+pub mod endpoint;
 pub mod envelope;
 pub mod error;
 pub mod http;

@@ -144,9 +144,10 @@ impl Pipeline {
         ctx: &zmq::Context,
         config: ServerConfig,
     ) -> Result<(RunningPipeline, Server)> {
+        // Bound first: a taken port is reported before any stage starts (or logs).
+        let listeners = Server::bind_listeners(ctx, &config)?;
         let (pipeline, front) = self.start(ctx)?;
-        let server = Server::bind(ctx, config, front)?;
-        Ok((pipeline, server))
+        Ok((pipeline, Server::with_listeners(config, listeners, front)))
     }
 
     /// Starts the pipeline behind a front end bound as `config` says, serves on this

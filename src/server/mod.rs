@@ -90,7 +90,7 @@ const PROBE_EVERY: Duration = Duration::from_millis(250);
 const STATUS_FRESH: Duration = Duration::from_secs(2);
 
 /// A listening socket.
-struct Listener {
+pub(crate) struct Listener {
     socket: zmq::Socket,
     protocol: ListenProtocol,
     endpoint: String,
@@ -155,6 +155,16 @@ pub struct ServerStats {
     pub errors: u64,
 }
 
+impl std::fmt::Display for ServerStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} connections, {} requests sent to the pipeline, {} answers written ({} errors, {} timed out)",
+            self.connections, self.forwarded, self.answered, self.errors, self.timed_out
+        )
+    }
+}
+
 /// What the front end last heard from the first proxy.
 #[derive(Default)]
 struct UpstreamView {
@@ -200,6 +210,16 @@ pub struct Server {
 impl Server {
     /// Binds every listening endpoint; `front` is how the server reaches its pipeline.
     pub fn bind(ctx: &zmq::Context, config: ServerConfig, front: FrontSockets) -> Result<Server> {
+        let listeners = Self::bind_listeners(ctx, &config)?;
+        Ok(Self::with_listeners(config, listeners, front))
+    }
+
+    /// Binds the client-facing sockets alone, so that an embedder (the pipeline builder)
+    /// can report a taken port before it starts anything else.
+    pub(crate) fn bind_listeners(
+        ctx: &zmq::Context,
+        config: &ServerConfig,
+    ) -> Result<Vec<Listener>> {
         if config.listen.is_empty() {
             return Err(Error::Config(
                 "the front end needs an endpoint to listen on".into(),
@@ -213,17 +233,31 @@ impl Server {
                 .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
             sockets::set_tcp_max_retransmit(&mut socket, config.write_timeout)?;
             sockets::bind(&socket, endpoint)?;
-            let endpoint = sockets::last_endpoint(&socket)?;
-            log::info!("listening for {protocol:?} on {endpoint}");
             listeners.push(Listener {
+                endpoint: sockets::last_endpoint(&socket)?,
                 socket,
                 protocol: *protocol,
-                endpoint,
                 peers: HashMap::new(),
                 hang_ups: HashSet::new(),
             });
         }
-        Ok(Server {
+        Ok(listeners)
+    }
+
+    /// The front end over sockets already bound.
+    pub(crate) fn with_listeners(
+        config: ServerConfig,
+        listeners: Vec<Listener>,
+        front: FrontSockets,
+    ) -> Server {
+        for listener in &listeners {
+            log::info!(
+                "listening for {:?} on {}",
+                listener.protocol,
+                listener.endpoint
+            );
+        }
+        Server {
             listeners,
             front,
             config,
@@ -240,7 +274,7 @@ impl Server {
             draining_since: None,
             frame_id: zmq::Message::new(),
             frame_data: zmq::Message::new(),
-        })
+        }
     }
 
     /// The endpoints actually bound, in the order configured (with the ports picked for
@@ -451,7 +485,7 @@ impl Server {
         for id in ids {
             self.close(id, true);
         }
-        log::info!("front end stopped: {:?}", self.stats);
+        log::info!("front end stopped after {}", self.stats);
     }
 
     fn drain_listener(&mut self, listener: usize) {
