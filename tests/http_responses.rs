@@ -29,13 +29,13 @@ fn front_end_responses_carry_the_standard_headers_and_json_errors() {
     let server = TestServer::echo(config);
     let cases: [(&str, u16); 6] = [
         ("GET / HTTP/1.1\r\n\r\n", 400),
-        ("GET / HTTP/1.2\r\nHost: t\r\n\r\n", 505),
+        ("GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505),
         (
             "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n",
             413,
         ),
         (
-            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: br\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: br, chunked\r\n\r\n",
             501,
         ),
         ("GET / HTTP/1.1\r\nHost: t\r\nX: \x7f\r\n\r\n", 400),
