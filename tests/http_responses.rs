@@ -104,3 +104,33 @@ fn head_responses_carry_the_standard_headers() {
     response.assert_standard_headers();
     assert_eq!(client.read_response().json()["target"], "/after");
 }
+
+#[test]
+fn the_health_and_status_paths_answer_get_and_head_only() {
+    let mut config = http_config();
+    config.health_path = Some("/health".into());
+    config.status_path = Some("/status".into());
+    let server = TestServer::echo(config);
+    let mut client = server.connect();
+    for path in ["/health", "/status"] {
+        assert_eq!(client.get(path).status, 200, "GET {path}");
+        client.send(format!("HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!(client.read_head_response().status, 200, "HEAD {path}");
+        for method in ["POST", "PUT", "DELETE", "OPTIONS", "PURGE"] {
+            client.send(format!(
+                "{method} {path}?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+            ));
+            let response = client.read_response();
+            response.assert_error(405);
+            assert_eq!(
+                response.header("Allow"),
+                Some("GET, HEAD"),
+                "{method} {path}"
+            );
+            assert!(!response.says_close(), "{method} {path}: {response:?}");
+        }
+    }
+    // Other paths still reach the stage, whatever the method.
+    client.send("POST /healthy HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(client.read_response().json()["method"], "POST");
+}

@@ -111,6 +111,9 @@ pub(crate) struct Connection {
     pub(crate) close_when_written: bool,
     /// Already listed for a flush in this loop turn.
     pub(crate) dirty: bool,
+    /// Bytes of answers filled since the last flush: once they could take the output
+    /// past its bound, the connection is flushed at once (see `Server::fill`).
+    pub(crate) unflushed: usize,
 }
 
 impl Connection {
@@ -127,6 +130,7 @@ impl Connection {
             closing: false,
             close_when_written: false,
             dirty: false,
+            unflushed: 0,
         }
     }
 
@@ -142,6 +146,15 @@ impl Connection {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Makes the connection close once the answer to `request_id` is written (and read
+    /// no more requests).
+    pub(crate) fn close_after(&mut self, request_id: u64) {
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.request_id == request_id) {
+            slot.close_after = true;
+            self.closing = true;
         }
     }
 

@@ -58,7 +58,7 @@ pub use config::{ListenProtocol, ServerConfig};
 
 use crate::envelope::{random_u64, Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
-use crate::http::{Event, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
+use crate::http::{Event, Method, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
 use crate::loopback::{self, Answer, Failure, FailureKind};
 use crate::netstring::{self, NetstringDecoder};
 use crate::pipeline::FrontSockets;
@@ -84,6 +84,9 @@ const STREAM_SNDHWM: i32 = 16;
 const RETRY_FIRST: Duration = Duration::from_millis(1);
 /// The longest wait between tries of refused output.
 const RETRY_LAST: Duration = SWEEP_EVERY;
+/// How long closing a client-facing socket may wait for libzmq to write what it still
+/// holds (milliseconds): bounded, so a client that does not read cannot hold up a stop.
+const LINGER_AT_STOP: i32 = 1000;
 /// How often the first proxy is asked for its status.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// How old the first proxy's last status may be for the health check to trust it.
@@ -153,6 +156,9 @@ pub struct ServerStats {
     pub timed_out: u64,
     /// Responses with a 4xx or 5xx status.
     pub errors: u64,
+    /// The most response bytes that waited in the front end for one client, behind the
+    /// answer being written, while libzmq refused more: what `max_output_bytes` bounds.
+    pub most_output_waiting: u64,
 }
 
 impl std::fmt::Display for ServerStats {
@@ -298,6 +304,7 @@ impl Server {
                 self.begin_drain();
             }
             if self.drain_finished() {
+                self.refuse_unfinished();
                 break;
             }
             self.schedule_hang_ups();
@@ -384,6 +391,30 @@ impl Server {
                 .values()
                 .all(|c| c.slots.is_empty() && c.output.is_empty());
         settled || since.elapsed() >= self.config.drain_timeout
+    }
+
+    /// The drain ended with requests still in the pipeline: each is answered 503 with
+    /// `Connection: close` (or the netstring error) rather than cut off unanswered, and
+    /// its connection closes after that answer.
+    fn refuse_unfinished(&mut self) {
+        if self.requests.is_empty() {
+            return;
+        }
+        log::warn!(
+            "drain over with {} requests unfinished: answering them 503",
+            self.requests.len()
+        );
+        let failure = Failure::rejected(503, "the server stopped before the request was done");
+        let unfinished: Vec<(u64, InFlight)> = self.requests.drain().collect();
+        for (request_id, in_flight) in unfinished {
+            log::info!("request {request_id}: unfinished at the end of the drain; 503");
+            let bytes = render_failure(in_flight.protocol, &failure, false);
+            if let Some(conn) = self.connections.get_mut(&in_flight.connection) {
+                conn.close_after(request_id);
+            }
+            self.fill(in_flight.connection, request_id, AnswerBytes::Owned(bytes));
+        }
+        self.flush_dirty();
     }
 
     /// Asks the first proxy for its status: every [`PROBE_EVERY`] while it answers, and
@@ -480,6 +511,13 @@ impl Server {
 
     /// Tells workers to drop everything of ours and closes every connection.
     fn stop(&mut self) {
+        // The last answers (a drain's 503s among them) may still be in libzmq's queues:
+        // let closing the sockets wait a moment for them to be written.
+        for listener in &self.listeners {
+            if let Err(e) = listener.socket.set_linger(LINGER_AT_STOP) {
+                log::debug!("{}: linger not set: {e}", listener.endpoint);
+            }
+        }
         self.publish(self.nonce, 0, InterruptReason::ShuttingDown);
         let ids: Vec<u64> = self.connections.keys().copied().collect();
         for id in ids {
@@ -609,7 +647,13 @@ impl Server {
             .then(|| format!("{} {}", request.method_str(), request.target_str()).into_boxed_str());
         let close_after = !request.keep_alive;
         let path = request.target_str().split('?').next().unwrap_or("");
-        let local = if self.config.health_path.as_deref() == Some(path) {
+        let own_path = [&self.config.health_path, &self.config.status_path]
+            .iter()
+            .any(|p| p.as_deref() == Some(path));
+        let local = if own_path && !matches!(request.method, Method::Get | Method::Head) {
+            let response = Response::error(405, &format!("{path} answers GET and HEAD only"));
+            Some((response.header("Allow", "GET, HEAD"), close_after))
+        } else if self.config.health_path.as_deref() == Some(path) {
             Some((self.health(), close_after))
         } else if self.config.status_path.as_deref() == Some(path) {
             Some((self.status_document(), close_after))
@@ -754,11 +798,27 @@ impl Server {
         self.fill(in_flight.connection, envelope.request_id, bytes);
     }
 
+    /// Puts an answer in its slot. The connection is flushed at the end of the loop
+    /// turn, or at once when libzmq refuses its output or the answers filled since its
+    /// last flush could take it past `max_output_bytes`: so the bound is checked as
+    /// answers come, not after a whole batch of them has piled up.
     fn fill(&mut self, id: u64, request_id: u64, bytes: AnswerBytes) {
-        if let Some(conn) = self.connections.get_mut(&id) {
-            if conn.fill(request_id, bytes) {
-                mark_dirty(&mut self.dirty, conn, id);
-            }
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let len = bytes.as_slice().len();
+        if !conn.fill(request_id, bytes) {
+            return;
+        }
+        conn.unflushed += len;
+        let room = self
+            .config
+            .max_output_bytes
+            .saturating_sub(conn.output.len());
+        if conn.stall.is_some() || conn.unflushed > room {
+            self.flush(id);
+        } else {
+            mark_dirty(&mut self.dirty, conn, id);
         }
     }
 
@@ -776,6 +836,7 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
+        conn.unflushed = 0;
         let written = conn.slots.front().is_some_and(|s| s.answer.is_some());
         while conn.slots.front().is_some_and(|s| s.answer.is_some()) {
             let Some(slot) = conn.slots.pop_front() else {
@@ -854,6 +915,7 @@ impl Server {
         // The answer being written is not counted: it is in memory whatever we do, and
         // a client that reads gets it however large it is.
         let waiting = conn.output.queued_behind_front();
+        self.stats.most_output_waiting = self.stats.most_output_waiting.max(waiting as u64);
         if waiting > self.config.max_output_bytes {
             log::warn!(
                 "connection {id}: the client does not read ({} bytes wait); closing",

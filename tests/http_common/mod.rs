@@ -92,6 +92,11 @@ impl TestServer {
         Client::connect(self.addr())
     }
 
+    /// Starts the front end's drain, as SIGTERM does in a daemon.
+    pub fn drain(&self) {
+        self.shutdown.drain();
+    }
+
     /// Stops the front end and the pipeline; returns the front end's counters.
     pub fn stop(mut self) -> ServerStats {
         self.shutdown.trigger();
