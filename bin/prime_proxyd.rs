@@ -79,6 +79,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     config.summary_every = cli.daemon.summary()?;
     let drain = cli.daemon.drain()?;
 
+    prime_server::fd_limit::raise_and_log();
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();

@@ -149,6 +149,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let plan = plan(cli)?;
     let drain = cli.daemon.drain()?;
     let summary = cli.daemon.summary()?;
+    prime_server::fd_limit::raise_and_log();
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();

@@ -88,7 +88,7 @@
 //! - [`shutdown`]: drain, then stop.
 //! - [`primes`], [`demo`], [`simulation`]: the prime-checking service behind
 //!   `prime_serverd`.
-//! - [`cli`], [`endpoint`], [`sockets`], [`error`]: shared plumbing.
+//! - [`cli`], [`endpoint`], [`fd_limit`], [`sockets`], [`error`]: shared plumbing.
 
 #![warn(missing_docs)]
 
@@ -97,6 +97,7 @@ pub mod demo;
 pub mod endpoint;
 pub mod envelope;
 pub mod error;
+pub mod fd_limit;
 pub mod http;
 pub mod loopback;
 pub mod netstring;

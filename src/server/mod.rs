@@ -50,6 +50,7 @@
 //!   for it, for ever: the listeners set `ZMQ_TCP_MAXRT` to `write_timeout`, and the
 //!   kernel aborts a connection whose receive window stays shut that long.
 
+mod accept_watch;
 mod config;
 mod connection;
 mod output;
@@ -65,6 +66,7 @@ use crate::pipeline::FrontSockets;
 use crate::proxy::{ProxyStatus, PROBE, STATUS};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
+use accept_watch::AcceptWatch;
 use connection::{AnswerBytes, Connection, Decoder, Slot, Stall};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -105,6 +107,8 @@ pub(crate) struct Listener {
     /// connections are already forgotten; libzmq never gives a routing id twice on one
     /// socket, so no new peer is mistaken for one of these.
     hang_ups: HashSet<Vec<u8>>,
+    /// Accepts that failed (out of descriptors), for a warning.
+    accept_watch: AcceptWatch,
 }
 
 impl Listener {
@@ -215,6 +219,7 @@ pub struct Server {
 
 impl Server {
     /// Binds every listening endpoint; `front` is how the server reaches its pipeline.
+    /// Also raises the process's soft open-file limit to the hard limit, and logs it.
     pub fn bind(ctx: &zmq::Context, config: ServerConfig, front: FrontSockets) -> Result<Server> {
         let listeners = Self::bind_listeners(ctx, &config)?;
         Ok(Self::with_listeners(config, listeners, front))
@@ -241,6 +246,7 @@ impl Server {
             sockets::bind(&socket, endpoint)?;
             listeners.push(Listener {
                 endpoint: sockets::last_endpoint(&socket)?,
+                accept_watch: AcceptWatch::new(ctx, &socket)?,
                 socket,
                 protocol: *protocol,
                 peers: HashMap::new(),
@@ -250,12 +256,14 @@ impl Server {
         Ok(listeners)
     }
 
-    /// The front end over sockets already bound.
+    /// The front end over sockets already bound. It holds a descriptor per client, so
+    /// it raises the process's soft open-file limit to the hard limit (and logs it).
     pub(crate) fn with_listeners(
         config: ServerConfig,
         listeners: Vec<Listener>,
         front: FrontSockets,
     ) -> Server {
+        crate::fd_limit::raise_and_log();
         for listener in &listeners {
             log::info!(
                 "listening for {:?} on {}",
@@ -1028,6 +1036,9 @@ impl Server {
     /// for idle connections.
     fn sweep(&mut self) {
         let now = Instant::now();
+        for listener in &mut self.listeners {
+            listener.accept_watch.check(&listener.endpoint, now);
+        }
         let expired: Vec<u64> = self
             .requests
             .iter()

@@ -62,7 +62,8 @@
 zmq::tcp_listener_t::tcp_listener_t (io_thread_t *io_thread_,
                                      socket_base_t *socket_,
                                      const options_t &options_) :
-    stream_listener_base_t (io_thread_, socket_, options_)
+    stream_listener_base_t (io_thread_, socket_, options_),
+    _accept_paused (false)
 {
 }
 
@@ -71,10 +72,17 @@ void zmq::tcp_listener_t::in_event ()
     const fd_t fd = accept ();
 
     //  If connection was reset by the peer in the meantime, just ignore it.
-    //  TODO: Handle specific errors like ENFILE/EMFILE etc.
     if (fd == retired_fd) {
+        const int err = zmq_errno ();
         _socket->event_accept_failed (
-          make_unconnected_bind_endpoint_pair (_endpoint), zmq_errno ());
+          make_unconnected_bind_endpoint_pair (_endpoint), err);
+        //  prime_server patch: out of descriptors or memory, the connection
+        //  waits in the backlog; stop polling until the retry timer fires.
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+            reset_pollin (_handle);
+            add_timer (accept_retry_ivl, accept_retry_timer_id);
+            _accept_paused = true;
+        }
         return;
     }
 
@@ -185,6 +193,22 @@ int zmq::tcp_listener_t::set_local_address (const char *addr_)
     _socket->event_listening (make_unconnected_bind_endpoint_pair (_endpoint),
                               _s);
     return 0;
+}
+
+void zmq::tcp_listener_t::timer_event (int id_)
+{
+    zmq_assert (id_ == accept_retry_timer_id);
+    _accept_paused = false;
+    set_pollin (_handle);
+}
+
+int zmq::tcp_listener_t::close ()
+{
+    if (_accept_paused) {
+        cancel_timer (accept_retry_timer_id);
+        _accept_paused = false;
+    }
+    return stream_listener_base_t::close ();
 }
 
 zmq::fd_t zmq::tcp_listener_t::accept ()

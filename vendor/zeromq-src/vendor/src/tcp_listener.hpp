@@ -49,9 +49,27 @@ class tcp_listener_t ZMQ_FINAL : public stream_listener_base_t
   protected:
     std::string get_socket_name (fd_t fd_, socket_end_t socket_end_) const;
 
+    //  Close the listening socket (and stop a pending accept retry).
+    int close ();
+
   private:
     //  Handlers for I/O events.
     void in_event ();
+
+    //  prime_server patch: the accept retry timer fired, so poll the listening
+    //  socket again.
+    void timer_event (int id_);
+
+    //  prime_server patch: when accept fails for lack of descriptors or memory the
+    //  pending connection stays in the backlog and the listening socket stays
+    //  readable, so polling it again at once would spin a core. Polling stops and
+    //  resumes after accept_retry_ivl milliseconds instead.
+    enum
+    {
+        accept_retry_timer_id = 0x40,
+        accept_retry_ivl = 100
+    };
+    bool _accept_paused;
 
     //  Accept the new connection. Returns the file descriptor of the
     //  newly created connection. The function may return retired_fd
