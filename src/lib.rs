@@ -112,6 +112,12 @@ pub mod stage;
 pub mod topology;
 pub mod worker;
 
+/// JSON, as stages read and write it ([`serde_json::json!`] for a response body).
+pub use serde_json;
+/// The ZeroMQ binding the pipeline is built on, for the [`zmq::Context`] an embedder
+/// passes to [`Pipeline::serve`], without a dependency of its own.
+pub use zmq;
+
 pub use error::{Error, Result};
 pub use pipeline::{FrontSockets, Pipeline, RunningPipeline, Transport};
 pub use shutdown::Shutdown;
