@@ -17,6 +17,8 @@ pub struct OpenFileLimit {
 
 /// Raises the soft limit on open files to the hard limit (`RLIM_INFINITY` stands for
 /// unlimited, reported as `u64::MAX`).
+// rlim_t is u64 on the Linux targets we build, not on every target.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_to_hard() -> io::Result<OpenFileLimit> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -2,8 +2,8 @@
 //!
 //! A parallel-pipeline server on ZeroMQ: a front end parses client requests and sends
 //! them through load-balancing proxies to pools of workers, stage after stage. Any stage
-//! can answer the client at once through the loopback; a client that hangs up sends an
-//! interrupt so workers can drop its work.
+//! can answer the client at once through the loopback; a client that goes away (a reset,
+//! not a half-close after its requests) sends an interrupt so workers can drop its work.
 //!
 //! ```text
 //!             HTTP/1.x                     multipart ZeroMQ messages

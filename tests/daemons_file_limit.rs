@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 const ECHOD: &str = env!("CARGO_BIN_EXE_prime_echod");
 const BOUND: Duration = Duration::from_secs(30);
 /// Far below what a daemon starts with (about 20 descriptors), far above what it needs.
-const SOFT: u64 = 40;
-const HARD: u64 = 64;
+const SOFT: libc::rlim_t = 40;
+const HARD: libc::rlim_t = 64;
 /// More clients than descriptors left (and within libzmq's listen backlog of 100).
 const FLOOD: usize = HARD as usize;
 
@@ -26,8 +26,8 @@ fn echod_with_limits() -> Daemon {
         .args(["tcp://127.0.0.1:0", "1"])
         .env("RUST_LOG", "info");
     let limit = libc::rlimit {
-        rlim_cur: SOFT as libc::rlim_t,
-        rlim_max: HARD as libc::rlim_t,
+        rlim_cur: SOFT,
+        rlim_max: HARD,
     };
     // SAFETY: setrlimit is async-signal-safe and only reads `limit`, a copy owned by the
     // closure; nothing else runs between fork and exec.

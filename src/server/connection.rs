@@ -109,6 +109,8 @@ pub(crate) struct Connection {
     pub(crate) closing: bool,
     /// Close once `output` is written.
     pub(crate) close_when_written: bool,
+    /// The client has finished sending (it half-closed the connection).
+    pub(crate) input_ended: bool,
     /// Already listed for a flush in this loop turn.
     pub(crate) dirty: bool,
     /// Bytes of answers filled since the last flush: once they could take the output
@@ -129,6 +131,7 @@ impl Connection {
             head_started: None,
             closing: false,
             close_when_written: false,
+            input_ended: false,
             dirty: false,
             unflushed: 0,
         }

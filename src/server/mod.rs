@@ -16,7 +16,10 @@
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
 //!   `[routing id, bytes]`, split or coalesced at any byte, so every connection keeps a
-//!   streaming decoder;
+//!   streaming decoder. Stock libzmq also reads a client's half-close (FIN) as a
+//!   disconnect and drops the connection with the answers; our patched copy
+//!   (vendor/zeromq-src) sends a first empty frame when the client has finished
+//!   sending and keeps the connection for the answers, and a second when it is gone;
 //! - we close a connection by sending `[routing id, empty frame]`, and get no notice back;
 //!   data that still arrives for that id is dropped. What libzmq already holds for the
 //!   peer is still written before the connection closes, so an answer followed by a close
@@ -109,6 +112,9 @@ pub(crate) struct Listener {
     hang_ups: HashSet<Vec<u8>>,
     /// Accepts that failed (out of descriptors), for a warning.
     accept_watch: AcceptWatch,
+    /// A peer of `hang_ups` whose first notice just came: its second, if libzmq sends
+    /// one (see `Server::on_peer_notice`), follows at once and is not a new peer.
+    gone_echo: Option<Vec<u8>>,
 }
 
 impl Listener {
@@ -247,6 +253,7 @@ impl Server {
             listeners.push(Listener {
                 endpoint: sockets::last_endpoint(&socket)?,
                 accept_watch: AcceptWatch::new(ctx, &socket)?,
+                gone_echo: None,
                 socket,
                 protocol: *protocol,
                 peers: HashMap::new(),
@@ -549,7 +556,7 @@ impl Server {
                 .copied();
             match (known, self.frame_data.is_empty()) {
                 (None, true) => self.new_peer(listener),
-                (Some(id), true) => self.close(id, false),
+                (Some(id), true) => self.on_peer_notice(id),
                 (Some(id), false) => self.on_input(id),
                 // Data for a connection we already closed.
                 (None, false) => {}
@@ -562,6 +569,11 @@ impl Server {
     fn new_peer(&mut self, listener: usize) {
         let listener_ref = &mut self.listeners[listener];
         if listener_ref.hang_ups.remove(&self.frame_id[..]) {
+            listener_ref.gone_echo = Some(self.frame_id.to_vec());
+            return;
+        }
+        if listener_ref.gone_echo.as_deref() == Some(&self.frame_id[..]) {
+            listener_ref.gone_echo = None;
             return;
         }
         if self.draining_since.is_some() {
@@ -570,6 +582,28 @@ impl Server {
         } else {
             self.accept(listener);
         }
+    }
+
+    /// `[routing id, empty frame]` from a connected peer. With our libzmq patch
+    /// (vendor/zeromq-src/PATCHES.md) the first such notice means the client has
+    /// finished sending (a half-close, RFC 9293 §3.6), not that it has gone: every
+    /// complete request it sent is answered, then the connection closes. A second
+    /// notice means the connection is gone (libzmq sends both at once for a reset).
+    fn on_peer_notice(&mut self, id: u64) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if conn.input_ended {
+            self.close(id, false);
+            return;
+        }
+        conn.input_ended = true;
+        conn.closing = true;
+        match conn.slots.back_mut() {
+            Some(last) => last.close_after = true,
+            None => conn.close_when_written = true,
+        }
+        mark_dirty(&mut self.dirty, conn, id);
     }
 
     fn accept(&mut self, listener: usize) {

@@ -176,6 +176,9 @@ impl Build {
     /// against the compiled lib from rust code.
     pub fn build(&mut self) {
         let vendor = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor");
+        // prime_server patch: rebuild libzmq when a patched source changes (this runs
+        // in zmq-sys's build script, which otherwise never runs again).
+        println!("cargo:rerun-if-changed={}", vendor.display());
 
         let mut build = cc::Build::new();
         build

@@ -122,12 +122,34 @@ void zmq::raw_engine_t::error (error_reason_t reason_)
     if (_options.raw_socket && _options.raw_notify) {
         //  For raw sockets, send a final 0-length message to the application
         //  so that it knows the peer has been disconnected.
-        msg_t terminator;
-        terminator.init ();
-        (this->*_process_msg) (&terminator);
-        terminator.close ();
+        //  prime_server patch: the application reads a first 0-length message
+        //  after the connect notice as "the peer has finished sending" (see
+        //  end_of_input) and a second one as "the peer is gone". An error before
+        //  the end of input sends both, so the application always sees two.
+        const int notices = _input_ended ? 1 : 2;
+        for (int i = 0; i < notices; i++) {
+            msg_t terminator;
+            terminator.init ();
+            (this->*_process_msg) (&terminator);
+            terminator.close ();
+        }
     }
     stream_engine_base_t::error (reason_);
+}
+
+bool zmq::raw_engine_t::end_of_input ()
+{
+    //  prime_server patch: a ZMQ_STREAM peer that half-closes its connection has
+    //  finished sending, and still reads: tell the application with a 0-length
+    //  message (as for a disconnect), keep the connection open for its answers,
+    //  and close it when the application does.
+    if (!(_options.raw_socket && _options.raw_notify))
+        return false;
+    msg_t terminator;
+    terminator.init ();
+    (this->*_process_msg) (&terminator);
+    terminator.close ();
+    return true;
 }
 
 int zmq::raw_engine_t::push_raw_msg_to_session (msg_t *msg_)

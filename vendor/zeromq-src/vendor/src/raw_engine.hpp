@@ -64,6 +64,7 @@ class raw_engine_t ZMQ_FINAL : public stream_engine_base_t
 
   protected:
     void error (error_reason_t reason_);
+    bool end_of_input ();
     void plug_internal ();
     bool handshake ();
 

@@ -104,6 +104,7 @@ zmq::stream_engine_base_t::stream_engine_base_t (
   const options_t &options_,
   const endpoint_uri_pair_t &endpoint_uri_pair_,
   bool has_handshake_stage_) :
+    _input_ended (false),
     _options (options_),
     _inpos (NULL),
     _insize (0),
@@ -128,6 +129,7 @@ zmq::stream_engine_base_t::stream_engine_base_t (
     _plugged (false),
     _handshaking (true),
     _io_error (false),
+    _read_eof (false),
     _session (NULL),
     _socket (NULL),
     _has_handshake_stage (has_handshake_stage_)
@@ -264,6 +266,13 @@ bool zmq::stream_engine_base_t::in_event_internal ()
 
     zmq_assert (_decoder);
 
+    //  prime_server patch: reading stopped at the peer's end of input, so this
+    //  event is the error or hang-up of the whole connection.
+    if (_input_ended) {
+        error (connection_error);
+        return false;
+    }
+
     //  If there has been an I/O error, stop polling.
     if (_input_stopped) {
         rm_fd (_handle);
@@ -283,6 +292,15 @@ bool zmq::stream_engine_base_t::in_event_internal ()
         const int rc = read (_inpos, bufsize);
 
         if (rc == -1) {
+            //  prime_server patch: end of file means the peer has finished sending
+            //  (a half-close, RFC 9293 3.6), not that it has gone: an engine that
+            //  says so keeps writing to it.
+            if (_read_eof && end_of_input ()) {
+                _input_ended = true;
+                reset_pollin (_handle);
+                _session->flush ();
+                return true;
+            }
             if (errno != EAGAIN) {
                 error (connection_error);
                 return false;
@@ -774,6 +792,7 @@ int zmq::stream_engine_base_t::read (void *data_, size_t size_)
 
     if (rc == 0) {
         // connection closed by peer
+        _read_eof = true;
         errno = EPIPE;
         return -1;
     }

@@ -119,6 +119,16 @@ class stream_engine_base_t : public io_object_t, public i_engine
         return -1;
     };
 
+    //  prime_server patch: the peer has finished sending (it read end of file).
+    //  An engine that returns true keeps the connection open for output; the base
+    //  then stops reading and flushes what the engine pushed. The default, false,
+    //  treats end of input as a disconnect, as libzmq always has.
+    virtual bool end_of_input () { return false; }
+
+    //  prime_server patch: set once end_of_input has returned true. Any input event
+    //  after it is an error or hang-up of the connection.
+    bool _input_ended;
+
     virtual int read (void *data, size_t size_);
     virtual int write (const void *data_, size_t size_);
 
@@ -203,6 +213,9 @@ class stream_engine_base_t : public io_object_t, public i_engine
     msg_t _tx_msg;
 
     bool _io_error;
+
+    //  prime_server patch: the last read found end of file (not an error).
+    bool _read_eof;
 
     //  The session this engine is attached to.
     zmq::session_base_t *_session;
