@@ -874,11 +874,23 @@ impl Server {
     }
 
     /// Writes every answer at the front of the connection's order that is ready.
+    ///
+    /// Answers are handed over while what waits stays within `max_output_bytes`; past
+    /// it, libzmq takes what it can first (and the client is dropped if the rest is
+    /// still too much), so a run of answers freed at once (the one they waited behind
+    /// has come) never piles up in the output beyond the bound and one answer.
     fn flush(&mut self, id: u64) {
+        while self.flush_within_bound(id) {}
+    }
+
+    /// One pass of [`flush`](Self::flush): true if it stopped at the output bound with
+    /// answers still ready, and the client is still there.
+    fn flush_within_bound(&mut self, id: u64) -> bool {
         let Some(conn) = self.connections.get_mut(&id) else {
-            return;
+            return false;
         };
         conn.unflushed = 0;
+        let mut over = false;
         let written = conn.slots.front().is_some_and(|s| s.answer.is_some());
         while conn.slots.front().is_some_and(|s| s.answer.is_some()) {
             let Some(slot) = conn.slots.pop_front() else {
@@ -904,11 +916,16 @@ impl Server {
                 conn.close_when_written = true;
                 break;
             }
+            if conn.output.queued_behind_front() > self.config.max_output_bytes {
+                over = true;
+                break;
+            }
         }
         if written && conn.slots.is_empty() {
             conn.last_active = Instant::now();
         }
         self.write(id);
+        over && self.connections.contains_key(&id)
     }
 
     /// Hands a connection's output to libzmq, as much as it takes without blocking. Then

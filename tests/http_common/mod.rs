@@ -8,6 +8,9 @@
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+#[path = "../tcp_reset/mod.rs"]
+mod tcp_reset;
+
 use prime_server::server::{ServerConfig, ServerStats};
 use prime_server::{Job, Outcome, Pipeline, RunningPipeline, Shutdown};
 use std::io::{ErrorKind, Read, Write};
@@ -266,26 +269,9 @@ impl Client {
     }
 
     /// Closes the connection with a reset (RST), as a client that goes away abruptly
-    /// does: SO_LINGER of 0, then close. (A plain close is a FIN, which says only that
-    /// the client has finished sending: its requests are still answered.)
+    /// does (a plain close is a FIN: its requests are still answered).
     pub fn reset(self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt reads one `linger` of the size given, from a live value,
-        // on a descriptor this client owns.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+        tcp_reset::reset(self.stream);
     }
 
     /// Writes all of `bytes` in one write call (as far as the kernel allows).
