@@ -72,32 +72,31 @@ fn assert_sentence(line: &str, starts: &str) {
     );
 }
 
+/// Starts `program` with `argv`, waits for `started` in its log, stops it with SIGTERM
+/// and asserts that its closing line is a sentence beginning with `closing`.
+fn assert_closes_with_a_sentence(program: &str, argv: &[String], started: &str, closing: &str) {
+    let mut daemon = Daemon::start("closing", program, argv);
+    assert!(daemon.wait_for_log(started, BOUND), "{}", daemon.stderr());
+    let line = stop_line_after_sigterm(&mut daemon);
+    assert_sentence(&line, closing);
+}
+
 #[test]
 fn the_closing_lines_are_sentences() {
-    let mut echod = Daemon::start("echod", ECHOD, &args(&["tcp://127.0.0.1:0", "1"]));
-    assert!(
-        echod.wait_for_log("listening for Http on", BOUND),
-        "{}",
-        echod.stderr()
+    assert_closes_with_a_sentence(
+        ECHOD,
+        &args(&["tcp://127.0.0.1:0", "1"]),
+        "listening for Http on",
+        "front end stopped after 0 connections",
     );
-    let line = stop_line_after_sigterm(&mut echod);
-    assert_sentence(&line, "front end stopped after 0 connections");
-
     let ports = Ports::allocate();
-    let proxy_args = args(&[
-        "--upstream",
-        &tcp(ports.up1),
-        "--downstream",
-        &tcp(ports.down1),
-    ]);
-    let mut proxyd = Daemon::start("proxyd", PROXYD, &proxy_args);
-    assert!(
-        proxyd.wait_for_log("jobs arrive on", BOUND),
-        "{}",
-        proxyd.stderr()
+    let (up, down) = (tcp(ports.up1), tcp(ports.down1));
+    assert_closes_with_a_sentence(
+        PROXYD,
+        &args(&["--upstream", &up, "--downstream", &down]),
+        "jobs arrive on",
+        "proxy stopped: 0 jobs handed to workers",
     );
-    let line = stop_line_after_sigterm(&mut proxyd);
-    assert_sentence(&line, "proxy stopped: 0 jobs handed to workers");
 }
 
 #[test]

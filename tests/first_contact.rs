@@ -42,8 +42,12 @@ fn assert_usage_error(program: &str, args: &[String], mentions: &[&str]) {
     }
 }
 
+/// A daemon, its endpoint flags (each with a valid free endpoint) and its other
+/// arguments.
+type DaemonCommand = (&'static str, Vec<(&'static str, String)>, Vec<String>);
+
 /// The flags of each daemon that take endpoints, each with a valid free endpoint.
-fn daemon_commands() -> Vec<(&'static str, Vec<(&'static str, String)>, Vec<String>)> {
+fn daemon_commands() -> Vec<DaemonCommand> {
     let p = Ports::allocate();
     vec![
         (
