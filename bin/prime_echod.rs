@@ -8,11 +8,16 @@ use prime_server::{demo, Pipeline, Shutdown};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Answers every request with a JSON description of it")]
+#[command(
+    version,
+    about = "Answers every request with a JSON description of it",
+    after_help = cli::LOGGING_HELP
+)]
 struct Cli {
-    /// Where to serve HTTP: a ZeroMQ endpoint such as tcp://127.0.0.1:8003.
+    #[arg(value_name = "LISTEN", help = cli::LISTEN_HELP)]
     listen: String,
     /// Echo workers.
+    #[arg(value_parser = cli::at_least_one::<usize>)]
     concurrency: usize,
     #[command(flatten)]
     front_end: FrontEndArgs,
@@ -24,9 +29,6 @@ fn main() -> ExitCode {
 }
 
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    if cli.concurrency == 0 {
-        return Err("CONCURRENCY must be at least 1".into());
-    }
     let config = cli.front_end.config(&cli.listen)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;

@@ -6,6 +6,7 @@
 
 use clap::Parser;
 use prime_server::cli::{self, FrontEndArgs};
+use prime_server::endpoint::Use;
 use prime_server::server::Server;
 use prime_server::topology::Topology;
 use prime_server::{FrontSockets, Shutdown};
@@ -13,10 +14,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "The HTTP front end of a prime_server pipeline")]
+#[command(
+    version,
+    about = "The HTTP front end of a prime_server pipeline",
+    after_help = cli::LOGGING_HELP
+)]
 struct Cli {
-    /// Where clients connect (bound), e.g. tcp://127.0.0.1:8002.
-    #[arg(long, value_name = "ENDPOINT")]
+    #[arg(long, value_name = "LISTEN", help = cli::LISTEN_HELP)]
     listen: Option<String>,
     /// The first stage's proxy (connected): its --upstream.
     #[arg(long, value_name = "ENDPOINT")]
@@ -68,6 +72,11 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         return Err("give --listen, --proxy, --loopback and --interrupt, or --config".into());
     };
     let config = cli.front_end.config(listen)?;
+    cli::check_endpoints(&[
+        ("--proxy", proxy, Use::Connect),
+        ("--loopback", loopback, Use::Bind),
+        ("--interrupt", interrupt, Use::Bind),
+    ])?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
@@ -78,7 +87,7 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         front.interrupt_endpoint
     );
     let server = Server::bind(&ctx, config, front)?;
-    let stats = server.run(&shutdown)?;
-    log::info!("front end stopped: {stats:?}");
+    // The server logs its own closing line, with its counters.
+    server.run(&shutdown)?;
     Ok(())
 }

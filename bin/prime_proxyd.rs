@@ -5,6 +5,7 @@
 
 use clap::Parser;
 use prime_server::cli::{self, seconds, DaemonArgs};
+use prime_server::endpoint::Use;
 use prime_server::proxy::{Proxy, ProxyConfig};
 use prime_server::topology::Topology;
 use prime_server::Shutdown;
@@ -12,7 +13,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "One stage's load-balancing proxy")]
+#[command(
+    version,
+    about = "One stage's load-balancing proxy",
+    after_help = cli::LOGGING_HELP
+)]
 struct Cli {
     /// Where jobs for this stage arrive (bound): the front end's --proxy, or the previous
     /// stage's workers' --downstream.
@@ -33,7 +38,7 @@ struct Cli {
     #[arg(long, value_name = "NAME")]
     stage: Option<String>,
     /// Jobs that may wait for a worker before new ones are answered 503.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = cli::at_least_one::<usize>)]
     queue_bound: usize,
     /// Seconds a worker may stay silent before it is taken for dead.
     #[arg(long, value_name = "S", default_value_t = 1.5)]
@@ -61,25 +66,35 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     if config.upstream.is_empty() || config.downstream.is_empty() {
         return Err("give --upstream and --downstream, or --config and --stage".into());
     }
-    if config.loopback.is_none() {
-        log::warn!("no --loopback: jobs this proxy cannot place will be answered 504 by the front end at their deadline");
+    let mut endpoints = vec![
+        ("--upstream", config.upstream.as_str(), Use::Bind),
+        ("--downstream", config.downstream.as_str(), Use::Bind),
+    ];
+    if let Some(loopback) = &config.loopback {
+        endpoints.push(("--loopback", loopback, Use::Connect));
     }
+    cli::check_endpoints(&endpoints)?;
     config.queue_bound = cli.queue_bound;
     config.heartbeat_timeout = seconds("--heartbeat-timeout", cli.heartbeat_timeout)?;
     config.summary_every = cli.daemon.summary()?;
     let drain = cli.daemon.drain()?;
 
+    prime_server::fd_limit::raise_and_log();
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
+    let warn_no_loopback = config.loopback.is_none();
     let proxy = Proxy::bind(&ctx, config)?;
+    if warn_no_loopback {
+        log::warn!("no --loopback: jobs this proxy cannot place will be answered 504 by the front end at their deadline");
+    }
     let stop = shutdown.clone();
     let thread = std::thread::Builder::new()
         .name("proxy".into())
         .spawn(move || proxy.run(&stop))?;
     shutdown.supervise(drain, || thread.is_finished());
     let stats = thread.join().map_err(|_| "the proxy thread panicked")??;
-    log::info!("proxy stopped: {stats:?}");
+    log::info!("proxy stopped: {stats}");
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //!   the last line printed is `N primes found`.
 
 use clap::Parser;
-use prime_server::cli::FrontEndArgs;
+use prime_server::cli::{self, FrontEndArgs};
 use prime_server::demo::{self, Compute};
 use prime_server::primes::Algorithm;
 use prime_server::{Pipeline, Shutdown};
@@ -19,12 +19,19 @@ use std::process::ExitCode;
 const SIMULATION_WINDOW: u64 = 4096;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "The prime-checking demo of prime_server")]
+#[command(
+    version,
+    about = "The prime-checking demo of prime_server",
+    after_help = cli::LOGGING_HELP
+)]
 struct Cli {
-    /// Where to serve HTTP (a ZeroMQ endpoint such as tcp://127.0.0.1:8002), or, for the
-    /// simulation mode, `END` or `START,END`: the inclusive range of numbers to test.
+    /// LISTEN: where clients connect (bound), a ZeroMQ endpoint such as
+    /// tcp://127.0.0.1:8002. Or RANGE, for the simulation mode: `END` or `START,END`,
+    /// the inclusive range of numbers to test.
+    #[arg(value_name = "LISTEN|RANGE")]
     target: String,
     /// Workers per stage.
+    #[arg(value_parser = cli::at_least_one::<usize>)]
     concurrency: usize,
     /// Primality test used by the compute stage: trial-division or miller-rabin.
     #[arg(long, default_value = "trial-division")]
@@ -32,41 +39,31 @@ struct Cli {
     /// Jobs each worker may hold at once: more than 1 saves wake-ups when jobs are
     /// cheap (jobs stuck behind a long one are handed back to the proxy after 2 ms);
     /// 1 never holds a job another worker could start.
-    #[arg(long, value_name = "N", default_value_t = prime_server::worker::DEFAULT_PREFETCH)]
+    #[arg(long, value_name = "N", default_value_t = prime_server::worker::DEFAULT_PREFETCH, value_parser = cli::at_least_one::<u32>)]
     prefetch: u32,
     #[command(flatten)]
     front_end: FrontEndArgs,
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    cli::init_logging();
     let cli = Cli::parse();
-    if cli.concurrency == 0 {
-        eprintln!("error: CONCURRENCY must be at least 1");
-        return ExitCode::from(2);
-    }
-    if cli.target.contains("://") {
-        return match serve(&cli) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
-            }
-        };
+    // A range is digits, commas and spaces; anything else is meant as an endpoint, and
+    // is checked as one (so `127.0.0.1:8002` is told it lacks `tcp://`).
+    let is_range = cli
+        .target
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b == b',' || b == b' ');
+    if !is_range {
+        return cli::exit_code(serve(&cli));
     }
     let range = match parse_range(&cli.target) {
         Ok(range) => range,
-        Err(why) => {
-            eprintln!("error: {why}");
-            return ExitCode::from(2);
-        }
+        Err(why) => return cli::exit_code(Err(why.into())),
     };
     match simulate(range, &cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => cli::exit_code(Err(e)),
     }
 }
 

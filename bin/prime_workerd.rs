@@ -7,6 +7,7 @@
 use clap::Parser;
 use prime_server::cli::{self, seconds, DaemonArgs};
 use prime_server::demo;
+use prime_server::endpoint::Use;
 use prime_server::primes::Algorithm;
 use prime_server::topology::Topology;
 use prime_server::worker::{WorkerConfig, WorkerPool};
@@ -16,7 +17,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "A pool of workers for one stage of the pipeline")]
+#[command(
+    version,
+    about = "A pool of workers for one stage of the pipeline",
+    after_help = cli::LOGGING_HELP
+)]
 struct Cli {
     /// The stage's proxy, where workers take jobs (connected): the proxy's --downstream.
     #[arg(long, value_name = "ENDPOINT")]
@@ -42,7 +47,7 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Worker threads (default: the topology's concurrency, or 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = cli::at_least_one::<usize>)]
     concurrency: Option<usize>,
     /// The compute stage's primality test: trial-division or miller-rabin.
     #[arg(long, default_value = "trial-division")]
@@ -50,7 +55,7 @@ struct Cli {
     /// Jobs each worker may hold at once: more than 1 saves wake-ups when jobs are
     /// cheap (jobs stuck behind a long one are handed back to the proxy after 2 ms);
     /// 1 never holds a job another worker could start.
-    #[arg(long, value_name = "N", default_value_t = prime_server::worker::DEFAULT_PREFETCH)]
+    #[arg(long, value_name = "N", default_value_t = prime_server::worker::DEFAULT_PREFETCH, value_parser = cli::at_least_one::<u32>)]
     prefetch: u32,
     /// Seconds between heartbeats to the proxy.
     #[arg(long, value_name = "S", default_value_t = 0.25)]
@@ -119,6 +124,21 @@ fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
     if cli.downstream.is_some() {
         config.downstream = cli.downstream.clone();
     }
+    let mut endpoints = vec![
+        ("--upstream", config.upstream.as_str(), Use::Connect),
+        ("--loopback", config.loopback.as_str(), Use::Connect),
+        ("--interrupt", config.interrupt.as_str(), Use::Connect),
+    ];
+    if let Some(downstream) = &config.downstream {
+        endpoints.push(("--downstream", downstream, Use::Connect));
+    }
+    endpoints.extend(
+        config
+            .routes
+            .iter()
+            .map(|(_, endpoint)| ("--route", endpoint.as_str(), Use::Connect)),
+    );
+    cli::check_endpoints(&endpoints)?;
     config.heartbeat_interval = seconds("--heartbeat-interval", cli.heartbeat_interval)?;
     config.prefetch = cli.prefetch;
     plan.concurrency = cli.concurrency.unwrap_or(plan.concurrency);
@@ -129,6 +149,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let plan = plan(cli)?;
     let drain = cli.daemon.drain()?;
     let summary = cli.daemon.summary()?;
+    prime_server::fd_limit::raise_and_log();
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();

@@ -1,13 +1,50 @@
-//! Command-line options shared by the binaries that run a front end, declared once.
+//! Command-line options shared by the binaries, declared once: the front end's and the
+//! daemons' options, the wording every help shares, endpoint and number checks, logging
+//! and exit codes.
 
 use crate::jobs::{Durability, JobsConfig};
+use crate::endpoint::{self, Use};
 use crate::server::ServerConfig;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::time::Duration;
 
-/// Logs through `env_logger`: info and above unless `RUST_LOG` says otherwise.
+/// The help of the endpoint where clients connect, the same in every binary.
+pub const LISTEN_HELP: &str =
+    "Where clients connect (bound): a ZeroMQ endpoint such as tcp://127.0.0.1:8002";
+
+/// The closing paragraph of every binary's help: where logs go and how to choose them.
+pub const LOGGING_HELP: &str = "Logs go to stderr, at info level and above unless RUST_LOG \
+says otherwise (e.g. RUST_LOG=debug, or RUST_LOG=warn,prime_server::server=debug). \
+Exit codes: 0 after a clean stop, 2 for a usage or configuration error.";
+
+/// Logs to stderr through `env_logger`: info and above unless `RUST_LOG` says
+/// otherwise. Call it once, first thing in `main`, to log as the daemons do.
 pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // `try_init`: a second call (or a logger set by the embedder) is not an error.
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .try_init();
+}
+
+/// Checks each `(name, endpoint, use)` before any socket is made, so that a daemon with
+/// a bad endpoint says so before it binds or logs anything. The error names the option.
+pub fn check_endpoints(endpoints: &[(&str, &str, Use)]) -> Result<(), String> {
+    for (name, value, usage) in endpoints {
+        endpoint::check(value, *usage)
+            .map_err(|problem| format!("bad endpoint {value:?} ({name}): {problem}"))?;
+    }
+    Ok(())
+}
+
+/// A clap value parser for counts that must be at least 1 (`--prefetch`, workers).
+pub fn at_least_one<T>(text: &str) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + From<u8>,
+{
+    match text.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
 }
 
 /// A daemon's exit: 0, or `error: ...` on stderr and exit code 2.
@@ -156,6 +193,19 @@ impl JobsArgs {
 impl FrontEndArgs {
     /// The server configuration these options describe, listening for HTTP on `listen`.
     pub fn config(&self, listen: &str) -> Result<ServerConfig, String> {
+        let mut endpoints = vec![("LISTEN", listen, Use::Bind)];
+        if let Some(netstring) = &self.netstring {
+            endpoints.push(("--netstring", netstring, Use::Bind));
+        }
+        check_endpoints(&endpoints)?;
+        for (flag, path) in [
+            ("--health-path", &self.health_path),
+            ("--status-path", &self.status_path),
+        ] {
+            if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
+                return Err(format!("{flag} must start with /"));
+            }
+        }
         let mut config = ServerConfig::http(listen);
         if let Some(endpoint) = &self.netstring {
             config = config.with_netstring(endpoint);

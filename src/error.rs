@@ -17,7 +17,7 @@ pub enum Error {
         /// The endpoint as given.
         endpoint: String,
         /// Why it was refused.
-        reason: String,
+        problem: crate::endpoint::Problem,
     },
     /// A pipeline was built in a way that cannot run (no stages, zero workers, ...).
     Config(String),
@@ -41,8 +41,8 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Zmq { context, source } => write!(f, "{context}: {source}"),
-            Error::BadEndpoint { endpoint, reason } => {
-                write!(f, "bad endpoint {endpoint:?}: {reason}")
+            Error::BadEndpoint { endpoint, problem } => {
+                write!(f, "bad endpoint {endpoint:?}: {problem}")
             }
             Error::Config(why) => write!(f, "invalid configuration: {why}"),
             Error::Thread(e) => write!(f, "could not start a thread: {e}"),

@@ -2,8 +2,8 @@
 //!
 //! A parallel-pipeline server on ZeroMQ: a front end parses client requests and sends
 //! them through load-balancing proxies to pools of workers, stage after stage. Any stage
-//! can answer the client at once through the loopback; a client that hangs up sends an
-//! interrupt so workers can drop its work.
+//! can answer the client at once through the loopback; a client that goes away (a reset,
+//! not a half-close after its requests) sends an interrupt so workers can drop its work.
 //!
 //! ```text
 //!             HTTP/1.x                     multipart ZeroMQ messages
@@ -91,14 +91,16 @@
 //! - [`shutdown`]: drain, then stop.
 //! - [`primes`], [`demo`], [`simulation`]: the prime-checking service behind
 //!   `prime_serverd`.
-//! - [`cli`], [`sockets`], [`error`]: shared plumbing.
+//! - [`cli`], [`endpoint`], [`fd_limit`], [`sockets`], [`error`]: shared plumbing.
 
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod demo;
+pub mod endpoint;
 pub mod envelope;
 pub mod error;
+pub mod fd_limit;
 pub mod http;
 pub mod jobs;
 pub mod loopback;
@@ -114,6 +116,12 @@ pub mod stage;
 pub mod streaming;
 pub mod topology;
 pub mod worker;
+
+/// JSON, as stages read and write it ([`serde_json::json!`] for a response body).
+pub use serde_json;
+/// The ZeroMQ binding the pipeline is built on, for the [`zmq::Context`] an embedder
+/// passes to [`Pipeline::serve`], without a dependency of its own.
+pub use zmq;
 
 pub use error::{Error, Result};
 pub use pipeline::{FrontSockets, Pipeline, RunningPipeline, Transport};

@@ -144,8 +144,10 @@ impl Pipeline {
         ctx: &zmq::Context,
         config: ServerConfig,
     ) -> Result<(RunningPipeline, Server)> {
+        // Bound first: a taken port is reported before any stage starts (or logs).
+        let listeners = Server::bind_listeners(ctx, &config)?;
         let (pipeline, front) = self.start(ctx)?;
-        let server = Server::bind(ctx, config, front)?;
+        let server = Server::with_listeners(ctx, config, listeners, front)?;
         Ok((pipeline, server))
     }
 

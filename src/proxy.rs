@@ -136,6 +136,16 @@ pub struct ProxyStats {
     pub returned: u64,
 }
 
+impl std::fmt::Display for ProxyStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} jobs handed to workers, {} refused (queue full), {} handed back and placed again, {} workers evicted (silent)",
+            self.dispatched, self.rejected_full, self.returned, self.evicted
+        )
+    }
+}
+
 /// What a proxy reports about itself in answer to a probe.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProxyStatus {
@@ -299,7 +309,7 @@ impl Proxy {
             let detail = "the proxy is shutting down";
             self.answer(&frames[0], Failure::new(FailureKind::ShuttingDown, detail));
         }
-        log::debug!("proxy {} stopping: {:?}", self.config.upstream, self.stats);
+        log::debug!("proxy {} stopping: {}", self.config.upstream, self.stats);
         Ok(self.stats)
     }
 

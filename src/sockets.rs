@@ -1,6 +1,7 @@
 //! Small helpers around `zmq` sockets shared by every piece: creation with the options
 //! we always want, multipart send and receive without copying, and endpoint checks.
 
+use crate::endpoint::{self, Use};
 use crate::error::{Error, Result};
 use std::time::Duration;
 
@@ -63,28 +64,9 @@ pub fn stage_sender(ctx: &zmq::Context) -> Result<zmq::Socket> {
     Ok(socket)
 }
 
-/// Checks that `endpoint` names a transport we support, before ZeroMQ sees it.
-pub fn check_endpoint(endpoint: &str) -> Result<()> {
-    let bad = |reason: &str| Error::BadEndpoint {
-        endpoint: endpoint.to_string(),
-        reason: reason.to_string(),
-    };
-    let (scheme, rest) = endpoint
-        .split_once("://")
-        .ok_or_else(|| bad("expected TRANSPORT://ADDRESS, e.g. tcp://127.0.0.1:8002"))?;
-    if rest.is_empty() {
-        return Err(bad("the address after :// is empty"));
-    }
-    match scheme {
-        "tcp" if !rest.contains(':') => Err(bad("a tcp endpoint needs HOST:PORT")),
-        "tcp" | "ipc" | "inproc" => Ok(()),
-        _ => Err(bad("the transport must be tcp, ipc or inproc")),
-    }
-}
-
 /// Binds `socket` to `endpoint`, with an error that names the endpoint.
 pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<()> {
-    check_endpoint(endpoint)?;
+    endpoint::checked(endpoint, Use::Bind)?;
     socket
         .bind(endpoint)
         .map_err(|e| Error::zmq(format!("binding {endpoint}"), e))
@@ -92,7 +74,7 @@ pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<()> {
 
 /// Connects `socket` to `endpoint`, with an error that names the endpoint.
 pub fn connect(socket: &zmq::Socket, endpoint: &str) -> Result<()> {
-    check_endpoint(endpoint)?;
+    endpoint::checked(endpoint, Use::Connect)?;
     socket
         .connect(endpoint)
         .map_err(|e| Error::zmq(format!("connecting to {endpoint}"), e))
@@ -145,21 +127,5 @@ pub fn poll(items: &mut [zmq::PollItem], timeout: Duration) -> Result<()> {
     match zmq::poll(items, timeout.as_millis().min(i64::MAX as u128) as i64) {
         Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
         Err(e) => Err(Error::zmq("polling", e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn endpoints_are_checked_before_zeromq_sees_them() {
-        assert!(check_endpoint("tcp://127.0.0.1:8002").is_ok());
-        assert!(check_endpoint("ipc:///tmp/x.sock").is_ok());
-        assert!(check_endpoint("inproc://a").is_ok());
-        assert!(check_endpoint("127.0.0.1:8002").is_err());
-        assert!(check_endpoint("udp://127.0.0.1:8002").is_err());
-        assert!(check_endpoint("tcp://127.0.0.1").is_err());
-        assert!(check_endpoint("tcp://").is_err());
     }
 }

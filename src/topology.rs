@@ -16,7 +16,7 @@
 //! assert_eq!(topology.next_upstream("parse").unwrap(), Some("tcp://127.0.0.1:5004"));
 //! ```
 
-use crate::sockets::check_endpoint;
+use crate::endpoint::{self, Use};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
@@ -132,8 +132,12 @@ impl Topology {
             return Err(TopologyError::Invalid("it has no stages".into()));
         }
         let front = &self.front_end;
-        let mut endpoints = vec![&front.listen, &front.loopback, &front.interrupt];
-        endpoints.extend(&front.netstring);
+        // The front end binds these; the others are bound by one daemon and connected to
+        // by another, so they must do for both.
+        let mut endpoints = vec![(&front.listen, Use::Bind)];
+        endpoints.extend(front.netstring.iter().map(|e| (e, Use::Bind)));
+        endpoints.push((&front.loopback, Use::Connect));
+        endpoints.push((&front.interrupt, Use::Connect));
         for (index, stage) in self.stages.iter().enumerate() {
             if self.stages[..index].iter().any(|s| s.name == stage.name) {
                 return Err(TopologyError::Invalid(format!(
@@ -147,11 +151,12 @@ impl Topology {
                     stage.name
                 )));
             }
-            endpoints.push(&stage.upstream);
-            endpoints.push(&stage.downstream);
+            endpoints.push((&stage.upstream, Use::Connect));
+            endpoints.push((&stage.downstream, Use::Connect));
         }
-        for endpoint in endpoints {
-            check_endpoint(endpoint).map_err(|e| TopologyError::Invalid(e.to_string()))?;
+        for (endpoint, usage) in endpoints {
+            endpoint::checked(endpoint, usage)
+                .map_err(|e| TopologyError::Invalid(e.to_string()))?;
         }
         Ok(())
     }

@@ -117,7 +117,7 @@ fn workerd_refuses_an_unknown_service_and_zero_workers() {
     assert_refused(WORKERD, &unknown, &["bogus"]);
     let mut none = base;
     none.extend(args(&["--stage", "compute", "--concurrency", "0"]));
-    assert_refused(WORKERD, &none, &["worker"]);
+    assert_refused(WORKERD, &none, &["--concurrency"]);
 }
 
 /// An endpoint another process has bound already.

@@ -115,9 +115,26 @@ fn overflowing_chunk_size_is_400() {
 #[test]
 fn unsupported_transfer_coding_is_501() {
     assert_rejected(
-        "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
         501,
     );
+}
+
+#[test]
+fn chunked_not_the_final_coding_is_400_and_closes() {
+    // RFC 9112 §6.3: the body's length cannot be known, so nothing after it can be read.
+    for coding in [
+        "gzip",
+        "chunked, gzip",
+        "chunked\r\nTransfer-Encoding: gzip",
+    ] {
+        assert_rejected(
+            &format!(
+                "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: {coding}\r\n\r\n0\r\n\r\n"
+            ),
+            400,
+        );
+    }
 }
 
 #[test]

@@ -184,3 +184,76 @@ fn large_response_before_close_arrives_whole_to_a_slow_reader() {
     assert!(response.body == body, "the body came back changed");
     client.assert_closed();
 }
+
+/// A chunked POST whose first chunk-size line is `size_line` (CRLF added).
+fn with_size_line(size_line: &[u8]) -> Vec<u8> {
+    let mut request =
+        b"POST /c HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    request.extend_from_slice(size_line);
+    request.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
+    request
+}
+
+/// Sends `request` split at each of `splits` (a pause between the writes, so that
+/// they likely arrive apart) and returns the response.
+fn send_split(request: &[u8], splits: &[usize]) -> (TestServer, Client, HttpResponse) {
+    let server = body_echo_server();
+    let mut client = server.connect();
+    let mut from = 0;
+    for &at in splits.iter().chain([&request.len()]) {
+        client.send(&request[from..at]);
+        from = at;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let response = client.read_response();
+    (server, client, response)
+}
+
+#[test]
+fn a_chunk_size_line_is_judged_the_same_however_it_is_split() {
+    // 4 KiB of extension is the limit; 4.2 KiB is refused, in one write or in several.
+    let head_len = with_size_line(b"").len() - b"\r\nabc\r\n0\r\n\r\n".len();
+    for (line_len, status) in [(4096, 200), (4300, 400)] {
+        let mut line = b"3;".to_vec();
+        line.resize(line_len, b'x');
+        let request = with_size_line(&line);
+        for splits in [
+            vec![],
+            vec![head_len + 3000],
+            vec![head_len + 1000, head_len + 4200],
+        ] {
+            let splits: Vec<usize> = splits.into_iter().filter(|&s| s < request.len()).collect();
+            let (_server, mut client, response) = send_split(&request, &splits);
+            assert_eq!(
+                response.status, status,
+                "{line_len} B line split at {splits:?}"
+            );
+            if status == 200 {
+                assert_eq!(response.body_str(), "abc");
+                client.assert_open();
+            } else {
+                response.assert_error(400);
+                client.assert_closed();
+            }
+        }
+    }
+}
+
+#[test]
+fn only_spaces_and_tabs_may_follow_a_chunk_size() {
+    for (line, status) in [
+        (&b"3"[..], 200),
+        (b"3 \t ", 200),
+        (b"3\t; ext=1", 200),
+        (b"3\r", 400),
+        (b"3\x0c", 400),
+        (b"3\x0b;a", 400),
+    ] {
+        let (_server, mut client, response) = send_split(&with_size_line(line), &[]);
+        assert_eq!(response.status, status, "size line {line:?}");
+        if status == 400 {
+            response.assert_error(400);
+            client.assert_closed();
+        }
+    }
+}

@@ -124,19 +124,52 @@ fn methods_are_passed_through_to_the_stage() {
     }
 }
 
-#[test]
-#[ignore = "bug: a client half-close (FIN after the request) makes libzmq's ZMQ_STREAM engine drop the whole connection, so the response is never sent"]
-fn client_that_half_closes_after_its_request_still_gets_the_response() {
-    // Like `printf 'GET ...' | nc host port`: the request, then FIN on the write side.
-    let server = TestServer::echo(http_config());
+/// Sends `requests` in one write, then half-closes (FIN on the write side), like
+/// `printf '...' | nc -N host port`; returns the client to read the answers.
+fn send_then_half_close(server: &TestServer, requests: &str) -> common::Client {
     let mut client = server.connect();
-    client.send("GET /half HTTP/1.0\r\n\r\n");
+    client.send(requests);
     client
         .stream
         .shutdown(std::net::Shutdown::Write)
         .expect("half-close");
+    client
+}
+
+#[test]
+fn client_that_half_closes_after_its_request_still_gets_the_response() {
+    // HTTP/1.0: the connection closes after the answer anyway.
+    let server = TestServer::echo(http_config());
+    let mut client = send_then_half_close(&server, "GET /half HTTP/1.0\r\n\r\n");
     let response = client.read_response();
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.json()["target"], "/half");
     client.assert_closed();
+}
+
+#[test]
+fn a_keep_alive_request_then_a_half_close_is_answered_then_closed() {
+    // HTTP/1.1 keep-alive: the FIN, not the request, says no more will come.
+    let server = TestServer::primes(http_config());
+    let mut client = send_then_half_close(&server, &get("/is_prime?possible_prime=97"));
+    let response = client.read_response();
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.json()["is_prime"], true);
+    client.assert_closed();
+}
+
+#[test]
+fn three_pipelined_requests_then_a_half_close_are_all_answered_in_order() {
+    let server = TestServer::echo(http_config());
+    let requests: String = ["/one", "/two", "/three"].iter().map(|p| get(p)).collect();
+    let mut client = send_then_half_close(&server, &requests);
+    for target in ["/one", "/two", "/three"] {
+        let response = client.read_response();
+        assert_eq!(response.status, 200, "{response:?}");
+        assert_eq!(response.json()["target"], target);
+    }
+    client.assert_closed();
+    // A half-closed connection with nothing to answer is closed at once.
+    let mut idle = send_then_half_close(&server, "");
+    idle.assert_closed();
 }

@@ -29,13 +29,13 @@ fn front_end_responses_carry_the_standard_headers_and_json_errors() {
     let server = TestServer::echo(config);
     let cases: [(&str, u16); 6] = [
         ("GET / HTTP/1.1\r\n\r\n", 400),
-        ("GET / HTTP/1.2\r\nHost: t\r\n\r\n", 505),
+        ("GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505),
         (
             "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\n\r\n",
             413,
         ),
         (
-            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: br\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: br, chunked\r\n\r\n",
             501,
         ),
         ("GET / HTTP/1.1\r\nHost: t\r\nX: \x7f\r\n\r\n", 400),
@@ -103,4 +103,34 @@ fn head_responses_carry_the_standard_headers() {
     let response: HttpResponse = client.read_head_response();
     response.assert_standard_headers();
     assert_eq!(client.read_response().json()["target"], "/after");
+}
+
+#[test]
+fn the_health_and_status_paths_answer_get_and_head_only() {
+    let mut config = http_config();
+    config.health_path = Some("/health".into());
+    config.status_path = Some("/status".into());
+    let server = TestServer::echo(config);
+    let mut client = server.connect();
+    for path in ["/health", "/status"] {
+        assert_eq!(client.get(path).status, 200, "GET {path}");
+        client.send(format!("HEAD {path} HTTP/1.1\r\nHost: t\r\n\r\n"));
+        assert_eq!(client.read_head_response().status, 200, "HEAD {path}");
+        for method in ["POST", "PUT", "DELETE", "OPTIONS", "PURGE"] {
+            client.send(format!(
+                "{method} {path}?x=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+            ));
+            let response = client.read_response();
+            response.assert_error(405);
+            assert_eq!(
+                response.header("Allow"),
+                Some("GET, HEAD"),
+                "{method} {path}"
+            );
+            assert!(!response.says_close(), "{method} {path}: {response:?}");
+        }
+    }
+    // Other paths still reach the stage, whatever the method.
+    client.send("POST /healthy HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(client.read_response().json()["method"], "POST");
 }

@@ -210,7 +210,7 @@ fn a_client_that_never_reads_is_dropped_past_max_output_bytes() {
 }
 
 #[test]
-fn a_client_that_hangs_up_interrupts_its_request() {
+fn a_client_that_resets_its_connection_interrupts_its_request() {
     let started = Latch::default();
     let interrupted = Arc::new(AtomicBool::new(false));
     let (start, seen) = (started.clone(), interrupted.clone());
@@ -233,7 +233,8 @@ fn a_client_that_hangs_up_interrupts_its_request() {
     let mut client = server.connect();
     client.send(get("/slow"));
     assert!(started.wait(WAIT), "the stage never got the request");
-    drop(client);
+    // Gone for good: a reset. (A FIN would only say it has finished sending.)
+    client.reset();
     assert!(
         wait_for(|| interrupted.load(Ordering::SeqCst)),
         "the stage never saw job.interrupted() after the client left"
@@ -297,4 +298,38 @@ fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     // The server goes on serving others.
     let response = server.connect().get("/after");
     assert_eq!(response.status, 200, "{response:?}");
+}
+
+#[test]
+fn a_client_that_never_reads_holds_no_more_than_max_output_bytes() {
+    // The bound holds as answers come, not after a whole batch of them is queued: the
+    // most that ever waited for the client is the bound plus at most one answer (the
+    // one that took it past), however many answers arrived together from the workers.
+    const BIG: usize = 512 * 1024;
+    const COUNT: usize = 200;
+    let mut config = http_config();
+    config.max_output_bytes = 2 * 1024 * 1024;
+    config.status_path = Some("/status".into());
+    let bound = config.max_output_bytes;
+    // Eight workers, so that answers come back in large batches.
+    let server = TestServer::start(Pipeline::new().stage("sized", 8, sized_stage), config);
+    let mut hog = server.connect();
+    hog.send(requests_for_big(COUNT, BIG));
+    // The hog never reads: it must be dropped, leaving only the connection that asks.
+    assert!(
+        wait_for(|| server.connect().get("/status").json()["connections"] == 1),
+        "the hog was never dropped"
+    );
+    let stats = server.stop();
+    eprintln!(
+        "most bytes that waited for the hog: {}",
+        stats.most_output_waiting
+    );
+    assert!(stats.most_output_waiting > 0, "{stats:?}");
+    assert!(
+        stats.most_output_waiting <= (bound + BIG) as u64,
+        "{} bytes waited for the hog, more than the bound {bound} and one answer {BIG}",
+        stats.most_output_waiting
+    );
+    drop(hog);
 }

@@ -47,6 +47,25 @@ fn http_1_0_with_keep_alive_stays_open() {
 }
 
 #[test]
+fn later_http_1_x_versions_are_served_as_1_1() {
+    // RFC 9112 §2.3: a 1.x above 1.1 is answered as the highest 1.x we speak.
+    let server = TestServer::echo(http_config());
+    let mut client = server.connect();
+    for version in ["HTTP/1.2", "HTTP/1.9"] {
+        client.send(format!("GET /later {version}\r\nHost: test\r\n\r\n"));
+        let response = client.read_response();
+        assert_eq!(response.status, 200, "{version}: {response:?}");
+        assert_eq!(response.version, "HTTP/1.1");
+        assert!(
+            !response.says_close(),
+            "{version}: keep-alive as 1.1: {response:?}"
+        );
+        assert_eq!(response.json()["target"], "/later");
+    }
+    client.assert_open();
+}
+
+#[test]
 fn http_2_0_is_505_and_closes() {
     let server = TestServer::echo(http_config());
     let mut client = server.connect();

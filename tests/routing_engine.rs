@@ -13,6 +13,7 @@
 
 #[path = "../examples/routing_engine/graph.rs"]
 mod graph;
+mod tcp_reset;
 
 use graph::Graph;
 use rand::rngs::StdRng;
@@ -541,7 +542,8 @@ fn hanging_up_stops_the_search() {
         // Long enough for the search to be well under way, so what is tested is a search
         // stopped in its tracks, not a job skipped before it began.
         thread::sleep(t_long / 5);
-        drop(gone);
+        // Gone for good: a reset (a FIN would only say it has finished sending).
+        tcp_reset::reset(gone.reader.into_inner());
         let t_short_after = server.client().time(&short);
         let abandoned = server.wait_for_log("abandoned after", seen, Duration::from_secs(5));
         println!(

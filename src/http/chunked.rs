@@ -8,8 +8,9 @@
 use super::lines::{LineScanner, SectionScanner};
 use super::{Limits, ParseError};
 
-/// Chunk-size lines longer than this are refused: extensions are ignored, so
-/// a long one can only be an attempt to make us buffer.
+/// Chunk-size lines longer than this (CRLF not counted) are refused, whether the
+/// line arrives whole or in pieces: extensions are ignored, so a long one can only
+/// be an attempt to make us buffer.
 const MAX_CHUNK_LINE: usize = 4096;
 
 /// State of one chunked body between calls.
@@ -59,11 +60,14 @@ impl ChunkedDecoder {
             match &mut self.state {
                 State::SizeLine(scanner) => {
                     let Some(line) = scanner.next_line(rest) else {
-                        if rest.len() > MAX_CHUNK_LINE {
+                        if scanner.partial_len(rest) > MAX_CHUNK_LINE {
                             return Err(ParseError::InvalidChunkSize);
                         }
                         return Ok(pending);
                     };
+                    if line.len() > MAX_CHUNK_LINE {
+                        return Err(ParseError::InvalidChunkSize);
+                    }
                     // The CRLF is required here; a bare LF is not accepted in
                     // framing that a proxy in front might read differently.
                     if rest.get(line.end) != Some(&b'\r') {
@@ -118,7 +122,8 @@ impl ChunkedDecoder {
 }
 
 /// `1*HEXDIG [ BWS ";" chunk-ext ]`; extensions are ignored but must not hide
-/// control characters.
+/// control characters. BWS is spaces and tabs only: a CR, form feed or other
+/// whitespace after the size is refused (a proxy in front may read it differently).
 fn parse_chunk_size(line: &[u8]) -> Result<u64, ParseError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
@@ -128,7 +133,11 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, ParseError> {
         let digit = (d as char).to_digit(16)?;
         n.checked_mul(16)?.checked_add(u64::from(digit))
     });
-    let extension = line[digits..].trim_ascii_start();
+    let bws = line[digits..]
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let extension = &line[digits + bws..];
     let extension_ok = extension.first().is_none_or(|&b| b == b';')
         && extension
             .iter()
@@ -171,6 +180,7 @@ mod tests {
     fn size_parsing() {
         assert_eq!(parse_chunk_size(b"1aF"), Ok(0x1af));
         assert_eq!(parse_chunk_size(b"5 ; a=b"), Ok(5));
+        assert_eq!(parse_chunk_size(b"5\t \t"), Ok(5));
         assert_eq!(parse_chunk_size(b"000000000000000000005"), Ok(5));
         assert_eq!(parse_chunk_size(b"ffffffffffffffff"), Ok(u64::MAX));
         for bad in [
@@ -181,6 +191,10 @@ mod tests {
             b"5 x",
             b"-5",
             b"5;\x01",
+            b"3\r",
+            b"3\x0c",
+            b"3\x0b;a",
+            b"3\n",
         ] {
             assert_eq!(
                 parse_chunk_size(bad),
@@ -211,6 +225,27 @@ mod tests {
             assert_eq!(progress.consumed, input.len());
             assert_eq!(body, b"abc");
         }
+    }
+
+    #[test]
+    fn the_size_line_limit_holds_however_the_line_is_split() {
+        let mut line = b"1;".to_vec();
+        line.resize(MAX_CHUNK_LINE + 100, b'x');
+        line.extend_from_slice(b"\r\nA\r\n0\r\n\r\n");
+        for split in [line.len(), 10, MAX_CHUNK_LINE - 1, MAX_CHUNK_LINE + 50] {
+            let mut decoder = ChunkedDecoder::new();
+            let limits = Limits::default();
+            let mut body = Vec::new();
+            let first = decoder.decode(&line[..split], &mut body, &limits);
+            let result = first.and_then(|progress| {
+                decoder.decode(&line[progress.consumed..], &mut body, &limits)
+            });
+            assert_eq!(result, Err(ParseError::InvalidChunkSize), "split {split}");
+        }
+        let mut fits = b"1;".to_vec();
+        fits.resize(MAX_CHUNK_LINE, b'x');
+        fits.extend_from_slice(b"\r\nA\r\n0\r\n\r\n");
+        assert_eq!(decode_all(&fits).map(|(body, _)| body), Ok(b"A".to_vec()));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::fmt;
 pub enum ParseError {
     /// The request line is not `method SP request-target SP HTTP-version`.
     MalformedRequestLine,
-    /// A well-formed version other than HTTP/1.0 or HTTP/1.1.
+    /// A well-formed version of a major version other than 1 (later 1.x minor
+    /// versions are served as HTTP/1.1).
     UnsupportedVersion,
     /// The request line is longer than the limit.
     RequestLineTooLong {
@@ -37,7 +38,8 @@ pub enum ParseError {
     ContentLengthWithTransferEncoding,
     /// `Content-Length` is repeated, a list, or not a plain decimal number.
     InvalidContentLength,
-    /// `Transfer-Encoding` is empty or applies `chunked` more than once.
+    /// `Transfer-Encoding` is empty, applies `chunked` more than once, or does not
+    /// end with `chunked` (RFC 9112 §6.3: the body's length is unknown).
     InvalidTransferEncoding,
     /// `Transfer-Encoding` names a coding other than `chunked`.
     UnsupportedTransferCoding,
@@ -84,7 +86,7 @@ impl fmt::Display for ParseError {
             ParseError::MalformedRequestLine => {
                 f.write_str("malformed request line: expected `METHOD target HTTP/1.x`")
             }
-            ParseError::UnsupportedVersion => f.write_str("only HTTP/1.0 and HTTP/1.1 are supported"),
+            ParseError::UnsupportedVersion => f.write_str("only HTTP/1.x is supported"),
             ParseError::RequestLineTooLong { limit } => {
                 write!(f, "request line longer than {limit} bytes")
             }
@@ -104,7 +106,7 @@ impl fmt::Display for ParseError {
                 f.write_str("Content-Length must be a single non-negative decimal number")
             }
             ParseError::InvalidTransferEncoding => {
-                f.write_str("Transfer-Encoding must be `chunked`, applied once")
+                f.write_str("Transfer-Encoding must end with `chunked`, applied once")
             }
             ParseError::UnsupportedTransferCoding => {
                 f.write_str("only the `chunked` transfer coding is supported")

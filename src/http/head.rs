@@ -114,6 +114,29 @@ fn has_numeric_version(line: &[u8]) -> bool {
             if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
+/// RFC 9112 §2.3: a request of a later HTTP/1.x minor version (`HTTP/1.2` ...) is
+/// served as HTTP/1.1, the highest we speak. httparse, here and in every worker that
+/// parses the forwarded head again, knows only 1.0 and 1.1, so the version in the
+/// request line (with its line ending) is rewritten in place to `HTTP/1.1`.
+pub(super) fn serve_later_minor_as_1_1(request_line: &mut [u8]) {
+    let line_end = request_line.len()
+        - request_line
+            .iter()
+            .rev()
+            .take_while(|&&b| matches!(b, b'\r' | b'\n'))
+            .count();
+    let Some(start) = line_end.checked_sub(9) else {
+        return;
+    };
+    if let [b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] =
+        &mut request_line[start..line_end]
+    {
+        if matches!(minor, b'2'..=b'9') {
+            *minor = b'1';
+        }
+    }
+}
+
 /// Parses and validates a complete head for the front end.
 pub(super) fn parse_head(head: &[u8], max_body: usize) -> Result<HeadInfo, ParseError> {
     with_parsed(head, |req| {
@@ -145,6 +168,8 @@ struct Fields<'a> {
     transfer_encoding: bool,
     chunked_count: usize,
     unknown_coding: bool,
+    /// Whether the last coding listed (over every Transfer-Encoding line) is chunked.
+    chunked_last: bool,
     keep_alive: bool,
     expect_continue: bool,
     has_prefer: bool,
@@ -157,6 +182,7 @@ impl<'a> Fields<'a> {
             transfer_encoding: false,
             chunked_count: 0,
             unknown_coding: false,
+            chunked_last: false,
             keep_alive: minor_version == 1,
             expect_continue: false,
             has_prefer: false,
@@ -177,7 +203,8 @@ impl<'a> Fields<'a> {
                 fields.transfer_encoding = true;
                 for coding in list_items(header.value) {
                     let coding = coding.split(|&b| b == b';').next().unwrap_or_default();
-                    if coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    fields.chunked_last = coding.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                    if fields.chunked_last {
                         fields.chunked_count += 1;
                     } else {
                         fields.unknown_coding = true;
@@ -213,12 +240,13 @@ impl<'a> Fields<'a> {
             if self.content_length.is_some() {
                 return Err(ParseError::ContentLengthWithTransferEncoding);
             }
-            // Any coding but chunked is refused first, so `chunked, gzip`
-            // (chunked not last) is 501 rather than 400.
-            return match (self.unknown_coding, self.chunked_count) {
-                (true, _) => Err(ParseError::UnsupportedTransferCoding),
-                (false, 1) => Ok(Framing::Chunked),
-                (false, _) => Err(ParseError::InvalidTransferEncoding),
+            // RFC 9112 §6.3: unless chunked is the final coding (and applied once),
+            // the body's length cannot be known: 400, and the connection closes. Only
+            // a well-framed body in a coding we lack (`gzip, chunked`) is 501.
+            return match (self.chunked_last, self.chunked_count, self.unknown_coding) {
+                (true, 1, false) => Ok(Framing::Chunked),
+                (true, 1, true) => Err(ParseError::UnsupportedTransferCoding),
+                _ => Err(ParseError::InvalidTransferEncoding),
             };
         }
         match self.content_length {

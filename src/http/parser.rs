@@ -246,8 +246,8 @@ impl RequestParser {
                     let Some(len) = section.advance(&input[*line_len..], &self.limits)? else {
                         return Ok(None);
                     };
-                    let head_len = *line_len + len;
-                    return self.start_request(head_len);
+                    let (line_len, head_len) = (*line_len, *line_len + len);
+                    return self.start_request(line_len, head_len);
                 }
                 State::Body(_) => return self.continue_body(),
                 State::Failed(err) => return Err(err.clone()),
@@ -262,7 +262,12 @@ impl RequestParser {
     }
 
     /// The head is complete: validate it, then read the body if there is one.
-    fn start_request(&mut self, head_len: usize) -> Result<Option<Event>, ParseError> {
+    fn start_request(
+        &mut self,
+        line_len: usize,
+        head_len: usize,
+    ) -> Result<Option<Event>, ParseError> {
+        head::serve_later_minor_as_1_1(&mut self.buf[self.start..self.start + line_len]);
         let head = &self.buf[self.start..self.start + head_len];
         let info = head::parse_head(head, self.limits.max_body)?;
         let head = head.to_vec();

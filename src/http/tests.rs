@@ -133,10 +133,20 @@ fn with_trailing_get(bad: &[u8]) -> Vec<u8> {
 // ---- versions and keep-alive ----
 
 #[test]
-fn versions_other_than_1_0_and_1_1_are_505() {
-    for version in ["HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "HTTP/3.0"] {
+fn major_versions_other_than_1_are_505() {
+    for version in ["HTTP/2.0", "HTTP/0.9", "HTTP/3.0"] {
         let input = format!("GET / {version}\r\nHost: x\r\n\r\n");
         assert_rejected(&with_trailing_get(input.as_bytes()), 505, 1);
+    }
+}
+
+#[test]
+fn later_1_x_versions_are_served_as_1_1() {
+    for version in ["HTTP/1.2", "HTTP/1.9"] {
+        let r = only_request(format!("GET /v {version}\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(r.minor_version, 1);
+        assert!(r.keep_alive);
+        assert!(r.head.starts_with(b"GET /v HTTP/1.1\r\n"), "{:?}", r.head);
     }
 }
 
@@ -213,17 +223,25 @@ fn content_length_allows_surrounding_whitespace_and_leading_zeros() {
 }
 
 #[test]
-fn transfer_codings_other_than_chunked_are_501() {
+fn a_coding_we_lack_before_a_final_chunked_is_501() {
+    for value in ["gzip, chunked", "gzip\r\nTransfer-Encoding: chunked"] {
+        let input =
+            format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {value}\r\n\r\n0\r\n\r\n");
+        assert_rejected(&with_trailing_get(input.as_bytes()), 501, 1);
+    }
+}
+
+#[test]
+fn chunked_not_the_final_coding_is_400() {
     for value in [
         "gzip",
-        "gzip, chunked",
         "chunked, gzip",
         "identity",
         "chunked\r\nTransfer-Encoding: gzip",
     ] {
         let input =
             format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {value}\r\n\r\n0\r\n\r\n");
-        assert_rejected(&with_trailing_get(input.as_bytes()), 501, 1);
+        assert_rejected(&with_trailing_get(input.as_bytes()), 400, 1);
     }
 }
 

@@ -123,8 +123,13 @@ pub(crate) struct Connection {
     pub(crate) closing: bool,
     /// Close once `output` is written.
     pub(crate) close_when_written: bool,
+    /// The client has finished sending (it half-closed the connection).
+    pub(crate) input_ended: bool,
     /// Already listed for a flush in this loop turn.
     pub(crate) dirty: bool,
+    /// Bytes of answers filled since the last flush: once they could take the output
+    /// past its bound, the connection is flushed at once (see `Server::fill`).
+    pub(crate) unflushed: usize,
 }
 
 impl Connection {
@@ -140,7 +145,9 @@ impl Connection {
             head_started: None,
             closing: false,
             close_when_written: false,
+            input_ended: false,
             dirty: false,
+            unflushed: 0,
         }
     }
 
@@ -209,6 +216,15 @@ impl Connection {
             }
         }
         true
+    }
+
+    /// Makes the connection close once the answer to `request_id` is written (and read
+    /// no more requests).
+    pub(crate) fn close_after(&mut self, request_id: u64) {
+        if let Some(slot) = self.slots.iter_mut().find(|s| s.request_id == request_id) {
+            slot.close_after = true;
+            self.closing = true;
+        }
     }
 
     /// Whether the connection holds nothing: no unanswered request, no unwritten byte,

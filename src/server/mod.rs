@@ -16,7 +16,10 @@
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
 //!   `[routing id, bytes]`, split or coalesced at any byte, so every connection keeps a
-//!   streaming decoder;
+//!   streaming decoder. Stock libzmq also reads a client's half-close (FIN) as a
+//!   disconnect and drops the connection with the answers; our patched copy
+//!   (vendor/zeromq-src) sends a first empty frame when the client has finished
+//!   sending and keeps the connection for the answers, and a second when it is gone;
 //! - we close a connection by sending `[routing id, empty frame]`, and get no notice back;
 //!   data that still arrives for that id is dropped. What libzmq already holds for the
 //!   peer is still written before the connection closes, so an answer followed by a close
@@ -50,6 +53,7 @@
 //!   for it, for ever: the listeners set `ZMQ_TCP_MAXRT` to `write_timeout`, and the
 //!   kernel aborts a connection whose receive window stays shut that long.
 
+mod accept_watch;
 mod async_jobs;
 mod config;
 mod connection;
@@ -60,13 +64,14 @@ pub use config::{ListenProtocol, ServerConfig};
 
 use crate::envelope::{random_u64, Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
-use crate::http::{Event, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
+use crate::http::{Event, Method, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
 use crate::loopback::{self, Answer, Failure, FailureKind};
 use crate::netstring::{self, NetstringDecoder};
 use crate::pipeline::FrontSockets;
 use crate::proxy::{ProxyStatus, PROBE, STATUS};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
+use accept_watch::AcceptWatch;
 use connection::{AnswerBytes, Connection, Decoder, Slot, Stall};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -86,13 +91,16 @@ const STREAM_SNDHWM: i32 = 16;
 const RETRY_FIRST: Duration = Duration::from_millis(1);
 /// The longest wait between tries of refused output.
 const RETRY_LAST: Duration = SWEEP_EVERY;
+/// How long closing a client-facing socket may wait for libzmq to write what it still
+/// holds (milliseconds): bounded, so a client that does not read cannot hold up a stop.
+const LINGER_AT_STOP: i32 = 1000;
 /// How often the first proxy is asked for its status.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// How old the first proxy's last status may be for the health check to trust it.
 const STATUS_FRESH: Duration = Duration::from_secs(2);
 
 /// A listening socket.
-struct Listener {
+pub(crate) struct Listener {
     socket: zmq::Socket,
     protocol: ListenProtocol,
     endpoint: String,
@@ -104,6 +112,11 @@ struct Listener {
     /// connections are already forgotten; libzmq never gives a routing id twice on one
     /// socket, so no new peer is mistaken for one of these.
     hang_ups: HashSet<Vec<u8>>,
+    /// Accepts that failed (out of descriptors), for a warning.
+    accept_watch: AcceptWatch,
+    /// A peer of `hang_ups` whose first notice just came: its second, if libzmq sends
+    /// one (see `Server::on_peer_notice`), follows at once and is not a new peer.
+    gone_echo: Option<Vec<u8>>,
 }
 
 impl Listener {
@@ -155,6 +168,19 @@ pub struct ServerStats {
     pub timed_out: u64,
     /// Responses with a 4xx or 5xx status.
     pub errors: u64,
+    /// The most response bytes that waited in the front end for one client, behind the
+    /// answer being written, while libzmq refused more: what `max_output_bytes` bounds.
+    pub most_output_waiting: u64,
+}
+
+impl std::fmt::Display for ServerStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} connections, {} requests sent to the pipeline, {} answers written ({} errors, {} timed out)",
+            self.connections, self.forwarded, self.answered, self.errors, self.timed_out
+        )
+    }
 }
 
 /// What the front end last heard from the first proxy.
@@ -203,7 +229,18 @@ pub struct Server {
 
 impl Server {
     /// Binds every listening endpoint; `front` is how the server reaches its pipeline.
+    /// Also raises the process's soft open-file limit to the hard limit, and logs it.
     pub fn bind(ctx: &zmq::Context, config: ServerConfig, front: FrontSockets) -> Result<Server> {
+        let listeners = Self::bind_listeners(ctx, &config)?;
+        Self::with_listeners(ctx, config, listeners, front)
+    }
+
+    /// Binds the client-facing sockets alone, so that an embedder (the pipeline builder)
+    /// can report a taken port before it starts anything else.
+    pub(crate) fn bind_listeners(
+        ctx: &zmq::Context,
+        config: &ServerConfig,
+    ) -> Result<Vec<Listener>> {
         if config.listen.is_empty() {
             return Err(Error::Config(
                 "the front end needs an endpoint to listen on".into(),
@@ -217,21 +254,41 @@ impl Server {
                 .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
             sockets::set_tcp_max_retransmit(&mut socket, config.write_timeout)?;
             sockets::bind(&socket, endpoint)?;
-            let endpoint = sockets::last_endpoint(&socket)?;
-            log::info!("listening for {protocol:?} on {endpoint}");
             listeners.push(Listener {
+                endpoint: sockets::last_endpoint(&socket)?,
+                accept_watch: AcceptWatch::new(ctx, &socket)?,
+                gone_echo: None,
                 socket,
                 protocol: *protocol,
-                endpoint,
                 peers: HashMap::new(),
                 hang_ups: HashSet::new(),
             });
         }
+        Ok(listeners)
+    }
+
+    /// The front end over sockets already bound. It holds a descriptor per client, so
+    /// it raises the process's soft open-file limit to the hard limit (and logs it). It
+    /// opens the job store, if one is configured (an unusable one is an error).
+    pub(crate) fn with_listeners(
+        ctx: &zmq::Context,
+        config: ServerConfig,
+        listeners: Vec<Listener>,
+        front: FrontSockets,
+    ) -> Result<Server> {
         let nonce = random_u64();
         let jobs = match &config.jobs {
             Some(jobs) => Some(async_jobs::JobLink::start(ctx, jobs.clone(), nonce)?),
             None => None,
         };
+        crate::fd_limit::raise_and_log();
+        for listener in &listeners {
+            log::info!(
+                "listening for {:?} on {}",
+                listener.protocol,
+                listener.endpoint
+            );
+        }
         Ok(Server {
             listeners,
             front,
@@ -274,6 +331,7 @@ impl Server {
                 self.begin_drain();
             }
             if self.drain_finished() {
+                self.refuse_unfinished();
                 break;
             }
             self.schedule_hang_ups();
@@ -365,6 +423,30 @@ impl Server {
                 .values()
                 .all(|c| c.slots.is_empty() && c.output.is_empty());
         settled || since.elapsed() >= self.config.drain_timeout
+    }
+
+    /// The drain ended with requests still in the pipeline: each is answered 503 with
+    /// `Connection: close` (or the netstring error) rather than cut off unanswered, and
+    /// its connection closes after that answer.
+    fn refuse_unfinished(&mut self) {
+        if self.requests.is_empty() {
+            return;
+        }
+        log::warn!(
+            "drain over with {} requests unfinished: answering them 503",
+            self.requests.len()
+        );
+        let failure = Failure::rejected(503, "the server stopped before the request was done");
+        let unfinished: Vec<(u64, InFlight)> = self.requests.drain().collect();
+        for (request_id, in_flight) in unfinished {
+            log::info!("request {request_id}: unfinished at the end of the drain; 503");
+            let bytes = render_failure(in_flight.protocol, &failure, false);
+            if let Some(conn) = self.connections.get_mut(&in_flight.connection) {
+                conn.close_after(request_id);
+            }
+            self.fill(in_flight.connection, request_id, AnswerBytes::Owned(bytes));
+        }
+        self.flush_dirty();
     }
 
     /// Asks the first proxy for its status: every [`PROBE_EVERY`] while it answers, and
@@ -465,13 +547,20 @@ impl Server {
 
     /// Tells workers to drop everything of ours and closes every connection.
     fn stop(&mut self) {
+        // The last answers (a drain's 503s among them) may still be in libzmq's queues:
+        // let closing the sockets wait a moment for them to be written.
+        for listener in &self.listeners {
+            if let Err(e) = listener.socket.set_linger(LINGER_AT_STOP) {
+                log::debug!("{}: linger not set: {e}", listener.endpoint);
+            }
+        }
         self.publish(self.nonce, 0, InterruptReason::ShuttingDown);
         let ids: Vec<u64> = self.connections.keys().copied().collect();
         for id in ids {
             self.close(id, true);
         }
         self.stop_jobs();
-        log::info!("front end stopped: {:?}", self.stats);
+        log::info!("front end stopped after {}", self.stats);
     }
 
     fn drain_listener(&mut self, listener: usize) {
@@ -489,7 +578,7 @@ impl Server {
                 .copied();
             match (known, self.frame_data.is_empty()) {
                 (None, true) => self.new_peer(listener),
-                (Some(id), true) => self.close(id, false),
+                (Some(id), true) => self.on_peer_notice(id),
                 (Some(id), false) => self.on_input(id),
                 // Data for a connection we already closed.
                 (None, false) => {}
@@ -502,6 +591,11 @@ impl Server {
     fn new_peer(&mut self, listener: usize) {
         let listener_ref = &mut self.listeners[listener];
         if listener_ref.hang_ups.remove(&self.frame_id[..]) {
+            listener_ref.gone_echo = Some(self.frame_id.to_vec());
+            return;
+        }
+        if listener_ref.gone_echo.as_deref() == Some(&self.frame_id[..]) {
+            listener_ref.gone_echo = None;
             return;
         }
         if self.draining_since.is_some() {
@@ -510,6 +604,28 @@ impl Server {
         } else {
             self.accept(listener);
         }
+    }
+
+    /// `[routing id, empty frame]` from a connected peer. With our libzmq patch
+    /// (vendor/zeromq-src/PATCHES.md) the first such notice means the client has
+    /// finished sending (a half-close, RFC 9293 §3.6), not that it has gone: every
+    /// complete request it sent is answered, then the connection closes. A second
+    /// notice means the connection is gone (libzmq sends both at once for a reset).
+    fn on_peer_notice(&mut self, id: u64) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if conn.input_ended {
+            self.close(id, false);
+            return;
+        }
+        conn.input_ended = true;
+        conn.closing = true;
+        match conn.slots.back_mut() {
+            Some(last) => last.close_after = true,
+            None => conn.close_when_written = true,
+        }
+        mark_dirty(&mut self.dirty, conn, id);
     }
 
     fn accept(&mut self, listener: usize) {
@@ -595,7 +711,13 @@ impl Server {
             .then(|| format!("{} {}", request.method_str(), request.target_str()).into_boxed_str());
         let close_after = !request.keep_alive;
         let path = request.target_str().split('?').next().unwrap_or("");
-        let local = if self.config.health_path.as_deref() == Some(path) {
+        let own_path = [&self.config.health_path, &self.config.status_path]
+            .iter()
+            .any(|p| p.as_deref() == Some(path));
+        let local = if own_path && !matches!(request.method, Method::Get | Method::Head) {
+            let response = Response::error(405, &format!("{path} answers GET and HEAD only"));
+            Some((response.header("Allow", "GET, HEAD"), close_after))
+        } else if self.config.health_path.as_deref() == Some(path) {
             Some((self.health(), close_after))
         } else if self.config.status_path.as_deref() == Some(path) {
             Some((self.status_document(), close_after))
@@ -786,11 +908,27 @@ impl Server {
         self.fill(in_flight.connection, envelope.request_id, bytes);
     }
 
+    /// Puts an answer in its slot. The connection is flushed at the end of the loop
+    /// turn, or at once when libzmq refuses its output or the answers filled since its
+    /// last flush could take it past `max_output_bytes`: so the bound is checked as
+    /// answers come, not after a whole batch of them has piled up.
     fn fill(&mut self, id: u64, request_id: u64, bytes: AnswerBytes) {
-        if let Some(conn) = self.connections.get_mut(&id) {
-            if conn.fill(request_id, bytes) {
-                mark_dirty(&mut self.dirty, conn, id);
-            }
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let len = bytes.as_slice().len();
+        if !conn.fill(request_id, bytes) {
+            return;
+        }
+        conn.unflushed += len;
+        let room = self
+            .config
+            .max_output_bytes
+            .saturating_sub(conn.output.len());
+        if conn.stall.is_some() || conn.unflushed > room {
+            self.flush(id);
+        } else {
+            mark_dirty(&mut self.dirty, conn, id);
         }
     }
 
@@ -804,10 +942,23 @@ impl Server {
     }
 
     /// Writes every answer at the front of the connection's order that is ready.
+    ///
+    /// Answers are handed over while what waits stays within `max_output_bytes`; past
+    /// it, libzmq takes what it can first (and the client is dropped if the rest is
+    /// still too much), so a run of answers freed at once (the one they waited behind
+    /// has come) never piles up in the output beyond the bound and one answer.
     fn flush(&mut self, id: u64) {
+        while self.flush_within_bound(id) {}
+    }
+
+    /// One pass of [`flush`](Self::flush): true if it stopped at the output bound with
+    /// answers still ready, and the client is still there.
+    fn flush_within_bound(&mut self, id: u64) -> bool {
         let Some(conn) = self.connections.get_mut(&id) else {
-            return;
+            return false;
         };
+        conn.unflushed = 0;
+        let mut over = false;
         let mut written = false;
         while let Some(front) = conn.slots.front_mut() {
             // The parts of a streamed answer go out as they come.
@@ -849,11 +1000,16 @@ impl Server {
                 conn.close_when_written = true;
                 break;
             }
+            if conn.output.queued_behind_front() > self.config.max_output_bytes {
+                over = true;
+                break;
+            }
         }
         if written && conn.slots.is_empty() {
             conn.last_active = Instant::now();
         }
         self.write(id);
+        over && self.connections.contains_key(&id)
     }
 
     /// Hands a connection's output to libzmq, as much as it takes without blocking. Then
@@ -902,6 +1058,7 @@ impl Server {
         // The answer being written is not counted: it is in memory whatever we do, and
         // a client that reads gets it however large it is.
         let waiting = conn.output.queued_behind_front();
+        self.stats.most_output_waiting = self.stats.most_output_waiting.max(waiting as u64);
         if waiting > self.config.max_output_bytes {
             log::warn!(
                 "connection {id}: the client does not read ({} bytes wait); closing",
@@ -1019,6 +1176,9 @@ impl Server {
     fn sweep(&mut self) {
         let now = Instant::now();
         self.sweep_jobs(now);
+        for listener in &mut self.listeners {
+            listener.accept_watch.check(&listener.endpoint, now);
+        }
         let expired: Vec<u64> = self
             .requests
             .iter()

@@ -100,11 +100,18 @@ impl Daemon {
 
     /// Starts `program` with `args` and `RUST_LOG=level`.
     pub fn start_with_log_level(name: &str, program: &str, args: &[String], level: &str) -> Daemon {
+        let mut command = Command::new(program);
+        command.args(args).env("RUST_LOG", level);
+        Self::start_command(name, command)
+    }
+
+    /// Starts `command` (its program, arguments, environment and whatever else the
+    /// caller set), with stderr to the daemon's log file.
+    pub fn start_command(name: &str, mut command: Command) -> Daemon {
         let log = scratch_path(name, "log");
         let stderr = File::create(&log).expect("create a log file");
-        let child = Command::new(program)
-            .args(args)
-            .env("RUST_LOG", level)
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

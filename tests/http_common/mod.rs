@@ -8,6 +8,9 @@
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+#[path = "../tcp_reset/mod.rs"]
+mod tcp_reset;
+
 use prime_server::server::{ServerConfig, ServerStats};
 use prime_server::{Job, Outcome, Pipeline, RunningPipeline, Shutdown};
 use std::io::{ErrorKind, Read, Write};
@@ -90,6 +93,11 @@ impl TestServer {
     /// A new client connection to the HTTP endpoint.
     pub fn connect(&self) -> Client {
         Client::connect(self.addr())
+    }
+
+    /// Starts the front end's drain, as SIGTERM does in a daemon.
+    pub fn drain(&self) {
+        self.shutdown.drain();
     }
 
     /// Stops the front end and the pipeline; returns the front end's counters.
@@ -258,6 +266,12 @@ impl Client {
             buf: Vec::new(),
             read_pause: None,
         }
+    }
+
+    /// Closes the connection with a reset (RST), as a client that goes away abruptly
+    /// does (a plain close is a FIN: its requests are still answered).
+    pub fn reset(self) {
+        tcp_reset::reset(self.stream);
     }
 
     /// Writes all of `bytes` in one write call (as far as the kernel allows).
