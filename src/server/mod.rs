@@ -50,6 +50,7 @@
 //!   for it, for ever: the listeners set `ZMQ_TCP_MAXRT` to `write_timeout`, and the
 //!   kernel aborts a connection whose receive window stays shut that long.
 
+mod access_log;
 mod config;
 mod connection;
 mod output;
@@ -65,6 +66,7 @@ use crate::pipeline::FrontSockets;
 use crate::proxy::{ProxyStatus, PROBE, STATUS};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
+use access_log::{AccessLog, Entry, Unanswered};
 use connection::{AnswerBytes, Connection, Decoder, Slot, Stall};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -195,6 +197,8 @@ pub struct Server {
     /// Reused receive buffers: one routing id, one data frame.
     frame_id: zmq::Message,
     frame_data: zmq::Message,
+    /// One line per request, written once per loop turn.
+    access: AccessLog,
 }
 
 impl Server {
@@ -240,6 +244,7 @@ impl Server {
             draining_since: None,
             frame_id: zmq::Message::new(),
             frame_data: zmq::Message::new(),
+            access: AccessLog::new(),
         })
     }
 
@@ -301,6 +306,7 @@ impl Server {
                 }
             }
             self.flush_dirty();
+            self.access.flush();
         }
         self.stop();
         Ok(self.stats)
@@ -505,8 +511,11 @@ impl Server {
         self.listeners[listener]
             .peers
             .insert(routing_id.clone(), id);
-        self.connections
-            .insert(id, Connection::new(routing_id, listener, decoder));
+        let mut conn = Connection::new(routing_id, listener, decoder);
+        if self.access.enabled() {
+            conn.peer = peer_address(&mut self.frame_data);
+        }
+        self.connections.insert(id, conn);
         self.stats.connections += 1;
     }
 
@@ -571,8 +580,7 @@ impl Server {
     }
 
     fn on_http_request(&mut self, id: u64, request: ParsedRequest) {
-        let label = log::log_enabled!(log::Level::Info)
-            .then(|| format!("{} {}", request.method_str(), request.target_str()).into_boxed_str());
+        let label = self.access.enabled().then(|| request.request_line().into());
         let close_after = !request.keep_alive;
         let path = request.target_str().split('?').next().unwrap_or("");
         let local = if self.config.health_path.as_deref() == Some(path) {
@@ -608,7 +616,7 @@ impl Server {
         protocol: Protocol,
         frames: [zmq::Message; N],
         close_after: bool,
-        label: Option<Box<str>>,
+        label: Option<Box<[u8]>>,
     ) {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
@@ -657,7 +665,7 @@ impl Server {
     }
 
     /// Queues an answer the front end made itself, in request order.
-    fn answer_now(&mut self, id: u64, bytes: Vec<u8>, close_after: bool, label: Option<Box<str>>) {
+    fn answer_now(&mut self, id: u64, bytes: Vec<u8>, close_after: bool, label: Option<Box<[u8]>>) {
         let request_id = self.next_request;
         self.next_request += 1;
         let Some(conn) = self.connections.get_mut(&id) else {
@@ -744,24 +752,18 @@ impl Server {
         };
         let written = conn.slots.front().is_some_and(|s| s.answer.is_some());
         while conn.slots.front().is_some_and(|s| s.answer.is_some()) {
-            let Some(slot) = conn.slots.pop_front() else {
+            let Some(mut slot) = conn.slots.pop_front() else {
                 break;
             };
-            let Some(answer) = slot.answer else { break };
+            let Some(answer) = slot.answer.take() else {
+                break;
+            };
             let bytes = answer.as_slice();
             self.stats.answered += 1;
             if matches!(status_of(bytes).as_bytes().first(), Some(b'4' | b'5')) {
                 self.stats.errors += 1;
             }
-            if let Some(label) = &slot.label {
-                log::info!(
-                    "request {}: {label} -> {} {}B {:.1}ms",
-                    slot.request_id,
-                    status_of(bytes),
-                    bytes.len(),
-                    slot.arrived.elapsed().as_secs_f64() * 1000.0
-                );
-            }
+            self.access.answered(&entry(&conn.peer, &slot), bytes);
             conn.output.push(answer);
             if slot.close_after {
                 conn.close_when_written = true;
@@ -869,8 +871,10 @@ impl Server {
         if hang_up {
             listener.hang_up(&conn.routing_id);
         }
-        for slot in conn.slots.iter().filter(|s| s.answer.is_none()) {
-            if self.requests.remove(&slot.request_id).is_some() {
+        for slot in &conn.slots {
+            self.access
+                .unanswered(&entry(&conn.peer, slot), Unanswered::ClientGone);
+            if slot.answer.is_none() && self.requests.remove(&slot.request_id).is_some() {
                 self.publish(self.nonce, slot.request_id, InterruptReason::ClientGone);
             }
         }
@@ -1031,10 +1035,25 @@ fn timed_out(protocol: Protocol) -> Vec<u8> {
     render_failure(protocol, &failure, true)
 }
 
-/// The status code of an HTTP response, for the access log ("-" for other protocols).
+/// The status code of an HTTP response, for the error count ("-" for other protocols).
 fn status_of(bytes: &[u8]) -> &str {
     match bytes.get(9..12) {
         Some(code) if bytes.starts_with(b"HTTP/1.") => std::str::from_utf8(code).unwrap_or("-"),
         _ => "-",
     }
+}
+
+/// What the access log needs of a request.
+fn entry<'a>(peer: &'a str, slot: &'a Slot) -> Entry<'a> {
+    Entry {
+        request_id: slot.request_id,
+        peer,
+        request_line: slot.label.as_deref(),
+        arrived: slot.arrived,
+    }
+}
+
+/// The client's address, from the metadata libzmq attaches to a peer's first message.
+fn peer_address(frame: &mut zmq::Message) -> Box<str> {
+    frame.gets("Peer-Address").unwrap_or("-").into()
 }
