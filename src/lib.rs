@@ -88,7 +88,7 @@
 //! - [`shutdown`]: drain, then stop.
 //! - [`primes`], [`demo`], [`simulation`]: the prime-checking service behind
 //!   `prime_serverd`.
-//! - [`cli`], [`sockets`], [`error`]: shared plumbing.
+//! - [`cli`], [`sockets`], [`error`], [`fast_hash`]: shared plumbing.
 
 #![warn(missing_docs)]
 
@@ -96,6 +96,7 @@ pub mod cli;
 pub mod demo;
 pub mod envelope;
 pub mod error;
+pub mod fast_hash;
 pub mod http;
 pub mod loopback;
 pub mod netstring;

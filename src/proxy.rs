@@ -37,10 +37,11 @@
 
 use crate::envelope::{Envelope, ENVELOPE_LEN};
 use crate::error::Result;
+use crate::fast_hash::FastMap;
 use crate::loopback::{failure_frames, Failure, FailureKind};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -179,7 +180,7 @@ pub struct Proxy {
     loopback: Option<zmq::Socket>,
     bound: (String, String),
     config: ProxyConfig,
-    workers: HashMap<Vec<u8>, WorkerRecord>,
+    workers: FastMap<Vec<u8>, WorkerRecord>,
     idle: VecDeque<Vec<u8>>,
     waiting: VecDeque<Vec<zmq::Message>>,
     stats: ProxyStats,
@@ -216,7 +217,7 @@ impl Proxy {
             loopback,
             bound: (upstream, downstream),
             config,
-            workers: HashMap::new(),
+            workers: FastMap::default(),
             idle: VecDeque::new(),
             waiting: VecDeque::new(),
             stats: ProxyStats::default(),

@@ -18,13 +18,14 @@
 
 use crate::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
+use crate::fast_hash::FastSet;
 use crate::http::Response;
 use crate::loopback::{failure_frames, response_frames, Failure, FailureKind};
 use crate::proxy::{BUSY, GOODBYE, READY, RETURN};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
 use std::cell::{Cell, RefCell};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -318,9 +319,9 @@ const INTERRUPT_READ_INTERVAL: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
 struct InterruptSet {
-    requests: HashSet<(u64, u64)>,
+    requests: FastSet<(u64, u64)>,
     order: VecDeque<(u64, u64)>,
-    nonces_shut: HashSet<u64>,
+    nonces_shut: FastSet<u64>,
 }
 
 impl InterruptSet {

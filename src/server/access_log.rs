@@ -281,7 +281,11 @@ mod tests {
             lines[0]
         );
         assert!(lines[0].ends_with("ms request=17"), "{}", lines[0]);
-        assert!(lines[1].contains(r#" "GET /x HTTP/1.1" - - "#), "{}", lines[1]);
+        assert!(
+            lines[1].contains(r#" "GET /x HTTP/1.1" - - "#),
+            "{}",
+            lines[1]
+        );
         assert!(lines[1].ends_with("request=17 client-gone"), "{}", lines[1]);
     }
 }

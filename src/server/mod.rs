@@ -59,6 +59,7 @@ pub use config::{ListenProtocol, ServerConfig};
 
 use crate::envelope::{random_u64, Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::http::{Event, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
 use crate::loopback::{self, Answer, Failure, FailureKind};
 use crate::netstring::{self, NetstringDecoder};
@@ -69,7 +70,7 @@ use crate::sockets;
 use access_log::{AccessLog, Entry, Unanswered};
 use connection::{AnswerBytes, Connection, Decoder, Slot, Stall};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 /// How often timeouts are checked and hang-ups libzmq refused are tried again.
@@ -97,13 +98,13 @@ struct Listener {
     protocol: ListenProtocol,
     endpoint: String,
     /// Routing id → connection id, for this socket's peers.
-    peers: HashMap<Vec<u8>, u64>,
+    peers: FastMap<Vec<u8>, u64>,
     /// Routing ids of peers we closed whose close frame libzmq refused (their queue was
     /// full), tried again (see `Server::retry_hang_ups`) until libzmq takes it or the
     /// peer leaves. Their
     /// connections are already forgotten; libzmq never gives a routing id twice on one
     /// socket, so no new peer is mistaken for one of these.
-    hang_ups: HashSet<Vec<u8>>,
+    hang_ups: FastSet<Vec<u8>>,
 }
 
 impl Listener {
@@ -182,8 +183,8 @@ pub struct Server {
     nonce: u64,
     next_request: u64,
     next_connection: u64,
-    connections: HashMap<u64, Connection>,
-    requests: HashMap<u64, InFlight>,
+    connections: FastMap<u64, Connection>,
+    requests: FastMap<u64, InFlight>,
     dirty: Vec<u64>,
     /// When to try again the output of stalled connections (see [`Stall`]), soonest
     /// first; an entry whose time no longer matches its connection's is stale.
@@ -223,8 +224,8 @@ impl Server {
                 socket,
                 protocol: *protocol,
                 endpoint,
-                peers: HashMap::new(),
-                hang_ups: HashSet::new(),
+                peers: FastMap::default(),
+                hang_ups: FastSet::default(),
             });
         }
         Ok(Server {
@@ -234,8 +235,8 @@ impl Server {
             nonce: random_u64(),
             next_request: 1,
             next_connection: 1,
-            connections: HashMap::new(),
-            requests: HashMap::new(),
+            connections: FastMap::default(),
+            requests: FastMap::default(),
             dirty: Vec::new(),
             retries: BinaryHeap::new(),
             hang_up_retry: None,
