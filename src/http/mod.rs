@@ -26,5 +26,5 @@ pub use error::ParseError;
 pub use head::Method;
 pub use limits::Limits;
 pub use parser::{Event, ParsedRequest, RequestParser};
-pub use request::Request;
+pub use request::{Request, RequestHead};
 pub use response::{reason_phrase, Response, CONTINUE_RESPONSE};
