@@ -13,8 +13,9 @@
 //!
 //! Workers and their pools speak these messages (see [`crate::worker`]):
 //! - `[READY, completed: u64 LE + credit: u32 LE, heartbeat payload if any]` from the worker's
-//!   own socket, after every job and periodically while idle. The count of completed jobs
-//!   tells a heartbeat from a finished job; the credit is how many jobs the worker may
+//!   own socket, after every few jobs (half its credit) while more wait for it, as soon
+//!   as none does, and periodically while idle. The count of completed jobs tells a
+//!   heartbeat from finished jobs (several at once when credit comes back in a batch); the credit is how many jobs the worker may
 //!   hold at once (with more than 1 a worker finds its next job already waiting, which
 //!   saves two wake-ups per job when jobs are cheap; see `RETURN` for uneven work).
 //! - `[BUSY, worker id, ...]` from the worker pool's heartbeat socket, for workers
@@ -402,7 +403,7 @@ impl Proxy {
         payload: &[u8],
         expires: Instant,
     ) {
-        // Look up before inserting: READY comes after every job, and `entry` would copy
+        // Look up before inserting: READY comes every few jobs, and `entry` would copy
         // the id each time.
         if !self.workers.contains_key(id) {
             log::debug!(

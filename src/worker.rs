@@ -522,12 +522,28 @@ impl<W: Work> WorkerLoop<W> {
         }
         self.send_ready();
         let mut next_beat = Instant::now() + self.heartbeat_interval;
+        // Jobs finished since the last READY. Credit comes back in batches: while jobs
+        // are queued here, READY goes after every `batch` jobs (half the credit, so the
+        // proxy refills the queue before it runs dry), and at once when the queue is
+        // empty, so the proxy never waits on credit this worker has free.
+        let batch = u64::from(self.prefetch.div_ceil(2));
+        let mut unreported = 0u64;
         while !self.watch.shutdown.is_draining() {
-            let received = sockets::recv_frames(&self.member.jobs(), 0);
+            let flags = if unreported > 0 { zmq::DONTWAIT } else { 0 };
+            let received = sockets::recv_frames(&self.member.jobs(), flags);
             match received {
                 Ok(frames) => {
                     self.run_job(frames);
                     self.completed += 1;
+                    unreported += 1;
+                    if unreported >= batch {
+                        unreported = 0;
+                        self.send_ready();
+                        next_beat = Instant::now() + self.heartbeat_interval;
+                    }
+                }
+                Err(zmq::Error::EAGAIN) if unreported > 0 => {
+                    unreported = 0;
                     self.send_ready();
                     next_beat = Instant::now() + self.heartbeat_interval;
                 }
