@@ -1,4 +1,4 @@
-//! The load-balancing proxy in front of each stage: the zguide's LRU broker.
+//! The load-balancing proxy in front of each stage, after the zguide's LRU broker.
 //!
 //! The proxy owns one ROUTER socket bound to two endpoints: `upstream`, where the front
 //! end or the previous stage's workers send jobs (DEALER), and `downstream`, where this
@@ -7,7 +7,12 @@
 //! A job is told from a worker's message by its first frame: an envelope is
 //! [`ENVELOPE_LEN`] bytes, a worker's tag is one.
 //!
-//! Jobs go to idle workers, least recently used first. While no worker is idle, jobs
+//! A job goes to the worker that took the last one, while that worker has credit left,
+//! and otherwise to the idle worker that has waited longest. Filling one worker's
+//! credit before the next one's means a worker woken for a job finds the jobs after it
+//! already queued: a burst of jobs costs a wake-up per credit, not one per job, and
+//! workers left without work sleep (a job stuck behind a long one is handed back, see
+//! `RETURN`). While no worker is idle, jobs
 //! wait in a queue whose bound is configured; past it a job is answered 503 through the
 //! loopback instead of being dropped or buffered without limit.
 //!
@@ -63,8 +68,9 @@ pub(crate) const STATUS: &[u8] = b"\x05";
 pub(crate) const RETURN: &[u8] = b"\x06";
 
 /// Picks a worker for a job: given the job's frames (envelope first) and the heartbeat
-/// payloads of the idle workers, least recently used first, it returns the index of the
-/// worker to use, or `None` for the least recently used one. Used for cache affinity.
+/// payloads of the idle workers in the order the proxy would use them (see the module
+/// docs), it returns the index of the worker to use, or `None` for the first one. Used
+/// for cache affinity.
 pub type Chooser = Arc<dyn Fn(&[zmq::Message], &[&[u8]]) -> Option<usize> + Send + Sync>;
 
 /// How a proxy is wired and tuned.
@@ -503,9 +509,10 @@ impl Proxy {
                     self.stats.dispatched += 1;
                     if let Some(record) = self.workers.get_mut(&id) {
                         record.in_flight.push_back(envelope);
+                        // First in line again while it has credit: see the module docs.
                         if record.in_flight.len() < record.credit {
                             record.queued = true;
-                            self.idle.push_back(id);
+                            self.idle.push_front(id);
                         }
                     }
                     return Ok(());
