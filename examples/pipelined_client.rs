@@ -10,7 +10,11 @@
 //! prints `answered=N non_2xx=M seconds=S` and exits 1 if a response is missing or
 //! malformed.
 
-use std::io::{Read, Write};
+#[path = "common/responses.rs"]
+mod responses;
+
+use responses::Responses;
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -69,45 +73,4 @@ fn run(addr: &str, path: &str, total: usize, batch: usize) -> std::io::Result<(u
         sent += n;
     }
     Ok((non_2xx, started.elapsed()))
-}
-
-/// Reads responses off the wire one after another.
-#[derive(Default)]
-struct Responses {
-    buf: Vec<u8>,
-}
-
-impl Responses {
-    /// The next response's status; its bytes are consumed.
-    fn next(&mut self, stream: &mut TcpStream) -> std::io::Result<u16> {
-        loop {
-            if let Some((status, len)) = self.complete() {
-                self.buf.drain(..len);
-                return Ok(status);
-            }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection before every answer came",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// The status and total length of the first response, once it is all buffered.
-    fn complete(&self) -> Option<(u16, usize)> {
-        let head_end = self.buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-        let head = std::str::from_utf8(&self.buf[..head_end]).ok()?;
-        let status = head.get(9..12)?.parse().ok()?;
-        let body = head
-            .lines()
-            .filter_map(|line| line.split_once(':'))
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        (self.buf.len() >= head_end + body).then_some((status, head_end + body))
-    }
 }

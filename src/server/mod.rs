@@ -53,6 +53,7 @@
 mod access_log;
 mod config;
 mod connection;
+mod memory;
 mod output;
 
 pub use config::{ListenProtocol, ServerConfig};
@@ -200,6 +201,8 @@ pub struct Server {
     frame_data: zmq::Message,
     /// One line per request, written once per loop turn.
     access: AccessLog,
+    /// Gives the heap back after many connections close.
+    trimmer: memory::Trimmer,
 }
 
 impl Server {
@@ -246,6 +249,7 @@ impl Server {
             frame_id: zmq::Message::new(),
             frame_data: zmq::Message::new(),
             access: AccessLog::new(),
+            trimmer: memory::Trimmer::new(),
         })
     }
 
@@ -298,6 +302,10 @@ impl Server {
             if now >= next_sweep {
                 self.sweep();
                 self.probe(now);
+                if self.trimmer.due(now, self.connections.len()) {
+                    self.shrink_maps();
+                    memory::trim();
+                }
                 next_sweep = now + SWEEP_EVERY;
             }
             if let (Some(at), Some(every)) = (next_summary, self.config.summary_every) {
@@ -867,6 +875,7 @@ impl Server {
         let Some(conn) = self.connections.remove(&id) else {
             return;
         };
+        self.trimmer.closed();
         let listener = &mut self.listeners[conn.listener];
         listener.peers.remove(&conn.routing_id);
         if hang_up {
@@ -986,6 +995,16 @@ impl Server {
         for id in idle {
             log::debug!("connection {id}: idle; closing");
             self.close(id, true);
+        }
+    }
+
+    /// Lets the per-connection maps give back what a burst of connections made them
+    /// grow to.
+    fn shrink_maps(&mut self) {
+        self.connections.shrink_to_fit();
+        self.requests.shrink_to_fit();
+        for listener in &mut self.listeners {
+            listener.peers.shrink_to_fit();
         }
     }
 
