@@ -11,6 +11,7 @@ use clap::Parser;
 use prime_server::cli::FrontEndArgs;
 use prime_server::demo::{self, Compute};
 use prime_server::primes::Algorithm;
+use prime_server::proxy::Dispatch;
 use prime_server::{Pipeline, Shutdown};
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
@@ -20,8 +21,9 @@ const SIMULATION_WINDOW: u64 = 4096;
 
 /// Jobs each worker may hold in the simulation mode unless `--prefetch` says otherwise.
 /// The simulation is a batch with thousands of requests in flight and nobody waiting on
-/// one answer: deep credit lets each wake-up of a worker or proxy handle hundreds of
-/// jobs (1..10^6 with 8 workers per stage: about 3 s instead of 15).
+/// one answer: deep credit, with proxies that fill one worker's credit before the next
+/// one's (`Dispatch::FillCredit`), lets each wake-up of a worker or proxy handle
+/// hundreds of jobs (1..10^6 with 8 workers per stage: about 3 s instead of 15).
 const SIMULATION_PREFETCH: u32 = 256;
 
 #[derive(Parser, Debug)]
@@ -105,7 +107,9 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
 fn simulate(range: RangeInclusive<u64>, cli: &Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let (concurrency, algorithm) = (cli.concurrency, cli.algorithm);
     let ctx = zmq::Context::new();
-    let (pipeline, front) = pipeline(cli, SIMULATION_PREFETCH).start(&ctx)?;
+    let (pipeline, front) = pipeline(cli, SIMULATION_PREFETCH)
+        .dispatch(Dispatch::FillCredit)
+        .start(&ctx)?;
     log::info!(
         "testing {}..={} with {concurrency} workers per stage ({algorithm})",
         range.start(),

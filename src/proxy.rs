@@ -1,4 +1,4 @@
-//! The load-balancing proxy in front of each stage, after the zguide's LRU broker.
+//! The load-balancing proxy in front of each stage: the zguide's LRU broker.
 //!
 //! The proxy owns one ROUTER socket bound to two endpoints: `upstream`, where the front
 //! end or the previous stage's workers send jobs (DEALER), and `downstream`, where this
@@ -7,12 +7,12 @@
 //! A job is told from a worker's message by its first frame: an envelope is
 //! [`ENVELOPE_LEN`] bytes, a worker's tag is one.
 //!
-//! A job goes to the worker that took the last one, while that worker has credit left,
-//! and otherwise to the idle worker that has waited longest. Filling one worker's
-//! credit before the next one's means a worker woken for a job finds the jobs after it
-//! already queued: a burst of jobs costs a wake-up per credit, not one per job, and
-//! workers left without work sleep (a job stuck behind a long one is handed back, see
-//! `RETURN`). While no worker is idle, jobs
+//! Jobs go to idle workers, least recently used first ([`Dispatch::Spread`]), which
+//! spreads a burst over the pool. For batch work, [`Dispatch::FillCredit`] gives a job
+//! to the worker that took the last one while that worker has credit left: a worker
+//! woken for a job then finds the jobs after it already queued, so a burst costs a
+//! wake-up per credit rather than one per job (a job stuck behind a long one is still
+//! handed back, see `RETURN`). While no worker is idle, jobs
 //! wait in a queue whose bound is configured; past it a job is answered 503 through the
 //! loopback instead of being dropped or buffered without limit.
 //!
@@ -68,10 +68,22 @@ pub(crate) const STATUS: &[u8] = b"\x05";
 pub(crate) const RETURN: &[u8] = b"\x06";
 
 /// Picks a worker for a job: given the job's frames (envelope first) and the heartbeat
-/// payloads of the idle workers in the order the proxy would use them (see the module
-/// docs), it returns the index of the worker to use, or `None` for the first one. Used
-/// for cache affinity.
+/// payloads of the idle workers in the order the proxy would use them (see [`Dispatch`]),
+/// it returns the index of the worker to use, or `None` for the first one. Used for
+/// cache affinity.
 pub type Chooser = Arc<dyn Fn(&[zmq::Message], &[&[u8]]) -> Option<usize> + Send + Sync>;
+
+/// Which idle worker a proxy hands a job to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dispatch {
+    /// The least recently used one: a burst of jobs is spread over the pool, for the
+    /// lowest latency when jobs take long enough to be worth running side by side.
+    #[default]
+    Spread,
+    /// The one that took the last job, while it has credit left: fewer wake-ups per
+    /// job, for throughput when jobs are cheap and many are in flight (a batch).
+    FillCredit,
+}
 
 /// How a proxy is wired and tuned.
 #[derive(Clone)]
@@ -92,6 +104,8 @@ pub struct ProxyConfig {
     pub heartbeat_timeout: Duration,
     /// Optional worker preference (cache affinity).
     pub choose: Option<Chooser>,
+    /// Which idle worker gets a job.
+    pub dispatch: Dispatch,
     /// How often to log a one-line summary at info level (none by default).
     pub summary_every: Option<Duration>,
 }
@@ -110,6 +124,7 @@ impl ProxyConfig {
             queue_bound: 10_000,
             heartbeat_timeout: Duration::from_millis(1500),
             choose: None,
+            dispatch: Dispatch::Spread,
             summary_every: None,
         }
     }
@@ -509,10 +524,12 @@ impl Proxy {
                     self.stats.dispatched += 1;
                     if let Some(record) = self.workers.get_mut(&id) {
                         record.in_flight.push_back(envelope);
-                        // First in line again while it has credit: see the module docs.
                         if record.in_flight.len() < record.credit {
                             record.queued = true;
-                            self.idle.push_front(id);
+                            match self.config.dispatch {
+                                Dispatch::Spread => self.idle.push_back(id),
+                                Dispatch::FillCredit => self.idle.push_front(id),
+                            }
                         }
                     }
                     return Ok(());

@@ -22,6 +22,7 @@
 //! and the reason at the end (`client-gone`); a request past its deadline is logged with
 //! the 504 it was answered with.
 
+use crate::http::push_decimal;
 use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -193,20 +194,6 @@ fn http_status_and_body(response: &[u8]) -> Option<(&[u8], usize)> {
     let status = response.get(9..12)?;
     let head_end = response.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
     Some((status, response.len() - head_end))
-}
-
-fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[at..]);
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a second since the Unix epoch (proleptic Gregorian, UTC).
