@@ -11,7 +11,7 @@
 
 use crate::envelope::Protocol;
 use crate::error::Error;
-use crate::http::{Request, Response};
+use crate::http::{Request, RequestHead, Response};
 use crate::loopback::Failure;
 use crate::primes::Algorithm;
 use crate::shutdown::Shutdown;
@@ -50,24 +50,23 @@ pub fn parse(job: &mut Job<'_>) -> Outcome {
 
 /// Finds N in an HTTP request, or the response that says what is wrong with it.
 fn http_number(job: &Job<'_>) -> Result<u64, Response> {
-    let head = job.frame(0).unwrap_or(b"");
-    let body = job.frame(1).unwrap_or(b"").to_vec();
-    let request =
-        Request::from_parts(head, body).map_err(|e| Response::error(400, &e.to_string()))?;
-    if request.path != IS_PRIME_PATH {
+    // Read in place: only the request line matters here, and no header is copied.
+    let request = RequestHead::parse(job.frame(0).unwrap_or(b""))
+        .map_err(|e| Response::error(400, &e.to_string()))?;
+    if request.path() != IS_PRIME_PATH {
         let why = format!("no such path; try {IS_PRIME_PATH}?{PARAMETER}=N");
         return Err(Response::error(404, &why));
     }
-    let number = match request.method.as_str() {
+    let number = match request.method {
         "GET" | "HEAD" => {
-            let values: Vec<&str> = request.query_values(PARAMETER).collect();
-            match values[..] {
-                [] => Err(format!("the query parameter {PARAMETER} is missing")),
-                [value] => parse_number(value.as_bytes()),
-                _ => Err(format!("the query parameter {PARAMETER} is repeated")),
+            let mut values = request.query_values(PARAMETER);
+            match (values.next(), values.next()) {
+                (None, _) => Err(format!("the query parameter {PARAMETER} is missing")),
+                (Some(value), None) => parse_number(value.as_bytes()),
+                (Some(_), Some(_)) => Err(format!("the query parameter {PARAMETER} is repeated")),
             }
         }
-        "POST" => parse_number(&request.body),
+        "POST" => parse_number(job.frame(1).unwrap_or(b"")),
         other => {
             let why = format!("{other} is not allowed on {IS_PRIME_PATH}; use GET or POST");
             return Err(Response::error(405, &why).header("Allow", "GET, HEAD, POST"));

@@ -91,7 +91,8 @@
 //! - [`shutdown`]: drain, then stop.
 //! - [`primes`], [`demo`], [`simulation`]: the prime-checking service behind
 //!   `prime_serverd`.
-//! - [`cli`], [`endpoint`], [`fd_limit`], [`sockets`], [`error`]: shared plumbing.
+//! - [`cli`], [`endpoint`], [`fd_limit`], [`sockets`], [`error`], [`fast_hash`]: shared
+//!   plumbing.
 
 #![warn(missing_docs)]
 
@@ -100,6 +101,7 @@ pub mod demo;
 pub mod endpoint;
 pub mod envelope;
 pub mod error;
+pub mod fast_hash;
 pub mod fd_limit;
 pub mod http;
 pub mod jobs;

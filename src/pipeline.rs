@@ -23,7 +23,7 @@
 use crate::envelope::{Envelope, Protocol};
 use crate::error::{Error, Result};
 use crate::loopback::{self, Answer, Failure, FailureKind};
-use crate::proxy::{Chooser, Proxy, ProxyConfig};
+use crate::proxy::{Chooser, Dispatch, Proxy, ProxyConfig};
 use crate::server::{Server, ServerConfig, ServerStats};
 use crate::shutdown::Shutdown;
 use crate::sockets;
@@ -63,6 +63,7 @@ pub struct Pipeline {
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
     prefetch: u32,
+    dispatch: Dispatch,
 }
 
 impl Default for Pipeline {
@@ -83,6 +84,7 @@ impl Pipeline {
             heartbeat_interval: worker.heartbeat_interval,
             heartbeat_timeout: proxy.heartbeat_timeout,
             prefetch: worker.prefetch,
+            dispatch: proxy.dispatch,
         }
     }
 
@@ -134,6 +136,12 @@ impl Pipeline {
     /// How many jobs each worker may hold at once (see [`WorkerConfig::prefetch`]).
     pub fn prefetch(mut self, jobs: u32) -> Self {
         self.prefetch = jobs;
+        self
+    }
+
+    /// Which idle worker each proxy hands a job to (see [`Dispatch`]).
+    pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.dispatch = dispatch;
         self
     }
 
@@ -213,6 +221,7 @@ impl Pipeline {
             config.queue_bound = self.queue_bound;
             config.heartbeat_timeout = self.heartbeat_timeout;
             config.choose = stage.choose.clone();
+            config.dispatch = self.dispatch;
             let proxy = Proxy::bind(ctx, config)?;
             links.push(proxy.endpoints());
             let stop = shutdown.clone();

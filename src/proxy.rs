@@ -7,14 +7,20 @@
 //! A job is told from a worker's message by its first frame: an envelope is
 //! [`ENVELOPE_LEN`] bytes, a worker's tag is one.
 //!
-//! Jobs go to idle workers, least recently used first. While no worker is idle, jobs
+//! Jobs go to idle workers, least recently used first ([`Dispatch::Spread`]), which
+//! spreads a burst over the pool. For batch work, [`Dispatch::FillCredit`] gives a job
+//! to the worker that took the last one while that worker has credit left: a worker
+//! woken for a job then finds the jobs after it already queued, so a burst costs a
+//! wake-up per credit rather than one per job (a job stuck behind a long one is still
+//! handed back, see `RETURN`). While no worker is idle, jobs
 //! wait in a queue whose bound is configured; past it a job is answered 503 through the
 //! loopback instead of being dropped or buffered without limit.
 //!
 //! Workers and their pools speak these messages (see [`crate::worker`]):
 //! - `[READY, completed: u64 LE + credit: u32 LE, heartbeat payload if any]` from the worker's
-//!   own socket, after every job and periodically while idle. The count of completed jobs
-//!   tells a heartbeat from a finished job; the credit is how many jobs the worker may
+//!   own socket, after every few jobs (half its credit) while more wait for it, as soon
+//!   as none does, and periodically while idle. The count of completed jobs tells a
+//!   heartbeat from finished jobs (several at once when credit comes back in a batch); the credit is how many jobs the worker may
 //!   hold at once (with more than 1 a worker finds its next job already waiting, which
 //!   saves two wake-ups per job when jobs are cheap; see `RETURN` for uneven work).
 //! - `[BUSY, worker id, ...]` from the worker pool's heartbeat socket, for workers
@@ -37,10 +43,11 @@
 
 use crate::envelope::{Envelope, ENVELOPE_LEN};
 use crate::error::Result;
+use crate::fast_hash::FastMap;
 use crate::loopback::{failure_frames, Failure, FailureKind};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,9 +68,22 @@ pub(crate) const STATUS: &[u8] = b"\x05";
 pub(crate) const RETURN: &[u8] = b"\x06";
 
 /// Picks a worker for a job: given the job's frames (envelope first) and the heartbeat
-/// payloads of the idle workers, least recently used first, it returns the index of the
-/// worker to use, or `None` for the least recently used one. Used for cache affinity.
+/// payloads of the idle workers in the order the proxy would use them (see [`Dispatch`]),
+/// it returns the index of the worker to use, or `None` for the first one. Used for
+/// cache affinity.
 pub type Chooser = Arc<dyn Fn(&[zmq::Message], &[&[u8]]) -> Option<usize> + Send + Sync>;
+
+/// Which idle worker a proxy hands a job to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dispatch {
+    /// The least recently used one: a burst of jobs is spread over the pool, for the
+    /// lowest latency when jobs take long enough to be worth running side by side.
+    #[default]
+    Spread,
+    /// The one that took the last job, while it has credit left: fewer wake-ups per
+    /// job, for throughput when jobs are cheap and many are in flight (a batch).
+    FillCredit,
+}
 
 /// How a proxy is wired and tuned.
 #[derive(Clone)]
@@ -84,6 +104,8 @@ pub struct ProxyConfig {
     pub heartbeat_timeout: Duration,
     /// Optional worker preference (cache affinity).
     pub choose: Option<Chooser>,
+    /// Which idle worker gets a job.
+    pub dispatch: Dispatch,
     /// How often to log a one-line summary at info level (none by default).
     pub summary_every: Option<Duration>,
 }
@@ -102,6 +124,7 @@ impl ProxyConfig {
             queue_bound: 10_000,
             heartbeat_timeout: Duration::from_millis(1500),
             choose: None,
+            dispatch: Dispatch::Spread,
             summary_every: None,
         }
     }
@@ -189,7 +212,7 @@ pub struct Proxy {
     loopback: Option<zmq::Socket>,
     bound: (String, String),
     config: ProxyConfig,
-    workers: HashMap<Vec<u8>, WorkerRecord>,
+    workers: FastMap<Vec<u8>, WorkerRecord>,
     idle: VecDeque<Vec<u8>>,
     waiting: VecDeque<Vec<zmq::Message>>,
     stats: ProxyStats,
@@ -226,7 +249,7 @@ impl Proxy {
             loopback,
             bound: (upstream, downstream),
             config,
-            workers: HashMap::new(),
+            workers: FastMap::default(),
             idle: VecDeque::new(),
             waiting: VecDeque::new(),
             stats: ProxyStats::default(),
@@ -411,7 +434,7 @@ impl Proxy {
         payload: &[u8],
         expires: Instant,
     ) {
-        // Look up before inserting: READY comes after every job, and `entry` would copy
+        // Look up before inserting: READY comes every few jobs, and `entry` would copy
         // the id each time.
         if !self.workers.contains_key(id) {
             log::debug!(
@@ -513,7 +536,10 @@ impl Proxy {
                         record.in_flight.push_back(envelope);
                         if record.in_flight.len() < record.credit {
                             record.queued = true;
-                            self.idle.push_back(id);
+                            match self.config.dispatch {
+                                Dispatch::Spread => self.idle.push_back(id),
+                                Dispatch::FillCredit => self.idle.push_front(id),
+                            }
                         }
                     }
                     return Ok(());

@@ -18,6 +18,7 @@
 
 use crate::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
+use crate::fast_hash::FastSet;
 use crate::http::Response;
 use crate::loopback::{
     failure_frames, later_frames, progress_frames, response_frames, Failure, FailureKind,
@@ -27,7 +28,7 @@ use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
 use crate::streaming::{ResponseStream, StreamError};
 use std::cell::{Cell, RefCell};
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -353,9 +354,9 @@ const INTERRUPT_READ_INTERVAL: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
 struct InterruptSet {
-    requests: HashSet<(u64, u64)>,
+    requests: FastSet<(u64, u64)>,
     order: VecDeque<(u64, u64)>,
-    nonces_shut: HashSet<u64>,
+    nonces_shut: FastSet<u64>,
 }
 
 impl InterruptSet {
@@ -556,12 +557,28 @@ impl<W: Work> WorkerLoop<W> {
         }
         self.send_ready();
         let mut next_beat = Instant::now() + self.heartbeat_interval;
+        // Jobs finished since the last READY. Credit comes back in batches: while jobs
+        // are queued here, READY goes after every `batch` jobs (half the credit, so the
+        // proxy refills the queue before it runs dry), and at once when the queue is
+        // empty, so the proxy never waits on credit this worker has free.
+        let batch = u64::from(self.prefetch.div_ceil(2));
+        let mut unreported = 0u64;
         while !self.watch.shutdown.is_draining() {
-            let received = sockets::recv_frames(&self.member.jobs(), 0);
+            let flags = if unreported > 0 { zmq::DONTWAIT } else { 0 };
+            let received = sockets::recv_frames(&self.member.jobs(), flags);
             match received {
                 Ok(frames) => {
                     self.run_job(frames);
                     self.completed += 1;
+                    unreported += 1;
+                    if unreported >= batch {
+                        unreported = 0;
+                        self.send_ready();
+                        next_beat = Instant::now() + self.heartbeat_interval;
+                    }
+                }
+                Err(zmq::Error::EAGAIN) if unreported > 0 => {
+                    unreported = 0;
                     self.send_ready();
                     next_beat = Instant::now() + self.heartbeat_interval;
                 }

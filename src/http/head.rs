@@ -66,15 +66,26 @@ pub(super) struct HeadInfo {
     pub(super) has_prefer: bool,
 }
 
+/// Heads with at most this many lines are parsed without a heap allocation.
+const STACK_HEADERS: usize = 24;
+
 /// Runs httparse over a complete head and hands the result to `f`.
-pub(super) fn with_parsed<R>(
-    head: &[u8],
-    f: impl FnOnce(&httparse::Request<'_, '_>) -> Result<R, ParseError>,
+pub(super) fn with_parsed<'h, R>(
+    head: &'h [u8],
+    f: impl FnOnce(&httparse::Request<'_, 'h>) -> Result<R, ParseError>,
 ) -> Result<R, ParseError> {
-    // Every header occupies a line, so the line count bounds the slots needed.
+    // Every header occupies a line, so the line count bounds the slots needed; the
+    // usual few fit on the stack.
     let slots = head.iter().filter(|&&b| b == b'\n').count();
-    let mut headers = vec![httparse::EMPTY_HEADER; slots];
-    let mut req = httparse::Request::new(&mut headers);
+    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut on_heap = Vec::new();
+    let headers = if slots <= STACK_HEADERS {
+        &mut on_stack[..slots]
+    } else {
+        on_heap.resize(slots, httparse::EMPTY_HEADER);
+        &mut on_heap[..]
+    };
+    let mut req = httparse::Request::new(headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => f(&req),
         Ok(httparse::Status::Partial) => Err(ParseError::MalformedHeader),

@@ -26,5 +26,6 @@ pub use error::ParseError;
 pub use head::Method;
 pub use limits::Limits;
 pub use parser::{Event, ParsedRequest, RequestParser};
-pub use request::Request;
+pub use request::{Request, RequestHead};
+pub(crate) use response::push_decimal;
 pub use response::{reason_phrase, Response, CONTINUE_RESPONSE};

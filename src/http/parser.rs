@@ -65,6 +65,13 @@ impl ParsedRequest {
             .unwrap_or_default()
     }
 
+    /// The request line as received (method, target, version), for the access log.
+    pub fn request_line(&self) -> &[u8] {
+        let rest = self.head.get(self.target.end..).unwrap_or_default();
+        let end = rest.iter().position(|&b| b == b'\r' || b == b'\n');
+        &self.head[..self.target.end + end.unwrap_or(rest.len())]
+    }
+
     /// The method token as received, for the access log.
     pub fn method_str(&self) -> &str {
         let end = self.target.start.saturating_sub(1);

@@ -1,8 +1,67 @@
 //! The request as a worker sees it, rebuilt from the head and body buffers
-//! the front end forwards.
+//! the front end forwards: owned and whole ([`Request`]), or read in place for
+//! a stage that only routes on the request line ([`RequestHead`]).
 
 use super::head;
 use super::ParseError;
+use std::borrow::Cow;
+
+/// A forwarded head read in place: the request line borrowed from the frame, the path
+/// and query decoded only when asked, and no header copied. What a stage that routes
+/// on the path and a query parameter needs, for a fraction of [`Request`]'s cost.
+///
+/// ```
+/// # use prime_server::http::RequestHead;
+/// let head = RequestHead::parse(b"GET /a%20b?n=7&n=8 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+/// assert_eq!((head.method, head.minor_version), ("GET", 1));
+/// assert_eq!(head.path(), "/a b");
+/// assert_eq!(head.query_values("n").collect::<Vec<_>>(), ["7", "8"]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHead<'a> {
+    /// The method token, e.g. `GET`.
+    pub method: &'a str,
+    /// The request-target as received.
+    pub target: &'a str,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+}
+
+impl<'a> RequestHead<'a> {
+    /// Reads a head (as in [`ParsedRequest::head`](super::ParsedRequest::head)),
+    /// refusing what [`Request::from_parts`] refuses.
+    pub fn parse(head: &'a [u8]) -> Result<Self, ParseError> {
+        head::with_parsed(head, |req| match (req.method, req.path, req.version) {
+            (Some(method), Some(target), Some(minor_version)) => Ok(RequestHead {
+                method,
+                target,
+                minor_version,
+            }),
+            _ => Err(ParseError::MalformedRequestLine),
+        })
+    }
+
+    /// The percent-decoded path, as [`Request::path`].
+    pub fn path(&self) -> Cow<'a, str> {
+        let (path, _) = split_target(self.target);
+        if path.contains('%') {
+            Cow::Owned(percent_decode(path))
+        } else {
+            Cow::Borrowed(path)
+        }
+    }
+
+    /// Every value of a query parameter, form-urlencoded-decoded, in order.
+    pub fn query_values<'k>(&self, key: &'k str) -> impl Iterator<Item = Cow<'a, str>> + 'k
+    where
+        'a: 'k,
+    {
+        let (_, query) = split_target(self.target);
+        form_urlencoded::parse(query.as_bytes())
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v)
+    }
+}
 
 /// A request with owned, decoded parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,6 +228,25 @@ mod tests {
         assert_eq!(percent_decode("/%FF"), "/\u{fffd}");
         assert_eq!(split_target("/p?q=1#frag"), ("/p", "q=1"));
         assert_eq!(split_target("*"), ("*", ""));
+    }
+
+    #[test]
+    fn a_head_read_in_place_agrees_with_the_owned_request() {
+        let text = "GET http://e/a%2Fb+c?x=1&y=a+b&x=%32#f HTTP/1.0\r\nHost: h\r\n\r\n";
+        let owned = request(text);
+        let head = RequestHead::parse(text.as_bytes()).expect("valid head");
+        assert_eq!(head.method, owned.method);
+        assert_eq!(head.target, owned.target);
+        assert_eq!(head.minor_version, owned.minor_version);
+        assert_eq!(head.path(), owned.path);
+        for key in ["x", "y", "z"] {
+            let values: Vec<_> = head.query_values(key).collect();
+            assert_eq!(values, owned.query_values(key).collect::<Vec<_>>());
+        }
+        assert_eq!(
+            RequestHead::parse(b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n"),
+            Err(ParseError::MalformedHeader)
+        );
     }
 
     #[test]

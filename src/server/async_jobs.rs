@@ -96,7 +96,7 @@ impl Server {
         id: u64,
         request: ParsedRequest,
         close_after: bool,
-        label: Option<Box<str>>,
+        label: Option<Box<[u8]>>,
     ) {
         let Some(link) = &self.jobs else {
             return;

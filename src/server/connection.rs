@@ -80,6 +80,8 @@ pub(crate) struct SlotStream {
     pub(crate) bytes: usize,
     /// The status of the head, for the access log.
     pub(crate) status: Box<str>,
+    /// All the bytes of the stream so far, for the access log.
+    pub(crate) total: usize,
 }
 
 /// One request's place in the connection's answer order.
@@ -95,14 +97,16 @@ pub(crate) struct Slot {
     pub(crate) close_after: bool,
     /// When the request arrived, for the access log.
     pub(crate) arrived: Instant,
-    /// `METHOD target`, kept only while info logging is on.
-    pub(crate) label: Option<Box<str>>,
+    /// The request line, kept only while the access log is on.
+    pub(crate) label: Option<Box<[u8]>>,
 }
 
 /// A client connection.
 pub(crate) struct Connection {
     /// libzmq's routing id for the peer, needed to write to it.
     pub(crate) routing_id: Vec<u8>,
+    /// The client's address, for the access log (`-` when it is off or unknown).
+    pub(crate) peer: Box<str>,
     /// Which listener (socket) it came in on.
     pub(crate) listener: usize,
     /// Its decoder.
@@ -136,6 +140,7 @@ impl Connection {
     pub(crate) fn new(routing_id: Vec<u8>, listener: usize, decoder: Decoder) -> Self {
         Connection {
             routing_id,
+            peer: "-".into(),
             listener,
             decoder,
             slots: VecDeque::new(),
@@ -191,6 +196,7 @@ impl Connection {
             })
         });
         stream.bytes += part.as_slice().len();
+        stream.total += part.as_slice().len();
         stream.pieces.push_back(part);
         let waiting = stream.bytes;
         if close_delimited {

@@ -54,9 +54,11 @@
 //!   kernel aborts a connection whose receive window stays shut that long.
 
 mod accept_watch;
+mod access_log;
 mod async_jobs;
 mod config;
 mod connection;
+mod memory;
 mod output;
 mod streams;
 
@@ -64,6 +66,7 @@ pub use config::{ListenProtocol, ServerConfig};
 
 use crate::envelope::{random_u64, Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
+use crate::fast_hash::{FastMap, FastSet};
 use crate::http::{Event, Method, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
 use crate::loopback::{self, Answer, Failure, FailureKind};
 use crate::netstring::{self, NetstringDecoder};
@@ -72,9 +75,10 @@ use crate::proxy::{ProxyStatus, PROBE, STATUS};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
 use accept_watch::AcceptWatch;
+use access_log::{AccessLog, Entry, Unanswered};
 use connection::{AnswerBytes, Connection, Decoder, Slot, Stall};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 /// How often timeouts are checked and hang-ups libzmq refused are tried again.
@@ -105,13 +109,13 @@ pub(crate) struct Listener {
     protocol: ListenProtocol,
     endpoint: String,
     /// Routing id → connection id, for this socket's peers.
-    peers: HashMap<Vec<u8>, u64>,
+    peers: FastMap<Vec<u8>, u64>,
     /// Routing ids of peers we closed whose close frame libzmq refused (their queue was
     /// full), tried again (see `Server::retry_hang_ups`) until libzmq takes it or the
     /// peer leaves. Their
     /// connections are already forgotten; libzmq never gives a routing id twice on one
     /// socket, so no new peer is mistaken for one of these.
-    hang_ups: HashSet<Vec<u8>>,
+    hang_ups: FastSet<Vec<u8>>,
     /// Accepts that failed (out of descriptors), for a warning.
     accept_watch: AcceptWatch,
     /// A peer of `hang_ups` whose first notice just came: its second, if libzmq sends
@@ -208,8 +212,8 @@ pub struct Server {
     nonce: u64,
     next_request: u64,
     next_connection: u64,
-    connections: HashMap<u64, Connection>,
-    requests: HashMap<u64, InFlight>,
+    connections: FastMap<u64, Connection>,
+    requests: FastMap<u64, InFlight>,
     dirty: Vec<u64>,
     /// When to try again the output of stalled connections (see [`Stall`]), soonest
     /// first; an entry whose time no longer matches its connection's is stale.
@@ -225,6 +229,10 @@ pub struct Server {
     frame_data: zmq::Message,
     /// The job service, when asynchronous jobs are kept.
     jobs: Option<async_jobs::JobLink>,
+    /// One line per request, written once per loop turn.
+    access: AccessLog,
+    /// Gives the heap back after many connections close.
+    trimmer: memory::Trimmer,
 }
 
 impl Server {
@@ -260,8 +268,8 @@ impl Server {
                 gone_echo: None,
                 socket,
                 protocol: *protocol,
-                peers: HashMap::new(),
-                hang_ups: HashSet::new(),
+                peers: FastMap::default(),
+                hang_ups: FastSet::default(),
             });
         }
         Ok(listeners)
@@ -296,8 +304,8 @@ impl Server {
             nonce,
             next_request: 1,
             next_connection: 1,
-            connections: HashMap::new(),
-            requests: HashMap::new(),
+            connections: FastMap::default(),
+            requests: FastMap::default(),
             dirty: Vec::new(),
             retries: BinaryHeap::new(),
             hang_up_retry: None,
@@ -307,6 +315,8 @@ impl Server {
             frame_id: zmq::Message::new(),
             frame_data: zmq::Message::new(),
             jobs,
+            access: AccessLog::new(),
+            trimmer: memory::Trimmer::new(),
         })
     }
 
@@ -361,6 +371,10 @@ impl Server {
             if now >= next_sweep {
                 self.sweep();
                 self.probe(now);
+                if self.trimmer.due(now, self.connections.len()) {
+                    self.shrink_maps();
+                    memory::trim();
+                }
                 next_sweep = now + SWEEP_EVERY;
             }
             if let (Some(at), Some(every)) = (next_summary, self.config.summary_every) {
@@ -370,6 +384,7 @@ impl Server {
                 }
             }
             self.flush_dirty();
+            self.access.flush();
         }
         self.stop();
         Ok(self.stats)
@@ -641,8 +656,11 @@ impl Server {
         self.listeners[listener]
             .peers
             .insert(routing_id.clone(), id);
-        self.connections
-            .insert(id, Connection::new(routing_id, listener, decoder));
+        let mut conn = Connection::new(routing_id, listener, decoder);
+        if self.access.enabled() {
+            conn.peer = peer_address(&mut self.frame_data);
+        }
+        self.connections.insert(id, conn);
         self.stats.connections += 1;
     }
 
@@ -707,8 +725,7 @@ impl Server {
     }
 
     fn on_http_request(&mut self, id: u64, request: ParsedRequest) {
-        let label = log::log_enabled!(log::Level::Info)
-            .then(|| format!("{} {}", request.method_str(), request.target_str()).into_boxed_str());
+        let label = self.access.enabled().then(|| request.request_line().into());
         let close_after = !request.keep_alive;
         let path = request.target_str().split('?').next().unwrap_or("");
         let own_path = [&self.config.health_path, &self.config.status_path]
@@ -754,7 +771,7 @@ impl Server {
         protocol: Protocol,
         frames: [zmq::Message; N],
         close_after: bool,
-        label: Option<Box<str>>,
+        label: Option<Box<[u8]>>,
     ) {
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
             return;
@@ -791,7 +808,7 @@ impl Server {
         id: u64,
         protocol: Protocol,
         close_after: bool,
-        label: Option<Box<str>>,
+        label: Option<Box<[u8]>>,
     ) -> Option<u64> {
         let conn = self.connections.get_mut(&id)?;
         if conn.slots.len() >= self.config.max_pipelined {
@@ -818,7 +835,7 @@ impl Server {
     }
 
     /// Queues an answer the front end made itself, in request order.
-    fn answer_now(&mut self, id: u64, bytes: Vec<u8>, close_after: bool, label: Option<Box<str>>) {
+    fn answer_now(&mut self, id: u64, bytes: Vec<u8>, close_after: bool, label: Option<Box<[u8]>>) {
         let request_id = self.next_request;
         self.next_request += 1;
         let Some(conn) = self.connections.get_mut(&id) else {
@@ -972,10 +989,12 @@ impl Server {
             if front.answer.is_none() {
                 break;
             }
-            let Some(slot) = conn.slots.pop_front() else {
+            let Some(mut slot) = conn.slots.pop_front() else {
                 break;
             };
-            let Some(answer) = slot.answer else { break };
+            let Some(answer) = slot.answer.take() else {
+                break;
+            };
             written = true;
             let bytes = answer.as_slice();
             let status = match &slot.stream {
@@ -986,14 +1005,12 @@ impl Server {
             if matches!(status.as_bytes().first(), Some(b'4' | b'5')) {
                 self.stats.errors += 1;
             }
-            if let Some(label) = &slot.label {
-                log::info!(
-                    "request {}: {label} -> {} {}B {:.1}ms",
-                    slot.request_id,
-                    status,
-                    bytes.len(),
-                    slot.arrived.elapsed().as_secs_f64() * 1000.0
-                );
+            match &slot.stream {
+                Some(stream) => {
+                    let entry = entry(&conn.peer, &slot);
+                    self.access.answered_streamed(&entry, stream.status.as_bytes(), stream.total);
+                }
+                None => self.access.answered(&entry(&conn.peer, &slot), bytes),
             }
             conn.output.push(answer);
             if slot.close_after {
@@ -1103,13 +1120,19 @@ impl Server {
         let Some(conn) = self.connections.remove(&id) else {
             return;
         };
+        self.trimmer.closed();
         let listener = &mut self.listeners[conn.listener];
         listener.peers.remove(&conn.routing_id);
         if hang_up {
             listener.hang_up(&conn.routing_id);
         }
         let mut held_by_jobs = Vec::new();
-        for slot in conn.slots.iter().filter(|s| s.answer.is_none()) {
+        for slot in &conn.slots {
+            self.access
+                .unanswered(&entry(&conn.peer, slot), Unanswered::ClientGone);
+            if slot.answer.is_some() {
+                continue;
+            }
             if self.requests.remove(&slot.request_id).is_some() {
                 self.publish(self.nonce, slot.request_id, InterruptReason::ClientGone);
             } else if self.jobs.is_some() {
@@ -1231,6 +1254,16 @@ impl Server {
         }
     }
 
+    /// Lets the per-connection maps give back what a burst of connections made them
+    /// grow to.
+    fn shrink_maps(&mut self) {
+        self.connections.shrink_to_fit();
+        self.requests.shrink_to_fit();
+        for listener in &mut self.listeners {
+            listener.peers.shrink_to_fit();
+        }
+    }
+
     fn listener_protocol(&self, id: u64) -> Option<ListenProtocol> {
         let conn = self.connections.get(&id)?;
         Some(self.listeners[conn.listener].protocol)
@@ -1278,10 +1311,25 @@ fn timed_out(protocol: Protocol) -> Vec<u8> {
     render_failure(protocol, &failure, true)
 }
 
-/// The status code of an HTTP response, for the access log ("-" for other protocols).
+/// The status code of an HTTP response, for the error count ("-" for other protocols).
 fn status_of(bytes: &[u8]) -> &str {
     match bytes.get(9..12) {
         Some(code) if bytes.starts_with(b"HTTP/1.") => std::str::from_utf8(code).unwrap_or("-"),
         _ => "-",
     }
+}
+
+/// What the access log needs of a request.
+fn entry<'a>(peer: &'a str, slot: &'a Slot) -> Entry<'a> {
+    Entry {
+        request_id: slot.request_id,
+        peer,
+        request_line: slot.label.as_deref(),
+        arrived: slot.arrived,
+    }
+}
+
+/// The client's address, from the metadata libzmq attaches to a peer's first message.
+fn peer_address(frame: &mut zmq::Message) -> Box<str> {
+    frame.gets("Peer-Address").unwrap_or("-").into()
 }
