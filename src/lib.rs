@@ -82,6 +82,7 @@
 //! - [`proxy`]: the load-balancing broker in front of each stage.
 //! - [`worker`]: the worker loop, [`Job`], [`Outcome`] and the [`Work`] trait.
 //! - [`stage`]: stages written against HTTP requests, with typed errors.
+//! - [`gateway`]: a stage that forwards requests to an HTTP backend.
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process.
@@ -98,6 +99,7 @@ pub mod cli;
 pub mod demo;
 pub mod envelope;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod loopback;
