@@ -9,7 +9,10 @@ use prime_server::{Pipeline, Shutdown};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Puts an HTTP backend behind the pipeline's front end")]
+#[command(
+    version,
+    about = "Puts an HTTP backend behind the pipeline's front end"
+)]
 struct Cli {
     /// Where to serve HTTP: a ZeroMQ endpoint such as tcp://127.0.0.1:8002.
     listen: String,

@@ -208,9 +208,8 @@ impl GatewayArgs {
         let secret = match (&self.gateway_secret, &self.gateway_secret_file) {
             (Some(secret), _) => Some(secret.clone().into_bytes()),
             (None, Some(path)) => {
-                let mut bytes = std::fs::read(path).map_err(|e| {
-                    format!("--gateway-secret-file {}: {e}", path.display())
-                })?;
+                let mut bytes = std::fs::read(path)
+                    .map_err(|e| format!("--gateway-secret-file {}: {e}", path.display()))?;
                 while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     bytes.pop();
                 }

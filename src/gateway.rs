@@ -447,13 +447,10 @@ fn incoming(response: http::Response<Vec<u8>>, head: bool) -> Response {
 /// ```
 pub fn sign(secret: &[u8], unix_seconds: u64, method: &str, target: &str, body: &[u8]) -> String {
     let digest = hex(&Sha256::digest(body));
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret)
-        .expect("HMAC takes a key of any length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes a key of any length");
     mac.update(format!("{unix_seconds}\n{method}\n{target}\n{digest}").as_bytes());
-    format!(
-        "t={unix_seconds},v1={}",
-        hex(&mac.finalize().into_bytes())
-    )
+    format!("t={unix_seconds},v1={}", hex(&mac.finalize().into_bytes()))
 }
 
 fn hex(bytes: &[u8]) -> String {

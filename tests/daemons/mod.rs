@@ -581,6 +581,11 @@ impl Client {
         self.stream.write_all(request.as_bytes())
     }
 
+    /// Sends bytes as they are (a whole request, body included), without waiting.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// How many bytes arrive within `quiet` beyond the responses read so far (0 for a
     /// server that answered each request once).
     pub fn unread_bytes(&mut self, quiet: Duration) -> usize {
