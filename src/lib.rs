@@ -83,6 +83,7 @@
 //! - [`worker`]: the worker loop, [`Job`], [`Outcome`] and the [`Work`] trait.
 //! - [`stage`]: stages written against HTTP requests, with typed errors.
 //! - [`gateway`]: a stage that forwards requests to an HTTP backend.
+//! - [`tasks`]: routing by task name (`X-Task-Name`) to separate pools.
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process.
@@ -112,6 +113,7 @@ pub mod shutdown;
 pub mod simulation;
 pub mod sockets;
 pub mod stage;
+pub mod tasks;
 pub mod topology;
 pub mod worker;
 

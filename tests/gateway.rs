@@ -43,7 +43,7 @@ enum Mode {
     Answer,
     /// After this long.
     Delay(Duration),
-    /// Never, while `release` is unset; then like `Answer`.
+    /// Never, while `release` is unset (but `/quick...` at once); then like `Answer`.
     Hold,
 }
 
@@ -55,6 +55,9 @@ struct Shared {
     closed_unanswered: AtomicUsize,
     release: AtomicBool,
     stop: AtomicBool,
+    /// Requests held at once now, and at most.
+    held: AtomicUsize,
+    most_held: AtomicUsize,
 }
 
 /// A threaded HTTP/1.1 backend on a free port of 127.0.0.1; dropping it stops it.
@@ -137,7 +140,11 @@ fn serve(mut stream: TcpStream, mode: Mode, state: &Shared) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
+            Mode::Hold if seen.target.starts_with("/quick") => {}
             Mode::Hold => {
+                let now = state.held.fetch_add(1, Ordering::Relaxed) + 1;
+                state.most_held.fetch_max(now, Ordering::Relaxed);
+                let _held = Unhold(&state.held);
                 while !state.release.load(Ordering::Relaxed) {
                     if state.stop.load(Ordering::Relaxed) {
                         return;
@@ -161,6 +168,15 @@ fn serve(mut stream: TcpStream, mode: Mode, state: &Shared) {
         if stream.write_all(&answer(&seen)).is_err() {
             return;
         }
+    }
+}
+
+/// Counts a held request out when it ends, however it ends.
+struct Unhold<'a>(&'a AtomicUsize);
+
+impl Drop for Unhold<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -509,4 +525,67 @@ fn credentials_reach_the_backend_for_async_jobs_and_again_after_a_restart() {
     let result = get(port, &format!("{location}/result"), READ).expect("a result");
     assert_eq!(result.status, 201, "{result:?}");
     assert_eq!(result.body, "backend saw POST /bill?id=9");
+}
+
+#[test]
+fn task_names_choose_the_pool_and_held_slow_tasks_do_not_delay_fast_ones() {
+    let backend = Backend::start(Mode::Hold);
+    let port = free_port();
+    let _gateway = start_gatewayd(
+        "gw-tasks",
+        port,
+        &backend.url(),
+        &[
+            "--pool",
+            "slow=1",
+            "--task",
+            "report=slow",
+            "--task",
+            "lookup=gateway",
+        ],
+    );
+    // Three costly tasks: the one-worker pool holds one at the backend, two wait.
+    let mut reports: Vec<Client> = (0..3)
+        .map(|i| {
+            let mut client = Client::connect(port).expect("connect");
+            let request = raw(
+                "POST",
+                &format!("/report/{i}"),
+                &["X-Task-Name: report"],
+                b"",
+            );
+            client.send_raw(&request).expect("send");
+            client
+        })
+        .collect();
+    backend.wait_seen(1);
+
+    // Cheap tasks, and requests without a name, are answered meanwhile.
+    for i in 0..5 {
+        let target = format!("/quick/{i}");
+        let response = ask(port, &raw("GET", &target, &["X-Task-Name: lookup"], b""));
+        assert_eq!(response.status, 201, "{response:?}");
+        assert_eq!(response.body, format!("backend saw GET {target}"));
+    }
+    let unnamed = ask(port, &raw("GET", "/quick/unnamed", &[], b""));
+    assert_eq!(unnamed.status, 201, "{unnamed:?}");
+    let unknown = ask(port, &raw("GET", "/quick/x", &["X-Task-Name: nope"], b""));
+    assert_eq!(unknown.status, 400, "{unknown:?}");
+    assert!(unknown.json()["error"].as_str().is_some(), "{unknown:?}");
+    let reports_seen = backend
+        .seen()
+        .iter()
+        .filter(|s| s.target.starts_with("/report"))
+        .count();
+    assert_eq!(reports_seen, 1, "the slow pool has one worker");
+
+    backend.shared.release.store(true, Ordering::Relaxed);
+    for client in &mut reports {
+        let response = client.read_response(READ).expect("a report");
+        assert_eq!(response.status, 201, "{response:?}");
+        assert!(response.body.starts_with("backend saw POST /report/"));
+    }
+    assert_eq!(backend.shared.most_held.load(Ordering::Relaxed), 1);
+    let unknown_seen = backend.seen().iter().any(|s| s.target == "/quick/x");
+    assert!(!unknown_seen, "an unknown task reached the backend");
 }
