@@ -10,7 +10,7 @@
 use clap::Parser;
 use prime_server::cli::{self, FrontEndArgs, GatewayArgs};
 use prime_server::tasks::TaskRouter;
-use prime_server::{Pipeline, Shutdown};
+use prime_server::Pipeline;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -45,13 +45,8 @@ fn main() -> ExitCode {
 }
 
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    if cli.concurrency == 0 {
-        return Err("CONCURRENCY must be at least 1".into());
-    }
+    cli::check_concurrency(cli.concurrency)?;
     let gateway = cli.gateway.gateway(&cli.target)?;
-    let config = cli.front_end.config(&cli.listen)?;
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
     log::info!(
         "{} gateway workers forward {} to {}",
         cli.concurrency,
@@ -79,8 +74,7 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         stages.push(name.to_string());
     }
     log::info!("stages: {stages:?}");
-    pipeline.serve(&zmq::Context::new(), config, &shutdown)?;
-    Ok(())
+    cli::serve_pipeline(pipeline, &cli.listen, &cli.front_end)
 }
 
 /// Reads `NAME=N` or `NAME=N@TARGET`.

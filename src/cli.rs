@@ -167,6 +167,28 @@ impl FrontEndArgs {
     }
 }
 
+/// Runs `pipeline` behind a front end listening on `listen` as `front_end` says, until
+/// SIGTERM or SIGINT (then it drains): the body of a one-process daemon.
+pub fn serve_pipeline(
+    pipeline: crate::Pipeline,
+    listen: &str,
+    front_end: &FrontEndArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let config = front_end.config(listen)?;
+    let shutdown = crate::Shutdown::new();
+    shutdown.on_signals()?;
+    pipeline.serve(&zmq::Context::new(), config, &shutdown)?;
+    Ok(())
+}
+
+/// Refuses a CONCURRENCY of 0.
+pub fn check_concurrency(concurrency: usize) -> Result<(), String> {
+    if concurrency == 0 {
+        return Err("CONCURRENCY must be at least 1".into());
+    }
+    Ok(())
+}
+
 /// Reads `--summary-seconds`: 0 turns summaries off.
 pub fn summary_every(value: f64) -> Result<Option<Duration>, String> {
     if value == 0.0 {

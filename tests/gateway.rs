@@ -309,30 +309,6 @@ fn db_path(name: &str) -> String {
     scratch_path(name, "sqlite").display().to_string()
 }
 
-fn location_of(response: &Response) -> String {
-    assert_eq!(response.status, 202, "{response:?}");
-    response.header("Location").expect("a Location").to_string()
-}
-
-/// Polls a job until it has ended; returns its status document.
-fn wait_until_ended(port: u16, location: &str) -> serde_json::Value {
-    let mut client = Client::connect(port).expect("connect");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let status = client
-            .get(&format!("{location}?wait=5"), READ)
-            .expect("a status")
-            .json();
-        if !matches!(status["state"].as_str(), Some("queued" | "running")) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{location} never ended: {status}"
-        );
-    }
-}
-
 #[test]
 fn method_path_query_body_and_end_to_end_headers_are_forwarded_hop_by_hop_ones_dropped() {
     let backend = Backend::start(Mode::Answer);

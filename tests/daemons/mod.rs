@@ -673,6 +673,31 @@ impl Client {
     }
 }
 
+/// The `Location` of a `202 Accepted`, which it asserts.
+pub fn location_of(response: &Response) -> String {
+    assert_eq!(response.status, 202, "{response:?}");
+    response.header("Location").expect("a Location").to_string()
+}
+
+/// Polls a job (long-polling 10 s at a time) until it has ended; returns its status.
+pub fn wait_until_ended(port: u16, location: &str) -> serde_json::Value {
+    let mut client = Client::connect(port).expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let response = client
+            .get(&format!("{location}?wait=10"), Duration::from_secs(60))
+            .expect("a status");
+        let status = response.json();
+        if !matches!(status["state"].as_str(), Some("queued" | "running")) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{location} never ended: {status}"
+        );
+    }
+}
+
 /// A GET on a fresh connection.
 pub fn get(port: u16, path: &str, timeout: Duration) -> io::Result<Response> {
     Client::connect(port)?.get(path, timeout)
