@@ -565,3 +565,26 @@ fn task_names_choose_the_pool_and_held_slow_tasks_do_not_delay_fast_ones() {
     let unknown_seen = backend.seen().iter().any(|s| s.target == "/quick/x");
     assert!(!unknown_seen, "an unknown task reached the backend");
 }
+
+#[test]
+fn prime_workerd_runs_a_gateway_stage_of_a_multi_process_deployment() {
+    let backend = Backend::start(Mode::Answer);
+    let mut d = Deployment::start(Options {
+        parse: args(&["--gateway", &backend.url(), "--gateway-timeout", "20"]),
+        workers: false,
+        ..Options::default()
+    });
+    // The first stage's prime_workerd is a gateway: prime_httpd -> prime_proxyd -> it.
+    d.start_parse();
+    let port = d.ports.http;
+    let target = "/any/path?q=1";
+    let answered = poll_until(START_TIMEOUT, || {
+        let response = get(port, target, Duration::from_secs(5)).ok()?;
+        (response.status == 201).then_some(response)
+    })
+    .expect("the deployment answers through the gateway stage");
+    assert_eq!(answered.body, format!("backend saw GET {target}"));
+    assert_eq!(answered.header("X-Backend"), Some("yes"));
+    let seen = backend.wait_seen(1);
+    assert!(seen.iter().all(|s| s.target == target), "{seen:?}");
+}
