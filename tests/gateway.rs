@@ -256,13 +256,7 @@ fn answer(seen: &Seen) -> Vec<u8> {
 fn start_gatewayd(name: &str, port: u16, target: &str, extra: &[&str]) -> Daemon {
     let mut list = vec![tcp(port), target.to_string(), "2".to_string()];
     list.extend(extra.iter().map(|s| s.to_string()));
-    let mut daemon = Daemon::start(name, GATEWAYD, &list);
-    assert!(
-        daemon.wait_for_log("listening for Http on", START_TIMEOUT),
-        "{name} did not start: {}",
-        daemon.stderr()
-    );
-    daemon
+    Daemon::start_listening(name, GATEWAYD, &list)
 }
 
 /// A request with a body, as raw bytes.

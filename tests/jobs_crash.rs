@@ -25,13 +25,7 @@ fn start_serverd(name: &str, port: u16, db: &Path) -> Daemon {
         "--status-path",
         "/status",
     ]);
-    let mut daemon = Daemon::start(name, SERVERD, &args);
-    assert!(
-        daemon.wait_for_log("listening for Http on", START_TIMEOUT),
-        "{name} did not start: {}",
-        daemon.stderr()
-    );
-    daemon
+    Daemon::start_listening(name, SERVERD, &args)
 }
 
 #[test]

@@ -118,6 +118,17 @@ impl Daemon {
         }
     }
 
+    /// Starts a daemon with a front end and waits until it listens for HTTP.
+    pub fn start_listening(name: &str, program: &str, args: &[String]) -> Daemon {
+        let mut daemon = Daemon::start(name, program, args);
+        assert!(
+            daemon.wait_for_log("listening for Http on", START_TIMEOUT),
+            "{name} did not start: {}",
+            daemon.stderr()
+        );
+        daemon
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
