@@ -4,7 +4,7 @@
 
 use clap::Parser;
 use prime_server::cli::{self, FrontEndArgs};
-use prime_server::{demo, Pipeline, Shutdown};
+use prime_server::{demo, Pipeline};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -29,11 +29,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let config = cli.front_end.config(&cli.listen)?;
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
-    Pipeline::new()
-        .stage("echo", cli.concurrency, demo::echo)
-        .serve(&zmq::Context::new(), config, &shutdown)?;
-    Ok(())
+    cli::check_concurrency(cli.concurrency)?;
+    let pipeline = Pipeline::new().stage("echo", cli.concurrency, demo::echo);
+    cli::serve_pipeline(pipeline, &cli.listen, &cli.front_end)
 }

@@ -2,13 +2,15 @@
 //!
 //! `prime_workerd --upstream tcp://127.0.0.1:5003 [--downstream tcp://127.0.0.1:5004]
 //! --loopback tcp://127.0.0.1:5001 --interrupt tcp://127.0.0.1:5002 --stage parse
-//! --concurrency 4`, or `prime_workerd --config TOPOLOGY --stage NAME`.
+//! --concurrency 4`, or `prime_workerd --config TOPOLOGY --stage NAME`. With `--gateway
+//! http://HOST:PORT` the stage forwards each request to that HTTP backend instead.
 
 use clap::Parser;
-use prime_server::cli::{self, seconds, DaemonArgs};
+use prime_server::cli::{self, seconds, DaemonArgs, GatewayArgs};
 use prime_server::demo;
 use prime_server::endpoint::Use;
 use prime_server::primes::Algorithm;
+use prime_server::stage::HttpStage;
 use prime_server::topology::Topology;
 use prime_server::worker::{WorkerConfig, WorkerPool};
 use prime_server::Shutdown;
@@ -60,6 +62,12 @@ struct Cli {
     /// Seconds between heartbeats to the proxy.
     #[arg(long, value_name = "S", default_value_t = 0.25)]
     heartbeat_interval: f64,
+    /// Run a gateway stage that forwards each request to this HTTP backend
+    /// (http://HOST:PORT[/BASE]) instead of a built-in service.
+    #[arg(long, value_name = "TARGET")]
+    gateway: Option<String>,
+    #[command(flatten)]
+    gateway_options: GatewayArgs,
     #[command(flatten)]
     daemon: DaemonArgs,
 }
@@ -153,14 +161,24 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
-    let pool = demo::spawn_service(
-        &ctx,
-        &plan.service,
-        cli.algorithm,
-        &plan.config,
-        plan.concurrency,
-        &shutdown,
-    )?;
+    let pool = match &cli.gateway {
+        Some(target) => WorkerPool::spawn(
+            &ctx,
+            &cli.stage,
+            &plan.config,
+            plan.concurrency,
+            HttpStage(cli.gateway_options.gateway(target)?),
+            &shutdown,
+        )?,
+        None => demo::spawn_service(
+            &ctx,
+            &plan.service,
+            cli.algorithm,
+            &plan.config,
+            plan.concurrency,
+            &shutdown,
+        )?,
+    };
     log::info!(
         "{} workers of {:?} take jobs from {}, forward to {}, answer to {}, hear interrupts from {}",
         plan.concurrency,

@@ -226,6 +226,28 @@ impl FrontEndArgs {
     }
 }
 
+/// Runs `pipeline` behind a front end listening on `listen` as `front_end` says, until
+/// SIGTERM or SIGINT (then it drains): the body of a one-process daemon.
+pub fn serve_pipeline(
+    pipeline: crate::Pipeline,
+    listen: &str,
+    front_end: &FrontEndArgs,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let config = front_end.config(listen)?;
+    let shutdown = crate::Shutdown::new();
+    shutdown.on_signals()?;
+    pipeline.serve(&zmq::Context::new(), config, &shutdown)?;
+    Ok(())
+}
+
+/// Refuses a CONCURRENCY of 0.
+pub fn check_concurrency(concurrency: usize) -> Result<(), String> {
+    if concurrency == 0 {
+        return Err("CONCURRENCY must be at least 1".into());
+    }
+    Ok(())
+}
+
 /// Reads `--summary-seconds`: 0 turns summaries off.
 pub fn summary_every(value: f64) -> Result<Option<Duration>, String> {
     if value == 0.0 {
@@ -240,4 +262,48 @@ pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{flag} must be a positive number of seconds, not {value}"))
+}
+
+/// The gateway stage's options (`prime_gatewayd`, `prime_workerd --gateway`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct GatewayArgs {
+    /// Seconds one backend call may take (connect, send, wait, read) before the client
+    /// gets 504.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    pub gateway_timeout: f64,
+    /// Sign each forwarded request with this secret in X-Prime-Signature (HMAC-SHA256).
+    /// Prefer --gateway-secret-file: a command line is visible to other users.
+    #[arg(long, value_name = "SECRET", conflicts_with = "gateway_secret_file")]
+    pub gateway_secret: Option<String>,
+    /// Read the signing secret from this file (a trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub gateway_secret_file: Option<std::path::PathBuf>,
+}
+
+impl GatewayArgs {
+    /// A gateway stage to `target` configured by these options.
+    pub fn gateway(&self, target: &str) -> Result<crate::stage::HttpGateway, String> {
+        let mut gateway = crate::stage::HttpGateway::new(target)
+            .map_err(|e| e.to_string())?
+            .timeout(seconds("--gateway-timeout", self.gateway_timeout)?);
+        let secret = match (&self.gateway_secret, &self.gateway_secret_file) {
+            (Some(secret), _) => Some(secret.clone().into_bytes()),
+            (None, Some(path)) => {
+                let mut bytes = std::fs::read(path)
+                    .map_err(|e| format!("--gateway-secret-file {}: {e}", path.display()))?;
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                Some(bytes)
+            }
+            (None, None) => None,
+        };
+        if let Some(secret) = secret {
+            if secret.is_empty() {
+                return Err("the gateway secret is empty".into());
+            }
+            gateway = gateway.secret(secret);
+        }
+        Ok(gateway)
+    }
 }

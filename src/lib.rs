@@ -83,6 +83,8 @@
 //! - [`worker`]: the worker loop, [`Job`], [`Outcome`] and the [`Work`] trait.
 //! - [`stage`]: stages written against HTTP requests, with typed errors.
 //! - [`streaming`]: answers in pieces, and the Server-Sent Events format.
+//! - [`gateway`]: a stage that forwards requests to an HTTP backend.
+//! - [`tasks`]: routing by task name (`X-Task-Name`) to separate pools.
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process.
@@ -103,6 +105,7 @@ pub mod envelope;
 pub mod error;
 pub mod fast_hash;
 pub mod fd_limit;
+pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod loopback;
@@ -116,6 +119,7 @@ pub mod simulation;
 pub mod sockets;
 pub mod stage;
 pub mod streaming;
+pub mod tasks;
 pub mod topology;
 pub mod worker;
 

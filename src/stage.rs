@@ -384,3 +384,5 @@ impl<W: HttpWork> Work for HttpStage<W> {
         self.0.heartbeat()
     }
 }
+
+pub use crate::gateway::HttpGateway;

@@ -7,7 +7,7 @@ mod daemons;
 use daemons::*;
 use prime_server::primes::is_prime_miller_rabin;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SERVERD: &str = env!("CARGO_BIN_EXE_prime_serverd");
 const READ: Duration = Duration::from_secs(60);
@@ -27,37 +27,7 @@ fn start_serverd(name: &str, port: u16, db: &Path, durability: &str) -> Daemon {
         "--status-path",
         "/status",
     ]);
-    let mut daemon = Daemon::start(name, SERVERD, &args);
-    assert!(
-        daemon.wait_for_log("listening for Http on", START_TIMEOUT),
-        "{name} did not start: {}",
-        daemon.stderr()
-    );
-    daemon
-}
-
-fn location_of(response: &Response) -> String {
-    assert_eq!(response.status, 202, "{response:?}");
-    response.header("Location").expect("a Location").to_string()
-}
-
-/// Polls a job (long-polling 10 s at a time) until it has ended; returns its status.
-fn wait_until_ended(port: u16, location: &str) -> serde_json::Value {
-    let mut client = Client::connect(port).expect("connect");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let response = client
-            .get(&format!("{location}?wait=10"), READ)
-            .expect("a status");
-        let status = response.json();
-        if !matches!(status["state"].as_str(), Some("queued" | "running")) {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{location} never ended: {status}"
-        );
-    }
+    Daemon::start_listening(name, SERVERD, &args)
 }
 
 #[test]

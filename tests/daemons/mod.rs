@@ -125,6 +125,17 @@ impl Daemon {
         }
     }
 
+    /// Starts a daemon with a front end and waits until it listens for HTTP.
+    pub fn start_listening(name: &str, program: &str, args: &[String]) -> Daemon {
+        let mut daemon = Daemon::start(name, program, args);
+        assert!(
+            daemon.wait_for_log("listening for Http on", START_TIMEOUT),
+            "{name} did not start: {}",
+            daemon.stderr()
+        );
+        daemon
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -588,6 +599,11 @@ impl Client {
         self.stream.write_all(request.as_bytes())
     }
 
+    /// Sends bytes as they are (a whole request, body included), without waiting.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// How many bytes arrive within `quiet` beyond the responses read so far (0 for a
     /// server that answered each request once).
     pub fn unread_bytes(&mut self, quiet: Duration) -> usize {
@@ -672,6 +688,31 @@ impl Client {
 
     pub fn shutdown(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// The `Location` of a `202 Accepted`, which it asserts.
+pub fn location_of(response: &Response) -> String {
+    assert_eq!(response.status, 202, "{response:?}");
+    response.header("Location").expect("a Location").to_string()
+}
+
+/// Polls a job (long-polling 10 s at a time) until it has ended; returns its status.
+pub fn wait_until_ended(port: u16, location: &str) -> serde_json::Value {
+    let mut client = Client::connect(port).expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let response = client
+            .get(&format!("{location}?wait=10"), Duration::from_secs(60))
+            .expect("a status");
+        let status = response.json();
+        if !matches!(status["state"].as_str(), Some("queued" | "running")) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{location} never ended: {status}"
+        );
     }
 }
 

@@ -1,0 +1,109 @@
+//! `prime_gatewayd LISTEN TARGET CONCURRENCY`: a front end and a `gateway` stage of
+//! CONCURRENCY workers that forward every request to the HTTP backend TARGET. Called
+//! synchronously it is a reverse proxy; with `--jobs-db` and `Prefer: respond-async` the
+//! backend's calls become asynchronous jobs.
+//!
+//! `--pool NAME=N[@TARGET]` adds a gateway stage of N workers of its own, and
+//! `--task TASK=STAGE` sends requests whose `X-Task-Name` is TASK to that stage (the
+//! others to `gateway`), so costly and cheap calls wait in separate queues.
+
+use clap::Parser;
+use prime_server::cli::{self, FrontEndArgs, GatewayArgs};
+use prime_server::tasks::TaskRouter;
+use prime_server::Pipeline;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Puts an HTTP backend behind the pipeline's front end"
+)]
+struct Cli {
+    /// Where to serve HTTP: a ZeroMQ endpoint such as tcp://127.0.0.1:8002.
+    listen: String,
+    /// The backend: http://HOST:PORT, optionally with a base path.
+    target: String,
+    /// Gateway workers: the backend's calls in flight at most.
+    concurrency: usize,
+    /// Another gateway stage with workers of its own (repeatable): NAME=N, or
+    /// NAME=N@TARGET for another backend.
+    #[arg(long, value_name = "NAME=N[@TARGET]")]
+    pool: Vec<String>,
+    /// Route requests whose X-Task-Name is TASK to STAGE, `gateway` or a --pool
+    /// (repeatable); other names get 400, requests without one go to `gateway`.
+    #[arg(long, value_name = "TASK=STAGE")]
+    task: Vec<String>,
+    #[command(flatten)]
+    gateway: GatewayArgs,
+    #[command(flatten)]
+    front_end: FrontEndArgs,
+}
+
+fn main() -> ExitCode {
+    cli::init_logging();
+    cli::exit_code(serve(&Cli::parse()))
+}
+
+fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    cli::check_concurrency(cli.concurrency)?;
+    let gateway = cli.gateway.gateway(&cli.target)?;
+    log::info!(
+        "{} gateway workers forward {} to {}",
+        cli.concurrency,
+        cli.listen,
+        cli.target
+    );
+    // One job per worker: a worker blocked on the backend never holds another.
+    let mut pipeline = Pipeline::new().prefetch(1);
+    let mut stages = vec!["gateway".to_string()];
+    if !cli.task.is_empty() {
+        let mut router = TaskRouter::new().default_stage("gateway");
+        for rule in &cli.task {
+            let (task, stage) = TaskRouter::parse_rule(rule)?;
+            router = router.task(&task, &stage);
+        }
+        pipeline = pipeline.http_stage("dispatch", 2, router.clone());
+        check_stages(&router, &cli.pool)?;
+    }
+    pipeline = pipeline.http_stage("gateway", cli.concurrency, gateway);
+    for pool in &cli.pool {
+        let (name, workers, target) = parse_pool(pool)?;
+        let gateway = cli.gateway.gateway(target.unwrap_or(&cli.target))?;
+        log::info!("pool {name:?}: {workers} gateway workers");
+        pipeline = pipeline.http_stage(name, workers, gateway);
+        stages.push(name.to_string());
+    }
+    log::info!("stages: {stages:?}");
+    cli::serve_pipeline(pipeline, &cli.listen, &cli.front_end)
+}
+
+/// Reads `NAME=N` or `NAME=N@TARGET`.
+fn parse_pool(pool: &str) -> Result<(&str, usize, Option<&str>), String> {
+    let bad = || format!("--pool takes NAME=N or NAME=N@TARGET, not {pool:?}");
+    let (name, rest) = pool.split_once('=').ok_or_else(bad)?;
+    let (workers, target) = match rest.split_once('@') {
+        Some((workers, target)) => (workers, Some(target)),
+        None => (rest, None),
+    };
+    let workers: usize = workers.parse().map_err(|_| bad())?;
+    if name.is_empty() || workers == 0 || name == "gateway" || name == "dispatch" {
+        return Err(bad());
+    }
+    Ok((name, workers, target))
+}
+
+/// Every stage a task names must exist.
+fn check_stages(router: &TaskRouter, pools: &[String]) -> Result<(), String> {
+    let mut known = vec!["gateway"];
+    for pool in pools {
+        known.push(parse_pool(pool)?.0);
+    }
+    for stage in router.stages() {
+        if !known.contains(&stage) {
+            return Err(format!(
+                "--task names stage {stage:?}, which is neither gateway nor a --pool"
+            ));
+        }
+    }
+    Ok(())
+}

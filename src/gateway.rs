@@ -1,0 +1,538 @@
+//! The gateway stage: forwards each request to a plain-HTTP backend and answers with the
+//! backend's response, so a slow synchronous service sits behind the front end (and its
+//! asynchronous jobs) unchanged.
+//!
+//! What is forwarded: the method, the request-target (path and query, under the target's
+//! base path), the body and every end-to-end header, `Authorization` and `Cookie`
+//! included, exactly as the client sent them (for an asynchronous job: as they were
+//! stored). Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the fields it names,
+//! `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`,
+//! `Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped both ways, and so are `Host`
+//! and `Content-Length`, which the client connection sets anew. Added: `Forwarded`
+//! (`for=unknown;proto=http;host="<the client's Host>"`: the envelope does not carry
+//! the client's address, so it is the RFC 7239 `unknown`), `X-Forwarded-For` (the
+//! incoming chain, then `unknown`), `X-Request-Id` (the client's, else our request id)
+//! and, with a secret, `X-Prime-Signature` (see [`sign`]). A client's own
+//! `X-Prime-Signature` is never passed on.
+//!
+//! Each worker owns one client ([`ureq::Agent`]) that keeps its connection to the backend
+//! alive between calls; redirects are not followed (the 3xx goes back to the client);
+//! only the configured target is ever called. A backend that cannot be reached answers
+//! `502`, one slower than the timeout `504`, both with a JSON error. The call runs on a
+//! helper thread while the worker watches [`HttpJob::interrupted`]: an interrupt (client
+//! gone, job cancelled, deadline) shuts the backend connection down at once.
+//!
+//! ```no_run
+//! use prime_server::stage::HttpGateway;
+//! use std::time::Duration;
+//!
+//! let gateway = HttpGateway::new("http://127.0.0.1:9000")
+//!     .unwrap()
+//!     .timeout(Duration::from_secs(30))
+//!     .secret(b"shared with the backend".to_vec());
+//! let pipeline = prime_server::Pipeline::new().http_stage("gateway", 8, gateway);
+//! # drop(pipeline);
+//! ```
+
+use crate::http::{Request, Response};
+use crate::stage::{HttpJob, HttpWork, Next, StageError};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use ureq::http;
+
+/// How often the worker looks at its job's interrupt while the backend works.
+const INTERRUPT_POLL: Duration = Duration::from_millis(20);
+
+/// The header carrying the gateway's signature.
+pub const SIGNATURE_HEADER: &str = "X-Prime-Signature";
+
+/// Why a gateway could not be set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayError {
+    /// The target is not an `http://HOST:PORT[/BASE]` URL.
+    Target {
+        /// The target as given.
+        target: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GatewayError::Target { target, reason } => {
+                write!(f, "gateway target {target:?}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+/// What all workers of one gateway stage share.
+#[derive(Clone, Debug)]
+struct Settings {
+    /// `http://host:port`, without a trailing slash.
+    origin: String,
+    /// A path every forwarded target is put under (`""` or `/base`, no trailing slash).
+    base: String,
+    /// The bound on one backend call, from connecting to the body's last byte.
+    timeout: Duration,
+    /// The key of `X-Prime-Signature`; no signature without it.
+    secret: Option<Vec<u8>>,
+    /// The largest backend body taken; a larger one is a 502.
+    max_response_bytes: u64,
+}
+
+/// A stage that forwards requests to an HTTP backend (see the module docs). Cloning it
+/// for each worker gives each its own kept-alive connection.
+pub struct HttpGateway {
+    settings: Arc<Settings>,
+    /// This worker's client, made on first use and after an interrupt shut it down.
+    agent: Option<ureq::Agent>,
+}
+
+impl Clone for HttpGateway {
+    fn clone(&self) -> Self {
+        HttpGateway {
+            settings: Arc::clone(&self.settings),
+            agent: None,
+        }
+    }
+}
+
+impl fmt::Debug for HttpGateway {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The secret stays out of debug output.
+        f.debug_struct("HttpGateway")
+            .field("origin", &self.settings.origin)
+            .field("base", &self.settings.base)
+            .field("timeout", &self.settings.timeout)
+            .field("signed", &self.settings.secret.is_some())
+            .finish()
+    }
+}
+
+impl HttpGateway {
+    /// A gateway to `target`, an `http://HOST:PORT[/BASE]` URL, with a 30 s timeout and
+    /// no signature.
+    pub fn new(target: &str) -> Result<Self, GatewayError> {
+        let (origin, base) = parse_target(target)?;
+        Ok(HttpGateway {
+            settings: Arc::new(Settings {
+                origin,
+                base,
+                timeout: Duration::from_secs(30),
+                secret: None,
+                max_response_bytes: 64 * 1024 * 1024,
+            }),
+            agent: None,
+        })
+    }
+
+    /// Bounds each backend call (connect, send, wait, read); past it the client gets 504.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.settings_mut().timeout = timeout;
+        self
+    }
+
+    /// Signs every forwarded request with `secret` in `X-Prime-Signature` (see [`sign`]).
+    pub fn secret(mut self, secret: Vec<u8>) -> Self {
+        self.settings_mut().secret = Some(secret);
+        self
+    }
+
+    /// The largest backend body passed back (64 MiB by default); a larger one is a 502.
+    pub fn max_response_bytes(mut self, bytes: u64) -> Self {
+        self.settings_mut().max_response_bytes = bytes;
+        self
+    }
+
+    fn settings_mut(&mut self) -> &mut Settings {
+        self.agent = None;
+        Arc::make_mut(&mut self.settings)
+    }
+
+    fn agent(&mut self) -> ureq::Agent {
+        let settings = &self.settings;
+        self.agent
+            .get_or_insert_with(|| {
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .max_redirects(0)
+                    .proxy(None)
+                    .user_agent(ureq::config::AutoHeaderValue::None)
+                    .accept(ureq::config::AutoHeaderValue::None)
+                    .accept_encoding(ureq::config::AutoHeaderValue::None)
+                    .allow_non_standard_methods(true)
+                    .timeout_global(Some(settings.timeout))
+                    .max_idle_connections(1)
+                    .max_idle_connections_per_host(1)
+                    .build()
+                    .new_agent()
+            })
+            .clone()
+    }
+
+    /// Forwards `request`, waiting for the backend while watching for an interrupt.
+    fn call(&mut self, job: &HttpJob<'_, '_>, outgoing: http::Request<Vec<u8>>) -> Called {
+        let agent = self.agent();
+        let limit = self.settings.max_response_bytes;
+        let called = std::thread::scope(|scope| {
+            let (sender, receiver) = crossbeam_channel::bounded(1);
+            let caller = agent.clone();
+            let spawned = std::thread::Builder::new()
+                .name("gateway-call".into())
+                .spawn_scoped(scope, move || {
+                    let _ = sender.send(exchange(&caller, outgoing, limit));
+                });
+            if let Err(e) = spawned {
+                return Called::Failed(StageError::internal(format!(
+                    "the gateway could not start its call: {e}"
+                )));
+            }
+            loop {
+                match receiver.recv_timeout(INTERRUPT_POLL) {
+                    Ok(Ok(response)) => return Called::Answered(response),
+                    Ok(Err(error)) => return Called::Failed(self.failure(&error)),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        if job.interrupted() {
+                            // Closes the backend connection: the blocked call returns.
+                            agent.clone().shutdown();
+                            return Called::Interrupted;
+                        }
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        return Called::Failed(StageError::internal(
+                            "the gateway's call ended without an answer",
+                        ))
+                    }
+                }
+            }
+        });
+        if matches!(called, Called::Interrupted) {
+            self.agent = None;
+        }
+        called
+    }
+
+    fn failure(&self, error: &ureq::Error) -> StageError {
+        match error {
+            ureq::Error::Timeout(_) => StageError::new(
+                504,
+                format!(
+                    "the backend did not answer within {}",
+                    humantime::format_duration(self.settings.timeout)
+                ),
+            ),
+            ureq::Error::BodyExceedsLimit(limit) => {
+                StageError::new(502, format!("the backend's answer is over {limit} bytes"))
+            }
+            other => StageError::new(502, format!("the backend could not be reached: {other}")),
+        }
+    }
+}
+
+/// How a backend call ended.
+enum Called {
+    Answered(http::Response<Vec<u8>>),
+    Failed(StageError),
+    Interrupted,
+}
+
+/// Makes the call and reads the whole answer: on the helper thread.
+fn exchange(
+    agent: &ureq::Agent,
+    outgoing: http::Request<Vec<u8>>,
+    limit: u64,
+) -> Result<http::Response<Vec<u8>>, ureq::Error> {
+    let response = agent.run(outgoing)?;
+    let (parts, mut body) = response.into_parts();
+    let bytes = body.with_config().limit(limit).read_to_vec()?;
+    Ok(http::Response::from_parts(parts, bytes))
+}
+
+impl HttpWork for HttpGateway {
+    fn handle(&mut self, job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+        let request_id = job.envelope().request_id;
+        let is_async = job.is_async();
+        let request = job.request()?;
+        let (outgoing, head) = outgoing(&self.settings, request, request_id, is_async)?;
+        log::debug!(
+            "request {request_id}: forwarding {} {} to {}",
+            outgoing.method(),
+            outgoing.uri().path(),
+            self.settings.origin
+        );
+        match self.call(job, outgoing) {
+            Called::Answered(response) => {
+                log::debug!(
+                    "request {request_id}: the backend answered {}",
+                    response.status()
+                );
+                Ok(Next::respond(incoming(response, head)))
+            }
+            Called::Failed(error) => {
+                log::warn!("request {request_id}: {error}");
+                Err(error)
+            }
+            Called::Interrupted => {
+                log::info!("request {request_id}: interrupted, the backend call is aborted");
+                Ok(Next::Abandon)
+            }
+        }
+    }
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1), plus the framing fields the next hop sets anew.
+const HOP_BY_HOP: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+];
+
+/// Whether a field named `name` stops at this hop, given the message's `Connection`
+/// values.
+fn is_hop_by_hop(name: &str, connection: &[String]) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || connection.iter().any(|c| name.eq_ignore_ascii_case(c))
+}
+
+/// The field names a message's `Connection` headers list.
+fn connection_options<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+    values
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
+/// Builds the backend request from the client's; also says whether it is a HEAD.
+fn outgoing(
+    settings: &Settings,
+    request: &Request,
+    request_id: u64,
+    is_async: bool,
+) -> Result<(http::Request<Vec<u8>>, bool), StageError> {
+    let target = origin_form(&request.target)?;
+    let path = format!("{}{target}", settings.base);
+    let connection = connection_options(
+        request
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+            .map(|(_, v)| v.as_str()),
+    );
+    let mut builder = http::Request::builder()
+        .method(request.method.as_str())
+        .uri(format!("{}{path}", settings.origin));
+    let mut forwarded_for = Vec::new();
+    let mut forwarded = Vec::new();
+    let mut request_id_header = None;
+    for (name, value) in &request.headers {
+        if is_hop_by_hop(name, &connection) || name.eq_ignore_ascii_case(SIGNATURE_HEADER) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for.push(value.clone());
+            continue;
+        }
+        if name.eq_ignore_ascii_case("forwarded") {
+            forwarded.push(value.clone());
+            continue;
+        }
+        // The gateway honoured `respond-async` itself; the backend answers in place.
+        if is_async && name.eq_ignore_ascii_case("prefer") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-request-id") {
+            request_id_header = Some(value.as_str());
+        }
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let host = request.header("host").unwrap_or("");
+    forwarded.push(format!(
+        "for=unknown;proto=http;host=\"{}\"",
+        host.replace(['"', '\\'], "")
+    ));
+    forwarded_for.push("unknown".to_string());
+    builder = builder
+        .header("Forwarded", forwarded.join(", "))
+        .header("X-Forwarded-For", forwarded_for.join(", "));
+    if request_id_header.is_none() {
+        builder = builder.header("X-Request-Id", request_id.to_string());
+    }
+    if let Some(secret) = &settings.secret {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        builder = builder.header(
+            SIGNATURE_HEADER,
+            sign(secret, now, &request.method, &path, &request.body),
+        );
+    }
+    let head = request.method.eq_ignore_ascii_case("HEAD");
+    let outgoing = builder
+        .body(request.body.clone())
+        .map_err(|e| StageError::bad_request(format!("the request cannot be forwarded: {e}")))?;
+    Ok((outgoing, head))
+}
+
+/// The path and query of a request-target (origin-form, or absolute-form reduced).
+fn origin_form(target: &str) -> Result<&str, StageError> {
+    if target.starts_with('/') {
+        return Ok(target);
+    }
+    let after_scheme = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .ok_or_else(|| StageError::bad_request("this request-target cannot be forwarded"))?;
+    Ok(after_scheme
+        .find('/')
+        .map(|at| &after_scheme[at..])
+        .unwrap_or("/"))
+}
+
+/// The client's response from the backend's: status, end-to-end headers and body.
+fn incoming(response: http::Response<Vec<u8>>, head: bool) -> Response {
+    let (parts, body) = response.into_parts();
+    let connection = connection_options(
+        parts
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    let mut answer = Response::new(parts.status.as_u16()).body(body);
+    for (name, value) in &parts.headers {
+        let keep_length = head && name == http::header::CONTENT_LENGTH;
+        if is_hop_by_hop(name.as_str(), &connection) && !keep_length {
+            continue;
+        }
+        answer = answer.header(
+            name.as_str(),
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        );
+    }
+    answer
+}
+
+/// The value of `X-Prime-Signature` for a request: `t=<unix seconds>,v1=<hex>`, where
+/// `<hex>` is the lowercase hex HMAC-SHA256, keyed with `secret`, of the string
+///
+/// ```text
+/// <unix seconds> "\n" <METHOD> "\n" <path and query as sent to the backend> "\n" <lowercase hex SHA-256 of the body>
+/// ```
+///
+/// A backend checks it by recomputing the HMAC from the request it received, comparing
+/// in constant time, and refusing timestamps too far from its clock.
+///
+/// ```
+/// let value = prime_server::gateway::sign(b"key", 1700000000, "POST", "/orders?x=1", b"{}");
+/// assert!(value.starts_with("t=1700000000,v1="));
+/// assert_eq!(value.len(), "t=1700000000,v1=".len() + 64);
+/// ```
+pub fn sign(secret: &[u8], unix_seconds: u64, method: &str, target: &str, body: &[u8]) -> String {
+    let digest = hex(&Sha256::digest(body));
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(format!("{unix_seconds}\n{method}\n{target}\n{digest}").as_bytes());
+    format!("t={unix_seconds},v1={}", hex(&mac.finalize().into_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// Splits `http://host:port[/base]` into its origin and base path.
+fn parse_target(target: &str) -> Result<(String, String), GatewayError> {
+    let refuse = |reason: &str| GatewayError::Target {
+        target: target.to_string(),
+        reason: reason.to_string(),
+    };
+    let rest = target
+        .strip_prefix("http://")
+        .ok_or_else(|| refuse("it must start with http:// (the gateway speaks plain HTTP)"))?;
+    let (authority, base) = match rest.find('/') {
+        Some(at) => (&rest[..at], rest[at..].trim_end_matches('/')),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(refuse("it needs a host (and no user information)"));
+    }
+    if base.contains(['?', '#']) {
+        return Err(refuse("it may have a base path but no query or fragment"));
+    }
+    let origin = format!("http://{authority}");
+    origin
+        .parse::<http::Uri>()
+        .map_err(|e| refuse(&e.to_string()))?;
+    Ok((origin, base.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_plain_http_with_an_optional_base() {
+        assert_eq!(
+            parse_target("http://127.0.0.1:9000").unwrap(),
+            ("http://127.0.0.1:9000".to_string(), String::new())
+        );
+        assert_eq!(
+            parse_target("http://backend:80/api/").unwrap(),
+            ("http://backend:80".to_string(), "/api".to_string())
+        );
+        assert!(parse_target("https://backend").is_err());
+        assert!(parse_target("http://").is_err());
+        assert!(parse_target("http://u:p@backend").is_err());
+        assert!(parse_target("http://backend/a?b").is_err());
+    }
+
+    #[test]
+    fn connection_names_more_hop_by_hop_fields() {
+        let named = connection_options(["close, X-Secret-Hop", "Foo"].into_iter());
+        assert!(is_hop_by_hop("x-secret-hop", &named));
+        assert!(is_hop_by_hop("FOO", &named));
+        assert!(is_hop_by_hop("Transfer-Encoding", &named));
+        assert!(!is_hop_by_hop("Authorization", &named));
+        assert!(!is_hop_by_hop("Cookie", &named));
+    }
+
+    #[test]
+    fn absolute_targets_are_reduced_to_path_and_query() {
+        assert_eq!(origin_form("/a?b=1").unwrap(), "/a?b=1");
+        assert_eq!(origin_form("http://h:1/a?b").unwrap(), "/a?b");
+        assert_eq!(origin_form("http://h:1").unwrap(), "/");
+        assert!(origin_form("*").is_err());
+    }
+
+    #[test]
+    fn the_signature_covers_method_target_body_and_time() {
+        let base = sign(b"k", 1, "POST", "/a", b"x");
+        assert_ne!(base, sign(b"k", 2, "POST", "/a", b"x"));
+        assert_ne!(base, sign(b"k", 1, "PUT", "/a", b"x"));
+        assert_ne!(base, sign(b"k", 1, "POST", "/b", b"x"));
+        assert_ne!(base, sign(b"k", 1, "POST", "/a", b"y"));
+        assert_ne!(base, sign(b"j", 1, "POST", "/a", b"x"));
+        assert_eq!(base, sign(b"k", 1, "POST", "/a", b"x"));
+    }
+}

@@ -1,0 +1,584 @@
+//! The gateway stage over real sockets: `prime_gatewayd` in front of a small HTTP/1.1
+//! backend that runs on threads of this test (std `TcpListener`, no mock): what is
+//! forwarded and what is dropped, the caller's credentials (synchronous, asynchronous,
+//! after a restart), the signature checked by Python's `hmac`, 502 and 504, and a
+//! cancelled job closing its backend connection.
+
+mod daemons;
+
+use daemons::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const GATEWAYD: &str = env!("CARGO_BIN_EXE_prime_gatewayd");
+const READ: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One request as the backend received it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the backend answers.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// At once: `/status/NNN` answers NNN, `/redirect` a 302, anything else 201.
+    Answer,
+    /// After this long.
+    Delay(Duration),
+    /// Never, while `release` is unset (but `/quick...` at once); then like `Answer`.
+    Hold,
+}
+
+/// State the backend shares with the test.
+#[derive(Default)]
+struct Shared {
+    seen: Mutex<Vec<Seen>>,
+    /// Connections closed by the gateway while a request on them had no answer yet.
+    closed_unanswered: AtomicUsize,
+    release: AtomicBool,
+    stop: AtomicBool,
+    /// Requests held at once now, and at most.
+    held: AtomicUsize,
+    most_held: AtomicUsize,
+}
+
+/// A threaded HTTP/1.1 backend on a free port of 127.0.0.1; dropping it stops it.
+struct Backend {
+    port: u16,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Backend {
+    fn start(mode: Mode) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the backend");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("address").port();
+        let shared = Arc::new(Shared::default());
+        let state = Arc::clone(&shared);
+        let thread = std::thread::spawn(move || {
+            let mut connections = Vec::new();
+            while !state.stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let state = Arc::clone(&state);
+                        connections.push(std::thread::spawn(move || serve(stream, mode, &state)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            for connection in connections {
+                let _ = connection.join();
+            }
+        });
+        Backend {
+            port,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().expect("lock").clone()
+    }
+
+    /// Waits until the backend has received `n` requests; returns them.
+    fn wait_seen(&self, n: usize) -> Vec<Seen> {
+        poll_until(WAIT, || {
+            let seen = self.seen();
+            (seen.len() >= n).then_some(seen)
+        })
+        .unwrap_or_else(|| panic!("the backend saw {:?}, not {n} requests", self.seen()))
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Serves one keep-alive connection until the peer closes it or the backend stops.
+fn serve(mut stream: TcpStream, mode: Mode, state: &Shared) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buffer = Vec::new();
+    loop {
+        let Some(seen) = read_request(&mut stream, &mut buffer, state) else {
+            return;
+        };
+        state.seen.lock().expect("lock").push(seen.clone());
+        match mode {
+            Mode::Answer => {}
+            Mode::Delay(delay) => {
+                let until = Instant::now() + delay;
+                while Instant::now() < until && !state.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            Mode::Hold if seen.target.starts_with("/quick") => {}
+            Mode::Hold => {
+                let now = state.held.fetch_add(1, Ordering::Relaxed) + 1;
+                state.most_held.fetch_max(now, Ordering::Relaxed);
+                let _held = Unhold(&state.held);
+                while !state.release.load(Ordering::Relaxed) {
+                    if state.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let mut byte = [0u8; 1];
+                    match stream.read(&mut byte) {
+                        Ok(0) => {
+                            state.closed_unanswered.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) if is_wait(&e) => {}
+                        Err(_) => {
+                            state.closed_unanswered.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        if stream.write_all(&answer(&seen)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts a held request out when it ends, however it ends.
+struct Unhold<'a>(&'a AtomicUsize);
+
+impl Drop for Unhold<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn is_wait(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Reads one request (Content-Length bodies only), or `None` when the connection ends.
+fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>, state: &Shared) -> Option<Seen> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut request = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(used)) = request.parse(buffer) {
+            let headers: Vec<(String, String)> = request
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect();
+            let length: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            if buffer.len() >= used + length {
+                let seen = Seen {
+                    method: request.method.unwrap_or("").to_string(),
+                    target: request.path.unwrap_or("").to_string(),
+                    headers,
+                    body: buffer[used..used + length].to_vec(),
+                };
+                buffer.drain(..used + length);
+                return Some(seen);
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        match stream.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if is_wait(&e) => {
+                if state.stop.load(Ordering::Relaxed) {
+                    return None;
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// The backend's answer, with hop-by-hop fields of its own for the gateway to drop.
+fn answer(seen: &Seen) -> Vec<u8> {
+    let (status, extra) = if let Some(code) = seen.target.strip_prefix("/status/") {
+        (code.parse().unwrap_or(500), String::new())
+    } else if seen.target.starts_with("/redirect") {
+        (302, "Location: /elsewhere\r\n".to_string())
+    } else {
+        (201, String::new())
+    };
+    let body = format!("backend saw {} {}", seen.method, seen.target);
+    format!(
+        "HTTP/1.1 {status} Whatever\r\nContent-Length: {}\r\nX-Backend: yes\r\n\
+         Connection: X-Backend-Hop\r\nX-Backend-Hop: private\r\nKeep-Alive: timeout=30\r\n\
+         {extra}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Starts `prime_gatewayd` on a free port in front of `target` with extra flags.
+fn start_gatewayd(name: &str, port: u16, target: &str, extra: &[&str]) -> Daemon {
+    let mut list = vec![tcp(port), target.to_string(), "2".to_string()];
+    list.extend(extra.iter().map(|s| s.to_string()));
+    Daemon::start_listening(name, GATEWAYD, &list)
+}
+
+/// A request with a body, as raw bytes.
+fn raw(method: &str, target: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
+    let mut text = format!(
+        "{method} {target} HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    let mut bytes = text.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+fn ask(port: u16, bytes: &[u8]) -> Response {
+    let mut client = Client::connect(port).expect("connect");
+    client.send_raw(bytes).expect("send");
+    client.read_response(READ).expect("a response")
+}
+
+const CREDENTIALS: [&str; 2] = [
+    "Authorization: Bearer caller-token-42",
+    "Cookie: session=abc; theme=dark",
+];
+
+fn assert_credentials(seen: &Seen) {
+    assert_eq!(
+        seen.header("Authorization"),
+        Some("Bearer caller-token-42"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.header("Cookie"),
+        Some("session=abc; theme=dark"),
+        "{seen:?}"
+    );
+}
+
+fn db_path(name: &str) -> String {
+    scratch_path(name, "sqlite").display().to_string()
+}
+
+#[test]
+fn method_path_query_body_and_end_to_end_headers_are_forwarded_hop_by_hop_ones_dropped() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let _gateway = start_gatewayd("gw-forward", port, &backend.url(), &[]);
+    let mut headers = vec![
+        "X-Custom: kept",
+        "Connection: X-Client-Hop",
+        "X-Client-Hop: dropped",
+        "Keep-Alive: timeout=5",
+        "TE: trailers",
+        "Upgrade: websocket",
+        "Proxy-Authorization: Basic cHJveHk6c2VjcmV0",
+        "X-Prime-Signature: t=1,v1=forged",
+        "X-Forwarded-For: 203.0.113.9",
+    ];
+    headers.extend(CREDENTIALS);
+    let response = ask(
+        port,
+        &raw(
+            "PATCH",
+            "/orders/7?x=1&y=two%20words",
+            &headers,
+            b"{\"qty\":3}",
+        ),
+    );
+
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(
+        response.body,
+        "backend saw PATCH /orders/7?x=1&y=two%20words"
+    );
+    assert_eq!(response.header("X-Backend"), Some("yes"));
+    for hop in ["X-Backend-Hop", "Keep-Alive"] {
+        assert_eq!(response.header(hop), None, "{hop} came back: {response:?}");
+    }
+
+    let seen = backend.wait_seen(1).remove(0);
+    assert_eq!(seen.method, "PATCH");
+    assert_eq!(seen.target, "/orders/7?x=1&y=two%20words");
+    assert_eq!(seen.body, b"{\"qty\":3}");
+    assert_eq!(seen.header("X-Custom"), Some("kept"));
+    assert_credentials(&seen);
+    for hop in [
+        "X-Client-Hop",
+        "Keep-Alive",
+        "TE",
+        "Upgrade",
+        "Proxy-Authorization",
+        "X-Prime-Signature",
+    ] {
+        assert_eq!(seen.header(hop), None, "{hop} was forwarded: {seen:?}");
+    }
+    assert_eq!(
+        seen.header("Host"),
+        Some(&format!("127.0.0.1:{}", backend.port)[..])
+    );
+    let forwarded = seen.header("Forwarded").expect("Forwarded");
+    assert!(forwarded.contains("proto=http"), "{forwarded}");
+    assert!(forwarded.contains("host=\"shop.test\""), "{forwarded}");
+    assert_eq!(seen.header("X-Forwarded-For"), Some("203.0.113.9, unknown"));
+    assert!(seen.header("X-Request-Id").is_some(), "{seen:?}");
+
+    // A redirect goes back to the client; the gateway does not follow it.
+    let redirect = ask(port, &raw("GET", "/redirect", &["X-Request-Id: r-1"], b""));
+    assert_eq!(redirect.status, 302, "{redirect:?}");
+    assert_eq!(redirect.header("Location"), Some("/elsewhere"));
+    let seen = backend.wait_seen(2);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].header("X-Request-Id"), Some("r-1"));
+}
+
+#[test]
+fn the_signature_checks_out_with_pythons_hmac() {
+    let backend = Backend::start(Mode::Answer);
+    let secret_file = scratch_path("gateway-secret", "txt");
+    std::fs::write(&secret_file, "s3cret-shared\n").expect("write the secret");
+    let port = free_port();
+    let _gateway = start_gatewayd(
+        "gw-sign",
+        port,
+        &backend.url(),
+        &["--gateway-secret-file", &secret_file.display().to_string()],
+    );
+    let response = ask(port, &raw("POST", "/hook?a=1", &[], b"payload bytes"));
+    assert_eq!(response.status, 201, "{response:?}");
+    let seen = backend.wait_seen(1).remove(0);
+    let signature = seen.header("X-Prime-Signature").expect("a signature");
+
+    let check = |method: &str, target: &str, body: &str| -> bool {
+        let script = "import hashlib,hmac,sys\n\
+            sig,method,target,body=sys.argv[1:5]\n\
+            fields=dict(p.split('=',1) for p in sig.split(','))\n\
+            msg='\\n'.join([fields['t'],method,target,hashlib.sha256(body.encode()).hexdigest()])\n\
+            good=hmac.new(b's3cret-shared',msg.encode(),hashlib.sha256).hexdigest()\n\
+            sys.exit(0 if hmac.compare_digest(good,fields['v1']) else 1)";
+        let status = std::process::Command::new("python3")
+            .args(["-c", script, signature, method, target, body])
+            .status()
+            .expect("run python3");
+        status.success()
+    };
+    assert!(check("POST", "/hook?a=1", "payload bytes"), "{signature}");
+    assert!(!check("POST", "/hook?a=2", "payload bytes"), "{signature}");
+    assert!(!check("POST", "/hook?a=1", "other bytes"), "{signature}");
+    assert!(!check("PUT", "/hook?a=1", "payload bytes"), "{signature}");
+}
+
+#[test]
+fn a_dead_backend_is_502_and_a_slow_one_504() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let port = free_port();
+    let _gateway = start_gatewayd("gw-dead", port, &dead, &[]);
+    let response = ask(port, &raw("GET", "/anything", &[], b""));
+    assert_eq!(response.status, 502, "{response:?}");
+    assert_eq!(response.json()["status"], 502);
+    assert!(response.json()["error"].as_str().is_some(), "{response:?}");
+
+    let slow = Backend::start(Mode::Delay(Duration::from_secs(5)));
+    let port = free_port();
+    let _gateway = start_gatewayd("gw-slow", port, &slow.url(), &["--gateway-timeout", "0.5"]);
+    let response = ask(port, &raw("GET", "/slowly", &[], b""));
+    assert_eq!(response.status, 504, "{response:?}");
+    assert_eq!(response.json()["status"], 504);
+    assert_eq!(slow.wait_seen(1)[0].target, "/slowly");
+}
+
+#[test]
+fn cancelling_a_job_closes_its_backend_connection() {
+    let backend = Backend::start(Mode::Hold);
+    let port = free_port();
+    let db = db_path("gw-cancel");
+    let _gateway = start_gatewayd("gw-cancel", port, &backend.url(), &["--jobs-db", &db]);
+    let accepted = ask(
+        port,
+        &raw("POST", "/report", &["Prefer: respond-async"], b"big report"),
+    );
+    let location = location_of(&accepted);
+    let seen = backend.wait_seen(1);
+    assert_eq!(seen[0].body, b"big report");
+    assert_eq!(
+        seen[0].header("Prefer"),
+        None,
+        "the gateway honoured respond-async itself"
+    );
+
+    let mut client = Client::connect(port).expect("connect");
+    client
+        .send_request("DELETE", &location, &[])
+        .expect("send a cancel");
+    let cancelled = client.read_response(READ).expect("an answer");
+    assert_eq!(cancelled.status, 200, "{cancelled:?}");
+    assert!(
+        poll_until(WAIT, || {
+            (backend.shared.closed_unanswered.load(Ordering::Relaxed) >= 1).then_some(())
+        })
+        .is_some(),
+        "the backend's connection stayed open after the cancel"
+    );
+    assert_eq!(wait_until_ended(port, &location)["state"], "cancelled");
+}
+
+#[test]
+fn credentials_reach_the_backend_for_async_jobs_and_again_after_a_restart() {
+    let backend = Backend::start(Mode::Hold);
+    let port = free_port();
+    let db = db_path("gw-restart");
+    let mut first = start_gatewayd("gw-restart-1", port, &backend.url(), &["--jobs-db", &db]);
+    let mut headers = vec!["Prefer: respond-async"];
+    headers.extend(CREDENTIALS);
+    let location = location_of(&ask(port, &raw("POST", "/bill?id=9", &headers, b"due")));
+    assert_credentials(&backend.wait_seen(1)[0]);
+    let log = first.stderr();
+    for secret in ["caller-token-42", "session=abc"] {
+        assert!(!log.contains(secret), "a credential was logged: {log}");
+    }
+
+    // The process dies while its call is held; a new one takes the stored job up again.
+    first.kill9();
+    backend.shared.release.store(true, Ordering::Relaxed);
+    let _second = start_gatewayd("gw-restart-2", port, &backend.url(), &["--jobs-db", &db]);
+    let status = wait_until_ended(port, &location);
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let seen = backend.seen();
+    assert!(seen.len() >= 2, "the job did not run again: {seen:?}");
+    let again = seen.last().expect("a second call");
+    assert_eq!(again.target, "/bill?id=9");
+    assert_eq!(again.body, b"due");
+    assert_credentials(again);
+    let result = get(port, &format!("{location}/result"), READ).expect("a result");
+    assert_eq!(result.status, 201, "{result:?}");
+    assert_eq!(result.body, "backend saw POST /bill?id=9");
+}
+
+#[test]
+fn task_names_choose_the_pool_and_held_slow_tasks_do_not_delay_fast_ones() {
+    let backend = Backend::start(Mode::Hold);
+    let port = free_port();
+    let _gateway = start_gatewayd(
+        "gw-tasks",
+        port,
+        &backend.url(),
+        &[
+            "--pool",
+            "slow=1",
+            "--task",
+            "report=slow",
+            "--task",
+            "lookup=gateway",
+        ],
+    );
+    // Three costly tasks: the one-worker pool holds one at the backend, two wait.
+    let mut reports: Vec<Client> = (0..3)
+        .map(|i| {
+            let mut client = Client::connect(port).expect("connect");
+            let request = raw(
+                "POST",
+                &format!("/report/{i}"),
+                &["X-Task-Name: report"],
+                b"",
+            );
+            client.send_raw(&request).expect("send");
+            client
+        })
+        .collect();
+    backend.wait_seen(1);
+
+    // Cheap tasks, and requests without a name, are answered meanwhile.
+    for i in 0..5 {
+        let target = format!("/quick/{i}");
+        let response = ask(port, &raw("GET", &target, &["X-Task-Name: lookup"], b""));
+        assert_eq!(response.status, 201, "{response:?}");
+        assert_eq!(response.body, format!("backend saw GET {target}"));
+    }
+    let unnamed = ask(port, &raw("GET", "/quick/unnamed", &[], b""));
+    assert_eq!(unnamed.status, 201, "{unnamed:?}");
+    let unknown = ask(port, &raw("GET", "/quick/x", &["X-Task-Name: nope"], b""));
+    assert_eq!(unknown.status, 400, "{unknown:?}");
+    assert!(unknown.json()["error"].as_str().is_some(), "{unknown:?}");
+    let reports_seen = backend
+        .seen()
+        .iter()
+        .filter(|s| s.target.starts_with("/report"))
+        .count();
+    assert_eq!(reports_seen, 1, "the slow pool has one worker");
+
+    backend.shared.release.store(true, Ordering::Relaxed);
+    for client in &mut reports {
+        let response = client.read_response(READ).expect("a report");
+        assert_eq!(response.status, 201, "{response:?}");
+        assert!(response.body.starts_with("backend saw POST /report/"));
+    }
+    assert_eq!(backend.shared.most_held.load(Ordering::Relaxed), 1);
+    let unknown_seen = backend.seen().iter().any(|s| s.target == "/quick/x");
+    assert!(!unknown_seen, "an unknown task reached the backend");
+}
+
+#[test]
+fn prime_workerd_runs_a_gateway_stage_of_a_multi_process_deployment() {
+    let backend = Backend::start(Mode::Answer);
+    let mut d = Deployment::start(Options {
+        parse: args(&["--gateway", &backend.url(), "--gateway-timeout", "20"]),
+        workers: false,
+        ..Options::default()
+    });
+    // The first stage's prime_workerd is a gateway: prime_httpd -> prime_proxyd -> it.
+    d.start_parse();
+    let port = d.ports.http;
+    let target = "/any/path?q=1";
+    let answered = poll_until(START_TIMEOUT, || {
+        let response = get(port, target, Duration::from_secs(5)).ok()?;
+        (response.status == 201).then_some(response)
+    })
+    .expect("the deployment answers through the gateway stage");
+    assert_eq!(answered.body, format!("backend saw GET {target}"));
+    assert_eq!(answered.header("X-Backend"), Some("yes"));
+    let seen = backend.wait_seen(1);
+    assert!(seen.iter().all(|s| s.target == target), "{seen:?}");
+}
