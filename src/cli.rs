@@ -1,5 +1,6 @@
 //! Command-line options shared by the binaries that run a front end, declared once.
 
+use crate::jobs::webhooks::{parse_secret, WebhookConfig};
 use crate::jobs::JobsConfig;
 use crate::server::ServerConfig;
 use std::process::ExitCode;
@@ -117,6 +118,73 @@ pub struct JobsArgs {
     /// The longest long-poll (`?wait=`, `Prefer: wait=`) honoured, in seconds.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub jobs_max_wait: f64,
+    /// The webhooks' options.
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// The options of webhooks: a job's end POSTed to the `Callback-URL` its submit gave.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WebhookArgs {
+    /// Sign webhooks with this secret (`whsec_<base64>` is decoded, other text is the
+    /// key as it is). Webhooks are on only with a secret; prefer --webhook-secret-file,
+    /// since a command line is visible to other users.
+    #[arg(long, value_name = "SECRET", conflicts_with = "webhook_secret_file")]
+    pub webhook_secret: Option<String>,
+    /// Read the webhook secret from this file (surrounding whitespace is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Seconds before a failed delivery is tried again; the wait doubles after each
+    /// failure (with jitter), up to --webhook-retry-max.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    pub webhook_retry_first: f64,
+    /// The longest wait between two attempts, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 3600.0)]
+    pub webhook_retry_max: f64,
+    /// Seconds after the first failed attempt when a delivery is given up.
+    #[arg(long, value_name = "S", default_value_t = 86400.0)]
+    pub webhook_give_up: f64,
+    /// Seconds to connect to a receiver, and again for its answer.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub webhook_timeout: f64,
+    /// Delivery threads.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub webhook_threads: usize,
+    /// Deliveries in progress to one host at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub webhook_per_host: usize,
+    /// Let callbacks reach this network although it is not public (e.g. 10.1.0.0/16);
+    /// repeatable. Loopback, private, link-local and other non-global addresses are
+    /// refused otherwise.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_callback_network: Vec<String>,
+}
+
+impl WebhookArgs {
+    /// The webhook configuration these options describe, if a secret was given.
+    pub fn config(&self) -> Result<Option<WebhookConfig>, String> {
+        let secret = match (&self.webhook_secret, &self.webhook_secret_file) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                format!("--webhook-secret-file {}: {e}", path.display())
+            })?,
+            (None, None) => return Ok(None),
+        };
+        let mut config = WebhookConfig::new(parse_secret(&secret)?);
+        config.retry_first = seconds("--webhook-retry-first", self.webhook_retry_first)?;
+        config.retry_max = seconds("--webhook-retry-max", self.webhook_retry_max)?;
+        config.give_up = seconds("--webhook-give-up", self.webhook_give_up)?;
+        config.timeout = seconds("--webhook-timeout", self.webhook_timeout)?;
+        config.threads = self.webhook_threads.max(1);
+        config.per_host = self.webhook_per_host.max(1);
+        for network in &self.allow_callback_network {
+            let cidr = network
+                .parse()
+                .map_err(|e| format!("--allow-callback-network: {e}"))?;
+            config.policy.allow.push(cidr);
+        }
+        Ok(Some(config))
+    }
 }
 
 impl JobsArgs {
@@ -140,6 +208,7 @@ impl JobsArgs {
         config.max_attempts =
             positive("--jobs-max-attempts", self.jobs_max_attempts as usize)? as u32;
         config.max_wait = seconds("--jobs-max-wait", self.jobs_max_wait)?;
+        config.webhooks = self.webhooks.config()?;
         Ok(Some(config))
     }
 }

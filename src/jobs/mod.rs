@@ -29,7 +29,9 @@
 pub mod answers;
 pub mod prefer;
 pub mod service;
+pub mod ssrf;
 pub mod store;
+pub mod webhooks;
 
 pub use prefer::{AsyncPreference, JobRoute};
 pub use service::{JobStats, JobsHandle};
@@ -65,6 +67,9 @@ pub struct JobsConfig {
     /// Where the job resources live (`/jobs` by default): `{path}/{id}` and
     /// `{path}/{id}/result`.
     pub path: String,
+    /// Deliver jobs' ends to the `Callback-URL` their clients give (see [`webhooks`]);
+    /// none by default, and then a submit with `Callback-URL` is answered `400`.
+    pub webhooks: Option<webhooks::WebhookConfig>,
 }
 
 impl JobsConfig {
@@ -79,6 +84,7 @@ impl JobsConfig {
             max_attempts: 5,
             max_wait: Duration::from_secs(60),
             path: "/jobs".to_string(),
+            webhooks: None,
         }
     }
 }

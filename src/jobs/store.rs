@@ -11,12 +11,13 @@
 //! since stored requests can carry `Authorization` and `Cookie` headers; a request is
 //! kept only until its job ends.
 
+use super::webhooks::WebhookRecord;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::fmt;
 use std::path::Path;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -290,6 +291,14 @@ pub trait JobStore: Send {
     fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError>;
     /// How many jobs are in each state.
     fn counts(&mut self) -> Result<StateCounts, StoreError>;
+    /// Registers a job's `Callback-URL`; nothing is delivered before the job ends.
+    fn webhook_add(&mut self, number: u64, job_id: &str, url: &str) -> Result<(), StoreError>;
+    /// A job's webhook, if it asked for one.
+    fn webhook(&mut self, number: u64) -> Result<Option<WebhookRecord>, StoreError>;
+    /// Writes a webhook's state, message, attempts and schedule.
+    fn webhook_save(&mut self, record: &WebhookRecord) -> Result<(), StoreError>;
+    /// Every webhook whose message waits for an attempt (at start, after a restart).
+    fn webhooks_pending(&mut self) -> Result<Vec<WebhookRecord>, StoreError>;
 }
 
 /// The SQLite job store.
@@ -350,6 +359,7 @@ impl SqliteStore {
             )));
         }
         db.execute_batch(SCHEMA)?;
+        db.execute_batch(super::webhooks::sql::SCHEMA)?;
         db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())
     }
@@ -619,6 +629,7 @@ impl JobStore for SqliteStore {
              WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?1",
             params![before_ms, now_ms],
         )?;
+        super::webhooks::sql::forget_expired(&self.db)?;
         Ok(expired as u64)
     }
 
@@ -636,6 +647,22 @@ impl JobStore for SqliteStore {
             }
         }
         Ok(counts)
+    }
+
+    fn webhook_add(&mut self, number: u64, job_id: &str, url: &str) -> Result<(), StoreError> {
+        super::webhooks::sql::add(&self.db, number, job_id, url)
+    }
+
+    fn webhook(&mut self, number: u64) -> Result<Option<WebhookRecord>, StoreError> {
+        super::webhooks::sql::get(&self.db, number)
+    }
+
+    fn webhook_save(&mut self, record: &WebhookRecord) -> Result<(), StoreError> {
+        super::webhooks::sql::save(&self.db, record)
+    }
+
+    fn webhooks_pending(&mut self) -> Result<Vec<WebhookRecord>, StoreError> {
+        super::webhooks::sql::pending(&self.db)
     }
 }
 
