@@ -2,7 +2,7 @@
 
 use crate::jobs::webhooks::{parse_secret, WebhookConfig};
 use crate::jobs::JobsConfig;
-use crate::server::ServerConfig;
+use crate::server::{CorsConfig, ServerConfig};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -89,6 +89,70 @@ pub struct FrontEndArgs {
     /// The asynchronous jobs' options.
     #[command(flatten)]
     pub jobs: JobsArgs,
+    /// The CORS options.
+    #[command(flatten)]
+    pub cors: CorsArgs,
+}
+
+/// The options of cross-origin resource sharing: which web pages may call the server.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CorsArgs {
+    /// Let pages from this origin (e.g. https://app.example.com) call the server;
+    /// repeatable, or `*` for any. Without it, the front end does no CORS.
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_origin: Vec<String>,
+    /// The methods a preflight allows, comma-separated.
+    #[arg(long, value_name = "LIST", default_value = "GET, HEAD, POST, DELETE, OPTIONS")]
+    pub cors_methods: String,
+    /// The request header fields a preflight allows, comma-separated.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "Content-Type, Prefer, Idempotency-Key, Callback-URL"
+    )]
+    pub cors_headers: String,
+    /// Seconds a browser may cache a preflight's answer.
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    pub cors_max_age: u64,
+    /// Allow credentials (cookies, Authorization): the origin is then echoed, never `*`.
+    #[arg(long)]
+    pub cors_credentials: bool,
+}
+
+impl CorsArgs {
+    /// The CORS policy these options describe, if an origin was given.
+    pub fn config(&self) -> Result<Option<CorsConfig>, String> {
+        if self.cors_origin.is_empty() {
+            return Ok(None);
+        }
+        let list = |flag: &str, text: &str| -> Result<Vec<String>, String> {
+            let items: Vec<String> = text
+                .split(',')
+                .map(|item| item.trim().to_string())
+                .filter(|item| !item.is_empty())
+                .collect();
+            if items
+                .iter()
+                .any(|item| !item.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(format!("{flag} takes tokens separated by commas, not {text:?}"));
+            }
+            Ok(items)
+        };
+        for origin in &self.cors_origin {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "--cors-origin takes an origin such as https://app.example.com, or *, not {origin:?}"
+                ));
+            }
+        }
+        let mut config = CorsConfig::new(self.cors_origin.iter().cloned());
+        config.methods = list("--cors-methods", &self.cors_methods)?;
+        config.headers = list("--cors-headers", &self.cors_headers)?;
+        config.max_age = Some(Duration::from_secs(self.cors_max_age));
+        config.credentials = self.cors_credentials;
+        Ok(Some(config))
+    }
 }
 
 /// The options of asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`).
@@ -232,6 +296,7 @@ impl FrontEndArgs {
         config.limits.max_body = self.max_request_bytes;
         config.max_netstring_bytes = self.max_request_bytes;
         config.jobs = self.jobs.config()?;
+        config.cors = self.cors.config()?;
         Ok(config)
     }
 }

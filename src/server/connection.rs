@@ -83,6 +83,8 @@ pub(crate) struct Slot {
     pub(crate) arrived: Instant,
     /// `METHOD target`, kept only while info logging is on.
     pub(crate) label: Option<Box<str>>,
+    /// CORS header lines to add to the answer (a request from an allowed origin).
+    pub(crate) cors: Option<Box<[u8]>>,
 }
 
 /// A client connection.

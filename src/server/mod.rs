@@ -53,13 +53,15 @@
 mod async_jobs;
 mod config;
 mod connection;
+mod cors;
 mod output;
 
 pub use config::{ListenProtocol, ServerConfig};
+pub use cors::{AllowedOrigins, CorsConfig};
 
 use crate::envelope::{random_u64, Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
-use crate::http::{Event, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
+use crate::http::{Event, Method, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
 use crate::loopback::{self, Answer, Failure, FailureKind};
 use crate::netstring::{self, NetstringDecoder};
 use crate::pipeline::FrontSockets;
@@ -198,6 +200,8 @@ pub struct Server {
     frame_data: zmq::Message,
     /// The job service, when asynchronous jobs are kept.
     jobs: Option<async_jobs::JobLink>,
+    /// CORS header lines for the answer of the request in hand, taken by its slot.
+    cors_fields: Option<Box<[u8]>>,
 }
 
 impl Server {
@@ -249,6 +253,7 @@ impl Server {
             frame_id: zmq::Message::new(),
             frame_data: zmq::Message::new(),
             jobs,
+            cors_fields: None,
         })
     }
 
@@ -590,6 +595,16 @@ impl Server {
     }
 
     fn on_http_request(&mut self, id: u64, request: ParsedRequest) {
+        if (self.config.cors.is_some() || request.method == Method::Options)
+            && self.answer_cors(id, &request)
+        {
+            return;
+        }
+        self.route_http_request(id, request);
+        self.cors_fields = None;
+    }
+
+    fn route_http_request(&mut self, id: u64, request: ParsedRequest) {
         let label = log::log_enabled!(log::Level::Info)
             .then(|| format!("{} {}", request.method_str(), request.target_str()).into_boxed_str());
         let close_after = !request.keep_alive;
@@ -686,6 +701,7 @@ impl Server {
             close_after,
             arrived: Instant::now(),
             label,
+            cors: self.cors_fields.take(),
         });
         if close_after {
             conn.closing = true;
@@ -706,6 +722,7 @@ impl Server {
             close_after,
             arrived: Instant::now(),
             label,
+            cors: self.cors_fields.take(),
         });
         if close_after {
             conn.closing = true;
@@ -797,6 +814,7 @@ impl Server {
                 break;
             };
             let Some(answer) = slot.answer else { break };
+            let answer = cors::decorate(answer, slot.cors.as_deref());
             let bytes = answer.as_slice();
             self.stats.answered += 1;
             if matches!(status_of(bytes).as_bytes().first(), Some(b'4' | b'5')) {
