@@ -102,7 +102,11 @@ pub struct CorsArgs {
     #[arg(long, value_name = "ORIGIN")]
     pub cors_origin: Vec<String>,
     /// The methods a preflight allows, comma-separated.
-    #[arg(long, value_name = "LIST", default_value = "GET, HEAD, POST, DELETE, OPTIONS")]
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "GET, HEAD, POST, DELETE, OPTIONS"
+    )]
     pub cors_methods: String,
     /// The request header fields a preflight allows, comma-separated.
     #[arg(
@@ -135,7 +139,9 @@ impl CorsArgs {
                 .iter()
                 .any(|item| !item.bytes().all(|b| b.is_ascii_graphic()))
             {
-                return Err(format!("{flag} takes tokens separated by commas, not {text:?}"));
+                return Err(format!(
+                    "{flag} takes tokens separated by commas, not {text:?}"
+                ));
             }
             Ok(items)
         };
@@ -229,9 +235,8 @@ impl WebhookArgs {
     pub fn config(&self) -> Result<Option<WebhookConfig>, String> {
         let secret = match (&self.webhook_secret, &self.webhook_secret_file) {
             (Some(text), _) => text.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-                format!("--webhook-secret-file {}: {e}", path.display())
-            })?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("--webhook-secret-file {}: {e}", path.display()))?,
             (None, None) => return Ok(None),
         };
         let mut config = WebhookConfig::new(parse_secret(&secret)?);

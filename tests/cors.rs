@@ -66,9 +66,15 @@ fn a_preflight_from_an_allowed_origin_is_answered_by_the_front_end() {
     assert_eq!(response.status, 204, "{response:?}");
     assert_eq!(response.header("Access-Control-Allow-Origin"), Some(APP));
     let methods = response.header("Access-Control-Allow-Methods").unwrap();
-    assert!(methods.contains("POST") && methods.contains("DELETE"), "{methods}");
+    assert!(
+        methods.contains("POST") && methods.contains("DELETE"),
+        "{methods}"
+    );
     let headers = response.header("Access-Control-Allow-Headers").unwrap();
-    assert!(headers.contains("Prefer") && headers.contains("Content-Type"), "{headers}");
+    assert!(
+        headers.contains("Prefer") && headers.contains("Content-Type"),
+        "{headers}"
+    );
     assert_eq!(response.header("Access-Control-Max-Age"), Some("600"));
     assert_eq!(response.header("Access-Control-Allow-Credentials"), None);
     assert_eq!(response.header("Vary"), Some("Origin"));
@@ -156,7 +162,10 @@ fn with_credentials_the_origin_is_echoed_and_without_any_origin_is_a_star() {
         Some("true")
     );
     let preflight = preflight(&mut client, origin);
-    assert_eq!(preflight.header("Access-Control-Allow-Origin"), Some(origin));
+    assert_eq!(
+        preflight.header("Access-Control-Allow-Origin"),
+        Some(origin)
+    );
     assert_eq!(
         preflight.header("Access-Control-Allow-Credentials"),
         Some("true")

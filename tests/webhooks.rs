@@ -203,7 +203,10 @@ fn webhook_config(loopback: bool) -> WebhookConfig {
     config.retry_max = Duration::from_millis(400);
     config.timeout = Duration::from_secs(5);
     if loopback {
-        config.policy.allow.push("127.0.0.0/8".parse::<Cidr>().unwrap());
+        config
+            .policy
+            .allow
+            .push("127.0.0.0/8".parse::<Cidr>().unwrap());
     }
     config
 }

@@ -24,6 +24,11 @@
 //! anyone is told so, and a `kill -9` loses none: at start, jobs that were queued or
 //! running are queued again (at least once; `attempts` counts the runs).
 //!
+//! ## Webhooks
+//! A submit with `Callback-URL` has the job's end POSTed there, signed, retried and
+//! recorded in the store: see [`webhooks`], and [`ssrf`] for the addresses a callback
+//! may not reach.
+//!
 //! [`Envelope::job`]: crate::envelope::Envelope::job
 
 pub mod answers;

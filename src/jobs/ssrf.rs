@@ -27,9 +27,12 @@ impl Cidr {
     /// address.
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.address, canonical(ip)) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_matches(u128::from(u32::from(net)), u128::from(u32::from(ip)), 32, self.prefix)
-            }
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_matches(
+                u128::from(u32::from(net)),
+                u128::from(u32::from(ip)),
+                32,
+                self.prefix,
+            ),
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
                 prefix_matches(u128::from(net), u128::from(ip), 128, self.prefix)
             }
@@ -149,8 +152,9 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
     let multicast = first & 0xff00 == 0xff00; // ff00::/8
     let documentation = first == 0x2001 && ip.segments()[1] == 0x0db8; // 2001:db8::/32
     let discard = first == 0x0100 && ip.segments()[1..4] == [0, 0, 0]; // 100::/64
-    // ::/96 (IPv4-compatible, deprecated) and 64:ff9b::/96 translations of any address.
-    let embeds_v4 = ip.segments()[..6] == [0; 6] || ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+                                                                       // ::/96 (IPv4-compatible, deprecated) and 64:ff9b::/96 translations of any address.
+    let embeds_v4 =
+        ip.segments()[..6] == [0; 6] || ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
     let global_unicast = first & 0xe000 == 0x2000; // 2000::/3
     global_unicast
         && !(unspecified_or_loopback
@@ -274,7 +278,9 @@ pub const MAX_URL: usize = 2048;
 
 /// The host of a callback URL (the key of the per-host limit).
 pub(crate) fn host_of(url: &str) -> Option<String> {
-    host_and_port(url).ok().map(|(host, _)| host.to_ascii_lowercase())
+    host_and_port(url)
+        .ok()
+        .map(|(host, _)| host.to_ascii_lowercase())
 }
 
 /// The host (IPv6 without brackets) and port of an `http` or `https` URL.
@@ -283,9 +289,7 @@ fn host_and_port(url: &str) -> Result<(String, u16), CallbackError> {
     if url.len() > MAX_URL {
         return Err(bad("longer than 2048 characters"));
     }
-    let uri: ureq::http::Uri = url
-        .parse()
-        .map_err(|_| bad("not a URL"))?;
+    let uri: ureq::http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
     let default_port = match uri.scheme_str() {
         Some(s) if s.eq_ignore_ascii_case("http") => 80,
         Some(s) if s.eq_ignore_ascii_case("https") => 443,
@@ -303,7 +307,10 @@ fn host_and_port(url: &str) -> Result<(String, u16), CallbackError> {
     if host.is_empty() {
         return Err(bad("no host"));
     }
-    Ok((host.to_string(), authority.port_u16().unwrap_or(default_port)))
+    Ok((
+        host.to_string(),
+        authority.port_u16().unwrap_or(default_port),
+    ))
 }
 
 #[cfg(test)]
@@ -336,7 +343,13 @@ mod tests {
         ] {
             assert!(!is_global(refused.parse().unwrap()), "{refused}");
         }
-        for allowed in ["1.1.1.1", "8.8.8.8", "100.128.0.1", "172.32.0.1", "2606:4700::1111"] {
+        for allowed in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "172.32.0.1",
+            "2606:4700::1111",
+        ] {
             assert!(is_global(allowed.parse().unwrap()), "{allowed}");
         }
     }
@@ -351,7 +364,12 @@ mod tests {
             host_and_port("HTTPS://Example.com/").unwrap(),
             ("Example.com".to_string(), 443)
         );
-        for bad in ["/relative", "file:///etc/passwd", "http://user:pw@1.1.1.1/", "gopher://x/"] {
+        for bad in [
+            "/relative",
+            "file:///etc/passwd",
+            "http://user:pw@1.1.1.1/",
+            "gopher://x/",
+        ] {
             assert!(host_and_port(bad).is_err(), "{bad}");
         }
     }

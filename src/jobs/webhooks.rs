@@ -615,7 +615,12 @@ CREATE INDEX IF NOT EXISTS webhooks_by_state ON webhooks (state);
     }
 
     /// Registers a job's callback, waiting for the job's end.
-    pub(crate) fn add(db: &Connection, number: u64, job_id: &str, url: &str) -> Result<(), StoreError> {
+    pub(crate) fn add(
+        db: &Connection,
+        number: u64,
+        job_id: &str,
+        url: &str,
+    ) -> Result<(), StoreError> {
         db.prepare_cached(
             "INSERT OR REPLACE INTO webhooks (number, job_id, url, state) VALUES (?1, ?2, ?3, 'waiting')",
         )?
@@ -724,8 +729,17 @@ mod tests {
         // Computed with Python: base64(hmac.new(b"Jefe", b'msg_1.1700000000.{"a":1}',
         // hashlib.sha256).digest()).
         let expected = "v1,d0RJKx1I1gWj34NuiszgvZNnbDFFnv95Rn8tyEgvdd8=";
-        assert_eq!(sign(b"Jefe", "msg_1", 1_700_000_000, br#"{"a":1}"#), expected);
-        assert_ne!(sign(b"Jefe", "msg_1", 1_700_000_001, br#"{"a":1}"#), expected);
-        assert_ne!(sign(b"jefe", "msg_1", 1_700_000_000, br#"{"a":1}"#), expected);
+        assert_eq!(
+            sign(b"Jefe", "msg_1", 1_700_000_000, br#"{"a":1}"#),
+            expected
+        );
+        assert_ne!(
+            sign(b"Jefe", "msg_1", 1_700_000_001, br#"{"a":1}"#),
+            expected
+        );
+        assert_ne!(
+            sign(b"jefe", "msg_1", 1_700_000_000, br#"{"a":1}"#),
+            expected
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The front end's settings: where it listens and the limits it enforces.
 
-use crate::http::Limits;
 use super::cors::CorsConfig;
+use crate::http::Limits;
 use crate::jobs::JobsConfig;
 use std::time::Duration;
 

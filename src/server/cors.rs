@@ -201,11 +201,9 @@ pub(super) fn with_fields(answer: &[u8], fields: &[u8]) -> Option<Vec<u8>> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(answer.len(), |at| at + 4);
-    let has_own = answer[..head_end]
-        .split(|&b| b == b'\n')
-        .any(|line| {
-            line.len() > 28 && line[..28].eq_ignore_ascii_case(b"access-control-allow-origin:")
-        });
+    let has_own = answer[..head_end].split(|&b| b == b'\n').any(|line| {
+        line.len() > 28 && line[..28].eq_ignore_ascii_case(b"access-control-allow-origin:")
+    });
     if has_own {
         return None;
     }

@@ -141,7 +141,9 @@ impl Service {
                     retry_after,
                 } => {
                     if let Err(e) = self.attempted(number, attempt, retry_after) {
-                        log::error!("jobs: job number {number}: a webhook attempt is not recorded: {e}");
+                        log::error!(
+                            "jobs: job number {number}: a webhook attempt is not recorded: {e}"
+                        );
                     }
                 }
             }
@@ -212,7 +214,9 @@ impl Service {
             return;
         }
         if let Some(deliveries) = &mut self.deliveries {
-            deliveries.due.push(Reverse((Instant::now(), record.number)));
+            deliveries
+                .due
+                .push(Reverse((Instant::now(), record.number)));
         }
     }
 
@@ -253,9 +257,7 @@ impl Service {
             let host = ssrf::host_of(&record.url).unwrap_or_default();
             let busy = deliveries.per_host.get(&host).copied().unwrap_or(0);
             if busy >= deliveries.config.per_host.max(1) {
-                deliveries
-                    .due
-                    .push(Reverse((now + HOST_BUSY_WAIT, number)));
+                deliveries.due.push(Reverse((now + HOST_BUSY_WAIT, number)));
                 continue;
             }
             *deliveries.per_host.entry(host.clone()).or_default() += 1;
@@ -320,9 +322,7 @@ impl Service {
                     let wait = config
                         .backoff(failures, webhooks::jitter())
                         .max(retry_after.unwrap_or_default());
-                    let next = now
-                        .saturating_add(wait.as_millis() as i64)
-                        .min(give_up_at);
+                    let next = now.saturating_add(wait.as_millis() as i64).min(give_up_at);
                     record.next_ms = Some(next);
                     DeliveryState::Pending
                 }
@@ -352,7 +352,10 @@ impl Service {
     }
 
     /// The status answer for `GET /jobs/{id}`, with the job's webhook if it has one.
-    pub(super) fn status_with_webhook(&mut self, record: &JobRecord) -> Result<Response, StoreError> {
+    pub(super) fn status_with_webhook(
+        &mut self,
+        record: &JobRecord,
+    ) -> Result<Response, StoreError> {
         let mut response = answers::status(record, &self.config.path);
         if self.deliveries.is_none() {
             return Ok(response);
