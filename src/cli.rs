@@ -97,7 +97,7 @@ pub struct FrontEndArgs {
 /// The options of cross-origin resource sharing: which web pages may call the server.
 #[derive(clap::Args, Clone, Debug)]
 pub struct CorsArgs {
-    /// Let pages from this origin (e.g. https://app.example.com) call the server;
+    /// Let pages from this origin (e.g. `https://app.example.com`) call the server;
     /// repeatable, or `*` for any. Without it, the front end does no CORS.
     #[arg(long, value_name = "ORIGIN")]
     pub cors_origin: Vec<String>,
@@ -320,4 +320,62 @@ pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{flag} must be a positive number of seconds, not {value}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        front: FrontEndArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, String> {
+        let line = Line::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        line.front.config("tcp://127.0.0.1:0")
+    }
+
+    #[test]
+    fn webhook_and_cors_options_become_configuration() {
+        let config = parse(&[
+            "--jobs-db",
+            "/tmp/x.sqlite",
+            "--webhook-secret",
+            "whsec_c2VjcmV0",
+            "--webhook-give-up",
+            "60",
+            "--allow-callback-network",
+            "127.0.0.0/8",
+            "--cors-origin",
+            "https://app.example",
+            "--cors-credentials",
+        ])
+        .unwrap();
+        let webhooks = config.jobs.unwrap().webhooks.unwrap();
+        assert_eq!(webhooks.secret, b"secret");
+        assert_eq!(webhooks.give_up, Duration::from_secs(60));
+        assert!(webhooks.policy.allows("127.0.0.1".parse().unwrap()));
+        let cors = config.cors.unwrap();
+        assert!(cors.credentials);
+        assert_eq!(
+            cors.allow_origin("https://app.example").as_deref(),
+            Some("https://app.example")
+        );
+        let plain = parse(&[]).unwrap();
+        assert!(plain.cors.is_none() && plain.jobs.is_none());
+    }
+
+    #[test]
+    fn bad_webhook_and_cors_options_are_refused() {
+        let jobs = ["--jobs-db", "/tmp/x.sqlite", "--webhook-secret", "k"];
+        let with = |extra: &[&str]| parse(&[&jobs[..], extra].concat());
+        assert!(with(&["--allow-callback-network", "10.0.0.0/40"]).is_err());
+        assert!(with(&["--webhook-retry-first", "0"]).is_err());
+        assert!(parse(&["--cors-origin", "app.example"]).is_err());
+        assert!(parse(&["--jobs-db", "/tmp/x.sqlite", "--webhook-secret", "whsec_!!"]).is_err());
+    }
 }

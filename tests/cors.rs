@@ -5,10 +5,9 @@
 #[path = "http_common/mod.rs"]
 mod common;
 
-use common::{http_config, Client, HttpResponse, TestServer};
+use common::{http_config, request, Client, HttpResponse, TestServer};
 use prime_server::jobs::JobsConfig;
 use prime_server::server::{CorsConfig, ServerConfig};
-use std::path::PathBuf;
 
 const APP: &str = "http://app.test";
 
@@ -18,18 +17,6 @@ fn cors_config(origins: &[&str], credentials: bool) -> ServerConfig {
     let mut config = http_config();
     config.cors = Some(cors);
     config
-}
-
-/// Sends `METHOD target HTTP/1.1` with these extra header lines; reads the answer.
-fn request(client: &mut Client, method: &str, target: &str, headers: &[&str]) -> HttpResponse {
-    let mut text = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
-    for header in headers {
-        text.push_str(header);
-        text.push_str("\r\n");
-    }
-    text.push_str("\r\n");
-    client.send(text);
-    client.read_response()
 }
 
 fn preflight(client: &mut Client, origin: &str) -> HttpResponse {
@@ -121,11 +108,7 @@ fn pipeline_answers_for_an_allowed_origin_carry_the_cors_fields() {
 
 #[test]
 fn a_job_accepted_for_an_allowed_origin_exposes_its_location() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("cors")
-        .join(format!("job-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("cors", "job");
     let mut config = cors_config(&[APP], false);
     config.jobs = Some(JobsConfig::new(dir.join("jobs.sqlite")));
     let server = TestServer::echo(config);

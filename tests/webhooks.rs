@@ -185,14 +185,7 @@ fn serve(mut stream: &TcpStream, reply: Reply) -> Option<Received> {
 
 /// A fresh directory for one test's database.
 fn scratch_dir(name: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("webhooks")
-        .join(format!("{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
+    common::scratch_dir("webhooks", name)
 }
 
 /// Webhooks with a fast schedule; callbacks may reach 127.0.0.0/8 when `loopback`.
@@ -270,20 +263,41 @@ fn statuses(document: &serde_json::Value) -> Vec<Option<u64>> {
         .collect()
 }
 
-#[test]
-fn a_receiver_that_fails_twice_takes_the_third_attempt() {
-    let receiver = Receiver::start(
-        "127.0.0.1:0",
-        vec![Reply::Status(500), Reply::Status(503), Reply::Status(204)],
-    )
-    .expect("a receiver");
-    let dir = scratch_dir("fails-twice");
-    let server = TestServer::echo(server_config(
-        &dir.join("jobs.sqlite"),
-        Some(webhook_config(true)),
-    ));
+/// A receiver answering `script`, an echo server delivering to it with `webhooks`, a
+/// client, and the location of a job submitted with the receiver as its callback.
+struct Delivery {
+    receiver: Receiver,
+    client: Client,
+    location: String,
+    _server: TestServer,
+}
+
+fn deliver(name: &str, script: Vec<Reply>, webhooks: WebhookConfig) -> Delivery {
+    let receiver = Receiver::start("127.0.0.1:0", script).expect("a receiver");
+    let dir = scratch_dir(name);
+    let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), Some(webhooks)));
     let mut client = server.connect();
     let location = accepted_location(&submit(&mut client, &receiver.url()));
+    Delivery {
+        receiver,
+        client,
+        location,
+        _server: server,
+    }
+}
+
+#[test]
+fn a_receiver_that_fails_twice_takes_the_third_attempt() {
+    let Delivery {
+        receiver,
+        mut client,
+        location,
+        _server,
+    } = deliver(
+        "fails-twice",
+        vec![Reply::Status(500), Reply::Status(503), Reply::Status(204)],
+        webhook_config(true),
+    );
     let document = wait_for_webhook(&mut client, &location, "delivered");
     assert_eq!(document["state"], "succeeded");
     assert_eq!(document["webhook"]["url"], receiver.url());
@@ -315,15 +329,16 @@ fn a_receiver_that_fails_twice_takes_the_third_attempt() {
 
 #[test]
 fn a_receiver_answering_410_gets_no_more_attempts() {
-    let receiver = Receiver::start("127.0.0.1:0", vec![Reply::Status(410), Reply::Status(200)])
-        .expect("a receiver");
-    let dir = scratch_dir("gone");
-    let server = TestServer::echo(server_config(
-        &dir.join("jobs.sqlite"),
-        Some(webhook_config(true)),
-    ));
-    let mut client = server.connect();
-    let location = accepted_location(&submit(&mut client, &receiver.url()));
+    let Delivery {
+        receiver,
+        mut client,
+        location,
+        _server,
+    } = deliver(
+        "gone",
+        vec![Reply::Status(410), Reply::Status(200)],
+        webhook_config(true),
+    );
     let document = wait_for_webhook(&mut client, &location, "gone");
     assert_eq!(statuses(&document), vec![Some(410)]);
     // Ten times the first retry's wait: a retry would have come by now.
@@ -334,14 +349,15 @@ fn a_receiver_answering_410_gets_no_more_attempts() {
 
 #[test]
 fn a_receiver_that_never_answers_is_tried_again_then_given_up() {
-    let receiver = Receiver::start("127.0.0.1:0", vec![Reply::Silent]).expect("a receiver");
-    let dir = scratch_dir("silent");
     let mut webhooks = webhook_config(true);
     webhooks.timeout = Duration::from_millis(300);
     webhooks.give_up = Duration::from_millis(1500);
-    let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), Some(webhooks)));
-    let mut client = server.connect();
-    let location = accepted_location(&submit(&mut client, &receiver.url()));
+    let Delivery {
+        receiver,
+        mut client,
+        location,
+        _server,
+    } = deliver("silent", vec![Reply::Silent], webhooks);
     let document = wait_for_webhook(&mut client, &location, "given_up");
     let attempts = document["webhook"]["attempts"].as_array().unwrap();
     assert!(attempts.len() >= 2, "{document}");
@@ -355,14 +371,12 @@ fn a_receiver_that_never_answers_is_tried_again_then_given_up() {
 
 #[test]
 fn the_signature_verifies_with_pythons_hmac() {
-    let receiver = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
-    let dir = scratch_dir("signature");
-    let server = TestServer::echo(server_config(
-        &dir.join("jobs.sqlite"),
-        Some(webhook_config(true)),
-    ));
-    let mut client = server.connect();
-    let location = accepted_location(&submit(&mut client, &receiver.url()));
+    let Delivery {
+        receiver,
+        mut client,
+        location,
+        _server,
+    } = deliver("signature", vec![Reply::Status(200)], webhook_config(true));
     wait_for_webhook(&mut client, &location, "delivered");
     let request = receiver.received().pop().expect("a delivery");
     // The receiver's check, as the README gives it.
@@ -505,4 +519,39 @@ fn a_pending_delivery_is_made_after_a_restart() {
     // Retry-After: 2 was honoured across the restart.
     assert!(at(1).duration_since(at(0)).unwrap() >= Duration::from_secs(2));
     assert_eq!(receiver.received().len(), 2);
+}
+
+#[test]
+fn a_cancelled_job_is_delivered_as_cancelled() {
+    let receiver = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
+    // A stage that works until it is interrupted.
+    let pipeline = prime_server::Pipeline::new().http_stage(
+        "work",
+        1,
+        |job: &mut prime_server::stage::HttpJob| {
+            let give_up = Instant::now() + WAIT;
+            while !job.interrupted() && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(prime_server::stage::Next::Abandon)
+        },
+    );
+    let dir = scratch_dir("cancelled");
+    let server = TestServer::start(
+        pipeline,
+        server_config(&dir.join("jobs.sqlite"), Some(webhook_config(true))),
+    );
+    let mut client = server.connect();
+    let location = accepted_location(&submit(&mut client, &receiver.url()));
+    let cancelled = common::request(&mut client, "DELETE", &location, &[]);
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body_str());
+    let document = wait_for_webhook(&mut client, &location, "delivered");
+    assert_eq!(document["state"], "cancelled");
+    let request = receiver.received().pop().expect("a delivery");
+    let message: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(message["state"], "cancelled");
+    assert!(
+        message["status"].is_null() && message["body"].is_null(),
+        "{message}"
+    );
 }
