@@ -48,6 +48,8 @@ use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -378,6 +380,8 @@ pub enum Outcome<T> {
 /// The delivery threads.
 pub struct Pool<T: Send + 'static> {
     tasks: Option<Sender<Task<T>>>,
+    /// Set when the pool stops: tasks still queued are left (they are in the store).
+    stopping: Arc<AtomicBool>,
     /// Outcomes, for the job service to wait on.
     pub outcomes: Receiver<Outcome<T>>,
     threads: Vec<JoinHandle<()>>,
@@ -388,15 +392,20 @@ impl<T: Send + 'static> Pool<T> {
     pub fn start(config: &WebhookConfig) -> std::io::Result<Pool<T>> {
         let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task<T>>();
         let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded();
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for n in 0..config.threads.max(1) {
             let tasks = task_rx.clone();
             let outcomes = outcome_tx.clone();
             let config = config.clone();
+            let stopping = Arc::clone(&stopping);
             let thread = std::thread::Builder::new()
                 .name(format!("webhook-{n}"))
                 .spawn(move || {
                     for task in tasks {
+                        if stopping.load(Ordering::Relaxed) {
+                            break;
+                        }
                         if outcomes.send(perform(&config, task)).is_err() {
                             break;
                         }
@@ -406,6 +415,7 @@ impl<T: Send + 'static> Pool<T> {
         }
         Ok(Pool {
             tasks: Some(task_tx),
+            stopping,
             outcomes: outcome_rx,
             threads,
         })
@@ -425,6 +435,7 @@ impl<T: Send + 'static> Drop for Pool<T> {
     /// Lets each thread finish its attempt in progress (bounded by the timeouts), then
     /// waits for them. An attempt cut short this way is made again after a restart.
     fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
         self.tasks = None;
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
@@ -437,7 +448,14 @@ impl<T: Send + 'static> Drop for Pool<T> {
 fn perform<T>(config: &WebhookConfig, task: Task<T>) -> Outcome<T> {
     match task {
         Task::Check { url, carry } => Outcome::Checked {
-            verdict: config.policy.check(&url).map(|_| ()),
+            verdict: without_panic(|| config.policy.check(&url).map(|_| ())).unwrap_or_else(
+                |panic| {
+                    Err(CallbackError::Unresolved {
+                        host: url.clone(),
+                        reason: panic,
+                    })
+                },
+            ),
             carry,
         },
         Task::Deliver {
@@ -448,11 +466,14 @@ fn perform<T>(config: &WebhookConfig, task: Task<T>) -> Outcome<T> {
         } => {
             let at_ms = now_ms();
             let started = Instant::now();
-            let result = config
-                .policy
-                .check(&url)
-                .map_err(|e| e.to_string())
-                .and_then(|target| post(config, &target, &job_id, &payload));
+            let result = without_panic(|| {
+                config
+                    .policy
+                    .check(&url)
+                    .map_err(|e| e.to_string())
+                    .and_then(|target| post(config, &target, &job_id, &payload))
+            })
+            .and_then(|result| result);
             let latency_ms = started.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
             let (status, error, retry_after) = match result {
                 Ok((status, retry_after)) => (Some(status), None, retry_after),
@@ -479,6 +500,15 @@ fn perform<T>(config: &WebhookConfig, task: Task<T>) -> Outcome<T> {
             }
         }
     }
+}
+
+/// Runs `work`, turning a panic into an error, so a delivery thread outlives a bug in
+/// the HTTP client or the resolver and the job service always hears back.
+fn without_panic<R>(work: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| {
+        log::error!("webhooks: a delivery thread caught a panic");
+        "the delivery thread panicked".to_string()
+    })
 }
 
 /// Resolves a URL's host to the addresses that passed the check, and nothing else: the
@@ -520,7 +550,7 @@ fn post(
         .proxy(None)
         .timeout_connect(Some(config.timeout))
         .timeout_recv_response(Some(config.timeout))
-        .timeout_global(Some(config.timeout.saturating_mul(3)))
+        .timeout_global(Some(config.timeout.saturating_mul(2)))
         .user_agent("prime_server-webhooks")
         .build();
     let agent = ureq::Agent::with_parts(
