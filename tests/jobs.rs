@@ -405,7 +405,9 @@ fn a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504() {
         }
     });
     let (mut config, _path) = jobs_config("fail");
-    jobs_of(&mut config).job_timeout = Duration::from_millis(500);
+    // Long enough for a panicking worker to print its backtrace (RUST_BACKTRACE=1
+    // symbolizes the whole test binary first) on a loaded machine.
+    jobs_of(&mut config).job_timeout = Duration::from_secs(3);
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
     let panicked = assert_accepted(&submit(&mut client, "/panic", &[]));
