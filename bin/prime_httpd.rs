@@ -58,6 +58,9 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         if args.status_path.is_none() {
             args.status_path = front.status_path.clone();
         }
+        if args.jobs.jobs_db.is_none() {
+            args.jobs.jobs_db = front.jobs_db.clone();
+        }
     }
     let (Some(listen), Some(proxy), Some(loopback), Some(interrupt)) =
         (&cli.listen, &cli.proxy, &cli.loopback, &cli.interrupt)

@@ -82,6 +82,7 @@
 //! - [`proxy`]: the load-balancing broker in front of each stage.
 //! - [`worker`]: the worker loop, [`Job`], [`Outcome`] and the [`Work`] trait.
 //! - [`stage`]: stages written against HTTP requests, with typed errors.
+//! - [`streaming`]: answers in pieces, and the Server-Sent Events format.
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process; their ends delivered to a
@@ -111,6 +112,7 @@ pub mod shutdown;
 pub mod simulation;
 pub mod sockets;
 pub mod stage;
+pub mod streaming;
 pub mod topology;
 pub mod worker;
 

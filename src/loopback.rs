@@ -8,6 +8,16 @@
 //! A third kind, `[envelope, b"L", request head, request body]`, says a stage wants the
 //! request answered later: the front end stores it as an asynchronous job and answers
 //! the client `202 Accepted` (see `jobs`).
+//!
+//! A streamed answer is several messages for one request: `[envelope, b"S", head]`, any
+//! number of `[envelope, b"P", piece]`, then `[envelope, b"E", last bytes]` (or
+//! `[envelope, b"X", ""]` when the stage gave up mid-stream: the front end closes the
+//! connection after what it has written, so the client sees the answer cut short).
+//! Every part is already in the client's protocol (chunked for HTTP/1.1), and the front
+//! end keeps the answers of later pipelined requests waiting until the end.
+//!
+//! `[envelope, b"G", progress]` reports a job's progress: a fraction (f32 LE) and a
+//! UTF-8 message. The front end hands it to the job store; it does not end the request.
 
 use crate::envelope::{DecodeError, Envelope};
 use std::fmt;
@@ -15,6 +25,11 @@ use std::fmt;
 const TAG_RESPONSE: &[u8] = b"R";
 const TAG_FAILURE: &[u8] = b"F";
 const TAG_LATER: &[u8] = b"L";
+const TAG_STREAM_START: &[u8] = b"S";
+const TAG_STREAM_PIECE: &[u8] = b"P";
+const TAG_STREAM_END: &[u8] = b"E";
+const TAG_STREAM_ABORT: &[u8] = b"X";
+const TAG_PROGRESS: &[u8] = b"G";
 
 /// What went wrong with a request inside the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +153,22 @@ pub enum Answer {
     Response(zmq::Message),
     /// A failure the front end renders in the client's protocol.
     Failure(Failure),
+    /// The head of a streamed answer (status line and header fields, in the client's
+    /// protocol).
+    StreamStart(zmq::Message),
+    /// A piece of a streamed answer, already framed for the client.
+    StreamPiece(zmq::Message),
+    /// The last bytes of a streamed answer (e.g. the last chunk).
+    StreamEnd(zmq::Message),
+    /// The stage stopped mid-stream: close the connection after what was sent.
+    StreamAbort,
+    /// A job's progress: how far (0 to 1) and a message.
+    Progress {
+        /// The fraction done, from 0 to 1.
+        fraction: f32,
+        /// What is being done.
+        message: String,
+    },
     /// Make the request an asynchronous job: its HTTP head and body, as received.
     Later {
         /// The request head.
@@ -191,6 +222,43 @@ pub fn later_frames(envelope: &[u8], head: zmq::Message, body: zmq::Message) -> 
     [envelope.into(), TAG_LATER.into(), head, body]
 }
 
+/// What kind of streamed part a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamPart {
+    /// The head.
+    Start,
+    /// A piece of the body.
+    Piece,
+    /// The last bytes.
+    End,
+    /// The stage gave up mid-stream.
+    Abort,
+}
+
+/// The frames of one part of a streamed answer.
+pub fn stream_frames(envelope: &[u8], part: StreamPart, bytes: zmq::Message) -> [zmq::Message; 3] {
+    let tag = match part {
+        StreamPart::Start => TAG_STREAM_START,
+        StreamPart::Piece => TAG_STREAM_PIECE,
+        StreamPart::End => TAG_STREAM_END,
+        StreamPart::Abort => TAG_STREAM_ABORT,
+    };
+    [envelope.into(), tag.into(), bytes]
+}
+
+/// The frames of a progress report: `fraction` is clamped to 0..=1.
+pub fn progress_frames(envelope: &[u8], fraction: f32, message: &str) -> [zmq::Message; 3] {
+    let fraction = if fraction.is_nan() {
+        0.0
+    } else {
+        fraction.clamp(0.0, 1.0)
+    };
+    let mut payload = Vec::with_capacity(4 + message.len());
+    payload.extend_from_slice(&fraction.to_le_bytes());
+    payload.extend_from_slice(message.as_bytes());
+    [envelope.into(), TAG_PROGRESS.into(), payload.into()]
+}
+
 /// Reads one loopback message.
 ///
 /// ```
@@ -221,6 +289,16 @@ pub fn decode(frames: Vec<zmq::Message>) -> Result<(Envelope, Answer), AnswerErr
     let answer = match &tag[..] {
         TAG_RESPONSE => Answer::Response(payload),
         TAG_FAILURE => Answer::Failure(Failure::decode(&payload).ok_or(AnswerError::Malformed)?),
+        TAG_STREAM_START => Answer::StreamStart(payload),
+        TAG_STREAM_PIECE => Answer::StreamPiece(payload),
+        TAG_STREAM_END => Answer::StreamEnd(payload),
+        TAG_STREAM_ABORT => Answer::StreamAbort,
+        TAG_PROGRESS => {
+            let fraction = payload.get(..4).ok_or(AnswerError::Malformed)?;
+            let fraction = f32::from_le_bytes([fraction[0], fraction[1], fraction[2], fraction[3]]);
+            let message = String::from_utf8_lossy(&payload[4..]).into_owned();
+            Answer::Progress { fraction, message }
+        }
         _ => return Err(AnswerError::Malformed),
     };
     Ok((envelope, answer))
@@ -251,16 +329,51 @@ mod tests {
     }
 
     #[test]
+    fn stream_parts_and_progress_round_trip() {
+        let envelope = Envelope::new(4, 5, 6, Protocol::Raw);
+        let encoded = envelope.encode();
+        let part = |p| stream_frames(&encoded, p, zmq::Message::from(&b"abc"[..]));
+        assert!(
+            matches!(decode(part(StreamPart::Start).into()), Ok((_, Answer::StreamStart(b))) if &b[..] == b"abc")
+        );
+        assert!(matches!(
+            decode(part(StreamPart::Piece).into()),
+            Ok((_, Answer::StreamPiece(_)))
+        ));
+        assert!(matches!(
+            decode(part(StreamPart::End).into()),
+            Ok((_, Answer::StreamEnd(_)))
+        ));
+        assert!(matches!(
+            decode(part(StreamPart::Abort).into()),
+            Ok((_, Answer::StreamAbort))
+        ));
+        match decode(progress_frames(&encoded, 1.5, "half way").into()) {
+            Ok((e, Answer::Progress { fraction, message })) => {
+                assert_eq!(e, envelope);
+                assert_eq!((fraction, message.as_str()), (1.0, "half way"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn malformed_answers_are_refused() {
         let envelope = Envelope::new(1, 1, 1, Protocol::Raw).encode();
         let frames = vec![zmq::Message::from(&envelope[..])];
         assert_eq!(decode(frames).unwrap_err(), AnswerError::FrameCount(1));
         let frames = vec![
             zmq::Message::from(&envelope[..]),
-            zmq::Message::from(&b"X"[..]),
+            zmq::Message::from(&b"Z"[..]),
             zmq::Message::new(),
         ];
         assert_eq!(decode(frames).unwrap_err(), AnswerError::Malformed);
+        let short_progress = vec![
+            zmq::Message::from(&envelope[..]),
+            zmq::Message::from(TAG_PROGRESS),
+            zmq::Message::from(&[0u8, 0][..]),
+        ];
+        assert_eq!(decode(short_progress).unwrap_err(), AnswerError::Malformed);
         let frames = vec![
             zmq::Message::from(&envelope[..]),
             zmq::Message::from(TAG_FAILURE),

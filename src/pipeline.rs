@@ -371,6 +371,7 @@ impl FrontSockets {
         ];
         sockets::send_frames(&self.entry, frames, 0).map_err(AskError::Zmq)?;
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut streamed = Vec::new();
         while Instant::now() < deadline {
             if self
                 .loopback
@@ -386,6 +387,19 @@ impl FrontSockets {
                     return match answer {
                         Answer::Response(bytes) => Ok(bytes.to_vec()),
                         Answer::Failure(f) => Err(AskError::Failed(f)),
+                        Answer::StreamStart(bytes) | Answer::StreamPiece(bytes) => {
+                            streamed.extend_from_slice(&bytes);
+                            continue;
+                        }
+                        Answer::Progress { .. } => continue,
+                        Answer::StreamEnd(bytes) => {
+                            streamed.extend_from_slice(&bytes);
+                            Ok(streamed)
+                        }
+                        Answer::StreamAbort => Err(AskError::Failed(Failure::new(
+                            FailureKind::WorkerPanicked,
+                            "the stage stopped its answer midway",
+                        ))),
                         Answer::Later { .. } => Err(AskError::Failed(Failure::new(
                             FailureKind::WorkerPanicked,
                             "a stage asked to answer later, which needs the front end's job store",

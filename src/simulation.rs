@@ -80,11 +80,9 @@ pub fn run(
         // Block for the first answer, then take whatever else has arrived.
         match sockets::recv_frames(&front.loopback, 0) {
             Ok(frames) => {
-                answered += 1;
-                count(&mut tally, frames, yes);
+                answered += u64::from(count(&mut tally, frames, yes));
                 while let Ok(frames) = sockets::recv_frames(&front.loopback, zmq::DONTWAIT) {
-                    answered += 1;
-                    count(&mut tally, frames, yes);
+                    answered += u64::from(count(&mut tally, frames, yes));
                 }
                 last_answer = Instant::now();
             }
@@ -112,7 +110,8 @@ fn send(front: &FrontSockets, n: u64) -> Result<(), SimulationError> {
     sockets::send_frames(&front.entry, frames, 0).map_err(SimulationError::Zmq)
 }
 
-fn count(tally: &mut Tally, frames: Vec<zmq::Message>, yes: &[u8]) {
+/// Counts one loopback message; false for a progress report, which ends no request.
+fn count(tally: &mut Tally, frames: Vec<zmq::Message>, yes: &[u8]) -> bool {
     match loopback::decode(frames) {
         Ok((_, Answer::Response(bytes))) if &bytes[..] == yes => tally.yes += 1,
         Ok((_, Answer::Response(_))) => tally.no += 1,
@@ -122,13 +121,15 @@ fn count(tally: &mut Tally, frames: Vec<zmq::Message>, yes: &[u8]) {
                 tally.first_failures.push(failure);
             }
         }
-        Ok((_, Answer::Later { .. })) => {
+        Ok((_, Answer::Progress { .. })) => return false,
+        Ok((_, answer)) => {
             tally.failed += 1;
-            log::warn!("a stage asked to answer later, which the simulation cannot");
+            log::warn!("an answer the simulation cannot count: {answer:?}");
         }
         Err(e) => {
             tally.failed += 1;
             log::warn!("unreadable answer: {e}");
         }
     }
+    true
 }

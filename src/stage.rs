@@ -42,6 +42,7 @@
 
 use crate::envelope::{Envelope, Protocol};
 use crate::http::{ParseError, Request, Response};
+use crate::streaming::{ResponseStream, StreamError};
 use crate::worker::{Job, Outcome, Work};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -101,6 +102,38 @@ impl<'j, 'a> HttpJob<'j, 'a> {
         self.job.envelope()
     }
 
+    /// Starts answering in pieces (see [`crate::streaming`]): the head of `response`
+    /// goes now, then [`ResponseStream::send`] each piece and
+    /// [`ResponseStream::finish`]; then return [`Next::Streamed`].
+    ///
+    /// ```
+    /// use prime_server::http::Response;
+    /// use prime_server::stage::{HttpJob, Next, StageError};
+    /// fn countdown(job: &mut HttpJob) -> Result<Next, StageError> {
+    ///     let mut stream = job
+    ///         .stream(&Response::new(200).header("Content-Type", "text/plain"))
+    ///         .map_err(|e| StageError::internal(e.to_string()))?;
+    ///     for n in (1..=3).rev() {
+    ///         if job.interrupted() {
+    ///             return Ok(Next::Streamed); // dropped unfinished: the answer is cut short
+    ///         }
+    ///         stream.send(format!("{n}\n").as_bytes()).map_err(|e| StageError::internal(e.to_string()))?;
+    ///     }
+    ///     stream.finish().map_err(|e| StageError::internal(e.to_string()))?;
+    ///     Ok(Next::Streamed)
+    /// }
+    /// # let _ = countdown;
+    /// ```
+    pub fn stream(&self, response: &Response) -> Result<ResponseStream<'_>, StreamError> {
+        self.job.stream(response)
+    }
+
+    /// Reports a job's progress: `fraction` from 0 to 1 and a short message, stored with
+    /// the job and sent to its event streams (see [`Job::progress`]).
+    pub fn progress(&self, fraction: f32, message: &str) {
+        self.job.progress(fraction, message);
+    }
+
     /// Whether this request runs as an asynchronous job (submitted with `Prefer:
     /// respond-async`, or put off by an earlier [`Next::Later`]): nobody waits on a
     /// connection, and the answer is stored for the client to collect.
@@ -154,6 +187,8 @@ pub enum Next {
     },
     /// Send nothing: the work was interrupted and nobody waits for it.
     Abandon,
+    /// Send nothing more: the answer was streamed with [`HttpJob::stream`].
+    Streamed,
     /// "Got it, I need to think about it": the front end stores the request as an
     /// asynchronous job, answers the client `202 Accepted` with the job's `Location`, and
     /// runs the request through the pipeline again as that job, where
@@ -332,7 +367,7 @@ impl<W: HttpWork> Work for HttpStage<W> {
                     None => Outcome::Forward(frames),
                 }
             }
-            Ok(Next::Abandon) => Outcome::Abandon,
+            Ok(Next::Abandon | Next::Streamed) => Outcome::Abandon,
             Ok(Next::Later) => later(job),
             Err(error) => {
                 log::debug!("request {}: {error}", job.envelope().request_id);

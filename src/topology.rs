@@ -50,6 +50,9 @@ pub struct FrontEndSpec {
     /// The status document path.
     #[serde(default)]
     pub status_path: Option<String>,
+    /// The job store (a SQLite file on the front end's host), for asynchronous jobs.
+    #[serde(default)]
+    pub jobs_db: Option<std::path::PathBuf>,
 }
 
 /// One stage: its proxy's two endpoints and its workers.
@@ -193,6 +196,21 @@ mod tests {
         assert_eq!(topology.stages[0].service(), "echo");
         assert_eq!(topology.next_upstream("echo").expect("known"), None);
         assert!(topology.stage("nope").is_err());
+        assert_eq!(topology.front_end.jobs_db, None);
+    }
+
+    #[test]
+    fn the_front_end_may_name_its_job_store() {
+        let with_jobs = GOOD.replacen(
+            r#""listen":"#,
+            r#""jobs_db": "/var/lib/prime/jobs.sqlite", "listen":"#,
+            1,
+        );
+        let topology = Topology::from_json(&with_jobs).expect("valid");
+        assert_eq!(
+            topology.front_end.jobs_db.as_deref(),
+            Some(std::path::Path::new("/var/lib/prime/jobs.sqlite"))
+        );
     }
 
     #[test]

@@ -19,10 +19,13 @@
 use crate::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
 use crate::http::Response;
-use crate::loopback::{failure_frames, later_frames, response_frames, Failure, FailureKind};
+use crate::loopback::{
+    failure_frames, later_frames, progress_frames, response_frames, Failure, FailureKind,
+};
 use crate::proxy::{BUSY, GOODBYE, READY, RETURN};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
+use crate::streaming::{ResponseStream, StreamError};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -47,6 +50,8 @@ pub struct Job<'a> {
     envelope: Envelope,
     frames: Vec<zmq::Message>,
     watch: &'a InterruptWatch,
+    /// The front end's loopback, for streamed answers and progress reports.
+    loopback: &'a zmq::Socket,
 }
 
 impl Job<'_> {
@@ -90,6 +95,32 @@ impl Job<'_> {
     /// worker is shutting down. Cheap enough to call every few microseconds.
     pub fn interrupted(&self) -> bool {
         self.watch.is_interrupted(&self.envelope)
+    }
+
+    /// Starts answering in pieces: sends `response`'s head now (its body, if any, as the
+    /// first piece); see [`crate::streaming`]. Once the stream is finished (or dropped,
+    /// which cuts the answer short), return [`Outcome::Abandon`]: the answer is sent.
+    pub fn stream(
+        &self,
+        response: &Response,
+    ) -> std::result::Result<ResponseStream<'_>, StreamError> {
+        ResponseStream::start(self.loopback, self.envelope, response)
+    }
+
+    /// Reports how far the work is: `fraction` from 0 to 1 and a short message. For an
+    /// asynchronous job it is stored with the job, shown in its status and sent to the
+    /// job's event streams; for a request a client waits on, it is dropped.
+    pub fn progress(&self, fraction: f32, message: &str) {
+        if !self.envelope.job {
+            return;
+        }
+        let frames = progress_frames(&self.envelope.encode(), fraction, message);
+        if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+            log::debug!(
+                "request {}: progress not sent: {e}",
+                self.envelope.request_id
+            );
+        }
     }
 }
 
@@ -623,6 +654,7 @@ impl<W: Work> WorkerLoop<W> {
             envelope,
             frames,
             watch: &self.watch,
+            loopback: &self.loopback,
         };
         let work = &mut self.work;
         let outcome = catch_unwind(AssertUnwindSafe(|| work.work(&mut job)));

@@ -192,3 +192,44 @@ fn options_star_is_answered_by_the_front_end_with_the_methods() {
         assert!(response.body.is_empty());
     }
 }
+
+#[test]
+fn a_streamed_answer_for_an_allowed_origin_carries_the_cors_fields_in_its_head() {
+    use prime_server::stage::{HttpJob, Next, StageError};
+    use std::io::{Read, Write};
+    let pipeline = prime_server::Pipeline::new().http_stage("stream", 1, |job: &mut HttpJob| {
+        let fail = |e: prime_server::streaming::StreamError| StageError::internal(e.to_string());
+        let mut stream = job
+            .stream(&prime_server::http::Response::new(200).header("Content-Type", "text/plain"))
+            .map_err(fail)?;
+        stream.send(b"one\n").map_err(fail)?;
+        stream.send(b"two\n").map_err(fail)?;
+        stream.finish().map_err(fail)?;
+        Ok(Next::Abandon)
+    });
+    let server = TestServer::start(pipeline, cors_config(&[APP], false));
+    let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+    stream.set_read_timeout(Some(common::WAIT)).unwrap();
+    stream
+        .write_all(format!("GET /s HTTP/1.1\r\nHost: t\r\nOrigin: {APP}\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    while common::find(&bytes, b"0\r\n\r\n").is_none() {
+        let n = stream.read(&mut buf).expect("the streamed answer");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&bytes));
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let head_end = text.find("\r\n\r\n").unwrap();
+    let head = &text[..head_end];
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        head.contains(&format!("Access-Control-Allow-Origin: {APP}")),
+        "{text}"
+    );
+    assert!(
+        text[head_end..].contains("one\n") && text.contains("two\n"),
+        "{text}"
+    );
+}

@@ -16,12 +16,14 @@ const READ: Duration = Duration::from_secs(60);
 const FIRST: u64 = 10_000_000_000_000;
 const JOBS: u64 = 1_000;
 
-fn start_serverd(name: &str, port: u16, db: &Path) -> Daemon {
+fn start_serverd(name: &str, port: u16, db: &Path, durability: &str) -> Daemon {
     let args = args(&[
         &tcp(port),
         "2",
         "--jobs-db",
         &db.display().to_string(),
+        "--jobs-durability",
+        durability,
         "--status-path",
         "/status",
     ]);
@@ -60,9 +62,21 @@ fn wait_until_ended(port: u16, location: &str) -> serde_json::Value {
 
 #[test]
 fn kill_9_right_after_1000_accepted_jobs_loses_none() {
+    kill_9_after_accepted_jobs("full");
+}
+
+#[test]
+fn kill_9_loses_nothing_accepted_with_process_durability_too() {
+    kill_9_after_accepted_jobs("process");
+}
+
+/// Submits 1,000 jobs, kills the server with SIGKILL right after the last 202, starts
+/// it again on the same file: every job ends `succeeded` with the right answer, and no
+/// long-poller is answered twice.
+fn kill_9_after_accepted_jobs(durability: &str) {
     let db = scratch_path("crash-jobs", "sqlite");
     let port = free_port();
-    let mut first = start_serverd("serverd-before", port, &db);
+    let mut first = start_serverd("serverd-before", port, &db, durability);
 
     // 1,000 submits pipelined on one connection; kill -9 as soon as the last 202 is in.
     let mut client = Client::connect(port).expect("connect");
@@ -77,7 +91,7 @@ fn kill_9_right_after_1000_accepted_jobs_loses_none() {
     first.kill9();
     first.wait_exit(Duration::from_secs(10));
 
-    let mut second = start_serverd("serverd-after", port, &db);
+    let mut second = start_serverd("serverd-after", port, &db, durability);
     assert!(
         second.stderr().contains("were running at the last stop"),
         "{}",

@@ -93,32 +93,111 @@ impl Response {
     pub fn to_bytes(&self, minor_version: u8, keep_alive: bool, head_only: bool) -> Vec<u8> {
         let bodiless = has_no_body(self.status);
         let send_body = !head_only && !bodiless;
+        let mut out =
+            Vec::with_capacity(self.head_capacity() + if send_body { self.body.len() } else { 0 });
+        let framing = if !bodiless && !self.has_header("content-length") {
+            BodyFraming::Length(self.body.len())
+        } else {
+            BodyFraming::AsSet
+        };
+        self.write_head(&mut out, minor_version, keep_alive, framing);
+        if send_body {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+
+    /// The head of a response whose body follows in pieces (see
+    /// [`chunk`](Self::chunk)): `Transfer-Encoding: chunked` for HTTP/1.1 (RFC 9112
+    /// §7.1), and for HTTP/1.0, which has no chunked coding, a body delimited by the
+    /// connection's close (RFC 9112 §6.3), so `Connection: close`. The response's own
+    /// body and any `Content-Length` it sets are left out.
+    ///
+    /// ```
+    /// # use prime_server::http::Response;
+    /// let head = Response::new(200).header("Content-Type", "text/event-stream").stream_head(1, true);
+    /// let text = String::from_utf8(head).unwrap();
+    /// assert!(text.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"));
+    /// assert!(!text.contains("Content-Length"));
+    /// ```
+    pub fn stream_head(&self, minor_version: u8, keep_alive: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head_capacity());
+        let (framing, keep_alive) = if minor_version == 0 {
+            (BodyFraming::CloseDelimited, false)
+        } else {
+            (BodyFraming::Chunked, keep_alive)
+        };
+        self.write_head(&mut out, minor_version, keep_alive, framing);
+        out
+    }
+
+    /// A piece of a streamed body, framed for HTTP/1.`minor_version`: a chunk for 1.1,
+    /// the bytes as they are for 1.0. An empty piece is nothing (an empty chunk would end
+    /// the body).
+    pub fn chunk(minor_version: u8, piece: &[u8]) -> Vec<u8> {
+        if minor_version == 0 || piece.is_empty() {
+            return piece.to_vec();
+        }
+        let mut out = Vec::with_capacity(piece.len() + 12);
+        out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// The end of a streamed body: the last chunk for 1.1, nothing for 1.0 (the
+    /// connection's close ends it).
+    pub fn last_chunk(minor_version: u8) -> &'static [u8] {
+        if minor_version == 0 {
+            b""
+        } else {
+            b"0\r\n\r\n"
+        }
+    }
+
+    fn head_capacity(&self) -> usize {
         let fields: usize = self
             .headers
             .iter()
             .map(|(n, v)| n.len() + v.len() + 4)
             .sum();
-        let mut out =
-            Vec::with_capacity(160 + fields + if send_body { self.body.len() } else { 0 });
+        160 + fields
+    }
+
+    fn write_head(
+        &self,
+        out: &mut Vec<u8>,
+        minor_version: u8,
+        keep_alive: bool,
+        framing: BodyFraming,
+    ) {
         out.extend_from_slice(if minor_version == 0 {
             b"HTTP/1.0 "
         } else {
             b"HTTP/1.1 "
         });
-        push_decimal(&mut out, u64::from(self.status));
+        push_decimal(out, u64::from(self.status));
         out.push(b' ');
         out.extend_from_slice(reason_phrase(self.status).as_bytes());
         out.extend_from_slice(b"\r\n");
+        let streamed = matches!(framing, BodyFraming::Chunked | BodyFraming::CloseDelimited);
         for (name, value) in &self.headers {
-            push_field(&mut out, name, value.as_bytes());
+            if streamed && name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            push_field(out, name, value.as_bytes());
         }
-        if !bodiless && !self.has_header("content-length") {
-            out.extend_from_slice(b"Content-Length: ");
-            push_decimal(&mut out, self.body.len() as u64);
-            out.extend_from_slice(b"\r\n");
+        match framing {
+            BodyFraming::Length(length) => {
+                out.extend_from_slice(b"Content-Length: ");
+                push_decimal(out, length as u64);
+                out.extend_from_slice(b"\r\n");
+            }
+            BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            BodyFraming::CloseDelimited | BodyFraming::AsSet => {}
         }
         if !self.has_header("date") {
-            with_date(|date| push_field(&mut out, "Date", date.as_bytes()));
+            with_date(|date| push_field(out, "Date", date.as_bytes()));
         }
         if !self.has_header("server") {
             out.extend_from_slice(b"Server: prime_server\r\n");
@@ -131,10 +210,6 @@ impl Response {
             }
         }
         out.extend_from_slice(b"\r\n");
-        if send_body {
-            out.extend_from_slice(&self.body);
-        }
-        out
     }
 
     fn has_header(&self, name: &str) -> bool {
@@ -142,6 +217,19 @@ impl Response {
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     }
+}
+
+/// How a response's body is delimited.
+#[derive(Clone, Copy)]
+enum BodyFraming {
+    /// `Content-Length` of this many bytes.
+    Length(usize),
+    /// As the response's own fields say (no body, or its own `Content-Length`).
+    AsSet,
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// By the close of the connection (HTTP/1.0).
+    CloseDelimited,
 }
 
 /// RFC 9110 §6.4.1: these statuses never carry content.

@@ -30,6 +30,14 @@ struct JobDocument<'a> {
     location: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<ProgressDocument<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProgressDocument<'a> {
+    fraction: f64,
+    message: &'a str,
 }
 
 #[derive(Serialize)]
@@ -66,7 +74,48 @@ fn document<'a>(record: &'a JobRecord, path: &str) -> JobDocument<'a> {
             .has_result()
             .then(|| format!("{location}/result")),
         location,
+        progress: record
+            .progress
+            .as_ref()
+            .map(|(fraction, message)| ProgressDocument {
+                fraction: *fraction,
+                message,
+            }),
     }
+}
+
+/// The data of a job's `state` event: its state, attempts, time of the change, error
+/// and progress (the full description is one `GET` away, at the job's location).
+pub fn state_event_json(record: &JobRecord) -> String {
+    let document = StateEvent {
+        state: record.state.as_str(),
+        attempts: record.attempts,
+        updated: rfc3339(record.updated_ms),
+        error: record.error.as_deref().map(|detail| ErrorDocument {
+            status: record.status.filter(|_| record.state == JobState::Failed),
+            detail,
+        }),
+        progress: record
+            .progress
+            .as_ref()
+            .map(|(fraction, message)| ProgressDocument {
+                fraction: *fraction,
+                message,
+            }),
+    };
+    serde_json::to_string(&document).unwrap_or_default()
+}
+
+/// The data of a `state` event.
+#[derive(Serialize)]
+struct StateEvent<'a> {
+    state: &'a str,
+    attempts: u32,
+    updated: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDocument<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<ProgressDocument<'a>>,
 }
 
 /// `202 Accepted` for a job taken (RFC 7240 §4.1): `Location`, `Preference-Applied`,

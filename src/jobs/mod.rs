@@ -12,6 +12,7 @@
 //! | `GET /jobs/{id}` | `200` with the job's state as JSON; `303 See Other` to `/jobs/{id}/result` once it has ended; `?wait=S` long-polls until the state changes |
 //! | `GET /jobs/{id}/result` | the stored answer (status, headers, body) exactly as a synchronous call gets it; `404` before the end |
 //! | `DELETE /jobs/{id}` | cancels: running work is interrupted, the job stays readable as `cancelled` |
+//! | `GET /jobs/{id}/events` | a `text/event-stream` of the job's state changes and progress reports, each with an `id:`; `Last-Event-ID` resumes after that event; it ends after the final state |
 //!
 //! Unknown ids are `404`; ids of jobs removed after [`JobsConfig::ttl`] are `410 Gone`.
 //!
@@ -40,7 +41,7 @@ pub mod webhooks;
 
 pub use prefer::{AsyncPreference, JobRoute};
 pub use service::{JobStats, JobsHandle};
-pub use store::{JobRecord, JobState, JobStore, SqliteStore, StoreError, StoredAnswer};
+pub use store::{Durability, JobRecord, JobState, JobStore, SqliteStore, StoreError, StoredAnswer};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -69,9 +70,15 @@ pub struct JobsConfig {
     pub max_attempts: u32,
     /// The longest `Prefer: wait=` or `?wait=` honoured (60 s by default).
     pub max_wait: Duration,
-    /// Where the job resources live (`/jobs` by default): `{path}/{id}` and
-    /// `{path}/{id}/result`.
+    /// Where the job resources live (`/jobs` by default): `{path}/{id}`,
+    /// `{path}/{id}/result` and `{path}/{id}/events`.
     pub path: String,
+    /// How far each commit goes before jobs are acknowledged ([`Durability::Full`] by
+    /// default).
+    pub durability: Durability,
+    /// How often an idle event stream gets a comment line, so proxies do not close it
+    /// (15 s by default).
+    pub sse_keepalive: Duration,
     /// Deliver jobs' ends to the `Callback-URL` their clients give (see [`webhooks`]);
     /// none by default, and then a submit with `Callback-URL` is answered `400`.
     pub webhooks: Option<webhooks::WebhookConfig>,
@@ -89,6 +96,8 @@ impl JobsConfig {
             max_attempts: 5,
             max_wait: Duration::from_secs(60),
             path: "/jobs".to_string(),
+            sse_keepalive: Duration::from_secs(15),
+            durability: Durability::Full,
             webhooks: None,
         }
     }

@@ -116,6 +116,11 @@ pub enum JobRoute {
         /// The id as given.
         id: String,
     },
+    /// `{path}/{id}/events`: the job's event stream.
+    Events {
+        /// The id as given.
+        id: String,
+    },
     /// Anything else under `{path}`.
     Unknown,
 }
@@ -150,6 +155,7 @@ impl JobRoute {
                     .and_then(|(_, value)| seconds(value.as_bytes())),
             },
             [id, "result"] if !id.is_empty() => JobRoute::Result { id: id.to_string() },
+            [id, "events"] if !id.is_empty() => JobRoute::Events { id: id.to_string() },
             _ => JobRoute::Unknown,
         })
     }

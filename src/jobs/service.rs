@@ -17,11 +17,13 @@ mod callbacks;
 use super::answers;
 use super::prefer::idempotency_key;
 use super::store::{
-    JobRecord, JobState, JobStore, NewJob, StartedJob, StateCounts, StoreError, StoredAnswer,
+    JobEvent, JobRecord, JobState, JobStore, NewJob, StartedJob, StateCounts, StoreError,
+    StoredAnswer,
 };
 use super::JobsConfig;
 use crate::http::Response;
 use crate::loopback::{Failure, FailureKind};
+use crate::streaming::{sse_response, SseEvent};
 use base64::Engine;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sha2::Digest;
@@ -116,6 +118,33 @@ pub enum Command {
     },
     /// The front end drains: answer every long-poll now.
     Drain,
+    /// A stage reported a job's progress.
+    Progress {
+        /// The job's number.
+        number: u64,
+        /// The fraction done, 0 to 1.
+        fraction: f32,
+        /// What is being done.
+        message: String,
+    },
+    /// `GET /jobs/{id}/events`: the job's events as a `text/event-stream`, from after
+    /// `last_event_id` (the `Last-Event-ID` of a reconnecting client), until it ends.
+    Watch {
+        /// Whom to stream to.
+        reply: ReplyTo,
+        /// The id as given.
+        id: String,
+        /// The last event the client has.
+        last_event_id: Option<u64>,
+    },
+    /// The connection of a request the service holds has closed: forget its long-poll
+    /// or event stream.
+    Gone {
+        /// The connection.
+        connection: u64,
+        /// The request.
+        request_id: u64,
+    },
 }
 
 /// What the job service tells the front end.
@@ -141,6 +170,23 @@ pub enum Event {
     Interrupt {
         /// The job's number.
         number: u64,
+    },
+    /// A part of a streamed answer: its head (`start`) or a piece, in the client's
+    /// framing.
+    StreamPart {
+        /// Whom.
+        to: ReplyTo,
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Whether this is the head.
+        start: bool,
+    },
+    /// The end of a streamed answer, with its last bytes.
+    StreamEnd {
+        /// Whom.
+        to: ReplyTo,
+        /// The last bytes (the last chunk for HTTP/1.1).
+        last: Vec<u8>,
     },
 }
 
@@ -197,7 +243,7 @@ impl JobsHandle {
     ///
     /// Errors: the store's, for a database that cannot be opened or used.
     pub fn start(config: JobsConfig, doorbell: zmq::Socket) -> Result<JobsHandle, StoreError> {
-        let store = super::SqliteStore::open(&config.db_path)?;
+        let store = super::SqliteStore::open_with(&config.db_path, config.durability)?;
         Self::start_with(Box::new(store), config, doorbell)
     }
 
@@ -239,6 +285,8 @@ impl JobsHandle {
             retries: BinaryHeap::new(),
             running: HashSet::new(),
             waiters: HashMap::new(),
+            watchers: HashMap::new(),
+            next_keepalive: Instant::now() + config.sse_keepalive,
             deadlines: BinaryHeap::new(),
             next_waiter: 0,
             outbox: Vec::new(),
@@ -361,6 +409,14 @@ fn fingerprint(head: &[u8], body: &[u8]) -> Vec<u8> {
     digest.finalize().to_vec()
 }
 
+/// A job's event in the `text/event-stream` format.
+fn sse_bytes(event: &JobEvent) -> Vec<u8> {
+    SseEvent::new(event.data.as_str())
+        .id(event.seq.to_string())
+        .event(event.kind.as_str())
+        .to_bytes()
+}
+
 /// Whether a failure means the pipeline could not take the run (so another run may
 /// succeed), rather than that the work itself failed.
 fn is_transient(failure: &Failure) -> bool {
@@ -403,6 +459,10 @@ struct Service {
     running: HashSet<u64>,
     /// Long-polls, by job number.
     waiters: HashMap<u64, Vec<Waiter>>,
+    /// Event streams, by job number.
+    watchers: HashMap<u64, Vec<ReplyTo>>,
+    /// When the event streams next get a keep-alive comment.
+    next_keepalive: Instant,
     /// When each long-poll ends: (when, job number, waiter id).
     deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     next_waiter: u64,
@@ -441,6 +501,9 @@ impl Service {
 
     fn next_timer(&self) -> Instant {
         let mut next = self.next_expiry;
+        if !self.watchers.is_empty() {
+            next = next.min(self.next_keepalive);
+        }
         if let Some(Reverse((at, _, _))) = self.deadlines.peek() {
             next = next.min(*at);
         }
@@ -462,7 +525,11 @@ impl Service {
             | Command::Status { reply, .. }
             | Command::Result { reply, .. }
             | Command::Cancel { reply, .. } => Some(*reply),
-            Command::Answered { .. } | Command::Drain => None,
+            Command::Watch { reply, .. } => Some(*reply),
+            Command::Answered { .. }
+            | Command::Drain
+            | Command::Progress { .. }
+            | Command::Gone { .. } => None,
         };
         let done = match command {
             Command::Submit {
@@ -477,6 +544,23 @@ impl Service {
             Command::Answered { number, answer } => self.answered(number, answer),
             Command::Drain => {
                 self.end_waits(|_| true);
+                Ok(())
+            }
+            Command::Progress {
+                number,
+                fraction,
+                message,
+            } => self.progress(number, fraction, &message),
+            Command::Watch {
+                reply,
+                id,
+                last_event_id,
+            } => self.watch(reply, &id, last_event_id.unwrap_or(0)),
+            Command::Gone {
+                connection,
+                request_id,
+            } => {
+                self.forget(connection, request_id);
                 Ok(())
             }
         };
@@ -562,6 +646,7 @@ impl Service {
         self.counts.queued += 1;
         self.queue.push_back((record.number, record.created_ms));
         log::debug!("jobs: job {} ({}) queued", record.id, record.number);
+        self.publish_event(&record, "state", &answers::state_event_json(&record));
         match wait.filter(|w| !w.is_zero()) {
             Some(wait) => self.add_waiter(record.number, reply, WaitFor::Answer, wait),
             None => self.reply(reply, &answers::accepted(&record, &self.config.path)),
@@ -767,6 +852,7 @@ impl Service {
     /// Answers the long-polls a change of state ends: every `Change` wait, and the
     /// `Answer` waits once the job has ended.
     fn changed(&mut self, record: &JobRecord, answer: Option<&StoredAnswer>) {
+        self.publish_event(record, "state", &answers::state_event_json(record));
         let Some(waiters) = self.waiters.remove(&record.number) else {
             return;
         };
@@ -785,6 +871,106 @@ impl Service {
         if !still.is_empty() {
             self.waiters.insert(record.number, still);
         }
+    }
+
+    /// Stores a job's event and sends it to the job's event streams; a state event of a
+    /// final state ends them.
+    fn publish_event(&mut self, record: &JobRecord, kind: &str, data: &str) {
+        let event = JobEvent {
+            seq: record.events,
+            kind: kind.to_string(),
+            data: data.to_string(),
+        };
+        if let Err(e) = self.store.add_event(record.number, &event, now_ms()) {
+            log::error!("jobs: job {}: an event was not stored: {e}", record.id);
+            return;
+        }
+        let Some(streams) = self.watchers.get(&record.number).cloned() else {
+            return;
+        };
+        let bytes = sse_bytes(&event);
+        for to in &streams {
+            self.stream_piece(*to, &bytes);
+        }
+        if kind == "state" && record.state.is_final() {
+            self.watchers.remove(&record.number);
+            for to in streams {
+                self.stream_end(to);
+            }
+        }
+    }
+
+    fn stream_piece(&mut self, to: ReplyTo, bytes: &[u8]) {
+        if to.head {
+            return;
+        }
+        self.outbox.push(Event::StreamPart {
+            to,
+            bytes: Response::chunk(to.minor_version, bytes),
+            start: false,
+        });
+    }
+
+    fn stream_end(&mut self, to: ReplyTo) {
+        let last = if to.head {
+            Vec::new()
+        } else {
+            Response::last_chunk(to.minor_version).to_vec()
+        };
+        self.outbox.push(Event::StreamEnd { to, last });
+    }
+
+    /// Records a job's progress, and sends it to the job's event streams.
+    fn progress(&mut self, number: u64, fraction: f32, message: &str) -> Result<(), StoreError> {
+        let Some(record) =
+            self.store
+                .set_progress(number, f64::from(fraction), message, now_ms())?
+        else {
+            return Ok(());
+        };
+        let data = serde_json::json!({ "fraction": fraction, "message": message }).to_string();
+        self.publish_event(&record, "progress", &data);
+        Ok(())
+    }
+
+    /// Opens an event stream on a job: the events after `after`, then the live ones
+    /// until the job ends.
+    fn watch(&mut self, reply: ReplyTo, id: &str, after: u64) -> Result<(), StoreError> {
+        let record = match self.find(id)? {
+            Ok(record) => record,
+            Err(response) => {
+                self.reply(reply, &response);
+                return Ok(());
+            }
+        };
+        let missed = self.store.events_after(record.number, after)?;
+        self.outbox.push(Event::StreamPart {
+            to: reply,
+            bytes: sse_response().stream_head(reply.minor_version, reply.keep_alive),
+            start: true,
+        });
+        for event in &missed {
+            self.stream_piece(reply, &sse_bytes(event));
+        }
+        if record.state.is_final() {
+            self.stream_end(reply);
+        } else {
+            self.watchers.entry(record.number).or_default().push(reply);
+        }
+        Ok(())
+    }
+
+    /// Forgets the long-polls and event streams of a request whose client has gone.
+    fn forget(&mut self, connection: u64, request_id: u64) {
+        let gone = |to: &ReplyTo| to.connection == connection && to.request_id == request_id;
+        self.watchers.retain(|_, streams| {
+            streams.retain(|to| !gone(to));
+            !streams.is_empty()
+        });
+        self.waiters.retain(|_, waiters| {
+            waiters.retain(|w| !gone(&w.reply));
+            !waiters.is_empty()
+        });
     }
 
     /// Answers the long-polls for which `ends` holds, as at the end of their wait.
@@ -848,6 +1034,14 @@ impl Service {
         if now >= self.next_expiry {
             self.next_expiry = now + expire_every(&self.config);
             self.expire();
+        }
+        if now >= self.next_keepalive {
+            self.next_keepalive = now + self.config.sse_keepalive;
+            let comment = SseEvent::comment("keep-alive");
+            let streams: Vec<ReplyTo> = self.watchers.values().flatten().copied().collect();
+            for to in streams {
+                self.stream_piece(to, &comment);
+            }
         }
         self.webhooks_due(now);
     }

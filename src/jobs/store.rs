@@ -5,8 +5,9 @@
 //! command it has, and [`JobStore::commit`]s once. A store shared by several front ends
 //! (a database server) can replace SQLite behind the same trait.
 //!
-//! The SQLite file runs in WAL mode with `synchronous=FULL`: a commit is on disk when
-//! `commit` returns, so neither a `kill -9` nor a power cut loses an accepted job. It is
+//! The SQLite file runs in WAL mode with `synchronous=FULL` by default: a commit is on
+//! disk when `commit` returns, so neither a `kill -9` nor a power cut loses an accepted
+//! job ([`Durability::Process`] trades the power cut for commits fifty times cheaper). It is
 //! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode),
 //! since stored requests can carry `Authorization` and `Cookie` headers; a request is
 //! kept only until its job ends.
@@ -34,9 +35,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     status INTEGER,
     error TEXT,
     answer_headers TEXT,
-    answer_body BLOB
+    answer_body BLOB,
+    progress REAL,
+    progress_message TEXT,
+    events INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, updated_ms);
+CREATE TABLE IF NOT EXISTS job_events (
+    number INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (number, seq)
+) WITHOUT ROWID;
 ";
 
 /// Where a job is in its life.
@@ -94,7 +106,7 @@ impl JobState {
 }
 
 /// What the store knows of a job, without its request or its answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct JobRecord {
     /// The store's number for the job: what travels in the envelope.
     pub number: u64,
@@ -112,6 +124,22 @@ pub struct JobRecord {
     pub status: Option<u16>,
     /// For a failed job, what went wrong; for a queued one, why its last run failed.
     pub error: Option<String>,
+    /// The last progress a stage reported: the fraction done (0 to 1) and a message.
+    pub progress: Option<(f64, String)>,
+    /// How many events the job has had: each change recorded here (submit, start, end,
+    /// requeue, cancel, progress) is one, and this is the last one's number.
+    pub events: u64,
+}
+
+/// One event of a job, as its event streams send it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobEvent {
+    /// Its number in the job's sequence, from 1: the event stream's `id:`.
+    pub seq: u64,
+    /// `state` or `progress`.
+    pub kind: String,
+    /// The event's data (JSON).
+    pub data: String,
 }
 
 /// An answer as stored: what a synchronous call would have been answered, without the
@@ -291,6 +319,18 @@ pub trait JobStore: Send {
     fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError>;
     /// How many jobs are in each state.
     fn counts(&mut self) -> Result<StateCounts, StoreError>;
+    /// Records an unfinished job's progress; `None` if the job has ended.
+    fn set_progress(
+        &mut self,
+        number: u64,
+        fraction: f64,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    /// Stores event `seq` of a job (the `events` of the record the change returned).
+    fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError>;
+    /// A job's events after `seq`, in order.
+    fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError>;
     /// Registers a job's `Callback-URL`; nothing is delivered before the job ends.
     fn webhook_add(&mut self, number: u64, job_id: &str, url: &str) -> Result<(), StoreError>;
     /// A job's webhook, if it asked for one.
@@ -301,12 +341,37 @@ pub trait JobStore: Send {
     fn webhooks_pending(&mut self) -> Result<Vec<WebhookRecord>, StoreError>;
 }
 
+/// How far a commit goes before `commit` returns (SQLite's `synchronous` setting, in WAL
+/// mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is on the disk (fsync) before a job is acknowledged: nothing
+    /// accepted is lost, whatever stops the machine. A few milliseconds per commit;
+    /// commits are grouped, so this bounds latency more than throughput.
+    #[default]
+    Full,
+    /// Commits reach the operating system at once and the disk at checkpoints: nothing
+    /// accepted is lost when the process dies (`kill -9`), but a power cut or a kernel
+    /// crash can lose the last commits. Tens of microseconds per commit.
+    Process,
+}
+
+impl Durability {
+    fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Process => "NORMAL",
+        }
+    }
+}
+
 /// The SQLite job store.
 pub struct SqliteStore {
     db: Connection,
 }
 
-const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error";
+const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
+     progress, progress_message, events";
 
 impl SqliteStore {
     /// Opens (or creates, mode 0600) the job database at `path`, checks it, and sets WAL
@@ -326,6 +391,11 @@ impl SqliteStore {
     /// # std::fs::remove_dir_all(&dir).unwrap();
     /// ```
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(path, Durability::Full)
+    }
+
+    /// [`open`](Self::open) with a chosen [`Durability`].
+    pub fn open_with(path: &Path, durability: Durability) -> Result<SqliteStore, StoreError> {
         let fail = |reason: String| StoreError::Open {
             path: path.display().to_string(),
             reason,
@@ -334,12 +404,15 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let db = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
         let mut store = SqliteStore { db };
-        store.prepare().map_err(|e| fail(e.to_string()))?;
+        store.prepare(durability).map_err(|e| fail(e.to_string()))?;
         Ok(store)
     }
 
-    fn prepare(&mut self) -> Result<(), StoreError> {
+    fn prepare(&mut self, durability: Durability) -> Result<(), StoreError> {
         let db = &self.db;
+        // Every statement here stays prepared: rusqlite keeps 16 by default, fewer than
+        // the store uses, and re-preparing costs more than running most of them.
+        db.set_prepared_statement_cache_capacity(64);
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -347,7 +420,7 @@ impl SqliteStore {
                 "journal mode {mode} instead of wal"
             )));
         }
-        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "synchronous", durability.pragma())?;
         let check: String = db.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
         if check != "ok" {
             return Err(StoreError::Corrupt(format!("integrity check: {check}")));
@@ -426,6 +499,8 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, St
     };
     let number: i64 = row.get(0)?;
     let status: Option<i64> = row.get(6)?;
+    let progress: Option<f64> = row.get(8)?;
+    let progress_message: Option<String> = row.get(9)?;
     Ok(Ok(JobRecord {
         number: number as u64,
         id: row.get(1)?,
@@ -435,17 +510,19 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, St
         attempts: row.get::<_, i64>(5)?.clamp(0, i64::from(u32::MAX)) as u32,
         status: status.and_then(|s| u16::try_from(s).ok()),
         error: row.get(7)?,
+        progress: progress.map(|p| (p, progress_message.unwrap_or_default())),
+        events: row.get::<_, i64>(10)?.max(0) as u64,
     }))
 }
 
 impl JobStore for SqliteStore {
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.db.execute_batch("BEGIN IMMEDIATE")?;
+        self.db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.db.execute_batch("COMMIT")?;
+        self.db.prepare_cached("COMMIT")?.execute([])?;
         Ok(())
     }
 
@@ -457,8 +534,8 @@ impl JobStore for SqliteStore {
 
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError> {
         let mut statement = self.db.prepare_cached(
-            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body)
-             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events)
+             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?5, ?6, 1)",
         )?;
         statement.execute(params![
             job.id,
@@ -477,6 +554,8 @@ impl JobStore for SqliteStore {
             attempts: 0,
             status: None,
             error: None,
+            progress: None,
+            events: 1,
         })
     }
 
@@ -505,7 +584,7 @@ impl JobStore for SqliteStore {
 
     fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError> {
         let Some(record) = self.update(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_ms = ?2
+            "UPDATE jobs SET events = events + 1, state = 'running', attempts = attempts + 1, updated_ms = ?2
              WHERE number = ?1 AND state = 'queued'",
             &[&(number as i64), &now_ms],
         )?
@@ -535,7 +614,7 @@ impl JobStore for SqliteStore {
         let headers = serde_json::to_string(&answer.headers)
             .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
         self.update(
-            "UPDATE jobs SET state = ?2, updated_ms = ?3, status = ?4, error = ?5,
+            "UPDATE jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
                  answer_headers = ?6, answer_body = ?7, head = NULL, body = NULL
              WHERE number = ?1 AND state IN ('queued', 'running')",
             &[
@@ -557,7 +636,7 @@ impl JobStore for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
         self.update(
-            "UPDATE jobs SET state = 'queued', updated_ms = ?2, error = ?3
+            "UPDATE jobs SET events = events + 1, state = 'queued', updated_ms = ?2, error = ?3
              WHERE number = ?1 AND state = 'running'",
             &[&(number as i64), &now_ms, &error],
         )
@@ -565,7 +644,7 @@ impl JobStore for SqliteStore {
 
     fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
         self.update(
-            "UPDATE jobs SET state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL
+            "UPDATE jobs SET events = events + 1, state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL
              WHERE number = ?1 AND state IN ('queued', 'running')",
             &[&(number as i64), &now_ms],
         )
@@ -622,15 +701,66 @@ impl JobStore for SqliteStore {
             "DELETE FROM jobs WHERE state = 'expired' AND updated_ms < ?1",
             [before_ms],
         )?;
+        self.db.execute(
+            "DELETE FROM job_events WHERE number IN (SELECT number FROM jobs
+                 WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?1)",
+            [before_ms],
+        )?;
         let expired = self.db.execute(
             "UPDATE jobs SET state = 'expired', updated_ms = ?2, idempotency_key = NULL,
                  fingerprint = NULL, head = NULL, body = NULL, answer_headers = NULL,
-                 answer_body = NULL, error = NULL
+                 answer_body = NULL, error = NULL, progress = NULL, progress_message = NULL
              WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?1",
             params![before_ms, now_ms],
         )?;
         super::webhooks::sql::forget_expired(&self.db)?;
         Ok(expired as u64)
+    }
+
+    fn set_progress(
+        &mut self,
+        number: u64,
+        fraction: f64,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        self.update(
+            "UPDATE jobs SET events = events + 1, progress = ?2, progress_message = ?3, updated_ms = ?4
+             WHERE number = ?1 AND state IN ('queued', 'running')",
+            &[&(number as i64), &fraction, &message, &now_ms],
+        )
+    }
+
+    fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError> {
+        let mut statement = self.db.prepare_cached(
+            "INSERT OR REPLACE INTO job_events (number, seq, at_ms, kind, data)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        statement.execute(params![
+            number as i64,
+            event.seq.min(i64::MAX as u64) as i64,
+            now_ms,
+            event.kind,
+            event.data
+        ])?;
+        Ok(())
+    }
+
+    fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError> {
+        let mut statement = self.db.prepare_cached(
+            "SELECT seq, kind, data FROM job_events WHERE number = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let rows = statement.query_map(
+            params![number as i64, seq.min(i64::MAX as u64) as i64],
+            |row| {
+                Ok(JobEvent {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    kind: row.get(1)?,
+                    data: row.get(2)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn counts(&mut self) -> Result<StateCounts, StoreError> {

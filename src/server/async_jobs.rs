@@ -9,6 +9,7 @@ use super::Server;
 use crate::envelope::{Envelope, InterruptReason, Protocol};
 use crate::error::{Error, Result};
 use crate::http::{Method, ParsedRequest, Response};
+use crate::jobs::prefer::field_text;
 use crate::jobs::service::{Command, Event, ReplyTo, RunAnswer};
 use crate::jobs::{AsyncPreference, JobRoute, JobsConfig, JobsHandle};
 use crate::loopback::{Answer, Failure, FailureKind};
@@ -104,18 +105,21 @@ impl Server {
         let immediate = match (&route, request.method) {
             (None, _) => None,
             (Some(JobRoute::Job { .. }), Method::Get | Method::Head | Method::Delete) => None,
-            (Some(JobRoute::Result { .. }), Method::Get | Method::Head) => None,
+            (
+                Some(JobRoute::Result { .. } | JobRoute::Events { .. }),
+                Method::Get | Method::Head,
+            ) => None,
             (Some(JobRoute::Job { .. }), _) => Some(
                 Response::error(405, "a job allows GET, HEAD and DELETE")
                     .header("Allow", "GET, HEAD, DELETE"),
             ),
-            (Some(JobRoute::Result { .. }), _) => Some(
-                Response::error(405, "a job's result allows GET and HEAD")
+            (Some(JobRoute::Result { .. } | JobRoute::Events { .. }), _) => Some(
+                Response::error(405, "a job's result and events allow GET and HEAD")
                     .header("Allow", "GET, HEAD"),
             ),
             (Some(JobRoute::Unknown), _) => Some(Response::error(
                 404,
-                "job resources are /jobs/{id} and /jobs/{id}/result",
+                "job resources are /jobs/{id}, /jobs/{id}/result and /jobs/{id}/events",
             )),
         };
         if let Some(response) = immediate {
@@ -144,6 +148,12 @@ impl Server {
             }
             Some(JobRoute::Job { id, .. }) => Command::Cancel { reply, id },
             Some(JobRoute::Result { id }) => Command::Result { reply, id },
+            Some(JobRoute::Events { id }) => Command::Watch {
+                reply,
+                id,
+                last_event_id: field_text(&request.head, "last-event-id")
+                    .and_then(|v| v.trim().parse().ok()),
+            },
             Some(JobRoute::Unknown) | None => {
                 let preference = AsyncPreference::from_head(&request.head);
                 Command::Submit {
@@ -197,15 +207,33 @@ impl Server {
             log::warn!("job number {number}: an answer, but this server keeps no jobs");
             return;
         };
-        link.in_flight.remove(&number);
         let answer = match answer {
+            Answer::Progress { fraction, message } => {
+                link.handle.send(Command::Progress {
+                    number,
+                    fraction,
+                    message,
+                });
+                return;
+            }
             Answer::Response(bytes) => RunAnswer::Response(bytes),
             Answer::Failure(failure) => RunAnswer::Failure(failure),
             Answer::Later { .. } => RunAnswer::Failure(Failure::new(
                 FailureKind::WorkerPanicked,
                 "a stage asked to answer later a job that already is asynchronous",
             )),
+            Answer::StreamAbort => RunAnswer::Failure(Failure::new(
+                FailureKind::WorkerPanicked,
+                "the stage stopped its answer midway",
+            )),
+            Answer::StreamStart(_) | Answer::StreamPiece(_) | Answer::StreamEnd(_) => {
+                RunAnswer::Failure(Failure::new(
+                    FailureKind::WorkerPanicked,
+                    "a job's answer came in pieces, which the job store cannot keep",
+                ))
+            }
         };
+        link.in_flight.remove(&number);
         link.handle.send(Command::Answered { number, answer });
     }
 
@@ -223,6 +251,28 @@ impl Server {
                     super::AnswerBytes::Owned(bytes),
                 ),
                 Event::Dispatch { number, head, body } => self.dispatch_job(number, head, body),
+                Event::StreamPart { to, bytes, start } => {
+                    let close_delimited = start && to.minor_version == 0;
+                    let id = to.connection;
+                    if let Some(conn) = self.connections.get_mut(&id) {
+                        let part = super::AnswerBytes::Owned(bytes);
+                        if conn
+                            .stream_part(to.request_id, part, close_delimited)
+                            .is_some()
+                        {
+                            super::mark_dirty(&mut self.dirty, conn, id);
+                        }
+                    }
+                }
+                Event::StreamEnd { to, last } => {
+                    let id = to.connection;
+                    if let Some(conn) = self.connections.get_mut(&id) {
+                        let last = Some(super::AnswerBytes::Owned(last));
+                        if conn.end_stream(to.request_id, last) {
+                            super::mark_dirty(&mut self.dirty, conn, id);
+                        }
+                    }
+                }
                 Event::Interrupt { number } => {
                     let run = self.jobs.as_mut().and_then(|l| l.in_flight.remove(&number));
                     if let Some(run) = run {
@@ -294,6 +344,17 @@ impl Server {
                 answer: RunAnswer::Failure(failure),
             });
             self.publish(self.nonce, request_id, InterruptReason::DeadlinePassed);
+        }
+    }
+
+    /// Tells the service a connection closed while it held requests of it (long-polls,
+    /// event streams).
+    pub(super) fn forget_job_requests(&self, connection: u64, request_ids: &[u64]) {
+        for &request_id in request_ids {
+            self.send_job_command(Command::Gone {
+                connection,
+                request_id,
+            });
         }
     }
 

@@ -71,12 +71,26 @@ pub(crate) struct Stall {
     pub(crate) backoff: Duration,
 }
 
+/// The parts of a streamed answer that arrived and were not yet handed to the output.
+#[derive(Default)]
+pub(crate) struct SlotStream {
+    /// Parts in order.
+    pub(crate) pieces: VecDeque<AnswerBytes>,
+    /// Their size.
+    pub(crate) bytes: usize,
+    /// The status of the head, for the access log.
+    pub(crate) status: Box<str>,
+}
+
 /// One request's place in the connection's answer order.
 pub(crate) struct Slot {
     /// The request id (answers the front end made at once have one too, for the log).
     pub(crate) request_id: u64,
-    /// The answer, once known.
+    /// The answer once known whole; for a streamed answer, its last bytes, once the
+    /// stream has ended.
     pub(crate) answer: Option<AnswerBytes>,
+    /// A streamed answer under way (see `crate::streaming`).
+    pub(crate) stream: Option<Box<SlotStream>>,
     /// Whether the connection closes after this answer.
     pub(crate) close_after: bool,
     /// When the request arrived, for the access log.
@@ -132,19 +146,71 @@ impl Connection {
         }
     }
 
-    /// Puts the answer for `request_id` in its slot; false if no slot waits for it.
-    pub(crate) fn fill(&mut self, request_id: u64, answer: AnswerBytes) -> bool {
-        match self
-            .slots
+    fn waiting_slot(&mut self, request_id: u64) -> Option<&mut Slot> {
+        self.slots
             .iter_mut()
             .find(|s| s.request_id == request_id && s.answer.is_none())
-        {
-            Some(slot) => {
-                slot.answer = Some(answer);
-                true
-            }
-            None => false,
+    }
+
+    /// Puts the answer for `request_id` in its slot; false if no slot waits for it. A
+    /// slot whose answer has begun to stream cannot take a whole answer any more (a
+    /// timeout, a failure): the stream is cut short there and the connection closed.
+    pub(crate) fn fill(&mut self, request_id: u64, answer: AnswerBytes) -> bool {
+        let Some(slot) = self.waiting_slot(request_id) else {
+            return false;
+        };
+        if slot.stream.is_some() {
+            slot.answer = Some(AnswerBytes::Owned(Vec::new()));
+            slot.close_after = true;
+            self.closing = true;
+        } else {
+            slot.answer = Some(answer);
         }
+        true
+    }
+
+    /// Adds a part of a streamed answer to its slot; `close_delimited` (an HTTP/1.0 head)
+    /// makes the connection close after it. Returns how many bytes of the stream wait in
+    /// the slot, or `None` if no slot waits for it.
+    pub(crate) fn stream_part(
+        &mut self,
+        request_id: u64,
+        part: AnswerBytes,
+        close_delimited: bool,
+    ) -> Option<usize> {
+        let slot = self.waiting_slot(request_id)?;
+        let stream = slot.stream.get_or_insert_with(|| {
+            Box::new(SlotStream {
+                status: super::status_of(part.as_slice()).into(),
+                ..SlotStream::default()
+            })
+        });
+        stream.bytes += part.as_slice().len();
+        stream.pieces.push_back(part);
+        let waiting = stream.bytes;
+        if close_delimited {
+            slot.close_after = true;
+            self.closing = true;
+        }
+        Some(waiting)
+    }
+
+    /// Ends a streamed answer with its last bytes (`None`: it stopped midway, so the
+    /// connection closes after what was sent).
+    pub(crate) fn end_stream(&mut self, request_id: u64, last: Option<AnswerBytes>) -> bool {
+        let Some(slot) = self.waiting_slot(request_id) else {
+            return false;
+        };
+        slot.stream.get_or_insert_with(Box::default);
+        match last {
+            Some(last) => slot.answer = Some(last),
+            None => {
+                slot.answer = Some(AnswerBytes::Owned(Vec::new()));
+                slot.close_after = true;
+                self.closing = true;
+            }
+        }
+        true
     }
 
     /// Whether the connection holds nothing: no unanswered request, no unwritten byte,

@@ -55,6 +55,7 @@ mod config;
 mod connection;
 mod cors;
 mod output;
+mod streams;
 
 pub use config::{ListenProtocol, ServerConfig};
 pub use cors::{AllowedOrigins, CorsConfig};
@@ -698,6 +699,7 @@ impl Server {
         conn.slots.push_back(Slot {
             request_id,
             answer: None,
+            stream: None,
             close_after,
             arrived: Instant::now(),
             label,
@@ -719,6 +721,7 @@ impl Server {
         conn.slots.push_back(Slot {
             request_id,
             answer: Some(AnswerBytes::Owned(bytes)),
+            stream: None,
             close_after,
             arrived: Instant::now(),
             label,
@@ -753,6 +756,15 @@ impl Server {
             );
             return;
         }
+        let answer = match answer {
+            // Only jobs keep their progress.
+            Answer::Progress { .. } => return,
+            Answer::StreamStart(part) => return self.on_stream_part(&envelope, part, true),
+            Answer::StreamPiece(part) => return self.on_stream_part(&envelope, part, false),
+            Answer::StreamEnd(last) => return self.on_stream_end(&envelope, Some(last)),
+            Answer::StreamAbort => return self.on_stream_end(&envelope, None),
+            whole => whole,
+        };
         // Gone when already answered (504) or when its client left.
         let Some(in_flight) = self.requests.remove(&envelope.request_id) else {
             return;
@@ -782,6 +794,11 @@ impl Server {
                     Some(refusal) => AnswerBytes::Owned(refusal),
                 }
             }
+            Answer::Progress { .. }
+            | Answer::StreamStart(_)
+            | Answer::StreamPiece(_)
+            | Answer::StreamEnd(_)
+            | Answer::StreamAbort => return,
         };
         self.fill(in_flight.connection, envelope.request_id, bytes);
     }
@@ -808,23 +825,48 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
-        let written = conn.slots.front().is_some_and(|s| s.answer.is_some());
-        while conn.slots.front().is_some_and(|s| s.answer.is_some()) {
+        let mut written = false;
+        while let Some(front) = conn.slots.front_mut() {
+            // The parts of a streamed answer go out as they come.
+            if let Some(stream) = &mut front.stream {
+                written |= !stream.pieces.is_empty();
+                stream.bytes = 0;
+                // The first piece is the head: it takes the CORS fields, once.
+                let mut cors = if stream.pieces.is_empty() {
+                    None
+                } else {
+                    front.cors.take()
+                };
+                for piece in stream.pieces.drain(..) {
+                    conn.output
+                        .push(cors::decorate(piece, cors.take().as_deref()));
+                }
+            }
+            if front.answer.is_none() {
+                break;
+            }
             let Some(slot) = conn.slots.pop_front() else {
                 break;
             };
             let Some(answer) = slot.answer else { break };
-            let answer = cors::decorate(answer, slot.cors.as_deref());
+            written = true;
+            // A streamed answer's last bytes are no head (its head took the fields).
+            let cors_fields = slot.cors.as_deref().filter(|_| slot.stream.is_none());
+            let answer = cors::decorate(answer, cors_fields);
             let bytes = answer.as_slice();
+            let status = match &slot.stream {
+                Some(stream) => &stream.status,
+                None => status_of(bytes),
+            };
             self.stats.answered += 1;
-            if matches!(status_of(bytes).as_bytes().first(), Some(b'4' | b'5')) {
+            if matches!(status.as_bytes().first(), Some(b'4' | b'5')) {
                 self.stats.errors += 1;
             }
             if let Some(label) = &slot.label {
                 log::info!(
                     "request {}: {label} -> {} {}B {:.1}ms",
                     slot.request_id,
-                    status_of(bytes),
+                    status,
                     bytes.len(),
                     slot.arrived.elapsed().as_secs_f64() * 1000.0
                 );
@@ -936,11 +978,15 @@ impl Server {
         if hang_up {
             listener.hang_up(&conn.routing_id);
         }
+        let mut held_by_jobs = Vec::new();
         for slot in conn.slots.iter().filter(|s| s.answer.is_none()) {
             if self.requests.remove(&slot.request_id).is_some() {
                 self.publish(self.nonce, slot.request_id, InterruptReason::ClientGone);
+            } else if self.jobs.is_some() {
+                held_by_jobs.push(slot.request_id);
             }
         }
+        self.forget_job_requests(id, &held_by_jobs);
     }
 
     fn publish(&self, nonce: u64, request_id: u64, reason: InterruptReason) {

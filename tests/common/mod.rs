@@ -157,7 +157,7 @@ impl Front {
         let reply = match answer {
             Answer::Response(bytes) => Ok(bytes.to_vec()),
             Answer::Failure(failure) => Err(failure),
-            Answer::Later { .. } => panic!("request {id}: no stage here answers later"),
+            other => panic!("request {id}: no stage here answers in pieces or later: {other:?}"),
         };
         self.kept.borrow_mut().insert(id, reply);
         true

@@ -1,0 +1,70 @@
+//! The front end's side of streamed answers (see [`crate::streaming`]): parts of an
+//! answer go into the request's slot as they arrive on the loopback, and out to the
+//! client as soon as the slot is at the front of the connection's answer order.
+
+use super::{mark_dirty, AnswerBytes, Server};
+use crate::envelope::{Envelope, Protocol};
+use std::time::Instant;
+
+impl Server {
+    /// The head (`start`) or a piece of a streamed answer.
+    pub(super) fn on_stream_part(&mut self, envelope: &Envelope, part: zmq::Message, start: bool) {
+        let Some(in_flight) = self.requests.get(&envelope.request_id) else {
+            // Already ended: answered 504, or its client left.
+            return;
+        };
+        if in_flight.deadline <= Instant::now() {
+            // The sweep cuts the stream short at its deadline.
+            return;
+        }
+        let id = in_flight.connection;
+        let close_delimited = start
+            && matches!(
+                in_flight.protocol,
+                Protocol::Http {
+                    minor_version: 0,
+                    ..
+                }
+            );
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let Some(waiting) = conn.stream_part(
+            envelope.request_id,
+            AnswerBytes::Message(part),
+            close_delimited,
+        ) else {
+            return;
+        };
+        if waiting > self.config.max_output_bytes {
+            // Behind an earlier answer, a stream may hold no more than the output bound.
+            log::warn!(
+                "connection {id}: {waiting} bytes of a streamed answer wait behind an earlier one; closing"
+            );
+            self.close(id, true);
+            return;
+        }
+        mark_dirty(&mut self.dirty, conn, id);
+    }
+
+    /// The end of a streamed answer: its last bytes, or `None` when the stage stopped
+    /// midway (the connection then closes after what was sent).
+    pub(super) fn on_stream_end(&mut self, envelope: &Envelope, last: Option<zmq::Message>) {
+        let Some(in_flight) = self.requests.remove(&envelope.request_id) else {
+            return;
+        };
+        if last.is_none() {
+            log::info!(
+                "request {}: the stage stopped its streamed answer midway",
+                envelope.request_id
+            );
+        }
+        let id = in_flight.connection;
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if conn.end_stream(envelope.request_id, last.map(AnswerBytes::Message)) {
+            mark_dirty(&mut self.dirty, conn, id);
+        }
+    }
+}
