@@ -264,36 +264,24 @@ fn statuses(document: &serde_json::Value) -> Vec<Option<u64>> {
 }
 
 /// A receiver answering `script`, an echo server delivering to it with `webhooks`, a
-/// client, and the location of a job submitted with the receiver as its callback.
-struct Delivery {
-    receiver: Receiver,
-    client: Client,
-    location: String,
-    _server: TestServer,
-}
-
-fn deliver(name: &str, script: Vec<Reply>, webhooks: WebhookConfig) -> Delivery {
+/// client, and the location of a job submitted with the receiver as its callback (the
+/// server is last: keep it alive for the test).
+fn deliver(
+    name: &str,
+    script: Vec<Reply>,
+    webhooks: WebhookConfig,
+) -> (Receiver, Client, String, TestServer) {
     let receiver = Receiver::start("127.0.0.1:0", script).expect("a receiver");
     let dir = scratch_dir(name);
     let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), Some(webhooks)));
     let mut client = server.connect();
     let location = accepted_location(&submit(&mut client, &receiver.url()));
-    Delivery {
-        receiver,
-        client,
-        location,
-        _server: server,
-    }
+    (receiver, client, location, server)
 }
 
 #[test]
 fn a_receiver_that_fails_twice_takes_the_third_attempt() {
-    let Delivery {
-        receiver,
-        mut client,
-        location,
-        _server,
-    } = deliver(
+    let (receiver, mut client, location, _server) = deliver(
         "fails-twice",
         vec![Reply::Status(500), Reply::Status(503), Reply::Status(204)],
         webhook_config(true),
@@ -329,12 +317,7 @@ fn a_receiver_that_fails_twice_takes_the_third_attempt() {
 
 #[test]
 fn a_receiver_answering_410_gets_no_more_attempts() {
-    let Delivery {
-        receiver,
-        mut client,
-        location,
-        _server,
-    } = deliver(
+    let (receiver, mut client, location, _server) = deliver(
         "gone",
         vec![Reply::Status(410), Reply::Status(200)],
         webhook_config(true),
@@ -352,12 +335,8 @@ fn a_receiver_that_never_answers_is_tried_again_then_given_up() {
     let mut webhooks = webhook_config(true);
     webhooks.timeout = Duration::from_millis(300);
     webhooks.give_up = Duration::from_millis(1500);
-    let Delivery {
-        receiver,
-        mut client,
-        location,
-        _server,
-    } = deliver("silent", vec![Reply::Silent], webhooks);
+    let (receiver, mut client, location, _server) =
+        deliver("silent", vec![Reply::Silent], webhooks);
     let document = wait_for_webhook(&mut client, &location, "given_up");
     let attempts = document["webhook"]["attempts"].as_array().unwrap();
     assert!(attempts.len() >= 2, "{document}");
@@ -371,12 +350,8 @@ fn a_receiver_that_never_answers_is_tried_again_then_given_up() {
 
 #[test]
 fn the_signature_verifies_with_pythons_hmac() {
-    let Delivery {
-        receiver,
-        mut client,
-        location,
-        _server,
-    } = deliver("signature", vec![Reply::Status(200)], webhook_config(true));
+    let (receiver, mut client, location, _server) =
+        deliver("signature", vec![Reply::Status(200)], webhook_config(true));
     wait_for_webhook(&mut client, &location, "delivered");
     let request = receiver.received().pop().expect("a delivery");
     // The receiver's check, as the README gives it.
