@@ -2,9 +2,10 @@
 //! daemons' options, the wording every help shares, endpoint and number checks, logging
 //! and exit codes.
 
-use crate::jobs::{Durability, JobsConfig};
 use crate::endpoint::{self, Use};
-use crate::server::ServerConfig;
+use crate::jobs::webhooks::{parse_secret, WebhookConfig};
+use crate::jobs::{Durability, JobsConfig};
+use crate::server::{CorsConfig, ServerConfig};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -125,6 +126,76 @@ pub struct FrontEndArgs {
     /// The asynchronous jobs' options.
     #[command(flatten)]
     pub jobs: JobsArgs,
+    /// The CORS options.
+    #[command(flatten)]
+    pub cors: CorsArgs,
+}
+
+/// The options of cross-origin resource sharing: which web pages may call the server.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CorsArgs {
+    /// Let pages from this origin (e.g. `https://app.example.com`) call the server;
+    /// repeatable, or `*` for any. Without it, the front end does no CORS.
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors_origin: Vec<String>,
+    /// The methods a preflight allows, comma-separated.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "GET, HEAD, POST, DELETE, OPTIONS"
+    )]
+    pub cors_methods: String,
+    /// The request header fields a preflight allows, comma-separated.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "Content-Type, Prefer, Idempotency-Key, Callback-URL"
+    )]
+    pub cors_headers: String,
+    /// Seconds a browser may cache a preflight's answer.
+    #[arg(long, value_name = "S", default_value_t = 600)]
+    pub cors_max_age: u64,
+    /// Allow credentials (cookies, Authorization): the origin is then echoed, never `*`.
+    #[arg(long)]
+    pub cors_credentials: bool,
+}
+
+impl CorsArgs {
+    /// The CORS policy these options describe, if an origin was given.
+    pub fn config(&self) -> Result<Option<CorsConfig>, String> {
+        if self.cors_origin.is_empty() {
+            return Ok(None);
+        }
+        let list = |flag: &str, text: &str| -> Result<Vec<String>, String> {
+            let items: Vec<String> = text
+                .split(',')
+                .map(|item| item.trim().to_string())
+                .filter(|item| !item.is_empty())
+                .collect();
+            if items
+                .iter()
+                .any(|item| !item.bytes().all(|b| b.is_ascii_graphic()))
+            {
+                return Err(format!(
+                    "{flag} takes tokens separated by commas, not {text:?}"
+                ));
+            }
+            Ok(items)
+        };
+        for origin in &self.cors_origin {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "--cors-origin takes an origin such as https://app.example.com, or *, not {origin:?}"
+                ));
+            }
+        }
+        let mut config = CorsConfig::new(self.cors_origin.iter().cloned());
+        config.methods = list("--cors-methods", &self.cors_methods)?;
+        config.headers = list("--cors-headers", &self.cors_headers)?;
+        config.max_age = Some(Duration::from_secs(self.cors_max_age));
+        config.credentials = self.cors_credentials;
+        Ok(Some(config))
+    }
 }
 
 /// The options of asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`).
@@ -159,6 +230,72 @@ pub struct JobsArgs {
     /// the process's death, kill -9 included, not the machine's; commits ~50x cheaper).
     #[arg(long, value_name = "WHEN", default_value = "full", value_parser = ["full", "process"])]
     pub jobs_durability: String,
+    /// The webhooks' options.
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// The options of webhooks: a job's end POSTed to the `Callback-URL` its submit gave.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WebhookArgs {
+    /// Sign webhooks with this secret (`whsec_<base64>` is decoded, other text is the
+    /// key as it is). Webhooks are on only with a secret; prefer --webhook-secret-file,
+    /// since a command line is visible to other users.
+    #[arg(long, value_name = "SECRET", conflicts_with = "webhook_secret_file")]
+    pub webhook_secret: Option<String>,
+    /// Read the webhook secret from this file (surrounding whitespace is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub webhook_secret_file: Option<std::path::PathBuf>,
+    /// Seconds before a failed delivery is tried again; the wait doubles after each
+    /// failure (with jitter), up to --webhook-retry-max.
+    #[arg(long, value_name = "S", default_value_t = 1.0)]
+    pub webhook_retry_first: f64,
+    /// The longest wait between two attempts, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 3600.0)]
+    pub webhook_retry_max: f64,
+    /// Seconds after the first failed attempt when a delivery is given up.
+    #[arg(long, value_name = "S", default_value_t = 86400.0)]
+    pub webhook_give_up: f64,
+    /// Seconds to connect to a receiver, and again for its answer.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub webhook_timeout: f64,
+    /// Delivery threads.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub webhook_threads: usize,
+    /// Deliveries in progress to one host at once.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub webhook_per_host: usize,
+    /// Let callbacks reach this network although it is not public (e.g. 10.1.0.0/16);
+    /// repeatable. Loopback, private, link-local and other non-global addresses are
+    /// refused otherwise.
+    #[arg(long, value_name = "CIDR")]
+    pub allow_callback_network: Vec<String>,
+}
+
+impl WebhookArgs {
+    /// The webhook configuration these options describe, if a secret was given.
+    pub fn config(&self) -> Result<Option<WebhookConfig>, String> {
+        let secret = match (&self.webhook_secret, &self.webhook_secret_file) {
+            (Some(text), _) => text.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("--webhook-secret-file {}: {e}", path.display()))?,
+            (None, None) => return Ok(None),
+        };
+        let mut config = WebhookConfig::new(parse_secret(&secret)?);
+        config.retry_first = seconds("--webhook-retry-first", self.webhook_retry_first)?;
+        config.retry_max = seconds("--webhook-retry-max", self.webhook_retry_max)?;
+        config.give_up = seconds("--webhook-give-up", self.webhook_give_up)?;
+        config.timeout = seconds("--webhook-timeout", self.webhook_timeout)?;
+        config.threads = self.webhook_threads.max(1);
+        config.per_host = self.webhook_per_host.max(1);
+        for network in &self.allow_callback_network {
+            let cidr = network
+                .parse()
+                .map_err(|e| format!("--allow-callback-network: {e}"))?;
+            config.policy.allow.push(cidr);
+        }
+        Ok(Some(config))
+    }
 }
 
 impl JobsArgs {
@@ -186,6 +323,7 @@ impl JobsArgs {
             "process" => Durability::Process,
             _ => Durability::Full,
         };
+        config.webhooks = self.webhooks.config()?;
         Ok(Some(config))
     }
 }
@@ -222,6 +360,7 @@ impl FrontEndArgs {
         config.limits.max_body = self.max_request_bytes;
         config.max_netstring_bytes = self.max_request_bytes;
         config.jobs = self.jobs.config()?;
+        config.cors = self.cors.config()?;
         Ok(config)
     }
 }
@@ -305,5 +444,63 @@ impl GatewayArgs {
             gateway = gateway.secret(secret);
         }
         Ok(gateway)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        front: FrontEndArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServerConfig, String> {
+        let line = Line::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        line.front.config("tcp://127.0.0.1:0")
+    }
+
+    #[test]
+    fn webhook_and_cors_options_become_configuration() {
+        let config = parse(&[
+            "--jobs-db",
+            "/tmp/x.sqlite",
+            "--webhook-secret",
+            "whsec_c2VjcmV0",
+            "--webhook-give-up",
+            "60",
+            "--allow-callback-network",
+            "127.0.0.0/8",
+            "--cors-origin",
+            "https://app.example",
+            "--cors-credentials",
+        ])
+        .unwrap();
+        let webhooks = config.jobs.unwrap().webhooks.unwrap();
+        assert_eq!(webhooks.secret, b"secret");
+        assert_eq!(webhooks.give_up, Duration::from_secs(60));
+        assert!(webhooks.policy.allows("127.0.0.1".parse().unwrap()));
+        let cors = config.cors.unwrap();
+        assert!(cors.credentials);
+        assert_eq!(
+            cors.allow_origin("https://app.example").as_deref(),
+            Some("https://app.example")
+        );
+        let plain = parse(&[]).unwrap();
+        assert!(plain.cors.is_none() && plain.jobs.is_none());
+    }
+
+    #[test]
+    fn bad_webhook_and_cors_options_are_refused() {
+        let jobs = ["--jobs-db", "/tmp/x.sqlite", "--webhook-secret", "k"];
+        let with = |extra: &[&str]| parse(&[&jobs[..], extra].concat());
+        assert!(with(&["--allow-callback-network", "10.0.0.0/40"]).is_err());
+        assert!(with(&["--webhook-retry-first", "0"]).is_err());
+        assert!(parse(&["--cors-origin", "app.example"]).is_err());
+        assert!(parse(&["--jobs-db", "/tmp/x.sqlite", "--webhook-secret", "whsec_!!"]).is_err());
     }
 }

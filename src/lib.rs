@@ -87,7 +87,8 @@
 //! - [`tasks`]: routing by task name (`X-Task-Name`) to separate pools.
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
-//!   store on a thread of the front end's process.
+//!   store on a thread of the front end's process; their ends delivered to a
+//!   `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
 //! - [`pipeline`]: a builder that wires stages (and a front end) in one process.
 //! - [`topology`]: a whole multi-process deployment in one JSON file.
 //! - [`shutdown`]: drain, then stop.

@@ -5,7 +5,7 @@
 #[path = "http_common/mod.rs"]
 mod common;
 
-use common::{http_config, wait_for, Client, HttpResponse, Latch, TestServer, WAIT};
+use common::{http_config, request, wait_for, Client, HttpResponse, Latch, TestServer, WAIT};
 use prime_server::http::Response;
 use prime_server::jobs::JobsConfig;
 use prime_server::server::ServerConfig;
@@ -21,14 +21,7 @@ const SLOW_PRIME: u64 = 18_446_744_073_709_551_557;
 
 /// A fresh directory for one test's database.
 fn scratch_dir(name: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("jobs")
-        .join(format!("{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create a scratch directory");
-    dir
+    common::scratch_dir("jobs", name)
 }
 
 /// The front end's configuration with jobs kept in a new database for this test.
@@ -41,22 +34,6 @@ fn jobs_config(name: &str) -> (ServerConfig, PathBuf) {
 
 fn jobs_of(config: &mut ServerConfig) -> &mut JobsConfig {
     config.jobs.as_mut().expect("jobs are configured")
-}
-
-/// Sends `METHOD target HTTP/1.1` with the extra header lines given, reads the answer.
-fn request(client: &mut Client, method: &str, target: &str, headers: &[&str]) -> HttpResponse {
-    let mut text = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
-    for header in headers {
-        text.push_str(header);
-        text.push_str("\r\n");
-    }
-    text.push_str("\r\n");
-    client.send(text);
-    if method == "HEAD" {
-        client.read_head_response()
-    } else {
-        client.read_response()
-    }
 }
 
 /// Submits `GET target` with `Prefer: respond-async` (and more headers).
@@ -428,7 +405,9 @@ fn a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504() {
         }
     });
     let (mut config, _path) = jobs_config("fail");
-    jobs_of(&mut config).job_timeout = Duration::from_millis(500);
+    // Long enough for a panicking worker to print its backtrace (RUST_BACKTRACE=1
+    // symbolizes the whole test binary first) on a loaded machine.
+    jobs_of(&mut config).job_timeout = Duration::from_secs(3);
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
     let panicked = assert_accepted(&submit(&mut client, "/panic", &[]));

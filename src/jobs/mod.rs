@@ -25,12 +25,19 @@
 //! anyone is told so, and a `kill -9` loses none: at start, jobs that were queued or
 //! running are queued again (at least once; `attempts` counts the runs).
 //!
+//! ## Webhooks
+//! A submit with `Callback-URL` has the job's end POSTed there, signed, retried and
+//! recorded in the store: see [`webhooks`], and [`ssrf`] for the addresses a callback
+//! may not reach.
+//!
 //! [`Envelope::job`]: crate::envelope::Envelope::job
 
 pub mod answers;
 pub mod prefer;
 pub mod service;
+pub mod ssrf;
 pub mod store;
+pub mod webhooks;
 
 pub use prefer::{AsyncPreference, JobRoute};
 pub use service::{JobStats, JobsHandle};
@@ -72,6 +79,9 @@ pub struct JobsConfig {
     /// How often an idle event stream gets a comment line, so proxies do not close it
     /// (15 s by default).
     pub sse_keepalive: Duration,
+    /// Deliver jobs' ends to the `Callback-URL` their clients give (see [`webhooks`]);
+    /// none by default, and then a submit with `Callback-URL` is answered `400`.
+    pub webhooks: Option<webhooks::WebhookConfig>,
 }
 
 impl JobsConfig {
@@ -88,6 +98,7 @@ impl JobsConfig {
             path: "/jobs".to_string(),
             sse_keepalive: Duration::from_secs(15),
             durability: Durability::Full,
+            webhooks: None,
         }
     }
 }

@@ -12,6 +12,8 @@
 //! [`JobsConfig::max_running`] run at once), the long-polls waiting for a change of
 //! state, the retries of runs the pipeline could not take, and the expiry of old jobs.
 
+mod callbacks;
+
 use super::answers;
 use super::prefer::idempotency_key;
 use super::store::{
@@ -290,7 +292,9 @@ impl JobsHandle {
             outbox: Vec::new(),
             next_expiry: Instant::now() + expire_every(&config),
             commit_stats: JobStats::default(),
+            deliveries: None,
         };
+        service.start_webhooks()?;
         let thread = std::thread::Builder::new()
             .name("job-store".into())
             .spawn(move || service.run(command_rx))
@@ -466,14 +470,16 @@ struct Service {
     outbox: Vec<Event>,
     next_expiry: Instant,
     commit_stats: JobStats,
+    /// Webhook deliveries, when configured.
+    deliveries: Option<callbacks::Deliveries>,
 }
 
 impl Service {
     fn run(&mut self, commands: Receiver<Command>) {
         loop {
             let wait = self.next_timer().saturating_duration_since(Instant::now());
-            let first = match commands.recv_timeout(wait) {
-                Ok(command) => Some(command),
+            let first = match self.receive(&commands, wait) {
+                Ok(command) => command,
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
@@ -484,6 +490,7 @@ impl Service {
             for command in batch {
                 self.handle(command);
             }
+            self.on_webhook_outcomes();
             self.on_timers(Instant::now());
             self.dispatch();
             self.commit();
@@ -503,10 +510,16 @@ impl Service {
         if let Some(Reverse((at, _, _))) = self.retries.peek() {
             next = next.min(*at);
         }
+        if let Some(at) = self.next_webhook_due() {
+            next = next.min(at);
+        }
         next
     }
 
     fn handle(&mut self, command: Command) {
+        let Some(command) = self.intercept_callback(command) else {
+            return;
+        };
         let reply = match &command {
             Command::Submit { reply, .. }
             | Command::Status { reply, .. }
@@ -629,6 +642,7 @@ impl Service {
             fingerprint: &fingerprint,
             now_ms: now_ms(),
         })?;
+        self.webhook_registered(&record, head)?;
         self.counts.queued += 1;
         self.queue.push_back((record.number, record.created_ms));
         log::debug!("jobs: job {} ({}) queued", record.id, record.number);
@@ -655,7 +669,10 @@ impl Service {
         };
         match wait.filter(|w| !w.is_zero() && !record.state.is_final()) {
             Some(wait) => self.add_waiter(record.number, reply, WaitFor::Change, wait),
-            None => self.reply(reply, &answers::status(&record, &self.config.path)),
+            None => {
+                let response = self.status_with_webhook(&record)?;
+                self.reply(reply, &response)
+            }
         }
         Ok(())
     }
@@ -698,6 +715,7 @@ impl Service {
                     }
                     log::info!("jobs: job {} cancelled", record.id);
                     self.changed(&cancelled, None);
+                    self.webhook_job_ended(&cancelled, None);
                     answers::status(&cancelled, &self.config.path)
                 }
                 None => answers::status(&record, &self.config.path),
@@ -764,6 +782,7 @@ impl Service {
                 ended.attempts
             );
             self.changed(&ended, Some(&stored));
+            self.webhook_job_ended(&ended, Some(&stored));
         }
         Ok(())
     }
@@ -1024,6 +1043,7 @@ impl Service {
                 self.stream_piece(to, &comment);
             }
         }
+        self.webhooks_due(now);
     }
 
     fn expire(&mut self) {

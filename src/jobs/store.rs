@@ -12,12 +12,13 @@
 //! since stored requests can carry `Authorization` and `Cookie` headers; a request is
 //! kept only until its job ends.
 
+use super::webhooks::WebhookRecord;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::fmt;
 use std::path::Path;
 
 /// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -330,6 +331,14 @@ pub trait JobStore: Send {
     fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError>;
     /// A job's events after `seq`, in order.
     fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError>;
+    /// Registers a job's `Callback-URL`; nothing is delivered before the job ends.
+    fn webhook_add(&mut self, number: u64, job_id: &str, url: &str) -> Result<(), StoreError>;
+    /// A job's webhook, if it asked for one.
+    fn webhook(&mut self, number: u64) -> Result<Option<WebhookRecord>, StoreError>;
+    /// Writes a webhook's state, message, attempts and schedule.
+    fn webhook_save(&mut self, record: &WebhookRecord) -> Result<(), StoreError>;
+    /// Every webhook whose message waits for an attempt (at start, after a restart).
+    fn webhooks_pending(&mut self) -> Result<Vec<WebhookRecord>, StoreError>;
 }
 
 /// How far a commit goes before `commit` returns (SQLite's `synchronous` setting, in WAL
@@ -423,6 +432,7 @@ impl SqliteStore {
             )));
         }
         db.execute_batch(SCHEMA)?;
+        db.execute_batch(super::webhooks::sql::SCHEMA)?;
         db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())
     }
@@ -703,6 +713,7 @@ impl JobStore for SqliteStore {
              WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?1",
             params![before_ms, now_ms],
         )?;
+        super::webhooks::sql::forget_expired(&self.db)?;
         Ok(expired as u64)
     }
 
@@ -766,6 +777,22 @@ impl JobStore for SqliteStore {
             }
         }
         Ok(counts)
+    }
+
+    fn webhook_add(&mut self, number: u64, job_id: &str, url: &str) -> Result<(), StoreError> {
+        super::webhooks::sql::add(&self.db, number, job_id, url)
+    }
+
+    fn webhook(&mut self, number: u64) -> Result<Option<WebhookRecord>, StoreError> {
+        super::webhooks::sql::get(&self.db, number)
+    }
+
+    fn webhook_save(&mut self, record: &WebhookRecord) -> Result<(), StoreError> {
+        super::webhooks::sql::save(&self.db, record)
+    }
+
+    fn webhooks_pending(&mut self) -> Result<Vec<WebhookRecord>, StoreError> {
+        super::webhooks::sql::pending(&self.db)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The front end's settings: where it listens and the limits it enforces.
 
+use super::cors::CorsConfig;
 use crate::http::Limits;
 use crate::jobs::JobsConfig;
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub struct ServerConfig {
     /// Keep asynchronous jobs in this store (`Prefer: respond-async`, `/jobs/{id}`);
     /// none by default, and then requests are only answered while the client waits.
     pub jobs: Option<JobsConfig>,
+    /// Answer CORS preflights and add CORS fields to answers for allowed origins (see
+    /// [`CorsConfig`]); none by default, and then nothing about CORS is done.
+    pub cors: Option<CorsConfig>,
 }
 
 impl ServerConfig {
@@ -79,6 +83,7 @@ impl ServerConfig {
             max_output_bytes: 16 * 1024 * 1024,
             write_timeout: Duration::from_secs(60),
             jobs: None,
+            cors: None,
         }
     }
 

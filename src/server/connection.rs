@@ -99,6 +99,8 @@ pub(crate) struct Slot {
     pub(crate) arrived: Instant,
     /// The request line, kept only while the access log is on.
     pub(crate) label: Option<Box<[u8]>>,
+    /// CORS header lines to add to the answer (a request from an allowed origin).
+    pub(crate) cors: Option<Box<[u8]>>,
 }
 
 /// A client connection.

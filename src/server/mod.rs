@@ -58,11 +58,13 @@ mod access_log;
 mod async_jobs;
 mod config;
 mod connection;
+mod cors;
 mod memory;
 mod output;
 mod streams;
 
 pub use config::{ListenProtocol, ServerConfig};
+pub use cors::{AllowedOrigins, CorsConfig};
 
 use crate::envelope::{random_u64, Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
@@ -233,6 +235,8 @@ pub struct Server {
     access: AccessLog,
     /// Gives the heap back after many connections close.
     trimmer: memory::Trimmer,
+    /// CORS header lines for the answer of the request in hand, taken by its slot.
+    cors_fields: Option<Box<[u8]>>,
 }
 
 impl Server {
@@ -317,6 +321,7 @@ impl Server {
             jobs,
             access: AccessLog::new(),
             trimmer: memory::Trimmer::new(),
+            cors_fields: None,
         })
     }
 
@@ -725,6 +730,16 @@ impl Server {
     }
 
     fn on_http_request(&mut self, id: u64, request: ParsedRequest) {
+        if (self.config.cors.is_some() || request.method == Method::Options)
+            && self.answer_cors(id, &request)
+        {
+            return;
+        }
+        self.route_http_request(id, request);
+        self.cors_fields = None;
+    }
+
+    fn route_http_request(&mut self, id: u64, request: ParsedRequest) {
         let label = self.access.enabled().then(|| request.request_line().into());
         let close_after = !request.keep_alive;
         let path = request.target_str().split('?').next().unwrap_or("");
@@ -827,6 +842,7 @@ impl Server {
             close_after,
             arrived: Instant::now(),
             label,
+            cors: self.cors_fields.take(),
         });
         if close_after {
             conn.closing = true;
@@ -848,6 +864,7 @@ impl Server {
             close_after,
             arrived: Instant::now(),
             label,
+            cors: self.cors_fields.take(),
         });
         if close_after {
             conn.closing = true;
@@ -982,8 +999,15 @@ impl Server {
             if let Some(stream) = &mut front.stream {
                 written |= !stream.pieces.is_empty();
                 stream.bytes = 0;
+                // The first piece is the head: it takes the CORS fields, once.
+                let mut cors = if stream.pieces.is_empty() {
+                    None
+                } else {
+                    front.cors.take()
+                };
                 for piece in stream.pieces.drain(..) {
-                    conn.output.push(piece);
+                    conn.output
+                        .push(cors::decorate(piece, cors.take().as_deref()));
                 }
             }
             if front.answer.is_none() {
@@ -996,6 +1020,9 @@ impl Server {
                 break;
             };
             written = true;
+            // A streamed answer's last bytes are no head (its head took the fields).
+            let cors_fields = slot.cors.as_deref().filter(|_| slot.stream.is_none());
+            let answer = cors::decorate(answer, cors_fields);
             let bytes = answer.as_slice();
             let status = match &slot.stream {
                 Some(stream) => &stream.status,
@@ -1008,7 +1035,8 @@ impl Server {
             match &slot.stream {
                 Some(stream) => {
                     let entry = entry(&conn.peer, &slot);
-                    self.access.answered_streamed(&entry, stream.status.as_bytes(), stream.total);
+                    self.access
+                        .answered_streamed(&entry, stream.status.as_bytes(), stream.total);
                 }
                 None => self.access.answered(&entry(&conn.peer, &slot), bytes),
             }

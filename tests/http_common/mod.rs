@@ -553,3 +553,32 @@ pub fn wait_until_healthy(addr: SocketAddr, path: &str) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Sends `METHOD target HTTP/1.1` with the extra header lines given, reads the answer.
+pub fn request(client: &mut Client, method: &str, target: &str, headers: &[&str]) -> HttpResponse {
+    let mut text = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n");
+    for header in headers {
+        text.push_str(header);
+        text.push_str("\r\n");
+    }
+    text.push_str("\r\n");
+    client.send(text);
+    if method == "HEAD" {
+        client.read_head_response()
+    } else {
+        client.read_response()
+    }
+}
+
+/// A fresh, empty directory `area/name-PID-N` under Cargo's temporary directory for
+/// integration tests.
+pub fn scratch_dir(area: &str, name: &str) -> std::path::PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(area)
+        .join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch directory");
+    dir
+}

@@ -1,0 +1,388 @@
+//! Which addresses a callback may reach: the guard against server-side request forgery.
+//!
+//! A `Callback-URL` makes the server send a request to wherever a client says. Left
+//! unguarded, a client could aim it at the server's own host, its private network or a
+//! cloud metadata service (`169.254.169.254`). So a callback's host is resolved and
+//! every address it resolves to must be a global unicast address, unless the operator
+//! allowed its network (`--allow-callback-network CIDR`). The check is made when the
+//! job is submitted (a refused URL is answered `400`) and again before each delivery,
+//! and the delivery connects to the addresses that passed the check, never to a name
+//! resolved anew (which a hostile DNS server could point elsewhere in between).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+
+/// A network given as `address/prefix`, e.g. `127.0.0.0/8` or `fd00::/8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network's address (bits past the prefix are ignored).
+    pub address: IpAddr,
+    /// How many leading bits name the network.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network. An IPv4-mapped IPv6 address counts as its IPv4
+    /// address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.address, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_matches(
+                u128::from(u32::from(net)),
+                u128::from(u32::from(ip)),
+                32,
+                self.prefix,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_matches(u128::from(net), u128::from(ip), 128, self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_matches(net: u128, ip: u128, bits: u8, prefix: u8) -> bool {
+    let shift = u32::from(bits.saturating_sub(prefix));
+    if shift >= u32::from(bits) {
+        return true;
+    }
+    (net >> shift) == (ip >> shift)
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    /// Reads `address/prefix`; a bare address is a network of one.
+    ///
+    /// ```
+    /// use prime_server::jobs::ssrf::Cidr;
+    /// let loopback: Cidr = "127.0.0.0/8".parse().unwrap();
+    /// assert!(loopback.contains("127.1.2.3".parse().unwrap()));
+    /// assert!(!loopback.contains("10.0.0.1".parse().unwrap()));
+    /// assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+    /// ```
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (address, prefix) = text.split_once('/').unwrap_or((text, ""));
+        let address: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a network: expected ADDRESS/PREFIX"))?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            bits
+        } else {
+            prefix
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("{text:?}: the prefix must be 0 to {bits}"))?
+        };
+        Ok(Cidr { address, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it stands for.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` is a global unicast address: not loopback, private (RFC 1918,
+/// `fc00::/7`), link-local, multicast, unspecified, shared (CGNAT `100.64.0.0/10`),
+/// documentation, benchmarking, reserved or broadcast.
+///
+/// ```
+/// use prime_server::jobs::ssrf::is_global;
+/// assert!(is_global("1.1.1.1".parse().unwrap()));
+/// for refused in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "100.64.0.1", "::1", "fe80::1", "::ffff:192.168.0.1"] {
+///     assert!(!is_global(refused.parse().unwrap()), "{refused}");
+/// }
+/// ```
+pub fn is_global(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => is_global_v4(v4),
+        IpAddr::V6(v6) => is_global_v6(v6),
+    }
+}
+
+/// IPv4 networks that are not global (IANA special-purpose registry).
+const NOT_GLOBAL_V4: [(Ipv4Addr, u8); 15] = [
+    (Ipv4Addr::new(0, 0, 0, 0), 8),       // "this network"
+    (Ipv4Addr::new(10, 0, 0, 0), 8),      // private
+    (Ipv4Addr::new(100, 64, 0, 0), 10),   // shared address space (CGNAT)
+    (Ipv4Addr::new(127, 0, 0, 0), 8),     // loopback
+    (Ipv4Addr::new(169, 254, 0, 0), 16),  // link-local
+    (Ipv4Addr::new(172, 16, 0, 0), 12),   // private
+    (Ipv4Addr::new(192, 0, 0, 0), 24),    // IETF protocol assignments
+    (Ipv4Addr::new(192, 0, 2, 0), 24),    // documentation
+    (Ipv4Addr::new(192, 88, 99, 0), 24),  // 6to4 relay anycast (deprecated)
+    (Ipv4Addr::new(192, 168, 0, 0), 16),  // private
+    (Ipv4Addr::new(198, 18, 0, 0), 15),   // benchmarking
+    (Ipv4Addr::new(198, 51, 100, 0), 24), // documentation
+    (Ipv4Addr::new(203, 0, 113, 0), 24),  // documentation
+    (Ipv4Addr::new(224, 0, 0, 0), 4),     // multicast
+    (Ipv4Addr::new(240, 0, 0, 0), 4),     // reserved, and broadcast
+];
+
+fn is_global_v4(ip: Ipv4Addr) -> bool {
+    !NOT_GLOBAL_V4.iter().any(|(net, prefix)| {
+        Cidr {
+            address: IpAddr::V4(*net),
+            prefix: *prefix,
+        }
+        .contains(IpAddr::V4(ip))
+    })
+}
+
+fn is_global_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    let unspecified_or_loopback = ip.is_unspecified() || ip.is_loopback();
+    let unique_local = first & 0xfe00 == 0xfc00; // fc00::/7
+    let link_local = first & 0xffc0 == 0xfe80; // fe80::/10
+    let site_local = first & 0xffc0 == 0xfec0; // fec0::/10 (deprecated)
+    let multicast = first & 0xff00 == 0xff00; // ff00::/8
+    let documentation = first == 0x2001 && ip.segments()[1] == 0x0db8; // 2001:db8::/32
+    let discard = first == 0x0100 && ip.segments()[1..4] == [0, 0, 0]; // 100::/64
+                                                                       // ::/96 (IPv4-compatible, deprecated) and 64:ff9b::/96 translations of any address.
+    let embeds_v4 =
+        ip.segments()[..6] == [0; 6] || ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+    let global_unicast = first & 0xe000 == 0x2000; // 2000::/3
+    global_unicast
+        && !(unspecified_or_loopback
+            || unique_local
+            || link_local
+            || site_local
+            || multicast
+            || documentation
+            || discard
+            || embeds_v4)
+}
+
+/// Why a callback URL is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallbackError {
+    /// Not an absolute `http://` or `https://` URL with a host.
+    BadUrl(String),
+    /// The host could not be resolved.
+    Unresolved {
+        /// The host.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
+    /// The host resolves to an address callbacks may not reach.
+    Forbidden {
+        /// The host.
+        host: String,
+        /// The address refused.
+        address: IpAddr,
+    },
+}
+
+impl fmt::Display for CallbackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallbackError::BadUrl(why) => write!(f, "Callback-URL: {why}"),
+            CallbackError::Unresolved { host, reason } => {
+                write!(f, "Callback-URL: the host {host} cannot be resolved: {reason}")
+            }
+            CallbackError::Forbidden { host, address } => write!(
+                f,
+                "Callback-URL: the host {host} is at {address}, which is not a public address; callbacks cannot go there"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CallbackError {}
+
+/// A callback URL that passed the check, with the addresses to connect to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedTarget {
+    /// The URL as given.
+    pub url: String,
+    /// Its host (without brackets for IPv6).
+    pub host: String,
+    /// The addresses the host resolved to, every one allowed, with the port.
+    pub addresses: Vec<SocketAddr>,
+}
+
+/// Which callback addresses are allowed: global ones, and those in the operator's
+/// networks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddressPolicy {
+    /// Networks allowed although they are not global (`--allow-callback-network`).
+    pub allow: Vec<Cidr>,
+}
+
+impl AddressPolicy {
+    /// Whether a callback may connect to `ip`.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        is_global(ip) || self.allow.iter().any(|net| net.contains(ip))
+    }
+
+    /// Parses `url`, resolves its host (a blocking call: not for the front end's
+    /// loop) and checks every address it resolves to.
+    ///
+    /// ```
+    /// use prime_server::jobs::ssrf::{AddressPolicy, CallbackError};
+    /// let policy = AddressPolicy::default();
+    /// assert!(matches!(policy.check("http://10.0.0.1/hook"), Err(CallbackError::Forbidden { .. })));
+    /// assert!(matches!(policy.check("ftp://example.com/"), Err(CallbackError::BadUrl(_))));
+    /// let allowed = AddressPolicy { allow: vec!["127.0.0.0/8".parse().unwrap()] };
+    /// assert_eq!(allowed.check("http://127.0.0.1:9/x").unwrap().addresses[0].port(), 9);
+    /// ```
+    pub fn check(&self, url: &str) -> Result<CheckedTarget, CallbackError> {
+        let (host, port) = host_and_port(url)?;
+        let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
+            Err(_) => (host.as_str(), port)
+                .to_socket_addrs()
+                .map_err(|e| CallbackError::Unresolved {
+                    host: host.clone(),
+                    reason: e.to_string(),
+                })?
+                .collect(),
+        };
+        if addresses.is_empty() {
+            return Err(CallbackError::Unresolved {
+                host,
+                reason: "no address".into(),
+            });
+        }
+        if let Some(refused) = addresses.iter().find(|a| !self.allows(a.ip())) {
+            return Err(CallbackError::Forbidden {
+                host,
+                address: refused.ip(),
+            });
+        }
+        Ok(CheckedTarget {
+            url: url.to_string(),
+            host,
+            addresses,
+        })
+    }
+}
+
+/// The longest callback URL taken.
+pub const MAX_URL: usize = 2048;
+
+/// The host of a callback URL (the key of the per-host limit).
+pub(crate) fn host_of(url: &str) -> Option<String> {
+    host_and_port(url)
+        .ok()
+        .map(|(host, _)| host.to_ascii_lowercase())
+}
+
+/// The host (IPv6 without brackets) and port of an `http` or `https` URL.
+fn host_and_port(url: &str) -> Result<(String, u16), CallbackError> {
+    let bad = |why: &str| CallbackError::BadUrl(why.to_string());
+    if url.len() > MAX_URL {
+        return Err(bad("longer than 2048 characters"));
+    }
+    let uri: ureq::http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    let default_port = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") => 80,
+        Some(s) if s.eq_ignore_ascii_case("https") => 443,
+        _ => return Err(bad("only http:// and https:// URLs are taken")),
+    };
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(bad("user information is not taken in a callback URL"));
+    }
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    Ok((
+        host.to_string(),
+        authority.port_u16().unwrap_or(default_port),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_purpose_addresses_are_not_global() {
+        for refused in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(!is_global(refused.parse().unwrap()), "{refused}");
+        }
+        for allowed in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "100.128.0.1",
+            "172.32.0.1",
+            "2606:4700::1111",
+        ] {
+            assert!(is_global(allowed.parse().unwrap()), "{allowed}");
+        }
+    }
+
+    #[test]
+    fn urls_are_read_strictly() {
+        assert_eq!(
+            host_and_port("http://[::1]:8080/x").unwrap(),
+            ("::1".to_string(), 8080)
+        );
+        assert_eq!(
+            host_and_port("HTTPS://Example.com/").unwrap(),
+            ("Example.com".to_string(), 443)
+        );
+        for bad in [
+            "/relative",
+            "file:///etc/passwd",
+            "http://user:pw@1.1.1.1/",
+            "gopher://x/",
+        ] {
+            assert!(host_and_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_allowed_network_opens_only_itself() {
+        let policy = AddressPolicy {
+            allow: vec!["127.0.0.0/8".parse().unwrap()],
+        };
+        assert!(policy.allows("127.0.0.1".parse().unwrap()));
+        assert!(!policy.allows("10.0.0.1".parse().unwrap()));
+        assert!(!policy.allows("::1".parse().unwrap()));
+        let everything: Cidr = "::/0".parse().unwrap();
+        assert!(everything.contains("::1".parse().unwrap()));
+    }
+}

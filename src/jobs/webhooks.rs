@@ -1,0 +1,775 @@
+//! Webhooks: a job's result POSTed to the `Callback-URL` its client gave, signed the
+//! Standard Webhooks way, retried until the receiver takes it.
+//!
+//! A submit (`Prefer: respond-async`) with `Callback-URL: https://...` asks for the
+//! job's end to be delivered there. The URL is checked on a delivery thread before the
+//! job is accepted ([`ssrf`](super::ssrf): a host that resolves to a loopback, private,
+//! link-local or otherwise non-global address is answered `400`). When the job ends —
+//! succeeded, failed, or cancelled — the job service stores the message to deliver in
+//! the job store (so it survives a restart) and a delivery thread POSTs it:
+//!
+//! ```text
+//! POST /hook HTTP/1.1
+//! content-type: application/json
+//! webhook-id: <job id>
+//! webhook-timestamp: <unix seconds>
+//! webhook-signature: v1,<base64 of HMAC-SHA256(key, "{webhook-id}.{webhook-timestamp}.{body}")>
+//!
+//! {"id":"...","state":"succeeded","status":200,"headers":[["Content-Type","application/json"]],"body":"..."}
+//! ```
+//!
+//! `body` is the answer's body as a string when it is UTF-8, else base64 with
+//! `"body_encoding":"base64"`. A cancelled job is delivered too, with `"status":null`
+//! and `"body":null`, so a receiver waiting for the callback learns it will get no
+//! result.
+//!
+//! A `2xx` answer delivers the message. `410 Gone` stops the deliveries for this job
+//! (the receiver does not want it). Anything else — another status, a redirect (never
+//! followed), a timeout, a refused connection — is tried again after
+//! [`WebhookConfig::retry_first`], doubling up to [`WebhookConfig::retry_max`], each
+//! wait drawn between half and all of that ("equal jitter"), or after the receiver's
+//! `Retry-After` seconds when that is longer. Once a job's deliveries have failed for
+//! [`WebhookConfig::give_up`], the message is given up. Each attempt (time, status or
+//! error, latency) is kept and shown in the job's status document.
+//!
+//! ## Threads
+//! The job store is only touched from the job service's thread, which owns its SQLite
+//! connection: the delivery threads get tasks over a channel (check a URL, POST a
+//! message) and send each outcome back over another, which the service thread waits on
+//! beside its commands. One connection keeps every write in the service's group commit
+//! and needs no locking between threads; the cost is a hop over a channel per attempt,
+//! which is nothing next to an HTTP request.
+
+use super::ssrf::{AddressPolicy, CallbackError, CheckedTarget};
+use super::store::{JobState, StoredAnswer};
+use base64::Engine;
+use crossbeam_channel::{Receiver, Sender};
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The request header that asks for a webhook.
+pub const CALLBACK_HEADER: &str = "callback-url";
+
+/// The most attempts kept per job (the latest ones).
+const MAX_ATTEMPTS_KEPT: usize = 64;
+
+/// How webhooks are delivered.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// The HMAC-SHA256 key messages are signed with (see [`parse_secret`]).
+    pub secret: Vec<u8>,
+    /// The wait after the first failed attempt (1 s by default); it doubles after each
+    /// further failure.
+    pub retry_first: Duration,
+    /// The longest wait between attempts (1 h by default).
+    pub retry_max: Duration,
+    /// How long a job's deliveries may keep failing before the message is given up
+    /// (24 h by default), counted from the first failure.
+    pub give_up: Duration,
+    /// The connect timeout, and the timeout for the receiver's answer (10 s by default).
+    pub timeout: Duration,
+    /// Delivery threads (4 by default).
+    pub threads: usize,
+    /// Deliveries in progress to one host at once (2 by default); the others wait.
+    pub per_host: usize,
+    /// Which addresses callbacks may reach.
+    pub policy: AddressPolicy,
+}
+
+impl WebhookConfig {
+    /// Webhooks signed with `secret`, with the default schedule and limits.
+    pub fn new(secret: Vec<u8>) -> Self {
+        WebhookConfig {
+            secret,
+            retry_first: Duration::from_secs(1),
+            retry_max: Duration::from_secs(3600),
+            give_up: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(10),
+            threads: 4,
+            per_host: 2,
+            policy: AddressPolicy::default(),
+        }
+    }
+
+    /// The wait after `failures` failed attempts (1 or more): `retry_first` doubled
+    /// for each failure after the first, at most `retry_max`, scaled by `jitter`
+    /// (taken between 0.5 and 1).
+    ///
+    /// ```
+    /// use prime_server::jobs::webhooks::WebhookConfig;
+    /// use std::time::Duration;
+    /// let config = WebhookConfig::new(b"key".to_vec());
+    /// assert_eq!(config.backoff(1, 1.0), Duration::from_secs(1));
+    /// assert_eq!(config.backoff(3, 1.0), Duration::from_secs(4));
+    /// assert_eq!(config.backoff(3, 0.5), Duration::from_secs(2));
+    /// assert_eq!(config.backoff(40, 1.0), Duration::from_secs(3600));
+    /// ```
+    pub fn backoff(&self, failures: u32, jitter: f64) -> Duration {
+        let doublings = failures.saturating_sub(1).min(30);
+        let full = self
+            .retry_first
+            .saturating_mul(1u32 << doublings)
+            .min(self.retry_max);
+        full.mul_f64(jitter.clamp(0.5, 1.0))
+    }
+}
+
+/// Reads a signing secret. The Standard Webhooks form `whsec_<base64>` is decoded (the
+/// key is the bytes the base64 stands for); any other text is the key as it is.
+///
+/// ```
+/// use prime_server::jobs::webhooks::parse_secret;
+/// assert_eq!(parse_secret("whsec_c2VjcmV0").unwrap(), b"secret");
+/// assert_eq!(parse_secret("plain text key").unwrap(), b"plain text key");
+/// assert!(parse_secret("whsec_***").is_err());
+/// assert!(parse_secret("").is_err());
+/// ```
+pub fn parse_secret(text: &str) -> Result<Vec<u8>, String> {
+    let text = text.trim();
+    let key = match text.strip_prefix("whsec_") {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("the webhook secret's base64 after whsec_ is not valid: {e}"))?,
+        None => text.as_bytes().to_vec(),
+    };
+    if key.is_empty() {
+        return Err("the webhook secret is empty".into());
+    }
+    Ok(key)
+}
+
+/// The `webhook-signature` value for a message: `v1,` and the base64 of
+/// HMAC-SHA256(`key`, `"{id}.{timestamp}.{body}"`).
+///
+/// ```
+/// use prime_server::jobs::webhooks::sign;
+/// let signature = sign(b"key", "msg", 1700000000, b"{}");
+/// assert!(signature.starts_with("v1,"));
+/// assert_eq!(signature.len(), 3 + 44);
+/// ```
+pub fn sign(key: &[u8], id: &str, timestamp: u64, body: &[u8]) -> String {
+    // HMAC takes a key of any length; this cannot fail.
+    let mut mac = match hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC accepts keys of every length"),
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag)
+    )
+}
+
+/// The message a job's end is delivered as: `{id, state, status, headers, body}`, with
+/// `body_encoding: "base64"` when the body is not UTF-8.
+pub fn message(job_id: &str, state: JobState, answer: Option<&StoredAnswer>) -> Vec<u8> {
+    let mut document = serde_json::json!({
+        "id": job_id,
+        "state": state.as_str(),
+        "status": answer.map(|a| a.status),
+        "headers": answer.map(|a| a.headers.clone()).unwrap_or_default(),
+        "body": serde_json::Value::Null,
+    });
+    if let Some(answer) = answer {
+        match std::str::from_utf8(&answer.body) {
+            Ok(text) => document["body"] = text.into(),
+            Err(_) => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&answer.body);
+                document["body"] = encoded.into();
+                document["body_encoding"] = "base64".into();
+            }
+        }
+    }
+    document.to_string().into_bytes()
+}
+
+/// Where a job's webhook is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// The job has not ended; nothing to deliver yet.
+    Waiting,
+    /// The message waits for its next attempt.
+    Pending,
+    /// The receiver took it (`2xx`).
+    Delivered,
+    /// The receiver answered `410 Gone`: no more attempts.
+    Gone,
+    /// Every attempt failed for [`WebhookConfig::give_up`].
+    GivenUp,
+}
+
+impl DeliveryState {
+    /// The name used in the database and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Waiting => "waiting",
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Gone => "gone",
+            DeliveryState::GivenUp => "given_up",
+        }
+    }
+
+    /// The state named `name`.
+    pub fn parse(name: &str) -> Option<DeliveryState> {
+        Some(match name {
+            "waiting" => DeliveryState::Waiting,
+            "pending" => DeliveryState::Pending,
+            "delivered" => DeliveryState::Delivered,
+            "gone" => DeliveryState::Gone,
+            "given_up" => DeliveryState::GivenUp,
+            _ => return None,
+        })
+    }
+}
+
+/// One delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it started, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The receiver's status, if it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// What went wrong, if it did not answer (or was refused before connecting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub latency_ms: u64,
+}
+
+/// A job's webhook as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRecord {
+    /// The job's number.
+    pub number: u64,
+    /// The job's public id (the message's `webhook-id`).
+    pub job_id: String,
+    /// Where to deliver.
+    pub url: String,
+    /// Where the delivery is.
+    pub state: DeliveryState,
+    /// The message, once the job has ended.
+    pub payload: Option<Vec<u8>>,
+    /// The attempts so far (the latest 64).
+    pub attempts: Vec<Attempt>,
+    /// When the first failed attempt was, in milliseconds since the Unix epoch.
+    pub first_failure_ms: Option<i64>,
+    /// When the next attempt is due, in milliseconds since the Unix epoch.
+    pub next_ms: Option<i64>,
+}
+
+impl WebhookRecord {
+    /// The webhook's part of the job's status document.
+    pub fn to_json(&self) -> serde_json::Value {
+        let attempts: Vec<serde_json::Value> = self
+            .attempts
+            .iter()
+            .map(|a| {
+                let mut value = serde_json::json!({
+                    "at": rfc3339(a.at_ms),
+                    "latency_ms": a.latency_ms,
+                });
+                if let Some(status) = a.status {
+                    value["status"] = status.into();
+                }
+                if let Some(error) = &a.error {
+                    value["error"] = error.as_str().into();
+                }
+                value
+            })
+            .collect();
+        let mut value = serde_json::json!({
+            "url": self.url,
+            "state": self.state.as_str(),
+            "attempts": attempts,
+        });
+        if let (DeliveryState::Pending, Some(next)) = (self.state, self.next_ms) {
+            value["next_attempt"] = rfc3339(next).into();
+        }
+        value
+    }
+
+    /// Adds an attempt, keeping the latest 64.
+    pub fn push_attempt(&mut self, attempt: Attempt) {
+        if self.attempts.len() >= MAX_ATTEMPTS_KEPT {
+            self.attempts.remove(0);
+        }
+        self.attempts.push(attempt);
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+        .unwrap_or(0)
+}
+
+/// A random factor between 0.5 and 1 for the backoff, from the operating system.
+pub(crate) fn jitter() -> f64 {
+    let mut bytes = [0u8; 2];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => 0.5 + f64::from(u16::from_le_bytes(bytes)) / f64::from(u16::MAX) / 2.0,
+        Err(_) => 0.75,
+    }
+}
+
+/// Work for a delivery thread. `T` is what a URL check carries through and back (the
+/// job service's submit).
+#[derive(Debug)]
+pub enum Task<T> {
+    /// Check a submit's callback URL (resolving its host).
+    Check {
+        /// The URL.
+        url: String,
+        /// What to hand back with the verdict.
+        carry: T,
+    },
+    /// POST a job's message.
+    Deliver {
+        /// The job's number.
+        number: u64,
+        /// The job's id.
+        job_id: String,
+        /// Where.
+        url: String,
+        /// The message.
+        payload: Vec<u8>,
+    },
+}
+
+/// What a delivery thread reports.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// A URL check's verdict.
+    Checked {
+        /// What the check carried.
+        carry: T,
+        /// Whether callbacks may go there.
+        verdict: Result<(), CallbackError>,
+    },
+    /// An attempt's result.
+    Attempted {
+        /// The job's number.
+        number: u64,
+        /// The attempt.
+        attempt: Attempt,
+        /// The receiver's `Retry-After`, in seconds.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The delivery threads.
+pub struct Pool<T: Send + 'static> {
+    tasks: Option<Sender<Task<T>>>,
+    /// Set when the pool stops: tasks still queued are left (they are in the store).
+    stopping: Arc<AtomicBool>,
+    /// Outcomes, for the job service to wait on.
+    pub outcomes: Receiver<Outcome<T>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Pool<T> {
+    /// Starts `config.threads` delivery threads.
+    pub fn start(config: &WebhookConfig) -> std::io::Result<Pool<T>> {
+        let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task<T>>();
+        let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for n in 0..config.threads.max(1) {
+            let tasks = task_rx.clone();
+            let outcomes = outcome_tx.clone();
+            let config = config.clone();
+            let stopping = Arc::clone(&stopping);
+            let thread = std::thread::Builder::new()
+                .name(format!("webhook-{n}"))
+                .spawn(move || {
+                    for task in tasks {
+                        if stopping.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        if outcomes.send(perform(&config, task)).is_err() {
+                            break;
+                        }
+                    }
+                })?;
+            threads.push(thread);
+        }
+        Ok(Pool {
+            tasks: Some(task_tx),
+            stopping,
+            outcomes: outcome_rx,
+            threads,
+        })
+    }
+
+    /// Hands a task to the threads; never blocks.
+    pub fn send(&self, task: Task<T>) {
+        if let Some(tasks) = &self.tasks {
+            if tasks.send(task).is_err() {
+                log::error!("webhooks: the delivery threads have stopped");
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Pool<T> {
+    /// Lets each thread finish its attempt in progress (bounded by the timeouts), then
+    /// waits for them. An attempt cut short this way is made again after a restart.
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.tasks = None;
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                log::error!("webhooks: a delivery thread panicked");
+            }
+        }
+    }
+}
+
+fn perform<T>(config: &WebhookConfig, task: Task<T>) -> Outcome<T> {
+    match task {
+        Task::Check { url, carry } => Outcome::Checked {
+            verdict: without_panic(|| config.policy.check(&url).map(|_| ())).unwrap_or_else(
+                |panic| {
+                    Err(CallbackError::Unresolved {
+                        host: url.clone(),
+                        reason: panic,
+                    })
+                },
+            ),
+            carry,
+        },
+        Task::Deliver {
+            number,
+            job_id,
+            url,
+            payload,
+        } => {
+            let at_ms = now_ms();
+            let started = Instant::now();
+            let result = without_panic(|| {
+                config
+                    .policy
+                    .check(&url)
+                    .map_err(|e| e.to_string())
+                    .and_then(|target| post(config, &target, &job_id, &payload))
+            })
+            .and_then(|result| result);
+            let latency_ms = started.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+            let (status, error, retry_after) = match result {
+                Ok((status, retry_after)) => (Some(status), None, retry_after),
+                Err(error) => (None, Some(error), None),
+            };
+            match (status, &error) {
+                (Some(status), _) => log::info!(
+                    "job {job_id}: webhook to {url} answered {status} in {latency_ms} ms"
+                ),
+                (None, Some(error)) => {
+                    log::warn!("job {job_id}: webhook to {url} failed: {error}")
+                }
+                (None, None) => {}
+            }
+            Outcome::Attempted {
+                number,
+                attempt: Attempt {
+                    at_ms,
+                    status,
+                    error,
+                    latency_ms,
+                },
+                retry_after,
+            }
+        }
+    }
+}
+
+/// Runs `work`, turning a panic into an error, so a delivery thread outlives a bug in
+/// the HTTP client or the resolver and the job service always hears back.
+fn without_panic<R>(work: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|_| {
+        log::error!("webhooks: a delivery thread caught a panic");
+        "the delivery thread panicked".to_string()
+    })
+}
+
+/// Resolves a URL's host to the addresses that passed the check, and nothing else: the
+/// connection goes where the check looked, whatever DNS says meanwhile.
+#[derive(Debug)]
+struct Pinned {
+    addresses: Vec<SocketAddr>,
+}
+
+impl ureq::unversioned::resolver::Resolver for Pinned {
+    fn resolve(
+        &self,
+        _uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let mut resolved = self.empty();
+        for address in self.addresses.iter().take(16) {
+            resolved.push(*address);
+        }
+        if resolved.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(resolved)
+    }
+}
+
+/// POSTs a signed message; the receiver's status and `Retry-After`, or what went wrong.
+fn post(
+    config: &WebhookConfig,
+    target: &CheckedTarget,
+    job_id: &str,
+    payload: &[u8],
+) -> Result<(u16, Option<Duration>), String> {
+    let agent_config = ureq::Agent::config_builder()
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .http_status_as_error(false)
+        .proxy(None)
+        .timeout_connect(Some(config.timeout))
+        .timeout_recv_response(Some(config.timeout))
+        .timeout_global(Some(config.timeout.saturating_mul(2)))
+        .user_agent("prime_server-webhooks")
+        .build();
+    let agent = ureq::Agent::with_parts(
+        agent_config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        Pinned {
+            addresses: target.addresses.clone(),
+        },
+    );
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let response = agent
+        .post(&target.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", job_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            sign(&config.secret, job_id, timestamp, payload),
+        )
+        .send(payload)
+        .map_err(|e| e.to_string())?;
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Ok((response.status().as_u16(), retry_after))
+}
+
+/// Why the webhook options cannot be used.
+#[derive(Debug)]
+pub struct WebhookSetupError(pub String);
+
+impl fmt::Display for WebhookSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "webhooks: {}", self.0)
+    }
+}
+
+impl std::error::Error for WebhookSetupError {}
+
+/// The webhooks' table in the SQLite job store, and its queries (called by
+/// [`SqliteStore`](super::SqliteStore)'s [`JobStore`](super::JobStore) methods).
+pub(crate) mod sql {
+    use super::{Attempt, DeliveryState, WebhookRecord};
+    use crate::jobs::store::StoreError;
+    use rusqlite::{params, Connection, OptionalExtension};
+
+    /// Created at open when missing (schema version 2).
+    pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS webhooks (
+    number INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    state TEXT NOT NULL,
+    payload BLOB,
+    attempts TEXT NOT NULL DEFAULT '[]',
+    first_failure_ms INTEGER,
+    next_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS webhooks_by_state ON webhooks (state);
+";
+
+    const COLUMNS: &str =
+        "number, job_id, url, state, payload, attempts, first_failure_ms, next_ms";
+
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<WebhookRecord, StoreError>> {
+        let number: i64 = row.get(0)?;
+        let state: String = row.get(3)?;
+        let attempts: String = row.get(5)?;
+        let Some(state) = DeliveryState::parse(&state) else {
+            return Ok(Err(StoreError::Corrupt(format!("webhook state {state:?}"))));
+        };
+        let attempts: Vec<Attempt> = match serde_json::from_str(&attempts) {
+            Ok(attempts) => attempts,
+            Err(e) => return Ok(Err(StoreError::Corrupt(format!("webhook attempts: {e}")))),
+        };
+        Ok(Ok(WebhookRecord {
+            number: number as u64,
+            job_id: row.get(1)?,
+            url: row.get(2)?,
+            state,
+            payload: row.get(4)?,
+            attempts,
+            first_failure_ms: row.get(6)?,
+            next_ms: row.get(7)?,
+        }))
+    }
+
+    /// Registers a job's callback, waiting for the job's end.
+    pub(crate) fn add(
+        db: &Connection,
+        number: u64,
+        job_id: &str,
+        url: &str,
+    ) -> Result<(), StoreError> {
+        db.prepare_cached(
+            "INSERT OR REPLACE INTO webhooks (number, job_id, url, state) VALUES (?1, ?2, ?3, 'waiting')",
+        )?
+        .execute(params![number as i64, job_id, url])?;
+        Ok(())
+    }
+
+    /// A job's webhook.
+    pub(crate) fn get(db: &Connection, number: u64) -> Result<Option<WebhookRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM webhooks WHERE number = ?1");
+        let row = db
+            .prepare_cached(&sql)?
+            .query_row([number as i64], read)
+            .optional()?;
+        row.transpose()
+    }
+
+    /// Writes a webhook's state, message, attempts and schedule.
+    pub(crate) fn save(db: &Connection, record: &WebhookRecord) -> Result<(), StoreError> {
+        let attempts = serde_json::to_string(&record.attempts)
+            .map_err(|e| StoreError::Corrupt(format!("webhook attempts: {e}")))?;
+        db.prepare_cached(
+            "UPDATE webhooks SET state = ?2, payload = ?3, attempts = ?4, first_failure_ms = ?5,
+                 next_ms = ?6 WHERE number = ?1",
+        )?
+        .execute(params![
+            record.number as i64,
+            record.state.as_str(),
+            record.payload,
+            attempts,
+            record.first_failure_ms,
+            record.next_ms
+        ])?;
+        Ok(())
+    }
+
+    /// Every webhook with a message waiting for an attempt.
+    pub(crate) fn pending(db: &Connection) -> Result<Vec<WebhookRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM webhooks WHERE state = 'pending' ORDER BY number");
+        let mut statement = db.prepare(&sql)?;
+        let rows = statement.query_map([], read)?;
+        let mut records = Vec::new();
+        for row in rows {
+            records.push(row??);
+        }
+        Ok(records)
+    }
+
+    /// Forgets the webhooks of jobs that expired or are gone.
+    pub(crate) fn forget_expired(db: &Connection) -> Result<(), StoreError> {
+        db.execute(
+            "DELETE FROM webhooks WHERE number NOT IN
+                 (SELECT number FROM jobs WHERE state != 'expired')",
+            [],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_body_is_sent_as_base64() {
+        let answer = StoredAnswer {
+            status: 200,
+            headers: vec![("Content-Type".into(), "image/png".into())],
+            body: vec![0xff, 0x00, 0x80],
+        };
+        let binary: serde_json::Value =
+            serde_json::from_slice(&message("abc", JobState::Succeeded, Some(&answer))).unwrap();
+        assert_eq!(binary["body"], "/wCA");
+        assert_eq!(binary["body_encoding"], "base64");
+        assert_eq!(binary["headers"][0][0], "Content-Type");
+        let text = StoredAnswer {
+            body: b"{\"ok\":true}".to_vec(),
+            ..answer
+        };
+        let utf8: serde_json::Value =
+            serde_json::from_slice(&message("abc", JobState::Failed, Some(&text))).unwrap();
+        assert_eq!(utf8["body"], "{\"ok\":true}");
+        assert!(utf8.get("body_encoding").is_none());
+        assert_eq!(utf8["state"], "failed");
+    }
+
+    #[test]
+    fn a_cancelled_job_has_no_status_or_body() {
+        let cancelled: serde_json::Value =
+            serde_json::from_slice(&message("abc", JobState::Cancelled, None)).unwrap();
+        assert_eq!(cancelled["status"], serde_json::Value::Null);
+        assert_eq!(cancelled["body"], serde_json::Value::Null);
+        assert_eq!(cancelled["state"], "cancelled");
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_whole() {
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.5..=1.0).contains(&j), "{j}");
+        }
+    }
+
+    #[test]
+    fn the_signature_covers_id_timestamp_and_body_joined_by_dots() {
+        // Computed with Python: base64(hmac.new(b"Jefe", b'msg_1.1700000000.{"a":1}',
+        // hashlib.sha256).digest()).
+        let expected = "v1,d0RJKx1I1gWj34NuiszgvZNnbDFFnv95Rn8tyEgvdd8=";
+        assert_eq!(
+            sign(b"Jefe", "msg_1", 1_700_000_000, br#"{"a":1}"#),
+            expected
+        );
+        assert_ne!(
+            sign(b"Jefe", "msg_1", 1_700_000_001, br#"{"a":1}"#),
+            expected
+        );
+        assert_ne!(
+            sign(b"jefe", "msg_1", 1_700_000_000, br#"{"a":1}"#),
+            expected
+        );
+    }
+}

@@ -1,0 +1,532 @@
+//! Webhooks over real sockets: a receiver in this test (a std `TcpListener` thread on
+//! 127.0.0.1) answers each delivery as its script says, and the job's status document
+//! shows what each attempt came back with. Also: the signature checked by Python's
+//! `hmac`, callback URLs to non-public addresses refused at submit without a
+//! connection, and a pending delivery carried over a restart.
+
+#[path = "http_common/mod.rs"]
+mod common;
+
+use common::{http_config, wait_for, Client, HttpResponse, TestServer, WAIT};
+use prime_server::jobs::ssrf::Cidr;
+use prime_server::jobs::webhooks::WebhookConfig;
+use prime_server::jobs::JobsConfig;
+use prime_server::server::ServerConfig;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The signing secret, in the Standard Webhooks form: the key is the bytes
+/// "a webhook test key".
+const SECRET: &str = "whsec_YSB3ZWJob29rIHRlc3Qga2V5";
+
+/// How the receiver answers one delivery.
+#[derive(Clone, Copy, Debug)]
+enum Reply {
+    /// This status, with an empty body.
+    Status(u16),
+    /// This status with `Retry-After: S`.
+    RetryAfter(u16, u64),
+    /// Reads the request and never answers.
+    Silent,
+}
+
+/// A request the receiver took.
+#[derive(Clone, Debug)]
+struct Received {
+    /// The request line.
+    line: String,
+    /// Header fields, names lowercased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP receiver on a free port of a loopback address, answering deliveries from a
+/// script (the last entry repeats). Dropping it stops its thread.
+struct Receiver {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start(bind: &str, script: Vec<Reply>) -> std::io::Result<Receiver> {
+        let listener = TcpListener::bind(bind)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (received, connections, stop) =
+                (received.clone(), connections.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // Connections left unanswered, held until the receiver stops.
+                let mut held = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let stream = match listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                    };
+                    let n = connections.fetch_add(1, Ordering::Relaxed);
+                    let reply = script[n.min(script.len() - 1)];
+                    if let Some(request) = serve(&stream, reply) {
+                        received.lock().unwrap().push(request);
+                    }
+                    held.push(stream);
+                }
+            })
+        };
+        Ok(Receiver {
+            addr,
+            received,
+            connections,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn url(&self) -> String {
+        match self.addr {
+            SocketAddr::V4(a) => format!("http://{a}/hook"),
+            SocketAddr::V6(a) => format!("http://[{}]:{}/hook", a.ip(), a.port()),
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads one request from `stream` and answers it as `reply` says.
+fn serve(mut stream: &TcpStream, reply: Reply) -> Option<Received> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(WAIT)).ok()?;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = common::find(&bytes, b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let line = lines.next()?.to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .and_then(|(_, v)| v.parse().ok())?;
+    while bytes.len() < head_end + length {
+        let n = stream.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    let body = bytes[head_end..head_end + length].to_vec();
+    let answer = match reply {
+        Reply::Status(status) => {
+            format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        }
+        Reply::RetryAfter(status, seconds) => format!(
+            "HTTP/1.1 {status} X\r\nRetry-After: {seconds}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        Reply::Silent => String::new(),
+    };
+    if !answer.is_empty() {
+        stream.write_all(answer.as_bytes()).ok()?;
+    }
+    Some(Received {
+        line,
+        headers,
+        body,
+    })
+}
+
+/// A fresh directory for one test's database.
+fn scratch_dir(name: &str) -> PathBuf {
+    common::scratch_dir("webhooks", name)
+}
+
+/// Webhooks with a fast schedule; callbacks may reach 127.0.0.0/8 when `loopback`.
+fn webhook_config(loopback: bool) -> WebhookConfig {
+    let key = prime_server::jobs::webhooks::parse_secret(SECRET).expect("a secret");
+    let mut config = WebhookConfig::new(key);
+    config.retry_first = Duration::from_millis(100);
+    config.retry_max = Duration::from_millis(400);
+    config.timeout = Duration::from_secs(5);
+    if loopback {
+        config
+            .policy
+            .allow
+            .push("127.0.0.0/8".parse::<Cidr>().unwrap());
+    }
+    config
+}
+
+/// The front end's configuration with jobs in `db` and these webhooks.
+fn server_config(db: &Path, webhooks: Option<WebhookConfig>) -> ServerConfig {
+    let mut config = http_config();
+    let mut jobs = JobsConfig::new(db);
+    jobs.webhooks = webhooks;
+    config.jobs = Some(jobs);
+    config
+}
+
+/// Submits `GET /hello` asynchronously with this `Callback-URL`.
+fn submit(client: &mut Client, callback: &str) -> HttpResponse {
+    client.send(format!(
+        "GET /hello?n=1 HTTP/1.1\r\nHost: test\r\nPrefer: respond-async\r\nCallback-URL: {callback}\r\n\r\n"
+    ));
+    client.read_response()
+}
+
+/// The job's status document.
+fn status(client: &mut Client, location: &str) -> serde_json::Value {
+    client.send(common::get(location));
+    let response = client.read_response();
+    assert!(
+        matches!(response.status, 200 | 303),
+        "{response:?} {}",
+        response.body_str()
+    );
+    response.json()
+}
+
+/// Polls the job's status until its webhook is in `state`; returns the document.
+fn wait_for_webhook(client: &mut Client, location: &str, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT * 2;
+    loop {
+        let document = status(client, location);
+        if document["webhook"]["state"] == state {
+            return document;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the webhook never became {state}: {document}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn accepted_location(response: &HttpResponse) -> String {
+    assert_eq!(response.status, 202, "{response:?} {}", response.body_str());
+    response.header("Location").expect("a Location").to_string()
+}
+
+fn statuses(document: &serde_json::Value) -> Vec<Option<u64>> {
+    document["webhook"]["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["status"].as_u64())
+        .collect()
+}
+
+/// A receiver answering `script`, an echo server delivering to it with `webhooks`, a
+/// client, and the location of a job submitted with the receiver as its callback (the
+/// server is last: keep it alive for the test).
+fn deliver(
+    name: &str,
+    script: Vec<Reply>,
+    webhooks: WebhookConfig,
+) -> (Receiver, Client, String, TestServer) {
+    let receiver = Receiver::start("127.0.0.1:0", script).expect("a receiver");
+    let dir = scratch_dir(name);
+    let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), Some(webhooks)));
+    let mut client = server.connect();
+    let location = accepted_location(&submit(&mut client, &receiver.url()));
+    (receiver, client, location, server)
+}
+
+#[test]
+fn a_receiver_that_fails_twice_takes_the_third_attempt() {
+    let (receiver, mut client, location, _server) = deliver(
+        "fails-twice",
+        vec![Reply::Status(500), Reply::Status(503), Reply::Status(204)],
+        webhook_config(true),
+    );
+    let document = wait_for_webhook(&mut client, &location, "delivered");
+    assert_eq!(document["state"], "succeeded");
+    assert_eq!(document["webhook"]["url"], receiver.url());
+    assert_eq!(statuses(&document), vec![Some(500), Some(503), Some(204)]);
+    for attempt in document["webhook"]["attempts"].as_array().unwrap() {
+        assert!(attempt["latency_ms"].is_u64(), "{attempt}");
+        assert!(attempt["at"].is_string(), "{attempt}");
+    }
+    let received = receiver.received();
+    assert_eq!(received.len(), 3);
+    let id = document["id"].as_str().unwrap();
+    for request in &received {
+        assert_eq!(request.line, "POST /hook HTTP/1.1");
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.header("webhook-id"), Some(id));
+        assert!(request.header("webhook-timestamp").is_some());
+        assert!(request
+            .header("webhook-signature")
+            .is_some_and(|s| s.starts_with("v1,")));
+        let message: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(message["id"], id);
+        assert_eq!(message["state"], "succeeded");
+        assert_eq!(message["status"], 200);
+        let body: serde_json::Value =
+            serde_json::from_str(message["body"].as_str().expect("a UTF-8 body")).unwrap();
+        assert_eq!(body["path"], "/hello");
+    }
+}
+
+#[test]
+fn a_receiver_answering_410_gets_no_more_attempts() {
+    let (receiver, mut client, location, _server) = deliver(
+        "gone",
+        vec![Reply::Status(410), Reply::Status(200)],
+        webhook_config(true),
+    );
+    let document = wait_for_webhook(&mut client, &location, "gone");
+    assert_eq!(statuses(&document), vec![Some(410)]);
+    // Ten times the first retry's wait: a retry would have come by now.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(receiver.connections(), 1);
+    assert_eq!(status(&mut client, &location)["webhook"]["state"], "gone");
+}
+
+#[test]
+fn a_receiver_that_never_answers_is_tried_again_then_given_up() {
+    let mut webhooks = webhook_config(true);
+    webhooks.timeout = Duration::from_millis(300);
+    webhooks.give_up = Duration::from_millis(1500);
+    let (receiver, mut client, location, _server) =
+        deliver("silent", vec![Reply::Silent], webhooks);
+    let document = wait_for_webhook(&mut client, &location, "given_up");
+    let attempts = document["webhook"]["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= 2, "{document}");
+    for attempt in attempts {
+        assert!(attempt["status"].is_null(), "{attempt}");
+        let error = attempt["error"].as_str().expect("an error");
+        assert!(error.contains("timeout"), "{error}");
+    }
+    assert_eq!(receiver.received().len(), attempts.len());
+}
+
+#[test]
+fn the_signature_verifies_with_pythons_hmac() {
+    let (receiver, mut client, location, _server) =
+        deliver("signature", vec![Reply::Status(200)], webhook_config(true));
+    wait_for_webhook(&mut client, &location, "delivered");
+    let request = receiver.received().pop().expect("a delivery");
+    // The receiver's check, as the README gives it.
+    let check = r#"
+import base64, hashlib, hmac, sys
+secret, msg_id, timestamp, signature = sys.argv[1:5]
+body = sys.stdin.buffer.read()
+key = base64.b64decode(secret.removeprefix("whsec_"))
+signed = msg_id.encode() + b"." + timestamp.encode() + b"." + body
+expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+ok = any(hmac.compare_digest("v1," + expected, s) for s in signature.split())
+print("valid" if ok else "invalid")
+"#;
+    let verify = |body: &[u8]| {
+        let mut python = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(check)
+            .arg(SECRET)
+            .arg(request.header("webhook-id").unwrap())
+            .arg(request.header("webhook-timestamp").unwrap())
+            .arg(request.header("webhook-signature").unwrap())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        python.stdin.take().unwrap().write_all(body).unwrap();
+        let output = python.wait_with_output().unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(verify(&request.body), "valid");
+    let mut tampered = request.body.clone();
+    tampered.push(b' ');
+    assert_eq!(verify(&tampered), "invalid");
+}
+
+#[test]
+fn callbacks_to_non_public_addresses_are_refused_at_submit_without_a_connection() {
+    // Real listeners on the loopback addresses named, to see that nothing connects.
+    let v4 = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
+    let v6 = Receiver::start("[::1]:0", vec![Reply::Status(200)]).ok();
+    let dir = scratch_dir("ssrf");
+    let server = TestServer::echo(server_config(
+        &dir.join("jobs.sqlite"),
+        Some(webhook_config(false)),
+    ));
+    let mut client = server.connect();
+    let port = v4.addr.port();
+    let v6_url = match &v6 {
+        Some(receiver) => receiver.url(),
+        None => "http://[::1]:9/hook".to_string(),
+    };
+    let refused = [
+        format!("http://127.0.0.1:{port}/hook"),
+        format!("http://localhost:{port}/hook"),
+        v6_url,
+        "http://10.0.0.1/".to_string(),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://100.64.0.1/".to_string(),
+        "http://[fe80::1]/".to_string(),
+        "http://[::ffff:10.0.0.1]/".to_string(),
+        "ftp://example.com/".to_string(),
+        "not a url".to_string(),
+    ];
+    for url in &refused {
+        let response = submit(&mut client, url);
+        assert_eq!(response.status, 400, "{url}: {}", response.body_str());
+        assert!(response.body_str().contains("Callback-URL"), "{url}");
+        assert!(response.header("Location").is_none(), "{url}");
+    }
+    assert_eq!(v4.connections(), 0);
+    if let Some(v6) = &v6 {
+        assert_eq!(v6.connections(), 0);
+    }
+    // No job was stored for any refused submit.
+    assert_eq!(server_jobs_count(&dir.join("jobs.sqlite")), 0);
+}
+
+/// How many jobs the database holds, read with SQLite directly.
+fn server_jobs_count(db: &Path) -> i64 {
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT COUNT(*) FROM jobs').fetchone()[0])")
+        .arg(db)
+        .output()
+        .expect("python3");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("a count")
+}
+
+#[test]
+fn a_callback_without_webhooks_configured_is_refused() {
+    let dir = scratch_dir("unconfigured");
+    let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), None));
+    let mut client = server.connect();
+    let response = submit(&mut client, "http://127.0.0.1:9/hook");
+    assert_eq!(response.status, 400, "{}", response.body_str());
+    assert!(response.body_str().contains("--webhook-secret"));
+}
+
+#[test]
+fn a_pending_delivery_is_made_after_a_restart() {
+    // The first attempt is told to come back in 2 s; the server stops before then.
+    let receiver = Receiver::start(
+        "127.0.0.1:0",
+        vec![Reply::RetryAfter(503, 2), Reply::Status(200)],
+    )
+    .expect("a receiver");
+    let dir = scratch_dir("restart");
+    let db = dir.join("jobs.sqlite");
+    let location = {
+        let server = TestServer::echo(server_config(&db, Some(webhook_config(true))));
+        let mut client = server.connect();
+        let location = accepted_location(&submit(&mut client, &receiver.url()));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let document = status(&mut client, &location);
+            if statuses(&document) == vec![Some(503)] {
+                assert_eq!(document["webhook"]["state"], "pending");
+                assert!(document["webhook"]["next_attempt"].is_string());
+                break;
+            }
+            assert!(Instant::now() < deadline, "{document}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        location
+    };
+    assert!(wait_for(|| receiver.connections() == 1));
+    let server = TestServer::echo(server_config(&db, Some(webhook_config(true))));
+    let mut client = server.connect();
+    let document = wait_for_webhook(&mut client, &location, "delivered");
+    assert_eq!(statuses(&document), vec![Some(503), Some(200)]);
+    let at = |i: usize| {
+        humantime::parse_rfc3339(document["webhook"]["attempts"][i]["at"].as_str().unwrap())
+            .unwrap()
+    };
+    // Retry-After: 2 was honoured across the restart.
+    assert!(at(1).duration_since(at(0)).unwrap() >= Duration::from_secs(2));
+    assert_eq!(receiver.received().len(), 2);
+}
+
+#[test]
+fn a_cancelled_job_is_delivered_as_cancelled() {
+    let receiver = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
+    // A stage that works until it is interrupted.
+    let pipeline = prime_server::Pipeline::new().http_stage(
+        "work",
+        1,
+        |job: &mut prime_server::stage::HttpJob| {
+            let give_up = Instant::now() + WAIT;
+            while !job.interrupted() && Instant::now() < give_up {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(prime_server::stage::Next::Abandon)
+        },
+    );
+    let dir = scratch_dir("cancelled");
+    let server = TestServer::start(
+        pipeline,
+        server_config(&dir.join("jobs.sqlite"), Some(webhook_config(true))),
+    );
+    let mut client = server.connect();
+    let location = accepted_location(&submit(&mut client, &receiver.url()));
+    let cancelled = common::request(&mut client, "DELETE", &location, &[]);
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body_str());
+    let document = wait_for_webhook(&mut client, &location, "delivered");
+    assert_eq!(document["state"], "cancelled");
+    let request = receiver.received().pop().expect("a delivery");
+    let message: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    assert_eq!(message["state"], "cancelled");
+    assert!(
+        message["status"].is_null() && message["body"].is_null(),
+        "{message}"
+    );
+}
