@@ -114,15 +114,7 @@ impl<'j> ResponseStream<'j> {
         self.finished = true;
         match self.whole.take() {
             Some(response) => {
-                let bytes = match self.envelope.protocol {
-                    Protocol::Http {
-                        minor_version,
-                        keep_alive,
-                        head,
-                    } => response.to_bytes(minor_version, keep_alive, head),
-                    Protocol::Netstring => crate::netstring::encode(&response.body),
-                    Protocol::Raw => response.body,
-                };
+                let bytes = crate::worker::render(self.envelope.protocol, &response);
                 let frames = response_frames(&self.envelope.encode(), bytes.into());
                 sockets::send_frames(self.loopback, frames, zmq::DONTWAIT).map_err(StreamError)
             }

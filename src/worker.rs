@@ -80,16 +80,7 @@ impl Job<'_> {
     /// HTTP with the request's version, keep-alive and HEAD facts; a netstring holding
     /// the body; or the bare body for the raw protocol.
     pub fn reply(&self, response: &Response) -> Outcome {
-        let bytes = match self.envelope.protocol {
-            Protocol::Http {
-                minor_version,
-                keep_alive,
-                head,
-            } => response.to_bytes(minor_version, keep_alive, head),
-            Protocol::Netstring => crate::netstring::encode(&response.body),
-            Protocol::Raw => response.body.clone(),
-        };
-        Outcome::respond(bytes)
+        Outcome::respond(render(self.envelope.protocol, response))
     }
 
     /// Whether the work should stop: the client has gone, the deadline has passed, or the
@@ -122,6 +113,20 @@ impl Job<'_> {
                 self.envelope.request_id
             );
         }
+    }
+}
+
+/// `response` as bytes in a client protocol: HTTP with the request's version,
+/// keep-alive and HEAD facts; a netstring holding the body; or the bare body.
+pub(crate) fn render(protocol: Protocol, response: &Response) -> Vec<u8> {
+    match protocol {
+        Protocol::Http {
+            minor_version,
+            keep_alive,
+            head,
+        } => response.to_bytes(minor_version, keep_alive, head),
+        Protocol::Netstring => crate::netstring::encode(&response.body),
+        Protocol::Raw => response.body.clone(),
     }
 }
 

@@ -65,23 +65,31 @@ fn document<'a>(record: &'a JobRecord, path: &str) -> JobDocument<'a> {
         created: rfc3339(record.created_ms),
         updated: rfc3339(record.updated_ms),
         attempts: record.attempts,
-        error: record.error.as_deref().map(|detail| ErrorDocument {
-            status: record.status.filter(|_| record.state == JobState::Failed),
-            detail,
-        }),
+        error: error_document(record),
         result: record
             .state
             .has_result()
             .then(|| format!("{location}/result")),
         location,
-        progress: record
-            .progress
-            .as_ref()
-            .map(|(fraction, message)| ProgressDocument {
-                fraction: *fraction,
-                message,
-            }),
+        progress: progress_document(record),
     }
+}
+
+fn error_document(record: &JobRecord) -> Option<ErrorDocument<'_>> {
+    record.error.as_deref().map(|detail| ErrorDocument {
+        status: record.status.filter(|_| record.state == JobState::Failed),
+        detail,
+    })
+}
+
+fn progress_document(record: &JobRecord) -> Option<ProgressDocument<'_>> {
+    record
+        .progress
+        .as_ref()
+        .map(|(fraction, message)| ProgressDocument {
+            fraction: *fraction,
+            message,
+        })
 }
 
 /// The data of a job's `state` event: its state, attempts, time of the change, error
@@ -91,17 +99,8 @@ pub fn state_event_json(record: &JobRecord) -> String {
         state: record.state.as_str(),
         attempts: record.attempts,
         updated: rfc3339(record.updated_ms),
-        error: record.error.as_deref().map(|detail| ErrorDocument {
-            status: record.status.filter(|_| record.state == JobState::Failed),
-            detail,
-        }),
-        progress: record
-            .progress
-            .as_ref()
-            .map(|(fraction, message)| ProgressDocument {
-                fraction: *fraction,
-                message,
-            }),
+        error: error_document(record),
+        progress: progress_document(record),
     };
     serde_json::to_string(&document).unwrap_or_default()
 }
