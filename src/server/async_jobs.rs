@@ -123,15 +123,10 @@ impl Server {
             )),
         };
         if let Some(response) = immediate {
-            let bytes = response.to_bytes(request.minor_version, !close_after, request.is_head);
-            self.answer_now(id, bytes, close_after, label);
+            self.answer_response(id, &request, &response, close_after, label);
             return;
         }
-        let protocol = Protocol::Http {
-            minor_version: request.minor_version,
-            keep_alive: request.keep_alive,
-            head: request.is_head,
-        };
+        let protocol = super::http_protocol(&request);
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
             return;
         };

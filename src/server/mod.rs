@@ -759,19 +759,14 @@ impl Server {
             None
         };
         if let Some((response, close_after)) = local {
-            let bytes = response.to_bytes(request.minor_version, !close_after, request.is_head);
-            self.answer_now(id, bytes, close_after, label);
+            self.answer_response(id, &request, &response, close_after, label);
             return;
         }
         if self.is_job_request(path, &request) {
             self.on_job_request(id, request, close_after, label);
             return;
         }
-        let protocol = Protocol::Http {
-            minor_version: request.minor_version,
-            keep_alive: request.keep_alive,
-            head: request.is_head,
-        };
+        let protocol = http_protocol(&request);
         let frames = [
             zmq::Message::from(request.head),
             zmq::Message::from(request.body),
@@ -848,6 +843,19 @@ impl Server {
             conn.closing = true;
         }
         Some(request_id)
+    }
+
+    /// Queues `response`, made by the front end itself, as the answer to `request`.
+    fn answer_response(
+        &mut self,
+        id: u64,
+        request: &ParsedRequest,
+        response: &Response,
+        close_after: bool,
+        label: Option<Box<[u8]>>,
+    ) {
+        let bytes = response.to_bytes(request.minor_version, !close_after, request.is_head);
+        self.answer_now(id, bytes, close_after, label);
     }
 
     /// Queues an answer the front end made itself, in request order.
@@ -1295,6 +1303,15 @@ impl Server {
     fn listener_protocol(&self, id: u64) -> Option<ListenProtocol> {
         let conn = self.connections.get(&id)?;
         Some(self.listeners[conn.listener].protocol)
+    }
+}
+
+/// The HTTP facts of a request, as its envelope carries them.
+fn http_protocol(request: &ParsedRequest) -> Protocol {
+    Protocol::Http {
+        minor_version: request.minor_version,
+        keep_alive: request.keep_alive,
+        head: request.is_head,
     }
 }
 
