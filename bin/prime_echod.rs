@@ -29,7 +29,6 @@ fn main() -> ExitCode {
 }
 
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    cli::check_concurrency(cli.concurrency)?;
     let pipeline = Pipeline::new().stage("echo", cli.concurrency, demo::echo);
     cli::serve_pipeline(pipeline, &cli.listen, &cli.front_end)
 }

@@ -19,11 +19,12 @@ use std::process::ExitCode;
     about = "Puts an HTTP backend behind the pipeline's front end"
 )]
 struct Cli {
-    /// Where to serve HTTP: a ZeroMQ endpoint such as tcp://127.0.0.1:8002.
+    #[arg(value_name = "LISTEN", help = cli::LISTEN_HELP)]
     listen: String,
     /// The backend: http://HOST:PORT, optionally with a base path.
     target: String,
     /// Gateway workers: the backend's calls in flight at most.
+    #[arg(value_parser = cli::at_least_one::<usize>)]
     concurrency: usize,
     /// Another gateway stage with workers of its own (repeatable): NAME=N, or
     /// NAME=N@TARGET for another backend.
@@ -45,7 +46,6 @@ fn main() -> ExitCode {
 }
 
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    cli::check_concurrency(cli.concurrency)?;
     let gateway = cli.gateway.gateway(&cli.target)?;
     log::info!(
         "{} gateway workers forward {} to {}",

@@ -379,14 +379,6 @@ pub fn serve_pipeline(
     Ok(())
 }
 
-/// Refuses a CONCURRENCY of 0.
-pub fn check_concurrency(concurrency: usize) -> Result<(), String> {
-    if concurrency == 0 {
-        return Err("CONCURRENCY must be at least 1".into());
-    }
-    Ok(())
-}
-
 /// Reads `--summary-seconds`: 0 turns summaries off.
 pub fn summary_every(value: f64) -> Result<Option<Duration>, String> {
     if value == 0.0 {

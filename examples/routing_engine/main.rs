@@ -55,10 +55,10 @@ use std::time::Instant;
 #[derive(clap::Parser, Debug)]
 #[command(about = "A routing service on a generated road network")]
 struct Cli {
-    /// Where to serve HTTP: a ZeroMQ endpoint such as tcp://127.0.0.1:8002.
+    #[arg(value_name = "LISTEN", help = cli::LISTEN_HELP)]
     listen: String,
     /// Workers per stage.
-    #[arg(default_value_t = 2)]
+    #[arg(default_value_t = 2, value_parser = cli::at_least_one::<usize>)]
     concurrency: usize,
     #[command(flatten)]
     front_end: FrontEndArgs,
@@ -72,9 +72,6 @@ fn main() -> ExitCode {
 /// Builds the graph, starts the three stages behind a front end and serves until a
 /// signal.
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    if cli.concurrency == 0 {
-        return Err("CONCURRENCY must be at least 1".into());
-    }
     let config = cli.front_end.config(&cli.listen)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
