@@ -17,8 +17,14 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// Counts closed connections and trims the heap when enough have.
 pub(crate) struct Trimmer {
+    /// Connections closed since the last trim.
     closed: usize,
+    /// When the last trim was.
     last: Instant,
+    /// A burst of closes is under way: trim again each [`TRIM_EVERY`] while any
+    /// connection closes, however few, so the last closes of a burst (which come after
+    /// the trims that began it) are given back too.
+    following: bool,
 }
 
 impl Trimmer {
@@ -26,6 +32,7 @@ impl Trimmer {
         Trimmer {
             closed: 0,
             last: Instant::now(),
+            following: false,
         }
     }
 
@@ -34,16 +41,22 @@ impl Trimmer {
         self.closed += 1;
     }
 
-    /// Whether to trim now: enough connections closed and the last trim is long enough
-    /// ago; `open` is how many connections remain (a trim waits while more stay open
-    /// than closed). If so, the caller shrinks its maps, then calls [`trim`].
+    /// Whether to trim now: the last trim is long enough ago, and either enough
+    /// connections closed (`open` is how many remain: a burst's first trim waits while
+    /// more stay open than closed) or a burst's trims are under way and some closed
+    /// since the last. If so, the caller shrinks its maps, then calls [`trim`].
     pub(crate) fn due(&mut self, now: Instant, open: usize) -> bool {
-        if self.closed < CLOSED_FOR_TRIM
-            || open > self.closed
-            || now.duration_since(self.last) < TRIM_EVERY
-        {
+        if now.duration_since(self.last) < TRIM_EVERY {
             return false;
         }
+        let starts = self.closed >= CLOSED_FOR_TRIM && open <= self.closed;
+        let follows = self.following && self.closed > 0;
+        if !starts && !follows {
+            // A whole TRIM_EVERY without a close ends the burst.
+            self.following = false;
+            return false;
+        }
+        self.following = true;
         log::debug!(
             "{} connections closed; returning free heap pages",
             self.closed
@@ -70,3 +83,32 @@ pub(crate) fn trim() {
 /// Returns the C allocator's free pages to the system (only glibc's can be asked).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub(crate) fn trim() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(trimmer: &mut Trimmer, n: usize) {
+        for _ in 0..n {
+            trimmer.closed();
+        }
+    }
+
+    #[test]
+    fn a_burst_is_trimmed_until_its_last_close() {
+        let mut trimmer = Trimmer::new();
+        let start = trimmer.last;
+        let at = |s: u64| start + Duration::from_secs(s);
+        close(&mut trimmer, CLOSED_FOR_TRIM - 1);
+        assert!(!trimmer.due(at(1), 0), "too few closed");
+        close(&mut trimmer, 1);
+        assert!(!trimmer.due(at(1), CLOSED_FOR_TRIM + 1), "more open than closed");
+        assert!(trimmer.due(at(1), 10));
+        close(&mut trimmer, 10);
+        assert!(!trimmer.due(at(1) + TRIM_EVERY / 2, 0), "too soon");
+        assert!(trimmer.due(at(2), 0), "the burst's last closes");
+        assert!(!trimmer.due(at(3), 0), "nothing closed since");
+        close(&mut trimmer, 10);
+        assert!(!trimmer.due(at(4), 0), "the burst has ended: a few closes wait");
+    }
+}
