@@ -102,13 +102,19 @@ mod tests {
         close(&mut trimmer, CLOSED_FOR_TRIM - 1);
         assert!(!trimmer.due(at(1), 0), "too few closed");
         close(&mut trimmer, 1);
-        assert!(!trimmer.due(at(1), CLOSED_FOR_TRIM + 1), "more open than closed");
+        assert!(
+            !trimmer.due(at(1), CLOSED_FOR_TRIM + 1),
+            "more open than closed"
+        );
         assert!(trimmer.due(at(1), 10));
         close(&mut trimmer, 10);
         assert!(!trimmer.due(at(1) + TRIM_EVERY / 2, 0), "too soon");
         assert!(trimmer.due(at(2), 0), "the burst's last closes");
         assert!(!trimmer.due(at(3), 0), "nothing closed since");
         close(&mut trimmer, 10);
-        assert!(!trimmer.due(at(4), 0), "the burst has ended: a few closes wait");
+        assert!(
+            !trimmer.due(at(4), 0),
+            "the burst has ended: a few closes wait"
+        );
     }
 }
