@@ -22,8 +22,11 @@ pub(crate) struct Trimmer {
     /// When the last trim was.
     last: Instant,
     /// A burst of closes is under way: trim again each [`TRIM_EVERY`] while any
-    /// connection closes, however few, so the last closes of a burst (which come after
-    /// the trims that began it) are given back too.
+    /// connection closes, however few, and once more after the first [`TRIM_EVERY`]
+    /// without a close, so the last closes of a burst (which come after the trims that
+    /// began it) are given back too. That last trim matters because libzmq frees a
+    /// connection's engine and session on its I/O thread, after the front end has
+    /// counted the close.
     following: bool,
 }
 
@@ -43,20 +46,18 @@ impl Trimmer {
 
     /// Whether to trim now: the last trim is long enough ago, and either enough
     /// connections closed (`open` is how many remain: a burst's first trim waits while
-    /// more stay open than closed) or a burst's trims are under way and some closed
-    /// since the last. If so, the caller shrinks its maps, then calls [`trim`].
+    /// more stay open than closed) or a burst's trims are under way (see `following`).
+    /// If so, the caller shrinks its maps, then calls [`trim`].
     pub(crate) fn due(&mut self, now: Instant, open: usize) -> bool {
         if now.duration_since(self.last) < TRIM_EVERY {
             return false;
         }
         let starts = self.closed >= CLOSED_FOR_TRIM && open <= self.closed;
-        let follows = self.following && self.closed > 0;
-        if !starts && !follows {
-            // A whole TRIM_EVERY without a close ends the burst.
-            self.following = false;
+        if !starts && !self.following {
             return false;
         }
-        self.following = true;
+        // A trim with no close since the last one is the burst's last.
+        self.following = starts || self.closed > 0;
         log::debug!(
             "{} connections closed; returning free heap pages",
             self.closed
@@ -110,10 +111,14 @@ mod tests {
         close(&mut trimmer, 10);
         assert!(!trimmer.due(at(1) + TRIM_EVERY / 2, 0), "too soon");
         assert!(trimmer.due(at(2), 0), "the burst's last closes");
-        assert!(!trimmer.due(at(3), 0), "nothing closed since");
+        assert!(
+            trimmer.due(at(3), 0),
+            "once more after a second without a close"
+        );
+        assert!(!trimmer.due(at(4), 0), "the burst has ended");
         close(&mut trimmer, 10);
         assert!(
-            !trimmer.due(at(4), 0),
+            !trimmer.due(at(5), 0),
             "the burst has ended: a few closes wait"
         );
     }
