@@ -137,12 +137,19 @@ impl Request {
 /// absolute form (`http://host/path?q`) to its path and dropping a fragment.
 fn split_target(target: &str) -> (&str, &str) {
     let target = target.split('#').next().unwrap_or_default();
-    let origin = match target.find("://") {
-        Some(scheme_end) if !target[..scheme_end].contains(['/', '?']) => {
-            let authority = &target[scheme_end + 3..];
-            authority.find(['/', '?']).map_or("", |i| &authority[i..])
+    // The origin form (`/path?query`), nearly every request, has no scheme to look for:
+    // a `://` in it belongs to its path or query. Skipping the substring search saves
+    // a few hundred instructions per call on the demo's hot path.
+    let origin = if target.starts_with('/') {
+        target
+    } else {
+        match target.find("://") {
+            Some(scheme_end) if !target[..scheme_end].contains(['/', '?']) => {
+                let authority = &target[scheme_end + 3..];
+                authority.find(['/', '?']).map_or("", |i| &authority[i..])
+            }
+            _ => target,
         }
-        _ => target,
     };
     let (path, query) = origin.split_once('?').unwrap_or((origin, ""));
     (if path.is_empty() { "/" } else { path }, query)
@@ -228,6 +235,9 @@ mod tests {
         assert_eq!(percent_decode("/%FF"), "/\u{fffd}");
         assert_eq!(split_target("/p?q=1#frag"), ("/p", "q=1"));
         assert_eq!(split_target("*"), ("*", ""));
+        assert_eq!(split_target("/x?u=http://e/y"), ("/x", "u=http://e/y"));
+        assert_eq!(split_target("http://e/a?b=1"), ("/a", "b=1"));
+        assert_eq!(split_target("http://e"), ("/", ""));
     }
 
     #[test]

@@ -145,8 +145,10 @@ impl Connection {
             peer: "-".into(),
             listener,
             decoder,
-            slots: VecDeque::new(),
-            output: Output::default(),
+            // Room for one request's slot and one answer, allocated now rather than
+            // four of each at the first push: see `Output::new`.
+            slots: VecDeque::with_capacity(1),
+            output: Output::new(),
             stall: None,
             last_active: Instant::now(),
             head_started: None,

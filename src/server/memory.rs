@@ -17,8 +17,17 @@ const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// Counts closed connections and trims the heap when enough have.
 pub(crate) struct Trimmer {
+    /// Connections closed since the last trim.
     closed: usize,
+    /// When the last trim was.
     last: Instant,
+    /// A burst of closes is under way: trim again each [`TRIM_EVERY`] while any
+    /// connection closes, however few, and once more after the first [`TRIM_EVERY`]
+    /// without a close, so the last closes of a burst (which come after the trims that
+    /// began it) are given back too. That last trim matters because libzmq frees a
+    /// connection's engine and session on its I/O thread, after the front end has
+    /// counted the close.
+    following: bool,
 }
 
 impl Trimmer {
@@ -26,6 +35,7 @@ impl Trimmer {
         Trimmer {
             closed: 0,
             last: Instant::now(),
+            following: false,
         }
     }
 
@@ -34,16 +44,20 @@ impl Trimmer {
         self.closed += 1;
     }
 
-    /// Whether to trim now: enough connections closed and the last trim is long enough
-    /// ago; `open` is how many connections remain (a trim waits while more stay open
-    /// than closed). If so, the caller shrinks its maps, then calls [`trim`].
+    /// Whether to trim now: the last trim is long enough ago, and either enough
+    /// connections closed (`open` is how many remain: a burst's first trim waits while
+    /// more stay open than closed) or a burst's trims are under way (see `following`).
+    /// If so, the caller shrinks its maps, then calls [`trim`].
     pub(crate) fn due(&mut self, now: Instant, open: usize) -> bool {
-        if self.closed < CLOSED_FOR_TRIM
-            || open > self.closed
-            || now.duration_since(self.last) < TRIM_EVERY
-        {
+        if now.duration_since(self.last) < TRIM_EVERY {
             return false;
         }
+        let starts = self.closed >= CLOSED_FOR_TRIM && open <= self.closed;
+        if !starts && !self.following {
+            return false;
+        }
+        // A trim with no close since the last one is the burst's last.
+        self.following = starts || self.closed > 0;
         log::debug!(
             "{} connections closed; returning free heap pages",
             self.closed
@@ -70,3 +84,42 @@ pub(crate) fn trim() {
 /// Returns the C allocator's free pages to the system (only glibc's can be asked).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub(crate) fn trim() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(trimmer: &mut Trimmer, n: usize) {
+        for _ in 0..n {
+            trimmer.closed();
+        }
+    }
+
+    #[test]
+    fn a_burst_is_trimmed_until_its_last_close() {
+        let mut trimmer = Trimmer::new();
+        let start = trimmer.last;
+        let at = |s: u64| start + Duration::from_secs(s);
+        close(&mut trimmer, CLOSED_FOR_TRIM - 1);
+        assert!(!trimmer.due(at(1), 0), "too few closed");
+        close(&mut trimmer, 1);
+        assert!(
+            !trimmer.due(at(1), CLOSED_FOR_TRIM + 1),
+            "more open than closed"
+        );
+        assert!(trimmer.due(at(1), 10));
+        close(&mut trimmer, 10);
+        assert!(!trimmer.due(at(1) + TRIM_EVERY / 2, 0), "too soon");
+        assert!(trimmer.due(at(2), 0), "the burst's last closes");
+        assert!(
+            trimmer.due(at(3), 0),
+            "once more after a second without a close"
+        );
+        assert!(!trimmer.due(at(4), 0), "the burst has ended");
+        close(&mut trimmer, 10);
+        assert!(
+            !trimmer.due(at(5), 0),
+            "the burst has ended: a few closes wait"
+        );
+    }
+}

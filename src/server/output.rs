@@ -62,6 +62,16 @@ pub(crate) struct Output {
 }
 
 impl Output {
+    /// Room for one piece, what a client that does not pipeline ever needs: a
+    /// `VecDeque` grows to 4 at its first push, and a server holds thousands of idle
+    /// connections. A pipelining client's output grows as it needs.
+    pub(crate) fn new() -> Self {
+        Output {
+            pieces: VecDeque::with_capacity(1),
+            ..Output::default()
+        }
+    }
+
     /// How many bytes wait.
     pub(crate) fn len(&self) -> usize {
         self.len

@@ -41,6 +41,14 @@ enum
     //  memory allocation by approximately 99.6%
     message_pipe_granularity = 256,
 
+    //  prime_server patch: the same for the pipes of a ZMQ_STREAM peer's
+    //  session. A server holds one pipe pair per client connection, and each
+    //  direction keeps a chunk (and a spare) of this many 64-byte messages for
+    //  as long as the connection lives: 256 cost 16 KiB per chunk, most of the
+    //  memory of an idle keep-alive connection. A STREAM peer passes one message
+    //  per read or write, so small chunks cost little.
+    stream_pipe_granularity = 8,
+
     //  Commands in pipe per allocation event.
     command_pipe_granularity = 16,
 

@@ -60,10 +60,9 @@ template <typename T> class encoder_base_t : public i_encoder
         _next (NULL),
         _new_msg_flag (false),
         _buf_size (bufsize_),
-        _buf (static_cast<unsigned char *> (malloc (bufsize_))),
+        _buf (NULL),
         _in_progress (NULL)
     {
-        alloc_assert (_buf);
     }
 
     ~encoder_base_t () ZMQ_OVERRIDE { free (_buf); }
@@ -114,6 +113,14 @@ template <typename T> class encoder_base_t : public i_encoder
                 return pos;
             }
 
+            //  prime_server patch: the buffer is allocated when first needed
+            //  (see release_buffer).
+            if (!buffer) {
+                _buf = static_cast<unsigned char *> (malloc (_buf_size));
+                alloc_assert (_buf);
+                buffer = _buf;
+            }
+
             //  Copy data to the buffer. If the buffer is full, return.
             const size_t to_copy = std::min (_to_write, buffersize - pos);
             memcpy (buffer + pos, _write_pos, to_copy);
@@ -124,6 +131,12 @@ template <typename T> class encoder_base_t : public i_encoder
 
         *data_ = buffer;
         return pos;
+    }
+
+    void release_buffer () ZMQ_FINAL
+    {
+        free (_buf);
+        _buf = NULL;
     }
 
     void load_msg (msg_t *msg_) ZMQ_FINAL
@@ -167,7 +180,8 @@ template <typename T> class encoder_base_t : public i_encoder
 
     //  The buffer for encoded data.
     const size_t _buf_size;
-    unsigned char *const _buf;
+    //  prime_server patch: NULL until first needed, and after release_buffer.
+    unsigned char *_buf;
 
     msg_t *_in_progress;
 

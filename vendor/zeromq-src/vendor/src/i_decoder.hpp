@@ -55,6 +55,10 @@ class i_decoder
     decode (const unsigned char *data_, size_t size_, size_t &processed_) = 0;
 
     virtual msg_t *msg () = 0;
+
+    //  prime_server patch: gives back the receive buffer while it holds no
+    //  data (only the raw decoder does; it allocates one again when needed).
+    virtual void release_buffer () {}
 };
 }
 

@@ -52,6 +52,10 @@ struct i_encoder
 
     //  Load a new message into encoder.
     virtual void load_msg (msg_t *msg_) = 0;
+
+    //  prime_server patch: frees the encoder's own buffer, to be allocated again
+    //  when next needed. Only when everything encode returned has been written.
+    virtual void release_buffer () = 0;
 };
 }
 

@@ -41,17 +41,21 @@
 int zmq::pipepair (object_t *parents_[2],
                    pipe_t *pipes_[2],
                    const int hwms_[2],
-                   const bool conflate_[2])
+                   const bool conflate_[2],
+                   bool small_)
 {
     //   Creates two pipe objects. These objects are connected by two ypipes,
     //   each to pass messages in one direction.
 
     typedef ypipe_t<msg_t, message_pipe_granularity> upipe_normal_t;
+    typedef ypipe_t<msg_t, stream_pipe_granularity> upipe_small_t;
     typedef ypipe_conflate_t<msg_t> upipe_conflate_t;
 
     pipe_t::upipe_t *upipe1;
     if (conflate_[0])
         upipe1 = new (std::nothrow) upipe_conflate_t ();
+    else if (small_)
+        upipe1 = new (std::nothrow) upipe_small_t ();
     else
         upipe1 = new (std::nothrow) upipe_normal_t ();
     alloc_assert (upipe1);
@@ -59,6 +63,8 @@ int zmq::pipepair (object_t *parents_[2],
     pipe_t::upipe_t *upipe2;
     if (conflate_[1])
         upipe2 = new (std::nothrow) upipe_conflate_t ();
+    else if (small_)
+        upipe2 = new (std::nothrow) upipe_small_t ();
     else
         upipe2 = new (std::nothrow) upipe_normal_t ();
     alloc_assert (upipe2);
@@ -72,6 +78,8 @@ int zmq::pipepair (object_t *parents_[2],
 
     pipes_[0]->set_peer (pipes_[1]);
     pipes_[1]->set_peer (pipes_[0]);
+    pipes_[0]->_small = small_;
+    pipes_[1]->_small = small_;
 
     return 0;
 }
@@ -122,7 +130,8 @@ zmq::pipe_t::pipe_t (object_t *parent_,
     _state (active),
     _delay (true),
     _server_socket_routing_id (0),
-    _conflate (conflate_)
+    _conflate (conflate_),
+    _small (false)
 {
     _disconnect_msg.init ();
 }
@@ -523,10 +532,13 @@ void zmq::pipe_t::hiccup ()
     //  responsible for deallocating it.
 
     //  Create new inpipe.
-    _in_pipe =
-      _conflate
-        ? static_cast<upipe_t *> (new (std::nothrow) ypipe_conflate_t<msg_t> ())
-        : new (std::nothrow) ypipe_t<msg_t, message_pipe_granularity> ();
+    //  prime_server patch: a small pipe stays small.
+    if (_conflate)
+        _in_pipe = new (std::nothrow) ypipe_conflate_t<msg_t> ();
+    else if (_small)
+        _in_pipe = new (std::nothrow) ypipe_t<msg_t, stream_pipe_granularity> ();
+    else
+        _in_pipe = new (std::nothrow) ypipe_t<msg_t, message_pipe_granularity> ();
 
     alloc_assert (_in_pipe);
     _in_active = true;

@@ -52,10 +52,13 @@ class pipe_t;
 //  terminates straight away.
 //  If conflate is true, only the most recently arrived message could be
 //  read (older messages are discarded)
+//  prime_server patch: if small is true, the pipes allocate their messages in
+//  chunks of stream_pipe_granularity instead of message_pipe_granularity.
 int pipepair (zmq::object_t *parents_[2],
               zmq::pipe_t *pipes_[2],
               const int hwms_[2],
-              const bool conflate_[2]);
+              const bool conflate_[2],
+              bool small_ = false);
 
 struct i_pipe_events
 {
@@ -80,7 +83,8 @@ class pipe_t ZMQ_FINAL : public object_t,
     friend int pipepair (zmq::object_t *parents_[2],
                          zmq::pipe_t *pipes_[2],
                          const int hwms_[2],
-                         const bool conflate_[2]);
+                         const bool conflate_[2],
+                         bool small_);
 
   public:
     //  Specifies the object to send events to.
@@ -256,6 +260,10 @@ class pipe_t ZMQ_FINAL : public object_t,
     static int compute_lwm (int hwm_);
 
     const bool _conflate;
+
+    //  prime_server patch: the ypipes are of stream_pipe_granularity (see
+    //  pipepair); a new inpipe after a hiccup is made the same way.
+    bool _small;
 
     // The endpoints of this pipe.
     endpoint_uri_pair_t _endpoint_pair;

@@ -55,6 +55,9 @@ class raw_decoder_t ZMQ_FINAL : public i_decoder
 
     void resize_buffer (size_t) {}
 
+    //  prime_server patch: see i_decoder.
+    void release_buffer () { _allocator.deallocate (); }
+
   private:
     msg_t _in_progress;
 

@@ -430,7 +430,10 @@ void zmq::session_base_t::engine_ready ()
         int hwms[2] = {conflate ? -1 : options.rcvhwm,
                        conflate ? -1 : options.sndhwm};
         bool conflates[2] = {conflate, conflate};
-        const int rc = pipepair (parents, pipes, hwms, conflates);
+        //  prime_server patch: a ZMQ_STREAM peer's pipes use small chunks
+        //  (config.hpp, stream_pipe_granularity).
+        const int rc = pipepair (parents, pipes, hwms, conflates,
+                                 options.type == ZMQ_STREAM);
         errno_assert (rc == 0);
 
         //  Plug the local end of the pipe.

@@ -292,6 +292,13 @@ bool zmq::stream_engine_base_t::in_event_internal ()
         const int rc = read (_inpos, bufsize);
 
         if (rc == -1) {
+            //  prime_server patch: nothing was read, so the receive buffer holds
+            //  nothing: give it back. A half-closed connection may stay open a
+            //  while, and when thousands of clients close at once each would
+            //  otherwise hold an in_batch_size buffer until its engine goes.
+            const int read_errno = errno;
+            _decoder->release_buffer ();
+            errno = read_errno;
             //  prime_server patch: end of file means the peer has finished sending
             //  (a half-close, RFC 9293 3.6), not that it has gone: an engine that
             //  says so keeps writing to it.
@@ -384,6 +391,11 @@ void zmq::stream_engine_base_t::out_event ()
         if (_outsize == 0) {
             _output_stopped = true;
             reset_pollout ();
+            //  prime_server patch: a ZMQ_STREAM connection gives back its
+            //  out_batch_size buffer while it has nothing to send: a server
+            //  holds thousands of idle keep-alive connections.
+            if (_options.raw_socket)
+                _encoder->release_buffer ();
             return;
         }
     }
