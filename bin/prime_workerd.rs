@@ -172,6 +172,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         )?,
         None => demo::spawn_service(
             &ctx,
+            &cli.stage,
             &plan.service,
             cli.algorithm,
             &plan.config,

@@ -11,7 +11,7 @@
 //! | 0 | 1 | version (1) |
 //! | 1 | 1 | protocol: 0 raw, 1 HTTP, 2 netstring |
 //! | 2 | 1 | HTTP minor version |
-//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD, bit 2 asynchronous job |
+//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD, bit 2 asynchronous job, bit 3 self-test probe |
 //! | 4 | 8 | request id |
 //! | 12 | 8 | connection id, or the job's number in the job store for a job |
 //! | 20 | 8 | nonce of the front end process |
@@ -33,6 +33,7 @@ pub const INTERRUPT_LEN: usize = 20;
 const FLAG_KEEP_ALIVE: u8 = 1;
 const FLAG_HEAD: u8 = 2;
 const FLAG_JOB: u8 = 4;
+const FLAG_PROBE: u8 = 8;
 
 /// The client protocol a request arrived in, which decides how its answer is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +72,10 @@ pub struct Envelope {
     /// `connection_id` is the job's number in the front end's job store, and its answer
     /// goes to the store, matched by that number (so it is still taken after a restart).
     pub job: bool,
+    /// A self-test probe (see [`crate::selftest`]): workers run their stage's self-test
+    /// instead of the user's function, report on the loopback and pass the probe on to
+    /// every stage they are connected to.
+    pub probe: bool,
 }
 
 /// Why a frame could not be decoded.
@@ -119,6 +124,7 @@ impl Envelope {
             arrival_us: now_us(),
             deadline_us: 0,
             job: false,
+            probe: false,
         }
     }
 
@@ -142,6 +148,24 @@ impl Envelope {
             job: true,
             ..Envelope::new(request_id, job_number, nonce, protocol)
         }
+    }
+
+    /// The envelope of a self-test probe: `request_id` names the self-test at the front
+    /// end, which gives up on it `timeout` from now.
+    ///
+    /// ```
+    /// use prime_server::envelope::Envelope;
+    /// use std::time::Duration;
+    /// let probe = Envelope::for_probe(7, 99, Duration::from_secs(2));
+    /// assert!(probe.probe && !probe.job);
+    /// assert_eq!(Envelope::decode(&probe.encode()), Ok(probe));
+    /// ```
+    pub fn for_probe(request_id: u64, nonce: u64, timeout: Duration) -> Self {
+        Envelope {
+            probe: true,
+            ..Envelope::new(request_id, 0, nonce, Protocol::Raw)
+        }
+        .with_timeout(timeout)
     }
 
     /// The job's number in the job store, for an asynchronous job.
@@ -183,7 +207,7 @@ impl Envelope {
             ),
             Protocol::Netstring => (2, 0, 0),
         };
-        let flags = flags | (self.job as u8 * FLAG_JOB);
+        let flags = flags | (self.job as u8 * FLAG_JOB) | (self.probe as u8 * FLAG_PROBE);
         let mut out = [0u8; ENVELOPE_LEN];
         out[..4].copy_from_slice(&[ENVELOPE_VERSION, protocol, minor, flags]);
         let fields = [
@@ -221,6 +245,7 @@ impl Envelope {
             arrival_us: u64_at(frame, 28),
             deadline_us: u64_at(frame, 36),
             job: flags & FLAG_JOB != 0,
+            probe: flags & FLAG_PROBE != 0,
         })
     }
 }
@@ -350,6 +375,7 @@ mod tests {
             arrival_us: 1_700_000_000_000_000,
             deadline_us: 1_700_000_010_000_000,
             job: false,
+            probe: false,
         }
     }
 

@@ -22,6 +22,11 @@
 //! helper thread while the worker watches [`HttpJob::interrupted`]: an interrupt (client
 //! gone, job cancelled, deadline) shuts the backend connection down at once.
 //!
+//! Its self-test (see [`crate::selftest`]) sends `HEAD <base>/` with `X-Prime-Selftest:
+//! 1` to the backend, on a connection of its own, bounded by the call timeout or 1 s,
+//! whichever is shorter: any HTTP answer passes, whatever its status; a refused
+//! connection, an unknown host or no answer in time fails, with that as the error.
+//!
 //! ```no_run
 //! use prime_server::stage::HttpGateway;
 //! use std::time::Duration;
@@ -45,6 +50,9 @@ use ureq::http;
 
 /// How often the worker looks at its job's interrupt while the backend works.
 const INTERRUPT_POLL: Duration = Duration::from_millis(20);
+
+/// The longest a self-test's call to the backend may take.
+const SELFTEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The header carrying the gateway's signature.
 pub const SIGNATURE_HEADER: &str = "X-Prime-Signature";
@@ -257,6 +265,39 @@ fn exchange(
 }
 
 impl HttpWork for HttpGateway {
+    fn selftest(&mut self) -> Result<(), String> {
+        let settings = &self.settings;
+        let timeout = settings.timeout.min(SELFTEST_TIMEOUT);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .timeout_global(Some(timeout))
+            .build()
+            .new_agent();
+        let url = format!("{}{}/", settings.origin, settings.base);
+        let backend = &settings.origin;
+        match agent.head(&url).header("X-Prime-Selftest", "1").call() {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Timeout(_)) => Err(format!(
+                "the backend {backend} did not answer within {}",
+                humantime::format_duration(timeout)
+            )),
+            Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(format!("the backend {backend} refused the connection"))
+            }
+            Err(ureq::Error::ConnectionFailed) => {
+                Err(format!("the backend {backend} refused the connection"))
+            }
+            Err(ureq::Error::HostNotFound) => {
+                Err(format!("the backend's host {backend} is not found"))
+            }
+            Err(other) => Err(format!(
+                "the backend {backend} could not be reached: {other}"
+            )),
+        }
+    }
+
     fn handle(&mut self, job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
         let request_id = job.envelope().request_id;
         let is_async = job.is_async();

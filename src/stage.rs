@@ -336,6 +336,12 @@ pub trait HttpWork: Send + 'static {
     fn heartbeat(&self) -> Vec<u8> {
         Vec::new()
     }
+
+    /// Checks what the stage depends on, for the front end's self-test: see
+    /// [`Work::selftest`]. Passes by default.
+    fn selftest(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl<F> HttpWork for F
@@ -382,6 +388,10 @@ impl<W: HttpWork> Work for HttpStage<W> {
 
     fn heartbeat(&self) -> Vec<u8> {
         self.0.heartbeat()
+    }
+
+    fn selftest(&mut self) -> Result<(), String> {
+        self.0.selftest()
     }
 }
 

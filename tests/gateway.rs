@@ -582,3 +582,79 @@ fn prime_workerd_runs_a_gateway_stage_of_a_multi_process_deployment() {
     let seen = backend.wait_seen(1);
     assert!(seen.iter().all(|s| s.target == target), "{seen:?}");
 }
+
+/// The part of a self-test document about `stage`.
+fn stage_part(document: &serde_json::Value, stage: &str) -> serde_json::Value {
+    document["parts"]
+        .as_array()
+        .and_then(|parts| parts.iter().find(|p| p["stage"] == stage))
+        .cloned()
+        .unwrap_or_else(|| panic!("no part for stage {stage}: {document}"))
+}
+
+#[test]
+fn the_selftest_passes_through_a_healthy_gateway_and_names_a_stopped_backend() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let db = db_path("gw-selftest");
+    let _gateway = start_gatewayd(
+        "gw-selftest",
+        port,
+        &backend.url(),
+        &[
+            "--jobs-db",
+            &db,
+            "--status-path",
+            "/status",
+            "--selftest-path",
+            "/selftest",
+        ],
+    );
+    let healthy = poll_until(WAIT, || {
+        let response = get(port, "/selftest", READ).ok()?;
+        (response.status == 200).then_some(response)
+    })
+    .expect("the self-test passes with the backend up");
+    let document = healthy.json();
+    assert_eq!(document["status"], "ok", "{document}");
+    let parts = document["parts"].as_array().expect("parts");
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["part"] == "store" && p["ok"] == true),
+        "{document}"
+    );
+    assert_eq!(stage_part(&document, "gateway")["ok"], true, "{document}");
+    let probes = backend.seen();
+    assert!(
+        probes
+            .iter()
+            .any(|s| s.method == "HEAD" && s.header("X-Prime-Selftest") == Some("1")),
+        "the backend was not called by the self-test: {probes:?}"
+    );
+
+    let url = backend.url();
+    drop(backend);
+    let failed = get(port, "/status?selftest=1", READ).expect("a self-test");
+    assert_eq!(failed.status, 503, "{failed:?}");
+    let document = failed.json();
+    assert_eq!(document["status"], "failed", "{document}");
+    let gateway = stage_part(&document, "gateway");
+    assert_eq!(gateway["ok"], false, "{document}");
+    let error = gateway["error"].as_str().expect("an error");
+    assert!(
+        error.contains(&url) && error.contains("refused"),
+        "the error does not name the backend and the refusal: {error}"
+    );
+    let parts = document["parts"].as_array().expect("parts");
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["part"] == "store" && p["ok"] == true),
+        "the store is still fine: {document}"
+    );
+    // Without ?selftest=1 the status path still shows the status document.
+    let status = get(port, "/status", READ).expect("the status document");
+    assert_eq!(status.status, 200);
+    assert!(status.json()["first_proxy"].is_object(), "{status:?}");
+}

@@ -162,7 +162,7 @@ impl Server {
         self.send_job_command(command);
     }
 
-    fn send_job_command(&self, command: Command) {
+    pub(super) fn send_job_command(&self, command: Command) {
         if let Some(link) = &self.jobs {
             link.handle.send(command);
         }
@@ -211,6 +211,8 @@ impl Server {
                 });
                 return;
             }
+            // A probe is never a job: nothing to store.
+            Answer::SelfTest(_) => return,
             Answer::Response(bytes) => RunAnswer::Response(bytes),
             Answer::Failure(failure) => RunAnswer::Failure(failure),
             Answer::Later { .. } => RunAnswer::Failure(Failure::new(
@@ -268,6 +270,7 @@ impl Server {
                         }
                     }
                 }
+                Event::SelfTest { token, result } => self.on_store_checked(token, result),
                 Event::Interrupt { number } => {
                     let run = self.jobs.as_mut().and_then(|l| l.in_flight.remove(&number));
                     if let Some(run) = run {

@@ -8,6 +8,8 @@
 //!
 //! It probes the first proxy a few times a second (`PROBE` on its entry socket, answered
 //! by `STATUS`), so the health path says 200 only while a worker is there to serve.
+//! The status path with `?selftest=1` (or `selftest_path`) goes further: a probe
+//! through every stage and a check of the job store (see `selftest`).
 //!
 //! On a drain it closes new connections as they arrive, keeps serving the connections it
 //! has (or answers their new requests 503 with `Connection: close`, if configured), and
@@ -61,6 +63,7 @@ mod connection;
 mod cors;
 mod memory;
 mod output;
+mod selftest;
 mod streams;
 
 pub use config::{ListenProtocol, ServerConfig};
@@ -237,6 +240,8 @@ pub struct Server {
     trimmer: memory::Trimmer,
     /// CORS header lines for the answer of the request in hand, taken by its slot.
     cors_fields: Option<Box<[u8]>>,
+    /// Self-tests waiting for their parts to answer.
+    selftests: selftest::SelfTests,
 }
 
 impl Server {
@@ -322,6 +327,7 @@ impl Server {
             access: AccessLog::new(),
             trimmer: memory::Trimmer::new(),
             cors_fields: None,
+            selftests: selftest::SelfTests::default(),
         })
     }
 
@@ -743,12 +749,19 @@ impl Server {
         let label = self.access.enabled().then(|| request.request_line().into());
         let close_after = !request.keep_alive;
         let path = request.target_str().split('?').next().unwrap_or("");
-        let own_path = [&self.config.health_path, &self.config.status_path]
-            .iter()
-            .any(|p| p.as_deref() == Some(path));
+        let own_path = [
+            &self.config.health_path,
+            &self.config.status_path,
+            &self.config.selftest_path,
+        ]
+        .iter()
+        .any(|p| p.as_deref() == Some(path));
         let local = if own_path && !matches!(request.method, Method::Get | Method::Head) {
             let response = Response::error(405, &format!("{path} answers GET and HEAD only"));
             Some((response.header("Allow", "GET, HEAD"), close_after))
+        } else if own_path && self.is_selftest(path, request.target_str()) {
+            self.start_selftest(id, &request, close_after, label);
+            return;
         } else if self.config.health_path.as_deref() == Some(path) {
             Some((self.health(), close_after))
         } else if self.config.status_path.as_deref() == Some(path) {
@@ -891,6 +904,9 @@ impl Server {
     }
 
     fn on_answer(&mut self, envelope: Envelope, answer: Answer, now: Instant) {
+        if envelope.probe {
+            return self.on_probe_answer(&envelope, answer);
+        }
         // Matched by job number, whichever process sent the job.
         if let Some(number) = envelope.job_number() {
             self.on_job_answer(number, answer);
@@ -942,6 +958,7 @@ impl Server {
                 }
             }
             Answer::Progress { .. }
+            | Answer::SelfTest(_)
             | Answer::StreamStart(_)
             | Answer::StreamPiece(_)
             | Answer::StreamEnd(_)
@@ -1235,6 +1252,7 @@ impl Server {
     fn sweep(&mut self) {
         let now = Instant::now();
         self.sweep_jobs(now);
+        self.sweep_selftests(now);
         for listener in &mut self.listeners {
             listener.accept_watch.check(&listener.endpoint, now);
         }
