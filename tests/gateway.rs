@@ -658,3 +658,117 @@ fn the_selftest_passes_through_a_healthy_gateway_and_names_a_stopped_backend() {
     assert_eq!(status.status, 200);
     assert!(status.json()["first_proxy"].is_object(), "{status:?}");
 }
+
+/// A topology of a `tasks` stage in front of two stages, `fast` and `slow`.
+fn tasks_topology(ports: &[u16; 9], table: &str) -> String {
+    let t = |i: usize| tcp(ports[i]);
+    format!(
+        r#"{{
+  "front_end": {{ "listen": "{}", "loopback": "{}", "interrupt": "{}", "status_path": "/status" }},
+  "stages": [
+    {{ "name": "dispatch", "service": "tasks", "upstream": "{}", "downstream": "{}" }},
+    {{ "name": "fast", "upstream": "{}", "downstream": "{}" }},
+    {{ "name": "slow", "upstream": "{}", "downstream": "{}" }}
+  ],
+  "tasks": {table}
+}}"#,
+        t(0),
+        t(1),
+        t(2),
+        t(3),
+        t(4),
+        t(5),
+        t(6),
+        t(7),
+        t(8)
+    )
+}
+
+#[test]
+fn a_topology_task_table_routes_by_name_and_path_prefix_and_refuses_unknown_stages() {
+    let ports: [u16; 9] = std::array::from_fn(|_| free_port());
+    let table = r#"{ "table": { "report": "slow", "/reports/": "slow", "lookup": "fast" }, "default": "fast" }"#;
+
+    // A table naming a stage the file lacks: every daemon refuses the file, naming it.
+    let bad = scratch_path("tasks-bad", "json");
+    let wrong = table.replace(r#""report": "slow""#, r#""report": "archive""#);
+    std::fs::write(&bad, tasks_topology(&ports, &wrong)).expect("write");
+    let bad = bad.display().to_string();
+    for (program, extra) in [(WORKERD, &["--stage", "dispatch"][..]), (HTTPD, &[][..])] {
+        let mut list = vec!["--config".to_string(), bad.clone()];
+        list.extend(extra.iter().map(|s| s.to_string()));
+        let (status, stderr) = run_to_exit(program, &list, WAIT);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("\"archive\""), "{stderr}");
+    }
+
+    let fast = Backend::start(Mode::Answer);
+    let slow = Backend::start(Mode::Answer);
+    let file = scratch_path("tasks", "json");
+    std::fs::write(&file, tasks_topology(&ports, table)).expect("write");
+    let path = file.display().to_string();
+    let with = |stage: Option<&str>, extra: &[&str]| {
+        let mut list = vec!["--config".to_string(), path.clone()];
+        if let Some(stage) = stage {
+            list.extend(["--stage".to_string(), stage.to_string()]);
+        }
+        list.extend(extra.iter().map(|s| s.to_string()));
+        list
+    };
+    let fast_url = fast.url();
+    let slow_url = slow.url();
+    let _daemons = [
+        Daemon::start("proxy-dispatch", PROXYD, &with(Some("dispatch"), &[])),
+        Daemon::start("proxy-fast", PROXYD, &with(Some("fast"), &[])),
+        Daemon::start("proxy-slow", PROXYD, &with(Some("slow"), &[])),
+        Daemon::start("httpd-tasks", HTTPD, &with(None, &[])),
+        Daemon::start("worker-dispatch", WORKERD, &with(Some("dispatch"), &[])),
+        Daemon::start(
+            "worker-fast",
+            WORKERD,
+            &with(Some("fast"), &["--gateway", &fast_url]),
+        ),
+        Daemon::start(
+            "worker-slow",
+            WORKERD,
+            &with(Some("slow"), &["--gateway", &slow_url]),
+        ),
+    ];
+    let port = ports[0];
+    // Every stage answers the self-test once all daemons are up.
+    poll_until(START_TIMEOUT, || {
+        let response = get(port, "/status?selftest=1", READ).ok()?;
+        (response.status == 200).then_some(())
+    })
+    .expect("the deployment comes up");
+
+    let cases = [
+        ("/by-name/1", Some("report"), "slow"),
+        ("/reports/2", None, "slow"),
+        ("/reports/3", Some("lookup"), "fast"),
+        ("/other/4", None, "fast"),
+        ("/reports", None, "fast"),
+    ];
+    for (target, task, _) in cases {
+        let header = task.map(|t| format!("X-Task-Name: {t}"));
+        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+        let response = ask(port, &raw("GET", target, &headers, b""));
+        assert_eq!(response.status, 201, "{target}: {response:?}");
+    }
+    let unknown = ask(port, &raw("GET", "/x", &["X-Task-Name: nope"], b""));
+    assert_eq!(unknown.status, 400, "{unknown:?}");
+    let targets = |backend: &Backend| -> Vec<String> {
+        let seen = backend.seen().into_iter().filter(|s| s.method == "GET");
+        seen.map(|s| s.target).collect()
+    };
+    for (target, _, stage) in cases {
+        let backend = if stage == "slow" { &slow } else { &fast };
+        assert!(
+            targets(backend).contains(&target.to_string()),
+            "{target} did not reach {stage}: fast {:?}, slow {:?}",
+            targets(&fast),
+            targets(&slow)
+        );
+    }
+    assert_eq!(targets(&fast).len() + targets(&slow).len(), cases.len());
+}
