@@ -9,9 +9,11 @@
 //! `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`,
 //! `Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped both ways, and so are `Host`
 //! and `Content-Length`, which the client connection sets anew. Added: `Forwarded`
-//! (`for=unknown;proto=http;host="<the client's Host>"`: the envelope does not carry
-//! the client's address, so it is the RFC 7239 `unknown`), `X-Forwarded-For` (the
-//! incoming chain, then `unknown`), `X-Request-Id` (the client's, else our request id)
+//! (`for=<client>;proto=http;host="<the client's Host>"`, the client's address as the
+//! front end saw it in the node form of RFC 7239 §6: `192.0.2.43`, `"[2001:db8::17]"`,
+//! quoted with a port when one is known, `unknown` when the address is not), after the
+//! incoming `Forwarded` values; `X-Forwarded-For` (the incoming chain, then the
+//! client's address); `X-Request-Id` (the client's, else our request id)
 //! and, with a secret, `X-Prime-Signature` (see [`sign`]). A client's own
 //! `X-Prime-Signature` is never passed on.
 //!
@@ -44,6 +46,7 @@ use crate::stage::{HttpJob, HttpWork, Next, StageError};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ureq::http;
@@ -301,8 +304,9 @@ impl HttpWork for HttpGateway {
     fn handle(&mut self, job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
         let request_id = job.envelope().request_id;
         let is_async = job.is_async();
+        let client = job.client_address();
         let request = job.request()?;
-        let (outgoing, head) = outgoing(&self.settings, request, request_id, is_async)?;
+        let (outgoing, head) = outgoing(&self.settings, request, request_id, is_async, client)?;
         log::debug!(
             "request {request_id}: forwarding {} {} to {}",
             outgoing.method(),
@@ -366,6 +370,7 @@ fn outgoing(
     request: &Request,
     request_id: u64,
     is_async: bool,
+    client: Option<SocketAddr>,
 ) -> Result<(http::Request<Vec<u8>>, bool), StageError> {
     let target = origin_form(&request.target)?;
     let path = format!("{}{target}", settings.base);
@@ -405,10 +410,11 @@ fn outgoing(
     }
     let host = request.header("host").unwrap_or("");
     forwarded.push(format!(
-        "for=unknown;proto=http;host=\"{}\"",
+        "for={};proto=http;host=\"{}\"",
+        forwarded_node(client),
         host.replace(['"', '\\'], "")
     ));
-    forwarded_for.push("unknown".to_string());
+    forwarded_for.push(client.map_or_else(|| "unknown".to_string(), |c| c.ip().to_string()));
     builder = builder
         .header("Forwarded", forwarded.join(", "))
         .header("X-Forwarded-For", forwarded_for.join(", "));
@@ -430,6 +436,19 @@ fn outgoing(
         .body(request.body.clone())
         .map_err(|e| StageError::bad_request(format!("the request cannot be forwarded: {e}")))?;
     Ok((outgoing, head))
+}
+
+/// A `Forwarded` node (RFC 7239 §6): an IPv4 address bare, an IPv6 address in
+/// brackets and quotes, either quoted with `:port` when the port is known (not 0), and
+/// `unknown` without an address.
+fn forwarded_node(client: Option<SocketAddr>) -> String {
+    match client {
+        None => "unknown".to_string(),
+        Some(SocketAddr::V4(a)) if a.port() == 0 => a.ip().to_string(),
+        Some(SocketAddr::V4(a)) => format!("\"{a}\""),
+        Some(SocketAddr::V6(a)) if a.port() == 0 => format!("\"[{}]\"", a.ip()),
+        Some(SocketAddr::V6(a)) => format!("\"[{}]:{}\"", a.ip(), a.port()),
+    }
 }
 
 /// The path and query of a request-target (origin-form, or absolute-form reduced).
@@ -556,6 +575,19 @@ mod tests {
         assert!(is_hop_by_hop("Transfer-Encoding", &named));
         assert!(!is_hop_by_hop("Authorization", &named));
         assert!(!is_hop_by_hop("Cookie", &named));
+    }
+
+    #[test]
+    fn forwarded_nodes_follow_rfc_7239_section_6() {
+        let node = |text: &str| forwarded_node(Some(text.parse().unwrap()));
+        assert_eq!(node("192.0.2.43:0"), "192.0.2.43");
+        assert_eq!(node("192.0.2.43:47011"), "\"192.0.2.43:47011\"");
+        assert_eq!(node("[2001:db8:cafe::17]:0"), "\"[2001:db8:cafe::17]\"");
+        assert_eq!(
+            node("[2001:db8:cafe::17]:4711"),
+            "\"[2001:db8:cafe::17]:4711\""
+        );
+        assert_eq!(forwarded_node(None), "unknown");
     }
 
     #[test]

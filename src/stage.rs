@@ -140,6 +140,13 @@ impl<'j, 'a> HttpJob<'j, 'a> {
     pub fn is_async(&self) -> bool {
         self.job.envelope().job
     }
+
+    /// The client's address as the front end saw it (the port is 0: libzmq gives the
+    /// address alone), for an asynchronous job too (stored with the job); `None` when
+    /// unknown.
+    pub fn client_address(&self) -> Option<std::net::SocketAddr> {
+        self.job.envelope().client
+    }
 }
 
 /// How many frames the request itself takes: head and body for HTTP, the payload else.

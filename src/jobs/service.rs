@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sha2::Digest;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -85,6 +86,8 @@ pub enum Command {
         body: Vec<u8>,
         /// `Prefer: wait=`.
         wait: Option<Duration>,
+        /// The client's address, stored with the job so every run passes it on.
+        client: Option<SocketAddr>,
     },
     /// `GET /jobs/{id}`, with `?wait=` to long-poll.
     Status {
@@ -171,6 +174,8 @@ pub enum Event {
         head: Vec<u8>,
         /// Its request body.
         body: Vec<u8>,
+        /// The client's address as stored with the job.
+        client: Option<SocketAddr>,
     },
     /// The store's part of a self-test: `Ok` when a transaction began, a read
     /// answered and the commit went through; else why not.
@@ -556,7 +561,8 @@ impl Service {
                 head,
                 body,
                 wait,
-            } => self.submit(reply, &head, &body, wait),
+                client,
+            } => self.submit(reply, &head, &body, wait, client),
             Command::Status { reply, id, wait } => self.status(reply, &id, wait),
             Command::Result { reply, id } => self.result(reply, &id),
             Command::Cancel { reply, id } => self.cancel(reply, &id),
@@ -634,6 +640,7 @@ impl Service {
         head: &[u8],
         body: &[u8],
         wait: Option<Duration>,
+        client: Option<SocketAddr>,
     ) -> Result<(), StoreError> {
         let key = match idempotency_key(head) {
             Ok(key) => key,
@@ -678,6 +685,7 @@ impl Service {
             idempotency_key: key.as_deref(),
             fingerprint: &fingerprint,
             now_ms: now_ms(),
+            client: client.map(|c| c.to_string()).as_deref(),
         })?;
         self.webhook_registered(&record, head)?;
         self.counts.queued += 1;
@@ -857,11 +865,21 @@ impl Service {
                 return;
             };
             match self.store.start(number, now_ms()) {
-                Ok(Some(StartedJob { record, head, body })) => {
+                Ok(Some(StartedJob {
+                    record,
+                    head,
+                    body,
+                    client,
+                })) => {
                     self.counts.queued = self.counts.queued.saturating_sub(1);
                     self.counts.running += 1;
                     self.running.insert(number);
-                    self.outbox.push(Event::Dispatch { number, head, body });
+                    self.outbox.push(Event::Dispatch {
+                        number,
+                        head,
+                        body,
+                        client,
+                    });
                     self.changed(&record, None);
                 }
                 // Cancelled while it waited.

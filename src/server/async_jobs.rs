@@ -131,6 +131,7 @@ impl Server {
             return;
         };
         let reply = reply_to(id, request_id, protocol);
+        let client = self.connections.get(&id).and_then(|c| c.client);
         // A drain does not wait for long-polls.
         let draining = self.draining_since.is_some();
         let command = match route {
@@ -156,6 +157,7 @@ impl Server {
                     head: request.head,
                     body: request.body,
                     wait: preference.wait.filter(|_| !draining),
+                    client,
                 }
             }
         };
@@ -186,6 +188,7 @@ impl Server {
                     head: head.to_vec(),
                     body: body.to_vec(),
                     wait: None,
+                    client: envelope.client,
                 });
                 return None;
             }
@@ -247,7 +250,12 @@ impl Server {
                     to.request_id,
                     super::AnswerBytes::Owned(bytes),
                 ),
-                Event::Dispatch { number, head, body } => self.dispatch_job(number, head, body),
+                Event::Dispatch {
+                    number,
+                    head,
+                    body,
+                    client,
+                } => self.dispatch_job(number, head, body, client),
                 Event::StreamPart { to, bytes, start } => {
                     let close_delimited = start && to.minor_version == 0;
                     let id = to.connection;
@@ -282,7 +290,13 @@ impl Server {
     }
 
     /// Sends a job's run into the pipeline, as a job with the job timeout.
-    fn dispatch_job(&mut self, number: u64, head: Vec<u8>, body: Vec<u8>) {
+    fn dispatch_job(
+        &mut self,
+        number: u64,
+        head: Vec<u8>,
+        body: Vec<u8>,
+        client: Option<std::net::SocketAddr>,
+    ) {
         let Some(link) = &mut self.jobs else {
             return;
         };
@@ -290,7 +304,9 @@ impl Server {
         self.next_request += 1;
         let timeout = link.handle.config().job_timeout;
         let now = Instant::now();
-        let envelope = Envelope::for_job(request_id, number, self.nonce).with_timeout(timeout);
+        let envelope = Envelope::for_job(request_id, number, self.nonce)
+            .with_timeout(timeout)
+            .with_client(client);
         let frames = [
             zmq::Message::from(&envelope.encode()[..]),
             zmq::Message::from(head),

@@ -668,8 +668,10 @@ impl Server {
             .peers
             .insert(routing_id.clone(), id);
         let mut conn = Connection::new(routing_id, listener, decoder);
+        let peer = peer_address(&mut self.frame_data);
+        conn.client = client_address(&peer);
         if self.access.enabled() {
-            conn.peer = peer_address(&mut self.frame_data);
+            conn.peer = peer;
         }
         self.connections.insert(id, conn);
         self.stats.connections += 1;
@@ -802,8 +804,10 @@ impl Server {
         // Taken before the envelope's arrival time, so the front end's deadline is not
         // later than the one workers read from the envelope.
         let now = Instant::now();
+        let client = self.connections.get(&id).and_then(|c| c.client);
         let envelope = Envelope::new(request_id, id, self.nonce, protocol)
-            .with_timeout(self.config.request_timeout);
+            .with_timeout(self.config.request_timeout)
+            .with_client(client);
         let message = std::iter::once(zmq::Message::from(&envelope.encode()[..])).chain(frames);
         if let Err(e) = sockets::send_frames(&self.front.entry, message, zmq::DONTWAIT) {
             log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
@@ -1393,6 +1397,12 @@ fn entry<'a>(peer: &'a str, slot: &'a Slot) -> Entry<'a> {
 }
 
 /// The client's address, from the metadata libzmq attaches to a peer's first message.
+/// The client's address from libzmq's `Peer-Address` (no port), for the envelope.
+fn client_address(peer: &str) -> Option<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = peer.parse().ok()?;
+    Some(std::net::SocketAddr::new(ip.to_canonical(), 0))
+}
+
 fn peer_address(frame: &mut zmq::Message) -> Box<str> {
     frame.gets("Peer-Address").unwrap_or("-").into()
 }
