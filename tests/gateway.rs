@@ -1,12 +1,16 @@
 //! The gateway stage over real sockets: `prime_gatewayd` in front of a small HTTP/1.1
 //! backend that runs on threads of this test (std `TcpListener`, no mock): what is
 //! forwarded and what is dropped, the caller's credentials (synchronous, asynchronous,
-//! after a restart), the signature checked by Python's `hmac`, 502 and 504, and a
-//! cancelled job closing its backend connection.
+//! after a restart), the signature checked by Python's `hmac`, 502 and 504, a
+//! cancelled job closing its backend connection, a Rust stage in front of a gateway
+//! stage, routing by task and the self-test.
 
 mod daemons;
+mod http_common;
 
 use daemons::*;
+use prime_server::stage::{HttpGateway, HttpJob, Next, StageError};
+use prime_server::Pipeline;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -792,4 +796,46 @@ fn a_topology_task_table_routes_by_name_and_path_prefix_and_refuses_unknown_stag
         );
     }
     assert_eq!(targets(&fast).len() + targets(&slow).len(), cases.len());
+}
+
+/// A Rust stage that lets through only orders with a whole-number `qty`.
+fn validate(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+    let request = job.request()?;
+    let qty = request.query_values("qty").next().unwrap_or("");
+    if qty.parse::<u32>().is_err() {
+        return Err(StageError::bad_request(format!(
+            "qty must be a whole number, not {qty:?}"
+        )));
+    }
+    Ok(Next::forward(Vec::new()))
+}
+
+#[test]
+fn a_rust_stage_validates_in_front_of_a_gateway_stage() {
+    let backend = Backend::start(Mode::Answer);
+    let gateway = HttpGateway::new(&backend.url()).expect("a gateway");
+    let pipeline = Pipeline::new()
+        .http_stage("validate", 2, validate)
+        .http_stage("gateway", 2, gateway);
+    let server = http_common::TestServer::start(pipeline, http_common::http_config());
+    let port = server.addr().port();
+    let cases = [
+        ("/orders?qty=3", 201),
+        ("/orders?qty=lots", 400),
+        ("/orders", 400),
+        ("/orders?qty=-1", 400),
+        ("/orders?qty=7", 201),
+    ];
+    for (target, status) in cases {
+        let response = ask(port, &raw("POST", target, &[], b"{}"));
+        assert_eq!(response.status, status, "{target}: {response:?}");
+        if status == 400 {
+            let error = response.json()["error"].as_str().unwrap_or("").to_string();
+            assert!(error.contains("qty must be a whole number"), "{error}");
+        } else {
+            assert_eq!(response.body, format!("backend saw POST {target}"));
+        }
+    }
+    let seen: Vec<String> = backend.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(seen, ["/orders?qty=3", "/orders?qty=7"]);
 }
