@@ -20,9 +20,12 @@
 //! Each worker owns one client ([`ureq::Agent`]) that keeps its connection to the backend
 //! alive between calls; redirects are not followed (the 3xx goes back to the client);
 //! only the configured target is ever called. A backend that cannot be reached answers
-//! `502`, one slower than the timeout `504`, both with a JSON error. The call runs on a
-//! helper thread while the worker watches [`HttpJob::interrupted`]: an interrupt (client
-//! gone, job cancelled, deadline) shuts the backend connection down at once.
+//! `502`, one slower than the timeout `504`, both with a JSON error. Each worker has one
+//! long-lived caller thread that makes its calls (a request goes to it over a channel,
+//! the answer comes back over another), so the worker watches [`HttpJob::interrupted`]
+//! meanwhile without starting a thread per call: an interrupt (client gone, job
+//! cancelled, deadline) shuts the backend connection down at once, and the worker gets
+//! a new caller thread for its next call.
 //!
 //! Its self-test (see [`crate::selftest`]) sends `HEAD <base>/` with `X-Prime-Selftest:
 //! 1` to the backend, on a connection of its own, bounded by the call timeout or 1 s,
@@ -105,6 +108,8 @@ pub struct HttpGateway {
     settings: Arc<Settings>,
     /// This worker's client, made on first use and after an interrupt shut it down.
     agent: Option<ureq::Agent>,
+    /// This worker's caller thread, started with the client.
+    caller: Option<Caller>,
 }
 
 impl Clone for HttpGateway {
@@ -112,7 +117,36 @@ impl Clone for HttpGateway {
         HttpGateway {
             settings: Arc::clone(&self.settings),
             agent: None,
+            caller: None,
         }
+    }
+}
+
+/// What the caller thread sends back: the backend's whole answer, or why there is none.
+type Exchanged = Result<http::Response<Vec<u8>>, ureq::Error>;
+
+/// A worker's caller thread, which makes its backend calls one at a time. It ends when
+/// its [`Caller`] is dropped (at once if idle, else after its call, whose answer nobody
+/// takes).
+struct Caller {
+    calls: crossbeam_channel::Sender<http::Request<Vec<u8>>>,
+    answers: crossbeam_channel::Receiver<Exchanged>,
+}
+
+impl Caller {
+    fn start(agent: ureq::Agent, limit: u64) -> std::io::Result<Caller> {
+        let (calls, requests) = crossbeam_channel::bounded::<http::Request<Vec<u8>>>(1);
+        let (answer, answers) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("gateway-call".into())
+            .spawn(move || {
+                for outgoing in requests {
+                    if answer.send(exchange(&agent, outgoing, limit)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Caller { calls, answers })
     }
 }
 
@@ -142,6 +176,7 @@ impl HttpGateway {
                 max_response_bytes: 64 * 1024 * 1024,
             }),
             agent: None,
+            caller: None,
         })
     }
 
@@ -165,6 +200,7 @@ impl HttpGateway {
 
     fn settings_mut(&mut self) -> &mut Settings {
         self.agent = None;
+        self.caller = None;
         Arc::make_mut(&mut self.settings)
     }
 
@@ -189,46 +225,52 @@ impl HttpGateway {
             .clone()
     }
 
-    /// Forwards `request`, waiting for the backend while watching for an interrupt.
+    /// Forwards `request` on the caller thread, waiting for its answer while watching
+    /// for an interrupt.
     fn call(&mut self, job: &HttpJob<'_, '_>, outgoing: http::Request<Vec<u8>>) -> Called {
         let agent = self.agent();
-        let limit = self.settings.max_response_bytes;
-        let called = std::thread::scope(|scope| {
-            let (sender, receiver) = crossbeam_channel::bounded(1);
-            let caller = agent.clone();
-            let spawned = std::thread::Builder::new()
-                .name("gateway-call".into())
-                .spawn_scoped(scope, move || {
-                    let _ = sender.send(exchange(&caller, outgoing, limit));
-                });
-            if let Err(e) = spawned {
-                return Called::Failed(StageError::internal(format!(
-                    "the gateway could not start its call: {e}"
-                )));
-            }
-            loop {
-                match receiver.recv_timeout(INTERRUPT_POLL) {
-                    Ok(Ok(response)) => return Called::Answered(response),
-                    Ok(Err(error)) => return Called::Failed(self.failure(&error)),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                        if job.interrupted() {
-                            // Closes the backend connection: the blocked call returns.
-                            agent.clone().shutdown();
-                            return Called::Interrupted;
-                        }
-                    }
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                        return Called::Failed(StageError::internal(
-                            "the gateway's call ended without an answer",
-                        ))
-                    }
+        if self.caller.is_none() {
+            match Caller::start(agent.clone(), self.settings.max_response_bytes) {
+                Ok(caller) => self.caller = Some(caller),
+                Err(e) => {
+                    return Called::Failed(StageError::internal(format!(
+                        "the gateway could not start its caller thread: {e}"
+                    )))
                 }
             }
-        });
-        if matches!(called, Called::Interrupted) {
-            self.agent = None;
         }
-        called
+        let answers = match &self.caller {
+            Some(caller) if caller.calls.send(outgoing).is_ok() => caller.answers.clone(),
+            _ => {
+                self.caller = None;
+                return Called::Failed(StageError::internal(
+                    "the gateway's caller thread has stopped",
+                ));
+            }
+        };
+        loop {
+            match answers.recv_timeout(INTERRUPT_POLL) {
+                Ok(Ok(response)) => return Called::Answered(response),
+                Ok(Err(error)) => return Called::Failed(self.failure(&error)),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if job.interrupted() {
+                        // Closes the backend connection: the blocked call returns, and
+                        // the caller thread ends once it finds nobody waiting.
+                        agent.shutdown();
+                        self.agent = None;
+                        self.caller = None;
+                        return Called::Interrupted;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    // The caller thread ended (a panic in the client): start anew.
+                    self.caller = None;
+                    return Called::Failed(StageError::internal(
+                        "the gateway's call ended without an answer",
+                    ));
+                }
+            }
+        }
     }
 
     fn failure(&self, error: &ureq::Error) -> StageError {
@@ -255,7 +297,7 @@ enum Called {
     Interrupted,
 }
 
-/// Makes the call and reads the whole answer: on the helper thread.
+/// Makes the call and reads the whole answer: on the caller thread.
 fn exchange(
     agent: &ureq::Agent,
     outgoing: http::Request<Vec<u8>>,
