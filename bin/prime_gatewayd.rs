@@ -5,7 +5,8 @@
 //!
 //! `--pool NAME=N[@TARGET]` adds a gateway stage of N workers of its own, and
 //! `--task TASK=STAGE` sends requests whose `X-Task-Name` is TASK to that stage (the
-//! others to `gateway`), so costly and cheap calls wait in separate queues.
+//! others to `gateway`), so costly and cheap calls wait in separate queues;
+//! `--task /PREFIX=STAGE` does the same for requests whose path starts with /PREFIX.
 
 use clap::Parser;
 use prime_server::cli::{self, FrontEndArgs, GatewayArgs};
@@ -31,7 +32,9 @@ struct Cli {
     #[arg(long, value_name = "NAME=N[@TARGET]")]
     pool: Vec<String>,
     /// Route requests whose X-Task-Name is TASK to STAGE, `gateway` or a --pool
-    /// (repeatable); other names get 400, requests without one go to `gateway`.
+    /// (repeatable); other names get 400. A TASK starting with / is a path prefix:
+    /// requests without a name whose path starts with it go to STAGE (the longest
+    /// prefix wins); the rest go to `gateway`.
     #[arg(long, value_name = "TASK=STAGE")]
     task: Vec<String>,
     #[command(flatten)]

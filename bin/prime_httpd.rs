@@ -44,8 +44,10 @@ fn main() -> ExitCode {
 }
 
 fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let mut stages = Vec::new();
     if let Some(path) = &cli.config {
         let topology = Topology::load(path)?;
+        stages = topology.stages.iter().map(|s| s.name.clone()).collect();
         let front = &topology.front_end;
         cli.listen.get_or_insert_with(|| front.listen.clone());
         cli.proxy
@@ -80,7 +82,9 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
-    let front = FrontSockets::bind(&ctx, proxy, loopback, interrupt)?;
+    let mut front = FrontSockets::bind(&ctx, proxy, loopback, interrupt)?;
+    // The self-test names each stage of the topology that does not answer its probe.
+    front.stages = stages;
     log::info!(
         "front end: requests go to {proxy}, answers come to {}, interrupts go out on {}",
         front.loopback_endpoint,

@@ -3,7 +3,9 @@
 //! `prime_workerd --upstream tcp://127.0.0.1:5003 [--downstream tcp://127.0.0.1:5004]
 //! --loopback tcp://127.0.0.1:5001 --interrupt tcp://127.0.0.1:5002 --stage parse
 //! --concurrency 4`, or `prime_workerd --config TOPOLOGY --stage NAME`. With `--gateway
-//! http://HOST:PORT` the stage forwards each request to that HTTP backend instead.
+//! http://HOST:PORT` the stage forwards each request to that HTTP backend instead. A
+//! stage whose service is `tasks` routes each request to another stage by task name or
+//! path prefix, with the topology file's `tasks` table.
 
 use clap::Parser;
 use prime_server::cli::{self, seconds, DaemonArgs, GatewayArgs};
@@ -11,7 +13,8 @@ use prime_server::demo;
 use prime_server::endpoint::Use;
 use prime_server::primes::Algorithm;
 use prime_server::stage::HttpStage;
-use prime_server::topology::Topology;
+use prime_server::tasks::TaskRouter;
+use prime_server::topology::{Topology, TASKS_SERVICE};
 use prime_server::worker::{WorkerConfig, WorkerPool};
 use prime_server::Shutdown;
 use std::path::PathBuf;
@@ -42,7 +45,8 @@ struct Cli {
     #[arg(long, value_name = "ENDPOINT")]
     interrupt: Option<String>,
     /// The stage: its name in the topology file, and the service it runs unless the
-    /// file says otherwise (parse, compute or echo).
+    /// file says otherwise (parse, compute, echo, or tasks: route by the file's tasks
+    /// table).
     #[arg(long, value_name = "NAME")]
     stage: String,
     /// Read the endpoints of --stage from this topology file (flags still override).
@@ -82,6 +86,8 @@ struct Plan {
     config: WorkerConfig,
     service: String,
     concurrency: usize,
+    /// The router of a `tasks` stage, from the topology file.
+    router: Option<TaskRouter>,
 }
 
 fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
@@ -89,6 +95,7 @@ fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
         config: WorkerConfig::new("", None, "", ""),
         service: cli.stage.clone(),
         concurrency: 1,
+        router: None,
     };
     if let Some(path) = &cli.config {
         let topology = Topology::load(path)?;
@@ -101,6 +108,10 @@ fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
         );
         plan.service = stage.service().to_string();
         plan.concurrency = stage.concurrency;
+        if plan.service == TASKS_SERVICE {
+            // The file's check makes sure a tasks stage has its table.
+            plan.router = topology.task_router();
+        }
         plan.config.routes = topology
             .stages
             .iter()
@@ -161,8 +172,21 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
-    let pool = match &cli.gateway {
-        Some(target) => WorkerPool::spawn(
+    let pool = match (&cli.gateway, &plan.router) {
+        (None, Some(router)) => WorkerPool::spawn(
+            &ctx,
+            &cli.stage,
+            &plan.config,
+            plan.concurrency,
+            HttpStage(router.clone()),
+            &shutdown,
+        )?,
+        (None, None) if plan.service == TASKS_SERVICE => {
+            return Err(
+                "the tasks service routes by a topology file's tasks table: give --config".into(),
+            )
+        }
+        (Some(target), _) => WorkerPool::spawn(
             &ctx,
             &cli.stage,
             &plan.config,
@@ -170,8 +194,9 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             HttpStage(cli.gateway_options.gateway(target)?),
             &shutdown,
         )?,
-        None => demo::spawn_service(
+        (None, None) => demo::spawn_service(
             &ctx,
+            &cli.stage,
             &plan.service,
             cli.algorithm,
             &plan.config,

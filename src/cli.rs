@@ -97,6 +97,14 @@ pub struct FrontEndArgs {
     /// Answer a JSON document of the topology as the front end sees it at this path.
     #[arg(long, value_name = "PATH")]
     pub status_path: Option<String>,
+    /// Run the self-test at this path (as the status path does with ?selftest=1): a
+    /// probe through every stage and a check of the job store; 200 when all pass,
+    /// else 503, with a JSON document naming each part and its error.
+    #[arg(long, value_name = "PATH")]
+    pub selftest_path: Option<String>,
+    /// Seconds the self-test waits for every stage and the job store to answer.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    pub selftest_timeout: f64,
     /// Also serve netstrings (LEN:BYTES,) on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:8004.
     #[arg(long, value_name = "ENDPOINT")]
     pub netstring: Option<String>,
@@ -339,6 +347,7 @@ impl FrontEndArgs {
         for (flag, path) in [
             ("--health-path", &self.health_path),
             ("--status-path", &self.status_path),
+            ("--selftest-path", &self.selftest_path),
         ] {
             if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
                 return Err(format!("{flag} must start with /"));
@@ -350,6 +359,8 @@ impl FrontEndArgs {
         }
         config.health_path = self.health_path.clone();
         config.status_path = self.status_path.clone();
+        config.selftest_path = self.selftest_path.clone();
+        config.selftest_timeout = seconds("--selftest-timeout", self.selftest_timeout)?;
         config.drain_timeout = self.daemon.drain()?;
         config.drain_rejects = self.drain_rejects;
         config.summary_every = self.daemon.summary()?;

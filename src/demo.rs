@@ -138,10 +138,11 @@ struct PrimeAnswer {
 /// The demo services a worker process can run, by name.
 pub const SERVICES: [&str; 3] = ["parse", "compute", "echo"];
 
-/// Starts a pool of `count` workers running the demo service named `service` (one of
-/// [`SERVICES`]); `algorithm` is for `compute`.
+/// Starts a pool of `count` workers for the stage named `stage`, running the demo
+/// service named `service` (one of [`SERVICES`]); `algorithm` is for `compute`.
 pub fn spawn_service(
     ctx: &zmq::Context,
+    stage: &str,
     service: &str,
     algorithm: Algorithm,
     config: &WorkerConfig,
@@ -149,11 +150,9 @@ pub fn spawn_service(
     shutdown: &Shutdown,
 ) -> crate::Result<WorkerPool> {
     match service {
-        "parse" => WorkerPool::spawn(ctx, service, config, count, parse, shutdown),
-        "compute" => {
-            WorkerPool::spawn(ctx, service, config, count, Compute { algorithm }, shutdown)
-        }
-        "echo" => WorkerPool::spawn(ctx, service, config, count, echo, shutdown),
+        "parse" => WorkerPool::spawn(ctx, stage, config, count, parse, shutdown),
+        "compute" => WorkerPool::spawn(ctx, stage, config, count, Compute { algorithm }, shutdown),
+        "echo" => WorkerPool::spawn(ctx, stage, config, count, echo, shutdown),
         other => Err(Error::Config(format!(
             "no service {other:?}; the services are {SERVICES:?}"
         ))),

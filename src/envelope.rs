@@ -4,35 +4,46 @@
 //! times or on different machines agree, and both decoders refuse a frame of the wrong
 //! size or version instead of trusting it.
 //!
-//! Envelope layout (version 1, [`ENVELOPE_LEN`] bytes):
+//! Envelope layout (version 2, [`ENVELOPE_LEN`] bytes):
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 1 | version (1) |
+//! | 0 | 1 | version (2) |
 //! | 1 | 1 | protocol: 0 raw, 1 HTTP, 2 netstring |
 //! | 2 | 1 | HTTP minor version |
-//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD, bit 2 asynchronous job |
+//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD, bit 2 asynchronous job, bit 3 self-test probe |
 //! | 4 | 8 | request id |
 //! | 12 | 8 | connection id, or the job's number in the job store for a job |
 //! | 20 | 8 | nonce of the front end process |
 //! | 28 | 8 | arrival, microseconds since the Unix epoch |
 //! | 36 | 8 | deadline, microseconds since the Unix epoch (0: none) |
+//! | 44 | 1 | the client's address family: 0 unknown, 4 IPv4, 6 IPv6 |
+//! | 45 | 1 | reserved, 0 |
+//! | 46 | 2 | the client's port (0: unknown) |
+//! | 48 | 16 | the client's address (IPv4 in the first 4 bytes, the rest 0) |
+//!
+//! Version 1 (44 bytes) had no client address. A daemon of one version refuses the
+//! envelopes of the other, so all daemons of a deployment must be upgraded together.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The encoding version this build writes and accepts.
-pub const ENVELOPE_VERSION: u8 = 1;
+pub const ENVELOPE_VERSION: u8 = 2;
 /// The size of an encoded envelope.
-pub const ENVELOPE_LEN: usize = 44;
+pub const ENVELOPE_LEN: usize = 64;
+/// The encoding version of the interrupt frame (unchanged since version 1 of both).
+pub const INTERRUPT_VERSION: u8 = 1;
 /// The size of an encoded [`Interrupt`].
 pub const INTERRUPT_LEN: usize = 20;
 
 const FLAG_KEEP_ALIVE: u8 = 1;
 const FLAG_HEAD: u8 = 2;
 const FLAG_JOB: u8 = 4;
+const FLAG_PROBE: u8 = 8;
 
 /// The client protocol a request arrived in, which decides how its answer is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +82,14 @@ pub struct Envelope {
     /// `connection_id` is the job's number in the front end's job store, and its answer
     /// goes to the store, matched by that number (so it is still taken after a restart).
     pub job: bool,
+    /// A self-test probe (see [`crate::selftest`]): workers run their stage's self-test
+    /// instead of the user's function, report on the loopback and pass the probe on to
+    /// every stage they are connected to.
+    pub probe: bool,
+    /// The client's address as the front end saw it (port 0 when unknown; libzmq
+    /// gives the address alone), for stages that pass it on (`Forwarded`). `None`
+    /// when unknown (an in-process driver, or a job stored without one).
+    pub client: Option<SocketAddr>,
 }
 
 /// Why a frame could not be decoded.
@@ -87,6 +106,8 @@ pub enum DecodeError {
     UnknownVersion(u8),
     /// The protocol byte names no protocol.
     UnknownProtocol(u8),
+    /// The client address's family byte is neither 0, 4 nor 6.
+    UnknownAddressFamily(u8),
 }
 
 impl fmt::Display for DecodeError {
@@ -102,6 +123,7 @@ impl fmt::Display for DecodeError {
                 )
             }
             DecodeError::UnknownProtocol(p) => write!(f, "unknown protocol byte {p}"),
+            DecodeError::UnknownAddressFamily(a) => write!(f, "unknown address family byte {a}"),
         }
     }
 }
@@ -119,7 +141,22 @@ impl Envelope {
             arrival_us: now_us(),
             deadline_us: 0,
             job: false,
+            probe: false,
+            client: None,
         }
+    }
+
+    /// Sets the client's address.
+    ///
+    /// ```
+    /// use prime_server::envelope::{Envelope, Protocol};
+    /// let client = "[2001:db8::17]:4711".parse().unwrap();
+    /// let envelope = Envelope::new(1, 2, 3, Protocol::Raw).with_client(Some(client));
+    /// assert_eq!(Envelope::decode(&envelope.encode()).unwrap().client, Some(client));
+    /// ```
+    pub fn with_client(mut self, client: Option<SocketAddr>) -> Self {
+        self.client = client;
+        self
     }
 
     /// The envelope of an asynchronous job's run: `job_number` is the job's number in the
@@ -142,6 +179,24 @@ impl Envelope {
             job: true,
             ..Envelope::new(request_id, job_number, nonce, protocol)
         }
+    }
+
+    /// The envelope of a self-test probe: `request_id` names the self-test at the front
+    /// end, which gives up on it `timeout` from now.
+    ///
+    /// ```
+    /// use prime_server::envelope::Envelope;
+    /// use std::time::Duration;
+    /// let probe = Envelope::for_probe(7, 99, Duration::from_secs(2));
+    /// assert!(probe.probe && !probe.job);
+    /// assert_eq!(Envelope::decode(&probe.encode()), Ok(probe));
+    /// ```
+    pub fn for_probe(request_id: u64, nonce: u64, timeout: Duration) -> Self {
+        Envelope {
+            probe: true,
+            ..Envelope::new(request_id, 0, nonce, Protocol::Raw)
+        }
+        .with_timeout(timeout)
     }
 
     /// The job's number in the job store, for an asynchronous job.
@@ -183,7 +238,7 @@ impl Envelope {
             ),
             Protocol::Netstring => (2, 0, 0),
         };
-        let flags = flags | (self.job as u8 * FLAG_JOB);
+        let flags = flags | (self.job as u8 * FLAG_JOB) | (self.probe as u8 * FLAG_PROBE);
         let mut out = [0u8; ENVELOPE_LEN];
         out[..4].copy_from_slice(&[ENVELOPE_VERSION, protocol, minor, flags]);
         let fields = [
@@ -196,12 +251,25 @@ impl Envelope {
         for (i, field) in fields.iter().enumerate() {
             out[4 + 8 * i..12 + 8 * i].copy_from_slice(&field.to_le_bytes());
         }
+        if let Some(client) = self.client {
+            out[46..48].copy_from_slice(&client.port().to_le_bytes());
+            match client.ip() {
+                IpAddr::V4(ip) => {
+                    out[44] = 4;
+                    out[48..52].copy_from_slice(&ip.octets());
+                }
+                IpAddr::V6(ip) => {
+                    out[44] = 6;
+                    out[48..64].copy_from_slice(&ip.octets());
+                }
+            }
+        }
         out
     }
 
     /// Decodes a frame written by [`encode`](Self::encode), refusing anything else.
     pub fn decode(frame: &[u8]) -> Result<Envelope, DecodeError> {
-        check_frame(frame, ENVELOPE_LEN)?;
+        check_frame(frame, ENVELOPE_LEN, ENVELOPE_VERSION)?;
         let flags = frame[3];
         let protocol = match frame[1] {
             0 => Protocol::Raw,
@@ -221,6 +289,8 @@ impl Envelope {
             arrival_us: u64_at(frame, 28),
             deadline_us: u64_at(frame, 36),
             job: flags & FLAG_JOB != 0,
+            probe: flags & FLAG_PROBE != 0,
+            client: client_at(frame)?,
         })
     }
 }
@@ -269,7 +339,7 @@ impl Interrupt {
             InterruptReason::Cancelled => 4,
         };
         let mut out = [0u8; INTERRUPT_LEN];
-        out[0] = ENVELOPE_VERSION;
+        out[0] = INTERRUPT_VERSION;
         out[1] = reason;
         out[4..12].copy_from_slice(&self.nonce.to_le_bytes());
         out[12..20].copy_from_slice(&self.request_id.to_le_bytes());
@@ -278,7 +348,7 @@ impl Interrupt {
 
     /// Decodes a frame written by [`encode`](Self::encode), refusing anything else.
     pub fn decode(frame: &[u8]) -> Result<Interrupt, DecodeError> {
-        check_frame(frame, INTERRUPT_LEN)?;
+        check_frame(frame, INTERRUPT_LEN, INTERRUPT_VERSION)?;
         let reason = match frame[1] {
             1 => InterruptReason::ClientGone,
             2 => InterruptReason::DeadlinePassed,
@@ -294,17 +364,33 @@ impl Interrupt {
     }
 }
 
-fn check_frame(frame: &[u8], expected: usize) -> Result<(), DecodeError> {
+fn check_frame(frame: &[u8], expected: usize, version: u8) -> Result<(), DecodeError> {
     if frame.len() != expected {
         return Err(DecodeError::WrongSize {
             expected,
             got: frame.len(),
         });
     }
-    if frame[0] != ENVELOPE_VERSION {
+    if frame[0] != version {
         return Err(DecodeError::UnknownVersion(frame[0]));
     }
     Ok(())
+}
+
+/// The client address of an envelope frame of the right size.
+fn client_at(frame: &[u8]) -> Result<Option<SocketAddr>, DecodeError> {
+    let port = u16::from_le_bytes([frame[46], frame[47]]);
+    let ip = match frame[44] {
+        0 => return Ok(None),
+        4 => IpAddr::V4(Ipv4Addr::new(frame[48], frame[49], frame[50], frame[51])),
+        6 => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&frame[48..64]);
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        other => return Err(DecodeError::UnknownAddressFamily(other)),
+    };
+    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 fn u64_at(frame: &[u8], offset: usize) -> u64 {
@@ -350,6 +436,8 @@ mod tests {
             arrival_us: 1_700_000_000_000_000,
             deadline_us: 1_700_000_010_000_000,
             job: false,
+            probe: false,
+            client: Some(SocketAddr::from(([192, 0, 2, 43], 47011))),
         }
     }
 
@@ -376,7 +464,8 @@ mod tests {
     #[test]
     fn the_layout_is_little_endian_and_fixed() {
         let bytes = sample().encode();
-        assert_eq!(&bytes[..4], &[1, 1, 1, 3]);
+        assert_eq!(&bytes[..4], &[2, 1, 1, 3]);
+        assert_eq!(&bytes[44..52], &[4, 0, 0xa3, 0xb7, 192, 0, 2, 43]);
         assert_eq!(&bytes[12..20], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(&bytes[20..28], &[99, 0, 0, 0, 0, 0, 0, 0]);
     }
@@ -399,14 +488,32 @@ mod tests {
         ));
         assert!(Envelope::decode(&[]).is_err());
         let mut future = bytes;
-        future[0] = 2;
+        future[0] = 3;
         assert_eq!(
             Envelope::decode(&future),
-            Err(DecodeError::UnknownVersion(2))
+            Err(DecodeError::UnknownVersion(3))
+        );
+        let mut family = sample().encode();
+        family[44] = 5;
+        assert_eq!(
+            Envelope::decode(&family),
+            Err(DecodeError::UnknownAddressFamily(5))
         );
         let mut odd = sample().encode();
         odd[1] = 9;
         assert_eq!(Envelope::decode(&odd), Err(DecodeError::UnknownProtocol(9)));
+    }
+
+    #[test]
+    fn client_addresses_of_both_families_round_trip() {
+        for client in [
+            None,
+            Some("[2001:db8::17]:0".parse().unwrap()),
+            sample().client,
+        ] {
+            let envelope = Envelope { client, ..sample() };
+            assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
+        }
     }
 
     #[test]

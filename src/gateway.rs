@@ -9,18 +9,28 @@
 //! `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`,
 //! `Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped both ways, and so are `Host`
 //! and `Content-Length`, which the client connection sets anew. Added: `Forwarded`
-//! (`for=unknown;proto=http;host="<the client's Host>"`: the envelope does not carry
-//! the client's address, so it is the RFC 7239 `unknown`), `X-Forwarded-For` (the
-//! incoming chain, then `unknown`), `X-Request-Id` (the client's, else our request id)
+//! (`for=<client>;proto=http;host="<the client's Host>"`, the client's address as the
+//! front end saw it in the node form of RFC 7239 §6: `192.0.2.43`, `"[2001:db8::17]"`,
+//! quoted with a port when one is known, `unknown` when the address is not), after the
+//! incoming `Forwarded` values; `X-Forwarded-For` (the incoming chain, then the
+//! client's address); `X-Request-Id` (the client's, else our request id)
 //! and, with a secret, `X-Prime-Signature` (see [`sign`]). A client's own
 //! `X-Prime-Signature` is never passed on.
 //!
 //! Each worker owns one client ([`ureq::Agent`]) that keeps its connection to the backend
 //! alive between calls; redirects are not followed (the 3xx goes back to the client);
 //! only the configured target is ever called. A backend that cannot be reached answers
-//! `502`, one slower than the timeout `504`, both with a JSON error. The call runs on a
-//! helper thread while the worker watches [`HttpJob::interrupted`]: an interrupt (client
-//! gone, job cancelled, deadline) shuts the backend connection down at once.
+//! `502`, one slower than the timeout `504`, both with a JSON error. Each worker has one
+//! long-lived caller thread that makes its calls (a request goes to it over a channel,
+//! the answer comes back over another), so the worker watches [`HttpJob::interrupted`]
+//! meanwhile without starting a thread per call: an interrupt (client gone, job
+//! cancelled, deadline) shuts the backend connection down at once, and the worker gets
+//! a new caller thread for its next call.
+//!
+//! Its self-test (see [`crate::selftest`]) sends `HEAD <base>/` with `X-Prime-Selftest:
+//! 1` to the backend, on a connection of its own, bounded by the call timeout or 1 s,
+//! whichever is shorter: any HTTP answer passes, whatever its status; a refused
+//! connection, an unknown host or no answer in time fails, with that as the error.
 //!
 //! ```no_run
 //! use prime_server::stage::HttpGateway;
@@ -39,12 +49,16 @@ use crate::stage::{HttpJob, HttpWork, Next, StageError};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ureq::http;
 
 /// How often the worker looks at its job's interrupt while the backend works.
 const INTERRUPT_POLL: Duration = Duration::from_millis(20);
+
+/// The longest a self-test's call to the backend may take.
+const SELFTEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The header carrying the gateway's signature.
 pub const SIGNATURE_HEADER: &str = "X-Prime-Signature";
@@ -94,6 +108,8 @@ pub struct HttpGateway {
     settings: Arc<Settings>,
     /// This worker's client, made on first use and after an interrupt shut it down.
     agent: Option<ureq::Agent>,
+    /// This worker's caller thread, started with the client.
+    caller: Option<Caller>,
 }
 
 impl Clone for HttpGateway {
@@ -101,7 +117,36 @@ impl Clone for HttpGateway {
         HttpGateway {
             settings: Arc::clone(&self.settings),
             agent: None,
+            caller: None,
         }
+    }
+}
+
+/// What the caller thread sends back: the backend's whole answer, or why there is none.
+type Exchanged = Result<http::Response<Vec<u8>>, ureq::Error>;
+
+/// A worker's caller thread, which makes its backend calls one at a time. It ends when
+/// its [`Caller`] is dropped (at once if idle, else after its call, whose answer nobody
+/// takes).
+struct Caller {
+    calls: crossbeam_channel::Sender<http::Request<Vec<u8>>>,
+    answers: crossbeam_channel::Receiver<Exchanged>,
+}
+
+impl Caller {
+    fn start(agent: ureq::Agent, limit: u64) -> std::io::Result<Caller> {
+        let (calls, requests) = crossbeam_channel::bounded::<http::Request<Vec<u8>>>(1);
+        let (answer, answers) = crossbeam_channel::bounded(1);
+        std::thread::Builder::new()
+            .name("gateway-call".into())
+            .spawn(move || {
+                for outgoing in requests {
+                    if answer.send(exchange(&agent, outgoing, limit)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Caller { calls, answers })
     }
 }
 
@@ -131,6 +176,7 @@ impl HttpGateway {
                 max_response_bytes: 64 * 1024 * 1024,
             }),
             agent: None,
+            caller: None,
         })
     }
 
@@ -154,6 +200,7 @@ impl HttpGateway {
 
     fn settings_mut(&mut self) -> &mut Settings {
         self.agent = None;
+        self.caller = None;
         Arc::make_mut(&mut self.settings)
     }
 
@@ -178,46 +225,52 @@ impl HttpGateway {
             .clone()
     }
 
-    /// Forwards `request`, waiting for the backend while watching for an interrupt.
+    /// Forwards `request` on the caller thread, waiting for its answer while watching
+    /// for an interrupt.
     fn call(&mut self, job: &HttpJob<'_, '_>, outgoing: http::Request<Vec<u8>>) -> Called {
         let agent = self.agent();
-        let limit = self.settings.max_response_bytes;
-        let called = std::thread::scope(|scope| {
-            let (sender, receiver) = crossbeam_channel::bounded(1);
-            let caller = agent.clone();
-            let spawned = std::thread::Builder::new()
-                .name("gateway-call".into())
-                .spawn_scoped(scope, move || {
-                    let _ = sender.send(exchange(&caller, outgoing, limit));
-                });
-            if let Err(e) = spawned {
-                return Called::Failed(StageError::internal(format!(
-                    "the gateway could not start its call: {e}"
-                )));
-            }
-            loop {
-                match receiver.recv_timeout(INTERRUPT_POLL) {
-                    Ok(Ok(response)) => return Called::Answered(response),
-                    Ok(Err(error)) => return Called::Failed(self.failure(&error)),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                        if job.interrupted() {
-                            // Closes the backend connection: the blocked call returns.
-                            agent.clone().shutdown();
-                            return Called::Interrupted;
-                        }
-                    }
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                        return Called::Failed(StageError::internal(
-                            "the gateway's call ended without an answer",
-                        ))
-                    }
+        if self.caller.is_none() {
+            match Caller::start(agent.clone(), self.settings.max_response_bytes) {
+                Ok(caller) => self.caller = Some(caller),
+                Err(e) => {
+                    return Called::Failed(StageError::internal(format!(
+                        "the gateway could not start its caller thread: {e}"
+                    )))
                 }
             }
-        });
-        if matches!(called, Called::Interrupted) {
-            self.agent = None;
         }
-        called
+        let answers = match &self.caller {
+            Some(caller) if caller.calls.send(outgoing).is_ok() => caller.answers.clone(),
+            _ => {
+                self.caller = None;
+                return Called::Failed(StageError::internal(
+                    "the gateway's caller thread has stopped",
+                ));
+            }
+        };
+        loop {
+            match answers.recv_timeout(INTERRUPT_POLL) {
+                Ok(Ok(response)) => return Called::Answered(response),
+                Ok(Err(error)) => return Called::Failed(self.failure(&error)),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if job.interrupted() {
+                        // Closes the backend connection: the blocked call returns, and
+                        // the caller thread ends once it finds nobody waiting.
+                        agent.shutdown();
+                        self.agent = None;
+                        self.caller = None;
+                        return Called::Interrupted;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    // The caller thread ended (a panic in the client): start anew.
+                    self.caller = None;
+                    return Called::Failed(StageError::internal(
+                        "the gateway's call ended without an answer",
+                    ));
+                }
+            }
+        }
     }
 
     fn failure(&self, error: &ureq::Error) -> StageError {
@@ -244,7 +297,7 @@ enum Called {
     Interrupted,
 }
 
-/// Makes the call and reads the whole answer: on the helper thread.
+/// Makes the call and reads the whole answer: on the caller thread.
 fn exchange(
     agent: &ureq::Agent,
     outgoing: http::Request<Vec<u8>>,
@@ -257,11 +310,45 @@ fn exchange(
 }
 
 impl HttpWork for HttpGateway {
+    fn selftest(&mut self) -> Result<(), String> {
+        let settings = &self.settings;
+        let timeout = settings.timeout.min(SELFTEST_TIMEOUT);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .proxy(None)
+            .timeout_global(Some(timeout))
+            .build()
+            .new_agent();
+        let url = format!("{}{}/", settings.origin, settings.base);
+        let backend = &settings.origin;
+        match agent.head(&url).header("X-Prime-Selftest", "1").call() {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Timeout(_)) => Err(format!(
+                "the backend {backend} did not answer within {}",
+                humantime::format_duration(timeout)
+            )),
+            Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                Err(format!("the backend {backend} refused the connection"))
+            }
+            Err(ureq::Error::ConnectionFailed) => {
+                Err(format!("the backend {backend} refused the connection"))
+            }
+            Err(ureq::Error::HostNotFound) => {
+                Err(format!("the backend's host {backend} is not found"))
+            }
+            Err(other) => Err(format!(
+                "the backend {backend} could not be reached: {other}"
+            )),
+        }
+    }
+
     fn handle(&mut self, job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
         let request_id = job.envelope().request_id;
         let is_async = job.is_async();
+        let client = job.client_address();
         let request = job.request()?;
-        let (outgoing, head) = outgoing(&self.settings, request, request_id, is_async)?;
+        let (outgoing, head) = outgoing(&self.settings, request, request_id, is_async, client)?;
         log::debug!(
             "request {request_id}: forwarding {} {} to {}",
             outgoing.method(),
@@ -325,6 +412,7 @@ fn outgoing(
     request: &Request,
     request_id: u64,
     is_async: bool,
+    client: Option<SocketAddr>,
 ) -> Result<(http::Request<Vec<u8>>, bool), StageError> {
     let target = origin_form(&request.target)?;
     let path = format!("{}{target}", settings.base);
@@ -364,10 +452,11 @@ fn outgoing(
     }
     let host = request.header("host").unwrap_or("");
     forwarded.push(format!(
-        "for=unknown;proto=http;host=\"{}\"",
+        "for={};proto=http;host=\"{}\"",
+        forwarded_node(client),
         host.replace(['"', '\\'], "")
     ));
-    forwarded_for.push("unknown".to_string());
+    forwarded_for.push(client.map_or_else(|| "unknown".to_string(), |c| c.ip().to_string()));
     builder = builder
         .header("Forwarded", forwarded.join(", "))
         .header("X-Forwarded-For", forwarded_for.join(", "));
@@ -389,6 +478,19 @@ fn outgoing(
         .body(request.body.clone())
         .map_err(|e| StageError::bad_request(format!("the request cannot be forwarded: {e}")))?;
     Ok((outgoing, head))
+}
+
+/// A `Forwarded` node (RFC 7239 §6): an IPv4 address bare, an IPv6 address in
+/// brackets and quotes, either quoted with `:port` when the port is known (not 0), and
+/// `unknown` without an address.
+fn forwarded_node(client: Option<SocketAddr>) -> String {
+    match client {
+        None => "unknown".to_string(),
+        Some(SocketAddr::V4(a)) if a.port() == 0 => a.ip().to_string(),
+        Some(SocketAddr::V4(a)) => format!("\"{a}\""),
+        Some(SocketAddr::V6(a)) if a.port() == 0 => format!("\"[{}]\"", a.ip()),
+        Some(SocketAddr::V6(a)) => format!("\"[{}]:{}\"", a.ip(), a.port()),
+    }
 }
 
 /// The path and query of a request-target (origin-form, or absolute-form reduced).
@@ -515,6 +617,19 @@ mod tests {
         assert!(is_hop_by_hop("Transfer-Encoding", &named));
         assert!(!is_hop_by_hop("Authorization", &named));
         assert!(!is_hop_by_hop("Cookie", &named));
+    }
+
+    #[test]
+    fn forwarded_nodes_follow_rfc_7239_section_6() {
+        let node = |text: &str| forwarded_node(Some(text.parse().unwrap()));
+        assert_eq!(node("192.0.2.43:0"), "192.0.2.43");
+        assert_eq!(node("192.0.2.43:47011"), "\"192.0.2.43:47011\"");
+        assert_eq!(node("[2001:db8:cafe::17]:0"), "\"[2001:db8:cafe::17]\"");
+        assert_eq!(
+            node("[2001:db8:cafe::17]:4711"),
+            "\"[2001:db8:cafe::17]:4711\""
+        );
+        assert_eq!(forwarded_node(None), "unknown");
     }
 
     #[test]

@@ -86,6 +86,8 @@
 //! - [`gateway`]: a stage that forwards requests to an HTTP backend.
 //! - [`tasks`]: routing by task name (`X-Task-Name`) to separate pools.
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
+//! - [`selftest`]: the probe that checks every stage (`/status?selftest=1`) and the
+//!   reports it brings back.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process; their ends delivered to a
 //!   `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
@@ -114,6 +116,7 @@ pub mod netstring;
 pub mod pipeline;
 pub mod primes;
 pub mod proxy;
+pub mod selftest;
 pub mod server;
 pub mod shutdown;
 pub mod simulation;

@@ -18,8 +18,13 @@
 //!
 //! `[envelope, b"G", progress]` reports a job's progress: a fraction (f32 LE) and a
 //! UTF-8 message. The front end hands it to the job store; it does not end the request.
+//!
+//! `[envelope, b"T", report]` is one worker's answer to a self-test probe: a
+//! [`StageReport`] in JSON (see [`crate::selftest`]). A probe may get several, one per
+//! stage it reaches.
 
 use crate::envelope::{DecodeError, Envelope};
+use crate::selftest::StageReport;
 use std::fmt;
 
 const TAG_RESPONSE: &[u8] = b"R";
@@ -30,6 +35,7 @@ const TAG_STREAM_PIECE: &[u8] = b"P";
 const TAG_STREAM_END: &[u8] = b"E";
 const TAG_STREAM_ABORT: &[u8] = b"X";
 const TAG_PROGRESS: &[u8] = b"G";
+const TAG_SELFTEST: &[u8] = b"T";
 
 /// What went wrong with a request inside the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,6 +175,8 @@ pub enum Answer {
         /// What is being done.
         message: String,
     },
+    /// A worker's report on a self-test probe.
+    SelfTest(StageReport),
     /// Make the request an asynchronous job: its HTTP head and body, as received.
     Later {
         /// The request head.
@@ -259,6 +267,11 @@ pub fn progress_frames(envelope: &[u8], fraction: f32, message: &str) -> [zmq::M
     [envelope.into(), TAG_PROGRESS.into(), payload.into()]
 }
 
+/// The frames of a worker's report on a self-test probe.
+pub fn selftest_frames(envelope: &[u8], report: &StageReport) -> [zmq::Message; 3] {
+    [envelope.into(), TAG_SELFTEST.into(), report.encode().into()]
+}
+
 /// Reads one loopback message.
 ///
 /// ```
@@ -298,6 +311,9 @@ pub fn decode(frames: Vec<zmq::Message>) -> Result<(Envelope, Answer), AnswerErr
             let fraction = f32::from_le_bytes([fraction[0], fraction[1], fraction[2], fraction[3]]);
             let message = String::from_utf8_lossy(&payload[4..]).into_owned();
             Answer::Progress { fraction, message }
+        }
+        TAG_SELFTEST => {
+            Answer::SelfTest(StageReport::decode(&payload).ok_or(AnswerError::Malformed)?)
         }
         _ => return Err(AnswerError::Malformed),
     };
@@ -355,6 +371,34 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn selftest_reports_round_trip() {
+        let envelope = Envelope::new(4, 5, 6, Protocol::Raw);
+        let report = StageReport {
+            stage: "compute".into(),
+            worker: "compute-7-0".into(),
+            ok: true,
+            error: None,
+            from: Some("parse".into()),
+            via_next: false,
+            forwarded: Vec::new(),
+            next: false,
+        };
+        match decode(selftest_frames(&envelope.encode(), &report).into()) {
+            Ok((e, Answer::SelfTest(decoded))) => {
+                assert_eq!(e, envelope);
+                assert_eq!(decoded, report);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let garbage = vec![
+            zmq::Message::from(&envelope.encode()[..]),
+            zmq::Message::from(TAG_SELFTEST),
+            zmq::Message::from(&b"not json"[..]),
+        ];
+        assert_eq!(decode(garbage).unwrap_err(), AnswerError::Malformed);
     }
 
     #[test]

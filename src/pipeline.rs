@@ -237,6 +237,7 @@ impl Pipeline {
         }
         let mut front = front;
         front.connect_entry(&links[0].0)?;
+        front.stages = self.stages.iter().map(|s| s.name.clone()).collect();
         let routes: Vec<(String, String)> = self
             .stages
             .iter()
@@ -333,6 +334,10 @@ pub struct FrontSockets {
     pub interrupt_endpoint: String,
     /// The first proxy's upstream endpoint the entry connects to.
     pub entry_endpoint: String,
+    /// The stages' names, in pipeline order, when known (the pipeline builder and a
+    /// topology file know them): the self-test names each one that does not answer its
+    /// probe. Empty when unknown: the self-test then reports the stages that answered.
+    pub stages: Vec<String>,
 }
 
 impl FrontSockets {
@@ -364,6 +369,7 @@ impl FrontSockets {
             loopback_endpoint: sockets::last_endpoint(&loopback_socket)?,
             interrupt_endpoint: sockets::last_endpoint(&interrupt_socket)?,
             entry_endpoint: String::new(),
+            stages: Vec::new(),
             entry,
             loopback: loopback_socket,
             interrupt: interrupt_socket,
@@ -402,7 +408,7 @@ impl FrontSockets {
                             streamed.extend_from_slice(&bytes);
                             continue;
                         }
-                        Answer::Progress { .. } => continue,
+                        Answer::Progress { .. } | Answer::SelfTest(_) => continue,
                         Answer::StreamEnd(bytes) => {
                             streamed.extend_from_slice(&bytes);
                             Ok(streamed)

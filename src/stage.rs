@@ -140,6 +140,13 @@ impl<'j, 'a> HttpJob<'j, 'a> {
     pub fn is_async(&self) -> bool {
         self.job.envelope().job
     }
+
+    /// The client's address as the front end saw it (the port is 0: libzmq gives the
+    /// address alone), for an asynchronous job too (stored with the job); `None` when
+    /// unknown.
+    pub fn client_address(&self) -> Option<std::net::SocketAddr> {
+        self.job.envelope().client
+    }
 }
 
 /// How many frames the request itself takes: head and body for HTTP, the payload else.
@@ -336,6 +343,12 @@ pub trait HttpWork: Send + 'static {
     fn heartbeat(&self) -> Vec<u8> {
         Vec::new()
     }
+
+    /// Checks what the stage depends on, for the front end's self-test: see
+    /// [`Work::selftest`]. Passes by default.
+    fn selftest(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl<F> HttpWork for F
@@ -382,6 +395,10 @@ impl<W: HttpWork> Work for HttpStage<W> {
 
     fn heartbeat(&self) -> Vec<u8> {
         self.0.heartbeat()
+    }
+
+    fn selftest(&mut self) -> Result<(), String> {
+        self.0.selftest()
     }
 }
 

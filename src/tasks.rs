@@ -3,6 +3,13 @@
 //! then run on separate pools (each stage has its own proxy and workers), so a queue of
 //! slow jobs never delays the fast ones.
 //!
+//! Clients that cannot set a header are routed by path: a rule whose name starts with
+//! `/` is a path prefix (`/reports/=slow` sends `/reports/2024` to `slow`). The choice,
+//! in order: the `X-Task-Name` header when present (a name not in the table is `400`);
+//! else the longest path prefix that matches the request's path; else the default
+//! stage; else `400`. The same rules come from `--task NAME=STAGE` (`prime_gatewayd`)
+//! and from a topology file's `tasks` table (see [`crate::topology`]).
+//!
 //! ```
 //! use prime_server::stage::HttpGateway;
 //! use prime_server::tasks::TaskRouter;
@@ -32,6 +39,8 @@ pub const TASK_HEADER: &str = "X-Task-Name";
 #[derive(Clone, Debug, Default)]
 pub struct TaskRouter {
     table: Arc<BTreeMap<String, String>>,
+    /// Path prefixes and their stages, longest prefix first.
+    prefixes: Arc<Vec<(String, String)>>,
     default: Option<String>,
 }
 
@@ -41,10 +50,61 @@ impl TaskRouter {
         Self::default()
     }
 
-    /// Sends task `name` to the stage `stage`.
+    /// Sends task `name` to the stage `stage`; a `name` starting with `/` is a path
+    /// prefix instead (see [`prefix`](Self::prefix)).
     pub fn task(mut self, name: &str, stage: &str) -> Self {
+        if name.starts_with('/') {
+            return self.prefix(name, stage);
+        }
         Arc::make_mut(&mut self.table).insert(name.to_string(), stage.to_string());
         self
+    }
+
+    /// Sends requests without an `X-Task-Name` whose (percent-decoded) path starts with
+    /// `prefix` to `stage`; of several matching prefixes the longest wins. `/reports/`
+    /// matches `/reports/7` but not `/reports`; `/reports` matches both, and
+    /// `/reportsx` too.
+    ///
+    /// ```
+    /// use prime_server::tasks::TaskRouter;
+    /// let router = TaskRouter::new().prefix("/a/", "one").prefix("/a/b/", "two");
+    /// assert_eq!(router.stage_for(None, "/a/b/c"), Ok("two"));
+    /// assert_eq!(router.stage_for(None, "/a/c"), Ok("one"));
+    /// assert!(router.stage_for(None, "/c").is_err());
+    /// ```
+    pub fn prefix(mut self, prefix: &str, stage: &str) -> Self {
+        let prefixes = Arc::make_mut(&mut self.prefixes);
+        prefixes.retain(|(known, _)| known != prefix);
+        prefixes.push((prefix.to_string(), stage.to_string()));
+        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        self
+    }
+
+    /// The stage for a request with task name `name` (the `X-Task-Name` value, if
+    /// any) and path `path`, or why there is none (answered 400).
+    pub fn stage_for(&self, name: Option<&str>, path: &str) -> Result<&str, String> {
+        if let Some(name) = name {
+            return self.table.get(name).map(String::as_str).ok_or_else(|| {
+                let known: Vec<&str> = self.table.keys().map(String::as_str).collect();
+                format!("no task is named {name:?}; the tasks are {known:?}")
+            });
+        }
+        let by_path = self
+            .prefixes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()));
+        match (by_path, &self.default) {
+            (Some((_, stage)), _) | (None, Some(stage)) => Ok(stage),
+            (None, None) if self.prefixes.is_empty() => {
+                Err(format!("this service needs an {TASK_HEADER} header"))
+            }
+            (None, None) => {
+                let prefixes: Vec<&str> = self.prefixes.iter().map(|(p, _)| p.as_str()).collect();
+                Err(format!(
+                    "this service needs an {TASK_HEADER} header or a path under one of {prefixes:?}"
+                ))
+            }
+        }
     }
 
     /// Sends requests without a task name to `stage`.
@@ -56,13 +116,15 @@ impl TaskRouter {
     /// The stages this router sends to, each once.
     pub fn stages(&self) -> Vec<&str> {
         let mut stages: Vec<&str> = self.table.values().map(String::as_str).collect();
+        stages.extend(self.prefixes.iter().map(|(_, stage)| stage.as_str()));
         stages.extend(self.default.as_deref());
         stages.sort_unstable();
         stages.dedup();
         stages
     }
 
-    /// Reads `NAME=STAGE` (the form of `--task`).
+    /// Reads `NAME=STAGE` (the form of `--task`); a NAME starting with `/` is a path
+    /// prefix.
     pub fn parse_rule(rule: &str) -> Result<(String, String), String> {
         match rule.split_once('=') {
             Some((name, stage)) if !name.is_empty() && !stage.is_empty() => {
@@ -76,18 +138,11 @@ impl TaskRouter {
 impl HttpWork for TaskRouter {
     fn handle(&mut self, job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
         let request_id = job.envelope().request_id;
-        let name = job.request()?.header(TASK_HEADER).map(str::trim);
-        let stage = match name {
-            Some(name) => self.table.get(name).ok_or_else(|| {
-                let known: Vec<&str> = self.table.keys().map(String::as_str).collect();
-                StageError::bad_request(format!(
-                    "no task is named {name:?}; the tasks are {known:?}"
-                ))
-            })?,
-            None => self.default.as_ref().ok_or_else(|| {
-                StageError::bad_request(format!("this service needs an {TASK_HEADER} header"))
-            })?,
-        };
+        let request = job.request()?;
+        let name = request.header(TASK_HEADER).map(str::trim);
+        let stage = self
+            .stage_for(name, &request.path)
+            .map_err(StageError::bad_request)?;
         log::debug!("request {request_id}: task {name:?} goes to stage {stage:?}");
         Ok(Next::to(stage, Vec::new()))
     }
@@ -106,6 +161,24 @@ mod tests {
         assert!(TaskRouter::parse_rule("report").is_err());
         assert!(TaskRouter::parse_rule("=slow").is_err());
         assert!(TaskRouter::parse_rule("report=").is_err());
+    }
+
+    #[test]
+    fn the_header_comes_first_then_the_longest_prefix_then_the_default() {
+        let router = TaskRouter::new()
+            .task("report", "slow")
+            .task("/reports/", "slow")
+            .task("/reports/quick/", "fast")
+            .default_stage("fast");
+        assert_eq!(router.stage_for(Some("report"), "/x"), Ok("slow"));
+        assert!(router.stage_for(Some("nope"), "/reports/1").is_err());
+        assert_eq!(router.stage_for(None, "/reports/1"), Ok("slow"));
+        assert_eq!(router.stage_for(None, "/reports/quick/1"), Ok("fast"));
+        assert_eq!(router.stage_for(None, "/reports"), Ok("fast"));
+        let strict = TaskRouter::new().task("/only/", "one");
+        let refusal = strict.stage_for(None, "/other").unwrap_err();
+        assert!(refusal.contains("/only/"), "{refusal}");
+        assert_eq!(strict.stages(), vec!["one"]);
     }
 
     #[test]

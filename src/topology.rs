@@ -15,9 +15,34 @@
 //! assert_eq!(topology.entry(), "tcp://127.0.0.1:5000");
 //! assert_eq!(topology.next_upstream("parse").unwrap(), Some("tcp://127.0.0.1:5004"));
 //! ```
+//!
+//! Routing by task name (see [`crate::tasks`]): a stage whose `service` is `tasks` runs
+//! a [`TaskRouter`] built from the file's `tasks` table, whose keys are task names
+//! (`X-Task-Name`) or, starting with `/`, path prefixes, and whose values are stages of
+//! the file; `default` takes requests that match neither. Every stage named must be in
+//! the file, and a `tasks` stage needs the table:
+//!
+//! ```
+//! let topology = prime_server::topology::Topology::from_json(r#"{
+//!   "front_end": { "listen": "tcp://127.0.0.1:8002", "loopback": "tcp://127.0.0.1:5001",
+//!                  "interrupt": "tcp://127.0.0.1:5002" },
+//!   "stages": [
+//!     { "name": "dispatch", "service": "tasks", "upstream": "tcp://127.0.0.1:5000", "downstream": "tcp://127.0.0.1:5003" },
+//!     { "name": "fast", "upstream": "tcp://127.0.0.1:5004", "downstream": "tcp://127.0.0.1:5005" },
+//!     { "name": "slow", "upstream": "tcp://127.0.0.1:5006", "downstream": "tcp://127.0.0.1:5007" }
+//!   ],
+//!   "tasks": { "table": { "report": "slow", "/reports/": "slow" }, "default": "fast" }
+//! }"#).unwrap();
+//! let router = topology.task_router().expect("a tasks table");
+//! assert_eq!(router.stage_for(None, "/reports/7"), Ok("slow"));
+//! assert_eq!(router.stage_for(Some("report"), "/"), Ok("slow"));
+//! assert_eq!(router.stage_for(None, "/other"), Ok("fast"));
+//! ```
 
 use crate::endpoint::{self, Use};
+use crate::tasks::TaskRouter;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -29,6 +54,25 @@ pub struct Topology {
     pub front_end: FrontEndSpec,
     /// The stages, in pipeline order.
     pub stages: Vec<StageSpec>,
+    /// Routing by task name and path prefix, for the stages whose service is
+    /// [`TASKS_SERVICE`].
+    #[serde(default)]
+    pub tasks: Option<TasksSpec>,
+}
+
+/// The service name of a stage that routes by task (a [`TaskRouter`] built from the
+/// topology's `tasks`).
+pub const TASKS_SERVICE: &str = "tasks";
+
+/// The task table: which stage each task (or path prefix) goes to.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksSpec {
+    /// Task name (`X-Task-Name`), or a path prefix starting with `/`, to stage name.
+    pub table: BTreeMap<String, String>,
+    /// The stage of requests that name no task and match no prefix (400 without one).
+    #[serde(default)]
+    pub default: Option<String>,
 }
 
 /// Where the front end listens and where the pipeline answers it.
@@ -158,7 +202,66 @@ impl Topology {
             endpoint::checked(endpoint, usage)
                 .map_err(|e| TopologyError::Invalid(e.to_string()))?;
         }
+        self.check_tasks()
+    }
+
+    /// Every stage the task table names exists and routes by itself; a `tasks` stage
+    /// has a table.
+    fn check_tasks(&self) -> Result<(), TopologyError> {
+        let routers: Vec<&str> = self
+            .stages
+            .iter()
+            .filter(|s| s.service() == TASKS_SERVICE)
+            .map(|s| s.name.as_str())
+            .collect();
+        let Some(tasks) = &self.tasks else {
+            return match routers.first() {
+                Some(router) => Err(TopologyError::Invalid(format!(
+                    "stage {router:?} runs the {TASKS_SERVICE:?} service, but the file has no \"tasks\" table"
+                ))),
+                None => Ok(()),
+            };
+        };
+        let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+        let rules = tasks
+            .table
+            .iter()
+            .map(|(task, stage)| match task.starts_with('/') {
+                true => (format!("path prefix {task:?}"), stage),
+                false => (format!("task {task:?}"), stage),
+            })
+            .chain(tasks.default.iter().map(|d| ("the default".to_string(), d)));
+        if tasks.table.keys().any(String::is_empty) {
+            return Err(TopologyError::Invalid(
+                "the tasks table has an empty task name".into(),
+            ));
+        }
+        for (what, stage) in rules {
+            if !names.contains(&stage.as_str()) {
+                return Err(TopologyError::Invalid(format!(
+                    "the tasks table sends {what} to stage {stage:?}, which is not in the file; the stages are {names:?}"
+                )));
+            }
+            if routers.contains(&stage.as_str()) {
+                return Err(TopologyError::Invalid(format!(
+                    "the tasks table sends {what} to stage {stage:?}, which routes tasks itself"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The router a [`TASKS_SERVICE`] stage runs, if the file has a task table.
+    pub fn task_router(&self) -> Option<TaskRouter> {
+        let tasks = self.tasks.as_ref()?;
+        let mut router = TaskRouter::new();
+        for (task, stage) in &tasks.table {
+            router = router.task(task, stage);
+        }
+        if let Some(stage) = &tasks.default {
+            router = router.default_stage(stage);
+        }
+        Some(router)
     }
 
     /// Where the front end sends requests: the first stage's upstream.
@@ -216,6 +319,62 @@ mod tests {
             topology.front_end.jobs_db.as_deref(),
             Some(std::path::Path::new("/var/lib/prime/jobs.sqlite"))
         );
+    }
+
+    const TASKS: &str = r#"{
+      "front_end": { "listen": "tcp://127.0.0.1:8002", "loopback": "ipc:///tmp/l", "interrupt": "ipc:///tmp/i" },
+      "stages": [
+        { "name": "dispatch", "service": "tasks", "upstream": "tcp://127.0.0.1:5000", "downstream": "tcp://127.0.0.1:5001" },
+        { "name": "fast", "upstream": "tcp://127.0.0.1:5002", "downstream": "tcp://127.0.0.1:5003" },
+        { "name": "slow", "upstream": "tcp://127.0.0.1:5004", "downstream": "tcp://127.0.0.1:5005" }
+      ],
+      "tasks": { "table": { "report": "slow", "/reports/": "slow", "lookup": "fast" }, "default": "fast" }
+    }"#;
+
+    #[test]
+    fn a_task_table_builds_the_router() {
+        let topology = Topology::from_json(TASKS).expect("valid");
+        let router = topology.task_router().expect("a router");
+        assert_eq!(router.stage_for(Some("lookup"), "/reports/1"), Ok("fast"));
+        assert_eq!(router.stage_for(None, "/reports/1"), Ok("slow"));
+        assert_eq!(router.stage_for(None, "/x"), Ok("fast"));
+        assert!(router.stage_for(Some("nope"), "/x").is_err());
+        assert!(Topology::from_json(GOOD)
+            .expect("valid")
+            .task_router()
+            .is_none());
+    }
+
+    #[test]
+    fn a_task_table_naming_a_missing_stage_is_refused_by_name() {
+        let invalid = |text: String| match Topology::from_json(&text) {
+            Err(TopologyError::Invalid(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        };
+        let missing = invalid(TASKS.replace(r#""report": "slow""#, r#""report": "sloow""#));
+        assert!(
+            missing.contains("\"sloow\"") && missing.contains("report"),
+            "{missing}"
+        );
+        let default = invalid(TASKS.replace(r#""default": "fast""#, r#""default": "nowhere""#));
+        assert!(default.contains("\"nowhere\""), "{default}");
+        let prefix = invalid(TASKS.replace(r#""/reports/": "slow""#, r#""/reports/": "gone""#));
+        assert!(
+            prefix.contains("/reports/") && prefix.contains("\"gone\""),
+            "{prefix}"
+        );
+        let to_itself = invalid(TASKS.replace(r#""lookup": "fast""#, r#""lookup": "dispatch""#));
+        assert!(to_itself.contains("routes tasks itself"), "{to_itself}");
+        let no_table = TASKS.replace(
+            r#""tasks": { "table": { "report": "slow", "/reports/": "slow", "lookup": "fast" }, "default": "fast" }"#,
+            r#""tasks": null"#,
+        );
+        assert!(invalid(no_table).contains("no \"tasks\" table"));
+        let typo = TASKS.replace(r#""default""#, r#""defualt""#);
+        assert!(matches!(
+            Topology::from_json(&typo),
+            Err(TopologyError::Parse(_))
+        ));
     }
 
     #[test]

@@ -21,9 +21,11 @@ use crate::error::{Error, Result};
 use crate::fast_hash::FastSet;
 use crate::http::Response;
 use crate::loopback::{
-    failure_frames, later_frames, progress_frames, response_frames, Failure, FailureKind,
+    failure_frames, later_frames, progress_frames, response_frames, selftest_frames, Failure,
+    FailureKind,
 };
 use crate::proxy::{BUSY, GOODBYE, READY, RETURN};
+use crate::selftest::{ProbePath, StageReport, MAX_HOPS};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
 use crate::streaming::{ResponseStream, StreamError};
@@ -187,6 +189,15 @@ pub trait Work: Send + 'static {
     fn heartbeat(&self) -> Vec<u8> {
         Vec::new()
     }
+
+    /// Checks what the stage depends on, for the front end's self-test (see
+    /// [`crate::selftest`]): `Err` with a sentence a person can act on (e.g. "the
+    /// backend http://127.0.0.1:9 refused the connection"). Runs on the worker's
+    /// thread instead of a job, so it should take well under the self-test's deadline
+    /// (2 s by default). Passes by default.
+    fn selftest(&mut self) -> std::result::Result<(), String> {
+        Ok(())
+    }
 }
 
 impl<F> Work for F
@@ -276,7 +287,9 @@ pub struct PoolCounts {
 
 impl WorkerPool {
     /// Starts `count` workers, each with its own clone of `work`, plus the pool's
-    /// heartbeat thread. `name` labels threads and log lines.
+    /// heartbeat thread. `name` is the stage's name: it labels threads and log lines
+    /// and the workers' self-test reports, so it should be the name routes and the
+    /// front end know the stage by.
     pub fn spawn<W: Work + Clone>(
         ctx: &zmq::Context,
         name: &str,
@@ -299,6 +312,7 @@ impl WorkerPool {
         for index in 0..count {
             let id = format!("{name}-{pool_id:016x}-{index}").into_bytes();
             let mut worker = WorkerLoop::connect(ctx, id, config, work.clone(), shutdown)?;
+            worker.stage = name.to_string();
             worker.counters = counters.clone();
             worker.doze = doze.clone();
             members.push(worker.member.clone());
@@ -488,7 +502,11 @@ impl Member {
 struct WorkerLoop<W> {
     member: Arc<Member>,
     work: W,
+    /// The stage's name, for self-test reports.
+    stage: String,
     next_stage: Option<zmq::Socket>,
+    /// The route name of the next stage, when a route has its endpoint.
+    next_name: Option<String>,
     routes: Vec<(String, zmq::Socket)>,
     loopback: zmq::Socket,
     watch: InterruptWatch,
@@ -532,7 +550,13 @@ impl<W: Work> WorkerLoop<W> {
             .set_sndhwm(0)
             .map_err(|e| Error::zmq("lifting the loopback's high-water mark", e))?;
         sockets::connect(&loopback, &config.loopback)?;
+        let next_name = config.downstream.as_ref().and_then(|down| {
+            let named = config.routes.iter().find(|(_, endpoint)| endpoint == down);
+            named.map(|(name, _)| name.clone())
+        });
         Ok(WorkerLoop {
+            stage: String::new(),
+            next_name,
             routes,
             member: Arc::new(Member {
                 id,
@@ -672,6 +696,10 @@ impl<W: Work> WorkerLoop<W> {
             );
             return;
         }
+        if envelope.probe {
+            self.answer_probe(&envelope_frame, &frames);
+            return;
+        }
         let mut job = Job {
             envelope,
             frames,
@@ -695,6 +723,65 @@ impl<W: Work> WorkerLoop<W> {
         self.deliver(envelope_frame, &envelope, outcome);
         if catch_unwind(AssertUnwindSafe(|| self.work.cleanup())).is_err() {
             log::error!("worker {}: the cleanup function panicked", self.name());
+        }
+    }
+
+    /// A self-test probe: runs the stage's self-test, sends the probe on to every
+    /// stage this worker reaches that nobody has claimed, and reports on the loopback.
+    fn answer_probe(&mut self, envelope_frame: &[u8], frames: &[zmq::Message]) {
+        let path = frames
+            .first()
+            .and_then(|frame| ProbePath::decode(frame))
+            .unwrap_or_default();
+        let work = &mut self.work;
+        let tested = catch_unwind(AssertUnwindSafe(|| work.selftest())).unwrap_or_else(|panic| {
+            Err(format!("the self-test panicked: {}", panic_message(&panic)))
+        });
+        let mut report = StageReport {
+            stage: self.stage.clone(),
+            worker: self.name(),
+            ok: tested.is_ok(),
+            error: tested.err(),
+            from: path.from.clone(),
+            via_next: path.via_next,
+            forwarded: Vec::new(),
+            next: false,
+        };
+        if path.hops < MAX_HOPS {
+            let mut claimed = path.claimed.clone();
+            if !claimed.contains(&self.stage) {
+                claimed.push(self.stage.clone());
+            }
+            let targets: Vec<usize> = (0..self.routes.len())
+                .filter(|&i| !claimed.contains(&self.routes[i].0))
+                .collect();
+            claimed.extend(targets.iter().map(|&i| self.routes[i].0.clone()));
+            let onward = |via_next: bool| {
+                let path = ProbePath {
+                    claimed: claimed.clone(),
+                    from: Some(self.stage.clone()),
+                    via_next,
+                    hops: path.hops + 1,
+                };
+                [zmq::Message::from(envelope_frame), path.encode().into()]
+            };
+            for &i in &targets {
+                let (name, socket) = &self.routes[i];
+                match sockets::send_frames(socket, onward(false), zmq::DONTWAIT) {
+                    Ok(()) => report.forwarded.push(name.clone()),
+                    Err(e) => log::debug!("self-test: the probe not sent to {name:?}: {e}"),
+                }
+            }
+            if let (Some(next), None) = (&self.next_stage, &self.next_name) {
+                match sockets::send_frames(next, onward(true), zmq::DONTWAIT) {
+                    Ok(()) => report.next = true,
+                    Err(e) => log::debug!("self-test: the probe not sent to the next stage: {e}"),
+                }
+            }
+        }
+        let frames = selftest_frames(envelope_frame, &report);
+        if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+            log::warn!("worker {}: self-test report not sent: {e}", self.name());
         }
     }
 

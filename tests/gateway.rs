@@ -1,12 +1,16 @@
 //! The gateway stage over real sockets: `prime_gatewayd` in front of a small HTTP/1.1
 //! backend that runs on threads of this test (std `TcpListener`, no mock): what is
 //! forwarded and what is dropped, the caller's credentials (synchronous, asynchronous,
-//! after a restart), the signature checked by Python's `hmac`, 502 and 504, and a
-//! cancelled job closing its backend connection.
+//! after a restart), the signature checked by Python's `hmac`, 502 and 504, a
+//! cancelled job closing its backend connection, a Rust stage in front of a gateway
+//! stage, routing by task and the self-test.
 
 mod daemons;
+mod http_common;
 
 use daemons::*;
+use prime_server::stage::{HttpGateway, HttpJob, Next, StageError};
+use prime_server::Pipeline;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -299,6 +303,17 @@ fn assert_credentials(seen: &Seen) {
     );
 }
 
+/// The test's client (127.0.0.1) is named in `Forwarded` and `X-Forwarded-For`.
+fn assert_client_forwarded(seen: &Seen) {
+    let forwarded = seen.header("Forwarded").unwrap_or("");
+    assert!(forwarded.starts_with("for=127.0.0.1;"), "{seen:?}");
+    assert_eq!(
+        seen.header("X-Forwarded-For"),
+        Some("127.0.0.1"),
+        "{seen:?}"
+    );
+}
+
 fn db_path(name: &str) -> String {
     scratch_path(name, "sqlite").display().to_string()
 }
@@ -360,10 +375,16 @@ fn method_path_query_body_and_end_to_end_headers_are_forwarded_hop_by_hop_ones_d
         seen.header("Host"),
         Some(&format!("127.0.0.1:{}", backend.port)[..])
     );
+    // The client's address, in the node form of RFC 7239 §6 (libzmq gives no port).
     let forwarded = seen.header("Forwarded").expect("Forwarded");
-    assert!(forwarded.contains("proto=http"), "{forwarded}");
-    assert!(forwarded.contains("host=\"shop.test\""), "{forwarded}");
-    assert_eq!(seen.header("X-Forwarded-For"), Some("203.0.113.9, unknown"));
+    assert_eq!(
+        forwarded, "for=127.0.0.1;proto=http;host=\"shop.test\"",
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.header("X-Forwarded-For"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
     assert!(seen.header("X-Request-Id").is_some(), "{seen:?}");
 
     // A redirect goes back to the client; the gateway does not follow it.
@@ -474,7 +495,9 @@ fn credentials_reach_the_backend_for_async_jobs_and_again_after_a_restart() {
     let mut headers = vec!["Prefer: respond-async"];
     headers.extend(CREDENTIALS);
     let location = location_of(&ask(port, &raw("POST", "/bill?id=9", &headers, b"due")));
-    assert_credentials(&backend.wait_seen(1)[0]);
+    let first_call = &backend.wait_seen(1)[0];
+    assert_credentials(first_call);
+    assert_client_forwarded(first_call);
     let log = first.stderr();
     for secret in ["caller-token-42", "session=abc"] {
         assert!(!log.contains(secret), "a credential was logged: {log}");
@@ -492,6 +515,8 @@ fn credentials_reach_the_backend_for_async_jobs_and_again_after_a_restart() {
     assert_eq!(again.target, "/bill?id=9");
     assert_eq!(again.body, b"due");
     assert_credentials(again);
+    // The client's address was stored with the job: the run after the restart has it.
+    assert_client_forwarded(again);
     let result = get(port, &format!("{location}/result"), READ).expect("a result");
     assert_eq!(result.status, 201, "{result:?}");
     assert_eq!(result.body, "backend saw POST /bill?id=9");
@@ -581,4 +606,236 @@ fn prime_workerd_runs_a_gateway_stage_of_a_multi_process_deployment() {
     assert_eq!(answered.header("X-Backend"), Some("yes"));
     let seen = backend.wait_seen(1);
     assert!(seen.iter().all(|s| s.target == target), "{seen:?}");
+}
+
+/// The part of a self-test document about `stage`.
+fn stage_part(document: &serde_json::Value, stage: &str) -> serde_json::Value {
+    document["parts"]
+        .as_array()
+        .and_then(|parts| parts.iter().find(|p| p["stage"] == stage))
+        .cloned()
+        .unwrap_or_else(|| panic!("no part for stage {stage}: {document}"))
+}
+
+#[test]
+fn the_selftest_passes_through_a_healthy_gateway_and_names_a_stopped_backend() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let db = db_path("gw-selftest");
+    let _gateway = start_gatewayd(
+        "gw-selftest",
+        port,
+        &backend.url(),
+        &[
+            "--jobs-db",
+            &db,
+            "--status-path",
+            "/status",
+            "--selftest-path",
+            "/selftest",
+        ],
+    );
+    let healthy = poll_until(WAIT, || {
+        let response = get(port, "/selftest", READ).ok()?;
+        (response.status == 200).then_some(response)
+    })
+    .expect("the self-test passes with the backend up");
+    let document = healthy.json();
+    assert_eq!(document["status"], "ok", "{document}");
+    let parts = document["parts"].as_array().expect("parts");
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["part"] == "store" && p["ok"] == true),
+        "{document}"
+    );
+    assert_eq!(stage_part(&document, "gateway")["ok"], true, "{document}");
+    let probes = backend.seen();
+    assert!(
+        probes
+            .iter()
+            .any(|s| s.method == "HEAD" && s.header("X-Prime-Selftest") == Some("1")),
+        "the backend was not called by the self-test: {probes:?}"
+    );
+
+    let url = backend.url();
+    drop(backend);
+    let failed = get(port, "/status?selftest=1", READ).expect("a self-test");
+    assert_eq!(failed.status, 503, "{failed:?}");
+    let document = failed.json();
+    assert_eq!(document["status"], "failed", "{document}");
+    let gateway = stage_part(&document, "gateway");
+    assert_eq!(gateway["ok"], false, "{document}");
+    let error = gateway["error"].as_str().expect("an error");
+    assert!(
+        error.contains(&url) && error.contains("refused"),
+        "the error does not name the backend and the refusal: {error}"
+    );
+    let parts = document["parts"].as_array().expect("parts");
+    assert!(
+        parts
+            .iter()
+            .any(|p| p["part"] == "store" && p["ok"] == true),
+        "the store is still fine: {document}"
+    );
+    // Without ?selftest=1 the status path still shows the status document.
+    let status = get(port, "/status", READ).expect("the status document");
+    assert_eq!(status.status, 200);
+    assert!(status.json()["first_proxy"].is_object(), "{status:?}");
+}
+
+/// A topology of a `tasks` stage in front of two stages, `fast` and `slow`.
+fn tasks_topology(ports: &[u16; 9], table: &str) -> String {
+    let t = |i: usize| tcp(ports[i]);
+    format!(
+        r#"{{
+  "front_end": {{ "listen": "{}", "loopback": "{}", "interrupt": "{}", "status_path": "/status" }},
+  "stages": [
+    {{ "name": "dispatch", "service": "tasks", "upstream": "{}", "downstream": "{}" }},
+    {{ "name": "fast", "upstream": "{}", "downstream": "{}" }},
+    {{ "name": "slow", "upstream": "{}", "downstream": "{}" }}
+  ],
+  "tasks": {table}
+}}"#,
+        t(0),
+        t(1),
+        t(2),
+        t(3),
+        t(4),
+        t(5),
+        t(6),
+        t(7),
+        t(8)
+    )
+}
+
+#[test]
+fn a_topology_task_table_routes_by_name_and_path_prefix_and_refuses_unknown_stages() {
+    let ports: [u16; 9] = std::array::from_fn(|_| free_port());
+    let table = r#"{ "table": { "report": "slow", "/reports/": "slow", "lookup": "fast" }, "default": "fast" }"#;
+
+    // A table naming a stage the file lacks: every daemon refuses the file, naming it.
+    let bad = scratch_path("tasks-bad", "json");
+    let wrong = table.replace(r#""report": "slow""#, r#""report": "archive""#);
+    std::fs::write(&bad, tasks_topology(&ports, &wrong)).expect("write");
+    let bad = bad.display().to_string();
+    for (program, extra) in [(WORKERD, &["--stage", "dispatch"][..]), (HTTPD, &[][..])] {
+        let mut list = vec!["--config".to_string(), bad.clone()];
+        list.extend(extra.iter().map(|s| s.to_string()));
+        let (status, stderr) = run_to_exit(program, &list, WAIT);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("\"archive\""), "{stderr}");
+    }
+
+    let fast = Backend::start(Mode::Answer);
+    let slow = Backend::start(Mode::Answer);
+    let file = scratch_path("tasks", "json");
+    std::fs::write(&file, tasks_topology(&ports, table)).expect("write");
+    let path = file.display().to_string();
+    let with = |stage: Option<&str>, extra: &[&str]| {
+        let mut list = vec!["--config".to_string(), path.clone()];
+        if let Some(stage) = stage {
+            list.extend(["--stage".to_string(), stage.to_string()]);
+        }
+        list.extend(extra.iter().map(|s| s.to_string()));
+        list
+    };
+    let fast_url = fast.url();
+    let slow_url = slow.url();
+    let _daemons = [
+        Daemon::start("proxy-dispatch", PROXYD, &with(Some("dispatch"), &[])),
+        Daemon::start("proxy-fast", PROXYD, &with(Some("fast"), &[])),
+        Daemon::start("proxy-slow", PROXYD, &with(Some("slow"), &[])),
+        Daemon::start("httpd-tasks", HTTPD, &with(None, &[])),
+        Daemon::start("worker-dispatch", WORKERD, &with(Some("dispatch"), &[])),
+        Daemon::start(
+            "worker-fast",
+            WORKERD,
+            &with(Some("fast"), &["--gateway", &fast_url]),
+        ),
+        Daemon::start(
+            "worker-slow",
+            WORKERD,
+            &with(Some("slow"), &["--gateway", &slow_url]),
+        ),
+    ];
+    let port = ports[0];
+    // Every stage answers the self-test once all daemons are up.
+    poll_until(START_TIMEOUT, || {
+        let response = get(port, "/status?selftest=1", READ).ok()?;
+        (response.status == 200).then_some(())
+    })
+    .expect("the deployment comes up");
+
+    let cases = [
+        ("/by-name/1", Some("report"), "slow"),
+        ("/reports/2", None, "slow"),
+        ("/reports/3", Some("lookup"), "fast"),
+        ("/other/4", None, "fast"),
+        ("/reports", None, "fast"),
+    ];
+    for (target, task, _) in cases {
+        let header = task.map(|t| format!("X-Task-Name: {t}"));
+        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+        let response = ask(port, &raw("GET", target, &headers, b""));
+        assert_eq!(response.status, 201, "{target}: {response:?}");
+    }
+    let unknown = ask(port, &raw("GET", "/x", &["X-Task-Name: nope"], b""));
+    assert_eq!(unknown.status, 400, "{unknown:?}");
+    let targets = |backend: &Backend| -> Vec<String> {
+        let seen = backend.seen().into_iter().filter(|s| s.method == "GET");
+        seen.map(|s| s.target).collect()
+    };
+    for (target, _, stage) in cases {
+        let backend = if stage == "slow" { &slow } else { &fast };
+        assert!(
+            targets(backend).contains(&target.to_string()),
+            "{target} did not reach {stage}: fast {:?}, slow {:?}",
+            targets(&fast),
+            targets(&slow)
+        );
+    }
+    assert_eq!(targets(&fast).len() + targets(&slow).len(), cases.len());
+}
+
+/// A Rust stage that lets through only orders with a whole-number `qty`.
+fn validate(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+    let request = job.request()?;
+    let qty = request.query_values("qty").next().unwrap_or("");
+    if qty.parse::<u32>().is_err() {
+        return Err(StageError::bad_request(format!(
+            "qty must be a whole number, not {qty:?}"
+        )));
+    }
+    Ok(Next::forward(Vec::new()))
+}
+
+#[test]
+fn a_rust_stage_validates_in_front_of_a_gateway_stage() {
+    let backend = Backend::start(Mode::Answer);
+    let gateway = HttpGateway::new(&backend.url()).expect("a gateway");
+    let pipeline = Pipeline::new()
+        .http_stage("validate", 2, validate)
+        .http_stage("gateway", 2, gateway);
+    let server = http_common::TestServer::start(pipeline, http_common::http_config());
+    let port = server.addr().port();
+    let cases = [
+        ("/orders?qty=3", 201),
+        ("/orders?qty=lots", 400),
+        ("/orders", 400),
+        ("/orders?qty=-1", 400),
+        ("/orders?qty=7", 201),
+    ];
+    for (target, status) in cases {
+        let response = ask(port, &raw("POST", target, &[], b"{}"));
+        assert_eq!(response.status, status, "{target}: {response:?}");
+        if status == 400 {
+            let error = response.json()["error"].as_str().unwrap_or("").to_string();
+            assert!(error.contains("qty must be a whole number"), "{error}");
+        } else {
+            assert_eq!(response.body, format!("backend saw POST {target}"));
+        }
+    }
+    let seen: Vec<String> = backend.seen().into_iter().map(|s| s.target).collect();
+    assert_eq!(seen, ["/orders?qty=3", "/orders?qty=7"]);
 }

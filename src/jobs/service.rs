@@ -29,6 +29,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sha2::Digest;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -85,6 +86,8 @@ pub enum Command {
         body: Vec<u8>,
         /// `Prefer: wait=`.
         wait: Option<Duration>,
+        /// The client's address, stored with the job so every run passes it on.
+        client: Option<SocketAddr>,
     },
     /// `GET /jobs/{id}`, with `?wait=` to long-poll.
     Status {
@@ -137,6 +140,12 @@ pub enum Command {
         /// The last event the client has.
         last_event_id: Option<u64>,
     },
+    /// The front end's self-test: check that the store takes a transaction and
+    /// answers a read, and say so with [`Event::SelfTest`].
+    SelfTest {
+        /// Names the self-test in the answer.
+        token: u64,
+    },
     /// The connection of a request the service holds has closed: forget its long-poll
     /// or event stream.
     Gone {
@@ -165,6 +174,16 @@ pub enum Event {
         head: Vec<u8>,
         /// Its request body.
         body: Vec<u8>,
+        /// The client's address as stored with the job.
+        client: Option<SocketAddr>,
+    },
+    /// The store's part of a self-test: `Ok` when a transaction began, a read
+    /// answered and the commit went through; else why not.
+    SelfTest {
+        /// The token of [`Command::SelfTest`].
+        token: u64,
+        /// The outcome, with a sentence for the self-test's document.
+        result: Result<(), String>,
     },
     /// Interrupt a job's run (it was cancelled).
     Interrupt {
@@ -275,6 +294,7 @@ impl JobsHandle {
             ..JobStats::default()
         }));
         let mut service = Service {
+            began: Ok(()),
             store,
             config: config.clone(),
             events: event_tx,
@@ -446,6 +466,8 @@ struct Waiter {
 
 struct Service {
     store: Box<dyn JobStore>,
+    /// Whether this batch's transaction began, and if not why (for the self-test).
+    began: Result<(), String>,
     config: JobsConfig,
     events: Sender<Event>,
     doorbell: zmq::Socket,
@@ -483,7 +505,8 @@ impl Service {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            if let Err(e) = self.store.begin() {
+            self.began = self.store.begin().map_err(|e| e.to_string());
+            if let Err(e) = &self.began {
                 log::error!("jobs: cannot start a transaction: {e}");
             }
             let batch = first.into_iter().chain(commands.try_iter().take(MAX_BATCH));
@@ -527,6 +550,7 @@ impl Service {
             | Command::Cancel { reply, .. } => Some(*reply),
             Command::Watch { reply, .. } => Some(*reply),
             Command::Answered { .. }
+            | Command::SelfTest { .. }
             | Command::Drain
             | Command::Progress { .. }
             | Command::Gone { .. } => None,
@@ -537,13 +561,18 @@ impl Service {
                 head,
                 body,
                 wait,
-            } => self.submit(reply, &head, &body, wait),
+                client,
+            } => self.submit(reply, &head, &body, wait, client),
             Command::Status { reply, id, wait } => self.status(reply, &id, wait),
             Command::Result { reply, id } => self.result(reply, &id),
             Command::Cancel { reply, id } => self.cancel(reply, &id),
             Command::Answered { number, answer } => self.answered(number, answer),
             Command::Drain => {
                 self.end_waits(|_| true);
+                Ok(())
+            }
+            Command::SelfTest { token } => {
+                self.selftest(token);
                 Ok(())
             }
             Command::Progress {
@@ -572,6 +601,20 @@ impl Service {
         }
     }
 
+    /// Checks the store for the front end's self-test: the batch's transaction began
+    /// and a read answers (the commit, checked at the end of the batch, may still turn
+    /// the answer into a failure: see `refuse_batch`).
+    fn selftest(&mut self, token: u64) {
+        let result = match &self.began {
+            Err(e) => Err(format!("the job store cannot start a transaction: {e}")),
+            Ok(()) => match self.store.counts() {
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("the job store cannot be read: {e}")),
+            },
+        };
+        self.outbox.push(Event::SelfTest { token, result });
+    }
+
     fn reply(&mut self, to: ReplyTo, response: &Response) {
         self.outbox.push(Event::Reply {
             to,
@@ -597,6 +640,7 @@ impl Service {
         head: &[u8],
         body: &[u8],
         wait: Option<Duration>,
+        client: Option<SocketAddr>,
     ) -> Result<(), StoreError> {
         let key = match idempotency_key(head) {
             Ok(key) => key,
@@ -641,6 +685,7 @@ impl Service {
             idempotency_key: key.as_deref(),
             fingerprint: &fingerprint,
             now_ms: now_ms(),
+            client: client.map(|c| c.to_string()).as_deref(),
         })?;
         self.webhook_registered(&record, head)?;
         self.counts.queued += 1;
@@ -820,11 +865,21 @@ impl Service {
                 return;
             };
             match self.store.start(number, now_ms()) {
-                Ok(Some(StartedJob { record, head, body })) => {
+                Ok(Some(StartedJob {
+                    record,
+                    head,
+                    body,
+                    client,
+                })) => {
                     self.counts.queued = self.counts.queued.saturating_sub(1);
                     self.counts.running += 1;
                     self.running.insert(number);
-                    self.outbox.push(Event::Dispatch { number, head, body });
+                    self.outbox.push(Event::Dispatch {
+                        number,
+                        head,
+                        body,
+                        client,
+                    });
                     self.changed(&record, None);
                 }
                 // Cancelled while it waited.
@@ -1070,7 +1125,7 @@ impl Service {
                 self.outbox.len()
             );
             self.store.rollback();
-            self.refuse_batch();
+            self.refuse_batch(&e.to_string());
             return;
         }
         let took = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
@@ -1087,11 +1142,16 @@ impl Service {
 
     /// After a failed commit: every answer of the batch becomes a 503, nothing is
     /// dispatched, and the queue and counts are read again from the store.
-    fn refuse_batch(&mut self) {
+    fn refuse_batch(&mut self, why: &str) {
         let outbox = std::mem::take(&mut self.outbox);
         for event in outbox {
-            if let Event::Reply { to, .. } = event {
-                self.reply(to, &answers::store_failed());
+            match event {
+                Event::Reply { to, .. } => self.reply(to, &answers::store_failed()),
+                Event::SelfTest { token, .. } => self.outbox.push(Event::SelfTest {
+                    token,
+                    result: Err(format!("the job store cannot commit: {why}")),
+                }),
+                _ => {}
             }
         }
         self.running.clear();

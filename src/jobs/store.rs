@@ -15,10 +15,12 @@
 use super::webhooks::WebhookRecord;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::Path;
 
-/// The schema version this build writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+/// The schema version this build writes (`PRAGMA user_version`). Version 3 added
+/// `jobs.client`; an older file gets the column when opened.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -171,6 +173,8 @@ pub struct NewJob<'a> {
     pub fingerprint: &'a [u8],
     /// Now, in milliseconds since the Unix epoch.
     pub now_ms: i64,
+    /// The client's address (a `SocketAddr` as text), passed on by every run.
+    pub client: Option<&'a str>,
 }
 
 /// A job moved to running, with the request to run.
@@ -182,6 +186,8 @@ pub struct StartedJob {
     pub head: Vec<u8>,
     /// The request body.
     pub body: Vec<u8>,
+    /// The client's address, when it was stored.
+    pub client: Option<SocketAddr>,
 }
 
 /// An ended job's answer columns: status, header fields as JSON, body.
@@ -433,6 +439,14 @@ impl SqliteStore {
         }
         db.execute_batch(SCHEMA)?;
         db.execute_batch(super::webhooks::sql::SCHEMA)?;
+        let has_client: i64 = db.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'client'",
+            [],
+            |row| row.get(0),
+        )?;
+        if has_client == 0 {
+            db.execute_batch("ALTER TABLE jobs ADD COLUMN client TEXT")?;
+        }
         db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())
     }
@@ -534,8 +548,8 @@ impl JobStore for SqliteStore {
 
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError> {
         let mut statement = self.db.prepare_cached(
-            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events)
-             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?5, ?6, 1)",
+            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events, client)
+             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
         )?;
         statement.execute(params![
             job.id,
@@ -543,7 +557,8 @@ impl JobStore for SqliteStore {
             job.idempotency_key,
             job.fingerprint,
             job.head,
-            job.body
+            job.body,
+            job.client
         ])?;
         Ok(JobRecord {
             number: self.db.last_insert_rowid() as u64,
@@ -593,13 +608,16 @@ impl JobStore for SqliteStore {
         };
         let mut statement = self
             .db
-            .prepare_cached("SELECT head, body FROM jobs WHERE number = ?1")?;
-        let (head, body): (Option<Vec<u8>>, Option<Vec<u8>>) =
-            statement.query_row([number as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            .prepare_cached("SELECT head, body, client FROM jobs WHERE number = ?1")?;
+        let (head, body, client): (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) = statement
+            .query_row([number as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
         Ok(Some(StartedJob {
             record,
             head: head.unwrap_or_default(),
             body: body.unwrap_or_default(),
+            client: client.and_then(|c| c.parse().ok()),
         }))
     }
 
@@ -816,6 +834,7 @@ mod tests {
                 idempotency_key: None,
                 fingerprint: b"f",
                 now_ms,
+                client: Some("127.0.0.1:0"),
             })
             .expect("insert")
     }
@@ -826,6 +845,37 @@ mod tests {
             headers: vec![("Content-Type".into(), "text/plain".into())],
             body: b"yes".to_vec(),
         }
+    }
+
+    #[test]
+    fn a_version_2_file_gets_the_client_column_and_keeps_its_jobs() {
+        let dir = std::env::temp_dir().join(format!("prime-store-v2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let path = dir.join("jobs.sqlite");
+        {
+            let db = Connection::open(&path).expect("a database");
+            // The jobs table as version 2 made it, without `client`.
+            let old = SCHEMA;
+            db.execute_batch(old).expect("the old schema");
+            db.execute(
+                "INSERT INTO jobs (id, state, created_ms, updated_ms, head, body) VALUES ('j1', 'queued', 1, 1, x'00', x'')",
+                [],
+            )
+            .expect("an old job");
+            db.pragma_update(None, "user_version", 2)
+                .expect("version 2");
+        }
+        let mut store = SqliteStore::open(&path).expect("the old file opens");
+        let started = store.start(1, 2).expect("start").expect("the old job");
+        assert_eq!(started.client, None);
+        let record = insert(&mut store, "j2", 3);
+        let started = store
+            .start(record.number, 4)
+            .expect("start")
+            .expect("the new job");
+        assert_eq!(started.client, "127.0.0.1:0".parse().ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

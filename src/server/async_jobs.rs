@@ -131,6 +131,7 @@ impl Server {
             return;
         };
         let reply = reply_to(id, request_id, protocol);
+        let client = self.connections.get(&id).and_then(|c| c.client);
         // A drain does not wait for long-polls.
         let draining = self.draining_since.is_some();
         let command = match route {
@@ -156,13 +157,14 @@ impl Server {
                     head: request.head,
                     body: request.body,
                     wait: preference.wait.filter(|_| !draining),
+                    client,
                 }
             }
         };
         self.send_job_command(command);
     }
 
-    fn send_job_command(&self, command: Command) {
+    pub(super) fn send_job_command(&self, command: Command) {
         if let Some(link) = &self.jobs {
             link.handle.send(command);
         }
@@ -186,6 +188,7 @@ impl Server {
                     head: head.to_vec(),
                     body: body.to_vec(),
                     wait: None,
+                    client: envelope.client,
                 });
                 return None;
             }
@@ -211,6 +214,8 @@ impl Server {
                 });
                 return;
             }
+            // A probe is never a job: nothing to store.
+            Answer::SelfTest(_) => return,
             Answer::Response(bytes) => RunAnswer::Response(bytes),
             Answer::Failure(failure) => RunAnswer::Failure(failure),
             Answer::Later { .. } => RunAnswer::Failure(Failure::new(
@@ -245,7 +250,12 @@ impl Server {
                     to.request_id,
                     super::AnswerBytes::Owned(bytes),
                 ),
-                Event::Dispatch { number, head, body } => self.dispatch_job(number, head, body),
+                Event::Dispatch {
+                    number,
+                    head,
+                    body,
+                    client,
+                } => self.dispatch_job(number, head, body, client),
                 Event::StreamPart { to, bytes, start } => {
                     let close_delimited = start && to.minor_version == 0;
                     let id = to.connection;
@@ -268,6 +278,7 @@ impl Server {
                         }
                     }
                 }
+                Event::SelfTest { token, result } => self.on_store_checked(token, result),
                 Event::Interrupt { number } => {
                     let run = self.jobs.as_mut().and_then(|l| l.in_flight.remove(&number));
                     if let Some(run) = run {
@@ -279,7 +290,13 @@ impl Server {
     }
 
     /// Sends a job's run into the pipeline, as a job with the job timeout.
-    fn dispatch_job(&mut self, number: u64, head: Vec<u8>, body: Vec<u8>) {
+    fn dispatch_job(
+        &mut self,
+        number: u64,
+        head: Vec<u8>,
+        body: Vec<u8>,
+        client: Option<std::net::SocketAddr>,
+    ) {
         let Some(link) = &mut self.jobs else {
             return;
         };
@@ -287,7 +304,9 @@ impl Server {
         self.next_request += 1;
         let timeout = link.handle.config().job_timeout;
         let now = Instant::now();
-        let envelope = Envelope::for_job(request_id, number, self.nonce).with_timeout(timeout);
+        let envelope = Envelope::for_job(request_id, number, self.nonce)
+            .with_timeout(timeout)
+            .with_client(client);
         let frames = [
             zmq::Message::from(&envelope.encode()[..]),
             zmq::Message::from(head),

@@ -33,8 +33,15 @@ pub struct ServerConfig {
     /// A path answered by the front end itself, without touching a worker: 200 while
     /// the first proxy reports at least one worker and no drain is under way, else 503.
     pub health_path: Option<String>,
-    /// A path answered with a JSON document of the topology as the front end sees it.
+    /// A path answered with a JSON document of the topology as the front end sees it;
+    /// with `?selftest=1` it runs the self-test instead (see `server::selftest`).
     pub status_path: Option<String>,
+    /// A path that runs the self-test, like `status_path?selftest=1`: a probe through
+    /// every stage and a check of the job store, answered 200 when every part passes,
+    /// 503 otherwise, with a JSON document naming each part.
+    pub selftest_path: Option<String>,
+    /// How long the self-test waits for the stages and the store to answer.
+    pub selftest_timeout: Duration,
     /// How long a drain may last before the front end stops anyway.
     pub drain_timeout: Duration,
     /// During a drain, answer new requests 503 with `Connection: close` (so a load
@@ -76,6 +83,8 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(60),
             health_path: None,
             status_path: None,
+            selftest_path: None,
+            selftest_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
             drain_rejects: false,
             summary_every: None,

@@ -109,6 +109,9 @@ pub(crate) struct Connection {
     pub(crate) routing_id: Vec<u8>,
     /// The client's address, for the access log (`-` when it is off or unknown).
     pub(crate) peer: Box<str>,
+    /// The client's address, for the stages (in the envelope); the port is 0, as
+    /// libzmq gives the address alone.
+    pub(crate) client: Option<std::net::SocketAddr>,
     /// Which listener (socket) it came in on.
     pub(crate) listener: usize,
     /// Its decoder.
@@ -143,6 +146,7 @@ impl Connection {
         Connection {
             routing_id,
             peer: "-".into(),
+            client: None,
             listener,
             decoder,
             // Room for one request's slot and one answer, allocated now rather than

@@ -8,6 +8,8 @@
 //!
 //! It probes the first proxy a few times a second (`PROBE` on its entry socket, answered
 //! by `STATUS`), so the health path says 200 only while a worker is there to serve.
+//! The status path with `?selftest=1` (or `selftest_path`) goes further: a probe
+//! through every stage and a check of the job store (see `selftest`).
 //!
 //! On a drain it closes new connections as they arrive, keeps serving the connections it
 //! has (or answers their new requests 503 with `Connection: close`, if configured), and
@@ -61,6 +63,7 @@ mod connection;
 mod cors;
 mod memory;
 mod output;
+mod selftest;
 mod streams;
 
 pub use config::{ListenProtocol, ServerConfig};
@@ -237,6 +240,8 @@ pub struct Server {
     trimmer: memory::Trimmer,
     /// CORS header lines for the answer of the request in hand, taken by its slot.
     cors_fields: Option<Box<[u8]>>,
+    /// Self-tests waiting for their parts to answer.
+    selftests: selftest::SelfTests,
 }
 
 impl Server {
@@ -322,6 +327,7 @@ impl Server {
             access: AccessLog::new(),
             trimmer: memory::Trimmer::new(),
             cors_fields: None,
+            selftests: selftest::SelfTests::default(),
         })
     }
 
@@ -662,8 +668,10 @@ impl Server {
             .peers
             .insert(routing_id.clone(), id);
         let mut conn = Connection::new(routing_id, listener, decoder);
+        let peer = peer_address(&mut self.frame_data);
+        conn.client = client_address(&peer);
         if self.access.enabled() {
-            conn.peer = peer_address(&mut self.frame_data);
+            conn.peer = peer;
         }
         self.connections.insert(id, conn);
         self.stats.connections += 1;
@@ -743,12 +751,19 @@ impl Server {
         let label = self.access.enabled().then(|| request.request_line().into());
         let close_after = !request.keep_alive;
         let path = request.target_str().split('?').next().unwrap_or("");
-        let own_path = [&self.config.health_path, &self.config.status_path]
-            .iter()
-            .any(|p| p.as_deref() == Some(path));
+        let own_path = [
+            &self.config.health_path,
+            &self.config.status_path,
+            &self.config.selftest_path,
+        ]
+        .iter()
+        .any(|p| p.as_deref() == Some(path));
         let local = if own_path && !matches!(request.method, Method::Get | Method::Head) {
             let response = Response::error(405, &format!("{path} answers GET and HEAD only"));
             Some((response.header("Allow", "GET, HEAD"), close_after))
+        } else if own_path && self.is_selftest(path, request.target_str()) {
+            self.start_selftest(id, &request, close_after, label);
+            return;
         } else if self.config.health_path.as_deref() == Some(path) {
             Some((self.health(), close_after))
         } else if self.config.status_path.as_deref() == Some(path) {
@@ -789,8 +804,10 @@ impl Server {
         // Taken before the envelope's arrival time, so the front end's deadline is not
         // later than the one workers read from the envelope.
         let now = Instant::now();
+        let client = self.connections.get(&id).and_then(|c| c.client);
         let envelope = Envelope::new(request_id, id, self.nonce, protocol)
-            .with_timeout(self.config.request_timeout);
+            .with_timeout(self.config.request_timeout)
+            .with_client(client);
         let message = std::iter::once(zmq::Message::from(&envelope.encode()[..])).chain(frames);
         if let Err(e) = sockets::send_frames(&self.front.entry, message, zmq::DONTWAIT) {
             log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
@@ -891,6 +908,9 @@ impl Server {
     }
 
     fn on_answer(&mut self, envelope: Envelope, answer: Answer, now: Instant) {
+        if envelope.probe {
+            return self.on_probe_answer(&envelope, answer);
+        }
         // Matched by job number, whichever process sent the job.
         if let Some(number) = envelope.job_number() {
             self.on_job_answer(number, answer);
@@ -942,6 +962,7 @@ impl Server {
                 }
             }
             Answer::Progress { .. }
+            | Answer::SelfTest(_)
             | Answer::StreamStart(_)
             | Answer::StreamPiece(_)
             | Answer::StreamEnd(_)
@@ -1235,6 +1256,7 @@ impl Server {
     fn sweep(&mut self) {
         let now = Instant::now();
         self.sweep_jobs(now);
+        self.sweep_selftests(now);
         for listener in &mut self.listeners {
             listener.accept_watch.check(&listener.endpoint, now);
         }
@@ -1375,6 +1397,12 @@ fn entry<'a>(peer: &'a str, slot: &'a Slot) -> Entry<'a> {
 }
 
 /// The client's address, from the metadata libzmq attaches to a peer's first message.
+/// The client's address from libzmq's `Peer-Address` (no port), for the envelope.
+fn client_address(peer: &str) -> Option<std::net::SocketAddr> {
+    let ip: std::net::IpAddr = peer.parse().ok()?;
+    Some(std::net::SocketAddr::new(ip.to_canonical(), 0))
+}
+
 fn peer_address(frame: &mut zmq::Message) -> Box<str> {
     frame.gets("Peer-Address").unwrap_or("-").into()
 }

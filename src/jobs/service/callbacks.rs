@@ -156,6 +156,7 @@ impl Service {
             head,
             body,
             wait,
+            client,
         } = submit
         else {
             return;
@@ -165,7 +166,7 @@ impl Service {
             self.reply(reply, &Response::error(400, &refused.to_string()));
             return;
         }
-        if let Err(e) = self.submit(reply, &head, &body, wait) {
+        if let Err(e) = self.submit(reply, &head, &body, wait, client) {
             log::error!("jobs: {e}");
             self.reply(reply, &answers::store_failed());
         }

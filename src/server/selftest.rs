@@ -1,0 +1,309 @@
+//! The front end's side of the self-test (see [`crate::selftest`]):
+//! `GET <status_path>?selftest=1`, or `GET <selftest_path>`.
+//!
+//! It sends one probe to the first proxy and, when a job store is kept, asks the job
+//! service to check the store; then it gathers what comes back, without blocking the
+//! loop: the self-test holds its place in the connection's answer order like any
+//! request and is answered once every part has answered, or at its deadline
+//! (`selftest_timeout`, 2 s by default) with what it has.
+//!
+//! Which stages it waits for: those the front end knows (the pipeline builder's, a
+//! topology file's), and every stage a worker says it sent the probe to. A worker that
+//! sent it to a next stage it knows by endpoint only (`prime_workerd --downstream`
+//! without a route naming it) says so, and the front end waits for a report that came
+//! that way. So a bare `prime_httpd` still names the stage after which nothing answered.
+//!
+//! The answer is `200` when every part passed, `503` otherwise, with a document like
+//!
+//! ```text
+//! {"status": "failed", "took_ms": 2003, "parts": [
+//!   {"part": "store", "ok": true},
+//!   {"part": "stage", "stage": "parse", "ok": true, "workers": ["parse-…-0"]},
+//!   {"part": "stage", "stage": "compute", "ok": false,
+//!    "error": "no worker of stage `compute` answered the probe within 2s"}]}
+//! ```
+//!
+//! where a part is the job store (`"part": "store"`), a stage (`"part": "stage"`, with
+//! its name where known and, for an unnamed one, `"after"`: the stage whose next stage
+//! it is), or the pipeline itself (`"part": "pipeline"`: a proxy that answered the
+//! probe with a failure, or a first proxy that did not take it).
+
+use super::{AnswerBytes, Server};
+use crate::envelope::{Envelope, Protocol};
+use crate::fast_hash::FastMap;
+use crate::http::{ParsedRequest, Response};
+use crate::jobs::service::Command;
+use crate::loopback::Answer;
+use crate::selftest::{ProbePath, StageReport};
+use crate::sockets;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// The self-tests under way, by the request id of their slot (which their probe's
+/// envelope carries).
+#[derive(Default)]
+pub(super) struct SelfTests {
+    pending: FastMap<u64, Pending>,
+}
+
+/// One self-test under way.
+struct Pending {
+    /// The client connection waiting for it.
+    connection: u64,
+    /// How to write the answer.
+    protocol: Protocol,
+    started: Instant,
+    deadline: Instant,
+    /// Every worker report so far, in arrival order.
+    reports: Vec<StageReport>,
+    /// Failures the pipeline answered the probe with, or the probe's refusal.
+    failures: Vec<String>,
+    store: StoreCheck,
+}
+
+/// The job store's part.
+enum StoreCheck {
+    /// No store is kept: not a part.
+    Absent,
+    /// Asked, no answer yet.
+    Waiting,
+    /// Answered.
+    Done(Result<(), String>),
+}
+
+impl Server {
+    /// Whether `target` (path `path`) asks for the self-test.
+    pub(super) fn is_selftest(&self, path: &str, target: &str) -> bool {
+        if self.config.selftest_path.as_deref() == Some(path) {
+            return true;
+        }
+        self.config.status_path.as_deref() == Some(path)
+            && target
+                .split_once('?')
+                .is_some_and(|(_, query)| query.split('&').any(|pair| pair == "selftest=1"))
+    }
+
+    /// Starts a self-test for `request`: holds its slot, sends the probe, asks the store.
+    pub(super) fn start_selftest(
+        &mut self,
+        id: u64,
+        request: &ParsedRequest,
+        close_after: bool,
+        label: Option<Box<[u8]>>,
+    ) {
+        let protocol = super::http_protocol(request);
+        let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
+            return;
+        };
+        let timeout = self.config.selftest_timeout;
+        let now = Instant::now();
+        let envelope = Envelope::for_probe(request_id, self.nonce, timeout);
+        let frames = [
+            zmq::Message::from(&envelope.encode()[..]),
+            zmq::Message::from(ProbePath::default().encode()),
+        ];
+        let mut failures = Vec::new();
+        if let Err(e) = sockets::send_frames(&self.front.entry, frames, zmq::DONTWAIT) {
+            failures.push(format!(
+                "the first proxy ({}) does not take the probe: {e}",
+                self.front.entry_endpoint
+            ));
+        }
+        let store = if self.jobs.is_some() {
+            self.send_job_command(Command::SelfTest { token: request_id });
+            StoreCheck::Waiting
+        } else {
+            StoreCheck::Absent
+        };
+        log::debug!("request {request_id}: self-test started");
+        self.selftests.pending.insert(
+            request_id,
+            Pending {
+                connection: id,
+                protocol,
+                started: now,
+                deadline: now + timeout,
+                reports: Vec::new(),
+                failures,
+                store,
+            },
+        );
+    }
+
+    /// A loopback answer to a probe.
+    pub(super) fn on_probe_answer(&mut self, envelope: &Envelope, answer: Answer) {
+        if envelope.nonce != self.nonce {
+            return;
+        }
+        let Some(pending) = self.selftests.pending.get_mut(&envelope.request_id) else {
+            log::debug!(
+                "request {}: a probe's answer after its self-test ended",
+                envelope.request_id
+            );
+            return;
+        };
+        match answer {
+            Answer::SelfTest(report) => pending.reports.push(report),
+            Answer::Failure(failure) => pending.failures.push(format!(
+                "the pipeline answered the probe: {}",
+                failure.detail
+            )),
+            _ => return,
+        }
+        self.finish_selftest_if_complete(envelope.request_id);
+    }
+
+    /// The job service's answer to a self-test's store check.
+    pub(super) fn on_store_checked(&mut self, token: u64, result: Result<(), String>) {
+        if let Some(pending) = self.selftests.pending.get_mut(&token) {
+            pending.store = StoreCheck::Done(result);
+            self.finish_selftest_if_complete(token);
+        }
+    }
+
+    /// Answers the self-tests whose deadline has passed, with what they have.
+    pub(super) fn sweep_selftests(&mut self, now: Instant) {
+        let late: Vec<u64> = self
+            .selftests
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in late {
+            self.finish_selftest(request_id);
+        }
+    }
+
+    fn finish_selftest_if_complete(&mut self, request_id: u64) {
+        let complete = self
+            .selftests
+            .pending
+            .get(&request_id)
+            .is_some_and(|p| p.is_complete(&self.front.stages));
+        if complete {
+            self.finish_selftest(request_id);
+        }
+    }
+
+    fn finish_selftest(&mut self, request_id: u64) {
+        let Some(pending) = self.selftests.pending.remove(&request_id) else {
+            return;
+        };
+        let response = pending.document(
+            &self.front.stages,
+            self.config.selftest_timeout,
+            &self.front.entry_endpoint,
+        );
+        log::debug!(
+            "request {request_id}: self-test answered {}",
+            response.status
+        );
+        let bytes = crate::worker::render(pending.protocol, &response);
+        self.fill(pending.connection, request_id, AnswerBytes::Owned(bytes));
+    }
+}
+
+impl Pending {
+    /// Whether every part that will answer has: the store, every stage expected, every
+    /// stage a worker sent the probe to, and the next stage of every worker that sent
+    /// it to one it knows by endpoint only.
+    fn is_complete(&self, expected: &[String]) -> bool {
+        if matches!(self.store, StoreCheck::Waiting) || self.reports.is_empty() {
+            return false;
+        }
+        let reported = |name: &str| self.reports.iter().any(|r| r.stage == name);
+        expected.iter().all(|name| reported(name))
+            && self.reports.iter().all(|r| {
+                r.forwarded.iter().all(|name| reported(name))
+                    && (!r.next || self.after(&r.stage).is_some())
+            })
+    }
+
+    /// A report that came through `stage`'s unnamed next stage.
+    fn after(&self, stage: &str) -> Option<&StageReport> {
+        self.reports
+            .iter()
+            .find(|r| r.via_next && r.from.as_deref() == Some(stage))
+    }
+
+    /// The answer: every part with its outcome.
+    fn document(&self, expected: &[String], timeout: Duration, entry: &str) -> Response {
+        let within = humantime::format_duration(timeout);
+        let mut parts = Vec::new();
+        match &self.store {
+            StoreCheck::Absent => {}
+            StoreCheck::Waiting => parts.push(failed(
+                json!({"part": "store"}),
+                format!("the job store did not answer within {within}"),
+            )),
+            StoreCheck::Done(Ok(())) => parts.push(json!({"part": "store", "ok": true})),
+            StoreCheck::Done(Err(e)) => parts.push(failed(json!({"part": "store"}), e.clone())),
+        }
+        // The stages: those expected in pipeline order, then the others as they came.
+        let mut names: Vec<&str> = expected.iter().map(String::as_str).collect();
+        for report in &self.reports {
+            let forwarded = report.forwarded.iter().map(String::as_str);
+            for name in std::iter::once(report.stage.as_str()).chain(forwarded) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        for name in names {
+            parts.push(self.stage_part(name, &within));
+        }
+        for report in self.reports.iter().filter(|r| r.next) {
+            if self.after(&report.stage).is_none() {
+                let error = format!(
+                    "stage `{}` sent the probe on to its next stage, and no worker there answered it within {within}",
+                    report.stage
+                );
+                parts.push(failed(
+                    json!({"part": "stage", "after": report.stage}),
+                    error,
+                ));
+            }
+        }
+        if self.reports.is_empty() && expected.is_empty() {
+            let error = format!(
+                "no worker answered the probe sent to the first proxy ({entry}) within {within}"
+            );
+            parts.push(failed(json!({"part": "stage", "after": null}), error));
+        }
+        for failure in &self.failures {
+            parts.push(failed(json!({"part": "pipeline"}), failure.clone()));
+        }
+        let ok = parts.iter().all(|p| p["ok"] == true);
+        let body = json!({
+            "status": if ok { "ok" } else { "failed" },
+            "took_ms": self.started.elapsed().as_millis() as u64,
+            "parts": parts,
+        });
+        Response::json(if ok { 200 } else { 503 }, &body)
+    }
+
+    /// The part of the stage named `name`: passed if every worker that answered passed.
+    fn stage_part(&self, name: &str, within: &humantime::FormattedDuration) -> Value {
+        let reports: Vec<&StageReport> = self.reports.iter().filter(|r| r.stage == name).collect();
+        let workers: Vec<&str> = reports.iter().map(|r| r.worker.as_str()).collect();
+        if reports.is_empty() {
+            let error = format!("no worker of stage `{name}` answered the probe within {within}");
+            return failed(json!({"part": "stage", "stage": name}), error);
+        }
+        match reports.iter().find_map(|r| r.error.as_ref()) {
+            Some(error) => failed(
+                json!({"part": "stage", "stage": name, "workers": workers}),
+                error.clone(),
+            ),
+            None => json!({"part": "stage", "stage": name, "ok": true, "workers": workers}),
+        }
+    }
+}
+
+/// `part` marked failed, with `error`.
+fn failed(mut part: Value, error: String) -> Value {
+    part["ok"] = Value::Bool(false);
+    part["error"] = Value::String(error);
+    part
+}
