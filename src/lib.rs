@@ -86,6 +86,7 @@
 //! - [`gateway`]: a stage that forwards requests to an HTTP backend.
 //! - [`tasks`]: routing by task name (`X-Task-Name`) to separate pools.
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
+//! - [`census`]: when a proxy is lost, which requests went with it (answered 503).
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process; their ends delivered to a
 //!   `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
@@ -99,6 +100,7 @@
 
 #![warn(missing_docs)]
 
+pub mod census;
 pub mod cli;
 pub mod demo;
 pub mod endpoint;

@@ -38,6 +38,10 @@
 //! `[STATUS, JSON]` (workers known, idle, jobs waiting), which the front end uses for its
 //! health check and status page.
 //!
+//! The front end and worker pools may send `[CENSUS, census id]` when a proxy somewhere
+//! has been lost; the proxy answers once per census id, on the loopback, with every job
+//! it holds: waiting in its queue or handed to a worker (see [`crate::census`]).
+//!
 //! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
 //! if any, is answered 503 through the loopback at once.
 
@@ -66,6 +70,8 @@ pub(crate) const PROBE: &[u8] = b"\x04";
 pub(crate) const STATUS: &[u8] = b"\x05";
 /// Tag of a job a pool hands back because its worker is stuck in a long job.
 pub(crate) const RETURN: &[u8] = b"\x06";
+/// Tag of a census call (see [`crate::census`]), from the front end or a worker pool.
+pub(crate) const CENSUS: &[u8] = b"\x07";
 
 /// Picks a worker for a job: given the job's frames (envelope first) and the heartbeat
 /// payloads of the idle workers in the order the proxy would use them (see [`Dispatch`]),
@@ -216,6 +222,8 @@ pub struct Proxy {
     idle: VecDeque<Vec<u8>>,
     waiting: VecDeque<Vec<zmq::Message>>,
     stats: ProxyStats,
+    /// The last census answered: several pools and the front end may ask for the same.
+    last_census: Vec<u8>,
 }
 
 impl Proxy {
@@ -253,6 +261,7 @@ impl Proxy {
             idle: VecDeque::new(),
             waiting: VecDeque::new(),
             stats: ProxyStats::default(),
+            last_census: Vec::new(),
         })
     }
 
@@ -401,6 +410,7 @@ impl Proxy {
                     log::debug!("proxy: status not sent: {e}");
                 }
             }
+            [_, tag, census] if &tag[..] == CENSUS => self.answer_census(census),
             [_, tag, ids @ ..] if &tag[..] == BUSY => {
                 for id in ids {
                     if let Some(record) = self.workers.get_mut(&id[..]) {
@@ -413,6 +423,37 @@ impl Proxy {
                 self.config.downstream,
                 frames.len()
             ),
+        }
+    }
+
+    /// Answers a census call, once per census: every job waiting here or held by a
+    /// worker, on the loopback.
+    fn answer_census(&mut self, census: &[u8]) {
+        if census.len() != crate::census::CENSUS_ID_LEN || self.last_census == census {
+            return;
+        }
+        self.last_census = census.to_vec();
+        let Some(loopback) = &self.loopback else {
+            return;
+        };
+        let waiting = self.waiting.iter().map(|frames| &frames[0][..]);
+        let held = self
+            .workers
+            .values()
+            .flat_map(|w| w.in_flight.iter().map(|e| &e[..]));
+        let listed = waiting.chain(held).filter_map(crate::census::held_by);
+        let frames = crate::census::answer_frames(census, listed);
+        log::info!(
+            "proxy {}: census: {} jobs waiting, {} held by workers",
+            self.bound.0,
+            self.waiting.len(),
+            self.workers
+                .values()
+                .map(|w| w.in_flight.len())
+                .sum::<usize>()
+        );
+        if let Err(e) = sockets::send_frames(loopback, frames, zmq::DONTWAIT) {
+            log::warn!("proxy: census answer not sent: {e}");
         }
     }
 

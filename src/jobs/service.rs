@@ -426,6 +426,7 @@ fn is_transient(failure: &Failure) -> bool {
             | FailureKind::WorkerDied
             | FailureKind::NextStageUnavailable
             | FailureKind::ShuttingDown
+            | FailureKind::ProxyLost
     )
 }
 

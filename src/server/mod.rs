@@ -56,6 +56,7 @@
 mod accept_watch;
 mod access_log;
 mod async_jobs;
+mod census;
 mod config;
 mod connection;
 mod cors;
@@ -237,6 +238,8 @@ pub struct Server {
     trimmer: memory::Trimmer,
     /// CORS header lines for the answer of the request in hand, taken by its slot.
     cors_fields: Option<Box<[u8]>>,
+    /// Finds the requests a lost proxy took with it.
+    census: census::Censuses,
 }
 
 impl Server {
@@ -294,6 +297,7 @@ impl Server {
             None => None,
         };
         crate::fd_limit::raise_and_log();
+        let census = census::Censuses::new(ctx, &front.entry)?;
         for listener in &listeners {
             log::info!(
                 "listening for {:?} on {}",
@@ -322,6 +326,7 @@ impl Server {
             access: AccessLog::new(),
             trimmer: memory::Trimmer::new(),
             cors_fields: None,
+            census,
         })
     }
 
@@ -883,6 +888,9 @@ impl Server {
     fn drain_loopback(&mut self) {
         let now = Instant::now();
         while let Ok(frames) = sockets::recv_frames(&self.front.loopback, zmq::DONTWAIT) {
+            if self.on_census_message(&frames) {
+                continue;
+            }
             match loopback::decode(frames) {
                 Ok((envelope, answer)) => self.on_answer(envelope, answer, now),
                 Err(e) => log::warn!("dropped a loopback message: {e}"),
@@ -912,8 +920,13 @@ impl Server {
             Answer::StreamAbort => return self.on_stream_end(&envelope, None),
             whole => whole,
         };
-        // Gone when already answered (504) or when its client left.
+        // Gone when already answered (504, or 503 when a census found it lost) or when
+        // its client left.
         let Some(in_flight) = self.requests.remove(&envelope.request_id) else {
+            log::debug!(
+                "request {}: answered already; a later answer is dropped",
+                envelope.request_id
+            );
             return;
         };
         if in_flight.deadline <= now {
@@ -1235,6 +1248,7 @@ impl Server {
     fn sweep(&mut self) {
         let now = Instant::now();
         self.sweep_jobs(now);
+        self.census_sweep(now);
         for listener in &mut self.listeners {
             listener.accept_watch.check(&listener.endpoint, now);
         }

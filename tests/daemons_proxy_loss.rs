@@ -1,0 +1,89 @@
+//! `kill -9` of a stage's proxy while it holds queued requests: those are answered 503
+//! soon after (not 504 at the request timeout), the request its worker is running is
+//! still answered 200 when the work is done, and no request is answered twice.
+
+mod daemons;
+
+use daemons::*;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longer than any wait below: a 504 would mean the census did not answer.
+const REQUEST_TIMEOUT_S: &str = "120";
+
+#[test]
+fn the_requests_a_killed_proxy_held_are_answered_503_and_running_ones_complete() {
+    let mut d = Deployment::start(Options {
+        httpd: args(&["--request-timeout", REQUEST_TIMEOUT_S]),
+        compute: args(&["--prefetch", "1"]),
+        compute_concurrency: 1,
+        ..Options::default()
+    });
+    let port = d.ports.http;
+
+    // The one compute worker runs a long request...
+    let cpu = d.compute.as_ref().expect("compute").cpu_ticks();
+    let mut running = Client::connect(port).expect("connect");
+    running.send_get(&is_prime(PRIME_2_63)).expect("send");
+    assert!(
+        d.compute
+            .as_ref()
+            .expect("compute")
+            .wait_busy(cpu, 20, Duration::from_secs(30)),
+        "the long request never reached the compute worker"
+    );
+    // ...so two more wait in the compute stage's proxy.
+    let queued_numbers = [1_009u64, 1_013];
+    let mut queued: Vec<Client> = queued_numbers
+        .iter()
+        .map(|&n| {
+            let mut client = Client::connect(port).expect("connect");
+            client.send_get(&is_prime(n)).expect("send");
+            client
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+
+    let killed_at = Instant::now();
+    d.proxy2.as_mut().expect("proxy2").kill9();
+
+    for (client, n) in queued.iter_mut().zip(queued_numbers) {
+        let response = client
+            .read_response(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("the request for {n} queued in the killed proxy: {e}"));
+        let after = killed_at.elapsed();
+        println!("a request held by the killed proxy was answered {after:?} after the kill");
+        assert_eq!(response.status, 503, "{response:?}");
+        assert!(
+            response.body.contains("proxy was lost"),
+            "the 503 does not say why: {response:?}"
+        );
+        assert!(
+            after < Duration::from_secs(15),
+            "answered only {after:?} after the kill"
+        );
+    }
+
+    let response = running
+        .read_response(Duration::from_secs(120))
+        .expect("the running request was not answered");
+    println!(
+        "the running request was answered {:?} after the kill",
+        killed_at.elapsed()
+    );
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.possible_prime(), Some(PRIME_2_63), "{response:?}");
+
+    for client in queued.iter_mut().chain([&mut running]) {
+        assert_eq!(
+            client.unread_bytes(Duration::from_millis(500)),
+            0,
+            "a second answer on one connection"
+        );
+    }
+    let httpd = d.httpd.as_ref().expect("httpd").stderr();
+    assert!(
+        !httpd.contains("dropped a malformed census message"),
+        "{httpd}"
+    );
+}
