@@ -87,3 +87,67 @@ fn the_requests_a_killed_proxy_held_are_answered_503_and_running_ones_complete()
         "{httpd}"
     );
 }
+
+#[test]
+fn a_job_run_lost_with_a_proxy_is_run_again() {
+    let db = scratch_path("proxy-loss-jobs", "sqlite");
+    let mut d = Deployment::start(Options {
+        httpd: args(&["--jobs-db", &db.display().to_string()]),
+        compute: args(&["--prefetch", "1"]),
+        compute_concurrency: 1,
+        ..Options::default()
+    });
+    let port = d.ports.http;
+
+    // The compute worker is busy, so the job's run waits in the compute stage's proxy.
+    let cpu = d.compute.as_ref().expect("compute").cpu_ticks();
+    let mut running = Client::connect(port).expect("connect");
+    running.send_get(&is_prime(PRIME_2_63)).expect("send");
+    assert!(
+        d.compute
+            .as_ref()
+            .expect("compute")
+            .wait_busy(cpu, 20, Duration::from_secs(30)),
+        "the long request never reached the compute worker"
+    );
+    let n = 1_019u64;
+    let mut client = Client::connect(port).expect("connect");
+    client
+        .send_request("GET", &is_prime(n), &["Prefer: respond-async"])
+        .expect("send");
+    let location = location_of(
+        &client
+            .read_response(Duration::from_secs(30))
+            .expect("a 202"),
+    );
+    thread::sleep(Duration::from_millis(500));
+
+    d.proxy2.as_mut().expect("proxy2").kill9();
+
+    // The lost run is failed as transient and queued again: the job says so.
+    let retried = poll_until(Duration::from_secs(30), || {
+        let status = get(port, &location, Duration::from_secs(10)).ok()?.json();
+        (status["attempts"].as_u64() >= Some(2)
+            || status["error"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("proxy was lost")))
+        .then_some(status)
+    });
+    assert!(
+        retried.is_some(),
+        "the job's lost run was not retried: {}",
+        get(port, &location, Duration::from_secs(10))
+            .map(|r| r.body)
+            .unwrap_or_default()
+    );
+
+    d.start_proxy2();
+    let status = wait_until_ended(port, &location);
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let result = get(port, &format!("{location}/result"), Duration::from_secs(10)).expect("result");
+    assert_eq!(result.possible_prime(), Some(n), "{result:?}");
+    let response = running
+        .read_response(Duration::from_secs(120))
+        .expect("the running request was not answered");
+    assert_eq!(response.status, 200, "{response:?}");
+}
