@@ -2,9 +2,10 @@
 //! requests nobody holds any more are answered 503 at once, instead of 504 at their
 //! deadline.
 //!
-//! A census starts when the front end's connection to the first proxy breaks, when the
-//! first proxy leaves a probe unanswered for [`PROBE_LOST_AFTER`] while requests wait,
-//! or when a worker pool reports that it lost its proxy. It covers the requests sent
+//! A census starts when the front end's connection to the first proxy breaks, or when a
+//! worker pool reports that it lost its proxy (its connection broke, or went silent past
+//! the ZMTP heartbeat timeout). Unanswered probes do not start one: a proxy far behind
+//! its queue answers late but is not lost. It covers the requests sent
 //! before it started, and takes two calls of [`CALL_WINDOW`] each: every worker pool
 //! and every live proxy answers each call with what it holds. A request reported by
 //! nobody in the first call is a suspect; a suspect reported by nobody in the second
@@ -28,11 +29,10 @@ use crate::proxy::CENSUS;
 use crate::sockets;
 use std::time::{Duration, Instant};
 
-/// How long each call of a census waits for answers.
-const CALL_WINDOW: Duration = Duration::from_millis(500);
-/// How long the first proxy may leave a probe unanswered, while requests wait, before
-/// the front end takes it for lost.
-const PROBE_LOST_AFTER: Duration = Duration::from_secs(1);
+/// How long each call of a census waits for answers. A live proxy answers after the
+/// messages queued before the call, so this is also how far behind its queue a proxy
+/// may fall before its jobs are taken for lost.
+const CALL_WINDOW: Duration = Duration::from_millis(700);
 
 /// What the front end knows of censuses.
 pub(super) struct Censuses {
@@ -44,8 +44,6 @@ pub(super) struct Censuses {
     current: Option<Census>,
     /// A loss was reported during the census under way: take another one after it.
     again: bool,
-    /// A census was started for the probe now unanswered (so it starts once).
-    probe_counted: Option<Instant>,
 }
 
 /// One census under way.
@@ -70,7 +68,6 @@ impl Censuses {
             last_number: 0,
             current: None,
             again: false,
-            probe_counted: None,
         })
     }
 }
@@ -108,21 +105,6 @@ impl Server {
             self.start_census(&format!(
                 "lost the connection to the first proxy {endpoint}"
             ));
-        }
-        let unanswered = self
-            .upstream
-            .last_probe
-            .filter(|probe| self.upstream.last_seen.is_none_or(|seen| seen < *probe));
-        match unanswered {
-            Some(probe)
-                if now.duration_since(probe) >= PROBE_LOST_AFTER
-                    && self.census.probe_counted != Some(probe)
-                    && !self.requests.is_empty() =>
-            {
-                self.census.probe_counted = Some(probe);
-                self.start_census("the first proxy does not answer its probes");
-            }
-            _ => {}
         }
         if self
             .census
