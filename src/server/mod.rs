@@ -9,9 +9,10 @@
 //! It probes the first proxy a few times a second (`PROBE` on its entry socket, answered
 //! by `STATUS`), so the health path says 200 only while a worker is there to serve.
 //!
-//! On a drain it closes new connections as they arrive, keeps serving the connections it
-//! has (or answers their new requests 503 with `Connection: close`, if configured), and
-//! returns once nothing is in flight, or when the drain timeout passes.
+//! On a drain it stops listening (new connections are refused; see `listen_fd`), keeps
+//! serving the connections it has (or answers their new requests 503 with `Connection:
+//! close`, if configured), and returns once nothing is in flight, or when the drain
+//! timeout passes.
 //!
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
@@ -25,7 +26,8 @@
 //!   peer is still written before the connection closes, so an answer followed by a close
 //!   arrives whole;
 //! - unbinding an endpoint closes every connection accepted through it, so a drain
-//!   cannot simply stop listening;
+//!   cannot simply unbind: it shuts down the listening descriptor it opened itself and
+//!   handed to libzmq (`ZMQ_USE_FD`), which our patched libzmq survives;
 //! - a blocking send to a peer that is going away can block for ever, so the routing-id
 //!   frame is always sent with `DONTWAIT`: `EAGAIN` means the peer's queue is full (it
 //!   does not read fast enough), `EHOSTUNREACH` that it is gone. Once the routing id is
@@ -60,6 +62,7 @@ mod census;
 mod config;
 mod connection;
 mod cors;
+mod listen_fd;
 mod memory;
 mod output;
 mod streams;
@@ -121,6 +124,8 @@ pub(crate) struct Listener {
     hang_ups: FastSet<Vec<u8>>,
     /// Accepts that failed (out of descriptors), for a warning.
     accept_watch: AcceptWatch,
+    /// The listening descriptor, when the front end opened it: a drain shuts it down.
+    listen_fd: Option<listen_fd::ListenFd>,
     /// A peer of `hang_ups` whose first notice just came: its second, if libzmq sends
     /// one (see `Server::on_peer_notice`), follows at once and is not a new peer.
     gone_echo: Option<Vec<u8>>,
@@ -268,8 +273,10 @@ impl Server {
                 .set_sndhwm(STREAM_SNDHWM)
                 .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
             sockets::set_tcp_max_retransmit(&mut socket, config.write_timeout)?;
+            let listen_fd = listen_fd::open(&mut socket, endpoint);
             sockets::bind(&socket, endpoint)?;
             listeners.push(Listener {
+                listen_fd,
                 endpoint: sockets::last_endpoint(&socket)?,
                 accept_watch: AcceptWatch::new(ctx, &socket)?,
                 gone_echo: None,
@@ -425,10 +432,17 @@ impl Server {
     ///
     /// The listeners stay bound: unbinding a ZMQ_STREAM endpoint also closes every
     /// connection accepted through it (libzmq makes them children of the listener), which
-    /// would drop the very requests a drain is for. New connections are closed as they
-    /// arrive instead.
+    /// would drop the very requests a drain is for. Where the front end opened the
+    /// listening descriptor, it stops listening, so new connections are refused (see
+    /// `listen_fd`); any accepted meanwhile, and all on other endpoints, are closed as
+    /// they arrive.
     fn begin_drain(&mut self) {
         self.draining_since = Some(Instant::now());
+        for listener in &self.listeners {
+            if let Some(fd) = &listener.listen_fd {
+                fd.stop(&listener.endpoint);
+            }
+        }
         self.drain_job_waits();
         log::info!(
             "draining: {} requests in flight, {} connections; waiting up to {:.1}s",
