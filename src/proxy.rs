@@ -39,7 +39,7 @@
 //! health check and status page.
 //!
 //! The front end and worker pools may send `[CENSUS, census id]` when a proxy somewhere
-//! has been lost; the proxy answers once per census id, on the loopback, with every job
+//! has been lost; the proxy answers that peer `[CENSUS, census id, held]` with every job
 //! it holds: waiting in its queue or handed to a worker (see [`crate::census`]).
 //!
 //! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
@@ -222,8 +222,6 @@ pub struct Proxy {
     idle: VecDeque<Vec<u8>>,
     waiting: VecDeque<Vec<zmq::Message>>,
     stats: ProxyStats,
-    /// The last census answered: several pools and the front end may ask for the same.
-    last_census: Vec<u8>,
 }
 
 impl Proxy {
@@ -261,7 +259,6 @@ impl Proxy {
             idle: VecDeque::new(),
             waiting: VecDeque::new(),
             stats: ProxyStats::default(),
-            last_census: Vec::new(),
         })
     }
 
@@ -410,7 +407,7 @@ impl Proxy {
                     log::debug!("proxy: status not sent: {e}");
                 }
             }
-            [_, tag, census] if &tag[..] == CENSUS => self.answer_census(census),
+            [peer, tag, census] if &tag[..] == CENSUS => self.answer_census(peer, census),
             [_, tag, ids @ ..] if &tag[..] == BUSY => {
                 for id in ids {
                     if let Some(record) = self.workers.get_mut(&id[..]) {
@@ -426,23 +423,15 @@ impl Proxy {
         }
     }
 
-    /// Answers a census call, once per census: every job waiting here or held by a
-    /// worker, on the loopback.
-    fn answer_census(&mut self, census: &[u8]) {
-        if census.len() != crate::census::CENSUS_ID_LEN || self.last_census == census {
-            return;
-        }
-        self.last_census = census.to_vec();
-        let Some(loopback) = &self.loopback else {
-            return;
-        };
+    /// Answers a census call: every job waiting here or held by a worker, to the peer
+    /// that asked (the front end, or a pool that relays it).
+    fn answer_census(&self, peer: &[u8], census: &[u8]) {
         let waiting = self.waiting.iter().map(|frames| &frames[0][..]);
         let held = self
             .workers
             .values()
             .flat_map(|w| w.in_flight.iter().map(|e| &e[..]));
-        let listed = waiting.chain(held).filter_map(crate::census::held_by);
-        let frames = crate::census::answer_frames(census, listed);
+        let list = crate::census::held_list(waiting.chain(held).filter_map(crate::census::held_by));
         log::info!(
             "proxy {}: census: {} jobs waiting, {} held by workers",
             self.bound.0,
@@ -452,8 +441,14 @@ impl Proxy {
                 .map(|w| w.in_flight.len())
                 .sum::<usize>()
         );
-        if let Err(e) = sockets::send_frames(loopback, frames, zmq::DONTWAIT) {
-            log::warn!("proxy: census answer not sent: {e}");
+        let frames = [
+            zmq::Message::from(peer),
+            zmq::Message::from(CENSUS),
+            zmq::Message::from(census),
+            zmq::Message::from(list),
+        ];
+        if let Err(e) = sockets::send_frames(&self.router, frames, zmq::DONTWAIT) {
+            log::debug!("proxy: census answer not sent: {e}");
         }
     }
 

@@ -6,8 +6,11 @@
 //! worker pool reports that it lost its proxy (its connection broke, or went silent past
 //! the ZMTP heartbeat timeout). Unanswered probes do not start one: a proxy far behind
 //! its queue answers late but is not lost. It covers the requests sent
-//! before it started, and takes two calls of [`CALL_WINDOW`] each: every worker pool
-//! and every live proxy answers each call with what it holds. A request reported by
+//! before it started, and takes two calls of at least [`CALL_WINDOW`] each: every worker
+//! pool answers each call with what its workers run and what its proxy holds (a pool
+//! that has to wait for its proxy says so at once, and the call stays open until its
+//! answer comes, up to [`CALL_BOUND`]); the first proxy, unless it is the one lost,
+//! answers the front end itself, and the call waits for it too. A request reported by
 //! nobody in the first call is a suspect; a suspect reported by nobody in the second
 //! call either is lost: the front end answers it 503 and publishes an interrupt, so
 //! that if it turns up (a proxy that was only paused) it is not run. The second call is
@@ -33,6 +36,9 @@ use std::time::{Duration, Instant};
 /// messages queued before the call, so this is also how far behind its queue a proxy
 /// may fall before its jobs are taken for lost.
 const CALL_WINDOW: Duration = Duration::from_millis(700);
+/// The longest a call stays open waiting for the answers announced (a pool waits up to
+/// 5 s for its proxy).
+const CALL_BOUND: Duration = Duration::from_secs(6);
 
 /// What the front end knows of censuses.
 pub(super) struct Censuses {
@@ -44,6 +50,8 @@ pub(super) struct Censuses {
     current: Option<Census>,
     /// A loss was reported during the census under way: take another one after it.
     again: bool,
+    /// When the entry's connection to the first proxy last broke.
+    entry_lost_at: Option<Instant>,
 }
 
 /// One census under way.
@@ -52,10 +60,18 @@ struct Census {
     number: u64,
     /// Requests with a lower id were sent before the census began: it is about them.
     before: u64,
-    /// When the open call closes.
+    /// When the open call may close, if every answer announced has come.
     closes: Instant,
+    /// When it closes whatever has come.
+    bound: Instant,
     /// Requests reported in the open call.
     heard: FastSet<u64>,
+    /// Pools that announced an answer to the open call.
+    announced: FastSet<String>,
+    /// Pools that answered it.
+    answered: FastSet<String>,
+    /// Whether the first proxy, believed alive, has yet to answer.
+    awaiting_first_proxy: bool,
     /// After the first call: the requests nobody reported in it.
     suspects: Option<FastSet<u64>>,
 }
@@ -68,6 +84,7 @@ impl Censuses {
             last_number: 0,
             current: None,
             again: false,
+            entry_lost_at: None,
         })
     }
 }
@@ -85,33 +102,68 @@ impl Server {
                 self.start_census(&format!("lost {who}"));
                 true
             }
-            Some(Ok(Message::Counted { census, held })) => {
+            Some(Ok(Message::Heard { census, pool })) => {
+                if let Some(current) = self.current_call(census) {
+                    current.announced.insert(pool);
+                }
+                true
+            }
+            Some(Ok(Message::Counted { census, held, pool })) => {
                 let nonce = self.nonce;
-                if let Some(current) = &mut self.census.current {
-                    if census == (nonce, current.number) {
-                        let ours = held.into_iter().filter(|(n, _)| *n == nonce);
-                        current.heard.extend(ours.map(|(_, request)| request));
-                    }
+                if let Some(current) = self.current_call(census) {
+                    let ours = held.into_iter().filter(|(n, _)| *n == nonce);
+                    current.heard.extend(ours.map(|(_, request)| request));
+                    current.answered.insert(pool);
                 }
                 true
             }
         }
     }
 
+    /// The open call, if `census` names it.
+    fn current_call(&mut self, census: (u64, u64)) -> Option<&mut Census> {
+        let nonce = self.nonce;
+        self.census
+            .current
+            .as_mut()
+            .filter(|c| census == (nonce, c.number))
+    }
+
+    /// Takes the first proxy's census answer off the entry socket; false if `frames` is
+    /// not one.
+    pub(super) fn on_first_proxy_census(&mut self, frames: &[zmq::Message]) -> bool {
+        let Some((census, held)) = census::read_proxy_answer(frames) else {
+            return false;
+        };
+        let nonce = self.nonce;
+        if let Some(current) = self.current_call(census) {
+            let ours = held.into_iter().filter(|(n, _)| *n == nonce);
+            current.heard.extend(ours.map(|(_, request)| request));
+            current.awaiting_first_proxy = false;
+        }
+        true
+    }
+
     /// Notices a lost first proxy, and closes the open call of a census when its time
     /// has come. Called by the sweep.
     pub(super) fn census_sweep(&mut self, now: Instant) {
-        for endpoint in self.census.monitor.losses() {
+        for (connected, endpoint) in self.census.monitor.events() {
+            if connected {
+                continue;
+            }
+            self.census.entry_lost_at = Some(now);
+            if let Some(current) = &mut self.census.current {
+                current.awaiting_first_proxy = false;
+            }
             self.start_census(&format!(
                 "lost the connection to the first proxy {endpoint}"
             ));
         }
-        if self
-            .census
-            .current
-            .as_ref()
-            .is_some_and(|c| c.closes <= now)
-        {
+        let closing = self.census.current.as_ref().is_some_and(|c| {
+            let all_in = !c.awaiting_first_proxy && c.announced.is_subset(&c.answered);
+            (c.closes <= now && all_in) || c.bound <= now
+        });
+        if closing {
             self.close_call();
         }
     }
@@ -136,11 +188,23 @@ impl Server {
     fn open_call(&mut self, before: u64, suspects: Option<FastSet<u64>>) {
         self.census.last_number += 1;
         let number = self.census.last_number;
+        let now = Instant::now();
+        // The first proxy is waited for if it answered a probe since the entry's
+        // connection last broke: then it is alive, however far behind.
+        let first_proxy_alive = self.upstream.fresh(now).is_some()
+            && self
+                .upstream
+                .last_seen
+                .is_some_and(|seen| self.census.entry_lost_at.is_none_or(|lost| seen > lost));
         self.census.current = Some(Census {
             number,
             before,
-            closes: Instant::now() + CALL_WINDOW,
+            closes: now + CALL_WINDOW,
+            bound: now + CALL_BOUND,
             heard: FastSet::default(),
+            announced: FastSet::default(),
+            answered: FastSet::default(),
+            awaiting_first_proxy: false,
             suspects,
         });
         let call = census::call(self.nonce, number);
@@ -149,8 +213,13 @@ impl Server {
         }
         let id = census::census_id(self.nonce, number);
         let ask = [zmq::Message::from(CENSUS), zmq::Message::from(&id[..])];
-        if let Err(e) = sockets::send_frames(&self.front.entry, ask, zmq::DONTWAIT) {
-            log::debug!("census {number}: not passed to the first proxy: {e}");
+        match sockets::send_frames(&self.front.entry, ask, zmq::DONTWAIT) {
+            Ok(()) => {
+                if let Some(current) = &mut self.census.current {
+                    current.awaiting_first_proxy = first_proxy_alive;
+                }
+            }
+            Err(e) => log::debug!("census {number}: not passed to the first proxy: {e}"),
         }
     }
 

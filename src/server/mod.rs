@@ -513,6 +513,7 @@ impl Server {
                     self.upstream.status = ProxyStatus::from_json(body);
                     self.upstream.last_seen = Some(Instant::now());
                 }
+                _ if self.on_first_proxy_census(&frames) => {}
                 _ => log::debug!(
                     "unexpected message of {} frames from the first proxy",
                     frames.len()
