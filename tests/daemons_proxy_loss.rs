@@ -151,3 +151,40 @@ fn a_job_run_lost_with_a_proxy_is_run_again() {
         .expect("the running request was not answered");
     assert_eq!(response.status, 200, "{response:?}");
 }
+
+#[test]
+fn requests_queued_in_a_killed_first_proxy_are_answered_503() {
+    // No workers: requests wait in the first proxy's queue.
+    let mut d = Deployment::start(Options {
+        httpd: args(&["--request-timeout", REQUEST_TIMEOUT_S]),
+        workers: false,
+        ..Options::default()
+    });
+    let port = d.ports.http;
+    let mut clients: Vec<Client> = (0..3u64)
+        .map(|i| {
+            let mut client = Client::connect(port).expect("connect");
+            client.send_get(&is_prime(101 + 2 * i)).expect("send");
+            client
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+
+    let killed_at = Instant::now();
+    d.proxy1.as_mut().expect("proxy1").kill9();
+
+    for client in &mut clients {
+        let response = client
+            .read_response(Duration::from_secs(60))
+            .expect("a request queued in the killed first proxy");
+        let after = killed_at.elapsed();
+        println!("a request queued in the first proxy was answered {after:?} after the kill");
+        assert_eq!(response.status, 503, "{response:?}");
+        assert!(response.body.contains("proxy was lost"), "{response:?}");
+        assert!(
+            after < Duration::from_secs(15),
+            "answered only {after:?} after the kill"
+        );
+        assert_eq!(client.unread_bytes(Duration::from_millis(200)), 0);
+    }
+}
