@@ -306,6 +306,27 @@ pub enum InterruptReason {
     ShuttingDown,
     /// The asynchronous job was cancelled (`DELETE /jobs/{id}`).
     Cancelled,
+    /// Not an interrupt but a census call (see [`crate::census`]): `request_id` is the
+    /// census number, and every worker pool answers with the requests it holds.
+    Census,
+    /// The request was lost with a stage's proxy and answered 503 (see
+    /// [`crate::census`]): if it turns up again, it is not run.
+    ProxyLost,
+}
+
+impl InterruptReason {
+    /// The reason's byte in the encoding (the second byte of the frame, so a SUB socket
+    /// can subscribe to one reason).
+    pub fn code(self) -> u8 {
+        match self {
+            InterruptReason::ClientGone => 1,
+            InterruptReason::DeadlinePassed => 2,
+            InterruptReason::ShuttingDown => 3,
+            InterruptReason::Cancelled => 4,
+            InterruptReason::Census => 5,
+            InterruptReason::ProxyLost => 6,
+        }
+    }
 }
 
 /// A message on the interrupt channel: drop the work for one request, or for every
@@ -332,15 +353,9 @@ impl Interrupt {
     /// assert_eq!(Interrupt::decode(&interrupt.encode()), Ok(interrupt));
     /// ```
     pub fn encode(&self) -> [u8; INTERRUPT_LEN] {
-        let reason = match self.reason {
-            InterruptReason::ClientGone => 1,
-            InterruptReason::DeadlinePassed => 2,
-            InterruptReason::ShuttingDown => 3,
-            InterruptReason::Cancelled => 4,
-        };
         let mut out = [0u8; INTERRUPT_LEN];
         out[0] = INTERRUPT_VERSION;
-        out[1] = reason;
+        out[1] = self.reason.code();
         out[4..12].copy_from_slice(&self.nonce.to_le_bytes());
         out[12..20].copy_from_slice(&self.request_id.to_le_bytes());
         out
@@ -354,6 +369,8 @@ impl Interrupt {
             2 => InterruptReason::DeadlinePassed,
             3 => InterruptReason::ShuttingDown,
             4 => InterruptReason::Cancelled,
+            5 => InterruptReason::Census,
+            6 => InterruptReason::ProxyLost,
             other => return Err(DecodeError::UnknownProtocol(other)),
         };
         Ok(Interrupt {
@@ -523,6 +540,8 @@ mod tests {
             InterruptReason::DeadlinePassed,
             InterruptReason::ShuttingDown,
             InterruptReason::Cancelled,
+            InterruptReason::Census,
+            InterruptReason::ProxyLost,
         ] {
             let interrupt = Interrupt {
                 nonce: 5,

@@ -88,6 +88,7 @@
 //! - [`loopback`]: answers and typed failures on their way back to the front end.
 //! - [`selftest`]: the probe that checks every stage (`/status?selftest=1`) and the
 //!   reports it brings back.
+//! - [`census`]: when a proxy is lost, which requests went with it (answered 503).
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process; their ends delivered to a
 //!   `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
@@ -101,6 +102,7 @@
 
 #![warn(missing_docs)]
 
+pub mod census;
 pub mod cli;
 pub mod demo;
 pub mod endpoint;

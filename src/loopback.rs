@@ -54,6 +54,9 @@ pub enum FailureKind {
     Rejected,
     /// The piece holding the request is shutting down (503).
     ShuttingDown,
+    /// The request was lost with a stage's proxy, which died holding it (503; see
+    /// [`crate::census`]).
+    ProxyLost,
 }
 
 impl FailureKind {
@@ -66,6 +69,7 @@ impl FailureKind {
             FailureKind::DeadlinePassed => 5,
             FailureKind::Rejected => 6,
             FailureKind::ShuttingDown => 7,
+            FailureKind::ProxyLost => 8,
         }
     }
 
@@ -78,6 +82,7 @@ impl FailureKind {
             5 => FailureKind::DeadlinePassed,
             6 => FailureKind::Rejected,
             7 => FailureKind::ShuttingDown,
+            8 => FailureKind::ProxyLost,
             _ => return None,
         })
     }
@@ -89,7 +94,8 @@ impl FailureKind {
             FailureKind::QueueFull
             | FailureKind::WorkerDied
             | FailureKind::NextStageUnavailable
-            | FailureKind::ShuttingDown => 503,
+            | FailureKind::ShuttingDown
+            | FailureKind::ProxyLost => 503,
             FailureKind::DeadlinePassed => 504,
             FailureKind::Rejected => 400,
         }

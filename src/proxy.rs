@@ -38,6 +38,10 @@
 //! `[STATUS, JSON]` (workers known, idle, jobs waiting), which the front end uses for its
 //! health check and status page.
 //!
+//! The front end and worker pools may send `[CENSUS, census id]` when a proxy somewhere
+//! has been lost; the proxy answers that peer `[CENSUS, census id, held]` with every job
+//! it holds: waiting in its queue or handed to a worker (see [`crate::census`]).
+//!
 //! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
 //! if any, is answered 503 through the loopback at once.
 
@@ -66,6 +70,8 @@ pub(crate) const PROBE: &[u8] = b"\x04";
 pub(crate) const STATUS: &[u8] = b"\x05";
 /// Tag of a job a pool hands back because its worker is stuck in a long job.
 pub(crate) const RETURN: &[u8] = b"\x06";
+/// Tag of a census call (see [`crate::census`]), from the front end or a worker pool.
+pub(crate) const CENSUS: &[u8] = b"\x07";
 
 /// Picks a worker for a job: given the job's frames (envelope first) and the heartbeat
 /// payloads of the idle workers in the order the proxy would use them (see [`Dispatch`]),
@@ -401,6 +407,7 @@ impl Proxy {
                     log::debug!("proxy: status not sent: {e}");
                 }
             }
+            [peer, tag, census] if &tag[..] == CENSUS => self.answer_census(peer, census),
             [_, tag, ids @ ..] if &tag[..] == BUSY => {
                 for id in ids {
                     if let Some(record) = self.workers.get_mut(&id[..]) {
@@ -413,6 +420,35 @@ impl Proxy {
                 self.config.downstream,
                 frames.len()
             ),
+        }
+    }
+
+    /// Answers a census call: every job waiting here or held by a worker, to the peer
+    /// that asked (the front end, or a pool that relays it).
+    fn answer_census(&self, peer: &[u8], census: &[u8]) {
+        let waiting = self.waiting.iter().map(|frames| &frames[0][..]);
+        let held = self
+            .workers
+            .values()
+            .flat_map(|w| w.in_flight.iter().map(|e| &e[..]));
+        let list = crate::census::held_list(waiting.chain(held).filter_map(crate::census::held_by));
+        log::info!(
+            "proxy {}: census: {} jobs waiting, {} held by workers",
+            self.bound.0,
+            self.waiting.len(),
+            self.workers
+                .values()
+                .map(|w| w.in_flight.len())
+                .sum::<usize>()
+        );
+        let frames = [
+            zmq::Message::from(peer),
+            zmq::Message::from(CENSUS),
+            zmq::Message::from(census),
+            zmq::Message::from(list),
+        ];
+        if let Err(e) = sockets::send_frames(&self.router, frames, zmq::DONTWAIT) {
+            log::debug!("proxy: census answer not sent: {e}");
         }
     }
 

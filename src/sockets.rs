@@ -26,24 +26,44 @@ pub fn socket(ctx: &zmq::Context, kind: zmq::SocketType) -> Result<zmq::Socket> 
 pub fn set_tcp_max_retransmit(socket: &mut zmq::Socket, timeout: Duration) -> Result<()> {
     let millis =
         std::os::raw::c_int::try_from(timeout.as_millis()).unwrap_or(std::os::raw::c_int::MAX);
+    set_int_option(
+        socket,
+        zmq_sys::ZMQ_TCP_MAXRT,
+        millis,
+        "setting ZMQ_TCP_MAXRT",
+    )
+}
+
+/// Sets `ZMQ_USE_FD`: the socket's next TCP bind listens on `fd`, a socket the caller
+/// has bound, set listening and non-blocking, instead of opening one. libzmq owns the
+/// descriptor from the bind on, and closes it when the endpoint is unbound or the
+/// socket closed. The `zmq` crate does not wrap this option.
+pub fn set_use_fd(socket: &mut zmq::Socket, fd: std::os::fd::RawFd) -> Result<()> {
+    set_int_option(socket, zmq_sys::ZMQ_USE_FD, fd, "setting ZMQ_USE_FD")
+}
+
+/// Sets an int-valued socket option the `zmq` crate does not wrap.
+fn set_int_option(
+    socket: &mut zmq::Socket,
+    option: u32,
+    value: std::os::raw::c_int,
+    what: &str,
+) -> Result<()> {
     // SAFETY: the socket pointer comes from a live `zmq::Socket` we hold mutably, and
-    // ZMQ_TCP_MAXRT takes an int, passed by address with its size as zmq_setsockopt(3)
+    // the option takes an int, passed by address with its size as zmq_setsockopt(3)
     // requires; libzmq copies the value before returning.
     let rc = unsafe {
         zmq_sys::zmq_setsockopt(
             socket.as_mut_ptr(),
-            zmq_sys::ZMQ_TCP_MAXRT as std::os::raw::c_int,
-            (&millis as *const std::os::raw::c_int).cast(),
+            option as std::os::raw::c_int,
+            (&value as *const std::os::raw::c_int).cast(),
             std::mem::size_of::<std::os::raw::c_int>(),
         )
     };
     if rc == -1 {
         // SAFETY: zmq_errno only reads libzmq's thread-local errno.
         let errno = unsafe { zmq_sys::zmq_errno() };
-        return Err(Error::zmq(
-            "setting ZMQ_TCP_MAXRT",
-            zmq::Error::from_raw(errno),
-        ));
+        return Err(Error::zmq(what.to_string(), zmq::Error::from_raw(errno)));
     }
     Ok(())
 }

@@ -15,7 +15,13 @@
 //! The same thread watches for long jobs: when one has run for
 //! [`WorkerConfig::rescue_after`], it takes the jobs queued behind it out of that
 //! worker's socket and hands them back to the proxy, which gives them to other workers.
+//!
+//! A third thread per pool watches the connection to the proxy and answers the front
+//! end's censuses with the jobs the pool's workers run (see [`crate::census`]), so that
+//! when a proxy dies the requests it held are answered 503 at once and those still
+//! running are not.
 
+use crate::census::{Holdings, ProxyWatch};
 use crate::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
 use crate::fast_hash::FastSet;
@@ -322,9 +328,24 @@ impl WorkerPool {
                 drop(ended);
             })?);
         }
+        let watch = ProxyWatch::connect(
+            ctx,
+            &format!("{name}-{pool_id:016x}"),
+            &config.upstream,
+            &config.interrupt,
+            &config.loopback,
+            holdings(members.clone()),
+        )?;
+        let (watch_shutdown, watch_running) = (shutdown.clone(), running.clone());
         let beat = PoolHeartbeat::connect(ctx, config, members, running, doze, shutdown)?;
         threads.push(spawn_thread(format!("{name}-heartbeat"), move || {
             beat.run()
+        })?);
+        threads.push(spawn_thread(format!("{name}-watch"), move || {
+            let shutdown = watch_shutdown.clone();
+            watch.run(&watch_shutdown, || {
+                shutdown.is_draining() && watch_running.load(Ordering::SeqCst) == 0
+            })
         })?);
         Ok(WorkerPool { threads, counters })
     }
@@ -349,6 +370,20 @@ impl WorkerPool {
             let _ = thread.join();
         }
     }
+}
+
+/// What a pool's workers run, for a census: (nonce, request id) of each busy one's job.
+fn holdings(members: Vec<Arc<Member>>) -> Holdings {
+    Arc::new(move || {
+        members
+            .iter()
+            .filter(|m| m.busy.load(Ordering::Acquire))
+            .map(|m| {
+                let request = m.running_request.load(Ordering::Acquire);
+                (m.running_nonce.load(Ordering::Relaxed), request)
+            })
+            .collect()
+    })
 }
 
 fn spawn_thread(name: String, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>> {
@@ -380,9 +415,14 @@ struct InterruptSet {
 
 impl InterruptSet {
     fn record(&mut self, interrupt: Interrupt) {
-        if interrupt.reason == InterruptReason::ShuttingDown {
-            self.nonces_shut.insert(interrupt.nonce);
-            return;
+        match interrupt.reason {
+            InterruptReason::ShuttingDown => {
+                self.nonces_shut.insert(interrupt.nonce);
+                return;
+            }
+            // A census call names a census, not a request.
+            InterruptReason::Census => return,
+            _ => {}
         }
         let key = (interrupt.nonce, interrupt.request_id);
         if self.requests.insert(key) {
@@ -473,6 +513,11 @@ struct Member {
     /// How many jobs the worker has started: the same count seen twice while busy means
     /// one job has run for a whole check interval.
     started: AtomicU64,
+    /// The nonce and request id of the job it runs (meaningful while `busy`), for a
+    /// census. Two words, not read together: a census that reads them torn misses the
+    /// job once, and the census's second round counts it.
+    running_nonce: AtomicU64,
+    running_request: AtomicU64,
     /// The worker's job socket. The worker locks it to wait for a job and to say READY;
     /// while the worker runs a long job, the heartbeat thread locks it to take the jobs
     /// queued behind that one and hand them back to the proxy.
@@ -562,6 +607,8 @@ impl<W: Work> WorkerLoop<W> {
                 id,
                 busy: AtomicBool::new(false),
                 started: AtomicU64::new(0),
+                running_nonce: AtomicU64::new(0),
+                running_request: AtomicU64::new(0),
                 jobs: Mutex::new(jobs),
             }),
             work,
@@ -700,6 +747,12 @@ impl<W: Work> WorkerLoop<W> {
             self.answer_probe(&envelope_frame, &frames);
             return;
         }
+        self.member
+            .running_nonce
+            .store(envelope.nonce, Ordering::Relaxed);
+        self.member
+            .running_request
+            .store(envelope.request_id, Ordering::Release);
         let mut job = Job {
             envelope,
             frames,

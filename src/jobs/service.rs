@@ -446,6 +446,7 @@ fn is_transient(failure: &Failure) -> bool {
             | FailureKind::WorkerDied
             | FailureKind::NextStageUnavailable
             | FailureKind::ShuttingDown
+            | FailureKind::ProxyLost
     )
 }
 

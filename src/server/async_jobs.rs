@@ -361,6 +361,29 @@ impl Server {
         }
     }
 
+    /// The runs in the pipeline: (request id, job number), for a census.
+    pub(super) fn job_runs(&self) -> Vec<(u64, u64)> {
+        self.jobs.as_ref().map_or_else(Vec::new, |link| {
+            link.in_flight
+                .iter()
+                .map(|(number, run)| (run.request_id, *number))
+                .collect()
+        })
+    }
+
+    /// Ends a run that will not answer (lost with a proxy) with `failure`; the service
+    /// runs the job again if the failure is transient.
+    pub(super) fn fail_job_run(&mut self, number: u64, failure: Failure) {
+        if let Some(link) = &mut self.jobs {
+            if link.in_flight.remove(&number).is_some() {
+                link.handle.send(Command::Answered {
+                    number,
+                    answer: RunAnswer::Failure(failure),
+                });
+            }
+        }
+    }
+
     /// Tells the service a connection closed while it held requests of it (long-polls,
     /// event streams).
     pub(super) fn forget_job_requests(&self, connection: u64, request_ids: &[u64]) {

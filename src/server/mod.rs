@@ -11,9 +11,10 @@
 //! The status path with `?selftest=1` (or `selftest_path`) goes further: a probe
 //! through every stage and a check of the job store (see `selftest`).
 //!
-//! On a drain it closes new connections as they arrive, keeps serving the connections it
-//! has (or answers their new requests 503 with `Connection: close`, if configured), and
-//! returns once nothing is in flight, or when the drain timeout passes.
+//! On a drain it stops listening (new connections are refused; see `listen_fd`), keeps
+//! serving the connections it has (or answers their new requests 503 with `Connection:
+//! close`, if configured), and returns once nothing is in flight, or when the drain
+//! timeout passes.
 //!
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
@@ -27,7 +28,8 @@
 //!   peer is still written before the connection closes, so an answer followed by a close
 //!   arrives whole;
 //! - unbinding an endpoint closes every connection accepted through it, so a drain
-//!   cannot simply stop listening;
+//!   cannot simply unbind: it shuts down the listening descriptor it opened itself and
+//!   handed to libzmq (`ZMQ_USE_FD`), which our patched libzmq survives;
 //! - a blocking send to a peer that is going away can block for ever, so the routing-id
 //!   frame is always sent with `DONTWAIT`: `EAGAIN` means the peer's queue is full (it
 //!   does not read fast enough), `EHOSTUNREACH` that it is gone. Once the routing id is
@@ -58,9 +60,11 @@
 mod accept_watch;
 mod access_log;
 mod async_jobs;
+mod census;
 mod config;
 mod connection;
 mod cors;
+mod listen_fd;
 mod memory;
 mod output;
 mod selftest;
@@ -123,6 +127,8 @@ pub(crate) struct Listener {
     hang_ups: FastSet<Vec<u8>>,
     /// Accepts that failed (out of descriptors), for a warning.
     accept_watch: AcceptWatch,
+    /// The listening descriptor, when the front end opened it: a drain shuts it down.
+    listen_fd: Option<listen_fd::ListenFd>,
     /// A peer of `hang_ups` whose first notice just came: its second, if libzmq sends
     /// one (see `Server::on_peer_notice`), follows at once and is not a new peer.
     gone_echo: Option<Vec<u8>>,
@@ -242,6 +248,8 @@ pub struct Server {
     cors_fields: Option<Box<[u8]>>,
     /// Self-tests waiting for their parts to answer.
     selftests: selftest::SelfTests,
+    /// Finds the requests a lost proxy took with it.
+    census: census::Censuses,
 }
 
 impl Server {
@@ -270,8 +278,10 @@ impl Server {
                 .set_sndhwm(STREAM_SNDHWM)
                 .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
             sockets::set_tcp_max_retransmit(&mut socket, config.write_timeout)?;
+            let listen_fd = listen_fd::open(&mut socket, endpoint);
             sockets::bind(&socket, endpoint)?;
             listeners.push(Listener {
+                listen_fd,
                 endpoint: sockets::last_endpoint(&socket)?,
                 accept_watch: AcceptWatch::new(ctx, &socket)?,
                 gone_echo: None,
@@ -299,6 +309,7 @@ impl Server {
             None => None,
         };
         crate::fd_limit::raise_and_log();
+        let census = census::Censuses::new(ctx, &front.entry)?;
         for listener in &listeners {
             log::info!(
                 "listening for {:?} on {}",
@@ -328,6 +339,7 @@ impl Server {
             trimmer: memory::Trimmer::new(),
             cors_fields: None,
             selftests: selftest::SelfTests::default(),
+            census,
         })
     }
 
@@ -426,10 +438,17 @@ impl Server {
     ///
     /// The listeners stay bound: unbinding a ZMQ_STREAM endpoint also closes every
     /// connection accepted through it (libzmq makes them children of the listener), which
-    /// would drop the very requests a drain is for. New connections are closed as they
-    /// arrive instead.
+    /// would drop the very requests a drain is for. Where the front end opened the
+    /// listening descriptor, it stops listening, so new connections are refused (see
+    /// `listen_fd`); any accepted meanwhile, and all on other endpoints, are closed as
+    /// they arrive.
     fn begin_drain(&mut self) {
         self.draining_since = Some(Instant::now());
+        for listener in &self.listeners {
+            if let Some(fd) = &listener.listen_fd {
+                fd.stop(&listener.endpoint);
+            }
+        }
         self.drain_job_waits();
         log::info!(
             "draining: {} requests in flight, {} connections; waiting up to {:.1}s",
@@ -500,6 +519,7 @@ impl Server {
                     self.upstream.status = ProxyStatus::from_json(body);
                     self.upstream.last_seen = Some(Instant::now());
                 }
+                _ if self.on_first_proxy_census(&frames) => {}
                 _ => log::debug!(
                     "unexpected message of {} frames from the first proxy",
                     frames.len()
@@ -900,6 +920,9 @@ impl Server {
     fn drain_loopback(&mut self) {
         let now = Instant::now();
         while let Ok(frames) = sockets::recv_frames(&self.front.loopback, zmq::DONTWAIT) {
+            if self.on_census_message(&frames) {
+                continue;
+            }
             match loopback::decode(frames) {
                 Ok((envelope, answer)) => self.on_answer(envelope, answer, now),
                 Err(e) => log::warn!("dropped a loopback message: {e}"),
@@ -932,8 +955,13 @@ impl Server {
             Answer::StreamAbort => return self.on_stream_end(&envelope, None),
             whole => whole,
         };
-        // Gone when already answered (504) or when its client left.
+        // Gone when already answered (504, or 503 when a census found it lost) or when
+        // its client left.
         let Some(in_flight) = self.requests.remove(&envelope.request_id) else {
+            log::debug!(
+                "request {}: answered already; a later answer is dropped",
+                envelope.request_id
+            );
             return;
         };
         if in_flight.deadline <= now {
@@ -1257,6 +1285,7 @@ impl Server {
         let now = Instant::now();
         self.sweep_jobs(now);
         self.sweep_selftests(now);
+        self.census_sweep(now);
         for listener in &mut self.listeners {
             listener.accept_watch.check(&listener.endpoint, now);
         }

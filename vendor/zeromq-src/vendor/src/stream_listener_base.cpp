@@ -73,7 +73,10 @@ void zmq::stream_listener_base_t::process_plug ()
 
 void zmq::stream_listener_base_t::process_term (int linger_)
 {
-    rm_fd (_handle);
+    //  prime_server patch: a TCP listener whose socket was shut down has
+    //  stopped polling already (see tcp_listener_t::in_event).
+    if (_handle)
+        rm_fd (_handle);
     _handle = static_cast<handle_t> (NULL);
     close ();
     own_t::process_term (linger_);

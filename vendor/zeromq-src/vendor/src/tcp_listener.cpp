@@ -74,6 +74,21 @@ void zmq::tcp_listener_t::in_event ()
     //  If connection was reset by the peer in the meantime, just ignore it.
     if (fd == retired_fd) {
         const int err = zmq_errno ();
+        //  prime_server patch: the application shut the listening socket down
+        //  (shutdown (fd, SHUT_RD) on a descriptor it passed with ZMQ_USE_FD):
+        //  the kernel no longer listens (new connections are refused) and the
+        //  socket reports a hang-up for ever. Stop polling it, but keep this
+        //  listener, and with it the sessions it launched, which are its
+        //  children, until the endpoint is unbound or the socket closed.
+        if (err == EINVAL) {
+            if (_accept_paused) {
+                cancel_timer (accept_retry_timer_id);
+                _accept_paused = false;
+            }
+            rm_fd (_handle);
+            _handle = static_cast<handle_t> (NULL);
+            return;
+        }
         _socket->event_accept_failed (
           make_unconnected_bind_endpoint_pair (_endpoint), err);
         //  prime_server patch: out of descriptors or memory, the connection
@@ -244,10 +259,12 @@ zmq::fd_t zmq::tcp_listener_t::accept ()
                       || errno == ENOBUFS || errno == ENOMEM || errno == EMFILE
                       || errno == ENFILE || errno == EINVAL);
 #else
+        //  prime_server patch: EINVAL, the socket no longer listens (see
+        //  in_event).
         errno_assert (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR
                       || errno == ECONNABORTED || errno == EPROTO
                       || errno == ENOBUFS || errno == ENOMEM || errno == EMFILE
-                      || errno == ENFILE);
+                      || errno == ENFILE || errno == EINVAL);
 #endif
         return retired_fd;
     }
