@@ -11,19 +11,18 @@ use std::time::{Duration, Instant};
 /// Longer than any wait below: a 504 would mean the census did not answer.
 const REQUEST_TIMEOUT_S: &str = "120";
 
-#[test]
-fn the_requests_a_killed_proxy_held_are_answered_503_and_running_ones_complete() {
-    let mut d = Deployment::start(Options {
-        httpd: args(&["--request-timeout", REQUEST_TIMEOUT_S]),
+/// A deployment with one compute worker of credit 1, started with `httpd` options, and
+/// a connection whose long request that worker is running: whatever is sent next waits
+/// in the compute stage's proxy.
+fn with_the_compute_worker_busy(httpd: Vec<String>) -> (Deployment, Client) {
+    let d = Deployment::start(Options {
+        httpd,
         compute: args(&["--prefetch", "1"]),
         compute_concurrency: 1,
         ..Options::default()
     });
-    let port = d.ports.http;
-
-    // The one compute worker runs a long request...
     let cpu = d.compute.as_ref().expect("compute").cpu_ticks();
-    let mut running = Client::connect(port).expect("connect");
+    let mut running = Client::connect(d.ports.http).expect("connect");
     running.send_get(&is_prime(PRIME_2_63)).expect("send");
     assert!(
         d.compute
@@ -32,6 +31,15 @@ fn the_requests_a_killed_proxy_held_are_answered_503_and_running_ones_complete()
             .wait_busy(cpu, 20, Duration::from_secs(30)),
         "the long request never reached the compute worker"
     );
+    (d, running)
+}
+
+#[test]
+fn the_requests_a_killed_proxy_held_are_answered_503_and_running_ones_complete() {
+    // The one compute worker runs a long request...
+    let (mut d, mut running) =
+        with_the_compute_worker_busy(args(&["--request-timeout", REQUEST_TIMEOUT_S]));
+    let port = d.ports.http;
     // ...so two more wait in the compute stage's proxy.
     let queued_numbers = [1_009u64, 1_013];
     let mut queued: Vec<Client> = queued_numbers
@@ -91,25 +99,10 @@ fn the_requests_a_killed_proxy_held_are_answered_503_and_running_ones_complete()
 #[test]
 fn a_job_run_lost_with_a_proxy_is_run_again() {
     let db = scratch_path("proxy-loss-jobs", "sqlite");
-    let mut d = Deployment::start(Options {
-        httpd: args(&["--jobs-db", &db.display().to_string()]),
-        compute: args(&["--prefetch", "1"]),
-        compute_concurrency: 1,
-        ..Options::default()
-    });
-    let port = d.ports.http;
-
     // The compute worker is busy, so the job's run waits in the compute stage's proxy.
-    let cpu = d.compute.as_ref().expect("compute").cpu_ticks();
-    let mut running = Client::connect(port).expect("connect");
-    running.send_get(&is_prime(PRIME_2_63)).expect("send");
-    assert!(
-        d.compute
-            .as_ref()
-            .expect("compute")
-            .wait_busy(cpu, 20, Duration::from_secs(30)),
-        "the long request never reached the compute worker"
-    );
+    let (mut d, mut running) =
+        with_the_compute_worker_busy(args(&["--jobs-db", &db.display().to_string()]));
+    let port = d.ports.http;
     let n = 1_019u64;
     let mut client = Client::connect(port).expect("connect");
     client
