@@ -45,8 +45,10 @@ fn main() -> ExitCode {
 
 fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut stages = Vec::new();
+    let mut routes = None;
     if let Some(path) = &cli.config {
         let topology = Topology::load(path)?;
+        routes = topology.front_end_routes();
         stages = topology.stages.iter().map(|s| s.name.clone()).collect();
         let front = &topology.front_end;
         cli.listen.get_or_insert_with(|| front.listen.clone());
@@ -85,6 +87,17 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut front = FrontSockets::bind(&ctx, proxy, loopback, interrupt)?;
     // The self-test names each stage of the topology that does not answer its probe.
     front.stages = stages;
+    // A task table with no `tasks` stage: the front end routes by task itself.
+    if let Some((router, upstreams)) = routes {
+        front.route_tasks(&ctx, router, &upstreams)?;
+        for routed in &front.routed {
+            log::info!(
+                "front end: tasks for stage {:?} go to {}",
+                routed.stage,
+                routed.endpoint
+            );
+        }
+    }
     log::info!(
         "front end: requests go to {proxy}, answers come to {}, interrupts go out on {}",
         front.loopback_endpoint,

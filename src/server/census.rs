@@ -72,6 +72,9 @@ struct Census {
     answered: FastSet<String>,
     /// Whether the first proxy, believed alive, has yet to answer.
     awaiting_first_proxy: bool,
+    /// The routed entries (see `FrontSockets::routed`) whose proxies were asked and
+    /// have yet to answer.
+    awaiting_routed: FastSet<usize>,
     /// After the first call: the requests nobody reported in it.
     suspects: Option<FastSet<u64>>,
 }
@@ -144,6 +147,21 @@ impl Server {
         true
     }
 
+    /// Takes a routed stage's proxy's census answer off routed entry `index`; false if
+    /// `frames` is not one.
+    pub(super) fn on_routed_proxy_census(&mut self, index: usize, frames: &[zmq::Message]) -> bool {
+        let Some((census, held)) = census::read_proxy_answer(frames) else {
+            return false;
+        };
+        let nonce = self.nonce;
+        if let Some(current) = self.current_call(census) {
+            let ours = held.into_iter().filter(|(n, _)| *n == nonce);
+            current.heard.extend(ours.map(|(_, request)| request));
+            current.awaiting_routed.remove(&index);
+        }
+        true
+    }
+
     /// Notices a lost first proxy, and closes the open call of a census when its time
     /// has come. Called by the sweep.
     pub(super) fn census_sweep(&mut self, now: Instant) {
@@ -160,7 +178,9 @@ impl Server {
             ));
         }
         let closing = self.census.current.as_ref().is_some_and(|c| {
-            let all_in = !c.awaiting_first_proxy && c.announced.is_subset(&c.answered);
+            let all_in = !c.awaiting_first_proxy
+                && c.awaiting_routed.is_empty()
+                && c.announced.is_subset(&c.answered);
             (c.closes <= now && all_in) || c.bound <= now
         });
         if closing {
@@ -183,8 +203,9 @@ impl Server {
         self.open_call(before, None);
     }
 
-    /// Asks every pool (through the interrupt channel) and the first proxy (through the
-    /// entry) which requests they hold.
+    /// Asks every pool (through the interrupt channel), the first proxy (through the
+    /// entry) and every routed stage's proxy (through its entry) which requests they
+    /// hold.
     fn open_call(&mut self, before: u64, suspects: Option<FastSet<u64>>) {
         self.census.last_number += 1;
         let number = self.census.last_number;
@@ -205,6 +226,7 @@ impl Server {
             announced: FastSet::default(),
             answered: FastSet::default(),
             awaiting_first_proxy: false,
+            awaiting_routed: FastSet::default(),
             suspects,
         });
         let call = census::call(self.nonce, number);
@@ -220,6 +242,22 @@ impl Server {
                 }
             }
             Err(e) => log::debug!("census {number}: not passed to the first proxy: {e}"),
+        }
+        // A routed stage's proxy holds the jobs the front end sent it straight, queued:
+        // it is asked too, and waited for (up to the call's bound) once asked.
+        for (index, routed) in self.front.routed.iter().enumerate() {
+            let ask = [zmq::Message::from(CENSUS), zmq::Message::from(&id[..])];
+            match sockets::send_frames(&routed.socket, ask, zmq::DONTWAIT) {
+                Ok(()) => {
+                    if let Some(current) = &mut self.census.current {
+                        current.awaiting_routed.insert(index);
+                    }
+                }
+                Err(e) => log::debug!(
+                    "census {number}: not passed to the proxy of stage {:?}: {e}",
+                    routed.stage
+                ),
+            }
         }
     }
 
