@@ -2,7 +2,9 @@
 //!
 //! `prime_httpd --listen tcp://127.0.0.1:8002 --proxy tcp://127.0.0.1:5000
 //! --loopback tcp://127.0.0.1:5001 --interrupt tcp://127.0.0.1:5002`, or
-//! `prime_httpd --config TOPOLOGY`.
+//! `prime_httpd --config TOPOLOGY`. With a topology whose `tasks` table no stage
+//! applies (no `"service": "tasks"`), it routes by task name itself (see
+//! [`prime_server::topology`]).
 
 use clap::Parser;
 use prime_server::cli::{self, FrontEndArgs};

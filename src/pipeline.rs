@@ -346,8 +346,9 @@ impl Drop for RunningPipeline {
     }
 }
 
-/// The three sockets of a pipeline's front end: where it sends requests, where answers
-/// come back, and where it publishes interrupts.
+/// The sockets of a pipeline's front end: where it sends requests (the main entry, and
+/// one entry per routed stage when it routes by task), where answers come back, and
+/// where it publishes interrupts.
 pub struct FrontSockets {
     /// Requests go here (DEALER, connected to the first proxy).
     pub entry: zmq::Socket,

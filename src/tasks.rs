@@ -1,14 +1,26 @@
-//! Routing by task name: a small first stage that reads the `X-Task-Name` header and
-//! sends the request, untouched, to the stage its table names. Costly and cheap tasks
-//! then run on separate pools (each stage has its own proxy and workers), so a queue of
-//! slow jobs never delays the fast ones.
+//! Routing by task name: a table that sends each request, untouched, to the stage its
+//! `X-Task-Name` header names. Costly and cheap tasks then run on separate pools (each
+//! stage has its own proxy and workers), so a queue of slow jobs never delays the fast
+//! ones.
 //!
 //! Clients that cannot set a header are routed by path: a rule whose name starts with
 //! `/` is a path prefix (`/reports/=slow` sends `/reports/2024` to `slow`). The choice,
 //! in order: the `X-Task-Name` header when present (a name not in the table is `400`);
 //! else the longest path prefix that matches the request's path; else the default
-//! stage; else `400`. The same rules come from `--task NAME=STAGE` (`prime_gatewayd`)
-//! and from a topology file's `tasks` table (see [`crate::topology`]).
+//! stage; else no stage ([`TaskRefusal::NoRule`]). The same rules come from
+//! `--task NAME=STAGE` (`prime_gatewayd`) and from a topology file's `tasks` table (see
+//! [`crate::topology`]).
+//!
+//! Two places apply a [`TaskRouter`], both through [`TaskRouter::stage_for`]:
+//! - the front end ([`Pipeline::route_tasks`](crate::Pipeline::route_tasks),
+//!   [`FrontSockets::route_tasks`](crate::FrontSockets::route_tasks)): it keeps an entry
+//!   to each named stage's proxy and sends a request straight there, with no extra hop;
+//!   it answers an unknown name `400` itself and sends a request matching no rule to the
+//!   first stage. `prime_gatewayd --task` and `prime_httpd` with a topology whose table
+//!   has no `tasks` stage route this way.
+//! - a stage of its own (below): a first stage whose workers forward each request by
+//!   stage name ([`Next::to`]); a request matching no rule is `400`. One hop more, for
+//!   a pipeline that wants the routing in a stage (a topology's `"service": "tasks"`).
 //!
 //! ```
 //! use prime_server::stage::HttpGateway;

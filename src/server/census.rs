@@ -19,6 +19,12 @@
 //! Requests that keep running are reported by their pool at every call, however long
 //! they run, and are left to finish.
 //!
+//! When the front end routes by task (see `FrontSockets::route_tasks`), the proxy of
+//! every routed stage is asked through its entry too, like the first proxy, and each
+//! one asked is waited for; a routed proxy that is gone never answers, so a call then
+//! lasts until [`CALL_BOUND`] (a routed stage's loss is noticed through its pools'
+//! reports; the front end watches only the main entry's connection).
+//!
 //! Asynchronous job runs are counted the same way; a lost one is handed to the job
 //! service as a transient failure, which runs it again.
 

@@ -6,7 +6,14 @@
 //! (504). When a client goes, or a request's deadline passes, it publishes an interrupt
 //! so workers can drop the work.
 //!
-//! It probes the first proxy a few times a second (`PROBE` on its entry socket, answered
+//! Requests go to the first proxy through the main entry socket; with a task table
+//! ([`FrontSockets::route_tasks`]) a request whose `X-Task-Name` or path names another
+//! stage goes through that stage's entry instead, straight to its proxy, and one naming
+//! an unknown task is answered 400 here (async jobs are routed the same way, from their
+//! stored head). Every entry is read for census answers, asked in a census, and given
+//! the self-test's probe.
+//!
+//! It probes the first proxy a few times a second (`PROBE` on its main entry, answered
 //! by `STATUS`), so the health path says 200 only while a worker is there to serve.
 //! The status path with `?selftest=1` (or `selftest_path`) goes further: a probe
 //! through every stage and a check of the job store (see `selftest`).
