@@ -21,9 +21,10 @@
 //!
 //! When the front end routes by task (see `FrontSockets::route_tasks`), the proxy of
 //! every routed stage is asked through its entry too, like the first proxy, and each
-//! one asked is waited for; a routed proxy that is gone never answers, so a call then
-//! lasts until [`CALL_BOUND`] (a routed stage's loss is noticed through its pools'
-//! reports; the front end watches only the main entry's connection).
+//! one asked is waited for while the entry's connection to it is up; the front end
+//! watches each routed entry's connection as it does the main one's, so a routed proxy
+//! that dies starts a census and is not waited for (one that hangs with its connection
+//! up is waited for until [`CALL_BOUND`]).
 //!
 //! Asynchronous job runs are counted the same way; a lost one is handed to the job
 //! service as a transient failure, which runs it again.
@@ -58,6 +59,12 @@ pub(super) struct Censuses {
     again: bool,
     /// When the entry's connection to the first proxy last broke.
     entry_lost_at: Option<Instant>,
+    /// One per routed entry (see `FrontSockets::routed`), in the same order: says when
+    /// its connection to the stage's proxy is made or breaks.
+    routed_monitors: Vec<LossMonitor>,
+    /// Whether each routed entry's connection is down (broken and not made again): a
+    /// census does not wait for a proxy it cannot reach.
+    routed_down: Vec<bool>,
 }
 
 /// One census under way.
@@ -86,14 +93,25 @@ struct Census {
 }
 
 impl Censuses {
-    /// Watches the entry socket's connection to the first proxy.
-    pub(super) fn new(ctx: &zmq::Context, entry: &zmq::Socket) -> Result<Censuses> {
+    /// Watches the entry socket's connection to the first proxy, and each routed
+    /// entry's connection to its stage's proxy.
+    pub(super) fn new(
+        ctx: &zmq::Context,
+        entry: &zmq::Socket,
+        routed: &[&zmq::Socket],
+    ) -> Result<Censuses> {
+        let routed_monitors = routed
+            .iter()
+            .map(|socket| LossMonitor::attach(ctx, socket, "front-end-routed"))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Censuses {
             monitor: LossMonitor::attach(ctx, entry, "front-end")?,
             last_number: 0,
             current: None,
             again: false,
             entry_lost_at: None,
+            routed_down: vec![false; routed_monitors.len()],
+            routed_monitors,
         })
     }
 }
@@ -183,6 +201,7 @@ impl Server {
                 "lost the connection to the first proxy {endpoint}"
             ));
         }
+        self.routed_census_sweep();
         let closing = self.census.current.as_ref().is_some_and(|c| {
             let all_in = !c.awaiting_first_proxy
                 && c.awaiting_routed.is_empty()
@@ -191,6 +210,28 @@ impl Server {
         });
         if closing {
             self.close_call();
+        }
+    }
+
+    /// Follows the routed entries' connections: a broken one starts a census, and is
+    /// no longer waited for by the census under way.
+    fn routed_census_sweep(&mut self) {
+        let mut lost = Vec::new();
+        for (index, monitor) in self.census.routed_monitors.iter().enumerate() {
+            for (connected, endpoint) in monitor.events() {
+                self.census.routed_down[index] = !connected;
+                if !connected {
+                    lost.push((index, endpoint));
+                }
+            }
+        }
+        for (index, endpoint) in lost {
+            if let Some(current) = &mut self.census.current {
+                current.awaiting_routed.remove(&index);
+            }
+            self.start_census(&format!(
+                "lost the connection to the proxy of a routed stage {endpoint}"
+            ));
         }
     }
 
@@ -250,10 +291,12 @@ impl Server {
             Err(e) => log::debug!("census {number}: not passed to the first proxy: {e}"),
         }
         // A routed stage's proxy holds the jobs the front end sent it straight, queued:
-        // it is asked too, and waited for (up to the call's bound) once asked.
+        // it is asked too, and waited for (up to the call's bound) while its connection
+        // is up.
         for (index, routed) in self.front.routed.iter().enumerate() {
             let ask = [zmq::Message::from(CENSUS), zmq::Message::from(&id[..])];
             match sockets::send_frames(&routed.socket, ask, zmq::DONTWAIT) {
+                Ok(()) if self.census.routed_down[index] => {}
                 Ok(()) => {
                     if let Some(current) = &mut self.census.current {
                         current.awaiting_routed.insert(index);

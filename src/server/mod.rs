@@ -316,7 +316,8 @@ impl Server {
             None => None,
         };
         crate::fd_limit::raise_and_log();
-        let census = census::Censuses::new(ctx, &front.entry)?;
+        let routed: Vec<&zmq::Socket> = front.routed.iter().map(|r| &r.socket).collect();
+        let census = census::Censuses::new(ctx, &front.entry, &routed)?;
         for listener in &listeners {
             log::info!(
                 "listening for {:?} on {}",
