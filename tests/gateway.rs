@@ -1052,3 +1052,128 @@ fn a_rust_stage_validates_in_front_of_a_gateway_stage() {
     let seen: Vec<String> = backend.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(seen, ["/orders?qty=3", "/orders?qty=7"]);
 }
+
+#[test]
+fn the_requests_a_killed_routed_proxy_held_are_answered_503_and_the_running_one_completes() {
+    let ports: [u16; 9] = std::array::from_fn(|_| free_port());
+    let table = r#"{ "table": { "report": "slow" } }"#;
+    // The front end routes `report` straight to the `slow` stage's proxy.
+    let text: String = tasks_topology(&ports, table)
+        .lines()
+        .filter(|line| !line.contains(r#""dispatch""#))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let fast = Backend::start(Mode::Answer);
+    let slow = Backend::start(Mode::Hold);
+    let file = scratch_path("routed-proxy-loss", "json");
+    std::fs::write(&file, text).expect("write");
+    let path = file.display().to_string();
+    let with = |stage: Option<&str>, extra: &[&str]| {
+        let mut list = vec!["--config".to_string(), path.clone()];
+        if let Some(stage) = stage {
+            list.extend(["--stage".to_string(), stage.to_string()]);
+        }
+        list.extend(extra.iter().map(|s| s.to_string()));
+        list
+    };
+    let (fast_url, slow_url) = (fast.url(), slow.url());
+    let mut proxy_slow = Daemon::start("proxy-slow-lost", PROXYD, &with(Some("slow"), &[]));
+    let _daemons = [
+        Daemon::start("proxy-fast-lost", PROXYD, &with(Some("fast"), &[])),
+        Daemon::start(
+            "httpd-routed-lost",
+            HTTPD,
+            &with(None, &["--request-timeout", "120"]),
+        ),
+        Daemon::start(
+            "worker-fast-lost",
+            WORKERD,
+            &with(Some("fast"), &["--gateway", &fast_url]),
+        ),
+        Daemon::start(
+            "worker-slow-lost",
+            WORKERD,
+            &with(
+                Some("slow"),
+                &[
+                    "--gateway",
+                    &slow_url,
+                    "--gateway-timeout",
+                    "120",
+                    "--concurrency",
+                    "1",
+                    "--prefetch",
+                    "1",
+                ],
+            ),
+        ),
+    ];
+    let port = ports[0];
+    // Up once both stages' workers answer the self-test (the held backend fails the
+    // slow stage's check, which is all right here).
+    poll_until(START_TIMEOUT, || {
+        let document = get(port, "/status?selftest=1", READ).ok()?.json();
+        let up = |stage: &str| {
+            let part = stage_part(&document, stage);
+            part["workers"].as_array().is_some_and(|w| !w.is_empty())
+        };
+        (up("fast") && up("slow")).then_some(())
+    })
+    .expect("the deployment comes up");
+    let reports_seen = || -> Vec<String> {
+        let seen = slow.seen().into_iter().filter(|s| s.method == "GET");
+        seen.map(|s| s.target).collect()
+    };
+
+    // The slow stage's one worker holds the first report at the backend; two more wait
+    // in the slow stage's proxy.
+    let mut reports: Vec<Client> = (0..3)
+        .map(|i| {
+            let mut client = Client::connect(port).expect("connect");
+            let request = raw(
+                "GET",
+                &format!("/report/{i}"),
+                &["X-Task-Name: report"],
+                b"",
+            );
+            client.send_raw(&request).expect("send");
+            if i == 0 {
+                poll_until(START_TIMEOUT, || (!reports_seen().is_empty()).then_some(()))
+                    .expect("the first report reaches the backend");
+            }
+            client
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let killed_at = Instant::now();
+    proxy_slow.kill9();
+    for client in &mut reports[1..] {
+        let response = client.read_response(READ).expect("an answer");
+        let after = killed_at.elapsed();
+        println!("a request held by the killed routed proxy was answered {after:?} after the kill");
+        assert_eq!(response.status, 503, "{response:?}");
+        assert!(response.body.contains("proxy was lost"), "{response:?}");
+        assert!(
+            after < Duration::from_secs(15),
+            "answered {after:?} after the kill"
+        );
+    }
+    // The running one completes once the backend answers.
+    slow.shared.release.store(true, Ordering::Relaxed);
+    let response = reports[0].read_response(READ).expect("the running report");
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(response.body, "backend saw GET /report/0");
+    assert_eq!(
+        reports_seen(),
+        ["/report/0"],
+        "a lost request reached the backend"
+    );
+    for client in &mut reports {
+        assert_eq!(
+            client.unread_bytes(Duration::from_millis(500)),
+            0,
+            "a second answer on one connection"
+        );
+    }
+}
