@@ -7,6 +7,9 @@
 //! `--task TASK=STAGE` sends requests whose `X-Task-Name` is TASK to that stage (the
 //! others to `gateway`), so costly and cheap calls wait in separate queues;
 //! `--task /PREFIX=STAGE` does the same for requests whose path starts with /PREFIX.
+//! The front end applies the table itself (see [`Pipeline::route_tasks`]): a request
+//! goes straight to its stage's proxy, with no routing stage in between, and an
+//! unknown task name is answered 400 by the front end.
 
 use clap::Parser;
 use prime_server::cli::{self, FrontEndArgs, GatewayArgs};
@@ -65,9 +68,11 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             let (task, stage) = TaskRouter::parse_rule(rule)?;
             router = router.task(&task, &stage);
         }
-        pipeline = pipeline.http_stage("dispatch", 2, router.clone());
         check_stages(&router, &cli.pool)?;
+        log::info!("the front end routes tasks: {:?}", cli.task);
+        pipeline = pipeline.route_tasks(router);
     }
+    // `gateway` comes first: the front end's main entry reaches it.
     pipeline = pipeline.http_stage("gateway", cli.concurrency, gateway);
     for pool in &cli.pool {
         let (name, workers, target) = parse_pool(pool)?;
@@ -89,7 +94,7 @@ fn parse_pool(pool: &str) -> Result<(&str, usize, Option<&str>), String> {
         None => (rest, None),
     };
     let workers: usize = workers.parse().map_err(|_| bad())?;
-    if name.is_empty() || workers == 0 || name == "gateway" || name == "dispatch" {
+    if name.is_empty() || workers == 0 || name == "gateway" {
         return Err(bad());
     }
     Ok((name, workers, target))

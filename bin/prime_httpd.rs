@@ -2,7 +2,9 @@
 //!
 //! `prime_httpd --listen tcp://127.0.0.1:8002 --proxy tcp://127.0.0.1:5000
 //! --loopback tcp://127.0.0.1:5001 --interrupt tcp://127.0.0.1:5002`, or
-//! `prime_httpd --config TOPOLOGY`.
+//! `prime_httpd --config TOPOLOGY`. With a topology whose `tasks` table no stage
+//! applies (no `"service": "tasks"`), it routes by task name itself (see
+//! [`prime_server::topology`]).
 
 use clap::Parser;
 use prime_server::cli::{self, FrontEndArgs};
@@ -45,8 +47,10 @@ fn main() -> ExitCode {
 
 fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut stages = Vec::new();
+    let mut routes = None;
     if let Some(path) = &cli.config {
         let topology = Topology::load(path)?;
+        routes = topology.front_end_routes();
         stages = topology.stages.iter().map(|s| s.name.clone()).collect();
         let front = &topology.front_end;
         cli.listen.get_or_insert_with(|| front.listen.clone());
@@ -85,6 +89,17 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut front = FrontSockets::bind(&ctx, proxy, loopback, interrupt)?;
     // The self-test names each stage of the topology that does not answer its probe.
     front.stages = stages;
+    // A task table with no `tasks` stage: the front end routes by task itself.
+    if let Some((router, upstreams)) = routes {
+        front.route_tasks(&ctx, router, &upstreams)?;
+        for routed in &front.routed {
+            log::info!(
+                "front end: tasks for stage {:?} go to {}",
+                routed.stage,
+                routed.endpoint
+            );
+        }
+    }
     log::info!(
         "front end: requests go to {proxy}, answers come to {}, interrupts go out on {}",
         front.loopback_endpoint,

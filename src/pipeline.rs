@@ -28,6 +28,7 @@ use crate::server::{Server, ServerConfig, ServerStats};
 use crate::shutdown::Shutdown;
 use crate::sockets;
 use crate::stage::{HttpStage, HttpWork};
+use crate::tasks::{TaskRefusal, TaskRouter};
 use crate::worker::{Work, WorkerConfig, WorkerPool};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -64,6 +65,7 @@ pub struct Pipeline {
     heartbeat_timeout: Duration,
     prefetch: u32,
     dispatch: Dispatch,
+    tasks: Option<TaskRouter>,
 }
 
 impl Default for Pipeline {
@@ -85,6 +87,7 @@ impl Pipeline {
             heartbeat_timeout: proxy.heartbeat_timeout,
             prefetch: worker.prefetch,
             dispatch: proxy.dispatch,
+            tasks: None,
         }
     }
 
@@ -142,6 +145,27 @@ impl Pipeline {
     /// Which idle worker each proxy hands a job to (see [`Dispatch`]).
     pub fn dispatch(mut self, dispatch: Dispatch) -> Self {
         self.dispatch = dispatch;
+        self
+    }
+
+    /// Lets the front end route by task name itself (see
+    /// [`FrontSockets::route_tasks`]): each request goes straight to the stage its
+    /// `X-Task-Name` or path names, with no routing stage and no extra hop. Every
+    /// stage the table names must be a stage of this pipeline.
+    ///
+    /// ```
+    /// use prime_server::stage::HttpGateway;
+    /// use prime_server::tasks::TaskRouter;
+    ///
+    /// let backend = HttpGateway::new("http://127.0.0.1:9000").unwrap();
+    /// let pipeline = prime_server::Pipeline::new()
+    ///     .http_stage("fast", 8, backend.clone())
+    ///     .http_stage("slow", 2, backend)
+    ///     .route_tasks(TaskRouter::new().task("report", "slow").default_stage("fast"));
+    /// # drop(pipeline);
+    /// ```
+    pub fn route_tasks(mut self, router: TaskRouter) -> Self {
+        self.tasks = Some(router);
         self
     }
 
@@ -244,6 +268,9 @@ impl Pipeline {
             .zip(&links)
             .map(|(stage, (upstream, _))| (stage.name.clone(), upstream.clone()))
             .collect();
+        if let Some(router) = self.tasks {
+            front.route_tasks(ctx, router, &routes)?;
+        }
         for (index, stage) in self.stages.into_iter().enumerate() {
             let mut config = WorkerConfig::new(
                 links[index].1.clone(),
@@ -319,8 +346,9 @@ impl Drop for RunningPipeline {
     }
 }
 
-/// The three sockets of a pipeline's front end: where it sends requests, where answers
-/// come back, and where it publishes interrupts.
+/// The sockets of a pipeline's front end: where it sends requests (the main entry, and
+/// one entry per routed stage when it routes by task), where answers come back, and
+/// where it publishes interrupts.
 pub struct FrontSockets {
     /// Requests go here (DEALER, connected to the first proxy).
     pub entry: zmq::Socket,
@@ -338,6 +366,33 @@ pub struct FrontSockets {
     /// topology file know them): the self-test names each one that does not answer its
     /// probe. Empty when unknown: the self-test then reports the stages that answered.
     pub stages: Vec<String>,
+    /// The task table the front end applies itself (see
+    /// [`route_tasks`](Self::route_tasks)); none by default, and then every request goes
+    /// to the first stage.
+    pub tasks: Option<TaskRouter>,
+    /// One entry per stage the task table names, other than the first stage (which
+    /// the main entry reaches).
+    pub routed: Vec<RoutedEntry>,
+}
+
+/// An entry straight to a stage the task table names (DEALER, connected to that
+/// stage's proxy), beside the main entry to the first stage.
+pub struct RoutedEntry {
+    /// The stage's name.
+    pub stage: String,
+    /// The socket requests for the stage go to.
+    pub socket: zmq::Socket,
+    /// The stage's proxy's upstream endpoint.
+    pub endpoint: String,
+}
+
+/// Which entry a request goes to: the main one or a routed one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EntryIndex {
+    /// The main entry, to the first stage.
+    Main,
+    /// `routed[i]`.
+    Routed(usize),
 }
 
 impl FrontSockets {
@@ -347,6 +402,74 @@ impl FrontSockets {
         let mut front = Self::create(ctx, loopback, interrupt)?;
         front.connect_entry(entry)?;
         Ok(front)
+    }
+
+    /// Lets the front end apply `router` itself: a request goes straight to the stage
+    /// its `X-Task-Name` or path names, with no routing stage in between. `stages` gives
+    /// each stage's proxy's upstream endpoint by name; the first stage (when
+    /// [`stages`](Self::stages) names it) is reached through the main entry. Every
+    /// stage the table names must have an endpoint.
+    ///
+    /// A request naming an unknown task is answered `400` by the front end; one with no
+    /// name, no matching prefix and no default stage goes to the main entry.
+    pub fn route_tasks(
+        &mut self,
+        ctx: &zmq::Context,
+        router: TaskRouter,
+        stages: &[(String, String)],
+    ) -> Result<()> {
+        let first = self.stages.first().cloned();
+        let mut routed = Vec::new();
+        for stage in router.stages() {
+            if first.as_deref() == Some(stage) {
+                continue;
+            }
+            let Some((_, endpoint)) = stages.iter().find(|(name, _)| name == stage) else {
+                return Err(Error::Config(format!(
+                    "the task table names stage {stage:?}, which has no proxy endpoint"
+                )));
+            };
+            let socket = sockets::stage_sender(ctx)?;
+            sockets::connect(&socket, endpoint)?;
+            routed.push(RoutedEntry {
+                stage: stage.to_string(),
+                socket,
+                endpoint: endpoint.clone(),
+            });
+        }
+        self.routed = routed;
+        self.tasks = Some(router);
+        Ok(())
+    }
+
+    /// The entry for a request with head `head`, or why the task table refuses it.
+    pub(crate) fn entry_for(&self, head: &[u8]) -> std::result::Result<EntryIndex, TaskRefusal> {
+        let Some(router) = &self.tasks else {
+            return Ok(EntryIndex::Main);
+        };
+        match router.stage_for_head(head) {
+            Ok(stage) => Ok(self
+                .routed
+                .iter()
+                .position(|r| r.stage == stage)
+                .map_or(EntryIndex::Main, EntryIndex::Routed)),
+            Err(TaskRefusal::NoRule { .. }) => Ok(EntryIndex::Main),
+            Err(refusal) => Err(refusal),
+        }
+    }
+
+    /// The socket of an entry.
+    pub(crate) fn entry_socket(&self, index: EntryIndex) -> &zmq::Socket {
+        match index {
+            EntryIndex::Main => &self.entry,
+            EntryIndex::Routed(i) => self.routed.get(i).map_or(&self.entry, |r| &r.socket),
+        }
+    }
+
+    /// Every entry with its endpoint: the main one first, then the routed ones.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&zmq::Socket, &str)> {
+        std::iter::once((&self.entry, self.entry_endpoint.as_str()))
+            .chain(self.routed.iter().map(|r| (&r.socket, r.endpoint.as_str())))
     }
 
     fn connect_entry(&mut self, endpoint: &str) -> Result<()> {
@@ -370,6 +493,8 @@ impl FrontSockets {
             interrupt_endpoint: sockets::last_endpoint(&interrupt_socket)?,
             entry_endpoint: String::new(),
             stages: Vec::new(),
+            tasks: None,
+            routed: Vec::new(),
             entry,
             loopback: loopback_socket,
             interrupt: interrupt_socket,

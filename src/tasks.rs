@@ -1,14 +1,26 @@
-//! Routing by task name: a small first stage that reads the `X-Task-Name` header and
-//! sends the request, untouched, to the stage its table names. Costly and cheap tasks
-//! then run on separate pools (each stage has its own proxy and workers), so a queue of
-//! slow jobs never delays the fast ones.
+//! Routing by task name: a table that sends each request, untouched, to the stage its
+//! `X-Task-Name` header names. Costly and cheap tasks then run on separate pools (each
+//! stage has its own proxy and workers), so a queue of slow jobs never delays the fast
+//! ones.
 //!
 //! Clients that cannot set a header are routed by path: a rule whose name starts with
 //! `/` is a path prefix (`/reports/=slow` sends `/reports/2024` to `slow`). The choice,
 //! in order: the `X-Task-Name` header when present (a name not in the table is `400`);
 //! else the longest path prefix that matches the request's path; else the default
-//! stage; else `400`. The same rules come from `--task NAME=STAGE` (`prime_gatewayd`)
-//! and from a topology file's `tasks` table (see [`crate::topology`]).
+//! stage; else no stage ([`TaskRefusal::NoRule`]). The same rules come from
+//! `--task NAME=STAGE` (`prime_gatewayd`) and from a topology file's `tasks` table (see
+//! [`crate::topology`]).
+//!
+//! Two places apply a [`TaskRouter`], both through [`TaskRouter::stage_for`]:
+//! - the front end ([`Pipeline::route_tasks`](crate::Pipeline::route_tasks),
+//!   [`FrontSockets::route_tasks`](crate::FrontSockets::route_tasks)): it keeps an entry
+//!   to each named stage's proxy and sends a request straight there, with no extra hop;
+//!   it answers an unknown name `400` itself and sends a request matching no rule to the
+//!   first stage. `prime_gatewayd --task` and `prime_httpd` with a topology whose table
+//!   has no `tasks` stage route this way.
+//! - a stage of its own (below): a first stage whose workers forward each request by
+//!   stage name ([`Next::to`]); a request matching no rule is `400`. One hop more, for
+//!   a pipeline that wants the routing in a stage (a topology's `"service": "tasks"`).
 //!
 //! ```
 //! use prime_server::stage::HttpGateway;
@@ -26,12 +38,51 @@
 //! # drop(pipeline);
 //! ```
 
+use crate::http::RequestHead;
+use crate::jobs::prefer::field_values;
 use crate::stage::{HttpJob, HttpWork, Next, StageError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The header that names a request's task.
 pub const TASK_HEADER: &str = "X-Task-Name";
+
+/// Why a request has no stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskRefusal {
+    /// The request names a task the table does not know (always answered `400`).
+    UnknownTask {
+        /// The name the request gave.
+        name: String,
+        /// The names the table knows.
+        known: Vec<String>,
+    },
+    /// The request names no task, no path prefix matches and there is no default
+    /// stage: [`TaskRouter`] answers `400`, the front end sends it to its first stage.
+    NoRule {
+        /// The path prefixes the table knows.
+        prefixes: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for TaskRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskRefusal::UnknownTask { name, known } => {
+                write!(f, "no task is named {name:?}; the tasks are {known:?}")
+            }
+            TaskRefusal::NoRule { prefixes } if prefixes.is_empty() => {
+                write!(f, "this service needs an {TASK_HEADER} header")
+            }
+            TaskRefusal::NoRule { prefixes } => write!(
+                f,
+                "this service needs an {TASK_HEADER} header or a path under one of {prefixes:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TaskRefusal {}
 
 /// A stage that forwards each request to the stage named for its `X-Task-Name`.
 /// A request without the header goes to the default stage (400 without one); a name
@@ -81,12 +132,14 @@ impl TaskRouter {
     }
 
     /// The stage for a request with task name `name` (the `X-Task-Name` value, if
-    /// any) and path `path`, or why there is none (answered 400).
-    pub fn stage_for(&self, name: Option<&str>, path: &str) -> Result<&str, String> {
+    /// any) and path `path`, or why there is none (a [`TaskRefusal`]).
+    pub fn stage_for(&self, name: Option<&str>, path: &str) -> Result<&str, TaskRefusal> {
         if let Some(name) = name {
             return self.table.get(name).map(String::as_str).ok_or_else(|| {
-                let known: Vec<&str> = self.table.keys().map(String::as_str).collect();
-                format!("no task is named {name:?}; the tasks are {known:?}")
+                TaskRefusal::UnknownTask {
+                    name: name.to_string(),
+                    known: self.table.keys().cloned().collect(),
+                }
             });
         }
         let by_path = self
@@ -95,16 +148,33 @@ impl TaskRouter {
             .find(|(prefix, _)| path.starts_with(prefix.as_str()));
         match (by_path, &self.default) {
             (Some((_, stage)), _) | (None, Some(stage)) => Ok(stage),
-            (None, None) if self.prefixes.is_empty() => {
-                Err(format!("this service needs an {TASK_HEADER} header"))
-            }
-            (None, None) => {
-                let prefixes: Vec<&str> = self.prefixes.iter().map(|(p, _)| p.as_str()).collect();
-                Err(format!(
-                    "this service needs an {TASK_HEADER} header or a path under one of {prefixes:?}"
-                ))
-            }
+            (None, None) => Err(TaskRefusal::NoRule {
+                prefixes: self.prefixes.iter().map(|(p, _)| p.clone()).collect(),
+            }),
         }
+    }
+
+    /// The stage for a request given by its head bytes (as the front end forwards it):
+    /// [`stage_for`](Self::stage_for) with the head's `X-Task-Name` and
+    /// percent-decoded path. A head that does not parse is refused like an unknown name.
+    ///
+    /// ```
+    /// use prime_server::tasks::TaskRouter;
+    /// let router = TaskRouter::new().task("report", "slow").task("/fast/", "fast");
+    /// let head = b"GET /x HTTP/1.1\r\nX-Task-Name: report\r\n\r\n";
+    /// assert_eq!(router.stage_for_head(head), Ok("slow"));
+    /// assert_eq!(router.stage_for_head(b"GET /fast/%31 HTTP/1.1\r\n\r\n"), Ok("fast"));
+    /// assert!(router.stage_for_head(b"GET /x HTTP/1.1\r\nX-Task-Name: no\r\n\r\n").is_err());
+    /// ```
+    pub fn stage_for_head(&self, head: &[u8]) -> Result<&str, TaskRefusal> {
+        let parsed = RequestHead::parse(head).map_err(|e| TaskRefusal::UnknownTask {
+            name: format!("(a head that does not parse: {e})"),
+            known: self.table.keys().cloned().collect(),
+        })?;
+        let name = field_values(head, TASK_HEADER)
+            .next()
+            .map(|value| std::str::from_utf8(value).unwrap_or("\u{fffd}"));
+        self.stage_for(name, &parsed.path())
     }
 
     /// Sends requests without a task name to `stage`.
@@ -142,7 +212,7 @@ impl HttpWork for TaskRouter {
         let name = request.header(TASK_HEADER).map(str::trim);
         let stage = self
             .stage_for(name, &request.path)
-            .map_err(StageError::bad_request)?;
+            .map_err(|refusal| StageError::bad_request(refusal.to_string()))?;
         log::debug!("request {request_id}: task {name:?} goes to stage {stage:?}");
         Ok(Next::to(stage, Vec::new()))
     }
@@ -176,7 +246,7 @@ mod tests {
         assert_eq!(router.stage_for(None, "/reports/quick/1"), Ok("fast"));
         assert_eq!(router.stage_for(None, "/reports"), Ok("fast"));
         let strict = TaskRouter::new().task("/only/", "one");
-        let refusal = strict.stage_for(None, "/other").unwrap_err();
+        let refusal = strict.stage_for(None, "/other").unwrap_err().to_string();
         assert!(refusal.contains("/only/"), "{refusal}");
         assert_eq!(strict.stages(), vec!["one"]);
     }

@@ -16,11 +16,15 @@
 //! assert_eq!(topology.next_upstream("parse").unwrap(), Some("tcp://127.0.0.1:5004"));
 //! ```
 //!
-//! Routing by task name (see [`crate::tasks`]): a stage whose `service` is `tasks` runs
-//! a [`TaskRouter`] built from the file's `tasks` table, whose keys are task names
-//! (`X-Task-Name`) or, starting with `/`, path prefixes, and whose values are stages of
-//! the file; `default` takes requests that match neither. Every stage named must be in
-//! the file, and a `tasks` stage needs the table:
+//! Routing by task name (see [`crate::tasks`]) follows the file's `tasks` table, whose
+//! keys are task names (`X-Task-Name`) or, starting with `/`, path prefixes, and whose
+//! values are stages of the file; `default` takes requests that match neither. Who
+//! applies it: a stage whose `service` is `tasks`, if the file has one (it runs a
+//! [`TaskRouter`], one hop in front of the stages it names); else the front end itself
+//! ([`Topology::front_end_routes`]): `prime_httpd` connects an entry to each stage the
+//! table names and sends each request straight there, answering an unknown task name
+//! `400`, and a request that matches nothing (no default) goes to the first stage.
+//! Every stage named must be in the file, and a `tasks` stage needs the table:
 //!
 //! ```
 //! let topology = prime_server::topology::Topology::from_json(r#"{
@@ -262,6 +266,23 @@ impl Topology {
             router = router.default_stage(stage);
         }
         Some(router)
+    }
+
+    /// The task table the front end applies itself, with each stage's upstream by
+    /// name: the file's `tasks` table when no stage runs the [`TASKS_SERVICE`] (a file
+    /// with a `tasks` stage routes there, as before). See
+    /// [`FrontSockets::route_tasks`](crate::FrontSockets::route_tasks).
+    pub fn front_end_routes(&self) -> Option<(TaskRouter, Vec<(String, String)>)> {
+        if self.stages.iter().any(|s| s.service() == TASKS_SERVICE) {
+            return None;
+        }
+        let router = self.task_router()?;
+        let upstreams = self
+            .stages
+            .iter()
+            .map(|s| (s.name.clone(), s.upstream.clone()))
+            .collect();
+        Some((router, upstreams))
     }
 
     /// Where the front end sends requests: the first stage's upstream.

@@ -684,6 +684,138 @@ fn the_selftest_passes_through_a_healthy_gateway_and_names_a_stopped_backend() {
     assert!(status.json()["first_proxy"].is_object(), "{status:?}");
 }
 
+#[test]
+fn the_front_end_routes_tasks_itself_with_no_dispatch_stage_sync_and_async() {
+    let main = Backend::start(Mode::Answer);
+    let reports = Backend::start(Mode::Answer);
+    let port = free_port();
+    let db = db_path("gw-front-tasks");
+    let pool = format!("slow=1@{}", reports.url());
+    let _gateway = start_gatewayd(
+        "gw-front-tasks",
+        port,
+        &main.url(),
+        &[
+            "--pool",
+            &pool,
+            "--task",
+            "report=slow",
+            "--task",
+            "/reports/=slow",
+            "--jobs-db",
+            &db,
+            "--status-path",
+            "/status",
+            "--selftest-path",
+            "/selftest",
+        ],
+    );
+    // The self-test probes every entry: both pools answer, and there is no dispatch stage.
+    let healthy = poll_until(WAIT, || {
+        let response = get(port, "/selftest", READ).ok()?;
+        (response.status == 200).then_some(response)
+    })
+    .expect("the self-test passes");
+    let document = healthy.json();
+    assert_eq!(stage_part(&document, "gateway")["ok"], true, "{document}");
+    assert_eq!(stage_part(&document, "slow")["ok"], true, "{document}");
+    let parts = document["parts"].as_array().expect("parts");
+    assert!(
+        !parts.iter().any(|p| p["stage"] == "dispatch"),
+        "a dispatch stage ran: {document}"
+    );
+    let status = get(port, "/status", READ)
+        .expect("the status document")
+        .json();
+    let routed = status["routed"].as_array().expect("routed entries");
+    assert_eq!(routed.len(), 1, "{status}");
+    assert_eq!(routed[0]["stage"], "slow", "{status}");
+
+    // Pipelined on one connection: by name, unknown (the front end's 400), by prefix,
+    // unnamed; answered in order.
+    let mut client = Client::connect(port).expect("connect");
+    let mut batch = raw("GET", "/by-name/1", &["X-Task-Name: report"], b"");
+    batch.extend(raw("GET", "/unknown/2", &["X-Task-Name: nope"], b""));
+    batch.extend(raw("GET", "/reports/3", &[], b""));
+    batch.extend(raw("GET", "/plain/4", &[], b""));
+    client.send_raw(&batch).expect("send");
+    for (target, status) in [
+        ("/by-name/1", 201),
+        ("/unknown/2", 400),
+        ("/reports/3", 201),
+        ("/plain/4", 201),
+    ] {
+        let response = client.read_response(READ).expect("an answer");
+        assert_eq!(response.status, status, "{target}: {response:?}");
+        if status == 400 {
+            let error = response.json()["error"].as_str().map(str::to_string);
+            assert!(error.is_some_and(|e| e.contains("nope")), "{response:?}");
+        } else {
+            assert_eq!(response.body, format!("backend saw GET {target}"));
+        }
+    }
+    let on = |backend: &Backend| -> Vec<String> {
+        backend
+            .seen()
+            .into_iter()
+            .map(|s| s.target)
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    assert!(
+        on(&reports).contains(&"/by-name/1".to_string()),
+        "{:?}",
+        on(&reports)
+    );
+    assert!(
+        on(&reports).contains(&"/reports/3".to_string()),
+        "{:?}",
+        on(&reports)
+    );
+    assert!(
+        on(&main).contains(&"/plain/4".to_string()),
+        "{:?}",
+        on(&main)
+    );
+    for target in ["/by-name/1", "/reports/3"] {
+        assert!(!on(&main).contains(&target.to_string()), "{:?}", on(&main));
+    }
+    for backend in [&main, &reports] {
+        let unknown = on(backend).contains(&"/unknown/2".to_string());
+        assert!(!unknown, "an unknown task was sent on");
+    }
+
+    // An asynchronous job is routed by its stored head; an unknown name is refused
+    // before anything is stored.
+    let headers = ["Prefer: respond-async", "X-Task-Name: report"];
+    let location = location_of(&ask(port, &raw("POST", "/job/5", &headers, b"work")));
+    let ended = wait_until_ended(port, &location);
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+    let result = get(port, &format!("{location}/result"), READ).expect("a result");
+    assert_eq!(result.body, "backend saw POST /job/5");
+    assert!(
+        on(&reports).contains(&"/job/5".to_string()),
+        "{:?}",
+        on(&reports)
+    );
+    assert!(
+        !on(&main).contains(&"/job/5".to_string()),
+        "{:?}",
+        on(&main)
+    );
+    let refused = ask(
+        port,
+        &raw(
+            "POST",
+            "/job/6",
+            &["Prefer: respond-async", "X-Task-Name: nope"],
+            b"",
+        ),
+    );
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.header("Location").is_none(), "{refused:?}");
+}
+
 /// A topology of a `tasks` stage in front of two stages, `fast` and `slow`.
 fn tasks_topology(ports: &[u16; 9], table: &str) -> String {
     let t = |i: usize| tcp(ports[i]);
@@ -798,6 +930,87 @@ fn a_topology_task_table_routes_by_name_and_path_prefix_and_refuses_unknown_stag
     assert_eq!(targets(&fast).len() + targets(&slow).len(), cases.len());
 }
 
+#[test]
+fn a_topology_without_a_tasks_stage_has_its_front_end_route_by_task() {
+    let ports: [u16; 9] = std::array::from_fn(|_| free_port());
+    let table = r#"{ "table": { "report": "slow", "/reports/": "slow", "lookup": "fast" } }"#;
+    // The same file without its `tasks` stage: `fast` comes first.
+    let text: String = tasks_topology(&ports, table)
+        .lines()
+        .filter(|line| !line.contains(r#""dispatch""#))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let fast = Backend::start(Mode::Answer);
+    let slow = Backend::start(Mode::Answer);
+    let file = scratch_path("front-tasks", "json");
+    std::fs::write(&file, text).expect("write");
+    let path = file.display().to_string();
+    let with = |stage: Option<&str>, extra: &[&str]| {
+        let mut list = vec!["--config".to_string(), path.clone()];
+        if let Some(stage) = stage {
+            list.extend(["--stage".to_string(), stage.to_string()]);
+        }
+        list.extend(extra.iter().map(|s| s.to_string()));
+        list
+    };
+    let fast_url = fast.url();
+    let slow_url = slow.url();
+    let _daemons = [
+        Daemon::start("proxy-fast", PROXYD, &with(Some("fast"), &[])),
+        Daemon::start("proxy-slow", PROXYD, &with(Some("slow"), &[])),
+        Daemon::start("httpd-front-tasks", HTTPD, &with(None, &[])),
+        Daemon::start(
+            "worker-fast",
+            WORKERD,
+            &with(Some("fast"), &["--gateway", &fast_url]),
+        ),
+        Daemon::start(
+            "worker-slow",
+            WORKERD,
+            &with(Some("slow"), &["--gateway", &slow_url]),
+        ),
+    ];
+    let port = ports[0];
+    let document = poll_until(START_TIMEOUT, || {
+        let response = get(port, "/status?selftest=1", READ).ok()?;
+        (response.status == 200).then_some(response.json())
+    })
+    .expect("the deployment comes up");
+    assert_eq!(stage_part(&document, "slow")["ok"], true, "{document}");
+    let status = get(port, "/status", READ).expect("the status").json();
+    assert_eq!(status["routed"][0]["stage"], "slow", "{status}");
+
+    // No default: a request that matches nothing goes to the first stage.
+    let cases = [
+        ("/by-name/1", Some("report"), "slow"),
+        ("/reports/2", None, "slow"),
+        ("/reports/3", Some("lookup"), "fast"),
+        ("/other/4", None, "fast"),
+    ];
+    for (target, task, _) in cases {
+        let header = task.map(|t| format!("X-Task-Name: {t}"));
+        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+        let response = ask(port, &raw("GET", target, &headers, b""));
+        assert_eq!(response.status, 201, "{target}: {response:?}");
+    }
+    let unknown = ask(port, &raw("GET", "/x", &["X-Task-Name: nope"], b""));
+    assert_eq!(unknown.status, 400, "{unknown:?}");
+    let targets = |backend: &Backend| -> Vec<String> {
+        let seen = backend.seen().into_iter().filter(|s| s.method == "GET");
+        seen.map(|s| s.target).collect()
+    };
+    for (target, _, stage) in cases {
+        let backend = if stage == "slow" { &slow } else { &fast };
+        assert!(
+            targets(backend).contains(&target.to_string()),
+            "{target} did not reach {stage}: fast {:?}, slow {:?}",
+            targets(&fast),
+            targets(&slow)
+        );
+    }
+    assert_eq!(targets(&fast).len() + targets(&slow).len(), cases.len());
+}
+
 /// A Rust stage that lets through only orders with a whole-number `qty`.
 fn validate(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
     let request = job.request()?;
@@ -838,4 +1051,129 @@ fn a_rust_stage_validates_in_front_of_a_gateway_stage() {
     }
     let seen: Vec<String> = backend.seen().into_iter().map(|s| s.target).collect();
     assert_eq!(seen, ["/orders?qty=3", "/orders?qty=7"]);
+}
+
+#[test]
+fn the_requests_a_killed_routed_proxy_held_are_answered_503_and_the_running_one_completes() {
+    let ports: [u16; 9] = std::array::from_fn(|_| free_port());
+    let table = r#"{ "table": { "report": "slow" } }"#;
+    // The front end routes `report` straight to the `slow` stage's proxy.
+    let text: String = tasks_topology(&ports, table)
+        .lines()
+        .filter(|line| !line.contains(r#""dispatch""#))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let fast = Backend::start(Mode::Answer);
+    let slow = Backend::start(Mode::Hold);
+    let file = scratch_path("routed-proxy-loss", "json");
+    std::fs::write(&file, text).expect("write");
+    let path = file.display().to_string();
+    let with = |stage: Option<&str>, extra: &[&str]| {
+        let mut list = vec!["--config".to_string(), path.clone()];
+        if let Some(stage) = stage {
+            list.extend(["--stage".to_string(), stage.to_string()]);
+        }
+        list.extend(extra.iter().map(|s| s.to_string()));
+        list
+    };
+    let (fast_url, slow_url) = (fast.url(), slow.url());
+    let mut proxy_slow = Daemon::start("proxy-slow-lost", PROXYD, &with(Some("slow"), &[]));
+    let _daemons = [
+        Daemon::start("proxy-fast-lost", PROXYD, &with(Some("fast"), &[])),
+        Daemon::start(
+            "httpd-routed-lost",
+            HTTPD,
+            &with(None, &["--request-timeout", "120"]),
+        ),
+        Daemon::start(
+            "worker-fast-lost",
+            WORKERD,
+            &with(Some("fast"), &["--gateway", &fast_url]),
+        ),
+        Daemon::start(
+            "worker-slow-lost",
+            WORKERD,
+            &with(
+                Some("slow"),
+                &[
+                    "--gateway",
+                    &slow_url,
+                    "--gateway-timeout",
+                    "120",
+                    "--concurrency",
+                    "1",
+                    "--prefetch",
+                    "1",
+                ],
+            ),
+        ),
+    ];
+    let port = ports[0];
+    // Up once both stages' workers answer the self-test (the held backend fails the
+    // slow stage's check, which is all right here).
+    poll_until(START_TIMEOUT, || {
+        let document = get(port, "/status?selftest=1", READ).ok()?.json();
+        let up = |stage: &str| {
+            let part = stage_part(&document, stage);
+            part["workers"].as_array().is_some_and(|w| !w.is_empty())
+        };
+        (up("fast") && up("slow")).then_some(())
+    })
+    .expect("the deployment comes up");
+    let reports_seen = || -> Vec<String> {
+        let seen = slow.seen().into_iter().filter(|s| s.method == "GET");
+        seen.map(|s| s.target).collect()
+    };
+
+    // The slow stage's one worker holds the first report at the backend; two more wait
+    // in the slow stage's proxy.
+    let mut reports: Vec<Client> = (0..3)
+        .map(|i| {
+            let mut client = Client::connect(port).expect("connect");
+            let request = raw(
+                "GET",
+                &format!("/report/{i}"),
+                &["X-Task-Name: report"],
+                b"",
+            );
+            client.send_raw(&request).expect("send");
+            if i == 0 {
+                poll_until(START_TIMEOUT, || (!reports_seen().is_empty()).then_some(()))
+                    .expect("the first report reaches the backend");
+            }
+            client
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let killed_at = Instant::now();
+    proxy_slow.kill9();
+    for client in &mut reports[1..] {
+        let response = client.read_response(READ).expect("an answer");
+        let after = killed_at.elapsed();
+        println!("a request held by the killed routed proxy was answered {after:?} after the kill");
+        assert_eq!(response.status, 503, "{response:?}");
+        assert!(response.body.contains("proxy was lost"), "{response:?}");
+        assert!(
+            after < Duration::from_secs(15),
+            "answered {after:?} after the kill"
+        );
+    }
+    // The running one completes once the backend answers.
+    slow.shared.release.store(true, Ordering::Relaxed);
+    let response = reports[0].read_response(READ).expect("the running report");
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(response.body, "backend saw GET /report/0");
+    assert_eq!(
+        reports_seen(),
+        ["/report/0"],
+        "a lost request reached the backend"
+    );
+    for client in &mut reports {
+        assert_eq!(
+            client.unread_bytes(Duration::from_millis(500)),
+            0,
+            "a second answer on one connection"
+        );
+    }
 }

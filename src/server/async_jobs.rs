@@ -126,6 +126,16 @@ impl Server {
             self.answer_response(id, &request, &response, close_after, label);
             return;
         }
+        // A new job is routed by the task table like a request the client waits for:
+        // an unknown task name is refused before anything is stored.
+        if route.is_none() {
+            if let Err(refusal) = self.front.entry_for(&request.head) {
+                log::info!("connection {id}: refused a job by the task table: {refusal}");
+                let response = Response::error(400, &refusal.to_string());
+                self.answer_response(id, &request, &response, close_after, label);
+                return;
+            }
+        }
         let protocol = super::http_protocol(&request);
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
             return;
@@ -297,8 +307,22 @@ impl Server {
         body: Vec<u8>,
         client: Option<std::net::SocketAddr>,
     ) {
+        // Routed like a request sent while the client waits (the table is checked at
+        // submission; a job stored before the table changed may be refused here).
+        let entry = self.front.entry_for(&head);
         let Some(link) = &mut self.jobs else {
             return;
+        };
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(refusal) => {
+                log::info!("job number {number}: refused by the task table: {refusal}");
+                link.handle.send(Command::Answered {
+                    number,
+                    answer: RunAnswer::Failure(Failure::rejected(400, refusal.to_string())),
+                });
+                return;
+            }
         };
         let request_id = self.next_request;
         self.next_request += 1;
@@ -312,7 +336,7 @@ impl Server {
             zmq::Message::from(head),
             zmq::Message::from(body),
         ];
-        match sockets::send_frames(&self.front.entry, frames, zmq::DONTWAIT) {
+        match sockets::send_frames(self.front.entry_socket(entry), frames, zmq::DONTWAIT) {
             Ok(()) => {
                 link.in_flight.insert(
                     number,

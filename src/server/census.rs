@@ -19,6 +19,13 @@
 //! Requests that keep running are reported by their pool at every call, however long
 //! they run, and are left to finish.
 //!
+//! When the front end routes by task (see `FrontSockets::route_tasks`), the proxy of
+//! every routed stage is asked through its entry too, like the first proxy, and each
+//! one asked is waited for while the entry's connection to it is up; the front end
+//! watches each routed entry's connection as it does the main one's, so a routed proxy
+//! that dies starts a census and is not waited for (one that hangs with its connection
+//! up is waited for until [`CALL_BOUND`]).
+//!
 //! Asynchronous job runs are counted the same way; a lost one is handed to the job
 //! service as a transient failure, which runs it again.
 
@@ -52,6 +59,12 @@ pub(super) struct Censuses {
     again: bool,
     /// When the entry's connection to the first proxy last broke.
     entry_lost_at: Option<Instant>,
+    /// One per routed entry (see `FrontSockets::routed`), in the same order: says when
+    /// its connection to the stage's proxy is made or breaks.
+    routed_monitors: Vec<LossMonitor>,
+    /// Whether each routed entry's connection is down (broken and not made again): a
+    /// census does not wait for a proxy it cannot reach.
+    routed_down: Vec<bool>,
 }
 
 /// One census under way.
@@ -72,19 +85,33 @@ struct Census {
     answered: FastSet<String>,
     /// Whether the first proxy, believed alive, has yet to answer.
     awaiting_first_proxy: bool,
+    /// The routed entries (see `FrontSockets::routed`) whose proxies were asked and
+    /// have yet to answer.
+    awaiting_routed: FastSet<usize>,
     /// After the first call: the requests nobody reported in it.
     suspects: Option<FastSet<u64>>,
 }
 
 impl Censuses {
-    /// Watches the entry socket's connection to the first proxy.
-    pub(super) fn new(ctx: &zmq::Context, entry: &zmq::Socket) -> Result<Censuses> {
+    /// Watches the entry socket's connection to the first proxy, and each routed
+    /// entry's connection to its stage's proxy.
+    pub(super) fn new(
+        ctx: &zmq::Context,
+        entry: &zmq::Socket,
+        routed: &[&zmq::Socket],
+    ) -> Result<Censuses> {
+        let routed_monitors = routed
+            .iter()
+            .map(|socket| LossMonitor::attach(ctx, socket, "front-end-routed"))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Censuses {
             monitor: LossMonitor::attach(ctx, entry, "front-end")?,
             last_number: 0,
             current: None,
             again: false,
             entry_lost_at: None,
+            routed_down: vec![false; routed_monitors.len()],
+            routed_monitors,
         })
     }
 }
@@ -144,6 +171,21 @@ impl Server {
         true
     }
 
+    /// Takes a routed stage's proxy's census answer off routed entry `index`; false if
+    /// `frames` is not one.
+    pub(super) fn on_routed_proxy_census(&mut self, index: usize, frames: &[zmq::Message]) -> bool {
+        let Some((census, held)) = census::read_proxy_answer(frames) else {
+            return false;
+        };
+        let nonce = self.nonce;
+        if let Some(current) = self.current_call(census) {
+            let ours = held.into_iter().filter(|(n, _)| *n == nonce);
+            current.heard.extend(ours.map(|(_, request)| request));
+            current.awaiting_routed.remove(&index);
+        }
+        true
+    }
+
     /// Notices a lost first proxy, and closes the open call of a census when its time
     /// has come. Called by the sweep.
     pub(super) fn census_sweep(&mut self, now: Instant) {
@@ -159,12 +201,37 @@ impl Server {
                 "lost the connection to the first proxy {endpoint}"
             ));
         }
+        self.routed_census_sweep();
         let closing = self.census.current.as_ref().is_some_and(|c| {
-            let all_in = !c.awaiting_first_proxy && c.announced.is_subset(&c.answered);
+            let all_in = !c.awaiting_first_proxy
+                && c.awaiting_routed.is_empty()
+                && c.announced.is_subset(&c.answered);
             (c.closes <= now && all_in) || c.bound <= now
         });
         if closing {
             self.close_call();
+        }
+    }
+
+    /// Follows the routed entries' connections: a broken one starts a census, and is
+    /// no longer waited for by the census under way.
+    fn routed_census_sweep(&mut self) {
+        let mut lost = Vec::new();
+        for (index, monitor) in self.census.routed_monitors.iter().enumerate() {
+            for (connected, endpoint) in monitor.events() {
+                self.census.routed_down[index] = !connected;
+                if !connected {
+                    lost.push((index, endpoint));
+                }
+            }
+        }
+        for (index, endpoint) in lost {
+            if let Some(current) = &mut self.census.current {
+                current.awaiting_routed.remove(&index);
+            }
+            self.start_census(&format!(
+                "lost the connection to the proxy of a routed stage {endpoint}"
+            ));
         }
     }
 
@@ -183,8 +250,9 @@ impl Server {
         self.open_call(before, None);
     }
 
-    /// Asks every pool (through the interrupt channel) and the first proxy (through the
-    /// entry) which requests they hold.
+    /// Asks every pool (through the interrupt channel), the first proxy (through the
+    /// entry) and every routed stage's proxy (through its entry) which requests they
+    /// hold.
     fn open_call(&mut self, before: u64, suspects: Option<FastSet<u64>>) {
         self.census.last_number += 1;
         let number = self.census.last_number;
@@ -205,6 +273,7 @@ impl Server {
             announced: FastSet::default(),
             answered: FastSet::default(),
             awaiting_first_proxy: false,
+            awaiting_routed: FastSet::default(),
             suspects,
         });
         let call = census::call(self.nonce, number);
@@ -220,6 +289,24 @@ impl Server {
                 }
             }
             Err(e) => log::debug!("census {number}: not passed to the first proxy: {e}"),
+        }
+        // A routed stage's proxy holds the jobs the front end sent it straight, queued:
+        // it is asked too, and waited for (up to the call's bound) while its connection
+        // is up.
+        for (index, routed) in self.front.routed.iter().enumerate() {
+            let ask = [zmq::Message::from(CENSUS), zmq::Message::from(&id[..])];
+            match sockets::send_frames(&routed.socket, ask, zmq::DONTWAIT) {
+                Ok(()) if self.census.routed_down[index] => {}
+                Ok(()) => {
+                    if let Some(current) = &mut self.census.current {
+                        current.awaiting_routed.insert(index);
+                    }
+                }
+                Err(e) => log::debug!(
+                    "census {number}: not passed to the proxy of stage {:?}: {e}",
+                    routed.stage
+                ),
+            }
         }
     }
 

@@ -6,7 +6,14 @@
 //! (504). When a client goes, or a request's deadline passes, it publishes an interrupt
 //! so workers can drop the work.
 //!
-//! It probes the first proxy a few times a second (`PROBE` on its entry socket, answered
+//! Requests go to the first proxy through the main entry socket; with a task table
+//! ([`FrontSockets::route_tasks`]) a request whose `X-Task-Name` or path names another
+//! stage goes through that stage's entry instead, straight to its proxy, and one naming
+//! an unknown task is answered 400 here (async jobs are routed the same way, from their
+//! stored head). Every entry is read for census answers, asked in a census, and given
+//! the self-test's probe.
+//!
+//! It probes the first proxy a few times a second (`PROBE` on its main entry, answered
 //! by `STATUS`), so the health path says 200 only while a worker is there to serve.
 //! The status path with `?selftest=1` (or `selftest_path`) goes further: a probe
 //! through every stage and a check of the job store (see `selftest`).
@@ -79,7 +86,7 @@ use crate::fast_hash::{FastMap, FastSet};
 use crate::http::{Event, Method, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
 use crate::loopback::{self, Answer, Failure, FailureKind};
 use crate::netstring::{self, NetstringDecoder};
-use crate::pipeline::FrontSockets;
+use crate::pipeline::{EntryIndex, FrontSockets};
 use crate::proxy::{ProxyStatus, PROBE, STATUS};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
@@ -309,7 +316,8 @@ impl Server {
             None => None,
         };
         crate::fd_limit::raise_and_log();
-        let census = census::Censuses::new(ctx, &front.entry)?;
+        let routed: Vec<&zmq::Socket> = front.routed.iter().map(|r| &r.socket).collect();
+        let census = census::Censuses::new(ctx, &front.entry, &routed)?;
         for listener in &listeners {
             log::info!(
                 "listening for {:?} on {}",
@@ -414,7 +422,8 @@ impl Server {
     }
 
     /// Waits for any socket to be readable; `ready` gets one flag per listener, then the
-    /// loopback's, the entry's and the job service's doorbell's.
+    /// loopback's, the entries' (set when any entry is readable) and the job service's
+    /// doorbell's.
     fn poll(&self, ready: &mut [bool], wait: Duration) -> Result<()> {
         let mut items: Vec<zmq::PollItem> = self
             .listeners
@@ -426,9 +435,17 @@ impl Server {
         if let Some(jobs) = &self.jobs {
             items.push(jobs.doorbell.as_poll_item(zmq::POLLIN));
         }
+        let routed_from = items.len();
+        for routed in &self.front.routed {
+            items.push(routed.socket.as_poll_item(zmq::POLLIN));
+        }
         sockets::poll(&mut items, wait)?;
-        for (flag, item) in ready.iter_mut().zip(&items) {
+        for (flag, item) in ready.iter_mut().zip(&items[..routed_from]) {
             *flag = item.is_readable();
+        }
+        // A routed entry's replies are read with the main entry's.
+        if items[routed_from..].iter().any(|item| item.is_readable()) {
+            ready[self.listeners.len() + 1] = true;
         }
         Ok(())
     }
@@ -511,8 +528,21 @@ impl Server {
         }
     }
 
-    /// Reads the first proxy's status answers.
+    /// Reads the first proxy's status answers and every proxy's census answers.
     fn drain_entry(&mut self) {
+        for index in 0..self.front.routed.len() {
+            while let Ok(frames) =
+                sockets::recv_frames(&self.front.routed[index].socket, zmq::DONTWAIT)
+            {
+                if !self.on_routed_proxy_census(index, &frames) {
+                    log::debug!(
+                        "unexpected message of {} frames from the proxy of stage {:?}",
+                        frames.len(),
+                        self.front.routed[index].stage
+                    );
+                }
+            }
+        }
         while let Ok(frames) = sockets::recv_frames(&self.front.entry, zmq::DONTWAIT) {
             match &frames[..] {
                 [tag, body] if &tag[..] == STATUS => {
@@ -584,6 +614,10 @@ impl Server {
                 "last_seen_ms": self.upstream.last_seen.map(|t| now.duration_since(t).as_millis() as u64),
                 "status": proxy,
             },
+            "routed": self.front.routed.iter().map(|r| serde_json::json!({
+                "stage": r.stage,
+                "endpoint": r.endpoint,
+            })).collect::<Vec<_>>(),
         });
         if let Some(jobs) = self.job_stats_json() {
             body["jobs"] = jobs;
@@ -744,7 +778,8 @@ impl Server {
                     Ok(None) => return,
                     Ok(Some(payload)) => {
                         let frames = [zmq::Message::from(payload)];
-                        self.forward(id, Protocol::Netstring, frames, false, None);
+                        let entry = EntryIndex::Main;
+                        self.forward(id, Protocol::Netstring, frames, entry, false, None);
                     }
                     Err(e) => {
                         log::info!("connection {id}: rejected a netstring: {e}");
@@ -801,20 +836,31 @@ impl Server {
             self.on_job_request(id, request, close_after, label);
             return;
         }
+        let entry = match self.front.entry_for(&request.head) {
+            Ok(entry) => entry,
+            Err(refusal) => {
+                log::info!("connection {id}: refused a request by the task table: {refusal}");
+                let response = Response::error(400, &refusal.to_string());
+                self.answer_response(id, &request, &response, close_after, label);
+                return;
+            }
+        };
         let protocol = http_protocol(&request);
         let frames = [
             zmq::Message::from(request.head),
             zmq::Message::from(request.body),
         ];
-        self.forward(id, protocol, frames, close_after, label);
+        self.forward(id, protocol, frames, entry, close_after, label);
     }
 
-    /// Sends a request into the pipeline and keeps its place in the answer order.
+    /// Sends a request into the pipeline through `entry` (the first stage's, or a
+    /// routed stage's) and keeps its place in the answer order.
     fn forward<const N: usize>(
         &mut self,
         id: u64,
         protocol: Protocol,
         frames: [zmq::Message; N],
+        entry: EntryIndex,
         close_after: bool,
         label: Option<Box<[u8]>>,
     ) {
@@ -829,7 +875,8 @@ impl Server {
             .with_timeout(self.config.request_timeout)
             .with_client(client);
         let message = std::iter::once(zmq::Message::from(&envelope.encode()[..])).chain(frames);
-        if let Err(e) = sockets::send_frames(&self.front.entry, message, zmq::DONTWAIT) {
+        let socket = self.front.entry_socket(entry);
+        if let Err(e) = sockets::send_frames(socket, message, zmq::DONTWAIT) {
             log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
             let failure = Failure::new(FailureKind::QueueFull, "the server is overloaded");
             let bytes = render_failure(protocol, &failure, false);

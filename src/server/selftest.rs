@@ -103,11 +103,17 @@ impl Server {
             zmq::Message::from(ProbePath::default().encode()),
         ];
         let mut failures = Vec::new();
-        if let Err(e) = sockets::send_frames(&self.front.entry, frames, zmq::DONTWAIT) {
-            failures.push(format!(
-                "the first proxy ({}) does not take the probe: {e}",
-                self.front.entry_endpoint
-            ));
+        // Into every entry: each stage the front end routes to straight is tested too.
+        for (index, (socket, endpoint)) in self.front.entries().enumerate() {
+            let frames = frames.iter().map(|frame| zmq::Message::from(&frame[..]));
+            if let Err(e) = sockets::send_frames(socket, frames, zmq::DONTWAIT) {
+                let which = if index == 0 {
+                    "the first proxy"
+                } else {
+                    "a routed stage's proxy"
+                };
+                failures.push(format!("{which} ({endpoint}) does not take the probe: {e}"));
+            }
         }
         let store = if self.jobs.is_some() {
             self.send_job_command(Command::SelfTest { token: request_id });
