@@ -841,6 +841,54 @@ fn tasks_topology(ports: &[u16; 9], table: &str) -> String {
     )
 }
 
+/// The arguments of a daemon of the topology file at `path`: `--config path`, then
+/// `--stage stage` if given, then `extra`.
+fn topology_args(path: &str, stage: Option<&str>, extra: &[&str]) -> Vec<String> {
+    let mut list = vec!["--config".to_string(), path.to_string()];
+    if let Some(stage) = stage {
+        list.extend(["--stage".to_string(), stage.to_string()]);
+    }
+    list.extend(extra.iter().map(|s| s.to_string()));
+    list
+}
+
+/// [`tasks_topology`] without its `dispatch` stage: the front end applies the table.
+fn front_routed_topology(ports: &[u16; 9], table: &str) -> String {
+    tasks_topology(ports, table)
+        .lines()
+        .filter(|line| !line.contains(r#""dispatch""#))
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
+/// Sends each case (target, task name, the stage it must reach), checks each is
+/// answered 201 and reached the backend of its stage (and nothing else did), and that
+/// an unknown task name is answered 400.
+fn assert_routed(port: u16, cases: &[(&str, Option<&str>, &str)], fast: &Backend, slow: &Backend) {
+    for (target, task, _) in cases {
+        let header = task.map(|t| format!("X-Task-Name: {t}"));
+        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+        let response = ask(port, &raw("GET", target, &headers, b""));
+        assert_eq!(response.status, 201, "{target}: {response:?}");
+    }
+    let unknown = ask(port, &raw("GET", "/x", &["X-Task-Name: nope"], b""));
+    assert_eq!(unknown.status, 400, "{unknown:?}");
+    let targets = |backend: &Backend| -> Vec<String> {
+        let seen = backend.seen().into_iter().filter(|s| s.method == "GET");
+        seen.map(|s| s.target).collect()
+    };
+    for (target, _, stage) in cases {
+        let backend = if *stage == "slow" { slow } else { fast };
+        assert!(
+            targets(backend).contains(&target.to_string()),
+            "{target} did not reach {stage}: fast {:?}, slow {:?}",
+            targets(fast),
+            targets(slow)
+        );
+    }
+    assert_eq!(targets(fast).len() + targets(slow).len(), cases.len());
+}
+
 #[test]
 fn a_topology_task_table_routes_by_name_and_path_prefix_and_refuses_unknown_stages() {
     let ports: [u16; 9] = std::array::from_fn(|_| free_port());
@@ -864,14 +912,7 @@ fn a_topology_task_table_routes_by_name_and_path_prefix_and_refuses_unknown_stag
     let file = scratch_path("tasks", "json");
     std::fs::write(&file, tasks_topology(&ports, table)).expect("write");
     let path = file.display().to_string();
-    let with = |stage: Option<&str>, extra: &[&str]| {
-        let mut list = vec!["--config".to_string(), path.clone()];
-        if let Some(stage) = stage {
-            list.extend(["--stage".to_string(), stage.to_string()]);
-        }
-        list.extend(extra.iter().map(|s| s.to_string()));
-        list
-    };
+    let with = |stage: Option<&str>, extra: &[&str]| topology_args(&path, stage, extra);
     let fast_url = fast.url();
     let slow_url = slow.url();
     let _daemons = [
@@ -906,28 +947,7 @@ fn a_topology_task_table_routes_by_name_and_path_prefix_and_refuses_unknown_stag
         ("/other/4", None, "fast"),
         ("/reports", None, "fast"),
     ];
-    for (target, task, _) in cases {
-        let header = task.map(|t| format!("X-Task-Name: {t}"));
-        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
-        let response = ask(port, &raw("GET", target, &headers, b""));
-        assert_eq!(response.status, 201, "{target}: {response:?}");
-    }
-    let unknown = ask(port, &raw("GET", "/x", &["X-Task-Name: nope"], b""));
-    assert_eq!(unknown.status, 400, "{unknown:?}");
-    let targets = |backend: &Backend| -> Vec<String> {
-        let seen = backend.seen().into_iter().filter(|s| s.method == "GET");
-        seen.map(|s| s.target).collect()
-    };
-    for (target, _, stage) in cases {
-        let backend = if stage == "slow" { &slow } else { &fast };
-        assert!(
-            targets(backend).contains(&target.to_string()),
-            "{target} did not reach {stage}: fast {:?}, slow {:?}",
-            targets(&fast),
-            targets(&slow)
-        );
-    }
-    assert_eq!(targets(&fast).len() + targets(&slow).len(), cases.len());
+    assert_routed(port, &cases, &fast, &slow);
 }
 
 #[test]
@@ -935,24 +955,13 @@ fn a_topology_without_a_tasks_stage_has_its_front_end_route_by_task() {
     let ports: [u16; 9] = std::array::from_fn(|_| free_port());
     let table = r#"{ "table": { "report": "slow", "/reports/": "slow", "lookup": "fast" } }"#;
     // The same file without its `tasks` stage: `fast` comes first.
-    let text: String = tasks_topology(&ports, table)
-        .lines()
-        .filter(|line| !line.contains(r#""dispatch""#))
-        .map(|line| format!("{line}\n"))
-        .collect();
+    let text = front_routed_topology(&ports, table);
     let fast = Backend::start(Mode::Answer);
     let slow = Backend::start(Mode::Answer);
     let file = scratch_path("front-tasks", "json");
     std::fs::write(&file, text).expect("write");
     let path = file.display().to_string();
-    let with = |stage: Option<&str>, extra: &[&str]| {
-        let mut list = vec!["--config".to_string(), path.clone()];
-        if let Some(stage) = stage {
-            list.extend(["--stage".to_string(), stage.to_string()]);
-        }
-        list.extend(extra.iter().map(|s| s.to_string()));
-        list
-    };
+    let with = |stage: Option<&str>, extra: &[&str]| topology_args(&path, stage, extra);
     let fast_url = fast.url();
     let slow_url = slow.url();
     let _daemons = [
@@ -987,28 +996,7 @@ fn a_topology_without_a_tasks_stage_has_its_front_end_route_by_task() {
         ("/reports/3", Some("lookup"), "fast"),
         ("/other/4", None, "fast"),
     ];
-    for (target, task, _) in cases {
-        let header = task.map(|t| format!("X-Task-Name: {t}"));
-        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
-        let response = ask(port, &raw("GET", target, &headers, b""));
-        assert_eq!(response.status, 201, "{target}: {response:?}");
-    }
-    let unknown = ask(port, &raw("GET", "/x", &["X-Task-Name: nope"], b""));
-    assert_eq!(unknown.status, 400, "{unknown:?}");
-    let targets = |backend: &Backend| -> Vec<String> {
-        let seen = backend.seen().into_iter().filter(|s| s.method == "GET");
-        seen.map(|s| s.target).collect()
-    };
-    for (target, _, stage) in cases {
-        let backend = if stage == "slow" { &slow } else { &fast };
-        assert!(
-            targets(backend).contains(&target.to_string()),
-            "{target} did not reach {stage}: fast {:?}, slow {:?}",
-            targets(&fast),
-            targets(&slow)
-        );
-    }
-    assert_eq!(targets(&fast).len() + targets(&slow).len(), cases.len());
+    assert_routed(port, &cases, &fast, &slow);
 }
 
 /// A Rust stage that lets through only orders with a whole-number `qty`.
@@ -1058,24 +1046,13 @@ fn the_requests_a_killed_routed_proxy_held_are_answered_503_and_the_running_one_
     let ports: [u16; 9] = std::array::from_fn(|_| free_port());
     let table = r#"{ "table": { "report": "slow" } }"#;
     // The front end routes `report` straight to the `slow` stage's proxy.
-    let text: String = tasks_topology(&ports, table)
-        .lines()
-        .filter(|line| !line.contains(r#""dispatch""#))
-        .map(|line| format!("{line}\n"))
-        .collect();
+    let text = front_routed_topology(&ports, table);
     let fast = Backend::start(Mode::Answer);
     let slow = Backend::start(Mode::Hold);
     let file = scratch_path("routed-proxy-loss", "json");
     std::fs::write(&file, text).expect("write");
     let path = file.display().to_string();
-    let with = |stage: Option<&str>, extra: &[&str]| {
-        let mut list = vec!["--config".to_string(), path.clone()];
-        if let Some(stage) = stage {
-            list.extend(["--stage".to_string(), stage.to_string()]);
-        }
-        list.extend(extra.iter().map(|s| s.to_string()));
-        list
-    };
+    let with = |stage: Option<&str>, extra: &[&str]| topology_args(&path, stage, extra);
     let (fast_url, slow_url) = (fast.url(), slow.url());
     let mut proxy_slow = Daemon::start("proxy-slow-lost", PROXYD, &with(Some("slow"), &[]));
     let _daemons = [

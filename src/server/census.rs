@@ -156,9 +156,13 @@ impl Server {
             .filter(|c| census == (nonce, c.number))
     }
 
-    /// Takes the first proxy's census answer off the entry socket; false if `frames` is
-    /// not one.
-    pub(super) fn on_first_proxy_census(&mut self, frames: &[zmq::Message]) -> bool {
+    /// Takes a proxy's census answer off an entry socket: the main entry (`routed`
+    /// `None`, the first proxy) or routed entry `routed`; false if `frames` is not one.
+    pub(super) fn on_proxy_census(
+        &mut self,
+        routed: Option<usize>,
+        frames: &[zmq::Message],
+    ) -> bool {
         let Some((census, held)) = census::read_proxy_answer(frames) else {
             return false;
         };
@@ -166,22 +170,12 @@ impl Server {
         if let Some(current) = self.current_call(census) {
             let ours = held.into_iter().filter(|(n, _)| *n == nonce);
             current.heard.extend(ours.map(|(_, request)| request));
-            current.awaiting_first_proxy = false;
-        }
-        true
-    }
-
-    /// Takes a routed stage's proxy's census answer off routed entry `index`; false if
-    /// `frames` is not one.
-    pub(super) fn on_routed_proxy_census(&mut self, index: usize, frames: &[zmq::Message]) -> bool {
-        let Some((census, held)) = census::read_proxy_answer(frames) else {
-            return false;
-        };
-        let nonce = self.nonce;
-        if let Some(current) = self.current_call(census) {
-            let ours = held.into_iter().filter(|(n, _)| *n == nonce);
-            current.heard.extend(ours.map(|(_, request)| request));
-            current.awaiting_routed.remove(&index);
+            match routed {
+                None => current.awaiting_first_proxy = false,
+                Some(index) => {
+                    current.awaiting_routed.remove(&index);
+                }
+            }
         }
         true
     }

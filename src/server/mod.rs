@@ -534,7 +534,7 @@ impl Server {
             while let Ok(frames) =
                 sockets::recv_frames(&self.front.routed[index].socket, zmq::DONTWAIT)
             {
-                if !self.on_routed_proxy_census(index, &frames) {
+                if !self.on_proxy_census(Some(index), &frames) {
                     log::debug!(
                         "unexpected message of {} frames from the proxy of stage {:?}",
                         frames.len(),
@@ -549,7 +549,7 @@ impl Server {
                     self.upstream.status = ProxyStatus::from_json(body);
                     self.upstream.last_seen = Some(Instant::now());
                 }
-                _ if self.on_first_proxy_census(&frames) => {}
+                _ if self.on_proxy_census(None, &frames) => {}
                 _ => log::debug!(
                     "unexpected message of {} frames from the first proxy",
                     frames.len()
