@@ -608,6 +608,15 @@ fn prime_workerd_runs_a_gateway_stage_of_a_multi_process_deployment() {
     assert!(seen.iter().all(|s| s.target == target), "{seen:?}");
 }
 
+/// The document of `GET /selftest` once it answers 200 (it panics if it never does).
+fn passing_selftest(port: u16) -> serde_json::Value {
+    poll_until(WAIT, || {
+        let response = get(port, "/selftest", READ).ok()?;
+        (response.status == 200).then_some(response.json())
+    })
+    .expect("the self-test passes")
+}
+
 /// The part of a self-test document about `stage`.
 fn stage_part(document: &serde_json::Value, stage: &str) -> serde_json::Value {
     document["parts"]
@@ -635,12 +644,7 @@ fn the_selftest_passes_through_a_healthy_gateway_and_names_a_stopped_backend() {
             "/selftest",
         ],
     );
-    let healthy = poll_until(WAIT, || {
-        let response = get(port, "/selftest", READ).ok()?;
-        (response.status == 200).then_some(response)
-    })
-    .expect("the self-test passes with the backend up");
-    let document = healthy.json();
+    let document = passing_selftest(port);
     assert_eq!(document["status"], "ok", "{document}");
     let parts = document["parts"].as_array().expect("parts");
     assert!(
@@ -711,12 +715,7 @@ fn the_front_end_routes_tasks_itself_with_no_dispatch_stage_sync_and_async() {
         ],
     );
     // The self-test probes every entry: both pools answer, and there is no dispatch stage.
-    let healthy = poll_until(WAIT, || {
-        let response = get(port, "/selftest", READ).ok()?;
-        (response.status == 200).then_some(response)
-    })
-    .expect("the self-test passes");
-    let document = healthy.json();
+    let document = passing_selftest(port);
     assert_eq!(stage_part(&document, "gateway")["ok"], true, "{document}");
     assert_eq!(stage_part(&document, "slow")["ok"], true, "{document}");
     let parts = document["parts"].as_array().expect("parts");
