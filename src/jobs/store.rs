@@ -9,8 +9,8 @@
 //! disk when `commit` returns, so neither a `kill -9` nor a power cut loses an accepted
 //! job ([`Durability::Process`] trades the power cut for commits fifty times cheaper). It is
 //! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode),
-//! since stored requests can carry `Authorization` and `Cookie` headers; a request is
-//! kept only until its job ends.
+//! since stored requests can carry `Authorization` and `Cookie` headers; a request (and
+//! the client's address) is kept only until its job ends.
 
 use super::webhooks::WebhookRecord;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -633,7 +633,7 @@ impl JobStore for SqliteStore {
             .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
         self.update(
             "UPDATE jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
-                 answer_headers = ?6, answer_body = ?7, head = NULL, body = NULL
+                 answer_headers = ?6, answer_body = ?7, head = NULL, body = NULL, client = NULL
              WHERE number = ?1 AND state IN ('queued', 'running')",
             &[
                 &(number as i64),
@@ -662,7 +662,7 @@ impl JobStore for SqliteStore {
 
     fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
         self.update(
-            "UPDATE jobs SET events = events + 1, state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL
+            "UPDATE jobs SET events = events + 1, state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL, client = NULL
              WHERE number = ?1 AND state IN ('queued', 'running')",
             &[&(number as i64), &now_ms],
         )
@@ -726,7 +726,7 @@ impl JobStore for SqliteStore {
         )?;
         let expired = self.db.execute(
             "UPDATE jobs SET state = 'expired', updated_ms = ?2, idempotency_key = NULL,
-                 fingerprint = NULL, head = NULL, body = NULL, answer_headers = NULL,
+                 fingerprint = NULL, head = NULL, body = NULL, client = NULL, answer_headers = NULL,
                  answer_body = NULL, error = NULL, progress = NULL, progress_message = NULL
              WHERE state IN ('succeeded', 'failed', 'cancelled') AND updated_ms < ?1",
             params![before_ms, now_ms],
@@ -901,16 +901,18 @@ mod tests {
             .expect("finish")
             .is_none());
         assert_eq!(store.answer(job.number).expect("answer"), Some(answer(200)));
-        // The request, with its credentials, is gone once the job has ended.
-        let head: Option<Vec<u8>> = store
+        // The request, with its credentials and the client's address, is gone once the
+        // job has ended.
+        let (head, client): (Option<Vec<u8>>, Option<String>) = store
             .db
             .query_row(
-                "SELECT head FROM jobs WHERE number = ?1",
+                "SELECT head, client FROM jobs WHERE number = ?1",
                 [job.number as i64],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .expect("a row");
         assert_eq!(head, None);
+        assert_eq!(client, None);
     }
 
     #[test]
