@@ -851,6 +851,28 @@ fn topology_args(path: &str, stage: Option<&str>, extra: &[&str]) -> Vec<String>
     list
 }
 
+/// The `fast` and `slow` stages of the topology file at `path` (a proxy and a gateway
+/// worker each, to `fast` and `slow`), with daemon names starting with `name`.
+fn fast_and_slow_stages(name: &str, path: &str, fast: &Backend, slow: &Backend) -> Vec<Daemon> {
+    let mut daemons = Vec::new();
+    for (stage, backend) in [("fast", fast), ("slow", slow)] {
+        let url = backend.url();
+        let proxy = topology_args(path, Some(stage), &[]);
+        let worker = topology_args(path, Some(stage), &["--gateway", &url]);
+        daemons.push(Daemon::start(
+            &format!("{name}-proxy-{stage}"),
+            PROXYD,
+            &proxy,
+        ));
+        daemons.push(Daemon::start(
+            &format!("{name}-worker-{stage}"),
+            WORKERD,
+            &worker,
+        ));
+    }
+    daemons
+}
+
 /// [`tasks_topology`] without its `dispatch` stage: the front end applies the table.
 fn front_routed_topology(ports: &[u16; 9], table: &str) -> String {
     tasks_topology(ports, table)
@@ -912,24 +934,11 @@ fn a_topology_task_table_routes_by_name_and_path_prefix_and_refuses_unknown_stag
     std::fs::write(&file, tasks_topology(&ports, table)).expect("write");
     let path = file.display().to_string();
     let with = |stage: Option<&str>, extra: &[&str]| topology_args(&path, stage, extra);
-    let fast_url = fast.url();
-    let slow_url = slow.url();
+    let _stages = fast_and_slow_stages("tasks", &path, &fast, &slow);
     let _daemons = [
         Daemon::start("proxy-dispatch", PROXYD, &with(Some("dispatch"), &[])),
-        Daemon::start("proxy-fast", PROXYD, &with(Some("fast"), &[])),
-        Daemon::start("proxy-slow", PROXYD, &with(Some("slow"), &[])),
         Daemon::start("httpd-tasks", HTTPD, &with(None, &[])),
         Daemon::start("worker-dispatch", WORKERD, &with(Some("dispatch"), &[])),
-        Daemon::start(
-            "worker-fast",
-            WORKERD,
-            &with(Some("fast"), &["--gateway", &fast_url]),
-        ),
-        Daemon::start(
-            "worker-slow",
-            WORKERD,
-            &with(Some("slow"), &["--gateway", &slow_url]),
-        ),
     ];
     let port = ports[0];
     // Every stage answers the self-test once all daemons are up.
@@ -961,23 +970,8 @@ fn a_topology_without_a_tasks_stage_has_its_front_end_route_by_task() {
     std::fs::write(&file, text).expect("write");
     let path = file.display().to_string();
     let with = |stage: Option<&str>, extra: &[&str]| topology_args(&path, stage, extra);
-    let fast_url = fast.url();
-    let slow_url = slow.url();
-    let _daemons = [
-        Daemon::start("proxy-fast", PROXYD, &with(Some("fast"), &[])),
-        Daemon::start("proxy-slow", PROXYD, &with(Some("slow"), &[])),
-        Daemon::start("httpd-front-tasks", HTTPD, &with(None, &[])),
-        Daemon::start(
-            "worker-fast",
-            WORKERD,
-            &with(Some("fast"), &["--gateway", &fast_url]),
-        ),
-        Daemon::start(
-            "worker-slow",
-            WORKERD,
-            &with(Some("slow"), &["--gateway", &slow_url]),
-        ),
-    ];
+    let _stages = fast_and_slow_stages("front-tasks", &path, &fast, &slow);
+    let _httpd = Daemon::start("httpd-front-tasks", HTTPD, &with(None, &[]));
     let port = ports[0];
     let document = poll_until(START_TIMEOUT, || {
         let response = get(port, "/status?selftest=1", READ).ok()?;
