@@ -80,10 +80,10 @@ pub fn read_census_id(frame: &[u8]) -> Option<(u64, u64)> {
 /// How long a pool waits for its proxy's census answer before it answers without it.
 const PROXY_ANSWER_BOUND: Duration = Duration::from_secs(5);
 
-/// The (nonce, request id) of an encoded envelope, without decoding the rest; `None` if
-/// the frame is not one.
+/// The (nonce, request id) of an encoded envelope or of a lead frame that starts with
+/// one (see [`crate::envelope::lead_frame`]); `None` if the frame is neither.
 pub fn held_by(envelope: &[u8]) -> Option<(u64, u64)> {
-    let envelope = Envelope::decode(envelope).ok()?;
+    let (envelope, _) = Envelope::decode_lead(envelope).ok()?;
     Some((envelope.nonce, envelope.request_id))
 }
 
@@ -496,8 +496,8 @@ mod tests {
 
     #[test]
     fn other_loopback_messages_are_not_census_messages() {
-        let envelope = Envelope::new(1, 2, 3, crate::envelope::Protocol::Raw).encode();
-        let frames = [zmq::Message::from(&envelope[..]), zmq::Message::from("R")];
+        let envelope = Envelope::new(1, 2, 3, crate::envelope::Protocol::Raw);
+        let frames = crate::loopback::response_frames(&envelope.encode(), "yes".into());
         assert_eq!(decode(&frames), None);
         let bad = [zmq::Message::from(TAG), zmq::Message::from(COUNTED)];
         assert_eq!(decode(&bad), Some(Err(())));

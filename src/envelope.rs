@@ -1,10 +1,19 @@
-//! The envelope: the first frame of every pipeline message, and the interrupt frame.
+//! The envelope: the routing facts at the start of every pipeline message, and the
+//! interrupt frame.
 //!
 //! Both have an explicit, versioned little-endian layout, so daemons built at different
 //! times or on different machines agree, and both decoders refuse a frame of the wrong
 //! size or version instead of trusting it.
 //!
-//! Envelope layout (version 2, [`ENVELOPE_LEN`] bytes):
+//! The envelope does not travel as a frame of its own: it opens a message's *lead
+//! frame*, the first frame after any routing ids, and the message's first part follows
+//! it in the same frame (a job's first frame, a loopback answer's tag). Every frame costs
+//! libzmq an allocation, a pipe write and a pipe read per socket it crosses, so sharing
+//! one saves a frame per hop. [`lead_frame`] builds a lead frame,
+//! [`Envelope::decode_lead`] reads one, and [`lead_envelope`] finds the envelope's bytes
+//! in one without decoding them (the proxy's test of whether a message is a job).
+//!
+//! Envelope layout (version 3, [`ENVELOPE_LEN`] bytes):
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -22,8 +31,9 @@
 //! | 46 | 2 | the client's port (0: unknown) |
 //! | 48 | 16 | the client's address (IPv4 in the first 4 bytes, the rest 0) |
 //!
-//! Version 1 (44 bytes) had no client address. A daemon of one version refuses the
-//! envelopes of the other, so all daemons of a deployment must be upgraded together.
+//! Version 1 (44 bytes) had no client address; version 2 had this layout but travelled
+//! as a frame of its own. A daemon of one version refuses the envelopes of the others,
+//! so all daemons of a deployment must be upgraded together.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -32,7 +42,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The encoding version this build writes and accepts.
-pub const ENVELOPE_VERSION: u8 = 2;
+pub const ENVELOPE_VERSION: u8 = 3;
 /// The size of an encoded envelope.
 pub const ENVELOPE_LEN: usize = 64;
 /// The encoding version of the interrupt frame (unchanged since version 1 of both).
@@ -267,7 +277,38 @@ impl Envelope {
         out
     }
 
-    /// Decodes a frame written by [`encode`](Self::encode), refusing anything else.
+    /// Decodes the envelope at the start of a lead frame (see [`lead_frame`]) and
+    /// returns it with the bytes that follow it in the frame: a job's first frame, or a
+    /// loopback answer's tag.
+    ///
+    /// ```
+    /// use prime_server::envelope::{lead_frame, Envelope, Protocol};
+    /// let envelope = Envelope::new(7, 3, 42, Protocol::Raw);
+    /// let frame = lead_frame(&envelope.encode(), b"17");
+    /// assert_eq!(Envelope::decode_lead(&frame), Ok((envelope, &b"17"[..])));
+    /// assert!(Envelope::decode_lead(&frame[..10]).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the frame is shorter than an envelope, or the envelope's
+    /// version, protocol or address family is unknown.
+    pub fn decode_lead(frame: &[u8]) -> Result<(Envelope, &[u8]), DecodeError> {
+        let Some(envelope) = frame.get(..ENVELOPE_LEN) else {
+            return Err(DecodeError::WrongSize {
+                expected: ENVELOPE_LEN,
+                got: frame.len(),
+            });
+        };
+        Ok((Envelope::decode(envelope)?, &frame[ENVELOPE_LEN..]))
+    }
+
+    /// Decodes exactly one encoded envelope, as written by [`encode`](Self::encode),
+    /// refusing anything else (a lead frame is read with
+    /// [`decode_lead`](Self::decode_lead)).
+    ///
+    /// # Errors
+    /// [`DecodeError`] when `frame` is not [`ENVELOPE_LEN`] bytes, or its version,
+    /// protocol or address family is unknown.
     pub fn decode(frame: &[u8]) -> Result<Envelope, DecodeError> {
         check_frame(frame, ENVELOPE_LEN, ENVELOPE_VERSION)?;
         let flags = frame[3];
@@ -293,6 +334,29 @@ impl Envelope {
             client: client_at(frame)?,
         })
     }
+}
+
+/// A lead frame: the encoded `envelope` followed by `rest` (a job's first frame, a
+/// loopback answer's tag), in one allocation.
+///
+/// ```
+/// use prime_server::envelope::{lead_frame, Envelope, Protocol, ENVELOPE_LEN};
+/// let frame = lead_frame(&Envelope::new(1, 2, 3, Protocol::Raw).encode(), b"R");
+/// assert_eq!(frame.len(), ENVELOPE_LEN + 1);
+/// ```
+pub fn lead_frame(envelope: &[u8; ENVELOPE_LEN], rest: &[u8]) -> zmq::Message {
+    let mut frame = zmq::Message::with_size(ENVELOPE_LEN + rest.len());
+    frame[..ENVELOPE_LEN].copy_from_slice(envelope);
+    frame[ENVELOPE_LEN..].copy_from_slice(rest);
+    frame
+}
+
+/// The envelope's bytes at the start of `frame`, when it is a lead frame of this
+/// version: long enough and with the right version byte. Nothing else is checked, so
+/// this is cheap enough to tell a job from a control message by its first frame.
+pub fn lead_envelope(frame: &[u8]) -> Option<&[u8; ENVELOPE_LEN]> {
+    let envelope: &[u8; ENVELOPE_LEN] = frame.get(..ENVELOPE_LEN)?.try_into().ok()?;
+    (envelope[0] == ENVELOPE_VERSION).then_some(envelope)
 }
 
 /// Why the front end tells workers to drop work.
@@ -481,7 +545,7 @@ mod tests {
     #[test]
     fn the_layout_is_little_endian_and_fixed() {
         let bytes = sample().encode();
-        assert_eq!(&bytes[..4], &[2, 1, 1, 3]);
+        assert_eq!(&bytes[..4], &[3, 1, 1, 3]);
         assert_eq!(&bytes[44..52], &[4, 0, 0xa3, 0xb7, 192, 0, 2, 43]);
         assert_eq!(&bytes[12..20], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(&bytes[20..28], &[99, 0, 0, 0, 0, 0, 0, 0]);
@@ -505,11 +569,14 @@ mod tests {
         ));
         assert!(Envelope::decode(&[]).is_err());
         let mut future = bytes;
-        future[0] = 3;
+        future[0] = 4;
         assert_eq!(
             Envelope::decode(&future),
-            Err(DecodeError::UnknownVersion(3))
+            Err(DecodeError::UnknownVersion(4))
         );
+        let mut old = bytes;
+        old[0] = 2;
+        assert_eq!(Envelope::decode(&old), Err(DecodeError::UnknownVersion(2)));
         let mut family = sample().encode();
         family[44] = 5;
         assert_eq!(
@@ -519,6 +586,34 @@ mod tests {
         let mut odd = sample().encode();
         odd[1] = 9;
         assert_eq!(Envelope::decode(&odd), Err(DecodeError::UnknownProtocol(9)));
+    }
+
+    #[test]
+    fn lead_frames_carry_the_envelope_and_the_first_part() {
+        let envelope = sample();
+        let frame = lead_frame(&envelope.encode(), b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            Envelope::decode_lead(&frame),
+            Ok((envelope, &b"GET / HTTP/1.1\r\n\r\n"[..]))
+        );
+        assert_eq!(lead_envelope(&frame), Some(&envelope.encode()));
+        let bare = lead_frame(&envelope.encode(), b"");
+        assert_eq!(Envelope::decode_lead(&bare), Ok((envelope, &b""[..])));
+        assert_eq!(
+            Envelope::decode_lead(&frame[..ENVELOPE_LEN - 1]),
+            Err(DecodeError::WrongSize {
+                expected: ENVELOPE_LEN,
+                got: ENVELOPE_LEN - 1
+            })
+        );
+        assert_eq!(lead_envelope(&frame[..ENVELOPE_LEN - 1]), None);
+        let mut other = frame.to_vec();
+        other[0] = 2;
+        assert_eq!(lead_envelope(&other), None);
+        assert_eq!(
+            Envelope::decode_lead(&other),
+            Err(DecodeError::UnknownVersion(2))
+        );
     }
 
     #[test]

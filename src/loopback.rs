@@ -1,41 +1,45 @@
 //! What travels on the loopback, from any stage back to the front end: a finished
 //! response in the client's protocol, or a typed failure the front end renders itself.
 //!
-//! Frames: `[envelope, b"R", response bytes]` or `[envelope, b"F", failure]`, where a
-//! failure is its status (u16 LE), its kind (one byte) and a UTF-8 detail. The proxy and
-//! the worker loop only ever produce failures, so neither formats HTTP or netstrings.
+//! Every message opens with a lead frame (see [`crate::envelope`]): the request's
+//! envelope followed by a one-byte tag saying what the message is. Below, `envelope‖R`
+//! is that lead frame.
 //!
-//! A third kind, `[envelope, b"L", request head, request body]`, says a stage wants the
+//! `[envelope‖R, response bytes]` or `[envelope‖F, failure]`, where a failure is its
+//! status (u16 LE), its kind (one byte) and a UTF-8 detail. The proxy and the worker
+//! loop only ever produce failures, so neither formats HTTP or netstrings.
+//!
+//! A third kind, `[envelope‖L, request head, request body]`, says a stage wants the
 //! request answered later: the front end stores it as an asynchronous job and answers
 //! the client `202 Accepted` (see `jobs`).
 //!
-//! A streamed answer is several messages for one request: `[envelope, b"S", head]`, any
-//! number of `[envelope, b"P", piece]`, then `[envelope, b"E", last bytes]` (or
-//! `[envelope, b"X", ""]` when the stage gave up mid-stream: the front end closes the
+//! A streamed answer is several messages for one request: `[envelope‖S, head]`, any
+//! number of `[envelope‖P, piece]`, then `[envelope‖E, last bytes]` (or
+//! `[envelope‖X, ""]` when the stage gave up mid-stream: the front end closes the
 //! connection after what it has written, so the client sees the answer cut short).
 //! Every part is already in the client's protocol (chunked for HTTP/1.1), and the front
 //! end keeps the answers of later pipelined requests waiting until the end.
 //!
-//! `[envelope, b"G", progress]` reports a job's progress: a fraction (f32 LE) and a
-//! UTF-8 message. The front end hands it to the job store; it does not end the request.
+//! `[envelope‖G, progress]` reports a job's progress: a fraction (f32 LE) and a UTF-8
+//! message. The front end hands it to the job store; it does not end the request.
 //!
-//! `[envelope, b"T", report]` is one worker's answer to a self-test probe: a
+//! `[envelope‖T, report]` is one worker's answer to a self-test probe: a
 //! [`StageReport`] in JSON (see [`crate::selftest`]). A probe may get several, one per
 //! stage it reaches.
 
-use crate::envelope::{DecodeError, Envelope};
+use crate::envelope::{lead_frame, DecodeError, Envelope, ENVELOPE_LEN};
 use crate::selftest::StageReport;
 use std::fmt;
 
-const TAG_RESPONSE: &[u8] = b"R";
-const TAG_FAILURE: &[u8] = b"F";
-const TAG_LATER: &[u8] = b"L";
-const TAG_STREAM_START: &[u8] = b"S";
-const TAG_STREAM_PIECE: &[u8] = b"P";
-const TAG_STREAM_END: &[u8] = b"E";
-const TAG_STREAM_ABORT: &[u8] = b"X";
-const TAG_PROGRESS: &[u8] = b"G";
-const TAG_SELFTEST: &[u8] = b"T";
+const TAG_RESPONSE: u8 = b'R';
+const TAG_FAILURE: u8 = b'F';
+const TAG_LATER: u8 = b'L';
+const TAG_STREAM_START: u8 = b'S';
+const TAG_STREAM_PIECE: u8 = b'P';
+const TAG_STREAM_END: u8 = b'E';
+const TAG_STREAM_ABORT: u8 = b'X';
+const TAG_PROGRESS: u8 = b'G';
+const TAG_SELFTEST: u8 = b'T';
 
 /// What went wrong with a request inside the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,9 +199,9 @@ pub enum Answer {
 /// Why a loopback message could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AnswerError {
-    /// Not three frames (four for [`Answer::Later`]).
+    /// Not two frames (three for [`Answer::Later`]).
     FrameCount(usize),
-    /// The envelope frame is bad.
+    /// The envelope in the lead frame is bad.
     Envelope(DecodeError),
     /// The tag or failure frame is malformed.
     Malformed,
@@ -209,7 +213,7 @@ impl fmt::Display for AnswerError {
             AnswerError::FrameCount(n) => {
                 write!(
                     f,
-                    "loopback message of {n} frames, not 3 (or 4 to answer later)"
+                    "loopback message of {n} frames, not 2 (or 3 to answer later)"
                 )
             }
             AnswerError::Envelope(e) => write!(f, "loopback envelope: {e}"),
@@ -220,20 +224,29 @@ impl fmt::Display for AnswerError {
 
 impl std::error::Error for AnswerError {}
 
+/// The lead frame of a loopback message: the envelope, then the tag.
+fn tagged(envelope: &[u8; ENVELOPE_LEN], tag: u8) -> zmq::Message {
+    lead_frame(envelope, &[tag])
+}
+
 /// The frames of a response answer; `envelope` is the encoded envelope of the request.
-pub fn response_frames(envelope: &[u8], response: zmq::Message) -> [zmq::Message; 3] {
-    [envelope.into(), TAG_RESPONSE.into(), response]
+pub fn response_frames(envelope: &[u8; ENVELOPE_LEN], response: zmq::Message) -> [zmq::Message; 2] {
+    [tagged(envelope, TAG_RESPONSE), response]
 }
 
 /// The frames of a failure answer; `envelope` is the encoded envelope of the request.
-pub fn failure_frames(envelope: &[u8], failure: &Failure) -> [zmq::Message; 3] {
-    [envelope.into(), TAG_FAILURE.into(), failure.encode().into()]
+pub fn failure_frames(envelope: &[u8; ENVELOPE_LEN], failure: &Failure) -> [zmq::Message; 2] {
+    [tagged(envelope, TAG_FAILURE), failure.encode().into()]
 }
 
 /// The frames that ask the front end to answer later: the request's head and body go
 /// back to it, to be stored as an asynchronous job.
-pub fn later_frames(envelope: &[u8], head: zmq::Message, body: zmq::Message) -> [zmq::Message; 4] {
-    [envelope.into(), TAG_LATER.into(), head, body]
+pub fn later_frames(
+    envelope: &[u8; ENVELOPE_LEN],
+    head: zmq::Message,
+    body: zmq::Message,
+) -> [zmq::Message; 3] {
+    [tagged(envelope, TAG_LATER), head, body]
 }
 
 /// What kind of streamed part a message is.
@@ -250,18 +263,26 @@ pub enum StreamPart {
 }
 
 /// The frames of one part of a streamed answer.
-pub fn stream_frames(envelope: &[u8], part: StreamPart, bytes: zmq::Message) -> [zmq::Message; 3] {
+pub fn stream_frames(
+    envelope: &[u8; ENVELOPE_LEN],
+    part: StreamPart,
+    bytes: zmq::Message,
+) -> [zmq::Message; 2] {
     let tag = match part {
         StreamPart::Start => TAG_STREAM_START,
         StreamPart::Piece => TAG_STREAM_PIECE,
         StreamPart::End => TAG_STREAM_END,
         StreamPart::Abort => TAG_STREAM_ABORT,
     };
-    [envelope.into(), tag.into(), bytes]
+    [tagged(envelope, tag), bytes]
 }
 
 /// The frames of a progress report: `fraction` is clamped to 0..=1.
-pub fn progress_frames(envelope: &[u8], fraction: f32, message: &str) -> [zmq::Message; 3] {
+pub fn progress_frames(
+    envelope: &[u8; ENVELOPE_LEN],
+    fraction: f32,
+    message: &str,
+) -> [zmq::Message; 2] {
     let fraction = if fraction.is_nan() {
         0.0
     } else {
@@ -270,12 +291,12 @@ pub fn progress_frames(envelope: &[u8], fraction: f32, message: &str) -> [zmq::M
     let mut payload = Vec::with_capacity(4 + message.len());
     payload.extend_from_slice(&fraction.to_le_bytes());
     payload.extend_from_slice(message.as_bytes());
-    [envelope.into(), TAG_PROGRESS.into(), payload.into()]
+    [tagged(envelope, TAG_PROGRESS), payload.into()]
 }
 
 /// The frames of a worker's report on a self-test probe.
-pub fn selftest_frames(envelope: &[u8], report: &StageReport) -> [zmq::Message; 3] {
-    [envelope.into(), TAG_SELFTEST.into(), report.encode().into()]
+pub fn selftest_frames(envelope: &[u8; ENVELOPE_LEN], report: &StageReport) -> [zmq::Message; 2] {
+    [tagged(envelope, TAG_SELFTEST), report.encode().into()]
 }
 
 /// Reads one loopback message.
@@ -291,21 +312,31 @@ pub fn selftest_frames(envelope: &[u8], report: &StageReport) -> [zmq::Message; 
 /// ```
 pub fn decode(frames: Vec<zmq::Message>) -> Result<(Envelope, Answer), AnswerError> {
     let count = frames.len();
-    if count == 4 {
-        let [envelope, tag, head, body]: [zmq::Message; 4] = frames
-            .try_into()
-            .map_err(|_| AnswerError::FrameCount(count))?;
-        if &tag[..] != TAG_LATER {
+    let mut frames = frames.into_iter();
+    let (Some(lead), Some(payload)) = (frames.next(), frames.next()) else {
+        return Err(AnswerError::FrameCount(count));
+    };
+    let (envelope, tag) = Envelope::decode_lead(&lead).map_err(AnswerError::Envelope)?;
+    let &[tag] = tag else {
+        return Err(AnswerError::Malformed);
+    };
+    if count == 3 {
+        let body = frames.next().ok_or(AnswerError::FrameCount(count))?;
+        if tag != TAG_LATER {
             return Err(AnswerError::Malformed);
         }
-        let envelope = Envelope::decode(&envelope).map_err(AnswerError::Envelope)?;
-        return Ok((envelope, Answer::Later { head, body }));
+        return Ok((
+            envelope,
+            Answer::Later {
+                head: payload,
+                body,
+            },
+        ));
     }
-    let [envelope, tag, payload]: [zmq::Message; 3] = frames
-        .try_into()
-        .map_err(|_| AnswerError::FrameCount(count))?;
-    let envelope = Envelope::decode(&envelope).map_err(AnswerError::Envelope)?;
-    let answer = match &tag[..] {
+    if count != 2 {
+        return Err(AnswerError::FrameCount(count));
+    }
+    let answer = match tag {
         TAG_RESPONSE => Answer::Response(payload),
         TAG_FAILURE => Answer::Failure(Failure::decode(&payload).ok_or(AnswerError::Malformed)?),
         TAG_STREAM_START => Answer::StreamStart(payload),
@@ -400,8 +431,7 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let garbage = vec![
-            zmq::Message::from(&envelope.encode()[..]),
-            zmq::Message::from(TAG_SELFTEST),
+            tagged(&envelope.encode(), TAG_SELFTEST),
             zmq::Message::from(&b"not json"[..]),
         ];
         assert_eq!(decode(garbage).unwrap_err(), AnswerError::Malformed);
@@ -410,25 +440,32 @@ mod tests {
     #[test]
     fn malformed_answers_are_refused() {
         let envelope = Envelope::new(1, 1, 1, Protocol::Raw).encode();
-        let frames = vec![zmq::Message::from(&envelope[..])];
+        let frames = vec![tagged(&envelope, TAG_RESPONSE)];
         assert_eq!(decode(frames).unwrap_err(), AnswerError::FrameCount(1));
-        let frames = vec![
-            zmq::Message::from(&envelope[..]),
-            zmq::Message::from(&b"Z"[..]),
-            zmq::Message::new(),
-        ];
+        let frames = vec![tagged(&envelope, b'Z'), zmq::Message::new()];
         assert_eq!(decode(frames).unwrap_err(), AnswerError::Malformed);
-        let short_progress = vec![
+        let untagged = vec![zmq::Message::from(&envelope[..]), zmq::Message::new()];
+        assert_eq!(decode(untagged).unwrap_err(), AnswerError::Malformed);
+        let old = vec![
             zmq::Message::from(&envelope[..]),
-            zmq::Message::from(TAG_PROGRESS),
+            zmq::Message::from(&b"R"[..]),
+            zmq::Message::from(&b"bytes"[..]),
+        ];
+        assert_eq!(decode(old).unwrap_err(), AnswerError::Malformed);
+        let short_progress = vec![
+            tagged(&envelope, TAG_PROGRESS),
             zmq::Message::from(&[0u8, 0][..]),
         ];
         assert_eq!(decode(short_progress).unwrap_err(), AnswerError::Malformed);
         let frames = vec![
-            zmq::Message::from(&envelope[..]),
-            zmq::Message::from(TAG_FAILURE),
+            tagged(&envelope, TAG_FAILURE),
             zmq::Message::from(&[1u8][..]),
         ];
         assert_eq!(decode(frames).unwrap_err(), AnswerError::Malformed);
+        let frames = vec![zmq::Message::from(&envelope[..8]), zmq::Message::new()];
+        assert!(matches!(
+            decode(frames).unwrap_err(),
+            AnswerError::Envelope(DecodeError::WrongSize { .. })
+        ));
     }
 }

@@ -507,10 +507,7 @@ impl FrontSockets {
         static REQUESTS: AtomicU64 = AtomicU64::new(1);
         let id = REQUESTS.fetch_add(1, Ordering::Relaxed);
         let envelope = Envelope::new(id, 0, 0, Protocol::Raw).encode();
-        let frames = [
-            zmq::Message::from(&envelope[..]),
-            zmq::Message::from(request),
-        ];
+        let frames = [crate::envelope::lead_frame(&envelope, request)];
         sockets::send_frames(&self.entry, frames, 0).map_err(AskError::Zmq)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut streamed = Vec::new();

@@ -4,8 +4,9 @@
 //! end or the previous stage's workers send jobs (DEALER), and `downstream`, where this
 //! stage's workers connect (DEALER). One socket means one blocking receive per message
 //! and no `zmq_poll`, whose per-socket event checks cost several system calls each time.
-//! A job is told from a worker's message by its first frame: an envelope is
-//! [`ENVELOPE_LEN`] bytes, a worker's tag is one.
+//! A job is told from a worker's message by its first frame: a job's is a lead frame
+//! (the envelope's [`ENVELOPE_LEN`] bytes, then the job's first frame; see
+//! [`crate::envelope`]), a worker's tag is one byte.
 //!
 //! Jobs go to idle workers, least recently used first ([`Dispatch::Spread`]), which
 //! spreads a burst over the pool. For batch work, [`Dispatch::FillCredit`] gives a job
@@ -28,7 +29,7 @@
 //!
 //! - `[GOODBYE]` from a worker that is shutting down: it gets no more jobs, and finishes
 //!   (and answers) the ones it holds.
-//! - `[RETURN, worker id, envelope, frames...]` from the pool's heartbeat socket: a job
+//! - `[RETURN, worker id, lead frame, frames...]` from the pool's heartbeat socket: a job
 //!   that waited in that worker's queue behind a long job, handed back unstarted. It goes
 //!   to the head of the waiting queue (it was admitted already, so the bound does not
 //!   apply), and the worker gets no second job until its next `READY`. This is what
@@ -45,7 +46,7 @@
 //! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
 //! if any, is answered 503 through the loopback at once.
 
-use crate::envelope::{Envelope, ENVELOPE_LEN};
+use crate::envelope::{lead_envelope, Envelope, ENVELOPE_LEN};
 use crate::error::Result;
 use crate::fast_hash::FastMap;
 use crate::loopback::{failure_frames, Failure, FailureKind};
@@ -73,11 +74,21 @@ pub(crate) const RETURN: &[u8] = b"\x06";
 /// Tag of a census call (see [`crate::census`]), from the front end or a worker pool.
 pub(crate) const CENSUS: &[u8] = b"\x07";
 
-/// Picks a worker for a job: given the job's frames (envelope first) and the heartbeat
-/// payloads of the idle workers in the order the proxy would use them (see [`Dispatch`]),
-/// it returns the index of the worker to use, or `None` for the first one. Used for
-/// cache affinity.
-pub type Chooser = Arc<dyn Fn(&[zmq::Message], &[&[u8]]) -> Option<usize> + Send + Sync>;
+/// Picks a worker for a job: given the job's frames (after the envelope, as
+/// [`crate::Job::frame`] numbers them) and the heartbeat payloads of the idle workers in
+/// the order the proxy would use them (see [`Dispatch`]), it returns the index of the
+/// worker to use, or `None` for the first one. Used for cache affinity.
+///
+/// ```
+/// use prime_server::proxy::Chooser;
+/// use std::sync::Arc;
+/// // The worker whose heartbeat names the job's first frame, if one does.
+/// let by_name: Chooser = Arc::new(|frames: &[&[u8]], heartbeats: &[&[u8]]| {
+///     heartbeats.iter().position(|payload| Some(payload) == frames.first())
+/// });
+/// assert_eq!(by_name(&[b"b"], &[b"a", b"b"]), Some(1));
+/// ```
+pub type Chooser = Arc<dyn Fn(&[&[u8]], &[&[u8]]) -> Option<usize> + Send + Sync>;
 
 /// Which idle worker a proxy hands a job to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -336,7 +347,7 @@ impl Proxy {
         }
         for frames in std::mem::take(&mut self.waiting) {
             let detail = "the proxy is shutting down";
-            self.answer(&frames[0], Failure::new(FailureKind::ShuttingDown, detail));
+            self.answer_job(&frames, Failure::new(FailureKind::ShuttingDown, detail));
         }
         log::debug!("proxy {} stopping: {}", self.config.upstream, self.stats);
         Ok(self.stats)
@@ -367,12 +378,15 @@ impl Proxy {
     }
 
     fn on_message(&mut self, mut frames: Vec<zmq::Message>) {
-        if frames.get(1).map(|f| f.len()) == Some(ENVELOPE_LEN) {
+        if frames
+            .get(1)
+            .is_some_and(|lead| lead_envelope(lead).is_some())
+        {
             frames.remove(0);
             self.on_job(frames);
         } else {
-            if frames.len() > 3 && &frames[1][..] == RETURN && frames[3].len() == ENVELOPE_LEN {
-                // [peer, RETURN, worker id, envelope, frames...]
+            if frames.len() > 3 && &frames[1][..] == RETURN && lead_envelope(&frames[3]).is_some() {
+                // [peer, RETURN, worker id, lead frame, frames...]
                 let job = frames.split_off(3);
                 self.on_returned(&frames[2], job);
             } else {
@@ -512,7 +526,8 @@ impl Proxy {
     fn on_returned(&mut self, worker: &[u8], job: Vec<zmq::Message>) {
         self.stats.returned += 1;
         if let Some(record) = self.workers.get_mut(worker) {
-            if let Some(held) = record.in_flight.iter().position(|e| e[..] == job[0][..]) {
+            let envelope = lead_envelope(&job[0]);
+            if let Some(held) = record.in_flight.iter().position(|e| Some(e) == envelope) {
                 record.in_flight.remove(held);
             }
             record.credit = 1;
@@ -534,7 +549,7 @@ impl Proxy {
         } else {
             self.stats.rejected_full += 1;
             let detail = format!("all workers busy and {} jobs waiting", self.waiting.len());
-            self.answer(&frames[0], Failure::new(FailureKind::QueueFull, detail));
+            self.answer_job(&frames, Failure::new(FailureKind::QueueFull, detail));
         }
     }
 
@@ -545,7 +560,7 @@ impl Proxy {
                 return;
             };
             // The front end has already answered 504 for an expired job.
-            if Envelope::decode(&frames[0]).is_ok_and(|e| e.is_expired(now_us)) {
+            if is_expired(&frames, now_us) {
                 continue;
             }
             if let Err(frames) = self.dispatch(frames) {
@@ -563,7 +578,9 @@ impl Proxy {
         while let Some(id) = self.take_idle_worker(&frames) {
             match self.router.send(&id[..], zmq::SNDMORE | zmq::DONTWAIT) {
                 Ok(()) => {
-                    let envelope = frames[0][..].try_into().unwrap_or([0; ENVELOPE_LEN]);
+                    let envelope = lead_envelope(&frames[0])
+                        .copied()
+                        .unwrap_or([0; ENVELOPE_LEN]);
                     if let Err(e) = sockets::send_frames(&self.router, frames, zmq::DONTWAIT) {
                         log::error!("proxy {}: job lost mid-send: {e}", self.config.downstream);
                     }
@@ -602,7 +619,12 @@ impl Proxy {
                     .iter()
                     .map(|id| self.workers.get(id).map_or(&[][..], |w| &w.heartbeat[..]))
                     .collect();
-                choose(frames, &heartbeats).filter(|&i| i < self.idle.len())
+                let frames: Vec<&[u8]> = frames
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| if i == 0 { &f[ENVELOPE_LEN..] } else { &f[..] })
+                    .collect();
+                choose(&frames, &heartbeats).filter(|&i| i < self.idle.len())
             }
             _ => None,
         };
@@ -617,8 +639,7 @@ impl Proxy {
     /// so with workers slower than every deadline the queue still empties.
     fn forget_expired_jobs(&mut self) {
         let now_us = crate::envelope::now_us();
-        self.waiting
-            .retain(|frames| !Envelope::decode(&frames[0]).is_ok_and(|e| e.is_expired(now_us)));
+        self.waiting.retain(|frames| !is_expired(frames, now_us));
     }
 
     /// Gives every worker `pause` more time to be heard from.
@@ -668,7 +689,15 @@ impl Proxy {
         }
     }
 
-    fn answer(&self, envelope: &[u8], failure: Failure) {
+    /// Answers a job (its frames, lead frame first) with `failure`.
+    fn answer_job(&self, frames: &[zmq::Message], failure: Failure) {
+        match frames.first().and_then(|lead| lead_envelope(lead)) {
+            Some(envelope) => self.answer(envelope, failure),
+            None => log::warn!("proxy: a job without an envelope was dropped: {failure}"),
+        }
+    }
+
+    fn answer(&self, envelope: &[u8; ENVELOPE_LEN], failure: Failure) {
         let Some(loopback) = &self.loopback else {
             log::warn!("proxy: no loopback to answer with: {failure}");
             return;
@@ -678,6 +707,14 @@ impl Proxy {
             log::warn!("proxy: could not answer through the loopback: {e}");
         }
     }
+}
+
+/// Whether a job's deadline has passed (the front end has answered it 504 then).
+fn is_expired(frames: &[zmq::Message], now_us: u64) -> bool {
+    frames
+        .first()
+        .and_then(|lead| Envelope::decode_lead(lead).ok())
+        .is_some_and(|(envelope, _)| envelope.is_expired(now_us))
 }
 
 fn show(id: &[u8]) -> String {

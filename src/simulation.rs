@@ -103,10 +103,10 @@ pub fn run(
 
 fn send(front: &FrontSockets, n: u64) -> Result<(), SimulationError> {
     let envelope = Envelope::new(n, 0, 0, Protocol::Raw).encode();
-    let frames = [
-        zmq::Message::from(&envelope[..]),
-        zmq::Message::from(n.to_string().into_bytes()),
-    ];
+    let frames = [crate::envelope::lead_frame(
+        &envelope,
+        n.to_string().as_bytes(),
+    )];
     sockets::send_frames(&front.entry, frames, 0).map_err(SimulationError::Zmq)
 }
 

@@ -372,8 +372,7 @@ impl<W: HttpWork> Work for HttpStage<W> {
             Ok(Next::Respond(response)) => job.reply(&response),
             Ok(Next::Forward { stage, payload }) => {
                 let keep = request_frames(job.envelope());
-                let mut frames = job.take_frames();
-                frames.truncate(keep);
+                let mut frames = job.forward_frames(keep);
                 frames.push(payload.into());
                 match stage {
                     Some(stage) => Outcome::ForwardTo(stage, frames),

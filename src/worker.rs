@@ -22,7 +22,7 @@
 //! running are not.
 
 use crate::census::{Holdings, ProxyWatch};
-use crate::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
+use crate::envelope::{lead_frame, Envelope, Interrupt, InterruptReason, Protocol, ENVELOPE_LEN};
 use crate::error::{Error, Result};
 use crate::fast_hash::FastSet;
 use crate::http::Response;
@@ -55,9 +55,18 @@ const LEAVE_QUIET: Duration = Duration::from_millis(100);
 const REMEMBERED_INTERRUPTS: usize = 65_536;
 
 /// One request as a stage sees it.
+///
+/// On the wire a job's first frame shares its ZeroMQ frame with the envelope (the lead
+/// frame, see [`crate::envelope`]); [`Job::frame`] hides that, so frame 0 is the
+/// request's first frame as the previous stage or the front end sent it.
 pub struct Job<'a> {
     envelope: Envelope,
+    /// The envelope as it arrived, for the messages this job sends.
+    encoded: [u8; ENVELOPE_LEN],
+    /// The lead frame (envelope, then frame 0), then the other frames; empty once taken.
     frames: Vec<zmq::Message>,
+    /// Whether [`Job::forward_frames`] handed out the lead frame.
+    lead_given: bool,
     watch: &'a InterruptWatch,
     /// The front end's loopback, for streamed answers and progress reports.
     loopback: &'a zmq::Socket,
@@ -69,19 +78,75 @@ impl Job<'_> {
         &self.envelope
     }
 
-    /// The frames after the envelope: the request itself and whatever earlier stages added.
-    pub fn frames(&self) -> &[zmq::Message] {
-        &self.frames
+    /// How many frames the job has: the request itself and whatever earlier stages added
+    /// (at least 1 until they are taken: a job forwarded with no frames arrives with one
+    /// empty frame).
+    pub fn frame_count(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// The frames after the envelope, in order: the request itself and whatever earlier
+    /// stages added.
+    pub fn frames(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        (0..self.frames.len()).map(|index| self.frame(index).unwrap_or_default())
     }
 
     /// Frame `index` (after the envelope), if there is one.
     pub fn frame(&self, index: usize) -> Option<&[u8]> {
-        self.frames.get(index).map(|f| &f[..])
+        let frame = self.frames.get(index)?;
+        Some(if index == 0 {
+            frame.get(ENVELOPE_LEN..).unwrap_or_default()
+        } else {
+            &frame[..]
+        })
     }
 
-    /// Takes the frames, e.g. to forward some of them unchanged without copying.
+    /// Takes the frames, e.g. to forward some of them, changed or not. Frame 0 is copied
+    /// out of the lead frame it shares with the envelope; the others move without
+    /// copying. To forward frames unchanged without any copy, use
+    /// [`forward_frames`](Self::forward_frames).
     pub fn take_frames(&mut self) -> Vec<zmq::Message> {
-        std::mem::take(&mut self.frames)
+        let mut frames = std::mem::take(&mut self.frames);
+        if let Some(lead) = frames.first_mut() {
+            *lead = zmq::Message::from(lead.get(ENVELOPE_LEN..).unwrap_or_default());
+        }
+        frames
+    }
+
+    /// Takes the first `keep` frames (all of them if there are fewer) to send them on
+    /// unchanged with [`Outcome::Forward`] or [`Outcome::ForwardTo`], followed by any
+    /// frames you push after them. Nothing is copied: the first of them is the lead
+    /// frame, which still holds the envelope before frame 0, and the worker sends it as it
+    /// is. Do not change that frame; read frames with [`frame`](Self::frame) before
+    /// taking them.
+    ///
+    /// With `keep` 0 nothing is taken, and the first frame you forward is copied behind
+    /// the envelope as usual.
+    pub fn forward_frames(&mut self, keep: usize) -> Vec<zmq::Message> {
+        if keep == 0 {
+            return Vec::new();
+        }
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.truncate(keep);
+        self.lead_given = !frames.is_empty();
+        frames
+    }
+
+    /// The frames to send for a forwarded job: the lead frame given out by
+    /// [`forward_frames`](Self::forward_frames) goes as it is; otherwise the envelope is
+    /// put before the first frame (an empty one if there is none).
+    fn lead_frames(&self, mut frames: Vec<zmq::Message>) -> Vec<zmq::Message> {
+        let given = self.lead_given
+            && frames
+                .first()
+                .is_some_and(|lead| lead.get(..ENVELOPE_LEN) == Some(&self.encoded[..]));
+        if !given {
+            match frames.first_mut() {
+                Some(first) => *first = lead_frame(&self.encoded, first),
+                None => frames.push(lead_frame(&self.encoded, b"")),
+            }
+        }
+        frames
     }
 
     /// Answers the client with `response`, written in the protocol the request came in:
@@ -114,7 +179,7 @@ impl Job<'_> {
         if !self.envelope.job {
             return;
         }
-        let frames = progress_frames(&self.envelope.encode(), fraction, message);
+        let frames = progress_frames(&self.encoded, fraction, message);
         if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
             log::debug!(
                 "request {}: progress not sent: {e}",
@@ -720,14 +785,24 @@ impl<W: Work> WorkerLoop<W> {
         }
     }
 
-    fn handle(&mut self, mut frames: Vec<zmq::Message>) {
+    fn handle(&mut self, frames: Vec<zmq::Message>) {
         self.counters.completed.fetch_add(1, Ordering::Relaxed);
-        if frames.is_empty() {
+        let Some(lead) = frames.first() else {
             return;
-        }
-        let envelope_frame = frames.remove(0);
-        let envelope = match Envelope::decode(&envelope_frame) {
-            Ok(envelope) => envelope,
+        };
+        let decoded = Envelope::decode_lead(lead).map(|(envelope, first)| {
+            let mut encoded = [0u8; ENVELOPE_LEN];
+            encoded.copy_from_slice(&lead[..ENVELOPE_LEN]);
+            (envelope, encoded, first)
+        });
+        let (envelope, encoded) = match decoded {
+            Ok((envelope, encoded, first)) if envelope.probe => {
+                if !self.watch.is_interrupted(&envelope) {
+                    self.answer_probe(&encoded, first);
+                }
+                return;
+            }
+            Ok((envelope, encoded, _)) => (envelope, encoded),
             Err(e) => {
                 log::warn!(
                     "worker {}: dropped a job with a bad envelope: {e}",
@@ -743,10 +818,6 @@ impl<W: Work> WorkerLoop<W> {
             );
             return;
         }
-        if envelope.probe {
-            self.answer_probe(&envelope_frame, &frames);
-            return;
-        }
         self.member
             .running_nonce
             .store(envelope.nonce, Ordering::Relaxed);
@@ -755,7 +826,9 @@ impl<W: Work> WorkerLoop<W> {
             .store(envelope.request_id, Ordering::Release);
         let mut job = Job {
             envelope,
+            encoded,
             frames,
+            lead_given: false,
             watch: &self.watch,
             loopback: &self.loopback,
         };
@@ -773,7 +846,13 @@ impl<W: Work> WorkerLoop<W> {
                 "the worker failed on this request",
             ))
         });
-        self.deliver(envelope_frame, &envelope, outcome);
+        let outcome = match outcome {
+            Outcome::Forward(frames) => Outcome::Forward(job.lead_frames(frames)),
+            Outcome::ForwardTo(stage, frames) => Outcome::ForwardTo(stage, job.lead_frames(frames)),
+            other => other,
+        };
+        drop(job);
+        self.deliver(&encoded, &envelope, outcome);
         if catch_unwind(AssertUnwindSafe(|| self.work.cleanup())).is_err() {
             log::error!("worker {}: the cleanup function panicked", self.name());
         }
@@ -781,11 +860,8 @@ impl<W: Work> WorkerLoop<W> {
 
     /// A self-test probe: runs the stage's self-test, sends the probe on to every
     /// stage this worker reaches that nobody has claimed, and reports on the loopback.
-    fn answer_probe(&mut self, envelope_frame: &[u8], frames: &[zmq::Message]) {
-        let path = frames
-            .first()
-            .and_then(|frame| ProbePath::decode(frame))
-            .unwrap_or_default();
+    fn answer_probe(&mut self, encoded: &[u8; ENVELOPE_LEN], path: &[u8]) {
+        let path = ProbePath::decode(path).unwrap_or_default();
         let work = &mut self.work;
         let tested = catch_unwind(AssertUnwindSafe(|| work.selftest())).unwrap_or_else(|panic| {
             Err(format!("the self-test panicked: {}", panic_message(&panic)))
@@ -816,7 +892,7 @@ impl<W: Work> WorkerLoop<W> {
                     via_next,
                     hops: path.hops + 1,
                 };
-                [zmq::Message::from(envelope_frame), path.encode().into()]
+                [lead_frame(encoded, &path.encode())]
             };
             for &i in &targets {
                 let (name, socket) = &self.routes[i];
@@ -832,17 +908,19 @@ impl<W: Work> WorkerLoop<W> {
                 }
             }
         }
-        let frames = selftest_frames(envelope_frame, &report);
+        let frames = selftest_frames(encoded, &report);
         if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
             log::warn!("worker {}: self-test report not sent: {e}", self.name());
         }
     }
 
-    fn deliver(&self, envelope_frame: zmq::Message, envelope: &Envelope, outcome: Outcome) {
+    /// Sends a job's outcome on: a forwarded job's frames already start with their lead
+    /// frame (see [`Job::lead_frames`]).
+    fn deliver(&self, encoded: &[u8; ENVELOPE_LEN], envelope: &Envelope, outcome: Outcome) {
         let request = envelope.request_id;
         let failure = match outcome {
             Outcome::Forward(frames) => match &self.next_stage {
-                Some(next) => match forward(next, envelope_frame, frames) {
+                Some(next) => match forward(next, frames) {
                     Ok(()) => return,
                     Err(failure) => failure,
                 },
@@ -854,7 +932,7 @@ impl<W: Work> WorkerLoop<W> {
             },
             Outcome::ForwardTo(stage, frames) => {
                 match self.routes.iter().find(|(name, _)| *name == stage) {
-                    Some((_, socket)) => match forward(socket, envelope_frame, frames) {
+                    Some((_, socket)) => match forward(socket, frames) {
                         Ok(()) => return,
                         Err(failure) => failure,
                     },
@@ -866,7 +944,7 @@ impl<W: Work> WorkerLoop<W> {
                 }
             }
             Outcome::Respond(bytes) => {
-                let frames = response_frames(&envelope_frame, bytes);
+                let frames = response_frames(encoded, bytes);
                 if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
                     log::warn!("request {request}: answer not sent to the loopback: {e}");
                 }
@@ -875,28 +953,23 @@ impl<W: Work> WorkerLoop<W> {
             Outcome::Fail(failure) => failure,
             Outcome::Abandon => return,
             Outcome::Later(head, body) => {
-                let frames = later_frames(&envelope_frame, head, body);
+                let frames = later_frames(encoded, head, body);
                 if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
                     log::warn!("request {request}: answer-later not sent to the loopback: {e}");
                 }
                 return;
             }
         };
-        let frames = failure_frames(&envelope.encode(), &failure);
+        let frames = failure_frames(encoded, &failure);
         if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
             log::warn!("request {request}: failure not sent to the loopback: {e}");
         }
     }
 }
 
-/// Sends a job on to a stage's proxy without blocking.
-fn forward(
-    socket: &zmq::Socket,
-    envelope_frame: zmq::Message,
-    frames: Vec<zmq::Message>,
-) -> std::result::Result<(), Failure> {
-    let message = std::iter::once(envelope_frame).chain(frames);
-    sockets::send_frames(socket, message, zmq::DONTWAIT).map_err(|e| {
+/// Sends a job (its lead frame first) on to a stage's proxy without blocking.
+fn forward(socket: &zmq::Socket, frames: Vec<zmq::Message>) -> std::result::Result<(), Failure> {
+    sockets::send_frames(socket, frames, zmq::DONTWAIT).map_err(|e| {
         log::warn!("a stage is unavailable: {e}");
         Failure::new(
             FailureKind::NextStageUnavailable,

@@ -332,8 +332,7 @@ impl Server {
             .with_timeout(timeout)
             .with_client(client);
         let frames = [
-            zmq::Message::from(&envelope.encode()[..]),
-            zmq::Message::from(head),
+            crate::envelope::lead_frame(&envelope.encode(), &head),
             zmq::Message::from(body),
         ];
         match sockets::send_frames(self.front.entry_socket(entry), frames, zmq::DONTWAIT) {

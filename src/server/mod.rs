@@ -80,7 +80,7 @@ mod streams;
 pub use config::{ListenProtocol, ServerConfig};
 pub use cors::{AllowedOrigins, CorsConfig};
 
-use crate::envelope::{random_u64, Envelope, Interrupt, InterruptReason, Protocol};
+use crate::envelope::{lead_frame, random_u64, Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
 use crate::fast_hash::{FastMap, FastSet};
 use crate::http::{Event, Method, ParsedRequest, RequestParser, Response, CONTINUE_RESPONSE};
@@ -777,9 +777,9 @@ impl Server {
                 Decoder::Netstring(decoder) => match decoder.next_message() {
                     Ok(None) => return,
                     Ok(Some(payload)) => {
-                        let frames = [zmq::Message::from(payload)];
                         let entry = EntryIndex::Main;
-                        self.forward(id, Protocol::Netstring, frames, entry, false, None);
+                        let request = (&payload[..], []);
+                        self.forward(id, Protocol::Netstring, request, entry, false, None);
                     }
                     Err(e) => {
                         log::info!("connection {id}: rejected a netstring: {e}");
@@ -846,20 +846,18 @@ impl Server {
             }
         };
         let protocol = http_protocol(&request);
-        let frames = [
-            zmq::Message::from(request.head),
-            zmq::Message::from(request.body),
-        ];
+        let frames = (&request.head[..], [zmq::Message::from(request.body)]);
         self.forward(id, protocol, frames, entry, close_after, label);
     }
 
     /// Sends a request into the pipeline through `entry` (the first stage's, or a
-    /// routed stage's) and keeps its place in the answer order.
+    /// routed stage's) and keeps its place in the answer order. The request is its
+    /// first frame, which travels in the lead frame behind the envelope, and the rest.
     fn forward<const N: usize>(
         &mut self,
         id: u64,
         protocol: Protocol,
-        frames: [zmq::Message; N],
+        (first, rest): (&[u8], [zmq::Message; N]),
         entry: EntryIndex,
         close_after: bool,
         label: Option<Box<[u8]>>,
@@ -874,7 +872,7 @@ impl Server {
         let envelope = Envelope::new(request_id, id, self.nonce, protocol)
             .with_timeout(self.config.request_timeout)
             .with_client(client);
-        let message = std::iter::once(zmq::Message::from(&envelope.encode()[..])).chain(frames);
+        let message = std::iter::once(lead_frame(&envelope.encode(), first)).chain(rest);
         let socket = self.front.entry_socket(entry);
         if let Err(e) = sockets::send_frames(socket, message, zmq::DONTWAIT) {
             log::warn!("request {request_id}: the pipeline is not taking requests: {e}");

@@ -98,10 +98,10 @@ impl Server {
         let timeout = self.config.selftest_timeout;
         let now = Instant::now();
         let envelope = Envelope::for_probe(request_id, self.nonce, timeout);
-        let frames = [
-            zmq::Message::from(&envelope.encode()[..]),
-            zmq::Message::from(ProbePath::default().encode()),
-        ];
+        let frames = [crate::envelope::lead_frame(
+            &envelope.encode(),
+            &ProbePath::default().encode(),
+        )];
         let mut failures = Vec::new();
         // Into every entry: each stage the front end routes to straight is tested too.
         for (index, (socket, endpoint)) in self.front.entries().enumerate() {

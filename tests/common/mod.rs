@@ -92,10 +92,10 @@ impl Front {
     }
 
     fn send_envelope(&self, envelope: Envelope, request: &[u8]) {
-        let frames = [
-            zmq::Message::from(&envelope.encode()[..]),
-            zmq::Message::from(request),
-        ];
+        let frames = [prime_server::envelope::lead_frame(
+            &envelope.encode(),
+            request,
+        )];
         sockets::send_frames(&self.sockets.entry, frames, 0).expect("sending a request");
     }
 
