@@ -18,7 +18,8 @@
 //! loopback instead of being dropped or buffered without limit.
 //!
 //! Workers and their pools speak these messages (see [`crate::worker`]):
-//! - `[READY, completed: u64 LE + credit: u32 LE, heartbeat payload if any]` from the worker's
+//! - `[READY + completed: u64 LE + credit: u32 LE, heartbeat payload if any]` (the tag and
+//!   the counts in one frame of [`READY_LEN`] bytes) from the worker's
 //!   own socket, after every few jobs (half its credit) while more wait for it, as soon
 //!   as none does, and periodically while idle. The count of completed jobs tells a
 //!   heartbeat from finished jobs (several at once when credit comes back in a batch); the credit is how many jobs the worker may
@@ -56,11 +57,33 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How many waiting messages a proxy reads in a row before it checks its timers.
+/// How many waiting messages a proxy reads in a row, before a sweep, to hear from every
+/// worker whose heartbeat is already queued.
 const DRAIN_BATCH: usize = 10_000;
 
 /// Tag of a worker's readiness message.
 pub(crate) const READY: &[u8] = b"\x01";
+/// The size of a READY frame: the tag, the completed count (u64 LE) and the credit (u32
+/// LE).
+pub(crate) const READY_LEN: usize = 13;
+
+/// A worker's READY frame.
+pub(crate) fn ready_frame(completed: u64, credit: u32) -> [u8; READY_LEN] {
+    let mut frame = [0u8; READY_LEN];
+    frame[0] = READY[0];
+    frame[1..9].copy_from_slice(&completed.to_le_bytes());
+    frame[9..].copy_from_slice(&credit.to_le_bytes());
+    frame
+}
+
+/// Reads a READY frame: the completed count and the credit.
+fn read_ready(frame: &[u8]) -> Option<(u64, u32)> {
+    let frame: &[u8; READY_LEN] = frame.try_into().ok()?;
+    let completed = u64::from_le_bytes(frame[1..9].try_into().ok()?);
+    let credit = u32::from_le_bytes(frame[9..].try_into().ok()?);
+    (frame[0] == READY[0]).then_some((completed, credit))
+}
+
 /// Tag of a pool's message listing its busy workers.
 pub(crate) const BUSY: &[u8] = b"\x02";
 /// Tag of a worker's farewell.
@@ -302,24 +325,25 @@ impl Proxy {
             .summary_every
             .map(|every| Instant::now() + every);
         while !self.should_stop(shutdown) {
+            // A blocking receive returns at once while messages wait, so a busy proxy
+            // makes no system call per message; asking without waiting would cost one
+            // each time the queue runs dry.
             match sockets::recv_frames(&self.router, 0) {
-                Ok(frames) => {
-                    self.on_message(frames);
-                    // Read what is already waiting before judging any worker silent: after
-                    // this thread was descheduled, the heartbeats that came meanwhile are
-                    // queued here, not lost.
-                    for _ in 0..DRAIN_BATCH {
-                        match sockets::recv_frames(&self.router, zmq::DONTWAIT) {
-                            Ok(frames) => self.on_message(frames),
-                            Err(_) => break,
-                        }
-                    }
-                }
+                Ok(frames) => self.on_message(frames),
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(crate::Error::zmq("receiving at a proxy", e)),
             }
             let now = Instant::now();
             if now >= next_sweep {
+                // Read what is already waiting before judging any worker silent: after
+                // this thread was descheduled, the heartbeats that came meanwhile are
+                // queued here, not lost.
+                for _ in 0..DRAIN_BATCH {
+                    match sockets::recv_frames(&self.router, zmq::DONTWAIT) {
+                        Ok(frames) => self.on_message(frames),
+                        Err(_) => break,
+                    }
+                }
                 // Late by more than a sweep: the proxy itself did not run (SIGSTOP, a
                 // stalled machine). Its workers' heartbeats wait unread in its queue, so
                 // the pause does not count against them.
@@ -399,9 +423,8 @@ impl Proxy {
     fn on_worker_message(&mut self, frames: &[zmq::Message]) {
         let expires = Instant::now() + self.config.heartbeat_timeout;
         match frames {
-            [id, tag, counts, rest @ ..] if &tag[..] == READY && counts.len() == 12 => {
-                let completed = u64::from_le_bytes(counts[..8].try_into().unwrap_or([0; 8]));
-                let credit = u32::from_le_bytes(counts[8..].try_into().unwrap_or([0; 4]));
+            [id, ready, rest @ ..] if read_ready(ready).is_some() => {
+                let (completed, credit) = read_ready(ready).unwrap_or_default();
                 let payload = rest.first().map(|m| &m[..]).unwrap_or(&[]);
                 self.on_ready(id, completed, credit.max(1) as usize, payload, expires);
             }
@@ -719,4 +742,20 @@ fn is_expired(frames: &[zmq::Message], now_us: u64) -> bool {
 
 fn show(id: &[u8]) -> String {
     String::from_utf8_lossy(id).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_frames_round_trip() {
+        let frame = ready_frame(u64::MAX - 3, 4);
+        assert_eq!(read_ready(&frame), Some((u64::MAX - 3, 4)));
+        assert_eq!(read_ready(&frame[..12]), None);
+        assert_eq!(read_ready(GOODBYE), None);
+        let mut other = frame;
+        other[0] = BUSY[0];
+        assert_eq!(read_ready(&other), None);
+    }
 }

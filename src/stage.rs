@@ -149,7 +149,9 @@ impl<'j, 'a> HttpJob<'j, 'a> {
     }
 }
 
-/// How many frames the request itself takes: head and body for HTTP, the payload else.
+/// How many frames the request itself takes: head and body for HTTP (the front end
+/// leaves out an empty body's frame; a stage that forwards puts an empty one back, so
+/// that what it adds comes at this index), the payload else.
 fn request_frames(envelope: &Envelope) -> usize {
     match envelope.protocol {
         Protocol::Http { .. } => 2,
@@ -373,6 +375,9 @@ impl<W: HttpWork> Work for HttpStage<W> {
             Ok(Next::Forward { stage, payload }) => {
                 let keep = request_frames(job.envelope());
                 let mut frames = job.forward_frames(keep);
+                // A request without a body came without its body frame; the payload
+                // still goes at its fixed place after the request.
+                frames.resize_with(keep, zmq::Message::new);
                 frames.push(payload.into());
                 match stage {
                     Some(stage) => Outcome::ForwardTo(stage, frames),

@@ -30,7 +30,7 @@ use crate::loopback::{
     failure_frames, later_frames, progress_frames, response_frames, selftest_frames, Failure,
     FailureKind,
 };
-use crate::proxy::{BUSY, GOODBYE, READY, RETURN};
+use crate::proxy::{BUSY, GOODBYE, RETURN};
 use crate::selftest::{ProbePath, StageReport, MAX_HOPS};
 use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
@@ -463,8 +463,9 @@ pub(crate) struct InterruptWatch {
     subscriber: zmq::Socket,
     heard: RefCell<InterruptSet>,
     /// When the socket was last read: reading an empty socket costs a system call, so it
-    /// is read at most every [`INTERRUPT_READ_INTERVAL`].
-    last_read: Cell<Instant>,
+    /// is read at most every [`INTERRUPT_READ_INTERVAL`] (microseconds since the Unix
+    /// epoch).
+    last_read: Cell<u64>,
     shutdown: Shutdown,
 }
 
@@ -517,7 +518,7 @@ impl InterruptWatch {
         Ok(InterruptWatch {
             subscriber,
             heard: RefCell::default(),
-            last_read: Cell::new(Instant::now()),
+            last_read: Cell::new(crate::envelope::now_us()),
             shutdown: shutdown.clone(),
         })
     }
@@ -534,13 +535,16 @@ impl InterruptWatch {
     }
 
     fn is_interrupted(&self, envelope: &Envelope) -> bool {
-        let now = Instant::now();
-        if now.duration_since(self.last_read.get()) >= INTERRUPT_READ_INTERVAL {
-            self.last_read.set(now);
+        // One clock read serves both checks (the wall clock, which deadlines use). A
+        // clock that stepped back reads at once rather than waiting for it to catch up.
+        let now_us = crate::envelope::now_us();
+        let last = self.last_read.get();
+        if now_us < last || now_us - last >= INTERRUPT_READ_INTERVAL.as_micros() as u64 {
+            self.last_read.set(now_us);
             self.drain();
         }
         self.shutdown.is_triggered()
-            || envelope.is_expired(crate::envelope::now_us())
+            || envelope.is_expired(now_us)
             || self.heard.borrow().covers(envelope)
     }
 }
@@ -771,14 +775,11 @@ impl<W: Work> WorkerLoop<W> {
     }
 
     fn send_ready(&self) {
-        let mut counts = [0u8; 12];
-        counts[..8].copy_from_slice(&self.completed.to_le_bytes());
-        counts[8..].copy_from_slice(&self.prefetch.to_le_bytes());
+        let ready = crate::proxy::ready_frame(self.completed, self.prefetch);
         // The payload frame is left out when empty (the usual case): a frame fewer to
         // send and to read for every job.
         let payload = self.work.heartbeat();
-        let frames = [zmq::Message::from(READY), zmq::Message::from(&counts[..])]
-            .into_iter()
+        let frames = std::iter::once(zmq::Message::from(&ready[..]))
             .chain((!payload.is_empty()).then(|| zmq::Message::from(payload)));
         if let Err(e) = sockets::send_frames(&self.member.jobs(), frames, zmq::DONTWAIT) {
             log::debug!("worker {}: READY not sent: {e}", self.name());

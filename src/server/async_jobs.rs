@@ -331,10 +331,9 @@ impl Server {
         let envelope = Envelope::for_job(request_id, number, self.nonce)
             .with_timeout(timeout)
             .with_client(client);
-        let frames = [
-            crate::envelope::lead_frame(&envelope.encode(), &head),
-            zmq::Message::from(body),
-        ];
+        let lead = crate::envelope::lead_frame(&envelope.encode(), &head);
+        let body = (!body.is_empty()).then(|| zmq::Message::from(body));
+        let frames = std::iter::once(lead).chain(body);
         match sockets::send_frames(self.front.entry_socket(entry), frames, zmq::DONTWAIT) {
             Ok(()) => {
                 link.in_flight.insert(

@@ -778,7 +778,7 @@ impl Server {
                     Ok(None) => return,
                     Ok(Some(payload)) => {
                         let entry = EntryIndex::Main;
-                        let request = (&payload[..], []);
+                        let request = (&payload[..], None);
                         self.forward(id, Protocol::Netstring, request, entry, false, None);
                     }
                     Err(e) => {
@@ -846,18 +846,27 @@ impl Server {
             }
         };
         let protocol = http_protocol(&request);
-        let frames = (&request.head[..], [zmq::Message::from(request.body)]);
-        self.forward(id, protocol, frames, entry, close_after, label);
+        // No body, no body frame: a frame fewer at every socket the request crosses.
+        let body = (!request.body.is_empty()).then(|| zmq::Message::from(request.body));
+        self.forward(
+            id,
+            protocol,
+            (&request.head[..], body),
+            entry,
+            close_after,
+            label,
+        );
     }
 
     /// Sends a request into the pipeline through `entry` (the first stage's, or a
     /// routed stage's) and keeps its place in the answer order. The request is its
-    /// first frame, which travels in the lead frame behind the envelope, and the rest.
-    fn forward<const N: usize>(
+    /// first frame, which travels in the lead frame behind the envelope, and its
+    /// second frame if any (an HTTP request's body, when it has one).
+    fn forward(
         &mut self,
         id: u64,
         protocol: Protocol,
-        (first, rest): (&[u8], [zmq::Message; N]),
+        (first, rest): (&[u8], Option<zmq::Message>),
         entry: EntryIndex,
         close_after: bool,
         label: Option<Box<[u8]>>,
