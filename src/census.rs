@@ -497,7 +497,7 @@ mod tests {
     #[test]
     fn other_loopback_messages_are_not_census_messages() {
         let envelope = Envelope::new(1, 2, 3, crate::envelope::Protocol::Raw);
-        let frames = crate::loopback::response_frames(&envelope.encode(), "yes".into());
+        let frames = crate::loopback::response_frames(&envelope.encode(), b"yes");
         assert_eq!(decode(&frames), None);
         let bad = [zmq::Message::from(TAG), zmq::Message::from(COUNTED)];
         assert_eq!(decode(&bad), Some(Err(())));

@@ -5,9 +5,10 @@
 //! envelope followed by a one-byte tag saying what the message is. Below, `envelope‖R`
 //! is that lead frame.
 //!
-//! `[envelope‖R, response bytes]` or `[envelope‖F, failure]`, where a failure is its
-//! status (u16 LE), its kind (one byte) and a UTF-8 detail. The proxy and the worker
-//! loop only ever produce failures, so neither formats HTTP or netstrings.
+//! `[envelope‖R‖response bytes]`, the whole answer in its one lead frame (the most
+//! common message of all, so it costs one frame), or `[envelope‖F, failure]`, where a
+//! failure is its status (u16 LE), its kind (one byte) and a UTF-8 detail. The proxy and
+//! the worker loop only ever produce failures, so neither formats HTTP or netstrings.
 //!
 //! A third kind, `[envelope‖L, request head, request body]`, says a stage wants the
 //! request answered later: the front end stores it as an asynchronous job and answers
@@ -30,6 +31,7 @@
 use crate::envelope::{lead_frame, DecodeError, Envelope, ENVELOPE_LEN};
 use crate::selftest::StageReport;
 use std::fmt;
+use std::ops::Deref;
 
 const TAG_RESPONSE: u8 = b'R';
 const TAG_FAILURE: u8 = b'F';
@@ -162,11 +164,51 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Bytes received at an offset in a frame (a response's bytes after its lead frame's
+/// envelope and tag), handed on without a copy; it dereferences to the bytes.
+#[derive(Debug)]
+pub struct Payload {
+    frame: zmq::Message,
+    start: usize,
+}
+
+impl Payload {
+    /// The bytes of `frame` from `start` on (all of them if `start` is past the end).
+    pub fn new(frame: zmq::Message, start: usize) -> Self {
+        let start = start.min(frame.len());
+        Payload { frame, start }
+    }
+
+    /// The bytes as a message of their own: the frame itself when the payload is all of
+    /// it, a copy otherwise.
+    pub fn into_message(self) -> zmq::Message {
+        if self.start == 0 {
+            self.frame
+        } else {
+            zmq::Message::from(&self.frame[self.start..])
+        }
+    }
+}
+
+impl From<zmq::Message> for Payload {
+    fn from(frame: zmq::Message) -> Self {
+        Payload { frame, start: 0 }
+    }
+}
+
+impl Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.frame[self.start..]
+    }
+}
+
 /// One answer for the front end.
 #[derive(Debug)]
 pub enum Answer {
     /// Bytes to write to the client as they are.
-    Response(zmq::Message),
+    Response(Payload),
     /// A failure the front end renders in the client's protocol.
     Failure(Failure),
     /// The head of a streamed answer (status line and header fields, in the client's
@@ -199,7 +241,7 @@ pub enum Answer {
 /// Why a loopback message could not be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AnswerError {
-    /// Not two frames (three for [`Answer::Later`]).
+    /// Not two frames (one for [`Answer::Response`], three for [`Answer::Later`]).
     FrameCount(usize),
     /// The envelope in the lead frame is bad.
     Envelope(DecodeError),
@@ -211,10 +253,7 @@ impl fmt::Display for AnswerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AnswerError::FrameCount(n) => {
-                write!(
-                    f,
-                    "loopback message of {n} frames, not 2 (or 3 to answer later)"
-                )
+                write!(f, "loopback message of {n} frames, not 1 to 3")
             }
             AnswerError::Envelope(e) => write!(f, "loopback envelope: {e}"),
             AnswerError::Malformed => write!(f, "loopback answer is malformed"),
@@ -229,9 +268,24 @@ fn tagged(envelope: &[u8; ENVELOPE_LEN], tag: u8) -> zmq::Message {
     lead_frame(envelope, &[tag])
 }
 
-/// The frames of a response answer; `envelope` is the encoded envelope of the request.
-pub fn response_frames(envelope: &[u8; ENVELOPE_LEN], response: zmq::Message) -> [zmq::Message; 2] {
-    [tagged(envelope, TAG_RESPONSE), response]
+/// The frame of a response answer (the envelope, the tag and the bytes in one);
+/// `envelope` is the encoded envelope of the request.
+pub fn response_frames(envelope: &[u8; ENVELOPE_LEN], response: &[u8]) -> [zmq::Message; 1] {
+    let mut frame = zmq::Message::with_size(RESPONSE_START + response.len());
+    frame[..ENVELOPE_LEN].copy_from_slice(envelope);
+    frame[ENVELOPE_LEN] = TAG_RESPONSE;
+    frame[RESPONSE_START..].copy_from_slice(response);
+    [frame]
+}
+
+/// Where a response's bytes start in its lead frame: after the envelope and the tag.
+pub const RESPONSE_START: usize = ENVELOPE_LEN + 1;
+
+/// Whether `frame` is a response's lead frame for the request whose encoded envelope is
+/// `envelope`, as [`response_frames`] makes it.
+pub fn is_response_frame(frame: &[u8], envelope: &[u8; ENVELOPE_LEN]) -> bool {
+    frame.get(..ENVELOPE_LEN) == Some(&envelope[..])
+        && frame.get(ENVELOPE_LEN) == Some(&TAG_RESPONSE)
 }
 
 /// The frames of a failure answer; `envelope` is the encoded envelope of the request.
@@ -305,20 +359,36 @@ pub fn selftest_frames(envelope: &[u8; ENVELOPE_LEN], report: &StageReport) -> [
 /// use prime_server::envelope::{Envelope, Protocol};
 /// use prime_server::loopback::{decode, response_frames, Answer};
 /// let envelope = Envelope::new(1, 2, 3, Protocol::Raw);
-/// let frames = response_frames(&envelope.encode(), zmq::Message::from(&b"yes"[..]));
-/// let (decoded, answer) = decode(frames.into()).unwrap();
+/// let frames = response_frames(&envelope.encode(), b"yes");
+/// let (decoded, answer) = decode(frames).unwrap();
 /// assert_eq!(decoded, envelope);
 /// assert!(matches!(answer, Answer::Response(bytes) if &bytes[..] == b"yes"));
 /// ```
-pub fn decode(frames: Vec<zmq::Message>) -> Result<(Envelope, Answer), AnswerError> {
-    let count = frames.len();
+pub fn decode<F>(frames: F) -> Result<(Envelope, Answer), AnswerError>
+where
+    F: IntoIterator<Item = zmq::Message>,
+    F::IntoIter: ExactSizeIterator,
+{
     let mut frames = frames.into_iter();
-    let (Some(lead), Some(payload)) = (frames.next(), frames.next()) else {
+    let count = frames.len();
+    let Some(lead) = frames.next() else {
         return Err(AnswerError::FrameCount(count));
     };
     let (envelope, tag) = Envelope::decode_lead(&lead).map_err(AnswerError::Envelope)?;
+    if count == 1 {
+        return match tag.first() {
+            Some(&TAG_RESPONSE) => Ok((
+                envelope,
+                Answer::Response(Payload::new(lead, RESPONSE_START)),
+            )),
+            _ => Err(AnswerError::FrameCount(count)),
+        };
+    }
     let &[tag] = tag else {
         return Err(AnswerError::Malformed);
+    };
+    let Some(payload) = frames.next() else {
+        return Err(AnswerError::FrameCount(count));
     };
     if count == 3 {
         let body = frames.next().ok_or(AnswerError::FrameCount(count))?;
@@ -337,7 +407,6 @@ pub fn decode(frames: Vec<zmq::Message>) -> Result<(Envelope, Answer), AnswerErr
         return Err(AnswerError::FrameCount(count));
     }
     let answer = match tag {
-        TAG_RESPONSE => Answer::Response(payload),
         TAG_FAILURE => Answer::Failure(Failure::decode(&payload).ok_or(AnswerError::Malformed)?),
         TAG_STREAM_START => Answer::StreamStart(payload),
         TAG_STREAM_PIECE => Answer::StreamPiece(payload),
@@ -371,7 +440,7 @@ mod tests {
             Failure::rejected(405, "only GET"),
         ] {
             let frames = failure_frames(&envelope.encode(), &failure);
-            match decode(frames.into()) {
+            match decode(frames) {
                 Ok((e, Answer::Failure(f))) => {
                     assert_eq!(e, envelope);
                     assert_eq!(f, failure);
@@ -382,26 +451,50 @@ mod tests {
     }
 
     #[test]
+    fn responses_travel_in_one_frame_and_round_trip() {
+        let envelope = Envelope::new(3, 2, 1, Protocol::Raw);
+        for bytes in [&b"HTTP/1.1 200 OK\r\n\r\n"[..], b""] {
+            let frames = response_frames(&envelope.encode(), bytes);
+            assert!(is_response_frame(&frames[0], &envelope.encode()));
+            match decode(frames) {
+                Ok((e, Answer::Response(payload))) => {
+                    assert_eq!(e, envelope);
+                    assert_eq!(&payload[..], bytes);
+                    assert_eq!(&payload.into_message()[..], bytes);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let other = Envelope::new(4, 2, 1, Protocol::Raw).encode();
+        let frames = response_frames(&envelope.encode(), b"x");
+        assert!(!is_response_frame(&frames[0], &other));
+        assert!(!is_response_frame(
+            &tagged(&envelope.encode(), TAG_FAILURE),
+            &envelope.encode()
+        ));
+    }
+
+    #[test]
     fn stream_parts_and_progress_round_trip() {
         let envelope = Envelope::new(4, 5, 6, Protocol::Raw);
         let encoded = envelope.encode();
         let part = |p| stream_frames(&encoded, p, zmq::Message::from(&b"abc"[..]));
         assert!(
-            matches!(decode(part(StreamPart::Start).into()), Ok((_, Answer::StreamStart(b))) if &b[..] == b"abc")
+            matches!(decode(part(StreamPart::Start)), Ok((_, Answer::StreamStart(b))) if &b[..] == b"abc")
         );
         assert!(matches!(
-            decode(part(StreamPart::Piece).into()),
+            decode(part(StreamPart::Piece)),
             Ok((_, Answer::StreamPiece(_)))
         ));
         assert!(matches!(
-            decode(part(StreamPart::End).into()),
+            decode(part(StreamPart::End)),
             Ok((_, Answer::StreamEnd(_)))
         ));
         assert!(matches!(
-            decode(part(StreamPart::Abort).into()),
+            decode(part(StreamPart::Abort)),
             Ok((_, Answer::StreamAbort))
         ));
-        match decode(progress_frames(&encoded, 1.5, "half way").into()) {
+        match decode(progress_frames(&encoded, 1.5, "half way")) {
             Ok((e, Answer::Progress { fraction, message })) => {
                 assert_eq!(e, envelope);
                 assert_eq!((fraction, message.as_str()), (1.0, "half way"));
@@ -423,7 +516,7 @@ mod tests {
             forwarded: Vec::new(),
             next: false,
         };
-        match decode(selftest_frames(&envelope.encode(), &report).into()) {
+        match decode(selftest_frames(&envelope.encode(), &report)) {
             Ok((e, Answer::SelfTest(decoded))) => {
                 assert_eq!(e, envelope);
                 assert_eq!(decoded, report);
@@ -440,8 +533,12 @@ mod tests {
     #[test]
     fn malformed_answers_are_refused() {
         let envelope = Envelope::new(1, 1, 1, Protocol::Raw).encode();
-        let frames = vec![tagged(&envelope, TAG_RESPONSE)];
+        let frames = vec![tagged(&envelope, TAG_FAILURE)];
         assert_eq!(decode(frames).unwrap_err(), AnswerError::FrameCount(1));
+        let bare = vec![zmq::Message::from(&envelope[..])];
+        assert_eq!(decode(bare).unwrap_err(), AnswerError::FrameCount(1));
+        let split = vec![tagged(&envelope, TAG_RESPONSE), zmq::Message::from("x")];
+        assert_eq!(decode(split).unwrap_err(), AnswerError::Malformed);
         let frames = vec![tagged(&envelope, b'Z'), zmq::Message::new()];
         assert_eq!(decode(frames).unwrap_err(), AnswerError::Malformed);
         let untagged = vec![zmq::Message::from(&envelope[..]), zmq::Message::new()];

@@ -255,6 +255,8 @@ pub struct Proxy {
     workers: FastMap<Vec<u8>, WorkerRecord>,
     idle: VecDeque<Vec<u8>>,
     waiting: VecDeque<Vec<zmq::Message>>,
+    /// Emptied frame vectors, reused for the next messages received.
+    spare: sockets::SpareFrames,
     stats: ProxyStats,
 }
 
@@ -292,6 +294,7 @@ impl Proxy {
             workers: FastMap::default(),
             idle: VecDeque::new(),
             waiting: VecDeque::new(),
+            spare: sockets::SpareFrames::default(),
             stats: ProxyStats::default(),
         })
     }
@@ -328,7 +331,7 @@ impl Proxy {
             // A blocking receive returns at once while messages wait, so a busy proxy
             // makes no system call per message; asking without waiting would cost one
             // each time the queue runs dry.
-            match sockets::recv_frames(&self.router, 0) {
+            match self.spare.recv(&self.router, 0) {
                 Ok(frames) => self.on_message(frames),
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(crate::Error::zmq("receiving at a proxy", e)),
@@ -339,7 +342,7 @@ impl Proxy {
                 // this thread was descheduled, the heartbeats that came meanwhile are
                 // queued here, not lost.
                 for _ in 0..DRAIN_BATCH {
-                    match sockets::recv_frames(&self.router, zmq::DONTWAIT) {
+                    match self.spare.recv(&self.router, zmq::DONTWAIT) {
                         Ok(frames) => self.on_message(frames),
                         Err(_) => break,
                     }
@@ -416,6 +419,7 @@ impl Proxy {
             } else {
                 self.on_worker_message(&frames);
             }
+            self.spare.give_back(frames);
             self.dispatch_waiting();
         }
     }
@@ -596,7 +600,7 @@ impl Proxy {
     /// Sends a job to an idle worker; gives the job back if no idle worker can take it.
     fn dispatch(
         &mut self,
-        frames: Vec<zmq::Message>,
+        mut frames: Vec<zmq::Message>,
     ) -> std::result::Result<(), Vec<zmq::Message>> {
         while let Some(id) = self.take_idle_worker(&frames) {
             match self.router.send(&id[..], zmq::SNDMORE | zmq::DONTWAIT) {
@@ -604,9 +608,11 @@ impl Proxy {
                     let envelope = lead_envelope(&frames[0])
                         .copied()
                         .unwrap_or([0; ENVELOPE_LEN]);
-                    if let Err(e) = sockets::send_frames(&self.router, frames, zmq::DONTWAIT) {
+                    let sent = sockets::send_frames(&self.router, frames.drain(..), zmq::DONTWAIT);
+                    if let Err(e) = sent {
                         log::error!("proxy {}: job lost mid-send: {e}", self.config.downstream);
                     }
+                    self.spare.give_back(frames);
                     self.stats.dispatched += 1;
                     if let Some(record) = self.workers.get_mut(&id) {
                         record.in_flight.push_back(envelope);

@@ -124,6 +124,55 @@ pub fn recv_frames(socket: &zmq::Socket, flags: i32) -> zmq::Result<Vec<zmq::Mes
     }
 }
 
+/// Like [`recv_frames`], into `frames` (cleared first), so that a loop can reuse one
+/// vector's allocation for message after message.
+pub fn recv_frames_into(
+    socket: &zmq::Socket,
+    frames: &mut Vec<zmq::Message>,
+    flags: i32,
+) -> zmq::Result<()> {
+    frames.clear();
+    loop {
+        let mut frame = zmq::Message::new();
+        socket.recv(&mut frame, flags)?;
+        let more = frame.get_more();
+        frames.push(frame);
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Vectors of frames kept for reuse by one thread (see [`recv_frames_into`]): a
+/// message received into a reused vector costs no allocation for the vector.
+#[derive(Debug, Default)]
+pub struct SpareFrames(Vec<Vec<zmq::Message>>);
+
+impl SpareFrames {
+    /// How many empty vectors are kept at most.
+    const KEPT: usize = 16;
+
+    /// Receives one message into a spare vector (or a new one).
+    pub fn recv(&mut self, socket: &zmq::Socket, flags: i32) -> zmq::Result<Vec<zmq::Message>> {
+        let mut frames = self.0.pop().unwrap_or_else(|| Vec::with_capacity(4));
+        match recv_frames_into(socket, &mut frames, flags) {
+            Ok(()) => Ok(frames),
+            Err(e) => {
+                self.give_back(frames);
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps `frames`'s allocation for a later message (its frames are dropped).
+    pub fn give_back(&mut self, mut frames: Vec<zmq::Message>) {
+        if self.0.len() < Self::KEPT && frames.capacity() > 0 {
+            frames.clear();
+            self.0.push(frames);
+        }
+    }
+}
+
 /// Sends `frames` as one multipart message.
 pub fn send_frames<I>(socket: &zmq::Socket, frames: I, flags: i32) -> zmq::Result<()>
 where

@@ -115,7 +115,7 @@ impl<'j> ResponseStream<'j> {
         match self.whole.take() {
             Some(response) => {
                 let bytes = crate::worker::render(self.envelope.protocol, &response);
-                let frames = response_frames(&self.envelope.encode(), bytes.into());
+                let frames = response_frames(&self.envelope.encode(), &bytes);
                 sockets::send_frames(self.loopback, frames, zmq::DONTWAIT).map_err(StreamError)
             }
             None => {

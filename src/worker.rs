@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 use crate::fast_hash::FastSet;
 use crate::http::Response;
 use crate::loopback::{
-    failure_frames, later_frames, progress_frames, response_frames, selftest_frames, Failure,
-    FailureKind,
+    failure_frames, is_response_frame, later_frames, progress_frames, response_frames,
+    selftest_frames, Failure, FailureKind,
 };
 use crate::proxy::{BUSY, GOODBYE, RETURN};
 use crate::selftest::{ProbePath, StageReport, MAX_HOPS};
@@ -67,6 +67,8 @@ pub struct Job<'a> {
     frames: Vec<zmq::Message>,
     /// Whether [`Job::forward_frames`] handed out the lead frame.
     lead_given: bool,
+    /// Whether [`Job::reply`] made a response's whole lead frame.
+    reply_made: Cell<bool>,
     watch: &'a InterruptWatch,
     /// The front end's loopback, for streamed answers and progress reports.
     loopback: &'a zmq::Socket,
@@ -153,7 +155,12 @@ impl Job<'_> {
     /// HTTP with the request's version, keep-alive and HEAD facts; a netstring holding
     /// the body; or the bare body for the raw protocol.
     pub fn reply(&self, response: &Response) -> Outcome {
-        Outcome::respond(render(self.envelope.protocol, response))
+        // The response goes whole in the loopback message's one frame, made here at
+        // once rather than copied there later.
+        let bytes = render(self.envelope.protocol, response);
+        let [frame] = response_frames(&self.encoded, &bytes);
+        self.reply_made.set(true);
+        Outcome::Respond(frame)
     }
 
     /// Whether the work should stop: the client has gone, the deadline has passed, or the
@@ -629,6 +636,8 @@ struct WorkerLoop<W> {
     prefetch: u32,
     counters: Arc<Counters>,
     doze: Arc<Doze>,
+    /// Emptied frame vectors, reused for the next jobs received.
+    spare: sockets::SpareFrames,
 }
 
 impl<W: Work> WorkerLoop<W> {
@@ -689,6 +698,7 @@ impl<W: Work> WorkerLoop<W> {
             prefetch: config.prefetch.max(1),
             counters: Arc::default(),
             doze: Arc::default(),
+            spare: sockets::SpareFrames::default(),
         })
     }
 
@@ -710,7 +720,7 @@ impl<W: Work> WorkerLoop<W> {
         let mut unreported = 0u64;
         while !self.watch.shutdown.is_draining() {
             let flags = if unreported > 0 { zmq::DONTWAIT } else { 0 };
-            let received = sockets::recv_frames(&self.member.jobs(), flags);
+            let received = self.spare.recv(&self.member.jobs(), flags);
             match received {
                 Ok(frames) => {
                     self.run_job(frames);
@@ -830,6 +840,7 @@ impl<W: Work> WorkerLoop<W> {
             encoded,
             frames,
             lead_given: false,
+            reply_made: Cell::new(false),
             watch: &self.watch,
             loopback: &self.loopback,
         };
@@ -848,11 +859,19 @@ impl<W: Work> WorkerLoop<W> {
             ))
         });
         let outcome = match outcome {
+            Outcome::Respond(frame)
+                if !(job.reply_made.get() && is_response_frame(&frame, &encoded)) =>
+            {
+                let [frame] = response_frames(&encoded, &frame);
+                Outcome::Respond(frame)
+            }
             Outcome::Forward(frames) => Outcome::Forward(job.lead_frames(frames)),
             Outcome::ForwardTo(stage, frames) => Outcome::ForwardTo(stage, job.lead_frames(frames)),
             other => other,
         };
+        let frames = std::mem::take(&mut job.frames);
         drop(job);
+        self.spare.give_back(frames);
         self.deliver(&encoded, &envelope, outcome);
         if catch_unwind(AssertUnwindSafe(|| self.work.cleanup())).is_err() {
             log::error!("worker {}: the cleanup function panicked", self.name());
@@ -944,8 +963,9 @@ impl<W: Work> WorkerLoop<W> {
                     }
                 }
             }
-            Outcome::Respond(bytes) => {
-                let frames = response_frames(encoded, bytes);
+            Outcome::Respond(frame) => {
+                // Already the whole lead frame (see `handle`).
+                let frames = [frame];
                 if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
                     log::warn!("request {request}: answer not sent to the loopback: {e}");
                 }

@@ -67,7 +67,7 @@ impl ReplyTo {
 #[derive(Debug)]
 pub enum RunAnswer {
     /// A stage's HTTP answer, as bytes.
-    Response(zmq::Message),
+    Response(crate::loopback::Payload),
     /// A failure in the pipeline.
     Failure(Failure),
 }

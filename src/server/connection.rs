@@ -40,7 +40,7 @@ impl Decoder {
 /// Bytes of an answer: a worker's message as received, or bytes the front end made.
 pub(crate) enum AnswerBytes {
     /// From the loopback, not copied.
-    Message(zmq::Message),
+    Message(crate::loopback::Payload),
     /// Made by the front end (errors, health checks, 100 Continue).
     Owned(Vec<u8>),
 }
@@ -53,10 +53,11 @@ impl AnswerBytes {
         }
     }
 
-    /// The bytes as a message for libzmq, without a copy.
+    /// The bytes as a message for libzmq, without a copy unless the loopback's frame
+    /// held more than them.
     pub(crate) fn into_message(self) -> zmq::Message {
         match self {
-            AnswerBytes::Message(m) => m,
+            AnswerBytes::Message(m) => m.into_message(),
             AnswerBytes::Owned(v) => zmq::Message::from(v),
         }
     }

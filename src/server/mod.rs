@@ -257,6 +257,8 @@ pub struct Server {
     selftests: selftest::SelfTests,
     /// Finds the requests a lost proxy took with it.
     census: census::Censuses,
+    /// Emptied frame vectors, reused for the next loopback messages.
+    spare: sockets::SpareFrames,
 }
 
 impl Server {
@@ -348,6 +350,7 @@ impl Server {
             cors_fields: None,
             selftests: selftest::SelfTests::default(),
             census,
+            spare: sockets::SpareFrames::default(),
         })
     }
 
@@ -973,14 +976,14 @@ impl Server {
 
     fn drain_loopback(&mut self) {
         let now = Instant::now();
-        while let Ok(frames) = sockets::recv_frames(&self.front.loopback, zmq::DONTWAIT) {
-            if self.on_census_message(&frames) {
-                continue;
+        while let Ok(mut frames) = self.spare.recv(&self.front.loopback, zmq::DONTWAIT) {
+            if !self.on_census_message(&frames) {
+                match loopback::decode(frames.drain(..)) {
+                    Ok((envelope, answer)) => self.on_answer(envelope, answer, now),
+                    Err(e) => log::warn!("dropped a loopback message: {e}"),
+                }
             }
-            match loopback::decode(frames) {
-                Ok((envelope, answer)) => self.on_answer(envelope, answer, now),
-                Err(e) => log::warn!("dropped a loopback message: {e}"),
-            }
+            self.spare.give_back(frames);
         }
     }
 

@@ -220,7 +220,7 @@ mod tests {
             let message = zmq::Message::from(&bytes(len, 1)[..]);
             let address = message.as_ptr();
             let mut output = Output::default();
-            output.push(AnswerBytes::Message(message));
+            output.push(AnswerBytes::Message(message.into()));
             assert_eq!(output.len(), len);
             let messages = drain(&mut output);
             assert_eq!(messages.len(), 1);
@@ -234,7 +234,7 @@ mod tests {
         let mut output = Output::default();
         let answers: Vec<Vec<u8>> = (0..1000).map(|i| bytes(150, i as u8)).collect();
         for answer in &answers {
-            output.push(AnswerBytes::Message(zmq::Message::from(&answer[..])));
+            output.push(AnswerBytes::Message(zmq::Message::from(&answer[..]).into()));
         }
         let messages = drain(&mut output);
         let total: usize = 150 * 1000;
@@ -258,7 +258,7 @@ mod tests {
         let address = big.as_ptr();
         let mut output = Output::default();
         output.push(AnswerBytes::Owned(bytes(10, 1)));
-        output.push(AnswerBytes::Message(big));
+        output.push(AnswerBytes::Message(big.into()));
         output.push(AnswerBytes::Owned(bytes(10, 2)));
         let messages = drain(&mut output);
         let sizes: Vec<usize> = messages.iter().map(|m| m.len()).collect();
@@ -270,7 +270,7 @@ mod tests {
     fn empty_answers_add_nothing() {
         let mut output = Output::default();
         output.push(AnswerBytes::Owned(Vec::new()));
-        output.push(AnswerBytes::Message(zmq::Message::new()));
+        output.push(AnswerBytes::Message(zmq::Message::new().into()));
         assert!(output.is_empty());
         assert!(output.take().is_none());
     }
@@ -302,7 +302,7 @@ mod tests {
                 let answer = bytes(len, i as u8);
                 expected.extend_from_slice(&answer);
                 output.push(if as_message {
-                    AnswerBytes::Message(zmq::Message::from(&answer[..]))
+                    AnswerBytes::Message(zmq::Message::from(&answer[..]).into())
                 } else {
                     AnswerBytes::Owned(answer)
                 });

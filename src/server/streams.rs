@@ -31,7 +31,7 @@ impl Server {
         };
         let Some(waiting) = conn.stream_part(
             envelope.request_id,
-            AnswerBytes::Message(part),
+            AnswerBytes::Message(part.into()),
             close_delimited,
         ) else {
             return;
@@ -63,7 +63,10 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
-        if conn.end_stream(envelope.request_id, last.map(AnswerBytes::Message)) {
+        if conn.end_stream(
+            envelope.request_id,
+            last.map(|last| AnswerBytes::Message(last.into())),
+        ) {
             mark_dirty(&mut self.dirty, conn, id);
         }
     }
