@@ -254,7 +254,8 @@ impl RequestParser {
                         return Ok(None);
                     };
                     let (line_len, head_len) = (*line_len, *line_len + len);
-                    return self.start_request(line_len, head_len);
+                    let fields = section.fields();
+                    return self.start_request(line_len, head_len, fields);
                 }
                 State::Body(_) => return self.continue_body(),
                 State::Failed(err) => return Err(err.clone()),
@@ -268,15 +269,17 @@ impl RequestParser {
         }
     }
 
-    /// The head is complete: validate it, then read the body if there is one.
+    /// The head is complete (`fields` header lines after the request line): validate
+    /// it, then read the body if there is one.
     fn start_request(
         &mut self,
         line_len: usize,
         head_len: usize,
+        fields: usize,
     ) -> Result<Option<Event>, ParseError> {
         head::serve_later_minor_as_1_1(&mut self.buf[self.start..self.start + line_len]);
         let head = &self.buf[self.start..self.start + head_len];
-        let info = head::parse_head(head, self.limits.max_body)?;
+        let info = head::parse_head(head, fields, self.limits.max_body)?;
         let head = head.to_vec();
         self.start += head_len;
         let HeadInfo {
