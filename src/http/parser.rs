@@ -68,7 +68,11 @@ impl ParsedRequest {
     /// The request line as received (method, target, version), for the access log.
     pub fn request_line(&self) -> &[u8] {
         let rest = self.head.get(self.target.end..).unwrap_or_default();
-        let end = rest.iter().position(|&b| b == b'\r' || b == b'\n');
+        // Nearly always ` HTTP/1.x` with the line's end right after it.
+        let end = match rest {
+            [b' ', b'H', b'T', b'T', b'P', b'/', _, b'.', _, b'\r' | b'\n', ..] => Some(9),
+            _ => memchr::memchr2(b'\r', b'\n', rest),
+        };
         &self.head[..self.target.end + end.unwrap_or(rest.len())]
     }
 
