@@ -23,6 +23,7 @@
 //! the 504 it was answered with.
 
 use crate::http::push_decimal;
+use memchr::memmem::Finder;
 use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +72,8 @@ pub(crate) struct AccessLog {
     /// The second the cached timestamp is for, and the timestamp.
     stamp_second: u64,
     stamp: [u8; 20],
+    /// Finds the blank line that ends a response's head.
+    head_end: Finder<'static>,
 }
 
 impl AccessLog {
@@ -82,6 +85,7 @@ impl AccessLog {
             now: None,
             stamp_second: u64::MAX,
             stamp: [b' '; 20],
+            head_end: Finder::new(HEAD_END),
         }
     }
 
@@ -96,7 +100,7 @@ impl AccessLog {
         if !self.enabled {
             return;
         }
-        let (status, body) = match http_status_and_body(response) {
+        let (status, body) = match http_status_and_body(response, &self.head_end) {
             Some((status, body)) => (status, body),
             None => (&b"-"[..], response.len()),
         };
@@ -195,14 +199,21 @@ impl Drop for AccessLog {
     }
 }
 
+/// The blank line that ends a response's head.
+const HEAD_END: &[u8] = b"\r\n\r\n";
+
 /// The status code and body size of an HTTP response; `None` for other protocols.
-fn http_status_and_body(response: &[u8]) -> Option<(&[u8], usize)> {
+/// `head_end` is a finder of [`HEAD_END`].
+fn http_status_and_body<'r>(
+    response: &'r [u8],
+    head_end: &Finder<'_>,
+) -> Option<(&'r [u8], usize)> {
     if !response.starts_with(b"HTTP/1.") {
         return None;
     }
     let status = response.get(9..12)?;
-    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    Some((status, response.len() - head_end))
+    let body_start = head_end.find(response)? + HEAD_END.len();
+    Some((status, response.len() - body_start))
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a second since the Unix epoch (proleptic Gregorian, UTC).
@@ -250,9 +261,15 @@ mod tests {
 
     #[test]
     fn status_and_body_size_come_from_the_response() {
+        let finder = Finder::new(HEAD_END);
         let response = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc";
-        assert_eq!(http_status_and_body(response), Some((&b"404"[..], 3)));
-        assert_eq!(http_status_and_body(b"3:abc,"), None);
+        assert_eq!(
+            http_status_and_body(response, &finder),
+            Some((&b"404"[..], 3))
+        );
+        let empty = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(http_status_and_body(empty, &finder), Some((&b"204"[..], 0)));
+        assert_eq!(http_status_and_body(b"3:abc,", &finder), None);
     }
 
     #[test]
