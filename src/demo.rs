@@ -79,6 +79,12 @@ fn http_number(job: &Job<'_>) -> Result<u64, Response> {
 
 /// Reads N in decimal, with an error message that says what is wrong.
 fn parse_number(text: &[u8]) -> Result<u64, String> {
+    // The common case in one pass: only digits, at most 19 of them (always below u64::MAX).
+    if (1..=19).contains(&text.len()) && text.iter().all(u8::is_ascii_digit) {
+        return Ok(text
+            .iter()
+            .fold(0, |n, &digit| n * 10 + u64::from(digit - b'0')));
+    }
     let text = std::str::from_utf8(text)
         .map_err(|_| format!("{PARAMETER} must be a whole number, not binary data"))?
         .trim();

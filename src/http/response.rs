@@ -1,7 +1,7 @@
 //! Responses built by workers and serialized to bytes for the front end.
 
 use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What the front end writes when a request expects `100-continue`.
 pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -352,32 +352,42 @@ fn push_status(out: &mut Vec<u8>, status: u16) {
 /// `Date: <IMF-fixdate>\r\n`, 37 bytes.
 const DATE_FIELD_LEN: usize = 37;
 
+/// The `Date` field line of one second: `from` (the second's start) until `until`.
+#[derive(Clone, Copy)]
+struct DateLine {
+    from: SystemTime,
+    until: SystemTime,
+    line: [u8; DATE_FIELD_LEN],
+}
+
 thread_local! {
     /// Formatting a date costs more than the rest of a small response, and it only
-    /// changes once a second: the second and the whole `Date` field line for it.
-    static DATE: Cell<(u64, [u8; DATE_FIELD_LEN])> = const { Cell::new((u64::MAX, [0; DATE_FIELD_LEN])) };
+    /// changes once a second. Checking that the clock is still within the cached
+    /// second is two comparisons, no arithmetic.
+    static DATE: Cell<DateLine> = const {
+        Cell::new(DateLine { from: UNIX_EPOCH, until: UNIX_EPOCH, line: [0; DATE_FIELD_LEN] })
+    };
 }
 
 /// Appends the `Date` field for the current second.
 fn push_date(out: &mut Vec<u8>) {
     let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (cached, mut line) = DATE.get();
-    if cached != second {
-        let date = httpdate::fmt_http_date(now);
-        let mut fresh = Vec::with_capacity(DATE_FIELD_LEN);
-        push_field(&mut fresh, "Date", date.as_bytes());
-        match <[u8; DATE_FIELD_LEN]>::try_from(fresh.as_slice()) {
-            Ok(fixed) => {
-                line = fixed;
-                DATE.set((second, line));
-            }
-            // An IMF-fixdate is always 29 bytes; should a year past 9999 make it
-            // longer, it is written as it is, uncached.
-            Err(_) => return out.extend_from_slice(&fresh),
-        }
+    let cached = DATE.get();
+    if cached.from <= now && now < cached.until {
+        return out.extend_from_slice(&cached.line);
     }
-    out.extend_from_slice(&line);
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let from = UNIX_EPOCH + Duration::from_secs(second);
+    let date = httpdate::fmt_http_date(from);
+    let mut fresh = Vec::with_capacity(DATE_FIELD_LEN);
+    push_field(&mut fresh, "Date", date.as_bytes());
+    // An IMF-fixdate is always 29 bytes; should a year past 9999 make it longer, it is
+    // written as it is, uncached.
+    if let Ok(line) = <[u8; DATE_FIELD_LEN]>::try_from(fresh.as_slice()) {
+        let until = from + Duration::from_secs(1);
+        DATE.set(DateLine { from, until, line });
+    }
+    out.extend_from_slice(&fresh);
 }
 
 /// The standard reason phrase for a status code, or `""` for an unknown one
