@@ -27,5 +27,5 @@ pub use head::Method;
 pub use limits::Limits;
 pub use parser::{Event, ParsedRequest, RequestParser};
 pub use request::{Request, RequestHead};
-pub(crate) use response::{decimal, push_decimal};
+pub(crate) use response::decimal;
 pub use response::{reason_phrase, write_response, Response, CONTINUE_RESPONSE};

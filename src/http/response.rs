@@ -320,7 +320,7 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 /// Appends `n` in decimal, without going through `fmt`.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
     out.extend_from_slice(decimal(n, &mut digits));
 }
