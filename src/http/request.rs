@@ -59,35 +59,49 @@ impl<'a> RequestHead<'a> {
         'a: 'k,
     {
         let (_, query) = split_target(self.target);
-        // A name equal to the key as it is decodes to the key when the key has nothing
-        // to decode: the common case needs no decoding of names.
-        let plain_key = find_either(key.as_bytes(), b'+', b'%').is_none();
-        query_pairs(query)
-            .filter(move |(k, _)| (plain_key && *k == key) || form_decode(k) == key)
-            .map(|(_, v)| form_decode(v))
+        QueryValues {
+            rest: query,
+            key,
+            // A name equal to the key as it is decodes to the key when the key has
+            // nothing to decode: the common case needs no decoding of names.
+            plain_key: find_either(key.as_bytes(), b'+', b'%').is_none(),
+        }
     }
 }
 
-/// The `name=value` pairs of a query in order, undecoded: split on `&` (empty pieces
-/// skipped), then at the first `=` (a piece without one is a name with an empty value),
-/// as `application/x-www-form-urlencoded` parsing does.
-fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    let mut rest = query;
-    std::iter::from_fn(move || loop {
-        if rest.is_empty() {
-            return None;
+/// The values of one key in a query, as [`RequestHead::query_values`] gives them.
+///
+/// The query is read as `application/x-www-form-urlencoded` parsing reads it: split
+/// on `&` (empty pieces skipped), each piece at its first `=` (a piece without one is
+/// a name with an empty value), names and values decoded by [`form_decode`].
+struct QueryValues<'a, 'k> {
+    /// The part of the query not read yet.
+    rest: &'a str,
+    key: &'k str,
+    /// Whether `key` decodes to itself.
+    plain_key: bool,
+}
+
+impl<'a> Iterator for QueryValues<'a, '_> {
+    type Item = Cow<'a, str>;
+
+    fn next(&mut self) -> Option<Cow<'a, str>> {
+        while !self.rest.is_empty() {
+            let end = find_either(self.rest.as_bytes(), b'&', b'&').unwrap_or(self.rest.len());
+            let piece = &self.rest[..end];
+            self.rest = self.rest.get(end + 1..).unwrap_or_default();
+            let (name, value) = match find_either(piece.as_bytes(), b'=', b'=') {
+                Some(eq) => (&piece[..eq], &piece[eq + 1..]),
+                None => (piece, ""),
+            };
+            if !piece.is_empty()
+                && ((self.plain_key && name == self.key) || form_decode(name) == self.key)
+            {
+                return Some(form_decode(value));
+            }
         }
-        let end = find_either(rest.as_bytes(), b'&', b'&').unwrap_or(rest.len());
-        let piece = &rest[..end];
-        rest = rest.get(end + 1..).unwrap_or_default();
-        if piece.is_empty() {
-            continue;
-        }
-        return Some(match find_either(piece.as_bytes(), b'=', b'=') {
-            Some(eq) => (&piece[..eq], &piece[eq + 1..]),
-            None => (piece, ""),
-        });
-    })
+        None
+    }
 }
 
 /// Decodes one form-urlencoded name or value: `+` is a space, `%XX` a byte, and bytes
