@@ -1,6 +1,7 @@
 //! Parsing a complete request head with httparse and reading the header
 //! fields that decide framing and connection handling (RFC 9112 §6, §9).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::ParseError;
@@ -84,12 +85,13 @@ fn with_parsed_fields<'h, R>(
     fields: Option<usize>,
     f: impl FnOnce(&httparse::Request<'_, 'h>) -> Result<R, ParseError>,
 ) -> Result<R, ParseError> {
-    // The usual few headers fit on the stack: try there first, without counting lines.
-    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    // The usual few headers fit on the stack: try there first, without counting lines,
+    // in slots httparse fills itself (so none is initialized in vain).
+    let mut on_stack = [MaybeUninit::<httparse::Header<'h>>::uninit(); STACK_HEADERS];
     if fields.is_none_or(|n| n <= STACK_HEADERS) {
         let slots = fields.unwrap_or(STACK_HEADERS);
-        let mut req = httparse::Request::new(&mut on_stack[..slots]);
-        match req.parse(head) {
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(head, &mut on_stack[..slots]) {
             Ok(httparse::Status::Complete(_)) => return f(&req),
             Ok(httparse::Status::Partial) => return Err(ParseError::MalformedHeader),
             // More fields than slots: count them and parse again with room for all.
