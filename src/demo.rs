@@ -11,13 +11,14 @@
 
 use crate::envelope::Protocol;
 use crate::error::Error;
-use crate::http::{Request, RequestHead, Response};
+use crate::http::{decimal, write_response, Request, RequestHead, Response};
 use crate::loopback::Failure;
 use crate::primes::Algorithm;
 use crate::shutdown::Shutdown;
 use crate::worker::{Job, Outcome, Work};
 use crate::worker::{WorkerConfig, WorkerPool};
 use serde_json::json;
+use std::cell::RefCell;
 
 /// The answer byte for a prime in the raw protocol.
 pub const RAW_PRIME: &[u8] = b"1";
@@ -40,7 +41,8 @@ pub fn parse(job: &mut Job<'_>) -> Outcome {
         },
     };
     match number {
-        Ok(n) => Outcome::forward([n.to_le_bytes().to_vec()]),
+        // Copied into the message itself: 8 bytes need no allocation of their own.
+        Ok(n) => Outcome::forward([&n.to_le_bytes()[..]]),
         Err(why) if job.envelope().protocol == Protocol::Raw => {
             Outcome::Fail(Failure::rejected(400, why))
         }
@@ -77,6 +79,12 @@ fn http_number(job: &Job<'_>) -> Result<u64, Response> {
 
 /// Reads N in decimal, with an error message that says what is wrong.
 fn parse_number(text: &[u8]) -> Result<u64, String> {
+    // The common case in one pass: only digits, at most 19 of them (always below u64::MAX).
+    if (1..=19).contains(&text.len()) && text.iter().all(u8::is_ascii_digit) {
+        return Ok(text
+            .iter()
+            .fold(0, |n, &digit| n * 10 + u64::from(digit - b'0')));
+    }
     let text = std::str::from_utf8(text)
         .map_err(|_| format!("{PARAMETER} must be a whole number, not binary data"))?
         .trim();
@@ -116,23 +124,68 @@ impl Work for Compute {
         match job.envelope().protocol {
             Protocol::Raw if is_prime => Outcome::respond(RAW_PRIME),
             Protocol::Raw => Outcome::respond(RAW_NOT_PRIME),
-            _ => job.reply(&Response::json(
-                200,
-                &PrimeAnswer {
-                    is_prime,
-                    possible_prime: n,
-                },
-            )),
+            Protocol::Http {
+                minor_version,
+                keep_alive,
+                head,
+            } => {
+                let mut json = [0; ANSWER_JSON_MAX];
+                let body = answer_json(is_prime, n, &mut json);
+                ANSWER.with_borrow_mut(|out| {
+                    out.clear();
+                    write_response(
+                        out,
+                        200,
+                        &JSON_FIELDS,
+                        body,
+                        minor_version,
+                        keep_alive,
+                        head,
+                    );
+                    // Copied into the message: one allocation, the message's own.
+                    Outcome::respond(&out[..])
+                })
+            }
+            Protocol::Netstring => {
+                let mut json = [0; ANSWER_JSON_MAX];
+                job.reply(&Response::new(200).body(answer_json(is_prime, n, &mut json)))
+            }
         }
     }
 }
 
-/// The body of a 200 answer: `{"is_prime":B,"possible_prime":N}` (the second key is
-/// [`PARAMETER`]). A struct, so no JSON map is built per request.
-#[derive(serde::Serialize)]
-struct PrimeAnswer {
-    is_prime: bool,
-    possible_prime: u64,
+/// The header fields of a JSON answer, as [`Response::json`] sets them.
+const JSON_FIELDS: [(&str, &str); 1] = [("Content-Type", "application/json")];
+
+thread_local! {
+    /// Each compute worker's buffer for its HTTP answers, reused from job to job.
+    static ANSWER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The longest answer body: `{"is_prime":false,"possible_prime":18446744073709551615}`.
+const ANSWER_JSON_MAX: usize = 64;
+
+/// The body of a 200 answer, `{"is_prime":B,"possible_prime":N}` (the second key is
+/// [`PARAMETER`]), written into `out`: the bytes `serde_json` gives for that object,
+/// without its machinery.
+fn answer_json(is_prime: bool, n: u64, out: &mut [u8; ANSWER_JSON_MAX]) -> &[u8] {
+    let mut digits = [0; 20];
+    let parts: [&[u8]; 4] = [
+        if is_prime {
+            br#"{"is_prime":true,"#
+        } else {
+            br#"{"is_prime":false,"#
+        },
+        br#""possible_prime":"#,
+        decimal(n, &mut digits),
+        b"}",
+    ];
+    let mut len = 0;
+    for part in parts {
+        out[len..len + part.len()].copy_from_slice(part);
+        len += part.len();
+    }
+    &out[..len]
 }
 
 /// The demo services a worker process can run, by name.
@@ -186,7 +239,19 @@ pub fn echo(job: &mut Job<'_>) -> Outcome {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_number;
+    use super::{answer_json, parse_number, ANSWER_JSON_MAX};
+
+    #[test]
+    fn answers_are_the_json_serde_gives() {
+        for n in [0, 1, 7, 10, 1_000_000_007, u64::MAX] {
+            for is_prime in [true, false] {
+                let mut out = [0; ANSWER_JSON_MAX];
+                let expected = serde_json::json!({ "is_prime": is_prime, "possible_prime": n });
+                let expected = serde_json::to_vec(&expected).expect("serializable");
+                assert_eq!(answer_json(is_prime, n, &mut out), expected);
+            }
+        }
+    }
 
     #[test]
     fn numbers_are_read_with_clear_errors() {

@@ -1,6 +1,7 @@
 //! Parsing a complete request head with httparse and reading the header
 //! fields that decide framing and connection handling (RFC 9112 §6, §9).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::ParseError;
@@ -74,18 +75,34 @@ pub(super) fn with_parsed<'h, R>(
     head: &'h [u8],
     f: impl FnOnce(&httparse::Request<'_, 'h>) -> Result<R, ParseError>,
 ) -> Result<R, ParseError> {
-    // Every header occupies a line, so the line count bounds the slots needed; the
-    // usual few fit on the stack.
+    with_parsed_fields(head, None, f)
+}
+
+/// [`with_parsed`] for a head known to hold at most `fields` header lines (when the
+/// caller has counted them while scanning), so no slot beyond them is prepared.
+fn with_parsed_fields<'h, R>(
+    head: &'h [u8],
+    fields: Option<usize>,
+    f: impl FnOnce(&httparse::Request<'_, 'h>) -> Result<R, ParseError>,
+) -> Result<R, ParseError> {
+    // The usual few headers fit on the stack: try there first, without counting lines,
+    // in slots httparse fills itself (so none is initialized in vain).
+    let mut on_stack = [MaybeUninit::<httparse::Header<'h>>::uninit(); STACK_HEADERS];
+    if fields.is_none_or(|n| n <= STACK_HEADERS) {
+        let slots = fields.unwrap_or(STACK_HEADERS);
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(head, &mut on_stack[..slots]) {
+            Ok(httparse::Status::Complete(_)) => return f(&req),
+            Ok(httparse::Status::Partial) => return Err(ParseError::MalformedHeader),
+            // More fields than slots: count them and parse again with room for all.
+            Err(httparse::Error::TooManyHeaders) => {}
+            Err(err) => return Err(classify_error(err, head)),
+        }
+    }
+    // Every header occupies a line, so the line count bounds the slots needed.
     let slots = head.iter().filter(|&&b| b == b'\n').count();
-    let mut on_stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut on_heap = Vec::new();
-    let headers = if slots <= STACK_HEADERS {
-        &mut on_stack[..slots]
-    } else {
-        on_heap.resize(slots, httparse::EMPTY_HEADER);
-        &mut on_heap[..]
-    };
-    let mut req = httparse::Request::new(headers);
+    let mut on_heap = vec![httparse::EMPTY_HEADER; slots];
+    let mut req = httparse::Request::new(&mut on_heap);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => f(&req),
         Ok(httparse::Status::Partial) => Err(ParseError::MalformedHeader),
@@ -148,9 +165,14 @@ pub(super) fn serve_later_minor_as_1_1(request_line: &mut [u8]) {
     }
 }
 
-/// Parses and validates a complete head for the front end.
-pub(super) fn parse_head(head: &[u8], max_body: usize) -> Result<HeadInfo, ParseError> {
-    with_parsed(head, |req| {
+/// Parses and validates a complete head for the front end; `fields` is the number of
+/// header lines the scanner counted in it (a bound for httparse's slots).
+pub(super) fn parse_head(
+    head: &[u8],
+    fields: usize,
+    max_body: usize,
+) -> Result<HeadInfo, ParseError> {
+    with_parsed_fields(head, Some(fields), |req| {
         let (Some(method), Some(path), Some(minor_version)) = (req.method, req.path, req.version)
         else {
             return Err(ParseError::MalformedRequestLine);

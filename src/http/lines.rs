@@ -22,7 +22,7 @@ impl LineScanner {
     /// a bare LF is accepted too (RFC 9112 §2.2).
     pub(super) fn next_line(&mut self, input: &[u8]) -> Option<Range<usize>> {
         let unscanned = input.get(self.scanned..).unwrap_or_default();
-        let Some(offset) = unscanned.iter().position(|&b| b == b'\n') else {
+        let Some(offset) = memchr::memchr(b'\n', unscanned) else {
             self.scanned = input.len();
             return None;
         };

@@ -27,5 +27,5 @@ pub use head::Method;
 pub use limits::Limits;
 pub use parser::{Event, ParsedRequest, RequestParser};
 pub use request::{Request, RequestHead};
-pub(crate) use response::push_decimal;
-pub use response::{reason_phrase, Response, CONTINUE_RESPONSE};
+pub(crate) use response::decimal;
+pub use response::{reason_phrase, write_response, Response, CONTINUE_RESPONSE};

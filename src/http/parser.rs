@@ -68,7 +68,11 @@ impl ParsedRequest {
     /// The request line as received (method, target, version), for the access log.
     pub fn request_line(&self) -> &[u8] {
         let rest = self.head.get(self.target.end..).unwrap_or_default();
-        let end = rest.iter().position(|&b| b == b'\r' || b == b'\n');
+        // Nearly always ` HTTP/1.x` with the line's end right after it.
+        let end = match rest {
+            [b' ', b'H', b'T', b'T', b'P', b'/', _, b'.', _, b'\r' | b'\n', ..] => Some(9),
+            _ => memchr::memchr2(b'\r', b'\n', rest),
+        };
         &self.head[..self.target.end + end.unwrap_or(rest.len())]
     }
 
@@ -254,7 +258,8 @@ impl RequestParser {
                         return Ok(None);
                     };
                     let (line_len, head_len) = (*line_len, *line_len + len);
-                    return self.start_request(line_len, head_len);
+                    let fields = section.fields();
+                    return self.start_request(line_len, head_len, fields);
                 }
                 State::Body(_) => return self.continue_body(),
                 State::Failed(err) => return Err(err.clone()),
@@ -268,15 +273,17 @@ impl RequestParser {
         }
     }
 
-    /// The head is complete: validate it, then read the body if there is one.
+    /// The head is complete (`fields` header lines after the request line): validate
+    /// it, then read the body if there is one.
     fn start_request(
         &mut self,
         line_len: usize,
         head_len: usize,
+        fields: usize,
     ) -> Result<Option<Event>, ParseError> {
         head::serve_later_minor_as_1_1(&mut self.buf[self.start..self.start + line_len]);
         let head = &self.buf[self.start..self.start + head_len];
-        let info = head::parse_head(head, self.limits.max_body)?;
+        let info = head::parse_head(head, fields, self.limits.max_body)?;
         let head = head.to_vec();
         self.start += head_len;
         let HeadInfo {

@@ -1,7 +1,7 @@
 //! Responses built by workers and serialized to bytes for the front end.
 
-use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::cell::Cell;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What the front end writes when a request expects `100-continue`.
 pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -91,19 +91,16 @@ impl Response {
     /// With `head_only` the body is left out but `Content-Length` still
     /// gives its length, as for the matching GET.
     pub fn to_bytes(&self, minor_version: u8, keep_alive: bool, head_only: bool) -> Vec<u8> {
-        let bodiless = has_no_body(self.status);
-        let send_body = !head_only && !bodiless;
-        let mut out =
-            Vec::with_capacity(self.head_capacity() + if send_body { self.body.len() } else { 0 });
-        let framing = if !bodiless && !self.has_header("content-length") {
-            BodyFraming::Length(self.body.len())
-        } else {
-            BodyFraming::AsSet
-        };
-        self.write_head(&mut out, minor_version, keep_alive, framing);
-        if send_body {
-            out.extend_from_slice(&self.body);
-        }
+        let mut out = Vec::new();
+        write_response(
+            &mut out,
+            self.status,
+            &self.headers,
+            &self.body,
+            minor_version,
+            keep_alive,
+            head_only,
+        );
         out
     }
 
@@ -121,13 +118,22 @@ impl Response {
     /// assert!(!text.contains("Content-Length"));
     /// ```
     pub fn stream_head(&self, minor_version: u8, keep_alive: bool) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.head_capacity());
+        let mut out = Vec::with_capacity(head_capacity(&self.headers));
         let (framing, keep_alive) = if minor_version == 0 {
             (BodyFraming::CloseDelimited, false)
         } else {
             (BodyFraming::Chunked, keep_alive)
         };
-        self.write_head(&mut out, minor_version, keep_alive, framing);
+        let own = OwnFields::of(&self.headers);
+        write_head(
+            &mut out,
+            self.status,
+            &self.headers,
+            own,
+            minor_version,
+            keep_alive,
+            framing,
+        );
         out
     }
 
@@ -154,69 +160,138 @@ impl Response {
             b"0\r\n\r\n"
         }
     }
+}
 
-    fn head_capacity(&self) -> usize {
-        let fields: usize = self
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum();
-        160 + fields
+/// Serializes a whole response into `out` (appended), for a client speaking
+/// HTTP/1.`minor_version`, as [`Response::to_bytes`] does for a response with this
+/// status, these header fields and this body, without building one: the head and the
+/// body land in one buffer reserved once. `head_only` leaves the body out (a HEAD
+/// request) while `Content-Length` still gives its length.
+///
+/// ```
+/// # use prime_server::http::{write_response, Response};
+/// let mut out = Vec::new();
+/// let fields = [("Content-Type", "text/plain")];
+/// write_response(&mut out, 200, &fields, b"7 is prime", 1, true, false);
+/// let response = Response::new(200).header("Content-Type", "text/plain").body("7 is prime");
+/// let (a, b) = (String::from_utf8(out).unwrap(), String::from_utf8(response.to_bytes(1, true, false)).unwrap());
+/// // The same bytes, but for the Date field, which may have ticked in between.
+/// let without_date = |t: &str| t.lines().filter(|l| !l.starts_with("Date: ")).collect::<Vec<_>>().join("\n");
+/// assert_eq!(without_date(&a), without_date(&b));
+/// ```
+pub fn write_response<N: AsRef<str>, V: AsRef<str>>(
+    out: &mut Vec<u8>,
+    status: u16,
+    fields: &[(N, V)],
+    body: &[u8],
+    minor_version: u8,
+    keep_alive: bool,
+    head_only: bool,
+) {
+    let bodiless = has_no_body(status);
+    let send_body = !head_only && !bodiless;
+    out.reserve(head_capacity(fields) + if send_body { body.len() } else { 0 });
+    let own = OwnFields::of(fields);
+    let framing = if !bodiless && !own.content_length {
+        BodyFraming::Length(body.len())
+    } else {
+        BodyFraming::AsSet
+    };
+    write_head(out, status, fields, own, minor_version, keep_alive, framing);
+    if send_body {
+        out.extend_from_slice(body);
     }
+}
 
-    fn write_head(
-        &self,
-        out: &mut Vec<u8>,
-        minor_version: u8,
-        keep_alive: bool,
-        framing: BodyFraming,
-    ) {
-        out.extend_from_slice(if minor_version == 0 {
-            b"HTTP/1.0 "
-        } else {
-            b"HTTP/1.1 "
-        });
-        push_decimal(out, u64::from(self.status));
-        out.push(b' ');
-        out.extend_from_slice(reason_phrase(self.status).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        let streamed = matches!(framing, BodyFraming::Chunked | BodyFraming::CloseDelimited);
-        for (name, value) in &self.headers {
-            if streamed && name.eq_ignore_ascii_case("content-length") {
-                continue;
-            }
-            push_field(out, name, value.as_bytes());
-        }
-        match framing {
-            BodyFraming::Length(length) => {
-                out.extend_from_slice(b"Content-Length: ");
-                push_decimal(out, length as u64);
-                out.extend_from_slice(b"\r\n");
-            }
-            BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            BodyFraming::CloseDelimited | BodyFraming::AsSet => {}
-        }
-        if !self.has_header("date") {
-            with_date(|date| push_field(out, "Date", date.as_bytes()));
-        }
-        if !self.has_header("server") {
-            out.extend_from_slice(b"Server: prime_server\r\n");
-        }
-        if !self.has_header("connection") {
-            if !keep_alive {
-                out.extend_from_slice(b"Connection: close\r\n");
-            } else if minor_version == 0 {
-                out.extend_from_slice(b"Connection: keep-alive\r\n");
-            }
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+/// Room for a head with these fields: the status line, the fields, and the ones added.
+fn head_capacity<N: AsRef<str>, V: AsRef<str>>(fields: &[(N, V)]) -> usize {
+    let fields: usize = fields
+        .iter()
+        .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 4)
+        .sum();
+    160 + fields
+}
 
-    fn has_header(&self, name: &str) -> bool {
-        self.headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+/// Which of the fields a head adds by itself the response has set: those it keeps.
+#[derive(Clone, Copy, Default)]
+struct OwnFields {
+    content_length: bool,
+    date: bool,
+    server: bool,
+    connection: bool,
+}
+
+impl OwnFields {
+    /// One pass over the fields, names matched case-insensitively.
+    fn of<N: AsRef<str>, V: AsRef<str>>(fields: &[(N, V)]) -> Self {
+        let mut own = OwnFields::default();
+        for (name, _) in fields {
+            let name = name.as_ref();
+            // The length rules out most names before any comparison.
+            let (flag, expected) = match name.len() {
+                4 => (&mut own.date, "date"),
+                6 => (&mut own.server, "server"),
+                10 => (&mut own.connection, "connection"),
+                14 => (&mut own.content_length, "content-length"),
+                _ => continue,
+            };
+            *flag |= name.eq_ignore_ascii_case(expected);
+        }
+        own
     }
+}
+
+/// The status line, the fields, and the fields the head adds unless set (`own`):
+/// framing, `Date`, `Server` and `Connection`, then the blank line.
+fn write_head<N: AsRef<str>, V: AsRef<str>>(
+    out: &mut Vec<u8>,
+    status: u16,
+    fields: &[(N, V)],
+    own: OwnFields,
+    minor_version: u8,
+    keep_alive: bool,
+    framing: BodyFraming,
+) {
+    out.extend_from_slice(if minor_version == 0 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    push_status(out, status);
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let streamed = matches!(framing, BodyFraming::Chunked | BodyFraming::CloseDelimited);
+    for (name, value) in fields {
+        let name = name.as_ref();
+        if streamed && name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        push_field(out, name, value.as_ref().as_bytes());
+    }
+    match framing {
+        BodyFraming::Length(length) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, length as u64);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyFraming::CloseDelimited | BodyFraming::AsSet => {}
+    }
+    if !own.date {
+        push_date(out);
+    }
+    if !own.server {
+        out.extend_from_slice(b"Server: prime_server\r\n");
+    }
+    if !own.connection {
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if minor_version == 0 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response's body is delimited.
@@ -245,8 +320,13 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 /// Appends `n` in decimal, without going through `fmt`.
-pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20];
+    out.extend_from_slice(decimal(n, &mut digits));
+}
+
+/// `n` in decimal, written at the end of `digits`.
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut i = digits.len();
     loop {
         i -= 1;
@@ -256,25 +336,58 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    &digits[i..]
+}
+
+/// Appends a status code: three digits (RFC 9110 §15), whatever the number.
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    if (100..1000).contains(&status) {
+        let digit = |d: u16| b'0' + (d % 10) as u8;
+        out.extend_from_slice(&[digit(status / 100), digit(status / 10), digit(status)]);
+    } else {
+        push_decimal(out, u64::from(status));
+    }
+}
+
+/// `Date: <IMF-fixdate>\r\n`, 37 bytes.
+const DATE_FIELD_LEN: usize = 37;
+
+/// The `Date` field line of one second: `from` (the second's start) until `until`.
+#[derive(Clone, Copy)]
+struct DateLine {
+    from: SystemTime,
+    until: SystemTime,
+    line: [u8; DATE_FIELD_LEN],
 }
 
 thread_local! {
-    /// Formatting a date costs more than the rest of a small response, and it
-    /// only changes once a second.
-    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    /// Formatting a date costs more than the rest of a small response, and it only
+    /// changes once a second. Checking that the clock is still within the cached
+    /// second is two comparisons, no arithmetic.
+    static DATE: Cell<DateLine> = const {
+        Cell::new(DateLine { from: UNIX_EPOCH, until: UNIX_EPOCH, line: [0; DATE_FIELD_LEN] })
+    };
 }
 
-fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+/// Appends the `Date` field for the current second.
+fn push_date(out: &mut Vec<u8>) {
     let now = SystemTime::now();
+    let cached = DATE.get();
+    if cached.from <= now && now < cached.until {
+        return out.extend_from_slice(&cached.line);
+    }
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if cache.0 != second {
-            *cache = (second, httpdate::fmt_http_date(now));
-        }
-        f(&cache.1)
-    })
+    let from = UNIX_EPOCH + Duration::from_secs(second);
+    let date = httpdate::fmt_http_date(from);
+    let mut fresh = Vec::with_capacity(DATE_FIELD_LEN);
+    push_field(&mut fresh, "Date", date.as_bytes());
+    // An IMF-fixdate is always 29 bytes; should a year past 9999 make it longer, it is
+    // written as it is, uncached.
+    if let Ok(line) = <[u8; DATE_FIELD_LEN]>::try_from(fresh.as_slice()) {
+        let until = from + Duration::from_secs(1);
+        DATE.set(DateLine { from, until, line });
+    }
+    out.extend_from_slice(&fresh);
 }
 
 /// The standard reason phrase for a status code, or `""` for an unknown one

@@ -22,7 +22,7 @@
 //! and the reason at the end (`client-gone`); a request past its deadline is logged with
 //! the 504 it was answered with.
 
-use crate::http::push_decimal;
+use memchr::memmem::Finder;
 use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +71,8 @@ pub(crate) struct AccessLog {
     /// The second the cached timestamp is for, and the timestamp.
     stamp_second: u64,
     stamp: [u8; 20],
+    /// Finds the blank line that ends a response's head.
+    head_end: Finder<'static>,
 }
 
 impl AccessLog {
@@ -82,6 +84,7 @@ impl AccessLog {
             now: None,
             stamp_second: u64::MAX,
             stamp: [b' '; 20],
+            head_end: Finder::new(HEAD_END),
         }
     }
 
@@ -96,7 +99,7 @@ impl AccessLog {
         if !self.enabled {
             return;
         }
-        let (status, body) = match http_status_and_body(response) {
+        let (status, body) = match http_status_and_body(response, &self.head_end) {
             Some((status, body)) => (status, body),
             None => (&b"-"[..], response.len()),
         };
@@ -115,10 +118,7 @@ impl AccessLog {
         }
         self.begin(entry);
         self.buf.extend_from_slice(status);
-        self.buf.push(b' ');
-        push_decimal(&mut self.buf, body as u64);
-        self.buf.push(b'B');
-        self.end(entry, None);
+        self.end(entry, Some(body), None);
     }
 
     /// Logs a request that ended without an answer.
@@ -127,8 +127,8 @@ impl AccessLog {
             return;
         }
         self.begin(entry);
-        self.buf.extend_from_slice(b"- -");
-        self.end(entry, Some(why));
+        self.buf.extend_from_slice(b"-");
+        self.end(entry, None, Some(why));
     }
 
     /// Writes what this turn logged, in one write.
@@ -158,21 +158,32 @@ impl AccessLog {
         self.buf.extend_from_slice(b"\" ");
     }
 
-    /// Everything after the size: latency, request id, reason.
-    fn end(&mut self, entry: &Entry<'_>, why: Option<Unanswered>) {
+    /// Everything after the status: size (`-` without one), latency, request id,
+    /// reason. Written right to left into one small buffer, then appended at once.
+    fn end(&mut self, entry: &Entry<'_>, body: Option<usize>, why: Option<Unanswered>) {
         let (now, _) = self.now();
         let micros = now.saturating_duration_since(entry.arrived).as_micros() as u64;
-        self.buf.push(b' ');
-        push_decimal(&mut self.buf, micros / 1000);
-        self.buf.push(b'.');
-        push_decimal(&mut self.buf, micros % 1000 / 100);
-        self.buf.extend_from_slice(b"ms request=");
-        push_decimal(&mut self.buf, entry.request_id);
+        let mut tail = Tail::new();
+        tail.put(b"\n");
         if let Some(why) = why {
-            self.buf.push(b' ');
-            self.buf.extend_from_slice(why.as_bytes());
+            tail.put(why.as_bytes());
+            tail.put(b" ");
         }
-        self.buf.push(b'\n');
+        tail.decimal(entry.request_id);
+        tail.put(b"ms request=");
+        tail.decimal(micros % 1000 / 100);
+        tail.put(b".");
+        tail.decimal(micros / 1000);
+        tail.put(b" ");
+        match body {
+            Some(body) => {
+                tail.put(b"B");
+                tail.decimal(body as u64);
+            }
+            None => tail.put(b"-"),
+        }
+        tail.put(b" ");
+        self.buf.extend_from_slice(tail.as_bytes());
         if self.buf.len() >= FLUSH_AT {
             self.flush();
         }
@@ -189,20 +200,71 @@ impl AccessLog {
     }
 }
 
+/// The end of a line, written from its last byte backwards: numbers come out of
+/// division lowest digit first, so they need no reversing or copying.
+struct Tail {
+    buf: [u8; TAIL_MAX],
+    /// Where the written bytes start; they run to the end of `buf`.
+    start: usize,
+}
+
+/// The longest tail: ` ` + 20-digit size + `B ` + 20-digit ms + `.` + digit +
+/// `ms request=` + 20-digit id + ` ` + the longest reason + a line feed, rounded up.
+const TAIL_MAX: usize = 96;
+
+impl Tail {
+    fn new() -> Self {
+        Tail {
+            buf: [0; TAIL_MAX],
+            start: TAIL_MAX,
+        }
+    }
+
+    /// Writes `bytes` before what is written.
+    fn put(&mut self, bytes: &[u8]) {
+        let start = self.start - bytes.len();
+        self.buf[start..self.start].copy_from_slice(bytes);
+        self.start = start;
+    }
+
+    /// Writes `n` in decimal before what is written.
+    fn decimal(&mut self, mut n: u64) {
+        loop {
+            self.start -= 1;
+            self.buf[self.start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 impl Drop for AccessLog {
     fn drop(&mut self) {
         self.flush();
     }
 }
 
+/// The blank line that ends a response's head.
+const HEAD_END: &[u8] = b"\r\n\r\n";
+
 /// The status code and body size of an HTTP response; `None` for other protocols.
-fn http_status_and_body(response: &[u8]) -> Option<(&[u8], usize)> {
+/// `head_end` is a finder of [`HEAD_END`].
+fn http_status_and_body<'r>(
+    response: &'r [u8],
+    head_end: &Finder<'_>,
+) -> Option<(&'r [u8], usize)> {
     if !response.starts_with(b"HTTP/1.") {
         return None;
     }
     let status = response.get(9..12)?;
-    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
-    Some((status, response.len() - head_end))
+    let body_start = head_end.find(response)? + HEAD_END.len();
+    Some((status, response.len() - body_start))
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a second since the Unix epoch (proleptic Gregorian, UTC).
@@ -250,9 +312,15 @@ mod tests {
 
     #[test]
     fn status_and_body_size_come_from_the_response() {
+        let finder = Finder::new(HEAD_END);
         let response = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc";
-        assert_eq!(http_status_and_body(response), Some((&b"404"[..], 3)));
-        assert_eq!(http_status_and_body(b"3:abc,"), None);
+        assert_eq!(
+            http_status_and_body(response, &finder),
+            Some((&b"404"[..], 3))
+        );
+        let empty = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(http_status_and_body(empty, &finder), Some((&b"204"[..], 0)));
+        assert_eq!(http_status_and_body(b"3:abc,", &finder), None);
     }
 
     #[test]
