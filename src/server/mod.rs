@@ -79,6 +79,7 @@ mod streams;
 
 pub use config::{ListenProtocol, ServerConfig};
 pub use cors::{AllowedOrigins, CorsConfig};
+pub use memory::tune_allocator;
 
 use crate::envelope::{random_u64, Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
