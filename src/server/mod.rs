@@ -1389,13 +1389,16 @@ impl Server {
         }
     }
 
-    /// Lets the per-connection maps give back what a burst of connections made them
-    /// grow to.
+    /// Lets the per-connection maps and queues give back what a burst of connections
+    /// made them grow to.
     fn shrink_maps(&mut self) {
         self.connections.shrink_to_fit();
         self.requests.shrink_to_fit();
+        self.dirty.shrink_to_fit();
+        self.retries.shrink_to_fit();
         for listener in &mut self.listeners {
             listener.peers.shrink_to_fit();
+            listener.hang_ups.shrink_to_fit();
         }
     }
 
