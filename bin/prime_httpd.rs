@@ -42,6 +42,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     cli::init_logging();
+    // Before any thread starts: the front end gives memory back after bursts of
+    // connections only with these allocator settings.
+    prime_server::server::tune_allocator();
     cli::exit_code(run(Cli::parse()))
 }
 

@@ -56,6 +56,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     cli::init_logging();
+    // Before any thread starts: the front end gives memory back after bursts of
+    // connections only with these allocator settings.
+    prime_server::server::tune_allocator();
     let cli = Cli::parse();
     // A range is digits, commas and spaces; anything else is meant as an endpoint, and
     // is checked as one (so `127.0.0.1:8002` is told it lacks `tcp://`).

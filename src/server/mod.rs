@@ -79,6 +79,7 @@ mod streams;
 
 pub use config::{ListenProtocol, ServerConfig};
 pub use cors::{AllowedOrigins, CorsConfig};
+pub use memory::tune_allocator;
 
 use crate::envelope::{lead_frame, random_u64, Envelope, Interrupt, InterruptReason, Protocol};
 use crate::error::{Error, Result};
@@ -1398,13 +1399,16 @@ impl Server {
         }
     }
 
-    /// Lets the per-connection maps give back what a burst of connections made them
-    /// grow to.
+    /// Lets the per-connection maps and queues give back what a burst of connections
+    /// made them grow to.
     fn shrink_maps(&mut self) {
         self.connections.shrink_to_fit();
         self.requests.shrink_to_fit();
+        self.dirty.shrink_to_fit();
+        self.retries.shrink_to_fit();
         for listener in &mut self.listeners {
             listener.peers.shrink_to_fit();
+            listener.hang_ups.shrink_to_fit();
         }
     }
 
