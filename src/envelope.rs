@@ -359,6 +359,22 @@ pub fn lead_envelope(frame: &[u8]) -> Option<&[u8; ENVELOPE_LEN]> {
     (envelope[0] == ENVELOPE_VERSION).then_some(envelope)
 }
 
+/// The deadline (microseconds since the Unix epoch, 0 for none) of the envelope at the
+/// start of a lead frame, read without decoding the rest: what a proxy needs to drop
+/// expired jobs from its queue.
+///
+/// ```
+/// use prime_server::envelope::{lead_deadline_us, lead_frame, Envelope, Protocol};
+/// use std::time::Duration;
+/// let envelope = Envelope::new(1, 2, 3, Protocol::Raw).with_timeout(Duration::from_secs(1));
+/// let frame = lead_frame(&envelope.encode(), b"7");
+/// assert_eq!(lead_deadline_us(&frame), Some(envelope.deadline_us));
+/// assert_eq!(lead_deadline_us(b"\x01"), None);
+/// ```
+pub fn lead_deadline_us(frame: &[u8]) -> Option<u64> {
+    lead_envelope(frame).map(|envelope| u64_at(envelope, 36))
+}
+
 /// Why the front end tells workers to drop work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InterruptReason {

@@ -47,7 +47,7 @@
 //! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
 //! if any, is answered 503 through the loopback at once.
 
-use crate::envelope::{lead_envelope, Envelope, ENVELOPE_LEN};
+use crate::envelope::{lead_deadline_us, lead_envelope, ENVELOPE_LEN};
 use crate::error::Result;
 use crate::fast_hash::FastMap;
 use crate::loopback::{failure_frames, Failure, FailureKind};
@@ -581,6 +581,9 @@ impl Proxy {
     }
 
     fn dispatch_waiting(&mut self) {
+        if self.waiting.is_empty() || self.idle.is_empty() {
+            return;
+        }
         let now_us = crate::envelope::now_us();
         while !self.idle.is_empty() {
             let Some(frames) = self.waiting.pop_front() else {
@@ -742,8 +745,8 @@ impl Proxy {
 fn is_expired(frames: &[zmq::Message], now_us: u64) -> bool {
     frames
         .first()
-        .and_then(|lead| Envelope::decode_lead(lead).ok())
-        .is_some_and(|(envelope, _)| envelope.is_expired(now_us))
+        .and_then(|lead| lead_deadline_us(lead))
+        .is_some_and(|deadline| deadline != 0 && now_us > deadline)
 }
 
 fn show(id: &[u8]) -> String {

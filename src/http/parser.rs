@@ -57,7 +57,15 @@ pub struct ParsedRequest {
 }
 
 impl ParsedRequest {
-    /// The request-target as received, for the access log.
+    /// The request-target's path: what comes before any `?`, as text (empty if it is
+    /// not UTF-8).
+    pub fn path_str(&self) -> &str {
+        let target = self.head.get(self.target.clone()).unwrap_or_default();
+        let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
+        std::str::from_utf8(path).unwrap_or_default()
+    }
+
+    /// The request-target as received, for the access log (empty if it is not UTF-8).
     pub fn target_str(&self) -> &str {
         self.head
             .get(self.target.clone())

@@ -5,6 +5,7 @@
 //! Everything that touches the disk happens on the service's thread; here only channel
 //! sends and socket I/O happen, so the loop never waits on the store.
 
+use super::connection::Label;
 use super::Server;
 use crate::envelope::{Envelope, InterruptReason, Protocol};
 use crate::error::{Error, Result};
@@ -96,7 +97,7 @@ impl Server {
         id: u64,
         request: ParsedRequest,
         close_after: bool,
-        label: Option<Box<[u8]>>,
+        label: Option<Label>,
     ) {
         let Some(link) = &self.jobs else {
             return;

@@ -37,6 +37,44 @@ impl Decoder {
     }
 }
 
+/// A request's line, kept for its access-log entry: inline when it is short (as nearly
+/// all are), so that keeping it costs no allocation per request.
+#[derive(Clone, Debug)]
+pub(crate) enum Label {
+    /// Up to [`Label::INLINE`] bytes, and their count.
+    Inline([u8; Label::INLINE], u8),
+    /// A longer line.
+    Boxed(Box<[u8]>),
+}
+
+impl Label {
+    /// The longest line kept inline.
+    const INLINE: usize = 62;
+}
+
+impl From<&[u8]> for Label {
+    fn from(line: &[u8]) -> Self {
+        if line.len() <= Label::INLINE {
+            let mut bytes = [0u8; Label::INLINE];
+            bytes[..line.len()].copy_from_slice(line);
+            Label::Inline(bytes, line.len() as u8)
+        } else {
+            Label::Boxed(line.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Label {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Label::Inline(bytes, len) => &bytes[..usize::from(*len)],
+            Label::Boxed(line) => line,
+        }
+    }
+}
+
 /// Bytes of an answer: a worker's message as received, or bytes the front end made.
 pub(crate) enum AnswerBytes {
     /// From the loopback, not copied.
@@ -99,7 +137,7 @@ pub(crate) struct Slot {
     /// When the request arrived, for the access log.
     pub(crate) arrived: Instant,
     /// The request line, kept only while the access log is on.
-    pub(crate) label: Option<Box<[u8]>>,
+    pub(crate) label: Option<Label>,
     /// CORS header lines to add to the answer (a request from an allowed origin).
     pub(crate) cors: Option<Box<[u8]>>,
 }

@@ -93,7 +93,7 @@ use crate::shutdown::{Shutdown, POLL_CAP};
 use crate::sockets;
 use accept_watch::AcceptWatch;
 use access_log::{AccessLog, Entry, Unanswered};
-use connection::{AnswerBytes, Connection, Decoder, Slot, Stall};
+use connection::{AnswerBytes, Connection, Decoder, Label, Slot, Stall};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
@@ -226,6 +226,9 @@ impl UpstreamView {
 /// A bound front end, ready to [`run`](Server::run).
 pub struct Server {
     listeners: Vec<Listener>,
+    /// The descriptors [`poll`](Self::poll) sleeps on, one per polled socket, found
+    /// at the first poll.
+    poll_fds: Vec<libc::pollfd>,
     front: FrontSockets,
     config: ServerConfig,
     nonce: u64,
@@ -330,6 +333,7 @@ impl Server {
         }
         Ok(Server {
             listeners,
+            poll_fds: Vec::new(),
             front,
             config,
             nonce,
@@ -428,30 +432,81 @@ impl Server {
     /// Waits for any socket to be readable; `ready` gets one flag per listener, then the
     /// loopback's, the entries' (set when any entry is readable) and the job service's
     /// doorbell's.
-    fn poll(&self, ready: &mut [bool], wait: Duration) -> Result<()> {
-        let mut items: Vec<zmq::PollItem> = self
-            .listeners
-            .iter()
-            .map(|l| l.socket.as_poll_item(zmq::POLLIN))
-            .collect();
-        items.push(self.front.loopback.as_poll_item(zmq::POLLIN));
-        items.push(self.front.entry.as_poll_item(zmq::POLLIN));
-        if let Some(jobs) = &self.jobs {
-            items.push(jobs.doorbell.as_poll_item(zmq::POLLIN));
+    fn poll(&mut self, ready: &mut [bool], wait: Duration) -> Result<()> {
+        // The sockets' own notification descriptors, read once: they never change.
+        if self.poll_fds.is_empty() {
+            let mut fds = Vec::new();
+            for socket in self.polled_sockets() {
+                let fd = socket
+                    .get_fd()
+                    .map_err(|e| Error::zmq("reading a socket's descriptor", e))?;
+                fds.push(libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            self.poll_fds = fds;
         }
-        let routed_from = items.len();
-        for routed in &self.front.routed {
-            items.push(routed.socket.as_poll_item(zmq::POLLIN));
-        }
-        sockets::poll(&mut items, wait)?;
-        for (flag, item) in ready.iter_mut().zip(&items[..routed_from]) {
-            *flag = item.is_readable();
-        }
-        // A routed entry's replies are read with the main entry's.
-        if items[routed_from..].iter().any(|item| item.is_readable()) {
-            ready[self.listeners.len() + 1] = true;
+        // Ask each socket first (which also runs its pending commands): one with a
+        // message waiting needs no sleep. Only then sleep on the descriptors, which
+        // libzmq makes readable when a socket gets a command; and ask again. This is
+        // zmq_poll's own sequence, without its per-call descriptor lookups, allocation
+        // and first zero-timeout poll(2).
+        if !self.mark_readable(ready)? && !wait.is_zero() {
+            let timeout = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
+            // SAFETY: poll(2) reads and writes exactly `poll_fds.len()` entries of
+            // the vector, which outlives the call.
+            let woken = unsafe {
+                libc::poll(
+                    self.poll_fds.as_mut_ptr(),
+                    self.poll_fds.len() as libc::nfds_t,
+                    timeout,
+                )
+            };
+            if woken < 0 {
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if errno != libc::EINTR {
+                    let e = zmq::Error::from_raw(errno);
+                    return Err(Error::zmq("waiting for the sockets (poll)", e));
+                }
+            }
+            self.mark_readable(ready)?;
         }
         Ok(())
+    }
+
+    /// The sockets the loop waits on, in the order of `ready`'s flags: the listeners,
+    /// the loopback, the entry, the job service's doorbell if any, then the routed
+    /// entries (whose replies are read with the main entry's).
+    fn polled_sockets(&self) -> impl Iterator<Item = &zmq::Socket> {
+        self.listeners
+            .iter()
+            .map(|l| &l.socket)
+            .chain([&self.front.loopback, &self.front.entry])
+            .chain(self.jobs.as_ref().map(|jobs| &jobs.doorbell))
+            .chain(self.front.routed.iter().map(|routed| &routed.socket))
+    }
+
+    /// Sets each flag of `ready` (see [`poll`](Self::poll)) from the sockets' events;
+    /// true if any socket is readable.
+    fn mark_readable(&self, ready: &mut [bool]) -> Result<bool> {
+        let entry = self.listeners.len() + 1;
+        let routed_from = entry + 1 + usize::from(self.jobs.is_some());
+        let mut any = false;
+        ready.iter_mut().for_each(|flag| *flag = false);
+        for (index, socket) in self.polled_sockets().enumerate() {
+            let readable = match socket.get_events() {
+                Ok(events) => events.contains(zmq::POLLIN),
+                Err(zmq::Error::EINTR) => false,
+                Err(e) => return Err(Error::zmq("reading a socket's events", e)),
+            };
+            if readable {
+                any = true;
+                ready[if index < routed_from { index } else { entry }] = true;
+            }
+        }
+        Ok(any)
     }
 
     /// Turns new connections away from now on: connections already open are served
@@ -809,7 +864,7 @@ impl Server {
     fn route_http_request(&mut self, id: u64, request: ParsedRequest) {
         let label = self.access.enabled().then(|| request.request_line().into());
         let close_after = !request.keep_alive;
-        let path = request.target_str().split('?').next().unwrap_or("");
+        let path = request.path_str();
         let own_path = [
             &self.config.health_path,
             &self.config.status_path,
@@ -873,7 +928,7 @@ impl Server {
         (first, rest): (&[u8], Option<zmq::Message>),
         entry: EntryIndex,
         close_after: bool,
-        label: Option<Box<[u8]>>,
+        label: Option<Label>,
     ) {
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
             return;
@@ -913,7 +968,7 @@ impl Server {
         id: u64,
         protocol: Protocol,
         close_after: bool,
-        label: Option<Box<[u8]>>,
+        label: Option<Label>,
     ) -> Option<u64> {
         let conn = self.connections.get_mut(&id)?;
         if conn.slots.len() >= self.config.max_pipelined {
@@ -947,14 +1002,14 @@ impl Server {
         request: &ParsedRequest,
         response: &Response,
         close_after: bool,
-        label: Option<Box<[u8]>>,
+        label: Option<Label>,
     ) {
         let bytes = response.to_bytes(request.minor_version, !close_after, request.is_head);
         self.answer_now(id, bytes, close_after, label);
     }
 
     /// Queues an answer the front end made itself, in request order.
-    fn answer_now(&mut self, id: u64, bytes: Vec<u8>, close_after: bool, label: Option<Box<[u8]>>) {
+    fn answer_now(&mut self, id: u64, bytes: Vec<u8>, close_after: bool, label: Option<Label>) {
         let request_id = self.next_request;
         self.next_request += 1;
         let Some(conn) = self.connections.get_mut(&id) else {

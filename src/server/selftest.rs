@@ -28,6 +28,7 @@
 //! it is), or the pipeline itself (`"part": "pipeline"`: a proxy that answered the
 //! probe with a failure, or a first proxy that did not take it).
 
+use super::connection::Label;
 use super::{AnswerBytes, Server};
 use crate::envelope::{Envelope, Protocol};
 use crate::fast_hash::FastMap;
@@ -89,7 +90,7 @@ impl Server {
         id: u64,
         request: &ParsedRequest,
         close_after: bool,
-        label: Option<Box<[u8]>>,
+        label: Option<Label>,
     ) {
         let protocol = super::http_protocol(request);
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
