@@ -113,15 +113,8 @@ pub fn last_endpoint(socket: &zmq::Socket) -> Result<String> {
 /// `Err(EAGAIN)` when nothing is waiting; the frames are libzmq's own buffers, not copies.
 pub fn recv_frames(socket: &zmq::Socket, flags: i32) -> zmq::Result<Vec<zmq::Message>> {
     let mut frames = Vec::with_capacity(4);
-    loop {
-        let mut frame = zmq::Message::new();
-        socket.recv(&mut frame, flags)?;
-        let more = frame.get_more();
-        frames.push(frame);
-        if !more {
-            return Ok(frames);
-        }
-    }
+    recv_frames_into(socket, &mut frames, flags)?;
+    Ok(frames)
 }
 
 /// Like [`recv_frames`], into `frames` (cleared first), so that a loop can reuse one
