@@ -19,7 +19,7 @@
 //!
 //! Workers and their pools speak these messages (see [`crate::worker`]):
 //! - `[READY + completed: u64 LE + credit: u32 LE, heartbeat payload if any]` (the tag and
-//!   the counts in one frame of [`READY_LEN`] bytes) from the worker's
+//!   the counts in one frame of 13 bytes) from the worker's
 //!   own socket, after every few jobs (half its credit) while more wait for it, as soon
 //!   as none does, and periodically while idle. The count of completed jobs tells a
 //!   heartbeat from finished jobs (several at once when credit comes back in a batch); the credit is how many jobs the worker may
