@@ -224,7 +224,7 @@ impl Envelope {
 
     /// Whether the deadline is set and has passed.
     pub fn is_expired(&self, now_us: u64) -> bool {
-        self.deadline_us != 0 && now_us > self.deadline_us
+        deadline_passed(self.deadline_us, now_us)
     }
 
     /// The fixed-size little-endian encoding.
@@ -345,9 +345,20 @@ impl Envelope {
 /// assert_eq!(frame.len(), ENVELOPE_LEN + 1);
 /// ```
 pub fn lead_frame(envelope: &[u8; ENVELOPE_LEN], rest: &[u8]) -> zmq::Message {
-    let mut frame = zmq::Message::with_size(ENVELOPE_LEN + rest.len());
+    lead_frame_of(envelope, &[rest])
+}
+
+/// A lead frame of the encoded `envelope` followed by each of `parts` in turn, in one
+/// allocation (e.g. a loopback tag, then a response's bytes).
+pub(crate) fn lead_frame_of(envelope: &[u8; ENVELOPE_LEN], parts: &[&[u8]]) -> zmq::Message {
+    let len = parts.iter().map(|part| part.len()).sum::<usize>();
+    let mut frame = zmq::Message::with_size(ENVELOPE_LEN + len);
     frame[..ENVELOPE_LEN].copy_from_slice(envelope);
-    frame[ENVELOPE_LEN..].copy_from_slice(rest);
+    let mut at = ENVELOPE_LEN;
+    for part in parts {
+        frame[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
     frame
 }
 
@@ -373,6 +384,12 @@ pub fn lead_envelope(frame: &[u8]) -> Option<&[u8; ENVELOPE_LEN]> {
 /// ```
 pub fn lead_deadline_us(frame: &[u8]) -> Option<u64> {
     lead_envelope(frame).map(|envelope| u64_at(envelope, 36))
+}
+
+/// Whether a deadline (microseconds since the Unix epoch, 0 for none) has passed at
+/// `now_us`.
+pub fn deadline_passed(deadline_us: u64, now_us: u64) -> bool {
+    deadline_us != 0 && now_us > deadline_us
 }
 
 /// Why the front end tells workers to drop work.

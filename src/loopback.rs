@@ -271,11 +271,10 @@ fn tagged(envelope: &[u8; ENVELOPE_LEN], tag: u8) -> zmq::Message {
 /// The frame of a response answer (the envelope, the tag and the bytes in one);
 /// `envelope` is the encoded envelope of the request.
 pub fn response_frames(envelope: &[u8; ENVELOPE_LEN], response: &[u8]) -> [zmq::Message; 1] {
-    let mut frame = zmq::Message::with_size(RESPONSE_START + response.len());
-    frame[..ENVELOPE_LEN].copy_from_slice(envelope);
-    frame[ENVELOPE_LEN] = TAG_RESPONSE;
-    frame[RESPONSE_START..].copy_from_slice(response);
-    [frame]
+    [crate::envelope::lead_frame_of(
+        envelope,
+        &[&[TAG_RESPONSE], response],
+    )]
 }
 
 /// Where a response's bytes start in its lead frame: after the envelope and the tag.

@@ -47,7 +47,7 @@
 //! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
 //! if any, is answered 503 through the loopback at once.
 
-use crate::envelope::{lead_deadline_us, lead_envelope, ENVELOPE_LEN};
+use crate::envelope::{deadline_passed, lead_deadline_us, lead_envelope, ENVELOPE_LEN};
 use crate::error::Result;
 use crate::fast_hash::FastMap;
 use crate::loopback::{failure_frames, Failure, FailureKind};
@@ -746,7 +746,7 @@ fn is_expired(frames: &[zmq::Message], now_us: u64) -> bool {
     frames
         .first()
         .and_then(|lead| lead_deadline_us(lead))
-        .is_some_and(|deadline| deadline != 0 && now_us > deadline)
+        .is_some_and(|deadline| deadline_passed(deadline, now_us))
 }
 
 fn show(id: &[u8]) -> String {
