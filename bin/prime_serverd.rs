@@ -46,7 +46,7 @@ struct Cli {
     algorithm: Algorithm,
     /// Jobs each worker may hold at once: more than 1 saves wake-ups when jobs are
     /// cheap (jobs stuck behind a long one are handed back to the proxy after 2 ms);
-    /// 1 never holds a job another worker could start. [default: 4 when serving, 256
+    /// 1 never holds a job another worker could start. [default: 32 when serving, 256
     /// in the simulation mode]
     #[arg(long, value_name = "N", value_parser = cli::at_least_one::<u32>)]
     prefetch: Option<u32>,

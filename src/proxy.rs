@@ -8,8 +8,9 @@
 //! (the envelope's [`ENVELOPE_LEN`] bytes, then the job's first frame; see
 //! [`crate::envelope`]), a worker's tag is one byte.
 //!
-//! Jobs go to idle workers, least recently used first ([`Dispatch::Spread`]), which
-//! spreads a burst over the pool. For batch work, [`Dispatch::FillCredit`] gives a job
+//! Jobs go to the idle worker (one with credit left) that holds the fewest jobs, least
+//! recently used among equals ([`Dispatch::Spread`]), which spreads a burst over the
+//! pool and keeps jobs away from a worker slowed by a long one. For batch work, [`Dispatch::FillCredit`] gives a job
 //! to the worker that took the last one while that worker has credit left: a worker
 //! woken for a job then finds the jobs after it already queued, so a burst costs a
 //! wake-up per credit rather than one per job (a job stuck behind a long one is still
@@ -116,8 +117,11 @@ pub type Chooser = Arc<dyn Fn(&[&[u8]], &[&[u8]]) -> Option<usize> + Send + Sync
 /// Which idle worker a proxy hands a job to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dispatch {
-    /// The least recently used one: a burst of jobs is spread over the pool, for the
-    /// lowest latency when jobs take long enough to be worth running side by side.
+    /// The one holding the fewest jobs, least recently used among equals: a burst of
+    /// jobs is spread over the pool, and a worker slowed by a long job gets no more
+    /// than its pace allows, for the lowest latency when jobs take long enough to be
+    /// worth running side by side. A worker's count of jobs held falls when its READY
+    /// reports them completed (every half credit, and whenever its queue runs dry).
     #[default]
     Spread,
     /// The one that took the last job, while it has credit left: fewer wake-ups per
@@ -660,11 +664,35 @@ impl Proxy {
             }
             _ => None,
         };
-        let id = self.idle.remove(index.unwrap_or(0))?;
+        let index = index.unwrap_or_else(|| self.least_loaded_idle());
+        let id = self.idle.remove(index)?;
         if let Some(record) = self.workers.get_mut(&id) {
             record.queued = false;
         }
         Some(id)
+    }
+
+    /// The position in the idle queue of the worker to take when no chooser picks:
+    /// with [`Dispatch::Spread`], the one holding the fewest jobs, least recently used
+    /// among equals, so that a worker slowed by a long job gets no more of the queue
+    /// than its pace allows however large its credit; with [`Dispatch::FillCredit`], the
+    /// head (the worker that took the last job).
+    fn least_loaded_idle(&self) -> usize {
+        if self.config.dispatch == Dispatch::FillCredit || self.idle.len() < 2 {
+            return 0;
+        }
+        let held = |id: &Vec<u8>| self.workers.get(id).map_or(0, |w| w.in_flight.len());
+        let mut best = (0, usize::MAX);
+        for (index, id) in self.idle.iter().enumerate() {
+            let jobs = held(id);
+            if jobs < best.1 {
+                best = (index, jobs);
+                if jobs == 0 {
+                    break;
+                }
+            }
+        }
+        best.0
     }
 
     /// Drops waiting jobs whose deadline has passed: the front end has answered them 504,

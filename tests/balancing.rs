@@ -1,8 +1,8 @@
 //! The proxy's side of a stage: jobs spread fairly over a pool, a choose function
 //! steers jobs to the worker it names, a worker that stops heartbeating is forgotten and
 //! its job answered 503 while later jobs go to live workers, a full queue answers
-//! exactly the jobs past its bound with 503, and jobs a worker holds behind a long one
-//! go to another worker.
+//! exactly the jobs past its bound with 503, jobs a worker holds behind a long one go to
+//! another worker, and a job goes to the worker holding the fewest.
 
 mod common;
 
@@ -12,7 +12,7 @@ use common::{
 };
 use prime_server::envelope::{Envelope, Protocol, ENVELOPE_LEN};
 use prime_server::loopback::FailureKind;
-use prime_server::proxy::{Chooser, Proxy, ProxyConfig};
+use prime_server::proxy::{Chooser, Proxy, ProxyConfig, ProxyStatus};
 use prime_server::sockets;
 use prime_server::worker::{WorkerConfig, WorkerPool};
 use prime_server::{FrontSockets, Job, Outcome, Pipeline, Shutdown, Work};
@@ -355,6 +355,69 @@ fn a_silent_worker_is_evicted_and_its_job_answered_503() {
         .spawn_pool(&ctx, "live", &live, 1, answer_with_name);
     assert_eq!(text(front.ask(b"later")), "live-0");
     assert!(!silent.has_mail(), "the evicted worker got no more jobs");
+}
+
+/// Asks the proxy behind `endpoint` for its status, as the front end's health check
+/// does (`[PROBE]`, answered `[STATUS, JSON]`), until `ready` holds for it.
+fn wait_for_status(ctx: &zmq::Context, endpoint: &str, ready: impl Fn(&ProxyStatus) -> bool) {
+    let probe = sockets::socket(ctx, zmq::DEALER).expect("a DEALER socket");
+    sockets::connect(&probe, endpoint).expect("connecting to the proxy");
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = None;
+    while Instant::now() < deadline {
+        probe.send(&b"\x04"[..], 0).expect("sending a probe");
+        if probe
+            .poll(zmq::POLLIN, PATIENCE.as_millis() as i64)
+            .expect("polling")
+            == 0
+        {
+            break;
+        }
+        let frames = sockets::recv_frames(&probe, 0).expect("receiving the status");
+        last = frames.get(1).and_then(|json| ProxyStatus::from_json(json));
+        if last.as_ref().is_some_and(&ready) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the proxy's status never became the one awaited; last seen: {last:?}");
+}
+
+#[test]
+fn a_job_goes_to_the_idle_worker_holding_the_fewest_jobs() {
+    let ctx = zmq::Context::new();
+    let lone = LoneProxy::start(&ctx, "fewest", Duration::from_secs(600));
+    let (front, downstream) = (&lone.front, &lone.downstream);
+
+    // `busy` may hold 8 jobs and reports none done, as a worker deep in a long job would;
+    // `prompt` may hold 1 and reports each job done as soon as it has taken it.
+    let busy = FakeWorker::connect(&ctx, downstream, "busy");
+    busy.say_ready_with_credit(0, 8);
+    let prompt = FakeWorker::connect(&ctx, downstream, "prompt");
+    prompt.say_ready_with_credit(0, 1);
+    wait_for_status(&ctx, downstream, |status| status.idle == 2);
+    // Both hold nothing: the first two jobs go one to each.
+    let first: Vec<u64> = (0..2).map(|_| front.send(b"first")).collect();
+    let mut taken = vec![busy.take_job().request_id, prompt.take_job().request_id];
+    taken.sort_unstable();
+    assert_eq!(taken, first);
+
+    for done in 1..=5u64 {
+        // `prompt` reports its job done, so it holds none and can take one again; `busy`
+        // holds one or more and still has credit, and may well be first in line.
+        prompt.say_ready_with_credit(done, 1);
+        wait_for_status(&ctx, downstream, |status| status.idle == 2);
+        let next = front.send(b"next");
+        assert_eq!(
+            prompt.take_job().request_id,
+            next,
+            "job {done} went to the worker holding none"
+        );
+        assert!(
+            !busy.has_mail(),
+            "job {done} went to the worker already holding jobs"
+        );
+    }
 }
 
 #[test]
