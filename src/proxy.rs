@@ -201,14 +201,17 @@ pub struct ProxyStats {
     pub evicted: u64,
     /// Jobs handed back unstarted by workers stuck in long jobs, and placed again.
     pub returned: u64,
+    /// Times a job could not be sent to a live worker because libzmq took the pipe to
+    /// it for full; the job went to another worker or waited for this one's READY.
+    pub pipe_full: u64,
 }
 
 impl std::fmt::Display for ProxyStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} jobs handed to workers, {} refused (queue full), {} handed back and placed again, {} workers evicted (silent)",
-            self.dispatched, self.rejected_full, self.returned, self.evicted
+            "{} jobs handed to workers, {} refused (queue full), {} handed back and placed again, {} workers evicted (silent), {} sends deferred (pipe to a worker full)",
+            self.dispatched, self.rejected_full, self.returned, self.evicted, self.pipe_full
         )
     }
 }
@@ -274,6 +277,12 @@ impl Proxy {
         router
             .set_rcvhwm(sockets::STAGE_PIPE_HWM)
             .map_err(|e| crate::Error::zmq("setting the receive high-water mark", e))?;
+        // What a worker holds is bounded by its credit, not by this mark; the default of
+        // 1000 a side can be reached in libzmq's view with a credit in the hundreds
+        // (see `dispatch`).
+        router
+            .set_sndhwm(sockets::STAGE_PIPE_HWM)
+            .map_err(|e| crate::Error::zmq("setting the send high-water mark", e))?;
         sockets::bind(&router, &config.upstream)?;
         let upstream = sockets::last_endpoint(&router)?;
         sockets::bind(&router, &config.downstream)?;
@@ -632,6 +641,15 @@ impl Proxy {
                         }
                     }
                     return Ok(());
+                }
+                Err(zmq::Error::EAGAIN) => {
+                    // The pipe to this worker is full as libzmq sees it: the reader
+                    // reports what it has read only every so many messages, so a
+                    // worker holding many jobs can look further behind than it is. It
+                    // is alive and its jobs are safe: it gets no job until its next
+                    // READY, and this one goes to another worker or waits.
+                    log::debug!("proxy: the pipe to worker {} is full for now", show(&id));
+                    self.stats.pipe_full += 1;
                 }
                 Err(e) => {
                     // The worker disconnected: forget it until it says READY again, and

@@ -358,26 +358,28 @@ fn a_silent_worker_is_evicted_and_its_job_answered_503() {
 }
 
 /// Asks the proxy behind `endpoint` for its status, as the front end's health check
-/// does (`[PROBE]`, answered `[STATUS, JSON]`), until `ready` holds for it.
-fn wait_for_status(ctx: &zmq::Context, endpoint: &str, ready: impl Fn(&ProxyStatus) -> bool) {
+/// does (`[PROBE]`, answered `[STATUS, JSON]`).
+fn proxy_status(ctx: &zmq::Context, endpoint: &str) -> ProxyStatus {
     let probe = sockets::socket(ctx, zmq::DEALER).expect("a DEALER socket");
     sockets::connect(&probe, endpoint).expect("connecting to the proxy");
+    probe.send(&b"\x04"[..], 0).expect("sending a probe");
+    let ready = probe.poll(zmq::POLLIN, PATIENCE.as_millis() as i64);
+    assert_eq!(ready.expect("polling"), 1, "no status within {PATIENCE:?}");
+    let frames = sockets::recv_frames(&probe, 0).expect("receiving the status");
+    let json = frames.get(1).expect("a STATUS message has a JSON frame");
+    ProxyStatus::from_json(json).expect("the status is JSON")
+}
+
+/// Asks for the proxy's status until `ready` holds for it.
+fn wait_for_status(ctx: &zmq::Context, endpoint: &str, ready: impl Fn(&ProxyStatus) -> bool) {
     let deadline = Instant::now() + PATIENCE;
     let mut last = None;
     while Instant::now() < deadline {
-        probe.send(&b"\x04"[..], 0).expect("sending a probe");
-        if probe
-            .poll(zmq::POLLIN, PATIENCE.as_millis() as i64)
-            .expect("polling")
-            == 0
-        {
-            break;
-        }
-        let frames = sockets::recv_frames(&probe, 0).expect("receiving the status");
-        last = frames.get(1).and_then(|json| ProxyStatus::from_json(json));
-        if last.as_ref().is_some_and(&ready) {
+        let status = proxy_status(ctx, endpoint);
+        if ready(&status) {
             return;
         }
+        last = Some(status);
         std::thread::sleep(Duration::from_millis(10));
     }
     panic!("the proxy's status never became the one awaited; last seen: {last:?}");
@@ -418,6 +420,58 @@ fn a_job_goes_to_the_idle_worker_holding_the_fewest_jobs() {
             "job {done} went to the worker already holding jobs"
         );
     }
+}
+
+#[test]
+fn a_worker_whose_pipe_is_full_keeps_its_jobs_and_later_ones_go_elsewhere() {
+    // In-process, the pipe to a worker holds exactly the proxy's send mark plus the
+    // worker's receive mark (libzmq's default 1000): no kernel buffer blurs where it
+    // fills.
+    let ctx = zmq::Context::new();
+    let (upstream, downstream) = ("inproc://full-pipe-up", "inproc://full-pipe-down");
+    let (loopback, interrupt) = (
+        "inproc://full-pipe-loopback",
+        "inproc://full-pipe-interrupt",
+    );
+    let mut config = ProxyConfig::new(upstream, downstream, Some(loopback.to_string()));
+    config.heartbeat_timeout = Duration::from_secs(600);
+    config.queue_bound = 1_000_000;
+    let proxy = Proxy::bind(&ctx, config).expect("the proxy binds");
+    let mut wired = HandWired::default();
+    wired.run_proxy(proxy);
+    let front = Front::new(
+        FrontSockets::bind(&ctx, upstream, loopback, interrupt).expect("the front binds"),
+    );
+
+    // A worker with all the credit there is that reads nothing: its pipe fills up.
+    let hoarder = FakeWorker::connect(&ctx, downstream, "hoarder");
+    hoarder.say_ready_with_credit(0, u32::MAX);
+    wait_for_status(&ctx, downstream, |status| status.idle == 1);
+    let first = front.send(b"job");
+    let limit = 2 * (sockets::STAGE_PIPE_HWM as usize + 1000);
+    let mut sent = 1;
+    while sent < limit && proxy_status(&ctx, downstream).waiting == 0 {
+        for _ in 0..10_000 {
+            front.send(b"job");
+        }
+        sent += 10_000;
+    }
+    wait_for_status(&ctx, downstream, |status| status.waiting > 0);
+
+    // Its jobs are not answered as lost, and it is still known.
+    assert!(
+        !front.was_answered(first),
+        "a job of the worker whose pipe was full was answered: {:?}",
+        front.reply_to(first)
+    );
+    assert_eq!(proxy_status(&ctx, downstream).workers, 1);
+    // A job that did not fit goes to the next worker that asks.
+    let taker = FakeWorker::connect(&ctx, downstream, "taker");
+    taker.say_ready_with_credit(0, 1);
+    let taken = taker.take_job().request_id;
+    assert!(taken > first, "the taker got job {taken}");
+    assert!(!front.was_answered(first));
+    drop(wired);
 }
 
 #[test]
