@@ -33,7 +33,8 @@ fn the_selftest_names_the_stage_whose_workers_are_gone() {
     assert_eq!(healthy.status, 200, "{healthy:?}");
     let document = healthy.json();
     for stage in ["parse", "compute"] {
-        let found = part(&document, "stage", stage).expect("each stage is named");
+        let found = part(&document, "stage", stage)
+            .unwrap_or_else(|| panic!("stage {stage} is not named: {document}"));
         assert_eq!(found["ok"], true, "{document}");
         assert!(found["workers"].as_array().is_some_and(|w| !w.is_empty()));
     }

@@ -213,8 +213,9 @@ impl Server {
 
 impl Pending {
     /// Whether every part that will answer has: the store, every stage expected, every
-    /// stage a worker sent the probe to, and the next stage of every worker that sent
-    /// it to one it knows by endpoint only.
+    /// stage a worker sent the probe to, the next stage of every worker that sent it to
+    /// one it knows by endpoint only, and every stage that sent the probe on (its report
+    /// goes out after the probe, so a later stage's can arrive first).
     fn is_complete(&self, expected: &[String]) -> bool {
         if matches!(self.store, StoreCheck::Waiting) || self.reports.is_empty() {
             return false;
@@ -224,6 +225,7 @@ impl Pending {
             && self.reports.iter().all(|r| {
                 r.forwarded.iter().all(|name| reported(name))
                     && (!r.next || self.after(&r.stage).is_some())
+                    && r.from.as_deref().is_none_or(reported)
             })
     }
 
@@ -313,4 +315,43 @@ fn failed(mut part: Value, error: String) -> Value {
     part["ok"] = Value::Bool(false);
     part["error"] = Value::String(error);
     part
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(stage: &str, from: Option<&str>, next: bool) -> StageReport {
+        StageReport {
+            stage: stage.to_string(),
+            worker: format!("{stage}-0"),
+            ok: true,
+            error: None,
+            from: from.map(str::to_string),
+            via_next: from.is_some(),
+            forwarded: Vec::new(),
+            next,
+        }
+    }
+
+    fn pending(reports: Vec<StageReport>) -> Pending {
+        Pending {
+            connection: 1,
+            protocol: Protocol::Raw,
+            started: Instant::now(),
+            deadline: Instant::now(),
+            reports,
+            failures: Vec::new(),
+            store: StoreCheck::Absent,
+        }
+    }
+
+    #[test]
+    fn a_later_stage_reporting_first_does_not_complete_the_selftest() {
+        // `parse` sends the probe on, then its own report: `compute`'s can come first.
+        let compute = report("compute", Some("parse"), false);
+        assert!(!pending(vec![compute.clone()]).is_complete(&[]));
+        let parse = report("parse", None, true);
+        assert!(pending(vec![compute, parse]).is_complete(&[]));
+    }
 }
