@@ -10,11 +10,11 @@
 //!
 //! Jobs go to the idle worker (one with credit left) that holds the fewest jobs, least
 //! recently used among equals ([`Dispatch::Spread`]), which spreads a burst over the
-//! pool and keeps jobs away from a worker slowed by a long one. For batch work, [`Dispatch::FillCredit`] gives a job
-//! to the worker that took the last one while that worker has credit left: a worker
-//! woken for a job then finds the jobs after it already queued, so a burst costs a
-//! wake-up per credit rather than one per job (a job stuck behind a long one is still
-//! handed back, see `RETURN`). While no worker is idle, jobs
+//! pool and keeps jobs away from a worker slowed by a long one. For batch work,
+//! [`Dispatch::FillCredit`] gives a job to the worker that took the last one while that
+//! worker has credit left: a worker woken for a job then finds the jobs after it already
+//! queued, so a burst costs a wake-up per credit rather than one per job (a job stuck
+//! behind a long one is still handed back, see `RETURN`). While no worker is idle, jobs
 //! wait in a queue whose bound is configured; past it a job is answered 503 through the
 //! loopback instead of being dropped or buffered without limit.
 //!
