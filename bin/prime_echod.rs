@@ -3,7 +3,7 @@
 //! front end and the pipeline with no application work: the tool for testing them alone.
 
 use clap::Parser;
-use prime_server::cli::{self, FrontEndArgs};
+use prime_server::deploy::cli::{self, FrontEndArgs};
 use prime_server::{demo, Pipeline};
 use std::process::ExitCode;
 

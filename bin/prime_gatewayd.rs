@@ -12,8 +12,8 @@
 //! unknown task name is answered 400 by the front end.
 
 use clap::Parser;
-use prime_server::cli::{self, FrontEndArgs, GatewayArgs};
-use prime_server::tasks::TaskRouter;
+use prime_server::deploy::cli::{self, FrontEndArgs, GatewayArgs};
+use prime_server::stages::tasks::TaskRouter;
 use prime_server::Pipeline;
 use std::process::ExitCode;
 

@@ -4,13 +4,13 @@
 //! --loopback tcp://127.0.0.1:5001 --interrupt tcp://127.0.0.1:5002`, or
 //! `prime_httpd --config TOPOLOGY`. With a topology whose `tasks` table no stage
 //! applies (no `"service": "tasks"`), it routes by task name itself (see
-//! [`prime_server::topology`]).
+//! [`prime_server::deploy::topology`]).
 
 use clap::Parser;
-use prime_server::cli::{self, FrontEndArgs};
-use prime_server::endpoint::Use;
+use prime_server::base::endpoint::Use;
+use prime_server::deploy::cli::{self, FrontEndArgs};
+use prime_server::deploy::topology::Topology;
 use prime_server::server::Server;
-use prime_server::topology::Topology;
 use prime_server::{FrontSockets, Shutdown};
 use std::path::PathBuf;
 use std::process::ExitCode;

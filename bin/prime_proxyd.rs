@@ -4,10 +4,10 @@
 //! [--loopback tcp://127.0.0.1:5001]`, or `prime_proxyd --config TOPOLOGY --stage NAME`.
 
 use clap::Parser;
-use prime_server::cli::{self, seconds, DaemonArgs};
-use prime_server::endpoint::Use;
-use prime_server::proxy::{Proxy, ProxyConfig};
-use prime_server::topology::Topology;
+use prime_server::base::endpoint::Use;
+use prime_server::deploy::cli::{self, seconds, DaemonArgs};
+use prime_server::deploy::topology::Topology;
+use prime_server::pipeline::proxy::{Proxy, ProxyConfig};
 use prime_server::Shutdown;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,7 +79,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     config.summary_every = cli.daemon.summary()?;
     let drain = cli.daemon.drain()?;
 
-    prime_server::fd_limit::raise_and_log();
+    prime_server::base::fd_limit::raise_and_log();
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();

@@ -8,10 +8,10 @@
 //!   the last line printed is `N primes found`.
 
 use clap::Parser;
-use prime_server::cli::{self, FrontEndArgs};
+use prime_server::demo::primes::Algorithm;
 use prime_server::demo::{self, Compute};
-use prime_server::primes::Algorithm;
-use prime_server::proxy::Dispatch;
+use prime_server::deploy::cli::{self, FrontEndArgs};
+use prime_server::pipeline::proxy::Dispatch;
 use prime_server::{Pipeline, Shutdown};
 use std::ops::RangeInclusive;
 use std::process::ExitCode;
@@ -96,7 +96,7 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let config = cli.front_end.config(&cli.target)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    pipeline(cli, prime_server::worker::DEFAULT_PREFETCH).serve(
+    pipeline(cli, prime_server::pipeline::worker::DEFAULT_PREFETCH).serve(
         &zmq::Context::new(),
         config,
         &shutdown,
@@ -115,7 +115,8 @@ fn simulate(range: RangeInclusive<u64>, cli: &Cli) -> Result<ExitCode, Box<dyn s
         range.start(),
         range.end()
     );
-    let tally = prime_server::simulation::run(&front, range, SIMULATION_WINDOW, demo::RAW_PRIME);
+    let tally =
+        prime_server::demo::simulation::run(&front, range, SIMULATION_WINDOW, demo::RAW_PRIME);
     pipeline.stop();
     let tally = tally?;
     if tally.failed > 0 {

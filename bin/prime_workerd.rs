@@ -8,14 +8,14 @@
 //! path prefix, with the topology file's `tasks` table.
 
 use clap::Parser;
-use prime_server::cli::{self, seconds, DaemonArgs, GatewayArgs};
+use prime_server::base::endpoint::Use;
 use prime_server::demo;
-use prime_server::endpoint::Use;
-use prime_server::primes::Algorithm;
-use prime_server::stage::HttpStage;
-use prime_server::tasks::TaskRouter;
-use prime_server::topology::{Topology, TASKS_SERVICE};
-use prime_server::worker::{WorkerConfig, WorkerPool};
+use prime_server::demo::primes::Algorithm;
+use prime_server::deploy::cli::{self, seconds, DaemonArgs, GatewayArgs};
+use prime_server::deploy::topology::{Topology, TASKS_SERVICE};
+use prime_server::pipeline::worker::{WorkerConfig, WorkerPool};
+use prime_server::stages::tasks::TaskRouter;
+use prime_server::stages::HttpStage;
 use prime_server::Shutdown;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,7 +61,7 @@ struct Cli {
     /// Jobs each worker may hold at once: more than 1 saves wake-ups when jobs are
     /// cheap (jobs stuck behind a long one are handed back to the proxy after 2 ms);
     /// 1 never holds a job another worker could start.
-    #[arg(long, value_name = "N", default_value_t = prime_server::worker::DEFAULT_PREFETCH, value_parser = cli::at_least_one::<u32>)]
+    #[arg(long, value_name = "N", default_value_t = prime_server::pipeline::worker::DEFAULT_PREFETCH, value_parser = cli::at_least_one::<u32>)]
     prefetch: u32,
     /// Seconds between heartbeats to the proxy.
     #[arg(long, value_name = "S", default_value_t = 0.25)]
@@ -168,7 +168,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let plan = plan(cli)?;
     let drain = cli.daemon.drain()?;
     let summary = cli.daemon.summary()?;
-    prime_server::fd_limit::raise_and_log();
+    prime_server::base::fd_limit::raise_and_log();
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();

@@ -9,7 +9,7 @@
 //! with the front end's usual options (`--help`).
 
 use clap::Parser;
-use prime_server::cli::{self, FrontEndArgs};
+use prime_server::deploy::cli::{self, FrontEndArgs};
 use prime_server::http::Response;
 use prime_server::{Job, Outcome, Pipeline, Shutdown};
 use std::process::ExitCode;

@@ -24,7 +24,7 @@
 //! ```
 //! use prime_server::http::Response;
 //! use prime_server::server::ServerConfig;
-//! use prime_server::stage::{HttpJob, Next, StageError};
+//! use prime_server::stages::{HttpJob, Next, StageError};
 //! use prime_server::{Pipeline, Shutdown};
 //! use std::io::{Read, Write};
 //!
@@ -72,62 +72,42 @@
 //!
 //! ## Map of the crate
 //!
-//! Data flows one way: bytes → [`http`] parser → [`server`] → [`envelope`] + frames →
-//! [`proxy`] → [`worker`] → [`loopback`] → [`server`] → bytes.
+//! One folder per part, in data-flow order: bytes → [`http`] parser → [`server`] →
+//! [`pipeline::envelope`] + frames → [`pipeline::proxy`] → [`pipeline::worker`] (running
+//! [`stages`]) → [`pipeline::loopback`] → [`server`] → bytes. A module imports only
+//! parts listed before it here (below it in the layering), never one after.
 //!
-//! - [`server`]: the front end on ZMQ_STREAM (HTTP/1.x and netstrings).
-//! - [`http`]: the streaming request parser, [`http::Request`] and [`http::Response`].
+//! - [`base`]: shared plumbing: the error type, endpoints, socket helpers, the shutdown
+//!   flag, a fast hash, the open-file limit.
+//! - [`http`]: the protocol: the streaming request parser, [`http::Request`],
+//!   [`http::Response`], chunked bodies, header fields, the Server-Sent Events format.
 //! - [`netstring`]: the second client protocol.
-//! - [`envelope`]: the first frame of every message, and the interrupt frame.
-//! - [`proxy`]: the load-balancing broker in front of each stage.
-//! - [`worker`]: the worker loop, [`Job`], [`Outcome`] and the [`Work`] trait.
-//! - [`stage`]: stages written against HTTP requests, with typed errors.
-//! - [`streaming`]: answers in pieces, and the Server-Sent Events format.
-//! - [`gateway`]: a stage that forwards requests to an HTTP backend.
-//! - [`tasks`]: routing by task name (`X-Task-Name`) to separate pools.
-//! - [`loopback`]: answers and typed failures on their way back to the front end.
-//! - [`selftest`]: the probe that checks every stage (`/status?selftest=1`) and the
-//!   reports it brings back.
-//! - [`census`]: when a proxy is lost, which requests went with it (answered 503).
+//! - [`pipeline`]: the core: the envelope, the broker protocol, the load-balancing
+//!   proxy, the worker loop, streamed answers, the loopback, the self-test probe and
+//!   the census that finds what a lost proxy took with it.
+//! - [`stages`]: stages written against HTTP requests, with typed errors; the gateway
+//!   to an HTTP backend; routing by task name.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process; their ends delivered to a
 //!   `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
-//! - [`pipeline`]: a builder that wires stages (and a front end) in one process.
-//! - [`topology`]: a whole multi-process deployment in one JSON file.
-//! - [`shutdown`]: drain, then stop.
-//! - [`primes`], [`demo`], [`simulation`]: the prime-checking service behind
-//!   `prime_serverd`.
-//! - [`cli`], [`endpoint`], [`fd_limit`], [`sockets`], [`error`], [`fast_hash`]: shared
-//!   plumbing.
+//! - [`server`]: the front end on ZMQ_STREAM (HTTP/1.x and netstrings): its loop,
+//!   connections and answer order, the requests it answers itself, its sockets toward
+//!   the pipeline ([`FrontSockets`]).
+//! - [`deploy`]: putting the pieces together: the in-process [`Pipeline`] builder, a
+//!   multi-process [`deploy::topology`], the daemons' [`deploy::cli`].
+//! - [`demo`]: the prime-checking service behind `prime_serverd` and its simulation.
 
 #![warn(missing_docs)]
 
-pub mod census;
-pub mod cli;
+pub mod base;
 pub mod demo;
-pub mod endpoint;
-pub mod envelope;
-pub mod error;
-pub mod fast_hash;
-pub mod fd_limit;
-pub mod gateway;
+pub mod deploy;
 pub mod http;
 pub mod jobs;
-pub mod loopback;
 pub mod netstring;
 pub mod pipeline;
-pub mod primes;
-pub mod proxy;
-pub mod selftest;
 pub mod server;
-pub mod shutdown;
-pub mod simulation;
-pub mod sockets;
-pub mod stage;
-pub mod streaming;
-pub mod tasks;
-pub mod topology;
-pub mod worker;
+pub mod stages;
 
 /// JSON, as stages read and write it ([`serde_json::json!`] for a response body).
 pub use serde_json;
@@ -135,7 +115,8 @@ pub use serde_json;
 /// passes to [`Pipeline::serve`], without a dependency of its own.
 pub use zmq;
 
-pub use error::{Error, Result};
-pub use pipeline::{FrontSockets, Pipeline, RunningPipeline, Transport};
-pub use shutdown::Shutdown;
-pub use worker::{Job, Outcome, Work};
+pub use base::error::{Error, Result};
+pub use base::shutdown::Shutdown;
+pub use deploy::builder::{Pipeline, RunningPipeline, Transport};
+pub use pipeline::worker::{Job, Outcome, Work};
+pub use server::FrontSockets;

@@ -4,9 +4,9 @@
 mod common;
 
 use common::{Front, HandWired, PATIENCE};
-use prime_server::loopback::FailureKind;
-use prime_server::proxy::{Proxy, ProxyConfig};
-use prime_server::worker::WorkerConfig;
+use prime_server::pipeline::loopback::FailureKind;
+use prime_server::pipeline::proxy::{Proxy, ProxyConfig};
+use prime_server::pipeline::worker::WorkerConfig;
 use prime_server::{FrontSockets, Job, Outcome};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -10,11 +10,11 @@ use common::{
     expect_event, failure, text, thread_name, whoami, Front, Gate, HandWired, TestPipeline, NONCE,
     PATIENCE, WHOAMI,
 };
-use prime_server::envelope::{Envelope, Protocol, ENVELOPE_LEN};
-use prime_server::loopback::FailureKind;
-use prime_server::proxy::{Chooser, Proxy, ProxyConfig, ProxyStatus};
-use prime_server::sockets;
-use prime_server::worker::{WorkerConfig, WorkerPool};
+use prime_server::base::sockets;
+use prime_server::pipeline::envelope::{Envelope, Protocol, ENVELOPE_LEN};
+use prime_server::pipeline::loopback::FailureKind;
+use prime_server::pipeline::proxy::{Chooser, Proxy, ProxyConfig, ProxyStatus};
+use prime_server::pipeline::worker::{WorkerConfig, WorkerPool};
 use prime_server::{FrontSockets, Job, Outcome, Pipeline, Shutdown, Work};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -553,7 +553,7 @@ fn a_leaving_worker_runs_the_jobs_sent_before_its_goodbye_was_read() {
     let envelope = Envelope::new(id, 0, NONCE, Protocol::Raw).encode();
     let job = [
         zmq::Message::from(&worker[..]),
-        prime_server::envelope::lead_frame(&envelope, b"late"),
+        prime_server::pipeline::envelope::lead_frame(&envelope, b"late"),
     ];
     sockets::send_frames(&proxy, job, 0).expect("sending the late job");
     assert_eq!(text(front.reply_to(id)), "late");

@@ -195,10 +195,11 @@ fn options_star_is_answered_by_the_front_end_with_the_methods() {
 
 #[test]
 fn a_streamed_answer_for_an_allowed_origin_carries_the_cors_fields_in_its_head() {
-    use prime_server::stage::{HttpJob, Next, StageError};
+    use prime_server::stages::{HttpJob, Next, StageError};
     use std::io::{Read, Write};
     let pipeline = prime_server::Pipeline::new().http_stage("stream", 1, |job: &mut HttpJob| {
-        let fail = |e: prime_server::streaming::StreamError| StageError::internal(e.to_string());
+        let fail =
+            |e: prime_server::pipeline::stream::StreamError| StageError::internal(e.to_string());
         let mut stream = job
             .stream(&prime_server::http::Response::new(200).header("Content-Type", "text/plain"))
             .map_err(fail)?;

@@ -9,7 +9,7 @@ mod daemons;
 mod http_common;
 
 use daemons::*;
-use prime_server::stage::{HttpGateway, HttpJob, Next, StageError};
+use prime_server::stages::{HttpGateway, HttpJob, Next, StageError};
 use prime_server::Pipeline;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

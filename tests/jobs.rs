@@ -9,7 +9,7 @@ use common::{http_config, request, wait_for, Client, HttpResponse, Latch, TestSe
 use prime_server::http::Response;
 use prime_server::jobs::JobsConfig;
 use prime_server::server::ServerConfig;
-use prime_server::stage::{HttpJob, Next, StageError};
+use prime_server::stages::{HttpJob, Next, StageError};
 use prime_server::Pipeline;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

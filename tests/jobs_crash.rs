@@ -5,7 +5,7 @@
 mod daemons;
 
 use daemons::*;
-use prime_server::primes::is_prime_miller_rabin;
+use prime_server::demo::primes::is_prime_miller_rabin;
 use std::path::Path;
 use std::time::Duration;
 

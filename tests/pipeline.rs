@@ -10,7 +10,7 @@ use common::{
     expect_event, failure, request_text, run_until_interrupted, text, thread_name, whoami,
     LongJobEnd, TempDir, TestPipeline, PATIENCE, WHOAMI,
 };
-use prime_server::loopback::FailureKind;
+use prime_server::pipeline::loopback::FailureKind;
 use prime_server::{Job, Outcome, Pipeline, Transport};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -1,9 +1,9 @@
 //! Stages written against the `stage` API: routing by stage name (skipping stages and
 //! cycling back), typed errors, and forwarding to a stage that does not exist.
 
-use prime_server::loopback::FailureKind;
-use prime_server::pipeline::AskError;
-use prime_server::stage::{HttpJob, Next, StageError};
+use prime_server::pipeline::loopback::FailureKind;
+use prime_server::server::AskError;
+use prime_server::stages::{HttpJob, Next, StageError};
 use prime_server::Pipeline;
 
 /// Starts `pipeline`, asks it one raw request, stops it, and returns the answer.

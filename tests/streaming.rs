@@ -9,7 +9,7 @@ mod common;
 use common::{find, http_config, Latch, TestServer, WAIT};
 use prime_server::http::Response;
 use prime_server::jobs::JobsConfig;
-use prime_server::stage::{HttpJob, Next, StageError};
+use prime_server::stages::{HttpJob, Next, StageError};
 use prime_server::Pipeline;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -103,7 +103,8 @@ impl RawClient {
 fn stage(stopped: Latch) -> impl FnMut(&mut HttpJob) -> Result<Next, StageError> + Clone {
     move |job: &mut HttpJob| {
         let request = job.request()?.clone();
-        let fail = |e: prime_server::streaming::StreamError| StageError::internal(e.to_string());
+        let fail =
+            |e: prime_server::pipeline::stream::StreamError| StageError::internal(e.to_string());
         if request.path == "/plain" {
             return Ok(Next::respond(Response::new(200).body("plain")));
         }

@@ -503,12 +503,12 @@ fn a_cancelled_job_is_delivered_as_cancelled() {
     let pipeline = prime_server::Pipeline::new().http_stage(
         "work",
         1,
-        |job: &mut prime_server::stage::HttpJob| {
+        |job: &mut prime_server::stages::HttpJob| {
             let give_up = Instant::now() + WAIT;
             while !job.interrupted() && Instant::now() < give_up {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            Ok(prime_server::stage::Next::Abandon)
+            Ok(prime_server::stages::Next::Abandon)
         },
     );
     let dir = scratch_dir("cancelled");

@@ -4,7 +4,7 @@
 use crate::graph::Graph;
 use crate::search::RouteFound;
 use prime_server::http::Response;
-use prime_server::stage::{HttpJob, HttpWork, Next, StageError};
+use prime_server::stages::{HttpJob, HttpWork, Next, StageError};
 use serde::Serialize;
 use std::sync::Arc;
 

@@ -25,7 +25,7 @@
 //!
 //! The stages are named, so the same service can be spread over processes or hosts with
 //! a topology file listing `parse`, `search` and `directions` (see
-//! `prime_server::topology`): `prime_httpd --config F` for the front end and
+//! `prime_server::deploy::topology`): `prime_httpd --config F` for the front end and
 //! `prime_proxyd --config F --stage S` for each stage's proxy. `prime_workerd` only runs
 //! the demo services, so a routing deployment adds its own worker binary: it builds the
 //! graph as this example does, reads its stage's endpoints from the same file into a
@@ -44,7 +44,7 @@ use directions::Directions;
 use graph::Graph;
 use locate::SpatialIndex;
 use parse::Parse;
-use prime_server::cli::{self, FrontEndArgs};
+use prime_server::deploy::cli::{self, FrontEndArgs};
 use prime_server::{Pipeline, Shutdown};
 use search::Search;
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ use crate::graph::Graph;
 use crate::locate::SpatialIndex;
 use crate::search::RouteRequest;
 use prime_server::http::{Request, Response};
-use prime_server::stage::{HttpJob, HttpWork, Next, StageError};
+use prime_server::stages::{HttpJob, HttpWork, Next, StageError};
 use std::sync::Arc;
 
 /// The methods every path accepts (the front end answers HEAD as GET without the body).

@@ -2,7 +2,7 @@
 //! request to the next, stopping as soon as the client has gone.
 
 use crate::graph::Graph;
-use prime_server::stage::{HttpJob, HttpWork, Next, StageError};
+use prime_server::stages::{HttpJob, HttpWork, Next, StageError};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;

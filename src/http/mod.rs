@@ -13,19 +13,23 @@
 
 mod chunked;
 mod error;
+mod fields;
 mod head;
 mod limits;
 mod lines;
 mod parser;
 mod request;
 mod response;
+mod sse;
 #[cfg(test)]
 mod tests;
 
 pub use error::ParseError;
+pub use fields::{field_text, field_values};
 pub use head::Method;
 pub use limits::Limits;
 pub use parser::{Event, ParsedRequest, RequestParser};
 pub use request::{Request, RequestHead};
 pub(crate) use response::decimal;
 pub use response::{reason_phrase, write_response, Response, CONTINUE_RESPONSE};
+pub use sse::{sse_response, SseEvent};

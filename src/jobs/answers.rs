@@ -1,11 +1,11 @@
 //! The HTTP answers of the job resources, and the translation between a stage's answer
 //! and the stored form of it.
 
+use super::clock::rfc3339;
 use super::store::{JobRecord, JobState, StoredAnswer};
 use crate::http::Response;
-use crate::loopback::Failure;
+use crate::pipeline::loopback::Failure;
 use serde::Serialize;
-use std::time::{Duration, UNIX_EPOCH};
 
 /// Header fields that [`Response::to_bytes`] writes for each connection: not stored with
 /// an answer, written anew for whoever fetches it.
@@ -50,11 +50,6 @@ struct ErrorDocument<'a> {
 /// Where the job's resources are, under the jobs path.
 fn location(path: &str, id: &str) -> String {
     format!("{path}/{id}")
-}
-
-fn rfc3339(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
 }
 
 fn document<'a>(record: &'a JobRecord, path: &str) -> JobDocument<'a> {

@@ -1,7 +1,7 @@
 //! Asynchronous jobs: "answer later" for every route of every pipeline.
 //!
 //! A request with `Prefer: respond-async` (RFC 7240 §4.1), or one a stage puts off with
-//! [`Next::later`](crate::stage::Next::later), becomes a job: it is committed to a
+//! [`Next::later`](crate::stages::Next::later), becomes a job: it is committed to a
 //! durable [`JobStore`] and the client is answered `202 Accepted` with
 //! `Location: /jobs/{id}`. The job then runs through the same proxies and workers as a
 //! synchronous request, its envelope marked as a job ([`Envelope::job`]) whose answer
@@ -30,9 +30,10 @@
 //! recorded in the store: see [`webhooks`], and [`ssrf`] for the addresses a callback
 //! may not reach.
 //!
-//! [`Envelope::job`]: crate::envelope::Envelope::job
+//! [`Envelope::job`]: crate::pipeline::envelope::Envelope::job
 
 pub mod answers;
+mod clock;
 pub mod prefer;
 pub mod service;
 pub mod ssrf;

@@ -1,6 +1,7 @@
 //! Reading what a client asks of the job machinery: the `Prefer` field (RFC 7240), the
 //! `Idempotency-Key` field, and the job resources' paths.
 
+use crate::http::field_values;
 use std::time::Duration;
 
 /// What a request's `Prefer` fields ask for (RFC 7240 §4.1 and §4.3).
@@ -58,24 +59,6 @@ fn seconds(value: &[u8]) -> Option<Duration> {
     text.parse::<u32>()
         .ok()
         .map(|s| Duration::from_secs(u64::from(s)))
-}
-
-/// The values of every field named `name` (case-insensitive) in a request head.
-pub fn field_values<'h>(head: &'h [u8], name: &'h str) -> impl Iterator<Item = &'h [u8]> + 'h {
-    head.split(|&b| b == b'\n').skip(1).filter_map(move |line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let colon = line.iter().position(|&b| b == b':')?;
-        line[..colon]
-            .eq_ignore_ascii_case(name.as_bytes())
-            .then(|| line[colon + 1..].trim_ascii())
-    })
-}
-
-/// The first value of the field `name` in a request head, as text.
-pub fn field_text<'h>(head: &'h [u8], name: &'h str) -> Option<&'h str> {
-    field_values(head, name)
-        .next()
-        .and_then(|v| std::str::from_utf8(v).ok())
 }
 
 /// The longest `Idempotency-Key` taken.

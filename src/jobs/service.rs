@@ -15,6 +15,7 @@
 mod callbacks;
 
 use super::answers;
+use super::clock::now_ms;
 use super::prefer::idempotency_key;
 use super::store::{
     JobEvent, JobRecord, JobState, JobStore, NewJob, StartedJob, StateCounts, StoreError,
@@ -22,8 +23,8 @@ use super::store::{
 };
 use super::JobsConfig;
 use crate::http::Response;
-use crate::loopback::{Failure, FailureKind};
-use crate::streaming::{sse_response, SseEvent};
+use crate::http::{sse_response, SseEvent};
+use crate::pipeline::loopback::{Failure, FailureKind};
 use base64::Engine;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sha2::Digest;
@@ -32,7 +33,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The most commands applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -67,7 +68,7 @@ impl ReplyTo {
 #[derive(Debug)]
 pub enum RunAnswer {
     /// A stage's HTTP answer, as bytes.
-    Response(crate::loopback::Payload),
+    Response(crate::pipeline::loopback::Payload),
     /// A failure in the pipeline.
     Failure(Failure),
 }
@@ -386,14 +387,6 @@ fn ttl_ms(config: &JobsConfig) -> i64 {
 /// 100 ms and a minute.
 fn expire_every(config: &JobsConfig) -> Duration {
     (config.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
-}
-
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A new job id: 128 bits from the operating system's random source, URL-safe base64

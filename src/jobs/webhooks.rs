@@ -40,12 +40,13 @@
 //! and needs no locking between threads; the cost is a hop over a channel per attempt,
 //! which is nothing next to an HTTP request.
 
+use super::clock::now_ms;
 use super::ssrf::{AddressPolicy, CallbackError, CheckedTarget};
+pub use super::store::{Attempt, DeliveryState, WebhookRecord};
 use super::store::{JobState, StoredAnswer};
 use base64::Engine;
 use crossbeam_channel::{Receiver, Sender};
 use hmac::{KeyInit, Mac};
-use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,9 +56,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The request header that asks for a webhook.
 pub const CALLBACK_HEADER: &str = "callback-url";
-
-/// The most attempts kept per job (the latest ones).
-const MAX_ATTEMPTS_KEPT: usize = 64;
 
 /// How webhooks are delivered.
 #[derive(Clone, Debug)]
@@ -192,135 +190,6 @@ pub fn message(job_id: &str, state: JobState, answer: Option<&StoredAnswer>) -> 
         }
     }
     document.to_string().into_bytes()
-}
-
-/// Where a job's webhook is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryState {
-    /// The job has not ended; nothing to deliver yet.
-    Waiting,
-    /// The message waits for its next attempt.
-    Pending,
-    /// The receiver took it (`2xx`).
-    Delivered,
-    /// The receiver answered `410 Gone`: no more attempts.
-    Gone,
-    /// Every attempt failed for [`WebhookConfig::give_up`].
-    GivenUp,
-}
-
-impl DeliveryState {
-    /// The name used in the database and in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Waiting => "waiting",
-            DeliveryState::Pending => "pending",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Gone => "gone",
-            DeliveryState::GivenUp => "given_up",
-        }
-    }
-
-    /// The state named `name`.
-    pub fn parse(name: &str) -> Option<DeliveryState> {
-        Some(match name {
-            "waiting" => DeliveryState::Waiting,
-            "pending" => DeliveryState::Pending,
-            "delivered" => DeliveryState::Delivered,
-            "gone" => DeliveryState::Gone,
-            "given_up" => DeliveryState::GivenUp,
-            _ => return None,
-        })
-    }
-}
-
-/// One delivery attempt.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attempt {
-    /// When it started, in milliseconds since the Unix epoch.
-    pub at_ms: i64,
-    /// The receiver's status, if it answered.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// What went wrong, if it did not answer (or was refused before connecting).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// How long it took, in milliseconds.
-    pub latency_ms: u64,
-}
-
-/// A job's webhook as the store keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebhookRecord {
-    /// The job's number.
-    pub number: u64,
-    /// The job's public id (the message's `webhook-id`).
-    pub job_id: String,
-    /// Where to deliver.
-    pub url: String,
-    /// Where the delivery is.
-    pub state: DeliveryState,
-    /// The message, once the job has ended.
-    pub payload: Option<Vec<u8>>,
-    /// The attempts so far (the latest 64).
-    pub attempts: Vec<Attempt>,
-    /// When the first failed attempt was, in milliseconds since the Unix epoch.
-    pub first_failure_ms: Option<i64>,
-    /// When the next attempt is due, in milliseconds since the Unix epoch.
-    pub next_ms: Option<i64>,
-}
-
-impl WebhookRecord {
-    /// The webhook's part of the job's status document.
-    pub fn to_json(&self) -> serde_json::Value {
-        let attempts: Vec<serde_json::Value> = self
-            .attempts
-            .iter()
-            .map(|a| {
-                let mut value = serde_json::json!({
-                    "at": rfc3339(a.at_ms),
-                    "latency_ms": a.latency_ms,
-                });
-                if let Some(status) = a.status {
-                    value["status"] = status.into();
-                }
-                if let Some(error) = &a.error {
-                    value["error"] = error.as_str().into();
-                }
-                value
-            })
-            .collect();
-        let mut value = serde_json::json!({
-            "url": self.url,
-            "state": self.state.as_str(),
-            "attempts": attempts,
-        });
-        if let (DeliveryState::Pending, Some(next)) = (self.state, self.next_ms) {
-            value["next_attempt"] = rfc3339(next).into();
-        }
-        value
-    }
-
-    /// Adds an attempt, keeping the latest 64.
-    pub fn push_attempt(&mut self, attempt: Attempt) {
-        if self.attempts.len() >= MAX_ATTEMPTS_KEPT {
-            self.attempts.remove(0);
-        }
-        self.attempts.push(attempt);
-    }
-}
-
-fn rfc3339(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
-        .unwrap_or(0)
 }
 
 /// A random factor between 0.5 and 1 for the backoff, from the operating system.
@@ -595,120 +464,6 @@ impl fmt::Display for WebhookSetupError {
 }
 
 impl std::error::Error for WebhookSetupError {}
-
-/// The webhooks' table in the SQLite job store, and its queries (called by
-/// [`SqliteStore`](super::SqliteStore)'s [`JobStore`](super::JobStore) methods).
-pub(crate) mod sql {
-    use super::{Attempt, DeliveryState, WebhookRecord};
-    use crate::jobs::store::StoreError;
-    use rusqlite::{params, Connection, OptionalExtension};
-
-    /// Created at open when missing (schema version 2).
-    pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS webhooks (
-    number INTEGER PRIMARY KEY,
-    job_id TEXT NOT NULL,
-    url TEXT NOT NULL,
-    state TEXT NOT NULL,
-    payload BLOB,
-    attempts TEXT NOT NULL DEFAULT '[]',
-    first_failure_ms INTEGER,
-    next_ms INTEGER
-);
-CREATE INDEX IF NOT EXISTS webhooks_by_state ON webhooks (state);
-";
-
-    const COLUMNS: &str =
-        "number, job_id, url, state, payload, attempts, first_failure_ms, next_ms";
-
-    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<WebhookRecord, StoreError>> {
-        let number: i64 = row.get(0)?;
-        let state: String = row.get(3)?;
-        let attempts: String = row.get(5)?;
-        let Some(state) = DeliveryState::parse(&state) else {
-            return Ok(Err(StoreError::Corrupt(format!("webhook state {state:?}"))));
-        };
-        let attempts: Vec<Attempt> = match serde_json::from_str(&attempts) {
-            Ok(attempts) => attempts,
-            Err(e) => return Ok(Err(StoreError::Corrupt(format!("webhook attempts: {e}")))),
-        };
-        Ok(Ok(WebhookRecord {
-            number: number as u64,
-            job_id: row.get(1)?,
-            url: row.get(2)?,
-            state,
-            payload: row.get(4)?,
-            attempts,
-            first_failure_ms: row.get(6)?,
-            next_ms: row.get(7)?,
-        }))
-    }
-
-    /// Registers a job's callback, waiting for the job's end.
-    pub(crate) fn add(
-        db: &Connection,
-        number: u64,
-        job_id: &str,
-        url: &str,
-    ) -> Result<(), StoreError> {
-        db.prepare_cached(
-            "INSERT OR REPLACE INTO webhooks (number, job_id, url, state) VALUES (?1, ?2, ?3, 'waiting')",
-        )?
-        .execute(params![number as i64, job_id, url])?;
-        Ok(())
-    }
-
-    /// A job's webhook.
-    pub(crate) fn get(db: &Connection, number: u64) -> Result<Option<WebhookRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM webhooks WHERE number = ?1");
-        let row = db
-            .prepare_cached(&sql)?
-            .query_row([number as i64], read)
-            .optional()?;
-        row.transpose()
-    }
-
-    /// Writes a webhook's state, message, attempts and schedule.
-    pub(crate) fn save(db: &Connection, record: &WebhookRecord) -> Result<(), StoreError> {
-        let attempts = serde_json::to_string(&record.attempts)
-            .map_err(|e| StoreError::Corrupt(format!("webhook attempts: {e}")))?;
-        db.prepare_cached(
-            "UPDATE webhooks SET state = ?2, payload = ?3, attempts = ?4, first_failure_ms = ?5,
-                 next_ms = ?6 WHERE number = ?1",
-        )?
-        .execute(params![
-            record.number as i64,
-            record.state.as_str(),
-            record.payload,
-            attempts,
-            record.first_failure_ms,
-            record.next_ms
-        ])?;
-        Ok(())
-    }
-
-    /// Every webhook with a message waiting for an attempt.
-    pub(crate) fn pending(db: &Connection) -> Result<Vec<WebhookRecord>, StoreError> {
-        let sql = format!("SELECT {COLUMNS} FROM webhooks WHERE state = 'pending' ORDER BY number");
-        let mut statement = db.prepare(&sql)?;
-        let rows = statement.query_map([], read)?;
-        let mut records = Vec::new();
-        for row in rows {
-            records.push(row??);
-        }
-        Ok(records)
-    }
-
-    /// Forgets the webhooks of jobs that expired or are gone.
-    pub(crate) fn forget_expired(db: &Connection) -> Result<(), StoreError> {
-        db.execute(
-            "DELETE FROM webhooks WHERE number NOT IN
-                 (SELECT number FROM jobs WHERE state != 'expired')",
-            [],
-        )?;
-        Ok(())
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,8 @@
 //! kernel's backlog while open ones are served; this watch turns those failures into a
 //! warning at most once a second.
 
-use crate::error::{Error, Result};
-use crate::sockets;
+use crate::base::error::{Error, Result};
+use crate::base::sockets;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -5,16 +5,20 @@
 //! Everything that touches the disk happens on the service's thread; here only channel
 //! sends and socket I/O happen, so the loop never waits on the store.
 
+use super::answers::mark_dirty;
 use super::connection::Label;
+use super::output::AnswerBytes;
+use super::requests::http_protocol;
 use super::Server;
-use crate::envelope::{Envelope, InterruptReason, Protocol};
-use crate::error::{Error, Result};
+use crate::base::error::{Error, Result};
+use crate::base::sockets;
+use crate::http::field_text;
 use crate::http::{Method, ParsedRequest, Response};
-use crate::jobs::prefer::field_text;
 use crate::jobs::service::{Command, Event, ReplyTo, RunAnswer};
 use crate::jobs::{AsyncPreference, JobRoute, JobsConfig, JobsHandle};
-use crate::loopback::{Answer, Failure, FailureKind};
-use crate::sockets;
+use crate::pipeline::envelope::{Envelope, InterruptReason, Protocol};
+use crate::pipeline::loopback::render_failure;
+use crate::pipeline::loopback::{Answer, Failure, FailureKind};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -46,7 +50,7 @@ impl JobLink {
         ringer
             .connect(&endpoint)
             .map_err(|e| Error::zmq(format!("connecting {endpoint}"), e))?;
-        let handle = JobsHandle::start(config, ringer).map_err(Error::Jobs)?;
+        let handle = JobsHandle::start(config, ringer).map_err(|e| Error::Jobs(Box::new(e)))?;
         Ok(JobLink {
             handle,
             doorbell,
@@ -137,7 +141,7 @@ impl Server {
                 return;
             }
         }
-        let protocol = super::http_protocol(&request);
+        let protocol = http_protocol(&request);
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
             return;
         };
@@ -207,7 +211,7 @@ impl Server {
         };
         log::error!("request {}: {refusal}", envelope.request_id);
         let failure = Failure::new(FailureKind::WorkerPanicked, refusal);
-        Some(super::render_failure(envelope.protocol, &failure, true))
+        Some(render_failure(envelope.protocol, &failure, true))
     }
 
     /// A job's run came back on the loopback: the service stores the answer.
@@ -256,11 +260,9 @@ impl Server {
         while link.doorbell.recv(&mut link.scratch, zmq::DONTWAIT).is_ok() {}
         while let Some(event) = self.jobs.as_ref().and_then(|l| l.handle.try_event()) {
             match event {
-                Event::Reply { to, bytes } => self.fill(
-                    to.connection,
-                    to.request_id,
-                    super::AnswerBytes::Owned(bytes),
-                ),
+                Event::Reply { to, bytes } => {
+                    self.fill(to.connection, to.request_id, AnswerBytes::Owned(bytes))
+                }
                 Event::Dispatch {
                     number,
                     head,
@@ -271,21 +273,21 @@ impl Server {
                     let close_delimited = start && to.minor_version == 0;
                     let id = to.connection;
                     if let Some(conn) = self.connections.get_mut(&id) {
-                        let part = super::AnswerBytes::Owned(bytes);
+                        let part = AnswerBytes::Owned(bytes);
                         if conn
                             .stream_part(to.request_id, part, close_delimited)
                             .is_some()
                         {
-                            super::mark_dirty(&mut self.dirty, conn, id);
+                            mark_dirty(&mut self.dirty, conn, id);
                         }
                     }
                 }
                 Event::StreamEnd { to, last } => {
                     let id = to.connection;
                     if let Some(conn) = self.connections.get_mut(&id) {
-                        let last = Some(super::AnswerBytes::Owned(last));
+                        let last = Some(AnswerBytes::Owned(last));
                         if conn.end_stream(to.request_id, last) {
-                            super::mark_dirty(&mut self.dirty, conn, id);
+                            mark_dirty(&mut self.dirty, conn, id);
                         }
                     }
                 }
@@ -332,7 +334,7 @@ impl Server {
         let envelope = Envelope::for_job(request_id, number, self.nonce)
             .with_timeout(timeout)
             .with_client(client);
-        let lead = crate::envelope::lead_frame(&envelope.encode(), &head);
+        let lead = crate::pipeline::envelope::lead_frame(&envelope.encode(), &head);
         let body = (!body.is_empty()).then(|| zmq::Message::from(body));
         let frames = std::iter::once(lead).chain(body);
         match sockets::send_frames(self.front.entry_socket(entry), frames, zmq::DONTWAIT) {

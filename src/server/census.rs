@@ -1,4 +1,4 @@
-//! The front end's side of a census (see [`crate::census`]): when a proxy is lost, the
+//! The front end's side of a census (see [`crate::pipeline::census`]): when a proxy is lost, the
 //! requests nobody holds any more are answered 503 at once, instead of 504 at their
 //! deadline.
 //!
@@ -29,14 +29,16 @@
 //! Asynchronous job runs are counted the same way; a lost one is handed to the job
 //! service as a transient failure, which runs it again.
 
-use super::{render_failure, AnswerBytes, Server};
-use crate::census::{self, LossMonitor, Message};
-use crate::envelope::InterruptReason;
-use crate::error::Result;
-use crate::fast_hash::FastSet;
-use crate::loopback::{Failure, FailureKind};
-use crate::proxy::CENSUS;
-use crate::sockets;
+use super::output::AnswerBytes;
+use super::Server;
+use crate::base::error::Result;
+use crate::base::fast_hash::FastSet;
+use crate::base::sockets;
+use crate::pipeline::census::{self, LossMonitor, Message};
+use crate::pipeline::envelope::InterruptReason;
+use crate::pipeline::loopback::render_failure;
+use crate::pipeline::loopback::{Failure, FailureKind};
+use crate::pipeline::wire::CENSUS;
 use std::time::{Duration, Instant};
 
 /// How long each call of a census waits for answers. A live proxy answers after the

@@ -5,7 +5,7 @@
 //! the connection's queue when it arrives, and only the answered slots at the front of
 //! the queue are written, so responses always leave in request order.
 
-use super::output::Output;
+use super::output::{status_of, AnswerBytes, Output};
 use crate::http::RequestParser;
 use crate::netstring::NetstringDecoder;
 use std::collections::VecDeque;
@@ -75,32 +75,6 @@ impl std::ops::Deref for Label {
     }
 }
 
-/// Bytes of an answer: a worker's message as received, or bytes the front end made.
-pub(crate) enum AnswerBytes {
-    /// From the loopback, not copied.
-    Message(crate::loopback::Payload),
-    /// Made by the front end (errors, health checks, 100 Continue).
-    Owned(Vec<u8>),
-}
-
-impl AnswerBytes {
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        match self {
-            AnswerBytes::Message(m) => m,
-            AnswerBytes::Owned(v) => v,
-        }
-    }
-
-    /// The bytes as a message for libzmq, without a copy unless the loopback's frame
-    /// held more than them.
-    pub(crate) fn into_message(self) -> zmq::Message {
-        match self {
-            AnswerBytes::Message(m) => m.into_message(),
-            AnswerBytes::Owned(v) => zmq::Message::from(v),
-        }
-    }
-}
-
 /// When a connection whose output libzmq refused is tried again.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Stall {
@@ -130,7 +104,7 @@ pub(crate) struct Slot {
     /// The answer once known whole; for a streamed answer, its last bytes, once the
     /// stream has ended.
     pub(crate) answer: Option<AnswerBytes>,
-    /// A streamed answer under way (see `crate::streaming`).
+    /// A streamed answer under way (see `crate::pipeline::stream`).
     pub(crate) stream: Option<Box<SlotStream>>,
     /// Whether the connection closes after this answer.
     pub(crate) close_after: bool,
@@ -238,7 +212,7 @@ impl Connection {
         let slot = self.waiting_slot(request_id)?;
         let stream = slot.stream.get_or_insert_with(|| {
             Box::new(SlotStream {
-                status: super::status_of(part.as_slice()).into(),
+                status: status_of(part.as_slice()).into(),
                 ..SlotStream::default()
             })
         });

@@ -16,10 +16,10 @@
 //! with credentials). Unconfigured, nothing here runs: the front end checks one
 //! `Option` per request.
 
-use super::connection::AnswerBytes;
+use super::output::AnswerBytes;
 use super::Server;
+use crate::http::field_text;
 use crate::http::{Method, ParsedRequest, Response};
-use crate::jobs::prefer::field_text;
 use std::time::Duration;
 
 /// The response fields a script may read besides the safelisted ones.

@@ -12,7 +12,7 @@
 //! by a host or interface name are left to libzmq; a drain then closes their new
 //! connections as they arrive.
 
-use crate::sockets;
+use crate::base::sockets;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{IntoRawFd, RawFd};
 

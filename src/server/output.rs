@@ -8,8 +8,41 @@
 //! throughput for pipelining clients). An answer of a fitting size goes as it is, without
 //! a copy.
 
-use super::connection::AnswerBytes;
 use std::collections::VecDeque;
+
+/// Bytes of an answer: a worker's message as received, or bytes the front end made.
+pub(crate) enum AnswerBytes {
+    /// From the loopback, not copied.
+    Message(crate::pipeline::loopback::Payload),
+    /// Made by the front end (errors, health checks, 100 Continue).
+    Owned(Vec<u8>),
+}
+
+impl AnswerBytes {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            AnswerBytes::Message(m) => m,
+            AnswerBytes::Owned(v) => v,
+        }
+    }
+
+    /// The bytes as a message for libzmq, without a copy unless the loopback's frame
+    /// held more than them.
+    pub(crate) fn into_message(self) -> zmq::Message {
+        match self {
+            AnswerBytes::Message(m) => m.into_message(),
+            AnswerBytes::Owned(v) => zmq::Message::from(v),
+        }
+    }
+}
+
+/// The status code of an HTTP response, for the error count ("-" for other protocols).
+pub(crate) fn status_of(bytes: &[u8]) -> &str {
+    match bytes.get(9..12) {
+        Some(code) if bytes.starts_with(b"HTTP/1.") => std::str::from_utf8(code).unwrap_or("-"),
+        _ => "-",
+    }
+}
 
 /// The largest message handed to libzmq. With the socket's send high-water mark this
 /// bounds the bytes libzmq holds per client. Refused output is tried again at best every

@@ -1,4 +1,4 @@
-//! The front end's side of the self-test (see [`crate::selftest`]):
+//! The front end's side of the self-test (see [`crate::pipeline::selftest`]):
 //! `GET <status_path>?selftest=1`, or `GET <selftest_path>`.
 //!
 //! It sends one probe to the first proxy and, when a job store is kept, asks the job
@@ -29,14 +29,16 @@
 //! probe with a failure, or a first proxy that did not take it).
 
 use super::connection::Label;
-use super::{AnswerBytes, Server};
-use crate::envelope::{Envelope, Protocol};
-use crate::fast_hash::FastMap;
+use super::output::AnswerBytes;
+use super::requests::http_protocol;
+use super::Server;
+use crate::base::fast_hash::FastMap;
+use crate::base::sockets;
 use crate::http::{ParsedRequest, Response};
 use crate::jobs::service::Command;
-use crate::loopback::Answer;
-use crate::selftest::{ProbePath, StageReport};
-use crate::sockets;
+use crate::pipeline::envelope::{Envelope, Protocol};
+use crate::pipeline::loopback::Answer;
+use crate::pipeline::selftest::{ProbePath, StageReport};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -92,14 +94,14 @@ impl Server {
         close_after: bool,
         label: Option<Label>,
     ) {
-        let protocol = super::http_protocol(request);
+        let protocol = http_protocol(request);
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
             return;
         };
         let timeout = self.config.selftest_timeout;
         let now = Instant::now();
         let envelope = Envelope::for_probe(request_id, self.nonce, timeout);
-        let frames = [crate::envelope::lead_frame(
+        let frames = [crate::pipeline::envelope::lead_frame(
             &envelope.encode(),
             &ProbePath::default().encode(),
         )];
@@ -206,7 +208,7 @@ impl Server {
             "request {request_id}: self-test answered {}",
             response.status
         );
-        let bytes = crate::worker::render(pending.protocol, &response);
+        let bytes = crate::pipeline::loopback::render(pending.protocol, &response);
         self.fill(pending.connection, request_id, AnswerBytes::Owned(bytes));
     }
 }

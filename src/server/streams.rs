@@ -1,9 +1,11 @@
-//! The front end's side of streamed answers (see [`crate::streaming`]): parts of an
+//! The front end's side of streamed answers (see [`crate::pipeline::stream`]): parts of an
 //! answer go into the request's slot as they arrive on the loopback, and out to the
 //! client as soon as the slot is at the front of the connection's answer order.
 
-use super::{mark_dirty, AnswerBytes, Server};
-use crate::envelope::{Envelope, Protocol};
+use super::answers::mark_dirty;
+use super::output::AnswerBytes;
+use super::Server;
+use crate::pipeline::envelope::{Envelope, Protocol};
 use std::time::Instant;
 
 impl Server {

@@ -7,11 +7,11 @@
 #![allow(dead_code)]
 
 use crossbeam_channel::Receiver;
-use prime_server::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
-use prime_server::loopback::{self, Answer, Failure};
-use prime_server::proxy::Proxy;
-use prime_server::sockets;
-use prime_server::worker::{WorkerConfig, WorkerPool};
+use prime_server::base::sockets;
+use prime_server::pipeline::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
+use prime_server::pipeline::loopback::{self, Answer, Failure};
+use prime_server::pipeline::proxy::Proxy;
+use prime_server::pipeline::worker::{WorkerConfig, WorkerPool};
 use prime_server::{FrontSockets, Job, Outcome, Pipeline, RunningPipeline, Shutdown, Work};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -92,7 +92,7 @@ impl Front {
     }
 
     fn send_envelope(&self, envelope: Envelope, request: &[u8]) {
-        let frames = [prime_server::envelope::lead_frame(
+        let frames = [prime_server::pipeline::envelope::lead_frame(
             &envelope.encode(),
             request,
         )];

@@ -5,8 +5,9 @@
 //! on the service's thread; the network calls happen on the delivery threads.
 
 use super::{Command, Service};
+use crate::http::field_values;
 use crate::http::Response;
-use crate::jobs::prefer::field_values;
+use crate::jobs::clock::now_ms;
 use crate::jobs::store::{JobRecord, StoreError, StoredAnswer};
 use crate::jobs::webhooks::{
     self, DeliveryState, Outcome, Pool, Task, WebhookConfig, WebhookRecord, CALLBACK_HEADER,
@@ -36,7 +37,7 @@ pub(super) struct Deliveries {
 
 /// An instant for a time in milliseconds since the Unix epoch (now, if it has passed).
 fn instant_of(ms: i64) -> Instant {
-    let ahead = ms.saturating_sub(webhooks::now_ms()).max(0) as u64;
+    let ahead = ms.saturating_sub(now_ms()).max(0) as u64;
     Instant::now() + Duration::from_millis(ahead)
 }
 
@@ -203,7 +204,7 @@ impl Service {
                 return;
             }
         };
-        let now = webhooks::now_ms();
+        let now = now_ms();
         let pending = WebhookRecord {
             state: DeliveryState::Pending,
             payload: Some(webhooks::message(&record.id, record.state, answer)),
@@ -316,7 +317,7 @@ impl Service {
             _ => {
                 let first = *record.first_failure_ms.get_or_insert(at_ms);
                 let give_up_at = first.saturating_add(config.give_up.as_millis() as i64);
-                let now = webhooks::now_ms();
+                let now = now_ms();
                 if now >= give_up_at {
                     DeliveryState::GivenUp
                 } else {
@@ -336,7 +337,7 @@ impl Service {
                     "jobs: job {}: webhook attempt {} failed; next in {} ms",
                     record.job_id,
                     record.attempts.len(),
-                    next.saturating_sub(webhooks::now_ms()).max(0)
+                    next.saturating_sub(now_ms()).max(0)
                 );
                 if let Some(deliveries) = &mut self.deliveries {
                     deliveries.due.push(Reverse((instant_of(next), number)));

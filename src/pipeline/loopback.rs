@@ -1,7 +1,7 @@
 //! What travels on the loopback, from any stage back to the front end: a finished
 //! response in the client's protocol, or a typed failure the front end renders itself.
 //!
-//! Every message opens with a lead frame (see [`crate::envelope`]): the request's
+//! Every message opens with a lead frame (see [`crate::pipeline::envelope`]): the request's
 //! envelope followed by a one-byte tag saying what the message is. Below, `envelope‖R`
 //! is that lead frame.
 //!
@@ -25,11 +25,12 @@
 //! message. The front end hands it to the job store; it does not end the request.
 //!
 //! `[envelope‖T, report]` is one worker's answer to a self-test probe: a
-//! [`StageReport`] in JSON (see [`crate::selftest`]). A probe may get several, one per
+//! [`StageReport`] in JSON (see [`crate::pipeline::selftest`]). A probe may get several, one per
 //! stage it reaches.
 
-use crate::envelope::{lead_frame, DecodeError, Envelope, ENVELOPE_LEN};
-use crate::selftest::StageReport;
+use crate::http::Response;
+use crate::pipeline::envelope::{lead_frame, DecodeError, Envelope, Protocol, ENVELOPE_LEN};
+use crate::pipeline::selftest::StageReport;
 use std::fmt;
 use std::ops::Deref;
 
@@ -61,7 +62,7 @@ pub enum FailureKind {
     /// The piece holding the request is shutting down (503).
     ShuttingDown,
     /// The request was lost with a stage's proxy, which died holding it (503; see
-    /// [`crate::census`]).
+    /// [`crate::pipeline::census`]).
     ProxyLost,
 }
 
@@ -271,7 +272,7 @@ fn tagged(envelope: &[u8; ENVELOPE_LEN], tag: u8) -> zmq::Message {
 /// The frame of a response answer (the envelope, the tag and the bytes in one);
 /// `envelope` is the encoded envelope of the request.
 pub fn response_frames(envelope: &[u8; ENVELOPE_LEN], response: &[u8]) -> [zmq::Message; 1] {
-    [crate::envelope::lead_frame_of(
+    [crate::pipeline::envelope::lead_frame_of(
         envelope,
         &[&[TAG_RESPONSE], response],
     )]
@@ -355,8 +356,8 @@ pub fn selftest_frames(envelope: &[u8; ENVELOPE_LEN], report: &StageReport) -> [
 /// Reads one loopback message.
 ///
 /// ```
-/// use prime_server::envelope::{Envelope, Protocol};
-/// use prime_server::loopback::{decode, response_frames, Answer};
+/// use prime_server::pipeline::envelope::{Envelope, Protocol};
+/// use prime_server::pipeline::loopback::{decode, response_frames, Answer};
 /// let envelope = Envelope::new(1, 2, 3, Protocol::Raw);
 /// let frames = response_frames(&envelope.encode(), b"yes");
 /// let (decoded, answer) = decode(frames).unwrap();
@@ -425,10 +426,46 @@ where
     Ok((envelope, answer))
 }
 
+/// `response` as bytes in a client protocol: HTTP with the request's version,
+/// keep-alive and HEAD facts; a netstring holding the body; or the bare body.
+pub(crate) fn render(protocol: Protocol, response: &Response) -> Vec<u8> {
+    match protocol {
+        Protocol::Http {
+            minor_version,
+            keep_alive,
+            head,
+        } => response.to_bytes(minor_version, keep_alive, head),
+        Protocol::Netstring => crate::netstring::encode(&response.body),
+        Protocol::Raw => response.body.clone(),
+    }
+}
+
+/// Writes a failure in the client's protocol. `keep` says whether the connection's own
+/// keep-alive choice stands (true for pipeline failures; the front end's own refusals
+/// decide for themselves).
+pub(crate) fn render_failure(protocol: Protocol, failure: &Failure, keep: bool) -> Vec<u8> {
+    match protocol {
+        Protocol::Http {
+            minor_version,
+            keep_alive,
+            head,
+        } => Response::error(failure.status, &failure.detail).to_bytes(
+            minor_version,
+            keep_alive && keep,
+            head,
+        ),
+        Protocol::Netstring => {
+            let body = serde_json::json!({"error": failure.detail, "status": failure.status});
+            crate::netstring::encode(body.to_string().as_bytes())
+        }
+        Protocol::Raw => failure.detail.clone().into_bytes(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Protocol;
+    use crate::pipeline::envelope::Protocol;
 
     #[test]
     fn failures_round_trip_with_their_status() {

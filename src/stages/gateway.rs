@@ -27,13 +27,13 @@
 //! cancelled, deadline) shuts the backend connection down at once, and the worker gets
 //! a new caller thread for its next call.
 //!
-//! Its self-test (see [`crate::selftest`]) sends `HEAD <base>/` with `X-Prime-Selftest:
+//! Its self-test (see [`crate::pipeline::selftest`]) sends `HEAD <base>/` with `X-Prime-Selftest:
 //! 1` to the backend, on a connection of its own, bounded by the call timeout or 1 s,
 //! whichever is shorter: any HTTP answer passes, whatever its status; a refused
 //! connection, an unknown host or no answer in time fails, with that as the error.
 //!
 //! ```no_run
-//! use prime_server::stage::HttpGateway;
+//! use prime_server::stages::HttpGateway;
 //! use std::time::Duration;
 //!
 //! let gateway = HttpGateway::new("http://127.0.0.1:9000")
@@ -45,7 +45,7 @@
 //! ```
 
 use crate::http::{Request, Response};
-use crate::stage::{HttpJob, HttpWork, Next, StageError};
+use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -543,7 +543,7 @@ fn incoming(response: http::Response<Vec<u8>>, head: bool) -> Response {
 /// in constant time, and refusing timestamps too far from its clock.
 ///
 /// ```
-/// let value = prime_server::gateway::sign(b"key", 1700000000, "POST", "/orders?x=1", b"{}");
+/// let value = prime_server::stages::gateway::sign(b"key", 1700000000, "POST", "/orders?x=1", b"{}");
 /// assert!(value.starts_with("t=1700000000,v1="));
 /// assert_eq!(value.len(), "t=1700000000,v1=".len() + 64);
 /// ```

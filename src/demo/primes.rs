@@ -110,7 +110,7 @@ fn pow_mod(mut base: u64, mut exponent: u64, modulus: u64) -> u64 {
 /// The primality algorithm a worker runs, chosen on the command line.
 ///
 /// ```
-/// use prime_server::primes::Algorithm;
+/// use prime_server::demo::primes::Algorithm;
 ///
 /// let algorithm: Algorithm = "miller-rabin".parse().unwrap();
 /// assert_eq!(algorithm.to_string(), "miller-rabin");

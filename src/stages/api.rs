@@ -1,49 +1,10 @@
-//! Stages written against HTTP: a stage function receives the parsed request and what
-//! earlier stages forwarded, and returns a typed decision ([`Next`]) or a [`StageError`]
-//! that becomes the right HTTP status with a JSON body.
-//!
-//! A job's frames are the request (for HTTP: its head and its body) followed by one
-//! intermediate payload from the stage before. Forwarding keeps the request frames
-//! without copying them and replaces the payload, so every stage can still read the
-//! original request.
-//!
-//! ```
-//! use prime_server::http::Response;
-//! use prime_server::stage::{HttpJob, Next, StageError};
-//!
-//! /// First stage: answer `/ping` at once, send `/double?n=` on to the next stage.
-//! fn parse(job: &mut HttpJob) -> Result<Next, StageError> {
-//!     let request = job.request()?;
-//!     match request.path.as_str() {
-//!         "/ping" => Ok(Next::respond(Response::new(200).body("pong"))),
-//!         "/double" => {
-//!             let n: u64 = request
-//!                 .query_values("n")
-//!                 .next()
-//!                 .and_then(|v| v.parse().ok())
-//!                 .ok_or_else(|| StageError::bad_request("n must be a whole number"))?;
-//!             Next::forward_json(&n)
-//!         }
-//!         _ => Err(StageError::not_found("try /ping or /double?n=21")),
-//!     }
-//! }
-//!
-//! /// Second stage: reads what the first forwarded and answers with JSON.
-//! fn double(job: &mut HttpJob) -> Result<Next, StageError> {
-//!     let n: u64 = job.intermediate_json()?;
-//!     Ok(Next::respond(Response::json(200, &serde_json::json!({ "doubled": 2 * n }))))
-//! }
-//!
-//! let pipeline = prime_server::Pipeline::new()
-//!     .http_stage("parse", 2, parse)
-//!     .http_stage("double", 2, double);
-//! # drop(pipeline);
-//! ```
+//! The stage API: [`HttpJob`], [`Next`], [`StageError`] and the [`HttpWork`] trait, over
+//! the pipeline's [`Job`](crate::Job) and [`Outcome`](crate::Outcome).
 
-use crate::envelope::{Envelope, Protocol};
 use crate::http::{ParseError, Request, Response};
-use crate::streaming::{ResponseStream, StreamError};
-use crate::worker::{Job, Outcome, Work};
+use crate::pipeline::envelope::{Envelope, Protocol};
+use crate::pipeline::stream::{ResponseStream, StreamError};
+use crate::pipeline::worker::{Job, Outcome, Work};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt;
@@ -102,13 +63,13 @@ impl<'j, 'a> HttpJob<'j, 'a> {
         self.job.envelope()
     }
 
-    /// Starts answering in pieces (see [`crate::streaming`]): the head of `response`
+    /// Starts answering in pieces (see [`crate::pipeline::stream`]): the head of `response`
     /// goes now, then [`ResponseStream::send`] each piece and
     /// [`ResponseStream::finish`]; then return [`Next::Streamed`].
     ///
     /// ```
     /// use prime_server::http::Response;
-    /// use prime_server::stage::{HttpJob, Next, StageError};
+    /// use prime_server::stages::{HttpJob, Next, StageError};
     /// fn countdown(job: &mut HttpJob) -> Result<Next, StageError> {
     ///     let mut stream = job
     ///         .stream(&Response::new(200).header("Content-Type", "text/plain"))
@@ -242,7 +203,7 @@ impl Next {
     /// Answers later: see [`Next::Later`].
     ///
     /// ```
-    /// use prime_server::stage::{HttpJob, Next, StageError};
+    /// use prime_server::stages::{HttpJob, Next, StageError};
     /// // Long routes become asynchronous jobs; short ones are answered at once.
     /// fn route(job: &mut HttpJob) -> Result<Next, StageError> {
     ///     let long = job.request()?.query_values("far").next().is_some();
@@ -405,5 +366,3 @@ impl<W: HttpWork> Work for HttpStage<W> {
         self.0.selftest()
     }
 }
-
-pub use crate::gateway::HttpGateway;

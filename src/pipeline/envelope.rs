@@ -92,7 +92,7 @@ pub struct Envelope {
     /// `connection_id` is the job's number in the front end's job store, and its answer
     /// goes to the store, matched by that number (so it is still taken after a restart).
     pub job: bool,
-    /// A self-test probe (see [`crate::selftest`]): workers run their stage's self-test
+    /// A self-test probe (see [`crate::pipeline::selftest`]): workers run their stage's self-test
     /// instead of the user's function, report on the loopback and pass the probe on to
     /// every stage they are connected to.
     pub probe: bool,
@@ -159,7 +159,7 @@ impl Envelope {
     /// Sets the client's address.
     ///
     /// ```
-    /// use prime_server::envelope::{Envelope, Protocol};
+    /// use prime_server::pipeline::envelope::{Envelope, Protocol};
     /// let client = "[2001:db8::17]:4711".parse().unwrap();
     /// let envelope = Envelope::new(1, 2, 3, Protocol::Raw).with_client(Some(client));
     /// assert_eq!(Envelope::decode(&envelope.encode()).unwrap().client, Some(client));
@@ -174,7 +174,7 @@ impl Envelope {
     /// whole (a body even for HEAD) and can be rendered later for any client.
     ///
     /// ```
-    /// use prime_server::envelope::Envelope;
+    /// use prime_server::pipeline::envelope::Envelope;
     /// let envelope = Envelope::for_job(7, 42, 99);
     /// assert_eq!(envelope.job_number(), Some(42));
     /// assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
@@ -195,7 +195,7 @@ impl Envelope {
     /// end, which gives up on it `timeout` from now.
     ///
     /// ```
-    /// use prime_server::envelope::Envelope;
+    /// use prime_server::pipeline::envelope::Envelope;
     /// use std::time::Duration;
     /// let probe = Envelope::for_probe(7, 99, Duration::from_secs(2));
     /// assert!(probe.probe && !probe.job);
@@ -230,7 +230,7 @@ impl Envelope {
     /// The fixed-size little-endian encoding.
     ///
     /// ```
-    /// use prime_server::envelope::{Envelope, Protocol};
+    /// use prime_server::pipeline::envelope::{Envelope, Protocol};
     /// let envelope = Envelope::new(7, 3, 42, Protocol::Raw);
     /// assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
     /// ```
@@ -282,7 +282,7 @@ impl Envelope {
     /// loopback answer's tag.
     ///
     /// ```
-    /// use prime_server::envelope::{lead_frame, Envelope, Protocol};
+    /// use prime_server::pipeline::envelope::{lead_frame, Envelope, Protocol};
     /// let envelope = Envelope::new(7, 3, 42, Protocol::Raw);
     /// let frame = lead_frame(&envelope.encode(), b"17");
     /// assert_eq!(Envelope::decode_lead(&frame), Ok((envelope, &b"17"[..])));
@@ -340,7 +340,7 @@ impl Envelope {
 /// loopback answer's tag), in one allocation.
 ///
 /// ```
-/// use prime_server::envelope::{lead_frame, Envelope, Protocol, ENVELOPE_LEN};
+/// use prime_server::pipeline::envelope::{lead_frame, Envelope, Protocol, ENVELOPE_LEN};
 /// let frame = lead_frame(&Envelope::new(1, 2, 3, Protocol::Raw).encode(), b"R");
 /// assert_eq!(frame.len(), ENVELOPE_LEN + 1);
 /// ```
@@ -375,7 +375,7 @@ pub fn lead_envelope(frame: &[u8]) -> Option<&[u8; ENVELOPE_LEN]> {
 /// expired jobs from its queue.
 ///
 /// ```
-/// use prime_server::envelope::{lead_deadline_us, lead_frame, Envelope, Protocol};
+/// use prime_server::pipeline::envelope::{lead_deadline_us, lead_frame, Envelope, Protocol};
 /// use std::time::Duration;
 /// let envelope = Envelope::new(1, 2, 3, Protocol::Raw).with_timeout(Duration::from_secs(1));
 /// let frame = lead_frame(&envelope.encode(), b"7");
@@ -403,11 +403,11 @@ pub enum InterruptReason {
     ShuttingDown,
     /// The asynchronous job was cancelled (`DELETE /jobs/{id}`).
     Cancelled,
-    /// Not an interrupt but a census call (see [`crate::census`]): `request_id` is the
+    /// Not an interrupt but a census call (see [`crate::pipeline::census`]): `request_id` is the
     /// census number, and every worker pool answers with the requests it holds.
     Census,
     /// The request was lost with a stage's proxy and answered 503 (see
-    /// [`crate::census`]): if it turns up again, it is not run.
+    /// [`crate::pipeline::census`]): if it turns up again, it is not run.
     ProxyLost,
 }
 
@@ -445,7 +445,7 @@ impl Interrupt {
     /// The fixed-size little-endian encoding.
     ///
     /// ```
-    /// use prime_server::envelope::{Interrupt, InterruptReason};
+    /// use prime_server::pipeline::envelope::{Interrupt, InterruptReason};
     /// let interrupt = Interrupt { nonce: 1, request_id: 2, reason: InterruptReason::ClientGone };
     /// assert_eq!(Interrupt::decode(&interrupt.encode()), Ok(interrupt));
     /// ```

@@ -1,10 +1,10 @@
 //! The simulation mode: an in-process client that drives a pipeline with many requests
 //! in flight, no HTTP involved, and counts the answers.
 
-use crate::envelope::{Envelope, Protocol};
-use crate::loopback::{self, Answer, Failure};
-use crate::pipeline::FrontSockets;
-use crate::sockets;
+use crate::base::sockets;
+use crate::pipeline::envelope::{Envelope, Protocol};
+use crate::pipeline::loopback::{self, Answer, Failure};
+use crate::server::FrontSockets;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
@@ -103,7 +103,7 @@ pub fn run(
 
 fn send(front: &FrontSockets, n: u64) -> Result<(), SimulationError> {
     let envelope = Envelope::new(n, 0, 0, Protocol::Raw).encode();
-    let frames = [crate::envelope::lead_frame(
+    let frames = [crate::pipeline::envelope::lead_frame(
         &envelope,
         n.to_string().as_bytes(),
     )];

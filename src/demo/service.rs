@@ -9,14 +9,14 @@
 //! - raw (the simulation mode): the frame is N in decimal, the answer one byte, `1` for
 //!   a prime and `0` otherwise.
 
-use crate::envelope::Protocol;
-use crate::error::Error;
+use super::primes::Algorithm;
+use crate::base::error::Error;
+use crate::base::shutdown::Shutdown;
 use crate::http::{decimal, write_response, Request, RequestHead, Response};
-use crate::loopback::Failure;
-use crate::primes::Algorithm;
-use crate::shutdown::Shutdown;
-use crate::worker::{Job, Outcome, Work};
-use crate::worker::{WorkerConfig, WorkerPool};
+use crate::pipeline::envelope::Protocol;
+use crate::pipeline::loopback::Failure;
+use crate::pipeline::worker::{Job, Outcome, Work};
+use crate::pipeline::worker::{WorkerConfig, WorkerPool};
 use serde_json::json;
 use std::cell::RefCell;
 

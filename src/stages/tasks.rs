@@ -9,7 +9,7 @@
 //! else the longest path prefix that matches the request's path; else the default
 //! stage; else no stage ([`TaskRefusal::NoRule`]). The same rules come from
 //! `--task NAME=STAGE` (`prime_gatewayd`) and from a topology file's `tasks` table (see
-//! [`crate::topology`]).
+//! [`crate::deploy::topology`]).
 //!
 //! Two places apply a [`TaskRouter`], both through [`TaskRouter::stage_for`]:
 //! - the front end ([`Pipeline::route_tasks`](crate::Pipeline::route_tasks),
@@ -23,8 +23,8 @@
 //!   a pipeline that wants the routing in a stage (a topology's `"service": "tasks"`).
 //!
 //! ```
-//! use prime_server::stage::HttpGateway;
-//! use prime_server::tasks::TaskRouter;
+//! use prime_server::stages::HttpGateway;
+//! use prime_server::stages::tasks::TaskRouter;
 //!
 //! let router = TaskRouter::new()
 //!     .task("report", "slow")
@@ -38,9 +38,9 @@
 //! # drop(pipeline);
 //! ```
 
+use crate::http::field_values;
 use crate::http::RequestHead;
-use crate::jobs::prefer::field_values;
-use crate::stage::{HttpJob, HttpWork, Next, StageError};
+use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -117,7 +117,7 @@ impl TaskRouter {
     /// `/reportsx` too.
     ///
     /// ```
-    /// use prime_server::tasks::TaskRouter;
+    /// use prime_server::stages::tasks::TaskRouter;
     /// let router = TaskRouter::new().prefix("/a/", "one").prefix("/a/b/", "two");
     /// assert_eq!(router.stage_for(None, "/a/b/c"), Ok("two"));
     /// assert_eq!(router.stage_for(None, "/a/c"), Ok("one"));
@@ -159,7 +159,7 @@ impl TaskRouter {
     /// percent-decoded path. A head that does not parse is refused like an unknown name.
     ///
     /// ```
-    /// use prime_server::tasks::TaskRouter;
+    /// use prime_server::stages::tasks::TaskRouter;
     /// let router = TaskRouter::new().task("report", "slow").task("/fast/", "fast");
     /// let head = b"GET /x HTTP/1.1\r\nX-Task-Name: report\r\n\r\n";
     /// assert_eq!(router.stage_for_head(head), Ok("slow"));

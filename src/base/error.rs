@@ -17,14 +17,16 @@ pub enum Error {
         /// The endpoint as given.
         endpoint: String,
         /// Why it was refused.
-        problem: crate::endpoint::Problem,
+        problem: crate::base::endpoint::Problem,
     },
     /// A pipeline was built in a way that cannot run (no stages, zero workers, ...).
     Config(String),
     /// A thread could not be started.
     Thread(std::io::Error),
-    /// The job store could not be opened or used.
-    Jobs(crate::jobs::StoreError),
+    /// The job store could not be opened or used: a
+    /// [`jobs::StoreError`](crate::jobs::StoreError), boxed because the job store sits
+    /// above this module (downcast it to read its kind).
+    Jobs(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {
@@ -56,7 +58,7 @@ impl std::error::Error for Error {
         match self {
             Error::Zmq { source, .. } => Some(source),
             Error::Thread(e) => Some(e),
-            Error::Jobs(e) => Some(e),
+            Error::Jobs(e) => Some(e.as_ref()),
             _ => None,
         }
     }

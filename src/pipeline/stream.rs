@@ -1,8 +1,8 @@
-//! Answers in pieces: a stage's streamed response, and the Server-Sent Events format.
+//! Answers in pieces: a stage's streamed response.
 //!
 //! A stage that wants to answer over time starts a [`ResponseStream`] with the head of
 //! its response, sends body pieces as they are ready, and finishes it. Each part goes to
-//! the front end on the loopback as it is sent (see [`crate::loopback`]); the front end
+//! the front end on the loopback as it is sent (see [`crate::pipeline::loopback`]); the front end
 //! writes them to the client in order, with `Transfer-Encoding: chunked` for HTTP/1.1
 //! and delimited by the connection's close for HTTP/1.0, and keeps the answers of later
 //! pipelined requests waiting until the stream ends. The whole stream is bound by the
@@ -10,18 +10,17 @@
 //! closed. A client that hangs up interrupts the stage ([`Job::interrupted`]); one that
 //! does not read is dropped past the front end's output bound, which interrupts it too.
 //!
-//! [`SseEvent`] writes the `text/event-stream` format (WHATWG HTML, "Server-sent
-//! events"), which the front end uses for `GET /jobs/{id}/events` and embedders can use
-//! for streams of their own.
+//! [`SseEvent`](crate::http::SseEvent) writes the `text/event-stream` format for such
+//! streams.
 //!
 //! [`Job::interrupted`]: crate::Job::interrupted
 
-use crate::envelope::{Envelope, Protocol};
+use crate::base::sockets;
 use crate::http::Response;
-use crate::loopback::{
-    failure_frames, response_frames, stream_frames, Failure, FailureKind, StreamPart,
+use crate::pipeline::envelope::{Envelope, Protocol};
+use crate::pipeline::loopback::{
+    failure_frames, render, response_frames, stream_frames, Failure, FailureKind, StreamPart,
 };
-use crate::sockets;
 use std::fmt;
 
 /// A response being sent in pieces. Dropping it unfinished tells the front end the
@@ -114,7 +113,7 @@ impl<'j> ResponseStream<'j> {
         self.finished = true;
         match self.whole.take() {
             Some(response) => {
-                let bytes = crate::worker::render(self.envelope.protocol, &response);
+                let bytes = render(self.envelope.protocol, &response);
                 let frames = response_frames(&self.envelope.encode(), &bytes);
                 sockets::send_frames(self.loopback, frames, zmq::DONTWAIT).map_err(StreamError)
             }
@@ -162,94 +161,4 @@ impl Drop for ResponseStream<'_> {
             );
         }
     }
-}
-
-/// One event of a `text/event-stream`.
-///
-/// ```
-/// use prime_server::streaming::SseEvent;
-/// let event = SseEvent::new("line one\nline two").id("7").event("progress");
-/// assert_eq!(event.to_bytes(), b"id: 7\nevent: progress\ndata: line one\ndata: line two\n\n");
-/// assert_eq!(SseEvent::comment("keep-alive"), b": keep-alive\n\n");
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SseEvent {
-    /// `id:`, which a reconnecting client sends back as `Last-Event-ID`.
-    pub id: Option<String>,
-    /// `event:`, the event's type (`message` when absent).
-    pub event: Option<String>,
-    /// `data:`, one line per line of the data.
-    pub data: String,
-    /// `retry:`, the reconnection time the client should use, in milliseconds.
-    pub retry_ms: Option<u64>,
-}
-
-impl SseEvent {
-    /// An event carrying `data`.
-    pub fn new(data: impl Into<String>) -> Self {
-        SseEvent {
-            data: data.into(),
-            ..SseEvent::default()
-        }
-    }
-
-    /// Sets the event's id. CR and LF, which would end the field, are left out.
-    pub fn id(mut self, id: impl Into<String>) -> Self {
-        self.id = Some(one_line(id.into()));
-        self
-    }
-
-    /// Sets the event's type. CR and LF are left out.
-    pub fn event(mut self, event: impl Into<String>) -> Self {
-        self.event = Some(one_line(event.into()));
-        self
-    }
-
-    /// The event as it is written to the stream.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = String::with_capacity(self.data.len() + 32);
-        if let Some(id) = &self.id {
-            out.push_str("id: ");
-            out.push_str(id);
-            out.push('\n');
-        }
-        if let Some(event) = &self.event {
-            out.push_str("event: ");
-            out.push_str(event);
-            out.push('\n');
-        }
-        if let Some(retry) = self.retry_ms {
-            out.push_str(&format!("retry: {retry}\n"));
-        }
-        for line in self.data.split('\n') {
-            out.push_str("data: ");
-            out.push_str(line.strip_suffix('\r').unwrap_or(line));
-            out.push('\n');
-        }
-        out.push('\n');
-        out.into_bytes()
-    }
-
-    /// A comment line, which clients ignore: sent to keep idle proxies from closing the
-    /// stream.
-    pub fn comment(text: &str) -> Vec<u8> {
-        format!(": {}\n\n", one_line(text.to_string())).into_bytes()
-    }
-}
-
-fn one_line(text: String) -> String {
-    if text.contains(['\r', '\n']) {
-        text.replace(['\r', '\n'], "")
-    } else {
-        text
-    }
-}
-
-/// The head of an event stream's response (`text/event-stream`, never cached, never
-/// buffered by proxies that honour `X-Accel-Buffering`).
-pub fn sse_response() -> Response {
-    Response::new(200)
-        .header("Content-Type", "text/event-stream")
-        .header("Cache-Control", "no-cache")
-        .header("X-Accel-Buffering", "no")
 }

@@ -32,10 +32,12 @@
 //! job handed back before the census is counted by the proxy. The front end asks the
 //! first proxy itself, on its entry socket.
 
-use crate::envelope::{Envelope, Interrupt, InterruptReason, INTERRUPT_LEN, INTERRUPT_VERSION};
-use crate::error::{Error, Result};
-use crate::shutdown::{Shutdown, POLL_CAP};
-use crate::sockets;
+use crate::base::error::{Error, Result};
+use crate::base::shutdown::{Shutdown, POLL_CAP};
+use crate::base::sockets;
+use crate::pipeline::envelope::{
+    Envelope, Interrupt, InterruptReason, INTERRUPT_LEN, INTERRUPT_VERSION,
+};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,7 +83,7 @@ pub fn read_census_id(frame: &[u8]) -> Option<(u64, u64)> {
 const PROXY_ANSWER_BOUND: Duration = Duration::from_secs(5);
 
 /// The (nonce, request id) of an encoded envelope or of a lead frame that starts with
-/// one (see [`crate::envelope::lead_frame`]); `None` if the frame is neither.
+/// one (see [`crate::pipeline::envelope::lead_frame`]); `None` if the frame is neither.
 pub fn held_by(envelope: &[u8]) -> Option<(u64, u64)> {
     let (envelope, _) = Envelope::decode_lead(envelope).ok()?;
     Some((envelope.nonce, envelope.request_id))
@@ -136,7 +138,7 @@ pub fn lost_frames(who: &str) -> [zmq::Message; 3] {
 /// the census (nonce, number) and the list; `None` if the frames are not one.
 pub fn read_proxy_answer(frames: &[zmq::Message]) -> Option<(Census, Vec<Held>)> {
     match frames {
-        [tag, census, list] if &tag[..] == crate::proxy::CENSUS => {
+        [tag, census, list] if &tag[..] == crate::pipeline::wire::CENSUS => {
             Some((read_census_id(census)?, read_held_list(list)?))
         }
         _ => None,
@@ -220,7 +222,7 @@ impl LossMonitor {
     pub fn attach(ctx: &zmq::Context, socket: &zmq::Socket, name: &str) -> Result<LossMonitor> {
         let endpoint = format!(
             "inproc://prime-census-monitor-{name}-{:016x}",
-            crate::envelope::random_u64()
+            crate::pipeline::envelope::random_u64()
         );
         socket
             .monitor(&endpoint, i32::from(EVENT_CONNECTED | EVENT_DISCONNECTED))
@@ -423,7 +425,10 @@ impl ProxyWatch {
                 call.request_id,
                 running.len()
             );
-            let ask = [zmq::Message::from(crate::proxy::CENSUS), census[..].into()];
+            let ask = [
+                zmq::Message::from(crate::pipeline::wire::CENSUS),
+                census[..].into(),
+            ];
             let asked =
                 self.connected && sockets::send_frames(&self.dealer, ask, zmq::DONTWAIT).is_ok();
             if asked {
@@ -484,7 +489,7 @@ mod tests {
         let frames = lost_frames("proxy x");
         assert_eq!(decode(&frames), Some(Ok(Message::Lost("proxy x".into()))));
         let from_proxy = [
-            zmq::Message::from(crate::proxy::CENSUS),
+            zmq::Message::from(crate::pipeline::wire::CENSUS),
             zmq::Message::from(&census[..]),
             zmq::Message::from(held_list([(7, 12)])),
         ];
@@ -496,8 +501,8 @@ mod tests {
 
     #[test]
     fn other_loopback_messages_are_not_census_messages() {
-        let envelope = Envelope::new(1, 2, 3, crate::envelope::Protocol::Raw);
-        let frames = crate::loopback::response_frames(&envelope.encode(), b"yes");
+        let envelope = Envelope::new(1, 2, 3, crate::pipeline::envelope::Protocol::Raw);
+        let frames = crate::pipeline::loopback::response_frames(&envelope.encode(), b"yes");
         assert_eq!(decode(&frames), None);
         let bad = [zmq::Message::from(TAG), zmq::Message::from(COUNTED)];
         assert_eq!(decode(&bad), Some(Err(())));

@@ -11,30 +11,30 @@
 //!
 //! While a worker is busy its own socket is silent, so each pool runs one small heartbeat
 //! thread that tells the proxy which of its workers are busy and alive (see
-//! [`crate::proxy`]). If the process dies, both stop, and the proxy answers the job.
+//! [`crate::pipeline::proxy`]). If the process dies, both stop, and the proxy answers the job.
 //! The same thread watches for long jobs: when one has run for
 //! [`WorkerConfig::rescue_after`], it takes the jobs queued behind it out of that
 //! worker's socket and hands them back to the proxy, which gives them to other workers.
 //!
 //! A third thread per pool watches the connection to the proxy and answers the front
-//! end's censuses with the jobs the pool's workers run (see [`crate::census`]), so that
+//! end's censuses with the jobs the pool's workers run (see [`crate::pipeline::census`]), so that
 //! when a proxy dies the requests it held are answered 503 at once and those still
 //! running are not.
 
-use crate::census::{Holdings, ProxyWatch};
-use crate::envelope::{lead_frame, Envelope, Interrupt, InterruptReason, Protocol, ENVELOPE_LEN};
-use crate::error::{Error, Result};
-use crate::fast_hash::FastSet;
+use crate::base::error::{Error, Result};
+use crate::base::fast_hash::FastSet;
+use crate::base::shutdown::{Shutdown, POLL_CAP};
+use crate::base::sockets;
 use crate::http::Response;
-use crate::loopback::{
-    failure_frames, is_response_frame, later_frames, progress_frames, response_frames,
+use crate::pipeline::census::{Holdings, ProxyWatch};
+use crate::pipeline::envelope::{lead_frame, Envelope, Interrupt, InterruptReason, ENVELOPE_LEN};
+use crate::pipeline::loopback::{
+    failure_frames, is_response_frame, later_frames, progress_frames, render, response_frames,
     selftest_frames, Failure, FailureKind,
 };
-use crate::proxy::{BUSY, GOODBYE, RETURN};
-use crate::selftest::{ProbePath, StageReport, MAX_HOPS};
-use crate::shutdown::{Shutdown, POLL_CAP};
-use crate::sockets;
-use crate::streaming::{ResponseStream, StreamError};
+use crate::pipeline::selftest::{ProbePath, StageReport, MAX_HOPS};
+use crate::pipeline::stream::{ResponseStream, StreamError};
+use crate::pipeline::wire::{BUSY, GOODBYE, RETURN};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -64,7 +64,7 @@ const REMEMBERED_INTERRUPTS: usize = 65_536;
 /// One request as a stage sees it.
 ///
 /// On the wire a job's first frame shares its ZeroMQ frame with the envelope (the lead
-/// frame, see [`crate::envelope`]); [`Job::frame`] hides that, so frame 0 is the
+/// frame, see [`crate::pipeline::envelope`]); [`Job::frame`] hides that, so frame 0 is the
 /// request's first frame as the previous stage or the front end sent it.
 pub struct Job<'a> {
     envelope: Envelope,
@@ -177,7 +177,7 @@ impl Job<'_> {
     }
 
     /// Starts answering in pieces: sends `response`'s head now (its body, if any, as the
-    /// first piece); see [`crate::streaming`]. Once the stream is finished (or dropped,
+    /// first piece); see [`crate::pipeline::stream`]. Once the stream is finished (or dropped,
     /// which cuts the answer short), return [`Outcome::Abandon`]: the answer is sent.
     pub fn stream(
         &self,
@@ -200,20 +200,6 @@ impl Job<'_> {
                 self.envelope.request_id
             );
         }
-    }
-}
-
-/// `response` as bytes in a client protocol: HTTP with the request's version,
-/// keep-alive and HEAD facts; a netstring holding the body; or the bare body.
-pub(crate) fn render(protocol: Protocol, response: &Response) -> Vec<u8> {
-    match protocol {
-        Protocol::Http {
-            minor_version,
-            keep_alive,
-            head,
-        } => response.to_bytes(minor_version, keep_alive, head),
-        Protocol::Netstring => crate::netstring::encode(&response.body),
-        Protocol::Raw => response.body.clone(),
     }
 }
 
@@ -276,7 +262,7 @@ pub trait Work: Send + 'static {
     }
 
     /// Checks what the stage depends on, for the front end's self-test (see
-    /// [`crate::selftest`]): `Err` with a sentence a person can act on (e.g. "the
+    /// [`crate::pipeline::selftest`]): `Err` with a sentence a person can act on (e.g. "the
     /// backend http://127.0.0.1:9 refused the connection"). Runs on the worker's
     /// thread instead of a job, so it should take well under the self-test's deadline
     /// (2 s by default). Passes by default.
@@ -389,7 +375,7 @@ impl WorkerPool {
                 "stage {name:?} needs at least one worker"
             )));
         }
-        let pool_id = crate::envelope::random_u64();
+        let pool_id = crate::pipeline::envelope::random_u64();
         let counters = Arc::new(Counters::default());
         let mut members = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count + 1);
@@ -533,7 +519,7 @@ impl InterruptWatch {
         Ok(InterruptWatch {
             subscriber,
             heard: RefCell::default(),
-            last_read: Cell::new(crate::envelope::now_us()),
+            last_read: Cell::new(crate::pipeline::envelope::now_us()),
             shutdown: shutdown.clone(),
         })
     }
@@ -552,7 +538,7 @@ impl InterruptWatch {
     fn is_interrupted(&self, envelope: &Envelope) -> bool {
         // One clock read serves both checks (the wall clock, which deadlines use). A
         // clock that stepped back reads at once rather than waiting for it to catch up.
-        let now_us = crate::envelope::now_us();
+        let now_us = crate::pipeline::envelope::now_us();
         let last = self.last_read.get();
         if now_us < last || now_us - last >= INTERRUPT_READ_INTERVAL.as_micros() as u64 {
             self.last_read.set(now_us);
@@ -793,7 +779,7 @@ impl<W: Work> WorkerLoop<W> {
     }
 
     fn send_ready(&self) {
-        let ready = crate::proxy::ready_frame(self.completed, self.prefetch);
+        let ready = crate::pipeline::wire::ready_frame(self.completed, self.prefetch);
         // The payload frame is left out when empty (the usual case): a frame fewer to
         // send and to read for every job.
         let payload = self.work.heartbeat();

@@ -2,14 +2,14 @@
 //! reports back.
 //!
 //! `GET /status?selftest=1` (or the front end's `selftest_path`) sends one probe to the
-//! first proxy: a job whose envelope has [`Envelope::probe`](crate::envelope::Envelope)
+//! first proxy: a job whose envelope has [`Envelope::probe`](crate::pipeline::envelope::Envelope)
 //! set and whose one frame is a [`ProbePath`]. The proxy hands it to a worker like any
 //! job. The worker does not run the user's function: it runs its stage's
-//! [`Work::selftest`](crate::worker::Work::selftest) (a gateway calls its backend),
+//! [`Work::selftest`](crate::pipeline::worker::Work::selftest) (a gateway calls its backend),
 //! sends the probe on to every stage it is connected to that nobody has claimed yet
 //! (the stages it may route to by name, and its next stage), and reports a
 //! [`StageReport`] on the loopback (`[envelope, "T", report]`, see
-//! [`crate::loopback`]). The front end gathers the reports, asks the job store to
+//! [`crate::pipeline::loopback`]). The front end gathers the reports, asks the job store to
 //! check itself, and answers with one document naming every part (see
 //! `server::selftest`).
 //!
@@ -47,7 +47,7 @@ impl ProbePath {
     /// Reads a frame written by [`encode`](Self::encode); `None` for anything else.
     ///
     /// ```
-    /// use prime_server::selftest::ProbePath;
+    /// use prime_server::pipeline::selftest::ProbePath;
     /// let path = ProbePath { claimed: vec!["parse".into()], hops: 1, ..ProbePath::default() };
     /// assert_eq!(ProbePath::decode(&path.encode()), Some(path));
     /// assert_eq!(ProbePath::decode(b"nonsense"), None);

@@ -1,8 +1,8 @@
 //! Small helpers around `zmq` sockets shared by every piece: creation with the options
 //! we always want, multipart send and receive without copying, and endpoint checks.
 
-use crate::endpoint::{self, Use};
-use crate::error::{Error, Result};
+use crate::base::endpoint::{self, Use};
+use crate::base::error::{Error, Result};
 use std::time::Duration;
 
 /// Creates a socket with linger 0, so that closing it (and the process) never waits

@@ -2,7 +2,7 @@
 //! daemons' options, the wording every help shares, endpoint and number checks, logging
 //! and exit codes.
 
-use crate::endpoint::{self, Use};
+use crate::base::endpoint::{self, Use};
 use crate::jobs::webhooks::{parse_secret, WebhookConfig};
 use crate::jobs::{Durability, JobsConfig};
 use crate::server::{CorsConfig, ServerConfig};
@@ -424,8 +424,8 @@ pub struct GatewayArgs {
 
 impl GatewayArgs {
     /// A gateway stage to `target` configured by these options.
-    pub fn gateway(&self, target: &str) -> Result<crate::stage::HttpGateway, String> {
-        let mut gateway = crate::stage::HttpGateway::new(target)
+    pub fn gateway(&self, target: &str) -> Result<crate::stages::HttpGateway, String> {
+        let mut gateway = crate::stages::HttpGateway::new(target)
             .map_err(|e| e.to_string())?
             .timeout(seconds("--gateway-timeout", self.gateway_timeout)?);
         let secret = match (&self.gateway_secret, &self.gateway_secret_file) {

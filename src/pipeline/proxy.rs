@@ -6,7 +6,7 @@
 //! and no `zmq_poll`, whose per-socket event checks cost several system calls each time.
 //! A job is told from a worker's message by its first frame: a job's is a lead frame
 //! (the envelope's [`ENVELOPE_LEN`] bytes, then the job's first frame; see
-//! [`crate::envelope`]), a worker's tag is one byte.
+//! [`crate::pipeline::envelope`]), a worker's tag is one byte.
 //!
 //! Jobs go to the idle worker (one with credit left) that holds the fewest jobs, least
 //! recently used among equals ([`Dispatch::Spread`]), which spreads a burst over the
@@ -18,7 +18,7 @@
 //! wait in a queue whose bound is configured; past it a job is answered 503 through the
 //! loopback instead of being dropped or buffered without limit.
 //!
-//! Workers and their pools speak these messages (see [`crate::worker`]):
+//! Workers and their pools speak these messages (see [`crate::pipeline::worker`]):
 //! - `[READY + completed: u64 LE + credit: u32 LE, heartbeat payload if any]` (the tag and
 //!   the counts in one frame of 13 bytes) from the worker's
 //!   own socket, after every few jobs (half its credit) while more wait for it, as soon
@@ -43,17 +43,18 @@
 //!
 //! The front end and worker pools may send `[CENSUS, census id]` when a proxy somewhere
 //! has been lost; the proxy answers that peer `[CENSUS, census id, held]` with every job
-//! it holds: waiting in its queue or handed to a worker (see [`crate::census`]).
+//! it holds: waiting in its queue or handed to a worker (see [`crate::pipeline::census`]).
 //!
 //! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
 //! if any, is answered 503 through the loopback at once.
 
-use crate::envelope::{deadline_passed, lead_deadline_us, lead_envelope, ENVELOPE_LEN};
-use crate::error::Result;
-use crate::fast_hash::FastMap;
-use crate::loopback::{failure_frames, Failure, FailureKind};
-use crate::shutdown::{Shutdown, POLL_CAP};
-use crate::sockets;
+use crate::base::error::Result;
+use crate::base::fast_hash::FastMap;
+use crate::base::shutdown::{Shutdown, POLL_CAP};
+use crate::base::sockets;
+use crate::pipeline::envelope::{deadline_passed, lead_deadline_us, lead_envelope, ENVELOPE_LEN};
+use crate::pipeline::loopback::{failure_frames, Failure, FailureKind};
+use crate::pipeline::wire::{read_ready, BUSY, CENSUS, GOODBYE, PROBE, RETURN, STATUS};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,49 +63,13 @@ use std::time::{Duration, Instant};
 /// worker whose heartbeat is already queued.
 const DRAIN_BATCH: usize = 10_000;
 
-/// Tag of a worker's readiness message.
-pub(crate) const READY: &[u8] = b"\x01";
-/// The size of a READY frame: the tag, the completed count (u64 LE) and the credit (u32
-/// LE).
-pub(crate) const READY_LEN: usize = 13;
-
-/// A worker's READY frame.
-pub(crate) fn ready_frame(completed: u64, credit: u32) -> [u8; READY_LEN] {
-    let mut frame = [0u8; READY_LEN];
-    frame[0] = READY[0];
-    frame[1..9].copy_from_slice(&completed.to_le_bytes());
-    frame[9..].copy_from_slice(&credit.to_le_bytes());
-    frame
-}
-
-/// Reads a READY frame: the completed count and the credit.
-fn read_ready(frame: &[u8]) -> Option<(u64, u32)> {
-    let frame: &[u8; READY_LEN] = frame.try_into().ok()?;
-    let completed = u64::from_le_bytes(frame[1..9].try_into().ok()?);
-    let credit = u32::from_le_bytes(frame[9..].try_into().ok()?);
-    (frame[0] == READY[0]).then_some((completed, credit))
-}
-
-/// Tag of a pool's message listing its busy workers.
-pub(crate) const BUSY: &[u8] = b"\x02";
-/// Tag of a worker's farewell.
-pub(crate) const GOODBYE: &[u8] = b"\x03";
-/// Tag of an upstream peer's status request.
-pub(crate) const PROBE: &[u8] = b"\x04";
-/// Tag of the proxy's status answer.
-pub(crate) const STATUS: &[u8] = b"\x05";
-/// Tag of a job a pool hands back because its worker is stuck in a long job.
-pub(crate) const RETURN: &[u8] = b"\x06";
-/// Tag of a census call (see [`crate::census`]), from the front end or a worker pool.
-pub(crate) const CENSUS: &[u8] = b"\x07";
-
 /// Picks a worker for a job: given the job's frames (after the envelope, as
 /// [`crate::Job::frame`] numbers them) and the heartbeat payloads of the idle workers in
 /// the order the proxy would use them (see [`Dispatch`]), it returns the index of the
 /// worker to use, or `None` for the first one. Used for cache affinity.
 ///
 /// ```
-/// use prime_server::proxy::Chooser;
+/// use prime_server::pipeline::proxy::Chooser;
 /// use std::sync::Arc;
 /// // The worker whose heartbeat names the job's first frame, if one does.
 /// let by_name: Chooser = Arc::new(|frames: &[&[u8]], heartbeats: &[&[u8]]| {
@@ -485,7 +450,11 @@ impl Proxy {
             .workers
             .values()
             .flat_map(|w| w.in_flight.iter().map(|e| &e[..]));
-        let list = crate::census::held_list(waiting.chain(held).filter_map(crate::census::held_by));
+        let list = crate::pipeline::census::held_list(
+            waiting
+                .chain(held)
+                .filter_map(crate::pipeline::census::held_by),
+        );
         log::info!(
             "proxy {}: census: {} jobs waiting, {} held by workers",
             self.bound.0,
@@ -597,7 +566,7 @@ impl Proxy {
         if self.waiting.is_empty() || self.idle.is_empty() {
             return;
         }
-        let now_us = crate::envelope::now_us();
+        let now_us = crate::pipeline::envelope::now_us();
         while !self.idle.is_empty() {
             let Some(frames) = self.waiting.pop_front() else {
                 return;
@@ -716,7 +685,7 @@ impl Proxy {
     /// Drops waiting jobs whose deadline has passed: the front end has answered them 504,
     /// so with workers slower than every deadline the queue still empties.
     fn forget_expired_jobs(&mut self) {
-        let now_us = crate::envelope::now_us();
+        let now_us = crate::pipeline::envelope::now_us();
         self.waiting.retain(|frames| !is_expired(frames, now_us));
     }
 
@@ -797,20 +766,4 @@ fn is_expired(frames: &[zmq::Message], now_us: u64) -> bool {
 
 fn show(id: &[u8]) -> String {
     String::from_utf8_lossy(id).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ready_frames_round_trip() {
-        let frame = ready_frame(u64::MAX - 3, 4);
-        assert_eq!(read_ready(&frame), Some((u64::MAX - 3, 4)));
-        assert_eq!(read_ready(&frame[..12]), None);
-        assert_eq!(read_ready(GOODBYE), None);
-        let mut other = frame;
-        other[0] = BUSY[0];
-        assert_eq!(read_ready(&other), None);
-    }
 }

@@ -20,20 +20,17 @@
 //! pipeline.stop();
 //! ```
 
-use crate::envelope::{Envelope, Protocol};
-use crate::error::{Error, Result};
-use crate::loopback::{self, Answer, Failure, FailureKind};
-use crate::proxy::{Chooser, Dispatch, Proxy, ProxyConfig};
-use crate::server::{Server, ServerConfig, ServerStats};
-use crate::shutdown::Shutdown;
-use crate::sockets;
-use crate::stage::{HttpStage, HttpWork};
-use crate::tasks::{TaskRefusal, TaskRouter};
-use crate::worker::{Work, WorkerConfig, WorkerPool};
+use crate::base::error::{Error, Result};
+use crate::base::shutdown::Shutdown;
+use crate::pipeline::proxy::{Chooser, Dispatch, Proxy, ProxyConfig};
+use crate::pipeline::worker::{Work, WorkerConfig, WorkerPool};
+use crate::server::{FrontSockets, Server, ServerConfig, ServerStats};
+use crate::stages::tasks::TaskRouter;
+use crate::stages::{HttpStage, HttpWork};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Which ZeroMQ transport the pipeline's internal links use.
 #[derive(Clone, Debug)]
@@ -104,7 +101,7 @@ impl Pipeline {
         self
     }
 
-    /// Appends a stage written against HTTP (see [`crate::stage`]).
+    /// Appends a stage written against HTTP (see [`crate::stages`]).
     pub fn http_stage<W: HttpWork + Clone>(self, name: &str, workers: usize, work: W) -> Self {
         self.stage(name, workers, HttpStage(work))
     }
@@ -154,8 +151,8 @@ impl Pipeline {
     /// stage the table names must be a stage of this pipeline.
     ///
     /// ```
-    /// use prime_server::stage::HttpGateway;
-    /// use prime_server::tasks::TaskRouter;
+    /// use prime_server::stages::HttpGateway;
+    /// use prime_server::stages::tasks::TaskRouter;
     ///
     /// let backend = HttpGateway::new("http://127.0.0.1:9000").unwrap();
     /// let pipeline = prime_server::Pipeline::new()
@@ -228,7 +225,7 @@ impl Pipeline {
             }
         }
         let names = EndpointNames::new(&self.transport);
-        let front = FrontSockets::bind_internal(ctx, &names)?;
+        let front = FrontSockets::create(ctx, &names.make("loopback"), &names.make("interrupt"))?;
         let shutdown = Shutdown::new();
         let mut running = RunningPipeline {
             shutdown: shutdown.clone(),
@@ -344,221 +341,4 @@ impl Drop for RunningPipeline {
             let _ = proxy.join();
         }
     }
-}
-
-/// The sockets of a pipeline's front end: where it sends requests (the main entry, and
-/// one entry per routed stage when it routes by task), where answers come back, and
-/// where it publishes interrupts.
-pub struct FrontSockets {
-    /// Requests go here (DEALER, connected to the first proxy).
-    pub entry: zmq::Socket,
-    /// Answers arrive here (PULL, bound).
-    pub loopback: zmq::Socket,
-    /// Interrupts go out here (PUB, bound).
-    pub interrupt: zmq::Socket,
-    /// Where the loopback is bound.
-    pub loopback_endpoint: String,
-    /// Where the interrupt publisher is bound.
-    pub interrupt_endpoint: String,
-    /// The first proxy's upstream endpoint the entry connects to.
-    pub entry_endpoint: String,
-    /// The stages' names, in pipeline order, when known (the pipeline builder and a
-    /// topology file know them): the self-test names each one that does not answer its
-    /// probe. Empty when unknown: the self-test then reports the stages that answered.
-    pub stages: Vec<String>,
-    /// The task table the front end applies itself (see
-    /// [`route_tasks`](Self::route_tasks)); none by default, and then every request goes
-    /// to the first stage.
-    pub tasks: Option<TaskRouter>,
-    /// One entry per stage the task table names, other than the first stage (which
-    /// the main entry reaches).
-    pub routed: Vec<RoutedEntry>,
-}
-
-/// An entry straight to a stage the task table names (DEALER, connected to that
-/// stage's proxy), beside the main entry to the first stage.
-pub struct RoutedEntry {
-    /// The stage's name.
-    pub stage: String,
-    /// The socket requests for the stage go to.
-    pub socket: zmq::Socket,
-    /// The stage's proxy's upstream endpoint.
-    pub endpoint: String,
-}
-
-/// Which entry a request goes to: the main one or a routed one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum EntryIndex {
-    /// The main entry, to the first stage.
-    Main,
-    /// `routed[i]`.
-    Routed(usize),
-}
-
-impl FrontSockets {
-    /// Creates the front's sockets: binds `loopback` and `interrupt`, connects to `entry`
-    /// (the first proxy's upstream). Used by a front end that runs apart from its stages.
-    pub fn bind(ctx: &zmq::Context, entry: &str, loopback: &str, interrupt: &str) -> Result<Self> {
-        let mut front = Self::create(ctx, loopback, interrupt)?;
-        front.connect_entry(entry)?;
-        Ok(front)
-    }
-
-    /// Lets the front end apply `router` itself: a request goes straight to the stage
-    /// its `X-Task-Name` or path names, with no routing stage in between. `stages` gives
-    /// each stage's proxy's upstream endpoint by name; the first stage (when
-    /// [`stages`](Self::stages) names it) is reached through the main entry. Every
-    /// stage the table names must have an endpoint.
-    ///
-    /// A request naming an unknown task is answered `400` by the front end; one with no
-    /// name, no matching prefix and no default stage goes to the main entry.
-    pub fn route_tasks(
-        &mut self,
-        ctx: &zmq::Context,
-        router: TaskRouter,
-        stages: &[(String, String)],
-    ) -> Result<()> {
-        let first = self.stages.first().cloned();
-        let mut routed = Vec::new();
-        for stage in router.stages() {
-            if first.as_deref() == Some(stage) {
-                continue;
-            }
-            let Some((_, endpoint)) = stages.iter().find(|(name, _)| name == stage) else {
-                return Err(Error::Config(format!(
-                    "the task table names stage {stage:?}, which has no proxy endpoint"
-                )));
-            };
-            let socket = sockets::stage_sender(ctx)?;
-            sockets::connect(&socket, endpoint)?;
-            routed.push(RoutedEntry {
-                stage: stage.to_string(),
-                socket,
-                endpoint: endpoint.clone(),
-            });
-        }
-        self.routed = routed;
-        self.tasks = Some(router);
-        Ok(())
-    }
-
-    /// The entry for a request with head `head`, or why the task table refuses it.
-    pub(crate) fn entry_for(&self, head: &[u8]) -> std::result::Result<EntryIndex, TaskRefusal> {
-        let Some(router) = &self.tasks else {
-            return Ok(EntryIndex::Main);
-        };
-        match router.stage_for_head(head) {
-            Ok(stage) => Ok(self
-                .routed
-                .iter()
-                .position(|r| r.stage == stage)
-                .map_or(EntryIndex::Main, EntryIndex::Routed)),
-            Err(TaskRefusal::NoRule { .. }) => Ok(EntryIndex::Main),
-            Err(refusal) => Err(refusal),
-        }
-    }
-
-    /// The socket of an entry.
-    pub(crate) fn entry_socket(&self, index: EntryIndex) -> &zmq::Socket {
-        match index {
-            EntryIndex::Main => &self.entry,
-            EntryIndex::Routed(i) => self.routed.get(i).map_or(&self.entry, |r| &r.socket),
-        }
-    }
-
-    /// Every entry with its endpoint: the main one first, then the routed ones.
-    pub(crate) fn entries(&self) -> impl Iterator<Item = (&zmq::Socket, &str)> {
-        std::iter::once((&self.entry, self.entry_endpoint.as_str()))
-            .chain(self.routed.iter().map(|r| (&r.socket, r.endpoint.as_str())))
-    }
-
-    fn connect_entry(&mut self, endpoint: &str) -> Result<()> {
-        sockets::connect(&self.entry, endpoint)?;
-        self.entry_endpoint = endpoint.to_string();
-        Ok(())
-    }
-
-    fn bind_internal(ctx: &zmq::Context, names: &EndpointNames) -> Result<Self> {
-        Self::create(ctx, &names.make("loopback"), &names.make("interrupt"))
-    }
-
-    fn create(ctx: &zmq::Context, loopback: &str, interrupt: &str) -> Result<Self> {
-        let entry = sockets::stage_sender(ctx)?;
-        let loopback_socket = sockets::socket(ctx, zmq::PULL)?;
-        let interrupt_socket = sockets::socket(ctx, zmq::PUB)?;
-        sockets::bind(&loopback_socket, loopback)?;
-        sockets::bind(&interrupt_socket, interrupt)?;
-        Ok(FrontSockets {
-            loopback_endpoint: sockets::last_endpoint(&loopback_socket)?,
-            interrupt_endpoint: sockets::last_endpoint(&interrupt_socket)?,
-            entry_endpoint: String::new(),
-            stages: Vec::new(),
-            tasks: None,
-            routed: Vec::new(),
-            entry,
-            loopback: loopback_socket,
-            interrupt: interrupt_socket,
-        })
-    }
-
-    /// Sends one raw request and waits (up to 10 s) for its answer: the simplest client,
-    /// for examples and tests. A failure comes back as `Err` with its status and detail.
-    pub fn ask(&self, request: &[u8]) -> std::result::Result<Vec<u8>, AskError> {
-        static REQUESTS: AtomicU64 = AtomicU64::new(1);
-        let id = REQUESTS.fetch_add(1, Ordering::Relaxed);
-        let envelope = Envelope::new(id, 0, 0, Protocol::Raw).encode();
-        let frames = [crate::envelope::lead_frame(&envelope, request)];
-        sockets::send_frames(&self.entry, frames, 0).map_err(AskError::Zmq)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut streamed = Vec::new();
-        while Instant::now() < deadline {
-            if self
-                .loopback
-                .poll(zmq::POLLIN, 100)
-                .map_err(AskError::Zmq)?
-                == 0
-            {
-                continue;
-            }
-            let frames = sockets::recv_frames(&self.loopback, 0).map_err(AskError::Zmq)?;
-            match loopback::decode(frames) {
-                Ok((e, answer)) if e.request_id == id => {
-                    return match answer {
-                        Answer::Response(bytes) => Ok(bytes.to_vec()),
-                        Answer::Failure(f) => Err(AskError::Failed(f)),
-                        Answer::StreamStart(bytes) | Answer::StreamPiece(bytes) => {
-                            streamed.extend_from_slice(&bytes);
-                            continue;
-                        }
-                        Answer::Progress { .. } | Answer::SelfTest(_) => continue,
-                        Answer::StreamEnd(bytes) => {
-                            streamed.extend_from_slice(&bytes);
-                            Ok(streamed)
-                        }
-                        Answer::StreamAbort => Err(AskError::Failed(Failure::new(
-                            FailureKind::WorkerPanicked,
-                            "the stage stopped its answer midway",
-                        ))),
-                        Answer::Later { .. } => Err(AskError::Failed(Failure::new(
-                            FailureKind::WorkerPanicked,
-                            "a stage asked to answer later, which needs the front end's job store",
-                        ))),
-                    }
-                }
-                _ => continue,
-            }
-        }
-        Err(AskError::TimedOut)
-    }
-}
-
-/// Why [`FrontSockets::ask`] got no response.
-#[derive(Debug)]
-pub enum AskError {
-    /// A socket call failed.
-    Zmq(zmq::Error),
-    /// The pipeline answered with a failure.
-    Failed(crate::loopback::Failure),
-    /// No answer within 10 seconds.
-    TimedOut,
 }

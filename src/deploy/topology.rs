@@ -4,7 +4,7 @@
 //! `prime_workerd --config F --stage S`).
 //!
 //! ```
-//! let topology = prime_server::topology::Topology::from_json(r#"{
+//! let topology = prime_server::deploy::topology::Topology::from_json(r#"{
 //!   "front_end": { "listen": "tcp://127.0.0.1:8002", "loopback": "tcp://127.0.0.1:5001",
 //!                  "interrupt": "tcp://127.0.0.1:5002", "health_path": "/health" },
 //!   "stages": [
@@ -16,7 +16,7 @@
 //! assert_eq!(topology.next_upstream("parse").unwrap(), Some("tcp://127.0.0.1:5004"));
 //! ```
 //!
-//! Routing by task name (see [`crate::tasks`]) follows the file's `tasks` table, whose
+//! Routing by task name (see [`crate::stages::tasks`]) follows the file's `tasks` table, whose
 //! keys are task names (`X-Task-Name`) or, starting with `/`, path prefixes, and whose
 //! values are stages of the file; `default` takes requests that match neither. Who
 //! applies it: a stage whose `service` is `tasks`, if the file has one (it runs a
@@ -27,7 +27,7 @@
 //! Every stage named must be in the file, and a `tasks` stage needs the table:
 //!
 //! ```
-//! let topology = prime_server::topology::Topology::from_json(r#"{
+//! let topology = prime_server::deploy::topology::Topology::from_json(r#"{
 //!   "front_end": { "listen": "tcp://127.0.0.1:8002", "loopback": "tcp://127.0.0.1:5001",
 //!                  "interrupt": "tcp://127.0.0.1:5002" },
 //!   "stages": [
@@ -43,8 +43,8 @@
 //! assert_eq!(router.stage_for(None, "/other"), Ok("fast"));
 //! ```
 
-use crate::endpoint::{self, Use};
-use crate::tasks::TaskRouter;
+use crate::base::endpoint::{self, Use};
+use crate::stages::tasks::TaskRouter;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;

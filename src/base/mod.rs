@@ -1,0 +1,13 @@
+//! Shared plumbing below every other part: the crate's error type, ZeroMQ endpoints and
+//! socket helpers, the shutdown flag, a fast hash for the hot path's maps, and the
+//! open-file limit. Nothing here knows about HTTP, the pipeline's messages or jobs.
+
+pub mod endpoint;
+pub mod error;
+pub mod fast_hash;
+pub mod fd_limit;
+pub mod shutdown;
+pub mod sockets;
+
+pub use error::{Error, Result};
+pub use shutdown::Shutdown;

@@ -1,0 +1,10 @@
+//! Putting the pieces together: in one process ([`builder`]: stages as thread pools
+//! behind a front end, for embedders and `prime_serverd`), across processes and hosts
+//! ([`topology`]: a whole deployment in one JSON file), and the daemons' shared command
+//! line ([`cli`]).
+
+pub mod builder;
+pub mod cli;
+pub mod topology;
+
+pub use builder::{Pipeline, RunningPipeline, Transport};

@@ -1,0 +1,461 @@
+//! The durable job store: a small trait, and its SQLite implementation.
+//!
+//! Only the job service's thread calls a store, so the trait is synchronous and takes
+//! `&mut self`. Writes are grouped: the service calls [`JobStore::begin`], applies every
+//! command it has, and [`JobStore::commit`]s once. A store shared by several front ends
+//! (a database server) can replace SQLite behind the same trait.
+//!
+//! The SQLite file runs in WAL mode with `synchronous=FULL` by default: a commit is on
+//! disk when `commit` returns, so neither a `kill -9` nor a power cut loses an accepted
+//! job ([`Durability::Process`] trades the power cut for commits fifty times cheaper). It is
+//! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode),
+//! since stored requests can carry `Authorization` and `Cookie` headers; a request (and
+//! the client's address) is kept only until its job ends.
+
+use super::clock::rfc3339;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+
+mod sqlite;
+mod webhook_table;
+
+pub use sqlite::SqliteStore;
+
+/// The most delivery attempts kept per job (the latest ones).
+const MAX_ATTEMPTS_KEPT: usize = 64;
+
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Stored, waiting for a run.
+    Queued,
+    /// In the pipeline.
+    Running,
+    /// Ended with an answer whose status is below 400.
+    Succeeded,
+    /// Ended with an error: an answer of status 400 or above, or a failure in the
+    /// pipeline (timeout, panic, no worker after every attempt).
+    Failed,
+    /// Cancelled by `DELETE` before it ended.
+    Cancelled,
+    /// Removed after its time to live: only its id is left, for `410 Gone`.
+    Expired,
+}
+
+impl JobState {
+    /// The name used in the database and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Expired => "expired",
+        }
+    }
+
+    fn parse(name: &str) -> Option<JobState> {
+        Some(match name {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "cancelled" => JobState::Cancelled,
+            "expired" => JobState::Expired,
+            _ => return None,
+        })
+    }
+
+    /// Whether the job has ended (it has a result, or was cancelled, or expired).
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+
+    /// Whether the job ended with a stored result.
+    pub fn has_result(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed)
+    }
+}
+
+/// What the store knows of a job, without its request or its answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    /// The store's number for the job: what travels in the envelope.
+    pub number: u64,
+    /// The job's public id: 128 random bits, URL-safe base64.
+    pub id: String,
+    /// Where the job is.
+    pub state: JobState,
+    /// When it was submitted, in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// When its state last changed, in milliseconds since the Unix epoch.
+    pub updated_ms: i64,
+    /// How many times it was sent into the pipeline.
+    pub attempts: u32,
+    /// Once it has ended with an answer, that answer's status.
+    pub status: Option<u16>,
+    /// For a failed job, what went wrong; for a queued one, why its last run failed.
+    pub error: Option<String>,
+    /// The last progress a stage reported: the fraction done (0 to 1) and a message.
+    pub progress: Option<(f64, String)>,
+    /// How many events the job has had: each change recorded here (submit, start, end,
+    /// requeue, cancel, progress) is one, and this is the last one's number.
+    pub events: u64,
+}
+
+/// One event of a job, as its event streams send it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobEvent {
+    /// Its number in the job's sequence, from 1: the event stream's `id:`.
+    pub seq: u64,
+    /// `state` or `progress`.
+    pub kind: String,
+    /// The event's data (JSON).
+    pub data: String,
+}
+
+/// An answer as stored: what a synchronous call would have been answered, without the
+/// fields that depend on the connection (`Content-Length`, `Date`, `Connection`, ...),
+/// which are written anew for whoever fetches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAnswer {
+    /// The status code.
+    pub status: u16,
+    /// The header fields the stage set, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// A job to store.
+#[derive(Clone, Debug)]
+pub struct NewJob<'a> {
+    /// Its public id.
+    pub id: &'a str,
+    /// The request head as received.
+    pub head: &'a [u8],
+    /// The request body, decoded.
+    pub body: &'a [u8],
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<&'a str>,
+    /// A digest of the request (method, target and body), to tell a repeat of the same
+    /// request from another request under the same key.
+    pub fingerprint: &'a [u8],
+    /// Now, in milliseconds since the Unix epoch.
+    pub now_ms: i64,
+    /// The client's address (a `SocketAddr` as text), passed on by every run.
+    pub client: Option<&'a str>,
+}
+
+/// A job moved to running, with the request to run.
+#[derive(Clone, Debug)]
+pub struct StartedJob {
+    /// Its record, now running.
+    pub record: JobRecord,
+    /// The request head as received.
+    pub head: Vec<u8>,
+    /// The request body.
+    pub body: Vec<u8>,
+    /// The client's address, when it was stored.
+    pub client: Option<SocketAddr>,
+}
+
+/// An ended job's answer columns: status, header fields as JSON, body.
+type AnswerRow = (Option<i64>, Option<String>, Option<Vec<u8>>);
+
+/// How many jobs are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Queued.
+    pub queued: u64,
+    /// Running.
+    pub running: u64,
+    /// Succeeded.
+    pub succeeded: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Expired (ids kept for `410 Gone`).
+    pub expired: u64,
+}
+
+impl StateCounts {
+    /// The count for `state`, to change it.
+    pub fn of(&mut self, state: JobState) -> &mut u64 {
+        match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+            JobState::Expired => &mut self.expired,
+        }
+    }
+
+    /// Jobs not yet ended.
+    pub fn unfinished(&self) -> u64 {
+        self.queued + self.running
+    }
+}
+
+/// Why the store failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database could not be opened, or is not a job store this build can use.
+    Open {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A query failed.
+    Sqlite(rusqlite::Error),
+    /// A stored value is not what this build writes.
+    Corrupt(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Open { path, reason } => {
+                write!(f, "the job database {path} cannot be used: {reason}")
+            }
+            StoreError::Sqlite(e) => write!(f, "job database: {e}"),
+            StoreError::Corrupt(what) => write!(f, "job database holds a bad value: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sqlite(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e)
+    }
+}
+
+/// A durable home for jobs. Every write between [`begin`](Self::begin) and
+/// [`commit`](Self::commit) becomes durable at once.
+pub trait JobStore: Send {
+    /// Starts a group of writes.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Makes the group durable.
+    fn commit(&mut self) -> Result<(), StoreError>;
+    /// Drops the group (after a failed commit).
+    fn rollback(&mut self);
+    /// Stores a new job, queued; returns its record.
+    fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError>;
+    /// The job with this public id.
+    fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError>;
+    /// The job with this number.
+    fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError>;
+    /// The job stored under an idempotency key, with its request's fingerprint.
+    fn by_idempotency_key(&mut self, key: &str)
+        -> Result<Option<(JobRecord, Vec<u8>)>, StoreError>;
+    /// Moves a queued job to running (counting the attempt) and returns it with its
+    /// request head and body; `None` if it is not queued (cancelled meanwhile).
+    fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError>;
+    /// Ends an unfinished job with its answer (`Succeeded` or `Failed`); its request is
+    /// forgotten. `None` if it had already ended (a second answer is dropped).
+    fn finish(
+        &mut self,
+        number: u64,
+        state: JobState,
+        answer: &StoredAnswer,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    /// Puts a running job back in the queue after a run the pipeline could not take.
+    fn requeue(
+        &mut self,
+        number: u64,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    /// Cancels an unfinished job; `None` if it had already ended.
+    fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
+    /// The stored answer of an ended job.
+    fn answer(&mut self, number: u64) -> Result<Option<StoredAnswer>, StoreError>;
+    /// At start: queues again the jobs that were running when the last process stopped;
+    /// returns how many.
+    fn requeue_running(&mut self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Every queued job (number, created) in submission order.
+    fn queued(&mut self) -> Result<Vec<(u64, i64)>, StoreError>;
+    /// Expires the jobs that ended more than `ttl_ms` ago (their answer and idempotency
+    /// key go; the id stays, for `410 Gone`), and forgets the ids that expired more than
+    /// `ttl_ms` ago. Returns how many jobs expired.
+    fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError>;
+    /// How many jobs are in each state.
+    fn counts(&mut self) -> Result<StateCounts, StoreError>;
+    /// Records an unfinished job's progress; `None` if the job has ended.
+    fn set_progress(
+        &mut self,
+        number: u64,
+        fraction: f64,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<Option<JobRecord>, StoreError>;
+    /// Stores event `seq` of a job (the `events` of the record the change returned).
+    fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError>;
+    /// A job's events after `seq`, in order.
+    fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError>;
+    /// Registers a job's `Callback-URL`; nothing is delivered before the job ends.
+    fn webhook_add(&mut self, number: u64, job_id: &str, url: &str) -> Result<(), StoreError>;
+    /// A job's webhook, if it asked for one.
+    fn webhook(&mut self, number: u64) -> Result<Option<WebhookRecord>, StoreError>;
+    /// Writes a webhook's state, message, attempts and schedule.
+    fn webhook_save(&mut self, record: &WebhookRecord) -> Result<(), StoreError>;
+    /// Every webhook whose message waits for an attempt (at start, after a restart).
+    fn webhooks_pending(&mut self) -> Result<Vec<WebhookRecord>, StoreError>;
+}
+
+/// How far a commit goes before `commit` returns (SQLite's `synchronous` setting, in WAL
+/// mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is on the disk (fsync) before a job is acknowledged: nothing
+    /// accepted is lost, whatever stops the machine. A few milliseconds per commit;
+    /// commits are grouped, so this bounds latency more than throughput.
+    #[default]
+    Full,
+    /// Commits reach the operating system at once and the disk at checkpoints: nothing
+    /// accepted is lost when the process dies (`kill -9`), but a power cut or a kernel
+    /// crash can lose the last commits. Tens of microseconds per commit.
+    Process,
+}
+
+impl Durability {
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            Durability::Full => "FULL",
+            Durability::Process => "NORMAL",
+        }
+    }
+}
+
+/// Where a job's webhook is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// The job has not ended; nothing to deliver yet.
+    Waiting,
+    /// The message waits for its next attempt.
+    Pending,
+    /// The receiver took it (`2xx`).
+    Delivered,
+    /// The receiver answered `410 Gone`: no more attempts.
+    Gone,
+    /// Every attempt failed for
+    /// [`WebhookConfig::give_up`](crate::jobs::webhooks::WebhookConfig::give_up).
+    GivenUp,
+}
+
+impl DeliveryState {
+    /// The name used in the database and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Waiting => "waiting",
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Gone => "gone",
+            DeliveryState::GivenUp => "given_up",
+        }
+    }
+
+    /// The state named `name`.
+    pub fn parse(name: &str) -> Option<DeliveryState> {
+        Some(match name {
+            "waiting" => DeliveryState::Waiting,
+            "pending" => DeliveryState::Pending,
+            "delivered" => DeliveryState::Delivered,
+            "gone" => DeliveryState::Gone,
+            "given_up" => DeliveryState::GivenUp,
+            _ => return None,
+        })
+    }
+}
+
+/// One delivery attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it started, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The receiver's status, if it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// What went wrong, if it did not answer (or was refused before connecting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub latency_ms: u64,
+}
+
+/// A job's webhook as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookRecord {
+    /// The job's number.
+    pub number: u64,
+    /// The job's public id (the message's `webhook-id`).
+    pub job_id: String,
+    /// Where to deliver.
+    pub url: String,
+    /// Where the delivery is.
+    pub state: DeliveryState,
+    /// The message, once the job has ended.
+    pub payload: Option<Vec<u8>>,
+    /// The attempts so far (the latest 64).
+    pub attempts: Vec<Attempt>,
+    /// When the first failed attempt was, in milliseconds since the Unix epoch.
+    pub first_failure_ms: Option<i64>,
+    /// When the next attempt is due, in milliseconds since the Unix epoch.
+    pub next_ms: Option<i64>,
+}
+
+impl WebhookRecord {
+    /// The webhook's part of the job's status document.
+    pub fn to_json(&self) -> serde_json::Value {
+        let attempts: Vec<serde_json::Value> = self
+            .attempts
+            .iter()
+            .map(|a| {
+                let mut value = serde_json::json!({
+                    "at": rfc3339(a.at_ms),
+                    "latency_ms": a.latency_ms,
+                });
+                if let Some(status) = a.status {
+                    value["status"] = status.into();
+                }
+                if let Some(error) = &a.error {
+                    value["error"] = error.as_str().into();
+                }
+                value
+            })
+            .collect();
+        let mut value = serde_json::json!({
+            "url": self.url,
+            "state": self.state.as_str(),
+            "attempts": attempts,
+        });
+        if let (DeliveryState::Pending, Some(next)) = (self.state, self.next_ms) {
+            value["next_attempt"] = rfc3339(next).into();
+        }
+        value
+    }
+
+    /// Adds an attempt, keeping the latest 64.
+    pub fn push_attempt(&mut self, attempt: Attempt) {
+        if self.attempts.len() >= MAX_ATTEMPTS_KEPT {
+            self.attempts.remove(0);
+        }
+        self.attempts.push(attempt);
+    }
+}

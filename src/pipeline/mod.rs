@@ -1,0 +1,28 @@
+//! The pipeline core: what travels between the front end, the proxies and the workers,
+//! and the loops that move it.
+//!
+//! In data-flow order:
+//! - [`envelope`]: the first frame of every message (request id, connection, protocol
+//!   facts, deadline) and the interrupt frame;
+//! - [`wire`]: the broker protocol's tags (READY, BUSY, PROBE/STATUS, RETURN, CENSUS);
+//! - [`proxy`]: the load-balancing broker in front of each stage;
+//! - [`worker`]: the worker loop, [`Job`], [`Outcome`] and the [`Work`] trait;
+//! - [`stream`]: a stage's answer sent in pieces;
+//! - [`loopback`]: answers and typed failures on their way back to the front end, and
+//!   how either is rendered in the client's protocol;
+//! - [`selftest`]: the probe that crosses every stage and the reports it brings back;
+//! - [`census`]: when a proxy is lost, which requests went with it.
+//!
+//! Nothing here reads HTTP requests or knows the front end's connections: the front end
+//! ([`crate::server`]) and the stages ([`crate::stages`]) sit above.
+
+pub mod census;
+pub mod envelope;
+pub mod loopback;
+pub mod proxy;
+pub mod selftest;
+pub mod stream;
+pub mod wire;
+pub mod worker;
+
+pub use worker::{Job, Outcome, Work};

@@ -1,0 +1,363 @@
+//! What an answer does to a connection: answers come back on the loopback, fill their
+//! slots, and leave in request order within the output bound; refused output is tried
+//! again on a backoff; a connection closes when asked, when its client has gone or when
+//! it does not read.
+
+use super::access_log::{Entry, Unanswered};
+use super::connection::{Connection, Slot, Stall};
+use super::output::{status_of, AnswerBytes};
+use super::{cors, Server, RETRY_FIRST, RETRY_LAST};
+use crate::pipeline::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
+use crate::pipeline::loopback::{self, render_failure, Answer, Failure, FailureKind};
+use std::cmp::Reverse;
+use std::time::Instant;
+
+impl Server {
+    pub(super) fn drain_loopback(&mut self) {
+        let now = Instant::now();
+        while let Ok(mut frames) = self.spare.recv(&self.front.loopback, zmq::DONTWAIT) {
+            if !self.on_census_message(&frames) {
+                match loopback::decode(frames.drain(..)) {
+                    Ok((envelope, answer)) => self.on_answer(envelope, answer, now),
+                    Err(e) => log::warn!("dropped a loopback message: {e}"),
+                }
+            }
+            self.spare.give_back(frames);
+        }
+    }
+
+    pub(super) fn on_answer(&mut self, envelope: Envelope, answer: Answer, now: Instant) {
+        if envelope.probe {
+            return self.on_probe_answer(&envelope, answer);
+        }
+        // Matched by job number, whichever process sent the job.
+        if let Some(number) = envelope.job_number() {
+            self.on_job_answer(number, answer);
+            return;
+        }
+        if envelope.nonce != self.nonce {
+            log::debug!(
+                "request {}: dropped an answer meant for an earlier run",
+                envelope.request_id
+            );
+            return;
+        }
+        let answer = match answer {
+            // Only jobs keep their progress.
+            Answer::Progress { .. } => return,
+            Answer::StreamStart(part) => return self.on_stream_part(&envelope, part, true),
+            Answer::StreamPiece(part) => return self.on_stream_part(&envelope, part, false),
+            Answer::StreamEnd(last) => return self.on_stream_end(&envelope, Some(last)),
+            Answer::StreamAbort => return self.on_stream_end(&envelope, None),
+            whole => whole,
+        };
+        // Gone when already answered (504, or 503 when a census found it lost) or when
+        // its client left.
+        let Some(in_flight) = self.requests.remove(&envelope.request_id) else {
+            log::debug!(
+                "request {}: answered already; a later answer is dropped",
+                envelope.request_id
+            );
+            return;
+        };
+        if in_flight.deadline <= now {
+            // Too late, even if the timeout sweep has not run yet: the client gets the
+            // same 504 whenever the answer comes after the deadline.
+            log::debug!(
+                "request {}: answered after its deadline",
+                envelope.request_id
+            );
+            self.stats.timed_out += 1;
+            let bytes = AnswerBytes::Owned(timed_out(in_flight.protocol));
+            self.fill(in_flight.connection, envelope.request_id, bytes);
+            return;
+        }
+        let bytes = match answer {
+            Answer::Response(message) => AnswerBytes::Message(message),
+            Answer::Failure(failure) => {
+                log::debug!("request {}: {failure}", envelope.request_id);
+                AnswerBytes::Owned(render_failure(envelope.protocol, &failure, true))
+            }
+            Answer::Later { head, body } => {
+                match self.answer_later(in_flight.connection, &envelope, head, body) {
+                    // The job service answers the slot once the job is stored.
+                    None => return,
+                    Some(refusal) => AnswerBytes::Owned(refusal),
+                }
+            }
+            Answer::Progress { .. }
+            | Answer::SelfTest(_)
+            | Answer::StreamStart(_)
+            | Answer::StreamPiece(_)
+            | Answer::StreamEnd(_)
+            | Answer::StreamAbort => return,
+        };
+        self.fill(in_flight.connection, envelope.request_id, bytes);
+    }
+
+    /// Puts an answer in its slot. The connection is flushed at the end of the loop
+    /// turn, or at once when libzmq refuses its output or the answers filled since its
+    /// last flush could take it past `max_output_bytes`: so the bound is checked as
+    /// answers come, not after a whole batch of them has piled up.
+    pub(super) fn fill(&mut self, id: u64, request_id: u64, bytes: AnswerBytes) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let len = bytes.as_slice().len();
+        if !conn.fill(request_id, bytes) {
+            return;
+        }
+        conn.unflushed += len;
+        let room = self
+            .config
+            .max_output_bytes
+            .saturating_sub(conn.output.len());
+        if conn.stall.is_some() || conn.unflushed > room {
+            self.flush(id);
+        } else {
+            mark_dirty(&mut self.dirty, conn, id);
+        }
+    }
+
+    pub(super) fn flush_dirty(&mut self) {
+        while let Some(id) = self.dirty.pop() {
+            if let Some(conn) = self.connections.get_mut(&id) {
+                conn.dirty = false;
+            }
+            self.flush(id);
+        }
+    }
+
+    /// Writes every answer at the front of the connection's order that is ready.
+    ///
+    /// Answers are handed over while what waits stays within `max_output_bytes`; past
+    /// it, libzmq takes what it can first (and the client is dropped if the rest is
+    /// still too much), so a run of answers freed at once (the one they waited behind
+    /// has come) never piles up in the output beyond the bound and one answer.
+    pub(super) fn flush(&mut self, id: u64) {
+        while self.flush_within_bound(id) {}
+    }
+
+    /// One pass of [`flush`](Self::flush): true if it stopped at the output bound with
+    /// answers still ready, and the client is still there.
+    pub(super) fn flush_within_bound(&mut self, id: u64) -> bool {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return false;
+        };
+        conn.unflushed = 0;
+        let mut over = false;
+        let mut written = false;
+        while let Some(front) = conn.slots.front_mut() {
+            // The parts of a streamed answer go out as they come.
+            if let Some(stream) = &mut front.stream {
+                written |= !stream.pieces.is_empty();
+                stream.bytes = 0;
+                // The first piece is the head: it takes the CORS fields, once.
+                let mut cors = if stream.pieces.is_empty() {
+                    None
+                } else {
+                    front.cors.take()
+                };
+                for piece in stream.pieces.drain(..) {
+                    conn.output
+                        .push(cors::decorate(piece, cors.take().as_deref()));
+                }
+            }
+            if front.answer.is_none() {
+                break;
+            }
+            let Some(mut slot) = conn.slots.pop_front() else {
+                break;
+            };
+            let Some(answer) = slot.answer.take() else {
+                break;
+            };
+            written = true;
+            // A streamed answer's last bytes are no head (its head took the fields).
+            let cors_fields = slot.cors.as_deref().filter(|_| slot.stream.is_none());
+            let answer = cors::decorate(answer, cors_fields);
+            let bytes = answer.as_slice();
+            let status = match &slot.stream {
+                Some(stream) => &stream.status,
+                None => status_of(bytes),
+            };
+            self.stats.answered += 1;
+            if matches!(status.as_bytes().first(), Some(b'4' | b'5')) {
+                self.stats.errors += 1;
+            }
+            match &slot.stream {
+                Some(stream) => {
+                    let entry = entry(&conn.peer, &slot);
+                    self.access
+                        .answered_streamed(&entry, stream.status.as_bytes(), stream.total);
+                }
+                None => self.access.answered(&entry(&conn.peer, &slot), bytes),
+            }
+            conn.output.push(answer);
+            if slot.close_after {
+                conn.close_when_written = true;
+                break;
+            }
+            if conn.output.queued_behind_front() > self.config.max_output_bytes {
+                over = true;
+                break;
+            }
+        }
+        if written && conn.slots.is_empty() {
+            conn.last_active = Instant::now();
+        }
+        self.write(id);
+        over && self.connections.contains_key(&id)
+    }
+
+    /// Hands a connection's output to libzmq, as much as it takes without blocking. Then
+    /// closes the connection if it asked to be closed once written; or, when libzmq
+    /// refused some, drops it if more than `max_output_bytes` wait, or else schedules
+    /// another try.
+    pub(super) fn write(&mut self, id: u64) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let socket = &self.listeners[conn.listener].socket;
+        let mut wrote = false;
+        let mut refused = false;
+        while !conn.output.is_empty() {
+            match socket.send(&conn.routing_id[..], zmq::SNDMORE | zmq::DONTWAIT) {
+                Ok(()) => {
+                    // Once the routing id is taken, libzmq takes the data frame too.
+                    if let Some(message) = conn.output.take() {
+                        if let Err(e) = socket.send(message, zmq::DONTWAIT) {
+                            log::warn!("connection {id}: write failed: {e}");
+                        }
+                    }
+                    wrote = true;
+                }
+                Err(zmq::Error::EAGAIN) => {
+                    refused = true;
+                    break;
+                }
+                Err(e) => {
+                    // EHOSTUNREACH: the peer is gone; its disconnect notice cleans up.
+                    log::debug!("connection {id}: output dropped: {e}");
+                    conn.output.clear();
+                }
+            }
+        }
+        if !refused {
+            // Output that waited counts as written only now, for the idle timeout.
+            if conn.stall.take().is_some() && conn.slots.is_empty() {
+                conn.last_active = Instant::now();
+            }
+            if conn.close_when_written {
+                self.close(id, true);
+            }
+            return;
+        }
+        // The answer being written is not counted: it is in memory whatever we do, and
+        // a client that reads gets it however large it is.
+        let waiting = conn.output.queued_behind_front();
+        self.stats.most_output_waiting = self.stats.most_output_waiting.max(waiting as u64);
+        if waiting > self.config.max_output_bytes {
+            log::warn!(
+                "connection {id}: the client does not read ({} bytes wait); closing",
+                conn.output.len()
+            );
+            self.close(id, true);
+            return;
+        }
+        let now = Instant::now();
+        let backoff = match conn.stall {
+            // A try between scheduled ones (a new answer) that wrote nothing.
+            Some(stall) if !wrote && now < stall.retry_at => return,
+            Some(stall) if !wrote => (stall.backoff * 2).min(RETRY_LAST),
+            _ => RETRY_FIRST,
+        };
+        let retry_at = now + backoff;
+        conn.stall = Some(Stall { retry_at, backoff });
+        self.retries.push(Reverse((retry_at, id)));
+    }
+
+    /// Tries again the output of each stalled connection whose time has come.
+    pub(super) fn retry_stalled(&mut self, now: Instant) {
+        while let Some(&Reverse((at, id))) = self.retries.peek() {
+            if at > now {
+                return;
+            }
+            self.retries.pop();
+            let due = self
+                .connections
+                .get(&id)
+                .and_then(|c| c.stall)
+                .is_some_and(|stall| stall.retry_at == at);
+            if due {
+                self.write(id);
+            }
+        }
+    }
+
+    /// Forgets a connection, interrupting its unanswered requests; `hang_up` also closes
+    /// the TCP connection (otherwise the client already has).
+    pub(super) fn close(&mut self, id: u64, hang_up: bool) {
+        let Some(conn) = self.connections.remove(&id) else {
+            return;
+        };
+        self.trimmer.closed();
+        let listener = &mut self.listeners[conn.listener];
+        listener.peers.remove(&conn.routing_id);
+        if hang_up {
+            listener.hang_up(&conn.routing_id);
+        }
+        let mut held_by_jobs = Vec::new();
+        for slot in &conn.slots {
+            self.access
+                .unanswered(&entry(&conn.peer, slot), Unanswered::ClientGone);
+            if slot.answer.is_some() {
+                continue;
+            }
+            if self.requests.remove(&slot.request_id).is_some() {
+                self.publish(self.nonce, slot.request_id, InterruptReason::ClientGone);
+            } else if self.jobs.is_some() {
+                held_by_jobs.push(slot.request_id);
+            }
+        }
+        self.forget_job_requests(id, &held_by_jobs);
+    }
+
+    pub(super) fn publish(&self, nonce: u64, request_id: u64, reason: InterruptReason) {
+        let interrupt = Interrupt {
+            nonce,
+            request_id,
+            reason,
+        };
+        if let Err(e) = self
+            .front
+            .interrupt
+            .send(&interrupt.encode()[..], zmq::DONTWAIT)
+        {
+            log::debug!("request {request_id}: interrupt not published: {e}");
+        }
+    }
+}
+
+pub(super) fn mark_dirty(dirty: &mut Vec<u64>, conn: &mut Connection, id: u64) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(id);
+    }
+}
+
+/// The 504 for a request past its deadline, in the client's protocol.
+pub(super) fn timed_out(protocol: Protocol) -> Vec<u8> {
+    let failure = Failure::new(FailureKind::DeadlinePassed, "the request timed out");
+    render_failure(protocol, &failure, true)
+}
+
+/// What the access log needs of a request.
+pub(super) fn entry<'a>(peer: &'a str, slot: &'a Slot) -> Entry<'a> {
+    Entry {
+        request_id: slot.request_id,
+        peer,
+        request_line: slot.label.as_deref(),
+        arrived: slot.arrived,
+    }
+}

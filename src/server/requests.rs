@@ -1,0 +1,323 @@
+//! What a parsed request becomes: the front end's own answers (health, status,
+//! self-test, CORS preflight, refusals), a job resource, or a request sent into the
+//! pipeline through the entry its task names, with its place kept in the connection's
+//! answer order.
+
+use super::answers::mark_dirty;
+use super::connection::{Decoder, Label, Slot};
+use super::front::EntryIndex;
+use super::output::AnswerBytes;
+use super::{InFlight, Server};
+use crate::base::sockets;
+use crate::http::{Event, Method, ParsedRequest, Response, CONTINUE_RESPONSE};
+use crate::netstring;
+use crate::pipeline::envelope::{lead_frame, Envelope, Protocol};
+use crate::pipeline::loopback::{render_failure, Failure, FailureKind};
+use std::time::Instant;
+
+impl Server {
+    pub(super) fn on_input(&mut self, id: u64) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let now = Instant::now();
+        conn.last_active = now;
+        if conn.closing {
+            return;
+        }
+        match &mut conn.decoder {
+            Decoder::Http(parser) => parser.feed(&self.frame_data),
+            Decoder::Netstring(decoder) => decoder.feed(&self.frame_data),
+        }
+        self.read_requests(id);
+        if let Some(conn) = self.connections.get_mut(&id) {
+            conn.track_head(now);
+        }
+    }
+
+    /// Takes every complete request out of a connection's decoder.
+    pub(super) fn read_requests(&mut self, id: u64) {
+        loop {
+            let Some(conn) = self.connections.get_mut(&id) else {
+                return;
+            };
+            if conn.closing {
+                return;
+            }
+            match &mut conn.decoder {
+                Decoder::Http(parser) => match parser.next_event() {
+                    Ok(None) => return,
+                    Ok(Some(Event::Continue)) => {
+                        self.answer_now(id, CONTINUE_RESPONSE.to_vec(), false, None)
+                    }
+                    Ok(Some(Event::Request(request))) => self.on_http_request(id, request),
+                    Err(e) => {
+                        log::info!("connection {id}: rejected a request: {e}");
+                        let head = parser.rejected_head();
+                        let bytes =
+                            Response::error(e.status(), &e.to_string()).to_bytes(1, false, head);
+                        self.answer_now(id, bytes, true, None);
+                    }
+                },
+                Decoder::Netstring(decoder) => match decoder.next_message() {
+                    Ok(None) => return,
+                    Ok(Some(payload)) => {
+                        let entry = EntryIndex::Main;
+                        let request = (&payload[..], None);
+                        self.forward(id, Protocol::Netstring, request, entry, false, None);
+                    }
+                    Err(e) => {
+                        log::info!("connection {id}: rejected a netstring: {e}");
+                        let body = serde_json::json!({"error": e.to_string(), "status": 400});
+                        let bytes = netstring::encode(body.to_string().as_bytes());
+                        self.answer_now(id, bytes, true, None);
+                    }
+                },
+            }
+        }
+    }
+
+    pub(super) fn on_http_request(&mut self, id: u64, request: ParsedRequest) {
+        if (self.config.cors.is_some() || request.method == Method::Options)
+            && self.answer_cors(id, &request)
+        {
+            return;
+        }
+        self.route_http_request(id, request);
+        self.cors_fields = None;
+    }
+
+    pub(super) fn route_http_request(&mut self, id: u64, request: ParsedRequest) {
+        let label = self.access.enabled().then(|| request.request_line().into());
+        let close_after = !request.keep_alive;
+        let path = request.path_str();
+        let own_path = [
+            &self.config.health_path,
+            &self.config.status_path,
+            &self.config.selftest_path,
+        ]
+        .iter()
+        .any(|p| p.as_deref() == Some(path));
+        let local = if own_path && !matches!(request.method, Method::Get | Method::Head) {
+            let response = Response::error(405, &format!("{path} answers GET and HEAD only"));
+            Some((response.header("Allow", "GET, HEAD"), close_after))
+        } else if own_path && self.is_selftest(path, request.target_str()) {
+            self.start_selftest(id, &request, close_after, label);
+            return;
+        } else if self.config.health_path.as_deref() == Some(path) {
+            Some((self.health(), close_after))
+        } else if self.config.status_path.as_deref() == Some(path) {
+            Some((self.status_document(), close_after))
+        } else if self.draining_since.is_some() && self.config.drain_rejects {
+            Some((Response::error(503, "the server is shutting down"), true))
+        } else {
+            None
+        };
+        if let Some((response, close_after)) = local {
+            self.answer_response(id, &request, &response, close_after, label);
+            return;
+        }
+        if self.is_job_request(path, &request) {
+            self.on_job_request(id, request, close_after, label);
+            return;
+        }
+        let entry = match self.front.entry_for(&request.head) {
+            Ok(entry) => entry,
+            Err(refusal) => {
+                log::info!("connection {id}: refused a request by the task table: {refusal}");
+                let response = Response::error(400, &refusal.to_string());
+                self.answer_response(id, &request, &response, close_after, label);
+                return;
+            }
+        };
+        let protocol = http_protocol(&request);
+        // No body, no body frame: a frame fewer at every socket the request crosses.
+        let body = (!request.body.is_empty()).then(|| zmq::Message::from(request.body));
+        self.forward(
+            id,
+            protocol,
+            (&request.head[..], body),
+            entry,
+            close_after,
+            label,
+        );
+    }
+
+    /// Sends a request into the pipeline through `entry` (the first stage's, or a
+    /// routed stage's) and keeps its place in the answer order. The request is its
+    /// first frame, which travels in the lead frame behind the envelope, and its
+    /// second frame if any (an HTTP request's body, when it has one).
+    pub(super) fn forward(
+        &mut self,
+        id: u64,
+        protocol: Protocol,
+        (first, rest): (&[u8], Option<zmq::Message>),
+        entry: EntryIndex,
+        close_after: bool,
+        label: Option<Label>,
+    ) {
+        let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
+            return;
+        };
+        // Taken before the envelope's arrival time, so the front end's deadline is not
+        // later than the one workers read from the envelope.
+        let now = Instant::now();
+        let client = self.connections.get(&id).and_then(|c| c.client);
+        let envelope = Envelope::new(request_id, id, self.nonce, protocol)
+            .with_timeout(self.config.request_timeout)
+            .with_client(client);
+        let message = std::iter::once(lead_frame(&envelope.encode(), first)).chain(rest);
+        let socket = self.front.entry_socket(entry);
+        if let Err(e) = sockets::send_frames(socket, message, zmq::DONTWAIT) {
+            log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
+            let failure = Failure::new(FailureKind::QueueFull, "the server is overloaded");
+            let bytes = render_failure(protocol, &failure, false);
+            self.fill(id, request_id, AnswerBytes::Owned(bytes));
+            return;
+        }
+        self.stats.forwarded += 1;
+        self.requests.insert(
+            request_id,
+            InFlight {
+                connection: id,
+                deadline: now + self.config.request_timeout,
+                protocol,
+            },
+        );
+    }
+
+    /// Keeps a place in the connection's answer order for a request answered later (by
+    /// the pipeline or the job service); returns its request id. A connection with
+    /// `max_pipelined` unanswered requests is answered 503 and closed instead.
+    pub(super) fn hold_slot(
+        &mut self,
+        id: u64,
+        protocol: Protocol,
+        close_after: bool,
+        label: Option<Label>,
+    ) -> Option<u64> {
+        let conn = self.connections.get_mut(&id)?;
+        if conn.slots.len() >= self.config.max_pipelined {
+            let detail = "too many unanswered requests on this connection";
+            let failure = Failure::new(FailureKind::QueueFull, detail);
+            let bytes = render_failure(protocol, &failure, false);
+            self.answer_now(id, bytes, true, label);
+            return None;
+        }
+        let request_id = self.next_request;
+        self.next_request += 1;
+        conn.slots.push_back(Slot {
+            request_id,
+            answer: None,
+            stream: None,
+            close_after,
+            arrived: Instant::now(),
+            label,
+            cors: self.cors_fields.take(),
+        });
+        if close_after {
+            conn.closing = true;
+        }
+        Some(request_id)
+    }
+
+    /// Queues `response`, made by the front end itself, as the answer to `request`.
+    pub(super) fn answer_response(
+        &mut self,
+        id: u64,
+        request: &ParsedRequest,
+        response: &Response,
+        close_after: bool,
+        label: Option<Label>,
+    ) {
+        let bytes = response.to_bytes(request.minor_version, !close_after, request.is_head);
+        self.answer_now(id, bytes, close_after, label);
+    }
+
+    /// Queues an answer the front end made itself, in request order.
+    pub(super) fn answer_now(
+        &mut self,
+        id: u64,
+        bytes: Vec<u8>,
+        close_after: bool,
+        label: Option<Label>,
+    ) {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        conn.slots.push_back(Slot {
+            request_id,
+            answer: Some(AnswerBytes::Owned(bytes)),
+            stream: None,
+            close_after,
+            arrived: Instant::now(),
+            label,
+            cors: self.cors_fields.take(),
+        });
+        if close_after {
+            conn.closing = true;
+        }
+        mark_dirty(&mut self.dirty, conn, id);
+    }
+
+    /// The health check: 200 while the first proxy reports a worker and no drain is under
+    /// way, 503 otherwise.
+    pub(super) fn health(&self) -> Response {
+        let (status, body) = match self.upstream.fresh(Instant::now()) {
+            _ if self.draining_since.is_some() => (503, serde_json::json!({"status": "draining"})),
+            Some(s) if s.workers > 0 => (
+                200,
+                serde_json::json!({"status": "ok", "workers": s.workers}),
+            ),
+            Some(_) => (503, serde_json::json!({"status": "no workers"})),
+            None => (
+                503,
+                serde_json::json!({"status": "the first proxy does not answer"}),
+            ),
+        };
+        Response::json(status, &body)
+    }
+
+    /// The status document: the topology as the front end sees it.
+    pub(super) fn status_document(&self) -> Response {
+        let now = Instant::now();
+        let proxy = self.upstream.fresh(now).map(|s| s.to_json());
+        let mut body = serde_json::json!({
+            "listening": self.listeners.iter().map(|l| &l.endpoint).collect::<Vec<_>>(),
+            "draining": self.draining_since.is_some(),
+            "connections": self.connections.len(),
+            "in_flight": self.requests.len(),
+            "forwarded": self.stats.forwarded,
+            "answered": self.stats.answered,
+            "errors": self.stats.errors,
+            "timed_out": self.stats.timed_out,
+            "loopback": self.front.loopback_endpoint,
+            "interrupt": self.front.interrupt_endpoint,
+            "first_proxy": {
+                "endpoint": self.front.entry_endpoint,
+                "reachable": proxy.is_some(),
+                "last_seen_ms": self.upstream.last_seen.map(|t| now.duration_since(t).as_millis() as u64),
+                "status": proxy,
+            },
+            "routed": self.front.routed.iter().map(|r| serde_json::json!({
+                "stage": r.stage,
+                "endpoint": r.endpoint,
+            })).collect::<Vec<_>>(),
+        });
+        if let Some(jobs) = self.job_stats_json() {
+            body["jobs"] = jobs;
+        }
+        Response::json(200, &body)
+    }
+}
+
+/// The HTTP facts of a request, as its envelope carries them.
+pub(super) fn http_protocol(request: &ParsedRequest) -> Protocol {
+    Protocol::Http {
+        minor_version: request.minor_version,
+        keep_alive: request.keep_alive,
+        head: request.is_head,
+    }
+}
