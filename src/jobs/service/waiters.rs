@@ -1,0 +1,219 @@
+//! Long-polls (`?wait=`, `Prefer: wait=`) and event streams (`/jobs/{id}/events`):
+//! who waits for which job, what each is sent when the job changes, and when a wait
+//! ends.
+
+use super::{sse_bytes, Event, ReplyTo, Service};
+use crate::http::{sse_response, Response};
+use crate::jobs::answers;
+use crate::jobs::clock::now_ms;
+use crate::jobs::store::{JobEvent, JobRecord, StoreError, StoredAnswer};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// What a long-poll waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WaitFor {
+    /// `GET /jobs/{id}?wait=`: any change of state; the status at the end of the wait.
+    Change,
+    /// `Prefer: respond-async, wait=`: the job's answer; the `202` at the end of the wait.
+    Answer,
+}
+
+pub(super) struct Waiter {
+    pub(super) id: u64,
+    pub(super) reply: ReplyTo,
+    pub(super) wait_for: WaitFor,
+}
+
+impl Service {
+    pub(super) fn add_waiter(
+        &mut self,
+        number: u64,
+        reply: ReplyTo,
+        wait_for: WaitFor,
+        wait: Duration,
+    ) {
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        let until = Instant::now() + wait.min(self.config.max_wait);
+        self.waiters.entry(number).or_default().push(Waiter {
+            id,
+            reply,
+            wait_for,
+        });
+        self.deadlines.push(Reverse((until, number, id)));
+    }
+
+    /// Answers the long-polls a change of state ends: every `Change` wait, and the
+    /// `Answer` waits once the job has ended.
+    pub(super) fn changed(&mut self, record: &JobRecord, answer: Option<&StoredAnswer>) {
+        self.publish_event(record, "state", &answers::state_event_json(record));
+        let Some(waiters) = self.waiters.remove(&record.number) else {
+            return;
+        };
+        let mut still = Vec::new();
+        for waiter in waiters {
+            let response = match (waiter.wait_for, answer) {
+                (WaitFor::Answer, Some(answer)) => answers::result(answer.clone()),
+                (WaitFor::Answer, None) if !record.state.is_final() => {
+                    still.push(waiter);
+                    continue;
+                }
+                _ => answers::status(record, &self.config.path),
+            };
+            self.reply(waiter.reply, &response);
+        }
+        if !still.is_empty() {
+            self.waiters.insert(record.number, still);
+        }
+    }
+
+    /// Stores a job's event and sends it to the job's event streams; a state event of a
+    /// final state ends them.
+    pub(super) fn publish_event(&mut self, record: &JobRecord, kind: &str, data: &str) {
+        let event = JobEvent {
+            seq: record.events,
+            kind: kind.to_string(),
+            data: data.to_string(),
+        };
+        if let Err(e) = self.store.add_event(record.number, &event, now_ms()) {
+            log::error!("jobs: job {}: an event was not stored: {e}", record.id);
+            return;
+        }
+        let Some(streams) = self.watchers.get(&record.number).cloned() else {
+            return;
+        };
+        let bytes = sse_bytes(&event);
+        for to in &streams {
+            self.stream_piece(*to, &bytes);
+        }
+        if kind == "state" && record.state.is_final() {
+            self.watchers.remove(&record.number);
+            for to in streams {
+                self.stream_end(to);
+            }
+        }
+    }
+
+    pub(super) fn stream_piece(&mut self, to: ReplyTo, bytes: &[u8]) {
+        if to.head {
+            return;
+        }
+        self.outbox.push(Event::StreamPart {
+            to,
+            bytes: Response::chunk(to.minor_version, bytes),
+            start: false,
+        });
+    }
+
+    pub(super) fn stream_end(&mut self, to: ReplyTo) {
+        let last = if to.head {
+            Vec::new()
+        } else {
+            Response::last_chunk(to.minor_version).to_vec()
+        };
+        self.outbox.push(Event::StreamEnd { to, last });
+    }
+
+    /// Records a job's progress, and sends it to the job's event streams.
+    pub(super) fn progress(
+        &mut self,
+        number: u64,
+        fraction: f32,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let Some(record) =
+            self.store
+                .set_progress(number, f64::from(fraction), message, now_ms())?
+        else {
+            return Ok(());
+        };
+        let data = serde_json::json!({ "fraction": fraction, "message": message }).to_string();
+        self.publish_event(&record, "progress", &data);
+        Ok(())
+    }
+
+    /// Opens an event stream on a job: the events after `after`, then the live ones
+    /// until the job ends.
+    pub(super) fn watch(&mut self, reply: ReplyTo, id: &str, after: u64) -> Result<(), StoreError> {
+        let record = match self.find(id)? {
+            Ok(record) => record,
+            Err(response) => {
+                self.reply(reply, &response);
+                return Ok(());
+            }
+        };
+        let missed = self.store.events_after(record.number, after)?;
+        self.outbox.push(Event::StreamPart {
+            to: reply,
+            bytes: sse_response().stream_head(reply.minor_version, reply.keep_alive),
+            start: true,
+        });
+        for event in &missed {
+            self.stream_piece(reply, &sse_bytes(event));
+        }
+        if record.state.is_final() {
+            self.stream_end(reply);
+        } else {
+            self.watchers.entry(record.number).or_default().push(reply);
+        }
+        Ok(())
+    }
+
+    /// Forgets the long-polls and event streams of a request whose client has gone.
+    pub(super) fn forget(&mut self, connection: u64, request_id: u64) {
+        let gone = |to: &ReplyTo| to.connection == connection && to.request_id == request_id;
+        self.watchers.retain(|_, streams| {
+            streams.retain(|to| !gone(to));
+            !streams.is_empty()
+        });
+        self.waiters.retain(|_, waiters| {
+            waiters.retain(|w| !gone(&w.reply));
+            !waiters.is_empty()
+        });
+    }
+
+    /// Answers the long-polls for which `ends` holds, as at the end of their wait.
+    pub(super) fn end_waits(&mut self, mut ends: impl FnMut(&(Instant, u64, u64)) -> bool) {
+        let mut kept = BinaryHeap::new();
+        let deadlines = std::mem::take(&mut self.deadlines);
+        let mut ending = Vec::new();
+        for Reverse(deadline) in deadlines {
+            if ends(&deadline) {
+                ending.push(deadline);
+            } else {
+                kept.push(Reverse(deadline));
+            }
+        }
+        self.deadlines = kept;
+        for (_, number, waiter_id) in ending {
+            self.end_wait(number, waiter_id);
+        }
+    }
+
+    pub(super) fn end_wait(&mut self, number: u64, waiter_id: u64) {
+        let Some(waiters) = self.waiters.get_mut(&number) else {
+            return;
+        };
+        let Some(at) = waiters.iter().position(|w| w.id == waiter_id) else {
+            return;
+        };
+        let waiter = waiters.swap_remove(at);
+        if waiters.is_empty() {
+            self.waiters.remove(&number);
+        }
+        let response = match self.store.by_number(number) {
+            Ok(Some(record)) => match waiter.wait_for {
+                WaitFor::Change => answers::status(&record, &self.config.path),
+                WaitFor::Answer => answers::accepted(&record, &self.config.path),
+            },
+            Ok(None) => answers::unknown_job(),
+            Err(e) => {
+                log::error!("jobs: {e}");
+                answers::store_failed()
+            }
+        };
+        self.reply(waiter.reply, &response);
+    }
+}
