@@ -119,14 +119,6 @@ fn parse_port(port: &str, usage: Use) -> Result<Option<u16>, Problem> {
     }
 }
 
-/// [`check`], with the crate's error naming the endpoint.
-pub fn checked(endpoint: &str, usage: Use) -> crate::Result<()> {
-    check(endpoint, usage).map_err(|problem| crate::Error::BadEndpoint {
-        endpoint: endpoint.to_string(),
-        problem,
-    })
-}
-
 /// Whether `name` is a network interface of this host (libzmq binds to one by name).
 fn is_interface(name: &str) -> bool {
     !name.contains('/') && std::path::Path::new("/sys/class/net").join(name).exists()

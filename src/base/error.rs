@@ -1,5 +1,6 @@
 //! The crate's error type: what can go wrong when wiring or running a pipeline.
 
+use super::endpoint::{check, Problem, Use};
 use std::fmt;
 
 /// Everything that can fail while setting up or running a piece of the pipeline.
@@ -17,7 +18,7 @@ pub enum Error {
         /// The endpoint as given.
         endpoint: String,
         /// Why it was refused.
-        problem: crate::base::endpoint::Problem,
+        problem: Problem,
     },
     /// A pipeline was built in a way that cannot run (no stages, zero workers, ...).
     Config(String),
@@ -36,6 +37,17 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+impl Error {
+    /// [`endpoint::check`](crate::base::endpoint::check) as the crate's error, naming the
+    /// endpoint ([`Error::BadEndpoint`]).
+    pub fn check_endpoint(endpoint: &str, usage: Use) -> Result<()> {
+        check(endpoint, usage).map_err(|problem| Error::BadEndpoint {
+            endpoint: endpoint.to_string(),
+            problem,
+        })
     }
 }
 

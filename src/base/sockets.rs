@@ -1,7 +1,7 @@
 //! Small helpers around `zmq` sockets shared by every piece: creation with the options
 //! we always want, multipart send and receive without copying, and endpoint checks.
 
-use crate::base::endpoint::{self, Use};
+use crate::base::endpoint::Use;
 use crate::base::error::{Error, Result};
 use std::time::Duration;
 
@@ -86,7 +86,7 @@ pub fn stage_sender(ctx: &zmq::Context) -> Result<zmq::Socket> {
 
 /// Binds `socket` to `endpoint`, with an error that names the endpoint.
 pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<()> {
-    endpoint::checked(endpoint, Use::Bind)?;
+    Error::check_endpoint(endpoint, Use::Bind)?;
     socket
         .bind(endpoint)
         .map_err(|e| Error::zmq(format!("binding {endpoint}"), e))
@@ -94,7 +94,7 @@ pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<()> {
 
 /// Connects `socket` to `endpoint`, with an error that names the endpoint.
 pub fn connect(socket: &zmq::Socket, endpoint: &str) -> Result<()> {
-    endpoint::checked(endpoint, Use::Connect)?;
+    Error::check_endpoint(endpoint, Use::Connect)?;
     socket
         .connect(endpoint)
         .map_err(|e| Error::zmq(format!("connecting to {endpoint}"), e))

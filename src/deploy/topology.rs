@@ -43,7 +43,8 @@
 //! assert_eq!(router.stage_for(None, "/other"), Ok("fast"));
 //! ```
 
-use crate::base::endpoint::{self, Use};
+use crate::base::endpoint::Use;
+use crate::base::error::Error;
 use crate::stages::tasks::TaskRouter;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -203,7 +204,7 @@ impl Topology {
             endpoints.push((&stage.downstream, Use::Connect));
         }
         for (endpoint, usage) in endpoints {
-            endpoint::checked(endpoint, usage)
+            Error::check_endpoint(endpoint, usage)
                 .map_err(|e| TopologyError::Invalid(e.to_string()))?;
         }
         self.check_tasks()
