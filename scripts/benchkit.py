@@ -41,6 +41,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 # ---------------------------------------------------------------- paths
@@ -227,6 +228,8 @@ class Proc:
 
 # Every process started and not yet reaped; cleanup() stops them.
 _RUNNING = []
+# Temporary folders that cleanup() removes once the processes are stopped.
+_SCRATCH = []
 _cleanup_installed = False
 
 
@@ -248,16 +251,28 @@ def _install_cleanup():
 def cleanup():
     """Stops every process still registered (SIGTERM, then SIGKILL after 5 s).
 
-    Registered with atexit; signals are ignored while it runs so that a second Ctrl-C
-    cannot cut it short.
+    Then removes the scratch_dir() folders. Registered with atexit; signals are ignored
+    while it runs so that a second Ctrl-C cannot cut it short.
     """
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             signal.signal(signum, signal.SIG_IGN)
         except (ValueError, OSError):
             pass
-    for proc in list(_RUNNING):
+    # The latest first: clients end before the servers they talk to.
+    for proc in reversed(list(_RUNNING)):
         stop(proc, grace=5.0)
+    for path in _SCRATCH:
+        shutil.rmtree(path, ignore_errors=True)
+    del _SCRATCH[:]
+
+
+def scratch_dir():
+    """A new temporary folder, removed by cleanup() after the processes are stopped."""
+    init()
+    path = tempfile.mkdtemp(prefix=PROGRAM + ".")
+    _SCRATCH.append(path)
+    return path
 
 
 def _open_output(target):
