@@ -355,10 +355,32 @@ def forget(proc):
         _RUNNING.remove(proc)
 
 
+def group_members(pgid):
+    """The pids of the live (not zombie) processes of a process group, from /proc."""
+    members = []
+    for stat_path in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat_path) as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        # After ')': state, ppid, pgrp.
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            members.append(int(stat_path.split("/")[2]))
+    return members
+
+
 def stop(proc, grace=5.0, signum=signal.SIGTERM):
-    """Stops a process: signum (SIGTERM) to its group, up to grace seconds to exit, then
-    SIGKILL. Returns (exit status, seconds it took, whether it had to be killed)."""
+    """Stops a process and its group: signum (SIGTERM) to the group, up to grace
+    seconds for all of it to exit, then SIGKILL. Returns (the process's exit status,
+    seconds it took, whether something had to be killed).
+
+    The group matters where the process is a wrapper (GNU time, valgrind's launcher, a
+    driver started by another driver): its children must not outlive it.
+    """
     began = time.monotonic()
+    deadline = began + grace
     killed = False
     if proc.popen.poll() is None:
         _signal_group(proc, signum)
@@ -368,6 +390,21 @@ def stop(proc, grace=5.0, signum=signal.SIGTERM):
             try:
                 proc.popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
+                pass
+    # The rest of its group (Linux keeps the group's id from being reused while any
+    # member lives, so signalling it after the leader is reaped is safe).
+    if group_members(proc.pid):
+        try:
+            os.killpg(proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+        while group_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if group_members(proc.pid):
+            killed = True
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
                 pass
     forget(proc)
     return proc.popen.returncode, time.monotonic() - began, killed
