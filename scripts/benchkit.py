@@ -42,6 +42,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 # ---------------------------------------------------------------- paths
@@ -444,6 +445,32 @@ def run_capture(argv, timeout, env=None, stderr=None, cwd=None):
     return proc.popen.returncode, out.decode("utf-8", "replace"), timed_out
 
 
+def run_streamed(argv, timeout, on_line, env=None, stderr=None, cwd=None):
+    """Runs a command, calling on_line(line) for each line of its stdout as it comes
+    (without the newline). The command is stopped once timeout seconds have passed: a
+    timer thread stops it, so that waiting for a line never outlasts the deadline.
+    Returns (exit status, timed out?)."""
+    proc = start(argv, env=env, stdout=subprocess.PIPE, stderr=stderr, cwd=cwd)
+    expired = []
+
+    def expire():
+        expired.append(True)
+        stop(proc, grace=2.0)
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        for raw in proc.popen.stdout:
+            on_line(raw.decode("utf-8", "replace").rstrip("\n"))
+        proc.popen.wait()
+    finally:
+        timer.cancel()
+        proc.popen.stdout.close()
+    forget(proc)
+    return proc.popen.returncode, bool(expired)
+
+
 def tail(path, lines=5):
     """The last lines of a text file, joined by spaces ("" when it cannot be read)."""
     if not path:
@@ -841,6 +868,19 @@ def median(values):
     if len(ordered) % 2:
         return ordered[middle]
     return (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def median_text(texts):
+    """The median of numbers given as text, as awk showed it in the old scripts: the
+    middle text itself for an odd count, num() of the mean of the two middle ones for
+    an even count ("0" for none)."""
+    ordered = sorted(texts, key=lambda text: float(text or 0))
+    if not ordered:
+        return "0"
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle] or "0"
+    return num((float(ordered[middle - 1] or 0) + float(ordered[middle] or 0)) / 2)
 
 
 def ratio(a, b, fmt="%.2f"):
