@@ -4,6 +4,7 @@ The drivers (scripts/bench, bench-instructions, bench-simulation, bench-gateway,
 bench-routing, bench-delivery, bench-jobs) import this module from their own folder:
 
     import os, sys
+    sys.dont_write_bytecode = True   # no __pycache__ beside the scripts
     sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
     import benchkit as bk
 
