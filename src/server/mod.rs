@@ -23,6 +23,20 @@
 //! close`, if configured), and returns once nothing is in flight, or when the drain
 //! timeout passes.
 //!
+//! Where things are: this file holds the [`Server`], its loop ([`Server::run`]) and the
+//! wait on its sockets. Each event goes to the file of its concern:
+//! - `listener`: the client-facing sockets; connections arriving, half-closing, leaving;
+//! - `requests`: what a parsed request becomes (an answer of the front end's own, a job
+//!   resource, or a request sent into the pipeline);
+//! - `answers`: loopback answers into their slots, and out in request order within the
+//!   output bound; closing a connection;
+//! - `upkeep`: the sweep's timeouts and the probe of the first proxy;
+//! - `drain`: turning new connections away, the end of a drain, the stop;
+//! - `connection` and `output`: one connection's decoder, answer order and unwritten
+//!   bytes; `front`: the sockets toward the pipeline;
+//! - `selftest`, `cors`, `async_jobs`, `streams`, `census`: the self-test, CORS, job
+//!   resources, streamed answers and lost proxies, each as the front end handles them.
+//!
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
 //!   `[routing id, bytes]`, split or coalesced at any byte, so every connection keeps a
