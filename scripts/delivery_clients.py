@@ -26,6 +26,8 @@ import threading
 import time
 from datetime import datetime, timezone
 
+# No __pycache__ beside the scripts.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import benchkit as bk  # noqa: E402
 
