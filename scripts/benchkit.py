@@ -34,6 +34,7 @@ import atexit
 import errno
 import glob
 import http.client
+import json
 import os
 import re
 import resource
@@ -472,6 +473,11 @@ def run_streamed(argv, timeout, on_line, env=None, stderr=None, cwd=None):
     return proc.popen.returncode, bool(expired)
 
 
+def exit_status(status):
+    """A Popen status as a shell reports it: a death by signal N (status -N) is 128 + N."""
+    return 128 - status if status is not None and status < 0 else status
+
+
 def tail(path, lines=5):
     """The last lines of a text file, joined by spaces ("" when it cannot be read)."""
     if not path:
@@ -667,6 +673,35 @@ def context_switches(pid):
     return total
 
 
+def proc_nofile(pid):
+    """The soft limit of open files of a process (from /proc/PID/limits), as text
+    ("unlimited" or a number; "?" when it cannot be read)."""
+    for line in read_text("/proc/%d/limits" % pid).splitlines():
+        if line.startswith("Max open files"):
+            return line.split()[3]
+    return "?"
+
+
+def fs_type(path):
+    """The type of the filesystem holding path, as `stat -f -c %T` names it ("?" when
+    unknown)."""
+    try:
+        return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def fs_device(path):
+    """The device of the filesystem holding path, as `df -P` names it ("?" when unknown)."""
+    try:
+        lines = subprocess.run(["df", "-P", path], capture_output=True, text=True,
+                               timeout=10).stdout.splitlines()
+        return lines[1].split()[0] if len(lines) > 1 else "?"
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "?"
+
+
 def loadavg(fields=1):
     """The first fields of /proc/loadavg, space-separated ("1.23" or "1.23 0.98 0.50")."""
     try:
@@ -690,6 +725,31 @@ def busy():
         return float(loadavg(1)) > cores()
     except ValueError:
         return False
+
+
+# ---------------------------------------------------------------- a server's /status and log
+
+
+def status_doc(port, timeout=10):
+    """GET /status of a server on 127.0.0.1:port (prime_serverd --status-path /status)
+    as a dict; raises RuntimeError when it answers other than 200."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/status")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError("GET /status answered %d" % response.status)
+    return json.loads(body)
+
+
+def log_warnings(path):
+    """The WARN/ERROR lines of a server's log (grep -E '\\b(WARN|ERROR)\\b'): how many,
+    and the first two joined by spaces, each cut to 200 characters."""
+    found = [line for line in read_text(path).splitlines() if re.search(r"\b(WARN|ERROR)\b", line)]
+    return len(found), " ".join(line[:200] for line in found[:2])
 
 
 # ---------------------------------------------------------------- wrk
@@ -884,6 +944,15 @@ def median_text(texts):
     return num((float(ordered[middle - 1] or 0) + float(ordered[middle] or 0)) / 2)
 
 
+def percentile(values, p):
+    """The nearest-rank percentile p (0-100) of numbers; nan for none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(round(p / 100.0 * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
 def ratio(a, b, fmt="%.2f"):
     """a / b formatted, or "-" when b is not above 0 (or either is missing)."""
     try:
@@ -929,6 +998,25 @@ def num(value):
     if value.is_integer() and abs(value) < 1e16:
         return "%d" % value
     return "%.6g" % value
+
+
+def to_int(value):
+    """A number or its text as an int (truncated), 0 when it is none."""
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_fields(line):
+    """The key=value words of a result line `TAG key=value ...` ("LATENCY n=3
+    p50_ms=1.20 ...") as a dict of texts; the tag and words without = are left out."""
+    fields = {}
+    for word in line.split()[1:]:
+        key, sep, value = word.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
 
 
 def safe_name(label):
