@@ -71,6 +71,11 @@ def bin_dir(prof=None):
     return os.path.join(target_dir(), prof or profile())
 
 
+def binary(name, prof=None):
+    """A built binary of a profile ("prime_serverd", "examples/stream_hello")."""
+    return os.path.join(bin_dir(prof), name)
+
+
 def report_dir():
     """ROOT/target, where the reports and logs go (not CARGO_TARGET_DIR, as before)."""
     return os.path.join(ROOT, "target")
@@ -156,6 +161,36 @@ def cargo_build(args, quiet=False):
     status = subprocess.call(argv, cwd=ROOT, stdout=sys.stderr)
     if status != 0:
         die("cargo build failed (status %d): nothing was measured" % status)
+
+
+def build_and_copy(name, work_dir, no_build=False, binary_env=None):
+    """The binary a driver measures: `cargo build --bin NAME` of the profile (unless
+    no_build), then a copy of it in work_dir, so that a rebuild of the tree during the
+    run does not change what is measured.
+
+    With binary_env naming an environment variable that is set (BENCH_BINARY), the file
+    it names is copied instead and nothing is built. Returns (the copy's path, where it
+    came from, as the report says it). Dies when there is no binary to copy.
+    """
+    copy = os.path.join(work_dir, os.path.basename(name))
+    given = os.environ.get(binary_env) if binary_env else None
+    if given:
+        try:
+            shutil.copy2(given, copy)
+        except OSError:
+            die("cannot copy %s=%s" % (binary_env, given))
+        return copy, "%s (%s)" % (given, binary_env)
+    built = binary(name)
+    if no_build:
+        origin = "%s, not rebuilt (--no-build)" % built
+    else:
+        prof = profile()
+        cargo_build((["--release"] if prof == "release" else ["--profile", prof]) + ["--bin", name])
+        origin = "cargo build --%s of this tree" % prof
+    if not executable(built):
+        die("no binary %s%s" % (built, " (run without --no-build to build it)" if no_build else ""))
+    shutil.copy2(built, copy)
+    return copy, origin
 
 
 def raise_nofile(wanted=None):
