@@ -873,6 +873,19 @@ def run_wrk(url, connections, duration, log, threads=2, lua=None, args=(), env=N
     return status, text
 
 
+def run_wrk_or_exit(url, connections, duration, log, what, threads=1, args=()):
+    """One run_wrk(), read with parse_wrk_text(), for drivers whose figures mean nothing
+    with errors: when wrk fails or counts any error, its output goes to stderr after
+    "wrk saw errors in WHAT:" and the driver exits with status 1."""
+    status, text = run_wrk(url, connections, duration, log, threads=threads, args=args)
+    result = parse_wrk_text(text)
+    if status != 0 or result["errors"]:
+        print("wrk saw errors in %s:" % what, file=sys.stderr)
+        sys.stderr.write(text)
+        raise SystemExit(1)
+    return result
+
+
 def start_wrk(url, connections, duration, log, threads=1, lua=None, args=(), env=None, latency=True):
     """Starts one wrk in the background (output to the file log); returns its Proc."""
     threads = max(1, min(threads, connections))
@@ -997,6 +1010,11 @@ def ratio(a, b, fmt="%.2f"):
     if b <= 0:
         return "-"
     return fmt % (a / b)
+
+
+def quotient(a, b):
+    """a / b, or nan when b is not above 0 (a table then shows nan)."""
+    return a / b if b > 0 else float("nan")
 
 
 def per(total, count, fmt="%.2f", scale=1.0):
