@@ -513,6 +513,16 @@ def exit_status(status):
     return 128 - status if status is not None and status < 0 else status
 
 
+def run_threads(count, body):
+    """Runs body(i) for i in 0..count-1, each in a thread of its own, and waits for them
+    all (daemon threads: a signal to the driver does not wait for them)."""
+    threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def tail(path, lines=5):
     """The last lines of a text file, joined by spaces ("" when it cannot be read)."""
     if not path:
@@ -765,6 +775,10 @@ def busy():
 # ---------------------------------------------------------------- a server's /status and log
 
 
+# The states in which a job has ended.
+JOB_END_STATES = ("succeeded", "failed", "cancelled")
+
+
 def status_doc(port, timeout=10):
     """GET /status of a server on 127.0.0.1:port (prime_serverd --status-path /status)
     as a dict; raises RuntimeError when it answers other than 200."""
@@ -778,6 +792,33 @@ def status_doc(port, timeout=10):
     if response.status != 200:
         raise RuntimeError("GET /status answered %d" % response.status)
     return json.loads(body)
+
+
+def idle_wait(port, limit, interval=0.25):
+    """Waits until no job is queued or running on a server (the jobs member of its
+    /status, read every interval seconds; a read that fails is retried), at most limit
+    seconds.
+
+    Returns a dict: ok (no job left), seconds (the wait, as "%.1f" text), peak_queued
+    and peak_oldest_queued_ms (the highest queued and oldest_queued_ms read), last (the
+    last jobs member read, as JSON text).
+    """
+    start = time.monotonic()
+    peak_queued, peak_oldest = 0, 0
+    while True:
+        try:
+            jobs = status_doc(port)["jobs"]
+        except Exception as error:  # the server may be busy: retry within the limit
+            jobs = {"error": str(error)}
+        queued, running = jobs.get("queued"), jobs.get("running")
+        peak_queued = max(peak_queued, queued or 0)
+        peak_oldest = max(peak_oldest, jobs.get("oldest_queued_ms") or 0)
+        elapsed = time.monotonic() - start
+        done = queued == 0 and running == 0
+        if done or elapsed > limit:
+            return {"ok": done, "seconds": "%.1f" % elapsed, "peak_queued": peak_queued,
+                    "peak_oldest_queued_ms": peak_oldest, "last": json.dumps(jobs)}
+        time.sleep(interval)
 
 
 def log_warnings(path):
@@ -871,6 +912,25 @@ def run_wrk(url, connections, duration, log, threads=2, lua=None, args=(), env=N
     if timed_out:
         text += "\n(wrk was stopped after %g s)\n" % (timeout or seconds + 60)
     return status, text
+
+
+def run_wrk_checked(report, url, connections, duration, log, **options):
+    """One run_wrk() with a Lua script that prints a BENCH line (scripts/bench.lua,
+    scripts/bench-jobs.lua); returns that line as parse_bench_line() reads it. A problem
+    goes to the report when wrk fails or gets no answer at all. options: run_wrk()'s."""
+    status, text = run_wrk(url, connections, duration, log, **options)
+    if status != 0:
+        report.problem("wrk failed on %s: %s" % (url, " ".join(text.splitlines()[-3:])))
+    line = parse_bench_line(text)
+    if line["requests"] == 0:
+        report.problem("wrk got no answer at all from %s (see %s)" % (url, log))
+    return line
+
+
+def wrk_error_words(line):
+    """The error counts of a BENCH line that are not 0, as words: " connect=2 timeout=5"
+    ("" when there are none)."""
+    return "".join(" %s=%s" % (key, num(line[key])) for key in WRK_ERROR_KEYS if line[key] != 0)
 
 
 def run_wrk_or_exit(url, connections, duration, log, what, threads=1, args=()):
@@ -1012,6 +1072,12 @@ def ratio(a, b, fmt="%.2f"):
     return fmt % (a / b)
 
 
+def shares(total, parts):
+    """total split into parts whole numbers as equal as can be, the larger first:
+    shares(10, 4) is [3, 3, 2, 2]."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
 def quotient(a, b):
     """a / b, or nan when b is not above 0 (a table then shows nan)."""
     return a / b if b > 0 else float("nan")
@@ -1072,6 +1138,11 @@ def parse_fields(line):
     return fields
 
 
+def utc_time():
+    """The time now as the reports' headers give it: "2026-12-05 14:04 UTC"."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
 def safe_name(label):
     """A label as a file name: anything but letters, digits and =_- becomes _."""
     return re.sub(r"[^A-Za-z0-9=_-]", "_", label)
@@ -1119,6 +1190,36 @@ class Report:
         self.say("== %s [load average %s]" % (title, loadavg(1)))
         if warn_busy and busy():
             self.say("  (load average above %d cores: noisy figures)" % cores())
+
+    def warn_if_busy(self):
+        """A header's warning when the machine is already busy (load average above the
+        core count)."""
+        if busy():
+            self.say("WARNING: the machine is already busy (load average above %d cores): expect noisy figures"
+                     % cores())
+
+    def check_alive(self, proc, label):
+        """True while a server runs; else a problem "LABEL (pid P) is no longer running;
+        its stderr ends: ..." and False."""
+        if proc.alive():
+            return True
+        self.problem("%s (pid %d) is no longer running; its stderr ends: %s"
+                     % (label, proc.pid, proc.stderr_tail(3)))
+        return False
+
+    def stop_checked(self, proc, label, stopped_label=None, grace=15.0):
+        """Stops a server as an operator would (SIGTERM) and says how it went: a problem
+        when it had to be killed after grace seconds, the line "  STOPPED_LABEL stopped
+        by SIGTERM in S s, exit status N" (stopped_label: label by default), and a problem
+        when N (as a shell reports it) is not 0. Returns N."""
+        status, seconds, killed = stop(proc, grace=grace)
+        if killed:
+            self.problem("%s did not exit within %g s of SIGTERM; killed" % (label, grace))
+        status = exit_status(status)
+        self.say("  %s stopped by SIGTERM in %.1f s, exit status %s" % (stopped_label or label, seconds, status))
+        if status != 0:
+            self.problem("%s exited with status %s after SIGTERM" % (label, status))
+        return status
 
     def table(self, fmt, header, rows, rule=None):
         """Says a table: fmt % header, then rule (a row of dashes, if given), then

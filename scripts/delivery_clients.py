@@ -32,7 +32,6 @@ sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import benchkit as bk  # noqa: E402
 
 HOST = "127.0.0.1"
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def parse_time(text):
@@ -284,7 +283,7 @@ async def latency(port, jobs, watchers, number):
             def on_event(now, kind, data):
                 if kind == "state":
                     d = json.loads(data)
-                    if d.get("state") in TERMINAL:
+                    if d.get("state") in bk.JOB_END_STATES:
                         rec["final"], rec["updated"], rec["state"] = now, d.get("updated"), d.get("state")
             return on_head, on_event
 
@@ -599,7 +598,7 @@ def webhooks(port, jobs, clients, number, secret):
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     url = "http://%s:%d/hook" % (HOST, server.server_address[1])
     errors, ids, elock = [], [], threading.Lock()
-    per = [jobs // clients + (1 if i < jobs % clients else 0) for i in range(clients)]
+    per = bk.shares(jobs, clients)
     deadline = time.monotonic() + 150
 
     def client(i):
@@ -635,11 +634,7 @@ def webhooks(port, jobs, clients, number, secret):
         conn.close()
 
     start = time.monotonic()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    bk.run_threads(clients, client)
     lat, states = [], {}
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
     for job in ids:
