@@ -10,21 +10,28 @@ bench-routing, bench-delivery, bench-jobs) import this module from their own fol
 
 What is here, in the order of this file:
   - paths: the repository root, the cargo target dir (CARGO_TARGET_DIR), the profile
-    (BENCH_PROFILE), the binaries' folder;
-  - setup: installing missing tools with apt-get, `cargo build`, raising the open-file
+    (BENCH_PROFILE), the binaries' folder and a binary in it;
+  - setup: installing missing tools with apt-get, `cargo build`, building one binary
+    and copying it into a work folder (or BENCH_BINARY's), raising the open-file
     limit, the commit being measured;
   - processes: a registry of every process a driver starts, stopped on every exit path
     (normal end, an exception, SIGINT, SIGTERM, SIGHUP) by `cleanup()`, which is
-    registered with atexit;
+    registered with atexit and also removes the `scratch_dir()` folders; exit statuses
+    as a shell shows them; running a function in threads;
   - ports: a free port, the port a process listens on (read from /proc, like `ss -ltnp`),
     a port read from a server's log, waiting until a port answers; all bounded in time;
   - /proc readings: VmRSS/VmHWM, resetting VmHWM (clear_refs), CPU time, context
-    switches over every thread, the load average;
+    switches over every thread, the open-file limit, the load average; the filesystem
+    a path is on;
+  - a server's /status and log: GET /status, waiting until no job is queued or running,
+    the WARN/ERROR lines of a log;
   - load generators: running wrk and ab and parsing their outputs (wrk's human output and
     the `BENCH key=value` line that scripts/bench.lua prints), one HTTP probe;
-  - statistics and formatting: median, ratios, MB, awk-like numbers;
+  - statistics and formatting: median, nearest-rank percentile, ratios, MB, awk-like
+    numbers, `TAG key=value` result lines;
   - the report: lines printed on stdout and appended to a report file, sections with
-    the load average, tables, and the PROBLEMS list printed at the end.
+    the load average, tables, servers that died or did not stop cleanly, and the
+    PROBLEMS list printed at the end.
 
 Nothing here sends traffic anywhere but to the URLs a driver gives it; the drivers only
 use 127.0.0.1.
