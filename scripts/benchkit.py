@@ -10,21 +10,28 @@ bench-routing, bench-delivery, bench-jobs) import this module from their own fol
 
 What is here, in the order of this file:
   - paths: the repository root, the cargo target dir (CARGO_TARGET_DIR), the profile
-    (BENCH_PROFILE), the binaries' folder;
-  - setup: installing missing tools with apt-get, `cargo build`, raising the open-file
+    (BENCH_PROFILE), the binaries' folder and a binary in it;
+  - setup: installing missing tools with apt-get, `cargo build`, building one binary
+    and copying it into a work folder (or BENCH_BINARY's), raising the open-file
     limit, the commit being measured;
   - processes: a registry of every process a driver starts, stopped on every exit path
     (normal end, an exception, SIGINT, SIGTERM, SIGHUP) by `cleanup()`, which is
-    registered with atexit;
+    registered with atexit and also removes the `scratch_dir()` folders; exit statuses
+    as a shell shows them; running a function in threads;
   - ports: a free port, the port a process listens on (read from /proc, like `ss -ltnp`),
     a port read from a server's log, waiting until a port answers; all bounded in time;
   - /proc readings: VmRSS/VmHWM, resetting VmHWM (clear_refs), CPU time, context
-    switches over every thread, the load average;
+    switches over every thread, the open-file limit, the load average; the filesystem
+    a path is on;
+  - a server's /status and log: GET /status, waiting until no job is queued or running,
+    the WARN/ERROR lines of a log;
   - load generators: running wrk and ab and parsing their outputs (wrk's human output and
     the `BENCH key=value` line that scripts/bench.lua prints), one HTTP probe;
-  - statistics and formatting: median, ratios, MB, awk-like numbers;
+  - statistics and formatting: median, nearest-rank percentile, ratios, MB, awk-like
+    numbers, `TAG key=value` result lines;
   - the report: lines printed on stdout and appended to a report file, sections with
-    the load average, tables, and the PROBLEMS list printed at the end.
+    the load average, tables, servers that died or did not stop cleanly, and the
+    PROBLEMS list printed at the end.
 
 Nothing here sends traffic anywhere but to the URLs a driver gives it; the drivers only
 use 127.0.0.1.
@@ -34,6 +41,7 @@ import atexit
 import errno
 import glob
 import http.client
+import json
 import os
 import re
 import resource
@@ -68,6 +76,11 @@ def profile():
 def bin_dir(prof=None):
     """The folder of the built binaries for a profile (examples are in its examples/)."""
     return os.path.join(target_dir(), prof or profile())
+
+
+def binary(name, prof=None):
+    """A built binary of a profile ("prime_serverd", "examples/stream_hello")."""
+    return os.path.join(bin_dir(prof), name)
 
 
 def report_dir():
@@ -155,6 +168,36 @@ def cargo_build(args, quiet=False):
     status = subprocess.call(argv, cwd=ROOT, stdout=sys.stderr)
     if status != 0:
         die("cargo build failed (status %d): nothing was measured" % status)
+
+
+def build_and_copy(name, work_dir, no_build=False, binary_env=None):
+    """The binary a driver measures: `cargo build --bin NAME` of the profile (unless
+    no_build), then a copy of it in work_dir, so that a rebuild of the tree during the
+    run does not change what is measured.
+
+    With binary_env naming an environment variable that is set (BENCH_BINARY), the file
+    it names is copied instead and nothing is built. Returns (the copy's path, where it
+    came from, as the report says it). Dies when there is no binary to copy.
+    """
+    copy = os.path.join(work_dir, os.path.basename(name))
+    given = os.environ.get(binary_env) if binary_env else None
+    if given:
+        try:
+            shutil.copy2(given, copy)
+        except OSError:
+            die("cannot copy %s=%s" % (binary_env, given))
+        return copy, "%s (%s)" % (given, binary_env)
+    built = binary(name)
+    if no_build:
+        origin = "%s, not rebuilt (--no-build)" % built
+    else:
+        prof = profile()
+        cargo_build((["--release"] if prof == "release" else ["--profile", prof]) + ["--bin", name])
+        origin = "cargo build --%s of this tree" % prof
+    if not executable(built):
+        die("no binary %s%s" % (built, " (run without --no-build to build it)" if no_build else ""))
+    shutil.copy2(built, copy)
+    return copy, origin
 
 
 def raise_nofile(wanted=None):
@@ -472,6 +515,21 @@ def run_streamed(argv, timeout, on_line, env=None, stderr=None, cwd=None):
     return proc.popen.returncode, bool(expired)
 
 
+def exit_status(status):
+    """A Popen status as a shell reports it: a death by signal N (status -N) is 128 + N."""
+    return 128 - status if status is not None and status < 0 else status
+
+
+def run_threads(count, body):
+    """Runs body(i) for i in 0..count-1, each in a thread of its own, and waits for them
+    all (daemon threads: a signal to the driver does not wait for them)."""
+    threads = [threading.Thread(target=body, args=(i,), daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def tail(path, lines=5):
     """The last lines of a text file, joined by spaces ("" when it cannot be read)."""
     if not path:
@@ -667,6 +725,35 @@ def context_switches(pid):
     return total
 
 
+def proc_nofile(pid):
+    """The soft limit of open files of a process (from /proc/PID/limits), as text
+    ("unlimited" or a number; "?" when it cannot be read)."""
+    for line in read_text("/proc/%d/limits" % pid).splitlines():
+        if line.startswith("Max open files"):
+            return line.split()[3]
+    return "?"
+
+
+def fs_type(path):
+    """The type of the filesystem holding path, as `stat -f -c %T` names it ("?" when
+    unknown)."""
+    try:
+        return subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def fs_device(path):
+    """The device of the filesystem holding path, as `df -P` names it ("?" when unknown)."""
+    try:
+        lines = subprocess.run(["df", "-P", path], capture_output=True, text=True,
+                               timeout=10).stdout.splitlines()
+        return lines[1].split()[0] if len(lines) > 1 else "?"
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return "?"
+
+
 def loadavg(fields=1):
     """The first fields of /proc/loadavg, space-separated ("1.23" or "1.23 0.98 0.50")."""
     try:
@@ -690,6 +777,62 @@ def busy():
         return float(loadavg(1)) > cores()
     except ValueError:
         return False
+
+
+# ---------------------------------------------------------------- a server's /status and log
+
+
+# The states in which a job has ended.
+JOB_END_STATES = ("succeeded", "failed", "cancelled")
+
+
+def status_doc(port, timeout=10):
+    """GET /status of a server on 127.0.0.1:port (prime_serverd --status-path /status)
+    as a dict; raises RuntimeError when it answers other than 200."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/status")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise RuntimeError("GET /status answered %d" % response.status)
+    return json.loads(body)
+
+
+def idle_wait(port, limit, interval=0.25):
+    """Waits until no job is queued or running on a server (the jobs member of its
+    /status, read every interval seconds; a read that fails is retried), at most limit
+    seconds.
+
+    Returns a dict: ok (no job left), seconds (the wait, as "%.1f" text), peak_queued
+    and peak_oldest_queued_ms (the highest queued and oldest_queued_ms read), last (the
+    last jobs member read, as JSON text).
+    """
+    start = time.monotonic()
+    peak_queued, peak_oldest = 0, 0
+    while True:
+        try:
+            jobs = status_doc(port)["jobs"]
+        except Exception as error:  # the server may be busy: retry within the limit
+            jobs = {"error": str(error)}
+        queued, running = jobs.get("queued"), jobs.get("running")
+        peak_queued = max(peak_queued, queued or 0)
+        peak_oldest = max(peak_oldest, jobs.get("oldest_queued_ms") or 0)
+        elapsed = time.monotonic() - start
+        done = queued == 0 and running == 0
+        if done or elapsed > limit:
+            return {"ok": done, "seconds": "%.1f" % elapsed, "peak_queued": peak_queued,
+                    "peak_oldest_queued_ms": peak_oldest, "last": json.dumps(jobs)}
+        time.sleep(interval)
+
+
+def log_warnings(path):
+    """The WARN/ERROR lines of a server's log (grep -E '\\b(WARN|ERROR)\\b'): how many,
+    and the first two joined by spaces, each cut to 200 characters."""
+    found = [line for line in read_text(path).splitlines() if re.search(r"\b(WARN|ERROR)\b", line)]
+    return len(found), " ".join(line[:200] for line in found[:2])
 
 
 # ---------------------------------------------------------------- wrk
@@ -776,6 +919,38 @@ def run_wrk(url, connections, duration, log, threads=2, lua=None, args=(), env=N
     if timed_out:
         text += "\n(wrk was stopped after %g s)\n" % (timeout or seconds + 60)
     return status, text
+
+
+def run_wrk_checked(report, url, connections, duration, log, **options):
+    """One run_wrk() with a Lua script that prints a BENCH line (scripts/bench.lua,
+    scripts/bench-jobs.lua); returns that line as parse_bench_line() reads it. A problem
+    goes to the report when wrk fails or gets no answer at all. options: run_wrk()'s."""
+    status, text = run_wrk(url, connections, duration, log, **options)
+    if status != 0:
+        report.problem("wrk failed on %s: %s" % (url, " ".join(text.splitlines()[-3:])))
+    line = parse_bench_line(text)
+    if line["requests"] == 0:
+        report.problem("wrk got no answer at all from %s (see %s)" % (url, log))
+    return line
+
+
+def wrk_error_words(line):
+    """The error counts of a BENCH line that are not 0, as words: " connect=2 timeout=5"
+    ("" when there are none)."""
+    return "".join(" %s=%s" % (key, num(line[key])) for key in WRK_ERROR_KEYS if line[key] != 0)
+
+
+def run_wrk_or_exit(url, connections, duration, log, what, threads=1, args=()):
+    """One run_wrk(), read with parse_wrk_text(), for drivers whose figures mean nothing
+    with errors: when wrk fails or counts any error, its output goes to stderr after
+    "wrk saw errors in WHAT:" and the driver exits with status 1."""
+    status, text = run_wrk(url, connections, duration, log, threads=threads, args=args)
+    result = parse_wrk_text(text)
+    if status != 0 or result["errors"]:
+        print("wrk saw errors in %s:" % what, file=sys.stderr)
+        sys.stderr.write(text)
+        raise SystemExit(1)
+    return result
 
 
 def start_wrk(url, connections, duration, log, threads=1, lua=None, args=(), env=None, latency=True):
@@ -884,6 +1059,15 @@ def median_text(texts):
     return num((float(ordered[middle - 1] or 0) + float(ordered[middle] or 0)) / 2)
 
 
+def percentile(values, p):
+    """The nearest-rank percentile p (0-100) of numbers; nan for none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, int(round(p / 100.0 * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
+
+
 def ratio(a, b, fmt="%.2f"):
     """a / b formatted, or "-" when b is not above 0 (or either is missing)."""
     try:
@@ -893,6 +1077,17 @@ def ratio(a, b, fmt="%.2f"):
     if b <= 0:
         return "-"
     return fmt % (a / b)
+
+
+def shares(total, parts):
+    """total split into parts whole numbers as equal as can be, the larger first:
+    shares(10, 4) is [3, 3, 2, 2]."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def quotient(a, b):
+    """a / b, or nan when b is not above 0 (a table then shows nan)."""
+    return a / b if b > 0 else float("nan")
 
 
 def per(total, count, fmt="%.2f", scale=1.0):
@@ -929,6 +1124,30 @@ def num(value):
     if value.is_integer() and abs(value) < 1e16:
         return "%d" % value
     return "%.6g" % value
+
+
+def to_int(value):
+    """A number or its text as an int (truncated), 0 when it is none."""
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_fields(line):
+    """The key=value words of a result line `TAG key=value ...` ("LATENCY n=3
+    p50_ms=1.20 ...") as a dict of texts; the tag and words without = are left out."""
+    fields = {}
+    for word in line.split()[1:]:
+        key, sep, value = word.partition("=")
+        if sep:
+            fields[key] = value
+    return fields
+
+
+def utc_time():
+    """The time now as the reports' headers give it: "2026-12-05 14:04 UTC"."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
 
 def safe_name(label):
@@ -978,6 +1197,36 @@ class Report:
         self.say("== %s [load average %s]" % (title, loadavg(1)))
         if warn_busy and busy():
             self.say("  (load average above %d cores: noisy figures)" % cores())
+
+    def warn_if_busy(self):
+        """A header's warning when the machine is already busy (load average above the
+        core count)."""
+        if busy():
+            self.say("WARNING: the machine is already busy (load average above %d cores): expect noisy figures"
+                     % cores())
+
+    def check_alive(self, proc, label):
+        """True while a server runs; else a problem "LABEL (pid P) is no longer running;
+        its stderr ends: ..." and False."""
+        if proc.alive():
+            return True
+        self.problem("%s (pid %d) is no longer running; its stderr ends: %s"
+                     % (label, proc.pid, proc.stderr_tail(3)))
+        return False
+
+    def stop_checked(self, proc, label, stopped_label=None, grace=15.0):
+        """Stops a server as an operator would (SIGTERM) and says how it went: a problem
+        when it had to be killed after grace seconds, the line "  STOPPED_LABEL stopped
+        by SIGTERM in S s, exit status N" (stopped_label: label by default), and a problem
+        when N (as a shell reports it) is not 0. Returns N."""
+        status, seconds, killed = stop(proc, grace=grace)
+        if killed:
+            self.problem("%s did not exit within %g s of SIGTERM; killed" % (label, grace))
+        status = exit_status(status)
+        self.say("  %s stopped by SIGTERM in %.1f s, exit status %s" % (stopped_label or label, seconds, status))
+        if status != 0:
+            self.problem("%s exited with status %s after SIGTERM" % (label, status))
+        return status
 
     def table(self, fmt, header, rows, rule=None):
         """Says a table: fmt % header, then rule (a row of dashes, if given), then

@@ -26,11 +26,12 @@ import threading
 import time
 from datetime import datetime, timezone
 
+# No __pycache__ beside the scripts.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
 import benchkit as bk  # noqa: E402
 
 HOST = "127.0.0.1"
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def parse_time(text):
@@ -41,14 +42,6 @@ def parse_time(text):
         except ValueError:
             pass
     raise ValueError("not an RFC 3339 UTC time: %r" % text)
-
-
-def percentile(values, p):
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = max(0, min(len(v) - 1, int(round(p / 100.0 * len(v) + 0.5)) - 1))
-    return v[k]
 
 
 def proc_kb(pid, key):
@@ -290,7 +283,7 @@ async def latency(port, jobs, watchers, number):
             def on_event(now, kind, data):
                 if kind == "state":
                     d = json.loads(data)
-                    if d.get("state") in TERMINAL:
+                    if d.get("state") in bk.JOB_END_STATES:
                         rec["final"], rec["updated"], rec["state"] = now, d.get("updated"), d.get("state")
             return on_head, on_event
 
@@ -331,9 +324,9 @@ async def latency(port, jobs, watchers, number):
         c.close()
     print("LATENCY n=%d jobs=%d late=%d missing=%d p50_ms=%.2f p99_ms=%.2f max_ms=%.2f min_ms=%.2f "
           "spread_p50_ms=%.2f spread_max_ms=%.2f states=%s errors=%d seconds=%.1f"
-          % (len(lat), done_jobs, late, missing, ms(percentile(lat, 50)), ms(percentile(lat, 99)),
+          % (len(lat), done_jobs, late, missing, ms(bk.percentile(lat, 50)), ms(bk.percentile(lat, 99)),
              ms(max(lat)) if lat else float("nan"), ms(min(lat)) if lat else float("nan"),
-             ms(percentile(spreads, 50)), ms(max(spreads)) if spreads else float("nan"),
+             ms(bk.percentile(spreads, 50)), ms(max(spreads)) if spreads else float("nan"),
              ",".join("%s:%d" % kv for kv in sorted(states.items())) or "-",
              len(errors), time.monotonic() - start))
     for e in errors[:5]:
@@ -426,7 +419,7 @@ async def fanout(port, pid, clients, per_job, warmup, window, number):
     print("FANOUT clients=%d events=%d events_per_s=%.0f min_per_s=%d median_per_s=%d max_per_s=%d "
           "streams=%d streams_per_s=%.0f events_per_stream=%.2f jobs=%d jobs_per_s=%.1f "
           "client_cpu_pct=%.0f server_cpu_pct=%.0f statuses=%s errors=%d window_s=%d"
-          % (clients, total, total / window, min(per_second), percentile(per_second, 50), max(per_second),
+          % (clients, total, total / window, min(per_second), bk.percentile(per_second, 50), max(per_second),
              st1 - st0, (st1 - st0) / window, (total / (st1 - st0)) if st1 > st0 else float("nan"),
              j1 - j0, (j1 - j0) / window, 100 * (c1 - c0) / window, 100 * (s1 - s0) / window,
              ",".join("%d:%d" % kv for kv in sorted(statuses.items())) or "-", len(errors), window))
@@ -605,7 +598,7 @@ def webhooks(port, jobs, clients, number, secret):
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     url = "http://%s:%d/hook" % (HOST, server.server_address[1])
     errors, ids, elock = [], [], threading.Lock()
-    per = [jobs // clients + (1 if i < jobs % clients else 0) for i in range(clients)]
+    per = bk.shares(jobs, clients)
     deadline = time.monotonic() + 150
 
     def client(i):
@@ -641,11 +634,7 @@ def webhooks(port, jobs, clients, number, secret):
         conn.close()
 
     start = time.monotonic()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    bk.run_threads(clients, client)
     lat, states = [], {}
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
     for job in ids:
@@ -664,7 +653,7 @@ def webhooks(port, jobs, clients, number, secret):
     server.shutdown()
     print("WEBHOOKS n=%d submitted=%d p50_ms=%.2f p99_ms=%.2f max_ms=%.2f min_ms=%.2f bad_signatures=%d "
           "states=%s errors=%d seconds=%.1f"
-          % (len(lat), len(ids), ms(percentile(lat, 50)), ms(percentile(lat, 99)),
+          % (len(lat), len(ids), ms(bk.percentile(lat, 50)), ms(bk.percentile(lat, 99)),
              ms(max(lat)) if lat else float("nan"), ms(min(lat)) if lat else float("nan"), len(bad),
              ",".join("%s:%d" % kv for kv in sorted(states.items())) or "-", len(errors),
              time.monotonic() - start))
