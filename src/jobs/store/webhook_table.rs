@@ -1,5 +1,6 @@
 //! The webhooks' table in the SQLite job store, and its queries (called by
 //! [`SqliteStore`](super::SqliteStore)'s [`JobStore`](super::JobStore) methods).
+
 use super::StoreError;
 use super::{Attempt, DeliveryState, WebhookRecord};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -7,14 +8,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 /// Created at open when missing (schema version 2).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS webhooks (
-number INTEGER PRIMARY KEY,
-job_id TEXT NOT NULL,
-url TEXT NOT NULL,
-state TEXT NOT NULL,
-payload BLOB,
-attempts TEXT NOT NULL DEFAULT '[]',
-first_failure_ms INTEGER,
-next_ms INTEGER
+    number INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    state TEXT NOT NULL,
+    payload BLOB,
+    attempts TEXT NOT NULL DEFAULT '[]',
+    first_failure_ms INTEGER,
+    next_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS webhooks_by_state ON webhooks (state);
 ";
