@@ -18,6 +18,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 mod sqlite;
+pub mod wal;
 mod webhook_table;
 
 pub use sqlite::SqliteStore;

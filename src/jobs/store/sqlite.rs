@@ -1,5 +1,6 @@
 //! The SQLite job store: one file in WAL mode, its schema and queries.
 
+use super::wal;
 use super::webhook_table as sql;
 use super::*;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -76,6 +77,7 @@ impl SqliteStore {
             reason,
         };
         create_private(path).map_err(|e| fail(e.to_string()))?;
+        report_wal(path);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let db = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
         let mut store = SqliteStore { db };
@@ -141,6 +143,37 @@ impl SqliteStore {
         let mut statement = self.db.prepare_cached(&sql)?;
         let row = statement.query_row(params, read_record).optional()?;
         row.transpose()
+    }
+}
+
+/// Says what SQLite is about to drop from the store's write-ahead log (see [`wal`]):
+/// a warning when committed (acknowledged) work is lost, a note when only a transaction
+/// the crash cut off is. Called before SQLite opens the file, which replays the log
+/// silently.
+fn report_wal(path: &Path) {
+    let mut wal_path = path.as_os_str().to_owned();
+    wal_path.push("-wal");
+    let wal_path = Path::new(&wal_path);
+    match wal::inspect(wal_path) {
+        Ok(Some(report)) if report.lost_committed_work() => log::warn!(
+            "job store {}: its write-ahead log is damaged{}: {} frames after the last intact commit are dropped ({} damaged; {} replayed); what they committed (accepted jobs, their later states) is lost",
+            path.display(),
+            if report.header_damaged { " (its header)" } else { "" },
+            report.dropped,
+            report.damaged,
+            report.replayed,
+        ),
+        Ok(Some(report)) if report.dropped > 0 => log::info!(
+            "job store {}: {} frames of a transaction cut off before its commit are dropped (nothing in it was acknowledged); {} replayed",
+            path.display(),
+            report.dropped,
+            report.replayed,
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!(
+            "job store {}: its write-ahead log could not be read before opening: {e}",
+            path.display()
+        ),
     }
 }
 
