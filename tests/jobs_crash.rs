@@ -232,3 +232,40 @@ fn a_damaged_write_ahead_log_is_reported_at_start() {
     torn.signal("TERM");
     assert!(torn.wait_exit(Duration::from_secs(30)).is_some());
 }
+
+/// The job database deleted under a running server: from then on no job is
+/// acknowledged (a `202` would promise a job no file holds after a restart); submits are
+/// answered `503`, the log and the self-test say why, and the server keeps serving
+/// synchronous requests.
+#[test]
+fn a_job_database_deleted_under_the_server_stops_job_acceptance() {
+    let db = scratch_path("deleted-store", "sqlite");
+    let port = free_port();
+    let mut server = start_serverd("serverd-deleted", port, &db, "full");
+    let mut client = Client::connect(port).expect("connect");
+    client
+        .send_request("GET", &is_prime(7), &["Prefer: respond-async"])
+        .expect("send");
+    let before = client.read_response(READ).expect("a 202");
+    assert_eq!(before.status, 202, "{before:?}");
+
+    std::fs::remove_file(&db).expect("delete the job database");
+    client
+        .send_request("GET", &is_prime(11), &["Prefer: respond-async"])
+        .expect("send");
+    let after = client.read_response(READ).expect("an answer");
+    assert_eq!(after.status, 503, "{after:?}");
+    assert!(after.header("Retry-After").is_some(), "{after:?}");
+    assert!(
+        server.wait_for_log("was deleted while the server ran", Duration::from_secs(10)),
+        "{}",
+        server.stderr()
+    );
+    let selftest = get(port, "/status?selftest=1", READ).expect("a self-test");
+    assert_eq!(selftest.status, 503, "{selftest:?}");
+    assert!(selftest.body.contains("was deleted"), "{selftest:?}");
+    let sync = get(port, &is_prime(13), READ).expect("a synchronous answer");
+    assert_eq!(sync.status, 200, "{sync:?}");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(30)).is_some());
+}

@@ -216,6 +216,14 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
     /// A stored value is not what this build writes.
     Corrupt(String),
+    /// The database file was deleted or replaced while the store had it open: what
+    /// this store commits would be in no file a restart opens, so it commits nothing.
+    Lost {
+        /// The file.
+        path: String,
+        /// What happened to it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -226,6 +234,10 @@ impl fmt::Display for StoreError {
             }
             StoreError::Sqlite(e) => write!(f, "job database: {e}"),
             StoreError::Corrupt(what) => write!(f, "job database holds a bad value: {what}"),
+            StoreError::Lost { path, reason } => write!(
+                f,
+                "the job database {path} {reason} while the server ran: no job is accepted until it is restarted on a file it can keep"
+            ),
         }
     }
 }

@@ -4,6 +4,7 @@ use super::wal;
 use super::webhook_table as sql;
 use super::*;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// The schema version this build writes (`PRAGMA user_version`). Version 3 added
@@ -44,6 +45,42 @@ CREATE TABLE IF NOT EXISTS job_events (
 /// The SQLite job store.
 pub struct SqliteStore {
     db: Connection,
+    /// The file as opened, checked before each commit.
+    file: FileIdentity,
+}
+
+/// Which file a path named when the store opened it (device and inode): a file deleted
+/// or replaced under the store no longer matches, and SQLite, writing to the descriptor
+/// it holds, would not notice.
+struct FileIdentity {
+    path: std::path::PathBuf,
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path) -> std::io::Result<FileIdentity> {
+        let metadata = std::fs::metadata(path)?;
+        Ok(FileIdentity {
+            path: path.to_path_buf(),
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+
+    /// `Err(StoreError::Lost)` when the path no longer names the file opened.
+    fn check(&self) -> Result<(), StoreError> {
+        let lost = |reason: &str| StoreError::Lost {
+            path: self.path.display().to_string(),
+            reason: reason.to_string(),
+        };
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == (self.device, self.inode) => Ok(()),
+            Ok(_) => Err(lost("was replaced by another file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(lost("was deleted")),
+            Err(e) => Err(lost(&format!("can no longer be checked ({e})"))),
+        }
+    }
 }
 
 const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
@@ -80,7 +117,8 @@ impl SqliteStore {
         report_wal(path);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let db = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
-        let mut store = SqliteStore { db };
+        let file = FileIdentity::of(path).map_err(|e| fail(e.to_string()))?;
+        let mut store = SqliteStore { db, file };
         store.prepare(durability).map_err(|e| fail(e.to_string()))?;
         Ok(store)
     }
@@ -238,6 +276,8 @@ impl JobStore for SqliteStore {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        // Nothing is acknowledged that no file would hold after a restart.
+        self.file.check()?;
         self.db.prepare_cached("COMMIT")?.execute([])?;
         Ok(())
     }
@@ -539,6 +579,39 @@ mod tests {
                 client: Some("127.0.0.1:0"),
             })
             .expect("insert")
+    }
+
+    #[test]
+    fn a_commit_to_a_file_deleted_or_replaced_under_the_store_fails() {
+        let mut kept = store("lost");
+        let path = kept.file.path.clone();
+        kept.begin().expect("begin");
+        insert(&mut kept, "a", 1);
+        kept.commit().expect("a commit while the file is there");
+
+        // Replaced: another file renamed over the path.
+        let other = path.with_file_name("other.sqlite");
+        std::fs::write(&other, b"").expect("another file");
+        std::fs::rename(&other, &path).expect("rename over the store");
+        kept.begin().expect("begin");
+        insert(&mut kept, "b", 2);
+        let err = kept.commit().expect_err("a commit to a replaced file");
+        assert!(
+            matches!(&err, StoreError::Lost { reason, .. } if reason.contains("replaced")),
+            "{err}"
+        );
+        kept.rollback();
+
+        // Deleted.
+        std::fs::remove_file(&path).expect("delete the store");
+        kept.begin().expect("begin");
+        insert(&mut kept, "c", 3);
+        let err = kept.commit().expect_err("a commit to a deleted file");
+        assert!(
+            err.to_string().contains("was deleted while the server ran"),
+            "{err}"
+        );
+        kept.rollback();
     }
 
     fn answer(status: u16) -> StoredAnswer {
