@@ -14,6 +14,7 @@
 
 mod callbacks;
 mod lifecycle;
+mod settle;
 mod waiters;
 
 use super::answers;
@@ -312,6 +313,7 @@ impl JobsHandle {
             outbox: Vec::new(),
             next_expiry: Instant::now() + expire_every(&config),
             commit_stats: JobStats::default(),
+            unsettled: settle::Unsettled::default(),
             deliveries: None,
         };
         service.start_webhooks()?;
@@ -472,6 +474,8 @@ struct Service {
     commit_stats: JobStats,
     /// Webhook deliveries, when configured.
     deliveries: Option<callbacks::Deliveries>,
+    /// Runs whose ends a failed commit rolled back.
+    unsettled: settle::Unsettled,
 }
 
 impl Service {
@@ -484,8 +488,9 @@ impl Service {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             self.began = self.store.begin().map_err(|e| e.to_string());
-            if let Err(e) = &self.began {
-                log::error!("jobs: cannot start a transaction: {e}");
+            match &self.began {
+                Ok(()) => self.settle_uncertain(),
+                Err(e) => log::error!("jobs: cannot start a transaction: {e}"),
             }
             let batch = first.into_iter().chain(commands.try_iter().take(MAX_BATCH));
             for command in batch {
@@ -512,6 +517,9 @@ impl Service {
             next = next.min(*at);
         }
         if let Some(at) = self.next_webhook_due() {
+            next = next.min(at);
+        }
+        if let Some(at) = self.unsettled.retry_at {
             next = next.min(at);
         }
         next
@@ -544,7 +552,10 @@ impl Service {
             Command::Status { reply, id, wait } => self.status(reply, &id, wait),
             Command::Result { reply, id } => self.result(reply, &id),
             Command::Cancel { reply, id } => self.cancel(reply, &id),
-            Command::Answered { number, answer } => self.answered(number, answer),
+            Command::Answered { number, answer } => {
+                self.unsettled.answered(number);
+                self.answered(number, answer)
+            }
             Command::Drain => {
                 self.end_waits(|_| true);
                 Ok(())
@@ -667,8 +678,10 @@ impl Service {
             );
             self.store.rollback();
             self.refuse_batch(&e.to_string());
+            self.batch_unsettled();
             return;
         }
+        self.batch_settled();
         let took = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
         let stats = &mut self.commit_stats;
         stats.commits += 1;
@@ -682,7 +695,8 @@ impl Service {
     }
 
     /// After a failed commit: every answer of the batch becomes a 503, nothing is
-    /// dispatched, and the queue and counts are read again from the store.
+    /// dispatched, and the queue and counts are read again from the store (the runs the
+    /// batch ended are settled later, see `settle`).
     fn refuse_batch(&mut self, why: &str) {
         let outbox = std::mem::take(&mut self.outbox);
         for event in outbox {
@@ -695,13 +709,16 @@ impl Service {
                 _ => {}
             }
         }
-        self.running.clear();
         match self
             .store
             .queued()
             .and_then(|q| Ok((q, self.store.counts()?)))
         {
             Ok((queue, counts)) => {
+                // The runs this batch dispatched were rolled back to the queue; those
+                // dispatched before are still in the pipeline, and still count.
+                let queued: HashSet<u64> = queue.iter().map(|(number, _)| *number).collect();
+                self.running.retain(|number| !queued.contains(number));
                 self.queue = queue.into();
                 self.counts = counts;
             }
