@@ -7,6 +7,7 @@
 
 use super::answers::mark_dirty;
 use super::connection::Label;
+use super::job_reads::{read_deadline, PendingReads};
 use super::output::AnswerBytes;
 use super::requests::http_protocol;
 use super::Server;
@@ -37,6 +38,8 @@ pub(super) struct JobLink {
     pub(super) doorbell: zmq::Socket,
     /// Runs in the pipeline, by job number.
     in_flight: HashMap<u64, JobRun>,
+    /// Reads waiting for the service, with their deadlines.
+    pub(super) reads: PendingReads,
     scratch: zmq::Message,
 }
 
@@ -55,6 +58,7 @@ impl JobLink {
             handle,
             doorbell,
             in_flight: HashMap::new(),
+            reads: PendingReads::default(),
             scratch: zmq::Message::new(),
         })
     }
@@ -176,6 +180,11 @@ impl Server {
                 }
             }
         };
+        if let (Some(wait), Some(link)) = (read_wait(&command), &mut self.jobs) {
+            let wait = wait.map(|w| w.min(link.handle.config().max_wait));
+            let deadline = read_deadline(Instant::now(), self.config.request_timeout, wait);
+            link.reads.expect(reply, deadline);
+        }
         self.send_job_command(command);
     }
 
@@ -261,6 +270,9 @@ impl Server {
         while let Some(event) = self.jobs.as_ref().and_then(|l| l.handle.try_event()) {
             match event {
                 Event::Reply { to, bytes } => {
+                    if let Some(link) = &mut self.jobs {
+                        link.reads.answered(to.request_id);
+                    }
                     self.fill(to.connection, to.request_id, AnswerBytes::Owned(bytes))
                 }
                 Event::Dispatch {
@@ -270,6 +282,9 @@ impl Server {
                     client,
                 } => self.dispatch_job(number, head, body, client),
                 Event::StreamPart { to, bytes, start } => {
+                    if let Some(link) = &mut self.jobs {
+                        link.reads.answered(to.request_id);
+                    }
                     let close_delimited = start && to.minor_version == 0;
                     let id = to.connection;
                     if let Some(conn) = self.connections.get_mut(&id) {
@@ -459,5 +474,16 @@ impl Server {
             stats.commit_average_us,
             stats.commit_max_us
         )
+    }
+}
+
+/// Whether `command` is a read bounded by the request's deadline, and the wait it
+/// asked for: a job's status (a long-poll's `wait` added), its result, the head of its
+/// event stream. Submits and cancels write: they are answered once committed.
+fn read_wait(command: &Command) -> Option<Option<std::time::Duration>> {
+    match command {
+        Command::Status { wait, .. } => Some(*wait),
+        Command::Result { .. } | Command::Watch { .. } => Some(None),
+        _ => None,
     }
 }

@@ -88,6 +88,7 @@ mod connection;
 mod cors;
 mod drain;
 mod front;
+mod job_reads;
 mod listen_fd;
 mod listener;
 mod memory;

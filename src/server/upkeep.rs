@@ -41,6 +41,7 @@ impl Server {
     pub(super) fn sweep(&mut self) {
         let now = Instant::now();
         self.sweep_jobs(now);
+        self.sweep_job_reads(now);
         self.sweep_selftests(now);
         self.census_sweep(now);
         for listener in &mut self.listeners {
