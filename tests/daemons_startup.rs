@@ -229,3 +229,24 @@ fn a_topology_file_with_a_bad_endpoint_or_stage_is_reported() {
         assert_refused(program, &args, &["nosuchstage"]);
     }
 }
+
+#[test]
+fn any_cors_origin_with_credentials_is_refused_with_exit_2() {
+    // The Fetch standard forbids `Access-Control-Allow-Origin: *` with credentials, and
+    // echoing every origin instead would give every site the user's cookies.
+    let f = free();
+    let mut args = vec![
+        "--listen".to_string(),
+        f.a,
+        "--proxy".into(),
+        f.b,
+        "--loopback".into(),
+        f.c,
+        "--interrupt".into(),
+        f.d,
+    ];
+    args.extend(daemons::args(&["--cors-origin", "*", "--cors-credentials"]));
+    assert_refused(HTTPD, &args, &["credentials", "*"]);
+    let (status, _) = run_to_exit(HTTPD, &args, PROMPTLY);
+    assert_eq!(status.code(), Some(2), "{status}");
+}

@@ -164,6 +164,7 @@ pub struct CorsArgs {
     #[arg(long, value_name = "S", default_value_t = 600)]
     pub cors_max_age: u64,
     /// Allow credentials (cookies, Authorization): the origin is then echoed, never `*`.
+    /// Refused with `--cors-origin '*'` (the Fetch standard forbids it).
     #[arg(long)]
     pub cors_credentials: bool,
 }
@@ -202,6 +203,7 @@ impl CorsArgs {
         config.headers = list("--cors-headers", &self.cors_headers)?;
         config.max_age = Some(Duration::from_secs(self.cors_max_age));
         config.credentials = self.cors_credentials;
+        config.check()?;
         Ok(Some(config))
     }
 }

@@ -227,6 +227,9 @@ impl Server {
                 "the front end needs an endpoint to listen on".into(),
             ));
         }
+        if let Some(cors) = &config.cors {
+            cors.check().map_err(Error::Config)?;
+        }
         let mut listeners = Vec::with_capacity(config.listen.len());
         for (endpoint, protocol) in &config.listen {
             let mut socket = sockets::socket(ctx, zmq::STREAM)?;

@@ -4,6 +4,8 @@
 
 use super::answers::timed_out;
 use super::config::ListenProtocol;
+use super::connection::Decoder;
+use super::cors;
 use super::output::AnswerBytes;
 use super::Server;
 use crate::base::sockets;
@@ -89,6 +91,13 @@ impl Server {
                     head: false,
                 },
             };
+            let origin = match self.connections.get(&id).map(|c| &c.decoder) {
+                Some(Decoder::Http(parser)) => parser.origin(),
+                _ => None,
+            };
+            if matches!(protocol, Protocol::Http { .. }) {
+                self.cors_fields = cors::refusal_fields(self.config.cors.as_ref(), origin);
+            }
             let bytes = render_failure(protocol, &failure, false);
             self.answer_now(id, bytes, true, None);
         }
