@@ -1147,3 +1147,47 @@ fn the_requests_a_killed_routed_proxy_held_are_answered_503_and_the_running_one_
         );
     }
 }
+
+#[test]
+fn dot_segments_cannot_leave_the_base_path() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let base = format!("{}/api", backend.url());
+    let _gateway = start_gatewayd("gw-dots", port, &base, &[]);
+    for (target, reaches) in [
+        ("/../admin", "/api/admin"),
+        ("/a/../../../etc/passwd?x=/../y", "/api/etc/passwd?x=/../y"),
+        ("/%2e%2e/%2E%2e/admin", "/api/admin"),
+        ("/orders/./7/", "/api/orders/7/"),
+        ("http://shop.test/../admin", "/api/admin"),
+    ] {
+        let response = ask(port, &raw("GET", target, &[], b""));
+        assert_eq!(response.status, 201, "{target}: {response:?}");
+        assert_eq!(
+            response.body,
+            format!("backend saw GET {reaches}"),
+            "{target}"
+        );
+    }
+    let seen = backend.wait_seen(5);
+    assert!(
+        seen.iter().all(|s| s.target.starts_with("/api/")),
+        "a path left the base: {seen:?}"
+    );
+    // A dot segment behind an encoded slash or a backslash is refused, never forwarded.
+    for target in ["/..%2fadmin", "/a/..%5C..%5Cadmin"] {
+        let response = ask(port, &raw("GET", target, &[], b""));
+        assert_eq!(response.status, 400, "{target}: {response:?}");
+        assert!(
+            response.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("dot segment")),
+            "{response:?}"
+        );
+    }
+    assert_eq!(
+        backend.seen().len(),
+        5,
+        "a refused target reached the backend"
+    );
+}

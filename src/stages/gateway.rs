@@ -3,12 +3,14 @@
 //! asynchronous jobs) unchanged.
 //!
 //! What is forwarded: the method, the request-target (path and query, under the target's
-//! base path), the body and every end-to-end header, `Authorization` and `Cookie`
-//! included, exactly as the client sent them (for an asynchronous job: as they were
-//! stored). Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the fields it names,
-//! `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`,
-//! `Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped both ways, and so are `Host`
-//! and `Content-Length`, which the client connection sets anew. Added: `Forwarded`
+//! base path once its dot segments are removed, RFC 3986 §5.2.4: `/../x` cannot leave
+//! the base; a dot segment hidden behind `%2F` or a backslash is refused `400`), the
+//! body and every end-to-end header, `Authorization` and `Cookie` included, exactly
+//! as the client sent them (for an asynchronous job: as they were stored). Hop-by-hop
+//! headers (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
+//! `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`) are dropped both ways, and so are `Host` and
+//! `Content-Length`, which the client connection sets anew. Added: `Forwarded`
 //! (`for=<client>;proto=http;host="<the client's Host>"`, the client's address as the
 //! front end saw it in the node form of RFC 7239 §6: `192.0.2.43`, `"[2001:db8::17]"`,
 //! quoted with a port when one is known, `unknown` when the address is not), after the
@@ -46,6 +48,7 @@
 
 use crate::http::{Request, Response};
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
+use crate::stages::gateway_path::under_base;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -415,7 +418,9 @@ fn outgoing(
     client: Option<SocketAddr>,
 ) -> Result<(http::Request<Vec<u8>>, bool), StageError> {
     let target = origin_form(&request.target)?;
-    let path = format!("{}{target}", settings.base);
+    // Dot segments go before the base is joined: none may climb out of it.
+    let path = under_base(&settings.base, target)
+        .map_err(|refusal| StageError::bad_request(refusal.to_string()))?;
     let connection = connection_options(
         request
             .headers
