@@ -15,14 +15,19 @@
 //! front end saw it in the node form of RFC 7239 §6: `192.0.2.43`, `"[2001:db8::17]"`,
 //! quoted with a port when one is known, `unknown` when the address is not), after the
 //! incoming `Forwarded` values; `X-Forwarded-For` (the incoming chain, then the
-//! client's address); `X-Request-Id` (the client's, else our request id)
+//! client's address); `X-Forwarded-Host` (the incoming chain, then the client's
+//! `Host`); `X-Real-IP` (the client's address as the front end saw it: a client's own
+//! `X-Real-IP` is replaced, never passed on, and none is sent when the address is not
+//! known); `X-Request-Id` (the client's, else our request id)
 //! and, with a secret, `X-Prime-Signature` (see [`sign`]). A client's own
 //! `X-Prime-Signature` is never passed on.
 //!
 //! Each worker owns one client ([`ureq::Agent`]) that keeps its connection to the backend
 //! alive between calls; redirects are not followed (the 3xx goes back to the client);
 //! only the configured target is ever called. A backend that cannot be reached answers
-//! `502`, one slower than the timeout `504`, both with a JSON error. Each worker has one
+//! `502`, and so does one that answers `101 Switching Protocols` (or any other 1xx as
+//! its final answer: the gateway never forwards `Upgrade`, so nobody asked); one slower
+//! than the timeout `504`, all with a JSON error. Each worker has one
 //! long-lived caller thread that makes its calls (a request goes to it over a channel,
 //! the answer comes back over another), so the worker watches [`HttpJob::interrupted`]
 //! meanwhile without starting a thread per call: an interrupt (client gone, job
@@ -359,6 +364,18 @@ impl HttpWork for HttpGateway {
             self.settings.origin
         );
         match self.call(job, outgoing) {
+            // The gateway never forwards `Upgrade`, so no 1xx may end an exchange: a
+            // 101 nobody asked for would hand the client's connection to a protocol
+            // the front end does not speak.
+            Called::Answered(response) if response.status().is_informational() => {
+                let status = response.status();
+                let error = StageError::new(
+                    502,
+                    format!("the backend answered {status}, which no request asked for"),
+                );
+                log::warn!("request {request_id}: {error}");
+                Err(error)
+            }
             Called::Answered(response) => {
                 log::debug!(
                     "request {request_id}: the backend answered {}",
@@ -433,6 +450,7 @@ fn outgoing(
         .uri(format!("{}{path}", settings.origin));
     let mut forwarded_for = Vec::new();
     let mut forwarded = Vec::new();
+    let mut forwarded_host = Vec::new();
     let mut request_id_header = None;
     for (name, value) in &request.headers {
         if is_hop_by_hop(name, &connection) || name.eq_ignore_ascii_case(SIGNATURE_HEADER) {
@@ -444,6 +462,15 @@ fn outgoing(
         }
         if name.eq_ignore_ascii_case("forwarded") {
             forwarded.push(value.clone());
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-host") {
+            forwarded_host.push(value.clone());
+            continue;
+        }
+        // Says who the client is: only the front end knows, so the client's own is
+        // replaced, never passed on.
+        if name.eq_ignore_ascii_case("x-real-ip") {
             continue;
         }
         // The gateway honoured `respond-async` itself; the backend answers in place.
@@ -462,9 +489,18 @@ fn outgoing(
         host.replace(['"', '\\'], "")
     ));
     forwarded_for.push(client.map_or_else(|| "unknown".to_string(), |c| c.ip().to_string()));
+    if !host.is_empty() {
+        forwarded_host.push(host.to_string());
+    }
     builder = builder
         .header("Forwarded", forwarded.join(", "))
         .header("X-Forwarded-For", forwarded_for.join(", "));
+    if !forwarded_host.is_empty() {
+        builder = builder.header("X-Forwarded-Host", forwarded_host.join(", "));
+    }
+    if let Some(client) = client {
+        builder = builder.header("X-Real-IP", client.ip().to_string());
+    }
     if request_id_header.is_none() {
         builder = builder.header("X-Request-Id", request_id.to_string());
     }
