@@ -1297,3 +1297,59 @@ fn x_real_ip_is_replaced_and_x_forwarded_host_appended() {
     assert_eq!(seen[1].header("X-Real-IP"), Some("127.0.0.1"));
     assert_eq!(seen[1].header("X-Forwarded-Host"), Some("shop.test"));
 }
+
+#[test]
+fn a_504_names_the_limit_that_fired() {
+    let backend = Backend::start(Mode::Hold);
+    // The gateway's own timeout.
+    let port = free_port();
+    let _short = start_gatewayd(
+        "gw-504-gateway",
+        port,
+        &backend.url(),
+        &["--gateway-timeout", "1"],
+    );
+    let response = ask(port, &raw("GET", "/held-1", &[], b""));
+    assert_eq!(response.status, 504, "{response:?}");
+    let error = response.json()["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        error.contains("the gateway timeout (1 s) passed"),
+        "{error}"
+    );
+    // A lower request timeout, given explicitly, is honoured, and says so.
+    let port = free_port();
+    let _cut = start_gatewayd(
+        "gw-504-request",
+        port,
+        &backend.url(),
+        &["--gateway-timeout", "60", "--request-timeout", "1"],
+    );
+    let response = ask(port, &raw("GET", "/held-2", &[], b""));
+    assert_eq!(response.status, 504, "{response:?}");
+    let error = response.json()["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        error.contains("the request timeout (1 s) passed"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_gateway_timeout_above_the_default_request_timeout_is_not_cut_at_30_s() {
+    // --gateway-timeout 31 with the default --request-timeout (30 s): the call runs its
+    // 31 s and the gateway's own 504 names the gateway timeout.
+    let backend = Backend::start(Mode::Hold);
+    let port = free_port();
+    let _gateway = start_gatewayd(
+        "gw-long",
+        port,
+        &backend.url(),
+        &["--gateway-timeout", "31"],
+    );
+    let response = ask(port, &raw("GET", "/held-long", &[], b""));
+    assert_eq!(response.status, 504, "{response:?}");
+    let error = response.json()["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        error.contains("the gateway timeout (31 s) passed"),
+        "{error}"
+    );
+}

@@ -60,7 +60,8 @@ impl Server {
             };
             self.stats.timed_out += 1;
             self.publish(self.nonce, request_id, InterruptReason::DeadlinePassed);
-            let bytes = AnswerBytes::Owned(timed_out(in_flight.protocol));
+            let timeout = self.config.request_timeout;
+            let bytes = AnswerBytes::Owned(timed_out(in_flight.protocol, timeout));
             self.fill(in_flight.connection, request_id, bytes);
         }
         let mut slow = Vec::new();

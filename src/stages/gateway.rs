@@ -52,6 +52,7 @@
 //! ```
 
 use crate::http::{Request, Response};
+use crate::pipeline::loopback::limit_passed;
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
 use crate::stages::gateway_path::under_base;
 use hmac::{Hmac, KeyInit, Mac};
@@ -188,10 +189,18 @@ impl HttpGateway {
         })
     }
 
-    /// Bounds each backend call (connect, send, wait, read); past it the client gets 504.
+    /// Bounds each backend call (connect, send, wait, read); past it the client gets 504
+    /// saying `the gateway timeout (N s) passed`. The front end's request timeout also
+    /// bounds a synchronous call: keep it above this one ([`HttpGateway::call_timeout`];
+    /// `prime_gatewayd` does so unless `--request-timeout` is given).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.settings_mut().timeout = timeout;
         self
+    }
+
+    /// The bound on each backend call ([`HttpGateway::timeout`]; 30 s by default).
+    pub fn call_timeout(&self) -> Duration {
+        self.settings.timeout
     }
 
     /// Signs every forwarded request with `secret` in `X-Prime-Signature` (see [`sign`]).
@@ -286,8 +295,8 @@ impl HttpGateway {
             ureq::Error::Timeout(_) => StageError::new(
                 504,
                 format!(
-                    "the backend did not answer within {}",
-                    humantime::format_duration(self.settings.timeout)
+                    "{}: the backend did not answer in time",
+                    limit_passed("gateway timeout", self.settings.timeout)
                 ),
             ),
             ureq::Error::BodyExceedsLimit(limit) => {
