@@ -10,12 +10,17 @@
 //! The front end applies the table itself (see [`Pipeline::route_tasks`]): a request
 //! goes straight to its stage's proxy, with no routing stage in between, and an
 //! unknown task name is answered 400 by the front end.
+//!
+//! Unless `--request-timeout` is given, the front end's request timeout is at least
+//! `--gateway-timeout` plus 5 s, so a slow backend call ends with the gateway's `504`
+//! ("the gateway timeout (N s) passed") rather than being cut short by the front end.
 
 use clap::Parser;
 use prime_server::deploy::cli::{self, FrontEndArgs, GatewayArgs};
 use prime_server::stages::tasks::TaskRouter;
 use prime_server::Pipeline;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -85,8 +90,27 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         stages.push(name.to_string());
     }
     log::info!("stages: {stages:?}");
-    cli::serve_pipeline(pipeline, &cli.listen, &cli.front_end)
+    let mut config = cli.front_end.config(&cli.listen)?;
+    if cli.front_end.request_timeout.is_none() {
+        // A synchronous call's deadline covers the gateway timeout, with a margin so
+        // that the gateway's own 504 (naming its timeout) comes first; a lower one is
+        // honoured only when given explicitly.
+        let call = cli.gateway.timeout()? + GATEWAY_MARGIN;
+        if call > config.request_timeout {
+            log::info!(
+                "the request timeout is {} s, to cover the gateway timeout",
+                call.as_secs_f64()
+            );
+            config.request_timeout = call;
+        }
+    }
+    cli::serve_config(pipeline, config)
 }
+
+/// How much longer than a backend call the front end waits for its answer by default:
+/// the call starts after the request has crossed the front end, a proxy and a worker,
+/// which on a loaded host takes more than a moment.
+const GATEWAY_MARGIN: Duration = Duration::from_secs(5);
 
 /// Reads `NAME=N` or `NAME=N@TARGET`.
 fn parse_pool(pool: &str) -> Result<(&str, usize, Option<&str>), String> {

@@ -134,32 +134,178 @@ fn a_job_accepted_for_an_allowed_origin_exposes_its_location() {
 }
 
 #[test]
-fn with_credentials_the_origin_is_echoed_and_without_any_origin_is_a_star() {
-    let server = TestServer::echo(cors_config(&["*"], true));
+fn with_credentials_a_listed_origin_is_echoed_and_without_any_origin_is_a_star() {
+    let server = TestServer::echo(cors_config(&[APP], true));
     let mut client = server.connect();
-    let origin = "http://anywhere.test";
-    let response = request(&mut client, "GET", "/x", &[&format!("Origin: {origin}")]);
-    assert_eq!(response.header("Access-Control-Allow-Origin"), Some(origin));
+    let response = request(&mut client, "GET", "/x", &[&format!("Origin: {APP}")]);
+    assert_eq!(response.header("Access-Control-Allow-Origin"), Some(APP));
     assert_eq!(
         response.header("Access-Control-Allow-Credentials"),
         Some("true")
     );
-    let preflight = preflight(&mut client, origin);
-    assert_eq!(
-        preflight.header("Access-Control-Allow-Origin"),
-        Some(origin)
-    );
+    let preflight = preflight(&mut client, APP);
+    assert_eq!(preflight.header("Access-Control-Allow-Origin"), Some(APP));
     assert_eq!(
         preflight.header("Access-Control-Allow-Credentials"),
         Some("true")
     );
     drop(client);
     drop(server);
+    let origin = "http://anywhere.test";
     let server = TestServer::echo(cors_config(&["*"], false));
     let mut client = server.connect();
     let response = request(&mut client, "GET", "/x", &[&format!("Origin: {origin}")]);
     assert_eq!(response.header("Access-Control-Allow-Origin"), Some("*"));
     assert_eq!(response.header("Access-Control-Allow-Credentials"), None);
+}
+
+#[test]
+fn any_origin_with_credentials_is_refused_at_start() {
+    // The Fetch standard forbids `*` with credentials; echoing every origin instead
+    // would hand every site the user's cookies.
+    let ctx = zmq::Context::new();
+    let refused = prime_server::Pipeline::new()
+        .stage("echo", 1, prime_server::demo::echo)
+        .bind_server(&ctx, cors_config(&["*"], true));
+    let Err(error) = refused else {
+        panic!("a front end started with `*` and credentials");
+    };
+    let message = error.to_string();
+    assert!(
+        message.contains("credentials") && message.contains('*'),
+        "{message}"
+    );
+}
+
+/// The front end's own refusals, each after an `Origin` line (a refusal the front end
+/// makes before or after reading the whole head).
+fn own_refusals(origin: &str) -> Vec<(String, u16)> {
+    let many: String = (0..120).map(|i| format!("X-F{i}: v\r\n")).collect();
+    vec![
+        // A malformed header line after the Origin: the head is never parsed.
+        (
+            format!("GET / HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nBad Line\r\n\r\n"),
+            400,
+        ),
+        // A chunk-size line the decoder refuses, in the body.
+        (
+            format!("POST / HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            400,
+        ),
+        // A declared body over the limit.
+        (
+            format!("POST / HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\nContent-Length: 999999999999\r\n\r\n"),
+            413,
+        ),
+        // More header fields than the limit (100), the Origin among the first.
+        (
+            format!("GET / HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\n{many}\r\n"),
+            431,
+        ),
+    ]
+}
+
+#[test]
+fn the_front_ends_own_refusals_to_an_allowed_origin_carry_the_cors_fields() {
+    let server = TestServer::echo(cors_config(&[APP], false));
+    for (bad, status) in own_refusals(APP) {
+        let mut client = server.connect();
+        client.send(&bad);
+        let response = client.read_response();
+        assert_eq!(response.status, status, "{response:?}");
+        response.assert_error(status);
+        assert_eq!(
+            response.header("Access-Control-Allow-Origin"),
+            Some(APP),
+            "{status}: {response:?}"
+        );
+        assert_eq!(response.header("Vary"), Some("Origin"), "{response:?}");
+        assert_eq!(
+            response.header("Access-Control-Expose-Headers"),
+            Some("Location, Retry-After")
+        );
+    }
+    // From another origin the same refusals carry `Vary: Origin` and nothing else.
+    for (bad, status) in own_refusals("http://evil.test") {
+        let mut client = server.connect();
+        client.send(&bad);
+        let response = client.read_response();
+        assert_eq!(response.status, status, "{response:?}");
+        assert_no_cors(&response);
+        assert_eq!(response.header("Vary"), Some("Origin"), "{response:?}");
+    }
+}
+
+#[test]
+fn a_408_for_a_slow_head_from_an_allowed_origin_carries_the_cors_fields() {
+    let mut config = cors_config(&[APP], false);
+    config.header_timeout = std::time::Duration::from_millis(300);
+    let server = TestServer::echo(config);
+    let mut client = server.connect();
+    // The head never ends.
+    client.send(format!("GET / HTTP/1.1\r\nHost: t\r\nOrigin: {APP}\r\n"));
+    let response = client.read_response();
+    assert_eq!(response.status, 408, "{response:?}");
+    assert_eq!(response.header("Access-Control-Allow-Origin"), Some(APP));
+    assert_eq!(response.header("Vary"), Some("Origin"));
+}
+
+#[test]
+fn a_503_for_too_many_pipelined_requests_carries_the_cors_fields() {
+    use common::{text_reply, Latch, WAIT};
+    let release = Latch::default();
+    let held = release.clone();
+    let pipeline =
+        prime_server::Pipeline::new().stage("held", 1, move |job: &mut prime_server::Job<'_>| {
+            held.wait(WAIT);
+            text_reply(job, "done")
+        });
+    let mut config = cors_config(&[APP], false);
+    config.max_pipelined = 1;
+    let server = TestServer::start(pipeline, config);
+    let mut client = server.connect();
+    let one = format!("GET /a HTTP/1.1\r\nHost: t\r\nOrigin: {APP}\r\n\r\n");
+    client.send(format!("{one}{one}"));
+    release.open();
+    let first = client.read_response();
+    assert_eq!(first.status, 200, "{first:?}");
+    assert_eq!(first.header("Access-Control-Allow-Origin"), Some(APP));
+    let refused = client.read_response();
+    assert_eq!(refused.status, 503, "{refused:?}");
+    assert_eq!(refused.header("Access-Control-Allow-Origin"), Some(APP));
+    assert_eq!(refused.header("Vary"), Some("Origin"));
+}
+
+#[test]
+fn with_cors_configured_every_answer_varies_on_origin() {
+    let mut config = cors_config(&[APP], false);
+    config.health_path = Some("/health".into());
+    let server = TestServer::echo(config);
+    let mut client = server.connect();
+    let cases: [(&str, &str, &[&str]); 5] = [
+        ("GET", "/no-origin", &[]),
+        ("GET", "/other", &["Origin: http://evil.test"]),
+        ("GET", "/health", &[]),
+        ("OPTIONS", "*", &[]),
+        ("GET", "/allowed", &["Origin: http://app.test"]),
+    ];
+    for (method, target, headers) in cases {
+        let response = request(&mut client, method, target, headers);
+        assert_eq!(response.status, 200, "{target}: {response:?}");
+        assert_eq!(
+            response.header("Vary"),
+            Some("Origin"),
+            "{target}: {response:?}"
+        );
+    }
+    let preflight = preflight(&mut client, "http://evil.test");
+    assert_eq!(preflight.header("Vary"), Some("Origin"));
+    // A refusal without any Origin.
+    let mut client = server.connect();
+    client.send("GET / HTTP/1.1\r\nHost: t\r\nBad Line\r\n\r\n");
+    let response = client.read_response();
+    response.assert_error(400);
+    assert_eq!(response.header("Vary"), Some("Origin"));
 }
 
 #[test]

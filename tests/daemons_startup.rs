@@ -229,3 +229,82 @@ fn a_topology_file_with_a_bad_endpoint_or_stage_is_reported() {
         assert_refused(program, &args, &["nosuchstage"]);
     }
 }
+
+#[test]
+fn any_cors_origin_with_credentials_is_refused_with_exit_2() {
+    // The Fetch standard forbids `Access-Control-Allow-Origin: *` with credentials, and
+    // echoing every origin instead would give every site the user's cookies.
+    let f = free();
+    let mut args = vec![
+        "--listen".to_string(),
+        f.a,
+        "--proxy".into(),
+        f.b,
+        "--loopback".into(),
+        f.c,
+        "--interrupt".into(),
+        f.d,
+    ];
+    args.extend(daemons::args(&["--cors-origin", "*", "--cors-credentials"]));
+    assert_refused(HTTPD, &args, &["credentials", "*"]);
+    let (status, _) = run_to_exit(HTTPD, &args, PROMPTLY);
+    assert_eq!(status.code(), Some(2), "{status}");
+}
+
+const ECHOD: &str = env!("CARGO_BIN_EXE_prime_echod");
+
+#[test]
+fn a_host_name_in_a_bound_endpoint_is_resolved_before_binding() {
+    // libzmq alone reads `localhost` in a bind as a network interface: "No such device".
+    let port = free_port();
+    let listen = format!("tcp://localhost:{port}");
+    let daemon = Daemon::start_listening("echod-localhost", ECHOD, &args(&[&listen, "1"]));
+    let mut client = Client::connect(port).expect("connect to 127.0.0.1");
+    client.send_get("/named").expect("send");
+    let response = client
+        .read_response(START_TIMEOUT)
+        .unwrap_or_else(|e| panic!("no answer ({e}): {}", daemon.stderr()));
+    assert_eq!(response.status, 200, "{}", daemon.stderr());
+    assert_eq!(response.json()["path"], "/named");
+}
+
+/// Why a loopback-only network namespace cannot be used here, if it cannot.
+fn no_namespace() -> Option<String> {
+    let probe = std::process::Command::new("unshare")
+        .args(["-n", "sh", "-c", "ip link set lo up"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+#[test]
+fn an_unresolvable_host_name_is_refused_and_says_so() {
+    // Name resolution may ask the network: only inside a loopback-only namespace.
+    if let Some(why) = no_namespace() {
+        println!("skipped: no loopback-only network namespace here ({why})");
+        return;
+    }
+    let mut command = std::process::Command::new("unshare");
+    command
+        .args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .args([ECHOD, "tcp://no-such-host.invalid:8002", "1"])
+        .env("RUST_LOG", "info");
+    let mut daemon = Daemon::start_command("echod-unresolvable", command);
+    let status = daemon
+        .wait_exit(PROMPTLY)
+        .unwrap_or_else(|| panic!("still runs: {}", daemon.stderr()));
+    let stderr = daemon.stderr();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no `error: ...` line: {stderr}"));
+    assert!(
+        error.contains("no-such-host.invalid") && error.contains("resolves"),
+        "{error}"
+    );
+    assert!(!error.contains("No such device"), "{error}");
+}

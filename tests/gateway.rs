@@ -237,9 +237,23 @@ fn read_request(stream: &mut TcpStream, buffer: &mut Vec<u8>, state: &Shared) ->
     }
 }
 
+/// How many fields the backend's answer to `/many-fields` has besides its usual ones:
+/// more than the 64 the job store once held.
+const MANY_FIELDS: usize = 100;
+
 /// The backend's answer, with hop-by-hop fields of its own for the gateway to drop.
 fn answer(seen: &Seen) -> Vec<u8> {
-    let (status, extra) = if let Some(code) = seen.target.strip_prefix("/status/") {
+    if seen.target == "/switch" {
+        // An upgrade nobody asked for.
+        return b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            .to_vec();
+    }
+    let (status, extra) = if seen.target.starts_with("/many-fields") {
+        let fields: String = (0..MANY_FIELDS)
+            .map(|i| format!("X-Many-{i}: value {i}\r\n"))
+            .collect();
+        (200, fields)
+    } else if let Some(code) = seen.target.strip_prefix("/status/") {
         (code.parse().unwrap_or(500), String::new())
     } else if seen.target.starts_with("/redirect") {
         (302, "Location: /elsewhere\r\n".to_string())
@@ -1146,4 +1160,196 @@ fn the_requests_a_killed_routed_proxy_held_are_answered_503_and_the_running_one_
             "a second answer on one connection"
         );
     }
+}
+
+#[test]
+fn dot_segments_cannot_leave_the_base_path() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let base = format!("{}/api", backend.url());
+    let _gateway = start_gatewayd("gw-dots", port, &base, &[]);
+    for (target, reaches) in [
+        ("/../admin", "/api/admin"),
+        ("/a/../../../etc/passwd?x=/../y", "/api/etc/passwd?x=/../y"),
+        ("/%2e%2e/%2E%2e/admin", "/api/admin"),
+        ("/orders/./7/", "/api/orders/7/"),
+        ("http://shop.test/../admin", "/api/admin"),
+    ] {
+        let response = ask(port, &raw("GET", target, &[], b""));
+        assert_eq!(response.status, 201, "{target}: {response:?}");
+        assert_eq!(
+            response.body,
+            format!("backend saw GET {reaches}"),
+            "{target}"
+        );
+    }
+    let seen = backend.wait_seen(5);
+    assert!(
+        seen.iter().all(|s| s.target.starts_with("/api/")),
+        "a path left the base: {seen:?}"
+    );
+    // A dot segment behind an encoded slash or a backslash is refused, never forwarded.
+    for target in ["/..%2fadmin", "/a/..%5C..%5Cadmin"] {
+        let response = ask(port, &raw("GET", target, &[], b""));
+        assert_eq!(response.status, 400, "{target}: {response:?}");
+        assert!(
+            response.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("dot segment")),
+            "{response:?}"
+        );
+    }
+    assert_eq!(
+        backend.seen().len(),
+        5,
+        "a refused target reached the backend"
+    );
+}
+
+#[test]
+fn an_unasked_101_is_502_and_the_gateway_goes_on() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let _gateway = start_gatewayd("gw-101", port, &backend.url(), &[]);
+    let response = ask(
+        port,
+        &raw(
+            "GET",
+            "/switch",
+            &["Upgrade: websocket", "Connection: Upgrade"],
+            b"",
+        ),
+    );
+    assert_eq!(response.status, 502, "{response:?}");
+    assert!(
+        response.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("101")),
+        "{response:?}"
+    );
+    assert_eq!(response.header("Upgrade"), None);
+    // The backend was never asked to upgrade.
+    assert_eq!(backend.wait_seen(1)[0].header("Upgrade"), None);
+    let after = ask(port, &raw("GET", "/after", &[], b""));
+    assert_eq!(after.status, 201, "{after:?}");
+}
+
+#[test]
+fn an_answer_with_many_fields_is_the_same_synchronously_and_as_a_job() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let db = db_path("gw-many");
+    let _gateway = start_gatewayd("gw-many", port, &backend.url(), &["--jobs-db", &db]);
+    let assert_all = |response: &Response| {
+        assert_eq!(response.status, 200, "{response:?}");
+        for i in 0..MANY_FIELDS {
+            let value = format!("value {i}");
+            assert_eq!(
+                response.header(&format!("X-Many-{i}")),
+                Some(&value[..]),
+                "field {i} of {response:?}"
+            );
+        }
+    };
+    assert_all(&ask(port, &raw("GET", "/many-fields", &[], b"")));
+    let location = location_of(&ask(
+        port,
+        &raw(
+            "POST",
+            "/many-fields?job=1",
+            &["Prefer: respond-async"],
+            b"",
+        ),
+    ));
+    let status = wait_until_ended(port, &location);
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let result = get(port, &format!("{location}/result"), READ).expect("a result");
+    assert_all(&result);
+}
+
+#[test]
+fn x_real_ip_is_replaced_and_x_forwarded_host_appended() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let _gateway = start_gatewayd("gw-real-ip", port, &backend.url(), &[]);
+    let spoofed = [
+        "X-Real-IP: 198.51.100.66",
+        "X-Forwarded-Host: origin.example",
+    ];
+    assert_eq!(ask(port, &raw("GET", "/who", &spoofed, b"")).status, 201);
+    assert_eq!(ask(port, &raw("GET", "/plain", &[], b"")).status, 201);
+    let seen = backend.wait_seen(2);
+    assert_eq!(seen[0].header("X-Real-IP"), Some("127.0.0.1"), "{seen:?}");
+    assert_eq!(
+        seen[0].header("X-Forwarded-Host"),
+        Some("origin.example, shop.test"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[0]
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-real-ip"))
+            .count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(seen[1].header("X-Real-IP"), Some("127.0.0.1"));
+    assert_eq!(seen[1].header("X-Forwarded-Host"), Some("shop.test"));
+}
+
+#[test]
+fn a_504_names_the_limit_that_fired() {
+    let backend = Backend::start(Mode::Hold);
+    // The gateway's own timeout.
+    let port = free_port();
+    let _short = start_gatewayd(
+        "gw-504-gateway",
+        port,
+        &backend.url(),
+        &["--gateway-timeout", "1"],
+    );
+    let response = ask(port, &raw("GET", "/held-1", &[], b""));
+    assert_eq!(response.status, 504, "{response:?}");
+    let error = response.json()["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        error.contains("the gateway timeout (1 s) passed"),
+        "{error}"
+    );
+    // A lower request timeout, given explicitly, is honoured, and says so.
+    let port = free_port();
+    let _cut = start_gatewayd(
+        "gw-504-request",
+        port,
+        &backend.url(),
+        &["--gateway-timeout", "60", "--request-timeout", "1"],
+    );
+    let response = ask(port, &raw("GET", "/held-2", &[], b""));
+    assert_eq!(response.status, 504, "{response:?}");
+    let error = response.json()["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        error.contains("the request timeout (1 s) passed"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_gateway_timeout_above_the_default_request_timeout_is_not_cut_at_30_s() {
+    // --gateway-timeout 31 with the default --request-timeout (30 s): the call runs its
+    // 31 s and the gateway's own 504 names the gateway timeout.
+    let backend = Backend::start(Mode::Hold);
+    let port = free_port();
+    let _gateway = start_gatewayd(
+        "gw-long",
+        port,
+        &backend.url(),
+        &["--gateway-timeout", "31"],
+    );
+    let response = ask(port, &raw("GET", "/held-long", &[], b""));
+    assert_eq!(response.status, 504, "{response:?}");
+    let error = response.json()["error"].as_str().unwrap_or("").to_string();
+    assert!(
+        error.contains("the gateway timeout (31 s) passed"),
+        "{error}"
+    );
 }

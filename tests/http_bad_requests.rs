@@ -113,6 +113,28 @@ fn overflowing_chunk_size_is_400() {
 }
 
 #[test]
+fn whitespace_after_a_chunk_size_without_an_extension_is_400() {
+    // RFC 9112 §7.1: BWS may come only before `;`; `3 \r\n` is a bad chunk line.
+    for line in ["3 ", "3\t", "3 \t "] {
+        assert_rejected(
+            &format!(
+                "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n{line}\r\nabc\r\n0\r\n\r\n"
+            ),
+            400,
+        );
+    }
+}
+
+#[test]
+fn chunked_framing_in_http_1_0_is_400() {
+    // RFC 9112 §6.1: HTTP/1.0 has no transfer codings, so the framing is faulty.
+    assert_rejected(
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        400,
+    );
+}
+
+#[test]
 fn unsupported_transfer_coding_is_501() {
     assert_rejected(
         "POST / HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",

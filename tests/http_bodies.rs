@@ -240,11 +240,14 @@ fn a_chunk_size_line_is_judged_the_same_however_it_is_split() {
 }
 
 #[test]
-fn only_spaces_and_tabs_may_follow_a_chunk_size() {
+fn only_spaces_and_tabs_before_a_semicolon_may_follow_a_chunk_size() {
+    // RFC 9112 §7.1: BWS only before `;` (chunk-ext); `3 \r\n` is a bad chunk line.
     for (line, status) in [
         (&b"3"[..], 200),
-        (b"3 \t ", 200),
+        (b"3 \t ;a", 200),
         (b"3\t; ext=1", 200),
+        (b"3 \t ", 400),
+        (b"3 ", 400),
         (b"3\r", 400),
         (b"3\x0c", 400),
         (b"3\x0b;a", 400),

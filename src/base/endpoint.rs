@@ -101,6 +101,50 @@ fn check_tcp(address: &str, usage: Use) -> Result<(), Problem> {
     }
 }
 
+/// For a bind: `endpoint` with a tcp host *name* replaced by the address it resolves
+/// to (`tcp://localhost:8002` becomes `tcp://127.0.0.1:8002`), since libzmq reads a
+/// bare name in a bind as a network interface and fails with "No such device". An IPv4
+/// address is preferred (ZeroMQ sockets speak IPv4 unless told otherwise); an IPv6 one
+/// comes in brackets. `None` when there is nothing to resolve (not tcp, an address, `*`
+/// or an interface name, which libzmq binds as such) or the name does not resolve
+/// ([`check`] reports that as [`Problem::UnknownHost`]).
+///
+/// ```
+/// use prime_server::base::endpoint::bind_address;
+/// assert_eq!(bind_address("tcp://localhost:0").as_deref(), Some("tcp://127.0.0.1:0"));
+/// assert_eq!(bind_address("tcp://127.0.0.1:8002"), None);
+/// assert_eq!(bind_address("tcp://*:*"), None);
+/// ```
+pub fn bind_address(endpoint: &str) -> Option<String> {
+    let address = endpoint.strip_prefix("tcp://")?;
+    let (host, port) = address.rsplit_once(':')?;
+    if host.is_empty()
+        || host == "*"
+        || host.contains(['[', ';'])
+        || host.parse::<IpAddr>().is_ok()
+        || is_interface(host)
+    {
+        return None;
+    }
+    let number = match port {
+        "*" => 0,
+        port => port.parse::<u16>().ok()?,
+    };
+    let addresses: Vec<IpAddr> = (host, number)
+        .to_socket_addrs()
+        .ok()?
+        .map(|a| a.ip())
+        .collect();
+    let ip = addresses
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or_else(|| addresses.first())?;
+    Some(match ip {
+        IpAddr::V4(ip) => format!("tcp://{ip}:{port}"),
+        IpAddr::V6(ip) => format!("tcp://[{ip}]:{port}"),
+    })
+}
+
 /// The port, or `None` for `*` (a free port, when binding).
 fn parse_port(port: &str, usage: Use) -> Result<Option<u16>, Problem> {
     if port == "*" && usage == Use::Bind {
@@ -142,6 +186,26 @@ mod tests {
             ("inproc://a", Use::Connect),
         ] {
             assert_eq!(check(endpoint, usage), Ok(()), "{endpoint}");
+        }
+    }
+
+    #[test]
+    fn a_host_name_is_resolved_for_a_bind() {
+        assert_eq!(
+            bind_address("tcp://localhost:8002").as_deref(),
+            Some("tcp://127.0.0.1:8002")
+        );
+        assert_eq!(
+            bind_address("tcp://localhost:*").as_deref(),
+            Some("tcp://127.0.0.1:*")
+        );
+        for unchanged in [
+            "tcp://127.0.0.1:1",
+            "tcp://[::1]:1",
+            "tcp://lo:1",
+            "ipc:///x",
+        ] {
+            assert_eq!(bind_address(unchanged), None, "{unchanged}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! Small helpers around `zmq` sockets shared by every piece: creation with the options
 //! we always want, multipart send and receive without copying, and endpoint checks.
 
-use crate::base::endpoint::Use;
+use crate::base::endpoint::{self, Use};
 use crate::base::error::{Error, Result};
 use std::time::Duration;
 
@@ -84,12 +84,24 @@ pub fn stage_sender(ctx: &zmq::Context) -> Result<zmq::Socket> {
     Ok(socket)
 }
 
-/// Binds `socket` to `endpoint`, with an error that names the endpoint.
+/// Binds `socket` to `endpoint`, with an error that names the endpoint. A tcp host
+/// name is resolved first and the socket bound to its address
+/// ([`endpoint::bind_address`]): libzmq would read the name as a network interface.
 pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<()> {
     Error::check_endpoint(endpoint, Use::Bind)?;
+    let Some(resolved) = endpoint::bind_address(endpoint) else {
+        return socket
+            .bind(endpoint)
+            .map_err(|e| Error::zmq(format!("binding {endpoint}"), e));
+    };
+    if resolved.starts_with("tcp://[") {
+        socket
+            .set_ipv6(true)
+            .map_err(|e| Error::zmq(format!("enabling IPv6 to bind {endpoint}"), e))?;
+    }
     socket
-        .bind(endpoint)
-        .map_err(|e| Error::zmq(format!("binding {endpoint}"), e))
+        .bind(&resolved)
+        .map_err(|e| Error::zmq(format!("binding {endpoint} (resolved to {resolved})"), e))
 }
 
 /// Connects `socket` to `endpoint`, with an error that names the endpoint.

@@ -108,9 +108,10 @@ pub struct FrontEndArgs {
     /// Also serve netstrings (LEN:BYTES,) on this ZeroMQ endpoint, e.g. tcp://127.0.0.1:8004.
     #[arg(long, value_name = "ENDPOINT")]
     pub netstring: Option<String>,
-    /// Seconds a request may spend in the pipeline before it is answered 504.
-    #[arg(long, value_name = "S", default_value_t = 30.0)]
-    pub request_timeout: f64,
+    /// Seconds a request may spend in the pipeline before it is answered 504 [default:
+    /// 30; for prime_gatewayd, at least the gateway timeout plus 5 s].
+    #[arg(long, value_name = "S")]
+    pub request_timeout: Option<f64>,
     /// Seconds a client may take to send a request head before it is answered 408.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     pub header_timeout: f64,
@@ -164,6 +165,7 @@ pub struct CorsArgs {
     #[arg(long, value_name = "S", default_value_t = 600)]
     pub cors_max_age: u64,
     /// Allow credentials (cookies, Authorization): the origin is then echoed, never `*`.
+    /// Refused with `--cors-origin '*'` (the Fetch standard forbids it).
     #[arg(long)]
     pub cors_credentials: bool,
 }
@@ -202,6 +204,7 @@ impl CorsArgs {
         config.headers = list("--cors-headers", &self.cors_headers)?;
         config.max_age = Some(Duration::from_secs(self.cors_max_age));
         config.credentials = self.cors_credentials;
+        config.check()?;
         Ok(Some(config))
     }
 }
@@ -364,7 +367,9 @@ impl FrontEndArgs {
         config.drain_timeout = self.daemon.drain()?;
         config.drain_rejects = self.drain_rejects;
         config.summary_every = self.daemon.summary()?;
-        config.request_timeout = seconds("--request-timeout", self.request_timeout)?;
+        if let Some(timeout) = self.request_timeout {
+            config.request_timeout = seconds("--request-timeout", timeout)?;
+        }
         config.header_timeout = seconds("--header-timeout", self.header_timeout)?;
         config.idle_timeout = seconds("--idle-timeout", self.idle_timeout)?;
         config.write_timeout = seconds("--write-timeout", self.write_timeout)?;
@@ -383,7 +388,15 @@ pub fn serve_pipeline(
     listen: &str,
     front_end: &FrontEndArgs,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let config = front_end.config(listen)?;
+    serve_config(pipeline, front_end.config(listen)?)
+}
+
+/// Runs `pipeline` behind a front end configured by `config`, until SIGTERM or SIGINT
+/// (then it drains).
+pub fn serve_config(
+    pipeline: crate::Pipeline,
+    config: crate::server::ServerConfig,
+) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = crate::Shutdown::new();
     shutdown.on_signals()?;
     pipeline.serve(&zmq::Context::new(), config, &shutdown)?;
@@ -410,7 +423,9 @@ pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
 #[derive(clap::Args, Clone, Debug)]
 pub struct GatewayArgs {
     /// Seconds one backend call may take (connect, send, wait, read) before the client
-    /// gets 504.
+    /// gets 504. In prime_gatewayd the request timeout is raised to cover it (unless
+    /// --request-timeout is given); elsewhere give the front end a --request-timeout
+    /// above it.
     #[arg(long, value_name = "S", default_value_t = 30.0)]
     pub gateway_timeout: f64,
     /// Sign each forwarded request with this secret in X-Prime-Signature (HMAC-SHA256).
@@ -423,11 +438,16 @@ pub struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    /// The bound on one backend call, from `--gateway-timeout`.
+    pub fn timeout(&self) -> Result<Duration, String> {
+        seconds("--gateway-timeout", self.gateway_timeout)
+    }
+
     /// A gateway stage to `target` configured by these options.
     pub fn gateway(&self, target: &str) -> Result<crate::stages::HttpGateway, String> {
         let mut gateway = crate::stages::HttpGateway::new(target)
             .map_err(|e| e.to_string())?
-            .timeout(seconds("--gateway-timeout", self.gateway_timeout)?);
+            .timeout(self.timeout()?);
         let secret = match (&self.gateway_secret, &self.gateway_secret_file) {
             (Some(secret), _) => Some(secret.clone().into_bytes()),
             (None, Some(path)) => {

@@ -121,9 +121,10 @@ impl ChunkedDecoder {
     }
 }
 
-/// `1*HEXDIG [ BWS ";" chunk-ext ]`; extensions are ignored but must not hide
-/// control characters. BWS is spaces and tabs only: a CR, form feed or other
-/// whitespace after the size is refused (a proxy in front may read it differently).
+/// `1*HEXDIG [ BWS ";" chunk-ext ]` (RFC 9112 §7.1); extensions are ignored but must
+/// not hide control characters. BWS (spaces and tabs only) is allowed only before a
+/// `;`: `3 \r\n` is a bad chunk line, as is a CR, form feed or other whitespace after
+/// the size (a proxy in front may read any of them differently).
 fn parse_chunk_size(line: &[u8]) -> Result<u64, ParseError> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 {
@@ -138,10 +139,12 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, ParseError> {
         .take_while(|&&b| b == b' ' || b == b'\t')
         .count();
     let extension = &line[digits + bws..];
-    let extension_ok = extension.first().is_none_or(|&b| b == b';')
-        && extension
-            .iter()
-            .all(|&b| b == b'\t' || !b.is_ascii_control());
+    let extension_ok = match extension.first() {
+        None => bws == 0,
+        Some(&b) => b == b';',
+    } && extension
+        .iter()
+        .all(|&b| b == b'\t' || !b.is_ascii_control());
     match size {
         Some(size) if extension_ok => Ok(size),
         _ => Err(ParseError::InvalidChunkSize),
@@ -180,7 +183,7 @@ mod tests {
     fn size_parsing() {
         assert_eq!(parse_chunk_size(b"1aF"), Ok(0x1af));
         assert_eq!(parse_chunk_size(b"5 ; a=b"), Ok(5));
-        assert_eq!(parse_chunk_size(b"5\t \t"), Ok(5));
+        assert_eq!(parse_chunk_size(b"5\t;a"), Ok(5));
         assert_eq!(parse_chunk_size(b"000000000000000000005"), Ok(5));
         assert_eq!(parse_chunk_size(b"ffffffffffffffff"), Ok(u64::MAX));
         for bad in [
@@ -195,6 +198,9 @@ mod tests {
             b"3\x0c",
             b"3\x0b;a",
             b"3\n",
+            b"3 ",
+            b"5\t \t",
+            b"5\t",
         ] {
             assert_eq!(
                 parse_chunk_size(bad),

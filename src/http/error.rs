@@ -43,8 +43,13 @@ pub enum ParseError {
     InvalidTransferEncoding,
     /// `Transfer-Encoding` names a coding other than `chunked`.
     UnsupportedTransferCoding,
-    /// A chunk-size line that is not hexadecimal, overflows, or is not
-    /// terminated by CRLF.
+    /// An HTTP/1.0 request with `Transfer-Encoding`: HTTP/1.0 has no transfer codings,
+    /// so its framing is faulty (RFC 9112 §6.1) and a proxy in front may read the body
+    /// differently.
+    TransferEncodingInHttp10,
+    /// A chunk-size line that is not hexadecimal, overflows, has whitespace after the
+    /// size other than before a `;` extension (RFC 9112 §7.1), or is not terminated
+    /// by CRLF.
     InvalidChunkSize,
     /// Chunk data not followed by CRLF.
     InvalidChunkTerminator,
@@ -73,6 +78,7 @@ impl ParseError {
             | ParseError::ContentLengthWithTransferEncoding
             | ParseError::InvalidContentLength
             | ParseError::InvalidTransferEncoding
+            | ParseError::TransferEncodingInHttp10
             | ParseError::InvalidChunkSize
             | ParseError::InvalidChunkTerminator
             | ParseError::MalformedTrailer => 400,
@@ -111,6 +117,9 @@ impl fmt::Display for ParseError {
             ParseError::UnsupportedTransferCoding => {
                 f.write_str("only the `chunked` transfer coding is supported")
             }
+            ParseError::TransferEncodingInHttp10 => f.write_str(
+                "HTTP/1.0 has no transfer codings: send Content-Length, or Transfer-Encoding in HTTP/1.1",
+            ),
             ParseError::InvalidChunkSize => {
                 f.write_str("invalid chunk-size line: expected hexadecimal size, optional extensions, CRLF")
             }

@@ -178,10 +178,13 @@ pub(super) fn parse_head(
             return Err(ParseError::MalformedRequestLine);
         };
         let fields = Fields::collect(req.headers, minor_version)?;
+        // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty;
+        // refused rather than guessed at, as a proxy in front may frame it otherwise.
+        if minor_version == 0 && fields.transfer_encoding {
+            return Err(ParseError::TransferEncodingInHttp10);
+        }
         let framing = fields.framing(max_body)?;
-        // RFC 9112 §6.1: chunked in HTTP/1.0 means the framing may be faulty,
-        // so the connection is not reused after this request.
-        let keep_alive = fields.keep_alive && !(minor_version == 0 && framing == Framing::Chunked);
+        let keep_alive = fields.keep_alive;
         let target_start = path.as_ptr() as usize - head.as_ptr() as usize;
         Ok(HeadInfo {
             method: Method::from_token(method),

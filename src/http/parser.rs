@@ -9,6 +9,7 @@ use std::mem;
 use std::ops::Range;
 
 use super::chunked::ChunkedDecoder;
+use super::fields;
 use super::head::{self, Framing, HeadInfo};
 use super::lines::{LineScanner, SectionScanner};
 use super::{Limits, Method, ParseError};
@@ -121,6 +122,8 @@ pub struct RequestParser {
     state: State,
     /// Whether the request that was rejected was a HEAD (its error response has no body).
     rejected_head: bool,
+    /// The `Origin` of the request that was rejected, as far as its head had arrived.
+    rejected_origin: Option<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -157,6 +160,7 @@ impl RequestParser {
             start: 0,
             state: State::RequestLine(LineScanner::default()),
             rejected_head: false,
+            rejected_origin: None,
         }
     }
 
@@ -197,6 +201,7 @@ impl RequestParser {
         self.step().inspect_err(|err| {
             log::debug!("rejecting request: {err}");
             self.rejected_head = self.current_is_head();
+            self.rejected_origin = self.origin().map(Into::into);
             self.state = State::Failed(err.clone());
             self.buf = Vec::new();
             self.start = 0;
@@ -217,6 +222,39 @@ impl RequestParser {
     /// response carries no body (RFC 9110 §9.3.2).
     pub fn rejected_head(&self) -> bool {
         self.rejected_head
+    }
+
+    /// The `Origin` field (RFC 6454 §7) of the request being read, or of the one the
+    /// parser rejected, as far as its head had arrived: so that the front end's own
+    /// answer to a request it could not read (`400`, `408`, `413`, `431`) can carry
+    /// the CORS fields. `None` without one, with more than one, or when it is not text.
+    pub fn origin(&self) -> Option<&str> {
+        let head: &[u8] = match &self.state {
+            State::Failed(_) => return self.rejected_origin.as_deref(),
+            State::Body(in_flight) => &in_flight.request.head,
+            State::RequestLine(_) | State::Headers { .. } => {
+                let rest = &self.buf[self.start..];
+                // Empty lines before a request are ignored (RFC 9112 §2.2), and the
+                // head ends at the first empty line after it: nothing of a body is read.
+                let skip = rest
+                    .iter()
+                    .take_while(|b| matches!(b, b'\r' | b'\n'))
+                    .count();
+                let rest = &rest[skip..];
+                let end = [&b"\n\r\n"[..], b"\n\n"]
+                    .iter()
+                    .filter_map(|end| memchr::memmem::find(rest, end))
+                    .min()
+                    .map_or(rest.len(), |at| at + 1);
+                &rest[..end]
+            }
+        };
+        let mut values = fields::field_values(head, "origin");
+        let first = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        std::str::from_utf8(first).ok()
     }
 
     /// Whether the request being parsed is a HEAD request, as far as its bytes tell.

@@ -183,10 +183,10 @@ fn connection_tokens() {
 }
 
 #[test]
-fn chunked_in_http_1_0_closes_the_connection() {
-    let r = only_request(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n1\r\na\r\n0\r\n\r\n");
-    assert_eq!(r.body, b"a");
-    assert!(!r.keep_alive);
+fn transfer_encoding_in_http_1_0_is_400() {
+    // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; the framing is faulty.
+    let bad = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n1\r\na\r\n0\r\n\r\n";
+    assert_rejected(&with_trailing_get(bad), 400, 1);
 }
 
 // ---- framing headers ----

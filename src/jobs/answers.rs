@@ -202,8 +202,13 @@ pub fn store_failed() -> Response {
 
 /// A stage's HTTP answer, as stored: the status, the fields the stage set (not those
 /// written per connection), and the body. `None` if the bytes are not an HTTP response.
+///
+/// Any number of fields is kept: whatever a stage can send synchronously, a job stores.
 pub fn stored_from_http(bytes: &[u8]) -> Option<StoredAnswer> {
-    let mut fields = [httparse::EMPTY_HEADER; 64];
+    // Every field takes a line of the head, so its lines bound the slots needed.
+    let head_end = memchr::memmem::find(bytes, b"\r\n\r\n").map_or(bytes.len(), |at| at + 4);
+    let lines = memchr::memchr_iter(b'\n', &bytes[..head_end]).count();
+    let mut fields = vec![httparse::EMPTY_HEADER; lines.max(1)];
     let mut response = httparse::Response::new(&mut fields);
     let head_len = match response.parse(bytes) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -282,6 +287,21 @@ mod tests {
                 .join("\n")
         };
         assert_eq!(without_date(&again), without_date(&bytes));
+    }
+
+    #[test]
+    fn an_answer_with_many_fields_is_stored_whole() {
+        let mut original = Response::new(200).body("ok");
+        for i in 0..300 {
+            original = original.header(format!("X-Field-{i}"), i.to_string());
+        }
+        let stored = stored_from_http(&original.to_bytes(1, true, false)).expect("stored");
+        let kept = stored
+            .headers
+            .iter()
+            .filter(|(n, _)| n.starts_with("X-Field-"));
+        assert_eq!(kept.count(), 300);
+        assert_eq!(stored.body, b"ok");
     }
 
     #[test]

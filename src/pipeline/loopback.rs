@@ -120,7 +120,27 @@ pub struct Failure {
     pub detail: String,
 }
 
+/// The sentence a `504` gives when a time limit fired, naming the limit and its length
+/// in seconds, e.g. `the request timeout (30 s) passed`, so a client (and an operator)
+/// can tell which of several limits to raise.
+///
+/// ```
+/// use prime_server::pipeline::loopback::limit_passed;
+/// use std::time::Duration;
+/// assert_eq!(limit_passed("gateway timeout", Duration::from_secs(120)), "the gateway timeout (120 s) passed");
+/// assert_eq!(limit_passed("request timeout", Duration::from_millis(1500)), "the request timeout (1.5 s) passed");
+/// ```
+pub fn limit_passed(limit: &str, length: std::time::Duration) -> String {
+    format!("the {limit} ({} s) passed", length.as_secs_f64())
+}
+
 impl Failure {
+    /// A `504` ([`FailureKind::DeadlinePassed`]) saying which limit fired
+    /// ([`limit_passed`]).
+    pub fn deadline(limit: &str, length: std::time::Duration) -> Self {
+        Failure::new(FailureKind::DeadlinePassed, limit_passed(limit, length))
+    }
+
     /// A failure with the status that fits its kind.
     pub fn new(kind: FailureKind, detail: impl Into<String>) -> Self {
         Failure {

@@ -8,7 +8,7 @@ use super::connection::{Connection, Slot, Stall};
 use super::output::{status_of, AnswerBytes};
 use super::{cors, Server, RETRY_FIRST, RETRY_LAST};
 use crate::pipeline::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
-use crate::pipeline::loopback::{self, render_failure, Answer, Failure, FailureKind};
+use crate::pipeline::loopback::{self, render_failure, Answer, Failure};
 use std::cmp::Reverse;
 use std::time::Instant;
 
@@ -68,7 +68,8 @@ impl Server {
                 envelope.request_id
             );
             self.stats.timed_out += 1;
-            let bytes = AnswerBytes::Owned(timed_out(in_flight.protocol));
+            let bytes =
+                AnswerBytes::Owned(timed_out(in_flight.protocol, self.config.request_timeout));
             self.fill(in_flight.connection, envelope.request_id, bytes);
             return;
         }
@@ -346,9 +347,10 @@ pub(super) fn mark_dirty(dirty: &mut Vec<u64>, conn: &mut Connection, id: u64) {
     }
 }
 
-/// The 504 for a request past its deadline, in the client's protocol.
-pub(super) fn timed_out(protocol: Protocol) -> Vec<u8> {
-    let failure = Failure::new(FailureKind::DeadlinePassed, "the request timed out");
+/// The 504 for a request past its deadline, in the client's protocol, naming the limit
+/// that fired (the front end's request timeout, `timeout` long).
+pub(super) fn timed_out(protocol: Protocol, timeout: std::time::Duration) -> Vec<u8> {
+    let failure = Failure::deadline("request timeout", timeout);
     render_failure(protocol, &failure, true)
 }
 

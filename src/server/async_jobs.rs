@@ -381,6 +381,7 @@ impl Server {
         let Some(link) = &mut self.jobs else {
             return;
         };
+        let job_timeout = link.handle.config().job_timeout;
         let late: Vec<(u64, u64)> = link
             .in_flight
             .iter()
@@ -392,7 +393,7 @@ impl Server {
         }
         for (number, request_id) in late {
             log::info!("job number {number}: run {request_id} timed out");
-            let failure = Failure::new(FailureKind::DeadlinePassed, "the job timed out");
+            let failure = Failure::deadline("job timeout", job_timeout);
             self.send_job_command(Command::Answered {
                 number,
                 answer: RunAnswer::Failure(failure),

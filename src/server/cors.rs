@@ -9,12 +9,18 @@
 //!   takes as a refusal;
 //! - any other request from an allowed origin has `Access-Control-Allow-Origin`,
 //!   `Vary: Origin` and `Access-Control-Expose-Headers: Location, Retry-After` added to
-//!   its answer, whoever made it (a worker, the job service or the front end), so a
-//!   script can read where its job went and when to look again.
+//!   its answer, whoever made it (a worker, the job service or the front end, including
+//!   its refusals of a request it could not read: `400`, `408`, `413`, `431`, which
+//!   take the `Origin` from as much of the head as arrived), so a script can read
+//!   where its job went and when to look again, or why it was refused;
+//! - every answer carries `Vary: Origin`, whatever its origin (or none), so a cache
+//!   never gives one origin's answer to another.
 //!
-//! With credentials allowed, the origin is echoed rather than `*` (browsers refuse `*`
-//! with credentials). Unconfigured, nothing here runs: the front end checks one
-//! `Option` per request.
+//! With credentials allowed, the listed origin is echoed (browsers refuse `*` with
+//! credentials); `*` with credentials is refused at start ([`CorsConfig::check`]): the
+//! Fetch standard forbids it, and echoing every origin would hand every site the
+//! user's cookies. Unconfigured, nothing here runs: the front end checks one `Option`
+//! per request.
 
 use super::output::AnswerBytes;
 use super::Server;
@@ -24,6 +30,10 @@ use std::time::Duration;
 
 /// The response fields a script may read besides the safelisted ones.
 const EXPOSED: &str = "Location, Retry-After";
+
+/// What every answer gets when CORS is configured and the origin is not allowed (or
+/// absent): the answer still depends on `Origin`, so caches must key on it.
+const VARY_ONLY: &[u8] = b"Vary: Origin\r\n";
 
 /// Which origins may call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +92,33 @@ impl CorsConfig {
         }
     }
 
+    /// Refuses a policy that cannot be served safely: any origin (`*`) with
+    /// credentials. The Fetch standard forbids `Access-Control-Allow-Origin: *` with
+    /// credentials, and echoing every origin instead would let every site read answers
+    /// made with the user's cookies.
+    ///
+    /// # Errors
+    /// A message naming the conflict, for the operator.
+    ///
+    /// ```
+    /// use prime_server::server::CorsConfig;
+    /// let mut cors = CorsConfig::new(["*"]);
+    /// assert!(cors.check().is_ok());
+    /// cors.credentials = true;
+    /// assert!(cors.check().is_err());
+    /// ```
+    pub fn check(&self) -> Result<(), String> {
+        if self.credentials && self.origins == AllowedOrigins::Any {
+            return Err(
+                "CORS with any origin (*) cannot allow credentials: the Fetch standard \
+                 forbids it, and echoing every origin would give every site the user's \
+                 cookies; list the origins that may send credentials"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The `Access-Control-Allow-Origin` value for a request from `origin`, or `None`
     /// when the origin is not allowed.
     pub fn allow_origin(&self, origin: &str) -> Option<String> {
@@ -90,8 +127,8 @@ impl CorsConfig {
             return None;
         }
         match &self.origins {
-            AllowedOrigins::Any if !self.credentials => Some("*".to_string()),
-            AllowedOrigins::Any => Some(origin.to_string()),
+            // With credentials this policy is refused at start (`check`).
+            AllowedOrigins::Any => Some("*".to_string()),
             AllowedOrigins::List(list) => list
                 .iter()
                 .any(|o| o.eq_ignore_ascii_case(origin))
@@ -108,6 +145,15 @@ impl CorsConfig {
             fields.push_str("Access-Control-Allow-Credentials: true\r\n");
         }
         fields.into_bytes().into_boxed_slice()
+    }
+
+    /// The header lines an answer to a request from `origin` gets: the CORS fields for
+    /// an allowed origin, else `Vary: Origin` alone.
+    pub(super) fn fields_for(&self, origin: Option<&str>) -> Box<[u8]> {
+        match origin.and_then(|o| self.allow_origin(o)) {
+            Some(allow) => self.answer_fields(&allow),
+            None => VARY_ONLY.into(),
+        }
     }
 
     /// The `204` answer to a preflight from `origin`.
@@ -134,26 +180,38 @@ impl CorsConfig {
 pub(super) enum CorsAction {
     /// A preflight: answer this at once.
     Preflight(Response),
-    /// A request from an allowed origin: add these header lines to its answer.
+    /// Any other request: add these header lines to its answer (the CORS fields for an
+    /// allowed origin, else `Vary: Origin`).
     Decorate(Box<[u8]>),
 }
 
-/// What the policy says about `request`; `None` when it has nothing to add (no
-/// `Origin`, or an origin not allowed on an actual request).
-pub(super) fn classify(config: &CorsConfig, request: &ParsedRequest) -> Option<CorsAction> {
-    let origin = field_text(&request.head, "origin")?;
-    let preflight = request.method == Method::Options
-        && field_text(&request.head, "access-control-request-method").is_some();
-    if preflight {
-        return Some(CorsAction::Preflight(config.preflight(origin)));
+/// What the policy says about `request`.
+pub(super) fn classify(config: &CorsConfig, request: &ParsedRequest) -> CorsAction {
+    let origin = field_text(&request.head, "origin");
+    match origin {
+        Some(origin)
+            if request.method == Method::Options
+                && field_text(&request.head, "access-control-request-method").is_some() =>
+        {
+            CorsAction::Preflight(config.preflight(origin))
+        }
+        _ => CorsAction::Decorate(config.fields_for(origin)),
     }
-    let allow = config.allow_origin(origin)?;
-    Some(CorsAction::Decorate(config.answer_fields(&allow)))
 }
 
 /// `OPTIONS *`: what the server as a whole allows.
 pub(super) fn options_star() -> Response {
     Response::new(200).header("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")
+}
+
+/// The header lines the front end's own answer to a request it could not read gets
+/// (`400`, `408`, `413`, `431`, ...), from the `Origin` in as much of its head as
+/// arrived; `None` without CORS.
+pub(super) fn refusal_fields(
+    config: Option<&CorsConfig>,
+    origin: Option<&str>,
+) -> Option<Box<[u8]>> {
+    config.map(|c| c.fields_for(origin))
 }
 
 impl Server {
@@ -162,9 +220,13 @@ impl Server {
     /// false.
     pub(super) fn answer_cors(&mut self, id: u64, request: &ParsedRequest) -> bool {
         let response = if request.method == Method::Options && request.target_str() == "*" {
-            options_star()
+            let response = options_star();
+            match self.config.cors {
+                Some(_) => response.header("Vary", "Origin"),
+                None => response,
+            }
         } else {
-            match self.config.cors.as_ref().and_then(|c| classify(c, request)) {
+            match self.config.cors.as_ref().map(|c| classify(c, request)) {
                 Some(CorsAction::Preflight(response)) => response,
                 Some(CorsAction::Decorate(fields)) => {
                     self.cors_fields = Some(fields);
@@ -231,12 +293,14 @@ mod tests {
 
     #[test]
     fn credentials_echo_the_origin_and_odd_origins_are_refused() {
-        let mut cors = CorsConfig::new(["*"]);
+        let mut cors = CorsConfig::new(["https://a.example"]);
         cors.credentials = true;
         assert_eq!(
             cors.allow_origin("https://a.example").as_deref(),
             Some("https://a.example")
         );
+        assert_eq!(&*cors.fields_for(Some("https://b.example")), VARY_ONLY);
+        assert_eq!(&*cors.fields_for(None), VARY_ONLY);
         assert_eq!(cors.allow_origin("https://a.example\tx"), None);
         assert_eq!(cors.allow_origin(""), None);
     }

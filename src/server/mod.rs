@@ -228,6 +228,9 @@ impl Server {
                 "the front end needs an endpoint to listen on".into(),
             ));
         }
+        if let Some(cors) = &config.cors {
+            cors.check().map_err(Error::Config)?;
+        }
         let mut listeners = Vec::with_capacity(config.listen.len());
         for (endpoint, protocol) in &config.listen {
             let mut socket = sockets::socket(ctx, zmq::STREAM)?;
@@ -235,7 +238,10 @@ impl Server {
                 .set_sndhwm(STREAM_SNDHWM)
                 .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
             sockets::set_tcp_max_retransmit(&mut socket, config.write_timeout)?;
-            let listen_fd = listen_fd::open(&mut socket, endpoint);
+            // A host name is bound as the address it resolves to, so that a drain can
+            // stop listening on it too.
+            let resolved = crate::base::endpoint::bind_address(endpoint);
+            let listen_fd = listen_fd::open(&mut socket, resolved.as_deref().unwrap_or(endpoint));
             sockets::bind(&socket, endpoint)?;
             listeners.push(Listener {
                 listen_fd,

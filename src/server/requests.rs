@@ -5,6 +5,7 @@
 
 use super::answers::mark_dirty;
 use super::connection::{Decoder, Label, Slot};
+use super::cors;
 use super::front::EntryIndex;
 use super::output::AnswerBytes;
 use super::{InFlight, Server};
@@ -54,6 +55,8 @@ impl Server {
                     Err(e) => {
                         log::info!("connection {id}: rejected a request: {e}");
                         let head = parser.rejected_head();
+                        self.cors_fields =
+                            cors::refusal_fields(self.config.cors.as_ref(), parser.origin());
                         let bytes =
                             Response::error(e.status(), &e.to_string()).to_bytes(1, false, head);
                         self.answer_now(id, bytes, true, None);

@@ -4,6 +4,8 @@
 
 use super::answers::timed_out;
 use super::config::ListenProtocol;
+use super::connection::Decoder;
+use super::cors;
 use super::output::AnswerBytes;
 use super::Server;
 use crate::base::sockets;
@@ -59,7 +61,8 @@ impl Server {
             };
             self.stats.timed_out += 1;
             self.publish(self.nonce, request_id, InterruptReason::DeadlinePassed);
-            let bytes = AnswerBytes::Owned(timed_out(in_flight.protocol));
+            let timeout = self.config.request_timeout;
+            let bytes = AnswerBytes::Owned(timed_out(in_flight.protocol, timeout));
             self.fill(in_flight.connection, request_id, bytes);
         }
         let mut slow = Vec::new();
@@ -90,6 +93,13 @@ impl Server {
                     head: false,
                 },
             };
+            let origin = match self.connections.get(&id).map(|c| &c.decoder) {
+                Some(Decoder::Http(parser)) => parser.origin(),
+                _ => None,
+            };
+            if matches!(protocol, Protocol::Http { .. }) {
+                self.cors_fields = cors::refusal_fields(self.config.cors.as_ref(), origin);
+            }
             let bytes = render_failure(protocol, &failure, false);
             self.answer_now(id, bytes, true, None);
         }

@@ -3,24 +3,31 @@
 //! asynchronous jobs) unchanged.
 //!
 //! What is forwarded: the method, the request-target (path and query, under the target's
-//! base path), the body and every end-to-end header, `Authorization` and `Cookie`
-//! included, exactly as the client sent them (for an asynchronous job: as they were
-//! stored). Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the fields it names,
-//! `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`,
-//! `Trailer`, `Transfer-Encoding`, `Upgrade`) are dropped both ways, and so are `Host`
-//! and `Content-Length`, which the client connection sets anew. Added: `Forwarded`
+//! base path once its dot segments are removed, RFC 3986 §5.2.4: `/../x` cannot leave
+//! the base; a dot segment hidden behind `%2F` or a backslash is refused `400`), the
+//! body and every end-to-end header, `Authorization` and `Cookie` included, exactly
+//! as the client sent them (for an asynchronous job: as they were stored). Hop-by-hop
+//! headers (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
+//! `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`, `Trailer`,
+//! `Transfer-Encoding`, `Upgrade`) are dropped both ways, and so are `Host` and
+//! `Content-Length`, which the client connection sets anew. Added: `Forwarded`
 //! (`for=<client>;proto=http;host="<the client's Host>"`, the client's address as the
 //! front end saw it in the node form of RFC 7239 §6: `192.0.2.43`, `"[2001:db8::17]"`,
 //! quoted with a port when one is known, `unknown` when the address is not), after the
 //! incoming `Forwarded` values; `X-Forwarded-For` (the incoming chain, then the
-//! client's address); `X-Request-Id` (the client's, else our request id)
+//! client's address); `X-Forwarded-Host` (the incoming chain, then the client's
+//! `Host`); `X-Real-IP` (the client's address as the front end saw it: a client's own
+//! `X-Real-IP` is replaced, never passed on, and none is sent when the address is not
+//! known); `X-Request-Id` (the client's, else our request id)
 //! and, with a secret, `X-Prime-Signature` (see [`sign`]). A client's own
 //! `X-Prime-Signature` is never passed on.
 //!
 //! Each worker owns one client ([`ureq::Agent`]) that keeps its connection to the backend
 //! alive between calls; redirects are not followed (the 3xx goes back to the client);
 //! only the configured target is ever called. A backend that cannot be reached answers
-//! `502`, one slower than the timeout `504`, both with a JSON error. Each worker has one
+//! `502`, and so does one that answers `101 Switching Protocols` (or any other 1xx as
+//! its final answer: the gateway never forwards `Upgrade`, so nobody asked); one slower
+//! than the timeout `504`, all with a JSON error. Each worker has one
 //! long-lived caller thread that makes its calls (a request goes to it over a channel,
 //! the answer comes back over another), so the worker watches [`HttpJob::interrupted`]
 //! meanwhile without starting a thread per call: an interrupt (client gone, job
@@ -45,7 +52,9 @@
 //! ```
 
 use crate::http::{Request, Response};
+use crate::pipeline::loopback::limit_passed;
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
+use crate::stages::gateway_path::under_base;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -180,10 +189,18 @@ impl HttpGateway {
         })
     }
 
-    /// Bounds each backend call (connect, send, wait, read); past it the client gets 504.
+    /// Bounds each backend call (connect, send, wait, read); past it the client gets 504
+    /// saying `the gateway timeout (N s) passed`. The front end's request timeout also
+    /// bounds a synchronous call: keep it above this one ([`HttpGateway::call_timeout`];
+    /// `prime_gatewayd` does so unless `--request-timeout` is given).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.settings_mut().timeout = timeout;
         self
+    }
+
+    /// The bound on each backend call ([`HttpGateway::timeout`]; 30 s by default).
+    pub fn call_timeout(&self) -> Duration {
+        self.settings.timeout
     }
 
     /// Signs every forwarded request with `secret` in `X-Prime-Signature` (see [`sign`]).
@@ -278,8 +295,8 @@ impl HttpGateway {
             ureq::Error::Timeout(_) => StageError::new(
                 504,
                 format!(
-                    "the backend did not answer within {}",
-                    humantime::format_duration(self.settings.timeout)
+                    "{}: the backend did not answer in time",
+                    limit_passed("gateway timeout", self.settings.timeout)
                 ),
             ),
             ureq::Error::BodyExceedsLimit(limit) => {
@@ -356,6 +373,18 @@ impl HttpWork for HttpGateway {
             self.settings.origin
         );
         match self.call(job, outgoing) {
+            // The gateway never forwards `Upgrade`, so no 1xx may end an exchange: a
+            // 101 nobody asked for would hand the client's connection to a protocol
+            // the front end does not speak.
+            Called::Answered(response) if response.status().is_informational() => {
+                let status = response.status();
+                let error = StageError::new(
+                    502,
+                    format!("the backend answered {status}, which no request asked for"),
+                );
+                log::warn!("request {request_id}: {error}");
+                Err(error)
+            }
             Called::Answered(response) => {
                 log::debug!(
                     "request {request_id}: the backend answered {}",
@@ -415,7 +444,9 @@ fn outgoing(
     client: Option<SocketAddr>,
 ) -> Result<(http::Request<Vec<u8>>, bool), StageError> {
     let target = origin_form(&request.target)?;
-    let path = format!("{}{target}", settings.base);
+    // Dot segments go before the base is joined: none may climb out of it.
+    let path = under_base(&settings.base, target)
+        .map_err(|refusal| StageError::bad_request(refusal.to_string()))?;
     let connection = connection_options(
         request
             .headers
@@ -428,6 +459,7 @@ fn outgoing(
         .uri(format!("{}{path}", settings.origin));
     let mut forwarded_for = Vec::new();
     let mut forwarded = Vec::new();
+    let mut forwarded_host = Vec::new();
     let mut request_id_header = None;
     for (name, value) in &request.headers {
         if is_hop_by_hop(name, &connection) || name.eq_ignore_ascii_case(SIGNATURE_HEADER) {
@@ -439,6 +471,15 @@ fn outgoing(
         }
         if name.eq_ignore_ascii_case("forwarded") {
             forwarded.push(value.clone());
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-host") {
+            forwarded_host.push(value.clone());
+            continue;
+        }
+        // Says who the client is: only the front end knows, so the client's own is
+        // replaced, never passed on.
+        if name.eq_ignore_ascii_case("x-real-ip") {
             continue;
         }
         // The gateway honoured `respond-async` itself; the backend answers in place.
@@ -457,9 +498,18 @@ fn outgoing(
         host.replace(['"', '\\'], "")
     ));
     forwarded_for.push(client.map_or_else(|| "unknown".to_string(), |c| c.ip().to_string()));
+    if !host.is_empty() {
+        forwarded_host.push(host.to_string());
+    }
     builder = builder
         .header("Forwarded", forwarded.join(", "))
         .header("X-Forwarded-For", forwarded_for.join(", "));
+    if !forwarded_host.is_empty() {
+        builder = builder.header("X-Forwarded-Host", forwarded_host.join(", "));
+    }
+    if let Some(client) = client {
+        builder = builder.header("X-Real-IP", client.ip().to_string());
+    }
     if request_id_header.is_none() {
         builder = builder.header("X-Request-Id", request_id.to_string());
     }

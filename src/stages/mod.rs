@@ -46,6 +46,7 @@
 
 mod api;
 pub mod gateway;
+mod gateway_path;
 pub mod tasks;
 
 pub use api::{HttpJob, HttpStage, HttpWork, Next, StageError};
