@@ -476,12 +476,20 @@ struct Service {
 
 impl Service {
     fn run(&mut self, commands: Receiver<Command>) {
+        // The first batch does not wait: the jobs recovered at start (queued, or running
+        // when the last process stopped) are dispatched at once, not when the first
+        // command or timer comes.
+        let mut recovered = true;
         loop {
             let wait = self.next_timer().saturating_duration_since(Instant::now());
-            let first = match self.receive(&commands, wait) {
-                Ok(command) => command,
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = if std::mem::take(&mut recovered) {
+                None
+            } else {
+                match self.receive(&commands, wait) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
             };
             self.began = self.store.begin().map_err(|e| e.to_string());
             if let Err(e) = &self.began {

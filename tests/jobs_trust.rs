@@ -1,0 +1,79 @@
+//! Trust in the job store, with real `prime_serverd` processes and real SQLite files:
+//! recovered jobs run at start, one store has one owner, idempotency keys belong to
+//! their caller, credentials leave the disk, logs carry no job ids, and the self-test
+//! tells a full disk.
+
+mod daemons;
+
+use daemons::*;
+use prime_server::jobs::store::NewJob;
+use prime_server::jobs::{JobStore, SqliteStore};
+use std::path::Path;
+use std::time::Duration;
+
+const SERVERD: &str = env!("CARGO_BIN_EXE_prime_serverd");
+const READ: Duration = Duration::from_secs(60);
+
+fn serverd_args(port: u16, db: &Path, more: &[&str]) -> Vec<String> {
+    let db = db.display().to_string();
+    let mut list = vec![tcp(port), "1".to_string(), "--jobs-db".to_string(), db];
+    list.extend(more.iter().map(|s| s.to_string()));
+    list.extend(args(&["--status-path", "/status"]));
+    list
+}
+
+fn start_serverd(name: &str, port: u16, db: &Path, more: &[&str]) -> Daemon {
+    Daemon::start_listening(name, SERVERD, &serverd_args(port, db, more))
+}
+
+/// The `/status` document's job figures.
+fn job_figures(port: u16) -> serde_json::Value {
+    let status = get(port, "/status", READ).expect("the status document");
+    assert_eq!(status.status, 200, "{status:?}");
+    status.json()["jobs"].clone()
+}
+
+#[test]
+fn jobs_queued_before_a_start_run_without_any_request_to_the_job_service() {
+    let db = scratch_path("recovered", "sqlite");
+    {
+        // Jobs a previous process accepted: two queued, one running when it stopped.
+        let mut store = SqliteStore::open(&db).expect("a new store");
+        store.begin().expect("begin");
+        for (i, n) in [7u64, 11, 13].iter().enumerate() {
+            let head = format!("GET /is_prime?possible_prime={n} HTTP/1.1\r\nHost: t\r\n\r\n");
+            let id = format!("recoveredjob{i:010}");
+            let record = store
+                .insert(&NewJob {
+                    id: &id,
+                    head: head.as_bytes(),
+                    body: b"",
+                    idempotency_key: None,
+                    fingerprint: b"",
+                    now_ms: 1,
+                    client: None,
+                })
+                .expect("insert");
+            if i == 2 {
+                store.start(record.number, 2).expect("start");
+            }
+        }
+        store.commit().expect("commit");
+    }
+    let port = free_port();
+    let mut serverd = start_serverd("serverd-recovered", port, &db, &[]);
+    // Only the status document is read: it does not reach the job service, so nothing
+    // but the start can have dispatched the jobs. (Without that, they would wait for
+    // the first command or the minute's expiry timer.)
+    let ended = poll_until(Duration::from_secs(40), || {
+        let jobs = job_figures(port);
+        (jobs["succeeded"] == 3).then_some(jobs)
+    });
+    assert!(
+        ended.is_some(),
+        "the recovered jobs did not run: {}",
+        job_figures(port)
+    );
+    serverd.signal("TERM");
+    assert!(serverd.wait_exit(Duration::from_secs(30)).is_some());
+}
