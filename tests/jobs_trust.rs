@@ -77,3 +77,36 @@ fn jobs_queued_before_a_start_run_without_any_request_to_the_job_service() {
     serverd.signal("TERM");
     assert!(serverd.wait_exit(Duration::from_secs(30)).is_some());
 }
+
+#[test]
+fn a_second_process_on_one_job_database_exits_2_naming_the_first() {
+    let db = scratch_path("owned", "sqlite");
+    let port = free_port();
+    let mut first = start_serverd("serverd-owner", port, &db, &[]);
+    let (status, stderr) = run_to_exit(
+        SERVERD,
+        &serverd_args(free_port(), &db, &[]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(stderr.contains(&db.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains(&format!("process {}", first.pid())),
+        "the refusal does not name the first process: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The first runs on, and takes jobs.
+    let mut client = Client::connect(port).expect("connect");
+    client
+        .send_request("GET", &is_prime(7), &["Prefer: respond-async"])
+        .expect("send");
+    let location = location_of(&client.read_response(READ).expect("a 202"));
+    assert_eq!(wait_until_ended(port, &location)["state"], "succeeded");
+    first.signal("TERM");
+    assert!(first.wait_exit(Duration::from_secs(30)).is_some());
+    // Once the first has stopped, the file opens again.
+    let mut again = start_serverd("serverd-next-owner", port, &db, &[]);
+    again.signal("TERM");
+    assert!(again.wait_exit(Duration::from_secs(30)).is_some());
+}

@@ -211,6 +211,16 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// Another process has the store open (two front ends on one SQLite file would
+    /// run each other's jobs twice; sharing a store is a database server's job).
+    Locked {
+        /// The database file.
+        path: String,
+        /// Who holds it: `process PID (program)`, as its lock file names it.
+        holder: String,
+        /// The lock file.
+        lock: String,
+    },
     /// A query failed.
     Sqlite(rusqlite::Error),
     /// A stored value is not what this build writes.
@@ -223,6 +233,11 @@ impl fmt::Display for StoreError {
             StoreError::Open { path, reason } => {
                 write!(f, "the job database {path} cannot be used: {reason}")
             }
+            StoreError::Locked { path, holder, lock } => write!(
+                f,
+                "the job database {path} is in use by {holder} (it holds {lock}); \
+                 one process owns a job store: stop that one, or give this one its own --jobs-db"
+            ),
             StoreError::Sqlite(e) => write!(f, "job database: {e}"),
             StoreError::Corrupt(what) => write!(f, "job database holds a bad value: {what}"),
         }

@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS job_events (
 /// The SQLite job store.
 pub struct SqliteStore {
     db: Connection,
+    /// The lock that makes this process the store's only owner (see `lock`); held
+    /// as long as the store is open.
+    _owner: std::fs::File,
 }
 
 const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
@@ -52,9 +55,13 @@ impl SqliteStore {
     /// Opens (or creates, mode 0600) the job database at `path`, checks it, and sets WAL
     /// mode.
     ///
-    /// Errors: [`StoreError::Open`] for a file that is not a SQLite database, is
-    /// damaged, cannot be read or written, or was written by a newer schema. Such a file
-    /// is never replaced.
+    /// One process owns a store: it holds an exclusive lock on `{path}.lock` (which
+    /// names its process id) as long as the store is open.
+    ///
+    /// Errors: [`StoreError::Locked`] while another process (or another store in this
+    /// one) has the file open; [`StoreError::Open`] for a file that is not a SQLite
+    /// database, is damaged, cannot be read or written, or was written by a newer
+    /// schema. Such a file is never replaced.
     ///
     /// ```
     /// use prime_server::jobs::SqliteStore;
@@ -75,10 +82,11 @@ impl SqliteStore {
             path: path.display().to_string(),
             reason,
         };
+        let owner = lock(path)?;
         create_private(path).map_err(|e| fail(e.to_string()))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let db = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
-        let mut store = SqliteStore { db };
+        let mut store = SqliteStore { db, _owner: owner };
         store.prepare(durability).map_err(|e| fail(e.to_string()))?;
         Ok(store)
     }
@@ -142,6 +150,59 @@ impl SqliteStore {
         let row = statement.query_row(params, read_record).optional()?;
         row.transpose()
     }
+}
+
+/// Takes the store's owner lock: an exclusive `flock` on `{path}.lock` (created mode
+/// 0600), which then holds this process's id so that a second process can name the
+/// first. The kernel drops the lock when the process dies, however it dies.
+///
+/// Errors: [`StoreError::Locked`] when another open file holds the lock;
+/// [`StoreError::Open`] when the lock file cannot be opened or written.
+fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let fail = |reason: String| StoreError::Open {
+        path: path.display().to_string(),
+        reason: format!("its lock {}: {reason}", lock_path.display()),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| fail(e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = match text.trim().parse::<u32>() {
+                Ok(pid) => {
+                    let program = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .map(|c| format!(" ({})", c.trim()))
+                        .unwrap_or_default();
+                    format!("process {pid}{program}")
+                }
+                Err(_) => "another process".to_string(),
+            };
+            return Err(StoreError::Locked {
+                path: path.display().to_string(),
+                holder,
+                lock: lock_path.display().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(fail(e.to_string())),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(file)
 }
 
 /// Creates the file with mode 0600 if it does not exist; tightens the mode of an
