@@ -110,3 +110,59 @@ fn a_second_process_on_one_job_database_exits_2_naming_the_first() {
     again.signal("TERM");
     assert!(again.wait_exit(Duration::from_secs(30)).is_some());
 }
+
+/// Submits `GET target` as a job with these header lines on a new connection.
+fn submit(port: u16, target: &str, headers: &[&str]) -> Response {
+    let mut all = vec!["Prefer: respond-async"];
+    all.extend_from_slice(headers);
+    let mut client = Client::connect(port).expect("connect");
+    client.send_request("GET", target, &all).expect("send");
+    client.read_response(READ).expect("an answer")
+}
+
+#[test]
+fn an_idempotency_key_is_its_callers_own() {
+    let db = scratch_path("idempotency-callers", "sqlite");
+    let port = free_port();
+    let mut serverd = start_serverd("serverd-callers", port, &db, &[]);
+    let key = "Idempotency-Key: order-1";
+    let alice = "Authorization: Bearer alice-token";
+    let bob = "Authorization: Bearer bob-token";
+    let target = is_prime(97);
+
+    let first = location_of(&submit(port, &target, &[key, alice]));
+    // The same caller again: the same job.
+    assert_eq!(location_of(&submit(port, &target, &[key, alice])), first);
+    // Another caller, the same key and request: its own job, not Alice's.
+    let other = location_of(&submit(port, &target, &[key, bob]));
+    assert_ne!(other, first);
+    // Cookies are credentials too, and no credentials is a caller of its own.
+    let cookie = location_of(&submit(port, &target, &[key, "Cookie: session=alice"]));
+    let anonymous = location_of(&submit(port, &target, &[key]));
+    for location in [&first, &other, &cookie] {
+        assert_ne!(&anonymous, location);
+    }
+    assert_ne!(cookie, first);
+    // Another caller's key with another request is invisible: a new job, no 422...
+    let probe = location_of(&submit(
+        port,
+        &is_prime(89),
+        &[key, "Authorization: Bearer mallory"],
+    ));
+    assert!(![&first, &other, &cookie, &anonymous].contains(&&probe));
+    // ... while the owner reusing it for another request is told so.
+    let reused = submit(port, &is_prime(89), &[key, alice]);
+    assert_eq!(reused.status, 422, "{reused:?}");
+
+    // Keys stay scoped after a restart (the store keeps its own key).
+    serverd.signal("TERM");
+    assert!(serverd.wait_exit(Duration::from_secs(30)).is_some());
+    let mut serverd = start_serverd("serverd-callers-again", port, &db, &[]);
+    assert_eq!(location_of(&submit(port, &target, &[key, alice])), first);
+    assert_eq!(location_of(&submit(port, &target, &[key, bob])), other);
+    for location in [&first, &other, &cookie, &anonymous, &probe] {
+        assert_eq!(wait_until_ended(port, location)["state"], "succeeded");
+    }
+    serverd.signal("TERM");
+    assert!(serverd.wait_exit(Duration::from_secs(30)).is_some());
+}

@@ -8,6 +8,7 @@ use super::{
 };
 use crate::http::Response;
 use crate::jobs::answers;
+use crate::jobs::caller::scoped_key;
 use crate::jobs::clock::now_ms;
 use crate::jobs::prefer::idempotency_key;
 use crate::jobs::store::{JobRecord, JobState, NewJob, StartedJob, StoreError};
@@ -25,8 +26,12 @@ impl Service {
         wait: Option<Duration>,
         client: Option<SocketAddr>,
     ) -> Result<(), StoreError> {
+        // The key is the caller's: another caller's request never finds its job.
         let key = match idempotency_key(head) {
-            Ok(key) => key,
+            Ok(key) => key.map(|key| {
+                let caller = self.config.caller.of(head);
+                scoped_key(&self.caller_secret, &caller, &key)
+            }),
             Err(why) => {
                 self.reply(reply, &Response::error(400, why));
                 return Ok(());

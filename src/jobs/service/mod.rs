@@ -277,6 +277,7 @@ impl JobsHandle {
         let requeued = store.requeue_running(now)?;
         store.expire(now, ttl_ms(&config))?;
         store.commit()?;
+        let caller_secret = store.caller_secret()?;
         let queue: VecDeque<(u64, i64)> = store.queued()?.into();
         let counts = store.counts()?;
         log::info!(
@@ -296,6 +297,7 @@ impl JobsHandle {
         let mut service = Service {
             began: Ok(()),
             store,
+            caller_secret,
             config: config.clone(),
             events: event_tx,
             doorbell,
@@ -444,6 +446,8 @@ fn is_transient(failure: &Failure) -> bool {
 
 struct Service {
     store: Box<dyn JobStore>,
+    /// The store's key for callers' idempotency keys.
+    caller_secret: Vec<u8>,
     /// Whether this batch's transaction began, and if not why (for the self-test).
     began: Result<(), String>,
     config: JobsConfig,

@@ -138,7 +138,8 @@ pub struct NewJob<'a> {
     pub head: &'a [u8],
     /// The request body, decoded.
     pub body: &'a [u8],
-    /// The client's `Idempotency-Key`, if it sent one.
+    /// The client's `Idempotency-Key` scoped to its caller (see
+    /// [`caller`](crate::jobs::caller)), if it sent one.
     pub idempotency_key: Option<&'a str>,
     /// A digest of the request (method, target and body), to tell a repeat of the same
     /// request from another request under the same key.
@@ -274,7 +275,12 @@ pub trait JobStore: Send {
     fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// The job with this number.
     fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError>;
-    /// The job stored under an idempotency key, with its request's fingerprint.
+    /// The store's own random key (32 bytes, made when the store was created and kept
+    /// in it), under which callers' idempotency keys are stored (see
+    /// [`caller`](crate::jobs::caller)).
+    fn caller_secret(&mut self) -> Result<Vec<u8>, StoreError>;
+    /// The job stored under an idempotency key (as scoped to its caller), with its
+    /// request's fingerprint.
     fn by_idempotency_key(&mut self, key: &str)
         -> Result<Option<(JobRecord, Vec<u8>)>, StoreError>;
     /// Moves a queued job to running (counting the attempt) and returns it with its

@@ -6,8 +6,19 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 
 /// The schema version this build writes (`PRAGMA user_version`). Version 3 added
-/// `jobs.client`; an older file gets the column when opened.
-const SCHEMA_VERSION: i64 = 3;
+/// `jobs.client`; an older file gets the column when opened. Version 4 added
+/// `store_secret` and keeps idempotency keys scoped to their caller: the unscoped keys
+/// of an older file are dropped when it is opened (a retry of such a request makes a
+/// new job rather than find another caller's).
+const SCHEMA_VERSION: i64 = 4;
+
+/// The table of the store's own random key.
+const SECRET_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS store_secret (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key BLOB NOT NULL
+);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -123,6 +134,23 @@ impl SqliteStore {
         )?;
         if has_client == 0 {
             db.execute_batch("ALTER TABLE jobs ADD COLUMN client TEXT")?;
+        }
+        if version < 4 {
+            db.execute_batch(
+                "UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL",
+            )?;
+        }
+        db.execute_batch(SECRET_SCHEMA)?;
+        let has_secret: i64 =
+            db.query_row("SELECT COUNT(*) FROM store_secret", [], |row| row.get(0))?;
+        if has_secret == 0 {
+            let mut key = [0u8; 32];
+            getrandom::getrandom(&mut key)
+                .map_err(|e| StoreError::Corrupt(format!("no random store key: {e}")))?;
+            db.execute(
+                "INSERT INTO store_secret (id, key) VALUES (1, ?1)",
+                [&key[..]],
+            )?;
         }
         db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())
@@ -310,6 +338,15 @@ impl JobStore for SqliteStore {
 
     fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError> {
         self.record("number = ?1", &(number as i64))
+    }
+
+    fn caller_secret(&mut self) -> Result<Vec<u8>, StoreError> {
+        let key: Vec<u8> =
+            self.db
+                .query_row("SELECT key FROM store_secret WHERE id = 1", [], |row| {
+                    row.get(0)
+                })?;
+        Ok(key)
     }
 
     fn by_idempotency_key(
