@@ -166,3 +166,99 @@ fn an_idempotency_key_is_its_callers_own() {
     serverd.signal("TERM");
     assert!(serverd.wait_exit(Duration::from_secs(30)).is_some());
 }
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The database and its `-wal` and `-shm` files.
+fn store_files(db: &Path) -> Vec<std::path::PathBuf> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            std::path::PathBuf::from(name)
+        })
+        .collect()
+}
+
+/// Asserts that no file of the store holds `needle` anywhere in its raw bytes.
+fn assert_not_on_disk(db: &Path, needle: &str, when: &str) {
+    for file in store_files(db) {
+        let bytes = match std::fs::read(&file) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", file.display()),
+        };
+        assert!(
+            !contains(&bytes, needle.as_bytes()),
+            "{when}: {} still holds {needle:?}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn credentials_leave_every_file_of_the_store_when_their_job_ends() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = scratch_path("scrubbed", "sqlite");
+    let port = free_port();
+    let nonce = format!("{:x}", std::process::id() as u64 * 7919 + 17);
+    let token = format!("tok{nonce}secret");
+    let authorization = format!("Authorization: Bearer {token}");
+    // A cookie far larger than a page: it lives in overflow pages.
+    let marker = format!("ck{nonce}");
+    let cookie: String = (0..1000).map(|i| format!("{marker}{i:04}.")).collect();
+    let cookie = format!("Cookie: big={cookie}");
+    let mut first = start_serverd("serverd-scrub", port, &db, &[]);
+
+    let ended = location_of(&submit(port, &is_prime(7), &[&authorization, &cookie]));
+    assert_eq!(wait_until_ended(port, &ended)["state"], "succeeded");
+    let cancelled = location_of(&submit(
+        port,
+        &is_prime(PRIME_2_61),
+        &[&authorization, &cookie],
+    ));
+    let mut client = Client::connect(port).expect("connect");
+    client
+        .send_request("DELETE", &cancelled, &[])
+        .expect("send");
+    assert_eq!(client.read_response(READ).expect("an answer").status, 200);
+    assert_eq!(wait_until_ended(port, &cancelled)["state"], "cancelled");
+    assert_not_on_disk(&db, &token, "after the jobs ended");
+    assert_not_on_disk(&db, &marker, "after the jobs ended");
+
+    // A process that dies leaves its log; files others can read are made private.
+    first.kill9();
+    for file in store_files(&db) {
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+    }
+    let mut second = start_serverd("serverd-scrub-again", port, &db, &["--jobs-ttl", "1"]);
+    let mut seen = 0;
+    for file in store_files(&db) {
+        if let Ok(metadata) = std::fs::metadata(&file) {
+            seen += 1;
+            let mode = metadata.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} is {mode:o} after a start", file.display());
+        }
+    }
+    assert_eq!(seen, 3, "the database, its -wal and its -shm files");
+    assert_not_on_disk(&db, &token, "after a restart");
+    assert_not_on_disk(&db, &marker, "after a restart");
+
+    // After expiry too.
+    let gone = poll_until(Duration::from_secs(30), || {
+        let answer = get(port, &ended, READ).expect("an answer");
+        (answer.status == 410).then_some(())
+    });
+    assert!(gone.is_some(), "the job never expired");
+    assert_not_on_disk(&db, &token, "after expiry");
+    assert_not_on_disk(&db, &marker, "after expiry");
+    second.signal("TERM");
+    assert!(second.wait_exit(Duration::from_secs(30)).is_some());
+    assert_not_on_disk(&db, &token, "after a clean stop");
+    assert_not_on_disk(&db, &marker, "after a clean stop");
+}

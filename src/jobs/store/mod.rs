@@ -8,9 +8,15 @@
 //! The SQLite file runs in WAL mode with `synchronous=FULL` by default: a commit is on
 //! disk when `commit` returns, so neither a `kill -9` nor a power cut loses an accepted
 //! job ([`Durability::Process`] trades the power cut for commits fifty times cheaper). It is
-//! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode),
-//! since stored requests can carry `Authorization` and `Cookie` headers; a request (and
-//! the client's address) is kept only until its job ends.
+//! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode, and
+//! existing ones are set to 0600 at every open), since stored requests can carry
+//! `Authorization` and `Cookie` headers; a request (and the client's address) is kept
+//! only until its job ends, and then leaves the disk: SQLite's `secure_delete` zeroes
+//! it in the database's pages, and the write-ahead log that held it is checkpointed and
+//! truncated after the commit that removed it.
+//!
+//! One process owns a store file: it holds a lock on `{path}.lock` while the store is
+//! open ([`StoreError::Locked`]).
 
 use super::clock::rfc3339;
 use serde::{Deserialize, Serialize};

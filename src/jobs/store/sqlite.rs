@@ -57,6 +57,9 @@ pub struct SqliteStore {
     /// The lock that makes this process the store's only owner (see `lock`); held
     /// as long as the store is open.
     _owner: std::fs::File,
+    /// Whether a commit under way removes a stored request (its credentials): then the
+    /// write-ahead log is checkpointed and emptied after it (see `scrub`).
+    scrub: bool,
 }
 
 const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
@@ -97,8 +100,16 @@ impl SqliteStore {
         create_private(path).map_err(|e| fail(e.to_string()))?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let db = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
-        let mut store = SqliteStore { db, _owner: owner };
+        let mut store = SqliteStore {
+            db,
+            _owner: owner,
+            scrub: false,
+        };
         store.prepare(durability).map_err(|e| fail(e.to_string()))?;
+        // What a previous process left in the log (requests of jobs that ended since
+        // the last checkpoint) goes now.
+        store.scrub = true;
+        store.scrub();
         Ok(store)
     }
 
@@ -115,6 +126,9 @@ impl SqliteStore {
             )));
         }
         db.pragma_update(None, "synchronous", durability.pragma())?;
+        // A request deleted from the store (credentials and all) is overwritten with
+        // zeros, not left in free space or free pages.
+        db.pragma_update(None, "secure_delete", "ON")?;
         let check: String = db.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
         if check != "ok" {
             return Err(StoreError::Corrupt(format!("integrity check: {check}")));
@@ -154,6 +168,26 @@ impl SqliteStore {
         }
         db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())
+    }
+
+    /// After a commit that removed stored requests: copies the log into the database
+    /// (where `secure_delete` has zeroed them) and truncates the log to nothing, so the
+    /// old frames that held them are gone from the disk. A checkpoint that cannot
+    /// finish now (SQLite busy) is tried again after the next commit.
+    fn scrub(&mut self) {
+        if !self.scrub {
+            return;
+        }
+        let done: rusqlite::Result<i64> =
+            self.db
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0));
+        match done {
+            Ok(0) => self.scrub = false,
+            Ok(_) => log::warn!("job database: the log is busy; it is emptied later"),
+            Err(e) => {
+                log::error!("job database: the log cannot be emptied now: {e}");
+            }
+        }
     }
 
     fn record(
@@ -243,7 +277,7 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)
     {
-        Ok(_) => Ok(()),
+        Ok(_) => tighten_companions(path),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let metadata = std::fs::metadata(path)?;
             if !metadata.is_file() {
@@ -258,10 +292,42 @@ fn create_private(path: &Path) -> std::io::Result<()> {
                 );
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
             }
-            Ok(())
+            tighten_companions(path)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Sets the `-wal` and `-shm` files a previous process left to mode 0600 (SQLite gives
+/// the files it creates the database's mode, but keeps the mode of those it finds).
+fn tighten_companions(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let companion = std::path::PathBuf::from(name);
+        let metadata = match std::fs::symlink_metadata(&companion) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !metadata.is_file() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a regular file",
+                companion.display()
+            )));
+        }
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "job database {}: mode {:o} let others read it; setting 0600",
+                companion.display(),
+                mode & 0o777
+            );
+            std::fs::set_permissions(&companion, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, StoreError>> {
@@ -295,6 +361,7 @@ impl JobStore for SqliteStore {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         self.db.prepare_cached("COMMIT")?.execute([])?;
+        self.scrub();
         Ok(())
     }
 
@@ -398,6 +465,7 @@ impl JobStore for SqliteStore {
     ) -> Result<Option<JobRecord>, StoreError> {
         let headers = serde_json::to_string(&answer.headers)
             .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
+        self.scrub = true;
         self.update(
             "UPDATE jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
                  answer_headers = ?6, answer_body = ?7, head = NULL, body = NULL, client = NULL
@@ -428,6 +496,7 @@ impl JobStore for SqliteStore {
     }
 
     fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
+        self.scrub = true;
         self.update(
             "UPDATE jobs SET events = events + 1, state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL, client = NULL
              WHERE number = ?1 AND state IN ('queued', 'running')",
@@ -499,6 +568,7 @@ impl JobStore for SqliteStore {
             params![before_ms, now_ms],
         )?;
         sql::forget_expired(&self.db)?;
+        self.scrub |= expired > 0;
         Ok(expired as u64)
     }
 
