@@ -262,3 +262,59 @@ fn credentials_leave_every_file_of_the_store_when_their_job_ends() {
     assert_not_on_disk(&db, &token, "after a clean stop");
     assert_not_on_disk(&db, &marker, "after a clean stop");
 }
+
+/// The tag a log line carries for a job id: `~` and the first 8 hex digits of the id's
+/// SHA-256.
+fn tag_of(location: &str) -> String {
+    let id = location.trim_start_matches("/jobs/");
+    prime_server::jobs::tag::job_tag(id.as_bytes()).to_string()
+}
+
+#[test]
+fn logs_carry_a_tag_of_a_job_id_never_the_id() {
+    let db = scratch_path("log-tags", "sqlite");
+    let port = free_port();
+    let mut args = serverd_args(port, &db, &[]);
+    args.retain(|a| a != "--status-path" && a != "/status");
+    let mut serverd = Daemon::start_with_log_level("serverd-tags", SERVERD, &args, "debug");
+    assert!(
+        serverd.wait_for_log("listening for Http on", Duration::from_secs(60)),
+        "{}",
+        serverd.stderr()
+    );
+    let ended = location_of(&submit(port, &is_prime(7), &["Idempotency-Key: k"]));
+    assert_eq!(
+        location_of(&submit(port, &is_prime(7), &["Idempotency-Key: k"])),
+        ended
+    );
+    assert_eq!(wait_until_ended(port, &ended)["state"], "succeeded");
+    let result = get(port, &format!("{ended}/result"), READ).expect("a result");
+    assert_eq!(result.status, 200, "{result:?}");
+    let cancelled = location_of(&submit(port, &is_prime(PRIME_2_61), &[]));
+    let mut client = Client::connect(port).expect("connect");
+    client
+        .send_request("DELETE", &cancelled, &[])
+        .expect("send");
+    assert_eq!(client.read_response(READ).expect("an answer").status, 200);
+    let events = get(port, &format!("{cancelled}/events"), READ).expect("events");
+    assert_eq!(events.status, 200, "{events:?}");
+    serverd.signal("TERM");
+    assert!(serverd.wait_exit(Duration::from_secs(30)).is_some());
+
+    let log = serverd.stderr();
+    for location in [&ended, &cancelled] {
+        let id = location.trim_start_matches("/jobs/");
+        assert!(!log.contains(id), "the log holds the job id {id}:\n{log}");
+        let tag = tag_of(location);
+        assert!(
+            log.lines()
+                .any(|l| l.contains(" access ") && l.contains(&format!("/jobs/{tag}"))),
+            "no access line names {tag}:\n{log}"
+        );
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("cancelled") && l.contains(&tag_of(&cancelled))),
+        "no service line names the cancelled job's tag:\n{log}"
+    );
+}

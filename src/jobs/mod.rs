@@ -39,6 +39,7 @@ pub mod prefer;
 pub mod service;
 pub mod ssrf;
 pub mod store;
+pub mod tag;
 pub mod webhooks;
 
 pub use caller::CallerIdentity;
