@@ -318,3 +318,111 @@ fn logs_carry_a_tag_of_a_job_id_never_the_id() {
         "no service line names the cancelled job's tag:\n{log}"
     );
 }
+
+/// A small tmpfs mounted on a fresh directory, unmounted when dropped.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (mount(8)'s notation) or says why it cannot.
+    fn mount(size: &str) -> Result<SmallDisk, String> {
+        let dir = scratch_path("small-disk", "dir");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let output = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("mount(8) cannot run: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_string());
+        }
+        Ok(SmallDisk { dir })
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.dir.join("filler");
+        let mut file = std::fs::File::create(&filler).expect("a filler file");
+        let block = vec![0x5Au8; 64 * 1024];
+        for _ in 0..100_000 {
+            match file.write(&block) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        // The last bytes, one at a time, so nothing is left.
+        for _ in 0..64 * 1024 {
+            if !matches!(file.write(&[0x5A]), Ok(1)) {
+                break;
+            }
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[test]
+fn the_selftest_reports_a_store_whose_disk_is_full() {
+    let disk = match SmallDisk::mount("4m") {
+        Ok(disk) => disk,
+        Err(why) => {
+            println!("skipped: a small tmpfs cannot be mounted here: {why}");
+            return;
+        }
+    };
+    let db = disk.dir.join("jobs.sqlite");
+    let port = free_port();
+    let mut serverd = start_serverd("serverd-full-disk", port, &db, &[]);
+    let selftest = || get(port, "/status?selftest=1", READ).expect("a self-test");
+    let store_part = |answer: &Response| {
+        answer.json()["parts"]
+            .as_array()
+            .and_then(|parts| parts.iter().find(|p| p["part"] == "store").cloned())
+            .expect("the store's part")
+    };
+    let healthy = selftest();
+    assert_eq!(healthy.status, 200, "{healthy:?}");
+    let ended = location_of(&submit(port, &is_prime(7), &[]));
+    assert_eq!(wait_until_ended(port, &ended)["state"], "succeeded");
+
+    let filler = disk.fill();
+    // Submits until one cannot be stored (a few may fit in space SQLite holds).
+    let refused = (0..200).find_map(|i| {
+        let answer = submit(port, &is_prime(7 + 2 * i), &[]);
+        (answer.status == 503).then_some(answer)
+    });
+    assert!(refused.is_some(), "every submit was stored on a full disk");
+    let failed = selftest();
+    assert_eq!(failed.status, 503, "{failed:?}");
+    let part = store_part(&failed);
+    assert_eq!(part["ok"], false, "{part}");
+    let error = part["error"].as_str().unwrap_or_default();
+    assert!(error.contains("full"), "{part}");
+
+    // Space again: the next write goes through, and the store is healthy again.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let again = location_of(&submit(port, &is_prime(7), &[]));
+    assert_eq!(wait_until_ended(port, &again)["state"], "succeeded");
+    let healthy = selftest();
+    assert_eq!(healthy.status, 200, "{healthy:?}");
+    assert_eq!(store_part(&healthy)["ok"], true);
+    serverd.signal("TERM");
+    assert!(serverd.wait_exit(Duration::from_secs(30)).is_some());
+}

@@ -591,15 +591,17 @@ impl Service {
         }
     }
 
-    /// Checks the store for the front end's self-test: the batch's transaction began
-    /// and a read answers (the commit, checked at the end of the batch, may still turn
-    /// the answer into a failure: see `refuse_batch`).
+    /// Checks the store for the front end's self-test: the batch's transaction began,
+    /// a read answers, and the store's last write did not fail (a full disk fails only
+    /// writes, and this batch writes nothing). The commit, checked at the end of the
+    /// batch, may still turn the answer into a failure: see `refuse_batch`.
     fn selftest(&mut self, token: u64) {
         let result = match &self.began {
             Err(e) => Err(format!("the job store cannot start a transaction: {e}")),
-            Ok(()) => match self.store.counts() {
-                Ok(_) => Ok(()),
-                Err(e) => Err(format!("the job store cannot be read: {e}")),
+            Ok(()) => match (self.store.counts(), self.store.last_write_error()) {
+                (Err(e), _) => Err(format!("the job store cannot be read: {e}")),
+                (Ok(_), Some(e)) => Err(format!("the job store's last write failed: {e}")),
+                (Ok(_), None) => Ok(()),
             },
         };
         self.outbox.push(Event::SelfTest { token, result });

@@ -275,6 +275,12 @@ pub trait JobStore: Send {
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Drops the group (after a failed commit).
     fn rollback(&mut self);
+    /// Why the store's last write to its disk failed (a commit; a disk that is full),
+    /// until a later commit that wrote something succeeds; `None` while writes go
+    /// through. The self-test reports it: reads alone cannot tell a full disk.
+    fn last_write_error(&self) -> Option<String> {
+        None
+    }
     /// Stores a new job, queued; returns its record.
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError>;
     /// The job with this public id.

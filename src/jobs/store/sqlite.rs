@@ -60,6 +60,10 @@ pub struct SqliteStore {
     /// Whether a commit under way removes a stored request (its credentials): then the
     /// write-ahead log is checkpointed and emptied after it (see `scrub`).
     scrub: bool,
+    /// Why the last write failed, until a commit that wrote something succeeds.
+    write_error: Option<String>,
+    /// SQLite's count of changed rows when the group under way began.
+    changes_at_begin: u64,
 }
 
 const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
@@ -104,6 +108,8 @@ impl SqliteStore {
             db,
             _owner: owner,
             scrub: false,
+            write_error: None,
+            changes_at_begin: 0,
         };
         store.prepare(durability).map_err(|e| fail(e.to_string()))?;
         // What a previous process left in the log (requests of jobs that ended since
@@ -186,6 +192,7 @@ impl SqliteStore {
             Ok(_) => log::warn!("job database: the log is busy; it is emptied later"),
             Err(e) => {
                 log::error!("job database: the log cannot be emptied now: {e}");
+                self.write_error = Some(format!("emptying the log: {e}"));
             }
         }
     }
@@ -356,13 +363,28 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, St
 impl JobStore for SqliteStore {
     fn begin(&mut self) -> Result<(), StoreError> {
         self.db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        self.changes_at_begin = self.db.total_changes();
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.db.prepare_cached("COMMIT")?.execute([])?;
+        let committed = self
+            .db
+            .prepare_cached("COMMIT")
+            .and_then(|mut c| c.execute([]));
+        if let Err(e) = committed {
+            self.write_error = Some(e.to_string());
+            return Err(e.into());
+        }
+        if self.db.total_changes() != self.changes_at_begin {
+            self.write_error = None;
+        }
         self.scrub();
         Ok(())
+    }
+
+    fn last_write_error(&self) -> Option<String> {
+        self.write_error.clone()
     }
 
     fn rollback(&mut self) {
