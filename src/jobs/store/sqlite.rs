@@ -738,6 +738,40 @@ mod tests {
     }
 
     #[test]
+    fn a_version_3_file_drops_its_unscoped_keys_and_gets_a_secret_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("prime-store-v3-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let path = dir.join("jobs.sqlite");
+        {
+            let db = Connection::open(&path).expect("a database");
+            db.execute_batch(SCHEMA).expect("the old schema");
+            db.execute_batch("ALTER TABLE jobs ADD COLUMN client TEXT")
+                .expect("version 3's column");
+            db.execute(
+                "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint)
+                 VALUES ('j1', 'queued', 1, 1, 'order-1', x'00')",
+                [],
+            )
+            .expect("an old job under an unscoped key");
+            db.pragma_update(None, "user_version", 3)
+                .expect("version 3");
+        }
+        let secret = {
+            let mut store = SqliteStore::open(&path).expect("the old file opens");
+            assert_eq!(store.by_idempotency_key("order-1").expect("read"), None);
+            assert!(store.by_id("j1").expect("read").is_some());
+            let secret = store.caller_secret().expect("a secret");
+            assert_eq!(secret.len(), 32);
+            secret
+        };
+        // The secret is the store's: the same after the file is opened again.
+        let mut store = SqliteStore::open(&path).expect("the file opens again");
+        assert_eq!(store.caller_secret().expect("a secret"), secret);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_job_runs_once_per_start_and_ends_once() {
         let mut store = store("lifecycle");
         let job = insert(&mut store, "a", 1);
