@@ -501,6 +501,45 @@ fn cancelling_a_job_closes_its_backend_connection() {
 }
 
 #[test]
+fn an_idempotency_key_never_gives_one_caller_the_job_run_with_anothers_credentials() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let db = db_path("gw-idempotency");
+    let _gateway = start_gatewayd("gw-idempotency", port, &backend.url(), &["--jobs-db", &db]);
+    let submit = |authorization: &str, body: &[u8]| {
+        let headers = [
+            "Prefer: respond-async",
+            "Idempotency-Key: pay-1",
+            authorization,
+        ];
+        ask(port, &raw("POST", "/bill?id=1", &headers, body))
+    };
+    let alice = location_of(&submit("Authorization: Bearer alice", b"due"));
+    assert_eq!(wait_until_ended(port, &alice)["state"], "succeeded");
+    // Bob's identical request is his own job, run with his credentials.
+    let bob = location_of(&submit("Authorization: Bearer bob", b"due"));
+    assert_ne!(bob, alice);
+    assert_eq!(wait_until_ended(port, &bob)["state"], "succeeded");
+    let seen = backend.wait_seen(2);
+    let mut callers: Vec<Option<&str>> = seen.iter().map(|s| s.header("Authorization")).collect();
+    callers.sort();
+    assert_eq!(
+        callers,
+        [Some("Bearer alice"), Some("Bearer bob")],
+        "{seen:?}"
+    );
+    // Another request under the key from a third caller: a job of its own, not a 422
+    // that would tell it the key exists.
+    let probe = location_of(&submit("Authorization: Bearer mallory", b"other"));
+    assert!(![&alice, &bob].contains(&&probe));
+    // Alice repeating hers finds it.
+    assert_eq!(
+        location_of(&submit("Authorization: Bearer alice", b"due")),
+        alice
+    );
+}
+
+#[test]
 fn credentials_reach_the_backend_for_async_jobs_and_again_after_a_restart() {
     let backend = Backend::start(Mode::Hold);
     let port = free_port();

@@ -7,7 +7,7 @@ mod common;
 
 use common::{http_config, request, wait_for, Client, HttpResponse, Latch, TestServer, WAIT};
 use prime_server::http::Response;
-use prime_server::jobs::JobsConfig;
+use prime_server::jobs::{CallerIdentity, JobsConfig};
 use prime_server::server::ServerConfig;
 use prime_server::stages::{HttpJob, Next, StageError};
 use prime_server::Pipeline;
@@ -317,6 +317,47 @@ fn an_idempotency_key_returns_the_same_job_for_the_same_request_only() {
     assert_ne!(first, fresh);
     let ended = wait_until_ended(&mut client, &first);
     assert_eq!(ended.json()["state"], "succeeded");
+}
+
+#[test]
+fn an_embedder_names_the_caller_an_idempotency_key_belongs_to() {
+    let (mut config, _path) = jobs_config("caller-hook");
+    // Callers are tenants, named by a field; credentials do not matter here.
+    jobs_of(&mut config).caller = CallerIdentity::new(|head: &[u8]| {
+        prime_server::http::field_text(head, "x-tenant")
+            .unwrap_or_default()
+            .as_bytes()
+            .to_vec()
+    });
+    let server = TestServer::primes(config);
+    let mut client = server.connect();
+    let key = "Idempotency-Key: order-77";
+    let target = "/is_prime?possible_prime=97";
+    let a = assert_accepted(&submit(
+        &mut client,
+        target,
+        &[key, "X-Tenant: a", "Authorization: Bearer 1"],
+    ));
+    let a_again = assert_accepted(&submit(
+        &mut client,
+        target,
+        &[key, "X-Tenant: a", "Authorization: Bearer 2"],
+    ));
+    assert_eq!(a, a_again);
+    let b = assert_accepted(&submit(&mut client, target, &[key, "X-Tenant: b"]));
+    assert_ne!(a, b);
+    // Another tenant's different request under the key is not told the key exists.
+    assert_accepted(&submit(
+        &mut client,
+        "/is_prime?possible_prime=89",
+        &[key, "X-Tenant: c"],
+    ));
+    submit(
+        &mut client,
+        "/is_prime?possible_prime=89",
+        &[key, "X-Tenant: a"],
+    )
+    .assert_error(422);
 }
 
 #[test]

@@ -33,13 +33,16 @@
 //! [`Envelope::job`]: crate::pipeline::envelope::Envelope::job
 
 pub mod answers;
+pub mod caller;
 mod clock;
 pub mod prefer;
 pub mod service;
 pub mod ssrf;
 pub mod store;
+pub mod tag;
 pub mod webhooks;
 
+pub use caller::CallerIdentity;
 pub use prefer::{AsyncPreference, JobRoute};
 pub use service::{JobStats, JobsHandle};
 pub use store::{Durability, JobRecord, JobState, JobStore, SqliteStore, StoreError, StoredAnswer};
@@ -83,6 +86,10 @@ pub struct JobsConfig {
     /// Deliver jobs' ends to the `Callback-URL` their clients give (see [`webhooks`]);
     /// none by default, and then a submit with `Callback-URL` is answered `400`.
     pub webhooks: Option<webhooks::WebhookConfig>,
+    /// Whose an `Idempotency-Key` is: a key finds a job only for the caller that
+    /// stored it (see [`caller`]). By default the caller is the request's
+    /// `Authorization` and `Cookie` values ([`CallerIdentity::credentials`]).
+    pub caller: CallerIdentity,
 }
 
 impl JobsConfig {
@@ -100,6 +107,7 @@ impl JobsConfig {
             sse_keepalive: Duration::from_secs(15),
             durability: Durability::Full,
             webhooks: None,
+            caller: CallerIdentity::default(),
         }
     }
 }

@@ -21,7 +21,11 @@
 //! request that ends without an answer gets a line too, with `-` for status and size
 //! and the reason at the end (`client-gone`); a request past its deadline is logged with
 //! the 504 it was answered with.
+//!
+//! A job id in a target under the jobs' path is a capability, so the line carries its
+//! tag instead ([`job_tag`]): `"GET /jobs/~3fa9c2e1/result HTTP/1.1"`.
 
+use crate::jobs::tag::job_tag;
 use memchr::memmem::Finder;
 use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -73,11 +77,15 @@ pub(crate) struct AccessLog {
     stamp: [u8; 20],
     /// Finds the blank line that ends a response's head.
     head_end: Finder<'static>,
+    /// The jobs' path and a `/` (`/jobs/`), when jobs are kept: the segment after it
+    /// is a job id, logged as its tag.
+    jobs_prefix: Option<Vec<u8>>,
 }
 
 impl AccessLog {
-    /// An access log, on if its target is enabled at info.
-    pub(crate) fn new() -> Self {
+    /// An access log, on if its target is enabled at info; `jobs_path` is where job
+    /// resources live (`/jobs`), if jobs are kept.
+    pub(crate) fn new(jobs_path: Option<&str>) -> Self {
         AccessLog {
             enabled: log::log_enabled!(target: TARGET, log::Level::Info),
             buf: Vec::new(),
@@ -85,6 +93,7 @@ impl AccessLog {
             stamp_second: u64::MAX,
             stamp: [b' '; 20],
             head_end: Finder::new(HEAD_END),
+            jobs_prefix: jobs_path.map(|p| format!("{}/", p.trim_end_matches('/')).into_bytes()),
         }
     }
 
@@ -153,9 +162,33 @@ impl AccessLog {
         self.buf.extend_from_slice(b" access ");
         self.buf.extend_from_slice(entry.peer.as_bytes());
         self.buf.extend_from_slice(b" \"");
-        self.buf
-            .extend_from_slice(entry.request_line.unwrap_or(NO_REQUEST_LINE));
+        self.put_request_line(entry.request_line.unwrap_or(NO_REQUEST_LINE));
         self.buf.extend_from_slice(b"\" ");
+    }
+
+    /// The request line, with a job id in its target replaced by the id's tag.
+    fn put_request_line(&mut self, line: &[u8]) {
+        if let Some(prefix) = &self.jobs_prefix {
+            let id_start = memchr::memchr(b' ', line)
+                .map(|space| space + 1)
+                .filter(|&at| line[at..].starts_with(prefix))
+                .map(|at| at + prefix.len());
+            if let Some(id_start) = id_start {
+                let rest = &line[id_start..];
+                let id_len = rest
+                    .iter()
+                    .position(|&b| matches!(b, b'/' | b'?' | b'#' | b' '))
+                    .unwrap_or(rest.len());
+                if id_len > 0 {
+                    self.buf.extend_from_slice(&line[..id_start]);
+                    self.buf
+                        .extend_from_slice(job_tag(&rest[..id_len]).as_bytes());
+                    self.buf.extend_from_slice(&rest[id_len..]);
+                    return;
+                }
+            }
+        }
+        self.buf.extend_from_slice(line);
     }
 
     /// Everything after the status: size (`-` without one), latency, request id,
@@ -325,7 +358,7 @@ mod tests {
 
     #[test]
     fn lines_hold_every_field() {
-        let mut log = AccessLog::new();
+        let mut log = AccessLog::new(None);
         log.enabled = true;
         let arrived = Instant::now();
         let entry = Entry {
@@ -351,5 +384,46 @@ mod tests {
             lines[1]
         );
         assert!(lines[1].ends_with("request=17 client-gone"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn a_job_id_in_a_target_is_logged_as_its_tag() {
+        let mut log = AccessLog::new(Some("/jobs"));
+        log.enabled = true;
+        let id = "Yx0rZ2D8Qw9n3hKq1LmN4A";
+        let tag = job_tag(id.as_bytes()).to_string();
+        for (line, logged) in [
+            (
+                format!("GET /jobs/{id} HTTP/1.1"),
+                format!("GET /jobs/{tag} HTTP/1.1"),
+            ),
+            (
+                format!("GET /jobs/{id}/result HTTP/1.1"),
+                format!("GET /jobs/{tag}/result HTTP/1.1"),
+            ),
+            (
+                format!("GET /jobs/{id}?wait=5 HTTP/1.1"),
+                format!("GET /jobs/{tag}?wait=5 HTTP/1.1"),
+            ),
+            (
+                "GET /jobs HTTP/1.1".to_string(),
+                "GET /jobs HTTP/1.1".to_string(),
+            ),
+            (
+                "GET /x/jobs/a HTTP/1.1".to_string(),
+                "GET /x/jobs/a HTTP/1.1".to_string(),
+            ),
+        ] {
+            let entry = Entry {
+                request_id: 1,
+                peer: "127.0.0.1:5000",
+                request_line: Some(line.as_bytes()),
+                arrived: Instant::now(),
+            };
+            log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let text = String::from_utf8(std::mem::take(&mut log.buf)).unwrap();
+            assert!(text.contains(&format!("\"{logged}\"")), "{text}");
+            assert!(!text.contains(id), "{text}");
+        }
     }
 }

@@ -281,6 +281,7 @@ impl Server {
                 listener.endpoint
             );
         }
+        let access = AccessLog::new(config.jobs.as_ref().map(|j| j.path.as_str()));
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),
@@ -300,7 +301,7 @@ impl Server {
             frame_id: zmq::Message::new(),
             frame_data: zmq::Message::new(),
             jobs,
-            access: AccessLog::new(),
+            access,
             trimmer: memory::Trimmer::new(),
             cors_fields: None,
             selftests: selftest::SelfTests::default(),

@@ -8,9 +8,11 @@ use super::{
 };
 use crate::http::Response;
 use crate::jobs::answers;
+use crate::jobs::caller::scoped_key;
 use crate::jobs::clock::now_ms;
 use crate::jobs::prefer::idempotency_key;
 use crate::jobs::store::{JobRecord, JobState, NewJob, StartedJob, StoreError};
+use crate::jobs::tag::job_tag;
 use crate::pipeline::loopback::{Failure, FailureKind};
 use std::cmp::Reverse;
 use std::net::SocketAddr;
@@ -25,8 +27,12 @@ impl Service {
         wait: Option<Duration>,
         client: Option<SocketAddr>,
     ) -> Result<(), StoreError> {
+        // The key is the caller's: another caller's request never finds its job.
         let key = match idempotency_key(head) {
-            Ok(key) => key,
+            Ok(key) => key.map(|key| {
+                let caller = self.config.caller.of(head);
+                scoped_key(&self.caller_secret, &caller, &key)
+            }),
             Err(why) => {
                 self.reply(reply, &Response::error(400, why));
                 return Ok(());
@@ -36,7 +42,10 @@ impl Service {
         if let Some(key) = &key {
             if let Some((record, stored)) = self.store.by_idempotency_key(key)? {
                 let response = if stored == fingerprint {
-                    log::debug!("jobs: job {} submitted again under its key", record.id);
+                    log::debug!(
+                        "jobs: job {} submitted again under its key",
+                        job_tag(record.id.as_bytes())
+                    );
                     answers::accepted(&record, &self.config.path)
                 } else {
                     answers::key_reused()
@@ -73,7 +82,11 @@ impl Service {
         self.webhook_registered(&record, head)?;
         self.counts.queued += 1;
         self.queue.push_back((record.number, record.created_ms));
-        log::debug!("jobs: job {} ({}) queued", record.id, record.number);
+        log::debug!(
+            "jobs: job {} ({}) queued",
+            job_tag(record.id.as_bytes()),
+            record.number
+        );
         self.publish_event(&record, "state", &answers::state_event_json(&record));
         match wait.filter(|w| !w.is_zero()) {
             Some(wait) => self.add_waiter(record.number, reply, WaitFor::Answer, wait),
@@ -141,7 +154,7 @@ impl Service {
                             number: record.number,
                         });
                     }
-                    log::info!("jobs: job {} cancelled", record.id);
+                    log::info!("jobs: job {} cancelled", job_tag(record.id.as_bytes()));
                     self.changed(&cancelled, None);
                     self.webhook_job_ended(&cancelled, None);
                     answers::status(&cancelled, &self.config.path)
@@ -161,7 +174,7 @@ impl Service {
         if record.state.is_final() {
             log::debug!(
                 "jobs: job {} has ended already ({}); a later answer is dropped",
-                record.id,
+                job_tag(record.id.as_bytes()),
                 record.state.as_str()
             );
             return Ok(());
@@ -204,7 +217,7 @@ impl Service {
             *self.counts.of(state) += 1;
             log::info!(
                 "jobs: job {} {} with {} after {} attempts",
-                ended.id,
+                job_tag(ended.id.as_bytes()),
                 state.as_str(),
                 stored.status,
                 ended.attempts
@@ -232,7 +245,7 @@ impl Service {
         let backoff = retry_backoff(record.attempts);
         log::warn!(
             "jobs: job {} not run ({}); trying again in {:.0?}",
-            record.id,
+            job_tag(record.id.as_bytes()),
             failure.detail,
             backoff
         );

@@ -278,6 +278,7 @@ impl JobsHandle {
         let requeued = store.requeue_running(now)?;
         store.expire(now, ttl_ms(&config))?;
         store.commit()?;
+        let caller_secret = store.caller_secret()?;
         let queue: VecDeque<(u64, i64)> = store.queued()?.into();
         let counts = store.counts()?;
         log::info!(
@@ -297,6 +298,7 @@ impl JobsHandle {
         let mut service = Service {
             began: Ok(()),
             store,
+            caller_secret,
             config: config.clone(),
             events: event_tx,
             doorbell,
@@ -446,6 +448,8 @@ fn is_transient(failure: &Failure) -> bool {
 
 struct Service {
     store: Box<dyn JobStore>,
+    /// The store's key for callers' idempotency keys.
+    caller_secret: Vec<u8>,
     /// Whether this batch's transaction began, and if not why (for the self-test).
     began: Result<(), String>,
     config: JobsConfig,
@@ -480,12 +484,20 @@ struct Service {
 
 impl Service {
     fn run(&mut self, commands: Receiver<Command>) {
+        // The first batch does not wait: the jobs recovered at start (queued, or running
+        // when the last process stopped) are dispatched at once, not when the first
+        // command or timer comes.
+        let mut recovered = true;
         loop {
             let wait = self.next_timer().saturating_duration_since(Instant::now());
-            let first = match self.receive(&commands, wait) {
-                Ok(command) => command,
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = if std::mem::take(&mut recovered) {
+                None
+            } else {
+                match self.receive(&commands, wait) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
             };
             self.began = self.store.begin().map_err(|e| e.to_string());
             match &self.began {
@@ -590,15 +602,17 @@ impl Service {
         }
     }
 
-    /// Checks the store for the front end's self-test: the batch's transaction began
-    /// and a read answers (the commit, checked at the end of the batch, may still turn
-    /// the answer into a failure: see `refuse_batch`).
+    /// Checks the store for the front end's self-test: the batch's transaction began,
+    /// a read answers, and the store's last write did not fail (a full disk fails only
+    /// writes, and this batch writes nothing). The commit, checked at the end of the
+    /// batch, may still turn the answer into a failure: see `refuse_batch`.
     fn selftest(&mut self, token: u64) {
         let result = match &self.began {
             Err(e) => Err(format!("the job store cannot start a transaction: {e}")),
-            Ok(()) => match self.store.counts() {
-                Ok(_) => Ok(()),
-                Err(e) => Err(format!("the job store cannot be read: {e}")),
+            Ok(()) => match (self.store.counts(), self.store.last_write_error()) {
+                (Err(e), _) => Err(format!("the job store cannot be read: {e}")),
+                (Ok(_), Some(e)) => Err(format!("the job store's last write failed: {e}")),
+                (Ok(_), None) => Ok(()),
             },
         };
         self.outbox.push(Event::SelfTest { token, result });

@@ -7,6 +7,7 @@ use crate::http::{sse_response, Response};
 use crate::jobs::answers;
 use crate::jobs::clock::now_ms;
 use crate::jobs::store::{JobEvent, JobRecord, StoreError, StoredAnswer};
+use crate::jobs::tag::job_tag;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
@@ -78,7 +79,10 @@ impl Service {
             data: data.to_string(),
         };
         if let Err(e) = self.store.add_event(record.number, &event, now_ms()) {
-            log::error!("jobs: job {}: an event was not stored: {e}", record.id);
+            log::error!(
+                "jobs: job {}: an event was not stored: {e}",
+                job_tag(record.id.as_bytes())
+            );
             return;
         }
         let Some(streams) = self.watchers.get(&record.number).cloned() else {

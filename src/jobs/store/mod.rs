@@ -8,15 +8,22 @@
 //! The SQLite file runs in WAL mode with `synchronous=FULL` by default: a commit is on
 //! disk when `commit` returns, so neither a `kill -9` nor a power cut loses an accepted
 //! job ([`Durability::Process`] trades the power cut for commits fifty times cheaper). It is
-//! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode),
-//! since stored requests can carry `Authorization` and `Cookie` headers; a request (and
-//! the client's address) is kept only until its job ends.
+//! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode, and
+//! existing ones are set to 0600 at every open), since stored requests can carry
+//! `Authorization` and `Cookie` headers; a request (and the client's address) is kept
+//! only until its job ends, and then leaves the disk: SQLite's `secure_delete` zeroes
+//! it in the database's pages, and the write-ahead log that held it is checkpointed and
+//! truncated after the commit that removed it.
+//!
+//! One process owns a store file: it holds a lock on `{path}.lock` while the store is
+//! open ([`StoreError::Locked`]).
 
 use super::clock::rfc3339;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 
+mod file_identity;
 mod sqlite;
 pub mod wal;
 mod webhook_table;
@@ -139,7 +146,8 @@ pub struct NewJob<'a> {
     pub head: &'a [u8],
     /// The request body, decoded.
     pub body: &'a [u8],
-    /// The client's `Idempotency-Key`, if it sent one.
+    /// The client's `Idempotency-Key` scoped to its caller (see
+    /// [`caller`](crate::jobs::caller)), if it sent one.
     pub idempotency_key: Option<&'a str>,
     /// A digest of the request (method, target and body), to tell a repeat of the same
     /// request from another request under the same key.
@@ -212,6 +220,16 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// Another process has the store open (two front ends on one SQLite file would
+    /// run each other's jobs twice; sharing a store is a database server's job).
+    Locked {
+        /// The database file.
+        path: String,
+        /// Who holds it: `process PID (program)`, as its lock file names it.
+        holder: String,
+        /// The lock file.
+        lock: String,
+    },
     /// A query failed.
     Sqlite(rusqlite::Error),
     /// A stored value is not what this build writes.
@@ -232,6 +250,11 @@ impl fmt::Display for StoreError {
             StoreError::Open { path, reason } => {
                 write!(f, "the job database {path} cannot be used: {reason}")
             }
+            StoreError::Locked { path, holder, lock } => write!(
+                f,
+                "the job database {path} is in use by {holder} (it holds {lock}); \
+                 one process owns a job store: stop that one, or give this one its own --jobs-db"
+            ),
             StoreError::Sqlite(e) => write!(f, "job database: {e}"),
             StoreError::Corrupt(what) => write!(f, "job database holds a bad value: {what}"),
             StoreError::Lost { path, reason } => write!(
@@ -266,13 +289,24 @@ pub trait JobStore: Send {
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Drops the group (after a failed commit).
     fn rollback(&mut self);
+    /// Why the store's last write to its disk failed (a commit; a disk that is full),
+    /// until a later commit that wrote something succeeds; `None` while writes go
+    /// through. The self-test reports it: reads alone cannot tell a full disk.
+    fn last_write_error(&self) -> Option<String> {
+        None
+    }
     /// Stores a new job, queued; returns its record.
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError>;
     /// The job with this public id.
     fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// The job with this number.
     fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError>;
-    /// The job stored under an idempotency key, with its request's fingerprint.
+    /// The store's own random key (32 bytes, made when the store was created and kept
+    /// in it), under which callers' idempotency keys are stored (see
+    /// [`caller`](crate::jobs::caller)).
+    fn caller_secret(&mut self) -> Result<Vec<u8>, StoreError>;
+    /// The job stored under an idempotency key (as scoped to its caller), with its
+    /// request's fingerprint.
     fn by_idempotency_key(&mut self, key: &str)
         -> Result<Option<(JobRecord, Vec<u8>)>, StoreError>;
     /// Moves a queued job to running (counting the attempt) and returns it with its

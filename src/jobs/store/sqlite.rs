@@ -1,15 +1,26 @@
 //! The SQLite job store: one file in WAL mode, its schema and queries.
 
+use super::file_identity::FileIdentity;
 use super::wal;
 use super::webhook_table as sql;
 use super::*;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// The schema version this build writes (`PRAGMA user_version`). Version 3 added
-/// `jobs.client`; an older file gets the column when opened.
-const SCHEMA_VERSION: i64 = 3;
+/// `jobs.client`; an older file gets the column when opened. Version 4 added
+/// `store_secret` and keeps idempotency keys scoped to their caller: the unscoped keys
+/// of an older file are dropped when it is opened (a retry of such a request makes a
+/// new job rather than find another caller's).
+const SCHEMA_VERSION: i64 = 4;
+
+/// The table of the store's own random key.
+const SECRET_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS store_secret (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    key BLOB NOT NULL
+);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
@@ -45,42 +56,18 @@ CREATE TABLE IF NOT EXISTS job_events (
 /// The SQLite job store.
 pub struct SqliteStore {
     db: Connection,
+    /// The lock that makes this process the store's only owner (see `lock`); held
+    /// as long as the store is open.
+    _owner: std::fs::File,
+    /// Whether a commit under way removes a stored request (its credentials): then the
+    /// write-ahead log is checkpointed and emptied after it (see `scrub`).
+    scrub: bool,
+    /// Why the last write failed, until a commit that wrote something succeeds.
+    write_error: Option<String>,
+    /// SQLite's count of changed rows when the group under way began.
+    changes_at_begin: u64,
     /// The file as opened, checked before each commit.
     file: FileIdentity,
-}
-
-/// Which file a path named when the store opened it (device and inode): a file deleted
-/// or replaced under the store no longer matches, and SQLite, writing to the descriptor
-/// it holds, would not notice.
-struct FileIdentity {
-    path: std::path::PathBuf,
-    device: u64,
-    inode: u64,
-}
-
-impl FileIdentity {
-    fn of(path: &Path) -> std::io::Result<FileIdentity> {
-        let metadata = std::fs::metadata(path)?;
-        Ok(FileIdentity {
-            path: path.to_path_buf(),
-            device: metadata.dev(),
-            inode: metadata.ino(),
-        })
-    }
-
-    /// `Err(StoreError::Lost)` when the path no longer names the file opened.
-    fn check(&self) -> Result<(), StoreError> {
-        let lost = |reason: &str| StoreError::Lost {
-            path: self.path.display().to_string(),
-            reason: reason.to_string(),
-        };
-        match std::fs::metadata(&self.path) {
-            Ok(m) if (m.dev(), m.ino()) == (self.device, self.inode) => Ok(()),
-            Ok(_) => Err(lost("was replaced by another file")),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(lost("was deleted")),
-            Err(e) => Err(lost(&format!("can no longer be checked ({e})"))),
-        }
-    }
 }
 
 const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
@@ -90,9 +77,13 @@ impl SqliteStore {
     /// Opens (or creates, mode 0600) the job database at `path`, checks it, and sets WAL
     /// mode.
     ///
-    /// Errors: [`StoreError::Open`] for a file that is not a SQLite database, is
-    /// damaged, cannot be read or written, or was written by a newer schema. Such a file
-    /// is never replaced.
+    /// One process owns a store: it holds an exclusive lock on `{path}.lock` (which
+    /// names its process id) as long as the store is open.
+    ///
+    /// Errors: [`StoreError::Locked`] while another process (or another store in this
+    /// one) has the file open; [`StoreError::Open`] for a file that is not a SQLite
+    /// database, is damaged, cannot be read or written, or was written by a newer
+    /// schema. Such a file is never replaced.
     ///
     /// ```
     /// use prime_server::jobs::SqliteStore;
@@ -113,13 +104,25 @@ impl SqliteStore {
             path: path.display().to_string(),
             reason,
         };
+        let owner = lock(path)?;
         create_private(path).map_err(|e| fail(e.to_string()))?;
-        report_wal(path);
+        wal::report_before_open(path);
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let db = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
         let file = FileIdentity::of(path).map_err(|e| fail(e.to_string()))?;
-        let mut store = SqliteStore { db, file };
+        let mut store = SqliteStore {
+            db,
+            _owner: owner,
+            scrub: false,
+            write_error: None,
+            changes_at_begin: 0,
+            file,
+        };
         store.prepare(durability).map_err(|e| fail(e.to_string()))?;
+        // What a previous process left in the log (requests of jobs that ended since
+        // the last checkpoint) goes now.
+        store.scrub = true;
+        store.scrub();
         Ok(store)
     }
 
@@ -136,6 +139,9 @@ impl SqliteStore {
             )));
         }
         db.pragma_update(None, "synchronous", durability.pragma())?;
+        // A request deleted from the store (credentials and all) is overwritten with
+        // zeros, not left in free space or free pages.
+        db.pragma_update(None, "secure_delete", "ON")?;
         let check: String = db.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
         if check != "ok" {
             return Err(StoreError::Corrupt(format!("integrity check: {check}")));
@@ -156,8 +162,46 @@ impl SqliteStore {
         if has_client == 0 {
             db.execute_batch("ALTER TABLE jobs ADD COLUMN client TEXT")?;
         }
+        if version < 4 {
+            db.execute_batch(
+                "UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL",
+            )?;
+        }
+        db.execute_batch(SECRET_SCHEMA)?;
+        let has_secret: i64 =
+            db.query_row("SELECT COUNT(*) FROM store_secret", [], |row| row.get(0))?;
+        if has_secret == 0 {
+            let mut key = [0u8; 32];
+            getrandom::getrandom(&mut key)
+                .map_err(|e| StoreError::Corrupt(format!("no random store key: {e}")))?;
+            db.execute(
+                "INSERT INTO store_secret (id, key) VALUES (1, ?1)",
+                [&key[..]],
+            )?;
+        }
         db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(())
+    }
+
+    /// After a commit that removed stored requests: copies the log into the database
+    /// (where `secure_delete` has zeroed them) and truncates the log to nothing, so the
+    /// old frames that held them are gone from the disk. A checkpoint that cannot
+    /// finish now (SQLite busy) is tried again after the next commit.
+    fn scrub(&mut self) {
+        if !self.scrub {
+            return;
+        }
+        let done: rusqlite::Result<i64> =
+            self.db
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0));
+        match done {
+            Ok(0) => self.scrub = false,
+            Ok(_) => log::warn!("job database: the log is busy; it is emptied later"),
+            Err(e) => {
+                log::error!("job database: the log cannot be emptied now: {e}");
+                self.write_error = Some(format!("emptying the log: {e}"));
+            }
+        }
     }
 
     fn record(
@@ -184,35 +228,57 @@ impl SqliteStore {
     }
 }
 
-/// Says what SQLite is about to drop from the store's write-ahead log (see [`wal`]):
-/// a warning when committed (acknowledged) work is lost, a note when only a transaction
-/// the crash cut off is. Called before SQLite opens the file, which replays the log
-/// silently.
-fn report_wal(path: &Path) {
-    let mut wal_path = path.as_os_str().to_owned();
-    wal_path.push("-wal");
-    let wal_path = Path::new(&wal_path);
-    match wal::inspect(wal_path) {
-        Ok(Some(report)) if report.lost_committed_work() => log::warn!(
-            "job store {}: its write-ahead log is damaged{}: {} frames after the last intact commit are dropped ({} damaged; {} replayed); what they committed (accepted jobs, their later states) is lost",
-            path.display(),
-            if report.header_damaged { " (its header)" } else { "" },
-            report.dropped,
-            report.damaged,
-            report.replayed,
-        ),
-        Ok(Some(report)) if report.dropped > 0 => log::info!(
-            "job store {}: {} frames of a transaction cut off before its commit are dropped (nothing in it was acknowledged); {} replayed",
-            path.display(),
-            report.dropped,
-            report.replayed,
-        ),
-        Ok(_) => {}
-        Err(e) => log::warn!(
-            "job store {}: its write-ahead log could not be read before opening: {e}",
-            path.display()
-        ),
+/// Takes the store's owner lock: an exclusive `flock` on `{path}.lock` (created mode
+/// 0600), which then holds this process's id so that a second process can name the
+/// first. The kernel drops the lock when the process dies, however it dies.
+///
+/// Errors: [`StoreError::Locked`] when another open file holds the lock;
+/// [`StoreError::Open`] when the lock file cannot be opened or written.
+fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = std::path::PathBuf::from(name);
+    let fail = |reason: String| StoreError::Open {
+        path: path.display().to_string(),
+        reason: format!("its lock {}: {reason}", lock_path.display()),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| fail(e.to_string()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let holder = match text.trim().parse::<u32>() {
+                Ok(pid) => {
+                    let program = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .map(|c| format!(" ({})", c.trim()))
+                        .unwrap_or_default();
+                    format!("process {pid}{program}")
+                }
+                Err(_) => "another process".to_string(),
+            };
+            return Err(StoreError::Locked {
+                path: path.display().to_string(),
+                holder,
+                lock: lock_path.display().to_string(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(fail(e.to_string())),
     }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(file)
 }
 
 /// Creates the file with mode 0600 if it does not exist; tightens the mode of an
@@ -225,7 +291,7 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)
     {
-        Ok(_) => Ok(()),
+        Ok(_) => tighten_companions(path),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             let metadata = std::fs::metadata(path)?;
             if !metadata.is_file() {
@@ -240,10 +306,42 @@ fn create_private(path: &Path) -> std::io::Result<()> {
                 );
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
             }
-            Ok(())
+            tighten_companions(path)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Sets the `-wal` and `-shm` files a previous process left to mode 0600 (SQLite gives
+/// the files it creates the database's mode, but keeps the mode of those it finds).
+fn tighten_companions(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let companion = std::path::PathBuf::from(name);
+        let metadata = match std::fs::symlink_metadata(&companion) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !metadata.is_file() {
+            return Err(std::io::Error::other(format!(
+                "{} is not a regular file",
+                companion.display()
+            )));
+        }
+        let mode = metadata.permissions().mode();
+        if mode & 0o077 != 0 {
+            log::warn!(
+                "job database {}: mode {:o} let others read it; setting 0600",
+                companion.display(),
+                mode & 0o777
+            );
+            std::fs::set_permissions(&companion, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, StoreError>> {
@@ -272,14 +370,33 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, St
 impl JobStore for SqliteStore {
     fn begin(&mut self) -> Result<(), StoreError> {
         self.db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        self.changes_at_begin = self.db.total_changes();
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
         // Nothing is acknowledged that no file would hold after a restart.
-        self.file.check()?;
-        self.db.prepare_cached("COMMIT")?.execute([])?;
+        if let Err(lost) = self.file.check() {
+            self.write_error = Some(lost.to_string());
+            return Err(lost);
+        }
+        let committed = self
+            .db
+            .prepare_cached("COMMIT")
+            .and_then(|mut c| c.execute([]));
+        if let Err(e) = committed {
+            self.write_error = Some(e.to_string());
+            return Err(e.into());
+        }
+        if self.db.total_changes() != self.changes_at_begin {
+            self.write_error = None;
+        }
+        self.scrub();
         Ok(())
+    }
+
+    fn last_write_error(&self) -> Option<String> {
+        self.write_error.clone()
     }
 
     fn rollback(&mut self) {
@@ -322,6 +439,15 @@ impl JobStore for SqliteStore {
 
     fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError> {
         self.record("number = ?1", &(number as i64))
+    }
+
+    fn caller_secret(&mut self) -> Result<Vec<u8>, StoreError> {
+        let key: Vec<u8> =
+            self.db
+                .query_row("SELECT key FROM store_secret WHERE id = 1", [], |row| {
+                    row.get(0)
+                })?;
+        Ok(key)
     }
 
     fn by_idempotency_key(
@@ -373,6 +499,7 @@ impl JobStore for SqliteStore {
     ) -> Result<Option<JobRecord>, StoreError> {
         let headers = serde_json::to_string(&answer.headers)
             .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
+        self.scrub = true;
         self.update(
             "UPDATE jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
                  answer_headers = ?6, answer_body = ?7, head = NULL, body = NULL, client = NULL
@@ -403,6 +530,7 @@ impl JobStore for SqliteStore {
     }
 
     fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
+        self.scrub = true;
         self.update(
             "UPDATE jobs SET events = events + 1, state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL, client = NULL
              WHERE number = ?1 AND state IN ('queued', 'running')",
@@ -474,6 +602,7 @@ impl JobStore for SqliteStore {
             params![before_ms, now_ms],
         )?;
         sql::forget_expired(&self.db)?;
+        self.scrub |= expired > 0;
         Ok(expired as u64)
     }
 
@@ -650,6 +779,40 @@ mod tests {
             .expect("start")
             .expect("the new job");
         assert_eq!(started.client, "127.0.0.1:0".parse().ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_version_3_file_drops_its_unscoped_keys_and_gets_a_secret_of_its_own() {
+        let dir = std::env::temp_dir().join(format!("prime-store-v3-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let path = dir.join("jobs.sqlite");
+        {
+            let db = Connection::open(&path).expect("a database");
+            db.execute_batch(SCHEMA).expect("the old schema");
+            db.execute_batch("ALTER TABLE jobs ADD COLUMN client TEXT")
+                .expect("version 3's column");
+            db.execute(
+                "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint)
+                 VALUES ('j1', 'queued', 1, 1, 'order-1', x'00')",
+                [],
+            )
+            .expect("an old job under an unscoped key");
+            db.pragma_update(None, "user_version", 3)
+                .expect("version 3");
+        }
+        let secret = {
+            let mut store = SqliteStore::open(&path).expect("the old file opens");
+            assert_eq!(store.by_idempotency_key("order-1").expect("read"), None);
+            assert!(store.by_id("j1").expect("read").is_some());
+            let secret = store.caller_secret().expect("a secret");
+            assert_eq!(secret.len(), 32);
+            secret
+        };
+        // The secret is the store's: the same after the file is opened again.
+        let mut store = SqliteStore::open(&path).expect("the file opens again");
+        assert_eq!(store.caller_secret().expect("a secret"), secret);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

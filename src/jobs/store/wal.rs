@@ -131,6 +131,37 @@ pub fn inspect(wal: &Path) -> io::Result<Option<WalReport>> {
     Ok(Some(report))
 }
 
+/// Says what SQLite is about to drop from the store's write-ahead log :
+/// a warning when committed (acknowledged) work is lost, a note when only a transaction
+/// the crash cut off is. Called before SQLite opens the file, which replays the log
+/// silently.
+pub(super) fn report_before_open(path: &Path) {
+    let mut wal_path = path.as_os_str().to_owned();
+    wal_path.push("-wal");
+    let wal_path = Path::new(&wal_path);
+    match inspect(wal_path) {
+        Ok(Some(report)) if report.lost_committed_work() => log::warn!(
+            "job store {}: its write-ahead log is damaged{}: {} frames after the last intact commit are dropped ({} damaged; {} replayed); what they committed (accepted jobs, their later states) is lost",
+            path.display(),
+            if report.header_damaged { " (its header)" } else { "" },
+            report.dropped,
+            report.damaged,
+            report.replayed,
+        ),
+        Ok(Some(report)) if report.dropped > 0 => log::info!(
+            "job store {}: {} frames of a transaction cut off before its commit are dropped (nothing in it was acknowledged); {} replayed",
+            path.display(),
+            report.dropped,
+            report.replayed,
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!(
+            "job store {}: its write-ahead log could not be read before opening: {e}",
+            path.display()
+        ),
+    }
+}
+
 /// SQLite's WAL checksum, running on from `(s1, s2)` over `bytes` (a multiple of 8
 /// bytes) read as pairs of 32-bit words in the log's byte order.
 fn checksum((mut s1, mut s2): (u32, u32), bytes: &[u8], big_endian: bool) -> (u32, u32) {
