@@ -2,10 +2,14 @@
 //! 127.0.0.1) answers each delivery as its script says, and the job's status document
 //! shows what each attempt came back with. Also: the signature checked by Python's
 //! `hmac`, callback URLs to non-public addresses refused at submit without a
-//! connection, and a pending delivery carried over a restart.
+//! connection, and a pending delivery carried over a restart. Every test runs in a
+//! network namespace of its own with only loopback (see `netns`), so an address the
+//! server is wrongly allowed to reach goes nowhere.
 
 #[path = "http_common/mod.rs"]
 mod common;
+#[path = "netns/mod.rs"]
+mod netns;
 
 use common::{http_config, wait_for, Client, HttpResponse, TestServer, WAIT};
 use prime_server::jobs::ssrf::Cidr;
@@ -281,6 +285,9 @@ fn deliver(
 
 #[test]
 fn a_receiver_that_fails_twice_takes_the_third_attempt() {
+    if !netns::isolated("a_receiver_that_fails_twice_takes_the_third_attempt") {
+        return;
+    }
     let (receiver, mut client, location, _server) = deliver(
         "fails-twice",
         vec![Reply::Status(500), Reply::Status(503), Reply::Status(204)],
@@ -317,6 +324,9 @@ fn a_receiver_that_fails_twice_takes_the_third_attempt() {
 
 #[test]
 fn a_receiver_answering_410_gets_no_more_attempts() {
+    if !netns::isolated("a_receiver_answering_410_gets_no_more_attempts") {
+        return;
+    }
     let (receiver, mut client, location, _server) = deliver(
         "gone",
         vec![Reply::Status(410), Reply::Status(200)],
@@ -332,6 +342,9 @@ fn a_receiver_answering_410_gets_no_more_attempts() {
 
 #[test]
 fn a_receiver_that_never_answers_is_tried_again_then_given_up() {
+    if !netns::isolated("a_receiver_that_never_answers_is_tried_again_then_given_up") {
+        return;
+    }
     let mut webhooks = webhook_config(true);
     webhooks.timeout = Duration::from_millis(300);
     webhooks.give_up = Duration::from_millis(1500);
@@ -350,6 +363,9 @@ fn a_receiver_that_never_answers_is_tried_again_then_given_up() {
 
 #[test]
 fn the_signature_verifies_with_pythons_hmac() {
+    if !netns::isolated("the_signature_verifies_with_pythons_hmac") {
+        return;
+    }
     let (receiver, mut client, location, _server) =
         deliver("signature", vec![Reply::Status(200)], webhook_config(true));
     wait_for_webhook(&mut client, &location, "delivered");
@@ -390,6 +406,11 @@ print("valid" if ok else "invalid")
 
 #[test]
 fn callbacks_to_non_public_addresses_are_refused_at_submit_without_a_connection() {
+    if !netns::isolated(
+        "callbacks_to_non_public_addresses_are_refused_at_submit_without_a_connection",
+    ) {
+        return;
+    }
     // Real listeners on the loopback addresses named, to see that nothing connects.
     let v4 = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
     let v6 = Receiver::start("[::1]:0", vec![Reply::Status(200)]).ok();
@@ -447,6 +468,9 @@ fn server_jobs_count(db: &Path) -> i64 {
 
 #[test]
 fn a_callback_without_webhooks_configured_is_refused() {
+    if !netns::isolated("a_callback_without_webhooks_configured_is_refused") {
+        return;
+    }
     let dir = scratch_dir("unconfigured");
     let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), None));
     let mut client = server.connect();
@@ -457,6 +481,9 @@ fn a_callback_without_webhooks_configured_is_refused() {
 
 #[test]
 fn a_pending_delivery_is_made_after_a_restart() {
+    if !netns::isolated("a_pending_delivery_is_made_after_a_restart") {
+        return;
+    }
     // The first attempt is told to come back in 2 s; the server stops before then.
     let receiver = Receiver::start(
         "127.0.0.1:0",
@@ -498,6 +525,9 @@ fn a_pending_delivery_is_made_after_a_restart() {
 
 #[test]
 fn a_cancelled_job_is_delivered_as_cancelled() {
+    if !netns::isolated("a_cancelled_job_is_delivered_as_cancelled") {
+        return;
+    }
     let receiver = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
     // A stage that works until it is interrupted.
     let pipeline = prime_server::Pipeline::new().http_stage(
@@ -529,4 +559,109 @@ fn a_cancelled_job_is_delivered_as_cancelled() {
         message["status"].is_null() && message["body"].is_null(),
         "{message}"
     );
+}
+
+#[test]
+fn addresses_that_embed_or_are_special_purpose_ones_are_refused_at_submit() {
+    if !netns::isolated("addresses_that_embed_or_are_special_purpose_ones_are_refused_at_submit") {
+        return;
+    }
+    let v4 = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
+    let port = v4.addr.port();
+    let dir = scratch_dir("ssrf-embedded");
+    let server = TestServer::echo(server_config(
+        &dir.join("jobs.sqlite"),
+        Some(webhook_config(false)),
+    ));
+    let mut client = server.connect();
+    let refused = [
+        // 127.0.0.1 inside IPv6 transition forms.
+        format!("http://[2002:7f00:1::1]:{port}/hook"), // 6to4, RFC 3056
+        format!("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:{port}/hook"), // Teredo, RFC 4380
+        format!("http://[64:ff9b::7f00:1]:{port}/hook"), // NAT64, RFC 6052
+        format!("http://[64:ff9b:1::7f00:1]:{port}/hook"), // local-use NAT64, RFC 8215
+        format!("http://[::127.0.0.1]:{port}/hook"),    // IPv4-compatible, RFC 4291
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"), // IPv4-mapped, RFC 4291
+        format!("http://[2606:4700::200:5efe:7f00:1]:{port}/hook"), // ISATAP, RFC 5214
+        // The metadata service the same ways.
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/".to_string(),
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/".to_string(),
+        // Special-purpose ranges the old table missed.
+        "http://192.0.0.170/".to_string(), // RFC 8880
+        "http://[2001:2::1]/".to_string(), // RFC 5180
+        "http://[3fff::1]/".to_string(),   // RFC 9637
+        "http://[5f00::1]/".to_string(),   // RFC 9602
+        "http://[fec0::1]/".to_string(),   // RFC 3879
+    ];
+    for url in &refused {
+        let response = submit(&mut client, url);
+        assert_eq!(response.status, 400, "{url}: {}", response.body_str());
+        assert!(
+            response.body_str().contains("is not allowed"),
+            "{url}: {}",
+            response.body_str()
+        );
+        assert!(response.header("Location").is_none(), "{url}");
+    }
+    assert_eq!(v4.connections(), 0);
+    assert_eq!(server_jobs_count(&dir.join("jobs.sqlite")), 0);
+}
+
+#[test]
+fn ports_outside_1_to_65535_are_refused_at_submit() {
+    if !netns::isolated("ports_outside_1_to_65535_are_refused_at_submit") {
+        return;
+    }
+    // Port 80 is where such a URL used to be delivered; listen there when allowed to.
+    let port_80 = Receiver::start("127.0.0.1:80", vec![Reply::Status(200)]).ok();
+    let dir = scratch_dir("ports");
+    let server = TestServer::echo(server_config(
+        &dir.join("jobs.sqlite"),
+        Some(webhook_config(true)),
+    ));
+    let mut client = server.connect();
+    for url in [
+        "http://127.0.0.1:65536/hook",
+        "http://127.0.0.1:99999/hook",
+        "http://127.0.0.1:0/hook",
+        "http://127.0.0.1:4294967376/hook",
+    ] {
+        let response = submit(&mut client, url);
+        assert_eq!(response.status, 400, "{url}: {}", response.body_str());
+        assert!(
+            response.body_str().contains("port must be 1 to 65535"),
+            "{url}: {}",
+            response.body_str()
+        );
+    }
+    assert_eq!(server_jobs_count(&dir.join("jobs.sqlite")), 0);
+    if let Some(port_80) = &port_80 {
+        // A good port still works: the receiver on 80 takes a delivery to :80.
+        let location = accepted_location(&submit(&mut client, "http://127.0.0.1:80/hook"));
+        wait_for_webhook(&mut client, &location, "delivered");
+        assert_eq!(port_80.received().len(), 1);
+    } else {
+        println!("port 80 could not be bound here: the delivery to :80 is not checked");
+    }
+}
+
+#[test]
+fn a_refusal_does_not_say_what_the_name_resolved_to() {
+    if !netns::isolated("a_refusal_does_not_say_what_the_name_resolved_to") {
+        return;
+    }
+    let dir = scratch_dir("refusal-text");
+    let server = TestServer::echo(server_config(
+        &dir.join("jobs.sqlite"),
+        Some(webhook_config(false)),
+    ));
+    let mut client = server.connect();
+    let response = submit(&mut client, "http://localhost:8080/hook");
+    assert_eq!(response.status, 400, "{}", response.body_str());
+    let body = response.body_str();
+    assert!(body.contains("localhost"), "{body}");
+    assert!(body.contains("is not allowed"), "{body}");
+    for address in ["127.0.0.1", "::1", "127.", "[::"] {
+        assert!(!body.contains(address), "{body}");
+    }
 }

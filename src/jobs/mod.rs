@@ -36,6 +36,7 @@ pub mod answers;
 mod clock;
 pub mod prefer;
 pub mod service;
+pub mod special_purpose;
 pub mod ssrf;
 pub mod store;
 pub mod webhooks;
