@@ -8,6 +8,8 @@
 
 #[path = "http_common/mod.rs"]
 mod common;
+#[path = "daemons/mod.rs"]
+mod daemons;
 #[path = "netns/mod.rs"]
 mod netns;
 
@@ -664,4 +666,88 @@ fn a_refusal_does_not_say_what_the_name_resolved_to() {
     for address in ["127.0.0.1", "::1", "127.", "[::"] {
         assert!(!body.contains(address), "{body}");
     }
+}
+
+#[test]
+fn logs_show_a_callbacks_origin_and_never_its_path_or_query() {
+    if !netns::isolated("logs_show_a_callbacks_origin_and_never_its_path_or_query") {
+        return;
+    }
+    let receiver = Receiver::start("127.0.0.1:0", vec![Reply::Status(500), Reply::Status(204)])
+        .expect("a receiver");
+    let port = receiver.addr.port();
+    let dir = scratch_dir("logs");
+    // prime_serverd as an operator runs it, logging everything (RUST_LOG=trace).
+    let http_port = daemons::free_port();
+    let args: Vec<String> = [
+        &daemons::tcp(http_port),
+        "1",
+        "--jobs-db",
+        &dir.join("jobs.sqlite").display().to_string(),
+        "--webhook-secret",
+        SECRET,
+        "--webhook-retry-first",
+        "0.1",
+        "--allow-callback-network",
+        "127.0.0.0/8",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut daemon = daemons::Daemon::start_with_log_level(
+        "webhook-logs",
+        env!("CARGO_BIN_EXE_prime_serverd"),
+        &args,
+        "trace",
+    );
+    assert!(
+        daemon.wait_for_log("listening for Http on", daemons::START_TIMEOUT),
+        "{}",
+        daemon.stderr()
+    );
+    let mut client = Client::connect(SocketAddr::from(([127, 0, 0, 1], http_port)));
+    let url = format!("http://127.0.0.1:{port}/hook/CAPABILITY-IN-PATH?token=CAPABILITY-IN-QUERY");
+    client.send(format!(
+        "GET /is_prime?possible_prime=7 HTTP/1.1\r\nHost: test\r\nPrefer: respond-async\r\nCallback-URL: {url}\r\n\r\n"
+    ));
+    let location = accepted_location(&client.read_response());
+    let document = wait_for_webhook(&mut client, &location, "delivered");
+    assert_eq!(statuses(&document), vec![Some(500), Some(204)]);
+    // The job's owner still sees the whole URL in its status document.
+    assert_eq!(document["webhook"]["url"], url);
+    // Refused ones are logged too.
+    for refused in [
+        "http://10.0.0.1/hook/CAPABILITY-REFUSED?token=CAPABILITY-REFUSED",
+        "http://127.0.0.1:99999/hook/CAPABILITY-BAD-PORT",
+    ] {
+        client.send(format!(
+            "GET /is_prime?possible_prime=7 HTTP/1.1\r\nHost: test\r\nPrefer: respond-async\r\nCallback-URL: {refused}\r\n\r\n"
+        ));
+        assert_eq!(client.read_response().status, 400, "{refused}");
+    }
+    let origin = format!("http://127.0.0.1:{port}");
+    assert!(
+        daemon.wait_for_log("answered 204", daemons::START_TIMEOUT),
+        "{}",
+        daemon.stderr()
+    );
+    assert!(
+        daemon.wait_for_log("a submit is refused", daemons::START_TIMEOUT),
+        "{}",
+        daemon.stderr()
+    );
+    let logs = daemon.stderr();
+    for status in ["answered 500", "answered 204"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(&origin) && l.contains(status)),
+            "no line with {origin} and {status}:\n{logs}"
+        );
+    }
+    for line in logs.lines() {
+        assert!(!line.contains("CAPABILITY"), "{line}");
+        assert!(!line.contains("/hook"), "{line}");
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(daemons::START_TIMEOUT).is_some());
 }

@@ -21,9 +21,15 @@ Exit codes: 0 after a clean stop, 2 for a usage or configuration error.";
 
 /// Logs to stderr through `env_logger`: info and above unless `RUST_LOG` says
 /// otherwise. Call it once, first thing in `main`, to log as the daemons do.
+///
+/// The HTTP client (`ureq`, used by webhooks and the gateway) logs at info and above
+/// only, whatever `RUST_LOG` says: at debug it writes every request's whole URL, and
+/// a callback URL's path or query is often the receiver's credential.
 pub fn init_logging() {
     // `try_init`: a second call (or a logger set by the embedder) is not an error.
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .filter_module("ureq", log::LevelFilter::Info)
+        .filter_module("ureq_proto", log::LevelFilter::Info)
         .try_init();
 }
 

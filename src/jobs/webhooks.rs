@@ -41,7 +41,7 @@
 //! which is nothing next to an HTTP request.
 
 use super::clock::now_ms;
-use super::ssrf::{AddressPolicy, CallbackError, CheckedTarget};
+use super::ssrf::{self, AddressPolicy, CallbackError, CheckedTarget};
 pub use super::store::{Attempt, DeliveryState, WebhookRecord};
 use super::store::{JobState, StoredAnswer};
 use base64::Engine;
@@ -320,7 +320,7 @@ fn perform<T>(config: &WebhookConfig, task: Task<T>) -> Outcome<T> {
             verdict: without_panic(|| config.policy.check(&url).map(|_| ())).unwrap_or_else(
                 |panic| {
                     Err(CallbackError::Unresolved {
-                        host: url.clone(),
+                        host: ssrf::origin(&url),
                         reason: panic,
                     })
                 },
@@ -348,12 +348,14 @@ fn perform<T>(config: &WebhookConfig, task: Task<T>) -> Outcome<T> {
                 Ok((status, retry_after)) => (Some(status), None, retry_after),
                 Err(error) => (None, Some(error), None),
             };
+            // The origin only: a callback's path and query are often its credential.
+            let origin = ssrf::origin(&url);
             match (status, &error) {
                 (Some(status), _) => log::info!(
-                    "job {job_id}: webhook to {url} answered {status} in {latency_ms} ms"
+                    "job {job_id}: webhook to {origin} answered {status} in {latency_ms} ms"
                 ),
                 (None, Some(error)) => {
-                    log::warn!("job {job_id}: webhook to {url} failed: {error}")
+                    log::warn!("job {job_id}: webhook to {origin} failed: {error}")
                 }
                 (None, None) => {}
             }

@@ -186,7 +186,11 @@ impl Service {
         let Some(url) = callback_url(head) else {
             return Ok(());
         };
-        log::debug!("jobs: job {} will be delivered to {url}", record.id);
+        log::debug!(
+            "jobs: job {} will be delivered to {}",
+            record.id,
+            ssrf::origin(&url)
+        );
         self.store.webhook_add(record.number, &record.id, &url)
     }
 
@@ -268,7 +272,7 @@ impl Service {
                 "jobs: job {}: webhook attempt {} to {}",
                 record.job_id,
                 record.attempts.len() + 1,
-                record.url
+                ssrf::origin(&record.url)
             );
             deliveries.pool.send(Task::Deliver {
                 number,
