@@ -751,3 +751,163 @@ fn logs_show_a_callbacks_origin_and_never_its_path_or_query() {
     daemon.signal("TERM");
     assert!(daemon.wait_exit(daemons::START_TIMEOUT).is_some());
 }
+
+/// A receiver that takes each delivery on a thread of its own, holds it `hold`, then
+/// answers `204`, and counts how many deliveries it held at once.
+struct SlowReceiver {
+    addr: SocketAddr,
+    /// Deliveries read and not yet answered.
+    holding: Arc<AtomicUsize>,
+    /// The most it held at once.
+    most: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SlowReceiver {
+    fn start(hold: Duration) -> SlowReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a receiver");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holding = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (holding, most, answered, stop) = (
+                holding.clone(),
+                most.clone(),
+                answered.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut handlers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    };
+                    // Counted from the accept: the server took its slot before it
+                    // connected, and frees it only after reading the answer.
+                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    let (holding, answered) = (holding.clone(), answered.clone());
+                    handlers.push(std::thread::spawn(move || {
+                        let read = serve(&stream, Reply::Silent);
+                        std::thread::sleep(hold);
+                        holding.fetch_sub(1, Ordering::SeqCst);
+                        if read.is_some() {
+                            let mut stream = &stream;
+                            let answer = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+                            if stream.write_all(answer.as_bytes()).is_ok() {
+                                answered.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }));
+                }
+                for handler in handlers {
+                    let _ = handler.join();
+                }
+            })
+        };
+        SlowReceiver {
+            addr,
+            holding,
+            most,
+            answered,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SlowReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn the_per_host_limit_counts_the_resolved_address_not_the_spelling() {
+    if !netns::isolated("the_per_host_limit_counts_the_resolved_address_not_the_spelling") {
+        return;
+    }
+    let receiver = SlowReceiver::start(Duration::from_millis(300));
+    let port = receiver.addr.port();
+    let dir = scratch_dir("per-destination");
+    // The default limit (2 per destination) and four delivery threads.
+    let webhooks = webhook_config(true);
+    assert_eq!((webhooks.per_host, webhooks.threads), (2, 4));
+    let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), Some(webhooks)));
+    let mut client = server.connect();
+    // Six spellings of 127.0.0.1:port.
+    let spellings = [
+        format!("http://127.0.0.1:{port}/a"),
+        format!("http://127.1:{port}/b"),
+        format!("http://0x7f.0.0.1:{port}/c"),
+        format!("http://[::ffff:127.0.0.1]:{port}/d"),
+        format!("http://2130706433:{port}/e"),
+        format!("http://0177.0.0.1:{port}/f"),
+    ];
+    let locations: Vec<String> = spellings
+        .iter()
+        .map(|url| accepted_location(&submit(&mut client, url)))
+        .collect();
+    for location in &locations {
+        let document = wait_for_webhook(&mut client, location, "delivered");
+        assert_eq!(statuses(&document), vec![Some(204)], "{document}");
+    }
+    assert_eq!(receiver.answered.load(Ordering::SeqCst), spellings.len());
+    let most = receiver.most.load(Ordering::SeqCst);
+    assert!(
+        most <= 2,
+        "{most} deliveries to one address and port at once"
+    );
+    assert_eq!(receiver.holding.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_submit_is_checked_while_every_delivery_thread_waits_on_a_receiver() {
+    if !netns::isolated("a_submit_is_checked_while_every_delivery_thread_waits_on_a_receiver") {
+        return;
+    }
+    let mut webhooks = webhook_config(true);
+    // Longer than the client waits for an answer: a check queued behind these
+    // deliveries would not be answered in time.
+    webhooks.timeout = WAIT * 6;
+    assert_eq!((webhooks.per_host, webhooks.threads), (2, 4));
+    let dir = scratch_dir("check-while-busy");
+    let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), Some(webhooks)));
+    // Two receivers that never answer (dropped before the server: that ends the
+    // deliveries held on them).
+    let silent_a = Receiver::start("127.0.0.1:0", vec![Reply::Silent]).expect("a receiver");
+    let silent_b = Receiver::start("127.0.0.1:0", vec![Reply::Silent]).expect("a receiver");
+    let mut client = server.connect();
+    let held: Vec<String> = [&silent_a, &silent_a, &silent_b, &silent_b]
+        .iter()
+        .map(|receiver| accepted_location(&submit(&mut client, &receiver.url())))
+        .collect();
+    assert!(
+        wait_for(|| silent_a.connections() + silent_b.connections() == 4),
+        "the four deliveries never reached the receivers"
+    );
+    // Every delivery thread now waits on a receiver; a submit's check goes on.
+    for receiver in [&silent_a, &silent_b] {
+        accepted_location(&submit(&mut client, &receiver.url()));
+    }
+    let refused = submit(&mut client, "http://10.0.0.1/hook");
+    assert_eq!(refused.status, 400, "{}", refused.body_str());
+    // ... and the four are still waiting: none of their attempts has ended.
+    for location in &held {
+        let document = status(&mut client, location);
+        let attempts = document["webhook"]["attempts"]
+            .as_array()
+            .map_or(0, |a| a.len());
+        assert_eq!(attempts, 0, "{document}");
+    }
+    assert_eq!(silent_a.connections() + silent_b.connections(), 4);
+}

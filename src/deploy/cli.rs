@@ -273,10 +273,12 @@ pub struct WebhookArgs {
     /// Seconds to connect to a receiver, and again for its answer.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     pub webhook_timeout: f64,
-    /// Delivery threads.
+    /// Delivery threads (and as many threads that check submits' callback URLs).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub webhook_threads: usize,
-    /// Deliveries in progress to one host at once.
+    /// Deliveries in progress to one destination at once: the address and port a
+    /// callback's host resolves to, however the URL spells it; the others wait in
+    /// that destination's queue.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub webhook_per_host: usize,
     /// Let callbacks reach this network although it is not public (e.g. 10.1.0.0/16);

@@ -151,6 +151,20 @@ pub struct CheckedTarget {
     pub addresses: Vec<SocketAddr>,
 }
 
+impl CheckedTarget {
+    /// Where a delivery goes, as the per-destination limit counts it: the first
+    /// address (the one connected to first) and the port, an IPv4-mapped address as
+    /// its IPv4 address, however the URL spells the host.
+    pub fn destination(&self) -> SocketAddr {
+        let first = self
+            .addresses
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        SocketAddr::new(canonical(first.ip()), first.port())
+    }
+}
+
 /// Which callback addresses are allowed: global ones, and those in the operator's
 /// networks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -207,13 +221,6 @@ impl AddressPolicy {
 
 /// The longest callback URL taken.
 pub const MAX_URL: usize = 2048;
-
-/// The host of a callback URL (the key of the per-host limit).
-pub(crate) fn host_of(url: &str) -> Option<String> {
-    host_and_port(url)
-        .ok()
-        .map(|(host, _)| host.to_ascii_lowercase())
-}
 
 /// A callback URL as logs may show it: its origin (RFC 6454 §4: scheme, host and port,
 /// e.g. `https://hooks.example:443`), never its path or query, which often carry the
