@@ -2,10 +2,16 @@
 //! 127.0.0.1) answers each delivery as its script says, and the job's status document
 //! shows what each attempt came back with. Also: the signature checked by Python's
 //! `hmac`, callback URLs to non-public addresses refused at submit without a
-//! connection, and a pending delivery carried over a restart.
+//! connection, and a pending delivery carried over a restart. Every test runs in a
+//! network namespace of its own with only loopback (see `netns`), so an address the
+//! server is wrongly allowed to reach goes nowhere.
 
 #[path = "http_common/mod.rs"]
 mod common;
+#[path = "daemons/mod.rs"]
+mod daemons;
+#[path = "netns/mod.rs"]
+mod netns;
 
 use common::{http_config, wait_for, Client, HttpResponse, TestServer, WAIT};
 use prime_server::jobs::ssrf::Cidr;
@@ -281,6 +287,9 @@ fn deliver(
 
 #[test]
 fn a_receiver_that_fails_twice_takes_the_third_attempt() {
+    if !netns::isolated("a_receiver_that_fails_twice_takes_the_third_attempt") {
+        return;
+    }
     let (receiver, mut client, location, _server) = deliver(
         "fails-twice",
         vec![Reply::Status(500), Reply::Status(503), Reply::Status(204)],
@@ -317,6 +326,9 @@ fn a_receiver_that_fails_twice_takes_the_third_attempt() {
 
 #[test]
 fn a_receiver_answering_410_gets_no_more_attempts() {
+    if !netns::isolated("a_receiver_answering_410_gets_no_more_attempts") {
+        return;
+    }
     let (receiver, mut client, location, _server) = deliver(
         "gone",
         vec![Reply::Status(410), Reply::Status(200)],
@@ -332,6 +344,9 @@ fn a_receiver_answering_410_gets_no_more_attempts() {
 
 #[test]
 fn a_receiver_that_never_answers_is_tried_again_then_given_up() {
+    if !netns::isolated("a_receiver_that_never_answers_is_tried_again_then_given_up") {
+        return;
+    }
     let mut webhooks = webhook_config(true);
     webhooks.timeout = Duration::from_millis(300);
     webhooks.give_up = Duration::from_millis(1500);
@@ -350,6 +365,9 @@ fn a_receiver_that_never_answers_is_tried_again_then_given_up() {
 
 #[test]
 fn the_signature_verifies_with_pythons_hmac() {
+    if !netns::isolated("the_signature_verifies_with_pythons_hmac") {
+        return;
+    }
     let (receiver, mut client, location, _server) =
         deliver("signature", vec![Reply::Status(200)], webhook_config(true));
     wait_for_webhook(&mut client, &location, "delivered");
@@ -390,6 +408,11 @@ print("valid" if ok else "invalid")
 
 #[test]
 fn callbacks_to_non_public_addresses_are_refused_at_submit_without_a_connection() {
+    if !netns::isolated(
+        "callbacks_to_non_public_addresses_are_refused_at_submit_without_a_connection",
+    ) {
+        return;
+    }
     // Real listeners on the loopback addresses named, to see that nothing connects.
     let v4 = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
     let v6 = Receiver::start("[::1]:0", vec![Reply::Status(200)]).ok();
@@ -447,6 +470,9 @@ fn server_jobs_count(db: &Path) -> i64 {
 
 #[test]
 fn a_callback_without_webhooks_configured_is_refused() {
+    if !netns::isolated("a_callback_without_webhooks_configured_is_refused") {
+        return;
+    }
     let dir = scratch_dir("unconfigured");
     let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), None));
     let mut client = server.connect();
@@ -457,6 +483,9 @@ fn a_callback_without_webhooks_configured_is_refused() {
 
 #[test]
 fn a_pending_delivery_is_made_after_a_restart() {
+    if !netns::isolated("a_pending_delivery_is_made_after_a_restart") {
+        return;
+    }
     // The first attempt is told to come back in 2 s; the server stops before then.
     let receiver = Receiver::start(
         "127.0.0.1:0",
@@ -498,6 +527,9 @@ fn a_pending_delivery_is_made_after_a_restart() {
 
 #[test]
 fn a_cancelled_job_is_delivered_as_cancelled() {
+    if !netns::isolated("a_cancelled_job_is_delivered_as_cancelled") {
+        return;
+    }
     let receiver = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
     // A stage that works until it is interrupted.
     let pipeline = prime_server::Pipeline::new().http_stage(
@@ -529,4 +561,353 @@ fn a_cancelled_job_is_delivered_as_cancelled() {
         message["status"].is_null() && message["body"].is_null(),
         "{message}"
     );
+}
+
+#[test]
+fn addresses_that_embed_or_are_special_purpose_ones_are_refused_at_submit() {
+    if !netns::isolated("addresses_that_embed_or_are_special_purpose_ones_are_refused_at_submit") {
+        return;
+    }
+    let v4 = Receiver::start("127.0.0.1:0", vec![Reply::Status(200)]).expect("a receiver");
+    let port = v4.addr.port();
+    let dir = scratch_dir("ssrf-embedded");
+    let server = TestServer::echo(server_config(
+        &dir.join("jobs.sqlite"),
+        Some(webhook_config(false)),
+    ));
+    let mut client = server.connect();
+    let refused = [
+        // 127.0.0.1 inside IPv6 transition forms.
+        format!("http://[2002:7f00:1::1]:{port}/hook"), // 6to4, RFC 3056
+        format!("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:{port}/hook"), // Teredo, RFC 4380
+        format!("http://[64:ff9b::7f00:1]:{port}/hook"), // NAT64, RFC 6052
+        format!("http://[64:ff9b:1::7f00:1]:{port}/hook"), // local-use NAT64, RFC 8215
+        format!("http://[::127.0.0.1]:{port}/hook"),    // IPv4-compatible, RFC 4291
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"), // IPv4-mapped, RFC 4291
+        format!("http://[2606:4700::200:5efe:7f00:1]:{port}/hook"), // ISATAP, RFC 5214
+        // The metadata service the same ways.
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/".to_string(),
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/".to_string(),
+        // Special-purpose ranges the old table missed.
+        "http://192.0.0.170/".to_string(), // RFC 8880
+        "http://[2001:2::1]/".to_string(), // RFC 5180
+        "http://[3fff::1]/".to_string(),   // RFC 9637
+        "http://[5f00::1]/".to_string(),   // RFC 9602
+        "http://[fec0::1]/".to_string(),   // RFC 3879
+    ];
+    for url in &refused {
+        let response = submit(&mut client, url);
+        assert_eq!(response.status, 400, "{url}: {}", response.body_str());
+        assert!(
+            response.body_str().contains("is not allowed"),
+            "{url}: {}",
+            response.body_str()
+        );
+        assert!(response.header("Location").is_none(), "{url}");
+    }
+    assert_eq!(v4.connections(), 0);
+    assert_eq!(server_jobs_count(&dir.join("jobs.sqlite")), 0);
+}
+
+#[test]
+fn ports_outside_1_to_65535_are_refused_at_submit() {
+    if !netns::isolated("ports_outside_1_to_65535_are_refused_at_submit") {
+        return;
+    }
+    // Port 80 is where such a URL used to be delivered; listen there when allowed to.
+    let port_80 = Receiver::start("127.0.0.1:80", vec![Reply::Status(200)]).ok();
+    let dir = scratch_dir("ports");
+    let server = TestServer::echo(server_config(
+        &dir.join("jobs.sqlite"),
+        Some(webhook_config(true)),
+    ));
+    let mut client = server.connect();
+    for url in [
+        "http://127.0.0.1:65536/hook",
+        "http://127.0.0.1:99999/hook",
+        "http://127.0.0.1:0/hook",
+        "http://127.0.0.1:4294967376/hook",
+    ] {
+        let response = submit(&mut client, url);
+        assert_eq!(response.status, 400, "{url}: {}", response.body_str());
+        assert!(
+            response.body_str().contains("port must be 1 to 65535"),
+            "{url}: {}",
+            response.body_str()
+        );
+    }
+    assert_eq!(server_jobs_count(&dir.join("jobs.sqlite")), 0);
+    if let Some(port_80) = &port_80 {
+        // A good port still works: the receiver on 80 takes a delivery to :80.
+        let location = accepted_location(&submit(&mut client, "http://127.0.0.1:80/hook"));
+        wait_for_webhook(&mut client, &location, "delivered");
+        assert_eq!(port_80.received().len(), 1);
+    } else {
+        println!("port 80 could not be bound here: the delivery to :80 is not checked");
+    }
+}
+
+#[test]
+fn a_refusal_does_not_say_what_the_name_resolved_to() {
+    if !netns::isolated("a_refusal_does_not_say_what_the_name_resolved_to") {
+        return;
+    }
+    let dir = scratch_dir("refusal-text");
+    let server = TestServer::echo(server_config(
+        &dir.join("jobs.sqlite"),
+        Some(webhook_config(false)),
+    ));
+    let mut client = server.connect();
+    let response = submit(&mut client, "http://localhost:8080/hook");
+    assert_eq!(response.status, 400, "{}", response.body_str());
+    let body = response.body_str();
+    assert!(body.contains("localhost"), "{body}");
+    assert!(body.contains("is not allowed"), "{body}");
+    for address in ["127.0.0.1", "::1", "127.", "[::"] {
+        assert!(!body.contains(address), "{body}");
+    }
+}
+
+#[test]
+fn logs_show_a_callbacks_origin_and_never_its_path_or_query() {
+    if !netns::isolated("logs_show_a_callbacks_origin_and_never_its_path_or_query") {
+        return;
+    }
+    let receiver = Receiver::start("127.0.0.1:0", vec![Reply::Status(500), Reply::Status(204)])
+        .expect("a receiver");
+    let port = receiver.addr.port();
+    let dir = scratch_dir("logs");
+    // prime_serverd as an operator runs it, logging everything (RUST_LOG=trace).
+    let http_port = daemons::free_port();
+    let args: Vec<String> = [
+        &daemons::tcp(http_port),
+        "1",
+        "--jobs-db",
+        &dir.join("jobs.sqlite").display().to_string(),
+        "--webhook-secret",
+        SECRET,
+        "--webhook-retry-first",
+        "0.1",
+        "--allow-callback-network",
+        "127.0.0.0/8",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let mut daemon = daemons::Daemon::start_with_log_level(
+        "webhook-logs",
+        env!("CARGO_BIN_EXE_prime_serverd"),
+        &args,
+        "trace",
+    );
+    assert!(
+        daemon.wait_for_log("listening for Http on", daemons::START_TIMEOUT),
+        "{}",
+        daemon.stderr()
+    );
+    let mut client = Client::connect(SocketAddr::from(([127, 0, 0, 1], http_port)));
+    let url = format!("http://127.0.0.1:{port}/hook/CAPABILITY-IN-PATH?token=CAPABILITY-IN-QUERY");
+    client.send(format!(
+        "GET /is_prime?possible_prime=7 HTTP/1.1\r\nHost: test\r\nPrefer: respond-async\r\nCallback-URL: {url}\r\n\r\n"
+    ));
+    let location = accepted_location(&client.read_response());
+    let document = wait_for_webhook(&mut client, &location, "delivered");
+    assert_eq!(statuses(&document), vec![Some(500), Some(204)]);
+    // The job's owner still sees the whole URL in its status document.
+    assert_eq!(document["webhook"]["url"], url);
+    // Refused ones are logged too.
+    for refused in [
+        "http://10.0.0.1/hook/CAPABILITY-REFUSED?token=CAPABILITY-REFUSED",
+        "http://127.0.0.1:99999/hook/CAPABILITY-BAD-PORT",
+    ] {
+        client.send(format!(
+            "GET /is_prime?possible_prime=7 HTTP/1.1\r\nHost: test\r\nPrefer: respond-async\r\nCallback-URL: {refused}\r\n\r\n"
+        ));
+        assert_eq!(client.read_response().status, 400, "{refused}");
+    }
+    let origin = format!("http://127.0.0.1:{port}");
+    assert!(
+        daemon.wait_for_log("answered 204", daemons::START_TIMEOUT),
+        "{}",
+        daemon.stderr()
+    );
+    assert!(
+        daemon.wait_for_log("a submit is refused", daemons::START_TIMEOUT),
+        "{}",
+        daemon.stderr()
+    );
+    let logs = daemon.stderr();
+    for status in ["answered 500", "answered 204"] {
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(&origin) && l.contains(status)),
+            "no line with {origin} and {status}:\n{logs}"
+        );
+    }
+    for line in logs.lines() {
+        assert!(!line.contains("CAPABILITY"), "{line}");
+        assert!(!line.contains("/hook"), "{line}");
+    }
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(daemons::START_TIMEOUT).is_some());
+}
+
+/// A receiver that takes each delivery on a thread of its own, holds it `hold`, then
+/// answers `204`, and counts how many deliveries it held at once.
+struct SlowReceiver {
+    addr: SocketAddr,
+    /// Deliveries read and not yet answered.
+    holding: Arc<AtomicUsize>,
+    /// The most it held at once.
+    most: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SlowReceiver {
+    fn start(hold: Duration) -> SlowReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a receiver");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holding = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (holding, most, answered, stop) = (
+                holding.clone(),
+                most.clone(),
+                answered.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut handlers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok((stream, _)) = listener.accept() else {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    };
+                    // Counted from the accept: the server took its slot before it
+                    // connected, and frees it only after reading the answer.
+                    let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    let (holding, answered) = (holding.clone(), answered.clone());
+                    handlers.push(std::thread::spawn(move || {
+                        let read = serve(&stream, Reply::Silent);
+                        std::thread::sleep(hold);
+                        holding.fetch_sub(1, Ordering::SeqCst);
+                        if read.is_some() {
+                            let mut stream = &stream;
+                            let answer = "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
+                            if stream.write_all(answer.as_bytes()).is_ok() {
+                                answered.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                    }));
+                }
+                for handler in handlers {
+                    let _ = handler.join();
+                }
+            })
+        };
+        SlowReceiver {
+            addr,
+            holding,
+            most,
+            answered,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SlowReceiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn the_per_host_limit_counts_the_resolved_address_not_the_spelling() {
+    if !netns::isolated("the_per_host_limit_counts_the_resolved_address_not_the_spelling") {
+        return;
+    }
+    let receiver = SlowReceiver::start(Duration::from_millis(300));
+    let port = receiver.addr.port();
+    let dir = scratch_dir("per-destination");
+    // The default limit (2 per destination) and four delivery threads.
+    let webhooks = webhook_config(true);
+    assert_eq!((webhooks.per_host, webhooks.threads), (2, 4));
+    let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), Some(webhooks)));
+    let mut client = server.connect();
+    // Six spellings of 127.0.0.1:port.
+    let spellings = [
+        format!("http://127.0.0.1:{port}/a"),
+        format!("http://127.1:{port}/b"),
+        format!("http://0x7f.0.0.1:{port}/c"),
+        format!("http://[::ffff:127.0.0.1]:{port}/d"),
+        format!("http://2130706433:{port}/e"),
+        format!("http://0177.0.0.1:{port}/f"),
+    ];
+    let locations: Vec<String> = spellings
+        .iter()
+        .map(|url| accepted_location(&submit(&mut client, url)))
+        .collect();
+    for location in &locations {
+        let document = wait_for_webhook(&mut client, location, "delivered");
+        assert_eq!(statuses(&document), vec![Some(204)], "{document}");
+    }
+    assert_eq!(receiver.answered.load(Ordering::SeqCst), spellings.len());
+    let most = receiver.most.load(Ordering::SeqCst);
+    assert!(
+        most <= 2,
+        "{most} deliveries to one address and port at once"
+    );
+    assert_eq!(receiver.holding.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_submit_is_checked_while_every_delivery_thread_waits_on_a_receiver() {
+    if !netns::isolated("a_submit_is_checked_while_every_delivery_thread_waits_on_a_receiver") {
+        return;
+    }
+    let mut webhooks = webhook_config(true);
+    // Longer than the client waits for an answer: a check queued behind these
+    // deliveries would not be answered in time.
+    webhooks.timeout = WAIT * 6;
+    assert_eq!((webhooks.per_host, webhooks.threads), (2, 4));
+    let dir = scratch_dir("check-while-busy");
+    let server = TestServer::echo(server_config(&dir.join("jobs.sqlite"), Some(webhooks)));
+    // Two receivers that never answer (dropped before the server: that ends the
+    // deliveries held on them).
+    let silent_a = Receiver::start("127.0.0.1:0", vec![Reply::Silent]).expect("a receiver");
+    let silent_b = Receiver::start("127.0.0.1:0", vec![Reply::Silent]).expect("a receiver");
+    let mut client = server.connect();
+    let held: Vec<String> = [&silent_a, &silent_a, &silent_b, &silent_b]
+        .iter()
+        .map(|receiver| accepted_location(&submit(&mut client, &receiver.url())))
+        .collect();
+    assert!(
+        wait_for(|| silent_a.connections() + silent_b.connections() == 4),
+        "the four deliveries never reached the receivers"
+    );
+    // Every delivery thread now waits on a receiver; a submit's check goes on.
+    for receiver in [&silent_a, &silent_b] {
+        accepted_location(&submit(&mut client, &receiver.url()));
+    }
+    let refused = submit(&mut client, "http://10.0.0.1/hook");
+    assert_eq!(refused.status, 400, "{}", refused.body_str());
+    // ... and the four are still waiting: none of their attempts has ended.
+    for location in &held {
+        let document = status(&mut client, location);
+        let attempts = document["webhook"]["attempts"]
+            .as_array()
+            .map_or(0, |a| a.len());
+        assert_eq!(attempts, 0, "{document}");
+    }
+    assert_eq!(silent_a.connections() + silent_b.connections(), 4);
 }

@@ -21,9 +21,15 @@ Exit codes: 0 after a clean stop, 2 for a usage or configuration error.";
 
 /// Logs to stderr through `env_logger`: info and above unless `RUST_LOG` says
 /// otherwise. Call it once, first thing in `main`, to log as the daemons do.
+///
+/// The HTTP client (`ureq`, used by webhooks and the gateway) logs at info and above
+/// only, whatever `RUST_LOG` says: at debug it writes every request's whole URL, and
+/// a callback URL's path or query is often the receiver's credential.
 pub fn init_logging() {
     // `try_init`: a second call (or a logger set by the embedder) is not an error.
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .filter_module("ureq", log::LevelFilter::Info)
+        .filter_module("ureq_proto", log::LevelFilter::Info)
         .try_init();
 }
 
@@ -270,10 +276,12 @@ pub struct WebhookArgs {
     /// Seconds to connect to a receiver, and again for its answer.
     #[arg(long, value_name = "S", default_value_t = 10.0)]
     pub webhook_timeout: f64,
-    /// Delivery threads.
+    /// Delivery threads (and as many threads that check submits' callback URLs).
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub webhook_threads: usize,
-    /// Deliveries in progress to one host at once.
+    /// Deliveries in progress to one destination at once: the address and port a
+    /// callback's host resolves to, however the URL spells it; the others wait in
+    /// that destination's queue.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub webhook_per_host: usize,
     /// Let callbacks reach this network although it is not public (e.g. 10.1.0.0/16);

@@ -37,6 +37,7 @@ pub mod caller;
 mod clock;
 pub mod prefer;
 pub mod service;
+pub mod special_purpose;
 pub mod ssrf;
 pub mod store;
 pub mod tag;

@@ -3,14 +3,18 @@
 //! A `Callback-URL` makes the server send a request to wherever a client says. Left
 //! unguarded, a client could aim it at the server's own host, its private network or a
 //! cloud metadata service (`169.254.169.254`). So a callback's host is resolved and
-//! every address it resolves to must be a global unicast address, unless the operator
-//! allowed its network (`--allow-callback-network CIDR`). The check is made when the
+//! every address it resolves to must reach only the public Internet
+//! ([`special_purpose`](super::special_purpose): the IANA special-purpose registries,
+//! and an IPv6 address that embeds an IPv4 one — 6to4, Teredo, NAT64, ISATAP and the
+//! like — judged by the IPv4 address it leads to), unless the operator allowed its
+//! network (`--allow-callback-network CIDR`). A refusal names the host, never what it
+//! resolved to. The check is made when the
 //! job is submitted (a refused URL is answered `400`) and again before each delivery,
 //! and the delivery connects to the addresses that passed the check, never to a name
 //! resolved anew (which a hostile DNS server could point elsewhere in between).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
 
 /// A network given as `address/prefix`, e.g. `127.0.0.0/8` or `fd00::/8`.
@@ -96,76 +100,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Whether `ip` is a global unicast address: not loopback, private (RFC 1918,
-/// `fc00::/7`), link-local, multicast, unspecified, shared (CGNAT `100.64.0.0/10`),
-/// documentation, benchmarking, reserved or broadcast.
-///
-/// ```
-/// use prime_server::jobs::ssrf::is_global;
-/// assert!(is_global("1.1.1.1".parse().unwrap()));
-/// for refused in ["127.0.0.1", "10.0.0.1", "169.254.169.254", "100.64.0.1", "::1", "fe80::1", "::ffff:192.168.0.1"] {
-///     assert!(!is_global(refused.parse().unwrap()), "{refused}");
-/// }
-/// ```
-pub fn is_global(ip: IpAddr) -> bool {
-    match canonical(ip) {
-        IpAddr::V4(v4) => is_global_v4(v4),
-        IpAddr::V6(v6) => is_global_v6(v6),
-    }
-}
-
-/// IPv4 networks that are not global (IANA special-purpose registry).
-const NOT_GLOBAL_V4: [(Ipv4Addr, u8); 15] = [
-    (Ipv4Addr::new(0, 0, 0, 0), 8),       // "this network"
-    (Ipv4Addr::new(10, 0, 0, 0), 8),      // private
-    (Ipv4Addr::new(100, 64, 0, 0), 10),   // shared address space (CGNAT)
-    (Ipv4Addr::new(127, 0, 0, 0), 8),     // loopback
-    (Ipv4Addr::new(169, 254, 0, 0), 16),  // link-local
-    (Ipv4Addr::new(172, 16, 0, 0), 12),   // private
-    (Ipv4Addr::new(192, 0, 0, 0), 24),    // IETF protocol assignments
-    (Ipv4Addr::new(192, 0, 2, 0), 24),    // documentation
-    (Ipv4Addr::new(192, 88, 99, 0), 24),  // 6to4 relay anycast (deprecated)
-    (Ipv4Addr::new(192, 168, 0, 0), 16),  // private
-    (Ipv4Addr::new(198, 18, 0, 0), 15),   // benchmarking
-    (Ipv4Addr::new(198, 51, 100, 0), 24), // documentation
-    (Ipv4Addr::new(203, 0, 113, 0), 24),  // documentation
-    (Ipv4Addr::new(224, 0, 0, 0), 4),     // multicast
-    (Ipv4Addr::new(240, 0, 0, 0), 4),     // reserved, and broadcast
-];
-
-fn is_global_v4(ip: Ipv4Addr) -> bool {
-    !NOT_GLOBAL_V4.iter().any(|(net, prefix)| {
-        Cidr {
-            address: IpAddr::V4(*net),
-            prefix: *prefix,
-        }
-        .contains(IpAddr::V4(ip))
-    })
-}
-
-fn is_global_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    let unspecified_or_loopback = ip.is_unspecified() || ip.is_loopback();
-    let unique_local = first & 0xfe00 == 0xfc00; // fc00::/7
-    let link_local = first & 0xffc0 == 0xfe80; // fe80::/10
-    let site_local = first & 0xffc0 == 0xfec0; // fec0::/10 (deprecated)
-    let multicast = first & 0xff00 == 0xff00; // ff00::/8
-    let documentation = first == 0x2001 && ip.segments()[1] == 0x0db8; // 2001:db8::/32
-    let discard = first == 0x0100 && ip.segments()[1..4] == [0, 0, 0]; // 100::/64
-                                                                       // ::/96 (IPv4-compatible, deprecated) and 64:ff9b::/96 translations of any address.
-    let embeds_v4 =
-        ip.segments()[..6] == [0; 6] || ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
-    let global_unicast = first & 0xe000 == 0x2000; // 2000::/3
-    global_unicast
-        && !(unspecified_or_loopback
-            || unique_local
-            || link_local
-            || site_local
-            || multicast
-            || documentation
-            || discard
-            || embeds_v4)
-}
+pub use super::special_purpose::is_global;
 
 /// Why a callback URL is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,12 +114,12 @@ pub enum CallbackError {
         /// What the resolver said.
         reason: String,
     },
-    /// The host resolves to an address callbacks may not reach.
+    /// The host is, or resolves to, an address callbacks may not reach. What it
+    /// resolved to is not kept: a refusal must not tell a client where a name leads
+    /// inside the server's networks.
     Forbidden {
-        /// The host.
+        /// The host, as the URL gives it.
         host: String,
-        /// The address refused.
-        address: IpAddr,
     },
 }
 
@@ -195,9 +130,9 @@ impl fmt::Display for CallbackError {
             CallbackError::Unresolved { host, reason } => {
                 write!(f, "Callback-URL: the host {host} cannot be resolved: {reason}")
             }
-            CallbackError::Forbidden { host, address } => write!(
+            CallbackError::Forbidden { host } => write!(
                 f,
-                "Callback-URL: the host {host} is at {address}, which is not a public address; callbacks cannot go there"
+                "Callback-URL: the host {host} is not allowed: callbacks go only to public addresses"
             ),
         }
     }
@@ -214,6 +149,20 @@ pub struct CheckedTarget {
     pub host: String,
     /// The addresses the host resolved to, every one allowed, with the port.
     pub addresses: Vec<SocketAddr>,
+}
+
+impl CheckedTarget {
+    /// Where a delivery goes, as the per-destination limit counts it: the first
+    /// address (the one connected to first) and the port, an IPv4-mapped address as
+    /// its IPv4 address, however the URL spells the host.
+    pub fn destination(&self) -> SocketAddr {
+        let first = self
+            .addresses
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        SocketAddr::new(canonical(first.ip()), first.port())
+    }
 }
 
 /// Which callback addresses are allowed: global ones, and those in the operator's
@@ -259,11 +208,8 @@ impl AddressPolicy {
                 reason: "no address".into(),
             });
         }
-        if let Some(refused) = addresses.iter().find(|a| !self.allows(a.ip())) {
-            return Err(CallbackError::Forbidden {
-                host,
-                address: refused.ip(),
-            });
+        if addresses.iter().any(|a| !self.allows(a.ip())) {
+            return Err(CallbackError::Forbidden { host });
         }
         Ok(CheckedTarget {
             url: url.to_string(),
@@ -276,23 +222,44 @@ impl AddressPolicy {
 /// The longest callback URL taken.
 pub const MAX_URL: usize = 2048;
 
-/// The host of a callback URL (the key of the per-host limit).
-pub(crate) fn host_of(url: &str) -> Option<String> {
-    host_and_port(url)
-        .ok()
-        .map(|(host, _)| host.to_ascii_lowercase())
+/// A callback URL as logs may show it: its origin (RFC 6454 §4: scheme, host and port,
+/// e.g. `https://hooks.example:443`), never its path or query, which often carry the
+/// receiver's credential. A URL that cannot be read is `(not a callback URL)`.
+///
+/// ```
+/// use prime_server::jobs::ssrf::origin;
+/// assert_eq!(origin("https://h.example/hook/SECRET?token=T"), "https://h.example:443");
+/// assert_eq!(origin("http://[::1]:8080/x"), "http://[::1]:8080");
+/// assert_eq!(origin("nonsense"), "(not a callback URL)");
+/// ```
+pub fn origin(url: &str) -> String {
+    let Ok((scheme, host, port)) = parts(url) else {
+        return "(not a callback URL)".to_string();
+    };
+    if host.contains(':') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
 }
 
-/// The host (IPv6 without brackets) and port of an `http` or `https` URL.
+/// The host (IPv6 without brackets) and port of an `http` or `https` URL. A port must
+/// be 1 to 65535 (RFC 3986 §3.2.3 allows any digits; TCP has no port 0); an empty one
+/// is the scheme's default.
 fn host_and_port(url: &str) -> Result<(String, u16), CallbackError> {
+    parts(url).map(|(_, host, port)| (host, port))
+}
+
+/// The scheme (lowercase), host and port of an `http` or `https` URL.
+fn parts(url: &str) -> Result<(&'static str, String, u16), CallbackError> {
     let bad = |why: &str| CallbackError::BadUrl(why.to_string());
     if url.len() > MAX_URL {
         return Err(bad("longer than 2048 characters"));
     }
     let uri: ureq::http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
-    let default_port = match uri.scheme_str() {
-        Some(s) if s.eq_ignore_ascii_case("http") => 80,
-        Some(s) if s.eq_ignore_ascii_case("https") => 443,
+    let (scheme, default_port) = match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") => ("http", 80),
+        Some(s) if s.eq_ignore_ascii_case("https") => ("https", 443),
         _ => return Err(bad("only http:// and https:// URLs are taken")),
     };
     let authority = uri.authority().ok_or_else(|| bad("no host"))?;
@@ -307,10 +274,20 @@ fn host_and_port(url: &str) -> Result<(String, u16), CallbackError> {
     if host.is_empty() {
         return Err(bad("no host"));
     }
-    Ok((
-        host.to_string(),
-        authority.port_u16().unwrap_or(default_port),
-    ))
+    // The port as written: after the bracketed IPv6 literal, or after the one colon.
+    let after_host = match authority.as_str().rfind(']') {
+        Some(end) => &authority.as_str()[end + 1..],
+        None => authority.as_str(),
+    };
+    let port = match after_host.rsplit_once(':').map(|(_, port)| port) {
+        None | Some("") => default_port,
+        Some(digits) => digits
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| bad("the port must be 1 to 65535"))?,
+    };
+    Ok((scheme, host.to_string(), port))
 }
 
 #[cfg(test)]
@@ -372,6 +349,55 @@ mod tests {
         ] {
             assert!(host_and_port(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ports_outside_1_to_65535_are_refused() {
+        for bad in [
+            "http://1.1.1.1:65536/",
+            "http://1.1.1.1:99999/",
+            "http://1.1.1.1:0/",
+            "http://[2606:4700::1111]:70000/x",
+            "https://example.com:18446744073709551696/",
+        ] {
+            match host_and_port(bad) {
+                Err(CallbackError::BadUrl(why)) => assert!(why.contains("port"), "{bad}: {why}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert_eq!(host_and_port("http://1.1.1.1:65535/").unwrap().1, 65535);
+        assert_eq!(host_and_port("http://1.1.1.1:1/").unwrap().1, 1);
+        assert_eq!(host_and_port("https://[2606:4700::1111]/").unwrap().1, 443);
+    }
+
+    #[test]
+    fn a_refusal_names_the_host_and_not_an_address() {
+        let refused = AddressPolicy::default()
+            .check("http://[2002:7f00:1::1]:8080/hook")
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            CallbackError::Forbidden {
+                host: "2002:7f00:1::1".into()
+            }
+        );
+        assert!(refused.to_string().contains("not allowed"), "{refused}");
+    }
+
+    #[test]
+    fn the_origin_leaves_out_path_query_and_user() {
+        assert_eq!(
+            origin("HTTPS://Hooks.Example/t/SECRET?key=K#f"),
+            "https://Hooks.Example:443"
+        );
+        assert_eq!(
+            origin("http://10.0.0.1:8080/SECRET"),
+            "http://10.0.0.1:8080"
+        );
+        assert_eq!(
+            origin("http://user:SECRET@h.example/"),
+            "(not a callback URL)"
+        );
     }
 
     #[test]

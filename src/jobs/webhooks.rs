@@ -2,8 +2,8 @@
 //! Standard Webhooks way, retried until the receiver takes it.
 //!
 //! A submit (`Prefer: respond-async`) with `Callback-URL: https://...` asks for the
-//! job's end to be delivered there. The URL is checked on a delivery thread before the
-//! job is accepted ([`ssrf`](super::ssrf): a host that resolves to a loopback, private,
+//! job's end to be delivered there. The URL is checked on a checking thread before the
+//! job is accepted ([`ssrf`]: a host that resolves to a loopback, private,
 //! link-local or otherwise non-global address is answered `400`). When the job ends —
 //! succeeded, failed, or cancelled — the job service stores the message to deliver in
 //! the job store (so it survives a restart) and a delivery thread POSTs it:
@@ -34,23 +34,34 @@
 //!
 //! ## Threads
 //! The job store is only touched from the job service's thread, which owns its SQLite
-//! connection: the delivery threads get tasks over a channel (check a URL, POST a
-//! message) and send each outcome back over another, which the service thread waits on
-//! beside its commands. One connection keeps every write in the service's group commit
-//! and needs no locking between threads; the cost is a hop over a channel per attempt,
-//! which is nothing next to an HTTP request.
+//! connection: the webhook threads get tasks over channels and send each outcome back
+//! over another, which the service thread waits on beside its commands. One connection
+//! keeps every write in the service's group commit and needs no locking between
+//! threads; the cost is a hop over a channel per attempt, which is nothing next to an
+//! HTTP request.
+//!
+//! A submit's URL check goes to threads of its own, so a check never waits behind
+//! deliveries (a receiver that never answers holds a delivery thread until the
+//! timeout). A delivery thread checks the URL again, then counts the delivery against
+//! its destination, the address and port the host resolved to (however the URL spells
+//! it): when [`WebhookConfig::per_host`] are in progress there, it joins that
+//! destination's queue and the thread moves on; the thread that ends a delivery to
+//! that destination takes the next one waiting at once. A backlog for one receiver
+//! therefore drains as fast as the receiver answers, with never more than `per_host`
+//! connections to it.
 
 use super::clock::now_ms;
-use super::ssrf::{AddressPolicy, CallbackError, CheckedTarget};
+use super::ssrf::{self, AddressPolicy, CallbackError, CheckedTarget};
 pub use super::store::{Attempt, DeliveryState, WebhookRecord};
 use super::store::{JobState, StoredAnswer};
 use base64::Engine;
 use crossbeam_channel::{Receiver, Sender};
 use hmac::{KeyInit, Mac};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,9 +83,13 @@ pub struct WebhookConfig {
     pub give_up: Duration,
     /// The connect timeout, and the timeout for the receiver's answer (10 s by default).
     pub timeout: Duration,
-    /// Delivery threads (4 by default).
+    /// Delivery threads (4 by default), and as many threads that check submits'
+    /// callback URLs (so that a check never waits behind a delivery).
     pub threads: usize,
-    /// Deliveries in progress to one host at once (2 by default); the others wait.
+    /// Deliveries in progress to one destination at once (2 by default): a
+    /// destination is the address and port a callback's host resolves to (the first
+    /// one, which is connected to first), however the URL spells it. The others wait
+    /// in that destination's queue and start the moment one of these ends.
     pub per_host: usize,
     /// Which addresses callbacks may reach.
     pub policy: AddressPolicy,
@@ -246,9 +261,13 @@ pub enum Outcome<T> {
     },
 }
 
-/// The delivery threads.
+/// The threads: some check submits' callback URLs, others deliver; deliveries to one
+/// destination wait on that destination's own queue (see [`WebhookConfig::per_host`]).
 pub struct Pool<T: Send + 'static> {
-    tasks: Option<Sender<Task<T>>>,
+    /// URL checks, to the checking threads: a check never waits behind a delivery.
+    checks: Option<Sender<Task<T>>>,
+    /// Deliveries, to the delivery threads.
+    deliveries: Option<Sender<Task<T>>>,
     /// Set when the pool stops: tasks still queued are left (they are in the store).
     stopping: Arc<AtomicBool>,
     /// Outcomes, for the job service to wait on.
@@ -257,43 +276,72 @@ pub struct Pool<T: Send + 'static> {
 }
 
 impl<T: Send + 'static> Pool<T> {
-    /// Starts `config.threads` delivery threads.
+    /// Starts `config.threads` delivery threads and as many checking threads.
     pub fn start(config: &WebhookConfig) -> std::io::Result<Pool<T>> {
-        let (task_tx, task_rx) = crossbeam_channel::unbounded::<Task<T>>();
+        let (check_tx, check_rx) = crossbeam_channel::unbounded::<Task<T>>();
+        let (deliver_tx, deliver_rx) = crossbeam_channel::unbounded::<Task<T>>();
         let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded();
         let stopping = Arc::new(AtomicBool::new(false));
+        let destinations = Arc::new(Destinations::new(config.per_host));
         let mut threads = Vec::new();
         for n in 0..config.threads.max(1) {
-            let tasks = task_rx.clone();
-            let outcomes = outcome_tx.clone();
-            let config = config.clone();
-            let stopping = Arc::clone(&stopping);
-            let thread = std::thread::Builder::new()
-                .name(format!("webhook-{n}"))
-                .spawn(move || {
-                    for task in tasks {
-                        if stopping.load(Ordering::Relaxed) {
-                            break;
+            let (tasks, outcomes) = (check_rx.clone(), outcome_tx.clone());
+            let (config, stopping) = (config.clone(), Arc::clone(&stopping));
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("webhook-check-{n}"))
+                    .spawn(move || {
+                        for task in tasks {
+                            if stopping.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            if let Task::Check { url, carry } = task {
+                                if outcomes.send(check(&config, url, carry)).is_err() {
+                                    break;
+                                }
+                            }
                         }
-                        if outcomes.send(perform(&config, task)).is_err() {
-                            break;
+                    })?,
+            );
+        }
+        for n in 0..config.threads.max(1) {
+            let (tasks, outcomes) = (deliver_rx.clone(), outcome_tx.clone());
+            let (config, stopping) = (config.clone(), Arc::clone(&stopping));
+            let destinations = Arc::clone(&destinations);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("webhook-{n}"))
+                    .spawn(move || {
+                        for task in tasks {
+                            if stopping.load(Ordering::Relaxed) {
+                                break;
+                            }
+                            let going = deliver(&config, &destinations, &stopping, task, &outcomes);
+                            if !going {
+                                break;
+                            }
                         }
-                    }
-                })?;
-            threads.push(thread);
+                    })?,
+            );
         }
         Ok(Pool {
-            tasks: Some(task_tx),
+            checks: Some(check_tx),
+            deliveries: Some(deliver_tx),
             stopping,
             outcomes: outcome_rx,
             threads,
         })
     }
 
-    /// Hands a task to the threads; never blocks.
+    /// Hands a task to the threads (a check to the checking threads, a delivery to the
+    /// delivery threads); never blocks.
     pub fn send(&self, task: Task<T>) {
-        if let Some(tasks) = &self.tasks {
-            if tasks.send(task).is_err() {
+        let queue = match task {
+            Task::Check { .. } => &self.checks,
+            Task::Deliver { .. } => &self.deliveries,
+        };
+        if let Some(queue) = queue {
+            if queue.send(task).is_err() {
                 log::error!("webhooks: the delivery threads have stopped");
             }
         }
@@ -302,10 +350,12 @@ impl<T: Send + 'static> Pool<T> {
 
 impl<T: Send + 'static> Drop for Pool<T> {
     /// Lets each thread finish its attempt in progress (bounded by the timeouts), then
-    /// waits for them. An attempt cut short this way is made again after a restart.
+    /// waits for them. An attempt cut short this way, or still waiting for its
+    /// destination, is made again after a restart.
     fn drop(&mut self) {
         self.stopping.store(true, Ordering::Relaxed);
-        self.tasks = None;
+        self.checks = None;
+        self.deliveries = None;
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 log::error!("webhooks: a delivery thread panicked");
@@ -314,58 +364,211 @@ impl<T: Send + 'static> Drop for Pool<T> {
     }
 }
 
-fn perform<T>(config: &WebhookConfig, task: Task<T>) -> Outcome<T> {
-    match task {
-        Task::Check { url, carry } => Outcome::Checked {
-            verdict: without_panic(|| config.policy.check(&url).map(|_| ())).unwrap_or_else(
-                |panic| {
-                    Err(CallbackError::Unresolved {
-                        host: url.clone(),
-                        reason: panic,
-                    })
-                },
-            ),
-            carry,
-        },
-        Task::Deliver {
-            number,
-            job_id,
-            url,
-            payload,
-        } => {
-            let at_ms = now_ms();
-            let started = Instant::now();
-            let result = without_panic(|| {
-                config
-                    .policy
-                    .check(&url)
-                    .map_err(|e| e.to_string())
-                    .and_then(|target| post(config, &target, &job_id, &payload))
+/// A delivery whose URL passed the check, ready to be POSTed.
+struct Ready {
+    number: u64,
+    job_id: String,
+    payload: Vec<u8>,
+    target: CheckedTarget,
+}
+
+/// The per-destination limit: how many deliveries are in progress to each resolved
+/// address and port (however the URLs spell the host), and the ones waiting for it.
+/// A thread that finishes a delivery takes the next one waiting for the same
+/// destination at once, so a busy destination's queue drains as fast as it answers,
+/// and never holds more than `limit` threads.
+struct Destinations {
+    /// Deliveries in progress to one destination at once (at least 1).
+    limit: usize,
+    /// In progress and waiting, by destination.
+    by_address: Mutex<HashMap<SocketAddr, Destination>>,
+}
+
+#[derive(Default)]
+struct Destination {
+    in_progress: usize,
+    waiting: VecDeque<Ready>,
+}
+
+impl Destinations {
+    fn new(limit: usize) -> Self {
+        Destinations {
+            limit: limit.max(1),
+            by_address: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Destination>> {
+        // A panic never happens while the lock is held (no user code runs under it).
+        self.by_address
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Takes a slot for `ready`'s destination and gives it back to be delivered now,
+    /// or queues it behind the destination's deliveries in progress (then `None`).
+    fn admit(&self, destination: SocketAddr, ready: Ready) -> Option<Ready> {
+        let mut all = self.lock();
+        let entry = all.entry(destination).or_default();
+        if entry.in_progress < self.limit {
+            entry.in_progress += 1;
+            Some(ready)
+        } else {
+            entry.waiting.push_back(ready);
+            None
+        }
+    }
+
+    /// Called when a delivery to `destination` is over: the next one waiting for it
+    /// (keeping the slot), or `None` and the slot is freed.
+    fn next(&self, destination: SocketAddr) -> Option<Ready> {
+        let mut all = self.lock();
+        let entry = all.get_mut(&destination)?;
+        if let Some(ready) = entry.waiting.pop_front() {
+            return Some(ready);
+        }
+        entry.in_progress = entry.in_progress.saturating_sub(1);
+        if entry.in_progress == 0 {
+            all.remove(&destination);
+        }
+        None
+    }
+}
+
+/// A submit's URL check.
+fn check<T>(config: &WebhookConfig, url: String, carry: T) -> Outcome<T> {
+    Outcome::Checked {
+        verdict: without_panic(|| config.policy.check(&url).map(|_| ())).unwrap_or_else(|panic| {
+            Err(CallbackError::Unresolved {
+                host: ssrf::origin(&url),
+                reason: panic,
             })
-            .and_then(|result| result);
-            let latency_ms = started.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
-            let (status, error, retry_after) = match result {
-                Ok((status, retry_after)) => (Some(status), None, retry_after),
-                Err(error) => (None, Some(error), None),
-            };
-            match (status, &error) {
-                (Some(status), _) => log::info!(
-                    "job {job_id}: webhook to {url} answered {status} in {latency_ms} ms"
-                ),
-                (None, Some(error)) => {
-                    log::warn!("job {job_id}: webhook to {url} failed: {error}")
-                }
-                (None, None) => {}
-            }
+        }),
+        carry,
+    }
+}
+
+/// A delivery: the URL checked (its host resolved anew), then POSTed when its
+/// destination has a free slot, followed by the deliveries that were waiting for that
+/// destination. False when the outcomes are no longer heard (the pool is stopping).
+fn deliver<T>(
+    config: &WebhookConfig,
+    destinations: &Destinations,
+    stopping: &AtomicBool,
+    task: Task<T>,
+    outcomes: &Sender<Outcome<T>>,
+) -> bool {
+    let Task::Deliver {
+        number,
+        job_id,
+        url,
+        payload,
+    } = task
+    else {
+        return true;
+    };
+    let at_ms = now_ms();
+    let started = Instant::now();
+    let target = match without_panic(|| config.policy.check(&url)) {
+        Ok(Ok(target)) => target,
+        Ok(Err(refused)) => {
+            let outcome = failed(number, &job_id, &url, at_ms, started, refused.to_string());
+            return outcomes.send(outcome).is_ok();
+        }
+        Err(panic) => {
+            let outcome = failed(number, &job_id, &url, at_ms, started, panic);
+            return outcomes.send(outcome).is_ok();
+        }
+    };
+    let destination = target.destination();
+    let ready = Ready {
+        number,
+        job_id,
+        payload,
+        target,
+    };
+    let mut next = destinations.admit(destination, ready);
+    while let Some(ready) = next {
+        if outcomes.send(attempt(config, ready)).is_err() {
+            return false;
+        }
+        if stopping.load(Ordering::Relaxed) {
+            return false;
+        }
+        next = destinations.next(destination);
+    }
+    true
+}
+
+/// An attempt that ended before a request was sent.
+fn failed<T>(
+    number: u64,
+    job_id: &str,
+    url: &str,
+    at_ms: i64,
+    started: Instant,
+    error: String,
+) -> Outcome<T> {
+    log::warn!(
+        "job {job_id}: webhook to {} failed: {error}",
+        ssrf::origin(url)
+    );
+    Outcome::Attempted {
+        number,
+        attempt: Attempt {
+            at_ms,
+            status: None,
+            error: Some(error),
+            latency_ms: elapsed_ms(started),
+        },
+        retry_after: None,
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    started.elapsed().as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// POSTs a ready delivery and reports how it went.
+fn attempt<T>(config: &WebhookConfig, ready: Ready) -> Outcome<T> {
+    let at_ms = now_ms();
+    let started = Instant::now();
+    let Ready {
+        number,
+        job_id,
+        payload,
+        target,
+    } = ready;
+    let result =
+        without_panic(|| post(config, &target, &job_id, &payload)).and_then(|result| result);
+    let latency_ms = elapsed_ms(started);
+    // The origin only: a callback's path and query are often its credential.
+    let origin = ssrf::origin(&target.url);
+    match result {
+        Ok((status, retry_after)) => {
+            log::info!("job {job_id}: webhook to {origin} answered {status} in {latency_ms} ms");
             Outcome::Attempted {
                 number,
                 attempt: Attempt {
                     at_ms,
-                    status,
-                    error,
+                    status: Some(status),
+                    error: None,
                     latency_ms,
                 },
                 retry_after,
+            }
+        }
+        Err(error) => {
+            log::warn!("job {job_id}: webhook to {origin} failed: {error}");
+            Outcome::Attempted {
+                number,
+                attempt: Attempt {
+                    at_ms,
+                    status: None,
+                    error: Some(error),
+                    latency_ms,
+                },
+                retry_after: None,
             }
         }
     }

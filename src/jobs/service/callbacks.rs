@@ -15,11 +15,8 @@ use crate::jobs::webhooks::{
 use crate::jobs::{answers, ssrf};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashSet};
 use std::time::{Duration, Instant};
-
-/// How long a delivery waits when its host already has `per_host` in progress.
-const HOST_BUSY_WAIT: Duration = Duration::from_millis(200);
 
 /// The webhooks' state on the service's thread.
 pub(super) struct Deliveries {
@@ -29,10 +26,9 @@ pub(super) struct Deliveries {
     config: WebhookConfig,
     /// When each pending message is due: (when, job number).
     due: BinaryHeap<Reverse<(Instant, u64)>>,
-    /// Attempts in progress, by job number, with their host.
-    in_flight: HashMap<u64, String>,
-    /// Attempts in progress by host.
-    per_host: HashMap<String, usize>,
+    /// Job numbers whose attempt is with the delivery threads (in progress, or waiting
+    /// for its destination there: the per-destination limit is theirs).
+    in_flight: HashSet<u64>,
 }
 
 /// An instant for a time in milliseconds since the Unix epoch (now, if it has passed).
@@ -56,8 +52,7 @@ impl Service {
             pool,
             config,
             due: BinaryHeap::new(),
-            in_flight: HashMap::new(),
-            per_host: HashMap::new(),
+            in_flight: HashSet::new(),
         };
         let pending = self.store.webhooks_pending()?;
         if !pending.is_empty() {
@@ -186,7 +181,11 @@ impl Service {
         let Some(url) = callback_url(head) else {
             return Ok(());
         };
-        log::debug!("jobs: job {} will be delivered to {url}", record.id);
+        log::debug!(
+            "jobs: job {} will be delivered to {}",
+            record.id,
+            ssrf::origin(&url)
+        );
         self.store.webhook_add(record.number, &record.id, &url)
     }
 
@@ -228,8 +227,8 @@ impl Service {
         deliveries.due.peek().map(|Reverse((at, _))| *at)
     }
 
-    /// Sends the messages that are due to the delivery threads, within the per-host
-    /// limit.
+    /// Sends the messages that are due to the delivery threads (which keep the
+    /// per-destination limit: see [`WebhookConfig::per_host`]).
     pub(super) fn webhooks_due(&mut self, now: Instant) {
         loop {
             let Some(deliveries) = &mut self.deliveries else {
@@ -242,7 +241,7 @@ impl Service {
                 return;
             }
             deliveries.due.pop();
-            if deliveries.in_flight.contains_key(&number) {
+            if deliveries.in_flight.contains(&number) {
                 continue;
             }
             let record = match self.store.webhook(number) {
@@ -256,19 +255,12 @@ impl Service {
             let Some(deliveries) = &mut self.deliveries else {
                 return;
             };
-            let host = ssrf::host_of(&record.url).unwrap_or_default();
-            let busy = deliveries.per_host.get(&host).copied().unwrap_or(0);
-            if busy >= deliveries.config.per_host.max(1) {
-                deliveries.due.push(Reverse((now + HOST_BUSY_WAIT, number)));
-                continue;
-            }
-            *deliveries.per_host.entry(host.clone()).or_default() += 1;
-            deliveries.in_flight.insert(number, host);
+            deliveries.in_flight.insert(number);
             log::debug!(
                 "jobs: job {}: webhook attempt {} to {}",
                 record.job_id,
                 record.attempts.len() + 1,
-                record.url
+                ssrf::origin(&record.url)
             );
             deliveries.pool.send(Task::Deliver {
                 number,
@@ -290,14 +282,7 @@ impl Service {
         let Some(deliveries) = &mut self.deliveries else {
             return Ok(());
         };
-        if let Some(host) = deliveries.in_flight.remove(&number) {
-            if let Some(busy) = deliveries.per_host.get_mut(&host) {
-                *busy = busy.saturating_sub(1);
-                if *busy == 0 {
-                    deliveries.per_host.remove(&host);
-                }
-            }
-        }
+        deliveries.in_flight.remove(&number);
         let config = deliveries.config.clone();
         let Some(mut record) = self.store.webhook(number)? else {
             return Ok(());
