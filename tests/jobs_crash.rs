@@ -176,61 +176,56 @@ fn a_job_answered_after_the_front_end_restarted_is_matched_by_its_number() {
 
 /// A `-wal` file cut inside its last frame after a SIGKILL (a torn last write): the
 /// restart says that committed frames are dropped and how many, instead of starting as
-/// if nothing happened; with the log intact it says nothing of the kind.
+/// if nothing happened; on the same files left intact it says nothing of the kind.
 #[test]
 fn a_damaged_write_ahead_log_is_reported_at_start() {
+    // Jobs that take seconds each (trial division up to about 1.5e9): the two workers
+    // finish none before the kill, so no job's end empties the log (see `scrub`).
+    const SLOW: u64 = 2_305_843_009_213_693_951;
     let db = scratch_path("torn-log", "sqlite");
-    let wal = std::path::PathBuf::from(format!("{}-wal", db.display()));
     let port = free_port();
     let mut first = start_serverd("serverd-before", port, &db, "full");
     let mut client = Client::connect(port).expect("connect");
-    let locations: Vec<String> = (0..20)
-        .map(|n| {
-            client
-                .send_request("GET", &is_prime(1_000 + n), &["Prefer: respond-async"])
-                .expect("send");
-            location_of(&client.read_response(READ).expect("a 202"))
-        })
-        .collect();
-    for location in &locations {
-        assert_eq!(wait_until_ended(port, location)["state"], "succeeded");
+    for _ in 0..20 {
+        client
+            .send_request("GET", &is_prime(SLOW), &["Prefer: respond-async"])
+            .expect("send");
+        assert_eq!(client.read_response(READ).expect("a 202").status, 202);
     }
     first.kill9();
     first.wait_exit(Duration::from_secs(10));
 
-    // Intact: the restart replays the log and says nothing about damage.
-    let mut intact = start_serverd("serverd-intact", port, &db, "full");
-    assert!(!intact.stderr().contains("damaged"), "{}", intact.stderr());
-    let mut client = Client::connect(port).expect("connect");
-    client
-        .send_request("GET", &is_prime(5_000), &["Prefer: respond-async"])
-        .expect("send");
-    let last = location_of(&client.read_response(READ).expect("a 202"));
-    assert_eq!(wait_until_ended(port, &last)["state"], "succeeded");
-    intact.kill9();
-    intact.wait_exit(Duration::from_secs(10));
-
-    // Torn: the log loses the second half of its last frame (page size 4096: a frame
-    // is 24 + 4096 bytes).
-    let bytes = std::fs::read(&wal).expect("the -wal file after SIGKILL");
+    // The same files twice: as left (intact), and with the log cut.
+    let copy = scratch_path("torn-log-copy", "sqlite");
+    let wal_of = |db: &Path| std::path::PathBuf::from(format!("{}-wal", db.display()));
+    std::fs::copy(&db, &copy).expect("copy the database");
+    let bytes = std::fs::read(wal_of(&db)).expect("the -wal file after SIGKILL");
+    // Page size 4096: a frame is 24 + 4096 bytes.
     assert!(
         bytes.len() > 32 + 2 * 4120,
         "the log holds no frames: {}",
         bytes.len()
     );
-    std::fs::write(&wal, &bytes[..bytes.len() - 2060]).expect("cut the log");
-    let mut torn = start_serverd("serverd-torn", port, &db, "full");
+    std::fs::write(wal_of(&copy), &bytes[..bytes.len() - 2060]).expect("a cut log");
+
+    let mut intact = start_serverd("serverd-intact", port, &db, "full");
+    assert!(
+        !intact.stderr().contains("write-ahead log is damaged"),
+        "{}",
+        intact.stderr()
+    );
+    intact.kill9();
+    intact.wait_exit(Duration::from_secs(10));
+
+    let mut torn = start_serverd("serverd-torn", free_port(), &copy, "full");
     let stderr = torn.stderr();
     assert!(
         stderr.contains("its write-ahead log is damaged")
             && stderr.contains("frames after the last intact commit are dropped (1 damaged;"),
         "{stderr}"
     );
-    // Everything else still works on the replayed store.
-    let status = get(port, "/status", READ).expect("status").json();
-    assert!(status["jobs"]["succeeded"].as_u64().is_some(), "{status}");
-    torn.signal("TERM");
-    assert!(torn.wait_exit(Duration::from_secs(30)).is_some());
+    torn.kill9();
+    torn.wait_exit(Duration::from_secs(10));
 }
 
 /// The job database deleted under a running server: from then on no job is

@@ -54,6 +54,7 @@ use super::clock::now_ms;
 use super::ssrf::{self, AddressPolicy, CallbackError, CheckedTarget};
 pub use super::store::{Attempt, DeliveryState, WebhookRecord};
 use super::store::{JobState, StoredAnswer};
+use super::tag::job_tag;
 use base64::Engine;
 use crossbeam_channel::{Receiver, Sender};
 use hmac::{KeyInit, Mac};
@@ -510,7 +511,8 @@ fn failed<T>(
     error: String,
 ) -> Outcome<T> {
     log::warn!(
-        "job {job_id}: webhook to {} failed: {error}",
+        "job {}: webhook to {} failed: {error}",
+        job_tag(job_id.as_bytes()),
         ssrf::origin(url)
     );
     Outcome::Attempted {
@@ -546,7 +548,10 @@ fn attempt<T>(config: &WebhookConfig, ready: Ready) -> Outcome<T> {
     let origin = ssrf::origin(&target.url);
     match result {
         Ok((status, retry_after)) => {
-            log::info!("job {job_id}: webhook to {origin} answered {status} in {latency_ms} ms");
+            log::info!(
+                "job {}: webhook to {origin} answered {status} in {latency_ms} ms",
+                job_tag(job_id.as_bytes())
+            );
             Outcome::Attempted {
                 number,
                 attempt: Attempt {
@@ -559,7 +564,10 @@ fn attempt<T>(config: &WebhookConfig, ready: Ready) -> Outcome<T> {
             }
         }
         Err(error) => {
-            log::warn!("job {job_id}: webhook to {origin} failed: {error}");
+            log::warn!(
+                "job {}: webhook to {origin} failed: {error}",
+                job_tag(job_id.as_bytes())
+            );
             Outcome::Attempted {
                 number,
                 attempt: Attempt {

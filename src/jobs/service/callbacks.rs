@@ -9,6 +9,7 @@ use crate::http::field_values;
 use crate::http::Response;
 use crate::jobs::clock::now_ms;
 use crate::jobs::store::{JobRecord, StoreError, StoredAnswer};
+use crate::jobs::tag::job_tag;
 use crate::jobs::webhooks::{
     self, DeliveryState, Outcome, Pool, Task, WebhookConfig, WebhookRecord, CALLBACK_HEADER,
 };
@@ -183,7 +184,7 @@ impl Service {
         };
         log::debug!(
             "jobs: job {} will be delivered to {}",
-            record.id,
+            job_tag(record.id.as_bytes()),
             ssrf::origin(&url)
         );
         self.store.webhook_add(record.number, &record.id, &url)
@@ -199,7 +200,10 @@ impl Service {
             Ok(Some(stored)) if stored.state == DeliveryState::Waiting => stored,
             Ok(_) => return,
             Err(e) => {
-                log::error!("jobs: job {}: its webhook cannot be read: {e}", record.id);
+                log::error!(
+                    "jobs: job {}: its webhook cannot be read: {e}",
+                    job_tag(record.id.as_bytes())
+                );
                 return;
             }
         };
@@ -211,7 +215,10 @@ impl Service {
             ..stored
         };
         if let Err(e) = self.store.webhook_save(&pending) {
-            log::error!("jobs: job {}: its webhook cannot be stored: {e}", record.id);
+            log::error!(
+                "jobs: job {}: its webhook cannot be stored: {e}",
+                job_tag(record.id.as_bytes())
+            );
             return;
         }
         if let Some(deliveries) = &mut self.deliveries {
@@ -258,7 +265,7 @@ impl Service {
             deliveries.in_flight.insert(number);
             log::debug!(
                 "jobs: job {}: webhook attempt {} to {}",
-                record.job_id,
+                job_tag(record.job_id.as_bytes()),
                 record.attempts.len() + 1,
                 ssrf::origin(&record.url)
             );
@@ -320,7 +327,7 @@ impl Service {
                 let next = record.next_ms.unwrap_or(0);
                 log::info!(
                     "jobs: job {}: webhook attempt {} failed; next in {} ms",
-                    record.job_id,
+                    job_tag(record.job_id.as_bytes()),
                     record.attempts.len(),
                     next.saturating_sub(now_ms()).max(0)
                 );
@@ -330,7 +337,7 @@ impl Service {
             }
             state => log::info!(
                 "jobs: job {}: webhook {} after {} attempts",
-                record.job_id,
+                job_tag(record.job_id.as_bytes()),
                 state.as_str(),
                 record.attempts.len()
             ),
