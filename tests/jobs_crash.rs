@@ -264,3 +264,63 @@ fn a_job_database_deleted_under_the_server_stops_job_acceptance() {
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(30)).is_some());
 }
+
+/// SIGTERM while a job runs: the drain gives the run its time to end (the job is not
+/// run a second time after the restart, so a backend is not called twice), and no new
+/// run starts during the drain.
+#[test]
+fn a_drain_lets_running_jobs_end_instead_of_running_them_again() {
+    // About a second and a half of trial division.
+    const SLOW: u64 = 2_305_843_009_213_693_951;
+    let db = scratch_path("drain-jobs", "sqlite");
+    let port = free_port();
+    let args_with_drain = |port: u16| {
+        args(&[
+            &tcp(port),
+            "1",
+            "--jobs-db",
+            &db.display().to_string(),
+            "--drain-seconds",
+            "60",
+        ])
+    };
+    let mut first = Daemon::start_listening("serverd-draining", SERVERD, &args_with_drain(port));
+    let mut client = Client::connect(port).expect("connect");
+    let mut locations = Vec::new();
+    for _ in 0..2 {
+        client
+            .send_request("GET", &is_prime(SLOW), &["Prefer: respond-async"])
+            .expect("send");
+        locations.push(location_of(&client.read_response(READ).expect("a 202")));
+    }
+    // One compute worker: the first job runs, the second waits in the store.
+    let running = poll_until(READ, || {
+        let status = get(port, &locations[0], READ).ok()?.json();
+        (status["state"] == "running").then_some(())
+    });
+    assert!(running.is_some(), "the first job never ran");
+    first.signal("TERM");
+    let exit = first
+        .wait_exit(READ)
+        .expect("the server stops after its drain");
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        !first.stderr().contains("job runs unfinished"),
+        "{}",
+        first.stderr()
+    );
+
+    // The run ended within the drain: one attempt. The queued job was not started
+    // during the drain, so it has none yet.
+    let port = free_port();
+    let mut second =
+        Daemon::start_listening("serverd-after-drain", SERVERD, &args_with_drain(port));
+    let ended = get(port, &locations[0], READ).expect("a status").json();
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+    assert_eq!(ended["attempts"], 1, "{ended}");
+    let waited = wait_until_ended(port, &locations[1]);
+    assert_eq!(waited["state"], "succeeded", "{waited}");
+    assert_eq!(waited["attempts"], 1, "{waited}");
+    second.kill9();
+    second.wait_exit(Duration::from_secs(10));
+}

@@ -441,6 +441,12 @@ impl Server {
         self.send_job_command(Command::Drain);
     }
 
+    /// How many job runs are in the pipeline: a drain waits for them (bounded by its
+    /// timeout), so that a run that can end does not run again after the restart.
+    pub(super) fn job_runs_in_flight(&self) -> usize {
+        self.jobs.as_ref().map_or(0, |link| link.in_flight.len())
+    }
+
     /// Stops the service once it has committed what it holds.
     pub(super) fn stop_jobs(&mut self) {
         if let Some(link) = &mut self.jobs {

@@ -43,6 +43,7 @@ impl Server {
             return false;
         };
         let settled = self.requests.is_empty()
+            && self.job_runs_in_flight() == 0
             && self
                 .connections
                 .values()
@@ -54,6 +55,12 @@ impl Server {
     /// `Connection: close` (or the netstring error) rather than cut off unanswered, and
     /// its connection closes after that answer.
     pub(super) fn refuse_unfinished(&mut self) {
+        let runs = self.job_runs_in_flight();
+        if runs > 0 {
+            log::warn!(
+                "drain over with {runs} job runs unfinished: they stay running in the store and run again at the next start"
+            );
+        }
         if self.requests.is_empty() {
             return;
         }

@@ -260,7 +260,7 @@ impl Service {
 
     /// Starts runs while fewer than `max_running` are in the pipeline.
     pub(super) fn dispatch(&mut self) {
-        while self.running.len() < self.config.max_running {
+        while !self.draining && self.running.len() < self.config.max_running {
             let Some((number, _)) = self.queue.pop_front() else {
                 return;
             };

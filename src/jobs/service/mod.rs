@@ -120,7 +120,8 @@ pub enum Command {
         /// What came back.
         answer: RunAnswer,
     },
-    /// The front end drains: answer every long-poll now.
+    /// The front end drains: answer every long-poll now, and start no more runs (those
+    /// under way get the drain's time to end).
     Drain,
     /// A stage reported a job's progress.
     Progress {
@@ -316,6 +317,7 @@ impl JobsHandle {
             next_expiry: Instant::now() + expire_every(&config),
             commit_stats: JobStats::default(),
             unsettled: settle::Unsettled::default(),
+            draining: false,
             deliveries: None,
         };
         service.start_webhooks()?;
@@ -480,6 +482,8 @@ struct Service {
     deliveries: Option<callbacks::Deliveries>,
     /// Runs whose ends a failed commit rolled back.
     unsettled: settle::Unsettled,
+    /// The front end drains: no job is dispatched any more.
+    draining: bool,
 }
 
 impl Service {
@@ -569,6 +573,8 @@ impl Service {
                 self.answered(number, answer)
             }
             Command::Drain => {
+                // Runs in the pipeline get the drain's time to end; no new one starts.
+                self.draining = true;
                 self.end_waits(|_| true);
                 Ok(())
             }
