@@ -3,7 +3,9 @@
 //! A parallel-pipeline server on ZeroMQ: a front end parses client requests and sends
 //! them through load-balancing proxies to pools of workers, stage after stage. Any stage
 //! can answer the client at once through the loopback; a client that goes away (a reset,
-//! not a half-close after its requests) sends an interrupt so workers can drop its work.
+//! or a close that a `102 Processing` probe or `half_closed_timeout` reveals, while a
+//! client that only half-closed is still answered) sends an interrupt so workers can
+//! drop its work.
 //!
 //! ```text
 //!             HTTP/1.x                     multipart ZeroMQ messages

@@ -128,6 +128,12 @@ pub struct FrontEndArgs {
     /// its host is gone) before the connection is aborted.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub write_timeout: f64,
+    /// Seconds the requests of a half-closed HTTP/1.0 or netstring connection may run
+    /// after its client's FIN before the client is taken as gone (their work is
+    /// interrupted). Half-closed HTTP/1.1 clients are probed with `102 Processing`
+    /// instead, and served as long as they are there.
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    pub half_closed_timeout: f64,
     /// The largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, value_name = "N", default_value_t = 10 * 1024 * 1024)]
     pub max_request_bytes: usize,
@@ -381,6 +387,7 @@ impl FrontEndArgs {
         config.header_timeout = seconds("--header-timeout", self.header_timeout)?;
         config.idle_timeout = seconds("--idle-timeout", self.idle_timeout)?;
         config.write_timeout = seconds("--write-timeout", self.write_timeout)?;
+        config.half_closed_timeout = seconds("--half-closed-timeout", self.half_closed_timeout)?;
         config.limits.max_body = self.max_request_bytes;
         config.max_netstring_bytes = self.max_request_bytes;
         config.jobs = self.jobs.config()?;

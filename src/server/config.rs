@@ -63,6 +63,17 @@ pub struct ServerConfig {
     /// This is what finally frees a client that stopped reading, whatever it holds in
     /// the front end and in libzmq (see `sockets::set_tcp_max_retransmit`).
     pub write_timeout: Duration,
+    /// How often a half-closed HTTP/1.1 connection (the client sent FIN, RFC 9293 §3.6)
+    /// whose next answer is not ready is sent an interim `102 Processing` (RFC 9110
+    /// §15.2: a client accepts 1xx responses it did not ask for). A client still there
+    /// ignores it; a socket that is closed answers it with a reset, and the connection's
+    /// unanswered requests are then interrupted. 1 s by default.
+    pub half_closed_probe: Duration,
+    /// How long the requests of a half-closed connection that cannot be sent an interim
+    /// response (HTTP/1.0, netstrings) may run after the half-close before the client
+    /// is taken as gone: its requests are interrupted and the connection closed. 30 s
+    /// by default.
+    pub half_closed_timeout: Duration,
     /// Keep asynchronous jobs in this store (`Prefer: respond-async`, `/jobs/{id}`);
     /// none by default, and then requests are only answered while the client waits.
     pub jobs: Option<JobsConfig>,
@@ -91,6 +102,8 @@ impl ServerConfig {
             max_pipelined: 1024,
             max_output_bytes: 16 * 1024 * 1024,
             write_timeout: Duration::from_secs(60),
+            half_closed_probe: Duration::from_secs(1),
+            half_closed_timeout: Duration::from_secs(30),
             jobs: None,
             cors: None,
         }

@@ -114,6 +114,16 @@ pub(crate) struct Slot {
     pub(crate) label: Option<Label>,
     /// CORS header lines to add to the answer (a request from an allowed origin).
     pub(crate) cors: Option<Box<[u8]>>,
+    /// An HTTP/1.1 request: an interim `1xx` may precede its answer.
+    pub(crate) interim: bool,
+}
+
+/// When a connection's client half-closed, and when it was last probed.
+pub(crate) struct HalfClosed {
+    /// When the first notice (the FIN) came.
+    pub(crate) since: Instant,
+    /// When the last `102 Processing` was written.
+    pub(crate) probed: Option<Instant>,
 }
 
 /// A client connection.
@@ -147,6 +157,9 @@ pub(crate) struct Connection {
     pub(crate) close_when_written: bool,
     /// The client has finished sending (it half-closed the connection).
     pub(crate) input_ended: bool,
+    /// When the client half-closed, and when it was last sent a `102 Processing` (see
+    /// `Server::check_half_closed`); none for a connection that never half-closes.
+    pub(crate) half_closed: Option<Box<HalfClosed>>,
     /// Already listed for a flush in this loop turn.
     pub(crate) dirty: bool,
     /// Bytes of answers filled since the last flush: once they could take the output
@@ -172,6 +185,7 @@ impl Connection {
             closing: false,
             close_when_written: false,
             input_ended: false,
+            half_closed: None,
             dirty: false,
             unflushed: 0,
         }

@@ -5,7 +5,7 @@
 use super::accept_watch::AcceptWatch;
 use super::answers::mark_dirty;
 use super::config::ListenProtocol;
-use super::connection::{Connection, Decoder, Stall};
+use super::connection::{Connection, Decoder, HalfClosed, Stall};
 use super::listen_fd;
 use super::{Server, RETRY_FIRST, RETRY_LAST};
 use crate::base::fast_hash::{FastMap, FastSet};
@@ -115,6 +115,12 @@ impl Server {
         }
         conn.input_ended = true;
         conn.closing = true;
+        if !conn.slots.is_empty() {
+            conn.half_closed = Some(Box::new(HalfClosed {
+                since: Instant::now(),
+                probed: None,
+            }));
+        }
         match conn.slots.back_mut() {
             Some(last) => last.close_after = true,
             None => conn.close_when_written = true,

@@ -31,6 +31,7 @@
 //! - `answers`: loopback answers into their slots, and out in request order within the
 //!   output bound; closing a connection;
 //! - `upkeep`: the sweep's timeouts and the probe of the first proxy;
+//! - `half_closed`: telling a half-closed client from one that has gone;
 //! - `drain`: turning new connections away, the end of a drain, the stop;
 //! - `connection` and `output`: one connection's decoder, answer order and unwritten
 //!   bytes; `front`: the sockets toward the pipeline;
@@ -88,6 +89,7 @@ mod connection;
 mod cors;
 mod drain;
 mod front;
+mod half_closed;
 mod job_reads;
 mod listen_fd;
 mod listener;
@@ -155,6 +157,9 @@ pub struct ServerStats {
     /// The most response bytes that waited in the front end for one client, behind the
     /// answer being written, while libzmq refused more: what `max_output_bytes` bounds.
     pub most_output_waiting: u64,
+    /// Half-closed connections whose client was taken as gone after
+    /// `half_closed_timeout`, their requests unanswered (see `ServerConfig`).
+    pub half_closed_gone: u64,
 }
 
 impl std::fmt::Display for ServerStats {

@@ -217,6 +217,13 @@ impl Server {
             arrived: Instant::now(),
             label,
             cors: self.cors_fields.take(),
+            interim: matches!(
+                protocol,
+                Protocol::Http {
+                    minor_version: 1..,
+                    ..
+                }
+            ),
         });
         if close_after {
             conn.closing = true;
@@ -258,6 +265,7 @@ impl Server {
             arrived: Instant::now(),
             label,
             cors: self.cors_fields.take(),
+            interim: false,
         });
         if close_after {
             conn.closing = true;
@@ -296,6 +304,7 @@ impl Server {
             "answered": self.stats.answered,
             "errors": self.stats.errors,
             "timed_out": self.stats.timed_out,
+            "half_closed_gone": self.stats.half_closed_gone,
             "loopback": self.front.loopback_endpoint,
             "interrupt": self.front.interrupt_endpoint,
             "first_proxy": {

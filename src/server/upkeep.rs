@@ -67,8 +67,12 @@ impl Server {
         }
         let mut slow = Vec::new();
         let mut idle = Vec::new();
+        let mut half_closed = Vec::new();
         for (id, conn) in &self.connections {
             let quiet = now.duration_since(conn.last_active);
+            if conn.half_closed.is_some() {
+                half_closed.push(*id);
+            }
             if conn.closing {
                 continue;
             }
@@ -106,6 +110,9 @@ impl Server {
         for id in idle {
             log::debug!("connection {id}: idle; closing");
             self.close(id, true);
+        }
+        if !half_closed.is_empty() {
+            self.check_half_closed(&half_closed, now);
         }
     }
 
