@@ -500,6 +500,36 @@ fn cancelling_a_job_closes_its_backend_connection() {
     assert_eq!(wait_until_ended(port, &location)["state"], "cancelled");
 }
 
+/// A client that sends a call and closes its socket (FIN, nothing more read): the
+/// front end finds it gone (its interim `102` is answered with a reset), the call is
+/// interrupted, and the backend learns it: its connection is closed unanswered.
+#[test]
+fn a_call_whose_client_closed_its_socket_closes_its_backend_connection() {
+    let backend = Backend::start(Mode::Hold);
+    let port = free_port();
+    // A gateway timeout far above the wait below: only the client's leaving can close
+    // the backend's connection in time.
+    let _gateway = start_gatewayd(
+        "gw-client-gone",
+        port,
+        &backend.url(),
+        &["--gateway-timeout", "120"],
+    );
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(backend.wait_seen(1)[0].target, "/held");
+    drop(stream);
+    assert!(
+        poll_until(WAIT, || {
+            (backend.shared.closed_unanswered.load(Ordering::Relaxed) >= 1).then_some(())
+        })
+        .is_some(),
+        "the backend's connection stayed open after its client left"
+    );
+}
+
 #[test]
 fn an_idempotency_key_never_gives_one_caller_the_job_run_with_anothers_credentials() {
     let backend = Backend::start(Mode::Answer);
