@@ -36,11 +36,37 @@ pub fn is_prime(n: u64) -> String {
     format!("/is_prime?possible_prime={n}")
 }
 
-/// A port nobody listened on a moment ago. The listener is dropped before the daemon
-/// binds the port: a small race, which [`Deployment::start`] covers with a retry.
+/// A port nobody listened on a moment ago, never the same twice in one test process.
+///
+/// Ports come from below the kernel's ephemeral range, in turn from a start that
+/// depends on the process id: the kernel gives ephemeral ports to every `bind(0)` and
+/// outgoing connection, so a port taken from that range could be handed to one of them
+/// (or, by `bind(0)`, to a second caller here) before the daemon binds it. The port is
+/// checked free by binding it; the daemon binds it a moment later, a small race that
+/// [`Deployment::start`] covers with a retry.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
+    static NEXT: std::sync::Mutex<Option<u16>> = std::sync::Mutex::new(None);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let floor = 10_000.min(ephemeral_low / 2);
+    let span = ephemeral_low - floor;
+    let mut next = NEXT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut port = next.unwrap_or(floor + (std::process::id() % u32::from(span)) as u16);
+    for _ in 0..span {
+        let candidate = port;
+        port = if port + 1 >= ephemeral_low {
+            floor
+        } else {
+            port + 1
+        };
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            *next = Some(port);
+            return candidate;
+        }
+    }
+    panic!("no free port below the ephemeral range {ephemeral_low}");
 }
 
 /// `tcp://127.0.0.1:PORT`.
