@@ -276,6 +276,34 @@ pub struct Pool<T: Send + 'static> {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Starts `count` threads named `{name}-{n}` that take tasks from `tasks` and hand each
+/// to `handle`, until the channel closes, `stopping` is set, or `handle` says to stop
+/// (returns false: its outcomes are no longer read).
+fn spawn_threads<T: Send + 'static>(
+    name: &str,
+    count: usize,
+    tasks: &Receiver<Task<T>>,
+    stopping: &Arc<AtomicBool>,
+    threads: &mut Vec<JoinHandle<()>>,
+    handle: impl Fn(Task<T>) -> bool + Clone + Send + 'static,
+) -> std::io::Result<()> {
+    for n in 0..count {
+        let (tasks, stopping, handle) = (tasks.clone(), Arc::clone(stopping), handle.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("{name}-{n}"))
+                .spawn(move || {
+                    for task in tasks {
+                        if stopping.load(Ordering::Relaxed) || !handle(task) {
+                            break;
+                        }
+                    }
+                })?,
+        );
+    }
+    Ok(())
+}
+
 impl<T: Send + 'static> Pool<T> {
     /// Starts `config.threads` delivery threads and as many checking threads.
     pub fn start(config: &WebhookConfig) -> std::io::Result<Pool<T>> {
@@ -284,47 +312,29 @@ impl<T: Send + 'static> Pool<T> {
         let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded();
         let stopping = Arc::new(AtomicBool::new(false));
         let destinations = Arc::new(Destinations::new(config.per_host));
-        let mut threads = Vec::new();
-        for n in 0..config.threads.max(1) {
-            let (tasks, outcomes) = (check_rx.clone(), outcome_tx.clone());
-            let (config, stopping) = (config.clone(), Arc::clone(&stopping));
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("webhook-check-{n}"))
-                    .spawn(move || {
-                        for task in tasks {
-                            if stopping.load(Ordering::Relaxed) {
-                                break;
-                            }
-                            if let Task::Check { url, carry } = task {
-                                if outcomes.send(check(&config, url, carry)).is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    })?,
-            );
-        }
-        for n in 0..config.threads.max(1) {
-            let (tasks, outcomes) = (deliver_rx.clone(), outcome_tx.clone());
-            let (config, stopping) = (config.clone(), Arc::clone(&stopping));
-            let destinations = Arc::clone(&destinations);
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("webhook-{n}"))
-                    .spawn(move || {
-                        for task in tasks {
-                            if stopping.load(Ordering::Relaxed) {
-                                break;
-                            }
-                            let going = deliver(&config, &destinations, &stopping, task, &outcomes);
-                            if !going {
-                                break;
-                            }
-                        }
-                    })?,
-            );
-        }
+        let count = config.threads.max(1);
+        let mut threads = Vec::with_capacity(2 * count);
+        let (checker, outcomes) = (config.clone(), outcome_tx.clone());
+        spawn_threads(
+            "webhook-check",
+            count,
+            &check_rx,
+            &stopping,
+            &mut threads,
+            move |task| match task {
+                Task::Check { url, carry } => outcomes.send(check(&checker, url, carry)).is_ok(),
+                _ => true,
+            },
+        )?;
+        let (deliverer, stop) = (config.clone(), Arc::clone(&stopping));
+        spawn_threads(
+            "webhook",
+            count,
+            &deliver_rx,
+            &stopping,
+            &mut threads,
+            move |task| deliver(&deliverer, &destinations, &stop, task, &outcome_tx),
+        )?;
         Ok(Pool {
             checks: Some(check_tx),
             deliveries: Some(deliver_tx),
