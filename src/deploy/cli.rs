@@ -115,7 +115,8 @@ pub struct FrontEndArgs {
     #[arg(long, value_name = "ENDPOINT")]
     pub netstring: Option<String>,
     /// Seconds a request may spend in the pipeline before it is answered 504 [default:
-    /// 30; for prime_gatewayd, at least the gateway timeout plus 5 s].
+    /// 30; for prime_gatewayd, at least the gateway timeout plus 5 s; for prime_filed,
+    /// 3600, as it bounds a whole download].
     #[arg(long, value_name = "S")]
     pub request_timeout: Option<f64>,
     /// Seconds a client may take to send a request head before it is answered 408.

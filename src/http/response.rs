@@ -137,6 +137,44 @@ impl Response {
         out
     }
 
+    /// The head of a response whose body of `length` bytes follows in pieces sent as
+    /// they are: `Content-Length: length` (RFC 9110 §8.6), no chunked coding. For
+    /// HTTP/1.0 the connection closes after it (`Connection: close`). The response's
+    /// own body and any `Content-Length` it sets are left out.
+    ///
+    /// ```
+    /// # use prime_server::http::Response;
+    /// let head = Response::new(200).header("Content-Length", "1").sized_stream_head(1, true, 5);
+    /// let text = String::from_utf8(head).unwrap();
+    /// assert!(text.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"));
+    /// assert!(!text.contains("chunked") && !text.contains("Content-Length: 1"));
+    /// ```
+    pub fn sized_stream_head(&self, minor_version: u8, keep_alive: bool, length: u64) -> Vec<u8> {
+        let fields: Vec<&(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case("content-length"))
+            .collect();
+        let fields: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let mut out = Vec::with_capacity(head_capacity(&fields));
+        let own = OwnFields::of(&fields);
+        let keep_alive = keep_alive && minor_version != 0;
+        let length = usize::try_from(length).unwrap_or(usize::MAX);
+        write_head(
+            &mut out,
+            self.status,
+            &fields,
+            own,
+            minor_version,
+            keep_alive,
+            BodyFraming::Length(length),
+        );
+        out
+    }
+
     /// A piece of a streamed body, framed for HTTP/1.`minor_version`: a chunk for 1.1,
     /// the bytes as they are for 1.0. An empty piece is nothing (an empty chunk would end
     /// the body).

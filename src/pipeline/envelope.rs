@@ -478,6 +478,72 @@ impl Interrupt {
     }
 }
 
+/// The reason byte of a [`StreamWritten`] notice, after the [`InterruptReason`] codes.
+pub const STREAM_WRITTEN_CODE: u8 = 7;
+/// The size of an encoded [`StreamWritten`].
+pub const STREAM_WRITTEN_LEN: usize = 28;
+
+/// A notice on the interrupt channel, not an interrupt: the front end has handed
+/// `bytes` bytes of a streamed answer (counted as the loopback parts' lengths, head
+/// included) to its client's connection. The worker sending the stream waits for it
+/// once a window of its bytes is unacknowledged (see [`crate::pipeline::stream`]), so a
+/// client that reads slowly paces the stage instead of the front end buffering the
+/// answer.
+///
+/// Layout: version (1 byte, [`INTERRUPT_VERSION`]), [`STREAM_WRITTEN_CODE`] (1 byte),
+/// 2 reserved zero bytes, nonce (u64 LE), request id (u64 LE), bytes (u64 LE). The
+/// first 20 bytes are the prefix a worker subscribes to for its own stream
+/// ([`StreamWritten::topic`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamWritten {
+    /// The front end process the request belongs to.
+    pub nonce: u64,
+    /// The request whose answer streams.
+    pub request_id: u64,
+    /// How many bytes of it the front end has handed on, in all.
+    pub bytes: u64,
+}
+
+impl StreamWritten {
+    /// The fixed-size little-endian encoding.
+    ///
+    /// ```
+    /// use prime_server::pipeline::envelope::StreamWritten;
+    /// let notice = StreamWritten { nonce: 1, request_id: 2, bytes: 3 };
+    /// assert_eq!(StreamWritten::decode(&notice.encode()), Ok(notice));
+    /// assert!(notice.encode().starts_with(&StreamWritten::topic(1, 2)));
+    /// ```
+    pub fn encode(&self) -> [u8; STREAM_WRITTEN_LEN] {
+        let mut out = [0u8; STREAM_WRITTEN_LEN];
+        out[..20].copy_from_slice(&Self::topic(self.nonce, self.request_id));
+        out[20..28].copy_from_slice(&self.bytes.to_le_bytes());
+        out
+    }
+
+    /// The prefix of every notice about one request's stream, to subscribe to.
+    pub fn topic(nonce: u64, request_id: u64) -> [u8; 20] {
+        let mut out = [0u8; 20];
+        out[0] = INTERRUPT_VERSION;
+        out[1] = STREAM_WRITTEN_CODE;
+        out[4..12].copy_from_slice(&nonce.to_le_bytes());
+        out[12..20].copy_from_slice(&request_id.to_le_bytes());
+        out
+    }
+
+    /// Decodes a frame written by [`encode`](Self::encode), refusing anything else.
+    pub fn decode(frame: &[u8]) -> Result<StreamWritten, DecodeError> {
+        check_frame(frame, STREAM_WRITTEN_LEN, INTERRUPT_VERSION)?;
+        if frame[1] != STREAM_WRITTEN_CODE {
+            return Err(DecodeError::UnknownProtocol(frame[1]));
+        }
+        Ok(StreamWritten {
+            nonce: u64_at(frame, 4),
+            request_id: u64_at(frame, 12),
+            bytes: u64_at(frame, 20),
+        })
+    }
+}
+
 fn check_frame(frame: &[u8], expected: usize, version: u8) -> Result<(), DecodeError> {
     if frame.len() != expected {
         return Err(DecodeError::WrongSize {

@@ -7,8 +7,9 @@ use super::access_log::{Entry, Unanswered};
 use super::connection::{Connection, Slot, Stall};
 use super::output::{status_of, AnswerBytes};
 use super::{cors, Server, RETRY_FIRST, RETRY_LAST};
-use crate::pipeline::envelope::{Envelope, Interrupt, InterruptReason, Protocol};
+use crate::pipeline::envelope::{Envelope, Interrupt, InterruptReason, Protocol, StreamWritten};
 use crate::pipeline::loopback::{self, render_failure, Answer, Failure};
+use crate::pipeline::stream::STREAM_ACK_STEP;
 use std::cmp::Reverse;
 use std::time::Instant;
 
@@ -245,6 +246,26 @@ impl Server {
             }
         }
         if !refused {
+            // Everything of a stream in progress is with libzmq now: its worker may
+            // send more.
+            if let Some(front) = conn.slots.front_mut() {
+                if let Some(stream) = front.stream.as_deref_mut() {
+                    let unacknowledged = stream.total - stream.acknowledged;
+                    if front.answer.is_none()
+                        && stream.pieces.is_empty()
+                        && unacknowledged as u64 >= STREAM_ACK_STEP
+                    {
+                        stream.acknowledged = stream.total;
+                        stream.reminders = 0;
+                        let notice = StreamWritten {
+                            nonce: self.nonce,
+                            request_id: front.request_id,
+                            bytes: stream.total as u64,
+                        };
+                        publish_written(&self.front.interrupt, &notice);
+                    }
+                }
+            }
             // Output that waited counts as written only now, for the idle timeout.
             if conn.stall.take().is_some() && conn.slots.is_empty() {
                 conn.last_active = Instant::now();
@@ -337,6 +358,16 @@ impl Server {
         {
             log::debug!("request {request_id}: interrupt not published: {e}");
         }
+    }
+}
+
+/// Publishes how much of a stream was handed on, for the worker that sends it.
+pub(super) fn publish_written(interrupt: &zmq::Socket, notice: &StreamWritten) {
+    if let Err(e) = interrupt.send(&notice.encode()[..], zmq::DONTWAIT) {
+        log::debug!(
+            "request {}: stream notice not published: {e}",
+            notice.request_id
+        );
     }
 }
 

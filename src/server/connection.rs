@@ -93,8 +93,14 @@ pub(crate) struct SlotStream {
     pub(crate) bytes: usize,
     /// The status of the head, for the access log.
     pub(crate) status: Box<str>,
-    /// All the bytes of the stream so far, for the access log.
+    /// All the bytes of the stream so far, for the access log, and to tell the worker
+    /// how much of it was handed on.
     pub(crate) total: usize,
+    /// The bytes the worker was last told were handed on (see
+    /// `crate::pipeline::stream`).
+    pub(crate) acknowledged: usize,
+    /// How often that was repeated since, for a worker that might have missed it.
+    pub(crate) reminders: u8,
 }
 
 /// One request's place in the connection's answer order.

@@ -114,6 +114,7 @@ impl Server {
         if !half_closed.is_empty() {
             self.check_half_closed(&half_closed, now);
         }
+        self.remind_streams();
     }
 
     /// Lets the per-connection maps and queues give back what a burst of connections

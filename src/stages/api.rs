@@ -89,6 +89,16 @@ impl<'j, 'a> HttpJob<'j, 'a> {
         self.job.stream(response)
     }
 
+    /// Starts answering with a body of exactly `length` bytes, sent in pieces with
+    /// `Content-Length` (no chunked coding): see [`Job::stream_sized`].
+    pub fn stream_sized(
+        &self,
+        response: &Response,
+        length: u64,
+    ) -> Result<ResponseStream<'_>, StreamError> {
+        self.job.stream_sized(response, length)
+    }
+
     /// Reports a job's progress: `fraction` from 0 to 1 and a short message, stored with
     /// the job and sent to its event streams (see [`Job::progress`]).
     pub fn progress(&self, fraction: f32, message: &str) {

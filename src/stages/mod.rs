@@ -40,14 +40,17 @@
 //! # drop(pipeline);
 //! ```
 //!
-//! Besides the API ([`HttpJob`], [`Next`], [`StageError`], [`HttpWork`]), two stages
-//! come ready-made: [`gateway`] forwards requests to an HTTP backend, and [`tasks`]
-//! routes each request to the stage its task name or path names.
+//! Besides the API ([`HttpJob`], [`Next`], [`StageError`], [`HttpWork`]), three stages
+//! come ready-made: [`gateway`] forwards requests to an HTTP backend, [`files`] serves
+//! the files under a directory, and [`tasks`] routes each request to the stage its task
+//! name or path names.
 
 mod api;
+pub mod files;
 pub mod gateway;
 mod gateway_path;
 pub mod tasks;
 
 pub use api::{HttpJob, HttpStage, HttpWork, Next, StageError};
+pub use files::StaticFiles;
 pub use gateway::HttpGateway;

@@ -170,7 +170,24 @@ impl Job<'_> {
         &self,
         response: &Response,
     ) -> std::result::Result<ResponseStream<'_>, StreamError> {
-        ResponseStream::start(self.loopback, self.envelope, response)
+        ResponseStream::start(self.loopback, self.watch, self.envelope, response, None)
+    }
+
+    /// Starts answering with a body of `length` bytes sent in pieces as they are, with
+    /// `Content-Length` rather than the chunked coding (a file, a blob of known size);
+    /// the stream must get exactly `length` bytes (see [`crate::pipeline::stream`]).
+    pub fn stream_sized(
+        &self,
+        response: &Response,
+        length: u64,
+    ) -> std::result::Result<ResponseStream<'_>, StreamError> {
+        ResponseStream::start(
+            self.loopback,
+            self.watch,
+            self.envelope,
+            response,
+            Some(length),
+        )
     }
 
     /// Reports how far the work is: `fraction` from 0 to 1 and a short message. For an
