@@ -88,7 +88,7 @@
 //!   proxy, the worker loop, streamed answers, the loopback, the self-test probe and
 //!   the census that finds what a lost proxy took with it.
 //! - [`stages`]: stages written against HTTP requests, with typed errors; the gateway
-//!   to an HTTP backend; routing by task name.
+//!   to an HTTP backend; static files; routing by task name.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process; their ends delivered to a
 //!   `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 const SERVERD: &str = env!("CARGO_BIN_EXE_prime_serverd");
 const ECHOD: &str = env!("CARGO_BIN_EXE_prime_echod");
-const ALL: [&str; 5] = [SERVERD, ECHOD, HTTPD, PROXYD, WORKERD];
+const FILED: &str = env!("CARGO_BIN_EXE_prime_filed");
+const ALL: [&str; 6] = [SERVERD, ECHOD, HTTPD, PROXYD, WORKERD, FILED];
 
 /// Generous: a daemon on a loaded machine starts and stops in well under a second.
 const BOUND: Duration = Duration::from_secs(20);
@@ -26,7 +27,7 @@ fn help(program: &str) -> String {
 
 #[test]
 fn every_help_names_the_listen_endpoint_alike_and_says_where_logs_go() {
-    for program in [SERVERD, ECHOD, HTTPD] {
+    for program in [SERVERD, ECHOD, HTTPD, FILED] {
         let text = help(program);
         assert!(text.contains("LISTEN"), "{program}: {text}");
         // One description, whatever the line wrapping.
