@@ -9,13 +9,12 @@
 //!   `If-Unmodified-Since` (`412`), `If-None-Match` and `If-Modified-Since` (`304`),
 //!   `If-Range`.
 //! - `Range` on a GET (RFC 9110 §14): one range is `206` with `Content-Range`, several
-//!   a `206` of `multipart/byteranges` (overlapping ranges merged; more than
-//!   [`ranges::MAX_RANGES`] get the whole file), none satisfiable `416` with
-//!   `Content-Range: bytes */LEN`.
+//!   a `206` of `multipart/byteranges` (overlapping ranges merged; more than 16 get the
+//!   whole file), none satisfiable `416` with `Content-Range: bytes */LEN`.
 //! - `Cache-Control` as configured ([`StaticFiles::cache_control`]).
-//! - Nothing outside the root is reachable (see [`path`]): dot segments, their encoded
-//!   forms, encoded slashes, backslashes, NUL and symbolic links leading out are all
-//!   answered `404`, like a missing file.
+//! - Nothing outside the root is reachable (see `files/path.rs`): dot segments, their
+//!   encoded forms, encoded slashes, backslashes, NUL and symbolic links leading out are
+//!   all answered `404`, like a missing file.
 //! - Answers up to [`SMALL`] go whole; larger ones are read and sent in pieces of
 //!   [`PIECE`] bytes as a stream with `Content-Length`, which a slow client paces (see
 //!   [`crate::pipeline::stream`]): a file is never whole in memory.
