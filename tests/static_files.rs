@@ -593,3 +593,35 @@ fn a_slow_reader_of_a_2_gb_file_keeps_the_daemons_memory_flat() {
     assert!(body.iter().chain(&more).all(|b| *b == 0));
     eprintln!("RSS: {before} kB before, {during} kB while the client paused");
 }
+
+#[test]
+fn a_client_that_leaves_mid_download_frees_its_worker() {
+    let tree = Tree::new();
+    let big = std::fs::File::create(tree.root().join("big.bin")).expect("create");
+    big.set_len(1024 * 1024 * 1024).expect("set_len");
+    tree.file("small.txt", b"small\n");
+    // One worker: while it waits for a client that no longer reads, nothing else runs.
+    let port = free_port();
+    let argv = vec![
+        tcp(port),
+        tree.root().display().to_string(),
+        "1".to_string(),
+    ];
+    let daemon = Daemon::start_listening("filed", FILED, &argv);
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    stream.set_read_timeout(Some(BOUND)).expect("timeout");
+    // Some of it, then the client stops reading with the worker waiting on it, and goes.
+    read_slowly(&mut stream, 1024 * 1024, 64 * 1024, Duration::ZERO);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stream);
+    let small = exchange(port, "GET", "/small.txt", &[]);
+    assert_eq!((small.status(), &small.body[..]), (200, &b"small\n"[..]));
+    assert!(
+        daemon.stderr().contains("client-gone"),
+        "{}",
+        daemon.stderr()
+    );
+}
