@@ -177,3 +177,31 @@ impl InterruptWatch {
         self.drain();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_watched_streams_notices_count_and_never_go_back() {
+        let mut set = InterruptSet::default();
+        let notice = |request_id, bytes| StreamWritten {
+            nonce: 1,
+            request_id,
+            bytes,
+        };
+        // Nothing is watched: notices are dropped.
+        set.written(notice(7, 100));
+        assert_eq!(set.stream, None);
+        set.stream = Some(((1, 7), 0));
+        set.written(notice(8, 500)); // another request's
+        set.written(StreamWritten {
+            nonce: 2,
+            ..notice(7, 600)
+        }); // another front end's
+        assert_eq!(set.stream, Some(((1, 7), 0)));
+        set.written(notice(7, 300));
+        set.written(notice(7, 200)); // late and stale
+        assert_eq!(set.stream, Some(((1, 7), 300)));
+    }
+}
