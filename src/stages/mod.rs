@@ -46,6 +46,7 @@
 
 mod api;
 pub mod gateway;
+mod gateway_calls;
 mod gateway_path;
 pub mod tasks;
 
