@@ -48,16 +48,12 @@ impl WorkerPool {
         shutdown: &Shutdown,
     ) -> Result<WorkerPool> {
         let credits = vec![config.prefetch; count];
-        start_pool(
-            ctx,
-            name,
-            config,
-            &credits,
-            work,
-            shutdown,
-            true,
-            |worker| worker.run(),
-        )
+        let threads = Threads {
+            credits: &credits,
+            hands_back: true,
+            run: |worker| worker.run(),
+        };
+        start_pool(ctx, name, config, work, shutdown, threads)
     }
 
     /// Starts `threads` concurrent workers (see [`super::concurrent`]) that hold at
@@ -73,9 +69,9 @@ impl WorkerPool {
         work: C,
         shutdown: &Shutdown,
     ) -> Result<WorkerPool> {
-        if in_flight == 0 {
+        if in_flight == 0 || threads == 0 {
             return Err(Error::Config(format!(
-                "stage {name:?} needs at least one job in flight"
+                "stage {name:?} needs at least one thread and one job in flight"
             )));
         }
         let threads = threads.min(in_flight);
@@ -83,17 +79,12 @@ impl WorkerPool {
             .map(|i| (in_flight / threads + usize::from(i < in_flight % threads)) as u32)
             .map(|credit| credit.max(1))
             .collect();
-        let work = Holder::new(work);
-        start_pool(
-            ctx,
-            name,
-            config,
-            &credits,
-            work,
-            shutdown,
-            false,
-            |worker| ConcurrentLoop::new(worker).run(),
-        )
+        let threads = Threads {
+            credits: &credits,
+            hands_back: false,
+            run: |worker| ConcurrentLoop::new(worker).run(),
+        };
+        start_pool(ctx, name, config, Holder::new(work), shutdown, threads)
     }
 
     /// What the pool's workers have done so far.
@@ -118,20 +109,31 @@ impl WorkerPool {
     }
 }
 
-/// Starts one worker thread per credit in `credits` (its credit at the proxy), each
-/// running `run` on its loop, then the pool's heartbeat and census threads; with
-/// `hands_back`, the heartbeat thread hands back the jobs queued behind a long one (a
-/// pool of concurrent workers has none: they take jobs as they come).
+/// The worker threads of a pool, as [`start_pool`] starts them.
+struct Threads<'a, W> {
+    /// One per thread: its credit at the proxy.
+    credits: &'a [u32],
+    /// Whether the heartbeat thread hands back the jobs queued behind a long one (a
+    /// pool of concurrent workers has none: they take jobs as they come).
+    hands_back: bool,
+    /// What each thread runs on its loop.
+    run: fn(WorkerLoop<W>),
+}
+
+/// Starts the worker threads, then the pool's heartbeat and census threads.
 fn start_pool<W: Work + Clone>(
     ctx: &zmq::Context,
     name: &str,
     config: &WorkerConfig,
-    credits: &[u32],
     work: W,
     shutdown: &Shutdown,
-    hands_back: bool,
-    run: fn(WorkerLoop<W>),
+    threads_of: Threads<'_, W>,
 ) -> Result<WorkerPool> {
+    let Threads {
+        credits,
+        hands_back,
+        run,
+    } = threads_of;
     if credits.is_empty() {
         return Err(Error::Config(format!(
             "stage {name:?} needs at least one worker"
