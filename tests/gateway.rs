@@ -531,6 +531,36 @@ fn a_call_whose_client_closed_its_socket_closes_its_backend_connection() {
 }
 
 #[test]
+fn a_one_call_per_thread_gateway_stage_closes_the_backend_connection_of_a_client_that_left() {
+    // The gateway as an HttpWork (Pipeline::http_stage): the call runs on the worker's
+    // own thread, which watches for the client's leaving meanwhile; then a new call
+    // goes through the same worker.
+    let backend = Backend::start(Mode::Hold);
+    let gateway = HttpGateway::new(&backend.url())
+        .expect("a gateway")
+        .timeout(Duration::from_secs(120));
+    let pipeline = Pipeline::new().http_stage("gateway", 1, gateway);
+    let server = http_common::TestServer::start(pipeline, http_common::http_config());
+    let port = server.addr().port();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(backend.wait_seen(1)[0].target, "/held");
+    drop(stream);
+    assert!(
+        poll_until(WAIT, || {
+            (backend.shared.closed_unanswered.load(Ordering::Relaxed) >= 1).then_some(())
+        })
+        .is_some(),
+        "the backend's connection stayed open after its client left"
+    );
+    let response = ask(port, &raw("GET", "/quick/after", &[], b""));
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(response.body, "backend saw GET /quick/after");
+}
+
+#[test]
 fn an_idempotency_key_never_gives_one_caller_the_job_run_with_anothers_credentials() {
     let backend = Backend::start(Mode::Answer);
     let port = free_port();

@@ -151,6 +151,8 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         self.inner.send_ready();
         let mut next_beat = Instant::now() + self.inner.heartbeat_interval;
         let mut next_tick = Instant::now() + INTERRUPT_TICK;
+        // Jobs ended since the last READY (see `should_report`).
+        let mut unreported = 0;
         while !self.inner.watch.shutdown.is_draining() {
             if !self.take_jobs() {
                 return;
@@ -163,18 +165,33 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             };
             let fd = self.jobs_fd();
             self.wait(fd, until.saturating_duration_since(now));
-            let mut credit_back = self.finish();
+            unreported += self.finish();
             let now = Instant::now();
             if now >= next_tick {
                 next_tick = now + INTERRUPT_TICK;
-                credit_back |= self.abort_interrupted();
+                unreported += self.abort_interrupted();
             }
-            if credit_back || now >= next_beat {
+            if self.should_report(unreported) || now >= next_beat {
                 self.inner.send_ready();
+                unreported = 0;
                 next_beat = now + self.inner.heartbeat_interval;
             }
         }
         self.leave();
+    }
+
+    /// Whether READY should give back the credit of `unreported` ended jobs now. The
+    /// proxy counts this thread's jobs as the ones it sent less those READY reported
+    /// ended, and sends more only below the credit: so READY goes at once when that
+    /// count may have reached the credit (jobs may be waiting at the proxy), when the
+    /// thread holds nothing (it is idle), and otherwise after a quarter of the credit,
+    /// which saves the proxy a wake-up per job when fewer jobs come than the thread
+    /// may hold.
+    fn should_report(&self, unreported: usize) -> bool {
+        unreported > 0
+            && (self.held.len() + unreported >= self.credit()
+                || self.held.is_empty()
+                || unreported >= (self.credit() / 4).max(1))
     }
 
     /// The job socket's `ZMQ_FD` while this thread has credit left.
@@ -257,19 +274,19 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         }
     }
 
-    /// Sends on the outcome of every finished job; says whether any finished.
-    fn finish(&mut self) -> bool {
-        let mut any = false;
+    /// Sends on the outcome of every finished job; says how many finished.
+    fn finish(&mut self) -> usize {
+        let mut ended = 0;
         let finished = std::mem::take(&mut self.finished);
         for (ticket, outcome) in finished {
             let Some(held) = self.forget(ticket) else {
                 continue;
             };
-            any = true;
+            ended += 1;
             let outcome = with_lead(&held.encoded, outcome);
             self.inner.deliver(&held.encoded, &held.envelope, outcome);
         }
-        any
+        ended
     }
 
     /// Drops a held job from the records; it counts as completed.
@@ -283,12 +300,12 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     }
 
     /// Aborts every held job whose client has gone, whose deadline has passed or whose
-    /// front end stops; says whether any was.
-    fn abort_interrupted(&mut self) -> bool {
+    /// front end stops; says how many were.
+    fn abort_interrupted(&mut self) -> usize {
         if self.held.is_empty() {
             // Keeps the subscription's queue short while idle.
             self.inner.watch.drain();
-            return false;
+            return 0;
         }
         let interrupted: Vec<u64> = self
             .held
@@ -305,7 +322,7 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
                 );
             }
         }
-        !interrupted.is_empty()
+        interrupted.len()
     }
 
     /// Says goodbye, then finishes the jobs held and those the proxy sent before it
