@@ -56,7 +56,7 @@ impl WorkerPool {
         start_pool(ctx, name, config, work, shutdown, threads)
     }
 
-    /// Starts `threads` concurrent workers (see [`super::concurrent`]) that hold at
+    /// Starts `threads` concurrent workers (see [`ConcurrentWork`]) that hold at
     /// most `in_flight` jobs between them, shared out as evenly as can be (a thread
     /// holds at least one, so there are at most `in_flight` threads), each with its
     /// own clone of `work`, plus the pool's heartbeat and census threads.
