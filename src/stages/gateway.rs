@@ -58,7 +58,7 @@
 
 use crate::http::{Request, Response};
 use crate::pipeline::envelope::Protocol;
-use crate::pipeline::loopback::{limit_passed, render};
+use crate::pipeline::loopback::{limit_passed, render, Failure, FailureKind};
 use crate::pipeline::worker::{ConcurrentWork, Job, Outcome};
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
 use crate::stages::gateway_calls::{until, CallError, Called, Calls};
@@ -201,7 +201,7 @@ impl HttpGateway {
     /// This worker's client, made on first use.
     fn calls(&mut self) -> Result<&mut Calls<Outcome>, StageError> {
         if self.calls.is_none() {
-            let calls = Calls::new().map_err(|e| {
+            let calls = Calls::new(panicked).map_err(|e| {
                 StageError::internal(format!("the gateway could not start its client: {e}"))
             })?;
             self.calls = Some(calls);
@@ -210,6 +210,14 @@ impl HttpGateway {
             .as_mut()
             .ok_or_else(|| StageError::internal("the gateway has no client"))
     }
+}
+
+/// What a call whose task panicked answers: 500, as a worker's panic does.
+fn panicked() -> Outcome {
+    Outcome::Fail(Failure::new(
+        FailureKind::WorkerPanicked,
+        "the worker failed on this request",
+    ))
 }
 
 /// The facts of a request that its answer needs once the call is over.

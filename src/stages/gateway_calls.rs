@@ -58,6 +58,38 @@ pub(super) struct Calls<T> {
     /// The job socket's descriptor (libzmq's `ZMQ_FD`), and a duplicate of it
     /// registered with the runtime.
     jobs: Option<(RawFd, AsyncFd<OwnedFd>)>,
+    /// What a call whose task panicked leaves.
+    panicked: fn() -> T,
+}
+
+/// Leaves `panicked()` for a call whose task ends without a result of its own: one that
+/// panicked (in the client or in what makes the result), so that its job is still
+/// answered (the panic itself goes to the panic hook, as any thread's). An aborted
+/// call leaves it too, for nobody: its job is forgotten.
+struct Unfinished<T> {
+    ticket: u64,
+    finished: Arc<Mutex<Vec<(u64, T)>>>,
+    notify: Arc<tokio::sync::Notify>,
+    panicked: Option<fn() -> T>,
+}
+
+impl<T> Unfinished<T> {
+    fn leave(&mut self, made: T) {
+        self.panicked = None;
+        self.finished
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push((self.ticket, made));
+        self.notify.notify_one();
+    }
+}
+
+impl<T> Drop for Unfinished<T> {
+    fn drop(&mut self) {
+        if let Some(panicked) = self.panicked.take() {
+            self.leave(panicked());
+        }
+    }
 }
 
 /// A duplicate of `fd`, registered with the current runtime for reading.
@@ -71,8 +103,9 @@ fn watch(fd: RawFd) -> std::io::Result<AsyncFd<OwnedFd>> {
 }
 
 impl<T: Send + 'static> Calls<T> {
-    /// A runtime and a client without connections yet.
-    pub(super) fn new() -> std::io::Result<Self> {
+    /// A runtime and a client without connections yet; `panicked` makes what a call
+    /// whose task panicked leaves.
+    pub(super) fn new(panicked: fn() -> T) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -91,6 +124,7 @@ impl<T: Send + 'static> Calls<T> {
             finished: Arc::default(),
             notify: Arc::default(),
             jobs: None,
+            panicked,
         })
     }
 
@@ -105,15 +139,15 @@ impl<T: Send + 'static> Calls<T> {
         finish: impl FnOnce(Called) -> T + Send + 'static,
     ) {
         let client = self.client.clone();
-        let finished = Arc::clone(&self.finished);
-        let notify = Arc::clone(&self.notify);
+        let mut unfinished = Unfinished {
+            ticket,
+            finished: Arc::clone(&self.finished),
+            notify: Arc::clone(&self.notify),
+            panicked: Some(self.panicked),
+        };
         let task = self.runtime.spawn(async move {
             let made = finish(exchange(client, request, limit, timeout).await);
-            finished
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push((ticket, made));
-            notify.notify_one();
+            unfinished.leave(made);
         });
         self.running.insert(ticket, task);
     }
