@@ -154,8 +154,9 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         // Jobs ended since the last READY (see `should_report`).
         let mut unreported = 0;
         while !self.inner.watch.shutdown.is_draining() {
-            if !self.take_jobs() {
-                return;
+            match self.take_jobs() {
+                Some(ended) => unreported += ended,
+                None => return,
             }
             let now = Instant::now();
             let until = if self.held.is_empty() {
@@ -211,39 +212,46 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         }
     }
 
-    /// Takes and starts every job waiting while credit is left; false when the socket
-    /// failed (the thread then stops).
-    fn take_jobs(&mut self) -> bool {
+    /// Takes and starts every job waiting while credit is left; says how many of them
+    /// ended at once (answered, skipped), or `None` when the socket failed (the thread
+    /// then stops).
+    fn take_jobs(&mut self) -> Option<usize> {
+        let mut ended = 0;
         while self.held.len() < self.credit() {
             let received = self
                 .inner
                 .spare
                 .recv(&self.inner.member.jobs(), zmq::DONTWAIT);
             match received {
-                Ok(frames) => self.start(frames),
+                Ok(frames) => ended += usize::from(!self.start(frames)),
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => break,
                 Err(e) => {
                     log::error!("worker {}: {e}; stopping", self.inner.name());
-                    return false;
+                    return None;
                 }
             }
         }
-        true
+        Some(ended)
     }
 
-    /// Runs the loop's usual checks and the work's start on one job; keeps it if held.
-    fn start(&mut self, frames: Vec<zmq::Message>) {
+    /// Runs the loop's usual checks and the work's start on one job; keeps it if held
+    /// (then true; a job that ended at once counts as completed now).
+    fn start(&mut self, frames: Vec<zmq::Message>) -> bool {
         self.inner.run_job(frames);
-        self.inner.completed += 1;
-        if let Some((ticket, held)) = self.inner.work.started.take() {
-            // Counted complete when it ends: READY reports it then.
-            self.inner.completed -= 1;
-            self.member()
-                .held_jobs()
-                .push((held.envelope.nonce, held.envelope.request_id));
-            self.held.insert(ticket, held);
+        let started = self.inner.work.started.take();
+        let held_now = started.is_some();
+        match started {
+            Some((ticket, held)) => {
+                // Counted complete when it ends: READY reports it then.
+                self.member()
+                    .held_jobs()
+                    .push((held.envelope.nonce, held.envelope.request_id));
+                self.held.insert(ticket, held);
+            }
+            None => self.inner.completed += 1,
         }
         self.mark_busy();
+        held_now
     }
 
     fn mark_busy(&self) {
@@ -334,10 +342,10 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         let mut quiet_until = Instant::now() + LEAVE_QUIET;
         while !self.inner.watch.shutdown.is_triggered() {
             let before = self.held.len();
-            if !self.take_jobs() {
+            let Some(ended) = self.take_jobs() else {
                 break;
-            }
-            if self.held.len() > before {
+            };
+            if self.held.len() > before || ended > 0 {
                 quiet_until = Instant::now() + LEAVE_QUIET;
             }
             let now = Instant::now();
