@@ -1,9 +1,14 @@
-//! `prime_gatewayd LISTEN TARGET CONCURRENCY`: a front end and a `gateway` stage of
-//! CONCURRENCY workers that forward every request to the HTTP backend TARGET. Called
-//! synchronously it is a reverse proxy; with `--jobs-db` and `Prefer: respond-async` the
-//! backend's calls become asynchronous jobs.
+//! `prime_gatewayd LISTEN TARGET CONCURRENCY`: a front end and a `gateway` stage that
+//! forwards every request to the HTTP backend TARGET, with at most CONCURRENCY backend
+//! calls in flight. Called synchronously it is a reverse proxy; with `--jobs-db` and
+//! `Prefer: respond-async` the backend's calls become asynchronous jobs.
 //!
-//! `--pool NAME=N[@TARGET]` adds a gateway stage of N workers of its own, and
+//! Each stage's calls are held by `--threads` worker threads (1 by default), each
+//! with non-blocking I/O and its own pool of kept-alive backend connections
+//! ([`Pipeline::concurrent_stage`]): CONCURRENCY bounds the calls, not the threads.
+//!
+//! `--pool NAME=N[@TARGET]` adds a gateway stage of its own with at most N calls in
+//! flight, and
 //! `--task TASK=STAGE` sends requests whose `X-Task-Name` is TASK to that stage (the
 //! others to `gateway`), so costly and cheap calls wait in separate queues;
 //! `--task /PREFIX=STAGE` does the same for requests whose path starts with /PREFIX.
@@ -32,11 +37,15 @@ struct Cli {
     listen: String,
     /// The backend: http://HOST:PORT, optionally with a base path.
     target: String,
-    /// Gateway workers: the backend's calls in flight at most.
+    /// The backend's calls in flight at most (per stage).
     #[arg(value_parser = cli::at_least_one::<usize>)]
     concurrency: usize,
-    /// Another gateway stage with workers of its own (repeatable): NAME=N, or
-    /// NAME=N@TARGET for another backend.
+    /// Worker threads per gateway stage, sharing its calls in flight (at most one
+    /// thread per call).
+    #[arg(long, default_value_t = 1, value_parser = cli::at_least_one::<usize>)]
+    threads: usize,
+    /// Another gateway stage with calls of its own (repeatable): NAME=N, or
+    /// NAME=N@TARGET for another backend; N calls in flight at most.
     #[arg(long, value_name = "NAME=N[@TARGET]")]
     pool: Vec<String>,
     /// Route requests whose X-Task-Name is TASK to STAGE, `gateway` or a --pool
@@ -62,13 +71,13 @@ fn main() -> ExitCode {
 fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let gateway = cli.gateway.gateway(&cli.target)?;
     log::info!(
-        "{} gateway workers forward {} to {}",
-        cli.concurrency,
+        "{} gateway threads forward {} to {}, at most {} calls at once",
+        cli.threads.min(cli.concurrency),
         cli.listen,
-        cli.target
+        cli.target,
+        cli.concurrency
     );
-    // One job per worker: a worker blocked on the backend never holds another.
-    let mut pipeline = Pipeline::new().prefetch(1);
+    let mut pipeline = Pipeline::new();
     let mut stages = vec!["gateway".to_string()];
     if !cli.task.is_empty() {
         let mut router = TaskRouter::new().default_stage("gateway");
@@ -81,12 +90,12 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         pipeline = pipeline.route_tasks(router);
     }
     // `gateway` comes first: the front end's main entry reaches it.
-    pipeline = pipeline.http_stage("gateway", cli.concurrency, gateway);
+    pipeline = pipeline.concurrent_stage("gateway", cli.threads, cli.concurrency, gateway);
     for pool in &cli.pool {
-        let (name, workers, target) = parse_pool(pool)?;
+        let (name, calls, target) = parse_pool(pool)?;
         let gateway = cli.gateway.gateway(target.unwrap_or(&cli.target))?;
-        log::info!("pool {name:?}: {workers} gateway workers");
-        pipeline = pipeline.http_stage(name, workers, gateway);
+        log::info!("pool {name:?}: at most {calls} calls at once");
+        pipeline = pipeline.concurrent_stage(name, cli.threads, calls, gateway);
         stages.push(name.to_string());
     }
     log::info!("stages: {stages:?}");

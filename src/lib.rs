@@ -120,5 +120,5 @@ pub use zmq;
 pub use base::error::{Error, Result};
 pub use base::shutdown::Shutdown;
 pub use deploy::builder::{Pipeline, RunningPipeline, Transport};
-pub use pipeline::worker::{Job, Outcome, Work};
+pub use pipeline::worker::{ConcurrentWork, Job, Outcome, Work};
 pub use server::FrontSockets;

@@ -2,8 +2,8 @@
 //! backend that runs on threads of this test (std `TcpListener`, no mock): what is
 //! forwarded and what is dropped, the caller's credentials (synchronous, asynchronous,
 //! after a restart), the signature checked by Python's `hmac`, 502 and 504, a
-//! cancelled job closing its backend connection, a Rust stage in front of a gateway
-//! stage, routing by task and the self-test.
+//! cancelled job closing its backend connection, many calls in flight on one thread, a
+//! Rust stage in front of a gateway stage, routing by task and the self-test.
 
 mod daemons;
 mod http_common;
@@ -531,6 +531,36 @@ fn a_call_whose_client_closed_its_socket_closes_its_backend_connection() {
 }
 
 #[test]
+fn a_one_call_per_thread_gateway_stage_closes_the_backend_connection_of_a_client_that_left() {
+    // The gateway as an HttpWork (Pipeline::http_stage): the call runs on the worker's
+    // own thread, which watches for the client's leaving meanwhile; then a new call
+    // goes through the same worker.
+    let backend = Backend::start(Mode::Hold);
+    let gateway = HttpGateway::new(&backend.url())
+        .expect("a gateway")
+        .timeout(Duration::from_secs(120));
+    let pipeline = Pipeline::new().http_stage("gateway", 1, gateway);
+    let server = http_common::TestServer::start(pipeline, http_common::http_config());
+    let port = server.addr().port();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .write_all(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(backend.wait_seen(1)[0].target, "/held");
+    drop(stream);
+    assert!(
+        poll_until(WAIT, || {
+            (backend.shared.closed_unanswered.load(Ordering::Relaxed) >= 1).then_some(())
+        })
+        .is_some(),
+        "the backend's connection stayed open after its client left"
+    );
+    let response = ask(port, &raw("GET", "/quick/after", &[], b""));
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(response.body, "backend saw GET /quick/after");
+}
+
+#[test]
 fn an_idempotency_key_never_gives_one_caller_the_job_run_with_anothers_credentials() {
     let backend = Backend::start(Mode::Answer);
     let port = free_port();
@@ -666,6 +696,61 @@ fn task_names_choose_the_pool_and_held_slow_tasks_do_not_delay_fast_ones() {
     assert_eq!(backend.shared.most_held.load(Ordering::Relaxed), 1);
     let unknown_seen = backend.seen().iter().any(|s| s.target == "/quick/x");
     assert!(!unknown_seen, "an unknown task reached the backend");
+}
+
+/// How many threads process `pid` has now.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the daemon's /proc entry")
+        .count()
+}
+
+#[test]
+fn sixty_four_calls_wait_at_the_backend_at_once_on_one_gateway_thread() {
+    const CALLS: usize = 64;
+    let backend = Backend::start(Mode::Hold);
+    let port = free_port();
+    let gateway = Daemon::start_listening(
+        "gw-in-flight",
+        GATEWAYD,
+        &[tcp(port), backend.url(), CALLS.to_string()],
+    );
+    let idle_threads = threads_of(gateway.pid());
+    // Two more requests than CONCURRENCY: they wait at the proxy, not at the backend.
+    let mut clients: Vec<(String, Client)> = (0..CALLS + 2)
+        .map(|i| {
+            let target = format!("/held/{i}");
+            let mut client = Client::connect(port).expect("connect");
+            client
+                .send_raw(&raw("GET", &target, &[], b""))
+                .expect("send");
+            (target, client)
+        })
+        .collect();
+    backend.wait_seen(CALLS);
+    let all_held = poll_until(WAIT, || {
+        (backend.shared.held.load(Ordering::Relaxed) == CALLS).then_some(())
+    });
+    assert!(
+        all_held.is_some(),
+        "the backend holds {CALLS} calls at once"
+    );
+    let busy_threads = threads_of(gateway.pid());
+    // The calls in flight cost no thread each (the old design took two per call).
+    assert!(
+        busy_threads < idle_threads + 4,
+        "{busy_threads} threads with {CALLS} calls in flight, {idle_threads} idle"
+    );
+
+    backend.shared.release.store(true, Ordering::Relaxed);
+    for (target, client) in &mut clients {
+        let response = client.read_response(READ).expect("an answer");
+        assert_eq!(response.status, 201, "{target}: {response:?}");
+        assert_eq!(response.body, format!("backend saw GET {target}"));
+    }
+    assert_eq!(backend.seen().len(), CALLS + 2);
+    // CONCURRENCY bounds the calls in flight.
+    assert_eq!(backend.shared.most_held.load(Ordering::Relaxed), CALLS);
 }
 
 #[test]

@@ -23,7 +23,7 @@
 use crate::base::error::{Error, Result};
 use crate::base::shutdown::Shutdown;
 use crate::pipeline::proxy::{Chooser, Dispatch, Proxy, ProxyConfig};
-use crate::pipeline::worker::{Work, WorkerConfig, WorkerPool};
+use crate::pipeline::worker::{ConcurrentWork, Work, WorkerConfig, WorkerPool};
 use crate::server::{FrontSockets, Server, ServerConfig, ServerStats};
 use crate::stages::tasks::TaskRouter;
 use crate::stages::{HttpStage, HttpWork};
@@ -92,6 +92,28 @@ impl Pipeline {
     pub fn stage<W: Work + Clone>(mut self, name: &str, workers: usize, work: W) -> Self {
         let start: StartPool = Box::new(move |ctx, name, config, shutdown| {
             WorkerPool::spawn(ctx, name, config, workers, work, shutdown)
+        });
+        self.stages.push(StageSpec {
+            name: name.to_string(),
+            start,
+            choose: None,
+        });
+        self
+    }
+
+    /// Appends a stage of `threads` concurrent workers that hold at most `in_flight` jobs
+    /// between them, each thread with its own clone of `work` (see
+    /// [`ConcurrentWork`]): for stages whose jobs wait on the network, such as the
+    /// gateway ([`crate::stages::HttpGateway`]).
+    pub fn concurrent_stage<C: ConcurrentWork + Clone>(
+        mut self,
+        name: &str,
+        threads: usize,
+        in_flight: usize,
+        work: C,
+    ) -> Self {
+        let start: StartPool = Box::new(move |ctx, name, config, shutdown| {
+            WorkerPool::spawn_concurrent(ctx, name, config, threads, in_flight, work, shutdown)
         });
         self.stages.push(StageSpec {
             name: name.to_string(),

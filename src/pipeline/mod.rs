@@ -6,7 +6,8 @@
 //!   facts, deadline) and the interrupt frame;
 //! - [`wire`]: the broker protocol's tags (READY, BUSY, PROBE/STATUS, RETURN, CENSUS);
 //! - [`proxy`]: the load-balancing broker in front of each stage;
-//! - [`worker`]: the worker loop, [`Job`], [`Outcome`] and the [`Work`] trait;
+//! - [`worker`]: the worker loop, [`Job`], [`Outcome`], the [`Work`] trait and, for
+//!   stages that hold many jobs on one thread, [`ConcurrentWork`];
 //! - [`stream`]: a stage's answer sent in pieces;
 //! - [`loopback`]: answers and typed failures on their way back to the front end, and
 //!   how either is rendered in the client's protocol;
@@ -25,4 +26,4 @@ pub mod stream;
 pub mod wire;
 pub mod worker;
 
-pub use worker::{Job, Outcome, Work};
+pub use worker::{ConcurrentWork, Job, Outcome, Work};

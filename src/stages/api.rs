@@ -16,7 +16,7 @@ pub struct HttpJob<'j, 'a> {
 }
 
 impl<'j, 'a> HttpJob<'j, 'a> {
-    fn new(job: &'j mut Job<'a>) -> Self {
+    pub(crate) fn new(job: &'j mut Job<'a>) -> Self {
         HttpJob { job, request: None }
     }
 

@@ -22,17 +22,21 @@
 //! and, with a secret, `X-Prime-Signature` (see [`sign`]). A client's own
 //! `X-Prime-Signature` is never passed on.
 //!
-//! Each worker owns one client ([`ureq::Agent`]) that keeps its connection to the backend
-//! alive between calls; redirects are not followed (the 3xx goes back to the client);
-//! only the configured target is ever called. A backend that cannot be reached answers
-//! `502`, and so does one that answers `101 Switching Protocols` (or any other 1xx as
-//! its final answer: the gateway never forwards `Upgrade`, so nobody asked); one slower
-//! than the timeout `504`, all with a JSON error. Each worker has one
-//! long-lived caller thread that makes its calls (a request goes to it over a channel,
-//! the answer comes back over another), so the worker watches [`HttpJob::interrupted`]
-//! meanwhile without starting a thread per call: an interrupt (client gone, job
-//! cancelled, deadline) shuts the backend connection down at once, and the worker gets
-//! a new caller thread for its next call.
+//! Redirects are not followed (the 3xx goes back to the client); only the configured
+//! target is ever called. A backend that cannot be reached answers `502`, and so does
+//! one that answers `101 Switching Protocols` (or any other 1xx as its final answer:
+//! the gateway never forwards `Upgrade`, so nobody asked); one slower than the timeout
+//! `504`, all with a JSON error.
+//!
+//! The calls are made with hyper's client on a current-thread tokio runtime that each
+//! worker thread owns (see `gateway_calls`), with a pool of kept-alive connections to
+//! the backend. As a [`ConcurrentWork`] (`prime_gatewayd`, [`Pipeline::concurrent_stage`](crate::Pipeline::concurrent_stage))
+//! one thread holds many calls in flight, as many as its credit at the proxy, and an
+//! interrupt (client gone, job cancelled, deadline) aborts its call, which closes that
+//! call's backend connection. As an [`HttpWork`] (one call per worker thread, e.g.
+//! [`Pipeline::http_stage`](crate::Pipeline::http_stage)) the worker makes its call on
+//! its own thread and watches [`HttpJob::interrupted`] meanwhile; an interrupt drops
+//! the worker's runtime and with it the connection.
 //!
 //! Its self-test (see [`crate::pipeline::selftest`]) sends `HEAD <base>/` with `X-Prime-Selftest:
 //! 1` to the backend, on a connection of its own, bounded by the call timeout or 1 s,
@@ -47,18 +51,23 @@
 //!     .unwrap()
 //!     .timeout(Duration::from_secs(30))
 //!     .secret(b"shared with the backend".to_vec());
-//! let pipeline = prime_server::Pipeline::new().http_stage("gateway", 8, gateway);
+//! // One thread holding up to 64 backend calls at once.
+//! let pipeline = prime_server::Pipeline::new().concurrent_stage("gateway", 1, 64, gateway);
 //! # drop(pipeline);
 //! ```
 
 use crate::http::{Request, Response};
-use crate::pipeline::loopback::limit_passed;
+use crate::pipeline::envelope::Protocol;
+use crate::pipeline::loopback::{limit_passed, render, Failure, FailureKind};
+use crate::pipeline::worker::{ConcurrentWork, Job, Outcome};
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
+use crate::stages::gateway_calls::{until, CallError, Called, Calls};
 use crate::stages::gateway_path::under_base;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ureq::http;
@@ -112,50 +121,20 @@ struct Settings {
 }
 
 /// A stage that forwards requests to an HTTP backend (see the module docs). Cloning it
-/// for each worker gives each its own kept-alive connection.
+/// for each worker gives each its own runtime and pool of kept-alive connections.
 pub struct HttpGateway {
     settings: Arc<Settings>,
-    /// This worker's client, made on first use and after an interrupt shut it down.
-    agent: Option<ureq::Agent>,
-    /// This worker's caller thread, started with the client.
-    caller: Option<Caller>,
+    /// This worker's client and calls, made on first use (and, for an [`HttpWork`],
+    /// after an interrupt dropped them).
+    calls: Option<Calls<Outcome>>,
 }
 
 impl Clone for HttpGateway {
     fn clone(&self) -> Self {
         HttpGateway {
             settings: Arc::clone(&self.settings),
-            agent: None,
-            caller: None,
+            calls: None,
         }
-    }
-}
-
-/// What the caller thread sends back: the backend's whole answer, or why there is none.
-type Exchanged = Result<http::Response<Vec<u8>>, ureq::Error>;
-
-/// A worker's caller thread, which makes its backend calls one at a time. It ends when
-/// its [`Caller`] is dropped (at once if idle, else after its call, whose answer nobody
-/// takes).
-struct Caller {
-    calls: crossbeam_channel::Sender<http::Request<Vec<u8>>>,
-    answers: crossbeam_channel::Receiver<Exchanged>,
-}
-
-impl Caller {
-    fn start(agent: ureq::Agent, limit: u64) -> std::io::Result<Caller> {
-        let (calls, requests) = crossbeam_channel::bounded::<http::Request<Vec<u8>>>(1);
-        let (answer, answers) = crossbeam_channel::bounded(1);
-        std::thread::Builder::new()
-            .name("gateway-call".into())
-            .spawn(move || {
-                for outgoing in requests {
-                    if answer.send(exchange(&agent, outgoing, limit)).is_err() {
-                        return;
-                    }
-                }
-            })?;
-        Ok(Caller { calls, answers })
     }
 }
 
@@ -184,8 +163,7 @@ impl HttpGateway {
                 secret: None,
                 max_response_bytes: 64 * 1024 * 1024,
             }),
-            agent: None,
-            caller: None,
+            calls: None,
         })
     }
 
@@ -216,188 +194,199 @@ impl HttpGateway {
     }
 
     fn settings_mut(&mut self) -> &mut Settings {
-        self.agent = None;
-        self.caller = None;
+        self.calls = None;
         Arc::make_mut(&mut self.settings)
     }
 
-    fn agent(&mut self) -> ureq::Agent {
-        let settings = &self.settings;
-        self.agent
-            .get_or_insert_with(|| {
-                ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .max_redirects(0)
-                    .proxy(None)
-                    .user_agent(ureq::config::AutoHeaderValue::None)
-                    .accept(ureq::config::AutoHeaderValue::None)
-                    .accept_encoding(ureq::config::AutoHeaderValue::None)
-                    .allow_non_standard_methods(true)
-                    .timeout_global(Some(settings.timeout))
-                    .max_idle_connections(1)
-                    .max_idle_connections_per_host(1)
-                    .build()
-                    .new_agent()
-            })
-            .clone()
-    }
-
-    /// Forwards `request` on the caller thread, waiting for its answer while watching
-    /// for an interrupt.
-    fn call(&mut self, job: &HttpJob<'_, '_>, outgoing: http::Request<Vec<u8>>) -> Called {
-        let agent = self.agent();
-        if self.caller.is_none() {
-            match Caller::start(agent.clone(), self.settings.max_response_bytes) {
-                Ok(caller) => self.caller = Some(caller),
-                Err(e) => {
-                    return Called::Failed(StageError::internal(format!(
-                        "the gateway could not start its caller thread: {e}"
-                    )))
-                }
-            }
+    /// This worker's client, made on first use.
+    fn calls(&mut self) -> Result<&mut Calls<Outcome>, StageError> {
+        if self.calls.is_none() {
+            let calls = Calls::new(panicked).map_err(|e| {
+                StageError::internal(format!("the gateway could not start its client: {e}"))
+            })?;
+            self.calls = Some(calls);
         }
-        let answers = match &self.caller {
-            Some(caller) if caller.calls.send(outgoing).is_ok() => caller.answers.clone(),
-            _ => {
-                self.caller = None;
-                return Called::Failed(StageError::internal(
-                    "the gateway's caller thread has stopped",
-                ));
-            }
-        };
-        loop {
-            match answers.recv_timeout(INTERRUPT_POLL) {
-                Ok(Ok(response)) => return Called::Answered(response),
-                Ok(Err(error)) => return Called::Failed(self.failure(&error)),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    if job.interrupted() {
-                        // Closes the backend connection: the blocked call returns, and
-                        // the caller thread ends once it finds nobody waiting.
-                        agent.shutdown();
-                        self.agent = None;
-                        self.caller = None;
-                        return Called::Interrupted;
-                    }
-                }
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    // The caller thread ended (a panic in the client): start anew.
-                    self.caller = None;
-                    return Called::Failed(StageError::internal(
-                        "the gateway's call ended without an answer",
-                    ));
-                }
-            }
-        }
+        self.calls
+            .as_mut()
+            .ok_or_else(|| StageError::internal("the gateway has no client"))
     }
+}
 
-    fn failure(&self, error: &ureq::Error) -> StageError {
-        match error {
-            ureq::Error::Timeout(_) => StageError::new(
-                504,
-                format!(
-                    "{}: the backend did not answer in time",
-                    limit_passed("gateway timeout", self.settings.timeout)
-                ),
+/// What a call whose task panicked answers: 500, as a worker's panic does.
+fn panicked() -> Outcome {
+    Outcome::Fail(Failure::new(
+        FailureKind::WorkerPanicked,
+        "the worker failed on this request",
+    ))
+}
+
+/// The facts of a request that its answer needs once the call is over.
+#[derive(Clone, Copy)]
+struct Asked {
+    request_id: u64,
+    /// Whether it was a HEAD request (a `Content-Length` then comes back as it is).
+    head: bool,
+}
+
+/// What the client gets for a call that ended with `called`.
+fn answer(settings: &Settings, asked: Asked, called: Called) -> Result<Next, StageError> {
+    let request_id = asked.request_id;
+    let error = match called {
+        // The gateway never forwards `Upgrade`, so no 1xx may end an exchange: a 101
+        // nobody asked for would hand the client's connection to a protocol the front
+        // end does not speak.
+        Ok(response) if response.status().is_informational() => StageError::new(
+            502,
+            format!(
+                "the backend answered {}, which no request asked for",
+                response.status()
             ),
-            ureq::Error::BodyExceedsLimit(limit) => {
-                StageError::new(502, format!("the backend's answer is over {limit} bytes"))
-            }
-            other => StageError::new(502, format!("the backend could not be reached: {other}")),
+        ),
+        Ok(response) => {
+            log::debug!(
+                "request {request_id}: the backend answered {}",
+                response.status()
+            );
+            return Ok(Next::respond(incoming(response, asked.head)));
         }
+        Err(CallError::Timeout) => StageError::new(
+            504,
+            format!(
+                "{}: the backend did not answer in time",
+                limit_passed("gateway timeout", settings.timeout)
+            ),
+        ),
+        Err(CallError::TooLarge(limit)) => {
+            StageError::new(502, format!("the backend's answer is over {limit} bytes"))
+        }
+        Err(CallError::Unreached(why)) => {
+            StageError::new(502, format!("the backend could not be reached: {why}"))
+        }
+    };
+    log::warn!("request {request_id}: {error}");
+    Err(error)
+}
+
+/// A finished call's answer as a worker sends it: rendered in the client's protocol.
+fn rendered(protocol: Protocol, decided: Result<Next, StageError>) -> Outcome {
+    let response = match decided {
+        Ok(Next::Respond(response)) => response,
+        Ok(_) => return Outcome::Abandon,
+        Err(error) => error.to_response(),
+    };
+    Outcome::Respond(render(protocol, &response).into())
+}
+
+/// The backend request for a job, and the facts its answer needs.
+fn prepare(
+    settings: &Settings,
+    job: &mut HttpJob<'_, '_>,
+) -> Result<(http::Request<Vec<u8>>, Asked), StageError> {
+    let request_id = job.envelope().request_id;
+    let is_async = job.is_async();
+    let client = job.client_address();
+    let request = job.request()?;
+    let (outgoing, head) = outgoing(settings, request, request_id, is_async, client)?;
+    log::debug!(
+        "request {request_id}: forwarding {} {} to {}",
+        outgoing.method(),
+        outgoing.uri().path(),
+        settings.origin
+    );
+    Ok((outgoing, Asked { request_id, head }))
+}
+
+impl ConcurrentWork for HttpGateway {
+    fn start(&mut self, job: &mut Job<'_>, ticket: u64) -> Option<Outcome> {
+        let protocol = job.envelope().protocol;
+        let prepared = prepare(&self.settings, &mut HttpJob::new(job));
+        let (outgoing, asked) = match prepared {
+            Ok(prepared) => prepared,
+            Err(error) => return Some(rendered(protocol, Err(error))),
+        };
+        let settings = Arc::clone(&self.settings);
+        let (limit, timeout) = (settings.max_response_bytes, settings.timeout);
+        match self.calls() {
+            Ok(calls) => calls.start(ticket, outgoing, limit, timeout, move |called| {
+                rendered(protocol, answer(&settings, asked, called))
+            }),
+            Err(error) => return Some(rendered(protocol, Err(error))),
+        }
+        None
+    }
+
+    fn wait(&mut self, jobs: Option<RawFd>, timeout: Duration, finished: &mut Vec<(u64, Outcome)>) {
+        match self.calls() {
+            Ok(calls) => calls.wait(jobs, timeout, finished),
+            Err(error) => {
+                // Nothing can be held without a client: this only paces the loop.
+                log::error!("{error}");
+                std::thread::sleep(timeout);
+            }
+        }
+    }
+
+    fn abort(&mut self, ticket: u64) {
+        if let Some(calls) = &mut self.calls {
+            calls.abort(ticket);
+        }
+    }
+
+    fn selftest(&mut self) -> Result<(), String> {
+        selftest(&self.settings)
     }
 }
 
-/// How a backend call ended.
-enum Called {
-    Answered(http::Response<Vec<u8>>),
-    Failed(StageError),
-    Interrupted,
-}
-
-/// Makes the call and reads the whole answer: on the caller thread.
-fn exchange(
-    agent: &ureq::Agent,
-    outgoing: http::Request<Vec<u8>>,
-    limit: u64,
-) -> Result<http::Response<Vec<u8>>, ureq::Error> {
-    let response = agent.run(outgoing)?;
-    let (parts, mut body) = response.into_parts();
-    let bytes = body.with_config().limit(limit).read_to_vec()?;
-    Ok(http::Response::from_parts(parts, bytes))
+/// The self-test's call (see the module docs), on a connection of its own.
+fn selftest(settings: &Settings) -> Result<(), String> {
+    let timeout = settings.timeout.min(SELFTEST_TIMEOUT);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .timeout_global(Some(timeout))
+        .build()
+        .new_agent();
+    let url = format!("{}{}/", settings.origin, settings.base);
+    let backend = &settings.origin;
+    match agent.head(&url).header("X-Prime-Selftest", "1").call() {
+        Ok(_) => Ok(()),
+        Err(ureq::Error::Timeout(_)) => Err(format!(
+            "the backend {backend} did not answer within {}",
+            humantime::format_duration(timeout)
+        )),
+        Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(format!("the backend {backend} refused the connection"))
+        }
+        Err(ureq::Error::ConnectionFailed) => {
+            Err(format!("the backend {backend} refused the connection"))
+        }
+        Err(ureq::Error::HostNotFound) => Err(format!("the backend's host {backend} is not found")),
+        Err(other) => Err(format!(
+            "the backend {backend} could not be reached: {other}"
+        )),
+    }
 }
 
 impl HttpWork for HttpGateway {
     fn selftest(&mut self) -> Result<(), String> {
-        let settings = &self.settings;
-        let timeout = settings.timeout.min(SELFTEST_TIMEOUT);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .proxy(None)
-            .timeout_global(Some(timeout))
-            .build()
-            .new_agent();
-        let url = format!("{}{}/", settings.origin, settings.base);
-        let backend = &settings.origin;
-        match agent.head(&url).header("X-Prime-Selftest", "1").call() {
-            Ok(_) => Ok(()),
-            Err(ureq::Error::Timeout(_)) => Err(format!(
-                "the backend {backend} did not answer within {}",
-                humantime::format_duration(timeout)
-            )),
-            Err(ureq::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Err(format!("the backend {backend} refused the connection"))
-            }
-            Err(ureq::Error::ConnectionFailed) => {
-                Err(format!("the backend {backend} refused the connection"))
-            }
-            Err(ureq::Error::HostNotFound) => {
-                Err(format!("the backend's host {backend} is not found"))
-            }
-            Err(other) => Err(format!(
-                "the backend {backend} could not be reached: {other}"
-            )),
-        }
+        selftest(&self.settings)
     }
 
     fn handle(&mut self, job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
-        let request_id = job.envelope().request_id;
-        let is_async = job.is_async();
-        let client = job.client_address();
-        let request = job.request()?;
-        let (outgoing, head) = outgoing(&self.settings, request, request_id, is_async, client)?;
-        log::debug!(
-            "request {request_id}: forwarding {} {} to {}",
-            outgoing.method(),
-            outgoing.uri().path(),
-            self.settings.origin
-        );
-        match self.call(job, outgoing) {
-            // The gateway never forwards `Upgrade`, so no 1xx may end an exchange: a
-            // 101 nobody asked for would hand the client's connection to a protocol
-            // the front end does not speak.
-            Called::Answered(response) if response.status().is_informational() => {
-                let status = response.status();
-                let error = StageError::new(
-                    502,
-                    format!("the backend answered {status}, which no request asked for"),
+        let (outgoing, asked) = prepare(&self.settings, job)?;
+        let settings = Arc::clone(&self.settings);
+        let (limit, timeout) = (settings.max_response_bytes, settings.timeout);
+        let watching = until(INTERRUPT_POLL, || job.interrupted());
+        match self.calls()?.call(outgoing, limit, timeout, watching) {
+            Some(called) => answer(&settings, asked, called),
+            None => {
+                // Dropping the runtime closes the call's connection at once.
+                self.calls = None;
+                log::info!(
+                    "request {}: interrupted, the backend call is aborted",
+                    asked.request_id
                 );
-                log::warn!("request {request_id}: {error}");
-                Err(error)
-            }
-            Called::Answered(response) => {
-                log::debug!(
-                    "request {request_id}: the backend answered {}",
-                    response.status()
-                );
-                Ok(Next::respond(incoming(response, head)))
-            }
-            Called::Failed(error) => {
-                log::warn!("request {request_id}: {error}");
-                Err(error)
-            }
-            Called::Interrupted => {
-                log::info!("request {request_id}: interrupted, the backend call is aborted");
                 Ok(Next::Abandon)
             }
         }

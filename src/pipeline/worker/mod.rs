@@ -16,16 +16,22 @@
 //! [`WorkerConfig::rescue_after`], it takes the jobs queued behind it out of that
 //! worker's socket and hands them back to the proxy, which gives them to other workers.
 //!
+//! A stage whose jobs mostly wait on the network can instead run concurrent workers
+//! ([`ConcurrentWork`], [`WorkerPool::spawn_concurrent`]): each thread holds many jobs
+//! at once, up to its credit, and drives them with non-blocking I/O.
+//!
 //! A third thread per pool watches the connection to the proxy and answers the front
 //! end's censuses with the jobs the pool's workers run (see [`crate::pipeline::census`]), so that
 //! when a proxy dies the requests it held are answered 503 at once and those still
 //! running are not.
 
+mod concurrent;
 mod interrupts;
 mod pool;
 mod shared;
 mod worker_loop;
 
+pub use concurrent::{ConcurrentWork, INTERRUPT_TICK};
 pub(crate) use interrupts::InterruptWatch;
 pub use pool::{PoolCounts, WorkerPool};
 

@@ -2,6 +2,7 @@
 //! which workers are busy, hands back the jobs queued behind a long one, and answers
 //! censuses with the jobs its workers run.
 
+use super::concurrent::{ConcurrentLoop, ConcurrentWork, Holder};
 use super::shared::{Counters, Doze, Member};
 use super::worker_loop::{WorkerEnded, WorkerLoop};
 use super::{Work, WorkerConfig};
@@ -46,50 +47,44 @@ impl WorkerPool {
         work: W,
         shutdown: &Shutdown,
     ) -> Result<WorkerPool> {
-        if count == 0 {
+        let credits = vec![config.prefetch; count];
+        let threads = Threads {
+            credits: &credits,
+            hands_back: true,
+            run: |worker| worker.run(),
+        };
+        start_pool(ctx, name, config, work, shutdown, threads)
+    }
+
+    /// Starts `threads` concurrent workers (see [`ConcurrentWork`]) that hold at
+    /// most `in_flight` jobs between them, shared out as evenly as can be (a thread
+    /// holds at least one, so there are at most `in_flight` threads), each with its
+    /// own clone of `work`, plus the pool's heartbeat and census threads.
+    pub fn spawn_concurrent<C: ConcurrentWork + Clone>(
+        ctx: &zmq::Context,
+        name: &str,
+        config: &WorkerConfig,
+        threads: usize,
+        in_flight: usize,
+        work: C,
+        shutdown: &Shutdown,
+    ) -> Result<WorkerPool> {
+        if in_flight == 0 || threads == 0 {
             return Err(Error::Config(format!(
-                "stage {name:?} needs at least one worker"
+                "stage {name:?} needs at least one thread and one job in flight"
             )));
         }
-        let pool_id = crate::pipeline::envelope::random_u64();
-        let counters = Arc::new(Counters::default());
-        let mut members = Vec::with_capacity(count);
-        let mut threads = Vec::with_capacity(count + 1);
-        let running = Arc::new(AtomicUsize::new(count));
-        let doze = Arc::new(Doze::default());
-        for index in 0..count {
-            let id = format!("{name}-{pool_id:016x}-{index}").into_bytes();
-            let mut worker = WorkerLoop::connect(ctx, id, config, work.clone(), shutdown)?;
-            worker.stage = name.to_string();
-            worker.counters = counters.clone();
-            worker.doze = doze.clone();
-            members.push(worker.member.clone());
-            let ended = WorkerEnded(running.clone());
-            threads.push(spawn_thread(format!("{name}-{index}"), move || {
-                worker.run();
-                drop(ended);
-            })?);
-        }
-        let watch = ProxyWatch::connect(
-            ctx,
-            &format!("{name}-{pool_id:016x}"),
-            &config.upstream,
-            &config.interrupt,
-            &config.loopback,
-            holdings(members.clone()),
-        )?;
-        let (watch_shutdown, watch_running) = (shutdown.clone(), running.clone());
-        let beat = PoolHeartbeat::connect(ctx, config, members, running, doze, shutdown)?;
-        threads.push(spawn_thread(format!("{name}-heartbeat"), move || {
-            beat.run()
-        })?);
-        threads.push(spawn_thread(format!("{name}-watch"), move || {
-            let shutdown = watch_shutdown.clone();
-            watch.run(&watch_shutdown, || {
-                shutdown.is_draining() && watch_running.load(Ordering::SeqCst) == 0
-            })
-        })?);
-        Ok(WorkerPool { threads, counters })
+        let threads = threads.min(in_flight);
+        let credits: Vec<u32> = (0..threads)
+            .map(|i| (in_flight / threads + usize::from(i < in_flight % threads)) as u32)
+            .map(|credit| credit.max(1))
+            .collect();
+        let threads = Threads {
+            credits: &credits,
+            hands_back: false,
+            run: |worker| ConcurrentLoop::new(worker).run(),
+        };
+        start_pool(ctx, name, config, Holder::new(work), shutdown, threads)
     }
 
     /// What the pool's workers have done so far.
@@ -114,15 +109,99 @@ impl WorkerPool {
     }
 }
 
+/// The worker threads of a pool, as [`start_pool`] starts them.
+struct Threads<'a, W> {
+    /// One per thread: its credit at the proxy.
+    credits: &'a [u32],
+    /// Whether the heartbeat thread hands back the jobs queued behind a long one (a
+    /// pool of concurrent workers has none: they take jobs as they come).
+    hands_back: bool,
+    /// What each thread runs on its loop.
+    run: fn(WorkerLoop<W>),
+}
+
+/// Starts the worker threads, then the pool's heartbeat and census threads.
+fn start_pool<W: Work + Clone>(
+    ctx: &zmq::Context,
+    name: &str,
+    config: &WorkerConfig,
+    work: W,
+    shutdown: &Shutdown,
+    threads_of: Threads<'_, W>,
+) -> Result<WorkerPool> {
+    let Threads {
+        credits,
+        hands_back,
+        run,
+    } = threads_of;
+    if credits.is_empty() {
+        return Err(Error::Config(format!(
+            "stage {name:?} needs at least one worker"
+        )));
+    }
+    let count = credits.len();
+    let pool_id = crate::pipeline::envelope::random_u64();
+    let counters = Arc::new(Counters::default());
+    let mut members = Vec::with_capacity(count);
+    let mut threads = Vec::with_capacity(count + 2);
+    let running = Arc::new(AtomicUsize::new(count));
+    let doze = Arc::new(Doze::default());
+    for (index, &credit) in credits.iter().enumerate() {
+        let id = format!("{name}-{pool_id:016x}-{index}").into_bytes();
+        let mut config = config.clone();
+        config.prefetch = credit;
+        let mut worker = WorkerLoop::connect(ctx, id, &config, work.clone(), shutdown)?;
+        worker.stage = name.to_string();
+        worker.counters = counters.clone();
+        worker.doze = doze.clone();
+        members.push(worker.member.clone());
+        let ended = WorkerEnded(running.clone());
+        threads.push(spawn_thread(format!("{name}-{index}"), move || {
+            run(worker);
+            drop(ended);
+        })?);
+    }
+    let watch = ProxyWatch::connect(
+        ctx,
+        &format!("{name}-{pool_id:016x}"),
+        &config.upstream,
+        &config.interrupt,
+        &config.loopback,
+        holdings(members.clone()),
+    )?;
+    let (watch_shutdown, watch_running) = (shutdown.clone(), running.clone());
+    let mut beat_config = config.clone();
+    if !hands_back {
+        // With a credit of 1 the heartbeat thread never looks for jobs to hand back.
+        beat_config.prefetch = 1;
+    }
+    let beat = PoolHeartbeat::connect(ctx, &beat_config, members, running, doze, shutdown)?;
+    threads.push(spawn_thread(format!("{name}-heartbeat"), move || {
+        beat.run()
+    })?);
+    threads.push(spawn_thread(format!("{name}-watch"), move || {
+        let shutdown = watch_shutdown.clone();
+        watch.run(&watch_shutdown, || {
+            shutdown.is_draining() && watch_running.load(Ordering::SeqCst) == 0
+        })
+    })?);
+    Ok(WorkerPool { threads, counters })
+}
+
 /// What a pool's workers run, for a census: (nonce, request id) of each busy one's job.
 pub(super) fn holdings(members: Vec<Arc<Member>>) -> Holdings {
     Arc::new(move || {
         members
             .iter()
             .filter(|m| m.busy.load(Ordering::Acquire))
-            .map(|m| {
-                let request = m.running_request.load(Ordering::Acquire);
-                (m.running_nonce.load(Ordering::Relaxed), request)
+            .flat_map(|m| {
+                let held = m.held_jobs().clone();
+                if held.is_empty() {
+                    let request = m.running_request.load(Ordering::Acquire);
+                    vec![(m.running_nonce.load(Ordering::Relaxed), request)]
+                } else {
+                    held
+                }
             })
             .collect()
     })

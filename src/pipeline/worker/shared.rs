@@ -51,6 +51,9 @@ pub(super) struct Member {
     /// job once, and the census's second round counts it.
     pub(super) running_nonce: AtomicU64,
     pub(super) running_request: AtomicU64,
+    /// The (nonce, request id) of every job a concurrent worker holds (see
+    /// [`super::concurrent`]), for a census; empty for a worker that runs one at a time.
+    pub(super) held: Mutex<Vec<(u64, u64)>>,
     /// The worker's job socket. The worker locks it to wait for a job and to say READY;
     /// while the worker runs a long job, the heartbeat thread locks it to take the jobs
     /// queued behind that one and hand them back to the proxy.
@@ -62,6 +65,14 @@ impl Member {
         // Nothing panics while holding the lock (user code runs outside it), and a
         // socket has no invariant a panic could break anyway.
         self.jobs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The jobs a concurrent worker holds.
+    pub(super) fn held_jobs(&self) -> std::sync::MutexGuard<'_, Vec<(u64, u64)>> {
+        // As for `jobs`: nothing panics while holding it.
+        self.held
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -93,6 +93,7 @@ impl<W: Work> WorkerLoop<W> {
                 started: AtomicU64::new(0),
                 running_nonce: AtomicU64::new(0),
                 running_request: AtomicU64::new(0),
+                held: Mutex::new(Vec::new()),
                 jobs: Mutex::new(jobs),
             }),
             work,
