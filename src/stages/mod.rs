@@ -47,6 +47,7 @@
 mod api;
 pub mod gateway;
 mod gateway_path;
+pub mod jsonrpc;
 pub mod tasks;
 
 pub use api::{HttpJob, HttpStage, HttpWork, Next, StageError};
