@@ -10,6 +10,8 @@ mod tools;
 
 use common::{http_config, primes_pipeline, Client, HttpResponse, Latch, TestServer};
 use prime_server::http::Response;
+use prime_server::jobs::JobsConfig;
+use prime_server::server::ServerConfig;
 use prime_server::stages::tasks::TaskRouter;
 use prime_server::stages::{HttpJob, HttpWork, Next, StageError};
 use prime_server::Pipeline;
@@ -140,13 +142,17 @@ const METHODS: [&str; 12] = [
 /// A front end with `/rpc`, whose task table sends every method of [`METHODS`] to the
 /// `rpc` stage (of [`MEETING`] workers); other names are unknown.
 fn server(methods: &Methods) -> TestServer {
+    server_with(methods, http_config())
+}
+
+/// [`server`] with `config` (its JSON-RPC path set to `/rpc`).
+fn server_with(methods: &Methods, mut config: ServerConfig) -> TestServer {
     let router = METHODS
         .iter()
         .fold(TaskRouter::new(), |router, m| router.task(m, "rpc"));
     let pipeline = Pipeline::new()
         .http_stage("rpc", MEETING, methods.clone())
         .route_tasks(router);
-    let mut config = http_config();
     config.jsonrpc_path = Some("/rpc".into());
     TestServer::start(pipeline, config)
 }
@@ -336,6 +342,83 @@ fn the_calls_of_a_batch_run_at_once() {
         .map(|id| json!({"jsonrpc": "2.0", "result": true, "id": id}))
         .collect();
     assert_eq!(response.json(), Value::Array(expected));
+}
+
+#[test]
+fn a_batch_submitted_as_a_job_has_the_gathered_array_as_its_result() {
+    let methods = Methods::default();
+    let mut config = http_config();
+    let db = common::scratch_dir("jsonrpc", "async").join("jobs.sqlite");
+    config.jobs = Some(JobsConfig::new(db));
+    let server = server_with(&methods, config);
+    let mut client = server.connect();
+    let mut calls: Vec<Value> = (0..MEETING)
+        .map(|id| json!({"jsonrpc": "2.0", "method": "meet", "id": id}))
+        .collect();
+    calls.push(json!({"jsonrpc": "2.0", "method": "sum", "params": [1, 2], "id": "s"}));
+    calls.push(json!({"jsonrpc": "2.0", "method": "notify_hello"}));
+    calls.push(json!({"foo": "boo"}));
+    let body = Value::Array(calls).to_string();
+    client.send(format!(
+        "POST /rpc HTTP/1.1\r\nHost: test\r\nPrefer: respond-async\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    let accepted = client.read_response();
+    assert_eq!(accepted.status, 202, "{}", accepted.body_str());
+    let location = accepted.header("Location").expect("a Location").to_string();
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        client.send(format!(
+            "GET {location}?wait=5 HTTP/1.1\r\nHost: test\r\n\r\n"
+        ));
+        let status = client.read_response();
+        if status.status == 303 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never ended: {}",
+            status.body_str()
+        );
+    }
+    client.send(format!(
+        "GET {location}/result HTTP/1.1\r\nHost: test\r\n\r\n"
+    ));
+    let result = client.read_response();
+    assert_eq!(result.status, 200, "{}", result.body_str());
+    // The calls ran at once as in a synchronous batch (each met all the others), and
+    // the job's result is the gathered array in request order.
+    let mut expected: Vec<Value> = (0..MEETING)
+        .map(|id| json!({"jsonrpc": "2.0", "result": true, "id": id}))
+        .collect();
+    expected.push(json!({"jsonrpc": "2.0", "result": 3, "id": "s"}));
+    expected.push(json!({"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null}));
+    assert_eq!(result.json(), Value::Array(expected));
+}
+
+#[test]
+fn cancelling_a_batch_job_interrupts_its_calls() {
+    let methods = Methods::default();
+    let mut config = http_config();
+    let db = common::scratch_dir("jsonrpc", "cancel").join("jobs.sqlite");
+    config.jobs = Some(JobsConfig::new(db));
+    let server = server_with(&methods, config);
+    let mut client = server.connect();
+    let body = r#"[{"jsonrpc": "2.0", "method": "until_interrupted", "id": 1}]"#;
+    client.send(format!(
+        "POST /rpc HTTP/1.1\r\nHost: test\r\nPrefer: respond-async\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    let accepted = client.read_response();
+    assert_eq!(accepted.status, 202, "{}", accepted.body_str());
+    let location = accepted.header("Location").expect("a Location").to_string();
+    assert!(common::wait_for(|| methods.started.load(Ordering::SeqCst)));
+    client.send(format!("DELETE {location} HTTP/1.1\r\nHost: test\r\n\r\n"));
+    assert_eq!(client.read_response().json()["state"], "cancelled");
+    assert!(
+        common::wait_for(|| methods.interrupted.load(Ordering::SeqCst)),
+        "the call never heard its job was cancelled"
+    );
 }
 
 #[test]

@@ -16,8 +16,12 @@
 //! notifications run on). Bounds: a batch holds at most `max_pipelined` calls (more is
 //! answered with one `-32000` error, `data.status` 413), and the answers it gathers at
 //! most `max_output_bytes` (past it the batch is answered with one `-32603` error and
-//! its other calls interrupted). A `Prefer: respond-async` is not honoured here: the
-//! calls are answered while the client waits.
+//! its other calls interrupted).
+//!
+//! With a job store, a `Prefer: respond-async` request to the path is stored as one job
+//! (`202`, as any submit); its run sends the calls into the pipeline at once, with the
+//! job timeout, and the gathered answer is the job's result (`204` for notifications
+//! only). A cancel or the job timeout interrupts the calls still running.
 
 use super::output::AnswerBytes;
 use super::requests::http_protocol;
@@ -51,8 +55,11 @@ enum CallOf {
 
 /// A request to the JSON-RPC path waiting for its calls' answers.
 struct Batch {
-    /// The client's connection.
+    /// The client's connection (0 for a job's batch).
     connection: u64,
+    /// The job whose run this batch is (`Prefer: respond-async`): its answer goes to
+    /// the job store, not to a connection.
+    job: Option<u64>,
     /// One request object, answered with one response object (not an array).
     single: bool,
     /// The ids of the calls answered, in request order (`null` for invalid members).
@@ -133,9 +140,10 @@ impl Server {
             let answer = jsonrpc::response(&Value::Null, Err(error));
             return self.answer_response(id, &request, &json_answer(&answer), close_after, label);
         }
+        let path = request.path_str().to_string();
         let plans: Vec<Plan> = calls
             .into_iter()
-            .map(|call| self.plan_call(&request, call))
+            .map(|call| self.plan_call(&request.head, &path, call))
             .collect();
         let answered = plans
             .iter()
@@ -154,6 +162,7 @@ impl Server {
         };
         let mut batch = Batch {
             connection: id,
+            job: None,
             single,
             ids: Vec::with_capacity(answered),
             answers: Vec::with_capacity(answered),
@@ -203,14 +212,14 @@ impl Server {
 
     /// Decides what becomes of one member: its entry and the request it becomes, or its
     /// answer without running.
-    fn plan_call(&self, request: &ParsedRequest, call: Call) -> Plan {
+    fn plan_call(&self, head: &[u8], path: &str, call: Call) -> Plan {
         let Call::Valid { id, method, params } = call else {
             return Plan::Answer(Value::Null, ErrorObject::invalid_request());
         };
         // The method goes into a header: a name that cannot be a field value names no
         // stage.
         let writable = !method.is_empty() && method.bytes().all(|b| b.is_ascii_graphic());
-        let head = writable.then(|| call_head(request, &method));
+        let head = writable.then(|| call_head(head, path, &method));
         let entry = head
             .as_deref()
             .and_then(|head| self.front.entry_for(head).ok());
@@ -232,6 +241,20 @@ impl Server {
 
     /// Sends a planned call into the pipeline; its answer goes to `call_of`.
     fn run_call(&mut self, connection: u64, plan: Plan, call_of: CallOf) {
+        let client = self.connections.get(&connection).and_then(|c| c.client);
+        let timeout = self.config.request_timeout;
+        self.send_call(connection, plan, call_of, client, timeout);
+    }
+
+    /// Sends a planned call with the client's address and a timeout.
+    fn send_call(
+        &mut self,
+        connection: u64,
+        plan: Plan,
+        call_of: CallOf,
+        client: Option<std::net::SocketAddr>,
+        timeout: std::time::Duration,
+    ) {
         let Plan::Run {
             entry,
             head,
@@ -255,12 +278,11 @@ impl Server {
             keep_alive: true,
             head: false,
         };
-        let client = self.connections.get(&connection).and_then(|c| c.client);
         let envelope = Envelope {
             jsonrpc: true,
             ..Envelope::new(request_id, connection, self.nonce, protocol)
         }
-        .with_timeout(self.config.request_timeout)
+        .with_timeout(timeout)
         .with_client(client);
         let body = (!params.is_empty()).then(|| zmq::Message::from(params));
         let message = std::iter::once(lead_frame(&envelope.encode(), &head)).chain(body);
@@ -289,7 +311,7 @@ impl Server {
             request_id,
             InFlight {
                 connection,
-                deadline: now + self.config.request_timeout,
+                deadline: now + timeout,
                 protocol,
             },
         );
@@ -365,8 +387,104 @@ impl Server {
         } else {
             Value::Array(answers)
         };
-        let bytes = json_answer(&answer).to_bytes(batch.minor_version, batch.keep_alive, false);
-        self.fill(batch.connection, batch_id, AnswerBytes::Owned(bytes));
+        let response = match (&answer, batch.job) {
+            // A job of notifications only.
+            (Value::Array(answers), Some(_)) if answers.is_empty() => Response::new(204),
+            _ => json_answer(&answer),
+        };
+        let bytes = response.to_bytes(batch.minor_version, batch.keep_alive, false);
+        match batch.job {
+            Some(number) => self.end_job_run(number, bytes),
+            None => self.fill(batch.connection, batch_id, AnswerBytes::Owned(bytes)),
+        }
+    }
+
+    /// Whether a job's stored request is to the JSON-RPC path.
+    pub(super) fn is_jsonrpc_job(&self, head: &[u8]) -> bool {
+        let Some(path) = &self.config.jsonrpc_path else {
+            return false;
+        };
+        crate::http::RequestHead::parse(head).is_ok_and(|parsed| parsed.path() == *path)
+    }
+
+    /// Runs a job submitted to the JSON-RPC path (`Prefer: respond-async`): its calls
+    /// go into the pipeline at once, with the job timeout, and the gathered answer
+    /// becomes the job's (`204` for notifications only). `batch_id` is the request id
+    /// that names the run (for the job timeout and a cancel).
+    pub(super) fn run_jsonrpc_job(
+        &mut self,
+        (number, batch_id): (u64, u64),
+        head: &[u8],
+        body: &[u8],
+        client: Option<std::net::SocketAddr>,
+        timeout: std::time::Duration,
+    ) {
+        let path = self.config.jsonrpc_path.clone().unwrap_or_default();
+        let (single, plans) = match jsonrpc::read_body(body) {
+            Ok(Body::Single(call)) => (true, vec![self.plan_call(head, &path, call)]),
+            Ok(Body::Batch(calls)) => (
+                false,
+                calls
+                    .into_iter()
+                    .map(|call| self.plan_call(head, &path, call))
+                    .collect(),
+            ),
+            Err(error) => (true, vec![Plan::Answer(Value::Null, error)]),
+        };
+        let mut batch = Batch {
+            connection: 0,
+            job: Some(number),
+            single,
+            ids: Vec::new(),
+            answers: Vec::new(),
+            running: Vec::new(),
+            pending: 0,
+            bytes: 0,
+            minor_version: 1,
+            keep_alive: true,
+        };
+        let mut runs = Vec::new();
+        for plan in plans {
+            match plan {
+                Plan::Answer(call_id, error) => {
+                    batch
+                        .answers
+                        .push(Some(jsonrpc::response(&call_id, Err(error))));
+                    batch.ids.push(call_id);
+                    batch.running.push(0);
+                }
+                Plan::Skip => {}
+                Plan::Run { id: None, .. } => runs.push((plan, CallOf::Notification)),
+                Plan::Run {
+                    id: Some(ref call_id),
+                    ..
+                } => {
+                    let index = batch.ids.len();
+                    batch.ids.push(call_id.clone());
+                    batch.answers.push(None);
+                    batch.running.push(0);
+                    batch.pending += 1;
+                    let member = CallOf::Member {
+                        batch: batch_id,
+                        index,
+                    };
+                    runs.push((plan, member));
+                }
+            }
+        }
+        let pending = batch.pending;
+        self.rpc.batches.insert(batch_id, batch);
+        for (plan, call_of) in runs {
+            self.send_call(0, plan, call_of, client, timeout);
+        }
+        if pending == 0 {
+            self.finish_batch(batch_id);
+        }
+    }
+
+    /// Whether `request_id` names a batch whose answers are being gathered.
+    pub(super) fn is_jsonrpc_batch(&self, request_id: u64) -> bool {
+        self.rpc.batches.contains_key(&request_id)
     }
 
     /// Interrupts the running calls of a batch whose slot is `batch_id` (its client
@@ -415,7 +533,7 @@ impl Server {
 /// The head of the request a call becomes: `POST` to the JSON-RPC path, the client's
 /// own fields (its credentials, its `Origin`...) but those that frame a body or name a
 /// task, then the call's method in `X-Task-Name` and a JSON `Content-Type`.
-fn call_head(request: &ParsedRequest, method: &str) -> Vec<u8> {
+fn call_head(request_head: &[u8], path: &str, method: &str) -> Vec<u8> {
     const DROPPED: [&str; 9] = [
         "content-length",
         "transfer-encoding",
@@ -427,11 +545,11 @@ fn call_head(request: &ParsedRequest, method: &str) -> Vec<u8> {
         "upgrade",
         METHOD_HEADER,
     ];
-    let mut head = Vec::with_capacity(request.head.len() + method.len() + 64);
+    let mut head = Vec::with_capacity(request_head.len() + method.len() + 64);
     head.extend_from_slice(b"POST ");
-    head.extend_from_slice(request.path_str().as_bytes());
+    head.extend_from_slice(path.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for line in request.head.split(|&b| b == b'\n').skip(1) {
+    for line in request_head.split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
