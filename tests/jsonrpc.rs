@@ -490,6 +490,41 @@ fn stage_answers_become_results_and_errors() {
 }
 
 #[test]
+fn a_batch_holds_at_most_max_pipelined_calls() {
+    let methods = Methods::default();
+    let mut config = http_config();
+    config.max_pipelined = 4;
+    let server = server_with(&methods, config);
+    let calls: Vec<Value> = (0..5)
+        .map(|id| json!({"jsonrpc": "2.0", "method": "get_data", "id": id}))
+        .collect();
+    let answer = post(&mut server.connect(), &Value::Array(calls).to_string()).json();
+    assert_eq!(answer["error"]["code"], -32000, "{answer}");
+    assert_eq!(answer["error"]["data"], json!({"status": 413}), "{answer}");
+    assert_eq!(answer["id"], Value::Null);
+}
+
+#[test]
+fn a_batch_whose_answers_pass_the_output_bound_is_answered_with_one_error() {
+    let methods = Methods::default();
+    let mut config = http_config();
+    config.max_output_bytes = 300;
+    let server = server_with(&methods, config);
+    // Each answer is about 50 bytes: 10 of them pass 300.
+    let calls: Vec<Value> = (0..10)
+        .map(|id| json!({"jsonrpc": "2.0", "method": "get_data", "id": id}))
+        .collect();
+    let answer = post(&mut server.connect(), &Value::Array(calls).to_string()).json();
+    assert_eq!(answer["error"]["code"], -32603, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("300 bytes")),
+        "{answer}"
+    );
+}
+
+#[test]
 fn the_prime_demo_answers_is_prime() {
     let mut config = http_config();
     config.jsonrpc_path = Some("/rpc".into());

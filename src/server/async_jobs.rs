@@ -517,7 +517,8 @@ impl Server {
         let stats = link.handle.stats();
         let c = stats.counts;
         format!(
-            "; jobs: {} queued, {} running, {} succeeded, {} failed, {} cancelled, oldest queued {} ms, commit {} us (average {} us, max {} us)",
+            "; jobs: {} scheduled, {} queued, {} running, {} succeeded, {} failed, {} cancelled, oldest queued {} ms, commit {} us (average {} us, max {} us)",
+            c.scheduled,
             c.queued,
             c.running,
             c.succeeded,

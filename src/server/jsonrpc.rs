@@ -129,14 +129,13 @@ impl Server {
             }
         };
         if calls.len() > self.config.max_pipelined {
-            let mut error = ErrorObject::from_status(
+            let error = ErrorObject::from_status(
                 413,
                 Some(&format!(
                     "a batch holds at most {} calls",
                     self.config.max_pipelined
                 )),
             );
-            error.code = jsonrpc::SERVER_ERROR;
             let answer = jsonrpc::response(&Value::Null, Err(error));
             return self.answer_response(id, &request, &json_answer(&answer), close_after, label);
         }
@@ -219,7 +218,10 @@ impl Server {
         // The method goes into a header: a name that cannot be a field value names no
         // stage.
         let writable = !method.is_empty() && method.bytes().all(|b| b.is_ascii_graphic());
-        let head = writable.then(|| call_head(head, path, &method));
+        let params = params
+            .map(|p| p.to_string().into_bytes())
+            .unwrap_or_default();
+        let head = writable.then(|| call_head(head, path, &method, params.len()));
         let entry = head
             .as_deref()
             .and_then(|head| self.front.entry_for(head).ok());
@@ -228,9 +230,7 @@ impl Server {
                 id,
                 entry,
                 head,
-                params: params
-                    .map(|p| p.to_string().into_bytes())
-                    .unwrap_or_default(),
+                params,
             },
             _ => match id {
                 Some(id) => Plan::Answer(id, ErrorObject::method_not_found()),
@@ -422,6 +422,16 @@ impl Server {
         let path = self.config.jsonrpc_path.clone().unwrap_or_default();
         let (single, plans) = match jsonrpc::read_body(body) {
             Ok(Body::Single(call)) => (true, vec![self.plan_call(head, &path, call)]),
+            Ok(Body::Batch(calls)) if calls.len() > self.config.max_pipelined => {
+                let error = ErrorObject::from_status(
+                    413,
+                    Some(&format!(
+                        "a batch holds at most {} calls",
+                        self.config.max_pipelined
+                    )),
+                );
+                (true, vec![Plan::Answer(Value::Null, error)])
+            }
             Ok(Body::Batch(calls)) => (
                 false,
                 calls
@@ -532,8 +542,9 @@ impl Server {
 
 /// The head of the request a call becomes: `POST` to the JSON-RPC path, the client's
 /// own fields (its credentials, its `Origin`...) but those that frame a body or name a
-/// task, then the call's method in `X-Task-Name` and a JSON `Content-Type`.
-fn call_head(request_head: &[u8], path: &str, method: &str) -> Vec<u8> {
+/// task, then the call's method in `X-Task-Name`, a JSON `Content-Type` and the length
+/// of the params, `body_len`, when there are any.
+fn call_head(request_head: &[u8], path: &str, method: &str, body_len: usize) -> Vec<u8> {
     const DROPPED: [&str; 9] = [
         "content-length",
         "transfer-encoding",
@@ -567,7 +578,11 @@ fn call_head(request_head: &[u8], path: &str, method: &str) -> Vec<u8> {
     head.extend_from_slice(METHOD_HEADER.as_bytes());
     head.extend_from_slice(b": ");
     head.extend_from_slice(method.as_bytes());
-    head.extend_from_slice(b"\r\nContent-Type: application/json\r\n\r\n");
+    head.extend_from_slice(b"\r\nContent-Type: application/json\r\n");
+    if body_len > 0 {
+        head.extend_from_slice(format!("Content-Length: {body_len}\r\n").as_bytes());
+    }
+    head.extend_from_slice(b"\r\n");
     head
 }
 
