@@ -482,6 +482,19 @@ fn stage_answers_become_results_and_errors() {
             {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}, "id": 6},
         ])
     );
+    // A notification runs beside members answered at once.
+    let answers = post(
+        &mut client,
+        r#"[{"foo": "boo"}, {"jsonrpc": "2.0", "method": "notify_hello"}]"#,
+    )
+    .json();
+    assert_eq!(
+        answers,
+        json!([{"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": null}])
+    );
+    assert!(common::wait_for(
+        || methods.notified.load(Ordering::SeqCst) == 1
+    ));
     // Only POST.
     client.send("GET /rpc HTTP/1.1\r\nHost: test\r\n\r\n");
     let refused = client.read_response();

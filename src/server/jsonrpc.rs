@@ -77,6 +77,43 @@ struct Batch {
     keep_alive: bool,
 }
 
+impl Batch {
+    /// Takes the members' plans in request order: the answers known now are placed, the
+    /// calls to run are returned with where their answers go (a notification's
+    /// nowhere).
+    fn place(&mut self, batch_id: u64, plans: Vec<Plan>) -> Vec<(Plan, CallOf)> {
+        let mut runs = Vec::new();
+        for plan in plans {
+            match plan {
+                Plan::Answer(call_id, error) => {
+                    self.answers
+                        .push(Some(jsonrpc::response(&call_id, Err(error))));
+                    self.ids.push(call_id);
+                    self.running.push(0);
+                }
+                Plan::Skip => {}
+                Plan::Run { id: None, .. } => runs.push((plan, CallOf::Notification)),
+                Plan::Run {
+                    id: Some(ref call_id),
+                    ..
+                } => {
+                    let index = self.ids.len();
+                    self.ids.push(call_id.clone());
+                    self.answers.push(None);
+                    self.running.push(0);
+                    self.pending += 1;
+                    let member = CallOf::Member {
+                        batch: batch_id,
+                        index,
+                    };
+                    runs.push((plan, member));
+                }
+            }
+        }
+        runs
+    }
+}
+
 /// What becomes of one member of a request.
 enum Plan {
     /// Answered without running: an invalid member, or a call of an unknown method.
@@ -171,41 +208,15 @@ impl Server {
             minor_version: request.minor_version,
             keep_alive: !close_after,
         };
-        let mut runs = Vec::new();
-        for plan in plans {
-            match plan {
-                Plan::Answer(call_id, error) => {
-                    let answer = jsonrpc::response(&call_id, Err(error));
-                    batch.ids.push(call_id);
-                    batch.answers.push(Some(answer));
-                    batch.running.push(0);
-                }
-                Plan::Skip => {}
-                Plan::Run { id: None, .. } => runs.push((plan, CallOf::Notification)),
-                Plan::Run {
-                    id: Some(ref call_id),
-                    ..
-                } => {
-                    let index = batch.ids.len();
-                    batch.ids.push(call_id.clone());
-                    batch.answers.push(None);
-                    batch.running.push(0);
-                    batch.pending += 1;
-                    let member = CallOf::Member {
-                        batch: batch_id,
-                        index,
-                    };
-                    runs.push((plan, member));
-                }
-            }
-        }
+        let runs = batch.place(batch_id, plans);
         let pending = batch.pending;
         self.rpc.batches.insert(batch_id, batch);
-        if pending == 0 {
-            return self.finish_batch(batch_id);
-        }
+        // Notifications run even when every other member is answered already.
         for (plan, call_of) in runs {
             self.run_call(id, plan, call_of);
+        }
+        if pending == 0 {
+            self.finish_batch(batch_id);
         }
     }
 
@@ -453,35 +464,7 @@ impl Server {
             minor_version: 1,
             keep_alive: true,
         };
-        let mut runs = Vec::new();
-        for plan in plans {
-            match plan {
-                Plan::Answer(call_id, error) => {
-                    batch
-                        .answers
-                        .push(Some(jsonrpc::response(&call_id, Err(error))));
-                    batch.ids.push(call_id);
-                    batch.running.push(0);
-                }
-                Plan::Skip => {}
-                Plan::Run { id: None, .. } => runs.push((plan, CallOf::Notification)),
-                Plan::Run {
-                    id: Some(ref call_id),
-                    ..
-                } => {
-                    let index = batch.ids.len();
-                    batch.ids.push(call_id.clone());
-                    batch.answers.push(None);
-                    batch.running.push(0);
-                    batch.pending += 1;
-                    let member = CallOf::Member {
-                        batch: batch_id,
-                        index,
-                    };
-                    runs.push((plan, member));
-                }
-            }
-        }
+        let runs = batch.place(batch_id, plans);
         let pending = batch.pending;
         self.rpc.batches.insert(batch_id, batch);
         for (plan, call_of) in runs {
