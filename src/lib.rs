@@ -91,8 +91,7 @@
 //!   to an HTTP backend; routing by task name; JSON-RPC 2.0 calls.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
 //!   store on a thread of the front end's process, now or later (`Job-Delay`); their
-//!   ends delivered to a
-//!   `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
+//!   ends delivered to a `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
 //! - [`server`]: the front end on ZMQ_STREAM (HTTP/1.x and netstrings): its loop,
 //!   connections and answer order, the requests it answers itself, its sockets toward
 //!   the pipeline ([`FrontSockets`]).
