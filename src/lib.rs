@@ -88,10 +88,10 @@
 //!   proxy, the worker loop, streamed answers, the loopback, the self-test probe and
 //!   the census that finds what a lost proxy took with it.
 //! - [`stages`]: stages written against HTTP requests, with typed errors; the gateway
-//!   to an HTTP backend; static files; routing by task name.
+//!   to an HTTP backend; static files; routing by task name; JSON-RPC 2.0 calls.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
-//!   store on a thread of the front end's process; their ends delivered to a
-//!   `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
+//!   store on a thread of the front end's process, now or later (`Job-Delay`); their
+//!   ends delivered to a `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
 //! - [`server`]: the front end on ZMQ_STREAM (HTTP/1.x and netstrings): its loop,
 //!   connections and answer order, the requests it answers itself, its sockets toward
 //!   the pipeline ([`FrontSockets`]).

@@ -52,6 +52,7 @@ fn jobs_queued_before_a_start_run_without_any_request_to_the_job_service() {
                     fingerprint: b"",
                     now_ms: 1,
                     client: None,
+                    not_before_ms: None,
                 })
                 .expect("insert");
             if i == 2 {

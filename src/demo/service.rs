@@ -4,7 +4,10 @@
 //!
 //! Requests come in three protocols, told apart by the envelope:
 //! - HTTP: `GET /is_prime?possible_prime=N` or `POST /is_prime` with N as the body,
-//!   answered with JSON such as `{"possible_prime":7,"is_prime":true}`;
+//!   answered with JSON such as `{"possible_prime":7,"is_prime":true}`; and, behind a
+//!   front end with a JSON-RPC path, the method [`IS_PRIME_METHOD`] (`{"jsonrpc":
+//!   "2.0", "method": "is_prime", "params": {"n": 97}, "id": 1}`, or `"params": [97]`),
+//!   whose `result` is that same JSON;
 //! - netstrings: the payload is N in decimal, the answer the same JSON in a netstring;
 //! - raw (the simulation mode): the frame is N in decimal, the answer one byte, `1` for
 //!   a prime and `0` otherwise.
@@ -17,6 +20,7 @@ use crate::pipeline::envelope::Protocol;
 use crate::pipeline::loopback::Failure;
 use crate::pipeline::worker::{Job, Outcome, Work};
 use crate::pipeline::worker::{WorkerConfig, WorkerPool};
+use crate::stages::jsonrpc;
 use serde_json::json;
 use std::cell::RefCell;
 
@@ -27,6 +31,8 @@ pub const RAW_NOT_PRIME: &[u8] = b"0";
 
 /// The path of the prime checker.
 pub const IS_PRIME_PATH: &str = "/is_prime";
+/// The JSON-RPC method of the prime checker (see [`crate::stages::jsonrpc`]).
+pub const IS_PRIME_METHOD: &str = "is_prime";
 /// The query parameter (or, for POST, the body) holding the number.
 pub const PARAMETER: &str = "possible_prime";
 
@@ -52,6 +58,9 @@ pub fn parse(job: &mut Job<'_>) -> Outcome {
 
 /// Finds N in an HTTP request, or the response that says what is wrong with it.
 fn http_number(job: &Job<'_>) -> Result<u64, Response> {
+    if job.envelope().jsonrpc {
+        return jsonrpc_number(job);
+    }
     // Read in place: only the request line matters here, and no header is copied.
     let request = RequestHead::parse(job.frame(0).unwrap_or(b""))
         .map_err(|e| Response::error(400, &e.to_string()))?;
@@ -75,6 +84,25 @@ fn http_number(job: &Job<'_>) -> Result<u64, Response> {
         }
     };
     number.map_err(|why| Response::error(400, &why))
+}
+
+/// Finds N in the params of a JSON-RPC call (`{"n": N}` or `[N]`); a method other than
+/// [`IS_PRIME_METHOD`] is 404 (the caller's `-32601`), params without N 400 (`-32602`).
+fn jsonrpc_number(job: &Job<'_>) -> Result<u64, Response> {
+    let method = jsonrpc::method_of(job.frame(0).unwrap_or(b""));
+    if method != Some(IS_PRIME_METHOD) {
+        return Err(Response::error(404, "Method not found"));
+    }
+    let params = jsonrpc::params_of(job.frame(1).unwrap_or(b""));
+    let n = match &params {
+        Some(serde_json::Value::Object(named)) => named.get("n"),
+        Some(serde_json::Value::Array(listed)) if listed.len() == 1 => listed.first(),
+        _ => None,
+    };
+    n.and_then(serde_json::Value::as_u64).ok_or_else(|| {
+        let why = "is_prime takes {\"n\": N} or [N], N a whole number from 0 to 2^64-1";
+        Response::error(400, why)
+    })
 }
 
 /// Reads N in decimal, with an error message that says what is wrong.

@@ -108,6 +108,11 @@ pub struct FrontEndArgs {
     /// else 503, with a JSON document naming each part and its error.
     #[arg(long, value_name = "PATH")]
     pub selftest_path: Option<String>,
+    /// Answer JSON-RPC 2.0 POSTs (a request object or a batch) at this path, e.g. /rpc:
+    /// each call's method names its stage as X-Task-Name does, and a batch's calls run
+    /// at once.
+    #[arg(long, value_name = "PATH")]
+    pub jsonrpc_path: Option<String>,
     /// Seconds the self-test waits for every stage and the job store to answer.
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     pub selftest_timeout: f64,
@@ -366,6 +371,7 @@ impl FrontEndArgs {
             ("--health-path", &self.health_path),
             ("--status-path", &self.status_path),
             ("--selftest-path", &self.selftest_path),
+            ("--jsonrpc-path", &self.jsonrpc_path),
         ] {
             if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
                 return Err(format!("{flag} must start with /"));
@@ -378,6 +384,7 @@ impl FrontEndArgs {
         config.health_path = self.health_path.clone();
         config.status_path = self.status_path.clone();
         config.selftest_path = self.selftest_path.clone();
+        config.jsonrpc_path = self.jsonrpc_path.clone();
         config.selftest_timeout = seconds("--selftest-timeout", self.selftest_timeout)?;
         config.drain_timeout = self.daemon.drain()?;
         config.drain_rejects = self.drain_rejects;

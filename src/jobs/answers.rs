@@ -24,6 +24,9 @@ struct JobDocument<'a> {
     state: &'a str,
     created: String,
     updated: String,
+    /// For a job submitted to run later: the time it may start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_before: Option<String>,
     attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ErrorDocument<'a>>,
@@ -59,6 +62,7 @@ fn document<'a>(record: &'a JobRecord, path: &str) -> JobDocument<'a> {
         state: record.state.as_str(),
         created: rfc3339(record.created_ms),
         updated: rfc3339(record.updated_ms),
+        not_before: record.not_before_ms.map(rfc3339),
         attempts: record.attempts,
         error: error_document(record),
         result: record
@@ -118,8 +122,18 @@ pub fn accepted(record: &JobRecord, path: &str) -> Response {
     Response::json(202, &document(record, path))
         .header("Location", location(path, &record.id))
         .header("Preference-Applied", "respond-async")
-        .header("Retry-After", "1")
+        .header("Retry-After", retry_after(record))
         .header("Cache-Control", "no-store")
+}
+
+/// When to ask about an unfinished job again, in seconds: for a scheduled one, at its
+/// time; else in a second.
+fn retry_after(record: &JobRecord) -> String {
+    let wait_ms = match (record.state, record.not_before_ms) {
+        (JobState::Scheduled, Some(at)) => at.saturating_sub(super::clock::now_ms()),
+        _ => 0,
+    };
+    (wait_ms.saturating_add(999) / 1000).max(1).to_string()
 }
 
 /// `GET /jobs/{id}`: `200` with the job's description while it is unfinished (or
@@ -136,7 +150,7 @@ pub fn status(record: &JobRecord, path: &str) -> Response {
     if record.state.is_final() {
         response
     } else {
-        response.header("Retry-After", "1")
+        response.header("Retry-After", retry_after(record))
     }
 }
 

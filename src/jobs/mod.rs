@@ -16,6 +16,10 @@
 //!
 //! Unknown ids are `404`; ids of jobs removed after [`JobsConfig::ttl`] are `410 Gone`.
 //!
+//! A submit with `Job-Delay` or `Job-Not-Before` runs later: the job is stored
+//! `scheduled` and queued at its time (see [`schedule`]; the job service keeps one timer,
+//! on the earliest).
+//!
 //! ## Threads
 //! The store lives on a thread of its own in the front end's process (see
 //! [`service`]): the front end's loop hands it commands over a channel and never waits
@@ -36,6 +40,7 @@ pub mod answers;
 pub mod caller;
 mod clock;
 pub mod prefer;
+pub mod schedule;
 pub mod service;
 pub mod special_purpose;
 pub mod ssrf;

@@ -20,7 +20,7 @@
 //! | 0 | 1 | version (2) |
 //! | 1 | 1 | protocol: 0 raw, 1 HTTP, 2 netstring |
 //! | 2 | 1 | HTTP minor version |
-//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD, bit 2 asynchronous job, bit 3 self-test probe |
+//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD, bit 2 asynchronous job, bit 3 self-test probe, bit 4 JSON-RPC call |
 //! | 4 | 8 | request id |
 //! | 12 | 8 | connection id, or the job's number in the job store for a job |
 //! | 20 | 8 | nonce of the front end process |
@@ -54,6 +54,7 @@ const FLAG_KEEP_ALIVE: u8 = 1;
 const FLAG_HEAD: u8 = 2;
 const FLAG_JOB: u8 = 4;
 const FLAG_PROBE: u8 = 8;
+const FLAG_JSONRPC: u8 = 16;
 
 /// The client protocol a request arrived in, which decides how its answer is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +97,10 @@ pub struct Envelope {
     /// instead of the user's function, report on the loopback and pass the probe on to
     /// every stage they are connected to.
     pub probe: bool,
+    /// A JSON-RPC 2.0 call the front end made of one member of a request to its
+    /// JSON-RPC path (see `crate::stages::jsonrpc`): the head it wrote names the
+    /// method in `X-Task-Name`, and the body holds the call's `params`.
+    pub jsonrpc: bool,
     /// The client's address as the front end saw it (port 0 when unknown; libzmq
     /// gives the address alone), for stages that pass it on (`Forwarded`). `None`
     /// when unknown (an in-process driver, or a job stored without one).
@@ -152,6 +157,7 @@ impl Envelope {
             deadline_us: 0,
             job: false,
             probe: false,
+            jsonrpc: false,
             client: None,
         }
     }
@@ -248,7 +254,10 @@ impl Envelope {
             ),
             Protocol::Netstring => (2, 0, 0),
         };
-        let flags = flags | (self.job as u8 * FLAG_JOB) | (self.probe as u8 * FLAG_PROBE);
+        let flags = flags
+            | (self.job as u8 * FLAG_JOB)
+            | (self.probe as u8 * FLAG_PROBE)
+            | (self.jsonrpc as u8 * FLAG_JSONRPC);
         let mut out = [0u8; ENVELOPE_LEN];
         out[..4].copy_from_slice(&[ENVELOPE_VERSION, protocol, minor, flags]);
         let fields = [
@@ -331,6 +340,7 @@ impl Envelope {
             deadline_us: u64_at(frame, 36),
             job: flags & FLAG_JOB != 0,
             probe: flags & FLAG_PROBE != 0,
+            jsonrpc: flags & FLAG_JSONRPC != 0,
             client: client_at(frame)?,
         })
     }
@@ -617,6 +627,7 @@ mod tests {
             deadline_us: 1_700_000_010_000_000,
             job: false,
             probe: false,
+            jsonrpc: false,
             client: Some(SocketAddr::from(([192, 0, 2, 43], 47011))),
         }
     }

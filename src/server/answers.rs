@@ -46,6 +46,12 @@ impl Server {
         let answer = match answer {
             // Only jobs keep their progress.
             Answer::Progress { .. } => return,
+            Answer::StreamStart(_) | Answer::Later { .. }
+                if self.is_jsonrpc_call(envelope.request_id) =>
+            {
+                let why = "a JSON-RPC call's answer can be neither streamed nor put off";
+                return self.refuse_call_answer(&envelope, why);
+            }
             Answer::StreamStart(part) => return self.on_stream_part(&envelope, part, true),
             Answer::StreamPiece(part) => return self.on_stream_part(&envelope, part, false),
             Answer::StreamEnd(last) => return self.on_stream_end(&envelope, Some(last)),
@@ -102,6 +108,9 @@ impl Server {
     /// last flush could take it past `max_output_bytes`: so the bound is checked as
     /// answers come, not after a whole batch of them has piled up.
     pub(super) fn fill(&mut self, id: u64, request_id: u64, bytes: AnswerBytes) {
+        if self.take_call_answer(request_id, &bytes) {
+            return;
+        }
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
@@ -334,6 +343,9 @@ impl Server {
             self.access
                 .unanswered(&entry(&conn.peer, slot), Unanswered::ClientGone);
             if slot.answer.is_some() {
+                continue;
+            }
+            if self.forget_batch(slot.request_id) {
                 continue;
             }
             if self.requests.remove(&slot.request_id).is_some() {

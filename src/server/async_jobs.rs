@@ -311,6 +311,7 @@ impl Server {
                     let run = self.jobs.as_mut().and_then(|l| l.in_flight.remove(&number));
                     if let Some(run) = run {
                         self.publish(self.nonce, run.request_id, InterruptReason::Cancelled);
+                        self.forget_batch(run.request_id);
                     }
                 }
             }
@@ -325,6 +326,9 @@ impl Server {
         body: Vec<u8>,
         client: Option<std::net::SocketAddr>,
     ) {
+        if self.is_jsonrpc_job(&head) {
+            return self.dispatch_jsonrpc_job(number, head, body, client);
+        }
         // Routed like a request sent while the client waits (the table is checked at
         // submission; a job stored before the table changed may be refused here).
         let entry = self.front.entry_for(&head);
@@ -376,6 +380,45 @@ impl Server {
         }
     }
 
+    /// Runs a job submitted to the JSON-RPC path: its calls go into the pipeline, and
+    /// their gathered answer ends the run (see `jsonrpc`).
+    fn dispatch_jsonrpc_job(
+        &mut self,
+        number: u64,
+        head: Vec<u8>,
+        body: Vec<u8>,
+        client: Option<std::net::SocketAddr>,
+    ) {
+        let Some(link) = &mut self.jobs else {
+            return;
+        };
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let timeout = link.handle.config().job_timeout;
+        link.in_flight.insert(
+            number,
+            JobRun {
+                request_id,
+                deadline: Instant::now() + timeout,
+            },
+        );
+        self.run_jsonrpc_job((number, request_id), &head, &body, client, timeout);
+    }
+
+    /// Ends a run with a whole answer the front end gathered (a JSON-RPC batch's), if
+    /// the run is still in flight (not timed out or cancelled meanwhile).
+    pub(super) fn end_job_run(&mut self, number: u64, bytes: Vec<u8>) {
+        if let Some(link) = &mut self.jobs {
+            if link.in_flight.remove(&number).is_some() {
+                let payload = crate::pipeline::loopback::Payload::from(zmq::Message::from(bytes));
+                link.handle.send(Command::Answered {
+                    number,
+                    answer: RunAnswer::Response(payload),
+                });
+            }
+        }
+    }
+
     /// Fails the runs past the job timeout with 504 and interrupts their work.
     pub(super) fn sweep_jobs(&mut self, now: Instant) {
         let Some(link) = &mut self.jobs else {
@@ -399,14 +442,18 @@ impl Server {
                 answer: RunAnswer::Failure(failure),
             });
             self.publish(self.nonce, request_id, InterruptReason::DeadlinePassed);
+            self.forget_batch(request_id);
         }
     }
 
     /// The runs in the pipeline: (request id, job number), for a census.
+    /// A JSON-RPC batch's run is no request in a pool (its calls are asked about as
+    /// requests), so it is left out.
     pub(super) fn job_runs(&self) -> Vec<(u64, u64)> {
         self.jobs.as_ref().map_or_else(Vec::new, |link| {
             link.in_flight
                 .iter()
+                .filter(|(_, run)| !self.is_jsonrpc_batch(run.request_id))
                 .map(|(number, run)| (run.request_id, *number))
                 .collect()
         })
@@ -470,7 +517,8 @@ impl Server {
         let stats = link.handle.stats();
         let c = stats.counts;
         format!(
-            "; jobs: {} queued, {} running, {} succeeded, {} failed, {} cancelled, oldest queued {} ms, commit {} us (average {} us, max {} us)",
+            "; jobs: {} scheduled, {} queued, {} running, {} succeeded, {} failed, {} cancelled, oldest queued {} ms, commit {} us (average {} us, max {} us)",
+            c.scheduled,
             c.queued,
             c.running,
             c.succeeded,

@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// every stage and a check of the job store, answered 200 when every part passes,
     /// 503 otherwise, with a JSON document naming each part.
     pub selftest_path: Option<String>,
+    /// A path answering JSON-RPC 2.0 `POST`s (one request object or a batch), each
+    /// call's method naming its stage through the task table, as `X-Task-Name` does
+    /// (see `server::jsonrpc` and [`crate::stages::jsonrpc`]); none by default.
+    pub jsonrpc_path: Option<String>,
     /// How long the self-test waits for the stages and the store to answer.
     pub selftest_timeout: Duration,
     /// How long a drain may last before the front end stops anyway.
@@ -95,6 +99,7 @@ impl ServerConfig {
             health_path: None,
             status_path: None,
             selftest_path: None,
+            jsonrpc_path: None,
             selftest_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
             drain_rejects: false,

@@ -36,7 +36,9 @@
 //! - `connection` and `output`: one connection's decoder, answer order and unwritten
 //!   bytes; `front`: the sockets toward the pipeline;
 //! - `selftest`, `cors`, `async_jobs`, `streams`, `census`: the self-test, CORS, job
-//!   resources, streamed answers and lost proxies, each as the front end handles them.
+//!   resources, streamed answers and lost proxies, each as the front end handles them;
+//! - `jsonrpc`: the JSON-RPC 2.0 path: a batch's calls sent into the pipeline at once,
+//!   their answers gathered into one.
 //!
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
@@ -91,6 +93,7 @@ mod drain;
 mod front;
 mod half_closed;
 mod job_reads;
+mod jsonrpc;
 mod listen_fd;
 mod listener;
 mod memory;
@@ -210,6 +213,8 @@ pub struct Server {
     selftests: selftest::SelfTests,
     /// Finds the requests a lost proxy took with it.
     census: census::Censuses,
+    /// JSON-RPC calls in the pipeline and the batches waiting for them.
+    rpc: jsonrpc::Batches,
     /// Emptied frame vectors, reused for the next loopback messages.
     spare: sockets::SpareFrames,
 }
@@ -311,6 +316,7 @@ impl Server {
             cors_fields: None,
             selftests: selftest::SelfTests::default(),
             census,
+            rpc: jsonrpc::Batches::default(),
             spare: sockets::SpareFrames::default(),
         })
     }

@@ -120,6 +120,10 @@ impl Server {
             self.answer_response(id, &request, &response, close_after, label);
             return;
         }
+        if self.is_jsonrpc_path(path) && !self.is_job_request(path, &request) {
+            self.on_jsonrpc(id, request, close_after, label);
+            return;
+        }
         if self.is_job_request(path, &request) {
             self.on_job_request(id, request, close_after, label);
             return;

@@ -112,6 +112,37 @@ impl<'j, 'a> HttpJob<'j, 'a> {
         self.job.envelope().job
     }
 
+    /// The method of a JSON-RPC 2.0 call (see [`crate::stages::jsonrpc`]): `Some` only
+    /// when this request is one the front end made of a call to its JSON-RPC path.
+    pub fn jsonrpc_method(&self) -> Option<&str> {
+        if !self.job.envelope().jsonrpc {
+            return None;
+        }
+        super::jsonrpc::method_of(self.job.frame(0).unwrap_or_default())
+    }
+
+    /// The `params` of a JSON-RPC 2.0 call (an array or an object), or `None` when the
+    /// call had none or this request is no JSON-RPC call (see
+    /// [`jsonrpc_method`](Self::jsonrpc_method)).
+    pub fn jsonrpc_params(&self) -> Option<serde_json::Value> {
+        if !self.job.envelope().jsonrpc {
+            return None;
+        }
+        super::jsonrpc::params_of(self.job.frame(1).unwrap_or_default())
+    }
+
+    /// The `params` of a JSON-RPC 2.0 call read into `T`.
+    ///
+    /// # Errors
+    /// A `400` [`StageError`] (the caller's `-32602`, invalid params) when the call has
+    /// no params or they do not fit `T`, or this request is no JSON-RPC call.
+    pub fn jsonrpc_params_as<T: DeserializeOwned>(&self) -> Result<T, StageError> {
+        let params = self
+            .jsonrpc_params()
+            .ok_or_else(|| StageError::bad_request("this method takes params"))?;
+        serde_json::from_value(params).map_err(|e| StageError::bad_request(e.to_string()))
+    }
+
     /// The client's address as the front end saw it (the port is 0: libzmq gives the
     /// address alone), for an asynchronous job too (stored with the job); `None` when
     /// unknown.

@@ -252,6 +252,11 @@ mod tests {
     }
 
     #[test]
+    fn a_json_rpc_method_is_a_task_name() {
+        assert_eq!(crate::stages::jsonrpc::METHOD_HEADER, TASK_HEADER);
+    }
+
+    #[test]
     fn the_stages_are_listed_once() {
         let router = TaskRouter::new()
             .task("a", "slow")

@@ -732,7 +732,10 @@ pub fn wait_until_ended(port: u16, location: &str) -> serde_json::Value {
             .get(&format!("{location}?wait=10"), Duration::from_secs(60))
             .expect("a status");
         let status = response.json();
-        if !matches!(status["state"].as_str(), Some("queued" | "running")) {
+        if !matches!(
+            status["state"].as_str(),
+            Some("scheduled" | "queued" | "running")
+        ) {
             return status;
         }
         assert!(

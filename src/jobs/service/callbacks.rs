@@ -33,7 +33,7 @@ pub(super) struct Deliveries {
 }
 
 /// An instant for a time in milliseconds since the Unix epoch (now, if it has passed).
-fn instant_of(ms: i64) -> Instant {
+pub(super) fn instant_of(ms: i64) -> Instant {
     let ahead = ms.saturating_sub(now_ms()).max(0) as u64;
     Instant::now() + Duration::from_millis(ahead)
 }

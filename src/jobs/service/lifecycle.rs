@@ -11,6 +11,7 @@ use crate::jobs::answers;
 use crate::jobs::caller::scoped_key;
 use crate::jobs::clock::now_ms;
 use crate::jobs::prefer::idempotency_key;
+use crate::jobs::schedule::not_before;
 use crate::jobs::store::{JobRecord, JobState, NewJob, StartedJob, StoreError};
 use crate::jobs::tag::job_tag;
 use crate::pipeline::loopback::{Failure, FailureKind};
@@ -35,6 +36,14 @@ impl Service {
             }),
             Err(why) => {
                 self.reply(reply, &Response::error(400, why));
+                return Ok(());
+            }
+        };
+        let now = now_ms();
+        let not_before = match not_before(head, now, self.config.ttl) {
+            Ok(at) => at,
+            Err(why) => {
+                self.reply(reply, &Response::error(400, &why.to_string()));
                 return Ok(());
             }
         };
@@ -76,16 +85,24 @@ impl Service {
             body,
             idempotency_key: key.as_deref(),
             fingerprint: &fingerprint,
-            now_ms: now_ms(),
+            now_ms: now,
             client: client.map(|c| c.to_string()).as_deref(),
+            not_before_ms: not_before,
         })?;
         self.webhook_registered(&record, head)?;
-        self.counts.queued += 1;
-        self.queue.push_back((record.number, record.created_ms));
+        *self.counts.of(record.state) += 1;
+        match not_before {
+            // No timer of its own: the service's one timer is on the earliest.
+            Some(at) => {
+                self.next_scheduled = Some(self.next_scheduled.map_or(at, |next| next.min(at)))
+            }
+            None => self.queue.push_back((record.number, record.created_ms)),
+        }
         log::debug!(
-            "jobs: job {} ({}) queued",
+            "jobs: job {} ({}) {}",
             job_tag(record.id.as_bytes()),
-            record.number
+            record.number,
+            record.state.as_str()
         );
         self.publish_event(&record, "state", &answers::state_event_json(&record));
         match wait.filter(|w| !w.is_zero()) {
@@ -155,6 +172,9 @@ impl Service {
                         });
                     }
                     log::info!("jobs: job {} cancelled", job_tag(record.id.as_bytes()));
+                    if state == JobState::Scheduled {
+                        self.reread_schedule();
+                    }
                     self.changed(&cancelled, None);
                     self.webhook_job_ended(&cancelled, None);
                     answers::status(&cancelled, &self.config.path)
@@ -256,6 +276,41 @@ impl Service {
         )));
         self.changed(&queued, None);
         Ok(())
+    }
+
+    /// Moves the scheduled jobs whose time has come to the queue, and sets the timer
+    /// on the next one.
+    pub(super) fn release_scheduled(&mut self) {
+        match self.store.release_due(now_ms()) {
+            Ok(released) => {
+                for record in released {
+                    self.counts.scheduled = self.counts.scheduled.saturating_sub(1);
+                    self.counts.queued += 1;
+                    self.queue.push_back((record.number, record.created_ms));
+                    log::debug!(
+                        "jobs: job {} ({}) queued at its time",
+                        job_tag(record.id.as_bytes()),
+                        record.number
+                    );
+                    self.changed(&record, None);
+                }
+            }
+            Err(e) => log::error!("jobs: scheduled jobs cannot be queued: {e}"),
+        }
+        self.reread_schedule();
+    }
+
+    /// Reads the earliest scheduled job's time from the store again (after a release,
+    /// a cancel, a rolled-back batch). A store that cannot answer is asked again in a
+    /// second.
+    pub(super) fn reread_schedule(&mut self) {
+        self.next_scheduled = match self.store.next_not_before() {
+            Ok(next) => next,
+            Err(e) => {
+                log::error!("jobs: the next scheduled job cannot be read: {e}");
+                Some(now_ms().saturating_add(1000))
+            }
+        };
     }
 
     /// Starts runs while fewer than `max_running` are in the pipeline.

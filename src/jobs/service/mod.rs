@@ -233,6 +233,7 @@ impl JobStats {
     pub fn to_json(&self) -> serde_json::Value {
         let c = &self.counts;
         serde_json::json!({
+            "scheduled": c.scheduled,
             "queued": c.queued,
             "running": c.running,
             "succeeded": c.succeeded,
@@ -281,10 +282,12 @@ impl JobsHandle {
         store.commit()?;
         let caller_secret = store.caller_secret()?;
         let queue: VecDeque<(u64, i64)> = store.queued()?.into();
+        let next_scheduled = store.next_not_before()?;
         let counts = store.counts()?;
         log::info!(
-            "jobs: store {} open; {} queued ({requeued} were running at the last stop), {} succeeded, {} failed, {} cancelled",
+            "jobs: store {} open; {} scheduled, {} queued ({requeued} were running at the last stop), {} succeeded, {} failed, {} cancelled",
             config.db_path.display(),
+            counts.scheduled,
             counts.queued,
             counts.succeeded,
             counts.failed,
@@ -306,6 +309,7 @@ impl JobsHandle {
             stats: Arc::clone(&stats),
             counts,
             queue,
+            next_scheduled,
             retries: BinaryHeap::new(),
             running: HashSet::new(),
             waiters: HashMap::new(),
@@ -461,6 +465,10 @@ struct Service {
     counts: StateCounts,
     /// Jobs waiting for a run: (number, created), oldest first.
     queue: VecDeque<(u64, i64)>,
+    /// When the earliest scheduled job may start (milliseconds since the Unix epoch):
+    /// the one timer of all scheduled jobs, read from the store at start, after a
+    /// release and after a cancel, lowered by a submit.
+    next_scheduled: Option<i64>,
     /// Runs to try again: (when, number, created).
     retries: BinaryHeap<Reverse<(Instant, u64, i64)>>,
     /// Jobs in the pipeline.
@@ -537,6 +545,9 @@ impl Service {
         }
         if let Some(at) = self.unsettled.retry_at {
             next = next.min(at);
+        }
+        if let Some(ms) = self.next_scheduled {
+            next = next.min(callbacks::instant_of(ms));
         }
         next
     }
@@ -651,6 +662,9 @@ impl Service {
             self.deadlines.pop();
             self.end_wait(number, waiter_id);
         }
+        if self.next_scheduled.is_some_and(|ms| ms <= now_ms()) {
+            self.release_scheduled();
+        }
         while let Some(Reverse((at, number, created))) = self.retries.peek().copied() {
             if at > now {
                 break;
@@ -744,6 +758,8 @@ impl Service {
             }
             Err(e) => log::error!("jobs: the store cannot be read again: {e}"),
         }
+        // Jobs this batch released are scheduled again.
+        self.reread_schedule();
     }
 
     fn flush(&mut self) {

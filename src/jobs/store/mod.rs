@@ -36,6 +36,9 @@ const MAX_ATTEMPTS_KEPT: usize = 64;
 /// Where a job is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum JobState {
+    /// Stored to run later (`Job-Delay`, `Job-Not-Before`): it moves to `Queued` at its
+    /// time ([`JobRecord::not_before_ms`]).
+    Scheduled,
     /// Stored, waiting for a run.
     Queued,
     /// In the pipeline.
@@ -55,6 +58,7 @@ impl JobState {
     /// The name used in the database and in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Scheduled => "scheduled",
             JobState::Queued => "queued",
             JobState::Running => "running",
             JobState::Succeeded => "succeeded",
@@ -66,6 +70,7 @@ impl JobState {
 
     fn parse(name: &str) -> Option<JobState> {
         Some(match name {
+            "scheduled" => JobState::Scheduled,
             "queued" => JobState::Queued,
             "running" => JobState::Running,
             "succeeded" => JobState::Succeeded,
@@ -78,7 +83,10 @@ impl JobState {
 
     /// Whether the job has ended (it has a result, or was cancelled, or expired).
     pub fn is_final(self) -> bool {
-        !matches!(self, JobState::Queued | JobState::Running)
+        !matches!(
+            self,
+            JobState::Scheduled | JobState::Queued | JobState::Running
+        )
     }
 
     /// Whether the job ended with a stored result.
@@ -111,6 +119,9 @@ pub struct JobRecord {
     /// How many events the job has had: each change recorded here (submit, start, end,
     /// requeue, cancel, progress) is one, and this is the last one's number.
     pub events: u64,
+    /// For a job submitted to run later, the time it may start, in milliseconds since
+    /// the Unix epoch.
+    pub not_before_ms: Option<i64>,
 }
 
 /// One event of a job, as its event streams send it.
@@ -156,6 +167,9 @@ pub struct NewJob<'a> {
     pub now_ms: i64,
     /// The client's address (a `SocketAddr` as text), passed on by every run.
     pub client: Option<&'a str>,
+    /// For a job to run later, when it may start (milliseconds since the Unix epoch):
+    /// it is stored `Scheduled` until then. `None`: it is stored `Queued`.
+    pub not_before_ms: Option<i64>,
 }
 
 /// A job moved to running, with the request to run.
@@ -177,6 +191,8 @@ type AnswerRow = (Option<i64>, Option<String>, Option<Vec<u8>>);
 /// How many jobs are in each state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateCounts {
+    /// Scheduled.
+    pub scheduled: u64,
     /// Queued.
     pub queued: u64,
     /// Running.
@@ -195,6 +211,7 @@ impl StateCounts {
     /// The count for `state`, to change it.
     pub fn of(&mut self, state: JobState) -> &mut u64 {
         match state {
+            JobState::Scheduled => &mut self.scheduled,
             JobState::Queued => &mut self.queued,
             JobState::Running => &mut self.running,
             JobState::Succeeded => &mut self.succeeded,
@@ -206,7 +223,7 @@ impl StateCounts {
 
     /// Jobs not yet ended.
     pub fn unfinished(&self) -> u64 {
-        self.queued + self.running
+        self.scheduled + self.queued + self.running
     }
 }
 
@@ -295,7 +312,8 @@ pub trait JobStore: Send {
     fn last_write_error(&self) -> Option<String> {
         None
     }
-    /// Stores a new job, queued; returns its record.
+    /// Stores a new job, queued (or scheduled, with a `not_before_ms`); returns its
+    /// record.
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError>;
     /// The job with this public id.
     fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError>;
@@ -329,13 +347,20 @@ pub trait JobStore: Send {
         error: &str,
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError>;
-    /// Cancels an unfinished job; `None` if it had already ended.
+    /// Cancels an unfinished job (scheduled, queued or running); `None` if it had
+    /// already ended.
     fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
     /// The stored answer of an ended job.
     fn answer(&mut self, number: u64) -> Result<Option<StoredAnswer>, StoreError>;
     /// At start: queues again the jobs that were running when the last process stopped;
     /// returns how many.
     fn requeue_running(&mut self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Moves the scheduled jobs whose time is at or before `now_ms` to queued; returns
+    /// their records, in submission order.
+    fn release_due(&mut self, now_ms: i64) -> Result<Vec<JobRecord>, StoreError>;
+    /// The earliest time a scheduled job may start (milliseconds since the Unix epoch),
+    /// if any job is scheduled.
+    fn next_not_before(&mut self) -> Result<Option<i64>, StoreError>;
     /// Every queued job (number, created) in submission order.
     fn queued(&mut self) -> Result<Vec<(u64, i64)>, StoreError>;
     /// Expires the jobs that ended more than `ttl_ms` ago (their answer and idempotency

@@ -11,8 +11,10 @@ use std::path::Path;
 /// `jobs.client`; an older file gets the column when opened. Version 4 added
 /// `store_secret` and keeps idempotency keys scoped to their caller: the unscoped keys
 /// of an older file are dropped when it is opened (a retry of such a request makes a
-/// new job rather than find another caller's).
-const SCHEMA_VERSION: i64 = 4;
+/// new job rather than find another caller's). Version 5 added `jobs.not_before_ms`
+/// and the state `scheduled` (jobs that run later); an older file gets the column when
+/// opened, and keeps its jobs as they were.
+const SCHEMA_VERSION: i64 = 5;
 
 /// The table of the store's own random key.
 const SECRET_SCHEMA: &str = "
@@ -71,7 +73,7 @@ pub struct SqliteStore {
 }
 
 const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
-     progress, progress_message, events";
+     progress, progress_message, events, not_before_ms";
 
 impl SqliteStore {
     /// Opens (or creates, mode 0600) the job database at `path`, checks it, and sets WAL
@@ -162,6 +164,21 @@ impl SqliteStore {
         if has_client == 0 {
             db.execute_batch("ALTER TABLE jobs ADD COLUMN client TEXT")?;
         }
+        if version < 5 {
+            let has_not_before: i64 = db.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'not_before_ms'",
+                [],
+                |row| row.get(0),
+            )?;
+            if has_not_before == 0 {
+                db.execute_batch("ALTER TABLE jobs ADD COLUMN not_before_ms INTEGER")?;
+            }
+        }
+        // The service's one timer asks for the earliest: an index of the scheduled
+        // jobs alone answers without reading the others.
+        db.execute_batch(
+            "CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (not_before_ms) WHERE state = 'scheduled'",
+        )?;
         if version < 4 {
             db.execute_batch(
                 "UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL",
@@ -364,6 +381,7 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, St
         error: row.get(7)?,
         progress: progress.map(|p| (p, progress_message.unwrap_or_default())),
         events: row.get::<_, i64>(10)?.max(0) as u64,
+        not_before_ms: row.get(11)?,
     }))
 }
 
@@ -407,9 +425,13 @@ impl JobStore for SqliteStore {
 
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError> {
         let mut statement = self.db.prepare_cached(
-            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events, client)
-             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?5, ?6, 1, ?7)",
+            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events, client, not_before_ms)
+             VALUES (?1, ?8, ?2, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?9)",
         )?;
+        let state = match job.not_before_ms {
+            Some(_) => JobState::Scheduled,
+            None => JobState::Queued,
+        };
         statement.execute(params![
             job.id,
             job.now_ms,
@@ -417,12 +439,14 @@ impl JobStore for SqliteStore {
             job.fingerprint,
             job.head,
             job.body,
-            job.client
+            job.client,
+            state.as_str(),
+            job.not_before_ms
         ])?;
         Ok(JobRecord {
             number: self.db.last_insert_rowid() as u64,
             id: job.id.to_string(),
-            state: JobState::Queued,
+            state,
             created_ms: job.now_ms,
             updated_ms: job.now_ms,
             attempts: 0,
@@ -430,6 +454,7 @@ impl JobStore for SqliteStore {
             error: None,
             progress: None,
             events: 1,
+            not_before_ms: job.not_before_ms,
         })
     }
 
@@ -533,7 +558,7 @@ impl JobStore for SqliteStore {
         self.scrub = true;
         self.update(
             "UPDATE jobs SET events = events + 1, state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL, client = NULL
-             WHERE number = ?1 AND state IN ('queued', 'running')",
+             WHERE number = ?1 AND state IN ('scheduled', 'queued', 'running')",
             &[&(number as i64), &now_ms],
         )
     }
@@ -572,6 +597,28 @@ impl JobStore for SqliteStore {
             [now_ms],
         )?;
         Ok(requeued as u64)
+    }
+
+    fn release_due(&mut self, now_ms: i64) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!(
+            "UPDATE jobs SET events = events + 1, state = 'queued', updated_ms = ?1
+             WHERE state = 'scheduled' AND not_before_ms <= ?1 RETURNING {RECORD_COLUMNS}"
+        );
+        let mut statement = self.db.prepare_cached(&sql)?;
+        let rows = statement.query_map([now_ms], read_record)?;
+        let mut released = Vec::new();
+        for row in rows {
+            released.push(row??);
+        }
+        released.sort_by_key(|record| record.number);
+        Ok(released)
+    }
+
+    fn next_not_before(&mut self) -> Result<Option<i64>, StoreError> {
+        let mut statement = self
+            .db
+            .prepare_cached("SELECT MIN(not_before_ms) FROM jobs WHERE state = 'scheduled'")?;
+        Ok(statement.query_row([], |row| row.get(0))?)
     }
 
     fn queued(&mut self) -> Result<Vec<(u64, i64)>, StoreError> {
@@ -686,211 +733,5 @@ impl JobStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store(name: &str) -> SqliteStore {
-        let dir = std::env::temp_dir().join(format!("prime-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a scratch directory");
-        SqliteStore::open(&dir.join("jobs.sqlite")).expect("a new store")
-    }
-
-    fn insert(store: &mut SqliteStore, id: &str, now_ms: i64) -> JobRecord {
-        store
-            .insert(&NewJob {
-                id,
-                head: b"GET /x HTTP/1.1\r\nAuthorization: secret\r\n\r\n",
-                body: b"",
-                idempotency_key: None,
-                fingerprint: b"f",
-                now_ms,
-                client: Some("127.0.0.1:0"),
-            })
-            .expect("insert")
-    }
-
-    #[test]
-    fn a_commit_to_a_file_deleted_or_replaced_under_the_store_fails() {
-        let mut kept = store("lost");
-        let path = kept.file.path.clone();
-        kept.begin().expect("begin");
-        insert(&mut kept, "a", 1);
-        kept.commit().expect("a commit while the file is there");
-
-        // Replaced: another file renamed over the path.
-        let other = path.with_file_name("other.sqlite");
-        std::fs::write(&other, b"").expect("another file");
-        std::fs::rename(&other, &path).expect("rename over the store");
-        kept.begin().expect("begin");
-        insert(&mut kept, "b", 2);
-        let err = kept.commit().expect_err("a commit to a replaced file");
-        assert!(
-            matches!(&err, StoreError::Lost { reason, .. } if reason.contains("replaced")),
-            "{err}"
-        );
-        kept.rollback();
-
-        // Deleted.
-        std::fs::remove_file(&path).expect("delete the store");
-        kept.begin().expect("begin");
-        insert(&mut kept, "c", 3);
-        let err = kept.commit().expect_err("a commit to a deleted file");
-        assert!(
-            err.to_string().contains("was deleted while the server ran"),
-            "{err}"
-        );
-        kept.rollback();
-    }
-
-    fn answer(status: u16) -> StoredAnswer {
-        StoredAnswer {
-            status,
-            headers: vec![("Content-Type".into(), "text/plain".into())],
-            body: b"yes".to_vec(),
-        }
-    }
-
-    #[test]
-    fn a_version_2_file_gets_the_client_column_and_keeps_its_jobs() {
-        let dir = std::env::temp_dir().join(format!("prime-store-v2-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a scratch directory");
-        let path = dir.join("jobs.sqlite");
-        {
-            let db = Connection::open(&path).expect("a database");
-            // The jobs table as version 2 made it, without `client`.
-            let old = SCHEMA;
-            db.execute_batch(old).expect("the old schema");
-            db.execute(
-                "INSERT INTO jobs (id, state, created_ms, updated_ms, head, body) VALUES ('j1', 'queued', 1, 1, x'00', x'')",
-                [],
-            )
-            .expect("an old job");
-            db.pragma_update(None, "user_version", 2)
-                .expect("version 2");
-        }
-        let mut store = SqliteStore::open(&path).expect("the old file opens");
-        let started = store.start(1, 2).expect("start").expect("the old job");
-        assert_eq!(started.client, None);
-        let record = insert(&mut store, "j2", 3);
-        let started = store
-            .start(record.number, 4)
-            .expect("start")
-            .expect("the new job");
-        assert_eq!(started.client, "127.0.0.1:0".parse().ok());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_version_3_file_drops_its_unscoped_keys_and_gets_a_secret_of_its_own() {
-        let dir = std::env::temp_dir().join(format!("prime-store-v3-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a scratch directory");
-        let path = dir.join("jobs.sqlite");
-        {
-            let db = Connection::open(&path).expect("a database");
-            db.execute_batch(SCHEMA).expect("the old schema");
-            db.execute_batch("ALTER TABLE jobs ADD COLUMN client TEXT")
-                .expect("version 3's column");
-            db.execute(
-                "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint)
-                 VALUES ('j1', 'queued', 1, 1, 'order-1', x'00')",
-                [],
-            )
-            .expect("an old job under an unscoped key");
-            db.pragma_update(None, "user_version", 3)
-                .expect("version 3");
-        }
-        let secret = {
-            let mut store = SqliteStore::open(&path).expect("the old file opens");
-            assert_eq!(store.by_idempotency_key("order-1").expect("read"), None);
-            assert!(store.by_id("j1").expect("read").is_some());
-            let secret = store.caller_secret().expect("a secret");
-            assert_eq!(secret.len(), 32);
-            secret
-        };
-        // The secret is the store's: the same after the file is opened again.
-        let mut store = SqliteStore::open(&path).expect("the file opens again");
-        assert_eq!(store.caller_secret().expect("a secret"), secret);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_job_runs_once_per_start_and_ends_once() {
-        let mut store = store("lifecycle");
-        let job = insert(&mut store, "a", 1);
-        let started = store.start(job.number, 2).expect("start").expect("queued");
-        assert_eq!(started.record.state, JobState::Running);
-        assert_eq!(started.record.attempts, 1);
-        assert!(started.head.starts_with(b"GET /x"));
-        assert!(store.start(job.number, 3).expect("start").is_none());
-        let ended = store
-            .finish(job.number, JobState::Succeeded, &answer(200), None, 4)
-            .expect("finish")
-            .expect("running");
-        assert_eq!(
-            (ended.state, ended.status),
-            (JobState::Succeeded, Some(200))
-        );
-        // A second answer (a run after a restart) changes nothing.
-        assert!(store
-            .finish(job.number, JobState::Failed, &answer(500), Some("late"), 5)
-            .expect("finish")
-            .is_none());
-        assert_eq!(store.answer(job.number).expect("answer"), Some(answer(200)));
-        // The request, with its credentials and the client's address, is gone once the
-        // job has ended.
-        let (head, client): (Option<Vec<u8>>, Option<String>) = store
-            .db
-            .query_row(
-                "SELECT head, client FROM jobs WHERE number = ?1",
-                [job.number as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .expect("a row");
-        assert_eq!(head, None);
-        assert_eq!(client, None);
-    }
-
-    #[test]
-    fn running_jobs_are_queued_again_after_a_restart() {
-        let mut store = store("recover");
-        let a = insert(&mut store, "a", 1);
-        let b = insert(&mut store, "b", 2);
-        store.start(a.number, 3).expect("start");
-        assert_eq!(store.requeue_running(4).expect("requeue"), 1);
-        assert_eq!(
-            store.queued().expect("queued"),
-            vec![(a.number, 1), (b.number, 2)]
-        );
-        let again = store.start(a.number, 5).expect("start").expect("queued");
-        assert_eq!(again.record.attempts, 2);
-    }
-
-    #[test]
-    fn ended_jobs_expire_then_are_forgotten() {
-        let mut store = store("expire");
-        let done = insert(&mut store, "done", 0);
-        let waiting = insert(&mut store, "waiting", 0);
-        store.start(done.number, 0).expect("start");
-        store
-            .finish(done.number, JobState::Succeeded, &answer(200), None, 10)
-            .expect("finish");
-        assert_eq!(store.expire(100, 50).expect("expire"), 1);
-        assert_eq!(
-            store.by_id("done").expect("read").map(|r| r.state),
-            Some(JobState::Expired)
-        );
-        assert_eq!(store.answer(done.number).expect("answer"), None);
-        // Unfinished jobs never expire.
-        assert_eq!(
-            store.by_id("waiting").expect("read").map(|r| r.state),
-            Some(JobState::Queued)
-        );
-        store.expire(200, 50).expect("expire");
-        assert_eq!(store.by_id("done").expect("read"), None);
-        assert_eq!(store.counts().expect("counts").queued, 1);
-        let _ = waiting;
-    }
-}
+#[path = "sqlite_tests.rs"]
+mod tests;

@@ -1,0 +1,292 @@
+//! Unit tests of the SQLite job store (kept apart so `sqlite.rs` stays one concern).
+use super::*;
+
+fn store(name: &str) -> SqliteStore {
+    let dir = std::env::temp_dir().join(format!("prime-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    SqliteStore::open(&dir.join("jobs.sqlite")).expect("a new store")
+}
+
+fn insert(store: &mut SqliteStore, id: &str, now_ms: i64) -> JobRecord {
+    store
+        .insert(&NewJob {
+            id,
+            head: b"GET /x HTTP/1.1\r\nAuthorization: secret\r\n\r\n",
+            body: b"",
+            idempotency_key: None,
+            fingerprint: b"f",
+            now_ms,
+            client: Some("127.0.0.1:0"),
+            not_before_ms: None,
+        })
+        .expect("insert")
+}
+
+#[test]
+fn a_commit_to_a_file_deleted_or_replaced_under_the_store_fails() {
+    let mut kept = store("lost");
+    let path = kept.file.path.clone();
+    kept.begin().expect("begin");
+    insert(&mut kept, "a", 1);
+    kept.commit().expect("a commit while the file is there");
+
+    // Replaced: another file renamed over the path.
+    let other = path.with_file_name("other.sqlite");
+    std::fs::write(&other, b"").expect("another file");
+    std::fs::rename(&other, &path).expect("rename over the store");
+    kept.begin().expect("begin");
+    insert(&mut kept, "b", 2);
+    let err = kept.commit().expect_err("a commit to a replaced file");
+    assert!(
+        matches!(&err, StoreError::Lost { reason, .. } if reason.contains("replaced")),
+        "{err}"
+    );
+    kept.rollback();
+
+    // Deleted.
+    std::fs::remove_file(&path).expect("delete the store");
+    kept.begin().expect("begin");
+    insert(&mut kept, "c", 3);
+    let err = kept.commit().expect_err("a commit to a deleted file");
+    assert!(
+        err.to_string().contains("was deleted while the server ran"),
+        "{err}"
+    );
+    kept.rollback();
+}
+
+fn answer(status: u16) -> StoredAnswer {
+    StoredAnswer {
+        status,
+        headers: vec![("Content-Type".into(), "text/plain".into())],
+        body: b"yes".to_vec(),
+    }
+}
+
+#[test]
+fn a_version_2_file_gets_the_client_column_and_keeps_its_jobs() {
+    let dir = std::env::temp_dir().join(format!("prime-store-v2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let path = dir.join("jobs.sqlite");
+    {
+        let db = Connection::open(&path).expect("a database");
+        // The jobs table as version 2 made it, without `client`.
+        let old = SCHEMA;
+        db.execute_batch(old).expect("the old schema");
+        db.execute(
+            "INSERT INTO jobs (id, state, created_ms, updated_ms, head, body) VALUES ('j1', 'queued', 1, 1, x'00', x'')",
+            [],
+        )
+        .expect("an old job");
+        db.pragma_update(None, "user_version", 2)
+            .expect("version 2");
+    }
+    let mut store = SqliteStore::open(&path).expect("the old file opens");
+    let started = store.start(1, 2).expect("start").expect("the old job");
+    assert_eq!(started.client, None);
+    let record = insert(&mut store, "j2", 3);
+    let started = store
+        .start(record.number, 4)
+        .expect("start")
+        .expect("the new job");
+    assert_eq!(started.client, "127.0.0.1:0".parse().ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_version_3_file_drops_its_unscoped_keys_and_gets_a_secret_of_its_own() {
+    let dir = std::env::temp_dir().join(format!("prime-store-v3-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let path = dir.join("jobs.sqlite");
+    {
+        let db = Connection::open(&path).expect("a database");
+        db.execute_batch(SCHEMA).expect("the old schema");
+        db.execute_batch("ALTER TABLE jobs ADD COLUMN client TEXT")
+            .expect("version 3's column");
+        db.execute(
+            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint)
+             VALUES ('j1', 'queued', 1, 1, 'order-1', x'00')",
+            [],
+        )
+        .expect("an old job under an unscoped key");
+        db.pragma_update(None, "user_version", 3)
+            .expect("version 3");
+    }
+    let secret = {
+        let mut store = SqliteStore::open(&path).expect("the old file opens");
+        assert_eq!(store.by_idempotency_key("order-1").expect("read"), None);
+        assert!(store.by_id("j1").expect("read").is_some());
+        let secret = store.caller_secret().expect("a secret");
+        assert_eq!(secret.len(), 32);
+        secret
+    };
+    // The secret is the store's: the same after the file is opened again.
+    let mut store = SqliteStore::open(&path).expect("the file opens again");
+    assert_eq!(store.caller_secret().expect("a secret"), secret);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_version_4_file_gets_the_schedule_column_and_keeps_its_jobs() {
+    let dir = std::env::temp_dir().join(format!("prime-store-v4-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let path = dir.join("jobs.sqlite");
+    {
+        let db = Connection::open(&path).expect("a database");
+        db.execute_batch(SCHEMA).expect("the old schema");
+        db.execute_batch("ALTER TABLE jobs ADD COLUMN client TEXT")
+            .expect("version 3's column");
+        db.execute_batch(SECRET_SCHEMA).expect("version 4's table");
+        db.execute(
+            "INSERT INTO jobs (id, state, created_ms, updated_ms, head, body)
+             VALUES ('j1', 'queued', 1, 1, x'00', x'')",
+            [],
+        )
+        .expect("an old job");
+        db.pragma_update(None, "user_version", 4)
+            .expect("version 4");
+    }
+    let mut store = SqliteStore::open(&path).expect("the old file opens");
+    let old = store.by_id("j1").expect("read").expect("kept");
+    assert_eq!((old.state, old.not_before_ms), (JobState::Queued, None));
+    assert_eq!(store.queued().expect("queued").len(), 1);
+    store.begin().expect("begin");
+    let later = store
+        .insert(&NewJob {
+            id: "j2",
+            head: b"GET /x HTTP/1.1\r\n\r\n",
+            body: b"",
+            idempotency_key: None,
+            fingerprint: b"f",
+            now_ms: 10,
+            client: None,
+            not_before_ms: Some(500),
+        })
+        .expect("a scheduled job");
+    store.commit().expect("commit");
+    assert_eq!(later.state, JobState::Scheduled);
+    assert_eq!(store.next_not_before().expect("read"), Some(500));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn scheduled_jobs_are_released_at_their_time_in_order() {
+    let mut store = store("scheduled");
+    store.begin().expect("begin");
+    let mut numbers = Vec::new();
+    for (id, at) in [("s1", 300), ("s2", 100), ("s3", 200)] {
+        let record = store
+            .insert(&NewJob {
+                id,
+                head: b"GET /x HTTP/1.1\r\n\r\n",
+                body: b"",
+                idempotency_key: None,
+                fingerprint: b"f",
+                now_ms: 1,
+                client: None,
+                not_before_ms: Some(at),
+            })
+            .expect("insert");
+        numbers.push(record.number);
+    }
+    assert_eq!(store.next_not_before().expect("read"), Some(100));
+    assert!(store.release_due(99).expect("release").is_empty());
+    let released = store.release_due(200).expect("release");
+    let released: Vec<u64> = released.iter().map(|r| r.number).collect();
+    assert_eq!(released, [numbers[1], numbers[2]]);
+    assert_eq!(store.next_not_before().expect("read"), Some(300));
+    assert!(
+        store.start(numbers[0], 250).expect("start").is_none(),
+        "not yet queued"
+    );
+    assert!(store.cancel(numbers[0], 260).expect("cancel").is_some());
+    assert_eq!(store.next_not_before().expect("read"), None);
+    let counts = store.counts().expect("counts");
+    assert_eq!(
+        (counts.scheduled, counts.queued, counts.cancelled),
+        (0, 2, 1)
+    );
+    store.commit().expect("commit");
+}
+
+#[test]
+fn a_job_runs_once_per_start_and_ends_once() {
+    let mut store = store("lifecycle");
+    let job = insert(&mut store, "a", 1);
+    let started = store.start(job.number, 2).expect("start").expect("queued");
+    assert_eq!(started.record.state, JobState::Running);
+    assert_eq!(started.record.attempts, 1);
+    assert!(started.head.starts_with(b"GET /x"));
+    assert!(store.start(job.number, 3).expect("start").is_none());
+    let ended = store
+        .finish(job.number, JobState::Succeeded, &answer(200), None, 4)
+        .expect("finish")
+        .expect("running");
+    assert_eq!(
+        (ended.state, ended.status),
+        (JobState::Succeeded, Some(200))
+    );
+    // A second answer (a run after a restart) changes nothing.
+    assert!(store
+        .finish(job.number, JobState::Failed, &answer(500), Some("late"), 5)
+        .expect("finish")
+        .is_none());
+    assert_eq!(store.answer(job.number).expect("answer"), Some(answer(200)));
+    // The request, with its credentials and the client's address, is gone once the
+    // job has ended.
+    let (head, client): (Option<Vec<u8>>, Option<String>) = store
+        .db
+        .query_row(
+            "SELECT head, client FROM jobs WHERE number = ?1",
+            [job.number as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("a row");
+    assert_eq!(head, None);
+    assert_eq!(client, None);
+}
+
+#[test]
+fn running_jobs_are_queued_again_after_a_restart() {
+    let mut store = store("recover");
+    let a = insert(&mut store, "a", 1);
+    let b = insert(&mut store, "b", 2);
+    store.start(a.number, 3).expect("start");
+    assert_eq!(store.requeue_running(4).expect("requeue"), 1);
+    assert_eq!(
+        store.queued().expect("queued"),
+        vec![(a.number, 1), (b.number, 2)]
+    );
+    let again = store.start(a.number, 5).expect("start").expect("queued");
+    assert_eq!(again.record.attempts, 2);
+}
+
+#[test]
+fn ended_jobs_expire_then_are_forgotten() {
+    let mut store = store("expire");
+    let done = insert(&mut store, "done", 0);
+    let waiting = insert(&mut store, "waiting", 0);
+    store.start(done.number, 0).expect("start");
+    store
+        .finish(done.number, JobState::Succeeded, &answer(200), None, 10)
+        .expect("finish");
+    assert_eq!(store.expire(100, 50).expect("expire"), 1);
+    assert_eq!(
+        store.by_id("done").expect("read").map(|r| r.state),
+        Some(JobState::Expired)
+    );
+    assert_eq!(store.answer(done.number).expect("answer"), None);
+    // Unfinished jobs never expire.
+    assert_eq!(
+        store.by_id("waiting").expect("read").map(|r| r.state),
+        Some(JobState::Queued)
+    );
+    store.expire(200, 50).expect("expire");
+    assert_eq!(store.by_id("done").expect("read"), None);
+    assert_eq!(store.counts().expect("counts").queued, 1);
+    let _ = waiting;
+}
