@@ -9,7 +9,9 @@
 //! - raw (the simulation mode): the frame is N in decimal, the answer one byte, `1` for
 //!   a prime and `0` otherwise.
 
+use super::channels::{channel_demo, CHANNELS_PATH};
 use super::primes::Algorithm;
+use crate::stages::HttpStage;
 use crate::base::error::Error;
 use crate::base::shutdown::Shutdown;
 use crate::http::{decimal, write_response, Request, RequestHead, Response};
@@ -30,9 +32,16 @@ pub const IS_PRIME_PATH: &str = "/is_prime";
 /// The query parameter (or, for POST, the body) holding the number.
 pub const PARAMETER: &str = "possible_prime";
 
-/// The first stage: reads the number out of the request and forwards it (8 bytes LE);
+/// The first stage: paths under `/channels/` go to the channels demo
+/// ([`super::channels`]); for the rest it reads the number out of the request and forwards it (8 bytes LE);
 /// answers malformed requests at once, so they never reach the compute stage.
 pub fn parse(job: &mut Job<'_>) -> Outcome {
+    if let Protocol::Http { .. } = job.envelope().protocol {
+        let head = job.frame(0).unwrap_or(b"");
+        if RequestHead::parse(head).is_ok_and(|h| h.path().starts_with(CHANNELS_PATH)) {
+            return HttpStage(channel_demo).work(job);
+        }
+    }
     let number = match job.envelope().protocol {
         Protocol::Raw | Protocol::Netstring => parse_number(job.frame(0).unwrap_or(b"")),
         Protocol::Http { .. } => match http_number(job) {

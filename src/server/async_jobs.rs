@@ -238,8 +238,11 @@ impl Server {
                 });
                 return;
             }
-            // A probe is never a job: nothing to store.
-            Answer::SelfTest(_) => return,
+            // A probe is never a job: nothing to store; a publish is no answer.
+            Answer::SelfTest(_) | Answer::Publish(_) => return,
+            // A stage answers a job's hold with the hold's own answer (see
+            // `stages::Next::Hold`); one that came anyway is stored as that answer.
+            Answer::Hold { answer, .. } => RunAnswer::Response(answer.into()),
             Answer::Response(bytes) => RunAnswer::Response(bytes),
             Answer::Failure(failure) => RunAnswer::Failure(failure),
             Answer::Later { .. } => RunAnswer::Failure(Failure::new(

@@ -36,7 +36,9 @@
 //! - `connection` and `output`: one connection's decoder, answer order and unwritten
 //!   bytes; `front`: the sockets toward the pipeline;
 //! - `selftest`, `cors`, `async_jobs`, `streams`, `census`: the self-test, CORS, job
-//!   resources, streamed answers and lost proxies, each as the front end handles them.
+//!   resources, streamed answers and lost proxies, each as the front end handles them;
+//! - `holds` and `channels`: held requests, the channels' holds and history, the bus;
+//!   `control`: the control listener (`POST /publish/`), on threads of its own.
 //!
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
@@ -84,12 +86,15 @@ mod access_log;
 mod answers;
 mod async_jobs;
 mod census;
+mod channels;
 mod config;
 mod connection;
+mod control;
 mod cors;
 mod drain;
 mod front;
 mod half_closed;
+mod holds;
 mod job_reads;
 mod listen_fd;
 mod listener;
@@ -100,7 +105,9 @@ mod selftest;
 mod streams;
 mod upkeep;
 
+pub use channels::ChannelsConfig;
 pub use config::{ListenProtocol, ServerConfig};
+pub use control::{control_address, ControlConfig, ControlError};
 pub use cors::{AllowedOrigins, CorsConfig};
 pub use front::{AskError, FrontSockets, RoutedEntry};
 pub use memory::tune_allocator;
@@ -212,6 +219,8 @@ pub struct Server {
     census: census::Censuses,
     /// Emptied frame vectors, reused for the next loopback messages.
     spare: sockets::SpareFrames,
+    /// Held requests, channels and their history, the bus, the control listener.
+    channels: channels::Channels,
 }
 
 impl Server {
@@ -287,6 +296,7 @@ impl Server {
             );
         }
         let access = AccessLog::new(config.jobs.as_ref().map(|j| j.path.as_str()));
+        let channels = channels::Channels::start(ctx, config.channels.clone(), nonce)?;
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),
@@ -312,6 +322,7 @@ impl Server {
             selftests: selftest::SelfTests::default(),
             census,
             spare: sockets::SpareFrames::default(),
+            channels,
         })
     }
 
@@ -329,7 +340,7 @@ impl Server {
             .config
             .summary_every
             .map(|every| Instant::now() + every);
-        let mut ready = vec![false; self.listeners.len() + 3];
+        let mut ready = vec![false; self.listeners.len() + 4];
         self.probe(Instant::now());
         while !shutdown.is_triggered() {
             if shutdown.is_draining() && self.draining_since.is_none() {
@@ -360,6 +371,9 @@ impl Server {
                 self.drain_entry();
             }
             self.drain_jobs();
+            if pipeline_ready[3] {
+                self.drain_channels();
+            }
             let now = Instant::now();
             self.retry_stalled(now);
             self.retry_hang_ups(now);
@@ -386,8 +400,8 @@ impl Server {
     }
 
     /// Waits for any socket to be readable; `ready` gets one flag per listener, then the
-    /// loopback's, the entries' (set when any entry is readable) and the job service's
-    /// doorbell's.
+    /// loopback's, the entries' (set when any entry is readable), the job service's
+    /// doorbell's and the channels' (the inbox or the bus).
     fn poll(&mut self, ready: &mut [bool], wait: Duration) -> Result<()> {
         // The sockets' own notification descriptors, read once: they never change.
         if self.poll_fds.is_empty() {
@@ -434,7 +448,8 @@ impl Server {
 
     /// The sockets the loop waits on, in the order of `ready`'s flags: the listeners,
     /// the loopback, the entry, the job service's doorbell if any, then the routed
-    /// entries (whose replies are read with the main entry's).
+    /// entries (whose replies are read with the main entry's), then the channels' inbox
+    /// and bus.
     fn polled_sockets(&self) -> impl Iterator<Item = &zmq::Socket> {
         self.listeners
             .iter()
@@ -442,6 +457,8 @@ impl Server {
             .chain([&self.front.loopback, &self.front.entry])
             .chain(self.jobs.as_ref().map(|jobs| &jobs.doorbell))
             .chain(self.front.routed.iter().map(|routed| &routed.socket))
+            .chain([&self.channels.inbox])
+            .chain(self.channels.bus.as_ref().map(|bus| &bus.subscriber))
     }
 
     /// Sets each flag of `ready` (see [`poll`](Self::poll)) from the sockets' events;
@@ -449,6 +466,7 @@ impl Server {
     fn mark_readable(&self, ready: &mut [bool]) -> Result<bool> {
         let entry = self.listeners.len() + 1;
         let routed_from = entry + 1 + usize::from(self.jobs.is_some());
+        let channels_from = routed_from + self.front.routed.len();
         let mut any = false;
         ready.iter_mut().for_each(|flag| *flag = false);
         for (index, socket) in self.polled_sockets().enumerate() {
@@ -459,7 +477,14 @@ impl Server {
             };
             if readable {
                 any = true;
-                ready[if index < routed_from { index } else { entry }] = true;
+                let flag = if index < routed_from {
+                    index
+                } else if index < channels_from {
+                    entry
+                } else {
+                    entry + 2
+                };
+                ready[flag] = true;
             }
         }
         Ok(any)

@@ -51,3 +51,4 @@ pub mod tasks;
 
 pub use api::{HttpJob, HttpStage, HttpWork, Next, StageError};
 pub use gateway::HttpGateway;
+pub use crate::pipeline::channel::{Hold, HoldMode, Item};
