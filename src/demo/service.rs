@@ -11,7 +11,6 @@
 
 use super::channels::{channel_demo, CHANNELS_PATH};
 use super::primes::Algorithm;
-use crate::stages::HttpStage;
 use crate::base::error::Error;
 use crate::base::shutdown::Shutdown;
 use crate::http::{decimal, write_response, Request, RequestHead, Response};
@@ -19,6 +18,7 @@ use crate::pipeline::envelope::Protocol;
 use crate::pipeline::loopback::Failure;
 use crate::pipeline::worker::{Job, Outcome, Work};
 use crate::pipeline::worker::{WorkerConfig, WorkerPool};
+use crate::stages::HttpStage;
 use serde_json::json;
 use std::cell::RefCell;
 

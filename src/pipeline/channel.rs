@@ -348,7 +348,11 @@ fn text_or_bin(bytes: &[u8]) -> (Option<String>, Option<String>) {
     }
 }
 
-fn bytes_of(text: Option<String>, bin: Option<String>, what: &str) -> Result<Vec<u8>, ChannelError> {
+fn bytes_of(
+    text: Option<String>,
+    bin: Option<String>,
+    what: &str,
+) -> Result<Vec<u8>, ChannelError> {
     match (text, bin) {
         (_, Some(bin)) => base64::engine::general_purpose::STANDARD
             .decode(bin.as_bytes())
@@ -428,7 +432,9 @@ impl Item {
                     .iter()
                     .any(|(n, v)| n.contains(['\r', '\n', ':']) || v.contains(['\r', '\n']))
                 {
-                    return Err(ChannelError("a header field holds CR, LF or a colon".into()));
+                    return Err(ChannelError(
+                        "a header field holds CR, LF or a colon".into(),
+                    ));
                 }
                 Some(HttpResponseFormat {
                     code: r.code.unwrap_or(200),
@@ -438,8 +444,13 @@ impl Item {
                 })
             }
         };
-        if response.as_ref().is_some_and(|r| !(100..=999).contains(&r.code)) {
-            return Err(ChannelError("the http-response code is not a status".into()));
+        if response
+            .as_ref()
+            .is_some_and(|r| !(100..=999).contains(&r.code))
+        {
+            return Err(ChannelError(
+                "the http-response code is not a status".into(),
+            ));
         }
         let stream = match item.formats.http_stream {
             None => None,
@@ -523,7 +534,10 @@ mod tests {
         assert_eq!(item.stream.as_ref().unwrap().content, [0, 1]);
         assert!(item.stream.as_ref().unwrap().close);
         let response = item.response().unwrap();
-        assert_eq!((response.status, response.body.as_slice()), (200, &[0xff][..]));
+        assert_eq!(
+            (response.status, response.body.as_slice()),
+            (200, &[0xff][..])
+        );
         assert_eq!(Item::parse(&item.to_json()).unwrap(), item);
         for bad in [
             &br#"{"formats":{}}"#[..],
@@ -533,7 +547,11 @@ mod tests {
             br#"{"channel":"c","formats":{"http-stream":{"content-bin":"!!"}}}"#,
             b"nope",
         ] {
-            assert!(Item::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                Item::parse(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

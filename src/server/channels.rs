@@ -26,7 +26,7 @@ use crate::pipeline::bus::BusLink;
 use crate::pipeline::channel::{HoldMode, Item};
 use crate::pipeline::envelope::Protocol;
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The channels' settings: history bounds, the bus, the control listener.
@@ -71,7 +71,7 @@ pub(super) struct ChannelStats {
 /// A message kept in a channel's history.
 struct Logged {
     at: Instant,
-    item: Rc<Item>,
+    item: Arc<Item>,
 }
 
 /// One channel as this front end knows it.
@@ -93,7 +93,7 @@ pub(super) enum CatchUp {
     /// Nothing missed: live messages only.
     Live,
     /// These messages, in order, then the live ones.
-    Missed(Vec<Rc<Item>>),
+    Missed(Vec<Arc<Item>>),
     /// The position is no longer in the history.
     Lost,
 }
@@ -124,7 +124,7 @@ impl Channel {
     }
 
     /// Takes a message in: into the history (bounded by `len`), its id as the last.
-    fn record(&mut self, item: &Rc<Item>, len: usize, now: Instant) {
+    fn record(&mut self, item: &Arc<Item>, len: usize, now: Instant) {
         if self.seen && item.prev_id.is_some() && item.prev_id.as_deref() != self.last_id.as_deref()
         {
             // Something between the last message and this one never arrived here.
@@ -252,7 +252,7 @@ impl Channels {
 
     /// Takes a message into its channel's history; returns the requests held on it, or
     /// none if the channel is not known here.
-    pub(super) fn record(&mut self, item: &Rc<Item>, now: Instant) -> Option<Vec<u64>> {
+    pub(super) fn record(&mut self, item: &Arc<Item>, now: Instant) -> Option<Vec<u64>> {
         let channel = self.map.get_mut(item.channel.as_str())?;
         channel.record(item, self.config.history_len, now);
         Some(channel.holders.iter().copied().collect())

@@ -10,7 +10,9 @@
 //! where it cannot split another response: nothing else is being written and the front
 //! answer has not begun. HTTP/1.0 and netstrings allow no interim response: a
 //! half-closed connection's requests may run `half_closed_timeout` after the FIN, and the
-//! client is then taken as gone. Connections that never half-close cost nothing here.
+//! client is then taken as gone. A held request (see `holds`) is different: its client
+//! never has more to say, so its FIN is taken as its leaving, and the hold is freed at
+//! the next sweep. Connections that never half-close cost nothing here.
 
 use super::answers::mark_dirty;
 use super::output::AnswerBytes;
@@ -48,6 +50,9 @@ impl Server {
                     conn.half_closed = None;
                     continue;
                 }
+                // A held request's client never has more to say: its FIN means it left
+                // (browsers and curl close so), and its hold is freed now.
+                Some(front) if self.channels.holds.contains_key(&front.request_id) => Step::Gone,
                 Some(front) if front.interim => {
                     let ready = front.answer.is_some() || front.stream.is_some();
                     let due = half

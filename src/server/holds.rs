@@ -27,7 +27,7 @@ use crate::http::Response;
 use crate::pipeline::channel::{Hold, HoldMode, Item};
 use crate::pipeline::envelope::Envelope;
 use crate::pipeline::loopback::render;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Server {
@@ -44,7 +44,11 @@ impl Server {
             connection: id,
             protocol: in_flight.protocol,
             mode: hold.mode,
-            channels: hold.channels.iter().map(|c| c.name.as_str().into()).collect(),
+            channels: hold
+                .channels
+                .iter()
+                .map(|c| c.name.as_str().into())
+                .collect(),
             expires: (hold.mode == HoldMode::Response)
                 .then(|| now + Duration::from_secs(u64::from(hold.timeout))),
             answer: None,
@@ -55,7 +59,7 @@ impl Server {
             last_sent: now,
         };
         // What each channel's history owes the client, before the hold joins the live.
-        let mut missed: Vec<Rc<Item>> = Vec::new();
+        let mut missed: Vec<Arc<Item>> = Vec::new();
         let mut lost = None;
         for channel in &hold.channels {
             let catch_up = match self.channels.map.get(channel.name.as_str()) {
@@ -87,7 +91,11 @@ impl Server {
                 return;
             }
             let event = format!("event: stream-error\ndata: {detail}\n\n");
-            self.start_stream(request_id, &held, answer.take().unwrap_or_else(zmq::Message::new));
+            self.start_stream(
+                request_id,
+                &held,
+                answer.take().unwrap_or_else(zmq::Message::new),
+            );
             let piece = held.piece(event.as_bytes());
             self.append(request_id, id, piece);
         } else if hold.mode == HoldMode::Response {
@@ -98,7 +106,11 @@ impl Server {
                 return;
             }
         } else {
-            self.start_stream(request_id, &held, answer.take().unwrap_or_else(zmq::Message::new));
+            self.start_stream(
+                request_id,
+                &held,
+                answer.take().unwrap_or_else(zmq::Message::new),
+            );
             for item in &missed {
                 if !self.stream_item(request_id, &held, item) {
                     return;
@@ -123,7 +135,11 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&held.connection) else {
             return;
         };
-        conn.stream_part(request_id, AnswerBytes::Message(head.into()), close_delimited);
+        conn.stream_part(
+            request_id,
+            AnswerBytes::Message(head.into()),
+            close_delimited,
+        );
         mark_dirty(&mut self.dirty, conn, held.connection);
     }
 
@@ -135,7 +151,14 @@ impl Server {
         let Some(waiting) = conn.stream_part(request_id, piece, false) else {
             return false;
         };
-        if waiting > self.config.max_output_bytes {
+        // At the front of the answer order, the bytes go to the output at the flush,
+        // where the output bound applies; behind an earlier answer, they wait here,
+        // bound alike.
+        let behind = conn
+            .slots
+            .front()
+            .is_some_and(|s| s.request_id != request_id);
+        if behind && waiting > self.config.max_output_bytes {
             log::warn!("connection {id}: {waiting} bytes of a held stream wait; closing");
             self.close(id, true);
             return false;
@@ -189,7 +212,8 @@ impl Server {
 
     /// Reads the control listener's publishes and the bus's messages.
     pub(super) fn drain_channels(&mut self) {
-        while let Ok(frames) = crate::base::sockets::recv_frames(&self.channels.inbox, zmq::DONTWAIT)
+        while let Ok(frames) =
+            crate::base::sockets::recv_frames(&self.channels.inbox, zmq::DONTWAIT)
         {
             match frames.first().map(|f| Item::parse(f)) {
                 Some(Ok(item)) => self.publish_item(item),
@@ -215,7 +239,7 @@ impl Server {
     /// Hands a message to every hold on its channel here.
     pub(super) fn deliver(&mut self, item: Item) {
         let now = Instant::now();
-        let item = Rc::new(item);
+        let item = Arc::new(item);
         let Some(holders) = self.channels.record(&item, now) else {
             return;
         };
@@ -276,7 +300,11 @@ impl Server {
         for request_id in expired {
             if let Some(mut held) = self.channels.leave(request_id, now) {
                 let answer = held.answer.take().unwrap_or_else(zmq::Message::new);
-                self.fill(held.connection, request_id, AnswerBytes::Message(answer.into()));
+                self.fill(
+                    held.connection,
+                    request_id,
+                    AnswerBytes::Message(answer.into()),
+                );
             }
         }
         for request_id in idle {
@@ -303,9 +331,11 @@ impl Server {
                 continue;
             };
             match held.answer.take() {
-                Some(answer) => {
-                    self.fill(held.connection, request_id, AnswerBytes::Message(answer.into()))
-                }
+                Some(answer) => self.fill(
+                    held.connection,
+                    request_id,
+                    AnswerBytes::Message(answer.into()),
+                ),
                 None => self.end_stream_hold(request_id, &held),
             }
         }

@@ -49,6 +49,6 @@ pub mod gateway;
 mod gateway_path;
 pub mod tasks;
 
+pub use crate::pipeline::channel::{Hold, HoldMode, Item};
 pub use api::{HttpJob, HttpStage, HttpWork, Next, StageError};
 pub use gateway::HttpGateway;
-pub use crate::pipeline::channel::{Hold, HoldMode, Item};

@@ -220,7 +220,10 @@ impl Job<'_> {
         };
         let frames = hold_frames(&self.encoded, hold, bytes);
         if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
-            log::warn!("request {}: the hold was not sent: {e}", self.envelope.request_id);
+            log::warn!(
+                "request {}: the hold was not sent: {e}",
+                self.envelope.request_id
+            );
         }
         Outcome::Abandon
     }
@@ -231,7 +234,10 @@ impl Job<'_> {
     pub fn publish(&self, item: &Item) {
         let frames = publish_frames(&self.encoded, item);
         if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
-            log::warn!("request {}: a publish was not sent: {e}", self.envelope.request_id);
+            log::warn!(
+                "request {}: a publish was not sent: {e}",
+                self.envelope.request_id
+            );
         }
     }
 }

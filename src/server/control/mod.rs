@@ -153,7 +153,12 @@ impl ControlListener {
         let endpoint = format!("tcp://{bound}");
         log::info!("control listener on {endpoint}");
         let stop = Arc::new(AtomicBool::new(false));
-        let (ctx, inbox, key, flag) = (ctx.clone(), inbox.to_string(), config.publish_key, stop.clone());
+        let (ctx, inbox, key, flag) = (
+            ctx.clone(),
+            inbox.to_string(),
+            config.publish_key,
+            stop.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || accept_loop(&ctx, &listener, &inbox, key, &flag))
@@ -229,7 +234,8 @@ fn accept_loop(
 
 /// Serves one connection's requests (keep-alive) until it closes or stays silent.
 fn serve(context: &ControlContext, mut stream: TcpStream) {
-    if stream.set_nonblocking(false).is_err() || stream.set_read_timeout(Some(READ_TIMEOUT)).is_err()
+    if stream.set_nonblocking(false).is_err()
+        || stream.set_read_timeout(Some(READ_TIMEOUT)).is_err()
     {
         return;
     }
