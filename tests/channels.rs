@@ -11,6 +11,7 @@ mod daemons;
 use daemons::*;
 use prime_server::demo::channels::channel_demo;
 use prime_server::server::{ChannelsConfig, ControlConfig, ServerConfig};
+use prime_server::stages::{HttpJob, Next, StageError};
 use prime_server::{Pipeline, RunningPipeline, Shutdown};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -140,6 +141,8 @@ fn publish(control: u16, body: &str, authorization: Option<&str>) -> String {
     post(control, "/publish/", &extra, body)
 }
 
+type Stage = fn(&mut HttpJob<'_, '_>) -> Result<Next, StageError>;
+
 /// A server in this process running the channels demo stage, with a status path and a
 /// control listener on `control`.
 struct Embedded {
@@ -152,6 +155,10 @@ struct Embedded {
 
 impl Embedded {
     fn start(adjust: impl FnOnce(&mut ServerConfig)) -> Embedded {
+        Self::start_with(channel_demo, adjust)
+    }
+
+    fn start_with(stage: Stage, adjust: impl FnOnce(&mut ServerConfig)) -> Embedded {
         let (port, control) = (free_port(), free_port());
         let mut config = ServerConfig::http(tcp(port));
         config.status_path = Some("/status".into());
@@ -166,7 +173,7 @@ impl Embedded {
         adjust(&mut config);
         let ctx = zmq::Context::new();
         let (pipeline, server) = Pipeline::new()
-            .http_stage("channels", 2, channel_demo)
+            .http_stage("channels", 2, stage)
             .bind_server(&ctx, config)
             .expect("bind the server");
         let shutdown = Shutdown::new();
@@ -597,4 +604,43 @@ fn two_front_ends_on_one_bus_each_get_only_the_channels_they_hold() {
     post(b_port, "/channels/shared?id=2", "", "from b");
     on_a.wait_for("data: from b\n\n");
     on_b.wait_for("data: from b\n\n");
+}
+
+/// The demo's channels, and `POST /work`: put off as an asynchronous job, whose run asks
+/// that its end be published on `account:42`.
+fn work_or_channels(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+    if job.request()?.path != "/work" {
+        return channel_demo(job);
+    }
+    if !job.is_async() {
+        return Ok(Next::later());
+    }
+    job.notify("account:42")?;
+    Ok(Next::respond(
+        prime_server::http::Response::new(200).body("worked"),
+    ))
+}
+
+#[test]
+fn a_job_a_stage_names_a_channel_for_publishes_its_end_there() {
+    let db = scratch_path("channels-jobs", "sqlite");
+    let server = Embedded::start_with(work_or_channels, |config| {
+        config.jobs = Some(prime_server::jobs::JobsConfig::new(&db));
+    });
+    let mut stream = Client::get(server.port, "/channels/account:42", "");
+    stream.wait_for("held on channel account:42");
+    wait_holds(server.port, 1);
+    let accepted = post(server.port, "/work", "", "");
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    let location = accepted
+        .lines()
+        .find_map(|line| line.strip_prefix("Location: "))
+        .expect("a Location")
+        .to_string();
+    let text = stream.wait_for(r#""state":"succeeded""#);
+    assert!(text.contains("event: job\ndata: {"), "{text}");
+    assert!(
+        text.contains(&format!(r#""location":"{location}""#)),
+        "{text}"
+    );
 }

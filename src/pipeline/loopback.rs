@@ -28,7 +28,8 @@
 //! [`Hold`] in JSON, then the stage's own answer in the client's protocol (the whole
 //! response for a long-poll, sent at its timeout; the head and first body bytes for a
 //! stream, sent at once). `[envelope‖B, item]` publishes a message (an [`Item`] in
-//! GRIP's JSON) from a stage; it answers nothing.
+//! GRIP's JSON) from a stage; it answers nothing. `[envelope‖N, channel]` asks that an
+//! asynchronous job's end be published on the channel too.
 //!
 //! `[envelope‖T, report]` is one worker's answer to a self-test probe: a
 //! [`StageReport`] in JSON (see [`crate::pipeline::selftest`]). A probe may get several, one per
@@ -52,6 +53,7 @@ const TAG_PROGRESS: u8 = b'G';
 const TAG_SELFTEST: u8 = b'T';
 const TAG_HOLD: u8 = b'H';
 const TAG_PUBLISH: u8 = b'B';
+const TAG_NOTIFY: u8 = b'N';
 
 /// What went wrong with a request inside the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,6 +271,8 @@ pub enum Answer {
     },
     /// A message a stage published; it answers nothing.
     Publish(Item),
+    /// Publish the job's end on this channel too (asynchronous jobs only).
+    Notify(String),
     /// Make the request an asynchronous job: its HTTP head and body, as received.
     Later {
         /// The request head.
@@ -356,6 +360,11 @@ pub fn hold_frames(
 /// The frames of a stage's publish.
 pub fn publish_frames(envelope: &[u8; ENVELOPE_LEN], item: &Item) -> [zmq::Message; 2] {
     [tagged(envelope, TAG_PUBLISH), item.to_json().into()]
+}
+
+/// The frames that ask for a job's end to be published on `channel`.
+pub fn notify_frames(envelope: &[u8; ENVELOPE_LEN], channel: &str) -> [zmq::Message; 2] {
+    [tagged(envelope, TAG_NOTIFY), channel.as_bytes().into()]
 }
 
 /// What kind of streamed part a message is.
@@ -479,6 +488,13 @@ where
             Answer::Progress { fraction, message }
         }
         TAG_PUBLISH => Answer::Publish(Item::parse(&payload).map_err(|_| AnswerError::Malformed)?),
+        TAG_NOTIFY => Answer::Notify(
+            std::str::from_utf8(&payload)
+                .ok()
+                .filter(|c| crate::pipeline::channel::valid_channel(c))
+                .ok_or(AnswerError::Malformed)?
+                .to_string(),
+        ),
         TAG_SELFTEST => {
             Answer::SelfTest(StageReport::decode(&payload).ok_or(AnswerError::Malformed)?)
         }
@@ -613,6 +629,14 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+        assert!(matches!(
+            decode(notify_frames(&encoded, "account:42")),
+            Ok((_, Answer::Notify(channel))) if channel == "account:42"
+        ));
+        assert_eq!(
+            decode(notify_frames(&encoded, "")).unwrap_err(),
+            AnswerError::Malformed
+        );
         let item = Item::stream("a", "x").id("4", Some("3".into()));
         assert!(matches!(
             decode(publish_frames(&encoded, &item)),

@@ -33,6 +33,8 @@ impl Server {
         // A publish answers nothing, whichever request it came with.
         let answer = match answer {
             Answer::Publish(item) => return self.publish_item(item),
+            // Only a job's end is published so; a worker sends it for jobs only.
+            Answer::Notify(_) if envelope.job_number().is_none() => return,
             other => other,
         };
         // Matched by job number, whichever process sent the job.
@@ -99,6 +101,7 @@ impl Server {
             | Answer::StreamEnd(_)
             | Answer::Hold { .. }
             | Answer::Publish(_)
+            | Answer::Notify(_)
             | Answer::StreamAbort => return,
         };
         self.fill(in_flight.connection, envelope.request_id, bytes);

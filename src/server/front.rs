@@ -191,9 +191,10 @@ impl FrontSockets {
                             streamed.extend_from_slice(&bytes);
                             continue;
                         }
-                        Answer::Progress { .. } | Answer::SelfTest(_) | Answer::Publish(_) => {
-                            continue
-                        }
+                        Answer::Progress { .. }
+                        | Answer::SelfTest(_)
+                        | Answer::Publish(_)
+                        | Answer::Notify(_) => continue,
                         Answer::Hold { answer, .. } => Ok(answer.to_vec()),
                         Answer::StreamEnd(bytes) => {
                             streamed.extend_from_slice(&bytes);

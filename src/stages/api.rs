@@ -115,6 +115,21 @@ impl<'j, 'a> HttpJob<'j, 'a> {
         Ok(())
     }
 
+    /// Asks that this asynchronous job's end be published on `channel` (its status
+    /// document, as `GET /jobs/{id}` shows it: an `http-stream` format `event: job` with
+    /// the document as `data`, and an `http-response` format with it as the JSON body).
+    /// Nothing for a request that is not an asynchronous job ([`is_async`](Self::is_async)).
+    /// A bad channel name is refused.
+    pub fn notify(&self, channel: &str) -> Result<(), StageError> {
+        if !crate::pipeline::channel::valid_channel(channel) {
+            return Err(StageError::internal(format!(
+                "{channel:?} is not a channel name"
+            )));
+        }
+        self.job.notify(channel);
+        Ok(())
+    }
+
     /// Reports a job's progress: `fraction` from 0 to 1 and a short message, stored with
     /// the job and sent to its event streams (see [`Job::progress`]).
     pub fn progress(&self, fraction: f32, message: &str) {

@@ -34,7 +34,7 @@ use crate::http::Response;
 use crate::pipeline::channel::{Hold, HoldMode, Item};
 use crate::pipeline::envelope::{lead_frame, Envelope, Protocol, ENVELOPE_LEN};
 use crate::pipeline::loopback::{
-    hold_frames, progress_frames, publish_frames, render, response_frames, Failure,
+    hold_frames, notify_frames, progress_frames, publish_frames, render, response_frames, Failure,
 };
 use crate::pipeline::stream::{ResponseStream, StreamError};
 use std::cell::Cell;
@@ -226,6 +226,22 @@ impl Job<'_> {
             );
         }
         Outcome::Abandon
+    }
+
+    /// Asks that this asynchronous job's end (its status document, as `GET /jobs/{id}`
+    /// shows it) be published on `channel` too, once the job has ended. Nothing for a
+    /// request that is not an asynchronous job.
+    pub fn notify(&self, channel: &str) {
+        if !self.envelope.job {
+            return;
+        }
+        let frames = notify_frames(&self.encoded, channel);
+        if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+            log::warn!(
+                "request {}: a notify was not sent: {e}",
+                self.envelope.request_id
+            );
+        }
     }
 
     /// Publishes `item` on its channel: the front end puts it on the bus (or, without
