@@ -36,8 +36,9 @@ struct Cli {
     /// at their deadline.
     #[arg(long, value_name = "ENDPOINT")]
     loopback: Option<String>,
-    /// Read the endpoints of --stage from this topology file (flags still override).
-    #[arg(long, value_name = "FILE", requires = "stage")]
+    /// Read the endpoints of --stage (or, with --bus-only, of the bus) from this
+    /// topology file (flags still override).
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The stage of the topology file this proxy serves.
     #[arg(long, value_name = "NAME")]
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(bus) = &cli.bus {
         if let [xsub, xpub] = bus.as_slice() {
-            return run_bus(cli, xsub, xpub);
+            return run_bus(xsub, xpub);
         }
     }
     if cli.bus_only {
@@ -79,7 +80,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         let Some(bus) = &topology.front_end.bus else {
             return Err(format!("{} has no front_end.bus", path.display()).into());
         };
-        return run_bus(cli, &bus.xsub, &bus.xpub);
+        return run_bus(&bus.xsub, &bus.xpub);
     }
     let mut config = config_from_topology(cli)?;
     if let Some(upstream) = &cli.upstream {
@@ -140,12 +141,11 @@ fn config_from_topology(cli: &Cli) -> Result<ProxyConfig, Box<dyn std::error::Er
 }
 
 /// Runs the channels' bus forwarder until SIGTERM or SIGINT.
-fn run_bus(cli: &Cli, xsub: &str, xpub: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn run_bus(xsub: &str, xpub: &str) -> Result<(), Box<dyn std::error::Error>> {
     cli::check_endpoints(&[
         ("--bus XSUB_ENDPOINT", xsub, Use::Bind),
         ("--bus XPUB_ENDPOINT", xpub, Use::Bind),
     ])?;
-    let drain = cli.daemon.drain()?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
@@ -154,7 +154,8 @@ fn run_bus(cli: &Cli, xsub: &str, xpub: &str) -> Result<(), Box<dyn std::error::
     let thread = std::thread::Builder::new()
         .name("bus".into())
         .spawn(move || forwarder.run(&stop))?;
-    shutdown.supervise(drain, || thread.is_finished());
+    // The forwarder holds nothing to finish: a drain stops it at once.
+    shutdown.supervise(std::time::Duration::ZERO, || thread.is_finished());
     let stats = thread.join().map_err(|_| "the bus thread panicked")??;
     log::info!("bus forwarder stopped: {stats}");
     Ok(())
