@@ -166,6 +166,25 @@ pub(super) struct Held {
 }
 
 impl Held {
+    /// Where its bytes go, and how they are framed.
+    pub(super) fn target(&self) -> Target {
+        Target {
+            connection: self.connection,
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// Where a hold's bytes go: its connection, and the protocol facts that frame them.
+#[derive(Clone, Copy)]
+pub(super) struct Target {
+    /// The connection.
+    pub(super) connection: u64,
+    /// The request's protocol facts.
+    pub(super) protocol: Protocol,
+}
+
+impl Target {
     /// The HTTP minor version (1 unless the request was HTTP/1.0).
     pub(super) fn minor_version(&self) -> u8 {
         match self.protocol {
@@ -174,8 +193,16 @@ impl Held {
         }
     }
 
+    /// Whether the request was a HEAD (its stream has no body).
+    pub(super) fn head_only(&self) -> bool {
+        matches!(self.protocol, Protocol::Http { head: true, .. })
+    }
+
     /// `content` framed for this stream (a chunk for HTTP/1.1).
     pub(super) fn piece(&self, content: &[u8]) -> AnswerBytes {
+        if self.head_only() {
+            return AnswerBytes::Owned(Vec::new());
+        }
         AnswerBytes::Owned(crate::http::Response::chunk(self.minor_version(), content))
     }
 }
@@ -281,5 +308,61 @@ impl Channels {
             }
             keep
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, prev_id: Option<&str>) -> Arc<Item> {
+        Arc::new(Item::stream("c", id).id(id, prev_id.map(Into::into)))
+    }
+
+    fn ids(catch_up: CatchUp) -> Option<Vec<String>> {
+        match catch_up {
+            CatchUp::Live => Some(Vec::new()),
+            CatchUp::Missed(items) => Some(items.iter().filter_map(|i| i.id.clone()).collect()),
+            CatchUp::Lost => None,
+        }
+    }
+
+    #[test]
+    fn a_position_in_the_history_gets_what_follows_it_and_one_too_old_is_lost() {
+        let now = Instant::now();
+        let mut channel = Channel::default();
+        assert_eq!(
+            ids(channel.catch_up(Some("9"))),
+            Some(vec![]),
+            "nothing seen yet"
+        );
+        for id in 1..=4 {
+            channel.record(&item(&id.to_string(), None), 3, now);
+        }
+        assert_eq!(
+            ids(channel.catch_up(Some("2"))),
+            Some(vec!["3".into(), "4".into()])
+        );
+        assert_eq!(ids(channel.catch_up(Some("4"))), Some(vec![]));
+        assert_eq!(ids(channel.catch_up(None)), Some(vec![]));
+        assert_eq!(
+            ids(channel.catch_up(Some("1"))),
+            None,
+            "1 fell out of 3 kept"
+        );
+        assert_eq!(ids(channel.catch_up(Some("x"))), None);
+    }
+
+    #[test]
+    fn a_message_whose_prev_id_is_not_the_last_seen_forgets_the_history_before_it() {
+        let now = Instant::now();
+        let mut channel = Channel::default();
+        channel.record(&item("1", None), 10, now);
+        channel.record(&item("2", Some("1")), 10, now);
+        assert_eq!(ids(channel.catch_up(Some("1"))), Some(vec!["2".into()]));
+        // 3 never arrived here.
+        channel.record(&item("4", Some("3")), 10, now);
+        assert_eq!(ids(channel.catch_up(Some("2"))), None);
+        assert_eq!(ids(channel.catch_up(Some("4"))), Some(vec![]));
     }
 }

@@ -13,6 +13,9 @@
 //! `max_output_bytes`, like any client), and it gets the CORS fields and the access-log
 //! line of any answer. A client that leaves frees its hold at once ([`Server::close`]).
 //!
+//! A drain answers every hold at once (long-polls with their own answer, streams end)
+//! and holds nothing new; a HEAD request is answered as if its hold ended at once.
+//!
 //! Recovery: a hold whose `prev-id` is no longer in its channel's history (see
 //! `channels`) is told so: a long-poll is answered `409 Conflict` with a JSON body
 //! (`{"error": ..., "channel": ..., "prev-id": ...}`); a stream gets, after its head, the
@@ -20,7 +23,7 @@
 //! ...,"prev-id":...}`, then the live messages.
 
 use super::answers::mark_dirty;
-use super::channels::{CatchUp, Held};
+use super::channels::{CatchUp, Held, Target};
 use super::output::AnswerBytes;
 use super::Server;
 use crate::http::Response;
@@ -96,7 +99,7 @@ impl Server {
                 &held,
                 answer.take().unwrap_or_else(zmq::Message::new),
             );
-            let piece = held.piece(event.as_bytes());
+            let piece = held.target().piece(event.as_bytes());
             self.append(request_id, id, piece);
         } else if hold.mode == HoldMode::Response {
             if let Some(response) = missed.iter().find_map(|item| item.response()) {
@@ -112,10 +115,19 @@ impl Server {
                 answer.take().unwrap_or_else(zmq::Message::new),
             );
             for item in &missed {
-                if !self.stream_item(request_id, &held, item) {
+                if !self.stream_item(request_id, held.target(), item) {
                     return;
                 }
             }
+        }
+        if self.draining_since.is_some() || held.target().head_only() {
+            // A drain holds nothing new: the stage's own answer now, or the stream's
+            // end; a HEAD request's stream has no body to wait for.
+            match answer {
+                Some(answer) => self.fill(id, request_id, AnswerBytes::Message(answer.into())),
+                None => self.end_stream_hold(request_id, held.target()),
+            }
+            return;
         }
         if held.mode == HoldMode::Response {
             held.answer = answer;
@@ -131,7 +143,7 @@ impl Server {
 
     /// The head and first bytes of a stream hold.
     fn start_stream(&mut self, request_id: u64, held: &Held, head: zmq::Message) {
-        let close_delimited = held.minor_version() == 0;
+        let close_delimited = held.target().minor_version() == 0;
         let Some(conn) = self.connections.get_mut(&held.connection) else {
             return;
         };
@@ -145,6 +157,9 @@ impl Server {
 
     /// Appends bytes to a stream hold; false if its client was dropped for not reading.
     fn append(&mut self, request_id: u64, id: u64, piece: AnswerBytes) -> bool {
+        if piece.as_slice().is_empty() {
+            return self.connections.contains_key(&id);
+        }
         let Some(conn) = self.connections.get_mut(&id) else {
             return false;
         };
@@ -169,29 +184,33 @@ impl Server {
 
     /// Writes an item's `http-stream` format to a stream hold; false once the stream
     /// ended (closed by the item, or its client dropped).
-    fn stream_item(&mut self, request_id: u64, held: &Held, item: &Item) -> bool {
+    fn stream_item(&mut self, request_id: u64, target: Target, item: &Item) -> bool {
         let Some(format) = &item.stream else {
             return true;
         };
         self.channels.stats.delivered += 1;
         if !format.content.is_empty()
-            && !self.append(request_id, held.connection, held.piece(&format.content))
+            && !self.append(request_id, target.connection, target.piece(&format.content))
         {
             return false;
         }
         if format.close {
-            self.end_stream_hold(request_id, held);
+            self.end_stream_hold(request_id, target);
             return false;
         }
         true
     }
 
     /// Ends a stream hold with its last chunk.
-    fn end_stream_hold(&mut self, request_id: u64, held: &Held) {
-        let last = Response::last_chunk(held.minor_version()).to_vec();
-        if let Some(conn) = self.connections.get_mut(&held.connection) {
+    fn end_stream_hold(&mut self, request_id: u64, target: Target) {
+        let last = if target.head_only() {
+            Vec::new()
+        } else {
+            Response::last_chunk(target.minor_version()).to_vec()
+        };
+        if let Some(conn) = self.connections.get_mut(&target.connection) {
             if conn.end_stream(request_id, Some(AnswerBytes::Owned(last))) {
-                mark_dirty(&mut self.dirty, conn, held.connection);
+                mark_dirty(&mut self.dirty, conn, target.connection);
             }
         }
     }
@@ -263,14 +282,13 @@ impl Server {
                     if item.stream.is_none() {
                         continue;
                     }
-                    // Taken out while written to: a dropped client's close finds it gone.
-                    let Some(mut held) = self.channels.holds.remove(&request_id) else {
+                    let Some(held) = self.channels.holds.get_mut(&request_id) else {
                         continue;
                     };
                     held.last_sent = now;
-                    let alive = self.stream_item(request_id, &held, &item);
-                    self.channels.holds.insert(request_id, held);
-                    if !alive {
+                    let target = held.target();
+                    if !self.stream_item(request_id, target, &item) {
+                        // Ended by the item (or its client dropped, which freed it).
                         self.channels.leave(request_id, now);
                     }
                 }
@@ -313,7 +331,7 @@ impl Server {
             };
             held.last_sent = now;
             let (id, piece) = match &held.keep_alive {
-                Some(keep_alive) => (held.connection, held.piece(&keep_alive.0)),
+                Some(keep_alive) => (held.connection, held.target().piece(&keep_alive.0)),
                 None => continue,
             };
             if !self.append(request_id, id, piece) {
@@ -336,7 +354,7 @@ impl Server {
                     request_id,
                     AnswerBytes::Message(answer.into()),
                 ),
-                None => self.end_stream_hold(request_id, &held),
+                None => self.end_stream_hold(request_id, held.target()),
             }
         }
     }
