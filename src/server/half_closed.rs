@@ -31,6 +31,8 @@ enum Step {
     Probe,
     /// Its client is taken as gone: interrupt its requests and close.
     Gone,
+    /// A held request's client left: close, freeing the hold.
+    Left,
 }
 
 impl Server {
@@ -52,7 +54,7 @@ impl Server {
                 }
                 // A held request's client never has more to say: its FIN means it left
                 // (browsers and curl close so), and its hold is freed now.
-                Some(front) if self.channels.holds.contains_key(&front.request_id) => Step::Gone,
+                Some(front) if self.channels.holds.contains_key(&front.request_id) => Step::Left,
                 Some(front) if front.interim => {
                     let ready = front.answer.is_some() || front.stream.is_some();
                     let due = half
@@ -76,6 +78,10 @@ impl Server {
                     conn.output
                         .push(AnswerBytes::Owned(PROCESSING_RESPONSE.to_vec()));
                     mark_dirty(&mut self.dirty, conn, id);
+                }
+                Step::Left => {
+                    log::debug!("connection {id}: a held client half-closed; it has left");
+                    self.close(id, true);
                 }
                 Step::Gone => {
                     log::info!(
