@@ -27,6 +27,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 const MAX_BODY: usize = 10 * 1024 * 1024;
 /// The largest request head accepted, in bytes (larger: 431).
 const MAX_HEAD: usize = 64 * 1024;
+/// How long a publish may wait for the front end to take it before it is answered 503.
+const INBOX_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection may stay silent before it is closed.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -204,7 +206,11 @@ fn accept_loop(
                 let _ = stream.write_all(&busy.to_bytes(1, false, false));
                 continue;
             }
+            // A front end that stopped, or does not keep up, answers 503 after
+            // INBOX_TIMEOUT rather than holding the connection's thread for ever.
             let context = match ctx.socket(zmq::PUSH).and_then(|s| {
+                s.set_sndtimeo(INBOX_TIMEOUT.as_millis() as i32)?;
+                s.set_linger(0)?;
                 s.connect(inbox)?;
                 Ok(s)
             }) {
