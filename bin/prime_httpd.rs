@@ -74,6 +74,12 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         if args.jobs.jobs_db.is_none() {
             args.jobs.jobs_db = front.jobs_db.clone();
         }
+        if args.channels.bus.is_none() {
+            args.channels.bus = front
+                .bus
+                .as_ref()
+                .map(|b| vec![b.xsub.clone(), b.xpub.clone()]);
+        }
     }
     let (Some(listen), Some(proxy), Some(loopback), Some(interrupt)) =
         (&cli.listen, &cli.proxy, &cli.loopback, &cli.interrupt)

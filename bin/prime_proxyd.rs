@@ -2,11 +2,16 @@
 //!
 //! `prime_proxyd --upstream tcp://127.0.0.1:5000 --downstream tcp://127.0.0.1:5003
 //! [--loopback tcp://127.0.0.1:5001]`, or `prime_proxyd --config TOPOLOGY --stage NAME`.
+//!
+//! Or the channels' bus between front ends (the zguide's XSUB/XPUB forwarder, see
+//! `prime_server::pipeline::bus`): `prime_proxyd --bus XSUB_ENDPOINT XPUB_ENDPOINT`,
+//! or `prime_proxyd --config TOPOLOGY --bus-only` with the topology's `front_end.bus`.
 
 use clap::Parser;
 use prime_server::base::endpoint::Use;
 use prime_server::deploy::cli::{self, seconds, DaemonArgs};
 use prime_server::deploy::topology::Topology;
+use prime_server::pipeline::bus::Forwarder;
 use prime_server::pipeline::proxy::{Proxy, ProxyConfig};
 use prime_server::Shutdown;
 use std::path::PathBuf;
@@ -31,8 +36,9 @@ struct Cli {
     /// at their deadline.
     #[arg(long, value_name = "ENDPOINT")]
     loopback: Option<String>,
-    /// Read the endpoints of --stage from this topology file (flags still override).
-    #[arg(long, value_name = "FILE", requires = "stage")]
+    /// Read the endpoints of --stage (or, with --bus-only, of the bus) from this
+    /// topology file (flags still override).
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The stage of the topology file this proxy serves.
     #[arg(long, value_name = "NAME")]
@@ -43,6 +49,14 @@ struct Cli {
     /// Seconds a worker may stay silent before it is taken for dead.
     #[arg(long, value_name = "S", default_value_t = 1.5)]
     heartbeat_timeout: f64,
+    /// Run the channels' bus forwarder instead of a stage's proxy: bind XSUB_ENDPOINT
+    /// (front ends publish there) and XPUB_ENDPOINT (front ends subscribe there), the
+    /// endpoints every front end's --bus names.
+    #[arg(long, num_args = 2, value_names = ["XSUB_ENDPOINT", "XPUB_ENDPOINT"], conflicts_with_all = ["upstream", "downstream", "stage"])]
+    bus: Option<Vec<String>>,
+    /// Run the bus forwarder of the topology file's `front_end.bus`.
+    #[arg(long, requires = "config", conflicts_with_all = ["bus", "stage"])]
+    bus_only: bool,
     #[command(flatten)]
     daemon: DaemonArgs,
 }
@@ -53,6 +67,21 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(bus) = &cli.bus {
+        if let [xsub, xpub] = bus.as_slice() {
+            return run_bus(xsub, xpub);
+        }
+    }
+    if cli.bus_only {
+        let Some(path) = &cli.config else {
+            return Err("--bus-only needs --config".into());
+        };
+        let topology = Topology::load(path)?;
+        let Some(bus) = &topology.front_end.bus else {
+            return Err(format!("{} has no front_end.bus", path.display()).into());
+        };
+        return run_bus(&bus.xsub, &bus.xpub);
+    }
     let mut config = config_from_topology(cli)?;
     if let Some(upstream) = &cli.upstream {
         config.upstream = upstream.clone();
@@ -109,4 +138,25 @@ fn config_from_topology(cli: &Cli) -> Result<ProxyConfig, Box<dyn std::error::Er
         stage.downstream.clone(),
         Some(topology.front_end.loopback.clone()),
     ))
+}
+
+/// Runs the channels' bus forwarder until SIGTERM or SIGINT.
+fn run_bus(xsub: &str, xpub: &str) -> Result<(), Box<dyn std::error::Error>> {
+    cli::check_endpoints(&[
+        ("--bus XSUB_ENDPOINT", xsub, Use::Bind),
+        ("--bus XPUB_ENDPOINT", xpub, Use::Bind),
+    ])?;
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    let ctx = zmq::Context::new();
+    let forwarder = Forwarder::bind(&ctx, xsub, xpub)?;
+    let stop = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name("bus".into())
+        .spawn(move || forwarder.run(&stop))?;
+    // The forwarder holds nothing to finish: a drain stops it at once.
+    shutdown.supervise(std::time::Duration::ZERO, || thread.is_finished());
+    let stats = thread.join().map_err(|_| "the bus thread panicked")??;
+    log::info!("bus forwarder stopped: {stats}");
+    Ok(())
 }

@@ -85,8 +85,10 @@
 //!   [`http::Response`], chunked bodies, header fields, the Server-Sent Events format.
 //! - [`netstring`]: the second client protocol.
 //! - [`pipeline`]: the core: the envelope, the broker protocol, the load-balancing
-//!   proxy, the worker loop, streamed answers, the loopback, the self-test probe and
-//!   the census that finds what a lost proxy took with it.
+//!   proxy, the worker loop, streamed answers, the loopback, holds and published
+//!   messages ([`pipeline::channel`]) and the bus between front ends
+//!   ([`pipeline::bus`]), the self-test probe and the census that finds what a lost
+//!   proxy took with it.
 //! - [`stages`]: stages written against HTTP requests, with typed errors; the gateway
 //!   to an HTTP backend; static files; routing by task name; JSON-RPC 2.0 calls.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
@@ -94,7 +96,8 @@
 //!   ends delivered to a `Callback-URL` ([`jobs::webhooks`], guarded by [`jobs::ssrf`]).
 //! - [`server`]: the front end on ZMQ_STREAM (HTTP/1.x and netstrings): its loop,
 //!   connections and answer order, the requests it answers itself, its sockets toward
-//!   the pipeline ([`FrontSockets`]).
+//!   the pipeline ([`FrontSockets`]), held requests and channels with their history,
+//!   the control listener (`POST /publish/`).
 //! - [`deploy`]: putting the pieces together: the in-process [`Pipeline`] builder, a
 //!   multi-process [`deploy::topology`], the daemons' [`deploy::cli`].
 //! - [`demo`]: the prime-checking service behind `prime_serverd` and its simulation.

@@ -5,9 +5,11 @@
 //!   runs;
 //! - [`service`]: the `parse`, `compute` and `echo` stages, for HTTP, netstring and raw
 //!   requests;
+//! - [`channels`]: the channels demo (`/channels/NAME`: hold, publish);
 //! - [`simulation`]: `prime_serverd`'s simulation mode, which feeds a range of numbers
 //!   through the pipeline without HTTP and counts the primes.
 
+pub mod channels;
 pub mod primes;
 pub mod service;
 pub mod simulation;

@@ -12,6 +12,7 @@
 //! - raw (the simulation mode): the frame is N in decimal, the answer one byte, `1` for
 //!   a prime and `0` otherwise.
 
+use super::channels::{channel_demo, CHANNELS_PATH};
 use super::primes::Algorithm;
 use crate::base::error::Error;
 use crate::base::shutdown::Shutdown;
@@ -21,6 +22,7 @@ use crate::pipeline::loopback::Failure;
 use crate::pipeline::worker::{Job, Outcome, Work};
 use crate::pipeline::worker::{WorkerConfig, WorkerPool};
 use crate::stages::jsonrpc;
+use crate::stages::HttpStage;
 use serde_json::json;
 use std::cell::RefCell;
 
@@ -36,9 +38,16 @@ pub const IS_PRIME_METHOD: &str = "is_prime";
 /// The query parameter (or, for POST, the body) holding the number.
 pub const PARAMETER: &str = "possible_prime";
 
-/// The first stage: reads the number out of the request and forwards it (8 bytes LE);
+/// The first stage: paths under `/channels/` go to the channels demo
+/// ([`super::channels`]); for the rest it reads the number out of the request and forwards it (8 bytes LE);
 /// answers malformed requests at once, so they never reach the compute stage.
 pub fn parse(job: &mut Job<'_>) -> Outcome {
+    if let Protocol::Http { .. } = job.envelope().protocol {
+        let head = job.frame(0).unwrap_or(b"");
+        if RequestHead::parse(head).is_ok_and(|h| h.path().starts_with(CHANNELS_PATH)) {
+            return HttpStage(channel_demo).work(job);
+        }
+    }
     let number = match job.envelope().protocol {
         Protocol::Raw | Protocol::Netstring => parse_number(job.frame(0).unwrap_or(b"")),
         Protocol::Http { .. } => match http_number(job) {

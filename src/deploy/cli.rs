@@ -156,6 +156,100 @@ pub struct FrontEndArgs {
     /// The CORS options.
     #[command(flatten)]
     pub cors: CorsArgs,
+    /// The channels' options.
+    #[command(flatten)]
+    pub channels: ChannelArgs,
+}
+
+/// The options of channels (publish–subscribe, GRIP holds): the control listener, the
+/// publish key, the history, the bus.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ChannelArgs {
+    /// Listen for operators and backends on this endpoint, tcp://HOST:PORT (e.g.
+    /// tcp://127.0.0.1:5561): `POST /publish/` in GRIP's publish format. Never the
+    /// public listener; loopback addresses only unless --control-allow-remote.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub control_listen: Option<String>,
+    /// Let --control-listen bind an address that is not loopback (then set a
+    /// --publish-key-file, and keep the port behind a firewall).
+    #[arg(long)]
+    pub control_allow_remote: bool,
+    /// Publishes need `Authorization: Bearer <JWT>` signed (HS256) with the key in this
+    /// file (a trailing newline is ignored); without one, a 401.
+    #[arg(long, value_name = "FILE")]
+    pub publish_key_file: Option<std::path::PathBuf>,
+    /// What each channel keeps for subscribers that come back with a prev-id or
+    /// Last-Event-ID: COUNT,SECONDS, at most COUNT messages none older than SECONDS
+    /// (a channel is also kept SECONDS after its last hold leaves).
+    #[arg(long, value_name = "COUNT,SECONDS", default_value = "100,120")]
+    pub channel_history: String,
+    /// The bus between front ends: the forwarder's XSUB endpoint (publishes go there)
+    /// and XPUB endpoint (this front end's channels come from there), as
+    /// `prime_proxyd --bus XSUB_ENDPOINT XPUB_ENDPOINT` binds them. Without it, publishes
+    /// reach this front end's holds only.
+    #[arg(long, num_args = 2, value_names = ["XSUB_ENDPOINT", "XPUB_ENDPOINT"])]
+    pub bus: Option<Vec<String>>,
+}
+
+impl ChannelArgs {
+    /// The channels' configuration these options describe.
+    pub fn config(&self) -> Result<crate::server::ChannelsConfig, String> {
+        let mut config = crate::server::ChannelsConfig::default();
+        let (count, secs) = self
+            .channel_history
+            .split_once(',')
+            .ok_or_else(|| "--channel-history is COUNT,SECONDS, e.g. 100,120".to_string())?;
+        config.history_len = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("--channel-history: {count:?} is not a count"))?;
+        let secs: f64 = secs
+            .trim()
+            .parse()
+            .map_err(|_| format!("--channel-history: {secs:?} is not a number of seconds"))?;
+        config.history_age = seconds("--channel-history", secs)?;
+        if let Some(bus) = &self.bus {
+            if let [xsub, xpub] = bus.as_slice() {
+                check_endpoints(&[
+                    ("--bus XSUB_ENDPOINT", xsub, Use::Connect),
+                    ("--bus XPUB_ENDPOINT", xpub, Use::Connect),
+                ])?;
+                config.bus = Some((xsub.clone(), xpub.clone()));
+            }
+        }
+        let publish_key = match &self.publish_key_file {
+            Some(path) => {
+                let mut key = std::fs::read(path)
+                    .map_err(|e| format!("--publish-key-file {}: {e}", path.display()))?;
+                while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    key.pop();
+                }
+                if key.is_empty() {
+                    return Err("the publish key is empty".into());
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        match &self.control_listen {
+            Some(listen) => {
+                let address = crate::server::control_address(listen).map_err(|e| e.to_string())?;
+                if !address.ip().is_loopback() && !self.control_allow_remote {
+                    return Err(crate::server::ControlError::NotLoopback(address).to_string());
+                }
+                config.control = Some(crate::server::ControlConfig {
+                    listen: listen.clone(),
+                    allow_remote: self.control_allow_remote,
+                    publish_key,
+                });
+            }
+            None if publish_key.is_some() => {
+                return Err("--publish-key-file needs --control-listen".into())
+            }
+            None => {}
+        }
+        Ok(config)
+    }
 }
 
 /// The options of cross-origin resource sharing: which web pages may call the server.
@@ -400,6 +494,7 @@ impl FrontEndArgs {
         config.max_netstring_bytes = self.max_request_bytes;
         config.jobs = self.jobs.config()?;
         config.cors = self.cors.config()?;
+        config.channels = self.channels.config()?;
         Ok(config)
     }
 }
@@ -538,6 +633,35 @@ mod tests {
         );
         let plain = parse(&[]).unwrap();
         assert!(plain.cors.is_none() && plain.jobs.is_none());
+    }
+
+    #[test]
+    fn channel_options_become_configuration() {
+        let config = parse(&[
+            "--control-listen",
+            "tcp://127.0.0.1:0",
+            "--channel-history",
+            "5,30",
+            "--bus",
+            "tcp://127.0.0.1:6001",
+            "tcp://127.0.0.1:6002",
+        ])
+        .unwrap()
+        .channels;
+        assert_eq!(config.history_len, 5);
+        assert_eq!(config.history_age, Duration::from_secs(30));
+        assert_eq!(config.bus.unwrap().1, "tcp://127.0.0.1:6002");
+        assert_eq!(config.control.unwrap().listen, "tcp://127.0.0.1:0");
+        assert!(parse(&["--control-listen", "tcp://192.0.2.1:5561"]).is_err());
+        assert!(parse(&[
+            "--control-listen",
+            "tcp://192.0.2.1:5561",
+            "--control-allow-remote"
+        ])
+        .is_ok());
+        assert!(parse(&["--control-listen", "127.0.0.1:5561"]).is_err());
+        assert!(parse(&["--channel-history", "5"]).is_err());
+        assert!(parse(&["--publish-key-file", "/nonexistent"]).is_err());
     }
 
     #[test]

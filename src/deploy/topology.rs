@@ -102,6 +102,20 @@ pub struct FrontEndSpec {
     /// The job store (a SQLite file on the front end's host), for asynchronous jobs.
     #[serde(default)]
     pub jobs_db: Option<std::path::PathBuf>,
+    /// The bus between front ends, if the deployment has one (see [`BusSpec`]).
+    #[serde(default)]
+    pub bus: Option<BusSpec>,
+}
+
+/// The bus forwarder's endpoints (`prime_proxyd --config F --bus-only` binds them;
+/// `prime_httpd --config F` connects to them).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSpec {
+    /// Where publishers connect (the forwarder's XSUB, bound by it).
+    pub xsub: String,
+    /// Where subscribers connect (the forwarder's XPUB, bound by it).
+    pub xpub: String,
 }
 
 /// One stage: its proxy's two endpoints and its workers.

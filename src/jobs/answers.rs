@@ -55,6 +55,12 @@ fn location(path: &str, id: &str) -> String {
     format!("{path}/{id}")
 }
 
+/// The job's status document (as `GET /jobs/{id}` shows it) as JSON: what a job's
+/// end publishes on the channels a stage named with `HttpJob::notify`.
+pub fn status_json(record: &JobRecord, path: &str) -> serde_json::Value {
+    serde_json::to_value(document(record, path)).unwrap_or_default()
+}
+
 fn document<'a>(record: &'a JobRecord, path: &str) -> JobDocument<'a> {
     let location = location(path, &record.id);
     JobDocument {

@@ -24,11 +24,19 @@
 //! `[envelope‖G, progress]` reports a job's progress: a fraction (f32 LE) and a UTF-8
 //! message. The front end hands it to the job store; it does not end the request.
 //!
+//! `[envelope‖H, hold, answer]` asks the front end to hold the request on channels: the
+//! [`Hold`] in JSON, then the stage's own answer in the client's protocol (the whole
+//! response for a long-poll, sent at its timeout; the head and first body bytes for a
+//! stream, sent at once). `[envelope‖B, item]` publishes a message (an [`Item`] in
+//! GRIP's JSON) from a stage; it answers nothing. `[envelope‖N, channel]` asks that an
+//! asynchronous job's end be published on the channel too.
+//!
 //! `[envelope‖T, report]` is one worker's answer to a self-test probe: a
 //! [`StageReport`] in JSON (see [`crate::pipeline::selftest`]). A probe may get several, one per
 //! stage it reaches.
 
 use crate::http::Response;
+use crate::pipeline::channel::{Hold, Item};
 use crate::pipeline::envelope::{lead_frame, DecodeError, Envelope, Protocol, ENVELOPE_LEN};
 use crate::pipeline::selftest::StageReport;
 use std::fmt;
@@ -43,6 +51,9 @@ const TAG_STREAM_END: u8 = b'E';
 const TAG_STREAM_ABORT: u8 = b'X';
 const TAG_PROGRESS: u8 = b'G';
 const TAG_SELFTEST: u8 = b'T';
+const TAG_HOLD: u8 = b'H';
+const TAG_PUBLISH: u8 = b'B';
+const TAG_NOTIFY: u8 = b'N';
 
 /// What went wrong with a request inside the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +261,18 @@ pub enum Answer {
     },
     /// A worker's report on a self-test probe.
     SelfTest(StageReport),
+    /// Hold the request on channels (see [`crate::pipeline::channel`]).
+    Hold {
+        /// The channels, the mode, the timeout and the keep-alive.
+        hold: Hold,
+        /// The stage's own answer in the client's protocol: the whole response for a
+        /// long-poll, the head and first body bytes for a stream.
+        answer: zmq::Message,
+    },
+    /// A message a stage published; it answers nothing.
+    Publish(Item),
+    /// Publish the job's end on this channel too (asynchronous jobs only).
+    Notify(String),
     /// Make the request an asynchronous job: its HTTP head and body, as received.
     Later {
         /// The request head.
@@ -321,6 +344,27 @@ pub fn later_frames(
     body: zmq::Message,
 ) -> [zmq::Message; 3] {
     [tagged(envelope, TAG_LATER), head, body]
+}
+
+/// The frames that ask the front end to hold the request: `answer` is the stage's own
+/// answer, already in the client's protocol.
+pub fn hold_frames(
+    envelope: &[u8; ENVELOPE_LEN],
+    hold: &Hold,
+    answer: Vec<u8>,
+) -> [zmq::Message; 3] {
+    let spec = serde_json::to_vec(hold).unwrap_or_default();
+    [tagged(envelope, TAG_HOLD), spec.into(), answer.into()]
+}
+
+/// The frames of a stage's publish.
+pub fn publish_frames(envelope: &[u8; ENVELOPE_LEN], item: &Item) -> [zmq::Message; 2] {
+    [tagged(envelope, TAG_PUBLISH), item.to_json().into()]
+}
+
+/// The frames that ask for a job's end to be published on `channel`.
+pub fn notify_frames(envelope: &[u8; ENVELOPE_LEN], channel: &str) -> [zmq::Message; 2] {
+    [tagged(envelope, TAG_NOTIFY), channel.as_bytes().into()]
 }
 
 /// What kind of streamed part a message is.
@@ -412,6 +456,11 @@ where
     };
     if count == 3 {
         let body = frames.next().ok_or(AnswerError::FrameCount(count))?;
+        if tag == TAG_HOLD {
+            let hold: Hold =
+                serde_json::from_slice(&payload).map_err(|_| AnswerError::Malformed)?;
+            return Ok((envelope, Answer::Hold { hold, answer: body }));
+        }
         if tag != TAG_LATER {
             return Err(AnswerError::Malformed);
         }
@@ -438,6 +487,14 @@ where
             let message = String::from_utf8_lossy(&payload[4..]).into_owned();
             Answer::Progress { fraction, message }
         }
+        TAG_PUBLISH => Answer::Publish(Item::parse(&payload).map_err(|_| AnswerError::Malformed)?),
+        TAG_NOTIFY => Answer::Notify(
+            std::str::from_utf8(&payload)
+                .ok()
+                .filter(|c| crate::pipeline::channel::valid_channel(c))
+                .ok_or(AnswerError::Malformed)?
+                .to_string(),
+        ),
         TAG_SELFTEST => {
             Answer::SelfTest(StageReport::decode(&payload).ok_or(AnswerError::Malformed)?)
         }
@@ -557,6 +614,34 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn holds_and_publishes_round_trip() {
+        let envelope = Envelope::new(4, 5, 6, Protocol::Raw);
+        let encoded = envelope.encode();
+        let hold = Hold::stream(["a"]).prev_id("a", "3").keep_alive(":\n\n", 5);
+        match decode(hold_frames(&encoded, &hold, b"head".to_vec())) {
+            Ok((e, Answer::Hold { hold: got, answer })) => {
+                assert_eq!(e, envelope);
+                assert_eq!(got, hold);
+                assert_eq!(&answer[..], b"head");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            decode(notify_frames(&encoded, "account:42")),
+            Ok((_, Answer::Notify(channel))) if channel == "account:42"
+        ));
+        assert_eq!(
+            decode(notify_frames(&encoded, "")).unwrap_err(),
+            AnswerError::Malformed
+        );
+        let item = Item::stream("a", "x").id("4", Some("3".into()));
+        assert!(matches!(
+            decode(publish_frames(&encoded, &item)),
+            Ok((_, Answer::Publish(got))) if got == item
+        ));
     }
 
     #[test]

@@ -11,13 +11,17 @@
 //! - [`stream`]: a stage's answer sent in pieces;
 //! - [`loopback`]: answers and typed failures on their way back to the front end, and
 //!   how either is rendered in the client's protocol;
+//! - [`channel`]: holds and published messages (GRIP's terms), and the bus's topics;
+//! - [`bus`]: the XSUB/XPUB forwarder between front ends and a front end's link to it;
 //! - [`selftest`]: the probe that crosses every stage and the reports it brings back;
 //! - [`census`]: when a proxy is lost, which requests went with it.
 //!
 //! Nothing here reads HTTP requests or knows the front end's connections: the front end
 //! ([`crate::server`]) and the stages ([`crate::stages`]) sit above.
 
+pub mod bus;
 pub mod census;
+pub mod channel;
 pub mod envelope;
 pub mod loopback;
 pub mod proxy;

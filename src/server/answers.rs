@@ -31,6 +31,13 @@ impl Server {
         if envelope.probe {
             return self.on_probe_answer(&envelope, answer);
         }
+        // A publish answers nothing, whichever request it came with.
+        let answer = match answer {
+            Answer::Publish(item) => return self.publish_item(item),
+            // Only a job's end is published so; a worker sends it for jobs only.
+            Answer::Notify(_) if envelope.job_number().is_none() => return,
+            other => other,
+        };
         // Matched by job number, whichever process sent the job.
         if let Some(number) = envelope.job_number() {
             self.on_job_answer(number, answer);
@@ -56,6 +63,7 @@ impl Server {
             Answer::StreamPiece(part) => return self.on_stream_part(&envelope, part, false),
             Answer::StreamEnd(last) => return self.on_stream_end(&envelope, Some(last)),
             Answer::StreamAbort => return self.on_stream_end(&envelope, None),
+            Answer::Hold { hold, answer } => return self.on_hold(&envelope, hold, answer),
             whole => whole,
         };
         // Gone when already answered (504, or 503 when a census found it lost) or when
@@ -98,6 +106,9 @@ impl Server {
             | Answer::StreamStart(_)
             | Answer::StreamPiece(_)
             | Answer::StreamEnd(_)
+            | Answer::Hold { .. }
+            | Answer::Publish(_)
+            | Answer::Notify(_)
             | Answer::StreamAbort => return,
         };
         self.fill(in_flight.connection, envelope.request_id, bytes);
@@ -350,6 +361,8 @@ impl Server {
             }
             if self.requests.remove(&slot.request_id).is_some() {
                 self.publish(self.nonce, slot.request_id, InterruptReason::ClientGone);
+            } else if self.release_hold(slot.request_id) {
+                log::debug!("request {}: its client left; hold freed", slot.request_id);
             } else if self.jobs.is_some() {
                 held_by_jobs.push(slot.request_id);
             }

@@ -238,8 +238,15 @@ impl Server {
                 });
                 return;
             }
-            // A probe is never a job: nothing to store.
-            Answer::SelfTest(_) => return,
+            // A probe is never a job: nothing to store; a publish is no answer.
+            Answer::SelfTest(_) | Answer::Publish(_) => return,
+            Answer::Notify(channel) => {
+                link.handle.send(Command::Notify { number, channel });
+                return;
+            }
+            // A stage answers a job's hold with the hold's own answer (see
+            // `stages::Next::Hold`); one that came anyway is stored as that answer.
+            Answer::Hold { answer, .. } => RunAnswer::Response(answer.into()),
             Answer::Response(bytes) => RunAnswer::Response(bytes),
             Answer::Failure(failure) => RunAnswer::Failure(failure),
             Answer::Later { .. } => RunAnswer::Failure(Failure::new(
@@ -307,6 +314,18 @@ impl Server {
                     }
                 }
                 Event::SelfTest { token, result } => self.on_store_checked(token, result),
+                Event::Notify { channels, document } => {
+                    let data = document.to_string();
+                    let stream = crate::http::SseEvent::new(data.as_str())
+                        .event("job")
+                        .to_bytes();
+                    let response = crate::http::Response::json(200, &document);
+                    for channel in channels {
+                        let item = crate::pipeline::channel::Item::stream(channel, stream.clone())
+                            .with_response(&response);
+                        self.publish_item(item);
+                    }
+                }
                 Event::Interrupt { number } => {
                     let run = self.jobs.as_mut().and_then(|l| l.in_flight.remove(&number));
                     if let Some(run) = run {

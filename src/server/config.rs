@@ -1,5 +1,6 @@
 //! The front end's settings: where it listens and the limits it enforces.
 
+use super::channels::ChannelsConfig;
 use super::cors::CorsConfig;
 use crate::http::Limits;
 use crate::jobs::JobsConfig;
@@ -84,6 +85,10 @@ pub struct ServerConfig {
     /// Answer CORS preflights and add CORS fields to answers for allowed origins (see
     /// [`CorsConfig`]); none by default, and then nothing about CORS is done.
     pub cors: Option<CorsConfig>,
+    /// Channels: the history kept, the bus, the control listener (see
+    /// [`ChannelsConfig`]); by default a history of 100 messages or 120 s, no bus, no
+    /// control listener.
+    pub channels: ChannelsConfig,
 }
 
 impl ServerConfig {
@@ -111,6 +116,7 @@ impl ServerConfig {
             half_closed_timeout: Duration::from_secs(30),
             jobs: None,
             cors: None,
+            channels: ChannelsConfig::default(),
         }
     }
 

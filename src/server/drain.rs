@@ -30,6 +30,7 @@ impl Server {
             }
         }
         self.drain_job_waits();
+        self.end_all_holds();
         log::info!(
             "draining: {} requests in flight, {} connections; waiting up to {:.1}s",
             self.requests.len(),

@@ -191,7 +191,11 @@ impl FrontSockets {
                             streamed.extend_from_slice(&bytes);
                             continue;
                         }
-                        Answer::Progress { .. } | Answer::SelfTest(_) => continue,
+                        Answer::Progress { .. }
+                        | Answer::SelfTest(_)
+                        | Answer::Publish(_)
+                        | Answer::Notify(_) => continue,
+                        Answer::Hold { answer, .. } => Ok(answer.to_vec()),
                         Answer::StreamEnd(bytes) => {
                             streamed.extend_from_slice(&bytes);
                             Ok(streamed)

@@ -10,7 +10,9 @@
 //! where it cannot split another response: nothing else is being written and the front
 //! answer has not begun. HTTP/1.0 and netstrings allow no interim response: a
 //! half-closed connection's requests may run `half_closed_timeout` after the FIN, and the
-//! client is then taken as gone. Connections that never half-close cost nothing here.
+//! client is then taken as gone. A held request (see `holds`) is different: its client
+//! never has more to say, so its FIN is taken as its leaving, and the hold is freed at
+//! the next sweep. Connections that never half-close cost nothing here.
 
 use super::answers::mark_dirty;
 use super::output::AnswerBytes;
@@ -29,6 +31,8 @@ enum Step {
     Probe,
     /// Its client is taken as gone: interrupt its requests and close.
     Gone,
+    /// A held request's client left: close, freeing the hold.
+    Left,
 }
 
 impl Server {
@@ -48,6 +52,9 @@ impl Server {
                     conn.half_closed = None;
                     continue;
                 }
+                // A held request's client never has more to say: its FIN means it left
+                // (browsers and curl close so), and its hold is freed now.
+                Some(front) if self.channels.holds.contains_key(&front.request_id) => Step::Left,
                 Some(front) if front.interim => {
                     let ready = front.answer.is_some() || front.stream.is_some();
                     let due = half
@@ -71,6 +78,10 @@ impl Server {
                     conn.output
                         .push(AnswerBytes::Owned(PROCESSING_RESPONSE.to_vec()));
                     mark_dirty(&mut self.dirty, conn, id);
+                }
+                Step::Left => {
+                    log::debug!("connection {id}: a held client half-closed; it has left");
+                    self.close(id, true);
                 }
                 Step::Gone => {
                     log::info!(

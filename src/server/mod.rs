@@ -39,6 +39,8 @@
 //!   resources, streamed answers and lost proxies, each as the front end handles them;
 //! - `jsonrpc`: the JSON-RPC 2.0 path: a batch's calls sent into the pipeline at once,
 //!   their answers gathered into one.
+//! - `holds` and `channels`: held requests, the channels' holds and history, the bus;
+//!   `control`: the control listener (`POST /publish/`), on threads of its own.
 //!
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
@@ -86,12 +88,15 @@ mod access_log;
 mod answers;
 mod async_jobs;
 mod census;
+mod channels;
 mod config;
 mod connection;
+mod control;
 mod cors;
 mod drain;
 mod front;
 mod half_closed;
+mod holds;
 mod job_reads;
 mod jsonrpc;
 mod listen_fd;
@@ -103,7 +108,9 @@ mod selftest;
 mod streams;
 mod upkeep;
 
+pub use channels::ChannelsConfig;
 pub use config::{ListenProtocol, ServerConfig};
+pub use control::{control_address, ControlConfig, ControlError};
 pub use cors::{AllowedOrigins, CorsConfig};
 pub use front::{AskError, FrontSockets, RoutedEntry};
 pub use memory::tune_allocator;
@@ -217,6 +224,8 @@ pub struct Server {
     rpc: jsonrpc::Batches,
     /// Emptied frame vectors, reused for the next loopback messages.
     spare: sockets::SpareFrames,
+    /// Held requests, channels and their history, the bus, the control listener.
+    channels: channels::Channels,
 }
 
 impl Server {
@@ -292,6 +301,7 @@ impl Server {
             );
         }
         let access = AccessLog::new(config.jobs.as_ref().map(|j| j.path.as_str()));
+        let channels = channels::Channels::start(ctx, config.channels.clone(), nonce)?;
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),
@@ -318,6 +328,7 @@ impl Server {
             census,
             rpc: jsonrpc::Batches::default(),
             spare: sockets::SpareFrames::default(),
+            channels,
         })
     }
 
@@ -335,7 +346,7 @@ impl Server {
             .config
             .summary_every
             .map(|every| Instant::now() + every);
-        let mut ready = vec![false; self.listeners.len() + 3];
+        let mut ready = vec![false; self.listeners.len() + 4];
         self.probe(Instant::now());
         while !shutdown.is_triggered() {
             if shutdown.is_draining() && self.draining_since.is_none() {
@@ -366,6 +377,9 @@ impl Server {
                 self.drain_entry();
             }
             self.drain_jobs();
+            if pipeline_ready[3] {
+                self.drain_channels();
+            }
             let now = Instant::now();
             self.retry_stalled(now);
             self.retry_hang_ups(now);
@@ -392,8 +406,8 @@ impl Server {
     }
 
     /// Waits for any socket to be readable; `ready` gets one flag per listener, then the
-    /// loopback's, the entries' (set when any entry is readable) and the job service's
-    /// doorbell's.
+    /// loopback's, the entries' (set when any entry is readable), the job service's
+    /// doorbell's and the channels' (the inbox or the bus).
     fn poll(&mut self, ready: &mut [bool], wait: Duration) -> Result<()> {
         // The sockets' own notification descriptors, read once: they never change.
         if self.poll_fds.is_empty() {
@@ -440,7 +454,8 @@ impl Server {
 
     /// The sockets the loop waits on, in the order of `ready`'s flags: the listeners,
     /// the loopback, the entry, the job service's doorbell if any, then the routed
-    /// entries (whose replies are read with the main entry's).
+    /// entries (whose replies are read with the main entry's), then the channels' inbox
+    /// and bus.
     fn polled_sockets(&self) -> impl Iterator<Item = &zmq::Socket> {
         self.listeners
             .iter()
@@ -448,6 +463,8 @@ impl Server {
             .chain([&self.front.loopback, &self.front.entry])
             .chain(self.jobs.as_ref().map(|jobs| &jobs.doorbell))
             .chain(self.front.routed.iter().map(|routed| &routed.socket))
+            .chain([&self.channels.inbox])
+            .chain(self.channels.bus.as_ref().map(|bus| &bus.subscriber))
     }
 
     /// Sets each flag of `ready` (see [`poll`](Self::poll)) from the sockets' events;
@@ -455,6 +472,7 @@ impl Server {
     fn mark_readable(&self, ready: &mut [bool]) -> Result<bool> {
         let entry = self.listeners.len() + 1;
         let routed_from = entry + 1 + usize::from(self.jobs.is_some());
+        let channels_from = routed_from + self.front.routed.len();
         let mut any = false;
         ready.iter_mut().for_each(|flag| *flag = false);
         for (index, socket) in self.polled_sockets().enumerate() {
@@ -465,7 +483,14 @@ impl Server {
             };
             if readable {
                 any = true;
-                ready[if index < routed_from { index } else { entry }] = true;
+                let flag = if index < routed_from {
+                    index
+                } else if index < channels_from {
+                    entry
+                } else {
+                    entry + 2
+                };
+                ready[flag] = true;
             }
         }
         Ok(any)

@@ -325,6 +325,7 @@ impl Server {
         if let Some(jobs) = self.job_stats_json() {
             body["jobs"] = jobs;
         }
+        body["channels"] = self.channels_json();
         Response::json(200, &body)
     }
 }

@@ -45,6 +45,7 @@ impl Server {
         self.sweep_jobs(now);
         self.sweep_job_reads(now);
         self.sweep_selftests(now);
+        self.sweep_holds(now);
         self.census_sweep(now);
         for listener in &mut self.listeners {
             listener.accept_watch.check(&listener.endpoint, now);

@@ -2,6 +2,7 @@
 //! the pipeline's [`Job`](crate::Job) and [`Outcome`](crate::Outcome).
 
 use crate::http::{ParseError, Request, Response};
+use crate::pipeline::channel::{Hold, Item};
 use crate::pipeline::envelope::{Envelope, Protocol};
 use crate::pipeline::stream::{ResponseStream, StreamError};
 use crate::pipeline::worker::{Job, Outcome, Work};
@@ -99,6 +100,46 @@ impl<'j, 'a> HttpJob<'j, 'a> {
         self.job.stream_sized(response, length)
     }
 
+    /// Publishes `item` on `channel` (see [`crate::pipeline::channel`]): every hold on
+    /// it, on every front end of the bus, gets it. Returns once the message is on its
+    /// way to the front end's bus, not once delivered. A bad channel name is refused.
+    ///
+    /// ```
+    /// use prime_server::stages::{HttpJob, Item, Next, StageError};
+    /// use prime_server::http::Response;
+    /// fn done(job: &mut HttpJob) -> Result<Next, StageError> {
+    ///     let item = Item::stream("", "data: done\n\n").with_response(&Response::new(200).body("done"));
+    ///     job.publish("account:42", item)?;
+    ///     Ok(Next::respond(Response::new(202)))
+    /// }
+    /// # let _ = done;
+    /// ```
+    pub fn publish(&self, channel: &str, mut item: Item) -> Result<(), StageError> {
+        if !crate::pipeline::channel::valid_channel(channel) {
+            return Err(StageError::internal(format!(
+                "{channel:?} is not a channel name"
+            )));
+        }
+        item.channel = channel.to_string();
+        self.job.publish(&item);
+        Ok(())
+    }
+
+    /// Asks that this asynchronous job's end be published on `channel` (its status
+    /// document, as `GET /jobs/{id}` shows it: an `http-stream` format `event: job` with
+    /// the document as `data`, and an `http-response` format with it as the JSON body).
+    /// Nothing for a request that is not an asynchronous job ([`is_async`](Self::is_async)).
+    /// A bad channel name is refused.
+    pub fn notify(&self, channel: &str) -> Result<(), StageError> {
+        if !crate::pipeline::channel::valid_channel(channel) {
+            return Err(StageError::internal(format!(
+                "{channel:?} is not a channel name"
+            )));
+        }
+        self.job.notify(channel);
+        Ok(())
+    }
+
     /// Reports a job's progress: `fraction` from 0 to 1 and a short message, stored with
     /// the job and sent to its event streams (see [`Job::progress`]).
     pub fn progress(&self, fraction: f32, message: &str) {
@@ -184,6 +225,24 @@ fn later(job: &mut Job<'_>) -> Outcome {
     Outcome::Later(head, body)
 }
 
+/// The outcome of [`Next::Hold`]: a single channel without a `prev-id` takes the
+/// request's `Last-Event-ID` (an SSE client reconnecting) as its `prev-id`.
+fn hold_with_last_event_id(job: &mut Job<'_>, mut hold: Hold) -> Outcome {
+    if let Err(e) = hold.check() {
+        log::error!("request {}: {e}", job.envelope().request_id);
+        return job.reply(&StageError::internal(e.to_string()).to_response());
+    }
+    if let [only] = hold.channels.as_mut_slice() {
+        if only.prev_id.is_none() && matches!(job.envelope().protocol, Protocol::Http { .. }) {
+            let head = job.frame(0).unwrap_or_default();
+            only.prev_id = crate::http::field_text(head, "last-event-id")
+                .map(|id| id.trim().to_string())
+                .filter(|id| !id.is_empty());
+        }
+    }
+    job.hold(&hold)
+}
+
 /// What an HTTP stage decides.
 #[derive(Debug)]
 pub enum Next {
@@ -207,6 +266,13 @@ pub enum Next {
     /// already asynchronous: that is answered 500. Only HTTP requests can be answered
     /// later (a netstring request gets 400), and only by a front end with a job store.
     Later,
+    /// Hold the client's connection on channels (see [`Hold`]): a long-poll answered by
+    /// the first message published with an `http-response` format (or at the timeout by
+    /// the hold's own answer), or a stream that each `http-stream` message extends.
+    /// A single-channel hold without a `prev-id` takes the request's `Last-Event-ID` as
+    /// its `prev-id`. Only HTTP requests a client waits on are held; others get the
+    /// hold's own answer at once.
+    Hold(Hold),
 }
 
 impl Next {
@@ -239,6 +305,19 @@ impl Next {
     /// Forwards `value`, as JSON, to the stage named `stage`.
     pub fn to_json<T: Serialize>(stage: &str, value: &T) -> Result<Self, StageError> {
         Ok(Self::to(stage, to_json(value)?))
+    }
+
+    /// Holds the connection: see [`Next::Hold`].
+    ///
+    /// ```
+    /// use prime_server::stages::{Hold, HttpJob, Next, StageError};
+    /// fn wait(_job: &mut HttpJob) -> Result<Next, StageError> {
+    ///     Ok(Next::hold(Hold::response(["account:42"]).timeout(55)))
+    /// }
+    /// # let _ = wait;
+    /// ```
+    pub fn hold(hold: Hold) -> Self {
+        Next::Hold(hold)
     }
 
     /// Answers later: see [`Next::Later`].
@@ -388,6 +467,7 @@ impl<W: HttpWork> Work for HttpStage<W> {
             }
             Ok(Next::Abandon | Next::Streamed) => Outcome::Abandon,
             Ok(Next::Later) => later(job),
+            Ok(Next::Hold(hold)) => hold_with_last_event_id(job, hold),
             Err(error) => {
                 log::debug!("request {}: {error}", job.envelope().request_id);
                 job.reply(&error.to_response())

@@ -53,6 +53,7 @@ mod gateway_path;
 pub mod jsonrpc;
 pub mod tasks;
 
+pub use crate::pipeline::channel::{Hold, HoldMode, Item};
 pub use api::{HttpJob, HttpStage, HttpWork, Next, StageError};
 pub use files::StaticFiles;
 pub use gateway::HttpGateway;

@@ -244,6 +244,10 @@ impl Service {
             );
             self.changed(&ended, Some(&stored));
             self.webhook_job_ended(&ended, Some(&stored));
+            if let Some(channels) = self.notify.remove(&number) {
+                let document = answers::status_json(&ended, &self.config.path);
+                self.outbox.push(Event::Notify { channels, document });
+            }
         }
         Ok(())
     }

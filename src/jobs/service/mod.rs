@@ -120,6 +120,13 @@ pub enum Command {
         /// What came back.
         answer: RunAnswer,
     },
+    /// A stage asked that the job's end be published on `channel` too.
+    Notify {
+        /// The job's number (from the envelope).
+        number: u64,
+        /// The channel.
+        channel: String,
+    },
     /// The front end drains: answer every long-poll now, and start no more runs (those
     /// under way get the drain's time to end).
     Drain,
@@ -201,6 +208,14 @@ pub enum Event {
         bytes: Vec<u8>,
         /// Whether this is the head.
         start: bool,
+    },
+    /// A job ended: publish its status document on these channels (see
+    /// [`Command::Notify`]).
+    Notify {
+        /// The channels.
+        channels: Vec<String>,
+        /// The job's status document.
+        document: serde_json::Value,
     },
     /// The end of a streamed answer, with its last bytes.
     StreamEnd {
@@ -318,6 +333,7 @@ impl JobsHandle {
             deadlines: BinaryHeap::new(),
             next_waiter: 0,
             outbox: Vec::new(),
+            notify: HashMap::new(),
             next_expiry: Instant::now() + expire_every(&config),
             commit_stats: JobStats::default(),
             unsettled: settle::Unsettled::default(),
@@ -484,6 +500,8 @@ struct Service {
     next_waiter: u64,
     /// Events of the batch under way, sent once it is committed.
     outbox: Vec<Event>,
+    /// Channels a job's end is published on, by job number (see [`Command::Notify`]).
+    notify: HashMap<u64, Vec<String>>,
     next_expiry: Instant,
     commit_stats: JobStats,
     /// Webhook deliveries, when configured.
@@ -566,6 +584,7 @@ impl Service {
             | Command::SelfTest { .. }
             | Command::Drain
             | Command::Progress { .. }
+            | Command::Notify { .. }
             | Command::Gone { .. } => None,
         };
         let done = match command {
@@ -582,6 +601,13 @@ impl Service {
             Command::Answered { number, answer } => {
                 self.unsettled.answered(number);
                 self.answered(number, answer)
+            }
+            Command::Notify { number, channel } => {
+                let channels = self.notify.entry(number).or_default();
+                if !channels.contains(&channel) {
+                    channels.push(channel);
+                }
+                Ok(())
             }
             Command::Drain => {
                 // Runs in the pipeline get the drain's time to end; no new one starts.

@@ -37,8 +37,11 @@ pub use pool::{PoolCounts, WorkerPool};
 
 use crate::base::sockets;
 use crate::http::Response;
-use crate::pipeline::envelope::{lead_frame, Envelope, ENVELOPE_LEN};
-use crate::pipeline::loopback::{progress_frames, render, response_frames, Failure};
+use crate::pipeline::channel::{Hold, HoldMode, Item};
+use crate::pipeline::envelope::{lead_frame, Envelope, Protocol, ENVELOPE_LEN};
+use crate::pipeline::loopback::{
+    hold_frames, notify_frames, progress_frames, publish_frames, render, response_frames, Failure,
+};
 use crate::pipeline::stream::{ResponseStream, StreamError};
 use std::cell::Cell;
 use std::time::Duration;
@@ -207,6 +210,71 @@ impl Job<'_> {
         if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
             log::debug!(
                 "request {}: progress not sent: {e}",
+                self.envelope.request_id
+            );
+        }
+    }
+}
+
+impl Job<'_> {
+    /// Asks the front end to hold the client's connection on `hold`'s channels (see
+    /// [`crate::pipeline::channel`]); return the [`Outcome`] this gives. Only an HTTP
+    /// request a client waits on can be held: a netstring or raw request, or an
+    /// asynchronous job, is answered at once with the hold's own answer.
+    pub fn hold(&self, hold: &Hold) -> Outcome {
+        let answer = hold.answer_or_default();
+        let (minor_version, keep_alive, head) = match self.envelope.protocol {
+            Protocol::Http {
+                minor_version,
+                keep_alive,
+                head,
+            } if !self.envelope.job => (minor_version, keep_alive, head),
+            _ => return self.reply(&answer),
+        };
+        let bytes = match hold.mode {
+            HoldMode::Response => render(self.envelope.protocol, &answer),
+            HoldMode::Stream => {
+                let mut bytes = answer.stream_head(minor_version, keep_alive);
+                if !head {
+                    bytes.extend_from_slice(&Response::chunk(minor_version, &answer.body));
+                }
+                bytes
+            }
+        };
+        let frames = hold_frames(&self.encoded, hold, bytes);
+        if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+            log::warn!(
+                "request {}: the hold was not sent: {e}",
+                self.envelope.request_id
+            );
+        }
+        Outcome::Abandon
+    }
+
+    /// Asks that this asynchronous job's end (its status document, as `GET /jobs/{id}`
+    /// shows it) be published on `channel` too, once the job has ended. Nothing for a
+    /// request that is not an asynchronous job.
+    pub fn notify(&self, channel: &str) {
+        if !self.envelope.job {
+            return;
+        }
+        let frames = notify_frames(&self.encoded, channel);
+        if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+            log::warn!(
+                "request {}: a notify was not sent: {e}",
+                self.envelope.request_id
+            );
+        }
+    }
+
+    /// Publishes `item` on its channel: the front end puts it on the bus (or, without
+    /// one, hands it to its own holds). It returns once the message is on its way, not
+    /// once delivered.
+    pub fn publish(&self, item: &Item) {
+        let frames = publish_frames(&self.encoded, item);
+        if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+            log::warn!(
+                "request {}: a publish was not sent: {e}",
                 self.envelope.request_id
             );
         }

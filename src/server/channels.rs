@@ -1,0 +1,368 @@
+//! The front end's channels: for each channel something is held on here, the holds on
+//! it and its recent history; the link to the bus; the inbox where the control
+//! listener's publishes arrive.
+//!
+//! History: each channel keeps its last `history_len` messages, none older than
+//! `history_age` (`--channel-history COUNT,SECONDS`). A front end knows a channel from
+//! the moment something is held on it here, and keeps it (and its bus subscription)
+//! for `history_age` after the last hold leaves, so that a subscriber who reconnects in
+//! that time finds what it missed. A hold with a `prev-id` gets ([`Channel::catch_up`]):
+//! - the messages after it, in order, when the history still has that id;
+//! - nothing (it is up to date) when the id is the channel's last one, or when this
+//!   front end has seen nothing on the channel yet (it cannot know of a gap);
+//! - otherwise the recovery signal ([`CatchUp::Lost`]): the position is no longer
+//!   here, and the client must fetch the current state again.
+//!
+//! A message whose `prev-id` is not the last id this front end saw on its channel
+//! shows that some messages never arrived (the bus dropped them, or they were published
+//! before the subscription reached the publisher): the history before it is forgotten,
+//! so nobody is given a gap as if it were complete.
+
+use super::output::AnswerBytes;
+use crate::base::error::{Error, Result};
+use crate::base::fast_hash::{FastMap, FastSet};
+use crate::base::sockets;
+use crate::pipeline::bus::BusLink;
+use crate::pipeline::channel::{HoldMode, Item};
+use crate::pipeline::envelope::Protocol;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The channels' settings: history bounds, the bus, the control listener.
+#[derive(Clone, Debug)]
+pub struct ChannelsConfig {
+    /// Messages kept per channel (100 by default; 0 keeps none).
+    pub history_len: usize,
+    /// How long a message is kept, and how long a channel is kept after its last hold
+    /// left (120 s by default).
+    pub history_age: Duration,
+    /// The bus forwarder's XSUB and XPUB endpoints (connected); none for a front end
+    /// alone, which hands its publishes to its own holds.
+    pub bus: Option<(String, String)>,
+    /// The control listener (`POST /publish/`), if any.
+    pub control: Option<super::control::ControlConfig>,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        ChannelsConfig {
+            history_len: 100,
+            history_age: Duration::from_secs(120),
+            bus: None,
+            control: None,
+        }
+    }
+}
+
+/// Counters of the channels, in the status document.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ChannelStats {
+    /// Messages published here (control listener and stages).
+    pub(super) published: u64,
+    /// Messages received from the bus (only channels subscribed here arrive).
+    pub(super) bus_received: u64,
+    /// Messages written to held connections (one per hold).
+    pub(super) delivered: u64,
+    /// Holds given the recovery signal: their position was lost.
+    pub(super) lost: u64,
+}
+
+/// A message kept in a channel's history.
+struct Logged {
+    at: Instant,
+    item: Arc<Item>,
+}
+
+/// One channel as this front end knows it.
+#[derive(Default)]
+pub(super) struct Channel {
+    /// The requests held on it.
+    pub(super) holders: FastSet<u64>,
+    history: VecDeque<Logged>,
+    /// The id of the last message seen, if it had one.
+    last_id: Option<Box<str>>,
+    /// Whether any message has been seen on it here.
+    seen: bool,
+    /// Since when nothing has been held on it.
+    quiet_since: Option<Instant>,
+}
+
+/// What a hold with a `prev-id` gets first.
+pub(super) enum CatchUp {
+    /// Nothing missed: live messages only.
+    Live,
+    /// These messages, in order, then the live ones.
+    Missed(Vec<Arc<Item>>),
+    /// The position is no longer in the history.
+    Lost,
+}
+
+impl Channel {
+    /// What a subscriber whose last message was `prev_id` missed.
+    pub(super) fn catch_up(&self, prev_id: Option<&str>) -> CatchUp {
+        let Some(prev_id) = prev_id else {
+            return CatchUp::Live;
+        };
+        if !self.seen || self.last_id.as_deref() == Some(prev_id) {
+            return CatchUp::Live;
+        }
+        match self
+            .history
+            .iter()
+            .position(|logged| logged.item.id.as_deref() == Some(prev_id))
+        {
+            Some(at) => CatchUp::Missed(
+                self.history
+                    .iter()
+                    .skip(at + 1)
+                    .map(|logged| logged.item.clone())
+                    .collect(),
+            ),
+            None => CatchUp::Lost,
+        }
+    }
+
+    /// Takes a message in: into the history (bounded by `len`), its id as the last.
+    fn record(&mut self, item: &Arc<Item>, len: usize, now: Instant) {
+        if self.seen && item.prev_id.is_some() && item.prev_id.as_deref() != self.last_id.as_deref()
+        {
+            // Something between the last message and this one never arrived here.
+            self.history.clear();
+        }
+        self.seen = true;
+        self.last_id = item.id.as_deref().map(Into::into);
+        if len == 0 {
+            return;
+        }
+        if self.history.len() >= len {
+            self.history.pop_front();
+        }
+        self.history.push_back(Logged {
+            at: now,
+            item: item.clone(),
+        });
+    }
+}
+
+/// A held request.
+pub(super) struct Held {
+    /// Its connection.
+    pub(super) connection: u64,
+    /// Its protocol facts (the HTTP version decides the chunk framing).
+    pub(super) protocol: Protocol,
+    /// Long-poll or stream.
+    pub(super) mode: HoldMode,
+    /// The channels it is held on.
+    pub(super) channels: Box<[Box<str>]>,
+    /// A long-poll's timeout.
+    pub(super) expires: Option<Instant>,
+    /// A long-poll's own answer, sent at its timeout.
+    pub(super) answer: Option<zmq::Message>,
+    /// A stream's keep-alive: its bytes and the idle time before they are sent.
+    pub(super) keep_alive: Option<Box<(Vec<u8>, Duration)>>,
+    /// When a stream last had something written.
+    pub(super) last_sent: Instant,
+}
+
+impl Held {
+    /// Where its bytes go, and how they are framed.
+    pub(super) fn target(&self) -> Target {
+        Target {
+            connection: self.connection,
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// Where a hold's bytes go: its connection, and the protocol facts that frame them.
+#[derive(Clone, Copy)]
+pub(super) struct Target {
+    /// The connection.
+    pub(super) connection: u64,
+    /// The request's protocol facts.
+    pub(super) protocol: Protocol,
+}
+
+impl Target {
+    /// The HTTP minor version (1 unless the request was HTTP/1.0).
+    pub(super) fn minor_version(&self) -> u8 {
+        match self.protocol {
+            Protocol::Http { minor_version, .. } => minor_version,
+            _ => 1,
+        }
+    }
+
+    /// Whether the request was a HEAD (its stream has no body).
+    pub(super) fn head_only(&self) -> bool {
+        matches!(self.protocol, Protocol::Http { head: true, .. })
+    }
+
+    /// `content` framed for this stream (a chunk for HTTP/1.1).
+    pub(super) fn piece(&self, content: &[u8]) -> AnswerBytes {
+        if self.head_only() {
+            return AnswerBytes::Owned(Vec::new());
+        }
+        AnswerBytes::Owned(crate::http::Response::chunk(self.minor_version(), content))
+    }
+}
+
+/// Every channel and hold of a front end, and its links for publishing.
+pub(super) struct Channels {
+    pub(super) config: ChannelsConfig,
+    pub(super) map: FastMap<Box<str>, Channel>,
+    pub(super) holds: FastMap<u64, Held>,
+    pub(super) bus: Option<BusLink>,
+    /// Where the control listener's publishes arrive (PULL, bound in-process).
+    pub(super) inbox: zmq::Socket,
+    pub(super) stats: ChannelStats,
+    /// The control listener's thread, stopped when the front end is dropped.
+    pub(super) control: Option<super::control::ControlListener>,
+}
+
+impl Channels {
+    /// Binds the inbox, connects the bus (if configured) and starts the control
+    /// listener (if configured). Errors: a socket or listener that cannot be made.
+    pub(super) fn start(ctx: &zmq::Context, config: ChannelsConfig, nonce: u64) -> Result<Self> {
+        let inbox = sockets::socket(ctx, zmq::PULL)?;
+        let inbox_endpoint = format!("inproc://prime-channels-{nonce:016x}");
+        sockets::bind(&inbox, &inbox_endpoint)?;
+        let bus = match &config.bus {
+            Some((xsub, xpub)) => Some(BusLink::connect(ctx, xsub, xpub)?),
+            None => None,
+        };
+        let control = match &config.control {
+            Some(control) => Some(
+                super::control::ControlListener::start(ctx, control.clone(), &inbox_endpoint)
+                    .map_err(|e| Error::Config(format!("the control listener: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(Channels {
+            config,
+            map: FastMap::default(),
+            holds: FastMap::default(),
+            bus,
+            inbox,
+            stats: ChannelStats::default(),
+            control,
+        })
+    }
+
+    /// Adds a holder to `name`, subscribing on the bus when the channel is new here.
+    pub(super) fn join(&mut self, name: &str, request_id: u64) -> &Channel {
+        if !self.map.contains_key(name) {
+            if let Some(bus) = &self.bus {
+                bus.subscribe(name);
+            }
+            self.map.insert(name.into(), Channel::default());
+        }
+        let channel = self.map.entry(name.into()).or_default();
+        channel.holders.insert(request_id);
+        channel.quiet_since = None;
+        channel
+    }
+
+    /// Removes a hold from every channel it was on; returns it.
+    pub(super) fn leave(&mut self, request_id: u64, now: Instant) -> Option<Held> {
+        let held = self.holds.remove(&request_id)?;
+        for name in held.channels.iter() {
+            if let Some(channel) = self.map.get_mut(&**name) {
+                channel.holders.remove(&request_id);
+                if channel.holders.is_empty() {
+                    channel.quiet_since = Some(now);
+                }
+            }
+        }
+        Some(held)
+    }
+
+    /// Takes a message into its channel's history; returns the requests held on it, or
+    /// none if the channel is not known here.
+    pub(super) fn record(&mut self, item: &Arc<Item>, now: Instant) -> Option<Vec<u64>> {
+        let channel = self.map.get_mut(item.channel.as_str())?;
+        channel.record(item, self.config.history_len, now);
+        Some(channel.holders.iter().copied().collect())
+    }
+
+    /// Forgets history older than `history_age`, and channels nothing was held on for
+    /// that long (unsubscribing from the bus).
+    pub(super) fn sweep(&mut self, now: Instant) {
+        let age = self.config.history_age;
+        let bus = &self.bus;
+        self.map.retain(|name, channel| {
+            while channel
+                .history
+                .front()
+                .is_some_and(|logged| now.duration_since(logged.at) > age)
+            {
+                channel.history.pop_front();
+            }
+            let keep = channel
+                .quiet_since
+                .is_none_or(|since| now.duration_since(since) <= age);
+            if !keep {
+                if let Some(bus) = bus {
+                    bus.unsubscribe(name);
+                }
+            }
+            keep
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, prev_id: Option<&str>) -> Arc<Item> {
+        Arc::new(Item::stream("c", id).id(id, prev_id.map(Into::into)))
+    }
+
+    fn ids(catch_up: CatchUp) -> Option<Vec<String>> {
+        match catch_up {
+            CatchUp::Live => Some(Vec::new()),
+            CatchUp::Missed(items) => Some(items.iter().filter_map(|i| i.id.clone()).collect()),
+            CatchUp::Lost => None,
+        }
+    }
+
+    #[test]
+    fn a_position_in_the_history_gets_what_follows_it_and_one_too_old_is_lost() {
+        let now = Instant::now();
+        let mut channel = Channel::default();
+        assert_eq!(
+            ids(channel.catch_up(Some("9"))),
+            Some(vec![]),
+            "nothing seen yet"
+        );
+        for id in 1..=4 {
+            channel.record(&item(&id.to_string(), None), 3, now);
+        }
+        assert_eq!(
+            ids(channel.catch_up(Some("2"))),
+            Some(vec!["3".into(), "4".into()])
+        );
+        assert_eq!(ids(channel.catch_up(Some("4"))), Some(vec![]));
+        assert_eq!(ids(channel.catch_up(None)), Some(vec![]));
+        assert_eq!(
+            ids(channel.catch_up(Some("1"))),
+            None,
+            "1 fell out of 3 kept"
+        );
+        assert_eq!(ids(channel.catch_up(Some("x"))), None);
+    }
+
+    #[test]
+    fn a_message_whose_prev_id_is_not_the_last_seen_forgets_the_history_before_it() {
+        let now = Instant::now();
+        let mut channel = Channel::default();
+        channel.record(&item("1", None), 10, now);
+        channel.record(&item("2", Some("1")), 10, now);
+        assert_eq!(ids(channel.catch_up(Some("1"))), Some(vec!["2".into()]));
+        // 3 never arrived here.
+        channel.record(&item("4", Some("3")), 10, now);
+        assert_eq!(ids(channel.catch_up(Some("2"))), None);
+        assert_eq!(ids(channel.catch_up(Some("4"))), Some(vec![]));
+    }
+}

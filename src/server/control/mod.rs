@@ -1,0 +1,318 @@
+//! The control listener: a second HTTP listener for operators and backends, never the
+//! public one (`--control-listen tcp://127.0.0.1:5561`). It listens on loopback
+//! addresses only unless told otherwise (`--control-allow-remote`).
+//!
+//! It runs on a thread of its own (one more per open connection, at most
+//! [`MAX_CONNECTIONS`]), away from the front end's loop, with blocking sockets: its
+//! traffic is small. Each request goes to the first route of [`ROUTES`] whose method
+//! and path match; a later part (an operators' API) adds its routes there. What a route
+//! hands to the front end goes through the front end's inbox (an in-process PUSH to its
+//! PULL), so a route never touches the front end's state.
+//!
+//! Routes: `POST /publish/` (see [`publish`]).
+
+mod publish;
+
+use crate::http::{Request, Response};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Connections served at once; more are answered 503 and closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// The largest request body accepted, in bytes (larger: 413).
+const MAX_BODY: usize = 10 * 1024 * 1024;
+/// The largest request head accepted, in bytes (larger: 431).
+const MAX_HEAD: usize = 64 * 1024;
+/// How long a publish may wait for the front end to take it before it is answered 503.
+const INBOX_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may stay silent before it is closed.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The control listener's settings.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    /// Where to listen: `tcp://HOST:PORT` (port 0 picks a free one).
+    pub listen: String,
+    /// Listen on an address that is not loopback too (off by default).
+    pub allow_remote: bool,
+    /// The publish key: `POST /publish/` then needs `Authorization: Bearer` with a JWT
+    /// signed with it (HS256), as GRIP publishers send. Without a key, any local caller
+    /// may publish.
+    pub publish_key: Option<Vec<u8>>,
+}
+
+/// What a route may use.
+pub(crate) struct ControlContext {
+    /// PUSH to the front end's inbox.
+    inbox: zmq::Socket,
+    /// The publish key, if one is set.
+    publish_key: Option<Vec<u8>>,
+}
+
+/// One route of the control listener: a method, a path, and what answers it.
+pub(crate) struct Route {
+    /// The request method.
+    pub(crate) method: &'static str,
+    /// The path, matched exactly.
+    pub(crate) path: &'static str,
+    /// The handler.
+    pub(crate) handler: fn(&ControlContext, &Request) -> Response,
+}
+
+/// Every route, in the order they are tried.
+pub(crate) const ROUTES: &[Route] = &[Route {
+    method: "POST",
+    path: "/publish/",
+    handler: publish::publish,
+}];
+
+/// The answer a request gets from the routes: the first whose method and path match;
+/// 405 if only the path does, 404 if none.
+fn dispatch(context: &ControlContext, request: &Request) -> Response {
+    let mut path_known = false;
+    for route in ROUTES {
+        if route.path == request.path {
+            if route.method == request.method {
+                return (route.handler)(context, request);
+            }
+            path_known = true;
+        }
+    }
+    if path_known {
+        let allow: Vec<&str> = ROUTES
+            .iter()
+            .filter(|r| r.path == request.path)
+            .map(|r| r.method)
+            .collect();
+        return Response::error(405, "method not allowed here").header("Allow", allow.join(", "));
+    }
+    Response::error(404, "no such control resource")
+}
+
+/// The running control listener; dropping it stops its thread.
+pub(crate) struct ControlListener {
+    /// The endpoint bound, `tcp://HOST:PORT`.
+    pub(crate) endpoint: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Why a control listener cannot start.
+#[derive(Debug)]
+pub enum ControlError {
+    /// The endpoint is not `tcp://HOST:PORT`.
+    Endpoint(String),
+    /// The address is not loopback and remote callers are not allowed.
+    NotLoopback(SocketAddr),
+    /// Binding failed.
+    Bind(std::io::Error),
+}
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlError::Endpoint(e) => write!(f, "{e:?} is not tcp://HOST:PORT"),
+            ControlError::NotLoopback(a) => write!(
+                f,
+                "{a} is not a loopback address; the control listener is for operators and backends (give --control-allow-remote to listen there anyway)"
+            ),
+            ControlError::Bind(e) => write!(f, "cannot listen: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// The socket address of `tcp://HOST:PORT`.
+pub fn control_address(endpoint: &str) -> Result<SocketAddr, ControlError> {
+    let bad = || ControlError::Endpoint(endpoint.to_string());
+    let rest = endpoint.strip_prefix("tcp://").ok_or_else(bad)?;
+    rest.to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
+}
+
+impl ControlListener {
+    /// Binds the listener and starts its thread; publishes go to `inbox` (the front
+    /// end's in-process PULL endpoint).
+    pub(crate) fn start(
+        ctx: &zmq::Context,
+        config: ControlConfig,
+        inbox: &str,
+    ) -> Result<Self, ControlError> {
+        let address = control_address(&config.listen)?;
+        if !address.ip().is_loopback() && !config.allow_remote {
+            return Err(ControlError::NotLoopback(address));
+        }
+        let listener = TcpListener::bind(address).map_err(ControlError::Bind)?;
+        let bound = listener.local_addr().map_err(ControlError::Bind)?;
+        listener.set_nonblocking(true).map_err(ControlError::Bind)?;
+        let endpoint = format!("tcp://{bound}");
+        log::info!("control listener on {endpoint}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ctx, inbox, key, flag) = (
+            ctx.clone(),
+            inbox.to_string(),
+            config.publish_key,
+            stop.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || accept_loop(&ctx, &listener, &inbox, key, &flag))
+            .map_err(ControlError::Bind)?;
+        Ok(ControlListener {
+            endpoint,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ControlListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Accepts connections until `stop`, each served on a thread of its own.
+fn accept_loop(
+    ctx: &zmq::Context,
+    listener: &TcpListener,
+    inbox: &str,
+    key: Option<Vec<u8>>,
+    stop: &AtomicBool,
+) {
+    let open = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::SeqCst) {
+        let mut fd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) reads and writes the one entry, which outlives the call.
+        unsafe { libc::poll(&mut fd, 1, 100) };
+        while let Ok((mut stream, _)) = listener.accept() {
+            if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                let _ = stream.set_nonblocking(false);
+                let busy = Response::error(503, "too many control connections");
+                let _ = stream.write_all(&busy.to_bytes(1, false, false));
+                continue;
+            }
+            // A front end that stopped, or does not keep up, answers 503 after
+            // INBOX_TIMEOUT rather than holding the connection's thread for ever.
+            let context = match ctx.socket(zmq::PUSH).and_then(|s| {
+                s.set_sndtimeo(INBOX_TIMEOUT.as_millis() as i32)?;
+                s.set_linger(0)?;
+                s.connect(inbox)?;
+                Ok(s)
+            }) {
+                Ok(socket) => ControlContext {
+                    inbox: socket,
+                    publish_key: key.clone(),
+                },
+                Err(e) => {
+                    log::warn!("control listener: no socket to the front end: {e}");
+                    continue;
+                }
+            };
+            open.fetch_add(1, Ordering::SeqCst);
+            let open = open.clone();
+            let spawned = std::thread::Builder::new()
+                .name("control-conn".into())
+                .spawn(move || {
+                    serve(&context, stream);
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                log::warn!("control listener: no thread for a connection: {e}");
+            }
+        }
+    }
+}
+
+/// Serves one connection's requests (keep-alive) until it closes or stays silent.
+fn serve(context: &ControlContext, mut stream: TcpStream) {
+    if stream.set_nonblocking(false).is_err()
+        || stream.set_read_timeout(Some(READ_TIMEOUT)).is_err()
+    {
+        return;
+    }
+    let mut buffer = Vec::with_capacity(4096);
+    loop {
+        let (response, keep_alive, minor) = match read_request(&mut stream, &mut buffer) {
+            Ok(Some((request, keep_alive))) => {
+                let minor = request.minor_version;
+                (dispatch(context, &request), keep_alive, minor)
+            }
+            Ok(None) => return,
+            Err(refusal) => (refusal, false, 1),
+        };
+        if stream
+            .write_all(&response.to_bytes(minor, keep_alive, false))
+            .is_err()
+            || !keep_alive
+        {
+            return;
+        }
+    }
+}
+
+/// Reads one request; `Ok(None)` when the connection closed between requests, `Err`
+/// with the refusal for a bad one.
+fn read_request(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+) -> Result<Option<(Request, bool)>, Response> {
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(end) = memchr::memmem::find(buffer, b"\r\n\r\n") {
+            break end + 4;
+        }
+        if buffer.len() > MAX_HEAD {
+            return Err(Response::error(431, "the request head is too large"));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) if buffer.is_empty() => return Ok(None),
+            Ok(0) | Err(_) => return Err(Response::error(400, "the request ended early")),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = buffer[..head_end].to_vec();
+    let fields = |name| crate::http::field_text(&head, name);
+    if fields("transfer-encoding").is_some() {
+        return Err(Response::error(411, "send the body with a Content-Length"));
+    }
+    let length: usize = match fields("content-length") {
+        None => 0,
+        Some(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| Response::error(400, "the Content-Length is not a number"))?,
+    };
+    if length > MAX_BODY {
+        return Err(Response::error(413, "the body is too large"));
+    }
+    while buffer.len() < head_end + length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return Err(Response::error(400, "the body ended early")),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body = buffer[head_end..head_end + length].to_vec();
+    buffer.drain(..head_end + length);
+    let request = Request::from_parts(&head, body)
+        .map_err(|e| Response::error(e.status(), &e.to_string()))?;
+    let close = request
+        .header("connection")
+        .is_some_and(|c| c.eq_ignore_ascii_case("close"));
+    let keep_alive = !close && (request.minor_version == 1);
+    Ok(Some((request, keep_alive)))
+}

@@ -1,0 +1,376 @@
+//! Held requests (see [`crate::pipeline::channel`]): a stage's hold comes back on the
+//! loopback, the front end keeps the connection on the hold's channels, and writes to
+//! it what is published there.
+//!
+//! - A long-poll (`response`) is answered by the first message with an `http-response`
+//!   format, or by the stage's own answer at the hold's timeout.
+//! - A stream's head and body go out at once; each `http-stream` message appends its
+//!   content (a chunk for HTTP/1.1), its keep-alive content goes out when it is idle, and
+//!   `"action": "close"` ends it.
+//!
+//! A hold sits in its request's slot, so pipelined requests behind it wait, its bytes
+//! count against the output bound (a stream subscriber that does not read is dropped at
+//! `max_output_bytes`, like any client), and it gets the CORS fields and the access-log
+//! line of any answer. A client that leaves frees its hold at once ([`Server::close`]).
+//!
+//! A drain answers every hold at once (long-polls with their own answer, streams end)
+//! and holds nothing new; a HEAD request is answered as if its hold ended at once.
+//!
+//! Recovery: a hold whose `prev-id` is no longer in its channel's history (see
+//! `channels`) is told so: a long-poll is answered `409 Conflict` with a JSON body
+//! (`{"error": ..., "channel": ..., "prev-id": ...}`); a stream gets, after its head, the
+//! event `event: stream-error` with `data: {"condition":"lost-position","channel":
+//! ...,"prev-id":...}`, then the live messages.
+
+use super::answers::mark_dirty;
+use super::channels::{CatchUp, Held, Target};
+use super::output::AnswerBytes;
+use super::Server;
+use crate::http::Response;
+use crate::pipeline::channel::{Hold, HoldMode, Item};
+use crate::pipeline::envelope::Envelope;
+use crate::pipeline::loopback::render;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl Server {
+    /// A stage asked to hold this request.
+    pub(super) fn on_hold(&mut self, envelope: &Envelope, hold: Hold, answer: zmq::Message) {
+        let request_id = envelope.request_id;
+        let Some(in_flight) = self.requests.remove(&request_id) else {
+            return;
+        };
+        let now = Instant::now();
+        let id = in_flight.connection;
+        let mut answer = Some(answer);
+        let mut held = Held {
+            connection: id,
+            protocol: in_flight.protocol,
+            mode: hold.mode,
+            channels: hold
+                .channels
+                .iter()
+                .map(|c| c.name.as_str().into())
+                .collect(),
+            expires: (hold.mode == HoldMode::Response)
+                .then(|| now + Duration::from_secs(u64::from(hold.timeout))),
+            answer: None,
+            keep_alive: hold
+                .keep_alive
+                .filter(|k| hold.mode == HoldMode::Stream && !k.content.is_empty())
+                .map(|k| Box::new((k.content, Duration::from_secs(u64::from(k.interval))))),
+            last_sent: now,
+        };
+        // What each channel's history owes the client, before the hold joins the live.
+        let mut missed: Vec<Arc<Item>> = Vec::new();
+        let mut lost = None;
+        for channel in &hold.channels {
+            let catch_up = match self.channels.map.get(channel.name.as_str()) {
+                Some(known) => known.catch_up(channel.prev_id.as_deref()),
+                None => CatchUp::Live,
+            };
+            match catch_up {
+                CatchUp::Live => {}
+                CatchUp::Missed(items) => missed.extend(items),
+                CatchUp::Lost => lost = Some(channel),
+            }
+        }
+        if let Some(channel) = lost {
+            self.channels.stats.lost += 1;
+            log::debug!("request {request_id}: its position on a channel is lost");
+            let detail = serde_json::json!({
+                "condition": "lost-position",
+                "channel": channel.name,
+                "prev-id": channel.prev_id,
+            });
+            if hold.mode == HoldMode::Response {
+                let body = serde_json::json!({
+                    "error": "the messages after prev-id are no longer kept; fetch the current state again",
+                    "channel": channel.name,
+                    "prev-id": channel.prev_id,
+                });
+                let bytes = render(held.protocol, &Response::json(409, &body));
+                self.fill(id, request_id, AnswerBytes::Owned(bytes));
+                return;
+            }
+            let event = format!("event: stream-error\ndata: {detail}\n\n");
+            self.start_stream(
+                request_id,
+                &held,
+                answer.take().unwrap_or_else(zmq::Message::new),
+            );
+            let piece = held.target().piece(event.as_bytes());
+            self.append(request_id, id, piece);
+        } else if hold.mode == HoldMode::Response {
+            if let Some(response) = missed.iter().find_map(|item| item.response()) {
+                self.channels.stats.delivered += 1;
+                let bytes = render(held.protocol, &response);
+                self.fill(id, request_id, AnswerBytes::Owned(bytes));
+                return;
+            }
+        } else {
+            self.start_stream(
+                request_id,
+                &held,
+                answer.take().unwrap_or_else(zmq::Message::new),
+            );
+            for item in &missed {
+                if !self.stream_item(request_id, held.target(), item) {
+                    return;
+                }
+            }
+        }
+        if self.draining_since.is_some() || held.target().head_only() {
+            // A drain holds nothing new: the stage's own answer now, or the stream's
+            // end; a HEAD request's stream has no body to wait for.
+            match answer {
+                Some(answer) => self.fill(id, request_id, AnswerBytes::Message(answer.into())),
+                None => self.end_stream_hold(request_id, held.target()),
+            }
+            return;
+        }
+        if held.mode == HoldMode::Response {
+            held.answer = answer;
+        }
+        if !self.connections.contains_key(&id) {
+            return;
+        }
+        for name in held.channels.iter() {
+            self.channels.join(name, request_id);
+        }
+        self.channels.holds.insert(request_id, held);
+    }
+
+    /// The head and first bytes of a stream hold.
+    fn start_stream(&mut self, request_id: u64, held: &Held, head: zmq::Message) {
+        let close_delimited = held.target().minor_version() == 0;
+        let Some(conn) = self.connections.get_mut(&held.connection) else {
+            return;
+        };
+        conn.stream_part(
+            request_id,
+            AnswerBytes::Message(head.into()),
+            close_delimited,
+        );
+        mark_dirty(&mut self.dirty, conn, held.connection);
+    }
+
+    /// Appends bytes to a stream hold; false if its client was dropped for not reading.
+    fn append(&mut self, request_id: u64, id: u64, piece: AnswerBytes) -> bool {
+        if piece.as_slice().is_empty() {
+            return self.connections.contains_key(&id);
+        }
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return false;
+        };
+        let Some(waiting) = conn.stream_part(request_id, piece, false) else {
+            return false;
+        };
+        // At the front of the answer order, the bytes go to the output at the flush,
+        // where the output bound applies; behind an earlier answer, they wait here,
+        // bound alike.
+        let behind = conn
+            .slots
+            .front()
+            .is_some_and(|s| s.request_id != request_id);
+        if behind && waiting > self.config.max_output_bytes {
+            log::warn!("connection {id}: {waiting} bytes of a held stream wait; closing");
+            self.close(id, true);
+            return false;
+        }
+        mark_dirty(&mut self.dirty, conn, id);
+        true
+    }
+
+    /// Writes an item's `http-stream` format to a stream hold; false once the stream
+    /// ended (closed by the item, or its client dropped).
+    fn stream_item(&mut self, request_id: u64, target: Target, item: &Item) -> bool {
+        let Some(format) = &item.stream else {
+            return true;
+        };
+        self.channels.stats.delivered += 1;
+        if !format.content.is_empty()
+            && !self.append(request_id, target.connection, target.piece(&format.content))
+        {
+            return false;
+        }
+        if format.close {
+            self.end_stream_hold(request_id, target);
+            return false;
+        }
+        true
+    }
+
+    /// Ends a stream hold with its last chunk.
+    fn end_stream_hold(&mut self, request_id: u64, target: Target) {
+        let last = if target.head_only() {
+            Vec::new()
+        } else {
+            Response::last_chunk(target.minor_version()).to_vec()
+        };
+        if let Some(conn) = self.connections.get_mut(&target.connection) {
+            if conn.end_stream(request_id, Some(AnswerBytes::Owned(last))) {
+                mark_dirty(&mut self.dirty, conn, target.connection);
+            }
+        }
+    }
+
+    /// A message published here (by the control listener or a stage): onto the bus,
+    /// or, without one, to this front end's own holds.
+    pub(super) fn publish_item(&mut self, item: Item) {
+        self.channels.stats.published += 1;
+        match &self.channels.bus {
+            Some(bus) => {
+                if let Err(e) = bus.publish(&item) {
+                    log::warn!("a message was not put on the bus: {e}");
+                }
+            }
+            None => self.deliver(item),
+        }
+    }
+
+    /// Reads the control listener's publishes and the bus's messages.
+    pub(super) fn drain_channels(&mut self) {
+        while let Ok(frames) =
+            crate::base::sockets::recv_frames(&self.channels.inbox, zmq::DONTWAIT)
+        {
+            match frames.first().map(|f| Item::parse(f)) {
+                Some(Ok(item)) => self.publish_item(item),
+                _ => log::warn!("dropped a malformed publish from the control listener"),
+            }
+        }
+        loop {
+            let Some(bus) = &self.channels.bus else {
+                return;
+            };
+            let Ok(frames) = crate::base::sockets::recv_frames(&bus.subscriber, zmq::DONTWAIT)
+            else {
+                return;
+            };
+            self.channels.stats.bus_received += 1;
+            match frames.get(1).map(|f| Item::parse(f)) {
+                Some(Ok(item)) => self.deliver(item),
+                _ => log::warn!("dropped a malformed message from the bus"),
+            }
+        }
+    }
+
+    /// Hands a message to every hold on its channel here.
+    pub(super) fn deliver(&mut self, item: Item) {
+        let now = Instant::now();
+        let item = Arc::new(item);
+        let Some(holders) = self.channels.record(&item, now) else {
+            return;
+        };
+        for request_id in holders {
+            let Some(mode) = self.channels.holds.get(&request_id).map(|h| h.mode) else {
+                continue;
+            };
+            match mode {
+                HoldMode::Response => {
+                    let Some(response) = item.response() else {
+                        continue;
+                    };
+                    let Some(held) = self.channels.leave(request_id, now) else {
+                        continue;
+                    };
+                    self.channels.stats.delivered += 1;
+                    let bytes = render(held.protocol, &response);
+                    self.fill(held.connection, request_id, AnswerBytes::Owned(bytes));
+                }
+                HoldMode::Stream => {
+                    if item.stream.is_none() {
+                        continue;
+                    }
+                    let Some(held) = self.channels.holds.get_mut(&request_id) else {
+                        continue;
+                    };
+                    held.last_sent = now;
+                    let target = held.target();
+                    if !self.stream_item(request_id, target, &item) {
+                        // Ended by the item (or its client dropped, which freed it).
+                        self.channels.leave(request_id, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees the hold of a request whose client left; true if it was held.
+    pub(super) fn release_hold(&mut self, request_id: u64) -> bool {
+        self.channels.leave(request_id, Instant::now()).is_some()
+    }
+
+    /// Timeouts of long-polls, keep-alives of idle streams, old history.
+    pub(super) fn sweep_holds(&mut self, now: Instant) {
+        self.channels.sweep(now);
+        let mut expired = Vec::new();
+        let mut idle = Vec::new();
+        for (request_id, held) in &self.channels.holds {
+            if held.expires.is_some_and(|at| at <= now) {
+                expired.push(*request_id);
+            } else if let Some(keep_alive) = &held.keep_alive {
+                if now.duration_since(held.last_sent) >= keep_alive.1 {
+                    idle.push(*request_id);
+                }
+            }
+        }
+        for request_id in expired {
+            if let Some(mut held) = self.channels.leave(request_id, now) {
+                let answer = held.answer.take().unwrap_or_else(zmq::Message::new);
+                self.fill(
+                    held.connection,
+                    request_id,
+                    AnswerBytes::Message(answer.into()),
+                );
+            }
+        }
+        for request_id in idle {
+            let Some(held) = self.channels.holds.get_mut(&request_id) else {
+                continue;
+            };
+            held.last_sent = now;
+            let (id, piece) = match &held.keep_alive {
+                Some(keep_alive) => (held.connection, held.target().piece(&keep_alive.0)),
+                None => continue,
+            };
+            if !self.append(request_id, id, piece) {
+                self.channels.leave(request_id, now);
+            }
+        }
+    }
+
+    /// At a drain: long-polls get their own answer now, streams end.
+    pub(super) fn end_all_holds(&mut self) {
+        let now = Instant::now();
+        let ids: Vec<u64> = self.channels.holds.keys().copied().collect();
+        for request_id in ids {
+            let Some(mut held) = self.channels.leave(request_id, now) else {
+                continue;
+            };
+            match held.answer.take() {
+                Some(answer) => self.fill(
+                    held.connection,
+                    request_id,
+                    AnswerBytes::Message(answer.into()),
+                ),
+                None => self.end_stream_hold(request_id, held.target()),
+            }
+        }
+    }
+
+    /// The channels' part of the status document.
+    pub(super) fn channels_json(&self) -> serde_json::Value {
+        let stats = &self.channels.stats;
+        serde_json::json!({
+            "holds": self.channels.holds.len(),
+            "channels": self.channels.map.len(),
+            "published": stats.published,
+            "bus_received": stats.bus_received,
+            "delivered": stats.delivered,
+            "lost_positions": stats.lost,
+            "bus": self.channels.config.bus.as_ref().map(|(xsub, xpub)| serde_json::json!({"xsub": xsub, "xpub": xpub})),
+            "control": self.channels.control.as_ref().map(|c| c.endpoint.clone()),
+        })
+    }
+}

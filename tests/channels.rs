@@ -1,0 +1,646 @@
+//! Channels over real sockets and processes: holds (long-poll and stream) answered by a
+//! stage's publish and by the control listener's `POST /publish/` (with and without the
+//! publish key), history and recovery with `Last-Event-ID`, a stalled stream subscriber
+//! dropped at the output bound while another keeps receiving, a client that leaves
+//! freeing its hold, and two `prime_serverd` processes on one bus (`prime_proxyd --bus`).
+//!
+//! Every wait is bounded; nothing asserts on elapsed time.
+
+mod daemons;
+
+use daemons::*;
+use prime_server::demo::channels::channel_demo;
+use prime_server::server::{ChannelsConfig, ControlConfig, ServerConfig};
+use prime_server::stages::{HttpJob, Next, StageError};
+use prime_server::{Pipeline, RunningPipeline, Shutdown};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const SERVERD: &str = env!("CARGO_BIN_EXE_prime_serverd");
+const BOUND: Duration = Duration::from_secs(15);
+
+/// A client connection with what it has read so far.
+struct Client {
+    stream: TcpStream,
+    seen: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `port` and sends `request` (a whole request, head and body).
+    fn send(port: u16, request: &str) -> Client {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).expect("send");
+        Client {
+            stream,
+            seen: Vec::new(),
+        }
+    }
+
+    /// `GET path` over HTTP/1.1 with extra header lines.
+    fn get(port: u16, path: &str, extra: &str) -> Client {
+        Client::send(
+            port,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"),
+        )
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+
+    /// Reads until `needle` has been seen (counting from the start), within [`BOUND`].
+    fn wait_for(&mut self, needle: &str) -> String {
+        let end = Instant::now() + BOUND;
+        let mut buf = [0u8; 65536];
+        while !self.text().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "no {needle:?} within the bound; got {:?}",
+                self.text()
+            );
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!("closed before {needle:?}; got {:?}", self.text()),
+                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        self.text()
+    }
+
+    /// Reads until the server closes the connection, within [`BOUND`].
+    fn read_to_close(&mut self) -> String {
+        let end = Instant::now() + BOUND;
+        let mut buf = [0u8; 65536];
+        loop {
+            assert!(Instant::now() < end, "not closed: {:?}", self.text());
+            match self.stream.read(&mut buf) {
+                Ok(0) => return self.text(),
+                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return self.text(),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// One whole exchange with `Connection: close`: the answer.
+fn exchange(port: u16, request: &str) -> String {
+    Client::send(port, request).read_to_close()
+}
+
+/// `POST path` with `body`, and extra header lines.
+fn post(port: u16, path: &str, extra: &str, body: &str) -> String {
+    exchange(
+        port,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// The front end's status document's `channels` part.
+fn channels_status(port: u16) -> serde_json::Value {
+    let answer = exchange(
+        port,
+        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let body = answer.split_once("\r\n\r\n").expect("a body").1;
+    let status: serde_json::Value = serde_json::from_str(body).expect("JSON status");
+    status["channels"].clone()
+}
+
+/// Waits until the status says `holds` requests are held.
+fn wait_holds(port: u16, holds: u64) {
+    let reached = poll_until(BOUND, || {
+        (channels_status(port)["holds"].as_u64() == Some(holds)).then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "holds never {holds}: {}",
+        channels_status(port)
+    );
+}
+
+/// A GRIP publish body of one stream item.
+fn stream_item(channel: &str, id: &str, content: &str) -> String {
+    serde_json::json!({"items": [{"channel": channel, "id": id,
+        "formats": {"http-stream": {"content": content}}}]})
+    .to_string()
+}
+
+/// `POST /publish/` on a control listener, with an `Authorization` line or none.
+fn publish(control: u16, body: &str, authorization: Option<&str>) -> String {
+    let extra = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    post(control, "/publish/", &extra, body)
+}
+
+type Stage = fn(&mut HttpJob<'_, '_>) -> Result<Next, StageError>;
+
+/// A server in this process running the channels demo stage, with a status path and a
+/// control listener on `control`.
+struct Embedded {
+    port: u16,
+    control: u16,
+    shutdown: Shutdown,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pipeline: Option<RunningPipeline>,
+}
+
+impl Embedded {
+    fn start(adjust: impl FnOnce(&mut ServerConfig)) -> Embedded {
+        Self::start_with(channel_demo, adjust)
+    }
+
+    fn start_with(stage: Stage, adjust: impl FnOnce(&mut ServerConfig)) -> Embedded {
+        let (port, control) = (free_port(), free_port());
+        let mut config = ServerConfig::http(tcp(port));
+        config.status_path = Some("/status".into());
+        config.channels = ChannelsConfig {
+            control: Some(ControlConfig {
+                listen: tcp(control),
+                allow_remote: false,
+                publish_key: None,
+            }),
+            ..ChannelsConfig::default()
+        };
+        adjust(&mut config);
+        let ctx = zmq::Context::new();
+        let (pipeline, server) = Pipeline::new()
+            .http_stage("channels", 2, stage)
+            .bind_server(&ctx, config)
+            .expect("bind the server");
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            server.run(&stop).expect("the front end runs");
+        });
+        Embedded {
+            port,
+            control,
+            shutdown,
+            thread: Some(thread),
+            pipeline: Some(pipeline),
+        }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.stop();
+        }
+    }
+}
+
+#[test]
+fn a_stage_publish_answers_a_long_poll_and_extends_a_stream_until_closed() {
+    let server = Embedded::start(|_| {});
+    let mut stream = Client::get(server.port, "/channels/news", "");
+    let head = stream.wait_for(": held on channel news");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Transfer-Encoding: chunked"), "{head}");
+    let mut poll = Client::get(server.port, "/channels/news?mode=response", "");
+    wait_holds(server.port, 2);
+
+    let published = post(server.port, "/channels/news?id=1", "", "hello");
+    assert!(published.starts_with("HTTP/1.1 202"), "{published}");
+    let answer = poll.wait_for("hello");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("Content-Type: text/plain"), "{answer}");
+    stream.wait_for("id: 1\ndata: hello\n\n");
+
+    // The control listener's publish, with the close action: the stream ends properly.
+    let body = serde_json::json!({"items": [{"channel": "news", "id": "2",
+        "formats": {"http-stream": {"content": "data: bye\n\n", "action": "close"}}}]});
+    let answer = publish(server.control, &body.to_string(), None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let text = stream.wait_for("0\r\n\r\n");
+    assert!(text.ends_with("data: bye\n\n\r\n0\r\n\r\n"), "{text:?}");
+    wait_holds(server.port, 0);
+
+    // A long-poll that nobody answers gets the stage's own answer at its timeout.
+    let mut lonely = Client::get(server.port, "/channels/quiet?mode=response&timeout=1", "");
+    let answer = lonely.wait_for("\r\n\r\n");
+    assert!(
+        answer.starts_with("HTTP/1.1 204 No Content\r\n"),
+        "{answer}"
+    );
+    let status = channels_status(server.port);
+    assert_eq!(status["delivered"], 3, "{status}");
+}
+
+#[test]
+fn a_client_that_leaves_frees_its_hold_and_the_requests_behind_a_hold_wait() {
+    let server = Embedded::start(|_| {});
+    let stream = Client::get(server.port, "/channels/a", "");
+    // A long-poll with a request pipelined behind it: its answer waits for the hold's.
+    let mut pipelined = Client::send(
+        server.port,
+        "GET /channels/a?mode=response HTTP/1.1\r\nHost: x\r\n\r\nGET /channels/b?mode=nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    wait_holds(server.port, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut buf = [0u8; 1024];
+    assert!(
+        !matches!(pipelined.stream.read(&mut buf), Ok(n) if n > 0),
+        "an answer overtook the hold"
+    );
+    post(server.port, "/channels/a", "", "first");
+    let text = pipelined.wait_for("mode is stream or response");
+    let first = text.find("first").expect("the hold's answer");
+    assert!(first < text.find("400 Bad Request").unwrap(), "{text}");
+
+    drop(stream);
+    wait_holds(server.port, 0);
+    let status = channels_status(server.port);
+    assert_eq!(status["holds"], 0, "{status}");
+}
+
+#[test]
+fn publishing_needs_the_key_when_one_is_set() {
+    let key = b"publish-secret".to_vec();
+    let server = Embedded::start(|config| {
+        if let Some(control) = &mut config.channels.control {
+            control.publish_key = Some(key.clone());
+        }
+    });
+    let mut stream = Client::get(server.port, "/channels/k", "");
+    stream.wait_for("held on channel k");
+    wait_holds(server.port, 1);
+    let body = stream_item("k", "1", "data: signed\n\n");
+    let sign = |secret: &[u8], exp: i64| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"iss": "tests", "exp": exp}),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for authorization in [
+        None,
+        Some(format!("Bearer {}", sign(b"another key", now + 600))),
+        Some(format!("Bearer {}", sign(&key, now - 600))),
+        Some("Basic dGVzdHM6cHVibGlzaC1zZWNyZXQ=".to_string()),
+    ] {
+        let answer = publish(server.control, &body, authorization.as_deref());
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "{authorization:?}: {answer}"
+        );
+    }
+    let good = format!("Bearer {}", sign(&key, now + 600));
+    let answer = publish(server.control, &body, Some(&good));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    stream.wait_for("data: signed\n\n");
+    assert_eq!(stream.text().matches("signed").count(), 1);
+    // Malformed publishes are refused whole, whoever sends them.
+    for bad in [
+        "not json",
+        r#"{"items": 3}"#,
+        r#"{"items": [{"channel": "", "formats": {}}]}"#,
+    ] {
+        let answer = publish(server.control, bad, Some(&good));
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad}: {answer}");
+    }
+    let answer = post(server.control, "/nothing", "", "");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+#[test]
+fn a_subscriber_that_comes_back_gets_exactly_what_it_missed_or_is_told_it_lost_its_place() {
+    let server = Embedded::start(|config| {
+        config.channels.history_len = 3;
+    });
+    let port = server.port;
+    let mut first = Client::get(port, "/channels/h", "");
+    first.wait_for("held on channel h");
+    wait_holds(port, 1);
+    for id in 1..=2 {
+        post(port, &format!("/channels/h?id={id}"), "", &format!("m{id}"));
+    }
+    first.wait_for("data: m2\n\n");
+    drop(first);
+    wait_holds(port, 0);
+    for id in 3..=4 {
+        post(port, &format!("/channels/h?id={id}"), "", &format!("m{id}"));
+    }
+    // Back with Last-Event-ID 2: exactly 3 and 4, in order, then the live 5.
+    let mut back = Client::get(port, "/channels/h", "Last-Event-ID: 2\r\n");
+    back.wait_for("data: m4\n\n");
+    wait_holds(port, 1);
+    post(port, "/channels/h?id=5", "", "m5");
+    let text = back.wait_for("data: m5\n\n");
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .collect();
+    assert_eq!(events, ["m3", "m4", "m5"], "{text}");
+    drop(back);
+    wait_holds(port, 0);
+
+    // A long-poll one message behind is answered at once with the next one.
+    let answer = Client::get(port, "/channels/h?mode=response", "Last-Event-ID: 4\r\n")
+        .wait_for("m5")
+        .to_string();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+
+    // Too far behind: the history keeps 3 (6, 7, 8), the client last saw 5.
+    for id in 6..=8 {
+        post(port, &format!("/channels/h?id={id}"), "", &format!("m{id}"));
+    }
+    let mut late = Client::get(port, "/channels/h", "Last-Event-ID: 2\r\n");
+    let text = late.wait_for("event: stream-error\n");
+    assert!(text.contains(r#""condition":"lost-position""#), "{text}");
+    assert!(
+        !text.contains("data: m6"),
+        "a gap given as if complete: {text}"
+    );
+    let mut late_poll = Client::get(port, "/channels/h?mode=response", "Last-Event-ID: 2\r\n");
+    let answer = late_poll.wait_for("}");
+    assert!(answer.starts_with("HTTP/1.1 409 Conflict"), "{answer}");
+    assert!(answer.contains(r#""prev-id":"2""#), "{answer}");
+    // The one that was told goes on with the live messages.
+    wait_holds(port, 1);
+    post(port, "/channels/h?id=9", "", "m9");
+    late.wait_for("data: m9\n\n");
+    assert!(channels_status(port)["lost_positions"].as_u64() >= Some(2));
+}
+
+#[test]
+fn a_stalled_stream_subscriber_is_dropped_at_the_output_bound_and_the_other_keeps_receiving() {
+    let server = Embedded::start(|config| {
+        config.max_output_bytes = 256 * 1024;
+    });
+    let port = server.port;
+    // The stalled client asks for a small receive buffer and never reads again.
+    let stalled = {
+        let socket = socket2_like_small_buffer();
+        socket.connect(("127.0.0.1", port)).expect("connect");
+        let mut client = Client {
+            stream: socket.into_stream(),
+            seen: Vec::new(),
+        };
+        client
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        client
+            .stream
+            .write_all(b"GET /channels/big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        client.wait_for("held on channel big");
+        client
+    };
+    let mut reader = Client::get(port, "/channels/big", "");
+    reader.wait_for("held on channel big");
+    wait_holds(port, 2);
+    let piece = "x".repeat(1024 * 1024);
+    let mut dropped = false;
+    for id in 0..64 {
+        let body = stream_item("big", &id.to_string(), &format!("{piece}{id}.\n"));
+        let answer = publish(server.control, &body, None);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // The reader keeps up: it reads each message whole.
+        reader.wait_for(&format!("x{id}.\n"));
+        reader.seen.clear();
+        if channels_status(port)["holds"] == 1 {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the stalled subscriber was never dropped");
+    post(port, "/channels/big?id=last", "", "still here");
+    reader.wait_for("data: still here\n\n");
+    drop(stalled);
+}
+
+/// A TCP socket with a small receive buffer, set before it connects (so the window it
+/// offers stays small).
+fn socket2_like_small_buffer() -> SmallSocket {
+    // SAFETY: plain socket(2) and setsockopt(2) calls on a descriptor this owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket");
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        SmallSocket(fd)
+    }
+}
+
+struct SmallSocket(libc::c_int);
+
+impl SmallSocket {
+    fn connect(&self, (host, port): (&str, u16)) -> std::io::Result<()> {
+        let ip: std::net::Ipv4Addr = host.parse().unwrap();
+        let address = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: connect(2) reads the address, which outlives the call.
+        let done = unsafe {
+            libc::connect(
+                self.0,
+                &address as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if done == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    fn into_stream(self) -> TcpStream {
+        use std::os::fd::FromRawFd;
+        let fd = self.0;
+        std::mem::forget(self);
+        // SAFETY: the descriptor is a connected TCP socket this owned alone.
+        unsafe { TcpStream::from_raw_fd(fd) }
+    }
+}
+
+impl Drop for SmallSocket {
+    fn drop(&mut self) {
+        // SAFETY: the descriptor is this one's own.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// A `prime_serverd` on the bus, with a status path and a control listener.
+fn serverd_on_bus(name: &str, xsub: &str, xpub: &str) -> (Daemon, u16, u16) {
+    let (port, control) = (free_port(), free_port());
+    let daemon = Daemon::start_listening(
+        name,
+        SERVERD,
+        &args(&[
+            &tcp(port),
+            "1",
+            "--status-path",
+            "/status",
+            "--control-listen",
+            &tcp(control),
+            "--bus",
+            xsub,
+            xpub,
+        ]),
+    );
+    (daemon, port, control)
+}
+
+#[test]
+fn two_front_ends_on_one_bus_each_get_only_the_channels_they_hold() {
+    let (xsub, xpub) = (tcp(free_port()), tcp(free_port()));
+    let mut bus = Daemon::start("bus", PROXYD, &args(&["--bus", &xsub, &xpub]));
+    assert!(bus.wait_for_log("bus forwarder", BOUND), "{}", bus.stderr());
+    let (_a, a_port, a_control) = serverd_on_bus("front-a", &xsub, &xpub);
+    let (_b, b_port, _b_control) = serverd_on_bus("front-b", &xsub, &xpub);
+
+    let mut on_a = Client::get(a_port, "/channels/shared", "");
+    let mut on_b = Client::get(b_port, "/channels/shared", "");
+    let mut other_on_a = Client::get(a_port, "/channels/other", "");
+    for client in [&mut on_a, &mut on_b] {
+        client.wait_for("held on channel shared");
+    }
+    other_on_a.wait_for("held on channel other");
+    wait_holds(a_port, 2);
+    wait_holds(b_port, 1);
+    // A subscription takes a moment to reach the publishers: ping until both front
+    // ends' holds hear the channel.
+    let heard = poll_until(BOUND, || {
+        publish(
+            a_control,
+            &stream_item("shared", "ping", "data: ping\n\n"),
+            None,
+        );
+        publish(
+            a_control,
+            &stream_item("other", "ping", "data: ping\n\n"),
+            None,
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        let mut buf = [0u8; 4096];
+        for client in [&mut on_a, &mut on_b, &mut other_on_a] {
+            if let Ok(n) = client.stream.read(&mut buf) {
+                client.seen.extend_from_slice(&buf[..n]);
+            }
+        }
+        [&on_a, &on_b, &other_on_a]
+            .iter()
+            .all(|c| c.text().contains("data: ping"))
+            .then_some(())
+    });
+    assert!(heard.is_some(), "the bus never carried the pings");
+
+    // A message published on A reaches the holds on A and on B.
+    let answer = publish(
+        a_control,
+        &stream_item("shared", "1", "data: to all\n\n"),
+        None,
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    on_a.wait_for("data: to all\n\n");
+    on_b.wait_for("data: to all\n\n");
+
+    // B holds nothing on `other`: none of its traffic reaches B. A marker on `shared`
+    // published after it comes through the same forwarder in order, so once B has the
+    // marker, it would have had the rest.
+    let before = channels_status(b_port)["bus_received"].as_u64().unwrap();
+    for id in 0..5 {
+        publish(
+            a_control,
+            &stream_item("other", &format!("o{id}"), "data: other\n\n"),
+            None,
+        );
+    }
+    publish(
+        a_control,
+        &stream_item("shared", "marker", "data: marker\n\n"),
+        None,
+    );
+    on_b.wait_for("data: marker\n\n");
+    other_on_a.wait_for("data: other\n\n");
+    let all_five = poll_until(BOUND, || {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = other_on_a.stream.read(&mut buf) {
+            other_on_a.seen.extend_from_slice(&buf[..n]);
+        }
+        (other_on_a.text().matches("data: other").count() == 5).then_some(())
+    });
+    assert!(all_five.is_some(), "{}", other_on_a.text());
+    let after = channels_status(b_port)["bus_received"].as_u64().unwrap();
+    assert_eq!(
+        after,
+        before + 1,
+        "B received traffic of a channel it holds nothing on"
+    );
+
+    // A stage's publish on B goes on the bus too, and reaches A.
+    post(b_port, "/channels/shared?id=2", "", "from b");
+    on_a.wait_for("data: from b\n\n");
+    on_b.wait_for("data: from b\n\n");
+}
+
+/// The demo's channels, and `POST /work`: put off as an asynchronous job, whose run asks
+/// that its end be published on `account:42`.
+fn work_or_channels(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+    if job.request()?.path != "/work" {
+        return channel_demo(job);
+    }
+    if !job.is_async() {
+        return Ok(Next::later());
+    }
+    job.notify("account:42")?;
+    Ok(Next::respond(
+        prime_server::http::Response::new(200).body("worked"),
+    ))
+}
+
+#[test]
+fn a_job_a_stage_names_a_channel_for_publishes_its_end_there() {
+    let db = scratch_path("channels-jobs", "sqlite");
+    let server = Embedded::start_with(work_or_channels, |config| {
+        config.jobs = Some(prime_server::jobs::JobsConfig::new(&db));
+    });
+    let mut stream = Client::get(server.port, "/channels/account:42", "");
+    stream.wait_for("held on channel account:42");
+    wait_holds(server.port, 1);
+    let accepted = post(server.port, "/work", "", "");
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    let location = accepted
+        .lines()
+        .find_map(|line| line.strip_prefix("Location: "))
+        .expect("a Location")
+        .to_string();
+    let text = stream.wait_for(r#""state":"succeeded""#);
+    assert!(text.contains("event: job\ndata: {"), "{text}");
+    assert!(
+        text.contains(&format!(r#""location":"{location}""#)),
+        "{text}"
+    );
+}
