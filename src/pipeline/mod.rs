@@ -11,7 +11,8 @@
 //! - [`loopback`]: answers and typed failures on their way back to the front end, and
 //!   how either is rendered in the client's protocol;
 //! - [`selftest`]: the probe that crosses every stage and the reports it brings back;
-//! - [`census`]: when a proxy is lost, which requests went with it.
+//! - [`census`]: when a proxy is lost, which requests went with it;
+//! - [`metrics`]: a proxy's figures, published for a metrics scrape.
 //!
 //! Nothing here reads HTTP requests or knows the front end's connections: the front end
 //! ([`crate::server`]) and the stages ([`crate::stages`]) sit above.
@@ -19,6 +20,7 @@
 pub mod census;
 pub mod envelope;
 pub mod loopback;
+pub mod metrics;
 pub mod proxy;
 pub mod selftest;
 pub mod stream;

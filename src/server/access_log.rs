@@ -222,6 +222,11 @@ impl AccessLog {
         }
     }
 
+    /// The time of this loop turn's answers: the clock is read once per turn.
+    pub(crate) fn turn_now(&mut self) -> Instant {
+        self.now().0
+    }
+
     /// The clock for this turn's lines: read once per turn.
     fn now(&mut self) -> (Instant, u64) {
         *self.now.get_or_insert_with(|| {

@@ -186,6 +186,8 @@ impl Server {
             if matches!(status.as_bytes().first(), Some(b'4' | b'5')) {
                 self.stats.errors += 1;
             }
+            let now = self.access.turn_now();
+            self.metrics.answered(status.as_bytes(), slot.arrived, now);
             match &slot.stream {
                 Some(stream) => {
                     let entry = entry(&conn.peer, &slot);
@@ -325,6 +327,7 @@ impl Server {
     }
 
     pub(super) fn publish(&self, nonce: u64, request_id: u64, reason: InterruptReason) {
+        self.metrics.interrupted(reason);
         let interrupt = Interrupt {
             nonce,
             request_id,

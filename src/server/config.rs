@@ -1,6 +1,7 @@
 //! The front end's settings: where it listens and the limits it enforces.
 
 use super::cors::CorsConfig;
+use crate::base::metrics::MetricsSource;
 use crate::http::Limits;
 use crate::jobs::JobsConfig;
 use std::time::Duration;
@@ -12,6 +13,16 @@ pub enum ListenProtocol {
     Http,
     /// Netstrings: `LEN:BYTES,` in both directions.
     Netstring,
+}
+
+/// How the access log writes its lines (see `server::access_log`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// `TIME access CLIENT "REQUEST LINE" STATUS BYTESB DURATIONms request=ID`.
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields nginx users expect.
+    Json,
 }
 
 /// How the front end listens and what it allows.
@@ -40,6 +51,18 @@ pub struct ServerConfig {
     /// every stage and a check of the job store, answered 200 when every part passes,
     /// 503 otherwise, with a JSON document naming each part.
     pub selftest_path: Option<String>,
+    /// A path answered 200 only when the server can serve: every stage has a live
+    /// worker and the job store (if any) can write; else 503 with a JSON document
+    /// naming what is missing. It runs the self-test (see `selftest_path`), so a stage
+    /// with no worker is named within `selftest_timeout`, or at once once its proxy
+    /// refuses its jobs. `health_path` stays the liveness check.
+    pub ready_path: Option<String>,
+    /// A path answered with the front end's Prometheus metrics (text exposition).
+    pub metrics_path: Option<String>,
+    /// More figures for the metrics path: the proxies and pools of the same process.
+    pub metrics_source: Option<MetricsSource>,
+    /// How each access-log line is written (text by default).
+    pub access_log_format: AccessLogFormat,
     /// How long the self-test waits for the stages and the store to answer.
     pub selftest_timeout: Duration,
     /// How long a drain may last before the front end stops anyway.
@@ -95,6 +118,10 @@ impl ServerConfig {
             health_path: None,
             status_path: None,
             selftest_path: None,
+            ready_path: None,
+            metrics_path: None,
+            metrics_source: None,
+            access_log_format: AccessLogFormat::Text,
             selftest_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
             drain_rejects: false,

@@ -94,13 +94,14 @@ mod job_reads;
 mod listen_fd;
 mod listener;
 mod memory;
+mod metrics;
 mod output;
 mod requests;
 mod selftest;
 mod streams;
 mod upkeep;
 
-pub use config::{ListenProtocol, ServerConfig};
+pub use config::{AccessLogFormat, ListenProtocol, ServerConfig};
 pub use cors::{AllowedOrigins, CorsConfig};
 pub use front::{AskError, FrontSockets, RoutedEntry};
 pub use memory::tune_allocator;
@@ -212,6 +213,8 @@ pub struct Server {
     census: census::Censuses,
     /// Emptied frame vectors, reused for the next loopback messages.
     spare: sockets::SpareFrames,
+    /// What the metrics path reports.
+    metrics: metrics::FrontMetrics,
 }
 
 impl Server {
@@ -312,6 +315,7 @@ impl Server {
             selftests: selftest::SelfTests::default(),
             census,
             spare: sockets::SpareFrames::default(),
+            metrics: metrics::FrontMetrics::default(),
         })
     }
 

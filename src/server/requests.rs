@@ -98,6 +98,8 @@ impl Server {
             &self.config.health_path,
             &self.config.status_path,
             &self.config.selftest_path,
+            &self.config.ready_path,
+            &self.config.metrics_path,
         ]
         .iter()
         .any(|p| p.as_deref() == Some(path));
@@ -105,10 +107,15 @@ impl Server {
             let response = Response::error(405, &format!("{path} answers GET and HEAD only"));
             Some((response.header("Allow", "GET, HEAD"), close_after))
         } else if own_path && self.is_selftest(path, request.target_str()) {
-            self.start_selftest(id, &request, close_after, label);
+            self.start_selftest(id, &request, close_after, label, false);
+            return;
+        } else if own_path && self.config.ready_path.as_deref() == Some(path) {
+            self.start_selftest(id, &request, close_after, label, true);
             return;
         } else if self.config.health_path.as_deref() == Some(path) {
             Some((self.health(), close_after))
+        } else if self.config.metrics_path.as_deref() == Some(path) {
+            Some((self.metrics_response(), close_after))
         } else if self.config.status_path.as_deref() == Some(path) {
             Some((self.status_document(), close_after))
         } else if self.draining_since.is_some() && self.config.drain_rejects {
@@ -179,6 +186,7 @@ impl Server {
             return;
         }
         self.stats.forwarded += 1;
+        self.metrics.forwarded(entry);
         self.requests.insert(
             request_id,
             InFlight {

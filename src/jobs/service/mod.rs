@@ -226,6 +226,23 @@ pub struct JobStats {
     pub commit_average_us: u64,
     /// The longest commit so far, in microseconds.
     pub commit_max_us: u64,
+    /// Every commit's duration.
+    pub commit_seconds: crate::base::metrics::Histogram,
+    /// Webhook attempts so far, by what followed them.
+    pub webhooks: WebhookCounts,
+}
+
+/// Webhook attempts, by what followed each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookCounts {
+    /// The receiver took the message (`2xx`).
+    pub delivered: u64,
+    /// The receiver answered `410 Gone`: no more attempts.
+    pub gone: u64,
+    /// The attempt failed and another follows later.
+    pub retrying: u64,
+    /// The attempt failed and the message was given up.
+    pub given_up: u64,
 }
 
 impl JobStats {
@@ -707,6 +724,7 @@ impl Service {
         stats.commits += 1;
         stats.commit_last_us = took;
         stats.commit_max_us = stats.commit_max_us.max(took);
+        stats.commit_seconds.observe_us(took);
         stats.commit_average_us = if stats.commits == 1 {
             took
         } else {

@@ -27,7 +27,7 @@ mod shared;
 mod worker_loop;
 
 pub(crate) use interrupts::InterruptWatch;
-pub use pool::{PoolCounts, WorkerPool};
+pub use pool::{PoolCounts, PoolMetrics, WorkerPool};
 
 use crate::base::sockets;
 use crate::http::Response;

@@ -229,6 +229,7 @@ impl<W: Work> WorkerLoop<W> {
             }
         };
         if self.watch.is_interrupted(&envelope) {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             log::debug!(
                 "request {}: interrupted before it started",
                 envelope.request_id
@@ -251,7 +252,10 @@ impl<W: Work> WorkerLoop<W> {
             loopback: &self.loopback,
         };
         let work = &mut self.work;
+        let started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| work.work(&mut job)));
+        let took = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
+        self.counters.work.observe_us(took);
         let outcome = outcome.unwrap_or_else(|panic| {
             self.counters.panicked.fetch_add(1, Ordering::Relaxed);
             let why = panic_message(&panic);
