@@ -364,5 +364,6 @@ pub(super) fn entry<'a>(peer: &'a str, slot: &'a Slot) -> Entry<'a> {
         peer,
         request_line: slot.label.as_deref(),
         arrived: slot.arrived,
+        upstream: slot.upstream,
     }
 }

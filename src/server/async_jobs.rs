@@ -363,7 +363,9 @@ impl Server {
                 );
             }
             Err(e) => {
-                log::warn!("job number {number}: the pipeline is not taking requests: {e}");
+                if self.refusals.allow() {
+                    log::warn!("job number {number}: the pipeline is not taking requests: {e}");
+                }
                 let failure = Failure::new(
                     FailureKind::QueueFull,
                     "the pipeline is not taking requests",

@@ -108,6 +108,7 @@ pub use memory::tune_allocator;
 
 use crate::base::error::{Error, Result};
 use crate::base::fast_hash::{FastMap, FastSet};
+use crate::base::log_limit::LogLimit;
 use crate::base::shutdown::{Shutdown, POLL_CAP};
 use crate::base::sockets;
 use crate::pipeline::envelope::{random_u64, Protocol};
@@ -215,6 +216,8 @@ pub struct Server {
     spare: sockets::SpareFrames,
     /// What the metrics path reports.
     metrics: metrics::FrontMetrics,
+    /// The rate limit of "the pipeline is not taking requests" warnings.
+    refusals: LogLimit,
 }
 
 impl Server {
@@ -289,7 +292,21 @@ impl Server {
                 listener.endpoint
             );
         }
-        let access = AccessLog::new(config.jobs.as_ref().map(|j| j.path.as_str()));
+        let stages = std::iter::once(front.stages.first().cloned().unwrap_or_default())
+            .chain(front.routed.iter().map(|r| r.stage.clone()))
+            .map(|name| {
+                if name.is_empty() {
+                    "pipeline".into()
+                } else {
+                    name
+                }
+            })
+            .collect();
+        let access = AccessLog::new(
+            config.jobs.as_ref().map(|j| j.path.as_str()),
+            config.access_log_format,
+            stages,
+        );
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),
@@ -316,6 +333,7 @@ impl Server {
             census,
             spare: sockets::SpareFrames::default(),
             metrics: metrics::FrontMetrics::default(),
+            refusals: LogLimit::new("front end: requests the pipeline did not take"),
         })
     }
 

@@ -172,14 +172,22 @@ impl Server {
         // Taken before the envelope's arrival time, so the front end's deadline is not
         // later than the one workers read from the envelope.
         let now = Instant::now();
-        let client = self.connections.get(&id).and_then(|c| c.client);
+        // The slot just held learns its entry, for the access log.
+        let client = self.connections.get_mut(&id).and_then(|conn| {
+            if let Some(slot) = conn.slots.back_mut() {
+                slot.upstream = Some(entry);
+            }
+            conn.client
+        });
         let envelope = Envelope::new(request_id, id, self.nonce, protocol)
             .with_timeout(self.config.request_timeout)
             .with_client(client);
         let message = std::iter::once(lead_frame(&envelope.encode(), first)).chain(rest);
         let socket = self.front.entry_socket(entry);
         if let Err(e) = sockets::send_frames(socket, message, zmq::DONTWAIT) {
-            log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
+            if self.refusals.allow() {
+                log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
+            }
             let failure = Failure::new(FailureKind::QueueFull, "the server is overloaded");
             let bytes = render_failure(protocol, &failure, false);
             self.fill(id, request_id, AnswerBytes::Owned(bytes));
@@ -232,6 +240,7 @@ impl Server {
                     ..
                 }
             ),
+            upstream: None,
         });
         if close_after {
             conn.closing = true;
@@ -274,6 +283,7 @@ impl Server {
             label,
             cors: self.cors_fields.take(),
             interim: false,
+            upstream: None,
         });
         if close_after {
             conn.closing = true;

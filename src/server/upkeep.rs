@@ -42,6 +42,7 @@ impl Server {
     /// for idle connections.
     pub(super) fn sweep(&mut self) {
         let now = Instant::now();
+        self.refusals.flush(now);
         self.sweep_jobs(now);
         self.sweep_job_reads(now);
         self.sweep_selftests(now);

@@ -21,6 +21,7 @@ use super::answers;
 use super::clock::now_ms;
 use super::store::{JobEvent, JobRecord, JobState, JobStore, StateCounts, StoreError};
 use super::JobsConfig;
+use crate::base::log_limit::LogLimit;
 use crate::http::Response;
 use crate::http::SseEvent;
 use crate::pipeline::loopback::{Failure, FailureKind};
@@ -333,6 +334,7 @@ impl JobsHandle {
             outbox: Vec::new(),
             next_expiry: Instant::now() + expire_every(&config),
             commit_stats: JobStats::default(),
+            warnings: Warnings::new(),
             unsettled: settle::Unsettled::default(),
             draining: false,
             deliveries: None,
@@ -501,6 +503,36 @@ struct Service {
     unsettled: settle::Unsettled,
     /// The front end drains: no job is dispatched any more.
     draining: bool,
+    /// Rate limits of the warnings a burst can repeat hundreds of times a second.
+    warnings: Warnings,
+}
+
+/// The service's rate-limited warnings (see [`LogLimit`]).
+struct Warnings {
+    /// A submit refused because the store holds `max_queued` unfinished jobs.
+    submit_refused: LogLimit,
+    /// A run the pipeline could not take, tried again later.
+    run_retried: LogLimit,
+    /// A group commit that failed.
+    commit_failed: LogLimit,
+}
+
+impl Warnings {
+    fn new() -> Self {
+        Warnings {
+            submit_refused: LogLimit::new("jobs: submits refused (too many unfinished jobs)"),
+            run_retried: LogLimit::new("jobs: runs not taken by the pipeline"),
+            commit_failed: LogLimit::new("jobs: failed commits"),
+        }
+    }
+
+    fn all(&mut self) -> [&mut LogLimit; 3] {
+        [
+            &mut self.submit_refused,
+            &mut self.run_retried,
+            &mut self.commit_failed,
+        ]
+    }
 }
 
 impl Service {
@@ -554,6 +586,14 @@ impl Service {
         }
         if let Some(at) = self.unsettled.retry_at {
             next = next.min(at);
+        }
+        let summaries = [
+            &self.warnings.submit_refused,
+            &self.warnings.run_retried,
+            &self.warnings.commit_failed,
+        ];
+        for due in summaries.iter().filter_map(|limit| limit.summary_due()) {
+            next = next.min(due);
         }
         next
     }
@@ -661,6 +701,9 @@ impl Service {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        for limit in self.warnings.all() {
+            limit.flush(now);
+        }
         while let Some(Reverse((at, number, waiter_id))) = self.deadlines.peek().copied() {
             if at > now {
                 break;
@@ -709,10 +752,12 @@ impl Service {
     fn commit(&mut self) {
         let started = Instant::now();
         if let Err(e) = self.store.commit() {
-            log::error!(
-                "jobs: a commit failed, its {} answers are refused: {e}",
-                self.outbox.len()
-            );
+            if self.warnings.commit_failed.allow() {
+                log::error!(
+                    "jobs: a commit failed, its {} answers are refused: {e}",
+                    self.outbox.len()
+                );
+            }
             self.store.rollback();
             self.refuse_batch(&e.to_string());
             self.batch_unsettled();
