@@ -34,7 +34,7 @@
 //! object instead, with the fields nginx users log:
 //!
 //! ```text
-//! {"time":"2026-12-01T02:29:42Z","client":"127.0.0.1:51234","method":"GET","target":"/is_prime?possible_prime=7","protocol":"HTTP/1.1","status":200,"bytes":42,"duration_ms":0.312,"request_id":17,"upstream":"parse"}
+//! {"time":"2026-12-01T02:29:42Z","client":"127.0.0.1","method":"GET","target":"/is_prime?possible_prime=7","protocol":"HTTP/1.1","status":200,"bytes":42,"duration_ms":0.312,"request_id":17,"upstream":"parse"}
 //! ```
 //!
 //! `method`, `target` and `protocol` are `null` for a request without a request line;
