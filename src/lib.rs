@@ -80,13 +80,14 @@
 //! parts listed before it here (below it in the layering), never one after.
 //!
 //! - [`base`]: shared plumbing: the error type, endpoints, socket helpers, the shutdown
-//!   flag, a fast hash, the open-file limit.
+//!   flag, a fast hash, the open-file limit, rate-limited warnings, and the Prometheus
+//!   exposition ([`base::metrics`]).
 //! - [`http`]: the protocol: the streaming request parser, [`http::Request`],
 //!   [`http::Response`], chunked bodies, header fields, the Server-Sent Events format.
 //! - [`netstring`]: the second client protocol.
 //! - [`pipeline`]: the core: the envelope, the broker protocol, the load-balancing
 //!   proxy, the worker loop, streamed answers, the loopback, the self-test probe and
-//!   the census that finds what a lost proxy took with it.
+//!   the census that finds what a lost proxy took with it; a proxy's metrics.
 //! - [`stages`]: stages written against HTTP requests, with typed errors; the gateway
 //!   to an HTTP backend; routing by task name.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
@@ -96,7 +97,8 @@
 //!   connections and answer order, the requests it answers itself, its sockets toward
 //!   the pipeline ([`FrontSockets`]).
 //! - [`deploy`]: putting the pieces together: the in-process [`Pipeline`] builder, a
-//!   multi-process [`deploy::topology`], the daemons' [`deploy::cli`].
+//!   multi-process [`deploy::topology`], the daemons' [`deploy::cli`] and their
+//!   metrics listener ([`deploy::metrics_listener`]).
 //! - [`demo`]: the prime-checking service behind `prime_serverd` and its simulation.
 
 #![warn(missing_docs)]
