@@ -175,6 +175,8 @@ pub struct Exposition {
     counters: HashMap<String, Family<Labels, Counter>>,
     gauges: HashMap<String, Family<Labels, Gauge>>,
     histograms: HashMap<String, Family<Labels, HistogramCell>>,
+    /// Every gauge set, to be read back ([`Exposition::gauge_values`]).
+    gauge_log: Vec<(String, Labels, i64)>,
 }
 
 /// A help text without its full stop, which the encoder adds.
@@ -213,8 +215,21 @@ impl Exposition {
         family.get_or_create(&labels(pairs)).inc_by(value);
     }
 
+    /// The gauges named `name` set so far, with their labels (for the status page).
+    pub fn gauge_values<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = (&'a [(String, String)], i64)> + 'a {
+        self.gauge_log
+            .iter()
+            .filter(move |(gauge, _, _)| gauge == name)
+            .map(|(_, labels, value)| (&labels[..], *value))
+    }
+
     /// A gauge with these labels at `value`.
     pub fn gauge(&mut self, name: &str, help: &str, pairs: &[(&str, &str)], value: i64) {
+        self.gauge_log
+            .push((name.to_string(), labels(pairs), value));
         if pairs.is_empty() {
             let gauge = Gauge::<i64>::default();
             gauge.set(value);

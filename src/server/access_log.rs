@@ -108,6 +108,9 @@ pub(crate) struct AccessLog {
     buf: Vec<u8>,
     /// The time for the lines of this loop turn, taken at the turn's first line.
     now: Option<(Instant, u64)>,
+    /// The monotonic time of this loop turn, for the metrics, taken at the turn's first
+    /// answer whether or not lines are written.
+    turn: Option<Instant>,
     /// The second the cached timestamp is for, and the timestamp.
     stamp_second: u64,
     stamp: [u8; 20],
@@ -136,6 +139,7 @@ impl AccessLog {
             enabled: log::log_enabled!(target: TARGET, log::Level::Info),
             buf: Vec::new(),
             now: None,
+            turn: None,
             stamp_second: u64::MAX,
             stamp: [b' '; 20],
             head_end: Finder::new(HEAD_END),
@@ -199,6 +203,7 @@ impl AccessLog {
     /// Writes what this turn logged, in one write.
     pub(crate) fn flush(&mut self) {
         self.now = None;
+        self.turn = None;
         if self.buf.is_empty() {
             return;
         }
@@ -325,18 +330,19 @@ impl AccessLog {
         }
     }
 
-    /// The time of this loop turn's answers: the clock is read once per turn.
+    /// The time of this loop turn's answers: the monotonic clock is read once per turn.
     pub(crate) fn turn_now(&mut self) -> Instant {
-        self.now().0
+        *self.turn.get_or_insert_with(Instant::now)
     }
 
     /// The clock for this turn's lines: read once per turn.
     fn now(&mut self) -> (Instant, u64) {
+        let turn = self.turn_now();
         *self.now.get_or_insert_with(|| {
             let second = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            (Instant::now(), second)
+            (turn, second)
         })
     }
 }
@@ -429,15 +435,26 @@ fn put_target(out: &mut Vec<u8>, target: &[u8], jobs_prefix: Option<&[u8]>) {
     }
 }
 
-/// Whether a query parameter's name marks a secret (see [`SECRET_NAMES`]).
+/// Whether a query parameter's name marks a secret (see [`SECRET_NAMES`]). It runs for
+/// every logged query parameter, so each position is first tried by its two letters
+/// (in either case) against the words' first two, and only a match is compared whole.
 fn is_secret_name(name: &[u8]) -> bool {
-    SECRET_NAMES.iter().any(|word| {
-        name.len() >= word.len()
-            && name
-                .windows(word.len())
-                .any(|window| window.eq_ignore_ascii_case(word))
+    name.windows(2).enumerate().any(|(start, pair)| {
+        let lead = [pair[0] | 0x20, pair[1] | 0x20];
+        SECRET_LEADS.contains(&lead)
+            && SECRET_NAMES.iter().any(|word| {
+                let rest = &name[start..];
+                word[..2] == lead
+                    && rest.len() >= word.len()
+                    && rest[..word.len()].eq_ignore_ascii_case(word)
+            })
     })
 }
+
+/// The first two letters of each of [`SECRET_NAMES`], lower case.
+const SECRET_LEADS: [[u8; 2]; 8] = [
+    *b"to", *b"ke", *b"se", *b"pa", *b"pw", *b"si", *b"au", *b"cr",
+];
 
 /// The blank line that ends a response's head.
 const HEAD_END: &[u8] = b"\r\n\r\n";

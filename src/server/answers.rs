@@ -187,7 +187,9 @@ impl Server {
                 self.stats.errors += 1;
             }
             let now = self.access.turn_now();
-            self.metrics.answered(status.as_bytes(), slot.arrived, now);
+            let request_id = slot.request_id;
+            self.metrics
+                .answered(request_id, status.as_bytes(), slot.arrived, now);
             match &slot.stream {
                 Some(stream) => {
                     let entry = entry(&conn.peer, &slot);

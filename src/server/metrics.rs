@@ -14,6 +14,7 @@ use crate::base::metrics::{Exposition, Histogram, CONTENT_TYPE};
 use crate::http::Response;
 use crate::pipeline::envelope::InterruptReason;
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// The status classes counted: `1xx` to `5xx`, and anything else (netstring answers).
@@ -43,20 +44,64 @@ pub(super) struct FrontMetrics {
     /// Interrupts published, by reason ([`REASONS`]); a cell since publishing takes
     /// `&self`.
     interrupts: [Cell<u64>; 6],
+    /// The most recent 5xx answers, newest last: (Unix time in seconds, status,
+    /// request id).
+    failures: VecDeque<(u64, u16, u64)>,
 }
+
+/// How many recent failures the status page shows.
+const RECENT_FAILURES: usize = 10;
 
 impl FrontMetrics {
     /// Counts an answer with status `status` (`"-"` for netstrings) to a request that
     /// arrived at `arrived`, handed out at `now`.
-    pub(super) fn answered(&mut self, status: &[u8], arrived: Instant, now: Instant) {
+    pub(super) fn answered(
+        &mut self,
+        request_id: u64,
+        status: &[u8],
+        arrived: Instant,
+        now: Instant,
+    ) {
         let class = match status.first() {
             Some(digit @ b'1'..=b'5') if status.len() == 3 => usize::from(digit - b'1'),
             _ => 5,
         };
         self.by_class[class] += 1;
+        if class == 4 {
+            self.failed(request_id, status);
+        }
         let micros = now.saturating_duration_since(arrived).as_micros();
         self.duration
             .observe_us(micros.min(u128::from(u64::MAX)) as u64);
+    }
+
+    /// Keeps a 5xx answer among the recent failures.
+    #[cold]
+    fn failed(&mut self, request_id: u64, status: &[u8]) {
+        let status = std::str::from_utf8(status)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(500);
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.failures.len() == RECENT_FAILURES {
+            self.failures.pop_front();
+        }
+        self.failures.push_back((second, status, request_id));
+    }
+
+    /// The recent failures, newest first, as JSON.
+    pub(super) fn recent_failures(&self) -> serde_json::Value {
+        let list: Vec<serde_json::Value> = self
+            .failures
+            .iter()
+            .rev()
+            .map(|(second, status, request_id)| {
+                serde_json::json!({"time": second, "status": status, "request_id": request_id})
+            })
+            .collect();
+        serde_json::Value::Array(list)
     }
 
     /// Counts a request sent into the pipeline through `entry`.

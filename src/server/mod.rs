@@ -98,6 +98,7 @@ mod metrics;
 mod output;
 mod requests;
 mod selftest;
+mod status_page;
 mod streams;
 mod upkeep;
 
@@ -218,6 +219,8 @@ pub struct Server {
     metrics: metrics::FrontMetrics,
     /// The rate limit of "the pipeline is not taking requests" warnings.
     refusals: LogLimit,
+    /// The status page's open event streams.
+    status_streams: status_page::StatusStreams,
 }
 
 impl Server {
@@ -334,6 +337,7 @@ impl Server {
             spare: sockets::SpareFrames::default(),
             metrics: metrics::FrontMetrics::default(),
             refusals: LogLimit::new("front end: requests the pipeline did not take"),
+            status_streams: status_page::StatusStreams::default(),
         })
     }
 

@@ -117,7 +117,14 @@ impl Server {
         } else if self.config.metrics_path.as_deref() == Some(path) {
             Some((self.metrics_response(), close_after))
         } else if self.config.status_path.as_deref() == Some(path) {
-            Some((self.status_document(), close_after))
+            match Self::wants_status_page(&request) {
+                Some(true) => Some((Self::status_page(), close_after)),
+                Some(false) if !request.is_head => {
+                    self.open_status_stream(id, &request, label);
+                    return;
+                }
+                _ => Some((self.status_document(), close_after)),
+            }
         } else if self.draining_since.is_some() && self.config.drain_rejects {
             Some((Response::error(503, "the server is shutting down"), true))
         } else {
