@@ -81,16 +81,26 @@ fn the_status_page_shows_the_stages_and_counts_requests_live() {
     for row in stages {
         // workers, idle, queue: numbers, one worker per stage.
         assert_eq!(row[1], "1", "{seen}");
-        assert!(row[3].as_str().is_some_and(|q| q.parse::<u64>().is_ok()), "{seen}");
+        assert!(
+            row[3].as_str().is_some_and(|q| q.parse::<u64>().is_ok()),
+            "{seen}"
+        );
     }
     let (before, after) = (seen["before"].as_u64(), seen["after"].as_u64());
     assert!(
         before.zip(after).is_some_and(|(b, a)| a >= b + 5),
         "the page's count did not follow the requests: {seen}"
     );
-    assert!(seen["state"].as_str().is_some_and(|s| s.starts_with("live")), "{seen}");
     assert!(
-        seen["rate"].as_str().is_some_and(|r| r.parse::<f64>().is_ok()),
+        seen["state"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("live")),
+        "{seen}"
+    );
+    assert!(
+        seen["rate"]
+            .as_str()
+            .is_some_and(|r| r.parse::<f64>().is_ok()),
         "{seen}"
     );
     drop(serverd);

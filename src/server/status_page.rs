@@ -141,7 +141,13 @@ impl Server {
         put("prime_proxy_queue_depth", "queue");
         put("prime_stage_workers", "threads");
         let mut order: Vec<String> = self.front.stages.clone();
-        order.extend(stages.keys().filter(|k| !order.contains(k)).cloned().collect::<Vec<_>>());
+        order.extend(
+            stages
+                .keys()
+                .filter(|k| !order.contains(k))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         if stages.is_empty() {
             // A front end alone knows the first stage from its probes.
             if let Some(status) = self.upstream.fresh(now) {
