@@ -335,3 +335,45 @@ fn json_access_lines_hide_secrets_and_refusal_warnings_are_bounded() {
         .is_some_and(|c| c.starts_with("127.0.0.1")));
     assert!(lines[2..].iter().all(|line| line["status"] == 503));
 }
+
+#[test]
+fn a_request_waits_for_a_worker_that_restarts_within_the_grace() {
+    let mut d = Deployment::start(Options {
+        proxyd: args(&[
+            "--heartbeat-timeout",
+            "2",
+            "--no-worker-grace",
+            "60",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]),
+        ..Options::default()
+    });
+    let proxy2 = metrics_port(d.proxy2.as_mut().expect("proxy2"));
+    let stage = format!("tcp://127.0.0.1:{}", d.ports.up2);
+    let workers = format!(r#"prime_proxy_workers{{stage="{stage}"}}"#);
+    d.compute.as_mut().expect("compute").kill9();
+    let gone = poll_until(Duration::from_secs(20), || {
+        (value(&scrape(proxy2, "/metrics"), &workers) == 0.0).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the proxy never noticed its worker was gone"
+    );
+
+    // Sent while the stage has no worker: it waits in the queue, not refused.
+    let mut client = Client::connect(d.ports.http).expect("connect");
+    client.send_get(&is_prime(CHEAP)).expect("send");
+    let queued = r#"prime_proxy_queue_depth{stage="STAGE"}"#.replace("STAGE", &stage);
+    let waiting = poll_until(Duration::from_secs(20), || {
+        (value(&scrape(proxy2, "/metrics"), &queued) == 1.0).then_some(())
+    });
+    assert!(
+        waiting.is_some(),
+        "the request did not wait in the second proxy"
+    );
+    d.start_compute();
+    let answer = client.read_response(READ).expect("an answer");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.possible_prime(), Some(CHEAP), "{answer:?}");
+}

@@ -124,7 +124,9 @@ pub struct FrontEndArgs {
     /// Answer 200 at this path from the front end itself, without touching a worker.
     #[arg(long, value_name = "PATH")]
     pub health_path: Option<String>,
-    /// Answer a JSON document of the topology as the front end sees it at this path.
+    /// Answer a JSON document of the topology as the front end sees it at this path;
+    /// a browser (Accept: text/html) gets the live status page there, fed by
+    /// Server-Sent Events (Accept: text/event-stream).
     #[arg(long, value_name = "PATH")]
     pub status_path: Option<String>,
     /// Run the self-test at this path (as the status path does with ?selftest=1): a

@@ -45,7 +45,9 @@ pub struct ServerConfig {
     /// the first proxy reports at least one worker and no drain is under way, else 503.
     pub health_path: Option<String>,
     /// A path answered with a JSON document of the topology as the front end sees it;
-    /// with `?selftest=1` it runs the self-test instead (see `server::selftest`).
+    /// with `?selftest=1` it runs the self-test instead (see `server::selftest`). With
+    /// `Accept: text/html` it is the live status page, and with `Accept:
+    /// text/event-stream` the page's event stream (see `server::status_page`).
     pub status_path: Option<String>,
     /// A path that runs the self-test, like `status_path?selftest=1`: a probe through
     /// every stage and a check of the job store, answered 200 when every part passes,
