@@ -464,6 +464,7 @@ fn is_transient(failure: &Failure) -> bool {
             | FailureKind::NextStageUnavailable
             | FailureKind::ShuttingDown
             | FailureKind::ProxyLost
+            | FailureKind::NoWorkers
     )
 }
 
