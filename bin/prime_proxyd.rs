@@ -9,13 +9,16 @@
 
 use clap::Parser;
 use prime_server::base::endpoint::Use;
-use prime_server::deploy::cli::{self, seconds, DaemonArgs};
+use prime_server::base::metrics::MetricsSource;
+use prime_server::deploy::cli::{self, seconds, DaemonArgs, MetricsArgs};
 use prime_server::deploy::topology::Topology;
 use prime_server::pipeline::bus::Forwarder;
+use prime_server::pipeline::metrics::ProxyMetrics;
 use prime_server::pipeline::proxy::{Proxy, ProxyConfig};
 use prime_server::Shutdown;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -57,6 +60,12 @@ struct Cli {
     /// Run the bus forwarder of the topology file's `front_end.bus`.
     #[arg(long, requires = "config", conflicts_with_all = ["bus", "stage"])]
     bus_only: bool,
+    /// Seconds the stage may have no worker before its jobs are answered 503 at once
+    /// instead of waiting in the queue (a restarting worker is back within it).
+    #[arg(long, value_name = "S", default_value_t = 5.0)]
+    no_worker_grace: f64,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[command(flatten)]
     daemon: DaemonArgs,
 }
@@ -106,7 +115,11 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     config.queue_bound = cli.queue_bound;
     config.heartbeat_timeout = seconds("--heartbeat-timeout", cli.heartbeat_timeout)?;
     config.summary_every = cli.daemon.summary()?;
+    config.no_worker_grace = seconds("--no-worker-grace", cli.no_worker_grace)?;
     let drain = cli.daemon.drain()?;
+    let metrics = Arc::new(ProxyMetrics::default());
+    config.metrics = Some(metrics.clone());
+    let stage = cli.stage.clone().unwrap_or_else(|| config.upstream.clone());
 
     prime_server::base::fd_limit::raise_and_log();
     let shutdown = Shutdown::new();
@@ -114,6 +127,8 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let ctx = zmq::Context::new();
     let warn_no_loopback = config.loopback.is_none();
     let proxy = Proxy::bind(&ctx, config)?;
+    cli.metrics
+        .serve(MetricsSource::new(move |out| metrics.expose(&stage, out)))?;
     if warn_no_loopback {
         log::warn!("no --loopback: jobs this proxy cannot place will be answered 504 by the front end at their deadline");
     }

@@ -9,9 +9,10 @@
 
 use clap::Parser;
 use prime_server::base::endpoint::Use;
+use prime_server::base::metrics::MetricsSource;
 use prime_server::demo;
 use prime_server::demo::primes::Algorithm;
-use prime_server::deploy::cli::{self, seconds, DaemonArgs, GatewayArgs};
+use prime_server::deploy::cli::{self, seconds, DaemonArgs, GatewayArgs, MetricsArgs};
 use prime_server::deploy::topology::{Topology, TASKS_SERVICE};
 use prime_server::pipeline::worker::{WorkerConfig, WorkerPool};
 use prime_server::stages::tasks::TaskRouter;
@@ -72,6 +73,8 @@ struct Cli {
     gateway: Option<String>,
     #[command(flatten)]
     gateway_options: GatewayArgs,
+    #[command(flatten)]
+    metrics: MetricsArgs,
     #[command(flatten)]
     daemon: DaemonArgs,
 }
@@ -204,6 +207,11 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             &shutdown,
         )?,
     };
+    let pool_metrics = pool.metrics();
+    let stage = cli.stage.clone();
+    cli.metrics.serve(MetricsSource::new(move |out| {
+        pool_metrics.expose(&stage, out)
+    }))?;
     log::info!(
         "{} workers of {:?} take jobs from {}, forward to {}, answer to {}, hear interrupts from {}",
         plan.concurrency,

@@ -80,7 +80,8 @@
 //! parts listed before it here (below it in the layering), never one after.
 //!
 //! - [`base`]: shared plumbing: the error type, endpoints, socket helpers, the shutdown
-//!   flag, a fast hash, the open-file limit.
+//!   flag, a fast hash, the open-file limit, rate-limited warnings, and the Prometheus
+//!   exposition ([`base::metrics`]).
 //! - [`http`]: the protocol: the streaming request parser, [`http::Request`],
 //!   [`http::Response`], chunked bodies, header fields, the Server-Sent Events format.
 //! - [`netstring`]: the second client protocol.
@@ -88,7 +89,7 @@
 //!   proxy, the worker loop, streamed answers, the loopback, holds and published
 //!   messages ([`pipeline::channel`]) and the bus between front ends
 //!   ([`pipeline::bus`]), the self-test probe and the census that finds what a lost
-//!   proxy took with it.
+//!   proxy took with it; a proxy's metrics.
 //! - [`stages`]: stages written against HTTP requests, with typed errors; the gateway
 //!   to an HTTP backend; static files; routing by task name; JSON-RPC 2.0 calls.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
@@ -99,7 +100,8 @@
 //!   the pipeline ([`FrontSockets`]), held requests and channels with their history,
 //!   the control listener (`POST /publish/`).
 //! - [`deploy`]: putting the pieces together: the in-process [`Pipeline`] builder, a
-//!   multi-process [`deploy::topology`], the daemons' [`deploy::cli`].
+//!   multi-process [`deploy::topology`], the daemons' [`deploy::cli`] and their
+//!   metrics listener ([`deploy::metrics_listener`]).
 //! - [`demo`]: the prime-checking service behind `prime_serverd` and its simulation.
 
 #![warn(missing_docs)]

@@ -1,11 +1,14 @@
 //! Shared plumbing below every other part: the crate's error type, ZeroMQ endpoints and
-//! socket helpers, the shutdown flag, a fast hash for the hot path's maps, and the
-//! open-file limit. Nothing here knows about HTTP, the pipeline's messages or jobs.
+//! socket helpers, the shutdown flag, a fast hash for the hot path's maps, the open-file
+//! limit, rate-limited warnings (`log_limit`) and Prometheus metrics (`metrics`). Nothing here knows about HTTP, the
+//! pipeline's messages or jobs.
 
 pub mod endpoint;
 pub mod error;
 pub mod fast_hash;
 pub mod fd_limit;
+pub mod log_limit;
+pub mod metrics;
 pub mod shutdown;
 pub mod sockets;
 

@@ -21,14 +21,17 @@
 //! ```
 
 use crate::base::error::{Error, Result};
+use crate::base::metrics::MetricsSource;
 use crate::base::shutdown::Shutdown;
+use crate::pipeline::metrics::ProxyMetrics;
 use crate::pipeline::proxy::{Chooser, Dispatch, Proxy, ProxyConfig};
-use crate::pipeline::worker::{ConcurrentWork, Work, WorkerConfig, WorkerPool};
+use crate::pipeline::worker::{ConcurrentWork, PoolMetrics, Work, WorkerConfig, WorkerPool};
 use crate::server::{FrontSockets, Server, ServerConfig, ServerStats};
 use crate::stages::tasks::TaskRouter;
 use crate::stages::{HttpStage, HttpWork};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -198,6 +201,10 @@ impl Pipeline {
         // Bound first: a taken port is reported before any stage starts (or logs).
         let listeners = Server::bind_listeners(ctx, &config)?;
         let (pipeline, front) = self.start(ctx)?;
+        let mut config = config;
+        if config.metrics_source.is_none() {
+            config.metrics_source = Some(pipeline.metrics_source());
+        }
         let server = Server::with_listeners(ctx, config, listeners, front)?;
         Ok((pipeline, server))
     }
@@ -253,6 +260,7 @@ impl Pipeline {
             shutdown: shutdown.clone(),
             proxies: Vec::new(),
             pools: Vec::new(),
+            proxy_metrics: Vec::new(),
         };
         let mut links = Vec::with_capacity(self.stages.len());
         for (index, stage) in self.stages.iter().enumerate() {
@@ -265,6 +273,9 @@ impl Pipeline {
             config.heartbeat_timeout = self.heartbeat_timeout;
             config.choose = stage.choose.clone();
             config.dispatch = self.dispatch;
+            let metrics = Arc::new(ProxyMetrics::default());
+            config.metrics = Some(metrics.clone());
+            running.proxy_metrics.push((stage.name.clone(), metrics));
             let proxy = Proxy::bind(ctx, config)?;
             links.push(proxy.endpoints());
             let stop = shutdown.clone();
@@ -339,12 +350,31 @@ pub struct RunningPipeline {
     shutdown: Shutdown,
     proxies: Vec<JoinHandle<()>>,
     pools: Vec<WorkerPool>,
+    /// Each stage's name and its proxy's figures, in pipeline order.
+    proxy_metrics: Vec<(String, Arc<ProxyMetrics>)>,
 }
 
 impl RunningPipeline {
     /// The flag that stops this pipeline; long work sees it through `Job::interrupted`.
     pub fn shutdown_flag(&self) -> &Shutdown {
         &self.shutdown
+    }
+
+    /// The proxies' and pools' figures, labelled by stage, for the front end's metrics
+    /// path ([`ServerConfig::metrics_source`]; [`Pipeline::bind_server`] sets it).
+    pub fn metrics_source(&self) -> MetricsSource {
+        let stages: Vec<(String, Arc<ProxyMetrics>, PoolMetrics)> = self
+            .proxy_metrics
+            .iter()
+            .zip(&self.pools)
+            .map(|((name, proxy), pool)| (name.clone(), proxy.clone(), pool.metrics()))
+            .collect();
+        MetricsSource::new(move |out| {
+            for (stage, proxy, pool) in &stages {
+                proxy.expose(stage, out);
+                pool.expose(stage, out);
+            }
+        })
     }
 
     /// Stops every proxy and worker and waits for their threads.

@@ -5,7 +5,7 @@
 use crate::base::endpoint::{self, Use};
 use crate::jobs::webhooks::{parse_secret, WebhookConfig};
 use crate::jobs::{Durability, JobsConfig};
-use crate::server::{CorsConfig, ServerConfig};
+use crate::server::{AccessLogFormat, CorsConfig, ServerConfig};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -94,13 +94,39 @@ impl DaemonArgs {
     }
 }
 
+/// The metrics option of the daemons that run one piece (`prime_proxyd`,
+/// `prime_workerd`): each process is scraped on its own.
+#[derive(clap::Args, Clone, Debug)]
+pub struct MetricsArgs {
+    /// Answer Prometheus scrapes at http://ADDR/metrics (e.g. 127.0.0.1:9101): an
+    /// operator-only listener, apart from the pipeline's sockets.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Starts the listener, if asked for, with the figures `source` adds.
+    ///
+    /// Errors: the address cannot be bound.
+    pub fn serve(&self, source: crate::base::metrics::MetricsSource) -> Result<(), String> {
+        let Some(address) = &self.metrics_listen else {
+            return Ok(());
+        };
+        crate::deploy::metrics_listener::serve(address, source)
+            .map(|_| ())
+            .map_err(|e| format!("--metrics-listen {address}: {e}"))
+    }
+}
+
 /// The front end's options, flattened into each binary's command line.
 #[derive(clap::Args, Clone, Debug)]
 pub struct FrontEndArgs {
     /// Answer 200 at this path from the front end itself, without touching a worker.
     #[arg(long, value_name = "PATH")]
     pub health_path: Option<String>,
-    /// Answer a JSON document of the topology as the front end sees it at this path.
+    /// Answer a JSON document of the topology as the front end sees it at this path;
+    /// a browser (Accept: text/html) gets the live status page there, fed by
+    /// Server-Sent Events (Accept: text/event-stream).
     #[arg(long, value_name = "PATH")]
     pub status_path: Option<String>,
     /// Run the self-test at this path (as the status path does with ?selftest=1): a
@@ -113,6 +139,21 @@ pub struct FrontEndArgs {
     /// at once.
     #[arg(long, value_name = "PATH")]
     pub jsonrpc_path: Option<String>,
+    /// Answer readiness at this path (liveness stays --health-path): 200 only when
+    /// every stage has a live worker and the job store (if any) can write, else 503
+    /// with a JSON document naming what is missing. It runs the self-test, so it
+    /// answers within --selftest-timeout.
+    #[arg(long, value_name = "PATH")]
+    pub ready_path: Option<String>,
+    /// Answer Prometheus metrics (the text exposition format) at this path, e.g.
+    /// /metrics.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_path: Option<String>,
+    /// How access lines are written: text, or json (one JSON object per line: time,
+    /// client, method, target with secret query values redacted, status, bytes,
+    /// duration, request id, upstream stage).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub access_log_format: String,
     /// Seconds the self-test waits for every stage and the job store to answer.
     #[arg(long, value_name = "S", default_value_t = 2.0)]
     pub selftest_timeout: f64,
@@ -466,6 +507,8 @@ impl FrontEndArgs {
             ("--status-path", &self.status_path),
             ("--selftest-path", &self.selftest_path),
             ("--jsonrpc-path", &self.jsonrpc_path),
+            ("--ready-path", &self.ready_path),
+            ("--metrics-path", &self.metrics_path),
         ] {
             if path.as_ref().is_some_and(|p| !p.starts_with('/')) {
                 return Err(format!("{flag} must start with /"));
@@ -479,6 +522,12 @@ impl FrontEndArgs {
         config.status_path = self.status_path.clone();
         config.selftest_path = self.selftest_path.clone();
         config.jsonrpc_path = self.jsonrpc_path.clone();
+        config.ready_path = self.ready_path.clone();
+        config.metrics_path = self.metrics_path.clone();
+        config.access_log_format = match self.access_log_format.as_str() {
+            "json" => AccessLogFormat::Json,
+            _ => AccessLogFormat::Text,
+        };
         config.selftest_timeout = seconds("--selftest-timeout", self.selftest_timeout)?;
         config.drain_timeout = self.daemon.drain()?;
         config.drain_rejects = self.drain_rejects;

@@ -75,6 +75,9 @@ pub enum FailureKind {
     /// The request was lost with a stage's proxy, which died holding it (503; see
     /// [`crate::pipeline::census`]).
     ProxyLost,
+    /// The stage has had no worker for longer than its proxy waits for one (503; see
+    /// [`crate::pipeline::proxy::ProxyConfig::no_worker_grace`]).
+    NoWorkers,
 }
 
 impl FailureKind {
@@ -88,6 +91,7 @@ impl FailureKind {
             FailureKind::Rejected => 6,
             FailureKind::ShuttingDown => 7,
             FailureKind::ProxyLost => 8,
+            FailureKind::NoWorkers => 9,
         }
     }
 
@@ -101,6 +105,7 @@ impl FailureKind {
             6 => FailureKind::Rejected,
             7 => FailureKind::ShuttingDown,
             8 => FailureKind::ProxyLost,
+            9 => FailureKind::NoWorkers,
             _ => return None,
         })
     }
@@ -113,7 +118,8 @@ impl FailureKind {
             | FailureKind::WorkerDied
             | FailureKind::NextStageUnavailable
             | FailureKind::ShuttingDown
-            | FailureKind::ProxyLost => 503,
+            | FailureKind::ProxyLost
+            | FailureKind::NoWorkers => 503,
             FailureKind::DeadlinePassed => 504,
             FailureKind::Rejected => 400,
         }

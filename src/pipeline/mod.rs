@@ -14,7 +14,8 @@
 //! - [`channel`]: holds and published messages (GRIP's terms), and the bus's topics;
 //! - [`bus`]: the XSUB/XPUB forwarder between front ends and a front end's link to it;
 //! - [`selftest`]: the probe that crosses every stage and the reports it brings back;
-//! - [`census`]: when a proxy is lost, which requests went with it.
+//! - [`census`]: when a proxy is lost, which requests went with it;
+//! - [`metrics`]: a proxy's figures, published for a metrics scrape.
 //!
 //! Nothing here reads HTTP requests or knows the front end's connections: the front end
 //! ([`crate::server`]) and the stages ([`crate::stages`]) sit above.
@@ -24,6 +25,7 @@ pub mod census;
 pub mod channel;
 pub mod envelope;
 pub mod loopback;
+pub mod metrics;
 pub mod proxy;
 pub mod selftest;
 pub mod stream;

@@ -47,6 +47,11 @@
 //!
 //! A worker whose heartbeats stop for `heartbeat_timeout` is forgotten; the job it held,
 //! if any, is answered 503 through the loopback at once.
+//!
+//! A stage left without any worker keeps queueing jobs for `no_worker_grace` (a worker
+//! restarting is back within it, and finds its jobs waiting); past it, the waiting jobs
+//! and every new one are answered 503 ([`FailureKind::NoWorkers`]) at once, instead of
+//! waiting for their deadline, until a worker says READY again.
 
 use crate::base::error::Result;
 use crate::base::fast_hash::FastMap;
@@ -54,6 +59,7 @@ use crate::base::shutdown::{Shutdown, POLL_CAP};
 use crate::base::sockets;
 use crate::pipeline::envelope::{deadline_passed, lead_deadline_us, lead_envelope, ENVELOPE_LEN};
 use crate::pipeline::loopback::{failure_frames, Failure, FailureKind};
+use crate::pipeline::metrics::ProxyMetrics;
 use crate::pipeline::wire::{read_ready, BUSY, CENSUS, GOODBYE, PROBE, RETURN, STATUS};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -117,6 +123,11 @@ pub struct ProxyConfig {
     pub dispatch: Dispatch,
     /// How often to log a one-line summary at info level (none by default).
     pub summary_every: Option<Duration>,
+    /// How long the stage may have no worker before jobs are answered 503 at once
+    /// instead of queued (5 s by default; from the proxy's start, too).
+    pub no_worker_grace: Duration,
+    /// Where the proxy publishes its figures for a metrics scrape, at each sweep.
+    pub metrics: Option<Arc<ProxyMetrics>>,
 }
 
 impl ProxyConfig {
@@ -135,6 +146,8 @@ impl ProxyConfig {
             choose: None,
             dispatch: Dispatch::Spread,
             summary_every: None,
+            no_worker_grace: Duration::from_secs(5),
+            metrics: None,
         }
     }
 }
@@ -169,6 +182,8 @@ pub struct ProxyStats {
     /// Times a job could not be sent to a live worker because libzmq took the pipe to
     /// it for full; the job went to another worker or waited for this one's READY.
     pub pipe_full: u64,
+    /// Jobs answered 503 because the stage had had no worker for `no_worker_grace`.
+    pub rejected_no_workers: u64,
 }
 
 impl std::fmt::Display for ProxyStats {
@@ -230,6 +245,8 @@ pub struct Proxy {
     /// Emptied frame vectors, reused for the next messages received.
     spare: sockets::SpareFrames,
     stats: ProxyStats,
+    /// Since when the stage has had no worker, while it has none.
+    workerless_since: Option<Instant>,
 }
 
 impl Proxy {
@@ -274,6 +291,7 @@ impl Proxy {
             waiting: VecDeque::new(),
             spare: sockets::SpareFrames::default(),
             stats: ProxyStats::default(),
+            workerless_since: Some(Instant::now()),
         })
     }
 
@@ -341,6 +359,8 @@ impl Proxy {
                 }
                 self.evict_silent_workers();
                 self.forget_expired_jobs();
+                self.refuse_while_workerless(now);
+                self.publish_metrics();
                 next_sweep = now + sweep_every;
             }
             if let (Some(at), Some(every)) = (next_summary, self.config.summary_every) {
@@ -414,6 +434,7 @@ impl Proxy {
                 log::info!("proxy {}: worker {} left", self.config.downstream, show(id));
                 self.workers.remove(&id[..]);
                 self.idle.retain(|idle| idle[..] != id[..]);
+                self.note_if_workerless();
             }
             [peer, tag] if &tag[..] == PROBE => {
                 let status = self.status().to_json().to_string();
@@ -510,6 +531,9 @@ impl Proxy {
                 in_flight: VecDeque::new(),
             };
             self.workers.insert(id.to_vec(), record);
+            if self.workerless_since.take().is_some() {
+                log::info!("proxy {}: a worker is back", self.config.downstream);
+            }
         }
         let Some(record) = self.workers.get_mut(id) else {
             return;
@@ -549,7 +573,10 @@ impl Proxy {
     }
 
     fn on_job(&mut self, frames: Vec<zmq::Message>) {
-        if self.waiting.is_empty() && !self.idle.is_empty() {
+        if self.workers.is_empty() && self.workerless_too_long(Instant::now()) {
+            self.stats.rejected_no_workers += 1;
+            self.answer_job(&frames, self.no_workers_failure());
+        } else if self.waiting.is_empty() && !self.idle.is_empty() {
             if let Err(frames) = self.dispatch(frames) {
                 self.waiting.push_front(frames);
             }
@@ -628,6 +655,7 @@ impl Proxy {
                     if let Some(record) = self.workers.remove(&id) {
                         self.answer_lost_jobs(&id, &record);
                     }
+                    self.note_if_workerless();
                 }
             }
         }
@@ -717,6 +745,70 @@ impl Proxy {
             );
             self.answer_lost_jobs(&id, &record);
         }
+        self.note_if_workerless();
+    }
+
+    /// Starts the clock of [`ProxyConfig::no_worker_grace`] when the last worker is gone.
+    fn note_if_workerless(&mut self) {
+        if self.workers.is_empty() && self.workerless_since.is_none() {
+            log::warn!(
+                "proxy {}: no worker left; jobs wait {:.1}s for one, then are answered 503",
+                self.config.downstream,
+                self.config.no_worker_grace.as_secs_f64()
+            );
+            self.workerless_since = Some(Instant::now());
+        }
+    }
+
+    /// Whether the stage has had no worker for longer than the grace.
+    fn workerless_too_long(&self, now: Instant) -> bool {
+        self.workerless_since
+            .is_some_and(|since| now.duration_since(since) >= self.config.no_worker_grace)
+    }
+
+    fn no_workers_failure(&self) -> Failure {
+        let detail = format!(
+            "the stage whose proxy takes jobs at {} has had no worker for more than {} s",
+            self.bound.0,
+            self.config.no_worker_grace.as_secs_f64()
+        );
+        Failure::new(FailureKind::NoWorkers, detail)
+    }
+
+    /// Past the grace without a worker, answers every waiting job 503.
+    fn refuse_while_workerless(&mut self, now: Instant) {
+        if self.waiting.is_empty() || !self.workers.is_empty() || !self.workerless_too_long(now) {
+            return;
+        }
+        let failure = self.no_workers_failure();
+        log::warn!(
+            "proxy {}: answering the {} waiting jobs 503: {}",
+            self.config.downstream,
+            self.waiting.len(),
+            failure.detail
+        );
+        for frames in std::mem::take(&mut self.waiting) {
+            self.stats.rejected_no_workers += 1;
+            self.answer_job(&frames, failure.clone());
+        }
+    }
+
+    /// Copies the state and counters where a metrics scrape reads them.
+    fn publish_metrics(&self) {
+        let Some(metrics) = &self.config.metrics else {
+            return;
+        };
+        let set = |cell: &std::sync::atomic::AtomicU64, value: u64| {
+            cell.store(value, std::sync::atomic::Ordering::Relaxed)
+        };
+        set(&metrics.workers, self.workers.len() as u64);
+        set(&metrics.idle, self.idle.len() as u64);
+        set(&metrics.waiting, self.waiting.len() as u64);
+        set(&metrics.dispatched, self.stats.dispatched);
+        set(&metrics.rejected_full, self.stats.rejected_full);
+        set(&metrics.rejected_no_workers, self.stats.rejected_no_workers);
+        set(&metrics.evicted, self.stats.evicted);
+        set(&metrics.returned, self.stats.returned);
     }
 
     /// Answers 503 every job a worker that is gone held.

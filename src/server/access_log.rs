@@ -23,8 +23,29 @@
 //! the 504 it was answered with.
 //!
 //! A job id in a target under the jobs' path is a capability, so the line carries its
-//! tag instead ([`job_tag`]): `"GET /jobs/~3fa9c2e1/result HTTP/1.1"`.
+//! tag instead ([`job_tag`]): `"GET /jobs/~3fa9c2e1/result HTTP/1.1"`. So may be a
+//! query's value: the value of every query parameter whose name (in ASCII, any case,
+//! as sent: a percent-encoded name is not decoded) contains one of [`SECRET_NAMES`]
+//! (`token`, `key`, `secret`, `passw`, `pwd`, `sig`, `auth`, `credential`, `session`)
+//! is logged as `REDACTED`: `GET /x?api_key=REDACTED&n=7`. The list errs on the side
+//! of hiding (`monkey=` is hidden too).
+//!
+//! With `--access-log-format json` ([`AccessLogFormat::Json`]) each line is a JSON
+//! object instead, with the fields nginx users log:
+//!
+//! ```text
+//! {"time":"2026-12-01T02:29:42Z","client":"127.0.0.1","method":"GET","target":"/is_prime?possible_prime=7","protocol":"HTTP/1.1","status":200,"bytes":42,"duration_ms":0.312,"request_id":17,"upstream":"parse"}
+//! ```
+//!
+//! `method`, `target` and `protocol` are `null` for a request without a request line;
+//! `status` and `bytes` are `null` when nothing was answered, and `unanswered` then
+//! gives the reason (`"client-gone"`). `upstream` is the stage the request entered the
+//! pipeline at (its name where the front end knows it, else `"pipeline"`), or
+//! `"front-end"` for what the front end answered itself (health, status, metrics,
+//! errors, job resources).
 
+use super::config::AccessLogFormat;
+use super::front::EntryIndex;
 use crate::jobs::tag::job_tag;
 use memchr::memmem::Finder;
 use std::io::Write;
@@ -35,6 +56,19 @@ pub const TARGET: &str = "prime_server::access";
 
 /// Lines are written out once the buffer holds this many bytes, even mid-turn.
 const FLUSH_AT: usize = 64 * 1024;
+
+/// Words that mark a query parameter's name as a secret's: its value is not logged.
+pub(crate) const SECRET_NAMES: [&[u8]; 9] = [
+    b"token",
+    b"key",
+    b"secret",
+    b"passw",
+    b"pwd",
+    b"sig",
+    b"auth",
+    b"credential",
+    b"session",
+];
 
 /// The request line of a request that had none (rejected before it was read).
 const NO_REQUEST_LINE: &[u8] = b"-";
@@ -64,6 +98,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) request_line: Option<&'a [u8]>,
     /// When the request arrived.
     pub(crate) arrived: Instant,
+    /// Where it entered the pipeline, if it did.
+    pub(crate) upstream: Option<EntryIndex>,
 }
 
 /// The access log's buffer and clocks.
@@ -72,6 +108,9 @@ pub(crate) struct AccessLog {
     buf: Vec<u8>,
     /// The time for the lines of this loop turn, taken at the turn's first line.
     now: Option<(Instant, u64)>,
+    /// The monotonic time of this loop turn, for the metrics, taken at the turn's first
+    /// answer whether or not lines are written.
+    turn: Option<Instant>,
     /// The second the cached timestamp is for, and the timestamp.
     stamp_second: u64,
     stamp: [u8; 20],
@@ -80,20 +119,33 @@ pub(crate) struct AccessLog {
     /// The jobs' path and a `/` (`/jobs/`), when jobs are kept: the segment after it
     /// is a job id, logged as its tag.
     jobs_prefix: Option<Vec<u8>>,
+    /// Text or JSON lines.
+    format: AccessLogFormat,
+    /// The name of the stage behind each entry, for JSON's `upstream`: the main
+    /// entry's, then each routed entry's.
+    stages: Vec<String>,
 }
 
 impl AccessLog {
     /// An access log, on if its target is enabled at info; `jobs_path` is where job
-    /// resources live (`/jobs`), if jobs are kept.
-    pub(crate) fn new(jobs_path: Option<&str>) -> Self {
+    /// resources live (`/jobs`), if jobs are kept; `stages` names the stage behind
+    /// each entry (the main one first, then the routed ones).
+    pub(crate) fn new(
+        jobs_path: Option<&str>,
+        format: AccessLogFormat,
+        stages: Vec<String>,
+    ) -> Self {
         AccessLog {
             enabled: log::log_enabled!(target: TARGET, log::Level::Info),
             buf: Vec::new(),
             now: None,
+            turn: None,
             stamp_second: u64::MAX,
             stamp: [b' '; 20],
             head_end: Finder::new(HEAD_END),
             jobs_prefix: jobs_path.map(|p| format!("{}/", p.trim_end_matches('/')).into_bytes()),
+            format,
+            stages,
         }
     }
 
@@ -125,6 +177,10 @@ impl AccessLog {
         if !self.enabled {
             return;
         }
+        if self.format == AccessLogFormat::Json {
+            self.json_line(entry, Some(status), Some(body), None);
+            return;
+        }
         self.begin(entry);
         self.buf.extend_from_slice(status);
         self.end(entry, Some(body), None);
@@ -135,6 +191,10 @@ impl AccessLog {
         if !self.enabled {
             return;
         }
+        if self.format == AccessLogFormat::Json {
+            self.json_line(entry, None, None, Some(why));
+            return;
+        }
         self.begin(entry);
         self.buf.extend_from_slice(b"-");
         self.end(entry, None, Some(why));
@@ -143,6 +203,7 @@ impl AccessLog {
     /// Writes what this turn logged, in one write.
     pub(crate) fn flush(&mut self) {
         self.now = None;
+        self.turn = None;
         if self.buf.is_empty() {
             return;
         }
@@ -166,29 +227,76 @@ impl AccessLog {
         self.buf.extend_from_slice(b"\" ");
     }
 
-    /// The request line, with a job id in its target replaced by the id's tag.
+    /// The request line, its target made safe to log ([`put_target`]).
     fn put_request_line(&mut self, line: &[u8]) {
-        if let Some(prefix) = &self.jobs_prefix {
-            let id_start = memchr::memchr(b' ', line)
-                .map(|space| space + 1)
-                .filter(|&at| line[at..].starts_with(prefix))
-                .map(|at| at + prefix.len());
-            if let Some(id_start) = id_start {
-                let rest = &line[id_start..];
-                let id_len = rest
-                    .iter()
-                    .position(|&b| matches!(b, b'/' | b'?' | b'#' | b' '))
-                    .unwrap_or(rest.len());
-                if id_len > 0 {
-                    self.buf.extend_from_slice(&line[..id_start]);
-                    self.buf
-                        .extend_from_slice(job_tag(&rest[..id_len]).as_bytes());
-                    self.buf.extend_from_slice(&rest[id_len..]);
-                    return;
-                }
-            }
+        let Some(space) = memchr::memchr(b' ', line) else {
+            self.buf.extend_from_slice(line);
+            return;
+        };
+        let rest = &line[space + 1..];
+        let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+        self.buf.extend_from_slice(&line[..=space]);
+        put_target(&mut self.buf, &rest[..end], self.jobs_prefix.as_deref());
+        self.buf.extend_from_slice(&rest[end..]);
+    }
+
+    /// A JSON line (see the module's documentation).
+    fn json_line(
+        &mut self,
+        entry: &Entry<'_>,
+        status: Option<&[u8]>,
+        body: Option<usize>,
+        why: Option<Unanswered>,
+    ) {
+        let (now, second) = self.now();
+        if second != self.stamp_second {
+            self.stamp_second = second;
+            self.stamp = rfc3339(second);
         }
-        self.buf.extend_from_slice(line);
+        let micros = now.saturating_duration_since(entry.arrived).as_micros() as u64;
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        let mut words = entry
+            .request_line
+            .map(|line| line.splitn(3, |&b| b == b' '));
+        let method = words.as_mut().and_then(Iterator::next).map(text);
+        let target = words.as_mut().and_then(Iterator::next).map(|target| {
+            let mut safe = Vec::with_capacity(target.len());
+            put_target(&mut safe, target, self.jobs_prefix.as_deref());
+            text(&safe)
+        });
+        let protocol = words.as_mut().and_then(Iterator::next).map(text);
+        let status: Option<u16> = status
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok());
+        let upstream = match entry.upstream {
+            None => "front-end",
+            Some(EntryIndex::Main) => self.stages.first().map_or("pipeline", String::as_str),
+            Some(EntryIndex::Routed(index)) => self
+                .stages
+                .get(index + 1)
+                .map_or("pipeline", String::as_str),
+        };
+        let mut line = serde_json::json!({
+            "time": text(&self.stamp),
+            "client": entry.peer,
+            "method": method,
+            "target": target,
+            "protocol": protocol,
+            "status": status,
+            "bytes": body,
+            "duration_ms": micros as f64 / 1000.0,
+            "request_id": entry.request_id,
+            "upstream": upstream,
+        });
+        if let Some(why) = why {
+            line["unanswered"] = serde_json::Value::String(text(why.as_bytes()));
+        }
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.buf, &line);
+        self.buf.push(b'\n');
+        if self.buf.len() >= FLUSH_AT {
+            self.flush();
+        }
     }
 
     /// Everything after the status: size (`-` without one), latency, request id,
@@ -222,13 +330,19 @@ impl AccessLog {
         }
     }
 
+    /// The time of this loop turn's answers: the monotonic clock is read once per turn.
+    pub(crate) fn turn_now(&mut self) -> Instant {
+        *self.turn.get_or_insert_with(Instant::now)
+    }
+
     /// The clock for this turn's lines: read once per turn.
     fn now(&mut self) -> (Instant, u64) {
+        let turn = self.turn_now();
         *self.now.get_or_insert_with(|| {
             let second = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            (Instant::now(), second)
+            (turn, second)
         })
     }
 }
@@ -282,6 +396,65 @@ impl Drop for AccessLog {
         self.flush();
     }
 }
+
+/// Writes `target` with a job id under the jobs' path (`jobs_prefix`, e.g. `/jobs/`)
+/// replaced by its tag, and the value of each query parameter whose name contains one
+/// of [`SECRET_NAMES`] replaced by `REDACTED`.
+fn put_target(out: &mut Vec<u8>, target: &[u8], jobs_prefix: Option<&[u8]>) {
+    let (path, query) = match memchr::memchr(b'?', target) {
+        Some(mark) => (&target[..mark], Some(&target[mark + 1..])),
+        None => (target, None),
+    };
+    match jobs_prefix.filter(|prefix| path.starts_with(prefix)) {
+        Some(prefix) if path.len() > prefix.len() => {
+            let rest = &path[prefix.len()..];
+            let id_len = memchr::memchr2(b'/', b'#', rest).unwrap_or(rest.len());
+            out.extend_from_slice(prefix);
+            if id_len > 0 {
+                out.extend_from_slice(job_tag(&rest[..id_len]).as_bytes());
+            }
+            out.extend_from_slice(&rest[id_len..]);
+        }
+        _ => out.extend_from_slice(path),
+    }
+    let Some(query) = query else {
+        return;
+    };
+    out.push(b'?');
+    for (index, pair) in query.split(|&b| b == b'&').enumerate() {
+        if index > 0 {
+            out.push(b'&');
+        }
+        match memchr::memchr(b'=', pair) {
+            Some(eq) if is_secret_name(&pair[..eq]) => {
+                out.extend_from_slice(&pair[..=eq]);
+                out.extend_from_slice(b"REDACTED");
+            }
+            _ => out.extend_from_slice(pair),
+        }
+    }
+}
+
+/// Whether a query parameter's name marks a secret (see [`SECRET_NAMES`]). It runs for
+/// every logged query parameter, so each position is first tried by its two letters
+/// (in either case) against the words' first two, and only a match is compared whole.
+fn is_secret_name(name: &[u8]) -> bool {
+    name.windows(2).enumerate().any(|(start, pair)| {
+        let lead = [pair[0] | 0x20, pair[1] | 0x20];
+        SECRET_LEADS.contains(&lead)
+            && SECRET_NAMES.iter().any(|word| {
+                let rest = &name[start..];
+                word[..2] == lead
+                    && rest.len() >= word.len()
+                    && rest[..word.len()].eq_ignore_ascii_case(word)
+            })
+    })
+}
+
+/// The first two letters of each of [`SECRET_NAMES`], lower case.
+const SECRET_LEADS: [[u8; 2]; 8] = [
+    *b"to", *b"ke", *b"se", *b"pa", *b"pw", *b"si", *b"au", *b"cr",
+];
 
 /// The blank line that ends a response's head.
 const HEAD_END: &[u8] = b"\r\n\r\n";
@@ -358,7 +531,7 @@ mod tests {
 
     #[test]
     fn lines_hold_every_field() {
-        let mut log = AccessLog::new(None);
+        let mut log = AccessLog::new(None, AccessLogFormat::Text, Vec::new());
         log.enabled = true;
         let arrived = Instant::now();
         let entry = Entry {
@@ -366,6 +539,7 @@ mod tests {
             peer: "127.0.0.1:5000",
             request_line: Some(b"GET /x HTTP/1.1"),
             arrived,
+            upstream: None,
         };
         log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         log.unanswered(&entry, Unanswered::ClientGone);
@@ -388,7 +562,7 @@ mod tests {
 
     #[test]
     fn a_job_id_in_a_target_is_logged_as_its_tag() {
-        let mut log = AccessLog::new(Some("/jobs"));
+        let mut log = AccessLog::new(Some("/jobs"), AccessLogFormat::Text, Vec::new());
         log.enabled = true;
         let id = "Yx0rZ2D8Qw9n3hKq1LmN4A";
         let tag = job_tag(id.as_bytes()).to_string();
@@ -419,11 +593,79 @@ mod tests {
                 peer: "127.0.0.1:5000",
                 request_line: Some(line.as_bytes()),
                 arrived: Instant::now(),
+                upstream: None,
             };
             log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
             let text = String::from_utf8(std::mem::take(&mut log.buf)).unwrap();
             assert!(text.contains(&format!("\"{logged}\"")), "{text}");
             assert!(!text.contains(id), "{text}");
         }
+    }
+
+    #[test]
+    fn secret_query_values_are_redacted_in_both_formats() {
+        let line = b"GET /x?n=7&api_key=abc&Token=t0k&X-Amz-Signature=s1g&password&q=a=b HTTP/1.1";
+        let logged =
+            "/x?n=7&api_key=REDACTED&Token=REDACTED&X-Amz-Signature=REDACTED&password&q=a=b";
+        for format in [AccessLogFormat::Text, AccessLogFormat::Json] {
+            let mut log = AccessLog::new(None, format, Vec::new());
+            log.enabled = true;
+            let entry = Entry {
+                request_id: 3,
+                peer: "127.0.0.1:5000",
+                request_line: Some(line),
+                arrived: Instant::now(),
+                upstream: None,
+            };
+            log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let text = String::from_utf8(std::mem::take(&mut log.buf)).unwrap();
+            assert!(text.contains(logged), "{text}");
+            for secret in ["abc", "t0k", "s1g"] {
+                assert!(!text.contains(secret), "{text}");
+            }
+        }
+    }
+
+    #[test]
+    fn json_lines_hold_every_field() {
+        let stages = vec!["parse".to_string(), "report".to_string()];
+        let mut log = AccessLog::new(None, AccessLogFormat::Json, stages);
+        log.enabled = true;
+        let mut entry = Entry {
+            request_id: 17,
+            peer: "127.0.0.1:5000",
+            request_line: Some(b"GET /x?\"y\" HTTP/1.1"),
+            arrived: Instant::now(),
+            upstream: Some(EntryIndex::Routed(0)),
+        };
+        log.answered(
+            &entry,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
+        );
+        entry.upstream = None;
+        entry.request_line = None;
+        log.unanswered(&entry, Unanswered::ClientGone);
+        let text = String::from_utf8(std::mem::take(&mut log.buf)).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let first = &lines[0];
+        assert_eq!(first["client"], "127.0.0.1:5000");
+        assert_eq!(first["method"], "GET");
+        assert_eq!(first["target"], "/x?\"y\"");
+        assert_eq!(first["protocol"], "HTTP/1.1");
+        assert_eq!(first["status"], 404);
+        assert_eq!(first["bytes"], 2);
+        assert_eq!(first["request_id"], 17);
+        assert_eq!(first["upstream"], "report");
+        assert!(first["duration_ms"].is_f64(), "{first}");
+        assert_eq!(first["time"].as_str().map(str::len), Some(20), "{first}");
+        let second = &lines[1];
+        assert_eq!(second["status"], serde_json::Value::Null);
+        assert_eq!(second["method"], serde_json::Value::Null);
+        assert_eq!(second["upstream"], "front-end");
+        assert_eq!(second["unanswered"], "client-gone");
     }
 }

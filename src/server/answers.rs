@@ -207,6 +207,10 @@ impl Server {
             if matches!(status.as_bytes().first(), Some(b'4' | b'5')) {
                 self.stats.errors += 1;
             }
+            let now = self.access.turn_now();
+            let request_id = slot.request_id;
+            self.metrics
+                .answered(request_id, status.as_bytes(), slot.arrived, now);
             match &slot.stream {
                 Some(stream) => {
                     let entry = entry(&conn.peer, &slot);
@@ -371,6 +375,7 @@ impl Server {
     }
 
     pub(super) fn publish(&self, nonce: u64, request_id: u64, reason: InterruptReason) {
+        self.metrics.interrupted(reason);
         let interrupt = Interrupt {
             nonce,
             request_id,
@@ -417,5 +422,6 @@ pub(super) fn entry<'a>(peer: &'a str, slot: &'a Slot) -> Entry<'a> {
         peer,
         request_line: slot.label.as_deref(),
         arrived: slot.arrived,
+        upstream: slot.upstream,
     }
 }

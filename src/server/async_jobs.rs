@@ -386,7 +386,9 @@ impl Server {
                 );
             }
             Err(e) => {
-                log::warn!("job number {number}: the pipeline is not taking requests: {e}");
+                if self.refusals.allow() {
+                    log::warn!("job number {number}: the pipeline is not taking requests: {e}");
+                }
                 let failure = Failure::new(
                     FailureKind::QueueFull,
                     "the pipeline is not taking requests",
@@ -526,6 +528,55 @@ impl Server {
         let mut stats = link.handle.stats().to_json();
         stats["in_pipeline"] = serde_json::json!(link.in_flight.len());
         Some(stats)
+    }
+
+    /// The job figures for a metrics scrape, if jobs are kept: `prime_jobs` by state,
+    /// `prime_jobs_in_pipeline`, `prime_job_store_commit_seconds` and
+    /// `prime_webhook_attempts_total` by outcome.
+    pub(super) fn expose_jobs(&self, out: &mut crate::base::metrics::Exposition) {
+        let Some(link) = &self.jobs else {
+            return;
+        };
+        let stats = link.handle.stats();
+        let c = stats.counts;
+        let help = "Jobs in the store, by state.";
+        for (state, count) in [
+            ("queued", c.queued),
+            ("running", c.running),
+            ("succeeded", c.succeeded),
+            ("failed", c.failed),
+            ("cancelled", c.cancelled),
+            ("expired", c.expired),
+        ] {
+            out.gauge("prime_jobs", help, &[("state", state)], count as i64);
+        }
+        out.gauge(
+            "prime_jobs_in_pipeline",
+            "Runs of jobs in the pipeline now.",
+            &[],
+            link.in_flight.len() as i64,
+        );
+        out.histogram(
+            "prime_job_store_commit_seconds",
+            "Time each group commit of the job store took.",
+            &[],
+            &stats.commit_seconds,
+        );
+        let w = stats.webhooks;
+        let help = "Webhook attempts, by what followed: delivered (2xx), gone (410), retrying (failed, another attempt later), given_up (failed, the last).";
+        for (outcome, count) in [
+            ("delivered", w.delivered),
+            ("gone", w.gone),
+            ("retrying", w.retrying),
+            ("given_up", w.given_up),
+        ] {
+            out.counter(
+                "prime_webhook_attempts",
+                help,
+                &[("outcome", outcome)],
+                count,
+            );
+        }
     }
 
     /// The job figures for the summary line ("" if jobs are not kept).

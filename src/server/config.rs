@@ -2,6 +2,7 @@
 
 use super::channels::ChannelsConfig;
 use super::cors::CorsConfig;
+use crate::base::metrics::MetricsSource;
 use crate::http::Limits;
 use crate::jobs::JobsConfig;
 use std::time::Duration;
@@ -13,6 +14,16 @@ pub enum ListenProtocol {
     Http,
     /// Netstrings: `LEN:BYTES,` in both directions.
     Netstring,
+}
+
+/// How the access log writes its lines (see `server::access_log`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// `TIME access CLIENT "REQUEST LINE" STATUS BYTESB DURATIONms request=ID`.
+    #[default]
+    Text,
+    /// One JSON object per line, with the fields nginx users expect.
+    Json,
 }
 
 /// How the front end listens and what it allows.
@@ -35,7 +46,9 @@ pub struct ServerConfig {
     /// the first proxy reports at least one worker and no drain is under way, else 503.
     pub health_path: Option<String>,
     /// A path answered with a JSON document of the topology as the front end sees it;
-    /// with `?selftest=1` it runs the self-test instead (see `server::selftest`).
+    /// with `?selftest=1` it runs the self-test instead (see `server::selftest`). With
+    /// `Accept: text/html` it is the live status page, and with `Accept:
+    /// text/event-stream` the page's event stream (see `server::status_page`).
     pub status_path: Option<String>,
     /// A path that runs the self-test, like `status_path?selftest=1`: a probe through
     /// every stage and a check of the job store, answered 200 when every part passes,
@@ -45,6 +58,18 @@ pub struct ServerConfig {
     /// call's method naming its stage through the task table, as `X-Task-Name` does
     /// (see `server::jsonrpc` and [`crate::stages::jsonrpc`]); none by default.
     pub jsonrpc_path: Option<String>,
+    /// A path answered 200 only when the server can serve: every stage has a live
+    /// worker and the job store (if any) can write; else 503 with a JSON document
+    /// naming what is missing. It runs the self-test (see `selftest_path`), so a stage
+    /// with no worker is named within `selftest_timeout`, or at once once its proxy
+    /// refuses its jobs. `health_path` stays the liveness check.
+    pub ready_path: Option<String>,
+    /// A path answered with the front end's Prometheus metrics (text exposition).
+    pub metrics_path: Option<String>,
+    /// More figures for the metrics path: the proxies and pools of the same process.
+    pub metrics_source: Option<MetricsSource>,
+    /// How each access-log line is written (text by default).
+    pub access_log_format: AccessLogFormat,
     /// How long the self-test waits for the stages and the store to answer.
     pub selftest_timeout: Duration,
     /// How long a drain may last before the front end stops anyway.
@@ -105,6 +130,10 @@ impl ServerConfig {
             status_path: None,
             selftest_path: None,
             jsonrpc_path: None,
+            ready_path: None,
+            metrics_path: None,
+            metrics_source: None,
+            access_log_format: AccessLogFormat::Text,
             selftest_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
             drain_rejects: false,

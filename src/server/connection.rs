@@ -122,6 +122,8 @@ pub(crate) struct Slot {
     pub(crate) cors: Option<Box<[u8]>>,
     /// An HTTP/1.1 request: an interim `1xx` may precede its answer.
     pub(crate) interim: bool,
+    /// The entry the request went into the pipeline through, if it did (for the log).
+    pub(crate) upstream: Option<super::front::EntryIndex>,
 }
 
 /// When a connection's client half-closed, and when it was last probed.

@@ -102,14 +102,16 @@ mod jsonrpc;
 mod listen_fd;
 mod listener;
 mod memory;
+mod metrics;
 mod output;
 mod requests;
 mod selftest;
+mod status_page;
 mod streams;
 mod upkeep;
 
 pub use channels::ChannelsConfig;
-pub use config::{ListenProtocol, ServerConfig};
+pub use config::{AccessLogFormat, ListenProtocol, ServerConfig};
 pub use control::{control_address, ControlConfig, ControlError};
 pub use cors::{AllowedOrigins, CorsConfig};
 pub use front::{AskError, FrontSockets, RoutedEntry};
@@ -117,6 +119,7 @@ pub use memory::tune_allocator;
 
 use crate::base::error::{Error, Result};
 use crate::base::fast_hash::{FastMap, FastSet};
+use crate::base::log_limit::LogLimit;
 use crate::base::shutdown::{Shutdown, POLL_CAP};
 use crate::base::sockets;
 use crate::pipeline::envelope::{random_u64, Protocol};
@@ -226,6 +229,12 @@ pub struct Server {
     spare: sockets::SpareFrames,
     /// Held requests, channels and their history, the bus, the control listener.
     channels: channels::Channels,
+    /// What the metrics path reports.
+    metrics: metrics::FrontMetrics,
+    /// The rate limit of "the pipeline is not taking requests" warnings.
+    refusals: LogLimit,
+    /// The status page's open event streams.
+    status_streams: status_page::StatusStreams,
 }
 
 impl Server {
@@ -300,7 +309,21 @@ impl Server {
                 listener.endpoint
             );
         }
-        let access = AccessLog::new(config.jobs.as_ref().map(|j| j.path.as_str()));
+        let stages = std::iter::once(front.stages.first().cloned().unwrap_or_default())
+            .chain(front.routed.iter().map(|r| r.stage.clone()))
+            .map(|name| {
+                if name.is_empty() {
+                    "pipeline".into()
+                } else {
+                    name
+                }
+            })
+            .collect();
+        let access = AccessLog::new(
+            config.jobs.as_ref().map(|j| j.path.as_str()),
+            config.access_log_format,
+            stages,
+        );
         let channels = channels::Channels::start(ctx, config.channels.clone(), nonce)?;
         Ok(Server {
             listeners,
@@ -329,6 +352,9 @@ impl Server {
             rpc: jsonrpc::Batches::default(),
             spare: sockets::SpareFrames::default(),
             channels,
+            metrics: metrics::FrontMetrics::default(),
+            refusals: LogLimit::new("front end: requests the pipeline did not take"),
+            status_streams: status_page::StatusStreams::default(),
         })
     }
 

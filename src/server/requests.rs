@@ -98,6 +98,8 @@ impl Server {
             &self.config.health_path,
             &self.config.status_path,
             &self.config.selftest_path,
+            &self.config.ready_path,
+            &self.config.metrics_path,
         ]
         .iter()
         .any(|p| p.as_deref() == Some(path));
@@ -105,12 +107,24 @@ impl Server {
             let response = Response::error(405, &format!("{path} answers GET and HEAD only"));
             Some((response.header("Allow", "GET, HEAD"), close_after))
         } else if own_path && self.is_selftest(path, request.target_str()) {
-            self.start_selftest(id, &request, close_after, label);
+            self.start_selftest(id, &request, close_after, label, false);
+            return;
+        } else if own_path && self.config.ready_path.as_deref() == Some(path) {
+            self.start_selftest(id, &request, close_after, label, true);
             return;
         } else if self.config.health_path.as_deref() == Some(path) {
             Some((self.health(), close_after))
+        } else if self.config.metrics_path.as_deref() == Some(path) {
+            Some((self.metrics_response(), close_after))
         } else if self.config.status_path.as_deref() == Some(path) {
-            Some((self.status_document(), close_after))
+            match Self::wants_status_page(&request) {
+                Some(true) => Some((Self::status_page(), close_after)),
+                Some(false) if !request.is_head => {
+                    self.open_status_stream(id, &request, label);
+                    return;
+                }
+                _ => Some((self.status_document(), close_after)),
+            }
         } else if self.draining_since.is_some() && self.config.drain_rejects {
             Some((Response::error(503, "the server is shutting down"), true))
         } else {
@@ -169,20 +183,29 @@ impl Server {
         // Taken before the envelope's arrival time, so the front end's deadline is not
         // later than the one workers read from the envelope.
         let now = Instant::now();
-        let client = self.connections.get(&id).and_then(|c| c.client);
+        // The slot just held learns its entry, for the access log.
+        let client = self.connections.get_mut(&id).and_then(|conn| {
+            if let Some(slot) = conn.slots.back_mut() {
+                slot.upstream = Some(entry);
+            }
+            conn.client
+        });
         let envelope = Envelope::new(request_id, id, self.nonce, protocol)
             .with_timeout(self.config.request_timeout)
             .with_client(client);
         let message = std::iter::once(lead_frame(&envelope.encode(), first)).chain(rest);
         let socket = self.front.entry_socket(entry);
         if let Err(e) = sockets::send_frames(socket, message, zmq::DONTWAIT) {
-            log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
+            if self.refusals.allow() {
+                log::warn!("request {request_id}: the pipeline is not taking requests: {e}");
+            }
             let failure = Failure::new(FailureKind::QueueFull, "the server is overloaded");
             let bytes = render_failure(protocol, &failure, false);
             self.fill(id, request_id, AnswerBytes::Owned(bytes));
             return;
         }
         self.stats.forwarded += 1;
+        self.metrics.forwarded(entry);
         self.requests.insert(
             request_id,
             InFlight {
@@ -228,6 +251,7 @@ impl Server {
                     ..
                 }
             ),
+            upstream: None,
         });
         if close_after {
             conn.closing = true;
@@ -270,6 +294,7 @@ impl Server {
             label,
             cors: self.cors_fields.take(),
             interim: false,
+            upstream: None,
         });
         if close_after {
             conn.closing = true;

@@ -62,6 +62,8 @@ struct Pending {
     /// Failures the pipeline answered the probe with, or the probe's refusal.
     failures: Vec<String>,
     store: StoreCheck,
+    /// Asked by the ready path: answered as readiness (see [`Pending::readiness`]).
+    readiness: bool,
 }
 
 /// The job store's part.
@@ -87,12 +89,14 @@ impl Server {
     }
 
     /// Starts a self-test for `request`: holds its slot, sends the probe, asks the store.
+    /// With `readiness`, the answer is the ready path's.
     pub(super) fn start_selftest(
         &mut self,
         id: u64,
         request: &ParsedRequest,
         close_after: bool,
         label: Option<Label>,
+        readiness: bool,
     ) {
         let protocol = http_protocol(request);
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
@@ -135,6 +139,7 @@ impl Server {
                 reports: Vec::new(),
                 failures,
                 store,
+                readiness,
             },
         );
     }
@@ -204,6 +209,10 @@ impl Server {
             self.config.selftest_timeout,
             &self.front.entry_endpoint,
         );
+        let response = match pending.readiness {
+            true => readiness(&response, self.draining_since.is_some()),
+            false => response,
+        };
         log::debug!(
             "request {request_id}: self-test answered {}",
             response.status
@@ -312,6 +321,33 @@ impl Pending {
     }
 }
 
+/// The ready path's answer from the self-test's `document`: `200 {"status": "ready"}`,
+/// or `503 {"status": "not ready", "missing": [...]}` naming each failed part (a stage
+/// without a live worker, a store that cannot write) or the drain; `parts` as the
+/// self-test gives them.
+fn readiness(document: &Response, draining: bool) -> Response {
+    let parts: Value = serde_json::from_slice::<Value>(&document.body)
+        .ok()
+        .and_then(|mut body| body.get_mut("parts").map(Value::take))
+        .unwrap_or_else(|| json!([]));
+    let mut missing: Vec<Value> = parts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|part| part["ok"] != true)
+        .map(|part| part["error"].clone())
+        .collect();
+    if draining {
+        missing.push(json!("the server is draining"));
+    }
+    if missing.is_empty() && document.status == 200 {
+        Response::json(200, &json!({"status": "ready", "parts": parts}))
+    } else {
+        let body = json!({"status": "not ready", "missing": missing, "parts": parts});
+        Response::json(503, &body)
+    }
+}
+
 /// `part` marked failed, with `error`.
 fn failed(mut part: Value, error: String) -> Value {
     part["ok"] = Value::Bool(false);
@@ -345,6 +381,7 @@ mod tests {
             reports,
             failures: Vec::new(),
             store: StoreCheck::Absent,
+            readiness: false,
         }
     }
 

@@ -42,6 +42,8 @@ impl Server {
     /// for idle connections.
     pub(super) fn sweep(&mut self) {
         let now = Instant::now();
+        self.refusals.flush(now);
+        self.tick_status_streams(now);
         self.sweep_jobs(now);
         self.sweep_job_reads(now);
         self.sweep_selftests(now);

@@ -322,6 +322,13 @@ impl Service {
                 }
             }
         };
+        let counts = &mut self.commit_stats.webhooks;
+        match record.state {
+            DeliveryState::Delivered => counts.delivered += 1,
+            DeliveryState::Gone => counts.gone += 1,
+            DeliveryState::GivenUp => counts.given_up += 1,
+            _ => counts.retrying += 1,
+        }
         match record.state {
             DeliveryState::Pending => {
                 let next = record.next_ms.unwrap_or(0);

@@ -64,10 +64,12 @@ impl Service {
             }
         }
         if self.counts.unfinished() >= self.config.max_queued as u64 {
-            log::warn!(
-                "jobs: {} unfinished jobs; a submit is refused",
-                self.counts.unfinished()
-            );
+            if self.warnings.submit_refused.allow() {
+                log::warn!(
+                    "jobs: {} unfinished jobs; a submit is refused",
+                    self.counts.unfinished()
+                );
+            }
             self.reply(reply, &answers::store_full());
             return Ok(());
         }
@@ -267,12 +269,14 @@ impl Service {
         *self.counts.of(record.state) -= 1;
         self.counts.queued += 1;
         let backoff = retry_backoff(record.attempts);
-        log::warn!(
-            "jobs: job {} not run ({}); trying again in {:.0?}",
-            job_tag(record.id.as_bytes()),
-            failure.detail,
-            backoff
-        );
+        if self.warnings.run_retried.allow() {
+            log::warn!(
+                "jobs: job {} not run ({}); trying again in {:.0?}",
+                job_tag(record.id.as_bytes()),
+                failure.detail,
+                backoff
+            );
+        }
         self.retries.push(Reverse((
             Instant::now() + backoff,
             record.number,

@@ -21,6 +21,7 @@ use super::answers;
 use super::clock::now_ms;
 use super::store::{JobEvent, JobRecord, JobState, JobStore, StateCounts, StoreError};
 use super::JobsConfig;
+use crate::base::log_limit::LogLimit;
 use crate::http::Response;
 use crate::http::SseEvent;
 use crate::pipeline::loopback::{Failure, FailureKind};
@@ -241,6 +242,23 @@ pub struct JobStats {
     pub commit_average_us: u64,
     /// The longest commit so far, in microseconds.
     pub commit_max_us: u64,
+    /// Every commit's duration.
+    pub commit_seconds: crate::base::metrics::Histogram,
+    /// Webhook attempts so far, by what followed them.
+    pub webhooks: WebhookCounts,
+}
+
+/// Webhook attempts, by what followed each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WebhookCounts {
+    /// The receiver took the message (`2xx`).
+    pub delivered: u64,
+    /// The receiver answered `410 Gone`: no more attempts.
+    pub gone: u64,
+    /// The attempt failed and another follows later.
+    pub retrying: u64,
+    /// The attempt failed and the message was given up.
+    pub given_up: u64,
 }
 
 impl JobStats {
@@ -336,6 +354,7 @@ impl JobsHandle {
             notify: HashMap::new(),
             next_expiry: Instant::now() + expire_every(&config),
             commit_stats: JobStats::default(),
+            warnings: Warnings::new(),
             unsettled: settle::Unsettled::default(),
             draining: false,
             deliveries: None,
@@ -465,6 +484,7 @@ fn is_transient(failure: &Failure) -> bool {
             | FailureKind::NextStageUnavailable
             | FailureKind::ShuttingDown
             | FailureKind::ProxyLost
+            | FailureKind::NoWorkers
     )
 }
 
@@ -510,6 +530,36 @@ struct Service {
     unsettled: settle::Unsettled,
     /// The front end drains: no job is dispatched any more.
     draining: bool,
+    /// Rate limits of the warnings a burst can repeat hundreds of times a second.
+    warnings: Warnings,
+}
+
+/// The service's rate-limited warnings (see [`LogLimit`]).
+struct Warnings {
+    /// A submit refused because the store holds `max_queued` unfinished jobs.
+    submit_refused: LogLimit,
+    /// A run the pipeline could not take, tried again later.
+    run_retried: LogLimit,
+    /// A group commit that failed.
+    commit_failed: LogLimit,
+}
+
+impl Warnings {
+    fn new() -> Self {
+        Warnings {
+            submit_refused: LogLimit::new("jobs: submits refused (too many unfinished jobs)"),
+            run_retried: LogLimit::new("jobs: runs not taken by the pipeline"),
+            commit_failed: LogLimit::new("jobs: failed commits"),
+        }
+    }
+
+    fn all(&mut self) -> [&mut LogLimit; 3] {
+        [
+            &mut self.submit_refused,
+            &mut self.run_retried,
+            &mut self.commit_failed,
+        ]
+    }
 }
 
 impl Service {
@@ -566,6 +616,14 @@ impl Service {
         }
         if let Some(ms) = self.next_scheduled {
             next = next.min(callbacks::instant_of(ms));
+        }
+        let summaries = [
+            &self.warnings.submit_refused,
+            &self.warnings.run_retried,
+            &self.warnings.commit_failed,
+        ];
+        for due in summaries.iter().filter_map(|limit| limit.summary_due()) {
+            next = next.min(due);
         }
         next
     }
@@ -681,6 +739,9 @@ impl Service {
     }
 
     fn on_timers(&mut self, now: Instant) {
+        for limit in self.warnings.all() {
+            limit.flush(now);
+        }
         while let Some(Reverse((at, number, waiter_id))) = self.deadlines.peek().copied() {
             if at > now {
                 break;
@@ -732,10 +793,12 @@ impl Service {
     fn commit(&mut self) {
         let started = Instant::now();
         if let Err(e) = self.store.commit() {
-            log::error!(
-                "jobs: a commit failed, its {} answers are refused: {e}",
-                self.outbox.len()
-            );
+            if self.warnings.commit_failed.allow() {
+                log::error!(
+                    "jobs: a commit failed, its {} answers are refused: {e}",
+                    self.outbox.len()
+                );
+            }
             self.store.rollback();
             self.refuse_batch(&e.to_string());
             self.batch_unsettled();
@@ -747,6 +810,7 @@ impl Service {
         stats.commits += 1;
         stats.commit_last_us = took;
         stats.commit_max_us = stats.commit_max_us.max(took);
+        stats.commit_seconds.observe_us(took);
         stats.commit_average_us = if stats.commits == 1 {
             took
         } else {

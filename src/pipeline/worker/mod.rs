@@ -33,7 +33,7 @@ mod worker_loop;
 
 pub use concurrent::{ConcurrentWork, INTERRUPT_TICK};
 pub(crate) use interrupts::InterruptWatch;
-pub use pool::{PoolCounts, WorkerPool};
+pub use pool::{PoolCounts, PoolMetrics, WorkerPool};
 
 use crate::base::sockets;
 use crate::http::Response;

@@ -7,6 +7,7 @@ use super::shared::{Counters, Doze, Member};
 use super::worker_loop::{WorkerEnded, WorkerLoop};
 use super::{Work, WorkerConfig};
 use crate::base::error::{Error, Result};
+use crate::base::metrics::Exposition;
 use crate::base::shutdown::{Shutdown, POLL_CAP};
 use crate::base::sockets;
 use crate::pipeline::census::{Holdings, ProxyWatch};
@@ -32,6 +33,43 @@ pub struct PoolCounts {
     pub panicked: u64,
     /// Jobs skipped because they were interrupted before they started.
     pub skipped: u64,
+}
+
+/// What a metrics scrape reads of a pool (see [`WorkerPool::metrics`]).
+#[derive(Clone)]
+pub struct PoolMetrics {
+    counters: Arc<Counters>,
+    workers: usize,
+}
+
+impl PoolMetrics {
+    /// Adds the pool's figures, labelled with its stage's name, to `out`:
+    /// `prime_stage_workers`, `prime_stage_jobs_total` by outcome and
+    /// `prime_stage_work_seconds` (the stage function's time per job).
+    pub fn expose(&self, stage: &str, out: &mut Exposition) {
+        let c = &self.counters;
+        out.gauge(
+            "prime_stage_workers",
+            "Worker threads of this process's pool for the stage.",
+            &[("stage", stage)],
+            self.workers as i64,
+        );
+        let jobs = "Jobs a stage's workers received, by outcome (ran, panicked, or skipped: interrupted before they started).";
+        let completed = c.completed.load(Ordering::Relaxed);
+        let panicked = c.panicked.load(Ordering::Relaxed);
+        let skipped = c.skipped.load(Ordering::Relaxed);
+        let ran = completed.saturating_sub(panicked + skipped);
+        for (outcome, value) in [("ran", ran), ("panicked", panicked), ("skipped", skipped)] {
+            let labels = [("stage", stage), ("outcome", outcome)];
+            out.counter("prime_stage_jobs", jobs, &labels, value);
+        }
+        out.histogram(
+            "prime_stage_work_seconds",
+            "Time the stage function took per job (probes and skipped jobs excluded).",
+            &[("stage", stage)],
+            &c.work.snapshot(),
+        );
+    }
 }
 
 impl WorkerPool {
@@ -93,6 +131,14 @@ impl WorkerPool {
             completed: self.counters.completed.load(Ordering::Relaxed),
             panicked: self.counters.panicked.load(Ordering::Relaxed),
             skipped: self.counters.skipped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A handle on the pool's counters for a metrics scrape, which outlives the pool.
+    pub fn metrics(&self) -> PoolMetrics {
+        PoolMetrics {
+            counters: self.counters.clone(),
+            workers: self.threads.len().saturating_sub(2),
         }
     }
 

@@ -11,6 +11,8 @@ pub(super) struct Counters {
     pub(super) completed: AtomicU64,
     pub(super) panicked: AtomicU64,
     pub(super) skipped: AtomicU64,
+    /// How long the stage function took per job.
+    pub(super) work: crate::base::metrics::SharedHistogram,
 }
 
 /// Lets the pool's heartbeat thread sleep through idle periods: it checks for long jobs

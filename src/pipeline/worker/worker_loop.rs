@@ -44,6 +44,9 @@ pub(super) struct WorkerLoop<W> {
     pub(super) doze: Arc<Doze>,
     /// Emptied frame vectors, reused for the next jobs received.
     pub(super) spare: sockets::SpareFrames,
+    /// When the last job's stage function returned, read once for its latency and
+    /// again by the loop's heartbeat check.
+    pub(super) ended: Option<Instant>,
 }
 
 impl<W: Work> WorkerLoop<W> {
@@ -106,6 +109,7 @@ impl<W: Work> WorkerLoop<W> {
             counters: Arc::default(),
             doze: Arc::default(),
             spare: sockets::SpareFrames::default(),
+            ended: None,
         })
     }
 
@@ -150,7 +154,9 @@ impl<W: Work> WorkerLoop<W> {
                     return;
                 }
             }
-            if Instant::now() >= next_beat {
+            // The clock read when the last job ended, if one just did.
+            let now = self.ended.take().unwrap_or_else(Instant::now);
+            if now >= next_beat {
                 self.send_ready();
                 next_beat = Instant::now() + self.heartbeat_interval;
             }
@@ -230,6 +236,7 @@ impl<W: Work> WorkerLoop<W> {
             }
         };
         if self.watch.is_interrupted(&envelope) {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             log::debug!(
                 "request {}: interrupted before it started",
                 envelope.request_id
@@ -252,7 +259,14 @@ impl<W: Work> WorkerLoop<W> {
             loopback: &self.loopback,
         };
         let work = &mut self.work;
+        let started = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| work.work(&mut job)));
+        let ended = Instant::now();
+        self.ended = Some(ended);
+        let took = ended.saturating_duration_since(started).as_micros();
+        self.counters
+            .work
+            .observe_us(took.min(u128::from(u64::MAX)) as u64);
         let outcome = outcome.unwrap_or_else(|panic| {
             self.counters.panicked.fetch_add(1, Ordering::Relaxed);
             let why = panic_message(&panic);
