@@ -144,7 +144,33 @@ impl Roles {
 /// no use for (exit 2), and exits 2 with clap's message for any other usage error.
 pub fn parse<C: clap::Parser>(name: &'static str, roles: &Roles) -> C {
     let mut command = command::<C>(name, roles);
-    let matches = command.clone().get_matches();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let refuse = |command: &mut clap::Command, id: &str, why: &str| -> ! {
+        command
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("{name} takes no --{id}: {why}"),
+            )
+            .exit()
+    };
+    let matches = match command.clone().try_get_matches_from(&argv) {
+        Ok(matches) => matches,
+        Err(e) => {
+            // A refused flag says why even when something else is wrong too (a
+            // required option missing): that is the mistake to explain.
+            for (id, role) in roles.each() {
+                let flag = format!("--{id}");
+                let given = argv.iter().skip(1).any(|arg| {
+                    let arg = arg.to_string_lossy();
+                    arg == flag || arg.starts_with(&format!("{flag}="))
+                });
+                if let (true, Role::Refuses(why)) = (given, role) {
+                    refuse(&mut command, id, why);
+                }
+            }
+            e.exit()
+        }
+    };
     if let Some(what) = matches.get_one::<String>(GENERATE) {
         let written = generate(command, what, &mut std::io::stdout().lock());
         std::process::exit(match written {
@@ -158,12 +184,7 @@ pub fn parse<C: clap::Parser>(name: &'static str, roles: &Roles) -> C {
     for (id, role) in roles.each() {
         let given = matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
         if let (true, Role::Refuses(why)) = (given, role) {
-            command
-                .error(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    format!("{name} takes no --{id}: {why}"),
-                )
-                .exit();
+            refuse(&mut command, id, why);
         }
     }
     C::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())

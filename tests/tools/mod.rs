@@ -84,8 +84,8 @@ pub fn node_modules() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/package.json");
-        let wanted = std::fs::read_to_string(&manifest)
-            .unwrap_or_else(|e| panic!("read {manifest:?}: {e}"));
+        let wanted =
+            std::fs::read_to_string(&manifest).unwrap_or_else(|e| panic!("read {manifest:?}: {e}"));
         let dir = tmp_dir().join("node");
         let stamp = dir.join("installed-package.json");
         let _lock = Lock::take(&tmp_dir().join("node.lock"));
@@ -99,7 +99,10 @@ pub fn node_modules() -> &'static Path {
         install
             .args(["install", "--no-audit", "--no-fund", "--silent"])
             .current_dir(&dir);
-        run(install, "the tests need node and npm (Debian: apt-get install nodejs npm)");
+        run(
+            install,
+            "the tests need node and npm (Debian: apt-get install nodejs npm)",
+        );
         std::fs::write(&stamp, &wanted).unwrap_or_else(|e| panic!("write {stamp:?}: {e}"));
         dir
     })
