@@ -836,6 +836,54 @@ mod tests {
         assert!(plain.cors.is_none() && plain.jobs.is_none());
     }
 
+    fn slots(listen: Option<&str>, concurrency: Option<&str>) -> [Slot; 2] {
+        [
+            Slot::new("LISTEN", "--listen", listen.map(str::to_string)),
+            Slot::new(
+                "CONCURRENCY",
+                "--concurrency",
+                concurrency.map(str::to_string),
+            ),
+        ]
+    }
+
+    fn placed(slots: &[Slot]) -> Vec<Option<&str>> {
+        slots.iter().map(|s| s.value.as_deref()).collect()
+    }
+
+    #[test]
+    fn positionals_fill_the_slots_no_flag_gave() {
+        let positionals = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        // All positional, all flags, mixed in either order.
+        let mut all = slots(None, None);
+        place(&mut all, positionals(&["tcp://a:1", "4"])).unwrap();
+        assert_eq!(placed(&all), [Some("tcp://a:1"), Some("4")]);
+        let mut flags = slots(Some("tcp://a:1"), Some("4"));
+        place(&mut flags, vec![]).unwrap();
+        assert_eq!(placed(&flags), [Some("tcp://a:1"), Some("4")]);
+        let mut mixed = slots(Some("tcp://a:1"), None);
+        place(&mut mixed, positionals(&["4"])).unwrap();
+        assert_eq!(placed(&mixed), [Some("tcp://a:1"), Some("4")]);
+        let mut mixed = slots(None, Some("4"));
+        place(&mut mixed, positionals(&["tcp://a:1"])).unwrap();
+        assert_eq!(placed(&mixed), [Some("tcp://a:1"), Some("4")]);
+        // Both ways, agreeing: fine; disagreeing: an error naming both.
+        let mut same = slots(Some("tcp://a:1"), None);
+        place(&mut same, positionals(&["tcp://a:1", "4"])).unwrap();
+        let mut twice = slots(None, Some("3"));
+        let error = place(&mut twice, positionals(&["tcp://a:1", "4"])).unwrap_err();
+        assert!(error.contains("CONCURRENCY is given twice") && error.contains("--concurrency"));
+        let mut extra = slots(Some("tcp://a:1"), Some("4"));
+        assert!(place(&mut extra, positionals(&["x"])).is_err());
+        // Missing: the error names the positional and its flag.
+        let missing = slots(None, None);
+        assert_eq!(
+            required(&missing[0]).unwrap_err(),
+            "give LISTEN (or --listen)"
+        );
+        assert!(count(&Slot::new("CONCURRENCY", "--concurrency", Some("0".into()))).is_err());
+    }
+
     #[test]
     fn bad_webhook_and_cors_options_are_refused() {
         let jobs = ["--jobs-db", "/tmp/x.sqlite", "--webhook-secret", "k"];
