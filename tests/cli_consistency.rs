@@ -272,6 +272,34 @@ fn flags_and_the_topology_file_stand_for_the_positionals() {
     assert_eq!(get(port, "/", BOUND).expect("an answer").status, 200);
     drop(mixed);
 
+    // prime_gatewayd's three, all as flags: it serves its health path (no request goes
+    // to the backend, so nothing leaves for the address it was given).
+    let port = free_port();
+    let gateway = Daemon::start_listening(
+        "gatewayd-flags",
+        GATEWAYD,
+        &args(&[
+            "--target",
+            "http://127.0.0.1:1",
+            "--concurrency",
+            "1",
+            "--listen",
+            &tcp(port),
+            "--health-path",
+            "/health",
+        ]),
+    );
+    let healthy = poll_until(BOUND, || {
+        get(port, "/health", BOUND).ok().filter(|r| r.status == 200)
+    });
+    assert!(healthy.is_some(), "{}", gateway.stderr());
+    assert!(
+        gateway.stderr().contains("1 gateway workers forward"),
+        "{}",
+        gateway.stderr()
+    );
+    drop(gateway);
+
     let port = free_port();
     let topology = scratch_path("topology", "json");
     std::fs::write(
