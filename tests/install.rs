@@ -3,9 +3,14 @@
 //!
 //! The install is the README's command with `--root` a scratch directory, `--offline`
 //! (everything is already in cargo's cache once the tests are built), and this test
-//! run's own target directory and profile: cargo finds the binaries it has just built
-//! for the tests fresh and copies them, instead of building everything again (minutes
-//! on two cores). The build itself is what the rest of the suite tests.
+//! run's own target directory and profile, so that cargo reuses what is built there
+//! instead of building everything again in a directory of its own (minutes on two
+//! cores). What it reuses is `cargo build --release --locked`'s build, which `.ci/run`
+//! makes before the tests: the tests' own build differs from it, since the
+//! dev-dependencies turn on features of getrandom, bitflags and regex-syntax (so ring,
+//! rustls, ureq, regex, rusqlite and this crate are built again for an install). With
+//! that build fresh the install is a copy, under a second here; without it, cargo makes
+//! it first (about a minute and a half here after a change to `src/`).
 
 mod daemons;
 
@@ -14,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A bound on the install: a copy of fresh binaries takes a second, a rebuild of the
-/// library (after a commit, which changes the version) a few minutes on a loaded machine.
+/// A bound on the install: a copy of fresh binaries takes a second; building the
+/// release variant without the dev-dependencies' features (when `cargo build --release
+/// --locked` was not run first) a few minutes on a loaded 2-core machine.
 const INSTALL_BOUND: Duration = Duration::from_secs(900);
 
 /// The names of Cargo.toml's `[[bin]]` entries.

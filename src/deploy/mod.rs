@@ -1,10 +1,11 @@
 //! Putting the pieces together: in one process ([`builder`]: stages as thread pools
 //! behind a front end, for embedders and `prime_serverd`), across processes and hosts
 //! ([`topology`]: a whole deployment in one JSON file), and the daemons' shared command
-//! line ([`cli`]).
+//! line ([`cli`], with [`command_line`]: how every binary is called).
 
 pub mod builder;
 pub mod cli;
+pub mod command_line;
 pub mod topology;
 
 pub use builder::{Pipeline, RunningPipeline, Transport};
