@@ -6,35 +6,50 @@
 //!
 //! A download is a request like any other, so `--request-timeout` bounds the whole of
 //! it: unless given, prime_filed's is an hour rather than the front end's usual 30 s.
+//!
+//! LISTEN, ROOT and CONCURRENCY may also come as `--listen`, `--root` and
+//! `--concurrency`, and LISTEN and CONCURRENCY from a topology file (`--config`: its
+//! front end, and its stage `files`).
 
 use clap::Parser;
-use prime_server::deploy::cli::{self, FrontEndArgs};
+use prime_server::deploy::cli::{self, CommonArgs, FrontEndArgs, Role, Roles, Slot};
 use prime_server::stages::StaticFiles;
 use prime_server::Pipeline;
 use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Serves the files under a directory through the pipeline",
-    after_help = cli::LOGGING_HELP
-)]
+#[command(about = "Serves the files under a directory through the pipeline")]
 struct Cli {
     #[arg(value_name = "LISTEN", help = cli::LISTEN_HELP)]
-    listen: String,
+    listen_arg: Option<String>,
     /// The directory served; nothing outside it is reachable, symbolic links leading
     /// out of it included.
-    root: std::path::PathBuf,
+    #[arg(value_name = "ROOT")]
+    root_arg: Option<String>,
     /// File workers: the downloads in progress at most (a slow client holds one).
-    #[arg(value_parser = cli::at_least_one::<usize>)]
-    concurrency: usize,
+    #[arg(value_name = "CONCURRENCY")]
+    concurrency_arg: Option<String>,
+    /// ROOT, as a flag.
+    #[arg(long = "root", value_name = "ROOT")]
+    root_flag: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Send `Cache-Control: VALUE` with every file, e.g. "public, max-age=3600".
     #[arg(long, value_name = "VALUE")]
     cache_control: Option<String>,
     #[command(flatten)]
     front_end: FrontEndArgs,
 }
+
+/// The stage's name, and its entry in a topology file.
+const STAGE: &str = "files";
+
+const ROLES: Roles = Roles {
+    listen: Role::Takes("LISTEN, as a flag"),
+    concurrency: Role::Takes("CONCURRENCY (file workers), as a flag"),
+    config: Role::Takes(cli::FRONT_END_CONFIG_HELP),
+};
 
 /// The request timeout unless `--request-timeout` is given: a whole download must fit.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -44,12 +59,47 @@ fn main() -> ExitCode {
     // Before any thread starts: the front end gives memory back after bursts of
     // connections only with these allocator settings.
     prime_server::server::tune_allocator();
-    cli::exit_code(serve(&Cli::parse()))
+    cli::exit_code(serve(cli::parse(env!("CARGO_BIN_NAME"), &ROLES)))
 }
 
-fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let mut files =
-        StaticFiles::new(&cli.root).map_err(|e| format!("ROOT {}: {e}", cli.root.display()))?;
+/// LISTEN, ROOT and CONCURRENCY from the positionals, the flags and the topology file,
+/// in that order of precedence.
+fn place(cli: &mut Cli) -> Result<(String, String, usize), Box<dyn std::error::Error>> {
+    let topology = cli::one_process_topology(cli.common.config.as_deref(), &mut cli.front_end)?;
+    let mut slots = [
+        Slot::new("LISTEN", "--listen", cli.common.listen.clone()),
+        Slot::new("ROOT", "--root", cli.root_flag.clone()),
+        Slot::new(
+            "CONCURRENCY",
+            "--concurrency",
+            cli.common.concurrency.map(|n| n.to_string()),
+        ),
+    ];
+    let positionals = [
+        cli.listen_arg.take(),
+        cli.root_arg.take(),
+        cli.concurrency_arg.take(),
+    ];
+    cli::place(&mut slots, positionals.into_iter().flatten().collect())?;
+    let [listen, root, concurrency] = &mut slots;
+    if let Some(topology) = &topology {
+        listen
+            .value
+            .get_or_insert_with(|| topology.front_end.listen.clone());
+        if let Some(n) = cli::stage_concurrency(Some(topology), STAGE) {
+            concurrency.value.get_or_insert_with(|| n.to_string());
+        }
+    }
+    Ok((
+        cli::required(listen)?,
+        cli::required(root)?,
+        cli::count(concurrency)?,
+    ))
+}
+
+fn serve(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let (listen, root, concurrency) = place(&mut cli)?;
+    let mut files = StaticFiles::new(&root).map_err(|e| format!("ROOT {root}: {e}"))?;
     if let Some(value) = &cli.cache_control {
         if value.is_empty() || value.contains(['\r', '\n']) {
             return Err("--cache-control takes one line of directives".into());
@@ -58,12 +108,12 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     log::info!(
         "{} file workers serve {} on {}",
-        cli.concurrency,
+        concurrency,
         files.root().display(),
-        cli.listen
+        listen
     );
-    let pipeline = Pipeline::new().http_stage("files", cli.concurrency, files);
-    let mut config = cli.front_end.config(&cli.listen)?;
+    let pipeline = Pipeline::new().http_stage(STAGE, concurrency, files);
+    let mut config = cli.front_end.config(&listen)?;
     if cli.front_end.request_timeout.is_none() {
         config.request_timeout = DOWNLOAD_TIMEOUT;
     }

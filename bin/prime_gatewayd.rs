@@ -19,27 +19,34 @@
 //! Unless `--request-timeout` is given, the front end's request timeout is at least
 //! `--gateway-timeout` plus 5 s, so a slow backend call ends with the gateway's `504`
 //! ("the gateway timeout (N s) passed") rather than being cut short by the front end.
+//!
+//! LISTEN, TARGET and CONCURRENCY may also come as `--listen`, `--target` and
+//! `--concurrency`, and LISTEN and CONCURRENCY from a topology file (`--config`: its
+//! front end, and its stage `gateway`).
 
 use clap::Parser;
-use prime_server::deploy::cli::{self, FrontEndArgs, GatewayArgs};
+use prime_server::deploy::cli::{self, CommonArgs, FrontEndArgs, GatewayArgs, Role, Roles, Slot};
 use prime_server::stages::tasks::TaskRouter;
 use prime_server::Pipeline;
 use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Puts an HTTP backend behind the pipeline's front end"
-)]
+#[command(about = "Puts an HTTP backend behind the pipeline's front end")]
 struct Cli {
     #[arg(value_name = "LISTEN", help = cli::LISTEN_HELP)]
-    listen: String,
+    listen_arg: Option<String>,
     /// The backend: http://HOST:PORT, optionally with a base path.
-    target: String,
+    #[arg(value_name = "TARGET")]
+    target: Option<String>,
     /// The backend's calls in flight at most (per stage).
-    #[arg(value_parser = cli::at_least_one::<usize>)]
-    concurrency: usize,
+    #[arg(value_name = "CONCURRENCY")]
+    concurrency_arg: Option<String>,
+    /// TARGET, as a flag.
+    #[arg(long = "target", value_name = "TARGET")]
+    target_flag: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Worker threads per gateway stage, sharing its calls in flight (at most one
     /// thread per call).
     #[arg(long, default_value_t = 1, value_parser = cli::at_least_one::<usize>)]
@@ -60,27 +67,69 @@ struct Cli {
     front_end: FrontEndArgs,
 }
 
+/// The main stage's name, and its entry in a topology file.
+const STAGE: &str = "gateway";
+
+const ROLES: Roles = Roles {
+    listen: Role::Takes("LISTEN, as a flag"),
+    concurrency: Role::Takes("CONCURRENCY (gateway workers), as a flag"),
+    config: Role::Takes(cli::FRONT_END_CONFIG_HELP),
+};
+
 fn main() -> ExitCode {
     cli::init_logging();
     // Before any thread starts: the front end gives memory back after bursts of
     // connections only with these allocator settings.
     prime_server::server::tune_allocator();
-    cli::exit_code(serve(&Cli::parse()))
+    cli::exit_code(serve(cli::parse(env!("CARGO_BIN_NAME"), &ROLES)))
 }
 
-fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let gateway = cli.gateway.gateway(&cli.target)?;
+/// LISTEN, TARGET and CONCURRENCY from the positionals, the flags and the topology file,
+/// in that order of precedence.
+fn place(cli: &mut Cli) -> Result<(String, String, usize), Box<dyn std::error::Error>> {
+    let topology = cli::one_process_topology(cli.common.config.as_deref(), &mut cli.front_end)?;
+    let mut slots = [
+        Slot::new("LISTEN", "--listen", cli.common.listen.clone()),
+        Slot::new("TARGET", "--target", cli.target_flag.clone()),
+        Slot::new(
+            "CONCURRENCY",
+            "--concurrency",
+            cli.common.concurrency.map(|n| n.to_string()),
+        ),
+    ];
+    let positionals = [
+        cli.listen_arg.take(),
+        cli.target.take(),
+        cli.concurrency_arg.take(),
+    ];
+    cli::place(&mut slots, positionals.into_iter().flatten().collect())?;
+    let [listen, target, concurrency] = &mut slots;
+    if let Some(topology) = &topology {
+        listen
+            .value
+            .get_or_insert_with(|| topology.front_end.listen.clone());
+        if let Some(n) = cli::stage_concurrency(Some(topology), STAGE) {
+            concurrency.value.get_or_insert_with(|| n.to_string());
+        }
+    }
+    Ok((
+        cli::required(listen)?,
+        cli::required(target)?,
+        cli::count(concurrency)?,
+    ))
+}
+
+fn serve(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let (listen, target, concurrency) = place(&mut cli)?;
+    let gateway = cli.gateway.gateway(&target)?;
     log::info!(
-        "{} gateway threads forward {} to {}, at most {} calls at once",
-        cli.threads.min(cli.concurrency),
-        cli.listen,
-        cli.target,
-        cli.concurrency
+        "{} gateway threads forward {listen} to {target}, at most {concurrency} calls at once",
+        cli.threads.min(concurrency)
     );
     let mut pipeline = Pipeline::new();
-    let mut stages = vec!["gateway".to_string()];
+    let mut stages = vec![STAGE.to_string()];
     if !cli.task.is_empty() {
-        let mut router = TaskRouter::new().default_stage("gateway");
+        let mut router = TaskRouter::new().default_stage(STAGE);
         for rule in &cli.task {
             let (task, stage) = TaskRouter::parse_rule(rule)?;
             router = router.task(&task, &stage);
@@ -90,16 +139,16 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         pipeline = pipeline.route_tasks(router);
     }
     // `gateway` comes first: the front end's main entry reaches it.
-    pipeline = pipeline.concurrent_stage("gateway", cli.threads, cli.concurrency, gateway);
+    pipeline = pipeline.concurrent_stage(STAGE, cli.threads, concurrency, gateway);
     for pool in &cli.pool {
-        let (name, calls, target) = parse_pool(pool)?;
-        let gateway = cli.gateway.gateway(target.unwrap_or(&cli.target))?;
+        let (name, calls, pool_target) = parse_pool(pool)?;
+        let gateway = cli.gateway.gateway(pool_target.unwrap_or(&target))?;
         log::info!("pool {name:?}: at most {calls} calls at once");
         pipeline = pipeline.concurrent_stage(name, cli.threads, calls, gateway);
         stages.push(name.to_string());
     }
     log::info!("stages: {stages:?}");
-    let mut config = cli.front_end.config(&cli.listen)?;
+    let mut config = cli.front_end.config(&listen)?;
     if cli.front_end.request_timeout.is_none() {
         // A synchronous call's deadline covers the gateway timeout, with a margin so
         // that the gateway's own 504 (naming its timeout) comes first; a lower one is

@@ -8,22 +8,17 @@
 
 use clap::Parser;
 use prime_server::base::endpoint::Use;
-use prime_server::deploy::cli::{self, FrontEndArgs};
+use prime_server::deploy::cli::{self, CommonArgs, FrontEndArgs, Role, Roles};
 use prime_server::deploy::topology::Topology;
 use prime_server::server::Server;
 use prime_server::{FrontSockets, Shutdown};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "The HTTP front end of a prime_server pipeline",
-    after_help = cli::LOGGING_HELP
-)]
+#[command(about = "The HTTP front end of a prime_server pipeline")]
 struct Cli {
-    #[arg(long, value_name = "LISTEN", help = cli::LISTEN_HELP)]
-    listen: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// The first stage's proxy (connected): its --upstream.
     #[arg(long, value_name = "ENDPOINT")]
     proxy: Option<String>,
@@ -33,57 +28,52 @@ struct Cli {
     /// Where interrupts are published (bound): the workers' --interrupt.
     #[arg(long, value_name = "ENDPOINT")]
     interrupt: Option<String>,
-    /// Read the endpoints and paths from this topology file (flags still override).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
     #[command(flatten)]
     front_end: FrontEndArgs,
 }
+
+const ROLES: Roles = Roles {
+    listen: Role::Takes(cli::LISTEN_HELP),
+    concurrency: Role::Refuses(
+        "the front end runs no workers: give --concurrency to prime_workerd, or a stage's \
+         \"concurrency\" in the topology file",
+    ),
+    config: Role::Takes(
+        "Read the endpoints and paths from this topology file (flags still override)",
+    ),
+};
 
 fn main() -> ExitCode {
     cli::init_logging();
     // Before any thread starts: the front end gives memory back after bursts of
     // connections only with these allocator settings.
     prime_server::server::tune_allocator();
-    cli::exit_code(run(Cli::parse()))
+    cli::exit_code(run(cli::parse(env!("CARGO_BIN_NAME"), &ROLES)))
 }
 
 fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut stages = Vec::new();
     let mut routes = None;
-    if let Some(path) = &cli.config {
+    if let Some(path) = &cli.common.config {
         let topology = Topology::load(path)?;
         routes = topology.front_end_routes();
         stages = topology.stages.iter().map(|s| s.name.clone()).collect();
         let front = &topology.front_end;
-        cli.listen.get_or_insert_with(|| front.listen.clone());
+        cli.common
+            .listen
+            .get_or_insert_with(|| front.listen.clone());
         cli.proxy
             .get_or_insert_with(|| topology.entry().to_string());
         cli.loopback.get_or_insert_with(|| front.loopback.clone());
         cli.interrupt.get_or_insert_with(|| front.interrupt.clone());
-        let args = &mut cli.front_end;
-        if args.netstring.is_none() {
-            args.netstring = front.netstring.clone();
-        }
-        if args.health_path.is_none() {
-            args.health_path = front.health_path.clone();
-        }
-        if args.status_path.is_none() {
-            args.status_path = front.status_path.clone();
-        }
-        if args.jobs.jobs_db.is_none() {
-            args.jobs.jobs_db = front.jobs_db.clone();
-        }
-        if args.channels.bus.is_none() {
-            args.channels.bus = front
-                .bus
-                .as_ref()
-                .map(|b| vec![b.xsub.clone(), b.xpub.clone()]);
-        }
+        cli.front_end.take_unset(front);
     }
-    let (Some(listen), Some(proxy), Some(loopback), Some(interrupt)) =
-        (&cli.listen, &cli.proxy, &cli.loopback, &cli.interrupt)
-    else {
+    let (Some(listen), Some(proxy), Some(loopback), Some(interrupt)) = (
+        &cli.common.listen,
+        &cli.proxy,
+        &cli.loopback,
+        &cli.interrupt,
+    ) else {
         return Err("give --listen, --proxy, --loopback and --interrupt, or --config".into());
     };
     let config = cli.front_end.config(listen)?;

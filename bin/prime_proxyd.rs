@@ -10,23 +10,20 @@
 use clap::Parser;
 use prime_server::base::endpoint::Use;
 use prime_server::base::metrics::MetricsSource;
-use prime_server::deploy::cli::{self, seconds, DaemonArgs, MetricsArgs};
+use prime_server::deploy::cli::{self, seconds, CommonArgs, DaemonArgs, MetricsArgs, Role, Roles, Slot};
 use prime_server::deploy::topology::Topology;
 use prime_server::pipeline::bus::Forwarder;
 use prime_server::pipeline::metrics::ProxyMetrics;
 use prime_server::pipeline::proxy::{Proxy, ProxyConfig};
 use prime_server::Shutdown;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "One stage's load-balancing proxy",
-    after_help = cli::LOGGING_HELP
-)]
+#[command(about = "One stage's load-balancing proxy")]
 struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
     /// Where jobs for this stage arrive (bound): the front end's --proxy, or the previous
     /// stage's workers' --downstream.
     #[arg(long, value_name = "ENDPOINT")]
@@ -39,10 +36,6 @@ struct Cli {
     /// at their deadline.
     #[arg(long, value_name = "ENDPOINT")]
     loopback: Option<String>,
-    /// Read the endpoints of --stage (or, with --bus-only, of the bus) from this
-    /// topology file (flags still override).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
     /// The stage of the topology file this proxy serves.
     #[arg(long, value_name = "NAME")]
     stage: Option<String>,
@@ -70,9 +63,23 @@ struct Cli {
     daemon: DaemonArgs,
 }
 
+const ROLES: Roles = Roles {
+    listen: Role::Takes(
+        "Where jobs for this stage arrive (bound): the same as --upstream, the proxy's \
+         listening side",
+    ),
+    concurrency: Role::Refuses(
+        "a proxy runs no workers: give --concurrency to prime_workerd, or a stage's \
+         \"concurrency\" in the topology file",
+    ),
+    config: Role::Takes(
+        "Read the endpoints of --stage from this topology file (flags still override)",
+    ),
+};
+
 fn main() -> ExitCode {
     cli::init_logging();
-    cli::exit_code(run(&Cli::parse()))
+    cli::exit_code(run(&cli::parse(env!("CARGO_BIN_NAME"), &ROLES)))
 }
 
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -82,7 +89,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     if cli.bus_only {
-        let Some(path) = &cli.config else {
+        let Some(path) = &cli.common.config else {
             return Err("--bus-only needs --config".into());
         };
         let topology = Topology::load(path)?;
@@ -92,8 +99,19 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         return run_bus(&bus.xsub, &bus.xpub);
     }
     let mut config = config_from_topology(cli)?;
-    if let Some(upstream) = &cli.upstream {
-        config.upstream = upstream.clone();
+    // --listen is the proxy's --upstream: both may be given only if they agree.
+    let mut upstream = [Slot::new(
+        "--upstream",
+        "--listen",
+        cli.common.listen.clone(),
+    )];
+    cli::place(&mut upstream, cli.upstream.iter().cloned().collect())?;
+    if let [Slot {
+        value: Some(upstream),
+        ..
+    }] = upstream
+    {
+        config.upstream = upstream;
     }
     if let Some(downstream) = &cli.downstream {
         config.downstream = downstream.clone();
@@ -143,8 +161,10 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn config_from_topology(cli: &Cli) -> Result<ProxyConfig, Box<dyn std::error::Error>> {
-    let (Some(path), Some(name)) = (&cli.config, &cli.stage) else {
-        return Ok(ProxyConfig::new("", "", None));
+    let (path, name) = match (&cli.common.config, &cli.stage) {
+        (Some(path), Some(name)) => (path, name),
+        (Some(_), None) => return Err("--config needs --stage: which stage of the file".into()),
+        (None, _) => return Ok(ProxyConfig::new("", "", None)),
     };
     let topology = Topology::load(path)?;
     let stage = topology.stage(name)?;

@@ -6,11 +6,15 @@
 //! - `prime_serverd RANGE CONCURRENCY`: the simulation mode, no HTTP. RANGE is `END`
 //!   (meaning 1..=END) or `START,END`; every number goes through the same pipeline and
 //!   the last line printed is `N primes found`.
+//!
+//! LISTEN and CONCURRENCY may also come as `--listen` and `--concurrency`, or from a
+//! topology file (`--config`: its front end, and the concurrency of its stages `parse`
+//! and `compute`).
 
 use clap::Parser;
 use prime_server::demo::primes::Algorithm;
 use prime_server::demo::{self, Compute};
-use prime_server::deploy::cli::{self, FrontEndArgs};
+use prime_server::deploy::cli::{self, CommonArgs, FrontEndArgs, Role, Roles, Slot};
 use prime_server::pipeline::proxy::Dispatch;
 use prime_server::{Pipeline, Shutdown};
 use std::ops::RangeInclusive;
@@ -27,20 +31,18 @@ const SIMULATION_WINDOW: u64 = 4096;
 const SIMULATION_PREFETCH: u32 = 256;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "The prime-checking demo of prime_server",
-    after_help = cli::LOGGING_HELP
-)]
+#[command(about = "The prime-checking demo of prime_server")]
 struct Cli {
     /// LISTEN: where clients connect (bound), a ZeroMQ endpoint such as
     /// tcp://127.0.0.1:8002. Or RANGE, for the simulation mode: `END` or `START,END`,
     /// the inclusive range of numbers to test.
     #[arg(value_name = "LISTEN|RANGE")]
-    target: String,
+    target: Option<String>,
     /// Workers per stage.
-    #[arg(value_parser = cli::at_least_one::<usize>)]
-    concurrency: usize,
+    #[arg(value_name = "CONCURRENCY")]
+    concurrency_arg: Option<String>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Primality test used by the compute stage: trial-division or miller-rabin.
     #[arg(long, default_value = "trial-division")]
     algorithm: Algorithm,
@@ -54,49 +56,110 @@ struct Cli {
     front_end: FrontEndArgs,
 }
 
+const ROLES: Roles = Roles {
+    listen: Role::Takes("LISTEN, as a flag (serves HTTP: not the simulation mode)"),
+    concurrency: Role::Takes("CONCURRENCY (workers per stage), as a flag"),
+    config: Role::Takes(cli::FRONT_END_CONFIG_HELP),
+};
+
+/// The stages, in order: their names in a topology file.
+const STAGES: [&str; 2] = ["parse", "compute"];
+
+/// What the command line asks for, once positionals, flags and the topology file are
+/// put together.
+struct Plan {
+    /// LISTEN or RANGE.
+    target: String,
+    /// Workers of each of [`STAGES`].
+    concurrency: [usize; 2],
+}
+
 fn main() -> ExitCode {
     cli::init_logging();
     // Before any thread starts: the front end gives memory back after bursts of
     // connections only with these allocator settings.
     prime_server::server::tune_allocator();
-    let cli = Cli::parse();
+    let mut cli: Cli = cli::parse(env!("CARGO_BIN_NAME"), &ROLES);
+    let plan = match plan(&mut cli) {
+        Ok(plan) => plan,
+        Err(why) => return cli::exit_code(Err(why)),
+    };
     // A range is digits, commas and spaces; anything else is meant as an endpoint, and
     // is checked as one (so `127.0.0.1:8002` is told it lacks `tcp://`).
-    let is_range = cli
+    let is_range = plan
         .target
         .bytes()
         .all(|b| b.is_ascii_digit() || b == b',' || b == b' ');
     if !is_range {
-        return cli::exit_code(serve(&cli));
+        return cli::exit_code(serve(&cli, &plan));
     }
-    let range = match parse_range(&cli.target) {
+    let range = match parse_range(&plan.target) {
         Ok(range) => range,
         Err(why) => return cli::exit_code(Err(why.into())),
     };
-    match simulate(range, &cli) {
+    match simulate(range, &cli, &plan) {
         Ok(code) => code,
         Err(e) => cli::exit_code(Err(e)),
     }
 }
 
-fn pipeline(cli: &Cli, default_prefetch: u32) -> Pipeline {
+/// Puts LISTEN|RANGE and CONCURRENCY together from the positionals, the flags and the
+/// topology file, in that order of precedence.
+fn plan(cli: &mut Cli) -> Result<Plan, Box<dyn std::error::Error>> {
+    let topology = cli::one_process_topology(cli.common.config.as_deref(), &mut cli.front_end)?;
+    let mut slots = [
+        Slot::new("LISTEN|RANGE", "--listen", cli.common.listen.clone()),
+        Slot::new(
+            "CONCURRENCY",
+            "--concurrency",
+            cli.common.concurrency.map(|n| n.to_string()),
+        ),
+    ];
+    let positionals = [cli.target.take(), cli.concurrency_arg.take()];
+    cli::place(&mut slots, positionals.into_iter().flatten().collect())?;
+    let [target, concurrency] = &mut slots;
+    if let Some(topology) = &topology {
+        target
+            .value
+            .get_or_insert_with(|| topology.front_end.listen.clone());
+    }
+    let target = cli::required(target)?;
+    let concurrency = match (&concurrency.value, &topology) {
+        (None, Some(topology)) => {
+            let mut each = [0; 2];
+            for (n, stage) in each.iter_mut().zip(STAGES) {
+                *n = cli::stage_concurrency(Some(topology), stage).ok_or_else(|| {
+                    format!("give CONCURRENCY: the topology file has no stage {stage:?}")
+                })?;
+            }
+            each
+        }
+        _ => [cli::count(concurrency)?; 2],
+    };
+    Ok(Plan {
+        target,
+        concurrency,
+    })
+}
+
+fn pipeline(cli: &Cli, plan: &Plan, default_prefetch: u32) -> Pipeline {
     Pipeline::new()
         .prefetch(cli.prefetch.unwrap_or(default_prefetch))
-        .stage("parse", cli.concurrency, demo::parse)
+        .stage(STAGES[0], plan.concurrency[0], demo::parse)
         .stage(
-            "compute",
-            cli.concurrency,
+            STAGES[1],
+            plan.concurrency[1],
             Compute {
                 algorithm: cli.algorithm,
             },
         )
 }
 
-fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let config = cli.front_end.config(&cli.target)?;
+fn serve(cli: &Cli, plan: &Plan) -> Result<(), Box<dyn std::error::Error>> {
+    let config = cli.front_end.config(&plan.target)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    pipeline(cli, prime_server::pipeline::worker::DEFAULT_PREFETCH).serve(
+    pipeline(cli, plan, prime_server::pipeline::worker::DEFAULT_PREFETCH).serve(
         &zmq::Context::new(),
         config,
         &shutdown,
@@ -104,10 +167,14 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn simulate(range: RangeInclusive<u64>, cli: &Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let (concurrency, algorithm) = (cli.concurrency, cli.algorithm);
+fn simulate(
+    range: RangeInclusive<u64>,
+    cli: &Cli,
+    plan: &Plan,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let (concurrency, algorithm) = (plan.concurrency[1], cli.algorithm);
     let ctx = zmq::Context::new();
-    let (pipeline, front) = pipeline(cli, SIMULATION_PREFETCH)
+    let (pipeline, front) = pipeline(cli, plan, SIMULATION_PREFETCH)
         .dispatch(Dispatch::FillCredit)
         .start(&ctx)?;
     log::info!(

@@ -12,23 +12,20 @@ use prime_server::base::endpoint::Use;
 use prime_server::base::metrics::MetricsSource;
 use prime_server::demo;
 use prime_server::demo::primes::Algorithm;
-use prime_server::deploy::cli::{self, seconds, DaemonArgs, GatewayArgs, MetricsArgs};
+use prime_server::deploy::cli::{self, seconds, CommonArgs, DaemonArgs, GatewayArgs, MetricsArgs, Role, Roles};
 use prime_server::deploy::topology::{Topology, TASKS_SERVICE};
 use prime_server::pipeline::worker::{WorkerConfig, WorkerPool};
 use prime_server::stages::tasks::TaskRouter;
 use prime_server::stages::HttpStage;
 use prime_server::Shutdown;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "A pool of workers for one stage of the pipeline",
-    after_help = cli::LOGGING_HELP
-)]
+#[command(about = "A pool of workers for one stage of the pipeline")]
 struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
     /// The stage's proxy, where workers take jobs (connected): the proxy's --downstream.
     #[arg(long, value_name = "ENDPOINT")]
     upstream: Option<String>,
@@ -50,12 +47,6 @@ struct Cli {
     /// table).
     #[arg(long, value_name = "NAME")]
     stage: String,
-    /// Read the endpoints of --stage from this topology file (flags still override).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Worker threads (default: the topology's concurrency, or 1).
-    #[arg(long, value_name = "N", value_parser = cli::at_least_one::<usize>)]
-    concurrency: Option<usize>,
     /// The compute stage's primality test: trial-division or miller-rabin.
     #[arg(long, default_value = "trial-division")]
     algorithm: Algorithm,
@@ -79,9 +70,20 @@ struct Cli {
     daemon: DaemonArgs,
 }
 
+const ROLES: Roles = Roles {
+    listen: Role::Refuses(
+        "workers bind nothing: they connect to their stage's proxy (--upstream); \
+         clients connect to the front end's --listen",
+    ),
+    concurrency: Role::Takes("Worker threads (default: the topology's concurrency, or 1)"),
+    config: Role::Takes(
+        "Read the endpoints of --stage from this topology file (flags still override)",
+    ),
+};
+
 fn main() -> ExitCode {
     cli::init_logging();
-    cli::exit_code(run(&Cli::parse()))
+    cli::exit_code(run(&cli::parse(env!("CARGO_BIN_NAME"), &ROLES)))
 }
 
 /// The endpoints and service, from the topology file and then the flags.
@@ -100,7 +102,7 @@ fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
         concurrency: 1,
         router: None,
     };
-    if let Some(path) = &cli.config {
+    if let Some(path) = &cli.common.config {
         let topology = Topology::load(path)?;
         let stage = topology.stage(&cli.stage)?;
         plan.config = WorkerConfig::new(
@@ -163,7 +165,7 @@ fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
     cli::check_endpoints(&endpoints)?;
     config.heartbeat_interval = seconds("--heartbeat-interval", cli.heartbeat_interval)?;
     config.prefetch = cli.prefetch;
-    plan.concurrency = cli.concurrency.unwrap_or(plan.concurrency);
+    plan.concurrency = cli.common.concurrency.unwrap_or(plan.concurrency);
     Ok(plan)
 }
 

@@ -1,23 +1,48 @@
 //! Command-line options shared by the binaries, declared once: the front end's and the
 //! daemons' options, the wording every help shares, endpoint and number checks, logging
-//! and exit codes.
+//! and exit codes; and, from [`super::command_line`], how every binary is called
+//! (`--listen`, `--concurrency`, `--config`, `--version`, `--generate`).
 
+pub use super::command_line::{
+    at_least_one, command, count, parse, place, required, CommonArgs, Role, Roles, Slot,
+    AFTER_HELP, FRONT_END_CONFIG_HELP, LOGGING_HELP, README_POINTER, VERSION,
+};
+use super::topology::{FrontEndSpec, Topology, TopologyError};
 use crate::base::endpoint::{self, Use};
 use crate::jobs::webhooks::{parse_secret, WebhookConfig};
 use crate::jobs::{Durability, JobsConfig};
 use crate::server::{AccessLogFormat, CorsConfig, ServerConfig};
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::time::Duration;
 
 /// The help of the endpoint where clients connect, the same in every binary.
 pub const LISTEN_HELP: &str =
     "Where clients connect (bound): a ZeroMQ endpoint such as tcp://127.0.0.1:8002";
 
-/// The closing paragraph of every binary's help: where logs go and how to choose them.
-pub const LOGGING_HELP: &str = "Logs go to stderr, at info level and above unless RUST_LOG \
-says otherwise (e.g. RUST_LOG=debug, or RUST_LOG=warn,prime_server::server=debug). \
-Exit codes: 0 after a clean stop, 2 for a usage or configuration error.";
+/// A one-process binary's `--config`: the topology file, if given, whose front-end
+/// entry has filled the options of `front_end` not given on the command line. The
+/// caller takes its listen endpoint (`front_end.listen`) and its stages' concurrency
+/// ([`stage_concurrency`]) from it.
+pub fn one_process_topology(
+    config: Option<&std::path::Path>,
+    front_end: &mut FrontEndArgs,
+) -> Result<Option<Topology>, TopologyError> {
+    let Some(path) = config else {
+        return Ok(None);
+    };
+    let topology = Topology::load(path)?;
+    front_end.take_unset(&topology.front_end);
+    Ok(Some(topology))
+}
+
+/// The concurrency the topology file gives stage `name`, if it has such a stage.
+pub fn stage_concurrency(topology: Option<&Topology>, name: &str) -> Option<usize> {
+    topology?
+        .stages
+        .iter()
+        .find(|stage| stage.name == name)
+        .map(|stage| stage.concurrency)
+}
 
 /// Logs to stderr through `env_logger`: info and above unless `RUST_LOG` says
 /// otherwise. Call it once, first thing in `main`, to log as the daemons do.
@@ -41,17 +66,6 @@ pub fn check_endpoints(endpoints: &[(&str, &str, Use)]) -> Result<(), String> {
             .map_err(|problem| format!("bad endpoint {value:?} ({name}): {problem}"))?;
     }
     Ok(())
-}
-
-/// A clap value parser for counts that must be at least 1 (`--prefetch`, workers).
-pub fn at_least_one<T>(text: &str) -> Result<T, String>
-where
-    T: FromStr + PartialOrd + From<u8>,
-{
-    match text.parse::<T>() {
-        Ok(n) if n >= T::from(1) => Ok(n),
-        _ => Err(format!("{text:?} is not a whole number of at least 1")),
-    }
 }
 
 /// A daemon's exit: 0, or `error: ...` on stderr and exit code 2.
@@ -495,6 +509,30 @@ impl JobsArgs {
 }
 
 impl FrontEndArgs {
+    /// Takes the options not given on the command line from a topology file's
+    /// front-end entry: `--netstring`, `--health-path`, `--status-path`, `--jobs-db`.
+    /// (Its `listen` is the caller's: each binary has its own way to give it.)
+    pub fn take_unset(&mut self, spec: &FrontEndSpec) {
+        if self.netstring.is_none() {
+            self.netstring = spec.netstring.clone();
+        }
+        if self.health_path.is_none() {
+            self.health_path = spec.health_path.clone();
+        }
+        if self.status_path.is_none() {
+            self.status_path = spec.status_path.clone();
+        }
+        if self.jobs.jobs_db.is_none() {
+            self.jobs.jobs_db = spec.jobs_db.clone();
+        }
+        if self.channels.bus.is_none() {
+            self.channels.bus = spec
+                .bus
+                .as_ref()
+                .map(|b| vec![b.xsub.clone(), b.xpub.clone()]);
+        }
+    }
+
     /// The server configuration these options describe, listening for HTTP on `listen`.
     pub fn config(&self, listen: &str) -> Result<ServerConfig, String> {
         let mut endpoints = vec![("LISTEN", listen, Use::Bind)];

@@ -1,10 +1,12 @@
 //! Putting the pieces together: in one process ([`builder`]: stages as thread pools
 //! behind a front end, for embedders and `prime_serverd`), across processes and hosts
 //! ([`topology`]: a whole deployment in one JSON file), and the daemons' shared command
-//! line ([`cli`]), and the daemons' metrics listener ([`metrics_listener`]).
+//! line ([`cli`], with [`command_line`]: how every binary is called), and the daemons'
+//! metrics listener ([`metrics_listener`]).
 
 pub mod builder;
 pub mod cli;
+pub mod command_line;
 pub mod metrics_listener;
 pub mod topology;
 
