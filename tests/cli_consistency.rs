@@ -205,6 +205,7 @@ fn sample(positional: &str) -> &'static str {
     match positional {
         "LISTEN" | "LISTEN|RANGE" => "tcp://127.0.0.1:1",
         "TARGET" => "http://127.0.0.1:9",
+        "ROOT" => "/",
         "CONCURRENCY" => "2",
         other => panic!("no sample value for the positional {other}: add one here"),
     }
@@ -295,7 +296,7 @@ fn flags_and_the_topology_file_stand_for_the_positionals() {
     });
     assert!(healthy.is_some(), "{}", gateway.stderr());
     assert!(
-        gateway.stderr().contains("1 gateway workers forward"),
+        gateway.stderr().contains("1 gateway threads forward"),
         "{}",
         gateway.stderr()
     );
