@@ -667,7 +667,10 @@ impl GatewayArgs {
         if let Some(path) = &self.grip_key_file {
             let key = key_file("--grip-key-file", path)?;
             if key.is_empty() {
-                return Err(format!("--grip-key-file {}: the key is empty", path.display()));
+                return Err(format!(
+                    "--grip-key-file {}: the key is empty",
+                    path.display()
+                ));
             }
             gateway = gateway.grip_key(key);
         }

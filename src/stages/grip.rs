@@ -52,7 +52,11 @@ pub struct GripError(pub String);
 
 impl fmt::Display for GripError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the backend's GRIP instructions cannot be followed: {}", self.0)
+        write!(
+            f,
+            "the backend's GRIP instructions cannot be followed: {}",
+            self.0
+        )
     }
 }
 
@@ -124,7 +128,11 @@ pub fn instruction(mut answer: Response) -> Result<Instruction, GripError> {
     let mode = match mode.trim().to_ascii_lowercase().as_str() {
         "response" => HoldMode::Response,
         "stream" => HoldMode::Stream,
-        other => return Err(GripError(format!("Grip-Hold {other:?} is not response or stream"))),
+        other => {
+            return Err(GripError(format!(
+                "Grip-Hold {other:?} is not response or stream"
+            )))
+        }
     };
     let mut hold = match mode {
         HoldMode::Response => Hold::response(Vec::<String>::new()),
@@ -143,7 +151,11 @@ pub fn instruction(mut answer: Response) -> Result<Instruction, GripError> {
         let code = code.split_whitespace().next().unwrap_or("");
         answer.status = match code.parse::<u16>() {
             Ok(code) if (200..600).contains(&code) => code,
-            _ => return Err(GripError(format!("Grip-Status {code:?} is not a status code"))),
+            _ => {
+                return Err(GripError(format!(
+                    "Grip-Status {code:?} is not a status code"
+                )))
+            }
         };
     }
     finish(hold.answer(answer)).map(Instruction::Hold)
@@ -228,7 +240,11 @@ fn keep_alive_field(value: &str) -> Result<KeepAlive, GripError> {
         "base64" => base64::engine::general_purpose::STANDARD
             .decode(content.as_bytes())
             .map_err(|e| GripError(format!("Grip-Keep-Alive's base64 content: {e}")))?,
-        other => return Err(GripError(format!("Grip-Keep-Alive format {other:?} is unknown"))),
+        other => {
+            return Err(GripError(format!(
+                "Grip-Keep-Alive format {other:?} is unknown"
+            )))
+        }
     };
     Ok(KeepAlive {
         content,
@@ -309,7 +325,9 @@ fn instruct_body(body: &[u8]) -> Result<Hold, GripError> {
     });
     let code = given.code.unwrap_or(200);
     if !(200..600).contains(&code) {
-        return Err(GripError(format!("response code {code} is not a final status")));
+        return Err(GripError(format!(
+            "response code {code} is not a final status"
+        )));
     }
     let body = match (given.body, given.body_bin) {
         (_, Some(bin)) => base64_field("response's body-bin", &bin)?,
@@ -354,13 +372,24 @@ mod tests {
         );
         assert_eq!(hold.mode, HoldMode::Response);
         assert_eq!(hold.timeout, 20);
-        let names: Vec<_> = hold.channels.iter().map(|c| (c.name.as_str(), c.prev_id.as_deref())).collect();
+        let names: Vec<_> = hold
+            .channels
+            .iter()
+            .map(|c| (c.name.as_str(), c.prev_id.as_deref()))
+            .collect();
         assert_eq!(
             names,
-            [("account:42", Some("17")), ("news", None), ("more", Some("a b"))]
+            [
+                ("account:42", Some("17")),
+                ("news", None),
+                ("more", Some("a b"))
+            ]
         );
         let answer = hold.answer.unwrap();
-        assert_eq!(answer.headers, [("Content-Type".to_string(), "text/plain".to_string())]);
+        assert_eq!(
+            answer.headers,
+            [("Content-Type".to_string(), "text/plain".to_string())]
+        );
         assert_eq!(answer.body, b"timed out");
     }
 
@@ -384,12 +413,18 @@ mod tests {
                 .header("Grip-Keep-Alive", "OgoK; format=base64"),
         );
         let keep = hold.keep_alive.unwrap();
-        assert_eq!((keep.content.as_slice(), keep.interval), (&b":\n\n"[..], 55));
+        assert_eq!(
+            (keep.content.as_slice(), keep.interval),
+            (&b":\n\n"[..], 55)
+        );
     }
 
     #[test]
     fn an_answer_without_hold_loses_only_its_grip_fields() {
-        let answer = Response::new(404).header("Grip-Channel", "x").header("X-A", "1").body("no");
+        let answer = Response::new(404)
+            .header("Grip-Channel", "x")
+            .header("X-A", "1")
+            .body("no");
         assert_eq!(
             instruction(answer).unwrap(),
             Instruction::Respond(Response::new(404).header("X-A", "1").body("no"))
@@ -401,10 +436,19 @@ mod tests {
         let base = || Response::new(200).header("Grip-Channel", "c");
         assert!(instruction(base().header("Grip-Hold", "forever")).is_err());
         assert!(instruction(Response::new(200).header("Grip-Hold", "response")).is_err());
-        assert!(instruction(base().header("Grip-Hold", "response").header("Grip-Timeout", "soon")).is_err());
-        let keep = base().header("Grip-Hold", "stream").header("Grip-Keep-Alive", "x; format=rot13");
+        assert!(instruction(
+            base()
+                .header("Grip-Hold", "response")
+                .header("Grip-Timeout", "soon")
+        )
+        .is_err());
+        let keep = base()
+            .header("Grip-Hold", "stream")
+            .header("Grip-Keep-Alive", "x; format=rot13");
         assert!(instruction(keep).is_err());
-        let json = Response::new(200).header("Content-Type", GRIP_INSTRUCT).body("{");
+        let json = Response::new(200)
+            .header("Content-Type", GRIP_INSTRUCT)
+            .body("{");
         assert!(instruction(json).is_err());
     }
 
@@ -413,7 +457,11 @@ mod tests {
         let body = r#"{"hold": {"mode": "response", "channels": [{"name": "a", "prev-id": "3"}, {"name": "b"}], "timeout": 5,
             "keep-alive": {"content-bin": "eA==", "timeout": 9}},
             "response": {"code": 202, "headers": {"X-B": "2", "Grip-Foo": "z"}, "body-bin": "aGk="}}"#;
-        let hold = held(Response::new(200).header("Content-Type", "application/grip-instruct; charset=utf-8").body(body));
+        let hold = held(
+            Response::new(200)
+                .header("Content-Type", "application/grip-instruct; charset=utf-8")
+                .body(body),
+        );
         assert_eq!(hold.timeout, 5);
         assert_eq!(hold.channels[0].prev_id.as_deref(), Some("3"));
         assert_eq!(hold.channels[1].name, "b");
@@ -442,6 +490,9 @@ mod tests {
         )
         .unwrap()
         .claims;
-        assert_eq!(claims, serde_json::json!({"iss": GRIP_ISSUER, "exp": 1000 + GRIP_SIG_LIFETIME}));
+        assert_eq!(
+            claims,
+            serde_json::json!({"iss": GRIP_ISSUER, "exp": 1000 + GRIP_SIG_LIFETIME})
+        );
     }
 }
