@@ -19,8 +19,12 @@
 //! `Host`); `X-Real-IP` (the client's address as the front end saw it: a client's own
 //! `X-Real-IP` is replaced, never passed on, and none is sent when the address is not
 //! known); `X-Request-Id` (the client's, else our request id)
-//! and, with a secret, `X-Prime-Signature` (see [`sign`]). A client's own
-//! `X-Prime-Signature` is never passed on.
+//! and, with a secret, `X-Prime-Signature` (see [`sign`]); with a GRIP key,
+//! `Grip-Sig` (see [`HttpGateway::grip_key`]). A client's own `X-Prime-Signature` and
+//! `Grip-Sig` are never passed on.
+//!
+//! A backend's answer may hold the request on channels with GRIP's instructions (see
+//! [`grip`](crate::stages::grip)); its `Grip-*` fields never reach the client.
 //!
 //! Redirects are not followed (the 3xx goes back to the client); only the configured
 //! target is ever called. A backend that cannot be reached answers `502`, and so does
