@@ -24,7 +24,7 @@
 //! `Grip-Sig` are never passed on.
 //!
 //! A backend's answer may hold the request on channels with GRIP's instructions (see
-//! [`grip`](crate::stages::grip)); its `Grip-*` fields never reach the client.
+//! [`grip`]); its `Grip-*` fields never reach the client.
 //!
 //! Redirects are not followed (the 3xx goes back to the client); only the configured
 //! target is ever called. A backend that cannot be reached answers `502`, and so does
