@@ -1,12 +1,12 @@
 //! GRIP behind the gateway, with a real backend: `tests/grip_backend.py`, a Python
 //! HTTP server that uses the published `gripcontrol` package as its users do. Behind
 //! `prime_gatewayd --grip-key-file`, it holds requests (a long-poll with a
-//! `grip-instruct` body, a stream with `Grip-*` headers) and publishes with
+//! `grip-instruct` body, a stream with `Grip-*` headers and a keep-alive) and publishes with
 //! `GripPubControl` to the control listener's `POST /publish/`; held clients get the
 //! messages, and a long-poll nobody publishes to gets the backend's own answer at its
 //! timeout. The backend checks `Grip-Sig` with `gripcontrol.validate_sig`: reached
 //! directly, or through a gateway without the key (where a client's own `Grip-Sig` is
-//! stripped), it does not hold.
+//! stripped), it does not hold. Instructions the gateway cannot follow are `502`.
 //!
 //! The gateway connects to an address it was given, so each test runs in a network
 //! namespace with only loopback (see `netns`). Every wait is bounded; nothing asserts
@@ -104,9 +104,14 @@ impl Client {
 
     /// Reads until `needle` has been seen (counting from the start), within [`BOUND`].
     fn wait_for(&mut self, needle: &str) -> String {
+        self.wait_for_after(0, needle)
+    }
+
+    /// Reads until `needle` has been seen after the first `from` bytes, within [`BOUND`].
+    fn wait_for_after(&mut self, from: usize, needle: &str) -> String {
         let end = Instant::now() + BOUND;
         let mut buf = [0u8; 65536];
-        while !self.text().contains(needle) {
+        while !String::from_utf8_lossy(self.seen.get(from..).unwrap_or_default()).contains(needle) {
             assert!(
                 Instant::now() < end,
                 "no {needle:?} within the bound; got {:?}",
@@ -219,7 +224,7 @@ fn a_gripcontrol_backend_holds_requests_behind_the_gateway() {
 
     // A stream (Grip-* headers): the backend's head and body at once, without any
     // Grip-* field, then each http-stream message in order.
-    let mut stream = Client::get(port, "/stream?ch=feed", "");
+    let mut stream = Client::get(port, "/stream?ch=feed&ka=1", "");
     let head = stream.wait_for("start\n");
     assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
     assert!(
@@ -237,6 +242,8 @@ fn a_gripcontrol_backend_holds_requests_behind_the_gateway() {
     };
     assert!(at("start\n") < at("message 1\n"));
     assert!(at("message 1\n") < at("message 2\n") && at("message 2\n") < at("message 3\n"));
+    // Idle: the keep-alive, its C-string escape undone.
+    stream.wait_for_after(at("message 3\n"), ":idle\n");
 
     // A long-poll nobody publishes to: at its timeout, the backend's own answer.
     let mut quiet = Client::get(port, "/response?ch=quiet&timeout=1", "");
@@ -294,4 +301,9 @@ fn only_the_gateways_grip_sig_makes_the_backend_hold() {
     let answer = held.wait_for("fallback\n");
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(!answer.contains("grip-instruct"), "{answer}");
+
+    // Instructions that cannot be followed are the backend's error.
+    let bad = exchange(port, "GET", "/bad?ch=a", "");
+    assert!(bad.starts_with("HTTP/1.1 502 "), "{bad}");
+    assert!(bad.contains("Grip-Hold"), "{bad}");
 }

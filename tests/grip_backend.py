@@ -5,7 +5,9 @@ Prints "listening PORT" once it accepts connections on 127.0.0.1.
 
   GET /response?ch=C&timeout=S  a long-poll (create_hold_response, a grip-instruct body);
                                 its own answer is "fallback\n" with X-Backend: fallback
-  GET /stream?ch=C              a stream hold made with Grip-* headers; body "start\n"
+  GET /stream?ch=C&ka=S         a stream hold made with Grip-* headers; body "start\n";
+                                ":idle\n" after S idle seconds (30 by default)
+  GET /bad?ch=C                 instructions that cannot be followed (Grip-Hold: forever)
   POST /publish?ch=C&kind=response|stream&n=N   publishes with GripPubControl to the
                                 control listener: one http-response, or N http-stream
                                 messages "message 1\n" ... in order
@@ -67,9 +69,11 @@ class Handler(BaseHTTPRequestHandler):
                     ("Content-Type", "text/plain"),
                     ("Grip-Hold", "stream"),
                     ("Grip-Channel", create_grip_channel_header(channel)),
-                    ("Grip-Keep-Alive", "\\n; format=cstring; timeout=30"),
+                    ("Grip-Keep-Alive", ":idle\\n; format=cstring; timeout=%s" % query.get("ka", "30")),
                 ],
             )
+        if url.path == "/bad":
+            return self.answer(200, "?\n", [("Grip-Hold", "forever"), ("Grip-Channel", channel)])
         self.answer(404, "no such path\n")
 
     def do_POST(self):
