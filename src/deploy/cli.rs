@@ -778,4 +778,29 @@ mod tests {
         assert!(parse(&["--cors-origin", "app.example"]).is_err());
         assert!(parse(&["--jobs-db", "/tmp/x.sqlite", "--webhook-secret", "whsec_!!"]).is_err());
     }
+
+    #[test]
+    fn the_grip_key_file_must_hold_a_key() {
+        #[derive(clap::Parser)]
+        struct Gateway {
+            #[command(flatten)]
+            gateway: GatewayArgs,
+        }
+        let gateway = |file: &std::path::Path| {
+            let arg = file.display().to_string();
+            Gateway::try_parse_from(["test", "--grip-key-file", &arg])
+                .map_err(|e| e.to_string())?
+                .gateway
+                .gateway("http://127.0.0.1:9000")
+        };
+        let dir = std::env::temp_dir().join(format!("grip-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let (key, empty) = (dir.join("key"), dir.join("empty"));
+        std::fs::write(&key, "k\n").expect("write the key");
+        std::fs::write(&empty, "\n").expect("write an empty key");
+        assert!(gateway(&key).is_ok());
+        assert!(gateway(&empty).unwrap_err().contains("the key is empty"));
+        assert!(gateway(&dir.join("absent")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
