@@ -94,7 +94,8 @@ pub fn grip_sig_now(key: &[u8]) -> Result<String, GripError> {
 }
 
 fn is_grip_field(name: &str) -> bool {
-    name.len() >= 5 && name[..5].eq_ignore_ascii_case("grip-")
+    name.get(..5)
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case("grip-"))
 }
 
 /// Reads the GRIP instructions of a backend's answer (see the module docs).
@@ -340,6 +341,11 @@ fn instruct_body(body: &[u8]) -> Result<Hold, GripError> {
             serde_json::Value::String(text) => text,
             other => other.to_string(),
         };
+        if name.is_empty() || name.contains(['\r', '\n', ':']) || value.contains(['\r', '\n']) {
+            return Err(GripError(format!(
+                "the response header {name:?} is not a field"
+            )));
+        }
         if !is_grip_field(&name) {
             answer = answer.header(name, value);
         }
@@ -446,10 +452,19 @@ mod tests {
             .header("Grip-Hold", "stream")
             .header("Grip-Keep-Alive", "x; format=rot13");
         assert!(instruction(keep).is_err());
-        let json = Response::new(200)
-            .header("Content-Type", GRIP_INSTRUCT)
-            .body("{");
-        assert!(instruction(json).is_err());
+        let json = |body: &str| {
+            let answer = Response::new(200).header("Content-Type", GRIP_INSTRUCT);
+            instruction(answer.body(body.to_string()))
+        };
+        assert!(json("{").is_err());
+        let hold = r#""hold": {"mode": "response", "channels": [{"name": "c"}]}"#;
+        let injected =
+            format!(r#"{{{hold}, "response": {{"headers": {{"X-A": "1\r\nSet-Cookie: a=b"}}}}}}"#);
+        assert!(json(&injected).is_err());
+        let named = format!(r#"{{{hold}, "response": {{"headers": {{"é: x": "1"}}}}}}"#);
+        assert!(json(&named).is_err());
+        let unicode = format!(r#"{{{hold}, "response": {{"headers": {{"ééé": "1"}}}}}}"#);
+        assert!(json(&unicode).is_ok());
     }
 
     #[test]
