@@ -640,6 +640,12 @@ pub struct GatewayArgs {
     /// Read the signing secret from this file (a trailing newline is ignored).
     #[arg(long, value_name = "FILE")]
     pub gateway_secret_file: Option<std::path::PathBuf>,
+    /// Sign each forwarded request with Grip-Sig, a JWT (HS256) made with the key in
+    /// this file (a trailing newline is ignored), so that GRIP backends (gripcontrol's
+    /// validate_sig) know a GRIP proxy is in front. A backend's GRIP instructions are
+    /// followed with or without it.
+    #[arg(long, value_name = "FILE")]
+    pub grip_key_file: Option<std::path::PathBuf>,
 }
 
 impl GatewayArgs {
@@ -655,16 +661,19 @@ impl GatewayArgs {
             .timeout(self.timeout()?);
         let secret = match (&self.gateway_secret, &self.gateway_secret_file) {
             (Some(secret), _) => Some(secret.clone().into_bytes()),
-            (None, Some(path)) => {
-                let mut bytes = std::fs::read(path)
-                    .map_err(|e| format!("--gateway-secret-file {}: {e}", path.display()))?;
-                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    bytes.pop();
-                }
-                Some(bytes)
-            }
+            (None, Some(path)) => Some(key_file("--gateway-secret-file", path)?),
             (None, None) => None,
         };
+        if let Some(path) = &self.grip_key_file {
+            let key = key_file("--grip-key-file", path)?;
+            if key.is_empty() {
+                return Err(format!(
+                    "--grip-key-file {}: the key is empty",
+                    path.display()
+                ));
+            }
+            gateway = gateway.grip_key(key);
+        }
         if let Some(secret) = secret {
             if secret.is_empty() {
                 return Err("the gateway secret is empty".into());
@@ -673,6 +682,15 @@ impl GatewayArgs {
         }
         Ok(gateway)
     }
+}
+
+/// The bytes of a key file named by `flag`, a trailing newline removed.
+fn key_file(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut bytes = std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -759,5 +777,30 @@ mod tests {
         assert!(with(&["--webhook-retry-first", "0"]).is_err());
         assert!(parse(&["--cors-origin", "app.example"]).is_err());
         assert!(parse(&["--jobs-db", "/tmp/x.sqlite", "--webhook-secret", "whsec_!!"]).is_err());
+    }
+
+    #[test]
+    fn the_grip_key_file_must_hold_a_key() {
+        #[derive(clap::Parser)]
+        struct Gateway {
+            #[command(flatten)]
+            gateway: GatewayArgs,
+        }
+        let gateway = |file: &std::path::Path| {
+            let arg = file.display().to_string();
+            Gateway::try_parse_from(["test", "--grip-key-file", &arg])
+                .map_err(|e| e.to_string())?
+                .gateway
+                .gateway("http://127.0.0.1:9000")
+        };
+        let dir = std::env::temp_dir().join(format!("grip-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let (key, empty) = (dir.join("key"), dir.join("empty"));
+        std::fs::write(&key, "k\n").expect("write the key");
+        std::fs::write(&empty, "\n").expect("write an empty key");
+        assert!(gateway(&key).is_ok());
+        assert!(gateway(&empty).unwrap_err().contains("the key is empty"));
+        assert!(gateway(&dir.join("absent")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

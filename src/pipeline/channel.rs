@@ -283,6 +283,10 @@ mod wire {
         pub(super) prev_id: Option<String>,
         #[serde(default)]
         pub(super) formats: Formats,
+        /// The formats as keys of the item itself, as EPCP publishers (`pubcontrol`,
+        /// under `gripcontrol`) send them; `formats` wins where both are given.
+        #[serde(flatten, default)]
+        pub(super) top: Formats,
     }
 
     #[derive(Serialize, Deserialize, Default)]
@@ -411,6 +415,14 @@ impl Item {
                 item.channel
             )));
         }
+        let item = wire::Item {
+            formats: wire::Formats {
+                http_response: item.formats.http_response.or(item.top.http_response),
+                http_stream: item.formats.http_stream.or(item.top.http_stream),
+            },
+            top: wire::Formats::default(),
+            ..item
+        };
         let response = match item.formats.http_response {
             None => None,
             Some(r) => {
@@ -496,6 +508,7 @@ impl Item {
                 http_response,
                 http_stream,
             },
+            top: wire::Formats::default(),
         };
         serde_json::to_vec(&item).unwrap_or_default()
     }
@@ -561,5 +574,15 @@ mod tests {
         assert!(Hold::stream(["ok", "bad\n"]).check().is_err());
         assert!(Hold::stream(["ok"]).check().is_ok());
         assert_eq!(Hold::response(["a"]).answer_or_default().status, 204);
+    }
+
+    #[test]
+    fn formats_may_be_keys_of_the_item_as_pubcontrol_sends_them() {
+        let item = Item::parse(br#"{"http-response": {"body": "hi\n"}, "channel": "c"}"#).unwrap();
+        assert_eq!(item.response().unwrap().body, b"hi\n");
+        let item = Item::parse(br#"{"channel": "c", "http-stream": {"content": "m"}}"#).unwrap();
+        assert_eq!(item.stream.unwrap().content, b"m");
+        let both = br#"{"channel": "c", "http-stream": {"content": "top"}, "formats": {"http-stream": {"content": "inner"}}}"#;
+        assert_eq!(Item::parse(both).unwrap().stream.unwrap().content, b"inner");
     }
 }

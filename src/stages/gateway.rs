@@ -19,8 +19,12 @@
 //! `Host`); `X-Real-IP` (the client's address as the front end saw it: a client's own
 //! `X-Real-IP` is replaced, never passed on, and none is sent when the address is not
 //! known); `X-Request-Id` (the client's, else our request id)
-//! and, with a secret, `X-Prime-Signature` (see [`sign`]). A client's own
-//! `X-Prime-Signature` is never passed on.
+//! and, with a secret, `X-Prime-Signature` (see [`sign`]); with a GRIP key,
+//! `Grip-Sig` (see [`HttpGateway::grip_key`]). A client's own `X-Prime-Signature` and
+//! `Grip-Sig` are never passed on.
+//!
+//! A backend's answer may hold the request on channels with GRIP's instructions (see
+//! [`grip`]); its `Grip-*` fields never reach the client.
 //!
 //! Redirects are not followed (the 3xx goes back to the client); only the configured
 //! target is ever called. A backend that cannot be reached answers `502`, and so does
@@ -63,6 +67,7 @@ use crate::pipeline::worker::{ConcurrentWork, Job, Outcome};
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
 use crate::stages::gateway_calls::{until, CallError, Called, Calls};
 use crate::stages::gateway_path::under_base;
+use crate::stages::grip::{self, Instruction, GRIP_SIG};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -118,6 +123,8 @@ struct Settings {
     secret: Option<Vec<u8>>,
     /// The largest backend body taken; a larger one is a 502.
     max_response_bytes: u64,
+    /// The key of `Grip-Sig`; no `Grip-Sig` without it.
+    grip_key: Option<Vec<u8>>,
 }
 
 /// A stage that forwards requests to an HTTP backend (see the module docs). Cloning it
@@ -146,6 +153,7 @@ impl fmt::Debug for HttpGateway {
             .field("base", &self.settings.base)
             .field("timeout", &self.settings.timeout)
             .field("signed", &self.settings.secret.is_some())
+            .field("grip_signed", &self.settings.grip_key.is_some())
             .finish()
     }
 }
@@ -162,6 +170,7 @@ impl HttpGateway {
                 timeout: Duration::from_secs(30),
                 secret: None,
                 max_response_bytes: 64 * 1024 * 1024,
+                grip_key: None,
             }),
             calls: None,
         })
@@ -184,6 +193,15 @@ impl HttpGateway {
     /// Signs every forwarded request with `secret` in `X-Prime-Signature` (see [`sign`]).
     pub fn secret(mut self, secret: Vec<u8>) -> Self {
         self.settings_mut().secret = Some(secret);
+        self
+    }
+
+    /// Signs every forwarded request with `Grip-Sig`, a JWT (HS256) made with `key`
+    /// (see [`grip::grip_sig`]), so that a GRIP library in the backend knows a proxy
+    /// that follows its instructions is in front. The backend's GRIP instructions are
+    /// followed with or without a key (see [`grip`]).
+    pub fn grip_key(mut self, key: Vec<u8>) -> Self {
+        self.settings_mut().grip_key = Some(key);
         self
     }
 
@@ -247,7 +265,18 @@ fn answer(settings: &Settings, asked: Asked, called: Called) -> Result<Next, Sta
                 "request {request_id}: the backend answered {}",
                 response.status()
             );
-            return Ok(Next::respond(incoming(response, asked.head)));
+            match grip::instruction(incoming(response, asked.head)) {
+                Ok(Instruction::Respond(answer)) => return Ok(Next::respond(answer)),
+                Ok(Instruction::Hold(hold)) => {
+                    log::debug!(
+                        "request {request_id}: the backend holds it ({:?}, {} channels)",
+                        hold.mode,
+                        hold.channels.len()
+                    );
+                    return Ok(Next::Hold(hold));
+                }
+                Err(error) => StageError::new(502, error.to_string()),
+            }
         }
         Err(CallError::Timeout) => StageError::new(
             504,
@@ -271,6 +300,7 @@ fn answer(settings: &Settings, asked: Asked, called: Called) -> Result<Next, Sta
 fn rendered(protocol: Protocol, decided: Result<Next, StageError>) -> Outcome {
     let response = match decided {
         Ok(Next::Respond(response)) => response,
+        Ok(Next::Hold(hold)) => return Outcome::Hold(Box::new(hold)),
         Ok(_) => return Outcome::Abandon,
         Err(error) => error.to_response(),
     };
@@ -451,7 +481,11 @@ fn outgoing(
     let mut forwarded_host = Vec::new();
     let mut request_id_header = None;
     for (name, value) in &request.headers {
-        if is_hop_by_hop(name, &connection) || name.eq_ignore_ascii_case(SIGNATURE_HEADER) {
+        // The signatures are the gateway's own: a client's are never passed on.
+        if is_hop_by_hop(name, &connection)
+            || name.eq_ignore_ascii_case(SIGNATURE_HEADER)
+            || name.eq_ignore_ascii_case(GRIP_SIG)
+        {
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
@@ -511,6 +545,10 @@ fn outgoing(
             SIGNATURE_HEADER,
             sign(secret, now, &request.method, &path, &request.body),
         );
+    }
+    if let Some(key) = &settings.grip_key {
+        let sig = grip::grip_sig_now(key).map_err(|e| StageError::internal(e.to_string()))?;
+        builder = builder.header(GRIP_SIG, sig);
     }
     let head = request.method.eq_ignore_ascii_case("HEAD");
     let outgoing = builder

@@ -222,33 +222,18 @@ impl Job<'_> {
     /// request a client waits on can be held: a netstring or raw request, or an
     /// asynchronous job, is answered at once with the hold's own answer.
     pub fn hold(&self, hold: &Hold) -> Outcome {
-        let answer = hold.answer_or_default();
-        let (minor_version, keep_alive, head) = match self.envelope.protocol {
-            Protocol::Http {
-                minor_version,
-                keep_alive,
-                head,
-            } if !self.envelope.job => (minor_version, keep_alive, head),
-            _ => return self.reply(&answer),
-        };
-        let bytes = match hold.mode {
-            HoldMode::Response => render(self.envelope.protocol, &answer),
-            HoldMode::Stream => {
-                let mut bytes = answer.stream_head(minor_version, keep_alive);
-                if !head {
-                    bytes.extend_from_slice(&Response::chunk(minor_version, &answer.body));
+        match hold_message(&self.encoded, &self.envelope, hold) {
+            Ok(frames) => {
+                if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+                    log::warn!(
+                        "request {}: the hold was not sent: {e}",
+                        self.envelope.request_id
+                    );
                 }
-                bytes
+                Outcome::Abandon
             }
-        };
-        let frames = hold_frames(&self.encoded, hold, bytes);
-        if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
-            log::warn!(
-                "request {}: the hold was not sent: {e}",
-                self.envelope.request_id
-            );
+            Err(answer) => self.reply(&answer),
         }
-        Outcome::Abandon
     }
 
     /// Asks that this asynchronous job's end (its status document, as `GET /jobs/{id}`
@@ -299,6 +284,9 @@ pub enum Outcome {
     /// and body) as an asynchronous job and answers the client `202 Accepted`; the job
     /// then runs through the pipeline again, with [`Envelope::job`] set.
     Later(zmq::Message, zmq::Message),
+    /// Hold the client's connection on channels (see [`Job::hold`]); for a
+    /// [`ConcurrentWork`], whose outcomes come without their job.
+    Hold(Box<Hold>),
 }
 
 impl Outcome {
@@ -407,4 +395,34 @@ impl WorkerConfig {
             routes: Vec::new(),
         }
     }
+}
+
+/// The loopback message that holds a request on `hold`'s channels (see [`Job::hold`]),
+/// or, for a request that cannot be held (not HTTP, or an asynchronous job), the
+/// hold's own answer to send at once.
+pub(crate) fn hold_message(
+    encoded: &[u8; ENVELOPE_LEN],
+    envelope: &Envelope,
+    hold: &Hold,
+) -> Result<[zmq::Message; 3], Response> {
+    let answer = hold.answer_or_default();
+    let (minor_version, keep_alive, head) = match envelope.protocol {
+        Protocol::Http {
+            minor_version,
+            keep_alive,
+            head,
+        } if !envelope.job => (minor_version, keep_alive, head),
+        _ => return Err(answer),
+    };
+    let bytes = match hold.mode {
+        HoldMode::Response => render(envelope.protocol, &answer),
+        HoldMode::Stream => {
+            let mut bytes = answer.stream_head(minor_version, keep_alive);
+            if !head {
+                bytes.extend_from_slice(&Response::chunk(minor_version, &answer.body));
+            }
+            bytes
+        }
+    };
+    Ok(hold_frames(encoded, hold, bytes))
 }

@@ -10,8 +10,8 @@ use crate::base::shutdown::{Shutdown, POLL_CAP};
 use crate::base::sockets;
 use crate::pipeline::envelope::{lead_frame, Envelope, ENVELOPE_LEN};
 use crate::pipeline::loopback::{
-    failure_frames, is_response_frame, later_frames, response_frames, selftest_frames, Failure,
-    FailureKind,
+    failure_frames, is_response_frame, later_frames, render, response_frames, selftest_frames,
+    Failure, FailureKind,
 };
 use crate::pipeline::selftest::{ProbePath, StageReport, MAX_HOPS};
 use crate::pipeline::wire::GOODBYE;
@@ -399,6 +399,20 @@ impl<W: Work> WorkerLoop<W> {
             }
             Outcome::Fail(failure) => failure,
             Outcome::Abandon => return,
+            Outcome::Hold(hold) => {
+                let sent = match super::hold_message(encoded, envelope, &hold) {
+                    Ok(frames) => sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT),
+                    Err(answer) => {
+                        let bytes = render(envelope.protocol, &answer);
+                        let frames = response_frames(encoded, &bytes);
+                        sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT)
+                    }
+                };
+                if let Err(e) = sent {
+                    log::warn!("request {request}: the hold was not sent to the loopback: {e}");
+                }
+                return;
+            }
             Outcome::Later(head, body) => {
                 let frames = later_frames(encoded, head, body);
                 if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
