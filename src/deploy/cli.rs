@@ -582,6 +582,9 @@ impl FrontEndArgs {
         config.jobs = self.jobs.config()?;
         config.cors = self.cors.config()?;
         config.channels = self.channels.config()?;
+        if config.channels.control.is_some() {
+            config.channels.subscriptions = self.jobs.webhooks.config()?;
+        }
         Ok(config)
     }
 }

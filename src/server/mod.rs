@@ -108,6 +108,7 @@ mod requests;
 mod selftest;
 mod status_page;
 mod streams;
+mod subscriptions;
 mod upkeep;
 
 pub use channels::ChannelsConfig;
