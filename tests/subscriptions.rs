@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SERVERD: &str = env!("CARGO_BIN_EXE_prime_serverd");
+const PROXYD: &str = env!("CARGO_BIN_EXE_prime_proxyd");
 const BOUND: Duration = Duration::from_secs(15);
 /// The webhook secret (`whsec_` and the base64 of the key "a subscription key").
 const SECRET: &str = "whsec_YSBzdWJzY3JpcHRpb24ga2V5";
@@ -456,4 +457,39 @@ fn subscriptions_need_the_publish_key_when_one_is_set() {
     let (status, _) = control(port, "GET", "/subscriptions/k", &authorization, "");
     assert_eq!(status, 200);
     let _ = std::fs::remove_file(key_file);
+}
+
+#[test]
+fn a_message_published_on_another_front_end_reaches_the_subscription() {
+    if !netns::isolated("a_message_published_on_another_front_end_reaches_the_subscription") {
+        return;
+    }
+    let (xsub, xpub) = (tcp(free_port()), tcp(free_port()));
+    let mut bus = Daemon::start("subs-bus", PROXYD, &args(&["--bus", &xsub, &xpub]));
+    assert!(bus.wait_for_log("bus forwarder", BOUND), "{}", bus.stderr());
+    let on_bus = ["--bus", xsub.as_str(), xpub.as_str()];
+    let (_a, a_control) = serverd("subs-front-a", &on_bus);
+    let mut b_options = on_bus.to_vec();
+    b_options.extend_from_slice(LOOPBACK_ALLOWED);
+    let (_b, b_control) = serverd("subs-front-b", &b_options);
+    let receiver = Receiver::start(vec![200]);
+    assert_eq!(
+        put(b_control, "far", "shared", &receiver.url("/far"), 600.0).0,
+        201
+    );
+    // The bus subscription takes a moment to reach A's publisher: publish on A until
+    // a message arrives at B's subscriber.
+    let mut sent = 0;
+    let heard = poll_until(BOUND, || {
+        sent += 1;
+        publish(a_control, "shared", &sent.to_string(), "from A");
+        (!receiver.received().is_empty()).then_some(())
+    });
+    assert!(
+        heard.is_some(),
+        "nothing published on A reached B's subscription"
+    );
+    let first = &receiver.received()[0];
+    assert_signed(first);
+    assert_eq!(first.json()["formats"]["http-stream"]["content"], "from A");
 }
