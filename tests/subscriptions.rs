@@ -493,3 +493,43 @@ fn a_message_published_on_another_front_end_reaches_the_subscription() {
     assert_signed(first);
     assert_eq!(first.json()["formats"]["http-stream"]["content"], "from A");
 }
+
+#[test]
+fn with_a_job_store_the_subscriptions_survive_a_restart() {
+    if !netns::isolated("with_a_job_store_the_subscriptions_survive_a_restart") {
+        return;
+    }
+    let db = scratch_path("subs-store", "sqlite");
+    let db_path = db.to_string_lossy().into_owned();
+    let options = [
+        "--allow-callback-network",
+        "127.0.0.0/8",
+        "--jobs-db",
+        db_path.as_str(),
+    ];
+    let receiver = Receiver::start(vec![200]);
+    {
+        let (_before, port) = serverd("subs-before-restart", &options);
+        assert_eq!(put(port, "kept", "c", &receiver.url("/kept"), 600.0).0, 201);
+        assert_eq!(put(port, "gone", "c", &receiver.url("/gone"), 600.0).0, 201);
+        assert_eq!(
+            control(port, "DELETE", "/subscriptions/gone", "", "").0,
+            204
+        );
+    }
+    let (after, port) = serverd("subs-after-restart", &options);
+    let (status, body) = get(port, "kept");
+    assert_eq!(status, 200, "{body}\n{}", after.stderr());
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["channel"], "c");
+    assert!(view["expires_in"].as_f64().unwrap() <= 600.0, "{view}");
+    assert_eq!(get(port, "gone").0, 404);
+    publish(port, "c", "1", "after the restart");
+    let got = receiver.wait_for("/kept", 1);
+    assert_signed(&got[0]);
+    assert!(receiver.received().iter().all(|r| r.path != "/gone"));
+    drop(after);
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{db_path}{suffix}"));
+    }
+}

@@ -228,8 +228,15 @@ pub(super) struct Channels {
 
 impl Channels {
     /// Binds the inbox, connects the bus (if configured) and starts the control
-    /// listener (if configured). Errors: a socket or listener that cannot be made.
-    pub(super) fn start(ctx: &zmq::Context, config: ChannelsConfig, nonce: u64) -> Result<Self> {
+    /// listener (if configured), with the URL subscriptions' registry (kept in
+    /// `jobs_db`, the job store's SQLite file, when there is one). Errors: a socket,
+    /// listener or file that cannot be used.
+    pub(super) fn start(
+        ctx: &zmq::Context,
+        config: ChannelsConfig,
+        nonce: u64,
+        jobs_db: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let inbox = sockets::socket(ctx, zmq::PULL)?;
         let inbox_endpoint = format!("inproc://prime-channels-{nonce:016x}");
         sockets::bind(&inbox, &inbox_endpoint)?;
@@ -242,6 +249,7 @@ impl Channels {
                 ctx,
                 webhooks.clone(),
                 &inbox_endpoint,
+                jobs_db,
             )?),
             _ => None,
         };

@@ -325,7 +325,8 @@ impl Server {
             config.access_log_format,
             stages,
         );
-        let channels = channels::Channels::start(ctx, config.channels.clone(), nonce)?;
+        let jobs_db = config.jobs.as_ref().map(|j| j.db_path.as_path());
+        let channels = channels::Channels::start(ctx, config.channels.clone(), nonce, jobs_db)?;
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),

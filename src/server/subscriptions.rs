@@ -21,9 +21,12 @@
 //! One whose TTL lapses is dropped. Both are found by a timer set on the earliest
 //! deadline (a heap of deadlines), never by polling each subscription.
 //!
-//! The registry is in memory: it lives on a thread of its own in the front end whose
-//! control listener took the PUT, and is gone when that process stops (a subscriber
-//! renews by PUT anyway, before its TTL lapses). The front end subscribes on the bus to
+//! The registry lives on a thread of its own in the front end whose control listener
+//! took the PUT. With a job store (`--jobs-db`), its subscriptions are also kept in
+//! that SQLite file (table `channel_subscriptions`: name, channel, URL, TTL and the
+//! wall-clock time it lapses), written at each PUT and removal and read back at
+//! start, so they survive a restart; messages waiting for delivery are not kept.
+//! Without one, the registry is in memory only. The front end subscribes on the bus to
 //! every channel a subscription is on (so a message published on any front end reaches
 //! it), and hands every message it receives to the registry while it has any
 //! subscription.
@@ -177,17 +180,27 @@ pub(super) struct Service {
 }
 
 impl Service {
-    /// Starts the registry's thread and its delivery threads. Bus subscriptions are
-    /// asked of the front end as `["subscribe" | "unsubscribe", channel]` on its
+    /// Starts the registry's thread and its delivery threads, taking back the
+    /// subscriptions kept in `jobs_db` (the job store's SQLite file) if one is given.
+    /// Bus subscriptions are asked of the front end as `["subscribe" | "unsubscribe", channel]` on its
     /// inbox (`inbox`, an in-process endpoint). Errors: a thread or socket that cannot
     /// be made.
     pub(super) fn start(
         ctx: &zmq::Context,
         config: WebhookConfig,
         inbox: &str,
+        jobs_db: Option<&std::path::Path>,
     ) -> crate::base::error::Result<Service> {
         let io =
             |e: std::io::Error| crate::base::error::Error::Config(format!("subscriptions: {e}"));
+        let durable = match jobs_db {
+            Some(path) => Some(Durable::open(path).map_err(|e| {
+                crate::base::error::Error::Config(format!(
+                    "subscriptions: the job store's file: {e}"
+                ))
+            })?),
+            None => None,
+        };
         let pool = Pool::<()>::start(&config).map_err(io)?;
         let front = crate::base::sockets::socket(ctx, zmq::PUSH)?;
         crate::base::sockets::connect(&front, inbox)?;
@@ -212,7 +225,9 @@ impl Service {
                     in_flight: HashMap::new(),
                     timers: BinaryHeap::new(),
                     next_number: 0,
+                    durable,
                 };
+                state.restore();
                 state.run(&receiver);
             })
             .map_err(io)?;
@@ -275,9 +290,41 @@ struct State {
     /// Deadlines (TTLs and retries), earliest first; stale entries are skipped.
     timers: BinaryHeap<Reverse<(Instant, String)>>,
     next_number: u64,
+    /// The job store's file, when subscriptions are kept there.
+    durable: Option<Durable>,
 }
 
 impl State {
+    /// Takes back the subscriptions kept in the job store's file that have not lapsed.
+    fn restore(&mut self) {
+        // Taken out while the subscriptions are put back, so they are not written anew
+        // with a whole TTL.
+        let Some(durable) = self.durable.take() else {
+            return;
+        };
+        match durable.load() {
+            Ok(kept) => {
+                let now_ms = now_ms();
+                for (name, channel, url, ttl, expires_ms) in kept {
+                    let left = u64::try_from(expires_ms - now_ms).unwrap_or(0);
+                    self.put(name.clone(), channel, url, ttl);
+                    if let Some(sub) = self.subs.get_mut(&name) {
+                        sub.expires = Instant::now() + Duration::from_millis(left);
+                        self.timers.push(Reverse((sub.expires, name)));
+                    }
+                }
+                if !self.subs.is_empty() {
+                    log::info!(
+                        "subscriptions: {} taken back from the job store",
+                        self.subs.len()
+                    );
+                }
+            }
+            Err(e) => log::error!("subscriptions: cannot read the kept subscriptions: {e}"),
+        }
+        self.durable = Some(durable);
+    }
+
     fn run(&mut self, commands: &Receiver<Command>) {
         let outcomes = self.pool.outcomes.clone();
         loop {
@@ -361,6 +408,11 @@ impl State {
             }
         };
         self.timers.push(Reverse((expires, name.clone())));
+        if let (Some(durable), Some(sub)) = (&self.durable, self.subs.get(&name)) {
+            if let Err(e) = durable.save(&name, sub) {
+                log::error!("subscriptions: cannot keep subscription {name}: {e}");
+            }
+        }
         let shown = View {
             name,
             channel: String::new(),
@@ -402,6 +454,11 @@ impl State {
     }
 
     fn remove(&mut self, name: &str) {
+        if let Some(durable) = &self.durable {
+            if let Err(e) = durable.forget(name) {
+                log::error!("subscriptions: cannot forget subscription {name}: {e}");
+            }
+        }
         if let Some(sub) = self.subs.remove(name) {
             self.leave_channel(&sub.channel);
             if let Some(number) = sub.in_flight {
@@ -544,4 +601,91 @@ fn view(name: &str, sub: &Subscription) -> View {
         pending: sub.queue.len(),
         failures: sub.failures,
     }
+}
+
+/// The subscriptions' table in the job store's SQLite file (a connection of its own,
+/// beside the job service's: the file is in WAL mode).
+struct Durable {
+    db: rusqlite::Connection,
+}
+
+/// A kept subscription: name, channel, URL, TTL, and when it lapses (milliseconds since
+/// the Unix epoch).
+type Kept = (String, String, String, Duration, i64);
+
+impl Durable {
+    /// Opens the file the job store made, and the table if it is new.
+    fn open(path: &std::path::Path) -> rusqlite::Result<Durable> {
+        let db = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.busy_timeout(Duration::from_secs(5))?;
+        db.execute_batch(
+            "CREATE TABLE IF NOT EXISTS channel_subscriptions (
+                name TEXT PRIMARY KEY,
+                channel TEXT NOT NULL,
+                url TEXT NOT NULL,
+                ttl_ms INTEGER NOT NULL,
+                expires_ms INTEGER NOT NULL
+            )",
+        )?;
+        Ok(Durable { db })
+    }
+
+    /// The subscriptions that have not lapsed (the others are deleted).
+    fn load(&self) -> rusqlite::Result<Vec<Kept>> {
+        let now = now_ms();
+        self.db.execute(
+            "DELETE FROM channel_subscriptions WHERE expires_ms <= ?1",
+            [now],
+        )?;
+        let mut query = self
+            .db
+            .prepare("SELECT name, channel, url, ttl_ms, expires_ms FROM channel_subscriptions")?;
+        let rows = query.query_map([], |row| {
+            let ttl_ms: i64 = row.get(3)?;
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)),
+                row.get(4)?,
+            ))
+        })?;
+        rows.collect()
+    }
+
+    /// Writes a subscription as it is now.
+    fn save(&self, name: &str, sub: &Subscription) -> rusqlite::Result<()> {
+        let left = sub.expires.saturating_duration_since(Instant::now());
+        let expires_ms = now_ms() + i64::try_from(left.as_millis()).unwrap_or(i64::MAX / 2);
+        self.db.execute(
+            "INSERT OR REPLACE INTO channel_subscriptions (name, channel, url, ttl_ms, expires_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![
+                name,
+                sub.channel,
+                sub.url,
+                i64::try_from(sub.ttl.as_millis()).unwrap_or(i64::MAX),
+                expires_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes a subscription.
+    fn forget(&self, name: &str) -> rusqlite::Result<()> {
+        self.db
+            .execute("DELETE FROM channel_subscriptions WHERE name = ?1", [name])?;
+        Ok(())
+    }
+}
+
+/// The wall-clock time, in milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
