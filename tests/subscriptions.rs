@@ -3,8 +3,10 @@
 //! in this test (a std `TcpListener` thread on 127.0.0.1) takes the POSTs of the
 //! channel's messages, published with `POST /publish/`. Delivered in order and signed
 //! (the Standard Webhooks signature checked here with HMAC-SHA256), retried after
-//! failures, dropped at the TTL, removed after failing past `--webhook-give-up`, URLs
-//! to non-public addresses refused, and `401` without the publish key when one is set.
+//! failures, dropped at the TTL, removed after failing past `--webhook-give-up` or at a
+//! `410`, URLs to non-public addresses refused, `401` without the publish key when one
+//! is set, a message published on another front end of the bus delivered, and the
+//! subscriptions kept over a restart in the job store's file.
 //! Every test runs in a network namespace of its own with only loopback (see `netns`).
 //! Every wait is bounded; nothing asserts on elapsed time.
 
@@ -532,4 +534,18 @@ fn with_a_job_store_the_subscriptions_survive_a_restart() {
     for suffix in ["", "-wal", "-shm", ".lock"] {
         let _ = std::fs::remove_file(format!("{db_path}{suffix}"));
     }
+}
+
+#[test]
+fn a_receiver_that_answers_410_gone_ends_its_subscription() {
+    if !netns::isolated("a_receiver_that_answers_410_gone_ends_its_subscription") {
+        return;
+    }
+    let receiver = Receiver::start(vec![410]);
+    let (server, port) = serverd("subs-gone", LOOPBACK_ALLOWED);
+    assert_eq!(put(port, "g", "c", &receiver.url("/g"), 600.0).0, 201);
+    publish(port, "c", "1", "unwanted");
+    let gone = poll_until(BOUND, || (get(port, "g").0 == 404).then_some(()));
+    assert!(gone.is_some(), "still there: {}", server.stderr());
+    assert_eq!(receiver.received().len(), 1, "a 410 is not retried");
 }

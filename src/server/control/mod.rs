@@ -352,3 +352,18 @@ fn read_request(
     let keep_alive = !close && (request.minor_version == 1);
     Ok(Some((request, keep_alive)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::path_matches;
+
+    #[test]
+    fn a_name_segment_matches_one_non_empty_last_segment() {
+        assert!(path_matches("/publish/", "/publish/"));
+        assert!(!path_matches("/publish/", "/publish/x"));
+        assert!(path_matches("/subscriptions/{name}", "/subscriptions/a-1"));
+        assert!(!path_matches("/subscriptions/{name}", "/subscriptions/"));
+        assert!(!path_matches("/subscriptions/{name}", "/subscriptions/a/b"));
+        assert!(!path_matches("/subscriptions/{name}", "/subscriptionsx"));
+    }
+}
