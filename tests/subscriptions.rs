@@ -168,10 +168,19 @@ fn serve(stream: TcpStream, status: u16) -> Option<Received> {
 /// A `prime_serverd` with a control listener and the webhook secret, plus `extra`
 /// options; its control port.
 fn serverd(name: &str, extra: &[&str]) -> (Daemon, u16) {
+    let (daemon, _, control) = serverd_with_status(name, extra);
+    (daemon, control)
+}
+
+/// As [`serverd`], with a status path (`/status`): the daemon, its public port and its
+/// control port.
+fn serverd_with_status(name: &str, extra: &[&str]) -> (Daemon, u16, u16) {
     let (port, control) = (free_port(), free_port());
     let mut list = vec![
         tcp(port),
         "1".to_string(),
+        "--status-path".to_string(),
+        "/status".to_string(),
         "--control-listen".to_string(),
         tcp(control),
         "--webhook-secret".to_string(),
@@ -186,7 +195,7 @@ fn serverd(name: &str, extra: &[&str]) -> (Daemon, u16) {
         "{}",
         daemon.stderr()
     );
-    (daemon, control)
+    (daemon, port, control)
 }
 
 /// The options that let the server reach the receiver on loopback.
@@ -258,7 +267,7 @@ fn each_message_is_posted_in_order_signed_and_a_deleted_subscription_gets_no_mor
         return;
     }
     let receiver = Receiver::start(vec![200]);
-    let (_server, port) = serverd("subs-delivered", LOOPBACK_ALLOWED);
+    let (_server, public, port) = serverd_with_status("subs-delivered", LOOPBACK_ALLOWED);
     let (status, body) = put(port, "alpha", "news", &receiver.url("/alpha"), 600.0);
     assert_eq!(status, 201, "{body}");
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -271,6 +280,10 @@ fn each_message_is_posted_in_order_signed_and_a_deleted_subscription_gets_no_mor
     assert_eq!(status, 200);
     let (status, body) = get(port, "alpha");
     assert_eq!(status, 200, "{body}");
+    let (status, body) = control(public, "GET", "/status", "", "");
+    assert_eq!(status, 200, "{body}");
+    let document: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(document["channels"]["url_subscriptions"], 2, "{document}");
 
     publish(port, "news", "1", "first");
     publish(port, "other", "x", "not for them");

@@ -387,6 +387,7 @@ impl Server {
             "lost_positions": stats.lost,
             "bus": self.channels.config.bus.as_ref().map(|(xsub, xpub)| serde_json::json!({"xsub": xsub, "xpub": xpub})),
             "control": self.channels.control.as_ref().map(|c| c.endpoint.clone()),
+            "url_subscriptions": self.channels.subscriptions.as_ref().map(|s| s.registry().len()),
         })
     }
 }

@@ -109,6 +109,11 @@ impl Registry {
         self.count.load(Ordering::Relaxed) > 0
     }
 
+    /// How many subscriptions are registered.
+    pub(super) fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
     /// Hands a message to the registry (never blocks).
     pub(super) fn offer(&self, item: &Arc<Item>) {
         let _ = self.commands.send(Command::Message(item.clone()));
