@@ -221,8 +221,9 @@ pub struct FrontEndArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct ChannelArgs {
     /// Listen for operators and backends on this endpoint, tcp://HOST:PORT (e.g.
-    /// tcp://127.0.0.1:5561): `POST /publish/` in GRIP's publish format. Never the
-    /// public listener; loopback addresses only unless --control-allow-remote.
+    /// tcp://127.0.0.1:5561): `POST /publish/` in GRIP's publish format, and (with a
+    /// --webhook-secret) `PUT /subscriptions/NAME`, URLs subscribed to a channel. Never
+    /// the public listener; loopback addresses only unless --control-allow-remote.
     #[arg(long, value_name = "ENDPOINT")]
     pub control_listen: Option<String>,
     /// Let --control-listen bind an address that is not loopback (then set a
@@ -417,8 +418,9 @@ pub struct JobsArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct WebhookArgs {
     /// Sign webhooks with this secret (`whsec_<base64>` is decoded, other text is the
-    /// key as it is). Webhooks are on only with a secret; prefer --webhook-secret-file,
-    /// since a command line is visible to other users.
+    /// key as it is). Webhooks (and URL subscriptions to channels) are on only with a
+    /// secret; prefer --webhook-secret-file, since a command line is visible to other
+    /// users.
     #[arg(long, value_name = "SECRET", conflicts_with = "webhook_secret_file")]
     pub webhook_secret: Option<String>,
     /// Read the webhook secret from this file (surrounding whitespace is ignored).
@@ -582,6 +584,9 @@ impl FrontEndArgs {
         config.jobs = self.jobs.config()?;
         config.cors = self.cors.config()?;
         config.channels = self.channels.config()?;
+        if config.channels.control.is_some() {
+            config.channels.subscriptions = self.jobs.webhooks.config()?;
+        }
         Ok(config)
     }
 }

@@ -42,6 +42,9 @@ pub struct ChannelsConfig {
     pub bus: Option<(String, String)>,
     /// The control listener (`POST /publish/`), if any.
     pub control: Option<super::control::ControlConfig>,
+    /// URL subscriptions (`PUT /subscriptions/{name}` on the control listener), signed,
+    /// checked and retried with these webhook settings; none without a webhook secret.
+    pub subscriptions: Option<crate::jobs::webhooks::WebhookConfig>,
 }
 
 impl Default for ChannelsConfig {
@@ -51,6 +54,7 @@ impl Default for ChannelsConfig {
             history_age: Duration::from_secs(120),
             bus: None,
             control: None,
+            subscriptions: None,
         }
     }
 }
@@ -218,12 +222,21 @@ pub(super) struct Channels {
     pub(super) stats: ChannelStats,
     /// The control listener's thread, stopped when the front end is dropped.
     pub(super) control: Option<super::control::ControlListener>,
+    /// The URL subscriptions' registry, when the control listener has one.
+    pub(super) subscriptions: Option<super::subscriptions::Service>,
 }
 
 impl Channels {
     /// Binds the inbox, connects the bus (if configured) and starts the control
-    /// listener (if configured). Errors: a socket or listener that cannot be made.
-    pub(super) fn start(ctx: &zmq::Context, config: ChannelsConfig, nonce: u64) -> Result<Self> {
+    /// listener (if configured), with the URL subscriptions' registry (kept in
+    /// `jobs_db`, the job store's SQLite file, when there is one). Errors: a socket,
+    /// listener or file that cannot be used.
+    pub(super) fn start(
+        ctx: &zmq::Context,
+        config: ChannelsConfig,
+        nonce: u64,
+        jobs_db: Option<&std::path::Path>,
+    ) -> Result<Self> {
         let inbox = sockets::socket(ctx, zmq::PULL)?;
         let inbox_endpoint = format!("inproc://prime-channels-{nonce:016x}");
         sockets::bind(&inbox, &inbox_endpoint)?;
@@ -231,10 +244,24 @@ impl Channels {
             Some((xsub, xpub)) => Some(BusLink::connect(ctx, xsub, xpub)?),
             None => None,
         };
+        let subscriptions = match (&config.control, &config.subscriptions) {
+            (Some(_), Some(webhooks)) => Some(super::subscriptions::Service::start(
+                ctx,
+                webhooks.clone(),
+                &inbox_endpoint,
+                jobs_db,
+            )?),
+            _ => None,
+        };
         let control = match &config.control {
             Some(control) => Some(
-                super::control::ControlListener::start(ctx, control.clone(), &inbox_endpoint)
-                    .map_err(|e| Error::Config(format!("the control listener: {e}")))?,
+                super::control::ControlListener::start(
+                    ctx,
+                    control.clone(),
+                    &inbox_endpoint,
+                    subscriptions.as_ref().map(|s| s.registry().clone()),
+                )
+                .map_err(|e| Error::Config(format!("the control listener: {e}")))?,
             ),
             None => None,
         };
@@ -246,6 +273,7 @@ impl Channels {
             inbox,
             stats: ChannelStats::default(),
             control,
+            subscriptions,
         })
     }
 

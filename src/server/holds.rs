@@ -234,6 +234,17 @@ impl Server {
         while let Ok(frames) =
             crate::base::sockets::recv_frames(&self.channels.inbox, zmq::DONTWAIT)
         {
+            if let [verb, channel] = frames.as_slice() {
+                // The subscriptions' registry asks for a channel on the bus.
+                if let (Some(bus), Some(channel)) = (&self.channels.bus, channel.as_str()) {
+                    match &**verb {
+                        b"subscribe" => bus.subscribe(channel),
+                        b"unsubscribe" => bus.unsubscribe(channel),
+                        _ => log::warn!("dropped a malformed request from the subscriptions"),
+                    }
+                }
+                continue;
+            }
             match frames.first().map(|f| Item::parse(f)) {
                 Some(Ok(item)) => self.publish_item(item),
                 _ => log::warn!("dropped a malformed publish from the control listener"),
@@ -259,6 +270,11 @@ impl Server {
     pub(super) fn deliver(&mut self, item: Item) {
         let now = Instant::now();
         let item = Arc::new(item);
+        if let Some(subscriptions) = &self.channels.subscriptions {
+            if subscriptions.registry().active() {
+                subscriptions.registry().offer(&item);
+            }
+        }
         let Some(holders) = self.channels.record(&item, now) else {
             return;
         };
@@ -371,6 +387,7 @@ impl Server {
             "lost_positions": stats.lost,
             "bus": self.channels.config.bus.as_ref().map(|(xsub, xpub)| serde_json::json!({"xsub": xsub, "xpub": xpub})),
             "control": self.channels.control.as_ref().map(|c| c.endpoint.clone()),
+            "url_subscriptions": self.channels.subscriptions.as_ref().map(|s| s.registry().len()),
         })
     }
 }

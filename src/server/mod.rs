@@ -108,6 +108,7 @@ mod requests;
 mod selftest;
 mod status_page;
 mod streams;
+mod subscriptions;
 mod upkeep;
 
 pub use channels::ChannelsConfig;
@@ -324,7 +325,8 @@ impl Server {
             config.access_log_format,
             stages,
         );
-        let channels = channels::Channels::start(ctx, config.channels.clone(), nonce)?;
+        let jobs_db = config.jobs.as_ref().map(|j| j.db_path.as_path());
+        let channels = channels::Channels::start(ctx, config.channels.clone(), nonce, jobs_db)?;
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),

@@ -9,9 +9,11 @@
 //! hands to the front end goes through the front end's inbox (an in-process PUSH to its
 //! PULL), so a route never touches the front end's state.
 //!
-//! Routes: `POST /publish/` (see [`publish`]).
+//! Routes: `POST /publish/` (see [`publish`]); `PUT`, `GET` and `DELETE
+//! /subscriptions/{name}` (see [`subscriptions`]).
 
 mod publish;
+mod subscriptions;
 
 use crate::http::{Request, Response};
 use std::io::{Read, Write};
@@ -51,31 +53,61 @@ pub(crate) struct ControlContext {
     inbox: zmq::Socket,
     /// The publish key, if one is set.
     publish_key: Option<Vec<u8>>,
+    /// The URL subscriptions' registry, when the server delivers webhooks.
+    subscriptions: Option<super::subscriptions::Registry>,
 }
 
 /// One route of the control listener: a method, a path, and what answers it.
 pub(crate) struct Route {
     /// The request method.
     pub(crate) method: &'static str,
-    /// The path, matched exactly.
+    /// The path, matched exactly; one ending in `{name}` matches any one last segment
+    /// in its place.
     pub(crate) path: &'static str,
     /// The handler.
     pub(crate) handler: fn(&ControlContext, &Request) -> Response,
 }
 
 /// Every route, in the order they are tried.
-pub(crate) const ROUTES: &[Route] = &[Route {
-    method: "POST",
-    path: "/publish/",
-    handler: publish::publish,
-}];
+pub(crate) const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/publish/",
+        handler: publish::publish,
+    },
+    Route {
+        method: "PUT",
+        path: "/subscriptions/{name}",
+        handler: subscriptions::subscription,
+    },
+    Route {
+        method: "GET",
+        path: "/subscriptions/{name}",
+        handler: subscriptions::subscription,
+    },
+    Route {
+        method: "DELETE",
+        path: "/subscriptions/{name}",
+        handler: subscriptions::subscription,
+    },
+];
+
+/// Whether a route's path matches a request's.
+fn path_matches(route: &str, path: &str) -> bool {
+    match route.strip_suffix("{name}") {
+        Some(prefix) => path
+            .strip_prefix(prefix)
+            .is_some_and(|name| !name.is_empty() && !name.contains('/')),
+        None => route == path,
+    }
+}
 
 /// The answer a request gets from the routes: the first whose method and path match;
 /// 405 if only the path does, 404 if none.
 fn dispatch(context: &ControlContext, request: &Request) -> Response {
     let mut path_known = false;
     for route in ROUTES {
-        if route.path == request.path {
+        if path_matches(route.path, &request.path) {
             if route.method == request.method {
                 return (route.handler)(context, request);
             }
@@ -85,7 +117,7 @@ fn dispatch(context: &ControlContext, request: &Request) -> Response {
     if path_known {
         let allow: Vec<&str> = ROUTES
             .iter()
-            .filter(|r| r.path == request.path)
+            .filter(|r| path_matches(r.path, &request.path))
             .map(|r| r.method)
             .collect();
         return Response::error(405, "method not allowed here").header("Allow", allow.join(", "));
@@ -139,11 +171,13 @@ pub fn control_address(endpoint: &str) -> Result<SocketAddr, ControlError> {
 
 impl ControlListener {
     /// Binds the listener and starts its thread; publishes go to `inbox` (the front
-    /// end's in-process PULL endpoint).
+    /// end's in-process PULL endpoint), subscriptions to `subscriptions` (if the server
+    /// delivers webhooks).
     pub(crate) fn start(
         ctx: &zmq::Context,
         config: ControlConfig,
         inbox: &str,
+        subscriptions: Option<super::subscriptions::Registry>,
     ) -> Result<Self, ControlError> {
         let address = control_address(&config.listen)?;
         if !address.ip().is_loopback() && !config.allow_remote {
@@ -163,7 +197,7 @@ impl ControlListener {
         );
         let thread = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(&ctx, &listener, &inbox, key, &flag))
+            .spawn(move || accept_loop(&ctx, &listener, &inbox, key, subscriptions, &flag))
             .map_err(ControlError::Bind)?;
         Ok(ControlListener {
             endpoint,
@@ -188,6 +222,7 @@ fn accept_loop(
     listener: &TcpListener,
     inbox: &str,
     key: Option<Vec<u8>>,
+    subscriptions: Option<super::subscriptions::Registry>,
     stop: &AtomicBool,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
@@ -217,6 +252,7 @@ fn accept_loop(
                 Ok(socket) => ControlContext {
                     inbox: socket,
                     publish_key: key.clone(),
+                    subscriptions: subscriptions.clone(),
                 },
                 Err(e) => {
                     log::warn!("control listener: no socket to the front end: {e}");
@@ -315,4 +351,19 @@ fn read_request(
         .is_some_and(|c| c.eq_ignore_ascii_case("close"));
     let keep_alive = !close && (request.minor_version == 1);
     Ok(Some((request, keep_alive)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_matches;
+
+    #[test]
+    fn a_name_segment_matches_one_non_empty_last_segment() {
+        assert!(path_matches("/publish/", "/publish/"));
+        assert!(!path_matches("/publish/", "/publish/x"));
+        assert!(path_matches("/subscriptions/{name}", "/subscriptions/a-1"));
+        assert!(!path_matches("/subscriptions/{name}", "/subscriptions/"));
+        assert!(!path_matches("/subscriptions/{name}", "/subscriptions/a/b"));
+        assert!(!path_matches("/subscriptions/{name}", "/subscriptionsx"));
+    }
 }

@@ -47,7 +47,7 @@ pub(super) fn publish(context: &ControlContext, request: &Request) -> Response {
 }
 
 /// Whether the request carries a JWT (HS256) signed with `key` that has not expired.
-fn authorised(key: &[u8], request: &Request) -> bool {
+pub(super) fn authorised(key: &[u8], request: &Request) -> bool {
     let Some(token) = request
         .header("authorization")
         .and_then(|value| value.strip_prefix("Bearer "))
