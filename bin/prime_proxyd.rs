@@ -10,7 +10,9 @@
 use clap::Parser;
 use prime_server::base::endpoint::Use;
 use prime_server::base::metrics::MetricsSource;
-use prime_server::deploy::cli::{self, seconds, CommonArgs, DaemonArgs, MetricsArgs, Role, Roles, Slot};
+use prime_server::deploy::cli::{
+    self, seconds, CommonArgs, DaemonArgs, MetricsArgs, Role, Roles, Slot,
+};
 use prime_server::deploy::topology::Topology;
 use prime_server::pipeline::bus::Forwarder;
 use prime_server::pipeline::metrics::ProxyMetrics;

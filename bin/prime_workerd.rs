@@ -12,7 +12,9 @@ use prime_server::base::endpoint::Use;
 use prime_server::base::metrics::MetricsSource;
 use prime_server::demo;
 use prime_server::demo::primes::Algorithm;
-use prime_server::deploy::cli::{self, seconds, CommonArgs, DaemonArgs, GatewayArgs, MetricsArgs, Role, Roles};
+use prime_server::deploy::cli::{
+    self, seconds, CommonArgs, DaemonArgs, GatewayArgs, MetricsArgs, Role, Roles,
+};
 use prime_server::deploy::topology::{Topology, TASKS_SERVICE};
 use prime_server::pipeline::worker::{WorkerConfig, WorkerPool};
 use prime_server::stages::tasks::TaskRouter;

@@ -223,7 +223,13 @@ pub(super) struct Channels {
 impl Channels {
     /// Binds the inbox, connects the bus (if configured) and starts the control
     /// listener (if configured). Errors: a socket or listener that cannot be made.
-    pub(super) fn start(ctx: &zmq::Context, config: ChannelsConfig, nonce: u64) -> Result<Self> {
+    /// Admin calls of the control listener go to `admin` (the job service).
+    pub(super) fn start(
+        ctx: &zmq::Context,
+        config: ChannelsConfig,
+        nonce: u64,
+        admin: Option<crate::jobs::service::admin::AdminLink>,
+    ) -> Result<Self> {
         let inbox = sockets::socket(ctx, zmq::PULL)?;
         let inbox_endpoint = format!("inproc://prime-channels-{nonce:016x}");
         sockets::bind(&inbox, &inbox_endpoint)?;
@@ -233,8 +239,13 @@ impl Channels {
         };
         let control = match &config.control {
             Some(control) => Some(
-                super::control::ControlListener::start(ctx, control.clone(), &inbox_endpoint)
-                    .map_err(|e| Error::Config(format!("the control listener: {e}")))?,
+                super::control::ControlListener::start(
+                    ctx,
+                    control.clone(),
+                    &inbox_endpoint,
+                    admin,
+                )
+                .map_err(|e| Error::Config(format!("the control listener: {e}")))?,
             ),
             None => None,
         };

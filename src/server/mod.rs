@@ -324,7 +324,8 @@ impl Server {
             config.access_log_format,
             stages,
         );
-        let channels = channels::Channels::start(ctx, config.channels.clone(), nonce)?;
+        let admin = jobs.as_ref().and_then(|jobs| jobs.admin_link());
+        let channels = channels::Channels::start(ctx, config.channels.clone(), nonce, admin)?;
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),

@@ -9,8 +9,10 @@
 //! hands to the front end goes through the front end's inbox (an in-process PUSH to its
 //! PULL), so a route never touches the front end's state.
 //!
-//! Routes: `POST /publish/` (see [`publish`]).
+//! Routes: `POST /publish/` (see [`publish`]); the job admin API, `GET /jobs`,
+//! `GET /jobs/changes`, `POST /jobs/{id}/retry`, `POST /jobs/cancel` (see [`admin`]).
 
+mod admin;
 mod publish;
 
 use crate::http::{Request, Response};
@@ -43,6 +45,9 @@ pub struct ControlConfig {
     /// signed with it (HS256), as GRIP publishers send. Without a key, any local caller
     /// may publish.
     pub publish_key: Option<Vec<u8>>,
+    /// The admin token (`--admin-token-file`): the job admin API's routes then need
+    /// `Authorization: Bearer TOKEN`. Without one, they answer `404`.
+    pub admin_token: Option<Vec<u8>>,
 }
 
 /// What a route may use.
@@ -51,31 +56,73 @@ pub(crate) struct ControlContext {
     inbox: zmq::Socket,
     /// The publish key, if one is set.
     publish_key: Option<Vec<u8>>,
+    /// The admin token, if one is set.
+    admin_token: Option<Vec<u8>>,
+    /// The job service, when the server keeps jobs.
+    admin: Option<crate::jobs::service::admin::AdminLink>,
+    /// Set when the listener stops (ends event streams and long-polls).
+    stop: Arc<AtomicBool>,
 }
 
 /// One route of the control listener: a method, a path, and what answers it.
 pub(crate) struct Route {
     /// The request method.
     pub(crate) method: &'static str,
-    /// The path, matched exactly.
+    /// The path, matched exactly, except that a segment `*` matches any one segment.
     pub(crate) path: &'static str,
     /// The handler.
     pub(crate) handler: fn(&ControlContext, &Request) -> Response,
 }
 
 /// Every route, in the order they are tried.
-pub(crate) const ROUTES: &[Route] = &[Route {
-    method: "POST",
-    path: "/publish/",
-    handler: publish::publish,
-}];
+pub(crate) const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/publish/",
+        handler: publish::publish,
+    },
+    Route {
+        method: "GET",
+        path: "/jobs",
+        handler: admin::list,
+    },
+    Route {
+        method: "GET",
+        path: "/jobs/changes",
+        handler: admin::changes,
+    },
+    Route {
+        method: "POST",
+        path: "/jobs/cancel",
+        handler: admin::cancel,
+    },
+    Route {
+        method: "POST",
+        path: "/jobs/*/retry",
+        handler: admin::retry,
+    },
+];
+
+/// Whether `path` matches a route's `pattern` (a `*` segment matches one non-empty
+/// segment).
+fn matches(pattern: &str, path: &str) -> bool {
+    let (mut p, mut q) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return true,
+            (Some("*"), Some(segment)) if !segment.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
 
 /// The answer a request gets from the routes: the first whose method and path match;
 /// 405 if only the path does, 404 if none.
 fn dispatch(context: &ControlContext, request: &Request) -> Response {
     let mut path_known = false;
     for route in ROUTES {
-        if route.path == request.path {
+        if matches(route.path, &request.path) {
             if route.method == request.method {
                 return (route.handler)(context, request);
             }
@@ -85,7 +132,7 @@ fn dispatch(context: &ControlContext, request: &Request) -> Response {
     if path_known {
         let allow: Vec<&str> = ROUTES
             .iter()
-            .filter(|r| r.path == request.path)
+            .filter(|r| matches(r.path, &request.path))
             .map(|r| r.method)
             .collect();
         return Response::error(405, "method not allowed here").header("Allow", allow.join(", "));
@@ -139,11 +186,12 @@ pub fn control_address(endpoint: &str) -> Result<SocketAddr, ControlError> {
 
 impl ControlListener {
     /// Binds the listener and starts its thread; publishes go to `inbox` (the front
-    /// end's in-process PULL endpoint).
+    /// end's in-process PULL endpoint), admin calls to `admin` (the job service).
     pub(crate) fn start(
         ctx: &zmq::Context,
         config: ControlConfig,
         inbox: &str,
+        admin: Option<crate::jobs::service::admin::AdminLink>,
     ) -> Result<Self, ControlError> {
         let address = control_address(&config.listen)?;
         if !address.ip().is_loopback() && !config.allow_remote {
@@ -155,15 +203,16 @@ impl ControlListener {
         let endpoint = format!("tcp://{bound}");
         log::info!("control listener on {endpoint}");
         let stop = Arc::new(AtomicBool::new(false));
-        let (ctx, inbox, key, flag) = (
-            ctx.clone(),
-            inbox.to_string(),
-            config.publish_key,
-            stop.clone(),
-        );
+        let (ctx, inbox, flag) = (ctx.clone(), inbox.to_string(), stop.clone());
+        let shared = Shared {
+            publish_key: config.publish_key,
+            admin_token: config.admin_token,
+            admin,
+            stop: stop.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(&ctx, &listener, &inbox, key, &flag))
+            .spawn(move || accept_loop(&ctx, &listener, &inbox, &shared, &flag))
             .map_err(ControlError::Bind)?;
         Ok(ControlListener {
             endpoint,
@@ -182,12 +231,20 @@ impl Drop for ControlListener {
     }
 }
 
+/// What every connection's context shares.
+struct Shared {
+    publish_key: Option<Vec<u8>>,
+    admin_token: Option<Vec<u8>>,
+    admin: Option<crate::jobs::service::admin::AdminLink>,
+    stop: Arc<AtomicBool>,
+}
+
 /// Accepts connections until `stop`, each served on a thread of its own.
 fn accept_loop(
     ctx: &zmq::Context,
     listener: &TcpListener,
     inbox: &str,
-    key: Option<Vec<u8>>,
+    shared: &Shared,
     stop: &AtomicBool,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
@@ -216,7 +273,10 @@ fn accept_loop(
             }) {
                 Ok(socket) => ControlContext {
                     inbox: socket,
-                    publish_key: key.clone(),
+                    publish_key: shared.publish_key.clone(),
+                    admin_token: shared.admin_token.clone(),
+                    admin: shared.admin.clone(),
+                    stop: shared.stop.clone(),
                 },
                 Err(e) => {
                     log::warn!("control listener: no socket to the front end: {e}");
@@ -248,6 +308,10 @@ fn serve(context: &ControlContext, mut stream: TcpStream) {
     let mut buffer = Vec::with_capacity(4096);
     loop {
         let (response, keep_alive, minor) = match read_request(&mut stream, &mut buffer) {
+            Ok(Some((request, _))) if admin::wants_stream(&request) => {
+                admin::stream(context, &request, &mut stream);
+                return;
+            }
             Ok(Some((request, keep_alive))) => {
                 let minor = request.minor_version;
                 (dispatch(context, &request), keep_alive, minor)
