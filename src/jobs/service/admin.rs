@@ -2,7 +2,7 @@
 //! changes, retrying a failed job and cancelling jobs by filter, asked for by the
 //! control listener's threads over an [`AdminLink`].
 //!
-//! An admin call is a [`Command::Admin`](super::Command::Admin) like any other: it is
+//! An admin call is a [`Command::Admin`](super::Command) like any other: it is
 //! applied in the batch's transaction, and answered only once the batch is committed
 //! (a failed commit answers `503`), so what it reports is on the disk.
 
