@@ -773,6 +773,22 @@ mod tests {
         assert!(parse(&["--control-listen", "127.0.0.1:5561"]).is_err());
         assert!(parse(&["--channel-history", "5"]).is_err());
         assert!(parse(&["--publish-key-file", "/nonexistent"]).is_err());
+        assert!(parse(&["--admin-token-file", "/nonexistent"]).is_err());
+        let token = std::env::temp_dir().join(format!("admin-token-{}", std::process::id()));
+        std::fs::write(&token, "t0ken\n").expect("a token file");
+        let file = token.to_string_lossy().into_owned();
+        // Without --control-listen it has nowhere to be used.
+        assert!(parse(&["--admin-token-file", &file]).is_err());
+        let parsed = parse(&[
+            "--control-listen",
+            "tcp://127.0.0.1:5561",
+            "--admin-token-file",
+            &file,
+        ])
+        .expect("a token file and a control listener");
+        let control = parsed.channels.control.expect("the control listener");
+        assert_eq!(control.admin_token.as_deref(), Some(&b"t0ken"[..]));
+        let _ = std::fs::remove_file(&token);
     }
 
     #[test]
