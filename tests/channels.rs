@@ -167,6 +167,7 @@ impl Embedded {
                 listen: tcp(control),
                 allow_remote: false,
                 publish_key: None,
+                admin_token: None,
             }),
             ..ChannelsConfig::default()
         };

@@ -234,6 +234,12 @@ pub struct ChannelArgs {
     /// file (a trailing newline is ignored); without one, a 401.
     #[arg(long, value_name = "FILE")]
     pub publish_key_file: Option<std::path::PathBuf>,
+    /// Turn on the job admin API on --control-listen (`GET /jobs`, `GET /jobs/changes`,
+    /// `POST /jobs/{id}/retry`, `POST /jobs/cancel`): its calls need
+    /// `Authorization: Bearer TOKEN`, TOKEN being this file's content (a trailing
+    /// newline is ignored). Without it, those paths answer 404.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// What each channel keeps for subscribers that come back with a prev-id or
     /// Last-Event-ID: COUNT,SECONDS, at most COUNT messages none older than SECONDS
     /// (a channel is also kept SECONDS after its last hold leaves).
@@ -287,6 +293,20 @@ impl ChannelArgs {
             }
             None => None,
         };
+        let admin_token = match &self.admin_token_file {
+            Some(path) => {
+                let mut token = std::fs::read(path)
+                    .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?;
+                while token.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    token.pop();
+                }
+                if token.is_empty() {
+                    return Err("the admin token is empty".into());
+                }
+                Some(token)
+            }
+            None => None,
+        };
         match &self.control_listen {
             Some(listen) => {
                 let address = crate::server::control_address(listen).map_err(|e| e.to_string())?;
@@ -297,7 +317,11 @@ impl ChannelArgs {
                     listen: listen.clone(),
                     allow_remote: self.control_allow_remote,
                     publish_key,
+                    admin_token,
                 });
+            }
+            None if admin_token.is_some() => {
+                return Err("--admin-token-file needs --control-listen".into())
             }
             None if publish_key.is_some() => {
                 return Err("--publish-key-file needs --control-listen".into())
@@ -772,6 +796,22 @@ mod tests {
         assert!(parse(&["--control-listen", "127.0.0.1:5561"]).is_err());
         assert!(parse(&["--channel-history", "5"]).is_err());
         assert!(parse(&["--publish-key-file", "/nonexistent"]).is_err());
+        assert!(parse(&["--admin-token-file", "/nonexistent"]).is_err());
+        let token = std::env::temp_dir().join(format!("admin-token-{}", std::process::id()));
+        std::fs::write(&token, "t0ken\n").expect("a token file");
+        let file = token.to_string_lossy().into_owned();
+        // Without --control-listen it has nowhere to be used.
+        assert!(parse(&["--admin-token-file", &file]).is_err());
+        let parsed = parse(&[
+            "--control-listen",
+            "tcp://127.0.0.1:5561",
+            "--admin-token-file",
+            &file,
+        ])
+        .expect("a token file and a control listener");
+        let control = parsed.channels.control.expect("the control listener");
+        assert_eq!(control.admin_token.as_deref(), Some(&b"t0ken"[..]));
+        let _ = std::fs::remove_file(&token);
     }
 
     #[test]

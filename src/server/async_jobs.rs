@@ -64,6 +64,13 @@ impl JobLink {
     }
 }
 
+impl JobLink {
+    /// A handle for the control listener's admin API.
+    pub(super) fn admin_link(&self) -> Option<crate::jobs::service::admin::AdminLink> {
+        self.handle.admin_link()
+    }
+}
+
 /// The client's HTTP facts, for an answer the job service writes.
 fn reply_to(connection: u64, request_id: u64, protocol: Protocol) -> ReplyTo {
     let (minor_version, keep_alive, head) = match protocol {

@@ -229,13 +229,15 @@ pub(super) struct Channels {
 impl Channels {
     /// Binds the inbox, connects the bus (if configured) and starts the control
     /// listener (if configured), with the URL subscriptions' registry (kept in
-    /// `jobs_db`, the job store's SQLite file, when there is one). Errors: a socket,
-    /// listener or file that cannot be used.
+    /// `jobs_db`, the job store's SQLite file, when there is one). Admin calls of the
+    /// control listener go to `admin` (the job service). Errors: a socket, listener or
+    /// file that cannot be used.
     pub(super) fn start(
         ctx: &zmq::Context,
         config: ChannelsConfig,
         nonce: u64,
         jobs_db: Option<&std::path::Path>,
+        admin: Option<crate::jobs::service::admin::AdminLink>,
     ) -> Result<Self> {
         let inbox = sockets::socket(ctx, zmq::PULL)?;
         let inbox_endpoint = format!("inproc://prime-channels-{nonce:016x}");
@@ -260,6 +262,7 @@ impl Channels {
                     control.clone(),
                     &inbox_endpoint,
                     subscriptions.as_ref().map(|s| s.registry().clone()),
+                    admin,
                 )
                 .map_err(|e| Error::Config(format!("the control listener: {e}")))?,
             ),

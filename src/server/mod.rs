@@ -326,7 +326,9 @@ impl Server {
             stages,
         );
         let jobs_db = config.jobs.as_ref().map(|j| j.db_path.as_path());
-        let channels = channels::Channels::start(ctx, config.channels.clone(), nonce, jobs_db)?;
+        let admin = jobs.as_ref().and_then(|jobs| jobs.admin_link());
+        let channels =
+            channels::Channels::start(ctx, config.channels.clone(), nonce, jobs_db, admin)?;
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),

@@ -164,28 +164,38 @@ impl Service {
         let response = match record.state {
             JobState::Cancelled => answers::status(&record, &self.config.path),
             state if state.is_final() => answers::already_ended(&record, &self.config.path),
-            state => match self.store.cancel(record.number, now_ms())? {
-                Some(cancelled) => {
-                    *self.counts.of(state) -= 1;
-                    self.counts.cancelled += 1;
-                    if self.running.remove(&record.number) {
-                        self.outbox.push(Event::Interrupt {
-                            number: record.number,
-                        });
-                    }
-                    log::info!("jobs: job {} cancelled", job_tag(record.id.as_bytes()));
-                    if state == JobState::Scheduled {
-                        self.reread_schedule();
-                    }
-                    self.changed(&cancelled, None);
-                    self.webhook_job_ended(&cancelled, None);
-                    answers::status(&cancelled, &self.config.path)
-                }
+            _ => match self.cancel_record(&record)? {
+                Some(cancelled) => answers::status(&cancelled, &self.config.path),
                 None => answers::status(&record, &self.config.path),
             },
         };
         self.reply(reply, &response);
         Ok(())
+    }
+
+    /// Cancels an unfinished job (interrupting its run, if it has one); `None` if it
+    /// had already ended.
+    pub(super) fn cancel_record(
+        &mut self,
+        record: &JobRecord,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        let Some(cancelled) = self.store.cancel(record.number, now_ms())? else {
+            return Ok(None);
+        };
+        *self.counts.of(record.state) -= 1;
+        self.counts.cancelled += 1;
+        if self.running.remove(&record.number) {
+            self.outbox.push(Event::Interrupt {
+                number: record.number,
+            });
+        }
+        log::info!("jobs: job {} cancelled", job_tag(record.id.as_bytes()));
+        if record.state == JobState::Scheduled {
+            self.reread_schedule();
+        }
+        self.changed(&cancelled, None);
+        self.webhook_job_ended(&cancelled, None);
+        Ok(Some(cancelled))
     }
 
     pub(super) fn answered(&mut self, number: u64, answer: RunAnswer) -> Result<(), StoreError> {

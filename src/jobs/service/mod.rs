@@ -12,6 +12,7 @@
 //! [`JobsConfig::max_running`] run at once), the long-polls waiting for a change of
 //! state, the retries of runs the pipeline could not take, and the expiry of old jobs.
 
+pub mod admin;
 mod callbacks;
 mod lifecycle;
 mod settle;
@@ -156,6 +157,8 @@ pub enum Command {
         /// Names the self-test in the answer.
         token: u64,
     },
+    /// A call of the admin API (see [`admin`]).
+    Admin(admin::AdminCall),
     /// The connection of a request the service holds has closed: forget its long-poll
     /// or event stream.
     Gone {
@@ -285,6 +288,7 @@ impl JobStats {
 /// The front end's handle on the job service thread.
 pub struct JobsHandle {
     commands: Option<Sender<Command>>,
+    admin: admin::AdminLink,
     events: Receiver<Event>,
     stats: Arc<Mutex<JobStats>>,
     thread: Option<JoinHandle<()>>,
@@ -358,6 +362,7 @@ impl JobsHandle {
             unsettled: settle::Unsettled::default(),
             draining: false,
             deliveries: None,
+            admin_pending: admin::Pending::default(),
         };
         service.start_webhooks()?;
         let thread = std::thread::Builder::new()
@@ -368,6 +373,7 @@ impl JobsHandle {
                 reason: format!("the job store's thread could not start: {e}"),
             })?;
         Ok(JobsHandle {
+            admin: admin::AdminLink::new(command_tx.clone()),
             commands: Some(command_tx),
             events: event_rx,
             stats,
@@ -379,6 +385,11 @@ impl JobsHandle {
     /// The configuration the service runs with.
     pub fn config(&self) -> &JobsConfig {
         &self.config
+    }
+
+    /// A handle for the admin API's calls, from any thread; `None` once stopped.
+    pub fn admin_link(&self) -> Option<admin::AdminLink> {
+        self.commands.as_ref().map(|_| self.admin.clone())
     }
 
     /// Hands a command to the service; never blocks.
@@ -402,6 +413,7 @@ impl JobsHandle {
     /// Lets the service finish the commands it has, and waits for its thread.
     pub fn stop(&mut self) {
         self.commands = None;
+        self.admin.close();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 log::error!("jobs: the job store's thread panicked");
@@ -532,6 +544,8 @@ struct Service {
     draining: bool,
     /// Rate limits of the warnings a burst can repeat hundreds of times a second.
     warnings: Warnings,
+    /// Admin answers waiting for the batch's commit.
+    admin_pending: admin::Pending,
 }
 
 /// The service's rate-limited warnings (see [`LogLimit`]).
@@ -643,7 +657,8 @@ impl Service {
             | Command::Drain
             | Command::Progress { .. }
             | Command::Notify { .. }
-            | Command::Gone { .. } => None,
+            | Command::Gone { .. }
+            | Command::Admin(_) => None,
         };
         let done = match command {
             Command::Submit {
@@ -687,6 +702,10 @@ impl Service {
                 id,
                 last_event_id,
             } => self.watch(reply, &id, last_event_id.unwrap_or(0)),
+            Command::Admin(call) => {
+                self.admin(call);
+                Ok(())
+            }
             Command::Gone {
                 connection,
                 request_id,

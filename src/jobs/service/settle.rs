@@ -72,6 +72,7 @@ impl Service {
 
     /// The batch's commit went through: what it applied is settled.
     pub(super) fn batch_settled(&mut self) {
+        self.admin_flush(true);
         self.unsettled.answered.clear();
         self.unsettled.settling.clear();
     }
@@ -79,6 +80,7 @@ impl Service {
     /// The batch's commit failed: the ends it applied, and the settling it did, were
     /// rolled back; they are settled at a later batch.
     pub(super) fn batch_unsettled(&mut self) {
+        self.admin_flush(false);
         let unsettled = &mut self.unsettled;
         unsettled.uncertain.append(&mut unsettled.answered);
         unsettled.uncertain.append(&mut unsettled.settling);

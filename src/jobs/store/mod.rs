@@ -11,7 +11,9 @@
 //! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode, and
 //! existing ones are set to 0600 at every open), since stored requests can carry
 //! `Authorization` and `Cookie` headers; a request (and the client's address) is kept
-//! only until its job ends, and then leaves the disk: SQLite's `secure_delete` zeroes
+//! only until its job ends (a failed job keeps its request without its credentials,
+//! `Authorization`, `Proxy-Authorization` and `Cookie`, until it is retried or
+//! expires, so that the admin API can run it again), and then leaves the disk: SQLite's `secure_delete` zeroes
 //! it in the database's pages, and the write-ahead log that held it is checkpointed and
 //! truncated after the commit that removed it.
 //!
@@ -23,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 
+mod admin_table;
 mod file_identity;
 mod sqlite;
 pub mod wal;
@@ -68,7 +71,8 @@ impl JobState {
         }
     }
 
-    fn parse(name: &str) -> Option<JobState> {
+    /// The state named `name` (as [`as_str`](Self::as_str) writes it), if any.
+    pub fn parse(name: &str) -> Option<JobState> {
         Some(match name {
             "scheduled" => JobState::Scheduled,
             "queued" => JobState::Queued,
@@ -183,6 +187,33 @@ pub struct StartedJob {
     pub body: Vec<u8>,
     /// The client's address, when it was stored.
     pub client: Option<SocketAddr>,
+}
+
+/// Which jobs an admin listing (or a cancel by filter) takes: every condition given
+/// must hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// The job is in one of these states (any state when empty).
+    pub states: Vec<JobState>,
+    /// The job's task: its request's `X-Task-Name`, else its path.
+    pub task: Option<String>,
+    /// Submitted before this time (milliseconds since the Unix epoch).
+    pub created_before_ms: Option<i64>,
+    /// Submitted after this time (milliseconds since the Unix epoch).
+    pub created_after_ms: Option<i64>,
+}
+
+/// One change of a job's state, in the store's feed of changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobChange {
+    /// Its number in the feed: every change has a greater one than those before it.
+    pub seq: u64,
+    /// The job's public id.
+    pub id: String,
+    /// The state the job moved to.
+    pub state: JobState,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
 }
 
 /// An ended job's answer columns: status, header fields as JSON, body.
@@ -331,7 +362,9 @@ pub trait JobStore: Send {
     /// request head and body; `None` if it is not queued (cancelled meanwhile).
     fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError>;
     /// Ends an unfinished job with its answer (`Succeeded` or `Failed`); its request is
-    /// forgotten. `None` if it had already ended (a second answer is dropped).
+    /// forgotten, except a failed job's, kept without its credentials (for a retry)
+    /// until the job expires. `None` if it had already ended (a second answer is
+    /// dropped).
     fn finish(
         &mut self,
         number: u64,
@@ -389,6 +422,21 @@ pub trait JobStore: Send {
     fn webhook_save(&mut self, record: &WebhookRecord) -> Result<(), StoreError>;
     /// Every webhook whose message waits for an attempt (at start, after a restart).
     fn webhooks_pending(&mut self) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// Up to `limit` jobs numbered above `after` that pass `filter`, in submission
+    /// order, each with its task. Never their requests.
+    fn list(
+        &mut self,
+        filter: &JobFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(JobRecord, Option<String>)>, StoreError>;
+    /// Up to `limit` changes of state with a sequence number above `since`, in order.
+    fn changes(&mut self, since: u64, limit: usize) -> Result<Vec<JobChange>, StoreError>;
+    /// The highest sequence number a change has had (0 before the first).
+    fn last_seq(&mut self) -> Result<u64, StoreError>;
+    /// Queues a failed job again (its request is kept while it is failed); `None` if it
+    /// is not failed or its request is no longer stored.
+    fn retry(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
 }
 
 /// How far a commit goes before `commit` returns (SQLite's `synchronous` setting, in WAL

@@ -1,5 +1,6 @@
 //! The SQLite job store: one file in WAL mode, its schema and queries.
 
+use super::admin_table as admin;
 use super::file_identity::FileIdentity;
 use super::wal;
 use super::webhook_table as sql;
@@ -13,8 +14,10 @@ use std::path::Path;
 /// of an older file are dropped when it is opened (a retry of such a request makes a
 /// new job rather than find another caller's). Version 5 added `jobs.not_before_ms`
 /// and the state `scheduled` (jobs that run later); an older file gets the column when
-/// opened, and keeps its jobs as they were.
-const SCHEMA_VERSION: i64 = 5;
+/// opened, and keeps its jobs as they were. Version 6 added `jobs.task` and the feed of
+/// changes (`job_changes`, see `admin_table`); an older file gets them when opened, with
+/// one change per stored job.
+const SCHEMA_VERSION: i64 = 6;
 
 /// The table of the store's own random key.
 const SECRET_SCHEMA: &str = "
@@ -179,6 +182,7 @@ impl SqliteStore {
         db.execute_batch(
             "CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (not_before_ms) WHERE state = 'scheduled'",
         )?;
+        admin::migrate(db, version)?;
         if version < 4 {
             db.execute_batch(
                 "UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL",
@@ -425,8 +429,8 @@ impl JobStore for SqliteStore {
 
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError> {
         let mut statement = self.db.prepare_cached(
-            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events, client, not_before_ms)
-             VALUES (?1, ?8, ?2, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?9)",
+            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events, client, not_before_ms, task)
+             VALUES (?1, ?8, ?2, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?9, ?10)",
         )?;
         let state = match job.not_before_ms {
             Some(_) => JobState::Scheduled,
@@ -441,7 +445,8 @@ impl JobStore for SqliteStore {
             job.body,
             job.client,
             state.as_str(),
-            job.not_before_ms
+            job.not_before_ms,
+            admin::task_of(job.head)
         ])?;
         Ok(JobRecord {
             number: self.db.last_insert_rowid() as u64,
@@ -525,9 +530,14 @@ impl JobStore for SqliteStore {
         let headers = serde_json::to_string(&answer.headers)
             .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
         self.scrub = true;
+        if state == JobState::Failed {
+            admin::scrub_credentials(&self.db, number)?;
+        }
         self.update(
             "UPDATE jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
-                 answer_headers = ?6, answer_body = ?7, head = NULL, body = NULL, client = NULL
+                 answer_headers = ?6, answer_body = ?7,
+                 head = CASE ?2 WHEN 'failed' THEN head END, body = CASE ?2 WHEN 'failed' THEN body END,
+                 client = CASE ?2 WHEN 'failed' THEN client END
              WHERE number = ?1 AND state IN ('queued', 'running')",
             &[
                 &(number as i64),
@@ -632,6 +642,7 @@ impl JobStore for SqliteStore {
 
     fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError> {
         let before_ms = now_ms.saturating_sub(ttl_ms);
+        admin::forget_deleted(&self.db, before_ms)?;
         self.db.execute(
             "DELETE FROM jobs WHERE state = 'expired' AND updated_ms < ?1",
             [before_ms],
@@ -729,6 +740,31 @@ impl JobStore for SqliteStore {
 
     fn webhooks_pending(&mut self) -> Result<Vec<WebhookRecord>, StoreError> {
         sql::pending(&self.db)
+    }
+
+    fn list(
+        &mut self,
+        filter: &JobFilter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(JobRecord, Option<String>)>, StoreError> {
+        admin::list(&self.db, RECORD_COLUMNS, read_record, filter, after, limit)
+    }
+
+    fn changes(&mut self, since: u64, limit: usize) -> Result<Vec<JobChange>, StoreError> {
+        admin::changes(&self.db, since, limit)
+    }
+
+    fn last_seq(&mut self) -> Result<u64, StoreError> {
+        admin::last_seq(&self.db)
+    }
+
+    fn retry(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
+        let mut statement = self.db.prepare_cached(&admin::retry_sql(RECORD_COLUMNS))?;
+        let row = statement
+            .query_row(params![number as i64, now_ms], read_record)
+            .optional()?;
+        row.transpose()
     }
 }
 

@@ -290,3 +290,59 @@ fn ended_jobs_expire_then_are_forgotten() {
     assert_eq!(store.counts().expect("counts").queued, 1);
     let _ = waiting;
 }
+
+#[test]
+fn every_state_change_gets_the_next_sequence_number_and_a_failed_job_can_be_retried() {
+    let mut store = store("changes");
+    let job = insert(&mut store, "a", 1);
+    store.start(job.number, 2).expect("start");
+    store
+        .finish(job.number, JobState::Failed, &answer(500), Some("boom"), 3)
+        .expect("finish");
+    // A failed job keeps its request, for a retry.
+    let queued = store.retry(job.number, 4).expect("retry").expect("failed");
+    assert_eq!(queued.state, JobState::Queued);
+    assert!(store.retry(job.number, 5).expect("retry").is_none());
+    let again = store.start(job.number, 6).expect("start").expect("queued");
+    assert_eq!(again.record.attempts, 2);
+    assert!(again.head.starts_with(b"GET /x"));
+    let changes = store.changes(0, 100).expect("changes");
+    let states: Vec<&str> = changes.iter().map(|c| c.state.as_str()).collect();
+    assert_eq!(states, ["queued", "running", "failed", "queued", "running"]);
+    let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    assert_eq!(store.last_seq().expect("last"), 5);
+    assert_eq!(store.changes(3, 1).expect("changes")[0].seq, 4);
+    // A progress report is not a change of state.
+    store
+        .set_progress(job.number, 0.5, "half", 7)
+        .expect("progress");
+    assert_eq!(store.last_seq().expect("last"), 5);
+}
+
+#[test]
+fn a_version_5_file_gets_the_feed_with_one_change_per_job() {
+    let mut old = store("v5");
+    let path = old.file.path.clone();
+    insert(&mut old, "a", 1);
+    insert(&mut old, "b", 2);
+    old.db
+        .execute_batch(
+            "DROP TRIGGER job_changes_insert; DROP TRIGGER job_changes_update;
+             DROP TABLE job_changes; ALTER TABLE jobs DROP COLUMN task; PRAGMA user_version = 5;",
+        )
+        .expect("make it version 5");
+    drop(old);
+    let mut store = SqliteStore::open(&path).expect("open a version 5 file");
+    let ids: Vec<String> = store
+        .changes(0, 10)
+        .expect("changes")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    let listed = store.list(&JobFilter::default(), 0, 10).expect("list");
+    assert_eq!(listed.len(), 2);
+    let c = insert(&mut store, "c", 3);
+    assert_eq!(store.changes(2, 10).expect("changes")[0].id, c.id);
+}

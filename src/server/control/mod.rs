@@ -10,8 +10,10 @@
 //! PULL), so a route never touches the front end's state.
 //!
 //! Routes: `POST /publish/` (see [`publish`]); `PUT`, `GET` and `DELETE
-//! /subscriptions/{name}` (see [`subscriptions`]).
+//! /subscriptions/{name}` (see [`subscriptions`]); the job admin API, `GET /jobs`,
+//! `GET /jobs/changes`, `POST /jobs/{id}/retry`, `POST /jobs/cancel` (see [`admin`]).
 
+mod admin;
 mod publish;
 mod subscriptions;
 
@@ -45,6 +47,9 @@ pub struct ControlConfig {
     /// signed with it (HS256), as GRIP publishers send. Without a key, any local caller
     /// may publish.
     pub publish_key: Option<Vec<u8>>,
+    /// The admin token (`--admin-token-file`): the job admin API's routes then need
+    /// `Authorization: Bearer TOKEN`. Without one, they answer `404`.
+    pub admin_token: Option<Vec<u8>>,
 }
 
 /// What a route may use.
@@ -55,14 +60,19 @@ pub(crate) struct ControlContext {
     publish_key: Option<Vec<u8>>,
     /// The URL subscriptions' registry, when the server delivers webhooks.
     subscriptions: Option<super::subscriptions::Registry>,
+    /// The admin token, if one is set.
+    admin_token: Option<Vec<u8>>,
+    /// The job service, when the server keeps jobs.
+    admin: Option<crate::jobs::service::admin::AdminLink>,
+    /// Set when the listener stops (ends event streams and long-polls).
+    stop: Arc<AtomicBool>,
 }
 
 /// One route of the control listener: a method, a path, and what answers it.
 pub(crate) struct Route {
     /// The request method.
     pub(crate) method: &'static str,
-    /// The path, matched exactly; one ending in `{name}` matches any one last segment
-    /// in its place.
+    /// The path, matched exactly, except that a segment `*` matches any one segment.
     pub(crate) path: &'static str,
     /// The handler.
     pub(crate) handler: fn(&ControlContext, &Request) -> Response,
@@ -77,28 +87,52 @@ pub(crate) const ROUTES: &[Route] = &[
     },
     Route {
         method: "PUT",
-        path: "/subscriptions/{name}",
+        path: "/subscriptions/*",
         handler: subscriptions::subscription,
     },
     Route {
         method: "GET",
-        path: "/subscriptions/{name}",
+        path: "/subscriptions/*",
         handler: subscriptions::subscription,
     },
     Route {
         method: "DELETE",
-        path: "/subscriptions/{name}",
+        path: "/subscriptions/*",
         handler: subscriptions::subscription,
+    },
+    Route {
+        method: "GET",
+        path: "/jobs",
+        handler: admin::list,
+    },
+    Route {
+        method: "GET",
+        path: "/jobs/changes",
+        handler: admin::changes,
+    },
+    Route {
+        method: "POST",
+        path: "/jobs/cancel",
+        handler: admin::cancel,
+    },
+    Route {
+        method: "POST",
+        path: "/jobs/*/retry",
+        handler: admin::retry,
     },
 ];
 
-/// Whether a route's path matches a request's.
-fn path_matches(route: &str, path: &str) -> bool {
-    match route.strip_suffix("{name}") {
-        Some(prefix) => path
-            .strip_prefix(prefix)
-            .is_some_and(|name| !name.is_empty() && !name.contains('/')),
-        None => route == path,
+/// Whether `path` matches a route's `pattern` (a `*` segment matches one non-empty
+/// segment).
+fn matches(pattern: &str, path: &str) -> bool {
+    let (mut p, mut q) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return true,
+            (Some("*"), Some(segment)) if !segment.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
     }
 }
 
@@ -107,7 +141,7 @@ fn path_matches(route: &str, path: &str) -> bool {
 fn dispatch(context: &ControlContext, request: &Request) -> Response {
     let mut path_known = false;
     for route in ROUTES {
-        if path_matches(route.path, &request.path) {
+        if matches(route.path, &request.path) {
             if route.method == request.method {
                 return (route.handler)(context, request);
             }
@@ -117,7 +151,7 @@ fn dispatch(context: &ControlContext, request: &Request) -> Response {
     if path_known {
         let allow: Vec<&str> = ROUTES
             .iter()
-            .filter(|r| path_matches(r.path, &request.path))
+            .filter(|r| matches(r.path, &request.path))
             .map(|r| r.method)
             .collect();
         return Response::error(405, "method not allowed here").header("Allow", allow.join(", "));
@@ -172,12 +206,13 @@ pub fn control_address(endpoint: &str) -> Result<SocketAddr, ControlError> {
 impl ControlListener {
     /// Binds the listener and starts its thread; publishes go to `inbox` (the front
     /// end's in-process PULL endpoint), subscriptions to `subscriptions` (if the server
-    /// delivers webhooks).
+    /// delivers webhooks), admin calls to `admin` (the job service).
     pub(crate) fn start(
         ctx: &zmq::Context,
         config: ControlConfig,
         inbox: &str,
         subscriptions: Option<super::subscriptions::Registry>,
+        admin: Option<crate::jobs::service::admin::AdminLink>,
     ) -> Result<Self, ControlError> {
         let address = control_address(&config.listen)?;
         if !address.ip().is_loopback() && !config.allow_remote {
@@ -189,15 +224,17 @@ impl ControlListener {
         let endpoint = format!("tcp://{bound}");
         log::info!("control listener on {endpoint}");
         let stop = Arc::new(AtomicBool::new(false));
-        let (ctx, inbox, key, flag) = (
-            ctx.clone(),
-            inbox.to_string(),
-            config.publish_key,
-            stop.clone(),
-        );
+        let (ctx, inbox, flag) = (ctx.clone(), inbox.to_string(), stop.clone());
+        let shared = Shared {
+            subscriptions,
+            publish_key: config.publish_key,
+            admin_token: config.admin_token,
+            admin,
+            stop: stop.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(&ctx, &listener, &inbox, key, subscriptions, &flag))
+            .spawn(move || accept_loop(&ctx, &listener, &inbox, &shared, &flag))
             .map_err(ControlError::Bind)?;
         Ok(ControlListener {
             endpoint,
@@ -216,13 +253,21 @@ impl Drop for ControlListener {
     }
 }
 
+/// What every connection's context shares.
+struct Shared {
+    subscriptions: Option<super::subscriptions::Registry>,
+    publish_key: Option<Vec<u8>>,
+    admin_token: Option<Vec<u8>>,
+    admin: Option<crate::jobs::service::admin::AdminLink>,
+    stop: Arc<AtomicBool>,
+}
+
 /// Accepts connections until `stop`, each served on a thread of its own.
 fn accept_loop(
     ctx: &zmq::Context,
     listener: &TcpListener,
     inbox: &str,
-    key: Option<Vec<u8>>,
-    subscriptions: Option<super::subscriptions::Registry>,
+    shared: &Shared,
     stop: &AtomicBool,
 ) {
     let open = Arc::new(AtomicUsize::new(0));
@@ -251,8 +296,11 @@ fn accept_loop(
             }) {
                 Ok(socket) => ControlContext {
                     inbox: socket,
-                    publish_key: key.clone(),
-                    subscriptions: subscriptions.clone(),
+                    publish_key: shared.publish_key.clone(),
+                    admin_token: shared.admin_token.clone(),
+                    admin: shared.admin.clone(),
+                    stop: shared.stop.clone(),
+                    subscriptions: shared.subscriptions.clone(),
                 },
                 Err(e) => {
                     log::warn!("control listener: no socket to the front end: {e}");
@@ -284,6 +332,10 @@ fn serve(context: &ControlContext, mut stream: TcpStream) {
     let mut buffer = Vec::with_capacity(4096);
     loop {
         let (response, keep_alive, minor) = match read_request(&mut stream, &mut buffer) {
+            Ok(Some((request, _))) if admin::wants_stream(&request) => {
+                admin::stream(context, &request, &mut stream);
+                return;
+            }
             Ok(Some((request, keep_alive))) => {
                 let minor = request.minor_version;
                 (dispatch(context, &request), keep_alive, minor)
@@ -355,15 +407,17 @@ fn read_request(
 
 #[cfg(test)]
 mod tests {
-    use super::path_matches;
+    use super::matches;
 
     #[test]
-    fn a_name_segment_matches_one_non_empty_last_segment() {
-        assert!(path_matches("/publish/", "/publish/"));
-        assert!(!path_matches("/publish/", "/publish/x"));
-        assert!(path_matches("/subscriptions/{name}", "/subscriptions/a-1"));
-        assert!(!path_matches("/subscriptions/{name}", "/subscriptions/"));
-        assert!(!path_matches("/subscriptions/{name}", "/subscriptions/a/b"));
-        assert!(!path_matches("/subscriptions/{name}", "/subscriptionsx"));
+    fn a_star_segment_matches_one_non_empty_segment() {
+        assert!(matches("/publish/", "/publish/"));
+        assert!(!matches("/publish/", "/publish/x"));
+        assert!(matches("/subscriptions/*", "/subscriptions/a-1"));
+        assert!(!matches("/subscriptions/*", "/subscriptions/"));
+        assert!(!matches("/subscriptions/*", "/subscriptions/a/b"));
+        assert!(!matches("/subscriptions/*", "/subscriptionsx"));
+        assert!(matches("/jobs/*/retry", "/jobs/abc/retry"));
+        assert!(!matches("/jobs/*/retry", "/jobs//retry"));
     }
 }

@@ -1,0 +1,251 @@
+//! What the job admin API reads in the SQLite job store: the jobs' task column, the
+//! feed of changes (`job_changes`), and the queries that list jobs by filter (called
+//! by [`SqliteStore`](super::SqliteStore)'s [`JobStore`](super::JobStore) methods).
+//!
+//! Every change of a job's state (its submission included) is one row of
+//! `job_changes`, written by a trigger in the same transaction as the change itself,
+//! so the feed never holds a change that was rolled back and never lacks one that was
+//! committed. Its `seq` is an `AUTOINCREMENT` key: it only grows, and a number is
+//! never used twice, even after the rows of forgotten jobs are deleted.
+
+use super::{JobChange, JobFilter, JobRecord, JobState, StoreError};
+use rusqlite::{params, Connection};
+
+/// Created at open when missing (schema version 6).
+pub(crate) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS job_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    number INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_changes_by_number ON job_changes (number);
+CREATE TRIGGER IF NOT EXISTS job_changes_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_changes (number, id, state, at_ms)
+    VALUES (NEW.number, NEW.id, NEW.state, NEW.updated_ms);
+END;
+CREATE TRIGGER IF NOT EXISTS job_changes_update AFTER UPDATE OF state ON jobs
+WHEN OLD.state IS NOT NEW.state BEGIN
+    INSERT INTO job_changes (number, id, state, at_ms)
+    VALUES (NEW.number, NEW.id, NEW.state, NEW.updated_ms);
+END;
+";
+
+/// Run when a file older than version 6 is opened: the column of the task, and one
+/// change per job already stored (its present state), in submission order, so a
+/// listener starting from 0 sees every job.
+pub(crate) fn migrate(db: &Connection, version: i64) -> rusqlite::Result<()> {
+    let has_task: i64 = db.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'task'",
+        [],
+        |row| row.get(0),
+    )?;
+    if has_task == 0 {
+        db.execute_batch("ALTER TABLE jobs ADD COLUMN task TEXT")?;
+    }
+    db.execute_batch(SCHEMA)?;
+    if version < 6 {
+        db.execute_batch(
+            "INSERT INTO job_changes (number, id, state, at_ms)
+             SELECT number, id, state, updated_ms FROM jobs ORDER BY number",
+        )?;
+    }
+    Ok(())
+}
+
+/// A request's task: its `X-Task-Name` field, else its path (without the query, which
+/// may hold secrets).
+pub(crate) fn task_of(head: &[u8]) -> Option<String> {
+    if let Some(name) = crate::http::field_text(head, "x-task-name") {
+        return Some(name.trim().to_string());
+    }
+    let line = head.split(|b| *b == b'\r' || *b == b'\n').next()?;
+    let target = line.split(|b| *b == b' ').nth(1)?;
+    let path = target.split(|b| *b == b'?').next()?;
+    Some(String::from_utf8_lossy(path).into_owned())
+}
+
+/// The `WHERE` clause and parameters of a filter, for jobs numbered above `after`.
+fn clause(filter: &JobFilter, after: u64) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut sql = String::from("number > ?");
+    let mut values = vec![Value::Integer(after.min(i64::MAX as u64) as i64)];
+    if !filter.states.is_empty() {
+        let marks = vec!["?"; filter.states.len()].join(", ");
+        sql.push_str(&format!(" AND state IN ({marks})"));
+        values.extend(
+            filter
+                .states
+                .iter()
+                .map(|s| Value::Text(s.as_str().to_string())),
+        );
+    }
+    if let Some(task) = &filter.task {
+        sql.push_str(" AND task = ?");
+        values.push(Value::Text(task.clone()));
+    }
+    if let Some(before) = filter.created_before_ms {
+        sql.push_str(" AND created_ms < ?");
+        values.push(Value::Integer(before));
+    }
+    if let Some(after_ms) = filter.created_after_ms {
+        sql.push_str(" AND created_ms > ?");
+        values.push(Value::Integer(after_ms));
+    }
+    (sql, values)
+}
+
+/// Up to `limit` jobs numbered above `after` that pass `filter`, in submission order,
+/// each with its task.
+pub(crate) fn list(
+    db: &Connection,
+    columns: &str,
+    read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, StoreError>>,
+    filter: &JobFilter,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(JobRecord, Option<String>)>, StoreError> {
+    let (condition, mut values) = clause(filter, after);
+    values.push(rusqlite::types::Value::Integer(
+        limit.min(i64::MAX as usize) as i64,
+    ));
+    let sql = format!("SELECT {columns}, task FROM jobs WHERE {condition} ORDER BY number LIMIT ?");
+    let mut statement = db.prepare_cached(&sql)?;
+    let task_column = columns.split(',').count();
+    let rows = statement.query_map(rusqlite::params_from_iter(values), |row| {
+        Ok((read(row)?, row.get::<_, Option<String>>(task_column)?))
+    })?;
+    let mut jobs = Vec::new();
+    for row in rows {
+        let (record, task) = row?;
+        jobs.push((record?, task));
+    }
+    Ok(jobs)
+}
+
+/// Up to `limit` changes after `since`, in order.
+pub(crate) fn changes(
+    db: &Connection,
+    since: u64,
+    limit: usize,
+) -> Result<Vec<JobChange>, StoreError> {
+    let mut statement = db.prepare_cached(
+        "SELECT seq, id, state, at_ms FROM job_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = statement.query_map(
+        params![
+            since.min(i64::MAX as u64) as i64,
+            limit.min(i64::MAX as usize) as i64
+        ],
+        |row| {
+            let state: String = row.get(2)?;
+            Ok(JobChange {
+                seq: row.get::<_, i64>(0)?.max(0) as u64,
+                id: row.get(1)?,
+                state: JobState::parse(&state).unwrap_or(JobState::Expired),
+                at_ms: row.get(3)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The highest sequence number given so far (0 before the first change).
+pub(crate) fn last_seq(db: &Connection) -> Result<u64, StoreError> {
+    let seq: Option<i64> = db
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'job_changes'")?
+        .query_row([], |row| row.get(0))
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+/// Puts a failed job whose request is still stored back in the queue; `None` if it is
+/// not failed, or its request is gone.
+pub(crate) fn retry_sql(columns: &str) -> String {
+    format!(
+        "UPDATE jobs SET events = events + 1, state = 'queued', updated_ms = ?2, status = NULL,
+             answer_headers = NULL, answer_body = NULL
+         WHERE number = ?1 AND state = 'failed' AND head IS NOT NULL RETURNING {columns}"
+    )
+}
+
+/// Forgets the changes of the expired jobs that expiry is about to delete (those that
+/// expired before `before_ms`).
+pub(crate) fn forget_deleted(db: &Connection, before_ms: i64) -> Result<(), StoreError> {
+    db.prepare_cached(
+        "DELETE FROM job_changes WHERE number IN
+             (SELECT number FROM jobs WHERE state = 'expired' AND updated_ms < ?1)",
+    )?
+    .execute([before_ms])?;
+    Ok(())
+}
+
+/// The header fields a failed job's stored request loses when the job fails: what
+/// authenticates its caller (RFC 9110 §11.6.2, §11.7.2; RFC 6265 §5.4). A failed job
+/// keeps the rest of its request for a retry, but its credentials leave the disk when
+/// it ends, as every job's do.
+const CREDENTIAL_FIELDS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// `head` (a request line and its header fields, as the front end stored them) without
+/// the fields that carry credentials.
+pub(super) fn without_credentials(head: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len());
+    let mut first = true;
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let credential = !first
+            && line.iter().position(|&b| b == b':').is_some_and(|colon| {
+                let name = line[..colon].trim_ascii();
+                CREDENTIAL_FIELDS
+                    .iter()
+                    .any(|field| name.eq_ignore_ascii_case(field.as_bytes()))
+            });
+        first = false;
+        if !credential {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+/// Removes the credentials from the stored request of job `number`, if it is kept.
+pub(super) fn scrub_credentials(db: &Connection, number: u64) -> Result<(), StoreError> {
+    let head: Option<Vec<u8>> = db
+        .prepare_cached("SELECT head FROM jobs WHERE number = ?1")?
+        .query_row([number as i64], |row| row.get(0))
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            e => Err(e),
+        })?;
+    if let Some(head) = head {
+        let kept = without_credentials(&head);
+        if kept.len() != head.len() {
+            db.prepare_cached("UPDATE jobs SET head = ?2 WHERE number = ?1")?
+                .execute(params![number as i64, kept])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::without_credentials;
+
+    #[test]
+    fn credentials_leave_a_kept_head_and_nothing_else_does() {
+        let head = b"POST /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nX-Task-Name: t\r\ncookie: id=1\r\nProxy-Authorization : Basic eA==\r\n\r\n";
+        let kept = without_credentials(head);
+        assert_eq!(
+            kept,
+            b"POST /a HTTP/1.1\r\nHost: x\r\nX-Task-Name: t\r\n\r\n".to_vec()
+        );
+        // A request line that looks like a field is kept.
+        assert_eq!(
+            without_credentials(b"GET /cookie:x HTTP/1.1\r\n\r\n"),
+            b"GET /cookie:x HTTP/1.1\r\n\r\n".to_vec()
+        );
+    }
+}
