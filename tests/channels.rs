@@ -645,3 +645,63 @@ fn a_job_a_stage_names_a_channel_for_publishes_its_end_there() {
         "{text}"
     );
 }
+
+/// The value of the sample `name` (no labels) in a Prometheus text exposition.
+fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (metric, value) = line.split_once(' ')?;
+        (metric == name).then(|| value.trim().parse().ok())?
+    })
+}
+
+fn scrape(port: u16) -> String {
+    let answer = exchange(
+        port,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").expect("a body").1.to_string()
+}
+
+#[test]
+fn the_metrics_path_counts_held_connections_and_channel_messages() {
+    let server = Embedded::start(|config| config.metrics_path = Some("/metrics".into()));
+    let before = scrape(server.port);
+    assert_eq!(
+        sample(&before, "prime_held_connections"),
+        Some(0.0),
+        "{before}"
+    );
+    assert_eq!(
+        sample(&before, "prime_channel_messages_delivered_total"),
+        Some(0.0),
+        "{before}"
+    );
+    let mut first = Client::get(server.port, "/channels/m", "");
+    first.wait_for(": held on channel m");
+    let mut second = Client::get(server.port, "/channels/m", "");
+    second.wait_for(": held on channel m");
+    wait_holds(server.port, 2);
+    let held = scrape(server.port);
+    assert_eq!(sample(&held, "prime_held_connections"), Some(2.0), "{held}");
+
+    let answer = publish(server.control, &stream_item("m", "1", "data: x\n\n"), None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    first.wait_for("data: x\n\n");
+    second.wait_for("data: x\n\n");
+    let after = scrape(server.port);
+    assert_eq!(
+        sample(&after, "prime_channel_messages_published_total"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "prime_channel_messages_delivered_total"),
+        Some(2.0),
+        "{after}"
+    );
+    drop((first, second));
+    wait_holds(server.port, 0);
+    let gone = scrape(server.port);
+    assert_eq!(sample(&gone, "prime_held_connections"), Some(0.0), "{gone}");
+}

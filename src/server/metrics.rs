@@ -226,8 +226,59 @@ impl Server {
             );
         }
         self.expose_jobs(out);
+        self.expose_channels(out);
         if let Some(source) = &self.config.metrics_source {
             source.expose(out);
+        }
+    }
+
+    /// Held connections and the channels' traffic (see `channels` and `holds`).
+    fn expose_channels(&self, out: &mut Exposition) {
+        let channels = &self.channels;
+        out.gauge(
+            "prime_held_connections",
+            "Requests held on channels (long-polls and streams) waiting for messages.",
+            &[],
+            channels.holds.len() as i64,
+        );
+        out.gauge(
+            "prime_channels",
+            "Channels this front end knows: held on, or kept for their history.",
+            &[],
+            channels.map.len() as i64,
+        );
+        let stats = &channels.stats;
+        out.counter(
+            "prime_channel_messages_published",
+            "Messages published on this front end (control listener and stages).",
+            &[],
+            stats.published,
+        );
+        out.counter(
+            "prime_channel_messages_received",
+            "Messages received from the bus (only channels held here arrive).",
+            &[],
+            stats.bus_received,
+        );
+        out.counter(
+            "prime_channel_messages_delivered",
+            "Messages written to held connections (one per hold).",
+            &[],
+            stats.delivered,
+        );
+        out.counter(
+            "prime_channel_lost_positions",
+            "Holds told that their prev-id or Last-Event-ID was no longer in the history.",
+            &[],
+            stats.lost,
+        );
+        if let Some(subscriptions) = &channels.subscriptions {
+            out.gauge(
+                "prime_channel_url_subscriptions",
+                "URL subscriptions registered on this front end.",
+                &[],
+                subscriptions.registry().len() as i64,
+            );
         }
     }
 }
