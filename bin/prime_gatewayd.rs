@@ -87,36 +87,18 @@ fn main() -> ExitCode {
 /// LISTEN, TARGET and CONCURRENCY from the positionals, the flags and the topology file,
 /// in that order of precedence.
 fn place(cli: &mut Cli) -> Result<(String, String, usize), Box<dyn std::error::Error>> {
-    let topology = cli::one_process_topology(cli.common.config.as_deref(), &mut cli.front_end)?;
-    let mut slots = [
-        Slot::new("LISTEN", "--listen", cli.common.listen.clone()),
-        Slot::new("TARGET", "--target", cli.target_flag.clone()),
-        Slot::new(
-            "CONCURRENCY",
-            "--concurrency",
-            cli.common.concurrency.map(|n| n.to_string()),
-        ),
-    ];
     let positionals = [
         cli.listen_arg.take(),
         cli.target.take(),
         cli.concurrency_arg.take(),
     ];
-    cli::place(&mut slots, positionals.into_iter().flatten().collect())?;
-    let [listen, target, concurrency] = &mut slots;
-    if let Some(topology) = &topology {
-        listen
-            .value
-            .get_or_insert_with(|| topology.front_end.listen.clone());
-        if let Some(n) = cli::stage_concurrency(Some(topology), STAGE) {
-            concurrency.value.get_or_insert_with(|| n.to_string());
-        }
-    }
-    Ok((
-        cli::required(listen)?,
-        cli::required(target)?,
-        cli::count(concurrency)?,
-    ))
+    cli::place_listen_middle_concurrency(
+        &cli.common,
+        &mut cli.front_end,
+        Slot::new("TARGET", "--target", cli.target_flag.clone()),
+        positionals,
+        STAGE,
+    )
 }
 
 fn serve(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {

@@ -35,6 +35,42 @@ pub fn one_process_topology(
     Ok(Some(topology))
 }
 
+/// LISTEN, a middle positional (`middle`: TARGET, ROOT) and CONCURRENCY of a one-process
+/// binary `LISTEN MIDDLE CONCURRENCY`, from its positionals, its flags and the topology
+/// file of `--config` (LISTEN from its front end, CONCURRENCY from its stage `stage`),
+/// in that order of precedence. Errors: a positional and its flag that disagree, one
+/// missing, a CONCURRENCY that is not a positive count, a topology file that cannot be
+/// read.
+pub fn place_listen_middle_concurrency(
+    common: &CommonArgs,
+    front_end: &mut FrontEndArgs,
+    middle: Slot,
+    positionals: [Option<String>; 3],
+    stage: &str,
+) -> Result<(String, String, usize), Box<dyn std::error::Error>> {
+    let topology = one_process_topology(common.config.as_deref(), front_end)?;
+    let mut slots = [
+        Slot::new("LISTEN", "--listen", common.listen.clone()),
+        middle,
+        Slot::new(
+            "CONCURRENCY",
+            "--concurrency",
+            common.concurrency.map(|n| n.to_string()),
+        ),
+    ];
+    place(&mut slots, positionals.into_iter().flatten().collect())?;
+    let [listen, middle, concurrency] = &mut slots;
+    if let Some(topology) = &topology {
+        listen
+            .value
+            .get_or_insert_with(|| topology.front_end.listen.clone());
+        if let Some(n) = stage_concurrency(Some(topology), stage) {
+            concurrency.value.get_or_insert_with(|| n.to_string());
+        }
+    }
+    Ok((required(listen)?, required(middle)?, count(concurrency)?))
+}
+
 /// The concurrency the topology file gives stage `name`, if it has such a stage.
 pub fn stage_concurrency(topology: Option<&Topology>, name: &str) -> Option<usize> {
     topology?
