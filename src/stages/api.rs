@@ -115,11 +115,7 @@ impl<'j, 'a> HttpJob<'j, 'a> {
     /// # let _ = done;
     /// ```
     pub fn publish(&self, channel: &str, mut item: Item) -> Result<(), StageError> {
-        if !crate::pipeline::channel::valid_channel(channel) {
-            return Err(StageError::internal(format!(
-                "{channel:?} is not a channel name"
-            )));
-        }
+        check_channel(channel)?;
         item.channel = channel.to_string();
         self.job.publish(&item);
         Ok(())
@@ -131,11 +127,7 @@ impl<'j, 'a> HttpJob<'j, 'a> {
     /// Nothing for a request that is not an asynchronous job ([`is_async`](Self::is_async)).
     /// A bad channel name is refused.
     pub fn notify(&self, channel: &str) -> Result<(), StageError> {
-        if !crate::pipeline::channel::valid_channel(channel) {
-            return Err(StageError::internal(format!(
-                "{channel:?} is not a channel name"
-            )));
-        }
+        check_channel(channel)?;
         self.job.notify(channel);
         Ok(())
     }
@@ -189,6 +181,17 @@ impl<'j, 'a> HttpJob<'j, 'a> {
     /// unknown.
     pub fn client_address(&self) -> Option<std::net::SocketAddr> {
         self.job.envelope().client
+    }
+}
+
+/// Refuses a name that is not a channel's (see [`crate::pipeline::channel::valid_channel`]).
+fn check_channel(channel: &str) -> Result<(), StageError> {
+    if crate::pipeline::channel::valid_channel(channel) {
+        Ok(())
+    } else {
+        Err(StageError::internal(format!(
+            "{channel:?} is not a channel name"
+        )))
     }
 }
 
