@@ -45,9 +45,10 @@ pub fn parse(job: &mut Job<'_>) -> Outcome {
     let number = match job.envelope().protocol {
         Protocol::Raw | Protocol::Netstring => parse_number(job.frame(0).unwrap_or(b"")),
         Protocol::Http { .. } => {
-            // The head is read once, in place, for both questions: is it the channels
-            // demo's, and which N does it ask about.
-            let head = RequestHead::parse(job.frame(0).unwrap_or(b""));
+            // Only the request line is read (the front end has read the whole head),
+            // once, in place, for both questions: is it the channels demo's, and which
+            // N does it ask about.
+            let head = RequestHead::parse_request_line(job.frame(0).unwrap_or(b""));
             let path = head.as_ref().ok().map(RequestHead::path);
             if path
                 .as_deref()
