@@ -59,14 +59,20 @@ impl<'a> RequestHead<'a> {
     pub fn parse_request_line(head: &'a [u8]) -> Result<Self, ParseError> {
         let malformed = || ParseError::MalformedRequestLine;
         // One pass over the line's bytes, no search: the method's, then the target's.
-        let method_len = head.iter().take_while(|&&b| TOKEN[usize::from(b)]).count();
-        let rest = &head[method_len..];
-        if method_len == 0 || rest.first() != Some(&b' ') {
+        let mut at = 0;
+        while at < head.len() && TOKEN[usize::from(head[at])] {
+            at += 1;
+        }
+        let method_len = at;
+        if method_len == 0 || head.get(at) != Some(&b' ') {
             return Err(malformed());
         }
-        let rest = &rest[1..];
-        let target_len = rest.iter().take_while(|&&b| b > b' ' && b != 0x7f).count();
-        let (target, after) = rest.split_at(target_len);
+        at += 1;
+        let target_start = at;
+        while at < head.len() && head[at] > b' ' && head[at] != 0x7f {
+            at += 1;
+        }
+        let (target, after) = (&head[target_start..at], &head[at..]);
         let minor_version = match after {
             [b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor @ (b'0' | b'1'), end @ ..]
                 if end.starts_with(b"\r\n") || end.starts_with(b"\n") =>
