@@ -42,18 +42,25 @@ pub const PARAMETER: &str = "possible_prime";
 /// ([`super::channels`]); for the rest it reads the number out of the request and forwards it (8 bytes LE);
 /// answers malformed requests at once, so they never reach the compute stage.
 pub fn parse(job: &mut Job<'_>) -> Outcome {
-    if let Protocol::Http { .. } = job.envelope().protocol {
-        let head = job.frame(0).unwrap_or(b"");
-        if RequestHead::parse(head).is_ok_and(|h| h.path().starts_with(CHANNELS_PATH)) {
-            return HttpStage(channel_demo).work(job);
-        }
-    }
     let number = match job.envelope().protocol {
         Protocol::Raw | Protocol::Netstring => parse_number(job.frame(0).unwrap_or(b"")),
-        Protocol::Http { .. } => match http_number(job) {
-            Ok(n) => Ok(n),
-            Err(response) => return job.reply(&response),
-        },
+        Protocol::Http { .. } => {
+            // Only the request line is read (the front end has read the whole head),
+            // once, in place, for both questions: is it the channels demo's, and which
+            // N does it ask about.
+            let head = RequestHead::parse_request_line(job.frame(0).unwrap_or(b""));
+            let path = head.as_ref().ok().map(RequestHead::path);
+            if path
+                .as_deref()
+                .is_some_and(|p| p.starts_with(CHANNELS_PATH))
+            {
+                return HttpStage(channel_demo).work(job);
+            }
+            match http_number(job, head, path.as_deref()) {
+                Ok(n) => Ok(n),
+                Err(response) => return job.reply(&response),
+            }
+        }
     };
     match number {
         // Copied into the message itself: 8 bytes need no allocation of their own.
@@ -65,15 +72,19 @@ pub fn parse(job: &mut Job<'_>) -> Outcome {
     }
 }
 
-/// Finds N in an HTTP request, or the response that says what is wrong with it.
-fn http_number(job: &Job<'_>) -> Result<u64, Response> {
+/// Finds N in an HTTP request whose head (the job's first frame) read as `head`, with
+/// the decoded path `path`; or the response that says what is wrong with it.
+fn http_number(
+    job: &Job<'_>,
+    head: Result<RequestHead<'_>, crate::http::ParseError>,
+    path: Option<&str>,
+) -> Result<u64, Response> {
     if job.envelope().jsonrpc {
         return jsonrpc_number(job);
     }
     // Read in place: only the request line matters here, and no header is copied.
-    let request = RequestHead::parse(job.frame(0).unwrap_or(b""))
-        .map_err(|e| Response::error(400, &e.to_string()))?;
-    if request.path() != IS_PRIME_PATH {
+    let request = head.map_err(|e| Response::error(400, &e.to_string()))?;
+    if path != Some(IS_PRIME_PATH) {
         let why = format!("no such path; try {IS_PRIME_PATH}?{PARAMETER}=N");
         return Err(Response::error(404, &why));
     }
@@ -159,8 +170,8 @@ impl Work for Compute {
             return Outcome::Abandon;
         };
         match job.envelope().protocol {
-            Protocol::Raw if is_prime => Outcome::respond(RAW_PRIME),
-            Protocol::Raw => Outcome::respond(RAW_NOT_PRIME),
+            Protocol::Raw if is_prime => job.respond(RAW_PRIME),
+            Protocol::Raw => job.respond(RAW_NOT_PRIME),
             Protocol::Http {
                 minor_version,
                 keep_alive,
@@ -179,8 +190,9 @@ impl Work for Compute {
                         keep_alive,
                         head,
                     );
-                    // Copied into the message: one allocation, the message's own.
-                    Outcome::respond(&out[..])
+                    // Copied once, behind the envelope: one allocation, the loopback
+                    // message's own.
+                    job.respond(&out[..])
                 })
             }
             Protocol::Netstring => {

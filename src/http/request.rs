@@ -41,6 +41,56 @@ impl<'a> RequestHead<'a> {
         })
     }
 
+    /// Reads only the request line of a head (`METHOD SP target SP HTTP/1.x`), not its
+    /// header fields: for a stage behind a front end, which has already read the whole
+    /// head and refused what [`parse`](Self::parse) refuses, so that the stage needs no
+    /// second parse of every field. The line is still checked: a method of token
+    /// characters (RFC 9110 §5.6.2), a target of visible characters (RFC 9112 §3.2)
+    /// that is UTF-8, and HTTP/1.0 or HTTP/1.1.
+    ///
+    /// Errors: [`ParseError::MalformedRequestLine`] for a first line that is not one.
+    ///
+    /// ```
+    /// # use prime_server::http::RequestHead;
+    /// let head = RequestHead::parse_request_line(b"GET /is_prime?n=7 HTTP/1.1\r\nHost: x\r\n\r\n");
+    /// assert_eq!(head.map(|h| (h.method, h.target)), Ok(("GET", "/is_prime?n=7")));
+    /// assert!(RequestHead::parse_request_line(b"GET /a b HTTP/1.1\r\n\r\n").is_err());
+    /// ```
+    pub fn parse_request_line(head: &'a [u8]) -> Result<Self, ParseError> {
+        let malformed = || ParseError::MalformedRequestLine;
+        // One pass over the line's bytes, no search: the method's, then the target's.
+        let mut at = 0;
+        while at < head.len() && TOKEN[usize::from(head[at])] {
+            at += 1;
+        }
+        let method_len = at;
+        if method_len == 0 || head.get(at) != Some(&b' ') {
+            return Err(malformed());
+        }
+        at += 1;
+        let target_start = at;
+        while at < head.len() && head[at] > b' ' && head[at] != 0x7f {
+            at += 1;
+        }
+        let (target, after) = (&head[target_start..at], &head[at..]);
+        let minor_version = match after {
+            [b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor @ (b'0' | b'1'), end @ ..]
+                if end.starts_with(b"\r\n") || end.starts_with(b"\n") =>
+            {
+                minor - b'0'
+            }
+            _ => return Err(malformed()),
+        };
+        if target.is_empty() {
+            return Err(malformed());
+        }
+        Ok(RequestHead {
+            method: std::str::from_utf8(&head[..method_len]).map_err(|_| malformed())?,
+            target: std::str::from_utf8(target).map_err(|_| malformed())?,
+            minor_version,
+        })
+    }
+
     /// The percent-decoded path, as [`Request::path`].
     pub fn path(&self) -> Cow<'a, str> {
         let (path, _) = split_target(self.target);
@@ -203,6 +253,35 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// The bytes of a token (RFC 9110 §5.6.2): letters, digits and ``!#$%&'*+-.^_`|~``.
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 /// Splits a request-target into raw path and raw query, reducing the
 /// absolute form (`http://host/path?q`) to its path and dropping a fragment.

@@ -799,3 +799,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_request_line_alone_reads_as_the_whole_head_does() {
+    let heads: [&[u8]; 6] = [
+        b"GET /is_prime?possible_prime=7 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /is_prime HTTP/1.0\r\nContent-Length: 2\r\n\r\n",
+        b"M-SEARCH * HTTP/1.1\r\n\r\n",
+        b"GET http://example.com/a%20b?q=%C3%A9 HTTP/1.1\n\n",
+        "GET /caf\u{e9} HTTP/1.1\r\n\r\n".as_bytes(),
+        b"DELETE /jobs/abc HTTP/1.1\r\nX-Task-Name: a b\r\n\r\n",
+    ];
+    for head in heads {
+        let whole = RequestHead::parse(head).expect("a valid head");
+        let line = RequestHead::parse_request_line(head).expect("a valid request line");
+        assert_eq!(line, whole, "{}", String::from_utf8_lossy(head));
+    }
+    let malformed: [&[u8]; 9] = [
+        b"",
+        b"GET / HTTP/1.1",
+        b"GET /a b HTTP/1.1\r\n\r\n",
+        b"GET  / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"G(T / HTTP/1.1\r\n\r\n",
+        b"GET /\x7f HTTP/1.1\r\n\r\n",
+        b"GET /\xff HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1 \r\n\r\n",
+    ];
+    for head in malformed {
+        assert_eq!(
+            RequestHead::parse_request_line(head),
+            Err(ParseError::MalformedRequestLine),
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
+}

@@ -172,7 +172,13 @@ pub enum Message {
 /// Reads a loopback message if it is a census message: `None` if it is not one
 /// (an answer with an envelope), `Some(Err(()))` if it is a malformed one.
 pub fn decode(frames: &[zmq::Message]) -> Option<std::result::Result<Message, ()>> {
-    if frames.first().map(|f| &f[..]) != Some(TAG) {
+    // The length first: it is one call into libzmq, the bytes two (and a loopback
+    // answer, which this is nearly always asked about, is longer than the tag).
+    if frames
+        .first()
+        .map(|f| f.len() == TAG.len() && &f[..] == TAG)
+        != Some(true)
+    {
         return None;
     }
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();

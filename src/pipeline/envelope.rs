@@ -363,10 +363,12 @@ pub fn lead_frame(envelope: &[u8; ENVELOPE_LEN], rest: &[u8]) -> zmq::Message {
 pub(crate) fn lead_frame_of(envelope: &[u8; ENVELOPE_LEN], parts: &[&[u8]]) -> zmq::Message {
     let len = parts.iter().map(|part| part.len()).sum::<usize>();
     let mut frame = zmq::Message::with_size(ENVELOPE_LEN + len);
-    frame[..ENVELOPE_LEN].copy_from_slice(envelope);
+    // The message's bytes, looked up once (each index of a message asks libzmq).
+    let bytes: &mut [u8] = &mut frame;
+    bytes[..ENVELOPE_LEN].copy_from_slice(envelope);
     let mut at = ENVELOPE_LEN;
     for part in parts {
-        frame[at..at + part.len()].copy_from_slice(part);
+        bytes[at..at + part.len()].copy_from_slice(part);
         at += part.len();
     }
     frame

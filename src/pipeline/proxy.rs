@@ -403,12 +403,11 @@ impl Proxy {
     }
 
     fn on_message(&mut self, mut frames: Vec<zmq::Message>) {
-        if frames
-            .get(1)
-            .is_some_and(|lead| lead_envelope(lead).is_some())
-        {
+        // A job's envelope is read here once, for its dispatch too.
+        let envelope = frames.get(1).and_then(|lead| lead_envelope(lead).copied());
+        if let Some(envelope) = envelope {
             frames.remove(0);
-            self.on_job(frames);
+            self.on_job(frames, envelope);
         } else {
             if frames.len() > 3 && &frames[1][..] == RETURN && lead_envelope(&frames[3]).is_some() {
                 // [peer, RETURN, worker id, lead frame, frames...]
@@ -572,12 +571,13 @@ impl Proxy {
         self.waiting.push_front(job);
     }
 
-    fn on_job(&mut self, frames: Vec<zmq::Message>) {
+    /// A job arrived: `envelope` is its lead frame's first bytes.
+    fn on_job(&mut self, frames: Vec<zmq::Message>, envelope: [u8; ENVELOPE_LEN]) {
         if self.workers.is_empty() && self.workerless_too_long(Instant::now()) {
             self.stats.rejected_no_workers += 1;
             self.answer_job(&frames, self.no_workers_failure());
         } else if self.waiting.is_empty() && !self.idle.is_empty() {
-            if let Err(frames) = self.dispatch(frames) {
+            if let Err(frames) = self.dispatch(frames, envelope) {
                 self.waiting.push_front(frames);
             }
         } else if self.waiting.len() < self.config.queue_bound {
@@ -598,35 +598,41 @@ impl Proxy {
             let Some(frames) = self.waiting.pop_front() else {
                 return;
             };
+            let envelope = frames.first().and_then(|lead| lead_envelope(lead).copied());
+            let Some(envelope) = envelope else {
+                continue;
+            };
             // The front end has already answered 504 for an expired job.
-            if is_expired(&frames, now_us) {
+            if lead_deadline_us(&envelope).is_some_and(|deadline| deadline_passed(deadline, now_us))
+            {
                 continue;
             }
-            if let Err(frames) = self.dispatch(frames) {
+            if let Err(frames) = self.dispatch(frames, envelope) {
                 self.waiting.push_front(frames);
                 return;
             }
         }
     }
 
-    /// Sends a job to an idle worker; gives the job back if no idle worker can take it.
+    /// Sends a job (whose lead frame starts with `envelope`) to an idle worker; gives
+    /// the job back if no idle worker can take it.
     fn dispatch(
         &mut self,
         mut frames: Vec<zmq::Message>,
+        envelope: [u8; ENVELOPE_LEN],
     ) -> std::result::Result<(), Vec<zmq::Message>> {
         while let Some(id) = self.take_idle_worker(&frames) {
             match self.router.send(&id[..], zmq::SNDMORE | zmq::DONTWAIT) {
                 Ok(()) => {
-                    let envelope = lead_envelope(&frames[0])
-                        .copied()
-                        .unwrap_or([0; ENVELOPE_LEN]);
                     let sent = sockets::send_frames(&self.router, frames.drain(..), zmq::DONTWAIT);
                     if let Err(e) = sent {
                         log::error!("proxy {}: job lost mid-send: {e}", self.config.downstream);
                     }
                     self.spare.give_back(frames);
                     self.stats.dispatched += 1;
+                    // Looked up once the job is sent (see `take_idle_worker`).
                     if let Some(record) = self.workers.get_mut(&id) {
+                        record.queued = false;
                         record.in_flight.push_back(envelope);
                         if record.in_flight.len() < record.credit {
                             record.queued = true;
@@ -646,6 +652,9 @@ impl Proxy {
                     // READY, and this one goes to another worker or waits.
                     log::debug!("proxy: the pipe to worker {} is full for now", show(&id));
                     self.stats.pipe_full += 1;
+                    if let Some(record) = self.workers.get_mut(&id) {
+                        record.queued = false;
+                    }
                 }
                 Err(e) => {
                     // The worker disconnected: forget it until it says READY again, and
@@ -662,6 +671,9 @@ impl Proxy {
         Err(frames)
     }
 
+    /// Takes the worker for a job out of the idle queue. Its record still says it is
+    /// queued: the caller sets that once it knows whether the job went (one lookup of
+    /// the record per job).
     fn take_idle_worker(&mut self, frames: &[zmq::Message]) -> Option<Vec<u8>> {
         let index = match &self.config.choose {
             Some(choose) if self.idle.len() > 1 => {
@@ -680,11 +692,7 @@ impl Proxy {
             _ => None,
         };
         let index = index.unwrap_or_else(|| self.least_loaded_idle());
-        let id = self.idle.remove(index)?;
-        if let Some(record) = self.workers.get_mut(&id) {
-            record.queued = false;
-        }
-        Some(id)
+        self.idle.remove(index)
     }
 
     /// The position in the idle queue of the worker to take when no chooser picks:

@@ -421,40 +421,69 @@ fn put_target(out: &mut Vec<u8>, target: &[u8], jobs_prefix: Option<&[u8]>) {
         return;
     };
     out.push(b'?');
-    for (index, pair) in query.split(|&b| b == b'&').enumerate() {
-        if index > 0 {
-            out.push(b'&');
-        }
+    // Each parameter in turn, found with memchr rather than byte by byte; each is
+    // copied with its `&` when it holds no secret.
+    let mut rest = query;
+    loop {
+        let end = memchr::memchr(b'&', rest).unwrap_or(rest.len());
+        let pair = &rest[..end];
         match memchr::memchr(b'=', pair) {
             Some(eq) if is_secret_name(&pair[..eq]) => {
                 out.extend_from_slice(&pair[..=eq]);
                 out.extend_from_slice(b"REDACTED");
+                out.extend_from_slice(&rest[end..(end + 1).min(rest.len())]);
             }
-            _ => out.extend_from_slice(pair),
+            _ => out.extend_from_slice(&rest[..(end + 1).min(rest.len())]),
         }
+        if end == rest.len() {
+            return;
+        }
+        rest = &rest[end + 1..];
     }
 }
 
 /// Whether a query parameter's name marks a secret (see [`SECRET_NAMES`]). It runs for
-/// every logged query parameter, so each position is first tried by its two letters
-/// (in either case) against the words' first two, and only a match is compared whole.
+/// every logged query parameter, so each position is first tried by its first letter
+/// (in either case) against a table of the words' first letters, then by its two
+/// letters against the words' first two, and only a match is compared whole.
 fn is_secret_name(name: &[u8]) -> bool {
-    name.windows(2).enumerate().any(|(start, pair)| {
-        let lead = [pair[0] | 0x20, pair[1] | 0x20];
-        SECRET_LEADS.contains(&lead)
-            && SECRET_NAMES.iter().any(|word| {
-                let rest = &name[start..];
-                word[..2] == lead
-                    && rest.len() >= word.len()
-                    && rest[..word.len()].eq_ignore_ascii_case(word)
-            })
-    })
+    for (start, pair) in name.windows(2).enumerate() {
+        let first = pair[0] | 0x20;
+        if !SECRET_FIRSTS[usize::from(first)] {
+            continue;
+        }
+        let lead = [first, pair[1] | 0x20];
+        if !SECRET_LEADS.contains(&lead) {
+            continue;
+        }
+        let rest = &name[start..];
+        let found = SECRET_NAMES.iter().any(|word| {
+            word[..2] == lead
+                && rest.len() >= word.len()
+                && rest[..word.len()].eq_ignore_ascii_case(word)
+        });
+        if found {
+            return true;
+        }
+    }
+    false
 }
 
 /// The first two letters of each of [`SECRET_NAMES`], lower case.
 const SECRET_LEADS: [[u8; 2]; 8] = [
     *b"to", *b"ke", *b"se", *b"pa", *b"pw", *b"si", *b"au", *b"cr",
 ];
+
+/// Which bytes (lower-cased with `| 0x20`) begin one of [`SECRET_LEADS`].
+const SECRET_FIRSTS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < SECRET_LEADS.len() {
+        table[SECRET_LEADS[i][0] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// The blank line that ends a response's head.
 const HEAD_END: &[u8] = b"\r\n\r\n";
@@ -623,6 +652,40 @@ mod tests {
             for secret in ["abc", "t0k", "s1g"] {
                 assert!(!text.contains(secret), "{text}");
             }
+        }
+    }
+
+    #[test]
+    fn secret_names_are_found_anywhere_in_any_case() {
+        // The plain definition: the name contains a word, ASCII case ignored.
+        let plain = |name: &[u8]| {
+            let lower = name.to_ascii_lowercase();
+            SECRET_NAMES
+                .iter()
+                .any(|word| lower.windows(word.len()).any(|w| w == *word))
+        };
+        let mut names: Vec<Vec<u8>> = ["possible_prime", "n", "", "k", "PASSWD", "x_Auth", "mon"]
+            .iter()
+            .map(|n| n.as_bytes().to_vec())
+            .collect();
+        for word in SECRET_NAMES {
+            for (before, after) in [("", ""), ("x", ""), ("", "_id"), ("a-", "-b")] {
+                let mut name = before.as_bytes().to_vec();
+                name.extend_from_slice(word);
+                name.extend_from_slice(after.as_bytes());
+                names.push(name.to_ascii_uppercase());
+                // One letter short of the word is no secret (unless another word fits).
+                names.push(name[..before.len() + word.len() - 1].to_vec());
+                names.push(name);
+            }
+        }
+        for name in &names {
+            assert_eq!(
+                is_secret_name(name),
+                plain(name),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
         }
     }
 

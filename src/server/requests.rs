@@ -180,16 +180,18 @@ impl Server {
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
             return;
         };
-        // Taken before the envelope's arrival time, so the front end's deadline is not
-        // later than the one workers read from the envelope.
-        let now = Instant::now();
-        // The slot just held learns its entry, for the access log.
+        // The slot just held learns its entry, for the access log; its arrival (taken
+        // before the envelope's arrival time, so the front end's deadline is not later
+        // than the one workers read from the envelope) starts the deadline.
+        let mut now = None;
         let client = self.connections.get_mut(&id).and_then(|conn| {
             if let Some(slot) = conn.slots.back_mut() {
                 slot.upstream = Some(entry);
+                now = Some(slot.arrived);
             }
             conn.client
         });
+        let now = now.unwrap_or_else(Instant::now);
         let envelope = Envelope::new(request_id, id, self.nonce, protocol)
             .with_timeout(self.config.request_timeout)
             .with_client(client);

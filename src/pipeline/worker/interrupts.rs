@@ -74,9 +74,12 @@ impl InterruptSet {
     }
 
     pub(super) fn covers(&self, envelope: &Envelope) -> bool {
-        self.requests
-            .contains(&(envelope.nonce, envelope.request_id))
-            || self.nonces_shut.contains(&envelope.nonce)
+        // Nearly always both are empty: no key is hashed then.
+        (!self.requests.is_empty()
+            && self
+                .requests
+                .contains(&(envelope.nonce, envelope.request_id)))
+            || (!self.nonces_shut.is_empty() && self.nonces_shut.contains(&envelope.nonce))
     }
 }
 

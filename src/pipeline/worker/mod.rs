@@ -166,6 +166,15 @@ impl Job<'_> {
         Outcome::Respond(frame)
     }
 
+    /// Answers the client with `bytes`, already in the client's protocol (as
+    /// [`Outcome::respond`]), copied once, straight into the loopback message's one
+    /// frame: for a stage that writes its answers itself into a buffer it reuses.
+    pub fn respond(&self, bytes: &[u8]) -> Outcome {
+        let [frame] = response_frames(&self.encoded, bytes);
+        self.reply_made.set(true);
+        Outcome::Respond(frame)
+    }
+
     /// Whether the work should stop: the client has gone, the deadline has passed, or the
     /// worker is shutting down. Cheap enough to call every few microseconds.
     pub fn interrupted(&self) -> bool {

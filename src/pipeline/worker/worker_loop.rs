@@ -214,6 +214,8 @@ impl<W: Work> WorkerLoop<W> {
         let Some(lead) = frames.first() else {
             return;
         };
+        // The frame's bytes, looked up once (each index of a message asks libzmq).
+        let lead: &[u8] = lead;
         let decoded = Envelope::decode_lead(lead).map(|(envelope, first)| {
             let mut encoded = [0u8; ENVELOPE_LEN];
             encoded.copy_from_slice(&lead[..ENVELOPE_LEN]);

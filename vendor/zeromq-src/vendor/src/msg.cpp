@@ -48,10 +48,8 @@ typedef char
   zmq_msg_size_check[2 * ((sizeof (zmq::msg_t) == sizeof (zmq_msg_t)) != 0)
                      - 1];
 
-bool zmq::msg_t::check () const
-{
-    return _u.base.type >= type_min && _u.base.type <= type_max;
-}
+//  prime_server patch: check, data, size, flags and the is_* tests are defined
+//  inline in msg.hpp, since every send, receive and read of a frame calls them.
 
 int zmq::msg_t::init (void *data_,
                       size_t size_,
@@ -388,46 +386,6 @@ int zmq::msg_t::copy (msg_t &src_)
     return 0;
 }
 
-void *zmq::msg_t::data ()
-{
-    //  Check the validity of the message.
-    zmq_assert (check ());
-
-    switch (_u.base.type) {
-        case type_vsm:
-            return _u.vsm.data;
-        case type_lmsg:
-            return _u.lmsg.content->data;
-        case type_cmsg:
-            return _u.cmsg.data;
-        case type_zclmsg:
-            return _u.zclmsg.content->data;
-        default:
-            zmq_assert (false);
-            return NULL;
-    }
-}
-
-size_t zmq::msg_t::size () const
-{
-    //  Check the validity of the message.
-    zmq_assert (check ());
-
-    switch (_u.base.type) {
-        case type_vsm:
-            return _u.vsm.size;
-        case type_lmsg:
-            return _u.lmsg.content->size;
-        case type_zclmsg:
-            return _u.zclmsg.content->size;
-        case type_cmsg:
-            return _u.cmsg.size;
-        default:
-            zmq_assert (false);
-            return 0;
-    }
-}
-
 void zmq::msg_t::shrink (size_t new_size_)
 {
     //  Check the validity of the message.
@@ -450,11 +408,6 @@ void zmq::msg_t::shrink (size_t new_size_)
         default:
             zmq_assert (false);
     }
-}
-
-unsigned char zmq::msg_t::flags () const
-{
-    return _u.base.flags;
 }
 
 void zmq::msg_t::set_flags (unsigned char flags_)
@@ -490,39 +443,9 @@ void zmq::msg_t::reset_metadata ()
     }
 }
 
-bool zmq::msg_t::is_routing_id () const
-{
-    return (_u.base.flags & routing_id) == routing_id;
-}
-
-bool zmq::msg_t::is_credential () const
-{
-    return (_u.base.flags & credential) == credential;
-}
-
-bool zmq::msg_t::is_delimiter () const
-{
-    return _u.base.type == type_delimiter;
-}
-
-bool zmq::msg_t::is_vsm () const
-{
-    return _u.base.type == type_vsm;
-}
-
-bool zmq::msg_t::is_cmsg () const
-{
-    return _u.base.type == type_cmsg;
-}
-
 bool zmq::msg_t::is_lmsg () const
 {
     return _u.base.type == type_lmsg;
-}
-
-bool zmq::msg_t::is_zcmsg () const
-{
-    return _u.base.type == type_zclmsg;
 }
 
 bool zmq::msg_t::is_join () const

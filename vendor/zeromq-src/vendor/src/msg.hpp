@@ -324,6 +324,90 @@ class msg_t
     } _u;
 };
 
+//  prime_server patch: the accessors every send, receive and read of a frame calls
+//  (through zmq_msg_data and zmq_msg_size too, dozens of times per request in a
+//  pipeline) are defined here, inline, instead of in msg.cpp: each was a call to
+//  another translation unit, several calls deep (size and data call check).
+inline bool msg_t::check () const
+{
+    return _u.base.type >= type_min && _u.base.type <= type_max;
+}
+
+inline void *msg_t::data ()
+{
+    //  Check the validity of the message.
+    zmq_assert (check ());
+
+    switch (_u.base.type) {
+        case type_vsm:
+            return _u.vsm.data;
+        case type_lmsg:
+            return _u.lmsg.content->data;
+        case type_cmsg:
+            return _u.cmsg.data;
+        case type_zclmsg:
+            return _u.zclmsg.content->data;
+        default:
+            zmq_assert (false);
+            return NULL;
+    }
+}
+
+inline size_t msg_t::size () const
+{
+    //  Check the validity of the message.
+    zmq_assert (check ());
+
+    switch (_u.base.type) {
+        case type_vsm:
+            return _u.vsm.size;
+        case type_lmsg:
+            return _u.lmsg.content->size;
+        case type_zclmsg:
+            return _u.zclmsg.content->size;
+        case type_cmsg:
+            return _u.cmsg.size;
+        default:
+            zmq_assert (false);
+            return 0;
+    }
+}
+
+inline unsigned char msg_t::flags () const
+{
+    return _u.base.flags;
+}
+
+inline bool msg_t::is_routing_id () const
+{
+    return (_u.base.flags & routing_id) == routing_id;
+}
+
+inline bool msg_t::is_credential () const
+{
+    return (_u.base.flags & credential) == credential;
+}
+
+inline bool msg_t::is_delimiter () const
+{
+    return _u.base.type == type_delimiter;
+}
+
+inline bool msg_t::is_vsm () const
+{
+    return _u.base.type == type_vsm;
+}
+
+inline bool msg_t::is_cmsg () const
+{
+    return _u.base.type == type_cmsg;
+}
+
+inline bool msg_t::is_zcmsg () const
+{
+    return _u.base.type == type_zclmsg;
+}
+
 inline int close_and_return (zmq::msg_t *msg_, int echo_)
 {
     // Since we abort on close failure we preserve errno for success case.
