@@ -38,6 +38,11 @@ pub struct FrontSockets {
     /// One entry per stage the task table names, other than the first stage (which
     /// the main entry reaches).
     pub routed: Vec<RoutedEntry>,
+    /// This front end's number: its place (from 0) in the list of front ends every
+    /// worker and proxy of the deployment is given (see
+    /// [`crate::pipeline::front_ends`]), written in every envelope it makes so that
+    /// answers come back here. 0 by default, the number of a lone front end.
+    pub front_end: u8,
 }
 
 /// An entry straight to a stage the task table names (DEALER, connected to that
@@ -156,6 +161,7 @@ impl FrontSockets {
             stages: Vec::new(),
             tasks: None,
             routed: Vec::new(),
+            front_end: 0,
             entry,
             loopback: loopback_socket,
             interrupt: interrupt_socket,
