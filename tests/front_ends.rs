@@ -127,7 +127,10 @@ fn answers_interrupts_and_stream_notices_reach_the_right_front_end() {
                     for n in 0..20 {
                         let answer = connection.read_response(READ).expect("an answer");
                         assert_eq!(answer.status, 200);
-                        assert_eq!(answer.body, format!("{front_end} /echo/{client}/{round}/{n}"));
+                        assert_eq!(
+                            answer.body,
+                            format!("{front_end} /echo/{client}/{round}/{n}")
+                        );
                     }
                 }
             })
@@ -140,13 +143,15 @@ fn answers_interrupts_and_stream_notices_reach_the_right_front_end() {
     // A client leaving front end 2 interrupts the worker running its request.
     let mut leaving = Client::connect(ports[2]).expect("connect");
     leaving.send_get("/wait").expect("send");
-    let front_end = started
-        .recv_timeout(READ)
-        .expect("the waiting job starts");
+    let front_end = started.recv_timeout(READ).expect("the waiting job starts");
     assert_eq!(front_end, 2);
     drop(leaving);
     let (front_end, interrupted) = ended.recv_timeout(READ).expect("the waiting job ends");
-    assert_eq!((front_end, interrupted), (2, true), "the worker was not interrupted");
+    assert_eq!(
+        (front_end, interrupted),
+        (2, true),
+        "the worker was not interrupted"
+    );
 
     // A stream three windows long through front end 1: the worker hears its notices.
     let mut reader = Client::connect(ports[1]).expect("connect");
@@ -178,7 +183,14 @@ impl Shared {
             a
         };
         let worker = |stage: &str, up: u16, down: Option<u16>| {
-            let mut a = args(&["--upstream", &tcp(up), "--stage", stage, "--concurrency", "2"]);
+            let mut a = args(&[
+                "--upstream",
+                &tcp(up),
+                "--stage",
+                stage,
+                "--concurrency",
+                "2",
+            ]);
             if let Some(down) = down {
                 a.extend(args(&["--downstream", &tcp(down)]));
             }
@@ -188,7 +200,11 @@ impl Shared {
         let pipeline = vec![
             Daemon::start("proxy1", daemons::PROXYD, &proxy(up1, down1)),
             Daemon::start("proxy2", daemons::PROXYD, &proxy(up2, down2)),
-            Daemon::start("parse", daemons::WORKERD, &worker("parse", down1, Some(up2))),
+            Daemon::start(
+                "parse",
+                daemons::WORKERD,
+                &worker("parse", down1, Some(up2)),
+            ),
             Daemon::start("compute", daemons::WORKERD, &worker("compute", down2, None)),
         ];
         let httpd = |number: u8, loopback: u16, interrupt: u16| {
@@ -251,7 +267,10 @@ fn front_end_of(metrics: &str) -> u8 {
         .lines()
         .find(|line| line.starts_with("prime_front_end_info{"))
         .unwrap_or_else(|| panic!("no prime_front_end_info in {metrics:?}"));
-    line.split('"').nth(1).and_then(|n| n.parse().ok()).expect("a front end number")
+    line.split('"')
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("a front end number")
 }
 
 /// Connections to the shared port until there is one on each front end (the kernel
@@ -302,10 +321,13 @@ fn two_front_end_processes_share_a_port_and_one_pipeline_and_survive_a_kill() {
         assert_eq!(on_b.read_response(READ).expect("an answer").status, 200);
     }
     let b = load(on_b, 4_000_001, 300, progress.clone());
-    let reached = poll_until(READ, || (progress.load(Ordering::SeqCst) >= 50).then_some(()));
+    let reached = poll_until(READ, || {
+        (progress.load(Ordering::SeqCst) >= 50).then_some(())
+    });
     assert!(reached.is_some(), "front end 1's client made no progress");
     shared.httpd[0].as_mut().expect("httpd0").kill9();
-    b.join().expect("front end 1's client saw no error while front end 0 died");
+    b.join()
+        .expect("front end 1's client saw no error while front end 0 died");
 
     // The port keeps serving: new connections all reach front end 1.
     for _ in 0..8 {
@@ -317,7 +339,10 @@ fn two_front_end_processes_share_a_port_and_one_pipeline_and_survive_a_kill() {
     shared.start_httpd(0);
     let [mut again, _] = one_on_each(&shared);
     let answer = again.get(&is_prime(5_000_011), READ).expect("an answer");
-    assert_eq!((answer.status, answer.possible_prime()), (200, Some(5_000_011)));
+    assert_eq!(
+        (answer.status, answer.possible_prime()),
+        (200, Some(5_000_011))
+    );
 }
 
 #[test]
@@ -328,7 +353,14 @@ fn prime_serverd_front_ends_spread_connections_over_one_port() {
     let _server = Daemon::start_listening(
         "serverd",
         serverd,
-        &args(&["--front-ends", "2", "--metrics-path", "/metrics", &listen, "2"]),
+        &args(&[
+            "--front-ends",
+            "2",
+            "--metrics-path",
+            "/metrics",
+            &listen,
+            "2",
+        ]),
     );
     let mut seen = [0usize; 2];
     let mut clients = Vec::new();
@@ -341,7 +373,10 @@ fn prime_serverd_front_ends_spread_connections_over_one_port() {
         assert_eq!((answer.status, answer.possible_prime()), (200, Some(7)));
         clients.push(client);
     }
-    assert!(seen.iter().all(|&n| n > 0), "connections per front end: {seen:?}");
+    assert!(
+        seen.iter().all(|&n| n > 0),
+        "connections per front end: {seen:?}"
+    );
 }
 
 #[test]
@@ -351,7 +386,14 @@ fn several_front_ends_refuse_a_sqlite_job_store() {
     let listen = tcp(free_port());
     let (status, stderr) = daemons::run_to_exit(
         serverd,
-        &args(&["--front-ends", "2", "--jobs-db", db.to_str().expect("a path"), &listen, "1"]),
+        &args(&[
+            "--front-ends",
+            "2",
+            "--jobs-db",
+            db.to_str().expect("a path"),
+            &listen,
+            "1",
+        ]),
         Duration::from_secs(30),
     );
     assert!(!status.success());

@@ -29,8 +29,10 @@ impl Pipeline {
     /// with [`Server::run`] (or call [`serve_front_ends`](Self::serve_front_ends)).
     ///
     /// With one front end this is [`bind_server`](Self::bind_server). With more, a bus
-    /// forwarder joins them (unless `config` names a bus), and front end 0 alone runs
-    /// the control listener and the URL subscriptions.
+    /// forwarder joins them (unless `config` names a bus), front end 0 alone runs
+    /// the control listener and the URL subscriptions, and `ctx` is given an I/O thread
+    /// per front end (where libzmq reads and writes the client connections), which
+    /// libzmq takes only if no socket was made on `ctx` before.
     ///
     /// # Errors
     /// [`Error::Config`] for a job store with more than one front end
@@ -48,6 +50,15 @@ impl Pipeline {
         }
         if config.jobs.is_some() {
             return Err(Error::Config(SHARED_JOBS_REFUSAL.into()));
+        }
+        // Client connections live in libzmq's I/O threads, one by default: a front end
+        // each, or they would all share one core however many front ends there are.
+        // libzmq takes the count only before the context's first socket.
+        let wanted = i32::try_from(front_ends).unwrap_or(i32::MAX);
+        if ctx.get_io_threads().is_ok_and(|threads| threads < wanted) {
+            if let Err(e) = ctx.set_io_threads(wanted) {
+                log::warn!("could not give the front ends {wanted} I/O threads: {e}");
+            }
         }
         let mut config = config;
         config.reuse_port = true;
