@@ -4,7 +4,7 @@
 //! Every front end binds a loopback (PULL) and an interrupt publisher (PUB). A worker or
 //! proxy is given the list of them ([`FrontEndLink`]s), in the same order everywhere;
 //! a front end's place in that list is its number, which it writes in every envelope it
-//! makes ([`Envelope::front_end`]). [`Loopbacks`] connects one PUSH socket to each
+//! makes ([`Envelope::front_end`](crate::pipeline::envelope::Envelope::front_end)). [`Loopbacks`] connects one PUSH socket to each
 //! front end's loopback and sends each answer on the socket its envelope names: the
 //! answer is addressed, never spread round-robin, and a message costs no frame or
 //! allocation more than with one front end. A connecting PUSH keeps its pipe while the

@@ -173,7 +173,9 @@ impl FrontSockets {
     pub fn ask(&self, request: &[u8]) -> std::result::Result<Vec<u8>, AskError> {
         static REQUESTS: AtomicU64 = AtomicU64::new(1);
         let id = REQUESTS.fetch_add(1, Ordering::Relaxed);
-        let envelope = Envelope::new(id, 0, 0, Protocol::Raw).encode();
+        let envelope = Envelope::new(id, 0, 0, Protocol::Raw)
+            .at_front_end(self.front_end)
+            .encode();
         let frames = [crate::pipeline::envelope::lead_frame(&envelope, request)];
         sockets::send_frames(&self.entry, frames, 0).map_err(AskError::Zmq)?;
         let deadline = Instant::now() + Duration::from_secs(10);
