@@ -9,6 +9,7 @@ mod daemons;
 
 use daemons::{args, free_port, is_prime, poll_until, tcp, Client, Daemon, START_TIMEOUT};
 use prime_server::http::Response;
+use prime_server::pipeline::channel::{Hold, Item};
 use prime_server::server::{Server, ServerConfig};
 use prime_server::{Job, Outcome, Pipeline, RunningPipeline, Shutdown};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -402,4 +403,101 @@ fn several_front_ends_refuse_a_sqlite_job_store() {
         "the refusal does not name the PostgreSQL store: {stderr}"
     );
     assert!(!db.exists(), "the SQLite file was created anyway");
+}
+
+/// Front-end threads sharing a port, started by `Pipeline::bind_servers` as
+/// `prime_serverd --front-ends N` does; stopped when dropped.
+struct SharedThreads {
+    port: u16,
+    shutdown: Shutdown,
+    threads: Vec<JoinHandle<()>>,
+    pipeline: Option<RunningPipeline>,
+}
+
+impl SharedThreads {
+    fn start(front_ends: usize, pipeline: Pipeline) -> SharedThreads {
+        let ctx = zmq::Context::new();
+        let (running, servers) = pipeline
+            .bind_servers(&ctx, ServerConfig::http("tcp://127.0.0.1:0"), front_ends)
+            .expect("the front ends start");
+        let endpoint = servers[0].endpoints()[0].clone();
+        let port = endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port");
+        let shutdown = Shutdown::new();
+        let threads = servers
+            .into_iter()
+            .map(|server| {
+                let stop = shutdown.clone();
+                std::thread::spawn(move || {
+                    server.run(&stop).expect("a front end serves");
+                })
+            })
+            .collect();
+        SharedThreads {
+            port,
+            shutdown,
+            threads,
+            pipeline: Some(running),
+        }
+    }
+}
+
+impl Drop for SharedThreads {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        drop(self.pipeline.take());
+    }
+}
+
+#[test]
+fn a_stage_publishing_through_one_front_end_reaches_a_hold_on_another() {
+    let work = |job: &mut Job<'_>| {
+        let front_end = job.envelope().front_end;
+        match target(job).as_str() {
+            "/hold" => job.hold(&Hold::response(["news"]).timeout(30)),
+            "/publish" => {
+                let answer = Response::new(200).body("hello from the bus");
+                job.publish(&Item::stream("news", "hello\n").with_response(&answer));
+                job.reply(&Response::new(202).body("published"))
+            }
+            _ => job.reply(&Response::new(200).body(front_end.to_string())),
+        }
+    };
+    let threads = SharedThreads::start(2, Pipeline::new().stage("channels", 2, work));
+    let mut on: [Option<Client>; 2] = [None, None];
+    for _ in 0..64 {
+        let mut client = Client::connect(threads.port).expect("connect");
+        let answer = client.get("/whoami", READ).expect("an answer");
+        let front_end: usize = answer.body.parse().expect("a front end number");
+        on[front_end].get_or_insert(client);
+        if on.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let [Some(mut holder), Some(mut publisher)] = on else {
+        panic!("64 connections to a shared port all reached one front end");
+    };
+    holder.send_get("/hold").expect("send");
+    // The hold's subscription crosses the bus a moment after it arrives: publish until
+    // the held client is answered (bounded).
+    let mut answer = None;
+    for _ in 0..100 {
+        let published = publisher.get("/publish", READ).expect("an answer");
+        assert_eq!(published.status, 202);
+        if let Ok(held) = holder.read_response(Duration::from_millis(200)) {
+            answer = Some(held);
+            break;
+        }
+    }
+    let answer = answer.expect("the hold on front end 0 never got front end 1's publish");
+    assert_eq!(
+        (answer.status, answer.body.as_str()),
+        (200, "hello from the bus")
+    );
 }
