@@ -1,7 +1,9 @@
 //! Several front ends, one pipeline (see `prime_server::pipeline::front_ends`): each
-//! answer reaches the front end holding its client, each front end's interrupts and
-//! stream notices reach the workers, a front end killed or restarted leaves the others
-//! serving, and `prime_serverd --front-ends N` spreads connections over its threads.
+//! answer (a JSON-RPC batch's calls too) reaches the front end holding its client, each
+//! front end's interrupts and stream notices reach the workers, a stage's publish
+//! reaches holds on the other front ends, a front end killed or restarted leaves the
+//! others serving, and `prime_serverd --front-ends N` spreads connections over its
+//! threads and refuses a SQLite job store.
 //!
 //! Every wait is bounded; nothing asserts on elapsed time.
 
@@ -43,8 +45,9 @@ impl InProcess {
         let mut threads = Vec::new();
         for front in fronts {
             let port = free_port();
-            let server = Server::bind(&ctx, ServerConfig::http(tcp(port)), front)
-                .expect("a front end binds");
+            let mut config = ServerConfig::http(tcp(port));
+            config.jsonrpc_path = Some("/rpc".into());
+            let server = Server::bind(&ctx, config, front).expect("a front end binds");
             let stop = shutdown.clone();
             threads.push(std::thread::spawn(move || {
                 server.run(&stop).expect("a front end serves");
@@ -77,7 +80,7 @@ fn target(job: &Job<'_>) -> String {
 }
 
 #[test]
-fn answers_interrupts_and_stream_notices_reach_the_right_front_end() {
+fn answers_interrupts_batches_and_stream_notices_reach_the_right_front_end() {
     let (started_tx, started) = crossbeam_channel::unbounded();
     let (ended_tx, ended) = crossbeam_channel::unbounded();
     let work = move |job: &mut Job<'_>| {
@@ -152,6 +155,33 @@ fn answers_interrupts_and_stream_notices_reach_the_right_front_end() {
         (front_end, interrupted),
         (2, true),
         "the worker was not interrupted"
+    );
+
+    // A JSON-RPC batch on front end 2: each call is a request of its own, and each
+    // call's answer comes back to front end 2 to be gathered.
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","id":2,"method":"b"}]"#;
+    let mut caller = Client::connect(ports[2]).expect("connect");
+    let request = format!(
+        "POST /rpc HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{batch}",
+        batch.len()
+    );
+    caller.send_raw(request.as_bytes()).expect("send");
+    let answer = caller.read_response(READ).expect("the batch's answer");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let mut results: Vec<(i64, String)> = answer
+        .json()
+        .as_array()
+        .expect("a batch answer")
+        .iter()
+        .map(|call| {
+            let id = call["id"].as_i64().expect("an id");
+            (id, call["result"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    results.sort();
+    assert_eq!(
+        results,
+        [(1, "2 /rpc".to_string()), (2, "2 /rpc".to_string())]
     );
 
     // A stream three windows long through front end 1: the worker hears its notices.
