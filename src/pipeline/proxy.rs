@@ -134,7 +134,9 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// A configuration with the default queue bound (10,000) and heartbeat timeout (1.5 s).
+    /// A configuration with the default queue bound (10,000) and heartbeat timeout (1.5 s),
+    /// answering through `loopback`, the one front end's (set
+    /// [`loopbacks`](Self::loopbacks) for several).
     pub fn new(
         upstream: impl Into<String>,
         downstream: impl Into<String>,
