@@ -61,7 +61,7 @@ fn serve(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(topology) = &topology {
         listen
             .value
-            .get_or_insert_with(|| topology.front_end.listen.clone());
+            .get_or_insert_with(|| topology.front_end().listen.clone());
         if let Some(n) = cli::stage_concurrency(Some(topology), STAGE) {
             concurrency.value.get_or_insert_with(|| n.to_string());
         }

@@ -5,6 +5,11 @@
 //! `prime_httpd --config TOPOLOGY`. With a topology whose `tasks` table no stage
 //! applies (no `"service": "tasks"`), it routes by task name itself (see
 //! [`prime_server::deploy::topology`]).
+//!
+//! Several front ends share one pipeline (see `prime_server::pipeline::front_ends`):
+//! each `prime_httpd` is given its number, `--front-end N` (its place in the
+//! topology's `front_ends`, and in every worker's and proxy's list of `--loopback`s),
+//! and front ends on one host may share their listening port with `--reuse-port`.
 
 use clap::Parser;
 use prime_server::base::endpoint::Use;
@@ -28,8 +33,17 @@ struct Cli {
     /// Where interrupts are published (bound): the workers' --interrupt.
     #[arg(long, value_name = "ENDPOINT")]
     interrupt: Option<String>,
+    /// This front end's number when several share the pipeline: its place (from 0) in
+    /// the topology's front_ends, and the place of its --loopback in every worker's and
+    /// proxy's list of --loopback endpoints.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    front_end: u8,
+    /// Share the listening port with other front ends on this host (SO_REUSEPORT): the
+    /// kernel spreads new connections over them. Each must give it.
+    #[arg(long)]
+    reuse_port: bool,
     #[command(flatten)]
-    front_end: FrontEndArgs,
+    front_end_args: FrontEndArgs,
 }
 
 const ROLES: Roles = Roles {
@@ -58,7 +72,7 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         let topology = Topology::load(path)?;
         routes = topology.front_end_routes();
         stages = topology.stages.iter().map(|s| s.name.clone()).collect();
-        let front = &topology.front_end;
+        let front = topology.front_end_at(usize::from(cli.front_end))?;
         cli.common
             .listen
             .get_or_insert_with(|| front.listen.clone());
@@ -66,7 +80,7 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             .get_or_insert_with(|| topology.entry().to_string());
         cli.loopback.get_or_insert_with(|| front.loopback.clone());
         cli.interrupt.get_or_insert_with(|| front.interrupt.clone());
-        cli.front_end.take_unset(front);
+        cli.front_end_args.take_unset(front);
     }
     let (Some(listen), Some(proxy), Some(loopback), Some(interrupt)) = (
         &cli.common.listen,
@@ -76,7 +90,8 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     ) else {
         return Err("give --listen, --proxy, --loopback and --interrupt, or --config".into());
     };
-    let config = cli.front_end.config(listen)?;
+    let mut config = cli.front_end_args.config(listen)?;
+    config.reuse_port = cli.reuse_port;
     cli::check_endpoints(&[
         ("--proxy", proxy, Use::Connect),
         ("--loopback", loopback, Use::Bind),
@@ -86,6 +101,7 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
     let mut front = FrontSockets::bind(&ctx, proxy, loopback, interrupt)?;
+    front.front_end = cli.front_end;
     // The self-test names each stage of the topology that does not answer its probe.
     front.stages = stages;
     // A task table with no `tasks` stage: the front end routes by task itself.
@@ -100,7 +116,8 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     log::info!(
-        "front end: requests go to {proxy}, answers come to {}, interrupts go out on {}",
+        "front end {}: requests go to {proxy}, answers come to {}, interrupts go out on {}",
+        front.front_end,
         front.loopback_endpoint,
         front.interrupt_endpoint
     );

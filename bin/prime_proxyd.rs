@@ -35,9 +35,10 @@ struct Cli {
     downstream: Option<String>,
     /// The front end's loopback (connected), for answering jobs the proxy cannot place
     /// (queue full: 503; worker died: 503). Without it, the front end answers them 504
-    /// at their deadline.
+    /// at their deadline. Repeat it for several front ends, in the order of their
+    /// numbers (prime_httpd --front-end), as the workers list them.
     #[arg(long, value_name = "ENDPOINT")]
-    loopback: Option<String>,
+    loopback: Vec<String>,
     /// The stage of the topology file this proxy serves.
     #[arg(long, value_name = "NAME")]
     stage: Option<String>,
@@ -95,7 +96,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             return Err("--bus-only needs --config".into());
         };
         let topology = Topology::load(path)?;
-        let Some(bus) = &topology.front_end.bus else {
+        let Some(bus) = &topology.front_end().bus else {
             return Err(format!("{} has no front_end.bus", path.display()).into());
         };
         return run_bus(&bus.xsub, &bus.xpub);
@@ -118,8 +119,8 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(downstream) = &cli.downstream {
         config.downstream = downstream.clone();
     }
-    if cli.loopback.is_some() {
-        config.loopback = cli.loopback.clone();
+    if !cli.loopback.is_empty() {
+        config.loopbacks = cli.loopback.clone();
     }
     if config.upstream.is_empty() || config.downstream.is_empty() {
         return Err("give --upstream and --downstream, or --config and --stage".into());
@@ -128,7 +129,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         ("--upstream", config.upstream.as_str(), Use::Bind),
         ("--downstream", config.downstream.as_str(), Use::Bind),
     ];
-    if let Some(loopback) = &config.loopback {
+    for loopback in &config.loopbacks {
         endpoints.push(("--loopback", loopback, Use::Connect));
     }
     cli::check_endpoints(&endpoints)?;
@@ -145,7 +146,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
-    let warn_no_loopback = config.loopback.is_none();
+    let warn_no_loopback = config.loopbacks.is_empty();
     let proxy = Proxy::bind(&ctx, config)?;
     cli.metrics
         .serve(MetricsSource::new(move |out| metrics.expose(&stage, out)))?;
@@ -170,11 +171,13 @@ fn config_from_topology(cli: &Cli) -> Result<ProxyConfig, Box<dyn std::error::Er
     };
     let topology = Topology::load(path)?;
     let stage = topology.stage(name)?;
-    Ok(ProxyConfig::new(
-        stage.upstream.clone(),
-        stage.downstream.clone(),
-        Some(topology.front_end.loopback.clone()),
-    ))
+    let mut config = ProxyConfig::new(stage.upstream.clone(), stage.downstream.clone(), None);
+    config.loopbacks = topology
+        .front_end_links()
+        .into_iter()
+        .map(|link| link.loopback)
+        .collect();
+    Ok(config)
 }
 
 /// Runs the channels' bus forwarder until SIGTERM or SIGINT.

@@ -10,6 +10,10 @@
 //! LISTEN and CONCURRENCY may also come as `--listen` and `--concurrency`, or from a
 //! topology file (`--config`: its front end, and the concurrency of its stages `parse`
 //! and `compute`).
+//!
+//! `--front-ends N` serves with N front-end threads on the one pipeline, sharing
+//! LISTEN's port (`SO_REUSEPORT`): the kernel spreads connections over them (see
+//! `prime_server::deploy::front_ends`).
 
 use clap::Parser;
 use prime_server::demo::primes::Algorithm;
@@ -52,6 +56,10 @@ struct Cli {
     /// in the simulation mode]
     #[arg(long, value_name = "N", value_parser = cli::at_least_one::<u32>)]
     prefetch: Option<u32>,
+    /// Front-end threads, each a core for HTTP: they share LISTEN's port
+    /// (SO_REUSEPORT) and the pipeline. More than 1 refuses a SQLite --jobs-db.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = cli::at_least_one::<usize>)]
+    front_ends: usize,
     #[command(flatten)]
     front_end: FrontEndArgs,
 }
@@ -121,7 +129,7 @@ fn plan(cli: &mut Cli) -> Result<Plan, Box<dyn std::error::Error>> {
     if let Some(topology) = &topology {
         target
             .value
-            .get_or_insert_with(|| topology.front_end.listen.clone());
+            .get_or_insert_with(|| topology.front_end().listen.clone());
     }
     let target = cli::required(target)?;
     let concurrency = match (&concurrency.value, &topology) {
@@ -159,9 +167,10 @@ fn serve(cli: &Cli, plan: &Plan) -> Result<(), Box<dyn std::error::Error>> {
     let config = cli.front_end.config(&plan.target)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
-    pipeline(cli, plan, prime_server::pipeline::worker::DEFAULT_PREFETCH).serve(
+    pipeline(cli, plan, prime_server::pipeline::worker::DEFAULT_PREFETCH).serve_front_ends(
         &zmq::Context::new(),
         config,
+        cli.front_ends,
         &shutdown,
     )?;
     Ok(())

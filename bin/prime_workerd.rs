@@ -6,6 +6,10 @@
 //! http://HOST:PORT` the stage forwards each request to that HTTP backend instead. A
 //! stage whose service is `tasks` routes each request to another stage by task name or
 //! path prefix, with the topology file's `tasks` table.
+//!
+//! Behind several front ends, give `--loopback` and `--interrupt` once per front end, in
+//! the order of their numbers (`prime_httpd --front-end N`), or a topology file with
+//! `front_ends`: each answer goes to the front end holding its client.
 
 use clap::Parser;
 use prime_server::base::endpoint::Use;
@@ -16,6 +20,7 @@ use prime_server::deploy::cli::{
     self, seconds, CommonArgs, DaemonArgs, GatewayArgs, MetricsArgs, Role, Roles,
 };
 use prime_server::deploy::topology::{Topology, TASKS_SERVICE};
+use prime_server::pipeline::front_ends::{self, FrontEndLink};
 use prime_server::pipeline::worker::{WorkerConfig, WorkerPool};
 use prime_server::stages::tasks::TaskRouter;
 use prime_server::stages::HttpStage;
@@ -38,12 +43,14 @@ struct Cli {
     /// stage's proxy --upstream. With --config, every stage of the file is a route.
     #[arg(long, value_name = "NAME=ENDPOINT")]
     route: Vec<String>,
-    /// The front end's loopback, where answers go (connected).
+    /// The front end's loopback, where answers go (connected). Repeat it for several
+    /// front ends, in the order of their numbers (prime_httpd --front-end).
     #[arg(long, value_name = "ENDPOINT")]
-    loopback: Option<String>,
-    /// The front end's interrupt publisher (connected).
+    loopback: Vec<String>,
+    /// The front end's interrupt publisher (connected); once per --loopback, in the
+    /// same order.
     #[arg(long, value_name = "ENDPOINT")]
-    interrupt: Option<String>,
+    interrupt: Vec<String>,
     /// The stage: its name in the topology file, and the service it runs unless the
     /// file says otherwise (parse, compute, echo, or tasks: route by the file's tasks
     /// table).
@@ -110,9 +117,10 @@ fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
         plan.config = WorkerConfig::new(
             stage.downstream.clone(),
             topology.next_upstream(&cli.stage)?.map(str::to_string),
-            topology.front_end.loopback.clone(),
-            topology.front_end.interrupt.clone(),
+            "",
+            "",
         );
+        plan.config.front_ends = topology.front_end_links();
         plan.service = stage.service().to_string();
         plan.concurrency = stage.concurrency;
         if plan.service == TASKS_SERVICE {
@@ -135,26 +143,27 @@ fn plan(cli: &Cli) -> Result<Plan, Box<dyn std::error::Error>> {
             .push((name.to_string(), endpoint.to_string()));
     }
     let config = &mut plan.config;
-    for (flag, value, field) in [
-        ("--upstream", &cli.upstream, &mut config.upstream),
-        ("--loopback", &cli.loopback, &mut config.loopback),
-        ("--interrupt", &cli.interrupt, &mut config.interrupt),
-    ] {
-        if let Some(value) = value {
-            *field = value.clone();
-        }
-        if field.is_empty() {
-            return Err(format!("give {flag}, or --config with this --stage").into());
-        }
+    if let Some(upstream) = &cli.upstream {
+        config.upstream = upstream.clone();
+    }
+    if !cli.loopback.is_empty() || !cli.interrupt.is_empty() {
+        config.front_ends = front_ends::links(&cli.loopback, &cli.interrupt)?;
+    }
+    if config.upstream.is_empty() {
+        return Err("give --upstream, or --config with this --stage".into());
+    }
+    let missing = |f: &FrontEndLink| f.loopback.is_empty() || f.interrupt.is_empty();
+    if config.front_ends.is_empty() || config.front_ends.iter().any(missing) {
+        return Err("give --loopback and --interrupt, or --config with this --stage".into());
     }
     if cli.downstream.is_some() {
         config.downstream = cli.downstream.clone();
     }
-    let mut endpoints = vec![
-        ("--upstream", config.upstream.as_str(), Use::Connect),
-        ("--loopback", config.loopback.as_str(), Use::Connect),
-        ("--interrupt", config.interrupt.as_str(), Use::Connect),
-    ];
+    let mut endpoints = vec![("--upstream", config.upstream.as_str(), Use::Connect)];
+    for front_end in &config.front_ends {
+        endpoints.push(("--loopback", &front_end.loopback, Use::Connect));
+        endpoints.push(("--interrupt", &front_end.interrupt, Use::Connect));
+    }
     if let Some(downstream) = &config.downstream {
         endpoints.push(("--downstream", downstream, Use::Connect));
     }
@@ -222,8 +231,8 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         plan.service,
         plan.config.upstream,
         plan.config.downstream.as_deref().unwrap_or("nowhere (last stage)"),
-        plan.config.loopback,
-        plan.config.interrupt
+        list(plan.config.front_ends.iter().map(|f| f.loopback.as_str())),
+        list(plan.config.front_ends.iter().map(|f| f.interrupt.as_str())),
     );
     let mut next_summary = summary.map(|every| Instant::now() + every);
     shutdown.supervise(drain, || {
@@ -238,6 +247,11 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     log_summary(&pool, &plan.service);
     pool.join();
     Ok(())
+}
+
+/// Endpoints as a log line lists them.
+fn list<'a>(endpoints: impl Iterator<Item = &'a str>) -> String {
+    endpoints.collect::<Vec<_>>().join(" and ")
 }
 
 fn log_summary(pool: &WorkerPool, service: &str) {

@@ -89,7 +89,8 @@
 //!   proxy, the worker loop, streamed answers, the loopback, holds and published
 //!   messages ([`pipeline::channel`]) and the bus between front ends
 //!   ([`pipeline::bus`]), the self-test probe and the census that finds what a lost
-//!   proxy took with it; a proxy's metrics.
+//!   proxy took with it; a proxy's metrics; several front ends on one pipeline, each
+//!   answer to the one holding its client ([`pipeline::front_ends`]).
 //! - [`stages`]: stages written against HTTP requests, with typed errors; the gateway
 //!   to an HTTP backend; static files; routing by task name; JSON-RPC 2.0 calls.
 //! - [`jobs`]: asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`) in a durable
@@ -99,9 +100,10 @@
 //!   connections and answer order, the requests it answers itself, its sockets toward
 //!   the pipeline ([`FrontSockets`]), held requests and channels with their history,
 //!   the control listener (`POST /publish/`).
-//! - [`deploy`]: putting the pieces together: the in-process [`Pipeline`] builder, a
-//!   multi-process [`deploy::topology`], the daemons' [`deploy::cli`] and their
-//!   metrics listener ([`deploy::metrics_listener`]).
+//! - [`deploy`]: putting the pieces together: the in-process [`Pipeline`] builder
+//!   (with N front-end threads on one port, [`deploy::front_ends`]), a multi-process
+//!   [`deploy::topology`], the daemons' [`deploy::cli`] and their metrics listener
+//!   ([`deploy::metrics_listener`]).
 //! - [`demo`]: the prime-checking service behind `prime_serverd` and its simulation.
 
 #![warn(missing_docs)]

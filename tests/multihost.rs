@@ -1,5 +1,8 @@
 //! Runs `scripts/multihost` (the daemons on four network namespaces joined by a bridge)
-//! where it can: as root, with `ip netns add` working. Elsewhere it says why it skipped.
+//! and `scripts/multihost-front-ends` (two front ends behind HAProxy, one killed) where
+//! it can: as root, with `ip netns add` working. Elsewhere it says why it skipped.
+
+mod tools;
 
 use std::io::Read;
 use std::path::Path;
@@ -39,10 +42,80 @@ fn the_multihost_demo_serves_through_a_worker_restart() {
         println!("skipped: network namespaces are not available here ({why})");
         return;
     }
+    let stdout = run_script("multihost");
+    let summary = Summary::of(&stdout);
+    let (total, ok) = (summary.field("total"), summary.field("ok"));
+    assert_eq!(total, 200, "{}", summary.0);
+    assert!(
+        ok * 10 >= total * 8,
+        "most requests should be 200: {}",
+        summary.0
+    );
+    assert!(
+        stdout.contains("killed the work host's daemons"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"first_proxy\""), "no /status in {stdout}");
+}
+
+#[test]
+fn two_front_ends_behind_haproxy_lose_no_request_when_one_is_killed() {
+    if let Some(why) = namespaces_unavailable() {
+        println!("skipped: network namespaces are not available here ({why})");
+        return;
+    }
+    tools::program("/usr/sbin/haproxy", "haproxy");
+    let stdout = run_script("multihost-front-ends");
+    let summary = Summary::of(&stdout);
+    assert_eq!(summary.field("total"), 400, "{}", summary.0);
+    assert_eq!(
+        summary.field("ok"),
+        400,
+        "a client saw the kill: {}",
+        summary.0
+    );
+    assert!(stdout.contains("killed front0 (kill -9)"), "{stdout}");
+    assert!(
+        stdout.contains("  front0 DOWN"),
+        "haproxy still sends to front0: {stdout}"
+    );
+    assert!(stdout.contains("  front1 UP"), "{stdout}");
+    assert!(
+        stdout.contains("prime_front_end_info{front_end=\"1\"} 1"),
+        "{stdout}"
+    );
+}
+
+/// A script's `summary: name=value ...` line.
+struct Summary(String);
+
+impl Summary {
+    fn of(stdout: &str) -> Summary {
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("summary: "))
+            .expect("no summary line");
+        Summary(line.to_string())
+    }
+
+    fn field(&self, name: &str) -> u64 {
+        self.0
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}= in {:?}", self.0))
+    }
+}
+
+/// Runs `scripts/NAME` with this build's binaries (bounded by [`LIMIT`]); its stdout
+/// once it has exited 0.
+fn run_script(name: &str) -> String {
     let bin = Path::new(env!("CARGO_BIN_EXE_prime_httpd"))
         .parent()
         .expect("the binaries' directory");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/multihost");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
     let mut child = Command::new("bash")
         .arg(&script)
         .env("PRIME_SERVER_BIN", bin)
@@ -50,7 +123,8 @@ fn the_multihost_demo_serves_through_a_worker_restart() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run scripts/multihost");
+        .unwrap_or_else(|e| panic!("run scripts/{name}: {e}"));
+
     // Read both pipes on threads so that the script never blocks on a full pipe.
     let mut stdout = child.stdout.take().expect("stdout");
     let mut stderr = child.stderr.take().expect("stderr");
@@ -85,29 +159,8 @@ fn the_multihost_demo_serves_through_a_worker_restart() {
     let stderr = err.join().expect("stderr reader");
     println!("{stdout}");
     eprintln!("{stderr}");
-    let status = status.unwrap_or_else(|| panic!("scripts/multihost ran over {LIMIT:?}"));
-    assert!(status.success(), "scripts/multihost exited {status}");
+    let status = status.unwrap_or_else(|| panic!("scripts/{name} ran over {LIMIT:?}"));
+    assert!(status.success(), "scripts/{name} exited {status}");
 
-    let summary = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("summary: "))
-        .expect("no summary line");
-    let field = |name: &str| -> u64 {
-        summary
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name}= in {summary:?}"))
-    };
-    let (total, ok) = (field("total"), field("ok"));
-    assert_eq!(total, 200, "{summary}");
-    assert!(
-        ok * 10 >= total * 8,
-        "most requests should be 200: {summary}"
-    );
-    assert!(
-        stdout.contains("killed the work host's daemons"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("\"first_proxy\""), "no /status in {stdout}");
+    stdout
 }

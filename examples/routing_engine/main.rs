@@ -19,7 +19,9 @@
 //! ```
 //!
 //! Each stage runs CONCURRENCY workers (default 2); Ctrl-C or SIGTERM drains and stops.
-//! The front end's usual options (`--request-timeout`, `--health-path`, ...) apply.
+//! The front end's usual options (`--request-timeout`, `--health-path`, ...) apply, and
+//! `--front-ends N` runs N front-end threads on LISTEN's port (`SO_REUSEPORT`), one
+//! pipeline behind them all.
 //!
 //! ## As daemons
 //!
@@ -29,7 +31,8 @@
 //! `prime_proxyd --config F --stage S` for each stage's proxy. `prime_workerd` only runs
 //! the demo services, so a routing deployment adds its own worker binary: it builds the
 //! graph as this example does, reads its stage's endpoints from the same file into a
-//! `WorkerConfig` (as `prime_workerd` does) and starts
+//! `WorkerConfig` (as `prime_workerd` does; with the file's `front_ends`, every front
+//! end's loopback and interrupt publisher, `Topology::front_end_links`) and starts
 //! `WorkerPool::spawn(&ctx, "search", &config, n, HttpStage(Search::new(graph)), &shutdown)`
 //! (or `Parse`, or `Directions`). Then each stage gets as many hosts as its cost needs.
 
@@ -60,6 +63,9 @@ struct Cli {
     /// Workers per stage.
     #[arg(default_value_t = 2, value_parser = cli::at_least_one::<usize>)]
     concurrency: usize,
+    /// Front-end threads sharing LISTEN's port (SO_REUSEPORT), one pipeline behind them.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = cli::at_least_one::<usize>)]
+    front_ends: usize,
     #[command(flatten)]
     front_end: FrontEndArgs,
 }
@@ -82,7 +88,7 @@ fn serve(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         .http_stage("parse", workers, Parse::new(graph.clone(), index))
         .http_stage("search", workers, Search::new(graph.clone()))
         .http_stage("directions", workers, Directions::new(graph))
-        .serve(&zmq::Context::new(), config, &shutdown)?;
+        .serve_front_ends(&zmq::Context::new(), config, cli.front_ends, &shutdown)?;
     Ok(())
 }
 

@@ -23,6 +23,7 @@
 use crate::base::error::{Error, Result};
 use crate::base::metrics::MetricsSource;
 use crate::base::shutdown::Shutdown;
+use crate::pipeline::front_ends::{FrontEndLink, MAX_FRONT_ENDS};
 use crate::pipeline::metrics::ProxyMetrics;
 use crate::pipeline::proxy::{Chooser, Dispatch, Proxy, ProxyConfig};
 use crate::pipeline::worker::{ConcurrentWork, PoolMetrics, Work, WorkerConfig, WorkerPool};
@@ -242,6 +243,46 @@ impl Pipeline {
     /// Binds and starts every proxy and worker; returns the running pipeline and the
     /// sockets its front end uses.
     pub fn start(self, ctx: &zmq::Context) -> Result<(RunningPipeline, FrontSockets)> {
+        let (running, mut fronts) = self.start_front_ends(ctx, 1)?;
+        let front = fronts
+            .pop()
+            .ok_or_else(|| Error::Config("no front end".into()))?;
+        Ok((running, front))
+    }
+
+    /// Binds and starts every proxy and worker behind `front_ends` front ends (see
+    /// [`crate::pipeline::front_ends`]); returns the running pipeline and each front
+    /// end's sockets, front end 0 first. Every proxy and worker reaches every front
+    /// end, and answers go to the front end that sent the request.
+    ///
+    /// ```
+    /// use prime_server::{Outcome, Pipeline};
+    ///
+    /// let ctx = zmq::Context::new();
+    /// let (pipeline, fronts) = Pipeline::new()
+    ///     .stage("echo", 2, |job: &mut prime_server::Job| {
+    ///         Outcome::respond(job.frame(0).unwrap_or_default().to_vec())
+    ///     })
+    ///     .start_front_ends(&ctx, 2)
+    ///     .unwrap();
+    /// assert_eq!(fronts[1].ask(b"to the second").unwrap(), b"to the second");
+    /// assert_eq!(fronts[0].ask(b"to the first").unwrap(), b"to the first");
+    /// pipeline.stop();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] with no stage, two stages of one name, no front end or more
+    /// than [`MAX_FRONT_ENDS`]; a socket error binding or connecting.
+    pub fn start_front_ends(
+        self,
+        ctx: &zmq::Context,
+        front_ends: usize,
+    ) -> Result<(RunningPipeline, Vec<FrontSockets>)> {
+        if front_ends == 0 || front_ends > MAX_FRONT_ENDS {
+            return Err(Error::Config(format!(
+                "{front_ends} front ends: give 1 to {MAX_FRONT_ENDS}"
+            )));
+        }
         if self.stages.is_empty() {
             return Err(Error::Config("a pipeline needs at least one stage".into()));
         }
@@ -254,7 +295,20 @@ impl Pipeline {
             }
         }
         let names = EndpointNames::new(&self.transport);
-        let front = FrontSockets::create(ctx, &names.make("loopback"), &names.make("interrupt"))?;
+        let mut fronts = Vec::with_capacity(front_ends);
+        for number in 0..front_ends {
+            let mut front = FrontSockets::create(
+                ctx,
+                &names.make(&format!("loopback-{number}")),
+                &names.make(&format!("interrupt-{number}")),
+            )?;
+            front.front_end = u8::try_from(number).unwrap_or(u8::MAX);
+            fronts.push(front);
+        }
+        let links: Vec<FrontEndLink> = fronts
+            .iter()
+            .map(|f| FrontEndLink::new(&f.loopback_endpoint, &f.interrupt_endpoint))
+            .collect();
         let shutdown = Shutdown::new();
         let mut running = RunningPipeline {
             shutdown: shutdown.clone(),
@@ -262,13 +316,14 @@ impl Pipeline {
             pools: Vec::new(),
             proxy_metrics: Vec::new(),
         };
-        let mut links = Vec::with_capacity(self.stages.len());
+        let mut stage_links = Vec::with_capacity(self.stages.len());
         for (index, stage) in self.stages.iter().enumerate() {
             let mut config = ProxyConfig::new(
                 names.make(&format!("{index}-up")),
                 names.make(&format!("{index}-down")),
-                Some(front.loopback_endpoint.clone()),
+                None,
             );
+            config.loopbacks = links.iter().map(|l| l.loopback.clone()).collect();
             config.queue_bound = self.queue_bound;
             config.heartbeat_timeout = self.heartbeat_timeout;
             config.choose = stage.choose.clone();
@@ -277,7 +332,7 @@ impl Pipeline {
             config.metrics = Some(metrics.clone());
             running.proxy_metrics.push((stage.name.clone(), metrics));
             let proxy = Proxy::bind(ctx, config)?;
-            links.push(proxy.endpoints());
+            stage_links.push(proxy.endpoints());
             let stop = shutdown.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("{}-proxy", stage.name))
@@ -289,25 +344,27 @@ impl Pipeline {
                 .map_err(Error::Thread)?;
             running.proxies.push(thread);
         }
-        let mut front = front;
-        front.connect_entry(&links[0].0)?;
-        front.stages = self.stages.iter().map(|s| s.name.clone()).collect();
         let routes: Vec<(String, String)> = self
             .stages
             .iter()
-            .zip(&links)
+            .zip(&stage_links)
             .map(|(stage, (upstream, _))| (stage.name.clone(), upstream.clone()))
             .collect();
-        if let Some(router) = self.tasks {
-            front.route_tasks(ctx, router, &routes)?;
+        for front in &mut fronts {
+            front.connect_entry(&stage_links[0].0)?;
+            front.stages = self.stages.iter().map(|s| s.name.clone()).collect();
+            if let Some(router) = &self.tasks {
+                front.route_tasks(ctx, router.clone(), &routes)?;
+            }
         }
         for (index, stage) in self.stages.into_iter().enumerate() {
             let mut config = WorkerConfig::new(
-                links[index].1.clone(),
-                links.get(index + 1).map(|(up, _)| up.clone()),
-                front.loopback_endpoint.clone(),
-                front.interrupt_endpoint.clone(),
+                stage_links[index].1.clone(),
+                stage_links.get(index + 1).map(|(up, _)| up.clone()),
+                "",
+                "",
             );
+            config.front_ends = links.clone();
             config.heartbeat_interval = self.heartbeat_interval;
             config.prefetch = self.prefetch;
             config.routes = routes.clone();
@@ -315,7 +372,7 @@ impl Pipeline {
                 .pools
                 .push((stage.start)(ctx, &stage.name, &config, &shutdown)?);
         }
-        Ok((running, front))
+        Ok((running, fronts))
     }
 }
 
@@ -375,6 +432,12 @@ impl RunningPipeline {
                 pool.expose(stage, out);
             }
         })
+    }
+
+    /// Has `thread` (which ends when [`shutdown_flag`](Self::shutdown_flag) is
+    /// triggered) stopped and joined with the pipeline.
+    pub(crate) fn adopt(&mut self, thread: JoinHandle<()>) {
+        self.proxies.push(thread);
     }
 
     /// Stops every proxy and worker and waits for their threads.

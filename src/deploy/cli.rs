@@ -31,7 +31,7 @@ pub fn one_process_topology(
         return Ok(None);
     };
     let topology = Topology::load(path)?;
-    front_end.take_unset(&topology.front_end);
+    front_end.take_unset(topology.front_end());
     Ok(Some(topology))
 }
 
@@ -63,7 +63,7 @@ pub fn place_listen_middle_concurrency(
     if let Some(topology) = &topology {
         listen
             .value
-            .get_or_insert_with(|| topology.front_end.listen.clone());
+            .get_or_insert_with(|| topology.front_end().listen.clone());
         if let Some(n) = stage_concurrency(Some(topology), stage) {
             concurrency.value.get_or_insert_with(|| n.to_string());
         }

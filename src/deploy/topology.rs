@@ -45,6 +45,7 @@
 
 use crate::base::endpoint::Use;
 use crate::base::error::Error;
+use crate::pipeline::front_ends::{FrontEndLink, MAX_FRONT_ENDS};
 use crate::stages::tasks::TaskRouter;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,17 +53,79 @@ use std::fmt;
 use std::path::Path;
 
 /// The whole deployment.
+///
+/// A file names one front end (`"front_end": {...}`) or several (`"front_ends": [{...},
+/// ...]`, one pipeline behind them all: see [`crate::pipeline::front_ends`]). A front
+/// end's place in the list is its number: `prime_httpd --config F --front-end N` runs
+/// front end N, and workers and proxies reach every front end of the list.
+///
+/// ```
+/// let topology = prime_server::deploy::topology::Topology::from_json(r#"{
+///   "front_ends": [
+///     { "listen": "tcp://10.0.0.1:8002", "loopback": "tcp://10.0.0.1:5001", "interrupt": "tcp://10.0.0.1:5002" },
+///     { "listen": "tcp://10.0.0.2:8002", "loopback": "tcp://10.0.0.2:5001", "interrupt": "tcp://10.0.0.2:5002" }
+///   ],
+///   "stages": [ { "name": "echo", "upstream": "tcp://10.0.0.3:5000", "downstream": "tcp://10.0.0.3:5003" } ]
+/// }"#).unwrap();
+/// assert_eq!(topology.front_ends.len(), 2);
+/// assert_eq!(topology.front_end().listen, "tcp://10.0.0.1:8002");
+/// ```
 #[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "TopologyFile", into = "TopologyFile")]
 pub struct Topology {
-    /// The front end's endpoints and paths.
-    pub front_end: FrontEndSpec,
+    /// The front ends' endpoints and paths, in the order of their numbers (at least one).
+    pub front_ends: Vec<FrontEndSpec>,
     /// The stages, in pipeline order.
     pub stages: Vec<StageSpec>,
     /// Routing by task name and path prefix, for the stages whose service is
     /// [`TASKS_SERVICE`].
-    #[serde(default)]
     pub tasks: Option<TasksSpec>,
+}
+
+/// A topology as the file has it: one front end or a list of them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct TopologyFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    front_end: Option<FrontEndSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    front_ends: Vec<FrontEndSpec>,
+    stages: Vec<StageSpec>,
+    #[serde(default)]
+    tasks: Option<TasksSpec>,
+}
+
+impl TryFrom<TopologyFile> for Topology {
+    type Error = String;
+
+    fn try_from(file: TopologyFile) -> Result<Self, String> {
+        let front_ends = match (file.front_end, file.front_ends) {
+            (Some(one), list) if list.is_empty() => vec![one],
+            (None, list) if !list.is_empty() => list,
+            (Some(_), _) => return Err("give \"front_end\" or \"front_ends\", not both".into()),
+            (None, _) => {
+                return Err(
+                    "a front end is missing: give \"front_end\" (or a list, \"front_ends\")".into(),
+                )
+            }
+        };
+        Ok(Topology {
+            front_ends,
+            stages: file.stages,
+            tasks: file.tasks,
+        })
+    }
+}
+
+impl From<Topology> for TopologyFile {
+    fn from(topology: Topology) -> Self {
+        TopologyFile {
+            front_end: None,
+            front_ends: topology.front_ends,
+            stages: topology.stages,
+            tasks: topology.tasks,
+        }
+    }
 }
 
 /// The service name of a stage that routes by task (a [`TaskRouter`] built from the
@@ -194,13 +257,30 @@ impl Topology {
         if self.stages.is_empty() {
             return Err(TopologyError::Invalid("it has no stages".into()));
         }
-        let front = &self.front_end;
-        // The front end binds these; the others are bound by one daemon and connected to
-        // by another, so they must do for both.
-        let mut endpoints = vec![(&front.listen, Use::Bind)];
-        endpoints.extend(front.netstring.iter().map(|e| (e, Use::Bind)));
-        endpoints.push((&front.loopback, Use::Connect));
-        endpoints.push((&front.interrupt, Use::Connect));
+        if self.front_ends.len() > MAX_FRONT_ENDS {
+            return Err(TopologyError::Invalid(format!(
+                "{} front ends: at most {MAX_FRONT_ENDS} can share a pipeline",
+                self.front_ends.len()
+            )));
+        }
+        let mut endpoints = Vec::new();
+        for (index, front) in self.front_ends.iter().enumerate() {
+            // A front end binds these; the others are bound by one daemon and connected
+            // to by another, so they must do for both.
+            endpoints.push((&front.listen, Use::Bind));
+            endpoints.extend(front.netstring.iter().map(|e| (e, Use::Bind)));
+            endpoints.push((&front.loopback, Use::Connect));
+            endpoints.push((&front.interrupt, Use::Connect));
+            let earlier = &self.front_ends[..index];
+            if let Some(twin) = earlier
+                .iter()
+                .position(|f| f.loopback == front.loopback || f.interrupt == front.interrupt)
+            {
+                return Err(TopologyError::Invalid(format!(
+                    "front ends {twin} and {index} share a loopback or interrupt endpoint: each front end binds its own"
+                )));
+            }
+        }
         for (index, stage) in self.stages.iter().enumerate() {
             if self.stages[..index].iter().any(|s| s.name == stage.name) {
                 return Err(TopologyError::Invalid(format!(
@@ -300,6 +380,30 @@ impl Topology {
         Some((router, upstreams))
     }
 
+    /// The first front end (the only one of a file with `"front_end"`).
+    pub fn front_end(&self) -> &FrontEndSpec {
+        &self.front_ends[0]
+    }
+
+    /// Front end `number` (from 0, in the file's order).
+    pub fn front_end_at(&self, number: usize) -> Result<&FrontEndSpec, TopologyError> {
+        self.front_ends.get(number).ok_or_else(|| {
+            TopologyError::Invalid(format!(
+                "no front end {number}: the file has {} (numbered from 0)",
+                self.front_ends.len()
+            ))
+        })
+    }
+
+    /// Every front end's loopback and interrupt publisher, in order: what workers and
+    /// proxies connect to.
+    pub fn front_end_links(&self) -> Vec<FrontEndLink> {
+        self.front_ends
+            .iter()
+            .map(|f| FrontEndLink::new(&f.loopback, &f.interrupt))
+            .collect()
+    }
+
     /// Where the front end sends requests: the first stage's upstream.
     pub fn entry(&self) -> &str {
         &self.stages[0].upstream
@@ -340,7 +444,7 @@ mod tests {
         assert_eq!(topology.stages[0].service(), "echo");
         assert_eq!(topology.next_upstream("echo").expect("known"), None);
         assert!(topology.stage("nope").is_err());
-        assert_eq!(topology.front_end.jobs_db, None);
+        assert_eq!(topology.front_end().jobs_db, None);
     }
 
     #[test]
@@ -352,7 +456,7 @@ mod tests {
         );
         let topology = Topology::from_json(&with_jobs).expect("valid");
         assert_eq!(
-            topology.front_end.jobs_db.as_deref(),
+            topology.front_end().jobs_db.as_deref(),
             Some(std::path::Path::new("/var/lib/prime/jobs.sqlite"))
         );
     }

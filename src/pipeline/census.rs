@@ -38,6 +38,7 @@ use crate::base::sockets;
 use crate::pipeline::envelope::{
     Envelope, Interrupt, InterruptReason, INTERRUPT_LEN, INTERRUPT_VERSION,
 };
+use crate::pipeline::front_ends::{FrontEndLink, Loopbacks};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -277,7 +278,8 @@ pub struct ProxyWatch {
     monitor: LossMonitor,
     /// The front end's interrupts, census calls only.
     calls: zmq::Socket,
-    loopback: zmq::Socket,
+    /// Every front end's loopback: census messages go to all of them.
+    loopback: Loopbacks,
     proxy: String,
     pool: String,
     holdings: Holdings,
@@ -298,13 +300,14 @@ struct Pending {
 
 impl ProxyWatch {
     /// Connects to the proxy (`proxy`, the stage proxy's downstream endpoint), the front
-    /// end's interrupt publisher and its loopback.
+    /// ends' interrupt publishers and their loopbacks (see
+    /// [`crate::pipeline::front_ends`]): a loss is told to every front end, and so is a
+    /// census answer (each front end keeps those of its own censuses).
     pub fn connect(
         ctx: &zmq::Context,
         pool: &str,
         proxy: &str,
-        interrupt: &str,
-        loopback: &str,
+        front_ends: &[FrontEndLink],
         holdings: Holdings,
     ) -> Result<ProxyWatch> {
         let dealer = sockets::socket(ctx, zmq::DEALER)?;
@@ -319,11 +322,10 @@ impl ProxyWatch {
         calls
             .set_subscribe(&[INTERRUPT_VERSION, InterruptReason::Census.code()])
             .map_err(|e| Error::zmq("subscribing to census calls", e))?;
-        sockets::connect(&calls, interrupt)?;
-        let push = sockets::socket(ctx, zmq::PUSH)?;
-        push.set_sndhwm(0)
-            .map_err(|e| Error::zmq("lifting the loopback's high-water mark", e))?;
-        sockets::connect(&push, loopback)?;
+        for front_end in front_ends {
+            sockets::connect(&calls, &front_end.interrupt)?;
+        }
+        let push = Loopbacks::connect(ctx, front_ends.iter().map(|f| f.loopback.as_str()))?;
         Ok(ProxyWatch {
             dealer,
             monitor,
@@ -452,7 +454,8 @@ impl ProxyWatch {
     }
 
     fn send_loopback<const N: usize>(&self, frames: [zmq::Message; N]) {
-        if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+        let frames = frames.each_ref().map(|frame| &frame[..]);
+        if let Err(e) = self.loopback.broadcast(&frames) {
             log::warn!("pool {}: census message not sent: {e}", self.pool);
         }
     }

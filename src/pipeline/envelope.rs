@@ -27,12 +27,13 @@
 //! | 28 | 8 | arrival, microseconds since the Unix epoch |
 //! | 36 | 8 | deadline, microseconds since the Unix epoch (0: none) |
 //! | 44 | 1 | the client's address family: 0 unknown, 4 IPv4, 6 IPv6 |
-//! | 45 | 1 | reserved, 0 |
+//! | 45 | 1 | the front end holding the client: its place in the deployment's list of front ends (0 with one) |
 //! | 46 | 2 | the client's port (0: unknown) |
 //! | 48 | 16 | the client's address (IPv4 in the first 4 bytes, the rest 0) |
 //!
 //! Version 1 (44 bytes) had no client address; version 2 had this layout but travelled
-//! as a frame of its own. A daemon of one version refuses the envelopes of the others,
+//! as a frame of its own. Byte 45 was reserved (0) until several front ends shared a
+//! pipeline; a front end of one is front end 0, so the version did not change. A daemon of one version refuses the envelopes of the others,
 //! so all daemons of a deployment must be upgraded together.
 
 use std::collections::hash_map::RandomState;
@@ -55,6 +56,8 @@ const FLAG_HEAD: u8 = 2;
 const FLAG_JOB: u8 = 4;
 const FLAG_PROBE: u8 = 8;
 const FLAG_JSONRPC: u8 = 16;
+/// The offset of [`Envelope::front_end`] in the encoding.
+const FRONT_END_AT: usize = 45;
 
 /// The client protocol a request arrived in, which decides how its answer is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +108,10 @@ pub struct Envelope {
     /// gives the address alone), for stages that pass it on (`Forwarded`). `None`
     /// when unknown (an in-process driver, or a job stored without one).
     pub client: Option<SocketAddr>,
+    /// Which front end holds the client: its place (from 0) in the list of front ends
+    /// every worker and proxy of the deployment is given, in the same order (see
+    /// [`crate::pipeline::front_ends`]). Answers go to that front end's loopback alone.
+    pub front_end: u8,
 }
 
 /// Why a frame could not be decoded.
@@ -159,6 +166,7 @@ impl Envelope {
             probe: false,
             jsonrpc: false,
             client: None,
+            front_end: 0,
         }
     }
 
@@ -172,6 +180,18 @@ impl Envelope {
     /// ```
     pub fn with_client(mut self, client: Option<SocketAddr>) -> Self {
         self.client = client;
+        self
+    }
+
+    /// Sets the front end that holds the client (see [`Envelope::front_end`]).
+    ///
+    /// ```
+    /// use prime_server::pipeline::envelope::{lead_front_end, lead_frame, Envelope, Protocol};
+    /// let envelope = Envelope::new(1, 2, 3, Protocol::Raw).at_front_end(2);
+    /// assert_eq!(lead_front_end(&lead_frame(&envelope.encode(), b"")), Some(2));
+    /// ```
+    pub fn at_front_end(mut self, front_end: u8) -> Self {
+        self.front_end = front_end;
         self
     }
 
@@ -260,6 +280,7 @@ impl Envelope {
             | (self.jsonrpc as u8 * FLAG_JSONRPC);
         let mut out = [0u8; ENVELOPE_LEN];
         out[..4].copy_from_slice(&[ENVELOPE_VERSION, protocol, minor, flags]);
+        out[FRONT_END_AT] = self.front_end;
         let fields = [
             self.request_id,
             self.connection_id,
@@ -342,6 +363,7 @@ impl Envelope {
             probe: flags & FLAG_PROBE != 0,
             jsonrpc: flags & FLAG_JSONRPC != 0,
             client: client_at(frame)?,
+            front_end: frame[FRONT_END_AT],
         })
     }
 }
@@ -396,6 +418,13 @@ pub fn lead_envelope(frame: &[u8]) -> Option<&[u8; ENVELOPE_LEN]> {
 /// ```
 pub fn lead_deadline_us(frame: &[u8]) -> Option<u64> {
     lead_envelope(frame).map(|envelope| u64_at(envelope, 36))
+}
+
+/// The front end (see [`Envelope::front_end`]) of the envelope at the start of a lead
+/// frame, read without decoding the rest: what a worker needs to pick the loopback an
+/// answer goes to. `None` when the frame does not start with an envelope.
+pub fn lead_front_end(frame: &[u8]) -> Option<u8> {
+    lead_envelope(frame).map(|envelope| envelope[FRONT_END_AT])
 }
 
 /// Whether a deadline (microseconds since the Unix epoch, 0 for none) has passed at
@@ -631,6 +660,7 @@ mod tests {
             probe: false,
             jsonrpc: false,
             client: Some(SocketAddr::from(([192, 0, 2, 43], 47011))),
+            front_end: 3,
         }
     }
 
@@ -658,7 +688,7 @@ mod tests {
     fn the_layout_is_little_endian_and_fixed() {
         let bytes = sample().encode();
         assert_eq!(&bytes[..4], &[3, 1, 1, 3]);
-        assert_eq!(&bytes[44..52], &[4, 0, 0xa3, 0xb7, 192, 0, 2, 43]);
+        assert_eq!(&bytes[44..52], &[4, 3, 0xa3, 0xb7, 192, 0, 2, 43]);
         assert_eq!(&bytes[12..20], &[8, 7, 6, 5, 4, 3, 2, 1]);
         assert_eq!(&bytes[20..28], &[99, 0, 0, 0, 0, 0, 0, 0]);
     }

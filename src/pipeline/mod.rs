@@ -15,6 +15,8 @@
 //! - [`bus`]: the XSUB/XPUB forwarder between front ends and a front end's link to it;
 //! - [`selftest`]: the probe that crosses every stage and the reports it brings back;
 //! - [`census`]: when a proxy is lost, which requests went with it;
+//! - [`front_ends`]: several front ends on one pipeline: each answer to the front end
+//!   its envelope names;
 //! - [`metrics`]: a proxy's figures, published for a metrics scrape.
 //!
 //! Nothing here reads HTTP requests or knows the front end's connections: the front end
@@ -24,6 +26,7 @@ pub mod bus;
 pub mod census;
 pub mod channel;
 pub mod envelope;
+pub mod front_ends;
 pub mod loopback;
 pub mod metrics;
 pub mod proxy;

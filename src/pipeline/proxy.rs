@@ -58,6 +58,7 @@ use crate::base::fast_hash::FastMap;
 use crate::base::shutdown::{Shutdown, POLL_CAP};
 use crate::base::sockets;
 use crate::pipeline::envelope::{deadline_passed, lead_deadline_us, lead_envelope, ENVELOPE_LEN};
+use crate::pipeline::front_ends::Loopbacks;
 use crate::pipeline::loopback::{failure_frames, Failure, FailureKind};
 use crate::pipeline::metrics::ProxyMetrics;
 use crate::pipeline::wire::{read_ready, BUSY, CENSUS, GOODBYE, PROBE, RETURN, STATUS};
@@ -107,10 +108,12 @@ pub struct ProxyConfig {
     pub upstream: String,
     /// Where workers connect (bound; workers connect DEALER sockets).
     pub downstream: String,
-    /// The front end's loopback, for answering jobs the proxy cannot place (connected,
-    /// PUSH). Without it such jobs are dropped with a warning, and the front end answers
-    /// them 504 when their deadline passes.
-    pub loopback: Option<String>,
+    /// The front ends' loopbacks, for answering jobs the proxy cannot place (connected,
+    /// PUSH), in the deployment's order (a job's answer goes to the front end its
+    /// envelope names, see [`crate::pipeline::front_ends`]). Without any, such jobs are
+    /// dropped with a warning, and the front end answers them 504 when their deadline
+    /// passes.
+    pub loopbacks: Vec<String>,
     /// How many jobs may wait for an idle worker before new ones are answered 503. Jobs
     /// the workers hold (up to their credit each) are not counted; jobs handed back by a
     /// stuck worker are queued whatever the bound, since they were admitted already.
@@ -131,7 +134,9 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// A configuration with the default queue bound (10,000) and heartbeat timeout (1.5 s).
+    /// A configuration with the default queue bound (10,000) and heartbeat timeout (1.5 s),
+    /// answering through `loopback`, the one front end's (set
+    /// [`loopbacks`](Self::loopbacks) for several).
     pub fn new(
         upstream: impl Into<String>,
         downstream: impl Into<String>,
@@ -140,7 +145,7 @@ impl ProxyConfig {
         ProxyConfig {
             upstream: upstream.into(),
             downstream: downstream.into(),
-            loopback,
+            loopbacks: loopback.into_iter().collect(),
             queue_bound: 10_000,
             heartbeat_timeout: Duration::from_millis(1500),
             choose: None,
@@ -236,7 +241,7 @@ impl ProxyStatus {
 /// A bound proxy, ready to [`run`](Proxy::run).
 pub struct Proxy {
     router: zmq::Socket,
-    loopback: Option<zmq::Socket>,
+    loopback: Loopbacks,
     bound: (String, String),
     config: ProxyConfig,
     workers: FastMap<Vec<u8>, WorkerRecord>,
@@ -269,18 +274,7 @@ impl Proxy {
         let upstream = sockets::last_endpoint(&router)?;
         sockets::bind(&router, &config.downstream)?;
         let downstream = sockets::last_endpoint(&router)?;
-        let loopback = match &config.loopback {
-            Some(endpoint) => {
-                let push = sockets::socket(ctx, zmq::PUSH)?;
-                // Failures are sent DONTWAIT; as in the worker, a full pipe must not
-                // drop them.
-                push.set_sndhwm(0)
-                    .map_err(|e| crate::Error::zmq("lifting the loopback's high-water mark", e))?;
-                sockets::connect(&push, endpoint)?;
-                Some(push)
-            }
-            None => None,
-        };
+        let loopback = Loopbacks::connect(ctx, config.loopbacks.iter().map(String::as_str))?;
         Ok(Proxy {
             router,
             loopback,
@@ -308,10 +302,10 @@ impl Proxy {
             "proxy: jobs arrive on {}, workers connect to {}, failures go to {}",
             self.bound.0,
             self.bound.1,
-            self.config
-                .loopback
-                .as_deref()
-                .unwrap_or("nowhere (no loopback)")
+            match &self.config.loopbacks[..] {
+                [] => "nowhere (no loopback)".to_string(),
+                loopbacks => loopbacks.join(", "),
+            }
         );
         let sweep_every = (self.config.heartbeat_timeout / 4).max(Duration::from_millis(10));
         let wait = sweep_every.min(POLL_CAP).as_millis() as i32;
@@ -845,12 +839,12 @@ impl Proxy {
     }
 
     fn answer(&self, envelope: &[u8; ENVELOPE_LEN], failure: Failure) {
-        let Some(loopback) = &self.loopback else {
+        if self.loopback.is_empty() {
             log::warn!("proxy: no loopback to answer with: {failure}");
             return;
-        };
+        }
         let frames = failure_frames(envelope, &failure);
-        if let Err(e) = sockets::send_frames(loopback, frames, zmq::DONTWAIT) {
+        if let Err(e) = self.loopback.send(frames, zmq::DONTWAIT) {
             log::warn!("proxy: could not answer through the loopback: {e}");
         }
     }

@@ -30,9 +30,9 @@
 //! [`Job::interrupted`]: crate::Job::interrupted
 //! [`Job::stream_sized`]: crate::Job::stream_sized
 
-use crate::base::sockets;
 use crate::http::Response;
 use crate::pipeline::envelope::{Envelope, Protocol};
+use crate::pipeline::front_ends::Loopbacks;
 use crate::pipeline::loopback::{
     failure_frames, render, response_frames, stream_frames, Failure, FailureKind, StreamPart,
 };
@@ -56,7 +56,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 /// A response being sent in pieces. Dropping it unfinished tells the front end the
 /// answer stopped midway: the client's connection is closed after what was sent.
 pub struct ResponseStream<'j> {
-    loopback: &'j zmq::Socket,
+    loopback: &'j Loopbacks,
     watch: &'j InterruptWatch,
     envelope: Envelope,
     /// Bytes sent on the loopback (head included), to compare with what the front end
@@ -125,7 +125,7 @@ impl<'j> ResponseStream<'j> {
     /// is the first piece). With `length`, the body is that many bytes, announced in
     /// `Content-Length` and sent as they are.
     pub(crate) fn start(
-        loopback: &'j zmq::Socket,
+        loopback: &'j Loopbacks,
         watch: &'j InterruptWatch,
         envelope: Envelope,
         response: &Response,
@@ -183,7 +183,8 @@ impl<'j> ResponseStream<'j> {
     fn part(&mut self, part: StreamPart, bytes: Vec<u8>) -> Result<(), StreamError> {
         self.sent += bytes.len() as u64;
         let frames = stream_frames(&self.envelope.encode(), part, bytes.into());
-        sockets::send_frames(self.loopback, frames, zmq::DONTWAIT)
+        self.loopback
+            .send(frames, zmq::DONTWAIT)
             .map_err(|e| StreamError(Cause::Send(e)))
     }
 
@@ -252,7 +253,8 @@ impl<'j> ResponseStream<'j> {
             Some(response) => {
                 let bytes = render(self.envelope.protocol, &response);
                 let frames = response_frames(&self.envelope.encode(), &bytes);
-                sockets::send_frames(self.loopback, frames, zmq::DONTWAIT)
+                self.loopback
+                    .send(frames, zmq::DONTWAIT)
                     .map_err(|e| StreamError(Cause::Send(e)))
             }
             None => {
@@ -282,14 +284,14 @@ impl Drop for ResponseStream<'_> {
         let sent = if self.whole.is_some() {
             let failure = Failure::new(FailureKind::WorkerPanicked, "the answer stopped midway");
             let frames = failure_frames(&self.envelope.encode(), &failure);
-            sockets::send_frames(self.loopback, frames, zmq::DONTWAIT)
+            self.loopback.send(frames, zmq::DONTWAIT)
         } else {
             let frames = stream_frames(
                 &self.envelope.encode(),
                 StreamPart::Abort,
                 zmq::Message::new(),
             );
-            sockets::send_frames(self.loopback, frames, zmq::DONTWAIT)
+            self.loopback.send(frames, zmq::DONTWAIT)
         };
         if let Err(e) = sent {
             log::warn!(

@@ -44,6 +44,10 @@ impl Server {
             return;
         }
         if envelope.nonce != self.nonce {
+            if envelope.front_end != self.front.front_end {
+                misaddressed(envelope.front_end, self.front.front_end);
+                return;
+            }
             log::debug!(
                 "request {}: dropped an answer meant for an earlier run",
                 envelope.request_id
@@ -424,4 +428,16 @@ pub(super) fn entry<'a>(peer: &'a str, slot: &'a Slot) -> Entry<'a> {
         arrived: slot.arrived,
         upstream: slot.upstream,
     }
+}
+
+/// Warns (once per process) that an answer addressed to another front end arrived
+/// here: the front ends' numbers and the workers' lists of loopbacks disagree.
+#[cold]
+fn misaddressed(to: u8, here: u8) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        log::warn!(
+            "front end {here}: an answer for front end {to} arrived here; every worker and proxy must list the front ends' loopbacks in the order of their numbers (--front-end, the topology's front_ends)"
+        );
+    });
 }

@@ -377,6 +377,7 @@ impl Server {
         let timeout = link.handle.config().job_timeout;
         let now = Instant::now();
         let envelope = Envelope::for_job(request_id, number, self.nonce)
+            .at_front_end(self.front.front_end)
             .with_timeout(timeout)
             .with_client(client);
         let lead = crate::pipeline::envelope::lead_frame(&envelope.encode(), &head);

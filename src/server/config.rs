@@ -32,6 +32,13 @@ pub struct ServerConfig {
     /// Endpoints to bind, each with its protocol (e.g. `tcp://127.0.0.1:8002`; port 0 or
     /// `*` picks a free port, see [`Server::endpoints`](super::Server::endpoints)).
     pub listen: Vec<(String, ListenProtocol)>,
+    /// Share each TCP listening port with other front ends on this host
+    /// (`SO_REUSEPORT`): the kernel spreads new connections over every socket bound to
+    /// the port, each of whose owners set it too (and run as the same user). Off by
+    /// default, so that a port already taken is an error; `prime_serverd --front-ends
+    /// N` and `prime_httpd --reuse-port` turn it on. Only for endpoints whose host is an
+    /// address or `*` (the front end opens those sockets itself).
+    pub reuse_port: bool,
     /// Request size limits for HTTP.
     pub limits: Limits,
     /// The largest netstring payload accepted.
@@ -121,6 +128,7 @@ impl ServerConfig {
     pub fn http(endpoint: impl Into<String>) -> Self {
         ServerConfig {
             listen: vec![(endpoint.into(), ListenProtocol::Http)],
+            reuse_port: false,
             limits: Limits::default(),
             max_netstring_bytes: 10 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),

@@ -38,6 +38,11 @@ pub struct FrontSockets {
     /// One entry per stage the task table names, other than the first stage (which
     /// the main entry reaches).
     pub routed: Vec<RoutedEntry>,
+    /// This front end's number: its place (from 0) in the list of front ends every
+    /// worker and proxy of the deployment is given (see
+    /// [`crate::pipeline::front_ends`]), written in every envelope it makes so that
+    /// answers come back here. 0 by default, the number of a lone front end.
+    pub front_end: u8,
 }
 
 /// An entry straight to a stage the task table names (DEALER, connected to that
@@ -156,6 +161,7 @@ impl FrontSockets {
             stages: Vec::new(),
             tasks: None,
             routed: Vec::new(),
+            front_end: 0,
             entry,
             loopback: loopback_socket,
             interrupt: interrupt_socket,
@@ -167,7 +173,9 @@ impl FrontSockets {
     pub fn ask(&self, request: &[u8]) -> std::result::Result<Vec<u8>, AskError> {
         static REQUESTS: AtomicU64 = AtomicU64::new(1);
         let id = REQUESTS.fetch_add(1, Ordering::Relaxed);
-        let envelope = Envelope::new(id, 0, 0, Protocol::Raw).encode();
+        let envelope = Envelope::new(id, 0, 0, Protocol::Raw)
+            .at_front_end(self.front_end)
+            .encode();
         let frames = [crate::pipeline::envelope::lead_frame(&envelope, request)];
         sockets::send_frames(&self.entry, frames, 0).map_err(AskError::Zmq)?;
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -293,6 +293,7 @@ impl Server {
             jsonrpc: true,
             ..Envelope::new(request_id, connection, self.nonce, protocol)
         }
+        .at_front_end(self.front.front_end)
         .with_timeout(timeout)
         .with_client(client);
         let body = (!params.is_empty()).then(|| zmq::Message::from(params));

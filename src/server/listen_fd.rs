@@ -12,7 +12,9 @@
 //! by a host or interface name are left to libzmq; a drain then closes their new
 //! connections as they arrive.
 
+use crate::base::error::{Error, Result};
 use crate::base::sockets;
+use socket2::{Domain, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::fd::{IntoRawFd, RawFd};
 
@@ -35,6 +37,37 @@ pub(crate) fn open(socket: &mut zmq::Socket, endpoint: &str) -> Option<ListenFd>
         return None;
     }
     Some(ListenFd(fd))
+}
+
+/// Like [`open`], but the port is shared with the other sockets bound to it with
+/// `SO_REUSEPORT` (other front-end threads or processes on this host): the kernel
+/// spreads new connections over them.
+///
+/// # Errors
+/// [`Error::Config`] when `endpoint` is not a TCP endpoint whose host is an address or
+/// `*`, or when the socket cannot be bound (the port is taken by a socket that does
+/// not share it, or by another user).
+pub(crate) fn open_shared(socket: &mut zmq::Socket, endpoint: &str) -> Result<ListenFd> {
+    let Some(address) = address(endpoint) else {
+        return Err(Error::Config(format!(
+            "{endpoint}: a shared port (SO_REUSEPORT, several front ends) needs tcp://ADDRESS:PORT or tcp://*:PORT"
+        )));
+    };
+    let fail = |e: std::io::Error| Error::Config(format!("{endpoint}: binding a shared port: {e}"));
+    let listener = Socket::new(Domain::for_address(address), Type::STREAM, None).map_err(fail)?;
+    listener.set_reuse_address(true).map_err(fail)?;
+    listener.set_reuse_port(true).map_err(fail)?;
+    // libzmq accepts from its I/O thread, which must never block.
+    listener.set_nonblocking(true).map_err(fail)?;
+    listener.bind(&address.into()).map_err(fail)?;
+    listener.listen(libc::SOMAXCONN).map_err(fail)?;
+    let fd = listener.into_raw_fd();
+    if let Err(e) = sockets::set_use_fd(socket, fd) {
+        // SAFETY: `fd` came from `into_raw_fd` just above and was handed to no one.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    Ok(ListenFd(fd))
 }
 
 impl ListenFd {

@@ -149,6 +149,12 @@ impl Server {
     /// The front end's figures and every source it was given.
     fn expose(&self, out: &mut Exposition) {
         let m = &self.metrics;
+        out.gauge(
+            "prime_front_end_info",
+            "The front end answering this scrape: its number among the front ends sharing the pipeline (0 for a lone one).",
+            &[("front_end", &self.front.front_end.to_string())],
+            1,
+        );
         let help = "Answers the front end wrote, by status class (other: netstring answers).";
         for (class, count) in m.by_class() {
             out.counter("prime_http_requests", help, &[("class", class)], count);

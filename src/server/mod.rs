@@ -270,7 +270,11 @@ impl Server {
             // A host name is bound as the address it resolves to, so that a drain can
             // stop listening on it too.
             let resolved = crate::base::endpoint::bind_address(endpoint);
-            let listen_fd = listen_fd::open(&mut socket, resolved.as_deref().unwrap_or(endpoint));
+            let address = resolved.as_deref().unwrap_or(endpoint);
+            let listen_fd = match config.reuse_port {
+                false => listen_fd::open(&mut socket, address),
+                true => Some(listen_fd::open_shared(&mut socket, address)?),
+            };
             sockets::bind(&socket, endpoint)?;
             listeners.push(Listener {
                 listen_fd,

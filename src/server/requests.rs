@@ -193,6 +193,7 @@ impl Server {
         });
         let now = now.unwrap_or_else(Instant::now);
         let envelope = Envelope::new(request_id, id, self.nonce, protocol)
+            .at_front_end(self.front.front_end)
             .with_timeout(self.config.request_timeout)
             .with_client(client);
         let message = std::iter::once(lead_frame(&envelope.encode(), first)).chain(rest);

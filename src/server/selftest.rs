@@ -104,7 +104,8 @@ impl Server {
         };
         let timeout = self.config.selftest_timeout;
         let now = Instant::now();
-        let envelope = Envelope::for_probe(request_id, self.nonce, timeout);
+        let envelope =
+            Envelope::for_probe(request_id, self.nonce, timeout).at_front_end(self.front.front_end);
         let frames = [crate::pipeline::envelope::lead_frame(
             &envelope.encode(),
             &ProbePath::default().encode(),

@@ -84,7 +84,13 @@ impl InterruptSet {
 }
 
 impl InterruptWatch {
-    pub(super) fn connect(ctx: &zmq::Context, endpoint: &str, shutdown: &Shutdown) -> Result<Self> {
+    /// Subscribes to the interrupts of every front end in `endpoints` (their
+    /// publishers).
+    pub(super) fn connect<'a>(
+        ctx: &zmq::Context,
+        endpoints: impl IntoIterator<Item = &'a str>,
+        shutdown: &Shutdown,
+    ) -> Result<Self> {
         let subscriber = sockets::socket(ctx, zmq::SUB)?;
         // Every interrupt, but not the census calls (the pool's census watcher hears
         // them) nor other workers' stream notices (each worker subscribes to its own
@@ -100,7 +106,9 @@ impl InterruptWatch {
                 .set_subscribe(&[INTERRUPT_VERSION, reason.code()])
                 .map_err(|e| Error::zmq("subscribing to interrupts", e))?;
         }
-        sockets::connect(&subscriber, endpoint)?;
+        for endpoint in endpoints {
+            sockets::connect(&subscriber, endpoint)?;
+        }
         Ok(InterruptWatch {
             subscriber,
             heard: RefCell::default(),

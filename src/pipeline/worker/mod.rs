@@ -35,10 +35,10 @@ pub use concurrent::{ConcurrentWork, INTERRUPT_TICK};
 pub(crate) use interrupts::InterruptWatch;
 pub use pool::{PoolCounts, PoolMetrics, WorkerPool};
 
-use crate::base::sockets;
 use crate::http::Response;
 use crate::pipeline::channel::{Hold, HoldMode, Item};
 use crate::pipeline::envelope::{lead_frame, Envelope, Protocol, ENVELOPE_LEN};
+use crate::pipeline::front_ends::{FrontEndLink, Loopbacks};
 use crate::pipeline::loopback::{
     hold_frames, notify_frames, progress_frames, publish_frames, render, response_frames, Failure,
 };
@@ -73,8 +73,8 @@ pub struct Job<'a> {
     /// Whether [`Job::reply`] made a response's whole lead frame.
     reply_made: Cell<bool>,
     watch: &'a InterruptWatch,
-    /// The front end's loopback, for streamed answers and progress reports.
-    loopback: &'a zmq::Socket,
+    /// The front ends' loopbacks, for streamed answers and progress reports.
+    loopback: &'a Loopbacks,
 }
 
 impl Job<'_> {
@@ -216,7 +216,7 @@ impl Job<'_> {
             return;
         }
         let frames = progress_frames(&self.encoded, fraction, message);
-        if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+        if let Err(e) = self.loopback.send(frames, zmq::DONTWAIT) {
             log::debug!(
                 "request {}: progress not sent: {e}",
                 self.envelope.request_id
@@ -233,7 +233,7 @@ impl Job<'_> {
     pub fn hold(&self, hold: &Hold) -> Outcome {
         match hold_message(&self.encoded, &self.envelope, hold) {
             Ok(frames) => {
-                if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+                if let Err(e) = self.loopback.send(frames, zmq::DONTWAIT) {
                     log::warn!(
                         "request {}: the hold was not sent: {e}",
                         self.envelope.request_id
@@ -253,7 +253,7 @@ impl Job<'_> {
             return;
         }
         let frames = notify_frames(&self.encoded, channel);
-        if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+        if let Err(e) = self.loopback.send(frames, zmq::DONTWAIT) {
             log::warn!(
                 "request {}: a notify was not sent: {e}",
                 self.envelope.request_id
@@ -266,7 +266,7 @@ impl Job<'_> {
     /// once delivered.
     pub fn publish(&self, item: &Item) {
         let frames = publish_frames(&self.encoded, item);
-        if let Err(e) = sockets::send_frames(self.loopback, frames, zmq::DONTWAIT) {
+        if let Err(e) = self.loopback.send(frames, zmq::DONTWAIT) {
             log::warn!(
                 "request {}: a publish was not sent: {e}",
                 self.envelope.request_id
@@ -362,10 +362,11 @@ pub struct WorkerConfig {
     pub upstream: String,
     /// The next stage proxy's upstream endpoint, if there is a next stage.
     pub downstream: Option<String>,
-    /// The front end's loopback.
-    pub loopback: String,
-    /// The front end's interrupt publisher.
-    pub interrupt: String,
+    /// The front ends: each one's loopback and interrupt publisher, in the order every
+    /// piece of the deployment lists them (an answer goes to the one its envelope names,
+    /// see [`crate::pipeline::front_ends`]). [`WorkerConfig::new`] gives one;
+    /// [`WorkerConfig::front_end`] adds more.
+    pub front_ends: Vec<FrontEndLink>,
     /// How often idle workers (and the pool, for busy ones) tell the proxy they live.
     pub heartbeat_interval: Duration,
     /// How many jobs each worker may hold at once (its credit at the proxy). With more
@@ -386,7 +387,8 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// A configuration with the default heartbeat interval (250 ms).
+    /// A configuration with one front end (whose loopback and interrupt publisher these
+    /// are) and the default heartbeat interval (250 ms).
     pub fn new(
         upstream: impl Into<String>,
         downstream: Option<String>,
@@ -396,13 +398,30 @@ impl WorkerConfig {
         WorkerConfig {
             upstream: upstream.into(),
             downstream,
-            loopback: loopback.into(),
-            interrupt: interrupt.into(),
+            front_ends: vec![FrontEndLink::new(loopback, interrupt)],
             heartbeat_interval: Duration::from_millis(250),
             prefetch: DEFAULT_PREFETCH,
             rescue_after: Duration::from_millis(2),
             routes: Vec::new(),
         }
+    }
+}
+
+impl WorkerConfig {
+    /// Adds a front end: the next number after those already listed.
+    pub fn front_end(mut self, loopback: impl Into<String>, interrupt: impl Into<String>) -> Self {
+        self.front_ends.push(FrontEndLink::new(loopback, interrupt));
+        self
+    }
+
+    /// The front ends' loopbacks, in order.
+    pub(crate) fn loopbacks(&self) -> impl Iterator<Item = &str> {
+        self.front_ends.iter().map(|f| f.loopback.as_str())
+    }
+
+    /// The front ends' interrupt publishers.
+    pub(crate) fn interrupts(&self) -> impl Iterator<Item = &str> {
+        self.front_ends.iter().map(|f| f.interrupt.as_str())
     }
 }
 

@@ -211,8 +211,7 @@ fn start_pool<W: Work + Clone>(
         ctx,
         &format!("{name}-{pool_id:016x}"),
         &config.upstream,
-        &config.interrupt,
-        &config.loopback,
+        &config.front_ends,
         holdings(members.clone()),
     )?;
     let (watch_shutdown, watch_running) = (shutdown.clone(), running.clone());

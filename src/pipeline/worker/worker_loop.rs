@@ -9,6 +9,7 @@ use crate::base::error::{Error, Result};
 use crate::base::shutdown::{Shutdown, POLL_CAP};
 use crate::base::sockets;
 use crate::pipeline::envelope::{lead_frame, Envelope, ENVELOPE_LEN};
+use crate::pipeline::front_ends::Loopbacks;
 use crate::pipeline::loopback::{
     failure_frames, is_response_frame, later_frames, render, response_frames, selftest_frames,
     Failure, FailureKind,
@@ -35,7 +36,7 @@ pub(super) struct WorkerLoop<W> {
     /// The route name of the next stage, when a route has its endpoint.
     pub(super) next_name: Option<String>,
     pub(super) routes: Vec<(String, zmq::Socket)>,
-    pub(super) loopback: zmq::Socket,
+    pub(super) loopback: Loopbacks,
     pub(super) watch: InterruptWatch,
     pub(super) completed: u64,
     pub(super) heartbeat_interval: Duration,
@@ -75,13 +76,7 @@ impl<W: Work> WorkerLoop<W> {
             sockets::connect(&dealer, endpoint)?;
             routes.push((name.clone(), dealer));
         }
-        let loopback = sockets::socket(ctx, zmq::PUSH)?;
-        // Answers are sent DONTWAIT, so a full pipe would drop them silently; their number
-        // is bounded by the requests in flight, so the pipe need not be.
-        loopback
-            .set_sndhwm(0)
-            .map_err(|e| Error::zmq("lifting the loopback's high-water mark", e))?;
-        sockets::connect(&loopback, &config.loopback)?;
+        let loopback = Loopbacks::connect(ctx, config.loopbacks())?;
         let next_name = config.downstream.as_ref().and_then(|down| {
             let named = config.routes.iter().find(|(_, endpoint)| endpoint == down);
             named.map(|(name, _)| name.clone())
@@ -102,7 +97,7 @@ impl<W: Work> WorkerLoop<W> {
             work,
             next_stage,
             loopback,
-            watch: InterruptWatch::connect(ctx, &config.interrupt, shutdown)?,
+            watch: InterruptWatch::connect(ctx, config.interrupts(), shutdown)?,
             completed: 0,
             heartbeat_interval: config.heartbeat_interval,
             prefetch: config.prefetch.max(1),
@@ -352,7 +347,7 @@ impl<W: Work> WorkerLoop<W> {
             }
         }
         let frames = selftest_frames(encoded, &report);
-        if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+        if let Err(e) = self.loopback.send(frames, zmq::DONTWAIT) {
             log::warn!("worker {}: self-test report not sent: {e}", self.name());
         }
     }
@@ -394,7 +389,7 @@ impl<W: Work> WorkerLoop<W> {
             Outcome::Respond(frame) => {
                 // Already the whole lead frame (see `handle`).
                 let frames = [frame];
-                if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+                if let Err(e) = self.loopback.send(frames, zmq::DONTWAIT) {
                     log::warn!("request {request}: answer not sent to the loopback: {e}");
                 }
                 return;
@@ -403,11 +398,11 @@ impl<W: Work> WorkerLoop<W> {
             Outcome::Abandon => return,
             Outcome::Hold(hold) => {
                 let sent = match super::hold_message(encoded, envelope, &hold) {
-                    Ok(frames) => sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT),
+                    Ok(frames) => self.loopback.send(frames, zmq::DONTWAIT),
                     Err(answer) => {
                         let bytes = render(envelope.protocol, &answer);
                         let frames = response_frames(encoded, &bytes);
-                        sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT)
+                        self.loopback.send(frames, zmq::DONTWAIT)
                     }
                 };
                 if let Err(e) = sent {
@@ -417,14 +412,14 @@ impl<W: Work> WorkerLoop<W> {
             }
             Outcome::Later(head, body) => {
                 let frames = later_frames(encoded, head, body);
-                if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+                if let Err(e) = self.loopback.send(frames, zmq::DONTWAIT) {
                     log::warn!("request {request}: answer-later not sent to the loopback: {e}");
                 }
                 return;
             }
         };
         let frames = failure_frames(encoded, &failure);
-        if let Err(e) = sockets::send_frames(&self.loopback, frames, zmq::DONTWAIT) {
+        if let Err(e) = self.loopback.send(frames, zmq::DONTWAIT) {
             log::warn!("request {request}: failure not sent to the loopback: {e}");
         }
     }
