@@ -1,9 +1,13 @@
 //! Asynchronous jobs over real sockets, with real SQLite files in temporary
-//! directories: `Prefer: respond-async`, status, long-polls, results, cancellation,
-//! idempotency, the bounds, expiry, and a stage that answers later.
+//! directories and real PostgreSQL servers of the tests' own: `Prefer:
+//! respond-async`, status, long-polls, results, cancellation, idempotency, the bounds,
+//! expiry, and a stage that answers later. Each test of the store's behaviour runs
+//! against both stores (`on_sqlite::NAME`, `on_postgres::NAME`).
 
 #[path = "http_common/mod.rs"]
 mod common;
+#[path = "postgres/mod.rs"]
+mod pg;
 
 use common::{http_config, request, wait_for, Client, HttpResponse, Latch, TestServer, WAIT};
 use prime_server::http::Response;
@@ -24,13 +28,73 @@ fn scratch_dir(name: &str) -> PathBuf {
     common::scratch_dir("jobs", name)
 }
 
-/// The front end's configuration with jobs kept in a new database for this test.
-fn jobs_config(name: &str) -> (ServerConfig, PathBuf) {
-    let path = scratch_dir(name).join("jobs.sqlite");
-    let mut config = http_config();
-    config.jobs = Some(JobsConfig::new(&path));
-    (config, path)
+/// Which job store a test runs against.
+#[derive(Clone, Copy, Debug)]
+enum Store {
+    Sqlite,
+    Postgres,
 }
+
+/// A test's database: a SQLite file, or a PostgreSQL server (stopped when dropped,
+/// after the test's server, which is declared after it).
+enum Db {
+    Sqlite(PathBuf),
+    #[allow(dead_code)]
+    Postgres(pg::Postgres),
+}
+
+/// The front end's configuration with jobs kept in a new database for this test.
+fn jobs_config(store: Store, name: &str) -> (ServerConfig, Db) {
+    let mut config = http_config();
+    let db = match store {
+        Store::Sqlite => {
+            let path = scratch_dir(name).join("jobs.sqlite");
+            config.jobs = Some(JobsConfig::new(&path));
+            Db::Sqlite(path)
+        }
+        Store::Postgres => {
+            let server = pg::Postgres::start();
+            config.jobs = Some(JobsConfig::new(server.url()));
+            Db::Postgres(server)
+        }
+    };
+    (config, db)
+}
+
+/// Runs each named test (a `fn(Store)`) against both stores: `on_sqlite::NAME` and
+/// `on_postgres::NAME`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Store::Sqlite)
+            })*
+        }
+        mod on_postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Store::Postgres)
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    a_job_is_accepted_then_its_result_matches_the_synchronous_answer,
+    prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise,
+    a_long_poll_is_woken_by_the_end_of_the_job,
+    a_long_poll_ends_with_the_current_state_when_nothing_changes,
+    cancelling_interrupts_the_running_work_and_the_job_stays_cancelled,
+    an_idempotency_key_returns_the_same_job_for_the_same_request_only,
+    an_embedder_names_the_caller_an_idempotency_key_belongs_to,
+    past_the_bound_a_submit_gets_503_with_retry_after,
+    unknown_ids_are_404_and_expired_ones_410,
+    a_job_whose_stage_refuses_it_fails_with_the_stage_answer_as_result,
+    a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504,
+    a_stage_can_decide_to_answer_later,
+    the_status_document_counts_jobs_by_state,
+);
 
 fn jobs_of(config: &mut ServerConfig) -> &mut JobsConfig {
     config.jobs.as_mut().expect("jobs are configured")
@@ -90,9 +154,8 @@ fn without_date(response: &HttpResponse) -> (u16, Vec<(String, String)>, Vec<u8>
     (response.status, headers, response.body.clone())
 }
 
-#[test]
-fn a_job_is_accepted_then_its_result_matches_the_synchronous_answer() {
-    let (config, path) = jobs_config("prime");
+fn a_job_is_accepted_then_its_result_matches_the_synchronous_answer(store: Store) {
+    let (config, path) = jobs_config(store, "prime");
     let server = TestServer::primes(config);
     let mut client = server.connect();
     let target = format!("/is_prime?possible_prime={SLOW_PRIME}");
@@ -140,18 +203,20 @@ fn a_job_is_accepted_then_its_result_matches_the_synchronous_answer() {
     );
 
     // Stored requests may carry credentials: only the owner reads the file.
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&path)
-        .expect("the database")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    if let Db::Sqlite(path) = &path {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .expect("the database")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     server.stop();
 }
 
 #[test]
 fn a_request_without_the_preference_is_answered_as_before() {
-    let (config, _path) = jobs_config("sync");
+    let (config, _path) = jobs_config(Store::Sqlite, "sync");
     let server = TestServer::primes(config);
     let mut client = server.connect();
     let response = request(
@@ -165,8 +230,7 @@ fn a_request_without_the_preference_is_answered_as_before() {
     assert!(response.header("Preference-Applied").is_none());
 }
 
-#[test]
-fn prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise() {
+fn prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise(store: Store) {
     let gate = Latch::default();
     let held = gate.clone();
     let pipeline = Pipeline::new().http_stage("work", 2, move |job: &mut HttpJob| {
@@ -176,7 +240,7 @@ fn prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise() {
         }
         Ok(Next::respond(Response::new(200).body("done")))
     });
-    let (config, _path) = jobs_config("wait");
+    let (config, _path) = jobs_config(store, "wait");
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
 
@@ -202,8 +266,7 @@ fn prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise() {
     assert_eq!(ended.json()["state"], "succeeded");
 }
 
-#[test]
-fn a_long_poll_is_woken_by_the_end_of_the_job() {
+fn a_long_poll_is_woken_by_the_end_of_the_job(store: Store) {
     let gate = Latch::default();
     let held = gate.clone();
     let started = Arc::new(AtomicUsize::new(0));
@@ -213,7 +276,7 @@ fn a_long_poll_is_woken_by_the_end_of_the_job() {
         held.wait(WAIT);
         Ok(Next::respond(Response::new(201).body("made")))
     });
-    let (config, _path) = jobs_config("longpoll");
+    let (config, _path) = jobs_config(store, "longpoll");
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
     let location = assert_accepted(&submit(&mut client, "/make", &[]));
@@ -237,15 +300,14 @@ fn a_long_poll_is_woken_by_the_end_of_the_job() {
     assert_eq!(result.body_str(), "made");
 }
 
-#[test]
-fn a_long_poll_ends_with_the_current_state_when_nothing_changes() {
+fn a_long_poll_ends_with_the_current_state_when_nothing_changes(store: Store) {
     let gate = Latch::default();
     let held = gate.clone();
     let pipeline = Pipeline::new().http_stage("work", 1, move |_job: &mut HttpJob| {
         held.wait(WAIT);
         Ok(Next::respond(Response::new(200)))
     });
-    let (config, _path) = jobs_config("longpoll-timeout");
+    let (config, _path) = jobs_config(store, "longpoll-timeout");
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
     let location = assert_accepted(&submit(&mut client, "/x", &[]));
@@ -258,8 +320,7 @@ fn a_long_poll_ends_with_the_current_state_when_nothing_changes() {
     gate.open();
 }
 
-#[test]
-fn cancelling_interrupts_the_running_work_and_the_job_stays_cancelled() {
+fn cancelling_interrupts_the_running_work_and_the_job_stays_cancelled(store: Store) {
     let started = Latch::default();
     let stopped = Latch::default();
     let (on_start, on_stop) = (started.clone(), stopped.clone());
@@ -275,7 +336,7 @@ fn cancelling_interrupts_the_running_work_and_the_job_stays_cancelled() {
         }
         Ok(Next::respond(Response::new(200).body("finished anyway")))
     });
-    let (config, _path) = jobs_config("cancel");
+    let (config, _path) = jobs_config(store, "cancel");
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
     let location = assert_accepted(&submit(&mut client, "/long", &[]));
@@ -296,9 +357,8 @@ fn cancelling_interrupts_the_running_work_and_the_job_stays_cancelled() {
     assert_eq!(request(&mut client, "DELETE", &location, &[]).status, 200);
 }
 
-#[test]
-fn an_idempotency_key_returns_the_same_job_for_the_same_request_only() {
-    let (config, _path) = jobs_config("idempotency");
+fn an_idempotency_key_returns_the_same_job_for_the_same_request_only(store: Store) {
+    let (config, _path) = jobs_config(store, "idempotency");
     let server = TestServer::primes(config);
     let mut client = server.connect();
     let key = "Idempotency-Key: order-1234";
@@ -319,9 +379,8 @@ fn an_idempotency_key_returns_the_same_job_for_the_same_request_only() {
     assert_eq!(ended.json()["state"], "succeeded");
 }
 
-#[test]
-fn an_embedder_names_the_caller_an_idempotency_key_belongs_to() {
-    let (mut config, _path) = jobs_config("caller-hook");
+fn an_embedder_names_the_caller_an_idempotency_key_belongs_to(store: Store) {
+    let (mut config, _path) = jobs_config(store, "caller-hook");
     // Callers are tenants, named by a field; credentials do not matter here.
     jobs_of(&mut config).caller = CallerIdentity::new(|head: &[u8]| {
         prime_server::http::field_text(head, "x-tenant")
@@ -360,15 +419,14 @@ fn an_embedder_names_the_caller_an_idempotency_key_belongs_to() {
     .assert_error(422);
 }
 
-#[test]
-fn past_the_bound_a_submit_gets_503_with_retry_after() {
+fn past_the_bound_a_submit_gets_503_with_retry_after(store: Store) {
     let gate = Latch::default();
     let held = gate.clone();
     let pipeline = Pipeline::new().http_stage("work", 1, move |_job: &mut HttpJob| {
         held.wait(WAIT);
         Ok(Next::respond(Response::new(200)))
     });
-    let (mut config, _path) = jobs_config("bound");
+    let (mut config, _path) = jobs_config(store, "bound");
     jobs_of(&mut config).max_queued = 2;
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
@@ -382,9 +440,8 @@ fn past_the_bound_a_submit_gets_503_with_retry_after() {
     assert!(wait_for(|| submit(&mut client, "/d", &[]).status == 202));
 }
 
-#[test]
-fn unknown_ids_are_404_and_expired_ones_410() {
-    let (mut config, _path) = jobs_config("expiry");
+fn unknown_ids_are_404_and_expired_ones_410(store: Store) {
+    let (mut config, _path) = jobs_config(store, "expiry");
     jobs_of(&mut config).ttl = Duration::from_millis(500);
     let server = TestServer::primes(config);
     let mut client = server.connect();
@@ -409,9 +466,8 @@ fn unknown_ids_are_404_and_expired_ones_410() {
     request(&mut client, "GET", &format!("{location}/result"), &[]).assert_error(410);
 }
 
-#[test]
-fn a_job_whose_stage_refuses_it_fails_with_the_stage_answer_as_result() {
-    let (config, _path) = jobs_config("failed");
+fn a_job_whose_stage_refuses_it_fails_with_the_stage_answer_as_result(store: Store) {
+    let (config, _path) = jobs_config(store, "failed");
     let server = TestServer::primes(config);
     let mut client = server.connect();
     let synchronous = request(&mut client, "GET", "/is_prime?possible_prime=abc", &[]);
@@ -430,8 +486,7 @@ fn a_job_whose_stage_refuses_it_fails_with_the_stage_answer_as_result() {
     assert_eq!(without_date(&result), without_date(&synchronous));
 }
 
-#[test]
-fn a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504() {
+fn a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504(store: Store) {
     let pipeline = Pipeline::new().http_stage("work", 2, |job: &mut HttpJob| {
         let request = job.request()?;
         match request.path.as_str() {
@@ -445,7 +500,7 @@ fn a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504() {
             }
         }
     });
-    let (mut config, _path) = jobs_config("fail");
+    let (mut config, _path) = jobs_config(store, "fail");
     // Long enough for a panicking worker to print its backtrace (RUST_BACKTRACE=1
     // symbolizes the whole test binary first) on a loaded machine.
     jobs_of(&mut config).job_timeout = Duration::from_secs(3);
@@ -472,9 +527,8 @@ fn route(job: &mut HttpJob) -> Result<Next, StageError> {
     Ok(Next::respond(Response::json(200, &body)))
 }
 
-#[test]
-fn a_stage_can_decide_to_answer_later() {
-    let (config, _path) = jobs_config("later");
+fn a_stage_can_decide_to_answer_later(store: Store) {
+    let (config, _path) = jobs_config(store, "later");
     let server = TestServer::start(Pipeline::new().http_stage("route", 2, route), config);
     let mut client = server.connect();
     let near = request(&mut client, "GET", "/route", &[]);
@@ -501,9 +555,8 @@ fn without_a_job_store_answer_later_is_a_500_and_prefer_is_ignored() {
     assert!(near.header("Preference-Applied").is_none());
 }
 
-#[test]
-fn the_status_document_counts_jobs_by_state() {
-    let (mut config, _path) = jobs_config("status");
+fn the_status_document_counts_jobs_by_state(store: Store) {
+    let (mut config, _path) = jobs_config(store, "status");
     config.status_path = Some("/status".into());
     let server = TestServer::primes(config);
     let mut client = server.connect();
