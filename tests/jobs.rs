@@ -6,10 +6,12 @@
 
 #[path = "http_common/mod.rs"]
 mod common;
+#[macro_use]
 #[path = "postgres/mod.rs"]
 mod pg;
 
 use common::{http_config, request, wait_for, Client, HttpResponse, Latch, TestServer, WAIT};
+use pg::{Db, Store};
 use prime_server::http::Response;
 use prime_server::jobs::{CallerIdentity, JobsConfig};
 use prime_server::server::ServerConfig;
@@ -28,56 +30,12 @@ fn scratch_dir(name: &str) -> PathBuf {
     common::scratch_dir("jobs", name)
 }
 
-/// Which job store a test runs against.
-#[derive(Clone, Copy, Debug)]
-enum Store {
-    Sqlite,
-    Postgres,
-}
-
-/// A test's database: a SQLite file, or a PostgreSQL server (stopped when dropped,
-/// after the test's server, which is declared after it).
-enum Db {
-    Sqlite(PathBuf),
-    #[allow(dead_code)]
-    Postgres(pg::Postgres),
-}
-
 /// The front end's configuration with jobs kept in a new database for this test.
 fn jobs_config(store: Store, name: &str) -> (ServerConfig, Db) {
+    let db = Db::new(store, scratch_dir(name).join("jobs.sqlite"));
     let mut config = http_config();
-    let db = match store {
-        Store::Sqlite => {
-            let path = scratch_dir(name).join("jobs.sqlite");
-            config.jobs = Some(JobsConfig::new(&path));
-            Db::Sqlite(path)
-        }
-        Store::Postgres => {
-            let server = pg::Postgres::start();
-            config.jobs = Some(JobsConfig::new(server.url()));
-            Db::Postgres(server)
-        }
-    };
+    config.jobs = Some(JobsConfig::new(db.name()));
     (config, db)
-}
-
-/// Runs each named test (a `fn(Store)`) against both stores: `on_sqlite::NAME` and
-/// `on_postgres::NAME`.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(#[test]
-            fn $name() {
-                super::$name(super::Store::Sqlite)
-            })*
-        }
-        mod on_postgres {
-            $(#[test]
-            fn $name() {
-                super::$name(super::Store::Postgres)
-            })*
-        }
-    };
 }
 
 on_both_stores!(

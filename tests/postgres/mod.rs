@@ -3,6 +3,9 @@
 //! `postgres` user when the tests run as root; stopped (fast shutdown) and its
 //! directory removed when dropped. A machine without PostgreSQL fails the test with
 //! how to install it.
+//!
+//! Also what lets one suite run against both job stores: [`Store`], [`Db`] and
+//! `on_both_stores!`.
 
 #![allow(dead_code)]
 
@@ -224,4 +227,60 @@ impl Drop for Postgres {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Which job store a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// A SQLite file (the embedded default).
+    Sqlite,
+    /// A PostgreSQL server of the test's own.
+    Postgres,
+}
+
+/// A test's job database: a SQLite file, or a PostgreSQL server of its own (stopped
+/// when dropped: bind it before the servers that use it, so it outlives them).
+pub enum Db {
+    /// The file.
+    Sqlite(PathBuf),
+    /// The server.
+    Postgres(Postgres),
+}
+
+impl Db {
+    /// A new database of the `store` kind; `sqlite` is the file a SQLite store uses.
+    pub fn new(store: Store, sqlite: PathBuf) -> Db {
+        match store {
+            Store::Sqlite => Db::Sqlite(sqlite),
+            Store::Postgres => Db::Postgres(Postgres::start()),
+        }
+    }
+
+    /// What `--jobs-db` (and `JobsConfig::new`) takes: the file, or the URL.
+    pub fn name(&self) -> String {
+        match self {
+            Db::Sqlite(path) => path.display().to_string(),
+            Db::Postgres(server) => server.url(),
+        }
+    }
+}
+
+/// Runs each named test (a `fn(Store)` at the test file's root, where `Store` is in
+/// scope) against both stores: as `on_sqlite::NAME` and `on_postgres::NAME`.
+#[allow(unused_macros)]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Store::Sqlite)
+            })*
+        }
+        mod on_postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Store::Postgres)
+            })*
+        }
+    };
 }

@@ -43,7 +43,7 @@ use std::collections::HashMap;
 
 /// The advisory lock key that serialises the front ends' batches (and the creation of
 /// the schema): "prime" in ASCII.
-const BATCH_LOCK: i64 = 0x7072_696d_65;
+const BATCH_LOCK: i64 = 0x0070_7269_6d65;
 
 const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
      progress, progress_message, events, not_before_ms";
