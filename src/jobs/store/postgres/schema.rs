@@ -135,3 +135,28 @@ pub(super) fn connect(url: &str, id: &str, durability: Durability) -> Result<Cli
     .map_err(|e| fail(e.to_string()))?;
     Ok(db)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{is_postgres_url, redacted};
+
+    #[test]
+    fn urls_are_told_from_files_and_named_without_their_password() {
+        assert!(is_postgres_url("postgres://u@h/db"));
+        assert!(is_postgres_url("postgresql://%2Ftmp/db"));
+        assert!(!is_postgres_url("/var/lib/prime/jobs.sqlite"));
+        assert!(!is_postgres_url("postgres.sqlite"));
+        assert_eq!(
+            redacted("postgres://prime:s3cret@db.example:5432/jobs"),
+            "postgres://prime:***@db.example:5432/jobs"
+        );
+        assert_eq!(
+            redacted("postgresql://prime@%2Ftmp%2Fpg/jobs?password=s3cret&sslmode=disable"),
+            "postgresql://prime@%2Ftmp%2Fpg/jobs?***"
+        );
+        assert_eq!(
+            redacted("postgresql://prime@%2Ftmp%2Fpg/jobs"),
+            "postgresql://prime@%2Ftmp%2Fpg/jobs"
+        );
+    }
+}
