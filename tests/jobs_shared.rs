@@ -3,7 +3,8 @@
 //! a job and any answers its status, result, long-poll, event stream and cancel; a
 //! change on one wakes the other's waiters; a cancel on one interrupts the other's
 //! run; idempotency keys hold across them; and when one is killed with SIGKILL, the
-//! other takes its jobs over once their lease lapses, losing none.
+//! other takes its jobs over once their lease lapses, losing none. A front end whose
+//! database restarts connects again.
 
 mod daemons;
 #[path = "postgres/mod.rs"]
@@ -248,4 +249,40 @@ fn kill_9_of_one_front_end_loses_none_of_its_jobs_and_the_other_serves_on() {
     assert!(answered > 0);
     b.signal("TERM");
     assert!(b.wait_exit(Duration::from_secs(30)).is_some());
+}
+
+#[test]
+fn a_front_end_connects_again_after_the_database_restarts() {
+    let mut postgres = pg::Postgres::start();
+    let port = free_port();
+    let mut a = start_serverd("serverd-a", port, &postgres.url());
+    let before = location_of(&call(
+        port,
+        "GET",
+        &is_prime(97),
+        &["Prefer: respond-async"],
+    ));
+    assert_eq!(wait_until_ended(port, &before)["state"], "succeeded");
+
+    postgres.restart();
+    // The batch that finds the connection cut is refused (503); the next connects.
+    let accepted = poll_until(READ, || {
+        let response = call(port, "GET", &is_prime(89), &["Prefer: respond-async"]);
+        match response.status {
+            202 => Some(response),
+            503 => None,
+            _ => panic!("{response:?}"),
+        }
+    })
+    .expect("no job accepted after the database restarted");
+    let after = location_of(&accepted);
+    assert_eq!(wait_until_ended(port, &after)["state"], "succeeded");
+    assert_eq!(state(port, &before), "succeeded");
+    assert!(
+        a.stderr().contains("connected to the job database again"),
+        "{}",
+        a.stderr()
+    );
+    a.signal("TERM");
+    assert!(a.wait_exit(Duration::from_secs(30)).is_some());
 }

@@ -96,6 +96,10 @@ fn as_server_user(program: &Path, ids: Option<(u32, u32)>) -> Command {
 pub struct Postgres {
     dir: PathBuf,
     server: Child,
+    /// The server's binaries.
+    bin: PathBuf,
+    /// The `postgres` user's ids, when we are root.
+    ids: Option<(u32, u32)>,
 }
 
 impl Postgres {
@@ -135,37 +139,79 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
-        let log = std::fs::File::create(dir.join("server.log")).expect("create the server log");
-        if let Some((uid, gid)) = ids {
-            std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid))
-                .expect("chown the server log");
-        }
-        let server = as_server_user(&bin.join("postgres"), ids)
-            .arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(&dir)
-            .args([
-                "-c",
-                "listen_addresses=",
-                // A test's server: nothing it holds must survive the machine.
-                "-c",
-                "fsync=off",
-                "-c",
-                "max_connections=40",
-                "-c",
-                "shared_buffers=16MB",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("the log"))
-            .stderr(log)
-            .spawn()
-            .expect("start postgres");
-        let postgres = Postgres { dir, server };
+        let server = spawn_server(&bin, ids, &dir);
+        let postgres = Postgres {
+            dir,
+            server,
+            bin,
+            ids,
+        };
         postgres.wait_ready();
         postgres
     }
 
+    /// Stops the server (a fast shutdown: its clients' connections are cut) and starts
+    /// it again on the same data; returns once it takes connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.server = spawn_server(&self.bin, self.ids, &self.dir);
+        self.wait_ready();
+    }
+
+    fn stop(&mut self) {
+        // SIGINT: a fast shutdown (clients are cut, the server exits cleanly).
+        // SAFETY: kill with our own child's pid.
+        unsafe {
+            libc::kill(self.server.id() as libc::pid_t, libc::SIGINT);
+        }
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.server.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// Starts `postgres` on the cluster in `dir` (its data in `dir/data`, its socket and
+/// log in `dir`).
+fn spawn_server(bin: &Path, ids: Option<(u32, u32)>, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .expect("open the server log");
+    if let Some((uid, gid)) = ids {
+        std::os::unix::fs::chown(dir.join("server.log"), Some(uid), Some(gid))
+            .expect("chown the server log");
+    }
+    as_server_user(&bin.join("postgres"), ids)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-k")
+        .arg(dir)
+        .args([
+            "-c",
+            "listen_addresses=",
+            // A test's server: nothing it holds must survive the machine.
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=40",
+            "-c",
+            "shared_buffers=16MB",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("the log"))
+        .stderr(log)
+        .spawn()
+        .expect("start postgres")
+}
+
+impl Postgres {
     /// The URL of the server's `postgres` database, over its Unix socket.
     pub fn url(&self) -> String {
         let host = self.dir.display().to_string().replace('/', "%2F");
@@ -209,22 +255,7 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        // SIGINT: a fast shutdown (clients are cut, the server exits cleanly).
-        // SAFETY: kill with our own child's pid.
-        unsafe {
-            libc::kill(self.server.id() as libc::pid_t, libc::SIGINT);
-        }
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.server.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if !matches!(self.server.try_wait(), Ok(Some(_))) {
-            let _ = self.server.kill();
-            let _ = self.server.wait();
-        }
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

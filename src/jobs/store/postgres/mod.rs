@@ -58,6 +58,10 @@ const LAPSED: &str = "(owner IS NULL OR owner NOT IN
 /// The PostgreSQL job store.
 pub struct PostgresStore {
     db: Client,
+    /// Where the database is, to connect again after a lost connection.
+    url: String,
+    /// How far a commit goes (`synchronous_commit`), for a new connection.
+    durability: Durability,
     /// This front end's id: its `application_name`, the owner of the jobs it holds.
     id: String,
     /// Prepared statements, by their text.
@@ -85,6 +89,8 @@ impl PostgresStore {
         let db = connect(url, &id, durability)?;
         let mut store = PostgresStore {
             db,
+            url: url.to_string(),
+            durability,
             id,
             statements: HashMap::new(),
             write_error: None,
@@ -213,6 +219,13 @@ fn read_webhook(row: &Row) -> Result<WebhookRecord, StoreError> {
 
 impl JobStore for PostgresStore {
     fn begin(&mut self) -> Result<(), StoreError> {
+        if self.db.is_closed() {
+            // The server restarted, or the network failed: a new connection, and its
+            // statements prepared anew. Until it connects, every batch fails (503).
+            self.db = connect(&self.url, &self.id, self.durability)?;
+            self.statements.clear();
+            log::warn!("jobs: connected to the job database again");
+        }
         self.db.batch_execute("BEGIN")?;
         let lock = self.statement("SELECT pg_advisory_xact_lock($1)")?;
         if let Err(e) = self.db.execute(&lock, &[&BATCH_LOCK]) {

@@ -124,7 +124,13 @@ pub(super) fn connect(url: &str, id: &str, durability: Durability) -> Result<Cli
         path: redacted(url),
         reason,
     };
-    let mut db = Client::connect(url, NoTls).map_err(|e| fail(e.to_string()))?;
+    let mut config: ::postgres::Config = url.parse().map_err(|e| fail(format!("{e}")))?;
+    // An unreachable server is an error in seconds, not after the system's TCP
+    // timeout (a stop waits for a connection under way).
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    let mut db = config.connect(NoTls).map_err(|e| fail(e.to_string()))?;
     let synchronous = match durability {
         Durability::Full => "on",
         Durability::Process => "off",
