@@ -544,3 +544,41 @@ fn a_corrupted_database_is_an_error_at_start_and_is_not_replaced() {
     assert!(error.contains(&path.display().to_string()), "{error}");
     assert_eq!(std::fs::read(&path).expect("the file"), garbage);
 }
+
+#[test]
+fn two_front_ends_on_one_postgres_store_share_the_bound_of_unfinished_jobs() {
+    let postgres = pg::Postgres::start();
+    let gate = Latch::default();
+    let gated = || {
+        let held = gate.clone();
+        Pipeline::new().http_stage("work", 1, move |_job: &mut HttpJob| {
+            held.wait(WAIT);
+            Ok(Next::respond(Response::new(200)))
+        })
+    };
+    let config = || {
+        let mut config = http_config();
+        config.status_path = Some("/status".into());
+        let mut jobs = JobsConfig::new(postgres.url());
+        jobs.max_queued = 2;
+        jobs.lease = Duration::from_millis(300);
+        config.jobs = Some(jobs);
+        config
+    };
+    let a = TestServer::start(gated(), config());
+    let b = TestServer::start(gated(), config());
+    let (mut on_a, mut on_b) = (a.connect(), b.connect());
+    let first = assert_accepted(&submit(&mut on_a, "/a", &[]));
+    assert_accepted(&submit(&mut on_a, "/b", &[]));
+    // B counts A's jobs (it reads the counts again every third of its lease).
+    assert!(wait_for(|| {
+        let jobs = request(&mut on_b, "GET", "/status", &[]).json()["jobs"].clone();
+        jobs["queued"].as_u64().unwrap_or(0) + jobs["running"].as_u64().unwrap_or(0) == 2
+    }));
+    let refused = submit(&mut on_b, "/c", &[]);
+    refused.assert_error(503);
+    assert!(refused.header("Retry-After").is_some(), "{refused:?}");
+    gate.open();
+    wait_until_ended(&mut on_a, &first);
+    assert!(wait_for(|| submit(&mut on_b, "/d", &[]).status == 202));
+}
