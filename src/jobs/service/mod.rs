@@ -177,7 +177,7 @@ impl JobsHandle {
         let now = now_ms();
         store.begin()?;
         let lease_ms = config.lease.as_millis().min(i64::MAX as u128) as i64;
-        store.renew_lease(now.saturating_add(lease_ms))?;
+        store.renew_lease(lease_ms)?;
         let requeued = store.requeue_running(now)?;
         store.expire(now, ttl_ms(&config))?;
         store.commit()?;

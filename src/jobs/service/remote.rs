@@ -24,7 +24,7 @@ impl Service {
     /// Renews this front end's lease (now, at start: before any job is taken).
     pub(super) fn renew_lease(&mut self) -> Result<(), StoreError> {
         let lease_ms = self.config.lease.as_millis().min(i64::MAX as u128) as i64;
-        self.store.renew_lease(now_ms().saturating_add(lease_ms))
+        self.store.renew_lease(lease_ms)
     }
 
     /// When the lease is due: renews it, takes over the jobs and webhooks of front

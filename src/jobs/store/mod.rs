@@ -456,19 +456,22 @@ pub trait JobStore: Send {
     fn shared(&self) -> Option<&str> {
         None
     }
-    /// Renews this front end's lease on the jobs it holds until `until_ms`
-    /// (milliseconds since the Unix epoch). A store of one process has nothing to do.
-    fn renew_lease(&mut self, _until_ms: i64) -> Result<(), StoreError> {
+    /// Renews this front end's lease on the jobs it holds for `lease_ms` milliseconds
+    /// from now, on the store's own clock (so front ends whose clocks differ agree). A
+    /// store of one process has nothing to do.
+    fn renew_lease(&mut self, _lease_ms: i64) -> Result<(), StoreError> {
         Ok(())
     }
-    /// Takes the unfinished jobs of front ends whose lease lapsed before `now_ms`:
-    /// each is queued (a running one again) and held by this front end. Returns their
+    /// Takes the unfinished jobs of front ends whose lease has lapsed (on the store's
+    /// clock): each is queued (a running one again, its time of change `now_ms`) and
+    /// held by this front end. Returns their
     /// records, with the state each was in, in submission order.
     fn take_over(&mut self, _now_ms: i64) -> Result<Vec<(JobRecord, JobState)>, StoreError> {
         Ok(Vec::new())
     }
-    /// Takes the pending webhooks of front ends whose lease lapsed before `now_ms`;
-    /// returns them, this front end's to deliver from now on.
+    /// Takes the pending webhooks of front ends whose lease has lapsed (on the store's
+    /// clock; `now_ms` is this front end's); returns them, this front end's to deliver
+    /// from now on.
     fn webhooks_take_over(&mut self, _now_ms: i64) -> Result<Vec<WebhookRecord>, StoreError> {
         Ok(Vec::new())
     }

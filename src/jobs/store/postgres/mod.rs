@@ -51,9 +51,12 @@ const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempt
 const WEBHOOK_COLUMNS: &str =
     "number, job_id, url, state, payload, attempts, first_failure_ms, next_ms";
 
-/// The condition "the job's (or webhook's) owner holds no lease at `$1`".
+/// The condition "the job's (or webhook's) owner holds no lease now".
+/// Leases are kept on the database server's clock, never a front end's, so front ends
+/// on hosts whose clocks differ agree on when a lease lapses.
 const LAPSED: &str = "(owner IS NULL OR owner NOT IN
-     (SELECT id FROM front_ends WHERE lease_until_ms >= $1))";
+     (SELECT id FROM front_ends
+      WHERE lease_until_ms >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint))";
 
 /// The PostgreSQL job store.
 pub struct PostgresStore {
@@ -703,12 +706,13 @@ impl JobStore for PostgresStore {
         Some(&self.id)
     }
 
-    fn renew_lease(&mut self, until_ms: i64) -> Result<(), StoreError> {
+    fn renew_lease(&mut self, lease_ms: i64) -> Result<(), StoreError> {
         let id = self.id.clone();
         self.execute(
-            "INSERT INTO front_ends (id, lease_until_ms) VALUES ($1, $2)
+            "INSERT INTO front_ends (id, lease_until_ms)
+             VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint + $2)
              ON CONFLICT (id) DO UPDATE SET lease_until_ms = EXCLUDED.lease_until_ms",
-            &[&id, &until_ms],
+            &[&id, &lease_ms],
         )?;
         Ok(())
     }
@@ -740,22 +744,23 @@ impl JobStore for PostgresStore {
         }
         taken.sort_by_key(|(record, _)| record.number);
         self.execute(
-            "DELETE FROM front_ends WHERE lease_until_ms < $1",
-            &[&now_ms],
+            "DELETE FROM front_ends
+             WHERE lease_until_ms < (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+            &[],
         )?;
         Ok(taken)
     }
 
-    fn webhooks_take_over(&mut self, now_ms: i64) -> Result<Vec<WebhookRecord>, StoreError> {
+    fn webhooks_take_over(&mut self, _now_ms: i64) -> Result<Vec<WebhookRecord>, StoreError> {
         let id = self.id.clone();
         let sql = format!(
-            "UPDATE webhooks SET owner = $2 WHERE number IN (
+            "UPDATE webhooks SET owner = $1 WHERE number IN (
                  SELECT number FROM webhooks WHERE state = 'pending'
-                     AND owner IS DISTINCT FROM $2 AND {LAPSED}
+                     AND owner IS DISTINCT FROM $1 AND {LAPSED}
                  ORDER BY number FOR UPDATE SKIP LOCKED)
              RETURNING {WEBHOOK_COLUMNS}"
         );
-        let rows = self.rows(&sql, &[&now_ms, &id])?;
+        let rows = self.rows(&sql, &[&id])?;
         let mut records: Vec<WebhookRecord> =
             rows.iter().map(read_webhook).collect::<Result<_, _>>()?;
         records.sort_by_key(|record| record.number);
