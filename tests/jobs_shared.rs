@@ -240,7 +240,7 @@ fn kill_9_of_one_front_end_loses_none_of_its_jobs_and_the_other_serves_on() {
     }
     assert!(
         b.stderr()
-            .contains("taken over from a front end whose lease lapsed"),
+            .contains("taken over from front ends whose lease lapsed"),
         "{}",
         b.stderr()
     );

@@ -44,16 +44,25 @@ impl Service {
         }
         match self.store.take_over(now_ms()) {
             Ok(taken) => {
+                let count = taken.len();
+                let mut running = 0;
                 for (record, was) in taken {
                     self.queue.push_back((record.number, record.created_ms));
-                    log::warn!(
-                        "jobs: job {} ({}) taken over from a front end whose lease lapsed",
+                    log::debug!(
+                        "jobs: job {} ({}) taken over",
                         job_tag(record.id.as_bytes()),
                         was.as_str()
                     );
                     if was == JobState::Running {
+                        running += 1;
                         self.changed(&record, None);
                     }
+                }
+                if count > 0 {
+                    log::warn!(
+                        "jobs: {count} jobs taken over from front ends whose lease lapsed \
+                         ({running} were running: they run again)"
+                    );
                 }
             }
             Err(e) => log::error!("jobs: lapsed jobs cannot be taken over: {e}"),

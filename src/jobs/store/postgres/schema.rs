@@ -136,7 +136,8 @@ pub(super) fn connect(url: &str, id: &str, durability: Durability) -> Result<Cli
         Durability::Process => "off",
     };
     db.batch_execute(&format!(
-        "SET application_name = '{id}'; SET synchronous_commit = {synchronous}"
+        "SET application_name = '{id}'; SET synchronous_commit = {synchronous};
+         SET client_min_messages = warning"
     ))
     .map_err(|e| fail(e.to_string()))?;
     Ok(db)
