@@ -1,5 +1,5 @@
 //! The job admin API on the control listener, over real sockets with a real SQLite
-//! store: the token, listings with filters and paging (and no credentials), the feed
+//! store and a real PostgreSQL one (`on_sqlite::NAME`, `on_postgres::NAME`): the token, listings with filters and paging (and no credentials), the feed
 //! of changes as an answer, a long-poll and an event stream (with catch-up after a
 //! reconnect), the retry of a failed job, and cancelling by filter.
 //!
@@ -8,8 +8,12 @@
 #[path = "http_common/mod.rs"]
 mod common;
 mod daemons;
+#[macro_use]
+#[path = "postgres/mod.rs"]
+mod pg;
 
 use common::{request, Client, HttpResponse, TestServer, WAIT};
+use pg::{Db, Store};
 use prime_server::http::Response;
 use prime_server::jobs::JobsConfig;
 use prime_server::server::{ChannelsConfig, ControlConfig};
@@ -21,6 +25,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+on_both_stores!(
+    listings_filter_and_page_every_job_once_without_credentials,
+    the_changes_feed_as_answer_long_poll_and_stream_misses_and_repeats_nothing,
+    a_failed_job_retried_ends_succeeded,
+    cancel_by_filter_cancels_only_the_matching_jobs,
+);
+
 const TOKEN: &str = "admin-secret-token";
 
 /// A server whose `work` stage answers `/fail` 500, `/flaky` 500 the first time and
@@ -29,11 +40,16 @@ const TOKEN: &str = "admin-secret-token";
 struct Admin {
     server: TestServer,
     control: SocketAddr,
-    db: std::path::PathBuf,
+    /// Declared after the server, so dropped after it.
+    db: Db,
 }
 
 impl Admin {
     fn start(name: &str, token: Option<&str>) -> Admin {
+        Self::start_on(Store::Sqlite, name, token)
+    }
+
+    fn start_on(store: Store, name: &str, token: Option<&str>) -> Admin {
         let flaky = Arc::new(AtomicUsize::new(0));
         let pipeline = Pipeline::new().http_stage("work", 2, move |job: &mut HttpJob| {
             let path = job.request()?.path.clone();
@@ -47,8 +63,8 @@ impl Admin {
         let dir = common::scratch_dir("admin_api", name);
         let control = daemons::free_port();
         let mut config = common::http_config();
-        let db = dir.join("jobs.sqlite");
-        config.jobs = Some(JobsConfig::new(db.clone()));
+        let db = Db::new(store, dir.join("jobs.sqlite"));
+        config.jobs = Some(JobsConfig::new(db.name()));
         config.channels = ChannelsConfig {
             control: Some(ControlConfig {
                 listen: daemons::tcp(control),
@@ -179,9 +195,8 @@ fn admin_routes_need_the_admin_token() {
     assert_eq!(response.status, 404, "{response:?}");
 }
 
-#[test]
-fn listings_filter_and_page_every_job_once_without_credentials() {
-    let admin = Admin::start("list", Some(TOKEN));
+fn listings_filter_and_page_every_job_once_without_credentials(store: Store) {
+    let admin = Admin::start_on(store, "list", Some(TOKEN));
     let secrets = [
         "Authorization: Bearer user-credential-XYZZY",
         "Cookie: session=cookie-credential-PLUGH",
@@ -291,9 +306,8 @@ fn ended(events: &[(u64, serde_json::Value)], id: &str) -> bool {
         .any(|(_, e)| e["id"] == id && e["state"] == "succeeded")
 }
 
-#[test]
-fn the_changes_feed_as_answer_long_poll_and_stream_misses_and_repeats_nothing() {
-    let admin = Admin::start("changes", Some(TOKEN));
+fn the_changes_feed_as_answer_long_poll_and_stream_misses_and_repeats_nothing(store: Store) {
+    let admin = Admin::start_on(store, "changes", Some(TOKEN));
     let first = admin.submit("/ok", &[]);
     admin.wait_settled();
 
@@ -371,23 +385,29 @@ fn the_changes_feed_as_answer_long_poll_and_stream_misses_and_repeats_nothing() 
         .all(|id| truth.iter().any(|(_, i, s)| i == id && s == "succeeded")));
 }
 
-#[test]
-fn a_failed_job_retried_ends_succeeded() {
-    let admin = Admin::start("retry", Some(TOKEN));
+fn a_failed_job_retried_ends_succeeded(store: Store) {
+    let admin = Admin::start_on(store, "retry", Some(TOKEN));
     let id = admin.submit("/flaky", &["Authorization: Bearer keep-me"]);
     admin.wait_settled();
     let page = admin.call("GET", "/jobs?state=failed");
     assert_eq!(ids(&page), std::slice::from_ref(&id));
     // The failed job keeps its request for the retry, but not its credentials: no file
     // of the store holds them once the failure is committed.
-    let on_disk = |needle: &[u8]| {
-        ["", "-wal", "-shm"].iter().any(|suffix| {
-            let mut name = admin.db.as_os_str().to_owned();
+    let on_disk = |needle: &[u8]| match &admin.db {
+        Db::Sqlite(path) => ["", "-wal", "-shm"].iter().any(|suffix| {
+            let mut name = path.as_os_str().to_owned();
             name.push(suffix);
             std::fs::read(&name)
                 .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
                 .unwrap_or(false)
-        })
+        }),
+        Db::Postgres(server) => {
+            let needle = String::from_utf8_lossy(needle);
+            let found = server.query(&format!(
+                "SELECT count(*) FROM jobs WHERE position('{needle}'::bytea IN head) > 0"
+            ));
+            found[0].as_deref() != Some("0")
+        }
     };
     let gone = daemons::poll_until(WAIT, || (!on_disk(b"keep-me")).then_some(()));
     assert!(
@@ -436,9 +456,8 @@ fn a_failed_job_retried_ends_succeeded() {
     assert_eq!(admin.call("GET", &format!("/jobs/{id}/retry")).status, 405);
 }
 
-#[test]
-fn cancel_by_filter_cancels_only_the_matching_jobs() {
-    let admin = Admin::start("cancel", Some(TOKEN));
+fn cancel_by_filter_cancels_only_the_matching_jobs(store: Store) {
+    let admin = Admin::start_on(store, "cancel", Some(TOKEN));
     let later = ["Job-Delay: 600"];
     let a: Vec<String> = (0..3).map(|_| admin.submit("/a", &later)).collect();
     let b: Vec<String> = (0..2).map(|_| admin.submit("/b", &later)).collect();

@@ -1,11 +1,17 @@
 //! Asynchronous jobs over real sockets, with real SQLite files in temporary
-//! directories: `Prefer: respond-async`, status, long-polls, results, cancellation,
-//! idempotency, the bounds, expiry, and a stage that answers later.
+//! directories and real PostgreSQL servers of the tests' own: `Prefer:
+//! respond-async`, status, long-polls, results, cancellation, idempotency, the bounds,
+//! expiry, and a stage that answers later. Each test of the store's behaviour runs
+//! against both stores (`on_sqlite::NAME`, `on_postgres::NAME`).
 
 #[path = "http_common/mod.rs"]
 mod common;
+#[macro_use]
+#[path = "postgres/mod.rs"]
+mod pg;
 
 use common::{http_config, request, wait_for, Client, HttpResponse, Latch, TestServer, WAIT};
+use pg::{Db, Store};
 use prime_server::http::Response;
 use prime_server::jobs::{CallerIdentity, JobsConfig};
 use prime_server::server::ServerConfig;
@@ -25,12 +31,28 @@ fn scratch_dir(name: &str) -> PathBuf {
 }
 
 /// The front end's configuration with jobs kept in a new database for this test.
-fn jobs_config(name: &str) -> (ServerConfig, PathBuf) {
-    let path = scratch_dir(name).join("jobs.sqlite");
+fn jobs_config(store: Store, name: &str) -> (ServerConfig, Db) {
+    let db = Db::new(store, scratch_dir(name).join("jobs.sqlite"));
     let mut config = http_config();
-    config.jobs = Some(JobsConfig::new(&path));
-    (config, path)
+    config.jobs = Some(JobsConfig::new(db.name()));
+    (config, db)
 }
+
+on_both_stores!(
+    a_job_is_accepted_then_its_result_matches_the_synchronous_answer,
+    prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise,
+    a_long_poll_is_woken_by_the_end_of_the_job,
+    a_long_poll_ends_with_the_current_state_when_nothing_changes,
+    cancelling_interrupts_the_running_work_and_the_job_stays_cancelled,
+    an_idempotency_key_returns_the_same_job_for_the_same_request_only,
+    an_embedder_names_the_caller_an_idempotency_key_belongs_to,
+    past_the_bound_a_submit_gets_503_with_retry_after,
+    unknown_ids_are_404_and_expired_ones_410,
+    a_job_whose_stage_refuses_it_fails_with_the_stage_answer_as_result,
+    a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504,
+    a_stage_can_decide_to_answer_later,
+    the_status_document_counts_jobs_by_state,
+);
 
 fn jobs_of(config: &mut ServerConfig) -> &mut JobsConfig {
     config.jobs.as_mut().expect("jobs are configured")
@@ -90,9 +112,8 @@ fn without_date(response: &HttpResponse) -> (u16, Vec<(String, String)>, Vec<u8>
     (response.status, headers, response.body.clone())
 }
 
-#[test]
-fn a_job_is_accepted_then_its_result_matches_the_synchronous_answer() {
-    let (config, path) = jobs_config("prime");
+fn a_job_is_accepted_then_its_result_matches_the_synchronous_answer(store: Store) {
+    let (config, path) = jobs_config(store, "prime");
     let server = TestServer::primes(config);
     let mut client = server.connect();
     let target = format!("/is_prime?possible_prime={SLOW_PRIME}");
@@ -140,18 +161,20 @@ fn a_job_is_accepted_then_its_result_matches_the_synchronous_answer() {
     );
 
     // Stored requests may carry credentials: only the owner reads the file.
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&path)
-        .expect("the database")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    if let Db::Sqlite(path) = &path {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .expect("the database")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     server.stop();
 }
 
 #[test]
 fn a_request_without_the_preference_is_answered_as_before() {
-    let (config, _path) = jobs_config("sync");
+    let (config, _path) = jobs_config(Store::Sqlite, "sync");
     let server = TestServer::primes(config);
     let mut client = server.connect();
     let response = request(
@@ -165,8 +188,7 @@ fn a_request_without_the_preference_is_answered_as_before() {
     assert!(response.header("Preference-Applied").is_none());
 }
 
-#[test]
-fn prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise() {
+fn prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise(store: Store) {
     let gate = Latch::default();
     let held = gate.clone();
     let pipeline = Pipeline::new().http_stage("work", 2, move |job: &mut HttpJob| {
@@ -176,7 +198,7 @@ fn prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise() {
         }
         Ok(Next::respond(Response::new(200).body("done")))
     });
-    let (config, _path) = jobs_config("wait");
+    let (config, _path) = jobs_config(store, "wait");
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
 
@@ -202,8 +224,7 @@ fn prefer_wait_gives_the_answer_when_the_job_ends_in_time_and_202_otherwise() {
     assert_eq!(ended.json()["state"], "succeeded");
 }
 
-#[test]
-fn a_long_poll_is_woken_by_the_end_of_the_job() {
+fn a_long_poll_is_woken_by_the_end_of_the_job(store: Store) {
     let gate = Latch::default();
     let held = gate.clone();
     let started = Arc::new(AtomicUsize::new(0));
@@ -213,7 +234,7 @@ fn a_long_poll_is_woken_by_the_end_of_the_job() {
         held.wait(WAIT);
         Ok(Next::respond(Response::new(201).body("made")))
     });
-    let (config, _path) = jobs_config("longpoll");
+    let (config, _path) = jobs_config(store, "longpoll");
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
     let location = assert_accepted(&submit(&mut client, "/make", &[]));
@@ -237,15 +258,14 @@ fn a_long_poll_is_woken_by_the_end_of_the_job() {
     assert_eq!(result.body_str(), "made");
 }
 
-#[test]
-fn a_long_poll_ends_with_the_current_state_when_nothing_changes() {
+fn a_long_poll_ends_with_the_current_state_when_nothing_changes(store: Store) {
     let gate = Latch::default();
     let held = gate.clone();
     let pipeline = Pipeline::new().http_stage("work", 1, move |_job: &mut HttpJob| {
         held.wait(WAIT);
         Ok(Next::respond(Response::new(200)))
     });
-    let (config, _path) = jobs_config("longpoll-timeout");
+    let (config, _path) = jobs_config(store, "longpoll-timeout");
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
     let location = assert_accepted(&submit(&mut client, "/x", &[]));
@@ -258,8 +278,7 @@ fn a_long_poll_ends_with_the_current_state_when_nothing_changes() {
     gate.open();
 }
 
-#[test]
-fn cancelling_interrupts_the_running_work_and_the_job_stays_cancelled() {
+fn cancelling_interrupts_the_running_work_and_the_job_stays_cancelled(store: Store) {
     let started = Latch::default();
     let stopped = Latch::default();
     let (on_start, on_stop) = (started.clone(), stopped.clone());
@@ -275,7 +294,7 @@ fn cancelling_interrupts_the_running_work_and_the_job_stays_cancelled() {
         }
         Ok(Next::respond(Response::new(200).body("finished anyway")))
     });
-    let (config, _path) = jobs_config("cancel");
+    let (config, _path) = jobs_config(store, "cancel");
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
     let location = assert_accepted(&submit(&mut client, "/long", &[]));
@@ -296,9 +315,8 @@ fn cancelling_interrupts_the_running_work_and_the_job_stays_cancelled() {
     assert_eq!(request(&mut client, "DELETE", &location, &[]).status, 200);
 }
 
-#[test]
-fn an_idempotency_key_returns_the_same_job_for_the_same_request_only() {
-    let (config, _path) = jobs_config("idempotency");
+fn an_idempotency_key_returns_the_same_job_for_the_same_request_only(store: Store) {
+    let (config, _path) = jobs_config(store, "idempotency");
     let server = TestServer::primes(config);
     let mut client = server.connect();
     let key = "Idempotency-Key: order-1234";
@@ -319,9 +337,8 @@ fn an_idempotency_key_returns_the_same_job_for_the_same_request_only() {
     assert_eq!(ended.json()["state"], "succeeded");
 }
 
-#[test]
-fn an_embedder_names_the_caller_an_idempotency_key_belongs_to() {
-    let (mut config, _path) = jobs_config("caller-hook");
+fn an_embedder_names_the_caller_an_idempotency_key_belongs_to(store: Store) {
+    let (mut config, _path) = jobs_config(store, "caller-hook");
     // Callers are tenants, named by a field; credentials do not matter here.
     jobs_of(&mut config).caller = CallerIdentity::new(|head: &[u8]| {
         prime_server::http::field_text(head, "x-tenant")
@@ -360,15 +377,14 @@ fn an_embedder_names_the_caller_an_idempotency_key_belongs_to() {
     .assert_error(422);
 }
 
-#[test]
-fn past_the_bound_a_submit_gets_503_with_retry_after() {
+fn past_the_bound_a_submit_gets_503_with_retry_after(store: Store) {
     let gate = Latch::default();
     let held = gate.clone();
     let pipeline = Pipeline::new().http_stage("work", 1, move |_job: &mut HttpJob| {
         held.wait(WAIT);
         Ok(Next::respond(Response::new(200)))
     });
-    let (mut config, _path) = jobs_config("bound");
+    let (mut config, _path) = jobs_config(store, "bound");
     jobs_of(&mut config).max_queued = 2;
     let server = TestServer::start(pipeline, config);
     let mut client = server.connect();
@@ -382,9 +398,8 @@ fn past_the_bound_a_submit_gets_503_with_retry_after() {
     assert!(wait_for(|| submit(&mut client, "/d", &[]).status == 202));
 }
 
-#[test]
-fn unknown_ids_are_404_and_expired_ones_410() {
-    let (mut config, _path) = jobs_config("expiry");
+fn unknown_ids_are_404_and_expired_ones_410(store: Store) {
+    let (mut config, _path) = jobs_config(store, "expiry");
     jobs_of(&mut config).ttl = Duration::from_millis(500);
     let server = TestServer::primes(config);
     let mut client = server.connect();
@@ -409,9 +424,8 @@ fn unknown_ids_are_404_and_expired_ones_410() {
     request(&mut client, "GET", &format!("{location}/result"), &[]).assert_error(410);
 }
 
-#[test]
-fn a_job_whose_stage_refuses_it_fails_with_the_stage_answer_as_result() {
-    let (config, _path) = jobs_config("failed");
+fn a_job_whose_stage_refuses_it_fails_with_the_stage_answer_as_result(store: Store) {
+    let (config, _path) = jobs_config(store, "failed");
     let server = TestServer::primes(config);
     let mut client = server.connect();
     let synchronous = request(&mut client, "GET", "/is_prime?possible_prime=abc", &[]);
@@ -430,8 +444,7 @@ fn a_job_whose_stage_refuses_it_fails_with_the_stage_answer_as_result() {
     assert_eq!(without_date(&result), without_date(&synchronous));
 }
 
-#[test]
-fn a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504() {
+fn a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504(store: Store) {
     let pipeline = Pipeline::new().http_stage("work", 2, |job: &mut HttpJob| {
         let request = job.request()?;
         match request.path.as_str() {
@@ -445,7 +458,7 @@ fn a_panicking_stage_and_a_job_past_its_timeout_fail_with_500_and_504() {
             }
         }
     });
-    let (mut config, _path) = jobs_config("fail");
+    let (mut config, _path) = jobs_config(store, "fail");
     // Long enough for a panicking worker to print its backtrace (RUST_BACKTRACE=1
     // symbolizes the whole test binary first) on a loaded machine.
     jobs_of(&mut config).job_timeout = Duration::from_secs(3);
@@ -472,9 +485,8 @@ fn route(job: &mut HttpJob) -> Result<Next, StageError> {
     Ok(Next::respond(Response::json(200, &body)))
 }
 
-#[test]
-fn a_stage_can_decide_to_answer_later() {
-    let (config, _path) = jobs_config("later");
+fn a_stage_can_decide_to_answer_later(store: Store) {
+    let (config, _path) = jobs_config(store, "later");
     let server = TestServer::start(Pipeline::new().http_stage("route", 2, route), config);
     let mut client = server.connect();
     let near = request(&mut client, "GET", "/route", &[]);
@@ -501,9 +513,8 @@ fn without_a_job_store_answer_later_is_a_500_and_prefer_is_ignored() {
     assert!(near.header("Preference-Applied").is_none());
 }
 
-#[test]
-fn the_status_document_counts_jobs_by_state() {
-    let (mut config, _path) = jobs_config("status");
+fn the_status_document_counts_jobs_by_state(store: Store) {
+    let (mut config, _path) = jobs_config(store, "status");
     config.status_path = Some("/status".into());
     let server = TestServer::primes(config);
     let mut client = server.connect();
@@ -532,4 +543,42 @@ fn a_corrupted_database_is_an_error_at_start_and_is_not_replaced() {
     };
     assert!(error.contains(&path.display().to_string()), "{error}");
     assert_eq!(std::fs::read(&path).expect("the file"), garbage);
+}
+
+#[test]
+fn two_front_ends_on_one_postgres_store_share_the_bound_of_unfinished_jobs() {
+    let postgres = pg::Postgres::start();
+    let gate = Latch::default();
+    let gated = || {
+        let held = gate.clone();
+        Pipeline::new().http_stage("work", 1, move |_job: &mut HttpJob| {
+            held.wait(WAIT);
+            Ok(Next::respond(Response::new(200)))
+        })
+    };
+    let config = || {
+        let mut config = http_config();
+        config.status_path = Some("/status".into());
+        let mut jobs = JobsConfig::new(postgres.url());
+        jobs.max_queued = 2;
+        jobs.lease = Duration::from_millis(300);
+        config.jobs = Some(jobs);
+        config
+    };
+    let a = TestServer::start(gated(), config());
+    let b = TestServer::start(gated(), config());
+    let (mut on_a, mut on_b) = (a.connect(), b.connect());
+    let first = assert_accepted(&submit(&mut on_a, "/a", &[]));
+    assert_accepted(&submit(&mut on_a, "/b", &[]));
+    // B counts A's jobs (it reads the counts again every third of its lease).
+    assert!(wait_for(|| {
+        let jobs = request(&mut on_b, "GET", "/status", &[]).json()["jobs"].clone();
+        jobs["queued"].as_u64().unwrap_or(0) + jobs["running"].as_u64().unwrap_or(0) == 2
+    }));
+    let refused = submit(&mut on_b, "/c", &[]);
+    refused.assert_error(503);
+    assert!(refused.header("Retry-After").is_some(), "{refused:?}");
+    gate.open();
+    wait_until_ended(&mut on_a, &first);
+    assert!(wait_for(|| submit(&mut on_b, "/d", &[]).status == 202));
 }

@@ -1,10 +1,15 @@
 //! Durability of asynchronous jobs, with real processes killed with SIGKILL: an accepted
 //! job survives the death of the process that accepted it, and a job's answer is
-//! matched by job number even when it reaches a front end that was restarted.
+//! matched by job number even when it reaches a front end that was restarted. The
+//! first two hold for both stores (`on_sqlite::NAME`, `on_postgres::NAME`).
 
 mod daemons;
+#[macro_use]
+#[path = "postgres/mod.rs"]
+mod pg;
 
 use daemons::*;
+use pg::{Db, Store};
 use prime_server::demo::primes::is_prime_miller_rabin;
 use std::path::Path;
 use std::time::Duration;
@@ -16,12 +21,16 @@ const READ: Duration = Duration::from_secs(60);
 const FIRST: u64 = 10_000_000_000_000;
 const JOBS: u64 = 1_000;
 
-fn start_serverd(name: &str, port: u16, db: &Path, durability: &str) -> Daemon {
+/// A `prime_serverd` with its jobs in `db` (a file or a URL); with PostgreSQL, a lease
+/// of one second.
+fn start_serverd(name: &str, port: u16, db: &str, durability: &str) -> Daemon {
     let args = args(&[
         &tcp(port),
         "2",
         "--jobs-db",
-        &db.display().to_string(),
+        db,
+        "--jobs-lease",
+        "1",
         "--jobs-durability",
         durability,
         "--status-path",
@@ -30,21 +39,26 @@ fn start_serverd(name: &str, port: u16, db: &Path, durability: &str) -> Daemon {
     Daemon::start_listening(name, SERVERD, &args)
 }
 
-#[test]
-fn kill_9_right_after_1000_accepted_jobs_loses_none() {
-    kill_9_after_accepted_jobs("full");
+on_both_stores!(
+    kill_9_right_after_1000_accepted_jobs_loses_none,
+    a_job_answered_after_the_front_end_restarted_is_matched_by_its_number,
+);
+
+fn kill_9_right_after_1000_accepted_jobs_loses_none(store: Store) {
+    kill_9_after_accepted_jobs(store, "full");
 }
 
 #[test]
 fn kill_9_loses_nothing_accepted_with_process_durability_too() {
-    kill_9_after_accepted_jobs("process");
+    kill_9_after_accepted_jobs(Store::Sqlite, "process");
 }
 
 /// Submits 1,000 jobs, kills the server with SIGKILL right after the last 202, starts
 /// it again on the same file: every job ends `succeeded` with the right answer, and no
 /// long-poller is answered twice.
-fn kill_9_after_accepted_jobs(durability: &str) {
-    let db = scratch_path("crash-jobs", "sqlite");
+fn kill_9_after_accepted_jobs(store: Store, durability: &str) {
+    let database = Db::new(store, scratch_path("crash-jobs", "sqlite"));
+    let db = database.name();
     let port = free_port();
     let mut first = start_serverd("serverd-before", port, &db, durability);
 
@@ -144,11 +158,10 @@ fn a_corrupted_job_database_is_exit_code_2_and_is_kept() {
     assert_eq!(std::fs::read(&db).expect("the file"), garbage);
 }
 
-#[test]
-fn a_job_answered_after_the_front_end_restarted_is_matched_by_its_number() {
-    let db = scratch_path("restart-jobs", "sqlite");
+fn a_job_answered_after_the_front_end_restarted_is_matched_by_its_number(store: Store) {
+    let database = Db::new(store, scratch_path("restart-jobs", "sqlite"));
     let mut d = Deployment::start(Options {
-        httpd: args(&["--jobs-db", &db.display().to_string()]),
+        httpd: args(&["--jobs-db", &database.name(), "--jobs-lease", "1"]),
         ..Options::default()
     });
     let port = d.ports.http;
@@ -184,7 +197,7 @@ fn a_damaged_write_ahead_log_is_reported_at_start() {
     const SLOW: u64 = 2_305_843_009_213_693_951;
     let db = scratch_path("torn-log", "sqlite");
     let port = free_port();
-    let mut first = start_serverd("serverd-before", port, &db, "full");
+    let mut first = start_serverd("serverd-before", port, &db.display().to_string(), "full");
     let mut client = Client::connect(port).expect("connect");
     for _ in 0..20 {
         client
@@ -208,7 +221,7 @@ fn a_damaged_write_ahead_log_is_reported_at_start() {
     );
     std::fs::write(wal_of(&copy), &bytes[..bytes.len() - 2060]).expect("a cut log");
 
-    let mut intact = start_serverd("serverd-intact", port, &db, "full");
+    let mut intact = start_serverd("serverd-intact", port, &db.display().to_string(), "full");
     assert!(
         !intact.stderr().contains("write-ahead log is damaged"),
         "{}",
@@ -217,7 +230,12 @@ fn a_damaged_write_ahead_log_is_reported_at_start() {
     intact.kill9();
     intact.wait_exit(Duration::from_secs(10));
 
-    let mut torn = start_serverd("serverd-torn", free_port(), &copy, "full");
+    let mut torn = start_serverd(
+        "serverd-torn",
+        free_port(),
+        &copy.display().to_string(),
+        "full",
+    );
     let stderr = torn.stderr();
     assert!(
         stderr.contains("its write-ahead log is damaged")
@@ -236,7 +254,7 @@ fn a_damaged_write_ahead_log_is_reported_at_start() {
 fn a_job_database_deleted_under_the_server_stops_job_acceptance() {
     let db = scratch_path("deleted-store", "sqlite");
     let port = free_port();
-    let mut server = start_serverd("serverd-deleted", port, &db, "full");
+    let mut server = start_serverd("serverd-deleted", port, &db.display().to_string(), "full");
     let mut client = Client::connect(port).expect("connect");
     client
         .send_request("GET", &is_prime(7), &["Prefer: respond-async"])

@@ -1,13 +1,17 @@
 //! Jobs that run later (`Job-Delay`, `Job-Not-Before`) over real sockets and real
-//! SQLite files: a delayed job starts no earlier than its time, can be cancelled,
+//! SQLite files and PostgreSQL servers (`on_sqlite::NAME`, `on_postgres::NAME`): a delayed job starts no earlier than its time, can be cancelled,
 //! refuses bad schedules with `400`, keeps its schedule through a restart, and 10,000
 //! of them cost no CPU while they wait.
 
 #[path = "http_common/mod.rs"]
 mod common;
 mod daemons;
+#[macro_use]
+#[path = "postgres/mod.rs"]
+mod pg;
 
 use common::{http_config, request, Client, HttpResponse, TestServer, WAIT};
+use pg::{Db, Store};
 use prime_server::http::Response;
 use prime_server::jobs::JobsConfig;
 use prime_server::stages::{HttpJob, Next, StageError};
@@ -37,7 +41,8 @@ fn ms_of(rfc3339: &serde_json::Value) -> i64 {
 type Runs = Arc<Mutex<Vec<(String, i64)>>>;
 
 /// A front end with jobs (time to live 60 s) before a stage that records each run.
-fn recording_server(name: &str) -> (TestServer, Runs) {
+/// (The database is returned first, so that it outlives the server.)
+fn recording_server(store: Store, name: &str) -> (Db, TestServer, Runs) {
     let runs: Runs = Arc::default();
     let seen = Arc::clone(&runs);
     let record = move |job: &mut HttpJob| -> Result<Next, StageError> {
@@ -48,11 +53,15 @@ fn recording_server(name: &str) -> (TestServer, Runs) {
         Ok(Next::respond(Response::new(200).body("ran")))
     };
     let mut config = http_config();
-    let mut jobs = JobsConfig::new(common::scratch_dir("jobs-later", name).join("jobs.sqlite"));
+    let db = Db::new(
+        store,
+        common::scratch_dir("jobs-later", name).join("jobs.sqlite"),
+    );
+    let mut jobs = JobsConfig::new(db.name());
     jobs.ttl = Duration::from_secs(60);
     config.jobs = Some(jobs);
     let server = TestServer::start(Pipeline::new().http_stage("record", 2, record), config);
-    (server, runs)
+    (db, server, runs)
 }
 
 fn submit(client: &mut Client, path: &str, schedule: &[&str]) -> HttpResponse {
@@ -77,9 +86,14 @@ fn wait_until_ended(client: &mut Client, location: &str) -> serde_json::Value {
     }
 }
 
-#[test]
-fn a_delayed_job_starts_no_earlier_than_its_time() {
-    let (server, runs) = recording_server("delay");
+on_both_stores!(
+    a_delayed_job_starts_no_earlier_than_its_time,
+    a_scheduled_job_can_be_cancelled,
+    a_restart_keeps_the_schedule,
+);
+
+fn a_delayed_job_starts_no_earlier_than_its_time(store: Store) {
+    let (_db, server, runs) = recording_server(store, "delay");
     let mut client = server.connect();
     let submitted_ms = now_ms();
     let accepted = submit(&mut client, "/later", &["Job-Delay: 2"]);
@@ -106,9 +120,8 @@ fn a_delayed_job_starts_no_earlier_than_its_time() {
     );
 }
 
-#[test]
-fn a_scheduled_job_can_be_cancelled() {
-    let (server, runs) = recording_server("cancel");
+fn a_scheduled_job_can_be_cancelled(store: Store) {
+    let (_db, server, runs) = recording_server(store, "cancel");
     let mut client = server.connect();
     let first = submit(&mut client, "/cancelled", &["Job-Delay: 1"]);
     let location = first.header("Location").expect("a Location").to_string();
@@ -133,7 +146,7 @@ fn a_scheduled_job_can_be_cancelled() {
 
 #[test]
 fn bad_schedules_are_refused_with_400() {
-    let (server, runs) = recording_server("refused");
+    let (_db, server, runs) = recording_server(Store::Sqlite, "refused");
     let mut client = server.connect();
     let far_date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3600));
     let far = format!("Job-Not-Before: {far_date}");
@@ -169,21 +182,21 @@ fn bad_schedules_are_refused_with_400() {
     assert!(runs.lock().unwrap_or_else(|e| e.into_inner()).is_empty());
 }
 
-fn start_serverd(name: &str, port: u16, db: &std::path::Path) -> daemons::Daemon {
+fn start_serverd(name: &str, port: u16, db: &str) -> daemons::Daemon {
     let args = daemons::args(&[
         &daemons::tcp(port),
         "2",
         "--jobs-db",
-        &db.display().to_string(),
+        db,
         "--jobs-durability",
         "process",
     ]);
     daemons::Daemon::start_listening(name, SERVERD, &args)
 }
 
-#[test]
-fn a_restart_keeps_the_schedule() {
-    let db = daemons::scratch_path("later-restart", "sqlite");
+fn a_restart_keeps_the_schedule(store: Store) {
+    let database = Db::new(store, daemons::scratch_path("later-restart", "sqlite"));
+    let db = database.name();
     let port = daemons::free_port();
     let mut first = start_serverd("serverd-scheduling", port, &db);
     let mut client = daemons::Client::connect(port).expect("connect");
@@ -218,6 +231,7 @@ fn ten_thousand_delayed_jobs_cost_no_cpu_while_they_wait() {
     const JOBS: usize = 10_000;
     const ROUND: usize = 500;
     let db = daemons::scratch_path("later-idle", "sqlite");
+    let db = db.display().to_string();
     let port = daemons::free_port();
     let daemon = start_serverd("serverd-waiting", port, &db);
     let mut client = daemons::Client::connect(port).expect("connect");

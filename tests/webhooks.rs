@@ -2,7 +2,8 @@
 //! 127.0.0.1) answers each delivery as its script says, and the job's status document
 //! shows what each attempt came back with. Also: the signature checked by Python's
 //! `hmac`, callback URLs to non-public addresses refused at submit without a
-//! connection, and a pending delivery carried over a restart. Every test runs in a
+//! connection, a pending delivery carried over a restart, and two front ends sharing
+//! one PostgreSQL store delivering each attempt once. Every test runs in a
 //! network namespace of its own with only loopback (see `netns`), so an address the
 //! server is wrongly allowed to reach goes nowhere.
 
@@ -12,6 +13,8 @@ mod common;
 mod daemons;
 #[path = "netns/mod.rs"]
 mod netns;
+#[path = "postgres/mod.rs"]
+mod pg;
 
 use common::{http_config, wait_for, Client, HttpResponse, TestServer, WAIT};
 use prime_server::jobs::ssrf::Cidr;
@@ -910,4 +913,81 @@ fn a_submit_is_checked_while_every_delivery_thread_waits_on_a_receiver() {
         assert_eq!(attempts, 0, "{document}");
     }
     assert_eq!(silent_a.connections() + silent_b.connections(), 4);
+}
+
+/// The front end's configuration with jobs in the PostgreSQL database at `url`, a
+/// lease of `lease`, and these webhooks.
+fn shared_config(url: &str, lease: Duration, webhooks: WebhookConfig) -> ServerConfig {
+    let mut config = http_config();
+    let mut jobs = JobsConfig::new(url);
+    jobs.webhooks = Some(webhooks);
+    jobs.lease = lease;
+    config.jobs = Some(jobs);
+    config
+}
+
+#[test]
+fn two_front_ends_on_one_postgres_store_deliver_each_attempt_once() {
+    if !netns::isolated("two_front_ends_on_one_postgres_store_deliver_each_attempt_once") {
+        return;
+    }
+    let postgres = pg::Postgres::start();
+    let receiver = Receiver::start(
+        "127.0.0.1:0",
+        vec![Reply::Status(500), Reply::Status(503), Reply::Status(204)],
+    )
+    .expect("a receiver");
+    let lease = Duration::from_millis(600);
+    let a = TestServer::echo(shared_config(&postgres.url(), lease, webhook_config(true)));
+    let b = TestServer::echo(shared_config(&postgres.url(), lease, webhook_config(true)));
+    let location = accepted_location(&submit(&mut a.connect(), &receiver.url()));
+    // Read on the other front end: three attempts, each made once, by one of them.
+    let document = wait_for_webhook(&mut b.connect(), &location, "delivered");
+    assert_eq!(statuses(&document), vec![Some(500), Some(503), Some(204)]);
+    // Leases renewed and looked at several times over: still no second delivery.
+    std::thread::sleep(lease * 3);
+    assert_eq!(receiver.received().len(), 3);
+    assert_eq!(receiver.connections(), 3);
+}
+
+#[test]
+fn a_pending_delivery_moves_to_another_front_end_when_its_lease_lapses() {
+    if !netns::isolated("a_pending_delivery_moves_to_another_front_end_when_its_lease_lapses") {
+        return;
+    }
+    let postgres = pg::Postgres::start();
+    // The first attempt is told to come back in 2 s; its front end stops before then.
+    let receiver = Receiver::start(
+        "127.0.0.1:0",
+        vec![Reply::RetryAfter(503, 2), Reply::Status(200)],
+    )
+    .expect("a receiver");
+    let lease = Duration::from_millis(600);
+    let b = TestServer::echo(shared_config(&postgres.url(), lease, webhook_config(true)));
+    let location = {
+        let a = TestServer::echo(shared_config(&postgres.url(), lease, webhook_config(true)));
+        let mut client = a.connect();
+        let location = accepted_location(&submit(&mut client, &receiver.url()));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let document = status(&mut client, &location);
+            if statuses(&document) == vec![Some(503)] {
+                assert_eq!(document["webhook"]["state"], "pending");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{document}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        location
+    };
+    // A has stopped; B takes its pending delivery over once A's lease lapses.
+    let document = wait_for_webhook(&mut b.connect(), &location, "delivered");
+    assert_eq!(statuses(&document), vec![Some(503), Some(200)]);
+    let at = |i: usize| {
+        humantime::parse_rfc3339(document["webhook"]["attempts"][i]["at"].as_str().unwrap())
+            .unwrap()
+    };
+    // Retry-After: 2 was honoured by the front end that took it over.
+    assert!(at(1).duration_since(at(0)).unwrap() >= Duration::from_secs(2));
+    assert_eq!(receiver.received().len(), 2);
 }

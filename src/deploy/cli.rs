@@ -440,11 +440,17 @@ impl CorsArgs {
 /// The options of asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct JobsArgs {
-    /// Keep asynchronous jobs in this SQLite file (created with mode 0600): requests
-    /// with `Prefer: respond-async` are answered 202 and their results kept at
-    /// /jobs/{id}. Without it, no jobs are kept.
-    #[arg(long, value_name = "FILE")]
+    /// Keep asynchronous jobs in this SQLite file (created with mode 0600), or in the
+    /// PostgreSQL database of this postgres:// (or postgresql://) URL, which several
+    /// front ends can share: requests with `Prefer: respond-async` are answered 202
+    /// and their results kept at /jobs/{id}. Without it, no jobs are kept.
+    #[arg(long, value_name = "FILE|URL")]
     pub jobs_db: Option<std::path::PathBuf>,
+    /// With a PostgreSQL job store: seconds this front end's hold on its jobs lasts
+    /// unless renewed (every third of it); once it lapses, another front end takes
+    /// its jobs over and runs them again.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub jobs_lease: f64,
     /// Seconds finished jobs and their results are kept (then 410 Gone).
     #[arg(long, value_name = "S", default_value_t = 86400.0)]
     pub jobs_ttl: f64,
@@ -561,6 +567,7 @@ impl JobsArgs {
         config.max_attempts =
             positive("--jobs-max-attempts", self.jobs_max_attempts as usize)? as u32;
         config.max_wait = seconds("--jobs-max-wait", self.jobs_max_wait)?;
+        config.lease = seconds("--jobs-lease", self.jobs_lease)?;
         config.durability = match self.jobs_durability.as_str() {
             "process" => Durability::Process,
             _ => Durability::Full,

@@ -7,8 +7,10 @@
 //! What the threads share beyond the pipeline: channels, through a bus forwarder of
 //! their own (in-process, unless the configuration names a bus), so a message reaches
 //! holds on every front end; the control listener and the URL subscriptions run on
-//! front end 0 alone (they publish through the bus like anyone). A job store is one
-//! front end's (its SQLite file has one owner), so several front ends refuse one.
+//! front end 0 alone (they publish through the bus like anyone). A SQLite job store is
+//! one front end's (its file has one owner), so several front ends refuse one; a
+//! PostgreSQL store is shared: each thread runs a job service of its own on it, a
+//! front end of the store with its own lease, as separate processes would.
 
 use super::builder::Pipeline;
 use crate::base::error::{Error, Result};
@@ -35,7 +37,7 @@ impl Pipeline {
     /// libzmq takes only if no socket was made on `ctx` before.
     ///
     /// # Errors
-    /// [`Error::Config`] for a job store with more than one front end
+    /// [`Error::Config`] for a SQLite job store with more than one front end
     /// ([`SHARED_JOBS_REFUSAL`]) or a listening endpoint that cannot be shared (a host
     /// name rather than an address); any error of binding or starting.
     pub fn bind_servers(
@@ -48,7 +50,7 @@ impl Pipeline {
             let (pipeline, server) = self.bind_server(ctx, config)?;
             return Ok((pipeline, vec![server]));
         }
-        if config.jobs.is_some() {
+        if config.jobs.as_ref().is_some_and(|jobs| !jobs.is_postgres()) {
             return Err(Error::Config(SHARED_JOBS_REFUSAL.into()));
         }
         // Client connections live in libzmq's I/O threads, one by default: a front end

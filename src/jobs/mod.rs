@@ -51,7 +51,9 @@ pub mod webhooks;
 pub use caller::CallerIdentity;
 pub use prefer::{AsyncPreference, JobRoute};
 pub use service::{JobStats, JobsHandle};
-pub use store::{Durability, JobRecord, JobState, JobStore, SqliteStore, StoreError, StoredAnswer};
+pub use store::{
+    Durability, JobRecord, JobState, JobStore, PostgresStore, SqliteStore, StoreError, StoredAnswer,
+};
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,7 +61,9 @@ use std::time::Duration;
 /// How the front end keeps asynchronous jobs.
 #[derive(Clone, Debug)]
 pub struct JobsConfig {
-    /// The SQLite database file; created (mode 0600) if missing.
+    /// The SQLite database file, created (mode 0600) if missing; or a PostgreSQL
+    /// database's `postgres://` (or `postgresql://`) URL, a store several front ends
+    /// share (see [`store::postgres`]).
     pub db_path: PathBuf,
     /// How long finished jobs and their results are kept (24 h by default). An expired
     /// job's id answers `410 Gone` for as long again, then `404`.
@@ -96,6 +100,11 @@ pub struct JobsConfig {
     /// stored it (see [`caller`]). By default the caller is the request's
     /// `Authorization` and `Cookie` values ([`CallerIdentity::credentials`]).
     pub caller: CallerIdentity,
+    /// With a shared store (PostgreSQL): how long this front end's hold on its jobs
+    /// lasts unless renewed (10 s by default; renewed every third of it). Once it
+    /// lapses (the front end was killed), another front end takes its jobs over and
+    /// runs them again.
+    pub lease: Duration,
 }
 
 impl JobsConfig {
@@ -114,6 +123,24 @@ impl JobsConfig {
             durability: Durability::Full,
             webhooks: None,
             caller: CallerIdentity::default(),
+            lease: Duration::from_secs(10),
+        }
+    }
+
+    /// Whether the store is a PostgreSQL database (a `postgres://` URL) rather than a
+    /// SQLite file.
+    pub fn is_postgres(&self) -> bool {
+        self.db_path
+            .to_str()
+            .is_some_and(store::postgres::is_postgres_url)
+    }
+
+    /// The store's name for logs and errors: the file, or the URL without its
+    /// password.
+    pub fn store_name(&self) -> String {
+        match self.db_path.to_str() {
+            Some(url) if self.is_postgres() => store::postgres::redacted(url),
+            _ => self.db_path.display().to_string(),
         }
     }
 }

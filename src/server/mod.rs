@@ -329,7 +329,13 @@ impl Server {
             config.access_log_format,
             stages,
         );
-        let jobs_db = config.jobs.as_ref().map(|j| j.db_path.as_path());
+        // URL subscriptions are kept in a SQLite job store's file; with PostgreSQL they
+        // stay in this front end's memory.
+        let jobs_db = config
+            .jobs
+            .as_ref()
+            .filter(|j| !j.is_postgres())
+            .map(|j| j.db_path.as_path());
         let admin = jobs.as_ref().and_then(|jobs| jobs.admin_link());
         let channels =
             channels::Channels::start(ctx, config.channels.clone(), nonce, jobs_db, admin)?;

@@ -46,7 +46,7 @@ impl Service {
             return Ok(());
         };
         let pool = Pool::start(&config).map_err(|e| StoreError::Open {
-            path: self.config.db_path.display().to_string(),
+            path: self.config.store_name(),
             reason: format!("the webhook delivery threads could not start: {e}"),
         })?;
         let mut deliveries = Deliveries {
@@ -225,6 +225,17 @@ impl Service {
             deliveries
                 .due
                 .push(Reverse((Instant::now(), record.number)));
+        }
+    }
+
+    /// Schedules messages taken over from another front end (see `remote`).
+    pub(super) fn schedule_webhooks(&mut self, records: Vec<WebhookRecord>) {
+        let Some(deliveries) = &mut self.deliveries else {
+            return;
+        };
+        for record in records {
+            let at = instant_of(record.next_ms.unwrap_or(0));
+            deliveries.due.push(Reverse((at, record.number)));
         }
     }
 

@@ -108,7 +108,7 @@ impl Service {
         );
         self.publish_event(&record, "state", &answers::state_event_json(&record));
         match wait.filter(|w| !w.is_zero()) {
-            Some(wait) => self.add_waiter(record.number, reply, WaitFor::Answer, wait),
+            Some(wait) => self.add_waiter(&record, reply, WaitFor::Answer, wait),
             None => self.reply(reply, &answers::accepted(&record, &self.config.path)),
         }
         Ok(())
@@ -128,7 +128,7 @@ impl Service {
             }
         };
         match wait.filter(|w| !w.is_zero() && !record.state.is_final()) {
-            Some(wait) => self.add_waiter(record.number, reply, WaitFor::Change, wait),
+            Some(wait) => self.add_waiter(&record, reply, WaitFor::Change, wait),
             None => {
                 let response = self.status_with_webhook(&record)?;
                 self.reply(reply, &response)

@@ -15,6 +15,8 @@
 pub mod admin;
 mod callbacks;
 mod lifecycle;
+mod messages;
+mod remote;
 mod settle;
 mod waiters;
 
@@ -31,11 +33,12 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use sha2::Digest;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use waiters::Waiter;
+
+pub use messages::{Command, Event, ReplyTo, RunAnswer};
 
 /// The most commands applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -43,192 +46,6 @@ const MAX_BATCH: usize = 4096;
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between runs.
 const RETRY_LAST: Duration = Duration::from_secs(30);
-
-/// Whom to answer, and how: the connection and request the answer's slot belongs to,
-/// and the client's HTTP facts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReplyTo {
-    /// The front end's connection id.
-    pub connection: u64,
-    /// The request id of the slot the answer fills.
-    pub request_id: u64,
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub minor_version: u8,
-    /// Whether the connection stays open after the answer.
-    pub keep_alive: bool,
-    /// Whether the request was HEAD.
-    pub head: bool,
-}
-
-impl ReplyTo {
-    fn render(&self, response: &Response) -> Vec<u8> {
-        response.to_bytes(self.minor_version, self.keep_alive, self.head)
-    }
-}
-
-/// What a job's run came back with, on the loopback.
-#[derive(Debug)]
-pub enum RunAnswer {
-    /// A stage's HTTP answer, as bytes.
-    Response(crate::pipeline::loopback::Payload),
-    /// A failure in the pipeline.
-    Failure(Failure),
-}
-
-/// What the front end asks of the job service.
-#[derive(Debug)]
-pub enum Command {
-    /// Store a new job (`Prefer: respond-async`, or a stage's `Next::later`), answer
-    /// `202` once it is committed, or its answer if it ends within `wait`.
-    Submit {
-        /// Whom to answer.
-        reply: ReplyTo,
-        /// The request head as received.
-        head: Vec<u8>,
-        /// The request body.
-        body: Vec<u8>,
-        /// `Prefer: wait=`.
-        wait: Option<Duration>,
-        /// The client's address, stored with the job so every run passes it on.
-        client: Option<SocketAddr>,
-    },
-    /// `GET /jobs/{id}`, with `?wait=` to long-poll.
-    Status {
-        /// Whom to answer.
-        reply: ReplyTo,
-        /// The id as given.
-        id: String,
-        /// How long to wait for a change of state.
-        wait: Option<Duration>,
-    },
-    /// `GET /jobs/{id}/result`.
-    Result {
-        /// Whom to answer.
-        reply: ReplyTo,
-        /// The id as given.
-        id: String,
-    },
-    /// `DELETE /jobs/{id}`.
-    Cancel {
-        /// Whom to answer.
-        reply: ReplyTo,
-        /// The id as given.
-        id: String,
-    },
-    /// A job's run has come back from the pipeline.
-    Answered {
-        /// The job's number (from the envelope).
-        number: u64,
-        /// What came back.
-        answer: RunAnswer,
-    },
-    /// A stage asked that the job's end be published on `channel` too.
-    Notify {
-        /// The job's number (from the envelope).
-        number: u64,
-        /// The channel.
-        channel: String,
-    },
-    /// The front end drains: answer every long-poll now, and start no more runs (those
-    /// under way get the drain's time to end).
-    Drain,
-    /// A stage reported a job's progress.
-    Progress {
-        /// The job's number.
-        number: u64,
-        /// The fraction done, 0 to 1.
-        fraction: f32,
-        /// What is being done.
-        message: String,
-    },
-    /// `GET /jobs/{id}/events`: the job's events as a `text/event-stream`, from after
-    /// `last_event_id` (the `Last-Event-ID` of a reconnecting client), until it ends.
-    Watch {
-        /// Whom to stream to.
-        reply: ReplyTo,
-        /// The id as given.
-        id: String,
-        /// The last event the client has.
-        last_event_id: Option<u64>,
-    },
-    /// The front end's self-test: check that the store takes a transaction and
-    /// answers a read, and say so with [`Event::SelfTest`].
-    SelfTest {
-        /// Names the self-test in the answer.
-        token: u64,
-    },
-    /// A call of the admin API (see [`admin`]).
-    Admin(admin::AdminCall),
-    /// The connection of a request the service holds has closed: forget its long-poll
-    /// or event stream.
-    Gone {
-        /// The connection.
-        connection: u64,
-        /// The request.
-        request_id: u64,
-    },
-}
-
-/// What the job service tells the front end.
-#[derive(Debug)]
-pub enum Event {
-    /// Answer a request with these bytes.
-    Reply {
-        /// Whom.
-        to: ReplyTo,
-        /// The whole HTTP response.
-        bytes: Vec<u8>,
-    },
-    /// Send a job's run into the pipeline.
-    Dispatch {
-        /// The job's number.
-        number: u64,
-        /// Its request head.
-        head: Vec<u8>,
-        /// Its request body.
-        body: Vec<u8>,
-        /// The client's address as stored with the job.
-        client: Option<SocketAddr>,
-    },
-    /// The store's part of a self-test: `Ok` when a transaction began, a read
-    /// answered and the commit went through; else why not.
-    SelfTest {
-        /// The token of [`Command::SelfTest`].
-        token: u64,
-        /// The outcome, with a sentence for the self-test's document.
-        result: Result<(), String>,
-    },
-    /// Interrupt a job's run (it was cancelled).
-    Interrupt {
-        /// The job's number.
-        number: u64,
-    },
-    /// A part of a streamed answer: its head (`start`) or a piece, in the client's
-    /// framing.
-    StreamPart {
-        /// Whom.
-        to: ReplyTo,
-        /// The bytes.
-        bytes: Vec<u8>,
-        /// Whether this is the head.
-        start: bool,
-    },
-    /// A job ended: publish its status document on these channels (see
-    /// [`Command::Notify`]).
-    Notify {
-        /// The channels.
-        channels: Vec<String>,
-        /// The job's status document.
-        document: serde_json::Value,
-    },
-    /// The end of a streamed answer, with its last bytes.
-    StreamEnd {
-        /// Whom.
-        to: ReplyTo,
-        /// The last bytes (the last chunk for HTTP/1.1).
-        last: Vec<u8>,
-    },
-}
 
 /// Figures about the jobs, for the status document and the summary line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -293,6 +110,46 @@ pub struct JobsHandle {
     stats: Arc<Mutex<JobStats>>,
     thread: Option<JoinHandle<()>>,
     config: JobsConfig,
+    /// With a shared store: the thread that hears other front ends' changes.
+    notices: Option<Notices>,
+}
+
+/// The thread that hears other front ends' changes to a shared store, and hands them
+/// to the service as [`Command::Remote`].
+struct Notices {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Notices {
+    fn start(
+        config: &JobsConfig,
+        own: &str,
+        commands: Sender<Command>,
+    ) -> Result<Notices, StoreError> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let url = config.db_path.to_string_lossy();
+        let thread = super::store::postgres::listen(&url, own, Arc::clone(&stop), move |notice| {
+            commands.send(Command::Remote(notice)).is_ok()
+        })
+        .map_err(|e| StoreError::Open {
+            path: config.store_name(),
+            reason: format!("the thread of change notices could not start: {e}"),
+        })?;
+        Ok(Notices {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("jobs: the thread of change notices panicked");
+            }
+        }
+    }
 }
 
 impl JobsHandle {
@@ -302,6 +159,11 @@ impl JobsHandle {
     ///
     /// Errors: the store's, for a database that cannot be opened or used.
     pub fn start(config: JobsConfig, doorbell: zmq::Socket) -> Result<JobsHandle, StoreError> {
+        if config.is_postgres() {
+            let url = config.db_path.to_string_lossy();
+            let store = super::PostgresStore::open(&url, config.durability)?;
+            return Self::start_with(Box::new(store), config, doorbell);
+        }
         let store = super::SqliteStore::open_with(&config.db_path, config.durability)?;
         Self::start_with(Box::new(store), config, doorbell)
     }
@@ -314,6 +176,8 @@ impl JobsHandle {
     ) -> Result<JobsHandle, StoreError> {
         let now = now_ms();
         store.begin()?;
+        let lease_ms = config.lease.as_millis().min(i64::MAX as u128) as i64;
+        store.renew_lease(lease_ms)?;
         let requeued = store.requeue_running(now)?;
         store.expire(now, ttl_ms(&config))?;
         store.commit()?;
@@ -323,14 +187,19 @@ impl JobsHandle {
         let counts = store.counts()?;
         log::info!(
             "jobs: store {} open; {} scheduled, {} queued ({requeued} were running at the last stop), {} succeeded, {} failed, {} cancelled",
-            config.db_path.display(),
+            config.store_name(),
             counts.scheduled,
             counts.queued,
             counts.succeeded,
             counts.failed,
             counts.cancelled
         );
+        let store_shared = store.shared().is_some();
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
+        let notices = match store.shared() {
+            Some(own) => Some(Notices::start(&config, own, command_tx.clone())?),
+            None => None,
+        };
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
         let stats = Arc::new(Mutex::new(JobStats {
             counts,
@@ -363,13 +232,15 @@ impl JobsHandle {
             draining: false,
             deliveries: None,
             admin_pending: admin::Pending::default(),
+            lease_due: store_shared.then(|| Instant::now() + config.lease / 3),
+            seen_events: HashMap::new(),
         };
         service.start_webhooks()?;
         let thread = std::thread::Builder::new()
             .name("job-store".into())
             .spawn(move || service.run(command_rx))
             .map_err(|e| StoreError::Open {
-                path: config.db_path.display().to_string(),
+                path: config.store_name(),
                 reason: format!("the job store's thread could not start: {e}"),
             })?;
         Ok(JobsHandle {
@@ -379,6 +250,7 @@ impl JobsHandle {
             stats,
             thread: Some(thread),
             config,
+            notices,
         })
     }
 
@@ -412,6 +284,11 @@ impl JobsHandle {
 
     /// Lets the service finish the commands it has, and waits for its thread.
     pub fn stop(&mut self) {
+        // The notices' thread holds a sender of commands: it stops first, so that the
+        // service sees its commands end.
+        if let Some(notices) = &mut self.notices {
+            notices.stop();
+        }
         self.commands = None;
         self.admin.close();
         if let Some(thread) = self.thread.take() {
@@ -546,6 +423,11 @@ struct Service {
     warnings: Warnings,
     /// Admin answers waiting for the batch's commit.
     admin_pending: admin::Pending,
+    /// With a shared store: when the lease is next renewed (see `remote`).
+    lease_due: Option<Instant>,
+    /// The last event each watched job's event streams were sent, by job number, so a
+    /// change heard from another front end sends only the events after it.
+    seen_events: HashMap<u64, u64>,
 }
 
 /// The service's rate-limited warnings (see [`LogLimit`]).
@@ -628,6 +510,9 @@ impl Service {
         if let Some(at) = self.unsettled.retry_at {
             next = next.min(at);
         }
+        if let Some(at) = self.lease_due {
+            next = next.min(at);
+        }
         if let Some(ms) = self.next_scheduled {
             next = next.min(callbacks::instant_of(ms));
         }
@@ -658,6 +543,7 @@ impl Service {
             | Command::Progress { .. }
             | Command::Notify { .. }
             | Command::Gone { .. }
+            | Command::Remote(_)
             | Command::Admin(_) => None,
         };
         let done = match command {
@@ -713,6 +599,7 @@ impl Service {
                 self.forget(connection, request_id);
                 Ok(())
             }
+            Command::Remote(notice) => self.remote(notice),
         };
         if let Err(e) = done {
             log::error!("jobs: {e}");
@@ -790,6 +677,7 @@ impl Service {
                 self.stream_piece(to, &comment);
             }
         }
+        self.on_lease(now);
         self.webhooks_due(now);
     }
 

@@ -6,7 +6,7 @@ use super::{sse_bytes, Event, ReplyTo, Service};
 use crate::http::{sse_response, Response};
 use crate::jobs::answers;
 use crate::jobs::clock::now_ms;
-use crate::jobs::store::{JobEvent, JobRecord, StoreError, StoredAnswer};
+use crate::jobs::store::{JobEvent, JobRecord, JobState, StoreError, StoredAnswer};
 use crate::jobs::tag::job_tag;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -25,16 +25,19 @@ pub(super) struct Waiter {
     pub(super) id: u64,
     pub(super) reply: ReplyTo,
     pub(super) wait_for: WaitFor,
+    /// The job's state when the wait began: a change is a state other than this one.
+    pub(super) state: JobState,
 }
 
 impl Service {
     pub(super) fn add_waiter(
         &mut self,
-        number: u64,
+        record: &JobRecord,
         reply: ReplyTo,
         wait_for: WaitFor,
         wait: Duration,
     ) {
+        let number = record.number;
         let id = self.next_waiter;
         self.next_waiter += 1;
         let until = Instant::now() + wait.min(self.config.max_wait);
@@ -42,6 +45,7 @@ impl Service {
             id,
             reply,
             wait_for,
+            state: record.state,
         });
         self.deadlines.push(Reverse((until, number, id)));
     }
@@ -50,6 +54,13 @@ impl Service {
     /// `Answer` waits once the job has ended.
     pub(super) fn changed(&mut self, record: &JobRecord, answer: Option<&StoredAnswer>) {
         self.publish_event(record, "state", &answers::state_event_json(record));
+        self.wake_waiters(record, answer);
+    }
+
+    /// Answers the long-polls of a job that changed (here or, with a shared store, on
+    /// another front end): the `Change` waits that began in another state, and the
+    /// `Answer` waits once the job has ended.
+    pub(super) fn wake_waiters(&mut self, record: &JobRecord, answer: Option<&StoredAnswer>) {
         let Some(waiters) = self.waiters.remove(&record.number) else {
             return;
         };
@@ -58,6 +69,10 @@ impl Service {
             let response = match (waiter.wait_for, answer) {
                 (WaitFor::Answer, Some(answer)) => answers::result(answer.clone()),
                 (WaitFor::Answer, None) if !record.state.is_final() => {
+                    still.push(waiter);
+                    continue;
+                }
+                (WaitFor::Change, _) if waiter.state == record.state => {
                     still.push(waiter);
                     continue;
                 }
@@ -88,12 +103,14 @@ impl Service {
         let Some(streams) = self.watchers.get(&record.number).cloned() else {
             return;
         };
+        self.seen_events.insert(record.number, event.seq);
         let bytes = sse_bytes(&event);
         for to in &streams {
             self.stream_piece(*to, &bytes);
         }
         if kind == "state" && record.state.is_final() {
             self.watchers.remove(&record.number);
+            self.seen_events.remove(&record.number);
             for to in streams {
                 self.stream_end(to);
             }
@@ -160,6 +177,9 @@ impl Service {
         if record.state.is_final() {
             self.stream_end(reply);
         } else {
+            let sent = missed.last().map_or(after, |event| event.seq);
+            let seen = self.seen_events.entry(record.number).or_insert(0);
+            *seen = (*seen).max(sent).max(record.events);
             self.watchers.entry(record.number).or_default().push(reply);
         }
         Ok(())
@@ -176,6 +196,9 @@ impl Service {
             waiters.retain(|w| !gone(&w.reply));
             !waiters.is_empty()
         });
+        let watchers = &self.watchers;
+        self.seen_events
+            .retain(|number, _| watchers.contains_key(number));
     }
 
     /// Answers the long-polls for which `ends` holds, as at the end of their wait.

@@ -1,4 +1,5 @@
-//! The durable job store: a small trait, and its SQLite implementation.
+//! The durable job store: a small trait, and its implementations: SQLite (embedded, the
+//! default) and PostgreSQL (shared by several front ends, see [`postgres`]).
 //!
 //! Only the job service's thread calls a store, so the trait is synchronous and takes
 //! `&mut self`. Writes are grouped: the service calls [`JobStore::begin`], applies every
@@ -27,10 +28,12 @@ use std::net::SocketAddr;
 
 mod admin_table;
 mod file_identity;
+pub mod postgres;
 mod sqlite;
 pub mod wal;
 mod webhook_table;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// The most delivery attempts kept per job (the latest ones).
@@ -280,6 +283,8 @@ pub enum StoreError {
     },
     /// A query failed.
     Sqlite(rusqlite::Error),
+    /// A statement of the PostgreSQL store failed (or its connection did).
+    Postgres(::postgres::Error),
     /// A stored value is not what this build writes.
     Corrupt(String),
     /// The database file was deleted or replaced while the store had it open: what
@@ -304,6 +309,7 @@ impl fmt::Display for StoreError {
                  one process owns a job store: stop that one, or give this one its own --jobs-db"
             ),
             StoreError::Sqlite(e) => write!(f, "job database: {e}"),
+            StoreError::Postgres(e) => write!(f, "job database: {e}"),
             StoreError::Corrupt(what) => write!(f, "job database holds a bad value: {what}"),
             StoreError::Lost { path, reason } => write!(
                 f,
@@ -317,8 +323,15 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Sqlite(e) => Some(e),
+            StoreError::Postgres(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<::postgres::Error> for StoreError {
+    fn from(e: ::postgres::Error) -> Self {
+        StoreError::Postgres(e)
     }
 }
 
@@ -437,6 +450,31 @@ pub trait JobStore: Send {
     /// Queues a failed job again (its request is kept while it is failed); `None` if it
     /// is not failed or its request is no longer stored.
     fn retry(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
+    /// For a store several front ends share, this front end's id in it (the owner its
+    /// jobs name); `None` for a store one process owns (SQLite), which then needs no
+    /// lease and hears of no one else's changes.
+    fn shared(&self) -> Option<&str> {
+        None
+    }
+    /// Renews this front end's lease on the jobs it holds for `lease_ms` milliseconds
+    /// from now, on the store's own clock (so front ends whose clocks differ agree). A
+    /// store of one process has nothing to do.
+    fn renew_lease(&mut self, _lease_ms: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Takes the unfinished jobs of front ends whose lease has lapsed (on the store's
+    /// clock): each is queued (a running one again, its time of change `now_ms`) and
+    /// held by this front end. Returns their
+    /// records, with the state each was in, in submission order.
+    fn take_over(&mut self, _now_ms: i64) -> Result<Vec<(JobRecord, JobState)>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Takes the pending webhooks of front ends whose lease has lapsed (on the store's
+    /// clock; `now_ms` is this front end's); returns them, this front end's to deliver
+    /// from now on.
+    fn webhooks_take_over(&mut self, _now_ms: i64) -> Result<Vec<WebhookRecord>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// How far a commit goes before `commit` returns (SQLite's `synchronous` setting, in WAL
