@@ -33,7 +33,7 @@ impl Server {
         }
         // A publish answers nothing, whichever request it came with.
         let answer = match answer {
-            Answer::Publish(item) => return self.publish_item(item),
+            Answer::Publish(item) => return self.publish_from_stage(envelope.request_id, item),
             // Only a job's end is published so; a worker sends it for jobs only.
             Answer::Notify(_) if envelope.job_number().is_none() => return,
             other => other,

@@ -320,6 +320,20 @@ impl Server {
                         }
                     }
                 }
+                Event::Hold {
+                    to,
+                    channel,
+                    head,
+                    missed,
+                } => {
+                    let Some(link) = &mut self.jobs else {
+                        continue;
+                    };
+                    link.reads.answered(to.request_id);
+                    let keep_alive = link.handle.config().sse_keepalive;
+                    self.hold_job_stream(to, channel, head, missed, keep_alive);
+                }
+                Event::Publish(item) => self.publish_item(item),
                 Event::SelfTest { token, result } => self.on_store_checked(token, result),
                 Event::Notify { channels, document } => {
                     let data = document.to_string();

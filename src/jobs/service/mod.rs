@@ -20,11 +20,10 @@ mod waiters;
 
 use super::answers;
 use super::clock::now_ms;
-use super::store::{JobEvent, JobRecord, JobState, JobStore, StateCounts, StoreError};
+use super::store::{JobRecord, JobState, JobStore, StateCounts, StoreError};
 use super::JobsConfig;
 use crate::base::log_limit::LogLimit;
 use crate::http::Response;
-use crate::http::SseEvent;
 use crate::pipeline::loopback::{Failure, FailureKind};
 use base64::Engine;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -159,8 +158,7 @@ pub enum Command {
     },
     /// A call of the admin API (see [`admin`]).
     Admin(admin::AdminCall),
-    /// The connection of a request the service holds has closed: forget its long-poll
-    /// or event stream.
+    /// The connection of a request the service holds has closed: forget its long-poll.
     Gone {
         /// The connection.
         connection: u64,
@@ -221,6 +219,21 @@ pub enum Event {
         /// The job's status document.
         document: serde_json::Value,
     },
+    /// Hold an event stream (`GET /jobs/{id}/events` of a job not yet ended) on the
+    /// job's channel: send `head` and the `missed` events now, then what the channel
+    /// gets ([`Event::Publish`]) until the job's last event closes it.
+    Hold {
+        /// Whom.
+        to: ReplyTo,
+        /// The job's channel, `job:{id}` (a secret like the id: never logged).
+        channel: String,
+        /// The stream's head.
+        head: Vec<u8>,
+        /// The events the client missed, each as an SSE event (not yet framed).
+        missed: Vec<Vec<u8>>,
+    },
+    /// Publish a job's event on its channel (see [`Event::Hold`]).
+    Publish(crate::pipeline::channel::Item),
     /// The end of a streamed answer, with its last bytes.
     StreamEnd {
         /// Whom.
@@ -350,8 +363,6 @@ impl JobsHandle {
             retries: BinaryHeap::new(),
             running: HashSet::new(),
             waiters: HashMap::new(),
-            watchers: HashMap::new(),
-            next_keepalive: Instant::now() + config.sse_keepalive,
             deadlines: BinaryHeap::new(),
             next_waiter: 0,
             outbox: Vec::new(),
@@ -478,14 +489,6 @@ fn fingerprint(head: &[u8], body: &[u8]) -> Vec<u8> {
     digest.finalize().to_vec()
 }
 
-/// A job's event in the `text/event-stream` format.
-fn sse_bytes(event: &JobEvent) -> Vec<u8> {
-    SseEvent::new(event.data.as_str())
-        .id(event.seq.to_string())
-        .event(event.kind.as_str())
-        .to_bytes()
-}
-
 /// Whether a failure means the pipeline could not take the run (so another run may
 /// succeed), rather than that the work itself failed.
 fn is_transient(failure: &Failure) -> bool {
@@ -523,10 +526,6 @@ struct Service {
     running: HashSet<u64>,
     /// Long-polls, by job number.
     waiters: HashMap<u64, Vec<Waiter>>,
-    /// Event streams, by job number.
-    watchers: HashMap<u64, Vec<ReplyTo>>,
-    /// When the event streams next get a keep-alive comment.
-    next_keepalive: Instant,
     /// When each long-poll ends: (when, job number, waiter id).
     deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     next_waiter: u64,
@@ -613,9 +612,6 @@ impl Service {
 
     fn next_timer(&self) -> Instant {
         let mut next = self.next_expiry;
-        if !self.watchers.is_empty() {
-            next = next.min(self.next_keepalive);
-        }
         if let Some(Reverse((at, _, _))) = self.deadlines.peek() {
             next = next.min(*at);
         }
@@ -782,14 +778,6 @@ impl Service {
             self.next_expiry = now + expire_every(&self.config);
             self.expire();
         }
-        if now >= self.next_keepalive {
-            self.next_keepalive = now + self.config.sse_keepalive;
-            let comment = SseEvent::comment("keep-alive");
-            let streams: Vec<ReplyTo> = self.watchers.values().flatten().copied().collect();
-            for to in streams {
-                self.stream_piece(to, &comment);
-            }
-        }
         self.webhooks_due(now);
     }
 
@@ -844,7 +832,9 @@ impl Service {
         let outbox = std::mem::take(&mut self.outbox);
         for event in outbox {
             match event {
-                Event::Reply { to, .. } => self.reply(to, &answers::store_failed()),
+                Event::Reply { to, .. } | Event::Hold { to, .. } => {
+                    self.reply(to, &answers::store_failed())
+                }
                 Event::SelfTest { token, .. } => self.outbox.push(Event::SelfTest {
                     token,
                     result: Err(format!("the job store cannot commit: {why}")),

@@ -1,13 +1,22 @@
 //! Long-polls (`?wait=`, `Prefer: wait=`) and event streams (`/jobs/{id}/events`):
 //! who waits for which job, what each is sent when the job changes, and when a wait
 //! ends.
+//!
+//! A job's events are stored, then published on the job's channel (`job:{id}`, see
+//! [`crate::pipeline::channel::job_channel`]) as items whose id is the event's sequence
+//! number and whose `prev-id` is the one before; the last event (a final state) closes
+//! the stream. An event stream is the store's events after the client's
+//! `Last-Event-ID`, then a stream hold on that channel in the front end
+//! ([`Event::Hold`]): both leave here in one order, after the batch's commit, so the
+//! hold is in place before the next event is published.
 
-use super::{sse_bytes, Event, ReplyTo, Service};
-use crate::http::{sse_response, Response};
+use super::{Event, ReplyTo, Service};
+use crate::http::{sse_response, Response, SseEvent};
 use crate::jobs::answers;
 use crate::jobs::clock::now_ms;
 use crate::jobs::store::{JobEvent, JobRecord, StoreError, StoredAnswer};
 use crate::jobs::tag::job_tag;
+use crate::pipeline::channel::{job_channel, Item};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
@@ -85,19 +94,13 @@ impl Service {
             );
             return;
         }
-        let Some(streams) = self.watchers.get(&record.number).cloned() else {
-            return;
-        };
-        let bytes = sse_bytes(&event);
-        for to in &streams {
-            self.stream_piece(*to, &bytes);
+        let prev_id = (event.seq > 1).then(|| (event.seq - 1).to_string());
+        let mut item = Item::stream(job_channel(&record.id), sse_bytes(&event))
+            .id(event.seq.to_string(), prev_id);
+        if let Some(stream) = &mut item.stream {
+            stream.close = kind == "state" && record.state.is_final();
         }
-        if kind == "state" && record.state.is_final() {
-            self.watchers.remove(&record.number);
-            for to in streams {
-                self.stream_end(to);
-            }
-        }
+        self.outbox.push(Event::Publish(item));
     }
 
     pub(super) fn stream_piece(&mut self, to: ReplyTo, bytes: &[u8]) {
@@ -149,29 +152,32 @@ impl Service {
             }
         };
         let missed = self.store.events_after(record.number, after)?;
+        let head = sse_response().stream_head(reply.minor_version, reply.keep_alive);
+        if !record.state.is_final() {
+            self.outbox.push(Event::Hold {
+                to: reply,
+                channel: job_channel(&record.id),
+                head,
+                missed: missed.iter().map(sse_bytes).collect(),
+            });
+            return Ok(());
+        }
         self.outbox.push(Event::StreamPart {
             to: reply,
-            bytes: sse_response().stream_head(reply.minor_version, reply.keep_alive),
+            bytes: head,
             start: true,
         });
         for event in &missed {
             self.stream_piece(reply, &sse_bytes(event));
         }
-        if record.state.is_final() {
-            self.stream_end(reply);
-        } else {
-            self.watchers.entry(record.number).or_default().push(reply);
-        }
+        self.stream_end(reply);
         Ok(())
     }
 
-    /// Forgets the long-polls and event streams of a request whose client has gone.
+    /// Forgets the long-polls of a request whose client has gone (its event stream is
+    /// a hold, which the front end frees itself).
     pub(super) fn forget(&mut self, connection: u64, request_id: u64) {
         let gone = |to: &ReplyTo| to.connection == connection && to.request_id == request_id;
-        self.watchers.retain(|_, streams| {
-            streams.retain(|to| !gone(to));
-            !streams.is_empty()
-        });
         self.waiters.retain(|_, waiters| {
             waiters.retain(|w| !gone(&w.reply));
             !waiters.is_empty()
@@ -220,4 +226,12 @@ impl Service {
         };
         self.reply(waiter.reply, &response);
     }
+}
+
+/// A job's event in the `text/event-stream` format.
+fn sse_bytes(event: &JobEvent) -> Vec<u8> {
+    SseEvent::new(event.data.as_str())
+        .id(event.seq.to_string())
+        .event(event.kind.as_str())
+        .to_bytes()
 }
