@@ -180,7 +180,9 @@ impl Server {
                 } else {
                     front.cors.take()
                 };
-                for piece in stream.pieces.drain(..) {
+                // Taken, not drained: an idle stream (a hold) keeps no room for
+                // pieces between its messages.
+                for piece in std::mem::take(&mut stream.pieces) {
                     conn.output
                         .push(cors::decorate(piece, cors.take().as_deref()));
                 }

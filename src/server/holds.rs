@@ -132,7 +132,7 @@ impl Server {
             return;
         }
         if held.mode == HoldMode::Response {
-            held.answer = answer;
+            held.answer = answer.map(Box::new);
         }
         if !self.connections.contains_key(&id) {
             return;
@@ -395,7 +395,7 @@ impl Server {
         }
         for request_id in expired {
             if let Some(mut held) = self.channels.leave(request_id, now) {
-                let answer = held.answer.take().unwrap_or_else(zmq::Message::new);
+                let answer = held.answer.take().map_or_else(zmq::Message::new, |a| *a);
                 self.fill(
                     held.connection,
                     request_id,
@@ -430,7 +430,7 @@ impl Server {
                 Some(answer) => self.fill(
                     held.connection,
                     request_id,
-                    AnswerBytes::Message(answer.into()),
+                    AnswerBytes::Message((*answer).into()),
                 ),
                 None => self.end_stream_hold(request_id, held.target()),
             }
