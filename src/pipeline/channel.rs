@@ -545,6 +545,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_a_job_s_channel_is_reserved() {
+        assert_eq!(job_channel("abc"), "job:abc");
+        assert!(reserved_channel(&job_channel("abc")));
+        assert!(!reserved_channel("jobs"));
+        assert!(!reserved_channel("account:job:1"));
+    }
+
+    #[test]
     fn topics_match_whole_names_only() {
         assert_eq!(topic("a"), b"a\0");
         assert!(!topic("ab").starts_with(&topic("a")));
