@@ -705,3 +705,100 @@ fn the_metrics_path_counts_held_connections_and_channel_messages() {
     let gone = scrape(server.port);
     assert_eq!(sample(&gone, "prime_held_connections"), Some(0.0), "{gone}");
 }
+
+/// Lets the run of `POST /slow` end.
+static SLOW_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The demo's channels, and `POST /slow`: put off as an asynchronous job whose run ends
+/// once [`SLOW_RELEASED`] is set (or after [`BOUND`]).
+fn slow_or_channels(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+    if job.request()?.path != "/slow" {
+        return channel_demo(job);
+    }
+    if !job.is_async() {
+        return Ok(Next::later());
+    }
+    let end = Instant::now() + BOUND;
+    while !SLOW_RELEASED.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Next::respond(
+        prime_server::http::Response::new(200).body("slow done"),
+    ))
+}
+
+#[test]
+fn a_job_s_event_stream_is_a_hold_on_its_channel_where_stages_cannot_publish() {
+    let db = scratch_path("channels-job-events", "sqlite");
+    let server = Embedded::start_with(slow_or_channels, |config| {
+        config.jobs = Some(prime_server::jobs::JobsConfig::new(&db));
+    });
+    let accepted = post(server.port, "/slow", "", "");
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    let location = accepted
+        .lines()
+        .find_map(|line| line.strip_prefix("Location: "))
+        .expect("a Location")
+        .to_string();
+    let id = location.rsplit('/').next().expect("an id").to_string();
+    let mut events = Client::get(server.port, &format!("{location}/events"), "");
+    events.wait_for("id: 2\nevent: state\n");
+    // The stream is a hold on the job's channel.
+    wait_holds(server.port, 1);
+
+    // A client cannot publish there through a stage (the demo's POST)...
+    let refused = post(
+        server.port,
+        &format!("/channels/job:{id}?id=9"),
+        "",
+        "forged",
+    );
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    // ...the control listener can.
+    let item = stream_item(
+        &format!("job:{id}"),
+        "note",
+        "event: note\ndata: from the operator\n\n",
+    );
+    let answer = publish(server.control, &item, None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    events.wait_for("data: from the operator\n\n");
+
+    // The job's last event ends the stream, and frees the hold.
+    SLOW_RELEASED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let text = events.wait_for("0\r\n\r\n");
+    assert!(text.contains(r#""state":"succeeded""#), "{text}");
+    assert!(!text.contains("forged"), "{text}");
+    let ids: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .collect();
+    assert_eq!(ids, ["1", "2", "3"], "{text}");
+    wait_holds(server.port, 0);
+}
+
+#[test]
+fn a_publish_right_after_a_hold_reaches_it_on_a_front_end_on_a_bus() {
+    let (xsub, xpub) = (tcp(free_port()), tcp(free_port()));
+    let mut bus = Daemon::start("bus", PROXYD, &args(&["--bus", &xsub, &xpub]));
+    assert!(bus.wait_for_log("bus forwarder", BOUND), "{}", bus.stderr());
+    let (_front, port, control) = serverd_on_bus("front", &xsub, &xpub);
+    // Each hold on a new channel, then at once one publish: its subscription may not
+    // have reached the publisher yet, but the front end's own publish reaches its holds.
+    for n in 0..5 {
+        let channel = format!("fresh{n}");
+        let mut hold = Client::get(port, &format!("/channels/{channel}"), "");
+        hold.wait_for(&format!("held on channel {channel}"));
+        let answer = publish(
+            control,
+            &stream_item(&channel, "1", "data: first\n\n"),
+            None,
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        hold.wait_for("data: first\n\n");
+        // Once, not twice: its copy back from the bus is dropped.
+        post(port, &format!("/channels/{channel}?id=2"), "", "second");
+        let text = hold.wait_for("data: second\n\n");
+        assert_eq!(text.matches("data: first").count(), 1, "{text}");
+    }
+}

@@ -9,7 +9,8 @@
 //! - `POST /channels/NAME?id=ID` with a text body: publishes the text to the channel's
 //!   holds (a `data:` event for streams, a `text/plain` answer for long-polls), with id
 //!   ID if given (the previous message's id is unknown to this stateless stage, so
-//!   `prev-id` is left out). Answered `202 Accepted` once on its way.
+//!   `prev-id` is left out). Answered `202 Accepted` once on its way; `403` on a job's
+//!   channel (`job:{id}`), where only the job service and the control listener publish.
 
 use crate::http::{Response, SseEvent};
 use crate::pipeline::channel::{valid_channel, Hold, Item};

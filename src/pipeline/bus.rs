@@ -11,8 +11,13 @@
 //! channel nobody holds anywhere is dropped at its publisher, and a front end receives
 //! only the channels it subscribed to.
 //!
-//! Messages are `[topic, item JSON]` (see [`crate::pipeline::channel::Item`]). The bus
-//! gives no delivery guarantee (a PUB drops what a slow subscriber cannot take, and a
+//! Messages are `[topic, item JSON, origin]` (see [`crate::pipeline::channel::Item`]);
+//! the origin is the publishing front end's nonce, 8 bytes big-endian. A front end
+//! delivers its own publishes to its own holds at once and drops them when they come
+//! back from the forwarder ([`BusLink::is_own`]): a hold placed just before a publish
+//! gets it even if its subscription has not yet reached the publisher (ZeroMQ's slow
+//! joiner), and a front end's own messages reach it in the order it published them.
+//! The bus gives no delivery guarantee (a PUB drops what a slow subscriber cannot take, and a
 //! subscription takes a moment to reach the publishers): the channels' history and the
 //! items' `prev-id` are what lets a subscriber know it missed something.
 //!
@@ -46,16 +51,26 @@ impl BusLink {
         })
     }
 
-    /// Puts `item` on the bus (without waiting: a PUB never blocks, it drops instead).
-    pub fn publish(&self, item: &Item) -> zmq::Result<()> {
+    /// Puts `item` on the bus from the front end `origin` (its nonce), without waiting:
+    /// a PUB never blocks, it drops instead.
+    pub fn publish(&self, item: &Item, origin: u64) -> zmq::Result<()> {
         sockets::send_frames(
             &self.publisher,
             [
                 zmq::Message::from(topic(&item.channel)),
                 zmq::Message::from(item.to_json()),
+                zmq::Message::from(&origin.to_be_bytes()[..]),
             ],
             zmq::DONTWAIT,
         )
+    }
+
+    /// Whether a message received from the bus (its frames) was published by the front
+    /// end `origin` (which delivered it already).
+    pub fn is_own(frames: &[zmq::Message], origin: u64) -> bool {
+        frames
+            .get(2)
+            .is_some_and(|frame| **frame == origin.to_be_bytes()[..])
     }
 
     /// Starts receiving `channel`'s messages.

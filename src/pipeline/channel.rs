@@ -31,6 +31,22 @@ pub fn valid_channel(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_CHANNEL_LEN && !name.chars().any(char::is_control)
 }
 
+/// The prefix of a job's channel, `job:{id}`: the job service publishes the job's
+/// events there, and `GET /jobs/{id}/events` holds on it. Only the job service and the
+/// control listener (with its key) publish on such a channel; a stage may not
+/// ([`reserved_channel`]). The name holds the job's id, a secret: it is never logged.
+pub const JOB_CHANNEL_PREFIX: &str = "job:";
+
+/// The channel of the job `id` (see [`JOB_CHANNEL_PREFIX`]).
+pub fn job_channel(id: &str) -> String {
+    format!("{JOB_CHANNEL_PREFIX}{id}")
+}
+
+/// Whether `name` is a job's channel, where stages and clients may not publish.
+pub fn reserved_channel(name: &str) -> bool {
+    name.starts_with(JOB_CHANNEL_PREFIX)
+}
+
 /// The bus topic of a channel: its name and a NUL byte (see the module's notes).
 pub fn topic(channel: &str) -> Vec<u8> {
     let mut topic = Vec::with_capacity(channel.len() + 1);
@@ -527,6 +543,14 @@ impl Item {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_job_s_channel_is_reserved() {
+        assert_eq!(job_channel("abc"), "job:abc");
+        assert!(reserved_channel(&job_channel("abc")));
+        assert!(!reserved_channel("jobs"));
+        assert!(!reserved_channel("account:job:1"));
+    }
 
     #[test]
     fn topics_match_whole_names_only() {

@@ -33,7 +33,7 @@ impl Server {
         }
         // A publish answers nothing, whichever request it came with.
         let answer = match answer {
-            Answer::Publish(item) => return self.publish_item(item),
+            Answer::Publish(item) => return self.publish_from_stage(envelope.request_id, item),
             // Only a job's end is published so; a worker sends it for jobs only.
             Answer::Notify(_) if envelope.job_number().is_none() => return,
             other => other,
@@ -184,7 +184,9 @@ impl Server {
                 } else {
                     front.cors.take()
                 };
-                for piece in stream.pieces.drain(..) {
+                // Taken, not drained: an idle stream (a hold) keeps no room for
+                // pieces between its messages.
+                for piece in std::mem::take(&mut stream.pieces) {
                     conn.output
                         .push(cors::decorate(piece, cors.take().as_deref()));
                 }

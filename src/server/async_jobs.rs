@@ -248,7 +248,12 @@ impl Server {
             // A probe is never a job: nothing to store; a publish is no answer.
             Answer::SelfTest(_) | Answer::Publish(_) => return,
             Answer::Notify(channel) => {
-                link.handle.send(Command::Notify { number, channel });
+                // A job's own channel takes only the job service's events.
+                if crate::pipeline::channel::reserved_channel(&channel) {
+                    log::warn!("job number {number}: a stage named a job's channel; ignored");
+                } else {
+                    link.handle.send(Command::Notify { number, channel });
+                }
                 return;
             }
             // A stage answers a job's hold with the hold's own answer (see
@@ -320,6 +325,20 @@ impl Server {
                         }
                     }
                 }
+                Event::Hold {
+                    to,
+                    channel,
+                    head,
+                    missed,
+                } => {
+                    let Some(link) = &mut self.jobs else {
+                        continue;
+                    };
+                    link.reads.answered(to.request_id);
+                    let keep_alive = link.handle.config().sse_keepalive;
+                    self.hold_job_stream(to, channel, head, missed, keep_alive);
+                }
+                Event::Publish(item) => self.publish_job_event(item),
                 Event::SelfTest { token, result } => self.on_store_checked(token, result),
                 Event::Notify { channels, document } => {
                     let data = document.to_string();

@@ -161,8 +161,9 @@ pub(super) struct Held {
     pub(super) channels: Box<[Box<str>]>,
     /// A long-poll's timeout.
     pub(super) expires: Option<Instant>,
-    /// A long-poll's own answer, sent at its timeout.
-    pub(super) answer: Option<zmq::Message>,
+    /// A long-poll's own answer, sent at its timeout (boxed: a stream hold, the
+    /// common case, keeps 8 bytes here rather than a whole `zmq_msg_t`).
+    pub(super) answer: Option<Box<zmq::Message>>,
     /// A stream's keep-alive: its bytes and the idle time before they are sent.
     pub(super) keep_alive: Option<Box<(Vec<u8>, Duration)>>,
     /// When a stream last had something written.

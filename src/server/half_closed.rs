@@ -12,7 +12,8 @@
 //! half-closed connection's requests may run `half_closed_timeout` after the FIN, and the
 //! client is then taken as gone. A held request (see `holds`) is different: its client
 //! never has more to say, so its FIN is taken as its leaving, and the hold is freed at
-//! the next sweep. Connections that never half-close cost nothing here.
+//! once (`Server::on_peer_notice`; here too, for a request held after its client's
+//! FIN). Connections that never half-close cost nothing here.
 
 use super::answers::mark_dirty;
 use super::output::AnswerBytes;

@@ -26,9 +26,11 @@ use super::answers::mark_dirty;
 use super::channels::{CatchUp, Held, Target};
 use super::output::AnswerBytes;
 use super::Server;
-use crate::http::Response;
-use crate::pipeline::channel::{Hold, HoldMode, Item};
-use crate::pipeline::envelope::Envelope;
+use crate::http::{Response, SseEvent};
+use crate::jobs::service::ReplyTo;
+use crate::pipeline::bus::BusLink;
+use crate::pipeline::channel::{reserved_channel, Hold, HoldMode, Item};
+use crate::pipeline::envelope::{Envelope, Protocol};
 use crate::pipeline::loopback::render;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,9 +132,56 @@ impl Server {
             return;
         }
         if held.mode == HoldMode::Response {
-            held.answer = answer;
+            held.answer = answer.map(Box::new);
         }
         if !self.connections.contains_key(&id) {
+            return;
+        }
+        for name in held.channels.iter() {
+            self.channels.join(name, request_id);
+        }
+        self.channels.holds.insert(request_id, held);
+    }
+
+    /// An event stream of a job not yet ended (`GET /jobs/{id}/events`): its head and
+    /// the events the client missed now, then a stream hold on the job's channel, where
+    /// the job service publishes the next events; its last event ends the stream. A
+    /// comment is sent after each `keep_alive` of silence.
+    pub(super) fn hold_job_stream(
+        &mut self,
+        to: ReplyTo,
+        channel: String,
+        head: Vec<u8>,
+        missed: Vec<Vec<u8>>,
+        keep_alive: Duration,
+    ) {
+        let request_id = to.request_id;
+        let now = Instant::now();
+        let held = Held {
+            connection: to.connection,
+            protocol: Protocol::Http {
+                minor_version: to.minor_version,
+                keep_alive: to.keep_alive,
+                head: to.head,
+            },
+            mode: HoldMode::Stream,
+            channels: Box::new([channel.into()]),
+            expires: None,
+            answer: None,
+            keep_alive: Some(Box::new((SseEvent::comment("keep-alive"), keep_alive))),
+            last_sent: now,
+        };
+        self.start_stream(request_id, &held, zmq::Message::from(head));
+        for event in &missed {
+            if !self.append(request_id, to.connection, held.target().piece(event)) {
+                return;
+            }
+        }
+        if self.draining_since.is_some() || held.target().head_only() {
+            self.end_stream_hold(request_id, held.target());
+            return;
+        }
+        if !self.connections.contains_key(&to.connection) {
             return;
         }
         for name in held.channels.iter() {
@@ -215,18 +264,37 @@ impl Server {
         }
     }
 
-    /// A message published here (by the control listener or a stage): onto the bus,
-    /// or, without one, to this front end's own holds.
+    /// A message published here (by the control listener, a stage or the job
+    /// service): onto the bus, if there is one, and to this front end's own holds at
+    /// once (its copy coming back from the bus is dropped, see
+    /// [`crate::pipeline::bus`]).
     pub(super) fn publish_item(&mut self, item: Item) {
         self.channels.stats.published += 1;
-        match &self.channels.bus {
-            Some(bus) => {
-                if let Err(e) = bus.publish(&item) {
-                    log::warn!("a message was not put on the bus: {e}");
-                }
+        if let Some(bus) = &self.channels.bus {
+            if let Err(e) = bus.publish(&item, self.nonce) {
+                log::warn!("a message was not put on the bus: {e}");
             }
-            None => self.deliver(item),
         }
+        self.deliver(item);
+    }
+
+    /// A job's event from the job service, on the job's channel: delivered to this
+    /// front end's holds only. Other front ends that share the job store hear of the
+    /// change from the store itself (PostgreSQL's notices) and publish the event on
+    /// their own, so a bus copy would reach their holds twice.
+    pub(super) fn publish_job_event(&mut self, item: Item) {
+        self.channels.stats.published += 1;
+        self.deliver(item);
+    }
+
+    /// A message a stage published (`job.publish`): refused on a job's channel, where
+    /// only the job service and the control listener publish.
+    pub(super) fn publish_from_stage(&mut self, request_id: u64, item: Item) {
+        if reserved_channel(&item.channel) {
+            log::warn!("request {request_id}: a stage published on a job's channel; dropped");
+            return;
+        }
+        self.publish_item(item);
     }
 
     /// Reads the control listener's publishes and the bus's messages.
@@ -259,6 +327,9 @@ impl Server {
                 return;
             };
             self.channels.stats.bus_received += 1;
+            if BusLink::is_own(&frames, self.nonce) {
+                continue;
+            }
             match frames.get(1).map(|f| Item::parse(f)) {
                 Some(Ok(item)) => self.deliver(item),
                 _ => log::warn!("dropped a malformed message from the bus"),
@@ -333,7 +404,7 @@ impl Server {
         }
         for request_id in expired {
             if let Some(mut held) = self.channels.leave(request_id, now) {
-                let answer = held.answer.take().unwrap_or_else(zmq::Message::new);
+                let answer = held.answer.take().map_or_else(zmq::Message::new, |a| *a);
                 self.fill(
                     held.connection,
                     request_id,
@@ -368,7 +439,7 @@ impl Server {
                 Some(answer) => self.fill(
                     held.connection,
                     request_id,
-                    AnswerBytes::Message(answer.into()),
+                    AnswerBytes::Message((*answer).into()),
                 ),
                 None => self.end_stream_hold(request_id, held.target()),
             }

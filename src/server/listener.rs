@@ -115,6 +115,17 @@ impl Server {
         }
         conn.input_ended = true;
         conn.closing = true;
+        let held = conn
+            .slots
+            .front()
+            .is_some_and(|front| self.channels.holds.contains_key(&front.request_id));
+        if held {
+            // A held client never has more to say: its FIN means it left, and its hold
+            // is freed now, not at the next sweep.
+            log::debug!("connection {id}: a held client half-closed; it has left");
+            self.close(id, true);
+            return;
+        }
         if !conn.slots.is_empty() {
             conn.half_closed = Some(Box::new(HalfClosed {
                 since: Instant::now(),

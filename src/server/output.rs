@@ -171,6 +171,11 @@ impl Output {
             }
         };
         self.len -= message.len();
+        if self.pieces.is_empty() && self.pieces.capacity() > 1 {
+            // All written: an idle connection (a held stream) keeps room for one piece,
+            // as a new one has.
+            self.pieces.shrink_to(1);
+        }
         Some(message)
     }
 

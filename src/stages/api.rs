@@ -184,8 +184,16 @@ impl<'j, 'a> HttpJob<'j, 'a> {
     }
 }
 
-/// Refuses a name that is not a channel's (see [`crate::pipeline::channel::valid_channel`]).
+/// Refuses a name that is not a channel's (see [`crate::pipeline::channel::valid_channel`]),
+/// and a job's channel (`job:{id}`), where only the job service publishes (its name is
+/// left out of the error: it holds the job's id).
 fn check_channel(channel: &str) -> Result<(), StageError> {
+    if crate::pipeline::channel::reserved_channel(channel) {
+        return Err(StageError::new(
+            403,
+            "a job's channel takes no publishes from a stage",
+        ));
+    }
     if crate::pipeline::channel::valid_channel(channel) {
         Ok(())
     } else {

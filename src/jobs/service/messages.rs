@@ -125,8 +125,7 @@ pub enum Command {
     /// Another front end changed a job in the shared store (see
     /// [`listen`](crate::jobs::store::postgres::listen)).
     Remote(crate::jobs::store::postgres::Notice),
-    /// The connection of a request the service holds has closed: forget its long-poll
-    /// or event stream.
+    /// The connection of a request the service holds has closed: forget its long-poll.
     Gone {
         /// The connection.
         connection: u64,
@@ -187,6 +186,21 @@ pub enum Event {
         /// The job's status document.
         document: serde_json::Value,
     },
+    /// Hold an event stream (`GET /jobs/{id}/events` of a job not yet ended) on the
+    /// job's channel: send `head` and the `missed` events now, then what the channel
+    /// gets ([`Event::Publish`]) until the job's last event closes it.
+    Hold {
+        /// Whom.
+        to: ReplyTo,
+        /// The job's channel, `job:{id}` (a secret like the id: never logged).
+        channel: String,
+        /// The stream's head.
+        head: Vec<u8>,
+        /// The events the client missed, each as an SSE event (not yet framed).
+        missed: Vec<Vec<u8>>,
+    },
+    /// Publish a job's event on its channel (see [`Event::Hold`]).
+    Publish(crate::pipeline::channel::Item),
     /// The end of a streamed answer, with its last bytes.
     StreamEnd {
         /// Whom.

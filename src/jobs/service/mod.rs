@@ -22,11 +22,10 @@ mod waiters;
 
 use super::answers;
 use super::clock::now_ms;
-use super::store::{JobEvent, JobRecord, JobState, JobStore, StateCounts, StoreError};
+use super::store::{JobRecord, JobState, JobStore, StateCounts, StoreError};
 use super::JobsConfig;
 use crate::base::log_limit::LogLimit;
 use crate::http::Response;
-use crate::http::SseEvent;
 use crate::pipeline::loopback::{Failure, FailureKind};
 use base64::Engine;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -219,8 +218,6 @@ impl JobsHandle {
             retries: BinaryHeap::new(),
             running: HashSet::new(),
             waiters: HashMap::new(),
-            watchers: HashMap::new(),
-            next_keepalive: Instant::now() + config.sse_keepalive,
             deadlines: BinaryHeap::new(),
             next_waiter: 0,
             outbox: Vec::new(),
@@ -355,14 +352,6 @@ fn fingerprint(head: &[u8], body: &[u8]) -> Vec<u8> {
     digest.finalize().to_vec()
 }
 
-/// A job's event in the `text/event-stream` format.
-fn sse_bytes(event: &JobEvent) -> Vec<u8> {
-    SseEvent::new(event.data.as_str())
-        .id(event.seq.to_string())
-        .event(event.kind.as_str())
-        .to_bytes()
-}
-
 /// Whether a failure means the pipeline could not take the run (so another run may
 /// succeed), rather than that the work itself failed.
 fn is_transient(failure: &Failure) -> bool {
@@ -400,10 +389,6 @@ struct Service {
     running: HashSet<u64>,
     /// Long-polls, by job number.
     waiters: HashMap<u64, Vec<Waiter>>,
-    /// Event streams, by job number.
-    watchers: HashMap<u64, Vec<ReplyTo>>,
-    /// When the event streams next get a keep-alive comment.
-    next_keepalive: Instant,
     /// When each long-poll ends: (when, job number, waiter id).
     deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     next_waiter: u64,
@@ -495,9 +480,6 @@ impl Service {
 
     fn next_timer(&self) -> Instant {
         let mut next = self.next_expiry;
-        if !self.watchers.is_empty() {
-            next = next.min(self.next_keepalive);
-        }
         if let Some(Reverse((at, _, _))) = self.deadlines.peek() {
             next = next.min(*at);
         }
@@ -669,14 +651,6 @@ impl Service {
             self.next_expiry = now + expire_every(&self.config);
             self.expire();
         }
-        if now >= self.next_keepalive {
-            self.next_keepalive = now + self.config.sse_keepalive;
-            let comment = SseEvent::comment("keep-alive");
-            let streams: Vec<ReplyTo> = self.watchers.values().flatten().copied().collect();
-            for to in streams {
-                self.stream_piece(to, &comment);
-            }
-        }
         self.on_lease(now);
         self.webhooks_due(now);
     }
@@ -732,7 +706,9 @@ impl Service {
         let outbox = std::mem::take(&mut self.outbox);
         for event in outbox {
             match event {
-                Event::Reply { to, .. } => self.reply(to, &answers::store_failed()),
+                Event::Reply { to, .. } | Event::Hold { to, .. } => {
+                    self.reply(to, &answers::store_failed())
+                }
                 Event::SelfTest { token, .. } => self.outbox.push(Event::SelfTest {
                     token,
                     result: Err(format!("the job store cannot commit: {why}")),

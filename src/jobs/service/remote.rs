@@ -7,7 +7,8 @@
 //! A store one process owns (SQLite) has no lease and sends no notices: none of this
 //! runs for it.
 
-use super::{sse_bytes, Event, Service};
+use super::waiters::event_item;
+use super::{Event, Service};
 use crate::jobs::clock::now_ms;
 use crate::jobs::store::postgres::Notice;
 use crate::jobs::store::{JobState, StoreError};
@@ -84,7 +85,7 @@ impl Service {
             Notice::Changed(number) => self.remote_changed(number),
             Notice::Resync => {
                 let numbers: HashSet<u64> = self
-                    .watchers
+                    .seen_events
                     .keys()
                     .chain(self.waiters.keys())
                     .chain(self.running.iter())
@@ -99,7 +100,7 @@ impl Service {
     }
 
     fn remote_changed(&mut self, number: u64) -> Result<(), StoreError> {
-        let watched = self.watchers.contains_key(&number);
+        let watched = self.seen_events.contains_key(&number);
         if !watched && !self.waiters.contains_key(&number) && !self.running.contains(&number) {
             return Ok(());
         }
@@ -115,21 +116,15 @@ impl Service {
             self.outbox.push(Event::Interrupt { number });
         }
         if watched {
+            // The job's event streams here are holds on its channel: another front
+            // end's events of it are published on the channel here, in order.
             let after = self.seen_events.get(&number).copied().unwrap_or(0);
             for event in self.store.events_after(number, after)? {
-                self.seen_events.insert(number, event.seq);
-                let streams = self.watchers.get(&number).cloned().unwrap_or_default();
-                let bytes = sse_bytes(&event);
-                for to in &streams {
-                    self.stream_piece(*to, &bytes);
-                }
-                if event.kind == "state" && record.state.is_final() && event.seq >= record.events {
-                    self.watchers.remove(&number);
-                    self.seen_events.remove(&number);
-                    for to in streams {
-                        self.stream_end(to);
-                    }
-                }
+                let last =
+                    event.kind == "state" && record.state.is_final() && event.seq >= record.events;
+                self.outbox
+                    .push(Event::Publish(event_item(&record.id, &event, last)));
+                self.watched_to(number, event.seq, last);
             }
         }
         if self.waiters.contains_key(&number) {

@@ -1,13 +1,22 @@
 //! Long-polls (`?wait=`, `Prefer: wait=`) and event streams (`/jobs/{id}/events`):
 //! who waits for which job, what each is sent when the job changes, and when a wait
 //! ends.
+//!
+//! A job's events are stored, then published on the job's channel (`job:{id}`, see
+//! [`crate::pipeline::channel::job_channel`]) as items whose id is the event's sequence
+//! number and whose `prev-id` is the one before; the last event (a final state) closes
+//! the stream. An event stream is the store's events after the client's
+//! `Last-Event-ID`, then a stream hold on that channel in the front end
+//! ([`Event::Hold`]): both leave here in one order, after the batch's commit, so the
+//! hold is in place before the next event is published.
 
-use super::{sse_bytes, Event, ReplyTo, Service};
-use crate::http::{sse_response, Response};
+use super::{Event, ReplyTo, Service};
+use crate::http::{sse_response, Response, SseEvent};
 use crate::jobs::answers;
 use crate::jobs::clock::now_ms;
 use crate::jobs::store::{JobEvent, JobRecord, JobState, StoreError, StoredAnswer};
 use crate::jobs::tag::job_tag;
+use crate::pipeline::channel::{job_channel, Item};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
@@ -100,20 +109,21 @@ impl Service {
             );
             return;
         }
-        let Some(streams) = self.watchers.get(&record.number).cloned() else {
-            return;
-        };
-        self.seen_events.insert(record.number, event.seq);
-        let bytes = sse_bytes(&event);
-        for to in &streams {
-            self.stream_piece(*to, &bytes);
-        }
-        if kind == "state" && record.state.is_final() {
-            self.watchers.remove(&record.number);
-            self.seen_events.remove(&record.number);
-            for to in streams {
-                self.stream_end(to);
-            }
+        let last = kind == "state" && record.state.is_final();
+        self.outbox
+            .push(Event::Publish(event_item(&record.id, &event, last)));
+        self.watched_to(record.number, event.seq, last);
+    }
+
+    /// Notes that a job's events up to `seq` are on its channel here, for a job with an
+    /// event stream held on this front end (see [`Service::remote`](super::Service)):
+    /// with a shared store, another front end's events of the job are read from the
+    /// store and published here after it. `last`: the job has ended, forget it.
+    pub(super) fn watched_to(&mut self, number: u64, seq: u64, last: bool) {
+        if last {
+            self.seen_events.remove(&number);
+        } else if let Some(seen) = self.seen_events.get_mut(&number) {
+            *seen = (*seen).max(seq);
         }
     }
 
@@ -166,39 +176,38 @@ impl Service {
             }
         };
         let missed = self.store.events_after(record.number, after)?;
+        let head = sse_response().stream_head(reply.minor_version, reply.keep_alive);
+        if !record.state.is_final() {
+            let seen = self.seen_events.entry(record.number).or_insert(0);
+            *seen = (*seen).max(record.events);
+            self.outbox.push(Event::Hold {
+                to: reply,
+                channel: job_channel(&record.id),
+                head,
+                missed: missed.iter().map(sse_bytes).collect(),
+            });
+            return Ok(());
+        }
         self.outbox.push(Event::StreamPart {
             to: reply,
-            bytes: sse_response().stream_head(reply.minor_version, reply.keep_alive),
+            bytes: head,
             start: true,
         });
         for event in &missed {
             self.stream_piece(reply, &sse_bytes(event));
         }
-        if record.state.is_final() {
-            self.stream_end(reply);
-        } else {
-            let sent = missed.last().map_or(after, |event| event.seq);
-            let seen = self.seen_events.entry(record.number).or_insert(0);
-            *seen = (*seen).max(sent).max(record.events);
-            self.watchers.entry(record.number).or_default().push(reply);
-        }
+        self.stream_end(reply);
         Ok(())
     }
 
-    /// Forgets the long-polls and event streams of a request whose client has gone.
+    /// Forgets the long-polls of a request whose client has gone (its event stream is
+    /// a hold, which the front end frees itself).
     pub(super) fn forget(&mut self, connection: u64, request_id: u64) {
         let gone = |to: &ReplyTo| to.connection == connection && to.request_id == request_id;
-        self.watchers.retain(|_, streams| {
-            streams.retain(|to| !gone(to));
-            !streams.is_empty()
-        });
         self.waiters.retain(|_, waiters| {
             waiters.retain(|w| !gone(&w.reply));
             !waiters.is_empty()
         });
-        let watchers = &self.watchers;
-        self.seen_events
-            .retain(|number, _| watchers.contains_key(number));
     }
 
     /// Answers the long-polls for which `ends` holds, as at the end of their wait.
@@ -243,4 +252,25 @@ impl Service {
         };
         self.reply(waiter.reply, &response);
     }
+}
+
+/// A job's event as a message on the job's channel: its id the event's sequence
+/// number, its `prev-id` the one before; `last` (the job's final state) closes the
+/// streams held on it.
+pub(super) fn event_item(id: &str, event: &JobEvent, last: bool) -> Item {
+    let prev_id = (event.seq > 1).then(|| (event.seq - 1).to_string());
+    let mut item =
+        Item::stream(job_channel(id), sse_bytes(event)).id(event.seq.to_string(), prev_id);
+    if let Some(stream) = &mut item.stream {
+        stream.close = last;
+    }
+    item
+}
+
+/// A job's event in the `text/event-stream` format.
+fn sse_bytes(event: &JobEvent) -> Vec<u8> {
+    SseEvent::new(event.data.as_str())
+        .id(event.seq.to_string())
+        .event(event.kind.as_str())
+        .to_bytes()
 }

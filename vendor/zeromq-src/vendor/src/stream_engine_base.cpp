@@ -418,6 +418,16 @@ void zmq::stream_engine_base_t::out_event ()
     _outpos += nbytes;
     _outsize -= nbytes;
 
+    //  prime_server patch: a ZMQ_STREAM connection that has written all it
+    //  had gives its buffer back at once, not at the next out_event: a
+    //  message published to thousands of held connections would otherwise
+    //  leave each one's buffer allocated (and its first page resident) until
+    //  its POLLOUT came round, all at the same time.
+    if (_outsize == 0 && _options.raw_socket && !_handshaking) {
+        _outpos = NULL;
+        _encoder->release_buffer ();
+    }
+
     //  If we are still handshaking and there are no data
     //  to send, stop polling for output.
     if (unlikely (_handshaking))
