@@ -10,6 +10,8 @@
 //! A complete request travels to a worker as two buffers, the head as received
 //! and the decoded body ([`ParsedRequest::head`], [`ParsedRequest::body`]); the
 //! worker turns them back into a [`Request`] and answers with a [`Response`].
+//!
+//! [`websocket`] is RFC 6455 without I/O: the handshake's checks and frames.
 
 mod chunked;
 mod error;
@@ -23,6 +25,7 @@ mod response;
 mod sse;
 #[cfg(test)]
 mod tests;
+pub mod websocket;
 
 pub use error::ParseError;
 pub use fields::{field_text, field_values};
