@@ -283,6 +283,13 @@ impl Connection {
         }
     }
 
+    /// Makes the connection a WebSocket after its handshake: frames are read from now
+    /// on.
+    pub(crate) fn become_websocket(&mut self, state: Box<super::websocket::WsState>) {
+        self.closing = false;
+        self.decoder = Decoder::WebSocket(state);
+    }
+
     /// The connection's WebSocket state, once it is one.
     pub(crate) fn websocket(&mut self) -> Option<&mut super::websocket::WsState> {
         match &mut self.decoder {

@@ -32,7 +32,6 @@
 mod messages;
 mod push;
 
-use super::connection::Decoder;
 use super::front::EntryIndex;
 use super::output::AnswerBytes;
 use super::Server;
@@ -347,8 +346,7 @@ impl Server {
             slot.close_after = false;
             slot.interim = false;
         }
-        conn.closing = false;
-        conn.decoder = Decoder::WebSocket(Box::new(WsState {
+        conn.become_websocket(Box::new(WsState {
             decoder: MessageDecoder::new(self.config.websocket.max_message),
             head: pending.head,
             entry: pending.entry,
