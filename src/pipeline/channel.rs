@@ -251,7 +251,7 @@ pub struct WsMessageFormat {
     pub content: Vec<u8>,
     /// Sent as a binary message (it came as `content-bin`).
     pub binary: bool,
-    /// `"type": "close"`: close the WebSocket with this status code (1000 unless
+    /// `"action": "close"`: close the WebSocket with this status code (1000 unless
     /// `code` says otherwise) instead of sending a message.
     pub close: Option<u16>,
 }
@@ -337,8 +337,8 @@ mod wire {
             skip_serializing_if = "Option::is_none"
         )]
         pub(super) content_bin: Option<String>,
-        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-        pub(super) kind: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(super) action: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub(super) code: Option<u16>,
     }
@@ -543,7 +543,7 @@ impl Item {
             None => None,
             Some(m) => Some(WsMessageFormat {
                 binary: m.content_bin.is_some(),
-                close: (m.kind.as_deref() == Some("close")).then(|| m.code.unwrap_or(1000)),
+                close: (m.action.as_deref() == Some("close")).then(|| m.code.unwrap_or(1000)),
                 content: bytes_of(m.content, m.content_bin, "content")?,
             }),
         };
@@ -589,7 +589,7 @@ impl Item {
             wire::WsMessage {
                 content,
                 content_bin,
-                kind: m.close.map(|_| "close".to_string()),
+                action: m.close.map(|_| "close".to_string()),
                 code: m.close,
             }
         });
@@ -681,7 +681,7 @@ mod tests {
         );
         assert_eq!(Item::parse(&binary.to_json()).unwrap(), binary);
         let close = Item::parse(
-            br#"{"channel":"c","formats":{"ws-message":{"type":"close","code":4000}}}"#,
+            br#"{"channel":"c","formats":{"ws-message":{"action":"close","code":4000}}}"#,
         )
         .unwrap();
         assert_eq!(close.ws_message.unwrap().close, Some(4000));

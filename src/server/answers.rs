@@ -209,12 +209,12 @@ impl Server {
             // A streamed answer's last bytes are no head (its head took the fields).
             let cors_fields = slot.cors.as_deref().filter(|_| slot.stream.is_none());
             let answer = cors::decorate(answer, cors_fields);
-            let answer = match slot.websocket {
+            let (answer, closes) = match slot.websocket {
                 true => {
                     let closed = conn.websocket().is_none_or(|ws| ws.close_sent);
                     super::websocket::answer_frame(answer, closed)
                 }
-                false => answer,
+                false => (answer, false),
             };
             let bytes = answer.as_slice();
             let status = match &slot.stream {
@@ -238,6 +238,15 @@ impl Server {
                 None => self.access.answered(&entry(&conn.peer, &slot), bytes),
             }
             conn.output.push(answer);
+            if closes {
+                // The answer ended with a Close (GRIP's CLOSE event): nothing more goes.
+                if let Some(ws) = conn.websocket() {
+                    ws.close_sent = true;
+                }
+                conn.closing = true;
+                conn.close_when_written = true;
+                break;
+            }
             if slot.close_after {
                 conn.close_when_written = true;
                 break;

@@ -373,14 +373,15 @@ impl Next {
         if channels.is_empty() {
             return Next::Respond(accept);
         }
-        Next::Hold(Hold::stream(channels.iter().copied()).answer(accept))
+        // The mode does not matter to a socket: a response hold's answer travels whole.
+        Next::Hold(Hold::response(channels.iter().copied()).answer(accept))
     }
 
     /// From a WebSocket message's stage: holds the message's socket on `channels` too
     /// (each message published there with a `ws-message` format is sent to it), and
     /// sends no answer for this message.
     pub fn subscribe_websocket(channels: &[&str]) -> Self {
-        Next::Hold(Hold::stream(channels.iter().copied()).answer(Response::new(204)))
+        Next::Hold(Hold::response(channels.iter().copied()).answer(Response::new(204)))
     }
 
     /// Answers later: see [`Next::Later`].

@@ -8,8 +8,10 @@
 //!   sent into the pipeline like any request. Its answer decides: a `101` (from
 //!   [`Next::accept_websocket`](crate::stages::Next::accept_websocket)), held or not,
 //!   completes the handshake (§4.2.2) and the connection's decoder becomes a
-//!   [`WsState`]; any other answer refuses the upgrade, written as it is, and the
-//!   connection closes after it. No request is read while the upgrade is decided.
+//!   [`WsState`]; so does a `200` of GRIP's WebSocket-over-HTTP events beginning with
+//!   `OPEN` (a gateway backend's accept), whose other events are sent at once; any
+//!   other answer refuses the upgrade, written as it is, and the connection closes
+//!   after it. No request is read while the upgrade is decided.
 //! - **Messages** (`messages`): each text or binary message enters the pipeline as a
 //!   `POST` with the upgrade request's head (its target, `Cookie`, `Authorization` and
 //!   the rest, less the handshake's fields), the envelope flagged as a WebSocket
@@ -37,6 +39,7 @@ use super::output::AnswerBytes;
 use super::Server;
 use crate::base::fast_hash::FastMap;
 use crate::http::websocket::{self, MessageDecoder, MessageKind};
+use crate::http::websocket_events as events;
 use crate::http::{field_text, field_values, Method, ParsedRequest, Response};
 use std::time::{Duration, Instant};
 
@@ -231,36 +234,92 @@ fn read_answer(bytes: &[u8]) -> Option<(u16, Fields, usize)> {
 }
 
 /// An answer to a message, as it leaves: its body as one frame (text when its
-/// `Content-Type` is text or JSON and its body UTF-8, binary otherwise); nothing for a
-/// `204`, an empty answer, or once the socket has sent its Close.
-pub(super) fn answer_frame(answer: AnswerBytes, closed: bool) -> AnswerBytes {
+/// `Content-Type` is text or JSON and its body UTF-8, binary otherwise), or the frames
+/// of its events for `application/websocket-events` (GRIP's WebSocket-over-HTTP, from
+/// the gateway); nothing for a `204`, an empty answer, or once the socket has sent its
+/// Close. True when the frames end with a Close.
+pub(super) fn answer_frame(answer: AnswerBytes, closed: bool) -> (AnswerBytes, bool) {
+    let nothing = (AnswerBytes::Owned(Vec::new()), false);
     let bytes = answer.as_slice();
     if closed || bytes.is_empty() {
-        return AnswerBytes::Owned(Vec::new());
+        return nothing;
     }
     let Some((status, fields, body_at)) = read_answer(bytes) else {
-        return AnswerBytes::Owned(Vec::new());
+        return nothing;
     };
     if status == 204 {
-        return AnswerBytes::Owned(Vec::new());
+        return nothing;
     }
     let body = &bytes[body_at..];
-    let textual = fields
+    let content_type = fields
         .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-        .is_none_or(|(_, value)| {
-            let value = value.to_ascii_lowercase();
-            value.starts_with(b"text/")
-                || value.starts_with(b"application/json")
-                || memchr::memmem::find(&value, b"+json").is_some()
-                || memchr::memmem::find(&value, b"charset=utf-8").is_some()
-        });
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if content_type
+        .is_some_and(|(_, value)| value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes()))
+    {
+        let (frames, closes) = event_frames(body);
+        return (AnswerBytes::Owned(frames), closes);
+    }
+    let textual = content_type.is_none_or(|(_, value)| {
+        let value = value.to_ascii_lowercase();
+        value.starts_with(b"text/")
+            || value.starts_with(b"application/json")
+            || memchr::memmem::find(&value, b"+json").is_some()
+            || memchr::memmem::find(&value, b"charset=utf-8").is_some()
+    });
     let kind = if textual && std::str::from_utf8(body).is_ok() {
         MessageKind::Text
     } else {
         MessageKind::Binary
     };
-    AnswerBytes::Owned(websocket::message_frame(kind, body))
+    (
+        AnswerBytes::Owned(websocket::message_frame(kind, body)),
+        false,
+    )
+}
+
+/// The frames of a body of GRIP WebSocket-over-HTTP events: `TEXT`, `BINARY`, `PING`,
+/// `PONG`, and `CLOSE` (after which nothing is sent; true then). Control messages
+/// (`TEXT` with `c:`) are the gateway's, never sent; a malformed body sends nothing.
+pub(super) fn event_frames(body: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let list = match events::parse(body) {
+        Ok(list) => list,
+        Err(e) => {
+            log::warn!("an answer's WebSocket events were not sent: {e}");
+            return (out, false);
+        }
+    };
+    for event in list {
+        if event.control().is_some() {
+            continue;
+        }
+        match event.kind.as_str() {
+            "TEXT" if std::str::from_utf8(&event.content).is_ok() => {
+                out.extend(websocket::message_frame(MessageKind::Text, &event.content))
+            }
+            "BINARY" => out.extend(websocket::message_frame(
+                MessageKind::Binary,
+                &event.content,
+            )),
+            "PING" | "PONG" if event.content.len() <= websocket::MAX_CONTROL_PAYLOAD => {
+                let opcode = if event.kind == "PING" { 0x9 } else { 0xA };
+                out.extend(websocket::frame(opcode, &event.content));
+            }
+            "CLOSE" => {
+                let code = match event.content.get(..2) {
+                    Some(code) => u16::from_be_bytes([code[0], code[1]]),
+                    None => websocket::close_code::NORMAL,
+                };
+                let reason = std::str::from_utf8(event.content.get(2..).unwrap_or_default());
+                out.extend(websocket::close_frame(code, reason.unwrap_or_default()));
+                return (out, true);
+            }
+            "OPEN" => {}
+            other => log::debug!("a WebSocket event {other} is not sent"),
+        }
+    }
+    (out, false)
 }
 
 impl Server {
@@ -292,10 +351,19 @@ impl Server {
         answer: AnswerBytes,
         channels: &[&str],
     ) -> AnswerBytes {
-        let Some((status, fields, _)) = read_answer(answer.as_slice()) else {
+        let Some((status, fields, body_at)) = read_answer(answer.as_slice()) else {
             return answer;
         };
-        if status != 101 {
+        let is_events = fields.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("content-type")
+                && value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes())
+        });
+        // GRIP's accept: events that begin with OPEN (a gateway backend's).
+        let grip_open = status == 200
+            && is_events
+            && events::parse(&answer.as_slice()[body_at..])
+                .is_ok_and(|list| list.first().is_some_and(|e| e.kind == "OPEN"));
+        if status != 101 && !grip_open {
             log::info!("request {request_id}: the stage refused the WebSocket upgrade");
             return answer;
         }
@@ -330,6 +398,7 @@ impl Server {
                 "content-length",
                 "transfer-encoding",
                 "sec-websocket-accept",
+                "content-type",
                 "date",
             ]
             .iter()
@@ -342,8 +411,15 @@ impl Server {
             }
         }
         head.extend_from_slice(b"\r\n");
+        // Events to send at once (a gateway backend's greeting) follow the head.
+        let mut closes = false;
+        if is_events {
+            let (frames, close) = event_frames(&answer.as_slice()[body_at..]);
+            head.extend_from_slice(&frames);
+            closes = close;
+        }
         if let Some(slot) = conn.slots.iter_mut().find(|s| s.request_id == request_id) {
-            slot.close_after = false;
+            slot.close_after = closes;
             slot.interim = false;
         }
         conn.become_websocket(Box::new(WsState {
