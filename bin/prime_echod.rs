@@ -13,9 +13,7 @@ use prime_server::{demo, Pipeline};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(
-    about = "Answers every request with a JSON description of it, and echoes WebSocket messages"
-)]
+#[command(about = "Describes each request as JSON and echoes WebSocket messages")]
 struct Cli {
     #[arg(value_name = "LISTEN", help = cli::LISTEN_HELP)]
     listen_arg: Option<String>,

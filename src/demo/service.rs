@@ -266,9 +266,7 @@ pub fn echo(job: &mut Job<'_>) -> Outcome {
                 .body(body),
         );
     }
-    let upgrade = crate::http::field_values(job.frame(0).unwrap_or(b""), "upgrade")
-        .any(|value| value.eq_ignore_ascii_case(b"websocket"));
-    if upgrade {
+    if crate::http::websocket::asks_upgrade(job.frame(0).unwrap_or(b"")) {
         return job.reply(&Response::new(101));
     }
     let body = job.frame(1).unwrap_or(b"").to_vec();

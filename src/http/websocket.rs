@@ -372,6 +372,27 @@ pub fn accept_key(key: &str) -> String {
     tungstenite::handshake::derive_accept_key(key.as_bytes())
 }
 
+/// Whether a request head asks for a WebSocket: `Upgrade: websocket` and `Connection:
+/// Upgrade` (tokens of their lists, any case; RFC 6455 §4.1). A request with only one
+/// of them is no upgrade, and is served as HTTP (RFC 9110 §7.8: `Upgrade` may be
+/// ignored).
+///
+/// ```
+/// use prime_server::http::websocket::asks_upgrade;
+/// assert!(asks_upgrade(b"GET / HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n"));
+/// assert!(!asks_upgrade(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"));
+/// ```
+pub fn asks_upgrade(head: &[u8]) -> bool {
+    let lists = |name: &'static str, token: &'static [u8]| {
+        super::field_values(head, name).any(|value| {
+            value
+                .split(|&b| b == b',')
+                .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    lists("upgrade", b"websocket") && lists("connection", b"upgrade")
+}
+
 /// Whether a `Sec-WebSocket-Key` is what RFC 6455 §4.1 asks: 16 bytes in base64.
 pub fn key_is_valid(key: &str) -> bool {
     use base64::Engine;

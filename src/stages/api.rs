@@ -183,8 +183,7 @@ impl<'j, 'a> HttpJob<'j, 'a> {
         let envelope = self.job.envelope();
         envelope.websocket.is_none()
             && matches!(envelope.protocol, Protocol::Http { .. })
-            && crate::http::field_values(self.job.frame(0).unwrap_or_default(), "upgrade")
-                .any(|v| v.eq_ignore_ascii_case(b"websocket"))
+            && crate::http::websocket::asks_upgrade(self.job.frame(0).unwrap_or_default())
     }
 
     /// For a message from a WebSocket client: whether it is text or binary. Its

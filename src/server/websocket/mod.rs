@@ -131,23 +131,13 @@ pub(super) fn check_upgrade(
     entry: EntryIndex,
 ) -> UpgradeCheck {
     let head = &request.head;
-    let wants = field_values(head, "upgrade").any(|value| {
-        value
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"websocket"))
-    });
-    if !wants {
+    if !websocket::asks_upgrade(head) {
         return UpgradeCheck::NotWebSocket;
     }
-    let connection_upgrade = field_values(head, "connection").any(|value| {
-        value
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
-    });
-    if request.method != Method::Get || request.minor_version != 1 || !connection_upgrade {
+    if request.method != Method::Get || request.minor_version != 1 {
         return UpgradeCheck::Refuse(Response::error(
             400,
-            "a WebSocket upgrade is a GET over HTTP/1.1 with Connection: Upgrade",
+            "a WebSocket upgrade is a GET over HTTP/1.1",
         ));
     }
     if field_text(head, "sec-websocket-version") != Some(websocket::VERSION) {
