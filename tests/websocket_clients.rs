@@ -14,7 +14,7 @@ mod websocket_common;
 use daemons::{free_port, tcp, Daemon};
 use prime_server::http::websocket::MessageKind;
 use prime_server::http::Response;
-use prime_server::server::ServerConfig;
+use prime_server::server::{CorsConfig, ServerConfig};
 use prime_server::stages::{HttpJob, Item, Next, StageError};
 use prime_server::{Pipeline, RunningPipeline, Shutdown};
 use std::process::Command;
@@ -305,6 +305,60 @@ fn a_socket_that_does_not_read_is_cut_at_the_output_bound() {
     // The publisher's own socket is unaffected.
     publisher.send_text("whoami");
     assert!(text(&mut publisher).contains("\"path\":\"/\""));
+}
+
+#[test]
+fn quiet_sockets_are_pinged_and_dropped_when_they_stay_quiet() {
+    let server = Embedded::start(|config| {
+        config.websocket.ping = Some(Duration::from_millis(300));
+    });
+    let mut silent = open(server.port, "/");
+    let mut lively = open(server.port, "/");
+    assert_eq!(silent.frame().opcode, 0x9, "a ping");
+    for _ in 0..3 {
+        let ping = lively.frame();
+        assert_eq!(ping.opcode, 0x9, "{ping:?}");
+        lively.send(&client_frame(0x8a, &ping.payload));
+    }
+    // The socket that never answered is closed; the one that did got ping after ping.
+    silent.expect_close(1001);
+}
+
+#[test]
+fn the_cors_policy_decides_which_origins_may_open_a_socket() {
+    let server = Embedded::start(|config| {
+        config.cors = Some(CorsConfig::new(["https://app.example"]));
+    });
+    let refused = WsClient::handshake_raw(
+        server.port,
+        &upgrade_request(
+            "/",
+            "Cookie: session=ok\r\nOrigin: https://evil.example\r\n",
+        ),
+    );
+    assert!(
+        refused.handshake.starts_with("HTTP/1.1 403 "),
+        "{}",
+        refused.handshake
+    );
+    let allowed = WsClient::handshake_raw(
+        server.port,
+        &upgrade_request("/", "Cookie: session=ok\r\nOrigin: https://app.example\r\n"),
+    );
+    assert!(
+        allowed.handshake.starts_with("HTTP/1.1 101 "),
+        "{}",
+        allowed.handshake
+    );
+    assert!(
+        allowed
+            .handshake
+            .contains("Access-Control-Allow-Origin: https://app.example\r\n"),
+        "{}",
+        allowed.handshake
+    );
+    // No Origin: no browser, no CORS.
+    open(server.port, "/");
 }
 
 /// Runs a Python script with the `websockets` package, the server's URL as its argument.
