@@ -325,6 +325,16 @@ fn quiet_sockets_are_pinged_and_dropped_when_they_stay_quiet() {
 }
 
 #[test]
+fn a_drain_closes_every_socket_with_1001() {
+    let server = Embedded::start(|_| {});
+    let mut first = open(server.port, "/");
+    let mut second = open(server.port, "/");
+    server.shutdown.drain();
+    first.expect_close(1001);
+    second.expect_close(1001);
+}
+
+#[test]
 fn the_cors_policy_decides_which_origins_may_open_a_socket() {
     let server = Embedded::start(|config| {
         config.cors = Some(CorsConfig::new(["https://app.example"]));
