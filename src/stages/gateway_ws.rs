@@ -12,7 +12,7 @@ use super::api::{Next, StageError};
 use crate::http::websocket::MessageKind;
 use crate::http::websocket_events::{self, WsEventRecord, CONTENT_TYPE};
 use crate::http::{Request, Response};
-use crate::pipeline::channel::Hold;
+use crate::pipeline::channel::{valid_channel, Hold};
 use crate::pipeline::envelope::Envelope;
 
 /// Fields of the client's request that a WebSocket-over-HTTP request leaves out: the
@@ -93,7 +93,15 @@ pub(super) fn answer(open: bool, response: Response) -> Result<Next, StageError>
     for event in events {
         if let Some(control) = event.control() {
             match (control["type"].as_str(), control["channel"].as_str()) {
-                (Some("subscribe"), Some(channel)) => channels.push(channel.to_string()),
+                (Some("subscribe"), Some(channel)) if valid_channel(channel) => {
+                    channels.push(channel.to_string())
+                }
+                (Some("subscribe"), _) => {
+                    return Err(StageError::new(
+                        502,
+                        "the backend subscribed a WebSocket to no valid channel",
+                    ))
+                }
                 (kind, _) => log::debug!("a WebSocket control message {kind:?} is not followed"),
             }
             continue;
@@ -165,5 +173,10 @@ mod tests {
         assert!(matches!(refused, Next::Respond(r) if r.status == 403));
         assert!(answer(true, events(&[])).is_err(), "no OPEN");
         assert!(answer(false, Response::new(200).body("x")).is_err());
+        let bad = events(&[WsEventRecord::new(
+            "TEXT",
+            "c:{\"type\":\"subscribe\",\"channel\":\"\"}",
+        )]);
+        assert!(answer(false, bad).is_err(), "an empty channel name");
     }
 }
