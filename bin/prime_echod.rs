@@ -1,6 +1,9 @@
 //! `prime_echod LISTEN CONCURRENCY`: a one-stage service that answers each request with a
 //! JSON description of it (method, path, query, headers, body length). It exercises the
 //! front end and the pipeline with no application work: the tool for testing them alone.
+//! It also accepts a WebSocket upgrade on any path and sends every message back
+//! unchanged (text as text, binary as binary): the target for WebSocket conformance
+//! suites.
 //! LISTEN and CONCURRENCY may also come as `--listen` and `--concurrency`, or from a
 //! topology file (`--config`: its front end, and its stage `echo`).
 
@@ -10,7 +13,7 @@ use prime_server::{demo, Pipeline};
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(about = "Answers every request with a JSON description of it")]
+#[command(about = "Describes each request as JSON and echoes WebSocket messages")]
 struct Cli {
     #[arg(value_name = "LISTEN", help = cli::LISTEN_HELP)]
     listen_arg: Option<String>,

@@ -83,7 +83,8 @@
 //!   flag, a fast hash, the open-file limit, rate-limited warnings, and the Prometheus
 //!   exposition ([`base::metrics`]).
 //! - [`http`]: the protocol: the streaming request parser, [`http::Request`],
-//!   [`http::Response`], chunked bodies, header fields, the Server-Sent Events format.
+//!   [`http::Response`], chunked bodies, header fields, the Server-Sent Events format,
+//!   WebSocket framing ([`http::websocket`]) and GRIP's WebSocket-over-HTTP events.
 //! - [`netstring`]: the second client protocol.
 //! - [`pipeline`]: the core: the envelope, the broker protocol, the load-balancing
 //!   proxy, the worker loop, streamed answers, the loopback, holds and published
@@ -99,7 +100,8 @@
 //! - [`server`]: the front end on ZMQ_STREAM (HTTP/1.x and netstrings): its loop,
 //!   connections and answer order, the requests it answers itself, its sockets toward
 //!   the pipeline ([`FrontSockets`]), held requests and channels with their history,
-//!   the control listener (`POST /publish/`).
+//!   WebSocket clients (messages as requests, channel messages pushed), the control
+//!   listener (`POST /publish/`).
 //! - [`deploy`]: putting the pieces together: the in-process [`Pipeline`] builder
 //!   (with N front-end threads on one port, [`deploy::front_ends`]), a multi-process
 //!   [`deploy::topology`], the daemons' [`deploy::cli`] and their metrics listener

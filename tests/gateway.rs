@@ -1370,7 +1370,7 @@ fn an_unasked_101_is_502_and_the_gateway_goes_on() {
         &raw(
             "GET",
             "/switch",
-            &["Upgrade: websocket", "Connection: Upgrade"],
+            &["Upgrade: h2c", "Connection: Upgrade"],
             b"",
         ),
     );

@@ -263,7 +263,24 @@ pub fn spawn_service(
 
 /// The one stage of `prime_echod`: answers each request with a JSON description of it
 /// (method, path, query, headers, body length), for testing the front end by itself.
+/// It accepts a WebSocket upgrade on any path and sends each message back unchanged,
+/// text as text and binary as binary.
 pub fn echo(job: &mut Job<'_>) -> Outcome {
+    if let Some(kind) = job.envelope().websocket {
+        let content_type = match kind {
+            crate::http::websocket::MessageKind::Text => "text/plain; charset=utf-8",
+            crate::http::websocket::MessageKind::Binary => "application/octet-stream",
+        };
+        let body = job.frame(1).unwrap_or(b"").to_vec();
+        return job.reply(
+            &Response::new(200)
+                .header("Content-Type", content_type)
+                .body(body),
+        );
+    }
+    if crate::http::websocket::asks_upgrade(job.frame(0).unwrap_or(b"")) {
+        return job.reply(&Response::new(101));
+    }
     let body = job.frame(1).unwrap_or(b"").to_vec();
     let description = match job.envelope().protocol {
         Protocol::Http { .. } => match Request::from_parts(job.frame(0).unwrap_or(b""), body) {

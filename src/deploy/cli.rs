@@ -250,6 +250,9 @@ pub struct FrontEndArgs {
     /// The channels' options.
     #[command(flatten)]
     pub channels: ChannelArgs,
+    /// The WebSocket options.
+    #[command(flatten)]
+    pub websocket: super::command_line::WebSocketArgs,
 }
 
 /// The options of channels (publish–subscribe, GRIP holds): the control listener, the
@@ -651,6 +654,7 @@ impl FrontEndArgs {
         config.jobs = self.jobs.config()?;
         config.cors = self.cors.config()?;
         config.channels = self.channels.config()?;
+        config.websocket = self.websocket.config()?;
         if config.channels.control.is_some() {
             config.channels.subscriptions = self.jobs.webhooks.config()?;
         }

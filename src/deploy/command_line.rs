@@ -335,3 +335,36 @@ mod tests {
         assert!(count(&Slot::new("CONCURRENCY", "--concurrency", Some("0".into()))).is_err());
     }
 }
+
+/// The WebSocket options of every front end (`--ws-ping`, `--ws-max-message`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct WebSocketArgs {
+    /// Ping a WebSocket that has sent nothing for this many seconds, and drop it when
+    /// it stays quiet as long again (0: never ping).
+    #[arg(long, value_name = "S", default_value_t = 30.0)]
+    pub ws_ping: f64,
+    /// The largest message a WebSocket client may send, in bytes (its fragments
+    /// together); a larger one closes the socket with status 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub ws_max_message: usize,
+}
+
+impl WebSocketArgs {
+    /// The front end's WebSocket settings these options describe.
+    pub fn config(&self) -> Result<crate::server::WebSocketConfig, String> {
+        let ping = match self.ws_ping {
+            0.0 => None,
+            s => Some(
+                std::time::Duration::try_from_secs_f64(s)
+                    .map_err(|_| format!("--ws-ping must be a number of seconds, not {s}"))?,
+            ),
+        };
+        if self.ws_max_message == 0 {
+            return Err("--ws-max-message must be at least 1".into());
+        }
+        Ok(crate::server::WebSocketConfig {
+            ping,
+            max_message: self.ws_max_message,
+        })
+    }
+}

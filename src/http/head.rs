@@ -65,6 +65,7 @@ pub(super) struct HeadInfo {
     pub(super) framing: Framing,
     pub(super) expect_continue: bool,
     pub(super) has_prefer: bool,
+    pub(super) has_upgrade: bool,
 }
 
 /// Heads with at most this many lines are parsed without a heap allocation.
@@ -194,6 +195,7 @@ pub(super) fn parse_head(
             framing,
             expect_continue: fields.expect_continue,
             has_prefer: fields.has_prefer,
+            has_upgrade: fields.has_upgrade,
         })
     })
 }
@@ -209,6 +211,7 @@ struct Fields<'a> {
     keep_alive: bool,
     expect_continue: bool,
     has_prefer: bool,
+    has_upgrade: bool,
 }
 
 impl<'a> Fields<'a> {
@@ -222,6 +225,7 @@ impl<'a> Fields<'a> {
             keep_alive: minor_version == 1,
             expect_continue: false,
             has_prefer: false,
+            has_upgrade: false,
         };
         let mut hosts = 0;
         let mut close = false;
@@ -260,6 +264,8 @@ impl<'a> Fields<'a> {
                         .eq_ignore_ascii_case(b"100-continue");
             } else if name.eq_ignore_ascii_case("prefer") {
                 fields.has_prefer = true;
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                fields.has_upgrade = true;
             }
         }
         match hosts {

@@ -10,6 +10,9 @@
 //! A complete request travels to a worker as two buffers, the head as received
 //! and the decoded body ([`ParsedRequest::head`], [`ParsedRequest::body`]); the
 //! worker turns them back into a [`Request`] and answers with a [`Response`].
+//!
+//! [`websocket`] is RFC 6455 without I/O: the handshake's checks and frames;
+//! [`websocket_events`] is GRIP's WebSocket-over-HTTP body format.
 
 mod chunked;
 mod error;
@@ -23,6 +26,8 @@ mod response;
 mod sse;
 #[cfg(test)]
 mod tests;
+pub mod websocket;
+pub mod websocket_events;
 
 pub use error::ParseError;
 pub use fields::{field_text, field_values};

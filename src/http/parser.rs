@@ -55,6 +55,9 @@ pub struct ParsedRequest {
     /// Whether the head has a `Prefer` field (RFC 7240), which may ask for an
     /// asynchronous answer: the front end reads the field only when this is set.
     pub has_prefer: bool,
+    /// Whether the head has an `Upgrade` field (RFC 9110 §7.8), which may ask for a
+    /// WebSocket: the front end reads the field only when this is set.
+    pub has_upgrade: bool,
 }
 
 impl ParsedRequest {
@@ -340,6 +343,7 @@ impl RequestParser {
             framing,
             expect_continue,
             has_prefer,
+            has_upgrade,
         } = info;
         let (body, reserve) = match framing {
             Framing::None => (None, 0),
@@ -355,6 +359,7 @@ impl RequestParser {
             is_head: method == Method::Head,
             target,
             has_prefer,
+            has_upgrade,
         };
         let Some(body) = body else {
             self.state = State::RequestLine(LineScanner::default());

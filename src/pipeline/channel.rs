@@ -11,7 +11,8 @@
 //!
 //! The names are GRIP's (Generic Realtime Intermediary Protocol, as Pushpin and Fanout
 //! define it): a hold's mode is `response` (long-poll) or `stream`; an item has a
-//! `channel`, an `id`, a `prev-id` and `formats` (`http-response`, `http-stream`).
+//! `channel`, an `id`, a `prev-id` and `formats` (`http-response`, `http-stream`,
+//! `ws-message`).
 
 use crate::http::Response;
 use base64::Engine;
@@ -258,6 +259,19 @@ pub struct HttpStreamFormat {
     pub close: bool,
 }
 
+/// GRIP's `ws-message` format: a message sent to WebSockets held on the channel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WsMessageFormat {
+    /// The payload (`content` as text, sent as a text message; `content-bin` as base64
+    /// in JSON, sent as a binary message).
+    pub content: Vec<u8>,
+    /// Sent as a binary message (it came as `content-bin`).
+    pub binary: bool,
+    /// `"action": "close"`: close the WebSocket with this status code (1000 unless
+    /// `code` says otherwise) instead of sending a message.
+    pub close: Option<u16>,
+}
+
 /// One published message (a GRIP publish item).
 ///
 /// ```
@@ -284,6 +298,8 @@ pub struct Item {
     pub response: Option<HttpResponseFormat>,
     /// The content for stream holds.
     pub stream: Option<HttpStreamFormat>,
+    /// The message for WebSockets.
+    pub ws_message: Option<WsMessageFormat>,
 }
 
 /// The JSON forms, as GRIP writes them.
@@ -319,6 +335,28 @@ mod wire {
             skip_serializing_if = "Option::is_none"
         )]
         pub(super) http_stream: Option<HttpStream>,
+        #[serde(
+            rename = "ws-message",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub(super) ws_message: Option<WsMessage>,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct WsMessage {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(super) content: Option<String>,
+        #[serde(
+            rename = "content-bin",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        pub(super) content_bin: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(super) action: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub(super) code: Option<u16>,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -395,6 +433,35 @@ impl Item {
         }
     }
 
+    /// A message for WebSockets held on `channel`: `content` goes as a text message
+    /// (`binary`: a binary one).
+    pub fn ws_message(
+        channel: impl Into<String>,
+        content: impl Into<Vec<u8>>,
+        binary: bool,
+    ) -> Self {
+        Item {
+            channel: channel.into(),
+            ws_message: Some(WsMessageFormat {
+                content: content.into(),
+                binary,
+                close: None,
+            }),
+            ..Item::default()
+        }
+    }
+
+    /// Adds the `ws-message` format: `content` goes to WebSockets held on the channel
+    /// as a text message (`binary`: a binary one).
+    pub fn with_ws_message(mut self, content: impl Into<Vec<u8>>, binary: bool) -> Self {
+        self.ws_message = Some(WsMessageFormat {
+            content: content.into(),
+            binary,
+            close: None,
+        });
+        self
+    }
+
     /// Adds the `http-response` format: `response` answers response holds.
     pub fn with_response(mut self, response: &Response) -> Self {
         self.response = Some(HttpResponseFormat {
@@ -435,6 +502,7 @@ impl Item {
             formats: wire::Formats {
                 http_response: item.formats.http_response.or(item.top.http_response),
                 http_stream: item.formats.http_stream.or(item.top.http_stream),
+                ws_message: item.formats.ws_message.or(item.top.ws_message),
             },
             top: wire::Formats::default(),
             ..item
@@ -487,12 +555,21 @@ impl Item {
                 content: bytes_of(s.content, s.content_bin, "content")?,
             }),
         };
+        let ws_message = match item.formats.ws_message {
+            None => None,
+            Some(m) => Some(WsMessageFormat {
+                binary: m.content_bin.is_some(),
+                close: (m.action.as_deref() == Some("close")).then(|| m.code.unwrap_or(1000)),
+                content: bytes_of(m.content, m.content_bin, "content")?,
+            }),
+        };
         Ok(Item {
             channel: item.channel,
             id: item.id,
             prev_id: item.prev_id,
             response,
             stream,
+            ws_message,
         })
     }
 
@@ -516,6 +593,22 @@ impl Item {
                 action: s.close.then(|| "close".to_string()),
             }
         });
+        let ws_message = self.ws_message.as_ref().map(|m| {
+            let (content, content_bin) = if m.binary {
+                (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(&m.content)),
+                )
+            } else {
+                text_or_bin(&m.content)
+            };
+            wire::WsMessage {
+                content,
+                content_bin,
+                action: m.close.map(|_| "close".to_string()),
+                code: m.close,
+            }
+        });
         let item = wire::Item {
             channel: self.channel.clone(),
             id: self.id.clone(),
@@ -523,6 +616,7 @@ impl Item {
             formats: wire::Formats {
                 http_response,
                 http_stream,
+                ws_message,
             },
             top: wire::Formats::default(),
         };
@@ -590,6 +684,32 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn ws_message_formats_read_text_binary_and_close() {
+        let item =
+            Item::parse(br#"{"channel":"c","formats":{"ws-message":{"content":"hi"}}}"#).unwrap();
+        let format = item.ws_message.clone().unwrap();
+        assert_eq!(
+            (format.content.as_slice(), format.binary, format.close),
+            (&b"hi"[..], false, None)
+        );
+        assert_eq!(Item::parse(&item.to_json()).unwrap(), item);
+        let binary =
+            Item::parse(br#"{"channel":"c","ws-message":{"content-bin":"AAE="}}"#).unwrap();
+        let format = binary.ws_message.clone().unwrap();
+        assert_eq!(
+            (format.content.as_slice(), format.binary),
+            (&[0u8, 1][..], true)
+        );
+        assert_eq!(Item::parse(&binary.to_json()).unwrap(), binary);
+        let close = Item::parse(
+            br#"{"channel":"c","formats":{"ws-message":{"action":"close","code":4000}}}"#,
+        )
+        .unwrap();
+        assert_eq!(close.ws_message.unwrap().close, Some(4000));
+        assert!(Item::ws_message("c", "x", true).ws_message.unwrap().binary);
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! | 0 | 1 | version (2) |
 //! | 1 | 1 | protocol: 0 raw, 1 HTTP, 2 netstring |
 //! | 2 | 1 | HTTP minor version |
-//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD, bit 2 asynchronous job, bit 3 self-test probe, bit 4 JSON-RPC call |
+//! | 3 | 1 | flags: bit 0 keep-alive, bit 1 HEAD, bit 2 asynchronous job, bit 3 self-test probe, bit 4 JSON-RPC call, bit 5 WebSocket message, bit 6 binary (with bit 5) |
 //! | 4 | 8 | request id |
 //! | 12 | 8 | connection id, or the job's number in the job store for a job |
 //! | 20 | 8 | nonce of the front end process |
@@ -36,6 +36,7 @@
 //! pipeline; a front end of one is front end 0, so the version did not change. A daemon of one version refuses the envelopes of the others,
 //! so all daemons of a deployment must be upgraded together.
 
+use crate::http::websocket::MessageKind;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -58,6 +59,8 @@ const FLAG_PROBE: u8 = 8;
 const FLAG_JSONRPC: u8 = 16;
 /// The offset of [`Envelope::front_end`] in the encoding.
 const FRONT_END_AT: usize = 45;
+const FLAG_WEBSOCKET: u8 = 32;
+const FLAG_BINARY: u8 = 64;
 
 /// The client protocol a request arrived in, which decides how its answer is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +107,10 @@ pub struct Envelope {
     /// JSON-RPC path (see `crate::stages::jsonrpc`): the head it wrote names the
     /// method in `X-Task-Name`, and the body holds the call's `params`.
     pub jsonrpc: bool,
+    /// A message from a WebSocket client (see `server::websocket`), text or binary: the
+    /// request is the upgrade request's head with the message as its body, and its
+    /// answer's body goes back to the socket as a message.
+    pub websocket: Option<MessageKind>,
     /// The client's address as the front end saw it (port 0 when unknown; libzmq
     /// gives the address alone), for stages that pass it on (`Forwarded`). `None`
     /// when unknown (an in-process driver, or a job stored without one).
@@ -165,6 +172,7 @@ impl Envelope {
             job: false,
             probe: false,
             jsonrpc: false,
+            websocket: None,
             client: None,
             front_end: 0,
         }
@@ -277,7 +285,12 @@ impl Envelope {
         let flags = flags
             | (self.job as u8 * FLAG_JOB)
             | (self.probe as u8 * FLAG_PROBE)
-            | (self.jsonrpc as u8 * FLAG_JSONRPC);
+            | (self.jsonrpc as u8 * FLAG_JSONRPC)
+            | match self.websocket {
+                None => 0,
+                Some(MessageKind::Text) => FLAG_WEBSOCKET,
+                Some(MessageKind::Binary) => FLAG_WEBSOCKET | FLAG_BINARY,
+            };
         let mut out = [0u8; ENVELOPE_LEN];
         out[..4].copy_from_slice(&[ENVELOPE_VERSION, protocol, minor, flags]);
         out[FRONT_END_AT] = self.front_end;
@@ -362,6 +375,11 @@ impl Envelope {
             job: flags & FLAG_JOB != 0,
             probe: flags & FLAG_PROBE != 0,
             jsonrpc: flags & FLAG_JSONRPC != 0,
+            websocket: (flags & FLAG_WEBSOCKET != 0).then_some(if flags & FLAG_BINARY != 0 {
+                MessageKind::Binary
+            } else {
+                MessageKind::Text
+            }),
             client: client_at(frame)?,
             front_end: frame[FRONT_END_AT],
         })
@@ -659,8 +677,20 @@ mod tests {
             job: false,
             probe: false,
             jsonrpc: false,
+            websocket: None,
             client: Some(SocketAddr::from(([192, 0, 2, 43], 47011))),
             front_end: 3,
+        }
+    }
+
+    #[test]
+    fn websocket_messages_round_trip_with_their_kind() {
+        for kind in [None, Some(MessageKind::Text), Some(MessageKind::Binary)] {
+            let envelope = Envelope {
+                websocket: kind,
+                ..sample()
+            };
+            assert_eq!(Envelope::decode(&envelope.encode()), Ok(envelope));
         }
     }
 

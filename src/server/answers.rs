@@ -63,6 +63,10 @@ impl Server {
                 let why = "a JSON-RPC call's answer can be neither streamed nor put off";
                 return self.refuse_call_answer(&envelope, why);
             }
+            Answer::StreamStart(_) | Answer::Later { .. } if envelope.websocket.is_some() => {
+                let why = "a WebSocket message's answer can be neither streamed nor put off";
+                return self.refuse_call_answer(&envelope, why);
+            }
             Answer::StreamStart(part) => return self.on_stream_part(&envelope, part, true),
             Answer::StreamPiece(part) => return self.on_stream_part(&envelope, part, false),
             Answer::StreamEnd(last) => return self.on_stream_end(&envelope, Some(last)),
@@ -126,6 +130,13 @@ impl Server {
         if self.take_call_answer(request_id, &bytes) {
             return;
         }
+        let bytes = match self.websocket.pending.is_empty() {
+            true => bytes,
+            false => match self.websocket.pending.remove(&request_id) {
+                Some(pending) => self.complete_upgrade(id, request_id, pending, bytes, &[]),
+                None => bytes,
+            },
+        };
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
@@ -204,6 +215,13 @@ impl Server {
             // A streamed answer's last bytes are no head (its head took the fields).
             let cors_fields = slot.cors.as_deref().filter(|_| slot.stream.is_none());
             let answer = cors::decorate(answer, cors_fields);
+            let (answer, closes) = match slot.websocket {
+                true => {
+                    let closed = conn.websocket().is_none_or(|ws| ws.close_sent);
+                    super::websocket::answer_frame(answer, closed)
+                }
+                false => (answer, false),
+            };
             let bytes = answer.as_slice();
             let status = match &slot.stream {
                 Some(stream) => &stream.status,
@@ -226,6 +244,15 @@ impl Server {
                 None => self.access.answered(&entry(&conn.peer, &slot), bytes),
             }
             conn.output.push(answer);
+            if closes {
+                // The answer ended with a Close (GRIP's CLOSE event): nothing more goes.
+                if let Some(ws) = conn.websocket() {
+                    ws.close_sent = true;
+                }
+                conn.closing = true;
+                conn.close_when_written = true;
+                break;
+            }
             if slot.close_after {
                 conn.close_when_written = true;
                 break;
@@ -378,6 +405,9 @@ impl Server {
             }
         }
         self.forget_job_requests(id, &held_by_jobs);
+        if let super::connection::Decoder::WebSocket(ws) = conn.decoder {
+            self.release_socket(ws.hold);
+        }
     }
 
     pub(super) fn publish(&self, nonce: u64, request_id: u64, reason: InterruptReason) {

@@ -89,7 +89,7 @@ pub(super) struct Channel {
     /// Whether any message has been seen on it here.
     seen: bool,
     /// Since when nothing has been held on it.
-    quiet_since: Option<Instant>,
+    pub(super) quiet_since: Option<Instant>,
 }
 
 /// What a hold with a `prev-id` gets first.

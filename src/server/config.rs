@@ -121,6 +121,9 @@ pub struct ServerConfig {
     /// [`ChannelsConfig`]); by default a history of 100 messages or 120 s, no bus, no
     /// control listener.
     pub channels: ChannelsConfig,
+    /// WebSockets: the ping of quiet sockets and the message limit (see
+    /// [`WebSocketConfig`](super::WebSocketConfig)).
+    pub websocket: super::WebSocketConfig,
 }
 
 impl ServerConfig {
@@ -154,6 +157,7 @@ impl ServerConfig {
             jobs: None,
             cors: None,
             channels: ChannelsConfig::default(),
+            websocket: super::WebSocketConfig::default(),
         }
     }
 

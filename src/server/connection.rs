@@ -17,6 +17,8 @@ pub(crate) enum Decoder {
     Http(RequestParser),
     /// A netstring decoder.
     Netstring(NetstringDecoder),
+    /// A WebSocket, after its handshake.
+    WebSocket(Box<super::websocket::WsState>),
 }
 
 impl Decoder {
@@ -25,6 +27,8 @@ impl Decoder {
         match self {
             Decoder::Http(parser) => parser.is_mid_request(),
             Decoder::Netstring(decoder) => decoder.is_mid_message(),
+            // Frames have no slow-header or stalled-body timeout; pings keep watch.
+            Decoder::WebSocket(_) => false,
         }
     }
 
@@ -33,6 +37,7 @@ impl Decoder {
         match self {
             Decoder::Http(parser) => parser.head_complete(),
             Decoder::Netstring(decoder) => decoder.is_mid_message(),
+            Decoder::WebSocket(_) => false,
         }
     }
 }
@@ -124,6 +129,8 @@ pub(crate) struct Slot {
     pub(crate) interim: bool,
     /// The entry the request went into the pipeline through, if it did (for the log).
     pub(crate) upstream: Option<super::front::EntryIndex>,
+    /// A WebSocket message's: its answer leaves as a frame (see `websocket`).
+    pub(crate) websocket: bool,
 }
 
 /// When a connection's client half-closed, and when it was last probed.
@@ -273,6 +280,21 @@ impl Connection {
         if let Some(slot) = self.slots.iter_mut().find(|s| s.request_id == request_id) {
             slot.close_after = true;
             self.closing = true;
+        }
+    }
+
+    /// Makes the connection a WebSocket after its handshake: frames are read from now
+    /// on.
+    pub(crate) fn become_websocket(&mut self, state: Box<super::websocket::WsState>) {
+        self.closing = false;
+        self.decoder = Decoder::WebSocket(state);
+    }
+
+    /// The connection's WebSocket state, once it is one.
+    pub(crate) fn websocket(&mut self) -> Option<&mut super::websocket::WsState> {
+        match &mut self.decoder {
+            Decoder::WebSocket(ws) => Some(ws),
+            _ => None,
         }
     }
 

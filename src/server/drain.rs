@@ -31,6 +31,8 @@ impl Server {
         }
         self.drain_job_waits();
         self.end_all_holds();
+        // Every WebSocket is closed with 1001 at once: a socket never ends by itself.
+        self.sweep_websockets(Instant::now());
         log::info!(
             "draining: {} requests in flight, {} connections; waiting up to {:.1}s",
             self.requests.len(),

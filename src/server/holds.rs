@@ -38,13 +38,16 @@ use std::time::{Duration, Instant};
 impl Server {
     /// A stage asked to hold this request.
     pub(super) fn on_hold(&mut self, envelope: &Envelope, hold: Hold, answer: zmq::Message) {
+        let mut answer = Some(answer);
+        if self.on_websocket_hold(envelope, &hold, &mut answer) {
+            return;
+        }
         let request_id = envelope.request_id;
         let Some(in_flight) = self.requests.remove(&request_id) else {
             return;
         };
         let now = Instant::now();
         let id = in_flight.connection;
-        let mut answer = Some(answer);
         let mut held = Held {
             connection: id,
             protocol: in_flight.protocol,
@@ -350,6 +353,9 @@ impl Server {
             return;
         };
         for request_id in holders {
+            if self.deliver_to_socket(request_id, &item) {
+                continue;
+            }
             let Some(mode) = self.channels.holds.get(&request_id).map(|h| h.mode) else {
                 continue;
             };

@@ -40,6 +40,7 @@
 //! - `jsonrpc`: the JSON-RPC 2.0 path: a batch's calls sent into the pipeline at once,
 //!   their answers gathered into one.
 //! - `holds` and `channels`: held requests, the channels' holds and history, the bus;
+//!   `websocket`: WebSocket clients (the upgrade, messages as requests, push);
 //!   `control`: the control listener (`POST /publish/`), on threads of its own.
 //!
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
@@ -110,6 +111,7 @@ mod status_page;
 mod streams;
 mod subscriptions;
 mod upkeep;
+mod websocket;
 
 pub use channels::ChannelsConfig;
 pub use config::{AccessLogFormat, ListenProtocol, ServerConfig};
@@ -117,6 +119,7 @@ pub use control::{control_address, ControlConfig, ControlError};
 pub use cors::{AllowedOrigins, CorsConfig};
 pub use front::{AskError, FrontSockets, RoutedEntry};
 pub use memory::tune_allocator;
+pub use websocket::WebSocketConfig;
 
 use crate::base::error::{Error, Result};
 use crate::base::fast_hash::{FastMap, FastSet};
@@ -236,6 +239,8 @@ pub struct Server {
     refusals: LogLimit,
     /// The status page's open event streams.
     status_streams: status_page::StatusStreams,
+    /// Upgrades under way and WebSockets held on channels.
+    websocket: websocket::WebSockets,
 }
 
 impl Server {
@@ -369,6 +374,7 @@ impl Server {
             metrics: metrics::FrontMetrics::default(),
             refusals: LogLimit::new("front end: requests the pipeline did not take"),
             status_streams: status_page::StatusStreams::default(),
+            websocket: websocket::WebSockets::default(),
         })
     }
 

@@ -8,8 +8,10 @@ use super::connection::{Decoder, Label, Slot};
 use super::cors;
 use super::front::EntryIndex;
 use super::output::AnswerBytes;
+use super::websocket::UpgradeCheck;
 use super::{InFlight, Server};
 use crate::base::sockets;
+use crate::http::websocket::MessageKind;
 use crate::http::{Event, Method, ParsedRequest, Response, CONTINUE_RESPONSE};
 use crate::netstring;
 use crate::pipeline::envelope::{lead_frame, Envelope, Protocol};
@@ -29,6 +31,7 @@ impl Server {
         match &mut conn.decoder {
             Decoder::Http(parser) => parser.feed(&self.frame_data),
             Decoder::Netstring(decoder) => decoder.feed(&self.frame_data),
+            Decoder::WebSocket(ws) => ws.decoder.feed(&self.frame_data),
         }
         self.read_requests(id);
         if let Some(conn) = self.connections.get_mut(&id) {
@@ -76,6 +79,7 @@ impl Server {
                         self.answer_now(id, bytes, true, None);
                     }
                 },
+                Decoder::WebSocket(_) => return self.read_messages(id),
             }
         }
     }
@@ -151,6 +155,19 @@ impl Server {
                 return;
             }
         };
+        let upgrade = if request.has_upgrade {
+            match super::websocket::check_upgrade(&request, self.config.cors.as_ref(), entry) {
+                UpgradeCheck::NotWebSocket => None,
+                UpgradeCheck::Refuse(response) => {
+                    log::info!("connection {id}: refused a WebSocket upgrade");
+                    self.answer_response(id, &request, &response, true, label);
+                    return;
+                }
+                UpgradeCheck::Upgrade(pending) => Some(pending),
+            }
+        } else {
+            None
+        };
         let protocol = http_protocol(&request);
         // No body, no body frame: a frame fewer at every socket the request crosses.
         let body = (!request.body.is_empty()).then(|| zmq::Message::from(request.body));
@@ -162,6 +179,9 @@ impl Server {
             close_after,
             label,
         );
+        if let Some(pending) = upgrade {
+            self.upgrade_sent(id, pending);
+        }
     }
 
     /// Sends a request into the pipeline through `entry` (the first stage's, or a
@@ -172,10 +192,24 @@ impl Server {
         &mut self,
         id: u64,
         protocol: Protocol,
-        (first, rest): (&[u8], Option<zmq::Message>),
+        request: (&[u8], Option<zmq::Message>),
         entry: EntryIndex,
         close_after: bool,
         label: Option<Label>,
+    ) {
+        self.forward_as(id, protocol, request, entry, (close_after, label), None);
+    }
+
+    /// [`forward`](Self::forward), for a WebSocket message when `websocket` says which
+    /// kind (its envelope is flagged so, and its slot's answer leaves as a frame).
+    pub(super) fn forward_as(
+        &mut self,
+        id: u64,
+        protocol: Protocol,
+        (first, rest): (&[u8], Option<zmq::Message>),
+        entry: EntryIndex,
+        (close_after, label): (bool, Option<Label>),
+        websocket: Option<MessageKind>,
     ) {
         let Some(request_id) = self.hold_slot(id, protocol, close_after, label) else {
             return;
@@ -188,14 +222,19 @@ impl Server {
             if let Some(slot) = conn.slots.back_mut() {
                 slot.upstream = Some(entry);
                 now = Some(slot.arrived);
+                if websocket.is_some() {
+                    slot.websocket = true;
+                    slot.interim = false;
+                }
             }
             conn.client
         });
         let now = now.unwrap_or_else(Instant::now);
-        let envelope = Envelope::new(request_id, id, self.nonce, protocol)
+        let mut envelope = Envelope::new(request_id, id, self.nonce, protocol)
             .at_front_end(self.front.front_end)
             .with_timeout(self.config.request_timeout)
             .with_client(client);
+        envelope.websocket = websocket;
         let message = std::iter::once(lead_frame(&envelope.encode(), first)).chain(rest);
         let socket = self.front.entry_socket(entry);
         if let Err(e) = sockets::send_frames(socket, message, zmq::DONTWAIT) {
@@ -255,6 +294,7 @@ impl Server {
                 }
             ),
             upstream: None,
+            websocket: false,
         });
         if close_after {
             conn.closing = true;
@@ -298,6 +338,7 @@ impl Server {
             cors: self.cors_fields.take(),
             interim: false,
             upstream: None,
+            websocket: false,
         });
         if close_after {
             conn.closing = true;

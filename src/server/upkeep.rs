@@ -48,6 +48,7 @@ impl Server {
         self.sweep_job_reads(now);
         self.sweep_selftests(now);
         self.sweep_holds(now);
+        self.sweep_websockets(now);
         self.census_sweep(now);
         for listener in &mut self.listeners {
             listener.accept_watch.check(&listener.endpoint, now);
@@ -85,7 +86,10 @@ impl Server {
             let body_stalled = conn.decoder.head_complete() && quiet >= self.config.idle_timeout;
             if head_late || body_stalled {
                 slow.push(*id);
-            } else if conn.is_idle() && quiet >= self.config.idle_timeout {
+            } else if conn.is_idle()
+                && quiet >= self.config.idle_timeout
+                && !matches!(conn.decoder, Decoder::WebSocket(_))
+            {
                 idle.push(*id);
             }
         }

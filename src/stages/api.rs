@@ -176,6 +176,27 @@ impl<'j, 'a> HttpJob<'j, 'a> {
         serde_json::from_value(params).map_err(|e| StageError::bad_request(e.to_string()))
     }
 
+    /// Whether the request asks for a WebSocket (`Upgrade: websocket`, RFC 6455 §4.1):
+    /// the front end has checked the handshake's fields; answer
+    /// [`Next::accept_websocket`] to accept it.
+    pub fn is_websocket_upgrade(&self) -> bool {
+        let envelope = self.job.envelope();
+        envelope.websocket.is_none()
+            && matches!(envelope.protocol, Protocol::Http { .. })
+            && crate::http::websocket::asks_upgrade(self.job.frame(0).unwrap_or_default())
+    }
+
+    /// For a message from a WebSocket client: whether it is text or binary. Its
+    /// request is the upgrade request's head (path, query, `Cookie`, `Authorization`...)
+    /// as a `POST`, with the message as the body (`Content-Type: text/plain;
+    /// charset=utf-8` for text, `application/octet-stream` for binary). The answer's
+    /// body goes back to the socket as one message: text when its `Content-Type` is
+    /// text (`text/*`, JSON) and its body UTF-8, binary when it is another type or
+    /// not UTF-8; a `204` answer sends nothing. Answers keep the order of the messages.
+    pub fn websocket_message(&self) -> Option<crate::http::websocket::MessageKind> {
+        self.job.envelope().websocket
+    }
+
     /// The client's address as the front end saw it (the port is 0: libzmq gives the
     /// address alone), for an asynchronous job too (stored with the job); `None` when
     /// unknown.
@@ -329,6 +350,45 @@ impl Next {
     /// ```
     pub fn hold(hold: Hold) -> Self {
         Next::Hold(hold)
+    }
+
+    /// Accepts a WebSocket upgrade (RFC 6455): the answer to a request that asks for
+    /// one (see [`HttpJob::is_websocket_upgrade`]). The front end completes the
+    /// handshake (`101 Switching Protocols`, `Sec-WebSocket-Accept`), and from then on
+    /// each message the client sends comes through the pipeline as a request (see
+    /// [`HttpJob::websocket_message`]). `protocol` is the subprotocol chosen among those
+    /// the client offered in `Sec-WebSocket-Protocol` (one it did not offer fails the
+    /// handshake with 500); `channels` are the channels the socket is held on at once:
+    /// each message published there with a `ws-message` format is sent to it. Any other
+    /// answer to an upgrade request refuses it, with that answer.
+    ///
+    /// ```
+    /// use prime_server::stages::{HttpJob, Next, StageError};
+    /// fn accept(job: &mut HttpJob) -> Result<Next, StageError> {
+    ///     if job.is_websocket_upgrade() {
+    ///         return Ok(Next::accept_websocket(None, &["news"]));
+    ///     }
+    ///     Err(StageError::bad_request("only WebSocket here"))
+    /// }
+    /// # let _ = accept;
+    /// ```
+    pub fn accept_websocket(protocol: Option<&str>, channels: &[&str]) -> Self {
+        let mut accept = Response::new(101);
+        if let Some(protocol) = protocol {
+            accept = accept.header("Sec-WebSocket-Protocol", protocol);
+        }
+        if channels.is_empty() {
+            return Next::Respond(accept);
+        }
+        // The mode does not matter to a socket: a response hold's answer travels whole.
+        Next::Hold(Hold::response(channels.iter().copied()).answer(accept))
+    }
+
+    /// From a WebSocket message's stage: holds the message's socket on `channels` too
+    /// (each message published there with a `ws-message` format is sent to it), and
+    /// sends no answer for this message.
+    pub fn subscribe_websocket(channels: &[&str]) -> Self {
+        Next::Hold(Hold::response(channels.iter().copied()).answer(Response::new(204)))
     }
 
     /// Answers later: see [`Next::Later`].

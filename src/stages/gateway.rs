@@ -244,6 +244,9 @@ struct Asked {
     request_id: u64,
     /// Whether it was a HEAD request (a `Content-Length` then comes back as it is).
     head: bool,
+    /// A WebSocket's upgrade (`Some(true)`) or message (`Some(false)`), relayed as
+    /// WebSocket-over-HTTP (see `gateway_ws`).
+    websocket: Option<bool>,
 }
 
 /// What the client gets for a call that ended with `called`.
@@ -265,6 +268,9 @@ fn answer(settings: &Settings, asked: Asked, called: Called) -> Result<Next, Sta
                 "request {request_id}: the backend answered {}",
                 response.status()
             );
+            if let Some(open) = asked.websocket {
+                return super::gateway_ws::answer(open, incoming(response, false));
+            }
             match grip::instruction(incoming(response, asked.head)) {
                 Ok(Instruction::Respond(answer)) => return Ok(Next::respond(answer)),
                 Ok(Instruction::Hold(hold)) => {
@@ -315,7 +321,19 @@ fn prepare(
     let request_id = job.envelope().request_id;
     let is_async = job.is_async();
     let client = job.client_address();
+    let envelope = *job.envelope();
+    let upgrade = job.is_websocket_upgrade();
+    let message = job.websocket_message();
+    let websocket = (upgrade || message.is_some()).then_some(upgrade);
     let request = job.request()?;
+    let relayed;
+    let request = match websocket {
+        Some(_) => {
+            relayed = super::gateway_ws::request(&envelope, request, message);
+            &relayed
+        }
+        None => request,
+    };
     let (outgoing, head) = outgoing(settings, request, request_id, is_async, client)?;
     log::debug!(
         "request {request_id}: forwarding {} {} to {}",
@@ -323,7 +341,14 @@ fn prepare(
         outgoing.uri().path(),
         settings.origin
     );
-    Ok((outgoing, Asked { request_id, head }))
+    Ok((
+        outgoing,
+        Asked {
+            request_id,
+            head,
+            websocket,
+        },
+    ))
 }
 
 impl ConcurrentWork for HttpGateway {

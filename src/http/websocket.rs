@@ -1,0 +1,524 @@
+//! The WebSocket protocol (RFC 6455) as a server speaks it, without I/O: the opening
+//! handshake's checks and `Sec-WebSocket-Accept` (§4.2), a decoder that turns a client's
+//! bytes into messages and control frames (§5), and the frames a server writes.
+//!
+//! Frame headers are read and written by `tungstenite` (`FrameHeader`, its `OpCode`s and
+//! `CloseCode`s), and the accept key is its `derive_accept_key`: the kept crate where it
+//! fits. What it would also do (own the socket, buffer whole messages in its own
+//! buffers) does not fit a front end that gets its bytes from ZMQ_STREAM, so the message
+//! layer is here: fragments are joined into one buffer bounded by the message limit
+//! (1009 past it), text is checked as UTF-8 as its fragments arrive, so a bad byte fails
+//! at once and a code point split across fragments is still whole (1007), and every
+//! breach of the framing rules (reserved bits or opcodes, an unmasked client frame, a
+//! fragmented or long control frame, a continuation out of place, a bad close code)
+//! ends the connection with 1002. Extensions (permessage-deflate) are not negotiated.
+
+use std::io::Cursor;
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// The only protocol version served (RFC 6455 §4.4).
+pub const VERSION: &str = "13";
+
+/// The longest control-frame payload (RFC 6455 §5.5).
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Status codes of a Close frame this server sends (RFC 6455 §7.4.1).
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (a drain, or a client that stopped answering pings).
+    pub const GOING_AWAY: u16 = 1001;
+    /// A protocol error.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Text that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// A policy was broken (too many unanswered messages).
+    pub const POLICY: u16 = 1008;
+    /// A message larger than the limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The server failed.
+    pub const INTERNAL_ERROR: u16 = 1011;
+}
+
+/// Whether a data message is text or binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// UTF-8 text (opcode 1).
+    Text,
+    /// Bytes (opcode 2).
+    Binary,
+}
+
+/// What the decoder found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WsEvent {
+    /// A whole data message, its fragments joined.
+    Message(MessageKind, Vec<u8>),
+    /// A ping, with its payload (to be answered by a pong with the same).
+    Ping(Vec<u8>),
+    /// A pong.
+    Pong,
+    /// The client's Close: its status code and reason, if it gave them.
+    Close(Option<(u16, String)>),
+}
+
+/// Why the connection must be failed (RFC 6455 §7.1.7): the Close code to send, and a
+/// reason for the log and the Close frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsFailure {
+    /// The status code.
+    pub code: u16,
+    /// Why, in a few words.
+    pub reason: &'static str,
+}
+
+impl WsFailure {
+    fn protocol(reason: &'static str) -> Self {
+        WsFailure {
+            code: close_code::PROTOCOL_ERROR,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for WsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.reason, self.code)
+    }
+}
+
+impl std::error::Error for WsFailure {}
+
+/// A message whose fragments are still arriving.
+struct Partial {
+    kind: MessageKind,
+    data: Vec<u8>,
+    /// For text: how much of `data` is known to be whole UTF-8.
+    valid_up_to: usize,
+}
+
+/// The decoder of one client's frames: bytes in ([`feed`](Self::feed)), events out
+/// ([`next_event`](Self::next_event)). It holds at most the frame being read and the
+/// message being assembled, each bounded by the message limit.
+pub struct MessageDecoder {
+    buf: Vec<u8>,
+    /// Where the unread bytes of `buf` start.
+    start: usize,
+    partial: Option<Partial>,
+    max_message: usize,
+    failed: bool,
+}
+
+impl MessageDecoder {
+    /// A decoder refusing messages longer than `max_message` bytes (1009).
+    pub fn new(max_message: usize) -> Self {
+        MessageDecoder {
+            buf: Vec::new(),
+            start: 0,
+            partial: None,
+            max_message,
+            failed: false,
+        }
+    }
+
+    /// Takes bytes as they arrived.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.failed {
+            return;
+        }
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Whether part of a frame or of a fragmented message has arrived but not all.
+    pub fn is_mid_message(&self) -> bool {
+        self.start < self.buf.len() || self.partial.is_some()
+    }
+
+    /// Bytes held: the unread input and the message being assembled.
+    pub fn held(&self) -> usize {
+        self.buf.capacity() + self.partial.as_ref().map_or(0, |p| p.data.capacity())
+    }
+
+    /// The next event, `Ok(None)` when more bytes are needed. After an error the
+    /// connection is failed: every later call returns `Ok(None)`.
+    pub fn next_event(&mut self) -> Result<Option<WsEvent>, WsFailure> {
+        if self.failed {
+            return Ok(None);
+        }
+        loop {
+            match self.next_frame() {
+                Ok(Some(Some(event))) => return Ok(Some(event)),
+                Ok(Some(None)) => continue,
+                Ok(None) => {
+                    self.compact();
+                    return Ok(None);
+                }
+                Err(failure) => {
+                    self.failed = true;
+                    self.buf = Vec::new();
+                    self.partial = None;
+                    return Err(failure);
+                }
+            }
+        }
+    }
+
+    /// Gives back the consumed input's room once most of the buffer is consumed.
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+            if self.buf.capacity() > 64 * 1024 {
+                self.buf = Vec::new();
+            }
+        } else if self.start > self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// One frame: `None` when incomplete, `Some(None)` for a fragment that completes
+    /// nothing yet.
+    fn next_frame(&mut self) -> Result<Option<Option<WsEvent>>, WsFailure> {
+        let mut cursor = Cursor::new(&self.buf[self.start..]);
+        let (header, length) = match FrameHeader::parse(&mut cursor) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Ok(None),
+            Err(_) => return Err(WsFailure::protocol("a reserved opcode")),
+        };
+        let header_len = cursor.position() as usize;
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(WsFailure::protocol("a reserved bit is set"));
+        }
+        let Some(mask) = header.mask else {
+            return Err(WsFailure::protocol("a client frame is not masked"));
+        };
+        let control = matches!(header.opcode, OpCode::Control(_));
+        if control && (!header.is_final || length > MAX_CONTROL_PAYLOAD as u64) {
+            return Err(WsFailure::protocol(
+                "a control frame is fragmented or longer than 125 bytes",
+            ));
+        }
+        let assembled = self.partial.as_ref().map_or(0, |p| p.data.len()) as u64;
+        if !control && assembled.saturating_add(length) > self.max_message as u64 {
+            return Err(WsFailure {
+                code: close_code::TOO_BIG,
+                reason: "the message is larger than the limit",
+            });
+        }
+        let length = length as usize;
+        let available = self.buf.len() - self.start - header_len;
+        if available < length {
+            return Ok(None);
+        }
+        let from = self.start + header_len;
+        let payload = &mut self.buf[from..from + length];
+        unmask(payload, mask);
+        self.start = from + length;
+        let payload = &self.buf[from..from + length];
+        match header.opcode {
+            OpCode::Control(Control::Ping) => Ok(Some(Some(WsEvent::Ping(payload.to_vec())))),
+            OpCode::Control(Control::Pong) => Ok(Some(Some(WsEvent::Pong))),
+            OpCode::Control(Control::Close) => close_event(payload).map(|e| Some(Some(e))),
+            OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
+                Err(WsFailure::protocol("a reserved opcode"))
+            }
+            OpCode::Data(Data::Continue) => {
+                let Some(partial) = self.partial.as_mut() else {
+                    return Err(WsFailure::protocol("a continuation frame starts nothing"));
+                };
+                partial.data.extend_from_slice(payload);
+                check_utf8(partial, header.is_final)?;
+                if header.is_final {
+                    let done = self
+                        .partial
+                        .take()
+                        .map(|p| WsEvent::Message(p.kind, p.data));
+                    return Ok(Some(done));
+                }
+                Ok(Some(None))
+            }
+            OpCode::Data(data) => {
+                if self.partial.is_some() {
+                    return Err(WsFailure::protocol(
+                        "a new message began before the last one ended",
+                    ));
+                }
+                let kind = if data == Data::Text {
+                    MessageKind::Text
+                } else {
+                    MessageKind::Binary
+                };
+                let mut partial = Partial {
+                    kind,
+                    data: payload.to_vec(),
+                    valid_up_to: 0,
+                };
+                check_utf8(&mut partial, header.is_final)?;
+                if header.is_final {
+                    return Ok(Some(Some(WsEvent::Message(kind, partial.data))));
+                }
+                self.partial = Some(partial);
+                Ok(Some(None))
+            }
+        }
+    }
+}
+
+/// Checks the text received so far: a bad sequence fails at once; an incomplete one at
+/// the end waits for the next fragment, unless this was the last.
+fn check_utf8(partial: &mut Partial, last: bool) -> Result<(), WsFailure> {
+    if partial.kind != MessageKind::Text {
+        return Ok(());
+    }
+    let invalid = WsFailure {
+        code: close_code::INVALID_PAYLOAD,
+        reason: "text that is not UTF-8",
+    };
+    match std::str::from_utf8(&partial.data[partial.valid_up_to..]) {
+        Ok(_) => partial.valid_up_to = partial.data.len(),
+        Err(e) if e.error_len().is_some() || last => return Err(invalid),
+        Err(e) => partial.valid_up_to += e.valid_up_to(),
+    }
+    Ok(())
+}
+
+/// A Close frame's payload (RFC 6455 §5.5.1): empty, or a valid code and UTF-8 reason.
+fn close_event(payload: &[u8]) -> Result<WsEvent, WsFailure> {
+    match payload {
+        [] => Ok(WsEvent::Close(None)),
+        [_] => Err(WsFailure::protocol("a close frame of one byte")),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !close_code_allowed(code) {
+                return Err(WsFailure::protocol("a close code that may not be sent"));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| WsFailure {
+                code: close_code::INVALID_PAYLOAD,
+                reason: "a close reason that is not UTF-8",
+            })?;
+            Ok(WsEvent::Close(Some((code, reason.to_string()))))
+        }
+    }
+}
+
+/// Whether a peer may send `code` in a Close frame (RFC 6455 §7.4: the defined codes
+/// but 1004-1006 and 1015, and 3000-4999).
+pub fn close_code_allowed(code: u16) -> bool {
+    (1000..5000).contains(&code) && CloseCode::from(code).is_allowed()
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, byte) in payload.iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+/// A server frame (never masked, RFC 6455 §5.1): `opcode` 0x1 text, 0x2 binary, 0x8
+/// close, 0x9 ping, 0xA pong; final, no reserved bit.
+pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let header = FrameHeader {
+        is_final: true,
+        rsv1: false,
+        rsv2: false,
+        rsv3: false,
+        opcode: OpCode::from(opcode),
+        mask: None,
+    };
+    let mut out = Vec::with_capacity(header.len(payload.len() as u64) + payload.len());
+    // Writing to a Vec cannot fail.
+    let _ = header.format(payload.len() as u64, &mut out);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A data message as a server frame.
+pub fn message_frame(kind: MessageKind, payload: &[u8]) -> Vec<u8> {
+    frame(
+        match kind {
+            MessageKind::Text => 0x1,
+            MessageKind::Binary => 0x2,
+        },
+        payload,
+    )
+}
+
+/// A Close frame with a status code and a reason (cut to fit 125 bytes at a character
+/// boundary).
+pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut cut = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(&reason.as_bytes()[..cut]);
+    frame(0x8, &payload)
+}
+
+/// The `Sec-WebSocket-Accept` value for a client's `Sec-WebSocket-Key` (RFC 6455
+/// §4.2.2).
+///
+/// ```
+/// // The example of RFC 6455 §1.3.
+/// let accept = prime_server::http::websocket::accept_key("dGhlIHNhbXBsZSBub25jZQ==");
+/// assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+/// ```
+pub fn accept_key(key: &str) -> String {
+    tungstenite::handshake::derive_accept_key(key.as_bytes())
+}
+
+/// Whether a request head asks for a WebSocket: `Upgrade: websocket` and `Connection:
+/// Upgrade` (tokens of their lists, any case; RFC 6455 §4.1). A request with only one
+/// of them is no upgrade, and is served as HTTP (RFC 9110 §7.8: `Upgrade` may be
+/// ignored).
+///
+/// ```
+/// use prime_server::http::websocket::asks_upgrade;
+/// assert!(asks_upgrade(b"GET / HTTP/1.1\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\r\n"));
+/// assert!(!asks_upgrade(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"));
+/// ```
+pub fn asks_upgrade(head: &[u8]) -> bool {
+    let lists = |name: &'static str, token: &'static [u8]| {
+        super::field_values(head, name).any(|value| {
+            value
+                .split(|&b| b == b',')
+                .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    lists("upgrade", b"websocket") && lists("connection", b"upgrade")
+}
+
+/// Whether a `Sec-WebSocket-Key` is what RFC 6455 §4.1 asks: 16 bytes in base64.
+pub fn key_is_valid(key: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .is_ok_and(|bytes| bytes.len() == 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame.
+    fn client(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [1, 2, 3, 4];
+        let mut out = vec![first];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n < 65536 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn events(bytes: &[u8], max: usize) -> Result<Vec<WsEvent>, WsFailure> {
+        let mut decoder = MessageDecoder::new(max);
+        let mut out = Vec::new();
+        // One byte at a time: ZMQ_STREAM splits anywhere.
+        for byte in bytes {
+            decoder.feed(&[*byte]);
+            while let Some(event) = decoder.next_event()? {
+                out.push(event);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_every_length_form_and_joins_fragments_around_pings() {
+        for len in [0, 125, 126, 65535, 65536] {
+            let payload = vec![b'a'; len];
+            let got = events(&client(0x82, &payload), 1 << 20).unwrap();
+            assert_eq!(got, [WsEvent::Message(MessageKind::Binary, payload)]);
+        }
+        let mut bytes = client(0x01, "h\u{e9}".as_bytes()[..2].as_ref());
+        bytes.extend(client(0x89, b"p"));
+        bytes.extend(client(0x80, &"h\u{e9}".as_bytes()[2..]));
+        let got = events(&bytes, 100).unwrap();
+        assert_eq!(
+            got,
+            [
+                WsEvent::Ping(b"p".to_vec()),
+                WsEvent::Message(MessageKind::Text, "h\u{e9}".as_bytes().to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn fails_with_the_code_rfc_6455_gives() {
+        let code = |bytes: Vec<u8>| events(&bytes, 100).unwrap_err().code;
+        assert_eq!(code(client(0xc1, b"x")), 1002, "rsv1");
+        assert_eq!(code(client(0x83, b"x")), 1002, "reserved data opcode");
+        assert_eq!(code(client(0x8b, b"")), 1002, "reserved control opcode");
+        assert_eq!(code(vec![0x81, 0x01, b'x']), 1002, "unmasked");
+        assert_eq!(code(client(0x09, b"")), 1002, "fragmented ping");
+        assert_eq!(code(client(0x89, &[0; 126])), 1002, "long ping");
+        assert_eq!(code(client(0x80, b"x")), 1002, "continuation alone");
+        let mut two = client(0x01, b"a");
+        two.extend(client(0x81, b"b"));
+        assert_eq!(code(two), 1002, "text inside a fragmented message");
+        assert_eq!(code(client(0x81, &[0xff])), 1007);
+        assert_eq!(code(client(0x82, &[0; 101])), 1009);
+        let mut big = client(0x02, &[0; 60]);
+        big.extend(client(0x80, &[0; 60]));
+        assert_eq!(code(big), 1009, "fragments together past the limit");
+        assert_eq!(code(client(0x88, &[3])), 1002, "one-byte close");
+        assert_eq!(code(client(0x88, &1005u16.to_be_bytes())), 1002);
+        assert_eq!(
+            code(client(0x88, &[3, 0xe8, 0xff])),
+            1007,
+            "reason not UTF-8"
+        );
+    }
+
+    #[test]
+    fn a_split_code_point_waits_and_a_bad_one_fails_before_the_message_ends() {
+        // A lone lead byte is fine mid-message...
+        let got = events(&client(0x01, &[0xce]), 100);
+        assert_eq!(got, Ok(vec![]));
+        // ...but a bad sequence fails before the final fragment.
+        let mut bytes = client(0x01, b"ok");
+        bytes.extend(client(0x00, &[0xed, 0xa0, 0x80]));
+        assert_eq!(events(&bytes, 100).unwrap_err().code, 1007);
+    }
+
+    #[test]
+    fn close_codes_follow_section_7_4() {
+        for ok in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+        ] {
+            assert!(close_code_allowed(ok), "{ok}");
+        }
+        for bad in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
+        ] {
+            assert!(!close_code_allowed(bad), "{bad}");
+        }
+        let frame = close_frame(1000, &"\u{e9}".repeat(100));
+        assert!(frame.len() <= 127);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+
+    #[test]
+    fn server_frames_are_unmasked_with_the_shortest_length() {
+        assert_eq!(frame(0x1, b"hi"), [0x81, 2, b'h', b'i']);
+        assert_eq!(&frame(0x2, &[0; 126])[..4], [0x82, 126, 0, 126]);
+        assert_eq!(&frame(0x2, &[0; 65536])[..2], [0x82, 127]);
+        assert!(key_is_valid("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!key_is_valid("c2hvcnQ="));
+    }
+}

@@ -1,0 +1,162 @@
+//! A WebSocket's frames as they arrive: messages into the pipeline, pings answered,
+//! the closing handshake (RFC 6455 §7), failures closed with their code, and the pings
+//! of quiet sockets.
+
+use super::super::answers::mark_dirty;
+use super::super::output::AnswerBytes;
+use super::super::Server;
+use crate::http::websocket::{self, close_code, MessageKind, WsEvent};
+use crate::pipeline::envelope::Protocol;
+use std::time::Instant;
+
+/// The protocol facts of a message's request: HTTP/1.1, kept alive.
+const MESSAGE_PROTOCOL: Protocol = Protocol::Http {
+    minor_version: 1,
+    keep_alive: true,
+    head: false,
+};
+
+impl Server {
+    /// Takes every whole message and control frame out of a WebSocket's decoder.
+    pub(in super::super) fn read_messages(&mut self, id: u64) {
+        loop {
+            let Some(conn) = self.connections.get_mut(&id) else {
+                return;
+            };
+            if conn.closing {
+                return;
+            }
+            let unanswered = conn.slots.len();
+            let Some(ws) = conn.websocket() else {
+                return;
+            };
+            ws.ping_sent = None;
+            let event = match ws.decoder.next_event() {
+                Ok(Some(event)) => event,
+                Ok(None) => return,
+                Err(failure) => {
+                    log::info!("connection {id}: WebSocket failed: {failure}");
+                    return self.close_websocket(id, failure.code, failure.reason);
+                }
+            };
+            match event {
+                WsEvent::Message(kind, payload) => {
+                    if unanswered >= self.config.max_pipelined {
+                        log::info!("connection {id}: too many unanswered WebSocket messages");
+                        let why = "too many unanswered messages";
+                        return self.close_websocket(id, close_code::POLICY, why);
+                    }
+                    self.forward_message(id, kind, payload);
+                }
+                WsEvent::Ping(payload) => self.send_frame(id, websocket::frame(0xA, &payload)),
+                WsEvent::Pong => {}
+                WsEvent::Close(status) => {
+                    log::debug!("connection {id}: the client closed its WebSocket");
+                    let code = status.map_or(close_code::NORMAL, |(code, _)| code);
+                    return self.close_websocket(id, code, "");
+                }
+            }
+        }
+    }
+
+    /// Sends one message into the pipeline as a request with the upgrade's head.
+    fn forward_message(&mut self, id: u64, kind: MessageKind, payload: Vec<u8>) {
+        let Some(ws) = self.connections.get_mut(&id).and_then(|c| c.websocket()) else {
+            return;
+        };
+        let content_type: &[u8] = match kind {
+            MessageKind::Text => b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
+            MessageKind::Binary => b"Content-Type: application/octet-stream\r\n\r\n",
+        };
+        let mut head = Vec::with_capacity(ws.head.len() + content_type.len());
+        head.extend_from_slice(&ws.head);
+        head.extend_from_slice(content_type);
+        let entry = ws.entry;
+        let body = (!payload.is_empty()).then(|| zmq::Message::from(payload));
+        let request = (&head[..], body);
+        self.forward_as(
+            id,
+            MESSAGE_PROTOCOL,
+            request,
+            entry,
+            (false, None),
+            Some(kind),
+        );
+    }
+
+    /// Queues a frame (a pong, a pushed message) after what the connection already
+    /// has to write: whole frames only, so control frames never split a message.
+    pub(super) fn send_frame(&mut self, id: u64, frame: Vec<u8>) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        if conn.websocket().is_none_or(|ws| ws.close_sent) {
+            return;
+        }
+        conn.output.push(AnswerBytes::Owned(frame));
+        mark_dirty(&mut self.dirty, conn, id);
+    }
+
+    /// Sends a Close with `code` (and `reason`), and closes the connection once it is
+    /// written: what is still running for it is interrupted, unsent answers dropped.
+    pub(in super::super) fn close_websocket(&mut self, id: u64, code: u16, reason: &str) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let Some(ws) = conn.websocket() else {
+            return;
+        };
+        if ws.close_sent {
+            return;
+        }
+        ws.close_sent = true;
+        conn.output
+            .push(AnswerBytes::Owned(websocket::close_frame(code, reason)));
+        conn.closing = true;
+        conn.close_when_written = true;
+        self.write(id);
+    }
+
+    /// Pings sockets quiet for `ping`, drops those still quiet a `ping` after their
+    /// ping; at a drain, closes every socket with 1001.
+    pub(in super::super) fn sweep_websockets(&mut self, now: Instant) {
+        if self.websocket.opened == 0 {
+            return;
+        }
+        let draining = self.draining_since.is_some();
+        let ping = self.config.websocket.ping;
+        let mut to_ping = Vec::new();
+        let mut gone = Vec::new();
+        for (id, conn) in self.connections.iter_mut() {
+            let quiet = now.duration_since(conn.last_active);
+            let Some(ws) = conn.websocket() else {
+                continue;
+            };
+            if draining {
+                gone.push((*id, close_code::GOING_AWAY, "the server is shutting down"));
+                continue;
+            }
+            let Some(ping) = ping else {
+                continue;
+            };
+            match ws.ping_sent {
+                Some(sent) if now.duration_since(sent) >= ping => {
+                    gone.push((*id, close_code::GOING_AWAY, "no answer to a ping"));
+                }
+                Some(_) => {}
+                None if quiet >= ping => {
+                    ws.ping_sent = Some(now);
+                    to_ping.push(*id);
+                }
+                None => {}
+            }
+        }
+        for id in to_ping {
+            self.send_frame(id, websocket::frame(0x9, b""));
+        }
+        for (id, code, reason) in gone {
+            log::debug!("connection {id}: WebSocket closed: {reason}");
+            self.close_websocket(id, code, reason);
+        }
+    }
+}

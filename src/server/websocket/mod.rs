@@ -1,0 +1,430 @@
+//! WebSocket clients (RFC 6455) at the front end: the upgrade goes through the
+//! pipeline, the front end completes the handshake, and then each message the client
+//! sends is a request of its own, its answer a message back, in message order.
+//!
+//! - **Upgrade** (`upgrade`, below): a `GET` with `Upgrade: websocket` is checked here
+//!   first (version 13 only, else `426` with `Sec-WebSocket-Version: 13`; a key of 16
+//!   bytes; with CORS configured, an `Origin` the policy does not allow is `403`), then
+//!   sent into the pipeline like any request. Its answer decides: a `101` (from
+//!   [`Next::accept_websocket`](crate::stages::Next::accept_websocket)), held or not,
+//!   completes the handshake (§4.2.2) and the connection's decoder becomes a
+//!   [`WsState`]; so does a `200` of GRIP's WebSocket-over-HTTP events beginning with
+//!   `OPEN` (a gateway backend's accept), whose other events are sent at once; any
+//!   other answer refuses the upgrade, written as it is, and the connection closes
+//!   after it. No request is read while the upgrade is decided.
+//! - **Messages** (`messages`): each text or binary message enters the pipeline as a
+//!   `POST` with the upgrade request's head (its target, `Cookie`, `Authorization` and
+//!   the rest, less the handshake's fields), the envelope flagged as a WebSocket
+//!   message, through the entry the head's task names. Its slot keeps its place in the
+//!   connection's answer order, and the answer, an HTTP response from the worker like
+//!   any, is turned into one frame when it leaves ([`answer_frame`]). Pings are
+//!   answered at once; a Close is answered and the connection closes once it is
+//!   written, interrupting what is still running, as a client that leaves does.
+//! - **Push** (`push`): a socket held on channels (at the accept, or later by a
+//!   message's stage, [`Next::subscribe_websocket`](crate::stages::Next::subscribe_websocket))
+//!   gets each published item's `ws-message` format as a message, in its connection's
+//!   output, which `max_output_bytes` bounds as for any answer: a socket that does not
+//!   read is dropped.
+//! - **Keeping alive**: a socket quiet for `ping` is sent a ping; one still quiet a
+//!   `ping` later is dropped. WebSockets are not closed by `idle_timeout`.
+//!
+//! The framing is [`crate::http::websocket`]; no extension is negotiated (no
+//! permessage-deflate).
+
+mod messages;
+mod push;
+
+use super::front::EntryIndex;
+use super::output::AnswerBytes;
+use super::Server;
+use crate::base::fast_hash::FastMap;
+use crate::http::websocket::{self, MessageDecoder, MessageKind};
+use crate::http::websocket_events as events;
+use crate::http::{field_text, field_values, Method, ParsedRequest, Response};
+use std::time::{Duration, Instant};
+
+/// The WebSocket settings of a front end.
+#[derive(Clone, Debug)]
+pub struct WebSocketConfig {
+    /// Ping a socket quiet this long; drop it when still quiet as long again (none:
+    /// never; 30 s by default).
+    pub ping: Option<Duration>,
+    /// The largest message a client may send, in bytes (fragments together); a larger
+    /// one closes the socket with 1009. 1 MiB by default.
+    pub max_message: usize,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            ping: Some(Duration::from_secs(30)),
+            max_message: 1024 * 1024,
+        }
+    }
+}
+
+/// An upgrade request in the pipeline, waiting for its stage's answer.
+pub(super) struct PendingUpgrade {
+    /// The client's `Sec-WebSocket-Key`.
+    key: Box<str>,
+    /// The subprotocols the client offered.
+    offered: Vec<String>,
+    /// The head each message's request gets (see [`message_head`]).
+    head: Box<[u8]>,
+    /// The entry the upgrade request's head routes to, which its messages take too.
+    entry: EntryIndex,
+}
+
+/// A connection that speaks WebSocket: its decoder and what its messages need.
+pub(crate) struct WsState {
+    pub(super) decoder: MessageDecoder,
+    /// The head of each message's request, up to its `Content-Type`.
+    pub(super) head: Box<[u8]>,
+    pub(super) entry: EntryIndex,
+    /// The id its channels know it by, and the channels, once it is held on any.
+    pub(super) hold: Option<(u64, Vec<Box<str>>)>,
+    /// A Close was sent: nothing more is.
+    pub(super) close_sent: bool,
+    /// When a ping went out that nothing has followed yet.
+    pub(super) ping_sent: Option<Instant>,
+}
+
+/// The front end's WebSocket state beside its connections.
+#[derive(Default)]
+pub(super) struct WebSockets {
+    /// Upgrade requests in the pipeline, by request id.
+    pub(super) pending: FastMap<u64, PendingUpgrade>,
+    /// Sockets held on channels: hold id → connection.
+    pub(super) holds: FastMap<u64, u64>,
+    /// Handshakes completed.
+    pub(super) opened: u64,
+}
+
+/// What the front end makes of a request with an `Upgrade` field.
+pub(super) enum UpgradeCheck {
+    /// Not a WebSocket upgrade: served as any request.
+    NotWebSocket,
+    /// A WebSocket upgrade the front end refuses itself.
+    Refuse(Response),
+    /// A valid upgrade, for the pipeline to accept or refuse.
+    Upgrade(PendingUpgrade),
+}
+
+/// Header fields of the upgrade request that its messages' requests leave out: the
+/// handshake's and the framing's.
+const DROPPED_FIELDS: [&str; 9] = [
+    "upgrade",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "expect",
+];
+
+/// Checks a request with an `Upgrade` field (RFC 6455 §4.2.1).
+pub(super) fn check_upgrade(
+    request: &ParsedRequest,
+    cors: Option<&super::CorsConfig>,
+    entry: EntryIndex,
+) -> UpgradeCheck {
+    let head = &request.head;
+    if !websocket::asks_upgrade(head) {
+        return UpgradeCheck::NotWebSocket;
+    }
+    if request.method != Method::Get || request.minor_version != 1 {
+        return UpgradeCheck::Refuse(Response::error(
+            400,
+            "a WebSocket upgrade is a GET over HTTP/1.1",
+        ));
+    }
+    if field_text(head, "sec-websocket-version") != Some(websocket::VERSION) {
+        return UpgradeCheck::Refuse(
+            Response::error(426, "only WebSocket version 13 is served")
+                .header("Sec-WebSocket-Version", websocket::VERSION),
+        );
+    }
+    let key = match field_text(head, "sec-websocket-key") {
+        Some(key) if websocket::key_is_valid(key) => key,
+        _ => {
+            return UpgradeCheck::Refuse(Response::error(
+                400,
+                "Sec-WebSocket-Key must be 16 bytes in base64",
+            ))
+        }
+    };
+    if let (Some(cors), Some(origin)) = (cors, field_text(head, "origin")) {
+        if cors.allow_origin(origin).is_none() {
+            return UpgradeCheck::Refuse(Response::error(
+                403,
+                "this origin may not open a WebSocket here",
+            ));
+        }
+    }
+    let offered = field_values(head, "sec-websocket-protocol")
+        .flat_map(|value| value.split(|&b| b == b','))
+        .filter_map(|token| std::str::from_utf8(token.trim_ascii()).ok())
+        .filter(|token| !token.is_empty())
+        .map(str::to_string)
+        .collect();
+    UpgradeCheck::Upgrade(PendingUpgrade {
+        key: key.into(),
+        offered,
+        head: message_head(request),
+        entry,
+    })
+}
+
+/// The head of a message's request: `POST`, the upgrade's target, its fields but
+/// [`DROPPED_FIELDS`]; each message adds its `Content-Type` and the blank line.
+fn message_head(request: &ParsedRequest) -> Box<[u8]> {
+    let mut head = Vec::with_capacity(request.head.len());
+    head.extend_from_slice(b"POST ");
+    head.extend_from_slice(request.target_str().as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for line in request.head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = &line[..colon];
+        if DROPPED_FIELDS
+            .iter()
+            .any(|dropped| name.eq_ignore_ascii_case(dropped.as_bytes()))
+        {
+            continue;
+        }
+        head.extend_from_slice(line);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.into_boxed_slice()
+}
+
+/// An answer's header fields: names and values.
+type Fields = Vec<(String, Vec<u8>)>;
+
+/// The status and fields of an HTTP answer's head, and where its body starts.
+fn read_answer(bytes: &[u8]) -> Option<(u16, Fields, usize)> {
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut fields);
+    match response.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => Some((
+            response.code?,
+            response
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), h.value.to_vec()))
+                .collect(),
+            len,
+        )),
+        _ => None,
+    }
+}
+
+/// An answer to a message, as it leaves: its body as one frame (text when its
+/// `Content-Type` is text or JSON and its body UTF-8, binary otherwise), or the frames
+/// of its events for `application/websocket-events` (GRIP's WebSocket-over-HTTP, from
+/// the gateway); nothing for a `204`, an empty answer, or once the socket has sent its
+/// Close. True when the frames end with a Close.
+pub(super) fn answer_frame(answer: AnswerBytes, closed: bool) -> (AnswerBytes, bool) {
+    let nothing = (AnswerBytes::Owned(Vec::new()), false);
+    let bytes = answer.as_slice();
+    if closed || bytes.is_empty() {
+        return nothing;
+    }
+    let Some((status, fields, body_at)) = read_answer(bytes) else {
+        return nothing;
+    };
+    if status == 204 {
+        return nothing;
+    }
+    let body = &bytes[body_at..];
+    let content_type = fields
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if content_type
+        .is_some_and(|(_, value)| value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes()))
+    {
+        let (frames, closes) = event_frames(body);
+        return (AnswerBytes::Owned(frames), closes);
+    }
+    let textual = content_type.is_none_or(|(_, value)| {
+        let value = value.to_ascii_lowercase();
+        value.starts_with(b"text/")
+            || value.starts_with(b"application/json")
+            || memchr::memmem::find(&value, b"+json").is_some()
+            || memchr::memmem::find(&value, b"charset=utf-8").is_some()
+    });
+    let kind = if textual && std::str::from_utf8(body).is_ok() {
+        MessageKind::Text
+    } else {
+        MessageKind::Binary
+    };
+    (
+        AnswerBytes::Owned(websocket::message_frame(kind, body)),
+        false,
+    )
+}
+
+/// The frames of a body of GRIP WebSocket-over-HTTP events: `TEXT`, `BINARY`, `PING`,
+/// `PONG`, and `CLOSE` (after which nothing is sent; true then). Control messages
+/// (`TEXT` with `c:`) are the gateway's, never sent; a malformed body sends nothing.
+pub(super) fn event_frames(body: &[u8]) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let list = match events::parse(body) {
+        Ok(list) => list,
+        Err(e) => {
+            log::warn!("an answer's WebSocket events were not sent: {e}");
+            return (out, false);
+        }
+    };
+    for event in list {
+        if event.control().is_some() {
+            continue;
+        }
+        match event.kind.as_str() {
+            "TEXT" if std::str::from_utf8(&event.content).is_ok() => {
+                out.extend(websocket::message_frame(MessageKind::Text, &event.content))
+            }
+            "BINARY" => out.extend(websocket::message_frame(
+                MessageKind::Binary,
+                &event.content,
+            )),
+            "PING" | "PONG" if event.content.len() <= websocket::MAX_CONTROL_PAYLOAD => {
+                let opcode = if event.kind == "PING" { 0x9 } else { 0xA };
+                out.extend(websocket::frame(opcode, &event.content));
+            }
+            "CLOSE" => {
+                let code = match event.content.get(..2) {
+                    Some(code) => u16::from_be_bytes([code[0], code[1]]),
+                    None => websocket::close_code::NORMAL,
+                };
+                let reason = std::str::from_utf8(event.content.get(2..).unwrap_or_default());
+                out.extend(websocket::close_frame(code, reason.unwrap_or_default()));
+                return (out, true);
+            }
+            "OPEN" => {}
+            other => log::debug!("a WebSocket event {other} is not sent"),
+        }
+    }
+    (out, false)
+}
+
+impl Server {
+    /// Notes an upgrade request just sent into the pipeline (its slot is the
+    /// connection's last); nothing more is read from the connection until its answer.
+    pub(super) fn upgrade_sent(&mut self, id: u64, pending: PendingUpgrade) {
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return;
+        };
+        let Some(request_id) = conn.slots.back().map(|slot| slot.request_id) else {
+            return;
+        };
+        if !self.requests.contains_key(&request_id) {
+            return;
+        }
+        // A refusal closes the connection after it; an accept takes this back.
+        conn.close_after(request_id);
+        self.websocket.pending.insert(request_id, pending);
+    }
+
+    /// The answer to an upgrade request: a `101` completes the handshake (and holds
+    /// the socket on `channels`); anything else is the refusal, as it is. Returns the
+    /// bytes for the request's slot.
+    pub(super) fn complete_upgrade(
+        &mut self,
+        id: u64,
+        request_id: u64,
+        pending: PendingUpgrade,
+        answer: AnswerBytes,
+        channels: &[&str],
+    ) -> AnswerBytes {
+        let Some((status, fields, body_at)) = read_answer(answer.as_slice()) else {
+            return answer;
+        };
+        let is_events = fields.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("content-type")
+                && value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes())
+        });
+        // GRIP's accept: events that begin with OPEN (a gateway backend's).
+        let grip_open = status == 200
+            && is_events
+            && events::parse(&answer.as_slice()[body_at..])
+                .is_ok_and(|list| list.first().is_some_and(|e| e.kind == "OPEN"));
+        if status != 101 && !grip_open {
+            log::info!("request {request_id}: the stage refused the WebSocket upgrade");
+            return answer;
+        }
+        let chosen = fields
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-protocol"))
+            .map(|(_, value)| String::from_utf8_lossy(value).trim().to_string());
+        if let Some(chosen) = &chosen {
+            if !pending.offered.iter().any(|offered| offered == chosen) {
+                log::error!(
+                    "request {request_id}: the stage chose a subprotocol the client did not offer"
+                );
+                let refusal = Response::error(500, "the server chose a subprotocol not offered");
+                return AnswerBytes::Owned(refusal.to_bytes(1, false, false));
+            }
+        }
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return answer;
+        };
+        let mut head = String::from(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+        );
+        head.push_str(&format!(
+            "Sec-WebSocket-Accept: {}\r\n",
+            websocket::accept_key(&pending.key)
+        ));
+        let mut head = head.into_bytes();
+        for (name, value) in &fields {
+            let skip = [
+                "upgrade",
+                "connection",
+                "content-length",
+                "transfer-encoding",
+                "sec-websocket-accept",
+                "content-type",
+                "date",
+            ]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n));
+            if !skip {
+                head.extend_from_slice(name.as_bytes());
+                head.extend_from_slice(b": ");
+                head.extend_from_slice(value);
+                head.extend_from_slice(b"\r\n");
+            }
+        }
+        head.extend_from_slice(b"\r\n");
+        // Events to send at once (a gateway backend's greeting) follow the head.
+        let mut closes = false;
+        if is_events {
+            let (frames, close) = event_frames(&answer.as_slice()[body_at..]);
+            head.extend_from_slice(&frames);
+            closes = close;
+        }
+        if let Some(slot) = conn.slots.iter_mut().find(|s| s.request_id == request_id) {
+            slot.close_after = closes;
+            slot.interim = false;
+        }
+        conn.become_websocket(Box::new(WsState {
+            decoder: MessageDecoder::new(self.config.websocket.max_message),
+            head: pending.head,
+            entry: pending.entry,
+            hold: None,
+            close_sent: false,
+            ping_sent: None,
+        }));
+        self.websocket.opened += 1;
+        if !channels.is_empty() {
+            self.hold_socket(id, channels);
+        }
+        log::debug!("request {request_id}: WebSocket open on connection {id}");
+        AnswerBytes::Owned(head)
+    }
+}

@@ -1,0 +1,76 @@
+"""A WebSocket-over-HTTP backend for tests/websocket_gateway.rs, written as a
+gripcontrol user would write one (WebSocketEvent, websocket_control_message).
+
+Usage: grip_ws_backend.py CONTROL_PORT
+Prints "listening PORT" once it accepts connections on 127.0.0.1.
+
+  OPEN             accepted; the socket is subscribed to channel "room" and told
+                   "welcome <Connection-Id present?>"
+  TEXT "publish X" publishes X on "room" with GripPubControl (to the control listener)
+                   and answers "published"
+  TEXT other       answered "echo <text>"
+  BINARY           sent back as it is
+"""
+
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from gripcontrol import (
+    GripPubControl,
+    WebSocketEvent,
+    WebSocketMessageFormat,
+    decode_websocket_events,
+    encode_websocket_events,
+    websocket_control_message,
+)
+from pubcontrol import Item
+
+CONTROL = {"control_uri": "http://127.0.0.1:%s" % sys.argv[1]}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.headers.get("Content-Type") != "application/websocket-events":
+            return self.answer(400, b"not WebSocket-over-HTTP\n", "text/plain")
+        out = []
+        for event in decode_websocket_events(body):
+            kind = event.type
+            if kind == "OPEN":
+                out.append(WebSocketEvent("OPEN"))
+                subscribe = websocket_control_message("subscribe", {"channel": "room"})
+                out.append(WebSocketEvent("TEXT", "c:" + subscribe))
+                has_id = "yes" if self.headers.get("Connection-Id") else "no"
+                out.append(WebSocketEvent("TEXT", "welcome " + has_id))
+            elif kind == "TEXT":
+                text = event.content.decode("utf-8")
+                if text.startswith("publish "):
+                    GripPubControl(CONTROL).publish(
+                        "room", Item(WebSocketMessageFormat(text[len("publish "):]))
+                    )
+                    out.append(WebSocketEvent("TEXT", "published"))
+                else:
+                    out.append(WebSocketEvent("TEXT", "echo " + text))
+            elif kind == "BINARY":
+                out.append(WebSocketEvent("BINARY", event.content))
+        self.answer(200, encode_websocket_events(out), "application/websocket-events")
+
+    def do_GET(self):
+        self.answer(404, b"WebSocket only\n", "text/plain")
+
+    def answer(self, code, body, content_type):
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print("listening %d" % server.server_address[1], flush=True)
+server.serve_forever()
