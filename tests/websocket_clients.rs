@@ -488,7 +488,8 @@ ws.on('close', (code) => {
 fn prime_serverd_answers_numbers_sent_on_a_websocket_through_both_stages() {
     let port = free_port();
     let args: Vec<String> = [tcp(port), "2".into()].into();
-    let _serverd = Daemon::start_listening("serverd-ws", env!("CARGO_BIN_EXE_prime_serverd"), &args);
+    let _serverd =
+        Daemon::start_listening("serverd-ws", env!("CARGO_BIN_EXE_prime_serverd"), &args);
     let mut client = WsClient::open(port, "/is_prime");
     for (n, answer) in [
         ("7", r#"{"is_prime":true,"possible_prime":7}"#),
