@@ -10,6 +10,10 @@ Prints "listening PORT" once it accepts connections on 127.0.0.1.
                    and answers "published"
   TEXT other       answered "echo <text>"
   BINARY           sent back as it is
+  TEXT "closes"    answered "closes: " and the sockets' ends told so far, sorted, each
+                   "CLOSE <code> <known>" or "DISCONNECT <known>" (known: whether its
+                   Connection-Id is one an OPEN came with), comma-separated
+  CLOSE/DISCONNECT recorded for "closes"; answered with no events
 """
 
 import sys
@@ -26,6 +30,8 @@ from gripcontrol import (
 from pubcontrol import Item
 
 CONTROL = {"control_uri": "http://127.0.0.1:%s" % sys.argv[1]}
+OPENED = set()
+ENDS = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -36,9 +42,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Type") != "application/websocket-events":
             return self.answer(400, b"not WebSocket-over-HTTP\n", "text/plain")
         out = []
+        cid = self.headers.get("Connection-Id")
+        known = "known" if cid in OPENED else "unknown"
         for event in decode_websocket_events(body):
             kind = event.type
             if kind == "OPEN":
+                OPENED.add(cid)
                 out.append(WebSocketEvent("OPEN"))
                 subscribe = websocket_control_message("subscribe", {"channel": "room"})
                 out.append(WebSocketEvent("TEXT", "c:" + subscribe))
@@ -46,13 +55,20 @@ class Handler(BaseHTTPRequestHandler):
                 out.append(WebSocketEvent("TEXT", "welcome " + has_id))
             elif kind == "TEXT":
                 text = event.content.decode("utf-8")
-                if text.startswith("publish "):
+                if text == "closes":
+                    out.append(WebSocketEvent("TEXT", "closes: " + ", ".join(sorted(ENDS))))
+                elif text.startswith("publish "):
                     GripPubControl(CONTROL).publish(
                         "room", Item(WebSocketMessageFormat(text[len("publish "):]))
                     )
                     out.append(WebSocketEvent("TEXT", "published"))
                 else:
                     out.append(WebSocketEvent("TEXT", "echo " + text))
+            elif kind == "CLOSE":
+                code = int.from_bytes(event.content[:2], "big") if event.content else "none"
+                ENDS.append("CLOSE %s %s" % (code, known))
+            elif kind == "DISCONNECT":
+                ENDS.append("DISCONNECT %s" % known)
             elif kind == "BINARY":
                 out.append(WebSocketEvent("BINARY", event.content))
         self.answer(200, encode_websocket_events(out), "application/websocket-events")

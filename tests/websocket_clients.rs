@@ -483,3 +483,28 @@ ws.on('close', (code) => {
         "[\"text hello from node\",\"binary 9,8,7\",\"close 1000\"]\nponged\n"
     );
 }
+
+#[test]
+fn prime_serverd_answers_numbers_sent_on_a_websocket_through_both_stages() {
+    let port = free_port();
+    let args: Vec<String> = [tcp(port), "2".into()].into();
+    let _serverd =
+        Daemon::start_listening("serverd-ws", env!("CARGO_BIN_EXE_prime_serverd"), &args);
+    let mut client = WsClient::open(port, "/is_prime");
+    for (n, answer) in [
+        ("7", r#"{"is_prime":true,"possible_prime":7}"#),
+        ("8", r#"{"is_prime":false,"possible_prime":8}"#),
+    ] {
+        client.send_text(n);
+        let frame = client.frame();
+        assert_eq!(frame.opcode, 1, "{frame:?}");
+        assert_eq!(String::from_utf8(frame.payload).unwrap(), answer);
+    }
+    // A message that is no number is the parse stage's 400, as its body.
+    client.send_text("seven");
+    let frame = client.frame();
+    assert!(
+        String::from_utf8_lossy(&frame.payload).contains("whole number"),
+        "{frame:?}"
+    );
+}

@@ -3,7 +3,9 @@
 //! published `gripcontrol` package: `WebSocketEvent`, `websocket_control_message`).
 //! The backend accepts the `OPEN`, subscribes the socket to a channel with a control
 //! message and greets it; messages become `TEXT`/`BINARY` events answered with events;
-//! a publish from the backend (`GripPubControl`, `ws-message`) reaches the socket.
+//! a publish from the backend (`GripPubControl`, `ws-message`) reaches the socket; a
+//! socket's end reaches the backend as a `CLOSE` event with the client's code, or a
+//! `DISCONNECT` event when the client left without a Close.
 //!
 //! The gateway connects to an address it was given, so the test runs in a network
 //! namespace with only loopback (see `netns`). Every wait is bounded; nothing asserts
@@ -101,6 +103,20 @@ fn a_gripcontrol_backend_serves_websockets_behind_the_gateway() {
     got.sort();
     assert_eq!(got, ["news for the room", "published"]);
     assert_eq!(text(&mut other), "news for the room");
-    client.send(&client_frame(0x88, &1000u16.to_be_bytes()));
-    client.expect_close(1000);
+    client.send(&client_frame(0x88, &4001u16.to_be_bytes()));
+    client.expect_close(4001);
+    // The other leaves without a Close; a third socket asks what the backend was told.
+    drop(other);
+    let mut asker = WsClient::open(port, "/chat");
+    assert_eq!(text(&mut asker), "welcome yes");
+    let mut told = String::new();
+    for _ in 0..100 {
+        asker.send_text("closes");
+        told = text(&mut asker);
+        if told.matches(", ").count() >= 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(told, "closes: CLOSE 4001 known, DISCONNECT known");
 }

@@ -58,6 +58,16 @@ pub fn parse(job: &mut Job<'_>) -> Outcome {
             }
             match http_number(job, head, path.as_deref()) {
                 Ok(n) => Ok(n),
+                // A WebSocket opened on /is_prime (so no N in its query): each of its
+                // messages is an N (a POST's body), answered through both stages.
+                // Checked only on this error path, so a plain request pays nothing.
+                Err(_)
+                    if path.as_deref() == Some(IS_PRIME_PATH)
+                        && job.envelope().websocket.is_none()
+                        && crate::http::websocket::asks_upgrade(job.frame(0).unwrap_or(b"")) =>
+                {
+                    return job.reply(&Response::new(101))
+                }
                 Err(response) => return job.reply(&response),
             }
         }

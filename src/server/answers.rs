@@ -406,6 +406,7 @@ impl Server {
         }
         self.forget_job_requests(id, &held_by_jobs);
         if let super::connection::Decoder::WebSocket(ws) = conn.decoder {
+            self.tell_closed(id, &ws, conn.client);
             self.release_socket(ws.hold);
         }
     }

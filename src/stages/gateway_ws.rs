@@ -6,7 +6,9 @@
 //! Pushpin. The backend's answer is events too: `OPEN` accepts the socket, `TEXT`,
 //! `BINARY`, `PING`, `CLOSE` are sent to it (the front end frames them), and control
 //! messages (`TEXT` with `c:`) `subscribe` the socket to channels (a hold of the socket).
-//! The socket's close is not POSTed to the backend (no `CLOSE` or `DISCONNECT` event).
+//! A socket's close is POSTed too: the front end sends a request of its own with a
+//! `CLOSE` (the client's code) or `DISCONNECT` event as its body, relayed as it is; its
+//! answer is dropped.
 
 use super::api::{Next, StageError};
 use crate::http::websocket::MessageKind;
@@ -33,10 +35,23 @@ pub(super) fn request(
     client: &Request,
     message: Option<MessageKind>,
 ) -> Request {
-    let event = match message {
-        None => WsEventRecord::new("OPEN", ""),
-        Some(MessageKind::Text) => WsEventRecord::new("TEXT", client.body.clone()),
-        Some(MessageKind::Binary) => WsEventRecord::new("BINARY", client.body.clone()),
+    // The front end's own events (a socket's `CLOSE` or `DISCONNECT`) come as a
+    // message whose body is already events; a client's message never has that type.
+    let told = message.is_some()
+        && client
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .is_some_and(|(_, value)| value.trim().eq_ignore_ascii_case(CONTENT_TYPE));
+    let body = match message {
+        _ if told => client.body.clone(),
+        None => websocket_events::encode(&[WsEventRecord::new("OPEN", "")]),
+        Some(MessageKind::Text) => {
+            websocket_events::encode(&[WsEventRecord::new("TEXT", client.body.clone())])
+        }
+        Some(MessageKind::Binary) => {
+            websocket_events::encode(&[WsEventRecord::new("BINARY", client.body.clone())])
+        }
     };
     let mut headers: Vec<(String, String)> = client
         .headers
@@ -49,7 +64,7 @@ pub(super) fn request(
     headers.push(("Sec-WebSocket-Extensions".into(), "grip".into()));
     Request {
         method: "POST".into(),
-        body: websocket_events::encode(&[event]),
+        body,
         headers,
         ..client.clone()
     }

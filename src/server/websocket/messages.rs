@@ -5,8 +5,11 @@
 use super::super::answers::mark_dirty;
 use super::super::output::AnswerBytes;
 use super::super::Server;
+use super::WsState;
+use crate::base::sockets;
 use crate::http::websocket::{self, close_code, MessageKind, WsEvent};
-use crate::pipeline::envelope::Protocol;
+use crate::http::websocket_events::{self as events, WsEventRecord};
+use crate::pipeline::envelope::{lead_frame, Envelope, Protocol};
 use std::time::Instant;
 
 /// The protocol facts of a message's request: HTTP/1.1, kept alive.
@@ -52,6 +55,10 @@ impl Server {
                 WsEvent::Pong => {}
                 WsEvent::Close(status) => {
                     log::debug!("connection {id}: the client closed its WebSocket");
+                    let told = status
+                        .as_ref()
+                        .map_or(Vec::new(), |(code, _)| code.to_be_bytes().to_vec());
+                    ws.client_close = Some(told);
                     let code = status.map_or(close_code::NORMAL, |(code, _)| code);
                     return self.close_websocket(id, code, "");
                 }
@@ -82,6 +89,47 @@ impl Server {
             (false, None),
             Some(kind),
         );
+    }
+
+    /// Tells the pipeline that a socket accepted with GRIP's events closed, as GRIP's
+    /// WebSocket-over-HTTP does: a request of the front end's own with the messages'
+    /// head, its body a `CLOSE` event (with the client's status code) when the client
+    /// closed, a `DISCONNECT` event otherwise (the connection lost, a ping unanswered,
+    /// a failure, a drain). Its answer is nobody's: it is dropped when it comes.
+    pub(in super::super) fn tell_closed(
+        &mut self,
+        id: u64,
+        ws: &WsState,
+        client: Option<std::net::SocketAddr>,
+    ) {
+        if !ws.grip {
+            return;
+        }
+        let event = match &ws.client_close {
+            Some(code) => WsEventRecord::new("CLOSE", code.clone()),
+            None => WsEventRecord::new("DISCONNECT", ""),
+        };
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let mut head = Vec::with_capacity(ws.head.len() + 64);
+        head.extend_from_slice(&ws.head);
+        head.extend_from_slice(b"Content-Type: ");
+        head.extend_from_slice(events::CONTENT_TYPE.as_bytes());
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut envelope = Envelope::new(request_id, id, self.nonce, MESSAGE_PROTOCOL)
+            .at_front_end(self.front.front_end)
+            .with_timeout(self.config.request_timeout)
+            .with_client(client);
+        envelope.websocket = Some(MessageKind::Binary);
+        let body = zmq::Message::from(events::encode(&[event]));
+        let message = [lead_frame(&envelope.encode(), &head), body];
+        let socket = self.front.entry_socket(ws.entry);
+        match sockets::send_frames(socket, message, zmq::DONTWAIT) {
+            Ok(()) => {
+                log::debug!("connection {id}: its WebSocket's close told (request {request_id})")
+            }
+            Err(e) => log::info!("connection {id}: its WebSocket's close was not told: {e}"),
+        }
     }
 
     /// Queues a frame (a pong, a pushed message) after what the connection already

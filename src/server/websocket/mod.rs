@@ -87,6 +87,12 @@ pub(crate) struct WsState {
     pub(super) close_sent: bool,
     /// When a ping went out that nothing has followed yet.
     pub(super) ping_sent: Option<Instant>,
+    /// Accepted with GRIP's WebSocket-over-HTTP events (a gateway backend's accept):
+    /// its close is told to the pipeline as a `CLOSE` or `DISCONNECT` event.
+    pub(super) grip: bool,
+    /// The client's Close: its status code, if it sent one (the `CLOSE` event's
+    /// content); none while the client has not closed.
+    pub(super) client_close: Option<Vec<u8>>,
 }
 
 /// The front end's WebSocket state beside its connections.
@@ -419,6 +425,8 @@ impl Server {
             hold: None,
             close_sent: false,
             ping_sent: None,
+            grip: grip_open,
+            client_close: None,
         }));
         self.websocket.opened += 1;
         if !channels.is_empty() {
