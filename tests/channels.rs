@@ -1,8 +1,9 @@
 //! Channels over real sockets and processes: holds (long-poll and stream) answered by a
 //! stage's publish and by the control listener's `POST /publish/` (with and without the
-//! publish key), history and recovery with `Last-Event-ID`, a stalled stream subscriber
-//! dropped at the output bound while another keeps receiving, a client that leaves
-//! freeing its hold, and two `prime_serverd` processes on one bus (`prime_proxyd --bus`).
+//! publish key, and more items at once than the front end queues), history and recovery
+//! with `Last-Event-ID`, a stalled stream subscriber dropped at the output bound while
+//! another keeps receiving, a client that leaves freeing its hold, and two
+//! `prime_serverd` processes on one bus (`prime_proxyd --bus`).
 //!
 //! Every wait is bounded; nothing asserts on elapsed time.
 
@@ -320,6 +321,35 @@ fn publishing_needs_the_key_when_one_is_set() {
     }
     let answer = post(server.control, "/nothing", "", "");
     assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+#[test]
+fn a_publish_of_more_items_than_the_front_end_queues_arrives_whole_and_in_order() {
+    // 2,500 items in one request: more than the control listener may queue for the
+    // front end at once (1,000), so the publish waits for room and wakes it.
+    let server = Embedded::start(|_| {});
+    let mut stream = Client::get(server.port, "/channels/many", "");
+    stream.wait_for("held on channel many");
+    wait_holds(server.port, 1);
+    let items: Vec<serde_json::Value> = (0..2500)
+        .map(|i| {
+            serde_json::json!({"channel": "many",
+                "formats": {"http-stream": {"content": format!("data: n{i}\n\n")}}})
+        })
+        .collect();
+    let body = serde_json::json!({ "items": items }).to_string();
+    let answer = publish(server.control, &body, None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let text = stream.wait_for("data: n2499\n\n");
+    let mut from = 0;
+    for i in 0..2500 {
+        let needle = format!("data: n{i}\n\n");
+        let at = text[from..]
+            .find(&needle)
+            .unwrap_or_else(|| panic!("item {i} missing or out of order"));
+        from += at + needle.len();
+    }
+    assert_eq!(text.matches("data: n").count(), 2500, "each item once");
 }
 
 #[test]

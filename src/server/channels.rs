@@ -171,6 +171,13 @@ pub(super) struct Held {
 }
 
 impl Held {
+    /// When the sweep next has work for it: a long-poll's timeout, or a stream's
+    /// keep-alive after `last_sent`; none for a hold with neither.
+    pub(super) fn due(&self) -> Option<Instant> {
+        self.expires
+            .or_else(|| self.keep_alive.as_ref().map(|k| self.last_sent + k.1))
+    }
+
     /// Where its bytes go, and how they are framed.
     pub(super) fn target(&self) -> Target {
         Target {
@@ -217,9 +224,16 @@ pub(super) struct Channels {
     pub(super) config: ChannelsConfig,
     pub(super) map: FastMap<Box<str>, Channel>,
     pub(super) holds: FastMap<u64, Held>,
+    /// No hold is due (see [`Held::due`]) before this: the sweep walks the holds only
+    /// from then on. A bound, not the exact time: a write to a stream moves its
+    /// keep-alive later without moving this, and a walk then finds nothing to do.
+    pub(super) holds_due: Option<Instant>,
     pub(super) bus: Option<BusLink>,
-    /// Where the control listener's publishes arrive (PULL, bound in-process).
+    /// What wakes the front end for the control listener's publishes, and the
+    /// subscriptions' requests (PULL, bound in-process).
     pub(super) inbox: zmq::Socket,
+    /// The control listener's published items, parsed (read at each wake).
+    pub(super) publishes: crossbeam_channel::Receiver<Item>,
     pub(super) stats: ChannelStats,
     /// The control listener's thread, stopped when the front end is dropped.
     pub(super) control: Option<super::control::ControlListener>,
@@ -256,12 +270,14 @@ impl Channels {
             )?),
             _ => None,
         };
+        let (sender, publishes) = crossbeam_channel::bounded(super::control::PUBLISHES_WAITING);
         let control = match &config.control {
             Some(control) => Some(
                 super::control::ControlListener::start(
                     ctx,
                     control.clone(),
                     &inbox_endpoint,
+                    sender,
                     subscriptions.as_ref().map(|s| s.registry().clone()),
                     admin,
                 )
@@ -273,8 +289,10 @@ impl Channels {
             config,
             map: FastMap::default(),
             holds: FastMap::default(),
+            holds_due: None,
             bus,
             inbox,
+            publishes,
             stats: ChannelStats::default(),
             control,
             subscriptions,
@@ -293,6 +311,18 @@ impl Channels {
         channel.holders.insert(request_id);
         channel.quiet_since = None;
         channel
+    }
+
+    /// Keeps a hold: joins its channels and, if it has a timeout or keep-alive,
+    /// brings the sweep's next walk forward to it.
+    pub(super) fn hold(&mut self, request_id: u64, held: Held) {
+        for name in held.channels.iter() {
+            self.join(name, request_id);
+        }
+        if let Some(due) = held.due() {
+            self.holds_due = Some(self.holds_due.map_or(due, |at| at.min(due)));
+        }
+        self.holds.insert(request_id, held);
     }
 
     /// Removes a hold from every channel it was on; returns it.

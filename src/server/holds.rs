@@ -140,10 +140,7 @@ impl Server {
         if !self.connections.contains_key(&id) {
             return;
         }
-        for name in held.channels.iter() {
-            self.channels.join(name, request_id);
-        }
-        self.channels.holds.insert(request_id, held);
+        self.channels.hold(request_id, held);
     }
 
     /// An event stream of a job not yet ended (`GET /jobs/{id}/events`): its head and
@@ -187,10 +184,7 @@ impl Server {
         if !self.connections.contains_key(&to.connection) {
             return;
         }
-        for name in held.channels.iter() {
-            self.channels.join(name, request_id);
-        }
-        self.channels.holds.insert(request_id, held);
+        self.channels.hold(request_id, held);
     }
 
     /// The head and first bytes of a stream hold.
@@ -316,10 +310,13 @@ impl Server {
                 }
                 continue;
             }
-            match frames.first().map(|f| Item::parse(f)) {
-                Some(Ok(item)) => self.publish_item(item),
-                _ => log::warn!("dropped a malformed publish from the control listener"),
+            if !matches!(frames.as_slice(), [wake] if wake.is_empty()) {
+                log::warn!("dropped a malformed message on the channels' inbox");
             }
+        }
+        // The control listener's items, in the order they were published.
+        while let Ok(item) = self.channels.publishes.try_recv() {
+            self.publish_item(item);
         }
         loop {
             let Some(bus) = &self.channels.bus else {
@@ -397,17 +394,32 @@ impl Server {
     /// Timeouts of long-polls, keep-alives of idle streams, old history.
     pub(super) fn sweep_holds(&mut self, now: Instant) {
         self.channels.sweep(now);
+        // Only once some hold may be due: with thousands of streams held, a walk at
+        // every sweep was most of an idle front end's work.
+        if self.channels.holds_due.is_none_or(|due| due > now) {
+            return;
+        }
         let mut expired = Vec::new();
         let mut idle = Vec::new();
+        let mut next: Option<Instant> = None;
         for (request_id, held) in &self.channels.holds {
-            if held.expires.is_some_and(|at| at <= now) {
-                expired.push(*request_id);
-            } else if let Some(keep_alive) = &held.keep_alive {
-                if now.duration_since(held.last_sent) >= keep_alive.1 {
+            let due = match held.due() {
+                Some(due) if due <= now => {
+                    if held.expires.is_some() {
+                        expired.push(*request_id);
+                        continue;
+                    }
                     idle.push(*request_id);
+                    // Its keep-alive goes out now, so the next is one interval on.
+                    held.keep_alive.as_ref().map(|k| now + k.1)
                 }
+                due => due,
+            };
+            if let Some(due) = due {
+                next = Some(next.map_or(due, |at| at.min(due)));
             }
         }
+        self.channels.holds_due = next;
         for request_id in expired {
             if let Some(mut held) = self.channels.leave(request_id, now) {
                 let answer = held.answer.take().map_or_else(zmq::Message::new, |a| *a);

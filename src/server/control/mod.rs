@@ -7,7 +7,9 @@
 //! traffic is small. Each request goes to the first route of [`ROUTES`] whose method
 //! and path match; a later part (an operators' API) adds its routes there. What a route
 //! hands to the front end goes through the front end's inbox (an in-process PUSH to its
-//! PULL), so a route never touches the front end's state.
+//! PULL), so a route never touches the front end's state; a publish's items, parsed
+//! here, go over a channel beside it ([`Publishes`]) and the inbox only wakes the front
+//! end, so the front end never parses them again.
 //!
 //! Routes: `POST /publish/` (see [`publish`]); `PUT`, `GET` and `DELETE
 //! /subscriptions/{name}` (see [`subscriptions`]); the job admin API, `GET /jobs`,
@@ -52,10 +54,19 @@ pub struct ControlConfig {
     pub admin_token: Option<Vec<u8>>,
 }
 
+/// How many published items may wait for the front end before a publish waits (up to
+/// [`INBOX_TIMEOUT`]), as the inbox's high-water mark did.
+pub(crate) const PUBLISHES_WAITING: usize = 1000;
+
+/// The sending side of the published items' channel (its receiver is the front end's).
+pub(crate) type Publishes = crossbeam_channel::Sender<crate::pipeline::channel::Item>;
+
 /// What a route may use.
 pub(crate) struct ControlContext {
     /// PUSH to the front end's inbox.
     inbox: zmq::Socket,
+    /// The published items, read by the front end when the inbox wakes it.
+    publishes: Publishes,
     /// The publish key, if one is set.
     publish_key: Option<Vec<u8>>,
     /// The URL subscriptions' registry, when the server delivers webhooks.
@@ -211,6 +222,7 @@ impl ControlListener {
         ctx: &zmq::Context,
         config: ControlConfig,
         inbox: &str,
+        publishes: Publishes,
         subscriptions: Option<super::subscriptions::Registry>,
         admin: Option<crate::jobs::service::admin::AdminLink>,
     ) -> Result<Self, ControlError> {
@@ -226,6 +238,7 @@ impl ControlListener {
         let stop = Arc::new(AtomicBool::new(false));
         let (ctx, inbox, flag) = (ctx.clone(), inbox.to_string(), stop.clone());
         let shared = Shared {
+            publishes,
             subscriptions,
             publish_key: config.publish_key,
             admin_token: config.admin_token,
@@ -255,6 +268,7 @@ impl Drop for ControlListener {
 
 /// What every connection's context shares.
 struct Shared {
+    publishes: Publishes,
     subscriptions: Option<super::subscriptions::Registry>,
     publish_key: Option<Vec<u8>>,
     admin_token: Option<Vec<u8>>,
@@ -296,6 +310,7 @@ fn accept_loop(
             }) {
                 Ok(socket) => ControlContext {
                     inbox: socket,
+                    publishes: shared.publishes.clone(),
                     publish_key: shared.publish_key.clone(),
                     admin_token: shared.admin_token.clone(),
                     admin: shared.admin.clone(),

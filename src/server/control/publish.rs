@@ -9,7 +9,7 @@
 //! published: one bad item and the whole request is `400`. The answer (`200`) comes once
 //! every item is handed to the front end, for its bus, not once delivered.
 
-use super::ControlContext;
+use super::{ControlContext, INBOX_TIMEOUT};
 use crate::http::{Request, Response};
 use crate::pipeline::channel::Item;
 
@@ -35,11 +35,16 @@ pub(super) fn publish(context: &ControlContext, request: &Request) -> Response {
             Err(e) => return Response::error(400, &format!("item {index}: {e}")),
         }
     }
-    for item in &parsed {
-        if let Err(e) = context.inbox.send(item.to_json(), 0) {
+    for item in parsed {
+        if let Err(e) = hand_over(context, item) {
             log::warn!("control listener: a publish did not reach the front end: {e}");
             return Response::error(503, "the front end did not take the message");
         }
+    }
+    // One wake for the request's items (the front end reads them all at each wake).
+    if let Err(e) = context.inbox.send(zmq::Message::new(), 0) {
+        log::warn!("control listener: a publish did not reach the front end: {e}");
+        return Response::error(503, "the front end did not take the message");
     }
     Response::new(200)
         .header("Content-Type", "text/plain")
@@ -63,4 +68,25 @@ pub(super) fn authorised(key: &[u8], request: &Request) -> bool {
         &validation,
     )
     .is_ok()
+}
+
+/// Puts an item on the front end's channel of publishes, parsed already; when it is
+/// full, wakes the front end first and waits up to [`INBOX_TIMEOUT`] for room.
+fn hand_over(context: &ControlContext, item: Item) -> Result<(), String> {
+    use crossbeam_channel::{SendTimeoutError, TrySendError};
+    match context.publishes.try_send(item) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Disconnected(_)) => Err("the front end stopped".into()),
+        Err(TrySendError::Full(item)) => {
+            context
+                .inbox
+                .send(zmq::Message::new(), 0)
+                .map_err(|e| e.to_string())?;
+            match context.publishes.send_timeout(item, INBOX_TIMEOUT) {
+                Ok(()) => Ok(()),
+                Err(SendTimeoutError::Timeout(_)) => Err("the front end did not keep up".into()),
+                Err(SendTimeoutError::Disconnected(_)) => Err("the front end stopped".into()),
+            }
+        }
+    }
 }
