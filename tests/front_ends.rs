@@ -1,6 +1,7 @@
 //! Several front ends, one pipeline (see `prime_server::pipeline::front_ends`): each
 //! answer (a JSON-RPC batch's calls too) reaches the front end holding its client, each
-//! front end's interrupts and stream notices reach the workers, a stage's publish
+//! front end's interrupts and stream notices reach the workers, 10,000 pipelined
+//! requests over three front ends each get exactly their own answer, a stage's publish
 //! reaches holds on the other front ends, a front end killed or restarted leaves the
 //! others serving, and `prime_serverd --front-ends N` spreads connections over its
 //! threads and refuses a SQLite job store.
@@ -530,4 +531,54 @@ fn a_stage_publishing_through_one_front_end_reaches_a_hold_on_another() {
         (answer.status, answer.body.as_str()),
         (200, "hello from the bus")
     );
+}
+
+#[test]
+fn ten_thousand_pipelined_requests_over_three_front_ends_each_get_their_own_answer() {
+    const CONNECTIONS_PER_FRONT_END: usize = 4;
+    const REQUESTS: usize = 10_000;
+    const DEPTH: usize = 50;
+    let work = |job: &mut Job<'_>| {
+        let body = format!("{} {}", job.envelope().front_end, target(job));
+        job.reply(&Response::new(200).body(body))
+    };
+    let servers = InProcess::start(3, Pipeline::new().stage("work", 4, work));
+    let connections = 3 * CONNECTIONS_PER_FRONT_END;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<JoinHandle<()>> = (0..connections)
+        .map(|client| {
+            let (front_end, port) = (client % 3, servers.ports[client % 3]);
+            // Requests client, client + connections, ...: 10,000 in all.
+            let numbers: Vec<usize> = (client..REQUESTS).step_by(connections).collect();
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                let mut connection = Client::connect(port).expect("connect");
+                for window in numbers.chunks(DEPTH) {
+                    for n in window {
+                        connection.send_get(&format!("/n/{n}")).expect("send");
+                    }
+                    for n in window {
+                        let answer = connection.read_response(READ).expect("an answer");
+                        assert_eq!(
+                            (answer.status, answer.body.as_str()),
+                            (200, format!("{front_end} /n/{n}").as_str()),
+                            "connection {client} got another request's answer"
+                        );
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                // Nothing more arrives: no answer was doubled.
+                assert!(
+                    connection
+                        .read_response(Duration::from_millis(100))
+                        .is_err(),
+                    "connection {client} got an answer it did not ask for"
+                );
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client got exactly its own answers");
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), REQUESTS);
 }

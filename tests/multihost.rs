@@ -1,5 +1,6 @@
 //! Runs `scripts/multihost` (the daemons on four network namespaces joined by a bridge)
-//! and `scripts/multihost-front-ends` (two front ends behind HAProxy, one killed) where
+//! and `scripts/multihost-front-ends` (two front ends behind HAProxy sharing a PostgreSQL
+//! job store, one killed) where
 //! it can: as root, with `ip netns add` working. Elsewhere it says why it skipped.
 
 mod tools;
@@ -59,7 +60,7 @@ fn the_multihost_demo_serves_through_a_worker_restart() {
 }
 
 #[test]
-fn two_front_ends_behind_haproxy_lose_no_request_when_one_is_killed() {
+fn two_front_ends_behind_haproxy_lose_no_request_and_no_job_when_one_is_killed() {
     if let Some(why) = namespaces_unavailable() {
         println!("skipped: network namespaces are not available here ({why})");
         return;
@@ -84,6 +85,20 @@ fn two_front_ends_behind_haproxy_lose_no_request_when_one_is_killed() {
         stdout.contains("prime_front_end_info{front_end=\"1\"} 1"),
         "{stdout}"
     );
+    // The asynchronous jobs both front ends accepted into their shared PostgreSQL:
+    // some were unfinished when front0 died, front1 took them over, and every one
+    // ended `succeeded` with its own number's answer, read through HAProxy.
+    let jobs = summary.field("jobs");
+    assert_eq!(jobs, 60, "not every job was accepted: {}", summary.0);
+    assert!(
+        summary.field("unfinished") > 0,
+        "every job had ended when front0 died: {}",
+        summary.0
+    );
+    assert_eq!(summary.field("lost"), 0, "{}", summary.0);
+    assert_eq!(summary.field("succeeded"), jobs, "{}", summary.0);
+    assert_eq!(summary.field("right"), jobs, "{}", summary.0);
+    assert!(summary.field("taken_over") > 0, "{}", summary.0);
 }
 
 /// A script's `summary: name=value ...` line.
