@@ -17,9 +17,8 @@ mod netns;
 mod tools;
 
 use daemons::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const GATEWAYD: &str = env!("CARGO_BIN_EXE_prime_gatewayd");
@@ -27,47 +26,10 @@ const BOUND: Duration = Duration::from_secs(20);
 const GRIP_KEY: &str = "grip signing key, shared with the backend";
 const PUBLISH_KEY: &str = "publish key";
 
-/// The Python backend, stopped on drop.
-struct Backend {
-    child: Child,
-    port: u16,
-}
-
-impl Backend {
-    /// Starts the backend, told the control listener's port and the keys' files.
-    fn start(control_port: u16, grip_key: &str, publish_key: &str) -> Backend {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grip_backend.py");
-        let mut child = Command::new(tools::python())
-            .arg(script)
-            .arg(grip_key)
-            .arg(control_port.to_string())
-            .arg(publish_key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the Python backend");
-        let stdout = child.stdout.take().expect("the backend's stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the backend's first line");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("the backend did not start: {line:?}")
-            });
-        Backend { child, port }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The Python backend (`grip_backend.py`), stopped on drop.
+fn start_backend(control_port: u16, grip_key: &str, publish_key: &str) -> tools::PythonPeer {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grip_backend.py");
+    tools::PythonPeer::start(script, &[grip_key, &control_port.to_string(), publish_key])
 }
 
 /// Writes `text` to a scratch file; its path.
@@ -194,7 +156,7 @@ fn a_gripcontrol_backend_holds_requests_behind_the_gateway() {
     let (grip_key, publish_key) = (key_file(GRIP_KEY), key_file(PUBLISH_KEY));
     // The backend needs the control port before the gateway starts: take it first.
     let control = free_port();
-    let backend = Backend::start(control, &grip_key, &publish_key);
+    let backend = start_backend(control, &grip_key, &publish_key);
     let port = free_port();
     let _gateway = Daemon::start_listening(
         "gatewayd-grip",
@@ -262,7 +224,7 @@ fn only_the_gateways_grip_sig_makes_the_backend_hold() {
         return;
     }
     let (grip_key, publish_key) = (key_file(GRIP_KEY), key_file(PUBLISH_KEY));
-    let backend = Backend::start(free_port(), &grip_key, &publish_key);
+    let backend = start_backend(free_port(), &grip_key, &publish_key);
 
     // Reached directly, without Grip-Sig: not held.
     let direct = exchange(backend.port, "GET", "/response?ch=a", "");

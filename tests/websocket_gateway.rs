@@ -17,48 +17,12 @@ mod tools;
 mod websocket_common;
 
 use daemons::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use websocket_common::*;
 
-/// The Python backend, stopped on drop.
-struct Backend {
-    child: Child,
-    port: u16,
-}
-
-impl Backend {
-    fn start(control_port: u16) -> Backend {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grip_ws_backend.py");
-        let mut child = Command::new(tools::python())
-            .arg(script)
-            .arg(control_port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the Python backend");
-        let stdout = child.stdout.take().expect("the backend's stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the backend's first line");
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| {
-                let _ = child.kill();
-                panic!("the backend did not start: {line:?}")
-            });
-        Backend { child, port }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The Python backend (`grip_ws_backend.py`), stopped on drop.
+fn start_backend(control_port: u16) -> tools::PythonPeer {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grip_ws_backend.py");
+    tools::PythonPeer::start(script, &[&control_port.to_string()])
 }
 
 /// The next text message.
@@ -75,7 +39,7 @@ fn a_gripcontrol_backend_serves_websockets_behind_the_gateway() {
         return;
     }
     let control = free_port();
-    let backend = Backend::start(control);
+    let backend = start_backend(control);
     let port = free_port();
     let _gateway = Daemon::start_listening(
         "gatewayd-ws",

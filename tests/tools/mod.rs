@@ -10,9 +10,10 @@
 #![allow(dead_code)]
 
 use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 /// The directory the tests may write to, shared by every test binary of this build.
@@ -127,4 +128,51 @@ pub fn program(program: &str, debian_package: &str) -> PathBuf {
                  (.ci/run installs the packages listed in .ci/apt-packages)"
             )
         })
+}
+
+/// A Python peer (a backend the tests talk to) run with [`python`]: started with its
+/// script and arguments, it prints `listening PORT` as its first line; killed and
+/// reaped when dropped.
+pub struct PythonPeer {
+    child: Child,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+impl PythonPeer {
+    /// Starts `script` with `args` and waits for its first line.
+    ///
+    /// # Panics
+    /// If it cannot start, or its first line is not `listening PORT`.
+    pub fn start(script: &str, args: &[&str]) -> PythonPeer {
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the Python peer");
+        let stdout = child.stdout.take().expect("the peer's stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the peer's first line");
+        let port = line
+            .trim()
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the Python peer {script} did not start: {line:?}")
+            });
+        PythonPeer { child, port }
+    }
+}
+
+impl Drop for PythonPeer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

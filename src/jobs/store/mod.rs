@@ -222,6 +222,31 @@ pub struct JobChange {
 /// An ended job's answer columns: status, header fields as JSON, body.
 type AnswerRow = (Option<i64>, Option<String>, Option<Vec<u8>>);
 
+/// A finished job's stored answer from its columns (status, header fields as JSON,
+/// body), as both stores keep them.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] for a missing or out-of-range status, or header fields
+/// that are not the JSON list of pairs the store wrote.
+fn answer_from_row(
+    number: u64,
+    (status, headers, body): AnswerRow,
+) -> Result<Option<StoredAnswer>, StoreError> {
+    let status = status
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("job {number} has no status")))?;
+    let headers: Vec<(String, String)> = match headers {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| StoreError::Corrupt(format!("job {number} headers: {e}")))?,
+        None => Vec::new(),
+    };
+    Ok(Some(StoredAnswer {
+        status,
+        headers,
+        body: body.unwrap_or_default(),
+    }))
+}
+
 /// How many jobs are in each state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateCounts {

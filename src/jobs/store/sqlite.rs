@@ -583,22 +583,10 @@ impl JobStore for SqliteStore {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
             .optional()?;
-        let Some((status, headers, body)) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        let status = status
-            .and_then(|s| u16::try_from(s).ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("job {number} has no status")))?;
-        let headers: Vec<(String, String)> = match headers {
-            Some(text) => serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("job {number} headers: {e}")))?,
-            None => Vec::new(),
-        };
-        Ok(Some(StoredAnswer {
-            status,
-            headers,
-            body: body.unwrap_or_default(),
-        }))
+        super::answer_from_row(number, row)
     }
 
     fn requeue_running(&mut self, now_ms: i64) -> Result<u64, StoreError> {

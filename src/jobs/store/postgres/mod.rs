@@ -437,19 +437,7 @@ impl JobStore for PostgresStore {
         let status: Option<i64> = row.try_get(0)?;
         let headers: Option<String> = row.try_get(1)?;
         let body: Option<Vec<u8>> = row.try_get(2)?;
-        let status = status
-            .and_then(|s| u16::try_from(s).ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("job {number} has no status")))?;
-        let headers: Vec<(String, String)> = match headers {
-            Some(text) => serde_json::from_str(&text)
-                .map_err(|e| StoreError::Corrupt(format!("job {number} headers: {e}")))?,
-            None => Vec::new(),
-        };
-        Ok(Some(StoredAnswer {
-            status,
-            headers,
-            body: body.unwrap_or_default(),
-        }))
+        super::answer_from_row(number, (status, headers, body))
     }
 
     /// Queues again the running jobs of front ends whose lease has lapsed (never those
