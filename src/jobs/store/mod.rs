@@ -192,6 +192,25 @@ pub struct StartedJob {
     pub client: Option<SocketAddr>,
 }
 
+impl StartedJob {
+    /// A started job from its record and its request's columns as both stores keep
+    /// them (a missing head or body is empty; a client address that does not parse is
+    /// none).
+    fn from_columns(
+        record: JobRecord,
+        head: Option<Vec<u8>>,
+        body: Option<Vec<u8>>,
+        client: Option<String>,
+    ) -> StartedJob {
+        StartedJob {
+            record,
+            head: head.unwrap_or_default(),
+            body: body.unwrap_or_default(),
+            client: client.and_then(|c| c.parse().ok()),
+        }
+    }
+}
+
 /// Which jobs an admin listing (or a cancel by filter) takes: every condition given
 /// must hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

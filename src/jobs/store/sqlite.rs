@@ -511,12 +511,7 @@ impl JobStore for SqliteStore {
             .query_row([number as i64], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?;
-        Ok(Some(StartedJob {
-            record,
-            head: head.unwrap_or_default(),
-            body: body.unwrap_or_default(),
-            client: client.and_then(|c| c.parse().ok()),
-        }))
+        Ok(Some(StartedJob::from_columns(record, head, body, client)))
     }
 
     fn finish(

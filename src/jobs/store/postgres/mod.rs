@@ -347,12 +347,12 @@ impl JobStore for PostgresStore {
         let head: Option<Vec<u8>> = row.try_get(12)?;
         let body: Option<Vec<u8>> = row.try_get(13)?;
         let client: Option<String> = row.try_get(14)?;
-        Ok(Some(StartedJob {
-            record: read_record(&row)?,
-            head: head.unwrap_or_default(),
-            body: body.unwrap_or_default(),
-            client: client.and_then(|c| c.parse().ok()),
-        }))
+        Ok(Some(StartedJob::from_columns(
+            read_record(&row)?,
+            head,
+            body,
+            client,
+        )))
     }
 
     fn finish(
