@@ -3,14 +3,14 @@
 //! and exit codes; and, from [`super::command_line`], how every binary is called
 //! (`--listen`, `--concurrency`, `--config`, `--version`, `--generate`).
 
+pub use super::cli_gateway::GatewayArgs;
+pub use super::cli_jobs::{JobsArgs, WebhookArgs};
 pub use super::command_line::{
-    at_least_one, command, count, parse, place, required, CommonArgs, Role, Roles, Slot,
-    AFTER_HELP, FRONT_END_CONFIG_HELP, LOGGING_HELP, README_POINTER, VERSION,
+    at_least_one, command, count, key_file, parse, place, required, seconds, CommonArgs, Role,
+    Roles, Slot, AFTER_HELP, FRONT_END_CONFIG_HELP, LOGGING_HELP, README_POINTER, VERSION,
 };
 use super::topology::{FrontEndSpec, Topology, TopologyError};
 use crate::base::endpoint::{self, Use};
-use crate::jobs::webhooks::{parse_secret, WebhookConfig};
-use crate::jobs::{Durability, JobsConfig};
 use crate::server::{AccessLogFormat, CorsConfig, ServerConfig};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -439,147 +439,6 @@ impl CorsArgs {
         Ok(Some(config))
     }
 }
-
-/// The options of asynchronous jobs (`Prefer: respond-async`, `/jobs/{id}`).
-#[derive(clap::Args, Clone, Debug)]
-pub struct JobsArgs {
-    /// Keep asynchronous jobs in this SQLite file (created with mode 0600), or in the
-    /// PostgreSQL database of this postgres:// (or postgresql://) URL, which several
-    /// front ends can share: requests with `Prefer: respond-async` are answered 202
-    /// and their results kept at /jobs/{id}. Without it, no jobs are kept.
-    #[arg(long, value_name = "FILE|URL")]
-    pub jobs_db: Option<std::path::PathBuf>,
-    /// With a PostgreSQL job store: seconds this front end's hold on its jobs lasts
-    /// unless renewed (every third of it); once it lapses, another front end takes
-    /// its jobs over and runs them again.
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
-    pub jobs_lease: f64,
-    /// Seconds finished jobs and their results are kept (then 410 Gone).
-    #[arg(long, value_name = "S", default_value_t = 86400.0)]
-    pub jobs_ttl: f64,
-    /// Unfinished jobs kept at most; past it a submit gets 503 with Retry-After.
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
-    pub jobs_max_queued: usize,
-    /// Seconds one run of a job may spend in the pipeline before it fails with 504.
-    #[arg(long, value_name = "S", default_value_t = 600.0)]
-    pub job_timeout: f64,
-    /// Jobs run in the pipeline at once; the others wait in the store.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub jobs_max_running: usize,
-    /// Runs of a job the pipeline could not take (queue full, worker died) before it
-    /// fails.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub jobs_max_attempts: u32,
-    /// The longest long-poll (`?wait=`, `Prefer: wait=`) honoured, in seconds.
-    #[arg(long, value_name = "S", default_value_t = 60.0)]
-    pub jobs_max_wait: f64,
-    /// When a job counts as stored: `full`, on the disk (fsync per group commit;
-    /// survives a power cut), or `process`, handed to the operating system (survives
-    /// the process's death, kill -9 included, not the machine's; commits ~50x cheaper).
-    #[arg(long, value_name = "WHEN", default_value = "full", value_parser = ["full", "process"])]
-    pub jobs_durability: String,
-    /// The webhooks' options.
-    #[command(flatten)]
-    pub webhooks: WebhookArgs,
-}
-
-/// The options of webhooks: a job's end POSTed to the `Callback-URL` its submit gave.
-#[derive(clap::Args, Clone, Debug)]
-pub struct WebhookArgs {
-    /// Sign webhooks with this secret (`whsec_<base64>` is decoded, other text is the
-    /// key as it is). Webhooks (and URL subscriptions to channels) are on only with a
-    /// secret; prefer --webhook-secret-file, since a command line is visible to other
-    /// users.
-    #[arg(long, value_name = "SECRET", conflicts_with = "webhook_secret_file")]
-    pub webhook_secret: Option<String>,
-    /// Read the webhook secret from this file (surrounding whitespace is ignored).
-    #[arg(long, value_name = "FILE")]
-    pub webhook_secret_file: Option<std::path::PathBuf>,
-    /// Seconds before a failed delivery is tried again; the wait doubles after each
-    /// failure (with jitter), up to --webhook-retry-max.
-    #[arg(long, value_name = "S", default_value_t = 1.0)]
-    pub webhook_retry_first: f64,
-    /// The longest wait between two attempts, in seconds.
-    #[arg(long, value_name = "S", default_value_t = 3600.0)]
-    pub webhook_retry_max: f64,
-    /// Seconds after the first failed attempt when a delivery is given up.
-    #[arg(long, value_name = "S", default_value_t = 86400.0)]
-    pub webhook_give_up: f64,
-    /// Seconds to connect to a receiver, and again for its answer.
-    #[arg(long, value_name = "S", default_value_t = 10.0)]
-    pub webhook_timeout: f64,
-    /// Delivery threads (and as many threads that check submits' callback URLs).
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub webhook_threads: usize,
-    /// Deliveries in progress to one destination at once: the address and port a
-    /// callback's host resolves to, however the URL spells it; the others wait in
-    /// that destination's queue.
-    #[arg(long, value_name = "N", default_value_t = 2)]
-    pub webhook_per_host: usize,
-    /// Let callbacks reach this network although it is not public (e.g. 10.1.0.0/16);
-    /// repeatable. Loopback, private, link-local and other non-global addresses are
-    /// refused otherwise.
-    #[arg(long, value_name = "CIDR")]
-    pub allow_callback_network: Vec<String>,
-}
-
-impl WebhookArgs {
-    /// The webhook configuration these options describe, if a secret was given.
-    pub fn config(&self) -> Result<Option<WebhookConfig>, String> {
-        let secret = match (&self.webhook_secret, &self.webhook_secret_file) {
-            (Some(text), _) => text.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| format!("--webhook-secret-file {}: {e}", path.display()))?,
-            (None, None) => return Ok(None),
-        };
-        let mut config = WebhookConfig::new(parse_secret(&secret)?);
-        config.retry_first = seconds("--webhook-retry-first", self.webhook_retry_first)?;
-        config.retry_max = seconds("--webhook-retry-max", self.webhook_retry_max)?;
-        config.give_up = seconds("--webhook-give-up", self.webhook_give_up)?;
-        config.timeout = seconds("--webhook-timeout", self.webhook_timeout)?;
-        config.threads = self.webhook_threads.max(1);
-        config.per_host = self.webhook_per_host.max(1);
-        for network in &self.allow_callback_network {
-            let cidr = network
-                .parse()
-                .map_err(|e| format!("--allow-callback-network: {e}"))?;
-            config.policy.allow.push(cidr);
-        }
-        Ok(Some(config))
-    }
-}
-
-impl JobsArgs {
-    /// The job configuration these options describe, if `--jobs-db` was given.
-    pub fn config(&self) -> Result<Option<JobsConfig>, String> {
-        let Some(path) = &self.jobs_db else {
-            return Ok(None);
-        };
-        let positive = |flag: &str, n: usize| {
-            if n == 0 {
-                Err(format!("{flag} must be at least 1"))
-            } else {
-                Ok(n)
-            }
-        };
-        let mut config = JobsConfig::new(path);
-        config.ttl = seconds("--jobs-ttl", self.jobs_ttl)?;
-        config.max_queued = positive("--jobs-max-queued", self.jobs_max_queued)?;
-        config.job_timeout = seconds("--job-timeout", self.job_timeout)?;
-        config.max_running = positive("--jobs-max-running", self.jobs_max_running)?;
-        config.max_attempts =
-            positive("--jobs-max-attempts", self.jobs_max_attempts as usize)? as u32;
-        config.max_wait = seconds("--jobs-max-wait", self.jobs_max_wait)?;
-        config.lease = seconds("--jobs-lease", self.jobs_lease)?;
-        config.durability = match self.jobs_durability.as_str() {
-            "process" => Durability::Process,
-            _ => Durability::Full,
-        };
-        config.webhooks = self.webhooks.config()?;
-        Ok(Some(config))
-    }
-}
-
 impl FrontEndArgs {
     /// Takes the options not given on the command line from a topology file's
     /// front-end entry: `--netstring`, `--health-path`, `--status-path`, `--jobs-db`.
@@ -690,83 +549,6 @@ pub fn summary_every(value: f64) -> Result<Option<Duration>, String> {
         return Ok(None);
     }
     seconds("--summary-seconds", value).map(Some)
-}
-
-/// Reads a positive number of seconds given to `flag`.
-pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{flag} must be a positive number of seconds, not {value}"))
-}
-
-/// The gateway stage's options (`prime_gatewayd`, `prime_workerd --gateway`).
-#[derive(clap::Args, Clone, Debug)]
-pub struct GatewayArgs {
-    /// Seconds one backend call may take (connect, send, wait, read) before the client
-    /// gets 504. In prime_gatewayd the request timeout is raised to cover it (unless
-    /// --request-timeout is given); elsewhere give the front end a --request-timeout
-    /// above it.
-    #[arg(long, value_name = "S", default_value_t = 30.0)]
-    pub gateway_timeout: f64,
-    /// Sign each forwarded request with this secret in X-Prime-Signature (HMAC-SHA256).
-    /// Prefer --gateway-secret-file: a command line is visible to other users.
-    #[arg(long, value_name = "SECRET", conflicts_with = "gateway_secret_file")]
-    pub gateway_secret: Option<String>,
-    /// Read the signing secret from this file (a trailing newline is ignored).
-    #[arg(long, value_name = "FILE")]
-    pub gateway_secret_file: Option<std::path::PathBuf>,
-    /// Sign each forwarded request with Grip-Sig, a JWT (HS256) made with the key in
-    /// this file (a trailing newline is ignored), so that GRIP backends (gripcontrol's
-    /// validate_sig) know a GRIP proxy is in front. A backend's GRIP instructions are
-    /// followed with or without it.
-    #[arg(long, value_name = "FILE")]
-    pub grip_key_file: Option<std::path::PathBuf>,
-}
-
-impl GatewayArgs {
-    /// The bound on one backend call, from `--gateway-timeout`.
-    pub fn timeout(&self) -> Result<Duration, String> {
-        seconds("--gateway-timeout", self.gateway_timeout)
-    }
-
-    /// A gateway stage to `target` configured by these options.
-    pub fn gateway(&self, target: &str) -> Result<crate::stages::HttpGateway, String> {
-        let mut gateway = crate::stages::HttpGateway::new(target)
-            .map_err(|e| e.to_string())?
-            .timeout(self.timeout()?);
-        let secret = match (&self.gateway_secret, &self.gateway_secret_file) {
-            (Some(secret), _) => Some(secret.clone().into_bytes()),
-            (None, Some(path)) => Some(key_file("--gateway-secret-file", path)?),
-            (None, None) => None,
-        };
-        if let Some(path) = &self.grip_key_file {
-            let key = key_file("--grip-key-file", path)?;
-            if key.is_empty() {
-                return Err(format!(
-                    "--grip-key-file {}: the key is empty",
-                    path.display()
-                ));
-            }
-            gateway = gateway.grip_key(key);
-        }
-        if let Some(secret) = secret {
-            if secret.is_empty() {
-                return Err("the gateway secret is empty".into());
-            }
-            gateway = gateway.secret(secret);
-        }
-        Ok(gateway)
-    }
-}
-
-/// The bytes of a key file named by `flag`, a trailing newline removed.
-fn key_file(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
-    let mut bytes = std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! [`parse`] (re-exported by `deploy::cli`) instead of clap's `Parser::parse`.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 /// The text of [`LOGGING_HELP`], as a literal for `concat!`.
 macro_rules! logging_help {
@@ -283,6 +284,23 @@ where
     }
 }
 
+/// Reads a positive number of seconds given to `flag`.
+pub fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag} must be a positive number of seconds, not {value}"))
+}
+
+/// The bytes of a key file named by `flag`, a trailing newline removed.
+pub fn key_file(flag: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let mut bytes = std::fs::read(path).map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,7 +373,7 @@ impl WebSocketArgs {
         let ping = match self.ws_ping {
             0.0 => None,
             s => Some(
-                std::time::Duration::try_from_secs_f64(s)
+                Duration::try_from_secs_f64(s)
                     .map_err(|_| format!("--ws-ping must be a number of seconds, not {s}"))?,
             ),
         };
