@@ -390,9 +390,15 @@ fn a_subscription_failing_past_give_up_is_removed() {
     let gone = poll_until(BOUND, || (get(port, "f").0 == 404).then_some(()));
     assert!(gone.is_some(), "still there: {}", server.stderr());
     assert!(receiver.received().len() >= 2, "{:?}", receiver.received());
-    assert!(server
-        .stderr()
-        .contains("subscription f: deliveries failed"));
+    let log = server.stderr();
+    assert!(log.contains("subscription f: deliveries failed"), "{log}");
+    // Each attempt's line names a subscription's delivery, not a job's.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("subscription ~") && l.contains("answered 500")),
+        "{log}"
+    );
+    assert!(!log.contains("job ~"), "{log}");
 }
 
 #[test]

@@ -304,9 +304,36 @@ fn spawn_threads<T: Send + 'static>(
     Ok(())
 }
 
+/// Whose webhooks a pool delivers, as its log lines name them: `job ~1a2b3c4d: webhook
+/// to https://host answered 200` or `subscription ~…` (the tag is a digest, never the
+/// id itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// A job's callback (`Prefer: respond-async` with a callback URL).
+    Job,
+    /// A message to a URL subscriber of a channel.
+    Subscription,
+}
+
+impl Subject {
+    fn as_str(self) -> &'static str {
+        match self {
+            Subject::Job => "job",
+            Subject::Subscription => "subscription",
+        }
+    }
+}
+
 impl<T: Send + 'static> Pool<T> {
-    /// Starts `config.threads` delivery threads and as many checking threads.
+    /// Starts `config.threads` delivery threads and as many checking threads, for
+    /// jobs' callbacks.
     pub fn start(config: &WebhookConfig) -> std::io::Result<Pool<T>> {
+        Self::start_for(config, Subject::Job)
+    }
+
+    /// Starts `config.threads` delivery threads and as many checking threads, whose
+    /// log lines name their deliveries as `subject`'s.
+    pub fn start_for(config: &WebhookConfig, subject: Subject) -> std::io::Result<Pool<T>> {
         let (check_tx, check_rx) = crossbeam_channel::unbounded::<Task<T>>();
         let (deliver_tx, deliver_rx) = crossbeam_channel::unbounded::<Task<T>>();
         let (outcome_tx, outcome_rx) = crossbeam_channel::unbounded();
@@ -333,7 +360,7 @@ impl<T: Send + 'static> Pool<T> {
             &deliver_rx,
             &stopping,
             &mut threads,
-            move |task| deliver(&deliverer, &destinations, &stop, task, &outcome_tx),
+            move |task| deliver(&deliverer, subject, &destinations, &stop, task, &outcome_tx),
         )?;
         Ok(Pool {
             checks: Some(check_tx),
@@ -464,6 +491,7 @@ fn check<T>(config: &WebhookConfig, url: String, carry: T) -> Outcome<T> {
 /// destination. False when the outcomes are no longer heard (the pool is stopping).
 fn deliver<T>(
     config: &WebhookConfig,
+    subject: Subject,
     destinations: &Destinations,
     stopping: &AtomicBool,
     task: Task<T>,
@@ -483,11 +511,19 @@ fn deliver<T>(
     let target = match without_panic(|| config.policy.check(&url)) {
         Ok(Ok(target)) => target,
         Ok(Err(refused)) => {
-            let outcome = failed(number, &job_id, &url, at_ms, started, refused.to_string());
+            let outcome = failed(
+                subject,
+                number,
+                &job_id,
+                &url,
+                at_ms,
+                started,
+                refused.to_string(),
+            );
             return outcomes.send(outcome).is_ok();
         }
         Err(panic) => {
-            let outcome = failed(number, &job_id, &url, at_ms, started, panic);
+            let outcome = failed(subject, number, &job_id, &url, at_ms, started, panic);
             return outcomes.send(outcome).is_ok();
         }
     };
@@ -500,7 +536,7 @@ fn deliver<T>(
     };
     let mut next = destinations.admit(destination, ready);
     while let Some(ready) = next {
-        if outcomes.send(attempt(config, ready)).is_err() {
+        if outcomes.send(attempt(config, subject, ready)).is_err() {
             return false;
         }
         if stopping.load(Ordering::Relaxed) {
@@ -513,6 +549,7 @@ fn deliver<T>(
 
 /// An attempt that ended before a request was sent.
 fn failed<T>(
+    subject: Subject,
     number: u64,
     job_id: &str,
     url: &str,
@@ -521,7 +558,8 @@ fn failed<T>(
     error: String,
 ) -> Outcome<T> {
     log::warn!(
-        "job {}: webhook to {} failed: {error}",
+        "{} {}: webhook to {} failed: {error}",
+        subject.as_str(),
         job_tag(job_id.as_bytes()),
         ssrf::origin(url)
     );
@@ -542,7 +580,7 @@ fn elapsed_ms(started: Instant) -> u64 {
 }
 
 /// POSTs a ready delivery and reports how it went.
-fn attempt<T>(config: &WebhookConfig, ready: Ready) -> Outcome<T> {
+fn attempt<T>(config: &WebhookConfig, subject: Subject, ready: Ready) -> Outcome<T> {
     let at_ms = now_ms();
     let started = Instant::now();
     let Ready {
@@ -559,7 +597,8 @@ fn attempt<T>(config: &WebhookConfig, ready: Ready) -> Outcome<T> {
     match result {
         Ok((status, retry_after)) => {
             log::info!(
-                "job {}: webhook to {origin} answered {status} in {latency_ms} ms",
+                "{} {}: webhook to {origin} answered {status} in {latency_ms} ms",
+                subject.as_str(),
                 job_tag(job_id.as_bytes())
             );
             Outcome::Attempted {
@@ -575,7 +614,8 @@ fn attempt<T>(config: &WebhookConfig, ready: Ready) -> Outcome<T> {
         }
         Err(error) => {
             log::warn!(
-                "job {}: webhook to {origin} failed: {error}",
+                "{} {}: webhook to {origin} failed: {error}",
+                subject.as_str(),
                 job_tag(job_id.as_bytes())
             );
             Outcome::Attempted {

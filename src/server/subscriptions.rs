@@ -32,7 +32,7 @@
 //! subscription.
 
 use crate::jobs::ssrf::CallbackError;
-use crate::jobs::webhooks::{self, Outcome, Pool, Task, WebhookConfig};
+use crate::jobs::webhooks::{self, Outcome, Pool, Subject, Task, WebhookConfig};
 use crate::pipeline::channel::Item;
 use crossbeam_channel::{Receiver, Sender};
 use std::cmp::Reverse;
@@ -206,7 +206,7 @@ impl Service {
             })?),
             None => None,
         };
-        let pool = Pool::<()>::start(&config).map_err(io)?;
+        let pool = Pool::<()>::start_for(&config, Subject::Subscription).map_err(io)?;
         let front = crate::base::sockets::socket(ctx, zmq::PUSH)?;
         crate::base::sockets::connect(&front, inbox)?;
         let (commands, receiver) = crossbeam_channel::unbounded();
