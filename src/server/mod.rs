@@ -195,6 +195,9 @@ pub struct Server {
     /// The descriptors [`poll`](Self::poll) sleeps on, one per polled socket, found
     /// at the first poll.
     poll_fds: Vec<libc::pollfd>,
+    /// Whether the next poll asks every socket, not only those its descriptor cannot
+    /// speak for: at the first, and after each sweep, so that nothing can wait longer.
+    ask_all: bool,
     front: FrontSockets,
     config: ServerConfig,
     nonce: u64,
@@ -347,6 +350,7 @@ impl Server {
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),
+            ask_all: true,
             front,
             config,
             nonce,
@@ -437,6 +441,7 @@ impl Server {
                     memory::trim();
                 }
                 next_sweep = now + SWEEP_EVERY;
+                self.ask_all = true;
             }
             if let (Some(at), Some(every)) = (next_summary, self.config.summary_every) {
                 if now >= at {
@@ -454,6 +459,15 @@ impl Server {
     /// Waits for any socket to be readable; `ready` gets one flag per listener, then the
     /// loopback's, the entries' (set when any entry is readable), the job service's
     /// doorbell's and the channels' (the inbox or the bus).
+    ///
+    /// Asking a socket for its events costs a `poll(2)` of its own inside libzmq when
+    /// no command is pending, so the sockets are asked only where their descriptor
+    /// cannot tell: those the loop also sends on are asked every time (a send may take
+    /// in the command that made one readable, leaving its descriptor quiet), the others
+    /// only when their descriptor says a command came. A socket only read, and always
+    /// to `EAGAIN` (the loopback, the doorbell, the inbox), changes only by a command,
+    /// and libzmq signals its descriptor for every command that comes after its
+    /// mailbox was found empty, which each `EAGAIN` and each asking leaves it.
     fn poll(&mut self, ready: &mut [bool], wait: Duration) -> Result<()> {
         // The sockets' own notification descriptors, read once: they never change.
         if self.poll_fds.is_empty() {
@@ -470,32 +484,58 @@ impl Server {
             }
             self.poll_fds = fds;
         }
-        // Ask each socket first (which also runs its pending commands): one with a
-        // message waiting needs no sleep. Only then sleep on the descriptors, which
-        // libzmq makes readable when a socket gets a command; and ask again. This is
-        // zmq_poll's own sequence, without its per-call descriptor lookups, allocation
-        // and first zero-timeout poll(2).
-        if !self.mark_readable(ready)? && !wait.is_zero() {
-            let timeout = wait.as_millis().min(i32::MAX as u128) as libc::c_int;
-            // SAFETY: poll(2) reads and writes exactly `poll_fds.len()` entries of
-            // the vector, which outlives the call.
-            let woken = unsafe {
-                libc::poll(
-                    self.poll_fds.as_mut_ptr(),
-                    self.poll_fds.len() as libc::nfds_t,
-                    timeout,
-                )
-            };
-            if woken < 0 {
-                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                if errno != libc::EINTR {
-                    let e = zmq::Error::from_raw(errno);
-                    return Err(Error::zmq("waiting for the sockets (poll)", e));
-                }
+        ready.iter_mut().for_each(|flag| *flag = false);
+        // The sockets sent on first: one with a message waiting needs no sleep.
+        let sent_on = self.sent_on();
+        let all = std::mem::take(&mut self.ask_all);
+        let asked = |index| all || sent_on(index);
+        let any = self.mark_readable(ready, asked)?;
+        // Then one poll(2) over every descriptor, without a wait if something is
+        // readable already, and the sockets whose descriptor was signalled asked.
+        let timeout = match any {
+            true => 0,
+            false => wait.as_millis().min(i32::MAX as u128) as libc::c_int,
+        };
+        // SAFETY: poll(2) reads and writes exactly `poll_fds.len()` entries of the
+        // vector, which outlives the call.
+        let woken = unsafe {
+            libc::poll(
+                self.poll_fds.as_mut_ptr(),
+                self.poll_fds.len() as libc::nfds_t,
+                timeout,
+            )
+        };
+        if woken < 0 {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if errno != libc::EINTR {
+                let e = zmq::Error::from_raw(errno);
+                return Err(Error::zmq("waiting for the sockets (poll)", e));
             }
-            self.mark_readable(ready)?;
+        }
+        if woken > 0 {
+            let fds = &self.poll_fds;
+            self.mark_readable(ready, |index| {
+                fds[index].revents != 0 && !(any && asked(index))
+            })?;
         }
         Ok(())
+    }
+
+    /// Which of [`polled_sockets`](Self::polled_sockets) the loop also sends on (or
+    /// sets options on): the listeners, the entries, the bus's subscriber.
+    fn sent_on(&self) -> impl Fn(usize) -> bool {
+        let listeners = self.listeners.len();
+        let entry = listeners + 1;
+        let routed_from = entry + 1 + usize::from(self.jobs.is_some());
+        let routed_to = routed_from + self.front.routed.len();
+        // After the routed entries comes the inbox, then the bus's subscriber, if any.
+        let bus = self.channels.bus.as_ref().map(|_| routed_to + 1);
+        move |index| {
+            index < listeners
+                || index == entry
+                || (routed_from..routed_to).contains(&index)
+                || Some(index) == bus
+        }
     }
 
     /// The sockets the loop waits on, in the order of `ready`'s flags: the listeners,
@@ -513,15 +553,18 @@ impl Server {
             .chain(self.channels.bus.as_ref().map(|bus| &bus.subscriber))
     }
 
-    /// Sets each flag of `ready` (see [`poll`](Self::poll)) from the sockets' events;
-    /// true if any socket is readable.
-    fn mark_readable(&self, ready: &mut [bool]) -> Result<bool> {
+    /// Asks the sockets `which` picks (by their place in
+    /// [`polled_sockets`](Self::polled_sockets)) for their events, and sets the flag of
+    /// `ready` (see [`poll`](Self::poll)) of each readable one; true if any is readable.
+    fn mark_readable(&self, ready: &mut [bool], which: impl Fn(usize) -> bool) -> Result<bool> {
         let entry = self.listeners.len() + 1;
         let routed_from = entry + 1 + usize::from(self.jobs.is_some());
         let channels_from = routed_from + self.front.routed.len();
         let mut any = false;
-        ready.iter_mut().for_each(|flag| *flag = false);
         for (index, socket) in self.polled_sockets().enumerate() {
+            if !which(index) {
+                continue;
+            }
             let readable = match socket.get_events() {
                 Ok(events) => events.contains(zmq::POLLIN),
                 Err(zmq::Error::EINTR) => false,
