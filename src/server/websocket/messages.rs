@@ -44,6 +44,12 @@ impl Server {
             };
             match event {
                 WsEvent::Message(kind, payload) => {
+                    self.websocket.stats.received(kind);
+                    if ws.detached {
+                        // Its backend let it go: the message goes nowhere.
+                        log::debug!("connection {id}: a message after its backend detached");
+                        continue;
+                    }
                     if unanswered >= self.config.max_pipelined {
                         log::info!("connection {id}: too many unanswered WebSocket messages");
                         let why = "too many unanswered messages";
@@ -102,7 +108,7 @@ impl Server {
         ws: &WsState,
         client: Option<std::net::SocketAddr>,
     ) {
-        if !ws.grip {
+        if !ws.grip || ws.detached {
             return;
         }
         let event = match &ws.client_close {
@@ -138,8 +144,12 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
-        if conn.websocket().is_none_or(|ws| ws.close_sent) {
+        let Some(ws) = conn.websocket().filter(|ws| !ws.close_sent) else {
             return;
+        };
+        // Something goes: an idle keep-alive waits again.
+        if let Some(keep) = ws.keep_alive.as_mut().filter(|k| !k.interval) {
+            keep.due = Instant::now() + keep.every;
         }
         conn.output.push(AnswerBytes::Owned(frame));
         mark_dirty(&mut self.dirty, conn, id);
@@ -158,6 +168,7 @@ impl Server {
             return;
         }
         ws.close_sent = true;
+        ws.close_code = Some(code);
         conn.output
             .push(AnswerBytes::Owned(websocket::close_frame(code, reason)));
         conn.closing = true;
@@ -175,11 +186,16 @@ impl Server {
         let ping = self.config.websocket.ping;
         let mut to_ping = Vec::new();
         let mut gone = Vec::new();
+        let mut keep_alives = Vec::new();
         for (id, conn) in self.connections.iter_mut() {
             let quiet = now.duration_since(conn.last_active);
             let Some(ws) = conn.websocket() else {
                 continue;
             };
+            if let Some(keep) = ws.keep_alive.as_mut().filter(|k| k.due <= now) {
+                keep.due = now + keep.every;
+                keep_alives.push((*id, keep.frame.clone()));
+            }
             if draining {
                 gone.push((*id, close_code::GOING_AWAY, "the server is shutting down"));
                 continue;
@@ -201,6 +217,11 @@ impl Server {
         }
         for id in to_ping {
             self.send_frame(id, websocket::frame(0x9, b""));
+        }
+        for (id, frame) in keep_alives {
+            // A ping or pong keep-alive is no message.
+            self.websocket.stats.sent += u64::from(frame.first().is_some_and(|b| b & 0x8 == 0));
+            self.send_frame(id, frame);
         }
         for (id, code, reason) in gone {
             log::debug!("connection {id}: WebSocket closed: {reason}");
