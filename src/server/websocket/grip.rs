@@ -13,7 +13,7 @@
 //! (the gateway drops them).
 
 use super::super::Server;
-use super::{read_answer, KeepAliveState};
+use super::{answer_head, KeepAliveState};
 use crate::http::websocket;
 use crate::http::websocket_events::{self as events, Control};
 use crate::pipeline::channel::valid_channel;
@@ -32,15 +32,14 @@ impl Server {
         if !ws.grip {
             return;
         }
-        let Some((_, fields, body_at)) = read_answer(answer) else {
+        let Some(head) = answer_head(answer) else {
             return;
         };
-        let is_events = fields.iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case("content-type")
-                && value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes())
-        });
+        let is_events = head
+            .content_type
+            .is_some_and(|value| value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes()));
         if is_events {
-            self.follow_controls(id, &answer[body_at..]);
+            self.follow_controls(id, &answer[head.body_at..]);
         }
     }
 

@@ -19,6 +19,9 @@ const MESSAGE_PROTOCOL: Protocol = Protocol::Http {
     head: false,
 };
 
+/// The largest message body copied into a message rather than handed over, in bytes.
+const SMALL_BODY: usize = 1024;
+
 impl Server {
     /// Takes every whole message and control frame out of a WebSocket's decoder.
     pub(in super::super) fn read_messages(&mut self, id: u64) {
@@ -81,11 +84,21 @@ impl Server {
             MessageKind::Text => b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
             MessageKind::Binary => b"Content-Type: application/octet-stream\r\n\r\n",
         };
-        let mut head = Vec::with_capacity(ws.head.len() + content_type.len());
+        // The head is put together in the front end's one buffer, not a new one per
+        // message (`forward_as` copies it into the lead frame).
+        let mut head = std::mem::take(&mut self.websocket.scratch);
+        head.clear();
         head.extend_from_slice(&ws.head);
         head.extend_from_slice(content_type);
         let entry = ws.entry;
-        let body = (!payload.is_empty()).then(|| zmq::Message::from(payload));
+        // A small body is copied into a message of its own (libzmq keeps up to 33
+        // bytes inline, and one allocation beats handing over the vector, which costs
+        // libzmq an allocation of its own and a free through a callback).
+        let body = match payload.len() {
+            0 => None,
+            1..=SMALL_BODY => Some(zmq::Message::from(&payload[..])),
+            _ => Some(zmq::Message::from(payload)),
+        };
         let request = (&head[..], body);
         self.forward_as(
             id,
@@ -95,6 +108,7 @@ impl Server {
             (false, None),
             Some(kind),
         );
+        self.websocket.scratch = head;
     }
 
     /// Tells the pipeline that a socket accepted with GRIP's events closed, as GRIP's

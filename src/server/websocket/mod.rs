@@ -135,6 +135,8 @@ pub(super) struct WebSockets {
     pub(super) opened: u64,
     /// What the metrics count.
     pub(super) stats: WsStats,
+    /// The buffer each message's head is put together in.
+    scratch: Vec<u8>,
 }
 
 /// What the front end makes of a request with an `Upgrade` field.
@@ -260,6 +262,75 @@ fn read_answer(bytes: &[u8]) -> Option<(u16, Fields, usize)> {
     }
 }
 
+/// What an answer's head says of its body, read in place.
+struct AnswerHead<'a> {
+    status: u16,
+    /// The `Content-Type` field's value, trimmed.
+    content_type: Option<&'a [u8]>,
+    /// Where the body starts.
+    body_at: usize,
+}
+
+/// The status, `Content-Type` and body of an answer to a message (an HTTP/1.x
+/// response a worker rendered), without allocating: this runs for every message, so it
+/// scans the head for the one field it needs rather than collecting them all.
+fn answer_head(bytes: &[u8]) -> Option<AnswerHead<'_>> {
+    if !bytes.starts_with(b"HTTP/1.") || !matches!(bytes.get(12), Some(b' ' | b'\r')) {
+        return None;
+    }
+    let mut status = 0u16;
+    for &digit in bytes.get(9..12)? {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        status = status * 10 + u16::from(digit - b'0');
+    }
+    // Line by line (one pass, no searcher to build) to the blank line.
+    let name = b"content-type:";
+    let mut content_type = None;
+    let mut at = memchr::memchr(b'\n', bytes)? + 1;
+    loop {
+        let end = at + memchr::memchr(b'\n', &bytes[at..])?;
+        let line = &bytes[at..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return Some(AnswerHead {
+                status,
+                content_type,
+                body_at: end + 1,
+            });
+        }
+        if content_type.is_none()
+            && line.len() >= name.len()
+            && line[0] | 0x20 == b'c'
+            && line[..name.len()].eq_ignore_ascii_case(name)
+        {
+            content_type = Some(line[name.len()..].trim_ascii());
+        }
+        at = end + 1;
+    }
+}
+
+/// Whether `haystack` holds `needle`, ASCII case aside.
+fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+/// Whether an answer of this media type is sent as text (when its body is UTF-8).
+fn is_textual(content_type: &[u8]) -> bool {
+    let starts = |prefix: &[u8]| {
+        content_type
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    };
+    starts(b"text/")
+        || starts(b"application/json")
+        || contains_ignoring_case(content_type, b"+json")
+        || contains_ignoring_case(content_type, b"charset=utf-8")
+}
+
 /// An answer to a message as it leaves, in frames.
 pub(in super::super) struct Framed {
     /// The frames.
@@ -285,28 +356,20 @@ pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool) -> Frame
     if closed || bytes.is_empty() {
         return nothing;
     }
-    let Some((status, fields, body_at)) = read_answer(bytes) else {
+    let Some(head) = answer_head(bytes) else {
         return nothing;
     };
-    if status == 204 {
+    if head.status == 204 {
         return nothing;
     }
-    let body = &bytes[body_at..];
-    let content_type = fields
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"));
-    if content_type
-        .is_some_and(|(_, value)| value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes()))
+    let body = &bytes[head.body_at..];
+    if head
+        .content_type
+        .is_some_and(|value| value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes()))
     {
         return event_frames(body);
     }
-    let textual = content_type.is_none_or(|(_, value)| {
-        let value = value.to_ascii_lowercase();
-        value.starts_with(b"text/")
-            || value.starts_with(b"application/json")
-            || memchr::memmem::find(&value, b"+json").is_some()
-            || memchr::memmem::find(&value, b"charset=utf-8").is_some()
-    });
+    let textual = head.content_type.is_none_or(is_textual);
     let kind = if textual && std::str::from_utf8(body).is_ok() {
         MessageKind::Text
     } else {
@@ -500,5 +563,51 @@ impl Server {
         }
         log::debug!("request {request_id}: WebSocket open on connection {id}");
         AnswerBytes::Owned(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(answer: &[u8]) -> (Vec<u8>, Option<u16>, u64) {
+        let framed = answer_frame(AnswerBytes::Owned(answer.to_vec()), false);
+        (
+            framed.bytes.as_slice().to_vec(),
+            framed.close,
+            framed.messages,
+        )
+    }
+
+    #[test]
+    fn answers_become_frames_by_their_status_and_content_type() {
+        let json =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-type:  Application/JSON \r\n\r\n{}";
+        assert_eq!(framed(json), (vec![0x81, 2, b'{', b'}'], None, 1));
+        let bytes = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\nab";
+        assert_eq!(framed(bytes), (vec![0x82, 2, b'a', b'b'], None, 1));
+        let utf8 = b"HTTP/1.1 200 OK\r\nContent-Type: x/y; Charset=UTF-8\r\n\r\nab";
+        assert_eq!(framed(utf8).0[0], 0x81);
+        let none = b"HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(framed(none).0[0], 0x81, "no type: text when UTF-8");
+        assert_eq!(
+            framed(b"HTTP/1.1 204 No Content\r\n\r\n"),
+            (vec![], None, 0)
+        );
+        assert_eq!(
+            framed(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain"),
+            (vec![], None, 0)
+        );
+        assert_eq!(framed(b"HTTP/1.1 2x0 OK\r\n\r\nab"), (vec![], None, 0));
+        let events = b"HTTP/1.1 200 OK\r\nContent-Type: application/websocket-events\r\n\r\n\
+                      TEXT 2\r\nhi\r\nTEXT 9\r\nc:{\"a\":1}\r\nCLOSE 2\r\n\x0f\xa0\r\nTEXT 1\r\nx\r\n";
+        let (bytes, close, messages) = framed(events);
+        assert_eq!((close, messages), (Some(4000), 1));
+        assert_eq!(&bytes[..4], &[0x81, 2, b'h', b'i']);
+        assert_eq!(
+            &bytes[4..],
+            &[0x88, 2, 0x0f, 0xa0],
+            "nothing after the close"
+        );
     }
 }
