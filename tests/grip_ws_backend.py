@@ -13,6 +13,11 @@ Prints "listening PORT" once it accepts connections on 127.0.0.1.
   TEXT "closes"    answered "closes: " and the sockets' ends told so far, sorted, each
                    "CLOSE <code> <known>" or "DISCONNECT <known>" (known: whether its
                    Connection-Id is one an OPEN came with), comma-separated
+  TEXT "heard"      answered "heard: " and every text heard so far, comma-separated
+  TEXT "unsubscribe" unsubscribes the socket from "room"; answered "unsubscribed"
+  TEXT "detach"    detaches the socket; answered "detached"
+  TEXT "keep-alive" asks for a keep-alive "ka" after 1 s of idleness; answered
+                   "keeping alive"
   CLOSE/DISCONNECT recorded for "closes"; answered with no events
 """
 
@@ -32,6 +37,7 @@ from pubcontrol import Item
 CONTROL = {"control_uri": "http://127.0.0.1:%s" % sys.argv[1]}
 OPENED = set()
 ENDS = []
+HEARD = []
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -55,8 +61,24 @@ class Handler(BaseHTTPRequestHandler):
                 out.append(WebSocketEvent("TEXT", "welcome " + has_id))
             elif kind == "TEXT":
                 text = event.content.decode("utf-8")
+                HEARD.append(text)
                 if text == "closes":
                     out.append(WebSocketEvent("TEXT", "closes: " + ", ".join(sorted(ENDS))))
+                elif text == "heard":
+                    out.append(WebSocketEvent("TEXT", "heard: " + ", ".join(HEARD)))
+                elif text == "unsubscribe":
+                    control = websocket_control_message("unsubscribe", {"channel": "room"})
+                    out.append(WebSocketEvent("TEXT", "c:" + control))
+                    out.append(WebSocketEvent("TEXT", "unsubscribed"))
+                elif text == "detach":
+                    out.append(WebSocketEvent("TEXT", "c:" + websocket_control_message("detach")))
+                    out.append(WebSocketEvent("TEXT", "detached"))
+                elif text == "keep-alive":
+                    control = websocket_control_message(
+                        "keep-alive", {"content": "ka", "timeout": 1}
+                    )
+                    out.append(WebSocketEvent("TEXT", "c:" + control))
+                    out.append(WebSocketEvent("TEXT", "keeping alive"))
                 elif text.startswith("publish "):
                     GripPubControl(CONTROL).publish(
                         "room", Item(WebSocketMessageFormat(text[len("publish "):]))

@@ -508,3 +508,103 @@ fn prime_serverd_answers_numbers_sent_on_a_websocket_through_both_stages() {
         "{frame:?}"
     );
 }
+
+/// The metrics path's exposition.
+fn scrape(port: u16) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    stream
+        .set_read_timeout(Some(BOUND))
+        .expect("a read timeout");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("the answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer.split_once("\r\n\r\n").expect("a body").1.to_string()
+}
+
+/// The value of the sample `series` (name and labels, as exposed).
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (metric, value) = line.rsplit_once(' ')?;
+        (metric == series).then(|| value.trim().parse().ok())?
+    })
+}
+
+#[test]
+fn the_metrics_path_counts_sockets_messages_closes_and_refusals() {
+    let server = Embedded::start(|config| config.metrics_path = Some("/metrics".into()));
+    // Refused by the front end (version 8) and by the stage (no credentials).
+    let old = "GET /chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n";
+    let refused = WsClient::handshake_raw(server.port, old);
+    assert!(
+        refused.handshake.starts_with("HTTP/1.1 426 "),
+        "{}",
+        refused.handshake
+    );
+    let refused = WsClient::handshake_raw(server.port, &upgrade_request("/chat", ""));
+    assert!(
+        refused.handshake.starts_with("HTTP/1.1 401 "),
+        "{}",
+        refused.handshake
+    );
+
+    let mut client = open(server.port, "/chat");
+    let mut failing = open(server.port, "/chat");
+    let open_now = scrape(server.port);
+    assert_eq!(
+        sample(&open_now, "prime_websockets_open"),
+        Some(2.0),
+        "{open_now}"
+    );
+    client.send_text("publish news hello");
+    assert_eq!(text(&mut client), "hello");
+    assert_eq!(text(&mut failing), "hello");
+    client.send(&client_frame(0x82, &[1, 2, 3]));
+    assert_eq!(client.frame().payload, vec![1, 2, 3]);
+    client.send(&client_frame(0x88, &1000u16.to_be_bytes()));
+    client.expect_close(1000);
+    failing.send(&client_frame(0x83, b"reserved opcode"));
+    failing.expect_close(1002);
+
+    let mut after = String::new();
+    for _ in 0..200 {
+        after = scrape(server.port);
+        if sample(&after, "prime_websockets_open") == Some(0.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (series, value) in [
+        ("prime_websockets_open", 0.0),
+        ("prime_websocket_upgrades_total", 2.0),
+        (
+            "prime_websocket_upgrades_refused_total{by=\"front_end\"}",
+            1.0,
+        ),
+        ("prime_websocket_upgrades_refused_total{by=\"stage\"}", 1.0),
+        (
+            "prime_websocket_messages_received_total{kind=\"text\"}",
+            1.0,
+        ),
+        (
+            "prime_websocket_messages_received_total{kind=\"binary\"}",
+            1.0,
+        ),
+        // The binary answer and the push to each socket (the 204 sends nothing).
+        ("prime_websocket_messages_sent_total", 3.0),
+        (
+            "prime_websocket_closes_total{by=\"client\",code=\"1000\"}",
+            1.0,
+        ),
+        (
+            "prime_websocket_closes_total{by=\"server\",code=\"1002\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&after, series), Some(value), "{series} in\n{after}");
+    }
+}

@@ -5,7 +5,10 @@
 //! message and greets it; messages become `TEXT`/`BINARY` events answered with events;
 //! a publish from the backend (`GripPubControl`, `ws-message`) reaches the socket; a
 //! socket's end reaches the backend as a `CLOSE` event with the client's code, or a
-//! `DISCONNECT` event when the client left without a Close.
+//! `DISCONNECT` event when the client left without a Close. The backend's other
+//! control messages are followed: `unsubscribe` stops a channel's publishes, `detach`
+//! stops relaying the client's messages and close (publishes still arrive), and
+//! `keep-alive` sends its message whenever the socket is quiet.
 //!
 //! The gateway connects to an address it was given, so the test runs in a network
 //! namespace with only loopback (see `netns`). Every wait is bounded; nothing asserts
@@ -32,16 +35,10 @@ fn text(client: &mut WsClient) -> String {
     String::from_utf8(frame.payload).expect("UTF-8")
 }
 
-#[test]
-fn a_gripcontrol_backend_serves_websockets_behind_the_gateway() {
-    tools::python();
-    if !netns::isolated("a_gripcontrol_backend_serves_websockets_behind_the_gateway") {
-        return;
-    }
-    let control = free_port();
-    let backend = start_backend(control);
+/// `prime_gatewayd` in front of `backend`, with its control listener on `control`.
+fn start_gateway(backend: &tools::PythonPeer, control: u16) -> (Daemon, u16) {
     let port = free_port();
-    let _gateway = Daemon::start_listening(
+    let gateway = Daemon::start_listening(
         "gatewayd-ws",
         env!("CARGO_BIN_EXE_prime_gatewayd"),
         &[
@@ -52,6 +49,25 @@ fn a_gripcontrol_backend_serves_websockets_behind_the_gateway() {
             tcp(control),
         ],
     );
+    (gateway, port)
+}
+
+/// Sends a ping and waits for its pong: every frame sent before it has been read.
+fn round_trip(client: &mut WsClient) {
+    client.send(&client_frame(0x89, b"sync"));
+    let pong = client.frame();
+    assert_eq!((pong.opcode, pong.payload), (0xA, b"sync".to_vec()));
+}
+
+#[test]
+fn a_gripcontrol_backend_serves_websockets_behind_the_gateway() {
+    tools::python();
+    if !netns::isolated("a_gripcontrol_backend_serves_websockets_behind_the_gateway") {
+        return;
+    }
+    let control = free_port();
+    let backend = start_backend(control);
+    let (_gateway, port) = start_gateway(&backend, control);
     let mut client = WsClient::open(port, "/chat");
     assert_eq!(text(&mut client), "welcome yes");
     client.send_text("hello");
@@ -83,4 +99,74 @@ fn a_gripcontrol_backend_serves_websockets_behind_the_gateway() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(told, "closes: CLOSE 4001 known, DISCONNECT known");
+}
+
+#[test]
+fn a_gripcontrol_backend_unsubscribes_detaches_and_keeps_sockets_alive() {
+    tools::python();
+    if !netns::isolated("a_gripcontrol_backend_unsubscribes_detaches_and_keeps_sockets_alive") {
+        return;
+    }
+    let control = free_port();
+    let backend = start_backend(control);
+    let (_gateway, port) = start_gateway(&backend, control);
+    let mut left = WsClient::open(port, "/chat");
+    assert_eq!(text(&mut left), "welcome yes");
+    let mut detached = WsClient::open(port, "/chat");
+    assert_eq!(text(&mut detached), "welcome yes");
+    let mut publisher = WsClient::open(port, "/chat");
+    assert_eq!(text(&mut publisher), "welcome yes");
+
+    // Unsubscribed: the room's next publish passes it by.
+    left.send_text("unsubscribe");
+    assert_eq!(text(&mut left), "unsubscribed");
+    // Detached: its messages no longer reach the backend, the room's still reach it.
+    detached.send_text("detach");
+    assert_eq!(text(&mut detached), "detached");
+    detached.send_text("after detach");
+    round_trip(&mut detached);
+    publisher.send_text("publish one");
+    let mut got = vec![text(&mut publisher), text(&mut publisher)];
+    got.sort();
+    assert_eq!(got, ["one", "published"]);
+    assert_eq!(
+        text(&mut detached),
+        "one",
+        "a detached socket keeps its channels"
+    );
+    left.send_text("still here");
+    assert_eq!(
+        text(&mut left),
+        "echo still here",
+        "no publish after unsubscribe"
+    );
+    publisher.send_text("heard");
+    let heard = text(&mut publisher);
+    assert!(heard.starts_with("heard: "), "{heard}");
+    assert!(!heard.contains("after detach"), "{heard}");
+    // Its close is not told either: the backend let it go.
+    detached.send(&client_frame(0x88, &4002u16.to_be_bytes()));
+    detached.expect_close(4002);
+    publisher.send_text("closes");
+    let closes = text(&mut publisher);
+    assert!(!closes.contains("4002"), "{closes}");
+
+    // A keep-alive: "ka" whenever the socket has been quiet a second, again and again.
+    left.send_text("keep-alive");
+    assert_eq!(text(&mut left), "keeping alive");
+    assert_eq!(text(&mut left), "ka");
+    assert_eq!(text(&mut left), "ka");
+    left.send_text("still here");
+    let mut echoed = false;
+    for _ in 0..10 {
+        match text(&mut left).as_str() {
+            "ka" => continue,
+            other => {
+                assert_eq!(other, "echo still here");
+                echoed = true;
+                break;
+            }
+        }
+    }
+    assert!(echoed, "the echo came among the keep-alives");
 }

@@ -137,6 +137,9 @@ impl Server {
                 None => bytes,
             },
         };
+        if self.websocket.opened != 0 {
+            self.websocket_answered(id, bytes.as_slice());
+        }
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
@@ -217,8 +220,14 @@ impl Server {
             let answer = cors::decorate(answer, cors_fields);
             let (answer, closes) = match slot.websocket {
                 true => {
-                    let closed = conn.websocket().is_none_or(|ws| ws.close_sent);
-                    super::websocket::answer_frame(answer, closed)
+                    let ws = conn.websocket();
+                    let closed = ws.as_ref().is_none_or(|ws| ws.close_sent);
+                    let framed = super::websocket::answer_frame(answer, closed);
+                    self.websocket.stats.sent += framed.messages;
+                    if let (Some(ws), Some(code)) = (ws, framed.close) {
+                        ws.close_code = Some(code);
+                    }
+                    (framed.bytes, framed.close.is_some())
                 }
                 false => (answer, false),
             };
@@ -406,6 +415,7 @@ impl Server {
         }
         self.forget_job_requests(id, &held_by_jobs);
         if let super::connection::Decoder::WebSocket(ws) = conn.decoder {
+            self.websocket.stats.closed(&ws);
             self.tell_closed(id, &ws, conn.client);
             self.release_socket(ws.hold);
         }

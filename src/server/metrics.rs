@@ -233,6 +233,7 @@ impl Server {
         }
         self.expose_jobs(out);
         self.expose_channels(out);
+        self.expose_websockets(out);
         if let Some(source) = &self.config.metrics_source {
             source.expose(out);
         }

@@ -160,6 +160,7 @@ impl Server {
                 UpgradeCheck::NotWebSocket => None,
                 UpgradeCheck::Refuse(response) => {
                     log::info!("connection {id}: refused a WebSocket upgrade");
+                    self.websocket.stats.refused_front_end += 1;
                     self.answer_response(id, &request, &response, true, label);
                     return;
                 }

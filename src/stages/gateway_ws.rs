@@ -5,16 +5,17 @@
 //! `WebSocketEvent` and `websocket_control_message` works behind the gateway as behind
 //! Pushpin. The backend's answer is events too: `OPEN` accepts the socket, `TEXT`,
 //! `BINARY`, `PING`, `CLOSE` are sent to it (the front end frames them), and control
-//! messages (`TEXT` with `c:`) `subscribe` the socket to channels (a hold of the socket).
+//! messages (`TEXT` with `c:`: `subscribe`, `unsubscribe`, `detach`, `keep-alive`) are
+//! checked here and passed on among the events, for the front end to follow in order.
 //! A socket's close is POSTed too: the front end sends a request of its own with a
 //! `CLOSE` (the client's code) or `DISCONNECT` event as its body, relayed as it is; its
 //! answer is dropped.
 
 use super::api::{Next, StageError};
 use crate::http::websocket::MessageKind;
-use crate::http::websocket_events::{self, WsEventRecord, CONTENT_TYPE};
+use crate::http::websocket_events::{self, Control, WsEventRecord, CONTENT_TYPE};
 use crate::http::{Request, Response};
-use crate::pipeline::channel::{valid_channel, Hold};
+use crate::pipeline::channel::valid_channel;
 use crate::pipeline::envelope::Envelope;
 
 /// Fields of the client's request that a WebSocket-over-HTTP request leaves out: the
@@ -76,11 +77,12 @@ fn connection_id(envelope: &Envelope) -> String {
 }
 
 /// What the client's socket gets from the backend's answer: for the upgrade (`open`),
-/// an accept (GRIP's: events beginning with `OPEN`, held on the channels subscribed) or the backend's refusal; for a
-/// message, the events to send.
+/// an accept (GRIP's: events beginning with `OPEN`) or the backend's refusal; for a
+/// message, the events to send and the control messages to follow.
 ///
 /// # Errors
-/// A `502` [`StageError`] when the answer is not events, or accepts nothing.
+/// A `502` [`StageError`] when the answer is not events, accepts nothing, or has a
+/// control message that cannot be followed (malformed, or a channel not valid).
 pub(super) fn answer(open: bool, response: Response) -> Result<Next, StageError> {
     let is_events = response
         .headers
@@ -102,22 +104,26 @@ pub(super) fn answer(open: bool, response: Response) -> Result<Next, StageError>
     }
     let events = websocket_events::parse(&response.body)
         .map_err(|e| StageError::new(502, format!("the backend's answer: {e}")))?;
-    let mut channels = Vec::new();
     let mut sent = Vec::new();
     let mut opened = false;
     for event in events {
         if let Some(control) = event.control() {
-            match (control["type"].as_str(), control["channel"].as_str()) {
-                (Some("subscribe"), Some(channel)) if valid_channel(channel) => {
-                    channels.push(channel.to_string())
-                }
-                (Some("subscribe"), _) => {
+            let control =
+                control.map_err(|e| StageError::new(502, format!("the backend's answer: {e}")))?;
+            match control {
+                Control::Subscribe(channel) | Control::Unsubscribe(channel)
+                    if !valid_channel(&channel) =>
+                {
                     return Err(StageError::new(
                         502,
-                        "the backend subscribed a WebSocket to no valid channel",
+                        "the backend named no valid channel in a WebSocket control message",
                     ))
                 }
-                (kind, _) => log::debug!("a WebSocket control message {kind:?} is not followed"),
+                Control::Other(kind) => {
+                    log::debug!("a WebSocket control message {kind:?} is not followed");
+                }
+                // The front end follows them, in their order among the events.
+                _ => sent.push(event),
             }
             continue;
         }
@@ -151,13 +157,7 @@ pub(super) fn answer(open: bool, response: Response) -> Result<Next, StageError>
             answer = answer.header("Set-Cookie", value.as_str());
         }
     }
-    let answer = answer.body(websocket_events::encode(&sent));
-    if channels.is_empty() {
-        return Ok(Next::respond(answer));
-    }
-    // A socket's hold: the front end reads its channels and sends its answer, whatever
-    // the mode (a response hold's answer is rendered whole).
-    Ok(Next::Hold(Hold::response(channels).answer(answer)))
+    Ok(Next::respond(answer.body(websocket_events::encode(&sent))))
 }
 
 #[cfg(test)]
@@ -171,19 +171,24 @@ mod tests {
     }
 
     #[test]
-    fn an_open_with_a_subscription_is_a_held_accept() {
+    fn an_open_passes_its_control_messages_on_in_order() {
+        let subscribe = r#"c:{"type": "subscribe", "channel": "room"}"#;
         let backend = events(&[
             WsEventRecord::new("OPEN", ""),
-            WsEventRecord::new("TEXT", r#"c:{"type": "subscribe", "channel": "room"}"#),
+            WsEventRecord::new("TEXT", subscribe),
+            WsEventRecord::new("TEXT", r#"c:{"type": "session", "id": "s"}"#),
             WsEventRecord::new("TEXT", "welcome"),
         ]);
-        let Ok(Next::Hold(hold)) = answer(true, backend) else {
-            panic!("not a hold");
+        let Ok(Next::Respond(accept)) = answer(true, backend) else {
+            panic!("not an answer");
         };
-        assert_eq!(hold.channels[0].name, "room");
-        let accept = hold.answer.unwrap();
         assert_eq!(accept.status, 200);
-        assert_eq!(accept.body, b"OPEN\r\nTEXT 7\r\nwelcome\r\n");
+        let expected = websocket_events::encode(&[
+            WsEventRecord::new("OPEN", ""),
+            WsEventRecord::new("TEXT", subscribe),
+            WsEventRecord::new("TEXT", "welcome"),
+        ]);
+        assert_eq!(accept.body, expected, "session is not followed");
         let refused = answer(true, Response::new(403).body("no")).unwrap();
         assert!(matches!(refused, Next::Respond(r) if r.status == 403));
         assert!(answer(true, events(&[])).is_err(), "no OPEN");
@@ -193,5 +198,10 @@ mod tests {
             "c:{\"type\":\"subscribe\",\"channel\":\"\"}",
         )]);
         assert!(answer(false, bad).is_err(), "an empty channel name");
+        let bad = events(&[WsEventRecord::new(
+            "TEXT",
+            "c:{\"type\":\"keep-alive\",\"content\":1}",
+        )]);
+        assert!(answer(false, bad).is_err(), "content not a string");
     }
 }

@@ -19,6 +19,9 @@ const MESSAGE_PROTOCOL: Protocol = Protocol::Http {
     head: false,
 };
 
+/// The largest message body copied into a message rather than handed over, in bytes.
+const SMALL_BODY: usize = 1024;
+
 impl Server {
     /// Takes every whole message and control frame out of a WebSocket's decoder.
     pub(in super::super) fn read_messages(&mut self, id: u64) {
@@ -44,6 +47,12 @@ impl Server {
             };
             match event {
                 WsEvent::Message(kind, payload) => {
+                    self.websocket.stats.received(kind);
+                    if ws.detached {
+                        // Its backend let it go: the message goes nowhere.
+                        log::debug!("connection {id}: a message after its backend detached");
+                        continue;
+                    }
                     if unanswered >= self.config.max_pipelined {
                         log::info!("connection {id}: too many unanswered WebSocket messages");
                         let why = "too many unanswered messages";
@@ -75,11 +84,21 @@ impl Server {
             MessageKind::Text => b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
             MessageKind::Binary => b"Content-Type: application/octet-stream\r\n\r\n",
         };
-        let mut head = Vec::with_capacity(ws.head.len() + content_type.len());
+        // The head is put together in the front end's one buffer, not a new one per
+        // message (`forward_as` copies it into the lead frame).
+        let mut head = std::mem::take(&mut self.websocket.scratch);
+        head.clear();
         head.extend_from_slice(&ws.head);
         head.extend_from_slice(content_type);
         let entry = ws.entry;
-        let body = (!payload.is_empty()).then(|| zmq::Message::from(payload));
+        // A small body is copied into a message of its own (libzmq keeps up to 33
+        // bytes inline, and one allocation beats handing over the vector, which costs
+        // libzmq an allocation of its own and a free through a callback).
+        let body = match payload.len() {
+            0 => None,
+            1..=SMALL_BODY => Some(zmq::Message::from(&payload[..])),
+            _ => Some(zmq::Message::from(payload)),
+        };
         let request = (&head[..], body);
         self.forward_as(
             id,
@@ -89,6 +108,7 @@ impl Server {
             (false, None),
             Some(kind),
         );
+        self.websocket.scratch = head;
     }
 
     /// Tells the pipeline that a socket accepted with GRIP's events closed, as GRIP's
@@ -102,7 +122,7 @@ impl Server {
         ws: &WsState,
         client: Option<std::net::SocketAddr>,
     ) {
-        if !ws.grip {
+        if !ws.grip || ws.detached {
             return;
         }
         let event = match &ws.client_close {
@@ -138,8 +158,12 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
-        if conn.websocket().is_none_or(|ws| ws.close_sent) {
+        let Some(ws) = conn.websocket().filter(|ws| !ws.close_sent) else {
             return;
+        };
+        // Something goes: an idle keep-alive waits again.
+        if let Some(keep) = ws.keep_alive.as_mut().filter(|k| !k.interval) {
+            keep.due = Instant::now() + keep.every;
         }
         conn.output.push(AnswerBytes::Owned(frame));
         mark_dirty(&mut self.dirty, conn, id);
@@ -158,6 +182,7 @@ impl Server {
             return;
         }
         ws.close_sent = true;
+        ws.close_code = Some(code);
         conn.output
             .push(AnswerBytes::Owned(websocket::close_frame(code, reason)));
         conn.closing = true;
@@ -175,11 +200,16 @@ impl Server {
         let ping = self.config.websocket.ping;
         let mut to_ping = Vec::new();
         let mut gone = Vec::new();
+        let mut keep_alives = Vec::new();
         for (id, conn) in self.connections.iter_mut() {
             let quiet = now.duration_since(conn.last_active);
             let Some(ws) = conn.websocket() else {
                 continue;
             };
+            if let Some(keep) = ws.keep_alive.as_mut().filter(|k| k.due <= now) {
+                keep.due = now + keep.every;
+                keep_alives.push((*id, keep.frame.clone()));
+            }
             if draining {
                 gone.push((*id, close_code::GOING_AWAY, "the server is shutting down"));
                 continue;
@@ -201,6 +231,11 @@ impl Server {
         }
         for id in to_ping {
             self.send_frame(id, websocket::frame(0x9, b""));
+        }
+        for (id, frame) in keep_alives {
+            // A ping or pong keep-alive is no message.
+            self.websocket.stats.sent += u64::from(frame.first().is_some_and(|b| b & 0x8 == 0));
+            self.send_frame(id, frame);
         }
         for (id, code, reason) in gone {
             log::debug!("connection {id}: WebSocket closed: {reason}");

@@ -27,12 +27,21 @@
 //!   read is dropped.
 //! - **Keeping alive**: a socket quiet for `ping` is sent a ping; one still quiet a
 //!   `ping` later is dropped. WebSockets are not closed by `idle_timeout`.
+//! - **GRIP** (`grip`): a socket a gateway backend accepted follows the control
+//!   messages among its backend's events (`subscribe`, `unsubscribe`, `detach`,
+//!   `keep-alive`), in their order.
+//! - **Metrics** (`stats`): sockets open, messages each way, closes by code, upgrades
+//!   refused, in the front end's Prometheus exposition.
 //!
 //! The framing is [`crate::http::websocket`]; no extension is negotiated (no
 //! permessage-deflate).
 
+mod grip;
 mod messages;
 mod push;
+mod stats;
+
+pub(super) use stats::WsStats;
 
 use super::front::EntryIndex;
 use super::output::AnswerBytes;
@@ -85,6 +94,8 @@ pub(crate) struct WsState {
     pub(super) hold: Option<(u64, Vec<Box<str>>)>,
     /// A Close was sent: nothing more is.
     pub(super) close_sent: bool,
+    /// The code of the Close sent, once one is.
+    pub(super) close_code: Option<u16>,
     /// When a ping went out that nothing has followed yet.
     pub(super) ping_sent: Option<Instant>,
     /// Accepted with GRIP's WebSocket-over-HTTP events (a gateway backend's accept):
@@ -93,6 +104,24 @@ pub(crate) struct WsState {
     /// The client's Close: its status code, if it sent one (the `CLOSE` event's
     /// content); none while the client has not closed.
     pub(super) client_close: Option<Vec<u8>>,
+    /// A GRIP backend sent `detach`: the client's messages and close are no longer
+    /// sent into the pipeline.
+    pub(super) detached: bool,
+    /// A GRIP backend's `keep-alive`, if one is on.
+    pub(super) keep_alive: Option<Box<KeepAliveState>>,
+}
+
+/// A socket's keep-alive (GRIP's `keep-alive` control message): the frame sent when
+/// it falls due.
+pub(super) struct KeepAliveState {
+    /// The whole frame.
+    pub(super) frame: Vec<u8>,
+    /// The idle time (or, `interval`, the period) before it is sent.
+    pub(super) every: Duration,
+    /// Sent at every `every` whatever else went (else only after `every` of silence).
+    pub(super) interval: bool,
+    /// When it is sent next, unless something else goes first (idle mode).
+    pub(super) due: Instant,
 }
 
 /// The front end's WebSocket state beside its connections.
@@ -104,6 +133,10 @@ pub(super) struct WebSockets {
     pub(super) holds: FastMap<u64, u64>,
     /// Handshakes completed.
     pub(super) opened: u64,
+    /// What the metrics count.
+    pub(super) stats: WsStats,
+    /// The buffer each message's head is put together in.
+    scratch: Vec<u8>,
 }
 
 /// What the front end makes of a request with an `Upgrade` field.
@@ -229,75 +262,156 @@ fn read_answer(bytes: &[u8]) -> Option<(u16, Fields, usize)> {
     }
 }
 
+/// What an answer's head says of its body, read in place.
+struct AnswerHead<'a> {
+    status: u16,
+    /// The `Content-Type` field's value, trimmed.
+    content_type: Option<&'a [u8]>,
+    /// Where the body starts.
+    body_at: usize,
+}
+
+/// The status, `Content-Type` and body of an answer to a message (an HTTP/1.x
+/// response a worker rendered), without allocating: this runs for every message, so it
+/// scans the head for the one field it needs rather than collecting them all.
+fn answer_head(bytes: &[u8]) -> Option<AnswerHead<'_>> {
+    if !bytes.starts_with(b"HTTP/1.") || !matches!(bytes.get(12), Some(b' ' | b'\r')) {
+        return None;
+    }
+    let mut status = 0u16;
+    for &digit in bytes.get(9..12)? {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        status = status * 10 + u16::from(digit - b'0');
+    }
+    // Line by line (one pass, no searcher to build) to the blank line.
+    let name = b"content-type:";
+    let mut content_type = None;
+    let mut at = memchr::memchr(b'\n', bytes)? + 1;
+    loop {
+        let end = at + memchr::memchr(b'\n', &bytes[at..])?;
+        let line = &bytes[at..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return Some(AnswerHead {
+                status,
+                content_type,
+                body_at: end + 1,
+            });
+        }
+        if content_type.is_none()
+            && line.len() >= name.len()
+            && line[0] | 0x20 == b'c'
+            && line[..name.len()].eq_ignore_ascii_case(name)
+        {
+            content_type = Some(line[name.len()..].trim_ascii());
+        }
+        at = end + 1;
+    }
+}
+
+/// Whether `haystack` holds `needle`, ASCII case aside.
+fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+/// Whether an answer of this media type is sent as text (when its body is UTF-8).
+fn is_textual(content_type: &[u8]) -> bool {
+    let starts = |prefix: &[u8]| {
+        content_type
+            .get(..prefix.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+    };
+    starts(b"text/")
+        || starts(b"application/json")
+        || contains_ignoring_case(content_type, b"+json")
+        || contains_ignoring_case(content_type, b"charset=utf-8")
+}
+
+/// An answer to a message as it leaves, in frames.
+pub(in super::super) struct Framed {
+    /// The frames.
+    pub(in super::super) bytes: AnswerBytes,
+    /// The frames end with a Close, of this code.
+    pub(in super::super) close: Option<u16>,
+    /// How many text and binary messages they hold.
+    pub(in super::super) messages: u64,
+}
+
 /// An answer to a message, as it leaves: its body as one frame (text when its
 /// `Content-Type` is text or JSON and its body UTF-8, binary otherwise), or the frames
 /// of its events for `application/websocket-events` (GRIP's WebSocket-over-HTTP, from
 /// the gateway); nothing for a `204`, an empty answer, or once the socket has sent its
-/// Close. True when the frames end with a Close.
-pub(super) fn answer_frame(answer: AnswerBytes, closed: bool) -> (AnswerBytes, bool) {
-    let nothing = (AnswerBytes::Owned(Vec::new()), false);
+/// Close.
+pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool) -> Framed {
+    let nothing = Framed {
+        bytes: AnswerBytes::Owned(Vec::new()),
+        close: None,
+        messages: 0,
+    };
     let bytes = answer.as_slice();
     if closed || bytes.is_empty() {
         return nothing;
     }
-    let Some((status, fields, body_at)) = read_answer(bytes) else {
+    let Some(head) = answer_head(bytes) else {
         return nothing;
     };
-    if status == 204 {
+    if head.status == 204 {
         return nothing;
     }
-    let body = &bytes[body_at..];
-    let content_type = fields
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"));
-    if content_type
-        .is_some_and(|(_, value)| value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes()))
+    let body = &bytes[head.body_at..];
+    if head
+        .content_type
+        .is_some_and(|value| value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes()))
     {
-        let (frames, closes) = event_frames(body);
-        return (AnswerBytes::Owned(frames), closes);
+        return event_frames(body);
     }
-    let textual = content_type.is_none_or(|(_, value)| {
-        let value = value.to_ascii_lowercase();
-        value.starts_with(b"text/")
-            || value.starts_with(b"application/json")
-            || memchr::memmem::find(&value, b"+json").is_some()
-            || memchr::memmem::find(&value, b"charset=utf-8").is_some()
-    });
+    let textual = head.content_type.is_none_or(is_textual);
     let kind = if textual && std::str::from_utf8(body).is_ok() {
         MessageKind::Text
     } else {
         MessageKind::Binary
     };
-    (
-        AnswerBytes::Owned(websocket::message_frame(kind, body)),
-        false,
-    )
+    Framed {
+        bytes: AnswerBytes::Owned(websocket::message_frame(kind, body)),
+        close: None,
+        messages: 1,
+    }
 }
 
 /// The frames of a body of GRIP WebSocket-over-HTTP events: `TEXT`, `BINARY`, `PING`,
-/// `PONG`, and `CLOSE` (after which nothing is sent; true then). Control messages
-/// (`TEXT` with `c:`) are the gateway's, never sent; a malformed body sends nothing.
-pub(super) fn event_frames(body: &[u8]) -> (Vec<u8>, bool) {
+/// `PONG`, and `CLOSE` (after which nothing is sent). Control messages (`TEXT` with
+/// `c:`) are followed, never sent (`grip`); a malformed body sends nothing.
+fn event_frames(body: &[u8]) -> Framed {
     let mut out = Vec::new();
+    let mut messages = 0;
     let list = match events::parse(body) {
         Ok(list) => list,
         Err(e) => {
             log::warn!("an answer's WebSocket events were not sent: {e}");
-            return (out, false);
+            Vec::new()
         }
     };
+    let mut close = None;
     for event in list {
         if event.control().is_some() {
             continue;
         }
         match event.kind.as_str() {
             "TEXT" if std::str::from_utf8(&event.content).is_ok() => {
+                messages += 1;
                 out.extend(websocket::message_frame(MessageKind::Text, &event.content))
             }
-            "BINARY" => out.extend(websocket::message_frame(
-                MessageKind::Binary,
-                &event.content,
-            )),
+            "BINARY" => {
+                messages += 1;
+                out.extend(websocket::message_frame(
+                    MessageKind::Binary,
+                    &event.content,
+                ))
+            }
             "PING" | "PONG" if event.content.len() <= websocket::MAX_CONTROL_PAYLOAD => {
                 let opcode = if event.kind == "PING" { 0x9 } else { 0xA };
                 out.extend(websocket::frame(opcode, &event.content));
@@ -309,13 +423,18 @@ pub(super) fn event_frames(body: &[u8]) -> (Vec<u8>, bool) {
                 };
                 let reason = std::str::from_utf8(event.content.get(2..).unwrap_or_default());
                 out.extend(websocket::close_frame(code, reason.unwrap_or_default()));
-                return (out, true);
+                close = Some(code);
+                break;
             }
             "OPEN" => {}
             other => log::debug!("a WebSocket event {other} is not sent"),
         }
     }
-    (out, false)
+    Framed {
+        bytes: AnswerBytes::Owned(out),
+        close,
+        messages,
+    }
 }
 
 impl Server {
@@ -361,6 +480,7 @@ impl Server {
                 .is_ok_and(|list| list.first().is_some_and(|e| e.kind == "OPEN"));
         if status != 101 && !grip_open {
             log::info!("request {request_id}: the stage refused the WebSocket upgrade");
+            self.websocket.stats.refused_stage += 1;
             return answer;
         }
         let chosen = fields
@@ -372,6 +492,7 @@ impl Server {
                 log::error!(
                     "request {request_id}: the stage chose a subprotocol the client did not offer"
                 );
+                self.websocket.stats.refused_stage += 1;
                 let refusal = Response::error(500, "the server chose a subprotocol not offered");
                 return AnswerBytes::Owned(refusal.to_bytes(1, false, false));
             }
@@ -408,14 +529,15 @@ impl Server {
         }
         head.extend_from_slice(b"\r\n");
         // Events to send at once (a gateway backend's greeting) follow the head.
-        let mut closes = false;
+        let mut close = None;
         if is_events {
-            let (frames, close) = event_frames(&answer.as_slice()[body_at..]);
-            head.extend_from_slice(&frames);
-            closes = close;
+            let framed = event_frames(&answer.as_slice()[body_at..]);
+            head.extend_from_slice(framed.bytes.as_slice());
+            self.websocket.stats.sent += framed.messages;
+            close = framed.close;
         }
         if let Some(slot) = conn.slots.iter_mut().find(|s| s.request_id == request_id) {
-            slot.close_after = closes;
+            slot.close_after = close.is_some();
             slot.interim = false;
         }
         conn.become_websocket(Box::new(WsState {
@@ -423,16 +545,69 @@ impl Server {
             head: pending.head,
             entry: pending.entry,
             hold: None,
-            close_sent: false,
+            close_sent: close.is_some(),
+            close_code: close,
             ping_sent: None,
             grip: grip_open,
             client_close: None,
+            detached: false,
+            keep_alive: None,
         }));
         self.websocket.opened += 1;
+        self.websocket.stats.open += 1;
         if !channels.is_empty() {
             self.hold_socket(id, channels);
         }
+        if is_events && grip_open {
+            self.follow_controls(id, &answer.as_slice()[body_at..]);
+        }
         log::debug!("request {request_id}: WebSocket open on connection {id}");
         AnswerBytes::Owned(head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(answer: &[u8]) -> (Vec<u8>, Option<u16>, u64) {
+        let framed = answer_frame(AnswerBytes::Owned(answer.to_vec()), false);
+        (
+            framed.bytes.as_slice().to_vec(),
+            framed.close,
+            framed.messages,
+        )
+    }
+
+    #[test]
+    fn answers_become_frames_by_their_status_and_content_type() {
+        let json =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-type:  Application/JSON \r\n\r\n{}";
+        assert_eq!(framed(json), (vec![0x81, 2, b'{', b'}'], None, 1));
+        let bytes = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n\r\nab";
+        assert_eq!(framed(bytes), (vec![0x82, 2, b'a', b'b'], None, 1));
+        let utf8 = b"HTTP/1.1 200 OK\r\nContent-Type: x/y; Charset=UTF-8\r\n\r\nab";
+        assert_eq!(framed(utf8).0[0], 0x81);
+        let none = b"HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\nab";
+        assert_eq!(framed(none).0[0], 0x81, "no type: text when UTF-8");
+        assert_eq!(
+            framed(b"HTTP/1.1 204 No Content\r\n\r\n"),
+            (vec![], None, 0)
+        );
+        assert_eq!(
+            framed(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain"),
+            (vec![], None, 0)
+        );
+        assert_eq!(framed(b"HTTP/1.1 2x0 OK\r\n\r\nab"), (vec![], None, 0));
+        let events = b"HTTP/1.1 200 OK\r\nContent-Type: application/websocket-events\r\n\r\n\
+                      TEXT 2\r\nhi\r\nTEXT 9\r\nc:{\"a\":1}\r\nCLOSE 2\r\n\x0f\xa0\r\nTEXT 1\r\nx\r\n";
+        let (bytes, close, messages) = framed(events);
+        assert_eq!((close, messages), (Some(4000), 1));
+        assert_eq!(&bytes[..4], &[0x81, 2, b'h', b'i']);
+        assert_eq!(
+            &bytes[4..],
+            &[0x88, 2, 0x0f, 0xa0],
+            "nothing after the close"
+        );
     }
 }

@@ -38,6 +38,26 @@ impl Server {
         }
     }
 
+    /// Stops delivering `channel` to a WebSocket (a GRIP `unsubscribe`).
+    pub(super) fn unhold_socket(&mut self, id: u64, channel: &str) {
+        let Some(ws) = self.connections.get_mut(&id).and_then(|c| c.websocket()) else {
+            return;
+        };
+        let Some((hold_id, held)) = &mut ws.hold else {
+            return;
+        };
+        let Some(at) = held.iter().position(|c| &**c == channel) else {
+            return;
+        };
+        held.swap_remove(at);
+        if let Some(held) = self.channels.map.get_mut(channel) {
+            held.holders.remove(hold_id);
+            if held.holders.is_empty() {
+                held.quiet_since = Some(Instant::now());
+            }
+        }
+    }
+
     /// A hold that came back on the loopback for an upgrade request or a WebSocket
     /// message; false when it is neither (a hold of an HTTP request).
     pub(in super::super) fn on_websocket_hold(
@@ -85,6 +105,7 @@ impl Server {
                 } else {
                     MessageKind::Text
                 };
+                self.websocket.stats.sent += 1;
                 self.send_frame(id, websocket::message_frame(kind, &format.content));
             }
         }
