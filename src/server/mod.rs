@@ -200,7 +200,10 @@ pub struct Server {
     nonce: u64,
     next_request: u64,
     next_connection: u64,
-    connections: FastMap<u64, Connection>,
+    /// Boxed: a map's table has room for about twice its entries, and thousands of
+    /// held connections made room for a whole `Connection` each a large part of what
+    /// a hold costs (a pointer each now).
+    connections: FastMap<u64, Box<Connection>>,
     requests: FastMap<u64, InFlight>,
     dirty: Vec<u64>,
     /// When to try again the output of stalled connections (see [`Stall`]), soonest
