@@ -258,7 +258,11 @@ fn one_publish_reaches_each_hold_in_its_own_protocol() {
     let mut polls: Vec<Client> = (0..2)
         .map(|_| get("/channels/mix?mode=response", "1.1", ""))
         .collect();
-    let mut closing_poll = get("/channels/mix?mode=response", "1.1", "Connection: close\r\n");
+    let mut closing_poll = get(
+        "/channels/mix?mode=response",
+        "1.1",
+        "Connection: close\r\n",
+    );
     let mut old_poll = get("/channels/mix?mode=response", "1.0", "");
     for client in streams.iter_mut().chain([&mut old_stream]) {
         client.wait_for(": held on channel mix");
