@@ -292,6 +292,13 @@ fn one_publish_reaches_each_hold_in_its_own_protocol() {
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert!(!text.contains("Connection: close"), "{text}");
     }
+    // A connection whose long-poll was answered reads its next request as any other.
+    let poll = &mut polls[0];
+    poll.stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let text = poll.wait_for("\"holds\"");
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
     let text = closing_poll.read_to_close();
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("Connection: close"), "{text}");
