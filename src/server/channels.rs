@@ -223,8 +223,8 @@ impl Target {
 /// HTTP/1.1, as it is for HTTP/1.0. Each hold gets a copy in a message of its own
 /// ([`Framed::piece`]); libzmq keeps up to 33 bytes inside the message itself, so a
 /// short message (an SSE event of a few words) costs no allocation per hold, and a
-/// longer one one (where framing it per hold cost four: the hex length, the chunk, its
-/// shrinking, libzmq's reference to it).
+/// longer one a single one (framing it per hold cost four: the hex length, the chunk,
+/// its shrinking, libzmq's reference to it).
 pub(super) struct Framed<'a> {
     content: &'a [u8],
     chunk: Vec<u8>,

@@ -200,9 +200,9 @@ pub struct Server {
     nonce: u64,
     next_request: u64,
     next_connection: u64,
-    /// Boxed: a map's table has room for about twice its entries, and thousands of
-    /// held connections made room for a whole `Connection` each a large part of what
-    /// a hold costs (a pointer each now).
+    /// Boxed: a map's table keeps room for up to about twice its entries, and with
+    /// thousands of held connections that room, a whole `Connection` per slot, was a
+    /// large part of what a hold cost (now a pointer per slot).
     connections: FastMap<u64, Box<Connection>>,
     requests: FastMap<u64, InFlight>,
     dirty: Vec<u64>,
