@@ -242,6 +242,75 @@ fn a_stage_publish_answers_a_long_poll_and_extends_a_stream_until_closed() {
     assert_eq!(status["delivered"], 3, "{status}");
 }
 
+/// One publish, framed once for every stream and rendered once per protocol for the
+/// long-polls: each hold still gets the bytes of its own request's protocol.
+#[test]
+fn one_publish_reaches_each_hold_in_its_own_protocol() {
+    let server = Embedded::start(|_| {});
+    let get = |path: &str, version: &str, extra: &str| {
+        Client::send(
+            server.port,
+            &format!("GET {path} HTTP/{version}\r\nHost: x\r\n{extra}\r\n"),
+        )
+    };
+    let mut streams: Vec<Client> = (0..3).map(|_| get("/channels/mix", "1.1", "")).collect();
+    let mut old_stream = get("/channels/mix", "1.0", "");
+    let mut polls: Vec<Client> = (0..2)
+        .map(|_| get("/channels/mix?mode=response", "1.1", ""))
+        .collect();
+    let mut closing_poll = get(
+        "/channels/mix?mode=response",
+        "1.1",
+        "Connection: close\r\n",
+    );
+    let mut old_poll = get("/channels/mix?mode=response", "1.0", "");
+    for client in streams.iter_mut().chain([&mut old_stream]) {
+        client.wait_for(": held on channel mix");
+    }
+    wait_holds(server.port, 8);
+
+    let content = "data: a message longer than the thirty-three bytes a small message holds\n\n";
+    let answer = publish(server.control, &stream_item("mix", "1", content), None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let chunk = format!("{:x}\r\n{content}\r\n", content.len());
+    for client in &mut streams {
+        let text = client.wait_for(&chunk);
+        assert_eq!(text.matches(content).count(), 1, "{text:?}");
+    }
+    // HTTP/1.0: no chunks, the content as it is, the connection's close ends it.
+    let text = old_stream.wait_for(content);
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    assert!(!text.contains(&chunk), "{text:?}");
+
+    // The long-polls: answered by the next message with an `http-response` format.
+    let body = serde_json::json!({"items": [{"channel": "mix", "id": "2",
+        "formats": {"http-response": {"body": "done\n"}}}]});
+    let answer = publish(server.control, &body.to_string(), None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for poll in &mut polls {
+        let text = poll.wait_for("done\n");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(!text.contains("Connection: close"), "{text}");
+    }
+    // A connection whose long-poll was answered reads its next request as any other.
+    let poll = &mut polls[0];
+    poll.stream
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let text = poll.wait_for("\"holds\"");
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    let text = closing_poll.read_to_close();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("Connection: close"), "{text}");
+    assert!(text.ends_with("done\n"), "{text:?}");
+    let text = old_poll.read_to_close();
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("done\n"), "{text:?}");
+    wait_holds(server.port, 4);
+    let status = channels_status(server.port);
+    assert_eq!(status["delivered"], 4 + 4, "{status}");
+}
+
 #[test]
 fn a_client_that_leaves_frees_its_hold_and_the_requests_behind_a_hold_wait() {
     let server = Embedded::start(|_| {});

@@ -194,6 +194,16 @@ impl RequestParser {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Gives back the buffer's memory when all of it has been read: a connection whose
+    /// request is held (a long-poll, a stream) reads nothing more for a long while, and
+    /// keeps no copy of the request it sent meanwhile.
+    pub fn release_buffer(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf = Vec::new();
+            self.start = 0;
+        }
+    }
+
     /// The next event, `Ok(None)` when more bytes are needed. An error is
     /// returned again on every later call; requests before it were returned
     /// first, and nothing after it ever is.

@@ -219,6 +219,44 @@ impl Target {
     }
 }
 
+/// A message's stream content framed once for every hold it goes to: as a chunk for
+/// HTTP/1.1, as it is for HTTP/1.0. Each hold gets a copy in a message of its own
+/// ([`Framed::piece`]); libzmq keeps up to 33 bytes inside the message itself, so a
+/// short message (an SSE event of a few words) costs no allocation per hold, and a
+/// longer one a single one (framing it per hold cost four: the hex length, the chunk,
+/// its shrinking, libzmq's reference to it).
+pub(super) struct Framed<'a> {
+    content: &'a [u8],
+    chunk: Vec<u8>,
+}
+
+impl<'a> Framed<'a> {
+    /// Frames `content`.
+    pub(super) fn new(content: &'a [u8]) -> Self {
+        Framed {
+            content,
+            chunk: crate::http::Response::chunk(1, content),
+        }
+    }
+
+    /// Whether there is nothing to write.
+    pub(super) fn is_empty(&self) -> bool {
+        self.content.is_empty()
+    }
+
+    /// The bytes for one stream, framed for its protocol (none for a HEAD request).
+    pub(super) fn piece(&self, target: Target) -> AnswerBytes {
+        let bytes: &[u8] = if target.head_only() {
+            return AnswerBytes::Owned(Vec::new());
+        } else if target.minor_version() == 0 {
+            self.content
+        } else {
+            &self.chunk
+        };
+        AnswerBytes::Message(zmq::Message::from(bytes).into())
+    }
+}
+
 /// Every channel and hold of a front end, and its links for publishing.
 pub(super) struct Channels {
     pub(super) config: ChannelsConfig,

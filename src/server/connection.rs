@@ -256,6 +256,28 @@ impl Connection {
         Some(waiting)
     }
 
+    /// Adds a piece of a held stream: straight to the output when the stream's slot is
+    /// at the front of the answer order with nothing of it waiting there (its head has
+    /// gone, with its CORS fields), which is what the slot's flush would do with it
+    /// (and a slot's queue of pieces is made for none of them); otherwise as
+    /// [`stream_part`](Self::stream_part). Returns how many bytes of the stream wait in
+    /// the slot (0 when it went to the output, where the output bound applies at the
+    /// write), or `None` if no slot waits for it.
+    pub(crate) fn hold_part(&mut self, request_id: u64, part: AnswerBytes) -> Option<usize> {
+        if let Some(front) = self.slots.front_mut() {
+            if front.request_id == request_id && front.answer.is_none() && front.cors.is_none() {
+                if let Some(stream) = front.stream.as_deref_mut() {
+                    if stream.pieces.is_empty() {
+                        stream.total += part.as_slice().len();
+                        self.output.push(part);
+                        return Some(0);
+                    }
+                }
+            }
+        }
+        self.stream_part(request_id, part, false)
+    }
+
     /// Ends a streamed answer with its last bytes (`None`: it stopped midway, so the
     /// connection closes after what was sent).
     pub(crate) fn end_stream(&mut self, request_id: u64, last: Option<AnswerBytes>) -> bool {

@@ -23,7 +23,8 @@
 //! ...,"prev-id":...}`, then the live messages.
 
 use super::answers::mark_dirty;
-use super::channels::{CatchUp, Held, Target};
+use super::channels::{CatchUp, Framed, Held, Target};
+use super::connection::Decoder;
 use super::output::AnswerBytes;
 use super::Server;
 use crate::http::{Response, SseEvent};
@@ -137,8 +138,11 @@ impl Server {
         if held.mode == HoldMode::Response {
             held.answer = answer.map(Box::new);
         }
-        if !self.connections.contains_key(&id) {
+        let Some(conn) = self.connections.get_mut(&id) else {
             return;
+        };
+        if let Decoder::Http(parser) = &mut conn.decoder {
+            parser.release_buffer();
         }
         self.channels.hold(request_id, held);
     }
@@ -181,8 +185,11 @@ impl Server {
             self.end_stream_hold(request_id, held.target());
             return;
         }
-        if !self.connections.contains_key(&to.connection) {
+        let Some(conn) = self.connections.get_mut(&to.connection) else {
             return;
+        };
+        if let Decoder::Http(parser) = &mut conn.decoder {
+            parser.release_buffer();
         }
         self.channels.hold(request_id, held);
     }
@@ -209,12 +216,12 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return false;
         };
-        let Some(waiting) = conn.stream_part(request_id, piece, false) else {
+        let Some(waiting) = conn.hold_part(request_id, piece) else {
             return false;
         };
-        // At the front of the answer order, the bytes go to the output at the flush,
-        // where the output bound applies; behind an earlier answer, they wait here,
-        // bound alike.
+        // At the front of the answer order, the bytes go to the output at once, where
+        // the output bound applies at the write; behind an earlier answer, they wait
+        // here, bound alike.
         let behind = conn
             .slots
             .front()
@@ -234,13 +241,28 @@ impl Server {
         let Some(format) = &item.stream else {
             return true;
         };
+        self.stream_framed(
+            request_id,
+            target,
+            &Framed::new(&format.content),
+            format.close,
+        )
+    }
+
+    /// Writes a message's stream content, framed already, to a stream hold, and ends
+    /// the stream if `close`; false once the stream ended (so, or its client dropped).
+    fn stream_framed(
+        &mut self,
+        request_id: u64,
+        target: Target,
+        framed: &Framed,
+        close: bool,
+    ) -> bool {
         self.channels.stats.delivered += 1;
-        if !format.content.is_empty()
-            && !self.append(request_id, target.connection, target.piece(&format.content))
-        {
+        if !framed.is_empty() && !self.append(request_id, target.connection, framed.piece(target)) {
             return false;
         }
-        if format.close {
+        if close {
             self.end_stream_hold(request_id, target);
             return false;
         }
@@ -349,35 +371,46 @@ impl Server {
         let Some(holders) = self.channels.record(&item, now) else {
             return;
         };
+        // Framed once for all the streams held on the channel, rendered once per
+        // protocol for its long-polls.
+        let framed = item.stream.as_ref().map(|f| Framed::new(&f.content));
+        let mut response: Option<Option<Response>> = None;
+        let mut rendered: Vec<(Protocol, Vec<u8>)> = Vec::new();
+        let sockets = !self.websocket.holds.is_empty();
         for request_id in holders {
-            if self.deliver_to_socket(request_id, &item) {
+            if sockets && self.deliver_to_socket(request_id, &item) {
                 continue;
             }
-            let Some(mode) = self.channels.holds.get(&request_id).map(|h| h.mode) else {
+            let Some(held) = self.channels.holds.get_mut(&request_id) else {
                 continue;
             };
-            match mode {
+            match held.mode {
                 HoldMode::Response => {
-                    let Some(response) = item.response() else {
+                    let Some(response) = response.get_or_insert_with(|| item.response()) else {
                         continue;
                     };
+                    let protocol = held.protocol;
                     let Some(held) = self.channels.leave(request_id, now) else {
                         continue;
                     };
                     self.channels.stats.delivered += 1;
-                    let bytes = render(held.protocol, &response);
+                    let bytes = match rendered.iter().find(|(p, _)| *p == protocol) {
+                        Some((_, bytes)) => bytes.clone(),
+                        None => {
+                            let bytes = render(protocol, response);
+                            rendered.push((protocol, bytes.clone()));
+                            bytes
+                        }
+                    };
                     self.fill(held.connection, request_id, AnswerBytes::Owned(bytes));
                 }
                 HoldMode::Stream => {
-                    if item.stream.is_none() {
-                        continue;
-                    }
-                    let Some(held) = self.channels.holds.get_mut(&request_id) else {
+                    let (Some(framed), Some(format)) = (&framed, &item.stream) else {
                         continue;
                     };
                     held.last_sent = now;
                     let target = held.target();
-                    if !self.stream_item(request_id, target, &item) {
+                    if !self.stream_framed(request_id, target, framed, format.close) {
                         // Ended by the item (or its client dropped, which freed it).
                         self.channels.leave(request_id, now);
                     }

@@ -158,7 +158,7 @@ impl Server {
         if self.access.enabled() {
             conn.peer = peer;
         }
-        self.connections.insert(id, conn);
+        self.connections.insert(id, Box::new(conn));
         self.stats.connections += 1;
     }
 

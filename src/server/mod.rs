@@ -203,7 +203,10 @@ pub struct Server {
     nonce: u64,
     next_request: u64,
     next_connection: u64,
-    connections: FastMap<u64, Connection>,
+    /// Boxed: a map's table keeps room for up to about twice its entries, and with
+    /// thousands of held connections that room, a whole `Connection` per slot, was a
+    /// large part of what a hold cost (now a pointer per slot).
+    connections: FastMap<u64, Box<Connection>>,
     requests: FastMap<u64, InFlight>,
     dirty: Vec<u64>,
     /// When to try again the output of stalled connections (see [`Stall`]), soonest

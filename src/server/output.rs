@@ -156,9 +156,15 @@ impl Output {
     /// Takes the next message out of the queue: `None` only when nothing waits.
     pub(crate) fn take(&mut self) -> Option<zmq::Message> {
         let front = self.pieces.front()?;
-        let message = match plan(front.as_slice().len(), self.written) {
-            Next::Whole => self.pieces.pop_front()?.into_message(),
+        // Its length read once: each look at a message's bytes is two calls into libzmq.
+        let front_len = front.as_slice().len();
+        let message = match plan(front_len, self.written) {
+            Next::Whole => {
+                self.len -= front_len;
+                self.pieces.pop_front()?.into_message()
+            }
             Next::Part(n) => {
+                self.len -= n;
                 let bytes = front.as_slice();
                 let end = self.written + n;
                 let message = zmq::Message::from(&bytes[self.written..end]);
@@ -170,7 +176,6 @@ impl Output {
                 message
             }
         };
-        self.len -= message.len();
         if self.pieces.is_empty() && self.pieces.capacity() > 1 {
             // All written: an idle connection (a held stream) keeps room for one piece,
             // as a new one has.
