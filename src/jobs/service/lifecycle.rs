@@ -431,14 +431,19 @@ impl Service {
     /// Starts runs while fewer than `max_running` are in the pipeline: every job that
     /// can start now, with one call of the store (one statement on PostgreSQL).
     pub(super) fn dispatch(&mut self) {
-        if self.draining {
-            return;
+        // Jobs cancelled while they waited take no place: the next ones are taken
+        // until the places are filled or the queue is empty.
+        while !self.draining {
+            let free = self.config.max_running.saturating_sub(self.running.len());
+            let take = free.min(self.queue.len());
+            if take == 0 || !self.start_some(take) {
+                return;
+            }
         }
-        let free = self.config.max_running.saturating_sub(self.running.len());
-        let take = free.min(self.queue.len());
-        if take == 0 {
-            return;
-        }
+    }
+
+    /// Starts the first `take` jobs of the queue; false if the store failed.
+    fn start_some(&mut self, take: usize) -> bool {
         let taken: Vec<(u64, i64)> = self.queue.drain(..take).collect();
         let numbers: Vec<u64> = taken.iter().map(|(number, _)| *number).collect();
         let started = match self.store.start_many(&numbers, now_ms()) {
@@ -449,7 +454,7 @@ impl Service {
                 for job in taken.into_iter().rev() {
                     self.queue.push_front(job);
                 }
-                return;
+                return false;
             }
         };
         // The jobs left out were cancelled while they waited.
@@ -472,5 +477,6 @@ impl Service {
             });
             self.changed(&record, None);
         }
+        true
     }
 }
