@@ -45,6 +45,7 @@ on_both_stores!(
     a_long_poll_ends_with_the_current_state_when_nothing_changes,
     cancelling_interrupts_the_running_work_and_the_job_stays_cancelled,
     an_idempotency_key_returns_the_same_job_for_the_same_request_only,
+    pipelined_submits_are_each_stored_once_and_each_run,
     an_embedder_names_the_caller_an_idempotency_key_belongs_to,
     past_the_bound_a_submit_gets_503_with_retry_after,
     unknown_ids_are_404_and_expired_ones_410,
@@ -335,6 +336,47 @@ fn an_idempotency_key_returns_the_same_job_for_the_same_request_only(store: Stor
     assert_ne!(first, fresh);
     let ended = wait_until_ended(&mut client, &first);
     assert_eq!(ended.json()["state"], "succeeded");
+}
+
+/// Twenty submits written at once on one connection (most reach the job service in one
+/// batch, whose submits are stored together), ten keys each used twice for the same
+/// request, then a key used for another request: each key names one job, every job
+/// runs once, and the answers come in the order asked.
+fn pipelined_submits_are_each_stored_once_and_each_run(store: Store) {
+    let (config, _db) = jobs_config(store, "pipelined");
+    let server = TestServer::primes(config);
+    let mut client = server.connect();
+    let primes = [97, 89, 83, 79, 73, 71, 67, 61, 59, 53];
+    let submit_bytes = |n: u64, key: usize| {
+        format!(
+            "GET /is_prime?possible_prime={n} HTTP/1.1\r\nHost: test\r\n\
+             Prefer: respond-async\r\nIdempotency-Key: batch-{key}\r\n\r\n"
+        )
+    };
+    let mut bytes = String::new();
+    for _ in 0..2 {
+        for (key, n) in primes.iter().enumerate() {
+            bytes.push_str(&submit_bytes(*n, key));
+        }
+    }
+    bytes.push_str(&submit_bytes(101, 0));
+    client.send(bytes.as_bytes());
+    let locations: Vec<String> = (0..20)
+        .map(|_| assert_accepted(&client.read_response()))
+        .collect();
+    client.read_response().assert_error(422);
+    assert_eq!(locations[..10], locations[10..]);
+    let distinct: std::collections::HashSet<&String> = locations.iter().collect();
+    assert_eq!(distinct.len(), 10, "{locations:?}");
+
+    for (location, n) in locations[..10].iter().zip(primes) {
+        let ended = wait_until_ended(&mut client, location);
+        assert_eq!(ended.json()["state"], "succeeded", "{ended:?}");
+        assert_eq!(ended.json()["attempts"], 1, "{ended:?}");
+        let result = request(&mut client, "GET", &format!("{location}/result"), &[]);
+        let sync = client.get(&format!("/is_prime?possible_prime={n}"));
+        assert_eq!(without_date(&result), without_date(&sync));
+    }
 }
 
 fn an_embedder_names_the_caller_an_idempotency_key_belongs_to(store: Store) {

@@ -163,7 +163,7 @@ impl Service {
             self.reply(reply, &Response::error(400, &refused.to_string()));
             return;
         }
-        if let Err(e) = self.submit(reply, &head, &body, wait, client) {
+        if let Err(e) = self.submit(reply, head, body, wait, client) {
             log::error!("jobs: {e}");
             self.reply(reply, &answers::store_failed());
         }

@@ -12,26 +12,44 @@ use crate::jobs::caller::scoped_key;
 use crate::jobs::clock::now_ms;
 use crate::jobs::prefer::idempotency_key;
 use crate::jobs::schedule::not_before;
-use crate::jobs::store::{JobRecord, JobState, NewJob, StartedJob, StoreError};
+use crate::jobs::store::{JobRecord, JobState, NewJob, StartedJob, StoreError, StoredAnswer};
 use crate::jobs::tag::job_tag;
 use crate::pipeline::loopback::{Failure, FailureKind};
 use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+/// A submit taken in the batch under way, stored with the batch's others (see
+/// [`Service::store_submits`]).
+pub(super) struct Submitted {
+    reply: ReplyTo,
+    id: String,
+    head: Vec<u8>,
+    body: Vec<u8>,
+    wait: Option<Duration>,
+    client: Option<String>,
+    /// The idempotency key, scoped to its caller.
+    key: Option<String>,
+    fingerprint: Vec<u8>,
+    now_ms: i64,
+    not_before_ms: Option<i64>,
+}
+
 impl Service {
+    /// Takes a submit: checks it (its idempotency key, `Job-Delay`, the limit of
+    /// unfinished jobs) and keeps it to be stored with the batch's other submits.
     pub(super) fn submit(
         &mut self,
         reply: ReplyTo,
-        head: &[u8],
-        body: &[u8],
+        head: Vec<u8>,
+        body: Vec<u8>,
         wait: Option<Duration>,
         client: Option<SocketAddr>,
     ) -> Result<(), StoreError> {
         // The key is the caller's: another caller's request never finds its job.
-        let key = match idempotency_key(head) {
+        let key = match idempotency_key(&head) {
             Ok(key) => key.map(|key| {
-                let caller = self.config.caller.of(head);
+                let caller = self.config.caller.of(&head);
                 scoped_key(&self.caller_secret, &caller, &key)
             }),
             Err(why) => {
@@ -40,15 +58,20 @@ impl Service {
             }
         };
         let now = now_ms();
-        let not_before = match not_before(head, now, self.config.ttl) {
+        let not_before = match not_before(&head, now, self.config.ttl) {
             Ok(at) => at,
             Err(why) => {
                 self.reply(reply, &Response::error(400, &why.to_string()));
                 return Ok(());
             }
         };
-        let fingerprint = fingerprint(head, body);
+        let fingerprint = fingerprint(&head, &body);
         if let Some(key) = &key {
+            if self.submitted.iter().any(|s| s.key.as_ref() == Some(key)) {
+                // The same key earlier in this batch: that job is stored first, so
+                // this submit finds it.
+                self.store_submits();
+            }
             if let Some((record, stored)) = self.store.by_idempotency_key(key)? {
                 let response = if stored == fingerprint {
                     log::debug!(
@@ -63,12 +86,10 @@ impl Service {
                 return Ok(());
             }
         }
-        if self.counts.unfinished() >= self.config.max_queued as u64 {
+        let unfinished = self.counts.unfinished() + self.submitted.len() as u64;
+        if unfinished >= self.config.max_queued as u64 {
             if self.warnings.submit_refused.allow() {
-                log::warn!(
-                    "jobs: {} unfinished jobs; a submit is refused",
-                    self.counts.unfinished()
-                );
+                log::warn!("jobs: {unfinished} unfinished jobs; a submit is refused");
             }
             self.reply(reply, &answers::store_full());
             return Ok(());
@@ -81,19 +102,67 @@ impl Service {
                 return Ok(());
             }
         };
-        let record = self.store.insert(&NewJob {
-            id: &id,
+        self.submitted.push(Submitted {
+            reply,
+            id,
             head,
             body,
-            idempotency_key: key.as_deref(),
-            fingerprint: &fingerprint,
+            wait,
+            client: client.map(|c| c.to_string()),
+            key,
+            fingerprint,
             now_ms: now,
-            client: client.map(|c| c.to_string()).as_deref(),
             not_before_ms: not_before,
-        })?;
-        self.webhook_registered(&record, head)?;
+        });
+        Ok(())
+    }
+
+    /// Stores the batch's submits, with one call of the store (one statement on
+    /// PostgreSQL), and answers them (once the batch commits).
+    pub(super) fn store_submits(&mut self) {
+        if self.submitted.is_empty() {
+            return;
+        }
+        let submitted = std::mem::take(&mut self.submitted);
+        let jobs: Vec<NewJob<'_>> = submitted
+            .iter()
+            .map(|s| NewJob {
+                id: &s.id,
+                head: &s.head,
+                body: &s.body,
+                idempotency_key: s.key.as_deref(),
+                fingerprint: &s.fingerprint,
+                now_ms: s.now_ms,
+                client: s.client.as_deref(),
+                not_before_ms: s.not_before_ms,
+            })
+            .collect();
+        let records = match self.store.insert_many(&jobs) {
+            Ok(records) => records,
+            Err(e) => {
+                log::error!("jobs: {} submits cannot be stored: {e}", submitted.len());
+                for s in &submitted {
+                    self.reply(s.reply, &answers::store_failed());
+                }
+                // Some of them may be stored: the batch is rolled back, not committed.
+                self.failed_write = Some(e);
+                return;
+            }
+        };
+        for (s, record) in submitted.into_iter().zip(records) {
+            if let Err(e) = self.submitted_stored(&s, &record) {
+                log::error!("jobs: {e}");
+                self.reply(s.reply, &answers::store_failed());
+            }
+        }
+    }
+
+    /// What follows a job's storing: its webhook, its place in the queue (or the
+    /// schedule), its first event, and the answer.
+    fn submitted_stored(&mut self, s: &Submitted, record: &JobRecord) -> Result<(), StoreError> {
+        self.webhook_registered(record, &s.head)?;
         *self.counts.of(record.state) += 1;
-        match not_before {
+        match s.not_before_ms {
             // No timer of its own: the service's one timer is on the earliest.
             Some(at) => {
                 self.next_scheduled = Some(self.next_scheduled.map_or(at, |next| next.min(at)))
@@ -106,10 +175,10 @@ impl Service {
             record.number,
             record.state.as_str()
         );
-        self.publish_event(&record, "state", &answers::state_event_json(&record));
-        match wait.filter(|w| !w.is_zero()) {
-            Some(wait) => self.add_waiter(&record, reply, WaitFor::Answer, wait),
-            None => self.reply(reply, &answers::accepted(&record, &self.config.path)),
+        self.publish_event(record, "state", &answers::state_event_json(record));
+        match s.wait.filter(|w| !w.is_zero()) {
+            Some(wait) => self.add_waiter(record, s.reply, WaitFor::Answer, wait),
+            None => self.reply(s.reply, &answers::accepted(record, &self.config.path)),
         }
         Ok(())
     }
@@ -199,6 +268,13 @@ impl Service {
     }
 
     pub(super) fn answered(&mut self, number: u64, answer: RunAnswer) -> Result<(), StoreError> {
+        if let RunAnswer::Response(bytes) = &answer {
+            if self.running.remove(&number) {
+                // A run of this service's that answered: its job is running, and the
+                // end is one statement (it ends nothing that has ended already).
+                return self.end_run(number, JobState::Running, bytes);
+            }
+        }
         let Some(record) = self.store.by_number(number)? else {
             log::warn!("jobs: an answer for job number {number}, which the store does not have");
             return Ok(());
@@ -222,20 +298,38 @@ impl Service {
             RunAnswer::Failure(failure) => {
                 (answers::stored_from_failure(&failure), Some(failure.detail))
             }
-            RunAnswer::Response(bytes) => match answers::stored_from_http(&bytes) {
-                Some(stored) => {
-                    let error = answers::error_of(&stored);
-                    (stored, error)
-                }
-                None => {
-                    let failure = Failure::new(
-                        FailureKind::WorkerPanicked,
-                        "the stage's answer is not an HTTP response",
-                    );
-                    (answers::stored_from_failure(&failure), Some(failure.detail))
-                }
-            },
+            RunAnswer::Response(bytes) => return self.end_run(number, record.state, &bytes),
         };
+        self.end(number, record.state, stored, error)
+    }
+
+    /// Ends a job with the answer its run gave (`was`: the state it is in).
+    fn end_run(&mut self, number: u64, was: JobState, bytes: &[u8]) -> Result<(), StoreError> {
+        let (stored, error) = match answers::stored_from_http(bytes) {
+            Some(stored) => {
+                let error = answers::error_of(&stored);
+                (stored, error)
+            }
+            None => {
+                let failure = Failure::new(
+                    FailureKind::WorkerPanicked,
+                    "the stage's answer is not an HTTP response",
+                );
+                (answers::stored_from_failure(&failure), Some(failure.detail))
+            }
+        };
+        self.end(number, was, stored, error)
+    }
+
+    /// Stores a job's end (`was`: the state it is in), and tells its waiters, event
+    /// streams, webhook and channels.
+    fn end(
+        &mut self,
+        number: u64,
+        was: JobState,
+        stored: StoredAnswer,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
         let state = if stored.status < 400 {
             JobState::Succeeded
         } else {
@@ -245,7 +339,8 @@ impl Service {
             self.store
                 .finish(number, state, &stored, error.as_deref(), now_ms())?
         {
-            *self.counts.of(record.state) -= 1;
+            let count = self.counts.of(was);
+            *count = count.saturating_sub(1);
             *self.counts.of(state) += 1;
             log::info!(
                 "jobs: job {} {} with {} after {} attempts",
@@ -260,6 +355,8 @@ impl Service {
                 let document = answers::status_json(&ended, &self.config.path);
                 self.outbox.push(Event::Notify { channels, document });
             }
+        } else {
+            log::debug!("jobs: job number {number} has ended already; a later answer is dropped");
         }
         Ok(())
     }
@@ -331,37 +428,55 @@ impl Service {
         };
     }
 
-    /// Starts runs while fewer than `max_running` are in the pipeline.
+    /// Starts runs while fewer than `max_running` are in the pipeline: every job that
+    /// can start now, with one call of the store (one statement on PostgreSQL).
     pub(super) fn dispatch(&mut self) {
-        while !self.draining && self.running.len() < self.config.max_running {
-            let Some((number, _)) = self.queue.pop_front() else {
+        // Jobs cancelled while they waited take no place: the next ones are taken
+        // until the places are filled or the queue is empty.
+        while !self.draining {
+            let free = self.config.max_running.saturating_sub(self.running.len());
+            let take = free.min(self.queue.len());
+            if take == 0 || !self.start_some(take) {
                 return;
-            };
-            match self.store.start(number, now_ms()) {
-                Ok(Some(StartedJob {
-                    record,
-                    head,
-                    body,
-                    client,
-                })) => {
-                    self.counts.queued = self.counts.queued.saturating_sub(1);
-                    self.counts.running += 1;
-                    self.running.insert(number);
-                    self.outbox.push(Event::Dispatch {
-                        number,
-                        head,
-                        body,
-                        client,
-                    });
-                    self.changed(&record, None);
-                }
-                // Cancelled while it waited.
-                Ok(None) => {}
-                Err(e) => {
-                    log::error!("jobs: job number {number} cannot start: {e}");
-                    return;
-                }
             }
         }
+    }
+
+    /// Starts the first `take` jobs of the queue; false if the store failed.
+    fn start_some(&mut self, take: usize) -> bool {
+        let taken: Vec<(u64, i64)> = self.queue.drain(..take).collect();
+        let numbers: Vec<u64> = taken.iter().map(|(number, _)| *number).collect();
+        let started = match self.store.start_many(&numbers, now_ms()) {
+            Ok(started) => started,
+            Err(e) => {
+                log::error!("jobs: {} jobs cannot start: {e}", numbers.len());
+                // They wait for the next batch, in their order.
+                for job in taken.into_iter().rev() {
+                    self.queue.push_front(job);
+                }
+                return false;
+            }
+        };
+        // The jobs left out were cancelled while they waited.
+        for StartedJob {
+            record,
+            head,
+            body,
+            client,
+        } in started
+        {
+            let number = record.number;
+            self.counts.queued = self.counts.queued.saturating_sub(1);
+            self.counts.running += 1;
+            self.running.insert(number);
+            self.outbox.push(Event::Dispatch {
+                number,
+                head,
+                body,
+                client,
+            });
+            self.changed(&record, None);
+        }
+        true
     }
 }

@@ -63,6 +63,9 @@ pub struct JobStats {
     pub commit_max_us: u64,
     /// Every commit's duration.
     pub commit_seconds: crate::base::metrics::Histogram,
+    /// SQL statements the store has sent to its database (see
+    /// [`JobStore::statements`]).
+    pub statements: u64,
     /// Webhook attempts so far, by what followed them.
     pub webhooks: WebhookCounts,
 }
@@ -97,6 +100,7 @@ impl JobStats {
             "commit_last_us": self.commit_last_us,
             "commit_average_us": self.commit_average_us,
             "commit_max_us": self.commit_max_us,
+            "statements": self.statements,
         })
     }
 }
@@ -221,6 +225,8 @@ impl JobsHandle {
             deadlines: BinaryHeap::new(),
             next_waiter: 0,
             outbox: Vec::new(),
+            submitted: Vec::new(),
+            failed_write: None,
             notify: HashMap::new(),
             next_expiry: Instant::now() + expire_every(&config),
             commit_stats: JobStats::default(),
@@ -394,6 +400,11 @@ struct Service {
     next_waiter: u64,
     /// Events of the batch under way, sent once it is committed.
     outbox: Vec<Event>,
+    /// Submits of the batch under way, stored together (see `store_submits`).
+    submitted: Vec<lifecycle::Submitted>,
+    /// Why a write of the batch under way that must not be kept half-done failed (a
+    /// group of submits): the batch is then rolled back instead of committed.
+    failed_write: Option<StoreError>,
     /// Channels a job's end is published on, by job number (see [`Command::Notify`]).
     notify: HashMap<u64, Vec<String>>,
     next_expiry: Instant,
@@ -470,6 +481,7 @@ impl Service {
                 self.handle(command);
             }
             self.on_webhook_outcomes();
+            self.store_submits();
             self.on_timers(Instant::now());
             self.dispatch();
             self.commit();
@@ -535,7 +547,7 @@ impl Service {
                 body,
                 wait,
                 client,
-            } => self.submit(reply, &head, &body, wait, client),
+            } => self.submit(reply, head, body, wait, client),
             Command::Status { reply, id, wait } => self.status(reply, &id, wait),
             Command::Result { reply, id } => self.result(reply, &id),
             Command::Cancel { reply, id } => self.cancel(reply, &id),
@@ -673,7 +685,13 @@ impl Service {
 
     fn commit(&mut self) {
         let started = Instant::now();
-        if let Err(e) = self.store.commit() {
+        // A group of submits that could not be stored fails the batch as a commit
+        // would: none of its writes is kept half-done.
+        let committed = match self.failed_write.take() {
+            Some(e) => Err(e),
+            None => self.store.commit(),
+        };
+        if let Err(e) = committed {
             if self.warnings.commit_failed.allow() {
                 log::error!(
                     "jobs: a commit failed, its {} answers are refused: {e}",
@@ -753,6 +771,7 @@ impl Service {
                     .queue
                     .front()
                     .map(|(_, created)| now_ms().saturating_sub(*created).max(0) as u64),
+                statements: self.store.statements(),
                 ..self.commit_stats
             };
         }

@@ -238,6 +238,42 @@ pub struct JobChange {
     pub at_ms: i64,
 }
 
+/// Events stored by [`JobStore::add_event`] and not yet written: a group's events go
+/// to the database together, in one statement, before the group's commit (and before
+/// any read of events).
+#[derive(Debug, Default)]
+struct PendingEvents {
+    /// (job number, sequence number, time in ms, kind, data), in the order added.
+    rows: Vec<(i64, i64, i64, String, String)>,
+}
+
+impl PendingEvents {
+    fn push(&mut self, number: u64, event: &JobEvent, now_ms: i64) {
+        self.rows.push((
+            number.min(i64::MAX as u64) as i64,
+            event.seq.min(i64::MAX as u64) as i64,
+            now_ms,
+            event.kind.clone(),
+            event.data.clone(),
+        ));
+    }
+
+    /// The events to write, each (job, sequence number) once: the last one stored
+    /// under it, as a row-by-row write would leave it.
+    fn take(&mut self) -> Vec<(i64, i64, i64, String, String)> {
+        let mut rows = std::mem::take(&mut self.rows);
+        let mut seen = std::collections::HashSet::with_capacity(rows.len());
+        rows.reverse();
+        rows.retain(|row| seen.insert((row.0, row.1)));
+        rows.reverse();
+        rows
+    }
+
+    fn clear(&mut self) {
+        self.rows.clear();
+    }
+}
+
 /// An ended job's answer columns: status, header fields as JSON, body.
 type AnswerRow = (Option<i64>, Option<String>, Option<Vec<u8>>);
 
@@ -403,6 +439,12 @@ pub trait JobStore: Send {
     /// Stores a new job, queued (or scheduled, with a `not_before_ms`); returns its
     /// record.
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError>;
+    /// Stores several new jobs, as [`insert`](Self::insert) each, in order; returns
+    /// their records in the same order. A store with a round trip per statement
+    /// (PostgreSQL) stores them with one.
+    fn insert_many(&mut self, jobs: &[NewJob<'_>]) -> Result<Vec<JobRecord>, StoreError> {
+        jobs.iter().map(|job| self.insert(job)).collect()
+    }
     /// The job with this public id.
     fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError>;
     /// The job with this number.
@@ -418,6 +460,16 @@ pub trait JobStore: Send {
     /// Moves a queued job to running (counting the attempt) and returns it with its
     /// request head and body; `None` if it is not queued (cancelled meanwhile).
     fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError>;
+    /// [`start`](Self::start) for several jobs: the ones still queued, in the order
+    /// given (the others are left out). A store with a round trip per statement
+    /// (PostgreSQL) starts them with one.
+    fn start_many(&mut self, numbers: &[u64], now_ms: i64) -> Result<Vec<StartedJob>, StoreError> {
+        let mut started = Vec::with_capacity(numbers.len());
+        for &number in numbers {
+            started.extend(self.start(number, now_ms)?);
+        }
+        Ok(started)
+    }
     /// Ends an unfinished job with its answer (`Succeeded` or `Failed`); its request is
     /// forgotten, except a failed job's, kept without its credentials (for a retry)
     /// until the job expires. `None` if it had already ended (a second answer is
@@ -468,6 +520,9 @@ pub trait JobStore: Send {
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError>;
     /// Stores event `seq` of a job (the `events` of the record the change returned).
+    /// A store may hold the events of a group and write them together, with one
+    /// statement, before a read of events and at [`commit`](Self::commit); a rollback
+    /// drops them with the rest.
     fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError>;
     /// A job's events after `seq`, in order.
     fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError>;
@@ -494,6 +549,12 @@ pub trait JobStore: Send {
     /// Queues a failed job again (its request is kept while it is failed); `None` if it
     /// is not failed or its request is no longer stored.
     fn retry(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
+    /// How many SQL statements the store has sent to its database since it was opened
+    /// (the statements triggers run inside them are not counted): the cost of a job in
+    /// statements, for the status document.
+    fn statements(&self) -> u64 {
+        0
+    }
     /// For a store several front ends share, this front end's id in it (the owner its
     /// jobs name); `None` for a store one process owns (SQLite), which then needs no
     /// lease and hears of no one else's changes.

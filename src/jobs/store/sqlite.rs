@@ -7,6 +7,11 @@ use super::webhook_table as sql;
 use super::*;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The most events one multi-row `INSERT` writes (see [`PendingEvents`]); a group's
+/// events take as many statements as they fill.
+const EVENT_ROWS: usize = 32;
 
 /// The schema version this build writes (`PRAGMA user_version`). Version 3 added
 /// `jobs.client`; an older file gets the column when opened. Version 4 added
@@ -73,6 +78,11 @@ pub struct SqliteStore {
     changes_at_begin: u64,
     /// The file as opened, checked before each commit.
     file: FileIdentity,
+    /// Events of the group under way, written at its commit.
+    pending_events: PendingEvents,
+    /// Statements run on `db` (counted by SQLite's trace hook, see `count_statements`):
+    /// declared after `db`, so it outlives the connection that writes to it.
+    statements: Box<AtomicU64>,
 }
 
 const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
@@ -115,6 +125,8 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let db = Connection::open_with_flags(path, flags).map_err(|e| fail(e.to_string()))?;
         let file = FileIdentity::of(path).map_err(|e| fail(e.to_string()))?;
+        let statements = Box::new(AtomicU64::new(0));
+        count_statements(&db, &statements);
         let mut store = SqliteStore {
             db,
             _owner: owner,
@@ -122,6 +134,8 @@ impl SqliteStore {
             write_error: None,
             changes_at_begin: 0,
             file,
+            pending_events: PendingEvents::default(),
+            statements,
         };
         store.prepare(durability).map_err(|e| fail(e.to_string()))?;
         // What a previous process left in the log (requests of jobs that ended since
@@ -135,7 +149,7 @@ impl SqliteStore {
         let db = &self.db;
         // Every statement here stays prepared: rusqlite keeps 16 by default, fewer than
         // the store uses, and re-preparing costs more than running most of them.
-        db.set_prepared_statement_cache_capacity(64);
+        db.set_prepared_statement_cache_capacity(96);
         db.busy_timeout(std::time::Duration::from_secs(5))?;
         let mode: String = db.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -234,6 +248,30 @@ impl SqliteStore {
         let mut statement = self.db.prepare_cached(&sql)?;
         let row = statement.query_row([key], read_record).optional()?;
         row.transpose()
+    }
+
+    /// Writes the events the group holds (see [`PendingEvents`]), up to [`EVENT_ROWS`]
+    /// in each statement.
+    fn write_events(&mut self) -> Result<(), StoreError> {
+        let rows = self.pending_events.take();
+        for chunk in rows.chunks(EVENT_ROWS) {
+            let marks = vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT OR REPLACE INTO job_events (number, seq, at_ms, kind, data) VALUES {marks}"
+            );
+            let mut statement = self.db.prepare_cached(&sql)?;
+            let values = chunk.iter().flat_map(|(number, seq, at, kind, data)| {
+                [
+                    number as &dyn rusqlite::ToSql,
+                    seq as &dyn rusqlite::ToSql,
+                    at as &dyn rusqlite::ToSql,
+                    kind as &dyn rusqlite::ToSql,
+                    data as &dyn rusqlite::ToSql,
+                ]
+            });
+            statement.execute(rusqlite::params_from_iter(values))?;
+        }
+        Ok(())
     }
 
     /// Runs an UPDATE ... RETURNING the record columns.
@@ -365,6 +403,39 @@ fn tighten_companions(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Counts the statements `db` runs in `counter` (SQLite's `sqlite3_trace_v2` with
+/// `SQLITE_TRACE_STMT`; a trigger's statements, reported as `-- TRIGGER ...`, are part
+/// of the statement that fired them and are not counted).
+fn count_statements(db: &Connection, counter: &AtomicU64) {
+    unsafe extern "C" fn on_statement(
+        _kind: std::ffi::c_uint,
+        context: *mut std::ffi::c_void,
+        _statement: *mut std::ffi::c_void,
+        sql: *mut std::ffi::c_void,
+    ) -> std::ffi::c_int {
+        // SAFETY: SQLite passes the statement's text (or a trigger's `-- TRIGGER name`)
+        // as a NUL-terminated string, and `context` is the counter registered below.
+        let text = unsafe { std::ffi::CStr::from_ptr(sql as *const std::ffi::c_char) };
+        if !text.to_bytes().starts_with(b"--") {
+            // SAFETY: the counter outlives the connection (see `SqliteStore::statements`).
+            let counter = unsafe { &*(context as *const AtomicU64) };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        0
+    }
+    // SAFETY: the handle is the open connection's, used on this thread; the callback
+    // only reads its arguments, and its context (the boxed counter) is dropped after
+    // the connection is closed.
+    unsafe {
+        rusqlite::ffi::sqlite3_trace_v2(
+            db.handle(),
+            rusqlite::ffi::SQLITE_TRACE_STMT,
+            Some(on_statement),
+            counter as *const AtomicU64 as *mut std::ffi::c_void,
+        );
+    }
+}
+
 fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, StoreError>> {
     let state: String = row.get(2)?;
     let Some(state) = JobState::parse(&state) else {
@@ -391,6 +462,7 @@ fn read_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<JobRecord, St
 
 impl JobStore for SqliteStore {
     fn begin(&mut self) -> Result<(), StoreError> {
+        self.pending_events.clear();
         self.db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         self.changes_at_begin = self.db.total_changes();
         Ok(())
@@ -401,6 +473,10 @@ impl JobStore for SqliteStore {
         if let Err(lost) = self.file.check() {
             self.write_error = Some(lost.to_string());
             return Err(lost);
+        }
+        if let Err(e) = self.write_events() {
+            self.write_error = Some(e.to_string());
+            return Err(e);
         }
         let committed = self
             .db
@@ -422,6 +498,7 @@ impl JobStore for SqliteStore {
     }
 
     fn rollback(&mut self) {
+        self.pending_events.clear();
         if let Err(e) = self.db.execute_batch("ROLLBACK") {
             log::error!("job database: rollback failed: {e}");
         }
@@ -495,23 +572,23 @@ impl JobStore for SqliteStore {
         Ok(Some((record, fingerprint.unwrap_or_default())))
     }
 
+    /// One statement: the change of state returns the request with the record.
     fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError> {
-        let Some(record) = self.update(
+        let sql = format!(
             "UPDATE jobs SET events = events + 1, state = 'running', attempts = attempts + 1, updated_ms = ?2
-             WHERE number = ?1 AND state = 'queued'",
-            &[&(number as i64), &now_ms],
-        )?
-        else {
-            return Ok(None);
-        };
-        let mut statement = self
-            .db
-            .prepare_cached("SELECT head, body, client FROM jobs WHERE number = ?1")?;
-        let (head, body, client): (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) = statement
-            .query_row([number as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?;
-        Ok(Some(StartedJob::from_columns(record, head, body, client)))
+             WHERE number = ?1 AND state = 'queued' RETURNING {RECORD_COLUMNS}, head, body, client"
+        );
+        let mut statement = self.db.prepare_cached(&sql)?;
+        let row = statement
+            .query_row(params![number as i64, now_ms], |row| {
+                let record = read_record(row)?;
+                let head: Option<Vec<u8>> = row.get(12)?;
+                let body: Option<Vec<u8>> = row.get(13)?;
+                let client: Option<String> = row.get(14)?;
+                Ok(record.map(|record| StartedJob::from_columns(record, head, body, client)))
+            })
+            .optional()?;
+        row.transpose()
     }
 
     fn finish(
@@ -625,6 +702,7 @@ impl JobStore for SqliteStore {
 
     fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError> {
         let before_ms = now_ms.saturating_sub(ttl_ms);
+        self.write_events()?;
         admin::forget_deleted(&self.db, before_ms)?;
         self.db.execute(
             "DELETE FROM jobs WHERE state = 'expired' AND updated_ms < ?1",
@@ -662,21 +740,12 @@ impl JobStore for SqliteStore {
     }
 
     fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError> {
-        let mut statement = self.db.prepare_cached(
-            "INSERT OR REPLACE INTO job_events (number, seq, at_ms, kind, data)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        statement.execute(params![
-            number as i64,
-            event.seq.min(i64::MAX as u64) as i64,
-            now_ms,
-            event.kind,
-            event.data
-        ])?;
+        self.pending_events.push(number, event, now_ms);
         Ok(())
     }
 
     fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError> {
+        self.write_events()?;
         let mut statement = self.db.prepare_cached(
             "SELECT seq, kind, data FROM job_events WHERE number = ?1 AND seq > ?2 ORDER BY seq",
         )?;
@@ -740,6 +809,10 @@ impl JobStore for SqliteStore {
 
     fn last_seq(&mut self) -> Result<u64, StoreError> {
         admin::last_seq(&self.db)
+    }
+
+    fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
     }
 
     fn retry(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {

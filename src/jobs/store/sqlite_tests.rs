@@ -346,3 +346,129 @@ fn a_version_5_file_gets_the_feed_with_one_change_per_job() {
     let c = insert(&mut store, "c", 3);
     assert_eq!(store.changes(2, 10).expect("changes")[0].id, c.id);
 }
+
+fn new_job<'a>(id: &'a str, key: Option<&'a str>) -> NewJob<'a> {
+    NewJob {
+        id,
+        head: b"GET /x HTTP/1.1\r\n\r\n",
+        body: b"",
+        idempotency_key: key,
+        fingerprint: b"f",
+        now_ms: 1,
+        client: None,
+        not_before_ms: None,
+    }
+}
+
+#[test]
+fn a_group_of_jobs_is_stored_and_started_in_order_without_the_cancelled_ones() {
+    let mut store = store("group");
+    store.begin().expect("begin");
+    let jobs = [
+        new_job("g1", Some("k1")),
+        new_job("g2", None),
+        new_job("g3", Some("k3")),
+    ];
+    let records = store.insert_many(&jobs).expect("insert");
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["g1", "g2", "g3"]);
+    assert!(records.windows(2).all(|w| w[0].number < w[1].number));
+    assert_eq!(
+        store
+            .by_idempotency_key("k3")
+            .expect("read")
+            .map(|(r, _)| r.id),
+        Some("g3".to_string())
+    );
+    store.cancel(records[1].number, 2).expect("cancel");
+    let numbers: Vec<u64> = records.iter().rev().map(|r| r.number).collect();
+    let started = store.start_many(&numbers, 3).expect("start");
+    let started: Vec<(&str, JobState, u32)> = started
+        .iter()
+        .map(|s| (s.record.id.as_str(), s.record.state, s.record.attempts))
+        .collect();
+    assert_eq!(
+        started,
+        [("g3", JobState::Running, 1), ("g1", JobState::Running, 1)]
+    );
+    store.commit().expect("commit");
+}
+
+#[test]
+fn a_groups_events_are_read_before_its_commit_and_dropped_by_its_rollback() {
+    let mut store = store("events");
+    let event = |seq: u64, data: &str| JobEvent {
+        seq,
+        kind: "state".into(),
+        data: data.into(),
+    };
+    store.begin().expect("begin");
+    let record = insert(&mut store, "e1", 1);
+    store
+        .add_event(record.number, &event(1, "one"), 1)
+        .expect("add");
+    store
+        .add_event(record.number, &event(2, "two"), 1)
+        .expect("add");
+    // Stored again under the same number: the last one stays, as row by row.
+    store
+        .add_event(record.number, &event(2, "two again"), 1)
+        .expect("add");
+    let seen: Vec<String> = store
+        .events_after(record.number, 0)
+        .expect("read")
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    assert_eq!(seen, ["one", "two again"]);
+    store
+        .add_event(record.number, &event(3, "three"), 2)
+        .expect("add");
+    store.commit().expect("commit");
+
+    store.begin().expect("begin");
+    store
+        .add_event(record.number, &event(4, "four"), 3)
+        .expect("add");
+    store.rollback();
+    store.begin().expect("begin");
+    store.commit().expect("commit");
+    let seqs: Vec<u64> = store
+        .events_after(record.number, 1)
+        .expect("read")
+        .into_iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, [2, 3]);
+}
+
+#[test]
+fn a_job_costs_three_statements_and_its_share_of_the_groups_events() {
+    let mut store = store("statements");
+    let ids: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    let jobs: Vec<NewJob<'_>> = ids.iter().map(|id| new_job(id, None)).collect();
+    store.begin().expect("begin");
+    let before = store.statements();
+    let records = store.insert_many(&jobs).expect("insert");
+    let numbers: Vec<u64> = records.iter().map(|r| r.number).collect();
+    for started in store.start_many(&numbers, 2).expect("start") {
+        let number = started.record.number;
+        let ended = store
+            .finish(number, JobState::Succeeded, &answer(200), None, 3)
+            .expect("finish")
+            .expect("ended");
+        for seq in 1..=ended.events {
+            let event = JobEvent {
+                seq,
+                kind: "state".into(),
+                data: "{}".into(),
+            };
+            store.add_event(number, &event, 3).expect("add");
+        }
+    }
+    assert_eq!(store.statements() - before, 30, "insert, start, finish");
+    store.commit().expect("commit");
+    // The 30 events in one statement, the COMMIT, and the checkpoint that empties the
+    // log of the ended jobs' requests.
+    assert_eq!(store.statements() - before, 33);
+}

@@ -32,6 +32,7 @@ use super::admin_table::{task_of, without_credentials};
 use super::*;
 use schema::{connect, SCHEMA};
 
+mod batch;
 mod notices;
 mod schema;
 
@@ -71,6 +72,10 @@ pub struct PostgresStore {
     statements: HashMap<String, Statement>,
     /// Why the last write failed, until a commit succeeds.
     write_error: Option<String>,
+    /// Events of the batch under way, written before its commit.
+    pending_events: PendingEvents,
+    /// Statements sent to the server so far (each one round trip).
+    statements_sent: u64,
 }
 
 impl PostgresStore {
@@ -97,6 +102,8 @@ impl PostgresStore {
             id,
             statements: HashMap::new(),
             write_error: None,
+            pending_events: PendingEvents::default(),
+            statements_sent: 0,
         };
         store.prepare().map_err(|e| StoreError::Open {
             path: redacted(url),
@@ -136,11 +143,13 @@ impl PostgresStore {
 
     fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         let statement = self.statement(sql)?;
+        self.statements_sent += 1;
         Ok(self.db.execute(&statement, params)?)
     }
 
     fn rows(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
         let statement = self.statement(sql)?;
+        self.statements_sent += 1;
         Ok(self.db.query(&statement, params)?)
     }
 
@@ -150,7 +159,14 @@ impl PostgresStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, StoreError> {
         let statement = self.statement(sql)?;
+        self.statements_sent += 1;
         Ok(self.db.query_opt(&statement, params)?)
+    }
+
+    /// A statement of its own text (`BEGIN`, `COMMIT`, `ROLLBACK`), unprepared.
+    fn simple(&mut self, sql: &str) -> Result<(), ::postgres::Error> {
+        self.statements_sent += 1;
+        self.db.batch_execute(sql)
     }
 
     fn record(
@@ -229,17 +245,21 @@ impl JobStore for PostgresStore {
             self.statements.clear();
             log::warn!("jobs: connected to the job database again");
         }
-        self.db.batch_execute("BEGIN")?;
-        let lock = self.statement("SELECT pg_advisory_xact_lock($1)")?;
-        if let Err(e) = self.db.execute(&lock, &[&BATCH_LOCK]) {
-            let _ = self.db.batch_execute("ROLLBACK");
-            return Err(e.into());
+        self.pending_events.clear();
+        self.simple("BEGIN")?;
+        if let Err(e) = self.execute("SELECT pg_advisory_xact_lock($1)", &[&BATCH_LOCK]) {
+            let _ = self.simple("ROLLBACK");
+            return Err(e);
         }
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        match self.db.batch_execute("COMMIT") {
+        if let Err(e) = self.write_events() {
+            self.write_error = Some(e.to_string());
+            return Err(e);
+        }
+        match self.simple("COMMIT") {
             Ok(()) => {
                 self.write_error = None;
                 Ok(())
@@ -252,7 +272,8 @@ impl JobStore for PostgresStore {
     }
 
     fn rollback(&mut self) {
-        if let Err(e) = self.db.batch_execute("ROLLBACK") {
+        self.pending_events.clear();
+        if let Err(e) = self.simple("ROLLBACK") {
             log::error!("job database: rollback failed: {e}");
         }
     }
@@ -304,6 +325,10 @@ impl JobStore for PostgresStore {
         })
     }
 
+    fn insert_many(&mut self, jobs: &[NewJob<'_>]) -> Result<Vec<JobRecord>, StoreError> {
+        self.insert_batch(jobs)
+    }
+
     fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE id = $1");
         self.record(&sql, &[&id])
@@ -353,6 +378,10 @@ impl JobStore for PostgresStore {
             body,
             client,
         )))
+    }
+
+    fn start_many(&mut self, numbers: &[u64], now_ms: i64) -> Result<Vec<StartedJob>, StoreError> {
+        self.start_batch(numbers, now_ms)
     }
 
     fn finish(
@@ -482,6 +511,7 @@ impl JobStore for PostgresStore {
 
     fn expire(&mut self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError> {
         let before_ms = now_ms.saturating_sub(ttl_ms);
+        self.write_events()?;
         self.execute(
             "DELETE FROM job_changes WHERE number IN
                  (SELECT number FROM jobs WHERE state = 'expired' AND updated_ms < $1)",
@@ -539,22 +569,12 @@ impl JobStore for PostgresStore {
     }
 
     fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError> {
-        self.execute(
-            "INSERT INTO job_events (number, seq, at_ms, kind, data) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (number, seq) DO UPDATE
-                 SET at_ms = EXCLUDED.at_ms, kind = EXCLUDED.kind, data = EXCLUDED.data",
-            &[
-                &number_param(number),
-                &number_param(event.seq),
-                &now_ms,
-                &event.kind,
-                &event.data,
-            ],
-        )?;
+        self.pending_events.push(number, event, now_ms);
         Ok(())
     }
 
     fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError> {
+        self.write_events()?;
         let rows = self.rows(
             "SELECT seq, kind, data FROM job_events WHERE number = $1 AND seq > $2 ORDER BY seq",
             &[&number_param(number), &number_param(seq)],
@@ -692,6 +712,10 @@ impl JobStore for PostgresStore {
 
     fn shared(&self) -> Option<&str> {
         Some(&self.id)
+    }
+
+    fn statements(&self) -> u64 {
+        self.statements_sent
     }
 
     fn renew_lease(&mut self, lease_ms: i64) -> Result<(), StoreError> {
