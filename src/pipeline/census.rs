@@ -521,6 +521,11 @@ mod tests {
         assert_eq!(decode(&frames), None);
         let bad = [zmq::Message::from(TAG), zmq::Message::from(COUNTED)];
         assert_eq!(decode(&bad), Some(Err(())));
+        // A census message has three frames or more: a lone frame, whatever it holds,
+        // is left to the loopback's decoder (which refuses this one).
+        let lone = [zmq::Message::from(TAG)];
+        assert_eq!(decode(&lone), None);
+        assert!(crate::pipeline::loopback::decode(lone).is_err());
         let short = answer_frames(&census_id(1, 1), &[], "pool");
         let mut short: Vec<zmq::Message> = short.into();
         short[3] = zmq::Message::from(&[0u8; 15][..]);

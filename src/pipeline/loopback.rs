@@ -604,6 +604,10 @@ mod tests {
                 Ok((e, Answer::Response(payload))) => {
                     assert_eq!(e, envelope);
                     assert_eq!(&payload[..], bytes);
+                    assert_eq!(
+                        (payload.len(), payload.is_empty()),
+                        (bytes.len(), bytes.is_empty())
+                    );
                     assert_eq!(&payload.into_message()[..], bytes);
                 }
                 other => panic!("unexpected {other:?}"),
@@ -616,6 +620,16 @@ mod tests {
             &tagged(&envelope.encode(), TAG_FAILURE),
             &envelope.encode()
         ));
+    }
+
+    #[test]
+    fn payloads_know_their_length_past_their_start() {
+        let frame = zmq::Message::from(&b"0123456789"[..]);
+        let payload = Payload::new(frame, 4);
+        assert_eq!((payload.len(), &payload[..]), (6, &b"456789"[..]));
+        let past = Payload::new(zmq::Message::from(&b"abc"[..]), 9);
+        assert!(past.is_empty() && past[..].is_empty());
+        assert_eq!(Payload::from(zmq::Message::from(&b"abc"[..])).len(), 3);
     }
 
     #[test]
