@@ -1,6 +1,6 @@
 //! A job's way through a pipeline, as its sender sees it: answered through one, two and
 //! three stages (in process, over TCP and over Unix sockets), answered early by a stage
-//! that skips the rest, failed with a 500 by a panicking stage without harm to the next
+//! that skips the rest, forwarded in place with `Job::forward`, failed with a 500 by a panicking stage without harm to the next
 //! job, kept for a front end that reads its answers late, and cut short when the
 //! pipeline stops under long jobs.
 
@@ -75,6 +75,47 @@ fn three_stages_all_run_over_tcp() {
 fn three_stages_all_run_over_ipc() {
     let dir = TempDir::new("ipc");
     assert_every_stage_runs(3, Transport::Ipc(dir.path().to_path_buf()));
+}
+
+#[test]
+fn a_job_forwarded_in_place_carries_its_new_frame_alone_to_its_own_sender() {
+    // Two frames out of the first stage; the second joins them with `Job::forward`,
+    // which writes the new frame behind the envelope in the job's own vector (kept by
+    // the worker for later jobs); the third sees that one frame, and every answer comes
+    // back to the request it belongs to.
+    let split = |job: &mut Job<'_>| {
+        let text = request_text(job);
+        Outcome::forward([text.into_bytes(), b"+s1".to_vec()])
+    };
+    let join = |job: &mut Job<'_>| {
+        let joined: Vec<u8> = job.frames().flatten().copied().collect();
+        let count = job.frame_count();
+        job.forward(format!("{}+s2({count} frames)", String::from_utf8_lossy(&joined)).as_bytes())
+    };
+    let last = |job: &mut Job<'_>| {
+        let frames = job.frame_count();
+        Outcome::respond(format!("{}+s3({frames} frame)", request_text(job)).into_bytes())
+    };
+    let dir = TempDir::new("ipc");
+    let pipeline = TestPipeline::start(
+        Pipeline::new()
+            .transport(Transport::Ipc(dir.path().to_path_buf()))
+            .stage("s1", 2, split)
+            .stage("s2", 2, join)
+            .stage("s3", 2, last),
+    );
+    let ids: Vec<(u64, String)> = (0..40)
+        .map(|k| {
+            let request = format!("job{k}");
+            (pipeline.send(request.as_bytes()), request)
+        })
+        .collect();
+    for (id, request) in ids {
+        assert_eq!(
+            text(pipeline.reply_to(id)),
+            format!("{request}+s1+s2(2 frames)+s3(1 frame)")
+        );
+    }
 }
 
 /// A stage that counts its calls in `calls` and then does what `then` does.

@@ -73,8 +73,8 @@ pub fn parse(job: &mut Job<'_>) -> Outcome {
         }
     };
     match number {
-        // Copied into the message itself: 8 bytes need no allocation of their own.
-        Ok(n) => Outcome::forward([&n.to_le_bytes()[..]]),
+        // Written once, behind the envelope in the lead frame.
+        Ok(n) => job.forward(&n.to_le_bytes()),
         Err(why) if job.envelope().protocol == Protocol::Raw => {
             Outcome::Fail(Failure::rejected(400, why))
         }

@@ -171,8 +171,14 @@ pub enum Message {
 }
 
 /// Reads a loopback message if it is a census message: `None` if it is not one
-/// (an answer with an envelope), `Some(Err(()))` if it is a malformed one.
+/// (an answer with an envelope, or any message of one frame: a census message has
+/// three or more), `Some(Err(()))` if it is a malformed one.
 pub fn decode(frames: &[zmq::Message]) -> Option<std::result::Result<Message, ()>> {
+    // The most common loopback message, a whole response, is one frame: told apart
+    // without reading its bytes.
+    if frames.len() < 2 {
+        return None;
+    }
     // The length first: it is one call into libzmq, the bytes two (and a loopback
     // answer, which this is nearly always asked about, is longer than the tag).
     if frames
@@ -515,6 +521,11 @@ mod tests {
         assert_eq!(decode(&frames), None);
         let bad = [zmq::Message::from(TAG), zmq::Message::from(COUNTED)];
         assert_eq!(decode(&bad), Some(Err(())));
+        // A census message has three frames or more: a lone frame, whatever it holds,
+        // is left to the loopback's decoder (which refuses this one).
+        let lone = [zmq::Message::from(TAG)];
+        assert_eq!(decode(&lone), None);
+        assert!(crate::pipeline::loopback::decode(lone).is_err());
         let short = answer_frames(&census_id(1, 1), &[], "pool");
         let mut short: Vec<zmq::Message> = short.into();
         short[3] = zmq::Message::from(&[0u8; 15][..]);

@@ -203,18 +203,40 @@ impl fmt::Display for Failure {
 }
 
 /// Bytes received at an offset in a frame (a response's bytes after its lead frame's
-/// envelope and tag), handed on without a copy; it dereferences to the bytes.
+/// envelope and tag), handed on without a copy; it dereferences to the bytes. Its
+/// length is kept, so asking for it costs no call into libzmq.
 #[derive(Debug)]
 pub struct Payload {
     frame: zmq::Message,
     start: usize,
+    len: usize,
 }
 
 impl Payload {
     /// The bytes of `frame` from `start` on (all of them if `start` is past the end).
     pub fn new(frame: zmq::Message, start: usize) -> Self {
-        let start = start.min(frame.len());
-        Payload { frame, start }
+        let size = frame.len();
+        Self::sized(frame, size, start)
+    }
+
+    /// [`new`](Self::new) for a frame of `size` bytes, already read.
+    fn sized(frame: zmq::Message, size: usize, start: usize) -> Self {
+        let start = start.min(size);
+        Payload {
+            frame,
+            start,
+            len: size - start,
+        }
+    }
+
+    /// How many bytes there are.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// The bytes as a message of their own: the frame itself when the payload is all of
@@ -230,7 +252,7 @@ impl Payload {
 
 impl From<zmq::Message> for Payload {
     fn from(frame: zmq::Message) -> Self {
-        Payload { frame, start: 0 }
+        Payload::new(frame, 0)
     }
 }
 
@@ -444,12 +466,15 @@ where
     let Some(lead) = frames.next() else {
         return Err(AnswerError::FrameCount(count));
     };
-    let (envelope, tag) = Envelope::decode_lead(&lead).map_err(AnswerError::Envelope)?;
+    // The lead frame's bytes, looked up once (each look is two calls into libzmq).
+    let bytes: &[u8] = &lead;
+    let size = bytes.len();
+    let (envelope, tag) = Envelope::decode_lead(bytes).map_err(AnswerError::Envelope)?;
     if count == 1 {
         return match tag.first() {
             Some(&TAG_RESPONSE) => Ok((
                 envelope,
-                Answer::Response(Payload::new(lead, RESPONSE_START)),
+                Answer::Response(Payload::sized(lead, size, RESPONSE_START)),
             )),
             _ => Err(AnswerError::FrameCount(count)),
         };
@@ -579,6 +604,10 @@ mod tests {
                 Ok((e, Answer::Response(payload))) => {
                     assert_eq!(e, envelope);
                     assert_eq!(&payload[..], bytes);
+                    assert_eq!(
+                        (payload.len(), payload.is_empty()),
+                        (bytes.len(), bytes.is_empty())
+                    );
                     assert_eq!(&payload.into_message()[..], bytes);
                 }
                 other => panic!("unexpected {other:?}"),
@@ -591,6 +620,16 @@ mod tests {
             &tagged(&envelope.encode(), TAG_FAILURE),
             &envelope.encode()
         ));
+    }
+
+    #[test]
+    fn payloads_know_their_length_past_their_start() {
+        let frame = zmq::Message::from(&b"0123456789"[..]);
+        let payload = Payload::new(frame, 4);
+        assert_eq!((payload.len(), &payload[..]), (6, &b"456789"[..]));
+        let past = Payload::new(zmq::Message::from(&b"abc"[..]), 9);
+        assert!(past.is_empty() && past[..].is_empty());
+        assert_eq!(Payload::from(zmq::Message::from(&b"abc"[..])).len(), 3);
     }
 
     #[test]

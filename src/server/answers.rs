@@ -143,7 +143,7 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return;
         };
-        let len = bytes.as_slice().len();
+        let len = bytes.len();
         if !conn.fill(request_id, bytes) {
             return;
         }

@@ -26,6 +26,15 @@ impl AnswerBytes {
         }
     }
 
+    /// How many bytes there are (a loopback answer's length is kept, so this costs no
+    /// call into libzmq).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            AnswerBytes::Message(m) => m.len(),
+            AnswerBytes::Owned(v) => v.len(),
+        }
+    }
+
     /// The bytes as a message for libzmq, without a copy unless the loopback's frame
     /// held more than them.
     pub(crate) fn into_message(self) -> zmq::Message {
@@ -113,10 +122,7 @@ impl Output {
     /// How many bytes wait behind the piece being written: the answers queued after
     /// the one in progress.
     pub(crate) fn queued_behind_front(&self) -> usize {
-        let front = self
-            .pieces
-            .front()
-            .map_or(0, |p| p.as_slice().len() - self.written);
+        let front = self.pieces.front().map_or(0, |p| p.len() - self.written);
         self.len - front
     }
 
@@ -128,13 +134,13 @@ impl Output {
     /// Queues an answer's bytes after the others. An empty answer adds nothing (an empty
     /// message to libzmq would close the connection).
     pub(crate) fn push(&mut self, bytes: AnswerBytes) {
-        let len = bytes.as_slice().len();
+        let len = bytes.len();
         if len == 0 {
             return;
         }
         self.len += len;
         if let Some(back) = self.pieces.back_mut() {
-            let back_len = back.as_slice().len();
+            let back_len = back.len();
             let back_owned = matches!(back, AnswerBytes::Owned(_));
             // Whatever is joined is at most CHUNK long, so it is never the front piece
             // in the middle of a split.
@@ -156,15 +162,10 @@ impl Output {
     /// Takes the next message out of the queue: `None` only when nothing waits.
     pub(crate) fn take(&mut self) -> Option<zmq::Message> {
         let front = self.pieces.front()?;
-        // Its length read once: each look at a message's bytes is two calls into libzmq.
-        let front_len = front.as_slice().len();
-        let message = match plan(front_len, self.written) {
-            Next::Whole => {
-                self.len -= front_len;
-                self.pieces.pop_front()?.into_message()
-            }
+        let front_len = front.len();
+        let (message, taken) = match plan(front_len, self.written) {
+            Next::Whole => (self.pieces.pop_front()?.into_message(), front_len),
             Next::Part(n) => {
-                self.len -= n;
                 let bytes = front.as_slice();
                 let end = self.written + n;
                 let message = zmq::Message::from(&bytes[self.written..end]);
@@ -173,9 +174,10 @@ impl Output {
                     self.pieces.pop_front();
                     self.written = 0;
                 }
-                message
+                (message, n)
             }
         };
+        self.len -= taken;
         if self.pieces.is_empty() && self.pieces.capacity() > 1 {
             // All written: an idle connection (a held stream) keeps room for one piece,
             // as a new one has.

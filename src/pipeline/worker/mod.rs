@@ -137,6 +137,19 @@ impl Job<'_> {
         frames
     }
 
+    /// Forwards the job to the next stage with `first` as its only frame, copied once,
+    /// straight behind the envelope in the lead frame (as [`respond`](Self::respond)
+    /// does for an answer): [`Outcome::forward`] makes a frame of `first` and then
+    /// copies it behind the envelope. Read the frames you need before: the job's frames
+    /// are dropped (their vector carries the new one).
+    pub fn forward(&mut self, first: &[u8]) -> Outcome {
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        frames.push(lead_frame(&self.encoded, first));
+        self.lead_given = true;
+        Outcome::Forward(frames)
+    }
+
     /// The frames to send for a forwarded job: the lead frame given out by
     /// [`forward_frames`](Self::forward_frames) goes as it is; otherwise the envelope is
     /// put before the first frame (an empty one if there is none).

@@ -355,30 +355,39 @@ impl<W: Work> WorkerLoop<W> {
     /// Sends a job's outcome on: a forwarded job's frames already start with their lead
     /// frame (see [`Job::lead_frames`]).
     pub(super) fn deliver(
-        &self,
+        &mut self,
         encoded: &[u8; ENVELOPE_LEN],
         envelope: &Envelope,
         outcome: Outcome,
     ) {
         let request = envelope.request_id;
         let failure = match outcome {
-            Outcome::Forward(frames) => match &self.next_stage {
-                Some(next) => match forward(next, frames) {
-                    Ok(()) => return,
-                    Err(failure) => failure,
-                },
+            Outcome::Forward(mut frames) => match &self.next_stage {
+                Some(next) => {
+                    let sent = forward(next, &mut frames);
+                    // The vector is kept for a later job's frames (see `Job::forward`).
+                    self.spare.give_back(frames);
+                    match sent {
+                        Ok(()) => return,
+                        Err(failure) => failure,
+                    }
+                }
                 None => {
                     log::error!("request {request}: forwarded from the last stage");
                     let detail = "the pipeline has no next stage";
                     Failure::new(FailureKind::WorkerPanicked, detail)
                 }
             },
-            Outcome::ForwardTo(stage, frames) => {
+            Outcome::ForwardTo(stage, mut frames) => {
                 match self.routes.iter().find(|(name, _)| *name == stage) {
-                    Some((_, socket)) => match forward(socket, frames) {
-                        Ok(()) => return,
-                        Err(failure) => failure,
-                    },
+                    Some((_, socket)) => {
+                        let sent = forward(socket, &mut frames);
+                        self.spare.give_back(frames);
+                        match sent {
+                            Ok(()) => return,
+                            Err(failure) => failure,
+                        }
+                    }
                     None => {
                         log::error!("request {request}: forwarded to unknown stage {stage:?}");
                         let detail = format!("the pipeline has no stage named {stage:?}");
@@ -425,12 +434,13 @@ impl<W: Work> WorkerLoop<W> {
     }
 }
 
-/// Sends a job (its lead frame first) on to a stage's proxy without blocking.
+/// Sends a job (its lead frame first) on to a stage's proxy without blocking; `frames`
+/// is left empty, its allocation kept.
 pub(super) fn forward(
     socket: &zmq::Socket,
-    frames: Vec<zmq::Message>,
+    frames: &mut Vec<zmq::Message>,
 ) -> std::result::Result<(), Failure> {
-    sockets::send_frames(socket, frames, zmq::DONTWAIT).map_err(|e| {
+    sockets::send_frames(socket, frames.drain(..), zmq::DONTWAIT).map_err(|e| {
         log::warn!("a stage is unavailable: {e}");
         Failure::new(
             FailureKind::NextStageUnavailable,
