@@ -179,6 +179,34 @@ pub struct NewJob<'a> {
     pub not_before_ms: Option<i64>,
 }
 
+impl NewJob<'_> {
+    /// The state it is stored in: `Scheduled` when it may start later, else `Queued`.
+    pub fn state(&self) -> JobState {
+        match self.not_before_ms {
+            Some(_) => JobState::Scheduled,
+            None => JobState::Queued,
+        }
+    }
+
+    /// Its record once stored under `number`, as both stores insert it (one event: its
+    /// creation).
+    pub fn record(&self, number: u64) -> JobRecord {
+        JobRecord {
+            number,
+            id: self.id.to_string(),
+            state: self.state(),
+            created_ms: self.now_ms,
+            updated_ms: self.now_ms,
+            attempts: 0,
+            status: None,
+            error: None,
+            progress: None,
+            events: 1,
+            not_before_ms: self.not_before_ms,
+        }
+    }
+}
+
 /// A job moved to running, with the request to run.
 #[derive(Clone, Debug)]
 pub struct StartedJob {

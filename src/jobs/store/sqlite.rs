@@ -509,10 +509,7 @@ impl JobStore for SqliteStore {
             "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events, client, not_before_ms, task)
              VALUES (?1, ?8, ?2, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?9, ?10)",
         )?;
-        let state = match job.not_before_ms {
-            Some(_) => JobState::Scheduled,
-            None => JobState::Queued,
-        };
+        let state = job.state();
         statement.execute(params![
             job.id,
             job.now_ms,
@@ -525,19 +522,7 @@ impl JobStore for SqliteStore {
             job.not_before_ms,
             admin::task_of(job.head)
         ])?;
-        Ok(JobRecord {
-            number: self.db.last_insert_rowid() as u64,
-            id: job.id.to_string(),
-            state,
-            created_ms: job.now_ms,
-            updated_ms: job.now_ms,
-            attempts: 0,
-            status: None,
-            error: None,
-            progress: None,
-            events: 1,
-            not_before_ms: job.not_before_ms,
-        })
+        Ok(job.record(self.db.last_insert_rowid() as u64))
     }
 
     fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError> {

@@ -3,7 +3,7 @@
 //! (`start_many`) and its events (held until the commit), each as arrays of columns.
 
 use super::super::admin_table::task_of;
-use super::super::{JobRecord, JobState, JobStore, NewJob, StartedJob, StoreError};
+use super::super::{JobRecord, JobStore, NewJob, StartedJob, StoreError};
 use super::{number_param, read_record, PostgresStore, RECORD_COLUMNS};
 use std::collections::HashMap;
 
@@ -44,12 +44,8 @@ impl PostgresStore {
         if jobs.len() < 2 {
             return jobs.iter().map(|job| self.insert(job)).collect();
         }
-        let state_of = |job: &NewJob<'_>| match job.not_before_ms {
-            Some(_) => JobState::Scheduled,
-            None => JobState::Queued,
-        };
         let ids: Vec<&str> = jobs.iter().map(|job| job.id).collect();
-        let states: Vec<&str> = jobs.iter().map(|job| state_of(job).as_str()).collect();
+        let states: Vec<&str> = jobs.iter().map(|job| job.state().as_str()).collect();
         let created: Vec<i64> = jobs.iter().map(|job| job.now_ms).collect();
         let keys: Vec<Option<&str>> = jobs.iter().map(|job| job.idempotency_key).collect();
         let fingerprints: Vec<&[u8]> = jobs.iter().map(|job| job.fingerprint).collect();
@@ -92,19 +88,7 @@ impl PostgresStore {
                 let Some(&number) = numbers.get(job.id) else {
                     return Err(StoreError::Corrupt("an insert returned no number".into()));
                 };
-                Ok(JobRecord {
-                    number,
-                    id: job.id.to_string(),
-                    state: state_of(job),
-                    created_ms: job.now_ms,
-                    updated_ms: job.now_ms,
-                    attempts: 0,
-                    status: None,
-                    error: None,
-                    progress: None,
-                    events: 1,
-                    not_before_ms: job.not_before_ms,
-                })
+                Ok(job.record(number))
             })
             .collect()
     }

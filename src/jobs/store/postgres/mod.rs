@@ -283,10 +283,7 @@ impl JobStore for PostgresStore {
     }
 
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError> {
-        let state = match job.not_before_ms {
-            Some(_) => JobState::Scheduled,
-            None => JobState::Queued,
-        };
+        let state = job.state();
         let id = self.id.clone();
         let task = task_of(job.head);
         let row = self.row(
@@ -310,19 +307,7 @@ impl JobStore for PostgresStore {
             Some(row) => row.try_get(0)?,
             None => return Err(StoreError::Corrupt("an insert returned no number".into())),
         };
-        Ok(JobRecord {
-            number: number.max(0) as u64,
-            id: job.id.to_string(),
-            state,
-            created_ms: job.now_ms,
-            updated_ms: job.now_ms,
-            attempts: 0,
-            status: None,
-            error: None,
-            progress: None,
-            events: 1,
-            not_before_ms: job.not_before_ms,
-        })
+        Ok(job.record(number.max(0) as u64))
     }
 
     fn insert_many(&mut self, jobs: &[NewJob<'_>]) -> Result<Vec<JobRecord>, StoreError> {
