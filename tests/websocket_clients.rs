@@ -8,15 +8,17 @@
 //! Every wait is bounded; nothing asserts on elapsed time.
 
 mod daemons;
+mod http_common;
 mod tools;
 mod websocket_common;
 
 use daemons::{free_port, tcp, Daemon};
+use http_common::TestServer;
 use prime_server::http::websocket::MessageKind;
 use prime_server::http::Response;
 use prime_server::server::{CorsConfig, ServerConfig};
 use prime_server::stages::{HttpJob, Item, Next, StageError};
-use prime_server::{Pipeline, RunningPipeline, Shutdown};
+use prime_server::Pipeline;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -107,12 +109,10 @@ fn work(job: &mut HttpJob) -> Result<Next, StageError> {
     Ok(Next::respond(answer.body(format!("result {}", n * n))))
 }
 
-/// The pipeline behind a front end, stopped when dropped.
+/// The pipeline behind a front end, stopped when dropped (the shared [`TestServer`]).
 struct Embedded {
     port: u16,
-    shutdown: Shutdown,
-    thread: Option<std::thread::JoinHandle<()>>,
-    pipeline: Option<RunningPipeline>,
+    server: TestServer,
 }
 
 impl Embedded {
@@ -120,47 +120,19 @@ impl Embedded {
         let port = free_port();
         let mut config = ServerConfig::http(tcp(port));
         adjust(&mut config);
-        let ctx = zmq::Context::new();
-        let (pipeline, server) = Pipeline::new()
+        let pipeline = Pipeline::new()
             .http_stage("front", 2, front)
-            .http_stage("work", 2, work)
-            .bind_server(&ctx, config)
-            .expect("bind the server");
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        let thread = std::thread::spawn(move || {
-            server.run(&stop).expect("the front end runs");
-        });
+            .http_stage("work", 2, work);
         Embedded {
             port,
-            shutdown,
-            thread: Some(thread),
-            pipeline: Some(pipeline),
-        }
-    }
-}
-
-impl Drop for Embedded {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        if let Some(pipeline) = self.pipeline.take() {
-            pipeline.stop();
+            server: TestServer::start(pipeline, config),
         }
     }
 }
 
 /// Opens a socket with the cookie the front stage wants.
 fn open(port: u16, path: &str) -> WsClient {
-    let client = WsClient::handshake_raw(port, &upgrade_request(path, "Cookie: session=ok\r\n"));
-    assert!(
-        client.handshake.starts_with("HTTP/1.1 101 "),
-        "{}",
-        client.handshake
-    );
-    client
+    WsClient::open_with(port, path, "Cookie: session=ok\r\n")
 }
 
 /// The next text message.
@@ -329,7 +301,7 @@ fn a_drain_closes_every_socket_with_1001() {
     let server = Embedded::start(|_| {});
     let mut first = open(server.port, "/");
     let mut second = open(server.port, "/");
-    server.shutdown.drain();
+    server.server.drain();
     first.expect_close(1001);
     second.expect_close(1001);
 }

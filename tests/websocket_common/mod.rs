@@ -120,7 +120,13 @@ impl WsClient {
 
     /// Connects and completes the opening handshake on `path`.
     pub fn open(port: u16, path: &str) -> WsClient {
-        let client = Self::handshake_raw(port, &upgrade_request(path, ""));
+        Self::open_with(port, path, "")
+    }
+
+    /// Connects and completes the opening handshake on `path`, sending the `extra`
+    /// header fields (each line ending in CRLF) with the upgrade request.
+    pub fn open_with(port: u16, path: &str, extra: &str) -> WsClient {
+        let client = Self::handshake_raw(port, &upgrade_request(path, extra));
         assert!(
             client.handshake.starts_with("HTTP/1.1 101 "),
             "{}",
