@@ -21,3 +21,28 @@ pub fn field_text<'h>(head: &'h [u8], name: &'h str) -> Option<&'h str> {
         .next()
         .and_then(|v| std::str::from_utf8(v).ok())
 }
+
+/// Appends a `POST {target} HTTP/1.1` request line and then every header field of
+/// `head` (a request head as received, RFC 9112 §5) except those named in `dropped`
+/// (compared case-insensitively, RFC 9110 §5.1), each line ending in CRLF; the caller
+/// adds its own fields and the blank line. Lines without a colon are left out.
+pub fn post_head_without(out: &mut Vec<u8>, target: &str, head: &[u8], dropped: &[&str]) {
+    out.extend_from_slice(b"POST ");
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = &line[..colon];
+        if dropped
+            .iter()
+            .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+        {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+}

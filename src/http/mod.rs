@@ -30,7 +30,7 @@ pub mod websocket;
 pub mod websocket_events;
 
 pub use error::ParseError;
-pub use fields::{field_text, field_values};
+pub use fields::{field_text, field_values, post_head_without};
 pub use head::Method;
 pub use limits::Limits;
 pub use parser::{Event, ParsedRequest, RequestParser};

@@ -541,24 +541,7 @@ fn call_head(request_head: &[u8], path: &str, method: &str, body_len: usize) -> 
         METHOD_HEADER,
     ];
     let mut head = Vec::with_capacity(request_head.len() + method.len() + 64);
-    head.extend_from_slice(b"POST ");
-    head.extend_from_slice(path.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for line in request_head.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = &line[..colon];
-        if DROPPED
-            .iter()
-            .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
-        {
-            continue;
-        }
-        head.extend_from_slice(line);
-        head.extend_from_slice(b"\r\n");
-    }
+    crate::http::post_head_without(&mut head, path, request_head, &DROPPED);
     head.extend_from_slice(METHOD_HEADER.as_bytes());
     head.extend_from_slice(b": ");
     head.extend_from_slice(method.as_bytes());

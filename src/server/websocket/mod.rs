@@ -220,24 +220,12 @@ pub(super) fn check_upgrade(
 /// [`DROPPED_FIELDS`]; each message adds its `Content-Type` and the blank line.
 fn message_head(request: &ParsedRequest) -> Box<[u8]> {
     let mut head = Vec::with_capacity(request.head.len());
-    head.extend_from_slice(b"POST ");
-    head.extend_from_slice(request.target_str().as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for line in request.head.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = &line[..colon];
-        if DROPPED_FIELDS
-            .iter()
-            .any(|dropped| name.eq_ignore_ascii_case(dropped.as_bytes()))
-        {
-            continue;
-        }
-        head.extend_from_slice(line);
-        head.extend_from_slice(b"\r\n");
-    }
+    crate::http::post_head_without(
+        &mut head,
+        request.target_str(),
+        &request.head,
+        &DROPPED_FIELDS,
+    );
     head.into_boxed_slice()
 }
 
