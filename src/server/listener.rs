@@ -13,6 +13,12 @@ use crate::http::RequestParser;
 use crate::netstring::NetstringDecoder;
 use std::time::Instant;
 
+/// How many messages (a routing id and its data) the loop takes from one listener per
+/// turn. A flood of new connections or input then cannot hold back the loopback's
+/// answers, the jobs and the channels: what is left is read on the next turn, which
+/// does not sleep, since the loop asks a listener for its events every turn.
+const LISTENER_BATCH: usize = 1024;
+
 /// A listening socket.
 pub(crate) struct Listener {
     pub(super) socket: zmq::Socket,
@@ -57,8 +63,10 @@ impl Listener {
 }
 
 impl Server {
+    /// Reads up to [`LISTENER_BATCH`] messages from a listener: new peers, their
+    /// notices and their input.
     pub(super) fn drain_listener(&mut self, listener: usize) {
-        loop {
+        for _ in 0..LISTENER_BATCH {
             let socket = &self.listeners[listener].socket;
             if socket.recv(&mut self.frame_id, zmq::DONTWAIT).is_err() {
                 return;
