@@ -62,8 +62,12 @@ void zmq::mailbox_t::send (const command_t &cmd_)
     _cpipe.write (cmd_, false);
     const bool ok = _cpipe.flush ();
     _sync.unlock ();
-    if (!ok)
+    if (!ok) {
+        //  prime_server patch: counted before it is sent, so that a count of
+        //  0 means no signal is on its way.
+        _signals.add (1);
         _signaler.send ();
+    }
 }
 
 int zmq::mailbox_t::recv (command_t *cmd_, int timeout_)
@@ -75,6 +79,13 @@ int zmq::mailbox_t::recv (command_t *cmd_, int timeout_)
 
         //  If there are no more commands available, switch into passive state.
         _active = false;
+    }
+
+    //  prime_server patch: without a wait, no signal counted means none was
+    //  sent, and the mailbox is empty without a poll(2) of the signaler.
+    if (timeout_ == 0 && _signals.get () == 0) {
+        errno = EAGAIN;
+        return -1;
     }
 
     //  Wait for signal from the command sender.
@@ -90,6 +101,7 @@ int zmq::mailbox_t::recv (command_t *cmd_, int timeout_)
         errno_assert (errno == EAGAIN);
         return -1;
     }
+    _signals.sub (1);
 
     //  Switch into active state.
     _active = true;

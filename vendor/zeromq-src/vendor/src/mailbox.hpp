@@ -39,6 +39,7 @@
 #include "ypipe.hpp"
 #include "mutex.hpp"
 #include "i_mailbox.hpp"
+#include "atomic_counter.hpp"
 
 namespace zmq
 {
@@ -78,6 +79,12 @@ class mailbox_t ZMQ_FINAL : public i_mailbox
     //  True if the underlying pipe is active, ie. when we are allowed to
     //  read commands from it.
     bool _active;
+
+    //  prime_server patch: signals sent and not yet received. A receive that
+    //  must not wait (timeout 0) finds the mailbox empty from this count
+    //  instead of a poll(2) of the signaler, and reads a signal without
+    //  polling first.
+    atomic_counter_t _signals;
 
     ZMQ_NON_COPYABLE_NOR_MOVABLE (mailbox_t)
 };
