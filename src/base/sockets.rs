@@ -252,3 +252,27 @@ pub fn poll(items: &mut [zmq::PollItem], timeout: Duration) -> Result<()> {
         Err(e) => Err(Error::zmq("polling", e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parked_frame_keeps_no_vector_and_comes_back_whole() {
+        let mut spare = SpareFrames::default();
+        let parked = spare.park(vec![zmq::Message::from("lead")]);
+        assert!(matches!(parked, Parked::One(_)));
+        assert_eq!(spare.0.len(), 1, "the vector goes back to the spares");
+        assert_eq!(&parked.frames()[0][..], b"lead");
+        let frames = spare.unpark(parked);
+        assert_eq!(spare.0.len(), 0, "unparked into the spare vector");
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0][..], b"lead");
+
+        let parked = spare.park(vec![zmq::Message::from("a"), zmq::Message::from("b")]);
+        assert!(matches!(parked, Parked::Frames(_)));
+        let frames = spare.unpark(parked);
+        let frames: Vec<&[u8]> = frames.iter().map(|frame| &frame[..]).collect();
+        assert_eq!(frames, [b"a", b"b"]);
+    }
+}
