@@ -157,9 +157,14 @@ impl SpareFrames {
     /// How many empty vectors are kept at most.
     const KEPT: usize = 16;
 
+    /// An empty vector to fill: a spare one, or a new one when none is kept.
+    pub fn take(&mut self) -> Vec<zmq::Message> {
+        self.0.pop().unwrap_or_else(|| Vec::with_capacity(4))
+    }
+
     /// Receives one message into a spare vector (or a new one).
     pub fn recv(&mut self, socket: &zmq::Socket, flags: i32) -> zmq::Result<Vec<zmq::Message>> {
-        let mut frames = self.0.pop().unwrap_or_else(|| Vec::with_capacity(4));
+        let mut frames = self.take();
         match recv_frames_into(socket, &mut frames, flags) {
             Ok(()) => Ok(frames),
             Err(e) => {
@@ -169,11 +174,55 @@ impl SpareFrames {
         }
     }
 
+    /// Keeps a message's frames to be sent later: one frame (the usual job) without its
+    /// vector, which goes back to the spares for the next message received, so that a
+    /// queue of thousands costs no vector each.
+    pub fn park(&mut self, mut frames: Vec<zmq::Message>) -> Parked {
+        if frames.len() == 1 {
+            if let Some(frame) = frames.pop() {
+                self.give_back(frames);
+                return Parked::One([frame]);
+            }
+        }
+        Parked::Frames(frames)
+    }
+
+    /// A parked message's frames, in a spare vector when it was kept without one.
+    pub fn unpark(&mut self, parked: Parked) -> Vec<zmq::Message> {
+        match parked {
+            Parked::One([frame]) => {
+                let mut frames = self.take();
+                frames.push(frame);
+                frames
+            }
+            Parked::Frames(frames) => frames,
+        }
+    }
+
     /// Keeps `frames`'s allocation for a later message (its frames are dropped).
     pub fn give_back(&mut self, mut frames: Vec<zmq::Message>) {
         if self.0.len() < Self::KEPT && frames.capacity() > 0 {
             frames.clear();
             self.0.push(frames);
+        }
+    }
+}
+
+/// A message's frames kept for later by [`SpareFrames::park`].
+#[derive(Debug)]
+pub enum Parked {
+    /// A message of one frame, kept without a vector.
+    One([zmq::Message; 1]),
+    /// A message of several frames (or none).
+    Frames(Vec<zmq::Message>),
+}
+
+impl Parked {
+    /// The message's frames.
+    pub fn frames(&self) -> &[zmq::Message] {
+        match self {
+            Parked::One(frame) => frame,
+            Parked::Frames(frames) => frames,
         }
     }
 }
@@ -201,5 +250,29 @@ pub fn poll(items: &mut [zmq::PollItem], timeout: Duration) -> Result<()> {
     match zmq::poll(items, timeout.as_millis().min(i64::MAX as u128) as i64) {
         Ok(_) | Err(zmq::Error::EINTR) => Ok(()),
         Err(e) => Err(Error::zmq("polling", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parked_frame_keeps_no_vector_and_comes_back_whole() {
+        let mut spare = SpareFrames::default();
+        let parked = spare.park(vec![zmq::Message::from("lead")]);
+        assert!(matches!(parked, Parked::One(_)));
+        assert_eq!(spare.0.len(), 1, "the vector goes back to the spares");
+        assert_eq!(&parked.frames()[0][..], b"lead");
+        let frames = spare.unpark(parked);
+        assert_eq!(spare.0.len(), 0, "unparked into the spare vector");
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0][..], b"lead");
+
+        let parked = spare.park(vec![zmq::Message::from("a"), zmq::Message::from("b")]);
+        assert!(matches!(parked, Parked::Frames(_)));
+        let frames = spare.unpark(parked);
+        let frames: Vec<&[u8]> = frames.iter().map(|frame| &frame[..]).collect();
+        assert_eq!(frames, [b"a", b"b"]);
     }
 }

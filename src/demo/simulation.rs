@@ -71,18 +71,25 @@ pub fn run(
         .loopback
         .set_rcvtimeo(100)
         .map_err(SimulationError::Zmq)?;
+    // One vector for every answer's frames: no allocation per answer.
+    let mut frames = Vec::with_capacity(4);
     while answered < total {
+        // The requests sent in one refill arrive together: they share one reading of
+        // the clock (their arrival time), not one each.
+        let mut envelope = Envelope::new(0, 0, 0, Protocol::Raw);
         while sent - answered < window {
             let Some(n) = numbers.next() else { break };
-            send(front, n)?;
+            envelope.request_id = n;
+            send(front, &envelope, n)?;
             sent += 1;
         }
         // Block for the first answer, then take whatever else has arrived.
-        match sockets::recv_frames(&front.loopback, 0) {
-            Ok(frames) => {
-                answered += u64::from(count(&mut tally, frames, yes));
-                while let Ok(frames) = sockets::recv_frames(&front.loopback, zmq::DONTWAIT) {
-                    answered += u64::from(count(&mut tally, frames, yes));
+        match sockets::recv_frames_into(&front.loopback, &mut frames, 0) {
+            Ok(()) => {
+                answered += u64::from(count(&mut tally, &mut frames, yes));
+                while sockets::recv_frames_into(&front.loopback, &mut frames, zmq::DONTWAIT).is_ok()
+                {
+                    answered += u64::from(count(&mut tally, &mut frames, yes));
                 }
                 last_answer = Instant::now();
             }
@@ -101,8 +108,9 @@ pub fn run(
     Ok(tally)
 }
 
-fn send(front: &FrontSockets, n: u64) -> Result<(), SimulationError> {
-    let envelope = Envelope::new(n, 0, 0, Protocol::Raw).encode();
+/// Sends `n` as a raw request whose envelope is `envelope`.
+fn send(front: &FrontSockets, envelope: &Envelope, n: u64) -> Result<(), SimulationError> {
+    let envelope = envelope.encode();
     // The number's digits on the stack: no string allocated per request.
     let mut digits = [0; 20];
     let frames = [crate::pipeline::envelope::lead_frame(
@@ -112,9 +120,10 @@ fn send(front: &FrontSockets, n: u64) -> Result<(), SimulationError> {
     sockets::send_frames(&front.entry, frames, 0).map_err(SimulationError::Zmq)
 }
 
-/// Counts one loopback message; false for a progress report, which ends no request.
-fn count(tally: &mut Tally, frames: Vec<zmq::Message>, yes: &[u8]) -> bool {
-    match loopback::decode(frames) {
+/// Counts one loopback message (its frames are taken, the vector kept); false for a
+/// progress report, which ends no request.
+fn count(tally: &mut Tally, frames: &mut Vec<zmq::Message>, yes: &[u8]) -> bool {
+    match loopback::decode(frames.drain(..)) {
         Ok((_, Answer::Response(bytes))) if &bytes[..] == yes => tally.yes += 1,
         Ok((_, Answer::Response(_))) => tally.no += 1,
         Ok((_, Answer::Failure(failure))) => {

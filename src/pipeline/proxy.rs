@@ -246,7 +246,9 @@ pub struct Proxy {
     config: ProxyConfig,
     workers: FastMap<Vec<u8>, WorkerRecord>,
     idle: VecDeque<Vec<u8>>,
-    waiting: VecDeque<Vec<zmq::Message>>,
+    /// Jobs waiting for a worker; one of a single frame is kept without a vector, so
+    /// that thousands waiting cost no allocation each.
+    waiting: VecDeque<sockets::Parked>,
     /// Emptied frame vectors, reused for the next messages received.
     spare: sockets::SpareFrames,
     stats: ProxyStats,
@@ -364,9 +366,12 @@ impl Proxy {
                 }
             }
         }
-        for frames in std::mem::take(&mut self.waiting) {
+        for job in std::mem::take(&mut self.waiting) {
             let detail = "the proxy is shutting down";
-            self.answer_job(&frames, Failure::new(FailureKind::ShuttingDown, detail));
+            self.answer_job(
+                job.frames(),
+                Failure::new(FailureKind::ShuttingDown, detail),
+            );
         }
         log::debug!("proxy {} stopping: {}", self.config.upstream, self.stats);
         Ok(self.stats)
@@ -459,7 +464,7 @@ impl Proxy {
     /// Answers a census call: every job waiting here or held by a worker, to the peer
     /// that asked (the front end, or a pool that relays it).
     fn answer_census(&self, peer: &[u8], census: &[u8]) {
-        let waiting = self.waiting.iter().map(|frames| &frames[0][..]);
+        let waiting = self.waiting.iter().map(|job| &job.frames()[0][..]);
         let held = self
             .workers
             .values()
@@ -562,6 +567,7 @@ impl Proxy {
                 self.idle.retain(|idle| idle[..] != worker[..]);
             }
         }
+        let job = self.spare.park(job);
         self.waiting.push_front(job);
     }
 
@@ -572,10 +578,12 @@ impl Proxy {
             self.answer_job(&frames, self.no_workers_failure());
         } else if self.waiting.is_empty() && !self.idle.is_empty() {
             if let Err(frames) = self.dispatch(frames, envelope) {
-                self.waiting.push_front(frames);
+                let job = self.spare.park(frames);
+                self.waiting.push_front(job);
             }
         } else if self.waiting.len() < self.config.queue_bound {
-            self.waiting.push_back(frames);
+            let job = self.spare.park(frames);
+            self.waiting.push_back(job);
         } else {
             self.stats.rejected_full += 1;
             let detail = format!("all workers busy and {} jobs waiting", self.waiting.len());
@@ -589,20 +597,21 @@ impl Proxy {
         }
         let now_us = crate::pipeline::envelope::now_us();
         while !self.idle.is_empty() {
-            let Some(frames) = self.waiting.pop_front() else {
+            let Some(job) = self.waiting.pop_front() else {
                 return;
             };
+            let frames = self.spare.unpark(job);
             let envelope = frames.first().and_then(|lead| lead_envelope(lead).copied());
-            let Some(envelope) = envelope else {
+            // The front end has already answered 504 for an expired job.
+            let Some(envelope) = envelope.filter(|envelope| {
+                !lead_deadline_us(envelope).is_some_and(|at| deadline_passed(at, now_us))
+            }) else {
+                self.spare.give_back(frames);
                 continue;
             };
-            // The front end has already answered 504 for an expired job.
-            if lead_deadline_us(&envelope).is_some_and(|deadline| deadline_passed(deadline, now_us))
-            {
-                continue;
-            }
             if let Err(frames) = self.dispatch(frames, envelope) {
-                self.waiting.push_front(frames);
+                let job = self.spare.park(frames);
+                self.waiting.push_front(job);
                 return;
             }
         }
@@ -716,7 +725,7 @@ impl Proxy {
     /// so with workers slower than every deadline the queue still empties.
     fn forget_expired_jobs(&mut self) {
         let now_us = crate::pipeline::envelope::now_us();
-        self.waiting.retain(|frames| !is_expired(frames, now_us));
+        self.waiting.retain(|job| !is_expired(job.frames(), now_us));
     }
 
     /// Gives every worker `pause` more time to be heard from.
@@ -789,9 +798,9 @@ impl Proxy {
             self.waiting.len(),
             failure.detail
         );
-        for frames in std::mem::take(&mut self.waiting) {
+        for job in std::mem::take(&mut self.waiting) {
             self.stats.rejected_no_workers += 1;
-            self.answer_job(&frames, failure.clone());
+            self.answer_job(job.frames(), failure.clone());
         }
     }
 
