@@ -67,9 +67,14 @@ impl ParsedRequest {
     /// The request-target's path: what comes before any `?`, as text (empty if it is
     /// not UTF-8).
     pub fn path_str(&self) -> &str {
+        std::str::from_utf8(self.path_bytes()).unwrap_or_default()
+    }
+
+    /// The request-target's path as received: what comes before any `?` (what
+    /// [`path_str`](Self::path_str) gives as text, without its UTF-8 check).
+    pub fn path_bytes(&self) -> &[u8] {
         let target = self.head.get(self.target.clone()).unwrap_or_default();
-        let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
-        std::str::from_utf8(path).unwrap_or_default()
+        &target[..memchr::memchr(b'?', target).unwrap_or(target.len())]
     }
 
     /// The request-target as received, for the access log (empty if it is not UTF-8).

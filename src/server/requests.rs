@@ -117,7 +117,10 @@ impl Server {
     ) -> Option<Vec<u8>> {
         let label = self.access.enabled().then(|| request.request_line().into());
         let close_after = !request.keep_alive;
-        let path = request.path_str();
+        // The path is compared as bytes (equal bytes are equal text): its UTF-8 check
+        // only where it is needed as text.
+        let path = request.path_bytes();
+        let is_path = |own: &Option<String>| own.as_deref().map(str::as_bytes) == Some(path);
         let own_path = [
             &self.config.health_path,
             &self.config.status_path,
@@ -126,21 +129,22 @@ impl Server {
             &self.config.metrics_path,
         ]
         .iter()
-        .any(|p| p.as_deref() == Some(path));
+        .any(|own| is_path(own));
         let local = if own_path && !matches!(request.method, Method::Get | Method::Head) {
+            let path = request.path_str();
             let response = Response::error(405, &format!("{path} answers GET and HEAD only"));
             Some((response.header("Allow", "GET, HEAD"), close_after))
-        } else if own_path && self.is_selftest(path, request.target_str()) {
+        } else if own_path && self.is_selftest(request.path_str(), request.target_str()) {
             self.start_selftest(id, &request, close_after, label, false);
             return None;
-        } else if own_path && self.config.ready_path.as_deref() == Some(path) {
+        } else if own_path && is_path(&self.config.ready_path) {
             self.start_selftest(id, &request, close_after, label, true);
             return None;
-        } else if self.config.health_path.as_deref() == Some(path) {
+        } else if is_path(&self.config.health_path) {
             Some((self.health(), close_after))
-        } else if self.config.metrics_path.as_deref() == Some(path) {
+        } else if is_path(&self.config.metrics_path) {
             Some((self.metrics_response(), close_after))
-        } else if self.config.status_path.as_deref() == Some(path) {
+        } else if is_path(&self.config.status_path) {
             match Self::wants_status_page(&request) {
                 Some(true) => Some((Self::status_page(), close_after)),
                 Some(false) if !request.is_head => {
@@ -158,11 +162,11 @@ impl Server {
             self.answer_response(id, &request, &response, close_after, label);
             return None;
         }
-        if self.is_jsonrpc_path(path) && !self.is_job_request(path, &request) {
+        if self.is_jsonrpc_path(path) && !self.is_job_request(&request) {
             self.on_jsonrpc(id, request, close_after, label);
             return None;
         }
-        if self.is_job_request(path, &request) {
+        if self.is_job_request(&request) {
             self.on_job_request(id, request, close_after, label);
             return None;
         }
