@@ -23,6 +23,9 @@ const COMPACT_THRESHOLD: usize = 16 * 1024;
 /// Content-Length without sending it does not pin memory.
 const MAX_BODY_RESERVE: usize = 1024 * 1024;
 
+/// The largest head's vector a parser keeps for reuse ([`RequestParser::recycle_head`]).
+const SPARE_HEAD_MAX: usize = 4096;
+
 /// Something the front end must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -64,9 +67,14 @@ impl ParsedRequest {
     /// The request-target's path: what comes before any `?`, as text (empty if it is
     /// not UTF-8).
     pub fn path_str(&self) -> &str {
+        std::str::from_utf8(self.path_bytes()).unwrap_or_default()
+    }
+
+    /// The request-target's path as received: what comes before any `?` (what
+    /// [`path_str`](Self::path_str) gives as text, without its UTF-8 check).
+    pub fn path_bytes(&self) -> &[u8] {
         let target = self.head.get(self.target.clone()).unwrap_or_default();
-        let path = &target[..memchr::memchr(b'?', target).unwrap_or(target.len())];
-        std::str::from_utf8(path).unwrap_or_default()
+        &target[..memchr::memchr(b'?', target).unwrap_or(target.len())]
     }
 
     /// The request-target as received, for the access log (empty if it is not UTF-8).
@@ -127,6 +135,9 @@ pub struct RequestParser {
     rejected_head: bool,
     /// The `Origin` of the request that was rejected, as far as its head had arrived.
     rejected_origin: Option<Box<str>>,
+    /// A head's vector given back by [`recycle_head`](Self::recycle_head), for the
+    /// next request's head: its copy then needs no allocation.
+    spare_head: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -164,6 +175,7 @@ impl RequestParser {
             state: State::RequestLine(LineScanner::default()),
             rejected_head: false,
             rejected_origin: None,
+            spare_head: Vec::new(),
         }
     }
 
@@ -198,9 +210,20 @@ impl RequestParser {
     /// request is held (a long-poll, a stream) reads nothing more for a long while, and
     /// keeps no copy of the request it sent meanwhile.
     pub fn release_buffer(&mut self) {
+        self.spare_head = Vec::new();
         if self.start == self.buf.len() {
             self.buf = Vec::new();
             self.start = 0;
+        }
+    }
+
+    /// Takes back a [`ParsedRequest::head`] this parser made, once its request is done
+    /// with it: the next request's head is copied into it rather than into a new
+    /// allocation. (Only one is kept, and none of more than 4 KiB, so a connection keeps
+    /// no more than that for it; [`release_buffer`](Self::release_buffer) drops it.)
+    pub fn recycle_head(&mut self, head: Vec<u8>) {
+        if head.capacity() <= SPARE_HEAD_MAX && head.capacity() > self.spare_head.capacity() {
+            self.spare_head = head;
         }
     }
 
@@ -343,7 +366,10 @@ impl RequestParser {
         head::serve_later_minor_as_1_1(&mut self.buf[self.start..self.start + line_len]);
         let head = &self.buf[self.start..self.start + head_len];
         let info = head::parse_head(head, fields, self.limits.max_body)?;
-        let head = head.to_vec();
+        let mut owned = mem::take(&mut self.spare_head);
+        owned.clear();
+        owned.extend_from_slice(head);
+        let head = owned;
         self.start += head_len;
         let HeadInfo {
             method,

@@ -85,7 +85,7 @@ impl<'a> RequestHead<'a> {
             return Err(malformed());
         }
         Ok(RequestHead {
-            method: std::str::from_utf8(&head[..method_len]).map_err(|_| malformed())?,
+            method: method_str(&head[..method_len]).ok_or_else(malformed)?,
             target: std::str::from_utf8(target).map_err(|_| malformed())?,
             minor_version,
         })
@@ -252,6 +252,23 @@ impl Request {
             .filter(move |(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+}
+
+/// A method's text: the methods of RFC 9110 §9 and `PATCH` (RFC 5789) without a UTF-8
+/// check (this runs for every request), any other token checked as any text is.
+fn method_str(method: &[u8]) -> Option<&str> {
+    Some(match method {
+        b"GET" => "GET",
+        b"POST" => "POST",
+        b"HEAD" => "HEAD",
+        b"PUT" => "PUT",
+        b"DELETE" => "DELETE",
+        b"OPTIONS" => "OPTIONS",
+        b"PATCH" => "PATCH",
+        b"CONNECT" => "CONNECT",
+        b"TRACE" => "TRACE",
+        _ => return std::str::from_utf8(method).ok(),
+    })
 }
 
 /// The bytes of a token (RFC 9110 §5.6.2): letters, digits and ``!#$%&'*+-.^_`|~``.

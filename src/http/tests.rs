@@ -802,8 +802,11 @@ proptest! {
 
 #[test]
 fn a_request_line_alone_reads_as_the_whole_head_does() {
-    let heads: [&[u8]; 6] = [
+    let heads: [&[u8]; 9] = [
         b"GET /is_prime?possible_prime=7 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PATCH /a HTTP/1.1\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\n\r\n",
+        b"get /lower-case-is-another-method HTTP/1.1\r\n\r\n",
         b"POST /is_prime HTTP/1.0\r\nContent-Length: 2\r\n\r\n",
         b"M-SEARCH * HTTP/1.1\r\n\r\n",
         b"GET http://example.com/a%20b?q=%C3%A9 HTTP/1.1\n\n",
@@ -834,4 +837,24 @@ fn a_request_line_alone_reads_as_the_whole_head_does() {
             String::from_utf8_lossy(head)
         );
     }
+}
+
+#[test]
+fn a_recycled_head_holds_only_the_next_request() {
+    let first = b"GET /a-long-target-that-leaves-bytes-behind?n=7 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let second = b"GET /b HTTP/1.1\r\nHost: y\r\n\r\n";
+    let mut parser = RequestParser::new(Limits::default());
+    parser.feed(first);
+    parser.feed(second);
+    let Ok(Some(Event::Request(request))) = parser.next_event() else {
+        panic!("no first request");
+    };
+    assert_eq!(request.head, first);
+    parser.recycle_head(request.head);
+    let Ok(Some(Event::Request(request))) = parser.next_event() else {
+        panic!("no second request");
+    };
+    assert_eq!(request.head, second);
+    assert_eq!(request.target_str(), "/b");
+    assert_eq!(request.request_line(), b"GET /b HTTP/1.1");
 }

@@ -402,8 +402,15 @@ impl Proxy {
     }
 
     fn on_message(&mut self, mut frames: Vec<zmq::Message>) {
-        // A job's envelope is read here once, for its dispatch too.
-        let envelope = frames.get(1).and_then(|lead| lead_envelope(lead).copied());
+        // The second frame's bytes are looked up once (each look-up asks libzmq): a
+        // job's envelope, read here for its dispatch too, or a worker's READY.
+        let (envelope, ready) = match frames.get(1) {
+            Some(second) => {
+                let second: &[u8] = second;
+                (lead_envelope(second).copied(), read_ready(second))
+            }
+            None => (None, None),
+        };
         if let Some(envelope) = envelope {
             frames.remove(0);
             self.on_job(frames, envelope);
@@ -413,18 +420,19 @@ impl Proxy {
                 let job = frames.split_off(3);
                 self.on_returned(&frames[2], job);
             } else {
-                self.on_worker_message(&frames);
+                self.on_worker_message(&frames, ready);
             }
             self.spare.give_back(frames);
             self.dispatch_waiting();
         }
     }
 
-    fn on_worker_message(&mut self, frames: &[zmq::Message]) {
+    /// A message from a worker or a peer: `ready` is its second frame read as a READY.
+    fn on_worker_message(&mut self, frames: &[zmq::Message], ready: Option<(u64, u32)>) {
         let expires = Instant::now() + self.config.heartbeat_timeout;
         match frames {
-            [id, ready, rest @ ..] if read_ready(ready).is_some() => {
-                let (completed, credit) = read_ready(ready).unwrap_or_default();
+            [id, _, rest @ ..] if ready.is_some() => {
+                let (completed, credit) = ready.unwrap_or_default();
                 let payload = rest.first().map(|m| &m[..]).unwrap_or(&[]);
                 self.on_ready(id, completed, credit.max(1) as usize, payload, expires);
             }

@@ -93,10 +93,11 @@ fn reply_to(connection: u64, request_id: u64, protocol: Protocol) -> ReplyTo {
 impl Server {
     /// Whether the job service takes this request: a job resource, or a request that
     /// prefers an asynchronous answer.
-    pub(super) fn is_job_request(&self, path: &str, request: &ParsedRequest) -> bool {
+    pub(super) fn is_job_request(&self, request: &ParsedRequest) -> bool {
         let Some(link) = &self.jobs else {
             return false;
         };
+        let path = request.path_str();
         let prefix = &link.handle.config().path;
         let under_prefix = path
             .strip_prefix(prefix.as_str())

@@ -131,8 +131,8 @@ enum Plan {
 
 impl Server {
     /// Whether `path` is the JSON-RPC path.
-    pub(super) fn is_jsonrpc_path(&self, path: &str) -> bool {
-        self.config.jsonrpc_path.as_deref() == Some(path)
+    pub(super) fn is_jsonrpc_path(&self, path: &[u8]) -> bool {
+        self.config.jsonrpc_path.as_deref().map(str::as_bytes) == Some(path)
     }
 
     /// Answers a request to the JSON-RPC path: at once when nothing needs to run (a

@@ -47,9 +47,16 @@ impl AnswerBytes {
 
 /// The status code of an HTTP response, for the error count ("-" for other protocols).
 pub(crate) fn status_of(bytes: &[u8]) -> &str {
+    if !bytes.starts_with(b"HTTP/1.") {
+        return "-";
+    }
     match bytes.get(9..12) {
-        Some(code) if bytes.starts_with(b"HTTP/1.") => std::str::from_utf8(code).unwrap_or("-"),
-        _ => "-",
+        // The usual codes without a UTF-8 check (this runs for every answer).
+        Some(b"200") => "200",
+        Some(b"204") => "204",
+        Some(b"404") => "404",
+        Some(code) => std::str::from_utf8(code).unwrap_or("-"),
+        None => "-",
     }
 }
 
@@ -197,6 +204,19 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_of_reads_http_answers_only() {
+        assert_eq!(status_of(b"HTTP/1.1 200 OK\r\n\r\n"), "200");
+        assert_eq!(status_of(b"HTTP/1.0 404 Not Found\r\n\r\n"), "404");
+        assert_eq!(
+            status_of(b"HTTP/1.1 503 Service Unavailable\r\n\r\n"),
+            "503"
+        );
+        assert_eq!(status_of(b"HTTP/1.1 2"), "-");
+        assert_eq!(status_of(b"12:xxxxxx200xxx,"), "-");
+        assert_eq!(status_of(b"HTTP/1.1 \xff00 x"), "-");
+    }
     use proptest::prelude::*;
 
     /// Takes every message out of `output`.

@@ -41,6 +41,8 @@ impl Server {
 
     /// Takes every complete request out of a connection's decoder.
     pub(super) fn read_requests(&mut self, id: u64) {
+        // The head of the request just sent on, for the parser to copy the next into.
+        let mut spare_head = None;
         loop {
             let Some(conn) = self.connections.get_mut(&id) else {
                 return;
@@ -50,11 +52,21 @@ impl Server {
             }
             match &mut conn.decoder {
                 Decoder::Http(parser) => match parser.next_event() {
-                    Ok(None) => return,
+                    Ok(None) => {
+                        if let Some(head) = spare_head {
+                            parser.recycle_head(head);
+                        }
+                        return;
+                    }
                     Ok(Some(Event::Continue)) => {
                         self.answer_now(id, CONTINUE_RESPONSE.to_vec(), false, None)
                     }
-                    Ok(Some(Event::Request(request))) => self.on_http_request(id, request),
+                    Ok(Some(Event::Request(request))) => {
+                        if let Some(head) = spare_head.take() {
+                            parser.recycle_head(head);
+                        }
+                        spare_head = self.on_http_request(id, request);
+                    }
                     Err(e) => {
                         log::info!("connection {id}: rejected a request: {e}");
                         let head = parser.rejected_head();
@@ -84,20 +96,31 @@ impl Server {
         }
     }
 
-    pub(super) fn on_http_request(&mut self, id: u64, request: ParsedRequest) {
+    /// Answers or forwards a request; gives back its head's vector when nothing kept
+    /// it (see [`RequestParser::recycle_head`](crate::http::RequestParser::recycle_head)).
+    pub(super) fn on_http_request(&mut self, id: u64, request: ParsedRequest) -> Option<Vec<u8>> {
         if (self.config.cors.is_some() || request.method == Method::Options)
             && self.answer_cors(id, &request)
         {
-            return;
+            return None;
         }
-        self.route_http_request(id, request);
+        let head = self.route_http_request(id, request);
         self.cors_fields = None;
+        head
     }
 
-    pub(super) fn route_http_request(&mut self, id: u64, request: ParsedRequest) {
+    /// [`on_http_request`](Self::on_http_request) past CORS.
+    pub(super) fn route_http_request(
+        &mut self,
+        id: u64,
+        request: ParsedRequest,
+    ) -> Option<Vec<u8>> {
         let label = self.access.enabled().then(|| request.request_line().into());
         let close_after = !request.keep_alive;
-        let path = request.path_str();
+        // The path is compared as bytes (equal bytes are equal text): its UTF-8 check
+        // only where it is needed as text.
+        let path = request.path_bytes();
+        let is_path = |own: &Option<String>| own.as_deref().map(str::as_bytes) == Some(path);
         let own_path = [
             &self.config.health_path,
             &self.config.status_path,
@@ -106,26 +129,27 @@ impl Server {
             &self.config.metrics_path,
         ]
         .iter()
-        .any(|p| p.as_deref() == Some(path));
+        .any(|own| is_path(own));
         let local = if own_path && !matches!(request.method, Method::Get | Method::Head) {
+            let path = request.path_str();
             let response = Response::error(405, &format!("{path} answers GET and HEAD only"));
             Some((response.header("Allow", "GET, HEAD"), close_after))
-        } else if own_path && self.is_selftest(path, request.target_str()) {
+        } else if own_path && self.is_selftest(request.path_str(), request.target_str()) {
             self.start_selftest(id, &request, close_after, label, false);
-            return;
-        } else if own_path && self.config.ready_path.as_deref() == Some(path) {
+            return None;
+        } else if own_path && is_path(&self.config.ready_path) {
             self.start_selftest(id, &request, close_after, label, true);
-            return;
-        } else if self.config.health_path.as_deref() == Some(path) {
+            return None;
+        } else if is_path(&self.config.health_path) {
             Some((self.health(), close_after))
-        } else if self.config.metrics_path.as_deref() == Some(path) {
+        } else if is_path(&self.config.metrics_path) {
             Some((self.metrics_response(), close_after))
-        } else if self.config.status_path.as_deref() == Some(path) {
+        } else if is_path(&self.config.status_path) {
             match Self::wants_status_page(&request) {
                 Some(true) => Some((Self::status_page(), close_after)),
                 Some(false) if !request.is_head => {
                     self.open_status_stream(id, &request, label);
-                    return;
+                    return None;
                 }
                 _ => Some((self.status_document(), close_after)),
             }
@@ -136,15 +160,15 @@ impl Server {
         };
         if let Some((response, close_after)) = local {
             self.answer_response(id, &request, &response, close_after, label);
-            return;
+            return None;
         }
-        if self.is_jsonrpc_path(path) && !self.is_job_request(path, &request) {
+        if self.is_jsonrpc_path(path) && !self.is_job_request(&request) {
             self.on_jsonrpc(id, request, close_after, label);
-            return;
+            return None;
         }
-        if self.is_job_request(path, &request) {
+        if self.is_job_request(&request) {
             self.on_job_request(id, request, close_after, label);
-            return;
+            return None;
         }
         let entry = match self.front.entry_for(&request.head) {
             Ok(entry) => entry,
@@ -152,7 +176,7 @@ impl Server {
                 log::info!("connection {id}: refused a request by the task table: {refusal}");
                 let response = Response::error(400, &refusal.to_string());
                 self.answer_response(id, &request, &response, close_after, label);
-                return;
+                return None;
             }
         };
         let upgrade = if request.has_upgrade {
@@ -162,7 +186,7 @@ impl Server {
                     log::info!("connection {id}: refused a WebSocket upgrade");
                     self.websocket.stats.refused_front_end += 1;
                     self.answer_response(id, &request, &response, true, label);
-                    return;
+                    return None;
                 }
                 UpgradeCheck::Upgrade(pending) => Some(pending),
             }
@@ -183,6 +207,7 @@ impl Server {
         if let Some(pending) = upgrade {
             self.upgrade_sent(id, pending);
         }
+        Some(request.head)
     }
 
     /// Sends a request into the pipeline through `entry` (the first stage's, or a
