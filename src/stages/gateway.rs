@@ -32,9 +32,9 @@
 //! the gateway never forwards `Upgrade`, so nobody asked); one slower than the timeout
 //! `504`, all with a JSON error.
 //!
-//! The calls are made with hyper's client on a current-thread tokio runtime that each
-//! worker thread owns (see `gateway_calls`), with a pool of kept-alive connections to
-//! the backend. As a [`ConcurrentWork`] (`prime_gatewayd`, [`Pipeline::concurrent_stage`](crate::Pipeline::concurrent_stage))
+//! The calls are made with hyper's HTTP/1.1 connections on a current-thread tokio
+//! runtime that each worker thread owns (see `gateway_calls`), with a pool of
+//! kept-alive connections to the backend. As a [`ConcurrentWork`] (`prime_gatewayd`, [`Pipeline::concurrent_stage`](crate::Pipeline::concurrent_stage))
 //! one thread holds many calls in flight, as many as its credit at the proxy, and an
 //! interrupt (client gone, job cancelled, deadline) aborts its call, which closes that
 //! call's backend connection. As an [`HttpWork`] (one call per worker thread, e.g.
@@ -219,7 +219,7 @@ impl HttpGateway {
     /// This worker's client, made on first use.
     fn calls(&mut self) -> Result<&mut Calls<Outcome>, StageError> {
         if self.calls.is_none() {
-            let calls = Calls::new(panicked).map_err(|e| {
+            let calls = Calls::new(&self.settings.origin, panicked).map_err(|e| {
                 StageError::internal(format!("the gateway could not start its client: {e}"))
             })?;
             self.calls = Some(calls);
