@@ -49,12 +49,18 @@ enum Mode {
     Delay(Duration),
     /// Never, while `release` is unset (but `/quick...` at once); then like `Answer`.
     Hold,
+    /// Like `Answer`, then closes the connection without saying so first (no
+    /// `Connection: close`), as a backend that drops idle connections does.
+    CloseAfter,
 }
 
 /// State the backend shares with the test.
 #[derive(Default)]
 struct Shared {
     seen: Mutex<Vec<Seen>>,
+    /// Connections accepted so far, and closed by the backend or the peer.
+    accepted: AtomicUsize,
+    ended: AtomicUsize,
     /// Connections closed by the gateway while a request on them had no answer yet.
     closed_unanswered: AtomicUsize,
     release: AtomicBool,
@@ -83,8 +89,12 @@ impl Backend {
             while !state.stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        state.accepted.fetch_add(1, Ordering::Relaxed);
                         let state = Arc::clone(&state);
-                        connections.push(std::thread::spawn(move || serve(stream, mode, &state)));
+                        connections.push(std::thread::spawn(move || {
+                            serve(stream, mode, &state);
+                            state.ended.fetch_add(1, Ordering::Relaxed);
+                        }));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -137,7 +147,7 @@ fn serve(mut stream: TcpStream, mode: Mode, state: &Shared) {
         };
         state.seen.lock().expect("lock").push(seen.clone());
         match mode {
-            Mode::Answer => {}
+            Mode::Answer | Mode::CloseAfter => {}
             Mode::Delay(delay) => {
                 let until = Instant::now() + delay;
                 while Instant::now() < until && !state.stop.load(Ordering::Relaxed) {
@@ -169,7 +179,7 @@ fn serve(mut stream: TcpStream, mode: Mode, state: &Shared) {
                 }
             }
         }
-        if stream.write_all(&answer(&seen)).is_err() {
+        if stream.write_all(&answer(&seen)).is_err() || matches!(mode, Mode::CloseAfter) {
             return;
         }
     }
@@ -408,6 +418,51 @@ fn method_path_query_body_and_end_to_end_headers_are_forwarded_hop_by_hop_ones_d
     let seen = backend.wait_seen(2);
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert_eq!(seen[1].header("X-Request-Id"), Some("r-1"));
+}
+
+#[test]
+fn calls_one_after_another_reuse_one_kept_alive_backend_connection() {
+    let backend = Backend::start(Mode::Answer);
+    let port = free_port();
+    let _gateway = start_gatewayd("gw-pool", port, &backend.url(), &[]);
+    let mut client = Client::connect(port).expect("connect");
+    for n in 0..10 {
+        let target = format!("/pooled/{n}");
+        client
+            .send_raw(&raw("GET", &target, &[], b""))
+            .expect("send");
+        let response = client.read_response(READ).expect("a response");
+        assert_eq!(response.status, 201, "{response:?}");
+        assert_eq!(response.body, format!("backend saw GET {target}"));
+    }
+    assert_eq!(backend.wait_seen(10).len(), 10);
+    assert_eq!(backend.shared.accepted.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_kept_alive_connection_the_backend_closed_is_never_a_502() {
+    let backend = Backend::start(Mode::CloseAfter);
+    let port = free_port();
+    let _gateway = start_gatewayd("gw-closed", port, &backend.url(), &[]);
+    let mut client = Client::connect(port).expect("connect");
+    for n in 0..10 {
+        let target = format!("/closing/{n}");
+        client
+            .send_raw(&raw("GET", &target, &[], b""))
+            .expect("send");
+        let response = client.read_response(READ).expect("a response");
+        assert_eq!(response.status, 201, "request {n}: {response:?}");
+        assert_eq!(response.body, format!("backend saw GET {target}"));
+        // The backend's close has happened before the next request is sent.
+        let ended = poll_until(WAIT, || {
+            (backend.shared.ended.load(Ordering::Relaxed) > n).then_some(())
+        });
+        assert!(ended.is_some(), "the backend never closed connection {n}");
+    }
+    // Each request on a connection of its own: none was sent twice.
+    let seen = backend.wait_seen(10);
+    assert_eq!(seen.len(), 10, "{seen:?}");
+    assert_eq!(backend.shared.accepted.load(Ordering::Relaxed), 10);
 }
 
 #[test]

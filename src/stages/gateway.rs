@@ -32,9 +32,9 @@
 //! the gateway never forwards `Upgrade`, so nobody asked); one slower than the timeout
 //! `504`, all with a JSON error.
 //!
-//! The calls are made with hyper's client on a current-thread tokio runtime that each
-//! worker thread owns (see `gateway_calls`), with a pool of kept-alive connections to
-//! the backend. As a [`ConcurrentWork`] (`prime_gatewayd`, [`Pipeline::concurrent_stage`](crate::Pipeline::concurrent_stage))
+//! The calls are made with hyper's HTTP/1.1 connections on a current-thread tokio
+//! runtime that each worker thread owns (see `gateway_calls`), with a pool of
+//! kept-alive connections to the backend. As a [`ConcurrentWork`] (`prime_gatewayd`, [`Pipeline::concurrent_stage`](crate::Pipeline::concurrent_stage))
 //! one thread holds many calls in flight, as many as its credit at the proxy, and an
 //! interrupt (client gone, job cancelled, deadline) aborts its call, which closes that
 //! call's backend connection. As an [`HttpWork`] (one call per worker thread, e.g.
@@ -219,7 +219,7 @@ impl HttpGateway {
     /// This worker's client, made on first use.
     fn calls(&mut self) -> Result<&mut Calls<Outcome>, StageError> {
         if self.calls.is_none() {
-            let calls = Calls::new(panicked).map_err(|e| {
+            let calls = Calls::new(&self.settings.origin, panicked).map_err(|e| {
                 StageError::internal(format!("the gateway could not start its client: {e}"))
             })?;
             self.calls = Some(calls);
@@ -480,6 +480,10 @@ fn connection_options<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> 
 }
 
 /// Builds the backend request from the client's; also says whether it is a HEAD.
+///
+/// The fields go straight into the request's `HeaderMap` (not through
+/// `http::request::Builder`, which moves the whole request at every field), and the
+/// client's address is written once for the three fields that carry it.
 fn outgoing(
     settings: &Settings,
     request: &Request,
@@ -487,6 +491,9 @@ fn outgoing(
     is_async: bool,
     client: Option<SocketAddr>,
 ) -> Result<(http::Request<Vec<u8>>, bool), StageError> {
+    let unforwardable = |e: &dyn fmt::Display| {
+        StageError::bad_request(format!("the request cannot be forwarded: {e}"))
+    };
     let target = origin_form(&request.target)?;
     // Dot segments go before the base is joined: none may climb out of it.
     let path = under_base(&settings.base, target)
@@ -498,13 +505,17 @@ fn outgoing(
             .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
             .map(|(_, v)| v.as_str()),
     );
-    let mut builder = http::Request::builder()
-        .method(request.method.as_str())
-        .uri(format!("{}{path}", settings.origin));
-    let mut forwarded_for = Vec::new();
-    let mut forwarded = Vec::new();
-    let mut forwarded_host = Vec::new();
-    let mut request_id_header = None;
+    let method =
+        http::Method::from_bytes(request.method.as_bytes()).map_err(|e| unforwardable(&e))?;
+    let mut url = String::with_capacity(settings.origin.len() + path.len());
+    url.push_str(&settings.origin);
+    url.push_str(&path);
+    let uri = http::Uri::try_from(url).map_err(|e| unforwardable(&e))?;
+    let mut headers = http::HeaderMap::with_capacity(request.headers.len() + 6);
+    let mut forwarded_for = String::new();
+    let mut forwarded = String::new();
+    let mut forwarded_host = String::new();
+    let mut request_id_header = false;
     for (name, value) in &request.headers {
         // The signatures are the gateway's own: a client's are never passed on.
         if is_hop_by_hop(name, &connection)
@@ -513,16 +524,17 @@ fn outgoing(
         {
             continue;
         }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for.push(value.clone());
-            continue;
-        }
-        if name.eq_ignore_ascii_case("forwarded") {
-            forwarded.push(value.clone());
-            continue;
-        }
-        if name.eq_ignore_ascii_case("x-forwarded-host") {
-            forwarded_host.push(value.clone());
+        let chain = if name.eq_ignore_ascii_case("x-forwarded-for") {
+            Some(&mut forwarded_for)
+        } else if name.eq_ignore_ascii_case("forwarded") {
+            Some(&mut forwarded)
+        } else if name.eq_ignore_ascii_case("x-forwarded-host") {
+            Some(&mut forwarded_host)
+        } else {
+            None
+        };
+        if let Some(chain) = chain {
+            join_value(chain, value);
             continue;
         }
         // Says who the client is: only the front end knows, so the client's own is
@@ -535,51 +547,105 @@ fn outgoing(
             continue;
         }
         if name.eq_ignore_ascii_case("x-request-id") {
-            request_id_header = Some(value.as_str());
+            request_id_header = true;
         }
-        builder = builder.header(name.as_str(), value.as_str());
+        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| unforwardable(&e))?;
+        let value = http::HeaderValue::from_str(value).map_err(|e| unforwardable(&e))?;
+        headers.append(name, value);
     }
+    let mut add = |name: &http::HeaderName, value: &str| -> Result<(), StageError> {
+        let value = http::HeaderValue::from_str(value).map_err(|e| unforwardable(&e))?;
+        headers.append(name.clone(), value);
+        Ok(())
+    };
     let host = request.header("host").unwrap_or("");
-    forwarded.push(format!(
-        "for={};proto=http;host=\"{}\"",
-        forwarded_node(client),
-        host.replace(['"', '\\'], "")
-    ));
-    forwarded_for.push(client.map_or_else(|| "unknown".to_string(), |c| c.ip().to_string()));
+    let ip = client.map(|c| ip_text(c.ip()));
+    let node = match (client, &ip) {
+        (Some(SocketAddr::V4(a)), Some(ip)) if a.port() == 0 => ip.clone(),
+        _ => forwarded_node(client),
+    };
+    let mut ours = String::with_capacity(node.len() + host.len() + 28);
+    ours.push_str("for=");
+    ours.push_str(&node);
+    ours.push_str(";proto=http;host=\"");
+    ours.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
+    ours.push('"');
+    join_value(&mut forwarded, &ours);
+    add(&FORWARDED, &forwarded)?;
+    join_value(&mut forwarded_for, ip.as_deref().unwrap_or("unknown"));
+    add(&X_FORWARDED_FOR, &forwarded_for)?;
     if !host.is_empty() {
-        forwarded_host.push(host.to_string());
+        join_value(&mut forwarded_host, host);
     }
-    builder = builder
-        .header("Forwarded", forwarded.join(", "))
-        .header("X-Forwarded-For", forwarded_for.join(", "));
     if !forwarded_host.is_empty() {
-        builder = builder.header("X-Forwarded-Host", forwarded_host.join(", "));
+        add(&X_FORWARDED_HOST, &forwarded_host)?;
     }
-    if let Some(client) = client {
-        builder = builder.header("X-Real-IP", client.ip().to_string());
+    if let Some(ip) = &ip {
+        add(&X_REAL_IP, ip)?;
     }
-    if request_id_header.is_none() {
-        builder = builder.header("X-Request-Id", request_id.to_string());
+    if !request_id_header {
+        add(&X_REQUEST_ID, &request_id.to_string())?;
     }
     if let Some(secret) = &settings.secret {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        builder = builder.header(
-            SIGNATURE_HEADER,
-            sign(secret, now, &request.method, &path, &request.body),
-        );
+        let signature = sign(secret, now, &request.method, &path, &request.body);
+        add(&X_PRIME_SIGNATURE, &signature)?;
     }
     if let Some(key) = &settings.grip_key {
         let sig = grip::grip_sig_now(key).map_err(|e| StageError::internal(e.to_string()))?;
-        builder = builder.header(GRIP_SIG, sig);
+        add(&GRIP_SIG_NAME, &sig)?;
     }
     let head = request.method.eq_ignore_ascii_case("HEAD");
-    let outgoing = builder
-        .body(request.body.clone())
-        .map_err(|e| StageError::bad_request(format!("the request cannot be forwarded: {e}")))?;
+    let mut outgoing = http::Request::new(request.body.clone());
+    *outgoing.method_mut() = method;
+    *outgoing.uri_mut() = uri;
+    *outgoing.headers_mut() = headers;
     Ok((outgoing, head))
+}
+
+// The names of the fields the gateway adds, made once (a name made at run time is
+// looked up in the table of standard names first).
+static FORWARDED: http::HeaderName = http::header::FORWARDED;
+static X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
+static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+static X_PRIME_SIGNATURE: http::HeaderName = http::HeaderName::from_static("x-prime-signature");
+static GRIP_SIG_NAME: http::HeaderName = http::HeaderName::from_static("grip-sig");
+
+/// Appends `value` to a comma-separated list of field values (RFC 9110 §5.3).
+fn join_value(list: &mut String, value: &str) {
+    if !list.is_empty() {
+        list.push_str(", ");
+    }
+    list.push_str(value);
+}
+
+/// An address as text: IPv4 written digit by digit (`Display` pads through the
+/// formatter, which costs more than the rest of the field), IPv6 as `Display` has it.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                if octet >= 100 {
+                    text.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    text.push(char::from(b'0' + octet / 10 % 10));
+                }
+                text.push(char::from(b'0' + octet % 10));
+            }
+            text
+        }
+        std::net::IpAddr::V6(v6) => v6.to_string(),
+    }
 }
 
 /// A `Forwarded` node (RFC 7239 §6): an IPv4 address bare, an IPv6 address in
@@ -732,6 +798,20 @@ mod tests {
             "\"[2001:db8:cafe::17]:4711\""
         );
         assert_eq!(forwarded_node(None), "unknown");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "192.0.2.43",
+            "255.255.255.255",
+            "2001:db8::17",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[test]

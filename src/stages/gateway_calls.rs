@@ -1,25 +1,35 @@
-//! The gateway's backend calls: hyper's HTTP/1.1 client, with hyper-util's pool of
-//! kept-alive connections, on a current-thread tokio runtime owned by one worker
-//! thread. The calls make progress only while that thread drives the runtime (inside
-//! [`Calls::wait`] or [`Calls::call`]), so one thread holds many calls in flight with
-//! non-blocking I/O and no other thread is involved.
+//! The gateway's backend calls: hyper's HTTP/1.1 connections, kept alive in a pool of
+//! this thread's own (a list, no lock: one thread uses it), on a current-thread tokio
+//! runtime owned by one worker thread. Each call is a future that thread polls (no task
+//! is spawned per call; each connection has one), and the calls make progress only
+//! while it drives the runtime (inside [`Calls::wait`] or [`Calls::call`]), so one
+//! thread holds many calls in flight with non-blocking I/O and no other thread is
+//! involved.
 //!
 //! A call is bounded as a whole (connect, send, wait, read the body) by the gateway's
 //! timeout, and its body by the gateway's size limit. A call that is dropped before its
-//! answer (aborted, timed out) closes its connection: hyper never hands a connection
-//! with an exchange cut short back to the pool.
+//! answer (aborted, timed out, failed) closes its connection (its task is aborted,
+//! which drops the socket): only a connection whose exchange ended with the answer's
+//! last byte goes back to the pool, and is taken again only while hyper says it is
+//! ready for the next request. A request that finds its pooled connection closed by
+//! the backend is sent again, once, on a new connection: when no byte of it went out,
+//! or when its method is idempotent and the connection closed before any answer
+//! (RFC 9112 §9.3.1; a proxy never retries the others).
 
 use bytes::Bytes;
+use futures_util::future::{AbortHandle, Abortable, Aborted, FutureExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::task::JoinHandle;
 use ureq::http;
 
 /// The most header fields a backend's answer may have: 128, as with the gateway's
@@ -45,51 +55,123 @@ pub(super) enum CallError {
 /// The backend's whole answer, or why there is none.
 pub(super) type Called = Result<http::Response<Vec<u8>>, CallError>;
 
+/// A running call: it ends with its ticket and what it made, and its connection when
+/// that may serve again (`None` once aborted).
+type Running<T> = Pin<Box<dyn Future<Output = (u64, Option<(T, Option<Connection>)>)> + Send>>;
+
+/// Where the backend is: its host and port, and the `Host` field sent to it.
+struct Backend {
+    host: String,
+    port: u16,
+    authority: http::HeaderValue,
+}
+
+impl Backend {
+    /// The backend of `origin`, `http://HOST[:PORT]` (80 without a port).
+    fn new(origin: &str) -> std::io::Result<Self> {
+        let invalid = |e: &dyn std::fmt::Display| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{origin}: {e}"))
+        };
+        let uri: http::Uri = origin.parse().map_err(|e| invalid(&e))?;
+        let authority = uri.authority().ok_or_else(|| invalid(&"no host"))?;
+        let host = authority.host();
+        Ok(Backend {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: authority.port_u16().unwrap_or(80),
+            authority: http::HeaderValue::from_str(authority.as_str()).map_err(|e| invalid(&e))?,
+        })
+    }
+}
+
+/// A kept-alive connection to the backend: hyper's handle to send on it, and the task
+/// that owns its socket.
+struct Connection {
+    sender: http1::SendRequest<Full<Bytes>>,
+    task: tokio::task::AbortHandle,
+    /// Since when it waits in the pool.
+    idle_since: Instant,
+}
+
+/// A connection in use: unless handed back whole ([`Leased::give_back`]), dropping it
+/// closes the connection, so that no exchange cut short leaves bytes on it.
+struct Leased(Option<Connection>);
+
+impl Leased {
+    fn give_back(mut self) -> Option<Connection> {
+        self.0.take()
+    }
+}
+
+impl Drop for Leased {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            connection.task.abort();
+        }
+    }
+}
+
+/// The connections that wait for a request, the longest waiting first.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Connection>,
+}
+
+impl Pool {
+    /// The connection that waited least, if one is ready; drops the closed ones and
+    /// those idle past [`POOL_IDLE`].
+    fn take(&mut self, now: Instant) -> Option<Connection> {
+        while let Some(connection) = self.idle.pop() {
+            if connection.sender.is_ready()
+                && now.saturating_duration_since(connection.idle_since) < POOL_IDLE
+            {
+                return Some(connection);
+            }
+            connection.task.abort();
+        }
+        None
+    }
+
+    /// Keeps a connection whose exchange ended whole, if hyper can send on it again.
+    fn put(&mut self, mut connection: Connection, now: Instant) {
+        if connection.sender.is_closed() {
+            connection.task.abort();
+            return;
+        }
+        connection.idle_since = now;
+        self.idle.push(connection);
+    }
+
+    /// Closes the connections idle past [`POOL_IDLE`].
+    fn expire(&mut self, now: Instant) {
+        let stale = self
+            .idle
+            .iter()
+            .take_while(|c| now.saturating_duration_since(c.idle_since) >= POOL_IDLE)
+            .count();
+        for connection in self.idle.drain(..stale) {
+            connection.task.abort();
+        }
+    }
+}
+
 /// One worker thread's client to the backend, and the calls it holds.
 pub(super) struct Calls<T> {
     runtime: tokio::runtime::Runtime,
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// The calls started and not yet taken, by ticket.
-    running: crate::base::fast_hash::FastMap<u64, JoinHandle<()>>,
-    /// What finished calls left: their ticket and what they made of their answer.
-    finished: Arc<Mutex<Vec<(u64, T)>>>,
-    /// Wakes [`Calls::wait`] when a call finishes.
-    notify: Arc<tokio::sync::Notify>,
+    backend: Arc<Backend>,
+    pool: Pool,
+    /// The calls started and not yet taken, polled inside [`Calls::wait`] only: no
+    /// task is spawned per call, so starting one takes no lock and wakes nothing.
+    running: FuturesUnordered<Running<T>>,
+    /// How to stop each running call, by ticket.
+    stops: crate::base::fast_hash::FastMap<u64, AbortHandle>,
     /// The job socket's descriptor (libzmq's `ZMQ_FD`), and a duplicate of it
     /// registered with the runtime.
     jobs: Option<(RawFd, AsyncFd<OwnedFd>)>,
-    /// What a call whose task panicked leaves.
+    /// What a call that panicked leaves.
     panicked: fn() -> T,
-}
-
-/// Leaves `panicked()` for a call whose task ends without a result of its own: one that
-/// panicked (in the client or in what makes the result), so that its job is still
-/// answered (the panic itself goes to the panic hook, as any thread's). An aborted
-/// call leaves it too, for nobody: its job is forgotten.
-struct Unfinished<T> {
-    ticket: u64,
-    finished: Arc<Mutex<Vec<(u64, T)>>>,
-    notify: Arc<tokio::sync::Notify>,
-    panicked: Option<fn() -> T>,
-}
-
-impl<T> Unfinished<T> {
-    fn leave(&mut self, made: T) {
-        self.panicked = None;
-        self.finished
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push((self.ticket, made));
-        self.notify.notify_one();
-    }
-}
-
-impl<T> Drop for Unfinished<T> {
-    fn drop(&mut self) {
-        if let Some(panicked) = self.panicked.take() {
-            self.leave(panicked());
-        }
-    }
 }
 
 /// A duplicate of `fd`, registered with the current runtime for reading.
@@ -103,33 +185,28 @@ fn watch(fd: RawFd) -> std::io::Result<AsyncFd<OwnedFd>> {
 }
 
 impl<T: Send + 'static> Calls<T> {
-    /// A runtime and a client without connections yet; `panicked` makes what a call
-    /// whose task panicked leaves.
-    pub(super) fn new(panicked: fn() -> T) -> std::io::Result<Self> {
+    /// A runtime and no connection yet to the backend at `origin` (`http://HOST[:PORT]`);
+    /// `panicked` makes what a call that panicked leaves.
+    pub(super) fn new(origin: &str, panicked: fn() -> T) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .http1_max_headers(MAX_ANSWER_FIELDS)
-            .build(connector);
         Ok(Calls {
             runtime,
-            client,
-            running: Default::default(),
-            finished: Arc::default(),
-            notify: Arc::default(),
+            backend: Arc::new(Backend::new(origin)?),
+            pool: Pool::default(),
+            running: FuturesUnordered::new(),
+            stops: Default::default(),
             jobs: None,
             panicked,
         })
     }
 
     /// Starts a call: `finish` makes what [`Calls::wait`] gives back under `ticket`
-    /// from how the call ended.
+    /// from how the call ended. A panic in the call or in `finish` leaves `panicked()`
+    /// for this call alone (the panic itself goes to the panic hook, as any thread's),
+    /// so that its job is still answered.
     pub(super) fn start(
         &mut self,
         ticket: u64,
@@ -138,29 +215,35 @@ impl<T: Send + 'static> Calls<T> {
         timeout: Duration,
         finish: impl FnOnce(Called) -> T + Send + 'static,
     ) {
-        let client = self.client.clone();
-        let mut unfinished = Unfinished {
-            ticket,
-            finished: Arc::clone(&self.finished),
-            notify: Arc::clone(&self.notify),
-            panicked: Some(self.panicked),
-        };
-        let task = self.runtime.spawn(async move {
-            let made = finish(exchange(client, request, limit, timeout).await);
-            unfinished.leave(made);
+        let backend = Arc::clone(&self.backend);
+        let pooled = self.pool.take(Instant::now());
+        let panicked = self.panicked;
+        let (stop, registration) = AbortHandle::new_pair();
+        let call = AssertUnwindSafe(async move {
+            let (called, connection) = exchange(&backend, pooled, request, limit, timeout).await;
+            (finish(called), connection)
+        })
+        .catch_unwind();
+        let running = Abortable::new(call, registration).map(move |ended| match ended {
+            Ok(Ok(made)) => (ticket, Some(made)),
+            Ok(Err(_panic)) => (ticket, Some((panicked(), None))),
+            Err(Aborted) => (ticket, None),
         });
-        self.running.insert(ticket, task);
+        self.running.push(Box::pin(running));
+        self.stops.insert(ticket, stop);
     }
 
-    /// Stops the call `ticket`: its connection is closed as the runtime next runs.
+    /// Stops the call `ticket`: the runtime drops it as it next runs, which closes its
+    /// connection.
     pub(super) fn abort(&mut self, ticket: u64) {
-        if let Some(task) = self.running.remove(&ticket) {
-            task.abort();
+        if let Some(stop) = self.stops.remove(&ticket) {
+            stop.abort();
         }
     }
 
     /// Runs the calls until one finishes, the descriptor `jobs` signals, or `timeout`
-    /// passes; puts what the finished ones made on `done`.
+    /// passes; puts what the finished ones made on `done` (all that finished by then,
+    /// so one wake-up answers as many jobs as it can).
     pub(super) fn wait(
         &mut self,
         jobs: Option<RawFd>,
@@ -180,34 +263,58 @@ impl<T: Send + 'static> Calls<T> {
             }
         }
         let watched = jobs.and(self.jobs.as_ref()).map(|(_, watched)| watched);
-        let notify = &self.notify;
+        let running = &mut self.running;
+        let stops = &mut self.stops;
+        let pool = &mut self.pool;
+        // Says whether the call answered: an aborted one leaves nothing, its job is
+        // forgotten.
+        let mut take = |(ticket, made): (u64, Option<(T, Option<Connection>)>)| match made {
+            Some((made, connection)) => {
+                if let Some(connection) = connection {
+                    pool.put(connection, Instant::now());
+                }
+                stops.remove(&ticket);
+                done.push((ticket, made));
+                true
+            }
+            None => false,
+        };
         self.runtime.block_on(async {
             let sleep = tokio::time::sleep(timeout);
-            match watched {
-                Some(watched) => tokio::select! {
-                    _ = notify.notified() => {}
-                    ready = watched.readable() => {
-                        // libzmq's descriptor signals a change: the worker reads the
-                        // socket until it is empty before it waits again.
-                        if let Ok(mut guard) = ready {
+            tokio::pin!(sleep);
+            let signalled = async {
+                match watched {
+                    // libzmq's descriptor signals a change: the worker reads the
+                    // socket until it is empty before it waits again.
+                    Some(watched) => {
+                        if let Ok(mut guard) = watched.readable().await {
                             guard.clear_ready();
                         }
                     }
-                    _ = sleep => {}
-                },
-                None => tokio::select! {
-                    _ = notify.notified() => {}
-                    _ = sleep => {}
-                },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(signalled);
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(ended) = running.next(), if !running.is_empty() => {
+                        let mut answered = take(ended);
+                        // The others that are ready too, without waiting.
+                        while let Some(Some(ended)) = running.next().now_or_never() {
+                            answered |= take(ended);
+                        }
+                        if answered {
+                            break;
+                        }
+                    }
+                    _ = &mut signalled => break,
+                    _ = &mut sleep => break,
+                }
             }
         });
-        let mut finished = self
-            .finished
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (ticket, made) in finished.drain(..) {
-            self.running.remove(&ticket);
-            done.push((ticket, made));
+        if !self.pool.idle.is_empty() {
+            self.pool.expire(Instant::now());
         }
     }
 
@@ -220,13 +327,19 @@ impl<T: Send + 'static> Calls<T> {
         timeout: Duration,
         stop: S,
     ) -> Option<Called> {
-        let client = self.client.clone();
-        self.runtime.block_on(async {
+        let pooled = self.pool.take(Instant::now());
+        let backend = &self.backend;
+        let ended = self.runtime.block_on(async {
             tokio::select! {
-                called = exchange(client, request, limit, timeout) => Some(called),
+                ended = exchange(backend, pooled, request, limit, timeout) => Some(ended),
                 _ = stop => None,
             }
-        })
+        });
+        let (called, connection) = ended?;
+        if let Some(connection) = connection {
+            self.pool.put(connection, Instant::now());
+        }
+        Some(called)
     }
 }
 
@@ -240,19 +353,85 @@ pub(super) async fn until(every: Duration, interrupted: impl Fn() -> bool) {
     }
 }
 
-/// Makes the call and reads the whole answer, within `timeout` and `limit` bytes.
+/// A new connection to the backend, its task running on the current runtime.
+async fn connect(backend: &Backend) -> Result<Connection, CallError> {
+    let unreached = |e: &(dyn std::error::Error + 'static)| CallError::Unreached(with_causes(e));
+    let stream = tokio::net::TcpStream::connect((backend.host.as_str(), backend.port))
+        .await
+        .map_err(|e| CallError::Unreached(format!("tcp connect error: {e}")))?;
+    // A request's head and body go out in one write: no Nagle wait between answers.
+    stream.set_nodelay(true).map_err(|e| unreached(&e))?;
+    let (sender, connection) = http1::Builder::new()
+        .max_headers(MAX_ANSWER_FIELDS)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreached(&e))?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            log::debug!("a backend connection ended: {e}");
+        }
+    });
+    Ok(Connection {
+        sender,
+        task: task.abort_handle(),
+        idle_since: Instant::now(),
+    })
+}
+
+/// Makes the call and reads the whole answer, within `timeout` and `limit` bytes, on
+/// `pooled` or a new connection; gives back the connection when the exchange ended
+/// whole (dropped otherwise, which closes it).
 async fn exchange(
-    client: Client<HttpConnector, Full<Bytes>>,
+    backend: &Backend,
+    pooled: Option<Connection>,
     request: http::Request<Vec<u8>>,
     limit: u64,
     timeout: Duration,
-) -> Called {
-    let request = request.map(|body| Full::new(Bytes::from(body)));
+) -> (Called, Option<Connection>) {
+    let mut request = request.map(|body| Full::new(Bytes::from(body)));
+    // HTTP/1.1 sends the origin form, and the backend's authority in `Host` (RFC 9112
+    // §3.2), as hyper-util's client did.
+    if let Some(target) = request.uri().path_and_query().cloned() {
+        *request.uri_mut() = http::Uri::from(target);
+    }
+    request
+        .headers_mut()
+        .insert(http::header::HOST, backend.authority.clone());
     let called = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| CallError::Unreached(with_causes(&e)))?;
+        let mut leased = Leased(pooled);
+        let mut reused = leased.0.is_some();
+        let response = loop {
+            // A copy to send again if the kept-alive connection turns out closed after
+            // the request went out (RFC 9112 §9.3.1: idempotent methods only).
+            let copy = (reused && request.method().is_idempotent()).then(|| copy_of(&request));
+            let connection = match leased.0.as_mut() {
+                Some(connection) => connection,
+                None => leased.0.insert(connect(backend).await?),
+            };
+            match connection.sender.try_send_request(request).await {
+                Ok(response) => break response,
+                Err(mut e) => {
+                    // Unsent (the backend had closed the connection before a byte of
+                    // it went out), or sent on a connection closed before any answer.
+                    let again = e
+                        .take_message()
+                        .or_else(|| copy.filter(|_| e.error().is_incomplete_message()));
+                    match again.filter(|_| reused) {
+                        Some(again) => {
+                            log::debug!(
+                                "a kept-alive backend connection was closed; sending again"
+                            );
+                            request = again;
+                            reused = false;
+                            if let Some(closed) = leased.0.take() {
+                                closed.task.abort();
+                            }
+                        }
+                        None => return Err(CallError::Unreached(with_causes(e.error()))),
+                    }
+                }
+            }
+        };
         let (parts, body) = response.into_parts();
         let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
         let body = limited.collect().await.map_err(|e| {
@@ -264,11 +443,23 @@ async fn exchange(
                 CallError::Unreached(with_causes(e.as_ref()))
             }
         })?;
-        Ok(http::Response::from_parts(parts, body.to_bytes().to_vec()))
+        let answer = http::Response::from_parts(parts, body.to_bytes().to_vec());
+        Ok((answer, leased.give_back()))
     };
-    tokio::time::timeout(timeout, called)
-        .await
-        .unwrap_or(Err(CallError::Timeout))
+    match tokio::time::timeout(timeout, called).await {
+        Ok(Ok((answer, connection))) => (Ok(answer), connection),
+        Ok(Err(e)) => (Err(e), None),
+        Err(_) => (Err(CallError::Timeout), None),
+    }
+}
+
+/// A request like `request` (its body shares the bytes).
+fn copy_of(request: &http::Request<Full<Bytes>>) -> http::Request<Full<Bytes>> {
+    let mut copy = http::Request::new(request.body().clone());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }
 
 /// An error and its causes, joined by ": " ("client error (Connect): tcp connect
