@@ -463,9 +463,9 @@ impl Server {
     /// loopback's, the entries' (set when any entry is readable), the job service's
     /// doorbell's and the channels' (the inbox or the bus).
     ///
-    /// Asking a socket for its events processes its pending commands (a `poll(2)` and a
-    /// `read(2)` of its signaler when one was signalled; nothing in the kernel when none
-    /// was, with our libzmq's counted mailbox, see `vendor/zeromq-src/PATCHES.md`), so
+    /// Asking a socket for its events processes its pending commands (a `read(2)` of its
+    /// signaler when one was signalled; nothing in the kernel when none was, with our
+    /// libzmq's counted mailbox, see `vendor/zeromq-src/PATCHES.md`), so
     /// the sockets are asked only where their descriptor cannot tell: those the loop also sends on are asked every time (a send may take
     /// in the command that made one readable, leaving its descriptor quiet), the others
     /// only when their descriptor says a command came. A socket only read, and always

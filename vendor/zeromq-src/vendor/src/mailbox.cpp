@@ -82,24 +82,45 @@ int zmq::mailbox_t::recv (command_t *cmd_, int timeout_)
     }
 
     //  prime_server patch: without a wait, no signal counted means none was
-    //  sent, and the mailbox is empty without a poll(2) of the signaler.
+    //  sent, and the mailbox is empty without asking the kernel.
     if (timeout_ == 0 && _signals.get () == 0) {
         errno = EAGAIN;
         return -1;
     }
 
-    //  Wait for signal from the command sender.
-    int rc = _signaler.wait (timeout_);
-    if (rc == -1) {
-        errno_assert (errno == EAGAIN || errno == EINTR);
-        return -1;
-    }
+    //  prime_server patch: the signaler's descriptors are non-blocking, so
+    //  when the caller does not want to wait (timeout 0: the I/O threads and
+    //  the reaper on every wake-up, sockets between messages) the read alone
+    //  tells whether a signal is there: EAGAIN if not, as the wait would
+    //  have said (a signal counted whose write has not landed yet). That
+    //  saves the poll of the same descriptor before each read. Nothing else
+    //  changes: a signal read means a command was written while this mailbox
+    //  was passive, so the read below finds it. (After a fork the wait
+    //  reports EINTR instead of reading the parent's descriptor, so that
+    //  build keeps the wait.)
+#ifndef HAVE_FORK
+    if (timeout_ == 0) {
+        const int rc = _signaler.recv_failable ();
+        if (rc == -1) {
+            errno_assert (errno == EAGAIN);
+            return -1;
+        }
+    } else
+#endif
+    {
+        //  Wait for signal from the command sender.
+        int rc = _signaler.wait (timeout_);
+        if (rc == -1) {
+            errno_assert (errno == EAGAIN || errno == EINTR);
+            return -1;
+        }
 
-    //  Receive the signal.
-    rc = _signaler.recv_failable ();
-    if (rc == -1) {
-        errno_assert (errno == EAGAIN);
-        return -1;
+        //  Receive the signal.
+        rc = _signaler.recv_failable ();
+        if (rc == -1) {
+            errno_assert (errno == EAGAIN);
+            return -1;
+        }
     }
     _signals.sub (1);
 

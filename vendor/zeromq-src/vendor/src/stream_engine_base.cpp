@@ -118,6 +118,8 @@ zmq::stream_engine_base_t::stream_engine_base_t (
     _metadata (NULL),
     _input_stopped (false),
     _output_stopped (false),
+    _pollout (false),
+    _session_drained (false),
     _endpoint_uri_pair (endpoint_uri_pair_),
     _has_handshake_timer (false),
     _has_ttl_timer (false),
@@ -355,6 +357,9 @@ void zmq::stream_engine_base_t::out_event ()
 {
     zmq_assert (!_io_error);
 
+    //  prime_server patch: whether this call found the session's pipe empty.
+    bool session_drained = false;
+
     //  If write buffer is empty, try to read new data from the encoder.
     if (!_outsize) {
         //  Even when we stop polling as soon as there is no
@@ -367,6 +372,7 @@ void zmq::stream_engine_base_t::out_event ()
 
         _outpos = NULL;
         _outsize = _encoder->encode (&_outpos, 0);
+        _session_drained = false;
 
         while (_outsize < static_cast<size_t> (_options.out_batch_size)) {
             if ((this->*_next_msg) (&_tx_msg) == -1) {
@@ -386,6 +392,7 @@ void zmq::stream_engine_base_t::out_event ()
                 _outpos = bufptr;
             _outsize += n;
         }
+        session_drained = _session_drained;
 
         //  If there is no data to send, stop polling for output.
         if (_outsize == 0) {
@@ -430,9 +437,31 @@ void zmq::stream_engine_base_t::out_event ()
 
     //  If we are still handshaking and there are no data
     //  to send, stop polling for output.
-    if (unlikely (_handshaking))
+    if (unlikely (_handshaking)) {
         if (_outsize == 0)
             reset_pollout ();
+        //  prime_server patch: restart_output no longer turns POLLOUT on
+        //  before its speculative write; poll for the rest.
+        else
+            set_pollout ();
+        return;
+    }
+
+    //  prime_server patch: poll for output only while there is more to send.
+    //  What is left in the buffer (a partial write, EAGAIN) waits for
+    //  POLLOUT. When everything went and this call's last pull found the
+    //  session's pipe empty, output stops here: the pipe is inactive, no pull
+    //  succeeds until a message arrives, and then the session calls
+    //  restart_output. That is the state the next out_event would have
+    //  found, without the epoll_wait return that only finds nothing to send.
+    //  Otherwise (a batch full to out_batch_size, the rest of an earlier
+    //  batch, or _next_msg stopped for another reason, as a WebSocket close
+    //  that acts on the next call) keep polling, as before.
+    if (_outsize == 0 && session_drained) {
+        _output_stopped = true;
+        reset_pollout ();
+    } else
+        set_pollout ();
 }
 
 void zmq::stream_engine_base_t::restart_output ()
@@ -441,7 +470,13 @@ void zmq::stream_engine_base_t::restart_output ()
         return;
 
     if (likely (_output_stopped)) {
-        set_pollout ();
+        //  prime_server patch: POLLOUT is turned on by out_event below, and
+        //  only if it leaves something to send; stock libzmq turned it on
+        //  here, so a write burst that went at once cost two epoll_ctl and an
+        //  epoll_wait return that found nothing. While handshaking it is
+        //  turned on here as before.
+        if (unlikely (_handshaking))
+            set_pollout ();
         _output_stopped = false;
     }
 
@@ -663,8 +698,11 @@ int zmq::stream_engine_base_t::pull_and_encode (msg_t *msg_)
 {
     zmq_assert (_mechanism != NULL);
 
-    if (_session->pull_msg (msg_) == -1)
+    if (_session->pull_msg (msg_) == -1) {
+        //  prime_server patch: see out_event.
+        _session_drained = true;
         return -1;
+    }
     if (_mechanism->encode (msg_) == -1)
         return -1;
     return 0;
@@ -711,7 +749,11 @@ int zmq::stream_engine_base_t::push_one_then_decode_and_push (msg_t *msg_)
 
 int zmq::stream_engine_base_t::pull_msg_from_session (msg_t *msg_)
 {
-    return _session->pull_msg (msg_);
+    const int rc = _session->pull_msg (msg_);
+    //  prime_server patch: see out_event.
+    if (rc == -1)
+        _session_drained = true;
+    return rc;
 }
 
 int zmq::stream_engine_base_t::push_msg_to_session (msg_t *msg_)

@@ -132,8 +132,23 @@ class stream_engine_base_t : public io_object_t, public i_engine
     virtual int read (void *data, size_t size_);
     virtual int write (const void *data_, size_t size_);
 
-    void reset_pollout () { io_object_t::reset_pollout (_handle); }
-    void set_pollout () { io_object_t::set_pollout (_handle); }
+    //  prime_server patch: the engine remembers whether it polls for output,
+    //  so that asking for the state it is already in costs no system call
+    //  (an epoll_ctl each).
+    void reset_pollout ()
+    {
+        if (_pollout) {
+            _pollout = false;
+            io_object_t::reset_pollout (_handle);
+        }
+    }
+    void set_pollout ()
+    {
+        if (!_pollout) {
+            _pollout = true;
+            io_object_t::set_pollout (_handle);
+        }
+    }
     void set_pollin () { io_object_t::set_pollin (_handle); }
     session_base_t *session () { return _session; }
     socket_base_t *socket () { return _socket; }
@@ -161,6 +176,14 @@ class stream_engine_base_t : public io_object_t, public i_engine
 
     //  True iff the engine doesn't have any message to encode.
     bool _output_stopped;
+
+    //  prime_server patch: true iff the poller is asked for POLLOUT on _s.
+    bool _pollout;
+
+    //  prime_server patch: set when a pull from the session found its pipe
+    //  empty (so the session calls restart_output when a message arrives);
+    //  out_event clears it before it pulls.
+    bool _session_drained;
 
     //  Representation of the connected endpoints.
     const endpoint_uri_pair_t _endpoint_uri_pair;
