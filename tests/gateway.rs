@@ -420,6 +420,16 @@ fn method_path_query_body_and_end_to_end_headers_are_forwarded_hop_by_hop_ones_d
     assert_eq!(seen[1].header("X-Request-Id"), Some("r-1"));
 }
 
+/// Sends `GET target` on `client` and checks that the backend's answer came back.
+fn get_answered(client: &mut Client, target: &str) {
+    client
+        .send_raw(&raw("GET", target, &[], b""))
+        .expect("send");
+    let response = client.read_response(READ).expect("a response");
+    assert_eq!(response.status, 201, "{target}: {response:?}");
+    assert_eq!(response.body, format!("backend saw GET {target}"));
+}
+
 #[test]
 fn calls_one_after_another_reuse_one_kept_alive_backend_connection() {
     let backend = Backend::start(Mode::Answer);
@@ -427,13 +437,7 @@ fn calls_one_after_another_reuse_one_kept_alive_backend_connection() {
     let _gateway = start_gatewayd("gw-pool", port, &backend.url(), &[]);
     let mut client = Client::connect(port).expect("connect");
     for n in 0..10 {
-        let target = format!("/pooled/{n}");
-        client
-            .send_raw(&raw("GET", &target, &[], b""))
-            .expect("send");
-        let response = client.read_response(READ).expect("a response");
-        assert_eq!(response.status, 201, "{response:?}");
-        assert_eq!(response.body, format!("backend saw GET {target}"));
+        get_answered(&mut client, &format!("/pooled/{n}"));
     }
     assert_eq!(backend.wait_seen(10).len(), 10);
     assert_eq!(backend.shared.accepted.load(Ordering::Relaxed), 1);
@@ -446,13 +450,7 @@ fn a_kept_alive_connection_the_backend_closed_is_never_a_502() {
     let _gateway = start_gatewayd("gw-closed", port, &backend.url(), &[]);
     let mut client = Client::connect(port).expect("connect");
     for n in 0..10 {
-        let target = format!("/closing/{n}");
-        client
-            .send_raw(&raw("GET", &target, &[], b""))
-            .expect("send");
-        let response = client.read_response(READ).expect("a response");
-        assert_eq!(response.status, 201, "request {n}: {response:?}");
-        assert_eq!(response.body, format!("backend saw GET {target}"));
+        get_answered(&mut client, &format!("/closing/{n}"));
         // The backend's close has happened before the next request is sent.
         let ended = poll_until(WAIT, || {
             (backend.shared.ended.load(Ordering::Relaxed) > n).then_some(())
