@@ -178,7 +178,13 @@ impl Service {
         self.publish_event(record, "state", &answers::state_event_json(record));
         match s.wait.filter(|w| !w.is_zero()) {
             Some(wait) => self.add_waiter(record, s.reply, WaitFor::Answer, wait),
-            None => self.reply(s.reply, &answers::accepted(record, &self.config.path)),
+            // A 202 tells of no job's end: it need not wait for the scrub.
+            None => self.early.push(Event::Reply {
+                to: s.reply,
+                bytes: s
+                    .reply
+                    .render(&answers::accepted(record, &self.config.path)),
+            }),
         }
         Ok(())
     }
@@ -469,7 +475,7 @@ impl Service {
             self.counts.queued = self.counts.queued.saturating_sub(1);
             self.counts.running += 1;
             self.running.insert(number);
-            self.outbox.push(Event::Dispatch {
+            self.early.push(Event::Dispatch {
                 number,
                 head,
                 body,

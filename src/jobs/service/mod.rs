@@ -184,6 +184,7 @@ impl JobsHandle {
         let requeued = store.requeue_running(now)?;
         store.expire(now, ttl_ms(&config))?;
         store.commit()?;
+        store.scrub();
         let caller_secret = store.caller_secret()?;
         let queue: VecDeque<(u64, i64)> = store.queued()?.into();
         let next_scheduled = store.next_not_before()?;
@@ -225,6 +226,7 @@ impl JobsHandle {
             deadlines: BinaryHeap::new(),
             next_waiter: 0,
             outbox: Vec::new(),
+            early: Vec::new(),
             submitted: Vec::new(),
             failed_write: None,
             notify: HashMap::new(),
@@ -398,8 +400,12 @@ struct Service {
     /// When each long-poll ends: (when, job number, waiter id).
     deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     next_waiter: u64,
-    /// Events of the batch under way, sent once it is committed.
+    /// Events of the batch under way, sent once it is committed and the store has
+    /// scrubbed what it removed (see [`JobStore::scrub`]).
     outbox: Vec<Event>,
+    /// Events of the batch under way that tell of no job's end (`202`s of submits,
+    /// dispatches): sent once it is committed, before the scrub.
+    early: Vec<Event>,
     /// Submits of the batch under way, stored together (see `store_submits`).
     submitted: Vec<lifecycle::Submitted>,
     /// Why a write of the batch under way that must not be kept half-done failed (a
@@ -695,7 +701,7 @@ impl Service {
             if self.warnings.commit_failed.allow() {
                 log::error!(
                     "jobs: a commit failed, its {} answers are refused: {e}",
-                    self.outbox.len()
+                    self.outbox.len() + self.early.len()
                 );
             }
             self.store.rollback();
@@ -717,11 +723,28 @@ impl Service {
         };
     }
 
+    /// Hands events to the front end and rings its doorbell; false once the front end
+    /// is gone.
+    fn send_events(&mut self, events: &mut Vec<Event>) -> bool {
+        if events.is_empty() {
+            return true;
+        }
+        for event in events.drain(..) {
+            if self.events.send(event).is_err() {
+                return false;
+            }
+        }
+        // A full doorbell is already rung.
+        let _ = self.doorbell.send(zmq::Message::new(), zmq::DONTWAIT);
+        true
+    }
+
     /// After a failed commit: every answer of the batch becomes a 503, nothing is
     /// dispatched, and the queue and counts are read again from the store (the runs the
     /// batch ended are settled later, see `settle`).
     fn refuse_batch(&mut self, why: &str) {
-        let outbox = std::mem::take(&mut self.outbox);
+        let mut outbox = std::mem::take(&mut self.early);
+        outbox.append(&mut self.outbox);
         for event in outbox {
             match event {
                 Event::Reply { to, .. } | Event::Hold { to, .. } => {
@@ -753,16 +776,25 @@ impl Service {
         self.reread_schedule();
     }
 
+    /// Sends the committed batch's events: first those that tell of no job's end
+    /// (`202`s, dispatches), so that they do not wait for the store's scrub, then,
+    /// once the store has taken what the commit removed off its disk, the others. No
+    /// client hears of a job's end before its request is gone from the disk.
     fn flush(&mut self) {
-        let had_events = !self.outbox.is_empty();
-        for event in self.outbox.drain(..) {
-            if self.events.send(event).is_err() {
-                return;
-            }
+        let mut early = std::mem::take(&mut self.early);
+        let sent = self.send_events(&mut early);
+        self.early = early;
+        if !sent {
+            return;
         }
-        if had_events {
-            // A full doorbell is already rung.
-            let _ = self.doorbell.send(zmq::Message::new(), zmq::DONTWAIT);
+        self.store.scrub();
+        // After a failed commit these were answered already (see `batch_unsettled`).
+        self.admin_flush(true);
+        let mut late = std::mem::take(&mut self.outbox);
+        let sent = self.send_events(&mut late);
+        self.outbox = late;
+        if !sent {
+            return;
         }
         if let Ok(mut stats) = self.stats.lock() {
             *stats = JobStats {

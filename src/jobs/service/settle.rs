@@ -72,7 +72,8 @@ impl Service {
 
     /// The batch's commit went through: what it applied is settled.
     pub(super) fn batch_settled(&mut self) {
-        self.admin_flush(true);
+        // The admin answers leave with the batch's other answers, after the scrub (see
+        // `flush`).
         self.unsettled.answered.clear();
         self.unsettled.settling.clear();
     }

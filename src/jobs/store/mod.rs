@@ -458,6 +458,14 @@ pub trait JobStore: Send {
     fn commit(&mut self) -> Result<(), StoreError>;
     /// Drops the group (after a failed commit).
     fn rollback(&mut self);
+    /// After a commit that removed stored requests (a job's end, a cancel, an
+    /// expiry), takes the copies a store keeps of the removed rows off its disk: SQLite
+    /// checkpoints its write-ahead log into the database, where `secure_delete` has
+    /// zeroed them, and truncates the log. Nothing for a store that keeps no such copy
+    /// (the default). The job service calls it after each commit, once the commit's
+    /// answers that tell of no job's end have left (`202`s and dispatches), and before
+    /// any other answer (a job's end, a status read) leaves.
+    fn scrub(&mut self) {}
     /// Why the store's last write to its disk failed (a commit; a disk that is full),
     /// until a later commit that wrote something succeeds; `None` while writes go
     /// through. The self-test reports it: reads alone cannot tell a full disk.

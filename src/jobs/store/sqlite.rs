@@ -70,7 +70,7 @@ pub struct SqliteStore {
     /// as long as the store is open.
     _owner: std::fs::File,
     /// Whether a commit under way removes a stored request (its credentials): then the
-    /// write-ahead log is checkpointed and emptied after it (see `scrub`).
+    /// write-ahead log is checkpointed and emptied after it (see `empty_log`).
     scrub: bool,
     /// Why the last write failed, until a commit that wrote something succeeds.
     write_error: Option<String>,
@@ -141,7 +141,7 @@ impl SqliteStore {
         // What a previous process left in the log (requests of jobs that ended since
         // the last checkpoint) goes now.
         store.scrub = true;
-        store.scrub();
+        store.empty_log();
         Ok(store)
     }
 
@@ -222,7 +222,7 @@ impl SqliteStore {
     /// (where `secure_delete` has zeroed them) and truncates the log to nothing, so the
     /// old frames that held them are gone from the disk. A checkpoint that cannot
     /// finish now (SQLite busy) is tried again after the next commit.
-    fn scrub(&mut self) {
+    fn empty_log(&mut self) {
         if !self.scrub {
             return;
         }
@@ -489,8 +489,11 @@ impl JobStore for SqliteStore {
         if self.db.total_changes() != self.changes_at_begin {
             self.write_error = None;
         }
-        self.scrub();
         Ok(())
+    }
+
+    fn scrub(&mut self) {
+        self.empty_log();
     }
 
     fn last_write_error(&self) -> Option<String> {
