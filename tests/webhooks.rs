@@ -44,6 +44,9 @@ enum Reply {
     Silent,
 }
 
+/// A question the receiver asks when a delivery has arrived, before it answers.
+type Probe = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// A request the receiver took.
 #[derive(Clone, Debug)]
 struct Received {
@@ -52,6 +55,8 @@ struct Received {
     /// Header fields, names lowercased.
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// The receiver's probe's answer at the moment the request had arrived.
+    probed: Option<bool>,
 }
 
 impl Received {
@@ -75,6 +80,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(bind: &str, script: Vec<Reply>) -> std::io::Result<Receiver> {
+        Receiver::probing(bind, script, None)
+    }
+
+    /// A receiver that asks `probe` as each delivery arrives.
+    fn probing(bind: &str, script: Vec<Reply>, probe: Option<Probe>) -> std::io::Result<Receiver> {
         let listener = TcpListener::bind(bind)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -97,7 +107,7 @@ impl Receiver {
                     };
                     let n = connections.fetch_add(1, Ordering::Relaxed);
                     let reply = script[n.min(script.len() - 1)];
-                    if let Some(request) = serve(&stream, reply) {
+                    if let Some(request) = serve(&stream, reply, probe.as_ref()) {
                         received.lock().unwrap().push(request);
                     }
                     held.push(stream);
@@ -139,7 +149,7 @@ impl Drop for Receiver {
 }
 
 /// Reads one request from `stream` and answers it as `reply` says.
-fn serve(mut stream: &TcpStream, reply: Reply) -> Option<Received> {
+fn serve(mut stream: &TcpStream, reply: Reply, probe: Option<&Probe>) -> Option<Received> {
     stream.set_nonblocking(false).ok()?;
     stream.set_read_timeout(Some(WAIT)).ok()?;
     let mut bytes = Vec::new();
@@ -173,6 +183,7 @@ fn serve(mut stream: &TcpStream, reply: Reply) -> Option<Received> {
         bytes.extend_from_slice(&buf[..n]);
     }
     let body = bytes[head_end..head_end + length].to_vec();
+    let probed = probe.map(|probe| probe());
     let answer = match reply {
         Reply::Status(status) => {
             format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
@@ -189,6 +200,7 @@ fn serve(mut stream: &TcpStream, reply: Reply) -> Option<Received> {
         line,
         headers,
         body,
+        probed,
     })
 }
 
@@ -528,6 +540,65 @@ fn a_pending_delivery_is_made_after_a_restart() {
     assert_eq!(receiver.received().len(), 2);
 }
 
+/// Whether any file of the SQLite store at `db` holds `needle`.
+fn on_disk(db: &Path, needle: &str) -> bool {
+    ["", "-wal", "-shm"].iter().any(|suffix| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        std::fs::read(PathBuf::from(name))
+            .is_ok_and(|bytes| common::find(&bytes, needle.as_bytes()).is_some())
+    })
+}
+
+#[test]
+fn a_webhook_leaves_after_its_jobs_credentials_left_the_disk() {
+    if !netns::isolated("a_webhook_leaves_after_its_jobs_credentials_left_the_disk") {
+        return;
+    }
+    // A webhook tells of a job's end as a status read does, so it must leave only after
+    // the commit that stored the end and the scrub that took the request (with its
+    // credentials) off every file of the store. The receiver looks at the files the
+    // moment each delivery arrives, before it answers.
+    let dir = scratch_dir("scrubbed-first");
+    let db = dir.join("jobs.sqlite");
+    let current = Arc::new(Mutex::new(String::new()));
+    let probe: Probe = {
+        let (db, current) = (db.clone(), current.clone());
+        Arc::new(move || on_disk(&db, &current.lock().unwrap()))
+    };
+    let receiver = Receiver::probing("127.0.0.1:0", vec![Reply::Status(204)], Some(probe))
+        .expect("a receiver");
+    // Not the echo stage: its answer repeats the request's fields, credentials included.
+    let server = TestServer::primes(server_config(&db, Some(webhook_config(true))));
+    let mut client = server.connect();
+    const JOBS: usize = 8;
+    for n in 0..JOBS {
+        let token = format!("tok{:x}n{n}secret", std::process::id());
+        *current.lock().unwrap() = token.clone();
+        client.send(format!(
+            "GET /is_prime?possible_prime={} HTTP/1.1\r\nHost: test\r\n\
+             Prefer: respond-async\r\nAuthorization: Bearer {token}\r\n\
+             Callback-URL: {}\r\n\r\n",
+            2 * n + 3,
+            receiver.url()
+        ));
+        let location = accepted_location(&client.read_response());
+        let document = wait_for_webhook(&mut client, &location, "delivered");
+        assert_eq!(document["state"], "succeeded", "{document}");
+        let received = receiver.received();
+        assert_eq!(received.len(), n + 1, "one delivery per job");
+        assert_eq!(
+            received[n].probed,
+            Some(false),
+            "job {n}: the webhook arrived while its request's credentials were still on disk"
+        );
+        assert!(
+            !on_disk(&db, &token),
+            "job {n}: the credentials stayed on disk"
+        );
+    }
+}
+
 #[test]
 fn a_cancelled_job_is_delivered_as_cancelled() {
     if !netns::isolated("a_cancelled_job_is_delivered_as_cancelled") {
@@ -797,7 +868,7 @@ impl SlowReceiver {
                     most.fetch_max(now, Ordering::SeqCst);
                     let (holding, answered) = (holding.clone(), answered.clone());
                     handlers.push(std::thread::spawn(move || {
-                        let read = serve(&stream, Reply::Silent);
+                        let read = serve(&stream, Reply::Silent, None);
                         std::thread::sleep(hold);
                         holding.fetch_sub(1, Ordering::SeqCst);
                         if read.is_some() {

@@ -492,6 +492,11 @@ impl Service {
             self.dispatch();
             self.commit();
             self.flush();
+            // A webhook tells of a job's end, so it leaves as the answers that tell of
+            // one do: after the commit that stored the end and the scrub that took the
+            // request off the disk (a delivery made due in this batch is sent here, not
+            // by `on_timers`, which runs before the commit).
+            self.webhooks_due(Instant::now());
         }
         log::debug!("jobs: the job store's thread stops");
     }
@@ -670,7 +675,6 @@ impl Service {
             self.expire();
         }
         self.on_lease(now);
-        self.webhooks_due(now);
     }
 
     fn expire(&mut self) {

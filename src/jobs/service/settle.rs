@@ -7,6 +7,7 @@
 
 use super::{RunAnswer, Service};
 use crate::jobs::store::{JobState, StoreError};
+use crate::jobs::tag::job_tag;
 use crate::pipeline::loopback::{Failure, FailureKind};
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,7 @@ impl Service {
         }
         log::warn!(
             "jobs: job {} was left running by a failed commit; settling it",
-            record.id
+            job_tag(record.id.as_bytes())
         );
         let failure = Failure::new(FailureKind::QueueFull, LOST);
         if record.attempts < self.config.max_attempts {
