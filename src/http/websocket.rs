@@ -288,7 +288,7 @@ impl MessageDecoder {
                 if header.is_final {
                     // A message of one frame stays where it is: the caller copies it
                     // once, into the request's frame.
-                    if kind == MessageKind::Text && std::str::from_utf8(payload).is_err() {
+                    if kind == MessageKind::Text && !is_utf8(payload) {
                         return Err(WsFailure {
                             code: close_code::INVALID_PAYLOAD,
                             reason: "text that is not UTF-8",
@@ -307,6 +307,12 @@ impl MessageDecoder {
             }
         }
     }
+}
+
+/// Whether `bytes` are UTF-8: ASCII first, a word at a time (most messages are), then
+/// the full check.
+pub fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
 /// Checks the text received so far: a bad sequence fails at once; an incomplete one at
