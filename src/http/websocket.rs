@@ -528,6 +528,46 @@ mod tests {
     }
 
     #[test]
+    fn messages_of_one_frame_are_lent_and_fragmented_ones_joined() {
+        // Three messages in one read: each of one frame is lent from the buffer, in
+        // order, until the decoder is asked again.
+        let mut bytes = client(0x81, b"7");
+        bytes.extend(client(0x82, &[0, 255]));
+        bytes.extend(client(0x01, b"a"));
+        bytes.extend(client(0x80, b"b"));
+        bytes.extend(client(0x81, "\u{e9}t\u{e9}".as_bytes()));
+        let mut decoder = MessageDecoder::new(100);
+        decoder.feed(&bytes);
+        let mut got = Vec::new();
+        while let Some(event) = decoder.next_event().unwrap() {
+            if let WsEvent::Message(_, payload) = &event {
+                got.push(matches!(payload, Cow::Borrowed(_)));
+            }
+            assert!(matches!(event, WsEvent::Message(..)));
+        }
+        assert_eq!(
+            got,
+            [true, true, false, true],
+            "only the fragmented one is joined"
+        );
+        let all = events(&bytes, 100).unwrap();
+        let text = |t: &str| WsEvent::Message(MessageKind::Text, t.as_bytes().to_vec().into());
+        assert_eq!(
+            all,
+            [
+                text("7"),
+                WsEvent::Message(MessageKind::Binary, vec![0, 255].into()),
+                text("ab"),
+                text("\u{e9}t\u{e9}"),
+            ]
+        );
+        // A frame header says 1 byte of text, and the byte is not UTF-8: 1007 at once.
+        let mut decoder = MessageDecoder::new(100);
+        decoder.feed(&client(0x81, &[0xc3]));
+        assert_eq!(decoder.next_event().unwrap_err().code, 1007);
+    }
+
+    #[test]
     fn fails_with_the_code_rfc_6455_gives() {
         let code = |bytes: Vec<u8>| events(&bytes, 100).unwrap_err().code;
         assert_eq!(code(client(0xc1, b"x")), 1002, "rsv1");
