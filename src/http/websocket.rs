@@ -13,7 +13,9 @@
 //! fragmented or long control frame, a continuation out of place, a bad close code)
 //! ends the connection with 1002. Extensions (permessage-deflate) are not negotiated.
 
+use std::borrow::Cow;
 use std::io::Cursor;
+use std::ops::Range;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
@@ -52,15 +54,38 @@ pub enum MessageKind {
 
 /// What the decoder found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum WsEvent {
-    /// A whole data message, its fragments joined.
-    Message(MessageKind, Vec<u8>),
+pub enum WsEvent<'a> {
+    /// A whole data message: a message of one frame borrowed from the decoder's buffer
+    /// (valid until the decoder is fed or asked again), the fragments of a fragmented
+    /// one joined.
+    Message(MessageKind, Cow<'a, [u8]>),
     /// A ping, with its payload (to be answered by a pong with the same).
     Ping(Vec<u8>),
     /// A pong.
     Pong,
     /// The client's Close: its status code and reason, if it gave them.
     Close(Option<(u16, String)>),
+}
+
+impl WsEvent<'_> {
+    /// The event with its own copy of a borrowed payload.
+    pub fn into_owned(self) -> WsEvent<'static> {
+        match self {
+            WsEvent::Message(kind, payload) => {
+                WsEvent::Message(kind, Cow::Owned(payload.into_owned()))
+            }
+            WsEvent::Ping(payload) => WsEvent::Ping(payload),
+            WsEvent::Pong => WsEvent::Pong,
+            WsEvent::Close(status) => WsEvent::Close(status),
+        }
+    }
+}
+
+/// What one frame completed: an event of its own, or a message of one frame, still
+/// in the buffer at this range (lent out by [`MessageDecoder::next_event`]).
+enum Found {
+    Event(WsEvent<'static>),
+    Whole(MessageKind, Range<usize>),
 }
 
 /// Why the connection must be failed (RFC 6455 §7.1.7): the Close code to send, and a
@@ -145,14 +170,15 @@ impl MessageDecoder {
     }
 
     /// The next event, `Ok(None)` when more bytes are needed. After an error the
-    /// connection is failed: every later call returns `Ok(None)`.
-    pub fn next_event(&mut self) -> Result<Option<WsEvent>, WsFailure> {
+    /// connection is failed: every later call returns `Ok(None)`. A message of one
+    /// frame (the usual kind) is lent from the input buffer, not copied.
+    pub fn next_event(&mut self) -> Result<Option<WsEvent<'_>>, WsFailure> {
         if self.failed {
             return Ok(None);
         }
-        loop {
+        let found = loop {
             match self.next_frame() {
-                Ok(Some(Some(event))) => return Ok(Some(event)),
+                Ok(Some(Some(found))) => break found,
                 Ok(Some(None)) => continue,
                 Ok(None) => {
                     self.compact();
@@ -165,7 +191,11 @@ impl MessageDecoder {
                     return Err(failure);
                 }
             }
-        }
+        };
+        Ok(Some(match found {
+            Found::Event(event) => event,
+            Found::Whole(kind, range) => WsEvent::Message(kind, Cow::Borrowed(&self.buf[range])),
+        }))
     }
 
     /// Gives back the consumed input's room once most of the buffer is consumed.
@@ -184,7 +214,7 @@ impl MessageDecoder {
 
     /// One frame: `None` when incomplete, `Some(None)` for a fragment that completes
     /// nothing yet.
-    fn next_frame(&mut self) -> Result<Option<Option<WsEvent>>, WsFailure> {
+    fn next_frame(&mut self) -> Result<Option<Option<Found>>, WsFailure> {
         let mut cursor = Cursor::new(&self.buf[self.start..]);
         let (header, length) = match FrameHeader::parse(&mut cursor) {
             Ok(Some(parsed)) => parsed,
@@ -221,10 +251,11 @@ impl MessageDecoder {
         unmask(payload, mask);
         self.start = from + length;
         let payload = &self.buf[from..from + length];
+        let event = |event| Ok(Some(Some(Found::Event(event))));
         match header.opcode {
-            OpCode::Control(Control::Ping) => Ok(Some(Some(WsEvent::Ping(payload.to_vec())))),
-            OpCode::Control(Control::Pong) => Ok(Some(Some(WsEvent::Pong))),
-            OpCode::Control(Control::Close) => close_event(payload).map(|e| Some(Some(e))),
+            OpCode::Control(Control::Ping) => event(WsEvent::Ping(payload.to_vec())),
+            OpCode::Control(Control::Pong) => event(WsEvent::Pong),
+            OpCode::Control(Control::Close) => close_event(payload).and_then(event),
             OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_)) => {
                 Err(WsFailure::protocol("a reserved opcode"))
             }
@@ -238,7 +269,7 @@ impl MessageDecoder {
                     let done = self
                         .partial
                         .take()
-                        .map(|p| WsEvent::Message(p.kind, p.data));
+                        .map(|p| Found::Event(WsEvent::Message(p.kind, Cow::Owned(p.data))));
                     return Ok(Some(done));
                 }
                 Ok(Some(None))
@@ -254,20 +285,34 @@ impl MessageDecoder {
                 } else {
                     MessageKind::Binary
                 };
+                if header.is_final {
+                    // A message of one frame stays where it is: the caller copies it
+                    // once, into the request's frame.
+                    if kind == MessageKind::Text && !is_utf8(payload) {
+                        return Err(WsFailure {
+                            code: close_code::INVALID_PAYLOAD,
+                            reason: "text that is not UTF-8",
+                        });
+                    }
+                    return Ok(Some(Some(Found::Whole(kind, from..from + length))));
+                }
                 let mut partial = Partial {
                     kind,
                     data: payload.to_vec(),
                     valid_up_to: 0,
                 };
-                check_utf8(&mut partial, header.is_final)?;
-                if header.is_final {
-                    return Ok(Some(Some(WsEvent::Message(kind, partial.data))));
-                }
+                check_utf8(&mut partial, false)?;
                 self.partial = Some(partial);
                 Ok(Some(None))
             }
         }
     }
+}
+
+/// Whether `bytes` are UTF-8: ASCII first, a word at a time (most messages are), then
+/// the full check.
+pub fn is_utf8(bytes: &[u8]) -> bool {
+    bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()
 }
 
 /// Checks the text received so far: a bad sequence fails at once; an incomplete one at
@@ -289,7 +334,7 @@ fn check_utf8(partial: &mut Partial, last: bool) -> Result<(), WsFailure> {
 }
 
 /// A Close frame's payload (RFC 6455 §5.5.1): empty, or a valid code and UTF-8 reason.
-fn close_event(payload: &[u8]) -> Result<WsEvent, WsFailure> {
+fn close_event(payload: &[u8]) -> Result<WsEvent<'static>, WsFailure> {
     match payload {
         [] => Ok(WsEvent::Close(None)),
         [_] => Err(WsFailure::protocol("a close frame of one byte")),
@@ -319,9 +364,20 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// A server frame (never masked, RFC 6455 §5.1): `opcode` 0x1 text, 0x2 binary, 0x8
-/// close, 0x9 ping, 0xA pong; final, no reserved bit.
-pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+/// The longest header of a server frame, in bytes (RFC 6455 §5.2: 2, then 8 for a
+/// 64-bit length, and no masking key).
+pub const MAX_SERVER_HEADER: usize = 10;
+
+/// The header of a server frame (never masked, RFC 6455 §5.1) of `payload_len` bytes:
+/// `opcode` 0x1 text, 0x2 binary, 0x8 close, 0x9 ping, 0xA pong; final, no reserved
+/// bit. Returns the bytes and how many of them are the header (2, 4 or 10).
+///
+/// ```
+/// use prime_server::http::websocket::frame_header;
+/// let (bytes, len) = frame_header(0x1, 300);
+/// assert_eq!(&bytes[..len], [0x81, 126, 1, 44]);
+/// ```
+pub fn frame_header(opcode: u8, payload_len: usize) -> ([u8; MAX_SERVER_HEADER], usize) {
     let header = FrameHeader {
         is_final: true,
         rsv1: false,
@@ -330,22 +386,35 @@ pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
         opcode: OpCode::from(opcode),
         mask: None,
     };
-    let mut out = Vec::with_capacity(header.len(payload.len() as u64) + payload.len());
-    // Writing to a Vec cannot fail.
-    let _ = header.format(payload.len() as u64, &mut out);
+    let mut bytes = [0; MAX_SERVER_HEADER];
+    let mut out = &mut bytes[..];
+    // An unmasked header fits in MAX_SERVER_HEADER bytes, so this cannot fail.
+    let _ = header.format(payload_len as u64, &mut out);
+    let len = MAX_SERVER_HEADER - out.len();
+    (bytes, len)
+}
+
+/// A server frame (never masked, RFC 6455 §5.1): `opcode` 0x1 text, 0x2 binary, 0x8
+/// close, 0x9 ping, 0xA pong; final, no reserved bit.
+pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let (header, len) = frame_header(opcode, payload.len());
+    let mut out = Vec::with_capacity(len + payload.len());
+    out.extend_from_slice(&header[..len]);
     out.extend_from_slice(payload);
     out
 }
 
+/// The opcode of a data message's frame: 0x1 text, 0x2 binary.
+pub fn message_opcode(kind: MessageKind) -> u8 {
+    match kind {
+        MessageKind::Text => 0x1,
+        MessageKind::Binary => 0x2,
+    }
+}
+
 /// A data message as a server frame.
 pub fn message_frame(kind: MessageKind, payload: &[u8]) -> Vec<u8> {
-    frame(
-        match kind {
-            MessageKind::Text => 0x1,
-            MessageKind::Binary => 0x2,
-        },
-        payload,
-    )
+    frame(message_opcode(kind), payload)
 }
 
 /// A Close frame with a status code and a reason (cut to fit 125 bytes at a character
@@ -425,14 +494,14 @@ mod tests {
         out
     }
 
-    fn events(bytes: &[u8], max: usize) -> Result<Vec<WsEvent>, WsFailure> {
+    fn events(bytes: &[u8], max: usize) -> Result<Vec<WsEvent<'static>>, WsFailure> {
         let mut decoder = MessageDecoder::new(max);
         let mut out = Vec::new();
         // One byte at a time: ZMQ_STREAM splits anywhere.
         for byte in bytes {
             decoder.feed(&[*byte]);
             while let Some(event) = decoder.next_event()? {
-                out.push(event);
+                out.push(event.into_owned());
             }
         }
         Ok(out)
@@ -443,7 +512,7 @@ mod tests {
         for len in [0, 125, 126, 65535, 65536] {
             let payload = vec![b'a'; len];
             let got = events(&client(0x82, &payload), 1 << 20).unwrap();
-            assert_eq!(got, [WsEvent::Message(MessageKind::Binary, payload)]);
+            assert_eq!(got, [WsEvent::Message(MessageKind::Binary, payload.into())]);
         }
         let mut bytes = client(0x01, "h\u{e9}".as_bytes()[..2].as_ref());
         bytes.extend(client(0x89, b"p"));
@@ -453,9 +522,49 @@ mod tests {
             got,
             [
                 WsEvent::Ping(b"p".to_vec()),
-                WsEvent::Message(MessageKind::Text, "h\u{e9}".as_bytes().to_vec())
+                WsEvent::Message(MessageKind::Text, "h\u{e9}".as_bytes().into())
             ]
         );
+    }
+
+    #[test]
+    fn messages_of_one_frame_are_lent_and_fragmented_ones_joined() {
+        // Three messages in one read: each of one frame is lent from the buffer, in
+        // order, until the decoder is asked again.
+        let mut bytes = client(0x81, b"7");
+        bytes.extend(client(0x82, &[0, 255]));
+        bytes.extend(client(0x01, b"a"));
+        bytes.extend(client(0x80, b"b"));
+        bytes.extend(client(0x81, "\u{e9}t\u{e9}".as_bytes()));
+        let mut decoder = MessageDecoder::new(100);
+        decoder.feed(&bytes);
+        let mut got = Vec::new();
+        while let Some(event) = decoder.next_event().unwrap() {
+            if let WsEvent::Message(_, payload) = &event {
+                got.push(matches!(payload, Cow::Borrowed(_)));
+            }
+            assert!(matches!(event, WsEvent::Message(..)));
+        }
+        assert_eq!(
+            got,
+            [true, true, false, true],
+            "only the fragmented one is joined"
+        );
+        let all = events(&bytes, 100).unwrap();
+        let text = |t: &str| WsEvent::Message(MessageKind::Text, t.as_bytes().to_vec().into());
+        assert_eq!(
+            all,
+            [
+                text("7"),
+                WsEvent::Message(MessageKind::Binary, vec![0, 255].into()),
+                text("ab"),
+                text("\u{e9}t\u{e9}"),
+            ]
+        );
+        // A frame header says 1 byte of text, and the byte is not UTF-8: 1007 at once.
+        let mut decoder = MessageDecoder::new(100);
+        decoder.feed(&client(0x81, &[0xc3]));
+        assert_eq!(decoder.next_event().unwrap_err().code, 1007);
     }
 
     #[test]

@@ -220,9 +220,15 @@ impl Server {
             let answer = cors::decorate(answer, cors_fields);
             let (answer, closes) = match slot.websocket {
                 true => {
+                    // Nothing to join it with: it goes as a message of its own.
+                    let alone = conn.output.is_empty()
+                        && !conn
+                            .slots
+                            .front()
+                            .is_some_and(|next| next.answer.is_some() || next.stream.is_some());
                     let ws = conn.websocket();
                     let closed = ws.as_ref().is_none_or(|ws| ws.close_sent);
-                    let framed = super::websocket::answer_frame(answer, closed);
+                    let framed = super::websocket::answer_frame(answer, closed, alone);
                     self.websocket.stats.sent += framed.messages;
                     if let (Some(ws), Some(code)) = (ws, framed.close) {
                         ws.close_code = Some(code);

@@ -10,6 +10,7 @@ use crate::base::sockets;
 use crate::http::websocket::{self, close_code, MessageKind, WsEvent};
 use crate::http::websocket_events::{self as events, WsEventRecord};
 use crate::pipeline::envelope::{lead_frame, Envelope, Protocol};
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// The protocol facts of a message's request: HTTP/1.1, kept alive.
@@ -21,6 +22,19 @@ const MESSAGE_PROTOCOL: Protocol = Protocol::Http {
 
 /// The largest message body copied into a message rather than handed over, in bytes.
 const SMALL_BODY: usize = 1024;
+
+/// A message's payload as the body frame of its request: none when empty. A small or
+/// borrowed payload is copied into a message of its own (libzmq keeps up to 33 bytes
+/// inline, and one allocation beats handing over a vector, which costs libzmq an
+/// allocation of its own and a free through a callback); a large joined one is handed
+/// over.
+fn message_body(payload: Cow<'_, [u8]>) -> Option<zmq::Message> {
+    match payload {
+        payload if payload.is_empty() => None,
+        Cow::Owned(joined) if joined.len() > SMALL_BODY => Some(zmq::Message::from(joined)),
+        payload => Some(zmq::Message::from(&payload[..])),
+    }
+}
 
 impl Server {
     /// Takes every whole message and control frame out of a WebSocket's decoder.
@@ -58,7 +72,9 @@ impl Server {
                         let why = "too many unanswered messages";
                         return self.close_websocket(id, close_code::POLICY, why);
                     }
-                    self.forward_message(id, kind, payload);
+                    // Copied out of the decoder's buffer once, into the request's body.
+                    let body = message_body(payload);
+                    self.forward_message(id, kind, body);
                 }
                 WsEvent::Ping(payload) => self.send_frame(id, websocket::frame(0xA, &payload)),
                 WsEvent::Pong => {}
@@ -76,7 +92,7 @@ impl Server {
     }
 
     /// Sends one message into the pipeline as a request with the upgrade's head.
-    fn forward_message(&mut self, id: u64, kind: MessageKind, payload: Vec<u8>) {
+    fn forward_message(&mut self, id: u64, kind: MessageKind, body: Option<zmq::Message>) {
         let Some(ws) = self.connections.get_mut(&id).and_then(|c| c.websocket()) else {
             return;
         };
@@ -91,14 +107,6 @@ impl Server {
         head.extend_from_slice(&ws.head);
         head.extend_from_slice(content_type);
         let entry = ws.entry;
-        // A small body is copied into a message of its own (libzmq keeps up to 33
-        // bytes inline, and one allocation beats handing over the vector, which costs
-        // libzmq an allocation of its own and a free through a callback).
-        let body = match payload.len() {
-            0 => None,
-            1..=SMALL_BODY => Some(zmq::Message::from(&payload[..])),
-            _ => Some(zmq::Message::from(payload)),
-        };
         let request = (&head[..], body);
         self.forward_as(
             id,

@@ -50,6 +50,7 @@ use crate::base::fast_hash::FastMap;
 use crate::http::websocket::{self, MessageDecoder, MessageKind};
 use crate::http::websocket_events as events;
 use crate::http::{field_text, field_values, Method, ParsedRequest, Response};
+use crate::pipeline::loopback::Payload;
 use std::time::{Duration, Instant};
 
 /// The WebSocket settings of a front end.
@@ -333,8 +334,11 @@ pub(in super::super) struct Framed {
 /// `Content-Type` is text or JSON and its body UTF-8, binary otherwise), or the frames
 /// of its events for `application/websocket-events` (GRIP's WebSocket-over-HTTP, from
 /// the gateway); nothing for a `204`, an empty answer, or once the socket has sent its
-/// Close.
-pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool) -> Framed {
+/// Close. `alone`: nothing waits in the connection's output before it and no answer is
+/// ready behind it, so the frame goes as a message of its own (written straight into
+/// one for libzmq); otherwise it is joined with its neighbours (a vector, grown in
+/// place).
+pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: bool) -> Framed {
     let nothing = Framed {
         bytes: AnswerBytes::Owned(Vec::new()),
         close: None,
@@ -358,16 +362,33 @@ pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool) -> Frame
         return event_frames(body);
     }
     let textual = head.content_type.is_none_or(is_textual);
-    let kind = if textual && std::str::from_utf8(body).is_ok() {
+    let kind = if textual && websocket::is_utf8(body) {
         MessageKind::Text
     } else {
         MessageKind::Binary
     };
+    let bytes = match alone {
+        true => AnswerBytes::Message(Payload::from(message_frame(kind, body))),
+        false => AnswerBytes::Owned(websocket::message_frame(kind, body)),
+    };
     Framed {
-        bytes: AnswerBytes::Owned(websocket::message_frame(kind, body)),
+        bytes,
         close: None,
         messages: 1,
     }
+}
+
+/// A data message's frame written straight into a message for libzmq: one allocation
+/// (none up to libzmq's 33 inline bytes), freed once by libzmq, where a vector handed
+/// over costs libzmq an allocation of its own and a free through a callback.
+fn message_frame(kind: MessageKind, body: &[u8]) -> zmq::Message {
+    let (header, header_len) = websocket::frame_header(websocket::message_opcode(kind), body.len());
+    let mut message = zmq::Message::with_size(header_len + body.len());
+    // One call into libzmq for the bytes, not one per slice.
+    let bytes: &mut [u8] = &mut message;
+    bytes[..header_len].copy_from_slice(&header[..header_len]);
+    bytes[header_len..].copy_from_slice(body);
+    message
 }
 
 /// The frames of a body of GRIP WebSocket-over-HTTP events: `TEXT`, `BINARY`, `PING`,
@@ -559,7 +580,9 @@ mod tests {
     use super::*;
 
     fn framed(answer: &[u8]) -> (Vec<u8>, Option<u16>, u64) {
-        let framed = answer_frame(AnswerBytes::Owned(answer.to_vec()), false);
+        let framed = answer_frame(AnswerBytes::Owned(answer.to_vec()), false, true);
+        let joined = answer_frame(AnswerBytes::Owned(answer.to_vec()), false, false);
+        assert_eq!(framed.bytes.as_slice(), joined.bytes.as_slice());
         (
             framed.bytes.as_slice().to_vec(),
             framed.close,
