@@ -45,9 +45,11 @@ pub struct ServerConfig {
     pub max_netstring_bytes: usize,
     /// How long a request may take in the pipeline before it is answered 504.
     pub request_timeout: Duration,
-    /// How long a client may take to send a request head before it is answered 408.
+    /// How long a client may take to send a request head before it is answered 408
+    /// (checked every tenth of the shorter of this and `idle_timeout`, between 100 ms
+    /// and 1 s).
     pub header_timeout: Duration,
-    /// How long an idle keep-alive connection stays open.
+    /// How long an idle keep-alive connection stays open (checked as `header_timeout`).
     pub idle_timeout: Duration,
     /// A path answered by the front end itself, without touching a worker: 200 while
     /// the first proxy reports at least one worker and no drain is under way, else 503.

@@ -139,6 +139,7 @@ impl Server {
                 since: Instant::now(),
                 probed: None,
             }));
+            self.walk.half_closed.push(id);
         }
         match conn.slots.back_mut() {
             Some(last) => last.close_after = true,

@@ -227,6 +227,8 @@ pub struct Server {
     access: AccessLog,
     /// Gives the heap back after many connections close.
     trimmer: memory::Trimmer,
+    /// When the sweep next walks every connection; the half-closed ones.
+    walk: upkeep::ConnectionWalk,
     /// CORS header lines for the answer of the request in hand, taken by its slot.
     cors_fields: Option<Box<[u8]>>,
     /// Self-tests waiting for their parts to answer.
@@ -372,6 +374,7 @@ impl Server {
             jobs,
             access,
             trimmer: memory::Trimmer::new(),
+            walk: upkeep::ConnectionWalk::default(),
             cors_fields: None,
             selftests: selftest::SelfTests::default(),
             census,
