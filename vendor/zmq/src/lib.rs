@@ -597,6 +597,11 @@ where
     fn send(self, socket: &Socket, flags: i32) -> Result<()> {
         let mut msg = self.into();
         zmq_try!(unsafe { zmq_sys::zmq_msg_send(msg_ptr(&mut msg), socket.sock, flags as c_int) });
+        // prime_server patch: a message that was sent is empty (libzmq took its content
+        // and initialized it again), so closing it would be a call into libzmq that does
+        // nothing; libzmq's own zmq_send skips it the same way. A message that was not
+        // sent still holds its content, and is dropped (closed) by `zmq_try!`'s return.
+        std::mem::forget(msg);
         Ok(())
     }
 }
@@ -993,7 +998,7 @@ impl Socket {
     }
 
     /// Create a `PollItem` from the socket.
-    pub fn as_poll_item(&self, events: PollEvents) -> PollItem {
+    pub fn as_poll_item(&self, events: PollEvents) -> PollItem<'_> {
         PollItem {
             socket: self.sock,
             fd: 0,

@@ -85,6 +85,26 @@ impl Message {
         Self::alloc(|msg| zmq_sys::zmq_msg_init_size(msg, len as size_t))
     }
 
+    /// Create a `Message` of `first` followed by each of `rest`, copied once into one
+    /// allocation.
+    ///
+    /// prime_server patch: `with_size` and a copy write every byte twice (zeroed, then
+    /// copied), and reach the bytes through one more call into libzmq.
+    pub fn concat(first: &[u8], rest: &[&[u8]]) -> Message {
+        let len = first.len() + rest.iter().map(|part| part.len()).sum::<usize>();
+        unsafe {
+            let mut msg = Message::with_size_uninit(len);
+            let data = zmq_sys::zmq_msg_data(&mut msg.msg) as *mut u8;
+            ptr::copy_nonoverlapping(first.as_ptr(), data, first.len());
+            let mut at = first.len();
+            for part in rest {
+                ptr::copy_nonoverlapping(part.as_ptr(), data.add(at), part.len());
+                at += part.len();
+            }
+            msg
+        }
+    }
+
     /// Create a `Message` with space for `len` bytes that are initialized to 0.
     pub fn with_size(len: usize) -> Message {
         unsafe {
@@ -148,6 +168,14 @@ impl Message {
     }
 }
 
+// prime_server patch: a frame's data and size are read in one call into libzmq
+// (`zmq_msg_bytes`, added to the vendored libzmq, see vendor/zeromq-src/PATCHES.md),
+// not two (`zmq_msg_data`, `zmq_msg_size`): a read of a frame is on every hop of a
+// pipeline's hot path.
+extern "C" {
+    fn zmq_msg_bytes(msg: *mut zmq_sys::zmq_msg_t, size: *mut size_t) -> *mut c_void;
+}
+
 impl Deref for Message {
     type Target = [u8];
 
@@ -156,8 +184,8 @@ impl Deref for Message {
         // this message.
         unsafe {
             let ptr = &self.msg as *const _ as *mut _;
-            let data = zmq_sys::zmq_msg_data(ptr);
-            let len = zmq_sys::zmq_msg_size(ptr) as usize;
+            let mut len: size_t = 0;
+            let data = zmq_msg_bytes(ptr, &mut len);
             slice::from_raw_parts(data as *mut u8, len)
         }
     }
@@ -176,8 +204,8 @@ impl DerefMut for Message {
         // This is safe because we're constraining the slice to the lifetime of
         // this message.
         unsafe {
-            let data = zmq_sys::zmq_msg_data(&mut self.msg);
-            let len = zmq_sys::zmq_msg_size(&self.msg) as usize;
+            let mut len: size_t = 0;
+            let data = zmq_msg_bytes(&mut self.msg, &mut len);
             slice::from_raw_parts_mut(data as *mut u8, len)
         }
     }
