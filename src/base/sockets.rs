@@ -232,16 +232,18 @@ pub fn send_frames<I>(socket: &zmq::Socket, frames: I, flags: i32) -> zmq::Resul
 where
     I: IntoIterator<Item = zmq::Message>,
 {
-    let mut frames = frames.into_iter().peekable();
-    while let Some(frame) = frames.next() {
-        let more = if frames.peek().is_some() {
-            zmq::SNDMORE
-        } else {
-            0
-        };
-        socket.send(frame, flags | more)?;
+    // Each frame is sent once the next one is known to exist (with SNDMORE), the last
+    // one without: a frame waits in one place, where a peekable iterator would move
+    // each through its buffer.
+    let mut frames = frames.into_iter();
+    let Some(mut frame) = frames.next() else {
+        return Ok(());
+    };
+    for next in frames {
+        socket.send(frame, flags | zmq::SNDMORE)?;
+        frame = next;
     }
-    Ok(())
+    socket.send(frame, flags)
 }
 
 /// Waits for `items` for at most `timeout`, treating an interrupted system call as a

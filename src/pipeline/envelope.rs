@@ -41,7 +41,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The encoding version this build writes and accepts.
 pub const ENVELOPE_VERSION: u8 = 3;
@@ -401,17 +401,8 @@ pub fn lead_frame(envelope: &[u8; ENVELOPE_LEN], rest: &[u8]) -> zmq::Message {
 /// A lead frame of the encoded `envelope` followed by each of `parts` in turn, in one
 /// allocation (e.g. a loopback tag, then a response's bytes).
 pub(crate) fn lead_frame_of(envelope: &[u8; ENVELOPE_LEN], parts: &[&[u8]]) -> zmq::Message {
-    let len = parts.iter().map(|part| part.len()).sum::<usize>();
-    let mut frame = zmq::Message::with_size(ENVELOPE_LEN + len);
-    // The message's bytes, looked up once (each index of a message asks libzmq).
-    let bytes: &mut [u8] = &mut frame;
-    bytes[..ENVELOPE_LEN].copy_from_slice(envelope);
-    let mut at = ENVELOPE_LEN;
-    for part in parts {
-        bytes[at..at + part.len()].copy_from_slice(part);
-        at += part.len();
-    }
-    frame
+    // Each byte written once (our zmq binding's `concat`, vendor/zmq/PATCHES.md).
+    zmq::Message::concat(envelope, parts)
 }
 
 /// The envelope's bytes at the start of `frame`, when it is a lead frame of this
@@ -640,11 +631,22 @@ fn u64_at(frame: &[u8], offset: usize) -> u64 {
 
 /// Microseconds since the Unix epoch: the clock deadlines are written in, so that
 /// processes on different hosts can compare them.
+///
+/// It reads the clock with `clock_gettime(CLOCK_REALTIME)` directly: every job reads it
+/// (for its deadline) at the front end and in each stage, and `SystemTime::now` and
+/// `duration_since` cost it a subtraction with its checks and a `Result` each time.
+/// A clock before the epoch reads 0.
 pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime(2) writes one timespec, which outlives the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+    if rc != 0 || now.tv_sec < 0 {
+        return 0;
+    }
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
 }
 
 /// A random number for this process, used as the front end's nonce and in worker ids.

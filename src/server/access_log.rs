@@ -443,19 +443,18 @@ fn put_target(out: &mut Vec<u8>, target: &[u8], jobs_prefix: Option<&[u8]>) {
 }
 
 /// Whether a query parameter's name marks a secret (see [`SECRET_NAMES`]). It runs for
-/// every logged query parameter, so each position is first tried by its first letter
-/// (in either case) against a table of the words' first letters, then by its two
-/// letters against the words' first two, and only a match is compared whole.
+/// every logged query parameter, so each position is first tried by its two letters
+/// (in either case) with one look-up in a table of the words' first two letters, and
+/// only a match is compared whole.
 fn is_secret_name(name: &[u8]) -> bool {
     for (start, pair) in name.windows(2).enumerate() {
         let first = pair[0] | 0x20;
-        if !SECRET_FIRSTS[usize::from(first)] {
+        let seconds = SECRET_SECONDS[usize::from(first)];
+        let second = pair[1] | 0x20;
+        if seconds & (1 << (second & 31)) == 0 {
             continue;
         }
-        let lead = [first, pair[1] | 0x20];
-        if !SECRET_LEADS.contains(&lead) {
-            continue;
-        }
+        let lead = [first, second];
         let rest = &name[start..];
         let found = SECRET_NAMES.iter().any(|word| {
             word[..2] == lead
@@ -474,12 +473,15 @@ const SECRET_LEADS: [[u8; 2]; 8] = [
     *b"to", *b"ke", *b"se", *b"pa", *b"pw", *b"si", *b"au", *b"cr",
 ];
 
-/// Which bytes (lower-cased with `| 0x20`) begin one of [`SECRET_LEADS`].
-const SECRET_FIRSTS: [bool; 256] = {
-    let mut table = [false; 256];
+/// For each byte (lower-cased with `| 0x20`), the second letters that follow it in
+/// [`SECRET_LEADS`], one bit each (bit `letter & 31`; 0 where it begins none). A byte
+/// that is not a letter may share a letter's bit: the whole compare then tells.
+const SECRET_SECONDS: [u32; 256] = {
+    let mut table = [0u32; 256];
     let mut i = 0;
     while i < SECRET_LEADS.len() {
-        table[SECRET_LEADS[i][0] as usize] = true;
+        let [first, second] = SECRET_LEADS[i];
+        table[first as usize] |= 1 << (second & 31);
         i += 1;
     }
     table

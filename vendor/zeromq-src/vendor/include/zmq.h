@@ -277,6 +277,9 @@ ZMQ_EXPORT int zmq_msg_move (zmq_msg_t *dest_, zmq_msg_t *src_);
 ZMQ_EXPORT int zmq_msg_copy (zmq_msg_t *dest_, zmq_msg_t *src_);
 ZMQ_EXPORT void *zmq_msg_data (zmq_msg_t *msg_);
 ZMQ_EXPORT size_t zmq_msg_size (const zmq_msg_t *msg_);
+/*  prime_server patch: a message's data and size in one call (the Rust binding's
+    read of a frame made two, zmq_msg_data and zmq_msg_size). */
+ZMQ_EXPORT void *zmq_msg_bytes (zmq_msg_t *msg_, size_t *size_);
 ZMQ_EXPORT int zmq_msg_more (const zmq_msg_t *msg_);
 ZMQ_EXPORT int zmq_msg_get (const zmq_msg_t *msg_, int property_);
 ZMQ_EXPORT int zmq_msg_set (zmq_msg_t *msg_, int property_, int optval_);

@@ -116,10 +116,16 @@ class msg_t
     int init_subscribe (const size_t size_, const unsigned char *topic);
     int init_cancel (const size_t size_, const unsigned char *topic);
     int close ();
+    //  prime_server patch: what close () does beyond the common case.
+    int close_slow ();
     int move (msg_t &src_);
     int copy (msg_t &src_);
     void *data ();
     size_t size () const;
+    //  prime_server patch: data () and size () in one look at the type.
+    void *bytes (size_t *size_);
+    //  prime_server patch: bytes ()'s failure path, out of line.
+    void *bytes_of_invalid (size_t *size_);
     unsigned char flags () const;
     void set_flags (unsigned char flags_);
     void reset_flags (unsigned char flags_);
@@ -371,6 +377,45 @@ inline size_t msg_t::size () const
             zmq_assert (false);
             return 0;
     }
+}
+
+//  prime_server patch: a message's data and size with one switch on its type and no
+//  assertion on the way (data () and size () each check the type and switch on it,
+//  and their assertions made every caller save registers for the failure path); a
+//  message that has no bytes (a delimiter, an invalid one) fails as data () does,
+//  out of line.
+inline void *msg_t::bytes (size_t *size_)
+{
+    switch (_u.base.type) {
+        case type_vsm:
+            *size_ = _u.vsm.size;
+            return _u.vsm.data;
+        case type_lmsg:
+            *size_ = _u.lmsg.content->size;
+            return _u.lmsg.content->data;
+        case type_zclmsg:
+            *size_ = _u.zclmsg.content->size;
+            return _u.zclmsg.content->data;
+        case type_cmsg:
+            *size_ = _u.cmsg.size;
+            return _u.cmsg.data;
+        default:
+            return bytes_of_invalid (size_);
+    }
+}
+
+//  prime_server patch: closing a very small message that carries no metadata and no
+//  long group (most frames, and every message emptied by a send or a move) only marks
+//  it invalid, as close_slow () would; it was a call to another translation unit,
+//  made for every frame received (the destination is closed first), moved and sent.
+inline int msg_t::close ()
+{
+    if (_u.base.type == type_vsm && _u.base.metadata == NULL
+        && _u.base.group.type == group_type_short) {
+        _u.base.type = 0;
+        return 0;
+    }
+    return close_slow ();
 }
 
 inline unsigned char msg_t::flags () const

@@ -377,7 +377,10 @@ int zmq_disconnect (void *s_, const char *addr_)
 static inline int
 s_sendmsg (zmq::socket_base_t *s_, zmq_msg_t *msg_, int flags_)
 {
-    size_t sz = zmq_msg_size (msg_);
+    //  prime_server patch: the size read inline (msg_t::bytes), not through the
+    //  exported call.
+    size_t sz;
+    reinterpret_cast<zmq::msg_t *> (msg_)->bytes (&sz);
     const int rc = s_->send (reinterpret_cast<zmq::msg_t *> (msg_), flags_);
     if (unlikely (rc < 0))
         return -1;
@@ -495,7 +498,10 @@ static int s_recvmsg (zmq::socket_base_t *s_, zmq_msg_t *msg_, int flags_)
         return -1;
 
     //  Truncate returned size to INT_MAX to avoid overflow to negative values
-    const size_t sz = zmq_msg_size (msg_);
+    //  (prime_server patch: the size read inline, msg_t::bytes, not through the
+    //  exported call).
+    size_t sz;
+    reinterpret_cast<zmq::msg_t *> (msg_)->bytes (&sz);
     return static_cast<int> (sz < INT_MAX ? sz : INT_MAX);
 }
 
@@ -669,6 +675,13 @@ void *zmq_msg_data (zmq_msg_t *msg_)
 size_t zmq_msg_size (const zmq_msg_t *msg_)
 {
     return ((zmq::msg_t *) msg_)->size ();
+}
+
+//  prime_server patch: the data and the size of a message in one call, for bindings
+//  that read both each time they look at a frame's bytes.
+void *zmq_msg_bytes (zmq_msg_t *msg_, size_t *size_)
+{
+    return (reinterpret_cast<zmq::msg_t *> (msg_))->bytes (size_);
 }
 
 int zmq_msg_more (const zmq_msg_t *msg_)
