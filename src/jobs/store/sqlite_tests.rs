@@ -1,11 +1,16 @@
 //! Unit tests of the SQLite job store (kept apart so `sqlite.rs` stays one concern).
 use super::*;
 
-fn store(name: &str) -> SqliteStore {
+/// A fresh, empty scratch directory of this process for the test `name`.
+fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("prime-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a scratch directory");
-    SqliteStore::open(&dir.join("jobs.sqlite")).expect("a new store")
+    dir
+}
+
+fn store(name: &str) -> SqliteStore {
+    SqliteStore::open(&scratch(name).join("jobs.sqlite")).expect("a new store")
 }
 
 fn insert(store: &mut SqliteStore, id: &str, now_ms: i64) -> JobRecord {
@@ -66,9 +71,7 @@ fn answer(status: u16) -> StoredAnswer {
 
 #[test]
 fn a_version_2_file_gets_the_client_column_and_keeps_its_jobs() {
-    let dir = std::env::temp_dir().join(format!("prime-store-v2-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let dir = scratch("v2");
     let path = dir.join("jobs.sqlite");
     {
         let db = Connection::open(&path).expect("a database");
@@ -97,9 +100,7 @@ fn a_version_2_file_gets_the_client_column_and_keeps_its_jobs() {
 
 #[test]
 fn a_version_3_file_drops_its_unscoped_keys_and_gets_a_secret_of_its_own() {
-    let dir = std::env::temp_dir().join(format!("prime-store-v3-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let dir = scratch("v3");
     let path = dir.join("jobs.sqlite");
     {
         let db = Connection::open(&path).expect("a database");
@@ -131,9 +132,7 @@ fn a_version_3_file_drops_its_unscoped_keys_and_gets_a_secret_of_its_own() {
 
 #[test]
 fn a_version_4_file_gets_the_schedule_column_and_keeps_its_jobs() {
-    let dir = std::env::temp_dir().join(format!("prime-store-v4-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let dir = scratch("v4");
     let path = dir.join("jobs.sqlite");
     {
         let db = Connection::open(&path).expect("a database");
@@ -488,9 +487,7 @@ fn on_disk(db: &std::path::Path, needle: &[u8]) -> bool {
 
 #[test]
 fn the_scrub_after_the_commit_that_ended_a_job_takes_its_request_off_every_file() {
-    let dir = std::env::temp_dir().join(format!("prime-store-scrub-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let dir = scratch("scrub");
     let db = dir.join("jobs.sqlite");
     let mut store = SqliteStore::open(&db).expect("a new store");
     let secret = b"Bearer tok-scrub-7f3a9c";
