@@ -383,12 +383,8 @@ pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: b
 /// over costs libzmq an allocation of its own and a free through a callback.
 fn message_frame(kind: MessageKind, body: &[u8]) -> zmq::Message {
     let (header, header_len) = websocket::frame_header(websocket::message_opcode(kind), body.len());
-    let mut message = zmq::Message::with_size(header_len + body.len());
-    // One call into libzmq for the bytes, not one per slice.
-    let bytes: &mut [u8] = &mut message;
-    bytes[..header_len].copy_from_slice(&header[..header_len]);
-    bytes[header_len..].copy_from_slice(body);
-    message
+    // Each byte written once (our zmq binding's `concat`, as lead frames are made).
+    zmq::Message::concat(&header[..header_len], &[body])
 }
 
 /// The frames of a body of GRIP WebSocket-over-HTTP events: `TEXT`, `BINARY`, `PING`,
