@@ -459,6 +459,12 @@ class routing_socket_base_t : public socket_base_t
     typedef std::unordered_map<blob_t, out_pipe_t, blob_hash_t, blob_equal_t>
       out_pipes_t;
     out_pipes_t _out_pipes;
+    //  prime_server patch: the entry the last look-up found, NULL after any
+    //  erase. A proxy sends job after job to the same worker, a front end
+    //  answer after answer to the same connection: comparing the id with this
+    //  entry's (its size, then its bytes) spares the hash and the bucket walk.
+    //  An entry keeps its address while it is in the table, rehashes included.
+    out_pipes_t::value_type *_last_found;
 
     // Next assigned name on a zmq_connect() call used by ROUTER and STREAM socket types
     std::string _connect_routing_id;
