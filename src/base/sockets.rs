@@ -246,6 +246,24 @@ where
     socket.send(frame, flags)
 }
 
+/// Sends `frames` as one multipart message, leaving the vector empty with its
+/// allocation kept (for [`SpareFrames::give_back`]). On an error the frames not sent
+/// are left in it, in no particular order, to be dropped.
+pub fn send_all(
+    socket: &zmq::Socket,
+    frames: &mut Vec<zmq::Message>,
+    flags: i32,
+) -> zmq::Result<()> {
+    // Popped from the back of the reversed vector: no `Drain` to build and drop for
+    // the usual message of one frame, which reversing leaves as it is.
+    frames.reverse();
+    while let Some(frame) = frames.pop() {
+        let more = if frames.is_empty() { 0 } else { zmq::SNDMORE };
+        socket.send(frame, flags | more)?;
+    }
+    Ok(())
+}
+
 /// Waits for `items` for at most `timeout`, treating an interrupted system call as a
 /// wake-up with nothing ready.
 pub fn poll(items: &mut [zmq::PollItem], timeout: Duration) -> Result<()> {
@@ -276,6 +294,27 @@ mod tests {
         let frames = spare.unpark(parked);
         let frames: Vec<&[u8]> = frames.iter().map(|frame| &frame[..]).collect();
         assert_eq!(frames, [b"a", b"b"]);
+    }
+
+    #[test]
+    fn send_all_sends_the_frames_in_order_and_keeps_the_vector() {
+        let ctx = zmq::Context::new();
+        let pull = socket(&ctx, zmq::PULL).unwrap();
+        pull.bind("inproc://send-all").unwrap();
+        pull.set_rcvtimeo(10_000).unwrap();
+        let push = socket(&ctx, zmq::PUSH).unwrap();
+        push.connect("inproc://send-all").unwrap();
+        for parts in [&["one"][..], &["a", "b", "c"][..]] {
+            let mut frames: Vec<zmq::Message> = parts.iter().map(|p| (*p).into()).collect();
+            let capacity = frames.capacity();
+            send_all(&push, &mut frames, 0).unwrap();
+            assert!(frames.is_empty());
+            assert_eq!(frames.capacity(), capacity);
+            let received = recv_frames(&pull, 0).unwrap();
+            let received: Vec<&[u8]> = received.iter().map(|frame| &frame[..]).collect();
+            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            assert_eq!(received, parts);
+        }
     }
 
     /// The bytes of message `index`: its length runs through every size of our

@@ -651,7 +651,7 @@ impl Proxy {
         while let Some(id) = self.take_idle_worker(&frames) {
             match self.router.send(&id[..], zmq::SNDMORE | zmq::DONTWAIT) {
                 Ok(()) => {
-                    let sent = sockets::send_frames(&self.router, frames.drain(..), zmq::DONTWAIT);
+                    let sent = sockets::send_all(&self.router, &mut frames, zmq::DONTWAIT);
                     if let Err(e) = sent {
                         log::error!("proxy {}: job lost mid-send: {e}", self.config.downstream);
                     }
