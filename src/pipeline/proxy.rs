@@ -69,6 +69,9 @@ use std::time::{Duration, Instant};
 /// How many waiting messages a proxy reads in a row, before a sweep, to hear from every
 /// worker whose heartbeat is already queued.
 const DRAIN_BATCH: usize = 10_000;
+/// How many messages a busy proxy handles between two reads of the clock for its
+/// sweeps (a read after each message cost more than the message's own bookkeeping).
+const CLOCK_EVERY: u32 = 16;
 
 /// Picks a worker for a job: given the job's frames (after the envelope, as
 /// [`crate::Job::frame`] numbers them) and the heartbeat payloads of the idle workers in
@@ -319,15 +322,23 @@ impl Proxy {
             .config
             .summary_every
             .map(|every| Instant::now() + every);
+        let mut unclocked = 0;
         while !self.should_stop(shutdown) {
             // A blocking receive returns at once while messages wait, so a busy proxy
             // makes no system call per message; asking without waiting would cost one
             // each time the queue runs dry.
             match self.spare.recv(&self.router, 0) {
-                Ok(frames) => self.on_message(frames),
+                Ok(frames) => {
+                    self.on_message(frames);
+                    unclocked += 1;
+                    if unclocked < CLOCK_EVERY {
+                        continue;
+                    }
+                }
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
                 Err(e) => return Err(crate::Error::zmq("receiving at a proxy", e)),
             }
+            unclocked = 0;
             let now = Instant::now();
             if now >= next_sweep {
                 // Read what is already waiting before judging any worker silent: after
@@ -412,7 +423,12 @@ impl Proxy {
             None => (None, None),
         };
         if let Some(envelope) = envelope {
-            frames.remove(0);
+            // The sender's id goes: a swap with the usual one frame behind it.
+            if frames.len() == 2 {
+                frames.swap_remove(0);
+            } else {
+                frames.remove(0);
+            }
             self.on_job(frames, envelope);
         } else {
             if frames.len() > 3 && &frames[1][..] == RETURN && lead_envelope(&frames[3]).is_some() {
@@ -635,7 +651,7 @@ impl Proxy {
         while let Some(id) = self.take_idle_worker(&frames) {
             match self.router.send(&id[..], zmq::SNDMORE | zmq::DONTWAIT) {
                 Ok(()) => {
-                    let sent = sockets::send_frames(&self.router, frames.drain(..), zmq::DONTWAIT);
+                    let sent = sockets::send_all(&self.router, &mut frames, zmq::DONTWAIT);
                     if let Err(e) = sent {
                         log::error!("proxy {}: job lost mid-send: {e}", self.config.downstream);
                     }

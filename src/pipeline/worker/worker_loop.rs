@@ -435,12 +435,12 @@ impl<W: Work> WorkerLoop<W> {
 }
 
 /// Sends a job (its lead frame first) on to a stage's proxy without blocking; `frames`
-/// is left empty, its allocation kept.
+/// is left empty (after an error, holding the frames not sent), its allocation kept.
 pub(super) fn forward(
     socket: &zmq::Socket,
     frames: &mut Vec<zmq::Message>,
 ) -> std::result::Result<(), Failure> {
-    sockets::send_frames(socket, frames.drain(..), zmq::DONTWAIT).map_err(|e| {
+    sockets::send_all(socket, frames, zmq::DONTWAIT).map_err(|e| {
         log::warn!("a stage is unavailable: {e}");
         Failure::new(
             FailureKind::NextStageUnavailable,

@@ -56,7 +56,21 @@ impl Message {
 
     /// Create an empty `Message`.
     pub fn new() -> Message {
-        unsafe { Self::alloc(|msg| zmq_sys::zmq_msg_init(msg)) }
+        // prime_server patch: an empty message is a copy of one that libzmq
+        // initialized once (`zmq_msg_init` writes a very small message of no bytes,
+        // whose fields hold no pointer and no address of its own, so its bytes are
+        // valid anywhere, as libzmq's own pipes copy messages), not a call into
+        // libzmq: one is made for every frame received.
+        static EMPTY: std::sync::OnceLock<zmq_sys::zmq_msg_t> = std::sync::OnceLock::new();
+        let empty = EMPTY.get_or_init(|| {
+            let mut msg = zmq_sys::zmq_msg_t::default();
+            // zmq_msg_init cannot fail. The template is never closed (a message of
+            // no bytes holds nothing to release).
+            let rc = unsafe { zmq_sys::zmq_msg_init(&mut msg) };
+            assert_eq!(rc, 0);
+            msg
+        });
+        Message { msg: *empty }
     }
 
     /// Create a `Message` preallocated with `len` uninitialized bytes.

@@ -1241,9 +1241,16 @@ int zmq::socket_base_t::send (msg_t *msg_, int flags_)
     }
 
     //  Process pending commands, if any.
-    int rc = process_commands (0, true);
-    if (unlikely (rc != 0)) {
-        return -1;
+    //  prime_server patch: process_commands (0, true) does nothing while its
+    //  throttle holds (the tick counter moved less than max_command_delay since
+    //  it last looked), which is nearly every send; that test is made here, so
+    //  that such a send makes no call. process_commands makes it again.
+    const uint64_t tsc = zmq::clock_t::rdtsc ();
+    if (!tsc || tsc < _last_tsc || tsc - _last_tsc > max_command_delay) {
+        const int rc = process_commands (0, true);
+        if (unlikely (rc != 0)) {
+            return -1;
+        }
     }
 
     //  Clear any user-visible flags that are set on the message.
@@ -1256,7 +1263,7 @@ int zmq::socket_base_t::send (msg_t *msg_, int flags_)
     msg_->reset_metadata ();
 
     //  Try to send the message using method in each socket class
-    rc = xsend (msg_);
+    int rc = xsend (msg_);
     if (rc == 0) {
         return 0;
     }
@@ -2064,7 +2071,8 @@ bool zmq::socket_base_t::is_disconnected () const
 zmq::routing_socket_base_t::routing_socket_base_t (class ctx_t *parent_,
                                                    uint32_t tid_,
                                                    int sid_) :
-    socket_base_t (parent_, tid_, sid_)
+    socket_base_t (parent_, tid_, sid_),
+    _last_found (NULL)
 {
 }
 
@@ -2136,9 +2144,15 @@ bool zmq::routing_socket_base_t::has_out_pipe (const blob_t &routing_id_) const
 zmq::routing_socket_base_t::out_pipe_t *
 zmq::routing_socket_base_t::lookup_out_pipe (const blob_t &routing_id_)
 {
+    //  prime_server patch: the last entry found first (see _last_found).
+    if (_last_found && blob_equal_t () (_last_found->first, routing_id_))
+        return &_last_found->second;
     // TODO we could probably avoid constructor a temporary blob_t to call this function
     out_pipes_t::iterator it = _out_pipes.find (routing_id_);
-    return it == _out_pipes.end () ? NULL : &it->second;
+    if (it == _out_pipes.end ())
+        return NULL;
+    _last_found = &*it;
+    return &it->second;
 }
 
 const zmq::routing_socket_base_t::out_pipe_t *
@@ -2151,6 +2165,8 @@ zmq::routing_socket_base_t::lookup_out_pipe (const blob_t &routing_id_) const
 
 void zmq::routing_socket_base_t::erase_out_pipe (const pipe_t *pipe_)
 {
+    //  prime_server patch: the entry may be the last found.
+    _last_found = NULL;
     const size_t erased = _out_pipes.erase (pipe_->get_routing_id ());
     zmq_assert (erased);
 }
@@ -2162,6 +2178,8 @@ zmq::routing_socket_base_t::try_erase_out_pipe (const blob_t &routing_id_)
     out_pipe_t res = {NULL, false};
     if (it != _out_pipes.end ()) {
         res = it->second;
+        //  prime_server patch: the entry may be the last found.
+        _last_found = NULL;
         _out_pipes.erase (it);
     }
     return res;
