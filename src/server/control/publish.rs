@@ -55,16 +55,16 @@ pub(super) fn checked_items(key: Option<&[u8]>, request: &Request) -> Result<Vec
             );
         }
     }
-    let body: serde_json::Value = match serde_json::from_slice(&request.body) {
+    let mut body: serde_json::Value = match serde_json::from_slice(&request.body) {
         Ok(body) => body,
         Err(e) => return Err(Response::error(400, &format!("the body is not JSON: {e}"))),
     };
-    let Some(items) = body.get("items").and_then(|items| items.as_array()) else {
+    let Some(items) = body.get_mut("items").and_then(|items| items.as_array_mut()) else {
         return Err(Response::error(400, "the body needs \"items\", a list"));
     };
     let mut parsed = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        match Item::from_value(item.clone()) {
+    for (index, item) in std::mem::take(items).into_iter().enumerate() {
+        match Item::from_value(item) {
             Ok(item) => parsed.push(item),
             Err(e) => return Err(Response::error(400, &format!("item {index}: {e}"))),
         }
