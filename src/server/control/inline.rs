@@ -26,7 +26,7 @@
 
 use super::publish::{checked_items, published};
 use super::{Handed, MAX_CONNECTIONS, READ_TIMEOUT};
-use crate::http::{field_text, Request, Response};
+use crate::http::Response;
 use crate::server::Server;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -42,6 +42,9 @@ pub(crate) const INLINE_BODY: usize = 64 * 1024;
 /// The most bytes read on the loop without a whole head; the connection then goes to a
 /// control thread (which answers `431` past its own limit).
 pub(crate) const INLINE_HEAD: usize = 8 * 1024;
+/// The most header fields a publish served on the loop may have (more: a control
+/// thread serves it).
+const HEAD_FIELDS: usize = 32;
 /// The most bytes taken from a connection by one read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -88,10 +91,23 @@ struct Connection {
 enum NextRequest {
     /// Not yet a whole publish: wait for more.
     More,
-    /// A whole publish, the bytes it took, and whether the connection stays open.
-    Publish(Request, usize, bool),
+    /// A whole publish (see [`Publish`]).
+    Publish(Publish),
     /// A request for a control thread.
     HandOver,
+}
+
+/// A whole publish at the start of a connection's input, as places in it.
+struct Publish {
+    /// Where its body is.
+    body: std::ops::Range<usize>,
+    /// Where its first `Authorization` field's value is, if it has one.
+    authorization: Option<std::ops::Range<usize>>,
+    /// Its HTTP minor version.
+    minor_version: u8,
+    /// Whether the connection stays open after it (HTTP/1.1 without `Connection:
+    /// close`).
+    keep_alive: bool,
 }
 
 /// What the loop does with a connection after a turn.
@@ -267,7 +283,9 @@ impl Connection {
     }
 }
 
-/// What the start of `input` holds (see [`NextRequest`]).
+/// What the start of `input` holds (see [`NextRequest`]). The head is parsed once,
+/// with httparse as `Request` parses it (a head it refuses goes to a control thread,
+/// which answers it as it always did), and only the fields a publish needs are read.
 fn next_request(input: &[u8]) -> NextRequest {
     let Some(end) = memchr::memmem::find(input, b"\r\n\r\n") else {
         return match input.len() > INLINE_HEAD {
@@ -277,26 +295,47 @@ fn next_request(input: &[u8]) -> NextRequest {
     };
     let head_end = end + 4;
     let head = &input[..head_end];
-    if !head.starts_with(b"POST /publish/ ") || field_text(head, "transfer-encoding").is_some() {
+    if !head.starts_with(b"POST /publish/ ") {
         return NextRequest::HandOver;
     }
-    let length = match field_text(head, "content-length").map(|t| t.trim().parse::<usize>()) {
-        None => 0,
-        Some(Ok(length)) if length <= INLINE_BODY => length,
-        Some(_) => return NextRequest::HandOver,
+    let mut fields = [httparse::EMPTY_HEADER; HEAD_FIELDS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let (Ok(httparse::Status::Complete(_)), Some(minor_version)) =
+        (parsed.parse(head), parsed.version)
+    else {
+        return NextRequest::HandOver;
     };
-    let Some(body) = input.get(head_end..head_end + length) else {
+    let (mut length, mut close, mut authorization) = (None, false, None);
+    let mut connection_seen = false;
+    for field in parsed.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            return NextRequest::HandOver;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let value = std::str::from_utf8(field.value).ok();
+            match value.and_then(|v| v.trim().parse::<usize>().ok()) {
+                Some(n) if n <= INLINE_BODY && length.is_none() => length = Some(n),
+                _ => return NextRequest::HandOver,
+            }
+        } else if name.eq_ignore_ascii_case("connection") && !connection_seen {
+            // The first field, as `Request::header` reads it.
+            connection_seen = true;
+            close = field.value.eq_ignore_ascii_case(b"close");
+        } else if name.eq_ignore_ascii_case("authorization") && authorization.is_none() {
+            let start = field.value.as_ptr() as usize - input.as_ptr() as usize;
+            authorization = Some(start..start + field.value.len());
+        }
+    }
+    let end = head_end + length.unwrap_or(0);
+    if input.len() < end {
         return NextRequest::More;
-    };
-    let request = match Request::from_parts(head, body.to_vec()) {
-        Ok(request) if request.method == "POST" && request.path == "/publish/" => request,
-        _ => return NextRequest::HandOver,
-    };
-    let close = request
-        .header("connection")
-        .is_some_and(|c| c.eq_ignore_ascii_case("close"));
-    let keep_alive = !close && request.minor_version == 1;
-    NextRequest::Publish(request, head_end + length, keep_alive)
+    }
+    NextRequest::Publish(Publish {
+        body: head_end..end,
+        authorization,
+        minor_version,
+        keep_alive: !close && minor_version == 1,
+    })
 }
 
 impl Server {
@@ -358,14 +397,19 @@ impl Server {
             match next_request(&connection.input) {
                 NextRequest::More => break,
                 NextRequest::HandOver => connection.hand_over = true,
-                NextRequest::Publish(request, used, keep_alive) => {
-                    connection.input.drain(..used);
+                NextRequest::Publish(publish) => {
+                    let input = &connection.input;
                     let key = self
                         .channels
                         .control
                         .as_ref()
                         .and_then(|c| c.inline.publish_key.as_deref());
-                    let response = match checked_items(key, &request) {
+                    let authorization = publish
+                        .authorization
+                        .and_then(|at| std::str::from_utf8(&input[at]).ok());
+                    let checked = checked_items(key, authorization, &input[publish.body.clone()]);
+                    connection.input.drain(..publish.body.end);
+                    let response = match checked {
                         Ok(items) => {
                             for item in items {
                                 self.publish_item(item);
@@ -374,7 +418,7 @@ impl Server {
                         }
                         Err(refusal) => refusal,
                     };
-                    connection.answer(&response, request.minor_version, keep_alive);
+                    connection.answer(&response, publish.minor_version, publish.keep_alive);
                 }
             }
         }
@@ -450,11 +494,22 @@ mod tests {
         );
         assert_eq!(kind(&vec![b'a'; INLINE_HEAD + 1]), "hand over");
         match next_request(b"POST /publish/ HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\n\r\n") {
-            NextRequest::Publish(_, used, keep_alive) => {
-                assert_eq!(used, 27);
-                assert!(!keep_alive, "HTTP/1.0 closes");
+            NextRequest::Publish(publish) => {
+                assert_eq!(publish.body, 27..27);
+                assert!(!publish.keep_alive, "HTTP/1.0 closes");
             }
             _ => panic!("a publish"),
         }
+        let signed = b"POST /publish/ HTTP/1.1\r\nConnection: close\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\n{}";
+        match next_request(signed) {
+            NextRequest::Publish(publish) => {
+                assert_eq!(&signed[publish.body], b"{}");
+                assert_eq!(&signed[publish.authorization.unwrap()], b"Bearer t");
+                assert!(!publish.keep_alive, "Connection: close");
+            }
+            _ => panic!("a publish"),
+        }
+        let twice = b"POST /publish/ HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(kind(twice), "hand over");
     }
 }

@@ -18,7 +18,8 @@ use crate::pipeline::channel::Item;
 /// Answers a publish handed to a control thread: its items go to the front end over
 /// its channel of publishes, with one wake for them all.
 pub(super) fn publish(context: &ControlContext, request: &Request) -> Response {
-    let parsed = match checked_items(context.publish_key.as_deref(), request) {
+    let key = context.publish_key.as_deref();
+    let parsed = match checked_items(key, request.header("authorization"), &request.body) {
         Ok(items) => items,
         Err(refusal) => return refusal,
     };
@@ -44,18 +45,22 @@ pub(super) fn published() -> Response {
 }
 
 /// A publish's items, all checked: `Err` with the refusal when the key is set and the
-/// request is not signed with it (`401`), or when the body or any item is malformed
-/// (`400`, naming the first bad item).
-pub(super) fn checked_items(key: Option<&[u8]>, request: &Request) -> Result<Vec<Item>, Response> {
+/// request's `Authorization` field is not a token signed with it (`401`), or when the
+/// body or any item is malformed (`400`, naming the first bad item).
+pub(super) fn checked_items(
+    key: Option<&[u8]>,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<Vec<Item>, Response> {
     if let Some(key) = key {
-        if !authorised(key, request) {
+        if !signed(key, authorization) {
             return Err(
                 Response::error(401, "a publish needs a JWT signed with the publish key")
                     .header("WWW-Authenticate", "Bearer"),
             );
         }
     }
-    let mut body: serde_json::Value = match serde_json::from_slice(&request.body) {
+    let mut body: serde_json::Value = match serde_json::from_slice(body) {
         Ok(body) => body,
         Err(e) => return Err(Response::error(400, &format!("the body is not JSON: {e}"))),
     };
@@ -74,10 +79,13 @@ pub(super) fn checked_items(key: Option<&[u8]>, request: &Request) -> Result<Vec
 
 /// Whether the request carries a JWT (HS256) signed with `key` that has not expired.
 pub(super) fn authorised(key: &[u8], request: &Request) -> bool {
-    let Some(token) = request
-        .header("authorization")
-        .and_then(|value| value.strip_prefix("Bearer "))
-    else {
+    signed(key, request.header("authorization"))
+}
+
+/// Whether an `Authorization` field's value is `Bearer` and a JWT (HS256) signed with
+/// `key` that has not expired.
+fn signed(key: &[u8], authorization: Option<&str>) -> bool {
+    let Some(token) = authorization.and_then(|value| value.strip_prefix("Bearer ")) else {
         return false;
     };
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
