@@ -5,8 +5,9 @@
 //! The front end's loop owns its listening socket and serves the publishes itself
 //! ([`inline`]): it accepts each connection, reads it without blocking, and answers a
 //! small `POST /publish/` on the loop, delivering the items to its holds and its bus
-//! as it reads them, so a publish wakes one thread of ours, not three (a connection's
-//! thread, then the front end through its inbox). A connection whose next request is
+//! as it reads them, so a publish wakes two threads (the front end, then libzmq's I/O
+//! thread, which writes to the subscribers), not three (a connection's thread first,
+//! which then woke the front end through its inbox). A connection whose next request is
 //! anything else (another route, a body over [`inline::INLINE_BODY`], a head that is
 //! not yet whole at [`inline::INLINE_HEAD`], a chunked body) is handed, with the bytes
 //! already read, to a thread of its own (at most [`MAX_CONNECTIONS`] connections in
