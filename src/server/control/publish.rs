@@ -60,6 +60,10 @@ pub(super) fn checked_items(
             );
         }
     }
+    if let Some(items) = Item::parse_publish(body) {
+        return Ok(items);
+    }
+    // Something is wrong with it: read it again item by item, to say what.
     let mut body: serde_json::Value = match serde_json::from_slice(body) {
         Ok(body) => body,
         Err(e) => return Err(Response::error(400, &format!("the body is not JSON: {e}"))),
