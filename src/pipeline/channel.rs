@@ -492,6 +492,30 @@ impl Item {
     pub fn from_value(value: serde_json::Value) -> Result<Item, ChannelError> {
         let item: wire::Item = serde_json::from_value(value)
             .map_err(|e| ChannelError(format!("the item is not a GRIP publish item: {e}")))?;
+        Self::from_wire(item)
+    }
+
+    /// The items of a GRIP publish body, `{"items": [...]}`, read straight from its
+    /// bytes, without a JSON tree first (the tree and the items made from it were most
+    /// of what a publish cost the front end); `None` unless every item is good, for the
+    /// caller to read the body with [`from_value`](Self::from_value) item by item,
+    /// which names what is wrong.
+    pub fn parse_publish(body: &[u8]) -> Option<Vec<Item>> {
+        #[derive(Deserialize)]
+        struct Publish {
+            items: Vec<wire::Item>,
+        }
+        let publish: Publish = serde_json::from_slice(body).ok()?;
+        publish
+            .items
+            .into_iter()
+            .map(|item| Self::from_wire(item).ok())
+            .collect()
+    }
+
+    /// An item read as GRIP writes it, checked: its channel's name, its formats (those
+    /// under `formats` before those given as the item's own keys).
+    fn from_wire(item: wire::Item) -> Result<Item, ChannelError> {
         if !valid_channel(&item.channel) {
             return Err(ChannelError(format!(
                 "{:?} is not a channel name",
@@ -636,6 +660,42 @@ impl Item {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_publish_body_read_straight_gives_the_items_read_one_by_one() {
+        let bodies = [
+            r#"{"items": [{"channel": "a", "id": "2", "prev-id": "1",
+                "formats": {"http-stream": {"content": "data: x\n\n"}}}]}"#,
+            r#"{"items": [{"channel": "a", "http-stream": {"content-bin": "eHk=", "action": "close"}},
+                {"channel": "b", "formats": {"http-response": {"code": 201, "reason": "Made",
+                "headers": {"X-A": "1", "X-N": 2}, "body": "ok"}}},
+                {"channel": "c", "formats": {"http-response": {"headers": [["X-B", "2"]],
+                "body-bin": "b2s="}, "ws-message": {"content": "hi"}}}], "other": 1}"#,
+            r#"{"items": []}"#,
+        ];
+        for body in bodies {
+            let value: serde_json::Value = serde_json::from_str(body).unwrap();
+            let one_by_one: Vec<super::Item> = value["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| super::Item::from_value(item.clone()).unwrap())
+                .collect();
+            assert_eq!(
+                super::Item::parse_publish(body.as_bytes()),
+                Some(one_by_one),
+                "{body}"
+            );
+        }
+        for bad in [
+            "not json",
+            r#"{"items": 3}"#,
+            r#"{"items": [{"channel": "", "formats": {}}]}"#,
+            r#"{"items": [{"channel": "a", "formats": {"http-response": {"code": 7}}}]}"#,
+        ] {
+            assert_eq!(super::Item::parse_publish(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

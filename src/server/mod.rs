@@ -23,8 +23,9 @@
 //! close`, if configured), and returns once nothing is in flight, or when the drain
 //! timeout passes.
 //!
-//! Where things are: this file holds the [`Server`], its loop ([`Server::run`]) and the
-//! wait on its sockets. Each event goes to the file of its concern:
+//! Where things are: this file holds the [`Server`] and its loop ([`Server::run`]);
+//! `wait` the wait on its sockets (one `poll(2)`). Each event goes to the file of its
+//! concern:
 //! - `listener`: the client-facing sockets; connections arriving, half-closing, leaving;
 //! - `requests`: what a parsed request becomes (an answer of the front end's own, a job
 //!   resource, or a request sent into the pipeline);
@@ -41,7 +42,8 @@
 //!   their answers gathered into one.
 //! - `holds` and `channels`: held requests, the channels' holds and history, the bus;
 //!   `websocket`: WebSocket clients (the upgrade, messages as requests, push);
-//!   `control`: the control listener (`POST /publish/`), on threads of its own.
+//!   `control`: the control listener: `POST /publish/` served on this loop
+//!   (`control::inline`), its other routes on threads of its own.
 //!
 //! ZMQ_STREAM notes, learned the hard way (libzmq 4.3):
 //! - a peer's connect and disconnect each arrive as `[routing id, empty frame]`; data as
@@ -111,6 +113,7 @@ mod status_page;
 mod streams;
 mod subscriptions;
 mod upkeep;
+mod wait;
 mod websocket;
 
 pub use channels::ChannelsConfig;
@@ -192,9 +195,11 @@ impl std::fmt::Display for ServerStats {
 /// A bound front end, ready to [`run`](Server::run).
 pub struct Server {
     listeners: Vec<Listener>,
-    /// The descriptors [`poll`](Self::poll) sleeps on, one per polled socket, found
-    /// at the first poll.
+    /// The descriptors [`poll`](Self::poll) sleeps on: one per polled socket, found
+    /// at the first poll, then the control listener's.
     poll_fds: Vec<libc::pollfd>,
+    /// How many of `poll_fds` are the polled sockets' (0 before the first poll).
+    socket_fds: usize,
     /// Whether the next poll asks every socket, not only those its descriptor cannot
     /// speak for: at the first, and after each sweep, so that nothing can wait longer.
     ask_all: bool,
@@ -355,6 +360,7 @@ impl Server {
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),
+            socket_fds: 0,
             ask_all: true,
             front,
             config,
@@ -402,7 +408,7 @@ impl Server {
             .config
             .summary_every
             .map(|every| Instant::now() + every);
-        let mut ready = vec![false; self.listeners.len() + 4];
+        let mut ready = vec![false; self.listeners.len() + 5];
         self.probe(Instant::now());
         while !shutdown.is_triggered() {
             if shutdown.is_draining() && self.draining_since.is_none() {
@@ -436,6 +442,9 @@ impl Server {
             if pipeline_ready[3] {
                 self.drain_channels();
             }
+            if pipeline_ready[4] {
+                self.serve_control();
+            }
             let now = Instant::now();
             self.retry_stalled(now);
             self.retry_hang_ups(now);
@@ -460,136 +469,6 @@ impl Server {
         }
         self.stop();
         Ok(self.stats)
-    }
-
-    /// Waits for any socket to be readable; `ready` gets one flag per listener, then the
-    /// loopback's, the entries' (set when any entry is readable), the job service's
-    /// doorbell's and the channels' (the inbox or the bus).
-    ///
-    /// Asking a socket for its events processes its pending commands (a `read(2)` of its
-    /// signaler when one was signalled; nothing in the kernel when none was, with our
-    /// libzmq's counted mailbox, see `vendor/zeromq-src/PATCHES.md`), so
-    /// the sockets are asked only where their descriptor cannot tell: those the loop also sends on are asked every time (a send may take
-    /// in the command that made one readable, leaving its descriptor quiet), the others
-    /// only when their descriptor says a command came. A socket only read, and always
-    /// to `EAGAIN` (the loopback, the doorbell, the inbox), changes only by a command,
-    /// and libzmq signals its descriptor for every command that comes after its
-    /// mailbox was found empty, which each `EAGAIN` and each asking leaves it.
-    fn poll(&mut self, ready: &mut [bool], wait: Duration) -> Result<()> {
-        // The sockets' own notification descriptors, read once: they never change.
-        if self.poll_fds.is_empty() {
-            let mut fds = Vec::new();
-            for socket in self.polled_sockets() {
-                let fd = socket
-                    .get_fd()
-                    .map_err(|e| Error::zmq("reading a socket's descriptor", e))?;
-                fds.push(libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
-            self.poll_fds = fds;
-        }
-        ready.iter_mut().for_each(|flag| *flag = false);
-        // The sockets sent on first: one with a message waiting needs no sleep.
-        let sent_on = self.sent_on();
-        let all = std::mem::take(&mut self.ask_all);
-        let asked = |index| all || sent_on(index);
-        let any = self.mark_readable(ready, asked)?;
-        // Then one poll(2) over every descriptor, without a wait if something is
-        // readable already, and the sockets whose descriptor was signalled asked.
-        let timeout = match any {
-            true => 0,
-            false => wait.as_millis().min(i32::MAX as u128) as libc::c_int,
-        };
-        // SAFETY: poll(2) reads and writes exactly `poll_fds.len()` entries of the
-        // vector, which outlives the call.
-        let woken = unsafe {
-            libc::poll(
-                self.poll_fds.as_mut_ptr(),
-                self.poll_fds.len() as libc::nfds_t,
-                timeout,
-            )
-        };
-        if woken < 0 {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            if errno != libc::EINTR {
-                let e = zmq::Error::from_raw(errno);
-                return Err(Error::zmq("waiting for the sockets (poll)", e));
-            }
-        }
-        if woken > 0 {
-            let fds = &self.poll_fds;
-            self.mark_readable(ready, |index| {
-                fds[index].revents != 0 && !(any && asked(index))
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Which of [`polled_sockets`](Self::polled_sockets) the loop also sends on (or
-    /// sets options on): the listeners, the entries, the bus's subscriber.
-    fn sent_on(&self) -> impl Fn(usize) -> bool {
-        let listeners = self.listeners.len();
-        let entry = listeners + 1;
-        let routed_from = entry + 1 + usize::from(self.jobs.is_some());
-        let routed_to = routed_from + self.front.routed.len();
-        // After the routed entries comes the inbox, then the bus's subscriber, if any.
-        let bus = self.channels.bus.as_ref().map(|_| routed_to + 1);
-        move |index| {
-            index < listeners
-                || index == entry
-                || (routed_from..routed_to).contains(&index)
-                || Some(index) == bus
-        }
-    }
-
-    /// The sockets the loop waits on, in the order of `ready`'s flags: the listeners,
-    /// the loopback, the entry, the job service's doorbell if any, then the routed
-    /// entries (whose replies are read with the main entry's), then the channels' inbox
-    /// and bus.
-    fn polled_sockets(&self) -> impl Iterator<Item = &zmq::Socket> {
-        self.listeners
-            .iter()
-            .map(|l| &l.socket)
-            .chain([&self.front.loopback, &self.front.entry])
-            .chain(self.jobs.as_ref().map(|jobs| &jobs.doorbell))
-            .chain(self.front.routed.iter().map(|routed| &routed.socket))
-            .chain([&self.channels.inbox])
-            .chain(self.channels.bus.as_ref().map(|bus| &bus.subscriber))
-    }
-
-    /// Asks the sockets `which` picks (by their place in
-    /// [`polled_sockets`](Self::polled_sockets)) for their events, and sets the flag of
-    /// `ready` (see [`poll`](Self::poll)) of each readable one; true if any is readable.
-    fn mark_readable(&self, ready: &mut [bool], which: impl Fn(usize) -> bool) -> Result<bool> {
-        let entry = self.listeners.len() + 1;
-        let routed_from = entry + 1 + usize::from(self.jobs.is_some());
-        let channels_from = routed_from + self.front.routed.len();
-        let mut any = false;
-        for (index, socket) in self.polled_sockets().enumerate() {
-            if !which(index) {
-                continue;
-            }
-            let readable = match socket.get_events() {
-                Ok(events) => events.contains(zmq::POLLIN),
-                Err(zmq::Error::EINTR) => false,
-                Err(e) => return Err(Error::zmq("reading a socket's events", e)),
-            };
-            if readable {
-                any = true;
-                let flag = if index < routed_from {
-                    index
-                } else if index < channels_from {
-                    entry
-                } else {
-                    entry + 2
-                };
-                ready[flag] = true;
-            }
-        }
-        Ok(any)
     }
 }
 

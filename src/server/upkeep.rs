@@ -67,6 +67,7 @@ impl Server {
         self.sweep_job_reads(now);
         self.sweep_selftests(now);
         self.sweep_holds(now);
+        self.sweep_control(now);
         self.sweep_websockets(now);
         self.census_sweep(now);
         for listener in &mut self.listeners {

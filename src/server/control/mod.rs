@@ -2,27 +2,35 @@
 //! public one (`--control-listen tcp://127.0.0.1:5561`). It listens on loopback
 //! addresses only unless told otherwise (`--control-allow-remote`).
 //!
-//! It runs on a thread of its own (one more per open connection, at most
-//! [`MAX_CONNECTIONS`]), away from the front end's loop, with blocking sockets: its
-//! traffic is small. Each request goes to the first route of [`ROUTES`] whose method
-//! and path match; a later part (an operators' API) adds its routes there. What a route
-//! hands to the front end goes through the front end's inbox (an in-process PUSH to its
-//! PULL), so a route never touches the front end's state; a publish's items, parsed
-//! here, go over a channel beside it ([`Publishes`]) and the inbox only wakes the front
-//! end, so the front end never parses them again.
+//! The front end's loop owns its listening socket and serves the publishes itself
+//! ([`inline`]): it accepts each connection, reads it without blocking, and answers a
+//! small `POST /publish/` on the loop, delivering the items to its holds and its bus
+//! as it reads them, so a publish wakes two threads (the front end, then libzmq's I/O
+//! thread, which writes to the subscribers), not three (a connection's thread first,
+//! which then woke the front end through its inbox). A connection whose next request is
+//! anything else (another route, a body over [`inline::INLINE_BODY`], a head that is
+//! not yet whole at [`inline::INLINE_HEAD`], a chunked body) is handed, with the bytes
+//! already read, to a thread of its own (at most [`MAX_CONNECTIONS`] connections in
+//! all, inline or not; more are answered 503 and closed), which serves it from then on
+//! with blocking sockets, as every connection was before. Each request there goes to
+//! the first route of [`ROUTES`] whose method and path match. What a route hands to
+//! the front end goes through the front end's inbox (an in-process PUSH to its PULL),
+//! so a route never touches the front end's state; a publish's items, parsed there, go
+//! over a channel beside it ([`Publishes`]) and the inbox only wakes the front end, so
+//! the front end never parses them again.
 //!
 //! Routes: `POST /publish/` (see [`publish`]); `PUT`, `GET` and `DELETE
 //! /subscriptions/{name}` (see [`subscriptions`]); the job admin API, `GET /jobs`,
 //! `GET /jobs/changes`, `POST /jobs/{id}/retry`, `POST /jobs/cancel` (see [`admin`]).
 
 mod admin;
+pub(crate) mod inline;
 mod publish;
 mod subscriptions;
 
 use crate::http::{Request, Response};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +44,7 @@ const MAX_HEAD: usize = 64 * 1024;
 /// How long a publish may wait for the front end to take it before it is answered 503.
 const INBOX_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection may stay silent before it is closed.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The control listener's settings.
 #[derive(Clone, Debug)]
@@ -174,6 +182,8 @@ fn dispatch(context: &ControlContext, request: &Request) -> Response {
 pub(crate) struct ControlListener {
     /// The endpoint bound, `tcp://HOST:PORT`.
     pub(crate) endpoint: String,
+    /// Its listening socket and the connections the front end serves on its loop.
+    pub(crate) inline: inline::Inline,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -237,6 +247,10 @@ impl ControlListener {
         log::info!("control listener on {endpoint}");
         let stop = Arc::new(AtomicBool::new(false));
         let (ctx, inbox, flag) = (ctx.clone(), inbox.to_string(), stop.clone());
+        let open = Arc::new(AtomicUsize::new(0));
+        let (handoff, handed) = crossbeam_channel::bounded(MAX_CONNECTIONS);
+        let inline =
+            inline::Inline::new(listener, handoff, open.clone(), config.publish_key.clone());
         let shared = Shared {
             publishes,
             subscriptions,
@@ -247,10 +261,11 @@ impl ControlListener {
         };
         let thread = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(&ctx, &listener, &inbox, &shared, &flag))
+            .spawn(move || serve_handed(&ctx, &handed, &inbox, &shared, &open, &flag))
             .map_err(ControlError::Bind)?;
         Ok(ControlListener {
             endpoint,
+            inline,
             stop,
             thread: Some(thread),
         })
@@ -276,75 +291,72 @@ struct Shared {
     stop: Arc<AtomicBool>,
 }
 
-/// Accepts connections until `stop`, each served on a thread of its own.
-fn accept_loop(
+/// A connection the front end hands over: its socket and the bytes already read from
+/// it (a request's beginning, or more).
+pub(crate) type Handed = (TcpStream, Vec<u8>);
+
+/// Serves each connection the front end hands over on a thread of its own, until
+/// `stop`. `open` counts the connections (the front end's and the threads'); each
+/// thread takes one off when it ends.
+fn serve_handed(
     ctx: &zmq::Context,
-    listener: &TcpListener,
+    handed: &crossbeam_channel::Receiver<Handed>,
     inbox: &str,
     shared: &Shared,
+    open: &Arc<AtomicUsize>,
     stop: &AtomicBool,
 ) {
-    let open = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::SeqCst) {
-        let mut fd = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
+        let (stream, buffer) = match handed.recv_timeout(Duration::from_millis(100)) {
+            Ok(connection) => connection,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
-        // SAFETY: poll(2) reads and writes the one entry, which outlives the call.
-        unsafe { libc::poll(&mut fd, 1, 100) };
-        while let Ok((mut stream, _)) = listener.accept() {
-            if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-                let _ = stream.set_nonblocking(false);
-                let busy = Response::error(503, "too many control connections");
-                let _ = stream.write_all(&busy.to_bytes(1, false, false));
+        // A front end that stopped, or does not keep up, answers 503 after
+        // INBOX_TIMEOUT rather than holding the connection's thread for ever.
+        let context = match ctx.socket(zmq::PUSH).and_then(|s| {
+            s.set_sndtimeo(INBOX_TIMEOUT.as_millis() as i32)?;
+            s.set_linger(0)?;
+            s.connect(inbox)?;
+            Ok(s)
+        }) {
+            Ok(socket) => ControlContext {
+                inbox: socket,
+                publishes: shared.publishes.clone(),
+                publish_key: shared.publish_key.clone(),
+                admin_token: shared.admin_token.clone(),
+                admin: shared.admin.clone(),
+                stop: shared.stop.clone(),
+                subscriptions: shared.subscriptions.clone(),
+            },
+            Err(e) => {
+                log::warn!("control listener: no socket to the front end: {e}");
+                open.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
-            // A front end that stopped, or does not keep up, answers 503 after
-            // INBOX_TIMEOUT rather than holding the connection's thread for ever.
-            let context = match ctx.socket(zmq::PUSH).and_then(|s| {
-                s.set_sndtimeo(INBOX_TIMEOUT.as_millis() as i32)?;
-                s.set_linger(0)?;
-                s.connect(inbox)?;
-                Ok(s)
-            }) {
-                Ok(socket) => ControlContext {
-                    inbox: socket,
-                    publishes: shared.publishes.clone(),
-                    publish_key: shared.publish_key.clone(),
-                    admin_token: shared.admin_token.clone(),
-                    admin: shared.admin.clone(),
-                    stop: shared.stop.clone(),
-                    subscriptions: shared.subscriptions.clone(),
-                },
-                Err(e) => {
-                    log::warn!("control listener: no socket to the front end: {e}");
-                    continue;
-                }
-            };
-            open.fetch_add(1, Ordering::SeqCst);
-            let open = open.clone();
-            let spawned = std::thread::Builder::new()
-                .name("control-conn".into())
-                .spawn(move || {
-                    serve(&context, stream);
-                    open.fetch_sub(1, Ordering::SeqCst);
-                });
-            if let Err(e) = spawned {
-                log::warn!("control listener: no thread for a connection: {e}");
-            }
+        };
+        let done = open.clone();
+        let spawned = std::thread::Builder::new()
+            .name("control-conn".into())
+            .spawn(move || {
+                serve(&context, stream, buffer);
+                done.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            log::warn!("control listener: no thread for a connection: {e}");
+            open.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
 
-/// Serves one connection's requests (keep-alive) until it closes or stays silent.
-fn serve(context: &ControlContext, mut stream: TcpStream) {
+/// Serves one connection's requests (keep-alive) until it closes or stays silent;
+/// `buffer` holds what the front end already read from it.
+fn serve(context: &ControlContext, mut stream: TcpStream, mut buffer: Vec<u8>) {
     if stream.set_nonblocking(false).is_err()
         || stream.set_read_timeout(Some(READ_TIMEOUT)).is_err()
     {
         return;
     }
-    let mut buffer = Vec::with_capacity(4096);
     loop {
         let (response, keep_alive, minor) = match read_request(&mut stream, &mut buffer) {
             Ok(Some((request, _))) if admin::wants_stream(&request) => {
