@@ -496,6 +496,10 @@ impl JobStore for SqliteStore {
         self.empty_log();
     }
 
+    fn scrub_pending(&self) -> bool {
+        self.scrub
+    }
+
     fn last_write_error(&self) -> Option<String> {
         self.write_error.clone()
     }
