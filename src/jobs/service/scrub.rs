@@ -21,9 +21,11 @@ use super::{Command, Event, Service};
 use crossbeam_channel::Receiver;
 use std::time::{Duration, Instant};
 
-/// The longest a commit that needs a scrub waits for it. At `wrk -c32` of cheap
-/// submits the job thread commits every 3-6 ms; a scrub costs about as much as a
-/// commit (`DESIGN.md`, the jobs' section, has the measurements behind this figure).
+/// The longest a commit that needs a scrub waits for it, and so the longest an ended
+/// job's request stays on disk and the longest an answer waits for the scrub under
+/// load. At `wrk -c32` of cheap submits the job thread commits every 3-4 ms, so one
+/// scrub (two `fsync`s, a copy of the log into the database) serves five or six
+/// commits (`DESIGN.md`, the jobs' section, has the measurements).
 pub(super) const SCRUB_EVERY: Duration = Duration::from_millis(20);
 
 /// The committed answers that wait for the store's scrub, and since when one is owed.
