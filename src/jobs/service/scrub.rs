@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 /// The longest a commit that needs a scrub waits for it, and so the longest an ended
 /// job's request stays on disk and the longest an answer waits for the scrub under
-/// load. At `wrk -c32` of cheap submits the job thread commits every 3-4 ms, so one
-/// scrub (two `fsync`s, a copy of the log into the database) serves five or six
+/// load. At `wrk -c32` of cheap submits the job thread commits about every 4 ms, so
+/// one scrub (two `fsync`s, a copy of the log into the database) serves about five
 /// commits (`DESIGN.md`, the jobs' section, has the measurements).
 pub(super) const SCRUB_EVERY: Duration = Duration::from_millis(20);
 
