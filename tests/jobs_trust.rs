@@ -264,6 +264,129 @@ fn credentials_leave_every_file_of_the_store_when_their_job_ends() {
     assert_not_on_disk(&db, &marker, "after a clean stop");
 }
 
+/// Reads an event stream (`GET {location}/events`) on a connection of its own until its
+/// final state event; returns whether the store's files still held `token` the moment
+/// that event arrived.
+fn stream_until_ended(port: u16, location: &str, db: &Path, token: &str) -> bool {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("a timeout");
+    let request = format!("GET {location}/events HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !contains(&seen, b"\"succeeded\"") {
+        let n = stream.read(&mut chunk).expect("the event stream");
+        assert!(n > 0, "the event stream closed before the end: {seen:?}");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    on_disk(db, token)
+}
+
+/// Whether any file of the store holds `needle`.
+fn on_disk(db: &Path, needle: &str) -> bool {
+    store_files(db)
+        .iter()
+        .any(|file| match std::fs::read(file) {
+            Ok(bytes) => contains(&bytes, needle.as_bytes()),
+            Err(_) => false,
+        })
+}
+
+#[test]
+fn no_one_hears_of_a_jobs_end_before_its_credentials_left_the_disk() {
+    // The scrub that takes an ended job's request off the disk does not follow every
+    // commit: a status read, a long-poll and an event stream that tell of the end wait
+    // for it. Other submits keep the job service committing meanwhile, so scrubs are
+    // put off; each reader looks at the files the moment it hears of the end.
+    let db = scratch_path("told-after-scrub", "sqlite");
+    let port = free_port();
+    let mut serverd = start_serverd("serverd-told-after-scrub", port, &db, &[]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut client = Client::connect(port).expect("connect");
+            for _ in 0..20_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let accepted = client
+                    .send_request("GET", &is_prime(7), &["Prefer: respond-async"])
+                    .and_then(|()| client.read_response(READ))
+                    .expect("an answer");
+                assert_eq!(accepted.status, 202, "{accepted:?}");
+            }
+        })
+    };
+    let nonce = format!("{:x}", std::process::id() as u64 * 7919 + 23);
+    for n in 0..6 {
+        let token = format!("tok{nonce}n{n}secret");
+        let authorization = format!("Authorization: Bearer {token}");
+        // A prime whose trial division takes a moment (10^15 + 37: about 10^7
+        // divisions), so that the readers below are waiting when the job ends.
+        let location = location_of(&submit(
+            port,
+            &is_prime(1_000_000_000_000_037),
+            &[&authorization],
+        ));
+        let long_poll = {
+            let (location, db, token) = (location.clone(), db.clone(), token.clone());
+            std::thread::spawn(move || {
+                let mut client = Client::connect(port).expect("connect");
+                loop {
+                    let answer = client
+                        .get(&format!("{location}?wait=30"), READ)
+                        .expect("a long-poll's answer");
+                    if answer.status == 303 {
+                        return on_disk(&db, &token);
+                    }
+                    assert_eq!(answer.status, 200, "{answer:?}");
+                }
+            })
+        };
+        let events = {
+            let (location, db, token) = (location.clone(), db.clone(), token.clone());
+            std::thread::spawn(move || stream_until_ended(port, &location, &db, &token))
+        };
+        let mut reader = Client::connect(port).expect("connect");
+        let mut reads = 0;
+        loop {
+            let answer = reader.get(&location, READ).expect("a status");
+            if answer.status == 303 {
+                assert!(
+                    !on_disk(&db, &token),
+                    "job {n}: a status read told of the end while its credentials were on disk"
+                );
+                break;
+            }
+            assert_eq!(answer.status, 200, "{answer:?}");
+            reads += 1;
+            assert!(reads < 100_000, "job {n} never ended");
+        }
+        assert!(
+            !long_poll.join().expect("the long-poll"),
+            "job {n}: a long-poll told of the end while its credentials were on disk"
+        );
+        assert!(
+            !events.join().expect("the event stream"),
+            "job {n}: an event stream told of the end while its credentials were on disk"
+        );
+        assert_eq!(
+            get(port, &format!("{location}/result"), READ)
+                .expect("the result")
+                .status,
+            200
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().expect("the load");
+    serverd.signal("TERM");
+    assert!(serverd.wait_exit(Duration::from_secs(30)).is_some());
+}
+
 /// The tag a log line carries for a job id: `~` and the first 8 hex digits of the id's
 /// SHA-256.
 fn tag_of(location: &str) -> String {

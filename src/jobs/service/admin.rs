@@ -149,7 +149,7 @@ pub fn change_json(change: &JobChange) -> serde_json::Value {
     })
 }
 
-/// Admin answers waiting for the batch's commit.
+/// Admin answers waiting for the batch's commit, or for the scrub after it.
 #[derive(Default)]
 pub(super) struct Pending(Vec<(Sender<AdminAnswer>, AdminAnswer)>);
 
@@ -166,15 +166,28 @@ impl Service {
         self.admin_pending.0.push((call.answer, answer));
     }
 
-    /// Sends the batch's admin answers: as they are when the commit went through,
-    /// else `503`.
-    pub(super) fn admin_flush(&mut self, committed: bool) {
-        for (to, answer) in self.admin_pending.0.drain(..) {
-            let answer = match committed {
-                true => answer,
-                false => unavailable("the job store cannot commit"),
-            };
+    /// The batch's commit went through: its admin answers wait with the batch's other
+    /// answers for the store's scrub (see `scrub`).
+    pub(super) fn admin_committed(&mut self) {
+        self.admin_held.0.append(&mut self.admin_pending.0);
+    }
+
+    /// Whether committed admin answers wait for the store's scrub.
+    pub(super) fn admin_waiting(&self) -> bool {
+        !self.admin_held.0.is_empty()
+    }
+
+    /// Sends the committed admin answers (after the scrub that followed their commit).
+    pub(super) fn admin_tell(&mut self) {
+        for (to, answer) in self.admin_held.0.drain(..) {
             let _ = to.send(answer);
+        }
+    }
+
+    /// The batch's commit failed: its admin answers are `503`.
+    pub(super) fn admin_refuse(&mut self) {
+        for (to, _) in self.admin_pending.0.drain(..) {
+            let _ = to.send(unavailable("the job store cannot commit"));
         }
     }
 

@@ -277,10 +277,14 @@ impl Service {
         if let RunAnswer::Response(bytes) = &answer {
             if self.running.remove(&number) {
                 // A run of this service's that answered: its job is running, and the
-                // end is one statement (it ends nothing that has ended already).
-                return self.end_run(number, JobState::Running, bytes);
+                // end is stored with the batch's others (see `ends`).
+                let (stored, error) = stored_of(bytes);
+                self.end_later(number, stored, error);
+                return Ok(());
             }
         }
+        // Any end gathered so far is stored first: this answer's job may be among them.
+        self.store_ends();
         let Some(record) = self.store.by_number(number)? else {
             log::warn!("jobs: an answer for job number {number}, which the store does not have");
             return Ok(());
@@ -311,19 +315,7 @@ impl Service {
 
     /// Ends a job with the answer its run gave (`was`: the state it is in).
     fn end_run(&mut self, number: u64, was: JobState, bytes: &[u8]) -> Result<(), StoreError> {
-        let (stored, error) = match answers::stored_from_http(bytes) {
-            Some(stored) => {
-                let error = answers::error_of(&stored);
-                (stored, error)
-            }
-            None => {
-                let failure = Failure::new(
-                    FailureKind::WorkerPanicked,
-                    "the stage's answer is not an HTTP response",
-                );
-                (answers::stored_from_failure(&failure), Some(failure.detail))
-            }
-        };
+        let (stored, error) = stored_of(bytes);
         self.end(number, was, stored, error)
     }
 
@@ -336,19 +328,38 @@ impl Service {
         stored: StoredAnswer,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        let state = if stored.status < 400 {
-            JobState::Succeeded
-        } else {
-            JobState::Failed
-        };
-        if let Some(ended) =
-            self.store
-                .finish(number, state, &stored, error.as_deref(), now_ms())?
-        {
+        let state = end_state(&stored);
+        let ended = self
+            .store
+            .finish(number, state, &stored, error.as_deref(), now_ms())?;
+        self.ended(number, was, stored, ended);
+        Ok(())
+    }
+
+    /// What follows a job's end in the store (`ended`: its record, `None` when it had
+    /// ended already): the counts, the log, its waiters, event streams, webhook and
+    /// channels.
+    pub(super) fn ended(
+        &mut self,
+        number: u64,
+        was: JobState,
+        stored: StoredAnswer,
+        ended: Option<JobRecord>,
+    ) {
+        if let Some(ended) = ended {
+            let state = ended.state;
             let count = self.counts.of(was);
             *count = count.saturating_sub(1);
             *self.counts.of(state) += 1;
-            log::info!(
+            // A job that succeeded at its first run is routine, one line per job at
+            // the rate of submits (the submit's access-log line names the request); a
+            // failure or a run that needed more than one attempt is news.
+            let level = match state == JobState::Succeeded && ended.attempts <= 1 {
+                true => log::Level::Debug,
+                false => log::Level::Info,
+            };
+            log::log!(
+                level,
                 "jobs: job {} {} with {} after {} attempts",
                 job_tag(ended.id.as_bytes()),
                 state.as_str(),
@@ -364,7 +375,6 @@ impl Service {
         } else {
             log::debug!("jobs: job number {number} has ended already; a later answer is dropped");
         }
-        Ok(())
     }
 
     /// Queues a run again, later, after the pipeline could not take it.
@@ -484,5 +494,32 @@ impl Service {
             self.changed(&record, None);
         }
         true
+    }
+}
+
+/// The state a run's answer ends its job in.
+pub(super) fn end_state(stored: &StoredAnswer) -> JobState {
+    if stored.status < 400 {
+        JobState::Succeeded
+    } else {
+        JobState::Failed
+    }
+}
+
+/// What is stored of a run's HTTP answer, and its error (a stage's answer that is not
+/// HTTP is stored as the failure it is).
+fn stored_of(bytes: &[u8]) -> (StoredAnswer, Option<String>) {
+    match answers::stored_from_http(bytes) {
+        Some(stored) => {
+            let error = answers::error_of(&stored);
+            (stored, error)
+        }
+        None => {
+            let failure = Failure::new(
+                FailureKind::WorkerPanicked,
+                "the stage's answer is not an HTTP response",
+            );
+            (answers::stored_from_failure(&failure), Some(failure.detail))
+        }
     }
 }

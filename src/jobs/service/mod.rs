@@ -14,9 +14,11 @@
 
 pub mod admin;
 mod callbacks;
+mod ends;
 mod lifecycle;
 mod messages;
 mod remote;
+mod scrub;
 mod settle;
 mod waiters;
 
@@ -228,6 +230,7 @@ impl JobsHandle {
             outbox: Vec::new(),
             early: Vec::new(),
             submitted: Vec::new(),
+            ending: Vec::new(),
             failed_write: None,
             notify: HashMap::new(),
             next_expiry: Instant::now() + expire_every(&config),
@@ -237,6 +240,8 @@ impl JobsHandle {
             draining: false,
             deliveries: None,
             admin_pending: admin::Pending::default(),
+            admin_held: admin::Pending::default(),
+            unscrubbed: scrub::Unscrubbed::default(),
             lease_due: store_shared.then(|| Instant::now() + config.lease / 3),
             seen_events: HashMap::new(),
         };
@@ -401,11 +406,15 @@ struct Service {
     deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     next_waiter: u64,
     /// Events of the batch under way, sent once it is committed and the store has
-    /// scrubbed what it removed (see [`JobStore::scrub`]).
+    /// scrubbed what it removed (see [`JobStore::scrub`] and `scrub`).
     outbox: Vec<Event>,
+    /// Committed events, admin answers and webhooks waiting for the store's scrub.
+    unscrubbed: scrub::Unscrubbed,
     /// Events of the batch under way that tell of no job's end (`202`s of submits,
     /// dispatches): sent once it is committed, before the scrub.
     early: Vec<Event>,
+    /// Runs' ends of the batch under way, stored together (see `ends`).
+    ending: Vec<ends::PendingEnd>,
     /// Submits of the batch under way, stored together (see `store_submits`).
     submitted: Vec<lifecycle::Submitted>,
     /// Why a write of the batch under way that must not be kept half-done failed (a
@@ -425,6 +434,8 @@ struct Service {
     warnings: Warnings,
     /// Admin answers waiting for the batch's commit.
     admin_pending: admin::Pending,
+    /// Committed admin answers waiting for the store's scrub.
+    admin_held: admin::Pending,
     /// With a shared store: when the lease is next renewed (see `remote`).
     lease_due: Option<Instant>,
     /// The last event each watched job's event streams were sent, by job number, so a
@@ -467,6 +478,7 @@ impl Service {
         // command or timer comes.
         let mut recovered = true;
         loop {
+            self.scrub_if_due(&commands, Instant::now());
             let wait = self.next_timer().saturating_duration_since(Instant::now());
             let first = if std::mem::take(&mut recovered) {
                 None
@@ -486,18 +498,20 @@ impl Service {
             for command in batch {
                 self.handle(command);
             }
+            self.store_ends();
             self.on_webhook_outcomes();
             self.store_submits();
             self.on_timers(Instant::now());
             self.dispatch();
             self.commit();
-            self.flush();
             // A webhook tells of a job's end, so it leaves as the answers that tell of
             // one do: after the commit that stored the end and the scrub that took the
-            // request off the disk (a delivery made due in this batch is sent here, not
-            // by `on_timers`, which runs before the commit).
-            self.webhooks_due(Instant::now());
+            // request off the disk (`flush` or a later `scrub_if_due` sends it, never
+            // `on_timers`, which runs before the commit).
+            self.flush();
         }
+        // What waits for a scrub leaves before the thread ends.
+        self.scrub_now();
         log::debug!("jobs: the job store's thread stops");
     }
 
@@ -518,6 +532,9 @@ impl Service {
         if let Some(at) = self.lease_due {
             next = next.min(at);
         }
+        if let Some(at) = self.scrub_due() {
+            next = next.min(at);
+        }
         if let Some(ms) = self.next_scheduled {
             next = next.min(callbacks::instant_of(ms));
         }
@@ -536,6 +553,11 @@ impl Service {
         let Some(command) = self.intercept_callback(command) else {
             return;
         };
+        // The runs' ends gathered so far are stored before a command that may read
+        // their jobs (see `ends`; an answer stores them itself when it must).
+        if !matches!(command, Command::Submit { .. } | Command::Answered { .. }) {
+            self.store_ends();
+        }
         let reply = match &command {
             Command::Submit { reply, .. }
             | Command::Status { reply, .. }
@@ -780,10 +802,9 @@ impl Service {
         self.reread_schedule();
     }
 
-    /// Sends the committed batch's events: first those that tell of no job's end
-    /// (`202`s, dispatches), so that they do not wait for the store's scrub, then,
-    /// once the store has taken what the commit removed off its disk, the others. No
-    /// client hears of a job's end before its request is gone from the disk.
+    /// Sends the committed batch's events that tell of no job's end (`202`s,
+    /// dispatches) at once; the others wait for the store's scrub (see `scrub`). After
+    /// a failed commit its `503`s wait the same way, behind earlier answers.
     fn flush(&mut self) {
         let mut early = std::mem::take(&mut self.early);
         let sent = self.send_events(&mut early);
@@ -791,15 +812,7 @@ impl Service {
         if !sent {
             return;
         }
-        self.store.scrub();
-        // After a failed commit these were answered already (see `batch_unsettled`).
-        self.admin_flush(true);
-        let mut late = std::mem::take(&mut self.outbox);
-        let sent = self.send_events(&mut late);
-        self.outbox = late;
-        if !sent {
-            return;
-        }
+        self.after_commit();
         if let Ok(mut stats) = self.stats.lock() {
             *stats = JobStats {
                 counts: self.counts,

@@ -74,7 +74,7 @@ impl Service {
     /// The batch's commit went through: what it applied is settled.
     pub(super) fn batch_settled(&mut self) {
         // The admin answers leave with the batch's other answers, after the scrub (see
-        // `flush`).
+        // `scrub`).
         self.unsettled.answered.clear();
         self.unsettled.settling.clear();
     }
@@ -82,7 +82,7 @@ impl Service {
     /// The batch's commit failed: the ends it applied, and the settling it did, were
     /// rolled back; they are settled at a later batch.
     pub(super) fn batch_unsettled(&mut self) {
-        self.admin_flush(false);
+        self.admin_refuse();
         let unsettled = &mut self.unsettled;
         unsettled.uncertain.append(&mut unsettled.answered);
         unsettled.uncertain.append(&mut unsettled.settling);

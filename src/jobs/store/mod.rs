@@ -155,6 +155,19 @@ pub struct StoredAnswer {
     pub body: Vec<u8>,
 }
 
+/// A job's end to store (see [`JobStore::finish_many`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Ending<'a> {
+    /// The job's number.
+    pub number: u64,
+    /// `Succeeded` or `Failed`.
+    pub state: JobState,
+    /// The run's answer.
+    pub answer: &'a StoredAnswer,
+    /// Why it failed, if it did.
+    pub error: Option<&'a str>,
+}
+
 /// A job to store.
 #[derive(Clone, Debug)]
 pub struct NewJob<'a> {
@@ -462,10 +475,17 @@ pub trait JobStore: Send {
     /// expiry), takes the copies a store keeps of the removed rows off its disk: SQLite
     /// checkpoints its write-ahead log into the database, where `secure_delete` has
     /// zeroed them, and truncates the log. Nothing for a store that keeps no such copy
-    /// (the default). The job service calls it after each commit, once the commit's
-    /// answers that tell of no job's end have left (`202`s and dispatches), and before
-    /// any other answer (a job's end, a status read) leaves.
+    /// (the default). The job service calls it between batches while
+    /// [`scrub_pending`](Self::scrub_pending), at most a few milliseconds after the commit
+    /// that made it owed, and holds every answer of that commit but those that tell of no
+    /// job's end (`202`s and dispatches) until it has run.
     fn scrub(&mut self) {}
+    /// Whether a commit since the last [`scrub`](Self::scrub) removed stored requests,
+    /// so that a scrub is owed before anyone hears of those jobs' ends (`false` for a
+    /// store that keeps no copies, the default).
+    fn scrub_pending(&self) -> bool {
+        false
+    }
     /// Why the store's last write to its disk failed (a commit; a disk that is full),
     /// until a later commit that wrote something succeeds; `None` while writes go
     /// through. The self-test reports it: reads alone cannot tell a full disk.
@@ -505,6 +525,18 @@ pub trait JobStore: Send {
             started.extend(self.start(number, now_ms)?);
         }
         Ok(started)
+    }
+    /// [`finish`](Self::finish) for several jobs, in order: each one's record, `None`
+    /// for one that had ended already. A store with a round trip per statement
+    /// (PostgreSQL) ends them with one.
+    fn finish_many(
+        &mut self,
+        ends: &[Ending<'_>],
+        now_ms: i64,
+    ) -> Result<Vec<Option<JobRecord>>, StoreError> {
+        ends.iter()
+            .map(|end| self.finish(end.number, end.state, end.answer, end.error, now_ms))
+            .collect()
     }
     /// Ends an unfinished job with its answer (`Succeeded` or `Failed`); its request is
     /// forgotten, except a failed job's, kept without its credentials (for a retry)

@@ -76,6 +76,8 @@ pub struct SqliteStore {
     write_error: Option<String>,
     /// SQLite's count of changed rows when the group under way began.
     changes_at_begin: u64,
+    /// Whether a group is under way (between `begin` and its commit or rollback).
+    in_group: bool,
     /// The file as opened, checked before each commit.
     file: FileIdentity,
     /// Events of the group under way, written at its commit.
@@ -133,6 +135,7 @@ impl SqliteStore {
             scrub: false,
             write_error: None,
             changes_at_begin: 0,
+            in_group: false,
             file,
             pending_events: PendingEvents::default(),
             statements,
@@ -280,10 +283,27 @@ impl SqliteStore {
         sql: &str,
         params: &[&dyn rusqlite::ToSql],
     ) -> Result<Option<JobRecord>, StoreError> {
+        self.group_kept()?;
         let sql = format!("{sql} RETURNING {RECORD_COLUMNS}");
         let mut statement = self.db.prepare_cached(&sql)?;
         let row = statement.query_row(params, read_record).optional()?;
         row.transpose()
+    }
+}
+
+impl SqliteStore {
+    /// Fails once SQLite has rolled back the group under way by itself (after an I/O
+    /// error, or a full disk or memory in a statement without a statement journal:
+    /// the store's writes of one row run `OR FAIL`, which needs none), so that no
+    /// later write of the group runs outside it and commits on its own.
+    fn group_kept(&self) -> Result<(), StoreError> {
+        if self.in_group && self.db.is_autocommit() {
+            return Err(StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT_ROLLBACK),
+                Some("the group's transaction was rolled back by an earlier error".into()),
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -465,10 +485,13 @@ impl JobStore for SqliteStore {
         self.pending_events.clear();
         self.db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         self.changes_at_begin = self.db.total_changes();
+        self.in_group = true;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        self.group_kept()?;
+        self.in_group = false;
         // Nothing is acknowledged that no file would hold after a restart.
         if let Err(lost) = self.file.check() {
             self.write_error = Some(lost.to_string());
@@ -496,11 +519,16 @@ impl JobStore for SqliteStore {
         self.empty_log();
     }
 
+    fn scrub_pending(&self) -> bool {
+        self.scrub
+    }
+
     fn last_write_error(&self) -> Option<String> {
         self.write_error.clone()
     }
 
     fn rollback(&mut self) {
+        self.in_group = false;
         self.pending_events.clear();
         if let Err(e) = self.db.execute_batch("ROLLBACK") {
             log::error!("job database: rollback failed: {e}");
@@ -508,8 +536,13 @@ impl JobStore for SqliteStore {
     }
 
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError> {
+        self.group_kept()?;
+        // `OR FAIL` (as the start and the finish): with the feed's triggers a write of
+        // one row would otherwise get a statement journal, 64 KiB allocated and freed
+        // per statement (two `madvise` and page faults per job); no constraint of these
+        // can fail half-way, and a full disk is caught by `group_kept`.
         let mut statement = self.db.prepare_cached(
-            "INSERT INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events, client, not_before_ms, task)
+            "INSERT OR FAIL INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events, client, not_before_ms, task)
              VALUES (?1, ?8, ?2, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?9, ?10)",
         )?;
         let state = job.state();
@@ -562,8 +595,9 @@ impl JobStore for SqliteStore {
 
     /// One statement: the change of state returns the request with the record.
     fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError> {
+        self.group_kept()?;
         let sql = format!(
-            "UPDATE jobs SET events = events + 1, state = 'running', attempts = attempts + 1, updated_ms = ?2
+            "UPDATE OR FAIL jobs SET events = events + 1, state = 'running', attempts = attempts + 1, updated_ms = ?2
              WHERE number = ?1 AND state = 'queued' RETURNING {RECORD_COLUMNS}, head, body, client"
         );
         let mut statement = self.db.prepare_cached(&sql)?;
@@ -594,7 +628,7 @@ impl JobStore for SqliteStore {
             admin::scrub_credentials(&self.db, number)?;
         }
         self.update(
-            "UPDATE jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
+            "UPDATE OR FAIL jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
                  answer_headers = ?6, answer_body = ?7,
                  head = CASE ?2 WHEN 'failed' THEN head END, body = CASE ?2 WHEN 'failed' THEN body END,
                  client = CASE ?2 WHEN 'failed' THEN client END

@@ -529,3 +529,43 @@ fn the_scrub_after_the_commit_that_ended_a_job_takes_its_request_off_every_file(
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn no_write_runs_outside_a_group_that_sqlite_rolled_back() {
+    // The writes of one row run `OR FAIL`, without a statement journal: a full disk
+    // in one of them makes SQLite roll back the whole group. What follows in the
+    // group must fail, not run (and commit) on its own.
+    let mut kept = store("rolled-back");
+    kept.begin().expect("begin");
+    let first = insert(&mut kept, "before", 1);
+    kept.db
+        .execute_batch("ROLLBACK")
+        .expect("the rollback SQLite would do");
+    let more = NewJob {
+        id: "after",
+        head: b"GET /x HTTP/1.1\r\n\r\n",
+        body: b"",
+        idempotency_key: None,
+        fingerprint: b"f",
+        now_ms: 2,
+        client: None,
+        not_before_ms: None,
+    };
+    assert!(
+        kept.insert(&more).is_err(),
+        "an insert ran outside the group"
+    );
+    assert!(
+        kept.start(first.number, 3).is_err(),
+        "a start ran outside the group"
+    );
+    assert!(kept.commit().is_err(), "a commit of a group that is gone");
+    kept.rollback();
+    assert!(kept.by_id("before").expect("a read").is_none());
+    assert!(kept.by_id("after").expect("a read").is_none());
+    // The next group works.
+    kept.begin().expect("begin");
+    insert(&mut kept, "next", 4);
+    kept.commit().expect("commit");
+    assert!(kept.by_id("next").expect("a read").is_some());
+}

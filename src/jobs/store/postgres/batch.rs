@@ -1,9 +1,10 @@
 //! What a batch of the PostgreSQL store writes with one statement (one round trip)
 //! rather than one per job: its submits (`insert_many`), the runs it starts
-//! (`start_many`) and its events (held until the commit), each as arrays of columns.
+//! (`start_many`), the runs' ends (`finish_many`) and its events (held until the
+//! commit), each as arrays of columns.
 
 use super::super::admin_table::task_of;
-use super::super::{JobRecord, JobStore, NewJob, StartedJob, StoreError};
+use super::super::{Ending, JobRecord, JobState, JobStore, NewJob, StartedJob, StoreError};
 use super::{number_param, read_record, PostgresStore, RECORD_COLUMNS};
 use std::collections::HashMap;
 
@@ -129,5 +130,64 @@ impl PostgresStore {
             .iter()
             .filter_map(|number| started.remove(number))
             .collect())
+    }
+
+    /// One statement for the jobs that succeeded (a failed job's request loses its
+    /// credentials first, one job at a time as in `finish`): the answers as arrays.
+    pub(super) fn finish_batch(
+        &mut self,
+        ends: &[Ending<'_>],
+        now_ms: i64,
+    ) -> Result<Vec<Option<JobRecord>>, StoreError> {
+        let succeeded: Vec<&Ending<'_>> = ends
+            .iter()
+            .filter(|end| end.state == JobState::Succeeded)
+            .collect();
+        if succeeded.len() < 2 {
+            return ends
+                .iter()
+                .map(|end| self.finish(end.number, end.state, end.answer, end.error, now_ms))
+                .collect();
+        }
+        let mut numbers = Vec::with_capacity(succeeded.len());
+        let mut statuses = Vec::with_capacity(succeeded.len());
+        let mut errors = Vec::with_capacity(succeeded.len());
+        let mut headers = Vec::with_capacity(succeeded.len());
+        let mut bodies = Vec::with_capacity(succeeded.len());
+        for end in &succeeded {
+            numbers.push(number_param(end.number));
+            statuses.push(i64::from(end.answer.status));
+            errors.push(end.error);
+            headers.push(
+                serde_json::to_string(&end.answer.headers)
+                    .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?,
+            );
+            bodies.push(end.answer.body.as_slice());
+        }
+        // The answers' columns are named apart from the table's, so that RETURNING
+        // reads the table's.
+        let sql = format!(
+            "UPDATE jobs SET events = events + 1, state = 'succeeded', updated_ms = $2,
+                 status = a.s, error = a.e, answer_headers = a.h, answer_body = a.b,
+                 head = NULL, body = NULL, client = NULL
+             FROM UNNEST($1::bigint[], $3::bigint[], $4::text[], $5::text[], $6::bytea[])
+                 AS a(n, s, e, h, b)
+             WHERE number = a.n AND state IN ('queued', 'running') RETURNING {RECORD_COLUMNS}"
+        );
+        let rows = self.rows(
+            &sql,
+            &[&numbers, &now_ms, &statuses, &errors, &headers, &bodies],
+        )?;
+        let mut ended = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let record = read_record(row)?;
+            ended.insert(record.number, record);
+        }
+        ends.iter()
+            .map(|end| match end.state {
+                JobState::Succeeded => Ok(ended.remove(&end.number)),
+                _ => self.finish(end.number, end.state, end.answer, end.error, now_ms),
+            })
+            .collect()
     }
 }

@@ -417,6 +417,14 @@ impl JobStore for PostgresStore {
         )
     }
 
+    fn finish_many(
+        &mut self,
+        ends: &[Ending<'_>],
+        now_ms: i64,
+    ) -> Result<Vec<Option<JobRecord>>, StoreError> {
+        self.finish_batch(ends, now_ms)
+    }
+
     fn requeue(
         &mut self,
         number: u64,
