@@ -230,8 +230,12 @@ impl Server {
                     let closed = ws.as_ref().is_none_or(|ws| ws.close_sent);
                     let framed = super::websocket::answer_frame(answer, closed, alone);
                     self.websocket.stats.sent += framed.messages;
-                    if let (Some(ws), Some(code)) = (ws, framed.close) {
-                        ws.close_code = Some(code);
+                    if let Some(ws) = ws {
+                        ws.log.sent += framed.messages;
+                        ws.log.sent_bytes += framed.bytes.len() as u64;
+                        if framed.close.is_some() {
+                            ws.close_code = framed.close;
+                        }
                     }
                     (framed.bytes, framed.close.is_some())
                 }
@@ -256,6 +260,8 @@ impl Server {
                     self.access
                         .answered_streamed(&entry, stream.status.as_bytes(), stream.total);
                 }
+                // A socket's messages are logged together, at its close.
+                None if slot.websocket => {}
                 None => self.access.answered(&entry(&conn.peer, &slot), bytes),
             }
             conn.output.push(answer);
@@ -403,8 +409,10 @@ impl Server {
         }
         let mut held_by_jobs = Vec::new();
         for slot in &conn.slots {
-            self.access
-                .unanswered(&entry(&conn.peer, slot), Unanswered::ClientGone);
+            if !slot.websocket {
+                self.access
+                    .unanswered(&entry(&conn.peer, slot), Unanswered::ClientGone);
+            }
             if slot.answer.is_some() {
                 continue;
             }
@@ -422,6 +430,7 @@ impl Server {
         self.forget_job_requests(id, &held_by_jobs);
         if let super::connection::Decoder::WebSocket(ws) = conn.decoder {
             self.websocket.stats.closed(&ws);
+            self.log_socket_closed(&conn.peer, &ws);
             self.tell_closed(id, &ws, conn.client);
             self.release_socket(ws.hold);
         }

@@ -43,6 +43,8 @@ mod stats;
 
 pub(super) use stats::WsStats;
 
+use super::access_log::{Entry, SocketSummary};
+use super::connection::Label;
 use super::front::EntryIndex;
 use super::output::AnswerBytes;
 use super::Server;
@@ -51,6 +53,8 @@ use crate::http::websocket::{self, MessageDecoder, MessageKind};
 use crate::http::websocket_events as events;
 use crate::http::{field_text, field_values, Method, ParsedRequest, Response};
 use crate::pipeline::loopback::Payload;
+use memchr::memmem::Finder;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// The WebSocket settings of a front end.
@@ -89,7 +93,7 @@ pub(super) struct PendingUpgrade {
 pub(crate) struct WsState {
     pub(super) decoder: MessageDecoder,
     /// The head of each message's request, up to its `Content-Type`.
-    pub(super) head: Box<[u8]>,
+    pub(super) head: std::sync::Arc<[u8]>,
     pub(super) entry: EntryIndex,
     /// The id its channels know it by, and the channels, once it is held on any.
     pub(super) hold: Option<(u64, Vec<Box<str>>)>,
@@ -110,6 +114,27 @@ pub(crate) struct WsState {
     pub(super) detached: bool,
     /// A GRIP backend's `keep-alive`, if one is on.
     pub(super) keep_alive: Option<Box<KeepAliveState>>,
+    /// What the access log says of the socket when it closes.
+    pub(super) log: SocketLog,
+}
+
+/// A socket's line in the access log, written when it closes (its messages get none:
+/// see `access_log`): its upgrade request's, and what happened since.
+pub(super) struct SocketLog {
+    /// The upgrade request's id.
+    request_id: u64,
+    /// The upgrade request's line, kept while the access log is on.
+    request_line: Option<Label>,
+    /// When the upgrade request arrived.
+    arrived: Instant,
+    /// The entry the upgrade went into the pipeline through.
+    upstream: Option<EntryIndex>,
+    /// Text and binary messages received.
+    pub(super) received: u64,
+    /// Text and binary messages sent.
+    pub(super) sent: u64,
+    /// The bytes of the frames of the messages sent.
+    pub(super) sent_bytes: u64,
 }
 
 /// A socket's keep-alive (GRIP's `keep-alive` control message): the frame sent when
@@ -136,8 +161,6 @@ pub(super) struct WebSockets {
     pub(super) opened: u64,
     /// What the metrics count.
     pub(super) stats: WsStats,
-    /// The buffer each message's head is put together in.
-    scratch: Vec<u8>,
 }
 
 /// What the front end makes of a request with an `Upgrade` field.
@@ -260,9 +283,16 @@ struct AnswerHead<'a> {
     body_at: usize,
 }
 
+/// The searchers of [`answer_head`]'s usual case: the blank line that ends a head, and
+/// the `Content-Type` field as workers write it.
+static HEAD_SEARCHERS: LazyLock<(Finder<'static>, Finder<'static>)> =
+    LazyLock::new(|| (Finder::new(b"\r\n\r\n"), Finder::new(b"\r\nContent-Type:")));
+
 /// The status, `Content-Type` and body of an answer to a message (an HTTP/1.x
 /// response a worker rendered), without allocating: this runs for every message, so it
-/// scans the head for the one field it needs rather than collecting them all.
+/// looks for the one field it needs rather than collecting them all. The usual head
+/// (lines ending in CRLF, the field spelt `Content-Type`, as `Response` writes it)
+/// takes two vector searches; any other goes line by line.
 fn answer_head(bytes: &[u8]) -> Option<AnswerHead<'_>> {
     if !bytes.starts_with(b"HTTP/1.") || !matches!(bytes.get(12), Some(b' ' | b'\r')) {
         return None;
@@ -274,7 +304,26 @@ fn answer_head(bytes: &[u8]) -> Option<AnswerHead<'_>> {
         }
         status = status * 10 + u16::from(digit - b'0');
     }
-    // Line by line (one pass, no searcher to build) to the blank line.
+    let (blank_line, field) = &*HEAD_SEARCHERS;
+    if let Some(end) = blank_line.find(bytes) {
+        // The head with its last field's line end, so a match is a whole field name.
+        let head = &bytes[..end + 2];
+        if let Some(at) = field.find(head) {
+            let value = &head[at + 15..];
+            let value = &value[..memchr::memchr(b'\r', value).unwrap_or(value.len())];
+            return Some(AnswerHead {
+                status,
+                content_type: Some(value.trim_ascii()),
+                body_at: end + 4,
+            });
+        }
+    }
+    answer_head_by_lines(bytes, status)
+}
+
+/// [`answer_head`] for any head: line by line to the blank line, the field's name in
+/// any case, lines ending in LF or CRLF.
+fn answer_head_by_lines(bytes: &[u8], status: u16) -> Option<AnswerHead<'_>> {
     let name = b"content-type:";
     let mut content_type = None;
     let mut at = memchr::memchr(b'\n', bytes)? + 1;
@@ -443,6 +492,27 @@ fn event_frames(body: &[u8]) -> Framed {
 }
 
 impl Server {
+    /// Writes a closed socket's line in the access log (see `access_log`).
+    pub(super) fn log_socket_closed(&mut self, peer: &str, ws: &WsState) {
+        let log = &ws.log;
+        let (closed_by, code) = ws.closed_by();
+        let entry = Entry {
+            request_id: log.request_id,
+            peer,
+            request_line: log.request_line.as_deref(),
+            arrived: log.arrived,
+            upstream: log.upstream,
+        };
+        let summary = SocketSummary {
+            received: log.received,
+            sent: log.sent,
+            sent_bytes: log.sent_bytes,
+            closed_by: closed_by.name(),
+            code,
+        };
+        self.access.websocket_closed(&entry, &summary);
+    }
+
     /// Notes an upgrade request just sent into the pipeline (its slot is the
     /// connection's last); nothing more is read from the connection until its answer.
     pub(super) fn upgrade_sent(&mut self, id: u64, pending: PendingUpgrade) {
@@ -535,19 +605,32 @@ impl Server {
         head.extend_from_slice(b"\r\n");
         // Events to send at once (a gateway backend's greeting) follow the head.
         let mut close = None;
+        let mut greeting = (0, 0);
         if is_events {
             let framed = event_frames(&answer.as_slice()[body_at..]);
             head.extend_from_slice(framed.bytes.as_slice());
             self.websocket.stats.sent += framed.messages;
+            greeting = (framed.messages, framed.bytes.len() as u64);
             close = framed.close;
         }
+        let mut log = SocketLog {
+            request_id,
+            request_line: None,
+            arrived: Instant::now(),
+            upstream: Some(pending.entry),
+            received: 0,
+            sent: greeting.0,
+            sent_bytes: greeting.1,
+        };
         if let Some(slot) = conn.slots.iter_mut().find(|s| s.request_id == request_id) {
             slot.close_after = close.is_some();
             slot.interim = false;
+            log.request_line = slot.label.clone();
+            log.arrived = slot.arrived;
         }
         conn.become_websocket(Box::new(WsState {
             decoder: MessageDecoder::new(self.config.websocket.max_message),
-            head: pending.head,
+            head: pending.head.into(),
             entry: pending.entry,
             hold: None,
             close_sent: close.is_some(),
@@ -557,6 +640,7 @@ impl Server {
             client_close: None,
             detached: false,
             keep_alive: None,
+            log,
         }));
         self.websocket.opened += 1;
         self.websocket.stats.open += 1;
@@ -606,6 +690,17 @@ mod tests {
             (vec![], None, 0)
         );
         assert_eq!(framed(b"HTTP/1.1 2x0 OK\r\n\r\nab"), (vec![], None, 0));
+        // The field in another case, or after lines ending in LF alone, is found too;
+        // a `Content-Type:` in the body is not the head's.
+        let lower = b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\n\r\nab";
+        assert_eq!(framed(lower).0, vec![0x82, 2, b'a', b'b']);
+        let lf = b"HTTP/1.1 200 OK\nContent-Type: image/png\n\nab";
+        assert_eq!(framed(lf).0, vec![0x82, 2, b'a', b'b']);
+        let in_body = b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n\r\nContent-Type: image/png";
+        assert_eq!(framed(in_body).0[0], 0x81, "no type in the head: text");
+        let json =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(framed(json).0, vec![0x81, 2, b'{', b'}']);
         let events = b"HTTP/1.1 200 OK\r\nContent-Type: application/websocket-events\r\n\r\n\
                       TEXT 2\r\nhi\r\nTEXT 9\r\nc:{\"a\":1}\r\nCLOSE 2\r\n\x0f\xa0\r\nTEXT 1\r\nx\r\n";
         let (bytes, close, messages) = framed(events);
