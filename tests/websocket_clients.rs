@@ -599,6 +599,12 @@ fn the_metrics_path_counts_sockets_messages_closes_and_refusals() {
             "prime_websocket_closes_total{by=\"server\",code=\"1002\"}",
             1.0,
         ),
+        // Messages' answers are counted by their HTTP status (the 204 and the 200
+        // among the scrapes' 2xx), not as other protocols' answers; the two 101s, the
+        // 426 and the 401 are the upgrades'.
+        ("prime_http_requests_total{class=\"other\"}", 0.0),
+        ("prime_http_requests_total{class=\"1xx\"}", 2.0),
+        ("prime_http_requests_total{class=\"4xx\"}", 2.0),
     ] {
         assert_eq!(sample(&after, series), Some(value), "{series} in\n{after}");
     }

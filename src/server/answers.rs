@@ -218,6 +218,8 @@ impl Server {
             // A streamed answer's last bytes are no head (its head took the fields).
             let cors_fields = slot.cors.as_deref().filter(|_| slot.stream.is_none());
             let answer = cors::decorate(answer, cors_fields);
+            // A message's answer leaves as a frame: its HTTP status is counted.
+            let mut message_status = None;
             let (answer, closes) = match slot.websocket {
                 true => {
                     // Nothing to join it with: it goes as a message of its own.
@@ -230,6 +232,7 @@ impl Server {
                     let closed = ws.as_ref().is_none_or(|ws| ws.close_sent);
                     let framed = super::websocket::answer_frame(answer, closed, alone);
                     self.websocket.stats.sent += framed.messages;
+                    message_status = framed.status;
                     if let Some(ws) = ws {
                         ws.log.sent += framed.messages;
                         ws.log.sent_bytes += framed.bytes.len() as u64;
@@ -242,9 +245,10 @@ impl Server {
                 false => (answer, false),
             };
             let bytes = answer.as_slice();
-            let status = match &slot.stream {
-                Some(stream) => &stream.status,
-                None => status_of(bytes),
+            let status = match (&slot.stream, &message_status) {
+                (Some(stream), _) => &stream.status,
+                (None, Some(digits)) => std::str::from_utf8(digits).unwrap_or("-"),
+                (None, None) => status_of(bytes),
             };
             self.stats.answered += 1;
             if matches!(status.as_bytes().first(), Some(b'4' | b'5')) {

@@ -377,6 +377,8 @@ pub(in super::super) struct Framed {
     pub(in super::super) close: Option<u16>,
     /// How many text and binary messages they hold.
     pub(in super::super) messages: u64,
+    /// The answer's HTTP status, for the metrics (none when it was no HTTP answer).
+    pub(in super::super) status: Option<[u8; 3]>,
 }
 
 /// An answer to a message, as it leaves: its body as one frame (text when its
@@ -388,10 +390,11 @@ pub(in super::super) struct Framed {
 /// one for libzmq); otherwise it is joined with its neighbours (a vector, grown in
 /// place).
 pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: bool) -> Framed {
-    let nothing = Framed {
+    let mut nothing = Framed {
         bytes: AnswerBytes::Owned(Vec::new()),
         close: None,
         messages: 0,
+        status: None,
     };
     let bytes = answer.as_slice();
     if closed || bytes.is_empty() {
@@ -400,7 +403,10 @@ pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: b
     let Some(head) = answer_head(bytes) else {
         return nothing;
     };
+    // Three ASCII digits: `answer_head` read them.
+    let status = bytes.get(9..12).and_then(|digits| digits.try_into().ok());
     if head.status == 204 {
+        nothing.status = status;
         return nothing;
     }
     let body = &bytes[head.body_at..];
@@ -408,7 +414,10 @@ pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: b
         .content_type
         .is_some_and(|value| value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes()))
     {
-        return event_frames(body);
+        return Framed {
+            status,
+            ..event_frames(body)
+        };
     }
     let textual = head.content_type.is_none_or(is_textual);
     let kind = if textual && websocket::is_utf8(body) {
@@ -424,6 +433,7 @@ pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: b
         bytes,
         close: None,
         messages: 1,
+        status,
     }
 }
 
@@ -488,6 +498,7 @@ fn event_frames(body: &[u8]) -> Framed {
         bytes: AnswerBytes::Owned(out),
         close,
         messages,
+        status: None,
     }
 }
 
@@ -658,6 +669,17 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answers_status_is_kept_for_the_metrics() {
+        let status =
+            |answer: &[u8]| answer_frame(AnswerBytes::Owned(answer.to_vec()), false, true).status;
+        assert_eq!(status(b"HTTP/1.1 500 Oops\r\n\r\nx"), Some(*b"500"));
+        assert_eq!(status(b"HTTP/1.1 204 No Content\r\n\r\n"), Some(*b"204"));
+        let events = b"HTTP/1.1 200 OK\r\nContent-Type: application/websocket-events\r\n\r\n";
+        assert_eq!(status(events), Some(*b"200"));
+        assert_eq!(status(b"3:abc,"), None);
+    }
 
     fn framed(answer: &[u8]) -> (Vec<u8>, Option<u16>, u64) {
         let framed = answer_frame(AnswerBytes::Owned(answer.to_vec()), false, true);
