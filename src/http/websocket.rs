@@ -394,8 +394,18 @@ fn client_header(input: &[u8]) -> Result<Option<(FrameHeader, u64, usize)>, WsFa
     }
 }
 
+/// Unmasks a client frame's payload in place (§5.3): eight bytes at a time, then the
+/// rest byte by byte (eight is a whole number of masks, so the key stays in step).
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    for (i, byte) in payload.iter_mut().enumerate() {
+    let [a, b, c, d] = mask;
+    let key = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    let mut words = payload.chunks_exact_mut(8);
+    for word in &mut words {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        word.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ key).to_ne_bytes());
+    }
+    for (i, byte) in words.into_remainder().iter_mut().enumerate() {
         *byte ^= mask[i & 3];
     }
 }
@@ -540,6 +550,21 @@ mod tests {
         }
         // Incomplete: no header yet.
         assert!(matches!(client_header(&[0x81, 0x81, 0, 0]), Ok(None)));
+    }
+
+    #[test]
+    fn payloads_are_unmasked_in_step_with_the_key() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut masked: Vec<u8> = plain
+                .iter()
+                .enumerate()
+                .map(|(i, byte)| byte ^ mask[i % 4])
+                .collect();
+            unmask(&mut masked, mask);
+            assert_eq!(masked, plain, "{len} bytes");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! again on a backoff; a connection closes when asked, when its client has gone or when
 //! it does not read.
 
-use super::access_log::{Entry, Unanswered};
+use super::access_log::{AccessLog, Entry, SocketSummary, Unanswered};
 use super::connection::{Connection, Slot, Stall};
 use super::output::{status_of, AnswerBytes};
 use super::{cors, Server, RETRY_FIRST, RETRY_LAST};
@@ -434,7 +434,7 @@ impl Server {
         self.forget_job_requests(id, &held_by_jobs);
         if let super::connection::Decoder::WebSocket(ws) = conn.decoder {
             self.websocket.stats.closed(&ws);
-            self.log_socket_closed(&conn.peer, &ws);
+            log_socket_closed(&mut self.access, &conn.peer, &ws);
             self.tell_closed(id, &ws, conn.client);
             self.release_socket(ws.hold);
         }
@@ -479,6 +479,28 @@ pub(super) fn mark_dirty(dirty: &mut Vec<u64>, conn: &mut Connection, id: u64) {
 pub(super) fn timed_out(protocol: Protocol, timeout: std::time::Duration) -> Vec<u8> {
     let failure = Failure::deadline("request timeout", timeout);
     render_failure(protocol, &failure, true)
+}
+
+/// Writes a closed WebSocket's line in the access log (see `access_log`): its upgrade
+/// request's, with what happened on the socket.
+fn log_socket_closed(access: &mut AccessLog, peer: &str, ws: &super::websocket::WsState) {
+    let log = &ws.log;
+    let (closed_by, code) = ws.closed_by();
+    let entry = Entry {
+        request_id: log.request_id,
+        peer,
+        request_line: log.request_line.as_deref(),
+        arrived: log.arrived,
+        upstream: log.upstream,
+    };
+    let summary = SocketSummary {
+        received: log.received,
+        sent: log.sent,
+        sent_bytes: log.sent_bytes,
+        closed_by: closed_by.name(),
+        code,
+    };
+    access.websocket_closed(&entry, &summary);
 }
 
 /// What the access log needs of a request.

@@ -43,8 +43,6 @@ mod stats;
 
 pub(super) use stats::WsStats;
 
-use super::access_log::{Entry, SocketSummary};
-use super::connection::Label;
 use super::front::EntryIndex;
 use super::output::AnswerBytes;
 use super::Server;
@@ -115,26 +113,26 @@ pub(crate) struct WsState {
     /// A GRIP backend's `keep-alive`, if one is on.
     pub(super) keep_alive: Option<Box<KeepAliveState>>,
     /// What the access log says of the socket when it closes.
-    pub(super) log: SocketLog,
+    pub(in super::super) log: SocketLog,
 }
 
 /// A socket's line in the access log, written when it closes (its messages get none:
 /// see `access_log`): its upgrade request's, and what happened since.
-pub(super) struct SocketLog {
+pub(crate) struct SocketLog {
     /// The upgrade request's id.
-    request_id: u64,
+    pub(in super::super) request_id: u64,
     /// The upgrade request's line, kept while the access log is on.
-    request_line: Option<Label>,
+    pub(in super::super) request_line: Option<Box<[u8]>>,
     /// When the upgrade request arrived.
-    arrived: Instant,
+    pub(in super::super) arrived: Instant,
     /// The entry the upgrade went into the pipeline through.
-    upstream: Option<EntryIndex>,
+    pub(in super::super) upstream: Option<EntryIndex>,
     /// Text and binary messages received.
-    pub(super) received: u64,
+    pub(in super::super) received: u64,
     /// Text and binary messages sent.
-    pub(super) sent: u64,
+    pub(in super::super) sent: u64,
     /// The bytes of the frames of the messages sent.
-    pub(super) sent_bytes: u64,
+    pub(in super::super) sent_bytes: u64,
 }
 
 /// A socket's keep-alive (GRIP's `keep-alive` control message): the frame sent when
@@ -503,27 +501,6 @@ fn event_frames(body: &[u8]) -> Framed {
 }
 
 impl Server {
-    /// Writes a closed socket's line in the access log (see `access_log`).
-    pub(super) fn log_socket_closed(&mut self, peer: &str, ws: &WsState) {
-        let log = &ws.log;
-        let (closed_by, code) = ws.closed_by();
-        let entry = Entry {
-            request_id: log.request_id,
-            peer,
-            request_line: log.request_line.as_deref(),
-            arrived: log.arrived,
-            upstream: log.upstream,
-        };
-        let summary = SocketSummary {
-            received: log.received,
-            sent: log.sent,
-            sent_bytes: log.sent_bytes,
-            closed_by: closed_by.name(),
-            code,
-        };
-        self.access.websocket_closed(&entry, &summary);
-    }
-
     /// Notes an upgrade request just sent into the pipeline (its slot is the
     /// connection's last); nothing more is read from the connection until its answer.
     pub(super) fn upgrade_sent(&mut self, id: u64, pending: PendingUpgrade) {
@@ -636,7 +613,7 @@ impl Server {
         if let Some(slot) = conn.slots.iter_mut().find(|s| s.request_id == request_id) {
             slot.close_after = close.is_some();
             slot.interim = false;
-            log.request_line = slot.label.clone();
+            log.request_line = slot.label.as_deref().map(Box::from);
             log.arrived = slot.arrived;
         }
         conn.become_websocket(Box::new(WsState {
