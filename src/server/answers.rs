@@ -484,14 +484,18 @@ pub(super) fn timed_out(protocol: Protocol, timeout: std::time::Duration) -> Vec
 /// Writes a closed WebSocket's line in the access log (see `access_log`): its upgrade
 /// request's, with what happened on the socket.
 fn log_socket_closed(access: &mut AccessLog, peer: &str, ws: &super::websocket::WsState) {
+    if !access.enabled() {
+        return;
+    }
     let log = &ws.log;
     let (closed_by, code) = ws.closed_by();
+    let line = ws.request_line();
     let entry = Entry {
         request_id: log.request_id,
         peer,
-        request_line: log.request_line.as_deref(),
+        request_line: Some(&line),
         arrived: log.arrived,
-        upstream: log.upstream,
+        upstream: Some(ws.entry),
     };
     let summary = SocketSummary {
         received: log.received,

@@ -119,20 +119,28 @@ pub(crate) struct WsState {
 /// A socket's line in the access log, written when it closes (its messages get none:
 /// see `access_log`): its upgrade request's, and what happened since.
 pub(crate) struct SocketLog {
-    /// The upgrade request's id.
+    /// The upgrade request's id. (Its line is the messages' head's first, `GET` for
+    /// `POST`: [`WsState::request_line`]; its entry theirs.)
     pub(in super::super) request_id: u64,
-    /// The upgrade request's line, kept while the access log is on.
-    pub(in super::super) request_line: Option<Box<[u8]>>,
     /// When the upgrade request arrived.
     pub(in super::super) arrived: Instant,
-    /// The entry the upgrade went into the pipeline through.
-    pub(in super::super) upstream: Option<EntryIndex>,
     /// Text and binary messages received.
     pub(in super::super) received: u64,
     /// Text and binary messages sent.
     pub(in super::super) sent: u64,
     /// The bytes of the frames of the messages sent.
     pub(in super::super) sent_bytes: u64,
+}
+
+impl WsState {
+    /// The upgrade request's line (for the access log): a `GET` of the target its
+    /// messages' head carries (an upgrade is a `GET` over HTTP/1.1, checked).
+    pub(super) fn request_line(&self) -> Vec<u8> {
+        let first = self.head.split(|&b| b == b'\r').next().unwrap_or_default();
+        let mut line = b"GET".to_vec();
+        line.extend_from_slice(first.strip_prefix(b"POST").unwrap_or(first));
+        line
+    }
 }
 
 /// A socket's keep-alive (GRIP's `keep-alive` control message): the frame sent when
@@ -603,9 +611,7 @@ impl Server {
         }
         let mut log = SocketLog {
             request_id,
-            request_line: None,
             arrived: Instant::now(),
-            upstream: Some(pending.entry),
             received: 0,
             sent: greeting.0,
             sent_bytes: greeting.1,
@@ -613,7 +619,6 @@ impl Server {
         if let Some(slot) = conn.slots.iter_mut().find(|s| s.request_id == request_id) {
             slot.close_after = close.is_some();
             slot.interim = false;
-            log.request_line = slot.label.as_deref().map(Box::from);
             log.arrived = slot.arrived;
         }
         conn.become_websocket(Box::new(WsState {
