@@ -460,7 +460,7 @@ ws.on('close', (code) => {
 fn prime_serverd_answers_numbers_sent_on_a_websocket_through_both_stages() {
     let port = free_port();
     let args: Vec<String> = [tcp(port), "2".into()].into();
-    let _serverd =
+    let mut serverd =
         Daemon::start_listening("serverd-ws", env!("CARGO_BIN_EXE_prime_serverd"), &args);
     let mut client = WsClient::open(port, "/is_prime");
     for (n, answer) in [
@@ -478,6 +478,29 @@ fn prime_serverd_answers_numbers_sent_on_a_websocket_through_both_stages() {
     assert!(
         String::from_utf8_lossy(&frame.payload).contains("whole number"),
         "{frame:?}"
+    );
+    let sent_bytes = 2 + 36 + 2 + 37 + 2 + frame.payload.len();
+    // The access log: the upgrade's line, then one for the socket when it closes,
+    // under the upgrade's request line and id; none per message.
+    client.send(&client_frame(0x88, &1000u16.to_be_bytes()));
+    client.expect_close(1000);
+    let closed = " websocket in=3 out=3 closed-by=client code=1000";
+    assert!(serverd.wait_for_log(closed, BOUND), "{}", serverd.stderr());
+    let log = serverd.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(" access ")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains(r#" "GET /is_prime HTTP/1.1" 101 0B "#),
+        "{}",
+        lines[0]
+    );
+    let request = lines[0].rsplit_once(" request=").expect("a request id").1;
+    let close = format!(r#" "GET /is_prime HTTP/1.1" 101 {sent_bytes}B "#);
+    assert!(lines[1].contains(&close), "{}", lines[1]);
+    assert!(
+        lines[1].ends_with(&format!(" request={request}{closed}")),
+        "{}",
+        lines[1]
     );
 }
 
@@ -576,6 +599,12 @@ fn the_metrics_path_counts_sockets_messages_closes_and_refusals() {
             "prime_websocket_closes_total{by=\"server\",code=\"1002\"}",
             1.0,
         ),
+        // Messages' answers are counted by their HTTP status (the 204 and the 200
+        // among the scrapes' 2xx), not as other protocols' answers; the two 101s, the
+        // 426 and the 401 are the upgrades'.
+        ("prime_http_requests_total{class=\"other\"}", 0.0),
+        ("prime_http_requests_total{class=\"1xx\"}", 2.0),
+        ("prime_http_requests_total{class=\"4xx\"}", 2.0),
     ] {
         assert_eq!(sample(&after, series), Some(value), "{series} in\n{after}");
     }

@@ -2,9 +2,10 @@
 //! handshake's checks and `Sec-WebSocket-Accept` (§4.2), a decoder that turns a client's
 //! bytes into messages and control frames (§5), and the frames a server writes.
 //!
-//! Frame headers are read and written by `tungstenite` (`FrameHeader`, its `OpCode`s and
+//! Frame headers are read by `tungstenite` (`FrameHeader`, its `OpCode`s and
 //! `CloseCode`s), and the accept key is its `derive_accept_key`: the kept crate where it
-//! fits. What it would also do (own the socket, buffer whole messages in its own
+//! fits. A server frame's header (2, 4 or 10 bytes, no mask) is written here, every
+//! message's, as its `format` writes it (a test compares them). What it would also do (own the socket, buffer whole messages in its own
 //! buffers) does not fit a front end that gets its bytes from ZMQ_STREAM, so the message
 //! layer is here: fragments are joined into one buffer bounded by the message limit
 //! (1009 past it), text is checked as UTF-8 as its fragments arrive, so a bad byte fails
@@ -176,6 +177,11 @@ impl MessageDecoder {
         if self.failed {
             return Ok(None);
         }
+        if self.start == self.buf.len() {
+            // Everything read: the usual end of a read's frames.
+            self.compact();
+            return Ok(None);
+        }
         let found = loop {
             match self.next_frame() {
                 Ok(Some(Some(found))) => break found,
@@ -215,13 +221,9 @@ impl MessageDecoder {
     /// One frame: `None` when incomplete, `Some(None)` for a fragment that completes
     /// nothing yet.
     fn next_frame(&mut self) -> Result<Option<Option<Found>>, WsFailure> {
-        let mut cursor = Cursor::new(&self.buf[self.start..]);
-        let (header, length) = match FrameHeader::parse(&mut cursor) {
-            Ok(Some(parsed)) => parsed,
-            Ok(None) => return Ok(None),
-            Err(_) => return Err(WsFailure::protocol("a reserved opcode")),
+        let Some((header, length, header_len)) = client_header(&self.buf[self.start..])? else {
+            return Ok(None);
         };
-        let header_len = cursor.position() as usize;
         if header.rsv1 || header.rsv2 || header.rsv3 {
             return Err(WsFailure::protocol("a reserved bit is set"));
         }
@@ -358,8 +360,52 @@ pub fn close_code_allowed(code: u16) -> bool {
     (1000..5000).contains(&code) && CloseCode::from(code).is_allowed()
 }
 
+/// A client frame's header at the start of `input`, its payload's length and the
+/// header's: `None` while incomplete; a reserved opcode fails (1002). The usual frame
+/// (masked, under 126 bytes: a 6-byte header) is read here, bit for bit as
+/// `FrameHeader::parse` reads it (§5.2), without its reader; any other by it.
+fn client_header(input: &[u8]) -> Result<Option<(FrameHeader, u64, usize)>, WsFailure> {
+    let reserved = || WsFailure::protocol("a reserved opcode");
+    if let [first, second, m0, m1, m2, m3, ..] = *input {
+        if second & 0x80 != 0 && second & 0x7F < 126 {
+            let opcode = OpCode::from(first & 0x0F);
+            if matches!(
+                opcode,
+                OpCode::Control(Control::Reserved(_)) | OpCode::Data(Data::Reserved(_))
+            ) {
+                return Err(reserved());
+            }
+            let header = FrameHeader {
+                is_final: first & 0x80 != 0,
+                rsv1: first & 0x40 != 0,
+                rsv2: first & 0x20 != 0,
+                rsv3: first & 0x10 != 0,
+                opcode,
+                mask: Some([m0, m1, m2, m3]),
+            };
+            return Ok(Some((header, u64::from(second & 0x7F), 6)));
+        }
+    }
+    let mut cursor = Cursor::new(input);
+    match FrameHeader::parse(&mut cursor) {
+        Ok(Some((header, length))) => Ok(Some((header, length, cursor.position() as usize))),
+        Ok(None) => Ok(None),
+        Err(_) => Err(reserved()),
+    }
+}
+
+/// Unmasks a client frame's payload in place (§5.3): eight bytes at a time, then the
+/// rest byte by byte (eight is a whole number of masks, so the key stays in step).
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    for (i, byte) in payload.iter_mut().enumerate() {
+    let [a, b, c, d] = mask;
+    let key = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    let mut words = payload.chunks_exact_mut(8);
+    for word in &mut words {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        word.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ key).to_ne_bytes());
+    }
+    for (i, byte) in words.into_remainder().iter_mut().enumerate() {
         *byte ^= mask[i & 3];
     }
 }
@@ -378,19 +424,27 @@ pub const MAX_SERVER_HEADER: usize = 10;
 /// assert_eq!(&bytes[..len], [0x81, 126, 1, 44]);
 /// ```
 pub fn frame_header(opcode: u8, payload_len: usize) -> ([u8; MAX_SERVER_HEADER], usize) {
-    let header = FrameHeader {
-        is_final: true,
-        rsv1: false,
-        rsv2: false,
-        rsv3: false,
-        opcode: OpCode::from(opcode),
-        mask: None,
-    };
+    // Written here rather than by `FrameHeader::format` (a writer and a match per
+    // field, about a hundred instructions a message): FIN and the opcode, then the
+    // length in 7 bits, or 126 and 16 bits, or 127 and 64 bits (§5.2), no mask.
     let mut bytes = [0; MAX_SERVER_HEADER];
-    let mut out = &mut bytes[..];
-    // An unmasked header fits in MAX_SERVER_HEADER bytes, so this cannot fail.
-    let _ = header.format(payload_len as u64, &mut out);
-    let len = MAX_SERVER_HEADER - out.len();
+    bytes[0] = 0x80 | (opcode & 0x0F);
+    let len = match payload_len {
+        0..=125 => {
+            bytes[1] = payload_len as u8;
+            2
+        }
+        126..=0xFFFF => {
+            bytes[1] = 126;
+            bytes[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            bytes[1] = 127;
+            bytes[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        }
+    };
     (bytes, len)
 }
 
@@ -473,6 +527,61 @@ pub fn key_is_valid(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_headers_are_read_as_tungstenite_reads_them() {
+        // Every first byte, masked lengths of 7 bits (the fast path) and beyond it.
+        for first in 0..=255u8 {
+            for second in [0x80, 0x81, 0x80 | 125, 0x80 | 126, 0x80 | 127, 0x05] {
+                let input = [first, second, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14];
+                let ours = client_header(&input);
+                let theirs = FrameHeader::parse(&mut Cursor::new(&input[..]));
+                match (ours, theirs) {
+                    (Ok(Some((h, len, at))), Ok(Some((t, tlen)))) => {
+                        assert_eq!((h, len), (t, tlen), "{first:#x} {second:#x}");
+                        let mut cursor = Cursor::new(&input[..]);
+                        let _ = FrameHeader::parse(&mut cursor);
+                        assert_eq!(at as u64, cursor.position());
+                    }
+                    (Err(_), Err(_)) => {}
+                    (ours, theirs) => panic!("{first:#x} {second:#x}: {ours:?} {theirs:?}"),
+                }
+            }
+        }
+        // Incomplete: no header yet.
+        assert!(matches!(client_header(&[0x81, 0x81, 0, 0]), Ok(None)));
+    }
+
+    #[test]
+    fn payloads_are_unmasked_in_step_with_the_key() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut masked: Vec<u8> = plain
+                .iter()
+                .enumerate()
+                .map(|(i, byte)| byte ^ mask[i % 4])
+                .collect();
+            unmask(&mut masked, mask);
+            assert_eq!(masked, plain, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn server_frame_headers_are_tungstenites() {
+        for opcode in [0x1, 0x2, 0x8, 0x9, 0xA] {
+            for len in [0, 1, 125, 126, 127, 65535, 65536, 1 << 32] {
+                let expected = FrameHeader {
+                    opcode: OpCode::from(opcode),
+                    ..FrameHeader::default()
+                };
+                let mut formatted = Vec::new();
+                expected.format(len as u64, &mut formatted).unwrap();
+                let (bytes, header_len) = super::frame_header(opcode, len);
+                assert_eq!(&bytes[..header_len], &formatted[..], "{opcode} {len}");
+            }
+        }
+    }
 
     /// A masked client frame.
     fn client(first: u8, payload: &[u8]) -> Vec<u8> {

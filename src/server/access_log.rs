@@ -37,6 +37,24 @@
 //! {"time":"2026-12-01T02:29:42Z","client":"127.0.0.1","method":"GET","target":"/is_prime?possible_prime=7","protocol":"HTTP/1.1","status":200,"bytes":42,"duration_ms":0.312,"request_id":17,"upstream":"parse"}
 //! ```
 //!
+//! A WebSocket gets two lines: its upgrade's, when the `101` is written, as any
+//! request's; and one when it closes, under the upgrade's request line and id, with
+//! the socket's life in place of the latency, the bytes of the message frames it was
+//! sent in place of the body's, and what happened on it after the status:
+//!
+//! ```text
+//! 2026-12-01T02:29:47Z access 127.0.0.1 "GET /is_prime HTTP/1.1" 101 4560B 5021.3ms request=17 websocket in=120 out=120 closed-by=client code=1000
+//! ```
+//!
+//! `in` and `out` count the text and binary messages received and sent (answers,
+//! pushes, a GRIP backend's events), `closed-by` who sent a Close first (`client`,
+//! `server`, or `none` when the connection ended without one) and `code` its status
+//! code (`-` for none). Its messages get no line each: at tens of thousands a second
+//! per front end, a line per message would be most of the log and a good part of the
+//! front end's work per message, and each one's request line would be the upgrade's
+//! again; the metrics count them (`prime_websocket_messages_*`). In JSON the close's
+//! line has the same fields and `"websocket":{"in":120,"out":120,"closed_by":"client","code":1000}`.
+//!
 //! `method`, `target` and `protocol` are `null` for a request without a request line;
 //! `status` and `bytes` are `null` when nothing was answered, and `unanswered` then
 //! gives the reason (`"client-gone"`). `upstream` is the stage the request entered the
@@ -86,6 +104,20 @@ impl Unanswered {
             Unanswered::ClientGone => b"client-gone",
         }
     }
+}
+
+/// What a WebSocket's line at its close adds (see the module's documentation).
+pub(crate) struct SocketSummary {
+    /// Text and binary messages received.
+    pub(crate) received: u64,
+    /// Text and binary messages sent.
+    pub(crate) sent: u64,
+    /// The bytes of the frames of the messages sent.
+    pub(crate) sent_bytes: u64,
+    /// Who sent a Close first: `client`, `server` or `none`.
+    pub(crate) closed_by: &'static str,
+    /// The status code of that Close, if it had one.
+    pub(crate) code: Option<u16>,
 }
 
 /// What the log needs to know of one request.
@@ -178,7 +210,7 @@ impl AccessLog {
             return;
         }
         if self.format == AccessLogFormat::Json {
-            self.json_line(entry, Some(status), Some(body), None);
+            self.json_line(entry, Some(status), Some(body), None, None);
             return;
         }
         self.begin(entry);
@@ -192,12 +224,37 @@ impl AccessLog {
             return;
         }
         if self.format == AccessLogFormat::Json {
-            self.json_line(entry, None, None, Some(why));
+            self.json_line(entry, None, None, Some(why), None);
             return;
         }
         self.begin(entry);
         self.buf.extend_from_slice(b"-");
         self.end(entry, None, Some(why));
+    }
+
+    /// Logs a WebSocket's close: `entry` is its upgrade request's (arrival, line, id).
+    pub(crate) fn websocket_closed(&mut self, entry: &Entry<'_>, summary: &SocketSummary) {
+        if !self.enabled {
+            return;
+        }
+        let bytes = usize::try_from(summary.sent_bytes).unwrap_or(usize::MAX);
+        if self.format == AccessLogFormat::Json {
+            self.json_line(entry, Some(b"101"), Some(bytes), None, Some(summary));
+            return;
+        }
+        let mut extra = Vec::with_capacity(80);
+        let code = summary
+            .code
+            .map_or("-".to_string(), |code| code.to_string());
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            extra,
+            " websocket in={} out={} closed-by={} code={code}",
+            summary.received, summary.sent, summary.closed_by
+        );
+        self.begin(entry);
+        self.buf.extend_from_slice(b"101");
+        self.end_with(entry, Some(bytes), None, &extra);
     }
 
     /// Writes what this turn logged, in one write.
@@ -247,6 +304,7 @@ impl AccessLog {
         status: Option<&[u8]>,
         body: Option<usize>,
         why: Option<Unanswered>,
+        websocket: Option<&SocketSummary>,
     ) {
         let (now, second) = self.now();
         if second != self.stamp_second {
@@ -291,6 +349,14 @@ impl AccessLog {
         if let Some(why) = why {
             line["unanswered"] = serde_json::Value::String(text(why.as_bytes()));
         }
+        if let Some(socket) = websocket {
+            line["websocket"] = serde_json::json!({
+                "in": socket.received,
+                "out": socket.sent,
+                "closed_by": socket.closed_by,
+                "code": socket.code,
+            });
+        }
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut self.buf, &line);
         self.buf.push(b'\n');
@@ -302,10 +368,20 @@ impl AccessLog {
     /// Everything after the status: size (`-` without one), latency, request id,
     /// reason. Written right to left into one small buffer, then appended at once.
     fn end(&mut self, entry: &Entry<'_>, body: Option<usize>, why: Option<Unanswered>) {
+        self.end_with(entry, body, why, b"");
+    }
+
+    /// [`end`](Self::end), with `extra` before the line feed.
+    fn end_with(
+        &mut self,
+        entry: &Entry<'_>,
+        body: Option<usize>,
+        why: Option<Unanswered>,
+        extra: &[u8],
+    ) {
         let (now, _) = self.now();
         let micros = now.saturating_duration_since(entry.arrived).as_micros() as u64;
         let mut tail = Tail::new();
-        tail.put(b"\n");
         if let Some(why) = why {
             tail.put(why.as_bytes());
             tail.put(b" ");
@@ -325,6 +401,8 @@ impl AccessLog {
         }
         tail.put(b" ");
         self.buf.extend_from_slice(tail.as_bytes());
+        self.buf.extend_from_slice(extra);
+        self.buf.push(b'\n');
         if self.buf.len() >= FLUSH_AT {
             self.flush();
         }
@@ -589,6 +667,57 @@ mod tests {
             lines[1]
         );
         assert!(lines[1].ends_with("request=17 client-gone"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn a_websocket_close_is_one_line_in_both_formats() {
+        let entry = Entry {
+            request_id: 4,
+            peer: "127.0.0.1",
+            request_line: Some(b"GET /is_prime?key=k HTTP/1.1"),
+            arrived: Instant::now(),
+            upstream: None,
+        };
+        let summary = SocketSummary {
+            received: 120,
+            sent: 121,
+            sent_bytes: 4560,
+            closed_by: "client",
+            code: Some(1000),
+        };
+        let mut log = AccessLog::new(None, AccessLogFormat::Text, Vec::new());
+        log.enabled = true;
+        log.websocket_closed(&entry, &summary);
+        let text = String::from_utf8(std::mem::take(&mut log.buf)).unwrap();
+        assert!(
+            text.contains(r#" access 127.0.0.1 "GET /is_prime?key=REDACTED HTTP/1.1" 101 4560B "#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("ms request=4 websocket in=120 out=121 closed-by=client code=1000\n"),
+            "{text}"
+        );
+        let none = SocketSummary {
+            closed_by: "none",
+            code: None,
+            ..summary
+        };
+        log.websocket_closed(&entry, &none);
+        let text = String::from_utf8(std::mem::take(&mut log.buf)).unwrap();
+        assert!(text.ends_with(" closed-by=none code=-\n"), "{text}");
+
+        let mut log = AccessLog::new(None, AccessLogFormat::Json, Vec::new());
+        log.enabled = true;
+        log.websocket_closed(&entry, &none);
+        let line: serde_json::Value =
+            serde_json::from_slice(&std::mem::take(&mut log.buf)).unwrap();
+        assert_eq!(line["status"], 101);
+        assert_eq!(line["bytes"], 4560);
+        assert_eq!(line["request_id"], 4);
+        assert_eq!(
+            line["websocket"],
+            serde_json::json!({"in": 120, "out": 121, "closed_by": "none", "code": null})
+        );
     }
 
     #[test]

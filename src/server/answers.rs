@@ -3,7 +3,7 @@
 //! again on a backoff; a connection closes when asked, when its client has gone or when
 //! it does not read.
 
-use super::access_log::{Entry, Unanswered};
+use super::access_log::{AccessLog, Entry, SocketSummary, Unanswered};
 use super::connection::{Connection, Slot, Stall};
 use super::output::{status_of, AnswerBytes};
 use super::{cors, Server, RETRY_FIRST, RETRY_LAST};
@@ -218,6 +218,8 @@ impl Server {
             // A streamed answer's last bytes are no head (its head took the fields).
             let cors_fields = slot.cors.as_deref().filter(|_| slot.stream.is_none());
             let answer = cors::decorate(answer, cors_fields);
+            // A message's answer leaves as a frame: its HTTP status is counted.
+            let mut message_status = None;
             let (answer, closes) = match slot.websocket {
                 true => {
                     // Nothing to join it with: it goes as a message of its own.
@@ -230,17 +232,23 @@ impl Server {
                     let closed = ws.as_ref().is_none_or(|ws| ws.close_sent);
                     let framed = super::websocket::answer_frame(answer, closed, alone);
                     self.websocket.stats.sent += framed.messages;
-                    if let (Some(ws), Some(code)) = (ws, framed.close) {
-                        ws.close_code = Some(code);
+                    message_status = framed.status;
+                    if let Some(ws) = ws {
+                        ws.log.sent += framed.messages;
+                        ws.log.sent_bytes += framed.bytes.len() as u64;
+                        if framed.close.is_some() {
+                            ws.close_code = framed.close;
+                        }
                     }
                     (framed.bytes, framed.close.is_some())
                 }
                 false => (answer, false),
             };
             let bytes = answer.as_slice();
-            let status = match &slot.stream {
-                Some(stream) => &stream.status,
-                None => status_of(bytes),
+            let status = match (&slot.stream, &message_status) {
+                (Some(stream), _) => &stream.status,
+                (None, Some(digits)) => std::str::from_utf8(digits).unwrap_or("-"),
+                (None, None) => status_of(bytes),
             };
             self.stats.answered += 1;
             if matches!(status.as_bytes().first(), Some(b'4' | b'5')) {
@@ -256,6 +264,8 @@ impl Server {
                     self.access
                         .answered_streamed(&entry, stream.status.as_bytes(), stream.total);
                 }
+                // A socket's messages are logged together, at its close.
+                None if slot.websocket => {}
                 None => self.access.answered(&entry(&conn.peer, &slot), bytes),
             }
             conn.output.push(answer);
@@ -403,8 +413,10 @@ impl Server {
         }
         let mut held_by_jobs = Vec::new();
         for slot in &conn.slots {
-            self.access
-                .unanswered(&entry(&conn.peer, slot), Unanswered::ClientGone);
+            if !slot.websocket {
+                self.access
+                    .unanswered(&entry(&conn.peer, slot), Unanswered::ClientGone);
+            }
             if slot.answer.is_some() {
                 continue;
             }
@@ -422,6 +434,7 @@ impl Server {
         self.forget_job_requests(id, &held_by_jobs);
         if let super::connection::Decoder::WebSocket(ws) = conn.decoder {
             self.websocket.stats.closed(&ws);
+            log_socket_closed(&mut self.access, &conn.peer, &ws);
             self.tell_closed(id, &ws, conn.client);
             self.release_socket(ws.hold);
         }
@@ -466,6 +479,32 @@ pub(super) fn mark_dirty(dirty: &mut Vec<u64>, conn: &mut Connection, id: u64) {
 pub(super) fn timed_out(protocol: Protocol, timeout: std::time::Duration) -> Vec<u8> {
     let failure = Failure::deadline("request timeout", timeout);
     render_failure(protocol, &failure, true)
+}
+
+/// Writes a closed WebSocket's line in the access log (see `access_log`): its upgrade
+/// request's, with what happened on the socket.
+fn log_socket_closed(access: &mut AccessLog, peer: &str, ws: &super::websocket::WsState) {
+    if !access.enabled() {
+        return;
+    }
+    let log = &ws.log;
+    let (closed_by, code) = ws.closed_by();
+    let line = ws.request_line();
+    let entry = Entry {
+        request_id: log.request_id,
+        peer,
+        request_line: Some(&line),
+        arrived: log.arrived,
+        upstream: Some(ws.entry),
+    };
+    let summary = SocketSummary {
+        received: log.received,
+        sent: log.sent,
+        sent_bytes: log.sent_bytes,
+        closed_by: closed_by.name(),
+        code,
+    };
+    access.websocket_closed(&entry, &summary);
 }
 
 /// What the access log needs of a request.

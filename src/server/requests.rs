@@ -14,7 +14,7 @@ use crate::base::sockets;
 use crate::http::websocket::MessageKind;
 use crate::http::{Event, Method, ParsedRequest, Response, CONTINUE_RESPONSE};
 use crate::netstring;
-use crate::pipeline::envelope::{lead_frame, Envelope, Protocol};
+use crate::pipeline::envelope::{lead_frame_of, Envelope, Protocol};
 use crate::pipeline::loopback::{render_failure, Failure, FailureKind};
 use std::time::Instant;
 
@@ -223,7 +223,15 @@ impl Server {
         close_after: bool,
         label: Option<Label>,
     ) {
-        self.forward_as(id, protocol, request, entry, (close_after, label), None);
+        let (first, rest) = request;
+        self.forward_as(
+            id,
+            protocol,
+            (&[first], rest),
+            entry,
+            (close_after, label),
+            None,
+        );
     }
 
     /// [`forward`](Self::forward), for a WebSocket message when `websocket` says which
@@ -232,7 +240,7 @@ impl Server {
         &mut self,
         id: u64,
         protocol: Protocol,
-        (first, rest): (&[u8], Option<zmq::Message>),
+        (first, rest): (&[&[u8]], Option<zmq::Message>),
         entry: EntryIndex,
         (close_after, label): (bool, Option<Label>),
         websocket: Option<MessageKind>,
@@ -261,7 +269,7 @@ impl Server {
             .with_timeout(self.config.request_timeout)
             .with_client(client);
         envelope.websocket = websocket;
-        let message = std::iter::once(lead_frame(&envelope.encode(), first)).chain(rest);
+        let message = std::iter::once(lead_frame_of(&envelope.encode(), first)).chain(rest);
         let socket = self.front.entry_socket(entry);
         if let Err(e) = sockets::send_frames(socket, message, zmq::DONTWAIT) {
             if self.refusals.allow() {

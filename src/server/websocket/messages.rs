@@ -62,6 +62,7 @@ impl Server {
             match event {
                 WsEvent::Message(kind, payload) => {
                     self.websocket.stats.received(kind);
+                    ws.log.received += 1;
                     if ws.detached {
                         // Its backend let it go: the message goes nowhere.
                         log::debug!("connection {id}: a message after its backend detached");
@@ -100,23 +101,18 @@ impl Server {
             MessageKind::Text => b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
             MessageKind::Binary => b"Content-Type: application/octet-stream\r\n\r\n",
         };
-        // The head is put together in the front end's one buffer, not a new one per
-        // message (`forward_as` copies it into the lead frame).
-        let mut head = std::mem::take(&mut self.websocket.scratch);
-        head.clear();
-        head.extend_from_slice(&ws.head);
-        head.extend_from_slice(content_type);
+        // The head and its `Content-Type` are written once, straight into the lead
+        // frame behind the envelope (the head shared, not copied, for the call).
+        let head = std::sync::Arc::clone(&ws.head);
         let entry = ws.entry;
-        let request = (&head[..], body);
         self.forward_as(
             id,
             MESSAGE_PROTOCOL,
-            request,
+            (&[&head[..], content_type], body),
             entry,
             (false, None),
             Some(kind),
         );
-        self.websocket.scratch = head;
     }
 
     /// Tells the pipeline that a socket accepted with GRIP's events closed, as GRIP's
@@ -172,6 +168,11 @@ impl Server {
         // Something goes: an idle keep-alive waits again.
         if let Some(keep) = ws.keep_alive.as_mut().filter(|k| !k.interval) {
             keep.due = Instant::now() + keep.every;
+        }
+        // A data frame (a pushed message, a keep-alive's) is a message sent.
+        if frame.first().is_some_and(|b| b & 0x8 == 0) {
+            ws.log.sent += 1;
+            ws.log.sent_bytes += frame.len() as u64;
         }
         conn.output.push(AnswerBytes::Owned(frame));
         mark_dirty(&mut self.dirty, conn, id);

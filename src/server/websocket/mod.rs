@@ -51,6 +51,8 @@ use crate::http::websocket::{self, MessageDecoder, MessageKind};
 use crate::http::websocket_events as events;
 use crate::http::{field_text, field_values, Method, ParsedRequest, Response};
 use crate::pipeline::loopback::Payload;
+use memchr::memmem::Finder;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 /// The WebSocket settings of a front end.
@@ -89,7 +91,7 @@ pub(super) struct PendingUpgrade {
 pub(crate) struct WsState {
     pub(super) decoder: MessageDecoder,
     /// The head of each message's request, up to its `Content-Type`.
-    pub(super) head: Box<[u8]>,
+    pub(super) head: std::sync::Arc<[u8]>,
     pub(super) entry: EntryIndex,
     /// The id its channels know it by, and the channels, once it is held on any.
     pub(super) hold: Option<(u64, Vec<Box<str>>)>,
@@ -110,6 +112,35 @@ pub(crate) struct WsState {
     pub(super) detached: bool,
     /// A GRIP backend's `keep-alive`, if one is on.
     pub(super) keep_alive: Option<Box<KeepAliveState>>,
+    /// What the access log says of the socket when it closes.
+    pub(in super::super) log: SocketLog,
+}
+
+/// A socket's line in the access log, written when it closes (its messages get none:
+/// see `access_log`): its upgrade request's, and what happened since.
+pub(crate) struct SocketLog {
+    /// The upgrade request's id. (Its line is the messages' head's first, `GET` for
+    /// `POST`: [`WsState::request_line`]; its entry theirs.)
+    pub(in super::super) request_id: u64,
+    /// When the upgrade request arrived.
+    pub(in super::super) arrived: Instant,
+    /// Text and binary messages received.
+    pub(in super::super) received: u64,
+    /// Text and binary messages sent.
+    pub(in super::super) sent: u64,
+    /// The bytes of the frames of the messages sent.
+    pub(in super::super) sent_bytes: u64,
+}
+
+impl WsState {
+    /// The upgrade request's line (for the access log): a `GET` of the target its
+    /// messages' head carries (an upgrade is a `GET` over HTTP/1.1, checked).
+    pub(super) fn request_line(&self) -> Vec<u8> {
+        let first = self.head.split(|&b| b == b'\r').next().unwrap_or_default();
+        let mut line = b"GET".to_vec();
+        line.extend_from_slice(first.strip_prefix(b"POST").unwrap_or(first));
+        line
+    }
 }
 
 /// A socket's keep-alive (GRIP's `keep-alive` control message): the frame sent when
@@ -136,8 +167,6 @@ pub(super) struct WebSockets {
     pub(super) opened: u64,
     /// What the metrics count.
     pub(super) stats: WsStats,
-    /// The buffer each message's head is put together in.
-    scratch: Vec<u8>,
 }
 
 /// What the front end makes of a request with an `Upgrade` field.
@@ -260,9 +289,16 @@ struct AnswerHead<'a> {
     body_at: usize,
 }
 
+/// The searchers of [`answer_head`]'s usual case: the blank line that ends a head, and
+/// the `Content-Type` field as workers write it.
+static HEAD_SEARCHERS: LazyLock<(Finder<'static>, Finder<'static>)> =
+    LazyLock::new(|| (Finder::new(b"\r\n\r\n"), Finder::new(b"\r\nContent-Type:")));
+
 /// The status, `Content-Type` and body of an answer to a message (an HTTP/1.x
 /// response a worker rendered), without allocating: this runs for every message, so it
-/// scans the head for the one field it needs rather than collecting them all.
+/// looks for the one field it needs rather than collecting them all. The usual head
+/// (lines ending in CRLF, the field spelt `Content-Type`, as `Response` writes it)
+/// takes two vector searches; any other goes line by line.
 fn answer_head(bytes: &[u8]) -> Option<AnswerHead<'_>> {
     if !bytes.starts_with(b"HTTP/1.") || !matches!(bytes.get(12), Some(b' ' | b'\r')) {
         return None;
@@ -274,7 +310,26 @@ fn answer_head(bytes: &[u8]) -> Option<AnswerHead<'_>> {
         }
         status = status * 10 + u16::from(digit - b'0');
     }
-    // Line by line (one pass, no searcher to build) to the blank line.
+    let (blank_line, field) = &*HEAD_SEARCHERS;
+    if let Some(end) = blank_line.find(bytes) {
+        // The head with its last field's line end, so a match is a whole field name.
+        let head = &bytes[..end + 2];
+        if let Some(at) = field.find(head) {
+            let value = &head[at + 15..];
+            let value = &value[..memchr::memchr(b'\r', value).unwrap_or(value.len())];
+            return Some(AnswerHead {
+                status,
+                content_type: Some(value.trim_ascii()),
+                body_at: end + 4,
+            });
+        }
+    }
+    answer_head_by_lines(bytes, status)
+}
+
+/// [`answer_head`] for any head: line by line to the blank line, the field's name in
+/// any case, lines ending in LF or CRLF.
+fn answer_head_by_lines(bytes: &[u8], status: u16) -> Option<AnswerHead<'_>> {
     let name = b"content-type:";
     let mut content_type = None;
     let mut at = memchr::memchr(b'\n', bytes)? + 1;
@@ -328,6 +383,8 @@ pub(in super::super) struct Framed {
     pub(in super::super) close: Option<u16>,
     /// How many text and binary messages they hold.
     pub(in super::super) messages: u64,
+    /// The answer's HTTP status, for the metrics (none when it was no HTTP answer).
+    pub(in super::super) status: Option<[u8; 3]>,
 }
 
 /// An answer to a message, as it leaves: its body as one frame (text when its
@@ -339,10 +396,11 @@ pub(in super::super) struct Framed {
 /// one for libzmq); otherwise it is joined with its neighbours (a vector, grown in
 /// place).
 pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: bool) -> Framed {
-    let nothing = Framed {
+    let mut nothing = Framed {
         bytes: AnswerBytes::Owned(Vec::new()),
         close: None,
         messages: 0,
+        status: None,
     };
     let bytes = answer.as_slice();
     if closed || bytes.is_empty() {
@@ -351,7 +409,10 @@ pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: b
     let Some(head) = answer_head(bytes) else {
         return nothing;
     };
+    // Three ASCII digits: `answer_head` read them.
+    let status = bytes.get(9..12).and_then(|digits| digits.try_into().ok());
     if head.status == 204 {
+        nothing.status = status;
         return nothing;
     }
     let body = &bytes[head.body_at..];
@@ -359,7 +420,10 @@ pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: b
         .content_type
         .is_some_and(|value| value.eq_ignore_ascii_case(events::CONTENT_TYPE.as_bytes()))
     {
-        return event_frames(body);
+        return Framed {
+            status,
+            ..event_frames(body)
+        };
     }
     let textual = head.content_type.is_none_or(is_textual);
     let kind = if textual && websocket::is_utf8(body) {
@@ -375,6 +439,7 @@ pub(in super::super) fn answer_frame(answer: AnswerBytes, closed: bool, alone: b
         bytes,
         close: None,
         messages: 1,
+        status,
     }
 }
 
@@ -439,6 +504,7 @@ fn event_frames(body: &[u8]) -> Framed {
         bytes: AnswerBytes::Owned(out),
         close,
         messages,
+        status: None,
     }
 }
 
@@ -535,19 +601,29 @@ impl Server {
         head.extend_from_slice(b"\r\n");
         // Events to send at once (a gateway backend's greeting) follow the head.
         let mut close = None;
+        let mut greeting = (0, 0);
         if is_events {
             let framed = event_frames(&answer.as_slice()[body_at..]);
             head.extend_from_slice(framed.bytes.as_slice());
             self.websocket.stats.sent += framed.messages;
+            greeting = (framed.messages, framed.bytes.len() as u64);
             close = framed.close;
         }
+        let mut log = SocketLog {
+            request_id,
+            arrived: Instant::now(),
+            received: 0,
+            sent: greeting.0,
+            sent_bytes: greeting.1,
+        };
         if let Some(slot) = conn.slots.iter_mut().find(|s| s.request_id == request_id) {
             slot.close_after = close.is_some();
             slot.interim = false;
+            log.arrived = slot.arrived;
         }
         conn.become_websocket(Box::new(WsState {
             decoder: MessageDecoder::new(self.config.websocket.max_message),
-            head: pending.head,
+            head: pending.head.into(),
             entry: pending.entry,
             hold: None,
             close_sent: close.is_some(),
@@ -557,6 +633,7 @@ impl Server {
             client_close: None,
             detached: false,
             keep_alive: None,
+            log,
         }));
         self.websocket.opened += 1;
         self.websocket.stats.open += 1;
@@ -574,6 +651,17 @@ impl Server {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answers_status_is_kept_for_the_metrics() {
+        let status =
+            |answer: &[u8]| answer_frame(AnswerBytes::Owned(answer.to_vec()), false, true).status;
+        assert_eq!(status(b"HTTP/1.1 500 Oops\r\n\r\nx"), Some(*b"500"));
+        assert_eq!(status(b"HTTP/1.1 204 No Content\r\n\r\n"), Some(*b"204"));
+        let events = b"HTTP/1.1 200 OK\r\nContent-Type: application/websocket-events\r\n\r\n";
+        assert_eq!(status(events), Some(*b"200"));
+        assert_eq!(status(b"3:abc,"), None);
+    }
 
     fn framed(answer: &[u8]) -> (Vec<u8>, Option<u16>, u64) {
         let framed = answer_frame(AnswerBytes::Owned(answer.to_vec()), false, true);
@@ -606,6 +694,17 @@ mod tests {
             (vec![], None, 0)
         );
         assert_eq!(framed(b"HTTP/1.1 2x0 OK\r\n\r\nab"), (vec![], None, 0));
+        // The field in another case, or after lines ending in LF alone, is found too;
+        // a `Content-Type:` in the body is not the head's.
+        let lower = b"HTTP/1.1 200 OK\r\ncontent-type: image/png\r\n\r\nab";
+        assert_eq!(framed(lower).0, vec![0x82, 2, b'a', b'b']);
+        let lf = b"HTTP/1.1 200 OK\nContent-Type: image/png\n\nab";
+        assert_eq!(framed(lf).0, vec![0x82, 2, b'a', b'b']);
+        let in_body = b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n\r\nContent-Type: image/png";
+        assert_eq!(framed(in_body).0[0], 0x81, "no type in the head: text");
+        let json =
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(framed(json).0, vec![0x81, 2, b'{', b'}']);
         let events = b"HTTP/1.1 200 OK\r\nContent-Type: application/websocket-events\r\n\r\n\
                       TEXT 2\r\nhi\r\nTEXT 9\r\nc:{\"a\":1}\r\nCLOSE 2\r\n\x0f\xa0\r\nTEXT 1\r\nx\r\n";
         let (bytes, close, messages) = framed(events);

@@ -31,6 +31,31 @@ pub(in super::super) enum ClosedBy {
     Nobody,
 }
 
+impl ClosedBy {
+    /// Its name in the access log and the exposition.
+    pub(in super::super) fn name(self) -> &'static str {
+        match self {
+            ClosedBy::Client => "client",
+            ClosedBy::Server => "server",
+            ClosedBy::Nobody => "none",
+        }
+    }
+}
+
+impl WsState {
+    /// Who closed the socket first, and the status code of that Close, if it had one.
+    pub(in super::super) fn closed_by(&self) -> (ClosedBy, Option<u16>) {
+        match (&self.client_close, self.close_sent) {
+            (Some(code), _) => {
+                let code = (code.len() == 2).then(|| u16::from_be_bytes([code[0], code[1]]));
+                (ClosedBy::Client, code)
+            }
+            (None, true) => (ClosedBy::Server, self.close_code),
+            (None, false) => (ClosedBy::Nobody, None),
+        }
+    }
+}
+
 /// The front end's WebSocket counts.
 #[derive(Default)]
 pub(in super::super) struct WsStats {
@@ -79,14 +104,8 @@ impl WsStats {
     /// Counts a socket that ended, as its state tells.
     pub(in super::super) fn closed(&mut self, ws: &WsState) {
         self.open = self.open.saturating_sub(1);
-        let key = match (&ws.client_close, ws.close_sent) {
-            (Some(code), _) => {
-                let code = (code.len() == 2).then(|| u16::from_be_bytes([code[0], code[1]]));
-                (ClosedBy::Client, code_key(code))
-            }
-            (None, true) => (ClosedBy::Server, code_key(ws.close_code)),
-            (None, false) => (ClosedBy::Nobody, 0),
-        };
+        let (by, code) = ws.closed_by();
+        let key = (by, code_key(code));
         match self.closes.iter_mut().find(|(k, _)| *k == key) {
             Some((_, count)) => *count += 1,
             None => self.closes.push((key, 1)),
@@ -141,16 +160,11 @@ impl Server {
         let mut closes = stats.closes.clone();
         closes.sort();
         for ((by, key), count) in closes {
-            let by = match by {
-                ClosedBy::Client => "client",
-                ClosedBy::Server => "server",
-                ClosedBy::Nobody => "none",
-            };
             let code = code_label(key);
             out.counter(
                 "prime_websocket_closes",
                 help,
-                &[("by", by), ("code", &code)],
+                &[("by", by.name()), ("code", &code)],
                 count,
             );
         }
