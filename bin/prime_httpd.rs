@@ -100,6 +100,8 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
+    // Before the context's first socket, or libzmq keeps its one I/O thread.
+    prime_server::deploy::builder::give_io_threads(&ctx, config.io_threads);
     let mut front = FrontSockets::bind(&ctx, proxy, loopback, interrupt)?;
     front.front_end = cli.front_end;
     // The self-test names each stage of the topology that does not answer its probe.

@@ -582,3 +582,24 @@ fn ten_thousand_pipelined_requests_over_three_front_ends_each_get_their_own_answ
     }
     assert_eq!(answered.load(Ordering::SeqCst), REQUESTS);
 }
+
+#[test]
+fn the_front_ends_context_gets_the_io_threads_it_is_told_and_one_per_front_end() {
+    for (io_threads, front_ends, wanted) in [(3, 1, 3), (1, 3, 3), (1, 1, 1)] {
+        let ctx = zmq::Context::new();
+        let mut config = ServerConfig::http("tcp://127.0.0.1:0");
+        config.io_threads = io_threads;
+        let hello = |_: &mut Job<'_>| Outcome::respond(Response::new(204).to_bytes(1, true, false));
+        let (running, servers) = Pipeline::new()
+            .stage("hello", 1, hello)
+            .bind_servers(&ctx, config, front_ends)
+            .expect("the front ends start");
+        assert_eq!(
+            ctx.get_io_threads().expect("the context answers"),
+            wanted,
+            "--io-threads {io_threads} with {front_ends} front end(s)"
+        );
+        drop(servers);
+        running.stop();
+    }
+}

@@ -199,6 +199,7 @@ impl Pipeline {
         ctx: &zmq::Context,
         config: ServerConfig,
     ) -> Result<(RunningPipeline, Server)> {
+        give_io_threads(ctx, config.io_threads);
         // Bound first: a taken port is reported before any stage starts (or logs).
         let listeners = Server::bind_listeners(ctx, &config)?;
         let (pipeline, front) = self.start(ctx)?;
@@ -454,6 +455,20 @@ impl Drop for RunningPipeline {
         }
         for proxy in self.proxies.drain(..) {
             let _ = proxy.join();
+        }
+    }
+}
+
+/// Gives `ctx` at least `wanted` I/O threads ([`ServerConfig::io_threads`]), where
+/// libzmq reads and writes the client connections. libzmq takes the count only before
+/// the context's first socket, so call it before any socket is made on `ctx`; after
+/// that, or if libzmq refuses, the context keeps its own count (logged at `warn` when
+/// refused).
+pub fn give_io_threads(ctx: &zmq::Context, wanted: usize) {
+    let wanted = i32::try_from(wanted).unwrap_or(i32::MAX);
+    if ctx.get_io_threads().is_ok_and(|threads| threads < wanted) {
+        if let Err(e) = ctx.set_io_threads(wanted) {
+            log::warn!("could not give the front end {wanted} I/O threads: {e}");
         }
     }
 }

@@ -234,6 +234,13 @@ pub struct FrontEndArgs {
     /// The largest request body accepted, in bytes (larger ones get 413).
     #[arg(long, value_name = "N", default_value_t = 10 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// libzmq's I/O threads, where the client connections are read and written (each
+    /// connection on one): two let one publish to thousands of held connections use two
+    /// cores, at some cost to a stream of publishes; at least one per front end
+    /// (--front-ends).
+    #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_IO_THREADS,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=256), usize::from))]
+    pub io_threads: usize,
     /// During the drain, answer new requests on open connections 503 with
     /// `Connection: close` (so a load balancer moves traffic away) instead of serving them.
     #[arg(long)]
@@ -508,6 +515,7 @@ impl FrontEndArgs {
         config.idle_timeout = seconds("--idle-timeout", self.idle_timeout)?;
         config.write_timeout = seconds("--write-timeout", self.write_timeout)?;
         config.half_closed_timeout = seconds("--half-closed-timeout", self.half_closed_timeout)?;
+        config.io_threads = self.io_threads;
         config.limits.max_body = self.max_request_bytes;
         config.max_netstring_bytes = self.max_request_bytes;
         config.jobs = self.jobs.config()?;
@@ -596,6 +604,16 @@ mod tests {
         );
         let plain = parse(&[]).unwrap();
         assert!(plain.cors.is_none() && plain.jobs.is_none());
+    }
+
+    #[test]
+    fn io_threads_are_libzmqs_one_unless_told_and_never_none() {
+        assert_eq!(parse(&[]).unwrap().io_threads, 1);
+        assert_eq!(parse(&["--io-threads", "4"]).unwrap().io_threads, 4);
+        for bad in ["0", "257", "two"] {
+            let refused = parse(&["--io-threads", bad]).unwrap_err();
+            assert!(refused.contains("--io-threads"), "{bad}: {refused}");
+        }
     }
 
     #[test]

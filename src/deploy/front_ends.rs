@@ -53,15 +53,9 @@ impl Pipeline {
         if config.jobs.as_ref().is_some_and(|jobs| !jobs.is_postgres()) {
             return Err(Error::Config(SHARED_JOBS_REFUSAL.into()));
         }
-        // Client connections live in libzmq's I/O threads, one by default: a front end
-        // each, or they would all share one core however many front ends there are.
-        // libzmq takes the count only before the context's first socket.
-        let wanted = i32::try_from(front_ends).unwrap_or(i32::MAX);
-        if ctx.get_io_threads().is_ok_and(|threads| threads < wanted) {
-            if let Err(e) = ctx.set_io_threads(wanted) {
-                log::warn!("could not give the front ends {wanted} I/O threads: {e}");
-            }
-        }
+        // Client connections live in libzmq's I/O threads: at least a front end each,
+        // or they would all share one core however many front ends there are.
+        super::builder::give_io_threads(ctx, config.io_threads.max(front_ends));
         let mut config = config;
         config.reuse_port = true;
         // Bound first: a taken port is reported before any stage starts (or logs).
