@@ -21,24 +21,15 @@ use std::time::{Duration, Instant};
 const SERVERD: &str = env!("CARGO_BIN_EXE_prime_serverd");
 const BOUND: Duration = Duration::from_secs(15);
 
-/// A client connection with what it has read so far.
-struct Client {
-    stream: TcpStream,
-    seen: Vec<u8>,
-}
+/// A raw client connection (`daemons::Peer`) made by sending a whole request.
+type Client = Peer;
 
 impl Client {
     /// Connects to `port` and sends `request` (a whole request, head and body).
     fn send(port: u16, request: &str) -> Client {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        stream.write_all(request.as_bytes()).expect("send");
-        Client {
-            stream,
-            seen: Vec::new(),
-        }
+        let mut client = Peer::connect(port);
+        client.write_text(request);
+        client
     }
 
     /// `GET path` over HTTP/1.1 with extra header lines.
@@ -47,44 +38,6 @@ impl Client {
             port,
             &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n"),
         )
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.seen).into_owned()
-    }
-
-    /// Reads until `needle` has been seen (counting from the start), within [`BOUND`].
-    fn wait_for(&mut self, needle: &str) -> String {
-        let end = Instant::now() + BOUND;
-        let mut buf = [0u8; 65536];
-        while !self.text().contains(needle) {
-            assert!(
-                Instant::now() < end,
-                "no {needle:?} within the bound; got {:?}",
-                self.text()
-            );
-            match self.stream.read(&mut buf) {
-                Ok(0) => panic!("closed before {needle:?}; got {:?}", self.text()),
-                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-        self.text()
-    }
-
-    /// Reads until the server closes the connection, within [`BOUND`].
-    fn read_to_close(&mut self) -> String {
-        let end = Instant::now() + BOUND;
-        let mut buf = [0u8; 65536];
-        loop {
-            assert!(Instant::now() < end, "not closed: {:?}", self.text());
-            match self.stream.read(&mut buf) {
-                Ok(0) => return self.text(),
-                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return self.text(),
-                Err(_) => {}
-            }
-        }
     }
 }
 

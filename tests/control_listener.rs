@@ -11,8 +11,8 @@
 mod daemons;
 
 use daemons::*;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::Read;
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 const SERVERD: &str = env!("CARGO_BIN_EXE_prime_serverd");
@@ -46,78 +46,11 @@ fn serverd(name: &str) -> Served {
     }
 }
 
-/// A client connection with what it has read so far.
-struct Peer {
-    stream: TcpStream,
-    seen: Vec<u8>,
-}
-
-impl Peer {
-    fn connect(port: u16) -> Peer {
-        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Peer {
-            stream,
-            seen: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &str) {
-        self.stream.write_all(bytes.as_bytes()).expect("send");
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.seen).into_owned()
-    }
-
-    /// Reads until `done` says the text so far is enough, within [`BOUND`].
-    fn read_until(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let end = Instant::now() + BOUND;
-        let mut buf = [0u8; 65536];
-        while !done(&self.text()) {
-            assert!(
-                Instant::now() < end,
-                "no {what} in time; got {:?}",
-                self.text()
-            );
-            match self.stream.read(&mut buf) {
-                Ok(0) => panic!("closed before {what}; got {:?}", self.text()),
-                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-        self.text()
-    }
-
-    /// Reads until `needle` has been seen (counting from the start).
-    fn wait_for(&mut self, needle: &str) -> String {
-        self.read_until(needle, |text| text.contains(needle))
-    }
-
-    /// Reads until the server closes the connection, within [`BOUND`].
-    fn read_to_close(&mut self) -> String {
-        let end = Instant::now() + BOUND;
-        let mut buf = [0u8; 65536];
-        loop {
-            assert!(Instant::now() < end, "not closed: {:?}", self.text());
-            match self.stream.read(&mut buf) {
-                Ok(0) => return self.text(),
-                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return self.text(),
-                Err(_) => {}
-            }
-        }
-    }
-}
-
 /// A stream subscriber to the demo's channel `name`, held once its head has arrived
 /// (the front end keeps the hold in the same turn as it writes the head).
 fn subscribe(port: u16, name: &str) -> Peer {
     let mut peer = Peer::connect(port);
-    peer.send(&format!("GET /channels/{name} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    peer.write_text(&format!("GET /channels/{name} HTTP/1.1\r\nHost: x\r\n\r\n"));
     peer.wait_for(&format!("held on channel {name}"));
     peer
 }
@@ -138,7 +71,7 @@ fn publish(minor: u8, channel: &str, content: &str, extra: &str) -> String {
 /// was refused (`503`, or closed before its answer could be read).
 fn try_publish(control: u16) -> Option<Peer> {
     let mut peer = Peer::connect(control);
-    peer.send(&publish(1, "limit", "data: y\n\n", ""));
+    peer.write_text(&publish(1, "limit", "data: y\n\n", ""));
     let end = Instant::now() + BOUND;
     let mut buf = [0u8; 4096];
     while !peer.text().ends_with("Published\n") {
@@ -183,7 +116,7 @@ fn publishes_and_other_routes_on_one_connection_are_answered_in_order() {
     let mut subscriber = subscribe(served.port, "order");
     let mut control = Peer::connect(served.control);
     // Two publishes, a request for another route and a publish behind it, in one write.
-    control.send(&format!(
+    control.write_text(&format!(
         "{}{}GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n{}",
         publish(1, "order", "data: a\n\n", ""),
         publish(1, "order", "data: b\n\n", ""),
@@ -194,7 +127,7 @@ fn publishes_and_other_routes_on_one_connection_are_answered_in_order() {
     });
     assert_eq!(statuses(&text), ["200", "200", "404", "200"], "{text}");
     // The connection stays open for more, on whichever side serves it now.
-    control.send(&publish(1, "order", "data: d\n\n", ""));
+    control.write_text(&publish(1, "order", "data: d\n\n", ""));
     let text = control.read_until("a fifth answer", |text| {
         statuses(text).len() == 5 && text.ends_with("Published\n")
     });
@@ -211,7 +144,7 @@ fn a_publish_in_pieces_is_served_and_a_request_that_ends_early_is_told_so() {
     let mut control = Peer::connect(served.control);
     // In three writes, each after the last has had time to be read on its own.
     for piece in [&request[..20], &request[20..60], &request[60..]] {
-        control.send(piece);
+        control.write_text(piece);
         std::thread::sleep(Duration::from_millis(50));
     }
     control.wait_for("Published\n");
@@ -224,7 +157,7 @@ fn a_publish_in_pieces_is_served_and_a_request_that_ends_early_is_told_so() {
 
     // A client that finishes sending right after its publish is still answered.
     let mut last = Peer::connect(served.control);
-    last.send(&publish(1, "pieces", "data: last\n\n", ""));
+    last.write_text(&publish(1, "pieces", "data: last\n\n", ""));
     last.stream.shutdown(Shutdown::Write).unwrap();
     let answer = last.read_to_close();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -242,7 +175,7 @@ fn a_publish_in_pieces_is_served_and_a_request_that_ends_early_is_told_so() {
         ),
     ] {
         let mut early = Peer::connect(served.control);
-        early.send(partial);
+        early.write_text(partial);
         early.stream.shutdown(Shutdown::Write).unwrap();
         let answer = early.read_to_close();
         assert!(answer.starts_with("HTTP/1.1 400"), "{partial:?}: {answer}");
@@ -256,7 +189,7 @@ fn the_control_listener_refuses_and_closes_as_http_says() {
     let served = serverd("control-refusals");
     let exchange = |request: &str| {
         let mut peer = Peer::connect(served.control);
-        peer.send(request);
+        peer.write_text(request);
         peer.read_to_close()
     };
     let answer = exchange("GET /publish/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -298,10 +231,10 @@ fn past_64_connections_in_all_the_control_listener_answers_503() {
     for index in 0..MAX_CONNECTIONS {
         let mut peer = Peer::connect(served.control);
         if index % 8 == 0 {
-            peer.send("GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+            peer.write_text("GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
             peer.wait_for("HTTP/1.1 404");
         } else {
-            peer.send(&publish(1, "limit", "data: x\n\n", ""));
+            peer.write_text(&publish(1, "limit", "data: x\n\n", ""));
             peer.wait_for("Published\n");
         }
         open.push(peer);

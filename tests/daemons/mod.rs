@@ -789,3 +789,80 @@ fn parse_response(buffer: &[u8]) -> io::Result<Option<(Response, usize)>> {
         body_start + length,
     )))
 }
+
+/// How long a [`Peer`] waits for what it reads.
+pub const PEER_BOUND: Duration = Duration::from_secs(15);
+
+/// A raw client connection with everything it has read so far: for tests that write
+/// requests in pieces, pipeline them or hold a connection open, and read the bytes as
+/// they come (each read waits at most 100 ms, each whole wait [`PEER_BOUND`]).
+pub struct Peer {
+    pub stream: TcpStream,
+    pub seen: Vec<u8>,
+}
+
+impl Peer {
+    /// Connects to `port` on 127.0.0.1 (no Nagle delay).
+    pub fn connect(port: u16) -> Peer {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("a read timeout");
+        stream.set_nodelay(true).expect("no delay");
+        Peer {
+            stream,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` whole.
+    pub fn write_text(&mut self, bytes: &str) {
+        self.stream.write_all(bytes.as_bytes()).expect("send");
+    }
+
+    /// What has been read so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+
+    /// Reads until `done` says the text so far is enough, within [`PEER_BOUND`]; panics
+    /// naming `what` if the connection closes first or the bound passes.
+    pub fn read_until(&mut self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + PEER_BOUND;
+        let mut buf = [0u8; 65536];
+        while !done(&self.text()) {
+            assert!(
+                Instant::now() < end,
+                "no {what} in time; got {:?}",
+                self.text()
+            );
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!("closed before {what}; got {:?}", self.text()),
+                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        self.text()
+    }
+
+    /// Reads until `needle` has been seen (counting from the start).
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        self.read_until(&format!("{needle:?}"), |text| text.contains(needle))
+    }
+
+    /// Reads until the server closes the connection (or resets it), within
+    /// [`PEER_BOUND`].
+    pub fn read_to_close(&mut self) -> String {
+        let end = Instant::now() + PEER_BOUND;
+        let mut buf = [0u8; 65536];
+        loop {
+            assert!(Instant::now() < end, "not closed: {:?}", self.text());
+            match self.stream.read(&mut buf) {
+                Ok(0) => return self.text(),
+                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return self.text(),
+                Err(_) => {}
+            }
+        }
+    }
+}
