@@ -71,10 +71,27 @@ fn binary(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A root folder for `systemd-analyze --root`, removed when dropped (tens of
+/// megabytes of copied units and binaries, which every run would otherwise leave).
+struct Root(PathBuf);
+
+impl std::ops::Deref for Root {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A root for `systemd-analyze --root`: the distribution's units (targets such as
 /// sysinit.target that every service depends on), ours, and our binaries.
-fn scratch_root(units: &[(String, String)]) -> PathBuf {
-    let root = scratch_path("systemd-root", "d");
+fn scratch_root(units: &[(String, String)]) -> Root {
+    let root = Root(scratch_path("systemd-root", "d"));
     let system = ["/usr/lib/systemd/system", "/lib/systemd/system"]
         .into_iter()
         .map(Path::new)
