@@ -19,7 +19,7 @@ mod tools;
 use daemons::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const GATEWAYD: &str = env!("CARGO_BIN_EXE_prime_gatewayd");
 const BOUND: Duration = Duration::from_secs(20);
@@ -40,52 +40,24 @@ fn key_file(text: &str) -> String {
 }
 
 /// A client connection with what it has read so far.
-struct Client {
-    stream: TcpStream,
-    seen: Vec<u8>,
-}
+/// A raw client connection (`daemons::Peer`) made by sending a `GET`.
+type Client = Peer;
 
 impl Client {
     /// Connects to `port` and sends `GET path` with extra header lines.
     fn get(port: u16, path: &str, extra: &str) -> Client {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("a read timeout");
-        let request = format!("GET {path} HTTP/1.1\r\nHost: grip.test\r\n{extra}\r\n");
-        stream.write_all(request.as_bytes()).expect("send");
-        Client {
-            stream,
-            seen: Vec::new(),
-        }
+        let mut client = Peer::connect(port);
+        client.write_text(&format!(
+            "GET {path} HTTP/1.1\r\nHost: grip.test\r\n{extra}\r\n"
+        ));
+        client
     }
 
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.seen).into_owned()
-    }
-
-    /// Reads until `needle` has been seen (counting from the start), within [`BOUND`].
-    fn wait_for(&mut self, needle: &str) -> String {
-        self.wait_for_after(0, needle)
-    }
-
-    /// Reads until `needle` has been seen after the first `from` bytes, within [`BOUND`].
+    /// Reads until `needle` has been seen after the first `from` bytes.
     fn wait_for_after(&mut self, from: usize, needle: &str) -> String {
-        let end = Instant::now() + BOUND;
-        let mut buf = [0u8; 65536];
-        while !String::from_utf8_lossy(self.seen.get(from..).unwrap_or_default()).contains(needle) {
-            assert!(
-                Instant::now() < end,
-                "no {needle:?} within the bound; got {:?}",
-                self.text()
-            );
-            match self.stream.read(&mut buf) {
-                Ok(0) => panic!("closed before {needle:?}; got {:?}", self.text()),
-                Ok(n) => self.seen.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-        self.text()
+        self.read_until(&format!("{needle:?}"), |text| {
+            text.get(from..).is_some_and(|after| after.contains(needle))
+        })
     }
 }
 

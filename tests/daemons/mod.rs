@@ -791,7 +791,7 @@ fn parse_response(buffer: &[u8]) -> io::Result<Option<(Response, usize)>> {
 }
 
 /// How long a [`Peer`] waits for what it reads.
-pub const PEER_BOUND: Duration = Duration::from_secs(15);
+pub const PEER_BOUND: Duration = Duration::from_secs(20);
 
 /// A raw client connection with everything it has read so far: for tests that write
 /// requests in pieces, pipeline them or hold a connection open, and read the bytes as
