@@ -14,7 +14,7 @@
 
 mod daemons;
 
-use daemons::scratch_path;
+use daemons::ScratchDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,14 +62,14 @@ fn stdout(command: &mut Command) -> String {
 fn cargo_install_puts_every_binary_on_the_path_and_they_run() {
     let profile_dir = built();
     let target_dir = profile_dir.parent().expect("the target directory");
-    let root = scratch_path("install-root", "d");
+    let root = ScratchDir::new("install-root");
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
     let mut install = Command::new(cargo);
     install
         .args(["install", "--locked", "--offline", "--path"])
         .arg(env!("CARGO_MANIFEST_DIR"))
         .arg("--root")
-        .arg(&root)
+        .arg(&*root)
         .arg("--target-dir")
         .arg(target_dir)
         .stdin(Stdio::null())

@@ -8,7 +8,7 @@
 mod daemons;
 mod tools;
 
-use daemons::scratch_path;
+use daemons::{scratch_path, ScratchDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -71,27 +71,10 @@ fn binary(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A root folder for `systemd-analyze --root`, removed when dropped (tens of
-/// megabytes of copied units and binaries, which every run would otherwise leave).
-struct Root(PathBuf);
-
-impl std::ops::Deref for Root {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A root for `systemd-analyze --root`: the distribution's units (targets such as
 /// sysinit.target that every service depends on), ours, and our binaries.
-fn scratch_root(units: &[(String, String)]) -> Root {
-    let root = Root(scratch_path("systemd-root", "d"));
+fn scratch_root(units: &[(String, String)]) -> ScratchDir {
+    let root = ScratchDir::new("systemd-root");
     let system = ["/usr/lib/systemd/system", "/lib/systemd/system"]
         .into_iter()
         .map(Path::new)

@@ -83,6 +83,32 @@ pub fn scratch_path(stem: &str, ext: &str) -> PathBuf {
     dir.join(format!("{stem}-{}-{n}.{ext}", std::process::id()))
 }
 
+/// A scratch directory (under the test target's temporary directory, unique in this
+/// run) removed with everything in it when dropped: for tests that fill a directory
+/// with copies (installed binaries, systemd units), tens of megabytes a run would
+/// otherwise leave behind.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A new, not yet created, directory named after `stem`.
+    pub fn new(stem: &str) -> ScratchDir {
+        ScratchDir(scratch_path(stem, "d"))
+    }
+}
+
+impl std::ops::Deref for ScratchDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Sends `signal` (e.g. `TERM`, `KILL`) to `pid` with kill(1).
 pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
@@ -255,6 +281,9 @@ impl Drop for Daemon {
             for line in tail.into_iter().rev() {
                 eprintln!("{line}");
             }
+        } else {
+            // The log helps only after a failure: a passing test leaves none behind.
+            let _ = std::fs::remove_file(&self.log);
         }
     }
 }
