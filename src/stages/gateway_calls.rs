@@ -53,7 +53,7 @@ pub(super) enum CallError {
 }
 
 /// The backend's whole answer, or why there is none.
-pub(super) type Called = Result<http::Response<Vec<u8>>, CallError>;
+pub(super) type Called = Result<http::Response<Bytes>, CallError>;
 
 /// A running call: it ends with its ticket and what it made, and its connection when
 /// that may serve again (`None` once aborted).
@@ -210,7 +210,7 @@ impl<T: Send + 'static> Calls<T> {
     pub(super) fn start(
         &mut self,
         ticket: u64,
-        request: http::Request<Vec<u8>>,
+        request: http::Request<Bytes>,
         limit: u64,
         timeout: Duration,
         finish: impl FnOnce(Called) -> T + Send + 'static,
@@ -322,7 +322,7 @@ impl<T: Send + 'static> Calls<T> {
     /// the [`Calls`] to close the call's connection at once).
     pub(super) fn call<S: std::future::Future<Output = ()>>(
         &mut self,
-        request: http::Request<Vec<u8>>,
+        request: http::Request<Bytes>,
         limit: u64,
         timeout: Duration,
         stop: S,
@@ -384,15 +384,17 @@ async fn connect(backend: &Backend) -> Result<Connection, CallError> {
 async fn exchange(
     backend: &Backend,
     pooled: Option<Connection>,
-    request: http::Request<Vec<u8>>,
+    request: http::Request<Bytes>,
     limit: u64,
     timeout: Duration,
 ) -> (Called, Option<Connection>) {
-    let mut request = request.map(|body| Full::new(Bytes::from(body)));
+    let mut request = request.map(Full::new);
     // HTTP/1.1 sends the origin form, and the backend's authority in `Host` (RFC 9112
     // §3.2), as hyper-util's client did.
-    if let Some(target) = request.uri().path_and_query().cloned() {
-        *request.uri_mut() = http::Uri::from(target);
+    if request.uri().scheme().is_some() {
+        if let Some(target) = request.uri().path_and_query().cloned() {
+            *request.uri_mut() = http::Uri::from(target);
+        }
     }
     request
         .headers_mut()
@@ -443,7 +445,7 @@ async fn exchange(
                 CallError::Unreached(with_causes(e.as_ref()))
             }
         })?;
-        let answer = http::Response::from_parts(parts, body.to_bytes().to_vec());
+        let answer = http::Response::from_parts(parts, body.to_bytes());
         Ok((answer, leased.give_back()))
     };
     match tokio::time::timeout(timeout, called).await {
