@@ -68,9 +68,9 @@ use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
 use crate::stages::gateway_calls::{until, CallError, Called, Calls};
 use crate::stages::gateway_path::under_base;
 use crate::stages::gateway_wire::{
-    connection_options, forwarded_node, ip_text, is_hop_by_hop, join_value, origin_form,
-    render_plain, with_head, Asking, Fields, FORWARDED, GRIP_SIG_NAME, X_FORWARDED_FOR,
-    X_FORWARDED_HOST, X_PRIME_SIGNATURE, X_REAL_IP, X_REQUEST_ID,
+    connection_options, forwarded_node, is_hop_by_hop, origin_form, render_plain, with_head,
+    Asking, Fields, IpText, FORWARDED, GRIP_SIG_NAME, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    X_PRIME_SIGNATURE, X_REAL_IP, X_REQUEST_ID,
 };
 use crate::stages::grip::{self, Instruction, GRIP_SIG};
 use bytes::Bytes;
@@ -558,9 +558,11 @@ fn outgoing(
         http::Method::from_bytes(request.method.as_bytes()).map_err(|e| unforwardable(&e))?;
     let values: usize = request.fields.iter().map(|f| f.value.len()).sum();
     let mut fields = Fields::with_capacity(request.fields.len() + 6, values + 256);
-    let mut forwarded_for = String::new();
-    let mut forwarded = String::new();
-    let mut forwarded_host = String::new();
+    // The chains the client sent (`Forwarded`, `X-Forwarded-For`, `X-Forwarded-Host`),
+    // each joined with the gateway's own value at its end.
+    let mut forwarded_for = Vec::new();
+    let mut forwarded = Vec::new();
+    let mut forwarded_host = Vec::new();
     let mut request_id_header = false;
     let mut host = None;
     for field in request.fields {
@@ -587,7 +589,7 @@ fn outgoing(
             None
         };
         if let Some(chain) = chain {
-            join_value(chain, &value);
+            chain.push(value);
             continue;
         }
         // Says who the client is: only the front end knows, so the client's own is
@@ -606,29 +608,37 @@ fn outgoing(
         fields.push(name, value.as_bytes());
     }
     let host = host.unwrap_or_default();
-    let ip = client.map(|c| ip_text(c.ip()));
-    let node = match (client, &ip) {
-        (Some(SocketAddr::V4(a)), Some(ip)) if a.port() == 0 => ip.clone(),
-        _ => forwarded_node(client),
-    };
-    let mut ours = String::with_capacity(node.len() + host.len() + 28);
-    ours.push_str("for=");
-    ours.push_str(&node);
-    ours.push_str(";proto=http;host=\"");
-    ours.extend(host.chars().filter(|c| !matches!(c, '"' | '\\')));
-    ours.push('"');
-    join_value(&mut forwarded, &ours);
-    fields.push(FORWARDED.clone(), forwarded.as_bytes());
-    join_value(&mut forwarded_for, ip.as_deref().unwrap_or("unknown"));
-    fields.push(X_FORWARDED_FOR.clone(), forwarded_for.as_bytes());
+    let ip = client.map(|c| IpText::of(c.ip()));
+    for value in &forwarded {
+        fields.join(value.as_bytes());
+    }
+    fields.join(b"for=");
+    match (client, &ip) {
+        (Some(SocketAddr::V4(a)), Some(ip)) if a.port() == 0 => {
+            fields.extend(ip.as_str().as_bytes())
+        }
+        _ => fields.extend(forwarded_node(client).as_bytes()),
+    }
+    fields.extend(b";proto=http;host=\"");
+    for part in host.as_bytes().split(|b| matches!(b, b'"' | b'\\')) {
+        fields.extend(part);
+    }
+    fields.extend(b"\"");
+    fields.end(FORWARDED.clone());
+    for value in &forwarded_for {
+        fields.join(value.as_bytes());
+    }
+    fields.join(ip.as_ref().map_or("unknown", |ip| ip.as_str()).as_bytes());
+    fields.end(X_FORWARDED_FOR.clone());
+    for value in &forwarded_host {
+        fields.join(value.as_bytes());
+    }
     if !host.is_empty() {
-        join_value(&mut forwarded_host, &host);
+        fields.join(host.as_bytes());
     }
-    if !forwarded_host.is_empty() {
-        fields.push(X_FORWARDED_HOST.clone(), forwarded_host.as_bytes());
-    }
+    fields.end_unless_empty(X_FORWARDED_HOST.clone());
     if let Some(ip) = &ip {
-        fields.push(X_REAL_IP.clone(), ip.as_bytes());
+        fields.push(X_REAL_IP.clone(), ip.as_str().as_bytes());
     }
     if !request_id_header {
         fields.push_number(X_REQUEST_ID.clone(), request_id);

@@ -17,6 +17,9 @@ use ureq::http;
 /// The most header fields read in place; a head with more takes the general path.
 const IN_PLACE_FIELDS: usize = 32;
 
+/// The fields of a plain answer rendered without a heap allocation for their list.
+const ANSWER_ON_STACK: usize = 32;
+
 /// A client's request as the gateway forwards it, borrowed from where it lies.
 pub(super) struct Asking<'a, 'b> {
     /// The method token.
@@ -82,8 +85,38 @@ impl Fields {
 
     /// Adds a field, after the others.
     pub(super) fn push(&mut self, name: http::HeaderName, value: &[u8]) {
-        self.text.extend_from_slice(value);
+        self.extend(value);
+        self.end(name);
+    }
+
+    /// Writes `bytes` at the end of the value being made.
+    pub(super) fn extend(&mut self, bytes: &[u8]) {
+        self.text.extend_from_slice(bytes);
+    }
+
+    /// Adds `value` to the comma-separated list being made (RFC 9110 §5.3).
+    pub(super) fn join(&mut self, value: &[u8]) {
+        if self.text.len() > self.start() {
+            self.extend(b", ");
+        }
+        self.extend(value);
+    }
+
+    /// Ends the value being made as the field `name`'s.
+    pub(super) fn end(&mut self, name: http::HeaderName) {
         self.ends.push((name, self.text.len()));
+    }
+
+    /// [`end`](Self::end), unless the value is empty (then nothing is added).
+    pub(super) fn end_unless_empty(&mut self, name: http::HeaderName) {
+        if self.text.len() > self.start() {
+            self.end(name);
+        }
+    }
+
+    /// Where the value being made starts.
+    fn start(&self) -> usize {
+        self.ends.last().map_or(0, |&(_, end)| end)
     }
 
     /// Adds a field whose value is a number's decimal digits.
@@ -137,7 +170,10 @@ pub(super) fn render_plain(
             .iter()
             .map(|v| v.as_bytes()),
     );
-    let mut fields: Vec<(&str, &str)> = Vec::with_capacity(headers.len());
+    // The usual few fields on the stack; more on the heap.
+    let mut on_stack = [("", ""); ANSWER_ON_STACK];
+    let mut on_heap = Vec::new();
+    let mut kept = 0;
     for (name, value) in headers {
         // Names come lowercase from hyper.
         let name = name.as_str();
@@ -157,13 +193,26 @@ pub(super) fn render_plain(
         if is_hop_by_hop(name, &connection) && !kept_length {
             continue;
         }
-        fields.push((name, value));
+        match on_stack.get_mut(kept) {
+            Some(slot) => *slot = (name, value),
+            None => {
+                if on_heap.is_empty() {
+                    on_heap.extend_from_slice(&on_stack);
+                }
+                on_heap.push((name, value));
+            }
+        }
+        kept += 1;
     }
+    let fields = match on_stack.get(..kept) {
+        Some(fields) => fields,
+        None => &on_heap[..],
+    };
     let mut out = Vec::new();
     crate::http::write_response(
         &mut out,
         status.as_u16(),
-        &fields,
+        fields,
         answer.body(),
         minor_version,
         keep_alive,
@@ -219,35 +268,56 @@ pub(super) static X_PRIME_SIGNATURE: http::HeaderName =
     http::HeaderName::from_static("x-prime-signature");
 pub(super) static GRIP_SIG_NAME: http::HeaderName = http::HeaderName::from_static("grip-sig");
 
-/// Appends `value` to a comma-separated list of field values (RFC 9110 §5.3).
-pub(super) fn join_value(list: &mut String, value: &str) {
-    if !list.is_empty() {
-        list.push_str(", ");
-    }
-    list.push_str(value);
+/// An address as text, on the stack: IPv4 written digit by digit (`Display` pads
+/// through the formatter, which costs more than the rest of the field), IPv6 as
+/// `Display` has it.
+pub(super) struct IpText {
+    bytes: [u8; 45],
+    len: usize,
 }
 
-/// An address as text: IPv4 written digit by digit (`Display` pads through the
-/// formatter, which costs more than the rest of the field), IPv6 as `Display` has it.
-pub(super) fn ip_text(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut text = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text.push('.');
+impl IpText {
+    /// The text of `ip`.
+    pub(super) fn of(ip: std::net::IpAddr) -> Self {
+        let mut text = IpText {
+            bytes: [0; 45],
+            len: 0,
+        };
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
                 }
-                if octet >= 100 {
-                    text.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    text.push(char::from(b'0' + octet / 10 % 10));
-                }
-                text.push(char::from(b'0' + octet % 10));
             }
-            text
+            std::net::IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut rest = &mut text.bytes[..];
+                // The longest IPv6 text (an IPv4-mapped one) takes 45 bytes.
+                let _ = write!(rest, "{v6}");
+                let left = rest.len();
+                text.len = text.bytes.len() - left;
+            }
         }
-        std::net::IpAddr::V6(v6) => v6.to_string(),
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    /// The text.
+    pub(super) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
     }
 }
 
@@ -315,7 +385,7 @@ mod tests {
             "2001:db8::17",
         ] {
             let ip: std::net::IpAddr = text.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string());
+            assert_eq!(IpText::of(ip).as_str(), ip.to_string());
         }
     }
 
