@@ -61,11 +61,11 @@
 //! ```
 
 use crate::http::Response;
-use crate::pipeline::envelope::Protocol;
+use crate::pipeline::envelope::{Protocol, ENVELOPE_LEN};
 use crate::pipeline::loopback::{limit_passed, render, Failure, FailureKind};
 use crate::pipeline::worker::{ConcurrentWork, Job, Outcome};
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
-use crate::stages::gateway_calls::{until, CallError, Called, Calls};
+use crate::stages::gateway_calls::{until, Call, CallError, Called, Calls, Replay};
 use crate::stages::gateway_path::under_base;
 use crate::stages::gateway_wire::{
     connection_options, forwarded_node, is_hop_by_hop, origin_form, render_plain, with_head,
@@ -392,6 +392,27 @@ fn prepare_in_place(
     })
 }
 
+/// How to make a request read in place ([`prepare_in_place`]) again, should its call
+/// need to send it again (see `gateway_calls`): the job's frames move into it (no
+/// copy), and the request is made anew from them only then, instead of a copy of every
+/// request being kept for the rare call that needs one.
+fn replay(settings: &Arc<Settings>, job: &mut Job<'_>) -> Replay {
+    let envelope = *job.envelope();
+    // The head (behind the envelope in the lead frame) and the body, unchanged.
+    let frames = job.forward_frames(2);
+    let settings = Arc::clone(settings);
+    Box::new(move || {
+        let head = frames.first().and_then(|lead| lead.get(ENVELOPE_LEN..))?;
+        let body = frames.get(1).map(|body| &body[..]).unwrap_or_default();
+        let (request_id, is_async, client) = (envelope.request_id, envelope.job, envelope.client);
+        with_head(head, body, |asking| {
+            outgoing(&settings, asking, request_id, is_async, client).ok()
+        })
+        .flatten()
+        .map(|(request, _)| request)
+    })
+}
+
 fn forwarding(settings: &Settings, request_id: u64, outgoing: &http::Request<Bytes>) {
     log::debug!(
         "request {request_id}: forwarding {} {} to {}",
@@ -430,9 +451,12 @@ fn finished(settings: &Settings, asked: Asked, protocol: Protocol, called: Calle
 impl ConcurrentWork for HttpGateway {
     fn start(&mut self, job: &mut Job<'_>, ticket: u64) -> Option<Outcome> {
         let protocol = job.envelope().protocol;
-        let prepared = match prepare_in_place(&self.settings, job) {
-            Some(prepared) => prepared,
-            None => prepare(&self.settings, &mut HttpJob::new(job)),
+        let (prepared, replay) = match prepare_in_place(&self.settings, job) {
+            Some(prepared) => {
+                let replay = prepared.is_ok().then(|| replay(&self.settings, job));
+                (prepared, replay)
+            }
+            None => (prepare(&self.settings, &mut HttpJob::new(job)), None),
         };
         let (outgoing, asked) = match prepared {
             Ok(prepared) => prepared,
@@ -440,8 +464,14 @@ impl ConcurrentWork for HttpGateway {
         };
         let settings = Arc::clone(&self.settings);
         let (limit, timeout) = (settings.max_response_bytes, settings.timeout);
+        let call = Call {
+            request: outgoing,
+            replay,
+            limit,
+            timeout,
+        };
         match self.calls() {
-            Ok(calls) => calls.start(ticket, outgoing, limit, timeout, move |called| {
+            Ok(calls) => calls.start(ticket, call, move |called| {
                 finished(&settings, asked, protocol, called)
             }),
             Err(error) => return Some(rendered(protocol, Err(error))),
@@ -512,7 +542,13 @@ impl HttpWork for HttpGateway {
         let settings = Arc::clone(&self.settings);
         let (limit, timeout) = (settings.max_response_bytes, settings.timeout);
         let watching = until(INTERRUPT_POLL, || job.interrupted());
-        match self.calls()?.call(outgoing, limit, timeout, watching) {
+        let call = Call {
+            request: outgoing,
+            replay: None,
+            limit,
+            timeout,
+        };
+        match self.calls()?.call(call, watching) {
             Some(called) => answer(&settings, asked, called),
             None => {
                 // Dropping the runtime closes the call's connection at once.
