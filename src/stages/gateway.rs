@@ -786,6 +786,58 @@ fn parse_target(target: &str) -> Result<(String, String), GatewayError> {
 mod tests {
     use super::*;
 
+    /// An answer from the backend, as hyper gives it.
+    fn answer_of(
+        status: u16,
+        fields: &[(&str, &str)],
+        body: &'static [u8],
+    ) -> http::Response<Bytes> {
+        let mut answer = http::Response::new(Bytes::from_static(body));
+        *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        for (name, value) in fields {
+            answer.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        answer
+    }
+
+    #[test]
+    fn a_plain_answer_renders_as_the_general_path_renders_it() {
+        let fields = [
+            ("Content-Type", "text/plain"),
+            ("Content-Length", "5"),
+            ("Connection", "X-Hop, keep-alive"),
+            ("X-Hop", "private"),
+            ("Keep-Alive", "timeout=5"),
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+            ("Date", "Sun, 06 Dec 2026 10:00:00 GMT"),
+        ];
+        for (status, minor_version, keep_alive, head) in [
+            (200, 1, true, false),
+            (200, 1, true, true),
+            (404, 0, false, false),
+            (204, 1, true, false),
+            (304, 1, false, true),
+        ] {
+            let backend = answer_of(status, &fields, b"hello");
+            let plain = render_plain(&backend, minor_version, keep_alive, head, head).unwrap();
+            let protocol = Protocol::Http {
+                minor_version,
+                keep_alive,
+                head,
+            };
+            let general = render(protocol, &incoming(backend, head));
+            assert_eq!(
+                String::from_utf8_lossy(&plain),
+                String::from_utf8_lossy(&general),
+                "{status} HTTP/1.{minor_version} keep-alive {keep_alive} head {head}"
+            );
+        }
+    }
+
     #[test]
     fn targets_are_plain_http_with_an_optional_base() {
         assert_eq!(

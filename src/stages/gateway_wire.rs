@@ -353,6 +353,93 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fields_keep_their_order_and_values_in_one_buffer() {
+        let mut fields = Fields::with_capacity(4, 16);
+        fields.push(http::header::ACCEPT, b"*/*");
+        fields.join(b"a");
+        fields.join(b"b");
+        fields.end(X_FORWARDED_FOR.clone());
+        // An empty value adds no field.
+        fields.end_unless_empty(X_FORWARDED_HOST.clone());
+        fields.push_number(X_REQUEST_ID.clone(), 907);
+        let map = fields.into_map().unwrap();
+        let all: Vec<(&str, &[u8])> = map
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                ("accept", &b"*/*"[..]),
+                ("x-forwarded-for", b"a, b"),
+                ("x-request-id", b"907"),
+            ]
+        );
+        let mut bad = Fields::with_capacity(1, 8);
+        bad.push(http::header::ACCEPT, b"a\rb");
+        assert!(bad.into_map().is_err());
+    }
+
+    #[test]
+    fn heads_are_read_in_place_unless_they_ask_an_upgrade_or_do_not_fit() {
+        let head = b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nCookie: c=1\r\n\r\n";
+        let read = with_head(head, b"body", |asking| {
+            let fields: Vec<String> = asking
+                .fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name, String::from_utf8_lossy(f.value)))
+                .collect();
+            let line = format!("{} {}", asking.method, asking.target);
+            (line, fields, asking.body.to_vec())
+        });
+        assert_eq!(
+            read,
+            Some((
+                "POST /a?b=1".to_string(),
+                vec!["Host: x".to_string(), "Cookie: c=1".to_string()],
+                b"body".to_vec()
+            ))
+        );
+        let upgrade = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        assert_eq!(with_head(upgrade, b"", |_| ()), None);
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=IN_PLACE_FIELDS {
+            many.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(with_head(&many, b"", |_| ()), None);
+        assert_eq!(with_head(b"GET / HTTP/1.1\r\nHost", b"", |_| ()), None);
+    }
+
+    /// An answer from the backend, as hyper gives it.
+    fn answer(status: u16, fields: &[(&str, &[u8])], body: &'static [u8]) -> http::Response<Bytes> {
+        let mut answer = http::Response::new(Bytes::from_static(body));
+        *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        for (name, value) in fields {
+            answer.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        answer
+    }
+
+    #[test]
+    fn grip_instructions_1xx_and_obs_text_take_the_general_path() {
+        let general = |fields: &[(&str, &[u8])], status: u16| {
+            render_plain(&answer(status, fields, b""), 1, true, false, false).is_none()
+        };
+        assert!(general(&[("Grip-Hold", b"response")], 200));
+        assert!(general(
+            &[("Content-Type", b"Application/GRIP-Instruct; x=1")],
+            200
+        ));
+        assert!(general(&[("X-Name", b"caf\xe9")], 200));
+        assert!(general(&[], 103));
+        assert!(!general(&[("Content-Type", b"text/plain")], 200));
+    }
+
+    #[test]
     fn connection_names_more_hop_by_hop_fields() {
         let named = connection_options([&b"close, X-Secret-Hop"[..], b"Foo"].into_iter());
         assert!(is_hop_by_hop("x-secret-hop", &named));
