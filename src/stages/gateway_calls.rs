@@ -409,7 +409,7 @@ fn to_send(backend: &Backend, request: http::Request<Bytes>) -> http::Request<Fu
 /// A way to send a request again: made anew, or a copy kept.
 enum Again {
     Replay(Replay),
-    Copy(http::Request<Full<Bytes>>),
+    Copy(Box<http::Request<Full<Bytes>>>),
 }
 
 /// Makes the call and reads the whole answer, within its timeout and limit, on
@@ -435,7 +435,7 @@ async fn exchange(
             // the request went out (RFC 9112 §9.3.1: idempotent methods only).
             let again = (reused && request.method().is_idempotent()).then(|| match replay.take() {
                 Some(replay) => Again::Replay(replay),
-                None => Again::Copy(copy_of(&request)),
+                None => Again::Copy(Box::new(copy_of(&request))),
             });
             let connection = match leased.0.as_mut() {
                 Some(connection) => connection,
@@ -448,7 +448,7 @@ async fn exchange(
                     // it went out), or sent on a connection closed before any answer.
                     let again = e.take_message().or_else(|| {
                         match again.filter(|_| e.error().is_incomplete_message())? {
-                            Again::Copy(copy) => Some(copy),
+                            Again::Copy(copy) => Some(*copy),
                             Again::Replay(replay) => replay().map(|r| to_send(backend, r)),
                         }
                     });
