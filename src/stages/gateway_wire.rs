@@ -239,7 +239,14 @@ const HOP_BY_HOP: [&str; 11] = [
 /// Whether a field named `name` stops at this hop, given the message's `Connection`
 /// values.
 pub(super) fn is_hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+    // The length rules out most names before any comparison.
+    let listed = match name.len() {
+        2 | 4 | 7 | 10 | 14 | 16..=19 => HOP_BY_HOP
+            .iter()
+            .any(|h| h.len() == name.len() && name.eq_ignore_ascii_case(h)),
+        _ => false,
+    };
+    listed
         || connection
             .iter()
             .any(|c| name.as_bytes().eq_ignore_ascii_case(c))
@@ -441,6 +448,10 @@ mod tests {
 
     #[test]
     fn connection_names_more_hop_by_hop_fields() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(&name.to_ascii_uppercase(), &[]), "{name}");
+        }
+        assert!(!is_hop_by_hop("x-forwarded-for", &[]));
         let named = connection_options([&b"close, X-Secret-Hop"[..], b"Foo"].into_iter());
         assert!(is_hop_by_hop("x-secret-hop", &named));
         assert!(is_hop_by_hop("FOO", &named));
