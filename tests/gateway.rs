@@ -52,6 +52,9 @@ enum Mode {
     /// Like `Answer`, then closes the connection without saying so first (no
     /// `Connection: close`), as a backend that drops idle connections does.
     CloseAfter,
+    /// Like `Answer`, but the first request that comes second on its connection is
+    /// read and then the connection closed with no answer (once per backend).
+    DropSecond,
 }
 
 /// State the backend shares with the test.
@@ -65,6 +68,8 @@ struct Shared {
     closed_unanswered: AtomicUsize,
     release: AtomicBool,
     stop: AtomicBool,
+    /// Whether a `DropSecond` backend has dropped its request.
+    dropped: AtomicBool,
     /// Requests held at once now, and at most.
     held: AtomicUsize,
     most_held: AtomicUsize,
@@ -141,13 +146,19 @@ impl Drop for Backend {
 fn serve(mut stream: TcpStream, mode: Mode, state: &Shared) {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
     let mut buffer = Vec::new();
+    let mut served = 0;
     loop {
         let Some(seen) = read_request(&mut stream, &mut buffer, state) else {
             return;
         };
         state.seen.lock().expect("lock").push(seen.clone());
+        served += 1;
         match mode {
             Mode::Answer | Mode::CloseAfter => {}
+            Mode::DropSecond if served == 2 && !state.dropped.swap(true, Ordering::Relaxed) => {
+                return;
+            }
+            Mode::DropSecond => {}
             Mode::Delay(delay) => {
                 let until = Instant::now() + delay;
                 while Instant::now() < until && !state.stop.load(Ordering::Relaxed) {
@@ -461,6 +472,40 @@ fn a_kept_alive_connection_the_backend_closed_is_never_a_502() {
     let seen = backend.wait_seen(10);
     assert_eq!(seen.len(), 10, "{seen:?}");
     assert_eq!(backend.shared.accepted.load(Ordering::Relaxed), 10);
+}
+
+#[test]
+fn a_get_whose_kept_alive_connection_closed_unanswered_is_sent_again_and_a_post_is_not() {
+    let backend = Backend::start(Mode::DropSecond);
+    let port = free_port();
+    let _gateway = start_gatewayd("gw-again", port, &backend.url(), &[]);
+    let mut client = Client::connect(port).expect("connect");
+    get_answered(&mut client, "/first");
+    // Sent on the kept-alive connection, which closes unanswered: sent again on a new
+    // one (RFC 9112 §9.3.1), the same request field for field.
+    let again = ask(port, &raw("GET", "/again?n=1", &CREDENTIALS, b""));
+    assert_eq!(again.status, 201, "{again:?}");
+    assert_eq!(again.body, "backend saw GET /again?n=1");
+    let seen = backend.wait_seen(3);
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[1].target, "/again?n=1");
+    assert_eq!(seen[1].headers, seen[2].headers);
+    assert_credentials(&seen[2]);
+    assert_eq!(backend.shared.accepted.load(Ordering::Relaxed), 2);
+
+    // A POST is never sent twice: the client learns the backend failed.
+    let backend = Backend::start(Mode::DropSecond);
+    let port = free_port();
+    let _gateway = start_gatewayd("gw-not-again", port, &backend.url(), &[]);
+    let mut client = Client::connect(port).expect("connect");
+    get_answered(&mut client, "/first");
+    let posted = ask(port, &raw("POST", "/orders", &[], b"{\"n\":1}"));
+    assert_eq!(posted.status, 502, "{posted:?}");
+    let seen = backend.wait_seen(2);
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].body, b"{\"n\":1}");
+    let after = ask(port, &raw("GET", "/after", &[], b""));
+    assert_eq!(after.status, 201, "{after:?}");
 }
 
 #[test]

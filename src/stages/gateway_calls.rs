@@ -53,7 +53,24 @@ pub(super) enum CallError {
 }
 
 /// The backend's whole answer, or why there is none.
-pub(super) type Called = Result<http::Response<Vec<u8>>, CallError>;
+pub(super) type Called = Result<http::Response<Bytes>, CallError>;
+
+/// Makes a call's request again, for a call that must send it again (`None` when it
+/// cannot be made again: the call then fails as it would without).
+pub(super) type Replay = Box<dyn FnOnce() -> Option<http::Request<Bytes>> + Send>;
+
+/// A backend call to make.
+pub(super) struct Call {
+    /// The request, in origin form (RFC 9112 §3.2.1).
+    pub(super) request: http::Request<Bytes>,
+    /// How to make it again, if the call must send it again; without it, a copy is
+    /// kept while it is sent on a kept-alive connection.
+    pub(super) replay: Option<Replay>,
+    /// The most body bytes taken.
+    pub(super) limit: u64,
+    /// The bound on the whole call.
+    pub(super) timeout: Duration,
+}
 
 /// A running call: it ends with its ticket and what it made, and its connection when
 /// that may serve again (`None` once aborted).
@@ -210,9 +227,7 @@ impl<T: Send + 'static> Calls<T> {
     pub(super) fn start(
         &mut self,
         ticket: u64,
-        request: http::Request<Vec<u8>>,
-        limit: u64,
-        timeout: Duration,
+        call: Call,
         finish: impl FnOnce(Called) -> T + Send + 'static,
     ) {
         let backend = Arc::clone(&self.backend);
@@ -220,7 +235,7 @@ impl<T: Send + 'static> Calls<T> {
         let panicked = self.panicked;
         let (stop, registration) = AbortHandle::new_pair();
         let call = AssertUnwindSafe(async move {
-            let (called, connection) = exchange(&backend, pooled, request, limit, timeout).await;
+            let (called, connection) = exchange(&backend, pooled, call).await;
             (finish(called), connection)
         })
         .catch_unwind();
@@ -322,16 +337,14 @@ impl<T: Send + 'static> Calls<T> {
     /// the [`Calls`] to close the call's connection at once).
     pub(super) fn call<S: std::future::Future<Output = ()>>(
         &mut self,
-        request: http::Request<Vec<u8>>,
-        limit: u64,
-        timeout: Duration,
+        call: Call,
         stop: S,
     ) -> Option<Called> {
         let pooled = self.pool.take(Instant::now());
         let backend = &self.backend;
         let ended = self.runtime.block_on(async {
             tokio::select! {
-                ended = exchange(backend, pooled, request, limit, timeout) => Some(ended),
+                ended = exchange(backend, pooled, call) => Some(ended),
                 _ = stop => None,
             }
         });
@@ -378,32 +391,52 @@ async fn connect(backend: &Backend) -> Result<Connection, CallError> {
     })
 }
 
-/// Makes the call and reads the whole answer, within `timeout` and `limit` bytes, on
+/// The request as sent on a connection to `backend`: the backend's authority in
+/// `Host`, the target in origin form (RFC 9112 §3.2), as hyper-util's client did.
+fn to_send(backend: &Backend, request: http::Request<Bytes>) -> http::Request<Full<Bytes>> {
+    let mut request = request.map(Full::new);
+    if request.uri().scheme().is_some() {
+        if let Some(target) = request.uri().path_and_query().cloned() {
+            *request.uri_mut() = http::Uri::from(target);
+        }
+    }
+    request
+        .headers_mut()
+        .insert(http::header::HOST, backend.authority.clone());
+    request
+}
+
+/// A way to send a request again: made anew, or a copy kept.
+enum Again {
+    Replay(Replay),
+    Copy(Box<http::Request<Full<Bytes>>>),
+}
+
+/// Makes the call and reads the whole answer, within its timeout and limit, on
 /// `pooled` or a new connection; gives back the connection when the exchange ended
 /// whole (dropped otherwise, which closes it).
 async fn exchange(
     backend: &Backend,
     pooled: Option<Connection>,
-    request: http::Request<Vec<u8>>,
-    limit: u64,
-    timeout: Duration,
+    call: Call,
 ) -> (Called, Option<Connection>) {
-    let mut request = request.map(|body| Full::new(Bytes::from(body)));
-    // HTTP/1.1 sends the origin form, and the backend's authority in `Host` (RFC 9112
-    // §3.2), as hyper-util's client did.
-    if let Some(target) = request.uri().path_and_query().cloned() {
-        *request.uri_mut() = http::Uri::from(target);
-    }
-    request
-        .headers_mut()
-        .insert(http::header::HOST, backend.authority.clone());
+    let Call {
+        request,
+        mut replay,
+        limit,
+        timeout,
+    } = call;
+    let mut request = to_send(backend, request);
     let called = async {
         let mut leased = Leased(pooled);
         let mut reused = leased.0.is_some();
         let response = loop {
-            // A copy to send again if the kept-alive connection turns out closed after
+            // How to send it again if the kept-alive connection turns out closed after
             // the request went out (RFC 9112 §9.3.1: idempotent methods only).
-            let copy = (reused && request.method().is_idempotent()).then(|| copy_of(&request));
+            let again = (reused && request.method().is_idempotent()).then(|| match replay.take() {
+                Some(replay) => Again::Replay(replay),
+                None => Again::Copy(Box::new(copy_of(&request))),
+            });
             let connection = match leased.0.as_mut() {
                 Some(connection) => connection,
                 None => leased.0.insert(connect(backend).await?),
@@ -413,9 +446,12 @@ async fn exchange(
                 Err(mut e) => {
                     // Unsent (the backend had closed the connection before a byte of
                     // it went out), or sent on a connection closed before any answer.
-                    let again = e
-                        .take_message()
-                        .or_else(|| copy.filter(|_| e.error().is_incomplete_message()));
+                    let again = e.take_message().or_else(|| {
+                        match again.filter(|_| e.error().is_incomplete_message())? {
+                            Again::Copy(copy) => Some(*copy),
+                            Again::Replay(replay) => replay().map(|r| to_send(backend, r)),
+                        }
+                    });
                     match again.filter(|_| reused) {
                         Some(again) => {
                             log::debug!(
@@ -443,7 +479,7 @@ async fn exchange(
                 CallError::Unreached(with_causes(e.as_ref()))
             }
         })?;
-        let answer = http::Response::from_parts(parts, body.to_bytes().to_vec());
+        let answer = http::Response::from_parts(parts, body.to_bytes());
         Ok((answer, leased.give_back()))
     };
     match tokio::time::timeout(timeout, called).await {

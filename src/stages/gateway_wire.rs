@@ -1,0 +1,497 @@
+//! The gateway's messages as bytes: the client's request read in place from the head
+//! the front end forwarded ([`with_head`]: no owned copy of its fields), the backend
+//! request's header values written one after the other into one buffer ([`Fields`]:
+//! one allocation for all of them, which a retry's copy shares), and a plain backend
+//! answer written straight into the client's bytes ([`render_plain`]), with no
+//! intermediate [`Response`](crate::http::Response). What needs more (a WebSocket, GRIP
+//! instructions, a field that is not visible ASCII, a head httparse cannot read in its
+//! slots) takes the gateway's general path, which gives the same bytes.
+
+use super::api::StageError;
+use super::grip::GRIP_INSTRUCT;
+use bytes::{Bytes, BytesMut};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use ureq::http;
+
+/// The most header fields read in place; a head with more takes the general path.
+const IN_PLACE_FIELDS: usize = 32;
+
+/// The fields of a plain answer rendered without a heap allocation for their list.
+const ANSWER_ON_STACK: usize = 32;
+
+/// A client's request as the gateway forwards it, borrowed from where it lies.
+pub(super) struct Asking<'a, 'b> {
+    /// The method token.
+    pub(super) method: &'a str,
+    /// The request-target as received.
+    pub(super) target: &'a str,
+    /// The header fields in order, names as received.
+    pub(super) fields: &'a [httparse::Header<'b>],
+    /// The (decoded) body.
+    pub(super) body: &'a [u8],
+}
+
+/// Reads `head` (a head as the front end forwards it, which it has already checked)
+/// in place and hands it with `body` to `forward`; `None` (nothing called) when the
+/// head does not read in [`IN_PLACE_FIELDS`] slots, or asks for an `Upgrade`, so the
+/// general path decides.
+pub(super) fn with_head<R>(
+    head: &[u8],
+    body: &[u8],
+    forward: impl FnOnce(&Asking<'_, '_>) -> R,
+) -> Option<R> {
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); IN_PLACE_FIELDS];
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(head, &mut slots) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    let (Some(method), Some(target)) = (request.method, request.path) else {
+        return None;
+    };
+    if request
+        .headers
+        .iter()
+        .any(|field| field.name.eq_ignore_ascii_case("upgrade"))
+    {
+        return None;
+    }
+    Some(forward(&Asking {
+        method,
+        target,
+        fields: request.headers,
+        body,
+    }))
+}
+
+/// A backend request's header fields in the making: each value is written after the
+/// one before in one buffer, and [`Fields::into_map`] makes every `HeaderValue` a
+/// slice of it (one allocation for all values; copying the map shares them).
+pub(super) struct Fields {
+    text: BytesMut,
+    /// Each field's name and where its value ends in `text`.
+    ends: Vec<(http::HeaderName, usize)>,
+}
+
+impl Fields {
+    /// Room for `fields` fields whose values take about `bytes` bytes.
+    pub(super) fn with_capacity(fields: usize, bytes: usize) -> Self {
+        Fields {
+            text: BytesMut::with_capacity(bytes),
+            ends: Vec::with_capacity(fields),
+        }
+    }
+
+    /// Adds a field, after the others.
+    pub(super) fn push(&mut self, name: http::HeaderName, value: &[u8]) {
+        self.extend(value);
+        self.end(name);
+    }
+
+    /// Writes `bytes` at the end of the value being made.
+    pub(super) fn extend(&mut self, bytes: &[u8]) {
+        self.text.extend_from_slice(bytes);
+    }
+
+    /// Adds `value` to the comma-separated list being made (RFC 9110 §5.3).
+    pub(super) fn join(&mut self, value: &[u8]) {
+        if self.text.len() > self.start() {
+            self.extend(b", ");
+        }
+        self.extend(value);
+    }
+
+    /// Ends the value being made as the field `name`'s.
+    pub(super) fn end(&mut self, name: http::HeaderName) {
+        self.ends.push((name, self.text.len()));
+    }
+
+    /// [`end`](Self::end), unless the value is empty (then nothing is added).
+    pub(super) fn end_unless_empty(&mut self, name: http::HeaderName) {
+        if self.text.len() > self.start() {
+            self.end(name);
+        }
+    }
+
+    /// Where the value being made starts.
+    fn start(&self) -> usize {
+        self.ends.last().map_or(0, |&(_, end)| end)
+    }
+
+    /// Adds a field whose value is a number's decimal digits.
+    pub(super) fn push_number(&mut self, name: http::HeaderName, value: u64) {
+        use std::fmt::Write;
+        // Writing into memory cannot fail.
+        let _ = write!(self.text, "{value}");
+        self.ends.push((name, self.text.len()));
+    }
+
+    /// The fields as a map, in the order added.
+    ///
+    /// Errors: the first value that is not a field value (a control character, RFC
+    /// 9110 §5.5).
+    pub(super) fn into_map(self) -> Result<http::HeaderMap, http::header::InvalidHeaderValue> {
+        let text = self.text.freeze();
+        let mut map = http::HeaderMap::with_capacity(self.ends.len());
+        let mut start = 0;
+        for (name, end) in self.ends {
+            map.append(
+                name,
+                http::HeaderValue::from_maybe_shared(text.slice(start..end))?,
+            );
+            start = end;
+        }
+        Ok(map)
+    }
+}
+
+/// A backend's answer as the client's HTTP bytes (`minor_version`, `keep_alive` and
+/// `head_only` as the request asked; `keep_length` keeps a HEAD answer's
+/// `Content-Length`), hop-by-hop fields dropped: what the general path renders, when
+/// the answer is a plain one. `None` for an answer the general path must read: a 1xx,
+/// GRIP instructions (a `Grip-*` field, or `Content-Type: application/grip-instruct`),
+/// or a field value that is not visible ASCII (the general path reads it lossily).
+pub(super) fn render_plain(
+    answer: &http::Response<Bytes>,
+    minor_version: u8,
+    keep_alive: bool,
+    head_only: bool,
+    keep_length: bool,
+) -> Option<Vec<u8>> {
+    let status = answer.status();
+    if status.is_informational() {
+        return None;
+    }
+    let headers = answer.headers();
+    let connection = connection_options(
+        headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    // The usual few fields on the stack; more on the heap.
+    let mut on_stack = [("", ""); ANSWER_ON_STACK];
+    let mut on_heap = Vec::new();
+    let mut kept = 0;
+    for (name, value) in headers {
+        // Names come lowercase from hyper.
+        let name = name.as_str();
+        let value = value.to_str().ok()?;
+        if name.starts_with("grip-") {
+            return None;
+        }
+        if name == "content-type"
+            && value
+                .split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(GRIP_INSTRUCT))
+        {
+            return None;
+        }
+        let kept_length = keep_length && name == "content-length";
+        if is_hop_by_hop(name, &connection) && !kept_length {
+            continue;
+        }
+        match on_stack.get_mut(kept) {
+            Some(slot) => *slot = (name, value),
+            None => {
+                if on_heap.is_empty() {
+                    on_heap.extend_from_slice(&on_stack);
+                }
+                on_heap.push((name, value));
+            }
+        }
+        kept += 1;
+    }
+    let fields = match on_stack.get(..kept) {
+        Some(fields) => fields,
+        None => &on_heap[..],
+    };
+    let mut out = Vec::new();
+    crate::http::write_response(
+        &mut out,
+        status.as_u16(),
+        fields,
+        answer.body(),
+        minor_version,
+        keep_alive,
+        head_only,
+    );
+    Some(out)
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1), plus the framing fields the next hop sets anew.
+const HOP_BY_HOP: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+];
+
+/// Whether a field named `name` stops at this hop, given the message's `Connection`
+/// values.
+pub(super) fn is_hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
+    // The length rules out most names before any comparison.
+    let listed = match name.len() {
+        2 | 4 | 7 | 10 | 14 | 16..=19 => HOP_BY_HOP
+            .iter()
+            .any(|h| h.len() == name.len() && name.eq_ignore_ascii_case(h)),
+        _ => false,
+    };
+    listed
+        || connection
+            .iter()
+            .any(|c| name.as_bytes().eq_ignore_ascii_case(c))
+}
+
+/// The field names a message's `Connection` headers list, borrowed from their values
+/// (an empty list allocates nothing).
+pub(super) fn connection_options<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(|token| token.trim_ascii())
+        .filter(|token| !token.is_empty())
+        .collect()
+}
+
+// The names of the fields the gateway adds, made once (a name made at run time is
+// looked up in the table of standard names first).
+pub(super) static FORWARDED: http::HeaderName = http::header::FORWARDED;
+pub(super) static X_FORWARDED_FOR: http::HeaderName =
+    http::HeaderName::from_static("x-forwarded-for");
+pub(super) static X_FORWARDED_HOST: http::HeaderName =
+    http::HeaderName::from_static("x-forwarded-host");
+pub(super) static X_REAL_IP: http::HeaderName = http::HeaderName::from_static("x-real-ip");
+pub(super) static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(super) static X_PRIME_SIGNATURE: http::HeaderName =
+    http::HeaderName::from_static("x-prime-signature");
+pub(super) static GRIP_SIG_NAME: http::HeaderName = http::HeaderName::from_static("grip-sig");
+
+/// An address as text, on the stack: IPv4 written digit by digit (`Display` pads
+/// through the formatter, which costs more than the rest of the field), IPv6 as
+/// `Display` has it.
+pub(super) struct IpText {
+    bytes: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    /// The text of `ip`.
+    pub(super) fn of(ip: std::net::IpAddr) -> Self {
+        let mut text = IpText {
+            bytes: [0; 45],
+            len: 0,
+        };
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
+                }
+            }
+            std::net::IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut rest = &mut text.bytes[..];
+                // The longest IPv6 text (an IPv4-mapped one) takes 45 bytes.
+                let _ = write!(rest, "{v6}");
+                let left = rest.len();
+                text.len = text.bytes.len() - left;
+            }
+        }
+        text
+    }
+
+    fn push(&mut self, byte: u8) {
+        self.bytes[self.len] = byte;
+        self.len += 1;
+    }
+
+    /// The text.
+    pub(super) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+/// A `Forwarded` node (RFC 7239 §6): an IPv4 address bare, an IPv6 address in
+/// brackets and quotes, either quoted with `:port` when the port is known (not 0), and
+/// `unknown` without an address.
+pub(super) fn forwarded_node(client: Option<SocketAddr>) -> String {
+    match client {
+        None => "unknown".to_string(),
+        Some(SocketAddr::V4(a)) if a.port() == 0 => a.ip().to_string(),
+        Some(SocketAddr::V4(a)) => format!("\"{a}\""),
+        Some(SocketAddr::V6(a)) if a.port() == 0 => format!("\"[{}]\"", a.ip()),
+        Some(SocketAddr::V6(a)) => format!("\"[{}]:{}\"", a.ip(), a.port()),
+    }
+}
+
+/// The path and query of a request-target (origin-form, or absolute-form reduced).
+pub(super) fn origin_form(target: &str) -> Result<&str, StageError> {
+    if target.starts_with('/') {
+        return Ok(target);
+    }
+    let after_scheme = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .ok_or_else(|| StageError::bad_request("this request-target cannot be forwarded"))?;
+    Ok(after_scheme
+        .find('/')
+        .map(|at| &after_scheme[at..])
+        .unwrap_or("/"))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_their_order_and_values_in_one_buffer() {
+        let mut fields = Fields::with_capacity(4, 16);
+        fields.push(http::header::ACCEPT, b"*/*");
+        fields.join(b"a");
+        fields.join(b"b");
+        fields.end(X_FORWARDED_FOR.clone());
+        // An empty value adds no field.
+        fields.end_unless_empty(X_FORWARDED_HOST.clone());
+        fields.push_number(X_REQUEST_ID.clone(), 907);
+        let map = fields.into_map().unwrap();
+        let all: Vec<(&str, &[u8])> = map
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                ("accept", &b"*/*"[..]),
+                ("x-forwarded-for", b"a, b"),
+                ("x-request-id", b"907"),
+            ]
+        );
+        let mut bad = Fields::with_capacity(1, 8);
+        bad.push(http::header::ACCEPT, b"a\rb");
+        assert!(bad.into_map().is_err());
+    }
+
+    #[test]
+    fn heads_are_read_in_place_unless_they_ask_an_upgrade_or_do_not_fit() {
+        let head = b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nCookie: c=1\r\n\r\n";
+        let read = with_head(head, b"body", |asking| {
+            let fields: Vec<String> = asking
+                .fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name, String::from_utf8_lossy(f.value)))
+                .collect();
+            let line = format!("{} {}", asking.method, asking.target);
+            (line, fields, asking.body.to_vec())
+        });
+        assert_eq!(
+            read,
+            Some((
+                "POST /a?b=1".to_string(),
+                vec!["Host: x".to_string(), "Cookie: c=1".to_string()],
+                b"body".to_vec()
+            ))
+        );
+        let upgrade = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        assert_eq!(with_head(upgrade, b"", |_| ()), None);
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=IN_PLACE_FIELDS {
+            many.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(with_head(&many, b"", |_| ()), None);
+        assert_eq!(with_head(b"GET / HTTP/1.1\r\nHost", b"", |_| ()), None);
+    }
+
+    /// An answer from the backend, as hyper gives it.
+    fn answer(status: u16, fields: &[(&str, &[u8])], body: &'static [u8]) -> http::Response<Bytes> {
+        let mut answer = http::Response::new(Bytes::from_static(body));
+        *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        for (name, value) in fields {
+            answer.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        answer
+    }
+
+    #[test]
+    fn grip_instructions_1xx_and_obs_text_take_the_general_path() {
+        let general = |fields: &[(&str, &[u8])], status: u16| {
+            render_plain(&answer(status, fields, b""), 1, true, false, false).is_none()
+        };
+        assert!(general(&[("Grip-Hold", b"response")], 200));
+        assert!(general(
+            &[("Content-Type", b"Application/GRIP-Instruct; x=1")],
+            200
+        ));
+        assert!(general(&[("X-Name", b"caf\xe9")], 200));
+        assert!(general(&[], 103));
+        assert!(!general(&[("Content-Type", b"text/plain")], 200));
+    }
+
+    #[test]
+    fn connection_names_more_hop_by_hop_fields() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(&name.to_ascii_uppercase(), &[]), "{name}");
+        }
+        assert!(!is_hop_by_hop("x-forwarded-for", &[]));
+        let named = connection_options([&b"close, X-Secret-Hop"[..], b"Foo"].into_iter());
+        assert!(is_hop_by_hop("x-secret-hop", &named));
+        assert!(is_hop_by_hop("FOO", &named));
+        assert!(is_hop_by_hop("Transfer-Encoding", &named));
+        assert!(!is_hop_by_hop("Authorization", &named));
+        assert!(!is_hop_by_hop("Cookie", &named));
+    }
+
+    #[test]
+    fn forwarded_nodes_follow_rfc_7239_section_6() {
+        let node = |text: &str| forwarded_node(Some(text.parse().unwrap()));
+        assert_eq!(node("192.0.2.43:0"), "192.0.2.43");
+        assert_eq!(node("192.0.2.43:47011"), "\"192.0.2.43:47011\"");
+        assert_eq!(node("[2001:db8:cafe::17]:0"), "\"[2001:db8:cafe::17]\"");
+        assert_eq!(
+            node("[2001:db8:cafe::17]:4711"),
+            "\"[2001:db8:cafe::17]:4711\""
+        );
+        assert_eq!(forwarded_node(None), "unknown");
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "192.0.2.43",
+            "255.255.255.255",
+            "2001:db8::17",
+        ] {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            assert_eq!(IpText::of(ip).as_str(), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn absolute_targets_are_reduced_to_path_and_query() {
+        assert_eq!(origin_form("/a?b=1").unwrap(), "/a?b=1");
+        assert_eq!(origin_form("http://h:1/a?b").unwrap(), "/a?b");
+        assert_eq!(origin_form("http://h:1").unwrap(), "/");
+        assert!(origin_form("*").is_err());
+    }
+}
