@@ -2,8 +2,9 @@
 //! messages in flight every thread of `prime_echod` runs `SCHED_BATCH`, and once the
 //! load is gone they preempt again (`SCHED_OTHER`); `--no-batch-wakeups` never switches.
 //! The policy is read where any operator would read it, `/proc/PID/task/*/stat`, and
-//! every message's echo is checked on the wire. The switch's own logic (the thresholds
-//! and the quiet window) is checked on this test process's threads.
+//! every message's echo is checked on the wire. The switch's own logic (the thresholds,
+//! the trials of each policy and the quiet window) is checked on this test process's
+//! threads.
 //!
 //! Every wait is bounded; nothing asserts on elapsed time.
 
@@ -14,6 +15,16 @@ use daemons::{free_port, poll_until, tcp, Daemon};
 use prime_server::base::sched::Batching;
 use std::time::{Duration, Instant};
 use websocket_common::*;
+
+/// Held by each test: a child process takes the policy of the thread that starts it, so
+/// no daemon may start while the switch's own test has this process batching.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 const SCHED_OTHER: i64 = 0;
 const SCHED_BATCH: i64 = 3;
@@ -68,6 +79,7 @@ fn load(port: u16, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn a_busy_front_end_batches_every_thread_and_a_quiet_one_preempts_again() {
+    let _alone = one_at_a_time();
     let port = free_port();
     let args: Vec<String> = [tcp(port), "2".into(), "--ws-ping".into(), "0".into()].into();
     let echod = Daemon::start_listening("batch-wakeups", env!("CARGO_BIN_EXE_prime_echod"), &args);
@@ -104,6 +116,7 @@ fn a_busy_front_end_batches_every_thread_and_a_quiet_one_preempts_again() {
 
 #[test]
 fn no_batch_wakeups_keeps_every_thread_preempting() {
+    let _alone = one_at_a_time();
     let port = free_port();
     let args: Vec<String> = [
         tcp(port),
@@ -133,18 +146,19 @@ fn policy() -> i32 {
 }
 
 #[test]
-fn the_switch_waits_for_a_whole_quiet_window_under_its_low_mark() {
-    // This test alone in this process switches its policy (the others' servers are
-    // child processes).
-    let start = Instant::now();
+fn a_busy_switch_keeps_the_faster_policy_and_stops_after_a_quiet_window() {
+    let _alone = one_at_a_time();
+    let t0 = Instant::now();
+    let trial = Batching::TRIAL;
     let mut batching = Batching::new(true);
-    batching.observe(Batching::ABOVE - 1, start);
+    batching.observe(Batching::ABOVE - 1, 0, t0);
     assert!(!batching.is_on());
     assert_eq!(policy(), libc::SCHED_OTHER);
-    batching.observe(Batching::ABOVE, start);
+    // Busy: the trial of batched wake-ups first.
+    batching.observe(Batching::ABOVE, 0, t0);
     assert!(batching.is_on());
     assert_eq!(policy(), libc::SCHED_BATCH);
-    // A thread started now takes the policy; it is switched back with the rest.
+    // A thread started now takes the policy; it is switched with the rest.
     let (go, wait) = std::sync::mpsc::channel::<()>();
     let (told, hear) = std::sync::mpsc::channel();
     let other = std::thread::spawn(move || {
@@ -153,24 +167,53 @@ fn the_switch_waits_for_a_whole_quiet_window_under_its_low_mark() {
         policy()
     });
     assert_eq!(hear.recv().unwrap(), libc::SCHED_BATCH);
-    // Under the low mark, but not yet for a whole window: still batching.
-    batching.observe(0, start + Batching::QUIET / 2);
+    // 1,000 requests in the batched trial, then the preempting trial.
+    batching.observe(Batching::ABOVE, 1_000, t0 + trial);
+    assert!(!batching.is_on());
+    assert_eq!(policy(), libc::SCHED_OTHER);
+    // 500 in the preempting trial: batched wins, and is kept for HOLD.
+    batching.observe(Batching::ABOVE, 1_500, t0 + 2 * trial);
     assert!(batching.is_on());
-    // The first window ends (its peak the high mark); the next one's peak is the low
-    // mark, which is not under it.
-    batching.observe(Batching::BELOW, start + Batching::QUIET);
+    let hold_end = t0 + 2 * trial + Batching::HOLD;
+    batching.observe(Batching::ABOVE, 5_000, hold_end - Duration::from_millis(1));
     assert!(batching.is_on());
-    let later = start + 2 * Batching::QUIET;
-    batching.observe(0, later);
-    assert!(batching.is_on(), "that window's peak was the low mark");
-    batching.observe(0, later + Batching::QUIET);
+    // The next pair of trials: batched slower this time (100 against 2,000).
+    batching.observe(Batching::ABOVE, 5_000, hold_end);
+    assert!(batching.is_on(), "each pair begins with batched wake-ups");
+    batching.observe(Batching::ABOVE, 5_100, hold_end + trial);
+    assert!(!batching.is_on());
+    batching.observe(Batching::ABOVE, 7_100, hold_end + 2 * trial);
+    assert!(!batching.is_on(), "preempting was faster: kept");
+    assert_eq!(policy(), libc::SCHED_OTHER);
+    // The next pair: batched faster again.
+    let next = hold_end + 2 * trial + Batching::HOLD;
+    batching.observe(Batching::ABOVE, 7_100, next);
+    assert!(batching.is_on());
+    assert_eq!(policy(), libc::SCHED_BATCH);
+    // A front end that ends counts itself out.
+    drop(batching);
+    assert_eq!(policy(), libc::SCHED_OTHER);
+    // Quiet: batched wake-ups won their trial, then the load falls under the low mark;
+    // they stop once it has stayed there for a whole window.
+    let t1 = Instant::now();
+    let mut batching = Batching::new(true);
+    batching.observe(Batching::ABOVE, 0, t1);
+    batching.observe(Batching::ABOVE, 1_000, t1 + trial);
+    batching.observe(Batching::ABOVE, 1_500, t1 + 2 * trial);
+    assert!(batching.is_on());
+    let low = t1 + 2 * trial + Batching::QUIET;
+    batching.observe(Batching::BELOW - 1, 1_500, low);
+    assert!(batching.is_on(), "the window just ended had the high mark");
+    batching.observe(0, 1_500, low + Batching::QUIET / 2);
+    assert!(batching.is_on());
+    batching.observe(0, 1_500, low + Batching::QUIET);
     assert!(!batching.is_on());
     assert_eq!(policy(), libc::SCHED_OTHER);
     go.send(()).unwrap();
     assert_eq!(other.join().unwrap(), libc::SCHED_OTHER);
     // A switch turned off never batches.
     let mut off = Batching::new(false);
-    off.observe(10 * Batching::ABOVE, Instant::now());
+    off.observe(10 * Batching::ABOVE, 0, Instant::now());
     assert!(!off.is_on());
     assert_eq!(policy(), libc::SCHED_OTHER);
 }

@@ -13,14 +13,18 @@
 //! messages: the same work in a fraction of the wake-ups. A thread woken while a core is
 //! idle runs there at once under either policy.
 //!
-//! The price is latency when the cores are busy with other work: a woken
-//! `SCHED_BATCH` thread does not preempt a busy loop of another process either, and
-//! waits for that loop's time slice to end (milliseconds). So the process switches only
-//! while the pipeline holds many requests ([`Batching::ABOVE`]), when a request waits
-//! behind others anyway, and switches back when a whole [`Batching::QUIET`] has passed
-//! with fewer than [`Batching::BELOW`] in flight: a lone request is served as before.
-//! Threads keep their nice value and their share of the CPU; only a wake-up's
-//! preemption changes. Elsewhere than on Linux this does nothing.
+//! The price is paid when the cores are busy with other processes' work: a woken
+//! `SCHED_BATCH` thread does not preempt them either, and waits at every hop for their
+//! time slice to end (milliseconds). A lone request would wait so, and so the process
+//! switches only while the pipeline holds many requests ([`Batching::ABOVE`]), when a
+//! request waits behind others anyway, and switches back when a whole
+//! [`Batching::QUIET`] has passed with fewer than [`Batching::BELOW`] in flight. And
+//! throughput can fall several times over when other processes keep the cores busy,
+//! so while busy the front end tries each policy in turn ([`Batching::TRIAL`]) and
+//! keeps the one under which more requests went into the pipeline for
+//! [`Batching::HOLD`], then tries both again. Threads keep their nice value and their
+//! share of the CPU; only a wake-up's preemption changes. Elsewhere than on Linux this
+//! does nothing.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -34,12 +38,31 @@ static WANTED: Mutex<usize> = Mutex::new(0);
 pub struct Batching {
     /// Whether the front end may switch the process at all.
     enabled: bool,
-    /// Whether this front end counts among [`WANTED`].
+    /// Whether this front end counts among [`WANTED`] (the process batches).
     on: bool,
+    /// Whether the load is high: [`ABOVE`](Self::ABOVE) reached, and not yet quiet.
+    busy: bool,
     /// The most requests in flight seen since `window` began.
     peak: usize,
     /// When the current quiet window began.
     window: Instant,
+    /// Where the busy front end is in its cycle of trials.
+    phase: Phase,
+    /// When the phase began, and the requests sent into the pipeline by then.
+    phase_start: (Instant, u64),
+    /// Requests per second in this cycle's trial of batched wake-ups.
+    batched_rate: f64,
+}
+
+/// A busy front end's cycle: a trial of each policy, then the faster one for a while.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// `SCHED_BATCH` for [`Batching::TRIAL`], its rate measured.
+    TrialBatched,
+    /// `SCHED_OTHER` for [`Batching::TRIAL`], its rate measured.
+    TrialPreempting,
+    /// The faster of the two for [`Batching::HOLD`].
+    Hold,
 }
 
 impl Batching {
@@ -50,15 +73,24 @@ impl Batching {
     /// How long the load must stay under [`BELOW`](Self::BELOW) before wake-ups
     /// preempt again (so a load that comes in bursts does not switch at every burst).
     pub const QUIET: Duration = Duration::from_millis(50);
+    /// How long each policy is tried, its requests sent into the pipeline counted.
+    pub const TRIAL: Duration = Duration::from_millis(100);
+    /// How long the faster policy of a pair of trials is kept before the next pair.
+    pub const HOLD: Duration = Duration::from_millis(1000);
 
     /// A front end's switch, off until its load is high; `enabled: false` never
     /// switches.
     pub fn new(enabled: bool) -> Batching {
+        let now = Instant::now();
         Batching {
             enabled,
             on: false,
+            busy: false,
             peak: 0,
-            window: Instant::now(),
+            window: now,
+            phase: Phase::Hold,
+            phase_start: (now, 0),
+            batched_rate: 0.0,
         }
     }
 
@@ -67,34 +99,80 @@ impl Batching {
         self.on
     }
 
-    /// Told the requests in flight at a turn of the front end's loop, at `now`.
-    /// Costs a comparison or two, and the switch of every thread's policy (a system
-    /// call per thread) when it starts or stops batching.
+    /// Told the requests in flight and the count of requests sent into the pipeline so
+    /// far at a turn of the front end's loop, at `now`. Costs a comparison or two, and
+    /// the switch of every thread's policy (a system call per thread) when it flips.
+    ///
+    /// While busy the front end tries each policy for [`TRIAL`](Self::TRIAL) (batched
+    /// first) and keeps the one under which more requests went into the pipeline for
+    /// [`HOLD`](Self::HOLD), then tries both again: batched wake-ups are faster when
+    /// the threads that wake one another share the cores with each other, and far
+    /// slower when other processes keep the cores busy (a `SCHED_BATCH` thread does
+    /// not preempt them, and waits for their time slices to end at every hop).
     #[inline]
-    pub fn observe(&mut self, in_flight: usize, now: Instant) {
+    pub fn observe(&mut self, in_flight: usize, sent: u64, now: Instant) {
         if !self.enabled {
             return;
         }
         self.peak = self.peak.max(in_flight);
-        if !self.on {
+        if !self.busy {
             if in_flight >= Self::ABOVE {
-                self.on = true;
+                self.busy = true;
                 self.peak = in_flight;
                 self.window = now;
-                want(true);
+                self.begin(Phase::TrialBatched, sent, now);
             }
             return;
         }
-        if now.saturating_duration_since(self.window) < Self::QUIET {
-            return;
+        if now.saturating_duration_since(self.window) >= Self::QUIET {
+            if self.peak < Self::BELOW {
+                self.busy = false;
+                self.set(false);
+                return;
+            }
+            self.peak = in_flight;
+            self.window = now;
         }
-        if self.peak < Self::BELOW {
-            self.on = false;
-            want(false);
+        let (since, sent_then) = self.phase_start;
+        let took = now.saturating_duration_since(since);
+        match self.phase {
+            Phase::TrialBatched if took >= Self::TRIAL => {
+                self.batched_rate = rate(sent - sent_then, took);
+                self.begin(Phase::TrialPreempting, sent, now);
+            }
+            Phase::TrialPreempting if took >= Self::TRIAL => {
+                let preempting = rate(sent - sent_then, took);
+                self.begin(Phase::Hold, sent, now);
+                self.set(self.batched_rate > preempting);
+            }
+            Phase::Hold if took >= Self::HOLD => self.begin(Phase::TrialBatched, sent, now),
+            _ => {}
         }
-        self.peak = in_flight;
-        self.window = now;
     }
+
+    /// Starts `phase` (a trial sets its policy; a hold keeps the one its caller sets).
+    fn begin(&mut self, phase: Phase, sent: u64, now: Instant) {
+        self.phase = phase;
+        self.phase_start = (now, sent);
+        match phase {
+            Phase::TrialBatched => self.set(true),
+            Phase::TrialPreempting => self.set(false),
+            Phase::Hold => {}
+        }
+    }
+
+    /// Counts this front end in or out of [`WANTED`], if that changes.
+    fn set(&mut self, on: bool) {
+        if self.on != on {
+            self.on = on;
+            want(on);
+        }
+    }
+}
+
+/// Requests per second.
+fn rate(requests: u64, over: Duration) -> f64 {
+    requests as f64 / over.as_secs_f64().max(1e-9)
 }
 
 impl Drop for Batching {
@@ -120,15 +198,8 @@ fn want(batch: bool) {
     if (before == 0) != (*wanted == 0) {
         let switched = set_process_policy(batch);
         log::debug!(
-            "{} threads now {} (requests in flight {} {})",
-            switched,
-            if batch { "SCHED_BATCH" } else { "SCHED_OTHER" },
-            if batch { "reached" } else { "stayed under" },
-            if batch {
-                Batching::ABOVE
-            } else {
-                Batching::BELOW
-            },
+            "{switched} threads now {}",
+            if batch { "SCHED_BATCH" } else { "SCHED_OTHER" }
         );
     }
 }

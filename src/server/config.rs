@@ -60,8 +60,9 @@ pub struct ServerConfig {
     /// Switch every thread of the process to `SCHED_BATCH` while many requests are in
     /// flight, and back once the load is gone ([`crate::base::sched`]): a woken thread
     /// then waits for a busy core's thread to block instead of preempting it, so the
-    /// pipeline's hops find messages in batches rather than one at a time. On by
-    /// default; `--no-batch-wakeups` turns it off.
+    /// pipeline's hops find messages in batches rather than one at a time; while busy,
+    /// each policy is tried in turn and the one that sends more requests into the
+    /// pipeline is kept. On by default; `--no-batch-wakeups` turns it off.
     pub batch_wakeups: bool,
     /// Request size limits for HTTP.
     pub limits: Limits,

@@ -450,7 +450,8 @@ impl Server {
                 self.serve_control();
             }
             let now = Instant::now();
-            self.batching.observe(self.requests.len(), now);
+            self.batching
+                .observe(self.requests.len(), self.stats.forwarded, now);
             self.retry_stalled(now);
             self.retry_hang_ups(now);
             if now >= next_sweep {
