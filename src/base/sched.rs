@@ -109,8 +109,9 @@ impl Batching {
     /// the switch of every thread's policy (a system call per thread) when it flips.
     ///
     /// While busy the front end tries each policy for [`TRIAL`](Self::TRIAL) (batched
-    /// first) and keeps the one under which more requests went into the pipeline for
-    /// [`HOLD`](Self::HOLD), then tries both again: batched wake-ups are faster when
+    /// first) and keeps the one under which more requests went into the pipeline
+    /// (batched on a near tie, see [`TIE`](Self::TIE)) for [`HOLD`](Self::HOLD), then
+    /// tries both again: batched wake-ups are faster when
     /// the threads that wake one another share the cores with each other, and far
     /// slower when other processes keep the cores busy (a `SCHED_BATCH` thread does
     /// not preempt them, and waits for their time slices to end at every hop).
