@@ -1,6 +1,7 @@
 //! Shared plumbing below every other part: the crate's error type, ZeroMQ endpoints and
 //! socket helpers, the shutdown flag, a fast hash for the hot path's maps, the open-file
-//! limit, rate-limited warnings (`log_limit`) and Prometheus metrics (`metrics`). Nothing here knows about HTTP, the
+//! limit, rate-limited warnings (`log_limit`), Prometheus metrics (`metrics`) and the
+//! scheduling policy of a busy process's threads (`sched`). Nothing here knows about HTTP, the
 //! pipeline's messages or jobs.
 
 pub mod endpoint;
@@ -9,6 +10,7 @@ pub mod fast_hash;
 pub mod fd_limit;
 pub mod log_limit;
 pub mod metrics;
+pub mod sched;
 pub mod shutdown;
 pub mod sockets;
 

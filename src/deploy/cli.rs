@@ -241,6 +241,14 @@ pub struct FrontEndArgs {
     #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_IO_THREADS,
           value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=256), usize::from))]
     pub io_threads: usize,
+    /// Keep the process's threads preempting on every wake-up. By default, while 24 or
+    /// more requests are in flight, they switch to SCHED_BATCH (a woken thread waits for
+    /// a busy core to free instead of preempting it, so the pipeline's threads find
+    /// messages in batches), and back once fewer than 8 have been in flight for 50 ms;
+    /// while busy each policy is tried for 0.1 s every 1.2 s and the faster one kept
+    /// (other processes' work on the same cores can make batched wake-ups slower).
+    #[arg(long)]
+    pub no_batch_wakeups: bool,
     /// During the drain, answer new requests on open connections 503 with
     /// `Connection: close` (so a load balancer moves traffic away) instead of serving them.
     #[arg(long)]
@@ -516,6 +524,7 @@ impl FrontEndArgs {
         config.write_timeout = seconds("--write-timeout", self.write_timeout)?;
         config.half_closed_timeout = seconds("--half-closed-timeout", self.half_closed_timeout)?;
         config.io_threads = self.io_threads;
+        config.batch_wakeups = !self.no_batch_wakeups;
         config.limits.max_body = self.max_request_bytes;
         config.max_netstring_bytes = self.max_request_bytes;
         config.jobs = self.jobs.config()?;

@@ -57,6 +57,13 @@ pub struct ServerConfig {
     /// takes the count only before the context's first socket, so an embedder who made
     /// sockets on the context first keeps the context's own count.
     pub io_threads: usize,
+    /// Switch every thread of the process to `SCHED_BATCH` while many requests are in
+    /// flight, and back once the load is gone ([`crate::base::sched`]): a woken thread
+    /// then waits for a busy core's thread to block instead of preempting it, so the
+    /// pipeline's hops find messages in batches rather than one at a time; while busy,
+    /// each policy is tried in turn and the one that sends more requests into the
+    /// pipeline is kept. On by default; `--no-batch-wakeups` turns it off.
+    pub batch_wakeups: bool,
     /// Request size limits for HTTP.
     pub limits: Limits,
     /// The largest netstring payload accepted.
@@ -153,6 +160,7 @@ impl ServerConfig {
             listen: vec![(endpoint.into(), ListenProtocol::Http)],
             reuse_port: false,
             io_threads: DEFAULT_IO_THREADS,
+            batch_wakeups: true,
             limits: Limits::default(),
             max_netstring_bytes: 10 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),

@@ -254,6 +254,8 @@ pub struct Server {
     status_streams: status_page::StatusStreams,
     /// Upgrades under way and WebSockets held on channels.
     websocket: websocket::WebSockets,
+    /// Whether the process's wake-ups preempt, by the requests in flight.
+    batching: crate::base::sched::Batching,
 }
 
 impl Server {
@@ -357,6 +359,7 @@ impl Server {
         let admin = jobs.as_ref().and_then(|jobs| jobs.admin_link());
         let channels =
             channels::Channels::start(ctx, config.channels.clone(), nonce, jobs_db, admin)?;
+        let batching = crate::base::sched::Batching::new(config.batch_wakeups);
         Ok(Server {
             listeners,
             poll_fds: Vec::new(),
@@ -391,6 +394,7 @@ impl Server {
             refusals: LogLimit::new("front end: requests the pipeline did not take"),
             status_streams: status_page::StatusStreams::default(),
             websocket: websocket::WebSockets::default(),
+            batching,
         })
     }
 
@@ -446,6 +450,8 @@ impl Server {
                 self.serve_control();
             }
             let now = Instant::now();
+            self.batching
+                .observe(self.requests.len(), self.stats.forwarded, now);
             self.retry_stalled(now);
             self.retry_hang_ups(now);
             if now >= next_sweep {
