@@ -238,9 +238,9 @@ impl Server {
     /// Appends bytes to a stream hold as [`append`](Self::append) does, but hands them
     /// straight to libzmq when nothing is ahead of them on the connection
     /// ([`Connection::writes_through`](super::connection::Connection::writes_through)):
-    /// what a delivery to an idle subscriber, nearly every one, costs is then the two
-    /// frames' sends, without the output's queue, the list of connections to flush and
-    /// the flush. When libzmq refuses them (its high-water mark for the peer is
+    /// what a delivery to an idle subscriber, nearly every one, costs is then one call
+    /// into libzmq (`send_to_peer`: the routing id and the bytes together), without the
+    /// output's queue, the list of connections to flush and the flush. When libzmq refuses them (its high-water mark for the peer is
     /// reached), they are queued as by `append`, where the output bound and the retries
     /// apply. False if the client was dropped for not reading.
     fn append_bytes(&mut self, request_id: u64, id: u64, bytes: &[u8]) -> bool {
@@ -252,12 +252,9 @@ impl Server {
         };
         if conn.writes_through(request_id) {
             let socket = &self.listeners[conn.listener].socket;
-            match socket.send(&conn.routing_id[..], zmq::SNDMORE | zmq::DONTWAIT) {
+            // The routing id and the bytes in one call (vendor/zmq/PATCHES.md).
+            match socket.send_to_peer(&conn.routing_id, bytes) {
                 Ok(()) => {
-                    // Once the routing id is taken, libzmq takes the data frame too.
-                    if let Err(e) = socket.send(bytes, zmq::DONTWAIT) {
-                        log::warn!("connection {id}: write failed: {e}");
-                    }
                     conn.wrote_through(bytes.len());
                     return true;
                 }
