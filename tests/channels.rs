@@ -4,7 +4,8 @@
 //! with `Last-Event-ID`, a stalled stream subscriber dropped at the output bound while
 //! another keeps receiving (and, in the middle of a fan-out, while the subscribers
 //! before and after it, one of them late to read, get every message whole and in
-//! order), a client that leaves freeing its hold, and two
+//! order; and, of messages of 4 MiB, within what libzmq and the output may hold), a
+//! client that leaves freeing its hold, and two
 //! `prime_serverd` processes on one bus (`prime_proxyd --bus`).
 //!
 //! Every wait is bounded; nothing asserts on elapsed time.
@@ -481,6 +482,38 @@ fn a_stalled_stream_subscriber_is_dropped_at_the_output_bound_and_the_other_keep
     assert!(dropped, "the stalled subscriber was never dropped");
     post(port, "/channels/big?id=last", "", "still here");
     reader.wait_for("data: still here\n\n");
+    drop(stalled);
+}
+
+#[test]
+fn a_stalled_subscriber_of_large_messages_is_dropped_within_what_libzmq_and_the_output_may_hold() {
+    let server = Embedded::start(|config| {
+        config.max_output_bytes = 1024 * 1024;
+    });
+    let port = server.port;
+    let stalled = small_buffer_subscriber(port, "large");
+    let mut reader = Client::get(port, "/channels/large", "");
+    reader.wait_for("held on channel large");
+    wait_holds(port, 2);
+    // libzmq holds at most 17 messages of 256 KiB per client (4.25 MiB), the output
+    // 1 MiB more, the kernel's buffers at most about 4 MiB: the stalled client is gone
+    // by the fourth message of 4 MiB. Were a message handed to libzmq whole, it would
+    // hold 16 of them (64 MiB) first.
+    let piece = "x".repeat(4 * 1024 * 1024);
+    let mut dropped_after = None;
+    for id in 0..6 {
+        let body = stream_item("large", &id.to_string(), &format!("<{id}:{piece}:{id}>\n"));
+        assert!(publish(server.control, &body, None).starts_with("HTTP/1.1 200"));
+        next_message(&mut reader, id);
+        if channels_status(port)["holds"] == 1 {
+            dropped_after = Some(id);
+            break;
+        }
+    }
+    assert!(
+        dropped_after.is_some(),
+        "6 messages of 4 MiB went to a client that reads nothing, and it is still held"
+    );
     drop(stalled);
 }
 

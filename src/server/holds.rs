@@ -242,7 +242,8 @@ impl Server {
     /// into libzmq (`send_to_peer`: the routing id and the bytes together), without the
     /// output's queue, the list of connections to flush and the flush. When libzmq refuses them (its high-water mark for the peer is
     /// reached), they are queued as by `append`, where the output bound and the retries
-    /// apply. False if the client was dropped for not reading.
+    /// apply; so are bytes longer than one of the output's messages, which it cuts to
+    /// size. False if the client was dropped for not reading.
     fn append_bytes(&mut self, request_id: u64, id: u64, bytes: &[u8]) -> bool {
         if bytes.is_empty() {
             return self.connections.contains_key(&id);
@@ -250,7 +251,9 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&id) else {
             return false;
         };
-        if conn.writes_through(request_id) {
+        // A piece longer than a message of the output is cut by it (see `output::CHUNK`):
+        // libzmq bounds what it holds per client in messages, not bytes.
+        if bytes.len() <= super::output::CHUNK && conn.writes_through(request_id) {
             let socket = &self.listeners[conn.listener].socket;
             // The routing id and the bytes in one call (vendor/zmq/PATCHES.md).
             match socket.send_to_peer(&conn.routing_id, bytes) {
