@@ -2,7 +2,10 @@
 //! stage's publish and by the control listener's `POST /publish/` (with and without the
 //! publish key, and more items at once than the front end queues), history and recovery
 //! with `Last-Event-ID`, a stalled stream subscriber dropped at the output bound while
-//! another keeps receiving, a client that leaves freeing its hold, and two
+//! another keeps receiving (and, in the middle of a fan-out, while the subscribers
+//! before and after it, one of them late to read, get every message whole and in
+//! order; and, of messages of 4 MiB, within what libzmq and the output may hold), a
+//! client that leaves freeing its hold, and two
 //! `prime_serverd` processes on one bus (`prime_proxyd --bus`).
 //!
 //! Every wait is bounded; nothing asserts on elapsed time.
@@ -479,6 +482,130 @@ fn a_stalled_stream_subscriber_is_dropped_at_the_output_bound_and_the_other_keep
     assert!(dropped, "the stalled subscriber was never dropped");
     post(port, "/channels/big?id=last", "", "still here");
     reader.wait_for("data: still here\n\n");
+    drop(stalled);
+}
+
+#[test]
+fn a_stalled_subscriber_of_large_messages_is_dropped_within_what_libzmq_and_the_output_may_hold() {
+    let server = Embedded::start(|config| {
+        config.max_output_bytes = 1024 * 1024;
+    });
+    let port = server.port;
+    let stalled = small_buffer_subscriber(port, "large");
+    let mut reader = Client::get(port, "/channels/large", "");
+    reader.wait_for("held on channel large");
+    wait_holds(port, 2);
+    // libzmq holds at most 17 messages of 256 KiB per client (4.25 MiB), the output
+    // 1 MiB more, the kernel's buffers at most about 4 MiB: the stalled client is gone
+    // by the fourth message of 4 MiB. Were a message handed to libzmq whole, it would
+    // hold 16 of them (64 MiB) first.
+    let piece = "x".repeat(4 * 1024 * 1024);
+    let mut dropped_after = None;
+    for id in 0..6 {
+        let body = stream_item("large", &id.to_string(), &format!("<{id}:{piece}:{id}>\n"));
+        assert!(publish(server.control, &body, None).starts_with("HTTP/1.1 200"));
+        next_message(&mut reader, id);
+        if channels_status(port)["holds"] == 1 {
+            dropped_after = Some(id);
+            break;
+        }
+    }
+    assert!(
+        dropped_after.is_some(),
+        "6 messages of 4 MiB went to a client that reads nothing, and it is still held"
+    );
+    drop(stalled);
+}
+
+/// A client with a small receive buffer (see [`socket2_like_small_buffer`]) held on
+/// `channel`'s stream.
+fn small_buffer_subscriber(port: u16, channel: &str) -> Client {
+    let socket = socket2_like_small_buffer();
+    socket.connect(("127.0.0.1", port)).expect("connect");
+    let mut client = Client {
+        stream: socket.into_stream(),
+        seen: Vec::new(),
+    };
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    client.write_text(&format!(
+        "GET /channels/{channel} HTTP/1.1\r\nHost: x\r\n\r\n"
+    ));
+    client.wait_for(&format!("held on channel {channel}"));
+    client
+}
+
+/// Reads a stream subscriber's next message, which must be the one numbered `id`
+/// (its content is `<id:...:id>`): nothing of another message comes before its end.
+fn next_message(reader: &mut Client, id: usize) {
+    let end = format!(":{id}>");
+    reader.wait_for(&end);
+    let text = reader.text();
+    let at = text.find(&end).expect("seen") + end.len();
+    let upto = &text[..at];
+    assert_eq!(
+        upto.matches('<').count(),
+        1,
+        "message {id} is not alone or not next"
+    );
+    assert!(upto.contains(&format!("<{id}:")), "message {id} is cut");
+    reader.seen.drain(..at);
+}
+
+#[test]
+fn a_fan_out_past_a_stalled_subscriber_in_the_middle_reaches_the_others_whole_and_in_order() {
+    let server = Embedded::start(|config| {
+        config.max_output_bytes = 2 * 1024 * 1024;
+    });
+    let port = server.port;
+    // Held in this order: a reader, one that reads nothing until the fifth message
+    // (its messages wait in libzmq and the front end meanwhile), one that never reads,
+    // and a last reader.
+    let mut readers = Vec::new();
+    let mut first = Client::get(port, "/channels/fan", "");
+    first.wait_for("held on channel fan");
+    readers.push(first);
+    readers.push(small_buffer_subscriber(port, "fan"));
+    let stalled = small_buffer_subscriber(port, "fan");
+    let mut last = Client::get(port, "/channels/fan", "");
+    last.wait_for("held on channel fan");
+    readers.push(last);
+    wait_holds(port, 4);
+    const LATE: usize = 1;
+    const LATE_FROM: usize = 4;
+    let piece = "x".repeat(1024 * 1024);
+    let mut dropped = false;
+    for id in 0..64 {
+        let body = stream_item("fan", &id.to_string(), &format!("<{id}:{piece}:{id}>\n"));
+        let answer = publish(server.control, &body, None);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        for (index, reader) in readers.iter_mut().enumerate() {
+            if index == LATE && id < LATE_FROM {
+                continue;
+            }
+            if index == LATE && id == LATE_FROM {
+                for earlier in 0..LATE_FROM {
+                    next_message(reader, earlier);
+                }
+            }
+            next_message(reader, id);
+        }
+        if channels_status(port)["holds"] == 3 {
+            dropped = id >= LATE_FROM;
+            break;
+        }
+    }
+    assert!(
+        dropped,
+        "the stalled subscriber was not dropped after the late one read"
+    );
+    let body = stream_item("fan", "end", "<end:still here:end>\n");
+    assert!(publish(server.control, &body, None).starts_with("HTTP/1.1 200"));
+    for reader in &mut readers {
+        reader.wait_for("<end:still here:end>");
+    }
     drop(stalled);
 }
 

@@ -4,7 +4,9 @@
 //! left (a partial write, a batch that filled the encoder) waits for POLLOUT. A mistake
 //! there stalls a connection for ever, so these tests drive each case over real TCP
 //! connections between ZMTP sockets and check that every message arrives, whole and in
-//! order, within a bounded wait.
+//! order, within a bounded wait. The one-call send to a ZMQ_STREAM peer
+//! (`zmq_stream_send`, another patch) is checked the same way: order, and failures
+//! that send nothing.
 
 mod daemons;
 
@@ -138,4 +140,113 @@ fn alternating_small_and_large_bursts_keep_order() {
     let (push, sent) = sender.join().expect("sender thread");
     assert_eq!(sent, total);
     drop(push);
+}
+
+/// A ZMQ_STREAM socket bound on a free loopback port, a TCP client connected to it, and
+/// the client's routing id (from its connect notice).
+fn stream_peer(ctx: &zmq::Context, hwm: i32) -> (zmq::Socket, std::net::TcpStream, Vec<u8>) {
+    let stream = ctx.socket(zmq::STREAM).expect("STREAM socket");
+    stream.set_sndhwm(hwm).expect("ZMQ_SNDHWM");
+    stream
+        .set_rcvtimeo(RECEIVE_TIMEOUT_MS)
+        .expect("ZMQ_RCVTIMEO");
+    let port = free_port();
+    stream
+        .bind(&format!("tcp://127.0.0.1:{port}"))
+        .expect("bind STREAM");
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client
+        .set_read_timeout(Some(std::time::Duration::from_millis(
+            RECEIVE_TIMEOUT_MS as u64,
+        )))
+        .expect("a read timeout");
+    let id = stream
+        .recv_bytes(0)
+        .expect("the connect notice's routing id");
+    let notice = stream.recv_bytes(0).expect("the connect notice");
+    assert!(notice.is_empty(), "a connect notice is empty");
+    (stream, client, id)
+}
+
+/// Reads exactly `len` bytes from `client`.
+fn read_exactly(client: &mut std::net::TcpStream, len: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; len];
+    client
+        .read_exact(&mut bytes)
+        .unwrap_or_else(|e| panic!("{len} bytes never came: {e}"));
+    bytes
+}
+
+/// `Socket::send_to_peer` (libzmq's `zmq_stream_send`, a prime_server patch) sends the
+/// routing id and the data in one call: its messages and two-frame sends to the same
+/// peer arrive in the order sent. It fails as a whole: an unknown peer is
+/// `EHOSTUNREACH`, another socket type `ENOTSUP`, a two-frame send under way `EFSM`
+/// (which then completes as it would have), and a peer whose pipe is full `EAGAIN`,
+/// with nothing of the refused message ever sent.
+#[test]
+fn a_stream_send_in_one_call_keeps_the_order_and_fails_whole() {
+    let ctx = zmq::Context::new();
+    let (stream, mut client, id) = stream_peer(&ctx, 1000);
+    assert_eq!(
+        stream.send_to_peer(b"no such peer", b"x"),
+        Err(zmq::Error::EHOSTUNREACH)
+    );
+    let push = ctx.socket(zmq::PUSH).expect("PUSH socket");
+    assert_eq!(push.send_to_peer(&id, b"x"), Err(zmq::Error::ENOTSUP));
+
+    let mut expected = Vec::new();
+    for seq in 0..200 {
+        let message = payload(seq, 40 + seq % 100);
+        if seq % 3 == 0 {
+            stream.send(&id[..], zmq::SNDMORE).expect("routing id");
+            stream.send(&message[..], 0).expect("data");
+        } else {
+            stream.send_to_peer(&id, &message).expect("one-call send");
+        }
+        expected.extend_from_slice(&message);
+    }
+    assert_eq!(read_exactly(&mut client, expected.len()), expected);
+
+    stream.send(&id[..], zmq::SNDMORE).expect("routing id");
+    assert_eq!(stream.send_to_peer(&id, b"between"), Err(zmq::Error::EFSM));
+    stream.send(&b"rest"[..], 0).expect("data");
+    assert_eq!(read_exactly(&mut client, 4), b"rest");
+
+    // A peer that does not read: the kernel's buffers, then its pipe (4 messages),
+    // fill until a send is refused.
+    let (stream, mut client, id) = stream_peer(&ctx, 4);
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for seq in 0..4_000 {
+        let message = payload(seq, 64 * 1024);
+        match stream.send_to_peer(&id, &message) {
+            Ok(()) => accepted.extend_from_slice(&message),
+            Err(zmq::Error::EAGAIN) => {
+                refused = Some(seq);
+                break;
+            }
+            Err(e) => panic!("message {seq}: {e}"),
+        }
+    }
+    assert!(
+        refused.is_some(),
+        "4,000 messages of 64 KiB never filled the pipe"
+    );
+    assert_eq!(read_exactly(&mut client, accepted.len()), accepted);
+    // Then the next message sent is the next that arrives: none of the refused one.
+    let last = b"the next message";
+    let mut sent = false;
+    for _ in 0..1_000 {
+        match stream.send_to_peer(&id, last) {
+            Ok(()) => {
+                sent = true;
+                break;
+            }
+            Err(zmq::Error::EAGAIN) => thread::sleep(std::time::Duration::from_millis(5)),
+            Err(e) => panic!("the last message: {e}"),
+        }
+    }
+    assert!(sent, "the pipe never took a message again");
+    assert_eq!(read_exactly(&mut client, last.len()), last);
 }

@@ -220,8 +220,8 @@ impl Target {
 }
 
 /// A message's stream content framed once for every hold it goes to: as a chunk for
-/// HTTP/1.1, as it is for HTTP/1.0. Each hold gets a copy in a message of its own
-/// ([`Framed::piece`]); libzmq keeps up to 33 bytes inside the message itself, so a
+/// HTTP/1.1, as it is for HTTP/1.0. Each hold gets these bytes in a message of its own
+/// ([`Framed::bytes`]); libzmq keeps up to 33 bytes inside the message itself, so a
 /// short message (an SSE event of a few words) costs no allocation per hold, and a
 /// longer one a single one (framing it per hold cost four: the hex length, the chunk,
 /// its shrinking, libzmq's reference to it).
@@ -245,15 +245,14 @@ impl<'a> Framed<'a> {
     }
 
     /// The bytes for one stream, framed for its protocol (none for a HEAD request).
-    pub(super) fn piece(&self, target: Target) -> AnswerBytes {
-        let bytes: &[u8] = if target.head_only() {
-            return AnswerBytes::Owned(Vec::new());
+    pub(super) fn bytes(&self, target: Target) -> &[u8] {
+        if target.head_only() {
+            &[]
         } else if target.minor_version() == 0 {
             self.content
         } else {
             &self.chunk
-        };
-        AnswerBytes::Message(zmq::Message::from(bytes).into())
+        }
     }
 }
 

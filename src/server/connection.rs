@@ -278,6 +278,34 @@ impl Connection {
         self.stream_part(request_id, part, false)
     }
 
+    /// Whether a piece of the held stream `request_id` may go straight to libzmq
+    /// (`Server::append_bytes`): its slot is at the front of the answer order with
+    /// nothing of it waiting there (its head has gone, with its CORS fields), and no
+    /// earlier byte waits in the output or for a retry. Such a piece is the next thing
+    /// [`hold_part`](Self::hold_part) and the flush would hand libzmq, so writing it
+    /// at once keeps the order.
+    pub(crate) fn writes_through(&self, request_id: u64) -> bool {
+        self.output.is_empty()
+            && self.stall.is_none()
+            && self.slots.front().is_some_and(|front| {
+                front.request_id == request_id
+                    && front.answer.is_none()
+                    && front.cors.is_none()
+                    && front
+                        .stream
+                        .as_deref()
+                        .is_some_and(|stream| stream.pieces.is_empty())
+            })
+    }
+
+    /// Counts `len` bytes of the stream at the front of the answer order that went
+    /// straight to libzmq (see [`writes_through`](Self::writes_through)).
+    pub(crate) fn wrote_through(&mut self, len: usize) {
+        if let Some(stream) = self.slots.front_mut().and_then(|f| f.stream.as_deref_mut()) {
+            stream.total += len;
+        }
+    }
+
     /// Ends a streamed answer with its last bytes (`None`: it stopped midway, so the
     /// connection closes after what was sent).
     pub(crate) fn end_stream(&mut self, request_id: u64, last: Option<AnswerBytes>) -> bool {

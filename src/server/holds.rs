@@ -235,6 +235,45 @@ impl Server {
         true
     }
 
+    /// Appends bytes to a stream hold as [`append`](Self::append) does, but hands them
+    /// straight to libzmq when nothing is ahead of them on the connection
+    /// ([`Connection::writes_through`](super::connection::Connection::writes_through)):
+    /// what a delivery to an idle subscriber, nearly every one, costs is then one call
+    /// into libzmq (`send_to_peer`: the routing id and the bytes together), without the
+    /// output's queue, the list of connections to flush and the flush. When libzmq refuses them (its high-water mark for the peer is
+    /// reached), they are queued as by `append`, where the output bound and the retries
+    /// apply; so are bytes longer than one of the output's messages, which it cuts to
+    /// size. False if the client was dropped for not reading.
+    fn append_bytes(&mut self, request_id: u64, id: u64, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return self.connections.contains_key(&id);
+        }
+        let Some(conn) = self.connections.get_mut(&id) else {
+            return false;
+        };
+        // A piece longer than a message of the output is cut by it (see `output::CHUNK`):
+        // libzmq bounds what it holds per client in messages, not bytes.
+        if bytes.len() <= super::output::CHUNK && conn.writes_through(request_id) {
+            let socket = &self.listeners[conn.listener].socket;
+            // The routing id and the bytes in one call (vendor/zmq/PATCHES.md).
+            match socket.send_to_peer(&conn.routing_id, bytes) {
+                Ok(()) => {
+                    conn.wrote_through(bytes.len());
+                    return true;
+                }
+                // Full: queued below, and tried again as any refused output.
+                Err(zmq::Error::EAGAIN) => {}
+                Err(e) => {
+                    // EHOSTUNREACH: the peer is gone; its disconnect notice cleans up.
+                    log::debug!("connection {id}: output dropped: {e}");
+                    return true;
+                }
+            }
+        }
+        let piece = AnswerBytes::Message(zmq::Message::from(bytes).into());
+        self.append(request_id, id, piece)
+    }
+
     /// Writes an item's `http-stream` format to a stream hold; false once the stream
     /// ended (closed by the item, or its client dropped).
     fn stream_item(&mut self, request_id: u64, target: Target, item: &Item) -> bool {
@@ -259,7 +298,9 @@ impl Server {
         close: bool,
     ) -> bool {
         self.channels.stats.delivered += 1;
-        if !framed.is_empty() && !self.append(request_id, target.connection, framed.piece(target)) {
+        if !framed.is_empty()
+            && !self.append_bytes(request_id, target.connection, framed.bytes(target))
+        {
             return false;
         }
         if close {

@@ -33,6 +33,19 @@ macro_rules! zmq_try {
 mod message;
 mod sockopt;
 
+// prime_server patch: the vendored libzmq's one-call send to a ZMQ_STREAM peer (see
+// vendor/zeromq-src/PATCHES.md); zmq-sys's bindings predate it.
+extern "C" {
+    fn zmq_stream_send(
+        s: *mut c_void,
+        routing_id: *const c_void,
+        id_size: libc::size_t,
+        buf: *const c_void,
+        len: libc::size_t,
+        flags: c_int,
+    ) -> c_int;
+}
+
 use crate::message::msg_ptr;
 pub use crate::message::Message;
 pub use crate::SocketType::*;
@@ -691,6 +704,26 @@ impl Socket {
         T: Sendable,
     {
         data.send(self, flags)
+    }
+
+    /// prime_server patch: sends `data` to the ZMQ_STREAM peer `routing_id` in one call
+    /// (`zmq_stream_send`, added to the vendored libzmq): what sending the routing id
+    /// with `SNDMORE` and then the data does, with one message and one pass through
+    /// the socket instead of two. It never waits: `EAGAIN` when the peer's pipe is full
+    /// (nothing was sent), `EHOSTUNREACH` when there is no such peer, `EFSM` while a
+    /// multi-part send is under way; empty `data` closes the connection.
+    pub fn send_to_peer(&self, routing_id: &[u8], data: &[u8]) -> Result<()> {
+        zmq_try!(unsafe {
+            zmq_stream_send(
+                self.sock,
+                routing_id.as_ptr() as *const c_void,
+                routing_id.len(),
+                data.as_ptr() as *const c_void,
+                data.len(),
+                zmq_sys::ZMQ_DONTWAIT as c_int,
+            )
+        });
+        Ok(())
     }
 
     /// Send a `Message` message.

@@ -281,6 +281,20 @@ ZMQ_EXPORT size_t zmq_msg_size (const zmq_msg_t *msg_);
     read of a frame made two, zmq_msg_data and zmq_msg_size). */
 ZMQ_EXPORT void *zmq_msg_bytes (zmq_msg_t *msg_, size_t *size_);
 ZMQ_EXPORT int zmq_msg_more (const zmq_msg_t *msg_);
+/*  prime_server patch: on a ZMQ_STREAM socket, sends the len_ bytes of buf_ to the
+    peer whose routing id is routing_id_ (id_size_ bytes) in one call: what sending
+    [routing id (ZMQ_SNDMORE), data] does, with one call, one message and one pass
+    through the socket instead of two. flags_ must be ZMQ_DONTWAIT (it never waits).
+    Returns len_ (at most INT_MAX) or -1 with errno: EAGAIN (the peer's pipe is full;
+    nothing was sent), EHOSTUNREACH (no such peer), EFSM (a multi-part send is under
+    way), ENOTSUP (not a ZMQ_STREAM socket), EINVAL, ETERM, ENOTSOCK. 0 bytes close the
+    connection, as an empty data frame does. */
+ZMQ_EXPORT int zmq_stream_send (void *s_,
+                                const void *routing_id_,
+                                size_t id_size_,
+                                const void *buf_,
+                                size_t len_,
+                                int flags_);
 ZMQ_EXPORT int zmq_msg_get (const zmq_msg_t *msg_, int property_);
 ZMQ_EXPORT int zmq_msg_set (zmq_msg_t *msg_, int property_, int optval_);
 ZMQ_EXPORT const char *zmq_msg_gets (const zmq_msg_t *msg_,

@@ -1639,6 +1639,33 @@ int zmq::socket_base_t::xsend (msg_t *)
     return -1;
 }
 
+int zmq::socket_base_t::xsend_to (const blob_t &, msg_t *)
+{
+    errno = ENOTSUP;
+    return -1;
+}
+
+//  prime_server patch: a whole message to one peer in one call (zmq_stream_send):
+//  send's checks and its throttled processing of commands, then xsend_to. It never
+//  waits, so send's loop of retries has no counterpart here.
+int zmq::socket_base_t::send_to (const blob_t &routing_id_, msg_t *msg_)
+{
+    scoped_optional_lock_t sync_lock (_thread_safe ? &_sync : NULL);
+
+    if (unlikely (_ctx_terminated)) {
+        errno = ETERM;
+        return -1;
+    }
+    const uint64_t tsc = zmq::clock_t::rdtsc ();
+    if (!tsc || tsc < _last_tsc || tsc - _last_tsc > max_command_delay) {
+        const int rc = process_commands (0, true);
+        if (unlikely (rc != 0)) {
+            return -1;
+        }
+    }
+    return xsend_to (routing_id_, msg_);
+}
+
 bool zmq::socket_base_t::xhas_in ()
 {
     return false;

@@ -88,6 +88,9 @@ class socket_base_t : public own_t,
     int connect (const char *endpoint_uri_);
     int term_endpoint (const char *endpoint_uri_);
     int send (zmq::msg_t *msg_, int flags_);
+    //  prime_server patch: msg_ to the peer routing_id_ in one call, never
+    //  waiting (zmq_stream_send); the socket type's xsend_to does the work.
+    int send_to (const blob_t &routing_id_, zmq::msg_t *msg_);
     int recv (zmq::msg_t *msg_, int flags_);
     void add_signaler (signaler_t *s_);
     void remove_signaler (signaler_t *s_);
@@ -190,6 +193,8 @@ class socket_base_t : public own_t,
     //  The default implementation assumes that send is not supported.
     virtual bool xhas_out ();
     virtual int xsend (zmq::msg_t *msg_);
+    //  prime_server patch: see send_to; not supported unless overridden.
+    virtual int xsend_to (const blob_t &routing_id_, zmq::msg_t *msg_);
 
     //  The default implementation assumes that recv in not supported.
     virtual bool xhas_in ();

@@ -84,6 +84,43 @@ void zmq::stream_t::xread_activated (pipe_t *pipe_)
     _fq.activated (pipe_);
 }
 
+//  prime_server patch: what xsend does for [routing id, data], in one pass: the
+//  peer's pipe is looked up, checked, written and flushed. A multi-part send under
+//  way (a routing id sent with SNDMORE) is not interleaved with: EFSM.
+int zmq::stream_t::xsend_to (const blob_t &routing_id_, msg_t *msg_)
+{
+    if (unlikely (_more_out)) {
+        errno = EFSM;
+        return -1;
+    }
+    out_pipe_t *out_pipe = lookup_out_pipe (routing_id_);
+    if (!out_pipe) {
+        errno = EHOSTUNREACH;
+        return -1;
+    }
+    pipe_t *const pipe = out_pipe->pipe;
+    if (!pipe->check_write ()) {
+        out_pipe->active = false;
+        errno = EAGAIN;
+        return -1;
+    }
+    if (msg_->size () == 0) {
+        //  An empty message closes the connection, as in xsend.
+        pipe->terminate (false);
+        int rc = msg_->close ();
+        errno_assert (rc == 0);
+        rc = msg_->init ();
+        errno_assert (rc == 0);
+        return 0;
+    }
+    if (likely (pipe->write (msg_)))
+        pipe->flush ();
+    //  Detach the message from the data buffer.
+    const int rc = msg_->init ();
+    errno_assert (rc == 0);
+    return 0;
+}
+
 int zmq::stream_t::xsend (msg_t *msg_)
 {
     //  If this is the first part of the message it's the ID of the

@@ -422,6 +422,41 @@ int zmq_send (void *s_, const void *buf_, size_t len_, int flags_)
     return rc;
 }
 
+//  prime_server patch: [routing id, data] to a ZMQ_STREAM peer in one call (zmq.h).
+int zmq_stream_send (void *s_,
+                     const void *routing_id_,
+                     size_t id_size_,
+                     const void *buf_,
+                     size_t len_,
+                     int flags_)
+{
+    zmq::socket_base_t *s = as_socket_base_t (s_);
+    if (!s)
+        return -1;
+    if (unlikely (flags_ != ZMQ_DONTWAIT || (!routing_id_ && id_size_ > 0))) {
+        errno = EINVAL;
+        return -1;
+    }
+    zmq_msg_t msg;
+    int rc = zmq_msg_init_buffer (&msg, buf_, len_);
+    if (unlikely (rc < 0))
+        return -1;
+    //  The blob only refers to the caller's bytes, which it never writes.
+    const zmq::blob_t routing_id (
+      static_cast<unsigned char *> (const_cast<void *> (routing_id_)), id_size_,
+      zmq::reference_tag_t ());
+    rc = s->send_to (routing_id, reinterpret_cast<zmq::msg_t *> (&msg));
+    if (unlikely (rc < 0)) {
+        const int err = errno;
+        const int rc2 = zmq_msg_close (&msg);
+        errno_assert (rc2 == 0);
+        errno = err;
+        return -1;
+    }
+    //  Sent: the message is empty, as after zmq_send.
+    return static_cast<int> (len_ < INT_MAX ? len_ : INT_MAX);
+}
+
 int zmq_send_const (void *s_, const void *buf_, size_t len_, int flags_)
 {
     zmq::socket_base_t *s = as_socket_base_t (s_);
