@@ -153,6 +153,15 @@ pub fn change_json(change: &JobChange) -> serde_json::Value {
 #[derive(Default)]
 pub(super) struct Pending(Vec<(Sender<AdminAnswer>, AdminAnswer)>);
 
+impl Pending {
+    /// Answers each `503` instead (`why`: what the store could not do).
+    pub(super) fn refuse(&mut self, why: &str) {
+        for (to, _) in self.0.drain(..) {
+            let _ = to.send(unavailable(why));
+        }
+    }
+}
+
 impl Service {
     /// Applies an admin call; its answer waits for the commit.
     pub(super) fn admin(&mut self, call: AdminCall) {
@@ -168,8 +177,8 @@ impl Service {
 
     /// The batch's commit went through: its admin answers wait with the batch's other
     /// answers for the store's scrub (see `scrub`).
-    pub(super) fn admin_committed(&mut self) {
-        self.admin_held.0.append(&mut self.admin_pending.0);
+    pub(super) fn admin_committed(&mut self, mut committed: Pending) {
+        self.admin_held.0.append(&mut committed.0);
     }
 
     /// Whether committed admin answers wait for the store's scrub.
@@ -186,9 +195,7 @@ impl Service {
 
     /// The batch's commit failed: its admin answers are `503`.
     pub(super) fn admin_refuse(&mut self) {
-        for (to, _) in self.admin_pending.0.drain(..) {
-            let _ = to.send(unavailable("the job store cannot commit"));
-        }
+        self.admin_pending.refuse("the job store cannot commit");
     }
 
     fn admin_answer(&mut self, request: AdminRequest) -> Result<AdminAnswer, StoreError> {

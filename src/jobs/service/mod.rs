@@ -16,6 +16,7 @@ pub mod admin;
 mod callbacks;
 mod ends;
 mod lifecycle;
+mod log_sync;
 mod messages;
 mod remote;
 mod scrub;
@@ -201,6 +202,13 @@ impl JobsHandle {
             counts.cancelled
         );
         let store_shared = store.shared().is_some();
+        let log_sync = match store.log_to_sync() {
+            Some(log) => Some(log_sync::LogSync::start(log).map_err(|e| StoreError::Open {
+                path: config.store_name(),
+                reason: format!("the thread that syncs its log could not start: {e}"),
+            })?),
+            None => None,
+        };
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
         let notices = match store.shared() {
             Some(own) => Some(Notices::start(&config, own, command_tx.clone())?),
@@ -244,6 +252,8 @@ impl JobsHandle {
             unscrubbed: scrub::Unscrubbed::default(),
             lease_due: store_shared.then(|| Instant::now() + config.lease / 3),
             seen_events: HashMap::new(),
+            log_sync,
+            sync_error: None,
         };
         service.start_webhooks()?;
         let thread = std::thread::Builder::new()
@@ -441,6 +451,11 @@ struct Service {
     /// The last event each watched job's event streams were sent, by job number, so a
     /// change heard from another front end sends only the events after it.
     seen_events: HashMap<u64, u64>,
+    /// With a store whose log is synced apart from its commits: the thread that syncs
+    /// it, and the batch that waits for it (see `log_sync`).
+    log_sync: Option<log_sync::LogSync>,
+    /// Why the log's last sync failed, until one succeeds (for the self-test).
+    sync_error: Option<String>,
 }
 
 /// The service's rate-limited warnings (see [`LogLimit`]).
@@ -489,6 +504,12 @@ impl Service {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
+            // Woken by the end of a log's sync alone: its batch leaves, and the thread
+            // waits again (a command, an outcome or a timer that is ready wakes it at
+            // once).
+            if self.release_synced(false, true) && first.is_none() {
+                continue;
+            }
             self.began = self.store.begin().map_err(|e| e.to_string());
             match &self.began {
                 Ok(()) => self.settle_uncertain(),
@@ -503,12 +524,15 @@ impl Service {
             self.store_submits();
             self.on_timers(Instant::now());
             self.dispatch();
-            self.commit();
+            // The batch before this one leaves first, once its log's sync has returned
+            // (it ran while this batch's commands were applied).
+            let _ = self.release_synced(true, false);
+            let committed = self.commit();
             // A webhook tells of a job's end, so it leaves as the answers that tell of
             // one do: after the commit that stored the end and the scrub that took the
             // request off the disk (`flush` or a later `scrub_if_due` sends it, never
             // `on_timers`, which runs before the commit).
-            self.flush();
+            self.flush(committed);
         }
         // What waits for a scrub leaves before the thread ends.
         self.scrub_now();
@@ -646,7 +670,10 @@ impl Service {
             Ok(()) => match (self.store.counts(), self.store.last_write_error()) {
                 (Err(e), _) => Err(format!("the job store cannot be read: {e}")),
                 (Ok(_), Some(e)) => Err(format!("the job store's last write failed: {e}")),
-                (Ok(_), None) => Ok(()),
+                (Ok(_), None) => match &self.sync_error {
+                    Some(e) => Err(format!("the job store's last write failed: {e}")),
+                    None => Ok(()),
+                },
             },
         };
         self.outbox.push(Event::SelfTest { token, result });
@@ -715,7 +742,8 @@ impl Service {
         }
     }
 
-    fn commit(&mut self) {
+    /// Commits the batch; false if it failed (its answers are then refused).
+    fn commit(&mut self) -> bool {
         let started = Instant::now();
         // A group of submits that could not be stored fails the batch as a commit
         // would: none of its writes is kept half-done.
@@ -733,7 +761,7 @@ impl Service {
             self.store.rollback();
             self.refuse_batch(&e.to_string());
             self.batch_unsettled();
-            return;
+            return false;
         }
         self.batch_settled();
         let took = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
@@ -747,6 +775,7 @@ impl Service {
         } else {
             (stats.commit_average_us * 15 + took) / 16
         };
+        true
     }
 
     /// Hands events to the front end and rings its doorbell; false once the front end
@@ -804,15 +833,15 @@ impl Service {
 
     /// Sends the committed batch's events that tell of no job's end (`202`s,
     /// dispatches) at once; the others wait for the store's scrub (see `scrub`). After
-    /// a failed commit its `503`s wait the same way, behind earlier answers.
-    fn flush(&mut self) {
-        let mut early = std::mem::take(&mut self.early);
-        let sent = self.send_events(&mut early);
-        self.early = early;
-        if !sent {
-            return;
+    /// a failed commit its `503`s wait the same way, behind earlier answers. With a log
+    /// synced apart (see `log_sync`), all of them first wait for its sync.
+    fn flush(&mut self, committed: bool) {
+        if !self.defer_to_sync(committed) {
+            let early = std::mem::take(&mut self.early);
+            let outbox = std::mem::take(&mut self.outbox);
+            let admin = std::mem::take(&mut self.admin_pending);
+            self.committed(early, outbox, admin, true);
         }
-        self.after_commit();
         if let Ok(mut stats) = self.stats.lock() {
             *stats = JobStats {
                 counts: self.counts,
@@ -824,5 +853,24 @@ impl Service {
                 ..self.commit_stats
             };
         }
+    }
+
+    /// A committed batch's events, once they may leave (after its log's sync, when the
+    /// log is synced apart): those that tell of no job's end at once, the others after
+    /// the store's scrub. `between_batches`: see `tell_scrubbed`.
+    fn committed(
+        &mut self,
+        mut early: Vec<Event>,
+        outbox: Vec<Event>,
+        admin: admin::Pending,
+        between_batches: bool,
+    ) {
+        if !self.send_events(&mut early) {
+            // The front end has stopped: what it did not take stays, in order.
+            early.append(&mut self.early);
+            self.early = early;
+            return;
+        }
+        self.after_commit(outbox, admin, between_batches);
     }
 }

@@ -486,6 +486,22 @@ pub trait JobStore: Send {
     fn scrub_pending(&self) -> bool {
         false
     }
+    /// For a store whose commits reach the operating system at once and leave their
+    /// `fsync` to the caller (SQLite at [`Durability::Full`]): the file whose sync
+    /// (`fdatasync`) makes every commit so far durable, its write-ahead log. The job
+    /// service syncs it on a thread of its own, while its next batch runs, and holds a
+    /// batch's answers until the sync after its commit has returned (see
+    /// [`last_commit_wrote`](Self::last_commit_wrote)). Given once; `None` (the
+    /// default) for a store whose `commit` returns once the commit is durable.
+    fn log_to_sync(&mut self) -> Option<std::fs::File> {
+        None
+    }
+    /// Whether the last [`commit`](Self::commit) wrote anything that a sync of
+    /// [`log_to_sync`](Self::log_to_sync)'s file must make durable (`true`, the
+    /// default, when unknown).
+    fn last_commit_wrote(&self) -> bool {
+        true
+    }
     /// Why the store's last write to its disk failed (a commit; a disk that is full),
     /// until a later commit that wrote something succeeds; `None` while writes go
     /// through. The self-test reports it: reads alone cannot tell a full disk.
@@ -650,8 +666,9 @@ pub trait JobStore: Send {
     }
 }
 
-/// How far a commit goes before `commit` returns (SQLite's `synchronous` setting, in WAL
-/// mode).
+/// How far a commit goes before its answers leave (SQLite's `synchronous` setting, in
+/// WAL mode, with the log's sync for `Full` done apart from the commit: see
+/// [`JobStore::log_to_sync`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
     /// Every commit is on the disk (fsync) before a job is acknowledged: nothing
