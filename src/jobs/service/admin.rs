@@ -154,6 +154,11 @@ pub fn change_json(change: &JobChange) -> serde_json::Value {
 pub(super) struct Pending(Vec<(Sender<AdminAnswer>, AdminAnswer)>);
 
 impl Pending {
+    /// Whether no answer waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Answers each `503` instead (`why`: what the store could not do).
     pub(super) fn refuse(&mut self, why: &str) {
         for (to, _) in self.0.drain(..) {
@@ -177,8 +182,8 @@ impl Service {
 
     /// The batch's commit went through: its admin answers wait with the batch's other
     /// answers for the store's scrub (see `scrub`).
-    pub(super) fn admin_committed(&mut self, mut committed: Pending) {
-        self.admin_held.0.append(&mut committed.0);
+    pub(super) fn admin_committed(&mut self) {
+        self.admin_held.0.append(&mut self.admin_pending.0);
     }
 
     /// Whether committed admin answers wait for the store's scrub.

@@ -67,31 +67,23 @@ impl Service {
         Ok(())
     }
 
-    /// Waits up to `wait` for a command, for a delivery thread's outcome (then
-    /// `Ok(None)`, and [`on_webhook_outcomes`](Self::on_webhook_outcomes) takes it), or
-    /// for the end of the log's sync a committed batch waits for (then `Ok(None)`, and
-    /// `release_synced` takes it).
+    /// Waits up to `wait` for a command, or for a delivery thread's outcome (then
+    /// `Ok(None)`, and [`on_webhook_outcomes`](Self::on_webhook_outcomes) takes it).
     pub(super) fn receive(
         &self,
         commands: &Receiver<Command>,
         wait: Duration,
     ) -> Result<Option<Command>, RecvTimeoutError> {
-        let sync = self.log_sync.as_ref().filter(|sync| sync.is_waiting());
-        if self.deliveries.is_none() && sync.is_none() {
+        let Some(deliveries) = &self.deliveries else {
             return match commands.recv_timeout(wait) {
                 Ok(command) => Ok(Some(command)),
                 Err(RecvTimeoutError::Timeout) => Ok(None),
                 Err(e) => Err(e),
             };
-        }
+        };
         let mut select = crossbeam_channel::Select::new();
         let command_index = select.recv(commands);
-        if let Some(deliveries) = &self.deliveries {
-            select.recv(&deliveries.pool.outcomes);
-        }
-        if let Some(sync) = sync {
-            select.recv(&sync.done);
-        }
+        select.recv(&deliveries.pool.outcomes);
         match select.ready_timeout(wait) {
             Ok(index) if index == command_index => match commands.try_recv() {
                 Ok(command) => Ok(Some(command)),

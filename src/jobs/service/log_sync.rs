@@ -1,161 +1,109 @@
-//! The store's log synced apart from its commits (durability `full` on SQLite).
+//! The store's log synced by the service, only for the commits someone hears of
+//! (durability `full` on SQLite).
 //!
-//! A commit at `synchronous=FULL` writes the batch's log frames and then waits for their
-//! `fsync`, and the job thread does nothing else meanwhile: at `wrk -c32` of cheap
-//! submits that wait was most of each batch's time. Here the store commits at
-//! `synchronous=NORMAL` (the log's frames reach the operating system; the header's sync
-//! when the log starts again and the checkpoints' syncs stay) and a thread of its own,
-//! `job-log-sync`, syncs the log (`fdatasync`) while the job thread takes and applies
-//! the next batch. A batch's answers, dispatches, admin answers and webhooks wait for
-//! the sync that began after its commit: nothing is told of a commit before it is on
-//! the disk, as before. At most one batch waits for its sync: the next commit waits for
-//! it first, so every batch's events leave in the order of the commits.
+//! At `synchronous=FULL` every commit waits for the `fsync` of the log, and the `fsync`s
+//! per second bound the jobs per second: at `wrk -c32` of cheap submits a batch is
+//! started by whatever came first, a submit or a run's answer, and about half the
+//! commits held nothing but runs' ends and starts, which no one waits for. Here the
+//! store commits at `synchronous=NORMAL` once the service has taken its log
+//! ([`JobStore::log_to_sync`]), and the service syncs the log (`fdatasync`) after a
+//! commit whose batch tells anyone anything: an answer (a `202` included), an event
+//! stream's part, a self-test, an admin answer, a notice on a channel, a job's event
+//! while an event stream watches a job here. The sync also makes every commit before
+//! it durable, so nothing is told of any commit before it is on the disk. A batch that
+//! only stores runs' ends, starts runs or publishes is not synced by itself: its events
+//! that tell of an end wait for the store's scrub, whose checkpoint syncs the log first
+//! (see `scrub`), and a power cut before any sync loses only changes no one heard of (a
+//! run's end or start: the job runs again after the restart, as a run under way
+//! does). A `kill -9` loses nothing: the commit is in the operating system's cache.
+//!
+//! [`JobStore::log_to_sync`]: crate::jobs::JobStore::log_to_sync
 
-use super::{admin, answers, Event, Service};
-use crossbeam_channel::{Receiver, Sender};
-use std::thread::JoinHandle;
+use super::{answers, Event, Service};
 
-/// The thread that syncs the log, and the committed batch waiting for it.
+/// The log the service syncs, and whether commits since its last sync wait for one.
 pub(super) struct LogSync {
-    /// Asks the thread for a sync; closed to stop it.
-    requests: Option<Sender<()>>,
-    /// Each sync's outcome, one per request.
-    pub(super) done: Receiver<Result<(), String>>,
-    thread: Option<JoinHandle<()>>,
-    /// The committed batch whose sync is under way.
-    waiting: Option<Unsynced>,
-}
-
-/// A committed batch's events, until its sync returns.
-pub(super) struct Unsynced {
-    early: Vec<Event>,
-    outbox: Vec<Event>,
-    admin: admin::Pending,
+    log: std::fs::File,
+    /// A commit wrote to the log since its last sync.
+    unsynced: bool,
 }
 
 impl LogSync {
-    /// Starts the thread that syncs `log`.
-    pub(super) fn start(log: std::fs::File) -> std::io::Result<LogSync> {
-        let (requests, asked) = crossbeam_channel::unbounded::<()>();
-        let (told, done) = crossbeam_channel::unbounded();
-        let thread = std::thread::Builder::new()
-            .name("job-log-sync".into())
-            .spawn(move || {
-                for () in asked {
-                    let synced = log.sync_data().map_err(|e| e.to_string());
-                    if told.send(synced).is_err() {
-                        return;
-                    }
-                }
-            })?;
-        Ok(LogSync {
-            requests: Some(requests),
-            done,
-            thread: Some(thread),
-            waiting: None,
-        })
-    }
-
-    /// Whether a committed batch waits for its sync.
-    pub(super) fn is_waiting(&self) -> bool {
-        self.waiting.is_some()
-    }
-
-    /// Stops the thread (no batch waits when this is called).
-    fn stop(&mut self) {
-        self.requests = None;
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                log::error!("jobs: the thread that syncs the job log panicked");
-            }
+    pub(super) fn new(log: std::fs::File) -> LogSync {
+        LogSync {
+            log,
+            unsynced: false,
         }
-    }
-}
-
-impl Drop for LogSync {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
 impl Service {
-    /// After a commit that wrote something: its events wait for the log's sync, which
-    /// starts now. False (and nothing is kept) when the store's commits sync
-    /// themselves, the commit failed or wrote nothing: the events can leave at once
-    /// (no batch waits for a sync when a commit is made).
-    pub(super) fn defer_to_sync(&mut self, committed: bool) -> bool {
-        if !committed || !self.store.last_commit_wrote() {
-            return false;
+    /// After the batch's commit went through: syncs the log if the batch tells anyone
+    /// anything and a commit since the last sync wrote to it. A
+    /// failed sync refuses the batch's answers (`503`; the commit stays in the store,
+    /// which runs its jobs, but no one is told it is on the disk) and the self-test
+    /// reports it until a sync succeeds.
+    pub(super) fn sync_log(&mut self) {
+        if self.log_sync.is_none() {
+            return;
         }
+        let watched = !self.seen_events.is_empty();
+        let told = self
+            .outbox
+            .iter()
+            .chain(&self.early)
+            .any(|event| is_told(event, watched))
+            || !self.admin_pending.is_empty();
         let Some(sync) = &mut self.log_sync else {
-            return false;
+            return;
         };
-        let asked = sync.requests.as_ref().map(|r| r.send(()));
-        if !matches!(asked, Some(Ok(()))) {
-            log::error!("jobs: the thread that syncs the job log has stopped");
-            return false;
+        sync.unsynced |= self.store.last_commit_wrote();
+        if !(told && sync.unsynced) {
+            return;
         }
-        sync.waiting = Some(Unsynced {
-            early: std::mem::take(&mut self.early),
-            outbox: std::mem::take(&mut self.outbox),
-            admin: std::mem::take(&mut self.admin_pending),
-        });
-        true
-    }
-
-    /// Lets the batch that waits for its sync go once the sync has returned; `block`:
-    /// waits for it. `between_batches`: no batch is under way, so the webhooks due may
-    /// leave too (a batch under way may have made some due that it has not committed).
-    /// Returns whether a batch was let go.
-    pub(super) fn release_synced(&mut self, block: bool, between_batches: bool) -> bool {
-        let Some(sync) = &mut self.log_sync else {
-            return false;
-        };
-        if sync.waiting.is_none() {
-            return false;
-        }
-        let outcome = match block {
-            true => sync.done.recv().map_err(|e| e.to_string()),
-            false => match sync.done.try_recv() {
-                Ok(outcome) => Ok(outcome),
-                Err(_) => return false,
-            },
-        };
-        let synced = outcome.and_then(|synced| synced);
-        let Some(mut batch) = sync.waiting.take() else {
-            return false;
-        };
-        if let Err(e) = &synced {
-            if self.warnings.commit_failed.allow() {
-                log::error!(
-                    "jobs: the job log's sync failed, the batch's answers are refused: {e}"
-                );
+        match sync.log.sync_data() {
+            Ok(()) => {
+                sync.unsynced = false;
+                self.sync_error = None;
             }
-            self.sync_error = Some(format!("syncing the log: {e}"));
-            batch.early = refused_after_sync(batch.early, e);
-            batch.outbox = refused_after_sync(batch.outbox, e);
-            batch.admin.refuse("the job store cannot sync its log");
-        } else {
-            self.sync_error = None;
+            Err(e) => {
+                if self.warnings.commit_failed.allow() {
+                    log::error!(
+                        "jobs: the job log's sync failed, the batch's answers are refused: {e}"
+                    );
+                }
+                let why = e.to_string();
+                self.early = refused(std::mem::take(&mut self.early), &why);
+                self.outbox = refused(std::mem::take(&mut self.outbox), &why);
+                self.admin_pending
+                    .refuse("the job store cannot sync its log");
+                self.sync_error = Some(format!("syncing the log: {why}"));
+            }
         }
-        self.committed(batch.early, batch.outbox, batch.admin, between_batches);
-        true
     }
 }
 
-/// A committed batch's events after its sync failed: its answers become `503` (the
-/// commit is kept in the store, which runs its jobs, but no one is told it is on the
-/// disk); dispatches, interrupts and publishes go as they would.
-fn refused_after_sync(events: Vec<Event>, why: &str) -> Vec<Event> {
+/// Whether an event tells a client (or the front end's self-test, or a channel's
+/// subscribers) something; a job's event on its channel does only while an event
+/// stream watches a job here (`watched`), else it reaches no one.
+fn is_told(event: &Event, watched: bool) -> bool {
+    match event {
+        Event::Dispatch { .. } | Event::Interrupt { .. } => false,
+        Event::Publish(_) => watched,
+        _ => true,
+    }
+}
+
+/// A committed batch's events after its sync failed: its answers become `503`;
+/// dispatches, interrupts and publishes go as they would.
+fn refused(events: Vec<Event>, why: &str) -> Vec<Event> {
     let failed = answers::store_failed();
     events
         .into_iter()
         .filter_map(|event| match event {
-            Event::Reply { to, .. } | Event::Hold { to, .. } => Some(Event::Reply {
-                to,
-                bytes: to.render(&failed),
-            }),
-            Event::StreamPart {
+            Event::Reply { to, .. }
+            | Event::Hold { to, .. }
+            | Event::StreamPart {
                 to, start: true, ..
             } => Some(Event::Reply {
                 to,

@@ -202,13 +202,7 @@ impl JobsHandle {
             counts.cancelled
         );
         let store_shared = store.shared().is_some();
-        let log_sync = match store.log_to_sync() {
-            Some(log) => Some(log_sync::LogSync::start(log).map_err(|e| StoreError::Open {
-                path: config.store_name(),
-                reason: format!("the thread that syncs its log could not start: {e}"),
-            })?),
-            None => None,
-        };
+        let log_sync = store.log_to_sync().map(log_sync::LogSync::new);
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
         let notices = match store.shared() {
             Some(own) => Some(Notices::start(&config, own, command_tx.clone())?),
@@ -451,8 +445,7 @@ struct Service {
     /// The last event each watched job's event streams were sent, by job number, so a
     /// change heard from another front end sends only the events after it.
     seen_events: HashMap<u64, u64>,
-    /// With a store whose log is synced apart from its commits: the thread that syncs
-    /// it, and the batch that waits for it (see `log_sync`).
+    /// With a store whose log the service syncs: the log (see `log_sync`).
     log_sync: Option<log_sync::LogSync>,
     /// Why the log's last sync failed, until one succeeds (for the self-test).
     sync_error: Option<String>,
@@ -504,12 +497,6 @@ impl Service {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
-            // Woken by the end of a log's sync alone: its batch leaves, and the thread
-            // waits again (a command, an outcome or a timer that is ready wakes it at
-            // once).
-            if self.release_synced(false, true) && first.is_none() {
-                continue;
-            }
             self.began = self.store.begin().map_err(|e| e.to_string());
             match &self.began {
                 Ok(()) => self.settle_uncertain(),
@@ -524,15 +511,12 @@ impl Service {
             self.store_submits();
             self.on_timers(Instant::now());
             self.dispatch();
-            // The batch before this one leaves first, once its log's sync has returned
-            // (it ran while this batch's commands were applied).
-            let _ = self.release_synced(true, false);
-            let committed = self.commit();
+            self.commit();
             // A webhook tells of a job's end, so it leaves as the answers that tell of
             // one do: after the commit that stored the end and the scrub that took the
             // request off the disk (`flush` or a later `scrub_if_due` sends it, never
             // `on_timers`, which runs before the commit).
-            self.flush(committed);
+            self.flush();
         }
         // What waits for a scrub leaves before the thread ends.
         self.scrub_now();
@@ -742,8 +726,7 @@ impl Service {
         }
     }
 
-    /// Commits the batch; false if it failed (its answers are then refused).
-    fn commit(&mut self) -> bool {
+    fn commit(&mut self) {
         let started = Instant::now();
         // A group of submits that could not be stored fails the batch as a commit
         // would: none of its writes is kept half-done.
@@ -761,9 +744,12 @@ impl Service {
             self.store.rollback();
             self.refuse_batch(&e.to_string());
             self.batch_unsettled();
-            return false;
+            return;
         }
         self.batch_settled();
+        // A log the service syncs is synced here, when the batch tells anyone anything:
+        // the commit's time is its sync's too.
+        self.sync_log();
         let took = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
         let stats = &mut self.commit_stats;
         stats.commits += 1;
@@ -775,7 +761,6 @@ impl Service {
         } else {
             (stats.commit_average_us * 15 + took) / 16
         };
-        true
     }
 
     /// Hands events to the front end and rings its doorbell; false once the front end
@@ -833,15 +818,15 @@ impl Service {
 
     /// Sends the committed batch's events that tell of no job's end (`202`s,
     /// dispatches) at once; the others wait for the store's scrub (see `scrub`). After
-    /// a failed commit its `503`s wait the same way, behind earlier answers. With a log
-    /// synced apart (see `log_sync`), all of them first wait for its sync.
-    fn flush(&mut self, committed: bool) {
-        if !self.defer_to_sync(committed) {
-            let early = std::mem::take(&mut self.early);
-            let outbox = std::mem::take(&mut self.outbox);
-            let admin = std::mem::take(&mut self.admin_pending);
-            self.committed(early, outbox, admin, true);
+    /// a failed commit its `503`s wait the same way, behind earlier answers.
+    fn flush(&mut self) {
+        let mut early = std::mem::take(&mut self.early);
+        let sent = self.send_events(&mut early);
+        self.early = early;
+        if !sent {
+            return;
         }
+        self.after_commit();
         if let Ok(mut stats) = self.stats.lock() {
             *stats = JobStats {
                 counts: self.counts,
@@ -853,24 +838,5 @@ impl Service {
                 ..self.commit_stats
             };
         }
-    }
-
-    /// A committed batch's events, once they may leave (after its log's sync, when the
-    /// log is synced apart): those that tell of no job's end at once, the others after
-    /// the store's scrub. `between_batches`: see `tell_scrubbed`.
-    fn committed(
-        &mut self,
-        mut early: Vec<Event>,
-        outbox: Vec<Event>,
-        admin: admin::Pending,
-        between_batches: bool,
-    ) {
-        if !self.send_events(&mut early) {
-            // The front end has stopped: what it did not take stays, in order.
-            early.append(&mut self.early);
-            self.early = early;
-            return;
-        }
-        self.after_commit(outbox, admin, between_batches);
     }
 }

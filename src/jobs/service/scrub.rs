@@ -17,7 +17,7 @@
 //! (one checkpoint) serves many commits, and a long-poller on a quiet server hears of
 //! its job's end as soon as it did when every commit was scrubbed.
 
-use super::{admin, Command, Event, Service};
+use super::{Command, Event, Service};
 use crossbeam_channel::Receiver;
 use std::time::{Duration, Instant};
 
@@ -42,26 +42,21 @@ pub(super) struct Unscrubbed {
 }
 
 impl Service {
-    /// After a committed batch (and its log's sync): its events that tell of a job's
-    /// end (`outbox`) and its admin answers join those waiting for a scrub, or leave at
-    /// once when no scrub is owed. `between_batches`: see [`tell_scrubbed`].
-    pub(super) fn after_commit(
-        &mut self,
-        mut outbox: Vec<Event>,
-        admin: admin::Pending,
-        between_batches: bool,
-    ) {
+    /// After a committed batch: its events that tell of a job's end (the outbox) join
+    /// those waiting for a scrub, or leave at once when no scrub is owed.
+    pub(super) fn after_commit(&mut self) {
         let watched = !self.seen_events.is_empty();
-        self.unscrubbed.waited_for |= outbox
+        self.unscrubbed.waited_for |= self
+            .outbox
             .iter()
             .any(|event| watched || !matches!(event, Event::Publish(_)));
-        self.unscrubbed.events.append(&mut outbox);
-        self.admin_committed(admin);
+        self.unscrubbed.events.append(&mut self.outbox);
+        self.admin_committed();
         if self.store.scrub_pending() && self.unscrubbed.since.is_none() {
             self.unscrubbed.since = Some(Instant::now());
         }
         if self.unscrubbed.since.is_none() {
-            self.tell_scrubbed(between_batches);
+            self.tell_scrubbed();
         }
     }
 
@@ -84,29 +79,23 @@ impl Service {
         }
     }
 
-    /// Scrubs if a scrub is owed, then sends what waited for it (between batches; a
-    /// batch that waits for its log's sync is let go first, in order).
+    /// Scrubs if a scrub is owed, then sends what waited for it.
     pub(super) fn scrub_now(&mut self) {
-        let _ = self.release_synced(true, true);
         if self.unscrubbed.since.take().is_some() {
             self.store.scrub();
         }
-        self.tell_scrubbed(true);
+        self.tell_scrubbed();
     }
 
     /// Sends the answers, admin answers and webhooks that waited for a scrub (none is
-    /// owed when this runs). `between_batches`: no batch is under way, so the webhooks
-    /// that are due leave too (a batch under way may have made some due that it has not
-    /// committed; they leave at a later call).
-    fn tell_scrubbed(&mut self, between_batches: bool) {
+    /// owed when this runs).
+    fn tell_scrubbed(&mut self) {
         self.admin_tell();
         self.unscrubbed.waited_for = false;
         let mut events = std::mem::take(&mut self.unscrubbed.events);
         // Events the front end can no longer take (it has stopped) stay here.
         self.send_events(&mut events);
         self.unscrubbed.events = events;
-        if between_batches {
-            self.webhooks_due(Instant::now());
-        }
+        self.webhooks_due(Instant::now());
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! The SQLite file runs in WAL mode with `synchronous=FULL` by default: a commit is on
 //! disk when `commit` returns, so neither a `kill -9` nor a power cut loses an accepted
-//! job ([`Durability::Process`] trades the power cut for commits fifty times cheaper). It is
+//! job ([`Durability::Process`] trades the power cut for commits fifty times cheaper).
+//! The job service takes the log's sync over ([`JobStore::log_to_sync`]): it syncs the
+//! log after the commits whose answers leave, before they leave. It is
 //! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode, and
 //! existing ones are set to 0600 at every open), since stored requests can carry
 //! `Authorization` and `Cookie` headers; a request (and the client's address) is kept
@@ -486,11 +488,11 @@ pub trait JobStore: Send {
     fn scrub_pending(&self) -> bool {
         false
     }
-    /// For a store whose commits reach the operating system at once and leave their
-    /// `fsync` to the caller (SQLite at [`Durability::Full`]): the file whose sync
-    /// (`fdatasync`) makes every commit so far durable, its write-ahead log. The job
-    /// service syncs it on a thread of its own, while its next batch runs, and holds a
-    /// batch's answers until the sync after its commit has returned (see
+    /// For a store that can leave its commits' `fsync` to the caller (SQLite at
+    /// [`Durability::Full`]): the file whose sync (`fdatasync`) makes every commit so
+    /// far durable, its write-ahead log; from then on its commits reach the operating
+    /// system and no further. The job service syncs it after each commit whose batch
+    /// tells anyone anything, before the answers leave (see
     /// [`last_commit_wrote`](Self::last_commit_wrote)). Given once; `None` (the
     /// default) for a store whose `commit` returns once the commit is durable.
     fn log_to_sync(&mut self) -> Option<std::fs::File> {
