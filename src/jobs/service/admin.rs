@@ -153,6 +153,20 @@ pub fn change_json(change: &JobChange) -> serde_json::Value {
 #[derive(Default)]
 pub(super) struct Pending(Vec<(Sender<AdminAnswer>, AdminAnswer)>);
 
+impl Pending {
+    /// Whether no answer waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Answers each `503` instead (`why`: what the store could not do).
+    pub(super) fn refuse(&mut self, why: &str) {
+        for (to, _) in self.0.drain(..) {
+            let _ = to.send(unavailable(why));
+        }
+    }
+}
+
 impl Service {
     /// Applies an admin call; its answer waits for the commit.
     pub(super) fn admin(&mut self, call: AdminCall) {
@@ -186,9 +200,7 @@ impl Service {
 
     /// The batch's commit failed: its admin answers are `503`.
     pub(super) fn admin_refuse(&mut self) {
-        for (to, _) in self.admin_pending.0.drain(..) {
-            let _ = to.send(unavailable("the job store cannot commit"));
-        }
+        self.admin_pending.refuse("the job store cannot commit");
     }
 
     fn admin_answer(&mut self, request: AdminRequest) -> Result<AdminAnswer, StoreError> {

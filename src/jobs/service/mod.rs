@@ -16,6 +16,7 @@ pub mod admin;
 mod callbacks;
 mod ends;
 mod lifecycle;
+mod log_sync;
 mod messages;
 mod remote;
 mod scrub;
@@ -201,6 +202,7 @@ impl JobsHandle {
             counts.cancelled
         );
         let store_shared = store.shared().is_some();
+        let log_sync = store.log_to_sync().map(log_sync::LogSync::new);
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
         let notices = match store.shared() {
             Some(own) => Some(Notices::start(&config, own, command_tx.clone())?),
@@ -244,6 +246,8 @@ impl JobsHandle {
             unscrubbed: scrub::Unscrubbed::default(),
             lease_due: store_shared.then(|| Instant::now() + config.lease / 3),
             seen_events: HashMap::new(),
+            log_sync,
+            sync_error: None,
         };
         service.start_webhooks()?;
         let thread = std::thread::Builder::new()
@@ -441,6 +445,10 @@ struct Service {
     /// The last event each watched job's event streams were sent, by job number, so a
     /// change heard from another front end sends only the events after it.
     seen_events: HashMap<u64, u64>,
+    /// With a store whose log the service syncs: the log (see `log_sync`).
+    log_sync: Option<log_sync::LogSync>,
+    /// Why the log's last sync failed, until one succeeds (for the self-test).
+    sync_error: Option<String>,
 }
 
 /// The service's rate-limited warnings (see [`LogLimit`]).
@@ -646,7 +654,10 @@ impl Service {
             Ok(()) => match (self.store.counts(), self.store.last_write_error()) {
                 (Err(e), _) => Err(format!("the job store cannot be read: {e}")),
                 (Ok(_), Some(e)) => Err(format!("the job store's last write failed: {e}")),
-                (Ok(_), None) => Ok(()),
+                (Ok(_), None) => match &self.sync_error {
+                    Some(e) => Err(format!("the job store's last write failed: {e}")),
+                    None => Ok(()),
+                },
             },
         };
         self.outbox.push(Event::SelfTest { token, result });
@@ -736,6 +747,9 @@ impl Service {
             return;
         }
         self.batch_settled();
+        // A log the service syncs is synced here, when the batch tells anyone anything:
+        // the commit's time is its sync's too.
+        self.sync_log();
         let took = started.elapsed().as_micros().min(u128::from(u64::MAX)) as u64;
         let stats = &mut self.commit_stats;
         stats.commits += 1;

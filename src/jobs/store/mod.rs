@@ -8,7 +8,9 @@
 //!
 //! The SQLite file runs in WAL mode with `synchronous=FULL` by default: a commit is on
 //! disk when `commit` returns, so neither a `kill -9` nor a power cut loses an accepted
-//! job ([`Durability::Process`] trades the power cut for commits fifty times cheaper). It is
+//! job ([`Durability::Process`] trades the power cut for commits fifty times cheaper).
+//! The job service takes the log's sync over ([`JobStore::log_to_sync`]): it syncs the
+//! log after the commits whose answers leave, before they leave. It is
 //! created with mode 0600 (SQLite gives its `-wal` and `-shm` files the same mode, and
 //! existing ones are set to 0600 at every open), since stored requests can carry
 //! `Authorization` and `Cookie` headers; a request (and the client's address) is kept
@@ -486,6 +488,22 @@ pub trait JobStore: Send {
     fn scrub_pending(&self) -> bool {
         false
     }
+    /// For a store that can leave its commits' `fsync` to the caller (SQLite at
+    /// [`Durability::Full`]): the file whose sync (`fdatasync`) makes every commit so
+    /// far durable, its write-ahead log; from then on its commits reach the operating
+    /// system and no further. The job service syncs it after each commit whose batch
+    /// tells anyone anything, before the answers leave (see
+    /// [`last_commit_wrote`](Self::last_commit_wrote)). Given once; `None` (the
+    /// default) for a store whose `commit` returns once the commit is durable.
+    fn log_to_sync(&mut self) -> Option<std::fs::File> {
+        None
+    }
+    /// Whether the last [`commit`](Self::commit) wrote anything that a sync of
+    /// [`log_to_sync`](Self::log_to_sync)'s file must make durable (`true`, the
+    /// default, when unknown).
+    fn last_commit_wrote(&self) -> bool {
+        true
+    }
     /// Why the store's last write to its disk failed (a commit; a disk that is full),
     /// until a later commit that wrote something succeeds; `None` while writes go
     /// through. The self-test reports it: reads alone cannot tell a full disk.
@@ -650,8 +668,9 @@ pub trait JobStore: Send {
     }
 }
 
-/// How far a commit goes before `commit` returns (SQLite's `synchronous` setting, in WAL
-/// mode).
+/// How far a commit goes before its answers leave (SQLite's `synchronous` setting, in
+/// WAL mode, with the log's sync for `Full` done apart from the commit: see
+/// [`JobStore::log_to_sync`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
     /// Every commit is on the disk (fsync) before a job is acknowledged: nothing

@@ -82,6 +82,12 @@ pub struct SqliteStore {
     file: FileIdentity,
     /// Events of the group under way, written at its commit.
     pending_events: PendingEvents,
+    /// At [`Durability::Full`], the write-ahead log opened for its sync, until the job
+    /// service takes it ([`JobStore::log_to_sync`]): then commits stop syncing it
+    /// themselves (`synchronous=NORMAL`), and the service syncs it apart.
+    log: Option<std::fs::File>,
+    /// Whether the last commit changed any row (see [`JobStore::last_commit_wrote`]).
+    last_commit_wrote: bool,
     /// Statements run on `db` (counted by SQLite's trace hook, see `count_statements`):
     /// declared after `db`, so it outlives the connection that writes to it.
     statements: Box<AtomicU64>,
@@ -138,9 +144,18 @@ impl SqliteStore {
             in_group: false,
             file,
             pending_events: PendingEvents::default(),
+            log: None,
+            last_commit_wrote: false,
             statements,
         };
         store.prepare(durability).map_err(|e| fail(e.to_string()))?;
+        if durability == Durability::Full {
+            // The log exists once the connection has read the database in WAL mode
+            // (`prepare` did); without it, commits keep syncing it themselves.
+            let mut name = path.as_os_str().to_owned();
+            name.push("-wal");
+            store.log = std::fs::File::open(std::path::PathBuf::from(name)).ok();
+        }
         // What a previous process left in the log (requests of jobs that ended since
         // the last checkpoint) goes now.
         store.scrub = true;
@@ -490,6 +505,7 @@ impl JobStore for SqliteStore {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        self.last_commit_wrote = false;
         self.group_kept()?;
         self.in_group = false;
         // Nothing is acknowledged that no file would hold after a restart.
@@ -509,10 +525,28 @@ impl JobStore for SqliteStore {
             self.write_error = Some(e.to_string());
             return Err(e.into());
         }
-        if self.db.total_changes() != self.changes_at_begin {
+        self.last_commit_wrote = self.db.total_changes() != self.changes_at_begin;
+        if self.last_commit_wrote {
             self.write_error = None;
         }
         Ok(())
+    }
+
+    fn log_to_sync(&mut self) -> Option<std::fs::File> {
+        let log = self.log.take()?;
+        // In WAL mode `NORMAL` leaves out only the log's sync at each commit: the
+        // header's sync when the log starts again, and the checkpoints' syncs, stay.
+        match self.db.pragma_update(None, "synchronous", "NORMAL") {
+            Ok(()) => Some(log),
+            Err(e) => {
+                log::warn!("job database: commits keep syncing the log themselves: {e}");
+                None
+            }
+        }
+    }
+
+    fn last_commit_wrote(&self) -> bool {
+        self.last_commit_wrote
     }
 
     fn scrub(&mut self) {

@@ -569,3 +569,36 @@ fn no_write_runs_outside_a_group_that_sqlite_rolled_back() {
     kept.commit().expect("commit");
     assert!(kept.by_id("next").expect("a read").is_some());
 }
+
+#[test]
+fn a_full_store_hands_its_log_to_sync_once_and_then_commits_without_syncing_it() {
+    let synchronous = |s: &SqliteStore| -> i64 {
+        s.db.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    };
+    let mut full = store("log-to-sync");
+    // Until the log is taken, every commit syncs it (FULL is 2).
+    assert_eq!(synchronous(&full), 2);
+    let log = full.log_to_sync().expect("the log of a full store");
+    assert!(full.log_to_sync().is_none(), "the log is handed out once");
+    assert_eq!(synchronous(&full), 1, "NORMAL: the caller syncs the log");
+    // The file handed out is the store's log: a commit's frames land in it.
+    let before = log.metadata().expect("the log's size").len();
+    full.begin().expect("begin");
+    insert(&mut full, "a", 1);
+    full.commit().expect("commit");
+    assert!(full.last_commit_wrote());
+    assert!(log.metadata().expect("the log's size").len() > before);
+    log.sync_data().expect("the log syncs");
+    // A group that changed nothing has nothing to sync.
+    full.begin().expect("begin");
+    full.by_id("a").expect("a read");
+    full.commit().expect("commit");
+    assert!(!full.last_commit_wrote());
+
+    // At durability `process` commits never sync the log: none is handed out.
+    let path = scratch("log-to-sync-process").join("jobs.sqlite");
+    let mut process = SqliteStore::open_with(&path, Durability::Process).expect("a store");
+    assert!(process.log_to_sync().is_none());
+    assert_eq!(synchronous(&process), 1);
+}
