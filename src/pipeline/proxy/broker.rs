@@ -31,6 +31,7 @@ impl Proxy {
                 loopbacks => loopbacks.join(", "),
             }
         );
+        self.shutdown = shutdown.clone();
         let sweep_every = (self.config.heartbeat_timeout / 4).max(Duration::from_millis(10));
         let wait = sweep_every.min(POLL_CAP).as_millis() as i32;
         self.router

@@ -72,6 +72,7 @@ pub use figures::{ProxyStats, ProxyStatus};
 
 use crate::base::error::Result;
 use crate::base::fast_hash::FastMap;
+use crate::base::shutdown::Shutdown;
 use crate::base::sockets;
 use crate::pipeline::envelope::ENVELOPE_LEN;
 use crate::pipeline::front_ends::Loopbacks;
@@ -110,6 +111,9 @@ pub struct Proxy {
     stats: ProxyStats,
     /// Since when the stage has had no worker, while it has none.
     workerless_since: Option<Instant>,
+    /// The process's stop flag, as given to [`run`](Proxy::run) (a flag of its own
+    /// before that).
+    shutdown: Shutdown,
 }
 
 impl Proxy {
@@ -144,6 +148,7 @@ impl Proxy {
             spare: sockets::SpareFrames::default(),
             stats: ProxyStats::default(),
             workerless_since: Some(Instant::now()),
+            shutdown: Shutdown::new(),
         })
     }
 

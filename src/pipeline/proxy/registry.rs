@@ -110,10 +110,19 @@ impl Proxy {
         self.note_if_workerless();
     }
 
-    /// Starts the clock of [`ProxyConfig::no_worker_grace`] when the last worker is gone.
+    /// Starts the clock of [`ProxyConfig::no_worker_grace`] when the last worker is gone,
+    /// with a warning unless the process is stopping (draining or stopped).
     pub(super) fn note_if_workerless(&mut self) {
         if self.workers.is_empty() && self.workerless_since.is_none() {
-            log::warn!(
+            // Workers leaving while the process stops are the stop's doing (they may
+            // hear of it before this loop does): no warning then.
+            let level = if self.shutdown.is_draining() {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
                 "proxy {}: no worker left; jobs wait {:.1}s for one, then are answered 503",
                 self.config.downstream,
                 self.config.no_worker_grace.as_secs_f64()
