@@ -1,0 +1,195 @@
+//! The broker's loop: one blocking receive per message on the ROUTER, each message told
+//! apart (a job, a worker's READY, BUSY, GOODBYE or RETURN, a peer's PROBE or CENSUS),
+//! and a sweep every quarter of the heartbeat timeout.
+
+use super::{show, Proxy, ProxyStats};
+use crate::base::error::Result;
+use crate::base::shutdown::{Shutdown, POLL_CAP};
+use crate::base::sockets;
+use crate::pipeline::envelope::lead_envelope;
+use crate::pipeline::loopback::{Failure, FailureKind};
+use crate::pipeline::wire::{read_ready, BUSY, CENSUS, GOODBYE, PROBE, RETURN, STATUS};
+use std::time::{Duration, Instant};
+
+/// How many waiting messages a proxy reads in a row, before a sweep, to hear from every
+/// worker whose heartbeat is already queued.
+const DRAIN_BATCH: usize = 10_000;
+/// How many messages a busy proxy handles between two reads of the clock for its
+/// sweeps (a read after each message cost more than the message's own bookkeeping).
+const CLOCK_EVERY: u32 = 16;
+
+impl Proxy {
+    /// Balances jobs until `shutdown` is triggered, or, once a drain is asked for, until
+    /// no job waits and no worker holds one; returns the counters.
+    pub fn run(mut self, shutdown: &Shutdown) -> Result<ProxyStats> {
+        log::info!(
+            "proxy: jobs arrive on {}, workers connect to {}, failures go to {}",
+            self.bound.0,
+            self.bound.1,
+            match &self.config.loopbacks[..] {
+                [] => "nowhere (no loopback)".to_string(),
+                loopbacks => loopbacks.join(", "),
+            }
+        );
+        self.shutdown = shutdown.clone();
+        let sweep_every = (self.config.heartbeat_timeout / 4).max(Duration::from_millis(10));
+        let wait = sweep_every.min(POLL_CAP).as_millis() as i32;
+        self.router
+            .set_rcvtimeo(wait)
+            .map_err(|e| crate::Error::zmq("setting the receive timeout", e))?;
+        let mut next_sweep = Instant::now() + sweep_every;
+        let mut next_summary = self
+            .config
+            .summary_every
+            .map(|every| Instant::now() + every);
+        let mut unclocked = 0;
+        while !self.should_stop(shutdown) {
+            // A blocking receive returns at once while messages wait, so a busy proxy
+            // makes no system call per message; asking without waiting would cost one
+            // each time the queue runs dry.
+            match self.spare.recv(&self.router, 0) {
+                Ok(frames) => {
+                    self.on_message(frames);
+                    unclocked += 1;
+                    if unclocked < CLOCK_EVERY {
+                        continue;
+                    }
+                }
+                Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => {}
+                Err(e) => return Err(crate::Error::zmq("receiving at a proxy", e)),
+            }
+            unclocked = 0;
+            let now = Instant::now();
+            if now >= next_sweep {
+                // Read what is already waiting before judging any worker silent: after
+                // this thread was descheduled, the heartbeats that came meanwhile are
+                // queued here, not lost.
+                for _ in 0..DRAIN_BATCH {
+                    match self.spare.recv(&self.router, zmq::DONTWAIT) {
+                        Ok(frames) => self.on_message(frames),
+                        Err(_) => break,
+                    }
+                }
+                // Late by more than a sweep: the proxy itself did not run (SIGSTOP, a
+                // stalled machine). Its workers' heartbeats wait unread in its queue, so
+                // the pause does not count against them.
+                let paused = now - next_sweep;
+                if paused > sweep_every {
+                    if paused >= self.config.heartbeat_timeout {
+                        log::warn!(
+                            "proxy {}: did not run for {:.1}s; not counting that against the workers",
+                            self.bound.0,
+                            paused.as_secs_f64()
+                        );
+                    }
+                    self.excuse(paused);
+                }
+                self.evict_silent_workers();
+                self.forget_expired_jobs();
+                self.refuse_while_workerless(now);
+                self.publish_metrics();
+                next_sweep = now + sweep_every;
+            }
+            if let (Some(at), Some(every)) = (next_summary, self.config.summary_every) {
+                if now >= at {
+                    self.log_summary();
+                    next_summary = Some(now + every);
+                }
+            }
+        }
+        for job in std::mem::take(&mut self.waiting) {
+            let detail = "the proxy is shutting down";
+            self.answer_job(
+                job.frames(),
+                Failure::new(FailureKind::ShuttingDown, detail),
+            );
+        }
+        log::debug!("proxy {} stopping: {}", self.config.upstream, self.stats);
+        Ok(self.stats)
+    }
+
+    /// Whether the loop ends: a stop, or a drain with nothing left to hand out.
+    fn should_stop(&self, shutdown: &Shutdown) -> bool {
+        shutdown.is_triggered() || (shutdown.is_draining() && self.is_empty())
+    }
+
+    /// Whether no job waits here and no worker holds one.
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.workers.values().all(|w| w.in_flight.is_empty())
+    }
+
+    /// One message from the ROUTER, its sender's id first: a job, or a worker's or a
+    /// peer's message.
+    fn on_message(&mut self, mut frames: Vec<zmq::Message>) {
+        // The second frame's bytes are looked up once (each look-up asks libzmq): a
+        // job's envelope, read here for its dispatch too, or a worker's READY.
+        let (envelope, ready) = match frames.get(1) {
+            Some(second) => {
+                let second: &[u8] = second;
+                (lead_envelope(second).copied(), read_ready(second))
+            }
+            None => (None, None),
+        };
+        if let Some(envelope) = envelope {
+            // The sender's id goes: a swap with the usual one frame behind it.
+            if frames.len() == 2 {
+                frames.swap_remove(0);
+            } else {
+                frames.remove(0);
+            }
+            self.on_job(frames, envelope);
+        } else {
+            if frames.len() > 3 && &frames[1][..] == RETURN && lead_envelope(&frames[3]).is_some() {
+                // [peer, RETURN, worker id, lead frame, frames...]
+                let job = frames.split_off(3);
+                self.on_returned(&frames[2], job);
+            } else {
+                self.on_worker_message(&frames, ready);
+            }
+            self.spare.give_back(frames);
+            self.dispatch_waiting();
+        }
+    }
+
+    /// A message from a worker or a peer: `ready` is its second frame read as a READY.
+    fn on_worker_message(&mut self, frames: &[zmq::Message], ready: Option<(u64, u32)>) {
+        let expires = Instant::now() + self.config.heartbeat_timeout;
+        match frames {
+            [id, _, rest @ ..] if ready.is_some() => {
+                let (completed, credit) = ready.unwrap_or_default();
+                let payload = rest.first().map(|m| &m[..]).unwrap_or(&[]);
+                self.on_ready(id, completed, credit.max(1) as usize, payload, expires);
+            }
+            [id, tag] if &tag[..] == GOODBYE => {
+                log::info!("proxy {}: worker {} left", self.config.downstream, show(id));
+                self.workers.remove(&id[..]);
+                self.idle.retain(|idle| idle[..] != id[..]);
+                self.note_if_workerless();
+            }
+            [peer, tag] if &tag[..] == PROBE => {
+                let status = self.status().to_json().to_string();
+                let frames = [
+                    zmq::Message::from(&peer[..]),
+                    zmq::Message::from(STATUS),
+                    zmq::Message::from(status.into_bytes()),
+                ];
+                if let Err(e) = sockets::send_frames(&self.router, frames, zmq::DONTWAIT) {
+                    log::debug!("proxy: status not sent: {e}");
+                }
+            }
+            [peer, tag, census] if &tag[..] == CENSUS => self.answer_census(peer, census),
+            [_, tag, ids @ ..] if &tag[..] == BUSY => {
+                for id in ids {
+                    if let Some(record) = self.workers.get_mut(&id[..]) {
+                        record.expires = expires;
+                    }
+                }
+            }
+            _ => log::warn!(
+                "proxy {}: malformed worker message of {} frames",
+                self.config.downstream,
+                frames.len()
+            ),
+        }
+    }
+}
