@@ -444,24 +444,7 @@ fn a_stalled_stream_subscriber_is_dropped_at_the_output_bound_and_the_other_keep
     });
     let port = server.port;
     // The stalled client asks for a small receive buffer and never reads again.
-    let stalled = {
-        let socket = socket2_like_small_buffer();
-        socket.connect(("127.0.0.1", port)).expect("connect");
-        let mut client = Client {
-            stream: socket.into_stream(),
-            seen: Vec::new(),
-        };
-        client
-            .stream
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        client
-            .stream
-            .write_all(b"GET /channels/big HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
-        client.wait_for("held on channel big");
-        client
-    };
+    let stalled = small_buffer_subscriber(port, "big");
     let mut reader = Client::get(port, "/channels/big", "");
     reader.wait_for("held on channel big");
     wait_holds(port, 2);

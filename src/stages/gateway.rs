@@ -786,34 +786,17 @@ fn parse_target(target: &str) -> Result<(String, String), GatewayError> {
 mod tests {
     use super::*;
 
-    /// An answer from the backend, as hyper gives it.
-    fn answer_of(
-        status: u16,
-        fields: &[(&str, &str)],
-        body: &'static [u8],
-    ) -> http::Response<Bytes> {
-        let mut answer = http::Response::new(Bytes::from_static(body));
-        *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
-        for (name, value) in fields {
-            answer.headers_mut().append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                http::HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        answer
-    }
-
     #[test]
     fn a_plain_answer_renders_as_the_general_path_renders_it() {
-        let fields = [
-            ("Content-Type", "text/plain"),
-            ("Content-Length", "5"),
-            ("Connection", "X-Hop, keep-alive"),
-            ("X-Hop", "private"),
-            ("Keep-Alive", "timeout=5"),
-            ("Set-Cookie", "a=1"),
-            ("Set-Cookie", "b=2"),
-            ("Date", "Sun, 06 Dec 2026 10:00:00 GMT"),
+        let fields: [(&str, &[u8]); 8] = [
+            ("Content-Type", b"text/plain"),
+            ("Content-Length", b"5"),
+            ("Connection", b"X-Hop, keep-alive"),
+            ("X-Hop", b"private"),
+            ("Keep-Alive", b"timeout=5"),
+            ("Set-Cookie", b"a=1"),
+            ("Set-Cookie", b"b=2"),
+            ("Date", b"Sun, 06 Dec 2026 10:00:00 GMT"),
         ];
         for (status, minor_version, keep_alive, head) in [
             (200, 1, true, false),
@@ -822,7 +805,7 @@ mod tests {
             (204, 1, true, false),
             (304, 1, false, true),
         ] {
-            let backend = answer_of(status, &fields, b"hello");
+            let backend = crate::stages::gateway_wire::tests::answer(status, &fields, b"hello");
             let plain = render_plain(&backend, minor_version, keep_alive, head, head).unwrap();
             let protocol = Protocol::Http {
                 minor_version,

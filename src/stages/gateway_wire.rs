@@ -356,7 +356,7 @@ pub(super) fn origin_form(target: &str) -> Result<&str, StageError> {
         .unwrap_or("/"))
 }
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -418,8 +418,12 @@ mod tests {
         assert_eq!(with_head(b"GET / HTTP/1.1\r\nHost", b"", |_| ()), None);
     }
 
-    /// An answer from the backend, as hyper gives it.
-    fn answer(status: u16, fields: &[(&str, &[u8])], body: &'static [u8]) -> http::Response<Bytes> {
+    /// An answer from the backend, as hyper gives it (the gateway's tests use it too).
+    pub(in crate::stages) fn answer(
+        status: u16,
+        fields: &[(&str, &[u8])],
+        body: &'static [u8],
+    ) -> http::Response<Bytes> {
         let mut answer = http::Response::new(Bytes::from_static(body));
         *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
         for (name, value) in fields {
