@@ -626,6 +626,13 @@ mod tests {
     }
 
     #[test]
+    fn batch_wakeups_are_on_in_the_binaries_unless_told_and_off_for_an_embedder() {
+        assert!(parse(&[]).unwrap().batch_wakeups);
+        assert!(!parse(&["--no-batch-wakeups"]).unwrap().batch_wakeups);
+        assert!(!crate::server::ServerConfig::http("tcp://127.0.0.1:0").batch_wakeups);
+    }
+
+    #[test]
     fn channel_options_become_configuration() {
         let config = parse(&[
             "--control-listen",

@@ -62,7 +62,9 @@ pub struct ServerConfig {
     /// then waits for a busy core's thread to block instead of preempting it, so the
     /// pipeline's hops find messages in batches rather than one at a time; while busy,
     /// each policy is tried in turn and the one that sends more requests into the
-    /// pipeline is kept. On by default; `--no-batch-wakeups` turns it off.
+    /// pipeline is kept. Off in [`ServerConfig::http`], since it changes the scheduling
+    /// of every thread of the process, an embedder's own threads included: an embedder
+    /// turns it on. The binaries turn it on unless told `--no-batch-wakeups`.
     pub batch_wakeups: bool,
     /// Request size limits for HTTP.
     pub limits: Limits,
@@ -160,7 +162,7 @@ impl ServerConfig {
             listen: vec![(endpoint.into(), ListenProtocol::Http)],
             reuse_port: false,
             io_threads: DEFAULT_IO_THREADS,
-            batch_wakeups: true,
+            batch_wakeups: false,
             limits: Limits::default(),
             max_netstring_bytes: 10 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
