@@ -28,6 +28,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 const SCHED_OTHER: i64 = 0;
 const SCHED_BATCH: i64 = 3;
+const SCHED_IDLE: i64 = 5;
 
 /// The scheduling policy of every thread of process `pid` (field 41 of each task's
 /// `stat`), by thread id.
@@ -133,6 +134,34 @@ fn no_batch_wakeups_keeps_every_thread_preempting() {
     load(port, || {
         let now = policies(pid);
         assert!(now.iter().all(|&(_, p)| p == SCHED_OTHER), "{now:?}");
+        rounds += 1;
+        rounds == 20
+    });
+    assert_eq!(rounds, 20);
+}
+
+#[test]
+fn a_policy_the_operator_chose_is_kept_under_load() {
+    let _alone = one_at_a_time();
+    let port = free_port();
+    // chrt(1) starts the daemon under SCHED_IDLE, as `chrt -i 0` or systemd's
+    // CPUSchedulingPolicy=idle would.
+    let mut command = std::process::Command::new("chrt");
+    command
+        .args(["-i", "0", env!("CARGO_BIN_EXE_prime_echod")])
+        .args([tcp(port), "2".into(), "--ws-ping".into(), "0".into()])
+        .env("RUST_LOG", "info");
+    let mut echod = Daemon::start_command("chosen-policy", command);
+    assert!(
+        echod.wait_for_log("listening for Http on", Duration::from_secs(20)),
+        "{}",
+        echod.stderr()
+    );
+    let pid = echod.pid();
+    let mut rounds = 0;
+    load(port, || {
+        let now = policies(pid);
+        assert!(now.iter().all(|&(_, p)| p == SCHED_IDLE), "{now:?}");
         rounds += 1;
         rounds == 20
     });

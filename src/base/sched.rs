@@ -84,11 +84,12 @@ impl Batching {
     pub const TIE: f64 = 0.9;
 
     /// A front end's switch, off until its load is high; `enabled: false` never
-    /// switches.
+    /// switches, nor does a front end whose thread does not run the default policy
+    /// (an operator's `chrt` or systemd's `CPUSchedulingPolicy=` is kept).
     pub fn new(enabled: bool) -> Batching {
         let now = Instant::now();
         Batching {
-            enabled,
+            enabled: enabled && runs_default_policy(),
             on: false,
             busy: false,
             peak: 0,
@@ -210,15 +211,29 @@ fn want(batch: bool) {
     }
 }
 
-/// Sets every thread of the process to `SCHED_BATCH` or `SCHED_OTHER`; returns how many
-/// it switched. The list of threads is read twice, for a thread started meanwhile by
-/// one not yet switched (a new thread takes its creator's policy).
+/// Whether the calling thread runs `SCHED_OTHER`, the policy batching switches from.
+#[cfg(target_os = "linux")]
+fn runs_default_policy() -> bool {
+    // SAFETY: sched_getscheduler(0) reads the calling thread's policy.
+    unsafe { libc::sched_getscheduler(0) == libc::SCHED_OTHER }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn runs_default_policy() -> bool {
+    false
+}
+
+/// Sets every thread of the process that runs `SCHED_OTHER` to `SCHED_BATCH`, or every
+/// one that runs `SCHED_BATCH` back; returns how many it switched. A thread under any
+/// other policy (real-time, idle: someone chose it) is left alone. The list of threads
+/// is read twice, for a thread started meanwhile by one not yet switched (a new thread
+/// takes its creator's policy).
 #[cfg(target_os = "linux")]
 fn set_process_policy(batch: bool) -> usize {
-    let policy = if batch {
-        libc::SCHED_BATCH
+    let (from, policy) = if batch {
+        (libc::SCHED_OTHER, libc::SCHED_BATCH)
     } else {
-        libc::SCHED_OTHER
+        (libc::SCHED_BATCH, libc::SCHED_OTHER)
     };
     let param = libc::sched_param { sched_priority: 0 };
     let mut switched = 0;
@@ -233,7 +248,7 @@ fn set_process_policy(batch: bool) -> usize {
             // SAFETY: sched_getscheduler and sched_setscheduler take a thread id and
             // read one live sched_param; a thread that ended meanwhile gives ESRCH.
             unsafe {
-                if libc::sched_getscheduler(tid) == policy {
+                if libc::sched_getscheduler(tid) != from {
                     continue;
                 }
                 if libc::sched_setscheduler(tid, policy, &param) == 0 {
