@@ -4,8 +4,9 @@
 //!   `POST /is_prime` with N as the body) over HTTP on LISTEN, a ZeroMQ endpoint such as
 //!   `tcp://127.0.0.1:8002`, through two stages (parse, compute) of CONCURRENCY workers.
 //! - `prime_serverd RANGE CONCURRENCY`: the simulation mode, no HTTP. RANGE is `END`
-//!   (meaning 1..=END) or `START,END`; every number goes through the same pipeline and
-//!   the last line printed is `N primes found`.
+//!   (meaning 1..=END) or `START,END`; 2 and the odd numbers of the range go through
+//!   the same pipeline (the numbers the C++ original's simulation asks about) and the
+//!   last line printed is `N primes found`.
 //!
 //! LISTEN and CONCURRENCY may also come as `--listen` and `--concurrency`, or from a
 //! topology file (`--config`: its front end, and the concurrency of its stages `parse`
@@ -17,6 +18,7 @@
 
 use clap::Parser;
 use prime_server::demo::primes::Algorithm;
+use prime_server::demo::simulation::Candidates;
 use prime_server::demo::{self, Compute};
 use prime_server::deploy::cli::{self, CommonArgs, FrontEndArgs, Role, Roles, Slot};
 use prime_server::pipeline::proxy::Dispatch;
@@ -191,8 +193,12 @@ fn simulate(
         range.start(),
         range.end()
     );
-    let tally =
-        prime_server::demo::simulation::run(&front, range, SIMULATION_WINDOW, demo::RAW_PRIME);
+    let tally = prime_server::demo::simulation::run(
+        &front,
+        Candidates::of(range),
+        SIMULATION_WINDOW,
+        demo::RAW_PRIME,
+    );
     pipeline.stop();
     let tally = tally?;
     if tally.failed > 0 {

@@ -106,6 +106,14 @@ fn counts_the_primes_in_a_range_with_miller_rabin() {
 }
 
 #[test]
+fn counts_2_and_no_even_number_above_it() {
+    assert_last_line(&prime_serverd(&["2,2", "2"]), "1 primes found");
+    assert_last_line(&prime_serverd(&["4,4", "2"]), "0 primes found");
+    assert_last_line(&prime_serverd(&["1,2", "2"]), "1 primes found");
+    assert_last_line(&prime_serverd(&["90,97", "2"]), "1 primes found");
+}
+
+#[test]
 fn refuses_a_range_that_is_not_a_number() {
     assert_refused(&prime_serverd(&["abc", "2"]));
 }

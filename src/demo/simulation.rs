@@ -1,5 +1,9 @@
 //! The simulation mode: an in-process client that drives a pipeline with many requests
 //! in flight, no HTTP involved, and counts the answers.
+//!
+//! It asks about the numbers the C++ original's simulation asks about: 2 and the odd
+//! numbers of the range ([`Candidates`]); an even number above 2 is no prime and is not
+//! sent, so the two programs send the same requests for the same range.
 
 use crate::base::sockets;
 use crate::pipeline::envelope::{Envelope, Protocol};
@@ -51,17 +55,65 @@ impl std::fmt::Display for SimulationError {
 
 impl std::error::Error for SimulationError {}
 
-/// Sends one request per number in `range` (the number in decimal) with at most
+/// The numbers of an inclusive range that may be prime and are worth a request: 2 when
+/// the range holds it, then every odd number from 3 (the order the C++ original's
+/// simulation sends them in). 1 and the even numbers above 2 are left out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidates {
+    /// Whether 2 is still to come.
+    two: bool,
+    /// The next odd number, or `None` when they are all given.
+    next: Option<u64>,
+    /// The last number of the range.
+    end: u64,
+}
+
+impl Candidates {
+    /// The candidates of `range` (an empty range has none).
+    pub fn of(range: RangeInclusive<u64>) -> Candidates {
+        let (start, end) = (*range.start(), *range.end());
+        let first_odd = start.max(3) | 1;
+        Candidates {
+            two: start <= 2 && 2 <= end,
+            next: (start <= end && first_odd <= end).then_some(first_odd),
+            end,
+        }
+    }
+
+    /// How many numbers are still to come.
+    pub fn remaining(&self) -> u64 {
+        let odd = self.next.map_or(0, |next| (self.end - next) / 2 + 1);
+        odd + u64::from(self.two)
+    }
+}
+
+impl Iterator for Candidates {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        if self.two {
+            self.two = false;
+            return Some(2);
+        }
+        let n = self.next?;
+        self.next = n.checked_add(2).filter(|&after| after <= self.end);
+        Some(n)
+    }
+}
+
+/// Sends one request per number of `numbers` (the number in decimal) with at most
 /// `window` unanswered at a time, and counts answers equal to `yes`.
+///
+/// # Errors
+/// [`SimulationError::Zmq`] when a socket call fails; [`SimulationError::Stalled`] when
+/// no answer comes for a minute.
 pub fn run(
     front: &FrontSockets,
-    range: RangeInclusive<u64>,
+    mut numbers: Candidates,
     window: u64,
     yes: &[u8],
 ) -> Result<Tally, SimulationError> {
-    let total = range.end().saturating_sub(*range.start()).saturating_add(1);
-    let total = if range.is_empty() { 0 } else { total };
-    let mut numbers = range;
+    let total = numbers.remaining();
     let mut tally = Tally::default();
     let (mut sent, mut answered) = (0u64, 0u64);
     let started = Instant::now();
@@ -143,4 +195,40 @@ fn count(tally: &mut Tally, frames: &mut Vec<zmq::Message>, yes: &[u8]) -> bool 
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Candidates;
+
+    fn all(start: u64, end: u64) -> Vec<u64> {
+        Candidates::of(start..=end).collect()
+    }
+
+    #[test]
+    fn the_candidates_are_2_and_the_odd_numbers_from_3() {
+        assert_eq!(all(1, 10), [2, 3, 5, 7, 9]);
+        assert_eq!(all(2, 2), [2]);
+        assert_eq!(all(4, 9), [5, 7, 9]);
+        assert_eq!(all(0, 1), Vec::<u64>::new());
+        assert_eq!(all(8, 8), Vec::<u64>::new());
+        assert_eq!(all(u64::MAX - 3, u64::MAX), [u64::MAX - 2, u64::MAX]);
+    }
+
+    #[test]
+    fn the_count_is_known_before_and_while_they_are_given() {
+        for (start, end) in [(1, 10), (2, 2), (4, 9), (0, 1), (8, 8), (1, 1_000_000)] {
+            let mut numbers = Candidates::of(start..=end);
+            let expected = numbers.clone().count() as u64;
+            assert_eq!(numbers.remaining(), expected, "{start},{end}");
+            numbers.next();
+            assert_eq!(
+                numbers.remaining(),
+                expected.saturating_sub(1),
+                "{start},{end}"
+            );
+        }
+        assert_eq!(Candidates::of(1..=1_000_000).remaining(), 500_000);
+        assert_eq!(Candidates::of(u64::MAX - 3..=u64::MAX).remaining(), 2);
+    }
 }
