@@ -168,35 +168,10 @@ fn an_idempotency_key_is_its_callers_own() {
     assert!(serverd.wait_exit(Duration::from_secs(30)).is_some());
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// The database and its `-wal` and `-shm` files.
-fn store_files(db: &Path) -> Vec<std::path::PathBuf> {
-    ["", "-wal", "-shm"]
-        .iter()
-        .map(|suffix| {
-            let mut name = db.as_os_str().to_owned();
-            name.push(suffix);
-            std::path::PathBuf::from(name)
-        })
-        .collect()
-}
-
 /// Asserts that no file of the store holds `needle` anywhere in its raw bytes.
 fn assert_not_on_disk(db: &Path, needle: &str, when: &str) {
-    for file in store_files(db) {
-        let bytes = match std::fs::read(&file) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => panic!("{}: {e}", file.display()),
-        };
-        assert!(
-            !contains(&bytes, needle.as_bytes()),
-            "{when}: {} still holds {needle:?}",
-            file.display()
-        );
+    if let Some(file) = store_file_holding(db, needle) {
+        panic!("{when}: {} still holds {needle:?}", file.display());
     }
 }
 
@@ -287,12 +262,11 @@ fn stream_until_ended(port: u16, location: &str, db: &Path, token: &str) -> bool
 
 /// Whether any file of the store holds `needle`.
 fn on_disk(db: &Path, needle: &str) -> bool {
-    store_files(db)
-        .iter()
-        .any(|file| match std::fs::read(file) {
-            Ok(bytes) => contains(&bytes, needle.as_bytes()),
-            Err(_) => false,
-        })
+    store_file_holding(db, needle).is_some()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[test]

@@ -542,12 +542,7 @@ fn a_pending_delivery_is_made_after_a_restart() {
 
 /// Whether any file of the SQLite store at `db` holds `needle`.
 fn on_disk(db: &Path, needle: &str) -> bool {
-    ["", "-wal", "-shm"].iter().any(|suffix| {
-        let mut name = db.as_os_str().to_owned();
-        name.push(suffix);
-        std::fs::read(PathBuf::from(name))
-            .is_ok_and(|bytes| common::find(&bytes, needle.as_bytes()).is_some())
-    })
+    daemons::store_file_holding(db, needle).is_some()
 }
 
 #[test]

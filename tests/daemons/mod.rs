@@ -109,6 +109,34 @@ impl Drop for ScratchDir {
     }
 }
 
+/// A SQLite store's files: the database and its `-wal` and `-shm` files (any of them
+/// may not exist).
+pub fn store_files(db: &std::path::Path) -> Vec<PathBuf> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        })
+        .collect()
+}
+
+/// The first file of the SQLite store `db` ([`store_files`]) whose raw bytes hold
+/// `needle`, or `None`; a file that does not exist holds nothing.
+///
+/// # Panics
+/// When a file exists but cannot be read.
+pub fn store_file_holding(db: &std::path::Path, needle: &str) -> Option<PathBuf> {
+    store_files(db)
+        .into_iter()
+        .find(|file| match std::fs::read(file) {
+            Ok(bytes) => bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => panic!("{}: {e}", file.display()),
+        })
+}
+
 /// Sends `signal` (e.g. `TERM`, `KILL`) to `pid` with kill(1).
 pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
