@@ -24,7 +24,9 @@ use super::worker_loop::WorkerLoop;
 use super::{Job, Outcome, Work};
 use crate::base::shutdown::POLL_CAP;
 use crate::pipeline::envelope::{lead_frame, Envelope, ENVELOPE_LEN};
-use crate::pipeline::loopback::{response_frames, Failure, FailureKind};
+use crate::pipeline::loopback::{
+    lead_response_in_place, response_frames, Failure, FailureKind, RESPONSE_START,
+};
 use crate::pipeline::wire::GOODBYE;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,6 +36,18 @@ use std::time::{Duration, Instant};
 /// How often the loop asks the interrupts about the jobs it holds: the most an aborted
 /// job runs on after its client has gone.
 pub const INTERRUPT_TICK: Duration = Duration::from_millis(20);
+
+/// The room an [`Outcome::Respond`] from [`ConcurrentWork::wait`] leaves before the
+/// client's bytes: the loop writes the job's envelope and the answer's tag there, so an
+/// answer is copied once, into the frame that travels, rather than made and then copied
+/// again behind its lead (see [`answer_frame`]).
+pub const ANSWER_ROOM: usize = RESPONSE_START;
+
+/// An answer for [`ConcurrentWork::wait`]: the client's `bytes`, copied once into a
+/// frame behind [`ANSWER_ROOM`] bytes of room.
+pub fn answer_frame(bytes: &[u8]) -> zmq::Message {
+    zmq::Message::concat(&[0; ANSWER_ROOM], &[bytes])
+}
 
 /// How long a leaving worker waits for jobs the proxy sent before it read the goodbye.
 const LEAVE_QUIET: Duration = Duration::from_millis(100);
@@ -52,6 +66,9 @@ pub trait ConcurrentWork: Send + 'static {
     /// the loop reads the socket until it is empty before each wait), a held job
     /// finishes, or `timeout` passes; then puts each finished job's ticket and outcome
     /// on `finished`. With `jobs` `None` (no credit left) only the other two end it.
+    /// An [`Outcome::Respond`] given here starts with [`ANSWER_ROOM`] bytes of room
+    /// for the job's lead, then the client's bytes (as [`answer_frame`] makes it, or
+    /// written so in place); the other outcomes are as [`Work::work`] gives them.
     fn wait(&mut self, jobs: Option<RawFd>, timeout: Duration, finished: &mut Vec<(u64, Outcome)>);
 
     /// Drops the held job `ticket` (its client has gone, its deadline has passed, or
@@ -372,7 +389,8 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
 
 /// A finished job's outcome as the loop sends it: an answer or forwarded frames led by
 /// the job's envelope (see `WorkerLoop::handle`, which does this for answers given at
-/// once).
+/// once). An answer's lead goes into the room the work left for it (see
+/// [`ANSWER_ROOM`]).
 fn with_lead(encoded: &[u8; ENVELOPE_LEN], outcome: Outcome) -> Outcome {
     let lead = |mut frames: Vec<zmq::Message>| {
         match frames.first_mut() {
@@ -382,7 +400,12 @@ fn with_lead(encoded: &[u8; ENVELOPE_LEN], outcome: Outcome) -> Outcome {
         frames
     };
     match outcome {
-        Outcome::Respond(frame) => {
+        Outcome::Respond(mut frame) => {
+            if lead_response_in_place(encoded, &mut frame) {
+                return Outcome::Respond(frame);
+            }
+            // Shorter than the room: not made as `wait` promises; taken as the
+            // client's bytes whole rather than losing them.
             let [frame] = response_frames(encoded, &frame);
             Outcome::Respond(frame)
         }

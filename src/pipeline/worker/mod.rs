@@ -31,7 +31,7 @@ mod pool;
 mod shared;
 mod worker_loop;
 
-pub use concurrent::{ConcurrentWork, INTERRUPT_TICK};
+pub use concurrent::{answer_frame, ConcurrentWork, ANSWER_ROOM, INTERRUPT_TICK};
 pub(crate) use interrupts::InterruptWatch;
 pub use pool::{PoolCounts, PoolMetrics, WorkerPool};
 
