@@ -2,22 +2,32 @@
 //! the network (a gateway's backend calls), where one blocked thread per job would cost
 //! a thread, its stack and two context switches per call.
 //!
-//! The thread announces a credit of N jobs to its proxy (READY, as any worker), takes
-//! every job that arrives while it holds fewer than N, and starts each with
-//! [`ConcurrentWork::start`], which may answer at once or hold the job. Held jobs make
+//! The thread runs at most N jobs at once (its share of the stage's calls in flight),
+//! and announces a credit of [`PREFETCH_PER_CALL`] times N to its proxy (READY, as any
+//! worker): it takes every job that arrives while it has fewer than that, starts each
+//! with [`ConcurrentWork::start`] (which may answer at once or hold the job) while
+//! fewer than N run, and keeps the others in arrival order, each started as a running
+//! one ends. So when a job ends the next one starts in the same turn of the loop, and
+//! under load the proxy hands jobs on as they come, instead of one round trip through
+//! it (a READY, then the job) per job ended: measured with `prime_gatewayd 8` and 32
+//! clients, a proxy wake-up less and a context switch less per request. Held jobs make
 //! progress only inside [`ConcurrentWork::wait`], which the loop calls with the job
 //! socket's file descriptor, so that the thread sleeps until a job arrives, a held job
 //! finishes, or the next tick. Each finished job's outcome goes on as any worker's
 //! would (loopback or next stage); the READY that follows gives its credit back.
 //!
-//! What the pipeline guarantees stays: the proxy never hands the thread more than its
-//! credit (the bound on jobs in flight); every tick ([`INTERRUPT_TICK`]) the loop asks
+//! What the pipeline guarantees stays: the thread never runs more than N jobs at once
+//! (the bound on calls in flight), and the proxy never hands it more than its credit;
+//! a job kept waiting is listed in a census as held, and gets the loop's usual checks
+//! when it starts (a job whose client has gone or whose deadline has passed is
+//! skipped then, as any worker skips it). Every tick ([`INTERRUPT_TICK`]) the loop asks
 //! the interrupts about every held job and aborts those whose client has gone, whose
 //! deadline has passed, or whose front end stops ([`ConcurrentWork::abort`]); the
 //! thread sends READY each heartbeat interval even while it holds jobs, and is listed
-//! busy by its pool's heartbeat thread; a census lists every job it holds. Jobs never
-//! wait in its socket behind a long one (it takes them as they come), so its pool hands
-//! nothing back.
+//! busy by its pool's heartbeat thread; a census lists every job it holds. Its pool
+//! hands nothing back: a job waits at the thread only behind N running ones, and with
+//! several threads one thread's waiting job does not move to another with room (the
+//! price of the credit ahead; one thread, the default, loses nothing by it).
 
 use super::shared::Member;
 use super::worker_loop::WorkerLoop;
@@ -48,6 +58,12 @@ pub const ANSWER_ROOM: usize = RESPONSE_START;
 pub fn answer_frame(bytes: &[u8]) -> zmq::Message {
     zmq::Message::concat(&[0; ANSWER_ROOM], &[bytes])
 }
+
+/// How many jobs a concurrent thread takes from its proxy per job it may run at once:
+/// those beyond the running ones wait at the thread, so that one starts as soon as a
+/// running one ends (see the module docs). 4: with `prime_gatewayd 8`, as many jobs as
+/// 32 clients send at once.
+pub(super) const PREFETCH_PER_CALL: u32 = 4;
 
 /// How long a leaving worker waits for jobs the proxy sent before it read the goodbye.
 const LEAVE_QUIET: Duration = Duration::from_millis(100);
@@ -138,19 +154,34 @@ impl<C: ConcurrentWork> Work for Holder<C> {
     }
 }
 
+/// A job taken from the proxy while the thread ran as many as it may: its frames, and
+/// its nonce and request id as listed for a census (`None` when its envelope does not
+/// decode: the loop's checks answer it when it starts).
+struct Waiting {
+    frames: Vec<zmq::Message>,
+    listed: Option<(u64, u64)>,
+}
+
 /// One concurrent worker thread: the worker loop's sockets and state, and the jobs it
 /// holds.
 pub(super) struct ConcurrentLoop<C> {
     pub(super) inner: WorkerLoop<Holder<C>>,
     held: crate::base::fast_hash::FastMap<u64, Held>,
+    /// The jobs taken and not yet started, in arrival order.
+    waiting: std::collections::VecDeque<Waiting>,
+    /// The most jobs it runs at once (held by the work).
+    calls: usize,
     finished: Vec<(u64, Outcome)>,
 }
 
 impl<C: ConcurrentWork> ConcurrentLoop<C> {
     pub(super) fn new(inner: WorkerLoop<Holder<C>>) -> Self {
+        let calls = (inner.prefetch / PREFETCH_PER_CALL).max(1) as usize;
         ConcurrentLoop {
             inner,
             held: Default::default(),
+            waiting: Default::default(),
+            calls,
             finished: Vec::new(),
         }
     }
@@ -159,9 +190,14 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         &self.inner.member
     }
 
-    /// The jobs this thread may hold at once (its credit).
+    /// The jobs this thread may take at once, running and waiting (its credit).
     fn credit(&self) -> usize {
-        self.inner.prefetch.max(1) as usize
+        (self.inner.prefetch.max(1) as usize).max(self.calls)
+    }
+
+    /// The jobs it has taken and not ended: running and waiting.
+    fn taken(&self) -> usize {
+        self.held.len() + self.waiting.len()
     }
 
     pub(super) fn run(mut self) {
@@ -176,7 +212,7 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
                 None => return,
             }
             let now = Instant::now();
-            let until = if self.held.is_empty() {
+            let until = if self.taken() == 0 {
                 next_beat.min(now + POLL_CAP)
             } else {
                 next_beat.min(next_tick)
@@ -189,6 +225,7 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
                 next_tick = now + INTERRUPT_TICK;
                 unreported += self.abort_interrupted();
             }
+            unreported += self.start_waiting();
             if self.should_report(unreported) || now >= next_beat {
                 self.inner.send_ready();
                 unreported = 0;
@@ -207,14 +244,14 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     /// may hold.
     fn should_report(&self, unreported: usize) -> bool {
         unreported > 0
-            && (self.held.len() + unreported >= self.credit()
-                || self.held.is_empty()
+            && (self.taken() + unreported >= self.credit()
+                || self.taken() == 0
                 || unreported >= (self.credit() / 4).max(1))
     }
 
     /// The job socket's `ZMQ_FD` while this thread has credit left.
     fn jobs_fd(&self) -> Option<RawFd> {
-        if self.held.len() >= self.credit() {
+        if self.taken() >= self.credit() {
             return None;
         }
         match self.member().jobs().get_fd() {
@@ -229,17 +266,21 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         }
     }
 
-    /// Takes and starts every job waiting while credit is left; says how many of them
-    /// ended at once (answered, skipped), or `None` when the socket failed (the thread
-    /// then stops).
+    /// Takes every job waiting in the socket while credit is left, starting each while
+    /// fewer than [`calls`](Self::calls) run and keeping the others waiting; says how
+    /// many of them ended at once (answered, skipped), or `None` when the socket failed
+    /// (the thread then stops).
     fn take_jobs(&mut self) -> Option<usize> {
         let mut ended = 0;
-        while self.held.len() < self.credit() {
+        while self.taken() < self.credit() {
             let received = self
                 .inner
                 .spare
                 .recv(&self.inner.member.jobs(), zmq::DONTWAIT);
             match received {
+                Ok(frames) if self.held.len() >= self.calls || !self.waiting.is_empty() => {
+                    self.wait_for_room(frames)
+                }
                 Ok(frames) => ended += usize::from(!self.start(frames)),
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => break,
                 Err(e) => {
@@ -249,6 +290,39 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             }
         }
         Some(ended)
+    }
+
+    /// Keeps a job taken while as many run as may: listed as held for a census, and
+    /// counted busy.
+    fn wait_for_room(&mut self, frames: Vec<zmq::Message>) {
+        let listed = frames
+            .first()
+            .and_then(|lead| Envelope::decode(lead).ok())
+            .map(|envelope| (envelope.nonce, envelope.request_id));
+        if let Some(key) = listed {
+            self.member().held_jobs().push(key);
+        }
+        self.waiting.push_back(Waiting { frames, listed });
+        self.mark_busy();
+    }
+
+    /// Starts the waiting jobs, in arrival order, while fewer than
+    /// [`calls`](Self::calls) run; says how many of them ended at once.
+    fn start_waiting(&mut self) -> usize {
+        let mut ended = 0;
+        while self.held.len() < self.calls {
+            let Some(Waiting { frames, listed }) = self.waiting.pop_front() else {
+                break;
+            };
+            if let Some(key) = listed {
+                let mut held = self.member().held_jobs();
+                if let Some(at) = held.iter().position(|&job| job == key) {
+                    held.swap_remove(at);
+                }
+            }
+            ended += usize::from(!self.start(frames));
+        }
+        ended
     }
 
     /// Runs the loop's usual checks and the work's start on one job; keeps it if held
@@ -274,7 +348,7 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     fn mark_busy(&self) {
         self.member()
             .busy
-            .store(!self.held.is_empty(), Ordering::Release);
+            .store(self.taken() > 0, Ordering::Release);
     }
 
     /// Lets the held jobs progress; a panic in the work fails every job it held.
@@ -358,19 +432,19 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         }
         let mut quiet_until = Instant::now() + LEAVE_QUIET;
         while !self.inner.watch.shutdown.is_triggered() {
-            let before = self.held.len();
+            let before = self.taken();
             let Some(ended) = self.take_jobs() else {
                 break;
             };
-            if self.held.len() > before || ended > 0 {
+            if self.taken() > before || ended > 0 {
                 quiet_until = Instant::now() + LEAVE_QUIET;
             }
             let now = Instant::now();
-            if self.held.is_empty() && now >= quiet_until {
+            if self.taken() == 0 && now >= quiet_until {
                 break;
             }
             let fd = self.jobs_fd();
-            let until = if self.held.is_empty() {
+            let until = if self.taken() == 0 {
                 quiet_until
             } else {
                 now + INTERRUPT_TICK
@@ -378,12 +452,21 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             self.wait(fd, until.saturating_duration_since(now));
             self.finish();
             self.abort_interrupted();
+            self.start_waiting();
         }
         let tickets: Vec<u64> = self.held.keys().copied().collect();
         for ticket in tickets {
             self.inner.work.work.abort(ticket);
             self.forget(ticket);
         }
+        // At a stop, the jobs still waiting are dropped unstarted, as the proxy's are.
+        for Waiting { listed, .. } in std::mem::take(&mut self.waiting) {
+            if let Some(key) = listed {
+                self.member().held_jobs().retain(|&job| job != key);
+            }
+            self.inner.completed += 1;
+        }
+        self.mark_busy();
     }
 }
 
