@@ -238,13 +238,14 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     /// Whether READY should give back the credit of `unreported` ended jobs now. The
     /// proxy counts this thread's jobs as the ones it sent less those READY reported
     /// ended, and sends more only below the credit: so READY goes at once when that
-    /// count may have reached the credit (jobs may be waiting at the proxy), when the
-    /// thread holds nothing (it is idle), and otherwise after a quarter of the credit,
-    /// which saves the proxy a wake-up per job when fewer jobs come than the thread
-    /// may hold.
+    /// count may have reached the credit (jobs may be waiting at the proxy) while fewer
+    /// jobs wait here than the thread runs at once (it may soon have none to start),
+    /// when the thread holds nothing (it is idle), and otherwise after a quarter of the
+    /// credit, which saves the proxy a wake-up per job both when fewer jobs come than
+    /// the thread may hold and when it has jobs of its own waiting to start.
     fn should_report(&self, unreported: usize) -> bool {
         unreported > 0
-            && (self.taken() + unreported >= self.credit()
+            && ((self.taken() + unreported >= self.credit() && self.waiting.len() < self.calls)
                 || self.taken() == 0
                 || unreported >= (self.credit() / 4).max(1))
     }
