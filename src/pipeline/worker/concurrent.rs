@@ -2,31 +2,30 @@
 //! the network (a gateway's backend calls), where one blocked thread per job would cost
 //! a thread, its stack and two context switches per call.
 //!
-//! The thread runs at most N jobs at once (its share of the stage's calls in flight),
-//! and announces a credit of [`PREFETCH_PER_CALL`] times N to its proxy (READY, as any
-//! worker): it takes every job that arrives while it has fewer than that, starts each
-//! with [`ConcurrentWork::start`] (which may answer at once or hold the job) while
-//! fewer than N run, and keeps the others in arrival order, each started as a running
-//! one ends. So when a job ends the next one starts in the same turn of the loop, and
-//! under load the proxy hands jobs on as they come, instead of one round trip through
-//! it (a READY, then the job) per job ended: measured with `prime_gatewayd 8` and 32
-//! clients, a proxy wake-up less and a context switch less per request. Held jobs make
+//! The thread runs at most N jobs at once (its share of the stage's calls in flight):
+//! it takes every job that arrives while it holds fewer than N, and starts each with
+//! [`ConcurrentWork::start`], which may answer at once or hold the job. Its credit at
+//! the proxy (READY, as any worker's) is [`PREFETCH_PER_CALL`] times N: the jobs
+//! beyond the N it runs wait in its socket, and the next one starts in the turn of the
+//! loop that ends a call, instead of after a READY to the proxy and the job back. While
+//! it runs N it does not watch its socket (a job it could not start would only wake
+//! it), and READY goes every quarter of the credit, or at once when it holds nothing. Held jobs make
 //! progress only inside [`ConcurrentWork::wait`], which the loop calls with the job
 //! socket's file descriptor, so that the thread sleeps until a job arrives, a held job
 //! finishes, or the next tick. Each finished job's outcome goes on as any worker's
 //! would (loopback or next stage); the READY that follows gives its credit back.
 //!
 //! What the pipeline guarantees stays: the thread never runs more than N jobs at once
-//! (the bound on calls in flight), and the proxy never hands it more than its credit;
-//! a job kept waiting is listed in a census as held, and gets the loop's usual checks
-//! when it starts (a job whose client has gone or whose deadline has passed is
-//! skipped then, as any worker skips it). Every tick ([`INTERRUPT_TICK`]) the loop asks
+//! (the bound on calls in flight) and the proxy never hands it more than its credit;
+//! a job that waited in the socket gets the loop's usual checks when it starts (one
+//! whose client has gone or whose deadline has passed is skipped then, as any worker
+//! skips it). Every tick ([`INTERRUPT_TICK`]) the loop asks
 //! the interrupts about every held job and aborts those whose client has gone, whose
 //! deadline has passed, or whose front end stops ([`ConcurrentWork::abort`]); the
 //! thread sends READY each heartbeat interval even while it holds jobs, and is listed
 //! busy by its pool's heartbeat thread; a census lists every job it holds. Its pool
-//! hands nothing back: a job waits at the thread only behind N running ones, and with
-//! several threads one thread's waiting job does not move to another with room (the
+//! hands nothing back: a job waits in the socket only behind N running ones, and with
+//! several threads one that waits at a thread does not move to another with room (the
 //! price of the credit ahead; one thread, the default, loses nothing by it).
 
 use super::shared::Member;
@@ -59,10 +58,10 @@ pub fn answer_frame(bytes: &[u8]) -> zmq::Message {
     zmq::Message::concat(&[0; ANSWER_ROOM], &[bytes])
 }
 
-/// How many jobs a concurrent thread takes from its proxy per job it may run at once:
-/// those beyond the running ones wait at the thread, so that one starts as soon as a
-/// running one ends (see the module docs). 4: with `prime_gatewayd 8`, as many jobs as
-/// 32 clients send at once.
+/// How many jobs a concurrent thread's credit at its proxy holds per job it may run at
+/// once: those beyond the running ones wait in its socket, so that one starts as soon
+/// as a running one ends (see the module docs). 4: with `prime_gatewayd 8`, as many
+/// jobs as 32 clients send at once.
 pub(super) const PREFETCH_PER_CALL: u32 = 4;
 
 /// How long a leaving worker waits for jobs the proxy sent before it read the goodbye.
@@ -154,22 +153,12 @@ impl<C: ConcurrentWork> Work for Holder<C> {
     }
 }
 
-/// A job taken from the proxy while the thread ran as many as it may: its frames, and
-/// its nonce and request id as listed for a census (`None` when its envelope does not
-/// decode: the loop's checks answer it when it starts).
-struct Waiting {
-    frames: Vec<zmq::Message>,
-    listed: Option<(u64, u64)>,
-}
-
 /// One concurrent worker thread: the worker loop's sockets and state, and the jobs it
 /// holds.
 pub(super) struct ConcurrentLoop<C> {
     pub(super) inner: WorkerLoop<Holder<C>>,
     held: crate::base::fast_hash::FastMap<u64, Held>,
-    /// The jobs taken and not yet started, in arrival order.
-    waiting: std::collections::VecDeque<Waiting>,
-    /// The most jobs it runs at once (held by the work).
+    /// The most jobs it runs (holds) at once.
     calls: usize,
     finished: Vec<(u64, Outcome)>,
 }
@@ -180,7 +169,6 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         ConcurrentLoop {
             inner,
             held: Default::default(),
-            waiting: Default::default(),
             calls,
             finished: Vec::new(),
         }
@@ -190,14 +178,10 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         &self.inner.member
     }
 
-    /// The jobs this thread may take at once, running and waiting (its credit).
+    /// The jobs the proxy may hand this thread before a READY (its credit): those it
+    /// runs and those waiting in its socket.
     fn credit(&self) -> usize {
         (self.inner.prefetch.max(1) as usize).max(self.calls)
-    }
-
-    /// The jobs it has taken and not ended: running and waiting.
-    fn taken(&self) -> usize {
-        self.held.len() + self.waiting.len()
     }
 
     pub(super) fn run(mut self) {
@@ -212,7 +196,7 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
                 None => return,
             }
             let now = Instant::now();
-            let until = if self.taken() == 0 {
+            let until = if self.held.is_empty() {
                 next_beat.min(now + POLL_CAP)
             } else {
                 next_beat.min(next_tick)
@@ -225,7 +209,6 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
                 next_tick = now + INTERRUPT_TICK;
                 unreported += self.abort_interrupted();
             }
-            unreported += self.start_waiting();
             if self.should_report(unreported) || now >= next_beat {
                 self.inner.send_ready();
                 unreported = 0;
@@ -238,21 +221,21 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     /// Whether READY should give back the credit of `unreported` ended jobs now. The
     /// proxy counts this thread's jobs as the ones it sent less those READY reported
     /// ended, and sends more only below the credit: so READY goes at once when that
-    /// count may have reached the credit (jobs may be waiting at the proxy) while fewer
-    /// jobs wait here than the thread runs at once (it may soon have none to start),
-    /// when the thread holds nothing (it is idle), and otherwise after a quarter of the
-    /// credit, which saves the proxy a wake-up per job both when fewer jobs come than
-    /// the thread may hold and when it has jobs of its own waiting to start.
+    /// count may have reached the credit (jobs may be waiting at the proxy), when the
+    /// thread holds nothing (it is idle, its socket empty), and otherwise after a
+    /// quarter of the credit: the jobs waiting in its socket keep it busy meanwhile,
+    /// and the proxy is spared a wake-up per job.
     fn should_report(&self, unreported: usize) -> bool {
         unreported > 0
-            && ((self.taken() + unreported >= self.credit() && self.waiting.len() < self.calls)
-                || self.taken() == 0
+            && (self.held.len() + unreported >= self.credit()
+                || self.held.is_empty()
                 || unreported >= (self.credit() / 4).max(1))
     }
 
-    /// The job socket's `ZMQ_FD` while this thread has credit left.
+    /// The job socket's `ZMQ_FD` while this thread runs fewer jobs than it may: it
+    /// does not wake for a job it could not start.
     fn jobs_fd(&self) -> Option<RawFd> {
-        if self.taken() >= self.credit() {
+        if self.held.len() >= self.calls {
             return None;
         }
         match self.member().jobs().get_fd() {
@@ -267,21 +250,18 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         }
     }
 
-    /// Takes every job waiting in the socket while credit is left, starting each while
-    /// fewer than [`calls`](Self::calls) run and keeping the others waiting; says how
-    /// many of them ended at once (answered, skipped), or `None` when the socket failed
-    /// (the thread then stops).
+    /// Takes and starts the jobs waiting in the socket while it runs fewer than it may
+    /// (so it reads the socket until it is empty, or until it runs as many as it may,
+    /// and then does not watch it); says how many of them ended at once (answered,
+    /// skipped), or `None` when the socket failed (the thread then stops).
     fn take_jobs(&mut self) -> Option<usize> {
         let mut ended = 0;
-        while self.taken() < self.credit() {
+        while self.held.len() < self.calls {
             let received = self
                 .inner
                 .spare
                 .recv(&self.inner.member.jobs(), zmq::DONTWAIT);
             match received {
-                Ok(frames) if self.held.len() >= self.calls || !self.waiting.is_empty() => {
-                    self.wait_for_room(frames)
-                }
                 Ok(frames) => ended += usize::from(!self.start(frames)),
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => break,
                 Err(e) => {
@@ -291,39 +271,6 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             }
         }
         Some(ended)
-    }
-
-    /// Keeps a job taken while as many run as may: listed as held for a census, and
-    /// counted busy.
-    fn wait_for_room(&mut self, frames: Vec<zmq::Message>) {
-        let listed = frames
-            .first()
-            .and_then(|lead| Envelope::decode(lead).ok())
-            .map(|envelope| (envelope.nonce, envelope.request_id));
-        if let Some(key) = listed {
-            self.member().held_jobs().push(key);
-        }
-        self.waiting.push_back(Waiting { frames, listed });
-        self.mark_busy();
-    }
-
-    /// Starts the waiting jobs, in arrival order, while fewer than
-    /// [`calls`](Self::calls) run; says how many of them ended at once.
-    fn start_waiting(&mut self) -> usize {
-        let mut ended = 0;
-        while self.held.len() < self.calls {
-            let Some(Waiting { frames, listed }) = self.waiting.pop_front() else {
-                break;
-            };
-            if let Some(key) = listed {
-                let mut held = self.member().held_jobs();
-                if let Some(at) = held.iter().position(|&job| job == key) {
-                    held.swap_remove(at);
-                }
-            }
-            ended += usize::from(!self.start(frames));
-        }
-        ended
     }
 
     /// Runs the loop's usual checks and the work's start on one job; keeps it if held
@@ -349,7 +296,7 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     fn mark_busy(&self) {
         self.member()
             .busy
-            .store(self.taken() > 0, Ordering::Release);
+            .store(!self.held.is_empty(), Ordering::Release);
     }
 
     /// Lets the held jobs progress; a panic in the work fails every job it held.
@@ -433,19 +380,19 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         }
         let mut quiet_until = Instant::now() + LEAVE_QUIET;
         while !self.inner.watch.shutdown.is_triggered() {
-            let before = self.taken();
+            let before = self.held.len();
             let Some(ended) = self.take_jobs() else {
                 break;
             };
-            if self.taken() > before || ended > 0 {
+            if self.held.len() > before || ended > 0 {
                 quiet_until = Instant::now() + LEAVE_QUIET;
             }
             let now = Instant::now();
-            if self.taken() == 0 && now >= quiet_until {
+            if self.held.is_empty() && now >= quiet_until {
                 break;
             }
             let fd = self.jobs_fd();
-            let until = if self.taken() == 0 {
+            let until = if self.held.is_empty() {
                 quiet_until
             } else {
                 now + INTERRUPT_TICK
@@ -453,21 +400,12 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             self.wait(fd, until.saturating_duration_since(now));
             self.finish();
             self.abort_interrupted();
-            self.start_waiting();
         }
         let tickets: Vec<u64> = self.held.keys().copied().collect();
         for ticket in tickets {
             self.inner.work.work.abort(ticket);
             self.forget(ticket);
         }
-        // At a stop, the jobs still waiting are dropped unstarted, as the proxy's are.
-        for Waiting { listed, .. } in std::mem::take(&mut self.waiting) {
-            if let Some(key) = listed {
-                self.member().held_jobs().retain(|&job| job != key);
-            }
-            self.inner.completed += 1;
-        }
-        self.mark_busy();
     }
 }
 
