@@ -5,25 +5,27 @@
 //! The thread runs at most N jobs at once (its share of the stage's calls in flight):
 //! it takes every job that arrives while it holds fewer than N, and starts each with
 //! [`ConcurrentWork::start`], which may answer at once or hold the job. Its credit at
-//! the proxy (READY, as any worker's) is [`PREFETCH_PER_CALL`] times N: the jobs
-//! beyond the N it runs wait in its socket, and the next one starts in the turn of the
-//! loop that ends a call, instead of after a READY to the proxy and the job back. While
-//! it runs N it does not watch its socket (a job it could not start would only wake
-//! it), and READY goes every quarter of the credit, or at once when it holds nothing. Held jobs make
-//! progress only inside [`ConcurrentWork::wait`], which the loop calls with the job
-//! socket's file descriptor, so that the thread sleeps until a job arrives, a held job
-//! finishes, or the next tick. Each finished job's outcome goes on as any worker's
-//! would (loopback or next stage); the READY that follows gives its credit back.
+//! the proxy (READY, as any worker's) is [`PREFETCH_PER_CALL`] times N: the jobs beyond
+//! the N it runs wait in its socket, and the next one starts in the turn of the loop
+//! that ends a call, instead of after a READY to the proxy and the job's trip back.
+//! While it runs N it neither reads nor watches its socket (a job it could not start
+//! would only wake it), and READY goes every quarter of the credit, or at once when it
+//! holds nothing. Held jobs make progress only inside [`ConcurrentWork::wait`], which
+//! the loop calls with the job socket's file descriptor, so that the thread sleeps
+//! until a job arrives, a held job finishes, or the next tick. Each finished job's
+//! outcome goes on as any worker's would (loopback or next stage); a READY gives its
+//! credit back.
 //!
 //! What the pipeline guarantees stays: the thread never runs more than N jobs at once
-//! (the bound on calls in flight) and the proxy never hands it more than its credit;
-//! a job that waited in the socket gets the loop's usual checks when it starts (one
-//! whose client has gone or whose deadline has passed is skipped then, as any worker
-//! skips it). Every tick ([`INTERRUPT_TICK`]) the loop asks
-//! the interrupts about every held job and aborts those whose client has gone, whose
-//! deadline has passed, or whose front end stops ([`ConcurrentWork::abort`]); the
-//! thread sends READY each heartbeat interval even while it holds jobs, and is listed
-//! busy by its pool's heartbeat thread; a census lists every job it holds. Its pool
+//! (the bound on calls in flight) and the proxy never hands it more than its credit; a
+//! job that waited in the socket gets the loop's usual checks when it starts (one whose
+//! client has gone or whose deadline has passed is skipped then, as any worker skips
+//! it). Every tick ([`INTERRUPT_TICK`]) the loop asks the interrupts about every held
+//! job and aborts those whose client has gone, whose deadline has passed, or whose
+//! front end stops ([`ConcurrentWork::abort`]); the thread sends READY each heartbeat
+//! interval even while it holds jobs, and is listed busy by its pool's heartbeat
+//! thread; a census lists every job it holds (not those waiting in its socket, as with
+//! any worker's jobs taken ahead: a lost proxy's census answers them 503). Its pool
 //! hands nothing back: a job waits in the socket only behind N running ones, and with
 //! several threads one that waits at a thread does not move to another with room (the
 //! price of the credit ahead; one thread, the default, loses nothing by it).
