@@ -2,8 +2,9 @@
 //! backend that runs on threads of this test (std `TcpListener`, no mock): what is
 //! forwarded and what is dropped, the caller's credentials (synchronous, asynchronous,
 //! after a restart), the signature checked by Python's `hmac`, 502 and 504, a
-//! cancelled job closing its backend connection, many calls in flight on one thread, a
-//! Rust stage in front of a gateway stage, routing by task and the self-test.
+//! cancelled job closing its backend connection, many calls in flight on one thread
+//! (and the jobs beyond them waiting there, not at the proxy), a Rust stage in front of
+//! a gateway stage, routing by task and the self-test.
 
 mod daemons;
 mod http_common;
@@ -814,7 +815,8 @@ fn sixty_four_calls_wait_at_the_backend_at_once_on_one_gateway_thread() {
         &[tcp(port), backend.url(), CALLS.to_string()],
     );
     let idle_threads = threads_of(gateway.pid());
-    // Two more requests than CONCURRENCY: they wait at the proxy, not at the backend.
+    // Two more requests than CONCURRENCY: they wait at the gateway thread, not at the
+    // backend.
     let mut clients: Vec<(String, Client)> = (0..CALLS + 2)
         .map(|i| {
             let target = format!("/held/{i}");
@@ -1604,4 +1606,63 @@ fn a_gateway_timeout_above_the_default_request_timeout_is_not_cut_at_30_s() {
         error.contains("the gateway timeout (31 s) passed"),
         "{error}"
     );
+}
+
+/// The gateway thread takes jobs ahead of its calls: with CONCURRENCY 1 and a call
+/// held at the backend, the requests behind it wait at the thread (the proxy has
+/// handed them on, none waits there), the backend still holds one call at a time, and
+/// each is answered, its own, once the backend lets go.
+#[test]
+fn jobs_beyond_the_calls_in_flight_wait_at_the_gateway_thread_and_the_cap_holds() {
+    const CLIENTS: usize = 3;
+    let backend = Backend::start(Mode::Hold);
+    let port = free_port();
+    let _gateway = Daemon::start_listening(
+        "gw-ahead",
+        GATEWAYD,
+        &[
+            tcp(port),
+            backend.url(),
+            "1".to_string(),
+            "--status-path".to_string(),
+            "/status".to_string(),
+        ],
+    );
+    let mut clients: Vec<(String, Client)> = (0..CLIENTS)
+        .map(|i| {
+            let target = format!("/held/{i}");
+            let mut client = Client::connect(port).expect("connect");
+            client
+                .send_raw(&raw("GET", &target, &[], b""))
+                .expect("send");
+            (target, client)
+        })
+        .collect();
+    backend.wait_seen(1);
+    let handed_on = poll_until(WAIT, || {
+        let status = get(port, "/status", READ).ok()?.json();
+        let proxy = &status["first_proxy"]["status"];
+        let dispatched = proxy["dispatched"].as_u64()?;
+        (dispatched >= CLIENTS as u64 && proxy["waiting"] == 0).then_some(())
+    });
+    assert!(
+        handed_on.is_some(),
+        "the proxy kept jobs back: {}",
+        get(port, "/status", READ).expect("status").body
+    );
+    assert_eq!(
+        backend.seen().len(),
+        1,
+        "one call at a time: {:?}",
+        backend.seen()
+    );
+
+    backend.shared.release.store(true, Ordering::Relaxed);
+    for (target, client) in &mut clients {
+        let response = client.read_response(READ).expect("an answer");
+        assert_eq!(response.status, 201, "{target}: {response:?}");
+        assert_eq!(response.body, format!("backend saw GET {target}"));
+    }
+    assert_eq!(backend.seen().len(), CLIENTS);
+    assert_eq!(backend.shared.most_held.load(Ordering::Relaxed), 1);
 }

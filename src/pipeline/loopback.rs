@@ -349,6 +349,21 @@ pub fn response_frames(envelope: &[u8; ENVELOPE_LEN], response: &[u8]) -> [zmq::
     )]
 }
 
+/// Makes `frame`, a response's bytes behind [`RESPONSE_START`] bytes of room, the frame
+/// of a response answer in place: the room takes the envelope and the tag (no copy of
+/// the bytes, as [`response_frames`] makes). False, and nothing written, when `frame`
+/// is shorter than the room.
+pub fn lead_response_in_place(envelope: &[u8; ENVELOPE_LEN], frame: &mut [u8]) -> bool {
+    match frame.get_mut(..RESPONSE_START) {
+        Some(room) => {
+            room[..ENVELOPE_LEN].copy_from_slice(envelope);
+            room[ENVELOPE_LEN] = TAG_RESPONSE;
+            true
+        }
+        None => false,
+    }
+}
+
 /// Where a response's bytes start in its lead frame: after the envelope and the tag.
 pub const RESPONSE_START: usize = ENVELOPE_LEN + 1;
 

@@ -63,14 +63,14 @@
 use crate::http::Response;
 use crate::pipeline::envelope::{Protocol, ENVELOPE_LEN};
 use crate::pipeline::loopback::{limit_passed, render, Failure, FailureKind};
-use crate::pipeline::worker::{ConcurrentWork, Job, Outcome};
+use crate::pipeline::worker::{answer_frame, ConcurrentWork, Job, Outcome};
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
 use crate::stages::gateway_calls::{until, Call, CallError, Called, Calls, Replay};
 use crate::stages::gateway_path::under_base;
 use crate::stages::gateway_wire::{
-    connection_options, forwarded_node, is_hop_by_hop, origin_form, render_plain, with_head,
-    Asking, Fields, IpText, FORWARDED, GRIP_SIG_NAME, X_FORWARDED_FOR, X_FORWARDED_HOST,
-    X_PRIME_SIGNATURE, X_REAL_IP, X_REQUEST_ID,
+    connection_options, forwarded_node, is_hop_by_hop, origin_form, plain_frame, with_head, Asking,
+    Fields, IpText, FORWARDED, GRIP_SIG_NAME, X_FORWARDED_FOR, X_FORWARDED_HOST, X_PRIME_SIGNATURE,
+    X_REAL_IP, X_REQUEST_ID,
 };
 use crate::stages::grip::{self, Instruction, GRIP_SIG};
 use bytes::Bytes;
@@ -422,9 +422,11 @@ fn forwarding(settings: &Settings, request_id: u64, outgoing: &http::Request<Byt
     );
 }
 
-/// What the client gets for a call of the concurrent path that ended with `called`: a
-/// plain answer to an HTTP request rendered straight into its bytes
-/// ([`render_plain`]), any other through [`answer`] and [`rendered`].
+/// What the client gets for a call of the concurrent path that ended with `called`, as
+/// [`ConcurrentWork::wait`] gives it (an answer behind
+/// [`ANSWER_ROOM`](crate::pipeline::worker::ANSWER_ROOM)): a plain answer
+/// to an HTTP request rendered straight into its bytes ([`plain_frame`]), any other
+/// through [`answer`] and [`rendered`].
 fn finished(settings: &Settings, asked: Asked, protocol: Protocol, called: Called) -> Outcome {
     if let (
         Ok(response),
@@ -436,16 +438,19 @@ fn finished(settings: &Settings, asked: Asked, protocol: Protocol, called: Calle
         None,
     ) = (&called, protocol, asked.websocket)
     {
-        if let Some(bytes) = render_plain(response, minor_version, keep_alive, head, asked.head) {
+        if let Some(frame) = plain_frame(response, minor_version, keep_alive, head, asked.head) {
             log::debug!(
                 "request {}: the backend answered {}",
                 asked.request_id,
                 response.status()
             );
-            return Outcome::Respond(bytes.into());
+            return Outcome::Respond(frame);
         }
     }
-    rendered(protocol, answer(settings, asked, called))
+    match rendered(protocol, answer(settings, asked, called)) {
+        Outcome::Respond(bytes) => Outcome::Respond(answer_frame(&bytes)),
+        other => other,
+    }
 }
 
 impl ConcurrentWork for HttpGateway {
@@ -785,6 +790,7 @@ fn parse_target(target: &str) -> Result<(String, String), GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stages::gateway_wire::render_plain;
 
     #[test]
     fn a_plain_answer_renders_as_the_general_path_renders_it() {
@@ -806,7 +812,15 @@ mod tests {
             (304, 1, false, true),
         ] {
             let backend = crate::stages::gateway_wire::tests::answer(status, &fields, b"hello");
-            let plain = render_plain(&backend, minor_version, keep_alive, head, head).unwrap();
+            let mut plain = Vec::new();
+            assert!(render_plain(
+                &mut plain,
+                &backend,
+                minor_version,
+                keep_alive,
+                head,
+                head
+            ));
             let protocol = Protocol::Http {
                 minor_version,
                 keep_alive,

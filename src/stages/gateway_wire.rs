@@ -9,6 +9,7 @@
 
 use super::api::StageError;
 use super::grip::GRIP_INSTRUCT;
+use crate::pipeline::worker::ANSWER_ROOM;
 use bytes::{Bytes, BytesMut};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -146,22 +147,24 @@ impl Fields {
     }
 }
 
-/// A backend's answer as the client's HTTP bytes (`minor_version`, `keep_alive` and
-/// `head_only` as the request asked; `keep_length` keeps a HEAD answer's
-/// `Content-Length`), hop-by-hop fields dropped: what the general path renders, when
-/// the answer is a plain one. `None` for an answer the general path must read: a 1xx,
-/// GRIP instructions (a `Grip-*` field, or `Content-Type: application/grip-instruct`),
-/// or a field value that is not visible ASCII (the general path reads it lossily).
+/// Appends to `out` a backend's answer as the client's HTTP bytes (`minor_version`,
+/// `keep_alive` and `head_only` as the request asked; `keep_length` keeps a HEAD
+/// answer's `Content-Length`), hop-by-hop fields dropped: what the general path
+/// renders, when the answer is a plain one. False, and nothing written, for an answer
+/// the general path must read: a 1xx, GRIP instructions (a `Grip-*` field, or
+/// `Content-Type: application/grip-instruct`), or a field value that is not visible
+/// ASCII (the general path reads it lossily).
 pub(super) fn render_plain(
+    out: &mut Vec<u8>,
     answer: &http::Response<Bytes>,
     minor_version: u8,
     keep_alive: bool,
     head_only: bool,
     keep_length: bool,
-) -> Option<Vec<u8>> {
+) -> bool {
     let status = answer.status();
     if status.is_informational() {
-        return None;
+        return false;
     }
     let headers = answer.headers();
     let connection = connection_options(
@@ -177,9 +180,11 @@ pub(super) fn render_plain(
     for (name, value) in headers {
         // Names come lowercase from hyper.
         let name = name.as_str();
-        let value = value.to_str().ok()?;
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
         if name.starts_with("grip-") {
-            return None;
+            return false;
         }
         if name == "content-type"
             && value
@@ -187,7 +192,7 @@ pub(super) fn render_plain(
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case(GRIP_INSTRUCT))
         {
-            return None;
+            return false;
         }
         let kept_length = keep_length && name == "content-length";
         if is_hop_by_hop(name, &connection) && !kept_length {
@@ -208,9 +213,8 @@ pub(super) fn render_plain(
         Some(fields) => fields,
         None => &on_heap[..],
     };
-    let mut out = Vec::new();
     crate::http::write_response(
-        &mut out,
+        out,
         status.as_u16(),
         fields,
         answer.body(),
@@ -218,7 +222,46 @@ pub(super) fn render_plain(
         keep_alive,
         head_only,
     );
-    Some(out)
+    true
+}
+
+/// The most bytes the thread's answer buffer ([`ANSWER`]) keeps between answers: a
+/// larger answer's buffer is given back, not held by an idle thread.
+const ANSWER_KEPT: usize = 64 * 1024;
+
+thread_local! {
+    /// Where a gateway thread renders a plain answer before its one copy into the frame
+    /// that travels: reused, so an answer costs no allocation of its own.
+    static ANSWER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A plain answer rendered by [`render_plain`] into the thread's buffer behind the
+/// room for its lead ([`ANSWER_ROOM`]), then copied once into its frame; `None` when
+/// the general path must take it.
+pub(super) fn plain_frame(
+    response: &http::Response<Bytes>,
+    minor_version: u8,
+    keep_alive: bool,
+    head_only: bool,
+    keep_length: bool,
+) -> Option<zmq::Message> {
+    ANSWER.with_borrow_mut(|out| {
+        out.clear();
+        out.resize(ANSWER_ROOM, 0);
+        let plain = render_plain(
+            out,
+            response,
+            minor_version,
+            keep_alive,
+            head_only,
+            keep_length,
+        );
+        let frame = plain.then(|| zmq::Message::from(&out[..]));
+        if out.capacity() > ANSWER_KEPT {
+            *out = Vec::new();
+        }
+        frame
+    })
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1), plus the framing fields the next hop sets anew.
@@ -438,7 +481,14 @@ pub(super) mod tests {
     #[test]
     fn grip_instructions_1xx_and_obs_text_take_the_general_path() {
         let general = |fields: &[(&str, &[u8])], status: u16| {
-            render_plain(&answer(status, fields, b""), 1, true, false, false).is_none()
+            !render_plain(
+                &mut Vec::new(),
+                &answer(status, fields, b""),
+                1,
+                true,
+                false,
+                false,
+            )
         };
         assert!(general(&[("Grip-Hold", b"response")], 200));
         assert!(general(

@@ -2,29 +2,42 @@
 //! the network (a gateway's backend calls), where one blocked thread per job would cost
 //! a thread, its stack and two context switches per call.
 //!
-//! The thread announces a credit of N jobs to its proxy (READY, as any worker), takes
-//! every job that arrives while it holds fewer than N, and starts each with
-//! [`ConcurrentWork::start`], which may answer at once or hold the job. Held jobs make
-//! progress only inside [`ConcurrentWork::wait`], which the loop calls with the job
-//! socket's file descriptor, so that the thread sleeps until a job arrives, a held job
-//! finishes, or the next tick. Each finished job's outcome goes on as any worker's
-//! would (loopback or next stage); the READY that follows gives its credit back.
+//! The thread runs at most N jobs at once (its share of the stage's calls in flight):
+//! it takes every job that arrives while it holds fewer than N, and starts each with
+//! [`ConcurrentWork::start`], which may answer at once or hold the job. Its credit at
+//! the proxy (READY, as any worker's) is [`PREFETCH_PER_CALL`] times N: the jobs beyond
+//! the N it runs wait in its socket, and the next one starts in the turn of the loop
+//! that ends a call, instead of after a READY to the proxy and the job's trip back.
+//! While it runs N it neither reads nor watches its socket (a job it could not start
+//! would only wake it), and READY goes every quarter of the credit, or at once when it
+//! holds nothing. Held jobs make progress only inside [`ConcurrentWork::wait`], which
+//! the loop calls with the job socket's file descriptor, so that the thread sleeps
+//! until a job arrives, a held job finishes, or the next tick. Each finished job's
+//! outcome goes on as any worker's would (loopback or next stage); a READY gives its
+//! credit back.
 //!
-//! What the pipeline guarantees stays: the proxy never hands the thread more than its
-//! credit (the bound on jobs in flight); every tick ([`INTERRUPT_TICK`]) the loop asks
-//! the interrupts about every held job and aborts those whose client has gone, whose
-//! deadline has passed, or whose front end stops ([`ConcurrentWork::abort`]); the
-//! thread sends READY each heartbeat interval even while it holds jobs, and is listed
-//! busy by its pool's heartbeat thread; a census lists every job it holds. Jobs never
-//! wait in its socket behind a long one (it takes them as they come), so its pool hands
-//! nothing back.
+//! What the pipeline guarantees stays: the thread never runs more than N jobs at once
+//! (the bound on calls in flight) and the proxy never hands it more than its credit; a
+//! job that waited in the socket gets the loop's usual checks when it starts (one whose
+//! client has gone or whose deadline has passed is skipped then, as any worker skips
+//! it). Every tick ([`INTERRUPT_TICK`]) the loop asks the interrupts about every held
+//! job and aborts those whose client has gone, whose deadline has passed, or whose
+//! front end stops ([`ConcurrentWork::abort`]); the thread sends READY each heartbeat
+//! interval even while it holds jobs, and is listed busy by its pool's heartbeat
+//! thread; a census lists every job it holds (not those waiting in its socket, as with
+//! any worker's jobs taken ahead: a lost proxy's census answers them 503). Its pool
+//! hands nothing back: a job waits in the socket only behind N running ones, and with
+//! several threads one that waits at a thread does not move to another with room (the
+//! price of the credit ahead; one thread, the default, loses nothing by it).
 
 use super::shared::Member;
 use super::worker_loop::WorkerLoop;
 use super::{Job, Outcome, Work};
 use crate::base::shutdown::POLL_CAP;
 use crate::pipeline::envelope::{lead_frame, Envelope, ENVELOPE_LEN};
-use crate::pipeline::loopback::{response_frames, Failure, FailureKind};
+use crate::pipeline::loopback::{
+    lead_response_in_place, response_frames, Failure, FailureKind, RESPONSE_START,
+};
 use crate::pipeline::wire::GOODBYE;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,6 +47,24 @@ use std::time::{Duration, Instant};
 /// How often the loop asks the interrupts about the jobs it holds: the most an aborted
 /// job runs on after its client has gone.
 pub const INTERRUPT_TICK: Duration = Duration::from_millis(20);
+
+/// The room an [`Outcome::Respond`] from [`ConcurrentWork::wait`] leaves before the
+/// client's bytes: the loop writes the job's envelope and the answer's tag there, so an
+/// answer is copied once, into the frame that travels, rather than made and then copied
+/// again behind its lead (see [`answer_frame`]).
+pub const ANSWER_ROOM: usize = RESPONSE_START;
+
+/// An answer for [`ConcurrentWork::wait`]: the client's `bytes`, copied once into a
+/// frame behind [`ANSWER_ROOM`] bytes of room.
+pub fn answer_frame(bytes: &[u8]) -> zmq::Message {
+    zmq::Message::concat(&[0; ANSWER_ROOM], &[bytes])
+}
+
+/// How many jobs a concurrent thread's credit at its proxy holds per job it may run at
+/// once: those beyond the running ones wait in its socket, so that one starts as soon
+/// as a running one ends (see the module docs). 4: with `prime_gatewayd 8`, as many
+/// jobs as 32 clients send at once.
+pub(super) const PREFETCH_PER_CALL: u32 = 4;
 
 /// How long a leaving worker waits for jobs the proxy sent before it read the goodbye.
 const LEAVE_QUIET: Duration = Duration::from_millis(100);
@@ -52,6 +83,9 @@ pub trait ConcurrentWork: Send + 'static {
     /// the loop reads the socket until it is empty before each wait), a held job
     /// finishes, or `timeout` passes; then puts each finished job's ticket and outcome
     /// on `finished`. With `jobs` `None` (no credit left) only the other two end it.
+    /// An [`Outcome::Respond`] given here starts with [`ANSWER_ROOM`] bytes of room
+    /// for the job's lead, then the client's bytes (as [`answer_frame`] makes it, or
+    /// written so in place); the other outcomes are as [`Work::work`] gives them.
     fn wait(&mut self, jobs: Option<RawFd>, timeout: Duration, finished: &mut Vec<(u64, Outcome)>);
 
     /// Drops the held job `ticket` (its client has gone, its deadline has passed, or
@@ -126,14 +160,18 @@ impl<C: ConcurrentWork> Work for Holder<C> {
 pub(super) struct ConcurrentLoop<C> {
     pub(super) inner: WorkerLoop<Holder<C>>,
     held: crate::base::fast_hash::FastMap<u64, Held>,
+    /// The most jobs it runs (holds) at once.
+    calls: usize,
     finished: Vec<(u64, Outcome)>,
 }
 
 impl<C: ConcurrentWork> ConcurrentLoop<C> {
     pub(super) fn new(inner: WorkerLoop<Holder<C>>) -> Self {
+        let calls = (inner.prefetch / PREFETCH_PER_CALL).max(1) as usize;
         ConcurrentLoop {
             inner,
             held: Default::default(),
+            calls,
             finished: Vec::new(),
         }
     }
@@ -142,9 +180,10 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         &self.inner.member
     }
 
-    /// The jobs this thread may hold at once (its credit).
+    /// The jobs the proxy may hand this thread before a READY (its credit): those it
+    /// runs and those waiting in its socket.
     fn credit(&self) -> usize {
-        self.inner.prefetch.max(1) as usize
+        (self.inner.prefetch.max(1) as usize).max(self.calls)
     }
 
     pub(super) fn run(mut self) {
@@ -185,9 +224,9 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     /// proxy counts this thread's jobs as the ones it sent less those READY reported
     /// ended, and sends more only below the credit: so READY goes at once when that
     /// count may have reached the credit (jobs may be waiting at the proxy), when the
-    /// thread holds nothing (it is idle), and otherwise after a quarter of the credit,
-    /// which saves the proxy a wake-up per job when fewer jobs come than the thread
-    /// may hold.
+    /// thread holds nothing (it is idle, its socket empty), and otherwise after a
+    /// quarter of the credit: the jobs waiting in its socket keep it busy meanwhile,
+    /// and the proxy is spared a wake-up per job.
     fn should_report(&self, unreported: usize) -> bool {
         unreported > 0
             && (self.held.len() + unreported >= self.credit()
@@ -195,9 +234,10 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
                 || unreported >= (self.credit() / 4).max(1))
     }
 
-    /// The job socket's `ZMQ_FD` while this thread has credit left.
+    /// The job socket's `ZMQ_FD` while this thread runs fewer jobs than it may: it
+    /// does not wake for a job it could not start.
     fn jobs_fd(&self) -> Option<RawFd> {
-        if self.held.len() >= self.credit() {
+        if self.held.len() >= self.calls {
             return None;
         }
         match self.member().jobs().get_fd() {
@@ -212,12 +252,13 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         }
     }
 
-    /// Takes and starts every job waiting while credit is left; says how many of them
-    /// ended at once (answered, skipped), or `None` when the socket failed (the thread
-    /// then stops).
+    /// Takes and starts the jobs waiting in the socket while it runs fewer than it may
+    /// (so it reads the socket until it is empty, or until it runs as many as it may,
+    /// and then does not watch it); says how many of them ended at once (answered,
+    /// skipped), or `None` when the socket failed (the thread then stops).
     fn take_jobs(&mut self) -> Option<usize> {
         let mut ended = 0;
-        while self.held.len() < self.credit() {
+        while self.held.len() < self.calls {
             let received = self
                 .inner
                 .spare
@@ -372,7 +413,8 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
 
 /// A finished job's outcome as the loop sends it: an answer or forwarded frames led by
 /// the job's envelope (see `WorkerLoop::handle`, which does this for answers given at
-/// once).
+/// once). An answer's lead goes into the room the work left for it (see
+/// [`ANSWER_ROOM`]).
 fn with_lead(encoded: &[u8; ENVELOPE_LEN], outcome: Outcome) -> Outcome {
     let lead = |mut frames: Vec<zmq::Message>| {
         match frames.first_mut() {
@@ -382,7 +424,12 @@ fn with_lead(encoded: &[u8; ENVELOPE_LEN], outcome: Outcome) -> Outcome {
         frames
     };
     match outcome {
-        Outcome::Respond(frame) => {
+        Outcome::Respond(mut frame) => {
+            if lead_response_in_place(encoded, &mut frame) {
+                return Outcome::Respond(frame);
+            }
+            // Shorter than the room: not made as `wait` promises; taken as the
+            // client's bytes whole rather than losing them.
             let [frame] = response_frames(encoded, &frame);
             Outcome::Respond(frame)
         }

@@ -18,7 +18,9 @@
 //!
 //! A stage whose jobs mostly wait on the network can instead run concurrent workers
 //! ([`ConcurrentWork`], [`WorkerPool::spawn_concurrent`]): each thread holds many jobs
-//! at once, up to its credit, and drives them with non-blocking I/O.
+//! at once, up to its share of the stage's calls, and drives them with non-blocking
+//! I/O; its credit at the proxy is four times that, the jobs beyond its calls waiting in
+//! its socket.
 //!
 //! A third thread per pool watches the connection to the proxy and answers the front
 //! end's censuses with the jobs the pool's workers run (see [`crate::pipeline::census`]), so that
@@ -31,7 +33,7 @@ mod pool;
 mod shared;
 mod worker_loop;
 
-pub use concurrent::{ConcurrentWork, INTERRUPT_TICK};
+pub use concurrent::{answer_frame, ConcurrentWork, ANSWER_ROOM, INTERRUPT_TICK};
 pub(crate) use interrupts::InterruptWatch;
 pub use pool::{PoolCounts, PoolMetrics, WorkerPool};
 

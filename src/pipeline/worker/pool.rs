@@ -2,7 +2,7 @@
 //! which workers are busy, hands back the jobs queued behind a long one, and answers
 //! censuses with the jobs its workers run.
 
-use super::concurrent::{ConcurrentLoop, ConcurrentWork, Holder};
+use super::concurrent::{ConcurrentLoop, ConcurrentWork, Holder, PREFETCH_PER_CALL};
 use super::shared::{Counters, Doze, Member};
 use super::worker_loop::{WorkerEnded, WorkerLoop};
 use super::{Work, WorkerConfig};
@@ -94,10 +94,11 @@ impl WorkerPool {
         start_pool(ctx, name, config, work, shutdown, threads)
     }
 
-    /// Starts `threads` concurrent workers (see [`ConcurrentWork`]) that hold at
+    /// Starts `threads` concurrent workers (see [`ConcurrentWork`]) that run at
     /// most `in_flight` jobs between them, shared out as evenly as can be (a thread
-    /// holds at least one, so there are at most `in_flight` threads), each with its
-    /// own clone of `work`, plus the pool's heartbeat and census threads.
+    /// runs at least one, so there are at most `in_flight` threads), each with its
+    /// own clone of `work`, plus the pool's heartbeat and census threads. Each thread
+    /// takes a few more jobs than it runs, which wait at it for a running one to end.
     pub fn spawn_concurrent<C: ConcurrentWork + Clone>(
         ctx: &zmq::Context,
         name: &str,
@@ -113,9 +114,11 @@ impl WorkerPool {
             )));
         }
         let threads = threads.min(in_flight);
+        // Each thread's credit at the proxy: its share of the calls, times the jobs it
+        // takes ahead per call (see `concurrent`).
         let credits: Vec<u32> = (0..threads)
             .map(|i| (in_flight / threads + usize::from(i < in_flight % threads)) as u32)
-            .map(|credit| credit.max(1))
+            .map(|calls| calls.max(1).saturating_mul(PREFETCH_PER_CALL))
             .collect();
         let threads = Threads {
             credits: &credits,
