@@ -1,7 +1,7 @@
 //! Job ids in logs. A job id is a capability (whoever has it reads the job's result),
 //! so logs carry a tag of it instead: `~` and the first 4 bytes of its SHA-256 in hex,
 //! enough to follow one job through the lines and impossible to turn back into the id
-//! (the id has 128 random bits). An operator given an id finds its lines by computing
+//! (the id has 120 random bits of its own). An operator given an id finds its lines by computing
 //! the tag: `printf %s ID | sha256sum | cut -c1-8`.
 
 use sha2::Digest;

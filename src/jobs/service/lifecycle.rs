@@ -94,7 +94,7 @@ impl Service {
             self.reply(reply, &answers::store_full());
             return Ok(());
         }
-        let id = match new_job_id() {
+        let id = match new_job_id(&mut self.id_prefix) {
             Ok(id) => id,
             Err(e) => {
                 log::error!("jobs: no random job id: {e}");
@@ -137,8 +137,30 @@ impl Service {
                 not_before_ms: s.not_before_ms,
             })
             .collect();
-        let records = match self.store.insert_many(&jobs) {
-            Ok(records) => records,
+        // New jobs start at their insert while no older one waits (queued, or due
+        // again or released by this batch's timers) and places are free: one write
+        // each instead of an insert and a start (see `insert_and_start`).
+        let now = Instant::now();
+        let older_due = !self.queue.is_empty()
+            || self
+                .retries
+                .peek()
+                .is_some_and(|Reverse((at, _, _))| *at <= now)
+            || self.next_scheduled.is_some_and(|ms| ms <= now_ms());
+        let free = if self.draining || older_due {
+            0
+        } else {
+            self.config.max_running.saturating_sub(self.running.len())
+        };
+        let start = jobs
+            .iter()
+            .take_while(|job| job.not_before_ms.is_none())
+            .count()
+            .min(free);
+        let stored = self.store.insert_and_start(&jobs, start, now_ms());
+        drop(jobs);
+        let (records, started) = match stored {
+            Ok(stored) => stored,
             Err(e) => {
                 log::error!("jobs: {} submits cannot be stored: {e}", submitted.len());
                 for s in &submitted {
@@ -149,17 +171,46 @@ impl Service {
                 return;
             }
         };
-        for (s, record) in submitted.into_iter().zip(records) {
-            if let Err(e) = self.submitted_stored(&s, &record) {
+        let mut started = started.into_iter();
+        for (i, (s, record)) in submitted.into_iter().zip(records).enumerate() {
+            let running = if i < start { started.next() } else { None };
+            if let Err(e) = self.submitted_stored(&s, &record, running.is_some()) {
                 log::error!("jobs: {e}");
                 self.reply(s.reply, &answers::store_failed());
+            }
+            // Stored running, it runs even if its answer failed (as a job stored queued
+            // would, at the latest after a restart).
+            if let Some(running) = running {
+                self.started_at_once(s, running);
             }
         }
     }
 
+    /// A new job stored already running: dispatched with the request the submit
+    /// brought (no read of the store), as `start_some` dispatches a queued one.
+    fn started_at_once(&mut self, s: Submitted, record: JobRecord) {
+        let number = record.number;
+        self.counts.queued = self.counts.queued.saturating_sub(1);
+        self.counts.running += 1;
+        self.running.insert(number);
+        self.early.push(Event::Dispatch {
+            number,
+            head: s.head,
+            body: s.body,
+            client: s.client.as_deref().and_then(|c| c.parse().ok()),
+        });
+        self.changed(&record, None);
+    }
+
     /// What follows a job's storing: its webhook, its place in the queue (or the
-    /// schedule), its first event, and the answer.
-    fn submitted_stored(&mut self, s: &Submitted, record: &JobRecord) -> Result<(), StoreError> {
+    /// schedule), its first event, and the answer. `started`: it was stored running (see `started_at_once`), so it waits in no
+    /// queue.
+    fn submitted_stored(
+        &mut self,
+        s: &Submitted,
+        record: &JobRecord,
+        started: bool,
+    ) -> Result<(), StoreError> {
         self.webhook_registered(record, &s.head)?;
         *self.counts.of(record.state) += 1;
         match s.not_before_ms {
@@ -167,6 +218,7 @@ impl Service {
             Some(at) => {
                 self.next_scheduled = Some(self.next_scheduled.map_or(at, |next| next.min(at)))
             }
+            None if started => {}
             None => self.queue.push_back((record.number, record.created_ms)),
         }
         log::debug!(

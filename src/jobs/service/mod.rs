@@ -248,6 +248,7 @@ impl JobsHandle {
             seen_events: HashMap::new(),
             log_sync,
             sync_error: None,
+            id_prefix: None,
         };
         service.start_webhooks()?;
         let thread = std::thread::Builder::new()
@@ -336,12 +337,29 @@ fn expire_every(config: &JobsConfig) -> Duration {
     (config.ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
 }
 
-/// A new job id: 128 bits from the operating system's random source, URL-safe base64
-/// (22 characters).
-pub fn new_job_id() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 16];
+/// A new job id: 22 URL-safe base64 characters, the last 20 of them 120 bits from the
+/// operating system's random source, the first 2 (12 more random bits) `batch`'s when
+/// given, else random too (and then the caller's `batch` for the ids that follow).
+///
+/// Why a batch's ids share their first two characters: the store's index of ids is
+/// ordered by them, so the ids of one group commit land together in one or two of its
+/// pages, where ids random from the first character dirty one page of it each (at
+/// 20,000 stored jobs, 37 log frames per commit of 26 submits against 11). Whoever
+/// holds an id still has to guess 120 random bits to find another job; what the shared
+/// characters tell is only that two jobs were submitted in one commit.
+///
+/// Errors: the random source's.
+pub fn new_job_id(batch: &mut Option<[u8; 2]>) -> Result<String, getrandom::Error> {
+    // 3 bytes make 4 characters, of which the first 2 are the batch's; 15 make the 20
+    // others.
+    let mut bytes = [0u8; 18];
     getrandom::getrandom(&mut bytes)?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    let mut id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let prefix = *batch.get_or_insert([id.as_bytes()[0], id.as_bytes()[1]]);
+    id.replace_range(0..4, "");
+    let prefix = std::str::from_utf8(&prefix).unwrap_or("AA");
+    id.insert_str(0, prefix);
+    Ok(id)
 }
 
 /// Whether `id` could be a job id (22 URL-safe base64 characters); others are unknown
@@ -447,6 +465,9 @@ struct Service {
     seen_events: HashMap<u64, u64>,
     /// With a store whose log the service syncs: the log (see `log_sync`).
     log_sync: Option<log_sync::LogSync>,
+    /// The first two characters of the ids of the batch under way's submits (see
+    /// [`new_job_id`]), chosen by its first.
+    id_prefix: Option<[u8; 2]>,
     /// Why the log's last sync failed, until one succeeds (for the self-test).
     sync_error: Option<String>,
 }
@@ -497,6 +518,7 @@ impl Service {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
+            self.id_prefix = None;
             self.began = self.store.begin().map_err(|e| e.to_string());
             match &self.began {
                 Ok(()) => self.settle_uncertain(),
@@ -838,5 +860,33 @@ impl Service {
                 ..self.commit_stats
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_job_id, new_job_id};
+
+    #[test]
+    fn a_batch_s_ids_share_their_first_two_characters_and_nothing_else() {
+        let mut batch = None;
+        let ids: Vec<String> = (0..64).map(|_| new_job_id(&mut batch).unwrap()).collect();
+        let prefix = batch.expect("the first id chose the batch's characters");
+        for id in &ids {
+            assert!(is_job_id(id), "{id}");
+            assert_eq!(id.as_bytes()[..2], prefix, "{id}");
+        }
+        let rest: std::collections::HashSet<&str> = ids.iter().map(|id| &id[2..]).collect();
+        assert_eq!(rest.len(), ids.len(), "the random part repeats");
+        // Another batch picks its characters anew: 12 random bits, so 8 batches all
+        // alike would be a 1 in 2^84 chance.
+        let prefixes: std::collections::HashSet<[u8; 2]> = (0..8)
+            .map(|_| {
+                let mut batch = None;
+                new_job_id(&mut batch).unwrap();
+                batch.unwrap()
+            })
+            .collect();
+        assert!(prefixes.len() > 1, "{prefixes:?}");
     }
 }

@@ -11,7 +11,9 @@
 use super::{JobChange, JobFilter, JobRecord, JobState, StoreError};
 use rusqlite::{params, Connection};
 
-/// Created at open when missing (schema version 6).
+/// Created at open when missing (schema version 6). The insert's trigger is made anew
+/// at every open: a job stored already running (`JobStore::insert_and_start`) has two
+/// changes, queued and then running, as one inserted and then started has.
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS job_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -21,7 +23,10 @@ CREATE TABLE IF NOT EXISTS job_changes (
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS job_changes_by_number ON job_changes (number);
-CREATE TRIGGER IF NOT EXISTS job_changes_insert AFTER INSERT ON jobs BEGIN
+DROP TRIGGER IF EXISTS job_changes_insert;
+CREATE TRIGGER job_changes_insert AFTER INSERT ON jobs BEGIN
+    INSERT INTO job_changes (number, id, state, at_ms)
+    SELECT NEW.number, NEW.id, 'queued', NEW.created_ms WHERE NEW.state = 'running';
     INSERT INTO job_changes (number, id, state, at_ms)
     VALUES (NEW.number, NEW.id, NEW.state, NEW.updated_ms);
 END;

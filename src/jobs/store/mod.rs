@@ -109,7 +109,8 @@ impl JobState {
 pub struct JobRecord {
     /// The store's number for the job: what travels in the envelope.
     pub number: u64,
-    /// The job's public id: 128 random bits, URL-safe base64.
+    /// The job's public id: 22 URL-safe base64 characters, 120 random bits of its own
+    /// (see [`new_job_id`](crate::jobs::service::new_job_id)).
     pub id: String,
     /// Where the job is.
     pub state: JobState,
@@ -200,6 +201,18 @@ impl NewJob<'_> {
         match self.not_before_ms {
             Some(_) => JobState::Scheduled,
             None => JobState::Queued,
+        }
+    }
+
+    /// Its record once started at `now_ms` (its first attempt) right after its insert,
+    /// as [`JobStore::insert_and_start`] returns it.
+    pub fn started_record(&self, number: u64, now_ms: i64) -> JobRecord {
+        JobRecord {
+            state: JobState::Running,
+            updated_ms: now_ms,
+            attempts: 1,
+            events: 2,
+            ..self.record(number)
         }
     }
 
@@ -531,6 +544,34 @@ pub trait JobStore: Send {
     /// request's fingerprint.
     fn by_idempotency_key(&mut self, key: &str)
         -> Result<Option<(JobRecord, Vec<u8>)>, StoreError>;
+    /// [`insert_many`](Self::insert_many), then the first `start` of `jobs` (none of
+    /// them scheduled) moved to running at `now_ms`, their first attempt, as
+    /// [`start_many`](Self::start_many) would: returns every job's record as its
+    /// insert stored it, and the started ones' records as running, in order. A store
+    /// that can write a job already running (SQLite) writes each started job once, its
+    /// feed of changes still holding both changes (queued, then running); the default
+    /// inserts, then starts.
+    ///
+    /// Errors: the store's; [`StoreError::Corrupt`] when a job just stored could not
+    /// be started.
+    fn insert_and_start(
+        &mut self,
+        jobs: &[NewJob<'_>],
+        start: usize,
+        now_ms: i64,
+    ) -> Result<(Vec<JobRecord>, Vec<JobRecord>), StoreError> {
+        let records = self.insert_many(jobs)?;
+        let numbers: Vec<u64> = records.iter().take(start).map(|r| r.number).collect();
+        let started = self.start_many(&numbers, now_ms)?;
+        if started.len() != numbers.len() {
+            return Err(StoreError::Corrupt(format!(
+                "{} of {} jobs just stored could start",
+                started.len(),
+                numbers.len()
+            )));
+        }
+        Ok((records, started.into_iter().map(|s| s.record).collect()))
+    }
     /// Moves a queued job to running (counting the attempt) and returns it with its
     /// request head and body; `None` if it is not queued (cancelled meanwhile).
     fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError>;

@@ -570,29 +570,35 @@ impl JobStore for SqliteStore {
     }
 
     fn insert(&mut self, job: &NewJob<'_>) -> Result<JobRecord, StoreError> {
-        self.group_kept()?;
-        // `OR FAIL` (as the start and the finish): with the feed's triggers a write of
-        // one row would otherwise get a statement journal, 64 KiB allocated and freed
-        // per statement (two `madvise` and page faults per job); no constraint of these
-        // can fail half-way, and a full disk is caught by `group_kept`.
-        let mut statement = self.db.prepare_cached(
-            "INSERT OR FAIL INTO jobs (id, state, created_ms, updated_ms, idempotency_key, fingerprint, head, body, events, client, not_before_ms, task)
-             VALUES (?1, ?8, ?2, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?9, ?10)",
-        )?;
-        let state = job.state();
-        statement.execute(params![
-            job.id,
-            job.now_ms,
-            job.idempotency_key,
-            job.fingerprint,
-            job.head,
-            job.body,
-            job.client,
-            state.as_str(),
-            job.not_before_ms,
-            admin::task_of(job.head)
-        ])?;
-        Ok(job.record(self.db.last_insert_rowid() as u64))
+        let number = self.insert_row(job, None)?;
+        Ok(job.record(number))
+    }
+
+    /// One statement per job, the started ones written running at once (the feed's
+    /// insert trigger writes their two changes).
+    fn insert_and_start(
+        &mut self,
+        jobs: &[NewJob<'_>],
+        start: usize,
+        now_ms: i64,
+    ) -> Result<(Vec<JobRecord>, Vec<JobRecord>), StoreError> {
+        let mut records = Vec::with_capacity(jobs.len());
+        let mut started = Vec::with_capacity(start.min(jobs.len()));
+        for (i, job) in jobs.iter().enumerate() {
+            if i < start && job.not_before_ms.is_none() {
+                let number = self.insert_row(job, Some(now_ms))?;
+                records.push(job.record(number));
+                started.push(job.started_record(number, now_ms));
+            } else {
+                records.push(self.insert(job)?);
+            }
+        }
+        if started.len() != start.min(jobs.len()) {
+            return Err(StoreError::Corrupt(
+                "a scheduled job cannot start at its insert".into(),
+            ));
+        }
+        Ok((records, started))
     }
 
     fn by_id(&mut self, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -879,6 +885,9 @@ impl JobStore for SqliteStore {
         row.transpose()
     }
 }
+
+#[path = "sqlite_insert.rs"]
+mod insert;
 
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]

@@ -394,6 +394,85 @@ fn a_group_of_jobs_is_stored_and_started_in_order_without_the_cancelled_ones() {
 }
 
 #[test]
+fn jobs_started_at_their_insert_are_stored_as_an_insert_and_a_start_leave_them() {
+    // The same three submits, two of them started: by one store in one write each,
+    // and by another inserted and then started.
+    let mut at_once = store("at-once");
+    let mut apart = store("apart");
+    let jobs = [
+        new_job("s1", None),
+        new_job("s2", Some("k2")),
+        new_job("s3", None),
+    ];
+    at_once.begin().expect("begin");
+    let (records, started) = at_once.insert_and_start(&jobs, 2, 5).expect("insert");
+    at_once.commit().expect("commit");
+    apart.begin().expect("begin");
+    let inserted = apart.insert_many(&jobs).expect("insert");
+    let numbers: Vec<u64> = inserted.iter().take(2).map(|r| r.number).collect();
+    let started_apart: Vec<JobRecord> = apart
+        .start_many(&numbers, 5)
+        .expect("start")
+        .into_iter()
+        .map(|s| s.record)
+        .collect();
+    apart.commit().expect("commit");
+
+    assert_eq!(records, inserted);
+    assert_eq!(started, started_apart);
+    let states: Vec<(JobState, u32, u64)> = started
+        .iter()
+        .map(|r| (r.state, r.attempts, r.events))
+        .collect();
+    assert_eq!(
+        states,
+        [(JobState::Running, 1, 2), (JobState::Running, 1, 2)]
+    );
+    for record in &records {
+        assert_eq!(
+            at_once.by_number(record.number).expect("read"),
+            apart.by_number(record.number).expect("read"),
+            "{}",
+            record.id
+        );
+    }
+    // The feed holds both changes of a started job, in order, with their times.
+    let feed = |store: &mut SqliteStore| -> Vec<(String, JobState, i64)> {
+        let changes = store.changes(0, 100).expect("changes");
+        changes
+            .into_iter()
+            .map(|c| (c.id, c.state, c.at_ms))
+            .collect()
+    };
+    let mut expected = feed(&mut apart);
+    let mut got = feed(&mut at_once);
+    // Apart, the inserts' changes come before the starts'; at once, each job's two
+    // come together: the same changes per job, in the same order.
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, expected);
+    assert_eq!(
+        got.iter()
+            .filter(|c| c.0 == "s1")
+            .map(|c| c.1)
+            .collect::<Vec<_>>(),
+        [JobState::Queued, JobState::Running]
+    );
+    // A job started at its insert ends as any running job.
+    at_once.begin().expect("begin");
+    let answer = StoredAnswer {
+        status: 200,
+        headers: Vec::new(),
+        body: b"ok".to_vec(),
+    };
+    let ended = at_once
+        .finish(records[0].number, JobState::Succeeded, &answer, None, 6)
+        .expect("finish");
+    assert_eq!(ended.map(|r| r.state), Some(JobState::Succeeded));
+    at_once.commit().expect("commit");
+}
+
+#[test]
 fn a_groups_events_are_read_before_its_commit_and_dropped_by_its_rollback() {
     let mut store = store("events");
     let event = |seq: u64, data: &str| JobEvent {
