@@ -900,11 +900,17 @@ mod tests {
                 assert_eq!(pieces, &rest[..end], "{}", String::from_utf8_lossy(target));
             }
         }
-        assert_eq!(copied, 11, "the targets with nothing to hide are copied whole");
+        assert_eq!(
+            copied, 11,
+            "the targets with nothing to hide are copied whole"
+        );
         assert!(!logs_as_it_is(b"/x?n=7&api_key=abc HTTP/1.1", None));
         assert!(!logs_as_it_is(b"/jobs/abc HTTP/1.1", jobs));
         assert!(logs_as_it_is(b"/jobs/abc HTTP/1.1", None));
-        assert!(logs_as_it_is(b"/x?n=7 HTTP/1.1&key=1", None), "past the target");
+        assert!(
+            logs_as_it_is(b"/x?n=7 HTTP/1.1&key=1", None),
+            "past the target"
+        );
     }
 
     #[test]
