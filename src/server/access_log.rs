@@ -581,7 +581,7 @@ fn letters(bytes: &[u8]) -> u32 {
 /// Whether a name with these [`letters`] has every letter of one of [`SECRET_NAMES`]:
 /// false for most names, which then need no search.
 fn may_hold_secret(letters: u32) -> bool {
-    SECRET_LETTERS.iter().any(|&word| letters & word == word)
+    SECRET_LETTERS.iter().any(|&word| word & !letters == 0)
 }
 
 /// The [`letters`] of each of [`SECRET_NAMES`].
