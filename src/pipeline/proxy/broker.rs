@@ -162,8 +162,10 @@ impl Proxy {
             }
             [id, tag] if &tag[..] == GOODBYE => {
                 log::info!("proxy {}: worker {} left", self.config.downstream, show(id));
-                self.workers.remove(&id[..]);
-                self.idle.retain(|idle| idle[..] != id[..]);
+                if let Some(slot) = self.workers.slot_of(id) {
+                    self.workers.remove(slot);
+                    self.idle.retain(|&idle| idle != slot);
+                }
                 self.note_if_workerless();
             }
             [peer, tag] if &tag[..] == PROBE => {
@@ -180,7 +182,7 @@ impl Proxy {
             [peer, tag, census] if &tag[..] == CENSUS => self.answer_census(peer, census),
             [_, tag, ids @ ..] if &tag[..] == BUSY => {
                 for id in ids {
-                    if let Some(record) = self.workers.get_mut(&id[..]) {
+                    if let Some(record) = self.workers.record_of(id) {
                         record.expires = expires;
                     }
                 }

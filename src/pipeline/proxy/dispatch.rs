@@ -2,6 +2,7 @@
 //! answered 503 (queue full, or no worker past the grace); and the waiting jobs handed
 //! out as workers become idle.
 
+use super::registry::Known;
 use super::{show, Dispatch, Proxy};
 use crate::base::sockets;
 use crate::pipeline::envelope::{deadline_passed, lead_deadline_us, lead_envelope, ENVELOPE_LEN};
@@ -66,8 +67,14 @@ impl Proxy {
         mut frames: Vec<zmq::Message>,
         envelope: [u8; ENVELOPE_LEN],
     ) -> std::result::Result<(), Vec<zmq::Message>> {
-        while let Some(id) = self.take_idle_worker(&frames) {
-            match self.router.send(&id[..], zmq::SNDMORE | zmq::DONTWAIT) {
+        while let Some(slot) = self.take_idle_worker(&frames) {
+            let Some(worker) = self.workers.get(slot) else {
+                continue;
+            };
+            match self
+                .router
+                .send(&worker.id[..], zmq::SNDMORE | zmq::DONTWAIT)
+            {
                 Ok(()) => {
                     let sent = sockets::send_all(&self.router, &mut frames, zmq::DONTWAIT);
                     if let Err(e) = sent {
@@ -75,15 +82,15 @@ impl Proxy {
                     }
                     self.spare.give_back(frames);
                     self.stats.dispatched += 1;
-                    // Looked up once the job is sent (see `take_idle_worker`).
-                    if let Some(record) = self.workers.get_mut(&id) {
+                    // Reached by its slot: no look-up of its id.
+                    if let Some(Known { record, .. }) = self.workers.get_mut(slot) {
                         record.queued = false;
                         record.in_flight.push_back(envelope);
                         if record.in_flight.len() < record.credit {
                             record.queued = true;
                             match self.config.dispatch {
-                                Dispatch::Spread => self.idle.push_back(id),
-                                Dispatch::FillCredit => self.idle.push_front(id),
+                                Dispatch::Spread => self.idle.push_back(slot),
+                                Dispatch::FillCredit => self.idle.push_front(slot),
                             }
                         }
                     }
@@ -95,9 +102,12 @@ impl Proxy {
                     // worker holding many jobs can look further behind than it is. It
                     // is alive and its jobs are safe: it gets no job until its next
                     // READY, and this one goes to another worker or waits.
-                    log::debug!("proxy: the pipe to worker {} is full for now", show(&id));
+                    log::debug!(
+                        "proxy: the pipe to worker {} is full for now",
+                        show(&worker.id)
+                    );
                     self.stats.pipe_full += 1;
-                    if let Some(record) = self.workers.get_mut(&id) {
+                    if let Some(Known { record, .. }) = self.workers.get_mut(slot) {
                         record.queued = false;
                     }
                 }
@@ -105,8 +115,8 @@ impl Proxy {
                     // The worker disconnected: forget it until it says READY again, and
                     // answer the jobs it held (with a credit above 1, a worker waiting
                     // for more may hold some), which went with it.
-                    log::debug!("proxy: worker {} unreachable: {e}", show(&id));
-                    if let Some(record) = self.workers.remove(&id) {
+                    log::debug!("proxy: worker {} unreachable: {e}", show(&worker.id));
+                    if let Some(Known { id, record }) = self.workers.remove(slot) {
                         self.answer_lost_jobs(&id, &record);
                     }
                     self.note_if_workerless();
@@ -116,16 +126,19 @@ impl Proxy {
         Err(frames)
     }
 
-    /// Takes the worker for a job out of the idle queue. Its record still says it is
-    /// queued: the caller sets that once it knows whether the job went (one lookup of
-    /// the record per job).
-    fn take_idle_worker(&mut self, frames: &[zmq::Message]) -> Option<Vec<u8>> {
+    /// Takes the worker for a job out of the idle queue; returns its slot. Its record
+    /// still says it is queued: the caller sets that once it knows whether the job
+    /// went.
+    fn take_idle_worker(&mut self, frames: &[zmq::Message]) -> Option<usize> {
         let index = match &self.config.choose {
             Some(choose) if self.idle.len() > 1 => {
                 let heartbeats: Vec<&[u8]> = self
                     .idle
                     .iter()
-                    .map(|id| self.workers.get(id).map_or(&[][..], |w| &w.heartbeat[..]))
+                    .map(|&slot| {
+                        let known = self.workers.get(slot);
+                        known.map_or(&[][..], |w| &w.record.heartbeat[..])
+                    })
                     .collect();
                 let frames: Vec<&[u8]> = frames
                     .iter()
@@ -136,8 +149,12 @@ impl Proxy {
             }
             _ => None,
         };
-        let index = index.unwrap_or_else(|| self.least_loaded_idle());
-        self.idle.remove(index)
+        // The usual pick is the head (one worker idle, or the one that took the last
+        // job): popped, not removed by index.
+        match index.unwrap_or_else(|| self.least_loaded_idle()) {
+            0 => self.idle.pop_front(),
+            index => self.idle.remove(index),
+        }
     }
 
     /// The position in the idle queue of the worker to take when no chooser picks:
@@ -149,10 +166,13 @@ impl Proxy {
         if self.config.dispatch == Dispatch::FillCredit || self.idle.len() < 2 {
             return 0;
         }
-        let held = |id: &Vec<u8>| self.workers.get(id).map_or(0, |w| w.in_flight.len());
+        let held = |slot: usize| {
+            let known = self.workers.get(slot);
+            known.map_or(0, |w| w.record.in_flight.len())
+        };
         let mut best = (0, usize::MAX);
-        for (index, id) in self.idle.iter().enumerate() {
-            let jobs = held(id);
+        for (index, &slot) in self.idle.iter().enumerate() {
+            let jobs = held(slot);
             if jobs < best.1 {
                 best = (index, jobs);
                 if jobs == 0 {

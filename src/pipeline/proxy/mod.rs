@@ -71,7 +71,6 @@ pub use config::{Chooser, Dispatch, ProxyConfig};
 pub use figures::{ProxyStats, ProxyStatus};
 
 use crate::base::error::Result;
-use crate::base::fast_hash::FastMap;
 use crate::base::shutdown::Shutdown;
 use crate::base::sockets;
 use crate::pipeline::envelope::ENVELOPE_LEN;
@@ -101,8 +100,9 @@ pub struct Proxy {
     loopback: Loopbacks,
     bound: (String, String),
     config: ProxyConfig,
-    workers: FastMap<Vec<u8>, WorkerRecord>,
-    idle: VecDeque<Vec<u8>>,
+    workers: registry::Workers,
+    /// The slots (in `workers`) of the workers with credit left, in dispatch order.
+    idle: VecDeque<usize>,
     /// Jobs waiting for a worker; one of a single frame is kept without a vector, so
     /// that thousands waiting cost no allocation each.
     waiting: VecDeque<sockets::Parked>,
@@ -142,7 +142,7 @@ impl Proxy {
             loopback,
             bound: (upstream, downstream),
             config,
-            workers: FastMap::default(),
+            workers: registry::Workers::default(),
             idle: VecDeque::new(),
             waiting: VecDeque::new(),
             spare: sockets::SpareFrames::default(),

@@ -3,10 +3,110 @@
 //! (the grace, then 503s).
 
 use super::{show, Proxy, WorkerRecord};
+use crate::base::fast_hash::FastMap;
 use crate::pipeline::envelope::lead_envelope;
 use crate::pipeline::loopback::{Failure, FailureKind};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+/// The workers a proxy knows, each in a slot of its own: the idle queue holds slots,
+/// so a job's dispatch reaches its worker's id and record by index, and only a
+/// worker's own message (READY, a job handed back, BUSY, GOODBYE) looks its id up.
+#[derive(Default)]
+pub(super) struct Workers {
+    /// The workers by slot; `None` for a free slot.
+    slots: Vec<Option<Known>>,
+    /// Each worker's slot, by its id.
+    by_id: FastMap<Vec<u8>, usize>,
+    /// The free slots, taken before the vector grows.
+    free: Vec<usize>,
+}
+
+/// A worker in its slot: its id (its routing id at the ROUTER) and its record.
+pub(super) struct Known {
+    pub(super) id: Vec<u8>,
+    pub(super) record: WorkerRecord,
+}
+
+impl Workers {
+    /// How many workers are known.
+    pub(super) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether no worker is known.
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The slot of the worker with this id.
+    pub(super) fn slot_of(&self, id: &[u8]) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The worker in `slot`.
+    pub(super) fn get(&self, slot: usize) -> Option<&Known> {
+        self.slots.get(slot).and_then(Option::as_ref)
+    }
+
+    /// The worker in `slot`, to change its record.
+    pub(super) fn get_mut(&mut self, slot: usize) -> Option<&mut Known> {
+        self.slots.get_mut(slot).and_then(Option::as_mut)
+    }
+
+    /// The record of the worker with this id.
+    pub(super) fn record_of(&mut self, id: &[u8]) -> Option<&mut WorkerRecord> {
+        let slot = self.slot_of(id)?;
+        self.get_mut(slot).map(|known| &mut known.record)
+    }
+
+    /// Adds a worker not known yet; returns its slot.
+    pub(super) fn insert(&mut self, id: &[u8], record: WorkerRecord) -> usize {
+        let known = Some(Known {
+            id: id.to_vec(),
+            record,
+        });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = known;
+                slot
+            }
+            None => {
+                self.slots.push(known);
+                self.slots.len() - 1
+            }
+        };
+        self.by_id.insert(id.to_vec(), slot);
+        slot
+    }
+
+    /// Forgets the worker in `slot` (the caller takes it out of the idle queue).
+    pub(super) fn remove(&mut self, slot: usize) -> Option<Known> {
+        let known = self.slots.get_mut(slot)?.take()?;
+        self.by_id.remove(&known.id);
+        self.free.push(slot);
+        Some(known)
+    }
+
+    /// Every known worker with its slot.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Known)> {
+        let slots = self.slots.iter().enumerate();
+        slots.filter_map(|(slot, known)| known.as_ref().map(|known| (slot, known)))
+    }
+
+    /// Every known worker's record.
+    pub(super) fn values(&self) -> impl Iterator<Item = &WorkerRecord> {
+        self.iter().map(|(_, known)| &known.record)
+    }
+
+    /// Every known worker's record, to change.
+    pub(super) fn values_mut(&mut self) -> impl Iterator<Item = &mut WorkerRecord> {
+        self.slots
+            .iter_mut()
+            .flatten()
+            .map(|known| &mut known.record)
+    }
+}
 
 impl Proxy {
     #[inline]
@@ -18,28 +118,30 @@ impl Proxy {
         payload: &[u8],
         expires: Instant,
     ) {
-        // Look up before inserting: READY comes every few jobs, and `entry` would copy
-        // the id each time.
-        if !self.workers.contains_key(id) {
-            log::debug!(
-                "proxy {}: worker {} joined",
-                self.config.downstream,
-                show(id)
-            );
-            let record = WorkerRecord {
-                expires,
-                heartbeat: Vec::new(),
-                completed,
-                credit,
-                queued: false,
-                in_flight: VecDeque::new(),
-            };
-            self.workers.insert(id.to_vec(), record);
-            if self.workerless_since.take().is_some() {
-                log::info!("proxy {}: a worker is back", self.config.downstream);
+        let slot = match self.workers.slot_of(id) {
+            Some(slot) => slot,
+            None => {
+                log::debug!(
+                    "proxy {}: worker {} joined",
+                    self.config.downstream,
+                    show(id)
+                );
+                let record = WorkerRecord {
+                    expires,
+                    heartbeat: Vec::new(),
+                    completed,
+                    credit,
+                    queued: false,
+                    in_flight: VecDeque::new(),
+                };
+                let slot = self.workers.insert(id, record);
+                if self.workerless_since.take().is_some() {
+                    log::info!("proxy {}: a worker is back", self.config.downstream);
+                }
+                slot
             }
-        }
-        let Some(record) = self.workers.get_mut(id) else {
+        };
+        let Some(Known { record, .. }) = self.workers.get_mut(slot) else {
             return;
         };
         record.expires = expires;
@@ -54,7 +156,7 @@ impl Proxy {
             .drain(..finished.min(record.in_flight.len()));
         if record.in_flight.len() < record.credit && !record.queued {
             record.queued = true;
-            self.idle.push_back(id.to_vec());
+            self.idle.push_back(slot);
         }
     }
 
@@ -63,7 +165,8 @@ impl Proxy {
     #[inline]
     pub(super) fn on_returned(&mut self, worker: &[u8], job: Vec<zmq::Message>) {
         self.stats.returned += 1;
-        if let Some(record) = self.workers.get_mut(worker) {
+        let slot = self.workers.slot_of(worker);
+        if let Some(Known { record, .. }) = slot.and_then(|slot| self.workers.get_mut(slot)) {
             let envelope = lead_envelope(&job[0]);
             if let Some(held) = record.in_flight.iter().position(|e| Some(e) == envelope) {
                 record.in_flight.remove(held);
@@ -71,7 +174,7 @@ impl Proxy {
             record.credit = 1;
             if record.queued && record.in_flight.len() >= record.credit {
                 record.queued = false;
-                self.idle.retain(|idle| idle[..] != worker[..]);
+                self.idle.retain(|&idle| Some(idle) != slot);
             }
         }
         let job = self.spare.park(job);
@@ -88,18 +191,18 @@ impl Proxy {
     /// Forgets the workers whose heartbeats stopped, and answers the jobs they held 503.
     pub(super) fn evict_silent_workers(&mut self) {
         let now = Instant::now();
-        let dead: Vec<Vec<u8>> = self
+        let dead: Vec<usize> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.expires < now)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, known)| known.record.expires < now)
+            .map(|(slot, _)| slot)
             .collect();
-        for id in dead {
-            let Some(record) = self.workers.remove(&id) else {
+        for slot in dead {
+            let Some(Known { id, record }) = self.workers.remove(slot) else {
                 continue;
             };
             self.stats.evicted += 1;
-            self.idle.retain(|idle| idle != &id);
+            self.idle.retain(|&idle| idle != slot);
             log::warn!(
                 "proxy {}: worker {} missed its heartbeats",
                 self.config.downstream,
@@ -180,5 +283,53 @@ impl Proxy {
             let detail = "the worker handling this request stopped responding";
             self.answer(envelope, Failure::new(FailureKind::WorkerDied, detail));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> WorkerRecord {
+        WorkerRecord {
+            expires: Instant::now(),
+            heartbeat: Vec::new(),
+            completed: 0,
+            credit: 1,
+            queued: false,
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    #[test]
+    fn a_worker_is_found_by_id_and_slot_until_removed_and_its_slot_is_reused() {
+        let mut workers = Workers::default();
+        let a = workers.insert(b"a", record());
+        let b = workers.insert(b"b", record());
+        assert_ne!(a, b);
+        assert_eq!(workers.slot_of(b"a"), Some(a));
+        assert_eq!(workers.get(b).map(|known| &known.id[..]), Some(&b"b"[..]));
+        assert_eq!(workers.len(), 2);
+
+        let gone = workers.remove(a).map(|known| known.id);
+        assert_eq!(gone.as_deref(), Some(&b"a"[..]));
+        assert!(workers.remove(a).is_none(), "removed once");
+        assert_eq!(workers.slot_of(b"a"), None);
+        assert!(workers.get(a).is_none());
+        let slots: Vec<usize> = workers.iter().map(|(slot, _)| slot).collect();
+        assert_eq!(slots, [b]);
+
+        let c = workers.insert(b"c", record());
+        assert_eq!(c, a, "a free slot is taken before the vector grows");
+        assert_eq!(workers.slot_of(b"c"), Some(a));
+        assert_eq!(workers.get(c).map(|known| &known.id[..]), Some(&b"c"[..]));
+        if let Some(record) = workers.record_of(b"c") {
+            record.credit = 5;
+        }
+        assert_eq!(workers.values().map(|r| r.credit).sum::<usize>(), 6);
+        workers.values_mut().for_each(|r| r.credit = 2);
+        assert_eq!(workers.values().map(|r| r.credit).sum::<usize>(), 4);
+        assert!(workers.record_of(b"a").is_none());
+        assert!(!workers.is_empty());
     }
 }

@@ -23,12 +23,13 @@
 //! the 504 it was answered with.
 //!
 //! A job id in a target under the jobs' path is a capability, so the line carries its
-//! tag instead ([`job_tag`]): `"GET /jobs/~3fa9c2e1/result HTTP/1.1"`. So may be a
-//! query's value: the value of every query parameter whose name (in ASCII, any case,
-//! as sent: a percent-encoded name is not decoded) contains one of [`SECRET_NAMES`]
+//! tag instead ([`job_tag`](crate::jobs::tag::job_tag)):
+//! `"GET /jobs/~3fa9c2e1/result HTTP/1.1"`. So may be a query's value: the value of
+//! every query parameter whose name (in ASCII, any case, as sent: a percent-encoded
+//! name is not decoded) contains one of [`SECRET_NAMES`](target::SECRET_NAMES)
 //! (`token`, `key`, `secret`, `passw`, `pwd`, `sig`, `auth`, `credential`, `session`)
 //! is logged as `REDACTED`: `GET /x?api_key=REDACTED&n=7`. The list errs on the side
-//! of hiding (`monkey=` is hidden too).
+//! of hiding (`monkey=` is hidden too). Writing the target so is `target`'s part.
 //!
 //! With `--access-log-format json` ([`AccessLogFormat::Json`]) each line is a JSON
 //! object instead, with the fields nginx users log:
@@ -62,31 +63,20 @@
 //! `"front-end"` for what the front end answered itself (health, status, metrics,
 //! errors, job resources).
 
+mod target;
+
 use super::config::AccessLogFormat;
 use super::front::EntryIndex;
-use crate::jobs::tag::job_tag;
 use memchr::memmem::Finder;
 use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use target::{logs_as_it_is, put_target};
 
 /// The `log` target whose level turns the access log on and off.
 pub const TARGET: &str = "prime_server::access";
 
 /// Lines are written out once the buffer holds this many bytes, even mid-turn.
 const FLUSH_AT: usize = 64 * 1024;
-
-/// Words that mark a query parameter's name as a secret's: its value is not logged.
-pub(crate) const SECRET_NAMES: [&[u8]; 9] = [
-    b"token",
-    b"key",
-    b"secret",
-    b"passw",
-    b"pwd",
-    b"sig",
-    b"auth",
-    b"credential",
-    b"session",
-];
 
 /// The request line of a request that had none (rejected before it was read).
 const NO_REQUEST_LINE: &[u8] = b"-";
@@ -291,6 +281,11 @@ impl AccessLog {
             return;
         };
         let rest = &line[space + 1..];
+        // The usual target has nothing to hide: the line goes in one copy.
+        if logs_as_it_is(rest, self.jobs_prefix.as_deref()) {
+            self.buf.extend_from_slice(line);
+            return;
+        }
         let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
         self.buf.extend_from_slice(&line[..=space]);
         put_target(&mut self.buf, &rest[..end], self.jobs_prefix.as_deref());
@@ -475,96 +470,6 @@ impl Drop for AccessLog {
     }
 }
 
-/// Writes `target` with a job id under the jobs' path (`jobs_prefix`, e.g. `/jobs/`)
-/// replaced by its tag, and the value of each query parameter whose name contains one
-/// of [`SECRET_NAMES`] replaced by `REDACTED`.
-fn put_target(out: &mut Vec<u8>, target: &[u8], jobs_prefix: Option<&[u8]>) {
-    let (path, query) = match memchr::memchr(b'?', target) {
-        Some(mark) => (&target[..mark], Some(&target[mark + 1..])),
-        None => (target, None),
-    };
-    match jobs_prefix.filter(|prefix| path.starts_with(prefix)) {
-        Some(prefix) if path.len() > prefix.len() => {
-            let rest = &path[prefix.len()..];
-            let id_len = memchr::memchr2(b'/', b'#', rest).unwrap_or(rest.len());
-            out.extend_from_slice(prefix);
-            if id_len > 0 {
-                out.extend_from_slice(job_tag(&rest[..id_len]).as_bytes());
-            }
-            out.extend_from_slice(&rest[id_len..]);
-        }
-        _ => out.extend_from_slice(path),
-    }
-    let Some(query) = query else {
-        return;
-    };
-    out.push(b'?');
-    // Each parameter in turn, found with memchr rather than byte by byte; each is
-    // copied with its `&` when it holds no secret.
-    let mut rest = query;
-    loop {
-        let end = memchr::memchr(b'&', rest).unwrap_or(rest.len());
-        let pair = &rest[..end];
-        match memchr::memchr(b'=', pair) {
-            Some(eq) if is_secret_name(&pair[..eq]) => {
-                out.extend_from_slice(&pair[..=eq]);
-                out.extend_from_slice(b"REDACTED");
-                out.extend_from_slice(&rest[end..(end + 1).min(rest.len())]);
-            }
-            _ => out.extend_from_slice(&rest[..(end + 1).min(rest.len())]),
-        }
-        if end == rest.len() {
-            return;
-        }
-        rest = &rest[end + 1..];
-    }
-}
-
-/// Whether a query parameter's name marks a secret (see [`SECRET_NAMES`]). It runs for
-/// every logged query parameter, so each position is first tried by its two letters
-/// (in either case) with one look-up in a table of the words' first two letters, and
-/// only a match is compared whole.
-fn is_secret_name(name: &[u8]) -> bool {
-    for (start, pair) in name.windows(2).enumerate() {
-        let first = pair[0] | 0x20;
-        let seconds = SECRET_SECONDS[usize::from(first)];
-        let second = pair[1] | 0x20;
-        if seconds & (1 << (second & 31)) == 0 {
-            continue;
-        }
-        let lead = [first, second];
-        let rest = &name[start..];
-        let found = SECRET_NAMES.iter().any(|word| {
-            word[..2] == lead
-                && rest.len() >= word.len()
-                && rest[..word.len()].eq_ignore_ascii_case(word)
-        });
-        if found {
-            return true;
-        }
-    }
-    false
-}
-
-/// The first two letters of each of [`SECRET_NAMES`], lower case.
-const SECRET_LEADS: [[u8; 2]; 8] = [
-    *b"to", *b"ke", *b"se", *b"pa", *b"pw", *b"si", *b"au", *b"cr",
-];
-
-/// For each byte (lower-cased with `| 0x20`), the second letters that follow it in
-/// [`SECRET_LEADS`], one bit each (bit `letter & 31`; 0 where it begins none). A byte
-/// that is not a letter may share a letter's bit: the whole compare then tells.
-const SECRET_SECONDS: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < SECRET_LEADS.len() {
-        let [first, second] = SECRET_LEADS[i];
-        table[first as usize] |= 1 << (second & 31);
-        i += 1;
-    }
-    table
-};
-
 /// The blank line that ends a response's head.
 const HEAD_END: &[u8] = b"\r\n\r\n";
 
@@ -616,6 +521,7 @@ fn rfc3339(second: u64) -> [u8; 20] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::tag::job_tag;
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
@@ -783,40 +689,6 @@ mod tests {
             for secret in ["abc", "t0k", "s1g"] {
                 assert!(!text.contains(secret), "{text}");
             }
-        }
-    }
-
-    #[test]
-    fn secret_names_are_found_anywhere_in_any_case() {
-        // The plain definition: the name contains a word, ASCII case ignored.
-        let plain = |name: &[u8]| {
-            let lower = name.to_ascii_lowercase();
-            SECRET_NAMES
-                .iter()
-                .any(|word| lower.windows(word.len()).any(|w| w == *word))
-        };
-        let mut names: Vec<Vec<u8>> = ["possible_prime", "n", "", "k", "PASSWD", "x_Auth", "mon"]
-            .iter()
-            .map(|n| n.as_bytes().to_vec())
-            .collect();
-        for word in SECRET_NAMES {
-            for (before, after) in [("", ""), ("x", ""), ("", "_id"), ("a-", "-b")] {
-                let mut name = before.as_bytes().to_vec();
-                name.extend_from_slice(word);
-                name.extend_from_slice(after.as_bytes());
-                names.push(name.to_ascii_uppercase());
-                // One letter short of the word is no secret (unless another word fits).
-                names.push(name[..before.len() + word.len() - 1].to_vec());
-                names.push(name);
-            }
-        }
-        for name in &names {
-            assert_eq!(
-                is_secret_name(name),
-                plain(name),
-                "{}",
-                String::from_utf8_lossy(name)
-            );
         }
     }
 
