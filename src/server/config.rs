@@ -26,14 +26,20 @@ pub enum AccessLogFormat {
     Json,
 }
 
-/// The default of [`ServerConfig::io_threads`] (`--io-threads`): two, which write a
-/// publish to thousands of held connections from two cores, while up to
-/// [`DEFAULT_IO_THREAD_SPILL`] connections all stay on the first (as with libzmq's own
-/// default of one), where a stream of publishes is written in fewer, larger writes.
-pub const DEFAULT_IO_THREADS: usize = 2;
+/// The default of [`ServerConfig::io_threads`] (`--io-threads`): libzmq's own, 1, which
+/// writes every client connection from one core. Two (with the default
+/// [`DEFAULT_IO_THREAD_SPILL`]) keep up to 4,096 connections on the first, as one does,
+/// and split a publish to more over two cores: with 10,000 held streams each thread
+/// spent 36-42 ms of CPU per publish instead of 79 on one, but a stream of publishes to
+/// them was delivered about half as fast (50,000-69,000 deliveries a second against
+/// 92,000-124,000, three interleaved rounds on 2 cores at load 8-11), and a publish
+/// reached the last of them no sooner there (144-306 ms against 199-366: the cores were
+/// busy). So one stays the default.
+pub const DEFAULT_IO_THREADS: usize = 1;
 
-/// The default of [`ServerConfig::io_thread_spill`] (`--io-thread-spill`): a front end's
-/// connections stay on its first I/O thread until it holds 4,096, and are then spread.
+/// The default of [`ServerConfig::io_thread_spill`] (`--io-thread-spill`): with two or
+/// more I/O threads, a front end's connections stay on its first until it holds 4,096,
+/// and are then spread.
 ///
 /// Why not libzmq's least-loaded choice from the first connection: the kernel's work of a
 /// delivery is a `sendto` (some 5 µs on the loopback, the receiver's side included), and
@@ -61,7 +67,8 @@ pub struct ServerConfig {
     pub reuse_port: bool,
     /// libzmq's I/O threads for the front end's context: the threads where the client
     /// connections are read and written, each connection on one of them (libzmq gives a
-    /// new connection to the least busy). The default is [`DEFAULT_IO_THREADS`]; two let a
+    /// new connection to the first below [`ServerConfig::io_thread_spill`], then to the
+    /// least busy). The default is [`DEFAULT_IO_THREADS`]; two let a
     /// publish to thousands of held connections write them on two cores while the front
     /// end hands the deliveries over; with `--front-ends N` there are at least N. libzmq
     /// takes the count only before the context's first socket, so an embedder who made
