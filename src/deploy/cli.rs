@@ -636,7 +636,7 @@ mod tests {
             let refused = parse(&["--io-threads", bad]).unwrap_err();
             assert!(refused.contains("--io-threads"), "{bad}: {refused}");
         }
-        for bad in ["-1", "1000001", "many"] {
+        for bad in ["1000001", "many"] {
             let refused = parse(&["--io-thread-spill", bad]).unwrap_err();
             assert!(refused.contains("--io-thread-spill"), "{bad}: {refused}");
         }
