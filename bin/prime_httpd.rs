@@ -101,7 +101,7 @@ fn run(mut cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     shutdown.on_signals()?;
     let ctx = zmq::Context::new();
     // Before the context's first socket, or libzmq keeps its one I/O thread.
-    prime_server::deploy::builder::give_io_threads(&ctx, config.io_threads);
+    prime_server::deploy::builder::give_io_threads(&ctx, config.io_threads, config.io_thread_spill);
     let mut front = FrontSockets::bind(&ctx, proxy, loopback, interrupt)?;
     front.front_end = cli.front_end;
     // The self-test names each stage of the topology that does not answer its probe.

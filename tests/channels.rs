@@ -5,8 +5,10 @@
 //! another keeps receiving (and, in the middle of a fan-out, while the subscribers
 //! before and after it, one of them late to read, get every message whole and in
 //! order; and, of messages of 4 MiB, within what libzmq and the output may hold), a
-//! client that leaves freeing its hold, and two
-//! `prime_serverd` processes on one bus (`prime_proxyd --bus`).
+//! client that leaves freeing its hold, two `prime_serverd` processes on one bus
+//! (`prime_proxyd --bus`), and holds spread over two of libzmq's I/O threads past the
+//! spill load (each epoll's registered descriptors, from `/proc/self/fdinfo`) or kept on
+//! one below it.
 //!
 //! Every wait is bounded; nothing asserts on elapsed time.
 
@@ -962,5 +964,144 @@ fn a_publish_right_after_a_hold_reaches_it_on_a_front_end_on_a_bus() {
         post(port, &format!("/channels/{channel}?id=2"), "", "second");
         let text = hold.wait_for("data: second\n\n");
         assert_eq!(text.matches("data: first").count(), 1, "{text}");
+    }
+}
+
+/// The inodes of the server side of every established TCP connection to `port` on
+/// 127.0.0.1 (`/proc/net/tcp`: local address, state `01`, inode).
+fn server_side_inodes(port: u16) -> std::collections::HashSet<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 9 && fields[1] == local && fields[3] == "01")
+                .then(|| fields[9].parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// For each epoll instance of this process that polls some of `port`'s server-side
+/// connections (libzmq's I/O threads: one epoll each), how many it polls, largest first.
+fn connections_per_io_thread(port: u16) -> Vec<usize> {
+    let inodes = server_side_inodes(port);
+    let mut socket_of_fd = std::collections::HashMap::new();
+    let mut epolls = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .flatten()
+    {
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy().into_owned();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if target == "anon_inode:[eventpoll]" {
+            epolls.push(name);
+        } else if let Some(inode) = target
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|inode| inode.parse::<u64>().ok())
+        {
+            socket_of_fd.insert(name, inode);
+        }
+    }
+    let mut counts: Vec<usize> = epolls
+        .iter()
+        .filter_map(|epoll| std::fs::read_to_string(format!("/proc/self/fdinfo/{epoll}")).ok())
+        .map(|info| {
+            info.lines()
+                .filter_map(|line| line.strip_prefix("tfd:"))
+                .filter_map(|rest| rest.split_whitespace().next())
+                .filter(|fd| {
+                    socket_of_fd
+                        .get(*fd)
+                        .is_some_and(|inode| inodes.contains(inode))
+                })
+                .count()
+        })
+        .filter(|&count| count > 0)
+        .collect();
+    counts.sort_unstable_by(|a, b| b.cmp(a));
+    counts
+}
+
+#[test]
+fn holds_spread_over_two_io_threads_each_get_every_message_in_order_and_a_stalled_one_is_dropped() {
+    // Past 8 pollers (its mailbox, the listeners, connections) the first I/O thread
+    // hands new connections to the second.
+    let server = Embedded::start(|config| {
+        config.io_threads = 2;
+        config.io_thread_spill = 8;
+        config.max_output_bytes = 2 * 1024 * 1024;
+    });
+    let port = server.port;
+    // Eleven readers and, held in the middle, one that never reads.
+    let (mut readers, mut stalled) = (Vec::new(), None);
+    for index in 0..12 {
+        if index == 6 {
+            stalled = Some(small_buffer_subscriber(port, "spread"));
+            continue;
+        }
+        let mut reader = Client::get(port, "/channels/spread", "");
+        reader.wait_for("held on channel spread");
+        readers.push(reader);
+    }
+    wait_holds(port, 12);
+    let spread = connections_per_io_thread(port);
+    assert_eq!(
+        spread.len(),
+        2,
+        "12 holds past a spill load of 8: {spread:?}"
+    );
+    assert!(
+        spread[1] >= 3,
+        "the second I/O thread holds too few: {spread:?}"
+    );
+    let piece = "x".repeat(1024 * 1024);
+    let mut dropped = false;
+    for id in 0..64 {
+        let body = stream_item("spread", &id.to_string(), &format!("<{id}:{piece}:{id}>\n"));
+        let answer = publish(server.control, &body, None);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        for reader in &mut readers {
+            next_message(reader, id);
+        }
+        if channels_status(port)["holds"] == 11 {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the stalled subscriber was never dropped");
+    let body = stream_item("spread", "end", "<end:still here:end>\n");
+    assert!(publish(server.control, &body, None).starts_with("HTTP/1.1 200"));
+    for reader in &mut readers {
+        reader.wait_for("<end:still here:end>");
+    }
+    drop(stalled);
+}
+
+#[test]
+fn holds_below_the_default_spill_load_share_one_io_thread_of_two() {
+    let server = Embedded::start(|config| {
+        assert_eq!(config.io_thread_spill, 4096);
+        config.io_threads = 2;
+    });
+    let port = server.port;
+    let mut readers = Vec::new();
+    for _ in 0..10 {
+        let mut reader = Client::get(port, "/channels/one", "");
+        reader.wait_for("held on channel one");
+        readers.push(reader);
+    }
+    wait_holds(port, 10);
+    assert_eq!(connections_per_io_thread(port), vec![10]);
+    let body = stream_item("one", "1", "<1:one thread:1>\n");
+    assert!(publish(server.control, &body, None).starts_with("HTTP/1.1 200"));
+    for reader in &mut readers {
+        next_message(reader, 1);
     }
 }

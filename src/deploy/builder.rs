@@ -199,7 +199,7 @@ impl Pipeline {
         ctx: &zmq::Context,
         config: ServerConfig,
     ) -> Result<(RunningPipeline, Server)> {
-        give_io_threads(ctx, config.io_threads);
+        give_io_threads(ctx, config.io_threads, config.io_thread_spill);
         // Bound first: a taken port is reported before any stage starts (or logs).
         let listeners = Server::bind_listeners(ctx, &config)?;
         let (pipeline, front) = self.start(ctx)?;
@@ -460,15 +460,20 @@ impl Drop for RunningPipeline {
 }
 
 /// Gives `ctx` at least `wanted` I/O threads ([`ServerConfig::io_threads`]), where
-/// libzmq reads and writes the client connections. libzmq takes the count only before
-/// the context's first socket, so call it before any socket is made on `ctx`; after
-/// that, or if libzmq refuses, the context keeps its own count (logged at `warn` when
-/// refused).
-pub fn give_io_threads(ctx: &zmq::Context, wanted: usize) {
+/// libzmq reads and writes the client connections, and the load at which a new
+/// connection goes to the next one (`spill`, [`ServerConfig::io_thread_spill`]; 0: the
+/// least loaded). libzmq takes the count only before the context's first socket, so
+/// call it before any socket is made on `ctx`; after that, or if libzmq refuses, the
+/// context keeps its own count (logged at `warn` when refused).
+pub fn give_io_threads(ctx: &zmq::Context, wanted: usize, spill: usize) {
     let wanted = i32::try_from(wanted).unwrap_or(i32::MAX);
     if ctx.get_io_threads().is_ok_and(|threads| threads < wanted) {
         if let Err(e) = ctx.set_io_threads(wanted) {
             log::warn!("could not give the front end {wanted} I/O threads: {e}");
         }
+    }
+    let spill = i32::try_from(spill).unwrap_or(i32::MAX);
+    if let Err(e) = ctx.set_io_thread_spill(spill) {
+        log::warn!("could not set the I/O threads' spill load to {spill}: {e}");
     }
 }

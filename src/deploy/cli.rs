@@ -236,11 +236,18 @@ pub struct FrontEndArgs {
     pub max_request_bytes: usize,
     /// libzmq's I/O threads, where the client connections are read and written (each
     /// connection on one): two let one publish to thousands of held connections use two
-    /// cores, at some cost to a stream of publishes; at least one per front end
-    /// (--front-ends).
+    /// cores (past --io-thread-spill connections), at some cost to a stream of
+    /// publishes to them; at least one per front end (--front-ends).
     #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_IO_THREADS,
           value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=256), usize::from))]
     pub io_threads: usize,
+    /// Connections an I/O thread holds before new ones go to the next (0: always the
+    /// least loaded, libzmq's own choice). Below it a stream of publishes is written in
+    /// fewer, larger writes from one thread; above it one publish is written from
+    /// several. With --front-ends N the connections are spread from the first.
+    #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_IO_THREAD_SPILL,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(0..=1_000_000), |n: u32| n as usize))]
+    pub io_thread_spill: usize,
     /// Keep the process's threads preempting on every wake-up. By default, while 24 or
     /// more requests are in flight, they switch to SCHED_BATCH (a woken thread waits for
     /// a busy core to free instead of preempting it, so the pipeline's threads find
@@ -524,6 +531,7 @@ impl FrontEndArgs {
         config.write_timeout = seconds("--write-timeout", self.write_timeout)?;
         config.half_closed_timeout = seconds("--half-closed-timeout", self.half_closed_timeout)?;
         config.io_threads = self.io_threads;
+        config.io_thread_spill = self.io_thread_spill;
         config.batch_wakeups = !self.no_batch_wakeups;
         config.limits.max_body = self.max_request_bytes;
         config.max_netstring_bytes = self.max_request_bytes;
@@ -616,12 +624,21 @@ mod tests {
     }
 
     #[test]
-    fn io_threads_are_libzmqs_one_unless_told_and_never_none() {
-        assert_eq!(parse(&[]).unwrap().io_threads, 1);
+    fn io_threads_are_libzmqs_one_spilling_at_4096_unless_told_and_never_none() {
+        let plain = parse(&[]).unwrap();
+        assert_eq!((plain.io_threads, plain.io_thread_spill), (1, 4096));
         assert_eq!(parse(&["--io-threads", "4"]).unwrap().io_threads, 4);
+        assert_eq!(
+            parse(&["--io-thread-spill", "0"]).unwrap().io_thread_spill,
+            0
+        );
         for bad in ["0", "257", "two"] {
             let refused = parse(&["--io-threads", bad]).unwrap_err();
             assert!(refused.contains("--io-threads"), "{bad}: {refused}");
+        }
+        for bad in ["1000001", "many"] {
+            let refused = parse(&["--io-thread-spill", bad]).unwrap_err();
+            assert!(refused.contains("--io-thread-spill"), "{bad}: {refused}");
         }
     }
 

@@ -54,8 +54,9 @@ impl Pipeline {
             return Err(Error::Config(SHARED_JOBS_REFUSAL.into()));
         }
         // Client connections live in libzmq's I/O threads: at least a front end each,
-        // or they would all share one core however many front ends there are.
-        super::builder::give_io_threads(ctx, config.io_threads.max(front_ends));
+        // or they would all share one core however many front ends there are; and
+        // spread from the first (a spill load would put every front end's on one).
+        super::builder::give_io_threads(ctx, config.io_threads.max(front_ends), 0);
         let mut config = config;
         config.reuse_port = true;
         // Bound first: a taken port is reported before any stage starts (or logs).

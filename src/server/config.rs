@@ -26,15 +26,31 @@ pub enum AccessLogFormat {
     Json,
 }
 
-/// The default of [`ServerConfig::io_threads`] (`--io-threads`): libzmq's own, 1,
-/// which writes every client connection from one core. Two trade one kind of push for
-/// another (`scripts/bench-channels` on 2 cores, medians of three interleaved rounds,
-/// one run each): one publish to 1,000 held streams reached the last in 8.1 ms
-/// instead of 10.1, to 10,000 in 73 ms instead of 86, but a stream of publishes
-/// delivered 480,000 a second to 1,000 instead of 988,000 and 225,000 to 10,000
-/// instead of 345,000 (each I/O thread wakes for fewer writes at a time), and an idle
-/// connection cost 130-290 bytes more; so one stays the default.
+/// The default of [`ServerConfig::io_threads`] (`--io-threads`): libzmq's own, 1, which
+/// writes every client connection from one core. Two (with the default
+/// [`DEFAULT_IO_THREAD_SPILL`]) keep up to 4,096 connections on the first, as one does,
+/// and split a publish to more over two cores: with 10,000 held streams each thread
+/// spent 36-42 ms of CPU per publish instead of 79 on one, but a stream of publishes to
+/// them was delivered about half as fast (50,000-69,000 deliveries a second against
+/// 92,000-124,000, three interleaved rounds on 2 cores at load 8-11), and a publish
+/// reached the last of them no sooner there (144-306 ms against 199-366: the cores were
+/// busy). So one stays the default.
 pub const DEFAULT_IO_THREADS: usize = 1;
+
+/// The default of [`ServerConfig::io_thread_spill`] (`--io-thread-spill`): with two or
+/// more I/O threads, a front end's connections stay on its first until it holds 4,096,
+/// and are then spread.
+///
+/// Why not libzmq's least-loaded choice from the first connection: the kernel's work of a
+/// delivery is a `sendto` (some 5 µs on the loopback, the receiver's side included), and
+/// one I/O thread that falls behind the front end finds several messages in a held
+/// connection's pipe and writes them in one `sendto`. Spread over two threads from the
+/// start, each keeps up and writes nearly every message on its own: with 1,000 SSE holds
+/// and a stream of 200 publishes, 0.17-0.52 `sendto` per delivery on one thread against
+/// 0.47-0.51 on two, and about half the deliveries a second (`perf stat`, DESIGN.md's
+/// channels). A single publish to many holds cannot batch, and there two cores write in
+/// parallel.
+pub const DEFAULT_IO_THREAD_SPILL: usize = 4096;
 
 /// How the front end listens and what it allows.
 #[derive(Clone, Debug)]
@@ -51,12 +67,19 @@ pub struct ServerConfig {
     pub reuse_port: bool,
     /// libzmq's I/O threads for the front end's context: the threads where the client
     /// connections are read and written, each connection on one of them (libzmq gives a
-    /// new connection to the least busy). The default is [`DEFAULT_IO_THREADS`]; two let a
+    /// new connection to the first below [`ServerConfig::io_thread_spill`], then to the
+    /// least busy). The default is [`DEFAULT_IO_THREADS`]; two let a
     /// publish to thousands of held connections write them on two cores while the front
     /// end hands the deliveries over; with `--front-ends N` there are at least N. libzmq
     /// takes the count only before the context's first socket, so an embedder who made
     /// sockets on the context first keeps the context's own count.
     pub io_threads: usize,
+    /// How many pollers (client connections, listeners, pipeline links) an I/O thread of
+    /// a single front end's context holds before new connections go to the next one
+    /// (libzmq's `ZMQ_IO_THREAD_SPILL`, a patch of ours; 0: always the least loaded, as
+    /// libzmq does). The default is [`DEFAULT_IO_THREAD_SPILL`]. With `--front-ends N`
+    /// the connections are spread from the first (each front end's share of the load).
+    pub io_thread_spill: usize,
     /// Switch every thread of the process to `SCHED_BATCH` while many requests are in
     /// flight, and back once the load is gone ([`crate::base::sched`]): a woken thread
     /// then waits for a busy core's thread to block instead of preempting it, so the
@@ -162,6 +185,7 @@ impl ServerConfig {
             listen: vec![(endpoint.into(), ListenProtocol::Http)],
             reuse_port: false,
             io_threads: DEFAULT_IO_THREADS,
+            io_thread_spill: DEFAULT_IO_THREAD_SPILL,
             batch_wakeups: false,
             limits: Limits::default(),
             max_netstring_bytes: 10 * 1024 * 1024,

@@ -117,7 +117,9 @@ mod wait;
 mod websocket;
 
 pub use channels::ChannelsConfig;
-pub use config::{AccessLogFormat, ListenProtocol, ServerConfig, DEFAULT_IO_THREADS};
+pub use config::{
+    AccessLogFormat, ListenProtocol, ServerConfig, DEFAULT_IO_THREADS, DEFAULT_IO_THREAD_SPILL,
+};
 pub use control::{control_address, ControlConfig, ControlError};
 pub use cors::{AllowedOrigins, CorsConfig};
 pub use front::{AskError, FrontSockets, RoutedEntry};

@@ -435,6 +435,9 @@ pub struct Context {
     raw: Arc<RawContext>,
 }
 
+/// prime_server patch: the context option of the patched libzmq's `zmq.h` (not in zmq-sys).
+const ZMQ_IO_THREAD_SPILL: std::os::raw::c_int = 0x5053;
+
 impl Context {
     /// Create a new reference-counted context handle.
     pub fn new() -> Context {
@@ -458,6 +461,21 @@ impl Context {
             zmq_sys::zmq_ctx_set(self.raw.ctx, zmq_sys::ZMQ_IO_THREADS as _, value as i32)
         });
         Ok(())
+    }
+
+    /// prime_server patch: sets `ZMQ_IO_THREAD_SPILL` (vendor/zeromq-src's PATCHES.md):
+    /// a new connection goes to the first I/O thread with fewer than `value` pollers
+    /// registered, and to the least loaded once every one has that many; 0 is libzmq's
+    /// own choice (always the least loaded). Set it before the context's first socket.
+    pub fn set_io_thread_spill(&self, value: i32) -> Result<()> {
+        zmq_try!(unsafe { zmq_sys::zmq_ctx_set(self.raw.ctx, ZMQ_IO_THREAD_SPILL, value) });
+        Ok(())
+    }
+
+    /// prime_server patch: reads `ZMQ_IO_THREAD_SPILL` (see [`Context::set_io_thread_spill`]).
+    pub fn get_io_thread_spill(&self) -> Result<i32> {
+        let rc = zmq_try!(unsafe { zmq_sys::zmq_ctx_get(self.raw.ctx, ZMQ_IO_THREAD_SPILL) });
+        Ok(rc as i32)
     }
 
     /// Create a new socket.

@@ -221,6 +221,11 @@ ZMQ_EXPORT void zmq_version (int *major_, int *minor_, int *patch_);
 #define ZMQ_THREAD_AFFINITY_CPU_ADD 7
 #define ZMQ_THREAD_AFFINITY_CPU_REMOVE 8
 #define ZMQ_THREAD_NAME_PREFIX 9
+/*  prime_server patch: a new connection goes to the first I/O thread (allowed by
+    the socket's ZMQ_AFFINITY) with fewer than this many pollers registered, and to
+    the least loaded only once every one has this many; 0 (the default) is libzmq's
+    own choice, always the least loaded. Set it before the context's first socket. */
+#define ZMQ_IO_THREAD_SPILL 0x5053
 
 /*  Default for new contexts                                                  */
 #define ZMQ_IO_THREADS_DFLT 1

@@ -81,6 +81,7 @@ zmq::ctx_t::ctx_t () :
     _max_sockets (clipped_maxsocket (ZMQ_MAX_SOCKETS_DFLT)),
     _max_msgsz (INT_MAX),
     _io_thread_count (ZMQ_IO_THREADS_DFLT),
+    _io_thread_spill (0),
     _blocky (true),
     _ipv6 (false),
     _zero_copy (true)
@@ -279,6 +280,15 @@ int zmq::ctx_t::set (int option_, const void *optval_, size_t optvallen_)
             }
             break;
 
+        //  prime_server patch: see choose_io_thread.
+        case ZMQ_IO_THREAD_SPILL:
+            if (is_int && value >= 0) {
+                scoped_lock_t locker (_opt_sync);
+                _io_thread_spill = value;
+                return 0;
+            }
+            break;
+
         case ZMQ_IPV6:
             if (is_int && value >= 0) {
                 scoped_lock_t locker (_opt_sync);
@@ -343,6 +353,13 @@ int zmq::ctx_t::get (int option_, void *optval_, const size_t *optvallen_)
         case ZMQ_IO_THREADS:
             if (is_int) {
                 *value = _io_thread_count;
+                return 0;
+            }
+            break;
+
+        case ZMQ_IO_THREAD_SPILL:
+            if (is_int) {
+                *value = _io_thread_spill;
                 return 0;
             }
             break;
@@ -668,6 +685,20 @@ zmq::io_thread_t *zmq::ctx_t::choose_io_thread (uint64_t affinity_)
 {
     if (_io_threads.empty ())
         return NULL;
+
+    //  prime_server patch: with ZMQ_IO_THREAD_SPILL set, the first allowed
+    //  thread whose load is below it, so that a few connections share one
+    //  thread (its writes batch) and many are spread once it holds that many.
+    //  The option is set before the first socket, so this read races nothing.
+    const int spill = _io_thread_spill;
+    if (spill > 0) {
+        for (io_threads_t::size_type i = 0, size = _io_threads.size ();
+             i != size; i++) {
+            if ((!affinity_ || (affinity_ & (uint64_t (1) << i)))
+                && _io_threads[i]->get_load () < spill)
+                return _io_threads[i];
+        }
+    }
 
     //  Find the I/O thread with minimum load.
     int min_load = -1;

@@ -233,6 +233,10 @@ class ctx_t ZMQ_FINAL : public thread_ctx_t
     //  Number of I/O threads to launch.
     int _io_thread_count;
 
+    //  prime_server patch: ZMQ_IO_THREAD_SPILL, the load below which a new
+    //  connection stays on the first allowed I/O thread (0: least loaded).
+    int _io_thread_spill;
+
     //  Does context wait (possibly forever) on termination?
     bool _blocky;
 
