@@ -300,6 +300,21 @@ fn start_gatewayd(name: &str, port: u16, target: &str, extra: &[&str]) -> Daemon
 }
 
 /// A request with a body, as raw bytes.
+/// `n` clients of the gateway on `port`, each having sent `GET /held/{i}`, with their
+/// targets.
+fn held_clients(port: u16, n: usize) -> Vec<(String, Client)> {
+    (0..n)
+        .map(|i| {
+            let target = format!("/held/{i}");
+            let mut client = Client::connect(port).expect("connect");
+            client
+                .send_raw(&raw("GET", &target, &[], b""))
+                .expect("send");
+            (target, client)
+        })
+        .collect()
+}
+
 fn raw(method: &str, target: &str, headers: &[&str], body: &[u8]) -> Vec<u8> {
     let mut text = format!(
         "{method} {target} HTTP/1.1\r\nHost: shop.test\r\nContent-Length: {}\r\n",
@@ -817,16 +832,7 @@ fn sixty_four_calls_wait_at_the_backend_at_once_on_one_gateway_thread() {
     let idle_threads = threads_of(gateway.pid());
     // Two more requests than CONCURRENCY: they wait at the gateway thread, not at the
     // backend.
-    let mut clients: Vec<(String, Client)> = (0..CALLS + 2)
-        .map(|i| {
-            let target = format!("/held/{i}");
-            let mut client = Client::connect(port).expect("connect");
-            client
-                .send_raw(&raw("GET", &target, &[], b""))
-                .expect("send");
-            (target, client)
-        })
-        .collect();
+    let mut clients = held_clients(port, CALLS + 2);
     backend.wait_seen(CALLS);
     let all_held = poll_until(WAIT, || {
         (backend.shared.held.load(Ordering::Relaxed) == CALLS).then_some(())
@@ -1628,16 +1634,7 @@ fn jobs_beyond_the_calls_in_flight_wait_at_the_gateway_thread_and_the_cap_holds(
             "/status".to_string(),
         ],
     );
-    let mut clients: Vec<(String, Client)> = (0..CLIENTS)
-        .map(|i| {
-            let target = format!("/held/{i}");
-            let mut client = Client::connect(port).expect("connect");
-            client
-                .send_raw(&raw("GET", &target, &[], b""))
-                .expect("send");
-            (target, client)
-        })
-        .collect();
+    let mut clients = held_clients(port, CLIENTS);
     backend.wait_seen(1);
     let handed_on = poll_until(WAIT, || {
         let status = get(port, "/status", READ).ok()?.json();

@@ -189,17 +189,30 @@ impl Service {
     /// A new job stored already running: dispatched with the request the submit
     /// brought (no read of the store), as `start_some` dispatches a queued one.
     fn started_at_once(&mut self, s: Submitted, record: JobRecord) {
+        let client = s.client.as_deref().and_then(|c| c.parse().ok());
+        self.dispatch_started(&record, s.head, s.body, client);
+    }
+
+    /// A job just started (its record running): counted as running, its run sent
+    /// into the pipeline with `head`, `body` and `client`, its change told.
+    fn dispatch_started(
+        &mut self,
+        record: &JobRecord,
+        head: Vec<u8>,
+        body: Vec<u8>,
+        client: Option<std::net::SocketAddr>,
+    ) {
         let number = record.number;
         self.counts.queued = self.counts.queued.saturating_sub(1);
         self.counts.running += 1;
         self.running.insert(number);
         self.early.push(Event::Dispatch {
             number,
-            head: s.head,
-            body: s.body,
-            client: s.client.as_deref().and_then(|c| c.parse().ok()),
+            head,
+            body,
+            client,
         });
-        self.changed(&record, None);
+        self.changed(record, None);
     }
 
     /// What follows a job's storing: its webhook, its place in the queue (or the
@@ -533,17 +546,7 @@ impl Service {
             client,
         } in started
         {
-            let number = record.number;
-            self.counts.queued = self.counts.queued.saturating_sub(1);
-            self.counts.running += 1;
-            self.running.insert(number);
-            self.early.push(Event::Dispatch {
-                number,
-                head,
-                body,
-                client,
-            });
-            self.changed(&record, None);
+            self.dispatch_started(&record, head, body, client);
         }
         true
     }
