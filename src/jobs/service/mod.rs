@@ -816,6 +816,12 @@ impl Service {
                     token,
                     result: Err(format!("the job store cannot commit: {why}")),
                 }),
+                // A run this batch started was never sent: the rollback took its start
+                // (or, for a job stored already running, the job), so it holds no place
+                // under --jobs-max-running.
+                Event::Dispatch { number, .. } => {
+                    self.running.remove(&number);
+                }
                 _ => {}
             }
         }
