@@ -130,14 +130,7 @@ fn no_batch_wakeups_keeps_every_thread_preempting() {
     let echod =
         Daemon::start_listening("no-batch-wakeups", env!("CARGO_BIN_EXE_prime_echod"), &args);
     let pid = echod.pid();
-    let mut rounds = 0;
-    load(port, || {
-        let now = policies(pid);
-        assert!(now.iter().all(|&(_, p)| p == SCHED_OTHER), "{now:?}");
-        rounds += 1;
-        rounds == 20
-    });
-    assert_eq!(rounds, 20);
+    keeps_policy_under_load(port, pid, SCHED_OTHER);
 }
 
 #[test]
@@ -158,14 +151,7 @@ fn a_policy_the_operator_chose_is_kept_under_load() {
         echod.stderr()
     );
     let pid = echod.pid();
-    let mut rounds = 0;
-    load(port, || {
-        let now = policies(pid);
-        assert!(now.iter().all(|&(_, p)| p == SCHED_IDLE), "{now:?}");
-        rounds += 1;
-        rounds == 20
-    });
-    assert_eq!(rounds, 20);
+    keeps_policy_under_load(port, pid, SCHED_IDLE);
 }
 
 /// The calling thread's policy.
@@ -245,4 +231,17 @@ fn a_busy_switch_keeps_the_faster_policy_and_stops_after_a_quiet_window() {
     off.observe(10 * Batching::ABOVE, 0, Instant::now());
     assert!(!off.is_on());
     assert_eq!(policy(), libc::SCHED_OTHER);
+}
+
+/// Loads the server on `port` for 20 rounds and asserts that every thread of `pid` runs
+/// under `policy` at each.
+fn keeps_policy_under_load(port: u16, pid: u32, policy: i64) {
+    let mut rounds = 0;
+    load(port, || {
+        let now = policies(pid);
+        assert!(now.iter().all(|&(_, p)| p == policy), "{now:?}");
+        rounds += 1;
+        rounds == 20
+    });
+    assert_eq!(rounds, 20);
 }
