@@ -136,6 +136,10 @@ impl<W: Work> WorkerLoop<W> {
         // Whether the socket's receive timeout is READY_DELAY_MS (a dry queue with
         // jobs unreported), not the heartbeat's wait.
         let mut delaying = false;
+        // Whether the last delay ended with a job (or none has been tried): after one
+        // that ended empty, a queue that ran dry after a single job says READY at once,
+        // so a lightly loaded worker does not wake again only to say it.
+        let mut delay_paid = true;
         while !self.watch.shutdown.is_draining() {
             let flags = if unreported > 0 && !delaying {
                 zmq::DONTWAIT
@@ -145,6 +149,7 @@ impl<W: Work> WorkerLoop<W> {
             let received = self.spare.recv(&self.member.jobs(), flags);
             if delaying && !matches!(received, Err(zmq::Error::EINTR)) {
                 delaying = false;
+                delay_paid = received.is_ok();
                 self.set_wait(wait);
             }
             match received {
@@ -160,7 +165,7 @@ impl<W: Work> WorkerLoop<W> {
                 }
                 Err(zmq::Error::EAGAIN) if unreported > 0 && flags == zmq::DONTWAIT => {
                     // Dry: wait a little for the next job before saying READY.
-                    delaying = self.set_wait(READY_DELAY_MS);
+                    delaying = (delay_paid || unreported > 1) && self.set_wait(READY_DELAY_MS);
                     if !delaying {
                         unreported = 0;
                         self.send_ready();
