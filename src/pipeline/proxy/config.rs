@@ -28,7 +28,8 @@ pub enum Dispatch {
     /// jobs is spread over the pool, and a worker slowed by a long job gets no more
     /// than its pace allows, for the lowest latency when jobs take long enough to be
     /// worth running side by side. A worker's count of jobs held falls when its READY
-    /// reports them completed (every half credit, and whenever its queue runs dry).
+    /// reports them completed (every half credit, and once its queue has been dry
+    /// for 1 ms).
     #[default]
     Spread,
     /// The one that took the last job, while it has credit left: fewer wake-ups per
