@@ -1,4 +1,5 @@
-//! Decoding a chunked request body (RFC 9112 §7.1) as its bytes arrive.
+//! Decoding a chunked body (RFC 9112 §7.1) as its bytes arrive: a request's, and a
+//! gateway backend's answer's.
 //!
 //! A frame boundary may fall anywhere: inside the size digits, inside a chunk
 //! extension, between the CR and LF, inside chunk data or inside a trailer.
@@ -15,7 +16,7 @@ const MAX_CHUNK_LINE: usize = 4096;
 
 /// State of one chunked body between calls.
 #[derive(Debug)]
-pub(super) struct ChunkedDecoder {
+pub(crate) struct ChunkedDecoder {
     state: State,
 }
 
@@ -29,13 +30,13 @@ enum State {
 
 /// How much input one [`ChunkedDecoder::decode`] call used.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Progress {
-    pub(super) consumed: usize,
-    pub(super) done: bool,
+pub(crate) struct Progress {
+    pub(crate) consumed: usize,
+    pub(crate) done: bool,
 }
 
 impl ChunkedDecoder {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ChunkedDecoder {
             state: State::SizeLine(LineScanner::default()),
         }
@@ -44,7 +45,7 @@ impl ChunkedDecoder {
     /// Decodes from the start of the unconsumed `input`, appending chunk data
     /// to `body`. Bytes not reported as consumed must be passed again, with
     /// any newly received bytes after them.
-    pub(super) fn decode(
+    pub(crate) fn decode(
         &mut self,
         input: &[u8],
         body: &mut Vec<u8>,

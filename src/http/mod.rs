@@ -29,6 +29,7 @@ mod tests;
 pub mod websocket;
 pub mod websocket_events;
 
+pub(crate) use chunked::ChunkedDecoder;
 pub use error::ParseError;
 pub use fields::{field_text, field_values, post_head_without};
 pub use head::Method;

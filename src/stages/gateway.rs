@@ -32,9 +32,10 @@
 //! the gateway never forwards `Upgrade`, so nobody asked); one slower than the timeout
 //! `504`, all with a JSON error.
 //!
-//! The calls are made with hyper's HTTP/1.1 connections on a current-thread tokio
-//! runtime that each worker thread owns (see `gateway_calls`), with a pool of
-//! kept-alive connections to the backend. As a [`ConcurrentWork`] (`prime_gatewayd`, [`Pipeline::concurrent_stage`](crate::Pipeline::concurrent_stage))
+//! The calls are made with HTTP/1.1 connections on a current-thread tokio runtime that
+//! each worker thread owns (see `gateway_calls`), with pools of kept-alive connections
+//! to the backend: a plain HTTP request through the gateway's lean client
+//! (`gateway_plain`), any other through hyper's. As a [`ConcurrentWork`] (`prime_gatewayd`, [`Pipeline::concurrent_stage`](crate::Pipeline::concurrent_stage))
 //! one thread holds many calls in flight, as many as its credit at the proxy, and an
 //! interrupt (client gone, job cancelled, deadline) aborts its call, which closes that
 //! call's backend connection. As an [`HttpWork`] (one call per worker thread, e.g.
@@ -61,12 +62,13 @@
 //! ```
 
 use crate::http::Response;
-use crate::pipeline::envelope::{Protocol, ENVELOPE_LEN};
+use crate::pipeline::envelope::Protocol;
 use crate::pipeline::loopback::{limit_passed, render, Failure, FailureKind};
 use crate::pipeline::worker::{answer_frame, ConcurrentWork, Job, Outcome};
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
-use crate::stages::gateway_calls::{until, Call, CallError, Called, Calls, Replay};
+use crate::stages::gateway_calls::{until, Call, CallError, Called, Calls};
 use crate::stages::gateway_path::under_base;
+use crate::stages::gateway_plain::{PlainCall, PlainRequest};
 use crate::stages::gateway_wire::{
     connection_options, forwarded_node, is_hop_by_hop, origin_form, plain_frame, with_head, Asking,
     Fields, IpText, FORWARDED, GRIP_SIG_NAME, X_FORWARDED_FOR, X_FORWARDED_HOST, X_PRIME_SIGNATURE,
@@ -357,6 +359,7 @@ fn prepare(
     };
     let (outgoing, head) = outgoing(settings, &asking, request_id, is_async, client)?;
     forwarding(settings, request_id, &outgoing);
+    let outgoing = outgoing.into_request()?;
     Ok((
         outgoing,
         Asked {
@@ -372,7 +375,7 @@ fn prepare(
 fn prepare_in_place(
     settings: &Settings,
     job: &Job<'_>,
-) -> Option<Result<(http::Request<Bytes>, Asked), StageError>> {
+) -> Option<Result<(Outgoing, Asked), StageError>> {
     let envelope = job.envelope();
     if !matches!(envelope.protocol, Protocol::Http { .. }) || envelope.websocket.is_some() {
         return None;
@@ -392,32 +395,11 @@ fn prepare_in_place(
     })
 }
 
-/// How to make a request read in place ([`prepare_in_place`]) again, should its call
-/// need to send it again (see `gateway_calls`): the job's frames move into it (no
-/// copy), and the request is made anew from them only then, instead of a copy of every
-/// request being kept for the rare call that needs one.
-fn replay(settings: &Arc<Settings>, job: &mut Job<'_>) -> Replay {
-    let envelope = *job.envelope();
-    // The head (behind the envelope in the lead frame) and the body, unchanged.
-    let frames = job.forward_frames(2);
-    let settings = Arc::clone(settings);
-    Box::new(move || {
-        let head = frames.first().and_then(|lead| lead.get(ENVELOPE_LEN..))?;
-        let body = frames.get(1).map(|body| &body[..]).unwrap_or_default();
-        let (request_id, is_async, client) = (envelope.request_id, envelope.job, envelope.client);
-        with_head(head, body, |asking| {
-            outgoing(&settings, asking, request_id, is_async, client).ok()
-        })
-        .flatten()
-        .map(|(request, _)| request)
-    })
-}
-
-fn forwarding(settings: &Settings, request_id: u64, outgoing: &http::Request<Bytes>) {
+fn forwarding(settings: &Settings, request_id: u64, outgoing: &Outgoing) {
     log::debug!(
         "request {request_id}: forwarding {} {} to {}",
-        outgoing.method(),
-        outgoing.uri().path(),
+        outgoing.method,
+        outgoing.uri.path(),
         settings.origin
     );
 }
@@ -456,12 +438,17 @@ fn finished(settings: &Settings, asked: Asked, protocol: Protocol, called: Calle
 impl ConcurrentWork for HttpGateway {
     fn start(&mut self, job: &mut Job<'_>, ticket: u64) -> Option<Outcome> {
         let protocol = job.envelope().protocol;
-        let (prepared, replay) = match prepare_in_place(&self.settings, job) {
-            Some(prepared) => {
-                let replay = prepared.is_ok().then(|| replay(&self.settings, job));
-                (prepared, replay)
-            }
-            None => (prepare(&self.settings, &mut HttpJob::new(job)), None),
+        // A request read in place goes through the lean client (`gateway_plain`),
+        // unless it is one that client does not send.
+        let prepared = match prepare_in_place(&self.settings, job) {
+            Some(prepared) => prepared.and_then(|(outgoing, asked)| {
+                Ok(match outgoing.into_plain()? {
+                    Ok(plain) => (Sent::Plain(plain), asked),
+                    Err(outgoing) => (Sent::Hyper(outgoing.into_request()?), asked),
+                })
+            }),
+            None => prepare(&self.settings, &mut HttpJob::new(job))
+                .map(|(outgoing, asked)| (Sent::Hyper(outgoing), asked)),
         };
         let (outgoing, asked) = match prepared {
             Ok(prepared) => prepared,
@@ -469,17 +456,27 @@ impl ConcurrentWork for HttpGateway {
         };
         let settings = Arc::clone(&self.settings);
         let (limit, timeout) = (settings.max_response_bytes, settings.timeout);
-        let call = Call {
-            request: outgoing,
-            replay,
-            limit,
-            timeout,
-        };
-        match self.calls() {
-            Ok(calls) => calls.start(ticket, call, move |called| {
-                finished(&settings, asked, protocol, called)
-            }),
-            Err(error) => return Some(rendered(protocol, Err(error))),
+        let finish = move |called| finished(&settings, asked, protocol, called);
+        match (self.calls(), outgoing) {
+            (Ok(calls), Sent::Hyper(request)) => calls.start(
+                ticket,
+                Call {
+                    request,
+                    limit,
+                    timeout,
+                },
+                finish,
+            ),
+            (Ok(calls), Sent::Plain(request)) => calls.start_plain(
+                ticket,
+                PlainCall {
+                    request,
+                    limit,
+                    timeout,
+                },
+                finish,
+            ),
+            (Err(error), _) => return Some(rendered(protocol, Err(error))),
         }
         None
     }
@@ -549,7 +546,6 @@ impl HttpWork for HttpGateway {
         let watching = until(INTERRUPT_POLL, || job.interrupted());
         let call = Call {
             request: outgoing,
-            replay: None,
             limit,
             timeout,
         };
@@ -580,10 +576,7 @@ fn outgoing(
     request_id: u64,
     is_async: bool,
     client: Option<SocketAddr>,
-) -> Result<(http::Request<Bytes>, bool), StageError> {
-    let unforwardable = |e: &dyn fmt::Display| {
-        StageError::bad_request(format!("the request cannot be forwarded: {e}"))
-    };
+) -> Result<(Outgoing, bool), StageError> {
     let target = origin_form(request.target)?;
     // Dot segments go before the base is joined: none may climb out of it.
     let path = under_base(&settings.base, target)
@@ -696,14 +689,77 @@ fn outgoing(
         let sig = grip::grip_sig_now(key).map_err(|e| StageError::internal(e.to_string()))?;
         fields.push(GRIP_SIG_NAME.clone(), sig.as_bytes());
     }
-    let headers = fields.into_map().map_err(|e| unforwardable(&e))?;
     let uri = http::Uri::try_from(path).map_err(|e| unforwardable(&e))?;
     let head = request.method.eq_ignore_ascii_case("HEAD");
-    let mut outgoing = http::Request::new(Bytes::copy_from_slice(request.body));
-    *outgoing.method_mut() = method;
-    *outgoing.uri_mut() = uri;
-    *outgoing.headers_mut() = headers;
+    let outgoing = Outgoing {
+        method,
+        uri,
+        fields,
+        body: Bytes::copy_from_slice(request.body),
+    };
     Ok((outgoing, head))
+}
+
+/// A backend request made by [`outgoing`], before it takes the form its client sends:
+/// hyper's [`http::Request`] or the lean client's bytes ([`PlainRequest`]).
+struct Outgoing {
+    method: http::Method,
+    /// In origin form.
+    uri: http::Uri,
+    fields: Fields,
+    body: Bytes,
+}
+
+impl Outgoing {
+    /// The request as hyper sends it.
+    ///
+    /// Errors: a field value that is not one (`400`).
+    fn into_request(self) -> Result<http::Request<Bytes>, StageError> {
+        let headers = self.fields.into_map().map_err(|e| unforwardable(&e))?;
+        let mut outgoing = http::Request::new(self.body);
+        *outgoing.method_mut() = self.method;
+        *outgoing.uri_mut() = self.uri;
+        *outgoing.headers_mut() = headers;
+        Ok(outgoing)
+    }
+
+    /// The request as the lean client sends it (see `gateway_plain`); `Ok(Err(self))`
+    /// for one it does not send (`CONNECT`, or a target with no path), which hyper
+    /// sends.
+    ///
+    /// Errors: a field value that is not one (`400`, as [`Outgoing::into_request`]).
+    fn into_plain(self) -> Result<Result<PlainRequest, Outgoing>, StageError> {
+        if self.method == http::Method::CONNECT {
+            return Ok(Err(self));
+        }
+        let Some(target) = self.uri.path_and_query() else {
+            return Ok(Err(self));
+        };
+        let mut head = Vec::with_capacity(256 + target.as_str().len());
+        head.extend_from_slice(self.method.as_str().as_bytes());
+        head.push(b' ');
+        head.extend_from_slice(target.as_str().as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        self.fields
+            .write_lines(&mut head)
+            .map_err(|e| unforwardable(&e))?;
+        Ok(Ok(PlainRequest {
+            method: self.method,
+            head,
+            body: self.body,
+        }))
+    }
+}
+
+/// A backend request as the client that sends it takes it.
+enum Sent {
+    Hyper(http::Request<Bytes>),
+    Plain(PlainRequest),
+}
+
+/// The `400` for a request the gateway cannot forward, and why.
+fn unforwardable(e: &dyn fmt::Display) -> StageError {
+    StageError::bad_request(format!("the request cannot be forwarded: {e}"))
 }
 
 /// The client's response from the backend's: status, end-to-end headers and body.

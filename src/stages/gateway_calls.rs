@@ -15,6 +15,10 @@
 //! the backend is sent again, once, on a new connection: when no byte of it went out,
 //! or when its method is idempotent and the connection closed before any answer
 //! (RFC 9112 §9.3.1; a proxy never retries the others).
+//!
+//! A plain call (a request read in place from the client's head) takes the lean client
+//! of `gateway_plain` instead, on connections of that module's own pool: the same
+//! bounds, pooling and retry, without hyper's connection task and channels.
 
 use bytes::Bytes;
 use futures_util::future::{AbortHandle, Abortable, Aborted, FutureExt};
@@ -30,12 +34,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
+
+use super::gateway_plain::{self, PlainCall, PlainConnection, PlainPool};
 use ureq::http;
 
 /// The most header fields a backend's answer may have: 128, as with the gateway's
 /// earlier client (ureq), above hyper's default of 100. hyper makes room for all of
 /// them for every answer it reads, so the bound is not raised further.
-const MAX_ANSWER_FIELDS: usize = 128;
+pub(super) const MAX_ANSWER_FIELDS: usize = 128;
 
 /// How long a kept-alive backend connection may stay idle in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -55,32 +61,31 @@ pub(super) enum CallError {
 /// The backend's whole answer, or why there is none.
 pub(super) type Called = Result<http::Response<Bytes>, CallError>;
 
-/// Makes a call's request again, for a call that must send it again (`None` when it
-/// cannot be made again: the call then fails as it would without).
-pub(super) type Replay = Box<dyn FnOnce() -> Option<http::Request<Bytes>> + Send>;
-
 /// A backend call to make.
 pub(super) struct Call {
     /// The request, in origin form (RFC 9112 §3.2.1).
     pub(super) request: http::Request<Bytes>,
-    /// How to make it again, if the call must send it again; without it, a copy is
-    /// kept while it is sent on a kept-alive connection.
-    pub(super) replay: Option<Replay>,
     /// The most body bytes taken.
     pub(super) limit: u64,
     /// The bound on the whole call.
     pub(super) timeout: Duration,
 }
 
+/// A connection that may serve again after a call: hyper's or the lean client's.
+enum Kept {
+    Hyper(Connection),
+    Plain(PlainConnection),
+}
+
 /// A running call: it ends with its ticket and what it made, and its connection when
 /// that may serve again (`None` once aborted).
-type Running<T> = Pin<Box<dyn Future<Output = (u64, Option<(T, Option<Connection>)>)> + Send>>;
+type Running<T> = Pin<Box<dyn Future<Output = (u64, Option<(T, Option<Kept>)>)> + Send>>;
 
 /// Where the backend is: its host and port, and the `Host` field sent to it.
-struct Backend {
-    host: String,
-    port: u16,
-    authority: http::HeaderValue,
+pub(super) struct Backend {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) authority: http::HeaderValue,
 }
 
 impl Backend {
@@ -179,6 +184,8 @@ pub(super) struct Calls<T> {
     runtime: tokio::runtime::Runtime,
     backend: Arc<Backend>,
     pool: Pool,
+    /// The lean client's connections (see `gateway_plain`).
+    plain: PlainPool,
     /// The calls started and not yet taken, polled inside [`Calls::wait`] only: no
     /// task is spawned per call, so starting one takes no lock and wakes nothing.
     running: FuturesUnordered<Running<T>>,
@@ -213,6 +220,7 @@ impl<T: Send + 'static> Calls<T> {
             runtime,
             backend: Arc::new(Backend::new(origin)?),
             pool: Pool::default(),
+            plain: PlainPool::default(),
             running: FuturesUnordered::new(),
             stops: Default::default(),
             jobs: None,
@@ -232,13 +240,43 @@ impl<T: Send + 'static> Calls<T> {
     ) {
         let backend = Arc::clone(&self.backend);
         let pooled = self.pool.take(Instant::now());
+        self.run(ticket, async move {
+            let (called, connection) = exchange(&backend, pooled, call).await;
+            (finish(called), connection.map(Kept::Hyper))
+        });
+    }
+
+    /// [`Calls::start`] for a plain call, which the lean client of `gateway_plain`
+    /// makes, on a connection of its own pool.
+    pub(super) fn start_plain(
+        &mut self,
+        ticket: u64,
+        call: PlainCall,
+        finish: impl FnOnce(Called) -> T + Send + 'static,
+    ) {
+        let backend = Arc::clone(&self.backend);
+        let pooled = self.plain.take(Instant::now(), POOL_IDLE);
+        self.run(ticket, async move {
+            let PlainCall {
+                request,
+                limit,
+                timeout,
+            } = call;
+            let exchanged = gateway_plain::exchange(&backend, pooled, request, limit);
+            let (called, kept) = match tokio::time::timeout(timeout, exchanged).await {
+                Ok(Ok((answer, kept))) => (Ok(answer), kept.map(Kept::Plain)),
+                Ok(Err(e)) => (Err(e), None),
+                Err(_) => (Err(CallError::Timeout), None),
+            };
+            (finish(called), kept)
+        });
+    }
+
+    /// Holds `call` as the running call `ticket` (see [`Calls::start`]).
+    fn run(&mut self, ticket: u64, call: impl Future<Output = (T, Option<Kept>)> + Send + 'static) {
         let panicked = self.panicked;
         let (stop, registration) = AbortHandle::new_pair();
-        let call = AssertUnwindSafe(async move {
-            let (called, connection) = exchange(&backend, pooled, call).await;
-            (finish(called), connection)
-        })
-        .catch_unwind();
+        let call = AssertUnwindSafe(call).catch_unwind();
         let running = Abortable::new(call, registration).map(move |ended| match ended {
             Ok(Ok(made)) => (ticket, Some(made)),
             Ok(Err(_panic)) => (ticket, Some((panicked(), None))),
@@ -281,12 +319,15 @@ impl<T: Send + 'static> Calls<T> {
         let running = &mut self.running;
         let stops = &mut self.stops;
         let pool = &mut self.pool;
+        let plain = &mut self.plain;
         // Says whether the call answered: an aborted one leaves nothing, its job is
         // forgotten.
-        let mut take = |(ticket, made): (u64, Option<(T, Option<Connection>)>)| match made {
-            Some((made, connection)) => {
-                if let Some(connection) = connection {
-                    pool.put(connection, Instant::now());
+        let mut take = |(ticket, made): (u64, Option<(T, Option<Kept>)>)| match made {
+            Some((made, kept)) => {
+                match kept {
+                    Some(Kept::Hyper(connection)) => pool.put(connection, Instant::now()),
+                    Some(Kept::Plain(connection)) => plain.put(connection, Instant::now()),
+                    None => {}
                 }
                 stops.remove(&ticket);
                 done.push((ticket, made));
@@ -330,6 +371,9 @@ impl<T: Send + 'static> Calls<T> {
         });
         if !self.pool.idle.is_empty() {
             self.pool.expire(Instant::now());
+        }
+        if !self.plain.is_empty() {
+            self.plain.expire(Instant::now(), POOL_IDLE);
         }
     }
 
@@ -406,12 +450,6 @@ fn to_send(backend: &Backend, request: http::Request<Bytes>) -> http::Request<Fu
     request
 }
 
-/// A way to send a request again: made anew, or a copy kept.
-enum Again {
-    Replay(Replay),
-    Copy(Box<http::Request<Full<Bytes>>>),
-}
-
 /// Makes the call and reads the whole answer, within its timeout and limit, on
 /// `pooled` or a new connection; gives back the connection when the exchange ended
 /// whole (dropped otherwise, which closes it).
@@ -422,7 +460,6 @@ async fn exchange(
 ) -> (Called, Option<Connection>) {
     let Call {
         request,
-        mut replay,
         limit,
         timeout,
     } = call;
@@ -433,10 +470,7 @@ async fn exchange(
         let response = loop {
             // How to send it again if the kept-alive connection turns out closed after
             // the request went out (RFC 9112 §9.3.1: idempotent methods only).
-            let again = (reused && request.method().is_idempotent()).then(|| match replay.take() {
-                Some(replay) => Again::Replay(replay),
-                None => Again::Copy(Box::new(copy_of(&request))),
-            });
+            let again = (reused && request.method().is_idempotent()).then(|| copy_of(&request));
             let connection = match leased.0.as_mut() {
                 Some(connection) => connection,
                 None => leased.0.insert(connect(backend).await?),
@@ -446,12 +480,9 @@ async fn exchange(
                 Err(mut e) => {
                     // Unsent (the backend had closed the connection before a byte of
                     // it went out), or sent on a connection closed before any answer.
-                    let again = e.take_message().or_else(|| {
-                        match again.filter(|_| e.error().is_incomplete_message())? {
-                            Again::Copy(copy) => Some(*copy),
-                            Again::Replay(replay) => replay().map(|r| to_send(backend, r)),
-                        }
-                    });
+                    let again = e
+                        .take_message()
+                        .or_else(|| again.filter(|_| e.error().is_incomplete_message()));
                     match again.filter(|_| reused) {
                         Some(again) => {
                             log::debug!(

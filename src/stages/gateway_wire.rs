@@ -128,6 +128,29 @@ impl Fields {
         self.ends.push((name, self.text.len()));
     }
 
+    /// Writes the fields as a head's lines (`name: value` and CRLF each, RFC 9112 §5),
+    /// in the order added, after what `out` holds; the names as [`http::HeaderName`]
+    /// holds them (lowercase), as hyper wrote them.
+    ///
+    /// Errors: the first value that is not a field value, as [`Fields::into_map`]
+    /// refuses it (then `out` holds part of the fields).
+    pub(super) fn write_lines(&self, out: &mut Vec<u8>) -> Result<(), NotAFieldValue> {
+        let mut start = 0;
+        for (name, end) in &self.ends {
+            let value = &self.text[start..*end];
+            // What `HeaderValue` accepts: visible ASCII, obs-text, space and tab.
+            if !value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t') {
+                return Err(NotAFieldValue);
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+            start = *end;
+        }
+        Ok(())
+    }
+
     /// The fields as a map, in the order added.
     ///
     /// Errors: the first value that is not a field value (a control character, RFC
@@ -146,6 +169,19 @@ impl Fields {
         Ok(map)
     }
 }
+
+/// A value that is not a field value (a control character, RFC 9110 §5.5): said as
+/// [`http::header::InvalidHeaderValue`] says it.
+#[derive(Debug)]
+pub(super) struct NotAFieldValue;
+
+impl std::fmt::Display for NotAFieldValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed to parse header value")
+    }
+}
+
+impl std::error::Error for NotAFieldValue {}
 
 /// Appends to `out` a backend's answer as the client's HTTP bytes (`minor_version`,
 /// `keep_alive` and `head_only` as the request asked; `keep_length` keeps a HEAD
@@ -178,7 +214,7 @@ pub(super) fn render_plain(
     let mut on_heap = Vec::new();
     let mut kept = 0;
     for (name, value) in headers {
-        // Names come lowercase from hyper.
+        // Names come lowercase from `HeaderName`.
         let name = name.as_str();
         let Ok(value) = value.to_str() else {
             return false;

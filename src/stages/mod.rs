@@ -50,6 +50,7 @@ pub mod files;
 pub mod gateway;
 mod gateway_calls;
 mod gateway_path;
+mod gateway_plain;
 mod gateway_wire;
 mod gateway_ws;
 pub mod grip;
