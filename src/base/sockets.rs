@@ -148,6 +148,34 @@ pub fn recv_frames_into(
     }
 }
 
+/// Receives one message from a ROUTER into `frames` (cleared first) without the frame
+/// of its sender's routing id, which goes into `sender` instead; returns the id's
+/// length. One call into libzmq for the id and the first frame (the vendored
+/// `zmq_msg_recv_from`), where [`recv_frames_into`] made a message of the id and passed
+/// it through the socket as a frame of its own.
+///
+/// # Errors
+/// As [`zmq::Socket::recv`]; `EFSM` if a message's frames were left half-read.
+pub fn recv_routed_into(
+    socket: &zmq::Socket,
+    sender: &mut [u8; zmq::ROUTING_ID_MAX],
+    frames: &mut Vec<zmq::Message>,
+    flags: i32,
+) -> zmq::Result<usize> {
+    frames.clear();
+    let mut frame = zmq::Message::new();
+    let id_len = socket.recv_from(&mut frame, sender, flags)?;
+    let mut more = frame.get_more();
+    frames.push(frame);
+    while more {
+        let mut frame = zmq::Message::new();
+        socket.recv(&mut frame, flags)?;
+        more = frame.get_more();
+        frames.push(frame);
+    }
+    Ok(id_len)
+}
+
 /// Vectors of frames kept for reuse by one thread (see [`recv_frames_into`]): a
 /// message received into a reused vector costs no allocation for the vector.
 #[derive(Debug, Default)]
@@ -167,6 +195,25 @@ impl SpareFrames {
         let mut frames = self.take();
         match recv_frames_into(socket, &mut frames, flags) {
             Ok(()) => Ok(frames),
+            Err(e) => {
+                self.give_back(frames);
+                Err(e)
+            }
+        }
+    }
+
+    /// Receives one message from a ROUTER into a spare vector (or a new one), its
+    /// sender's routing id into `sender` (see [`recv_routed_into`]); returns the
+    /// frames and the id's length.
+    pub fn recv_routed(
+        &mut self,
+        socket: &zmq::Socket,
+        sender: &mut [u8; zmq::ROUTING_ID_MAX],
+        flags: i32,
+    ) -> zmq::Result<(Vec<zmq::Message>, usize)> {
+        let mut frames = self.take();
+        match recv_routed_into(socket, sender, &mut frames, flags) {
+            Ok(id_len) => Ok((frames, id_len)),
             Err(e) => {
                 self.give_back(frames);
                 Err(e)
@@ -366,5 +413,109 @@ mod tests {
             }
             maker.join().unwrap();
         }
+    }
+
+    /// A ROUTER and two DEALERs with routing ids "d1" and "d2", connected over inproc.
+    fn router_and_dealers(ctx: &zmq::Context, name: &str) -> (zmq::Socket, [zmq::Socket; 2]) {
+        let router = socket(ctx, zmq::ROUTER).unwrap();
+        router.set_router_mandatory(true).unwrap();
+        router.set_rcvtimeo(10_000).unwrap();
+        router.bind(&format!("inproc://{name}")).unwrap();
+        let dealers = ["d1", "d2"].map(|id| {
+            let dealer = socket(ctx, zmq::DEALER).unwrap();
+            dealer.set_identity(id.as_bytes()).unwrap();
+            dealer.set_rcvtimeo(10_000).unwrap();
+            dealer.connect(&format!("inproc://{name}")).unwrap();
+            dealer
+        });
+        (router, dealers)
+    }
+
+    fn texts(frames: &[zmq::Message]) -> Vec<&[u8]> {
+        frames.iter().map(|frame| &frame[..]).collect()
+    }
+
+    #[test]
+    fn routed_messages_come_with_their_sender_and_go_to_their_peer() {
+        let ctx = zmq::Context::new();
+        let (router, [d1, d2]) = router_and_dealers(&ctx, "routed");
+        let mut sender = [0u8; zmq::ROUTING_ID_MAX];
+        let mut frames = Vec::new();
+        // One frame, then three, from two peers, read as [id, frames...] reads them.
+        d1.send("job", 0).unwrap();
+        d2.send_multipart(["a", "b", "c"], 0).unwrap();
+        d1.send("after", 0).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let len = recv_routed_into(&router, &mut sender, &mut frames, 0).unwrap();
+            let frames: Vec<Vec<u8>> = texts(&frames).iter().map(|f| f.to_vec()).collect();
+            got.push((sender[..len].to_vec(), frames));
+        }
+        got.sort();
+        let expected: Vec<(Vec<u8>, Vec<Vec<u8>>)> = vec![
+            (b"d1".to_vec(), vec![b"after".to_vec()]),
+            (b"d1".to_vec(), vec![b"job".to_vec()]),
+            (
+                b"d2".to_vec(),
+                vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+            ),
+        ];
+        assert_eq!(got, expected);
+
+        // A message that a poll read ahead (the ROUTER keeps it and its id) comes whole.
+        d2.send_multipart(["x", "y"], 0).unwrap();
+        let mut items = [router.as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, 10_000).unwrap();
+        assert!(items[0].is_readable());
+        let len = recv_routed_into(&router, &mut sender, &mut frames, 0).unwrap();
+        assert_eq!(&sender[..len], b"d2");
+        assert_eq!(texts(&frames), [&b"x"[..], b"y"]);
+
+        // Half a message read the old way: the rest must be read before a routed read.
+        d1.send_multipart(["p", "q"], 0).unwrap();
+        assert_eq!(&router.recv_msg(0).unwrap()[..], b"d1");
+        let mut frame = zmq::Message::new();
+        assert_eq!(
+            router.recv_from(&mut frame, &mut sender, 0),
+            Err(zmq::Error::EFSM)
+        );
+        assert_eq!(&router.recv_msg(0).unwrap()[..], b"p");
+        assert_eq!(&router.recv_msg(0).unwrap()[..], b"q");
+
+        // Sending: the lead frame with the peer's id, then the rest.
+        router
+            .send_to(b"d2", zmq::Message::from("one"), zmq::DONTWAIT)
+            .unwrap();
+        router
+            .send_to(b"d1", zmq::Message::from("m"), zmq::DONTWAIT | zmq::SNDMORE)
+            .unwrap();
+        // A second routed send while one is under way is refused, its message kept.
+        let (error, kept) = router
+            .send_to(b"d2", zmq::Message::from("no"), zmq::DONTWAIT)
+            .unwrap_err();
+        assert_eq!((error, &kept[..]), (zmq::Error::EFSM, &b"no"[..]));
+        router.send("n", 0).unwrap();
+        assert_eq!(recv_frames(&d2, 0).unwrap().len(), 1);
+        assert_eq!(texts(&recv_frames(&d1, 0).unwrap()), [&b"m"[..], b"n"]);
+
+        // No such peer: refused with the message given back; waiting is not allowed.
+        let (error, kept) = router
+            .send_to(b"nobody", zmq::Message::from("lost"), zmq::DONTWAIT)
+            .unwrap_err();
+        assert_eq!((error, &kept[..]), (zmq::Error::EHOSTUNREACH, &b"lost"[..]));
+        let (error, _) = router
+            .send_to(b"d1", zmq::Message::from("w"), 0)
+            .unwrap_err();
+        assert_eq!(error, zmq::Error::EINVAL);
+
+        // Other socket types do not route this way.
+        let (error, _) = d1
+            .send_to(b"d1", zmq::Message::from("w"), zmq::DONTWAIT)
+            .unwrap_err();
+        assert_eq!(error, zmq::Error::ENOTSUP);
+        assert_eq!(
+            d1.recv_from(&mut frame, &mut sender, zmq::DONTWAIT),
+            Err(zmq::Error::ENOTSUP)
+        );
     }
 }

@@ -69,9 +69,8 @@ impl<'a> RequestHead<'a> {
         }
         at += 1;
         let target_start = at;
-        while at < head.len() && head[at] > b' ' && head[at] != 0x7f {
-            at += 1;
-        }
+        let (target_len, ascii) = visible_run(&head[target_start..]);
+        at += target_len;
         let (target, after) = (&head[target_start..at], &head[at..]);
         let minor_version = match after {
             [b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor @ (b'0' | b'1'), end @ ..]
@@ -86,7 +85,12 @@ impl<'a> RequestHead<'a> {
         }
         Ok(RequestHead {
             method: method_str(&head[..method_len]).ok_or_else(malformed)?,
-            target: std::str::from_utf8(target).map_err(|_| malformed())?,
+            target: if ascii {
+                // SAFETY: every byte is below 0x80 (`visible_run`), and ASCII is UTF-8.
+                unsafe { std::str::from_utf8_unchecked(target) }
+            } else {
+                std::str::from_utf8(target).map_err(|_| malformed())?
+            },
             minor_version,
         })
     }
@@ -335,6 +339,46 @@ fn split_origin(target: &str) -> (&str, &str) {
     (&target[..end], &rest[..query_end])
 }
 
+/// The length of the run of visible bytes (above a space, not DEL: what a
+/// request-target may hold, RFC 9112 §3.2, with the bytes of UTF-8 above 0x7f) at the
+/// start of `bytes`, and whether all of them are ASCII. Eight bytes at a time, as
+/// [`find_either`]: a target is tens of bytes, and this runs for every request a stage
+/// reads.
+fn visible_run(bytes: &[u8]) -> (usize, bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A high bit for each byte below 0x21 (a space or a control) and each DEL; a borrow
+    // may also mark bytes after a marked one, never before, so the lowest mark is exact.
+    let ends = |v: u64| {
+        let below = v.wrapping_sub(ONES * 0x21) & !v & HIGHS;
+        let del = v ^ (ONES * 0x7f);
+        below | (del.wrapping_sub(ONES) & !del & HIGHS)
+    };
+    let mut high = 0;
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let marks = ends(word);
+        if marks != 0 {
+            let run = marks.trailing_zeros() as usize / 8;
+            // The high bits of the bytes before the first mark.
+            let before = (1u64 << (run * 8)).wrapping_sub(1);
+            high |= word & HIGHS & before;
+            return (offset + run, high == 0);
+        }
+        high |= word & HIGHS;
+        offset += 8;
+    }
+    let rest = words.remainder();
+    let run = rest
+        .iter()
+        .position(|&c| c <= b' ' || c == 0x7f)
+        .unwrap_or(rest.len());
+    let ascii = high == 0 && rest[..run].is_ascii();
+    (offset + run, ascii)
+}
+
 /// The index of the first byte equal to `a` or `b`. Eight bytes at a time: on the
 /// short strings of a request-target this beats both a byte loop and memchr's set-up.
 fn find_either(bytes: &[u8], a: u8, b: u8) -> Option<usize> {
@@ -394,6 +438,42 @@ mod tests {
 
     fn request(head: &str) -> Request {
         Request::from_parts(head.as_bytes(), b"body".to_vec()).expect("valid head")
+    }
+
+    #[test]
+    fn a_request_line_reads_the_same_with_any_target_bytes() {
+        // Every byte value at every position of a target long enough to span words:
+        // the line reads as the byte-by-byte rule says (visible bytes or UTF-8 above
+        // 0x7f end at the first space, control or DEL; a target must be UTF-8).
+        for len in [1, 7, 8, 9, 17, 24] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut target = vec![b'a'; len];
+                    target[0] = b'/';
+                    target[at] = byte;
+                    let mut line = b"GET ".to_vec();
+                    line.extend_from_slice(&target);
+                    line.extend_from_slice(b" HTTP/1.1\r\n\r\n");
+                    let got = RequestHead::parse_request_line(&line);
+                    let expected = match target.iter().position(|&c| c <= b' ' || c == 0x7f) {
+                        _ if at == 0 && byte == b' ' => Err(ParseError::MalformedRequestLine),
+                        Some(_) => Err(ParseError::MalformedRequestLine),
+                        None => std::str::from_utf8(&target)
+                            .map(|target| RequestHead {
+                                method: "GET",
+                                target,
+                                minor_version: 1,
+                            })
+                            .map_err(|_| ParseError::MalformedRequestLine),
+                    };
+                    assert_eq!(got, expected, "len {len}, byte {byte:#x} at {at}");
+                }
+            }
+        }
+        // UTF-8 is read as such, past the first word too.
+        let line = "GET /caf\u{e9}/\u{e9}t\u{e9}?q=\u{e9} HTTP/1.0\r\n\r\n";
+        let head = RequestHead::parse_request_line(line.as_bytes()).unwrap();
+        assert_eq!(head.target, "/caf\u{e9}/\u{e9}t\u{e9}?q=\u{e9}");
     }
 
     #[test]

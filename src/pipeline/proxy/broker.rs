@@ -47,9 +47,9 @@ impl Proxy {
             // A blocking receive returns at once while messages wait, so a busy proxy
             // makes no system call per message; asking without waiting would cost one
             // each time the queue runs dry.
-            match self.spare.recv(&self.router, 0) {
-                Ok(frames) => {
-                    self.on_message(frames);
+            match self.spare.recv_routed(&self.router, &mut self.sender, 0) {
+                Ok((frames, sender_len)) => {
+                    self.on_message(frames, sender_len);
                     unclocked += 1;
                     if unclocked < CLOCK_EVERY {
                         continue;
@@ -65,8 +65,11 @@ impl Proxy {
                 // this thread was descheduled, the heartbeats that came meanwhile are
                 // queued here, not lost.
                 for _ in 0..DRAIN_BATCH {
-                    match self.spare.recv(&self.router, zmq::DONTWAIT) {
-                        Ok(frames) => self.on_message(frames),
+                    match self
+                        .spare
+                        .recv_routed(&self.router, &mut self.sender, zmq::DONTWAIT)
+                    {
+                        Ok((frames, sender_len)) => self.on_message(frames, sender_len),
                         Err(_) => break,
                     }
                 }
@@ -118,27 +121,26 @@ impl Proxy {
         self.waiting.is_empty() && self.workers.values().all(|w| w.in_flight.is_empty())
     }
 
-    /// One message from the ROUTER, its sender's id first: a job, or a worker's or a
-    /// peer's message.
-    fn on_message(&mut self, mut frames: Vec<zmq::Message>) {
-        // The second frame's bytes are looked up once (each look-up asks libzmq): a
+    /// One message from the ROUTER, whose sender's id is the first `sender_len` bytes
+    /// of `self.sender`: a job, or a worker's or a peer's message.
+    fn on_message(&mut self, mut frames: Vec<zmq::Message>, sender_len: usize) {
+        // The first frame's bytes are looked up once (each look-up asks libzmq): a
         // job's envelope, read here for its dispatch too, or a worker's READY.
-        let (envelope, ready) = match frames.get(1) {
-            Some(second) => {
-                let second: &[u8] = second;
-                (lead_envelope(second).copied(), read_ready(second))
+        let (envelope, ready) = match frames.first() {
+            Some(first) => {
+                let first: &[u8] = first;
+                (lead_envelope(first).copied(), read_ready(first))
             }
             None => (None, None),
         };
         if let Some(envelope) = envelope {
-            // The sender's id goes: a swap with the usual one frame behind it.
-            if frames.len() == 2 {
-                frames.swap_remove(0);
-            } else {
-                frames.remove(0);
-            }
+            // A job: who sent it does not matter (answers go through the loopback).
             self.on_job(frames, envelope);
         } else {
+            // A worker's or a peer's message: its sender's id goes in front, where
+            // the handlers below read it.
+            let sender = zmq::Message::from(&self.sender[..sender_len.min(zmq::ROUTING_ID_MAX)]);
+            frames.insert(0, sender);
             if frames.len() > 3 && &frames[1][..] == RETURN && lead_envelope(&frames[3]).is_some() {
                 // [peer, RETURN, worker id, lead frame, frames...]
                 let job = frames.split_off(3);

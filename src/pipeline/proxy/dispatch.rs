@@ -67,18 +67,24 @@ impl Proxy {
         mut frames: Vec<zmq::Message>,
         envelope: [u8; ENVELOPE_LEN],
     ) -> std::result::Result<(), Vec<zmq::Message>> {
+        // A job has its lead frame (its envelope was read from it).
+        if frames.is_empty() {
+            return Err(frames);
+        }
         while let Some(slot) = self.take_idle_worker(&frames) {
             let Some(worker) = self.workers.get(slot) else {
                 continue;
             };
-            match self
-                .router
-                .send(&worker.id[..], zmq::SNDMORE | zmq::DONTWAIT)
-            {
+            // The worker's id and the lead frame in one call, the rest behind them.
+            let lead = frames.remove(0);
+            let more = if frames.is_empty() { 0 } else { zmq::SNDMORE };
+            match self.router.send_to(&worker.id, lead, more | zmq::DONTWAIT) {
                 Ok(()) => {
-                    let sent = sockets::send_all(&self.router, &mut frames, zmq::DONTWAIT);
-                    if let Err(e) = sent {
-                        log::error!("proxy {}: job lost mid-send: {e}", self.config.downstream);
+                    if !frames.is_empty() {
+                        let sent = sockets::send_all(&self.router, &mut frames, zmq::DONTWAIT);
+                        if let Err(e) = sent {
+                            log::error!("proxy {}: job lost mid-send: {e}", self.config.downstream);
+                        }
                     }
                     self.spare.give_back(frames);
                     self.stats.dispatched += 1;
@@ -96,7 +102,8 @@ impl Proxy {
                     }
                     return Ok(());
                 }
-                Err(zmq::Error::EAGAIN) => {
+                Err((zmq::Error::EAGAIN, lead)) => {
+                    frames.insert(0, lead);
                     // The pipe to this worker is full as libzmq sees it: the reader
                     // reports what it has read only every so many messages, so a
                     // worker holding many jobs can look further behind than it is. It
@@ -111,7 +118,8 @@ impl Proxy {
                         record.queued = false;
                     }
                 }
-                Err(e) => {
+                Err((e, lead)) => {
+                    frames.insert(0, lead);
                     // The worker disconnected: forget it until it says READY again, and
                     // answer the jobs it held (with a credit above 1, a worker waiting
                     // for more may hold some), which went with it.

@@ -108,6 +108,9 @@ pub struct Proxy {
     waiting: VecDeque<sockets::Parked>,
     /// Emptied frame vectors, reused for the next messages received.
     spare: sockets::SpareFrames,
+    /// The routing id of the last message's sender (its first `sender_len` bytes),
+    /// received beside its frames rather than as a frame.
+    sender: Box<[u8; zmq::ROUTING_ID_MAX]>,
     stats: ProxyStats,
     /// Since when the stage has had no worker, while it has none.
     workerless_since: Option<Instant>,
@@ -146,6 +149,7 @@ impl Proxy {
             idle: VecDeque::new(),
             waiting: VecDeque::new(),
             spare: sockets::SpareFrames::default(),
+            sender: Box::new([0; zmq::ROUTING_ID_MAX]),
             stats: ProxyStats::default(),
             workerless_since: Some(Instant::now()),
             shutdown: Shutdown::new(),

@@ -5,6 +5,7 @@
 use super::interrupts::InterruptWatch;
 use super::shared::{Counters, Doze, Member};
 use super::{Job, Outcome, Work, WorkerConfig};
+use crate::base::clock::monotonic_us;
 use crate::base::error::{Error, Result};
 use crate::base::shutdown::{Shutdown, POLL_CAP};
 use crate::base::sockets;
@@ -20,7 +21,7 @@ use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a leaving worker waits for jobs the proxy sent before it read the goodbye
 /// (with a credit above 1 there may be several on their way).
@@ -53,9 +54,9 @@ pub(super) struct WorkerLoop<W> {
     pub(super) doze: Arc<Doze>,
     /// Emptied frame vectors, reused for the next jobs received.
     pub(super) spare: sockets::SpareFrames,
-    /// When the last job's stage function returned, read once for its latency and
-    /// again by the loop's heartbeat check.
-    pub(super) ended: Option<Instant>,
+    /// When the last job's stage function returned ([`monotonic_us`]), read once for
+    /// its latency and again by the loop's heartbeat check.
+    pub(super) ended: Option<u64>,
 }
 
 impl<W: Work> WorkerLoop<W> {
@@ -125,7 +126,10 @@ impl<W: Work> WorkerLoop<W> {
             return;
         }
         self.send_ready();
-        let mut next_beat = Instant::now() + self.heartbeat_interval;
+        // Heartbeats are timed on the clock jobs are timed with (`monotonic_us`), so
+        // that the reading at a job's end serves both.
+        let beat_us = u64::try_from(self.heartbeat_interval.as_micros()).unwrap_or(u64::MAX);
+        let mut next_beat = monotonic_us().saturating_add(beat_us);
         // Jobs finished since the last READY. Credit comes back in batches: while jobs
         // are queued here, READY goes after every `batch` jobs (half the credit, so the
         // proxy refills the queue before it runs dry), and once the queue has stayed
@@ -160,7 +164,7 @@ impl<W: Work> WorkerLoop<W> {
                     if unreported >= batch {
                         unreported = 0;
                         self.send_ready();
-                        next_beat = Instant::now() + self.heartbeat_interval;
+                        next_beat = monotonic_us().saturating_add(beat_us);
                     }
                 }
                 Err(zmq::Error::EAGAIN) if unreported > 0 && flags == zmq::DONTWAIT => {
@@ -175,7 +179,7 @@ impl<W: Work> WorkerLoop<W> {
                 Err(zmq::Error::EAGAIN) if unreported > 0 => {
                     unreported = 0;
                     self.send_ready();
-                    next_beat = Instant::now() + self.heartbeat_interval;
+                    next_beat = monotonic_us().saturating_add(beat_us);
                 }
                 Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => self.watch.drain(),
                 Err(e) => {
@@ -184,10 +188,10 @@ impl<W: Work> WorkerLoop<W> {
                 }
             }
             // The clock read when the last job ended, if one just did.
-            let now = self.ended.take().unwrap_or_else(Instant::now);
+            let now = self.ended.take().unwrap_or_else(monotonic_us);
             if now >= next_beat {
                 self.send_ready();
-                next_beat = Instant::now() + self.heartbeat_interval;
+                next_beat = monotonic_us().saturating_add(beat_us);
             }
         }
         self.leave();
@@ -301,14 +305,11 @@ impl<W: Work> WorkerLoop<W> {
             loopback: &self.loopback,
         };
         let work = &mut self.work;
-        let started = Instant::now();
+        let started = monotonic_us();
         let outcome = catch_unwind(AssertUnwindSafe(|| work.work(&mut job)));
-        let ended = Instant::now();
+        let ended = monotonic_us();
         self.ended = Some(ended);
-        let took = ended.saturating_duration_since(started).as_micros();
-        self.counters
-            .work
-            .observe_us(took.min(u128::from(u64::MAX)) as u64);
+        self.counters.work.observe_us(ended.saturating_sub(started));
         let outcome = outcome.unwrap_or_else(|panic| {
             self.counters.panicked.fetch_add(1, Ordering::Relaxed);
             let why = panic_message(&panic);

@@ -44,7 +44,27 @@ extern "C" {
         len: libc::size_t,
         flags: c_int,
     ) -> c_int;
+    // prime_server patch: a ZMQ_ROUTER message's routing id and first part in one call
+    // each way (vendor/zeromq-src/PATCHES.md).
+    fn zmq_msg_send_to(
+        msg: *mut zmq_sys::zmq_msg_t,
+        s: *mut c_void,
+        routing_id: *const c_void,
+        id_size: libc::size_t,
+        flags: c_int,
+    ) -> c_int;
+    fn zmq_msg_recv_from(
+        msg: *mut zmq_sys::zmq_msg_t,
+        s: *mut c_void,
+        routing_id: *mut c_void,
+        id_size: *mut libc::size_t,
+        flags: c_int,
+    ) -> c_int;
 }
+
+/// prime_server patch: the longest routing id a ZMQ_ROUTER peer can have (ZMTP's
+/// 255 bytes), the room [`Socket::recv_from`] needs.
+pub const ROUTING_ID_MAX: usize = 255;
 
 use crate::message::msg_ptr;
 pub use crate::message::Message;
@@ -742,6 +762,64 @@ impl Socket {
             )
         });
         Ok(())
+    }
+
+    /// prime_server patch: sends `msg` as the first data part of a message to the
+    /// ZMQ_ROUTER peer `routing_id` in one call (`zmq_msg_send_to`, added to the
+    /// vendored libzmq): what sending the routing id with `SNDMORE` and then `msg`
+    /// does, without a message for the id. `flags` must hold `DONTWAIT` (it never
+    /// waits) and may hold `SNDMORE` (the later parts go with [`Socket::send`]). On an
+    /// error `msg` comes back unsent with it: `EAGAIN` (the peer's pipe is full) and
+    /// `EHOSTUNREACH` (no such peer) with `ZMQ_ROUTER_MANDATORY`, `EFSM` while a
+    /// multi-part send is under way, `ENOTSUP` on a socket that is not a ROUTER.
+    pub fn send_to(
+        &self,
+        routing_id: &[u8],
+        mut msg: Message,
+        flags: i32,
+    ) -> result::Result<(), (Error, Message)> {
+        let rc = unsafe {
+            zmq_msg_send_to(
+                msg_ptr(&mut msg),
+                self.sock,
+                routing_id.as_ptr() as *const c_void,
+                routing_id.len(),
+                flags as c_int,
+            )
+        };
+        if rc == -1 {
+            return Err((errno_to_error(), msg));
+        }
+        // Sent: libzmq took its content and initialized it again, so there is nothing
+        // to close (as in `Sendable for Message`).
+        std::mem::forget(msg);
+        Ok(())
+    }
+
+    /// prime_server patch: receives the first part of the next message of a ZMQ_ROUTER
+    /// socket into `msg` and its sender's routing id into `routing_id`
+    /// (`zmq_msg_recv_from`, added to the vendored libzmq); returns the id's length.
+    /// What receiving the routing id frame and then the first part does, without a
+    /// message for the id; the later parts come from [`Socket::recv`]. It waits as
+    /// `recv` does; `EFSM` while parts of a message remain to be received, `ENOTSUP`
+    /// on a socket that is not a ROUTER.
+    pub fn recv_from(
+        &self,
+        msg: &mut Message,
+        routing_id: &mut [u8; ROUTING_ID_MAX],
+        flags: i32,
+    ) -> Result<usize> {
+        let mut id_size: libc::size_t = ROUTING_ID_MAX;
+        zmq_try!(unsafe {
+            zmq_msg_recv_from(
+                msg_ptr(msg),
+                self.sock,
+                routing_id.as_mut_ptr() as *mut c_void,
+                &mut id_size,
+                flags as c_int,
+            )
+        });
+        Ok(id_size.min(ROUTING_ID_MAX))
     }
 
     /// Send a `Message` message.

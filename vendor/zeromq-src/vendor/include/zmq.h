@@ -300,6 +300,36 @@ ZMQ_EXPORT int zmq_stream_send (void *s_,
                                 const void *buf_,
                                 size_t len_,
                                 int flags_);
+/*  prime_server patch: on a ZMQ_ROUTER socket, sends msg_ as the first data part of
+    a message to the peer whose routing id is routing_id_ (id_size_ bytes): what
+    sending the routing id with ZMQ_SNDMORE and then msg_ does, in one call and
+    without a message for the id. flags_ must hold ZMQ_DONTWAIT (it never waits)
+    and may hold ZMQ_SNDMORE (more data parts follow, sent with zmq_msg_send).
+    Returns msg_'s size (at most INT_MAX) or -1 with errno, msg_ then left as it
+    was: EAGAIN (the peer's pipe is full), EHOSTUNREACH (no such peer; both with
+    ZMQ_ROUTER_MANDATORY, without it the message is dropped as a send would drop
+    it), EFSM (a multi-part send is under way), ENOTSUP (not a ZMQ_ROUTER or
+    ZMQ_STREAM socket; a ZMQ_STREAM socket ignores ZMQ_SNDMORE and answers as
+    zmq_stream_send), EINVAL, EFAULT, ETERM, ENOTSOCK. */
+ZMQ_EXPORT int zmq_msg_send_to (zmq_msg_t *msg_,
+                                void *s_,
+                                const void *routing_id_,
+                                size_t id_size_,
+                                int flags_);
+/*  prime_server patch: on a ZMQ_ROUTER socket, receives the first part of the next
+    message into msg_ and its sender's routing id into routing_id_ (*id_size_ bytes
+    of room, at least 255; set to the id's length): what receiving the routing id
+    frame and then the first data part does, in one call and without a message for
+    the id. Later parts are received with zmq_msg_recv (ZMQ_RCVMORE as usual).
+    Waits as zmq_msg_recv does. Returns msg_'s size (at most INT_MAX) or -1 with
+    errno: EAGAIN, EFSM (a message's parts are being received), ENOTSUP (not a
+    ZMQ_ROUTER socket), EINVAL (less than 255 bytes of room), EFAULT, ETERM,
+    EINTR, ENOTSOCK. */
+ZMQ_EXPORT int zmq_msg_recv_from (zmq_msg_t *msg_,
+                                  void *s_,
+                                  void *routing_id_,
+                                  size_t *id_size_,
+                                  int flags_);
 ZMQ_EXPORT int zmq_msg_get (const zmq_msg_t *msg_, int property_);
 ZMQ_EXPORT int zmq_msg_set (zmq_msg_t *msg_, int property_, int optval_);
 ZMQ_EXPORT const char *zmq_msg_gets (const zmq_msg_t *msg_,

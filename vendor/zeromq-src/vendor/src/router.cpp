@@ -287,6 +287,96 @@ int zmq::router_t::xsend (msg_t *msg_)
     return 0;
 }
 
+//  prime_server patch: what xsend does for a routing id frame sent with
+//  ZMQ_SNDMORE, for routing_id_, then xsend of msg_ as the part after it. A failure
+//  (only with ZMQ_ROUTER_MANDATORY, as in xsend) leaves msg_ and the socket's
+//  state as they were.
+int zmq::router_t::xsend_to (const blob_t &routing_id_, msg_t *msg_)
+{
+    //  Not for REP, a router underneath.
+    if (unlikely (options.type != ZMQ_ROUTER)) {
+        errno = ENOTSUP;
+        return -1;
+    }
+    if (unlikely (_more_out)) {
+        errno = EFSM;
+        return -1;
+    }
+    pipe_t *pipe = NULL;
+    out_pipe_t *out_pipe = lookup_out_pipe (routing_id_);
+    if (out_pipe) {
+        pipe = out_pipe->pipe;
+        if (!pipe->check_write ()) {
+            const bool pipe_full = !pipe->check_hwm ();
+            out_pipe->active = false;
+            pipe = NULL;
+            if (_mandatory) {
+                errno = pipe_full ? EAGAIN : EHOSTUNREACH;
+                return -1;
+            }
+        }
+    } else if (_mandatory) {
+        errno = EHOSTUNREACH;
+        return -1;
+    }
+    _current_out = pipe;
+    _more_out = true;
+    return router_t::xsend (msg_);
+}
+
+//  prime_server patch: a message's first part, with its sender's routing id
+//  copied into id_ instead of returned as a frame before it. Between two
+//  messages only: EFSM while parts of one remain to be received (xrecv's).
+int zmq::router_t::xrecv_from (msg_t *msg_,
+                               unsigned char *id_,
+                               size_t *id_size_)
+{
+    if (unlikely (options.type != ZMQ_ROUTER)) {
+        errno = ENOTSUP;
+        return -1;
+    }
+    if (unlikely (_more_in || (_prefetched && _routing_id_sent))) {
+        errno = EFSM;
+        return -1;
+    }
+    if (_prefetched) {
+        //  A message xhas_in read ahead: its id is in _prefetched_id.
+        size_t id_size;
+        const void *id = _prefetched_id.bytes (&id_size);
+        memcpy (id_, id, id_size);
+        *id_size_ = id_size;
+        int rc = _prefetched_id.close ();
+        errno_assert (rc == 0);
+        rc = _prefetched_id.init ();
+        errno_assert (rc == 0);
+        rc = msg_->move (_prefetched_msg);
+        errno_assert (rc == 0);
+        _prefetched = false;
+    } else {
+        pipe_t *pipe = NULL;
+        int rc = _fq.recvpipe (msg_, &pipe);
+        //  A peer's routing id after a reconnection is skipped, as in xrecv.
+        while (rc == 0 && msg_->is_routing_id ())
+            rc = _fq.recvpipe (msg_, &pipe);
+        if (rc != 0)
+            return -1;
+        zmq_assert (pipe != NULL);
+        const blob_t &routing_id = pipe->get_routing_id ();
+        memcpy (id_, routing_id.data (), routing_id.size ());
+        *id_size_ = routing_id.size ();
+        _current_in = pipe;
+    }
+    _more_in = (msg_->flags () & msg_t::more) != 0;
+    if (!_more_in) {
+        if (_terminate_current_in) {
+            _current_in->terminate (true);
+            _terminate_current_in = false;
+        }
+        _current_in = NULL;
+    }
+    return 0;
+}
+
 int zmq::router_t::xrecv (msg_t *msg_)
 {
     if (_prefetched) {

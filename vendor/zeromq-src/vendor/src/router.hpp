@@ -59,6 +59,12 @@ class router_t : public routing_socket_base_t
     xsetsockopt (int option_, const void *optval_, size_t optvallen_) ZMQ_FINAL;
     int xsend (zmq::msg_t *msg_) ZMQ_OVERRIDE;
     int xrecv (zmq::msg_t *msg_) ZMQ_OVERRIDE;
+    //  prime_server patch: a message's routing id and first data part in one
+    //  call each way (zmq_msg_send_to, zmq_msg_recv_from).
+    int xsend_to (const blob_t &routing_id_, zmq::msg_t *msg_) ZMQ_FINAL;
+    int xrecv_from (zmq::msg_t *msg_,
+                    unsigned char *id_,
+                    size_t *id_size_) ZMQ_FINAL;
     bool xhas_in () ZMQ_OVERRIDE;
     bool xhas_out () ZMQ_OVERRIDE;
     void xread_activated (zmq::pipe_t *pipe_) ZMQ_FINAL;

@@ -1321,6 +1321,25 @@ int zmq::socket_base_t::send (msg_t *msg_, int flags_)
 
 int zmq::socket_base_t::recv (msg_t *msg_, int flags_)
 {
+    return recv_impl (msg_, flags_, NULL, NULL);
+}
+
+//  prime_server patch: see recv_from.
+int zmq::socket_base_t::recv_from (msg_t *msg_,
+                                   int flags_,
+                                   unsigned char *id_,
+                                   size_t *id_size_)
+{
+    return recv_impl (msg_, flags_, id_, id_size_);
+}
+
+//  prime_server patch: recv's body, shared with recv_from: a message's first part
+//  and its sender's id from xrecv_from when id_ is given, else a part from xrecv.
+int zmq::socket_base_t::recv_impl (msg_t *msg_,
+                                   int flags_,
+                                   unsigned char *id_,
+                                   size_t *id_size_)
+{
     scoped_optional_lock_t sync_lock (_thread_safe ? &_sync : NULL);
 
     //  Check whether the context hasn't been shut down yet.
@@ -1351,7 +1370,7 @@ int zmq::socket_base_t::recv (msg_t *msg_, int flags_)
     }
 
     //  Get the message.
-    int rc = xrecv (msg_);
+    int rc = (id_ ? xrecv_from (msg_, id_, id_size_) : xrecv (msg_));
     if (unlikely (rc != 0 && errno != EAGAIN)) {
         return -1;
     }
@@ -1372,7 +1391,7 @@ int zmq::socket_base_t::recv (msg_t *msg_, int flags_)
         }
         _ticks = 0;
 
-        rc = xrecv (msg_);
+        rc = (id_ ? xrecv_from (msg_, id_, id_size_) : xrecv (msg_));
         if (rc < 0) {
             return rc;
         }
@@ -1393,7 +1412,7 @@ int zmq::socket_base_t::recv (msg_t *msg_, int flags_)
         if (unlikely (process_commands (block ? timeout : 0, false) != 0)) {
             return -1;
         }
-        rc = xrecv (msg_);
+        rc = (id_ ? xrecv_from (msg_, id_, id_size_) : xrecv (msg_));
         if (rc == 0) {
             _ticks = 0;
             break;
@@ -1640,6 +1659,12 @@ int zmq::socket_base_t::xsend (msg_t *)
 }
 
 int zmq::socket_base_t::xsend_to (const blob_t &, msg_t *)
+{
+    errno = ENOTSUP;
+    return -1;
+}
+
+int zmq::socket_base_t::xrecv_from (msg_t *, unsigned char *, size_t *)
 {
     errno = ENOTSUP;
     return -1;

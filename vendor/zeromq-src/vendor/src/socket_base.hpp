@@ -92,6 +92,13 @@ class socket_base_t : public own_t,
     //  waiting (zmq_stream_send); the socket type's xsend_to does the work.
     int send_to (const blob_t &routing_id_, zmq::msg_t *msg_);
     int recv (zmq::msg_t *msg_, int flags_);
+    //  prime_server patch: recv of a message's first part with its sender's
+    //  routing id copied into id_ (zmq_msg_recv_from); the socket type's
+    //  xrecv_from does the work.
+    int recv_from (zmq::msg_t *msg_,
+                   int flags_,
+                   unsigned char *id_,
+                   size_t *id_size_);
     void add_signaler (signaler_t *s_);
     void remove_signaler (signaler_t *s_);
     int close ();
@@ -199,6 +206,9 @@ class socket_base_t : public own_t,
     //  The default implementation assumes that recv in not supported.
     virtual bool xhas_in ();
     virtual int xrecv (zmq::msg_t *msg_);
+    //  prime_server patch: see recv_from; not supported unless overridden.
+    virtual int
+    xrecv_from (zmq::msg_t *msg_, unsigned char *id_, size_t *id_size_);
 
     //  i_pipe_events will be forwarded to these functions.
     virtual void xread_activated (pipe_t *pipe_);
@@ -219,6 +229,12 @@ class socket_base_t : public own_t,
     mutex_t _sync;
 
   private:
+    //  prime_server patch: recv and recv_from (id_ NULL for recv).
+    int recv_impl (zmq::msg_t *msg_,
+                   int flags_,
+                   unsigned char *id_,
+                   size_t *id_size_);
+
     // test if event should be sent and then dispatch it
     void event (const endpoint_uri_pair_t &endpoint_uri_pair_,
                 uint64_t values_[],

@@ -104,6 +104,8 @@ int zmq::stream_t::xsend_to (const blob_t &routing_id_, msg_t *msg_)
         errno = EAGAIN;
         return -1;
     }
+    //  A raw socket's data has no parts (zmq_msg_send_to's ZMQ_SNDMORE).
+    msg_->reset_flags (msg_t::more);
     if (msg_->size () == 0) {
         //  An empty message closes the connection, as in xsend.
         pipe->terminate (false);
