@@ -1,6 +1,7 @@
 //! Channels over real sockets and processes: holds (long-poll and stream) answered by a
 //! stage's publish and by the control listener's `POST /publish/` (with and without the
-//! publish key, and more items at once than the front end queues), history and recovery
+//! publish key, more items at once than the front end queues, and several items of one
+//! publish written to a stream together, in order, up to a close), history and recovery
 //! with `Last-Event-ID`, a stalled stream subscriber dropped at the output bound while
 //! another keeps receiving (and, in the middle of a fan-out, while the subscribers
 //! before and after it, one of them late to read, get every message whole and in
@@ -377,6 +378,53 @@ fn a_publish_of_more_items_than_the_front_end_queues_arrives_whole_and_in_order(
         from += at + needle.len();
     }
     assert_eq!(text.matches("data: n").count(), 2500, "each item once");
+}
+
+/// The items of one publish on one channel are written to a stream together (a run):
+/// each hold still gets them in order, in its own protocol, a long-poll the first with
+/// an `http-response` format, and a close among them ends a stream after it.
+#[test]
+fn the_items_of_one_publish_reach_each_hold_in_order_and_a_close_among_them_ends_the_stream() {
+    let server = Embedded::start(|_| {});
+    let mut stream = Client::get(server.port, "/channels/run", "");
+    let mut old_stream = Client::send(server.port, "GET /channels/run HTTP/1.0\r\n\r\n");
+    let mut other = Client::get(server.port, "/channels/other", "");
+    let mut poll = Client::get(server.port, "/channels/run?mode=response", "");
+    for client in [&mut stream, &mut old_stream, &mut other] {
+        client.wait_for(": held on channel");
+    }
+    wait_holds(server.port, 4);
+
+    let content = |n: u32| format!("data: a{n}\n\n");
+    let stream_format = |n: u32| serde_json::json!({"content": content(n)});
+    let body = serde_json::json!({"items": [
+        {"channel": "run", "formats": {"http-stream": stream_format(1)}},
+        {"channel": "run", "formats": {"http-response": {"body": "first\n"}}},
+        {"channel": "run", "formats": {"http-stream": stream_format(2),
+            "http-response": {"body": "second\n"}}},
+        {"channel": "other", "formats": {"http-stream": stream_format(3)}},
+        {"channel": "run", "formats": {"http-stream":
+            {"content": content(4), "action": "close"}}},
+        {"channel": "run", "formats": {"http-stream": stream_format(5)}},
+    ]});
+    let answer = publish(server.control, &body.to_string(), None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let chunk = |n: u32| format!("{:x}\r\n{}\r\n", content(n).len(), content(n));
+    let text = stream.wait_for("0\r\n\r\n");
+    let expected = format!("{}{}{}0\r\n\r\n", chunk(1), chunk(2), chunk(4));
+    assert!(text.ends_with(&expected), "{text:?}");
+    let text = old_stream.read_to_close();
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    let expected = format!("{}{}{}", content(1), content(2), content(4));
+    assert!(text.ends_with(&expected), "{text:?}");
+    let text = poll.wait_for("first\n");
+    assert!(!text.contains("second"), "{text}");
+    let text = other.wait_for(&chunk(3));
+    assert!(!text.contains("data: a5"), "{text:?}");
+    wait_holds(server.port, 1);
+    let status = channels_status(server.port);
+    assert_eq!(status["delivered"], 3 + 3 + 1 + 1, "{status}");
 }
 
 #[test]

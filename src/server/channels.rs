@@ -25,6 +25,7 @@ use crate::base::sockets;
 use crate::pipeline::bus::BusLink;
 use crate::pipeline::channel::{HoldMode, Item};
 use crate::pipeline::envelope::Protocol;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -224,9 +225,10 @@ impl Target {
 /// ([`Framed::bytes`]); libzmq keeps up to 33 bytes inside the message itself, so a
 /// short message (an SSE event of a few words) costs no allocation per hold, and a
 /// longer one a single one (framing it per hold cost four: the hex length, the chunk,
-/// its shrinking, libzmq's reference to it).
+/// its shrinking, libzmq's reference to it). A [`Run`] of messages is framed as one:
+/// their chunks one after the other.
 pub(super) struct Framed<'a> {
-    content: &'a [u8],
+    content: Cow<'a, [u8]>,
     chunk: Vec<u8>,
 }
 
@@ -234,8 +236,23 @@ impl<'a> Framed<'a> {
     /// Frames `content`.
     pub(super) fn new(content: &'a [u8]) -> Self {
         Framed {
-            content,
+            content: Cow::Borrowed(content),
             chunk: crate::http::Response::chunk(1, content),
+        }
+    }
+
+    /// Frames several contents, in order, as one piece (each its own chunk for
+    /// HTTP/1.1; an empty one adds nothing, as it would alone).
+    pub(super) fn joined<'b>(contents: impl Iterator<Item = &'b [u8]>) -> Framed<'a> {
+        let mut content = Vec::new();
+        let mut chunk = Vec::new();
+        for piece in contents.filter(|piece| !piece.is_empty()) {
+            content.extend_from_slice(piece);
+            chunk.extend_from_slice(&crate::http::Response::chunk(1, piece));
+        }
+        Framed {
+            content: Cow::Owned(content),
+            chunk,
         }
     }
 
@@ -249,11 +266,63 @@ impl<'a> Framed<'a> {
         if target.head_only() {
             &[]
         } else if target.minor_version() == 0 {
-            self.content
+            &self.content
         } else {
             &self.chunk
         }
     }
+}
+
+/// The most messages delivered together as one [`Run`].
+const RUN_ITEMS: usize = 64;
+
+/// The most stream content, in bytes, of the messages delivered together as one
+/// [`Run`]: below the output's [`COALESCE_BELOW`](super::output::COALESCE_BELOW), so a
+/// run is written as one message, as a short one alone is.
+const RUN_BYTES: usize = 16 * 1024;
+
+/// Messages published one after the other on one channel that were found waiting
+/// together (the control listener's queue, the bus), delivered as one: each hold gets
+/// them in order, and a stream gets their chunks in one write (one pipe write, one
+/// `sendto`), not one write each. Nothing waits for a run to fill: it is made of what
+/// was already there. A run ends after a message that closes (a stream's or a
+/// WebSocket's `close`), at another channel, and at [`RUN_ITEMS`] or [`RUN_BYTES`].
+#[derive(Default)]
+pub(super) struct Run {
+    items: Vec<Item>,
+    bytes: usize,
+}
+
+impl Run {
+    /// Whether `item` may join the run (true for an empty one).
+    pub(super) fn takes(&self, item: &Item) -> bool {
+        let Some(last) = self.items.last() else {
+            return true;
+        };
+        let closes = last.stream.as_ref().is_some_and(|f| f.close)
+            || last.ws_message.as_ref().is_some_and(|f| f.close.is_some());
+        !closes
+            && last.channel == item.channel
+            && self.items.len() < RUN_ITEMS
+            && self.bytes + stream_len(item) <= RUN_BYTES
+    }
+
+    /// Adds `item` at the end (see [`takes`](Self::takes)).
+    pub(super) fn push(&mut self, item: Item) {
+        self.bytes += stream_len(&item);
+        self.items.push(item);
+    }
+
+    /// The messages so far, in order, leaving the run empty.
+    pub(super) fn take(&mut self) -> Vec<Item> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
+}
+
+/// The length of an item's stream content.
+fn stream_len(item: &Item) -> usize {
+    item.stream.as_ref().map_or(0, |f| f.content.len())
 }
 
 /// Every channel and hold of a front end, and its links for publishing.
@@ -376,11 +445,13 @@ impl Channels {
         Some(held)
     }
 
-    /// Takes a message into its channel's history; returns the requests held on it, or
-    /// none if the channel is not known here.
-    pub(super) fn record(&mut self, item: &Arc<Item>, now: Instant) -> Option<Vec<u64>> {
-        let channel = self.map.get_mut(item.channel.as_str())?;
-        channel.record(item, self.config.history_len, now);
+    /// Takes messages of one channel into its history, in order; returns the requests
+    /// held on it, or none if the channel is not known here (or `items` is empty).
+    pub(super) fn record(&mut self, items: &[Arc<Item>], now: Instant) -> Option<Vec<u64>> {
+        let channel = self.map.get_mut(items.first()?.channel.as_str())?;
+        for item in items {
+            channel.record(item, self.config.history_len, now);
+        }
         Some(channel.holders.iter().copied().collect())
     }
 
@@ -450,6 +521,65 @@ mod tests {
             "1 fell out of 3 kept"
         );
         assert_eq!(ids(channel.catch_up(Some("x"))), None);
+    }
+
+    #[test]
+    fn a_run_ends_at_another_channel_after_a_close_and_at_its_bounds() {
+        let stream = |channel: &str, close: bool| {
+            let mut item = Item::stream(channel, "data: x\n\n");
+            if let Some(format) = item.stream.as_mut() {
+                format.close = close;
+            }
+            item
+        };
+        let mut run = Run::default();
+        assert!(
+            run.takes(&stream("a", false)),
+            "an empty run takes anything"
+        );
+        run.push(stream("a", false));
+        assert!(run.takes(&stream("a", true)));
+        assert!(!run.takes(&stream("b", false)), "another channel");
+        run.push(stream("a", true));
+        assert!(!run.takes(&stream("a", false)), "after a close");
+        assert_eq!(run.take().len(), 2);
+        for _ in 0..RUN_ITEMS {
+            run.push(stream("a", false));
+        }
+        assert!(!run.takes(&stream("a", false)), "at RUN_ITEMS");
+        run.take();
+        let big = Item::stream("a", "x".repeat(RUN_BYTES));
+        assert!(run.takes(&big));
+        run.push(big);
+        assert!(!run.takes(&stream("a", false)), "past RUN_BYTES");
+    }
+
+    #[test]
+    fn a_run_is_framed_as_its_messages_one_after_the_other() {
+        let one = Framed::new(b"data: 1\n\n");
+        let joined = Framed::joined([&b"data: 1\n\n"[..], b"", b"data: 2\n\n"].into_iter());
+        let http11 = Target {
+            connection: 1,
+            protocol: Protocol::Http {
+                minor_version: 1,
+                keep_alive: true,
+                head: false,
+            },
+        };
+        let http10 = Target {
+            connection: 1,
+            protocol: Protocol::Http {
+                minor_version: 0,
+                keep_alive: false,
+                head: false,
+            },
+        };
+        assert_eq!(one.bytes(http11), b"9\r\ndata: 1\n\n\r\n");
+        assert_eq!(
+            joined.bytes(http11),
+            b"9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n"
+        );
+        assert_eq!(joined.bytes(http10), b"data: 1\n\ndata: 2\n\n");
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //! ...,"prev-id":...}`, then the live messages.
 
 use super::answers::mark_dirty;
-use super::channels::{CatchUp, Framed, Held, Target};
+use super::channels::{CatchUp, Framed, Held, Run, Target};
 use super::connection::Decoder;
 use super::output::AnswerBytes;
 use super::Server;
@@ -329,13 +329,33 @@ impl Server {
     /// once (its copy coming back from the bus is dropped, see
     /// [`crate::pipeline::bus`]).
     pub(super) fn publish_item(&mut self, item: Item) {
+        self.publish_to_bus(&item);
+        self.deliver(item);
+    }
+
+    /// Messages published here together (the items of one publish, or those found
+    /// waiting), in order: each onto the bus, and those of one channel to this front
+    /// end's holds as a [`Run`].
+    pub(super) fn publish_items(&mut self, items: Vec<Item>) {
+        let mut run = Run::default();
+        for item in items {
+            self.publish_to_bus(&item);
+            if !run.takes(&item) {
+                self.deliver_run(run.take());
+            }
+            run.push(item);
+        }
+        self.deliver_run(run.take());
+    }
+
+    /// Counts a message published here and puts it on the bus, if there is one.
+    fn publish_to_bus(&mut self, item: &Item) {
         self.channels.stats.published += 1;
         if let Some(bus) = &self.channels.bus {
-            if let Err(e) = bus.publish(&item, self.nonce) {
+            if let Err(e) = bus.publish(item, self.nonce) {
                 log::warn!("a message was not put on the bus: {e}");
             }
         }
-        self.deliver(item);
     }
 
     /// A job's event from the job service, on the job's channel: delivered to this
@@ -378,81 +398,122 @@ impl Server {
             }
         }
         // The control listener's items, in the order they were published.
-        while let Ok(item) = self.channels.publishes.try_recv() {
-            self.publish_item(item);
-        }
-        loop {
-            let Some(bus) = &self.channels.bus else {
-                return;
-            };
+        let waiting: Vec<Item> = self.channels.publishes.try_iter().collect();
+        self.publish_items(waiting);
+        let mut run = Run::default();
+        while let Some(bus) = &self.channels.bus {
             let Ok(frames) = crate::base::sockets::recv_frames(&bus.subscriber, zmq::DONTWAIT)
             else {
-                return;
+                break;
             };
             self.channels.stats.bus_received += 1;
             if BusLink::is_own(&frames, self.nonce) {
                 continue;
             }
             match frames.get(1).map(|f| Item::parse(f)) {
-                Some(Ok(item)) => self.deliver(item),
+                Some(Ok(item)) => {
+                    if !run.takes(&item) {
+                        self.deliver_run(run.take());
+                    }
+                    run.push(item);
+                }
                 _ => log::warn!("dropped a malformed message from the bus"),
             }
         }
+        self.deliver_run(run.take());
     }
 
     /// Hands a message to every hold on its channel here.
     pub(super) fn deliver(&mut self, item: Item) {
+        self.deliver_run(vec![item]);
+    }
+
+    /// Hands messages of one channel (a [`Run`]), in order, to every hold on it here:
+    /// a long-poll is answered by the first with an `http-response` format, a socket
+    /// gets each, a stream gets their contents in one write.
+    fn deliver_run(&mut self, items: Vec<Item>) {
+        if items.is_empty() {
+            return;
+        }
         let now = Instant::now();
-        let item = Arc::new(item);
+        let items: Vec<Arc<Item>> = items.into_iter().map(Arc::new).collect();
         if let Some(subscriptions) = &self.channels.subscriptions {
             if subscriptions.registry().active() {
-                subscriptions.registry().offer(&item);
+                for item in &items {
+                    subscriptions.registry().offer(item);
+                }
             }
         }
-        let Some(holders) = self.channels.record(&item, now) else {
+        let Some(holders) = self.channels.record(&items, now) else {
             return;
         };
         // Framed once for all the streams held on the channel, rendered once per
-        // protocol for its long-polls.
-        let framed = item.stream.as_ref().map(|f| Framed::new(&f.content));
-        let mut response: Option<Option<Response>> = None;
-        let mut rendered: Vec<(Protocol, Vec<u8>)> = Vec::new();
+        // message and protocol for its long-polls.
+        let streamed = items.iter().filter(|item| item.stream.is_some()).count();
+        let contents = items.iter().filter_map(|item| item.stream.as_ref());
+        let framed = match items.as_slice() {
+            [item] => item.stream.as_ref().map(|f| Framed::new(&f.content)),
+            _ if streamed > 0 => Some(Framed::joined(contents.map(|f| &f.content[..]))),
+            _ => None,
+        };
+        // Only the last message of a run may close (see `Run`).
+        let close = items
+            .last()
+            .and_then(|item| item.stream.as_ref())
+            .is_some_and(|f| f.close);
+        let mut responses: Vec<Option<Option<Response>>> = vec![None; items.len()];
+        let mut rendered: Vec<(usize, Protocol, Vec<u8>)> = Vec::new();
         let sockets = !self.websocket.holds.is_empty();
-        for request_id in holders {
-            if sockets && self.deliver_to_socket(request_id, &item) {
-                continue;
+        'holders: for request_id in holders {
+            if sockets {
+                let mut socket = false;
+                for item in &items {
+                    socket = self.deliver_to_socket(request_id, item);
+                    if !socket {
+                        break;
+                    }
+                }
+                if socket {
+                    continue;
+                }
             }
             let Some(held) = self.channels.holds.get_mut(&request_id) else {
                 continue;
             };
             match held.mode {
                 HoldMode::Response => {
-                    let Some(response) = response.get_or_insert_with(|| item.response()) else {
-                        continue;
-                    };
-                    let protocol = held.protocol;
-                    let Some(held) = self.channels.leave(request_id, now) else {
-                        continue;
-                    };
-                    self.channels.stats.delivered += 1;
-                    let bytes = match rendered.iter().find(|(p, _)| *p == protocol) {
-                        Some((_, bytes)) => bytes.clone(),
-                        None => {
-                            let bytes = render(protocol, response);
-                            rendered.push((protocol, bytes.clone()));
-                            bytes
-                        }
-                    };
-                    self.fill(held.connection, request_id, AnswerBytes::Owned(bytes));
+                    for (at, item) in items.iter().enumerate() {
+                        let Some(response) = responses[at].get_or_insert_with(|| item.response())
+                        else {
+                            continue;
+                        };
+                        let protocol = held.protocol;
+                        let Some(held) = self.channels.leave(request_id, now) else {
+                            continue 'holders;
+                        };
+                        self.channels.stats.delivered += 1;
+                        let bytes =
+                            match rendered.iter().find(|(i, p, _)| *i == at && *p == protocol) {
+                                Some((_, _, bytes)) => bytes.clone(),
+                                None => {
+                                    let bytes = render(protocol, response);
+                                    rendered.push((at, protocol, bytes.clone()));
+                                    bytes
+                                }
+                            };
+                        self.fill(held.connection, request_id, AnswerBytes::Owned(bytes));
+                        continue 'holders;
+                    }
                 }
                 HoldMode::Stream => {
-                    let (Some(framed), Some(format)) = (&framed, &item.stream) else {
+                    let Some(framed) = &framed else {
                         continue;
                     };
                     held.last_sent = now;
                     let target = held.target();
-                    if !self.stream_framed(request_id, target, framed, format.close) {
-                        // Ended by the item (or its client dropped, which freed it).
+                    self.channels.stats.delivered += streamed as u64 - 1;
+                    if !self.stream_framed(request_id, target, framed, close) {
+                        // Ended by the run (or its client dropped, which freed it).
                         self.channels.leave(request_id, now);
                     }
                 }

@@ -411,9 +411,7 @@ impl Server {
                     connection.input.drain(..publish.body.end);
                     let response = match checked {
                         Ok(items) => {
-                            for item in items {
-                                self.publish_item(item);
-                            }
+                            self.publish_items(items);
                             published()
                         }
                         Err(refusal) => refusal,
