@@ -173,7 +173,7 @@ impl<W: Work> WorkerLoop<W> {
                     if !delaying {
                         unreported = 0;
                         self.send_ready();
-                        next_beat = Instant::now() + self.heartbeat_interval;
+                        next_beat = monotonic_us().saturating_add(beat_us);
                     }
                 }
                 Err(zmq::Error::EAGAIN) if unreported > 0 => {
