@@ -22,7 +22,7 @@ fn a_restarted_front_end_never_delivers_an_old_answer() {
     let port = d.ports.http;
 
     let compute_cpu = d.compute.as_ref().expect("compute").cpu_ticks();
-    let old: Vec<_> = [PRIME_2_57, PRIME_2_57_B]
+    let old: Vec<_> = [PRIME_2_61, PRIME_2_61_B]
         .into_iter()
         .map(|n| {
             thread::spawn(move || {

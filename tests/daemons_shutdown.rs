@@ -117,7 +117,7 @@ fn sigterm_to_httpd_finishes_the_request_in_flight_and_refuses_new_connections()
         ..Options::default()
     });
     let port = d.ports.http;
-    let slow = slow_request_at_work(&d, PRIME_2_57);
+    let slow = slow_request_at_work(&d, PRIME_2_61);
     let httpd = start_httpd_drain(&mut d);
     assert_turned_away(port);
     assert_turned_away(port);
@@ -126,7 +126,7 @@ fn sigterm_to_httpd_finishes_the_request_in_flight_and_refuses_new_connections()
         "the slow request ended before the check"
     );
 
-    assert_answered(slow, PRIME_2_57);
+    assert_answered(slow, PRIME_2_61);
     expect_clean_exit(httpd, Duration::from_secs(30) + MARGIN);
 }
 
@@ -141,7 +141,7 @@ fn sigterm_with_drain_rejects_answers_new_requests_503_and_closes() {
     let first = idle.get(&is_prime(7), READ).expect("an answer");
     assert_eq!(first.status, 200, "{first:?}");
 
-    let slow = slow_request_at_work(&d, PRIME_2_57);
+    let slow = slow_request_at_work(&d, PRIME_2_61);
     let httpd = start_httpd_drain(&mut d);
 
     // The health check says so, and keeps the connection.
@@ -165,7 +165,7 @@ fn sigterm_with_drain_rejects_answers_new_requests_503_and_closes() {
         "the slow request ended before the check"
     );
 
-    assert_answered(slow, PRIME_2_57);
+    assert_answered(slow, PRIME_2_61);
     expect_clean_exit(httpd, Duration::from_secs(30) + MARGIN);
 }
 

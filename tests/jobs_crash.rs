@@ -168,7 +168,7 @@ fn a_job_answered_after_the_front_end_restarted_is_matched_by_its_number(store: 
     let compute_cpu = d.compute.as_ref().expect("compute").cpu_ticks();
     let mut client = Client::connect(port).expect("connect");
     client
-        .send_request("GET", &is_prime(PRIME_2_55), &["Prefer: respond-async"])
+        .send_request("GET", &is_prime(PRIME_2_61), &["Prefer: respond-async"])
         .expect("send");
     let location = location_of(&client.read_response(READ).expect("a 202"));
     let compute = d.compute.as_ref().expect("compute");
@@ -183,7 +183,7 @@ fn a_job_answered_after_the_front_end_restarted_is_matched_by_its_number(store: 
     let status = wait_until_ended(port, &location);
     assert_eq!(status["state"], "succeeded", "{status}");
     let result = get(port, &format!("{location}/result"), READ).expect("a result");
-    assert_eq!(result.possible_prime(), Some(PRIME_2_55));
+    assert_eq!(result.possible_prime(), Some(PRIME_2_61));
     assert_eq!(result.json()["is_prime"], true);
 }
 

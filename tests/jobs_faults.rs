@@ -105,7 +105,7 @@ fn a_run_whose_end_a_full_disk_lost_is_settled_once_it_has_room() {
     let mut server = start_serverd("serverd-full-disk", port, &db);
     let mut client = Client::connect(port).expect("connect");
     client
-        .send_request("GET", &is_prime(PRIME_2_55), &["Prefer: respond-async"])
+        .send_request("GET", &is_prime(PRIME_2_61), &["Prefer: respond-async"])
         .expect("send");
     let location = location_of(&client.read_response(READ).expect("a 202"));
     let running = poll_until(READ, || {
@@ -139,7 +139,7 @@ fn a_run_whose_end_a_full_disk_lost_is_settled_once_it_has_room() {
         .stderr()
         .contains("was left running by a failed commit"));
     let result = get(port, &format!("{location}/result"), READ).expect("a result");
-    assert_eq!(result.possible_prime(), Some(PRIME_2_55));
+    assert_eq!(result.possible_prime(), Some(PRIME_2_61));
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(30)).is_some());
 }

@@ -21,14 +21,20 @@ pub const WORKERD: &str = env!("CARGO_BIN_EXE_prime_workerd");
 
 /// A prime that trial division settles at once.
 pub const CHEAP: u64 = 7;
-/// Primes whose trial division takes a while; in a debug build on an idle core, roughly:
-/// 2^55-55 about 1 s, 2^57-13 about 2 s, 2^61-1 about 8 s, 2^63-25 about 16 s (more on
-/// a loaded machine).
+/// Primes whose trial division takes a while. How long depends on the machine: in a
+/// release build on an idle core of a fast one (this project's 2-core machine of
+/// 2026-12-06), 2^55-55 takes 0.14 s, 2^57-13 0.25 s, 2^61-1 1 s and 2^63-25 2 s; on
+/// earlier machines and in debug builds several times as long, and more on a loaded
+/// machine. A test that needs a request still at work after a few steps of its own (a
+/// kill, a drain, a restart) uses 2^61-1 or slower: the two smaller ones can end
+/// before such steps do.
 pub const PRIME_2_55: u64 = 36_028_797_018_963_913;
 pub const PRIME_2_57: u64 = 144_115_188_075_855_859;
 /// The next prime below [`PRIME_2_57`], as slow.
 pub const PRIME_2_57_B: u64 = 144_115_188_075_855_847;
 pub const PRIME_2_61: u64 = 2_305_843_009_213_693_951;
+/// The next prime below [`PRIME_2_61`], as slow.
+pub const PRIME_2_61_B: u64 = 2_305_843_009_213_693_921;
 pub const PRIME_2_63: u64 = 9_223_372_036_854_775_783;
 
 /// The path of a request for `n`.
