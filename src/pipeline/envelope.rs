@@ -636,17 +636,9 @@ fn u64_at(frame: &[u8], offset: usize) -> u64 {
 /// (for its deadline) at the front end and in each stage, and `SystemTime::now` and
 /// `duration_since` cost it a subtraction with its checks and a `Result` each time.
 /// A clock before the epoch reads 0.
+#[inline]
 pub fn now_us() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime(2) writes one timespec, which outlives the call.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-    if rc != 0 || now.tv_sec < 0 {
-        return 0;
-    }
-    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+    crate::base::clock::realtime_us()
 }
 
 /// A random number for this process, used as the front end's nonce and in worker ids.
