@@ -66,7 +66,8 @@ use crate::pipeline::envelope::Protocol;
 use crate::pipeline::loopback::{limit_passed, render, Failure, FailureKind};
 use crate::pipeline::worker::{answer_frame, ConcurrentWork, Job, Outcome};
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
-use crate::stages::gateway_calls::{until, Call, CallError, Called, Calls};
+use crate::stages::gateway_backend::CallError;
+use crate::stages::gateway_calls::{until, Call, Called, Calls};
 use crate::stages::gateway_path::under_base;
 use crate::stages::gateway_plain::{PlainCall, PlainRequest};
 use crate::stages::gateway_wire::{
@@ -844,77 +845,5 @@ fn parse_target(target: &str) -> Result<(String, String), GatewayError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::stages::gateway_wire::render_plain;
-
-    #[test]
-    fn a_plain_answer_renders_as_the_general_path_renders_it() {
-        let fields: [(&str, &[u8]); 8] = [
-            ("Content-Type", b"text/plain"),
-            ("Content-Length", b"5"),
-            ("Connection", b"X-Hop, keep-alive"),
-            ("X-Hop", b"private"),
-            ("Keep-Alive", b"timeout=5"),
-            ("Set-Cookie", b"a=1"),
-            ("Set-Cookie", b"b=2"),
-            ("Date", b"Sun, 06 Dec 2026 10:00:00 GMT"),
-        ];
-        for (status, minor_version, keep_alive, head) in [
-            (200, 1, true, false),
-            (200, 1, true, true),
-            (404, 0, false, false),
-            (204, 1, true, false),
-            (304, 1, false, true),
-        ] {
-            let backend = crate::stages::gateway_wire::tests::answer(status, &fields, b"hello");
-            let mut plain = Vec::new();
-            assert!(render_plain(
-                &mut plain,
-                &backend,
-                minor_version,
-                keep_alive,
-                head,
-                head
-            ));
-            let protocol = Protocol::Http {
-                minor_version,
-                keep_alive,
-                head,
-            };
-            let general = render(protocol, &incoming(backend, head));
-            assert_eq!(
-                String::from_utf8_lossy(&plain),
-                String::from_utf8_lossy(&general),
-                "{status} HTTP/1.{minor_version} keep-alive {keep_alive} head {head}"
-            );
-        }
-    }
-
-    #[test]
-    fn targets_are_plain_http_with_an_optional_base() {
-        assert_eq!(
-            parse_target("http://127.0.0.1:9000").unwrap(),
-            ("http://127.0.0.1:9000".to_string(), String::new())
-        );
-        assert_eq!(
-            parse_target("http://backend:80/api/").unwrap(),
-            ("http://backend:80".to_string(), "/api".to_string())
-        );
-        assert!(parse_target("https://backend").is_err());
-        assert!(parse_target("http://").is_err());
-        assert!(parse_target("http://u:p@backend").is_err());
-        assert!(parse_target("http://backend/a?b").is_err());
-    }
-
-    #[test]
-    fn the_signature_covers_method_target_body_and_time() {
-        let base = sign(b"k", 1, "POST", "/a", b"x");
-        assert_ne!(base, sign(b"k", 2, "POST", "/a", b"x"));
-        assert_ne!(base, sign(b"k", 1, "PUT", "/a", b"x"));
-        assert_ne!(base, sign(b"k", 1, "POST", "/b", b"x"));
-        assert_ne!(base, sign(b"k", 1, "POST", "/a", b"y"));
-        assert_ne!(base, sign(b"j", 1, "POST", "/a", b"x"));
-        assert_eq!(base, sign(b"k", 1, "POST", "/a", b"x"));
-    }
-}
+#[path = "gateway_tests.rs"]
+mod tests;

@@ -35,28 +35,12 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::gateway_backend::{Backend, CallError, MAX_ANSWER_FIELDS};
 use super::gateway_plain::{self, PlainCall, PlainConnection, PlainPool};
 use ureq::http;
 
-/// The most header fields a backend's answer may have: 128, as with the gateway's
-/// earlier client (ureq), above hyper's default of 100. hyper makes room for all of
-/// them for every answer it reads, so the bound is not raised further.
-pub(super) const MAX_ANSWER_FIELDS: usize = 128;
-
 /// How long a kept-alive backend connection may stay idle in the pool.
 const POOL_IDLE: Duration = Duration::from_secs(60);
-
-/// Why a backend call has no answer.
-#[derive(Debug)]
-pub(super) enum CallError {
-    /// The gateway's timeout passed first.
-    Timeout,
-    /// The body was longer than this many bytes.
-    TooLarge(u64),
-    /// No HTTP answer: the backend could not be reached or broke the exchange off
-    /// (the reason, with its causes).
-    Unreached(String),
-}
 
 /// The backend's whole answer, or why there is none.
 pub(super) type Called = Result<http::Response<Bytes>, CallError>;
@@ -80,33 +64,6 @@ enum Kept {
 /// A running call: it ends with its ticket and what it made, and its connection when
 /// that may serve again (`None` once aborted).
 type Running<T> = Pin<Box<dyn Future<Output = (u64, Option<(T, Option<Kept>)>)> + Send>>;
-
-/// Where the backend is: its host and port, and the `Host` field sent to it.
-pub(super) struct Backend {
-    pub(super) host: String,
-    pub(super) port: u16,
-    pub(super) authority: http::HeaderValue,
-}
-
-impl Backend {
-    /// The backend of `origin`, `http://HOST[:PORT]` (80 without a port).
-    fn new(origin: &str) -> std::io::Result<Self> {
-        let invalid = |e: &dyn std::fmt::Display| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{origin}: {e}"))
-        };
-        let uri: http::Uri = origin.parse().map_err(|e| invalid(&e))?;
-        let authority = uri.authority().ok_or_else(|| invalid(&"no host"))?;
-        let host = authority.host();
-        Ok(Backend {
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            port: authority.port_u16().unwrap_or(80),
-            authority: http::HeaderValue::from_str(authority.as_str()).map_err(|e| invalid(&e))?,
-        })
-    }
-}
 
 /// A kept-alive connection to the backend: hyper's handle to send on it, and the task
 /// that owns its socket.

@@ -4,7 +4,7 @@
 //! call and its socket. The call writes the request's bytes itself (request line,
 //! fields, the backend's `Host`, `Content-Length` for a body: RFC 9112 §3, §6.2) and
 //! reads the answer in place: its head with httparse (up to
-//! [`MAX_ANSWER_FIELDS`](super::gateway_calls::MAX_ANSWER_FIELDS) fields, slots on the
+//! [`MAX_ANSWER_FIELDS`](super::gateway_backend::MAX_ANSWER_FIELDS) fields, slots on the
 //! stack), its body by `Content-Length`, chunked (the crate's own decoder,
 //! [`ChunkedDecoder`]) or until the connection closes (RFC 9112 §6.3); 1xx answers other
 //! than `101` are skipped, as hyper skips them.
@@ -21,7 +21,7 @@
 //! body by its size limit. Everything else (WebSockets, the general path, the blocking
 //! `call`) goes through hyper as before.
 
-use super::gateway_calls::{Backend, CallError, MAX_ANSWER_FIELDS};
+use super::gateway_backend::{Backend, CallError, MAX_ANSWER_FIELDS};
 use crate::http::{ChunkedDecoder, Limits, ParseError};
 use bytes::Bytes;
 use std::future::poll_fn;
