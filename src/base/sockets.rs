@@ -137,15 +137,29 @@ pub fn recv_frames_into(
     flags: i32,
 ) -> zmq::Result<()> {
     frames.clear();
-    loop {
+    let mut first = zmq::Message::new();
+    socket.recv(&mut first, flags)?;
+    push_with_the_rest(socket, frames, first, flags)
+}
+
+/// Pushes `first` onto `frames`, then receives and pushes the message's frames after
+/// it, if any.
+#[inline]
+fn push_with_the_rest(
+    socket: &zmq::Socket,
+    frames: &mut Vec<zmq::Message>,
+    first: zmq::Message,
+    flags: i32,
+) -> zmq::Result<()> {
+    let mut more = first.get_more();
+    frames.push(first);
+    while more {
         let mut frame = zmq::Message::new();
         socket.recv(&mut frame, flags)?;
-        let more = frame.get_more();
+        more = frame.get_more();
         frames.push(frame);
-        if !more {
-            return Ok(());
-        }
     }
+    Ok(())
 }
 
 /// Receives one message from a ROUTER into `frames` (cleared first) without the frame
@@ -163,16 +177,9 @@ pub fn recv_routed_into(
     flags: i32,
 ) -> zmq::Result<usize> {
     frames.clear();
-    let mut frame = zmq::Message::new();
-    let id_len = socket.recv_from(&mut frame, sender, flags)?;
-    let mut more = frame.get_more();
-    frames.push(frame);
-    while more {
-        let mut frame = zmq::Message::new();
-        socket.recv(&mut frame, flags)?;
-        more = frame.get_more();
-        frames.push(frame);
-    }
+    let mut first = zmq::Message::new();
+    let id_len = socket.recv_from(&mut first, sender, flags)?;
+    push_with_the_rest(socket, frames, first, flags)?;
     Ok(id_len)
 }
 
