@@ -1133,10 +1133,9 @@ fn holds_spread_over_two_io_threads_each_get_every_message_in_order_and_a_stalle
 }
 
 #[test]
-fn holds_below_the_default_spill_load_share_one_io_thread_of_two() {
+fn holds_below_the_default_spill_load_share_one_io_thread_of_the_default_two() {
     let server = Embedded::start(|config| {
-        assert_eq!(config.io_thread_spill, 4096);
-        config.io_threads = 2;
+        assert_eq!((config.io_threads, config.io_thread_spill), (2, 4096));
     });
     let port = server.port;
     let mut readers = Vec::new();

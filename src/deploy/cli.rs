@@ -235,9 +235,10 @@ pub struct FrontEndArgs {
     #[arg(long, value_name = "N", default_value_t = 10 * 1024 * 1024)]
     pub max_request_bytes: usize,
     /// libzmq's I/O threads, where the client connections are read and written (each
-    /// connection on one): two let one publish to thousands of held connections use two
-    /// cores (past --io-thread-spill connections), at some cost to a stream of
-    /// publishes to them; at least one per front end (--front-ends).
+    /// connection on one): two (the default) let one publish to thousands of held
+    /// connections use two cores (past --io-thread-spill connections; below it the
+    /// second stays idle), at some cost to a stream of publishes to them; at least one
+    /// per front end (--front-ends).
     #[arg(long, value_name = "N", default_value_t = crate::server::DEFAULT_IO_THREADS,
           value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=256), usize::from))]
     pub io_threads: usize,
@@ -624,9 +625,10 @@ mod tests {
     }
 
     #[test]
-    fn io_threads_are_libzmqs_one_spilling_at_4096_unless_told_and_never_none() {
+    fn io_threads_are_two_spilling_at_4096_unless_told_and_never_none() {
         let plain = parse(&[]).unwrap();
-        assert_eq!((plain.io_threads, plain.io_thread_spill), (1, 4096));
+        assert_eq!((plain.io_threads, plain.io_thread_spill), (2, 4096));
+        assert_eq!(parse(&["--io-threads", "1"]).unwrap().io_threads, 1);
         assert_eq!(parse(&["--io-threads", "4"]).unwrap().io_threads, 4);
         assert_eq!(
             parse(&["--io-thread-spill", "0"]).unwrap().io_thread_spill,

@@ -26,16 +26,23 @@ pub enum AccessLogFormat {
     Json,
 }
 
-/// The default of [`ServerConfig::io_threads`] (`--io-threads`): libzmq's own, 1, which
-/// writes every client connection from one core. Two (with the default
-/// [`DEFAULT_IO_THREAD_SPILL`]) keep up to 4,096 connections on the first, as one does,
-/// and split a publish to more over two cores: with 10,000 held streams each thread
-/// spent 36-42 ms of CPU per publish instead of 79 on one, but a stream of publishes to
-/// them was delivered about half as fast (50,000-69,000 deliveries a second against
-/// 92,000-124,000, three interleaved rounds on 2 cores at load 8-11), and a publish
-/// reached the last of them no sooner there (144-306 ms against 199-366: the cores were
-/// busy). So one stays the default.
-pub const DEFAULT_IO_THREADS: usize = 1;
+/// The default of [`ServerConfig::io_threads`] (`--io-threads`): two. With the default
+/// [`DEFAULT_IO_THREAD_SPILL`] the first keeps up to 4,096 connections, as libzmq's one
+/// thread would (so a server with fewer, the usual case, writes every connection from
+/// one thread and the second stays idle), and a publish to more is written on two
+/// cores. Measured on 2 cores against one thread (`scripts/bench-channels`, the same
+/// build with `BENCH_ARGS="--io-threads 2"`, DESIGN.md's channels): a publish to 10,000
+/// held streams reached the last in 73.9 ms instead of 93.6 (quiet machine), with each
+/// thread writing about 5,000 of them; a stream of publishes to them was delivered at
+/// 318,000 deliveries a second instead of 379,000 (two writers that keep up batch less),
+/// still above Pushpin's and Nchan's; the rows with 1,000 holds run on one thread
+/// either way. On a loaded machine (load 8-16, the other build with its defaults in the
+/// same rounds): 332 ms against 375 to the last of 10,000 (lower in each of 3 rounds;
+/// Nchan 305), the stream 60,000 against 89,000 a second (Nchan 28,000, Pushpin
+/// 17,000), and the server's CPU per publish 115-123 ms against 125-130. Earlier, at
+/// load 8-11, two threads had delivered the stream about half as fast and the publish
+/// no sooner.
+pub const DEFAULT_IO_THREADS: usize = 2;
 
 /// The default of [`ServerConfig::io_thread_spill`] (`--io-thread-spill`): with two or
 /// more I/O threads, a front end's connections stay on its first until it holds 4,096,
@@ -68,7 +75,7 @@ pub struct ServerConfig {
     /// libzmq's I/O threads for the front end's context: the threads where the client
     /// connections are read and written, each connection on one of them (libzmq gives a
     /// new connection to the first below [`ServerConfig::io_thread_spill`], then to the
-    /// least busy). The default is [`DEFAULT_IO_THREADS`]; two let a
+    /// least busy). The default is [`DEFAULT_IO_THREADS`], two, which let a
     /// publish to thousands of held connections write them on two cores while the front
     /// end hands the deliveries over; with `--front-ends N` there are at least N. libzmq
     /// takes the count only before the context's first socket, so an embedder who made
