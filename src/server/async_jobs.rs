@@ -287,6 +287,8 @@ impl Server {
             return;
         };
         while link.doorbell.recv(&mut link.scratch, zmq::DONTWAIT).is_ok() {}
+        link.handle
+            .publish_every_event(self.channels.job_channels_listened());
         while let Some(event) = self.jobs.as_ref().and_then(|l| l.handle.try_event()) {
             match event {
                 Event::Reply { to, bytes } => {

@@ -23,7 +23,7 @@ use crate::base::error::{Error, Result};
 use crate::base::fast_hash::{FastMap, FastSet};
 use crate::base::sockets;
 use crate::pipeline::bus::BusLink;
-use crate::pipeline::channel::{HoldMode, Item};
+use crate::pipeline::channel::{reserved_channel, HoldMode, Item};
 use crate::pipeline::envelope::Protocol;
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -345,6 +345,9 @@ pub(super) struct Channels {
     pub(super) control: Option<super::control::ControlListener>,
     /// The URL subscriptions' registry, when the control listener has one.
     pub(super) subscriptions: Option<super::subscriptions::Service>,
+    /// Whether a hold other than a job's event stream (a stage's, a WebSocket's) has
+    /// ever joined a job's channel here (see [`Channels::job_channels_listened`]).
+    job_channel_joined: bool,
 }
 
 impl Channels {
@@ -402,11 +405,29 @@ impl Channels {
             stats: ChannelStats::default(),
             control,
             subscriptions,
+            job_channel_joined: false,
         })
+    }
+
+    /// Whether anything but a job's event stream may listen on a job's channel here: a
+    /// URL subscription, or a hold a stage or a WebSocket made on one (once one has, for
+    /// good). The job service sends the events of jobs no stream watches only then (see
+    /// [`JobsHandle::publish_every_event`](crate::jobs::JobsHandle::publish_every_event)).
+    pub(super) fn job_channels_listened(&self) -> bool {
+        self.job_channel_joined
+            || self
+                .subscriptions
+                .as_ref()
+                .is_some_and(|s| s.registry().active())
     }
 
     /// Adds a holder to `name`, subscribing on the bus when the channel is new here.
     pub(super) fn join(&mut self, name: &str, request_id: u64) -> &Channel {
+        self.job_channel_joined |= reserved_channel(name);
+        self.join_channel(name, request_id)
+    }
+
+    fn join_channel(&mut self, name: &str, request_id: u64) -> &Channel {
         if !self.map.contains_key(name) {
             if let Some(bus) = &self.bus {
                 bus.subscribe(name);
@@ -425,6 +446,19 @@ impl Channels {
         for name in held.channels.iter() {
             self.join(name, request_id);
         }
+        self.keep(request_id, held);
+    }
+
+    /// [`hold`](Self::hold) for a job's event stream, which the job service knows of
+    /// (see [`Channels::job_channels_listened`]).
+    pub(super) fn hold_job_stream(&mut self, request_id: u64, held: Held) {
+        for name in held.channels.iter() {
+            self.join_channel(name, request_id);
+        }
+        self.keep(request_id, held);
+    }
+
+    fn keep(&mut self, request_id: u64, held: Held) {
         if let Some(due) = held.due() {
             self.holds_due = Some(self.holds_due.map_or(due, |at| at.min(due)));
         }

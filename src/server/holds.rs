@@ -191,7 +191,7 @@ impl Server {
         if let Decoder::Http(parser) = &mut conn.decoder {
             parser.release_buffer();
         }
-        self.channels.hold(request_id, held);
+        self.channels.hold_job_stream(request_id, held);
     }
 
     /// The head and first bytes of a stream hold.

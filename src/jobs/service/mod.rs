@@ -118,6 +118,8 @@ pub struct JobsHandle {
     config: JobsConfig,
     /// With a shared store: the thread that hears other front ends' changes.
     notices: Option<Notices>,
+    /// Shared with the service: see [`publish_every_event`](Self::publish_every_event).
+    every_event: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The thread that hears other front ends' changes to a shared store, and hands them
@@ -209,6 +211,7 @@ impl JobsHandle {
             None => None,
         };
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
+        let every_event = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(JobStats {
             counts,
             ..JobStats::default()
@@ -246,6 +249,7 @@ impl JobsHandle {
             unscrubbed: scrub::Unscrubbed::default(),
             lease_due: store_shared.then(|| Instant::now() + config.lease / 3),
             seen_events: HashMap::new(),
+            every_event: Arc::clone(&every_event),
             log_sync,
             sync_error: None,
             id_prefix: None,
@@ -266,6 +270,7 @@ impl JobsHandle {
             thread: Some(thread),
             config,
             notices,
+            every_event,
         })
     }
 
@@ -463,6 +468,9 @@ struct Service {
     /// The last event each watched job's event streams were sent, by job number, so a
     /// change heard from another front end sends only the events after it.
     seen_events: HashMap<u64, u64>,
+    /// Whether every job's events go to the front end, watched or not (see
+    /// [`JobsHandle::publish_every_event`]).
+    every_event: Arc<std::sync::atomic::AtomicBool>,
     /// With a store whose log the service syncs: the log (see `log_sync`).
     log_sync: Option<log_sync::LogSync>,
     /// The first two characters of the ids of the batch under way's submits (see
@@ -870,29 +878,5 @@ impl Service {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{is_job_id, new_job_id};
-
-    #[test]
-    fn a_batch_s_ids_share_their_first_two_characters_and_nothing_else() {
-        let mut batch = None;
-        let ids: Vec<String> = (0..64).map(|_| new_job_id(&mut batch).unwrap()).collect();
-        let prefix = batch.expect("the first id chose the batch's characters");
-        for id in &ids {
-            assert!(is_job_id(id), "{id}");
-            assert_eq!(id.as_bytes()[..2], prefix, "{id}");
-        }
-        let rest: std::collections::HashSet<&str> = ids.iter().map(|id| &id[2..]).collect();
-        assert_eq!(rest.len(), ids.len(), "the random part repeats");
-        // Another batch picks its characters anew: 12 random bits, so 8 batches all
-        // alike would be a 1 in 2^84 chance.
-        let prefixes: std::collections::HashSet<[u8; 2]> = (0..8)
-            .map(|_| {
-                let mut batch = None;
-                new_job_id(&mut batch).unwrap();
-                batch.unwrap()
-            })
-            .collect();
-        assert!(prefixes.len() > 1, "{prefixes:?}");
-    }
-}
+#[path = "id_tests.rs"]
+mod tests;

@@ -110,8 +110,15 @@ impl Service {
             return;
         }
         let last = kind == "state" && record.state.is_final();
-        self.outbox
-            .push(Event::Publish(event_item(&record.id, &event, last)));
+        // An event no stream here watches reaches no one on the job's channel (unless
+        // the front end says something else listens there): it is not sent, which
+        // spares its framing here and its delivery there. A stream that opens later
+        // reads it from the store.
+        let watched = self.seen_events.contains_key(&record.number);
+        if watched || self.every_event.load(std::sync::atomic::Ordering::Relaxed) {
+            self.outbox
+                .push(Event::Publish(event_item(&record.id, &event, last)));
+        }
         self.watched_to(record.number, event.seq, last);
     }
 
@@ -273,4 +280,19 @@ fn sse_bytes(event: &JobEvent) -> Vec<u8> {
         .id(event.seq.to_string())
         .event(event.kind.as_str())
         .to_bytes()
+}
+
+impl super::JobsHandle {
+    /// Whether the service sends the front end every job's events ([`Event::Publish`]),
+    /// or (`false`, the default) only those of jobs an event stream watches here
+    /// (`GET /jobs/{id}/events`): the front end turns it on while something else may
+    /// listen on a job's channel (a URL subscription, a hold a stage or a WebSocket
+    /// made on one). A job's events are stored either way, and an event stream reads
+    /// those it missed from the store.
+    pub fn publish_every_event(&self, on: bool) {
+        use std::sync::atomic::Ordering;
+        if self.every_event.load(Ordering::Relaxed) != on {
+            self.every_event.store(on, Ordering::Relaxed);
+        }
+    }
 }

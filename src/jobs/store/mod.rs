@@ -184,7 +184,8 @@ pub struct NewJob<'a> {
     /// [`caller`](crate::jobs::caller)), if it sent one.
     pub idempotency_key: Option<&'a str>,
     /// A digest of the request (method, target and body), to tell a repeat of the same
-    /// request from another request under the same key.
+    /// request from another request under the same key; empty (and not stored by
+    /// SQLite) for a job without a key, since nothing compares it then.
     pub fingerprint: &'a [u8],
     /// Now, in milliseconds since the Unix epoch.
     pub now_ms: i64,

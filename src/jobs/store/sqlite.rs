@@ -21,8 +21,11 @@ const EVENT_ROWS: usize = 32;
 /// and the state `scheduled` (jobs that run later); an older file gets the column when
 /// opened, and keeps its jobs as they were. Version 6 added `jobs.task` and the feed of
 /// changes (`job_changes`, see `admin_table`); an older file gets them when opened, with
-/// one change per stored job.
-const SCHEMA_VERSION: i64 = 6;
+/// one change per stored job. Version 7 keeps idempotency keys unique by a partial
+/// index of the jobs that have one (`jobs_by_key`), not by a `UNIQUE` column, whose
+/// index held an entry for every job (see `schema::key_index`); an older file's `jobs` is
+/// rebuilt when opened.
+const SCHEMA_VERSION: i64 = 7;
 
 /// The table of the store's own random key.
 const SECRET_SCHEMA: &str = "
@@ -40,7 +43,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     fingerprint BLOB,
     head BLOB,
     body BLOB,
@@ -52,7 +55,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress_message TEXT,
     events INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, updated_ms);
 CREATE TABLE IF NOT EXISTS job_events (
     number INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -209,17 +211,14 @@ impl SqliteStore {
                 db.execute_batch("ALTER TABLE jobs ADD COLUMN not_before_ms INTEGER")?;
             }
         }
-        // The service's one timer asks for the earliest: an index of the scheduled
-        // jobs alone answers without reading the others.
-        db.execute_batch(
-            "CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (not_before_ms) WHERE state = 'scheduled'",
-        )?;
+        db.execute_batch(schema::JOBS_INDEXES)?;
         admin::migrate(db, version)?;
         if version < 4 {
             db.execute_batch(
                 "UPDATE jobs SET idempotency_key = NULL WHERE idempotency_key IS NOT NULL",
             )?;
         }
+        schema::key_index(db)?;
         db.execute_batch(SECRET_SCHEMA)?;
         let has_secret: i64 =
             db.query_row("SELECT COUNT(*) FROM store_secret", [], |row| row.get(0))?;
@@ -888,6 +887,8 @@ impl JobStore for SqliteStore {
 
 #[path = "sqlite_insert.rs"]
 mod insert;
+#[path = "sqlite_schema.rs"]
+mod schema;
 
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]

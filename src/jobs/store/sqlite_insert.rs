@@ -27,7 +27,7 @@ impl SqliteStore {
             job.id,
             job.now_ms,
             job.idempotency_key,
-            job.fingerprint,
+            job.idempotency_key.map(|_| job.fingerprint),
             job.head,
             job.body,
             job.client,

@@ -346,6 +346,81 @@ fn a_version_5_file_gets_the_feed_with_one_change_per_job() {
     assert_eq!(store.changes(2, 10).expect("changes")[0].id, c.id);
 }
 
+#[test]
+fn a_version_6_file_keeps_its_jobs_and_keys_with_the_keys_in_a_partial_index() {
+    let mut old = store("v6");
+    let path = old.file.path.clone();
+    insert(&mut old, "a", 1);
+    old.insert(&new_job("b", Some("k"))).expect("insert b");
+    // Version 6 made the key a UNIQUE column, whose index holds every job.
+    let sql: String = old
+        .db
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'jobs'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("the table's SQL");
+    let v6 = sql
+        .replacen("CREATE TABLE jobs", "CREATE TABLE jobs_v6", 1)
+        .replacen("idempotency_key TEXT", "idempotency_key TEXT UNIQUE", 1);
+    old.db
+        .execute_batch(&format!(
+            "{v6}; INSERT INTO jobs_v6 SELECT * FROM jobs; DROP TABLE jobs;
+             ALTER TABLE jobs_v6 RENAME TO jobs; {} {} PRAGMA user_version = 6;",
+            schema::JOBS_INDEXES,
+            admin::SCHEMA
+        ))
+        .expect("make it version 6");
+    drop(old);
+    let indexes = |store: &SqliteStore| -> Vec<String> {
+        let mut s = store
+            .db
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'jobs' ORDER BY name")
+            .expect("prepare");
+        let names = s.query_map([], |r| r.get(0)).expect("indexes");
+        names.collect::<Result<_, _>>().expect("names")
+    };
+    let mut store = SqliteStore::open(&path).expect("open a version 6 file");
+    let version: i64 = store
+        .db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 7);
+    // The id's UNIQUE column keeps its index; the key's is the partial one.
+    assert_eq!(
+        indexes(&store),
+        [
+            "jobs_by_key",
+            "jobs_by_state",
+            "jobs_scheduled",
+            "sqlite_autoindex_jobs_1"
+        ]
+    );
+    let (found, _) = store
+        .by_idempotency_key("k")
+        .expect("read")
+        .expect("the key's job");
+    assert_eq!((found.id.as_str(), found.number), ("b", 2));
+    assert!(
+        store.insert(&new_job("c", Some("k"))).is_err(),
+        "a key twice"
+    );
+    let d = store.insert(&new_job("d", None)).expect("insert d");
+    assert_eq!(d.number, 3);
+    let ids: Vec<String> = store
+        .changes(0, 10)
+        .expect("changes")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "d"], "the feed's trigger is kept");
+    drop(store);
+    // Opened again, nothing changes.
+    let store = SqliteStore::open(&path).expect("open a version 7 file");
+    assert_eq!(indexes(&store).len(), 4);
+}
+
 fn new_job<'a>(id: &'a str, key: Option<&'a str>) -> NewJob<'a> {
     NewJob {
         id,
