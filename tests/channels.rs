@@ -989,6 +989,53 @@ fn a_job_s_event_stream_is_a_hold_on_its_channel_where_stages_cannot_publish() {
     wait_holds(server.port, 0);
 }
 
+/// Lets the run of `POST /slow` of [`held_or_channels`] end (a test of its own: the
+/// tests of one file run at once).
+static HELD_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`slow_or_channels`] with [`HELD_RELEASED`].
+fn held_or_channels(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+    if job.request()?.path != "/slow" {
+        return channel_demo(job);
+    }
+    if !job.is_async() {
+        return Ok(Next::later());
+    }
+    let end = Instant::now() + BOUND;
+    while !HELD_RELEASED.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Next::respond(
+        prime_server::http::Response::new(200).body("slow done"),
+    ))
+}
+
+#[test]
+fn a_stage_s_hold_on_a_job_s_channel_gets_the_job_s_end_with_no_event_stream_open() {
+    // The job service sends the events of jobs no event stream watches only once
+    // something else may listen on jobs' channels: the first such hold of this server
+    // must not miss the end of the job it waits for.
+    let db = scratch_path("channels-job-hold", "sqlite");
+    let server = Embedded::start_with(held_or_channels, |config| {
+        config.jobs = Some(prime_server::jobs::JobsConfig::new(&db));
+    });
+    let accepted = post(server.port, "/slow", "", "");
+    assert!(accepted.starts_with("HTTP/1.1 202"), "{accepted}");
+    let id = accepted
+        .lines()
+        .find_map(|line| line.strip_prefix("Location: "))
+        .and_then(|location| location.rsplit('/').next())
+        .expect("a Location with an id")
+        .to_string();
+    let channel = format!("job:{id}");
+    let mut hold = Client::get(server.port, &format!("/channels/{channel}"), "");
+    hold.wait_for(&format!("held on channel {channel}"));
+    wait_holds(server.port, 1);
+    HELD_RELEASED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let text = hold.wait_for(r#""state":"succeeded""#);
+    assert!(text.contains("event: state"), "{text}");
+}
+
 #[test]
 fn a_publish_right_after_a_hold_reaches_it_on_a_front_end_on_a_bus() {
     let (xsub, xpub) = (tcp(free_port()), tcp(free_port()));

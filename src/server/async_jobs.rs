@@ -69,6 +69,11 @@ impl JobLink {
     pub(super) fn admin_link(&self) -> Option<crate::jobs::service::admin::AdminLink> {
         self.handle.admin_link()
     }
+
+    /// The job service's switch for the events of jobs no event stream watches.
+    pub(super) fn event_switch(&self) -> crate::jobs::service::EventSwitch {
+        self.handle.event_switch()
+    }
 }
 
 /// The client's HTTP facts, for an answer the job service writes.
@@ -287,8 +292,6 @@ impl Server {
             return;
         };
         while link.doorbell.recv(&mut link.scratch, zmq::DONTWAIT).is_ok() {}
-        link.handle
-            .publish_every_event(self.channels.job_channels_listened());
         while let Some(event) = self.jobs.as_ref().and_then(|l| l.handle.try_event()) {
             match event {
                 Event::Reply { to, bytes } => {

@@ -345,23 +345,26 @@ pub(super) struct Channels {
     pub(super) control: Option<super::control::ControlListener>,
     /// The URL subscriptions' registry, when the control listener has one.
     pub(super) subscriptions: Option<super::subscriptions::Service>,
-    /// Whether a hold other than a job's event stream (a stage's, a WebSocket's) has
-    /// ever joined a job's channel here (see [`Channels::job_channels_listened`]).
-    job_channel_joined: bool,
+    /// The job service's switch for the events of jobs no event stream watches, turned
+    /// on when a hold other than a job's event stream (a stage's, a WebSocket's) joins
+    /// a job's channel (see [`EventSwitch`](crate::jobs::service::EventSwitch)).
+    job_events: Option<crate::jobs::service::EventSwitch>,
 }
 
 impl Channels {
     /// Binds the inbox, connects the bus (if configured) and starts the control
     /// listener (if configured), with the URL subscriptions' registry (kept in
     /// `jobs_db`, the job store's SQLite file, when there is one). Admin calls of the
-    /// control listener go to `admin` (the job service). Errors: a socket, listener or
-    /// file that cannot be used.
+    /// control listener go to `admin` (the job service); a hold or URL subscription on
+    /// a job's channel turns on `job_events` (the job service's switch). Errors: a
+    /// socket, listener or file that cannot be used.
     pub(super) fn start(
         ctx: &zmq::Context,
         config: ChannelsConfig,
         nonce: u64,
         jobs_db: Option<&std::path::Path>,
         admin: Option<crate::jobs::service::admin::AdminLink>,
+        job_events: Option<crate::jobs::service::EventSwitch>,
     ) -> Result<Self> {
         let inbox = sockets::socket(ctx, zmq::PULL)?;
         let inbox_endpoint = format!("inproc://prime-channels-{nonce:016x}");
@@ -376,6 +379,7 @@ impl Channels {
                 webhooks.clone(),
                 &inbox_endpoint,
                 jobs_db,
+                job_events.clone(),
             )?),
             _ => None,
         };
@@ -405,25 +409,19 @@ impl Channels {
             stats: ChannelStats::default(),
             control,
             subscriptions,
-            job_channel_joined: false,
+            job_events,
         })
     }
 
-    /// Whether anything but a job's event stream may listen on a job's channel here: a
-    /// URL subscription, or a hold a stage or a WebSocket made on one (once one has, for
-    /// good). The job service sends the events of jobs no stream watches only then (see
-    /// [`JobsHandle::publish_every_event`](crate::jobs::JobsHandle::publish_every_event)).
-    pub(super) fn job_channels_listened(&self) -> bool {
-        self.job_channel_joined
-            || self
-                .subscriptions
-                .as_ref()
-                .is_some_and(|s| s.registry().active())
-    }
-
-    /// Adds a holder to `name`, subscribing on the bus when the channel is new here.
+    /// Adds a holder to `name`, subscribing on the bus when the channel is new here. A
+    /// job's channel turns on the job service's [`EventSwitch`](crate::jobs::service::EventSwitch)
+    /// first, so the hold misses no event published from now on.
     pub(super) fn join(&mut self, name: &str, request_id: u64) -> &Channel {
-        self.job_channel_joined |= reserved_channel(name);
+        if reserved_channel(name) {
+            if let Some(switch) = &self.job_events {
+                switch.turn_on();
+            }
+        }
         self.join_channel(name, request_id)
     }
 
@@ -450,7 +448,8 @@ impl Channels {
     }
 
     /// [`hold`](Self::hold) for a job's event stream, which the job service knows of
-    /// (see [`Channels::job_channels_listened`]).
+    /// (it sends that job's events): the [`EventSwitch`](crate::jobs::service::EventSwitch)
+    /// stays as it is.
     pub(super) fn hold_job_stream(&mut self, request_id: u64, held: Held) {
         for name in held.channels.iter() {
             self.join_channel(name, request_id);

@@ -359,8 +359,15 @@ impl Server {
             .filter(|j| !j.is_postgres())
             .map(|j| j.db_path.as_path());
         let admin = jobs.as_ref().and_then(|jobs| jobs.admin_link());
-        let channels =
-            channels::Channels::start(ctx, config.channels.clone(), nonce, jobs_db, admin)?;
+        let job_events = jobs.as_ref().map(|jobs| jobs.event_switch());
+        let channels = channels::Channels::start(
+            ctx,
+            config.channels.clone(),
+            nonce,
+            jobs_db,
+            admin,
+            job_events,
+        )?;
         let batching = crate::base::sched::Batching::new(config.batch_wakeups);
         Ok(Server {
             listeners,

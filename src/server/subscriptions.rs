@@ -195,6 +195,7 @@ impl Service {
         config: WebhookConfig,
         inbox: &str,
         jobs_db: Option<&std::path::Path>,
+        job_events: Option<crate::jobs::service::EventSwitch>,
     ) -> crate::base::error::Result<Service> {
         let io =
             |e: std::io::Error| crate::base::error::Error::Config(format!("subscriptions: {e}"));
@@ -231,6 +232,7 @@ impl Service {
                     timers: BinaryHeap::new(),
                     next_number: 0,
                     durable,
+                    job_events,
                 };
                 state.restore();
                 state.run(&receiver);
@@ -297,6 +299,9 @@ struct State {
     next_number: u64,
     /// The job store's file, when subscriptions are kept there.
     durable: Option<Durable>,
+    /// The job service's switch for unwatched jobs' events, turned on by a subscription
+    /// to a job's channel before it is registered.
+    job_events: Option<crate::jobs::service::EventSwitch>,
 }
 
 impl State {
@@ -434,6 +439,11 @@ impl State {
     }
 
     fn join_channel(&mut self, channel: &str) {
+        if crate::pipeline::channel::reserved_channel(channel) {
+            if let Some(switch) = &self.job_events {
+                switch.turn_on();
+            }
+        }
         let n = self.channels.entry(channel.to_string()).or_default();
         *n += 1;
         if *n == 1 {

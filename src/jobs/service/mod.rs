@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use waiters::Waiter;
 
 pub use messages::{Command, Event, ReplyTo, RunAnswer};
+pub use waiters::EventSwitch;
 
 /// The most commands applied in one transaction.
 const MAX_BATCH: usize = 4096;
@@ -118,8 +119,8 @@ pub struct JobsHandle {
     config: JobsConfig,
     /// With a shared store: the thread that hears other front ends' changes.
     notices: Option<Notices>,
-    /// Shared with the service: see [`publish_every_event`](Self::publish_every_event).
-    every_event: Arc<std::sync::atomic::AtomicBool>,
+    /// Shared with the service: see [`EventSwitch`].
+    every_event: EventSwitch,
 }
 
 /// The thread that hears other front ends' changes to a shared store, and hands them
@@ -211,7 +212,7 @@ impl JobsHandle {
             None => None,
         };
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
-        let every_event = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let every_event = EventSwitch::new();
         let stats = Arc::new(Mutex::new(JobStats {
             counts,
             ..JobStats::default()
@@ -249,7 +250,7 @@ impl JobsHandle {
             unscrubbed: scrub::Unscrubbed::default(),
             lease_due: store_shared.then(|| Instant::now() + config.lease / 3),
             seen_events: HashMap::new(),
-            every_event: Arc::clone(&every_event),
+            every_event: every_event.clone(),
             log_sync,
             sync_error: None,
             id_prefix: None,
@@ -468,9 +469,8 @@ struct Service {
     /// The last event each watched job's event streams were sent, by job number, so a
     /// change heard from another front end sends only the events after it.
     seen_events: HashMap<u64, u64>,
-    /// Whether every job's events go to the front end, watched or not (see
-    /// [`JobsHandle::publish_every_event`]).
-    every_event: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether every job's events go to the front end, watched or not.
+    every_event: EventSwitch,
     /// With a store whose log the service syncs: the log (see `log_sync`).
     log_sync: Option<log_sync::LogSync>,
     /// The first two characters of the ids of the batch under way's submits (see

@@ -115,7 +115,7 @@ impl Service {
         // spares its framing here and its delivery there. A stream that opens later
         // reads it from the store.
         let watched = self.seen_events.contains_key(&record.number);
-        if watched || self.every_event.load(std::sync::atomic::Ordering::Relaxed) {
+        if watched || self.every_event.is_on() {
             self.outbox
                 .push(Event::Publish(event_item(&record.id, &event, last)));
         }
@@ -282,17 +282,40 @@ fn sse_bytes(event: &JobEvent) -> Vec<u8> {
         .to_bytes()
 }
 
-impl super::JobsHandle {
-    /// Whether the service sends the front end every job's events ([`Event::Publish`]),
-    /// or (`false`, the default) only those of jobs an event stream watches here
-    /// (`GET /jobs/{id}/events`): the front end turns it on while something else may
-    /// listen on a job's channel (a URL subscription, a hold a stage or a WebSocket
-    /// made on one). A job's events are stored either way, and an event stream reads
-    /// those it missed from the store.
-    pub fn publish_every_event(&self, on: bool) {
+/// The switch that makes the job service send the front end every job's events
+/// ([`Event::Publish`]), not only those of jobs an event stream watches here (`GET
+/// /jobs/{id}/events`, the default). The front end turns it on, for good, the moment
+/// something else may listen on a job's channel: a hold a stage or a WebSocket makes on
+/// one, or a URL subscription to one. It is turned on before that hold or subscription
+/// exists, so no event published after it is skipped. A job's events are stored either
+/// way, and an event stream reads those it missed from the store.
+#[derive(Clone, Debug)]
+pub struct EventSwitch(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl EventSwitch {
+    pub(super) fn new() -> Self {
+        EventSwitch(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            false,
+        )))
+    }
+
+    /// Every job's events go to the front end from now on.
+    pub fn turn_on(&self) {
         use std::sync::atomic::Ordering;
-        if self.every_event.load(Ordering::Relaxed) != on {
-            self.every_event.store(on, Ordering::Relaxed);
+        if !self.0.load(Ordering::Acquire) {
+            self.0.store(true, Ordering::Release);
         }
+    }
+
+    /// Whether it is on.
+    pub fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl super::JobsHandle {
+    /// The service's [`EventSwitch`], for the front end's channels.
+    pub fn event_switch(&self) -> EventSwitch {
+        self.every_event.clone()
     }
 }
