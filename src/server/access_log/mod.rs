@@ -428,6 +428,18 @@ struct Tail {
     start: usize,
 }
 
+/// `00`, `01`, ... `99`: the two digits of each number below 100, side by side.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
 /// The longest tail: ` ` + 20-digit size + `B ` + 20-digit ms + `.` + digit +
 /// `ms request=` + 20-digit id + ` ` + the longest reason + a line feed, rounded up.
 const TAIL_MAX: usize = 96;
@@ -447,16 +459,25 @@ impl Tail {
         self.start = start;
     }
 
-    /// Writes `n` in decimal before what is written.
+    /// Writes `n` in decimal before what is written: two digits per division, from
+    /// [`DIGIT_PAIRS`].
     fn decimal(&mut self, mut n: u64) {
-        loop {
-            self.start -= 1;
-            self.buf[self.start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+        let mut start = self.start;
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            start -= 2;
+            self.buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
         }
+        if n >= 10 {
+            let pair = n as usize * 2;
+            start -= 2;
+            self.buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
+            start -= 1;
+            self.buf[start] = b'0' + n as u8;
+        }
+        self.start = start;
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -522,6 +543,31 @@ fn rfc3339(second: u64) -> [u8; 20] {
 mod tests {
     use super::*;
     use crate::jobs::tag::job_tag;
+
+    #[test]
+    fn tail_numbers_are_written_in_decimal() {
+        for n in [
+            0,
+            7,
+            9,
+            10,
+            42,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12_345,
+            99_999,
+            u64::MAX,
+        ] {
+            let mut tail = Tail::new();
+            tail.put(b"|");
+            tail.decimal(n);
+            tail.decimal(n % 100);
+            assert_eq!(tail.as_bytes(), format!("{}{n}|", n % 100).as_bytes());
+        }
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
