@@ -120,6 +120,10 @@ pub(crate) struct Entry<'a> {
     pub(crate) request_line: Option<&'a [u8]>,
     /// When the request arrived.
     pub(crate) arrived: Instant,
+    /// Its age at this loop turn's clock ([`AccessLog::turn_now`]) in microseconds,
+    /// when the caller has already worked it out; else the log works it out from
+    /// `arrived`.
+    pub(crate) age_us: Option<u64>,
     /// Where it entered the pipeline, if it did.
     pub(crate) upstream: Option<EntryIndex>,
 }
@@ -306,7 +310,7 @@ impl AccessLog {
             self.stamp_second = second;
             self.stamp = rfc3339(second);
         }
-        let micros = now.saturating_duration_since(entry.arrived).as_micros() as u64;
+        let micros = entry.age_us.unwrap_or_else(|| age_us(entry.arrived, now));
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         let mut words = entry
             .request_line
@@ -374,8 +378,7 @@ impl AccessLog {
         why: Option<Unanswered>,
         extra: &[u8],
     ) {
-        let (now, _) = self.now();
-        let micros = now.saturating_duration_since(entry.arrived).as_micros() as u64;
+        let micros = self.age_us(entry);
         let mut tail = Tail::new();
         if let Some(why) = why {
             tail.put(why.as_bytes());
@@ -406,6 +409,14 @@ impl AccessLog {
     /// The time of this loop turn's answers: the monotonic clock is read once per turn.
     pub(crate) fn turn_now(&mut self) -> Instant {
         *self.turn.get_or_insert_with(Instant::now)
+    }
+
+    /// `entry`'s age at this turn's clock, in microseconds.
+    fn age_us(&mut self, entry: &Entry<'_>) -> u64 {
+        match entry.age_us {
+            Some(age) => age,
+            None => age_us(entry.arrived, self.now().0),
+        }
     }
 
     /// The clock for this turn's lines: read once per turn.
@@ -493,6 +504,13 @@ impl Drop for AccessLog {
 
 /// The blank line that ends a response's head.
 const HEAD_END: &[u8] = b"\r\n\r\n";
+
+/// The microseconds from `arrived` to `now` (0 if `now` is earlier), as the access log
+/// and the front end's metrics count a request's age.
+pub(crate) fn age_us(arrived: Instant, now: Instant) -> u64 {
+    let micros = now.saturating_duration_since(arrived).as_micros();
+    u64::try_from(micros).unwrap_or(u64::MAX)
+}
 
 /// The status code and body size of an HTTP response; `None` for other protocols.
 /// `head_end` is a finder of [`HEAD_END`].
@@ -600,6 +618,7 @@ mod tests {
             peer: "127.0.0.1:5000",
             request_line: Some(b"GET /x HTTP/1.1"),
             arrived,
+            age_us: None,
             upstream: None,
         };
         log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -619,6 +638,14 @@ mod tests {
             lines[1]
         );
         assert!(lines[1].ends_with("request=17 client-gone"), "{}", lines[1]);
+        // An age the caller worked out is the one written.
+        let aged = Entry {
+            age_us: Some(12_345),
+            ..entry
+        };
+        log.answered(&aged, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let text = String::from_utf8(std::mem::take(&mut log.buf)).unwrap();
+        assert!(text.ends_with(" 2B 12.3ms request=17\n"), "{text}");
     }
 
     #[test]
@@ -628,6 +655,7 @@ mod tests {
             peer: "127.0.0.1",
             request_line: Some(b"GET /is_prime?key=k HTTP/1.1"),
             arrived: Instant::now(),
+            age_us: None,
             upstream: None,
         };
         let summary = SocketSummary {
@@ -705,6 +733,7 @@ mod tests {
                 peer: "127.0.0.1:5000",
                 request_line: Some(line.as_bytes()),
                 arrived: Instant::now(),
+                age_us: None,
                 upstream: None,
             };
             log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -727,6 +756,7 @@ mod tests {
                 peer: "127.0.0.1:5000",
                 request_line: Some(line),
                 arrived: Instant::now(),
+                age_us: None,
                 upstream: None,
             };
             log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -748,6 +778,7 @@ mod tests {
             peer: "127.0.0.1:5000",
             request_line: Some(b"GET /x?\"y\" HTTP/1.1"),
             arrived: Instant::now(),
+            age_us: None,
             upstream: Some(EntryIndex::Routed(0)),
         };
         log.answered(
