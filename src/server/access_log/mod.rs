@@ -63,11 +63,12 @@
 //! `"front-end"` for what the front end answered itself (health, status, metrics,
 //! errors, job resources).
 
+mod head_end;
 mod target;
 
 use super::config::AccessLogFormat;
 use super::front::EntryIndex;
-use memchr::memmem::Finder;
+use head_end::{HeadEnd, HEAD_END};
 use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use target::{logs_as_it_is, put_target};
@@ -141,7 +142,7 @@ pub(crate) struct AccessLog {
     stamp_second: u64,
     stamp: [u8; 20],
     /// Finds the blank line that ends a response's head.
-    head_end: Finder<'static>,
+    head_end: HeadEnd,
     /// The jobs' path and a `/` (`/jobs/`), when jobs are kept: the segment after it
     /// is a job id, logged as its tag.
     jobs_prefix: Option<Vec<u8>>,
@@ -168,7 +169,7 @@ impl AccessLog {
             turn: None,
             stamp_second: u64::MAX,
             stamp: [b' '; 20],
-            head_end: Finder::new(HEAD_END),
+            head_end: HeadEnd::new(),
             jobs_prefix: jobs_path.map(|p| format!("{}/", p.trim_end_matches('/')).into_bytes()),
             format,
             stages,
@@ -502,9 +503,6 @@ impl Drop for AccessLog {
     }
 }
 
-/// The blank line that ends a response's head.
-const HEAD_END: &[u8] = b"\r\n\r\n";
-
 /// The microseconds from `arrived` to `now` (0 if `now` is earlier), as the access log
 /// and the front end's metrics count a request's age.
 pub(crate) fn age_us(arrived: Instant, now: Instant) -> u64 {
@@ -513,11 +511,7 @@ pub(crate) fn age_us(arrived: Instant, now: Instant) -> u64 {
 }
 
 /// The status code and body size of an HTTP response; `None` for other protocols.
-/// `head_end` is a finder of [`HEAD_END`].
-fn http_status_and_body<'r>(
-    response: &'r [u8],
-    head_end: &Finder<'_>,
-) -> Option<(&'r [u8], usize)> {
+fn http_status_and_body<'r>(response: &'r [u8], head_end: &HeadEnd) -> Option<(&'r [u8], usize)> {
     if !response.starts_with(b"HTTP/1.") {
         return None;
     }
@@ -597,7 +591,7 @@ mod tests {
 
     #[test]
     fn status_and_body_size_come_from_the_response() {
-        let finder = Finder::new(HEAD_END);
+        let finder = HeadEnd::new();
         let response = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc";
         assert_eq!(
             http_status_and_body(response, &finder),
