@@ -16,7 +16,7 @@ use super::channels::{channel_demo, CHANNELS_PATH};
 use super::primes::Algorithm;
 use crate::base::error::Error;
 use crate::base::shutdown::Shutdown;
-use crate::http::{decimal, write_response, Request, RequestHead, Response};
+use crate::http::{decimal, write_response, Query, Request, RequestHead, Response};
 use crate::pipeline::envelope::Protocol;
 use crate::pipeline::loopback::Failure;
 use crate::pipeline::worker::{Job, Outcome, Work};
@@ -49,14 +49,18 @@ pub fn parse(job: &mut Job<'_>) -> Outcome {
             // once, in place, for both questions: is it the channels demo's, and which
             // N does it ask about.
             let head = RequestHead::parse_request_line(job.frame(0).unwrap_or(b""));
-            let path = head.as_ref().ok().map(RequestHead::path);
+            // The target is split once, for the path and the query alike.
+            let (path, query) = match head.as_ref().ok().map(RequestHead::path_and_query) {
+                Some((path, query)) => (Some(path), query),
+                None => (None, Query::default()),
+            };
             if path
                 .as_deref()
                 .is_some_and(|p| p.starts_with(CHANNELS_PATH))
             {
                 return HttpStage(channel_demo).work(job);
             }
-            match http_number(job, head, path.as_deref()) {
+            match http_number(job, head, path.as_deref(), query) {
                 Ok(n) => Ok(n),
                 // A WebSocket opened on /is_prime (so no N in its query): each of its
                 // messages is an N (a POST's body), answered through both stages.
@@ -83,11 +87,13 @@ pub fn parse(job: &mut Job<'_>) -> Outcome {
 }
 
 /// Finds N in an HTTP request whose head (the job's first frame) read as `head`, with
-/// the decoded path `path`; or the response that says what is wrong with it.
+/// the decoded path `path` and the query `query`; or the response that says what is
+/// wrong with it.
 fn http_number(
     job: &Job<'_>,
     head: Result<RequestHead<'_>, crate::http::ParseError>,
     path: Option<&str>,
+    query: Query<'_>,
 ) -> Result<u64, Response> {
     if job.envelope().jsonrpc {
         return jsonrpc_number(job);
@@ -100,7 +106,7 @@ fn http_number(
     }
     let number = match request.method {
         "GET" | "HEAD" => {
-            let mut values = request.query_values(PARAMETER);
+            let mut values = query.values(PARAMETER);
             match (values.next(), values.next()) {
                 (None, _) => Err(format!("the query parameter {PARAMETER} is missing")),
                 (Some(value), None) => parse_number(value.as_bytes()),

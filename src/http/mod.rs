@@ -35,7 +35,7 @@ pub use fields::{field_text, field_values, post_head_without};
 pub use head::Method;
 pub use limits::Limits;
 pub use parser::{Event, ParsedRequest, RequestParser};
-pub use request::{Request, RequestHead};
+pub use request::{Query, Request, RequestHead};
 pub(crate) use response::decimal;
 pub use response::{reason_phrase, write_response, Response, CONTINUE_RESPONSE};
 pub use sse::{sse_response, SseEvent};

@@ -97,12 +97,7 @@ impl<'a> RequestHead<'a> {
 
     /// The percent-decoded path, as [`Request::path`].
     pub fn path(&self) -> Cow<'a, str> {
-        let (path, _) = split_target(self.target);
-        if find_either(path.as_bytes(), b'%', b'%').is_some() {
-            Cow::Owned(percent_decode(path))
-        } else {
-            Cow::Borrowed(path)
-        }
+        self.path_and_query().0
     }
 
     /// Every value of a query parameter, form-urlencoded-decoded, in order: the values
@@ -112,9 +107,34 @@ impl<'a> RequestHead<'a> {
     where
         'a: 'k,
     {
-        let (_, query) = split_target(self.target);
+        Query(split_target(self.target).1).values(key)
+    }
+
+    /// [`path`](Self::path) and the query [`values`](Query::values) are read from,
+    /// with the target split once: for a stage that asks both of every request.
+    pub fn path_and_query(&self) -> (Cow<'a, str>, Query<'a>) {
+        let (path, query) = split_target(self.target);
+        let path = if find_either(path.as_bytes(), b'%', b'%').is_some() {
+            Cow::Owned(percent_decode(path))
+        } else {
+            Cow::Borrowed(path)
+        };
+        (path, Query(query))
+    }
+}
+
+/// A request-target's query (after its `?`, before any `#`), as it was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Query<'a>(pub &'a str);
+
+impl<'a> Query<'a> {
+    /// Every value of the parameter `key`, as [`RequestHead::query_values`] gives them.
+    pub fn values<'k>(self, key: &'k str) -> impl Iterator<Item = Cow<'a, str>> + 'k
+    where
+        'a: 'k,
+    {
         QueryValues {
-            rest: query,
+            rest: self.0,
             key,
             // A name equal to the key as it is decodes to the key when the key has
             // nothing to decode: the common case needs no decoding of names.

@@ -3,7 +3,7 @@
 //! again on a backoff; a connection closes when asked, when its client has gone or when
 //! it does not read.
 
-use super::access_log::{AccessLog, Entry, SocketSummary, Unanswered};
+use super::access_log::{age_us, AccessLog, Entry, SocketSummary, Unanswered};
 use super::connection::{Connection, Slot, Stall};
 use super::output::{status_of, AnswerBytes};
 use super::{cors, Server, RETRY_FIRST, RETRY_LAST};
@@ -254,19 +254,22 @@ impl Server {
             if matches!(status.as_bytes().first(), Some(b'4' | b'5')) {
                 self.stats.errors += 1;
             }
-            let now = self.access.turn_now();
-            let request_id = slot.request_id;
+            // The request's age, worked out once for the metrics and the log.
+            let age = age_us(slot.arrived, self.access.turn_now());
             self.metrics
-                .answered(request_id, status.as_bytes(), slot.arrived, now);
+                .answered(slot.request_id, status.as_bytes(), age);
+            let entry = || Entry {
+                age_us: Some(age),
+                ..entry(&conn.peer, &slot)
+            };
             match &slot.stream {
                 Some(stream) => {
-                    let entry = entry(&conn.peer, &slot);
                     self.access
-                        .answered_streamed(&entry, stream.status.as_bytes(), stream.total);
+                        .answered_streamed(&entry(), stream.status.as_bytes(), stream.total);
                 }
                 // A socket's messages are logged together, at its close.
                 None if slot.websocket => {}
-                None => self.access.answered(&entry(&conn.peer, &slot), bytes),
+                None => self.access.answered(&entry(), bytes),
             }
             conn.output.push(answer);
             if closes {
@@ -495,6 +498,7 @@ fn log_socket_closed(access: &mut AccessLog, peer: &str, ws: &super::websocket::
         peer,
         request_line: Some(&line),
         arrived: log.arrived,
+        age_us: None,
         upstream: Some(ws.entry),
     };
     let summary = SocketSummary {
@@ -514,6 +518,7 @@ pub(super) fn entry<'a>(peer: &'a str, slot: &'a Slot) -> Entry<'a> {
         peer,
         request_line: slot.label.as_deref(),
         arrived: slot.arrived,
+        age_us: None,
         upstream: slot.upstream,
     }
 }

@@ -53,15 +53,9 @@ pub(super) struct FrontMetrics {
 const RECENT_FAILURES: usize = 10;
 
 impl FrontMetrics {
-    /// Counts an answer with status `status` (`"-"` for netstrings) to a request that
-    /// arrived at `arrived`, handed out at `now`.
-    pub(super) fn answered(
-        &mut self,
-        request_id: u64,
-        status: &[u8],
-        arrived: Instant,
-        now: Instant,
-    ) {
+    /// Counts an answer with status `status` (`"-"` for netstrings) to a request
+    /// `age_us` microseconds old when it was handed out.
+    pub(super) fn answered(&mut self, request_id: u64, status: &[u8], age_us: u64) {
         let class = match status.first() {
             Some(digit @ b'1'..=b'5') if status.len() == 3 => usize::from(digit - b'1'),
             _ => 5,
@@ -70,9 +64,7 @@ impl FrontMetrics {
         if class == 4 {
             self.failed(request_id, status);
         }
-        let micros = now.saturating_duration_since(arrived).as_micros();
-        self.duration
-            .observe_us(micros.min(u128::from(u64::MAX)) as u64);
+        self.duration.observe_us(age_us);
     }
 
     /// Keeps a 5xx answer among the recent failures.

@@ -63,11 +63,12 @@
 //! `"front-end"` for what the front end answered itself (health, status, metrics,
 //! errors, job resources).
 
+mod head_end;
 mod target;
 
 use super::config::AccessLogFormat;
 use super::front::EntryIndex;
-use memchr::memmem::Finder;
+use head_end::{HeadEnd, HEAD_END};
 use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use target::{logs_as_it_is, put_target};
@@ -120,6 +121,10 @@ pub(crate) struct Entry<'a> {
     pub(crate) request_line: Option<&'a [u8]>,
     /// When the request arrived.
     pub(crate) arrived: Instant,
+    /// Its age at this loop turn's clock ([`AccessLog::turn_now`]) in microseconds,
+    /// when the caller has already worked it out; else the log works it out from
+    /// `arrived`.
+    pub(crate) age_us: Option<u64>,
     /// Where it entered the pipeline, if it did.
     pub(crate) upstream: Option<EntryIndex>,
 }
@@ -137,7 +142,7 @@ pub(crate) struct AccessLog {
     stamp_second: u64,
     stamp: [u8; 20],
     /// Finds the blank line that ends a response's head.
-    head_end: Finder<'static>,
+    head_end: HeadEnd,
     /// The jobs' path and a `/` (`/jobs/`), when jobs are kept: the segment after it
     /// is a job id, logged as its tag.
     jobs_prefix: Option<Vec<u8>>,
@@ -164,7 +169,7 @@ impl AccessLog {
             turn: None,
             stamp_second: u64::MAX,
             stamp: [b' '; 20],
-            head_end: Finder::new(HEAD_END),
+            head_end: HeadEnd::new(),
             jobs_prefix: jobs_path.map(|p| format!("{}/", p.trim_end_matches('/')).into_bytes()),
             format,
             stages,
@@ -306,7 +311,7 @@ impl AccessLog {
             self.stamp_second = second;
             self.stamp = rfc3339(second);
         }
-        let micros = now.saturating_duration_since(entry.arrived).as_micros() as u64;
+        let micros = entry.age_us.unwrap_or_else(|| age_us(entry.arrived, now));
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         let mut words = entry
             .request_line
@@ -374,8 +379,7 @@ impl AccessLog {
         why: Option<Unanswered>,
         extra: &[u8],
     ) {
-        let (now, _) = self.now();
-        let micros = now.saturating_duration_since(entry.arrived).as_micros() as u64;
+        let micros = self.age_us(entry);
         let mut tail = Tail::new();
         if let Some(why) = why {
             tail.put(why.as_bytes());
@@ -408,6 +412,14 @@ impl AccessLog {
         *self.turn.get_or_insert_with(Instant::now)
     }
 
+    /// `entry`'s age at this turn's clock, in microseconds.
+    fn age_us(&mut self, entry: &Entry<'_>) -> u64 {
+        match entry.age_us {
+            Some(age) => age,
+            None => age_us(entry.arrived, self.now().0),
+        }
+    }
+
     /// The clock for this turn's lines: read once per turn.
     fn now(&mut self) -> (Instant, u64) {
         let turn = self.turn_now();
@@ -428,6 +440,18 @@ struct Tail {
     start: usize,
 }
 
+/// `00`, `01`, ... `99`: the two digits of each number below 100, side by side.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        pairs[2 * i] = b'0' + (i / 10) as u8;
+        pairs[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    pairs
+};
+
 /// The longest tail: ` ` + 20-digit size + `B ` + 20-digit ms + `.` + digit +
 /// `ms request=` + 20-digit id + ` ` + the longest reason + a line feed, rounded up.
 const TAIL_MAX: usize = 96;
@@ -447,16 +471,25 @@ impl Tail {
         self.start = start;
     }
 
-    /// Writes `n` in decimal before what is written.
+    /// Writes `n` in decimal before what is written: two digits per division, from
+    /// [`DIGIT_PAIRS`].
     fn decimal(&mut self, mut n: u64) {
-        loop {
-            self.start -= 1;
-            self.buf[self.start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
+        let mut start = self.start;
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            start -= 2;
+            self.buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
         }
+        if n >= 10 {
+            let pair = n as usize * 2;
+            start -= 2;
+            self.buf[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
+            start -= 1;
+            self.buf[start] = b'0' + n as u8;
+        }
+        self.start = start;
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -470,15 +503,15 @@ impl Drop for AccessLog {
     }
 }
 
-/// The blank line that ends a response's head.
-const HEAD_END: &[u8] = b"\r\n\r\n";
+/// The microseconds from `arrived` to `now` (0 if `now` is earlier), as the access log
+/// and the front end's metrics count a request's age.
+pub(crate) fn age_us(arrived: Instant, now: Instant) -> u64 {
+    let micros = now.saturating_duration_since(arrived).as_micros();
+    u64::try_from(micros).unwrap_or(u64::MAX)
+}
 
 /// The status code and body size of an HTTP response; `None` for other protocols.
-/// `head_end` is a finder of [`HEAD_END`].
-fn http_status_and_body<'r>(
-    response: &'r [u8],
-    head_end: &Finder<'_>,
-) -> Option<(&'r [u8], usize)> {
+fn http_status_and_body<'r>(response: &'r [u8], head_end: &HeadEnd) -> Option<(&'r [u8], usize)> {
     if !response.starts_with(b"HTTP/1.") {
         return None;
     }
@@ -524,6 +557,31 @@ mod tests {
     use crate::jobs::tag::job_tag;
 
     #[test]
+    fn tail_numbers_are_written_in_decimal() {
+        for n in [
+            0,
+            7,
+            9,
+            10,
+            42,
+            99,
+            100,
+            101,
+            999,
+            1000,
+            12_345,
+            99_999,
+            u64::MAX,
+        ] {
+            let mut tail = Tail::new();
+            tail.put(b"|");
+            tail.decimal(n);
+            tail.decimal(n % 100);
+            assert_eq!(tail.as_bytes(), format!("{}{n}|", n % 100).as_bytes());
+        }
+    }
+
+    #[test]
     fn timestamps_are_rfc3339_utc() {
         assert_eq!(&rfc3339(0), b"1970-01-01T00:00:00Z");
         assert_eq!(&rfc3339(951_782_400), b"2000-02-29T00:00:00Z");
@@ -533,7 +591,7 @@ mod tests {
 
     #[test]
     fn status_and_body_size_come_from_the_response() {
-        let finder = Finder::new(HEAD_END);
+        let finder = HeadEnd::new();
         let response = b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nabc";
         assert_eq!(
             http_status_and_body(response, &finder),
@@ -554,6 +612,7 @@ mod tests {
             peer: "127.0.0.1:5000",
             request_line: Some(b"GET /x HTTP/1.1"),
             arrived,
+            age_us: None,
             upstream: None,
         };
         log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
@@ -573,6 +632,14 @@ mod tests {
             lines[1]
         );
         assert!(lines[1].ends_with("request=17 client-gone"), "{}", lines[1]);
+        // An age the caller worked out is the one written.
+        let aged = Entry {
+            age_us: Some(12_345),
+            ..entry
+        };
+        log.answered(&aged, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let text = String::from_utf8(std::mem::take(&mut log.buf)).unwrap();
+        assert!(text.ends_with(" 2B 12.3ms request=17\n"), "{text}");
     }
 
     #[test]
@@ -582,6 +649,7 @@ mod tests {
             peer: "127.0.0.1",
             request_line: Some(b"GET /is_prime?key=k HTTP/1.1"),
             arrived: Instant::now(),
+            age_us: None,
             upstream: None,
         };
         let summary = SocketSummary {
@@ -659,6 +727,7 @@ mod tests {
                 peer: "127.0.0.1:5000",
                 request_line: Some(line.as_bytes()),
                 arrived: Instant::now(),
+                age_us: None,
                 upstream: None,
             };
             log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -681,6 +750,7 @@ mod tests {
                 peer: "127.0.0.1:5000",
                 request_line: Some(line),
                 arrived: Instant::now(),
+                age_us: None,
                 upstream: None,
             };
             log.answered(&entry, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -702,6 +772,7 @@ mod tests {
             peer: "127.0.0.1:5000",
             request_line: Some(b"GET /x?\"y\" HTTP/1.1"),
             arrived: Instant::now(),
+            age_us: None,
             upstream: Some(EntryIndex::Routed(0)),
         };
         log.answered(
