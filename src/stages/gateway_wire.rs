@@ -132,19 +132,20 @@ impl Fields {
     /// in the order added, after what `out` holds; the names as [`http::HeaderName`]
     /// holds them (lowercase), as hyper wrote them.
     ///
-    /// Errors: the first value that is not a field value, as [`Fields::into_map`]
-    /// refuses it (then `out` holds part of the fields).
+    /// Errors: a value that is not a field value, as [`Fields::into_map`] refuses it
+    /// (then nothing is written).
     pub(super) fn write_lines(&self, out: &mut Vec<u8>) -> Result<(), NotAFieldValue> {
+        // Every value at once: they lie one after the other in `text`.
+        if !is_field_text(&self.text) {
+            return Err(NotAFieldValue);
+        }
+        let names: usize = self.ends.iter().map(|(name, _)| name.as_str().len()).sum();
+        out.reserve(self.text.len() + names + 4 * self.ends.len());
         let mut start = 0;
         for (name, end) in &self.ends {
-            let value = &self.text[start..*end];
-            // What `HeaderValue` accepts: visible ASCII, obs-text, space and tab.
-            if !value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t') {
-                return Err(NotAFieldValue);
-            }
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
+            out.extend_from_slice(&self.text[start..*end]);
             out.extend_from_slice(b"\r\n");
             start = *end;
         }
@@ -168,6 +169,31 @@ impl Fields {
         }
         Ok(map)
     }
+}
+
+/// Whether `text` is all what `HeaderValue` accepts: visible ASCII, obs-text, space and
+/// tab (no other control character, no DEL: RFC 9110 §5.5). Eight bytes at a time: a
+/// word with no byte below 0x20 and none 0x7F passes whole; only a word with one
+/// (a tab, or an error) is looked at byte by byte.
+fn is_field_text(text: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let byte_ok = |b: &u8| (*b >= 32 && *b != 127) || *b == b'\t';
+    let mut words = text.chunks_exact(8);
+    for word in words.by_ref() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_ne_bytes(bytes);
+        // A byte below 0x20 (exact for "any": Hacker's Delight's `hasless`), or a byte
+        // 0x7F (one that XOR 0x7F leaves zero).
+        let below = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        let del = w ^ (ONES * 0x7F);
+        let del = del.wrapping_sub(ONES) & !del & HIGHS;
+        if (below | del) != 0 && !word.iter().all(byte_ok) {
+            return false;
+        }
+    }
+    words.remainder().iter().all(byte_ok)
 }
 
 /// A value that is not a field value (a control character, RFC 9110 §5.5): said as
@@ -538,6 +564,20 @@ pub(super) mod tests {
             );
         }
         answer
+    }
+
+    #[test]
+    fn field_text_refuses_control_characters_and_del_wherever_they_are() {
+        let line = b"text/plain; q=1\t\x80\xff visible ~ and more of it";
+        assert!(is_field_text(line));
+        assert!(is_field_text(b""));
+        for at in 0..line.len() {
+            for bad in [0u8, b'\r', b'\n', 0x1f, 0x7f] {
+                let mut text = line.to_vec();
+                text[at] = bad;
+                assert!(!is_field_text(&text), "{bad:#x} at {at}");
+            }
+        }
     }
 
     #[test]
