@@ -217,7 +217,7 @@ impl Response {
 /// let without_date = |t: &str| t.lines().filter(|l| !l.starts_with("Date: ")).collect::<Vec<_>>().join("\n");
 /// assert_eq!(without_date(&a), without_date(&b));
 /// ```
-pub fn write_response<N: AsRef<str>, V: AsRef<str>>(
+pub fn write_response<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     out: &mut Vec<u8>,
     status: u16,
     fields: &[(N, V)],
@@ -242,7 +242,7 @@ pub fn write_response<N: AsRef<str>, V: AsRef<str>>(
 }
 
 /// Room for a head with these fields: the status line, the fields, and the ones added.
-fn head_capacity<N: AsRef<str>, V: AsRef<str>>(fields: &[(N, V)]) -> usize {
+fn head_capacity<N: AsRef<[u8]>, V: AsRef<[u8]>>(fields: &[(N, V)]) -> usize {
     let fields: usize = fields
         .iter()
         .map(|(n, v)| n.as_ref().len() + v.as_ref().len() + 4)
@@ -261,16 +261,16 @@ struct OwnFields {
 
 impl OwnFields {
     /// One pass over the fields, names matched case-insensitively.
-    fn of<N: AsRef<str>, V: AsRef<str>>(fields: &[(N, V)]) -> Self {
+    fn of<N: AsRef<[u8]>, V: AsRef<[u8]>>(fields: &[(N, V)]) -> Self {
         let mut own = OwnFields::default();
         for (name, _) in fields {
             let name = name.as_ref();
             // The length rules out most names before any comparison.
-            let (flag, expected) = match name.len() {
-                4 => (&mut own.date, "date"),
-                6 => (&mut own.server, "server"),
-                10 => (&mut own.connection, "connection"),
-                14 => (&mut own.content_length, "content-length"),
+            let (flag, expected): (_, &[u8]) = match name.len() {
+                4 => (&mut own.date, b"date"),
+                6 => (&mut own.server, b"server"),
+                10 => (&mut own.connection, b"connection"),
+                14 => (&mut own.content_length, b"content-length"),
                 _ => continue,
             };
             *flag |= name.eq_ignore_ascii_case(expected);
@@ -281,7 +281,7 @@ impl OwnFields {
 
 /// The status line, the fields, and the fields the head adds unless set (`own`):
 /// framing, `Date`, `Server` and `Connection`, then the blank line.
-fn write_head<N: AsRef<str>, V: AsRef<str>>(
+fn write_head<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     out: &mut Vec<u8>,
     status: u16,
     fields: &[(N, V)],
@@ -302,10 +302,10 @@ fn write_head<N: AsRef<str>, V: AsRef<str>>(
     let streamed = matches!(framing, BodyFraming::Chunked | BodyFraming::CloseDelimited);
     for (name, value) in fields {
         let name = name.as_ref();
-        if streamed && name.eq_ignore_ascii_case("content-length") {
+        if streamed && name.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
-        push_field(out, name, value.as_ref().as_bytes());
+        push_field(out, name, value.as_ref());
     }
     match framing {
         BodyFraming::Length(length) => {
@@ -350,8 +350,8 @@ fn has_no_body(status: u16) -> bool {
     (100..200).contains(&status) || status == 204 || status == 304
 }
 
-fn push_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
@@ -418,7 +418,7 @@ fn push_date(out: &mut Vec<u8>) {
     let from = UNIX_EPOCH + Duration::from_secs(second);
     let date = httpdate::fmt_http_date(from);
     let mut fresh = Vec::with_capacity(DATE_FIELD_LEN);
-    push_field(&mut fresh, "Date", date.as_bytes());
+    push_field(&mut fresh, b"Date", date.as_bytes());
     // An IMF-fixdate is always 29 bytes; should a year past 9999 make it longer, it is
     // written as it is, uncached.
     if let Ok(line) = <[u8; DATE_FIELD_LEN]>::try_from(fresh.as_slice()) {

@@ -66,14 +66,15 @@ use crate::pipeline::envelope::Protocol;
 use crate::pipeline::loopback::{limit_passed, render, Failure, FailureKind};
 use crate::pipeline::worker::{answer_frame, ConcurrentWork, Job, Outcome};
 use crate::stages::api::{HttpJob, HttpWork, Next, StageError};
+use crate::stages::gateway_answer::PlainAnswer;
 use crate::stages::gateway_backend::CallError;
-use crate::stages::gateway_calls::{until, Call, Called, Calls};
+use crate::stages::gateway_calls::{until, Call, Called, Calls, PlainCalled};
 use crate::stages::gateway_path::under_base;
 use crate::stages::gateway_plain::{PlainCall, PlainRequest};
 use crate::stages::gateway_wire::{
-    connection_options, forwarded_node, is_hop_by_hop, origin_form, plain_frame, with_head, Asking,
-    Fields, IpText, FORWARDED, GRIP_SIG_NAME, X_FORWARDED_FOR, X_FORWARDED_HOST, X_PRIME_SIGNATURE,
-    X_REAL_IP, X_REQUEST_ID,
+    connection_options, forwarded_node, is_hop_by_hop, origin_form, parts_of, plain_frame,
+    with_head, Answering, Asking, Fields, IpText, FORWARDED, GRIP_SIG_NAME, X_FORWARDED_FOR,
+    X_FORWARDED_HOST, X_PRIME_SIGNATURE, X_REAL_IP, X_REQUEST_ID,
 };
 use crate::stages::grip::{self, Instruction, GRIP_SIG};
 use bytes::Bytes;
@@ -411,29 +412,65 @@ fn forwarding(settings: &Settings, request_id: u64, outgoing: &Outgoing) {
 /// to an HTTP request rendered straight into its bytes ([`plain_frame`]), any other
 /// through [`answer`] and [`rendered`].
 fn finished(settings: &Settings, asked: Asked, protocol: Protocol, called: Called) -> Outcome {
-    if let (
-        Ok(response),
-        Protocol::Http {
-            minor_version,
-            keep_alive,
-            head,
-        },
-        None,
-    ) = (&called, protocol, asked.websocket)
-    {
-        if let Some(frame) = plain_frame(response, minor_version, keep_alive, head, asked.head) {
-            log::debug!(
-                "request {}: the backend answered {}",
-                asked.request_id,
-                response.status()
-            );
-            return Outcome::Respond(frame);
+    if let (Ok(response), Some(answering)) = (&called, answering(asked, protocol)) {
+        if let Some(frame) = plain_frame(parts_of(response), answering) {
+            return plain_answered(asked, response.status(), frame);
         }
     }
     match rendered(protocol, answer(settings, asked, called)) {
         Outcome::Respond(bytes) => Outcome::Respond(answer_frame(&bytes)),
         other => other,
     }
+}
+
+/// [`finished`] for a call of the lean client: a plain answer rendered from the fields
+/// it read, with no `http::Response` made.
+fn finished_plain(
+    settings: &Settings,
+    asked: Asked,
+    protocol: Protocol,
+    called: PlainCalled,
+) -> Outcome {
+    if let (Ok(plain), Some(answering)) = (&called, answering(asked, protocol)) {
+        if let Some(frame) = plain_frame(plain.parts(), answering) {
+            return plain_answered(asked, plain.status(), frame);
+        }
+    }
+    finished(
+        settings,
+        asked,
+        protocol,
+        called.and_then(PlainAnswer::into_response),
+    )
+}
+
+/// What a plain render follows: the client's HTTP request (none for a WebSocket's).
+fn answering(asked: Asked, protocol: Protocol) -> Option<Answering> {
+    match (protocol, asked.websocket) {
+        (
+            Protocol::Http {
+                minor_version,
+                keep_alive,
+                head,
+            },
+            None,
+        ) => Some(Answering {
+            minor_version,
+            keep_alive,
+            head_only: head,
+            keep_length: asked.head,
+        }),
+        _ => None,
+    }
+}
+
+/// A plain answer's outcome.
+fn plain_answered(asked: Asked, status: http::StatusCode, frame: zmq::Message) -> Outcome {
+    log::debug!(
+        "request {}: the backend answered {status}",
+        asked.request_id
+    );
+    Outcome::Respond(frame)
 }
 
 impl ConcurrentWork for HttpGateway {
@@ -457,7 +494,6 @@ impl ConcurrentWork for HttpGateway {
         };
         let settings = Arc::clone(&self.settings);
         let (limit, timeout) = (settings.max_response_bytes, settings.timeout);
-        let finish = move |called| finished(&settings, asked, protocol, called);
         match (self.calls(), outgoing) {
             (Ok(calls), Sent::Hyper(request)) => calls.start(
                 ticket,
@@ -466,7 +502,7 @@ impl ConcurrentWork for HttpGateway {
                     limit,
                     timeout,
                 },
-                finish,
+                move |called| finished(&settings, asked, protocol, called),
             ),
             (Ok(calls), Sent::Plain(request)) => calls.start_plain(
                 ticket,
@@ -475,7 +511,7 @@ impl ConcurrentWork for HttpGateway {
                     limit,
                     timeout,
                 },
-                finish,
+                move |called| finished_plain(&settings, asked, protocol, called),
             ),
             (Err(error), _) => return Some(rendered(protocol, Err(error))),
         }

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+use super::gateway_answer::PlainAnswer;
 use super::gateway_backend::{Backend, CallError, MAX_ANSWER_FIELDS};
 use super::gateway_plain::{self, PlainCall, PlainConnection, PlainPool};
 use ureq::http;
@@ -44,6 +45,9 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// The backend's whole answer, or why there is none.
 pub(super) type Called = Result<http::Response<Bytes>, CallError>;
+
+/// A plain call's whole answer, as the lean client read it, or why there is none.
+pub(super) type PlainCalled = Result<PlainAnswer, CallError>;
 
 /// A backend call to make.
 pub(super) struct Call {
@@ -204,12 +208,13 @@ impl<T: Send + 'static> Calls<T> {
     }
 
     /// [`Calls::start`] for a plain call, which the lean client of `gateway_plain`
-    /// makes, on a connection of its own pool.
+    /// makes, on a connection of its own pool; `finish` reads its answer as that
+    /// client read it.
     pub(super) fn start_plain(
         &mut self,
         ticket: u64,
         call: PlainCall,
-        finish: impl FnOnce(Called) -> T + Send + 'static,
+        finish: impl FnOnce(PlainCalled) -> T + Send + 'static,
     ) {
         let backend = Arc::clone(&self.backend);
         let pooled = self.plain.take(Instant::now(), POOL_IDLE);

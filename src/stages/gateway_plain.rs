@@ -21,12 +21,12 @@
 //! body by its size limit. Everything else (WebSockets, the general path, the blocking
 //! `call`) goes through hyper as before.
 
-use super::gateway_backend::{Backend, CallError, MAX_ANSWER_FIELDS};
+use super::gateway_answer::{Framing, PlainAnswer};
+use super::gateway_backend::{Backend, CallError};
 use crate::http::{ChunkedDecoder, Limits, ParseError};
 use bytes::Bytes;
 use std::future::poll_fn;
 use std::io::ErrorKind;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -75,16 +75,6 @@ impl From<CallError> for Failed {
     fn from(error: CallError) -> Self {
         Failed::Call(error)
     }
-}
-
-/// How an answer's body is delimited (RFC 9112 §6.3).
-enum Framing {
-    /// None: a HEAD request's answer, a 204 or a 304.
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Until the backend closes the connection.
-    UntilClose,
 }
 
 impl PlainConnection {
@@ -189,12 +179,12 @@ impl PlainConnection {
         &mut self,
         head_request: bool,
         limit: u64,
-    ) -> Result<(http::Response<Bytes>, bool), Failed> {
+    ) -> Result<(PlainAnswer, bool), Failed> {
         self.filled = 0;
         // Whether any byte of an answer came (an interim one's included).
         let mut seen = false;
-        let (response, head_end) = loop {
-            match parse_head(&self.read[..self.filled])? {
+        let (mut response, head_end) = loop {
+            match PlainAnswer::parse_head(&self.read[..self.filled])? {
                 Some((response, len)) if is_skipped(response.status()) => {
                     // Its room goes to what follows: interim answers do not pile up.
                     self.read.copy_within(len..self.filled, 0);
@@ -233,25 +223,19 @@ impl PlainConnection {
                 }
             }
         };
-        let (response, _) = response.into_parts();
-        if response.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
             // Nobody asked for it (the gateway never forwards `Upgrade`): the caller
             // refuses it, and the connection is another protocol's now.
-            return Ok((http::Response::from_parts(response, Bytes::new()), false));
+            return Ok((response, false));
         }
-        let mut keep = may_serve_again(&response);
-        let framing = framing(&response, head_request)?;
-        if matches!(framing, Framing::UntilClose)
-            || (response
-                .headers
-                .contains_key(http::header::TRANSFER_ENCODING)
-                && response.headers.contains_key(http::header::CONTENT_LENGTH))
-        {
+        let mut keep = response.may_serve_again();
+        let framing = response.framing(head_request)?;
+        if matches!(framing, Framing::UntilClose) || response.is_framed_twice() {
             keep = false;
         }
         let too_large = || Failed::Call(CallError::TooLarge(limit));
-        let (body, end) = match framing {
-            Framing::Empty => (Bytes::new(), head_end),
+        let end = match framing {
+            Framing::Empty => head_end,
             Framing::Length(length) => {
                 if length > limit {
                     return Err(too_large());
@@ -262,7 +246,8 @@ impl PlainConnection {
                     self.fill_more().await?;
                 }
                 let end = head_end + length;
-                (Bytes::copy_from_slice(&self.read[head_end..end]), end)
+                response.set_body(&self.read[head_end..end]);
+                end
             }
             Framing::Chunked => {
                 let limits = Limits {
@@ -291,7 +276,8 @@ impl PlainConnection {
                     at = 0;
                     self.fill_more().await?;
                 }
-                (Bytes::from(body), at)
+                response.set_body(&body);
+                at
             }
             Framing::UntilClose => {
                 loop {
@@ -309,8 +295,8 @@ impl PlainConnection {
                         }
                     }
                 }
-                let body = Bytes::copy_from_slice(&self.read[head_end..self.filled]);
-                (body, self.filled)
+                response.set_body(&self.read[head_end..self.filled]);
+                self.filled
             }
         };
         // A byte after the answer belongs to no request: the connection is not used
@@ -322,121 +308,13 @@ impl PlainConnection {
         if self.read.len() > KEEP_ROOM {
             self.read = Vec::new();
         }
-        Ok((http::Response::from_parts(response, body), keep))
+        Ok((response, keep))
     }
 }
 
 /// Whether an answer with `status` is an interim one the client skips (1xx but `101`).
 fn is_skipped(status: http::StatusCode) -> bool {
     status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS
-}
-
-/// The answer head at the start of `bytes`, and its length, once it is all there.
-///
-/// Errors: a malformed head, or more than [`MAX_ANSWER_FIELDS`] fields.
-fn parse_head(bytes: &[u8]) -> Result<Option<(http::Response<()>, usize)>, Failed> {
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    let invalid = |e: &dyn std::fmt::Display| {
-        Failed::Call(CallError::Unreached(format!(
-            "the backend's answer is not HTTP/1.1: {e}"
-        )))
-    };
-    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_ANSWER_FIELDS];
-    let mut parsed = httparse::Response::new(&mut []);
-    let config = httparse::ParserConfig::default();
-    let len = match config.parse_response_with_uninit_headers(&mut parsed, bytes, &mut slots) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(invalid(&e)),
-    };
-    let code = parsed.code.unwrap_or_default();
-    let status = http::StatusCode::from_u16(code).map_err(|e| invalid(&e))?;
-    // One copy of the head: every value is a slice of it.
-    let head = Bytes::copy_from_slice(&bytes[..len]);
-    let mut headers = http::HeaderMap::with_capacity(parsed.headers.len());
-    for field in parsed.headers.iter() {
-        let name = http::HeaderName::from_bytes(field.name.as_bytes()).map_err(|e| invalid(&e))?;
-        // Where the value lies in `bytes`, which httparse read it from.
-        let at = (field.value.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
-        let value = head
-            .get(at..at + field.value.len())
-            .map(|_| head.slice(at..at + field.value.len()))
-            .ok_or_else(|| invalid(&"a field value outside the head"))?;
-        let value = http::HeaderValue::from_maybe_shared(value).map_err(|e| invalid(&e))?;
-        headers.append(name, value);
-    }
-    let mut response = http::Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = if parsed.version == Some(0) {
-        http::Version::HTTP_10
-    } else {
-        http::Version::HTTP_11
-    };
-    *response.headers_mut() = headers;
-    Ok(Some((response, len)))
-}
-
-/// Whether the connection may carry another request after this answer: HTTP/1.1 unless
-/// it says `close`, HTTP/1.0 only if it says `keep-alive` (RFC 9112 §9.3).
-fn may_serve_again(head: &http::response::Parts) -> bool {
-    let says = |token: &str| {
-        head.headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    };
-    if head.version == http::Version::HTTP_10 {
-        says("keep-alive")
-    } else {
-        !says("close")
-    }
-}
-
-/// How the body of an answer with this head is delimited (RFC 9112 §6.3).
-///
-/// Errors: a `Content-Length` that is not one decimal number.
-fn framing(head: &http::response::Parts, head_request: bool) -> Result<Framing, Failed> {
-    let status = head.status;
-    if head_request
-        || status == http::StatusCode::NO_CONTENT
-        || status == http::StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Empty);
-    }
-    let codings = head.headers.get_all(http::header::TRANSFER_ENCODING);
-    if codings.iter().next().is_some() {
-        let last = codings
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(|t| t.trim_ascii())
-            .rfind(|t| !t.is_empty());
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
-            _ => Framing::UntilClose,
-        });
-    }
-    let mut length = None;
-    for value in head.headers.get_all(http::header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let parsed = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
-                .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
-                .flatten();
-            match (parsed, length) {
-                (Some(n), None) => length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                _ => {
-                    return Err(Failed::Call(CallError::Unreached(
-                        "the backend's answer has an invalid content-length".to_string(),
-                    )))
-                }
-            }
-        }
-    }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
 }
 
 /// A request for the lean client, made by the gateway: its head's lines but `Host`
@@ -485,7 +363,7 @@ pub(super) async fn exchange(
     pooled: Option<PlainConnection>,
     request: PlainRequest,
     limit: u64,
-) -> Result<(http::Response<Bytes>, Option<PlainConnection>), CallError> {
+) -> Result<(PlainAnswer, Option<PlainConnection>), CallError> {
     let idempotent = request.method.is_idempotent();
     let head_request = request.method == http::Method::HEAD;
     let mut reused = pooled.is_some();
@@ -595,7 +473,7 @@ mod tests {
 
     /// What one GET of `/` to a backend that answers `answer` gives (body limit
     /// `limit`), and whether the connection would serve again.
-    fn get(answer: &'static [u8], limit: u64) -> Result<(http::Response<Bytes>, bool), CallError> {
+    fn get(answer: &'static [u8], limit: u64) -> Result<(PlainAnswer, bool), CallError> {
         let (backend, serving) = backend(vec![answer]);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -626,8 +504,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(answer.status(), 200);
-        assert_eq!(answer.headers()["x-a"], "1");
-        assert_eq!(&answer.body()[..], b"hello");
+        assert_eq!(
+            answer.fields().collect::<Vec<_>>(),
+            [(&b"content-length"[..], &b"5"[..]), (b"x-a", b"1")]
+        );
+        assert_eq!(answer.body(), b"hello");
         assert!(kept);
     }
 
@@ -640,14 +521,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(answer.status(), 200);
-        assert_eq!(&answer.body()[..], b"abcde");
+        assert_eq!(answer.body(), b"abcde");
         assert!(kept);
     }
 
     #[test]
     fn reads_a_body_until_the_close_and_then_keeps_nothing() {
         let (answer, kept) = get(b"HTTP/1.1 200 OK\r\n\r\nto the end", 100).unwrap();
-        assert_eq!(&answer.body()[..], b"to the end");
+        assert_eq!(answer.body(), b"to the end");
         assert!(!kept);
         let (_, kept) = get(
             b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",

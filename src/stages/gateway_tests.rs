@@ -1,7 +1,7 @@
 //! The gateway stage's unit tests (apart, to keep `gateway.rs` short enough to read).
 
 use super::*;
-use crate::stages::gateway_wire::render_plain;
+use crate::stages::gateway_wire::{parts_of, render_plain, Answering};
 
 #[test]
 fn a_plain_answer_renders_as_the_general_path_renders_it() {
@@ -24,14 +24,13 @@ fn a_plain_answer_renders_as_the_general_path_renders_it() {
     ] {
         let backend = crate::stages::gateway_wire::tests::answer(status, &fields, b"hello");
         let mut plain = Vec::new();
-        assert!(render_plain(
-            &mut plain,
-            &backend,
+        let answering = Answering {
             minor_version,
             keep_alive,
-            head,
-            head
-        ));
+            head_only: head,
+            keep_length: head,
+        };
+        assert!(render_plain(&mut plain, parts_of(&backend), answering));
         let protocol = Protocol::Http {
             minor_version,
             keep_alive,

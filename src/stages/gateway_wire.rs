@@ -132,19 +132,20 @@ impl Fields {
     /// in the order added, after what `out` holds; the names as [`http::HeaderName`]
     /// holds them (lowercase), as hyper wrote them.
     ///
-    /// Errors: the first value that is not a field value, as [`Fields::into_map`]
-    /// refuses it (then `out` holds part of the fields).
+    /// Errors: a value that is not a field value, as [`Fields::into_map`] refuses it
+    /// (then nothing is written).
     pub(super) fn write_lines(&self, out: &mut Vec<u8>) -> Result<(), NotAFieldValue> {
+        // Every value at once: they lie one after the other in `text`.
+        if !is_field_text(&self.text) {
+            return Err(NotAFieldValue);
+        }
+        let names: usize = self.ends.iter().map(|(name, _)| name.as_str().len()).sum();
+        out.reserve(self.text.len() + names + 4 * self.ends.len());
         let mut start = 0;
         for (name, end) in &self.ends {
-            let value = &self.text[start..*end];
-            // What `HeaderValue` accepts: visible ASCII, obs-text, space and tab.
-            if !value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t') {
-                return Err(NotAFieldValue);
-            }
             out.extend_from_slice(name.as_str().as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
+            out.extend_from_slice(&self.text[start..*end]);
             out.extend_from_slice(b"\r\n");
             start = *end;
         }
@@ -170,6 +171,31 @@ impl Fields {
     }
 }
 
+/// Whether `text` is all what `HeaderValue` accepts: visible ASCII, obs-text, space and
+/// tab (no other control character, no DEL: RFC 9110 §5.5). Eight bytes at a time: a
+/// word with no byte below 0x20 and none 0x7F passes whole; only a word with one
+/// (a tab, or an error) is looked at byte by byte.
+fn is_field_text(text: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let byte_ok = |b: &u8| (*b >= 32 && *b != 127) || *b == b'\t';
+    let mut words = text.chunks_exact(8);
+    for word in words.by_ref() {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_ne_bytes(bytes);
+        // A byte below 0x20 (exact for "any": Hacker's Delight's `hasless`), or a byte
+        // 0x7F (one that XOR 0x7F leaves zero).
+        let below = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        let del = w ^ (ONES * 0x7F);
+        let del = del.wrapping_sub(ONES) & !del & HIGHS;
+        if (below | del) != 0 && !word.iter().all(byte_ok) {
+            return false;
+        }
+    }
+    words.remainder().iter().all(byte_ok)
+}
+
 /// A value that is not a field value (a control character, RFC 9110 §5.5): said as
 /// [`http::header::InvalidHeaderValue`] says it.
 #[derive(Debug)]
@@ -183,58 +209,79 @@ impl std::fmt::Display for NotAFieldValue {
 
 impl std::error::Error for NotAFieldValue {}
 
-/// Appends to `out` a backend's answer as the client's HTTP bytes (`minor_version`,
-/// `keep_alive` and `head_only` as the request asked; `keep_length` keeps a HEAD
-/// answer's `Content-Length`), hop-by-hop fields dropped: what the general path
-/// renders, when the answer is a plain one. False, and nothing written, for an answer
-/// the general path must read: a 1xx, GRIP instructions (a `Grip-*` field, or
-/// `Content-Type: application/grip-instruct`), or a field value that is not visible
-/// ASCII (the general path reads it lossily).
-pub(super) fn render_plain(
-    out: &mut Vec<u8>,
+/// What the client's request asked of its answer, which a plain render follows.
+#[derive(Clone, Copy)]
+pub(super) struct Answering {
+    /// The client's HTTP/1.x minor version.
+    pub(super) minor_version: u8,
+    pub(super) keep_alive: bool,
+    /// Only the head goes out (a HEAD request).
+    pub(super) head_only: bool,
+    /// A HEAD answer's `Content-Length` is kept.
+    pub(super) keep_length: bool,
+}
+
+/// A backend's answer as a plain render reads it: its status, its fields in order as
+/// (lowercase name, value) bytes, its body.
+pub(super) struct PlainParts<'a, F> {
+    pub(super) status: u16,
+    pub(super) fields: F,
+    pub(super) body: &'a [u8],
+}
+
+/// The parts of an `http::Response` (hyper's answers) for [`render_plain`].
+pub(super) fn parts_of(
     answer: &http::Response<Bytes>,
-    minor_version: u8,
-    keep_alive: bool,
-    head_only: bool,
-    keep_length: bool,
+) -> PlainParts<'_, impl Iterator<Item = (&[u8], &[u8])>> {
+    PlainParts {
+        status: answer.status().as_u16(),
+        fields: answer
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes())),
+        body: answer.body(),
+    }
+}
+
+/// Whether every byte of `value` is what `HeaderValue::to_str` takes: visible ASCII,
+/// space or tab.
+fn is_visible_ascii(value: &[u8]) -> bool {
+    value.iter().all(|&b| (32..127).contains(&b) || b == b'\t')
+}
+
+/// Appends to `out` a backend's answer as the client's HTTP bytes (as `asking` says),
+/// hop-by-hop fields dropped: what the general path renders, when the answer is a
+/// plain one. False, and nothing written, for an answer the general path must read: a
+/// 1xx, GRIP instructions (a `Grip-*` field, or `Content-Type:
+/// application/grip-instruct`), or a field value that is not visible ASCII (the
+/// general path reads it lossily).
+pub(super) fn render_plain<'a>(
+    out: &mut Vec<u8>,
+    answer: PlainParts<'a, impl Iterator<Item = (&'a [u8], &'a [u8])>>,
+    answering: Answering,
 ) -> bool {
-    let status = answer.status();
-    if status.is_informational() {
+    let status = answer.status;
+    if (100..200).contains(&status) {
         return false;
     }
-    let headers = answer.headers();
-    let connection = connection_options(
-        headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .map(|v| v.as_bytes()),
-    );
     // The usual few fields on the stack; more on the heap.
-    let mut on_stack = [("", ""); ANSWER_ON_STACK];
+    let mut on_stack: [(&[u8], &[u8]); ANSWER_ON_STACK] = [(b"", b""); ANSWER_ON_STACK];
     let mut on_heap = Vec::new();
-    let mut kept = 0;
-    for (name, value) in headers {
-        // Names come lowercase from `HeaderName`.
-        let name = name.as_str();
-        let Ok(value) = value.to_str() else {
-            return false;
-        };
-        if name.starts_with("grip-") {
+    let mut count = 0;
+    for (name, value) in answer.fields {
+        // Names come lowercase (`HeaderName`'s, or the lean client's).
+        if !is_visible_ascii(value) || name.starts_with(b"grip-") {
             return false;
         }
-        if name == "content-type"
-            && value
-                .split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case(GRIP_INSTRUCT))
+        if name == b"content-type"
+            && value.split(|&b| b == b';').next().is_some_and(|t| {
+                t.trim_ascii()
+                    .eq_ignore_ascii_case(GRIP_INSTRUCT.as_bytes())
+            })
         {
             return false;
         }
-        let kept_length = keep_length && name == "content-length";
-        if is_hop_by_hop(name, &connection) && !kept_length {
-            continue;
-        }
-        match on_stack.get_mut(kept) {
+        match on_stack.get_mut(count) {
             Some(slot) => *slot = (name, value),
             None => {
                 if on_heap.is_empty() {
@@ -243,20 +290,37 @@ pub(super) fn render_plain(
                 on_heap.push((name, value));
             }
         }
+        count += 1;
+    }
+    let fields = match on_stack.get_mut(..count) {
+        Some(fields) => fields,
+        None => &mut on_heap[..],
+    };
+    let connection = connection_options(
+        fields
+            .iter()
+            .filter(|(name, _)| *name == b"connection")
+            .map(|&(_, value)| value),
+    );
+    // The fields that go on, moved to the front.
+    let mut kept = 0;
+    for at in 0..fields.len() {
+        let field = fields[at];
+        let kept_length = answering.keep_length && field.0 == b"content-length";
+        if is_hop_by_hop(field.0, &connection) && !kept_length {
+            continue;
+        }
+        fields[kept] = field;
         kept += 1;
     }
-    let fields = match on_stack.get(..kept) {
-        Some(fields) => fields,
-        None => &on_heap[..],
-    };
     crate::http::write_response(
         out,
-        status.as_u16(),
-        fields,
-        answer.body(),
-        minor_version,
-        keep_alive,
-        head_only,
+        status,
+        &fields[..kept],
+        answer.body,
+        answering.minor_version,
+        answering.keep_alive,
+        answering.head_only,
     );
     true
 }
@@ -274,24 +338,14 @@ thread_local! {
 /// A plain answer rendered by [`render_plain`] into the thread's buffer behind the
 /// room for its lead ([`ANSWER_ROOM`]), then copied once into its frame; `None` when
 /// the general path must take it.
-pub(super) fn plain_frame(
-    response: &http::Response<Bytes>,
-    minor_version: u8,
-    keep_alive: bool,
-    head_only: bool,
-    keep_length: bool,
+pub(super) fn plain_frame<'a>(
+    answer: PlainParts<'a, impl Iterator<Item = (&'a [u8], &'a [u8])>>,
+    answering: Answering,
 ) -> Option<zmq::Message> {
     ANSWER.with_borrow_mut(|out| {
         out.clear();
         out.resize(ANSWER_ROOM, 0);
-        let plain = render_plain(
-            out,
-            response,
-            minor_version,
-            keep_alive,
-            head_only,
-            keep_length,
-        );
+        let plain = render_plain(out, answer, answering);
         let frame = plain.then(|| zmq::Message::from(&out[..]));
         if out.capacity() > ANSWER_KEPT {
             *out = Vec::new();
@@ -317,18 +371,16 @@ const HOP_BY_HOP: [&str; 11] = [
 
 /// Whether a field named `name` stops at this hop, given the message's `Connection`
 /// values.
-pub(super) fn is_hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
+pub(super) fn is_hop_by_hop(name: impl AsRef<[u8]>, connection: &[&[u8]]) -> bool {
+    let name = name.as_ref();
     // The length rules out most names before any comparison.
     let listed = match name.len() {
         2 | 4 | 7 | 10 | 14 | 16..=19 => HOP_BY_HOP
             .iter()
-            .any(|h| h.len() == name.len() && name.eq_ignore_ascii_case(h)),
+            .any(|h| h.len() == name.len() && name.eq_ignore_ascii_case(h.as_bytes())),
         _ => false,
     };
-    listed
-        || connection
-            .iter()
-            .any(|c| name.as_bytes().eq_ignore_ascii_case(c))
+    listed || connection.iter().any(|c| name.eq_ignore_ascii_case(c))
 }
 
 /// The field names a message's `Connection` headers list, borrowed from their values
@@ -515,16 +567,30 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn field_text_refuses_control_characters_and_del_wherever_they_are() {
+        let line = b"text/plain; q=1\t\x80\xff visible ~ and more of it";
+        assert!(is_field_text(line));
+        assert!(is_field_text(b""));
+        for at in 0..line.len() {
+            for bad in [0u8, b'\r', b'\n', 0x1f, 0x7f] {
+                let mut text = line.to_vec();
+                text[at] = bad;
+                assert!(!is_field_text(&text), "{bad:#x} at {at}");
+            }
+        }
+    }
+
+    #[test]
     fn grip_instructions_1xx_and_obs_text_take_the_general_path() {
+        let answering = Answering {
+            minor_version: 1,
+            keep_alive: true,
+            head_only: false,
+            keep_length: false,
+        };
         let general = |fields: &[(&str, &[u8])], status: u16| {
-            !render_plain(
-                &mut Vec::new(),
-                &answer(status, fields, b""),
-                1,
-                true,
-                false,
-                false,
-            )
+            let answer = answer(status, fields, b"");
+            !render_plain(&mut Vec::new(), parts_of(&answer), answering)
         };
         assert!(general(&[("Grip-Hold", b"response")], 200));
         assert!(general(
@@ -539,7 +605,7 @@ pub(super) mod tests {
     #[test]
     fn connection_names_more_hop_by_hop_fields() {
         for name in HOP_BY_HOP {
-            assert!(is_hop_by_hop(&name.to_ascii_uppercase(), &[]), "{name}");
+            assert!(is_hop_by_hop(name.to_ascii_uppercase(), &[]), "{name}");
         }
         assert!(!is_hop_by_hop("x-forwarded-for", &[]));
         let named = connection_options([&b"close, X-Secret-Hop"[..], b"Foo"].into_iter());

@@ -48,6 +48,7 @@
 mod api;
 pub mod files;
 pub mod gateway;
+mod gateway_answer;
 mod gateway_backend;
 mod gateway_calls;
 mod gateway_path;
