@@ -289,6 +289,11 @@ impl Server {
                 .set_sndhwm(STREAM_SNDHWM)
                 .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
             sockets::set_tcp_max_retransmit(&mut socket, config.write_timeout)?;
+            // An answer or a delivery to an idle connection is written by this thread,
+            // without waking libzmq's I/O thread (vendor/zeromq-src's PATCHES.md).
+            socket
+                .set_stream_direct_write(true)
+                .map_err(|e| Error::zmq("asking for direct writes", e))?;
             // A host name is bound as the address it resolves to, so that a drain can
             // stop listening on it too.
             let resolved = crate::base::endpoint::bind_address(endpoint);

@@ -458,6 +458,10 @@ pub struct Context {
 /// prime_server patch: the context option of the patched libzmq's `zmq.h` (not in zmq-sys).
 const ZMQ_IO_THREAD_SPILL: std::os::raw::c_int = 0x5053;
 
+/// prime_server patch: the ZMQ_STREAM socket option of the patched libzmq's `zmq.h` (not
+/// in zmq-sys).
+const ZMQ_STREAM_DIRECT_WRITE: std::os::raw::c_int = 0x5054;
+
 impl Context {
     /// Create a new reference-counted context handle.
     pub fn new() -> Context {
@@ -742,6 +746,15 @@ impl Socket {
         T: Sendable,
     {
         data.send(self, flags)
+    }
+
+    /// prime_server patch: sets `ZMQ_STREAM_DIRECT_WRITE` (vendor/zeromq-src's PATCHES.md)
+    /// on a ZMQ_STREAM socket: a message to a connection whose engine has nothing to write
+    /// and whose pipe is empty is written to the connection by the sending thread itself,
+    /// without waking libzmq's I/O thread. Set it before `bind` or `connect` (connections
+    /// take it when they are made). `EINVAL` on other socket types.
+    pub fn set_stream_direct_write(&self, value: bool) -> Result<()> {
+        sockopt::set(self.sock, ZMQ_STREAM_DIRECT_WRITE, value as i32)
     }
 
     /// prime_server patch: sends `data` to the ZMQ_STREAM peer `routing_id` in one call

@@ -417,6 +417,12 @@ ZMQ_EXPORT const char *zmq_msg_gets (const zmq_msg_t *msg_,
 #define ZMQ_XPUB_MANUAL 71
 #define ZMQ_XPUB_WELCOME_MSG 72
 #define ZMQ_STREAM_NOTIFY 73
+/*  prime_server patch: a ZMQ_STREAM socket's thread writes a message to an
+    idle connection itself (no pipe, no I/O thread wake-up) when the connection's
+    engine has nothing to write and its pipe is empty; an int used as a bool, 0 by
+    default. Connections made while it is on can write so; turning it off later
+    sends every message through the I/O thread again until it is turned on. */
+#define ZMQ_STREAM_DIRECT_WRITE 0x5054
 #define ZMQ_INVERT_MATCHING 74
 #define ZMQ_HEARTBEAT_IVL 75
 #define ZMQ_HEARTBEAT_TTL 76

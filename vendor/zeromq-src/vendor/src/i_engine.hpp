@@ -36,6 +36,7 @@
 namespace zmq
 {
 class io_thread_t;
+class direct_write_t;
 
 //  Abstract interface to be implemented by various engines.
 
@@ -76,6 +77,11 @@ struct i_engine
     virtual void zap_msg_available () = 0;
 
     virtual const endpoint_uri_pair_t &get_endpoint () const = 0;
+
+    //  prime_server patch: what the engine shares with its socket's end of
+    //  the pipe so that the socket's thread may write to the connection while
+    //  the engine is idle (direct_write.hpp), or NULL (the default: never).
+    virtual direct_write_t *direct_write () { return NULL; }
 };
 }
 

@@ -163,6 +163,9 @@ struct options_t
     bool raw_socket;
     bool raw_notify; //  Provide connect notifications
 
+    //  prime_server patch: ZMQ_STREAM_DIRECT_WRITE (direct_write.hpp).
+    bool stream_direct_write;
+
     //  Address of SOCKS proxy
     std::string socks_proxy_address;
 

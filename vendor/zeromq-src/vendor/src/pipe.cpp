@@ -30,9 +30,11 @@
 #include "precompiled.hpp"
 #include <new>
 #include <stddef.h>
+#include <string.h>
 
 #include "macros.hpp"
 #include "pipe.hpp"
+#include "direct_write.hpp"
 #include "err.hpp"
 
 #include "ypipe.hpp"
@@ -131,7 +133,8 @@ zmq::pipe_t::pipe_t (object_t *parent_,
     _delay (true),
     _server_socket_routing_id (0),
     _conflate (conflate_),
-    _small (false)
+    _small (false),
+    _direct (NULL)
 {
     _disconnect_msg.init ();
 }
@@ -139,6 +142,40 @@ zmq::pipe_t::pipe_t (object_t *parent_,
 zmq::pipe_t::~pipe_t ()
 {
     _disconnect_msg.close ();
+    //  prime_server patch: see set_direct_write.
+    if (_direct)
+        direct_write_t::drop (_direct);
+}
+
+void zmq::pipe_t::set_direct_write (direct_write_t *direct_)
+{
+    //  prime_server patch: see pipe.hpp.
+    zmq_assert (!_direct);
+    direct_->add_ref ();
+    _direct = direct_;
+}
+
+bool zmq::pipe_t::write_direct (msg_t *msg_)
+{
+    //  prime_server patch: see pipe.hpp and direct_write.hpp.
+    if (!_direct || _state != active || !_out_active || !_out_pipe)
+        return false;
+    size_t size;
+    const unsigned char *data =
+      static_cast<const unsigned char *> (msg_->bytes (&size));
+    const ssize_t n = _direct->write (data, size, _out_pipe);
+    if (n <= 0)
+        return false;
+    if (static_cast<size_t> (n) == size)
+        return true;
+    //  A partial write: the rest goes through the pipe, behind nothing.
+    msg_t rest;
+    int rc = rest.init_size (size - n);
+    errno_assert (rc == 0);
+    memcpy (rest.data (), data + n, size - n);
+    rc = msg_->move (rest);
+    errno_assert (rc == 0);
+    return false;
 }
 
 void zmq::pipe_t::set_peer (pipe_t *peer_)

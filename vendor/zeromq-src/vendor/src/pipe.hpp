@@ -43,6 +43,7 @@
 namespace zmq
 {
 class pipe_t;
+class direct_write_t;
 
 //  Create a pipepair for bi-directional transfer of messages.
 //  First HWM is for messages passed from first pipe to the second pipe.
@@ -113,6 +114,18 @@ class pipe_t ZMQ_FINAL : public object_t,
     //  message does not pass check_write. If false, the message object
     //  retains ownership of its message buffer.
     bool write (const msg_t *msg_);
+
+    //  prime_server patch: the writer's end of a ZMQ_STREAM connection's pipe
+    //  may write a message to the connection's descriptor itself while the
+    //  engine is idle (direct_write.hpp). Takes a reference.
+    void set_direct_write (direct_write_t *direct_);
+
+    //  prime_server patch: writes the message (one part, more than 0 bytes,
+    //  check_write passed) straight to the connection if the engine is idle
+    //  and this pipe drained. Returns true if all of it went: the caller
+    //  still owns msg_ and closes it. Otherwise msg_ holds what is left (all
+    //  of it, or the rest of a partial write) for write, in order.
+    bool write_direct (msg_t *msg_);
 
     //  Remove unfinished parts of the outbound message from the pipe.
     void rollback () const;
@@ -270,6 +283,10 @@ class pipe_t ZMQ_FINAL : public object_t,
 
     // Disconnect msg
     msg_t _disconnect_msg;
+
+    //  prime_server patch: shared with the connection's engine (writer's
+    //  end of a ZMQ_STREAM pipe only), or NULL.
+    direct_write_t *_direct;
 
     ZMQ_NON_COPYABLE_NOR_MOVABLE (pipe_t)
 };

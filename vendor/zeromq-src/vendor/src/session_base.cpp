@@ -30,6 +30,7 @@
 #include "precompiled.hpp"
 #include "macros.hpp"
 #include "session_base.hpp"
+#include "direct_write.hpp"
 #include "i_engine.hpp"
 #include "err.hpp"
 #include "pipe.hpp"
@@ -447,6 +448,12 @@ void zmq::session_base_t::engine_ready ()
         //  events can use them.
         pipes[0]->set_endpoint_pair (_engine->get_endpoint ());
         pipes[1]->set_endpoint_pair (_engine->get_endpoint ());
+
+        //  prime_server patch: a ZMQ_STREAM engine with direct writes on lends
+        //  its idle output to the socket's end (direct_write.hpp).
+        direct_write_t *const direct = _engine->direct_write ();
+        if (direct)
+            pipes[1]->set_direct_write (direct);
 
         //  Ask socket to plug into the remote end of the pipe.
         send_bind (_socket, pipes[1]);

@@ -115,6 +115,15 @@ int zmq::stream_t::xsend_to (const blob_t &routing_id_, msg_t *msg_)
         errno_assert (rc == 0);
         return 0;
     }
+    //  prime_server patch: written straight to an idle connection, or what
+    //  is left goes through the pipe (direct_write.hpp).
+    if (options.stream_direct_write && pipe->write_direct (msg_)) {
+        int rc = msg_->close ();
+        errno_assert (rc == 0);
+        rc = msg_->init ();
+        errno_assert (rc == 0);
+        return 0;
+    }
     if (likely (pipe->write (msg_)))
         pipe->flush ();
     //  Detach the message from the data buffer.
@@ -185,6 +194,16 @@ int zmq::stream_t::xsend (msg_t *msg_)
             _current_out = NULL;
             return 0;
         }
+        //  prime_server patch: see xsend_to.
+        if (options.stream_direct_write
+            && _current_out->write_direct (msg_)) {
+            int rc = msg_->close ();
+            errno_assert (rc == 0);
+            rc = msg_->init ();
+            errno_assert (rc == 0);
+            _current_out = NULL;
+            return 0;
+        }
         const bool ok = _current_out->write (msg_);
         if (likely (ok))
             _current_out->flush ();
@@ -209,6 +228,11 @@ int zmq::stream_t::xsetsockopt (int option_,
         case ZMQ_STREAM_NOTIFY:
             return do_setsockopt_int_as_bool_strict (optval_, optvallen_,
                                                      &options.raw_notify);
+
+        //  prime_server patch: see zmq.h and direct_write.hpp.
+        case ZMQ_STREAM_DIRECT_WRITE:
+            return do_setsockopt_int_as_bool_strict (
+              optval_, optvallen_, &options.stream_direct_write);
 
         default:
             return routing_socket_base_t::xsetsockopt (option_, optval_,

@@ -41,6 +41,7 @@
 #include <sstream>
 
 #include "stream_engine_base.hpp"
+#include "direct_write.hpp"
 #include "io_thread.hpp"
 #include "session_base.hpp"
 #include "v1_encoder.hpp"
@@ -120,6 +121,8 @@ zmq::stream_engine_base_t::stream_engine_base_t (
     _output_stopped (false),
     _pollout (false),
     _session_drained (false),
+    _direct (NULL),
+    _direct_lent (false),
     _endpoint_uri_pair (endpoint_uri_pair_),
     _has_handshake_timer (false),
     _has_ttl_timer (false),
@@ -141,11 +144,25 @@ zmq::stream_engine_base_t::stream_engine_base_t (
 
     //  Put the socket into non-blocking mode.
     unblock_socket (_s);
+
+    //  prime_server patch: a ZMQ_STREAM connection of a socket that asked for
+    //  direct writes (direct_write.hpp).
+    if (_options.raw_socket && _options.stream_direct_write) {
+        _direct = new (std::nothrow) direct_write_t (_s);
+        alloc_assert (_direct);
+    }
 }
 
 zmq::stream_engine_base_t::~stream_engine_base_t ()
 {
     zmq_assert (!_plugged);
+
+    //  prime_server patch: no direct write once the descriptor may close.
+    if (_direct) {
+        _direct->kill ();
+        direct_write_t::drop (_direct);
+        _direct = NULL;
+    }
 
     if (_s != retired_fd) {
 #ifdef ZMQ_HAVE_WINDOWS
@@ -204,6 +221,13 @@ void zmq::stream_engine_base_t::unplug ()
 {
     zmq_assert (_plugged);
     _plugged = false;
+
+    //  prime_server patch: the engine stops here (an error, a termination);
+    //  the socket's thread writes no more to its descriptor.
+    if (_direct) {
+        _direct->kill ();
+        _direct_lent = false;
+    }
 
     //  Cancel all timers.
     if (_has_handshake_timer) {
@@ -357,6 +381,14 @@ void zmq::stream_engine_base_t::out_event ()
 {
     zmq_assert (!_io_error);
 
+    //  prime_server patch: take back output lent to the socket's thread
+    //  before pulling or writing anything (waits for a direct write under way
+    //  to end). Every write of this engine goes through here.
+    if (_direct_lent) {
+        _direct->claim ();
+        _direct_lent = false;
+    }
+
     //  prime_server patch: whether this call found the session's pipe empty.
     bool session_drained = false;
 
@@ -403,6 +435,9 @@ void zmq::stream_engine_base_t::out_event ()
             //  holds thousands of idle keep-alive connections.
             if (_options.raw_socket)
                 _encoder->release_buffer ();
+            //  prime_server patch: nothing left and the pipe found empty.
+            if (session_drained)
+                lend_output ();
             return;
         }
     }
@@ -460,8 +495,19 @@ void zmq::stream_engine_base_t::out_event ()
     if (_outsize == 0 && session_drained) {
         _output_stopped = true;
         reset_pollout ();
+        //  prime_server patch: direct_write.hpp.
+        lend_output ();
     } else
         set_pollout ();
+}
+
+void zmq::stream_engine_base_t::lend_output ()
+{
+    //  prime_server patch: see stream_engine_base.hpp.
+    if (_direct && !_direct_lent && !_handshaking) {
+        _direct->release ();
+        _direct_lent = true;
+    }
 }
 
 void zmq::stream_engine_base_t::restart_output ()

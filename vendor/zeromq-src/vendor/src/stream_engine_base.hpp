@@ -70,6 +70,8 @@ class stream_engine_base_t : public io_object_t, public i_engine
     void restart_output () ZMQ_FINAL;
     void zap_msg_available () ZMQ_FINAL;
     const endpoint_uri_pair_t &get_endpoint () const ZMQ_FINAL;
+    //  prime_server patch: see i_engine.hpp.
+    direct_write_t *direct_write () ZMQ_FINAL { return _direct; }
 
     //  i_poll_events interface implementation.
     void in_event () ZMQ_FINAL;
@@ -184,6 +186,15 @@ class stream_engine_base_t : public io_object_t, public i_engine
     //  empty (so the session calls restart_output when a message arrives);
     //  out_event clears it before it pulls.
     bool _session_drained;
+
+    //  prime_server patch: shared with the socket's end of the pipe while the
+    //  engine lends it idle output (direct_write.hpp), or NULL; and whether
+    //  it is lent now (released and not claimed since).
+    direct_write_t *_direct;
+    bool _direct_lent;
+
+    //  prime_server patch: output stopped with nothing left: lend it.
+    void lend_output ();
 
     //  Representation of the connected endpoints.
     const endpoint_uri_pair_t _endpoint_uri_pair;

@@ -124,6 +124,17 @@ template <typename T, int N> class ypipe_t ZMQ_FINAL : public ypipe_base_t<T>
         return true;
     }
 
+    //  prime_server patch: for the writer, whether everything written is
+    //  flushed and the reader has read it all and is asleep ('c' is NULL: the
+    //  reader set it so when it found nothing, and only the writer's flush sets
+    //  it again). The compare-and-swap of NULL with NULL reads 'c' atomically
+    //  and changes nothing.
+    bool drained_for_writer () ZMQ_FINAL
+    {
+        return _w == _f && _f == &_queue.back ()
+               && _c.cas (NULL, NULL) == NULL;
+    }
+
     //  Check whether item is available for reading.
     bool check_read ()
     {

@@ -49,6 +49,11 @@ template <typename T> class ypipe_base_t
     virtual bool check_read () = 0;
     virtual bool read (T *value_) = 0;
     virtual bool probe (bool (*fn_) (const T &)) = 0;
+
+    //  prime_server patch: for the writer, whether the reader has read every
+    //  item written and gone to sleep (direct_write.hpp). A pipe that cannot
+    //  tell says no.
+    virtual bool drained_for_writer () { return false; }
 };
 }
 

@@ -1,0 +1,230 @@
+//! A ZMQ_STREAM socket with `ZMQ_STREAM_DIRECT_WRITE` (a `prime_server patch` in
+//! `vendor/zeromq-src`, see its PATCHES.md) writes a message to an idle connection from
+//! the sending thread, and leaves the rest of a partial write, and everything sent while
+//! the engine still has output, to libzmq's I/O thread. A client must not see the
+//! difference: every byte arrives once and in the order sent, a full pipe still refuses
+//! (`EAGAIN`) with nothing of the refused message sent, and a client that leaves
+//! mid-answer frees its connection without a byte meant for it reaching anyone else.
+//! Each wait is bounded.
+
+mod daemons;
+
+use daemons::free_port;
+use std::io::Read;
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+/// How long a receive may wait before the test fails (a stalled engine never delivers).
+const RECEIVE_TIMEOUT_MS: i32 = 20_000;
+
+/// A message of `size` bytes that names its sequence number.
+fn payload(seq: usize, size: usize) -> Vec<u8> {
+    let mut body = format!("{seq:08}:").into_bytes();
+    body.resize(size.max(9), b'a' + (seq % 26) as u8);
+    body
+}
+
+/// A ZMQ_STREAM socket with direct writes, bound on a free loopback port.
+fn direct_stream(ctx: &zmq::Context, hwm: i32) -> (zmq::Socket, u16) {
+    let stream = ctx.socket(zmq::STREAM).expect("STREAM socket");
+    stream.set_sndhwm(hwm).expect("ZMQ_SNDHWM");
+    stream
+        .set_rcvtimeo(RECEIVE_TIMEOUT_MS)
+        .expect("ZMQ_RCVTIMEO");
+    stream
+        .set_stream_direct_write(true)
+        .expect("ZMQ_STREAM_DIRECT_WRITE");
+    let port = free_port();
+    stream
+        .bind(&format!("tcp://127.0.0.1:{port}"))
+        .expect("bind STREAM");
+    (stream, port)
+}
+
+/// A client connected to `port` and its routing id on `stream` (from its connect notice).
+fn connect(stream: &zmq::Socket, port: u16) -> (TcpStream, Vec<u8>) {
+    let client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_millis(RECEIVE_TIMEOUT_MS as u64)))
+        .expect("a read timeout");
+    let id = stream
+        .recv_bytes(0)
+        .expect("the connect notice's routing id");
+    let notice = stream.recv_bytes(0).expect("the connect notice");
+    assert!(notice.is_empty(), "a connect notice is empty");
+    (client, id)
+}
+
+/// Reads exactly `len` bytes from `client`.
+fn read_exactly(client: &mut TcpStream, len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    client
+        .read_exact(&mut bytes)
+        .unwrap_or_else(|e| panic!("{len} bytes never came: {e}"));
+    bytes
+}
+
+/// Sends `message` to `id`, waiting (bounded) while the pipe refuses it.
+fn send_retrying(stream: &zmq::Socket, id: &[u8], message: &[u8], seq: usize) {
+    for _ in 0..4_000 {
+        match stream.send_to_peer(id, message) {
+            Ok(()) => return,
+            Err(zmq::Error::EAGAIN) => thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("message {seq}: {e}"),
+        }
+    }
+    panic!("message {seq}: the pipe never took it");
+}
+
+/// Small answers written at once, large ones partly written by the sending thread and
+/// finished by the engine, and answers sent while the engine still writes: a reader
+/// that pauses gets every byte once, in order, through both kinds of send.
+#[test]
+fn answers_partly_written_directly_arrive_whole_and_in_order() {
+    const MESSAGES: usize = 600;
+    let ctx = zmq::Context::new();
+    let (stream, port) = direct_stream(&ctx, 16);
+    let (mut client, id) = connect(&stream, port);
+    let mut expected = Vec::new();
+    let mut sizes = Vec::new();
+    for seq in 0..MESSAGES {
+        // Mostly small, every 7th larger than the kernel's socket buffers.
+        let size = if seq % 7 == 3 {
+            300_000 + seq * 13
+        } else {
+            20 + seq % 300
+        };
+        sizes.push(size);
+        expected.extend_from_slice(&payload(seq, size));
+    }
+    let total = expected.len();
+    let reader = thread::spawn(move || {
+        let mut got = Vec::with_capacity(total);
+        let mut chunk = vec![0u8; 50_000];
+        while got.len() < total {
+            let n = client
+                .read(&mut chunk)
+                .unwrap_or_else(|e| panic!("after {} of {total} bytes: {e}", got.len()));
+            assert!(
+                n > 0,
+                "the connection closed after {} of {total} bytes",
+                got.len()
+            );
+            got.extend_from_slice(&chunk[..n]);
+            if got.len() % 7 == 0 {
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        (got, client)
+    });
+    for (seq, size) in sizes.iter().enumerate() {
+        let message = payload(seq, *size);
+        if seq % 5 == 0 {
+            // The two-frame send takes the same road.
+            loop {
+                match stream.send(&id[..], zmq::SNDMORE | zmq::DONTWAIT) {
+                    Ok(()) => break,
+                    Err(zmq::Error::EAGAIN) => thread::sleep(Duration::from_millis(5)),
+                    Err(e) => panic!("message {seq}: {e}"),
+                }
+            }
+            stream.send(&message[..], 0).expect("data");
+        } else {
+            send_retrying(&stream, &id, &message, seq);
+        }
+        if seq % 50 == 0 {
+            // Let the engine go idle, so the next answers go straight out.
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let (got, _client) = reader.join().expect("reader thread");
+    assert_eq!(got.len(), total);
+    assert!(got == expected, "the bytes arrived out of order");
+}
+
+/// A client that does not read: the kernel's buffers fill (a direct write is partial,
+/// the rest goes to the engine), then the pipe until a send is refused; what was
+/// accepted arrives whole once the client reads, and nothing of the refused message.
+#[test]
+fn a_full_pipe_still_refuses_whole_messages() {
+    let ctx = zmq::Context::new();
+    let (stream, port) = direct_stream(&ctx, 4);
+    let (mut client, id) = connect(&stream, port);
+    // Idle first: the engine has lent its output.
+    thread::sleep(Duration::from_millis(50));
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for seq in 0..4_000 {
+        let message = payload(seq, 64 * 1024);
+        match stream.send_to_peer(&id, &message) {
+            Ok(()) => accepted.extend_from_slice(&message),
+            Err(zmq::Error::EAGAIN) => {
+                refused = Some(seq);
+                break;
+            }
+            Err(e) => panic!("message {seq}: {e}"),
+        }
+    }
+    assert!(
+        refused.is_some(),
+        "4,000 messages of 64 KiB never filled the pipe"
+    );
+    assert!(read_exactly(&mut client, accepted.len()) == accepted);
+    let last = b"the next message";
+    send_retrying(&stream, &id, last, 4_000);
+    assert_eq!(read_exactly(&mut client, last.len()), last);
+}
+
+/// A client that leaves in the middle of a large answer: its connection is freed (the
+/// socket hears it is gone, sends to it end in `EHOSTUNREACH`), and a client that
+/// connects afterwards, whose descriptor may be the same number, gets only its own bytes.
+#[test]
+fn a_client_gone_mid_answer_frees_its_connection() {
+    let ctx = zmq::Context::new();
+    let (stream, port) = direct_stream(&ctx, 1000);
+    let (mut first, first_id) = connect(&stream, port);
+    thread::sleep(Duration::from_millis(50));
+    let big = payload(1, 4_000_000);
+    stream
+        .send_to_peer(&first_id, &big)
+        .expect("a large answer");
+    // Read a little of it, then leave with the rest unread (a reset).
+    let head = read_exactly(&mut first, 1000);
+    assert_eq!(&head[..], &big[..1000]);
+    drop(first);
+    // The socket hears that the peer is gone: a reset before the end of its input
+    // brings both empty notices (end of input, gone) under its routing id.
+    for _ in 0..2 {
+        let id = stream.recv_bytes(0).expect("a disconnect notice");
+        let body = stream.recv_bytes(0).expect("the notice's body");
+        assert_eq!(id, first_id, "a notice for another peer");
+        assert!(body.is_empty(), "data from a client that only read");
+    }
+    let mut gone = false;
+    for _ in 0..2_000 {
+        if stream.send_to_peer(&first_id, b"late") == Err(zmq::Error::EHOSTUNREACH) {
+            gone = true;
+            break;
+        }
+        // A look at the input lets the socket read the end of the peer's pipe.
+        let _ = stream.poll(zmq::POLLIN, 5);
+    }
+    assert!(gone, "the gone client's connection was never freed");
+    let (mut second, second_id) = connect(&stream, port);
+    assert_ne!(second_id, first_id);
+    thread::sleep(Duration::from_millis(50));
+    stream
+        .send_to_peer(&second_id, b"only this")
+        .expect("an answer to the second client");
+    assert_eq!(read_exactly(&mut second, 9), b"only this");
+    second
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("a short read timeout");
+    let mut more = [0u8; 16];
+    match second.read(&mut more) {
+        Ok(0) => panic!("the second connection closed"),
+        Ok(n) => panic!("the second client got {n} bytes not meant for it"),
+        Err(_) => {}
+    }
+}
