@@ -922,8 +922,11 @@ fn the_metrics_path_counts_held_connections_and_channel_messages() {
 static SLOW_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The demo's channels, and `POST /slow`: put off as an asynchronous job whose run ends
-/// once [`SLOW_RELEASED`] is set (or after [`BOUND`]).
-fn slow_or_channels(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+/// once `released` is set (or after [`BOUND`]).
+fn slow_until(
+    released: &std::sync::atomic::AtomicBool,
+    job: &mut HttpJob<'_, '_>,
+) -> Result<Next, StageError> {
     if job.request()?.path != "/slow" {
         return channel_demo(job);
     }
@@ -931,12 +934,17 @@ fn slow_or_channels(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
         return Ok(Next::later());
     }
     let end = Instant::now() + BOUND;
-    while !SLOW_RELEASED.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
+    while !released.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(Next::respond(
         prime_server::http::Response::new(200).body("slow done"),
     ))
+}
+
+/// [`slow_until`] on [`SLOW_RELEASED`].
+fn slow_or_channels(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
+    slow_until(&SLOW_RELEASED, job)
 }
 
 #[test]
@@ -989,25 +997,13 @@ fn a_job_s_event_stream_is_a_hold_on_its_channel_where_stages_cannot_publish() {
     wait_holds(server.port, 0);
 }
 
-/// Lets the run of `POST /slow` of [`held_or_channels`] end (a test of its own: the
+/// Lets the run of `POST /slow` of [`held_or_channels`] end (a flag of its own: the
 /// tests of one file run at once).
 static HELD_RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// [`slow_or_channels`] with [`HELD_RELEASED`].
+/// [`slow_until`] on [`HELD_RELEASED`].
 fn held_or_channels(job: &mut HttpJob<'_, '_>) -> Result<Next, StageError> {
-    if job.request()?.path != "/slow" {
-        return channel_demo(job);
-    }
-    if !job.is_async() {
-        return Ok(Next::later());
-    }
-    let end = Instant::now() + BOUND;
-    while !HELD_RELEASED.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(Next::respond(
-        prime_server::http::Response::new(200).body("slow done"),
-    ))
+    slow_until(&HELD_RELEASED, job)
 }
 
 #[test]

@@ -8,73 +8,16 @@
 //! Each wait is bounded.
 
 mod daemons;
+mod zmq_peers;
 
-use daemons::free_port;
 use std::io::Read;
-use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
-
-/// How long a receive may wait before the test fails (a stalled engine never delivers).
-const RECEIVE_TIMEOUT_MS: i32 = 20_000;
-
-/// A message of `size` bytes that names its sequence number.
-fn payload(seq: usize, size: usize) -> Vec<u8> {
-    let mut body = format!("{seq:08}:").into_bytes();
-    body.resize(size.max(9), b'a' + (seq % 26) as u8);
-    body
-}
+use zmq_peers::{connect, fill_until_refused, payload, read_exactly, send_retrying};
 
 /// A ZMQ_STREAM socket with direct writes, bound on a free loopback port.
 fn direct_stream(ctx: &zmq::Context, hwm: i32) -> (zmq::Socket, u16) {
-    let stream = ctx.socket(zmq::STREAM).expect("STREAM socket");
-    stream.set_sndhwm(hwm).expect("ZMQ_SNDHWM");
-    stream
-        .set_rcvtimeo(RECEIVE_TIMEOUT_MS)
-        .expect("ZMQ_RCVTIMEO");
-    stream
-        .set_stream_direct_write(true)
-        .expect("ZMQ_STREAM_DIRECT_WRITE");
-    let port = free_port();
-    stream
-        .bind(&format!("tcp://127.0.0.1:{port}"))
-        .expect("bind STREAM");
-    (stream, port)
-}
-
-/// A client connected to `port` and its routing id on `stream` (from its connect notice).
-fn connect(stream: &zmq::Socket, port: u16) -> (TcpStream, Vec<u8>) {
-    let client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    client
-        .set_read_timeout(Some(Duration::from_millis(RECEIVE_TIMEOUT_MS as u64)))
-        .expect("a read timeout");
-    let id = stream
-        .recv_bytes(0)
-        .expect("the connect notice's routing id");
-    let notice = stream.recv_bytes(0).expect("the connect notice");
-    assert!(notice.is_empty(), "a connect notice is empty");
-    (client, id)
-}
-
-/// Reads exactly `len` bytes from `client`.
-fn read_exactly(client: &mut TcpStream, len: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; len];
-    client
-        .read_exact(&mut bytes)
-        .unwrap_or_else(|e| panic!("{len} bytes never came: {e}"));
-    bytes
-}
-
-/// Sends `message` to `id`, waiting (bounded) while the pipe refuses it.
-fn send_retrying(stream: &zmq::Socket, id: &[u8], message: &[u8], seq: usize) {
-    for _ in 0..4_000 {
-        match stream.send_to_peer(id, message) {
-            Ok(()) => return,
-            Err(zmq::Error::EAGAIN) => thread::sleep(Duration::from_millis(5)),
-            Err(e) => panic!("message {seq}: {e}"),
-        }
-    }
-    panic!("message {seq}: the pipe never took it");
+    zmq_peers::bound_stream(ctx, hwm, true)
 }
 
 /// Small answers written at once, large ones partly written by the sending thread and
@@ -153,23 +96,7 @@ fn a_full_pipe_still_refuses_whole_messages() {
     let (mut client, id) = connect(&stream, port);
     // Idle first: the engine has lent its output.
     thread::sleep(Duration::from_millis(50));
-    let mut accepted = Vec::new();
-    let mut refused = None;
-    for seq in 0..4_000 {
-        let message = payload(seq, 64 * 1024);
-        match stream.send_to_peer(&id, &message) {
-            Ok(()) => accepted.extend_from_slice(&message),
-            Err(zmq::Error::EAGAIN) => {
-                refused = Some(seq);
-                break;
-            }
-            Err(e) => panic!("message {seq}: {e}"),
-        }
-    }
-    assert!(
-        refused.is_some(),
-        "4,000 messages of 64 KiB never filled the pipe"
-    );
+    let accepted = fill_until_refused(&stream, &id);
     assert!(read_exactly(&mut client, accepted.len()) == accepted);
     let last = b"the next message";
     send_retrying(&stream, &id, last, 4_000);

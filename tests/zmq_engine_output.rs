@@ -9,19 +9,11 @@
 //! that send nothing.
 
 mod daemons;
+mod zmq_peers;
 
 use daemons::free_port;
 use std::thread;
-
-/// How long a receive may wait before the test fails (a stalled engine never delivers).
-const RECEIVE_TIMEOUT_MS: i32 = 20_000;
-
-/// A message of `size` bytes that names its sequence number.
-fn payload(seq: usize, size: usize) -> Vec<u8> {
-    let mut body = format!("{seq:08}:").into_bytes();
-    body.resize(size, b'a' + (seq % 26) as u8);
-    body
-}
+use zmq_peers::{fill_until_refused, payload, read_exactly, RECEIVE_TIMEOUT_MS};
 
 /// A PULL socket bound on a free loopback port and a PUSH socket connected to it.
 fn push_pull(ctx: &zmq::Context) -> (zmq::Socket, zmq::Socket) {
@@ -145,37 +137,9 @@ fn alternating_small_and_large_bursts_keep_order() {
 /// A ZMQ_STREAM socket bound on a free loopback port, a TCP client connected to it, and
 /// the client's routing id (from its connect notice).
 fn stream_peer(ctx: &zmq::Context, hwm: i32) -> (zmq::Socket, std::net::TcpStream, Vec<u8>) {
-    let stream = ctx.socket(zmq::STREAM).expect("STREAM socket");
-    stream.set_sndhwm(hwm).expect("ZMQ_SNDHWM");
-    stream
-        .set_rcvtimeo(RECEIVE_TIMEOUT_MS)
-        .expect("ZMQ_RCVTIMEO");
-    let port = free_port();
-    stream
-        .bind(&format!("tcp://127.0.0.1:{port}"))
-        .expect("bind STREAM");
-    let client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    client
-        .set_read_timeout(Some(std::time::Duration::from_millis(
-            RECEIVE_TIMEOUT_MS as u64,
-        )))
-        .expect("a read timeout");
-    let id = stream
-        .recv_bytes(0)
-        .expect("the connect notice's routing id");
-    let notice = stream.recv_bytes(0).expect("the connect notice");
-    assert!(notice.is_empty(), "a connect notice is empty");
+    let (stream, port) = zmq_peers::bound_stream(ctx, hwm, false);
+    let (client, id) = zmq_peers::connect(&stream, port);
     (stream, client, id)
-}
-
-/// Reads exactly `len` bytes from `client`.
-fn read_exactly(client: &mut std::net::TcpStream, len: usize) -> Vec<u8> {
-    use std::io::Read;
-    let mut bytes = vec![0u8; len];
-    client
-        .read_exact(&mut bytes)
-        .unwrap_or_else(|e| panic!("{len} bytes never came: {e}"));
-    bytes
 }
 
 /// `Socket::send_to_peer` (libzmq's `zmq_stream_send`, a prime_server patch) sends the
@@ -216,23 +180,7 @@ fn a_stream_send_in_one_call_keeps_the_order_and_fails_whole() {
     // A peer that does not read: the kernel's buffers, then its pipe (4 messages),
     // fill until a send is refused.
     let (stream, mut client, id) = stream_peer(&ctx, 4);
-    let mut accepted = Vec::new();
-    let mut refused = None;
-    for seq in 0..4_000 {
-        let message = payload(seq, 64 * 1024);
-        match stream.send_to_peer(&id, &message) {
-            Ok(()) => accepted.extend_from_slice(&message),
-            Err(zmq::Error::EAGAIN) => {
-                refused = Some(seq);
-                break;
-            }
-            Err(e) => panic!("message {seq}: {e}"),
-        }
-    }
-    assert!(
-        refused.is_some(),
-        "4,000 messages of 64 KiB never filled the pipe"
-    );
+    let accepted = fill_until_refused(&stream, &id);
     assert_eq!(read_exactly(&mut client, accepted.len()), accepted);
     // Then the next message sent is the next that arrives: none of the refused one.
     let last = b"the next message";
