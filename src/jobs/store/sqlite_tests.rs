@@ -13,6 +13,16 @@ fn store(name: &str) -> SqliteStore {
     SqliteStore::open(&scratch(name).join("jobs.sqlite")).expect("a new store")
 }
 
+/// The ids of the first ten changes in the store's feed, in order.
+fn feed_ids(store: &mut SqliteStore) -> Vec<String> {
+    store
+        .changes(0, 10)
+        .expect("changes")
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
 fn insert(store: &mut SqliteStore, id: &str, now_ms: i64) -> JobRecord {
     store
         .insert(&NewJob {
@@ -333,12 +343,7 @@ fn a_version_5_file_gets_the_feed_with_one_change_per_job() {
         .expect("make it version 5");
     drop(old);
     let mut store = SqliteStore::open(&path).expect("open a version 5 file");
-    let ids: Vec<String> = store
-        .changes(0, 10)
-        .expect("changes")
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let ids = feed_ids(&mut store);
     assert_eq!(ids, ["a", "b"]);
     let listed = store.list(&JobFilter::default(), 0, 10).expect("list");
     assert_eq!(listed.len(), 2);
@@ -408,12 +413,7 @@ fn a_version_6_file_keeps_its_jobs_and_keys_with_the_keys_in_a_partial_index() {
     );
     let d = store.insert(&new_job("d", None)).expect("insert d");
     assert_eq!(d.number, 3);
-    let ids: Vec<String> = store
-        .changes(0, 10)
-        .expect("changes")
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let ids = feed_ids(&mut store);
     assert_eq!(ids, ["a", "b", "d"], "the feed's trigger is kept");
     drop(store);
     // Opened again, nothing changes.
