@@ -237,3 +237,81 @@ fn stop_returns_while_workers_are_in_long_jobs() {
         );
     }
 }
+
+/// A concurrent stage that holds every job it starts until `release` is set, then
+/// answers each with its request and the name of the thread that ran it.
+#[derive(Clone)]
+struct HeldUntilReleased {
+    release: Arc<std::sync::atomic::AtomicBool>,
+    started: Arc<AtomicUsize>,
+    held: Vec<(u64, String)>,
+}
+
+impl prime_server::ConcurrentWork for HeldUntilReleased {
+    fn start(&mut self, job: &mut Job<'_>, ticket: u64) -> Option<Outcome> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        self.held.push((ticket, request_text(job)));
+        None
+    }
+
+    fn wait(
+        &mut self,
+        _jobs: Option<std::os::fd::RawFd>,
+        timeout: Duration,
+        finished: &mut Vec<(u64, Outcome)>,
+    ) {
+        if self.release.load(Ordering::SeqCst) {
+            for (ticket, request) in self.held.drain(..) {
+                let answer = format!("{request} by {}", thread_name());
+                let frame = prime_server::pipeline::worker::answer_frame(answer.as_bytes());
+                finished.push((ticket, Outcome::Respond(frame)));
+            }
+        }
+        // Polls rather than watching the descriptor: each wait is short.
+        std::thread::sleep(timeout.min(Duration::from_millis(2)));
+    }
+
+    fn abort(&mut self, ticket: u64) {
+        self.held.retain(|(held, _)| *held != ticket);
+    }
+}
+
+#[test]
+fn a_concurrent_stage_of_one_thread_keeps_its_credit_and_queue_bound_and_answers_all() {
+    // One call at once: the thread holds one job, three more wait in its socket (its
+    // credit is four per call), two at the proxy (the bound), and the rest are 503.
+    let work = HeldUntilReleased {
+        release: Arc::new(Default::default()),
+        started: Arc::new(AtomicUsize::new(0)),
+        held: Vec::new(),
+    };
+    let (release, started) = (work.release.clone(), work.started.clone());
+    let pipeline = TestPipeline::start(
+        Pipeline::new()
+            .queue_bound(2)
+            .concurrent_stage("held", 1, 1, work),
+    );
+    let first = pipeline.send(b"job0");
+    wait_for_count(&started, 1);
+    let ids: Vec<u64> = (1..8)
+        .map(|k| pipeline.send(format!("job{k}").as_bytes()))
+        .collect();
+    for &id in &ids[5..] {
+        let refused = failure(pipeline.reply_to(id));
+        assert_eq!(refused.kind, FailureKind::QueueFull, "{refused:?}");
+        assert_eq!(refused.status, 503);
+    }
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "more than one call at once"
+    );
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(text(pipeline.reply_to(first)), "job0 by held-0");
+    for (k, &id) in ids[..5].iter().enumerate() {
+        assert_eq!(
+            text(pipeline.reply_to(id)),
+            format!("job{} by held-0", k + 1)
+        );
+    }
+}

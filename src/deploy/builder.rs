@@ -47,8 +47,18 @@ pub enum Transport {
     Tcp(String),
 }
 
-type StartPool =
-    Box<dyn FnOnce(&zmq::Context, &str, &WorkerConfig, &Shutdown) -> Result<WorkerPool> + Send>;
+/// Starts a stage's pool; a pool that runs its stage's proxy itself takes it from the
+/// `Option` (the others leave it, and it gets a thread of its own).
+type StartPool = Box<
+    dyn FnOnce(
+            &zmq::Context,
+            &str,
+            &WorkerConfig,
+            &mut Option<Proxy>,
+            &Shutdown,
+        ) -> Result<WorkerPool>
+        + Send,
+>;
 
 /// One stage as declared.
 struct StageSpec {
@@ -94,7 +104,7 @@ impl Pipeline {
 
     /// Appends a stage of `workers` threads, each running its own clone of `work`.
     pub fn stage<W: Work + Clone>(mut self, name: &str, workers: usize, work: W) -> Self {
-        let start: StartPool = Box::new(move |ctx, name, config, shutdown| {
+        let start: StartPool = Box::new(move |ctx, name, config, _, shutdown| {
             WorkerPool::spawn(ctx, name, config, workers, work, shutdown)
         });
         self.stages.push(StageSpec {
@@ -108,7 +118,9 @@ impl Pipeline {
     /// Appends a stage of `threads` concurrent workers that hold at most `in_flight` jobs
     /// between them, each thread with its own clone of `work` (see
     /// [`ConcurrentWork`]): for stages whose jobs wait on the network, such as the
-    /// gateway ([`crate::stages::HttpGateway`]).
+    /// gateway ([`crate::stages::HttpGateway`]). With one thread, that thread runs the
+    /// stage's proxy too ([`WorkerPool::spawn_concurrent_hosting`]): a job from the
+    /// front end wakes one thread, not a proxy thread and then the worker's.
     pub fn concurrent_stage<C: ConcurrentWork + Clone>(
         mut self,
         name: &str,
@@ -116,9 +128,22 @@ impl Pipeline {
         in_flight: usize,
         work: C,
     ) -> Self {
-        let start: StartPool = Box::new(move |ctx, name, config, shutdown| {
-            WorkerPool::spawn_concurrent(ctx, name, config, threads, in_flight, work, shutdown)
-        });
+        let start: StartPool =
+            Box::new(
+                move |ctx, name, config, proxy, shutdown| match proxy.take() {
+                    Some(proxy) if threads.min(in_flight) == 1 => {
+                        WorkerPool::spawn_concurrent_hosting(
+                            ctx, name, config, in_flight, work, proxy, shutdown,
+                        )
+                    }
+                    other => {
+                        *proxy = other;
+                        WorkerPool::spawn_concurrent(
+                            ctx, name, config, threads, in_flight, work, shutdown,
+                        )
+                    }
+                },
+            );
         self.stages.push(StageSpec {
             name: name.to_string(),
             start,
@@ -318,6 +343,8 @@ impl Pipeline {
             proxy_metrics: Vec::new(),
         };
         let mut stage_links = Vec::with_capacity(self.stages.len());
+        // Bound, then started: by their stage's pool, or else on threads of their own.
+        let mut proxies = Vec::with_capacity(self.stages.len());
         for (index, stage) in self.stages.iter().enumerate() {
             let mut config = ProxyConfig::new(
                 names.make(&format!("{index}-up")),
@@ -334,16 +361,7 @@ impl Pipeline {
             running.proxy_metrics.push((stage.name.clone(), metrics));
             let proxy = Proxy::bind(ctx, config)?;
             stage_links.push(proxy.endpoints());
-            let stop = shutdown.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("{}-proxy", stage.name))
-                .spawn(move || {
-                    if let Err(e) = proxy.run(&stop) {
-                        log::error!("proxy stopped: {e}");
-                    }
-                })
-                .map_err(Error::Thread)?;
-            running.proxies.push(thread);
+            proxies.push(Some(proxy));
         }
         let routes: Vec<(String, String)> = self
             .stages
@@ -369,9 +387,22 @@ impl Pipeline {
             config.heartbeat_interval = self.heartbeat_interval;
             config.prefetch = self.prefetch;
             config.routes = routes.clone();
+            let proxy = &mut proxies[index];
             running
                 .pools
-                .push((stage.start)(ctx, &stage.name, &config, &shutdown)?);
+                .push((stage.start)(ctx, &stage.name, &config, proxy, &shutdown)?);
+            if let Some(proxy) = proxy.take() {
+                let stop = shutdown.clone();
+                let thread = std::thread::Builder::new()
+                    .name(format!("{}-proxy", stage.name))
+                    .spawn(move || {
+                        if let Err(e) = proxy.run(&stop) {
+                            log::error!("proxy stopped: {e}");
+                        }
+                    })
+                    .map_err(Error::Thread)?;
+                running.proxies.push(thread);
+            }
         }
         Ok((running, fronts))
     }

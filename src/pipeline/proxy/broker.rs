@@ -32,7 +32,7 @@ impl Proxy {
             }
         );
         self.shutdown = shutdown.clone();
-        let sweep_every = (self.config.heartbeat_timeout / 4).max(Duration::from_millis(10));
+        let sweep_every = self.sweep_every();
         let wait = sweep_every.min(POLL_CAP).as_millis() as i32;
         self.router
             .set_rcvtimeo(wait)
@@ -61,36 +61,7 @@ impl Proxy {
             unclocked = 0;
             let now = Instant::now();
             if now >= next_sweep {
-                // Read what is already waiting before judging any worker silent: after
-                // this thread was descheduled, the heartbeats that came meanwhile are
-                // queued here, not lost.
-                for _ in 0..DRAIN_BATCH {
-                    match self
-                        .spare
-                        .recv_routed(&self.router, &mut self.sender, zmq::DONTWAIT)
-                    {
-                        Ok((frames, sender_len)) => self.on_message(frames, sender_len),
-                        Err(_) => break,
-                    }
-                }
-                // Late by more than a sweep: the proxy itself did not run (SIGSTOP, a
-                // stalled machine). Its workers' heartbeats wait unread in its queue, so
-                // the pause does not count against them.
-                let paused = now - next_sweep;
-                if paused > sweep_every {
-                    if paused >= self.config.heartbeat_timeout {
-                        log::warn!(
-                            "proxy {}: did not run for {:.1}s; not counting that against the workers",
-                            self.bound.0,
-                            paused.as_secs_f64()
-                        );
-                    }
-                    self.excuse(paused);
-                }
-                self.evict_silent_workers();
-                self.forget_expired_jobs();
-                self.refuse_while_workerless(now);
-                self.publish_metrics();
+                self.sweep(now, next_sweep, sweep_every);
                 next_sweep = now + sweep_every;
             }
             if let (Some(at), Some(every)) = (next_summary, self.config.summary_every) {
@@ -111,8 +82,44 @@ impl Proxy {
         Ok(self.stats)
     }
 
+    /// The periodic sweep, due at `due` and run at `now` (every `every`): reads what
+    /// waits, excuses a pause of the proxy itself, forgets silent workers and expired
+    /// jobs, refuses jobs while the stage has no worker, publishes the figures.
+    pub(super) fn sweep(&mut self, now: Instant, due: Instant, every: Duration) {
+        // Read what is already waiting before judging any worker silent: after
+        // this thread was descheduled, the heartbeats that came meanwhile are
+        // queued here, not lost.
+        for _ in 0..DRAIN_BATCH {
+            match self
+                .spare
+                .recv_routed(&self.router, &mut self.sender, zmq::DONTWAIT)
+            {
+                Ok((frames, sender_len)) => self.on_message(frames, sender_len),
+                Err(_) => break,
+            }
+        }
+        // Late by more than a sweep: the proxy itself did not run (SIGSTOP, a
+        // stalled machine). Its workers' heartbeats wait unread in its queue, so
+        // the pause does not count against them.
+        let paused = now - due;
+        if paused > every {
+            if paused >= self.config.heartbeat_timeout {
+                log::warn!(
+                    "proxy {}: did not run for {:.1}s; not counting that against the workers",
+                    self.bound.0,
+                    paused.as_secs_f64()
+                );
+            }
+            self.excuse(paused);
+        }
+        self.evict_silent_workers();
+        self.forget_expired_jobs();
+        self.refuse_while_workerless(now);
+        self.publish_metrics();
+    }
+
     /// Whether the loop ends: a stop, or a drain with nothing left to hand out.
-    fn should_stop(&self, shutdown: &Shutdown) -> bool {
+    pub(super) fn should_stop(&self, shutdown: &Shutdown) -> bool {
         shutdown.is_triggered() || (shutdown.is_draining() && self.is_empty())
     }
 
@@ -123,7 +130,7 @@ impl Proxy {
 
     /// One message from the ROUTER, whose sender's id is the first `sender_len` bytes
     /// of `self.sender`: a job, or a worker's or a peer's message.
-    fn on_message(&mut self, mut frames: Vec<zmq::Message>, sender_len: usize) {
+    pub(super) fn on_message(&mut self, mut frames: Vec<zmq::Message>, sender_len: usize) {
         // The first frame's bytes are looked up once (each look-up asks libzmq): a
         // job's envelope, read here for its dispatch too, or a worker's READY.
         let (envelope, ready) = match frames.first() {

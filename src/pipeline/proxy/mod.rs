@@ -57,7 +57,8 @@
 //! The files, by concern: `broker` (the loop and how a message is told apart),
 //! `dispatch` (placing a job, the waiting queue), `registry` (workers, their credit and
 //! heartbeats, a stage without workers), `answers` (failures through the loopback, census
-//! answers), `figures` ([`ProxyStats`], [`ProxyStatus`], metrics), `config`
+//! answers), `figures` ([`ProxyStats`], [`ProxyStatus`], metrics), `hosted` ([`HostedProxy`]: a
+//! proxy turned by its stage's one worker thread instead of a thread of its own), `config`
 //! ([`ProxyConfig`], [`Dispatch`], [`Chooser`]).
 
 mod answers;
@@ -65,10 +66,12 @@ mod broker;
 mod config;
 mod dispatch;
 mod figures;
+mod hosted;
 mod registry;
 
 pub use config::{Chooser, Dispatch, ProxyConfig};
 pub use figures::{ProxyStats, ProxyStatus};
+pub use hosted::HostedProxy;
 
 use crate::base::error::Result;
 use crate::base::shutdown::Shutdown;

@@ -29,6 +29,12 @@
 //! hands nothing back: a job waits in the socket only behind N running ones, and with
 //! several threads one that waits at a thread does not move to another with room (the
 //! price of the credit ahead; one thread, the default, loses nothing by it).
+//!
+//! A pool of one such thread in one process may run its stage's proxy too
+//! ([`HostedProxy`], given by [`ConcurrentLoop::hosting`]): each turn of the loop
+//! starts with the proxy's turn (the READY sent last turn, the jobs it hands out), and
+//! the loop watches the proxy's socket rather than its own, which only that turn
+//! feeds; a job from the front end then wakes this thread alone.
 
 use super::shared::Member;
 use super::worker_loop::WorkerLoop;
@@ -38,6 +44,7 @@ use crate::pipeline::envelope::{lead_frame, Envelope, ENVELOPE_LEN};
 use crate::pipeline::loopback::{
     lead_response_in_place, response_frames, Failure, FailureKind, RESPONSE_START,
 };
+use crate::pipeline::proxy::HostedProxy;
 use crate::pipeline::wire::GOODBYE;
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -80,7 +87,8 @@ pub trait ConcurrentWork: Send + 'static {
 
     /// Lets the held jobs progress until a job may be waiting on the socket whose file
     /// descriptor is `jobs` (libzmq's `ZMQ_FD`, which signals a change, not a level:
-    /// the loop reads the socket until it is empty before each wait), a held job
+    /// the loop reads the socket until it is empty before each wait; the job socket's,
+    /// or the proxy's when the thread runs it, see [`HostedProxy`]), a held job
     /// finishes, or `timeout` passes; then puts each finished job's ticket and outcome
     /// on `finished`. With `jobs` `None` (no credit left) only the other two end it.
     /// An [`Outcome::Respond`] given here starts with [`ANSWER_ROOM`] bytes of room
@@ -163,6 +171,8 @@ pub(super) struct ConcurrentLoop<C> {
     /// The most jobs it runs (holds) at once.
     calls: usize,
     finished: Vec<(u64, Outcome)>,
+    /// The stage's proxy, when this thread runs it (see [`HostedProxy`]).
+    proxy: Option<HostedProxy>,
 }
 
 impl<C: ConcurrentWork> ConcurrentLoop<C> {
@@ -173,7 +183,14 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             held: Default::default(),
             calls,
             finished: Vec::new(),
+            proxy: None,
         }
+    }
+
+    /// Makes this thread run the stage's proxy too (its pool's only thread).
+    pub(super) fn hosting(mut self, proxy: Option<HostedProxy>) -> Self {
+        self.proxy = proxy;
+        self
     }
 
     fn member(&self) -> &Member {
@@ -193,16 +210,21 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         // Jobs ended since the last READY (see `should_report`).
         let mut unreported = 0;
         while !self.inner.watch.shutdown.is_draining() {
+            // The proxy first: the READY sent last turn, and the jobs it hands out.
+            let more = self.turn_proxy();
             match self.take_jobs() {
                 Some(ended) => unreported += ended,
                 None => return,
             }
             let now = Instant::now();
-            let until = if self.held.is_empty() {
+            let mut until = if self.held.is_empty() {
                 next_beat.min(now + POLL_CAP)
             } else {
                 next_beat.min(next_tick)
             };
+            if let Some(proxy) = &self.proxy {
+                until = if more { now } else { until.min(proxy.due()) };
+            }
             let fd = self.jobs_fd();
             self.wait(fd, until.saturating_duration_since(now));
             unreported += self.finish();
@@ -217,7 +239,29 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
                 next_beat = now + self.inner.heartbeat_interval;
             }
         }
+        // The proxy rests while the worker leaves: it hands out nothing more, and
+        // reads the goodbye afterwards, as its own thread would.
+        let proxy = self.proxy.take();
         self.leave();
+        if let Some(proxy) = proxy {
+            proxy.finish(&self.inner.watch.shutdown);
+        }
+    }
+
+    /// Turns the proxy this thread runs, if any; says whether more may wait there. A
+    /// proxy whose socket failed stops, as its own thread would.
+    fn turn_proxy(&mut self) -> bool {
+        let Some(proxy) = &mut self.proxy else {
+            return false;
+        };
+        match proxy.turn() {
+            Ok(more) => more,
+            Err(e) => {
+                log::error!("proxy stopped: {e}");
+                self.proxy = None;
+                false
+            }
+        }
     }
 
     /// Whether READY should give back the credit of `unreported` ended jobs now. The
@@ -235,10 +279,15 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     }
 
     /// The job socket's `ZMQ_FD` while this thread runs fewer jobs than it may: it
-    /// does not wake for a job it could not start.
+    /// does not wake for a job it could not start. With the proxy on this thread, the
+    /// proxy's socket's instead: jobs reach the job socket only from the proxy's turn,
+    /// after which the loop reads it until it is empty.
     fn jobs_fd(&self) -> Option<RawFd> {
         if self.held.len() >= self.calls {
             return None;
+        }
+        if let Some(proxy) = &self.proxy {
+            return proxy.fd();
         }
         match self.member().jobs().get_fd() {
             Ok(fd) => Some(fd),

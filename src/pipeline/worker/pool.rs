@@ -11,6 +11,7 @@ use crate::base::metrics::Exposition;
 use crate::base::shutdown::{Shutdown, POLL_CAP};
 use crate::base::sockets;
 use crate::pipeline::census::{Holdings, ProxyWatch};
+use crate::pipeline::proxy::{HostedProxy, Proxy};
 use crate::pipeline::wire::{BUSY, RETURN};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -89,7 +90,8 @@ impl WorkerPool {
         let threads = Threads {
             credits: &credits,
             hands_back: true,
-            run: |worker| worker.run(),
+            run: |worker, _| worker.run(),
+            proxy: None,
         };
         start_pool(ctx, name, config, work, shutdown, threads)
     }
@@ -108,24 +110,22 @@ impl WorkerPool {
         work: C,
         shutdown: &Shutdown,
     ) -> Result<WorkerPool> {
-        if in_flight == 0 || threads == 0 {
-            return Err(Error::Config(format!(
-                "stage {name:?} needs at least one thread and one job in flight"
-            )));
-        }
-        let threads = threads.min(in_flight);
-        // Each thread's credit at the proxy: its share of the calls, times the jobs it
-        // takes ahead per call (see `concurrent`).
-        let credits: Vec<u32> = (0..threads)
-            .map(|i| (in_flight / threads + usize::from(i < in_flight % threads)) as u32)
-            .map(|calls| calls.max(1).saturating_mul(PREFETCH_PER_CALL))
-            .collect();
-        let threads = Threads {
-            credits: &credits,
-            hands_back: false,
-            run: |worker| ConcurrentLoop::new(worker).run(),
-        };
-        start_pool(ctx, name, config, Holder::new(work), shutdown, threads)
+        spawn_concurrent(ctx, name, config, threads, in_flight, work, None, shutdown)
+    }
+
+    /// [`WorkerPool::spawn_concurrent`] with one thread, which also runs the stage's
+    /// bound `proxy` (see [`HostedProxy`]): in one process, a job then wakes that thread
+    /// alone, not a proxy thread that then wakes it. Stopped and drained as the pool is.
+    pub fn spawn_concurrent_hosting<C: ConcurrentWork + Clone>(
+        ctx: &zmq::Context,
+        name: &str,
+        config: &WorkerConfig,
+        in_flight: usize,
+        work: C,
+        proxy: Proxy,
+        shutdown: &Shutdown,
+    ) -> Result<WorkerPool> {
+        spawn_concurrent(ctx, name, config, 1, in_flight, work, Some(proxy), shutdown)
     }
 
     /// What the pool's workers have done so far.
@@ -158,6 +158,40 @@ impl WorkerPool {
     }
 }
 
+/// Starts a pool of concurrent workers (see [`WorkerPool::spawn_concurrent`]), the
+/// first of which runs `proxy` if given.
+#[allow(clippy::too_many_arguments)]
+fn spawn_concurrent<C: ConcurrentWork + Clone>(
+    ctx: &zmq::Context,
+    name: &str,
+    config: &WorkerConfig,
+    threads: usize,
+    in_flight: usize,
+    work: C,
+    proxy: Option<Proxy>,
+    shutdown: &Shutdown,
+) -> Result<WorkerPool> {
+    if in_flight == 0 || threads == 0 {
+        return Err(Error::Config(format!(
+            "stage {name:?} needs at least one thread and one job in flight"
+        )));
+    }
+    let threads = threads.min(in_flight);
+    // Each thread's credit at the proxy: its share of the calls, times the jobs it
+    // takes ahead per call (see `concurrent`).
+    let credits: Vec<u32> = (0..threads)
+        .map(|i| (in_flight / threads + usize::from(i < in_flight % threads)) as u32)
+        .map(|calls| calls.max(1).saturating_mul(PREFETCH_PER_CALL))
+        .collect();
+    let threads = Threads {
+        credits: &credits,
+        hands_back: false,
+        run: |worker, proxy| ConcurrentLoop::new(worker).hosting(proxy).run(),
+        proxy,
+    };
+    start_pool(ctx, name, config, Holder::new(work), shutdown, threads)
+}
+
 /// The worker threads of a pool, as [`start_pool`] starts them.
 struct Threads<'a, W> {
     /// One per thread: its credit at the proxy.
@@ -165,8 +199,10 @@ struct Threads<'a, W> {
     /// Whether the heartbeat thread hands back the jobs queued behind a long one (a
     /// pool of concurrent workers has none: they take jobs as they come).
     hands_back: bool,
-    /// What each thread runs on its loop.
-    run: fn(WorkerLoop<W>),
+    /// What each thread runs on its loop (the first with the hosted proxy, if any).
+    run: fn(WorkerLoop<W>, Option<HostedProxy>),
+    /// The stage's proxy, for the first thread to run (see [`HostedProxy`]).
+    proxy: Option<Proxy>,
 }
 
 /// Starts the worker threads, then the pool's heartbeat and census threads.
@@ -182,7 +218,9 @@ fn start_pool<W: Work + Clone>(
         credits,
         hands_back,
         run,
+        proxy,
     } = threads_of;
+    let mut hosted = proxy.map(|proxy| HostedProxy::new(proxy, shutdown));
     if credits.is_empty() {
         return Err(Error::Config(format!(
             "stage {name:?} needs at least one worker"
@@ -205,8 +243,9 @@ fn start_pool<W: Work + Clone>(
         worker.doze = doze.clone();
         members.push(worker.member.clone());
         let ended = WorkerEnded(running.clone());
+        let proxy = hosted.take();
         threads.push(spawn_thread(format!("{name}-{index}"), move || {
-            run(worker);
+            run(worker, proxy);
             drop(ended);
         })?);
     }
