@@ -4,7 +4,8 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::ParseError;
+use super::plain;
+use super::{Limits, ParseError};
 
 /// The request method, with the common ones named. Any token is accepted here:
 /// whether a method is allowed is the application's decision (`405`).
@@ -178,30 +179,77 @@ pub(super) fn parse_head(
         else {
             return Err(ParseError::MalformedRequestLine);
         };
-        let fields = Fields::collect(req.headers, minor_version)?;
-        // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty;
-        // refused rather than guessed at, as a proxy in front may frame it otherwise.
-        if minor_version == 0 && fields.transfer_encoding {
-            return Err(ParseError::TransferEncodingInHttp10);
+        let mut fields = Fields::new(minor_version);
+        for header in req.headers.iter() {
+            fields.add(header.name.as_bytes(), header.value)?;
         }
-        let framing = fields.framing(max_body)?;
-        let keep_alive = fields.keep_alive;
         let target_start = path.as_ptr() as usize - head.as_ptr() as usize;
-        Ok(HeadInfo {
-            method: Method::from_token(method),
-            minor_version,
-            keep_alive,
-            target: target_start..target_start + path.len(),
-            framing,
-            expect_continue: fields.expect_continue,
-            has_prefer: fields.has_prefer,
-            has_upgrade: fields.has_upgrade,
-        })
+        let target = target_start..target_start + path.len();
+        head_info(method, minor_version, target, fields, max_body)
     })
 }
 
-/// The framing and connection fields of one head.
+/// [`parse_head`] in one pass for a plain head at the start of `input` ([`plain`]):
+/// the head's length and what it says, or the error the general path would give it.
+/// `None` when the head is not plain or not complete: the general path then reads it.
+pub(super) fn parse_plain_head(
+    input: &[u8],
+    limits: &Limits,
+) -> Option<Result<(usize, HeadInfo), ParseError>> {
+    let line = plain::request_line(input, limits)?;
+    let mut fields = Fields::new(line.minor_version);
+    // A field's fault counts only once the whole head is known to be plain and
+    // complete: the general path, reading it, would see no other first.
+    let mut fault = None;
+    let len = plain::fields(input, line.len, limits, |name, value| {
+        if fault.is_none() {
+            fault = fields.add(name, value).err();
+        }
+    })?;
+    if let Some(err) = fault {
+        return Some(Err(err));
+    }
+    let info = head_info(
+        line.method,
+        line.minor_version,
+        line.target,
+        fields,
+        limits.max_body,
+    );
+    Some(info.map(|info| (len, info)))
+}
+
+/// What a head says, from its request line's parts and its fields.
+fn head_info(
+    method: &str,
+    minor_version: u8,
+    target: Range<usize>,
+    fields: Fields<'_>,
+    max_body: usize,
+) -> Result<HeadInfo, ParseError> {
+    let fields = fields.finish()?;
+    // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty;
+    // refused rather than guessed at, as a proxy in front may frame it otherwise.
+    if minor_version == 0 && fields.transfer_encoding {
+        return Err(ParseError::TransferEncodingInHttp10);
+    }
+    let framing = fields.framing(max_body)?;
+    Ok(HeadInfo {
+        method: Method::from_token(method),
+        minor_version,
+        keep_alive: fields.keep_alive,
+        target,
+        framing,
+        expect_continue: fields.expect_continue,
+        has_prefer: fields.has_prefer,
+        has_upgrade: fields.has_upgrade,
+    })
+}
+
+/// The framing and connection fields of one head, gathered a field at a time.
 struct Fields<'a> {
+    /// The request's minor version (1.0 and 1.1 differ in their defaults).
+    minor_version: u8,
     content_length: Option<&'a [u8]>,
     transfer_encoding: bool,
     chunked_count: usize,
@@ -209,72 +257,79 @@ struct Fields<'a> {
     /// Whether the last coding listed (over every Transfer-Encoding line) is chunked.
     chunked_last: bool,
     keep_alive: bool,
+    /// Whether a `Connection` field listed `close`.
+    close: bool,
     expect_continue: bool,
     has_prefer: bool,
     has_upgrade: bool,
+    hosts: usize,
 }
 
 impl<'a> Fields<'a> {
-    fn collect(headers: &[httparse::Header<'a>], minor_version: u8) -> Result<Self, ParseError> {
-        let mut fields = Fields {
+    fn new(minor_version: u8) -> Self {
+        Fields {
+            minor_version,
             content_length: None,
             transfer_encoding: false,
             chunked_count: 0,
             unknown_coding: false,
             chunked_last: false,
             keep_alive: minor_version == 1,
+            close: false,
             expect_continue: false,
             has_prefer: false,
             has_upgrade: false,
-        };
-        let mut hosts = 0;
-        let mut close = false;
-        for header in headers {
-            let name = header.name;
-            if name.eq_ignore_ascii_case("host") {
-                hosts += 1;
-            } else if name.eq_ignore_ascii_case("content-length") {
-                // Repeats are refused even when equal: one less way for two
-                // parsers on the path to disagree about the body length.
-                if fields.content_length.replace(header.value).is_some() {
-                    return Err(ParseError::InvalidContentLength);
-                }
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                fields.transfer_encoding = true;
-                for coding in list_items(header.value) {
-                    let coding = coding.split(|&b| b == b';').next().unwrap_or_default();
-                    fields.chunked_last = coding.trim_ascii().eq_ignore_ascii_case(b"chunked");
-                    if fields.chunked_last {
-                        fields.chunked_count += 1;
-                    } else {
-                        fields.unknown_coding = true;
-                    }
-                }
-            } else if name.eq_ignore_ascii_case("connection") {
-                for option in list_items(header.value) {
-                    close |= option.eq_ignore_ascii_case(b"close");
-                    fields.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
-                }
-            } else if name.eq_ignore_ascii_case("expect") {
-                // RFC 9110 §10.1.1: never send 100 Continue to an HTTP/1.0 client.
-                fields.expect_continue = minor_version == 1
-                    && header
-                        .value
-                        .trim_ascii()
-                        .eq_ignore_ascii_case(b"100-continue");
-            } else if name.eq_ignore_ascii_case("prefer") {
-                fields.has_prefer = true;
-            } else if name.eq_ignore_ascii_case("upgrade") {
-                fields.has_upgrade = true;
-            }
+            hosts: 0,
         }
-        match hosts {
-            0 if minor_version == 1 => return Err(ParseError::MissingHost),
+    }
+
+    /// Reads one field, in the head's order.
+    fn add(&mut self, name: &[u8], value: &'a [u8]) -> Result<(), ParseError> {
+        if name.eq_ignore_ascii_case(b"host") {
+            self.hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // Repeats are refused even when equal: one less way for two
+            // parsers on the path to disagree about the body length.
+            if self.content_length.replace(value).is_some() {
+                return Err(ParseError::InvalidContentLength);
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encoding = true;
+            for coding in list_items(value) {
+                let coding = coding.split(|&b| b == b';').next().unwrap_or_default();
+                self.chunked_last = coding.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                if self.chunked_last {
+                    self.chunked_count += 1;
+                } else {
+                    self.unknown_coding = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for option in list_items(value) {
+                self.close |= option.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            // RFC 9110 §10.1.1: never send 100 Continue to an HTTP/1.0 client.
+            self.expect_continue =
+                self.minor_version == 1 && value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case(b"prefer") {
+            self.has_prefer = true;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.has_upgrade = true;
+        }
+        Ok(())
+    }
+
+    /// Once every field is read: the checks over all of them.
+    fn finish(mut self) -> Result<Self, ParseError> {
+        match self.hosts {
+            0 if self.minor_version == 1 => return Err(ParseError::MissingHost),
             0 | 1 => {}
             _ => return Err(ParseError::MultipleHost),
         }
-        fields.keep_alive &= !close;
-        Ok(fields)
+        self.keep_alive &= !self.close;
+        Ok(self)
     }
 
     fn framing(&self, max_body: usize) -> Result<Framing, ParseError> {

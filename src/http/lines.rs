@@ -38,6 +38,11 @@ impl LineScanner {
         Some(line)
     }
 
+    /// Whether no byte has been looked at yet.
+    pub(super) fn is_fresh(&self) -> bool {
+        self.scanned == 0
+    }
+
     /// Bytes of complete lines seen so far, terminators included.
     pub(super) fn consumed(&self) -> usize {
         self.line_start

@@ -21,6 +21,7 @@ mod head;
 mod limits;
 mod lines;
 mod parser;
+mod plain;
 mod request;
 mod response;
 mod sse;

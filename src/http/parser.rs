@@ -315,6 +315,14 @@ impl RequestParser {
             let input = &self.buf[self.start..];
             match &mut self.state {
                 State::RequestLine(scanner) => {
+                    // A plain head that arrived whole is read in one pass, once: before
+                    // the scanner has looked at any byte of it.
+                    if scanner.is_fresh() {
+                        if let Some(plain) = head::parse_plain_head(input, &self.limits) {
+                            let (head_len, info) = plain?;
+                            return self.take_head(head_len, info);
+                        }
+                    }
                     let Some(line) = scanner.next_line(input) else {
                         if scanner.partial_len(input) > self.limits.max_request_line {
                             return Err(self.request_line_too_long());
@@ -366,9 +374,15 @@ impl RequestParser {
         head::serve_later_minor_as_1_1(&mut self.buf[self.start..self.start + line_len]);
         let head = &self.buf[self.start..self.start + head_len];
         let info = head::parse_head(head, fields, self.limits.max_body)?;
+        self.take_head(head_len, info)
+    }
+
+    /// Takes the validated head of `head_len` bytes off the buffer's front: the
+    /// request, if it has no body; else the body is read next.
+    fn take_head(&mut self, head_len: usize, info: HeadInfo) -> Result<Option<Event>, ParseError> {
         let mut owned = mem::take(&mut self.spare_head);
         owned.clear();
-        owned.extend_from_slice(head);
+        owned.extend_from_slice(&self.buf[self.start..self.start + head_len]);
         let head = owned;
         self.start += head_len;
         let HeadInfo {

@@ -3,6 +3,7 @@
 //! a stage that only routes on the request line ([`RequestHead`]).
 
 use super::head;
+use super::plain::TOKEN;
 use super::ParseError;
 use std::borrow::Cow;
 
@@ -294,35 +295,6 @@ fn method_str(method: &[u8]) -> Option<&str> {
         _ => return std::str::from_utf8(method).ok(),
     })
 }
-
-/// The bytes of a token (RFC 9110 §5.6.2): letters, digits and ``!#$%&'*+-.^_`|~``.
-const TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
 
 /// Splits a request-target into raw path and raw query, reducing the
 /// absolute form (`http://host/path?q`) to its path and dropping a fragment.
