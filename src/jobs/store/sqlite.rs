@@ -24,8 +24,10 @@ const EVENT_ROWS: usize = 32;
 /// one change per stored job. Version 7 keeps idempotency keys unique by a partial
 /// index of the jobs that have one (`jobs_by_key`), not by a `UNIQUE` column, whose
 /// index held an entry for every job (see `schema::key_index`); an older file's `jobs` is
-/// rebuilt when opened.
-const SCHEMA_VERSION: i64 = 7;
+/// rebuilt when opened. Version 8 keeps a job's plain `state` events with the changes
+/// of the feed they tell of (its columns `event` and `attempts`), not in `job_events`;
+/// an older file gets the columns when opened, and keeps its events where they are.
+const SCHEMA_VERSION: i64 = 8;
 
 /// The table of the store's own random key.
 const SECRET_SCHEMA: &str = "
@@ -805,22 +807,13 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
+    fn state_events_from_changes(&self) -> bool {
+        true
+    }
+
     fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError> {
         self.write_events()?;
-        let mut statement = self.db.prepare_cached(
-            "SELECT seq, kind, data FROM job_events WHERE number = ?1 AND seq > ?2 ORDER BY seq",
-        )?;
-        let rows = statement.query_map(
-            params![number as i64, seq.min(i64::MAX as u64) as i64],
-            |row| {
-                Ok(JobEvent {
-                    seq: row.get::<_, i64>(0)? as u64,
-                    kind: row.get(1)?,
-                    data: row.get(2)?,
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        admin::events_after(&self.db, number, seq)
     }
 
     fn counts(&mut self) -> Result<StateCounts, StoreError> {
