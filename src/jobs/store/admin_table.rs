@@ -19,7 +19,7 @@ use rusqlite::{params, Connection};
 /// (`event`: the job's `events` after the change, NULL for a change that made no event,
 /// such as a restart's requeue of the runs under way or an expiry) and the job's
 /// `attempts` then: a `state` event with neither error nor progress is then not stored
-/// in `job_events` but read back from its change (see [`derived_events`]).
+/// in `job_events` but read back from its change (see [`events_after`]).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS job_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -665,7 +665,7 @@ pub trait JobStore: Send {
     fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError>;
     /// Whether a `state` event with neither error nor progress need not be given to
     /// [`add_event`](Self::add_event): the store keeps it with the change of state it
-    /// tells of (the change's state, attempts and time, as [`plain_state_data`] writes
+    /// tells of (the change's state, attempts and time, as `plain_state_data` writes
     /// them) and [`events_after`](Self::events_after) reads it from there.
     fn state_events_from_changes(&self) -> bool {
         false

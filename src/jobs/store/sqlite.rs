@@ -292,19 +292,6 @@ impl SqliteStore {
         }
         Ok(())
     }
-
-    /// Runs an UPDATE ... RETURNING the record columns.
-    fn update(
-        &self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-    ) -> Result<Option<JobRecord>, StoreError> {
-        self.group_kept()?;
-        let sql = format!("{sql} RETURNING {RECORD_COLUMNS}");
-        let mut statement = self.db.prepare_cached(&sql)?;
-        let row = statement.query_row(params, read_record).optional()?;
-        row.transpose()
-    }
 }
 
 impl SqliteStore {
@@ -637,13 +624,19 @@ impl JobStore for SqliteStore {
     /// One statement: the change of state returns the request with the record.
     fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError> {
         self.group_kept()?;
-        let sql = format!(
+        let mut started = self.db.prepare_cached(
             "UPDATE OR FAIL jobs SET events = events + 1, state = 'running', attempts = attempts + 1, updated_ms = ?2
-             WHERE number = ?1 AND state = 'queued' RETURNING {RECORD_COLUMNS}, head, body, client"
-        );
+             WHERE number = ?1 AND state = 'queued'",
+        )?;
+        if started.execute(params![number as i64, now_ms])? == 0 {
+            return Ok(None);
+        }
+        // Read back by its number (not `RETURNING`, see `update`), with its request.
+        let sql =
+            format!("SELECT {RECORD_COLUMNS}, head, body, client FROM jobs WHERE number = ?1");
         let mut statement = self.db.prepare_cached(&sql)?;
         let row = statement
-            .query_row(params![number as i64, now_ms], |row| {
+            .query_row([number as i64], |row| {
                 let record = read_record(row)?;
                 let head: Option<Vec<u8>> = row.get(12)?;
                 let body: Option<Vec<u8>> = row.get(13)?;
@@ -669,6 +662,7 @@ impl JobStore for SqliteStore {
             admin::scrub_credentials(&self.db, number)?;
         }
         self.update(
+            number,
             "UPDATE OR FAIL jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
                  answer_headers = ?6, answer_body = ?7,
                  head = CASE ?2 WHEN 'failed' THEN head END, body = CASE ?2 WHEN 'failed' THEN body END,
@@ -693,6 +687,7 @@ impl JobStore for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
         self.update(
+            number,
             "UPDATE jobs SET events = events + 1, state = 'queued', updated_ms = ?2, error = ?3
              WHERE number = ?1 AND state = 'running'",
             &[&(number as i64), &now_ms, &error],
@@ -702,6 +697,7 @@ impl JobStore for SqliteStore {
     fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
         self.scrub = true;
         self.update(
+            number,
             "UPDATE jobs SET events = events + 1, state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL, client = NULL
              WHERE number = ?1 AND state IN ('scheduled', 'queued', 'running')",
             &[&(number as i64), &now_ms],
@@ -796,6 +792,7 @@ impl JobStore for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
         self.update(
+            number,
             "UPDATE jobs SET events = events + 1, progress = ?2, progress_message = ?3, updated_ms = ?4
              WHERE number = ?1 AND state IN ('queued', 'running')",
             &[&(number as i64), &fraction, &message, &now_ms],

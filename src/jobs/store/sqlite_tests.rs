@@ -595,8 +595,10 @@ fn a_groups_events_are_read_before_its_commit_and_dropped_by_its_rollback() {
     assert_eq!(seqs, [2, 3]);
 }
 
+/// Three writes of its row (insert, start, finish), the last two each read back by its
+/// number (see `update`), and its share of the group's events.
 #[test]
-fn a_job_costs_three_statements_and_its_share_of_the_groups_events() {
+fn a_job_costs_three_writes_two_reads_and_its_share_of_the_groups_events() {
     let mut store = store("statements");
     let ids: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
     let jobs: Vec<NewJob<'_>> = ids.iter().map(|id| new_job(id, None)).collect();
@@ -619,13 +621,17 @@ fn a_job_costs_three_statements_and_its_share_of_the_groups_events() {
             store.add_event(number, &event, 3).expect("add");
         }
     }
-    assert_eq!(store.statements() - before, 30, "insert, start, finish");
+    assert_eq!(
+        store.statements() - before,
+        50,
+        "insert, start, finish, reads"
+    );
     store.commit().expect("commit");
     // The 30 events in one statement and the COMMIT; then the checkpoint that empties
     // the log of the ended jobs' requests.
-    assert_eq!(store.statements() - before, 32);
+    assert_eq!(store.statements() - before, 52);
     store.scrub();
-    assert_eq!(store.statements() - before, 33);
+    assert_eq!(store.statements() - before, 53);
 }
 
 /// Whether the database, its `-wal` or its `-shm` file holds `needle` in its raw bytes.
