@@ -2,7 +2,7 @@
 //! and the stored form of it.
 
 use super::clock::rfc3339;
-use super::store::{JobRecord, JobState, StoredAnswer};
+use super::store::{plain_state_data, JobRecord, JobState, StoredAnswer};
 use crate::http::Response;
 use crate::pipeline::loopback::Failure;
 use serde::Serialize;
@@ -100,6 +100,10 @@ fn progress_document(record: &JobRecord) -> Option<ProgressDocument<'_>> {
 /// The data of a job's `state` event: its state, attempts, time of the change, error
 /// and progress (the full description is one `GET` away, at the job's location).
 pub fn state_event_json(record: &JobRecord) -> String {
+    if record.error.is_none() && record.progress.is_none() {
+        // The same bytes a store that derives such events from its changes reads back.
+        return plain_state_data(record.state, record.attempts, record.updated_ms);
+    }
     let document = StateEvent {
         state: record.state.as_str(),
         attempts: record.attempts,
@@ -290,6 +294,24 @@ pub fn error_of(answer: &StoredAnswer) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plain_state_event_reads_as_the_json_of_its_fields() {
+        for (state, attempts, at) in [
+            (JobState::Queued, 0, 0),
+            (JobState::Succeeded, 7, 1_765_000_123_456),
+        ] {
+            let document = StateEvent {
+                state: state.as_str(),
+                attempts,
+                updated: rfc3339(at),
+                error: None,
+                progress: None,
+            };
+            let json = serde_json::to_string(&document).expect("json");
+            assert_eq!(plain_state_data(state, attempts, at), json);
+        }
+    }
 
     #[test]
     fn a_stored_answer_renders_as_the_original_did() {

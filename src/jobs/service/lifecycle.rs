@@ -245,7 +245,7 @@ impl Service {
             record.number,
             record.state.as_str()
         );
-        self.publish_event(record, "state", &answers::state_event_json(record));
+        self.publish_state(record);
         match s.wait.filter(|w| !w.is_zero()) {
             Some(wait) => self.add_waiter(record, s.reply, WaitFor::Answer, wait),
             // A 202 tells of no job's end: it need not wait for the scrub.

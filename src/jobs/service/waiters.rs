@@ -62,7 +62,7 @@ impl Service {
     /// Answers the long-polls a change of state ends: every `Change` wait, and the
     /// `Answer` waits once the job has ended.
     pub(super) fn changed(&mut self, record: &JobRecord, answer: Option<&StoredAnswer>) {
-        self.publish_event(record, "state", &answers::state_event_json(record));
+        self.publish_state(record);
         self.wake_waiters(record, answer);
     }
 
@@ -92,6 +92,29 @@ impl Service {
         if !still.is_empty() {
             self.waiters.insert(record.number, still);
         }
+    }
+
+    /// Stores a job's `state` event and sends it to the job's event streams (see
+    /// [`publish_event`](Self::publish_event)). A plain one (no error, no progress) that
+    /// the store keeps with the change it tells of is neither given to the store nor,
+    /// while nothing here listens, even written out.
+    pub(super) fn publish_state(&mut self, record: &JobRecord) {
+        let plain = record.error.is_none() && record.progress.is_none();
+        if !(plain && self.store.state_events_from_changes()) {
+            self.publish_event(record, "state", &answers::state_event_json(record));
+            return;
+        }
+        let last = record.state.is_final();
+        if self.seen_events.contains_key(&record.number) || self.every_event.is_on() {
+            let event = JobEvent {
+                seq: record.events,
+                kind: "state".to_string(),
+                data: answers::state_event_json(record),
+            };
+            self.outbox
+                .push(Event::Publish(event_item(&record.id, &event, last)));
+        }
+        self.watched_to(record.number, record.events, last);
     }
 
     /// Stores a job's event and sends it to the job's event streams; a state event of a

@@ -8,38 +8,50 @@
 //! committed. Its `seq` is an `AUTOINCREMENT` key: it only grows, and a number is
 //! never used twice, even after the rows of forgotten jobs are deleted.
 
-use super::{JobChange, JobFilter, JobRecord, JobState, StoreError};
+use super::{plain_state_data, JobChange, JobEvent, JobFilter, JobRecord, JobState, StoreError};
 use rusqlite::{params, Connection};
 
-/// Created at open when missing (schema version 6). The insert's trigger is made anew
-/// at every open: a job stored already running (`JobStore::insert_and_start`) has two
+/// Created at open when missing (schema version 6). The triggers are made anew at
+/// every open: a job stored already running (`JobStore::insert_and_start`) has two
 /// changes, queued and then running, as one inserted and then started has.
+///
+/// Since schema version 8 a change also names the job's event that told of it
+/// (`event`: the job's `events` after the change, NULL for a change that made no event,
+/// such as a restart's requeue of the runs under way or an expiry) and the job's
+/// `attempts` then: a `state` event with neither error nor progress is then not stored
+/// in `job_events` but read back from its change (see [`events_after`]).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS job_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     number INTEGER NOT NULL,
     id TEXT NOT NULL,
     state TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
+    at_ms INTEGER NOT NULL,
+    event INTEGER,
+    attempts INTEGER
 );
 CREATE INDEX IF NOT EXISTS job_changes_by_number ON job_changes (number);
 DROP TRIGGER IF EXISTS job_changes_insert;
 CREATE TRIGGER job_changes_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO job_changes (number, id, state, at_ms)
-    SELECT NEW.number, NEW.id, 'queued', NEW.created_ms WHERE NEW.state = 'running';
-    INSERT INTO job_changes (number, id, state, at_ms)
-    VALUES (NEW.number, NEW.id, NEW.state, NEW.updated_ms);
+    INSERT INTO job_changes (number, id, state, at_ms, event, attempts)
+    SELECT NEW.number, NEW.id, 'queued', NEW.created_ms, NEW.events - 1, 0
+    WHERE NEW.state = 'running';
+    INSERT INTO job_changes (number, id, state, at_ms, event, attempts)
+    VALUES (NEW.number, NEW.id, NEW.state, NEW.updated_ms, NEW.events, NEW.attempts);
 END;
-CREATE TRIGGER IF NOT EXISTS job_changes_update AFTER UPDATE OF state ON jobs
+DROP TRIGGER IF EXISTS job_changes_update;
+CREATE TRIGGER job_changes_update AFTER UPDATE OF state ON jobs
 WHEN OLD.state IS NOT NEW.state BEGIN
-    INSERT INTO job_changes (number, id, state, at_ms)
-    VALUES (NEW.number, NEW.id, NEW.state, NEW.updated_ms);
+    INSERT INTO job_changes (number, id, state, at_ms, event, attempts)
+    VALUES (NEW.number, NEW.id, NEW.state, NEW.updated_ms,
+        CASE WHEN NEW.events > OLD.events THEN NEW.events END, NEW.attempts);
 END;
 ";
 
-/// Run when a file older than version 6 is opened: the column of the task, and one
+/// Run at every open: for a file older than version 6, the column of the task, and one
 /// change per job already stored (its present state), in submission order, so a
-/// listener starting from 0 sees every job.
+/// listener starting from 0 sees every job; for one older than version 8, the feed's
+/// columns `event` and `attempts`.
 pub(crate) fn migrate(db: &Connection, version: i64) -> rusqlite::Result<()> {
     let has_task: i64 = db.query_row(
         "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'task'",
@@ -48,6 +60,20 @@ pub(crate) fn migrate(db: &Connection, version: i64) -> rusqlite::Result<()> {
     )?;
     if has_task == 0 {
         db.execute_batch("ALTER TABLE jobs ADD COLUMN task TEXT")?;
+    }
+    // A feed of schema version 6 or 7 gets the columns of version 8, NULL in the
+    // changes it holds: their events stay in `job_events`.
+    let (columns, has_event): (i64, i64) = db.query_row(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE name = 'event')
+         FROM pragma_table_info('job_changes')",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    if columns > 0 && has_event == 0 {
+        db.execute_batch(
+            "ALTER TABLE job_changes ADD COLUMN event INTEGER;
+             ALTER TABLE job_changes ADD COLUMN attempts INTEGER;",
+        )?;
     }
     db.execute_batch(SCHEMA)?;
     if version < 6 {
@@ -150,6 +176,53 @@ pub(crate) fn changes(
                 id: row.get(1)?,
                 state: JobState::parse(&state).unwrap_or(JobState::Expired),
                 at_ms: row.get(3)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A job's events after `seq`, in order: those stored in `job_events`, and the plain
+/// `state` events kept with the changes they tell of (schema version 8, see
+/// [`SCHEMA`]), but where `job_events` holds an event of the same number (stored
+/// there, it is the event) and once the job has expired (its events are forgotten).
+pub(crate) fn events_after(
+    db: &Connection,
+    number: u64,
+    seq: u64,
+) -> Result<Vec<JobEvent>, StoreError> {
+    let mut statement = db.prepare_cached(
+        "SELECT seq, kind, data, NULL, NULL, NULL FROM job_events WHERE number = ?1 AND seq > ?2
+         UNION ALL
+         SELECT c.event, 'state', NULL, c.state, c.attempts, c.at_ms FROM job_changes AS c
+         WHERE c.number = ?1 AND c.event > ?2
+             AND NOT EXISTS (SELECT 1 FROM job_events AS e WHERE e.number = ?1 AND e.seq = c.event)
+             AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.number = ?1 AND j.state = 'expired')
+         ORDER BY 1",
+    )?;
+    let rows = statement.query_map(
+        params![
+            number.min(i64::MAX as u64) as i64,
+            seq.min(i64::MAX as u64) as i64
+        ],
+        |row| {
+            let seq = row.get::<_, i64>(0)?.max(0) as u64;
+            let data = match row.get::<_, Option<String>>(2)? {
+                Some(data) => data,
+                None => {
+                    let state: String = row.get(3)?;
+                    let attempts = row.get::<_, Option<i64>>(4)?.unwrap_or(0);
+                    plain_state_data(
+                        JobState::parse(&state).unwrap_or(JobState::Expired),
+                        attempts.clamp(0, i64::from(u32::MAX)) as u32,
+                        row.get(5)?,
+                    )
+                }
+            };
+            Ok(JobEvent {
+                seq,
+                kind: row.get(1)?,
+                data,
             })
         },
     )?;

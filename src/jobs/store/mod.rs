@@ -145,6 +145,17 @@ pub struct JobEvent {
     pub data: String,
 }
 
+/// The data of a `state` event with neither error nor progress (JSON: state, attempts,
+/// time of the change), which a store may derive from the job's change of state rather
+/// than store (see [`JobStore::state_events_from_changes`]).
+pub(crate) fn plain_state_data(state: JobState, attempts: u32, updated_ms: i64) -> String {
+    format!(
+        r#"{{"state":"{}","attempts":{attempts},"updated":"{}"}}"#,
+        state.as_str(),
+        rfc3339(updated_ms)
+    )
+}
+
 /// An answer as stored: what a synchronous call would have been answered, without the
 /// fields that depend on the connection (`Content-Length`, `Date`, `Connection`, ...),
 /// which are written anew for whoever fetches it.
@@ -652,6 +663,13 @@ pub trait JobStore: Send {
     /// statement, before a read of events and at [`commit`](Self::commit); a rollback
     /// drops them with the rest.
     fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError>;
+    /// Whether a `state` event with neither error nor progress need not be given to
+    /// [`add_event`](Self::add_event): the store keeps it with the change of state it
+    /// tells of (the change's state, attempts and time, as `plain_state_data` writes
+    /// them) and [`events_after`](Self::events_after) reads it from there.
+    fn state_events_from_changes(&self) -> bool {
+        false
+    }
     /// A job's events after `seq`, in order.
     fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError>;
     /// Registers a job's `Callback-URL`; nothing is delivered before the job ends.

@@ -24,8 +24,10 @@ const EVENT_ROWS: usize = 32;
 /// one change per stored job. Version 7 keeps idempotency keys unique by a partial
 /// index of the jobs that have one (`jobs_by_key`), not by a `UNIQUE` column, whose
 /// index held an entry for every job (see `schema::key_index`); an older file's `jobs` is
-/// rebuilt when opened.
-const SCHEMA_VERSION: i64 = 7;
+/// rebuilt when opened. Version 8 keeps a job's plain `state` events with the changes
+/// of the feed they tell of (its columns `event` and `attempts`), not in `job_events`;
+/// an older file gets the columns when opened, and keeps its events where they are.
+const SCHEMA_VERSION: i64 = 8;
 
 /// The table of the store's own random key.
 const SECRET_SCHEMA: &str = "
@@ -289,19 +291,6 @@ impl SqliteStore {
             statement.execute(rusqlite::params_from_iter(values))?;
         }
         Ok(())
-    }
-
-    /// Runs an UPDATE ... RETURNING the record columns.
-    fn update(
-        &self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-    ) -> Result<Option<JobRecord>, StoreError> {
-        self.group_kept()?;
-        let sql = format!("{sql} RETURNING {RECORD_COLUMNS}");
-        let mut statement = self.db.prepare_cached(&sql)?;
-        let row = statement.query_row(params, read_record).optional()?;
-        row.transpose()
     }
 }
 
@@ -635,13 +624,19 @@ impl JobStore for SqliteStore {
     /// One statement: the change of state returns the request with the record.
     fn start(&mut self, number: u64, now_ms: i64) -> Result<Option<StartedJob>, StoreError> {
         self.group_kept()?;
-        let sql = format!(
+        let mut started = self.db.prepare_cached(
             "UPDATE OR FAIL jobs SET events = events + 1, state = 'running', attempts = attempts + 1, updated_ms = ?2
-             WHERE number = ?1 AND state = 'queued' RETURNING {RECORD_COLUMNS}, head, body, client"
-        );
+             WHERE number = ?1 AND state = 'queued'",
+        )?;
+        if started.execute(params![number as i64, now_ms])? == 0 {
+            return Ok(None);
+        }
+        // Read back by its number (not `RETURNING`, see `update`), with its request.
+        let sql =
+            format!("SELECT {RECORD_COLUMNS}, head, body, client FROM jobs WHERE number = ?1");
         let mut statement = self.db.prepare_cached(&sql)?;
         let row = statement
-            .query_row(params![number as i64, now_ms], |row| {
+            .query_row([number as i64], |row| {
                 let record = read_record(row)?;
                 let head: Option<Vec<u8>> = row.get(12)?;
                 let body: Option<Vec<u8>> = row.get(13)?;
@@ -667,6 +662,7 @@ impl JobStore for SqliteStore {
             admin::scrub_credentials(&self.db, number)?;
         }
         self.update(
+            number,
             "UPDATE OR FAIL jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
                  answer_headers = ?6, answer_body = ?7,
                  head = CASE ?2 WHEN 'failed' THEN head END, body = CASE ?2 WHEN 'failed' THEN body END,
@@ -691,6 +687,7 @@ impl JobStore for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
         self.update(
+            number,
             "UPDATE jobs SET events = events + 1, state = 'queued', updated_ms = ?2, error = ?3
              WHERE number = ?1 AND state = 'running'",
             &[&(number as i64), &now_ms, &error],
@@ -700,6 +697,7 @@ impl JobStore for SqliteStore {
     fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
         self.scrub = true;
         self.update(
+            number,
             "UPDATE jobs SET events = events + 1, state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL, client = NULL
              WHERE number = ?1 AND state IN ('scheduled', 'queued', 'running')",
             &[&(number as i64), &now_ms],
@@ -794,6 +792,7 @@ impl JobStore for SqliteStore {
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
         self.update(
+            number,
             "UPDATE jobs SET events = events + 1, progress = ?2, progress_message = ?3, updated_ms = ?4
              WHERE number = ?1 AND state IN ('queued', 'running')",
             &[&(number as i64), &fraction, &message, &now_ms],
@@ -805,22 +804,13 @@ impl JobStore for SqliteStore {
         Ok(())
     }
 
+    fn state_events_from_changes(&self) -> bool {
+        true
+    }
+
     fn events_after(&mut self, number: u64, seq: u64) -> Result<Vec<JobEvent>, StoreError> {
         self.write_events()?;
-        let mut statement = self.db.prepare_cached(
-            "SELECT seq, kind, data FROM job_events WHERE number = ?1 AND seq > ?2 ORDER BY seq",
-        )?;
-        let rows = statement.query_map(
-            params![number as i64, seq.min(i64::MAX as u64) as i64],
-            |row| {
-                Ok(JobEvent {
-                    seq: row.get::<_, i64>(0)? as u64,
-                    kind: row.get(1)?,
-                    data: row.get(2)?,
-                })
-            },
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        admin::events_after(&self.db, number, seq)
     }
 
     fn counts(&mut self) -> Result<StateCounts, StoreError> {

@@ -1,5 +1,5 @@
-//! The SQLite job store's write of a new job's row (kept apart so `sqlite.rs` stays
-//! under the length the layout allows).
+//! The SQLite job store's writes of one job's row: a new job's, and the changes read
+//! back (kept apart so `sqlite.rs` stays under the length the layout allows).
 use super::*;
 
 impl SqliteStore {
@@ -39,5 +39,22 @@ impl SqliteStore {
             attempts
         ])?;
         Ok(self.db.last_insert_rowid() as u64)
+    }
+
+    /// Runs an UPDATE of job `number`'s row (`?1` in `sql`), then reads the row's
+    /// record back if it changed; `None` if it did not. Not `RETURNING`: SQLite
+    /// gathers returned rows in a temporary B-tree opened and closed per statement,
+    /// which cost more than reading the one row again by its number.
+    pub(super) fn update(
+        &self,
+        number: u64,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Option<JobRecord>, StoreError> {
+        self.group_kept()?;
+        if self.db.prepare_cached(sql)?.execute(params)? == 0 {
+            return Ok(None);
+        }
+        self.record("number = ?1", &(number as i64))
     }
 }

@@ -391,7 +391,7 @@ fn a_version_6_file_keeps_its_jobs_and_keys_with_the_keys_in_a_partial_index() {
         .db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     // The id's UNIQUE column keeps its index; the key's is the partial one.
     assert_eq!(
         indexes(&store),
@@ -417,7 +417,7 @@ fn a_version_6_file_keeps_its_jobs_and_keys_with_the_keys_in_a_partial_index() {
     assert_eq!(ids, ["a", "b", "d"], "the feed's trigger is kept");
     drop(store);
     // Opened again, nothing changes.
-    let store = SqliteStore::open(&path).expect("open a version 7 file");
+    let store = SqliteStore::open(&path).expect("open a version 8 file");
     assert_eq!(indexes(&store).len(), 4);
 }
 
@@ -595,8 +595,10 @@ fn a_groups_events_are_read_before_its_commit_and_dropped_by_its_rollback() {
     assert_eq!(seqs, [2, 3]);
 }
 
+/// Three writes of its row (insert, start, finish), the last two each read back by its
+/// number (see `update`), and its share of the group's events.
 #[test]
-fn a_job_costs_three_statements_and_its_share_of_the_groups_events() {
+fn a_job_costs_three_writes_two_reads_and_its_share_of_the_groups_events() {
     let mut store = store("statements");
     let ids: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
     let jobs: Vec<NewJob<'_>> = ids.iter().map(|id| new_job(id, None)).collect();
@@ -619,13 +621,17 @@ fn a_job_costs_three_statements_and_its_share_of_the_groups_events() {
             store.add_event(number, &event, 3).expect("add");
         }
     }
-    assert_eq!(store.statements() - before, 30, "insert, start, finish");
+    assert_eq!(
+        store.statements() - before,
+        50,
+        "insert, start, finish, reads"
+    );
     store.commit().expect("commit");
     // The 30 events in one statement and the COMMIT; then the checkpoint that empties
     // the log of the ended jobs' requests.
-    assert_eq!(store.statements() - before, 32);
+    assert_eq!(store.statements() - before, 52);
     store.scrub();
-    assert_eq!(store.statements() - before, 33);
+    assert_eq!(store.statements() - before, 53);
 }
 
 /// Whether the database, its `-wal` or its `-shm` file holds `needle` in its raw bytes.
@@ -755,4 +761,108 @@ fn a_full_store_hands_its_log_to_sync_once_and_then_commits_without_syncing_it()
     let mut process = SqliteStore::open_with(&path, Durability::Process).expect("a store");
     assert!(process.log_to_sync().is_none());
     assert_eq!(synchronous(&process), 1);
+}
+
+/// A job's events as `(seq, data)`, after `seq`.
+fn events(store: &mut SqliteStore, number: u64, seq: u64) -> Vec<(u64, String)> {
+    let events = store.events_after(number, seq).expect("events");
+    events.into_iter().map(|e| (e.seq, e.data)).collect()
+}
+
+#[test]
+fn plain_state_events_are_read_from_the_feed_and_the_others_from_job_events() {
+    let mut store = store("derived");
+    assert!(store.state_events_from_changes());
+    store.begin().expect("begin");
+    let (records, started) = store
+        .insert_and_start(&[new_job("a", None), new_job("b", None)], 1, 5)
+        .expect("insert");
+    let (a, b) = (started[0].number, records[1].number);
+    let ended = store
+        .finish(a, JobState::Succeeded, &answer(200), None, 7)
+        .expect("finish")
+        .expect("ended");
+    assert_eq!(ended.events, 3);
+    store.start(b, 6).expect("start").expect("started");
+    let queued = store.requeue(b, "the worker died", 8).expect("requeue");
+    let queued = queued.expect("queued again");
+    // Its error makes it an event of its own, stored.
+    let own = JobEvent {
+        seq: queued.events,
+        kind: "state".into(),
+        data: "with its error".into(),
+    };
+    store.add_event(b, &own, 8).expect("add");
+    store.commit().expect("commit");
+    let plain = |state, attempts, at| plain_state_data(state, attempts, at);
+    assert_eq!(
+        events(&mut store, a, 0),
+        [
+            (1, plain(JobState::Queued, 0, records[0].created_ms)),
+            (2, plain(JobState::Running, 1, 5)),
+            (3, plain(JobState::Succeeded, 1, 7)),
+        ]
+    );
+    assert_eq!(events(&mut store, a, 2).len(), 1);
+    assert_eq!(
+        events(&mut store, b, 1),
+        [
+            (2, plain(JobState::Running, 1, 6)),
+            (3, "with its error".to_string()),
+        ]
+    );
+    // A restart's requeue of the runs under way makes a change but no event.
+    store.start(b, 9).expect("start").expect("started");
+    assert_eq!(store.requeue_running(10).expect("requeue"), 1);
+    assert_eq!(
+        events(&mut store, b, 3),
+        [(4, plain(JobState::Running, 2, 9))]
+    );
+    // An expired job's events are forgotten, those of the feed too.
+    store.begin().expect("begin");
+    assert_eq!(store.expire(1_000, 10).expect("expire"), 1);
+    store.commit().expect("commit");
+    assert!(events(&mut store, a, 0).is_empty());
+}
+
+#[test]
+fn a_version_7_file_keeps_its_events_and_derives_those_of_later_changes() {
+    let mut old = store("v7");
+    let path = old.file.path.clone();
+    let a = insert(&mut old, "a", 1);
+    let stored = JobEvent {
+        seq: 1,
+        kind: "state".into(),
+        data: "stored by version 7".into(),
+    };
+    old.add_event(a.number, &stored, 1).expect("add");
+    old.events_after(a.number, 0).expect("write the events");
+    old.db
+        .execute_batch(
+            "DROP TRIGGER job_changes_insert; DROP TRIGGER job_changes_update;
+             ALTER TABLE job_changes DROP COLUMN event; ALTER TABLE job_changes DROP COLUMN attempts;
+             PRAGMA user_version = 7;",
+        )
+        .expect("make it version 7");
+    drop(old);
+    let mut store = SqliteStore::open(&path).expect("open a version 7 file");
+    let version: i64 = store
+        .db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, 8);
+    store.start(a.number, 2).expect("start").expect("started");
+    assert_eq!(
+        events(&mut store, a.number, 0),
+        [
+            (1, "stored by version 7".to_string()),
+            (2, plain_state_data(JobState::Running, 1, 2)),
+        ]
+    );
+    let b = insert(&mut store, "b", 3);
+    assert_eq!(
+        events(&mut store, b.number, 0),
+        [(1, plain_state_data(JobState::Queued, 0, 3))]
+    );
+    assert_eq!(feed_ids(&mut store), ["a", "a", "b"]);
 }
