@@ -9,7 +9,8 @@
 //! client that leaves freeing its hold, two `prime_serverd` processes on one bus
 //! (`prime_proxyd --bus`), and holds spread over two of libzmq's I/O threads past the
 //! spill load (each epoll's registered descriptors, from `/proc/self/fdinfo`) or kept on
-//! one below it.
+//! one below it, and a fan-out wider than the front end writes alone, lone and in a
+//! burst.
 //!
 //! Every wait is bounded; nothing asserts on elapsed time.
 
@@ -1193,5 +1194,56 @@ fn holds_below_the_default_spill_load_share_one_io_thread_of_the_default_two() {
     assert!(publish(server.control, &body, None).starts_with("HTTP/1.1 200"));
     for reader in &mut readers {
         next_message(reader, 1);
+    }
+}
+
+/// A run to more holds than the front end writes alone (`holds::DIRECT_DELIVERIES`)
+/// is split between libzmq's I/O thread and the front end when it comes alone, and
+/// goes through the I/O thread when it follows another closely (`server::fan_out`).
+/// Either way every hold gets every message whole and in order: after a lone publish,
+/// through a burst (one of them reading only after it, so its connection still has
+/// bytes to write when the next messages come), and after a client left, whose hold is
+/// freed.
+#[test]
+fn a_wide_fan_out_alone_and_in_a_burst_reaches_every_hold_whole_and_in_order() {
+    const HOLDS: usize = 40;
+    const BURST: usize = 30;
+    let server = Embedded::start(|_| {});
+    let port = server.port;
+    let mut readers = Vec::new();
+    for index in 0..HOLDS {
+        let reader = if index == HOLDS / 2 {
+            small_buffer_subscriber(port, "wide")
+        } else {
+            let mut reader = Client::get(port, "/channels/wide", "");
+            reader.wait_for("held on channel wide");
+            reader
+        };
+        readers.push(reader);
+    }
+    wait_holds(port, HOLDS as u64);
+    let piece = "y".repeat(16 * 1024);
+    let send = |id: usize| {
+        let body = stream_item("wide", &id.to_string(), &format!("<{id}:{piece}:{id}>\n"));
+        let answer = publish(server.control, &body, None);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    };
+    send(0);
+    for reader in &mut readers {
+        next_message(reader, 0);
+    }
+    for id in 1..=BURST {
+        send(id);
+    }
+    for reader in &mut readers {
+        for id in 1..=BURST {
+            next_message(reader, id);
+        }
+    }
+    drop(readers.pop());
+    wait_holds(port, HOLDS as u64 - 1);
+    send(BURST + 1);
+    for reader in &mut readers {
+        next_message(reader, BURST + 1);
     }
 }

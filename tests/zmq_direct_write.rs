@@ -155,3 +155,37 @@ fn a_client_gone_mid_answer_frees_its_connection() {
         Err(_) => {}
     }
 }
+
+/// `stream_peer_idle` (`zmq_stream_peer_idle`): false while an answer the client has
+/// not read waits in libzmq, true once the client read it all; an unknown peer is
+/// `EHOSTUNREACH`. The front end asks it to tell whether libzmq's I/O thread is still
+/// writing a channel's last publish.
+#[test]
+fn a_peer_is_idle_once_everything_sent_to_it_is_written() {
+    let ctx = zmq::Context::new();
+    let (stream, port) = direct_stream(&ctx, 1000);
+    let (mut client, id) = connect(&stream, port);
+    let idle_within = |stream: &zmq::Socket| {
+        (0..2_000).any(|_| {
+            if stream.stream_peer_idle(&id).expect("a known peer") {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(2));
+            false
+        })
+    };
+    assert!(idle_within(&stream), "a new connection never became idle");
+    // More than the kernel takes at once from a client that does not read.
+    let big = payload(7, 16_000_000);
+    stream.send_to_peer(&id, &big).expect("a large answer");
+    assert!(
+        !stream.stream_peer_idle(&id).expect("a known peer"),
+        "idle with most of 16 MB unwritten"
+    );
+    assert!(read_exactly(&mut client, big.len()) == big);
+    assert!(idle_within(&stream), "never idle after the client read all");
+    assert_eq!(
+        stream.stream_peer_idle(b"nobody"),
+        Err(zmq::Error::EHOSTUNREACH)
+    );
+}

@@ -349,6 +349,8 @@ pub(super) struct Channels {
     /// on when a hold other than a job's event stream (a stage's, a WebSocket's) joins
     /// a job's channel (see [`EventSwitch`](crate::jobs::service::EventSwitch)).
     job_events: Option<crate::jobs::service::EventSwitch>,
+    /// Who writes a wide run of deliveries (see [`super::fan_out`]).
+    pub(super) fan_out: super::fan_out::FanOut,
 }
 
 impl Channels {
@@ -410,6 +412,7 @@ impl Channels {
             control,
             subscriptions,
             job_events,
+            fan_out: super::fan_out::FanOut::default(),
         })
     }
 

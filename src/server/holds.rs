@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 /// Up to how many holders of a channel this thread writes a run of messages to itself,
 /// when their connections are idle (libzmq's direct writes, vendor/zeromq-src's
-/// PATCHES.md); a run to more holders goes through libzmq's I/O thread, all of it. A
+/// PATCHES.md); a run to more holders is shared with libzmq's I/O thread when it comes
+/// alone, and goes all through the I/O thread in a burst (see `fan_out`). A
 /// direct write spares a delivery the wake-up of the I/O thread, but costs this thread
 /// the `sendto`; and the I/O thread, when it falls behind a stream of publishes, writes
 /// several messages to a connection at once while this thread goes on. Written all
@@ -476,13 +477,24 @@ impl Server {
         let mut responses: Vec<Option<Option<Response>>> = vec![None; items.len()];
         let mut rendered: Vec<(usize, Protocol, Vec<u8>)> = Vec::new();
         let sockets = !self.websocket.holds.is_empty();
-        // Written by this thread to idle connections (libzmq's direct writes), but only
-        // to a few holders (see DIRECT_DELIVERIES).
+        // Written by this thread to idle connections (libzmq's direct writes), all of a
+        // run to a few holders (see DIRECT_DELIVERIES); a wide run's first part through libzmq's I/O thread, and the rest, if it
+        // does not follow another closely, written here (see `fan_out`).
         let wide = holders.len() > DIRECT_DELIVERIES;
-        if wide {
-            self.direct_writes(false);
-        }
-        'holders: for request_id in holders {
+        let cut = if wide {
+            let cut = self
+                .channels
+                .fan_out
+                .split(now, holders.len(), |id| self.hold_written(id));
+            self.direct_writes(cut == 0);
+            cut
+        } else {
+            usize::MAX
+        };
+        for (at, &request_id) in holders.iter().enumerate() {
+            if at == cut && at > 0 {
+                self.direct_writes(true);
+            }
             if sockets {
                 let mut socket = false;
                 for item in &items {
@@ -507,7 +519,7 @@ impl Server {
                         };
                         let protocol = held.protocol;
                         let Some(held) = self.channels.leave(request_id, now) else {
-                            continue 'holders;
+                            break;
                         };
                         self.channels.stats.delivered += 1;
                         let bytes =
@@ -520,7 +532,7 @@ impl Server {
                                 }
                             };
                         self.fill(held.connection, request_id, AnswerBytes::Owned(bytes));
-                        continue 'holders;
+                        break;
                     }
                 }
                 HoldMode::Stream => {
@@ -538,7 +550,12 @@ impl Server {
             }
         }
         if wide {
-            self.direct_writes(true);
+            if cut == holders.len() {
+                self.direct_writes(true);
+            }
+            self.channels
+                .fan_out
+                .ran(&holders, cut, now, Instant::now());
         }
     }
 

@@ -97,6 +97,7 @@ mod connection;
 mod control;
 mod cors;
 mod drain;
+mod fan_out;
 mod front;
 mod half_closed;
 mod holds;

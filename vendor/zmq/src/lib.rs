@@ -44,6 +44,9 @@ extern "C" {
         len: libc::size_t,
         flags: c_int,
     ) -> c_int;
+    // prime_server patch: whether a ZMQ_STREAM peer has written everything sent to it.
+    fn zmq_stream_peer_idle(s: *mut c_void, routing_id: *const c_void, id_size: libc::size_t)
+        -> c_int;
     // prime_server patch: a ZMQ_ROUTER message's routing id and first part in one call
     // each way (vendor/zeromq-src/PATCHES.md).
     fn zmq_msg_send_to(
@@ -775,6 +778,23 @@ impl Socket {
             )
         });
         Ok(())
+    }
+
+    /// prime_server patch: whether the connection of the ZMQ_STREAM peer `routing_id`
+    /// has written everything sent to it (`zmq_stream_peer_idle`, added to the vendored
+    /// libzmq): true when libzmq's I/O thread has taken everything from its pipe and its
+    /// engine has nothing left to write, false while something waits there. A snapshot:
+    /// it sends nothing. `EHOSTUNREACH` when there is no such peer, `ENOTSUP` on other
+    /// socket types.
+    pub fn stream_peer_idle(&self, routing_id: &[u8]) -> Result<bool> {
+        let rc = zmq_try!(unsafe {
+            zmq_stream_peer_idle(
+                self.sock,
+                routing_id.as_ptr() as *const c_void,
+                routing_id.len(),
+            )
+        });
+        Ok(rc == 1)
     }
 
     /// prime_server patch: sends `msg` as the first data part of a message to the

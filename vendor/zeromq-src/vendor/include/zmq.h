@@ -300,6 +300,16 @@ ZMQ_EXPORT int zmq_stream_send (void *s_,
                                 const void *buf_,
                                 size_t len_,
                                 int flags_);
+/*  prime_server patch: on a ZMQ_STREAM socket, whether the connection of the peer
+    routing_id_ (id_size_ bytes) has written everything sent to it: 1 when its pipe
+    is drained by its engine and the engine has nothing left to write (a
+    connection made without ZMQ_STREAM_DIRECT_WRITE: its pipe drained), 0 when
+    something still waits, -1 with errno: EHOSTUNREACH (no such peer), ENOTSUP
+    (not a ZMQ_STREAM socket), EINVAL, ETERM, ENOTSOCK. A snapshot from the
+    socket's thread: it sends nothing and processes no command. */
+ZMQ_EXPORT int zmq_stream_peer_idle (void *s_,
+                                     const void *routing_id_,
+                                     size_t id_size_);
 /*  prime_server patch: on a ZMQ_ROUTER socket, sends msg_ as the first data part of
     a message to the peer whose routing id is routing_id_ (id_size_ bytes): what
     sending the routing id with ZMQ_SNDMORE and then msg_ does, in one call and

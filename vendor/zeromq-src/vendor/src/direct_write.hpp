@@ -108,6 +108,16 @@ class direct_write_t
 #endif
     }
 
+    //  Socket side: whether the connection has nothing left to write: the
+    //  engine idle and the pipe drained as its writer sees it (the socket's
+    //  end of the pipe, as for write). A snapshot: the engine may claim the
+    //  output again at once, when the socket sends.
+    template <typename P> bool idle (P *pipe_)
+    {
+        scoped_lock_t lock (_sync);
+        return _idle && pipe_->drained_for_writer ();
+    }
+
   private:
     ~direct_write_t () {}
 

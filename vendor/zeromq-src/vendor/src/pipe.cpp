@@ -178,6 +178,16 @@ bool zmq::pipe_t::write_direct (msg_t *msg_)
     return false;
 }
 
+bool zmq::pipe_t::peer_idle ()
+{
+    //  prime_server patch: see pipe.hpp.
+    if (!_out_pipe)
+        return true;
+    if (_direct)
+        return _direct->idle (_out_pipe);
+    return _out_pipe->drained_for_writer ();
+}
+
 void zmq::pipe_t::set_peer (pipe_t *peer_)
 {
     //  Peer can be set once only.

@@ -127,6 +127,11 @@ class pipe_t ZMQ_FINAL : public object_t,
     //  of it, or the rest of a partial write) for write, in order.
     bool write_direct (msg_t *msg_);
 
+    //  prime_server patch: whether the peer has taken everything written to
+    //  this pipe and, where the engine lends its output (direct_write.hpp),
+    //  written it all (zmq_stream_peer_idle).
+    bool peer_idle ();
+
     //  Remove unfinished parts of the outbound message from the pipe.
     void rollback () const;
 

@@ -1664,6 +1664,12 @@ int zmq::socket_base_t::xsend_to (const blob_t &, msg_t *)
     return -1;
 }
 
+int zmq::socket_base_t::xpeer_idle (const blob_t &)
+{
+    errno = ENOTSUP;
+    return -1;
+}
+
 int zmq::socket_base_t::xrecv_from (msg_t *, unsigned char *, size_t *)
 {
     errno = ENOTSUP;
@@ -1689,6 +1695,19 @@ int zmq::socket_base_t::send_to (const blob_t &routing_id_, msg_t *msg_)
         }
     }
     return xsend_to (routing_id_, msg_);
+}
+
+//  prime_server patch: zmq_stream_peer_idle. A question about one peer's output:
+//  no command is processed, nothing is sent or changed.
+int zmq::socket_base_t::peer_idle (const blob_t &routing_id_)
+{
+    scoped_optional_lock_t sync_lock (_thread_safe ? &_sync : NULL);
+
+    if (unlikely (_ctx_terminated)) {
+        errno = ETERM;
+        return -1;
+    }
+    return xpeer_idle (routing_id_);
 }
 
 bool zmq::socket_base_t::xhas_in ()

@@ -91,6 +91,9 @@ class socket_base_t : public own_t,
     //  prime_server patch: msg_ to the peer routing_id_ in one call, never
     //  waiting (zmq_stream_send); the socket type's xsend_to does the work.
     int send_to (const blob_t &routing_id_, zmq::msg_t *msg_);
+    //  prime_server patch: whether the peer routing_id_ has nothing left to
+    //  write (zmq_stream_peer_idle); the socket type's xpeer_idle answers.
+    int peer_idle (const blob_t &routing_id_);
     int recv (zmq::msg_t *msg_, int flags_);
     //  prime_server patch: recv of a message's first part with its sender's
     //  routing id copied into id_ (zmq_msg_recv_from); the socket type's
@@ -202,6 +205,8 @@ class socket_base_t : public own_t,
     virtual int xsend (zmq::msg_t *msg_);
     //  prime_server patch: see send_to; not supported unless overridden.
     virtual int xsend_to (const blob_t &routing_id_, zmq::msg_t *msg_);
+    //  prime_server patch: see peer_idle; not supported unless overridden.
+    virtual int xpeer_idle (const blob_t &routing_id_);
 
     //  The default implementation assumes that recv in not supported.
     virtual bool xhas_in ();

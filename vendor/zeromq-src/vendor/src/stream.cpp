@@ -132,6 +132,18 @@ int zmq::stream_t::xsend_to (const blob_t &routing_id_, msg_t *msg_)
     return 0;
 }
 
+//  prime_server patch: zmq_stream_peer_idle: 1 if the peer's engine has written
+//  everything sent to it, 0 if something waits in its pipe or its engine.
+int zmq::stream_t::xpeer_idle (const blob_t &routing_id_)
+{
+    out_pipe_t *out_pipe = lookup_out_pipe (routing_id_);
+    if (!out_pipe) {
+        errno = EHOSTUNREACH;
+        return -1;
+    }
+    return out_pipe->pipe->peer_idle () ? 1 : 0;
+}
+
 int zmq::stream_t::xsend (msg_t *msg_)
 {
     //  If this is the first part of the message it's the ID of the

@@ -51,6 +51,7 @@ class stream_t ZMQ_FINAL : public routing_socket_base_t
                        bool locally_initiated_);
     int xsend (zmq::msg_t *msg_);
     int xsend_to (const blob_t &routing_id_, zmq::msg_t *msg_);
+    int xpeer_idle (const blob_t &routing_id_);
     int xrecv (zmq::msg_t *msg_);
     bool xhas_in ();
     bool xhas_out ();

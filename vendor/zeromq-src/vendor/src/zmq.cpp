@@ -457,6 +457,23 @@ int zmq_stream_send (void *s_,
     return static_cast<int> (len_ < INT_MAX ? len_ : INT_MAX);
 }
 
+//  prime_server patch: see zmq.h.
+int zmq_stream_peer_idle (void *s_, const void *routing_id_, size_t id_size_)
+{
+    zmq::socket_base_t *s = as_socket_base_t (s_);
+    if (!s)
+        return -1;
+    if (unlikely (!routing_id_ && id_size_ > 0)) {
+        errno = EINVAL;
+        return -1;
+    }
+    //  The blob only refers to the caller's bytes, which it never writes.
+    const zmq::blob_t routing_id (
+      static_cast<unsigned char *> (const_cast<void *> (routing_id_)), id_size_,
+      zmq::reference_tag_t ());
+    return s->peer_idle (routing_id);
+}
+
 int zmq_send_const (void *s_, const void *buf_, size_t len_, int flags_)
 {
     zmq::socket_base_t *s = as_socket_base_t (s_);
