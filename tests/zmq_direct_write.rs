@@ -189,3 +189,84 @@ fn a_peer_is_idle_once_everything_sent_to_it_is_written() {
         Err(zmq::Error::EHOSTUNREACH)
     );
 }
+
+/// An answer closed right after it is sent (`[routing id, empty frame]`, as after an
+/// HTTP/1.0 answer or `Connection: close`): when a direct write took all but a few
+/// bytes (the kernel's buffers full, a client not reading yet), the rest waits in the
+/// engine's buffer, and the close must not drop it. Small socket buffers and answers of
+/// many sizes, so that some leave a rest smaller than the engine's 8 KiB batch; each
+/// client reads only after the close was sent, and must get every byte, then the end.
+#[test]
+fn an_answer_closed_at_once_arrives_whole_whatever_the_kernel_took() {
+    const CLIENTS: usize = 120;
+    let ctx = zmq::Context::new();
+    let stream = ctx.socket(zmq::STREAM).expect("STREAM socket");
+    stream.set_sndbuf(4096).expect("ZMQ_SNDBUF");
+    stream
+        .set_rcvtimeo(zmq_peers::RECEIVE_TIMEOUT_MS)
+        .expect("ZMQ_RCVTIMEO");
+    stream
+        .set_stream_direct_write(true)
+        .expect("ZMQ_STREAM_DIRECT_WRITE");
+    let port = daemons::free_port();
+    stream
+        .bind(&format!("tcp://127.0.0.1:{port}"))
+        .expect("bind STREAM");
+    let mut peers = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a client socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        let address: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        socket.connect(&address.into()).expect("connect");
+        let client: std::net::TcpStream = socket.into();
+        client
+            .set_read_timeout(Some(Duration::from_millis(20_000)))
+            .expect("a read timeout");
+        let id = stream.recv_bytes(0).expect("a connect notice's routing id");
+        assert!(stream.recv_bytes(0).expect("the notice").is_empty());
+        peers.push((client, id));
+    }
+    // Idle: every engine has lent its output.
+    thread::sleep(Duration::from_millis(50));
+    let mut answers = Vec::with_capacity(CLIENTS);
+    for (n, (_, id)) in peers.iter().enumerate() {
+        let answer = payload(n, 2_048 + n * 256);
+        send_retrying(&stream, id, &answer, n);
+        zmq_peers::send_close(&stream, id);
+        answers.push(answer);
+    }
+    // Let the I/O thread act on every close before anyone reads.
+    thread::sleep(Duration::from_millis(200));
+    for (n, ((mut client, _), answer)) in peers.into_iter().zip(answers).enumerate() {
+        client
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .expect("a short read timeout");
+        let mut got = Vec::with_capacity(answer.len());
+        let mut chunk = [0u8; 16 * 1024];
+        let mut ended = false;
+        for _ in 0..2_000 {
+            match client.read(&mut chunk) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(k) => got.extend_from_slice(&chunk[..k]),
+                // The socket's thread must turn for a close to finish (its pipe's
+                // termination is a handshake with the I/O thread).
+                Err(_) => {
+                    stream.get_events().expect("ZMQ_EVENTS");
+                }
+            }
+        }
+        assert!(ended, "client {n}: no end after {} bytes", got.len());
+        assert_eq!(
+            got.len(),
+            answer.len(),
+            "client {n}: {} of {} bytes before the end",
+            got.len(),
+            answer.len()
+        );
+        assert!(got == answer, "client {n}: the bytes differ");
+    }
+}

@@ -290,15 +290,10 @@ impl Server {
                 .set_sndhwm(STREAM_SNDHWM)
                 .map_err(|e| Error::zmq("setting the send high-water mark", e))?;
             sockets::set_tcp_max_retransmit(&mut socket, config.write_timeout)?;
-            // Direct writes (an answer or a delivery to an idle connection written by
-            // this thread, without waking libzmq's I/O thread; vendor/zeromq-src's
-            // PATCHES.md) stay off: with them on, a large answer behind another on one
-            // connection, or one followed by the connection's close, arrived cut or
-            // altered in about 1 of 130 runs of tests/static_files.rs under parallel
-            // load (4 of 530; 0 of 640 with them off). Every answer goes through the
-            // connection's pipe and the I/O thread until that race is found.
+            // An answer or a delivery to an idle connection is written by this thread,
+            // without waking libzmq's I/O thread (vendor/zeromq-src's PATCHES.md).
             socket
-                .set_stream_direct_write(false)
+                .set_stream_direct_write(true)
                 .map_err(|e| Error::zmq("asking for direct writes", e))?;
             // A host name is bound as the address it resolves to, so that a drain can
             // stop listening on it too.

@@ -90,3 +90,14 @@ pub fn fill_until_refused(stream: &zmq::Socket, id: &[u8]) -> Vec<u8> {
     }
     panic!("4,000 messages of 64 KiB never filled the pipe");
 }
+
+/// Closes `id`'s connection once what was sent to it is written (`[routing id, empty
+/// frame]`).
+pub fn send_close(stream: &zmq::Socket, id: &[u8]) {
+    stream
+        .send(id, zmq::SNDMORE | zmq::DONTWAIT)
+        .expect("the close's routing id");
+    stream
+        .send(zmq::Message::new(), zmq::DONTWAIT)
+        .expect("the close");
+}

@@ -188,6 +188,20 @@ bool zmq::pipe_t::peer_idle ()
     return _out_pipe->drained_for_writer ();
 }
 
+bool zmq::pipe_t::delimiter_next ()
+{
+    //  prime_server patch: see pipe.hpp.
+    if (unlikely (!_in_active))
+        return false;
+    if (unlikely (_state != active && _state != waiting_for_delimiter))
+        return false;
+    if (!_in_pipe->check_read ()) {
+        _in_active = false;
+        return false;
+    }
+    return _in_pipe->probe (is_delimiter);
+}
+
 void zmq::pipe_t::set_peer (pipe_t *peer_)
 {
     //  Peer can be set once only.

@@ -132,6 +132,12 @@ class pipe_t ZMQ_FINAL : public object_t,
     //  written it all (zmq_stream_peer_idle).
     bool peer_idle ();
 
+    //  prime_server patch: whether the next item to read is the delimiter
+    //  (the socket closed its end), without reading it. Like check_read, it
+    //  marks the pipe inactive when it is empty, so that the writer's next
+    //  flush activates it again.
+    bool delimiter_next ();
+
     //  Remove unfinished parts of the outbound message from the pipe.
     void rollback () const;
 

@@ -181,6 +181,12 @@ int zmq::session_base_t::pull_msg (msg_t *msg_)
     return 0;
 }
 
+bool zmq::session_base_t::delimiter_next ()
+{
+    //  prime_server patch: see session_base.hpp.
+    return _pipe && _pipe->delimiter_next ();
+}
+
 int zmq::session_base_t::push_msg (msg_t *msg_)
 {
     //  pass subscribe/cancel to the sockets

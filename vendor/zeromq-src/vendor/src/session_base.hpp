@@ -83,6 +83,10 @@ class session_base_t : public own_t, public io_object_t, public i_pipe_events
     //  longer used.
     virtual int pull_msg (msg_t *msg_);
 
+    //  prime_server patch: whether the next message to pull is the end of
+    //  the pipe (pipe_t::delimiter_next); pulls nothing.
+    bool delimiter_next ();
+
     //  Receives message from ZAP socket.
     //  Returns 0 on success; -1 otherwise.
     //  The caller is responsible for freeing the message.

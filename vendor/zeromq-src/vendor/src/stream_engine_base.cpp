@@ -407,6 +407,17 @@ void zmq::stream_engine_base_t::out_event ()
         _session_drained = false;
 
         while (_outsize < static_cast<size_t> (_options.out_batch_size)) {
+            //  prime_server patch: a ZMQ_STREAM connection that its socket
+            //  closes ([routing id, empty frame]) has the pipe's delimiter
+            //  behind its last message. Pulling it starts the pipe's
+            //  termination, at whose end the session destroys this engine
+            //  with whatever it has not written: the end of an answer that
+            //  the kernel did not take at once. So the delimiter is pulled
+            //  only with nothing in the buffer, after everything before it
+            //  was written (this batch stops; POLLOUT stays on).
+            if (_outsize > 0 && _options.raw_socket
+                && _session->delimiter_next ())
+                break;
             if ((this->*_next_msg) (&_tx_msg) == -1) {
                 //  ws_engine can cause an engine error and delete it, so
                 //  bail out immediately to avoid use-after-free
