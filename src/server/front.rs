@@ -142,6 +142,31 @@ impl FrontSockets {
             .chain(self.routed.iter().map(|r| (&r.socket, r.endpoint.as_str())))
     }
 
+    /// Holds back (`on`) or lets go (`off`, flushing what waits) the flush of the
+    /// requests sent into the entries (`ZMQ_DEFER_FLUSH`, vendor/zeromq-src's PATCHES.md):
+    /// while held, the requests of one turn of the front end's loop reach a proxy
+    /// together at [`flush_entries`](Self::flush_entries), one wake-up for all of them
+    /// instead of one for each the proxy was quick enough to sleep between.
+    pub(crate) fn defer_entry_flushes(&self, on: bool) -> Result<()> {
+        for (socket, _) in self.entries() {
+            socket
+                .set_defer_flush(on)
+                .map_err(|e| Error::zmq("holding back the entry's flushes", e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes every request sent into the entries since the last call visible to the
+    /// proxies; the front end's loop calls it before each wait. A failure (only when the
+    /// context is ending) is logged: a stopping pipeline needs no flush.
+    pub(crate) fn flush_entries(&self) {
+        for (socket, _) in self.entries() {
+            if let Err(e) = socket.flush_deferred() {
+                log::debug!("front end: flushing an entry: {e}");
+            }
+        }
+    }
+
     pub(crate) fn connect_entry(&mut self, endpoint: &str) -> Result<()> {
         sockets::connect(&self.entry, endpoint)?;
         self.entry_endpoint = endpoint.to_string();

@@ -429,6 +429,9 @@ impl Server {
             .map(|every| Instant::now() + every);
         let mut ready = vec![false; self.listeners.len() + 5];
         self.probe(Instant::now());
+        // The requests of one turn reach the first proxy together, flushed before the
+        // wait below (vendor/zeromq-src's PATCHES.md, ZMQ_DEFER_FLUSH).
+        self.front.defer_entry_flushes(true)?;
         while !shutdown.is_triggered() {
             if shutdown.is_draining() && self.draining_since.is_none() {
                 self.begin_drain();
@@ -446,6 +449,7 @@ impl Server {
                 wake = wake.min(stall.retry_at);
             }
             let wait = whole_millis(wake.saturating_duration_since(Instant::now())).min(POLL_CAP);
+            self.front.flush_entries();
             self.poll(&mut ready, wait)?;
             let (listeners_ready, pipeline_ready) = ready.split_at(self.listeners.len());
             for (listener, _) in listeners_ready.iter().enumerate().filter(|(_, r)| **r) {
@@ -488,6 +492,7 @@ impl Server {
             self.flush_dirty();
             self.access.flush();
         }
+        self.front.defer_entry_flushes(false)?;
         self.stop();
         Ok(self.stats)
     }

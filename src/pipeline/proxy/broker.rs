@@ -37,6 +37,14 @@ impl Proxy {
         self.router
             .set_rcvtimeo(wait)
             .map_err(|e| crate::Error::zmq("setting the receive timeout", e))?;
+        // What one turn sends to a worker reaches it together: the jobs (and
+        // answers) sent are flushed when the queue runs dry, before the wait, and
+        // after every CLOCK_EVERY messages of a queue that never does (ZMQ_DEFER_FLUSH,
+        // vendor/zeromq-src's PATCHES.md). A worker woken by the first job of a turn
+        // would otherwise read it, sleep, and be woken again by the next.
+        self.router
+            .set_defer_flush(true)
+            .map_err(|e| crate::Error::zmq("holding back the router's flushes", e))?;
         let mut next_sweep = Instant::now() + sweep_every;
         let mut next_summary = self
             .config
@@ -44,10 +52,20 @@ impl Proxy {
             .map(|every| Instant::now() + every);
         let mut unclocked = 0;
         while !self.should_stop(shutdown) {
-            // A blocking receive returns at once while messages wait, so a busy proxy
-            // makes no system call per message; asking without waiting would cost one
-            // each time the queue runs dry.
-            match self.spare.recv_routed(&self.router, &mut self.sender, 0) {
+            // Asked without waiting first: a dry queue flushes the turn's sends
+            // before the blocking receive (which wakes on the next message).
+            let received =
+                match self
+                    .spare
+                    .recv_routed(&self.router, &mut self.sender, zmq::DONTWAIT)
+                {
+                    Err(zmq::Error::EAGAIN) => {
+                        self.flush_deferred();
+                        self.spare.recv_routed(&self.router, &mut self.sender, 0)
+                    }
+                    received => received,
+                };
+            match received {
                 Ok((frames, sender_len)) => {
                     self.on_message(frames, sender_len);
                     unclocked += 1;
@@ -59,6 +77,7 @@ impl Proxy {
                 Err(e) => return Err(crate::Error::zmq("receiving at a proxy", e)),
             }
             unclocked = 0;
+            self.flush_deferred();
             let now = Instant::now();
             if now >= next_sweep {
                 self.sweep(now, next_sweep, sweep_every);
@@ -71,6 +90,9 @@ impl Proxy {
                 }
             }
         }
+        if let Err(e) = self.router.set_defer_flush(false) {
+            log::debug!("proxy: flushing on the way out: {e}");
+        }
         for job in std::mem::take(&mut self.waiting) {
             let detail = "the proxy is shutting down";
             self.answer_job(
@@ -80,6 +102,13 @@ impl Proxy {
         }
         log::debug!("proxy {} stopping: {}", self.config.upstream, self.stats);
         Ok(self.stats)
+    }
+
+    /// Makes what this turn sent visible to the workers and peers (see `run`).
+    fn flush_deferred(&self) {
+        if let Err(e) = self.router.flush_deferred() {
+            log::debug!("proxy: flushing: {e}");
+        }
     }
 
     /// The periodic sweep, due at `due` and run at `now` (every `every`): reads what

@@ -47,6 +47,8 @@ extern "C" {
     // prime_server patch: whether a ZMQ_STREAM peer has written everything sent to it.
     fn zmq_stream_peer_idle(s: *mut c_void, routing_id: *const c_void, id_size: libc::size_t)
         -> c_int;
+    // prime_server patch: flushes what ZMQ_DEFER_FLUSH held back.
+    fn zmq_flush_deferred(s: *mut c_void) -> c_int;
     // prime_server patch: a ZMQ_ROUTER message's routing id and first part in one call
     // each way (vendor/zeromq-src/PATCHES.md).
     fn zmq_msg_send_to(
@@ -464,6 +466,9 @@ const ZMQ_IO_THREAD_SPILL: std::os::raw::c_int = 0x5053;
 /// prime_server patch: the ZMQ_STREAM socket option of the patched libzmq's `zmq.h` (not
 /// in zmq-sys).
 const ZMQ_STREAM_DIRECT_WRITE: std::os::raw::c_int = 0x5054;
+/// prime_server patch: the ZMQ_DEALER and ZMQ_PUSH socket option of the patched libzmq's
+/// `zmq.h` (not in zmq-sys).
+const ZMQ_DEFER_FLUSH: std::os::raw::c_int = 0x5055;
 
 impl Context {
     /// Create a new reference-counted context handle.
@@ -758,6 +763,23 @@ impl Socket {
     /// take it when they are made). `EINVAL` on other socket types.
     pub fn set_stream_direct_write(&self, value: bool) -> Result<()> {
         sockopt::set(self.sock, ZMQ_STREAM_DIRECT_WRITE, value as i32)
+    }
+
+    /// prime_server patch: sets `ZMQ_DEFER_FLUSH` (vendor/zeromq-src's PATCHES.md) on a
+    /// ZMQ_DEALER or ZMQ_PUSH socket: on, a message sent stays invisible to its peer (and
+    /// wakes no one) until [`flush_deferred`](Self::flush_deferred), so several sent in
+    /// one turn wake a sleeping peer once; off flushes what waits. The high-water mark
+    /// counts the waiting messages. `EINVAL` on other socket types.
+    pub fn set_defer_flush(&self, value: bool) -> Result<()> {
+        sockopt::set(self.sock, ZMQ_DEFER_FLUSH, value as i32)
+    }
+
+    /// prime_server patch: makes every message that `ZMQ_DEFER_FLUSH` held back on this
+    /// socket visible to its peers (`zmq_flush_deferred`, added to the vendored libzmq),
+    /// signalling each sleeping peer once. Nothing to do on a socket that does not defer.
+    pub fn flush_deferred(&self) -> Result<()> {
+        zmq_try!(unsafe { zmq_flush_deferred(self.sock) });
+        Ok(())
     }
 
     /// prime_server patch: sends `data` to the ZMQ_STREAM peer `routing_id` in one call

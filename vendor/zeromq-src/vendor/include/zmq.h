@@ -310,6 +310,10 @@ ZMQ_EXPORT int zmq_stream_send (void *s_,
 ZMQ_EXPORT int zmq_stream_peer_idle (void *s_,
                                      const void *routing_id_,
                                      size_t id_size_);
+/*  prime_server patch: makes every message that ZMQ_DEFER_FLUSH held back on
+    socket s_ visible to its peers, waking each sleeping peer once. 0, or -1
+    with errno: ETERM, ENOTSOCK. Nothing to do on sockets that do not defer. */
+ZMQ_EXPORT int zmq_flush_deferred (void *s_);
 /*  prime_server patch: on a ZMQ_ROUTER socket, sends msg_ as the first data part of
     a message to the peer whose routing id is routing_id_ (id_size_ bytes): what
     sending the routing id with ZMQ_SNDMORE and then msg_ does, in one call and
@@ -433,6 +437,13 @@ ZMQ_EXPORT const char *zmq_msg_gets (const zmq_msg_t *msg_,
     default. Connections made while it is on can write so; turning it off later
     sends every message through the I/O thread again until it is turned on. */
 #define ZMQ_STREAM_DIRECT_WRITE 0x5054
+/*  prime_server patch: on a ZMQ_DEALER or ZMQ_PUSH socket, the end of a message
+    no longer flushes its pipe (which wakes the peer's thread when it sleeps):
+    the messages wait, invisible to the peer, until zmq_flush_deferred, so a
+    thread that sends several in one turn wakes the peer once. An int used as a
+    bool, 0 by default; setting 0 flushes what waits. The high-water mark counts
+    the messages waiting; closing the socket flushes them. */
+#define ZMQ_DEFER_FLUSH 0x5055
 #define ZMQ_INVERT_MATCHING 74
 #define ZMQ_HEARTBEAT_IVL 75
 #define ZMQ_HEARTBEAT_TTL 76

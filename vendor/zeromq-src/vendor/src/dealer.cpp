@@ -90,6 +90,14 @@ int zmq::dealer_t::xsetsockopt (int option_,
             }
             break;
 
+        case ZMQ_DEFER_FLUSH:
+            //  prime_server patch: see zmq.h.
+            if (is_int && value >= 0) {
+                _lb.set_defer_flush (value != 0);
+                return 0;
+            }
+            break;
+
         default:
             break;
     }
@@ -101,6 +109,12 @@ int zmq::dealer_t::xsetsockopt (int option_,
 int zmq::dealer_t::xsend (msg_t *msg_)
 {
     return sendpipe (msg_, NULL);
+}
+
+void zmq::dealer_t::xflush_deferred ()
+{
+    //  prime_server patch: see ZMQ_DEFER_FLUSH.
+    _lb.flush_deferred ();
 }
 
 int zmq::dealer_t::xrecv (msg_t *msg_)

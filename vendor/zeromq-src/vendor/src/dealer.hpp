@@ -58,6 +58,8 @@ class dealer_t : public socket_base_t
                      const void *optval_,
                      size_t optvallen_) ZMQ_OVERRIDE;
     int xsend (zmq::msg_t *msg_) ZMQ_OVERRIDE;
+    //  prime_server patch: see ZMQ_DEFER_FLUSH.
+    void xflush_deferred () ZMQ_OVERRIDE;
     int xrecv (zmq::msg_t *msg_) ZMQ_OVERRIDE;
     bool xhas_in () ZMQ_OVERRIDE;
     bool xhas_out () ZMQ_OVERRIDE;

@@ -33,7 +33,7 @@
 #include "err.hpp"
 #include "msg.hpp"
 
-zmq::lb_t::lb_t () : _active (0), _current (0), _more (false), _dropping (false)
+zmq::lb_t::lb_t () : _active (0), _current (0), _more (false), _dropping (false), _defer_flush (false), _unflushed (false)
 {
 }
 
@@ -144,7 +144,11 @@ int zmq::lb_t::sendpipe (msg_t *msg_, pipe_t **pipe_)
     //  continue round-robining (load balance).
     _more = (msg_->flags () & msg_t::more) != 0;
     if (!_more) {
-        _pipes[_current]->flush ();
+        //  prime_server patch: see set_defer_flush.
+        if (likely (!_defer_flush))
+            _pipes[_current]->flush ();
+        else
+            _unflushed = true;
 
         if (++_current >= _active)
             _current = 0;
@@ -177,4 +181,24 @@ bool zmq::lb_t::has_out ()
     }
 
     return false;
+}
+
+void zmq::lb_t::set_defer_flush (bool defer_)
+{
+    //  prime_server patch: see lb.hpp.
+    _defer_flush = defer_;
+    if (!defer_)
+        flush_deferred ();
+}
+
+void zmq::lb_t::flush_deferred ()
+{
+    //  prime_server patch: see lb.hpp. Every pipe, active or not: one that
+    //  reached its high-water mark after a deferred message holds it still.
+    //  A pipe with nothing unflushed returns at once.
+    if (!_unflushed)
+        return;
+    _unflushed = false;
+    for (pipes_t::size_type i = 0, n = _pipes.size (); i != n; ++i)
+        _pipes[i]->flush ();
 }

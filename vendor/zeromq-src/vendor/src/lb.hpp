@@ -60,6 +60,13 @@ class lb_t
 
     bool has_out ();
 
+    //  prime_server patch: with defer_ set, the end of a message no longer
+    //  flushes its pipe (signalling the reader when it sleeps); flush_deferred
+    //  does, once for every message sent since (ZMQ_DEFER_FLUSH). Setting it
+    //  off flushes what waits.
+    void set_defer_flush (bool defer_);
+    void flush_deferred ();
+
   private:
     //  List of outbound pipes.
     typedef array_t<pipe_t, 2> pipes_t;
@@ -77,6 +84,11 @@ class lb_t
 
     //  True if we are dropping current message.
     bool _dropping;
+
+    //  prime_server patch: see set_defer_flush; whether complete messages
+    //  wait unflushed in some pipe.
+    bool _defer_flush;
+    bool _unflushed;
 
     ZMQ_NON_COPYABLE_NOR_MOVABLE (lb_t)
 };

@@ -34,6 +34,8 @@
 #include "err.hpp"
 #include "msg.hpp"
 
+#include <string.h>
+
 zmq::push_t::push_t (class ctx_t *parent_, uint32_t tid_, int sid_) :
     socket_base_t (parent_, tid_, sid_)
 {
@@ -72,6 +74,29 @@ void zmq::push_t::xpipe_terminated (pipe_t *pipe_)
 int zmq::push_t::xsend (msg_t *msg_)
 {
     return _lb.send (msg_);
+}
+
+int zmq::push_t::xsetsockopt (int option_,
+                              const void *optval_,
+                              size_t optvallen_)
+{
+    //  prime_server patch: see ZMQ_DEFER_FLUSH in zmq.h.
+    int value = 0;
+    if (option_ == ZMQ_DEFER_FLUSH && optvallen_ == sizeof (int)) {
+        memcpy (&value, optval_, sizeof (int));
+        if (value >= 0) {
+            _lb.set_defer_flush (value != 0);
+            return 0;
+        }
+    }
+    errno = EINVAL;
+    return -1;
+}
+
+void zmq::push_t::xflush_deferred ()
+{
+    //  prime_server patch: see ZMQ_DEFER_FLUSH.
+    _lb.flush_deferred ();
 }
 
 bool zmq::push_t::xhas_out ()

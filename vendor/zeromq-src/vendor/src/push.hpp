@@ -53,6 +53,9 @@ class push_t ZMQ_FINAL : public socket_base_t
                        bool subscribe_to_all_,
                        bool locally_initiated_);
     int xsend (zmq::msg_t *msg_);
+    //  prime_server patch: see ZMQ_DEFER_FLUSH.
+    int xsetsockopt (int option_, const void *optval_, size_t optvallen_);
+    void xflush_deferred ();
     bool xhas_out ();
     void xwrite_activated (zmq::pipe_t *pipe_);
     void xpipe_terminated (zmq::pipe_t *pipe_);

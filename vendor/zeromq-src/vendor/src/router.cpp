@@ -30,6 +30,8 @@
 #include "precompiled.hpp"
 #include "macros.hpp"
 #include "router.hpp"
+
+#include <algorithm>
 #include "pipe.hpp"
 #include "wire.hpp"
 #include "random.hpp"
@@ -45,6 +47,7 @@ zmq::router_t::router_t (class ctx_t *parent_, uint32_t tid_, int sid_) :
     _more_in (false),
     _current_out (NULL),
     _more_out (false),
+    _defer_flush (false),
     _next_integral_routing_id (generate_random ()),
     _mandatory (false),
     //  raw_socket functionality in ROUTER is deprecated
@@ -141,6 +144,16 @@ int zmq::router_t::xsetsockopt (int option_,
             }
             break;
 
+        case ZMQ_DEFER_FLUSH:
+            //  prime_server patch: see zmq.h.
+            if (is_int && value >= 0) {
+                _defer_flush = (value != 0);
+                if (!_defer_flush)
+                    xflush_deferred ();
+                return 0;
+            }
+            break;
+
 #ifdef ZMQ_BUILD_DRAFT_API
         case ZMQ_ROUTER_NOTIFY:
             if (is_int && value >= 0
@@ -168,7 +181,22 @@ void zmq::router_t::xpipe_terminated (pipe_t *pipe_)
         pipe_->rollback ();
         if (pipe_ == _current_out)
             _current_out = NULL;
+        //  prime_server patch: a pipe about to be freed is not flushed later.
+        for (size_t i = 0; i != _unflushed.size (); ++i)
+            if (_unflushed[i] == pipe_) {
+                _unflushed[i] = _unflushed.back ();
+                _unflushed.pop_back ();
+                break;
+            }
     }
+}
+
+void zmq::router_t::xflush_deferred ()
+{
+    //  prime_server patch: see ZMQ_DEFER_FLUSH.
+    for (size_t i = 0; i != _unflushed.size (); ++i)
+        _unflushed[i]->flush ();
+    _unflushed.clear ();
 }
 
 void zmq::router_t::xread_activated (pipe_t *pipe_)
@@ -271,7 +299,14 @@ int zmq::router_t::xsend (msg_t *msg_)
             _current_out = NULL;
         } else {
             if (!_more_out) {
-                _current_out->flush ();
+                //  prime_server patch: see ZMQ_DEFER_FLUSH; each pipe is
+                //  listed once (a list as long as the peers written to).
+                if (likely (!_defer_flush))
+                    _current_out->flush ();
+                else if (std::find (_unflushed.begin (), _unflushed.end (),
+                                    _current_out)
+                         == _unflushed.end ())
+                    _unflushed.push_back (_current_out);
                 _current_out = NULL;
             }
         }

@@ -31,6 +31,7 @@
 #define __ZMQ_ROUTER_HPP_INCLUDED__
 
 #include <map>
+#include <vector>
 
 #include "socket_base.hpp"
 #include "session_base.hpp"
@@ -71,6 +72,8 @@ class router_t : public routing_socket_base_t
     void xpipe_terminated (zmq::pipe_t *pipe_) ZMQ_FINAL;
     int get_peer_state (const void *routing_id_,
                         size_t routing_id_size_) const ZMQ_FINAL;
+    //  prime_server patch: see ZMQ_DEFER_FLUSH.
+    void xflush_deferred () ZMQ_OVERRIDE;
 
   protected:
     //  Rollback any message parts that were sent but not yet flushed.
@@ -113,6 +116,12 @@ class router_t : public routing_socket_base_t
 
     //  If true, more outgoing message parts are expected.
     bool _more_out;
+
+    //  prime_server patch: whether the end of a message leaves its pipe
+    //  unflushed (ZMQ_DEFER_FLUSH), and the pipes so left, each once, until
+    //  xflush_deferred (a terminated pipe leaves the list).
+    bool _defer_flush;
+    std::vector<pipe_t *> _unflushed;
 
     //  Routing IDs are generated. It's a simple increment and wrap-over
     //  algorithm. This value is the next ID to use (if not used already).

@@ -1670,6 +1670,12 @@ int zmq::socket_base_t::xpeer_idle (const blob_t &)
     return -1;
 }
 
+void zmq::socket_base_t::xflush_deferred ()
+{
+    //  prime_server patch: only the socket types that defer (ZMQ_DEFER_FLUSH)
+    //  have anything to flush.
+}
+
 int zmq::socket_base_t::xrecv_from (msg_t *, unsigned char *, size_t *)
 {
     errno = ENOTSUP;
@@ -1708,6 +1714,19 @@ int zmq::socket_base_t::peer_idle (const blob_t &routing_id_)
         return -1;
     }
     return xpeer_idle (routing_id_);
+}
+
+int zmq::socket_base_t::flush_deferred ()
+{
+    //  prime_server patch: see socket_base.hpp.
+    scoped_optional_lock_t sync_lock (_thread_safe ? &_sync : NULL);
+
+    if (unlikely (_ctx_terminated)) {
+        errno = ETERM;
+        return -1;
+    }
+    xflush_deferred ();
+    return 0;
 }
 
 bool zmq::socket_base_t::xhas_in ()

@@ -94,6 +94,9 @@ class socket_base_t : public own_t,
     //  prime_server patch: whether the peer routing_id_ has nothing left to
     //  write (zmq_stream_peer_idle); the socket type's xpeer_idle answers.
     int peer_idle (const blob_t &routing_id_);
+    //  prime_server patch: flushes the messages whose flush ZMQ_DEFER_FLUSH
+    //  held back (zmq_flush_deferred); the socket type's xflush_deferred does.
+    int flush_deferred ();
     int recv (zmq::msg_t *msg_, int flags_);
     //  prime_server patch: recv of a message's first part with its sender's
     //  routing id copied into id_ (zmq_msg_recv_from); the socket type's
@@ -207,6 +210,8 @@ class socket_base_t : public own_t,
     virtual int xsend_to (const blob_t &routing_id_, zmq::msg_t *msg_);
     //  prime_server patch: see peer_idle; not supported unless overridden.
     virtual int xpeer_idle (const blob_t &routing_id_);
+    //  prime_server patch: see flush_deferred; nothing to do unless overridden.
+    virtual void xflush_deferred ();
 
     //  The default implementation assumes that recv in not supported.
     virtual bool xhas_in ();

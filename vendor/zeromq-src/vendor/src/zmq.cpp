@@ -474,6 +474,15 @@ int zmq_stream_peer_idle (void *s_, const void *routing_id_, size_t id_size_)
     return s->peer_idle (routing_id);
 }
 
+int zmq_flush_deferred (void *s_)
+{
+    //  prime_server patch: see zmq.h.
+    zmq::socket_base_t *s = as_socket_base_t (s_);
+    if (!s)
+        return -1;
+    return s->flush_deferred ();
+}
+
 int zmq_send_const (void *s_, const void *buf_, size_t len_, int flags_)
 {
     zmq::socket_base_t *s = as_socket_base_t (s_);
