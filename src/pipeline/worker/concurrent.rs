@@ -283,6 +283,9 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             Ok(more) => more,
             Err(e) => {
                 log::error!("proxy stopped: {e}");
+                // The jobs it handed over and this thread has not started stay this
+                // thread's.
+                self.handed = proxy.stop_local();
                 self.proxy = None;
                 false
             }
@@ -334,7 +337,7 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         let mut ended = 0;
         while self.held.len() < self.calls {
             // Those the hosted proxy handed over in memory first, then the socket
-            // (jobs sent before the hand-over began, or from another proxy).
+            // (what came before the hand-over, or once the proxy no longer runs here).
             if let Some(frames) = self.next_handed() {
                 ended += usize::from(!self.start(frames));
                 continue;
