@@ -75,6 +75,13 @@ impl Proxy {
             let Some(worker) = self.workers.get(slot) else {
                 continue;
             };
+            // The worker on this proxy's own thread takes its job from memory: no
+            // message through libzmq's pipe, and no signal to its own mailbox.
+            if let Some(local) = self.local.as_mut().filter(|local| local.id == worker.id) {
+                local.jobs.push_back(frames);
+                self.sent(slot, envelope);
+                return Ok(());
+            }
             // The worker's id and the lead frame in one call, the rest behind them.
             let lead = frames.remove(0);
             let more = if frames.is_empty() { 0 } else { zmq::SNDMORE };
@@ -87,19 +94,7 @@ impl Proxy {
                         }
                     }
                     self.spare.give_back(frames);
-                    self.stats.dispatched += 1;
-                    // Reached by its slot: no look-up of its id.
-                    if let Some(Known { record, .. }) = self.workers.get_mut(slot) {
-                        record.queued = false;
-                        record.in_flight.push_back(envelope);
-                        if record.in_flight.len() < record.credit {
-                            record.queued = true;
-                            match self.config.dispatch {
-                                Dispatch::Spread => self.idle.push_back(slot),
-                                Dispatch::FillCredit => self.idle.push_front(slot),
-                            }
-                        }
-                    }
+                    self.sent(slot, envelope);
                     return Ok(());
                 }
                 Err((zmq::Error::EAGAIN, lead)) => {
@@ -132,6 +127,24 @@ impl Proxy {
             }
         }
         Err(frames)
+    }
+
+    /// Counts a job (whose envelope is `envelope`) handed to the worker in `slot`, and
+    /// queues that worker again while it has credit left.
+    fn sent(&mut self, slot: usize, envelope: [u8; ENVELOPE_LEN]) {
+        self.stats.dispatched += 1;
+        // Reached by its slot: no look-up of its id.
+        if let Some(Known { record, .. }) = self.workers.get_mut(slot) {
+            record.queued = false;
+            record.in_flight.push_back(envelope);
+            if record.in_flight.len() < record.credit {
+                record.queued = true;
+                match self.config.dispatch {
+                    Dispatch::Spread => self.idle.push_back(slot),
+                    Dispatch::FillCredit => self.idle.push_front(slot),
+                }
+            }
+        }
     }
 
     /// Takes the worker for a job out of the idle queue; returns its slot. Its record

@@ -12,15 +12,35 @@
 //! empty) or the sweep is due ([`due`](HostedProxy::due)). Once its worker has left,
 //! [`finish`](HostedProxy::finish) runs the proxy as its own thread would until the
 //! stop or the end of the drain.
+//!
+//! The host's own worker ([`hand_to`](HostedProxy::hand_to)) trades with the proxy in
+//! memory: the jobs for it wait in a queue the host reads
+//! ([`take_local`](HostedProxy::take_local)) before its socket, and its READY is
+//! handled at once ([`ready_local`](HostedProxy::ready_local)). Both would otherwise be
+//! messages through libzmq's pipes between two sockets of one thread, each first
+//! message after a pause a signal on the reader's mailbox (an `eventfd` written, then
+//! read, by the same thread). The queue holds what the socket would have: no more
+//! than the worker's credit, and jobs the census does not list (waiting, not started).
 
 use super::Proxy;
 use crate::base::shutdown::Shutdown;
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 /// How many messages one turn reads at most, so that a flood from upstream does not
 /// starve the host's own work.
 const TURN_BATCH: usize = 1024;
+
+/// The worker on the proxy's own thread: its routing id and the jobs handed to it that
+/// it has not taken yet.
+pub(super) struct Local {
+    /// The worker's routing id, as its READY names it.
+    pub(super) id: Vec<u8>,
+    /// Jobs handed to it, oldest first: each as its socket would have received it
+    /// (the lead frame, then the rest).
+    pub(super) jobs: VecDeque<Vec<zmq::Message>>,
+}
 
 /// A bound proxy that another thread turns (see the module docs).
 pub struct HostedProxy {
@@ -99,6 +119,54 @@ impl HostedProxy {
         }
     }
 
+    /// Hands the jobs for the worker whose routing id is `worker` (the host's own) over
+    /// in memory from now on: the host takes them with
+    /// [`take_local`](Self::take_local) and reports with
+    /// [`ready_local`](Self::ready_local).
+    pub fn hand_to(&mut self, worker: Vec<u8>) {
+        self.proxy.local = Some(Local {
+            id: worker,
+            jobs: VecDeque::new(),
+        });
+    }
+
+    /// The oldest job handed to the host's worker and not taken yet, if any.
+    pub fn take_local(&mut self) -> Option<Vec<zmq::Message>> {
+        self.proxy.local.as_mut()?.jobs.pop_front()
+    }
+
+    /// The host's worker's READY (see [`crate::pipeline::wire::ready_frame`]), handled
+    /// at once: `completed` jobs in all, `credit` it may hold, its heartbeat `payload`.
+    /// The jobs waiting for it may go to it now. Without [`hand_to`](Self::hand_to),
+    /// does nothing and says false: the worker then sends its READY on its socket.
+    pub fn ready_local(&mut self, completed: u64, credit: u32, payload: &[u8]) -> bool {
+        let proxy = &mut self.proxy;
+        let Some(local) = proxy.local.take() else {
+            return false;
+        };
+        let expires = Instant::now() + proxy.config.heartbeat_timeout;
+        proxy.on_ready(
+            &local.id,
+            completed,
+            credit.max(1) as usize,
+            payload,
+            expires,
+        );
+        proxy.local = Some(local);
+        proxy.dispatch_waiting();
+        true
+    }
+
+    /// Ends the hand-over in memory (the host's worker is leaving): jobs go through
+    /// the socket again. Returns the jobs handed over and not taken yet, oldest first.
+    pub fn stop_local(&mut self) -> VecDeque<Vec<zmq::Message>> {
+        self.proxy
+            .local
+            .take()
+            .map(|local| local.jobs)
+            .unwrap_or_default()
+    }
+
     /// When the next sweep is due: the host wakes by then.
     pub fn due(&self) -> Instant {
         self.next_sweep
@@ -106,7 +174,8 @@ impl HostedProxy {
 
     /// Runs the proxy on the calling thread until the stop, or the end of the drain,
     /// as its own thread would (see [`Proxy::run`]), after its host's worker left.
-    pub fn finish(self, shutdown: &Shutdown) {
+    pub fn finish(mut self, shutdown: &Shutdown) {
+        self.proxy.local = None;
         if let Err(e) = self.proxy.run(shutdown) {
             log::error!("proxy stopped: {e}");
         }

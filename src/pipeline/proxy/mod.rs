@@ -120,6 +120,10 @@ pub struct Proxy {
     /// The process's stop flag, as given to [`run`](Proxy::run) (a flag of its own
     /// before that).
     shutdown: Shutdown,
+    /// The worker on the thread that turns this proxy, when there is one (see
+    /// [`HostedProxy`]): its jobs are handed over in memory rather than through the
+    /// socket.
+    local: Option<hosted::Local>,
 }
 
 impl Proxy {
@@ -156,6 +160,7 @@ impl Proxy {
             stats: ProxyStats::default(),
             workerless_since: Some(Instant::now()),
             shutdown: Shutdown::new(),
+            local: None,
         })
     }
 

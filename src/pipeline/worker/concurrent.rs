@@ -34,7 +34,10 @@
 //! ([`HostedProxy`], given by [`ConcurrentLoop::hosting`]): each turn of the loop
 //! starts with the proxy's turn (the READY sent last turn, the jobs it hands out), and
 //! the loop watches the proxy's socket rather than its own, which only that turn
-//! feeds; a job from the front end then wakes this thread alone.
+//! feeds; a job from the front end then wakes this thread alone. The proxy hands this
+//! thread's jobs over in memory and takes its READY in memory too
+//! ([`HostedProxy::hand_to`]): no message between two sockets of one thread, and no
+//! signal it would send to itself.
 
 use super::shared::Member;
 use super::worker_loop::WorkerLoop;
@@ -173,6 +176,9 @@ pub(super) struct ConcurrentLoop<C> {
     finished: Vec<(u64, Outcome)>,
     /// The stage's proxy, when this thread runs it (see [`HostedProxy`]).
     proxy: Option<HostedProxy>,
+    /// Jobs the hosted proxy handed over in memory and this thread has not started,
+    /// kept once the proxy no longer runs here (the thread is leaving).
+    handed: std::collections::VecDeque<Vec<zmq::Message>>,
 }
 
 impl<C: ConcurrentWork> ConcurrentLoop<C> {
@@ -184,13 +190,28 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             calls,
             finished: Vec::new(),
             proxy: None,
+            handed: Default::default(),
         }
     }
 
     /// Makes this thread run the stage's proxy too (its pool's only thread).
-    pub(super) fn hosting(mut self, proxy: Option<HostedProxy>) -> Self {
+    pub(super) fn hosting(mut self, mut proxy: Option<HostedProxy>) -> Self {
+        if let Some(proxy) = &mut proxy {
+            proxy.hand_to(self.inner.member.id.clone());
+        }
         self.proxy = proxy;
         self
+    }
+
+    /// Sends READY: to the hosted proxy in memory, or on the job socket.
+    fn send_ready(&mut self) {
+        if let Some(proxy) = &mut self.proxy {
+            let payload = self.inner.work.heartbeat();
+            if proxy.ready_local(self.inner.completed, self.inner.prefetch, &payload) {
+                return;
+            }
+        }
+        self.inner.send_ready();
     }
 
     fn member(&self) -> &Member {
@@ -204,7 +225,7 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     }
 
     pub(super) fn run(mut self) {
-        self.inner.send_ready();
+        self.send_ready();
         let mut next_beat = Instant::now() + self.inner.heartbeat_interval;
         let mut next_tick = Instant::now() + INTERRUPT_TICK;
         // Jobs ended since the last READY (see `should_report`).
@@ -234,14 +255,18 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
                 unreported += self.abort_interrupted();
             }
             if self.should_report(unreported) || now >= next_beat {
-                self.inner.send_ready();
+                self.send_ready();
                 unreported = 0;
                 next_beat = now + self.inner.heartbeat_interval;
             }
         }
         // The proxy rests while the worker leaves: it hands out nothing more, and
-        // reads the goodbye afterwards, as its own thread would.
-        let proxy = self.proxy.take();
+        // reads the goodbye afterwards, as its own thread would. The jobs it handed
+        // over and not started yet are this thread's, as those in its socket.
+        let mut proxy = self.proxy.take();
+        if let Some(proxy) = &mut proxy {
+            self.handed = proxy.stop_local();
+        }
         self.leave();
         if let Some(proxy) = proxy {
             proxy.finish(&self.inner.watch.shutdown);
@@ -258,6 +283,9 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             Ok(more) => more,
             Err(e) => {
                 log::error!("proxy stopped: {e}");
+                // The jobs it handed over and this thread has not started stay this
+                // thread's.
+                self.handed = proxy.stop_local();
                 self.proxy = None;
                 false
             }
@@ -308,6 +336,12 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     fn take_jobs(&mut self) -> Option<usize> {
         let mut ended = 0;
         while self.held.len() < self.calls {
+            // Those the hosted proxy handed over in memory first, then the socket
+            // (what came before the hand-over, or once the proxy no longer runs here).
+            if let Some(frames) = self.next_handed() {
+                ended += usize::from(!self.start(frames));
+                continue;
+            }
             let received = self
                 .inner
                 .spare
@@ -322,6 +356,14 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
             }
         }
         Some(ended)
+    }
+
+    /// The oldest job handed over in memory and not started, if any.
+    fn next_handed(&mut self) -> Option<Vec<zmq::Message>> {
+        match &mut self.proxy {
+            Some(proxy) => proxy.take_local(),
+            None => self.handed.pop_front(),
+        }
     }
 
     /// Runs the loop's usual checks and the work's start on one job; keeps it if held
