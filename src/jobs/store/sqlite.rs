@@ -97,8 +97,15 @@ pub struct SqliteStore {
     statements: Box<AtomicU64>,
 }
 
-const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
-     progress, progress_message, events, not_before_ms";
+/// The columns a [`JobRecord`] is read from, as a literal, so that `concat!` can make a
+/// statement's text of them once.
+macro_rules! record_columns {
+    () => {
+        "number, id, state, created_ms, updated_ms, attempts, status, error, \
+         progress, progress_message, events, not_before_ms"
+    };
+}
+const RECORD_COLUMNS: &str = record_columns!();
 
 impl SqliteStore {
     /// Opens (or creates, mode 0600) the job database at `path`, checks it, and sets WAL
@@ -594,7 +601,7 @@ impl JobStore for SqliteStore {
     }
 
     fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError> {
-        self.record("number = ?1", &(number as i64))
+        self.record_of(number)
     }
 
     fn caller_secret(&mut self) -> Result<Vec<u8>, StoreError> {
