@@ -27,7 +27,9 @@ const EVENT_ROWS: usize = 32;
 /// rebuilt when opened. Version 8 keeps a job's plain `state` events with the changes
 /// of the feed they tell of (its columns `event` and `attempts`), not in `job_events`;
 /// an older file gets the columns when opened, and keeps its events where they are.
-const SCHEMA_VERSION: i64 = 8;
+/// Version 9 numbers the feed's changes by its row id, not an `AUTOINCREMENT` key (see
+/// `admin_table`); an older feed is rebuilt when opened, its numbers kept.
+const SCHEMA_VERSION: i64 = 9;
 
 /// The table of the store's own random key.
 const SECRET_SCHEMA: &str = "
@@ -887,6 +889,9 @@ mod insert;
 #[path = "sqlite_schema.rs"]
 mod schema;
 
+#[cfg(test)]
+#[path = "sqlite_feed_tests.rs"]
+mod feed_tests;
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]
 mod tests;
