@@ -27,7 +27,8 @@ pub(super) struct Submitted {
     head: Vec<u8>,
     body: Vec<u8>,
     wait: Option<Duration>,
-    client: Option<String>,
+    /// The client's address, as the pipeline gets it and as the store keeps it.
+    client: Option<(SocketAddr, String)>,
     /// The idempotency key, scoped to its caller.
     key: Option<String>,
     fingerprint: Vec<u8>,
@@ -113,7 +114,7 @@ impl Service {
             head,
             body,
             wait,
-            client: client.map(|c| c.to_string()),
+            client: client.map(|c| (c, client_text(c))),
             key,
             fingerprint,
             now_ms: now,
@@ -138,7 +139,7 @@ impl Service {
                 idempotency_key: s.key.as_deref(),
                 fingerprint: &s.fingerprint,
                 now_ms: s.now_ms,
-                client: s.client.as_deref(),
+                client: s.client.as_ref().map(|(_, text)| text.as_str()),
                 not_before_ms: s.not_before_ms,
             })
             .collect();
@@ -194,7 +195,7 @@ impl Service {
     /// A new job stored already running: dispatched with the request the submit
     /// brought (no read of the store), as `start_some` dispatches a queued one.
     fn started_at_once(&mut self, s: Submitted, record: JobRecord) {
-        let client = s.client.as_deref().and_then(|c| c.parse().ok());
+        let client = s.client.map(|(address, _)| address);
         self.dispatch_started(&record, s.head, s.body, client);
     }
 
@@ -580,6 +581,61 @@ fn stored_of(bytes: &[u8]) -> (StoredAnswer, Option<String>) {
                 "the stage's answer is not an HTTP response",
             );
             (answers::stored_from_failure(&failure), Some(failure.detail))
+        }
+    }
+}
+
+/// A client's address as text, as its `Display` writes it (`192.0.2.1:8080`), an IPv4
+/// one without the formatter (about 1,700 instructions a submit through it).
+fn client_text(address: SocketAddr) -> String {
+    let SocketAddr::V4(v4) = address else {
+        return address.to_string();
+    };
+    let mut text = String::with_capacity(21);
+    for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        push_decimal(&mut text, u32::from(octet));
+    }
+    text.push(':');
+    push_decimal(&mut text, u32::from(v4.port()));
+    text
+}
+
+/// Appends `value` in decimal.
+fn push_decimal(text: &mut String, value: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    text.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::client_text;
+
+    #[test]
+    fn a_client_address_reads_as_its_display() {
+        for text in [
+            "0.0.0.0:0",
+            "127.0.0.1:8080",
+            "255.255.255.255:65535",
+            "10.20.3.40:9",
+            "[::1]:443",
+            "[2001:db8::7]:1",
+        ] {
+            let address: std::net::SocketAddr = text.parse().expect("an address");
+            assert_eq!(client_text(address), address.to_string());
+            assert_eq!(client_text(address), text);
         }
     }
 }

@@ -18,6 +18,7 @@ mod ends;
 mod lifecycle;
 mod log_sync;
 mod messages;
+mod random;
 mod remote;
 mod scrub;
 mod settle;
@@ -359,7 +360,7 @@ pub fn new_job_id(batch: &mut Option<[u8; 2]>) -> Result<String, getrandom::Erro
     // 3 bytes make 4 characters, of which the first 2 are the batch's; 15 make the 20
     // others.
     let mut bytes = [0u8; 18];
-    getrandom::getrandom(&mut bytes)?;
+    random::fill(&mut bytes)?;
     let mut id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let prefix = *batch.get_or_insert([id.as_bytes()[0], id.as_bytes()[1]]);
     id.replace_range(0..4, "");

@@ -5,11 +5,15 @@
 //! Every change of a job's state (its submission included) is one row of
 //! `job_changes`, written by a trigger in the same transaction as the change itself,
 //! so the feed never holds a change that was rolled back and never lacks one that was
-//! committed. Its `seq` is an `AUTOINCREMENT` key: it only grows, and a number is
-//! never used twice, even after the rows of forgotten jobs are deleted.
+//! committed. Its `seq` is the table's row id: SQLite gives a new row the highest `seq`
+//! plus one, and the row that holds the highest is never deleted (a forgotten job's
+//! newest change becomes a blank marker instead, see [`forget_deleted`]), so `seq`
+//! only grows and a number is never used twice. (Until schema version 9 it was an
+//! `AUTOINCREMENT` key, which kept its highest in `sqlite_sequence`: a read and a write
+//! of that table for every change, about 4,500 instructions each.)
 
 use super::{plain_state_data, JobChange, JobEvent, JobFilter, JobRecord, JobState, StoreError};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 /// Created at open when missing (schema version 6). The triggers are made anew at
 /// every open: a job stored already running (`JobStore::insert_and_start`) has two
@@ -22,7 +26,7 @@ use rusqlite::{params, Connection};
 /// in `job_events` but read back from its change (see [`events_after`]).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS job_changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     number INTEGER NOT NULL,
     id TEXT NOT NULL,
     state TEXT NOT NULL,
@@ -75,6 +79,7 @@ pub(crate) fn migrate(db: &Connection, version: i64) -> rusqlite::Result<()> {
              ALTER TABLE job_changes ADD COLUMN attempts INTEGER;",
         )?;
     }
+    without_autoincrement(db)?;
     db.execute_batch(SCHEMA)?;
     if version < 6 {
         db.execute_batch(
@@ -82,6 +87,54 @@ pub(crate) fn migrate(db: &Connection, version: i64) -> rusqlite::Result<()> {
              SELECT number, id, state, updated_ms FROM jobs ORDER BY number",
         )?;
     }
+    Ok(())
+}
+
+/// A feed made before schema version 9 (an `AUTOINCREMENT` key) is rebuilt without it,
+/// its changes kept with their numbers; when the highest number given was a change
+/// deleted since, a blank marker (number 0) keeps it, so the next change still gets a
+/// higher one.
+fn without_autoincrement(db: &Connection) -> rusqlite::Result<()> {
+    let sql: Option<String> = db
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'job_changes'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    if !sql.is_some_and(|sql| sql.to_ascii_uppercase().contains("AUTOINCREMENT")) {
+        return Ok(());
+    }
+    // The triggers name the table, so they go first (`SCHEMA` makes them again).
+    db.execute_batch(
+        "BEGIN IMMEDIATE;
+         DROP TRIGGER IF EXISTS job_changes_insert;
+         DROP TRIGGER IF EXISTS job_changes_update;
+         CREATE TABLE job_changes_v9 (
+             seq INTEGER PRIMARY KEY,
+             number INTEGER NOT NULL,
+             id TEXT NOT NULL,
+             state TEXT NOT NULL,
+             at_ms INTEGER NOT NULL,
+             event INTEGER,
+             attempts INTEGER
+         );
+         INSERT INTO job_changes_v9 (seq, number, id, state, at_ms, event, attempts)
+             SELECT seq, number, id, state, at_ms, event, attempts FROM job_changes;
+         INSERT INTO job_changes_v9 (seq, number, id, state, at_ms)
+             SELECT s.seq, 0, '', '', 0 FROM sqlite_sequence AS s
+             WHERE s.name = 'job_changes'
+                 AND s.seq > (SELECT COALESCE(MAX(seq), 0) FROM job_changes_v9);
+         DROP TABLE job_changes;
+         ALTER TABLE job_changes_v9 RENAME TO job_changes;
+         COMMIT;",
+    )
+    .inspect_err(|_| {
+        let _ = db.execute_batch("ROLLBACK");
+    })?;
+    log::info!(
+        "job database: the feed of changes rebuilt without AUTOINCREMENT (schema version 9)"
+    );
     Ok(())
 }
 
@@ -162,7 +215,8 @@ pub(crate) fn changes(
     limit: usize,
 ) -> Result<Vec<JobChange>, StoreError> {
     let mut statement = db.prepare_cached(
-        "SELECT seq, id, state, at_ms FROM job_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        "SELECT seq, id, state, at_ms FROM job_changes WHERE seq > ?1 AND number > 0
+         ORDER BY seq LIMIT ?2",
     )?;
     let rows = statement.query_map(
         params![
@@ -231,14 +285,10 @@ pub(crate) fn events_after(
 
 /// The highest sequence number given so far (0 before the first change).
 pub(crate) fn last_seq(db: &Connection) -> Result<u64, StoreError> {
-    let seq: Option<i64> = db
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'job_changes'")?
-        .query_row([], |row| row.get(0))
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(None),
-            e => Err(e),
-        })?;
-    Ok(seq.unwrap_or(0).max(0) as u64)
+    let seq: i64 = db
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM job_changes")?
+        .query_row([], |row| row.get(0))?;
+    Ok(seq.max(0) as u64)
 }
 
 /// Puts a failed job whose request is still stored back in the queue; `None` if it is
@@ -252,11 +302,21 @@ pub(crate) fn retry_sql(columns: &str) -> String {
 }
 
 /// Forgets the changes of the expired jobs that expiry is about to delete (those that
-/// expired before `before_ms`).
+/// expired before `before_ms`). The feed's newest change, if it is one of them, becomes
+/// a blank marker (number 0, which no job has and no reader lists) rather than going:
+/// it holds the highest `seq`, which the next change's follows. An older marker goes.
 pub(crate) fn forget_deleted(db: &Connection, before_ms: i64) -> Result<(), StoreError> {
     db.prepare_cached(
-        "DELETE FROM job_changes WHERE number IN
+        "UPDATE job_changes SET number = 0, id = '', state = '', at_ms = 0, event = NULL,
+             attempts = NULL
+         WHERE seq = (SELECT MAX(seq) FROM job_changes) AND number IN
              (SELECT number FROM jobs WHERE state = 'expired' AND updated_ms < ?1)",
+    )?
+    .execute([before_ms])?;
+    db.prepare_cached(
+        "DELETE FROM job_changes WHERE number IN
+             (SELECT number FROM jobs WHERE state = 'expired' AND updated_ms < ?1)
+             OR (number = 0 AND seq < (SELECT MAX(seq) FROM job_changes))",
     )?
     .execute([before_ms])?;
     Ok(())

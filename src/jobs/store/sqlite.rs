@@ -27,7 +27,9 @@ const EVENT_ROWS: usize = 32;
 /// rebuilt when opened. Version 8 keeps a job's plain `state` events with the changes
 /// of the feed they tell of (its columns `event` and `attempts`), not in `job_events`;
 /// an older file gets the columns when opened, and keeps its events where they are.
-const SCHEMA_VERSION: i64 = 8;
+/// Version 9 numbers the feed's changes by its row id, not an `AUTOINCREMENT` key (see
+/// `admin_table`); an older feed is rebuilt when opened, its numbers kept.
+const SCHEMA_VERSION: i64 = 9;
 
 /// The table of the store's own random key.
 const SECRET_SCHEMA: &str = "
@@ -97,8 +99,15 @@ pub struct SqliteStore {
     statements: Box<AtomicU64>,
 }
 
-const RECORD_COLUMNS: &str = "number, id, state, created_ms, updated_ms, attempts, status, error, \
-     progress, progress_message, events, not_before_ms";
+/// The columns a [`JobRecord`] is read from, as a literal, so that `concat!` can make a
+/// statement's text of them once.
+macro_rules! record_columns {
+    () => {
+        "number, id, state, created_ms, updated_ms, attempts, status, error, \
+         progress, progress_message, events, not_before_ms"
+    };
+}
+const RECORD_COLUMNS: &str = record_columns!();
 
 impl SqliteStore {
     /// Opens (or creates, mode 0600) the job database at `path`, checks it, and sets WAL
@@ -594,7 +603,7 @@ impl JobStore for SqliteStore {
     }
 
     fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError> {
-        self.record("number = ?1", &(number as i64))
+        self.record_of(number)
     }
 
     fn caller_secret(&mut self) -> Result<Vec<u8>, StoreError> {
@@ -880,6 +889,9 @@ mod insert;
 #[path = "sqlite_schema.rs"]
 mod schema;
 
+#[cfg(test)]
+#[path = "sqlite_feed_tests.rs"]
+mod feed_tests;
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]
 mod tests;

@@ -55,6 +55,18 @@ impl SqliteStore {
         if self.db.prepare_cached(sql)?.execute(params)? == 0 {
             return Ok(None);
         }
-        self.record("number = ?1", &(number as i64))
+        self.record_of(number)
+    }
+
+    /// Job `number`'s record, the read that follows every run's end: `record`'s by
+    /// number, its statement's text made once rather than formatted for each read.
+    pub(super) fn record_of(&self, number: u64) -> Result<Option<JobRecord>, StoreError> {
+        const BY_NUMBER: &str =
+            concat!("SELECT ", record_columns!(), " FROM jobs WHERE number = ?1");
+        let mut statement = self.db.prepare_cached(BY_NUMBER)?;
+        let row = statement
+            .query_row([number as i64], read_record)
+            .optional()?;
+        row.transpose()
     }
 }

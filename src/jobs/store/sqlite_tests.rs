@@ -391,7 +391,7 @@ fn a_version_6_file_keeps_its_jobs_and_keys_with_the_keys_in_a_partial_index() {
         .db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
     // The id's UNIQUE column keeps its index; the key's is the partial one.
     assert_eq!(
         indexes(&store),
@@ -850,7 +850,7 @@ fn a_version_7_file_keeps_its_events_and_derives_those_of_later_changes() {
         .db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .expect("version");
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
     store.start(a.number, 2).expect("start").expect("started");
     assert_eq!(
         events(&mut store, a.number, 0),
