@@ -12,7 +12,9 @@
 //! `AUTOINCREMENT` key, which kept its highest in `sqlite_sequence`: a read and a write
 //! of that table for every change, about 4,500 instructions each.)
 
-use super::{plain_state_data, JobChange, JobEvent, JobFilter, JobRecord, JobState, StoreError};
+use super::{
+    plain_state_data, sql_int, JobChange, JobEvent, JobFilter, JobRecord, JobState, StoreError,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// Created at open when missing (schema version 6). The triggers are made anew at
@@ -154,7 +156,7 @@ pub(crate) fn task_of(head: &[u8]) -> Option<String> {
 fn clause(filter: &JobFilter, after: u64) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
     let mut sql = String::from("number > ?");
-    let mut values = vec![Value::Integer(after.min(i64::MAX as u64) as i64)];
+    let mut values = vec![Value::Integer(sql_int(after))];
     if !filter.states.is_empty() {
         let marks = vec!["?"; filter.states.len()].join(", ");
         sql.push_str(&format!(" AND state IN ({marks})"));
@@ -191,9 +193,7 @@ pub(crate) fn list(
     limit: usize,
 ) -> Result<Vec<(JobRecord, Option<String>)>, StoreError> {
     let (condition, mut values) = clause(filter, after);
-    values.push(rusqlite::types::Value::Integer(
-        limit.min(i64::MAX as usize) as i64,
-    ));
+    values.push(rusqlite::types::Value::Integer(sql_int(limit as u64)));
     let sql = format!("SELECT {columns}, task FROM jobs WHERE {condition} ORDER BY number LIMIT ?");
     let mut statement = db.prepare_cached(&sql)?;
     let task_column = columns.split(',').count();
@@ -218,21 +218,15 @@ pub(crate) fn changes(
         "SELECT seq, id, state, at_ms FROM job_changes WHERE seq > ?1 AND number > 0
          ORDER BY seq LIMIT ?2",
     )?;
-    let rows = statement.query_map(
-        params![
-            since.min(i64::MAX as u64) as i64,
-            limit.min(i64::MAX as usize) as i64
-        ],
-        |row| {
-            let state: String = row.get(2)?;
-            Ok(JobChange {
-                seq: row.get::<_, i64>(0)?.max(0) as u64,
-                id: row.get(1)?,
-                state: JobState::parse(&state).unwrap_or(JobState::Expired),
-                at_ms: row.get(3)?,
-            })
-        },
-    )?;
+    let rows = statement.query_map(params![sql_int(since), sql_int(limit as u64)], |row| {
+        let state: String = row.get(2)?;
+        Ok(JobChange {
+            seq: row.get::<_, i64>(0)?.max(0) as u64,
+            id: row.get(1)?,
+            state: JobState::parse(&state).unwrap_or(JobState::Expired),
+            at_ms: row.get(3)?,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -254,32 +248,26 @@ pub(crate) fn events_after(
              AND NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.number = ?1 AND j.state = 'expired')
          ORDER BY 1",
     )?;
-    let rows = statement.query_map(
-        params![
-            number.min(i64::MAX as u64) as i64,
-            seq.min(i64::MAX as u64) as i64
-        ],
-        |row| {
-            let seq = row.get::<_, i64>(0)?.max(0) as u64;
-            let data = match row.get::<_, Option<String>>(2)? {
-                Some(data) => data,
-                None => {
-                    let state: String = row.get(3)?;
-                    let attempts = row.get::<_, Option<i64>>(4)?.unwrap_or(0);
-                    plain_state_data(
-                        JobState::parse(&state).unwrap_or(JobState::Expired),
-                        attempts.clamp(0, i64::from(u32::MAX)) as u32,
-                        row.get(5)?,
-                    )
-                }
-            };
-            Ok(JobEvent {
-                seq,
-                kind: row.get(1)?,
-                data,
-            })
-        },
-    )?;
+    let rows = statement.query_map(params![sql_int(number), sql_int(seq)], |row| {
+        let seq = row.get::<_, i64>(0)?.max(0) as u64;
+        let data = match row.get::<_, Option<String>>(2)? {
+            Some(data) => data,
+            None => {
+                let state: String = row.get(3)?;
+                let attempts = row.get::<_, Option<i64>>(4)?.unwrap_or(0);
+                plain_state_data(
+                    JobState::parse(&state).unwrap_or(JobState::Expired),
+                    attempts.clamp(0, i64::from(u32::MAX)) as u32,
+                    row.get(5)?,
+                )
+            }
+        };
+        Ok(JobEvent {
+            seq,
+            kind: row.get(1)?,
+            data,
+        })
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -353,7 +341,7 @@ pub(super) fn without_credentials(head: &[u8]) -> Vec<u8> {
 pub(super) fn scrub_credentials(db: &Connection, number: u64) -> Result<(), StoreError> {
     let head: Option<Vec<u8>> = db
         .prepare_cached("SELECT head FROM jobs WHERE number = ?1")?
-        .query_row([number as i64], |row| row.get(0))
+        .query_row([sql_int(number)], |row| row.get(0))
         .or_else(|e| match e {
             rusqlite::Error::QueryReturnedNoRows => Ok(None),
             e => Err(e),
@@ -362,7 +350,7 @@ pub(super) fn scrub_credentials(db: &Connection, number: u64) -> Result<(), Stor
         let kept = without_credentials(&head);
         if kept.len() != head.len() {
             db.prepare_cached("UPDATE jobs SET head = ?2 WHERE number = ?1")?
-                .execute(params![number as i64, kept])?;
+                .execute(params![sql_int(number), kept])?;
         }
     }
     Ok(())

@@ -38,6 +38,14 @@ mod webhook_table;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+/// A number or count as an SQL integer parameter. SQLite and PostgreSQL hold 64-bit
+/// signed integers; a value above `i64::MAX` (never a stored job's number or sequence,
+/// which the databases number; only a client's `after`, `since` or `limit`) becomes
+/// `i64::MAX`, which no stored number passes.
+fn sql_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// The most delivery attempts kept per job (the latest ones).
 const MAX_ATTEMPTS_KEPT: usize = 64;
 
@@ -318,8 +326,8 @@ struct PendingEvents {
 impl PendingEvents {
     fn push(&mut self, number: u64, event: &JobEvent, now_ms: i64) {
         self.rows.push((
-            number.min(i64::MAX as u64) as i64,
-            event.seq.min(i64::MAX as u64) as i64,
+            sql_int(number),
+            sql_int(event.seq),
             now_ms,
             event.kind.clone(),
             event.data.clone(),

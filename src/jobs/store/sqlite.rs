@@ -626,7 +626,7 @@ impl JobStore for SqliteStore {
             .db
             .prepare_cached("SELECT fingerprint FROM jobs WHERE number = ?1")?;
         let fingerprint: Option<Vec<u8>> =
-            statement.query_row([record.number as i64], |row| row.get(0))?;
+            statement.query_row([sql_int(record.number)], |row| row.get(0))?;
         Ok(Some((record, fingerprint.unwrap_or_default())))
     }
 
@@ -637,7 +637,7 @@ impl JobStore for SqliteStore {
             "UPDATE OR FAIL jobs SET events = events + 1, state = 'running', attempts = attempts + 1, updated_ms = ?2
              WHERE number = ?1 AND state = 'queued'",
         )?;
-        if started.execute(params![number as i64, now_ms])? == 0 {
+        if started.execute(params![sql_int(number), now_ms])? == 0 {
             return Ok(None);
         }
         // Read back by its number (not `RETURNING`, see `update`), with its request.
@@ -645,7 +645,7 @@ impl JobStore for SqliteStore {
             format!("SELECT {RECORD_COLUMNS}, head, body, client FROM jobs WHERE number = ?1");
         let mut statement = self.db.prepare_cached(&sql)?;
         let row = statement
-            .query_row([number as i64], |row| {
+            .query_row([sql_int(number)], |row| {
                 let record = read_record(row)?;
                 let head: Option<Vec<u8>> = row.get(12)?;
                 let body: Option<Vec<u8>> = row.get(13)?;
@@ -678,7 +678,7 @@ impl JobStore for SqliteStore {
                  client = CASE ?2 WHEN 'failed' THEN client END
              WHERE number = ?1 AND state IN ('queued', 'running')",
             &[
-                &(number as i64),
+                &sql_int(number),
                 &state.as_str(),
                 &now_ms,
                 &i64::from(answer.status),
@@ -699,7 +699,7 @@ impl JobStore for SqliteStore {
             number,
             "UPDATE jobs SET events = events + 1, state = 'queued', updated_ms = ?2, error = ?3
              WHERE number = ?1 AND state = 'running'",
-            &[&(number as i64), &now_ms, &error],
+            &[&sql_int(number), &now_ms, &error],
         )
     }
 
@@ -709,7 +709,7 @@ impl JobStore for SqliteStore {
             number,
             "UPDATE jobs SET events = events + 1, state = 'cancelled', updated_ms = ?2, head = NULL, body = NULL, client = NULL
              WHERE number = ?1 AND state IN ('scheduled', 'queued', 'running')",
-            &[&(number as i64), &now_ms],
+            &[&sql_int(number), &now_ms],
         )
     }
 
@@ -719,7 +719,7 @@ impl JobStore for SqliteStore {
              WHERE number = ?1 AND state IN ('succeeded', 'failed')",
         )?;
         let row: Option<AnswerRow> = statement
-            .query_row([number as i64], |row| {
+            .query_row([sql_int(number)], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
             .optional()?;
@@ -804,7 +804,7 @@ impl JobStore for SqliteStore {
             number,
             "UPDATE jobs SET events = events + 1, progress = ?2, progress_message = ?3, updated_ms = ?4
              WHERE number = ?1 AND state IN ('queued', 'running')",
-            &[&(number as i64), &fraction, &message, &now_ms],
+            &[&sql_int(number), &fraction, &message, &now_ms],
         )
     }
 
@@ -878,7 +878,7 @@ impl JobStore for SqliteStore {
     fn retry(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
         let mut statement = self.db.prepare_cached(&admin::retry_sql(RECORD_COLUMNS))?;
         let row = statement
-            .query_row(params![number as i64, now_ms], read_record)
+            .query_row(params![sql_int(number), now_ms], read_record)
             .optional()?;
         row.transpose()
     }

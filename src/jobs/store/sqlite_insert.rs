@@ -65,7 +65,7 @@ impl SqliteStore {
             concat!("SELECT ", record_columns!(), " FROM jobs WHERE number = ?1");
         let mut statement = self.db.prepare_cached(BY_NUMBER)?;
         let row = statement
-            .query_row([number as i64], read_record)
+            .query_row([sql_int(number)], read_record)
             .optional()?;
         row.transpose()
     }

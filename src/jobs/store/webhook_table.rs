@@ -1,6 +1,7 @@
 //! The webhooks' table in the SQLite job store, and its queries (called by
 //! [`SqliteStore`](super::SqliteStore)'s [`JobStore`](super::JobStore) methods).
 
+use super::sql_int;
 use super::StoreError;
 use super::{Attempt, DeliveryState, WebhookRecord};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -50,7 +51,7 @@ pub(crate) fn add(db: &Connection, number: u64, job_id: &str, url: &str) -> Resu
     db.prepare_cached(
         "INSERT OR REPLACE INTO webhooks (number, job_id, url, state) VALUES (?1, ?2, ?3, 'waiting')",
     )?
-    .execute(params![number as i64, job_id, url])?;
+    .execute(params![sql_int(number), job_id, url])?;
     Ok(())
 }
 
@@ -59,7 +60,7 @@ pub(crate) fn get(db: &Connection, number: u64) -> Result<Option<WebhookRecord>,
     let sql = format!("SELECT {COLUMNS} FROM webhooks WHERE number = ?1");
     let row = db
         .prepare_cached(&sql)?
-        .query_row([number as i64], read)
+        .query_row([sql_int(number)], read)
         .optional()?;
     row.transpose()
 }
@@ -73,7 +74,7 @@ pub(crate) fn save(db: &Connection, record: &WebhookRecord) -> Result<(), StoreE
              next_ms = ?6 WHERE number = ?1",
     )?
     .execute(params![
-        record.number as i64,
+        sql_int(record.number),
         record.state.as_str(),
         record.payload,
         attempts,

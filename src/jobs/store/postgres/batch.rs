@@ -5,7 +5,7 @@
 
 use super::super::admin_table::task_of;
 use super::super::{Ending, JobRecord, JobState, JobStore, NewJob, StartedJob, StoreError};
-use super::{number_param, read_record, PostgresStore, RECORD_COLUMNS};
+use super::{read_record, sql_int, PostgresStore, RECORD_COLUMNS};
 use std::collections::HashMap;
 
 impl PostgresStore {
@@ -108,7 +108,7 @@ impl PostgresStore {
             return Ok(started);
         }
         let id = self.id.clone();
-        let params: Vec<i64> = numbers.iter().map(|&n| number_param(n)).collect();
+        let params: Vec<i64> = numbers.iter().map(|&n| sql_int(n)).collect();
         let sql = format!(
             "UPDATE jobs SET events = events + 1, state = 'running', attempts = attempts + 1,
                  updated_ms = $2, owner = $3
@@ -155,7 +155,7 @@ impl PostgresStore {
         let mut headers = Vec::with_capacity(succeeded.len());
         let mut bodies = Vec::with_capacity(succeeded.len());
         for end in &succeeded {
-            numbers.push(number_param(end.number));
+            numbers.push(sql_int(end.number));
             statuses.push(i64::from(end.answer.status));
             errors.push(end.error);
             headers.push(

@@ -188,10 +188,6 @@ impl PostgresStore {
     }
 }
 
-fn number_param(number: u64) -> i64 {
-    number.min(i64::MAX as u64) as i64
-}
-
 fn read_record(row: &Row) -> Result<JobRecord, StoreError> {
     let state: String = row.try_get(2)?;
     let Some(state) = JobState::parse(&state) else {
@@ -321,7 +317,7 @@ impl JobStore for PostgresStore {
 
     fn by_number(&mut self, number: u64) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM jobs WHERE number = $1");
-        self.record(&sql, &[&number_param(number)])
+        self.record(&sql, &[&sql_int(number)])
     }
 
     fn caller_secret(&mut self) -> Result<Vec<u8>, StoreError> {
@@ -351,7 +347,7 @@ impl JobStore for PostgresStore {
                  updated_ms = $2, owner = $3
              WHERE number = $1 AND state = 'queued' RETURNING {RECORD_COLUMNS}, head, body, client"
         );
-        let Some(row) = self.row(&sql, &[&number_param(number), &now_ms, &id])? else {
+        let Some(row) = self.row(&sql, &[&sql_int(number), &now_ms, &id])? else {
             return Ok(None);
         };
         let head: Option<Vec<u8>> = row.try_get(12)?;
@@ -379,7 +375,7 @@ impl JobStore for PostgresStore {
     ) -> Result<Option<JobRecord>, StoreError> {
         let headers = serde_json::to_string(&answer.headers)
             .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
-        let number = number_param(number);
+        let number = sql_int(number);
         if state == JobState::Failed {
             let head = self.row("SELECT head FROM jobs WHERE number = $1", &[&number])?;
             let head: Option<Vec<u8>> = match head {
@@ -435,7 +431,7 @@ impl JobStore for PostgresStore {
             "UPDATE jobs SET events = events + 1, state = 'queued', updated_ms = $2, error = $3
              WHERE number = $1 AND state = 'running' RETURNING {RECORD_COLUMNS}"
         );
-        self.record(&sql, &[&number_param(number), &now_ms, &error])
+        self.record(&sql, &[&sql_int(number), &now_ms, &error])
     }
 
     fn cancel(&mut self, number: u64, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
@@ -444,14 +440,14 @@ impl JobStore for PostgresStore {
                  body = NULL, client = NULL
              WHERE number = $1 AND state IN ('scheduled', 'queued', 'running') RETURNING {RECORD_COLUMNS}"
         );
-        self.record(&sql, &[&number_param(number), &now_ms])
+        self.record(&sql, &[&sql_int(number), &now_ms])
     }
 
     fn answer(&mut self, number: u64) -> Result<Option<StoredAnswer>, StoreError> {
         let row = self.row(
             "SELECT status, answer_headers, answer_body FROM jobs
              WHERE number = $1 AND state IN ('succeeded', 'failed')",
-            &[&number_param(number)],
+            &[&sql_int(number)],
         )?;
         let Some(row) = row else {
             return Ok(None);
@@ -558,7 +554,7 @@ impl JobStore for PostgresStore {
             "UPDATE jobs SET events = events + 1, progress = $2, progress_message = $3, updated_ms = $4
              WHERE number = $1 AND state IN ('queued', 'running') RETURNING {RECORD_COLUMNS}"
         );
-        self.record(&sql, &[&number_param(number), &fraction, &message, &now_ms])
+        self.record(&sql, &[&sql_int(number), &fraction, &message, &now_ms])
     }
 
     fn add_event(&mut self, number: u64, event: &JobEvent, now_ms: i64) -> Result<(), StoreError> {
@@ -570,7 +566,7 @@ impl JobStore for PostgresStore {
         self.write_events()?;
         let rows = self.rows(
             "SELECT seq, kind, data FROM job_events WHERE number = $1 AND seq > $2 ORDER BY seq",
-            &[&number_param(number), &number_param(seq)],
+            &[&sql_int(number), &sql_int(seq)],
         )?;
         rows.iter()
             .map(|row| {
@@ -590,14 +586,14 @@ impl JobStore for PostgresStore {
              ON CONFLICT (number) DO UPDATE SET job_id = EXCLUDED.job_id, url = EXCLUDED.url,
                  state = 'waiting', payload = NULL, attempts = '[]', first_failure_ms = NULL,
                  next_ms = NULL, owner = EXCLUDED.owner",
-            &[&number_param(number), &job_id, &url, &id],
+            &[&sql_int(number), &job_id, &url, &id],
         )?;
         Ok(())
     }
 
     fn webhook(&mut self, number: u64) -> Result<Option<WebhookRecord>, StoreError> {
         let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE number = $1");
-        self.row(&sql, &[&number_param(number)])?
+        self.row(&sql, &[&sql_int(number)])?
             .map(|row| read_webhook(&row))
             .transpose()
     }
@@ -611,7 +607,7 @@ impl JobStore for PostgresStore {
             "UPDATE webhooks SET state = $2, payload = $3, attempts = $4, first_failure_ms = $5,
                  next_ms = $6, owner = $7 WHERE number = $1",
             &[
-                &number_param(record.number),
+                &sql_int(record.number),
                 &record.state.as_str(),
                 &record.payload,
                 &attempts,
@@ -639,8 +635,8 @@ impl JobStore for PostgresStore {
             .iter()
             .map(|s| s.as_str().to_string())
             .collect();
-        let after = number_param(after);
-        let limit = limit.min(i64::MAX as usize) as i64;
+        let after = sql_int(after);
+        let limit = sql_int(limit as u64);
         let sql = format!(
             "SELECT {RECORD_COLUMNS}, task FROM jobs
              WHERE number > $1 AND (cardinality($2::text[]) = 0 OR state = ANY($2))
@@ -667,7 +663,7 @@ impl JobStore for PostgresStore {
     fn changes(&mut self, since: u64, limit: usize) -> Result<Vec<JobChange>, StoreError> {
         let rows = self.rows(
             "SELECT seq, id, state, at_ms FROM job_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-            &[&number_param(since), &(limit.min(i64::MAX as usize) as i64)],
+            &[&sql_int(since), &sql_int(limit as u64)],
         )?;
         rows.iter()
             .map(|row| {
@@ -700,7 +696,7 @@ impl JobStore for PostgresStore {
                  answer_headers = NULL, answer_body = NULL, owner = $3
              WHERE number = $1 AND state = 'failed' AND head IS NOT NULL RETURNING {RECORD_COLUMNS}"
         );
-        self.record(&sql, &[&number_param(number), &now_ms, &id])
+        self.record(&sql, &[&sql_int(number), &now_ms, &id])
     }
 
     fn shared(&self) -> Option<&str> {
