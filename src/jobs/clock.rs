@@ -1,6 +1,7 @@
 //! The wall clock as the job store and its documents write it: milliseconds since the
 //! Unix epoch, shown as RFC 3339 timestamps.
 
+use crate::base::calendar::{civil_date, put_digits};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch (0 if the clock reads before it).
@@ -37,25 +38,10 @@ pub(crate) fn rfc3339_bytes(ms: i64) -> Option<[u8; 24]> {
     let second = ms / 1000;
     let days = second / 86_400;
     let in_day = second % 86_400;
-    // Days to a civil date (proleptic Gregorian), counting eras of 400 years from
-    // 0000-03-01.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_date(days);
     let mut out = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, mut value: i64| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
+    let mut put =
+        |at: usize, width: usize, value: i64| put_digits(&mut out, at, width, value as u64);
     put(0, 4, year);
     put(5, 2, month);
     put(8, 2, day);

@@ -68,6 +68,7 @@ mod target;
 
 use super::config::AccessLogFormat;
 use super::front::EntryIndex;
+use crate::base::calendar::{civil_date, put_digits};
 use head_end::{HeadEnd, HEAD_END};
 use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -524,24 +525,9 @@ fn http_status_and_body<'r>(response: &'r [u8], head_end: &HeadEnd) -> Option<(&
 fn rfc3339(second: u64) -> [u8; 20] {
     let days = (second / 86_400) as i64;
     let in_day = second % 86_400;
-    // Days to a civil date, counting eras of 400 years from 0000-03-01.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_date(days);
     let mut out = *b"0000-00-00T00:00:00Z";
-    let mut put = |at: usize, width: usize, mut value: u64| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
+    let mut put = |at: usize, width: usize, value: u64| put_digits(&mut out, at, width, value);
     put(0, 4, year.clamp(0, 9999) as u64);
     put(5, 2, month as u64);
     put(8, 2, day as u64);
