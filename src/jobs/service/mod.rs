@@ -230,7 +230,7 @@ impl JobsHandle {
             queue,
             next_scheduled,
             retries: BinaryHeap::new(),
-            running: HashSet::new(),
+            running: HashMap::new(),
             waiters: HashMap::new(),
             deadlines: BinaryHeap::new(),
             next_waiter: 0,
@@ -427,8 +427,9 @@ struct Service {
     next_scheduled: Option<i64>,
     /// Runs to try again: (when, number, created).
     retries: BinaryHeap<Reverse<(Instant, u64, i64)>>,
-    /// Jobs in the pipeline.
-    running: HashSet<u64>,
+    /// Jobs in the pipeline, each with whether its end may be stored quietly: its
+    /// run is its first, and it has neither error nor progress (see `ends`).
+    running: HashMap<u64, bool>,
     /// Long-polls, by job number.
     waiters: HashMap<u64, Vec<Waiter>>,
     /// When each long-poll ends: (when, job number, waiter id).
@@ -843,7 +844,7 @@ impl Service {
                 // The runs this batch dispatched were rolled back to the queue; those
                 // dispatched before are still in the pipeline, and still count.
                 let queued: HashSet<u64> = queue.iter().map(|(number, _)| *number).collect();
-                self.running.retain(|number| !queued.contains(number));
+                self.running.retain(|number, _| !queued.contains(number));
                 self.queue = queue.into();
                 self.counts = counts;
             }

@@ -56,7 +56,7 @@ impl Service {
         let Some(record) = self.store.by_number(number)? else {
             return Ok(());
         };
-        if record.state != JobState::Running || self.running.contains(&number) {
+        if record.state != JobState::Running || self.running.contains_key(&number) {
             return Ok(());
         }
         log::warn!(
