@@ -518,13 +518,20 @@ impl Service {
         let mut recovered = true;
         loop {
             self.scrub_if_due(&commands, Instant::now());
-            let wait = self.next_timer().saturating_duration_since(Instant::now());
+            // Runs' ends that the last batch left (it stored submits, see `ends`) are
+            // stored by this one, which does not wait for a command.
+            let carried = !self.ending.is_empty();
+            let wait = match carried {
+                true => Duration::ZERO,
+                false => self.next_timer().saturating_duration_since(Instant::now()),
+            };
             let first = if std::mem::take(&mut recovered) {
                 None
             } else {
                 match self.receive(&commands, wait) {
                     Ok(command) => command,
                     Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) if carried => None,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
@@ -538,7 +545,9 @@ impl Service {
             for command in batch {
                 self.handle(command);
             }
-            self.store_ends();
+            if carried || self.submitted.is_empty() {
+                self.store_ends();
+            }
             self.on_webhook_outcomes();
             self.store_submits();
             self.on_timers(Instant::now());
