@@ -10,7 +10,9 @@
 //! commits, so the order of the stores within the batch is the one the answers came in.
 //!
 //! A batch that stores submits leaves the ends it gathered to the next batch, which
-//! starts at once, without waiting for a command, and stores them whatever it holds:
+//! starts at once, without waiting for a command, and stores them whatever it holds
+//! (unless someone hears of one of them: a long-poll, an event stream, a webhook or a
+//! channel, whose answer would then need a sync of its own, after the submits'):
 //! the submits' `202`s leave after their commit and its sync without waiting for the
 //! ends' writes (about a third of the thread's work per cheap job), which the thread
 //! does while the `202`s travel to their clients and the clients' next requests come
@@ -118,6 +120,17 @@ impl Service {
     /// stores submits, the next).
     pub(super) fn ends_gathered(&self) -> impl Iterator<Item = u64> + '_ {
         self.ending.iter().map(|end| end.number)
+    }
+
+    /// Whether someone hears of one of the gathered ends once it is stored (see the
+    /// module's notes): then they are stored in this batch, not carried to the next.
+    pub(super) fn ends_heard(&self) -> bool {
+        let heard = |end: &PendingEnd| {
+            self.waiters.contains_key(&end.number)
+                || self.seen_events.contains_key(&end.number)
+                || self.notify.contains_key(&end.number)
+        };
+        self.deliveries.is_some() || self.every_event.is_on() || self.ending.iter().any(heard)
     }
 
     /// Whether `end` may be stored without reading its job's record back: nothing that

@@ -545,7 +545,7 @@ impl Service {
             for command in batch {
                 self.handle(command);
             }
-            if carried || self.submitted.is_empty() {
+            if carried || self.submitted.is_empty() || self.ends_heard() {
                 self.store_ends();
             }
             self.on_webhook_outcomes();
