@@ -211,7 +211,8 @@ impl Service {
         let number = record.number;
         self.counts.queued = self.counts.queued.saturating_sub(1);
         self.counts.running += 1;
-        self.running.insert(number);
+        let quiet = record.attempts <= 1 && record.error.is_none() && record.progress.is_none();
+        self.running.insert(number, quiet);
         self.early.push(Event::Dispatch {
             number,
             head,
@@ -330,7 +331,7 @@ impl Service {
         };
         *self.counts.of(record.state) -= 1;
         self.counts.cancelled += 1;
-        if self.running.remove(&record.number) {
+        if self.running.remove(&record.number).is_some() {
             self.outbox.push(Event::Interrupt {
                 number: record.number,
             });
@@ -346,11 +347,11 @@ impl Service {
 
     pub(super) fn answered(&mut self, number: u64, answer: RunAnswer) -> Result<(), StoreError> {
         if let RunAnswer::Response(bytes) = &answer {
-            if self.running.remove(&number) {
+            if let Some(quiet) = self.running.remove(&number) {
                 // A run of this service's that answered: its job is running, and the
                 // end is stored with the batch's others (see `ends`).
                 let (stored, error) = stored_of(bytes);
-                self.end_later(number, stored, error);
+                self.end_later(number, stored, error, quiet);
                 return Ok(());
             }
         }

@@ -230,7 +230,7 @@ impl JobsHandle {
             queue,
             next_scheduled,
             retries: BinaryHeap::new(),
-            running: HashSet::new(),
+            running: HashMap::new(),
             waiters: HashMap::new(),
             deadlines: BinaryHeap::new(),
             next_waiter: 0,
@@ -427,8 +427,9 @@ struct Service {
     next_scheduled: Option<i64>,
     /// Runs to try again: (when, number, created).
     retries: BinaryHeap<Reverse<(Instant, u64, i64)>>,
-    /// Jobs in the pipeline.
-    running: HashSet<u64>,
+    /// Jobs in the pipeline, each with whether its end may be stored quietly: its
+    /// run is its first, and it has neither error nor progress (see `ends`).
+    running: HashMap<u64, bool>,
     /// Long-polls, by job number.
     waiters: HashMap<u64, Vec<Waiter>>,
     /// When each long-poll ends: (when, job number, waiter id).
@@ -517,13 +518,20 @@ impl Service {
         let mut recovered = true;
         loop {
             self.scrub_if_due(&commands, Instant::now());
-            let wait = self.next_timer().saturating_duration_since(Instant::now());
+            // Runs' ends that the last batch left (it stored submits, see `ends`) are
+            // stored by this one, which does not wait for a command.
+            let carried = !self.ending.is_empty();
+            let wait = match carried {
+                true => Duration::ZERO,
+                false => self.next_timer().saturating_duration_since(Instant::now()),
+            };
             let first = if std::mem::take(&mut recovered) {
                 None
             } else {
                 match self.receive(&commands, wait) {
                     Ok(command) => command,
                     Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) if carried => None,
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
@@ -537,7 +545,9 @@ impl Service {
             for command in batch {
                 self.handle(command);
             }
-            self.store_ends();
+            if carried || self.submitted.is_empty() || self.ends_heard() {
+                self.store_ends();
+            }
             self.on_webhook_outcomes();
             self.store_submits();
             self.on_timers(Instant::now());
@@ -843,7 +853,7 @@ impl Service {
                 // The runs this batch dispatched were rolled back to the queue; those
                 // dispatched before are still in the pipeline, and still count.
                 let queued: HashSet<u64> = queue.iter().map(|(number, _)| *number).collect();
-                self.running.retain(|number| !queued.contains(number));
+                self.running.retain(|number, _| !queued.contains(number));
                 self.queue = queue.into();
                 self.counts = counts;
             }

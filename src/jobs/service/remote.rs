@@ -88,7 +88,7 @@ impl Service {
                     .seen_events
                     .keys()
                     .chain(self.waiters.keys())
-                    .chain(self.running.iter())
+                    .chain(self.running.keys())
                     .copied()
                     .collect();
                 for number in numbers {
@@ -101,13 +101,13 @@ impl Service {
 
     fn remote_changed(&mut self, number: u64) -> Result<(), StoreError> {
         let watched = self.seen_events.contains_key(&number);
-        if !watched && !self.waiters.contains_key(&number) && !self.running.contains(&number) {
+        if !watched && !self.waiters.contains_key(&number) && !self.running.contains_key(&number) {
             return Ok(());
         }
         let Some(record) = self.store.by_number(number)? else {
             return Ok(());
         };
-        if record.state.is_final() && self.running.remove(&number) {
+        if record.state.is_final() && self.running.remove(&number).is_some() {
             // Another front end cancelled a run of ours: stop its work.
             log::info!(
                 "jobs: job {} ended by another front end; its run is interrupted",

@@ -9,6 +9,7 @@ use super::{RunAnswer, Service};
 use crate::jobs::store::{JobState, StoreError};
 use crate::jobs::tag::job_tag;
 use crate::pipeline::loopback::{Failure, FailureKind};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// How often settling is tried again while the store cannot commit, when nothing else
@@ -56,7 +57,7 @@ impl Service {
         let Some(record) = self.store.by_number(number)? else {
             return Ok(());
         };
-        if record.state != JobState::Running || self.running.contains(&number) {
+        if record.state != JobState::Running || self.running.contains_key(&number) {
             return Ok(());
         }
         log::warn!(
@@ -83,6 +84,11 @@ impl Service {
     /// rolled back; they are settled at a later batch.
     pub(super) fn batch_unsettled(&mut self) {
         self.admin_refuse();
+        // An end gathered but not yet written was not lost: a later batch stores it.
+        if !self.ending.is_empty() {
+            let gathered: HashSet<u64> = self.ends_gathered().collect();
+            self.unsettled.answered.retain(|n| !gathered.contains(n));
+        }
         let unsettled = &mut self.unsettled;
         unsettled.uncertain.append(&mut unsettled.answered);
         unsettled.uncertain.append(&mut unsettled.settling);

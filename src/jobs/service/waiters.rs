@@ -190,6 +190,10 @@ impl Service {
         else {
             return Ok(());
         };
+        // Its record now has progress: its end tells of it (see `ends`).
+        if let Some(quiet) = self.running.get_mut(&number) {
+            *quiet = false;
+        }
         let data = serde_json::json!({ "fraction": fraction, "message": message }).to_string();
         self.publish_event(&record, "progress", &data);
         Ok(())

@@ -629,6 +629,19 @@ pub trait JobStore: Send {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError>;
+    /// [`finish`](Self::finish) for a caller that does not read the job's record:
+    /// whether the job was unfinished (and is now ended). A store that reads the record
+    /// back after its write (SQLite) leaves the read out.
+    fn finish_quietly(
+        &mut self,
+        number: u64,
+        state: JobState,
+        answer: &StoredAnswer,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.finish(number, state, answer, error, now_ms)?.is_some())
+    }
     /// Puts a running job back in the queue after a run the pipeline could not take.
     fn requeue(
         &mut self,

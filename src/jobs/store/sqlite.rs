@@ -664,29 +664,21 @@ impl JobStore for SqliteStore {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let headers = serde_json::to_string(&answer.headers)
-            .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
-        self.scrub = true;
-        if state == JobState::Failed {
-            admin::scrub_credentials(&self.db, number)?;
+        match self.finish_row(number, state, answer, error, now_ms)? {
+            true => self.record_of(number),
+            false => Ok(None),
         }
-        self.update(
-            number,
-            "UPDATE OR FAIL jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
-                 answer_headers = ?6, answer_body = ?7,
-                 head = CASE ?2 WHEN 'failed' THEN head END, body = CASE ?2 WHEN 'failed' THEN body END,
-                 client = CASE ?2 WHEN 'failed' THEN client END
-             WHERE number = ?1 AND state IN ('queued', 'running')",
-            &[
-                &sql_int(number),
-                &state.as_str(),
-                &now_ms,
-                &i64::from(answer.status),
-                &error,
-                &headers,
-                &answer.body,
-            ],
-        )
+    }
+
+    fn finish_quietly(
+        &mut self,
+        number: u64,
+        state: JobState,
+        answer: &StoredAnswer,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.finish_row(number, state, answer, error, now_ms)
     }
 
     fn requeue(

@@ -41,6 +41,42 @@ impl SqliteStore {
         Ok(self.db.last_insert_rowid() as u64)
     }
 
+    /// Ends an unfinished job's row (see [`JobStore::finish`]): whether it was
+    /// unfinished. The record is not read back.
+    pub(super) fn finish_row(
+        &mut self,
+        number: u64,
+        state: JobState,
+        answer: &StoredAnswer,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let headers = serde_json::to_string(&answer.headers)
+            .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
+        self.scrub = true;
+        if state == JobState::Failed {
+            admin::scrub_credentials(&self.db, number)?;
+        }
+        self.group_kept()?;
+        let mut statement = self.db.prepare_cached(
+            "UPDATE OR FAIL jobs SET events = events + 1, state = ?2, updated_ms = ?3, status = ?4, error = ?5,
+                 answer_headers = ?6, answer_body = ?7,
+                 head = CASE ?2 WHEN 'failed' THEN head END, body = CASE ?2 WHEN 'failed' THEN body END,
+                 client = CASE ?2 WHEN 'failed' THEN client END
+             WHERE number = ?1 AND state IN ('queued', 'running')",
+        )?;
+        let changed = statement.execute(params![
+            sql_int(number),
+            state.as_str(),
+            now_ms,
+            i64::from(answer.status),
+            error,
+            headers,
+            answer.body,
+        ])?;
+        Ok(changed > 0)
+    }
+
     /// Runs an UPDATE of job `number`'s row (`?1` in `sql`), then reads the row's
     /// record back if it changed; `None` if it did not. Not `RETURNING`: SQLite
     /// gathers returned rows in a temporary B-tree opened and closed per statement,
