@@ -146,6 +146,32 @@ impl Loopbacks {
         sockets::send_frames(socket, frames, flags)
     }
 
+    /// While `on`, holds back the flush of each message sent (libzmq's
+    /// `ZMQ_DEFER_FLUSH`, vendor/zeromq-src/PATCHES.md) until [`Loopbacks::flush`],
+    /// which makes them all visible at once: a batch of answers wakes a sleeping front
+    /// end once. Off flushes what waits.
+    ///
+    /// # Errors
+    /// libzmq's error for the first socket that refused.
+    pub fn defer_flushes(&self, on: bool) -> zmq::Result<()> {
+        for socket in &self.sockets {
+            socket.set_defer_flush(on)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every message held back (see [`Loopbacks::defer_flushes`]) visible to its
+    /// front end.
+    ///
+    /// # Errors
+    /// libzmq's error for the first socket that failed (only when the context ends).
+    pub fn flush(&self) -> zmq::Result<()> {
+        for socket in &self.sockets {
+            socket.flush_deferred()?;
+        }
+        Ok(())
+    }
+
     /// Sends the same message to every front end (`DONTWAIT`).
     ///
     /// # Errors

@@ -639,7 +639,7 @@ fn outgoing(
     for field in request.fields {
         let name = field.name;
         if host.is_none() && name.eq_ignore_ascii_case("host") {
-            host = Some(String::from_utf8_lossy(field.value));
+            host = Some(lossy(field.value));
         }
         // The signatures are the gateway's own: a client's are never passed on.
         if is_hop_by_hop(name, &connection)
@@ -649,7 +649,7 @@ fn outgoing(
             continue;
         }
         // Values are passed as text, as a `Request` holds them (not UTF-8: lossily).
-        let value = String::from_utf8_lossy(field.value);
+        let value = lossy(field.value);
         let chain = if name.eq_ignore_ascii_case("x-forwarded-for") {
             Some(&mut forwarded_for)
         } else if name.eq_ignore_ascii_case("forwarded") {
@@ -676,40 +676,38 @@ fn outgoing(
             request_id_header = true;
         }
         let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| unforwardable(&e))?;
-        fields.push(name, value.as_bytes());
+        fields.push(name, &value);
     }
     let host = host.unwrap_or_default();
     let ip = client.map(|c| IpText::of(c.ip()));
     for value in &forwarded {
-        fields.join(value.as_bytes());
+        fields.join(value);
     }
     fields.join(b"for=");
     match (client, &ip) {
-        (Some(SocketAddr::V4(a)), Some(ip)) if a.port() == 0 => {
-            fields.extend(ip.as_str().as_bytes())
-        }
+        (Some(SocketAddr::V4(a)), Some(ip)) if a.port() == 0 => fields.extend(ip.as_bytes()),
         _ => fields.extend(forwarded_node(client).as_bytes()),
     }
     fields.extend(b";proto=http;host=\"");
-    for part in host.as_bytes().split(|b| matches!(b, b'"' | b'\\')) {
+    for part in host.split(|b| matches!(b, b'"' | b'\\')) {
         fields.extend(part);
     }
     fields.extend(b"\"");
     fields.end(FORWARDED.clone());
     for value in &forwarded_for {
-        fields.join(value.as_bytes());
+        fields.join(value);
     }
-    fields.join(ip.as_ref().map_or("unknown", |ip| ip.as_str()).as_bytes());
+    fields.join(ip.as_ref().map_or(&b"unknown"[..], |ip| ip.as_bytes()));
     fields.end(X_FORWARDED_FOR.clone());
     for value in &forwarded_host {
-        fields.join(value.as_bytes());
+        fields.join(value);
     }
     if !host.is_empty() {
-        fields.join(host.as_bytes());
+        fields.join(&host);
     }
     fields.end_unless_empty(X_FORWARDED_HOST.clone());
     if let Some(ip) = &ip {
-        fields.push(X_REAL_IP.clone(), ip.as_str().as_bytes());
+        fields.push(X_REAL_IP.clone(), ip.as_bytes());
     }
     if !request_id_header {
         fields.push_number(X_REQUEST_ID.clone(), request_id);
@@ -735,6 +733,16 @@ fn outgoing(
         body: Bytes::copy_from_slice(request.body),
     };
     Ok((outgoing, head))
+}
+
+/// A field value's bytes as text, as a `Request` holds them: as they are when they
+/// are UTF-8 (ASCII, the usual, told at once), else made so lossily (each byte that
+/// is not, U+FFFD).
+fn lossy(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if value.is_ascii() || std::str::from_utf8(value).is_ok() {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(value).into_owned().into_bytes())
 }
 
 /// A backend request made by [`outgoing`], before it takes the form its client sends:

@@ -7,7 +7,11 @@
 //! involved.
 //!
 //! A call is bounded as a whole (connect, send, wait, read the body) by the gateway's
-//! timeout, and its body by the gateway's size limit. A call that is dropped before its
+//! timeout, and its body by the gateway's size limit. A plain call's deadline is one
+//! entry in a queue of the thread's (`Deadlines`, earliest first) that
+//! [`Calls::wait`] sleeps no longer than and tells the calls past it, rather than a
+//! timer of the runtime's per call (registered, polled and dropped each time); hyper's
+//! calls keep tokio's timeout. A call that is dropped before its
 //! answer (aborted, timed out, failed) closes its connection (its task is aborted,
 //! which drops the socket): only a connection whose exchange ended with the answer's
 //! last byte goes back to the pool, and is taken again only while hyper says it is
@@ -21,16 +25,20 @@
 //! bounds, pooling and retry, without hyper's connection task and channels.
 
 use bytes::Bytes;
-use futures_util::future::{AbortHandle, Abortable, Aborted, FutureExt};
+use futures_util::future::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::task::AtomicWaker;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -68,6 +76,157 @@ enum Kept {
 /// A running call: it ends with its ticket and what it made, and its connection when
 /// that may serve again (`None` once aborted).
 type Running<T> = Pin<Box<dyn Future<Output = (u64, Option<(T, Option<Kept>)>)> + Send>>;
+
+/// A running call's [`Stop`] says it runs on.
+const RUNNING: u8 = 0;
+/// A running call's [`Stop`] says it is aborted: it ends with nothing, its job is
+/// forgotten.
+const ABORTED: u8 = 1;
+/// A running call's [`Stop`] says its deadline passed: it ends as a timeout.
+const EXPIRED: u8 = 2;
+
+/// How [`Calls`] tells a running call to end early (aborted, or past its deadline),
+/// shared by the call and [`Calls`]: the state, and the waker of the call's last poll,
+/// which the telling wakes so that the call sees it at once.
+#[derive(Default)]
+struct Stop {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Stop {
+    /// Tells the call `state` ([`ABORTED`] or [`EXPIRED`]) and wakes it.
+    fn tell(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// What the call was told; the poll's waker is kept for a telling to come.
+    fn told(&self, cx: &Context<'_>) -> u8 {
+        let state = self.state.load(Ordering::Acquire);
+        if state != RUNNING {
+            return state;
+        }
+        self.waker.register(cx.waker());
+        self.state.load(Ordering::Acquire)
+    }
+}
+
+/// A call as [`Calls`] holds it: polled until it ends, unless its [`Stop`] says it is
+/// aborted first; a panic in it leaves `panicked()`. (A struct rather than an `async`
+/// block, which would keep the call twice in its state: once as captured, once
+/// pinned.)
+struct Held<F, T> {
+    call: F,
+    stop: Arc<Stop>,
+    ticket: u64,
+    panicked: fn() -> T,
+}
+
+impl<F, T> Future for Held<F, T>
+where
+    F: Future<Output = std::thread::Result<(T, Option<Kept>)>>,
+{
+    type Output = (u64, Option<(T, Option<Kept>)>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `call` stays where it is while pinned: `Held` has no `Drop` and
+        // nothing moves its fields; it is `Unpin` only when `F` is.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.stop.told(cx) == ABORTED {
+            return Poll::Ready((this.ticket, None));
+        }
+        // SAFETY: as above, `call` is pinned with `Held`.
+        let call = unsafe { Pin::new_unchecked(&mut this.call) };
+        call.poll(cx).map(|ended| match ended {
+            Ok(made) => (this.ticket, Some(made)),
+            Err(_panic) => (this.ticket, Some(((this.panicked)(), None))),
+        })
+    }
+}
+
+/// A call that ends (`Some`) or is cut at its deadline (`None`, once its [`Stop`] says
+/// [`EXPIRED`]); inside a [`Held`], whose polls keep the waker the telling wakes.
+struct Bounded<F> {
+    call: F,
+    stop: Arc<Stop>,
+}
+
+impl<F: Future> Future for Bounded<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `call` stays where it is while pinned: `Bounded` has no `Drop` and
+        // nothing moves its fields; it is `Unpin` only when `F` is.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.stop.state.load(Ordering::Acquire) == EXPIRED {
+            return Poll::Ready(None);
+        }
+        // SAFETY: as above, `call` is pinned with `Bounded`.
+        unsafe { Pin::new_unchecked(&mut this.call) }
+            .poll(cx)
+            .map(Some)
+    }
+}
+
+/// The deadlines of plain calls, the earliest first, by ticket: a call whose deadline
+/// passes is told [`EXPIRED`] from [`Calls::wait`], which sleeps no longer than the
+/// earliest; one timer for all calls, not one per call (all of a gateway's calls have
+/// one timeout, so a new deadline is the latest and goes at the back). Entries of calls
+/// that ended are dropped from the front as they come there, and all at once when
+/// they outnumber the running calls.
+#[derive(Default)]
+struct Deadlines {
+    queue: VecDeque<(Instant, u64)>,
+}
+
+impl Deadlines {
+    /// Adds the deadline of call `ticket`.
+    fn add(&mut self, deadline: Instant, ticket: u64) {
+        let at = match self.queue.back() {
+            Some(&(last, _)) if last > deadline => {
+                self.queue.partition_point(|&(d, _)| d <= deadline)
+            }
+            _ => self.queue.len(),
+        };
+        self.queue.insert(at, (deadline, ticket));
+    }
+
+    /// The earliest deadline of a running call, once the ended calls' are dropped.
+    fn next(&mut self, stops: &crate::base::fast_hash::FastMap<u64, Arc<Stop>>) -> Option<Instant> {
+        if self.queue.len() > 2 * stops.len() + 64 {
+            self.queue.retain(|(_, ticket)| stops.contains_key(ticket));
+        }
+        while let Some(&(deadline, ticket)) = self.queue.front() {
+            if stops.contains_key(&ticket) {
+                return Some(deadline);
+            }
+            self.queue.pop_front();
+        }
+        None
+    }
+
+    /// Tells each running call whose deadline is not after `now` that it passed; says
+    /// whether one was.
+    fn expire(
+        &mut self,
+        now: Instant,
+        stops: &crate::base::fast_hash::FastMap<u64, Arc<Stop>>,
+    ) -> bool {
+        let mut expired = false;
+        while let Some(&(deadline, ticket)) = self.queue.front() {
+            if deadline > now {
+                break;
+            }
+            self.queue.pop_front();
+            if let Some(stop) = stops.get(&ticket) {
+                stop.tell(EXPIRED);
+                expired = true;
+            }
+        }
+        expired
+    }
+}
 
 /// A kept-alive connection to the backend: hyper's handle to send on it, and the task
 /// that owns its socket.
@@ -140,6 +299,33 @@ impl Pool {
     }
 }
 
+/// What [`Calls::wait`] does with a call that ended: its connection back to its pool
+/// when it may serve again, its outcome on `done`.
+struct Taker<'a, T> {
+    stops: &'a mut crate::base::fast_hash::FastMap<u64, Arc<Stop>>,
+    pool: &'a mut Pool,
+    plain: &'a mut PlainPool,
+    done: &'a mut Vec<(u64, T)>,
+}
+
+impl<T> Taker<'_, T> {
+    /// Takes what a call ended with; says whether it answered: an aborted one leaves
+    /// nothing, its job is forgotten.
+    fn take(&mut self, (ticket, made): (u64, Option<(T, Option<Kept>)>)) -> bool {
+        let Some((made, kept)) = made else {
+            return false;
+        };
+        match kept {
+            Some(Kept::Hyper(connection)) => self.pool.put(connection, Instant::now()),
+            Some(Kept::Plain(connection)) => self.plain.put(connection, Instant::now()),
+            None => {}
+        }
+        self.stops.remove(&ticket);
+        self.done.push((ticket, made));
+        true
+    }
+}
+
 /// One worker thread's client to the backend, and the calls it holds.
 pub(super) struct Calls<T> {
     runtime: tokio::runtime::Runtime,
@@ -151,7 +337,9 @@ pub(super) struct Calls<T> {
     /// task is spawned per call, so starting one takes no lock and wakes nothing.
     running: FuturesUnordered<Running<T>>,
     /// How to stop each running call, by ticket.
-    stops: crate::base::fast_hash::FastMap<u64, AbortHandle>,
+    stops: crate::base::fast_hash::FastMap<u64, Arc<Stop>>,
+    /// The plain calls' deadlines.
+    deadlines: Deadlines,
     /// The job socket's descriptor (libzmq's `ZMQ_FD`), and a duplicate of it
     /// registered with the runtime.
     jobs: Option<(RawFd, AsyncFd<OwnedFd>)>,
@@ -184,6 +372,7 @@ impl<T: Send + 'static> Calls<T> {
             plain: PlainPool::default(),
             running: FuturesUnordered::new(),
             stops: Default::default(),
+            deadlines: Deadlines::default(),
             jobs: None,
             panicked,
         })
@@ -201,7 +390,8 @@ impl<T: Send + 'static> Calls<T> {
     ) {
         let backend = Arc::clone(&self.backend);
         let pooled = self.pool.take(Instant::now());
-        self.run(ticket, async move {
+        let stop = Arc::new(Stop::default());
+        self.run(ticket, stop, async move {
             let (called, connection) = exchange(&backend, pooled, call).await;
             (finish(called), connection.map(Kept::Hyper))
         });
@@ -217,34 +407,48 @@ impl<T: Send + 'static> Calls<T> {
         finish: impl FnOnce(PlainCalled) -> T + Send + 'static,
     ) {
         let backend = Arc::clone(&self.backend);
-        let pooled = self.plain.take(Instant::now(), POOL_IDLE);
-        self.run(ticket, async move {
-            let PlainCall {
-                request,
-                limit,
-                timeout,
-            } = call;
-            let exchanged = gateway_plain::exchange(&backend, pooled, request, limit);
-            let (called, kept) = match tokio::time::timeout(timeout, exchanged).await {
-                Ok(Ok((answer, kept))) => (Ok(answer), kept.map(Kept::Plain)),
-                Ok(Err(e)) => (Err(e), None),
-                Err(_) => (Err(CallError::Timeout), None),
+        let now = Instant::now();
+        let pooled = self.plain.take(now, POOL_IDLE);
+        let PlainCall {
+            request,
+            limit,
+            timeout,
+        } = call;
+        // A timeout past what an `Instant` holds is no deadline.
+        if let Some(deadline) = now.checked_add(timeout) {
+            self.deadlines.add(deadline, ticket);
+        }
+        let stop = Arc::new(Stop::default());
+        let bounded = Bounded {
+            call: gateway_plain::exchange(backend, pooled, request, limit),
+            stop: Arc::clone(&stop),
+        };
+        let call = bounded.map(move |ended| {
+            let (called, kept) = match ended {
+                Some(Ok((answer, kept))) => (Ok(answer), kept.map(Kept::Plain)),
+                Some(Err(e)) => (Err(e), None),
+                None => (Err(CallError::Timeout), None),
             };
             (finish(called), kept)
         });
+        self.run(ticket, stop, call);
     }
 
-    /// Holds `call` as the running call `ticket` (see [`Calls::start`]).
-    fn run(&mut self, ticket: u64, call: impl Future<Output = (T, Option<Kept>)> + Send + 'static) {
-        let panicked = self.panicked;
-        let (stop, registration) = AbortHandle::new_pair();
-        let call = AssertUnwindSafe(call).catch_unwind();
-        let running = Abortable::new(call, registration).map(move |ended| match ended {
-            Ok(Ok(made)) => (ticket, Some(made)),
-            Ok(Err(_panic)) => (ticket, Some((panicked(), None))),
-            Err(Aborted) => (ticket, None),
-        });
-        self.running.push(Box::pin(running));
+    /// Holds `call` as the running call `ticket`, stopped by `stop` (see
+    /// [`Calls::start`]).
+    fn run(
+        &mut self,
+        ticket: u64,
+        stop: Arc<Stop>,
+        call: impl Future<Output = (T, Option<Kept>)> + Send + 'static,
+    ) {
+        let held = Held {
+            call: AssertUnwindSafe(call).catch_unwind(),
+            stop: Arc::clone(&stop),
+            ticket,
+            panicked: self.panicked,
+        };
+        self.running.push(Box::pin(held));
         self.stops.insert(ticket, stop);
     }
 
@@ -252,7 +456,7 @@ impl<T: Send + 'static> Calls<T> {
     /// connection.
     pub(super) fn abort(&mut self, ticket: u64) {
         if let Some(stop) = self.stops.remove(&ticket) {
-            stop.abort();
+            stop.tell(ABORTED);
         }
     }
 
@@ -279,26 +483,25 @@ impl<T: Send + 'static> Calls<T> {
         }
         let watched = jobs.and(self.jobs.as_ref()).map(|(_, watched)| watched);
         let running = &mut self.running;
-        let stops = &mut self.stops;
-        let pool = &mut self.pool;
-        let plain = &mut self.plain;
-        // Says whether the call answered: an aborted one leaves nothing, its job is
-        // forgotten.
-        let mut take = |(ticket, made): (u64, Option<(T, Option<Kept>)>)| match made {
-            Some((made, kept)) => {
-                match kept {
-                    Some(Kept::Hyper(connection)) => pool.put(connection, Instant::now()),
-                    Some(Kept::Plain(connection)) => plain.put(connection, Instant::now()),
-                    None => {}
-                }
-                stops.remove(&ticket);
-                done.push((ticket, made));
-                true
-            }
-            None => false,
+        let deadlines = &mut self.deadlines;
+        let mut taker = Taker {
+            stops: &mut self.stops,
+            pool: &mut self.pool,
+            plain: &mut self.plain,
+            done,
         };
+        let now = Instant::now();
+        // A wait past what an `Instant` holds is a day's, then the loop's next turn.
+        let end = now
+            .checked_add(timeout)
+            .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+            .unwrap_or(now);
+        let wake_at = |next: Option<Instant>| {
+            tokio::time::Instant::from_std(next.map_or(end, |deadline| deadline.min(end)))
+        };
+        let first = wake_at(deadlines.next(&*taker.stops));
         self.runtime.block_on(async {
-            let sleep = tokio::time::sleep(timeout);
+            let sleep = tokio::time::sleep_until(first);
             tokio::pin!(sleep);
             let signalled = async {
                 match watched {
@@ -317,17 +520,25 @@ impl<T: Send + 'static> Calls<T> {
                 tokio::select! {
                     biased;
                     Some(ended) = running.next(), if !running.is_empty() => {
-                        let mut answered = take(ended);
+                        let mut answered = taker.take(ended);
                         // The others that are ready too, without waiting.
                         while let Some(Some(ended)) = running.next().now_or_never() {
-                            answered |= take(ended);
+                            answered |= taker.take(ended);
                         }
                         if answered {
                             break;
                         }
                     }
                     _ = &mut signalled => break,
-                    _ = &mut sleep => break,
+                    _ = &mut sleep => {
+                        // A call's deadline, or the wait's end: the calls told they
+                        // passed their deadline end as timeouts in the next rounds.
+                        let now = Instant::now();
+                        if !deadlines.expire(now, &*taker.stops) && now >= end {
+                            break;
+                        }
+                        sleep.as_mut().reset(wake_at(deadlines.next(&*taker.stops)));
+                    }
                 }
             }
         });

@@ -31,6 +31,17 @@ pub(crate) fn under_base(base: &str, target: &str) -> Result<String, HiddenDotSe
         None => (target, ""),
     };
     let path = path.strip_prefix('/').unwrap_or(path);
+    // Without a dot, a percent sign or a backslash no segment is, or hides, a dot
+    // segment: the path goes as it came (what the loop below gives for it, without
+    // its list of segments; most paths take this way).
+    if !path.bytes().any(|b| matches!(b, b'.' | b'%' | b'\\')) {
+        let mut out = String::with_capacity(base.len() + 1 + path.len() + query.len());
+        out.push_str(base);
+        out.push('/');
+        out.push_str(path);
+        out.push_str(query);
+        return Ok(out);
+    }
     let mut kept: Vec<&str> = Vec::new();
     let mut trailing_slash = false;
     for segment in path.split('/') {
@@ -121,6 +132,12 @@ mod tests {
             );
         }
         assert_eq!(under_base("", "/../x").as_deref(), Ok("/x"));
+        // Paths without a dot segment, with and without a base, as they came.
+        for target in ["/", "//", "/a//b", "/a/b/", "/a?b=/c", "/a%20b", "/a.b/c"] {
+            assert_eq!(under_base("", target).as_deref(), Ok(target), "{target}");
+            let expected = format!("/api{target}");
+            assert_eq!(under_base("/api", target), Ok(expected), "{target}");
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use std::future::poll_fn;
 use std::io::ErrorKind;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -359,7 +360,7 @@ fn encode(out: &mut Vec<u8>, authority: &http::HeaderValue, request: &PlainReque
 /// again. The request's bytes are made once: a retry (see the module docs) sends the
 /// same bytes.
 pub(super) async fn exchange(
-    backend: &Backend,
+    backend: Arc<Backend>,
     pooled: Option<PlainConnection>,
     request: PlainRequest,
     limit: u64,
@@ -369,7 +370,7 @@ pub(super) async fn exchange(
     let mut reused = pooled.is_some();
     let mut connection = match pooled {
         Some(connection) => connection,
-        None => PlainConnection::open(backend).await?,
+        None => PlainConnection::open(&backend).await?,
     };
     encode(&mut connection.out, &backend.authority, &request);
     drop(request);
@@ -386,7 +387,7 @@ pub(super) async fn exchange(
                 }
                 log::debug!("a kept-alive backend connection was closed; sending again");
                 let out = std::mem::take(&mut connection.out);
-                connection = PlainConnection::open(backend).await?;
+                connection = PlainConnection::open(&backend).await?;
                 connection.out = out;
                 reused = false;
             }
@@ -487,7 +488,7 @@ mod tests {
         let called = runtime.block_on(async {
             tokio::time::timeout(
                 Duration::from_secs(10),
-                exchange(&backend, None, request, limit),
+                exchange(Arc::new(backend), None, request, limit),
             )
             .await
             .expect("an answer in time")

@@ -122,10 +122,8 @@ impl Fields {
 
     /// Adds a field whose value is a number's decimal digits.
     pub(super) fn push_number(&mut self, name: http::HeaderName, value: u64) {
-        use std::fmt::Write;
-        // Writing into memory cannot fail.
-        let _ = write!(self.text, "{value}");
-        self.ends.push((name, self.text.len()));
+        let mut digits = [0; 20];
+        self.push(name, crate::http::decimal(value, &mut digits));
     }
 
     /// Writes the fields as a head's lines (`name: value` and CRLF each, RFC 9112 §5),
@@ -383,14 +381,56 @@ pub(super) fn is_hop_by_hop(name: impl AsRef<[u8]>, connection: &[&[u8]]) -> boo
     listed || connection.iter().any(|c| name.eq_ignore_ascii_case(c))
 }
 
-/// The field names a message's `Connection` headers list, borrowed from their values
-/// (an empty list allocates nothing).
-pub(super) fn connection_options<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
-    values
+/// The most `Connection` options kept without a heap allocation.
+const OPTIONS_ON_STACK: usize = 8;
+
+/// The field names a message's `Connection` headers list, borrowed from their values:
+/// the first [`OPTIONS_ON_STACK`] on the stack (`Connection: keep-alive`, in most
+/// answers, costs no allocation), the rest on the heap. Reads as a slice.
+pub(super) struct ConnectionOptions<'a> {
+    on_stack: [&'a [u8]; OPTIONS_ON_STACK],
+    len: usize,
+    /// All of them, once they are more than the stack holds.
+    on_heap: Vec<&'a [u8]>,
+}
+
+impl<'a> std::ops::Deref for ConnectionOptions<'a> {
+    type Target = [&'a [u8]];
+
+    fn deref(&self) -> &Self::Target {
+        match self.on_stack.get(..self.len) {
+            Some(options) if self.on_heap.is_empty() => options,
+            _ => &self.on_heap,
+        }
+    }
+}
+
+/// The field names a message's `Connection` headers list (see [`ConnectionOptions`]).
+pub(super) fn connection_options<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> ConnectionOptions<'a> {
+    let mut options = ConnectionOptions {
+        on_stack: [b""; OPTIONS_ON_STACK],
+        len: 0,
+        on_heap: Vec::new(),
+    };
+    let tokens = values
         .flat_map(|v| v.split(|&b| b == b','))
         .map(|token| token.trim_ascii())
-        .filter(|token| !token.is_empty())
-        .collect()
+        .filter(|token| !token.is_empty());
+    for token in tokens {
+        match options.on_stack.get_mut(options.len) {
+            Some(slot) if options.on_heap.is_empty() => *slot = token,
+            _ => {
+                if options.on_heap.is_empty() {
+                    options.on_heap.extend_from_slice(&options.on_stack);
+                }
+                options.on_heap.push(token);
+            }
+        }
+        options.len += 1;
+    }
+    options
 }
 
 // The names of the fields the gateway adds, made once (a name made at run time is
@@ -453,9 +493,9 @@ impl IpText {
         self.len += 1;
     }
 
-    /// The text.
-    pub(super) fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    /// The text's bytes (ASCII).
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -609,6 +649,15 @@ pub(super) mod tests {
         }
         assert!(!is_hop_by_hop("x-forwarded-for", &[]));
         let named = connection_options([&b"close, X-Secret-Hop"[..], b"Foo"].into_iter());
+        assert_eq!(&named[..], [&b"close"[..], b"X-Secret-Hop", b"Foo"]);
+        // More than the stack holds: all of them, in order.
+        let many: Vec<String> = (0..2 * OPTIONS_ON_STACK + 1)
+            .map(|i| format!("h{i}"))
+            .collect();
+        let joined = many.join(", ");
+        let listed = connection_options(std::iter::once(joined.as_bytes()));
+        let expected: Vec<&[u8]> = many.iter().map(|h| h.as_bytes()).collect();
+        assert_eq!(&listed[..], &expected[..]);
         assert!(is_hop_by_hop("x-secret-hop", &named));
         assert!(is_hop_by_hop("FOO", &named));
         assert!(is_hop_by_hop("Transfer-Encoding", &named));
@@ -639,7 +688,7 @@ pub(super) mod tests {
             "2001:db8::17",
         ] {
             let ip: std::net::IpAddr = text.parse().unwrap();
-            assert_eq!(IpText::of(ip).as_str(), ip.to_string());
+            assert_eq!(IpText::of(ip).as_bytes(), ip.to_string().as_bytes());
         }
     }
 

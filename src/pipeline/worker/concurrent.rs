@@ -225,6 +225,14 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
     }
 
     pub(super) fn run(mut self) {
+        // The answers of a turn go to the front end together: those that ended in the
+        // wait once all are sent, those given at once before the next wait.
+        if let Err(e) = self.inner.loopback.defer_flushes(true) {
+            log::debug!(
+                "worker {}: answers flushed one by one: {e}",
+                self.inner.name()
+            );
+        }
         self.send_ready();
         let mut next_beat = Instant::now() + self.inner.heartbeat_interval;
         let mut next_tick = Instant::now() + INTERRUPT_TICK;
@@ -247,8 +255,10 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
                 until = if more { now } else { until.min(proxy.due()) };
             }
             let fd = self.jobs_fd();
+            self.flush_answers();
             self.wait(fd, until.saturating_duration_since(now));
             unreported += self.finish();
+            self.flush_answers();
             let now = Instant::now();
             if now >= next_tick {
                 next_tick = now + INTERRUPT_TICK;
@@ -465,9 +475,23 @@ impl<C: ConcurrentWork> ConcurrentLoop<C> {
         interrupted.len()
     }
 
+    /// Makes the answers sent since the last wait visible to the front ends (the
+    /// loopback holds back each flush while the loop runs: one wake-up of a front end
+    /// per turn, not per answer).
+    fn flush_answers(&self) {
+        if let Err(e) = self.inner.loopback.flush() {
+            log::debug!("worker {}: flushing answers: {e}", self.inner.name());
+        }
+    }
+
     /// Says goodbye, then finishes the jobs held and those the proxy sent before it
     /// read the goodbye; at a stop, aborts what is left.
     fn leave(&mut self) {
+        // From here on each answer goes at once (turning deferral off flushes what
+        // waits).
+        if let Err(e) = self.inner.loopback.defer_flushes(false) {
+            log::debug!("worker {}: {e}", self.inner.name());
+        }
         if let Err(e) = self.member().jobs().send(GOODBYE, zmq::DONTWAIT) {
             log::debug!("worker {}: goodbye not sent: {e}", self.inner.name());
         }
