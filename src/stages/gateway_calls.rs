@@ -31,6 +31,7 @@ use futures_util::task::AtomicWaker;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
@@ -112,15 +113,18 @@ impl Stop {
     }
 }
 
-/// A call as [`Calls`] holds it: polled until it ends, unless its [`Stop`] says it is
-/// aborted first; a panic in it leaves `panicked()`. (A struct rather than an `async`
-/// block, which would keep the call twice in its state: once as captured, once
-/// pinned.)
-struct Held<F, T> {
-    call: F,
-    stop: Arc<Stop>,
-    ticket: u64,
-    panicked: fn() -> T,
+pin_project! {
+    /// A call as [`Calls`] holds it: polled until it ends, unless its [`Stop`] says it is
+    /// aborted first; a panic in it leaves `panicked()`. (A struct rather than an `async`
+    /// block, which would keep the call twice in its state: once as captured, once
+    /// pinned.)
+    struct Held<F, T> {
+        #[pin]
+        call: F,
+        stop: Arc<Stop>,
+        ticket: u64,
+        panicked: fn() -> T,
+    }
 }
 
 impl<F, T> Future for Held<F, T>
@@ -130,42 +134,38 @@ where
     type Output = (u64, Option<(T, Option<Kept>)>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `call` stays where it is while pinned: `Held` has no `Drop` and
-        // nothing moves its fields; it is `Unpin` only when `F` is.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         if this.stop.told(cx) == ABORTED {
-            return Poll::Ready((this.ticket, None));
+            return Poll::Ready((*this.ticket, None));
         }
-        // SAFETY: as above, `call` is pinned with `Held`.
-        let call = unsafe { Pin::new_unchecked(&mut this.call) };
-        call.poll(cx).map(|ended| match ended {
-            Ok(made) => (this.ticket, Some(made)),
-            Err(_panic) => (this.ticket, Some(((this.panicked)(), None))),
+        let ticket = *this.ticket;
+        let panicked = *this.panicked;
+        this.call.poll(cx).map(|ended| match ended {
+            Ok(made) => (ticket, Some(made)),
+            Err(_panic) => (ticket, Some((panicked(), None))),
         })
     }
 }
 
-/// A call that ends (`Some`) or is cut at its deadline (`None`, once its [`Stop`] says
-/// [`EXPIRED`]); inside a [`Held`], whose polls keep the waker the telling wakes.
-struct Bounded<F> {
-    call: F,
-    stop: Arc<Stop>,
+pin_project! {
+    /// A call that ends (`Some`) or is cut at its deadline (`None`, once its [`Stop`] says
+    /// [`EXPIRED`]); inside a [`Held`], whose polls keep the waker the telling wakes.
+    struct Bounded<F> {
+        #[pin]
+        call: F,
+        stop: Arc<Stop>,
+    }
 }
 
 impl<F: Future> Future for Bounded<F> {
     type Output = Option<F::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `call` stays where it is while pinned: `Bounded` has no `Drop` and
-        // nothing moves its fields; it is `Unpin` only when `F` is.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         if this.stop.state.load(Ordering::Acquire) == EXPIRED {
             return Poll::Ready(None);
         }
-        // SAFETY: as above, `call` is pinned with `Bounded`.
-        unsafe { Pin::new_unchecked(&mut this.call) }
-            .poll(cx)
-            .map(Some)
+        this.call.poll(cx).map(Some)
     }
 }
 
