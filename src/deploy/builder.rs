@@ -25,7 +25,7 @@ use crate::base::metrics::MetricsSource;
 use crate::base::shutdown::Shutdown;
 use crate::pipeline::front_ends::{FrontEndLink, MAX_FRONT_ENDS};
 use crate::pipeline::metrics::ProxyMetrics;
-use crate::pipeline::proxy::{Chooser, Dispatch, HostedProxy, Proxy, ProxyConfig};
+use crate::pipeline::proxy::{Chooser, Dispatch, Proxy, ProxyConfig};
 use crate::pipeline::worker::{ConcurrentWork, PoolMetrics, Work, WorkerConfig, WorkerPool};
 use crate::server::{FrontSockets, Server, ServerConfig, ServerStats};
 use crate::stages::tasks::TaskRouter;
@@ -227,11 +227,7 @@ impl Pipeline {
         give_io_threads(ctx, config.io_threads, config.io_thread_spill);
         // Bound first: a taken port is reported before any stage starts (or logs).
         let listeners = Server::bind_listeners(ctx, &config)?;
-        // The front end's thread runs the proxies: a hop fewer per stage.
-        let (pipeline, mut fronts) = self.start_hosting(ctx, 1, true)?;
-        let front = fronts
-            .pop()
-            .ok_or_else(|| Error::Config("no front end".into()))?;
+        let (pipeline, front) = self.start(ctx)?;
         let mut config = config;
         if config.metrics_source.is_none() {
             config.metrics_source = Some(pipeline.metrics_source());
@@ -307,22 +303,6 @@ impl Pipeline {
         self,
         ctx: &zmq::Context,
         front_ends: usize,
-    ) -> Result<(RunningPipeline, Vec<FrontSockets>)> {
-        self.start_hosting(ctx, front_ends, false)
-    }
-
-    /// [`start_front_ends`](Self::start_front_ends); with `host` and one front end,
-    /// every stage's proxy that its pool does not run is handed to the front end's
-    /// thread ([`HostedProxy`]) instead of a thread of its own: a request then wakes
-    /// the worker that takes it, not a proxy's thread first, and a worker's forward or
-    /// READY wakes the front end's thread, which is awake anyway under load. Only for
-    /// a front end that runs its loop ([`Server::run`] turns the proxies): a bare
-    /// [`FrontSockets`] would leave them unturned.
-    fn start_hosting(
-        self,
-        ctx: &zmq::Context,
-        front_ends: usize,
-        host: bool,
     ) -> Result<(RunningPipeline, Vec<FrontSockets>)> {
         if front_ends == 0 || front_ends > MAX_FRONT_ENDS {
             return Err(Error::Config(format!(
@@ -411,13 +391,6 @@ impl Pipeline {
             running
                 .pools
                 .push((stage.start)(ctx, &stage.name, &config, proxy, &shutdown)?);
-            if host && front_ends == 1 {
-                if let Some(proxy) = proxy.take() {
-                    let mut hosted = HostedProxy::new(proxy, &shutdown);
-                    hosted.defer_flushes()?;
-                    fronts[0].hosted.push(hosted);
-                }
-            }
             if let Some(proxy) = proxy.take() {
                 let stop = shutdown.clone();
                 let thread = std::thread::Builder::new()

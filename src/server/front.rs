@@ -43,10 +43,6 @@ pub struct FrontSockets {
     /// [`crate::pipeline::front_ends`]), written in every envelope it makes so that
     /// answers come back here. 0 by default, the number of a lone front end.
     pub front_end: u8,
-    /// The stages' proxies the front end's own thread runs (the pipeline builder's
-    /// [`bind_server`](crate::Pipeline::bind_server)): a request then wakes the worker
-    /// that takes it, not a proxy's thread first.
-    pub(crate) hosted: Vec<crate::pipeline::proxy::HostedProxy>,
 }
 
 /// An entry straight to a stage the task table names (DEALER, connected to that
@@ -177,45 +173,6 @@ impl FrontSockets {
         Ok(())
     }
 
-    /// Turns the hosted proxies (see [`hosted`](Self::hosted)) until nothing waits on
-    /// their sockets or a bounded number of turns is done; says whether more may wait
-    /// (the caller then polls without sleeping). A failed socket is logged and its
-    /// proxy dropped.
-    pub(crate) fn turn_hosted(&mut self) -> bool {
-        /// Turns in a row at most (each reads at most a batch of messages).
-        const TURNS: usize = 16;
-        let mut more = false;
-        let mut failed = None;
-        for (index, hosted) in self.hosted.iter_mut().enumerate() {
-            let mut left = true;
-            for _ in 0..TURNS {
-                match hosted.turn() {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        left = false;
-                        break;
-                    }
-                    Err(e) => {
-                        log::error!("front end: a hosted proxy failed: {e}");
-                        failed = Some(index);
-                        left = false;
-                        break;
-                    }
-                }
-            }
-            more |= left;
-        }
-        if let Some(index) = failed {
-            self.hosted.remove(index);
-        }
-        more
-    }
-
-    /// When the hosted proxies' next sweep is due, if the front end runs any.
-    pub(crate) fn hosted_due(&self) -> Option<Instant> {
-        self.hosted.iter().map(|hosted| hosted.due()).min()
-    }
-
     pub(crate) fn create(ctx: &zmq::Context, loopback: &str, interrupt: &str) -> Result<Self> {
         let entry = sockets::stage_sender(ctx)?;
         let loopback_socket = sockets::socket(ctx, zmq::PULL)?;
@@ -230,7 +187,6 @@ impl FrontSockets {
             tasks: None,
             routed: Vec::new(),
             front_end: 0,
-            hosted: Vec::new(),
             entry,
             loopback: loopback_socket,
             interrupt: interrupt_socket,

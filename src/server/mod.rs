@@ -448,16 +448,8 @@ impl Server {
             if let Some(stall) = self.hang_up_retry {
                 wake = wake.min(stall.retry_at);
             }
-            if let Some(due) = self.front.hosted_due() {
-                wake = wake.min(due);
-            }
-            let mut wait =
-                whole_millis(wake.saturating_duration_since(Instant::now())).min(POLL_CAP);
+            let wait = whole_millis(wake.saturating_duration_since(Instant::now())).min(POLL_CAP);
             self.front.flush_entries();
-            // The first proxy, when this thread runs it, takes the turn's requests now.
-            if self.front.turn_hosted() {
-                wait = Duration::ZERO;
-            }
             self.poll(&mut ready, wait)?;
             let (listeners_ready, pipeline_ready) = ready.split_at(self.listeners.len());
             for (listener, _) in listeners_ready.iter().enumerate().filter(|(_, r)| **r) {

@@ -38,14 +38,6 @@ impl Server {
                     revents: 0,
                 });
             }
-            // The hosted proxies' sockets only wake the loop, which turns it every time.
-            for fd in self.front.hosted.iter().filter_map(|h| h.fd()) {
-                fds.push(libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
             self.socket_fds = fds.len();
             self.poll_fds = fds;
         }

@@ -105,7 +105,7 @@ impl Proxy {
     }
 
     /// Makes what this turn sent visible to the workers and peers (see `run`).
-    pub(super) fn flush_deferred(&self) {
+    fn flush_deferred(&self) {
         if let Err(e) = self.router.flush_deferred() {
             log::debug!("proxy: flushing: {e}");
         }

@@ -51,9 +51,6 @@ pub struct HostedProxy {
     next_sweep: Instant,
     /// When the next summary line is due, if any.
     next_summary: Option<Instant>,
-    /// Whether the socket holds back its flushes until the end of a turn (see
-    /// [`defer_flushes`](HostedProxy::defer_flushes)).
-    deferred: bool,
 }
 
 impl HostedProxy {
@@ -63,7 +60,7 @@ impl HostedProxy {
         let every = proxy.sweep_every();
         let now = Instant::now();
         log::info!(
-            "proxy: jobs arrive on {}, workers connect to {}; run by a thread it shares (its worker's or the front end's)",
+            "proxy: jobs arrive on {}, workers connect to {}; run by its worker's thread",
             proxy.bound.0,
             proxy.bound.1
         );
@@ -72,23 +69,7 @@ impl HostedProxy {
             proxy,
             every,
             next_sweep: now + every,
-            deferred: false,
         }
-    }
-
-    /// Makes what one turn sends reach each worker together, flushed at the end of the
-    /// turn (`ZMQ_DEFER_FLUSH`, as the proxy's own loop does): a worker woken by the
-    /// first job of a turn would otherwise read it, sleep, and be woken by the next.
-    ///
-    /// # Errors
-    /// The socket refused the option.
-    pub fn defer_flushes(&mut self) -> crate::base::error::Result<()> {
-        self.proxy
-            .router
-            .set_defer_flush(true)
-            .map_err(|e| crate::Error::zmq("holding back the router's flushes", e))?;
-        self.deferred = true;
-        Ok(())
     }
 
     /// Reads and handles what waits on the proxy's socket (at most a batch), without
@@ -123,9 +104,6 @@ impl HostedProxy {
                 proxy.log_summary();
                 self.next_summary = Some(now + every);
             }
-        }
-        if self.deferred {
-            proxy.flush_deferred();
         }
         Ok(more)
     }
