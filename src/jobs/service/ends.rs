@@ -151,11 +151,9 @@ impl Service {
     fn finish_one(&mut self, end: &Ending<'_>, quiet: bool, now: i64) -> Result<Ended, StoreError> {
         let store = &mut self.store;
         if !quiet {
-            return store
-                .finish(end.number, end.state, end.answer, end.error, now)
-                .map(Ended::Read);
+            return store.finish(*end, now).map(Ended::Read);
         }
-        let ended = store.finish_quietly(end.number, end.state, end.answer, end.error, now)?;
+        let ended = store.finish_quietly(*end, now)?;
         Ok(match ended {
             true => Ended::Quietly(end.state),
             false => Ended::Already,

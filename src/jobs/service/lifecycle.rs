@@ -12,7 +12,9 @@ use crate::jobs::caller::scoped_key;
 use crate::jobs::clock::now_ms;
 use crate::jobs::prefer::idempotency_key;
 use crate::jobs::schedule::not_before;
-use crate::jobs::store::{JobRecord, JobState, NewJob, StartedJob, StoreError, StoredAnswer};
+use crate::jobs::store::{
+    Ending, JobRecord, JobState, NewJob, StartedJob, StoreError, StoredAnswer,
+};
 use crate::jobs::tag::job_tag;
 use crate::pipeline::loopback::{Failure, FailureKind};
 use std::cmp::Reverse;
@@ -401,9 +403,15 @@ impl Service {
         error: Option<String>,
     ) -> Result<(), StoreError> {
         let state = end_state(&stored);
-        let ended = self
-            .store
-            .finish(number, state, &stored, error.as_deref(), now_ms())?;
+        let ended = self.store.finish(
+            Ending {
+                number,
+                state,
+                answer: &stored,
+                error: error.as_deref(),
+            },
+            now_ms(),
+        )?;
         self.ended(number, was, stored, ended);
         Ok(())
     }

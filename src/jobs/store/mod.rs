@@ -177,6 +177,17 @@ pub struct StoredAnswer {
     pub body: Vec<u8>,
 }
 
+impl StoredAnswer {
+    /// Its header fields as the stores keep them: a JSON array of `[name, value]` pairs.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if they cannot be written as JSON.
+    pub fn headers_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(&self.headers)
+            .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))
+    }
+}
+
 /// A job's end to store (see [`JobStore::finish_many`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Ending<'a> {
@@ -613,34 +624,18 @@ pub trait JobStore: Send {
         ends: &[Ending<'_>],
         now_ms: i64,
     ) -> Result<Vec<Option<JobRecord>>, StoreError> {
-        ends.iter()
-            .map(|end| self.finish(end.number, end.state, end.answer, end.error, now_ms))
-            .collect()
+        ends.iter().map(|end| self.finish(*end, now_ms)).collect()
     }
     /// Ends an unfinished job with its answer (`Succeeded` or `Failed`); its request is
     /// forgotten, except a failed job's, kept without its credentials (for a retry)
     /// until the job expires. `None` if it had already ended (a second answer is
     /// dropped).
-    fn finish(
-        &mut self,
-        number: u64,
-        state: JobState,
-        answer: &StoredAnswer,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<Option<JobRecord>, StoreError>;
+    fn finish(&mut self, end: Ending<'_>, now_ms: i64) -> Result<Option<JobRecord>, StoreError>;
     /// [`finish`](Self::finish) for a caller that does not read the job's record:
     /// whether the job was unfinished (and is now ended). A store that reads the record
     /// back after its write (SQLite) leaves the read out.
-    fn finish_quietly(
-        &mut self,
-        number: u64,
-        state: JobState,
-        answer: &StoredAnswer,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        Ok(self.finish(number, state, answer, error, now_ms)?.is_some())
+    fn finish_quietly(&mut self, end: Ending<'_>, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.finish(end, now_ms)?.is_some())
     }
     /// Puts a running job back in the queue after a run the pipeline could not take.
     fn requeue(

@@ -656,29 +656,15 @@ impl JobStore for SqliteStore {
         row.transpose()
     }
 
-    fn finish(
-        &mut self,
-        number: u64,
-        state: JobState,
-        answer: &StoredAnswer,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<Option<JobRecord>, StoreError> {
-        match self.finish_row(number, state, answer, error, now_ms)? {
-            true => self.record_of(number),
+    fn finish(&mut self, end: Ending<'_>, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
+        match self.finish_row(end, now_ms)? {
+            true => self.record_of(end.number),
             false => Ok(None),
         }
     }
 
-    fn finish_quietly(
-        &mut self,
-        number: u64,
-        state: JobState,
-        answer: &StoredAnswer,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        self.finish_row(number, state, answer, error, now_ms)
+    fn finish_quietly(&mut self, end: Ending<'_>, now_ms: i64) -> Result<bool, StoreError> {
+        self.finish_row(end, now_ms)
     }
 
     fn requeue(

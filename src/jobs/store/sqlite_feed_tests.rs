@@ -90,7 +90,15 @@ fn a_forgotten_newest_change_keeps_its_number_from_coming_back() {
     };
     store.start(job.number, 0).expect("start");
     store
-        .finish(job.number, JobState::Succeeded, &answer, None, 10)
+        .finish(
+            Ending {
+                number: job.number,
+                state: JobState::Succeeded,
+                answer: &answer,
+                error: None,
+            },
+            10,
+        )
         .expect("finish");
     assert_eq!(store.expire(100, 50).expect("expire"), 1);
     assert_eq!(store.last_seq().expect("last"), 4);
@@ -104,7 +112,15 @@ fn a_forgotten_newest_change_keeps_its_number_from_coming_back() {
     // The next forgetting takes the old marker with it.
     store.start(b.number, 300).expect("start");
     store
-        .finish(b.number, JobState::Succeeded, &answer, None, 310)
+        .finish(
+            Ending {
+                number: b.number,
+                state: JobState::Succeeded,
+                answer: &answer,
+                error: None,
+            },
+            310,
+        )
         .expect("finish");
     store.expire(400, 50).expect("expire");
     store.expire(500, 50).expect("expire");

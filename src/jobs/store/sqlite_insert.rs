@@ -43,16 +43,9 @@ impl SqliteStore {
 
     /// Ends an unfinished job's row (see [`JobStore::finish`]): whether it was
     /// unfinished. The record is not read back.
-    pub(super) fn finish_row(
-        &mut self,
-        number: u64,
-        state: JobState,
-        answer: &StoredAnswer,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let headers = serde_json::to_string(&answer.headers)
-            .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
+    pub(super) fn finish_row(&mut self, end: Ending<'_>, now_ms: i64) -> Result<bool, StoreError> {
+        let (number, state, answer, error) = (end.number, end.state, end.answer, end.error);
+        let headers = answer.headers_json()?;
         self.scrub = true;
         if state == JobState::Failed {
             admin::scrub_credentials(&self.db, number)?;

@@ -232,7 +232,15 @@ fn a_job_runs_once_per_start_and_ends_once() {
     assert!(started.head.starts_with(b"GET /x"));
     assert!(store.start(job.number, 3).expect("start").is_none());
     let ended = store
-        .finish(job.number, JobState::Succeeded, &answer(200), None, 4)
+        .finish(
+            Ending {
+                number: job.number,
+                state: JobState::Succeeded,
+                answer: &answer(200),
+                error: None,
+            },
+            4,
+        )
         .expect("finish")
         .expect("running");
     assert_eq!(
@@ -241,7 +249,15 @@ fn a_job_runs_once_per_start_and_ends_once() {
     );
     // A second answer (a run after a restart) changes nothing.
     assert!(store
-        .finish(job.number, JobState::Failed, &answer(500), Some("late"), 5)
+        .finish(
+            Ending {
+                number: job.number,
+                state: JobState::Failed,
+                answer: &answer(500),
+                error: Some("late")
+            },
+            5
+        )
         .expect("finish")
         .is_none());
     assert_eq!(store.answer(job.number).expect("answer"), Some(answer(200)));
@@ -281,7 +297,15 @@ fn ended_jobs_expire_then_are_forgotten() {
     let waiting = insert(&mut store, "waiting", 0);
     store.start(done.number, 0).expect("start");
     store
-        .finish(done.number, JobState::Succeeded, &answer(200), None, 10)
+        .finish(
+            Ending {
+                number: done.number,
+                state: JobState::Succeeded,
+                answer: &answer(200),
+                error: None,
+            },
+            10,
+        )
         .expect("finish");
     assert_eq!(store.expire(100, 50).expect("expire"), 1);
     assert_eq!(
@@ -306,7 +330,15 @@ fn every_state_change_gets_the_next_sequence_number_and_a_failed_job_can_be_retr
     let job = insert(&mut store, "a", 1);
     store.start(job.number, 2).expect("start");
     store
-        .finish(job.number, JobState::Failed, &answer(500), Some("boom"), 3)
+        .finish(
+            Ending {
+                number: job.number,
+                state: JobState::Failed,
+                answer: &answer(500),
+                error: Some("boom"),
+            },
+            3,
+        )
         .expect("finish");
     // A failed job keeps its request, for a retry.
     let queued = store.retry(job.number, 4).expect("retry").expect("failed");
@@ -541,7 +573,15 @@ fn jobs_started_at_their_insert_are_stored_as_an_insert_and_a_start_leave_them()
         body: b"ok".to_vec(),
     };
     let ended = at_once
-        .finish(records[0].number, JobState::Succeeded, &answer, None, 6)
+        .finish(
+            Ending {
+                number: records[0].number,
+                state: JobState::Succeeded,
+                answer: &answer,
+                error: None,
+            },
+            6,
+        )
         .expect("finish");
     assert_eq!(ended.map(|r| r.state), Some(JobState::Succeeded));
     at_once.commit().expect("commit");
@@ -609,7 +649,15 @@ fn a_job_costs_three_writes_two_reads_and_its_share_of_the_groups_events() {
     for started in store.start_many(&numbers, 2).expect("start") {
         let number = started.record.number;
         let ended = store
-            .finish(number, JobState::Succeeded, &answer(200), None, 3)
+            .finish(
+                Ending {
+                    number,
+                    state: JobState::Succeeded,
+                    answer: &answer(200),
+                    error: None,
+                },
+                3,
+            )
             .expect("finish")
             .expect("ended");
         for seq in 1..=ended.events {
@@ -671,7 +719,15 @@ fn the_scrub_after_the_commit_that_ended_a_job_takes_its_request_off_every_file(
         .expect("start")
         .expect("started");
     store
-        .finish(record.number, JobState::Succeeded, &answer(200), None, 3)
+        .finish(
+            Ending {
+                number: record.number,
+                state: JobState::Succeeded,
+                answer: &answer(200),
+                error: None,
+            },
+            3,
+        )
         .expect("finish")
         .expect("ended");
     store.commit().expect("commit");
@@ -779,7 +835,15 @@ fn plain_state_events_are_read_from_the_feed_and_the_others_from_job_events() {
         .expect("insert");
     let (a, b) = (started[0].number, records[1].number);
     let ended = store
-        .finish(a, JobState::Succeeded, &answer(200), None, 7)
+        .finish(
+            Ending {
+                number: a,
+                state: JobState::Succeeded,
+                answer: &answer(200),
+                error: None,
+            },
+            7,
+        )
         .expect("finish")
         .expect("ended");
     assert_eq!(ended.events, 3);

@@ -144,10 +144,7 @@ impl PostgresStore {
             .filter(|end| end.state == JobState::Succeeded)
             .collect();
         if succeeded.len() < 2 {
-            return ends
-                .iter()
-                .map(|end| self.finish(end.number, end.state, end.answer, end.error, now_ms))
-                .collect();
+            return ends.iter().map(|end| self.finish(*end, now_ms)).collect();
         }
         let mut numbers = Vec::with_capacity(succeeded.len());
         let mut statuses = Vec::with_capacity(succeeded.len());
@@ -158,10 +155,7 @@ impl PostgresStore {
             numbers.push(sql_int(end.number));
             statuses.push(i64::from(end.answer.status));
             errors.push(end.error);
-            headers.push(
-                serde_json::to_string(&end.answer.headers)
-                    .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?,
-            );
+            headers.push(end.answer.headers_json()?);
             bodies.push(end.answer.body.as_slice());
         }
         // The answers' columns are named apart from the table's, so that RETURNING
@@ -186,7 +180,7 @@ impl PostgresStore {
         ends.iter()
             .map(|end| match end.state {
                 JobState::Succeeded => Ok(ended.remove(&end.number)),
-                _ => self.finish(end.number, end.state, end.answer, end.error, now_ms),
+                _ => self.finish(*end, now_ms),
             })
             .collect()
     }

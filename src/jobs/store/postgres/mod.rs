@@ -365,16 +365,9 @@ impl JobStore for PostgresStore {
         self.start_batch(numbers, now_ms)
     }
 
-    fn finish(
-        &mut self,
-        number: u64,
-        state: JobState,
-        answer: &StoredAnswer,
-        error: Option<&str>,
-        now_ms: i64,
-    ) -> Result<Option<JobRecord>, StoreError> {
-        let headers = serde_json::to_string(&answer.headers)
-            .map_err(|e| StoreError::Corrupt(format!("answer headers: {e}")))?;
+    fn finish(&mut self, end: Ending<'_>, now_ms: i64) -> Result<Option<JobRecord>, StoreError> {
+        let (number, state, answer, error) = (end.number, end.state, end.answer, end.error);
+        let headers = answer.headers_json()?;
         let number = sql_int(number);
         if state == JobState::Failed {
             let head = self.row("SELECT head FROM jobs WHERE number = $1", &[&number])?;
