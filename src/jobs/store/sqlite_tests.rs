@@ -1,6 +1,26 @@
 //! Unit tests of the SQLite job store (kept apart so `sqlite.rs` stays one concern).
 use super::*;
 
+/// A successful end of job `number` with `answer`.
+fn success(number: u64, answer: &StoredAnswer) -> Ending<'_> {
+    Ending {
+        number,
+        state: JobState::Succeeded,
+        answer,
+        error: None,
+    }
+}
+
+/// A failed end of job `number` with `answer`, for `error`.
+fn failure<'a>(number: u64, answer: &'a StoredAnswer, error: &'a str) -> Ending<'a> {
+    Ending {
+        number,
+        state: JobState::Failed,
+        answer,
+        error: Some(error),
+    }
+}
+
 /// A fresh, empty scratch directory of this process for the test `name`.
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("prime-store-{name}-{}", std::process::id()));
@@ -232,15 +252,7 @@ fn a_job_runs_once_per_start_and_ends_once() {
     assert!(started.head.starts_with(b"GET /x"));
     assert!(store.start(job.number, 3).expect("start").is_none());
     let ended = store
-        .finish(
-            Ending {
-                number: job.number,
-                state: JobState::Succeeded,
-                answer: &answer(200),
-                error: None,
-            },
-            4,
-        )
+        .finish(success(job.number, &answer(200)), 4)
         .expect("finish")
         .expect("running");
     assert_eq!(
@@ -249,15 +261,7 @@ fn a_job_runs_once_per_start_and_ends_once() {
     );
     // A second answer (a run after a restart) changes nothing.
     assert!(store
-        .finish(
-            Ending {
-                number: job.number,
-                state: JobState::Failed,
-                answer: &answer(500),
-                error: Some("late")
-            },
-            5
-        )
+        .finish(failure(job.number, &answer(500), "late"), 5)
         .expect("finish")
         .is_none());
     assert_eq!(store.answer(job.number).expect("answer"), Some(answer(200)));
@@ -297,15 +301,7 @@ fn ended_jobs_expire_then_are_forgotten() {
     let waiting = insert(&mut store, "waiting", 0);
     store.start(done.number, 0).expect("start");
     store
-        .finish(
-            Ending {
-                number: done.number,
-                state: JobState::Succeeded,
-                answer: &answer(200),
-                error: None,
-            },
-            10,
-        )
+        .finish(success(done.number, &answer(200)), 10)
         .expect("finish");
     assert_eq!(store.expire(100, 50).expect("expire"), 1);
     assert_eq!(
@@ -330,15 +326,7 @@ fn every_state_change_gets_the_next_sequence_number_and_a_failed_job_can_be_retr
     let job = insert(&mut store, "a", 1);
     store.start(job.number, 2).expect("start");
     store
-        .finish(
-            Ending {
-                number: job.number,
-                state: JobState::Failed,
-                answer: &answer(500),
-                error: Some("boom"),
-            },
-            3,
-        )
+        .finish(failure(job.number, &answer(500), "boom"), 3)
         .expect("finish");
     // A failed job keeps its request, for a retry.
     let queued = store.retry(job.number, 4).expect("retry").expect("failed");
@@ -573,15 +561,7 @@ fn jobs_started_at_their_insert_are_stored_as_an_insert_and_a_start_leave_them()
         body: b"ok".to_vec(),
     };
     let ended = at_once
-        .finish(
-            Ending {
-                number: records[0].number,
-                state: JobState::Succeeded,
-                answer: &answer,
-                error: None,
-            },
-            6,
-        )
+        .finish(success(records[0].number, &answer), 6)
         .expect("finish");
     assert_eq!(ended.map(|r| r.state), Some(JobState::Succeeded));
     at_once.commit().expect("commit");
@@ -719,15 +699,7 @@ fn the_scrub_after_the_commit_that_ended_a_job_takes_its_request_off_every_file(
         .expect("start")
         .expect("started");
     store
-        .finish(
-            Ending {
-                number: record.number,
-                state: JobState::Succeeded,
-                answer: &answer(200),
-                error: None,
-            },
-            3,
-        )
+        .finish(success(record.number, &answer(200)), 3)
         .expect("finish")
         .expect("ended");
     store.commit().expect("commit");
@@ -835,15 +807,7 @@ fn plain_state_events_are_read_from_the_feed_and_the_others_from_job_events() {
         .expect("insert");
     let (a, b) = (started[0].number, records[1].number);
     let ended = store
-        .finish(
-            Ending {
-                number: a,
-                state: JobState::Succeeded,
-                answer: &answer(200),
-                error: None,
-            },
-            7,
-        )
+        .finish(success(a, &answer(200)), 7)
         .expect("finish")
         .expect("ended");
     assert_eq!(ended.events, 3);
