@@ -867,6 +867,21 @@ mod insert;
 #[path = "sqlite_schema.rs"]
 mod schema;
 
+/// What the unit tests of both files below read of a store.
+#[cfg(test)]
+impl SqliteStore {
+    /// The `CREATE TABLE` statement SQLite keeps for the table `name`.
+    fn table_sql(&self, name: &str) -> String {
+        self.db
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .expect("the table's SQL")
+    }
+}
+
 #[cfg(test)]
 #[path = "sqlite_feed_tests.rs"]
 mod feed_tests;

@@ -1,5 +1,6 @@
 //! Unit tests of the feed of changes numbered by its row id (schema version 9): the
 //! numbers of a rebuilt older feed, and a forgotten newest change.
+use super::tests::insert;
 use super::*;
 
 fn store_at(name: &str) -> (SqliteStore, std::path::PathBuf) {
@@ -8,21 +9,6 @@ fn store_at(name: &str) -> (SqliteStore, std::path::PathBuf) {
     std::fs::create_dir_all(&dir).expect("a scratch directory");
     let path = dir.join("jobs.sqlite");
     (SqliteStore::open(&path).expect("a new store"), path)
-}
-
-fn insert(store: &mut SqliteStore, id: &str, now_ms: i64) -> JobRecord {
-    store
-        .insert(&NewJob {
-            id,
-            head: b"GET /x HTTP/1.1\r\n\r\n",
-            body: b"",
-            idempotency_key: None,
-            fingerprint: b"f",
-            now_ms,
-            client: None,
-            not_before_ms: None,
-        })
-        .expect("insert")
 }
 
 fn seqs_and_ids(store: &mut SqliteStore) -> Vec<(u64, String)> {
@@ -56,14 +42,7 @@ fn a_version_8_feed_keeps_its_numbers_and_never_gives_one_again() {
         .expect("the version 8 feed's index and triggers");
     drop(old);
     let mut store = SqliteStore::open(&path).expect("open a version 8 file");
-    let sql: String = store
-        .db
-        .query_row(
-            "SELECT sql FROM sqlite_schema WHERE name = 'job_changes'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("the feed's SQL");
+    let sql = store.table_sql("job_changes");
     assert!(!sql.contains("AUTOINCREMENT"), "{sql}");
     assert_eq!(
         seqs_and_ids(&mut store),

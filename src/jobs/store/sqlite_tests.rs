@@ -43,7 +43,9 @@ fn feed_ids(store: &mut SqliteStore) -> Vec<String> {
         .collect()
 }
 
-fn insert(store: &mut SqliteStore, id: &str, now_ms: i64) -> JobRecord {
+/// Stores a job `id` (a GET with credentials, from a client) at `now_ms`; the feed's
+/// tests use it too.
+pub(super) fn insert(store: &mut SqliteStore, id: &str, now_ms: i64) -> JobRecord {
     store
         .insert(&NewJob {
             id,
@@ -378,14 +380,7 @@ fn a_version_6_file_keeps_its_jobs_and_keys_with_the_keys_in_a_partial_index() {
     insert(&mut old, "a", 1);
     old.insert(&new_job("b", Some("k"))).expect("insert b");
     // Version 6 made the key a UNIQUE column, whose index holds every job.
-    let sql: String = old
-        .db
-        .query_row(
-            "SELECT sql FROM sqlite_schema WHERE name = 'jobs'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("the table's SQL");
+    let sql = old.table_sql("jobs");
     let v6 = sql
         .replacen("CREATE TABLE jobs", "CREATE TABLE jobs_v6", 1)
         .replacen("idempotency_key TEXT", "idempotency_key TEXT UNIQUE", 1);
